@@ -1,0 +1,104 @@
+# NFS -> Azure Blob uploader. `make run` and `make test` work on a fresh Debian 12 machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+JOBS        ?= $(shell nproc)
+BUILD_DIR   ?= build
+ASAN_DIR    ?= build-asan
+TSAN_DIR    ?= build-tsan
+BIN         := $(BUILD_DIR)/bin/nfs-blob-uploader
+API         ?= http://127.0.0.1:$(or $(APP_HTTP_PORT),8000)
+GEN_API     ?= http://127.0.0.1:$(or $(GEN_HTTP_PORT),8080)
+SESSION     ?= demo
+INTERVAL    ?= 2
+SIZE        ?= 65536
+COUNT       ?= 10
+AZURITE_PORT ?= 10000
+RUN_DIR     := .run
+CMAKE_FLAGS ?=
+
+SOURCES := $(shell git ls-files '*.cpp' '*.h' 2>/dev/null)
+
+.PHONY: help install build build-asan build-tsan run test test-unit test-asan test-tsan lint format \
+        format-check typecheck clean dev-up dev-down watch-start watch-stop test-status gen-start \
+        gen-stop bench bench-smoke docker-build docker-up docker-down k3s-apply k3s-delete shellcheck
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: ## Install Debian and npm dependencies (idempotent)
+	@./scripts/install-deps.sh
+
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+build: $(BUILD_DIR)/CMakeCache.txt ## Release build: build/bin/nfs-blob-uploader, build/bin/nfs-testgen
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+build-asan: ## AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/
+	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DNBU_SANITIZE=address,undefined $(CMAKE_FLAGS)
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+
+build-tsan: ## ThreadSanitizer build of the concurrency tests in build-tsan/
+	cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNBU_SANITIZE=thread $(CMAKE_FLAGS)
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target nbu_concurrency_tests
+
+run: install build dev-up ## Build, start Azurite in the background and the service in the foreground
+	@mkdir -p data/nfs/incoming data/nfs/.processing data/staging
+	@[ -f .env ] || cp .env.example .env
+	$(BIN)
+
+test: install build ## Install, build, run every test (release, then ASan+UBSan, then TSan)
+	cd $(BUILD_DIR) && ctest --output-on-failure -j 2
+	$(MAKE) test-asan
+	$(MAKE) test-tsan
+	$(MAKE) lint-check
+
+test-unit: build ## Unit tests only (fast)
+	cd $(BUILD_DIR) && ctest --output-on-failure -L unit -j $(JOBS)
+
+test-asan: build-asan ## Unit, integration and e2e tests under ASan+UBSan
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -L 'unit|integration|e2e' -j 2
+
+test-tsan: build-tsan ## Concurrency tests under ThreadSanitizer
+	cd $(TSAN_DIR) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency
+
+lint: build ## clang-tidy over the sources (uses build/compile_commands.json)
+	clang-tidy -p $(BUILD_DIR) --quiet $(filter %.cpp,$(SOURCES))
+
+lint-check: format-check shellcheck ## Checks CI runs: formatting and shell scripts
+
+format: ## Format every C++ source in place
+	clang-format -i $(SOURCES)
+
+format-check: ## Fail when a source is not clang-formatted
+	clang-format --dry-run --Werror $(SOURCES)
+
+shellcheck: ## Lint the shell scripts
+	shellcheck $$(git ls-files '*.sh') .ci/run
+
+typecheck: ## Strictest compile (warnings as errors) plus cppcheck
+	cmake -S . -B build-typecheck -DCMAKE_BUILD_TYPE=Debug -DNBU_WERROR=ON $(CMAKE_FLAGS)
+	cmake --build build-typecheck -j $(JOBS)
+	cppcheck --project=build-typecheck/compile_commands.json --enable=warning,performance,portability \
+	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -i tests/ --quiet
+
+clean: ## Remove build directories and runtime data
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) build-typecheck $(RUN_DIR) data
+
+dev-up: ## Start a local Azurite in the background on 127.0.0.1:$(AZURITE_PORT)
+	@./scripts/dev-azurite.sh start $(AZURITE_PORT)
+
+dev-down: ## Stop the local Azurite
+	@./scripts/dev-azurite.sh stop $(AZURITE_PORT)
+
+watch-start: ## Start watching incoming/$(SESSION)
+	@curl -sS -X POST -H 'Content-Type: application/json' -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
+
+watch-stop: ## Stop the active watch session
+	@curl -sS -X POST $(API)/v1/watch/stop; echo
+
+test-status: ## Pretty-printed status of the uploader (and the generator, if running)
+	@echo "uploader:"; curl -sS $(API)/v1/status | jq . || true
+	@echo "generator:"; curl -sS --max-time 2 $(GEN_API)/v1/generate/status 2>/dev/null | jq . || echo "  (not running)"

@@ -1,0 +1,9 @@
+# One interface target that carries the project's warning flags; every project target links it.
+add_library(nbu_warnings INTERFACE)
+target_compile_options(nbu_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion -Wnon-virtual-dtor
+  -Wold-style-cast -Woverloaded-virtual -Wnull-dereference -Wdouble-promotion -Wformat=2
+  -Wimplicit-fallthrough -Wmisleading-indentation -Wduplicated-cond -Wlogical-op)
+if(NBU_WERROR)
+  target_compile_options(nbu_warnings INTERFACE -Werror)
+endif()

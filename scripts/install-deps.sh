@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every system package and npm package the build, tests, `make run` and `make bench` need.
+# Debian packages come from apt, Node packages from package-lock.json. Idempotent: skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential cmake pkg-config git ca-certificates curl
+  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libcpp-httplib-dev libyaml-cpp-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  clang-format clang-tidy cppcheck shellcheck
+  nodejs npm
+  rclone libsecret-1-0 nginx-light
+  procps psmisc openssl jq
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  # npm ships with nodesource's nodejs; do not ask apt for it when a working npm exists.
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
+  if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "install-deps: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Node packages (Azurite emulator, AzCopy for benchmarks), pinned by package-lock.json.
+if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "install-deps: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,119 @@
+// Blob REST client: the few Block Blob operations the uploader needs, with per-request retries,
+// a process-wide throttle gate, Content-MD5 on every body and secret-free error messages.
+#pragma once
+
+#include "azure/credential.h"
+#include "azure/http.h"
+#include "azure/retry_policy.h"
+#include "util/clock.h"
+#include "util/crypto.h"
+#include "util/status.h"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+namespace nbu::azure {
+
+inline constexpr const char* kApiVersion = "2025-11-05";
+
+struct BlobClientOptions {
+  // Blob service endpoint without trailing slash: "https://acct.blob.core.windows.net" or
+  // "http://127.0.0.1:10000/devstoreaccount1" (path style: account is the first path segment).
+  std::string endpoint;
+  std::string account;    // account name (for Shared Key signing)
+  std::string container;
+  RetryOptions retry;
+  // Per-request timeout = base + body_bytes / min_throughput (Azure's write timeouts scale too).
+  std::chrono::milliseconds timeout_base{30000};
+  uint64_t timeout_min_bytes_per_s = 1 << 20;
+};
+
+// A body to send: a byte range of an open file (streamed with pread) or bytes in memory.
+struct Body {
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::string bytes;  // used when fd < 0
+  static Body FromFile(int fd, uint64_t offset, uint64_t length) { return {fd, offset, length, {}}; }
+  static Body FromString(std::string s) { return {-1, 0, 0, std::move(s)}; }
+};
+
+// Properties set on the committed blob.
+struct BlobProperties {
+  std::optional<Md5Digest> content_md5;        // whole-blob MD5 (x-ms-blob-content-md5)
+  std::string content_type;                    // empty: not set
+  std::string access_tier;                     // empty: account default (Hot/Cool/Cold/Archive)
+  std::map<std::string, std::string> metadata; // names must be C# identifiers; values ASCII
+};
+
+struct BlobInfo {
+  uint64_t size = 0;
+  std::optional<Md5Digest> content_md5;
+  std::string etag;
+  std::map<std::string, std::string> metadata;  // lower-case names, from x-ms-meta-*
+};
+
+struct BlockInfo {
+  std::string id;   // base64 block id as listed
+  uint64_t size = 0;
+};
+
+// Hooks for metrics; all optional, called from request threads.
+struct BlobClientObserver {
+  std::function<void(const std::string& reason)> on_retry;     // e.g. "503", "connection"
+  std::function<void()> on_throttled;                          // 429/503 seen
+};
+
+// Thread-safe: one client is shared by all workers.
+class BlobClient {
+ public:
+  BlobClient(BlobClientOptions options, std::shared_ptr<Credential> credential,
+             std::shared_ptr<HttpTransport> transport, Clock& clock,
+             BlobClientObserver observer = {});
+
+  // PUT ?restype=container; 409 ContainerAlreadyExists is success.
+  Status CreateContainerIfMissing(std::stop_token stop = {});
+  // Put Blob (BlockBlob) with Content-MD5 of the body and the given properties.
+  Status PutBlob(const std::string& blob_name, const Body& body, const Md5Digest& body_md5,
+                 const BlobProperties& props, std::stop_token stop = {});
+  // Put Block: `block_id` is the raw (pre-base64) id; it is base64- then URL-encoded here.
+  Status PutBlock(const std::string& blob_name, const std::string& block_id, const Body& body,
+                  const Md5Digest& body_md5, std::stop_token stop = {});
+  // Put Block List with every id as <Latest> (replay-safe), raw ids as for PutBlock.
+  Status PutBlockList(const std::string& blob_name, const std::vector<std::string>& block_ids,
+                      const BlobProperties& props, std::stop_token stop = {});
+  // HEAD: nullopt when the blob does not exist.
+  Result<std::optional<BlobInfo>> GetProperties(const std::string& blob_name,
+                                                std::stop_token stop = {});
+  // Get Block List (blocklisttype=uncommitted): ids returned raw (base64-decoded).
+  Result<std::vector<BlockInfo>> GetUncommittedBlocks(const std::string& blob_name,
+                                                      std::stop_token stop = {});
+  // For tests and tools: whole blob body, and delete.
+  Result<std::string> GetBlob(const std::string& blob_name, std::stop_token stop = {});
+  Status DeleteBlob(const std::string& blob_name, std::stop_token stop = {});
+
+  // URL of a blob with the name percent-encoded, without any credential (safe to log).
+  std::string BlobUrl(const std::string& blob_name) const;
+  const BlobClientOptions& options() const { return options_; }
+
+ private:
+  struct Outcome;
+  Result<HttpResponse> Execute(HttpRequest req, const std::string& op, std::stop_token stop,
+                               std::initializer_list<long> ok_statuses);
+
+  BlobClientOptions options_;
+  bool path_style_;
+  std::shared_ptr<Credential> credential_;
+  std::shared_ptr<HttpTransport> transport_;
+  Clock& clock_;
+  BlobClientObserver observer_;
+  ThrottleGate throttle_;
+};
+
+}  // namespace nbu::azure

@@ -1,0 +1,69 @@
+// HTTP transport on libcurl: keep-alive connections pooled across requests and threads, bodies
+// streamed from a file range (never loaded whole) or from memory.
+#pragma once
+
+#include "util/status.h"
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nbu::azure {
+
+// Case-insensitive header map (names stored lower-case).
+using HeaderMap = std::map<std::string, std::string>;
+
+struct HttpRequest {
+  std::string method = "GET";       // GET, PUT, HEAD, DELETE, POST
+  std::string url;                  // fully encoded URL, sent exactly as given (PATH_AS_IS)
+  std::vector<std::pair<std::string, std::string>> headers;  // sent as given, in order
+  // Body: either `body` (in memory) or `body_fd` >= 0 with [body_offset, body_offset+body_length).
+  std::string body;
+  int body_fd = -1;
+  uint64_t body_offset = 0;
+  uint64_t body_length = 0;
+  std::chrono::milliseconds timeout{30000};   // whole-request timeout
+  std::chrono::milliseconds connect_timeout{10000};
+
+  uint64_t BodySize() const { return body_fd >= 0 ? body_length : body.size(); }
+  void SetHeader(const std::string& name, const std::string& value);  // replaces same name
+  const std::string* FindHeader(const std::string& name) const;      // case-insensitive
+};
+
+struct HttpResponse {
+  long status = 0;
+  HeaderMap headers;  // lower-case names
+  std::string body;   // capped at HttpTransportOptions::max_response_body
+  const std::string* Header(const std::string& lower_name) const;
+};
+
+struct HttpTransportOptions {
+  std::string ca_file;              // empty: system store (and SSL_CERT_FILE, as libcurl does)
+  size_t max_response_body = 4 << 20;
+  size_t max_idle_handles = 64;
+};
+
+// Thread-safe. Connection errors and timeouts come back as ErrorKind::kTransient with the curl
+// error text; any HTTP status (including 4xx/5xx) is a successful Send.
+class HttpTransport {
+ public:
+  explicit HttpTransport(HttpTransportOptions options = {});
+  ~HttpTransport();
+  HttpTransport(const HttpTransport&) = delete;
+  HttpTransport& operator=(const HttpTransport&) = delete;
+
+  Result<HttpResponse> Send(const HttpRequest& request);
+
+ private:
+  struct Pool;
+  HttpTransportOptions options_;
+  std::unique_ptr<Pool> pool_;
+};
+
+// Call once at process start, before threads (curl_global_init).
+void GlobalHttpInit();
+
+}  // namespace nbu::azure

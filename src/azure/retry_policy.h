@@ -1,0 +1,51 @@
+// Retry policy as data plus one function, and a process-wide throttle gate.
+#pragma once
+
+#include "azure/http.h"
+#include "util/clock.h"
+#include "util/status.h"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <optional>
+
+namespace nbu::azure {
+
+struct RetryOptions {
+  int max_attempts = 6;                                  // total tries per request
+  std::chrono::milliseconds base_delay{800};             // first backoff
+  std::chrono::milliseconds max_delay{60000};            // cap for computed and server delays
+};
+
+// Decides whether attempt number `attempt` (1-based, just failed) is retried and after how long.
+// Retried: connection errors/timeouts (transient Status), 408, 429, 500, 502, 503, 504.
+// Never retried: other statuses (4xx are the caller's fault or final; 2xx/3xx are not failures).
+// Delay: base * 2^(attempt-1) * jitter[0.8,1.3], capped; a server hint (retry-after-ms,
+// x-ms-retry-after-ms, Retry-After seconds) replaces it, capped at max_delay.
+// `jitter01` is a uniform random number in [0,1).
+std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options, int attempt,
+                                                    const Result<HttpResponse>& outcome,
+                                                    double jitter01);
+// True for HTTP statuses the policy retries.
+bool IsRetryableStatus(long status);
+// Server-suggested delay from response headers, if any.
+std::optional<std::chrono::milliseconds> ServerRetryHint(const HttpResponse& response);
+
+// Shared by every request of the process: a throttling answer (429/503) pushes a "not before"
+// time that all requests wait for, so workers back off together instead of hammering.
+class ThrottleGate {
+ public:
+  explicit ThrottleGate(Clock& clock) : clock_(clock) {}
+  // Blocks until the gate is open; false if `stop` was requested.
+  bool Wait(std::stop_token stop);
+  void Throttle(std::chrono::milliseconds delay);
+  bool ThrottledNow() const;
+
+ private:
+  Clock& clock_;
+  mutable std::mutex mu_;
+  MonoTime not_before_{};  // guarded by mu_
+};
+
+}  // namespace nbu::azure

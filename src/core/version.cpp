@@ -1,0 +1,1 @@
+namespace nbu { const char* kVersion = "0.1.0"; }

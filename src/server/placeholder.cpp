@@ -1,0 +1,1 @@
+namespace nbu { int kServerPlaceholder = 0; }

@@ -1,0 +1,50 @@
+#include "util/clock.h"
+
+namespace nbu {
+
+bool RealClock::SleepFor(Duration d, std::stop_token stop) {
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::unique_lock lock(mu);
+  return !cv.wait_for(lock, stop, d, [] { return false; }) && !stop.stop_requested();
+}
+
+RealClock& RealClock::Instance() {
+  static RealClock clock;
+  return clock;
+}
+
+MonoTime SimulatedClock::Now() const {
+  std::lock_guard lock(mu_);
+  return MonoTime(elapsed_);
+}
+
+WallTime SimulatedClock::WallNow() const {
+  std::lock_guard lock(mu_);
+  return wall_start_ + std::chrono::duration_cast<WallTime::duration>(elapsed_);
+}
+
+bool SimulatedClock::SleepFor(Duration d, std::stop_token stop) {
+  std::unique_lock lock(mu_);
+  sleeps_.push_back(d);
+  if (auto_advance_) {
+    elapsed_ += d;
+    cv_.notify_all();
+    return !stop.stop_requested();
+  }
+  const Duration until = elapsed_ + d;
+  return cv_.wait(lock, stop, [&] { return elapsed_ >= until; });
+}
+
+void SimulatedClock::Advance(Duration d) {
+  std::lock_guard lock(mu_);
+  elapsed_ += d;
+  cv_.notify_all();
+}
+
+std::vector<Duration> SimulatedClock::SleepsForTest() const {
+  std::lock_guard lock(mu_);
+  return sleeps_;
+}
+
+}  // namespace nbu

@@ -1,0 +1,114 @@
+#include "util/crypto.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include <cstring>
+#include <stdexcept>
+
+namespace nbu {
+
+struct Md5::Impl {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~Impl() { EVP_MD_CTX_free(ctx); }
+};
+
+Md5::Md5() : impl_(std::make_unique<Impl>()) {
+  if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, EVP_md5(), nullptr) != 1) {
+    throw std::runtime_error("EVP md5 init failed");
+  }
+}
+Md5::~Md5() = default;
+Md5::Md5(Md5&&) noexcept = default;
+Md5& Md5::operator=(Md5&&) noexcept = default;
+
+void Md5::Update(const void* data, size_t len) { EVP_DigestUpdate(impl_->ctx, data, len); }
+
+Md5Digest Md5::Final() {
+  Md5Digest out{};
+  unsigned int n = 0;
+  EVP_DigestFinal_ex(impl_->ctx, out.data(), &n);
+  EVP_DigestInit_ex(impl_->ctx, EVP_md5(), nullptr);
+  return out;
+}
+
+Md5Digest Md5::Of(std::string_view data) {
+  Md5 m;
+  m.Update(data);
+  return m.Final();
+}
+
+std::string Base64Encode(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()),
+                                static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::optional<std::string> Base64Decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    const bool pad = c == '=' && i + 2 >= text.size();
+    if (!alnum && c != '+' && c != '/' && !pad) return std::nullopt;
+    if (c != '=' && i > 0 && text[i - 1] == '=') return std::nullopt;
+  }
+  std::string out(3 * text.size() / 4, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()),
+                                static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  size_t len = static_cast<size_t>(n);
+  if (!text.empty() && text.back() == '=') --len;
+  if (text.size() > 1 && text[text.size() - 2] == '=') --len;
+  out.resize(len);
+  return out;
+}
+
+std::string HmacSha256(std::string_view key, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char out[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), out);
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(out), sizeof out));
+}
+
+std::string HexEncode(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const char ch : bytes) {
+    const auto b = static_cast<unsigned char>(ch);
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xF]);
+  }
+  return out;
+}
+
+std::string RandomBytes(size_t n) {
+  std::string out(n, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+    throw std::runtime_error("RAND_bytes failed");
+  }
+  return out;
+}
+
+uint64_t RandomU64() {
+  const std::string b = RandomBytes(8);
+  uint64_t v = 0;
+  std::memcpy(&v, b.data(), sizeof v);
+  return v;
+}
+
+}  // namespace nbu

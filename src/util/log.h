@@ -1,0 +1,57 @@
+// Structured logging: one JSON object per line (timestamp, level, message, fields), thread-safe.
+// Lines logged while a thread carries a trace context also get trace_id and span_id.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace nbu {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+// The trace context of the work this thread is doing (set by the telemetry layer). Empty = none.
+struct LogTraceContext {
+  std::string trace_id;
+  std::string span_id;
+};
+LogTraceContext& CurrentLogTraceContext();
+
+// Sets the trace context for the current thread for the lifetime of this object.
+class ScopedLogTraceContext {
+ public:
+  ScopedLogTraceContext(std::string trace_id, std::string span_id);
+  ~ScopedLogTraceContext();
+  ScopedLogTraceContext(const ScopedLogTraceContext&) = delete;
+  ScopedLogTraceContext& operator=(const ScopedLogTraceContext&) = delete;
+
+ private:
+  LogTraceContext saved_;
+};
+
+void SetLogLevel(LogLevel level);
+bool ParseLogLevel(std::string_view text, LogLevel* out);
+// Replaces the output (stdout by default); tests use it to capture lines. Not thread-safe with
+// concurrent logging: call before starting threads.
+void SetLogSinkForTest(std::function<void(const std::string&)> sink);
+
+void Log(LogLevel level, std::string_view message, nlohmann::json fields = nlohmann::json::object());
+inline void LogDebug(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
+  Log(LogLevel::kDebug, m, std::move(f));
+}
+inline void LogInfo(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
+  Log(LogLevel::kInfo, m, std::move(f));
+}
+inline void LogWarn(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
+  Log(LogLevel::kWarn, m, std::move(f));
+}
+inline void LogError(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
+  Log(LogLevel::kError, m, std::move(f));
+}
+
+// RFC 3339 UTC timestamp with milliseconds, e.g. 2026-11-28T18:04:47.123Z.
+std::string FormatTimestamp(std::chrono::system_clock::time_point t);
+
+}  // namespace nbu

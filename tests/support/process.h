@@ -1,0 +1,72 @@
+// Test support: run a real binary as a child process with its own environment and log file.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nbu::test {
+
+class ChildProcess {
+ public:
+  // Starts argv[0] (a path) with the parent's environment plus `env` (empty value = unset).
+  // stdout and stderr go to `log_path` (appended).
+  ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env,
+               std::string log_path);
+  ~ChildProcess();  // SIGKILLs the child if still running
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  int pid() const { return pid_; }
+  void Signal(int sig);
+  // Waits for exit; returns the exit code (128+signal if killed) or nullopt on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  bool Running();
+  const std::string& log_path() const { return log_path_; }
+  std::string ReadLog() const;
+
+ private:
+  int pid_ = -1;
+  std::optional<int> exit_code_;
+  std::string log_path_;
+};
+
+// A fresh directory under $TMPDIR (or /tmp), removed recursively on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+// Polls `pred` every 20 ms until it is true or `timeout` passes.
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    struct timespec ts{0, 20'000'000};
+    nanosleep(&ts, nullptr);
+  }
+  return pred();
+}
+
+std::string ReadFile(const std::string& path);
+void WriteFile(const std::string& path, const std::string& data);  // creates parent dirs
+// Deterministic pseudo-random bytes for test files.
+std::string PatternBytes(size_t n, uint32_t seed);
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreeLoopbackPort();
+// Path of a built binary in the build's bin directory.
+std::string BinaryPath(const std::string& name);
+std::string SourceDir();
+
+}  // namespace nbu::test

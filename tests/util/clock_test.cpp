@@ -1,0 +1,50 @@
+#include "util/clock.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace nbu {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(SimulatedClockTest, AutoAdvanceRecordsSleeps) {
+  SimulatedClock clock;
+  const MonoTime t0 = clock.Now();
+  EXPECT_TRUE(clock.SleepFor(5s, {}));
+  EXPECT_EQ(clock.Now() - t0, Duration(5s));
+  ASSERT_EQ(clock.SleepsForTest().size(), 1u);
+}
+
+TEST(SimulatedClockTest, ManualClockWakesSleeperOnAdvance) {
+  SimulatedClock clock(/*auto_advance=*/false);
+  std::atomic<bool> woke{false};
+  std::thread t([&] {
+    EXPECT_TRUE(clock.SleepFor(10s, {}));
+    woke = true;
+  });
+  clock.Advance(5s);
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(woke);
+  clock.Advance(5s);
+  t.join();
+  EXPECT_TRUE(woke);
+}
+
+TEST(SimulatedClockTest, StopInterruptsSleep) {
+  SimulatedClock clock(/*auto_advance=*/false);
+  std::stop_source stop;
+  std::thread t([&] { EXPECT_FALSE(clock.SleepFor(1h, stop.get_token())); });
+  stop.request_stop();
+  t.join();
+}
+
+TEST(RealClockTest, StopInterruptsSleep) {
+  std::stop_source stop;
+  stop.request_stop();
+  EXPECT_FALSE(RealClock::Instance().SleepFor(1h, stop.get_token()));
+}
+
+}  // namespace
+}  // namespace nbu

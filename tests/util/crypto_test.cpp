@@ -1,0 +1,45 @@
+#include "util/crypto.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu {
+namespace {
+
+TEST(Md5Test, KnownVectors) {
+  EXPECT_EQ(HexEncode(std::string_view(reinterpret_cast<const char*>(Md5::Of("").data()), 16)),
+            "d41d8cd98f00b204e9800998ecf8427e");
+  EXPECT_EQ(Base64Encode(Md5::Of("hello")), "XUFAKrxLKna5cZ2REBfFkg==");
+}
+
+TEST(Md5Test, IncrementalEqualsOneShot) {
+  Md5 m;
+  m.Update("hel");
+  m.Update("lo");
+  EXPECT_EQ(m.Final(), Md5::Of("hello"));
+}
+
+TEST(Base64Test, RoundTripAndStrictness) {
+  for (const std::string s : {"", "f", "fo", "foo", "foob", "fooba", "foobar"}) {
+    const auto enc = Base64Encode(s);
+    const auto dec = Base64Decode(enc);
+    ASSERT_TRUE(dec.has_value()) << enc;
+    EXPECT_EQ(*dec, s);
+  }
+  EXPECT_EQ(Base64Encode("foobar"), "Zm9vYmFy");
+  EXPECT_FALSE(Base64Decode("Zm9v-mFy").has_value());  // base64url alphabet
+  EXPECT_FALSE(Base64Decode("Zm9").has_value());       // bad length
+  EXPECT_FALSE(Base64Decode("Zg=a").has_value());      // data after padding
+}
+
+TEST(HmacTest, Rfc4231Case2) {
+  EXPECT_EQ(HexEncode(HmacSha256("Jefe", "what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(RandomTest, BytesDiffer) {
+  EXPECT_EQ(RandomBytes(16).size(), 16u);
+  EXPECT_NE(RandomBytes(16), RandomBytes(16));
+}
+
+}  // namespace
+}  // namespace nbu

@@ -1,0 +1,39 @@
+#include "util/log.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu {
+namespace {
+
+TEST(LogTest, OneJsonObjectPerLineWithTraceContext) {
+  std::vector<std::string> lines;
+  SetLogSinkForTest([&](const std::string& l) { lines.push_back(l); });
+  LogInfo("plain", {{"file", "a b.txt"}, {"bytes", 3}});
+  {
+    ScopedLogTraceContext ctx("0123456789abcdef0123456789abcdef", "0123456789abcdef");
+    LogWarn("traced");
+  }
+  LogDebug("filtered out at info level");
+  LogError("bad utf8", {{"file", std::string("\xff\xfe")}});
+  SetLogSinkForTest(nullptr);
+
+  ASSERT_EQ(lines.size(), 3u);
+  const auto a = nlohmann::json::parse(lines[0]);
+  EXPECT_EQ(a["level"], "info");
+  EXPECT_EQ(a["message"], "plain");
+  EXPECT_EQ(a["file"], "a b.txt");
+  EXPECT_EQ(a["bytes"], 3);
+  EXPECT_FALSE(a.contains("trace_id"));
+  const auto b = nlohmann::json::parse(lines[1]);
+  EXPECT_EQ(b["trace_id"], "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(b["span_id"], "0123456789abcdef");
+  EXPECT_NO_THROW((void)nlohmann::json::parse(lines[2]));
+}
+
+TEST(LogTest, TimestampFormat) {
+  const auto t = std::chrono::system_clock::time_point(std::chrono::milliseconds(1'700'000'000'123));
+  EXPECT_EQ(FormatTimestamp(t), "2023-11-14T22:13:20.123Z");
+}
+
+}  // namespace
+}  // namespace nbu
