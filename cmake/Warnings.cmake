@@ -2,7 +2,7 @@
 add_library(nbu_warnings INTERFACE)
 target_compile_options(nbu_warnings INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion -Wnon-virtual-dtor
-  -Wold-style-cast -Woverloaded-virtual -Wnull-dereference -Wdouble-promotion -Wformat=2
+  -Wold-style-cast -Woverloaded-virtual -Wdouble-promotion -Wformat=2
   -Wimplicit-fallthrough -Wmisleading-indentation -Wduplicated-cond -Wlogical-op)
 if(NBU_WERROR)
   target_compile_options(nbu_warnings INTERFACE -Werror)

@@ -24,6 +24,7 @@ TEST(SimulatedClockTest, ManualClockWakesSleeperOnAdvance) {
     EXPECT_TRUE(clock.SleepFor(10s, {}));
     woke = true;
   });
+  while (clock.SleepsForTest().empty()) std::this_thread::sleep_for(1ms);
   clock.Advance(5s);
   std::this_thread::sleep_for(20ms);
   EXPECT_FALSE(woke);

@@ -27,7 +27,7 @@ TEST(LogTest, OneJsonObjectPerLineWithTraceContext) {
   const auto b = nlohmann::json::parse(lines[1]);
   EXPECT_EQ(b["trace_id"], "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(b["span_id"], "0123456789abcdef");
-  EXPECT_NO_THROW((void)nlohmann::json::parse(lines[2]));
+  EXPECT_TRUE(nlohmann::json::accept(lines[2]));
 }
 
 TEST(LogTest, TimestampFormat) {
