@@ -29,8 +29,8 @@ void Histogram::Record(double value, const Attributes& attrs) {
     p.min = value;
     p.max = value;
   }
-  const auto idx = static_cast<size_t>(
-      std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin());
+  const auto idx = static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), value) -
+                                       bounds_.begin());
   ++p.counts[idx];
   ++p.count;
   p.sum += value;
@@ -46,8 +46,9 @@ std::vector<std::pair<Attributes, HistogramPoint>> Histogram::Series() const {
 Counter& MetricsRegistry::AddCounter(const std::string& name, const std::string& description,
                                      const std::string& unit, bool up_down) {
   std::lock_guard lock(mu_);
-  counters_.push_back(std::make_unique<Counter>(InstrumentInfo{
-      name, description, unit, up_down ? InstrumentKind::kUpDownCounter : InstrumentKind::kCounter}));
+  counters_.push_back(std::make_unique<Counter>(
+      InstrumentInfo{name, description, unit,
+                     up_down ? InstrumentKind::kUpDownCounter : InstrumentKind::kCounter}));
   return *counters_.back();
 }
 

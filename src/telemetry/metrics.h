@@ -19,9 +19,9 @@ using Attributes = std::map<std::string, std::string>;
 enum class InstrumentKind { kCounter, kUpDownCounter, kHistogram, kGauge };
 
 struct InstrumentInfo {
-  std::string name;         // OpenTelemetry name, e.g. "files.processed"
+  std::string name;  // OpenTelemetry name, e.g. "files.processed"
   std::string description;
-  std::string unit;         // UCUM, e.g. "s", "By", "1"
+  std::string unit;  // UCUM, e.g. "s", "By", "1"
   InstrumentKind kind;
 };
 
@@ -41,8 +41,8 @@ class Counter {
 };
 
 struct HistogramPoint {
-  std::vector<double> bounds;         // explicit upper bounds
-  std::vector<uint64_t> counts;       // bounds.size() + 1 buckets
+  std::vector<double> bounds;    // explicit upper bounds
+  std::vector<uint64_t> counts;  // bounds.size() + 1 buckets
   uint64_t count = 0;
   double sum = 0;
   double min = 0;

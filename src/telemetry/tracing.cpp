@@ -46,9 +46,10 @@ const SpanContext& Span::context() const {
   return data_ ? data_->context : kEmpty;
 }
 
-Span Tracer::StartSpan(const std::string& name, const SpanContext* parent) const {
+Span Tracer::StartSpan(const std::string& name, const SpanContext* parent, SpanKind kind) const {
   auto data = std::make_unique<SpanData>();
   data->name = name;
+  data->kind = kind;
   data->start = clock_.WallNow();
   if (parent != nullptr && parent->valid()) {
     data->context.trace_id = parent->trace_id;

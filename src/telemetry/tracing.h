@@ -22,6 +22,9 @@ struct SpanContext {
   bool valid() const { return trace_id.size() == 32 && span_id.size() == 16; }
 };
 
+// OTLP span kinds (the numeric values are the OTLP enum values).
+enum class SpanKind { kInternal = 1, kServer = 2, kClient = 3, kProducer = 4, kConsumer = 5 };
+
 struct SpanEvent {
   std::string name;
   WallTime time;
@@ -32,6 +35,7 @@ struct SpanData {
   SpanContext context;
   std::string parent_span_id;  // empty for a root span
   std::string name;
+  SpanKind kind = SpanKind::kInternal;
   WallTime start;
   WallTime end;
   SpanAttributes attributes;
@@ -63,7 +67,8 @@ class Span {
 
  private:
   friend class Tracer;
-  Span(const Tracer* tracer, std::unique_ptr<SpanData> data) : tracer_(tracer), data_(std::move(data)) {}
+  Span(const Tracer* tracer, std::unique_ptr<SpanData> data)
+      : tracer_(tracer), data_(std::move(data)) {}
   const Tracer* tracer_ = nullptr;
   std::unique_ptr<SpanData> data_;
 };
@@ -72,7 +77,10 @@ class Span {
 class Tracer {
  public:
   explicit Tracer(Clock& clock, SpanSink sink = nullptr) : clock_(clock), sink_(std::move(sink)) {}
-  Span StartSpan(const std::string& name, const SpanContext* parent = nullptr) const;
+  // Starts a span; a valid `parent` makes it a child in the parent's trace. Never blocks.
+  Span StartSpan(const std::string& name, const SpanContext* parent = nullptr,
+                 SpanKind kind = SpanKind::kInternal) const;
+  // Hands a finished span to the sink (if any). Must not block: the sink is a bounded queue.
   void Finish(SpanData&& data) const;
   WallTime Now() const { return clock_.WallNow(); }
 

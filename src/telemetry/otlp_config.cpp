@@ -1,0 +1,268 @@
+#include "telemetry/otlp_config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+
+namespace nbu::telemetry {
+namespace {
+
+std::string Trim(const std::string& s) {
+  const auto begin = s.find_first_not_of(" \t");
+  if (begin == std::string::npos) return "";
+  const auto end = s.find_last_not_of(" \t");
+  return s.substr(begin, end - begin + 1);
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Reads one variable; unset and empty (after trimming) are both "not configured".
+struct Reader {
+  const EnvLookup& env;
+  TelemetryConfigResult& result;
+
+  std::optional<std::string> Get(const std::string& name) const {
+    auto v = env(name);
+    if (!v) return std::nullopt;
+    std::string t = Trim(*v);
+    if (t.empty()) return std::nullopt;
+    return t;
+  }
+
+  void Error(const std::string& name, const std::string& what) const {
+    result.errors.push_back(name + ": " + what);
+  }
+
+  // Non-negative integer within [min, max]; leaves *out unchanged when unset or invalid.
+  template <typename T>
+  void Integer(const std::string& name, long long min, long long max, T* out) const {
+    const auto v = Get(name);
+    if (!v) return;
+    long long n = 0;
+    const auto res = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (res.ec != std::errc() || res.ptr != v->data() + v->size() || n < min || n > max) {
+      Error(name, "must be an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                      ", got \"" + *v + "\"");
+      return;
+    }
+    *out = static_cast<T>(n);
+  }
+
+  void Millis(const std::string& name, long long min, std::chrono::milliseconds* out) const {
+    long long ms = out->count();
+    Integer(name, min, 24LL * 3600 * 1000, &ms);
+    *out = std::chrono::milliseconds(ms);
+  }
+
+  // An http(s) URL with a host; nullopt (and one error) otherwise.
+  std::optional<std::string> Url(const std::string& name) const {
+    const auto v = Get(name);
+    if (!v) return std::nullopt;
+    const std::string lower = Lower(*v);
+    const bool scheme = lower.rfind("http://", 0) == 0 || lower.rfind("https://", 0) == 0;
+    const auto host_at = v->find("://");
+    if (!scheme || host_at + 3 >= v->size() || (*v)[host_at + 3] == '/' ||
+        v->find_first_of(" \t\r\n") != std::string::npos) {
+      Error(name, "must be an http:// or https:// URL with a host, got \"" + RedactUrl(*v) + "\"");
+      return std::nullopt;
+    }
+    return *v;
+  }
+};
+
+std::string JoinPath(std::string base, const std::string& path) {
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  return base + path;
+}
+
+void ParseEndpoints(const Reader& r, TelemetryConfig& c) {
+  const auto base = r.Url("OTEL_EXPORTER_OTLP_ENDPOINT");
+  if (base) {
+    c.traces_url = JoinPath(*base, "/v1/traces");
+    c.metrics_url = JoinPath(*base, "/v1/metrics");
+  }
+  if (auto t = r.Url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) c.traces_url = *t;
+  if (auto m = r.Url("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")) c.metrics_url = *m;
+  // OTEL_{TRACES,METRICS}_EXPORTER: "otlp" (default) or "none".
+  for (const auto& [name, url] : {std::pair{"OTEL_TRACES_EXPORTER", &c.traces_url},
+                                  std::pair{"OTEL_METRICS_EXPORTER", &c.metrics_url}}) {
+    const auto v = r.Get(name);
+    if (!v || Lower(*v) == "otlp") continue;
+    if (Lower(*v) == "none")
+      url->clear();
+    else
+      r.Error(name, "only \"otlp\" and \"none\" are supported, got \"" + *v + "\"");
+  }
+  const auto protocol = r.Get("OTEL_EXPORTER_OTLP_PROTOCOL");
+  if (protocol && *protocol != "http/json") {
+    if (*protocol == "http/protobuf") {
+      r.result.warnings.push_back(
+          "OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf requested; sending OTLP/HTTP JSON, which "
+          "OTLP/HTTP receivers accept on the same endpoint");
+    } else {
+      r.Error("OTEL_EXPORTER_OTLP_PROTOCOL",
+              "only http/json (OTLP/HTTP) is supported, got \"" + *protocol + "\"");
+    }
+  }
+}
+
+void ParseResource(const Reader& r, TelemetryConfig& c) {
+  if (auto attrs = r.Get("OTEL_RESOURCE_ATTRIBUTES")) {
+    std::string error;
+    auto kv = ParseKeyValueList(*attrs, &error);
+    if (!kv) {
+      r.Error("OTEL_RESOURCE_ATTRIBUTES", error);
+    } else {
+      for (auto& [k, v] : *kv) {
+        if (k == "service.name")
+          c.service_name = v;  // OTEL_SERVICE_NAME below wins
+        else
+          c.resource_attributes.emplace_back(std::move(k), std::move(v));
+      }
+    }
+  }
+  if (auto name = r.Get("OTEL_SERVICE_NAME")) c.service_name = *name;
+}
+
+// Header names must be HTTP tokens and values must not smuggle in line breaks. The error names
+// the header but never its value (values carry API keys).
+bool ValidHeaders(const KeyValues& headers, std::string* error) {
+  static const std::string kTokenPunct = "!#$%&'*+-.^_`|~";
+  for (const auto& [name, value] : headers) {
+    for (char ch : name) {
+      if (!std::isalnum(static_cast<unsigned char>(ch)) &&
+          kTokenPunct.find(ch) == std::string::npos) {
+        *error = "header name \"" + name + "\" is not a valid HTTP token";
+        return false;
+      }
+    }
+    if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != std::string::npos) {
+      *error = "value of header \"" + name + "\" contains a line break or NUL";
+      return false;
+    }
+  }
+  return true;
+}
+
+void ParseDisabled(const Reader& r, TelemetryConfig& c) {
+  const auto v = r.Get("OTEL_SDK_DISABLED");
+  if (!v) return;
+  // Per the OTel spec only a case-insensitive "true" is true; other values mean false + warning.
+  const std::string lower = Lower(*v);
+  c.sdk_disabled = lower == "true";
+  if (lower != "true" && lower != "false") {
+    r.result.warnings.push_back("OTEL_SDK_DISABLED: \"" + *v +
+                                "\" is neither true nor false; treated as false");
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> PercentDecode(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    if (i + 2 >= text.size()) return std::nullopt;
+    const int hi = HexDigit(text[i + 1]);
+    const int lo = HexDigit(text[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string* error) {
+  KeyValues out;
+  size_t start = 0;
+  for (size_t index = 1; start <= text.size(); ++index) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string entry = text.substr(start, end - start);
+    start = end + 1;
+    if (Trim(entry).empty()) {
+      if (end == text.size()) break;  // tolerate a trailing comma
+      *error = "entry " + std::to_string(index) + " is empty";
+      return std::nullopt;
+    }
+    const auto eq = entry.find('=');
+    const std::string key = eq == std::string::npos ? "" : Trim(entry.substr(0, eq));
+    if (eq == std::string::npos || key.empty()) {
+      *error = "entry " + std::to_string(index) + " is not key=value";
+      return std::nullopt;
+    }
+    auto value = PercentDecode(Trim(entry.substr(eq + 1)));
+    if (!value) {
+      *error = "entry " + std::to_string(index) + " (key \"" + key +
+               "\") has a malformed percent-encoding";
+      return std::nullopt;
+    }
+    out.emplace_back(key, std::move(*value));
+  }
+  return out;
+}
+
+std::string RedactUrl(const std::string& url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return "<unparsable url>";
+  std::string out = url.substr(0, url.find_first_of("?#"));
+  const auto authority = scheme_end + 3;
+  const auto path = out.find('/', authority);
+  const auto at = out.rfind('@', path == std::string::npos ? out.size() : path);
+  if (at != std::string::npos && at >= authority) out.erase(authority, at + 1 - authority);
+  return out;
+}
+
+TelemetryConfigResult ParseTelemetryConfig(const EnvLookup& env) {
+  TelemetryConfigResult result;
+  TelemetryConfig& c = result.config;
+  const Reader r{env, result};
+  ParseDisabled(r, c);
+  ParseEndpoints(r, c);
+  ParseResource(r, c);
+  if (auto headers = r.Get("OTEL_EXPORTER_OTLP_HEADERS")) {
+    std::string error;
+    auto kv = ParseKeyValueList(*headers, &error);
+    if (kv && !ValidHeaders(*kv, &error)) kv.reset();
+    if (kv)
+      c.headers = std::move(*kv);
+    else
+      r.Error("OTEL_EXPORTER_OTLP_HEADERS", error);
+  }
+  r.Millis("OTEL_METRIC_EXPORT_INTERVAL", 1, &c.metric_export_interval);
+  r.Millis("OTEL_BSP_SCHEDULE_DELAY", 1, &c.span_schedule_delay);
+  r.Millis("OTEL_EXPORTER_OTLP_TIMEOUT", 1, &c.export_timeout);
+  r.Integer("OTEL_BSP_MAX_QUEUE_SIZE", 1, 1'000'000, &c.max_queue_size);
+  r.Integer("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, 1'000'000, &c.max_export_batch_size);
+  if (c.max_export_batch_size > c.max_queue_size) {
+    // The spec requires batch <= queue; clamp rather than fail, as SDKs do.
+    c.max_export_batch_size = c.max_queue_size;
+  }
+  return result;
+}
+
+TelemetryConfigResult TelemetryConfigFromEnvironment() {
+  return ParseTelemetryConfig([](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());  // NOLINT(concurrency-mt-unsafe): start-up only
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  });
+}
+
+}  // namespace nbu::telemetry

@@ -1,0 +1,94 @@
+#include "telemetry/otlp_transport.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+
+namespace nbu::telemetry {
+namespace {
+
+constexpr size_t kMaxResponseBody = 4096;  // enough for an error message
+constexpr std::chrono::milliseconds kMaxConnectTimeout{3000};
+
+size_t WriteBody(char* data, size_t size, size_t nmemb, void* user) {
+  auto* body = static_cast<std::string*>(user);
+  const size_t n = size * nmemb;
+  if (body->size() < kMaxResponseBody)
+    body->append(data, std::min(n, kMaxResponseBody - body->size()));
+  return n;
+}
+
+// Returning non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
+int Progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const std::atomic<bool>*>(user)->load() ? 1 : 0;
+}
+
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+class CurlOtlpTransport final : public OtlpTransport {
+ public:
+  CurlOtlpTransport() : curl_(curl_easy_init()) {}
+  ~CurlOtlpTransport() override {
+    if (curl_ != nullptr) curl_easy_cleanup(curl_);
+  }
+  CurlOtlpTransport(const CurlOtlpTransport&) = delete;
+  CurlOtlpTransport& operator=(const CurlOtlpTransport&) = delete;
+
+  Status Post(const OtlpRequest& req, const std::atomic<bool>& cancel) override {
+    const std::string where = "POST " + RedactUrl(req.url);
+    if (curl_ == nullptr) return {ErrorKind::kTransient, where + ": curl_easy_init failed"};
+    std::unique_ptr<curl_slist, SlistDeleter> headers(
+        curl_slist_append(nullptr, "Content-Type: application/json"));
+    if (req.headers != nullptr) {
+      for (const auto& [name, value] : *req.headers) {
+        headers.reset(curl_slist_append(headers.release(), (name + ": " + value).c_str()));
+      }
+    }
+    std::string response;
+    curl_easy_reset(curl_);
+    const auto timeout_ms = static_cast<long>(std::max<int64_t>(1, req.timeout.count()));
+    curl_easy_setopt(curl_, CURLOPT_URL, req.url.c_str());
+    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl_, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, req.body.data());
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
+    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers.get());
+    curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS,
+                     std::min<long>(timeout_ms, static_cast<long>(kMaxConnectTimeout.count())));
+    curl_easy_setopt(curl_, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl_, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &WriteBody);
+    curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &response);
+    curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, &Progress);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, &cancel);
+    const CURLcode rc = curl_easy_perform(curl_);
+    if (rc == CURLE_ABORTED_BY_CALLBACK) return {ErrorKind::kCancelled, where + ": cancelled"};
+    if (rc != CURLE_OK) return {ErrorKind::kTransient, where + ": " + curl_easy_strerror(rc)};
+    long status = 0;
+    curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status < 300) return Status::Ok();
+    std::string message = where + ": HTTP " + std::to_string(status);
+    if (!response.empty()) message += ": " + response.substr(0, 200);
+    return {IsRetryableOtlpStatus(status) ? ErrorKind::kTransient : ErrorKind::kPermanent, message};
+  }
+
+ private:
+  CURL* curl_;
+};
+
+}  // namespace
+
+bool IsRetryableOtlpStatus(long http_status) {
+  // OTLP/HTTP: 429 and 502/503/504 are retryable; everything else is final for that batch.
+  return http_status == 429 || http_status == 502 || http_status == 503 || http_status == 504;
+}
+
+std::unique_ptr<OtlpTransport> NewCurlOtlpTransport() {
+  return std::make_unique<CurlOtlpTransport>();
+}
+
+}  // namespace nbu::telemetry
