@@ -1,1 +1,322 @@
-// placeholder: implemented by the Azure client work
+// Blob REST client (see blob_client.h): request building, the retry loop, error mapping.
+#include "azure/blob_client.h"
+
+#include "azure/url.h"
+#include "util/log.h"
+#include "util/uuid.h"
+
+#include <algorithm>
+#include <charconv>
+#include <random>
+
+namespace nbu::azure {
+namespace {
+
+double Jitter01() {
+  thread_local std::mt19937_64 rng(RandomU64());
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+// Text between <tag> and </tag> starting at `from`; npos-safe. Sets `next` past the close tag.
+std::optional<std::string> XmlElement(const std::string& xml, const std::string& tag, size_t from,
+                                      size_t limit, size_t* next = nullptr) {
+  const std::string open = "<" + tag + ">";
+  const std::string close = "</" + tag + ">";
+  const size_t b = xml.find(open, from);
+  if (b == std::string::npos || b >= limit) return std::nullopt;
+  const size_t e = xml.find(close, b + open.size());
+  if (e == std::string::npos || e > limit) return std::nullopt;
+  if (next != nullptr) *next = e + close.size();
+  return xml.substr(b + open.size(), e - b - open.size());
+}
+
+std::string ErrorCode(const HttpResponse& resp) {
+  if (const std::string* c = resp.Header("x-ms-error-code")) return *c;
+  return XmlElement(resp.body, "Code", 0, resp.body.size()).value_or("");
+}
+
+ErrorKind KindForStatus(long status) {
+  if (status == 404) return ErrorKind::kNotFound;
+  if (status == 409 || status == 412) return ErrorKind::kConflict;
+  if (status == 401 || status == 403) return ErrorKind::kAuth;
+  if (IsRetryableStatus(status)) return ErrorKind::kTransient;
+  return ErrorKind::kPermanent;
+}
+
+// Metadata names must be C# identifiers; values printable ASCII, single-spaced and untrimmed-free
+// so Azure's and Azurite's header canonicalizations agree.
+Status ValidateProperties(const BlobProperties& props) {
+  for (const auto& [name, value] : props.metadata) {
+    const bool name_ok = !name.empty() && std::isdigit(static_cast<unsigned char>(name[0])) == 0 &&
+                         std::all_of(name.begin(), name.end(), [](char c) {
+                           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+                         });
+    const bool value_ok =
+        std::all_of(value.begin(), value.end(), [](char c) { return c >= 0x20 && c < 0x7f; }) &&
+        value.find("  ") == std::string::npos &&
+        (value.empty() || (value.front() != ' ' && value.back() != ' '));
+    if (!name_ok) return Status(ErrorKind::kPermanent, "invalid metadata name '" + name + "'");
+    if (!value_ok) {
+      return Status(ErrorKind::kPermanent, "invalid value for metadata '" + name + "'");
+    }
+  }
+  return Status::Ok();
+}
+
+void AddProperties(HttpRequest& req, const BlobProperties& props) {
+  if (props.content_md5) req.SetHeader("x-ms-blob-content-md5", Base64Encode(*props.content_md5));
+  if (!props.content_type.empty()) req.SetHeader("x-ms-blob-content-type", props.content_type);
+  if (!props.access_tier.empty()) req.SetHeader("x-ms-access-tier", props.access_tier);
+  for (const auto& [name, value] : props.metadata) req.SetHeader("x-ms-meta-" + name, value);
+}
+
+void SetBody(HttpRequest& req, const Body& body) {
+  if (body.fd >= 0) {
+    req.body_fd = body.fd;
+    req.body_offset = body.offset;
+    req.body_length = body.length;
+  } else {
+    req.body = body.bytes;
+  }
+}
+
+Status CheckBlockId(const std::string& block_id) {
+  if (block_id.empty() || block_id.size() > 64) {
+    return Status(ErrorKind::kPermanent,
+                  "block id must be 1..64 bytes, got " + std::to_string(block_id.size()));
+  }
+  return Status::Ok();
+}
+
+std::string EncodedBlockId(const std::string& raw) {
+  return UrlEncodeQueryValue(Base64Encode(raw));
+}
+
+}  // namespace
+
+BlobClient::BlobClient(BlobClientOptions options, std::shared_ptr<Credential> credential,
+                       std::shared_ptr<HttpTransport> transport, Clock& clock,
+                       BlobClientObserver observer)
+    : options_(std::move(options)),
+      path_style_(false),
+      credential_(std::move(credential)),
+      transport_(std::move(transport)),
+      clock_(clock),
+      observer_(std::move(observer)),
+      throttle_(clock) {
+  while (!options_.endpoint.empty() && options_.endpoint.back() == '/')
+    options_.endpoint.pop_back();
+  path_style_ = SplitUrl(options_.endpoint).path.size() > 1;
+}
+
+std::string BlobClient::BlobUrl(const std::string& blob_name) const {
+  return options_.endpoint + "/" + options_.container + "/" + UrlEncodePath(blob_name);
+}
+
+Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
+                                         std::stop_token stop,
+                                         std::initializer_list<long> ok_statuses) {
+  // What to log and report: the URL before any credential touches it, minus any SAS anyway.
+  const std::string safe_url = RedactUrl(req.url);
+  const std::string base_url = req.url;
+  req.SetHeader("x-ms-version", kApiVersion);
+  req.SetHeader("x-ms-client-request-id", NewUuidV7(clock_.WallNow()));
+  const auto base_headers = req.headers;
+  const auto per_byte = std::chrono::milliseconds(
+      options_.timeout_min_bytes_per_s == 0
+          ? 0
+          : static_cast<int64_t>(req.BodySize() * 1000 / options_.timeout_min_bytes_per_s));
+  req.timeout = options_.timeout_base + per_byte;
+
+  bool reauthorized = false;
+  for (int attempt = 1;; ++attempt) {
+    if (!throttle_.Wait(stop)) return Status(ErrorKind::kCancelled, op + " " + safe_url);
+    req.url = base_url;
+    req.headers = base_headers;
+    if (Status s = credential_->Authorize(req, options_.account, path_style_); !s.ok()) {
+      return Status(s.kind(), op + " " + safe_url + ": " + s.message());
+    }
+    Result<HttpResponse> result = transport_->Send(req);
+    if (result.ok() &&
+        std::find(ok_statuses.begin(), ok_statuses.end(), result->status) != ok_statuses.end()) {
+      return result;
+    }
+    if (result.ok() && result->status == 401 && !reauthorized) {
+      // A stale token: drop it and try once more at once (not counted as an attempt).
+      reauthorized = true;
+      credential_->Invalidate();
+      --attempt;
+      continue;
+    }
+    const std::optional<std::chrono::milliseconds> delay =
+        RetryDelay(options_.retry, attempt, result, Jitter01());
+    if (!delay) {
+      if (!result.ok()) {
+        return Status(result.status().kind(), op + " " + safe_url + ": " +
+                                                  result.status().message() + " (after " +
+                                                  std::to_string(attempt) + " attempts)");
+      }
+      const HttpResponse& resp = *result;
+      const std::string* request_id = resp.Header("x-ms-request-id");
+      std::string msg = op + " " + safe_url + ": HTTP " + std::to_string(resp.status);
+      if (const std::string code = ErrorCode(resp); !code.empty()) msg += " " + code;
+      msg += " (request id " + (request_id ? *request_id : std::string("-"));
+      if (attempt > 1) msg += ", after " + std::to_string(attempt) + " attempts";
+      msg += ")";
+      return Status(KindForStatus(resp.status), msg);
+    }
+    const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
+    if (result.ok() && (result->status == 429 || result->status == 503)) {
+      throttle_.Throttle(*delay);
+      if (observer_.on_throttled) observer_.on_throttled();
+    }
+    if (observer_.on_retry) observer_.on_retry(reason);
+    LogWarn("azure request retry",
+            {{"op", op},
+             {"url", safe_url},
+             {"reason", reason},
+             {"attempt", attempt},
+             {"delay_ms", delay->count()},
+             {"error", result.ok() ? ErrorCode(*result) : result.status().message()}});
+    if (!clock_.SleepFor(*delay, stop)) return Status(ErrorKind::kCancelled, op + " " + safe_url);
+  }
+}
+
+Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
+  HttpRequest req;
+  req.method = "PUT";
+  req.url = options_.endpoint + "/" + options_.container + "?restype=container";
+  auto r = Execute(std::move(req), "CreateContainer", stop, {201, 409});
+  if (!r.ok()) return r.status();
+  if (r->status == 409) {
+    const std::string code = ErrorCode(*r);
+    if (code == "ContainerAlreadyExists") return Status::Ok();
+    // Recently deleted container names come back after a while: retry the step later.
+    return Status(
+        code == "ContainerBeingDeleted" ? ErrorKind::kTransient : ErrorKind::kConflict,
+        "CreateContainer " + options_.endpoint + "/" + options_.container + ": HTTP 409 " + code);
+  }
+  return Status::Ok();
+}
+
+Status BlobClient::PutBlob(const std::string& blob_name, const Body& body,
+                           const Md5Digest& body_md5, const BlobProperties& props,
+                           std::stop_token stop) {
+  if (Status s = ValidateProperties(props); !s.ok()) return s;
+  HttpRequest req;
+  req.method = "PUT";
+  req.url = BlobUrl(blob_name);
+  req.SetHeader("x-ms-blob-type", "BlockBlob");
+  req.SetHeader("Content-MD5", Base64Encode(body_md5));
+  AddProperties(req, props);
+  // The stored MD5 of a single-shot blob is its body's MD5 (Azurite checks it against the body).
+  req.SetHeader("x-ms-blob-content-md5", Base64Encode(props.content_md5.value_or(body_md5)));
+  SetBody(req, body);
+  return Execute(std::move(req), "PutBlob", stop, {201}).status();
+}
+
+Status BlobClient::PutBlock(const std::string& blob_name, const std::string& block_id,
+                            const Body& body, const Md5Digest& body_md5, std::stop_token stop) {
+  if (Status s = CheckBlockId(block_id); !s.ok()) return s;
+  HttpRequest req;
+  req.method = "PUT";
+  req.url = BlobUrl(blob_name) + "?comp=block&blockid=" + EncodedBlockId(block_id);
+  req.SetHeader("Content-MD5", Base64Encode(body_md5));
+  SetBody(req, body);
+  return Execute(std::move(req), "PutBlock", stop, {201}).status();
+}
+
+Status BlobClient::PutBlockList(const std::string& blob_name,
+                                const std::vector<std::string>& block_ids,
+                                const BlobProperties& props, std::stop_token stop) {
+  if (Status s = ValidateProperties(props); !s.ok()) return s;
+  std::string xml = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<BlockList>";
+  for (const std::string& id : block_ids) {
+    if (Status s = CheckBlockId(id); !s.ok()) return s;
+    xml += "<Latest>" + Base64Encode(id) + "</Latest>";
+  }
+  xml += "</BlockList>";
+  HttpRequest req;
+  req.method = "PUT";
+  req.url = BlobUrl(blob_name) + "?comp=blocklist";
+  req.SetHeader("Content-MD5", Base64Encode(Md5::Of(xml)));
+  AddProperties(req, props);
+  req.body = std::move(xml);
+  return Execute(std::move(req), "PutBlockList", stop, {201}).status();
+}
+
+Result<std::optional<BlobInfo>> BlobClient::GetProperties(const std::string& blob_name,
+                                                          std::stop_token stop) {
+  HttpRequest req;
+  req.method = "HEAD";
+  req.url = BlobUrl(blob_name);
+  auto r = Execute(std::move(req), "GetProperties", stop, {200});
+  if (!r.ok()) {
+    if (r.status().kind() == ErrorKind::kNotFound) return std::optional<BlobInfo>();
+    return r.status();
+  }
+  BlobInfo info;
+  if (const std::string* len = r->Header("content-length")) {
+    const auto [p, ec] = std::from_chars(len->data(), len->data() + len->size(), info.size);
+    if (ec != std::errc()) info.size = 0;
+  }
+  if (const std::string* md5 = r->Header("content-md5")) {
+    if (auto raw = Base64Decode(*md5); raw && raw->size() == 16) {
+      Md5Digest d{};
+      std::copy(raw->begin(), raw->end(), d.begin());
+      info.content_md5 = d;
+    }
+  }
+  if (const std::string* etag = r->Header("etag")) info.etag = *etag;
+  for (const auto& [name, value] : r->headers) {
+    if (name.rfind("x-ms-meta-", 0) == 0) info.metadata[name.substr(10)] = value;
+  }
+  return std::optional<BlobInfo>(std::move(info));
+}
+
+Result<std::vector<BlockInfo>> BlobClient::GetUncommittedBlocks(const std::string& blob_name,
+                                                                std::stop_token stop) {
+  HttpRequest req;
+  req.method = "GET";
+  req.url = BlobUrl(blob_name) + "?comp=blocklist&blocklisttype=uncommitted";
+  auto r = Execute(std::move(req), "GetBlockList", stop, {200});
+  if (!r.ok()) return r.status();
+  const std::string& xml = r->body;
+  // Tolerant scan: only the <UncommittedBlocks> section if present, else the whole body.
+  size_t begin = xml.find("<UncommittedBlocks>");
+  size_t end = begin == std::string::npos ? std::string::npos : xml.find("</UncommittedBlocks>");
+  if (begin == std::string::npos || end == std::string::npos) {
+    begin = 0;
+    end = xml.size();
+  }
+  std::vector<BlockInfo> blocks;
+  size_t pos = begin;
+  while (auto block = XmlElement(xml, "Block", pos, end, &pos)) {
+    BlockInfo b;
+    const std::string name = XmlElement(*block, "Name", 0, block->size()).value_or("");
+    b.id = Base64Decode(name).value_or(name);
+    const std::string size = XmlElement(*block, "Size", 0, block->size()).value_or("0");
+    const auto [p, ec] = std::from_chars(size.data(), size.data() + size.size(), b.size);
+    if (ec != std::errc()) b.size = 0;
+    blocks.push_back(std::move(b));
+  }
+  return blocks;
+}
+
+Result<std::string> BlobClient::GetBlob(const std::string& blob_name, std::stop_token stop) {
+  HttpRequest req;
+  req.method = "GET";
+  req.url = BlobUrl(blob_name);
+  auto r = Execute(std::move(req), "GetBlob", stop, {200});
+  if (!r.ok()) return r.status();
+  return std::move(r->body);
+}
+
+Status BlobClient::DeleteBlob(const std::string& blob_name, std::stop_token stop) {
+  HttpRequest req;
+  req.method = "DELETE";
+  req.url = BlobUrl(blob_name);
+  return Execute(std::move(req), "DeleteBlob", stop, {202}).status();
+}
+
+}  // namespace nbu::azure

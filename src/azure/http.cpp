@@ -1,1 +1,265 @@
-// placeholder: implemented by the Azure client work
+// libcurl transport: a pool of easy handles (each keeps its keep-alive connections) shared by all
+// threads; bodies come from memory or from a file range read with pread, rewindable by curl.
+#include "azure/http.h"
+
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+namespace nbu::azure {
+namespace {
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool IEquals(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Source of the request body; `pos` is relative to the start of the body.
+struct UploadState {
+  const HttpRequest* req = nullptr;
+  uint64_t pos = 0;
+  int read_errno = 0;
+};
+
+size_t ReadBody(char* buffer, size_t size, size_t nitems, void* userdata) {
+  auto* st = static_cast<UploadState*>(userdata);
+  const uint64_t total = st->req->BodySize();
+  const uint64_t want = std::min<uint64_t>(size * nitems, total - std::min(st->pos, total));
+  if (want == 0) return 0;
+  if (st->req->body_fd < 0) {
+    std::memcpy(buffer, st->req->body.data() + st->pos, want);
+    st->pos += want;
+    return want;
+  }
+  for (;;) {
+    const ssize_t n =
+        ::pread(st->req->body_fd, buffer, want, static_cast<off_t>(st->req->body_offset + st->pos));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {  // error, or the file shrank under us: the request cannot be completed
+      st->read_errno = n < 0 ? errno : EIO;
+      return CURL_READFUNC_ABORT;
+    }
+    st->pos += static_cast<uint64_t>(n);
+    return static_cast<size_t>(n);
+  }
+}
+
+int SeekBody(void* userdata, curl_off_t offset, int origin) {
+  auto* st = static_cast<UploadState*>(userdata);
+  if (origin != SEEK_SET || offset < 0 || static_cast<uint64_t>(offset) > st->req->BodySize()) {
+    return CURL_SEEKFUNC_CANTSEEK;
+  }
+  st->pos = static_cast<uint64_t>(offset);
+  return CURL_SEEKFUNC_OK;
+}
+
+struct ResponseState {
+  HttpResponse* resp = nullptr;
+  size_t max_body = 0;
+  bool too_large = false;
+};
+
+size_t WriteBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  auto* st = static_cast<ResponseState*>(userdata);
+  const size_t n = size * nmemb;
+  if (st->resp->body.size() + n > st->max_body) {
+    st->too_large = true;
+    return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+  }
+  st->resp->body.append(ptr, n);
+  return n;
+}
+
+size_t WriteHeader(char* buffer, size_t size, size_t nitems, void* userdata) {
+  auto* st = static_cast<ResponseState*>(userdata);
+  const size_t n = size * nitems;
+  std::string_view line(buffer, n);
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
+  if (line.substr(0, 5) == "HTTP/") {
+    st->resp->headers.clear();  // a new header block (e.g. after an interim 100 response)
+    return n;
+  }
+  const size_t colon = line.find(':');
+  if (colon == std::string_view::npos) return n;
+  std::string_view value = line.substr(colon + 1);
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  std::string name = Lower(std::string(line.substr(0, colon)));
+  auto [it, inserted] = st->resp->headers.emplace(name, std::string(value));
+  if (!inserted) it->second.append(",").append(value);
+  return n;
+}
+
+// Error kinds for curl failures: configuration mistakes will not heal by retrying.
+ErrorKind KindOf(CURLcode code) {
+  switch (code) {
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_NOT_BUILT_IN: return ErrorKind::kPermanent;
+    default: return ErrorKind::kTransient;
+  }
+}
+
+std::once_flag g_curl_init_once;
+
+}  // namespace
+
+void HttpRequest::SetHeader(const std::string& name, const std::string& value) {
+  std::erase_if(headers, [&](const auto& h) { return IEquals(h.first, name); });
+  headers.emplace_back(name, value);
+}
+
+const std::string* HttpRequest::FindHeader(const std::string& name) const {
+  for (const auto& h : headers) {
+    if (IEquals(h.first, name)) return &h.second;
+  }
+  return nullptr;
+}
+
+const std::string* HttpResponse::Header(const std::string& lower_name) const {
+  const auto it = headers.find(lower_name);
+  return it == headers.end() ? nullptr : &it->second;
+}
+
+void GlobalHttpInit() {
+  std::call_once(g_curl_init_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+// Idle easy handles; a handle keeps its connection cache across curl_easy_reset.
+struct HttpTransport::Pool {
+  std::mutex mu;
+  std::vector<CURL*> idle;  // guarded by mu
+
+  ~Pool() {
+    for (CURL* h : idle) curl_easy_cleanup(h);
+  }
+  CURL* Take() {
+    {
+      std::lock_guard lock(mu);
+      if (!idle.empty()) {
+        CURL* h = idle.back();
+        idle.pop_back();
+        return h;
+      }
+    }
+    return curl_easy_init();
+  }
+  void Give(CURL* h, size_t max_idle) {
+    {
+      std::lock_guard lock(mu);
+      if (idle.size() < max_idle) {
+        idle.push_back(h);
+        return;
+      }
+    }
+    curl_easy_cleanup(h);
+  }
+};
+
+HttpTransport::HttpTransport(HttpTransportOptions options)
+    : options_(std::move(options)), pool_(std::make_unique<Pool>()) {
+  GlobalHttpInit();
+}
+
+HttpTransport::~HttpTransport() = default;
+
+Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
+  CURL* h = pool_->Take();
+  if (h == nullptr) return Status(ErrorKind::kTransient, "curl_easy_init failed");
+  curl_easy_reset(h);
+
+  HttpResponse response;
+  UploadState upload{&request, 0, 0};
+  ResponseState download{&response, options_.max_response_body, false};
+  char errbuf[CURL_ERROR_SIZE] = {0};
+
+  curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(request.connect_timeout.count()));
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, WriteBody);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &download);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, WriteHeader);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &download);
+
+  const auto body_size = static_cast<curl_off_t>(request.BodySize());
+  const bool has_body = request.method == "PUT" || request.method == "POST";
+  if (request.method == "HEAD") {
+    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  } else if (request.method == "GET") {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+  } else if (request.method == "PUT") {
+    curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, body_size);
+  } else if (request.method == "POST") {
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, body_size);
+  } else {
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+  }
+  if (has_body) {
+    curl_easy_setopt(h, CURLOPT_READFUNCTION, ReadBody);
+    curl_easy_setopt(h, CURLOPT_READDATA, &upload);
+    curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, SeekBody);
+    curl_easy_setopt(h, CURLOPT_SEEKDATA, &upload);
+  }
+
+  // Headers exactly as given; curl's own unsigned defaults are suppressed with "Name:".
+  curl_slist* headers = nullptr;
+  for (const auto& [name, value] : request.headers) {
+    const std::string line = value.empty() ? name + ";" : name + ": " + value;
+    headers = curl_slist_append(headers, line.c_str());
+  }
+  for (const char* name : {"Expect", "Accept", "Content-Type", "Transfer-Encoding"}) {
+    if (request.FindHeader(name) == nullptr) {
+      headers = curl_slist_append(headers, (std::string(name) + ":").c_str());
+    }
+  }
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+
+  const CURLcode code = curl_easy_perform(h);
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
+  curl_slist_free_all(headers);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
+
+  if (code != CURLE_OK) {
+    // A failed handle may hold a broken connection; curl closes it itself, the handle is fine.
+    pool_->Give(h, options_.max_idle_handles);
+    if (download.too_large) {
+      return Status(ErrorKind::kPermanent,
+                    "HTTP " + std::to_string(status) + " response body larger than " +
+                        std::to_string(options_.max_response_body) + " bytes");
+    }
+    if (upload.read_errno != 0) {
+      return ErrnoStatus("reading request body", upload.read_errno);
+    }
+    std::string text = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(code);
+    return Status(KindOf(code),
+                  "curl error " + std::to_string(static_cast<int>(code)) + ": " + text);
+  }
+  pool_->Give(h, options_.max_idle_handles);
+  response.status = status;
+  return response;
+}
+
+}  // namespace nbu::azure

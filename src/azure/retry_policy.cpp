@@ -1,1 +1,91 @@
-// placeholder: implemented by the Azure client work
+// Retry policy (data + one function) and the process-wide throttle gate; see retry_policy.h.
+#include "azure/retry_policy.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+namespace nbu::azure {
+namespace {
+
+std::optional<int64_t> ParseNonNegative(const std::string* text) {
+  if (text == nullptr) return std::nullopt;
+  int64_t v = 0;
+  const char* end = text->data() + text->size();
+  const auto [ptr, ec] = std::from_chars(text->data(), end, v);
+  if (ec != std::errc() || ptr != end || v < 0) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+bool IsRetryableStatus(long status) {
+  switch (status) {
+    case 408:  // request timeout: the server gave up waiting for us; a fresh try may finish
+    case 429:  // too many requests: throttled, back off and retry
+    case 500:  // InternalError / OperationTimedOut: Azure says "please retry"
+    case 502:  // bad gateway: a proxy or front end hiccup
+    case 503:  // ServerBusy: account or partition over its limits, back off
+    case 504:  // gateway timeout: as 502
+      return true;
+    default: return false;  // 2xx/3xx are not failures; other 4xx/5xx will not change on retry
+  }
+}
+
+std::optional<std::chrono::milliseconds> ServerRetryHint(const HttpResponse& response) {
+  // Checked in the order the Azure SDKs use: explicit milliseconds first, then seconds.
+  if (auto ms = ParseNonNegative(response.Header("retry-after-ms"))) {
+    return std::chrono::milliseconds(*ms);
+  }
+  if (auto ms = ParseNonNegative(response.Header("x-ms-retry-after-ms"))) {
+    return std::chrono::milliseconds(*ms);
+  }
+  if (auto s = ParseNonNegative(response.Header("retry-after"))) {
+    return std::chrono::milliseconds(std::min<int64_t>(*s, int64_t{1} << 40) * 1000);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options, int attempt,
+                                                    const Result<HttpResponse>& outcome,
+                                                    double jitter01) {
+  if (attempt >= options.max_attempts) return std::nullopt;
+  if (!outcome.ok()) {
+    // Connection errors and timeouts are transient; anything else (bad URL, unreadable body) not.
+    if (outcome.status().kind() != ErrorKind::kTransient) return std::nullopt;
+  } else {
+    if (!IsRetryableStatus(outcome->status)) return std::nullopt;
+    if (auto hint = ServerRetryHint(*outcome)) return std::min(*hint, options.max_delay);
+  }
+  const double jitter = 0.8 + 0.5 * std::clamp(jitter01, 0.0, 1.0);
+  const double exp = std::ldexp(1.0, std::clamp(attempt - 1, 0, 62));
+  const double ms = static_cast<double>(options.base_delay.count()) * exp * jitter;
+  const double cap = static_cast<double>(options.max_delay.count());
+  return std::chrono::milliseconds(static_cast<int64_t>(std::min(ms, cap)));
+}
+
+bool ThrottleGate::Wait(std::stop_token stop) {
+  for (;;) {
+    if (stop.stop_requested()) return false;
+    Duration remaining{0};
+    {
+      std::lock_guard lock(mu_);
+      const MonoTime now = clock_.Now();
+      if (now >= not_before_) return true;
+      remaining = not_before_ - now;
+    }
+    if (!clock_.SleepFor(remaining, stop)) return false;
+  }
+}
+
+void ThrottleGate::Throttle(std::chrono::milliseconds delay) {
+  std::lock_guard lock(mu_);
+  not_before_ = std::max(not_before_, clock_.Now() + delay);
+}
+
+bool ThrottleGate::ThrottledNow() const {
+  std::lock_guard lock(mu_);
+  return clock_.Now() < not_before_;
+}
+
+}  // namespace nbu::azure

@@ -1,0 +1,125 @@
+// Connection string parsing (see connection_string.h and AZURE.md §7).
+#include "azure/connection_string.h"
+
+#include "azure/sas.h"
+#include "azure/shared_key.h"
+#include "azure/url.h"
+#include "util/crypto.h"
+
+#include <cctype>
+#include <map>
+
+namespace nbu::azure {
+namespace {
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())) != 0) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())) != 0) s.remove_suffix(1);
+  return s;
+}
+
+Status Bad(const std::string& what) {
+  return Status(ErrorKind::kPermanent, "connection string: " + what);
+}
+
+// Account from an endpoint: first path segment (path style) or first host label.
+std::string AccountFromEndpoint(const std::string& endpoint) {
+  const UrlParts parts = SplitUrl(endpoint);
+  if (parts.path.size() > 1) {
+    const size_t end = parts.path.find('/', 1);
+    return parts.path.substr(1, end == std::string::npos ? std::string::npos : end - 1);
+  }
+  return parts.authority.substr(0, parts.authority.find('.'));
+}
+
+}  // namespace
+
+Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
+  std::map<std::string, std::string> fields;  // lower-case key -> value
+  size_t index = 0;
+  while (!text.empty()) {
+    const size_t semi = text.find(';');
+    const std::string_view pair = Trim(text.substr(0, semi));
+    text = semi == std::string_view::npos ? std::string_view() : text.substr(semi + 1);
+    ++index;
+    if (pair.empty()) continue;
+    const size_t eq = pair.find('=');
+    if (eq == std::string_view::npos || eq == 0) {
+      return Bad("entry " + std::to_string(index) + " is not of the form Key=Value");
+    }
+    const std::string key = Lower(Trim(pair.substr(0, eq)));
+    if (!fields.emplace(key, std::string(Trim(pair.substr(eq + 1)))).second) {
+      return Bad("field " + std::string(Trim(pair.substr(0, eq))) + " appears twice");
+    }
+  }
+  auto get = [&](const char* key) {
+    const auto it = fields.find(key);
+    return it == fields.end() ? std::string() : it->second;
+  };
+  if (!get("usedevelopmentstorage").empty()) {
+    return Bad(
+        "UseDevelopmentStorage is not supported; give AccountName, AccountKey and "
+        "BlobEndpoint");
+  }
+
+  ConnectionInfo info;
+  info.account = get("accountname");
+  std::string protocol = get("defaultendpointsprotocol");
+  if (protocol.empty()) protocol = "https";
+  if (protocol != "http" && protocol != "https") {
+    return Bad("DefaultEndpointsProtocol must be http or https");
+  }
+  info.endpoint = get("blobendpoint");
+  if (!info.endpoint.empty()) {
+    const std::string scheme = Lower(SplitUrl(info.endpoint).scheme);
+    if ((scheme != "http" && scheme != "https") || SplitUrl(info.endpoint).authority.empty()) {
+      return Bad("BlobEndpoint must be an absolute http:// or https:// URL");
+    }
+    if (!SplitUrl(info.endpoint).query.empty()) return Bad("BlobEndpoint must not have a query");
+    while (info.endpoint.size() > 1 && info.endpoint.back() == '/') info.endpoint.pop_back();
+  } else {
+    if (info.account.empty()) return Bad("AccountName is missing (and no BlobEndpoint given)");
+    std::string suffix = get("endpointsuffix");
+    if (suffix.empty()) suffix = "core.windows.net";
+    info.endpoint = protocol + "://" + info.account + ".blob." + suffix;
+  }
+
+  const std::string key = get("accountkey");
+  std::string sas = get("sharedaccesssignature");
+  if (!sas.empty() && sas.front() == '?') sas.erase(0, 1);
+  if (!key.empty()) {
+    if (info.account.empty()) return Bad("AccountName is missing (needed with AccountKey)");
+    const std::optional<std::string> raw = Base64Decode(key);
+    if (!raw || raw->empty()) return Bad("AccountKey is not valid base64");
+    info.kind = CredentialKind::kSharedKey;
+    info.account_key = key;
+  } else if (!sas.empty()) {
+    if (sas.find("sig=") == std::string::npos) {
+      return Bad("SharedAccessSignature has no sig= parameter");
+    }
+    info.kind = CredentialKind::kSas;
+    info.sas_token = sas;
+    if (info.account.empty()) info.account = AccountFromEndpoint(info.endpoint);
+  } else {
+    return Bad("neither AccountKey nor SharedAccessSignature is given");
+  }
+  if (info.account.empty()) return Bad("AccountName is missing");
+  return info;
+}
+
+Result<std::shared_ptr<Credential>> MakeCredential(const ConnectionInfo& info, Clock& clock) {
+  if (info.kind == CredentialKind::kSas) {
+    return std::shared_ptr<Credential>(std::make_shared<SasCredential>(info.sas_token));
+  }
+  auto cred = SharedKeyCredential::Create(info.account, info.account_key, clock);
+  if (!cred.ok()) return cred.status();
+  return std::shared_ptr<Credential>(std::move(cred).value());
+}
+
+}  // namespace nbu::azure

@@ -1,0 +1,36 @@
+// Azure Storage connection strings: parsed into endpoint, account and credential without ever
+// putting the key or SAS token into an error message.
+#pragma once
+
+#include "azure/credential.h"
+#include "util/clock.h"
+#include "util/status.h"
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace nbu::azure {
+
+enum class CredentialKind { kSharedKey, kSas };
+
+struct ConnectionInfo {
+  std::string endpoint;  // blob endpoint, no trailing slash
+  std::string account;   // AccountName, or derived from the endpoint for SAS-only strings
+  CredentialKind kind = CredentialKind::kSharedKey;
+  std::string account_key;  // base64, as given (kSharedKey)
+  std::string sas_token;    // without leading '?' (kSas)
+};
+
+// Parses "Key=Value;..." (split on ';', each pair at the first '='). Keys: DefaultEndpointsProtocol
+// (http|https, default https), AccountName, AccountKey, BlobEndpoint, EndpointSuffix (default
+// core.windows.net), SharedAccessSignature; other keys are ignored. Without BlobEndpoint the
+// endpoint is <proto>://<account>.blob.<suffix>. AccountKey wins over SharedAccessSignature.
+// Errors are kPermanent and name the offending field, never its value.
+Result<ConnectionInfo> ParseConnectionString(std::string_view text);
+
+// Builds the credential the connection string describes (SharedKeyCredential or SasCredential).
+Result<std::shared_ptr<Credential>> MakeCredential(const ConnectionInfo& info,
+                                                   Clock& clock = RealClock::Instance());
+
+}  // namespace nbu::azure

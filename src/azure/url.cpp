@@ -1,0 +1,136 @@
+// URL encoding, decoding, splitting and redaction (see url.h).
+#include "azure/url.h"
+
+#include <cctype>
+
+namespace nbu::azure {
+namespace {
+
+constexpr char kHex[] = "0123456789ABCDEF";
+
+bool IsUnreserved(unsigned char c) {
+  return std::isalnum(c) != 0 || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+bool IsKeptInPath(unsigned char c) {
+  if (IsUnreserved(c)) return true;
+  switch (c) {
+    case '/':
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')':
+    case '*':
+    case ',':
+    case ';':
+    case '=':
+    case ':':
+    case '@': return true;
+    default: return false;
+  }
+}
+
+bool IsKeptInQuery(unsigned char c) {
+  return IsKeptInPath(c) && c != '/' && c != '=' && c != '&' && c != '+';
+}
+
+template <typename Keep>
+std::string Encode(std::string_view text, Keep keep) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x80 && keep(c)) {
+      out.push_back(ch);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
+    }
+  }
+  return out;
+}
+
+int HexValue(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::string UrlEncodePath(std::string_view text) { return Encode(text, IsKeptInPath); }
+
+std::string UrlEncodeQueryValue(std::string_view text) { return Encode(text, IsKeptInQuery); }
+
+std::string UrlDecode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && HexValue(text[i + 1]) >= 0 &&
+        HexValue(text[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(HexValue(text[i + 1]) * 16 + HexValue(text[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+UrlParts SplitUrl(std::string_view url) {
+  UrlParts parts;
+  if (const size_t hash = url.find('#'); hash != std::string_view::npos) url = url.substr(0, hash);
+  if (const size_t q = url.find('?'); q != std::string_view::npos) {
+    parts.query = std::string(url.substr(q + 1));
+    url = url.substr(0, q);
+  }
+  if (const size_t sep = url.find("://"); sep != std::string_view::npos) {
+    parts.scheme = std::string(url.substr(0, sep));
+    url = url.substr(sep + 3);
+    const size_t slash = url.find('/');
+    parts.authority = std::string(url.substr(0, slash));
+    url = slash == std::string_view::npos ? std::string_view() : url.substr(slash);
+  }
+  parts.path = url.empty() ? "/" : std::string(url);
+  return parts;
+}
+
+std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view piece = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (piece.empty()) continue;
+    const size_t eq = piece.find('=');
+    if (eq == std::string_view::npos) {
+      out.emplace_back(std::string(piece), std::string());
+    } else {
+      out.emplace_back(std::string(piece.substr(0, eq)), std::string(piece.substr(eq + 1)));
+    }
+  }
+  return out;
+}
+
+std::string RedactUrl(std::string_view url) {
+  const size_t q = url.find('?');
+  if (q == std::string_view::npos) return std::string(url);
+  std::string out(url.substr(0, q));
+  char sep = '?';
+  for (const auto& [name, value] : SplitQuery(url.substr(q + 1))) {
+    out.push_back(sep);
+    sep = '&';
+    const bool secret = name.size() == 3 &&
+                        std::tolower(static_cast<unsigned char>(name[0])) == 's' &&
+                        std::tolower(static_cast<unsigned char>(name[1])) == 'i' &&
+                        std::tolower(static_cast<unsigned char>(name[2])) == 'g';
+    out.append(name).append("=").append(secret ? "REDACTED" : value);
+  }
+  return out;
+}
+
+}  // namespace nbu::azure

@@ -1,0 +1,39 @@
+// URL helpers for the Blob REST API: percent-encoding of blob names and query values (the set the
+// Azure C++ SDK keeps), decoding for signing, splitting, and redaction of SAS signatures for logs.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace nbu::azure {
+
+// Percent-encodes a blob path. Keeps `/`, unreserved (A-Z a-z 0-9 - . _ ~) and
+// ! $ & ' ( ) * , ; = : @; everything else (space, +, %, ?, #, ", non-ASCII UTF-8 bytes, ...)
+// becomes %XX (upper-case hex).
+std::string UrlEncodePath(std::string_view text);
+
+// Percent-encodes one query name or value: like UrlEncodePath but `+ = & /` are encoded too
+// (Azurite drops query pairs whose raw text holds a second `=`, and turns `+` into a space).
+std::string UrlEncodeQueryValue(std::string_view text);
+
+// Decodes %XX sequences; `+` stays `+`. Malformed escapes are kept literally.
+std::string UrlDecode(std::string_view text);
+
+// Parts of an absolute URL "scheme://authority/path?query#fragment".
+struct UrlParts {
+  std::string scheme;     // "https"
+  std::string authority;  // "acct.blob.core.windows.net" or "127.0.0.1:10000"
+  std::string path;       // as written, "/" when absent
+  std::string query;      // without '?', may be empty
+};
+UrlParts SplitUrl(std::string_view url);
+
+// Query string "a=1&b=2" split into raw (still encoded) name/value pairs; empty pieces skipped.
+std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query);
+
+// Replaces the value of every `sig=` query parameter with "REDACTED" so the URL is safe to log.
+std::string RedactUrl(std::string_view url);
+
+}  // namespace nbu::azure

@@ -1,0 +1,104 @@
+#include "azure/connection_string.h"
+
+#include "azure/sas.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu::azure {
+namespace {
+
+constexpr const char* kKey =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+TEST(ConnectionStringTest, AzuriteStyle) {
+  const std::string cs =
+      std::string("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;") +
+      "AccountKey=" + kKey + ";BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1/;";
+  auto r = ParseConnectionString(cs);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->endpoint, "http://127.0.0.1:10000/devstoreaccount1");
+  EXPECT_EQ(r->account, "devstoreaccount1");
+  EXPECT_EQ(r->kind, CredentialKind::kSharedKey);
+  EXPECT_EQ(r->account_key, kKey);  // the '=' padding survives the split at the first '='
+  auto cred = MakeCredential(*r);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ((*cred)->Describe(), "shared-key(account=devstoreaccount1)");
+}
+
+TEST(ConnectionStringTest, DefaultsBuildAzureEndpoint) {
+  auto r = ParseConnectionString(std::string("AccountName=acct;AccountKey=") + kKey);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->endpoint, "https://acct.blob.core.windows.net");
+  r = ParseConnectionString(std::string("DefaultEndpointsProtocol=http;AccountName=acct;") +
+                            "EndpointSuffix=core.chinacloudapi.cn;AccountKey=" + kKey);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->endpoint, "http://acct.blob.core.chinacloudapi.cn");
+}
+
+TEST(ConnectionStringTest, SasOnly) {
+  auto r = ParseConnectionString(
+      "BlobEndpoint=https://acct.blob.core.windows.net;"
+      "SharedAccessSignature=?sv=2021-06-08&ss=b&srt=sco&sp=rwlc&se=2099-01-01T00%3A00%3A00Z"
+      "&sig=c2VjcmV0%3D");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->kind, CredentialKind::kSas);
+  EXPECT_EQ(r->account, "acct");
+  EXPECT_EQ(r->sas_token.substr(0, 3), "sv=");
+  auto cred = MakeCredential(*r);
+  ASSERT_TRUE(cred.ok());
+  const std::string d = (*cred)->Describe();
+  EXPECT_EQ(d.find("c2VjcmV0"), std::string::npos) << d;
+  EXPECT_NE(d.find("sp=rwlc"), std::string::npos) << d;
+
+  r = ParseConnectionString(
+      "BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;SharedAccessSignature=sv=x&sig=y");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->account, "devstoreaccount1");
+}
+
+TEST(ConnectionStringTest, KeyWinsOverSas) {
+  auto r = ParseConnectionString(std::string("AccountName=a;SharedAccessSignature=sig=x;") +
+                                 "AccountKey=" + kKey);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->kind, CredentialKind::kSharedKey);
+}
+
+void ExpectError(const std::string& cs, const std::string& field) {
+  auto r = ParseConnectionString(cs);
+  ASSERT_FALSE(r.ok()) << cs;
+  EXPECT_EQ(r.status().kind(), ErrorKind::kPermanent);
+  EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find("s3cr3t"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find("Eby8vdM02x"), std::string::npos) << r.status().message();
+}
+
+TEST(ConnectionStringTest, ErrorsNameTheFieldButNeverTheSecret) {
+  ExpectError("AccountName=a;AccountKey=s3cr3t!!not-base64", "AccountKey");
+  ExpectError(std::string("AccountKey=") + kKey, "AccountName");
+  ExpectError(std::string("DefaultEndpointsProtocol=ftp;AccountName=a;AccountKey=") + kKey,
+              "DefaultEndpointsProtocol");
+  ExpectError(std::string("AccountName=a;BlobEndpoint=127.0.0.1:10000;AccountKey=") + kKey,
+              "BlobEndpoint");
+  ExpectError("AccountName=a", "neither AccountKey nor SharedAccessSignature");
+  ExpectError("BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature=s3cr3t",
+              "SharedAccessSignature");
+  ExpectError("AccountName=a;s3cr3tWithoutEquals", "entry 2");
+  ExpectError(std::string("AccountName=a;AccountKey=") + kKey + ";AccountKey=s3cr3t", "twice");
+  ExpectError("UseDevelopmentStorage=true", "UseDevelopmentStorage");
+}
+
+TEST(SasCredentialTest, AppendsTokenAndStripsQuestionMark) {
+  SasCredential cred("?sv=2021-06-08&sig=abc%2B");
+  HttpRequest req;
+  req.url = "http://h/a/c/b";
+  ASSERT_TRUE(cred.Authorize(req, "a", true).ok());
+  EXPECT_EQ(req.url, "http://h/a/c/b?sv=2021-06-08&sig=abc%2B");
+  req.url = "http://h/a/c/b?comp=block";
+  ASSERT_TRUE(cred.Authorize(req, "a", true).ok());
+  EXPECT_EQ(req.url, "http://h/a/c/b?comp=block&sv=2021-06-08&sig=abc%2B");
+  EXPECT_EQ(req.FindHeader("Authorization"), nullptr);
+  EXPECT_EQ(cred.Describe().find("abc"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nbu::azure
