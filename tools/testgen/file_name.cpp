@@ -7,7 +7,7 @@
 namespace nbu::testgen {
 namespace {
 
-constexpr size_t kNameLength = 41;  // 20 (time) + 1 + 6 + 1 + 8 + 4 (".bin")
+constexpr size_t kNameLength = 40;  // 20 (time) + 1 + 6 + 1 + 8 + 4 (".bin")
 
 // Reads exactly `digits` decimal digits at `pos`.
 std::optional<int> Digits(std::string_view s, size_t pos, size_t digits) {
