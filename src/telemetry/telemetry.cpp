@@ -29,7 +29,7 @@ Telemetry::Telemetry(TelemetryConfig config, Clock& clock, std::unique_ptr<OtlpT
            {"metrics_endpoint", config_.exports_metrics() ? RedactUrl(config_.metrics_url) : ""},
            {"service_name", config_.service_name},
            {"sdk_disabled", config_.sdk_disabled},
-           {"header_names_count", config_.headers.size()}});
+           {"header_count", config_.headers.size()}});
 }
 
 // Members go in reverse order: the tracer (whose sink points at the exporter), then the exporter

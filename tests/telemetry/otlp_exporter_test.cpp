@@ -1,0 +1,245 @@
+// OtlpExporter scheduling, batching, retry/backoff, drops and shutdown, on a SimulatedClock that
+// moves only when the test advances it; RunOnce is driven by the test (no thread).
+#include "telemetry/otlp.h"
+
+#include "fake_transport.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu::telemetry {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using test::FakeCollector;
+using test::FakeTransport;
+
+class OtlpExporterTest : public ::testing::Test {
+ protected:
+  OtlpExporterTest() : clock_(/*auto_advance=*/false) {
+    config_.traces_url = "http://127.0.0.1:1/v1/traces";
+    config_.metrics_url = "http://127.0.0.1:1/v1/metrics";
+    config_.headers = {{"api-key", "secret"}};
+    config_.retry_jitter = 0;
+    config_.max_queue_size = 10;
+    config_.max_export_batch_size = 4;
+    counters_.dropped = &registry_.AddCounter("otel.exporter.dropped", "", "1");
+    counters_.exported = &registry_.AddCounter("otel.exporter.exported", "", "1");
+    counters_.failures = &registry_.AddCounter("otel.exporter.failures", "", "1");
+  }
+
+  OtlpExporter& Make() {
+    exporter_ = std::make_unique<OtlpExporter>(
+        config_, clock_, &registry_, std::make_unique<FakeTransport>(&collector_), counters_);
+    return *exporter_;
+  }
+
+  SpanData NewSpan(const std::string& name) {
+    SpanData s;
+    s.context = {NewTraceId(), NewSpanId()};
+    s.name = name;
+    s.start = s.end = clock_.WallNow();
+    return s;
+  }
+
+  std::vector<test::RecordedRequest> Traces() {
+    std::vector<test::RecordedRequest> out;
+    for (auto& r : collector_.Requests())
+      if (r.url == config_.traces_url) out.push_back(r);
+    return out;
+  }
+  std::vector<test::RecordedRequest> MetricsPosts() {
+    std::vector<test::RecordedRequest> out;
+    for (auto& r : collector_.Requests())
+      if (r.url == config_.metrics_url) out.push_back(r);
+    return out;
+  }
+  size_t SpanCount(const test::RecordedRequest& r) {
+    return r.body.at("resourceSpans")[0]["scopeSpans"][0]["spans"].size();
+  }
+
+  SimulatedClock clock_;
+  TelemetryConfig config_;
+  MetricsRegistry registry_;
+  ExporterCounters counters_;
+  FakeCollector collector_;
+  std::unique_ptr<OtlpExporter> exporter_;
+};
+
+TEST_F(OtlpExporterTest, SpansWaitForTheScheduleDelay) {
+  auto& e = Make();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  EXPECT_EQ(e.RunOnce(), clock_.Now() + config_.span_schedule_delay);
+  EXPECT_TRUE(Traces().empty());
+  clock_.Advance(config_.span_schedule_delay);
+  e.RunOnce();
+  const auto traces = Traces();
+  ASSERT_EQ(traces.size(), 1u);
+  EXPECT_EQ(SpanCount(traces[0]), 3u);
+  EXPECT_EQ(traces[0].headers, config_.headers);
+  EXPECT_EQ(e.stats().spans_exported, 3u);
+  EXPECT_EQ(counters_.exported->Value({{"signal", "spans"}}), 3);
+}
+
+TEST_F(OtlpExporterTest, AFullBatchGoesAtOnceInBatchSizedPieces) {
+  auto& e = Make();
+  for (int i = 0; i < 9; ++i) ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  e.RunOnce();
+  e.RunOnce();
+  e.RunOnce();  // 1 left: below a batch, waits for the delay
+  const auto traces = Traces();
+  ASSERT_EQ(traces.size(), 2u);
+  EXPECT_EQ(SpanCount(traces[0]), 4u);
+  EXPECT_EQ(SpanCount(traces[1]), 4u);
+  EXPECT_EQ(e.queue_size(), 1u);
+}
+
+TEST_F(OtlpExporterTest, FullQueueDropsAndCounts) {
+  auto& e = Make();
+  int accepted = 0;
+  for (int i = 0; i < 15; ++i) accepted += e.Enqueue(NewSpan("s")) ? 1 : 0;
+  EXPECT_EQ(accepted, 10);
+  EXPECT_EQ(e.stats().spans_dropped_queue_full, 5u);
+  EXPECT_EQ(counters_.dropped->Value({{"reason", "queue_full"}, {"signal", "spans"}}), 5);
+}
+
+TEST_F(OtlpExporterTest, TransientFailuresRetryWithBackoffThenDrop) {
+  config_.max_export_attempts = 3;
+  auto& e = Make();
+  for (int i = 0; i < 2; ++i) collector_.script.push_back({ErrorKind::kTransient, "503"});
+  collector_.script.push_back({ErrorKind::kTransient, "timeout"});
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  EXPECT_EQ(e.RunOnce(), clock_.Now() + seconds(1));  // attempt 1 failed: retry in base delay
+  clock_.Advance(milliseconds(999));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 1u) << "no retry before the backoff";
+  clock_.Advance(milliseconds(1));
+  EXPECT_EQ(e.RunOnce(), clock_.Now() + seconds(2));  // doubled
+  clock_.Advance(seconds(2));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 3u);
+  EXPECT_EQ(e.stats().export_failures, 3u);
+  EXPECT_EQ(e.stats().spans_dropped_export, 1u);
+  EXPECT_EQ(counters_.dropped->Value({{"reason", "export_failed"}, {"signal", "spans"}}), 1);
+  EXPECT_EQ(counters_.failures->Value({{"signal", "spans"}}), 3);
+}
+
+TEST_F(OtlpExporterTest, BackoffIsCappedAndJittered) {
+  config_.max_export_attempts = 10;
+  config_.retry_jitter = 0.2;
+  auto& e = Make();
+  for (int i = 0; i < 6; ++i) collector_.script.push_back({ErrorKind::kTransient, "down"});
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  for (int attempt = 1; attempt <= 6; ++attempt) {
+    const MonoTime next = e.RunOnce();
+    const double delay = ToSeconds(next - clock_.Now());
+    const double nominal = std::min(5.0, 1.0 * (1 << (attempt - 1)));
+    EXPECT_GE(delay, nominal * 0.8 - 1e-9) << attempt;
+    EXPECT_LE(delay, nominal * 1.2 + 1e-9) << attempt;
+    clock_.Advance(next - clock_.Now());
+  }
+  e.RunOnce();
+  EXPECT_EQ(e.stats().spans_exported, 1u);
+}
+
+TEST_F(OtlpExporterTest, PermanentFailureIsNotRetried) {
+  auto& e = Make();
+  collector_.script.push_back({ErrorKind::kPermanent, "HTTP 400"});
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  e.RunOnce();
+  clock_.Advance(seconds(30));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 1u);
+  EXPECT_EQ(e.stats().spans_dropped_export, 1u);
+}
+
+TEST_F(OtlpExporterTest, MetricsEveryExportInterval) {
+  registry_.AddCounter("files.processed", "Files", "1").Add(2);
+  auto& e = Make();
+  e.RunOnce();
+  EXPECT_TRUE(MetricsPosts().empty());
+  clock_.Advance(config_.metric_export_interval);
+  e.RunOnce();
+  clock_.Advance(config_.metric_export_interval / 2);
+  e.RunOnce();
+  auto posts = MetricsPosts();
+  ASSERT_EQ(posts.size(), 1u);
+  const auto& metrics = posts[0].body["resourceMetrics"][0]["scopeMetrics"][0]["metrics"];
+  bool found = false;
+  for (const auto& m : metrics) found |= m["name"] == "files.processed";
+  EXPECT_TRUE(found);
+  clock_.Advance(config_.metric_export_interval / 2);
+  e.RunOnce();
+  EXPECT_EQ(MetricsPosts().size(), 2u);
+}
+
+TEST_F(OtlpExporterTest, FailedMetricsRetryUntilTheNextSnapshot) {
+  registry_.AddCounter("files.processed", "Files", "1").Add(2);
+  config_.max_export_attempts = 100;
+  auto& e = Make();
+  for (int i = 0; i < 100; ++i) collector_.script.push_back({ErrorKind::kTransient, "down"});
+  for (int i = 0; i < 5000 && e.stats().metric_points_exported == 0; ++i) {
+    const MonoTime next = e.RunOnce();
+    clock_.Advance(next - clock_.Now());
+  }
+  EXPECT_EQ(e.stats().metric_points_dropped, 0u) << "superseded snapshots are not losses";
+  EXPECT_GT(e.stats().metric_points_exported, 0u);
+}
+
+TEST_F(OtlpExporterTest, ShutdownWithoutThreadFlushesEverything) {
+  registry_.AddCounter("files.processed", "Files", "1").Add(1);
+  auto& e = Make();
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  e.Shutdown(clock_.Now() + seconds(5));
+  const auto traces = Traces();
+  ASSERT_EQ(traces.size(), 2u);
+  EXPECT_EQ(SpanCount(traces[0]) + SpanCount(traces[1]), 6u);
+  EXPECT_LE(traces[0].timeout, milliseconds(5000));
+  EXPECT_EQ(MetricsPosts().size(), 1u);
+  EXPECT_FALSE(e.Enqueue(NewSpan("late")));
+  e.Shutdown(clock_.Now());  // idempotent
+  EXPECT_EQ(Traces().size(), 2u);
+}
+
+TEST_F(OtlpExporterTest, ShutdownAtTheDeadlineDropsAndCounts) {
+  auto& e = Make();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  e.Shutdown(clock_.Now());
+  EXPECT_TRUE(collector_.Requests().empty());
+  EXPECT_EQ(e.stats().spans_dropped_export, 3u);
+  EXPECT_EQ(counters_.dropped->Value({{"reason", "shutdown"}, {"signal", "spans"}}), 3);
+}
+
+TEST_F(OtlpExporterTest, ShutdownMakesOneAttemptOnly) {
+  auto& e = Make();
+  collector_.script.push_back({ErrorKind::kTransient, "down"});
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  e.Shutdown(clock_.Now() + seconds(5));
+  EXPECT_EQ(Traces().size(), 1u);
+  EXPECT_EQ(e.stats().spans_dropped_export, 1u);
+}
+
+TEST_F(OtlpExporterTest, NoTraceExportMeansSpansAreRefused) {
+  config_.traces_url.clear();
+  auto& e = Make();
+  EXPECT_FALSE(e.Enqueue(NewSpan("s")));
+  e.RunOnce();
+  EXPECT_TRUE(Traces().empty());
+}
+
+TEST_F(OtlpExporterTest, ResourceCarriesServiceAndConfiguredAttributes) {
+  config_.service_name = "svc";
+  config_.service_version = "1.2.3";
+  config_.resource_attributes = {{"deployment.environment", "prod"}};
+  const OtlpResource r = MakeOtlpResource(config_);
+  ASSERT_GE(r.attributes.size(), 5u);
+  EXPECT_EQ(r.attributes[0],
+            (std::pair<std::string, AttributeValue>{"service.name", std::string("svc")}));
+  EXPECT_EQ(r.attributes.back().first, "deployment.environment");
+}
+
+}  // namespace
+}  // namespace nbu::telemetry

@@ -1,0 +1,230 @@
+// End to end over real HTTP: Telemetry + libcurl exporter against a stand-in OTLP/HTTP receiver.
+// Short real intervals; no assertions on speed, only on what arrives and what is counted.
+#include "otlp_receiver.h"
+
+#include <httplib.h>
+#include "support/process.h"
+#include "telemetry/telemetry.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu::telemetry {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using test::OtlpReceiver;
+using test::ReceivedMetric;
+
+constexpr auto kWait = seconds(30);
+
+TelemetryConfig ConfigFor(const std::map<std::string, std::string>& env) {
+  auto r = ParseTelemetryConfig([&](const std::string& name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
+  });
+  EXPECT_TRUE(r.errors.empty()) << r.errors[0];
+  return r.config;
+}
+
+std::string StringAttr(const test::AnyValues& attrs, const std::string& key) {
+  auto it = attrs.find(key);
+  if (it == attrs.end() || !it->second.contains("stringValue")) return "<missing>";
+  return it->second.at("stringValue").get<std::string>();
+}
+
+const ReceivedMetric* FindMetric(const std::vector<ReceivedMetric>& metrics,
+                                 const std::string& name) {
+  const ReceivedMetric* found = nullptr;
+  for (const auto& m : metrics)
+    if (m.name == name) found = &m;  // the latest snapshot
+  return found;
+}
+
+TEST(OtlpReceiverTest, SpansAndMetricsArriveWithResource) {
+  OtlpReceiver receiver;
+  TelemetryConfig config = ConfigFor({{"OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()},
+                                      {"OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%20def"},
+                                      {"OTEL_SERVICE_NAME", "nbu-it"},
+                                      {"OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"},
+                                      {"OTEL_BSP_SCHEDULE_DELAY", "20"},
+                                      {"OTEL_METRIC_EXPORT_INTERVAL", "50"}});
+  config.service_version = "0.1.0";
+  Telemetry t(config, RealClock::Instance());
+  auto& metrics = t.metrics();
+  metrics.AddCounter("files.processed", "Files uploaded", "1").Add(3, {{"container", "raw"}});
+  metrics.AddCounter("files.failed", "Files quarantined", "1").Add(1, {{"reason", "permanent"}});
+  metrics.AddHistogram("upload.duration", "Upload time", "s", {0.1, 1, 10}).Record(0.5);
+  metrics.AddHistogram("file.size", "File size", "By", {1024, 1 << 20}).Record(4096);
+  metrics.AddCounter("queue.depth", "Files waiting", "1", /*up_down=*/true).Add(-2);
+  t.Start();
+
+  std::string trace_id, root_id, child_id;
+  {
+    Span root = t.tracer().StartSpan("process_file", nullptr, SpanKind::kInternal);
+    root.SetAttribute("file.path", std::string("/nfs/in/a.bin"));
+    root.SetAttribute("file.size", int64_t{4096});
+    root.SetAttribute("ratio", 0.25);
+    root.SetAttribute("resumed", true);
+    Span child = t.tracer().StartSpan("put_block", &root.context(), SpanKind::kClient);
+    child.AddEvent("retry", {{"attempt", int64_t{2}}});
+    child.SetError("HTTP 503 ServerBusy");
+    trace_id = root.context().trace_id;
+    root_id = root.context().span_id;
+    child_id = child.context().span_id;
+  }
+
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return receiver.Spans().size() >= 2; }, kWait));
+  ASSERT_TRUE(nbu::test::WaitFor(
+      [&] {
+        const auto m = receiver.Metrics();
+        for (const char* n :
+             {"files.processed", "files.failed", "upload.duration", "file.size", "queue.depth"})
+          if (FindMetric(m, n) == nullptr) return false;
+        return true;
+      },
+      kWait));
+  t.Shutdown(RealClock::Instance().Now() + seconds(10));
+  EXPECT_TRUE(receiver.Errors().empty()) << receiver.Errors()[0];
+  EXPECT_EQ(receiver.LastHeaders()["api-key"], "abc def");
+
+  const auto spans = receiver.Spans();
+  const test::ReceivedSpan* root = nullptr;
+  const test::ReceivedSpan* child = nullptr;
+  for (const auto& s : spans) {
+    if (s.span_id == root_id) root = &s;
+    if (s.span_id == child_id) child = &s;
+  }
+  ASSERT_NE(root, nullptr);
+  ASSERT_NE(child, nullptr);
+  EXPECT_EQ(root->trace_id, trace_id);
+  EXPECT_EQ(child->trace_id, trace_id);
+  EXPECT_EQ(root->parent_span_id, "");
+  EXPECT_EQ(child->parent_span_id, root_id);
+  EXPECT_EQ(child->kind, 3);
+  EXPECT_EQ(root->kind, 1);
+  EXPECT_EQ(root->attributes.at("file.path").at("stringValue"), "/nfs/in/a.bin");
+  EXPECT_EQ(root->attributes.at("file.size").at("intValue"), "4096");
+  EXPECT_EQ(root->attributes.at("ratio").at("doubleValue"), 0.25);
+  EXPECT_EQ(root->attributes.at("resumed").at("boolValue"), true);
+  EXPECT_EQ(root->status_code, 0);
+  EXPECT_EQ(child->status_code, 2);
+  EXPECT_EQ(child->status_message, "HTTP 503 ServerBusy");
+  ASSERT_EQ(child->events.size(), 1u);
+  EXPECT_EQ(child->events[0].first, "retry");
+  EXPECT_EQ(child->events[0].second.at("attempt").at("intValue"), "2");
+  EXPECT_EQ(StringAttr(root->resource, "service.name"), "nbu-it");
+  EXPECT_EQ(StringAttr(root->resource, "service.version"), "0.1.0");
+  EXPECT_EQ(StringAttr(root->resource, "deployment.environment"), "test");
+
+  const auto received = receiver.Metrics();
+  const ReceivedMetric* processed = FindMetric(received, "files.processed");
+  EXPECT_EQ(processed->type, "sum");
+  EXPECT_TRUE(processed->is_monotonic);
+  EXPECT_EQ(processed->temporality, 2);
+  EXPECT_EQ(processed->points.at(0).value, 3);
+  EXPECT_EQ(StringAttr(processed->points.at(0).attributes, "container"), "raw");
+  EXPECT_EQ(StringAttr(processed->resource, "service.name"), "nbu-it");
+  const ReceivedMetric* failed = FindMetric(received, "files.failed");
+  EXPECT_EQ(failed->type, "sum");
+  EXPECT_TRUE(failed->is_monotonic);
+  const ReceivedMetric* duration = FindMetric(received, "upload.duration");
+  EXPECT_EQ(duration->type, "histogram");
+  EXPECT_EQ(duration->unit, "s");
+  EXPECT_EQ(duration->temporality, 2);
+  EXPECT_EQ(duration->points.at(0).bucket_counts, (std::vector<uint64_t>{0, 1, 0, 0}));
+  EXPECT_EQ(duration->points.at(0).bounds, (std::vector<double>{0.1, 1, 10}));
+  const ReceivedMetric* size = FindMetric(received, "file.size");
+  EXPECT_EQ(size->type, "histogram");
+  EXPECT_EQ(size->unit, "By");
+  EXPECT_EQ(size->points.at(0).sum, 4096);
+  const ReceivedMetric* depth = FindMetric(received, "queue.depth");
+  EXPECT_EQ(depth->type, "sum");
+  EXPECT_FALSE(depth->is_monotonic);
+  EXPECT_EQ(depth->points.at(0).value, -2);
+  const ReceivedMetric* exported = FindMetric(received, "otel.exporter.exported");
+  ASSERT_NE(exported, nullptr) << "the exporter's own counters are exported too";
+}
+
+TEST(OtlpReceiverTest, CollectorDownNeverBlocksAndDropsAreCounted) {
+  TelemetryConfig config =
+      ConfigFor({{"OTEL_EXPORTER_OTLP_ENDPOINT",
+                  "http://127.0.0.1:" + std::to_string(nbu::test::FreeLoopbackPort())},
+                 {"OTEL_BSP_SCHEDULE_DELAY", "10"},
+                 {"OTEL_BSP_MAX_QUEUE_SIZE", "16"},
+                 {"OTEL_EXPORTER_OTLP_TIMEOUT", "500"}});
+  config.retry_base_delay = milliseconds(5);
+  config.retry_max_delay = milliseconds(20);
+  Telemetry t(config, RealClock::Instance());
+  t.Start();
+  constexpr int kSpans = 1000;
+  for (int i = 0; i < kSpans; ++i) t.tracer().StartSpan("file").End();
+  EXPECT_GT(t.exporter()->stats().spans_dropped_queue_full, 0u);
+  ASSERT_TRUE(
+      nbu::test::WaitFor([&] { return t.exporter()->stats().spans_dropped_export > 0; }, kWait));
+  t.Shutdown(RealClock::Instance().Now() + seconds(2));
+  const ExporterStats s = t.exporter()->stats();
+  EXPECT_EQ(s.spans_exported, 0u);
+  EXPECT_EQ(s.spans_dropped_queue_full + s.spans_dropped_export, static_cast<uint64_t>(kSpans));
+  EXPECT_GT(s.export_failures, 0u);
+  const Counter* dropped = t.metrics().Counters()[0];
+  EXPECT_EQ(dropped->info().name, "otel.exporter.dropped");
+  EXPECT_EQ(dropped->Value({{"reason", "queue_full"}, {"signal", "spans"}}) +
+                dropped->Value({{"reason", "export_failed"}, {"signal", "spans"}}) +
+                dropped->Value({{"reason", "shutdown"}, {"signal", "spans"}}),
+            kSpans);
+}
+
+TEST(OtlpReceiverTest, SlowCollectorTimesOutWithoutBlockingSpans) {
+  OtlpReceiver receiver;
+  receiver.SetDelay(seconds(20));
+  TelemetryConfig config =
+      ConfigFor({{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint() + "/v1/traces"},
+                 {"OTEL_BSP_SCHEDULE_DELAY", "10"},
+                 {"OTEL_BSP_MAX_QUEUE_SIZE", "32"},
+                 {"OTEL_EXPORTER_OTLP_TIMEOUT", "200"}});
+  config.max_export_attempts = 1;
+  Telemetry t(config, RealClock::Instance());
+  t.Start();
+  t.tracer().StartSpan("first").End();
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return receiver.Requests() >= 1; }, kWait));
+  for (int i = 0; i < 500; ++i) t.tracer().StartSpan("file").End();  // while the POST hangs
+  EXPECT_GT(t.exporter()->stats().spans_dropped_queue_full, 0u);
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return t.exporter()->stats().export_failures > 0; }, kWait));
+  t.Shutdown(RealClock::Instance().Now() + milliseconds(300));
+  const ExporterStats s = t.exporter()->stats();
+  EXPECT_EQ(s.spans_exported + s.spans_dropped_queue_full + s.spans_dropped_export, 501u);
+}
+
+TEST(OtlpReceiverTest, RejectedBatchIsDroppedWithoutRetry) {
+  OtlpReceiver receiver;
+  receiver.SetAnswer(400);
+  TelemetryConfig config =
+      ConfigFor({{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint() + "/v1/traces"},
+                 {"OTEL_BSP_SCHEDULE_DELAY", "10"}});
+  Telemetry t(config, RealClock::Instance());
+  t.Start();
+  t.tracer().StartSpan("s").End();
+  ASSERT_TRUE(
+      nbu::test::WaitFor([&] { return t.exporter()->stats().spans_dropped_export == 1; }, kWait));
+  t.Shutdown(RealClock::Instance().Now() + seconds(2));
+  EXPECT_EQ(receiver.Requests(), 1);
+  EXPECT_TRUE(receiver.Errors().empty());
+}
+
+TEST(OtlpReceiverTest, ReceiverRejectsWrongContentType) {
+  // Guards the stand-in itself: a body without the JSON content type is refused and recorded.
+  OtlpReceiver receiver;
+  httplib::Client client("127.0.0.1", receiver.port());
+  const auto res = client.Post("/v1/traces", "{}", "text/plain");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 415);
+  EXPECT_EQ(receiver.Errors().size(), 1u);
+  const auto bad =
+      client.Post("/v1/traces", R"({"resourceSpans":[{"bogus":1}]})", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
+}  // namespace
+}  // namespace nbu::telemetry
