@@ -9,6 +9,7 @@ const char* ToString(ErrorKind kind) {
   switch (kind) {
     case ErrorKind::kOk: return "ok";
     case ErrorKind::kTransient: return "transient";
+    case ErrorKind::kUnavailable: return "unavailable";
     case ErrorKind::kNotFound: return "not_found";
     case ErrorKind::kConflict: return "conflict";
     case ErrorKind::kPermanent: return "permanent";

@@ -12,7 +12,9 @@ namespace nbu {
 // id and error code) is attached once, where the error starts.
 enum class ErrorKind {
   kOk,
-  kTransient,   // retry the same request or step later (network, 5xx, throttling, EINTR, ESTALE)
+  kTransient,   // retry the same request or step later (5xx, throttling, EINTR, ESTALE)
+  kUnavailable, // the service could not be reached at all (connection refused/reset, timeout):
+                // environmental, not the item's fault, so it does not use up a file's attempts
   kNotFound,    // the thing is gone (ENOENT, 404): usually someone else got there first
   kConflict,    // the target exists / a precondition failed (EEXIST, 409, 412)
   kPermanent,   // retrying will not help this item: quarantine it (bad name, 400, EACCES)

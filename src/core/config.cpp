@@ -1,0 +1,331 @@
+#include "core/config.h"
+
+#include "core/layout.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+extern char** environ;
+
+namespace nbu::core {
+namespace {
+
+std::string Trim(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+  return std::string(s.substr(b, e - b));
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item = Trim(item);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+std::string DefaultHostName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "replica";
+  std::string h(buf);
+  for (char& c : h) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) c = '-';
+  }
+  return h;
+}
+
+// Reads variables, collecting one error line per bad value.
+class Reader {
+ public:
+  Reader(const EnvMap& env, std::vector<std::string>* errors) : env_(env), errors_(errors) {}
+
+  const std::string* Raw(const char* name) const {
+    auto it = env_.find(name);
+    return it == env_.end() || it->second.empty() ? nullptr : &it->second;
+  }
+  void Str(const char* name, std::string* out) const {
+    if (const std::string* v = Raw(name)) *out = Trim(*v);
+  }
+  void Double(const char* name, double* out, double min, double max) const {
+    const std::string* v = Raw(name);
+    if (v == nullptr) return;
+    const std::string t = Trim(*v);
+    char* end = nullptr;
+    const double d = std::strtod(t.c_str(), &end);
+    if (t.empty() || end == nullptr || *end != '\0' || !std::isfinite(d)) {
+      Error(name, "must be a number, got \"" + t + "\"");
+    } else if (d < min || d > max) {
+      Error(name, "must be between " + Num(min) + " and " + Num(max) + ", got " + t);
+    } else {
+      *out = d;
+    }
+  }
+  template <typename T>
+  void Int(const char* name, T* out, T min, T max) const {
+    const std::string* v = Raw(name);
+    if (v == nullptr) return;
+    const std::string t = Trim(*v);
+    T value{};
+    auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
+    if (ec != std::errc() || ptr != t.data() + t.size()) {
+      Error(name, "must be an integer, got \"" + t + "\"");
+    } else if (value < min || value > max) {
+      Error(name, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                      ", got " + t);
+    } else {
+      *out = value;
+    }
+  }
+  void Bool(const char* name, bool* out) const {
+    const std::string* v = Raw(name);
+    if (v == nullptr) return;
+    std::string t = Trim(*v);
+    std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (t == "1" || t == "true" || t == "yes" || t == "on") *out = true;
+    else if (t == "0" || t == "false" || t == "no" || t == "off") *out = false;
+    else Error(name, "must be true or false, got \"" + t + "\"");
+  }
+  void Error(const char* name, const std::string& what) const {
+    errors_->push_back(std::string(name) + ": " + what);
+  }
+
+ private:
+  static std::string Num(double d) {
+    std::ostringstream ss;
+    ss << d;
+    return ss.str();
+  }
+  const EnvMap& env_;
+  std::vector<std::string>* errors_;
+};
+
+bool IsValidContainerName(const std::string& c) {
+  if (c.size() < 3 || c.size() > 63) return false;
+  if (!std::isalnum(static_cast<unsigned char>(c.front())) ||
+      !std::isalnum(static_cast<unsigned char>(c.back()))) {
+    return false;
+  }
+  for (size_t i = 0; i < c.size(); ++i) {
+    const char ch = c[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-')) return false;
+    if (ch == '-' && i > 0 && c[i - 1] == '-') return false;
+  }
+  return true;
+}
+
+constexpr const char* kAuthModes[] = {"auto",        "connection-string", "shared-key",
+                                      "sas",         "environment",       "workload-identity",
+                                      "managed-identity", "azure-cli"};
+
+}  // namespace
+
+const std::vector<ConfigVar>& ConfigVars() {
+  static const std::vector<ConfigVar> kVars = {
+      {"APP_AZURE_ACCOUNT_URL", "", "Blob endpoint, e.g. https://<account>.blob.core.windows.net", false},
+      {"APP_AZURE_CONTAINER", "ingest", "Target container (created if missing)", false},
+      {"APP_AZURE_CONNECTION_STRING", "", "Connection string with AccountKey or SharedAccessSignature", true},
+      {"APP_AZURE_ACCOUNT_NAME", "", "Account name for shared-key auth", false},
+      {"APP_AZURE_ACCOUNT_KEY", "", "Account key (base64) for shared-key auth", true},
+      {"APP_AZURE_SAS_TOKEN", "", "SAS token (with or without leading ?) used with APP_AZURE_ACCOUNT_URL", true},
+      {"APP_AZURE_AUTH", "auto", "auto|connection-string|shared-key|sas|environment|workload-identity|managed-identity|azure-cli", false},
+      {"APP_AZURE_CA_FILE", "", "PEM bundle for a private CA (default: system store)", false},
+      {"APP_AZURE_ACCESS_TIER", "", "Hot|Cool|Cold|Archive; empty = account default", false},
+      {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432", "Files up to this size use one Put Blob; larger use blocks", false},
+      {"APP_AZURE_BLOCK_SIZE", "8388608", "Block size for block uploads (grown so a blob stays under 50,000 blocks)", false},
+      {"APP_AZURE_MAX_CONCURRENCY", "8", "Blocks in flight per file", false},
+      {"APP_AZURE_RETRY_MAX_ATTEMPTS", "6", "Tries per HTTP request", false},
+      {"APP_AZURE_RETRY_BASE_S", "0.8", "First retry delay (doubles each try, jitter 0.8-1.3)", false},
+      {"APP_AZURE_RETRY_MAX_S", "60", "Cap on a retry delay, including Retry-After", false},
+      {"APP_NFS_INCOMING_DIR", "/mnt/nfs/incoming", "Where producers drop files, under <session>/", false},
+      {"APP_NFS_PROCESSING_ROOT", "/mnt/nfs/.processing", "Claims, completion markers, leases (same volume as incoming)", false},
+      {"APP_NFS_FAILED_ROOT", "/mnt/nfs/.failed", "Dead-letter area (same volume as incoming)", false},
+      {"APP_LOCAL_STAGING_ROOT", "/mnt/staging", "Fast local disk for staging copies (per replica)", false},
+      {"APP_POLL_INTERVAL_S", "2.0", "Seconds between scans of the session directory", false},
+      {"APP_MIN_FILE_AGE_S", "5.0", "A file must be unchanged this long (service clock) before upload", false},
+      {"APP_FILE_EXTENSIONS", "", "Comma-separated extensions to upload (e.g. .csv,.bin); empty = all", false},
+      {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp", "Comma-separated globs to skip; dot-files are always skipped", false},
+      {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
+      {"APP_MAX_QUEUE_SIZE", "2000", "Ready files waiting for a worker; the scanner waits when full", false},
+      {"APP_GC_INTERVAL_S", "30.0", "Seconds between GC / recovery sweeps", false},
+      {"APP_COMPLETED_RETENTION_S", "0", "Keep completion markers this long before GC removes them", false},
+      {"APP_MAX_FILE_ATTEMPTS", "5", "Failed attempts before a file is dead-lettered", false},
+      {"APP_STAGING_FSYNC", "true", "fsync each staging copy before upload", false},
+      {"APP_LEASE_TIMEOUT_S", "30", "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
+      {"APP_HTTP_HOST", "0.0.0.0", "API listen address", false},
+      {"APP_HTTP_PORT", "8000", "API port", false},
+      {"APP_REPLICA_ID", "<host name>", "Unique id of this replica (pod name)", false},
+      {"APP_SHUTDOWN_GRACE_S", "25", "Seconds in-flight uploads get after SIGTERM", false},
+      {"APP_LOG_LEVEL", "info", "debug|info|warn|error", false},
+      {"APP_ENV_FILE", ".env", "Optional file of KEY=VALUE defaults (the environment wins)", false},
+  };
+  return kVars;
+}
+
+EnvMap ParseDotEnv(const std::string& text) {
+  EnvMap out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::string t = Trim(line);
+    if (t.empty() || t[0] == '#') continue;
+    if (t.rfind("export ", 0) == 0) t = Trim(t.substr(7));
+    const size_t eq = t.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = Trim(t.substr(0, eq));
+    std::string value = Trim(t.substr(eq + 1));
+    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
+        value.back() == value.front()) {
+      value = value.substr(1, value.size() - 2);
+    } else if (const size_t hash = value.find(" #"); hash != std::string::npos) {
+      value = Trim(value.substr(0, hash));
+    }
+    if (!key.empty()) out[key] = value;
+  }
+  return out;
+}
+
+EnvMap LoadEnvironment(const std::string& dotenv_path) {
+  EnvMap env;
+  if (std::ifstream f(dotenv_path); f) {
+    std::stringstream ss;
+    ss << f.rdbuf();
+    env = ParseDotEnv(ss.str());
+  }
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv(*e);
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return env;
+}
+
+bool GlobMatch(std::string_view p, std::string_view n) {
+  size_t pi = 0, ni = 0, star = std::string_view::npos, mark = 0;
+  while (ni < n.size()) {
+    if (pi < p.size() && (p[pi] == '?' || p[pi] == n[ni])) {
+      ++pi;
+      ++ni;
+    } else if (pi < p.size() && p[pi] == '*') {
+      star = pi++;
+      mark = ni;
+    } else if (star != std::string_view::npos) {
+      pi = star + 1;
+      ni = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.size() && p[pi] == '*') ++pi;
+  return pi == p.size();
+}
+
+bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* errors) {
+  Config c;
+  const Reader r(env, errors);
+  r.Str("APP_AZURE_ACCOUNT_URL", &c.azure_account_url);
+  r.Str("APP_AZURE_CONTAINER", &c.azure_container);
+  r.Str("APP_AZURE_CONNECTION_STRING", &c.azure_connection_string);
+  r.Str("APP_AZURE_ACCOUNT_NAME", &c.azure_account_name);
+  r.Str("APP_AZURE_ACCOUNT_KEY", &c.azure_account_key);
+  r.Str("APP_AZURE_SAS_TOKEN", &c.azure_sas_token);
+  r.Str("APP_AZURE_AUTH", &c.azure_auth);
+  r.Str("APP_AZURE_CA_FILE", &c.azure_ca_file);
+  r.Str("APP_AZURE_ACCESS_TIER", &c.azure_access_tier);
+  r.Int<uint64_t>("APP_AZURE_PUT_BLOB_MAX_BYTES", &c.azure_put_blob_max_bytes, 0, 5000ull << 20);
+  r.Int<uint64_t>("APP_AZURE_BLOCK_SIZE", &c.azure_block_size, 64 << 10, 4000ull << 20);
+  r.Int("APP_AZURE_MAX_CONCURRENCY", &c.azure_max_concurrency, 1, 256);
+  r.Int("APP_AZURE_RETRY_MAX_ATTEMPTS", &c.azure_retry_max_attempts, 1, 100);
+  r.Double("APP_AZURE_RETRY_BASE_S", &c.azure_retry_base_s, 0.001, 600);
+  r.Double("APP_AZURE_RETRY_MAX_S", &c.azure_retry_max_s, 0.001, 3600);
+  r.Str("APP_NFS_INCOMING_DIR", &c.incoming_dir);
+  r.Str("APP_NFS_PROCESSING_ROOT", &c.processing_root);
+  r.Str("APP_NFS_FAILED_ROOT", &c.failed_root);
+  r.Str("APP_LOCAL_STAGING_ROOT", &c.staging_root);
+  r.Double("APP_POLL_INTERVAL_S", &c.poll_interval_s, 0.01, 3600);
+  r.Double("APP_MIN_FILE_AGE_S", &c.min_file_age_s, 0, 86400);
+  if (const std::string* v = r.Raw("APP_FILE_EXTENSIONS")) {
+    for (std::string ext : SplitList(*v)) {
+      std::transform(ext.begin(), ext.end(), ext.begin(),
+                     [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+      if (ext.front() != '.') ext.insert(ext.begin(), '.');
+      if (ext.size() < 2 || ext.find('/') != std::string::npos) {
+        r.Error("APP_FILE_EXTENSIONS", "invalid extension \"" + ext + "\"");
+      } else {
+        c.file_extensions.push_back(ext);
+      }
+    }
+  }
+  if (env.count("APP_IGNORE_PATTERNS") != 0) c.ignore_patterns = SplitList(env.at("APP_IGNORE_PATTERNS"));
+  r.Int("APP_WORKER_CONCURRENCY", &c.worker_concurrency, 1, 256);
+  r.Int("APP_MAX_QUEUE_SIZE", &c.max_queue_size, 1, 10'000'000);
+  r.Double("APP_GC_INTERVAL_S", &c.gc_interval_s, 0.05, 86400);
+  r.Double("APP_COMPLETED_RETENTION_S", &c.completed_retention_s, 0, 365 * 86400.0);
+  r.Int("APP_MAX_FILE_ATTEMPTS", &c.max_file_attempts, 1, 1000);
+  r.Bool("APP_STAGING_FSYNC", &c.staging_fsync);
+  r.Double("APP_LEASE_TIMEOUT_S", &c.lease_timeout_s, 1, 86400);
+  r.Str("APP_HTTP_HOST", &c.http_host);
+  r.Int("APP_HTTP_PORT", &c.http_port, 0, 65535);
+  r.Str("APP_REPLICA_ID", &c.replica_id);
+  r.Double("APP_SHUTDOWN_GRACE_S", &c.shutdown_grace_s, 0, 3600);
+  r.Str("APP_LOG_LEVEL", &c.log_level);
+
+  if (c.replica_id.empty()) c.replica_id = DefaultHostName();
+  if (!IsValidReplicaId(c.replica_id)) {
+    r.Error("APP_REPLICA_ID", "must be 1-253 characters of [A-Za-z0-9._-]");
+  }
+  if (!IsValidContainerName(c.azure_container)) {
+    r.Error("APP_AZURE_CONTAINER",
+            "must be 3-63 lower-case letters, digits and single hyphens, starting and ending "
+            "with a letter or digit");
+  }
+  if (std::find(std::begin(kAuthModes), std::end(kAuthModes), c.azure_auth) == std::end(kAuthModes)) {
+    r.Error("APP_AZURE_AUTH", "must be one of auto, connection-string, shared-key, sas, "
+                              "environment, workload-identity, managed-identity, azure-cli");
+  }
+  if (!c.azure_access_tier.empty() && c.azure_access_tier != "Hot" && c.azure_access_tier != "Cool" &&
+      c.azure_access_tier != "Cold" && c.azure_access_tier != "Archive") {
+    r.Error("APP_AZURE_ACCESS_TIER", "must be Hot, Cool, Cold or Archive");
+  }
+  if (!c.azure_account_url.empty() && c.azure_account_url.rfind("https://", 0) != 0 &&
+      c.azure_account_url.rfind("http://", 0) != 0) {
+    r.Error("APP_AZURE_ACCOUNT_URL", "must start with https:// (or http:// for an emulator)");
+  }
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+      c.log_level != "error") {
+    r.Error("APP_LOG_LEVEL", "must be debug, info, warn or error");
+  }
+  for (const auto& [name, value] : std::initializer_list<std::pair<const char*, std::string*>>{
+           {"APP_NFS_INCOMING_DIR", &c.incoming_dir},
+           {"APP_NFS_PROCESSING_ROOT", &c.processing_root},
+           {"APP_NFS_FAILED_ROOT", &c.failed_root},
+           {"APP_LOCAL_STAGING_ROOT", &c.staging_root}}) {
+    while (value->size() > 1 && value->back() == '/') value->pop_back();
+    if (value->empty()) r.Error(name, "must not be empty");
+  }
+  if (c.incoming_dir == c.processing_root || c.incoming_dir == c.failed_root ||
+      c.processing_root == c.failed_root) {
+    r.Error("APP_NFS_PROCESSING_ROOT", "incoming, processing and failed roots must differ");
+  }
+  if (c.processing_root.rfind(c.incoming_dir + "/", 0) == 0 ||
+      c.failed_root.rfind(c.incoming_dir + "/", 0) == 0) {
+    r.Error("APP_NFS_PROCESSING_ROOT", "processing and failed roots must not be inside the incoming directory");
+  }
+  if (c.azure_put_blob_max_bytes > (5000ull << 20)) {
+    r.Error("APP_AZURE_PUT_BLOB_MAX_BYTES", "must be at most 5000 MiB (Azure's Put Blob limit)");
+  }
+  if (!errors->empty()) return false;
+  *out = std::move(c);
+  return true;
+}
+
+}  // namespace nbu::core

@@ -1,0 +1,80 @@
+// Service configuration: APP_* variables from the environment and an optional .env file (the
+// environment wins). Validation reports one line per problem, naming the variable; secrets are
+// never echoed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nbu::core {
+
+struct Config {
+  // Azure
+  std::string azure_account_url;        // https://<acct>.blob.core.windows.net
+  std::string azure_container = "ingest";
+  std::string azure_connection_string;  // secret
+  std::string azure_account_name;
+  std::string azure_account_key;        // secret
+  std::string azure_sas_token;          // secret
+  std::string azure_auth = "auto";
+  std::string azure_ca_file;
+  std::string azure_access_tier;        // "", Hot, Cool, Cold, Archive
+  uint64_t azure_put_blob_max_bytes = 32ull << 20;
+  uint64_t azure_block_size = 8ull << 20;
+  int azure_max_concurrency = 8;
+  int azure_retry_max_attempts = 6;
+  double azure_retry_base_s = 0.8;
+  double azure_retry_max_s = 60;
+
+  // Volumes
+  std::string incoming_dir = "/mnt/nfs/incoming";
+  std::string processing_root = "/mnt/nfs/.processing";
+  std::string failed_root = "/mnt/nfs/.failed";
+  std::string staging_root = "/mnt/staging";
+
+  // Pipeline
+  double poll_interval_s = 2.0;
+  double min_file_age_s = 5.0;
+  std::vector<std::string> file_extensions;  // lower-case, with leading dot; empty = all
+  std::vector<std::string> ignore_patterns = {"*.tmp", "*.part", "*.partial", "*.swp"};
+  int worker_concurrency = 4;
+  int max_queue_size = 2000;
+  double gc_interval_s = 30.0;
+  double completed_retention_s = 0;
+  int max_file_attempts = 5;
+  bool staging_fsync = true;
+  double lease_timeout_s = 30.0;
+
+  // Process
+  std::string http_host = "0.0.0.0";
+  int http_port = 8000;
+  std::string replica_id;  // default: host name
+  double shutdown_grace_s = 25.0;
+  std::string log_level = "info";
+};
+
+struct ConfigVar {
+  const char* name;
+  const char* default_text;
+  const char* description;
+  bool secret;
+};
+// Every APP_* variable the service reads (for --config-vars, docs and manifest checks).
+const std::vector<ConfigVar>& ConfigVars();
+
+using EnvMap = std::map<std::string, std::string>;
+
+// Parses a .env file body: KEY=VALUE lines, `export ` prefix, # comments, single or double quotes.
+EnvMap ParseDotEnv(const std::string& text);
+// The process environment merged over the .env file at `dotenv_path` (missing file is fine).
+EnvMap LoadEnvironment(const std::string& dotenv_path);
+
+// Builds and validates the configuration; on failure `errors` holds one line per problem.
+bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* errors);
+
+// Glob match with * and ? (no path separators special), as used by APP_IGNORE_PATTERNS.
+bool GlobMatch(std::string_view pattern, std::string_view name);
+
+}  // namespace nbu::core

@@ -1,0 +1,478 @@
+#include "core/file_processor.h"
+
+#include "util/log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+namespace nbu::core {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kMaxBlocks = 50'000;
+constexpr size_t kCopyBuffer = 1 << 20;
+
+// Marks a staging copy whose source changed while it was read: wait and try again, not a fault.
+const std::string kTornCopy = "source changed while it was copied";
+
+// base * 2^(n-1) * jitter in [0.8, 1.3), capped.
+Duration Backoff(int n, Duration base, Duration cap) {
+  const double jitter = 0.8 + 0.5 * static_cast<double>(RandomU64() % 1000) / 1000.0;
+  const double factor = static_cast<double>(1ull << std::clamp(n - 1, 0, 20));
+  return std::min(cap, FromSeconds(ToSeconds(base) * factor * jitter));
+}
+
+double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+}  // namespace
+
+uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block_size) {
+  if (file_size <= put_blob_max) return 0;
+  const uint64_t min_for_limit = (file_size + kMaxBlocks - 1) / kMaxBlocks;
+  if (block_size >= min_for_limit) return block_size;
+  return (min_for_limit + kMiB - 1) / kMiB * kMiB;
+}
+
+std::string BlockId(const Md5Digest& file_md5, uint64_t block_size, uint64_t index) {
+  Md5 tag;
+  tag.Update(file_md5.data(), file_md5.size());
+  tag.Update(std::to_string(block_size));
+  const Md5Digest t = tag.Final();
+  char idx[16];
+  std::snprintf(idx, sizeof idx, "%06llu", static_cast<unsigned long long>(index));
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(t.data()), 8)) + "-" + idx;
+}
+
+std::string ContentTypeFor(const std::string& name) {
+  static const std::pair<const char*, const char*> kTypes[] = {
+      {".txt", "text/plain"},       {".csv", "text/csv"},         {".json", "application/json"},
+      {".xml", "application/xml"},  {".html", "text/html"},       {".log", "text/plain"},
+      {".png", "image/png"},        {".jpg", "image/jpeg"},       {".jpeg", "image/jpeg"},
+      {".tif", "image/tiff"},       {".tiff", "image/tiff"},      {".gif", "image/gif"},
+      {".pdf", "application/pdf"},  {".zip", "application/zip"},  {".gz", "application/gzip"},
+      {".tar", "application/x-tar"}, {".parquet", "application/vnd.apache.parquet"},
+      {".mp4", "video/mp4"},        {".exr", "image/x-exr"},      {".h5", "application/x-hdf5"},
+  };
+  const auto dot = name.rfind('.');
+  if (dot == std::string::npos) return "application/octet-stream";
+  std::string ext = name.substr(dot);
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const auto& [e, type] : kTypes) {
+    if (ext == e) return type;
+  }
+  return "application/octet-stream";
+}
+
+std::string UtcDate(WallTime t) {
+  const std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04d%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+  return buf;
+}
+
+std::string FileProcessor::ProcessingPath(const ClaimPath& c) const {
+  return fs::Join(d_.config.processing_root, c.Path());
+}
+
+Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
+  const std::string src = fs::Join(fs::Join(d_.config.incoming_dir, item.session), item.rel);
+  // The file may have changed (or been replaced) while it waited in the queue.
+  auto now_stat = fs::Stat(src);
+  if (!now_stat.ok()) return now_stat.status();
+  if (!(*now_stat == item.observed)) {
+    return Status(ErrorKind::kConflict, "changed since it was found ready");
+  }
+  ClaimPath c;
+  c.date = UtcDate(d_.clock.WallNow());
+  c.session = item.session;
+  c.reldir = item.rel.find('/') == std::string::npos ? "" : fs::Dirname(item.rel);
+  c.base = fs::Basename(item.rel);
+  c.owner = d_.config.replica_id;
+  c.nonce = NewNonce();
+  c.state = ClaimState::kClaimed;
+  const std::string dst = ProcessingPath(c);
+  const std::string dir = fs::Dirname(dst);
+  Status last;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (Status s = fs::MkdirAll(dir); !s.ok()) {
+      last = s;
+    } else {
+      last = fs::Rename(src, dst);
+      if (last.ok()) return c;
+      if (last.kind() == ErrorKind::kNotFound) {
+        if (fs::Stat(dst).ok()) return c;  // a retransmitted rename that did succeed
+        if (!fs::Stat(src).ok()) return Status(ErrorKind::kNotFound, "claimed by another replica");
+        continue;  // the target directory vanished under GC: create it again
+      }
+    }
+    if (last.kind() != ErrorKind::kTransient) return last;
+    d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
+  }
+  return last;
+}
+
+Result<StagedFile> FileProcessor::Stage(const ClaimPath& claim, std::stop_token stop) {
+  const std::string src_path = ProcessingPath(claim);
+  auto src = fs::OpenRead(src_path);  // open revalidates NFS attributes (close-to-open)
+  if (!src.ok()) return src.status();
+  auto st0 = fs::FStat(src->get());
+  if (!st0.ok()) return st0.status();
+
+  StagedFile out;
+  out.source = *st0;
+  out.size = st0->size;
+  out.block_size = PlanBlockSize(out.size, d_.config.azure_put_blob_max_bytes,
+                                 d_.config.azure_block_size);
+  out.path = fs::Join(d_.config.staging_root, StagingPath(claim));
+  if (Status s = fs::MkdirAll(fs::Dirname(out.path)); !s.ok()) return s;
+  ::unlink(out.path.c_str());  // a leftover of an earlier attempt of this claim
+  const int fd = ::open(out.path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus("create " + out.path, errno);
+  out.fd = fs::Fd(fd);
+  ::posix_fadvise(src->get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+
+  Md5 whole;
+  Md5 block;
+  std::vector<char> buf(kCopyBuffer);
+  uint64_t copied = 0;
+  while (true) {
+    if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
+    size_t want = buf.size();
+    if (out.block_size > 0) {
+      want = static_cast<size_t>(std::min<uint64_t>(want, out.block_size - copied % out.block_size));
+    }
+    const ssize_t n = ::read(src->get(), buf.data(), want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read " + src_path, errno);
+    if (n == 0) break;
+    const auto len = static_cast<size_t>(n);
+    whole.Update(buf.data(), len);
+    if (out.block_size > 0) block.Update(buf.data(), len);
+    for (size_t off = 0; off < len;) {
+      const ssize_t w = ::write(out.fd.get(), buf.data() + off, len - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return ErrnoStatus("write " + out.path, errno);
+      off += static_cast<size_t>(w);
+    }
+    copied += len;
+    if (out.block_size > 0 && copied % out.block_size == 0) out.block_md5.push_back(block.Final());
+  }
+  if (out.block_size > 0 && copied % out.block_size != 0) out.block_md5.push_back(block.Final());
+  out.md5 = whole.Final();
+  if (d_.config.staging_fsync) {
+    if (Status s = fs::Fsync(out.fd.get(), out.path); !s.ok()) return s;
+  }
+  auto st1 = fs::FStat(src->get());
+  if (!st1.ok()) return st1.status();
+  if (copied != st0->size || !(*st1 == *st0)) return Status(ErrorKind::kTransient, kTornCopy);
+  return out;
+}
+
+Status FileProcessor::UploadBlocks(const std::string& blob_name, StagedFile& staged,
+                                   const azure::BlobProperties& props, telemetry::Span& span,
+                                   std::stop_token stop) {
+  const uint64_t n = staged.block_md5.size();
+  std::vector<std::string> ids;
+  ids.reserve(n);
+  for (uint64_t i = 0; i < n; ++i) ids.push_back(BlockId(staged.md5, staged.block_size, i));
+
+  // Resume: blocks of these exact bytes staged by an earlier attempt need not be sent again.
+  std::unordered_set<std::string> have;
+  auto listed = d_.blob.GetUncommittedBlocks(blob_name, stop);
+  if (listed.ok()) {
+    for (const auto& b : *listed) {
+      const uint64_t idx = b.id.size() == 23 ? std::strtoull(b.id.c_str() + 17, nullptr, 10) : n;
+      if (idx < n && b.id == ids[idx] &&
+          b.size == std::min(staged.block_size, staged.size - idx * staged.block_size)) {
+        have.insert(b.id);
+      }
+    }
+  } else if (listed.status().kind() != ErrorKind::kNotFound) {
+    LogWarn("listing staged blocks failed; sending every block",
+            {{"blob", blob_name}, {"error", listed.status().ToString()}});
+  }
+  d_.inst.blocks_resumed.Add(static_cast<double>(have.size()));
+
+  std::atomic<uint64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  Status first_error;
+  auto work = [&] {
+    while (!failed.load()) {
+      const uint64_t i = next.fetch_add(1);
+      if (i >= n) return;
+      if (have.count(ids[i]) != 0) continue;
+      const uint64_t off = i * staged.block_size;
+      const uint64_t len = std::min(staged.block_size, staged.size - off);
+      Status s = d_.blob.PutBlock(blob_name, ids[i], azure::Body::FromFile(staged.fd.get(), off, len),
+                                  staged.block_md5[i], stop);
+      if (!s.ok()) {
+        std::lock_guard lock(mu);
+        if (!failed.exchange(true)) first_error = s;
+        return;
+      }
+      d_.inst.blocks_uploaded.Add();
+    }
+  };
+  const auto threads = static_cast<size_t>(
+      std::min<uint64_t>(static_cast<uint64_t>(d_.config.azure_max_concurrency), n - have.size()));
+  {
+    std::vector<std::jthread> pool;
+    for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+  }
+  span.AddEvent("blocks", {{"count", static_cast<int64_t>(n)},
+                           {"resumed", static_cast<int64_t>(have.size())},
+                           {"block_size", static_cast<int64_t>(staged.block_size)}});
+  if (failed) return first_error;
+  return d_.blob.PutBlockList(blob_name, ids, props, stop);
+}
+
+Status FileProcessor::Upload(const ClaimPath& claim, StagedFile& staged, bool check_existing,
+                             bool* skipped, telemetry::Span& span, std::stop_token stop) {
+  const std::string blob_name = claim.BlobName();
+  if (check_existing) {
+    auto info = d_.blob.GetProperties(blob_name, stop);
+    if (info.ok() && info->has_value() && (*info)->size == staged.size &&
+        (*info)->content_md5 == staged.md5) {
+      *skipped = true;
+      return Status::Ok();
+    }
+  }
+  azure::BlobProperties props;
+  props.content_md5 = staged.md5;
+  props.content_type = ContentTypeFor(claim.base);
+  props.access_tier = d_.config.azure_access_tier;
+  props.metadata = {{"source_size", std::to_string(staged.size)},
+                    {"source_mtime_ns", std::to_string(staged.source.mtime_ns)},
+                    {"session", claim.session},
+                    {"replica", d_.config.replica_id},
+                    {"claim", claim.nonce}};
+  if (staged.block_size == 0) {
+    return d_.blob.PutBlob(blob_name, azure::Body::FromFile(staged.fd.get(), 0, staged.size),
+                           staged.md5, props, stop);
+  }
+  return UploadBlocks(blob_name, staged, props, span, stop);
+}
+
+Status FileProcessor::Complete(const ClaimPath& claim) {
+  Status s = fs::Rename(ProcessingPath(claim), ProcessingPath(claim.WithState(ClaimState::kDone)));
+  if (s.kind() == ErrorKind::kNotFound) {
+    // Another replica took the claim over (our lease looked dead): it uploads the same bytes to
+    // the same blob, so the outcome is the same. Nothing to mark here.
+    LogWarn("claim vanished before completion; another replica took it over",
+            {{"blob", claim.BlobName()}});
+    return Status::Ok();
+  }
+  return s;
+}
+
+Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
+                              const telemetry::SpanContext& parent, std::stop_token stop,
+                              bool* skipped, uint64_t* bytes) {
+  Result<StagedFile> staged = [&] {
+    telemetry::Span span = d_.tracer.StartSpan("stage", &parent);
+    auto r = Stage(claim, stop);
+    if (!r.ok()) span.SetError(r.status().ToString());
+    else span.SetAttribute("file.size", static_cast<int64_t>(r->size));
+    return r;
+  }();
+  if (!staged.ok()) return staged.status();
+  *bytes = staged->size;
+  Status up;
+  {
+    telemetry::Span span = d_.tracer.StartSpan("upload", &parent);
+    span.SetAttribute("blob.name", claim.BlobName());
+    span.SetAttribute("upload.mode", staged->block_size == 0 ? "put_blob" : "blocks");
+    up = Upload(claim, *staged, check_existing, skipped, span, stop);
+    if (!up.ok()) span.SetError(up.ToString());
+  }
+  ::unlink(staged->path.c_str());
+  if (!up.ok()) return up;
+  telemetry::Span span = d_.tracer.StartSpan("complete", &parent);
+  Status done = Complete(claim);
+  if (!done.ok()) span.SetError(done.ToString());
+  return done;
+}
+
+void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
+  const FailedPath f = FailedPathFor(claim);
+  const std::string data = fs::Join(d_.config.failed_root, f.DataPath());
+  Status s = fs::MkdirAll(fs::Dirname(data));
+  if (s.ok()) s = fs::Rename(ProcessingPath(claim), data);
+  if (!s.ok()) {
+    LogError("dead-lettering failed; the claim stays for recovery",
+             {{"blob", claim.BlobName()}, {"error", s.ToString()}});
+    return;
+  }
+  nlohmann::json reason = {{"blob", claim.BlobName()},
+                           {"session", claim.session},
+                           {"relative_path", claim.RelPath()},
+                           {"attempts", attempts},
+                           {"error", why.ToString()},
+                           {"replica", d_.config.replica_id},
+                           {"time", FormatTimestamp(d_.clock.WallNow())}};
+  if (Status w = fs::AtomicWriteFile(fs::Join(d_.config.failed_root, f.ReasonPath()),
+                                     reason.dump(2, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace));
+      !w.ok()) {
+    LogWarn("could not write the dead-letter reason", {{"error", w.ToString()}});
+  }
+  d_.inst.files_failed.Add();
+  LogError("file dead-lettered", {{"blob", claim.BlobName()},
+                                  {"file", claim.RelPath()},
+                                  {"attempts", attempts},
+                                  {"error", why.ToString()}});
+}
+
+void FileProcessor::Process(WorkItem item, std::stop_token stop) {
+  telemetry::Span root = d_.tracer.StartSpan("file");
+  ScopedLogTraceContext log_ctx(root.context().trace_id, root.context().span_id);
+  const MonoTime started = d_.clock.Now();
+  ClaimPath claim;
+  if (item.kind == WorkItem::Kind::kFresh) {
+    root.SetAttribute("session", item.session);
+    root.SetAttribute("file.path", item.rel);
+    Result<ClaimPath> c = [&] {
+      telemetry::Span span = d_.tracer.StartSpan("claim", &root.context());
+      auto r = Claim(item);
+      if (!r.ok()) span.SetError(r.status().ToString());
+      return r;
+    }();
+    if (d_.on_claim_settled) d_.on_claim_settled(item.session, item.rel);
+    if (!c.ok()) {
+      if (c.status().kind() == ErrorKind::kNotFound) {
+        d_.inst.claim_conflicts.Add();
+        LogInfo("claim lost", {{"session", item.session}, {"file", item.rel}});
+      } else {
+        LogWarn("claim failed; the file stays in incoming and is retried",
+                {{"session", item.session}, {"file", item.rel}, {"error", c.status().ToString()}});
+      }
+      root.SetError(c.status().ToString());
+      return;
+    }
+    claim = std::move(*c);
+    d_.inflight.Add(claim.Path());
+  } else {
+    claim = item.claim;
+    root.SetAttribute("session", claim.session);
+    root.SetAttribute("file.path", claim.RelPath());
+    root.SetAttribute("recovered", true);
+  }
+  root.SetAttribute("blob.name", claim.BlobName());
+  root.SetAttribute("replica", d_.config.replica_id);
+  d_.inst.files_in_progress.Add(1);
+
+  const Duration base = FromSeconds(std::max(0.05, d_.config.azure_retry_base_s));
+  const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
+  int attempts = 0;       // failures that count against the file
+  int waits = 0;          // environmental waits (storage unreachable, auth, torn copies)
+  while (true) {
+    bool skipped = false;
+    uint64_t bytes = 0;
+    Status s = Attempt(claim, item.check_existing, root.context(), stop, &skipped, &bytes);
+    if (s.ok()) {
+      const double secs = ToSeconds(d_.clock.Now() - started);
+      if (skipped) {
+        d_.inst.files_skipped.Add();
+      } else {
+        d_.inst.bytes_uploaded.Add(static_cast<double>(bytes));
+      }
+      if (item.kind == WorkItem::Kind::kClaim) d_.inst.files_recovered.Add();
+      d_.inst.files_processed.Add();
+      d_.inst.upload_duration.Record(secs);
+      d_.inst.file_size.Record(static_cast<double>(bytes));
+      const double latency = ToSeconds(d_.clock.Now() - item.ready_at);
+      if (item.ready_at != MonoTime{}) d_.inst.ready_to_commit.Record(latency);
+      d_.inst.recent.Add(d_.clock.Now(), bytes, item.ready_at != MonoTime{} ? latency : secs);
+      LogInfo(skipped ? "blob already complete" : "uploaded",
+              {{"session", claim.session},
+               {"file", claim.RelPath()},
+               {"blob", claim.BlobName()},
+               {"bytes", bytes},
+               {"duration_ms", Ms(d_.clock.Now() - started)}});
+      break;
+    }
+    root.AddEvent("attempt_failed", {{"error", s.ToString()}});
+    if (s.kind() == ErrorKind::kCancelled || stop.stop_requested()) {
+      LogInfo("stopping; claim left for recovery", {{"blob", claim.BlobName()}});
+      break;
+    }
+    if (s.kind() == ErrorKind::kNotFound && !fs::Stat(ProcessingPath(claim)).ok()) {
+      LogWarn("claim vanished; another replica took it over", {{"blob", claim.BlobName()}});
+      break;
+    }
+    const bool torn = s.message() == kTornCopy;
+    const bool environmental = s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kAuth;
+    if (!torn && !environmental) {
+      ++attempts;
+      d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});
+      d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
+      if (s.kind() == ErrorKind::kPermanent || attempts >= d_.config.max_file_attempts) {
+        DeadLetter(claim, s, attempts);
+        root.SetError(s.ToString());
+        break;
+      }
+    } else if (!torn) {
+      d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
+    }
+    const Duration delay = torn ? FromSeconds(std::max(d_.config.min_file_age_s, 0.1))
+                                : Backoff(environmental ? ++waits : attempts, base, cap);
+    LogWarn(torn ? "file changed while staging; will retry" : "attempt failed; will retry",
+            {{"blob", claim.BlobName()},
+             {"attempt", attempts},
+             {"error", s.ToString()},
+             {"retry_in_ms", Ms(delay)}});
+    if (!d_.clock.SleepFor(delay, stop)) break;
+  }
+  d_.inst.files_in_progress.Add(-1);
+  d_.inflight.Remove(claim.Path());
+}
+
+std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>* errors) {
+  std::vector<ClaimPath> revived;
+  std::vector<std::string> stack = {""};
+  while (!stack.empty()) {
+    const std::string rel = stack.back();
+    stack.pop_back();
+    auto entries = fs::ListDir(fs::Join(d_.config.failed_root, rel));
+    if (!entries.ok()) continue;
+    for (const auto& e : *entries) {
+      const std::string child = rel.empty() ? e.name : rel + "/" + e.name;
+      const std::string full = fs::Join(d_.config.failed_root, child);
+      auto st = fs::Stat(full);
+      if (!st.ok()) continue;
+      if (st->is_dir) {
+        stack.push_back(child);
+        continue;
+      }
+      auto f = ParseFailedPath(child);
+      if (!f || f->is_reason) continue;
+      ClaimPath c{f->date, f->session, f->reldir, f->base, d_.config.replica_id, NewNonce(),
+                  ClaimState::kClaimed};
+      const std::string dst = ProcessingPath(c);
+      Status s = fs::MkdirAll(fs::Dirname(dst));
+      if (s.ok()) s = fs::Rename(full, dst);
+      if (!s.ok()) {
+        errors->push_back(s.ToString());
+        continue;
+      }
+      ::unlink(fs::Join(d_.config.failed_root, f->ReasonPath()).c_str());
+      revived.push_back(std::move(c));
+    }
+  }
+  return revived;
+}
+
+}  // namespace nbu::core

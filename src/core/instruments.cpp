@@ -1,0 +1,90 @@
+#include "core/instruments.h"
+
+#include <algorithm>
+
+namespace nbu::core {
+
+void RecentWindow::Add(MonoTime now, uint64_t bytes, double latency_s) {
+  std::lock_guard lock(mu_);
+  samples_.push_back({now, bytes, latency_s});
+  while (samples_.size() > max_samples_) samples_.pop_front();
+  Trim(now);
+}
+
+void RecentWindow::Trim(MonoTime now) const {
+  while (!samples_.empty() && now - samples_.front().t > span_) samples_.pop_front();
+}
+
+RecentWindow::Summary RecentWindow::Summarize(MonoTime now) const {
+  std::lock_guard lock(mu_);
+  Trim(now);
+  Summary s;
+  s.samples = samples_.size();
+  if (samples_.empty()) return s;
+  uint64_t bytes = 0;
+  std::vector<double> lat;
+  lat.reserve(samples_.size());
+  for (const auto& x : samples_) {
+    bytes += x.bytes;
+    lat.push_back(x.latency_s);
+  }
+  // A full buffer may cover less than the span: divide by what it covers.
+  const double covered = samples_.size() == max_samples_
+                             ? std::max(ToSeconds(now - samples_.front().t), 1e-3)
+                             : ToSeconds(span_);
+  s.files_per_s = static_cast<double>(samples_.size()) / covered;
+  s.mb_per_s = static_cast<double>(bytes) / 1e6 / covered;
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double p) {
+    const auto idx = static_cast<size_t>(p * static_cast<double>(lat.size() - 1) + 0.5);
+    return lat[std::min(idx, lat.size() - 1)];
+  };
+  s.p50_s = pct(0.50);
+  s.p95_s = pct(0.95);
+  s.p99_s = pct(0.99);
+  return s;
+}
+
+void RecentErrors::Add(std::string when, std::string file, std::string error) {
+  std::lock_guard lock(mu_);
+  items_.push_back({std::move(when), std::move(file), std::move(error)});
+  while (items_.size() > 20) items_.pop_front();
+}
+
+std::vector<std::vector<std::string>> RecentErrors::Snapshot() const {
+  std::lock_guard lock(mu_);
+  return {items_.begin(), items_.end()};
+}
+
+namespace {
+std::vector<double> SecondsBuckets() {
+  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+}
+std::vector<double> SizeBuckets() {
+  return {0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456,
+          1073741824, 4294967296.0, 17179869184.0};
+}
+}  // namespace
+
+Instruments::Instruments(telemetry::MetricsRegistry& r)
+    : files_discovered(r.AddCounter("files.discovered", "Files found ready in incoming", "1")),
+      files_processed(r.AddCounter("files.processed", "Files uploaded and committed", "1")),
+      files_failed(r.AddCounter("files.failed", "Files given up on and moved to the dead-letter area", "1")),
+      attempt_failures(r.AddCounter("file.attempts.failed", "Processing attempts that failed, by reason", "1")),
+      files_recovered(r.AddCounter("files.recovered", "Claims finished after a restart or takeover", "1")),
+      files_skipped(r.AddCounter("files.skipped", "Recovered files whose blob was already committed", "1")),
+      bytes_uploaded(r.AddCounter("bytes.uploaded", "Bytes committed to blob storage", "By")),
+      claim_conflicts(r.AddCounter("claim.conflicts", "Claims lost to another replica", "1")),
+      takeovers(r.AddCounter("claims.taken_over", "Claims taken over from dead replicas", "1")),
+      retries(r.AddCounter("http.retries", "HTTP requests retried, by reason", "1")),
+      throttled(r.AddCounter("http.throttled", "Throttling answers (429/503) from storage", "1")),
+      blocks_uploaded(r.AddCounter("blocks.uploaded", "Blocks staged with Put Block", "1")),
+      blocks_resumed(r.AddCounter("blocks.resumed", "Blocks already staged before a restart", "1")),
+      queue_depth(r.AddCounter("queue.depth", "Ready files waiting for a worker", "1", true)),
+      files_in_progress(r.AddCounter("files.in_progress", "Files being processed", "1", true)),
+      upload_duration(r.AddHistogram("upload.duration", "Time to upload one file", "s", SecondsBuckets())),
+      file_size(r.AddHistogram("file.size", "Size of uploaded files", "By", SizeBuckets())),
+      ready_to_commit(r.AddHistogram("file.ready_to_commit", "From ready to blob committed", "s",
+                                     SecondsBuckets())) {}
+
+}  // namespace nbu::core

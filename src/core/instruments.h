@@ -1,0 +1,79 @@
+// The service's metrics (OpenTelemetry names from the seed) and the rolling windows that
+// /v1/status reports (throughput over the last minute, ready-to-commit latency percentiles).
+#pragma once
+
+#include "telemetry/metrics.h"
+#include "util/clock.h"
+
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace nbu::core {
+
+// Bounded record of recent completions: memory is fixed whatever the load.
+class RecentWindow {
+ public:
+  explicit RecentWindow(Duration span = std::chrono::seconds(60), size_t max_samples = 4096)
+      : span_(span), max_samples_(max_samples) {}
+  void Add(MonoTime now, uint64_t bytes, double latency_s);
+  struct Summary {
+    double files_per_s = 0;
+    double mb_per_s = 0;
+    double p50_s = 0, p95_s = 0, p99_s = 0;
+    size_t samples = 0;
+  };
+  Summary Summarize(MonoTime now) const;
+
+ private:
+  struct Sample {
+    MonoTime t;
+    uint64_t bytes;
+    double latency_s;
+  };
+  void Trim(MonoTime now) const;
+  Duration span_;
+  size_t max_samples_;
+  mutable std::mutex mu_;
+  mutable std::deque<Sample> samples_;  // guarded by mu_
+};
+
+// Recent errors for status: bounded, newest last, messages already free of secrets.
+class RecentErrors {
+ public:
+  void Add(std::string when, std::string file, std::string error);
+  std::vector<std::vector<std::string>> Snapshot() const;  // {when, file, error}
+
+ private:
+  mutable std::mutex mu_;
+  std::deque<std::vector<std::string>> items_;  // guarded by mu_
+};
+
+struct Instruments {
+  explicit Instruments(telemetry::MetricsRegistry& registry);
+
+  telemetry::Counter& files_discovered;
+  telemetry::Counter& files_processed;
+  telemetry::Counter& files_failed;       // files given up on (dead-lettered)
+  telemetry::Counter& attempt_failures;   // attempts that failed, by reason
+  telemetry::Counter& files_recovered;
+  telemetry::Counter& files_skipped;      // recovered files whose blob was already complete
+  telemetry::Counter& bytes_uploaded;
+  telemetry::Counter& claim_conflicts;
+  telemetry::Counter& takeovers;
+  telemetry::Counter& retries;            // HTTP retries, by reason
+  telemetry::Counter& throttled;          // 429/503 answers
+  telemetry::Counter& blocks_uploaded;
+  telemetry::Counter& blocks_resumed;     // blocks found already staged after a restart
+  telemetry::Counter& queue_depth;        // up-down
+  telemetry::Counter& files_in_progress;  // up-down
+  telemetry::Histogram& upload_duration;  // seconds
+  telemetry::Histogram& file_size;        // bytes
+  telemetry::Histogram& ready_to_commit;  // seconds from ready to committed
+
+  RecentWindow recent;
+  RecentErrors errors;
+};
+
+}  // namespace nbu::core

@@ -1,0 +1,169 @@
+#include "core/layout.h"
+
+#include "util/crypto.h"
+
+#include <vector>
+
+namespace nbu::core {
+namespace {
+
+constexpr std::string_view kClaimed = "claimed";
+constexpr std::string_view kDone = "done";
+
+bool IsIdChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+bool IsIdentifier(std::string_view s, size_t max_len) {
+  if (s.empty() || s.size() > max_len || s == "." || s == "..") return false;
+  for (char c : s) {
+    if (!IsIdChar(c)) return false;
+  }
+  return true;
+}
+
+std::string JoinParts(std::initializer_list<std::string_view> parts) {
+  std::string out;
+  for (std::string_view p : parts) {
+    if (p.empty()) continue;
+    if (!out.empty()) out.push_back('/');
+    out.append(p);
+  }
+  return out;
+}
+
+// Splits "<date>/<session>/<reldir...>/<name>" into its pieces; false when too short or invalid.
+bool SplitTree(std::string_view rel, std::string* date, std::string* session, std::string* reldir,
+               std::string* name) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (start <= rel.size()) {
+    const size_t slash = rel.find('/', start);
+    const size_t end = slash == std::string_view::npos ? rel.size() : slash;
+    parts.push_back(rel.substr(start, end - start));
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  if (parts.size() < 3) return false;
+  for (std::string_view p : parts) {
+    if (p.empty() || p == "." || p == "..") return false;
+  }
+  if (!IsDateDir(parts[0]) || !IsValidSessionName(parts[1])) return false;
+  *date = parts[0];
+  *session = parts[1];
+  reldir->clear();
+  for (size_t i = 2; i + 1 < parts.size(); ++i) {
+    if (!reldir->empty()) reldir->push_back('/');
+    reldir->append(parts[i]);
+  }
+  *name = parts.back();
+  return true;
+}
+
+}  // namespace
+
+std::string ClaimPath::RelPath() const { return JoinParts({reldir, base}); }
+std::string ClaimPath::BlobName() const { return JoinParts({date, session, reldir, base}); }
+std::string ClaimPath::EntryName() const {
+  return base + "~" + owner + "~" + nonce + "." +
+         std::string(state == ClaimState::kClaimed ? kClaimed : kDone);
+}
+std::string ClaimPath::Path() const { return JoinParts({date, session, reldir, EntryName()}); }
+std::string ClaimPath::DirPath() const { return JoinParts({date, session, reldir}); }
+
+ClaimPath ClaimPath::WithState(ClaimState s) const {
+  ClaimPath c = *this;
+  c.state = s;
+  return c;
+}
+
+ClaimPath ClaimPath::WithOwner(std::string o) const {
+  ClaimPath c = *this;
+  c.owner = std::move(o);
+  return c;
+}
+
+std::string FailedPath::RelPath() const { return JoinParts({reldir, base}); }
+std::string FailedPath::DataPath() const {
+  return JoinParts({date, session, reldir, base + "~" + nonce + ".failed"});
+}
+std::string FailedPath::ReasonPath() const { return DataPath() + ".json"; }
+
+std::optional<ClaimPath> ParseClaimPath(std::string_view rel) {
+  ClaimPath c;
+  std::string name;
+  if (!SplitTree(rel, &c.date, &c.session, &c.reldir, &name)) return std::nullopt;
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return std::nullopt;
+  const std::string_view state = std::string_view(name).substr(dot + 1);
+  if (state == kClaimed) c.state = ClaimState::kClaimed;
+  else if (state == kDone) c.state = ClaimState::kDone;
+  else return std::nullopt;
+  const std::string_view stem = std::string_view(name).substr(0, dot);
+  const size_t t2 = stem.rfind('~');
+  if (t2 == std::string_view::npos) return std::nullopt;
+  const size_t t1 = t2 == 0 ? std::string_view::npos : stem.rfind('~', t2 - 1);
+  if (t1 == std::string_view::npos || t1 == 0) return std::nullopt;
+  c.nonce = stem.substr(t2 + 1);
+  c.owner = stem.substr(t1 + 1, t2 - t1 - 1);
+  c.base = stem.substr(0, t1);
+  if (!IsNonce(c.nonce) || !IsValidReplicaId(c.owner) || c.base.empty()) return std::nullopt;
+  return c;
+}
+
+std::optional<FailedPath> ParseFailedPath(std::string_view rel) {
+  FailedPath f;
+  std::string name;
+  if (!SplitTree(rel, &f.date, &f.session, &f.reldir, &name)) return std::nullopt;
+  std::string_view stem = name;
+  constexpr std::string_view kReason = ".failed.json";
+  constexpr std::string_view kData = ".failed";
+  if (stem.ends_with(kReason)) {
+    f.is_reason = true;
+    stem.remove_suffix(kReason.size());
+  } else if (stem.ends_with(kData)) {
+    stem.remove_suffix(kData.size());
+  } else {
+    return std::nullopt;
+  }
+  const size_t t = stem.rfind('~');
+  if (t == std::string_view::npos || t == 0) return std::nullopt;
+  f.nonce = stem.substr(t + 1);
+  f.base = stem.substr(0, t);
+  if (!IsNonce(f.nonce)) return std::nullopt;
+  return f;
+}
+
+FailedPath FailedPathFor(const ClaimPath& claim) {
+  return FailedPath{claim.date, claim.session, claim.reldir, claim.base, claim.nonce, false};
+}
+
+std::string StagingPath(const ClaimPath& claim) {
+  return JoinParts({claim.date, claim.session, claim.reldir, claim.base + "~" + claim.nonce});
+}
+
+bool IsValidSessionName(std::string_view name) { return IsIdentifier(name, 128); }
+bool IsValidReplicaId(std::string_view id) { return IsIdentifier(id, 253); }
+
+bool IsDateDir(std::string_view name) {
+  if (name.size() != 8) return false;
+  for (char c : name) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+bool IsNonce(std::string_view s) {
+  if (s.size() != 16) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+std::string NewNonce() { return HexEncode(RandomBytes(8)); }
+
+bool IsHiddenName(std::string_view name) { return name.empty() || name.front() == '.'; }
+
+}  // namespace nbu::core

@@ -1,0 +1,71 @@
+// The on-volume layout: every name the service creates is parsed, never guessed with ends_with.
+//
+//   <incoming>/<session>/<relpath>                         producer files (never renamed onto)
+//   <processing>/<YYYYMMDD>/<session>/<reldir>/<base>~<owner>~<nonce>.claimed
+//                                                         claimed by replica <owner>, in flight
+//   <processing>/<YYYYMMDD>/<session>/<reldir>/<base>~<owner>~<nonce>.done
+//                                                         blob committed; removed by GC
+//   <processing>/_replicas/<owner>.lease                   heartbeat of each replica
+//   <processing>/_session.json                             the active watch session
+//   <failed>/<YYYYMMDD>/<session>/<reldir>/<base>~<nonce>.failed       dead-lettered bytes
+//   <failed>/<YYYYMMDD>/<session>/<reldir>/<base>~<nonce>.failed.json  why
+//   <staging>/<YYYYMMDD>/<session>/<reldir>/<base>~<nonce>             local copy being uploaded
+//
+// Producers never write below <processing> or <failed>, so every entry there carries exactly one
+// suffix appended by the service; parsing from the right is unambiguous whatever the producer's
+// name (`x.completed`, `x~a~b.claimed`...). The nonce makes each claim name unique, so no claim or
+// completion rename can land on an existing name. The blob name is a pure function of the path:
+// <YYYYMMDD>/<session>/<reldir>/<base>.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace nbu::core {
+
+enum class ClaimState { kClaimed, kDone };
+
+// A parsed entry below <processing>, relative to it.
+struct ClaimPath {
+  std::string date;     // YYYYMMDD (UTC, at claim time)
+  std::string session;
+  std::string reldir;   // "" or "a/b"
+  std::string base;     // the producer's file name
+  std::string owner;    // replica id
+  std::string nonce;    // 16 lower-case hex chars
+  ClaimState state = ClaimState::kClaimed;
+
+  std::string RelPath() const;    // <reldir>/<base> (the producer's relative path)
+  std::string BlobName() const;   // <date>/<session>/<reldir>/<base>
+  std::string EntryName() const;  // <base>~<owner>~<nonce>.<state>
+  std::string Path() const;       // <date>/<session>/<reldir>/<entry>, relative to <processing>
+  std::string DirPath() const;    // <date>/<session>/<reldir>
+  ClaimPath WithState(ClaimState s) const;
+  ClaimPath WithOwner(std::string o) const;
+};
+
+// A parsed entry below <failed>, relative to it.
+struct FailedPath {
+  std::string date, session, reldir, base, nonce;
+  bool is_reason = false;  // the .failed.json beside the bytes
+  std::string RelPath() const;
+  std::string DataPath() const;    // relative to <failed>
+  std::string ReasonPath() const;  // relative to <failed>
+};
+
+std::optional<ClaimPath> ParseClaimPath(std::string_view rel);
+std::optional<FailedPath> ParseFailedPath(std::string_view rel);
+FailedPath FailedPathFor(const ClaimPath& claim);
+// <date>/<session>/<reldir>/<base>~<nonce>, relative to <staging>.
+std::string StagingPath(const ClaimPath& claim);
+
+bool IsValidSessionName(std::string_view name);  // 1-128 of [A-Za-z0-9._-], not "." or ".."
+bool IsValidReplicaId(std::string_view id);      // 1-253 of [A-Za-z0-9._-], not "." or ".."
+bool IsDateDir(std::string_view name);           // 8 digits
+bool IsNonce(std::string_view s);                // 16 lower-case hex
+std::string NewNonce();
+// Names the scanner skips: dot-files (rsync temps, .nfsXXXX silly renames) and empty names.
+bool IsHiddenName(std::string_view name);
+
+}  // namespace nbu::core

@@ -1,0 +1,154 @@
+#include "core/scanner.h"
+
+#include "util/log.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace nbu::core {
+
+Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue,
+                 Instruments& inst)
+    : config_(config),
+      clock_(clock),
+      queue_(queue),
+      inst_(inst),
+      tracker_(FromSeconds(config.min_file_age_s)) {}
+
+bool Scanner::Accepts(const std::string& name) const {
+  if (IsHiddenName(name)) return false;
+  for (const auto& p : config_.ignore_patterns) {
+    if (GlobMatch(p, name)) return false;
+  }
+  if (config_.file_extensions.empty()) return true;
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const auto& ext : config_.file_extensions) {
+    if (lower.size() > ext.size() && lower.ends_with(ext)) return true;
+  }
+  return false;
+}
+
+void Scanner::Forget(const std::string& session, const std::string& rel) {
+  std::lock_guard lock(mu_);
+  forgotten_.emplace_back(session, rel);
+}
+
+void Scanner::Reset() {
+  tracker_ = StabilityTracker(FromSeconds(config_.min_file_age_s));
+  std::lock_guard lock(mu_);
+  forgotten_.clear();
+  oldest_pending_.reset();
+}
+
+double Scanner::OldestPendingAgeS() const {
+  std::lock_guard lock(mu_);
+  return oldest_pending_ ? ToSeconds(clock_.Now() - *oldest_pending_) : 0.0;
+}
+
+Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token stop) {
+  if (session != session_) {
+    Reset();
+    session_ = session;
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [s, rel] : forgotten_) {
+      if (s == session_) tracker_.Forget(rel);
+    }
+    forgotten_.clear();
+  }
+  Stats stats;
+  tracker_.BeginScan();
+  ScanDir(session, "", stop, &stats);
+  if (stop.stop_requested()) return stats;  // a partial scan must not forget unseen files
+  tracker_.EndScan();
+  std::lock_guard lock(mu_);
+  oldest_pending_ = tracker_.OldestPending();
+  return stats;
+}
+
+void Scanner::ScanDir(const std::string& session, const std::string& rel_dir,
+                      std::stop_token stop, Stats* stats) {
+  const std::string dir_path =
+      fs::Join(fs::Join(config_.incoming_dir, session), rel_dir);
+  const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    if (errno != ENOENT) {
+      LogWarn("cannot scan directory", {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
+    }
+    return;
+  }
+  DIR* d = ::fdopendir(dfd);
+  if (d == nullptr) {
+    ::close(dfd);
+    return;
+  }
+  std::vector<std::string> subdirs;
+  while (const dirent* e = ::readdir(d)) {
+    if (stop.stop_requested()) break;
+    const std::string name(e->d_name);
+    if (IsHiddenName(name)) continue;  // ".", "..", dot-files, .nfsXXXX, rsync temps
+    const std::string rel = rel_dir.empty() ? name : rel_dir + "/" + name;
+    if (e->d_type == DT_DIR) {
+      subdirs.push_back(rel);
+      continue;
+    }
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;  // symlinks, fifos...
+    if (!Accepts(name)) continue;
+    ++stats->files_seen;
+    if (tracker_.IsQueued(rel)) {
+      tracker_.Touch(rel);
+      continue;
+    }
+    struct stat st{};
+    ++stats->stats;
+    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      subdirs.push_back(rel);
+      continue;
+    }
+    if (!S_ISREG(st.st_mode)) continue;
+    const MonoTime now = clock_.Now();
+    if (!tracker_.Observe(rel, fs::FromStat(st), now)) continue;
+    // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.
+    const int fd = ::openat(dfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      tracker_.Forget(rel);
+      continue;
+    }
+    struct stat fst{};
+    const bool same = ::fstat(fd, &fst) == 0 && fs::FromStat(fst) == fs::FromStat(st);
+    ::close(fd);
+    if (!same) {
+      tracker_.Forget(rel);  // changed: start its stability clock again next scan
+      continue;
+    }
+    WorkItem item;
+    item.kind = WorkItem::Kind::kFresh;
+    item.session = session;
+    item.rel = rel;
+    item.observed = fs::FromStat(fst);
+    item.ready_at = now;
+    inst_.files_discovered.Add();
+    inst_.queue_depth.Add(1);
+    if (!queue_.Push(std::move(item), stop)) {
+      inst_.queue_depth.Add(-1);
+      tracker_.Forget(rel);
+      break;
+    }
+    ++stats->queued;
+  }
+  ::closedir(d);
+  for (const auto& sub : subdirs) {
+    if (stop.stop_requested()) return;
+    ScanDir(session, sub, stop, stats);
+  }
+}
+
+}  // namespace nbu::core

@@ -1,0 +1,56 @@
+// Polls <incoming>/<session>/ recursively and queues each file once it is complete (see
+// StabilityTracker). Files already queued are not stat-ed again; dot-files (rsync temps, NFS
+// silly-renames), symlinks, ignore patterns and extension filters are skipped. A full queue makes
+// the scan wait: nothing is dropped or queued twice.
+#pragma once
+
+#include "core/config.h"
+#include "core/instruments.h"
+#include "core/stability.h"
+#include "core/work_item.h"
+#include "core/work_queue.h"
+#include "util/clock.h"
+
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+namespace nbu::core {
+
+class Scanner {
+ public:
+  Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue, Instruments& inst);
+
+  // One pass over the session directory. Called from one thread (the scan loop).
+  struct Stats {
+    size_t files_seen = 0;
+    size_t stats = 0;    // stat calls made
+    size_t queued = 0;
+  };
+  Stats ScanOnce(const std::string& session, std::stop_token stop);
+  // Thread-safe: forget `rel` of `session` (its claim settled). Applied at the next scan.
+  void Forget(const std::string& session, const std::string& rel);
+  // Drops all tracking (the session changed).
+  void Reset();
+  // Age of the oldest file seen but not yet claimed, on the monotonic clock (0 when none).
+  double OldestPendingAgeS() const;
+  // True when `name` passes the extension filter and ignore patterns (dot-files never do).
+  bool Accepts(const std::string& name) const;
+
+ private:
+  void ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
+               Stats* stats);
+
+  const Config& config_;
+  Clock& clock_;
+  BoundedQueue<WorkItem>& queue_;
+  Instruments& inst_;
+  std::string session_;       // scan thread only
+  StabilityTracker tracker_;  // scan thread only
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::string, std::string>> forgotten_;  // guarded by mu_
+  std::optional<MonoTime> oldest_pending_;                      // guarded by mu_
+};
+
+}  // namespace nbu::core

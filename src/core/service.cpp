@@ -1,0 +1,285 @@
+#include "core/service.h"
+
+#include "util/fs.h"
+#include "util/log.h"
+
+#include <algorithm>
+
+namespace nbu::core {
+
+using namespace std::chrono_literals;
+
+Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
+                 telemetry::MetricsRegistry& metrics, const telemetry::Tracer& tracer)
+    : config_(config),
+      clock_(clock),
+      blob_(blob),
+      inst_(metrics),
+      tracer_(tracer),
+      queue_(static_cast<size_t>(config.max_queue_size)),
+      leases_(config, clock),
+      sessions_(fs::Join(config.processing_root, "_session.json")),
+      scanner_(config, clock, queue_, inst_),
+      processor_(FileProcessor::Deps{
+          config, clock, blob, inst_, tracer, inflight_,
+          [this](const std::string& s, const std::string& rel) { scanner_.Forget(s, rel); }}),
+      sweeper_(config, clock, inflight_, leases_, inst_,
+               [this](WorkItem item, std::stop_token stop) {
+                 return EnqueueClaim(std::move(item), stop);
+               }) {
+  metrics.AddGauge("queue.capacity", "Capacity of the ready queue", "1",
+                   [this] { return static_cast<double>(queue_.capacity()); });
+  metrics.AddGauge("files.oldest_pending_age", "Age of the oldest file seen but not yet claimed",
+                   "s", [this] { return scanner_.OldestPendingAgeS(); });
+  metrics.AddGauge("files.dead_letter", "Files in the dead-letter area", "1",
+                   [this] { return static_cast<double>(sweeper_.dead_letters().count); });
+}
+
+Service::~Service() {
+  if (!stopping_) Shutdown(0s);
+}
+
+void Service::Start() {
+  started_at_ = clock_.Now();
+  for (const auto& dir : {config_.incoming_dir, config_.processing_root, config_.failed_root,
+                          config_.staging_root}) {
+    if (Status s = fs::MkdirAll(dir); !s.ok()) LogWarn("cannot create directory", {{"error", s.ToString()}});
+  }
+  loops_.emplace_back([this](std::stop_token st) { HeartbeatLoop(st); });
+  loops_.emplace_back([this](std::stop_token st) { StartupLoop(st); });
+  loops_.emplace_back([this](std::stop_token st) { ScanLoop(st); });
+  loops_.emplace_back([this](std::stop_token st) { SweepLoop(st); });
+  for (int i = 0; i < config_.worker_concurrency; ++i) {
+    workers_.emplace_back([this](std::stop_token st) { WorkerLoop(st); });
+  }
+}
+
+bool Service::EnqueueClaim(WorkItem item, std::stop_token stop) {
+  inst_.queue_depth.Add(1);
+  if (!queue_.Push(std::move(item), stop)) {
+    inst_.queue_depth.Add(-1);
+    return false;
+  }
+  return true;
+}
+
+void Service::StartupLoop(std::stop_token stop) {
+  for (int attempt = 1; !stop.stop_requested(); ++attempt) {
+    Status s = blob_.CreateContainerIfMissing(stop);
+    if (s.ok()) {
+      storage_ok_ = true;
+      break;
+    }
+    LogWarn("storage not reachable yet", {{"error", s.ToString()}, {"attempt", attempt}});
+    clock_.SleepFor(std::min<Duration>(1s * attempt, 30s), stop);
+  }
+  const std::vector<ClaimPath> own = sweeper_.RecoverOwnClaims();
+  for (const auto& c : own) {
+    if (!inflight_.Add(c.Path())) continue;
+    WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
+    if (!EnqueueClaim(std::move(item), stop)) return;
+  }
+  while (!stop.stop_requested() && inflight_.size() > 0) clock_.SleepFor(20ms, stop);
+  if (stop.stop_requested()) return;
+  ready_ = true;
+  LogInfo("ready", {{"recovered_claims", own.size()}, {"replica", config_.replica_id}});
+}
+
+std::optional<SessionState> Service::CurrentSession() const {
+  std::lock_guard lock(mu_);
+  return session_;
+}
+
+void Service::ScanLoop(std::stop_token stop) {
+  const Duration interval = FromSeconds(config_.poll_interval_s);
+  bool warned = false;
+  while (!stop.stop_requested()) {
+    const MonoTime begin = clock_.Now();
+    auto loaded = sessions_.Load();
+    if (loaded.ok()) {
+      std::lock_guard lock(mu_);
+      session_ = *loaded;
+      warned = false;
+    } else if (!warned) {
+      LogWarn("cannot read the session file", {{"error", loaded.status().ToString()}});
+      warned = true;
+    }
+    const auto session = CurrentSession();
+    if (ready_ && session && session->active) {
+      const auto stats = scanner_.ScanOnce(session->name, stop);
+      LogDebug("scan", {{"session", session->name},
+                        {"files", stats.files_seen},
+                        {"stats", stats.stats},
+                        {"queued", stats.queued}});
+    }
+    const Duration spent = clock_.Now() - begin;
+    clock_.SleepFor(std::max<Duration>(interval - spent, interval / 10), stop);
+  }
+}
+
+void Service::WorkerLoop(std::stop_token stop) {
+  while (auto item = queue_.Pop(stop)) {
+    inst_.queue_depth.Add(-1);
+    processor_.Process(std::move(*item), stop);
+  }
+}
+
+void Service::SweepLoop(std::stop_token stop) {
+  while (!stop.stop_requested() && !ready_) clock_.SleepFor(50ms, stop);
+  while (!stop.stop_requested()) {
+    sweeper_.Sweep(stop);
+    clock_.SleepFor(FromSeconds(config_.gc_interval_s), stop);
+  }
+}
+
+void Service::HeartbeatLoop(std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    Status s = leases_.Heartbeat();
+    if (!s.ok() && lease_ok_.exchange(false)) {
+      LogWarn("cannot write the lease; other replicas may take over our claims",
+              {{"error", s.ToString()}});
+    } else if (s.ok()) {
+      lease_ok_ = true;
+    }
+    clock_.SleepFor(FromSeconds(config_.lease_timeout_s / 4), stop);
+  }
+}
+
+bool Service::Shutdown(Duration grace) {
+  if (stopping_.exchange(true)) return true;
+  LogInfo("shutting down", {{"grace_s", ToSeconds(grace)}, {"in_flight", inflight_.size()}});
+  for (auto& t : loops_) t.request_stop();
+  loops_.clear();  // joins
+  const size_t dropped = queue_.Clear();  // their files stay in incoming or claimed: nothing lost
+  inst_.queue_depth.Add(-static_cast<double>(dropped));
+  queue_.Close();
+  const MonoTime deadline = clock_.Now() + grace;
+  while (inflight_.size() > 0 && clock_.Now() < deadline) clock_.SleepFor(20ms, {});
+  const bool clean = inflight_.size() == 0;
+  if (!clean) {
+    LogWarn("grace period over; unfinished files are left for recovery",
+            {{"in_flight", inflight_.size()}});
+    for (auto& w : workers_) w.request_stop();
+    return false;
+  }
+  workers_.clear();  // joins
+  return true;
+}
+
+Service::WatchError Service::StartWatch(const std::string& name, SessionState* out,
+                                        std::string* error) {
+  std::lock_guard lock(mu_);
+  auto loaded = sessions_.Load();
+  if (!loaded.ok()) {
+    *error = loaded.status().ToString();
+    return WatchError::kStorage;
+  }
+  if (*loaded && (*loaded)->active) {
+    *out = **loaded;
+    return WatchError::kAlreadyActive;
+  }
+  SessionState s{name, FormatTimestamp(clock_.WallNow()), true, ""};
+  if (Status st = sessions_.Save(s); !st.ok()) {
+    *error = st.ToString();
+    return WatchError::kStorage;
+  }
+  if (Status st = fs::MkdirAll(fs::Join(config_.incoming_dir, name)); !st.ok()) {
+    LogWarn("cannot create the session directory", {{"error", st.ToString()}});
+  }
+  session_ = s;
+  *out = s;
+  LogInfo("watch started", {{"session", name}});
+  return WatchError::kNone;
+}
+
+Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
+  std::lock_guard lock(mu_);
+  auto loaded = sessions_.Load();
+  if (!loaded.ok()) {
+    *error = loaded.status().ToString();
+    return WatchError::kStorage;
+  }
+  if (!*loaded || !(*loaded)->active) return WatchError::kNotActive;
+  SessionState s = **loaded;
+  s.active = false;
+  s.stopped_at = FormatTimestamp(clock_.WallNow());
+  if (Status st = sessions_.Save(s); !st.ok()) {
+    *error = st.ToString();
+    return WatchError::kStorage;
+  }
+  session_ = s;
+  *out = s;
+  LogInfo("watch stopped", {{"session", s.name}});
+  return WatchError::kNone;
+}
+
+size_t Service::RetryFailed(std::vector<std::string>* errors) {
+  size_t queued = 0;
+  for (auto& c : processor_.ReviveDeadLetters(errors)) {
+    if (!inflight_.Add(c.Path())) continue;
+    WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
+    if (EnqueueClaim(std::move(item), {})) ++queued;
+  }
+  return queued;
+}
+
+nlohmann::json Service::StatusJson() const {
+  const auto session = CurrentSession();
+  const bool watching = session && session->active;
+  std::string state = !ready_ ? "starting" : watching ? "watching" : "idle";
+  if (stopping_) state = "stopping";
+  nlohmann::json s;
+  s["state"] = state;
+  s["ready"] = ready_.load();
+  s["replica"] = config_.replica_id;
+  s["session"] = session ? nlohmann::json{{"name", session->name},
+                                          {"started_at", session->started_at},
+                                          {"active", session->active}}
+                         : nlohmann::json(nullptr);
+  s["session_name"] = session ? nlohmann::json(session->name) : nlohmann::json(nullptr);
+  auto v = [](const telemetry::Counter& c) { return static_cast<uint64_t>(c.Value()); };
+  uint64_t retries = 0;
+  for (const auto& [attrs, value] : inst_.retries.Series()) retries += static_cast<uint64_t>(value);
+  const auto dl = sweeper_.dead_letters();
+  s["counters"] = {{"discovered", v(inst_.files_discovered)},
+                   {"queued", queue_.size()},
+                   {"in_progress", inflight_.size()},
+                   {"uploaded", v(inst_.files_processed)},
+                   {"failed", v(inst_.files_failed)},
+                   {"recovered", v(inst_.files_recovered)},
+                   {"skipped_existing", v(inst_.files_skipped)},
+                   {"bytes_uploaded", v(inst_.bytes_uploaded)},
+                   {"claim_conflicts", v(inst_.claim_conflicts)},
+                   {"takeovers", v(inst_.takeovers)},
+                   {"retries", retries},
+                   {"throttled", v(inst_.throttled)}};
+  // Flat copies of the main counters for scripts.
+  for (const char* k : {"discovered", "queued", "in_progress", "uploaded", "failed", "recovered",
+                        "bytes_uploaded"}) {
+    s[k] = s["counters"][k];
+  }
+  s["queue_depth"] = queue_.size();
+  s["queue_capacity"] = queue_.capacity();
+  s["oldest_pending_age_s"] = scanner_.OldestPendingAgeS();
+  const auto w = inst_.recent.Summarize(clock_.Now());
+  s["last_minute"] = {{"files_per_s", w.files_per_s},
+                      {"mb_per_s", w.mb_per_s},
+                      {"latency_s", {{"p50", w.p50_s}, {"p95", w.p95_s}, {"p99", w.p99_s}}},
+                      {"samples", w.samples}};
+  s["dead_letter"] = {{"count", dl.count}, {"files", dl.sample}};
+  nlohmann::json errs = nlohmann::json::array();
+  for (const auto& e : inst_.errors.Snapshot()) {
+    errs.push_back({{"time", e[0]}, {"file", e[1]}, {"error", e[2]}});
+  }
+  s["recent_errors"] = errs;
+  nlohmann::json degraded = nlohmann::json::array();
+  if (!storage_ok_) degraded.push_back("storage_unreachable");
+  if (!lease_ok_) degraded.push_back("lease_write_failing");
+  if (dl.count > 0) degraded.push_back("dead_lettered_files");
+  if (queue_.size() >= queue_.capacity()) degraded.push_back("queue_full");
+  s["degraded"] = degraded;
+  s["uptime_s"] = ToSeconds(clock_.Now() - started_at_);
+  return s;
+}
+
+}  // namespace nbu::core

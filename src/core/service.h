@@ -1,0 +1,86 @@
+// The service: wires the scanner, the bounded queue, the worker pool, the sweeper and the lease
+// heartbeat together, runs start-up recovery, and answers the API's questions. Thread-safe.
+#pragma once
+
+#include "azure/blob_client.h"
+#include "core/config.h"
+#include "core/file_processor.h"
+#include "core/instruments.h"
+#include "core/lease.h"
+#include "core/scanner.h"
+#include "core/session_store.h"
+#include "core/sweeper.h"
+#include "core/work_queue.h"
+#include "telemetry/metrics.h"
+#include "telemetry/tracing.h"
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace nbu::core {
+
+class Service {
+ public:
+  Service(const Config& config, Clock& clock, azure::BlobClient& blob,
+          telemetry::MetricsRegistry& metrics, const telemetry::Tracer& tracer);
+  ~Service();
+
+  // Starts every thread. Start-up (container check, recovery) runs in the background; ready()
+  // turns true when it has finished.
+  void Start();
+  // Graceful stop: no more discovery; in-flight files get `grace`; what is left stays claimed
+  // for recovery. Returns false when work was still running after the grace period.
+  bool Shutdown(Duration grace);
+
+  bool ready() const { return ready_.load(); }
+
+  enum class WatchError { kNone, kAlreadyActive, kNotActive, kStorage };
+  // Starts watching <incoming>/<name> (the name is already validated). Persisted on the volume.
+  WatchError StartWatch(const std::string& name, SessionState* out, std::string* error);
+  WatchError StopWatch(SessionState* out, std::string* error);
+  // Moves dead-lettered files back into the pipeline; returns how many were queued.
+  size_t RetryFailed(std::vector<std::string>* errors);
+  nlohmann::json StatusJson() const;
+
+  Instruments& instruments() { return inst_; }
+
+ private:
+  void StartupLoop(std::stop_token stop);
+  void ScanLoop(std::stop_token stop);
+  void WorkerLoop(std::stop_token stop);
+  void SweepLoop(std::stop_token stop);
+  void HeartbeatLoop(std::stop_token stop);
+  bool EnqueueClaim(WorkItem item, std::stop_token stop);
+  std::optional<SessionState> CurrentSession() const;
+
+  const Config& config_;
+  Clock& clock_;
+  azure::BlobClient& blob_;
+  Instruments inst_;
+  const telemetry::Tracer& tracer_;
+  BoundedQueue<WorkItem> queue_;
+  InFlight inflight_;
+  LeaseBook leases_;
+  SessionStore sessions_;
+  Scanner scanner_;
+  FileProcessor processor_;
+  Sweeper sweeper_;
+
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> storage_ok_{false};
+  std::atomic<bool> lease_ok_{true};
+  std::atomic<bool> stopping_{false};
+  MonoTime started_at_;
+  mutable std::mutex mu_;
+  std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
+  std::vector<std::jthread> workers_;
+  std::vector<std::jthread> loops_;
+};
+
+}  // namespace nbu::core

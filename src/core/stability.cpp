@@ -1,0 +1,49 @@
+#include "core/stability.h"
+
+namespace nbu::core {
+
+bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
+  auto [it, inserted] = entries_.try_emplace(rel);
+  Entry& e = it->second;
+  e.generation = generation_;
+  if (inserted || !(e.stat == st)) {
+    e.stat = st;
+    e.first_seen = now;
+    e.scans_equal = 0;
+    e.queued = false;
+    return false;
+  }
+  if (e.queued) return false;
+  ++e.scans_equal;
+  if (e.scans_equal >= 1 && now - e.first_seen >= min_age_) {
+    e.queued = true;
+    return true;
+  }
+  return false;
+}
+
+bool StabilityTracker::IsQueued(const std::string& rel) const {
+  auto it = entries_.find(rel);
+  return it != entries_.end() && it->second.queued;
+}
+
+void StabilityTracker::Touch(const std::string& rel) {
+  auto it = entries_.find(rel);
+  if (it != entries_.end()) it->second.generation = generation_;
+}
+
+void StabilityTracker::EndScan() {
+  std::erase_if(entries_, [&](const auto& kv) { return kv.second.generation != generation_; });
+}
+
+void StabilityTracker::Forget(const std::string& rel) { entries_.erase(rel); }
+
+std::optional<MonoTime> StabilityTracker::OldestPending() const {
+  std::optional<MonoTime> oldest;
+  for (const auto& [rel, e] : entries_) {
+    if (!oldest || e.first_seen < *oldest) oldest = e.first_seen;
+  }
+  return oldest;
+}
+
+}  // namespace nbu::core

@@ -1,0 +1,52 @@
+// Decides when a producer's file is complete: its size, mtime and inode are unchanged across two
+// consecutive scans AND have been unchanged for at least the minimum age measured on this
+// process's monotonic clock (never `now - mtime`: the NFS server's clock may differ).
+#pragma once
+
+#include "util/clock.h"
+#include "util/fs.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+namespace nbu::core {
+
+class StabilityTracker {
+ public:
+  explicit StabilityTracker(Duration min_age) : min_age_(min_age) {}
+
+  // Starts a scan generation; files not observed (or Touch()ed) until EndScan are forgotten.
+  void BeginScan() { ++generation_; }
+  // Records an observation; true when the file is ready to be queued. A file reported ready is
+  // remembered as queued: it is not reported again until Forget() (after its claim) or until it
+  // disappears from a scan.
+  bool Observe(const std::string& rel, const fs::FileStat& st, MonoTime now);
+  // True when `rel` is already queued: the scanner keeps it alive without stat-ing it again.
+  bool IsQueued(const std::string& rel) const;
+  // Marks a queued entry as seen in this scan without a stat.
+  void Touch(const std::string& rel);
+  // Drops entries not seen in the current generation (the file was claimed, moved or deleted).
+  void EndScan();
+  // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
+  // tracked from scratch).
+  void Forget(const std::string& rel);
+  // Oldest first-seen time among tracked files, queued or not (for the backlog-age gauge).
+  std::optional<MonoTime> OldestPending() const;
+  size_t size() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    fs::FileStat stat;
+    MonoTime first_seen;     // first time this exact stat was observed
+    uint32_t scans_equal = 0;
+    uint64_t generation = 0;
+    bool queued = false;
+  };
+  Duration min_age_;
+  uint64_t generation_ = 0;
+  std::unordered_map<std::string, Entry> entries_;
+};
+
+}  // namespace nbu::core

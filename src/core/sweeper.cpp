@@ -1,0 +1,144 @@
+#include "core/sweeper.h"
+
+#include "util/fs.h"
+#include "util/log.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace nbu::core {
+
+Sweeper::Sweeper(const Config& config, Clock& clock, InFlight& inflight, LeaseBook& leases,
+                 Instruments& inst, Enqueue enqueue)
+    : config_(config),
+      clock_(clock),
+      inflight_(inflight),
+      leases_(leases),
+      inst_(inst),
+      enqueue_(std::move(enqueue)) {}
+
+void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_dirs,
+                   const std::function<void(const std::string&)>& on_file, std::stop_token stop) {
+  auto entries = fs::ListDir(fs::Join(root, rel));
+  if (!entries.ok()) return;
+  for (const auto& e : *entries) {
+    if (stop.stop_requested()) return;
+    const std::string child = rel.empty() ? e.name : rel + "/" + e.name;
+    bool is_dir = e.type == DT_DIR;
+    if (e.type == DT_UNKNOWN) {
+      auto st = fs::Stat(fs::Join(root, child));
+      if (!st.ok()) continue;
+      is_dir = st->is_dir;
+    }
+    if (is_dir) {
+      // Only the date trees are ours to walk at the top level (_replicas etc. are not).
+      if (rel.empty() && !IsDateDir(e.name)) continue;
+      Walk(root, child, prune_dirs, on_file, stop);
+      if (prune_dirs) ::rmdir(fs::Join(root, child).c_str());  // fails harmlessly unless empty
+    } else if (!rel.empty()) {
+      on_file(child);
+    }
+  }
+}
+
+std::vector<ClaimPath> Sweeper::RecoverOwnClaims() {
+  // Staging is local to this replica and rebuilt from the claims: clear it.
+  if (auto entries = fs::ListDir(config_.staging_root); entries.ok()) {
+    for (const auto& e : *entries) {
+      if (Status s = fs::RemoveTree(fs::Join(config_.staging_root, e.name)); !s.ok()) {
+        LogWarn("could not clear staging", {{"error", s.ToString()}});
+      }
+    }
+  }
+  std::vector<ClaimPath> own;
+  Walk(config_.processing_root, "", /*prune_dirs=*/false,
+       [&](const std::string& rel) {
+         auto c = ParseClaimPath(rel);
+         if (c && c->state == ClaimState::kClaimed && c->owner == config_.replica_id) {
+           own.push_back(*c);
+         }
+       },
+       {});
+  std::sort(own.begin(), own.end(),
+            [](const ClaimPath& a, const ClaimPath& b) { return a.Path() < b.Path(); });
+  return own;
+}
+
+void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
+  auto c = ParseClaimPath(rel);
+  if (!c) return;  // not ours (e.g. a temp file): never delete what we cannot parse
+  const std::string full = fs::Join(config_.processing_root, rel);
+  if (c->state == ClaimState::kDone) {
+    bool expired = config_.completed_retention_s <= 0;
+    if (!expired) {
+      auto st = fs::Stat(full);
+      const auto wall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               clock_.WallNow().time_since_epoch())
+                               .count();
+      expired = st.ok() && static_cast<double>(wall_ns - st->ctime_ns) / 1e9 >=
+                               config_.completed_retention_s;
+    }
+    if (expired) ::unlink(full.c_str());
+    return;
+  }
+  owners_with_claims_.insert(c->owner);
+  if (inflight_.Contains(c->Path())) return;
+  if (c->owner == config_.replica_id) {
+    // Ours but not in flight: seen twice in a row means no worker holds it.
+    orphans_now_.insert(c->Path());
+    if (orphan_candidates_.count(c->Path()) == 0) return;
+    if (!inflight_.Add(c->Path())) return;
+    LogWarn("re-queuing an orphaned claim", {{"blob", c->BlobName()}});
+    WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, *c, true, clock_.Now()};
+    if (!enqueue_(std::move(item), stop)) inflight_.Remove(c->Path());
+    return;
+  }
+  if (!leases_.IsDead(c->owner)) return;
+  const ClaimPath mine = c->WithOwner(config_.replica_id);
+  if (!inflight_.Add(mine.Path())) return;
+  Status s = fs::Rename(full, fs::Join(config_.processing_root, mine.Path()));
+  if (!s.ok()) {
+    inflight_.Remove(mine.Path());
+    if (s.kind() != ErrorKind::kNotFound) {
+      LogWarn("takeover failed", {{"blob", c->BlobName()}, {"error", s.ToString()}});
+    }
+    return;  // ENOENT: another survivor won it
+  }
+  inst_.takeovers.Add();
+  LogWarn("took over a claim of a dead replica", {{"blob", c->BlobName()}, {"from", c->owner}});
+  WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, mine, true, clock_.Now()};
+  if (!enqueue_(std::move(item), stop)) inflight_.Remove(mine.Path());
+}
+
+void Sweeper::Sweep(std::stop_token stop) {
+  leases_.Observe();
+  orphans_now_.clear();
+  owners_with_claims_.clear();
+  Walk(config_.processing_root, "", /*prune_dirs=*/true,
+       [&](const std::string& rel) { OnProcessingEntry(rel, stop); }, stop);
+  if (stop.stop_requested()) return;
+  orphan_candidates_.swap(orphans_now_);
+  leases_.Prune(owners_with_claims_);
+  Walk(config_.staging_root, "", /*prune_dirs=*/true, [](const std::string&) {}, stop);
+
+  DeadLetters dl;
+  Walk(config_.failed_root, "", /*prune_dirs=*/false,
+       [&](const std::string& rel) {
+         auto f = ParseFailedPath(rel);
+         if (!f || f->is_reason) return;
+         ++dl.count;
+         if (dl.sample.size() < 20) dl.sample.push_back(f->date + "/" + f->session + "/" + f->RelPath());
+       },
+       stop);
+  std::lock_guard lock(mu_);
+  dead_letters_ = std::move(dl);
+}
+
+Sweeper::DeadLetters Sweeper::dead_letters() const {
+  std::lock_guard lock(mu_);
+  return dead_letters_;
+}
+
+}  // namespace nbu::core

@@ -1,0 +1,59 @@
+// Recovery and garbage collection over the layout (see layout.h): at start-up it finds this
+// replica's unfinished claims and clears staging; every GC interval it removes completion
+// markers past retention, prunes empty directories, re-queues this replica's orphaned claims
+// (e.g. a claim whose rename reported ENOENT but succeeded) and takes over the claims of dead
+// replicas (a rename to this replica's name: exactly one survivor wins).
+#pragma once
+
+#include "core/config.h"
+#include "core/instruments.h"
+#include "core/lease.h"
+#include "core/work_item.h"
+#include "util/clock.h"
+
+#include <functional>
+#include <set>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+namespace nbu::core {
+
+class Sweeper {
+ public:
+  // `enqueue` queues a claim (blocking while the queue is full); false when stopping.
+  using Enqueue = std::function<bool(WorkItem, std::stop_token)>;
+  Sweeper(const Config& config, Clock& clock, InFlight& inflight, LeaseBook& leases,
+          Instruments& inst, Enqueue enqueue);
+
+  // Start-up: empties staging (copies there are never trusted after a restart) and returns
+  // every claim this replica owns, oldest first.
+  std::vector<ClaimPath> RecoverOwnClaims();
+  // One GC / takeover pass. Sweep thread only.
+  void Sweep(std::stop_token stop);
+
+  struct DeadLetters {
+    size_t count = 0;
+    std::vector<std::string> sample;  // first relative paths
+  };
+  DeadLetters dead_letters() const;
+
+ private:
+  void Walk(const std::string& root, const std::string& rel, bool prune_dirs,
+            const std::function<void(const std::string& rel)>& on_file, std::stop_token stop);
+  void OnProcessingEntry(const std::string& rel, std::stop_token stop);
+
+  const Config& config_;
+  Clock& clock_;
+  InFlight& inflight_;
+  LeaseBook& leases_;
+  Instruments& inst_;
+  Enqueue enqueue_;
+  std::set<std::string> orphan_candidates_;   // own claims not in flight at the last sweep
+  std::set<std::string> orphans_now_;         // being collected in this sweep
+  std::set<std::string> owners_with_claims_;  // collected in this sweep
+  mutable std::mutex mu_;
+  DeadLetters dead_letters_;  // guarded by mu_
+};
+
+}  // namespace nbu::core

@@ -1,1 +1,0 @@
-namespace nbu { const char* kVersion = "0.1.0"; }

@@ -1,0 +1,53 @@
+// What flows through the queue: a ready producer file to claim, or an existing claim to finish.
+#pragma once
+
+#include "core/layout.h"
+#include "util/clock.h"
+#include "util/fs.h"
+
+#include <mutex>
+#include <set>
+#include <string>
+
+namespace nbu::core {
+
+struct WorkItem {
+  enum class Kind { kFresh, kClaim };
+  Kind kind = Kind::kFresh;
+  // kFresh: the producer's file <incoming>/<session>/<rel>, as confirmed by open+fstat.
+  std::string session;
+  std::string rel;
+  fs::FileStat observed;
+  // kClaim: a claim owned by this replica (recovery, takeover, dead-letter retry).
+  ClaimPath claim;
+  // kClaim: HEAD the blob first and skip the upload when it already holds these bytes.
+  bool check_existing = false;
+  MonoTime ready_at{};
+};
+
+// Claims this replica is working on right now (so the sweeper does not queue them twice).
+class InFlight {
+ public:
+  bool Add(const std::string& claim_path) {
+    std::lock_guard lock(mu_);
+    return paths_.insert(claim_path).second;
+  }
+  void Remove(const std::string& claim_path) {
+    std::lock_guard lock(mu_);
+    paths_.erase(claim_path);
+  }
+  bool Contains(const std::string& claim_path) const {
+    std::lock_guard lock(mu_);
+    return paths_.count(claim_path) != 0;
+  }
+  size_t size() const {
+    std::lock_guard lock(mu_);
+    return paths_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::set<std::string> paths_;  // guarded by mu_
+};
+
+}  // namespace nbu::core

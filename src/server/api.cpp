@@ -1,0 +1,126 @@
+#include "server/api.h"
+
+#include "core/layout.h"
+#include "telemetry/prometheus.h"
+#include "util/log.h"
+#include "util/uuid.h"
+
+#include <httplib.h>
+
+namespace nbu::server {
+namespace {
+
+void Json(httplib::Response& res, int status, const nlohmann::json& body) {
+  res.status = status;
+  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  "application/json");
+}
+
+void Error(httplib::Response& res, int status, const std::string& message) {
+  Json(res, status, {{"error", message}});
+}
+
+nlohmann::json SessionJson(const core::SessionState& s) {
+  return {{"session_name", s.name}, {"started_at", s.started_at}, {"active", s.active}};
+}
+
+}  // namespace
+
+Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock)
+    : service_(service), metrics_(metrics), clock_(clock), server_(std::make_unique<httplib::Server>()) {
+  Routes();
+}
+
+Api::~Api() { Stop(); }
+
+int Api::Bind(const std::string& host, int port) {
+  if (port == 0) return server_->bind_to_any_port(host);
+  return server_->bind_to_port(host, port) ? port : -1;
+}
+
+void Api::Serve() { server_->listen_after_bind(); }
+
+void Api::Stop() {
+  if (server_) server_->stop();
+}
+
+void Api::Routes() {
+  httplib::Server& s = *server_;
+  s.set_payload_max_length(64 * 1024);
+  s.set_keep_alive_max_count(1000);
+
+  s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    Json(res, 200, {{"status", "ok"}});
+  });
+  s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    if (service_.ready()) Json(res, 200, {{"status", "ready"}});
+    else Json(res, 503, {{"status", "starting"}, {"reason", "recovery or storage check not finished"}});
+  });
+  s.Post("/v1/watch/start", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!req.body.empty()) {
+      const auto body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+      if (body.is_discarded()) return Error(res, 400, "request body is not valid JSON");
+      if (!body.is_object()) return Error(res, 400, "request body must be a JSON object");
+      if (body.contains("session_name") && !body["session_name"].is_null()) {
+        if (!body["session_name"].is_string()) {
+          return Error(res, 422, "session_name must be a string");
+        }
+        name = body["session_name"].get<std::string>();
+        if (!core::IsValidSessionName(name)) {
+          return Error(res, 422,
+                       "session_name must be 1-128 characters of [A-Za-z0-9._-], not . or ..");
+        }
+      }
+    }
+    if (name.empty()) name = NewUuidV7(clock_.WallNow());
+    core::SessionState state;
+    std::string error;
+    switch (service_.StartWatch(name, &state, &error)) {
+      case core::Service::WatchError::kNone: return Json(res, 200, SessionJson(state));
+      case core::Service::WatchError::kAlreadyActive:
+        return Json(res, 409, {{"error", "a watch session is already active"},
+                               {"session_name", state.name}});
+      default: return Error(res, 503, "cannot persist the session: " + error);
+    }
+  });
+  s.Post("/v1/watch/stop", [this](const httplib::Request&, httplib::Response& res) {
+    core::SessionState state;
+    std::string error;
+    switch (service_.StopWatch(&state, &error)) {
+      case core::Service::WatchError::kNone: return Json(res, 200, SessionJson(state));
+      case core::Service::WatchError::kNotActive: return Error(res, 409, "no watch session is active");
+      default: return Error(res, 503, "cannot persist the session: " + error);
+    }
+  });
+  s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {
+    Json(res, 200, service_.StatusJson());
+  });
+  s.Post("/v1/failed/retry", [this](const httplib::Request&, httplib::Response& res) {
+    std::vector<std::string> errors;
+    const size_t n = service_.RetryFailed(&errors);
+    Json(res, 200, {{"queued", n}, {"errors", errors}});
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(telemetry::RenderPrometheus(metrics_), telemetry::kPrometheusContentType);
+  });
+
+  // Known paths with the wrong method: 405; anything else: 404; both as JSON.
+  static const char* kPaths[] = {"/healthz", "/readyz", "/v1/watch/start", "/v1/watch/stop",
+                                 "/v1/status", "/v1/failed/retry", "/metrics"};
+  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (res.status == 404) {
+      for (const char* p : kPaths) {
+        if (req.path == p) return Error(res, 405, "method " + req.method + " not allowed on " + req.path);
+      }
+      return Error(res, 404, "no such route: " + req.method + " " + req.path);
+    }
+    if (res.status == 413) return Error(res, 413, "request body too large");
+    if (res.status >= 400 && res.body.empty()) return Error(res, res.status, "bad request");
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    Error(res, 500, "internal error");
+  });
+}
+
+}  // namespace nbu::server

@@ -1,0 +1,36 @@
+// The HTTP API (cpp-httplib): health, readiness, watch sessions, status, dead-letter retry and
+// Prometheus metrics. Every error is a JSON body {"error": "..."} with a 4xx/5xx status.
+#pragma once
+
+#include "core/service.h"
+#include "telemetry/metrics.h"
+
+#include <memory>
+#include <string>
+
+namespace httplib {
+class Server;
+}
+
+namespace nbu::server {
+
+class Api {
+ public:
+  Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock);
+  ~Api();
+
+  // Binds host:port (port 0 = any free port); returns the bound port or -1.
+  int Bind(const std::string& host, int port);
+  // Serves until Stop(); call from a dedicated thread after Bind.
+  void Serve();
+  void Stop();
+
+ private:
+  void Routes();
+  core::Service& service_;
+  const telemetry::MetricsRegistry& metrics_;
+  Clock& clock_;
+  std::unique_ptr<httplib::Server> server_;
+};
+
+}  // namespace nbu::server

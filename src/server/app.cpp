@@ -1,0 +1,154 @@
+#include "server/app.h"
+
+#include "azure/blob_client.h"
+#include "azure/http.h"
+#include "core/config.h"
+#include "core/service.h"
+#include "server/api.h"
+#include "server/storage_target.h"
+#include "telemetry/telemetry.h"
+#include "util/log.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace nbu::server {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+void PrintUsage() {
+  std::printf(
+      "nfs-blob-uploader %s: uploads files dropped on an NFS volume to Azure Blob Storage.\n"
+      "Configuration comes from APP_* environment variables and an optional .env file.\n"
+      "  --config-vars   print every APP_* variable the service reads, one per line\n"
+      "  --config-help   print each variable with its default and meaning\n"
+      "  --version       print the version\n",
+      kVersion);
+}
+
+int WaitForSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--config-vars") {
+      for (const auto& v : core::ConfigVars()) std::printf("%s\n", v.name);
+      return 0;
+    }
+    if (arg == "--config-help") {
+      for (const auto& v : core::ConfigVars()) {
+        std::printf("%-30s default %-22s %s\n", v.name, *v.default_text ? v.default_text : "(empty)",
+                    v.description);
+      }
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("%s\n", kVersion);
+      return 0;
+    }
+    PrintUsage();
+    return arg == "--help" || arg == "-h" ? 0 : 2;
+  }
+
+  // Block the shutdown signals in every thread; one thread waits for them with sigwait.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const char* env_file = std::getenv("APP_ENV_FILE");
+  const core::EnvMap env = core::LoadEnvironment(env_file != nullptr ? env_file : ".env");
+  core::Config config;
+  std::vector<std::string> errors;
+  core::ParseConfig(env, &config, &errors);
+  auto tcfg = telemetry::ParseTelemetryConfig([&](const std::string& k) -> std::optional<std::string> {
+    auto it = env.find(k);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  });
+  for (auto& e : tcfg.errors) errors.push_back(std::move(e));
+  Clock& clock = RealClock::Instance();
+  StorageTarget target;
+  if (errors.empty()) ResolveStorageTarget(config, clock, &target, &errors);
+  if (!errors.empty()) {
+    for (const auto& e : errors) std::fprintf(stderr, "config error: %s\n", e.c_str());
+    return 2;
+  }
+  LogLevel level = LogLevel::kInfo;
+  ParseLogLevel(config.log_level, &level);
+  SetLogLevel(level);
+  for (const auto& w : tcfg.warnings) LogWarn("telemetry configuration", {{"warning", w}});
+
+  azure::GlobalHttpInit();
+  tcfg.config.service_version = kVersion;
+  tcfg.config.resource_attributes.emplace_back("service.instance.id", config.replica_id);
+  telemetry::Telemetry telemetry(tcfg.config, clock);
+  core::Instruments* inst = nullptr;
+  azure::BlobClientObserver observer;
+  observer.on_retry = [&inst](const std::string& reason) {
+    if (inst != nullptr) inst->retries.Add(1, {{"reason", reason}});
+  };
+  observer.on_throttled = [&inst] {
+    if (inst != nullptr) inst->throttled.Add();
+  };
+  azure::HttpTransportOptions topts;
+  topts.ca_file = config.azure_ca_file;
+  azure::BlobClientOptions bopts;
+  bopts.endpoint = target.endpoint;
+  bopts.account = target.account;
+  bopts.container = config.azure_container;
+  bopts.retry.max_attempts = config.azure_retry_max_attempts;
+  bopts.retry.base_delay = std::chrono::milliseconds(static_cast<int64_t>(config.azure_retry_base_s * 1000));
+  bopts.retry.max_delay = std::chrono::milliseconds(static_cast<int64_t>(config.azure_retry_max_s * 1000));
+  azure::BlobClient blob(bopts, target.credential, std::make_shared<azure::HttpTransport>(topts),
+                         clock, observer);
+
+  core::Service service(config, clock, blob, telemetry.metrics(), telemetry.tracer());
+  inst = &service.instruments();
+  Api api(service, telemetry.metrics(), clock);
+  const int port = api.Bind(config.http_host, config.http_port);
+  if (port < 0) {
+    std::fprintf(stderr, "cannot listen on %s:%d: %s\n", config.http_host.c_str(), config.http_port,
+                 std::strerror(errno));
+    return 1;
+  }
+  LogInfo("starting", {{"version", kVersion},
+                       {"replica", config.replica_id},
+                       {"endpoint", blob.BlobUrl("")},
+                       {"credential", target.credential->Describe()},
+                       {"incoming", config.incoming_dir},
+                       {"http", config.http_host + ":" + std::to_string(port)},
+                       {"workers", config.worker_concurrency}});
+  telemetry.Start();
+  service.Start();
+  std::thread api_thread([&] { api.Serve(); });
+
+  const int sig = WaitForSignal();
+  LogInfo("signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  const bool clean = service.Shutdown(FromSeconds(config.shutdown_grace_s));
+  api.Stop();
+  api_thread.join();
+  telemetry.Shutdown(clock.Now() + std::chrono::seconds(3));
+  LogInfo("stopped", {{"clean", clean}});
+  if (!clean) std::_Exit(0);  // workers still blocked in I/O: their claims are left for recovery
+  return 0;
+}
+
+}  // namespace nbu::server

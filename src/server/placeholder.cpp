@@ -1,1 +1,0 @@
-namespace nbu { int kServerPlaceholder = 0; }

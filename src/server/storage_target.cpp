@@ -1,0 +1,103 @@
+#include "server/storage_target.h"
+
+#include "azure/connection_string.h"
+#include "azure/sas.h"
+#include "azure/shared_key.h"
+
+namespace nbu::server {
+namespace {
+
+bool IsIpOrLocalHost(const std::string& host) {
+  if (host == "localhost" || host.find(':') != std::string::npos) return true;
+  return host.find_first_not_of("0123456789.") == std::string::npos;
+}
+
+std::string TrimSlash(std::string s) {
+  while (!s.empty() && s.back() == '/') s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+std::string AccountFromEndpoint(const std::string& endpoint) {
+  const auto scheme = endpoint.find("://");
+  const std::string rest = scheme == std::string::npos ? endpoint : endpoint.substr(scheme + 3);
+  const auto slash = rest.find('/');
+  std::string host = rest.substr(0, slash);
+  if (const auto colon = host.rfind(':'); colon != std::string::npos && host.front() != '[') {
+    host = host.substr(0, colon);
+  }
+  if (IsIpOrLocalHost(host)) {
+    if (slash == std::string::npos) return "";
+    const std::string path = rest.substr(slash + 1);
+    return path.substr(0, path.find('/'));
+  }
+  return host.substr(0, host.find('.'));
+}
+
+bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* out,
+                          std::vector<std::string>* errors) {
+  const size_t before = errors->size();
+  std::string mode = c.azure_auth;
+  if (mode == "auto") {
+    if (!c.azure_connection_string.empty()) mode = "connection-string";
+    else if (!c.azure_account_key.empty()) mode = "shared-key";
+    else if (!c.azure_sas_token.empty()) mode = "sas";
+  }
+  if (mode == "connection-string") {
+    if (c.azure_connection_string.empty()) {
+      errors->push_back("APP_AZURE_CONNECTION_STRING: required when APP_AZURE_AUTH=connection-string");
+      return false;
+    }
+    auto info = azure::ParseConnectionString(c.azure_connection_string);
+    if (!info.ok()) {
+      errors->push_back("APP_AZURE_CONNECTION_STRING: " + info.status().message());
+      return false;
+    }
+    auto cred = azure::MakeCredential(*info, clock);
+    if (!cred.ok()) {
+      errors->push_back("APP_AZURE_CONNECTION_STRING: " + cred.status().message());
+      return false;
+    }
+    out->endpoint = TrimSlash(c.azure_account_url.empty() ? info->endpoint : c.azure_account_url);
+    out->account = info->account;
+    out->credential = *cred;
+    return true;
+  }
+  if (mode == "shared-key") {
+    if (c.azure_account_name.empty()) errors->push_back("APP_AZURE_ACCOUNT_NAME: required for shared-key auth");
+    if (c.azure_account_key.empty()) errors->push_back("APP_AZURE_ACCOUNT_KEY: required for shared-key auth");
+    if (errors->size() != before) return false;
+    auto cred = azure::SharedKeyCredential::Create(c.azure_account_name, c.azure_account_key, clock);
+    if (!cred.ok()) {
+      errors->push_back("APP_AZURE_ACCOUNT_KEY: " + cred.status().message());
+      return false;
+    }
+    out->endpoint = TrimSlash(c.azure_account_url.empty()
+                                  ? "https://" + c.azure_account_name + ".blob.core.windows.net"
+                                  : c.azure_account_url);
+    out->account = c.azure_account_name;
+    out->credential = *cred;
+    return true;
+  }
+  if (mode == "sas") {
+    if (c.azure_sas_token.empty()) errors->push_back("APP_AZURE_SAS_TOKEN: required for sas auth");
+    if (c.azure_account_url.empty()) errors->push_back("APP_AZURE_ACCOUNT_URL: required with APP_AZURE_SAS_TOKEN");
+    if (errors->size() != before) return false;
+    out->endpoint = TrimSlash(c.azure_account_url);
+    out->account = c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;
+    out->credential = std::make_shared<azure::SasCredential>(c.azure_sas_token);
+    return true;
+  }
+  if (mode == "auto") {
+    errors->push_back(
+        "APP_AZURE_AUTH: no credentials configured: set APP_AZURE_CONNECTION_STRING, "
+        "APP_AZURE_ACCOUNT_NAME + APP_AZURE_ACCOUNT_KEY, or APP_AZURE_ACCOUNT_URL + "
+        "APP_AZURE_SAS_TOKEN");
+    return false;
+  }
+  errors->push_back("APP_AZURE_AUTH: mode \"" + mode + "\" is not available in this build");
+  return false;
+}
+
+}  // namespace nbu::server

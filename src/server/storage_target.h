@@ -1,0 +1,28 @@
+// Chooses the storage endpoint and credential from the configuration: explicit secrets win
+// (connection string, account name + key, SAS token); APP_AZURE_AUTH pins one mode.
+#pragma once
+
+#include "azure/credential.h"
+#include "core/config.h"
+#include "util/clock.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nbu::server {
+
+struct StorageTarget {
+  std::string endpoint;  // blob service endpoint, no trailing slash
+  std::string account;
+  std::shared_ptr<azure::Credential> credential;
+};
+
+// On failure `errors` gets one line per problem, naming variables but never their values.
+bool ResolveStorageTarget(const core::Config& config, Clock& clock, StorageTarget* out,
+                          std::vector<std::string>* errors);
+// Account name from a blob endpoint URL: the first path segment for IP/localhost hosts
+// (emulator, path style), else the first DNS label.
+std::string AccountFromEndpoint(const std::string& endpoint);
+
+}  // namespace nbu::server

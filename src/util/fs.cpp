@@ -1,0 +1,204 @@
+#include "util/fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include "util/crypto.h"
+
+namespace nbu::fs {
+namespace {
+
+template <typename F>
+auto RetryEintr(F f) {
+  for (;;) {
+    auto r = f();
+    if (r >= 0 || errno != EINTR) return r;
+  }
+}
+
+}  // namespace
+
+FileStat FromStat(const struct stat& st) {
+  FileStat s;
+  s.size = static_cast<uint64_t>(st.st_size);
+  s.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  s.ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+  s.ino = static_cast<uint64_t>(st.st_ino);
+  s.dev = static_cast<uint64_t>(st.st_dev);
+  s.is_dir = S_ISDIR(st.st_mode);
+  s.is_regular = S_ISREG(st.st_mode);
+  return s;
+}
+
+Result<FileStat> Stat(const std::string& path) {
+  struct stat st{};
+  if (RetryEintr([&] { return ::lstat(path.c_str(), &st); }) != 0) {
+    return ErrnoStatus("stat " + path, errno);
+  }
+  return FromStat(st);
+}
+
+Result<FileStat> FStat(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("fstat", errno);
+  return FromStat(st);
+}
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+Result<Fd> OpenRead(const std::string& path) {
+  const int fd = RetryEintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW); });
+  if (fd < 0) return ErrnoStatus("open " + path, errno);
+  return Fd(fd);
+}
+
+Result<Fd> CreateExclusive(const std::string& path, mode_t mode) {
+  const int fd = RetryEintr(
+      [&] { return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode); });
+  if (fd < 0) return ErrnoStatus("create " + path, errno);
+  return Fd(fd);
+}
+
+Status MkdirAll(const std::string& path, mode_t mode) {
+  if (path.empty()) return Status::Ok();
+  if (::mkdir(path.c_str(), mode) == 0) return Status::Ok();
+  if (errno == EEXIST) return Status::Ok();
+  if (errno != ENOENT) return ErrnoStatus("mkdir " + path, errno);
+  const std::string parent = Dirname(path);
+  if (parent == path) return ErrnoStatus("mkdir " + path, ENOENT);
+  if (Status s = MkdirAll(parent, mode); !s.ok()) return s;
+  if (::mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return Status::Ok();
+  return ErrnoStatus("mkdir " + path, errno);
+}
+
+Status Rename(const std::string& from, const std::string& to) {
+  if (RetryEintr([&] { return ::rename(from.c_str(), to.c_str()); }) != 0) {
+    return ErrnoStatus("rename " + from + " -> " + to, errno);
+  }
+  return Status::Ok();
+}
+
+Status Unlink(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return ErrnoStatus("unlink " + path, errno);
+  return Status::Ok();
+}
+
+Status Rmdir(const std::string& path) {
+  if (::rmdir(path.c_str()) != 0) return ErrnoStatus("rmdir " + path, errno);
+  return Status::Ok();
+}
+
+Status Fsync(int fd, const std::string& what) {
+  if (RetryEintr([&] { return ::fsync(fd); }) != 0) return ErrnoStatus("fsync " + what, errno);
+  return Status::Ok();
+}
+
+Status FsyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open dir " + dir, errno);
+  Fd owned(fd);
+  return Fsync(fd, dir);
+}
+
+Status RemoveTree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) return Status(ErrorKind::kTransient, "remove " + path + ": " + ec.message());
+  return Status::Ok();
+}
+
+Status AtomicWriteFile(const std::string& path, std::string_view data) {
+  const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
+  auto fd = CreateExclusive(tmp, 0644);
+  if (!fd.ok()) return fd.status();
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = ::write(fd->get(), data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      return ErrnoStatus("write " + tmp, err);
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (Status s = Fsync(fd->get(), tmp); !s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  fd = Fd();
+  if (Status s = Rename(tmp, path); !s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  return FsyncDir(Dirname(path));
+}
+
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
+  auto fd = OpenRead(path);
+  if (!fd.ok()) return fd.status();
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd->get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read " + path, errno);
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) return Status(ErrorKind::kPermanent, path + ": file too large");
+  }
+  return out;
+}
+
+Result<std::vector<DirEntry>> ListDir(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) return ErrnoStatus("opendir " + path, errno);
+  std::vector<DirEntry> out;
+  errno = 0;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string_view name(e->d_name);
+    if (name == "." || name == "..") continue;
+    out.push_back({std::string(name), e->d_type});
+  }
+  const int err = errno;
+  ::closedir(d);
+  if (err != 0) return ErrnoStatus("readdir " + path, err);
+  return out;
+}
+
+std::string Dirname(std::string_view path) {
+  const auto pos = path.find_last_of('/');
+  if (pos == std::string_view::npos) return ".";
+  if (pos == 0) return "/";
+  return std::string(path.substr(0, pos));
+}
+
+std::string Basename(std::string_view path) {
+  const auto pos = path.find_last_of('/');
+  return std::string(pos == std::string_view::npos ? path : path.substr(pos + 1));
+}
+
+std::string Join(std::string_view a, std::string_view b) {
+  if (a.empty()) return std::string(b);
+  if (b.empty()) return std::string(a);
+  std::string out(a);
+  if (out.back() != '/') out.push_back('/');
+  out.append(b.front() == '/' ? b.substr(1) : b);
+  return out;
+}
+
+}  // namespace nbu::fs

@@ -1,0 +1,83 @@
+// Thin POSIX filesystem helpers that return Status with the path and errno text attached, and
+// retry EINTR. Safe on NFS: no operation here copies-then-deletes; state changes are renames.
+#pragma once
+
+#include "util/status.h"
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nbu::fs {
+
+struct FileStat {
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  uint64_t ino = 0;
+  uint64_t dev = 0;
+  bool is_dir = false;
+  bool is_regular = false;
+  bool operator==(const FileStat& o) const {
+    return size == o.size && mtime_ns == o.mtime_ns && ino == o.ino && dev == o.dev;
+  }
+};
+
+FileStat FromStat(const struct stat& st);
+Result<FileStat> Stat(const std::string& path);      // lstat: symlinks are not followed
+Result<FileStat> FStat(int fd);
+
+// An owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd();
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() {
+    const int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+Result<Fd> OpenRead(const std::string& path);
+// Creates a new file (O_EXCL); fails with kConflict if it exists.
+Result<Fd> CreateExclusive(const std::string& path, mode_t mode = 0644);
+
+Status MkdirAll(const std::string& path, mode_t mode = 0755);
+Status Rename(const std::string& from, const std::string& to);
+Status Unlink(const std::string& path);
+Status Rmdir(const std::string& path);
+Status Fsync(int fd, const std::string& what);
+Status FsyncDir(const std::string& dir);
+Status RemoveTree(const std::string& path);  // rm -rf; missing is fine
+
+// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+Status AtomicWriteFile(const std::string& path, std::string_view data);
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20);
+
+struct DirEntry {
+  std::string name;
+  unsigned char type;  // DT_REG, DT_DIR, DT_LNK, DT_UNKNOWN...
+};
+// Lists a directory without "." and "..". Missing directory -> kNotFound.
+Result<std::vector<DirEntry>> ListDir(const std::string& path);
+
+std::string Dirname(std::string_view path);
+std::string Basename(std::string_view path);
+std::string Join(std::string_view a, std::string_view b);
+
+}  // namespace nbu::fs
