@@ -55,7 +55,7 @@ bool OtlpExporter::Enqueue(SpanData&& span) {
   {
     std::lock_guard lock(mu_);
     if (stopping_ || !config_.exports_traces()) {
-      reason = "shutdown";
+      reason = stopping_ ? "shutdown" : "disabled";
     } else if (queue_.size() >= config_.max_queue_size) {
       reason = "queue_full";
     } else {

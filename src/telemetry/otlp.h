@@ -20,8 +20,8 @@
 namespace nbu::telemetry {
 
 // Instruments the exporter reports into (all optional). Attributes used:
-// dropped: {signal=spans|metrics, reason=queue_full|export_failed|shutdown}; items (spans or
-// metric data points). exported: {signal}; items. failures: {signal}; failed export attempts.
+// dropped: {signal=spans|metrics, reason=queue_full|export_failed|shutdown|disabled}; items (spans
+// or metric data points). exported: {signal}; items. failures: {signal}; failed export attempts.
 struct ExporterCounters {
   Counter* dropped = nullptr;
   Counter* exported = nullptr;

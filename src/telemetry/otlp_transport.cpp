@@ -59,6 +59,7 @@ class CurlOtlpTransport final : public OtlpTransport {
     curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS,
                      std::min<long>(timeout_ms, static_cast<long>(kMaxConnectTimeout.count())));
     curl_easy_setopt(curl_, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl_, CURLOPT_USERAGENT, "nfs-blob-uploader-otlp-exporter");
     curl_easy_setopt(curl_, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &WriteBody);
     curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &response);
