@@ -91,9 +91,12 @@ class Reader {
     if (v == nullptr) return;
     std::string t = Trim(*v);
     std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (t == "1" || t == "true" || t == "yes" || t == "on") *out = true;
-    else if (t == "0" || t == "false" || t == "no" || t == "off") *out = false;
-    else Error(name, "must be true or false, got \"" + t + "\"");
+    if (t == "1" || t == "true" || t == "yes" || t == "on")
+      *out = true;
+    else if (t == "0" || t == "false" || t == "no" || t == "off")
+      *out = false;
+    else
+      Error(name, "must be true or false, got \"" + t + "\"");
   }
   void Error(const char* name, const std::string& what) const {
     errors_->push_back(std::string(name) + ": " + what);
@@ -123,44 +126,63 @@ bool IsValidContainerName(const std::string& c) {
   return true;
 }
 
-constexpr const char* kAuthModes[] = {"auto",        "connection-string", "shared-key",
-                                      "sas",         "environment",       "workload-identity",
-                                      "managed-identity", "azure-cli"};
+constexpr const char* kAuthModes[] = {
+    "auto",        "connection-string", "shared-key",       "sas",
+    "environment", "workload-identity", "managed-identity", "azure-cli"};
 
 }  // namespace
 
 const std::vector<ConfigVar>& ConfigVars() {
   static const std::vector<ConfigVar> kVars = {
-      {"APP_AZURE_ACCOUNT_URL", "", "Blob endpoint, e.g. https://<account>.blob.core.windows.net", false},
+      {"APP_AZURE_ACCOUNT_URL", "", "Blob endpoint, e.g. https://<account>.blob.core.windows.net",
+       false},
       {"APP_AZURE_CONTAINER", "ingest", "Target container (created if missing)", false},
-      {"APP_AZURE_CONNECTION_STRING", "", "Connection string with AccountKey or SharedAccessSignature", true},
+      {"APP_AZURE_CONNECTION_STRING", "",
+       "Connection string with AccountKey or SharedAccessSignature", true},
       {"APP_AZURE_ACCOUNT_NAME", "", "Account name for shared-key auth", false},
       {"APP_AZURE_ACCOUNT_KEY", "", "Account key (base64) for shared-key auth", true},
-      {"APP_AZURE_SAS_TOKEN", "", "SAS token (with or without leading ?) used with APP_AZURE_ACCOUNT_URL", true},
-      {"APP_AZURE_AUTH", "auto", "auto|connection-string|shared-key|sas|environment|workload-identity|managed-identity|azure-cli", false},
+      {"APP_AZURE_SAS_TOKEN", "",
+       "SAS token (with or without leading ?) used with APP_AZURE_ACCOUNT_URL", true},
+      {"APP_AZURE_AUTH", "auto",
+       "auto|connection-string|shared-key|sas|environment|workload-identity|managed-identity|azure-"
+       "cli",
+       false},
       {"APP_AZURE_CA_FILE", "", "PEM bundle for a private CA (default: system store)", false},
       {"APP_AZURE_ACCESS_TIER", "", "Hot|Cool|Cold|Archive; empty = account default", false},
-      {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432", "Files up to this size use one Put Blob; larger use blocks", false},
-      {"APP_AZURE_BLOCK_SIZE", "8388608", "Block size for block uploads (grown so a blob stays under 50,000 blocks)", false},
+      {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432",
+       "Files up to this size use one Put Blob; larger use blocks", false},
+      {"APP_AZURE_BLOCK_SIZE", "8388608",
+       "Block size for block uploads (grown so a blob stays under 50,000 blocks)", false},
       {"APP_AZURE_MAX_CONCURRENCY", "8", "Blocks in flight per file", false},
       {"APP_AZURE_RETRY_MAX_ATTEMPTS", "6", "Tries per HTTP request", false},
-      {"APP_AZURE_RETRY_BASE_S", "0.8", "First retry delay (doubles each try, jitter 0.8-1.3)", false},
+      {"APP_AZURE_RETRY_BASE_S", "0.8", "First retry delay (doubles each try, jitter 0.8-1.3)",
+       false},
       {"APP_AZURE_RETRY_MAX_S", "60", "Cap on a retry delay, including Retry-After", false},
-      {"APP_NFS_INCOMING_DIR", "/mnt/nfs/incoming", "Where producers drop files, under <session>/", false},
-      {"APP_NFS_PROCESSING_ROOT", "/mnt/nfs/.processing", "Claims, completion markers, leases (same volume as incoming)", false},
-      {"APP_NFS_FAILED_ROOT", "/mnt/nfs/.failed", "Dead-letter area (same volume as incoming)", false},
-      {"APP_LOCAL_STAGING_ROOT", "/mnt/staging", "Fast local disk for staging copies (per replica)", false},
+      {"APP_NFS_INCOMING_DIR", "/mnt/nfs/incoming", "Where producers drop files, under <session>/",
+       false},
+      {"APP_NFS_PROCESSING_ROOT", "/mnt/nfs/.processing",
+       "Claims, completion markers, leases (same volume as incoming)", false},
+      {"APP_NFS_FAILED_ROOT", "/mnt/nfs/.failed", "Dead-letter area (same volume as incoming)",
+       false},
+      {"APP_LOCAL_STAGING_ROOT", "/mnt/staging", "Fast local disk for staging copies (per replica)",
+       false},
       {"APP_POLL_INTERVAL_S", "2.0", "Seconds between scans of the session directory", false},
-      {"APP_MIN_FILE_AGE_S", "5.0", "A file must be unchanged this long (service clock) before upload", false},
-      {"APP_FILE_EXTENSIONS", "", "Comma-separated extensions to upload (e.g. .csv,.bin); empty = all", false},
-      {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp", "Comma-separated globs to skip; dot-files are always skipped", false},
+      {"APP_MIN_FILE_AGE_S", "5.0",
+       "A file must be unchanged this long (service clock) before upload", false},
+      {"APP_FILE_EXTENSIONS", "",
+       "Comma-separated extensions to upload (e.g. .csv,.bin); empty = all", false},
+      {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp",
+       "Comma-separated globs to skip; dot-files are always skipped", false},
       {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
-      {"APP_MAX_QUEUE_SIZE", "2000", "Ready files waiting for a worker; the scanner waits when full", false},
+      {"APP_MAX_QUEUE_SIZE", "2000",
+       "Ready files waiting for a worker; the scanner waits when full", false},
       {"APP_GC_INTERVAL_S", "30.0", "Seconds between GC / recovery sweeps", false},
-      {"APP_COMPLETED_RETENTION_S", "0", "Keep completion markers this long before GC removes them", false},
+      {"APP_COMPLETED_RETENTION_S", "0", "Keep completion markers this long before GC removes them",
+       false},
       {"APP_MAX_FILE_ATTEMPTS", "5", "Failed attempts before a file is dead-lettered", false},
       {"APP_STAGING_FSYNC", "true", "fsync each staging copy before upload", false},
-      {"APP_LEASE_TIMEOUT_S", "30", "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
+      {"APP_LEASE_TIMEOUT_S", "30",
+       "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
       {"APP_HTTP_HOST", "0.0.0.0", "API listen address", false},
       {"APP_HTTP_PORT", "8000", "API port", false},
       {"APP_REPLICA_ID", "<host name>", "Unique id of this replica (pod name)", false},
@@ -265,7 +287,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       }
     }
   }
-  if (env.count("APP_IGNORE_PATTERNS") != 0) c.ignore_patterns = SplitList(env.at("APP_IGNORE_PATTERNS"));
+  if (env.count("APP_IGNORE_PATTERNS") != 0)
+    c.ignore_patterns = SplitList(env.at("APP_IGNORE_PATTERNS"));
   r.Int("APP_WORKER_CONCURRENCY", &c.worker_concurrency, 1, 256);
   r.Int("APP_MAX_QUEUE_SIZE", &c.max_queue_size, 1, 10'000'000);
   r.Double("APP_GC_INTERVAL_S", &c.gc_interval_s, 0.05, 86400);
@@ -288,12 +311,15 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
             "must be 3-63 lower-case letters, digits and single hyphens, starting and ending "
             "with a letter or digit");
   }
-  if (std::find(std::begin(kAuthModes), std::end(kAuthModes), c.azure_auth) == std::end(kAuthModes)) {
-    r.Error("APP_AZURE_AUTH", "must be one of auto, connection-string, shared-key, sas, "
-                              "environment, workload-identity, managed-identity, azure-cli");
+  if (std::find(std::begin(kAuthModes), std::end(kAuthModes), c.azure_auth) ==
+      std::end(kAuthModes)) {
+    r.Error("APP_AZURE_AUTH",
+            "must be one of auto, connection-string, shared-key, sas, "
+            "environment, workload-identity, managed-identity, azure-cli");
   }
-  if (!c.azure_access_tier.empty() && c.azure_access_tier != "Hot" && c.azure_access_tier != "Cool" &&
-      c.azure_access_tier != "Cold" && c.azure_access_tier != "Archive") {
+  if (!c.azure_access_tier.empty() && c.azure_access_tier != "Hot" &&
+      c.azure_access_tier != "Cool" && c.azure_access_tier != "Cold" &&
+      c.azure_access_tier != "Archive") {
     r.Error("APP_AZURE_ACCESS_TIER", "must be Hot, Cool, Cold or Archive");
   }
   if (!c.azure_account_url.empty() && c.azure_account_url.rfind("https://", 0) != 0 &&
@@ -318,7 +344,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   }
   if (c.processing_root.rfind(c.incoming_dir + "/", 0) == 0 ||
       c.failed_root.rfind(c.incoming_dir + "/", 0) == 0) {
-    r.Error("APP_NFS_PROCESSING_ROOT", "processing and failed roots must not be inside the incoming directory");
+    r.Error("APP_NFS_PROCESSING_ROOT",
+            "processing and failed roots must not be inside the incoming directory");
   }
   if (c.azure_put_blob_max_bytes > (5000ull << 20)) {
     r.Error("APP_AZURE_PUT_BLOB_MAX_BYTES", "must be at most 5000 MiB (Azure's Put Blob limit)");

@@ -12,15 +12,15 @@ namespace nbu::core {
 
 struct Config {
   // Azure
-  std::string azure_account_url;        // https://<acct>.blob.core.windows.net
+  std::string azure_account_url;  // https://<acct>.blob.core.windows.net
   std::string azure_container = "ingest";
   std::string azure_connection_string;  // secret
   std::string azure_account_name;
-  std::string azure_account_key;        // secret
-  std::string azure_sas_token;          // secret
+  std::string azure_account_key;  // secret
+  std::string azure_sas_token;    // secret
   std::string azure_auth = "auto";
   std::string azure_ca_file;
-  std::string azure_access_tier;        // "", Hot, Cool, Cold, Archive
+  std::string azure_access_tier;  // "", Hot, Cool, Cold, Archive
   uint64_t azure_put_blob_max_bytes = 32ull << 20;
   uint64_t azure_block_size = 8ull << 20;
   int azure_max_concurrency = 8;

@@ -53,13 +53,26 @@ std::string BlockId(const Md5Digest& file_md5, uint64_t block_size, uint64_t ind
 
 std::string ContentTypeFor(const std::string& name) {
   static const std::pair<const char*, const char*> kTypes[] = {
-      {".txt", "text/plain"},       {".csv", "text/csv"},         {".json", "application/json"},
-      {".xml", "application/xml"},  {".html", "text/html"},       {".log", "text/plain"},
-      {".png", "image/png"},        {".jpg", "image/jpeg"},       {".jpeg", "image/jpeg"},
-      {".tif", "image/tiff"},       {".tiff", "image/tiff"},      {".gif", "image/gif"},
-      {".pdf", "application/pdf"},  {".zip", "application/zip"},  {".gz", "application/gzip"},
-      {".tar", "application/x-tar"}, {".parquet", "application/vnd.apache.parquet"},
-      {".mp4", "video/mp4"},        {".exr", "image/x-exr"},      {".h5", "application/x-hdf5"},
+      {".txt", "text/plain"},
+      {".csv", "text/csv"},
+      {".json", "application/json"},
+      {".xml", "application/xml"},
+      {".html", "text/html"},
+      {".log", "text/plain"},
+      {".png", "image/png"},
+      {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".tif", "image/tiff"},
+      {".tiff", "image/tiff"},
+      {".gif", "image/gif"},
+      {".pdf", "application/pdf"},
+      {".zip", "application/zip"},
+      {".gz", "application/gzip"},
+      {".tar", "application/x-tar"},
+      {".parquet", "application/vnd.apache.parquet"},
+      {".mp4", "video/mp4"},
+      {".exr", "image/x-exr"},
+      {".h5", "application/x-hdf5"},
   };
   const auto dot = name.rfind('.');
   if (dot == std::string::npos) return "application/octet-stream";
@@ -132,8 +145,8 @@ Result<StagedFile> FileProcessor::Stage(const ClaimPath& claim, std::stop_token 
   StagedFile out;
   out.source = *st0;
   out.size = st0->size;
-  out.block_size = PlanBlockSize(out.size, d_.config.azure_put_blob_max_bytes,
-                                 d_.config.azure_block_size);
+  out.block_size =
+      PlanBlockSize(out.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
   out.path = fs::Join(d_.config.staging_root, StagingPath(claim));
   if (Status s = fs::MkdirAll(fs::Dirname(out.path)); !s.ok()) return s;
   ::unlink(out.path.c_str());  // a leftover of an earlier attempt of this claim
@@ -150,7 +163,8 @@ Result<StagedFile> FileProcessor::Stage(const ClaimPath& claim, std::stop_token 
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
     size_t want = buf.size();
     if (out.block_size > 0) {
-      want = static_cast<size_t>(std::min<uint64_t>(want, out.block_size - copied % out.block_size));
+      want =
+          static_cast<size_t>(std::min<uint64_t>(want, out.block_size - copied % out.block_size));
     }
     const ssize_t n = ::read(src->get(), buf.data(), want);
     if (n < 0 && errno == EINTR) continue;
@@ -215,8 +229,9 @@ Status FileProcessor::UploadBlocks(const std::string& blob_name, StagedFile& sta
       if (have.count(ids[i]) != 0) continue;
       const uint64_t off = i * staged.block_size;
       const uint64_t len = std::min(staged.block_size, staged.size - off);
-      Status s = d_.blob.PutBlock(blob_name, ids[i], azure::Body::FromFile(staged.fd.get(), off, len),
-                                  staged.block_md5[i], stop);
+      Status s =
+          d_.blob.PutBlock(blob_name, ids[i], azure::Body::FromFile(staged.fd.get(), off, len),
+                           staged.block_md5[i], stop);
       if (!s.ok()) {
         std::lock_guard lock(mu);
         if (!failed.exchange(true)) first_error = s;
@@ -284,8 +299,10 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
   Result<StagedFile> staged = [&] {
     telemetry::Span span = d_.tracer.StartSpan("stage", &parent);
     auto r = Stage(claim, stop);
-    if (!r.ok()) span.SetError(r.status().ToString());
-    else span.SetAttribute("file.size", static_cast<int64_t>(r->size));
+    if (!r.ok())
+      span.SetError(r.status().ToString());
+    else
+      span.SetAttribute("file.size", static_cast<int64_t>(r->size));
     return r;
   }();
   if (!staged.ok()) return staged.status();
@@ -323,9 +340,9 @@ void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int at
                            {"error", why.ToString()},
                            {"replica", d_.config.replica_id},
                            {"time", FormatTimestamp(d_.clock.WallNow())}};
-  if (Status w = fs::AtomicWriteFile(fs::Join(d_.config.failed_root, f.ReasonPath()),
-                                     reason.dump(2, ' ', false,
-                                                 nlohmann::json::error_handler_t::replace));
+  if (Status w =
+          fs::AtomicWriteFile(fs::Join(d_.config.failed_root, f.ReasonPath()),
+                              reason.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       !w.ok()) {
     LogWarn("could not write the dead-letter reason", {{"error", w.ToString()}});
   }
@@ -376,8 +393,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
 
   const Duration base = FromSeconds(std::max(0.05, d_.config.azure_retry_base_s));
   const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
-  int attempts = 0;       // failures that count against the file
-  int waits = 0;          // environmental waits (storage unreachable, auth, torn copies)
+  int attempts = 0;  // failures that count against the file
+  int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
   while (true) {
     bool skipped = false;
     uint64_t bytes = 0;
@@ -459,8 +476,8 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
       }
       auto f = ParseFailedPath(child);
       if (!f || f->is_reason) continue;
-      ClaimPath c{f->date, f->session, f->reldir, f->base, d_.config.replica_id, NewNonce(),
-                  ClaimState::kClaimed};
+      ClaimPath c{f->date,    f->session,          f->reldir, f->base, d_.config.replica_id,
+                  NewNonce(), ClaimState::kClaimed};
       const std::string dst = ProcessingPath(c);
       Status s = fs::MkdirAll(fs::Dirname(dst));
       if (s.ok()) s = fs::Rename(full, dst);

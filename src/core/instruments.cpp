@@ -61,18 +61,22 @@ std::vector<double> SecondsBuckets() {
   return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
 }
 std::vector<double> SizeBuckets() {
-  return {0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456,
-          1073741824, 4294967296.0, 17179869184.0};
+  return {0,        1024,     16384,     65536,      262144,       1048576,      4194304,
+          16777216, 67108864, 268435456, 1073741824, 4294967296.0, 17179869184.0};
 }
 }  // namespace
 
 Instruments::Instruments(telemetry::MetricsRegistry& r)
     : files_discovered(r.AddCounter("files.discovered", "Files found ready in incoming", "1")),
       files_processed(r.AddCounter("files.processed", "Files uploaded and committed", "1")),
-      files_failed(r.AddCounter("files.failed", "Files given up on and moved to the dead-letter area", "1")),
-      attempt_failures(r.AddCounter("file.attempts.failed", "Processing attempts that failed, by reason", "1")),
-      files_recovered(r.AddCounter("files.recovered", "Claims finished after a restart or takeover", "1")),
-      files_skipped(r.AddCounter("files.skipped", "Recovered files whose blob was already committed", "1")),
+      files_failed(
+          r.AddCounter("files.failed", "Files given up on and moved to the dead-letter area", "1")),
+      attempt_failures(
+          r.AddCounter("file.attempts.failed", "Processing attempts that failed, by reason", "1")),
+      files_recovered(
+          r.AddCounter("files.recovered", "Claims finished after a restart or takeover", "1")),
+      files_skipped(
+          r.AddCounter("files.skipped", "Recovered files whose blob was already committed", "1")),
       bytes_uploaded(r.AddCounter("bytes.uploaded", "Bytes committed to blob storage", "By")),
       claim_conflicts(r.AddCounter("claim.conflicts", "Claims lost to another replica", "1")),
       takeovers(r.AddCounter("claims.taken_over", "Claims taken over from dead replicas", "1")),
@@ -82,7 +86,8 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
       blocks_resumed(r.AddCounter("blocks.resumed", "Blocks already staged before a restart", "1")),
       queue_depth(r.AddCounter("queue.depth", "Ready files waiting for a worker", "1", true)),
       files_in_progress(r.AddCounter("files.in_progress", "Files being processed", "1", true)),
-      upload_duration(r.AddHistogram("upload.duration", "Time to upload one file", "s", SecondsBuckets())),
+      upload_duration(
+          r.AddHistogram("upload.duration", "Time to upload one file", "s", SecondsBuckets())),
       file_size(r.AddHistogram("file.size", "Size of uploaded files", "By", SizeBuckets())),
       ready_to_commit(r.AddHistogram("file.ready_to_commit", "From ready to blob committed", "s",
                                      SecondsBuckets())) {}

@@ -55,15 +55,15 @@ struct Instruments {
 
   telemetry::Counter& files_discovered;
   telemetry::Counter& files_processed;
-  telemetry::Counter& files_failed;       // files given up on (dead-lettered)
-  telemetry::Counter& attempt_failures;   // attempts that failed, by reason
+  telemetry::Counter& files_failed;      // files given up on (dead-lettered)
+  telemetry::Counter& attempt_failures;  // attempts that failed, by reason
   telemetry::Counter& files_recovered;
-  telemetry::Counter& files_skipped;      // recovered files whose blob was already complete
+  telemetry::Counter& files_skipped;  // recovered files whose blob was already complete
   telemetry::Counter& bytes_uploaded;
   telemetry::Counter& claim_conflicts;
   telemetry::Counter& takeovers;
-  telemetry::Counter& retries;            // HTTP retries, by reason
-  telemetry::Counter& throttled;          // 429/503 answers
+  telemetry::Counter& retries;    // HTTP retries, by reason
+  telemetry::Counter& throttled;  // 429/503 answers
   telemetry::Counter& blocks_uploaded;
   telemetry::Counter& blocks_resumed;     // blocks found already staged after a restart
   telemetry::Counter& queue_depth;        // up-down

@@ -97,9 +97,12 @@ std::optional<ClaimPath> ParseClaimPath(std::string_view rel) {
   const size_t dot = name.rfind('.');
   if (dot == std::string::npos) return std::nullopt;
   const std::string_view state = std::string_view(name).substr(dot + 1);
-  if (state == kClaimed) c.state = ClaimState::kClaimed;
-  else if (state == kDone) c.state = ClaimState::kDone;
-  else return std::nullopt;
+  if (state == kClaimed)
+    c.state = ClaimState::kClaimed;
+  else if (state == kDone)
+    c.state = ClaimState::kDone;
+  else
+    return std::nullopt;
   const std::string_view stem = std::string_view(name).substr(0, dot);
   const size_t t2 = stem.rfind('~');
   if (t2 == std::string_view::npos) return std::nullopt;

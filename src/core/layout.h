@@ -28,12 +28,12 @@ enum class ClaimState { kClaimed, kDone };
 
 // A parsed entry below <processing>, relative to it.
 struct ClaimPath {
-  std::string date;     // YYYYMMDD (UTC, at claim time)
+  std::string date;  // YYYYMMDD (UTC, at claim time)
   std::string session;
-  std::string reldir;   // "" or "a/b"
-  std::string base;     // the producer's file name
-  std::string owner;    // replica id
-  std::string nonce;    // 16 lower-case hex chars
+  std::string reldir;  // "" or "a/b"
+  std::string base;    // the producer's file name
+  std::string owner;   // replica id
+  std::string nonce;   // 16 lower-case hex chars
   ClaimState state = ClaimState::kClaimed;
 
   std::string RelPath() const;    // <reldir>/<base> (the producer's relative path)

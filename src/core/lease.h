@@ -38,7 +38,7 @@ class LeaseBook {
   const Config& config_;
   Clock& clock_;
   std::mutex mu_;
-  uint64_t seq_ = 0;                 // guarded by mu_
+  uint64_t seq_ = 0;                  // guarded by mu_
   std::map<std::string, Seen> seen_;  // sweep thread only
 };
 

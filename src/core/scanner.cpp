@@ -73,14 +73,14 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   return stats;
 }
 
-void Scanner::ScanDir(const std::string& session, const std::string& rel_dir,
-                      std::stop_token stop, Stats* stats) {
-  const std::string dir_path =
-      fs::Join(fs::Join(config_.incoming_dir, session), rel_dir);
+void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
+                      Stats* stats) {
+  const std::string dir_path = fs::Join(fs::Join(config_.incoming_dir, session), rel_dir);
   const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
     if (errno != ENOENT) {
-      LogWarn("cannot scan directory", {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
+      LogWarn("cannot scan directory",
+              {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
     }
     return;
   }
@@ -106,7 +106,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir,
       tracker_.Touch(rel);
       continue;
     }
-    struct stat st{};
+    struct stat st {};
     ++stats->stats;
     if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISDIR(st.st_mode)) {
@@ -122,7 +122,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir,
       tracker_.Forget(rel);
       continue;
     }
-    struct stat fst{};
+    struct stat fst {};
     const bool same = ::fstat(fd, &fst) == 0 && fs::FromStat(fst) == fs::FromStat(st);
     ::close(fd);
     if (!same) {

@@ -25,7 +25,7 @@ class Scanner {
   // One pass over the session directory. Called from one thread (the scan loop).
   struct Stats {
     size_t files_seen = 0;
-    size_t stats = 0;    // stat calls made
+    size_t stats = 0;  // stat calls made
     size_t queued = 0;
   };
   Stats ScanOnce(const std::string& session, std::stop_token stop);

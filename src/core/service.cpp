@@ -41,9 +41,10 @@ Service::~Service() {
 
 void Service::Start() {
   started_at_ = clock_.Now();
-  for (const auto& dir : {config_.incoming_dir, config_.processing_root, config_.failed_root,
-                          config_.staging_root}) {
-    if (Status s = fs::MkdirAll(dir); !s.ok()) LogWarn("cannot create directory", {{"error", s.ToString()}});
+  for (const auto& dir :
+       {config_.incoming_dir, config_.processing_root, config_.failed_root, config_.staging_root}) {
+    if (Status s = fs::MkdirAll(dir); !s.ok())
+      LogWarn("cannot create directory", {{"error", s.ToString()}});
   }
   loops_.emplace_back([this](std::stop_token st) { HeartbeatLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { StartupLoop(st); });
@@ -149,7 +150,7 @@ bool Service::Shutdown(Duration grace) {
   if (stopping_.exchange(true)) return true;
   LogInfo("shutting down", {{"grace_s", ToSeconds(grace)}, {"in_flight", inflight_.size()}});
   for (auto& t : loops_) t.request_stop();
-  loops_.clear();  // joins
+  loops_.clear();                         // joins
   const size_t dropped = queue_.Clear();  // their files stay in incoming or claimed: nothing lost
   inst_.queue_depth.Add(-static_cast<double>(dropped));
   queue_.Close();

@@ -39,7 +39,7 @@ class StabilityTracker {
  private:
   struct Entry {
     fs::FileStat stat;
-    MonoTime first_seen;     // first time this exact stat was observed
+    MonoTime first_seen;  // first time this exact stat was observed
     uint32_t scans_equal = 0;
     uint64_t generation = 0;
     bool queued = false;

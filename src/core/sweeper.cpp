@@ -74,11 +74,11 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     bool expired = config_.completed_retention_s <= 0;
     if (!expired) {
       auto st = fs::Stat(full);
-      const auto wall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                               clock_.WallNow().time_since_epoch())
-                               .count();
-      expired = st.ok() && static_cast<double>(wall_ns - st->ctime_ns) / 1e9 >=
-                               config_.completed_retention_s;
+      const auto wall_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.WallNow().time_since_epoch())
+              .count();
+      expired = st.ok() &&
+                static_cast<double>(wall_ns - st->ctime_ns) / 1e9 >= config_.completed_retention_s;
     }
     if (expired) ::unlink(full.c_str());
     return;
@@ -116,22 +116,26 @@ void Sweeper::Sweep(std::stop_token stop) {
   leases_.Observe();
   orphans_now_.clear();
   owners_with_claims_.clear();
-  Walk(config_.processing_root, "", /*prune_dirs=*/true,
-       [&](const std::string& rel) { OnProcessingEntry(rel, stop); }, stop);
+  Walk(
+      config_.processing_root, "", /*prune_dirs=*/true,
+      [&](const std::string& rel) { OnProcessingEntry(rel, stop); }, stop);
   if (stop.stop_requested()) return;
   orphan_candidates_.swap(orphans_now_);
   leases_.Prune(owners_with_claims_);
-  Walk(config_.staging_root, "", /*prune_dirs=*/true, [](const std::string&) {}, stop);
+  Walk(
+      config_.staging_root, "", /*prune_dirs=*/true, [](const std::string&) {}, stop);
 
   DeadLetters dl;
-  Walk(config_.failed_root, "", /*prune_dirs=*/false,
-       [&](const std::string& rel) {
-         auto f = ParseFailedPath(rel);
-         if (!f || f->is_reason) return;
-         ++dl.count;
-         if (dl.sample.size() < 20) dl.sample.push_back(f->date + "/" + f->session + "/" + f->RelPath());
-       },
-       stop);
+  Walk(
+      config_.failed_root, "", /*prune_dirs=*/false,
+      [&](const std::string& rel) {
+        auto f = ParseFailedPath(rel);
+        if (!f || f->is_reason) return;
+        ++dl.count;
+        if (dl.sample.size() < 20)
+          dl.sample.push_back(f->date + "/" + f->session + "/" + f->RelPath());
+      },
+      stop);
   std::lock_guard lock(mu_);
   dead_letters_ = std::move(dl);
 }

@@ -27,7 +27,10 @@ nlohmann::json SessionJson(const core::SessionState& s) {
 }  // namespace
 
 Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock)
-    : service_(service), metrics_(metrics), clock_(clock), server_(std::make_unique<httplib::Server>()) {
+    : service_(service),
+      metrics_(metrics),
+      clock_(clock),
+      server_(std::make_unique<httplib::Server>()) {
   Routes();
 }
 
@@ -53,8 +56,11 @@ void Api::Routes() {
     Json(res, 200, {{"status", "ok"}});
   });
   s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    if (service_.ready()) Json(res, 200, {{"status", "ready"}});
-    else Json(res, 503, {{"status", "starting"}, {"reason", "recovery or storage check not finished"}});
+    if (service_.ready())
+      Json(res, 200, {{"status", "ready"}});
+    else
+      Json(res, 503,
+           {{"status", "starting"}, {"reason", "recovery or storage check not finished"}});
   });
   s.Post("/v1/watch/start", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name;
@@ -79,8 +85,8 @@ void Api::Routes() {
     switch (service_.StartWatch(name, &state, &error)) {
       case core::Service::WatchError::kNone: return Json(res, 200, SessionJson(state));
       case core::Service::WatchError::kAlreadyActive:
-        return Json(res, 409, {{"error", "a watch session is already active"},
-                               {"session_name", state.name}});
+        return Json(res, 409,
+                    {{"error", "a watch session is already active"}, {"session_name", state.name}});
       default: return Error(res, 503, "cannot persist the session: " + error);
     }
   });
@@ -89,7 +95,8 @@ void Api::Routes() {
     std::string error;
     switch (service_.StopWatch(&state, &error)) {
       case core::Service::WatchError::kNone: return Json(res, 200, SessionJson(state));
-      case core::Service::WatchError::kNotActive: return Error(res, 409, "no watch session is active");
+      case core::Service::WatchError::kNotActive:
+        return Error(res, 409, "no watch session is active");
       default: return Error(res, 503, "cannot persist the session: " + error);
     }
   });
@@ -106,12 +113,14 @@ void Api::Routes() {
   });
 
   // Known paths with the wrong method: 405; anything else: 404; both as JSON.
-  static const char* kPaths[] = {"/healthz", "/readyz", "/v1/watch/start", "/v1/watch/stop",
-                                 "/v1/status", "/v1/failed/retry", "/metrics"};
+  static const char* kPaths[] = {"/healthz",       "/readyz",    "/v1/watch/start",
+                                 "/v1/watch/stop", "/v1/status", "/v1/failed/retry",
+                                 "/metrics"};
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404) {
       for (const char* p : kPaths) {
-        if (req.path == p) return Error(res, 405, "method " + req.method + " not allowed on " + req.path);
+        if (req.path == p)
+          return Error(res, 405, "method " + req.method + " not allowed on " + req.path);
       }
       return Error(res, 404, "no such route: " + req.method + " " + req.path);
     }

@@ -52,8 +52,8 @@ int Main(int argc, char** argv) {
     }
     if (arg == "--config-help") {
       for (const auto& v : core::ConfigVars()) {
-        std::printf("%-30s default %-22s %s\n", v.name, *v.default_text ? v.default_text : "(empty)",
-                    v.description);
+        std::printf("%-30s default %-22s %s\n", v.name,
+                    *v.default_text ? v.default_text : "(empty)", v.description);
       }
       return 0;
     }
@@ -78,11 +78,12 @@ int Main(int argc, char** argv) {
   core::Config config;
   std::vector<std::string> errors;
   core::ParseConfig(env, &config, &errors);
-  auto tcfg = telemetry::ParseTelemetryConfig([&](const std::string& k) -> std::optional<std::string> {
-    auto it = env.find(k);
-    if (it == env.end()) return std::nullopt;
-    return it->second;
-  });
+  auto tcfg =
+      telemetry::ParseTelemetryConfig([&](const std::string& k) -> std::optional<std::string> {
+        auto it = env.find(k);
+        if (it == env.end()) return std::nullopt;
+        return it->second;
+      });
   for (auto& e : tcfg.errors) errors.push_back(std::move(e));
   Clock& clock = RealClock::Instance();
   StorageTarget target;
@@ -115,8 +116,10 @@ int Main(int argc, char** argv) {
   bopts.account = target.account;
   bopts.container = config.azure_container;
   bopts.retry.max_attempts = config.azure_retry_max_attempts;
-  bopts.retry.base_delay = std::chrono::milliseconds(static_cast<int64_t>(config.azure_retry_base_s * 1000));
-  bopts.retry.max_delay = std::chrono::milliseconds(static_cast<int64_t>(config.azure_retry_max_s * 1000));
+  bopts.retry.base_delay =
+      std::chrono::milliseconds(static_cast<int64_t>(config.azure_retry_base_s * 1000));
+  bopts.retry.max_delay =
+      std::chrono::milliseconds(static_cast<int64_t>(config.azure_retry_max_s * 1000));
   azure::BlobClient blob(bopts, target.credential, std::make_shared<azure::HttpTransport>(topts),
                          clock, observer);
 

@@ -40,13 +40,17 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
   const size_t before = errors->size();
   std::string mode = c.azure_auth;
   if (mode == "auto") {
-    if (!c.azure_connection_string.empty()) mode = "connection-string";
-    else if (!c.azure_account_key.empty()) mode = "shared-key";
-    else if (!c.azure_sas_token.empty()) mode = "sas";
+    if (!c.azure_connection_string.empty())
+      mode = "connection-string";
+    else if (!c.azure_account_key.empty())
+      mode = "shared-key";
+    else if (!c.azure_sas_token.empty())
+      mode = "sas";
   }
   if (mode == "connection-string") {
     if (c.azure_connection_string.empty()) {
-      errors->push_back("APP_AZURE_CONNECTION_STRING: required when APP_AZURE_AUTH=connection-string");
+      errors->push_back(
+          "APP_AZURE_CONNECTION_STRING: required when APP_AZURE_AUTH=connection-string");
       return false;
     }
     auto info = azure::ParseConnectionString(c.azure_connection_string);
@@ -65,10 +69,13 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     return true;
   }
   if (mode == "shared-key") {
-    if (c.azure_account_name.empty()) errors->push_back("APP_AZURE_ACCOUNT_NAME: required for shared-key auth");
-    if (c.azure_account_key.empty()) errors->push_back("APP_AZURE_ACCOUNT_KEY: required for shared-key auth");
+    if (c.azure_account_name.empty())
+      errors->push_back("APP_AZURE_ACCOUNT_NAME: required for shared-key auth");
+    if (c.azure_account_key.empty())
+      errors->push_back("APP_AZURE_ACCOUNT_KEY: required for shared-key auth");
     if (errors->size() != before) return false;
-    auto cred = azure::SharedKeyCredential::Create(c.azure_account_name, c.azure_account_key, clock);
+    auto cred =
+        azure::SharedKeyCredential::Create(c.azure_account_name, c.azure_account_key, clock);
     if (!cred.ok()) {
       errors->push_back("APP_AZURE_ACCOUNT_KEY: " + cred.status().message());
       return false;
@@ -82,10 +89,12 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
   }
   if (mode == "sas") {
     if (c.azure_sas_token.empty()) errors->push_back("APP_AZURE_SAS_TOKEN: required for sas auth");
-    if (c.azure_account_url.empty()) errors->push_back("APP_AZURE_ACCOUNT_URL: required with APP_AZURE_SAS_TOKEN");
+    if (c.azure_account_url.empty())
+      errors->push_back("APP_AZURE_ACCOUNT_URL: required with APP_AZURE_SAS_TOKEN");
     if (errors->size() != before) return false;
     out->endpoint = TrimSlash(c.azure_account_url);
-    out->account = c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;
+    out->account =
+        c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;
     out->credential = std::make_shared<azure::SasCredential>(c.azure_sas_token);
     return true;
   }

@@ -53,8 +53,8 @@ class SimulatedClock final : public Clock {
   const WallTime wall_start_;
   mutable std::mutex mu_;
   std::condition_variable_any cv_;
-  Duration elapsed_{0};            // guarded by mu_
-  std::vector<Duration> sleeps_;   // guarded by mu_
+  Duration elapsed_{0};           // guarded by mu_
+  std::vector<Duration> sleeps_;  // guarded by mu_
 };
 
 inline double ToSeconds(Duration d) { return std::chrono::duration<double>(d).count(); }

@@ -35,7 +35,7 @@ FileStat FromStat(const struct stat& st) {
 }
 
 Result<FileStat> Stat(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (RetryEintr([&] { return ::lstat(path.c_str(), &st); }) != 0) {
     return ErrnoStatus("stat " + path, errno);
   }
@@ -43,7 +43,7 @@ Result<FileStat> Stat(const std::string& path) {
 }
 
 Result<FileStat> FStat(int fd) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) return ErrnoStatus("fstat", errno);
   return FromStat(st);
 }
@@ -61,7 +61,8 @@ Fd& Fd::operator=(Fd&& o) noexcept {
 }
 
 Result<Fd> OpenRead(const std::string& path) {
-  const int fd = RetryEintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW); });
+  const int fd =
+      RetryEintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW); });
   if (fd < 0) return ErrnoStatus("open " + path, errno);
   return Fd(fd);
 }

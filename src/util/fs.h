@@ -28,7 +28,7 @@ struct FileStat {
 };
 
 FileStat FromStat(const struct stat& st);
-Result<FileStat> Stat(const std::string& path);      // lstat: symlinks are not followed
+Result<FileStat> Stat(const std::string& path);  // lstat: symlinks are not followed
 Result<FileStat> FStat(int fd);
 
 // An owned file descriptor.

@@ -37,7 +37,8 @@ bool ParseLogLevel(std::string_view text, LogLevel* out);
 // concurrent logging: call before starting threads.
 void SetLogSinkForTest(std::function<void(const std::string&)> sink);
 
-void Log(LogLevel level, std::string_view message, nlohmann::json fields = nlohmann::json::object());
+void Log(LogLevel level, std::string_view message,
+         nlohmann::json fields = nlohmann::json::object());
 inline void LogDebug(std::string_view m, nlohmann::json f = nlohmann::json::object()) {
   Log(LogLevel::kDebug, m, std::move(f));
 }

@@ -12,14 +12,14 @@ namespace nbu {
 // id and error code) is attached once, where the error starts.
 enum class ErrorKind {
   kOk,
-  kTransient,   // retry the same request or step later (5xx, throttling, EINTR, ESTALE)
-  kUnavailable, // the service could not be reached at all (connection refused/reset, timeout):
-                // environmental, not the item's fault, so it does not use up a file's attempts
-  kNotFound,    // the thing is gone (ENOENT, 404): usually someone else got there first
-  kConflict,    // the target exists / a precondition failed (EEXIST, 409, 412)
-  kPermanent,   // retrying will not help this item: quarantine it (bad name, 400, EACCES)
-  kAuth,        // credentials rejected or unavailable: stop and tell the operator (401, 403)
-  kCancelled,   // shutdown was requested
+  kTransient,    // retry the same request or step later (5xx, throttling, EINTR, ESTALE)
+  kUnavailable,  // the service could not be reached at all (connection refused/reset, timeout):
+                 // environmental, not the item's fault, so it does not use up a file's attempts
+  kNotFound,     // the thing is gone (ENOENT, 404): usually someone else got there first
+  kConflict,     // the target exists / a precondition failed (EEXIST, 409, 412)
+  kPermanent,    // retrying will not help this item: quarantine it (bad name, 400, EACCES)
+  kAuth,         // credentials rejected or unavailable: stop and tell the operator (401, 403)
+  kCancelled,    // shutdown was requested
 };
 
 const char* ToString(ErrorKind kind);
@@ -47,7 +47,7 @@ Status ErrnoStatus(const std::string& what, int err);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok());
   }

@@ -33,9 +33,13 @@ Azurite::~Azurite() { Stop(); }
 
 void Azurite::Start() {
   std::vector<std::string> argv = {SourceDir() + "/node_modules/.bin/azurite-blob",
-                                   "--blobHost", "127.0.0.1",
-                                   "--blobPort", std::to_string(port_),
-                                   "--skipApiVersionCheck", "--disableTelemetry", "--silent"};
+                                   "--blobHost",
+                                   "127.0.0.1",
+                                   "--blobPort",
+                                   std::to_string(port_),
+                                   "--skipApiVersionCheck",
+                                   "--disableTelemetry",
+                                   "--silent"};
   if (options_.in_memory) {
     argv.emplace_back("--inMemoryPersistence");
   } else {

@@ -31,7 +31,8 @@ TEST(LogTest, OneJsonObjectPerLineWithTraceContext) {
 }
 
 TEST(LogTest, TimestampFormat) {
-  const auto t = std::chrono::system_clock::time_point(std::chrono::milliseconds(1'700'000'000'123));
+  const auto t =
+      std::chrono::system_clock::time_point(std::chrono::milliseconds(1'700'000'000'123));
   EXPECT_EQ(FormatTimestamp(t), "2023-11-14T22:13:20.123Z");
 }
 

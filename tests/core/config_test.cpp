@@ -1,0 +1,144 @@
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace nbu::core {
+namespace {
+
+EnvMap Valid() { return {{"APP_AZURE_CONNECTION_STRING", "x"}}; }
+
+TEST(ConfigTest, DefaultsMatchTheDocumentedTable) {
+  Config c;
+  std::vector<std::string> errors;
+  ASSERT_TRUE(ParseConfig({}, &c, &errors)) << errors.front();
+  EXPECT_EQ(c.incoming_dir, "/mnt/nfs/incoming");
+  EXPECT_EQ(c.processing_root, "/mnt/nfs/.processing");
+  EXPECT_EQ(c.staging_root, "/mnt/staging");
+  EXPECT_DOUBLE_EQ(c.poll_interval_s, 2.0);
+  EXPECT_DOUBLE_EQ(c.min_file_age_s, 5.0);
+  EXPECT_EQ(c.worker_concurrency, 4);
+  EXPECT_EQ(c.max_queue_size, 2000);
+  EXPECT_EQ(c.azure_max_concurrency, 8);
+  EXPECT_DOUBLE_EQ(c.gc_interval_s, 30.0);
+  EXPECT_EQ(c.http_host, "0.0.0.0");
+  EXPECT_EQ(c.http_port, 8000);
+  EXPECT_FALSE(c.replica_id.empty());
+  EXPECT_TRUE(c.file_extensions.empty());
+  EXPECT_EQ(c.ignore_patterns.size(), 4u);
+  // Every default in the table parses back to itself.
+  for (const auto& v : ConfigVars()) {
+    if (std::string(v.default_text).empty() || v.default_text[0] == '<') continue;
+    Config d;
+    std::vector<std::string> e;
+    EXPECT_TRUE(ParseConfig({{v.name, v.default_text}}, &d, &e)) << v.name;
+  }
+}
+
+TEST(ConfigTest, ParsesValues) {
+  EnvMap env = Valid();
+  env["APP_POLL_INTERVAL_S"] = "0.5";
+  env["APP_FILE_EXTENSIONS"] = "CSV, .bin ,";
+  env["APP_IGNORE_PATTERNS"] = "*.lock";
+  env["APP_WORKER_CONCURRENCY"] = "16";
+  env["APP_NFS_INCOMING_DIR"] = "/data/in/";
+  env["APP_STAGING_FSYNC"] = "false";
+  Config c;
+  std::vector<std::string> errors;
+  ASSERT_TRUE(ParseConfig(env, &c, &errors));
+  EXPECT_DOUBLE_EQ(c.poll_interval_s, 0.5);
+  EXPECT_EQ(c.file_extensions, (std::vector<std::string>{".csv", ".bin"}));
+  EXPECT_EQ(c.ignore_patterns, (std::vector<std::string>{"*.lock"}));
+  EXPECT_EQ(c.worker_concurrency, 16);
+  EXPECT_EQ(c.incoming_dir, "/data/in");
+  EXPECT_FALSE(c.staging_fsync);
+}
+
+TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
+  EnvMap env = {
+      {"APP_POLL_INTERVAL_S", "fast"}, {"APP_WORKER_CONCURRENCY", "0"},
+      {"APP_HTTP_PORT", "99999"},      {"APP_AZURE_CONTAINER", "Bad_Name"},
+      {"APP_AZURE_AUTH", "magic"},     {"APP_REPLICA_ID", "a/b"},
+      {"APP_STAGING_FSYNC", "maybe"},  {"APP_AZURE_ACCOUNT_KEY", "c2VjcmV0LWtleS12YWx1ZQ=="}};
+  Config c;
+  std::vector<std::string> errors;
+  EXPECT_FALSE(ParseConfig(env, &c, &errors));
+  ASSERT_EQ(errors.size(), 7u);
+  for (const char* name :
+       {"APP_POLL_INTERVAL_S", "APP_WORKER_CONCURRENCY", "APP_HTTP_PORT", "APP_AZURE_CONTAINER",
+        "APP_AZURE_AUTH", "APP_REPLICA_ID", "APP_STAGING_FSYNC"}) {
+    EXPECT_EQ(std::count_if(errors.begin(), errors.end(),
+                            [&](const std::string& e) { return e.rfind(name, 0) == 0; }),
+              1)
+        << name;
+  }
+  for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
+}
+
+TEST(ConfigTest, RejectsOverlappingRoots) {
+  Config c;
+  std::vector<std::string> errors;
+  EXPECT_FALSE(ParseConfig({{"APP_NFS_INCOMING_DIR", "/n"}, {"APP_NFS_PROCESSING_ROOT", "/n/.p"}},
+                           &c, &errors));
+  EXPECT_FALSE(ParseConfig({{"APP_NFS_INCOMING_DIR", "/n"}, {"APP_NFS_PROCESSING_ROOT", "/n"}}, &c,
+                           &errors));
+}
+
+TEST(ConfigTest, DotEnvParsing) {
+  const EnvMap m = ParseDotEnv(
+      "# comment\n"
+      "export APP_A=1\n"
+      "APP_B = \"two words\"\n"
+      "APP_C='x=y;z'\n"
+      "APP_D=value # trailing comment\n"
+      "not a pair\n"
+      "APP_CS=AccountName=a;AccountKey=k==;\n");
+  EXPECT_EQ(m.at("APP_A"), "1");
+  EXPECT_EQ(m.at("APP_B"), "two words");
+  EXPECT_EQ(m.at("APP_C"), "x=y;z");
+  EXPECT_EQ(m.at("APP_D"), "value");
+  EXPECT_EQ(m.at("APP_CS"), "AccountName=a;AccountKey=k==;");
+  EXPECT_EQ(m.count("not a pair"), 0u);
+}
+
+TEST(ConfigTest, GlobMatch) {
+  EXPECT_TRUE(GlobMatch("*.tmp", "a.tmp"));
+  EXPECT_TRUE(GlobMatch("*.tmp", ".tmp"));
+  EXPECT_FALSE(GlobMatch("*.tmp", "a.tmp.csv"));
+  EXPECT_TRUE(GlobMatch("data-??.csv", "data-01.csv"));
+  EXPECT_FALSE(GlobMatch("data-??.csv", "data-1.csv"));
+  EXPECT_TRUE(GlobMatch("*", ""));
+  EXPECT_TRUE(GlobMatch("a*b*c", "a-x-b-y-c"));
+  EXPECT_FALSE(GlobMatch("a*b*c", "a-x-c-y-b"));
+}
+
+TEST(ConfigTest, VariableTableIsComplete) {
+  std::vector<std::string> names;
+  for (const auto& v : ConfigVars()) names.emplace_back(v.name);
+  for (const char* required : {"APP_AZURE_ACCOUNT_URL",
+                               "APP_AZURE_CONTAINER",
+                               "APP_AZURE_CONNECTION_STRING",
+                               "APP_AZURE_ACCOUNT_NAME",
+                               "APP_AZURE_ACCOUNT_KEY",
+                               "APP_NFS_INCOMING_DIR",
+                               "APP_NFS_PROCESSING_ROOT",
+                               "APP_LOCAL_STAGING_ROOT",
+                               "APP_POLL_INTERVAL_S",
+                               "APP_MIN_FILE_AGE_S",
+                               "APP_FILE_EXTENSIONS",
+                               "APP_WORKER_CONCURRENCY",
+                               "APP_MAX_QUEUE_SIZE",
+                               "APP_AZURE_MAX_CONCURRENCY",
+                               "APP_GC_INTERVAL_S",
+                               "APP_HTTP_HOST",
+                               "APP_HTTP_PORT",
+                               "APP_REPLICA_ID",
+                               "APP_IGNORE_PATTERNS",
+                               "APP_SHUTDOWN_GRACE_S"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), required), names.end()) << required;
+  }
+}
+
+}  // namespace
+}  // namespace nbu::core

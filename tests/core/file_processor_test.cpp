@@ -1,0 +1,52 @@
+#include "core/file_processor.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace nbu::core {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+TEST(BlockPlanTest, PutBlobUpToThresholdThenBlocks) {
+  EXPECT_EQ(PlanBlockSize(0, 32 * kMiB, 8 * kMiB), 0u);
+  EXPECT_EQ(PlanBlockSize(32 * kMiB, 32 * kMiB, 8 * kMiB), 0u);
+  EXPECT_EQ(PlanBlockSize(32 * kMiB + 1, 32 * kMiB, 8 * kMiB), 8 * kMiB);
+}
+
+TEST(BlockPlanTest, GrowsSoABlobNeverNeedsMoreThan50000Blocks) {
+  for (uint64_t size : std::initializer_list<uint64_t>{400'000 * kMiB, 1'000'000 * kMiB,
+                                                       190ull * 1024 * 1024 * kMiB}) {
+    const uint64_t bs = PlanBlockSize(size, 32 * kMiB, 8 * kMiB);
+    EXPECT_EQ(bs % kMiB, 0u);
+    EXPECT_LE((size + bs - 1) / bs, 50'000u) << size;
+    EXPECT_LE(bs, 4000 * kMiB);
+  }
+}
+
+TEST(BlockIdTest, FixedWidthDeterministicAndContentBound) {
+  const Md5Digest a = Md5::Of("a");
+  const Md5Digest b = Md5::Of("b");
+  std::set<size_t> widths;
+  for (uint64_t i : std::initializer_list<uint64_t>{0, 9, 10, 99'999, 49'999})
+    widths.insert(BlockId(a, kMiB, i).size());
+  EXPECT_EQ(widths.size(), 1u);
+  EXPECT_EQ(BlockId(a, kMiB, 7), BlockId(a, kMiB, 7));
+  EXPECT_NE(BlockId(a, kMiB, 7), BlockId(b, kMiB, 7));      // other bytes
+  EXPECT_NE(BlockId(a, kMiB, 7), BlockId(a, 2 * kMiB, 7));  // other block size
+  EXPECT_EQ(BlockId(a, kMiB, 42).substr(16), "-000042");
+}
+
+TEST(NamingTest, ContentTypeAndDate) {
+  EXPECT_EQ(ContentTypeFor("x.CSV"), "text/csv");
+  EXPECT_EQ(ContentTypeFor("a.tar.gz"), "application/gzip");
+  EXPECT_EQ(ContentTypeFor("noext"), "application/octet-stream");
+  const auto t = std::chrono::system_clock::time_point(
+      std::chrono::seconds(1'798'761'599));  // 2026-12-31T23:59:59Z
+  EXPECT_EQ(UtcDate(t), "20261231");
+  EXPECT_EQ(UtcDate(t + std::chrono::seconds(1)), "20270101");
+}
+
+}  // namespace
+}  // namespace nbu::core

@@ -1,0 +1,83 @@
+#include "core/layout.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu::core {
+namespace {
+
+ClaimPath Claim(std::string reldir, std::string base) {
+  return ClaimPath{"20261128",          "demo",    std::move(reldir),
+                   std::move(base),     "pod-a.1", "0123456789abcdef",
+                   ClaimState::kClaimed};
+}
+
+TEST(LayoutTest, RoundTripsEveryState) {
+  for (const auto& c :
+       {Claim("", "x.csv"), Claim("a/b", "y z.bin"), Claim("", "x").WithState(ClaimState::kDone)}) {
+    auto parsed = ParseClaimPath(c.Path());
+    ASSERT_TRUE(parsed) << c.Path();
+    EXPECT_EQ(parsed->Path(), c.Path());
+    EXPECT_EQ(parsed->BlobName(), c.BlobName());
+    EXPECT_EQ(parsed->owner, "pod-a.1");
+    EXPECT_EQ(parsed->state, c.state);
+  }
+  EXPECT_EQ(Claim("a/b", "y z.bin").BlobName(), "20261128/demo/a/b/y z.bin");
+  EXPECT_EQ(Claim("", "x.csv").BlobName(), "20261128/demo/x.csv");
+  EXPECT_EQ(Claim("", "x.csv").Path(), "20261128/demo/x.csv~pod-a.1~0123456789abcdef.claimed");
+}
+
+TEST(LayoutTest, ProducerNamesThatLookLikeStateAreSafe) {
+  // A producer may write names that look exactly like our markers; the suffix we append is
+  // parsed from the right, so the producer's name comes back unchanged.
+  for (const std::string base :
+       {"x.completed", "x.processing", "x.claimed", "x.done", "x~pod~0123456789abcdef.claimed",
+        "x~y", "~", "a.failed", "a.failed.json", ".hidden-looking", "üñí ćødé #%;+&'\""}) {
+    const ClaimPath c = Claim("d", base);
+    auto parsed = ParseClaimPath(c.Path());
+    ASSERT_TRUE(parsed) << base;
+    EXPECT_EQ(parsed->base, base);
+    EXPECT_EQ(parsed->BlobName(), "20261128/demo/d/" + base);
+    const FailedPath f = FailedPathFor(c);
+    auto pf = ParseFailedPath(f.DataPath());
+    ASSERT_TRUE(pf) << base;
+    EXPECT_EQ(pf->base, base);
+    EXPECT_FALSE(pf->is_reason);
+    auto pr = ParseFailedPath(f.ReasonPath());
+    ASSERT_TRUE(pr) << base;
+    EXPECT_TRUE(pr->is_reason);
+    EXPECT_EQ(pr->base, base);
+  }
+}
+
+TEST(LayoutTest, RejectsWhatWeNeverCreate) {
+  for (const std::string rel :
+       {"", "20261128", "20261128/demo", "20261128/demo/x.csv",
+        "2026112/demo/x~a~0123456789abcdef.done", "20261128/demo/x~a~0123456789ABCDEF.done",
+        "20261128/demo/x~a~0123456789abcde.done", "20261128/demo/x~a~0123456789abcdef.other",
+        "20261128/demo/~a~0123456789abcdef.done", "20261128/demo/x~~0123456789abcdef.done",
+        "20261128/demo/x~a/b~0123456789abcdef.done", "20261128/bad name/x~a~0123456789abcdef.done",
+        "20261128/demo//x~a~0123456789abcdef.done", "20261128/demo/../x~a~0123456789abcdef.done",
+        "_replicas/a.lease"}) {
+    EXPECT_FALSE(ParseClaimPath(rel)) << rel;
+  }
+}
+
+TEST(LayoutTest, NamesAndIds) {
+  EXPECT_TRUE(IsValidSessionName("demo-1.a_b"));
+  EXPECT_TRUE(IsValidSessionName(std::string(128, 'a')));
+  EXPECT_FALSE(IsValidSessionName(std::string(129, 'a')));
+  EXPECT_FALSE(IsValidSessionName(""));
+  EXPECT_FALSE(IsValidSessionName("."));
+  EXPECT_FALSE(IsValidSessionName(".."));
+  EXPECT_FALSE(IsValidSessionName("a/b"));
+  EXPECT_FALSE(IsValidSessionName("a b"));
+  EXPECT_TRUE(IsNonce(NewNonce()));
+  EXPECT_NE(NewNonce(), NewNonce());
+  EXPECT_TRUE(IsHiddenName(".nfs000000001234"));
+  EXPECT_TRUE(IsHiddenName(".file.XXXXXX"));
+  EXPECT_FALSE(IsHiddenName("file"));
+  EXPECT_EQ(StagingPath(Claim("a", "b")), "20261128/demo/a/b~0123456789abcdef");
+}
+
+}  // namespace
+}  // namespace nbu::core

@@ -1,0 +1,119 @@
+#include "core/scanner.h"
+
+#include "support/process.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <set>
+#include <thread>
+
+namespace nbu::core {
+namespace {
+
+using namespace std::chrono_literals;
+using nbu::test::TempDir;
+using nbu::test::WriteFile;
+
+class ScannerTest : public ::testing::Test {
+ protected:
+  ScannerTest() {
+    config.incoming_dir = dir.path() + "/incoming";
+    config.min_file_age_s = 5;
+  }
+  std::string In(const std::string& rel) { return config.incoming_dir + "/s1/" + rel; }
+  std::set<std::string> Drain(BoundedQueue<WorkItem>& q) {
+    std::set<std::string> out;
+    while (q.size() > 0) out.insert(q.Pop({})->rel);
+    return out;
+  }
+  TempDir dir;
+  Config config;
+  SimulatedClock clock{false};
+  telemetry::MetricsRegistry registry;
+  Instruments inst{registry};
+};
+
+TEST_F(ScannerTest, QueuesCompleteFilesOnceWithFilters) {
+  WriteFile(In("a.csv"), "a");
+  WriteFile(In("sub/deeper/b c.bin"), "bb");
+  WriteFile(In("x.completed"), "x");
+  WriteFile(In(".rsync.tmp.XYZ"), "hidden");
+  WriteFile(In(".nfs0000000012345"), "silly");
+  WriteFile(In(".hiddendir/f"), "in a hidden dir");
+  WriteFile(In("skip.tmp"), "ignored");
+  WriteFile(In("skip.part"), "ignored");
+  ASSERT_EQ(::symlink("a.csv", In("link.csv").c_str()), 0);
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  EXPECT_EQ(q.size(), 0u);
+  clock.Advance(5s);
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"a.csv", "sub/deeper/b c.bin", "x.completed"}));
+  EXPECT_EQ(stats.queued, 3u);
+  // Already queued: not queued again, and not stat-ed again.
+  clock.Advance(5s);
+  const auto again = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(q.size(), 0u);
+  EXPECT_EQ(again.stats, 0u);
+  EXPECT_EQ(inst.files_discovered.Value(), 3);
+}
+
+TEST_F(ScannerTest, ExtensionFilterIsCaseInsensitive) {
+  config.file_extensions = {".csv"};
+  WriteFile(In("a.CSV"), "a");
+  WriteFile(In("b.bin"), "b");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"a.CSV"}));
+}
+
+TEST_F(ScannerTest, GrowingFileWaitsUntilItStopsChanging) {
+  WriteFile(In("grow.bin"), "1");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  for (int i = 2; i < 6; ++i) {
+    scanner.ScanOnce("s1", {});
+    clock.Advance(5s);
+    WriteFile(In("grow.bin"), std::string(static_cast<size_t>(i), 'x'));
+  }
+  scanner.ScanOnce("s1", {});
+  EXPECT_EQ(q.size(), 0u);
+  clock.Advance(5s);
+  scanner.ScanOnce("s1", {});
+  ASSERT_EQ(q.size(), 1u);
+  EXPECT_EQ(q.Pop({})->observed.size, 5u);
+}
+
+TEST_F(ScannerTest, FullQueueMakesTheScanWaitWithoutDroppingFiles) {
+  for (int i = 0; i < 5; ++i) WriteFile(In(std::to_string(i) + ".f"), "x");
+  BoundedQueue<WorkItem> q(2);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  std::set<std::string> got;
+  std::jthread consumer([&](std::stop_token st) {
+    while (got.size() < 5) {
+      auto item = q.Pop(st);
+      if (!item) return;
+      got.insert(item->rel);
+      scanner.Forget("s1", item->rel);
+    }
+  });
+  scanner.ScanOnce("s1", {});  // blocks while the queue is full, until the consumer drains
+  consumer.join();
+  EXPECT_EQ(got.size(), 5u);
+}
+
+TEST_F(ScannerTest, MissingSessionDirectoryIsNotAnError) {
+  BoundedQueue<WorkItem> q(2);
+  Scanner scanner(config, clock, q, inst);
+  EXPECT_EQ(scanner.ScanOnce("nope", {}).files_seen, 0u);
+}
+
+}  // namespace
+}  // namespace nbu::core

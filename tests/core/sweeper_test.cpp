@@ -1,0 +1,132 @@
+#include "core/sweeper.h"
+
+#include "support/process.h"
+#include "util/fs.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu::core {
+namespace {
+
+using namespace std::chrono_literals;
+using nbu::test::TempDir;
+using nbu::test::WriteFile;
+
+class SweeperTest : public ::testing::Test {
+ protected:
+  SweeperTest() {
+    config.processing_root = dir.path() + "/proc";
+    config.staging_root = dir.path() + "/staging";
+    config.failed_root = dir.path() + "/failed";
+    config.replica_id = "me";
+    config.lease_timeout_s = 30;
+  }
+  ClaimPath Claim(const std::string& base, const std::string& owner,
+                  ClaimState state = ClaimState::kClaimed) {
+    ClaimPath c{"20261128", "s", "d", base, owner, NewNonce(), state};
+    WriteFile(config.processing_root + "/" + c.Path(), base);
+    return c;
+  }
+  bool Exists(const std::string& rel) { return fs::Stat(config.processing_root + "/" + rel).ok(); }
+
+  TempDir dir;
+  Config config;
+  SimulatedClock clock{false};
+  telemetry::MetricsRegistry registry;
+  Instruments inst{registry};
+  InFlight inflight;
+  LeaseBook leases{config, clock};
+  std::vector<WorkItem> queued;
+  Sweeper sweeper{config, clock, inflight, leases, inst, [this](WorkItem w, std::stop_token) {
+                    queued.push_back(std::move(w));
+                    return true;
+                  }};
+};
+
+TEST_F(SweeperTest, RecoveryFindsOwnClaimsAndClearsStaging) {
+  const ClaimPath mine = Claim("a", "me");
+  Claim("b", "other");
+  Claim("c", "me", ClaimState::kDone);
+  WriteFile(config.staging_root + "/20261128/s/d/a~0123456789abcdef", "partial");
+  const auto own = sweeper.RecoverOwnClaims();
+  ASSERT_EQ(own.size(), 1u);
+  EXPECT_EQ(own[0].Path(), mine.Path());
+  auto staging = fs::ListDir(config.staging_root);
+  ASSERT_TRUE(staging.ok());
+  EXPECT_TRUE(staging->empty());
+}
+
+TEST_F(SweeperTest, GcRemovesDoneMarkersAndEmptyDirsButNotUnknownFiles) {
+  const ClaimPath done = Claim("x", "me", ClaimState::kDone);
+  WriteFile(config.processing_root + "/20261128/s/d/not-ours.txt", "?");
+  ASSERT_TRUE(fs::MkdirAll(config.processing_root + "/20261127/old/empty").ok());
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+  EXPECT_TRUE(Exists("20261128/s/d/not-ours.txt"));
+  EXPECT_FALSE(Exists("20261127"));
+}
+
+TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
+  config.completed_retention_s = 3600;
+  const ClaimPath done = Claim("x", "me", ClaimState::kDone);
+  sweeper.Sweep({});
+  EXPECT_TRUE(Exists(done.Path()));
+}
+
+TEST_F(SweeperTest, OrphanedOwnClaimIsRequeuedAfterTwoSweeps) {
+  const ClaimPath c = Claim("a", "me");
+  sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty());  // might be a worker that has not registered it yet
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.Path(), c.Path());
+  EXPECT_TRUE(queued[0].check_existing);
+  EXPECT_TRUE(inflight.Contains(c.Path()));
+  sweeper.Sweep({});
+  EXPECT_EQ(queued.size(), 1u);  // in flight now: not queued twice
+}
+
+TEST_F(SweeperTest, TakesOverClaimsOfADeadReplicaOnlyAfterTheLeaseTimeout) {
+  Config other = config;
+  other.replica_id = "other";
+  LeaseBook other_leases(other, clock);
+  ASSERT_TRUE(other_leases.Heartbeat().ok());
+  const ClaimPath c = Claim("a", "other");
+  sweeper.Sweep({});
+  clock.Advance(20s);
+  ASSERT_TRUE(other_leases.Heartbeat().ok());  // alive: lease changes
+  sweeper.Sweep({});
+  clock.Advance(20s);
+  sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty());
+  EXPECT_TRUE(Exists(c.Path()));
+  clock.Advance(15s);  // no heartbeat for 35 s > 30 s
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.owner, "me");
+  EXPECT_EQ(queued[0].claim.nonce, c.nonce);
+  EXPECT_FALSE(Exists(c.Path()));
+  EXPECT_TRUE(Exists(c.WithOwner("me").Path()));
+  EXPECT_EQ(inst.takeovers.Value(), 1);
+}
+
+TEST_F(SweeperTest, ClaimOfAReplicaWithoutAnyLeaseIsTakenAfterTheTimeout) {
+  const ClaimPath c = Claim("a", "ghost");
+  sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty());
+  clock.Advance(31s);
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.Path(), c.WithOwner("me").Path());
+}
+
+TEST_F(SweeperTest, CountsDeadLetters) {
+  WriteFile(config.failed_root + "/20261128/s/a~0123456789abcdef.failed", "x");
+  WriteFile(config.failed_root + "/20261128/s/a~0123456789abcdef.failed.json", "{}");
+  sweeper.Sweep({});
+  EXPECT_EQ(sweeper.dead_letters().count, 1u);
+  EXPECT_EQ(sweeper.dead_letters().sample.at(0), "20261128/s/a");
+}
+
+}  // namespace
+}  // namespace nbu::core

@@ -1,0 +1,72 @@
+#include "core/work_queue.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace nbu::core {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(BoundedQueueTest, EveryItemDeliveredExactlyOnceUnderContention) {
+  BoundedQueue<int> q(8);
+  constexpr int kProducers = 4, kPerProducer = 5000;
+  std::mutex mu;
+  std::multiset<int> seen;
+  std::vector<std::jthread> consumers;
+  for (int c = 0; c < 4; ++c) {
+    consumers.emplace_back([&](std::stop_token st) {
+      while (auto v = q.Pop(st)) {
+        std::lock_guard lock(mu);
+        seen.insert(*v);
+      }
+    });
+  }
+  {
+    std::vector<std::jthread> producers;
+    for (int p = 0; p < kProducers; ++p) {
+      producers.emplace_back([&, p] {
+        for (int i = 0; i < kPerProducer; ++i) ASSERT_TRUE(q.Push(p * kPerProducer + i, {}));
+      });
+    }
+  }
+  q.Close();
+  consumers.clear();
+  ASSERT_EQ(seen.size(), static_cast<size_t>(kProducers * kPerProducer));
+  for (int i = 0; i < kProducers * kPerProducer; ++i) EXPECT_EQ(seen.count(i), 1u) << i;
+}
+
+TEST(BoundedQueueTest, PushWaitsWhenFullAndStopsOnRequest) {
+  BoundedQueue<int> q(1);
+  ASSERT_TRUE(q.Push(1, {}));
+  std::stop_source stop;
+  std::atomic<bool> returned{false};
+  std::thread t([&] {
+    EXPECT_FALSE(q.Push(2, stop.get_token()));  // full: waits, then gives up on stop
+    returned = true;
+  });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(returned);
+  stop.request_stop();
+  t.join();
+  EXPECT_EQ(q.size(), 1u);
+}
+
+TEST(BoundedQueueTest, ClearFreesRoomAndCloseDrains) {
+  BoundedQueue<int> q(2);
+  ASSERT_TRUE(q.Push(1, {}));
+  ASSERT_TRUE(q.Push(2, {}));
+  EXPECT_EQ(q.Clear(), 2u);
+  ASSERT_TRUE(q.Push(3, {}));
+  q.Close();
+  EXPECT_FALSE(q.Push(4, {}));
+  EXPECT_EQ(q.Pop({}), 3);
+  EXPECT_EQ(q.Pop({}), std::nullopt);
+}
+
+}  // namespace
+}  // namespace nbu::core
