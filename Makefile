@@ -102,3 +102,29 @@ watch-stop: ## Stop the active watch session
 test-status: ## Pretty-printed status of the uploader (and the generator, if running)
 	@echo "uploader:"; curl -sS $(API)/v1/status | jq . || true
 	@echo "generator:"; curl -sS --max-time 2 $(GEN_API)/v1/generate/status 2>/dev/null | jq . || echo "  (not running)"
+
+# --- Containers, test file generator, Kubernetes (docs/deploy.md, docs/testgen.md) ---
+COMPOSE ?= docker compose
+
+docker-build: ## Build the uploader and generator images (docker/*.Dockerfile)
+	$(COMPOSE) build
+
+docker-up: ## Start the Compose stack: app :8000, Azurite :10000, OTel Collector :4317/4318, test-nfs :8080
+	$(COMPOSE) up -d --build
+
+docker-down: ## Stop the Compose stack (add V=1 to also delete its volumes)
+	$(COMPOSE) down $(if $(V),--volumes,)
+
+gen-start: ## Generate COUNT files of SIZE bytes every INTERVAL s into incoming/$(SESSION) (COUNT=0: until gen-stop)
+	@curl -sS -X POST -H 'Content-Type: application/json' \
+	  -d '{"session_name":"$(SESSION)","interval_s":$(INTERVAL),"size_bytes":$(SIZE),"count":$(COUNT)}' \
+	  $(GEN_API)/v1/generate/start; echo
+
+gen-stop: ## Stop the running generation
+	@curl -sS -X POST -d '' $(GEN_API)/v1/generate/stop; echo
+
+k3s-apply: ## Apply the Kubernetes manifests in k8s/ (PV, PVC, ServiceAccount, Deployment, Service)
+	kubectl apply -f k8s/
+
+k3s-delete: ## Delete what k3s-apply created (the data on the NFS export stays)
+	kubectl delete --ignore-not-found -f k8s/
