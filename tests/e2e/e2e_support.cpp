@@ -1,0 +1,83 @@
+#include "e2e_support.h"
+
+#include "azure/shared_key.h"
+
+#include <httplib.h>
+
+#include <filesystem>
+
+namespace nbu::test {
+
+std::vector<std::string> Volume::Files(const std::string& root) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file()) out.push_back(std::filesystem::relative(it->path(), root).string());
+  }
+  return out;
+}
+
+UploaderProcess::UploaderProcess(const Azurite& azurite, const Volume& volume,
+                                 const std::string& container, const std::string& replica,
+                                 std::map<std::string, std::string> extra)
+    : port_(FreeLoopbackPort()), staging_(volume.dir.path() + "/staging-" + replica) {
+  std::map<std::string, std::string> env = {
+      {"APP_ENV_FILE", "/nonexistent"},
+      {"APP_AZURE_CONNECTION_STRING", azurite.ConnectionString()},
+      {"APP_AZURE_CONTAINER", container},
+      {"APP_NFS_INCOMING_DIR", volume.incoming()},
+      {"APP_NFS_PROCESSING_ROOT", volume.processing()},
+      {"APP_NFS_FAILED_ROOT", volume.failed()},
+      {"APP_LOCAL_STAGING_ROOT", staging_},
+      {"APP_POLL_INTERVAL_S", "0.2"},
+      {"APP_MIN_FILE_AGE_S", "0.5"},
+      {"APP_GC_INTERVAL_S", "0.5"},
+      {"APP_HTTP_HOST", "127.0.0.1"},
+      {"APP_HTTP_PORT", std::to_string(port_)},
+      {"APP_REPLICA_ID", replica},
+      {"APP_AZURE_RETRY_BASE_S", "0.05"},
+      {"APP_SHUTDOWN_GRACE_S", "5"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT", ""},
+  };
+  for (auto& [k, v] : extra) env[k] = v;
+  proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{BinaryPath("nfs-blob-uploader")},
+                                         env, volume.dir.path() + "/uploader-" + replica + ".log");
+}
+
+ApiResponse UploaderProcess::Call(const std::string& method, const std::string& path,
+                                  const std::string& body) {
+  httplib::Client cli("127.0.0.1", port_);
+  cli.set_connection_timeout(2);
+  cli.set_read_timeout(10);
+  httplib::Result r = method == "GET"    ? cli.Get(path.c_str())
+                      : method == "POST" ? cli.Post(path.c_str(), body, "application/json")
+                      : method == "PUT"  ? cli.Put(path.c_str(), body, "application/json")
+                                         : cli.Delete(path.c_str());
+  ApiResponse out;
+  if (!r) return out;
+  out.status = r->status;
+  out.body = nlohmann::json::parse(r->body, nullptr, false);
+  return out;
+}
+
+bool UploaderProcess::WaitReady(std::chrono::milliseconds timeout) {
+  return WaitFor([&] { return Call("GET", "/readyz").status == 200 || !proc_->Running(); },
+                 timeout) &&
+         proc_->Running();
+}
+
+std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
+                                                  const std::string& container) {
+  azure::BlobClientOptions o;
+  o.endpoint = azurite.BlobEndpoint();
+  o.account = kAzuriteAccount;
+  o.container = container;
+  auto cred = azure::SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
+  azure::HttpTransportOptions t;
+  t.max_response_body = 64 << 20;  // tests download whole blobs to compare them
+  return std::make_unique<azure::BlobClient>(o, *cred, std::make_shared<azure::HttpTransport>(t),
+                                             RealClock::Instance());
+}
+
+}  // namespace nbu::test

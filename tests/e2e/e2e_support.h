@@ -1,0 +1,55 @@
+// End-to-end test support: the uploader binary as a child process with its own directories,
+// its API over HTTP, and a blob client on the same Azurite to check what arrived.
+#pragma once
+
+#include "azure/blob_client.h"
+#include "support/azurite.h"
+#include "support/process.h"
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+
+namespace nbu::test {
+
+struct ApiResponse {
+  int status = 0;
+  nlohmann::json body;
+};
+
+// Directories shared by every replica of one test (the "NFS volume").
+struct Volume {
+  TempDir dir;
+  std::string incoming() const { return dir.path() + "/nfs/incoming"; }
+  std::string processing() const { return dir.path() + "/nfs/.processing"; }
+  std::string failed() const { return dir.path() + "/nfs/.failed"; }
+  // Regular files below `root`, as relative paths.
+  static std::vector<std::string> Files(const std::string& root);
+};
+
+class UploaderProcess {
+ public:
+  // Starts the binary for replica `replica` on `volume` with fast test timings; `extra` entries
+  // override (empty value = unset).
+  UploaderProcess(const Azurite& azurite, const Volume& volume, const std::string& container,
+                  const std::string& replica, std::map<std::string, std::string> extra = {});
+  ApiResponse Call(const std::string& method, const std::string& path,
+                   const std::string& body = "");
+  bool WaitReady(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  nlohmann::json Status() { return Call("GET", "/v1/status").body; }
+  ChildProcess& process() { return *proc_; }
+  int port() const { return port_; }
+  std::string staging() const { return staging_; }
+
+ private:
+  int port_;
+  std::string staging_;
+  std::unique_ptr<ChildProcess> proc_;
+};
+
+std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
+                                                  const std::string& container);
+
+}  // namespace nbu::test

@@ -1,0 +1,298 @@
+// The uploader binary end to end against a real Azurite: odd names and sizes byte-exact, slow
+// producers, kill -9 and restart, replicas sharing a volume, configuration errors, the API.
+#include "core/file_processor.h"
+#include "e2e_support.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <thread>
+
+namespace nbu::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class UploaderE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { azurite_ = new Azurite(); }
+  static void TearDownTestSuite() {
+    delete azurite_;
+    azurite_ = nullptr;
+  }
+  void SetUp() override {
+    static int n = 0;
+    container_ = "e2e-" + std::to_string(::getpid()) + "-" + std::to_string(++n);
+    blobs_ = MakeBlobClient(*azurite_, container_);
+    ASSERT_TRUE(blobs_->CreateContainerIfMissing().ok());
+  }
+
+  // The blob of <session>/<rel>, if it exists under today's (or tomorrow's, at midnight) date.
+  std::optional<std::string> Blob(const std::string& session, const std::string& rel) {
+    for (auto day : {0h, 24h}) {
+      const std::string name =
+          core::UtcDate(std::chrono::system_clock::now() + day) + "/" + session + "/" + rel;
+      auto r = blobs_->GetBlob(name);
+      if (r.ok()) return *r;
+    }
+    return std::nullopt;
+  }
+
+  // Waits until every expected file is in storage byte for byte.
+  void ExpectAllUploaded(const std::string& session,
+                         const std::map<std::string, std::string>& files,
+                         std::chrono::seconds timeout = 60s) {
+    std::map<std::string, std::string> missing = files;
+    WaitFor(
+        [&] {
+          for (auto it = missing.begin(); it != missing.end();) {
+            auto got = Blob(session, it->first);
+            it = got && *got == it->second ? missing.erase(it) : std::next(it);
+          }
+          return missing.empty();
+        },
+        timeout);
+    for (const auto& [rel, data] : missing) {
+      auto got = Blob(session, rel);
+      ADD_FAILURE() << "not uploaded byte-exact: " << rel << " (blob "
+                    << (got ? std::to_string(got->size()) + " bytes" : "missing") << ", file "
+                    << data.size() << " bytes)";
+    }
+  }
+
+  // Nothing left behind: no files in incoming, no claims or markers, no staging copies.
+  void ExpectNothingLeft(const std::vector<std::string>& staging_dirs) {
+    EXPECT_TRUE(WaitFor([&] { return ClaimsLeft() == 0; }, 30s))
+        << ClaimsLeft() << " claim entries left";
+    EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
+    for (const auto& s : staging_dirs) EXPECT_TRUE(Volume::Files(s).empty()) << s;
+    EXPECT_TRUE(Volume::Files(volume_.failed()).empty());
+  }
+  size_t ClaimsLeft() {
+    size_t n = 0;
+    for (const auto& f : Volume::Files(volume_.processing())) {
+      if (f.rfind("_", 0) != 0) ++n;  // _session.json, _replicas/ are control files
+    }
+    return n;
+  }
+  std::string Drop(const std::string& session, const std::string& rel, const std::string& data) {
+    WriteFile(volume_.incoming() + "/" + session + "/" + rel, data);
+    return data;
+  }
+
+  static Azurite* azurite_;
+  Volume volume_;
+  std::string container_;
+  std::unique_ptr<azure::BlobClient> blobs_;
+};
+
+Azurite* UploaderE2E::azurite_ = nullptr;
+
+TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
+  UploaderProcess up(
+      *azurite_, volume_, container_, "r1",
+      {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"s1"})").status, 200);
+  std::map<std::string, std::string> files;
+  uint32_t seed = 1;
+  for (const auto& [rel, size] : std::vector<std::pair<std::string, size_t>>{
+           {"empty.bin", 0},
+           {"one.bin", 1},
+           {"k64.bin", 64 << 10},
+           {"m9.bin", 9 << 20},                 // 36 blocks of 256 KiB
+           {"blocks-odd.bin", (3 << 20) + 17},  // last block short
+           {"with space.txt", 10},
+           {"ünïcödé-файл-文件.csv", 10},
+           {"pct%41%2F.txt", 10},
+           {"hash#frag.txt", 10},
+           {"semi;colon.txt", 10},
+           {"plus+sign.txt", 10},
+           {"amp&and=eq.txt", 10},
+           {"quote'single\"double.txt", 10},
+           {"x.completed", 10},
+           {"x.processing", 10},
+           {"x~r1~0123456789abcdef.claimed", 10},
+           {"nested/a/b/c/deep.bin", 100},
+           {"nested/a/sibling.bin", 100},
+       }) {
+    files[rel] = Drop("s1", rel, PatternBytes(size, seed++));
+  }
+  ExpectAllUploaded("s1", files);
+  // The whole-file MD5 is on every blob (set on commit for block uploads too).
+  for (const auto& name : {"m9.bin", "k64.bin"}) {
+    auto props =
+        blobs_->GetProperties(core::UtcDate(std::chrono::system_clock::now()) + "/s1/" + name);
+    ASSERT_TRUE(props.ok() && props->has_value()) << name;
+    ASSERT_TRUE((*props)->content_md5.has_value()) << name;
+    EXPECT_EQ(*(*props)->content_md5, Md5::Of(files[name])) << name;
+    EXPECT_EQ((*props)->metadata.at("source_size"), std::to_string(files[name].size()));
+  }
+  ExpectNothingLeft({up.staging()});
+  const auto status = up.Status();
+  EXPECT_EQ(status["counters"]["uploaded"], files.size());
+  EXPECT_EQ(status["counters"]["failed"], 0);
+}
+
+TEST_F(UploaderE2E, FileAppendedSlowlyIsUploadedOnceWhenComplete) {
+  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_MIN_FILE_AGE_S", "1.0"}});
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"slow"})").status, 200);
+  const std::string path = volume_.incoming() + "/slow/instrument.dat";
+  WriteFile(path, "");
+  std::string all;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::app);
+    for (int i = 0; i < 12; ++i) {  // 12 chunks, 250 ms apart: 3 s of writing
+      const std::string chunk = PatternBytes(4096, static_cast<uint32_t>(i + 100));
+      out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      out.flush();
+      all += chunk;
+      std::this_thread::sleep_for(250ms);
+    }
+  }
+  ExpectAllUploaded("slow", {{"instrument.dat", all}});
+  std::this_thread::sleep_for(1500ms);  // time for a wrong second upload to show up
+  EXPECT_EQ(up.Status()["counters"]["uploaded"], 1);
+}
+
+TEST_F(UploaderE2E, KillNineMidIngestThenRestartLosesNothing) {
+  const std::map<std::string, std::string> env = {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"},
+                                                  {"APP_AZURE_BLOCK_SIZE", "262144"},
+                                                  {"APP_MIN_FILE_AGE_S", "0.2"}};
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 150; ++i) {
+    files["batch/f" + std::to_string(i) + ".bin"] =
+        PatternBytes(64 << 10, static_cast<uint32_t>(i));
+  }
+  files["big/a.bin"] = PatternBytes(8 << 20, 7);
+  files["big/b.bin"] = PatternBytes(6 << 20, 8);
+  {
+    UploaderProcess up(*azurite_, volume_, container_, "r1", env);
+    ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+    ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"crash"})").status, 200);
+    for (const auto& [rel, data] : files) Drop("crash", rel, data);
+    ASSERT_TRUE(WaitFor([&] { return up.Status().value("uploaded", 0) >= 20; }, 60s));
+    up.process().Signal(SIGKILL);
+    ASSERT_EQ(up.process().Wait(10s), 128 + SIGKILL);
+  }
+  EXPECT_GT(Volume::Files(volume_.incoming()).size() + ClaimsLeft(), 0u) << "killed too late";
+  // The same replica comes back: recovery finishes its claims, then it keeps watching.
+  UploaderProcess again(*azurite_, volume_, container_, "r1", env);
+  ASSERT_TRUE(again.WaitReady()) << again.process().ReadLog();
+  ExpectAllUploaded("crash", files, 120s);
+  ExpectNothingLeft({again.staging()});
+  EXPECT_EQ(again.Status()["session"]["name"], "crash");
+}
+
+TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
+  const std::map<std::string, std::string> env = {{"APP_LEASE_TIMEOUT_S", "2"},
+                                                  {"APP_MIN_FILE_AGE_S", "0.2"}};
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 100; ++i)
+    files["f" + std::to_string(i)] = PatternBytes(32 << 10, static_cast<uint32_t>(i));
+  {
+    UploaderProcess a(*azurite_, volume_, container_, "pod-a", env);
+    ASSERT_TRUE(a.WaitReady());
+    ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"ha"})").status, 200);
+    for (const auto& [rel, data] : files) Drop("ha", rel, data);
+    ASSERT_TRUE(WaitFor([&] { return a.Status().value("uploaded", 0) >= 5; }, 60s));
+    a.process().Signal(SIGKILL);
+    a.process().Wait(10s);
+  }
+  // pod-a never returns; pod-b (a new name, as after rescheduling) takes over its claims.
+  UploaderProcess b(*azurite_, volume_, container_, "pod-b", env);
+  ASSERT_TRUE(b.WaitReady());
+  ExpectAllUploaded("ha", files, 120s);
+  ExpectNothingLeft({b.staging()});
+}
+
+TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
+  UploaderProcess a(*azurite_, volume_, container_, "pod-a");
+  UploaderProcess b(*azurite_, volume_, container_, "pod-b");
+  ASSERT_TRUE(a.WaitReady());
+  ASSERT_TRUE(b.WaitReady());
+  ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"shared"})").status, 200);
+  // The session is shared through the volume: b picks it up too.
+  ASSERT_TRUE(WaitFor([&] { return b.Status()["state"] == "watching"; }, 10s));
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 200; ++i) {
+    files["d" + std::to_string(i % 7) + "/f" + std::to_string(i)] =
+        Drop("shared", "d" + std::to_string(i % 7) + "/f" + std::to_string(i),
+             PatternBytes(8 << 10, static_cast<uint32_t>(i)));
+  }
+  ExpectAllUploaded("shared", files);
+  ExpectNothingLeft({a.staging(), b.staging()});
+  const int total =
+      a.Status()["counters"]["uploaded"].get<int>() + b.Status()["counters"]["uploaded"].get<int>();
+  EXPECT_EQ(total, 200) << "each file exactly once across replicas";
+}
+
+TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
+  {
+    UploaderProcess up(*azurite_, volume_, container_, "r1");
+    ASSERT_TRUE(up.WaitReady());
+    EXPECT_EQ(up.Call("GET", "/healthz").status, 200);
+    EXPECT_EQ(up.Call("POST", "/v1/watch/stop").status, 409);
+    auto bad = up.Call("POST", "/v1/watch/start", "{not json");
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_TRUE(bad.body.contains("error"));
+    EXPECT_EQ(up.Call("POST", "/v1/watch/start", "[1]").status, 400);
+    EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"../etc"})").status, 422);
+    EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":""})").status, 422);
+    EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":".."})").status, 422);
+    EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":42})").status, 422);
+    EXPECT_EQ(
+        up.Call("POST", "/v1/watch/start", R"({"session_name":")" + std::string(129, 'a') + R"("})")
+            .status,
+        422);
+    auto gen = up.Call("POST", "/v1/watch/start", "");
+    ASSERT_EQ(gen.status, 200);
+    const std::string name = gen.body["session_name"];
+    EXPECT_EQ(name.size(), 36u) << "a UUIDv7 when no name is given";
+    EXPECT_EQ(name[14], '7');
+    EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"other"})").status, 409);
+    auto nf = up.Call("GET", "/nope");
+    EXPECT_EQ(nf.status, 404);
+    EXPECT_TRUE(nf.body.contains("error"));
+    EXPECT_EQ(up.Call("DELETE", "/v1/status").status, 405);
+    EXPECT_EQ(up.Status()["session_name"], name);
+    up.process().Signal(SIGTERM);
+    EXPECT_EQ(up.process().Wait(20s), 0) << "SIGTERM exits 0";
+  }
+  UploaderProcess again(*azurite_, volume_, container_, "r1");
+  ASSERT_TRUE(again.WaitReady());
+  EXPECT_EQ(again.Status()["state"], "watching");
+  EXPECT_EQ(again.Call("POST", "/v1/watch/stop").status, 200);
+  EXPECT_EQ(again.Status()["state"], "idle");
+}
+
+TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
+  const std::string secret = "U2VjcmV0S2V5VGhhdE11c3ROb3RMZWFr";
+  UploaderProcess up(*azurite_, volume_, container_, "r1",
+                     {{"APP_POLL_INTERVAL_S", "soon"},
+                      {"APP_WORKER_CONCURRENCY", "-1"},
+                      {"APP_AZURE_CONTAINER", "NO"},
+                      {"APP_AZURE_CONNECTION_STRING", "AccountName=a;AccountKey=" + secret + ";"},
+                      {"OTEL_METRIC_EXPORT_INTERVAL", "often"}});
+  EXPECT_EQ(up.process().Wait(20s), 2);
+  const std::string log = up.process().ReadLog();
+  for (const char* var : {"APP_POLL_INTERVAL_S", "APP_WORKER_CONCURRENCY", "APP_AZURE_CONTAINER",
+                          "OTEL_METRIC_EXPORT_INTERVAL"}) {
+    EXPECT_NE(log.find(var), std::string::npos) << var << "\n" << log;
+  }
+  size_t lines = 0;
+  for (char c : log) lines += c == '\n' ? 1 : 0;
+  EXPECT_EQ(lines, 4u) << log;
+  EXPECT_EQ(log.find(secret), std::string::npos);
+}
+
+TEST_F(UploaderE2E, NoCredentialsIsAConfigurationError) {
+  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_AZURE_CONNECTION_STRING", ""}});
+  EXPECT_EQ(up.process().Wait(20s), 2);
+  EXPECT_NE(up.process().ReadLog().find("APP_AZURE_AUTH"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nbu::test
