@@ -1,0 +1,47 @@
+// Helpers shared by the Azurite-backed tests: clients on the emulator and SAS tokens minted with
+// the well-known emulator key.
+#pragma once
+
+#include "azure/blob_client.h"
+#include "azure/connection_string.h"
+#include "azure/sas.h"
+#include "azure/shared_key.h"
+#include "azure/url.h"
+#include "support/azurite.h"
+
+#include <atomic>
+#include <string>
+
+namespace nbu::azure::test {
+
+inline std::string UniqueContainer(const std::string& prefix) {
+  static std::atomic<int> n{0};
+  return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(++n);
+}
+
+// Account SAS (AZURE.md §6.1, sv >= 2020-12-06): 10 lines, each ending in '\n'.
+inline std::string MakeAccountSas(const std::string& account, const std::string& key_base64,
+                                  const std::string& permissions) {
+  const std::string sv = "2021-06-08", ss = "b", srt = "sco", se = "2099-01-01T00:00:00Z",
+                    spr = "https,http";
+  const std::string sts = account + "\n" + permissions + "\n" + ss + "\n" + srt + "\n" +
+                          /*st*/ "\n" + se + "\n" + /*sip*/ "\n" + spr + "\n" + sv + "\n" +
+                          /*ses*/ "\n";
+  const std::string sig = SharedKeySignature(*Base64Decode(key_base64), sts);
+  return "sv=" + sv + "&ss=" + ss + "&srt=" + srt + "&sp=" + permissions +
+         "&se=" + UrlEncodeQueryValue(se) + "&spr=" + UrlEncodeQueryValue(spr) +
+         "&sig=" + UrlEncodeQueryValue(sig);
+}
+
+inline BlobClientOptions AzuriteOptions(const nbu::test::Azurite& azurite,
+                                        const std::string& container) {
+  BlobClientOptions o;
+  o.endpoint = azurite.BlobEndpoint();
+  o.account = nbu::test::kAzuriteAccount;
+  o.container = container;
+  o.retry.max_attempts = 3;
+  o.retry.base_delay = std::chrono::milliseconds(50);
+  return o;
+}
+
+}  // namespace nbu::azure::test

@@ -1,0 +1,223 @@
+// BlobClient's request loop against a scripted local HTTP server (cpp-httplib on 127.0.0.1,
+// port 0) and a simulated clock: retries, Retry-After, throttling, 401 re-authorization, error
+// mapping and the headers curl actually puts on the wire.
+#include "azure/blob_client.h"
+
+#include <httplib.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+namespace nbu::azure {
+namespace {
+
+using namespace std::chrono_literals;
+
+class CountingCredential : public Credential {
+ public:
+  Status Authorize(HttpRequest& req, const std::string&, bool) override {
+    ++authorizations;
+    req.SetHeader("Authorization", "Test " + std::to_string(authorizations.load()));
+    return Status::Ok();
+  }
+  void Invalidate() override { ++invalidations; }
+  std::string Describe() const override { return "test"; }
+  std::atomic<int> authorizations{0};
+  std::atomic<int> invalidations{0};
+};
+
+class BlobClientRetryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    ASSERT_GT(port_, 0);
+    server_.Put(R"(/acct/c/(.*))",
+                [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); });
+    server_.Get(R"(/acct/c/(.*))",
+                [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); });
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    // stop() before the listen loop runs would be lost (cpp-httplib 0.11 has no wait_until_ready).
+    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
+    options_.endpoint = "http://127.0.0.1:" + std::to_string(port_) + "/acct";
+    options_.account = "acct";
+    options_.container = "c";
+    options_.retry.max_attempts = 4;
+    options_.retry.base_delay = 100ms;
+  }
+  void TearDown() override {
+    transport_.reset();  // closes pooled keep-alive connections so the server threads finish
+    server_.stop();
+    thread_.join();
+  }
+
+  void Handle(const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard lock(mu_);
+    seen_.push_back(req);
+    const int n = ++calls_[req.path];
+    const std::string name = req.matches[1];
+    res.set_header("x-ms-request-id", "req-" + std::to_string(seen_.size()));
+    if (name == "ok") {
+      res.status = req.method == "GET" ? 200 : 201;
+      res.body = "payload";
+    } else if (name == "flaky" && n <= 2) {
+      res.status = 503;
+      res.set_header("Retry-After", "2");
+      res.set_header("x-ms-error-code", "ServerBusy");
+    } else if (name == "flaky") {
+      res.status = 201;
+    } else if (name == "busy") {
+      res.status = 500;
+      res.set_header("x-ms-error-code", "InternalError");
+    } else if (name == "stale-token" && n == 1) {
+      res.status = 401;
+    } else if (name == "stale-token") {
+      res.status = 201;
+    } else if (name == "denied") {
+      res.status = 401;
+    } else if (name == "bad") {
+      res.status = 400;
+      res.set_content("<?xml version=\"1.0\"?><Error><Code>Md5Mismatch</Code></Error>",
+                      "application/xml");
+    } else {
+      res.status = 404;
+      res.set_header("x-ms-error-code", "BlobNotFound");
+    }
+  }
+
+  BlobClient MakeClient(std::shared_ptr<Credential> cred, BlobClientObserver obs = {}) {
+    return BlobClient(options_, std::move(cred), transport_, clock_, std::move(obs));
+  }
+
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mu_;
+  std::vector<httplib::Request> seen_;  // guarded by mu_
+  std::map<std::string, int> calls_;    // guarded by mu_
+  BlobClientOptions options_;
+  std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
+  SimulatedClock clock_;
+};
+
+TEST_F(BlobClientRetryTest, SendsOnlySignedHeadersAndMd5) {
+  auto cred = std::make_shared<CountingCredential>();
+  BlobClient client = MakeClient(cred);
+  const std::string data = "hello";
+  ASSERT_TRUE(client.PutBlob("ok", Body::FromString(data), Md5::Of(data), {}).ok());
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(seen_.size(), 1u);
+  const httplib::Request& r = seen_[0];
+  EXPECT_EQ(r.body, "hello");
+  EXPECT_EQ(r.get_header_value("x-ms-version"), kApiVersion);
+  EXPECT_EQ(r.get_header_value("Content-MD5"), "XUFAKrxLKna5cZ2REBfFkg==");
+  EXPECT_EQ(r.get_header_value("x-ms-blob-content-md5"), "XUFAKrxLKna5cZ2REBfFkg==");
+  EXPECT_EQ(r.get_header_value("x-ms-blob-type"), "BlockBlob");
+  EXPECT_EQ(r.get_header_value("Content-Length"), "5");
+  EXPECT_FALSE(r.get_header_value("x-ms-client-request-id").empty());
+  EXPECT_EQ(r.get_header_value("Authorization"), "Test 1");
+  EXPECT_FALSE(r.has_header("Expect"));
+  EXPECT_FALSE(r.has_header("Accept"));
+  EXPECT_FALSE(r.has_header("Content-Type"));
+  EXPECT_FALSE(r.has_header("Transfer-Encoding"));
+}
+
+TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
+  auto cred = std::make_shared<CountingCredential>();
+  std::vector<std::string> reasons;
+  int throttled = 0;
+  BlobClient client =
+      MakeClient(cred, {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }});
+  const std::string data = "abc";
+  ASSERT_TRUE(client.PutBlock("flaky", "0001", Body::FromString(data), Md5::Of(data)).ok());
+  EXPECT_EQ(reasons, (std::vector<std::string>{"503", "503"}));
+  EXPECT_EQ(throttled, 2);
+  EXPECT_EQ(clock_.SleepsForTest(), (std::vector<Duration>{2s, 2s}));
+  EXPECT_EQ(cred->authorizations, 3);  // re-signed on every attempt
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(seen_.size(), 3u);
+  // The same client request id across retries of one operation.
+  EXPECT_EQ(seen_[0].get_header_value("x-ms-client-request-id"),
+            seen_[2].get_header_value("x-ms-client-request-id"));
+  EXPECT_EQ(seen_[2].get_param_value("blockid"), "MDAwMQ==");
+}
+
+TEST_F(BlobClientRetryTest, ExhaustedRetriesAreTransientWithContext) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "abc";
+  Status s = client.PutBlob("busy", Body::FromString(data), Md5::Of(data), {});
+  EXPECT_EQ(s.kind(), ErrorKind::kTransient);
+  EXPECT_NE(s.message().find("PutBlob"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("/acct/c/busy"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("HTTP 500 InternalError"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("req-4"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("after 4 attempts"), std::string::npos) << s.message();
+  // Exponential backoff 100, 200, 400 ms (x jitter in [0.8, 1.3]).
+  const auto sleeps = clock_.SleepsForTest();
+  ASSERT_EQ(sleeps.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const auto base = Duration(100ms) * (1 << i);
+    EXPECT_GE(sleeps[i], base * 8 / 10);
+    EXPECT_LE(sleeps[i], base * 13 / 10);
+  }
+}
+
+TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
+  auto cred = std::make_shared<CountingCredential>();
+  BlobClient client = MakeClient(cred);
+  const std::string data = "x";
+  EXPECT_TRUE(client.PutBlob("stale-token", Body::FromString(data), Md5::Of(data), {}).ok());
+  EXPECT_EQ(cred->invalidations, 1);
+  EXPECT_TRUE(clock_.SleepsForTest().empty());
+
+  Status s = client.PutBlob("denied", Body::FromString(data), Md5::Of(data), {});
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth);
+  EXPECT_EQ(cred->invalidations, 2);
+  std::lock_guard lock(mu_);
+  EXPECT_EQ(calls_["/acct/c/denied"], 2);
+}
+
+TEST_F(BlobClientRetryTest, StatusMapping) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "x";
+  Status bad = client.PutBlob("bad", Body::FromString(data), Md5::Of(data), {});
+  EXPECT_EQ(bad.kind(), ErrorKind::kPermanent);
+  EXPECT_NE(bad.message().find("HTTP 400 Md5Mismatch"), std::string::npos) << bad.message();
+  auto missing = client.GetBlob("nothing-here");
+  EXPECT_EQ(missing.status().kind(), ErrorKind::kNotFound);
+  EXPECT_NE(missing.status().message().find("BlobNotFound"), std::string::npos);
+  auto ok = client.GetBlob("ok");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(*ok, "payload");
+  EXPECT_TRUE(clock_.SleepsForTest().empty());
+}
+
+TEST_F(BlobClientRetryTest, ConnectionRefusedIsTransient) {
+  options_.endpoint = "http://127.0.0.1:1/acct";
+  std::vector<std::string> reasons;
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>(),
+                                 {[&](const std::string& r) { reasons.push_back(r); }, {}});
+  auto r = client.GetBlob("x");
+  EXPECT_EQ(r.status().kind(), ErrorKind::kTransient);
+  EXPECT_NE(r.status().message().find("curl error"), std::string::npos) << r.status().message();
+  EXPECT_EQ(reasons, (std::vector<std::string>{"connection", "connection", "connection"}));
+}
+
+TEST_F(BlobClientRetryTest, StopCancelsBackoff) {
+  SimulatedClock manual(/*auto_advance=*/false);
+  BlobClient client(options_, std::make_shared<CountingCredential>(), transport_, manual);
+  std::stop_source stop;
+  std::thread t([&] {
+    const std::string data = "x";
+    Status s = client.PutBlob("busy", Body::FromString(data), Md5::Of(data), {}, stop.get_token());
+    EXPECT_EQ(s.kind(), ErrorKind::kCancelled);
+  });
+  while (manual.SleepsForTest().empty()) std::this_thread::sleep_for(1ms);
+  stop.request_stop();
+  t.join();
+}
+
+}  // namespace
+}  // namespace nbu::azure
