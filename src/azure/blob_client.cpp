@@ -280,7 +280,11 @@ Result<std::vector<BlockInfo>> BlobClient::GetUncommittedBlocks(const std::strin
   req.method = "GET";
   req.url = BlobUrl(blob_name) + "?comp=blocklist&blocklisttype=uncommitted";
   auto r = Execute(std::move(req), "GetBlockList", stop, {200});
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    // No blob and no staged blocks under that name: nothing to resume.
+    if (r.status().kind() == ErrorKind::kNotFound) return std::vector<BlockInfo>();
+    return r.status();
+  }
   const std::string& xml = r->body;
   // Tolerant scan: only the <UncommittedBlocks> section if present, else the whole body.
   size_t begin = xml.find("<UncommittedBlocks>");

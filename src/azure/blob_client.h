@@ -60,7 +60,7 @@ struct BlobInfo {
 };
 
 struct BlockInfo {
-  std::string id;   // base64 block id as listed
+  std::string id;   // raw block id (base64-decoded from the listing)
   uint64_t size = 0;
 };
 
@@ -91,7 +91,8 @@ class BlobClient {
   // HEAD: nullopt when the blob does not exist.
   Result<std::optional<BlobInfo>> GetProperties(const std::string& blob_name,
                                                 std::stop_token stop = {});
-  // Get Block List (blocklisttype=uncommitted): ids returned raw (base64-decoded).
+  // Get Block List (blocklisttype=uncommitted): ids returned raw (base64-decoded); a name with
+  // no blob and no staged blocks gives an empty list.
   Result<std::vector<BlockInfo>> GetUncommittedBlocks(const std::string& blob_name,
                                                       std::stop_token stop = {});
   // For tests and tools: whole blob body, and delete.

@@ -190,6 +190,9 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
   ASSERT_TRUE(none.ok()) << none.status().ToString();
   EXPECT_FALSE(none->has_value());
   EXPECT_EQ(client->GetBlob("nope").status().kind(), ErrorKind::kNotFound);
+  auto no_blocks = client->GetUncommittedBlocks("nope");
+  ASSERT_TRUE(no_blocks.ok()) << no_blocks.status().ToString();
+  EXPECT_TRUE(no_blocks->empty());
   const std::string data = "bye";
   ASSERT_TRUE(client->PutBlob("gone", Body::FromString(data), Md5::Of(data), {}).ok());
   EXPECT_TRUE(client->DeleteBlob("gone").ok());
