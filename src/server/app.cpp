@@ -27,6 +27,7 @@ void PrintUsage() {
       "Configuration comes from APP_* environment variables and an optional .env file.\n"
       "  --config-vars   print every APP_* variable the service reads, one per line\n"
       "  --config-help   print each variable with its default and meaning\n"
+      "  --config-markdown  the same as a Markdown table (README)\n"
       "  --version       print the version\n",
       kVersion);
 }
@@ -54,6 +55,15 @@ int Main(int argc, char** argv) {
       for (const auto& v : core::ConfigVars()) {
         std::printf("%-30s default %-22s %s\n", v.name,
                     *v.default_text ? v.default_text : "(empty)", v.description);
+      }
+      return 0;
+    }
+    if (arg == "--config-markdown") {
+      std::printf("| Variable | Default | Meaning |\n|---|---|---|\n");
+      for (const auto& v : core::ConfigVars()) {
+        std::printf("| `%s` | %s%s%s | %s.%s |\n", v.name, *v.default_text ? "`" : "",
+                    *v.default_text ? v.default_text : "(empty)", *v.default_text ? "`" : "",
+                    v.description, v.secret ? " **Secret.**" : "");
       }
       return 0;
     }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 namespace nbu::core {
 namespace {
@@ -137,6 +139,23 @@ TEST(ConfigTest, VariableTableIsComplete) {
                                "APP_IGNORE_PATTERNS",
                                "APP_SHUTDOWN_GRACE_S"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), required), names.end()) << required;
+  }
+}
+
+}  // namespace
+}  // namespace nbu::core
+
+namespace nbu::core {
+namespace {
+
+TEST(ConfigDocsTest, ReadmeDocumentsEveryVariable) {
+  std::ifstream in(std::string(NBU_SOURCE_DIR) + "/README.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string readme = ss.str();
+  ASSERT_FALSE(readme.empty());
+  for (const auto& v : ConfigVars()) {
+    EXPECT_NE(readme.find(std::string("`") + v.name + "`"), std::string::npos) << v.name;
   }
 }
 
