@@ -1,0 +1,255 @@
+#include "azure/token_credential.h"
+
+#include "azure/url.h"
+#include "util/log.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <exception>
+
+namespace nbu::azure {
+namespace {
+
+// The token this thread was last handed, so Invalidate() after a 401 drops that token only.
+struct LastUsed {
+  const TokenCredential* credential = nullptr;
+  uint64_t generation = 0;
+};
+thread_local LastUsed t_last_used;
+
+std::optional<double> NumberField(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return std::nullopt;
+  if (it->is_number()) return it->get<double>();
+  if (!it->is_string()) return std::nullopt;
+  const std::string& s = it->get_ref<const std::string&>();
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return v;
+}
+
+std::string Shorten(std::string s, size_t max) {
+  if (const auto nl = s.find_first_of("\r\n"); nl != std::string::npos) s.resize(nl);
+  if (s.size() > max) s = s.substr(0, max) + "...";
+  return s;
+}
+
+ErrorKind KindForTokenStatus(long status) {
+  if (status == 404 || status == 408 || status == 410 || status == 429 || status >= 500) {
+    return ErrorKind::kTransient;
+  }
+  return ErrorKind::kAuth;
+}
+
+}  // namespace
+
+EnvLookup ProcessEnv() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (v == nullptr || *v == '\0') return std::nullopt;
+    return std::string(v);
+  };
+}
+
+Status TokenCredential::Authorize(HttpRequest& req, const std::string& /*account*/,
+                                  bool /*path_style*/) {
+  if (Status s = CheckSecureUrl(req.url, "bearer token"); !s.ok()) return s;
+  if (const std::string* v = req.FindHeader("x-ms-version");
+      v != nullptr && *v < kMinBearerApiVersion) {
+    return Status(ErrorKind::kPermanent, std::string("bearer tokens need x-ms-version >= ") +
+                                             kMinBearerApiVersion + ", request has " + *v);
+  }
+  Result<std::string> token = GetToken();
+  if (!token.ok()) return token.status();
+  req.SetHeader("Authorization", "Bearer " + *token);
+  return Status::Ok();
+}
+
+void TokenCredential::Invalidate() {
+  std::lock_guard lock(mu_);
+  if (!cached_) return;
+  // A token fetched after the one this thread used is kept: someone already refreshed.
+  const bool mine = t_last_used.credential == this;
+  if (mine && t_last_used.generation != token_generation_) return;
+  cached_.reset();
+  next_try_ = WallTime{};
+  LogInfo("token invalidated after 401", {{"credential", Describe()}});
+}
+
+Result<std::string> TokenCredential::GetToken() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    const WallTime now = clock_.WallNow();
+    const bool usable = UsableLocked(now);
+    if (usable && (now < refresh_at_ || now < next_try_ || fetching_)) {
+      t_last_used = {this, token_generation_};
+      return cached_->token;
+    }
+    if (fetching_) {
+      // No valid token: wait for the fetch in flight and share its outcome.
+      const uint64_t seen = generation_;
+      cv_.wait(lock, [&] { return generation_ != seen; });
+      if (UsableLocked(clock_.WallNow())) continue;
+      if (!last_error_.ok()) return last_error_;
+      continue;
+    }
+    fetching_ = true;
+    ++fetches_;
+    lock.unlock();
+    Result<AccessToken> fetched = Status(ErrorKind::kAuth, "token fetch did not run");
+    try {
+      fetched = FetchToken();
+    } catch (const std::exception&) {
+      fetched = Status(ErrorKind::kAuth, Describe() + ": unexpected error fetching a token");
+    }
+    const WallTime done = clock_.WallNow();
+    lock.lock();
+    fetching_ = false;
+    ++generation_;
+    cv_.notify_all();
+    if (fetched.ok()) {
+      refresh_at_ = RefreshAt(*fetched, done);
+      cached_ = std::move(*fetched);
+      token_generation_ = generation_;
+      next_try_ = WallTime{};
+      last_error_ = Status::Ok();
+      LogInfo(
+          "token acquired",
+          {{"credential", Describe()},
+           {"expires_in_s",
+            std::chrono::duration_cast<std::chrono::seconds>(cached_->expires_on - done).count()}});
+      t_last_used = {this, token_generation_};
+      return cached_->token;
+    }
+    last_error_ = fetched.status();
+    if (UsableLocked(done)) {
+      // The old token still works: keep it, try again later.
+      next_try_ = done + kRetryAfterFailure;
+      LogWarn("token refresh failed; using the cached token",
+              {{"credential", Describe()}, {"error", last_error_.ToString()}});
+      t_last_used = {this, token_generation_};
+      return cached_->token;
+    }
+    return last_error_;
+  }
+}
+
+uint64_t TokenCredential::FetchCountForTest() const {
+  std::lock_guard lock(mu_);
+  return fetches_;
+}
+
+bool TokenCredential::UsableLocked(WallTime now) const {
+  return cached_.has_value() && now < cached_->expires_on;
+}
+
+WallTime TokenCredential::RefreshAt(const AccessToken& t, WallTime fetched) const {
+  if (t.refresh_on) return *t.refresh_on;
+  const Duration lifetime = t.expires_on - fetched;
+  if (lifetime >= kHalfLifeFrom) return fetched + lifetime / 2;
+  return std::max(t.expires_on - kRefreshMargin, fetched + lifetime / 2);
+}
+
+bool IsLoopbackAuthority(std::string_view authority) {
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    authority.remove_prefix(at + 1);
+  }
+  std::string_view host = authority;
+  if (!host.empty() && host.front() == '[') {
+    const auto close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    host = host.substr(1, close - 1);
+    return host == "::1";
+  }
+  if (const auto colon = host.find(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  if (host == "localhost") return true;
+  if (host.substr(0, 4) != "127.") return false;
+  int dots = 0;
+  for (char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
+}
+
+Status CheckSecureUrl(const std::string& url, const std::string& what) {
+  const UrlParts parts = SplitUrl(url);
+  if (parts.scheme == "https") return Status::Ok();
+  if (parts.scheme == "http" && IsLoopbackAuthority(parts.authority)) return Status::Ok();
+  return Status(ErrorKind::kAuth, what + ": refusing " + parts.scheme + "://" + parts.authority +
+                                      ": https is required (plain http only to loopback)");
+}
+
+std::string FormEncode(const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string out;
+  for (const auto& [name, value] : fields) {
+    if (!out.empty()) out += '&';
+    out += UrlEncodeQueryValue(name) + "=" + UrlEncodeQueryValue(value);
+  }
+  return out;
+}
+
+Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
+                                       const std::string& who) {
+  const nlohmann::json j = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
+  const bool is_object = !j.is_discarded() && j.is_object();
+  if (resp.status != 200) {
+    std::string msg = who + ": HTTP " + std::to_string(resp.status);
+    if (is_object && j.contains("error") && j["error"].is_string()) {
+      msg += " " + Shorten(j["error"].get<std::string>(), 80);
+    }
+    if (is_object && j.contains("error_description") && j["error_description"].is_string()) {
+      msg += ": " + Shorten(j["error_description"].get<std::string>(), 200);
+    } else if (is_object && j.contains("message") && j["message"].is_string()) {
+      msg += ": " + Shorten(j["message"].get<std::string>(), 200);
+    }
+    return Status(KindForTokenStatus(resp.status), msg);
+  }
+  if (!is_object) return Status(ErrorKind::kAuth, who + ": token response is not a JSON object");
+  std::string token;
+  for (const char* key : {"access_token", "accessToken"}) {
+    if (auto it = j.find(key); it != j.end() && it->is_string()) token = it->get<std::string>();
+  }
+  if (token.empty()) return Status(ErrorKind::kAuth, who + ": token response has no access_token");
+  AccessToken out;
+  out.token = std::move(token);
+  if (auto in = NumberField(j, "expires_in")) {
+    out.expires_on = now + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(*in));
+  } else if (auto on = NumberField(j, "expires_on")) {
+    out.expires_on = WallTime(std::chrono::duration_cast<WallTime::duration>(
+        std::chrono::seconds(static_cast<int64_t>(*on))));
+  } else {
+    return Status(ErrorKind::kAuth, who + ": token response has no expires_in or expires_on");
+  }
+  if (auto refresh_in = NumberField(j, "refresh_in")) {
+    out.refresh_on =
+        now + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(*refresh_in));
+  }
+  return out;
+}
+
+std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets) {
+  for (const std::string& s : secrets) {
+    if (s.empty()) continue;
+    for (size_t pos = text.find(s); pos != std::string::npos; pos = text.find(s, pos)) {
+      text.replace(pos, s.size(), "<redacted>");
+      pos += 10;
+    }
+  }
+  return text;
+}
+
+std::shared_ptr<HttpTransport> TokenTransport(const TokenSourceOptions& options) {
+  return options.transport ? options.transport : std::make_shared<HttpTransport>();
+}
+
+}  // namespace nbu::azure
