@@ -1,0 +1,141 @@
+#include "azure/token_chain.h"
+
+#include "azure/token_cli.h"
+#include "azure/token_client_credential.h"
+#include "azure/token_managed_identity.h"
+#include "util/log.h"
+
+#include <algorithm>
+#include <functional>
+
+namespace nbu::azure {
+namespace {
+
+using Factory = std::function<Result<std::shared_ptr<TokenCredential>>()>;
+
+struct ChainEntry {
+  const char* name;  // the SDK's class name, as AZURE_TOKEN_CREDENTIALS spells it
+  const char* mode;  // the APP_AZURE_AUTH value that pins it
+  Factory make;
+};
+
+template <typename T>
+Result<std::shared_ptr<TokenCredential>> Upcast(Result<std::shared_ptr<T>> r) {
+  if (!r.ok()) return r.status();
+  return std::shared_ptr<TokenCredential>(*r);
+}
+
+std::vector<ChainEntry> AllSources(const EnvLookup& env, const TokenSourceOptions& options,
+                                   bool probe_imds) {
+  return {
+      {"EnvironmentCredential", "environment",
+       [=] { return EnvironmentCredentialFromEnv(env, options); }},
+      {"WorkloadIdentityCredential", "workload-identity",
+       [=] { return Upcast(WorkloadIdentityCredential::FromEnv(env, options)); }},
+      {"ManagedIdentityCredential", "managed-identity",
+       [=] {
+         ManagedIdentityOptions mi;
+         mi.source = options;
+         mi.probe = probe_imds;
+         return Upcast(ManagedIdentityCredential::FromEnv(env, mi));
+       }},
+      {"AzureCliCredential", "azure-cli",
+       [=] {
+         AzureCliOptions cli;
+         cli.clock = options.clock;
+         return Result<std::shared_ptr<TokenCredential>>(
+             std::shared_ptr<TokenCredential>(AzureCliCredential::FromEnv(env, cli)));
+       }},
+  };
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+// Applies AZURE_TOKEN_CREDENTIALS to the chain; false with an error line for an unknown value.
+bool FilterChain(const EnvLookup& env, std::vector<ChainEntry>* chain,
+                 std::vector<std::string>* errors) {
+  const auto selector = env("AZURE_TOKEN_CREDENTIALS");
+  if (!selector || Lower(*selector) == "dev") return true;
+  if (Lower(*selector) == "prod") {
+    std::erase_if(*chain, [](const ChainEntry& e) { return std::string(e.mode) == "azure-cli"; });
+    return true;
+  }
+  std::erase_if(*chain, [&](const ChainEntry& e) { return Lower(e.name) != Lower(*selector); });
+  if (chain->empty()) {
+    errors->push_back(
+        "AZURE_TOKEN_CREDENTIALS: must be prod, dev, EnvironmentCredential, "
+        "WorkloadIdentityCredential, ManagedIdentityCredential or AzureCliCredential");
+    return false;
+  }
+  return true;
+}
+
+// Creates the source and fetches one token; the error line names the credential.
+Result<std::shared_ptr<TokenCredential>> TryOne(const ChainEntry& e) {
+  Result<std::shared_ptr<TokenCredential>> cred = e.make();
+  if (!cred.ok()) {
+    return Status(cred.status().kind(), std::string(e.name) + ": " + cred.status().message());
+  }
+  Result<std::string> token = (*cred)->GetToken();
+  if (!token.ok()) {
+    return Status(token.status().kind(), std::string(e.name) + ": " + token.status().message());
+  }
+  return cred;
+}
+
+}  // namespace
+
+bool IsTokenMode(const std::string& mode) {
+  return mode == "auto" || mode == "environment" || mode == "workload-identity" ||
+         mode == "managed-identity" || mode == "azure-cli";
+}
+
+Result<std::shared_ptr<TokenCredential>> EnvironmentCredentialFromEnv(const EnvLookup& env,
+                                                                      TokenSourceOptions options) {
+  if (env("AZURE_CLIENT_SECRET")) return Upcast(ClientSecretCredential::FromEnv(env, options));
+  if (env("AZURE_CLIENT_CERTIFICATE_PATH")) {
+    return Upcast(ClientCertificateCredential::FromEnv(env, options));
+  }
+  return Status(ErrorKind::kAuth,
+                "not configured: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET "
+                "(or AZURE_CLIENT_CERTIFICATE_PATH)");
+}
+
+bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
+                            const TokenSourceOptions& options,
+                            std::shared_ptr<TokenCredential>* out,
+                            std::vector<std::string>* errors) {
+  const bool chain_mode = mode == "auto";
+  std::vector<ChainEntry> chain = AllSources(env, options, /*probe_imds=*/chain_mode);
+  if (chain_mode) {
+    if (!FilterChain(env, &chain, errors)) return false;
+  } else {
+    std::erase_if(chain, [&](const ChainEntry& e) { return mode != e.mode; });
+  }
+  if (chain.empty()) {
+    errors->push_back("APP_AZURE_AUTH: \"" + mode + "\" is not a token mode");
+    return false;
+  }
+  std::vector<std::string> failures;
+  for (const ChainEntry& e : chain) {
+    Result<std::shared_ptr<TokenCredential>> cred = TryOne(e);
+    if (cred.ok()) {
+      LogInfo("token credential selected",
+              {{"credential", (*cred)->Describe()}, {"source", e.name}, {"mode", mode}});
+      *out = *cred;
+      return true;
+    }
+    failures.push_back(cred.status().message());
+    if (chain_mode) LogInfo("token credential unavailable", {{"error", failures.back()}});
+  }
+  const std::string prefix =
+      chain_mode ? "DefaultAzureCredential: " : "APP_AZURE_AUTH=" + mode + ": ";
+  for (const auto& f : failures) errors->push_back(prefix + f);
+  return false;
+}
+
+}  // namespace nbu::azure

@@ -1,0 +1,63 @@
+// Managed identity tokens: App Service (IDENTITY_ENDPOINT + IDENTITY_HEADER, api-version
+// 2019-08-01) or the Azure Instance Metadata Service (IMDS) on VMs, VM scale sets and AKS nodes.
+// AZURE.md §12.5.
+#pragma once
+
+#include "azure/token_credential.h"
+
+#include <memory>
+#include <string>
+
+namespace nbu::azure {
+
+// The Azure Instance Metadata Service: a link-local address that answers only inside Azure
+// (non-routable, reached without a gateway). The only place this address appears; tests and pod
+// identity redirect it with AZURE_POD_IDENTITY_AUTHORITY_HOST.
+inline constexpr const char* kImdsDefaultHost = "169.254.169.254";
+inline constexpr const char* kImdsApiVersion = "2018-02-01";
+inline constexpr const char* kAppServiceApiVersion = "2019-08-01";
+
+struct ManagedIdentityOptions {
+  TokenSourceOptions source;
+  std::string client_id;  // user-assigned identity; empty: system-assigned (or AZURE_CLIENT_ID)
+  // Retries of 404 (identity endpoint updating), 410 (IMDS upgrading, back within 70 s), 429 and
+  // 5xx, with exponential backoff (or Retry-After); other statuses fail at once.
+  int max_attempts = 5;
+  Duration base_delay = std::chrono::seconds(1);
+  Duration max_delay = std::chrono::seconds(30);
+  Duration min_delay_410 = std::chrono::seconds(10);
+  // DefaultAzureCredential's probe: the first IMDS request gets a 1 s connect timeout and no
+  // retries, so start-up off Azure is not held up.
+  bool probe = false;
+  std::chrono::milliseconds probe_connect_timeout{1000};
+};
+
+class ManagedIdentityCredential final : public TokenCredential {
+ public:
+  enum class Source { kAppService, kImds };
+
+  // App Service when IDENTITY_ENDPOINT and IDENTITY_HEADER are set, else IMDS at
+  // AZURE_POD_IDENTITY_AUTHORITY_HOST ("host:port" or a URL) or kImdsDefaultHost. A user-assigned
+  // identity from options.client_id, else AZURE_CLIENT_ID. Does no I/O.
+  static Result<std::shared_ptr<ManagedIdentityCredential>> FromEnv(
+      const EnvLookup& env, ManagedIdentityOptions options = {});
+  // "managed-identity(imds, client_id=...)"; the identity header is never shown.
+  std::string Describe() const override;
+  Source source() const { return source_; }
+
+ private:
+  ManagedIdentityCredential(Source source, std::string base_url, std::string identity_header,
+                            ManagedIdentityOptions options);
+  Result<AccessToken> FetchToken() override;
+  HttpRequest BuildRequest() const;
+  Duration RetryDelay(int attempt, const HttpResponse* resp) const;
+
+  const Source source_;
+  const std::string base_url_;         // token endpoint without query
+  const std::string identity_header_;  // App Service secret; never logged
+  const ManagedIdentityOptions options_;
+  const std::shared_ptr<HttpTransport> transport_;
+  bool probe_pending_;  // touched only inside FetchToken (one fetch at a time)
+};
+
+}  // namespace nbu::azure
