@@ -3,6 +3,7 @@
 #include "azure/connection_string.h"
 #include "azure/sas.h"
 #include "azure/shared_key.h"
+#include "azure/token_chain.h"
 
 namespace nbu::server {
 namespace {
@@ -15,6 +16,43 @@ bool IsIpOrLocalHost(const std::string& host) {
 std::string TrimSlash(std::string s) {
   while (!s.empty() && s.back() == '/') s.pop_back();
   return s;
+}
+
+// Entra ID token modes: needs APP_AZURE_ACCOUNT_URL (https, or http to loopback for tests).
+bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& clock,
+                        const core::EnvMap* env, StorageTarget* out,
+                        std::vector<std::string>* errors) {
+  if (c.azure_account_url.empty()) {
+    errors->push_back(
+        "APP_AZURE_ACCOUNT_URL: required for token credentials (APP_AZURE_AUTH=" + mode +
+        (mode == "auto" ? "; or set APP_AZURE_CONNECTION_STRING, "
+                          "APP_AZURE_ACCOUNT_NAME + APP_AZURE_ACCOUNT_KEY, or "
+                          "APP_AZURE_SAS_TOKEN)"
+                        : ")"));
+    return false;
+  }
+  if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
+    errors->push_back(s.message() + " for bearer tokens");
+    return false;
+  }
+  azure::EnvLookup lookup = azure::ProcessEnv();
+  if (env != nullptr) {
+    lookup = [env](const std::string& name) -> std::optional<std::string> {
+      auto it = env->find(name);
+      if (it == env->end() || it->second.empty()) return std::nullopt;
+      return it->second;
+    };
+  }
+  azure::TokenSourceOptions options;
+  options.clock = &clock;
+  options.transport = std::make_shared<azure::HttpTransport>();
+  std::shared_ptr<azure::TokenCredential> cred;
+  if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors)) return false;
+  out->endpoint = TrimSlash(c.azure_account_url);
+  out->account =
+      c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;
+  out->credential = std::move(cred);
+  return true;
 }
 
 }  // namespace
@@ -36,7 +74,7 @@ std::string AccountFromEndpoint(const std::string& endpoint) {
 }
 
 bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* out,
-                          std::vector<std::string>* errors) {
+                          std::vector<std::string>* errors, const core::EnvMap* env) {
   const size_t before = errors->size();
   std::string mode = c.azure_auth;
   if (mode == "auto") {
@@ -98,13 +136,7 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     out->credential = std::make_shared<azure::SasCredential>(c.azure_sas_token);
     return true;
   }
-  if (mode == "auto") {
-    errors->push_back(
-        "APP_AZURE_AUTH: no credentials configured: set APP_AZURE_CONNECTION_STRING, "
-        "APP_AZURE_ACCOUNT_NAME + APP_AZURE_ACCOUNT_KEY, or APP_AZURE_ACCOUNT_URL + "
-        "APP_AZURE_SAS_TOKEN");
-    return false;
-  }
+  if (azure::IsTokenMode(mode)) return ResolveTokenTarget(c, mode, clock, env, out, errors);
   errors->push_back("APP_AZURE_AUTH: mode \"" + mode + "\" is not available in this build");
   return false;
 }

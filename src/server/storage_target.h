@@ -1,5 +1,6 @@
 // Chooses the storage endpoint and credential from the configuration: explicit secrets win
-// (connection string, account name + key, SAS token); APP_AZURE_AUTH pins one mode.
+// (connection string, account name + key, SAS token), else Entra ID tokens (the
+// DefaultAzureCredential chain); APP_AZURE_AUTH pins one mode.
 #pragma once
 
 #include "azure/credential.h"
@@ -19,8 +20,12 @@ struct StorageTarget {
 };
 
 // On failure `errors` gets one line per problem, naming variables but never their values.
+// Token modes (environment, workload-identity, managed-identity, azure-cli, and auto when no
+// connection string, key or SAS is configured) read AZURE_*, IDENTITY_* and PATH from `env`
+// (nullptr: the process environment) and fetch a first token, so they do network I/O bounded by
+// the token sources' timeouts. Explicit secrets never touch any token endpoint.
 bool ResolveStorageTarget(const core::Config& config, Clock& clock, StorageTarget* out,
-                          std::vector<std::string>* errors);
+                          std::vector<std::string>* errors, const core::EnvMap* env = nullptr);
 // Account name from a blob endpoint URL: the first path segment for IP/localhost hosts
 // (emulator, path style), else the first DNS label.
 std::string AccountFromEndpoint(const std::string& endpoint);
