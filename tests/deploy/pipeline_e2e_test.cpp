@@ -124,7 +124,7 @@ TEST_F(PipelineE2eTest, EveryGeneratedFileArrivesByteExactInBothWriteModes) {
   ASSERT_EQ(watch.status, 200) << watch.body;
   // In place: each 256 KiB file grows in 8 chunks over 0.4 s, longer than two scan intervals,
   // so only the stability check keeps partial files from being claimed.
-  GenerateAndVerify("in-place", 0.8, 256 * 1024);
+  GenerateAndVerify("in-place", 0.8, uint64_t{256} * 1024);
   // Rename: hidden temp names must be ignored until the rename makes the file appear whole.
   GenerateAndVerify("rename", 0.1, 100'000);
   EXPECT_EQ(Uploaded(), 2 * kFiles);  // each file once, no partial versions

@@ -30,7 +30,8 @@ void ExpectFiles(const std::string& dir, const std::vector<std::string>& names, 
   EXPECT_EQ(Entries(dir), sorted);
   for (const auto& name : names) {
     EXPECT_TRUE(testgen::ParseFileName(name)) << name;
-    EXPECT_EQ(ReadFile(dir + "/" + name), testgen::ExpectedContent(name, size)) << name;
+    const std::string path = dir + '/';
+    EXPECT_EQ(ReadFile(path + name), testgen::ExpectedContent(name, size)) << name;
   }
 }
 

@@ -79,7 +79,7 @@ Status Generator::Start(const JobSpec& spec) {
                                  {"size_bytes", spec.size_bytes},
                                  {"count", spec.count},
                                  {"write_mode", ToString(spec.write_mode)}});
-  worker_ = std::jthread([this, spec, dir](std::stop_token stop) { Run(stop, spec, dir); });
+  worker_ = std::jthread([this, spec, dir](const std::stop_token& stop) { Run(stop, spec, dir); });
   return Status::Ok();
 }
 
@@ -101,7 +101,7 @@ GeneratorStatus Generator::Snapshot() const {
   return status_;
 }
 
-void Generator::Run(std::stop_token stop, JobSpec spec, std::string dir) {
+void Generator::Run(const std::stop_token& stop, const JobSpec& spec, const std::string& dir) {
   for (uint64_t seq = 1; spec.count == 0 || seq <= spec.count; ++seq) {
     const MonoTime started = clock_.Now();
     if (Status s = WriteOne(stop, spec, dir, seq); !s.ok()) {
@@ -117,7 +117,7 @@ void Generator::Run(std::stop_token stop, JobSpec spec, std::string dir) {
   Finish(GeneratorState::kCompleted, {});
 }
 
-Status Generator::WriteOne(std::stop_token stop, const JobSpec& spec, const std::string& dir,
+Status Generator::WriteOne(const std::stop_token& stop, const JobSpec& spec, const std::string& dir,
                            uint64_t seq) {
   const std::string name =
       MakeFileName({clock_.WallNow(), seq, static_cast<uint32_t>(RandomU64())});
@@ -148,7 +148,7 @@ Status Generator::WriteOne(std::stop_token stop, const JobSpec& spec, const std:
   return Status::Ok();
 }
 
-Status Generator::WriteChunks(std::stop_token stop, int fd, const std::string& name,
+Status Generator::WriteChunks(const std::stop_token& stop, int fd, const std::string& name,
                               const JobSpec& spec) {
   const uint64_t chunks = ChunkCount(spec);
   const bool paced = spec.write_mode == WriteMode::kInPlace && chunks > 1;

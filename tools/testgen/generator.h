@@ -56,9 +56,11 @@ class Generator {
   GeneratorStatus Snapshot() const;
 
  private:
-  void Run(std::stop_token stop, JobSpec spec, std::string dir);
-  Status WriteOne(std::stop_token stop, const JobSpec& spec, const std::string& dir, uint64_t seq);
-  Status WriteChunks(std::stop_token stop, int fd, const std::string& name, const JobSpec& spec);
+  void Run(const std::stop_token& stop, const JobSpec& spec, const std::string& dir);
+  Status WriteOne(const std::stop_token& stop, const JobSpec& spec, const std::string& dir,
+                  uint64_t seq);
+  Status WriteChunks(const std::stop_token& stop, int fd, const std::string& name,
+                     const JobSpec& spec);
   void Finish(GeneratorState state, std::string error);
 
   const std::string output_dir_;
