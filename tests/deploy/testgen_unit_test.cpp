@@ -115,16 +115,6 @@ TEST(JobSpecTest, RefusesBadBodiesWithStatusCodeAndField) {
   }
 }
 
-TEST(SessionNameTest, FollowsTheUploaderRule) {
-  EXPECT_TRUE(IsValidSessionName("a"));
-  EXPECT_TRUE(IsValidSessionName("..."));
-  EXPECT_TRUE(IsValidSessionName(std::string(128, 'x')));
-  EXPECT_FALSE(IsValidSessionName(std::string(129, 'x')));
-  EXPECT_FALSE(IsValidSessionName("."));
-  EXPECT_FALSE(IsValidSessionName("a b"));
-  EXPECT_FALSE(IsValidSessionName("caf\xc3\xa9"));
-}
-
 TEST(FileNameTest, FormatIsFixedWidthAndRoundTrips) {
   using namespace std::chrono;
   const auto t =

@@ -1,5 +1,7 @@
 #include "testgen/job.h"
 
+#include "core/layout.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -21,7 +23,7 @@ using FieldReader = std::function<std::optional<JobError>(const json&, JobSpec&)
 std::optional<JobError> ReadSession(const json& v, JobSpec& spec) {
   if (!v.is_string()) return Invalid(400, "invalid_type", "session_name", "must be a string");
   const auto name = v.get<std::string>();
-  if (!IsValidSessionName(name)) {
+  if (!core::IsValidSessionName(name)) {
     return Invalid(422, "invalid_value", "session_name",
                    "must be 1-128 characters of [A-Za-z0-9._-], not '.' or '..'");
   }
@@ -95,16 +97,6 @@ JobParse ParseJobSpec(std::string_view body, WriteMode default_mode) {
     if (auto err = it->second(value, spec)) return {std::nullopt, *err};
   }
   return {spec, {}};
-}
-
-bool IsValidSessionName(std::string_view name) {
-  if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
-  for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
 }
 
 }  // namespace nbu::testgen

@@ -36,11 +36,9 @@ struct JobParse {
   JobError error;  // meaningful when !spec
 };
 
-// Parses a POST /v1/generate/start body. An empty body means all defaults. Unknown fields are
+// Parses a POST /v1/generate/start body. Session names follow the uploader's own rule
+// (core::IsValidSessionName). An empty body means all defaults. Unknown fields are
 // refused (400) so that a typo does not silently fall back to a default.
 JobParse ParseJobSpec(std::string_view body, WriteMode default_mode);
-
-// Same rule as the uploader: 1-128 of [A-Za-z0-9._-], and not "." or "..".
-bool IsValidSessionName(std::string_view name);
 
 }  // namespace nbu::testgen
