@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: nfs-blob-uploader vs rclone vs AzCopy, on the same generated files and
+# the same in-memory Azurite (and a fast nginx sink), all on 127.0.0.1.
+#
+# Usage: bench/run.sh                      full run (about 3-4 minutes on 2 cores)
+#        SCALE=smoke bench/run.sh          50 x 64 KiB + 1 x 8 MiB, Azurite only (< 60 s)
+# Env:   CONC=16        files in flight (our APP_WORKER_CONCURRENCY, rclone --transfers,
+#                       AZCOPY_CONCURRENCY_VALUE)
+#        BLOCK_CONC=4   blocks in flight per large file (APP_AZURE_MAX_CONCURRENCY,
+#                       rclone --azureblob-upload-concurrency); AzCopy's CONC is global
+#        TOOLS="ours rclone azcopy"   OUT=file.md (also write the table there)
+#        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
+# Exit status: 0 when every tool finished and every file arrived with the right size (checked
+# by listing Azurite, and by the service's counters); never depends on timing.
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$BENCH_ROOT"
+
+SCALE=${SCALE:-full}
+CONC=${CONC:-16}
+BLOCK_CONC=${BLOCK_CONC:-4}
+TOOLS=${TOOLS:-ours rclone azcopy}
+POLL_S=0.2
+MIN_AGE_S=0.2
+export CONC BLOCK_CONC POLL_S MIN_AGE_S
+MiB=1048576
+case "$SCALE" in
+  full)
+    DEFAULT_SCENARIOS="small:azurite:2000x65536 large:azurite:4x$((256 * MiB))
+      mixed:azurite:500x65536+50x$MiB+2x$((64 * MiB))
+      small-sink:sink:2000x65536 large-sink:sink:4x$((256 * MiB))"
+    TOOL_TIMEOUT=600 ;;
+  smoke)
+    DEFAULT_SCENARIOS="smoke:azurite:50x65536+1x$((8 * MiB))"
+    TOOL_TIMEOUT=45 ;;
+  dev)
+    DEFAULT_SCENARIOS="small:azurite:300x65536 large:azurite:2x$((32 * MiB))
+      small-sink:sink:300x65536 large-sink:sink:2x$((32 * MiB))"
+    TOOL_TIMEOUT=120 ;;
+  *) die "SCALE must be full, smoke or dev" ;;
+esac
+read -r -a SCEN_LIST <<<"$(echo "${SCENARIOS:-$DEFAULT_SCENARIOS}" | tr '\n' ' ')"
+
+AZCOPY=$BENCH_ROOT/node_modules/@azure-tools/azcopy-linux/dist/bin/azcopy_linux_amd64
+for t in $TOOLS; do
+  case $t in
+    ours) [ -x "$BIN" ] || die "$BIN missing: run make build" ;;
+    rclone) command -v rclone >/dev/null || die "rclone missing: run make install" ;;
+    azcopy)
+      [ -f "$AZCOPY" ] || die "$AZCOPY missing: run make install"
+      [ -x "$AZCOPY" ] || chmod u+x "$AZCOPY" ;;  # the npm tarball ships it without the x bit
+    *) die "unknown tool $t" ;;
+  esac
+done
+[ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) missing: run make install"
+command -v jq >/dev/null || die "jq missing: run make install"
+
+TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/nbu-bench.XXXXXX")
+cleanup() {
+  stop_all
+  [ -n "${HOLD_FD:-}" ] && exec {HOLD_FD}>&-
+  if [ "${KEEP_TMP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ROWS=$TMP/rows.tsv
+: >"$ROWS"
+
+# AzCopy spins a core when its stdin is at EOF: give it a pipe nobody writes to (PEERS.md).
+mkfifo "$TMP/hold"
+exec {HOLD_FD}<>"$TMP/hold"
+
+# --- Data -------------------------------------------------------------------------------------
+# gen_data spec -> prints the directory holding src/ and manifest ("relpath size", sorted).
+# Part i of "NxSIZE+..." goes to src/d<i>/p<i>_<nnnnn>.bin; random bytes.
+gen_data() {
+  local spec=$1 key dir i=0 part n size
+  key=$(echo "$spec" | md5sum | cut -c1-10)
+  dir=$TMP/data/$key
+  if [ ! -f "$dir/manifest" ]; then
+    mkdir -p "$dir/src"
+    IFS=+ read -r -a parts <<<"$spec"
+    for part in "${parts[@]}"; do
+      n=${part%x*}
+      size=${part#*x}
+      mkdir -p "$dir/src/d$i"
+      head -c $((n * size)) /dev/urandom |
+        split -b "$size" -a 5 -d --additional-suffix=.bin - "$dir/src/d$i/p${i}_"
+      i=$((i + 1))
+    done
+    (cd "$dir/src" && find . -type f -printf '%P %s\n' | LC_ALL=C sort) >"$dir/manifest.tmp"
+    mv "$dir/manifest.tmp" "$dir/manifest"
+  fi
+  echo "$dir"
+}
+
+# --- Verification against Azurite -------------------------------------------------------------
+rclone_env() {
+  # rclone 1.60 builds https://<account>.<endpoint> from account+key+endpoint, and its
+  # use_emulator option is fixed to port 10000: an account SAS URL is the way to a path-style
+  # loopback endpoint.
+  env RCLONE_CONFIG_BENCH_TYPE=azureblob RCLONE_CONFIG_BENCH_SAS_URL="$ENDPOINT?$SAS" "$@"
+}
+# verify_listing container strip manifest -> "ok" or a reason; `strip` leading path components.
+verify_listing() {
+  local container=$1 strip=$2 manifest=$3 got=$TMP/listing
+  if ! rclone_env timeout 120 rclone --config "$TMP/rclone.conf" lsf -R --files-only \
+    --format ps --separator ' ' "bench:$container" >"$got.raw" 2>"$got.err"; then
+    echo "listing-failed"
+    return
+  fi
+  cut -d/ -f$((strip + 1))- <"$got.raw" | LC_ALL=C sort >"$got"
+  if cmp -s "$got" "$manifest"; then
+    echo ok
+  else
+    echo "mismatch($(wc -l <"$got")/$(wc -l <"$manifest")-files)"
+    diff "$manifest" "$got" | head -5 >&2 || true
+  fi
+}
+delete_container() {
+  curl -s -o /dev/null --max-time 60 -X DELETE "$ENDPOINT/$1?restype=container&$SAS" || true
+}
+
+server_cpu() { proc_cpu_s "$SERVER_PID"; }
+
+# add_row scenario tool files bytes seconds cpu_s peak_kib server_cpu_s status
+add_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
+
+# time_file -> "user+sys maxrss_kib" from GNU time's last line
+read_time() { tail -1 "$1" | awk '{ printf "%.3f %d\n", $2 + $3, $4 }'; }
+
+# --- The tools --------------------------------------------------------------------------------
+run_ours() { # scen data_dir files bytes
+  local scen=$1 data=$2 files=$3 bytes=$4 container="b-$1-ours" session="bench-$1"
+  local dir=$TMP/svc-$scen st up=0 failed=0 ub=0 t0 t1 c0 c1 s0 s1 status=ok deadline hwm
+  start_service "$dir" "$ENDPOINT" "$container"
+  cp -al "$data/src" "$dir/stage-in/$session"
+  s0=$(server_cpu)
+  c0=$(proc_cpu_s "$SVC_PID")
+  t0=$(now)
+  mv "$dir/stage-in/$session" "$dir/incoming/$session"
+  svc_watch_start "$session"
+  deadline=$((SECONDS + TOOL_TIMEOUT))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    st=$(svc_status) || st='{}'
+    read -r up failed ub < <(echo "$st" | jq -r '"\(.uploaded // 0) \(.failed // 0) \(.bytes_uploaded // 0)"')
+    [ $((up + failed)) -ge "$files" ] && break
+    kill -0 "$SVC_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  t1=$(now)
+  c1=$(proc_cpu_s "$SVC_PID" 2>/dev/null || echo "$c0")
+  s1=$(server_cpu)
+  hwm=$(proc_hwm_kib "$SVC_PID" 2>/dev/null || echo 0)
+  if [ "$up" -ne "$files" ] || [ "$failed" -ne 0 ]; then
+    status="FAIL(uploaded=$up,failed=$failed)"
+  elif [ "$ub" -ne "$bytes" ]; then
+    status="FAIL(bytes_uploaded=$ub)"
+  elif [ -n "$(find "$dir/incoming/$session" -type f -print -quit)" ]; then
+    status="FAIL(files-left-in-incoming)"
+  fi
+  stop_pid "$SVC_PID" 30
+  if [ "$status" != ok ]; then tail -5 "$dir/service.log" >&2; fi
+  if [ "$status" = ok ] && [ "$TARGET" = azurite ]; then
+    status=$(verify_listing "$container" 2 "$data/manifest")
+  fi
+  [ "$TARGET" = azurite ] && delete_container "$container"
+  add_row "$scen" ours "$files" "$bytes" "$(fsub "$t1" "$t0")" "$(fsub "$c1" "$c0")" "$hwm" \
+    "$(fsub "$s1" "$s0")" "$status"
+  rm -rf "$dir"
+}
+
+run_peer() { # tool scen data_dir files bytes
+  local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1" rc=0 t0 t1 s0 s1
+  local tf=$TMP/time-$tool-$scen status=ok cpu rss strip=1
+  : >"$TMP/rclone.conf"
+  # AzCopy does not create a missing container on an emulator endpoint; our service creates its
+  # own before /readyz. Create the peers' containers before the clock starts.
+  curl -s -o /dev/null --max-time 30 -X PUT -H 'Content-Length: 0' \
+    "$ENDPOINT/$container?restype=container&$SAS" || true
+  s0=$(server_cpu)
+  t0=$(now)
+  case $tool in
+    rclone)
+      rclone_env timeout -k 10 "$TOOL_TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$tf" \
+        rclone --config "$TMP/rclone.conf" copy "$data/src" "bench:$container/run" \
+        --transfers "$CONC" --azureblob-chunk-size 8M \
+        --azureblob-upload-concurrency "$BLOCK_CONC" -q \
+        >"$TMP/$tool-$scen.log" 2>&1 || rc=$?
+      ;;
+    azcopy)
+      mkdir -p "$TMP/azlog" "$TMP/azplan"
+      env AZCOPY_CONCURRENCY_VALUE="$CONC" AZCOPY_LOG_LOCATION="$TMP/azlog" \
+        AZCOPY_JOB_PLAN_LOCATION="$TMP/azplan" AZCOPY_DISABLE_SYSLOG=true \
+        timeout -k 10 "$TOOL_TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$tf" \
+        "$AZCOPY" copy "$data/src/*" "$ENDPOINT/$container/run?$SAS" --recursive \
+        --from-to LocalBlob --block-size-mb 8 --skip-version-check --output-level quiet \
+        <&"$HOLD_FD" >"$TMP/$tool-$scen.log" 2>&1 || rc=$?
+      ;;
+  esac
+  t1=$(now)
+  s1=$(server_cpu)
+  read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")
+  if [ "$rc" -ne 0 ]; then
+    status="FAIL(exit=$rc)"
+    tail -5 "$TMP/$tool-$scen.log" >&2
+  elif [ "$TARGET" = azurite ]; then
+    status=$(verify_listing "$container" "$strip" "$data/manifest")
+  fi
+  [ "$TARGET" = azurite ] && delete_container "$container"
+  add_row "$scen" "$tool" "$files" "$bytes" "$(fsub "$t1" "$t0")" "$cpu" "$rss" \
+    "$(fsub "$s1" "$s0")" "$status"
+}
+
+# --- Main -------------------------------------------------------------------------------------
+SAS=$(account_sas)
+AZ_STARTED=0
+for sc in "${SCEN_LIST[@]}"; do
+  IFS=: read -r scen TARGET spec <<<"$sc"
+  log "scenario $scen ($TARGET, $spec): generating data"
+  data=$(gen_data "$spec")
+  files=$(wc -l <"$data/manifest")
+  bytes=$(awk '{ s += $2 } END { printf "%d", s }' "$data/manifest")
+  if [ "$TARGET" = azurite ]; then
+    if [ "$AZ_STARTED" = 0 ]; then start_azurite "$TMP"; AZ_STARTED=1; fi
+    ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$ACCOUNT
+    SERVER_PID=$AZURITE_PID
+  else
+    start_sink "$TMP/sink-$scen" "$data/manifest"
+    ENDPOINT=http://127.0.0.1:$SINK_PORT/$ACCOUNT
+    SERVER_PID=$SINK_PID
+  fi
+  for tool in $TOOLS; do
+    log "scenario $scen: $tool"
+    if [ "$tool" = ours ]; then
+      run_ours "$scen" "$data" "$files" "$bytes"
+    else
+      run_peer "$tool" "$scen" "$data" "$files" "$bytes"
+    fi
+    tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2
+  done
+  if [ "$TARGET" = sink ]; then stop_pid "$SINK_PID" 5; fi
+done
+
+# --- Table ------------------------------------------------------------------------------------
+table() {
+  echo "Concurrency: $CONC files in flight for every tool (our APP_WORKER_CONCURRENCY, rclone" \
+    "--transfers, AZCOPY_CONCURRENCY_VALUE); $BLOCK_CONC blocks in flight per large file for" \
+    "ours and rclone; 8 MiB blocks for all. Our service: APP_POLL_INTERVAL_S=$POLL_S," \
+    "APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=true (default); timed from the rename of" \
+    "the session directory into incoming/ to /v1/status uploaded == files (polled every 50 ms)." \
+    "MB = 10^6 bytes; peak MiB = max RSS (VmHWM for the service, GNU time for the peers);" \
+    "server CPU = Azurite's or nginx's CPU seconds during the run; ratios are ours / peer."
+  echo
+  echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  awk -F'\t' '
+    { n++; sc[n] = $1; tl[n] = $2; f[n] = $3; b[n] = $4; s[n] = $5; c[n] = $6; m[n] = $7
+      sv[n] = $8; st[n] = $9
+      if ($2 == "ours") { of[$1] = ($5 > 0 ? $3 / $5 : 0); oc[$1] = $6 / $3; om[$1] = $7 } }
+    END {
+      for (i = 1; i <= n; i++) {
+        fps = s[i] > 0 ? f[i] / s[i] : 0; cpf = c[i] / f[i]
+        r1 = r2 = r3 = "";
+        if (tl[i] != "ours" && (sc[i] in of)) {
+          r1 = fps > 0 ? sprintf("%.2fx", of[sc[i]] / fps) : "-"
+          r2 = cpf > 0 ? sprintf("%.2fx", oc[sc[i]] / cpf) : "-"
+          r3 = m[i] > 0 ? sprintf("%.2fx", om[sc[i]] / m[i]) : "-"
+        }
+        printf "| %s | %s | %d | %.1f | %.2f | %.0f | %.1f | %.3f | %.0f | %.2f | %s | %s | %s | %s |\n",
+          sc[i], tl[i], f[i], b[i] / 1e6, s[i], fps, (s[i] > 0 ? b[i] / 1e6 / s[i] : 0),
+          cpf * 1000, m[i] / 1024, sv[i], r1, r2, r3, st[i]
+      }
+    }' "$ROWS"
+}
+table | tee "${OUT:-/dev/null}"
+[ -n "${OUT:-}" ] && cp "$ROWS" "${OUT%.md}.tsv"
+
+if grep -qv $'\tok$' "$ROWS"; then
+  log "FAIL: some tool did not finish or not every file arrived intact (see 'check' above)"
+  exit 1
+fi
+log "all tools finished; every file arrived with the right size"
