@@ -39,6 +39,9 @@ ErrorKind KindForStatus(long status) {
   if (status == 404) return ErrorKind::kNotFound;
   if (status == 409 || status == 412) return ErrorKind::kConflict;
   if (status == 401 || status == 403) return ErrorKind::kAuth;
+  // Throttling and "service unavailable" outlasting every retry describe the service, not the
+  // request: callers wait them out instead of charging the item.
+  if (status == 429 || status == 503) return ErrorKind::kUnavailable;
   if (IsRetryableStatus(status)) return ErrorKind::kTransient;
   return ErrorKind::kPermanent;
 }

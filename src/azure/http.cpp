@@ -109,6 +109,10 @@ ErrorKind KindOf(CURLcode code) {
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_NOT_BUILT_IN: return ErrorKind::kPermanent;
+    // Storage could not be reached at all: an outage, not the fault of the request or file.
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT: return ErrorKind::kUnavailable;
     default: return ErrorKind::kTransient;
   }
 }

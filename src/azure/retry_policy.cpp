@@ -52,7 +52,8 @@ std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options,
   if (attempt >= options.max_attempts) return std::nullopt;
   if (!outcome.ok()) {
     // Connection errors and timeouts are transient; anything else (bad URL, unreadable body) not.
-    if (outcome.status().kind() != ErrorKind::kTransient) return std::nullopt;
+    const ErrorKind kind = outcome.status().kind();
+    if (kind != ErrorKind::kTransient && kind != ErrorKind::kUnavailable) return std::nullopt;
   } else {
     if (!IsRetryableStatus(outcome->status)) return std::nullopt;
     if (auto hint = ServerRetryHint(*outcome)) return std::min(*hint, options.max_delay);

@@ -194,13 +194,13 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   EXPECT_TRUE(clock_.SleepsForTest().empty());
 }
 
-TEST_F(BlobClientRetryTest, ConnectionRefusedIsTransient) {
+TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
   options_.endpoint = "http://127.0.0.1:1/acct";
   std::vector<std::string> reasons;
   BlobClient client = MakeClient(std::make_shared<CountingCredential>(),
                                  {[&](const std::string& r) { reasons.push_back(r); }, {}});
   auto r = client.GetBlob("x");
-  EXPECT_EQ(r.status().kind(), ErrorKind::kTransient);
+  EXPECT_EQ(r.status().kind(), ErrorKind::kUnavailable);
   EXPECT_NE(r.status().message().find("curl error"), std::string::npos) << r.status().message();
   EXPECT_EQ(reasons, (std::vector<std::string>{"connection", "connection", "connection"}));
 }

@@ -1,0 +1,226 @@
+// Fault injection end to end: the real binary talks to a real Azurite through FaultProxy.
+// Every file must arrive byte-exact with nothing lost or left behind, whatever the faults.
+#include "core/file_processor.h"
+#include "e2e_support.h"
+#include "support/fault_proxy.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <thread>
+
+namespace nbu::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string ConnectionStringVia(int port) {
+  return std::string("DefaultEndpointsProtocol=http;AccountName=") + kAzuriteAccount +
+         ";AccountKey=" + kAzuriteKey + ";BlobEndpoint=http://127.0.0.1:" + std::to_string(port) +
+         "/" + kAzuriteAccount + ";";
+}
+
+class FaultE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    AzuriteOptions on_disk;  // survives Stop()/Start()
+    on_disk.in_memory = false;
+    azurite_ = std::make_unique<Azurite>(on_disk);
+    proxy_ = std::make_unique<FaultProxy>(azurite_->port());
+    blobs_ = MakeBlobClient(*azurite_, container_);
+    ASSERT_TRUE(blobs_->CreateContainerIfMissing().ok());
+  }
+  // Through the fault proxy, or straight to Azurite (so a stopped Azurite refuses connections).
+  std::unique_ptr<UploaderProcess> Start(std::map<std::string, std::string> extra = {},
+                                         bool via_proxy = true) {
+    extra["APP_AZURE_CONNECTION_STRING"] =
+        ConnectionStringVia(via_proxy ? proxy_->port() : azurite_->port());
+    auto up = std::make_unique<UploaderProcess>(*azurite_, volume_, container_, "r1", extra);
+    EXPECT_TRUE(up->WaitReady()) << up->process().ReadLog();
+    return up;
+  }
+  std::string BlobName(const std::string& session, const std::string& rel) {
+    return core::UtcDate(std::chrono::system_clock::now()) + "/" + session + "/" + rel;
+  }
+  bool Arrived(const std::string& session, const std::string& rel, const std::string& data) {
+    auto got = blobs_->GetBlob(BlobName(session, rel));
+    return got.ok() && *got == data;
+  }
+  void ExpectAllArrive(const std::string& session, const std::map<std::string, std::string>& files,
+                       std::chrono::seconds timeout) {
+    WaitFor(
+        [&] {
+          for (const auto& [rel, data] : files) {
+            if (!Arrived(session, rel, data)) return false;
+          }
+          return true;
+        },
+        timeout);
+    for (const auto& [rel, data] : files) EXPECT_TRUE(Arrived(session, rel, data)) << rel;
+  }
+  size_t ClaimsLeft() {
+    size_t n = 0;
+    for (const auto& f : Volume::Files(volume_.processing())) n += f.rfind("_", 0) == 0 ? 0u : 1u;
+    return n;
+  }
+  void ExpectNothingLeft(const UploaderProcess& up) {
+    EXPECT_TRUE(WaitFor([&] { return ClaimsLeft() == 0; }, 30s)) << ClaimsLeft();
+    EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
+    EXPECT_TRUE(Volume::Files(up.staging()).empty());
+  }
+  std::map<std::string, std::string> DropFiles(const std::string& session, uint32_t n,
+                                               size_t size) {
+    std::map<std::string, std::string> files;
+    for (uint32_t i = 0; i < n; ++i) {
+      const std::string rel = "f" + std::to_string(i) + ".bin";
+      files[rel] = PatternBytes(size, i + 1000);
+      WriteFile(volume_.incoming() + "/" + session + "/" + rel, files[rel]);
+    }
+    return files;
+  }
+
+  std::unique_ptr<Azurite> azurite_;
+  std::unique_ptr<FaultProxy> proxy_;
+  Volume volume_;
+  std::string container_ = "faults";
+  std::unique_ptr<azure::BlobClient> blobs_;
+};
+
+TEST_F(FaultE2E, ThrottlingErrorsDropsAndSlowAnswersLoseNothing) {
+  // Every 2nd request gets a fault, cycling through the kinds storage and networks produce.
+  proxy_->SetPlan([](const ProxyRequest& r) {
+    if (r.index % 2 == 1 || r.target.find("restype=container") != std::string::npos) {
+      return FaultAction::Forward();
+    }
+    switch ((r.index / 2) % 5) {
+      case 0: return FaultAction::Status(503, "ServerBusy", "1");
+      case 1: return FaultAction::Status(503, "ServerBusy");
+      case 2: return FaultAction::Status(500, "InternalError");
+      case 3: return FaultAction::DropBefore();
+      default: return FaultAction::Delay(300);
+    }
+  });
+  auto up =
+      Start({{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"f"})").status, 200);
+  auto files = DropFiles("f", 30, 48 << 10);
+  files["big.bin"] = PatternBytes(3 << 20, 77);
+  WriteFile(volume_.incoming() + "/f/big.bin", files["big.bin"]);
+  ExpectAllArrive("f", files, 120s);
+  ExpectNothingLeft(*up);
+  const auto status = up->Status();
+  EXPECT_GT(status["counters"]["retries"].get<int>(), 0);
+  EXPECT_GT(status["counters"]["throttled"].get<int>(), 0);
+  EXPECT_EQ(status["counters"]["failed"], 0);
+  EXPECT_GT(proxy_->faults(), 10u);
+}
+
+TEST_F(FaultE2E, ResponseLostAfterTheWriteLandedIsStillExactlyRight) {
+  // The request reaches storage but the answer is lost: the retry must converge on the same blob.
+  proxy_->SetPlan([](const ProxyRequest& r) {
+    return r.method == "PUT" && r.index % 3 == 0 && r.target.find("restype") == std::string::npos
+               ? FaultAction::DropAfter()
+               : FaultAction::Forward();
+  });
+  auto up =
+      Start({{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"lost"})").status, 200);
+  auto files = DropFiles("lost", 20, 16 << 10);
+  files["big.bin"] = PatternBytes(2 << 20, 5);
+  WriteFile(volume_.incoming() + "/lost/big.bin", files["big.bin"]);
+  ExpectAllArrive("lost", files, 120s);
+  ExpectNothingLeft(*up);
+}
+
+TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
+  std::atomic<bool> poison{true};
+  proxy_->SetPlan([&](const ProxyRequest& r) {
+    return poison && r.target.find("poison") != std::string::npos
+               ? FaultAction::Status(500, "InternalError")
+               : FaultAction::Forward();
+  });
+  auto up = Start({{"APP_MAX_FILE_ATTEMPTS", "2"}, {"APP_AZURE_RETRY_MAX_ATTEMPTS", "2"}});
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"p"})").status, 200);
+  const std::string bad = PatternBytes(1000, 1);
+  WriteFile(volume_.incoming() + "/p/sub/poison.bin", bad);
+  auto files = DropFiles("p", 10, 1000);
+  ExpectAllArrive("p", files, 60s);  // the poison file does not block the others
+  ASSERT_TRUE(WaitFor([&] { return up->Status()["dead_letter"]["count"] == 1; }, 60s))
+      << up->Status().dump();
+  const auto failed = Volume::Files(volume_.failed());
+  ASSERT_EQ(failed.size(), 2u);  // the bytes and the reason, never deleted
+  std::string data_file, reason_file;
+  for (const auto& f : failed) (f.ends_with(".json") ? reason_file : data_file) = f;
+  EXPECT_EQ(ReadFile(volume_.failed() + "/" + data_file), bad);
+  const auto reason = nlohmann::json::parse(ReadFile(volume_.failed() + "/" + reason_file));
+  EXPECT_EQ(reason["attempts"], 2);
+  EXPECT_EQ(reason["relative_path"], "sub/poison.bin");
+  EXPECT_NE(reason["error"].get<std::string>().find("500"), std::string::npos);
+  EXPECT_EQ(up->Status()["counters"]["failed"], 1);
+  // The fault is fixed: retrying puts it back into the pipeline under the same blob name.
+  poison = false;
+  auto retry = up->Call("POST", "/v1/failed/retry");
+  EXPECT_EQ(retry.status, 200);
+  EXPECT_EQ(retry.body["queued"], 1);
+  ExpectAllArrive("p", {{"sub/poison.bin", bad}}, 60s);
+  EXPECT_TRUE(WaitFor([&] { return Volume::Files(volume_.failed()).empty(); }, 10s));
+  ExpectNothingLeft(*up);
+}
+
+TEST_F(FaultE2E, StorageDownForSecondsThenIngestResumesOnItsOwn) {
+  auto up = Start({}, /*via_proxy=*/false);
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"down"})").status, 200);
+  auto first = DropFiles("down", 5, 4096);
+  ExpectAllArrive("down", first, 60s);
+  azurite_->Stop();
+  std::map<std::string, std::string> second;
+  for (int i = 0; i < 10; ++i) {
+    const std::string rel = "later" + std::to_string(i) + ".bin";
+    second[rel] = PatternBytes(4096, static_cast<uint32_t>(i + 50));
+    WriteFile(volume_.incoming() + "/down/" + rel, second[rel]);
+  }
+  std::this_thread::sleep_for(5s);  // storage unreachable for several seconds
+  EXPECT_EQ(up->Status()["counters"]["failed"], 0) << "an outage must not dead-letter files";
+  azurite_->Start();
+  ExpectAllArrive("down", second, 120s);
+  ExpectNothingLeft(*up);
+  EXPECT_TRUE(Volume::Files(volume_.failed()).empty());
+}
+
+TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
+  const std::map<std::string, std::string> env = {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"},
+                                                  {"APP_AZURE_BLOCK_SIZE", "262144"},
+                                                  {"APP_AZURE_MAX_CONCURRENCY", "2"}};
+  const std::string data = PatternBytes(8 << 20, 99);  // 32 blocks
+  const size_t kBlocks = 32;
+  proxy_->SetPlan([](const ProxyRequest& r) {
+    return r.target.find("comp=block&") != std::string::npos ? FaultAction::Delay(150)
+                                                             : FaultAction::Forward();
+  });
+  {
+    auto up = Start(env);
+    ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"resume"})").status, 200);
+    WriteFile(volume_.incoming() + "/resume/large.bin", data);
+    ASSERT_TRUE(WaitFor([&] { return proxy_->Count("comp=block&", "PUT") >= 10; }, 60s));
+    up->process().Signal(SIGKILL);
+    up->process().Wait(10s);
+  }
+  std::this_thread::sleep_for(500ms);  // in-flight proxied requests finish
+  auto staged = blobs_->GetUncommittedBlocks(BlobName("resume", "large.bin"));
+  ASSERT_TRUE(staged.ok()) << staged.status().ToString();
+  const size_t already = staged->size();
+  ASSERT_GE(already, 5u);
+  ASSERT_LT(already, kBlocks);
+  proxy_->ResetCounts();
+  proxy_->SetPlan(nullptr);
+  auto again = Start(env);
+  ExpectAllArrive("resume", {{"large.bin", data}}, 120s);
+  EXPECT_EQ(proxy_->Count("comp=block&", "PUT"), kBlocks - already)
+      << "only the missing blocks are sent after the restart";
+  EXPECT_EQ(proxy_->Count("comp=blocklist", "PUT"), 1u);
+  ExpectNothingLeft(*again);
+}
+
+}  // namespace
+}  // namespace nbu::test

@@ -1,0 +1,207 @@
+#include "support/fault_proxy.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace nbu::test {
+namespace {
+
+bool SendAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Reads one request (head + Content-Length body). False on EOF or error.
+bool ReadRequest(int fd, std::string* head, std::string* body) {
+  std::string buf;
+  char chunk[65536];
+  size_t head_end = std::string::npos;
+  while (head_end == std::string::npos) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return false;
+    buf.append(chunk, static_cast<size_t>(n));
+    head_end = buf.find("\r\n\r\n");
+  }
+  *head = buf.substr(0, head_end + 4);
+  *body = buf.substr(head_end + 4);
+  size_t length = 0;
+  std::string lower = *head;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (const auto p = lower.find("\r\ncontent-length:"); p != std::string::npos) {
+    length = std::stoull(lower.substr(p + 17));
+  }
+  while (body->size() < length) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return false;
+    body->append(chunk, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// Replaces (or adds) the Connection header with "close".
+std::string WithConnectionClose(const std::string& head) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < head.size()) {
+    const size_t eol = head.find("\r\n", pos);
+    const std::string line = head.substr(pos, eol - pos);
+    pos = eol + 2;
+    if (line.empty()) break;
+    std::string lower = line;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower.rfind("connection:", 0) == 0 || lower.rfind("keep-alive:", 0) == 0) continue;
+    out += line + "\r\n";
+  }
+  return out + "Connection: close\r\n\r\n";
+}
+
+int ConnectLoopback(int port) {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
+}  // namespace
+
+FaultProxy::FaultProxy(int upstream_port, Plan plan)
+    : upstream_port_(upstream_port), plan_(std::move(plan)) {
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listen_fd_, 128) != 0) {
+    throw std::runtime_error("fault proxy: bind/listen failed");
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.sin_port);
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+}
+
+FaultProxy::~FaultProxy() {
+  stop_ = true;
+  ::shutdown(listen_fd_, SHUT_RDWR);
+  ::close(listen_fd_);
+  acceptor_.join();
+  std::vector<std::thread> handlers;
+  {
+    std::lock_guard lock(mu_);
+    handlers.swap(handlers_);
+  }
+  for (auto& t : handlers) t.join();
+}
+
+void FaultProxy::SetPlan(Plan plan) {
+  std::lock_guard lock(mu_);
+  plan_ = std::move(plan);
+}
+
+size_t FaultProxy::Count(const std::string& needle, const std::string& method) const {
+  std::lock_guard lock(mu_);
+  return static_cast<size_t>(std::count_if(seen_.begin(), seen_.end(), [&](const ProxyRequest& r) {
+    return r.target.find(needle) != std::string::npos && (method.empty() || r.method == method);
+  }));
+}
+
+void FaultProxy::ResetCounts() {
+  std::lock_guard lock(mu_);
+  seen_.clear();
+}
+
+void FaultProxy::AcceptLoop() {
+  while (!stop_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    const int client = ::accept(listen_fd_, nullptr, nullptr);
+    if (client < 0) continue;
+    std::lock_guard lock(mu_);
+    handlers_.emplace_back([this, client] { Handle(client); });
+  }
+}
+
+void FaultProxy::Handle(int client) {
+  timeval tv{30, 0};
+  ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string head, body;
+  if (!ReadRequest(client, &head, &body)) {
+    ::close(client);
+    return;
+  }
+  ProxyRequest req;
+  const size_t sp1 = head.find(' ');
+  const size_t sp2 = head.find(' ', sp1 + 1);
+  req.method = head.substr(0, sp1);
+  req.target = head.substr(sp1 + 1, sp2 - sp1 - 1);
+  req.index = index_++;
+  Plan plan;
+  {
+    std::lock_guard lock(mu_);
+    seen_.push_back(req);
+    plan = plan_;
+  }
+  const FaultAction action = plan ? plan(req) : FaultAction::Forward();
+  if (action.kind != FaultAction::Kind::kForward) ++faults_;
+  switch (action.kind) {
+    case FaultAction::Kind::kStatus: {
+      const std::string xml = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>" +
+                              action.error_code + "</Code><Message>injected</Message></Error>";
+      std::string resp =
+          "HTTP/1.1 " + std::to_string(action.status) + " Injected\r\n" +
+          "x-ms-error-code: " + action.error_code + "\r\n" +
+          "Content-Type: application/xml\r\nConnection: close\r\n" +
+          "Content-Length: " + std::to_string(req.method == "HEAD" ? 0 : xml.size()) + "\r\n";
+      if (!action.retry_after.empty()) resp += "Retry-After: " + action.retry_after + "\r\n";
+      resp += "\r\n";
+      if (req.method != "HEAD") resp += xml;
+      SendAll(client, resp);
+      ::close(client);
+      return;
+    }
+    case FaultAction::Kind::kDropBefore: ::close(client); return;
+    case FaultAction::Kind::kDelay:
+      std::this_thread::sleep_for(std::chrono::milliseconds(action.delay_ms));
+      break;
+    default: break;
+  }
+  const int up = ConnectLoopback(upstream_port_);
+  if (up < 0) {  // upstream down: look like a refused connection
+    ::close(client);
+    return;
+  }
+  std::string response;
+  if (SendAll(up, WithConnectionClose(head)) && SendAll(up, body)) {
+    char chunk[65536];
+    ssize_t n;
+    while ((n = ::recv(up, chunk, sizeof chunk, 0)) > 0)
+      response.append(chunk, static_cast<size_t>(n));
+  }
+  ::close(up);
+  if (action.kind != FaultAction::Kind::kDropAfter) SendAll(client, response);
+  ::close(client);
+}
+
+}  // namespace nbu::test

@@ -1,0 +1,71 @@
+// Test support: an HTTP/1.1 proxy on 127.0.0.1 that sits between a client and a real server
+// (Azurite) and injects faults per request: an error status (with or without Retry-After), a
+// dropped connection (before or after forwarding), or a delay. Requests are forwarded byte for
+// byte, so signatures stay valid. One request per client connection (it answers with
+// "Connection: close"), which keeps the proxy small and is legal HTTP.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace nbu::test {
+
+struct ProxyRequest {
+  std::string method;
+  std::string target;  // raw request target, e.g. /devstoreaccount1/c/blob?comp=block&blockid=..
+  size_t index = 0;    // 0-based count of requests seen by the proxy
+};
+
+struct FaultAction {
+  enum class Kind { kForward, kStatus, kDropBefore, kDropAfter, kDelay };
+  Kind kind = Kind::kForward;
+  int status = 0;           // kStatus
+  std::string error_code;   // kStatus: x-ms-error-code
+  std::string retry_after;  // kStatus: Retry-After header value, if any
+  int delay_ms = 0;         // kDelay: wait, then forward
+  static FaultAction Forward() { return {}; }
+  static FaultAction Status(int s, std::string code, std::string retry_after = "") {
+    return {Kind::kStatus, s, std::move(code), std::move(retry_after), 0};
+  }
+  static FaultAction DropBefore() { return {Kind::kDropBefore, 0, {}, {}, 0}; }
+  static FaultAction DropAfter() { return {Kind::kDropAfter, 0, {}, {}, 0}; }
+  static FaultAction Delay(int ms) { return {Kind::kDelay, 0, {}, {}, ms}; }
+};
+
+class FaultProxy {
+ public:
+  using Plan = std::function<FaultAction(const ProxyRequest&)>;
+  explicit FaultProxy(int upstream_port, Plan plan = nullptr);
+  ~FaultProxy();
+  FaultProxy(const FaultProxy&) = delete;
+  FaultProxy& operator=(const FaultProxy&) = delete;
+
+  int port() const { return port_; }
+  void SetPlan(Plan plan);
+  // Requests seen whose target contains `needle` (and method, if given).
+  size_t Count(const std::string& needle, const std::string& method = "") const;
+  size_t faults() const { return faults_.load(); }
+  void ResetCounts();
+
+ private:
+  void AcceptLoop();
+  void Handle(int client);
+  int upstream_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<size_t> index_{0};
+  std::atomic<size_t> faults_{0};
+  mutable std::mutex mu_;
+  Plan plan_;                          // guarded by mu_
+  std::vector<ProxyRequest> seen_;     // guarded by mu_
+  std::vector<std::thread> handlers_;  // guarded by mu_
+  std::thread acceptor_;
+};
+
+}  // namespace nbu::test
