@@ -144,11 +144,11 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_AZURE_SAS_TOKEN", "",
        "SAS token (with or without leading ?) used with APP_AZURE_ACCOUNT_URL", true},
       {"APP_AZURE_AUTH", "auto",
-       "auto|connection-string|shared-key|sas|environment|workload-identity|managed-identity|azure-"
-       "cli",
+       "One of auto, connection-string, shared-key, sas, environment, workload-identity, "
+       "managed-identity, azure-cli",
        false},
       {"APP_AZURE_CA_FILE", "", "PEM bundle for a private CA (default: system store)", false},
-      {"APP_AZURE_ACCESS_TIER", "", "Hot|Cool|Cold|Archive; empty = account default", false},
+      {"APP_AZURE_ACCESS_TIER", "", "Hot, Cool, Cold or Archive; empty = account default", false},
       {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432",
        "Files up to this size use one Put Blob; larger use blocks", false},
       {"APP_AZURE_BLOCK_SIZE", "8388608",
@@ -187,7 +187,7 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_HTTP_PORT", "8000", "API port", false},
       {"APP_REPLICA_ID", "<host name>", "Unique id of this replica (pod name)", false},
       {"APP_SHUTDOWN_GRACE_S", "25", "Seconds in-flight uploads get after SIGTERM", false},
-      {"APP_LOG_LEVEL", "info", "debug|info|warn|error", false},
+      {"APP_LOG_LEVEL", "info", "debug, info, warn or error", false},
       {"APP_ENV_FILE", ".env", "Optional file of KEY=VALUE defaults (the environment wins)", false},
   };
   return kVars;

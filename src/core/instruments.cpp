@@ -90,6 +90,15 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
           r.AddHistogram("upload.duration", "Time to upload one file", "s", SecondsBuckets())),
       file_size(r.AddHistogram("file.size", "Size of uploaded files", "By", SizeBuckets())),
       ready_to_commit(r.AddHistogram("file.ready_to_commit", "From ready to blob committed", "s",
-                                     SecondsBuckets())) {}
+                                     SecondsBuckets())) {
+  // Export every counter from the start (at 0), so dashboards and alerts see the series before
+  // the first event.
+  for (telemetry::Counter* c :
+       {&files_discovered, &files_processed, &files_failed, &files_recovered, &files_skipped,
+        &bytes_uploaded, &claim_conflicts, &takeovers, &throttled, &blocks_uploaded,
+        &blocks_resumed, &queue_depth, &files_in_progress}) {
+    c->Add(0);
+  }
+}
 
 }  // namespace nbu::core
