@@ -1,0 +1,65 @@
+// Test support: a TokenCredential whose fetches are scripted (lifetime, failures, a gate to hold a
+// fetch in flight), for the cache and refresh tests on a SimulatedClock.
+#pragma once
+
+#include "azure/token_credential.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+namespace nbu::azure::test {
+
+class FakeTokenCredential final : public TokenCredential {
+ public:
+  explicit FakeTokenCredential(Clock& clock, Duration lifetime = std::chrono::hours(1))
+      : TokenCredential(clock), lifetime_(lifetime) {}
+
+  std::string Describe() const override { return "fake"; }
+  void SetLifetime(Duration d) { lifetime_ = d; }
+  void FailNext(bool fail) { fail_ = fail; }
+  // While held, fetches block until Release().
+  void Hold() {
+    std::lock_guard lock(mu_);
+    held_ = true;
+  }
+  void Release() {
+    {
+      std::lock_guard lock(mu_);
+      held_ = false;
+    }
+    cv_.notify_all();
+  }
+  // Waits until a fetch is blocked in Hold().
+  void WaitBlocked() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return blocked_ > 0; });
+  }
+  int started() const { return started_; }
+
+ protected:
+  Result<AccessToken> FetchToken() override {
+    const int n = ++started_;
+    {
+      std::unique_lock lock(mu_);
+      ++blocked_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return !held_; });
+      --blocked_;
+    }
+    if (fail_) return Status(ErrorKind::kAuth, "fake: refused");
+    return AccessToken{"token-" + std::to_string(n), clock().WallNow() + lifetime_.load(),
+                       std::nullopt};
+  }
+
+ private:
+  std::atomic<Duration> lifetime_;
+  std::atomic<bool> fail_{false};
+  std::atomic<int> started_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  int blocked_ = 0;
+};
+
+}  // namespace nbu::azure::test

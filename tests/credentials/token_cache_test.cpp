@@ -1,0 +1,173 @@
+// TokenCredential's cache on a SimulatedClock: reuse, refresh ahead of expiry (2 min margin,
+// half-life for long and short lifetimes), failed refreshes, Invalidate after 401, and the
+// https-only rule of Authorize.
+#include "fake_token_credential.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+namespace nbu::azure {
+namespace {
+
+using namespace std::chrono_literals;
+using test::FakeTokenCredential;
+
+HttpRequest Req(std::string url = "https://acct.blob.core.windows.net/c/b") {
+  HttpRequest r;
+  r.url = std::move(url);
+  r.SetHeader("x-ms-version", "2025-11-05");
+  return r;
+}
+
+std::string Bearer(TokenCredential& c) {
+  HttpRequest r = Req();
+  Status s = c.Authorize(r, "acct", false);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  const std::string* h = r.FindHeader("Authorization");
+  return h ? *h : "";
+}
+
+TEST(TokenCacheTest, ReusesTokenUntilTwoMinutesBeforeExpiry) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  clock.Advance(57min);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  EXPECT_EQ(cred.FetchCountForTest(), 1u);
+  clock.Advance(1min + 1s);  // 1:59 left
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  EXPECT_EQ(cred.FetchCountForTest(), 2u);
+}
+
+TEST(TokenCacheTest, LongLivedTokensRefreshAtHalfLife) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 24h);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  clock.Advance(12h - 1s);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  clock.Advance(2s);
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+}
+
+TEST(TokenCacheTest, ShortLivedTokensAreReusedUntilHalfLife) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 10s);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  clock.Advance(4s);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  clock.Advance(2s);
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  EXPECT_EQ(cred.FetchCountForTest(), 2u);
+}
+
+TEST(TokenCacheTest, FailedRefreshKeepsValidTokenAndBacksOff) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  clock.Advance(59min);  // refresh due, token valid for 1 more minute
+  cred.FailNext(true);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  EXPECT_EQ(cred.FetchCountForTest(), 2u);  // no retry within 30 s
+  clock.Advance(31s);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  EXPECT_EQ(cred.FetchCountForTest(), 3u);
+  clock.Advance(30s);  // expired: the error surfaces
+  HttpRequest r = Req();
+  Status s = cred.Authorize(r, "acct", false);
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth);
+  EXPECT_EQ(r.FindHeader("Authorization"), nullptr);
+  cred.FailNext(false);
+  EXPECT_EQ(Bearer(cred), "Bearer token-5");
+}
+
+TEST(TokenCacheTest, InvalidateAfter401RefreshesOnce) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  cred.Invalidate();
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  EXPECT_EQ(cred.FetchCountForTest(), 2u);
+}
+
+TEST(TokenCacheTest, StaleInvalidateFromAnEarlierTokenIsIgnored) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  std::promise<void> used, go;
+  std::thread a([&] {
+    EXPECT_EQ(Bearer(cred), "Bearer token-1");  // thread A sends with token-1...
+    used.set_value();
+    go.get_future().wait();
+    cred.Invalidate();  // ...and reports its 401 late, after token-2 was fetched
+  });
+  used.get_future().wait();
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  cred.Invalidate();  // this thread's 401 for token-1: refresh
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  go.set_value();
+  a.join();
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");  // A's stale report did not drop token-2
+  cred.Invalidate();                          // a 401 for token-2 itself: refresh once more
+  EXPECT_EQ(Bearer(cred), "Bearer token-3");
+  EXPECT_EQ(cred.FetchCountForTest(), 3u);
+}
+
+TEST(TokenCacheTest, RefusesPlainHttpExceptLoopback) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock);
+  HttpRequest r = Req("http://acct.blob.core.windows.net/c/b");
+  Status s = cred.Authorize(r, "acct", false);
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth);
+  EXPECT_NE(s.message().find("https"), std::string::npos) << s.message();
+  EXPECT_EQ(cred.FetchCountForTest(), 0u);
+  for (const char* url : {"http://127.0.0.1:10000/devstoreaccount1/c", "http://localhost/x",
+                          "http://[::1]:8080/x", "https://10.0.0.1/x"}) {
+    HttpRequest ok = Req(url);
+    EXPECT_TRUE(cred.Authorize(ok, "acct", true).ok()) << url;
+  }
+  HttpRequest spoof = Req("http://127.0.0.1.evil.example/x");
+  EXPECT_FALSE(cred.Authorize(spoof, "acct", true).ok());
+}
+
+TEST(TokenCacheTest, RefusesOldServiceVersion) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock);
+  HttpRequest r = Req();
+  r.SetHeader("x-ms-version", "2017-07-29");
+  EXPECT_FALSE(cred.Authorize(r, "acct", false).ok());
+  r.SetHeader("x-ms-version", "2017-11-09");
+  EXPECT_TRUE(cred.Authorize(r, "acct", false).ok());
+}
+
+TEST(TokenHelpersTest, ParsesTokenResponses) {
+  const WallTime now = WallTime(std::chrono::seconds(1'700'000'000));
+  HttpResponse r;
+  r.status = 200;
+  r.body = R"({"access_token":"a","expires_in":"3599","refresh_in":1800})";
+  auto t = ParseTokenResponse(r, now, "x");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->expires_on, now + 3599s);
+  EXPECT_EQ(*t->refresh_on, now + 1800s);
+  r.body = R"({"access_token":"a","expires_on":"1700003600"})";
+  t = ParseTokenResponse(r, now, "x");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->expires_on, now + 3600s);
+  r.body = R"({"access_token":"a","expires_on":1700003600})";
+  EXPECT_TRUE(ParseTokenResponse(r, now, "x").ok());
+  r.body = R"({"access_token":"a"})";
+  EXPECT_FALSE(ParseTokenResponse(r, now, "x").ok());
+  r.body = "not json";
+  EXPECT_FALSE(ParseTokenResponse(r, now, "x").ok());
+  r.status = 400;
+  r.body = R"({"error":"invalid_client","error_description":"AADSTS7000215: bad secret\r\nTrace"})";
+  t = ParseTokenResponse(r, now, "who");
+  EXPECT_EQ(t.status().message(), "who: HTTP 400 invalid_client: AADSTS7000215: bad secret");
+  EXPECT_EQ(ScrubSecrets("a s3cr3t b s3cr3t", {"s3cr3t", ""}), "a <redacted> b <redacted>");
+}
+
+}  // namespace
+}  // namespace nbu::azure

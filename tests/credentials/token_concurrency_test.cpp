@@ -1,0 +1,111 @@
+// Many threads on one TokenCredential: one fetch serves all, a refresh in flight does not block
+// holders of a still-valid token, and a burst of 401s for the same token causes one refresh.
+#include "fake_token_credential.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <barrier>
+#include <thread>
+#include <vector>
+
+namespace nbu::azure {
+namespace {
+
+using namespace std::chrono_literals;
+using test::FakeTokenCredential;
+
+constexpr int kThreads = 16;
+
+Result<std::string> Authorize(TokenCredential& c) {
+  HttpRequest r;
+  r.url = "https://acct.blob.core.windows.net/c/b";
+  Status s = c.Authorize(r, "acct", false);
+  if (!s.ok()) return s;
+  return *r.FindHeader("Authorization");
+}
+
+TEST(TokenConcurrencyTest, ConcurrentFirstCallsShareOneFetch) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock);
+  cred.Hold();
+  std::vector<std::string> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] { got[static_cast<size_t>(i)] = *Authorize(cred); });
+  }
+  cred.WaitBlocked();
+  std::this_thread::sleep_for(50ms);  // let the others pile up behind the fetch
+  cred.Release();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(cred.FetchCountForTest(), 1u);
+  for (const auto& g : got) EXPECT_EQ(g, "Bearer token-1");
+}
+
+TEST(TokenConcurrencyTest, RefreshInFlightDoesNotBlockValidTokenUsers) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  ASSERT_EQ(*Authorize(cred), "Bearer token-1");
+  clock.Advance(59min);  // refresh due, token still valid
+  cred.Hold();
+  std::string refresher;
+  std::thread t([&] { refresher = *Authorize(cred); });
+  cred.WaitBlocked();
+  std::vector<std::thread> users;
+  std::atomic<int> old_tokens{0};
+  for (int i = 0; i < kThreads; ++i) {
+    users.emplace_back([&] {
+      if (*Authorize(cred) == "Bearer token-1") ++old_tokens;
+    });
+  }
+  for (auto& u : users) u.join();  // they finish while the fetch is still held
+  EXPECT_EQ(old_tokens.load(), kThreads);
+  cred.Release();
+  t.join();
+  EXPECT_EQ(refresher, "Bearer token-2");
+  EXPECT_EQ(cred.FetchCountForTest(), 2u);
+}
+
+TEST(TokenConcurrencyTest, BurstOf401sForOneTokenRefreshesOnce) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  std::barrier sync(kThreads);
+  std::vector<std::thread> threads;
+  std::atomic<int> fresh{0};
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      EXPECT_EQ(*Authorize(cred), "Bearer token-1");
+      sync.arrive_and_wait();  // every thread "sent" token-1 and got 401
+      cred.Invalidate();
+      if (*Authorize(cred) == "Bearer token-2") ++fresh;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(fresh.load(), kThreads);
+  EXPECT_EQ(cred.FetchCountForTest(), 2u);
+}
+
+TEST(TokenConcurrencyTest, FailedFetchIsSharedByWaiters) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock);
+  cred.FailNext(true);
+  cred.Hold();
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      if (!Authorize(cred).ok()) ++failures;
+    });
+  }
+  cred.WaitBlocked();
+  std::this_thread::sleep_for(50ms);
+  cred.Release();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), kThreads);
+  // Threads that arrived while the fetch ran share its error instead of fetching again; only
+  // late arrivals (after it finished) start another.
+  EXPECT_LT(cred.FetchCountForTest(), static_cast<uint64_t>(kThreads));
+}
+
+}  // namespace
+}  // namespace nbu::azure

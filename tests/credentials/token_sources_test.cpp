@@ -1,0 +1,507 @@
+// Each token source against a stand-in endpoint on 127.0.0.1 that speaks its protocol: client
+// secret and certificate (form fields, scope, assertion), workload identity (file re-read), App
+// Service and IMDS managed identity (headers, api-version, client_id, retries), the Azure CLI (a
+// stand-in `az` first on PATH); the chain's order and error lines; secrets never in errors.
+#include "azure/blob_client.h"
+#include "azure/token_chain.h"
+#include "azure/token_cli.h"
+#include "azure/token_client_credential.h"
+#include "azure/token_jwt.h"
+#include "azure/token_managed_identity.h"
+#include "core/config.h"
+#include "server/storage_target.h"
+#include "stand_in.h"
+#include "util/crypto.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu::azure {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Json;
+using test::MapEnv;
+using test::Recorded;
+using test::StandIn;
+
+constexpr const char* kSecret = "s3cr3t+/=value-that-must-not-leak";
+constexpr const char* kTokenBody =
+    R"({"access_token":"tok-1","expires_in":3600,"token_type":"Bearer"})";
+
+std::string AuthHeader(TokenCredential& c) {
+  HttpRequest r;
+  r.url = "https://acct.blob.core.windows.net/c/b";
+  Status s = c.Authorize(r, "acct", false);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  const std::string* h = r.FindHeader("Authorization");
+  return h ? *h : "";
+}
+
+TokenSourceOptions Opts(Clock& clock) {
+  TokenSourceOptions o;
+  o.clock = &clock;
+  o.timeout = 5000ms;
+  return o;
+}
+
+TEST(ClientSecretCredentialTest, PostsTheClientCredentialsForm) {
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  SimulatedClock clock;
+  auto cred = ClientSecretCredential::FromEnv(MapEnv({{"AZURE_TENANT_ID", "tenant-1"},
+                                                      {"AZURE_CLIENT_ID", "app-1"},
+                                                      {"AZURE_CLIENT_SECRET", kSecret},
+                                                      {"AZURE_AUTHORITY_HOST", idp.url() + "/"}}),
+                                              Opts(clock));
+  ASSERT_TRUE(cred.ok()) << cred.status().ToString();
+  EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1");
+  ASSERT_EQ(idp.count(), 1u);
+  const Recorded r = idp.requests()[0];
+  EXPECT_EQ(r.method, "POST");
+  EXPECT_EQ(r.path, "/tenant-1/oauth2/v2.0/token");
+  EXPECT_EQ(r.Header("Content-Type"), "application/x-www-form-urlencoded");
+  EXPECT_EQ(r.form.at("grant_type"), "client_credentials");
+  EXPECT_EQ(r.form.at("client_id"), "app-1");
+  EXPECT_EQ(r.form.at("client_secret"), kSecret);
+  EXPECT_EQ(r.form.at("scope"), "https://storage.azure.com/.default");
+  EXPECT_EQ((*cred)->Describe().find(kSecret), std::string::npos);
+}
+
+TEST(ClientSecretCredentialTest, ErrorsNeverCarryTheSecret) {
+  // An identity provider that echoes the secret back in its error description.
+  StandIn idp([](const Recorded& r, httplib::Response& res) {
+    nlohmann::json j = {{"error", "invalid_client"},
+                        {"error_description", "AADSTS7000215: bad secret " +
+                                                  r.form.at("client_secret") + " / " + r.body}};
+    Json(res, 401, j.dump());
+  });
+  SimulatedClock clock;
+  auto cred =
+      ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret, Opts(clock));
+  ASSERT_TRUE(cred.ok());
+  HttpRequest req;
+  req.url = "https://acct.blob.core.windows.net/c";
+  Status s = (*cred)->Authorize(req, "acct", false);
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth);
+  EXPECT_NE(s.message().find("invalid_client"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find(kSecret), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find(UrlEncodeQueryValue(kSecret)), std::string::npos) << s.message();
+  // Unreachable endpoint: no secret either.
+  auto down = ClientSecretCredential::Create(
+      {"tenant-1", "app-1", "http://127.0.0.1:" + std::to_string(test::ClosedLoopbackPort())},
+      kSecret, Opts(clock));
+  ASSERT_TRUE(down.ok());
+  Result<std::string> t = (*down)->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().message().find(kSecret), std::string::npos);
+}
+
+TEST(ClientSecretCredentialTest, AuthorityMustBeHttpsUnlessLoopback) {
+  auto cred = ClientSecretCredential::Create({"t", "c", "http://login.example.com/"}, kSecret);
+  ASSERT_FALSE(cred.ok());
+  EXPECT_NE(cred.status().message().find("AZURE_AUTHORITY_HOST"), std::string::npos);
+  EXPECT_FALSE(ClientSecretCredential::Create({"t/../x", "c", ""}, kSecret).ok());
+  auto missing = ClientSecretCredential::FromEnv(MapEnv({{"AZURE_CLIENT_SECRET", kSecret}}));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("AZURE_TENANT_ID"), std::string::npos);
+  EXPECT_EQ(missing.status().message().find(kSecret), std::string::npos);
+}
+
+TEST(ClientCertificateCredentialTest, SendsAnRs256AssertionWithThumbprint) {
+  nbu::test::TempDir dir;
+  ASSERT_TRUE(test::MakeSelfSignedCert(dir.path()));
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  SimulatedClock clock;
+  auto cred = ClientCertificateCredential::FromEnv(
+      MapEnv({{"AZURE_TENANT_ID", "tenant-1"},
+              {"AZURE_CLIENT_ID", "app-1"},
+              {"AZURE_CLIENT_CERTIFICATE_PATH", dir / "both.pem"},
+              {"AZURE_AUTHORITY_HOST", idp.url()}}),
+      Opts(clock));
+  ASSERT_TRUE(cred.ok()) << cred.status().ToString();
+  EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1");
+  const Recorded r = idp.requests().at(0);
+  EXPECT_EQ(r.form.at("client_assertion_type"),
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+  EXPECT_EQ(r.form.at("scope"), "https://storage.azure.com/.default");
+  EXPECT_EQ(r.form.count("client_secret"), 0u);
+  const std::string jwt = r.form.at("client_assertion");
+  const size_t d1 = jwt.find('.'), d2 = jwt.find('.', d1 + 1);
+  ASSERT_NE(d2, std::string::npos);
+  auto decode = [](std::string s) {
+    for (char& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
+    while (s.size() % 4) s += '=';
+    return nlohmann::json::parse(*Base64Decode(s));
+  };
+  const auto header = decode(jwt.substr(0, d1));
+  const auto claims = decode(jwt.substr(d1 + 1, d2 - d1 - 1));
+  EXPECT_EQ(header["alg"], "RS256");
+  EXPECT_EQ(header["x5t"].get<std::string>().size(), 27u);  // base64url of 20 bytes
+  EXPECT_EQ(claims["aud"], idp.url() + "/tenant-1/oauth2/v2.0/token");
+  EXPECT_EQ(claims["iss"], "app-1");
+  EXPECT_EQ(claims["sub"], "app-1");
+  EXPECT_GT(claims["exp"].get<int64_t>(), claims["nbf"].get<int64_t>());
+}
+
+TEST(WorkloadIdentityCredentialTest, RereadsTheFederatedTokenOnEveryFetch) {
+  nbu::test::TempDir dir;
+  const std::string file = dir / "azure-identity-token";
+  nbu::test::WriteFile(file, "assertion-one\n");
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  SimulatedClock clock(false);
+  auto cred = WorkloadIdentityCredential::FromEnv(MapEnv({{"AZURE_TENANT_ID", "tenant-1"},
+                                                          {"AZURE_CLIENT_ID", "app-1"},
+                                                          {"AZURE_FEDERATED_TOKEN_FILE", file},
+                                                          {"AZURE_AUTHORITY_HOST", idp.url()}}),
+                                                  Opts(clock));
+  ASSERT_TRUE(cred.ok()) << cred.status().ToString();
+  EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1");
+  nbu::test::WriteFile(file, "assertion-two");  // the kubelet rotated it
+  clock.Advance(59min);                         // refresh due
+  EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1");
+  const auto reqs = idp.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].path, "/tenant-1/oauth2/v2.0/token");
+  EXPECT_EQ(reqs[0].form.at("client_assertion"), "assertion-one");
+  EXPECT_EQ(reqs[1].form.at("client_assertion"), "assertion-two");
+  EXPECT_EQ(reqs[1].form.at("client_assertion_type"),
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+  EXPECT_EQ(reqs[1].form.at("client_id"), "app-1");
+  EXPECT_EQ(reqs[1].form.at("scope"), "https://storage.azure.com/.default");
+  // A rejected assertion does not leak into the error.
+  StandIn deny([](const Recorded& r, httplib::Response& res) {
+    Json(res, 400,
+         nlohmann::json{{"error", "invalid_grant"},
+                        {"error_description", "bad " + r.form.at("client_assertion")}}
+             .dump());
+  });
+  auto bad =
+      WorkloadIdentityCredential::Create({"tenant-1", "app-1", deny.url()}, file, Opts(clock));
+  ASSERT_TRUE(bad.ok());
+  auto t = (*bad)->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().message().find("assertion-two"), std::string::npos) << t.status().message();
+}
+
+TEST(ManagedIdentityCredentialTest, AppServiceSendsHeaderAndApiVersion) {
+  StandIn msi([](const Recorded&, httplib::Response& res) {
+    Json(res, 200, R"({"access_token":"mi-tok","expires_on":"4102444800","resource":"x"})");
+  });
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"IDENTITY_ENDPOINT", msi.url() + "/msi/token"},
+              {"IDENTITY_HEADER", "hdr-secret"},
+              {"AZURE_CLIENT_ID", "user-mi"},
+              {"AZURE_POD_IDENTITY_AUTHORITY_HOST", "127.0.0.1:1"}}),
+      o);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ((*cred)->source(), ManagedIdentityCredential::Source::kAppService);
+  EXPECT_EQ(AuthHeader(**cred), "Bearer mi-tok");
+  const Recorded r = msi.requests().at(0);
+  EXPECT_EQ(r.method, "GET");
+  EXPECT_EQ(r.path, "/msi/token");
+  EXPECT_EQ(r.query.at("api-version"), "2019-08-01");
+  EXPECT_EQ(r.query.at("resource"), "https://storage.azure.com");
+  EXPECT_EQ(r.query.at("client_id"), "user-mi");
+  EXPECT_EQ(r.Header("X-IDENTITY-HEADER"), "hdr-secret");
+  EXPECT_EQ((*cred)->Describe().find("hdr-secret"), std::string::npos);
+}
+
+TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
+  std::atomic<int> n{0};
+  StandIn imds([&](const Recorded&, httplib::Response& res) {
+    const int i = ++n;
+    if (i == 1) return Json(res, 429, R"({"error":"throttled"})");
+    if (i == 2) return Json(res, 500, R"({"error":"oops"})");
+    Json(res, 200, R"({"access_token":"imds-tok","expires_in":"3599","expires_on":"1"})");
+  });
+  SimulatedClock clock;  // auto-advance: sleeps return at once and are recorded
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()},
+              {"AZURE_CLIENT_ID", "user-mi"}}),
+      o);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ((*cred)->source(), ManagedIdentityCredential::Source::kImds);
+  EXPECT_EQ(AuthHeader(**cred), "Bearer imds-tok");
+  const auto reqs = imds.requests();
+  ASSERT_EQ(reqs.size(), 3u);
+  for (const auto& r : reqs) {
+    EXPECT_EQ(r.path, "/metadata/identity/oauth2/token");
+    EXPECT_EQ(r.Header("Metadata"), "true");
+    EXPECT_EQ(r.query.at("api-version"), "2018-02-01");
+    EXPECT_EQ(r.query.at("resource"), "https://storage.azure.com");
+    EXPECT_EQ(r.query.at("client_id"), "user-mi");
+  }
+  const auto sleeps = clock.SleepsForTest();
+  ASSERT_EQ(sleeps.size(), 2u);
+  EXPECT_LT(sleeps[0], sleeps[1]);  // exponential backoff
+  // expires_in wins over expires_on: the token is cached for the hour.
+  EXPECT_EQ(AuthHeader(**cred), "Bearer imds-tok");
+  EXPECT_EQ(imds.count(), 3u);
+}
+
+TEST(ManagedIdentityCredentialTest, ImdsDoesNotRetryOtherClientErrorsAndProbeDoesNotRetry) {
+  StandIn imds([](const Recorded&, httplib::Response& res) {
+    Json(res, 400, R"({"error":"invalid_request","error_description":"Identity not found"})");
+  });
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.url()}}), o);
+  auto t = (*cred)->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("Identity not found"), std::string::npos);
+  EXPECT_EQ(imds.count(), 1u);
+
+  StandIn busy([](const Recorded&, httplib::Response& res) { Json(res, 503, "{}"); });
+  o.probe = true;
+  auto probe = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", busy.authority()}}), o);
+  EXPECT_FALSE((*probe)->GetToken().ok());
+  EXPECT_EQ(busy.count(), 1u);  // the probe gives up at once
+  EXPECT_FALSE((*probe)->GetToken().ok());
+  EXPECT_EQ(busy.count(), 1u + 5u);  // later fetches retry normally
+}
+
+class AzureCliCredentialTest : public ::testing::Test {
+ protected:
+  void Az(const std::string& body) { test::WriteScript(dir_ / "bin/az", body); }
+  std::shared_ptr<AzureCliCredential> Cred(std::chrono::milliseconds timeout = 13000ms) {
+    AzureCliOptions o;
+    o.clock = &clock_;
+    o.timeout = timeout;
+    return AzureCliCredential::FromEnv(MapEnv({{"PATH", dir_ / "bin" + ":/usr/bin:/bin"}}), o);
+  }
+  nbu::test::TempDir dir_;
+  SimulatedClock clock_;
+};
+
+TEST_F(AzureCliCredentialTest, RunsAzAndParsesExpiresOn) {
+  Az("echo \"$@\" > '" + dir_ / "args" +
+     "'\n"
+     "echo '{\"accessToken\":\"cli-tok\",\"expiresOn\":\"2099-01-01 00:00:00.000000\","
+     "\"expires_on\":4102444800,\"tokenType\":\"Bearer\"}'\n");
+  auto cred = Cred();
+  EXPECT_EQ(AuthHeader(*cred), "Bearer cli-tok");
+  EXPECT_EQ(nbu::test::ReadFile(dir_ / "args"),
+            "account get-access-token --output json --resource https://storage.azure.com\n");
+}
+
+TEST_F(AzureCliCredentialTest, OlderCliWithOnlyLocalExpiresOn) {
+  Az("echo '{\"accessToken\":\"old-cli\",\"expiresOn\":\"2099-01-01 00:00:00.000000\"}'\n");
+  EXPECT_EQ(AuthHeader(*Cred()), "Bearer old-cli");
+  auto t = ParseAzureCliToken(R"({"accessToken":"x","expiresOn":"2099-01-01 00:00:00.000000"})");
+  ASSERT_TRUE(t.ok());
+  EXPECT_GT(t->expires_on, std::chrono::system_clock::now() + 24h * 365 * 50);
+}
+
+TEST_F(AzureCliCredentialTest, NotLoggedInAndTimeoutAndMissing) {
+  Az("echo \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1\n");
+  auto t = Cred()->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("az login"), std::string::npos) << t.status().message();
+  Az("exec sleep 5\n");
+  const auto start = std::chrono::steady_clock::now();
+  t = Cred(300ms)->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("did not answer"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  AzureCliOptions o;
+  t = AzureCliCredential::FromEnv(MapEnv({{"PATH", dir_ / "nothing"}}), o)->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("not found"), std::string::npos);
+}
+
+TEST(BearerBlobClientTest, RetriesOnceAfter401WithAFreshToken) {
+  std::atomic<int> minted{0};
+  StandIn idp([&](const Recorded&, httplib::Response& res) {
+    Json(res, 200,
+         nlohmann::json{{"access_token", "tok-" + std::to_string(++minted)}, {"expires_in", 3600}}
+             .dump());
+  });
+  // A storage stand-in that rejects tok-1 (revoked) and always rejects "Bearer tok-9".
+  StandIn storage([](const Recorded& r, httplib::Response& res) {
+    res.status = r.Header("Authorization") == "Bearer tok-1" ? 401 : 201;
+  });
+  auto cred = ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret);
+  ASSERT_TRUE(cred.ok());
+  BlobClientOptions bo;
+  bo.endpoint = storage.url() + "/devstoreaccount1";
+  bo.account = "devstoreaccount1";
+  bo.container = "c";
+  BlobClient client(bo, *cred, std::make_shared<HttpTransport>(), RealClock::Instance());
+  Status s = client.CreateContainerIfMissing();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(minted.load(), 2);
+  const auto reqs = storage.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].Header("Authorization"), "Bearer tok-1");
+  EXPECT_EQ(reqs[1].Header("Authorization"), "Bearer tok-2");
+  EXPECT_GE(reqs[1].Header("x-ms-version"), std::string("2017-11-09"));
+}
+
+TEST(BearerBlobClientTest, PersistentRejectionDoesNotLoop) {
+  std::atomic<int> minted{0};
+  StandIn idp([&](const Recorded&, httplib::Response& res) {
+    ++minted;
+    Json(res, 200, kTokenBody);
+  });
+  StandIn storage([](const Recorded&, httplib::Response& res) { res.status = 401; });
+  auto cred = ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret);
+  ASSERT_TRUE(cred.ok());
+  BlobClientOptions bo;
+  bo.endpoint = storage.url() + "/devstoreaccount1";
+  bo.account = "devstoreaccount1";
+  bo.container = "c";
+  BlobClient client(bo, *cred, std::make_shared<HttpTransport>(), RealClock::Instance());
+  Status s = client.CreateContainerIfMissing();
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth) << s.ToString();
+  EXPECT_EQ(minted.load(), 2);  // the first token and one refresh
+  EXPECT_EQ(storage.count(), 2u);
+  EXPECT_EQ(s.message().find("tok-1"), std::string::npos);
+}
+
+// --- the chain ---
+
+std::map<std::string, std::string> NoIdentityEnv() {
+  // Every variable that could reach a real endpoint points at a closed loopback port.
+  return {{"AZURE_POD_IDENTITY_AUTHORITY_HOST",
+           "127.0.0.1:" + std::to_string(test::ClosedLoopbackPort())},
+          {"PATH", "/nonexistent"}};
+}
+
+TEST(DefaultAzureCredentialTest, AllFailingGivesOneLinePerCredential) {
+  SimulatedClock clock;
+  std::shared_ptr<TokenCredential> out;
+  std::vector<std::string> errors;
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(NoIdentityEnv()), Opts(clock), &out, &errors));
+  ASSERT_EQ(errors.size(), 4u);
+  EXPECT_NE(errors[0].find("EnvironmentCredential: not configured"), std::string::npos);
+  EXPECT_NE(errors[1].find("WorkloadIdentityCredential: not set"), std::string::npos);
+  EXPECT_NE(errors[2].find("ManagedIdentityCredential: managed-identity(imds"), std::string::npos);
+  EXPECT_NE(errors[3].find("AzureCliCredential: azure-cli: 'az' not found"), std::string::npos);
+  for (const auto& e : errors) EXPECT_EQ(e.rfind("DefaultAzureCredential: ", 0), 0u) << e;
+
+  auto prod = NoIdentityEnv();
+  prod["AZURE_TOKEN_CREDENTIALS"] = "prod";
+  errors.clear();
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(prod), Opts(clock), &out, &errors));
+  ASSERT_EQ(errors.size(), 3u);
+  EXPECT_EQ(errors[2].find("AzureCli"), std::string::npos);
+  prod["AZURE_TOKEN_CREDENTIALS"] = "ManagedIdentityCredential";
+  errors.clear();
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(prod), Opts(clock), &out, &errors));
+  EXPECT_EQ(errors.size(), 1u);
+}
+
+TEST(DefaultAzureCredentialTest, FirstSourceThatYieldsATokenWinsInSdkOrder) {
+  StandIn idp([](const Recorded& r, httplib::Response& res) {
+    Json(res, 200,
+         nlohmann::json{
+             {"access_token", r.path.find("metadata") != std::string::npos ? "imds" : "app"},
+             {"expires_in", 3600}}
+             .dump());
+  });
+  SimulatedClock clock;
+  nbu::test::TempDir dir;
+  nbu::test::WriteFile(dir / "fed", "fed-jwt");
+  auto env = NoIdentityEnv();
+  env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = idp.authority();
+  std::shared_ptr<TokenCredential> out;
+  std::vector<std::string> errors;
+  // Nothing but IMDS: managed identity.
+  ASSERT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  EXPECT_NE(out->Describe().find("managed-identity(imds"), std::string::npos);
+  // Workload identity comes before managed identity.
+  env["AZURE_TENANT_ID"] = "t";
+  env["AZURE_CLIENT_ID"] = "c";
+  env["AZURE_AUTHORITY_HOST"] = idp.url();
+  env["AZURE_FEDERATED_TOKEN_FILE"] = dir / "fed";
+  ASSERT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  EXPECT_NE(out->Describe().find("workload-identity"), std::string::npos);
+  // And the environment (client secret) before both.
+  env["AZURE_CLIENT_SECRET"] = kSecret;
+  ASSERT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  EXPECT_NE(out->Describe().find("client-secret"), std::string::npos);
+  EXPECT_TRUE(errors.empty());
+  // The winner already holds its token: no second fetch.
+  const size_t before = idp.count();
+  EXPECT_EQ(AuthHeader(*out), "Bearer app");
+  EXPECT_EQ(idp.count(), before);
+  // A pinned mode uses only that source.
+  ASSERT_TRUE(ResolveTokenCredential("managed-identity", MapEnv(env), Opts(clock), &out, &errors));
+  EXPECT_NE(out->Describe().find("managed-identity"), std::string::npos);
+}
+
+// --- ResolveStorageTarget ---
+
+TEST(StorageTargetTokenTest, ExplicitSecretsNeverTouchTokenEndpoints) {
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  core::EnvMap env = {{"AZURE_POD_IDENTITY_AUTHORITY_HOST", idp.authority()},
+                      {"IDENTITY_ENDPOINT", idp.url() + "/msi"},
+                      {"IDENTITY_HEADER", "h"},
+                      {"AZURE_TENANT_ID", "t"},
+                      {"AZURE_CLIENT_ID", "c"},
+                      {"AZURE_CLIENT_SECRET", kSecret},
+                      {"AZURE_AUTHORITY_HOST", idp.url()},
+                      {"PATH", "/nonexistent"}};
+  core::Config c;
+  c.azure_connection_string =
+      "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" +
+      Base64Encode("key") + ";BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";
+  SimulatedClock clock;
+  server::StorageTarget target;
+  std::vector<std::string> errors;
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  c = core::Config{};
+  c.azure_account_name = "acct";
+  c.azure_account_key = Base64Encode("key");
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  c = core::Config{};
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  c.azure_sas_token = "sv=2021-06-08&sig=abc";
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(idp.count(), 0u);
+  EXPECT_TRUE(errors.empty());
+}
+
+TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  core::EnvMap env = {{"AZURE_TENANT_ID", "t"},
+                      {"AZURE_CLIENT_ID", "c"},
+                      {"AZURE_CLIENT_SECRET", kSecret},
+                      {"AZURE_AUTHORITY_HOST", idp.url()},
+                      {"AZURE_POD_IDENTITY_AUTHORITY_HOST", "127.0.0.1:1"},
+                      {"PATH", "/nonexistent"}};
+  core::Config c;
+  SimulatedClock clock;
+  server::StorageTarget target;
+  std::vector<std::string> errors;
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].rfind("APP_AZURE_ACCOUNT_URL: required", 0), 0u) << errors[0];
+  EXPECT_EQ(idp.count(), 0u);
+  errors.clear();
+  c.azure_account_url = "http://acct.example.com";
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(errors.size(), 1u);
+  errors.clear();
+  c.azure_account_url = "https://acct.blob.core.windows.net/";
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(target.endpoint, "https://acct.blob.core.windows.net");
+  EXPECT_EQ(target.account, "acct");
+  EXPECT_NE(target.credential->Describe().find("client-secret"), std::string::npos);
+  EXPECT_EQ(idp.count(), 1u);
+  c.azure_auth = "azure-cli";
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].rfind("APP_AZURE_AUTH=azure-cli: AzureCliCredential:", 0), 0u) << errors[0];
+  for (const auto& e : errors) EXPECT_EQ(e.find(kSecret), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nbu::azure
