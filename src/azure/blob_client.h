@@ -26,7 +26,7 @@ struct BlobClientOptions {
   // Blob service endpoint without trailing slash: "https://acct.blob.core.windows.net" or
   // "http://127.0.0.1:10000/devstoreaccount1" (path style: account is the first path segment).
   std::string endpoint;
-  std::string account;    // account name (for Shared Key signing)
+  std::string account;  // account name (for Shared Key signing)
   std::string container;
   RetryOptions retry;
   // Per-request timeout = base + body_bytes / min_throughput (Azure's write timeouts scale too).
@@ -40,16 +40,18 @@ struct Body {
   uint64_t offset = 0;
   uint64_t length = 0;
   std::string bytes;  // used when fd < 0
-  static Body FromFile(int fd, uint64_t offset, uint64_t length) { return {fd, offset, length, {}}; }
+  static Body FromFile(int fd, uint64_t offset, uint64_t length) {
+    return {fd, offset, length, {}};
+  }
   static Body FromString(std::string s) { return {-1, 0, 0, std::move(s)}; }
 };
 
 // Properties set on the committed blob.
 struct BlobProperties {
-  std::optional<Md5Digest> content_md5;        // whole-blob MD5 (x-ms-blob-content-md5)
-  std::string content_type;                    // empty: not set
-  std::string access_tier;                     // empty: account default (Hot/Cool/Cold/Archive)
-  std::map<std::string, std::string> metadata; // names must be C# identifiers; values ASCII
+  std::optional<Md5Digest> content_md5;         // whole-blob MD5 (x-ms-blob-content-md5)
+  std::string content_type;                     // empty: not set
+  std::string access_tier;                      // empty: account default (Hot/Cool/Cold/Archive)
+  std::map<std::string, std::string> metadata;  // names must be C# identifiers; values ASCII
 };
 
 struct BlobInfo {
@@ -60,14 +62,14 @@ struct BlobInfo {
 };
 
 struct BlockInfo {
-  std::string id;   // raw block id (base64-decoded from the listing)
+  std::string id;  // raw block id (base64-decoded from the listing)
   uint64_t size = 0;
 };
 
 // Hooks for metrics; all optional, called from request threads.
 struct BlobClientObserver {
-  std::function<void(const std::string& reason)> on_retry;     // e.g. "503", "connection"
-  std::function<void()> on_throttled;                          // 429/503 seen
+  std::function<void(const std::string& reason)> on_retry;  // e.g. "503", "connection"
+  std::function<void()> on_throttled;                       // 429/503 seen
 };
 
 // Thread-safe: one client is shared by all workers.

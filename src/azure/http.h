@@ -17,20 +17,20 @@ namespace nbu::azure {
 using HeaderMap = std::map<std::string, std::string>;
 
 struct HttpRequest {
-  std::string method = "GET";       // GET, PUT, HEAD, DELETE, POST
-  std::string url;                  // fully encoded URL, sent exactly as given (PATH_AS_IS)
+  std::string method = "GET";  // GET, PUT, HEAD, DELETE, POST
+  std::string url;             // fully encoded URL, sent exactly as given (PATH_AS_IS)
   std::vector<std::pair<std::string, std::string>> headers;  // sent as given, in order
   // Body: either `body` (in memory) or `body_fd` >= 0 with [body_offset, body_offset+body_length).
   std::string body;
   int body_fd = -1;
   uint64_t body_offset = 0;
   uint64_t body_length = 0;
-  std::chrono::milliseconds timeout{30000};   // whole-request timeout
+  std::chrono::milliseconds timeout{30000};  // whole-request timeout
   std::chrono::milliseconds connect_timeout{10000};
 
   uint64_t BodySize() const { return body_fd >= 0 ? body_length : body.size(); }
   void SetHeader(const std::string& name, const std::string& value);  // replaces same name
-  const std::string* FindHeader(const std::string& name) const;      // case-insensitive
+  const std::string* FindHeader(const std::string& name) const;       // case-insensitive
 };
 
 struct HttpResponse {
@@ -41,7 +41,7 @@ struct HttpResponse {
 };
 
 struct HttpTransportOptions {
-  std::string ca_file;              // empty: system store (and SSL_CERT_FILE, as libcurl does)
+  std::string ca_file;  // empty: system store (and SSL_CERT_FILE, as libcurl does)
   size_t max_response_body = 4 << 20;
   size_t max_idle_handles = 64;
 };

@@ -13,9 +13,9 @@
 namespace nbu::azure {
 
 struct RetryOptions {
-  int max_attempts = 6;                                  // total tries per request
-  std::chrono::milliseconds base_delay{800};             // first backoff
-  std::chrono::milliseconds max_delay{60000};            // cap for computed and server delays
+  int max_attempts = 6;                        // total tries per request
+  std::chrono::milliseconds base_delay{800};   // first backoff
+  std::chrono::milliseconds max_delay{60000};  // cap for computed and server delays
 };
 
 // Decides whether attempt number `attempt` (1-based, just failed) is retried and after how long.
