@@ -97,7 +97,7 @@ watch-start: ## Start watching incoming/$(SESSION)
 	@curl -sS -X POST -H 'Content-Type: application/json' -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
 
 watch-stop: ## Stop the active watch session
-	@curl -sS -X POST $(API)/v1/watch/stop; echo
+	@curl -sS -X POST -d '' $(API)/v1/watch/stop; echo
 
 test-status: ## Pretty-printed status of the uploader (and the generator, if running)
 	@echo "uploader:"; curl -sS $(API)/v1/status | jq . || true
@@ -128,3 +128,15 @@ k3s-apply: ## Apply the Kubernetes manifests in k8s/ (PV, PVC, ServiceAccount, D
 
 k3s-delete: ## Delete what k3s-apply created (the data on the NFS export stays)
 	kubectl delete --ignore-not-found -f k8s/
+
+# --- Benchmarks (bench/README in bench/RESULTS.md) ---
+BENCH_OUT := $(RUN_DIR)/bench
+
+bench: install build ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan and latency; rewrites bench/RESULTS.md (~6 min)
+	@mkdir -p $(BENCH_OUT)
+	OUT=$(BENCH_OUT)/run.md bench/run.sh
+	OUT=$(BENCH_OUT)/scale.md bench/scale.sh
+	bench/update-results.sh $(BENCH_OUT)/run.md $(BENCH_OUT)/scale.md
+
+bench-smoke: install build ## Short bench (< 60 s): every tool finishes and every file arrives intact; no timing checks
+	SCALE=smoke bench/run.sh
