@@ -129,7 +129,7 @@ k3s-apply: ## Apply the Kubernetes manifests in k8s/ (PV, PVC, ServiceAccount, D
 k3s-delete: ## Delete what k3s-apply created (the data on the NFS export stays)
 	kubectl delete --ignore-not-found -f k8s/
 
-# --- Benchmarks (bench/README in bench/RESULTS.md) ---
+# --- Benchmarks (bench/run.sh, bench/scale.sh; figures and method in bench/RESULTS.md) ---
 BENCH_OUT := $(RUN_DIR)/bench
 
 bench: install build ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan and latency; rewrites bench/RESULTS.md (~6 min)

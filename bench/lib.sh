@@ -40,7 +40,7 @@ wait_port() { # port seconds pid
   local port=$1 secs=$2 pid=$3 i
   for i in $(seq 1 $((secs * 20))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    kill -0 "$pid" 2>/dev/null || return 1
+    alive "$pid" || return 1
     sleep 0.05
     : "$i"
   done
@@ -49,12 +49,20 @@ wait_port() { # port seconds pid
 
 track() { BENCH_PIDS+=("$1"); }
 
+# A live process (an exited child stays a zombie until waited for: not alive).
+alive() {
+  local line
+  read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+  line=${line##*) }
+  [ "${line:0:1}" != Z ]
+}
+
 stop_pid() { # pid [grace seconds]
   local pid=$1 grace=${2:-10} i
-  kill -0 "$pid" 2>/dev/null || return 0
+  if ! alive "$pid"; then wait "$pid" 2>/dev/null || true; return 0; fi
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 1 $((grace * 20))); do
-    kill -0 "$pid" 2>/dev/null || break
+    alive "$pid" || break
     sleep 0.05
     : "$i"
   done
@@ -126,7 +134,7 @@ start_service() {
   local i
   for i in $(seq 1 300); do
     if curl -fsS -o /dev/null "http://127.0.0.1:$SVC_PORT/readyz" 2>/dev/null; then return 0; fi
-    kill -0 "$SVC_PID" 2>/dev/null || { tail -20 "$dir/service.log" >&2; die "service exited"; }
+    alive "$SVC_PID" || { tail -20 "$dir/service.log" >&2; die "service exited"; }
     sleep 0.1
     : "$i"
   done

@@ -146,7 +146,7 @@ run_ours() { # scen data_dir files bytes
     st=$(svc_status) || st='{}'
     read -r up failed ub < <(echo "$st" | jq -r '"\(.uploaded // 0) \(.failed // 0) \(.bytes_uploaded // 0)"')
     [ $((up + failed)) -ge "$files" ] && break
-    kill -0 "$SVC_PID" 2>/dev/null || break
+    alive "$SVC_PID" || break
     sleep 0.05
   done
   t1=$(now)
