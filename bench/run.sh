@@ -10,6 +10,7 @@
 #                       rclone --azureblob-upload-concurrency); AzCopy's CONC is global
 #        TOOLS="ours rclone azcopy"   OUT=file.md (also write the table there)
 #        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
+#        SVC_ENV="APP_X=y ..."  extra settings for the service (e.g. APP_STAGING_FSYNC=false)
 # Exit status: 0 when every tool finished and every file arrived with the right size (checked
 # by listing Azurite, and by the service's counters); never depends on timing.
 set -euo pipefail
@@ -134,7 +135,9 @@ read_time() { tail -1 "$1" | awk '{ printf "%.3f %d\n", $2 + $3, $4 }'; }
 run_ours() { # scen data_dir files bytes
   local scen=$1 data=$2 files=$3 bytes=$4 container="b-$1-ours" session="bench-$1"
   local dir=$TMP/svc-$scen st up=0 failed=0 ub=0 t0 t1 c0 c1 s0 s1 status=ok deadline hwm
-  start_service "$dir" "$ENDPOINT" "$container"
+  local -a extra=()
+  read -r -a extra <<<"${SVC_ENV:-}"
+  start_service "$dir" "$ENDPOINT" "$container" "${extra[@]}"
   cp -al "$data/src" "$dir/stage-in/$session"
   s0=$(server_cpu)
   c0=$(proc_cpu_s "$SVC_PID")
@@ -248,7 +251,7 @@ table() {
   echo "Concurrency: $CONC files in flight for every tool (our APP_WORKER_CONCURRENCY, rclone" \
     "--transfers, AZCOPY_CONCURRENCY_VALUE); $BLOCK_CONC blocks in flight per large file for" \
     "ours and rclone; 8 MiB blocks for all. Our service: APP_POLL_INTERVAL_S=$POLL_S," \
-    "APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=true (default); timed from the rename of" \
+    "APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=true (default)${SVC_ENV:+, $SVC_ENV}; timed from the rename of" \
     "the session directory into incoming/ to /v1/status uploaded == files (polled every 50 ms)." \
     "MB = 10^6 bytes; peak MiB = max RSS (VmHWM for the service, GNU time for the peers);" \
     "server CPU = Azurite's or nginx's CPU seconds during the run; ratios are ours / peer."
