@@ -57,6 +57,7 @@ done
 [ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) missing: run make install"
 command -v jq >/dev/null || die "jq missing: run make install"
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/nbu-bench.XXXXXX")
 cleanup() {
   stop_all
@@ -254,7 +255,8 @@ table() {
     "APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=true (default)${SVC_ENV:+, $SVC_ENV}; timed from the rename of" \
     "the session directory into incoming/ to /v1/status uploaded == files (polled every 50 ms)." \
     "MB = 10^6 bytes; peak MiB = max RSS (VmHWM for the service, GNU time for the peers);" \
-    "server CPU = Azurite's or nginx's CPU seconds during the run; ratios are ours / peer."
+    "server CPU = Azurite's or nginx's CPU seconds during the run; ratios are ours / peer." \
+    "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
