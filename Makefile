@@ -57,7 +57,7 @@ test: install build ## Install, build, run every test (release, then ASan+UBSan,
 test-unit: build ## Unit tests only (fast)
 	cd $(BUILD_DIR) && ctest --output-on-failure -L unit -j $(JOBS)
 
-test-asan: build-asan ## Unit, integration and e2e tests under ASan+UBSan
+test-asan: build-asan ## Unit, integration and e2e tests (the service binary too) under ASan+UBSan
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -L 'unit|integration|e2e' -j 2
 
