@@ -64,8 +64,8 @@ test-asan: build-asan ## Unit, integration and e2e tests (the service binary too
 test-tsan: build-tsan ## Concurrency tests under ThreadSanitizer
 	cd $(TSAN_DIR) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency
 
-lint: build ## clang-tidy over the sources (uses build/compile_commands.json)
-	clang-tidy -p $(BUILD_DIR) --quiet $(filter %.cpp,$(SOURCES))
+lint: $(BUILD_DIR)/CMakeCache.txt ## clang-tidy (.clang-tidy) over src/ and tools/, in parallel
+	run-clang-tidy -p $(BUILD_DIR) -quiet -j $(JOBS) '$(CURDIR)/(src|tools)/.*\.cpp$$'
 
 lint-check: format-check shellcheck ## Checks CI runs: formatting and shell scripts
 

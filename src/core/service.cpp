@@ -171,11 +171,14 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
                                         std::string* error) {
   std::lock_guard lock(mu_);
   auto loaded = sessions_.Load();
-  if (!loaded.ok()) {
+  if (!loaded.ok() && loaded.status().kind() != ErrorKind::kPermanent) {
     *error = loaded.status().ToString();
     return WatchError::kStorage;
   }
-  if (*loaded && (*loaded)->active) {
+  if (!loaded.ok()) {
+    // A damaged session file must not lock the operator out: the new session replaces it.
+    LogWarn("session file unreadable; replacing it", {{"error", loaded.status().ToString()}});
+  } else if (*loaded && (*loaded)->active) {
     *out = **loaded;
     return WatchError::kAlreadyActive;
   }

@@ -1,5 +1,6 @@
 #include "core/session_store.h"
 
+#include "core/layout.h"
 #include "util/fs.h"
 
 #include <nlohmann/json.hpp>
@@ -16,11 +17,17 @@ Result<std::optional<SessionState>> SessionStore::Load() const {
   if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) {
     return Status(ErrorKind::kPermanent, path_ + ": not a valid session file");
   }
+  auto str = [&](const char* key) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+  };
   SessionState s;
-  s.name = j["name"].get<std::string>();
-  s.started_at = j.value("started_at", "");
-  s.active = j.value("active", false);
-  s.stopped_at = j.value("stopped_at", "");
+  s.name = str("name");
+  s.started_at = str("started_at");
+  s.active = j.contains("active") && j["active"].is_boolean() && j["active"].get<bool>();
+  s.stopped_at = str("stopped_at");
+  if (!IsValidSessionName(s.name)) {  // never scan outside <incoming> because of a bad file
+    return Status(ErrorKind::kPermanent, path_ + ": invalid session name");
+  }
   return std::optional<SessionState>(s);
 }
 
