@@ -131,10 +131,11 @@ k3s-delete: ## Delete what k3s-apply created (the data on the NFS export stays)
 
 # --- Benchmarks (bench/run.sh, bench/scale.sh; figures and method in bench/RESULTS.md) ---
 BENCH_OUT := $(RUN_DIR)/bench
+BENCH_REPEAT ?= 3
 
-bench: install build ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan and latency; rewrites bench/RESULTS.md (~6 min)
+bench: install build ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan and latency; rewrites bench/RESULTS.md (~10 min)
 	@mkdir -p $(BENCH_OUT)
-	OUT=$(BENCH_OUT)/run.md bench/run.sh
+	OUT=$(BENCH_OUT)/run.md REPEAT=$(BENCH_REPEAT) bench/run.sh
 	OUT=$(BENCH_OUT)/scale.md bench/scale.sh
 	bench/update-results.sh $(BENCH_OUT)/run.md $(BENCH_OUT)/scale.md
 

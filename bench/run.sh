@@ -9,6 +9,8 @@
 #        BLOCK_CONC=4   blocks in flight per large file (APP_AZURE_MAX_CONCURRENCY,
 #                       rclone --azureblob-upload-concurrency); AzCopy's CONC is global
 #        TOOLS="ours rclone azcopy"   OUT=file.md (also write the table there)
+#        REPEAT=1       runs per tool and scenario (interleaved); the table shows the run with the
+#                       median wall time, and the min-max of the wall times
 #        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
 #        SVC_ENV="APP_X=y ..."  extra settings for the service (e.g. APP_STAGING_FSYNC=false)
 # Exit status: 0 when every tool finished and every file arrived with the right size (checked
@@ -22,6 +24,7 @@ SCALE=${SCALE:-full}
 CONC=${CONC:-16}
 BLOCK_CONC=${BLOCK_CONC:-4}
 TOOLS=${TOOLS:-ours rclone azcopy}
+REPEAT=${REPEAT:-1}
 POLL_S=0.2
 MIN_AGE_S=0.2
 export CONC BLOCK_CONC POLL_S MIN_AGE_S
@@ -235,14 +238,16 @@ for sc in "${SCEN_LIST[@]}"; do
     ENDPOINT=http://127.0.0.1:$SINK_PORT/$ACCOUNT
     SERVER_PID=$SINK_PID
   fi
-  for tool in $TOOLS; do
-    log "scenario $scen: $tool"
-    if [ "$tool" = ours ]; then
-      run_ours "$scen" "$data" "$files" "$bytes"
-    else
-      run_peer "$tool" "$scen" "$data" "$files" "$bytes"
-    fi
-    tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2
+  for rep in $(seq 1 "$REPEAT"); do
+    for tool in $TOOLS; do
+      log "scenario $scen: $tool (run $rep of $REPEAT)"
+      if [ "$tool" = ours ]; then
+        run_ours "$scen" "$data" "$files" "$bytes"
+      else
+        run_peer "$tool" "$scen" "$data" "$files" "$bytes"
+      fi
+      tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2
+    done
   done
   if [ "$TARGET" = sink ]; then stop_pid "$SINK_PID" 5; fi
 done
@@ -260,22 +265,35 @@ table() {
   echo
   echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  # Group the runs of each (scenario, tool); keep the run with the median wall time.
   awk -F'\t' '
-    { n++; sc[n] = $1; tl[n] = $2; f[n] = $3; b[n] = $4; s[n] = $5; c[n] = $6; m[n] = $7
-      sv[n] = $8; st[n] = $9
-      if ($2 == "ours") { of[$1] = ($5 > 0 ? $3 / $5 : 0); oc[$1] = $6 / $3; om[$1] = $7 } }
+    { k = $1 SUBSEP $2
+      if (!(k in cnt)) { order[++nk] = k }
+      cnt[k]++; row[k, cnt[k]] = $0
+      if ($9 != "ok" && !(k in bad)) bad[k] = $9 }
     END {
+      for (j = 1; j <= nk; j++) {
+        k = order[j]; m = cnt[k]
+        for (a = 1; a <= m; a++) { split(row[k, a], x, "\t"); w[a] = x[5] + 0; idx[a] = a }
+        for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++)
+          if (w[idx[b]] < w[idx[a]]) { t = idx[a]; idx[a] = idx[b]; idx[b] = t }
+        split(row[k, idx[int((m + 1) / 2)]], x, "\t")
+        n++; sc[n] = x[1]; tl[n] = x[2]; f[n] = x[3]; b2[n] = x[4]; s[n] = x[5]; c[n] = x[6]
+        mm[n] = x[7]; sv[n] = x[8]; st[n] = (k in bad) ? bad[k] : "ok"
+        rng[n] = m > 1 ? sprintf(" (%.2f-%.2f, %d runs)", w[idx[1]], w[idx[m]], m) : ""
+        if (x[2] == "ours") { of[x[1]] = (x[5] > 0 ? x[3] / x[5] : 0); oc[x[1]] = x[6] / x[3]; om[x[1]] = x[7] }
+      }
       for (i = 1; i <= n; i++) {
         fps = s[i] > 0 ? f[i] / s[i] : 0; cpf = c[i] / f[i]
         r1 = r2 = r3 = "";
         if (tl[i] != "ours" && (sc[i] in of)) {
           r1 = fps > 0 ? sprintf("%.2fx", of[sc[i]] / fps) : "-"
           r2 = cpf > 0 ? sprintf("%.2fx", oc[sc[i]] / cpf) : "-"
-          r3 = m[i] > 0 ? sprintf("%.2fx", om[sc[i]] / m[i]) : "-"
+          r3 = mm[i] > 0 ? sprintf("%.2fx", om[sc[i]] / mm[i]) : "-"
         }
-        printf "| %s | %s | %d | %.1f | %.2f | %.0f | %.1f | %.3f | %.0f | %.2f | %s | %s | %s | %s |\n",
-          sc[i], tl[i], f[i], b[i] / 1e6, s[i], fps, (s[i] > 0 ? b[i] / 1e6 / s[i] : 0),
-          cpf * 1000, m[i] / 1024, sv[i], r1, r2, r3, st[i]
+        printf "| %s | %s | %d | %.1f | %.2f%s | %s | %.1f | %.3f | %.0f | %.2f | %s | %s | %s | %s |\n",
+          sc[i], tl[i], f[i], b2[i] / 1e6, s[i], rng[i], (fps < 10 ? sprintf("%.2f", fps) : sprintf("%.0f", fps)),
+          (s[i] > 0 ? b2[i] / 1e6 / s[i] : 0), cpf * 1000, mm[i] / 1024, sv[i], r1, r2, r3, st[i]
       }
     }' "$ROWS"
 }
