@@ -136,8 +136,9 @@ add_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
 read_time() { tail -1 "$1" | awk '{ printf "%.3f %d\n", $2 + $3, $4 }'; }
 
 # --- The tools --------------------------------------------------------------------------------
+# Every run writes to a container of its own (a name just deleted may still be being deleted).
 run_ours() { # scen data_dir files bytes
-  local scen=$1 data=$2 files=$3 bytes=$4 container="b-$1-ours" session="bench-$1"
+  local scen=$1 data=$2 files=$3 bytes=$4 container="b-$1-ours-r$rep" session="bench-$1"
   local dir=$TMP/svc-$scen st up=0 failed=0 ub=0 t0 t1 c0 c1 s0 s1 status=ok deadline hwm
   local -a extra=()
   read -r -a extra <<<"${SVC_ENV:-}"
@@ -179,13 +180,14 @@ run_ours() { # scen data_dir files bytes
 }
 
 run_peer() { # tool scen data_dir files bytes
-  local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1" rc=0 t0 t1 s0 s1
+  local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1-r$rep" rc=0 t0 t1 s0 s1 code
   local tf=$TMP/time-$tool-$scen status=ok cpu rss strip=1
   : >"$TMP/rclone.conf"
   # AzCopy does not create a missing container on an emulator endpoint; our service creates its
   # own before /readyz. Create the peers' containers before the clock starts.
-  curl -s -o /dev/null --max-time 30 -X PUT -H 'Content-Length: 0' \
-    "$ENDPOINT/$container?restype=container&$SAS" || true
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 -X PUT -H 'Content-Length: 0' \
+    "$ENDPOINT/$container?restype=container&$SAS" || true)
+  [ "$code" = 201 ] || log "warning: creating container $container: HTTP $code"
   s0=$(server_cpu)
   t0=$(now)
   case $tool in
@@ -212,6 +214,9 @@ run_peer() { # tool scen data_dir files bytes
   if [ "$rc" -ne 0 ]; then
     status="FAIL(exit=$rc)"
     tail -5 "$TMP/$tool-$scen.log" >&2
+    if [ "$tool" = azcopy ]; then
+      grep -h -E 'ERR|FAILED|Final Job Status' "$TMP"/azlog/*.log 2>/dev/null | tail -5 | cut -c1-400 >&2 || true
+    fi
   elif [ "$TARGET" = azurite ]; then
     status=$(verify_listing "$container" "$strip" "$data/manifest")
   fi

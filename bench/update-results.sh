@@ -23,7 +23,7 @@ gen=$(mktemp)
     "(service binary build/bin/nfs-blob-uploader, Release)."
   echo
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), " \
-    "$(free -g | awk '/^Mem:/ { print $2 }') GiB memory, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME");" \
+    "$(free -g | awk '/^Mem:/ { print $2 }') GiB memory, kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\(.*\)"/\1/p' /etc/os-release);" \
     "files and temp dirs on ${fs_of_tmp:-?} (disks: ${disk:-?})."
   echo "Tools: $(rclone version 2>/dev/null | head -1), AzCopy $("$azcopy" --version 2>/dev/null | awk '{ print $3 }')," \
     "Azurite $(node -p 'require("./node_modules/azurite/package.json").version' 2>/dev/null) (in memory)," \
