@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: nfs-blob-uploader vs rclone vs AzCopy, on the same generated files and
-# the same in-memory Azurite (and a fast nginx sink), all on 127.0.0.1.
+# the same in-memory Azurite (one per round of the three tools) and a fast nginx sink, all on
+# 127.0.0.1.
 #
 # Usage: bench/run.sh                      full run (about 3-4 minutes on 2 cores)
 #        SCALE=smoke bench/run.sh          50 x 64 KiB + 1 x 8 MiB, Azurite only (< 60 s)
@@ -227,7 +228,6 @@ run_peer() { # tool scen data_dir files bytes
 
 # --- Main -------------------------------------------------------------------------------------
 SAS=$(account_sas)
-AZ_STARTED=0
 for sc in "${SCEN_LIST[@]}"; do
   IFS=: read -r scen TARGET spec <<<"$sc"
   log "scenario $scen ($TARGET, $spec): generating data"
@@ -235,15 +235,21 @@ for sc in "${SCEN_LIST[@]}"; do
   files=$(wc -l <"$data/manifest")
   bytes=$(awk '{ s += $2 } END { printf "%d", s }' "$data/manifest")
   if [ "$TARGET" = azurite ]; then
-    if [ "$AZ_STARTED" = 0 ]; then start_azurite "$TMP"; AZ_STARTED=1; fi
-    ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$ACCOUNT
-    SERVER_PID=$AZURITE_PID
+    : # a fresh Azurite for each round of the tools, below
   else
     start_sink "$TMP/sink-$scen" "$data/manifest"
     ENDPOINT=http://127.0.0.1:$SINK_PORT/$ACCOUNT
     SERVER_PID=$SINK_PID
   fi
   for rep in $(seq 1 "$REPEAT"); do
+    if [ "$TARGET" = azurite ]; then
+      # One Azurite per round: the tools compared share it, and deleted containers' data (which
+      # Azurite frees only later) never reaches its in-memory size limit (half the RAM).
+      [ -n "$AZURITE_PID" ] && stop_pid "$AZURITE_PID" 10
+      start_azurite "$TMP"
+      ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$ACCOUNT
+      SERVER_PID=$AZURITE_PID
+    fi
     for tool in $TOOLS; do
       log "scenario $scen: $tool (run $rep of $REPEAT)"
       if [ "$tool" = ours ]; then
@@ -256,6 +262,7 @@ for sc in "${SCEN_LIST[@]}"; do
   done
   if [ "$TARGET" = sink ]; then stop_pid "$SINK_PID" 5; fi
 done
+[ -n "$AZURITE_PID" ] && stop_pid "$AZURITE_PID" 10
 
 # --- Table ------------------------------------------------------------------------------------
 table() {
