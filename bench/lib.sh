@@ -26,12 +26,18 @@ now() { echo "$EPOCHREALTIME"; }
 # fsub a b -> a-b with 3 decimals
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 
-# A loopback port nothing listens on (random in 20000-59999, checked by connecting).
+# A loopback port no socket uses, below the kernel's ephemeral range (so that no client
+# connection can hold it as its local port): random in [10000, low end of ip_local_port_range).
 free_port() {
-  local p _
+  local p _ low
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+  [ "$low" -gt 11000 ] || low=32768
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+    p=$((10000 + RANDOM % (low - 10000)))
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+    if command -v ss >/dev/null && [ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; then continue; fi
+    echo "$p"
+    return 0
   done
   die "no free port found"
 }
