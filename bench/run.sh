@@ -111,7 +111,7 @@ rclone_env() {
 # verify_listing container strip manifest -> "ok" or a reason; `strip` leading path components.
 verify_listing() {
   local container=$1 strip=$2 manifest=$3 got=$TMP/listing
-  if ! rclone_env timeout 120 rclone --config "$TMP/rclone.conf" lsf -R --files-only \
+  if ! rclone_env timeout "$TOOL_TIMEOUT" rclone --config "$TMP/rclone.conf" lsf -R --files-only \
     --format ps --separator ' ' "bench:$container" >"$got.raw" 2>"$got.err"; then
     echo "listing-failed"
     return
