@@ -52,6 +52,7 @@ test: install build ## Install, build, run every test (release, then ASan+UBSan,
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
+	$(MAKE) bench-smoke
 	$(MAKE) lint-check
 
 test-unit: build ## Unit tests only (fast)
