@@ -9,7 +9,9 @@
 #include <atomic>
 #include <cerrno>
 #include <ctime>
+#include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <unordered_set>
 
@@ -31,6 +33,22 @@ Duration Backoff(int n, Duration base, Duration cap) {
 }
 
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// MD5 of [off, off+len) of `fd`, read with pread through a small buffer.
+Result<Md5Digest> BlockMd5(int fd, uint64_t off, uint64_t len) {
+  Md5 md5;
+  std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(len, 256 << 10)) + 1);
+  while (len > 0) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), len));
+    const ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoStatus("read staging copy", n < 0 ? errno : EIO);
+    md5.Update(buf.data(), static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
+    len -= static_cast<uint64_t>(n);
+  }
+  return md5.Final();
+}
 
 }  // namespace
 
@@ -116,18 +134,17 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   c.state = ClaimState::kClaimed;
   const std::string dst = ProcessingPath(c);
   const std::string dir = fs::Dirname(dst);
+  // Rename first; create the target directory only when the rename says it is missing (the
+  // common case needs one syscall; GC may also remove an empty directory between claims).
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    if (Status s = fs::MkdirAll(dir); !s.ok()) {
-      last = s;
-    } else {
-      last = fs::Rename(src, dst);
-      if (last.ok()) return c;
-      if (last.kind() == ErrorKind::kNotFound) {
-        if (fs::Stat(dst).ok()) return c;  // a retransmitted rename that did succeed
-        if (!fs::Stat(src).ok()) return Status(ErrorKind::kNotFound, "claimed by another replica");
-        continue;  // the target directory vanished under GC: create it again
-      }
+    last = fs::Rename(src, dst);
+    if (last.ok()) return c;
+    if (last.kind() == ErrorKind::kNotFound) {
+      if (fs::Stat(dst).ok()) return c;  // a retransmitted rename that did succeed
+      if (!fs::Stat(src).ok()) return Status(ErrorKind::kNotFound, "claimed by another replica");
+      last = fs::MkdirAll(dir);
+      if (last.ok()) continue;
     }
     if (last.kind() != ErrorKind::kTransient) return last;
     d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
@@ -148,31 +165,35 @@ Result<StagedFile> FileProcessor::Stage(const ClaimPath& claim, std::stop_token 
   out.block_size =
       PlanBlockSize(out.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
   out.path = fs::Join(d_.config.staging_root, StagingPath(claim));
-  if (Status s = fs::MkdirAll(fs::Dirname(out.path)); !s.ok()) return s;
-  ::unlink(out.path.c_str());  // a leftover of an earlier attempt of this claim
-  const int fd = ::open(out.path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  // Create first and make the directory only when it is missing (one syscall in the common
+  // case). O_TRUNC: a leftover of an earlier attempt of this claim is simply overwritten.
+  auto create = [&] {
+    return ::open(out.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  };
+  int fd = create();
+  if (fd < 0 && errno == ENOENT) {
+    if (Status s = fs::MkdirAll(fs::Dirname(out.path)); !s.ok()) return s;
+    fd = create();
+  }
   if (fd < 0) return ErrnoStatus("create " + out.path, errno);
   out.fd = fs::Fd(fd);
   ::posix_fadvise(src->get(), 0, 0, POSIX_FADV_SEQUENTIAL);
 
   Md5 whole;
-  Md5 block;
-  std::vector<char> buf(kCopyBuffer);
+  // One buffer per worker thread, reused: allocating (and zeroing) 1 MiB per file cost ~13% of
+  // the CPU of a 64 KiB file.
+  thread_local std::unique_ptr<char[]> buffer;
+  if (!buffer) buffer.reset(new char[kCopyBuffer]);
+  const std::span<char> buf(buffer.get(), kCopyBuffer);
   uint64_t copied = 0;
   while (true) {
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
-    size_t want = buf.size();
-    if (out.block_size > 0) {
-      want =
-          static_cast<size_t>(std::min<uint64_t>(want, out.block_size - copied % out.block_size));
-    }
-    const ssize_t n = ::read(src->get(), buf.data(), want);
+    const ssize_t n = ::read(src->get(), buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoStatus("read " + src_path, errno);
     if (n == 0) break;
     const auto len = static_cast<size_t>(n);
     whole.Update(buf.data(), len);
-    if (out.block_size > 0) block.Update(buf.data(), len);
     for (size_t off = 0; off < len;) {
       const ssize_t w = ::write(out.fd.get(), buf.data() + off, len - off);
       if (w < 0 && errno == EINTR) continue;
@@ -180,9 +201,7 @@ Result<StagedFile> FileProcessor::Stage(const ClaimPath& claim, std::stop_token 
       off += static_cast<size_t>(w);
     }
     copied += len;
-    if (out.block_size > 0 && copied % out.block_size == 0) out.block_md5.push_back(block.Final());
   }
-  if (out.block_size > 0 && copied % out.block_size != 0) out.block_md5.push_back(block.Final());
   out.md5 = whole.Final();
   if (d_.config.staging_fsync) {
     if (Status s = fs::Fsync(out.fd.get(), out.path); !s.ok()) return s;
@@ -196,7 +215,7 @@ Result<StagedFile> FileProcessor::Stage(const ClaimPath& claim, std::stop_token 
 Status FileProcessor::UploadBlocks(const std::string& blob_name, StagedFile& staged,
                                    const azure::BlobProperties& props, telemetry::Span& span,
                                    std::stop_token stop) {
-  const uint64_t n = staged.block_md5.size();
+  const uint64_t n = (staged.size + staged.block_size - 1) / staged.block_size;
   std::vector<std::string> ids;
   ids.reserve(n);
   for (uint64_t i = 0; i < n; ++i) ids.push_back(BlockId(staged.md5, staged.block_size, i));
@@ -229,9 +248,13 @@ Status FileProcessor::UploadBlocks(const std::string& blob_name, StagedFile& sta
       if (have.count(ids[i]) != 0) continue;
       const uint64_t off = i * staged.block_size;
       const uint64_t len = std::min(staged.block_size, staged.size - off);
+      // Each block's MD5 is computed here, in parallel, from the staging copy in the page cache
+      // (the staging pass hashes the whole file only).
+      auto md5 = BlockMd5(staged.fd.get(), off, len);
       Status s =
-          d_.blob.PutBlock(blob_name, ids[i], azure::Body::FromFile(staged.fd.get(), off, len),
-                           staged.block_md5[i], stop);
+          md5.ok() ? d_.blob.PutBlock(blob_name, ids[i],
+                                      azure::Body::FromFile(staged.fd.get(), off, len), *md5, stop)
+                   : md5.status();
       if (!s.ok()) {
         std::lock_guard lock(mu);
         if (!failed.exchange(true)) first_error = s;

@@ -27,15 +27,15 @@
 
 namespace nbu::core {
 
-// The staging copy of a claim, hashed while copying.
+// The staging copy of a claim, hashed while copying (block MD5s are computed by the upload
+// threads, in parallel, from the copy).
 struct StagedFile {
   fs::Fd fd;  // read/write handle of the staging copy
   std::string path;
   uint64_t size = 0;
-  Md5Digest md5{};                   // whole file
-  uint64_t block_size = 0;           // 0: one Put Blob
-  std::vector<Md5Digest> block_md5;  // one per block when block_size > 0
-  fs::FileStat source;               // the claim's stat when the copy began
+  Md5Digest md5{};          // whole file
+  uint64_t block_size = 0;  // 0: one Put Blob
+  fs::FileStat source;      // the claim's stat when the copy began
 };
 
 // Block size for a file: the configured size, grown in 1 MiB steps so a blob never needs more

@@ -165,7 +165,7 @@ bool IsNonce(std::string_view s) {
   return true;
 }
 
-std::string NewNonce() { return HexEncode(RandomBytes(8)); }
+std::string NewNonce() { return FastRandomHex(8); }
 
 bool IsHiddenName(std::string_view name) { return name.empty() || name.front() == '.'; }
 

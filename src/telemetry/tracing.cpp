@@ -4,8 +4,8 @@
 
 namespace nbu::telemetry {
 
-std::string NewTraceId() { return HexEncode(RandomBytes(16)); }
-std::string NewSpanId() { return HexEncode(RandomBytes(8)); }
+std::string NewTraceId() { return FastRandomHex(16); }
+std::string NewSpanId() { return FastRandomHex(8); }
 
 Span::Span(Span&& other) noexcept : tracer_(other.tracer_), data_(std::move(other.data_)) {}
 

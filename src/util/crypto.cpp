@@ -6,6 +6,7 @@
 #include <openssl/sha.h>
 
 #include <cstring>
+#include <random>
 #include <stdexcept>
 
 namespace nbu {
@@ -109,6 +110,22 @@ uint64_t RandomU64() {
   uint64_t v = 0;
   std::memcpy(&v, b.data(), sizeof v);
   return v;
+}
+
+uint64_t FastRandomU64() {
+  thread_local std::mt19937_64 gen(RandomU64());
+  return gen();
+}
+
+std::string FastRandomHex(size_t bytes) {
+  std::string raw;
+  raw.reserve(bytes + 8);
+  while (raw.size() < bytes) {
+    const uint64_t v = FastRandomU64();
+    raw.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  raw.resize(bytes);
+  return HexEncode(raw);
 }
 
 }  // namespace nbu

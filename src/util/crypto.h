@@ -43,5 +43,9 @@ std::string HexEncode(std::string_view bytes);
 // Cryptographically random bytes (RAND_bytes).
 std::string RandomBytes(size_t n);
 uint64_t RandomU64();
+// Unpredictable-enough ids without a syscall per call: a per-thread generator seeded from
+// RAND_bytes. For span ids and claim nonces, not for keys.
+uint64_t FastRandomU64();
+std::string FastRandomHex(size_t bytes);
 
 }  // namespace nbu

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+#include <thread>
+
 namespace nbu {
 namespace {
 
@@ -39,6 +42,23 @@ TEST(HmacTest, Rfc4231Case2) {
 TEST(RandomTest, BytesDiffer) {
   EXPECT_EQ(RandomBytes(16).size(), 16u);
   EXPECT_NE(RandomBytes(16), RandomBytes(16));
+}
+
+}  // namespace
+}  // namespace nbu
+
+namespace nbu {
+namespace {
+
+TEST(FastRandomTest, HexWidthAndDistinctValuesAcrossThreads) {
+  EXPECT_EQ(FastRandomHex(8).size(), 16u);
+  EXPECT_EQ(FastRandomHex(13).size(), 26u);
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) seen.insert(FastRandomHex(8));
+  std::string other;
+  std::thread([&] { other = FastRandomHex(8); }).join();
+  seen.insert(other);
+  EXPECT_EQ(seen.size(), 1001u);
 }
 
 }  // namespace
