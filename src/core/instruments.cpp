@@ -1,6 +1,7 @@
 #include "core/instruments.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace nbu::core {
 
@@ -36,7 +37,7 @@ RecentWindow::Summary RecentWindow::Summarize(MonoTime now) const {
   s.mb_per_s = static_cast<double>(bytes) / 1e6 / covered;
   std::sort(lat.begin(), lat.end());
   auto pct = [&](double p) {
-    const auto idx = static_cast<size_t>(p * static_cast<double>(lat.size() - 1) + 0.5);
+    const auto idx = static_cast<size_t>(std::lround(p * static_cast<double>(lat.size() - 1)));
     return lat[std::min(idx, lat.size() - 1)];
   };
   s.p50_s = pct(0.50);

@@ -63,7 +63,6 @@ class Service {
   Clock& clock_;
   azure::BlobClient& blob_;
   Instruments inst_;
-  const telemetry::Tracer& tracer_;
   BoundedQueue<WorkItem> queue_;
   InFlight inflight_;
   LeaseBook leases_;

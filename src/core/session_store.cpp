@@ -8,7 +8,7 @@
 namespace nbu::core {
 
 Result<std::optional<SessionState>> SessionStore::Load() const {
-  auto text = fs::ReadSmallFile(path_, 64 * 1024);
+  auto text = fs::ReadSmallFile(path_, size_t{64} * 1024);
   if (!text.ok()) {
     if (text.status().kind() == ErrorKind::kNotFound) return std::optional<SessionState>{};
     return text.status();

@@ -49,7 +49,7 @@ void Api::Stop() {
 
 void Api::Routes() {
   httplib::Server& s = *server_;
-  s.set_payload_max_length(64 * 1024);
+  s.set_payload_max_length(size_t{64} * 1024);
   s.set_keep_alive_max_count(1000);
 
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {

@@ -48,7 +48,12 @@ OtlpExporter::OtlpExporter(TelemetryConfig config, Clock& clock, const MetricsRe
       next_span_export_(clock.Now() + config_.span_schedule_delay),
       next_metrics_export_(clock.Now() + config_.metric_export_interval) {}
 
-OtlpExporter::~OtlpExporter() { Shutdown(clock_.Now()); }
+OtlpExporter::~OtlpExporter() {
+  try {
+    Shutdown(clock_.Now());
+  } catch (...) {  // a destructor must not throw; telemetry is never worth a crash
+  }
+}
 
 bool OtlpExporter::Enqueue(SpanData&& span) {
   const char* reason = nullptr;
