@@ -90,6 +90,8 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     return;
   }
   std::vector<std::string> subdirs;
+  // For skipping only: a stale `now` can only delay a check, never make a file ready early.
+  MonoTime now = clock_.Now();
   while (const dirent* e = ::readdir(d)) {
     if (stop.stop_requested()) break;
     const std::string name(e->d_name);
@@ -100,12 +102,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       continue;
     }
     if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;  // symlinks, fifos...
-    if (!Accepts(name)) continue;
-    ++stats->files_seen;
-    if (tracker_.IsQueued(rel)) {
-      tracker_.Touch(rel);
+    // Tracked names passed the filters when first seen: skip the glob matching for them.
+    if (tracker_.SkipStat(rel, now)) {
+      ++stats->files_seen;
       continue;
     }
+    if (!Accepts(name)) continue;
+    ++stats->files_seen;
     struct stat st {};
     ++stats->stats;
     if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
@@ -114,8 +117,8 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       continue;
     }
     if (!S_ISREG(st.st_mode)) continue;
-    const MonoTime now = clock_.Now();
-    if (!tracker_.Observe(rel, fs::FromStat(st), now)) continue;
+    const MonoTime seen = clock_.Now();  // exact time of this observation
+    if (!tracker_.Observe(rel, fs::FromStat(st), seen)) continue;
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.
     const int fd = ::openat(dfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
@@ -134,7 +137,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     item.session = session;
     item.rel = rel;
     item.observed = fs::FromStat(fst);
-    item.ready_at = now;
+    item.ready_at = seen;
     inst_.files_discovered.Add();
     inst_.queue_depth.Add(1);
     if (!queue_.Push(std::move(item), stop)) {
@@ -143,6 +146,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       break;
     }
     ++stats->queued;
+    now = clock_.Now();  // Push may have waited for room
   }
   ::closedir(d);
   for (const auto& sub : subdirs) {

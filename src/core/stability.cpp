@@ -27,6 +27,15 @@ bool StabilityTracker::IsQueued(const std::string& rel) const {
   return it != entries_.end() && it->second.queued;
 }
 
+bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
+  auto it = entries_.find(rel);
+  if (it == entries_.end()) return false;
+  Entry& e = it->second;
+  if (!e.queued && now - e.first_seen >= min_age_) return false;
+  e.generation = generation_;
+  return true;
+}
+
 void StabilityTracker::Touch(const std::string& rel) {
   auto it = entries_.find(rel);
   if (it != entries_.end()) it->second.generation = generation_;

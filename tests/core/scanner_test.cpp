@@ -60,6 +60,36 @@ TEST_F(ScannerTest, QueuesCompleteFilesOnceWithFilters) {
   EXPECT_EQ(inst.files_discovered.Value(), 3);
 }
 
+TEST_F(ScannerTest, PendingFilesAreStatedOnlyWhenTheirAgeIsDue) {
+  for (int i = 0; i < 10; ++i) WriteFile(In(std::to_string(i) + ".bin"), "x");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).stats, 10u);  // first sight
+  clock.Advance(2s);
+  const auto early = scanner.ScanOnce("s1", {});  // age not due: a listing only
+  EXPECT_EQ(early.stats, 0u);
+  EXPECT_EQ(early.files_seen, 10u);
+  clock.Advance(3s);
+  const auto due = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(due.stats, 10u);
+  EXPECT_EQ(due.queued, 10u);
+}
+
+TEST_F(ScannerTest, ChangeBetweenChecksRestartsTheClock) {
+  WriteFile(In("a.bin"), "1");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(2s);
+  WriteFile(In("a.bin"), "12");  // written while its stat was not being checked
+  scanner.ScanOnce("s1", {});
+  clock.Advance(3s);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u);  // due: changed, so the clock restarts
+  clock.Advance(5s);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 1u);
+  EXPECT_EQ(q.Pop({})->observed.size, 2u);
+}
+
 TEST_F(ScannerTest, ExtensionFilterIsCaseInsensitive) {
   config.file_extensions = {".csv"};
   WriteFile(In("a.CSV"), "a");
