@@ -83,7 +83,7 @@ typecheck: ## Strictest compile (warnings as errors) plus cppcheck
 	cmake -S . -B build-typecheck -DCMAKE_BUILD_TYPE=Debug -DNBU_WERROR=ON $(CMAKE_FLAGS)
 	cmake --build build-typecheck -j $(JOBS)
 	cppcheck --project=build-typecheck/compile_commands.json --enable=warning,performance,portability \
-	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -i tests/ --quiet
+	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -i tests/ -i build-typecheck/ --quiet -j $(JOBS)
 
 clean: ## Remove build directories and runtime data
 	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) build-typecheck $(RUN_DIR) data

@@ -36,7 +36,7 @@ std::string FirstLine(const std::string& s, size_t max) {
   size_t b = s.find_first_not_of(" \r\n\t");
   if (b == std::string::npos) return "";
   std::string line = s.substr(b, s.find_first_of("\r\n", b) - b);
-  if (line.size() > max) line = line.substr(0, max) + "...";
+  if (line.size() > max) line.replace(max, std::string::npos, "...");
   return line;
 }
 
@@ -168,8 +168,8 @@ AzureCliCredential::AzureCliCredential(std::string path_var, AzureCliOptions opt
 
 std::shared_ptr<AzureCliCredential> AzureCliCredential::FromEnv(const EnvLookup& env,
                                                                 AzureCliOptions options) {
-  return std::shared_ptr<AzureCliCredential>(
-      new AzureCliCredential(env("PATH").value_or("/usr/local/bin:/usr/bin:/bin"), options));
+  return std::shared_ptr<AzureCliCredential>(new AzureCliCredential(
+      env("PATH").value_or("/usr/local/bin:/usr/bin:/bin"), std::move(options)));
 }
 
 Result<AccessToken> AzureCliCredential::FetchToken() {

@@ -34,7 +34,7 @@ std::optional<double> NumberField(const nlohmann::json& j, const char* key) {
 
 std::string Shorten(std::string s, size_t max) {
   if (const auto nl = s.find_first_of("\r\n"); nl != std::string::npos) s.resize(nl);
-  if (s.size() > max) s = s.substr(0, max) + "...";
+  if (s.size() > max) s.replace(max, std::string::npos, "...");
   return s;
 }
 

@@ -63,7 +63,7 @@ std::string AccountFromEndpoint(const std::string& endpoint) {
   const auto slash = rest.find('/');
   std::string host = rest.substr(0, slash);
   if (const auto colon = host.rfind(':'); colon != std::string::npos && host.front() != '[') {
-    host = host.substr(0, colon);
+    host.resize(colon);
   }
   if (IsIpOrLocalHost(host)) {
     if (slash == std::string::npos) return "";

@@ -42,7 +42,7 @@ OtlpExporter::OtlpExporter(TelemetryConfig config, Clock& clock, const MetricsRe
       clock_(clock),
       metrics_(metrics),
       transport_(transport ? std::move(transport) : NewCurlOtlpTransport()),
-      counters_(counters),
+      counters_(std::move(counters)),
       resource_(MakeOtlpResource(config_)),
       start_wall_(clock.WallNow()),
       next_span_export_(clock.Now() + config_.span_schedule_delay),

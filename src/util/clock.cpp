@@ -5,6 +5,7 @@ namespace nbu {
 bool RealClock::SleepFor(Duration d, std::stop_token stop) {
   std::mutex mu;
   std::condition_variable_any cv;
+  // cppcheck-suppress localMutex ; a private mutex and cv only make the wait interruptible
   std::unique_lock lock(mu);
   return !cv.wait_for(lock, stop, d, [] { return false; }) && !stop.stop_requested();
 }
