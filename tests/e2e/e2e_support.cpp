@@ -18,6 +18,12 @@ std::vector<std::string> Volume::Files(const std::string& root) {
   return out;
 }
 
+size_t Volume::ClaimEntries() const {
+  size_t n = 0;
+  for (const auto& f : Files(processing())) n += f.rfind('_', 0) == 0 ? 0U : 1U;
+  return n;
+}
+
 UploaderProcess::UploaderProcess(const Azurite& azurite, const Volume& volume,
                                  const std::string& container, const std::string& replica,
                                  std::map<std::string, std::string> extra)

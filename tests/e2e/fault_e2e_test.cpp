@@ -59,11 +59,7 @@ class FaultE2E : public ::testing::Test {
         timeout);
     for (const auto& [rel, data] : files) EXPECT_TRUE(Arrived(session, rel, data)) << rel;
   }
-  size_t ClaimsLeft() {
-    size_t n = 0;
-    for (const auto& f : Volume::Files(volume_.processing())) n += f.rfind("_", 0) == 0 ? 0u : 1u;
-    return n;
-  }
+  size_t ClaimsLeft() { return volume_.ClaimEntries(); }
   void ExpectNothingLeft(const UploaderProcess& up) {
     EXPECT_TRUE(WaitFor([&] { return ClaimsLeft() == 0; }, 30s)) << ClaimsLeft();
     EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());

@@ -69,13 +69,7 @@ class UploaderE2E : public ::testing::Test {
     for (const auto& s : staging_dirs) EXPECT_TRUE(Volume::Files(s).empty()) << s;
     EXPECT_TRUE(Volume::Files(volume_.failed()).empty());
   }
-  size_t ClaimsLeft() {
-    size_t n = 0;
-    for (const auto& f : Volume::Files(volume_.processing())) {
-      if (f.rfind("_", 0) != 0) ++n;  // _session.json, _replicas/ are control files
-    }
-    return n;
-  }
+  size_t ClaimsLeft() { return volume_.ClaimEntries(); }
   std::string Drop(const std::string& session, const std::string& rel, const std::string& data) {
     WriteFile(volume_.incoming() + "/" + session + "/" + rel, data);
     return data;
