@@ -22,11 +22,6 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
   return false;
 }
 
-bool StabilityTracker::IsQueued(const std::string& rel) const {
-  auto it = entries_.find(rel);
-  return it != entries_.end() && it->second.queued;
-}
-
 bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
   auto it = entries_.find(rel);
   if (it == entries_.end()) return false;
@@ -34,11 +29,6 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
   if (!e.queued && now - e.first_seen >= min_age_) return false;
   e.generation = generation_;
   return true;
-}
-
-void StabilityTracker::Touch(const std::string& rel) {
-  auto it = entries_.find(rel);
-  if (it != entries_.end()) it->second.generation = generation_;
 }
 
 void StabilityTracker::EndScan() {

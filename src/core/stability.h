@@ -17,22 +17,19 @@ class StabilityTracker {
  public:
   explicit StabilityTracker(Duration min_age) : min_age_(min_age) {}
 
-  // Starts a scan generation; files not observed (or Touch()ed) until EndScan are forgotten.
+  // Starts a scan generation; files not observed (or skipped by SkipStat) until EndScan are
+  // forgotten.
   void BeginScan() { ++generation_; }
   // Records an observation; true when the file is ready to be queued. A file reported ready is
   // remembered as queued: it is not reported again until Forget() (after its claim) or until it
   // disappears from a scan.
   bool Observe(const std::string& rel, const fs::FileStat& st, MonoTime now);
-  // True when `rel` is already queued: the scanner keeps it alive without stat-ing it again.
-  bool IsQueued(const std::string& rel) const;
   // True (and the entry is kept alive for this scan) when stat-ing `rel` now cannot change the
   // outcome: it is queued, or it was seen and its minimum age has not run out yet. A file is then
   // stat-ed when first seen and again once its age is due: if (size, mtime, inode) are still
   // those of the first sight, it has been unchanged for the minimum age; if not, its clock
   // restarts. This keeps a scan of a large backlog to a directory listing.
   bool SkipStat(const std::string& rel, MonoTime now);
-  // Marks a queued entry as seen in this scan without a stat.
-  void Touch(const std::string& rel);
   // Drops entries not seen in the current generation (the file was claimed, moved or deleted).
   void EndScan();
   // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
