@@ -162,10 +162,15 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       const HttpResponse& resp = *result;
       const std::string* request_id = resp.Header("x-ms-request-id");
       std::string msg = op + " " + safe_url + ": HTTP " + std::to_string(resp.status);
-      if (const std::string code = ErrorCode(resp); !code.empty()) msg += " " + code;
+      const std::string code = ErrorCode(resp);
+      if (!code.empty()) msg += " " + code;
       msg += " (request id " + (request_id ? *request_id : std::string("-"));
       if (attempt > 1) msg += ", after " + std::to_string(attempt) + " attempts";
       msg += ")";
+      // The body did not hash to the Content-MD5 we computed from the source: the bytes read
+      // back (staging copy, page cache, wire) were not the ones hashed. Resending this body
+      // cannot help, re-reading the file can: a failure of this attempt, not of the request.
+      if (code == "Md5Mismatch") return Status(ErrorKind::kTransient, msg);
       return Status(KindForStatus(resp.status), msg);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";

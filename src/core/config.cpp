@@ -181,7 +181,11 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_COMPLETED_RETENTION_S", "0", "Keep completion markers this long before GC removes them",
        false},
       {"APP_MAX_FILE_ATTEMPTS", "5", "Failed attempts before a file is dead-lettered", false},
-      {"APP_STAGING_FSYNC", "true", "fsync each staging copy before upload", false},
+      {"APP_STAGING_FSYNC", "false",
+       "fsync each staging copy before its blob is committed. Off by default: the copy is scratch "
+       "(recovery copies the claim again) and every body read back from it is sent with a "
+       "Content-MD5 computed from the source bytes, which storage verifies",
+       false},
       {"APP_LEASE_TIMEOUT_S", "30",
        "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
       {"APP_HTTP_HOST", "0.0.0.0", "API listen address", false},

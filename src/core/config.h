@@ -44,7 +44,7 @@ struct Config {
   double gc_interval_s = 30.0;
   double completed_retention_s = 0;
   int max_file_attempts = 5;
-  bool staging_fsync = true;
+  bool staging_fsync = false;
   double lease_timeout_s = 30.0;
 
   // Process

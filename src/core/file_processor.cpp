@@ -8,12 +8,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <ctime>
 #include <memory>
 #include <mutex>
-#include <span>
 #include <thread>
-#include <unordered_set>
 
 namespace nbu::core {
 namespace {
@@ -34,22 +33,6 @@ Duration Backoff(int n, Duration base, Duration cap) {
 
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-// MD5 of [off, off+len) of `fd`, read with pread through a small buffer.
-Result<Md5Digest> BlockMd5(int fd, uint64_t off, uint64_t len) {
-  Md5 md5;
-  std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(len, 256 << 10)) + 1);
-  while (len > 0) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), len));
-    const ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(off));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return ErrnoStatus("read staging copy", n < 0 ? errno : EIO);
-    md5.Update(buf.data(), static_cast<size_t>(n));
-    off += static_cast<uint64_t>(n);
-    len -= static_cast<uint64_t>(n);
-  }
-  return md5.Final();
-}
-
 }  // namespace
 
 uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block_size) {
@@ -59,9 +42,9 @@ uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block
   return (min_for_limit + kMiB - 1) / kMiB * kMiB;
 }
 
-std::string BlockId(const Md5Digest& file_md5, uint64_t block_size, uint64_t index) {
+std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t index) {
   Md5 tag;
-  tag.Update(file_md5.data(), file_md5.size());
+  tag.Update(block_md5.data(), block_md5.size());
   tag.Update(std::to_string(block_size));
   const Md5Digest t = tag.Final();
   char idx[16];
@@ -152,156 +135,229 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   return last;
 }
 
-Result<StagedFile> FileProcessor::Stage(const ClaimPath& claim, std::stop_token stop) {
+Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
+  StagedFile f;
   const std::string src_path = ProcessingPath(claim);
   auto src = fs::OpenRead(src_path);  // open revalidates NFS attributes (close-to-open)
   if (!src.ok()) return src.status();
-  auto st0 = fs::FStat(src->get());
-  if (!st0.ok()) return st0.status();
-
-  StagedFile out;
-  out.source = *st0;
-  out.size = st0->size;
-  out.block_size =
-      PlanBlockSize(out.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
-  out.path = fs::Join(d_.config.staging_root, StagingPath(claim));
+  f.src = std::move(*src);
+  auto st = fs::FStat(f.src.get());
+  if (!st.ok()) return st.status();
+  f.source = *st;
+  f.size = st->size;
+  f.block_size =
+      PlanBlockSize(f.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
+  f.path = fs::Join(d_.config.staging_root, StagingPath(claim));
   // Create first and make the directory only when it is missing (one syscall in the common
   // case). O_TRUNC: a leftover of an earlier attempt of this claim is simply overwritten.
   auto create = [&] {
-    return ::open(out.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    return ::open(f.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   };
   int fd = create();
   if (fd < 0 && errno == ENOENT) {
-    if (Status s = fs::MkdirAll(fs::Dirname(out.path)); !s.ok()) return s;
+    if (Status s = fs::MkdirAll(fs::Dirname(f.path)); !s.ok()) return s;
     fd = create();
   }
-  if (fd < 0) return ErrnoStatus("create " + out.path, errno);
-  out.fd = fs::Fd(fd);
-  ::posix_fadvise(src->get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-
-  Md5 whole;
-  // One buffer per worker thread, reused: allocating (and zeroing) 1 MiB per file cost ~13% of
-  // the CPU of a 64 KiB file.
-  thread_local std::unique_ptr<char[]> buffer;
-  if (!buffer) buffer.reset(new char[kCopyBuffer]);
-  const std::span<char> buf(buffer.get(), kCopyBuffer);
-  uint64_t copied = 0;
-  while (true) {
-    if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
-    const ssize_t n = ::read(src->get(), buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read " + src_path, errno);
-    if (n == 0) break;
-    const auto len = static_cast<size_t>(n);
-    whole.Update(buf.data(), len);
-    for (size_t off = 0; off < len;) {
-      const ssize_t w = ::write(out.fd.get(), buf.data() + off, len - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return ErrnoStatus("write " + out.path, errno);
-      off += static_cast<size_t>(w);
-    }
-    copied += len;
-  }
-  out.md5 = whole.Final();
-  if (d_.config.staging_fsync) {
-    if (Status s = fs::Fsync(out.fd.get(), out.path); !s.ok()) return s;
-  }
-  auto st1 = fs::FStat(src->get());
-  if (!st1.ok()) return st1.status();
-  if (copied != st0->size || !(*st1 == *st0)) return Status(ErrorKind::kTransient, kTornCopy);
-  return out;
+  if (fd < 0) return ErrnoStatus("create " + f.path, errno);
+  f.fd = fs::Fd(fd);
+  ::posix_fadvise(f.src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  return f;
 }
 
-Status FileProcessor::UploadBlocks(const std::string& blob_name, StagedFile& staged,
-                                   const azure::BlobProperties& props, telemetry::Span& span,
-                                   std::stop_token stop) {
-  const uint64_t n = (staged.size + staged.block_size - 1) / staged.block_size;
-  std::vector<std::string> ids;
-  ids.reserve(n);
-  for (uint64_t i = 0; i < n; ++i) ids.push_back(BlockId(staged.md5, staged.block_size, i));
+Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, Md5* block, std::stop_token stop) {
+  // One buffer per thread, reused: allocating (and zeroing) 1 MiB per file cost ~13% of the CPU
+  // of a 64 KiB file.
+  thread_local std::unique_ptr<char[]> buffer;
+  if (!buffer) buffer.reset(new char[kCopyBuffer]);
+  char* const buf = buffer.get();
+  while (len > 0) {
+    if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
+    const auto want = static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, len));
+    const ssize_t n = ::read(f.src.get(), buf, want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read " + f.path, errno);
+    if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);  // shorter than when opened
+    const auto got = static_cast<size_t>(n);
+    f.whole.Update(buf, got);
+    if (block != nullptr) block->Update(buf, got);
+    for (size_t off = 0; off < got;) {
+      const ssize_t w = ::write(f.fd.get(), buf + off, got - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return ErrnoStatus("write " + f.path, errno);
+      off += static_cast<size_t>(w);
+    }
+    f.copied += got;
+    len -= got;
+  }
+  return Status::Ok();
+}
+
+Status FileProcessor::FinishStaging(StagedFile& f) {
+  auto st = fs::FStat(f.src.get());
+  if (!st.ok()) return st.status();
+  if (f.copied != f.size || !(*st == f.source)) {
+    return Status(ErrorKind::kTransient, kTornCopy);
+  }
+  f.md5 = f.whole.Final();
+  if (d_.config.staging_fsync) return fs::Fsync(f.fd.get(), f.path);
+  return Status::Ok();
+}
+
+Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f,
+                                     azure::BlobProperties props,
+                                     const std::optional<Md5Digest>& existing_md5, bool* skipped,
+                                     telemetry::Span& stage_span, telemetry::Span& upload_span,
+                                     std::stop_token stop) {
+  const uint64_t n = (f.size + f.block_size - 1) / f.block_size;
+  auto block_len = [&](uint64_t i) { return std::min(f.block_size, f.size - i * f.block_size); };
 
   // Resume: blocks of these exact bytes staged by an earlier attempt need not be sent again.
-  std::unordered_set<std::string> have;
-  auto listed = d_.blob.GetUncommittedBlocks(blob_name, stop);
-  if (listed.ok()) {
-    for (const auto& b : *listed) {
+  std::vector<std::optional<azure::BlockInfo>> listed(n);
+  size_t resumed = 0;
+  if (auto blocks = d_.blob.GetUncommittedBlocks(blob_name, stop); blocks.ok()) {
+    for (auto& b : *blocks) {
       const uint64_t idx = b.id.size() == 23 ? std::strtoull(b.id.c_str() + 17, nullptr, 10) : n;
-      if (idx < n && b.id == ids[idx] &&
-          b.size == std::min(staged.block_size, staged.size - idx * staged.block_size)) {
-        have.insert(b.id);
-      }
+      if (idx < n && b.size == block_len(idx)) listed[idx] = std::move(b);
     }
-  } else if (listed.status().kind() != ErrorKind::kNotFound) {
+  } else if (blocks.status().kind() != ErrorKind::kNotFound) {
     LogWarn("listing staged blocks failed; sending every block",
-            {{"blob", blob_name}, {"error", listed.status().ToString()}});
+            {{"blob", blob_name}, {"error", blocks.status().ToString()}});
   }
-  d_.inst.blocks_resumed.Add(static_cast<double>(have.size()));
 
-  std::atomic<uint64_t> next{0};
-  std::atomic<bool> failed{false};
+  // The copy (this thread) publishes block i's MD5 and id, then `ready` = i + 1; the senders
+  // take blocks in order and wait for them to be ready.
+  std::vector<Md5Digest> md5s(n);
+  std::vector<std::string> ids(n);
   std::mutex mu;
+  std::condition_variable cv;
+  uint64_t ready = 0;
+  bool failed = false;
   Status first_error;
-  auto work = [&] {
-    while (!failed.load()) {
+  auto fail = [&](Status s) {
+    {
+      std::lock_guard lock(mu);
+      if (failed) return;
+      failed = true;
+      first_error = std::move(s);
+    }
+    cv.notify_all();
+  };
+  std::atomic<uint64_t> next{0};
+  std::atomic<uint64_t> sent{0};
+  auto send = [&] {
+    while (true) {
       const uint64_t i = next.fetch_add(1);
       if (i >= n) return;
-      if (have.count(ids[i]) != 0) continue;
-      const uint64_t off = i * staged.block_size;
-      const uint64_t len = std::min(staged.block_size, staged.size - off);
-      // Each block's MD5 is computed here, in parallel, from the staging copy in the page cache
-      // (the staging pass hashes the whole file only).
-      auto md5 = BlockMd5(staged.fd.get(), off, len);
-      Status s =
-          md5.ok() ? d_.blob.PutBlock(blob_name, ids[i],
-                                      azure::Body::FromFile(staged.fd.get(), off, len), *md5, stop)
-                   : md5.status();
-      if (!s.ok()) {
-        std::lock_guard lock(mu);
-        if (!failed.exchange(true)) first_error = s;
-        return;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return failed || ready > i; });
+        if (failed) return;
       }
+      if (listed[i] && listed[i]->id == ids[i]) {
+        std::lock_guard lock(mu);
+        ++resumed;
+        continue;
+      }
+      Status s = d_.blob.PutBlock(blob_name, ids[i],
+                                  azure::Body::FromFile(f.fd.get(), i * f.block_size, block_len(i)),
+                                  md5s[i], stop);
+      if (!s.ok()) return fail(std::move(s));
+      sent.fetch_add(1);
       d_.inst.blocks_uploaded.Add();
     }
   };
-  const auto threads = static_cast<size_t>(
-      std::min<uint64_t>(static_cast<uint64_t>(d_.config.azure_max_concurrency), n - have.size()));
-  {
-    std::vector<std::jthread> pool;
-    for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-  }
-  span.AddEvent("blocks", {{"count", static_cast<int64_t>(n)},
-                           {"resumed", static_cast<int64_t>(have.size())},
-                           {"block_size", static_cast<int64_t>(staged.block_size)}});
-  if (failed) return first_error;
-  return d_.blob.PutBlockList(blob_name, ids, props, stop);
-}
+  std::vector<std::jthread> senders;
+  auto start_senders = [&] {
+    const auto threads =
+        std::min<uint64_t>(static_cast<uint64_t>(std::max(1, d_.config.azure_max_concurrency)), n);
+    for (uint64_t t = 0; t < threads; ++t) senders.emplace_back(send);
+  };
+  const bool defer = existing_md5.has_value();
+  if (!defer) start_senders();
 
-Status FileProcessor::Upload(const ClaimPath& claim, StagedFile& staged, bool check_existing,
-                             bool* skipped, telemetry::Span& span, std::stop_token stop) {
-  const std::string blob_name = claim.BlobName();
-  if (check_existing) {
-    auto info = d_.blob.GetProperties(blob_name, stop);
-    if (info.ok() && info->has_value() && (*info)->size == staged.size &&
-        (*info)->content_md5 == staged.md5) {
+  Status copied;
+  uint64_t done = 0;  // blocks copied (this thread's copy of `ready`)
+  for (; done < n; ++done) {
+    {
+      std::lock_guard lock(mu);
+      if (failed) break;  // a sender failed: the attempt is over
+    }
+    Md5 block;
+    const uint64_t i = done;
+    copied = CopyNext(f, block_len(i), &block, stop);
+    if (!copied.ok()) break;
+    md5s[i] = block.Final();
+    ids[i] = BlockId(md5s[i], f.block_size, i);
+    {
+      std::lock_guard lock(mu);
+      ready = i + 1;
+    }
+    cv.notify_all();
+  }
+  if (copied.ok() && done == n) copied = FinishStaging(f);
+  if (!copied.ok()) {
+    stage_span.SetError(copied.ToString());
+    fail(copied);
+  }
+  stage_span.End();
+
+  if (defer && done == n && copied.ok()) {
+    if (f.md5 == *existing_md5) {
       *skipped = true;
       return Status::Ok();
     }
+    start_senders();
+  }
+  senders.clear();  // joins
+  upload_span.AddEvent("blocks", {{"count", static_cast<int64_t>(n)},
+                                  {"sent", static_cast<int64_t>(sent.load())},
+                                  {"resumed", static_cast<int64_t>(resumed)},
+                                  {"block_size", static_cast<int64_t>(f.block_size)}});
+  d_.inst.blocks_resumed.Add(static_cast<double>(resumed));
+  if (failed) return first_error;
+  props.content_md5 = f.md5;
+  return d_.blob.PutBlockList(blob_name, ids, props, stop);
+}
+
+Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check_existing,
+                               bool* skipped, telemetry::Span& stage_span,
+                               telemetry::Span& upload_span, std::stop_token stop) {
+  const std::string blob_name = claim.BlobName();
+  // A recovered claim may have been committed just before a crash: a blob of the same size and
+  // MD5 is not sent again.
+  std::optional<Md5Digest> existing_md5;
+  if (check_existing) {
+    auto info = d_.blob.GetProperties(blob_name, stop);
+    if (info.ok() && info->has_value() && (*info)->size == f.size) {
+      existing_md5 = (*info)->content_md5;
+    }
   }
   azure::BlobProperties props;
-  props.content_md5 = staged.md5;
   props.content_type = ContentTypeFor(claim.base);
   props.access_tier = d_.config.azure_access_tier;
-  props.metadata = {{"source_size", std::to_string(staged.size)},
-                    {"source_mtime_ns", std::to_string(staged.source.mtime_ns)},
+  props.metadata = {{"source_size", std::to_string(f.size)},
+                    {"source_mtime_ns", std::to_string(f.source.mtime_ns)},
                     {"session", claim.session},
                     {"replica", d_.config.replica_id},
                     {"claim", claim.nonce}};
-  if (staged.block_size == 0) {
-    return d_.blob.PutBlob(blob_name, azure::Body::FromFile(staged.fd.get(), 0, staged.size),
-                           staged.md5, props, stop);
+  if (f.block_size != 0) {
+    return TransferBlocks(blob_name, f, std::move(props), existing_md5, skipped, stage_span,
+                          upload_span, stop);
   }
-  return UploadBlocks(blob_name, staged, props, span, stop);
+  Status copied = CopyNext(f, f.size, nullptr, stop);
+  if (copied.ok()) copied = FinishStaging(f);
+  if (!copied.ok()) {
+    stage_span.SetError(copied.ToString());
+    return copied;
+  }
+  stage_span.End();
+  if (existing_md5 == f.md5) {
+    *skipped = true;
+    return Status::Ok();
+  }
+  props.content_md5 = f.md5;
+  return d_.blob.PutBlob(blob_name, azure::Body::FromFile(f.fd.get(), 0, f.size), f.md5, props,
+                         stop);
 }
 
 Status FileProcessor::Complete(const ClaimPath& claim) {
@@ -319,24 +375,23 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
 Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
                               bool* skipped, uint64_t* bytes) {
-  Result<StagedFile> staged = [&] {
-    telemetry::Span span = d_.tracer.StartSpan("stage", &parent);
-    auto r = Stage(claim, stop);
-    if (!r.ok())
-      span.SetError(r.status().ToString());
-    else
-      span.SetAttribute("file.size", static_cast<int64_t>(r->size));
-    return r;
-  }();
-  if (!staged.ok()) return staged.status();
+  // The stage and upload spans overlap for block uploads: blocks are sent while later ones are
+  // still being copied.
+  telemetry::Span stage_span = d_.tracer.StartSpan("stage", &parent);
+  Result<StagedFile> staged = OpenStaging(claim);
+  if (!staged.ok()) {
+    stage_span.SetError(staged.status().ToString());
+    return staged.status();
+  }
   *bytes = staged->size;
+  stage_span.SetAttribute("file.size", static_cast<int64_t>(staged->size));
   Status up;
   {
-    telemetry::Span span = d_.tracer.StartSpan("upload", &parent);
-    span.SetAttribute("blob.name", claim.BlobName());
-    span.SetAttribute("upload.mode", staged->block_size == 0 ? "put_blob" : "blocks");
-    up = Upload(claim, *staged, check_existing, skipped, span, stop);
-    if (!up.ok()) span.SetError(up.ToString());
+    telemetry::Span upload_span = d_.tracer.StartSpan("upload", &parent);
+    upload_span.SetAttribute("blob.name", claim.BlobName());
+    upload_span.SetAttribute("upload.mode", staged->block_size == 0 ? "put_blob" : "blocks");
+    up = Transfer(claim, *staged, check_existing, skipped, stage_span, upload_span, stop);
+    if (!up.ok()) upload_span.SetError(up.ToString());
   }
   ::unlink(staged->path.c_str());
   if (!up.ok()) return up;
@@ -472,7 +527,9 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
         root.SetError(s.ToString());
         break;
       }
-    } else if (!torn) {
+    } else if (torn) {
+      d_.inst.attempt_failures.Add(1, {{"reason", "torn_copy"}});
+    } else {
       d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
     }
     const Duration delay = torn ? FromSeconds(std::max(d_.config.min_file_age_s, 0.1))

@@ -21,19 +21,24 @@
 #include "util/fs.h"
 
 #include <functional>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
 
 namespace nbu::core {
 
-// The staging copy of a claim, hashed while copying (block MD5s are computed by the upload
-// threads, in parallel, from the copy).
+// A claim being copied to staging. Every hash is computed from the bytes as read from the
+// claim, and every request body read back from the copy carries such a hash as its Content-MD5,
+// which storage verifies: a bad read-back of the copy fails the request instead of landing.
 struct StagedFile {
-  fs::Fd fd;  // read/write handle of the staging copy
+  fs::Fd src;  // the claim, open for reading
+  fs::Fd fd;   // read/write handle of the staging copy
   std::string path;
   uint64_t size = 0;
-  Md5Digest md5{};          // whole file
+  uint64_t copied = 0;
+  Md5 whole;                // running MD5 of the copied bytes
+  Md5Digest md5{};          // whole file, once the copy is complete
   uint64_t block_size = 0;  // 0: one Put Blob
   fs::FileStat source;      // the claim's stat when the copy began
 };
@@ -41,10 +46,11 @@ struct StagedFile {
 // Block size for a file: the configured size, grown in 1 MiB steps so a blob never needs more
 // than 50,000 blocks. 0 when the file goes in one Put Blob.
 uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block_size);
-// Raw (pre-base64) block id: 16 hex chars derived from the content MD5 and block size, "-", and
-// the 6-digit block index. Fixed width; the same bytes always get the same ids, other bytes or
-// another block size never do, so staged blocks found after a crash are safe to reuse.
-std::string BlockId(const Md5Digest& file_md5, uint64_t block_size, uint64_t index);
+// Raw (pre-base64) block id: 16 hex chars derived from the block's own MD5 and the block size,
+// "-", and the 6-digit block index. Fixed width; the same bytes at the same index always get the
+// same id, other bytes or another block size never do, so staged blocks found after a crash are
+// safe to reuse. Per-block (not whole-file) so a block can be sent as soon as it is copied.
+std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t index);
 std::string ContentTypeFor(const std::string& name);
 std::string UtcDate(WallTime t);  // YYYYMMDD
 
@@ -72,13 +78,24 @@ class FileProcessor {
 
  private:
   Result<ClaimPath> Claim(const WorkItem& item);
-  Result<StagedFile> Stage(const ClaimPath& claim, std::stop_token stop);
-  // OK with *skipped set when the blob already held the bytes (recovered claims only).
-  Status Upload(const ClaimPath& claim, StagedFile& staged, bool check_existing, bool* skipped,
-                telemetry::Span& span, std::stop_token stop);
-  Status UploadBlocks(const std::string& blob_name, StagedFile& staged,
-                      const azure::BlobProperties& props, telemetry::Span& span,
-                      std::stop_token stop);
+  // Opens the claim and creates its staging copy (nothing copied yet).
+  Result<StagedFile> OpenStaging(const ClaimPath& claim);
+  // Copies the next `len` bytes of the claim into the copy, hashing them into the whole-file MD5
+  // and, when given, `block`.
+  Status CopyNext(StagedFile& f, uint64_t len, Md5* block, std::stop_token stop);
+  // After the last byte: the file must not have changed while it was copied (kTornCopy).
+  Status FinishStaging(StagedFile& f);
+  // Copies and sends a file; OK with *skipped set when the blob already held the bytes
+  // (recovered claims only).
+  Status Transfer(const ClaimPath& claim, StagedFile& f, bool check_existing, bool* skipped,
+                  telemetry::Span& stage_span, telemetry::Span& upload_span, std::stop_token stop);
+  // Block uploads start as soon as each block is copied, while the copy goes on; with
+  // `existing_md5` (a recovered claim whose blob has the file's size) they wait for the whole
+  // file's MD5 and are skipped when it matches.
+  Status TransferBlocks(const std::string& blob_name, StagedFile& f, azure::BlobProperties props,
+                        const std::optional<Md5Digest>& existing_md5, bool* skipped,
+                        telemetry::Span& stage_span, telemetry::Span& upload_span,
+                        std::stop_token stop);
   Status Complete(const ClaimPath& claim);
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,

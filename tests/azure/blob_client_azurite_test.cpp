@@ -200,9 +200,14 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
   Status again = client->DeleteBlob("gone");
   EXPECT_EQ(again.kind(), ErrorKind::kNotFound) << again.ToString();
   EXPECT_NE(again.message().find("BlobNotFound"), std::string::npos) << again.ToString();
-  // A body that does not match its MD5 is refused and never retried.
+  // A body that does not match its MD5 is refused and not resent (the caller re-reads the file:
+  // a transient failure of the attempt). The staging copy's safety rests on this check.
   Status bad = client->PutBlob("bad-md5", Body::FromString(data), Md5::Of("other"), {});
-  EXPECT_EQ(bad.kind(), ErrorKind::kPermanent) << bad.ToString();
+  EXPECT_EQ(bad.kind(), ErrorKind::kTransient) << bad.ToString();
+  Status bad_block =
+      client->PutBlock("bad-md5-blocks", "0001", Body::FromString(data), Md5::Of("other"));
+  EXPECT_EQ(bad_block.kind(), ErrorKind::kTransient) << bad_block.ToString();
+  EXPECT_NE(bad_block.message().find("Md5Mismatch"), std::string::npos) << bad_block.ToString();
   EXPECT_NE(bad.message().find("Md5Mismatch"), std::string::npos) << bad.ToString();
   EXPECT_NE(bad.message().find("request id"), std::string::npos) << bad.ToString();
   // Block ids of a different length than the staged ones are rejected (fixed width matters).

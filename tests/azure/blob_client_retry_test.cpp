@@ -183,7 +183,7 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   const std::string data = "x";
   Status bad = client.PutBlob("bad", Body::FromString(data), Md5::Of(data), {});
-  EXPECT_EQ(bad.kind(), ErrorKind::kPermanent);
+  EXPECT_EQ(bad.kind(), ErrorKind::kTransient);  // re-read and retry the file, not the request
   EXPECT_NE(bad.message().find("HTTP 400 Md5Mismatch"), std::string::npos) << bad.message();
   auto missing = client.GetBlob("nothing-here");
   EXPECT_EQ(missing.status().kind(), ErrorKind::kNotFound);

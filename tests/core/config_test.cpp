@@ -45,7 +45,7 @@ TEST(ConfigTest, ParsesValues) {
   env["APP_IGNORE_PATTERNS"] = "*.lock";
   env["APP_WORKER_CONCURRENCY"] = "16";
   env["APP_NFS_INCOMING_DIR"] = "/data/in/";
-  env["APP_STAGING_FSYNC"] = "false";
+  env["APP_STAGING_FSYNC"] = "true";
   Config c;
   std::vector<std::string> errors;
   ASSERT_TRUE(ParseConfig(env, &c, &errors));
@@ -54,7 +54,7 @@ TEST(ConfigTest, ParsesValues) {
   EXPECT_EQ(c.ignore_patterns, (std::vector<std::string>{"*.lock"}));
   EXPECT_EQ(c.worker_concurrency, 16);
   EXPECT_EQ(c.incoming_dir, "/data/in");
-  EXPECT_FALSE(c.staging_fsync);
+  EXPECT_TRUE(c.staging_fsync);
 }
 
 TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
