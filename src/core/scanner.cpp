@@ -41,6 +41,7 @@ void Scanner::Forget(const std::string& session, const std::string& rel) {
 
 void Scanner::Reset() {
   tracker_ = StabilityTracker(FromSeconds(config_.min_file_age_s));
+  next_due_.reset();
   std::lock_guard lock(mu_);
   forgotten_.clear();
   oldest_pending_.reset();
@@ -68,8 +69,10 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   ScanDir(session, "", stop, &stats);
   if (stop.stop_requested()) return stats;  // a partial scan must not forget unseen files
   tracker_.EndScan();
+  const auto summary = tracker_.Summarize();
+  next_due_ = summary.next_due;
   std::lock_guard lock(mu_);
-  oldest_pending_ = tracker_.OldestPending();
+  oldest_pending_ = summary.oldest_pending;
   return stats;
 }
 

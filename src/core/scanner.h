@@ -35,6 +35,9 @@ class Scanner {
   void Reset();
   // Age of the oldest file seen but not yet claimed, on the monotonic clock (0 when none).
   double OldestPendingAgeS() const;
+  // When the next file seen but not yet queued comes of age, as of the last scan (none: no such
+  // file). Scan thread only.
+  std::optional<MonoTime> NextDue() const { return next_due_; }
   // True when `name` passes the extension filter and ignore patterns (dot-files never do).
   bool Accepts(const std::string& name) const;
 
@@ -51,6 +54,7 @@ class Scanner {
   mutable std::mutex mu_;
   std::vector<std::pair<std::string, std::string>> forgotten_;  // guarded by mu_
   std::optional<MonoTime> oldest_pending_;                      // guarded by mu_
+  std::optional<MonoTime> next_due_;                            // scan thread only
 };
 
 }  // namespace nbu::core

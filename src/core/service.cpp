@@ -112,8 +112,21 @@ void Service::ScanLoop(std::stop_token stop) {
                         {"stats", stats.stats},
                         {"queued", stats.queued}});
     }
-    const Duration spent = clock_.Now() - begin;
-    clock_.SleepFor(std::max<Duration>(interval - spent, interval / 10), stop);
+    // Next scan: one poll interval after this one began, or as soon as a pending file comes of
+    // age (so a file is queued at its minimum age, not up to a poll interval later), or when a
+    // watch starts. Never sooner than 10 ms (or a tenth of the interval) from now.
+    const MonoTime now = clock_.Now();
+    MonoTime wake = std::max(begin + interval, now + std::min<Duration>(interval / 10, 10ms));
+    if (const auto due = scanner_.NextDue(); due && *due < wake) {
+      wake = std::max(*due, now + std::min<Duration>(interval / 10, 10ms));
+    }
+    std::stop_source woken;
+    {
+      std::lock_guard lock(mu_);
+      wake_scan_ = woken;
+    }
+    std::stop_callback forward(stop, [&] { woken.request_stop(); });
+    clock_.SleepFor(wake - now, woken.get_token());
   }
 }
 
@@ -191,6 +204,7 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
   }
   session_ = s;
   *out = s;
+  wake_scan_.request_stop();  // scan now rather than at the next poll
   LogInfo("watch started", {{"session", name}});
   return WatchError::kNone;
 }

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,6 +79,7 @@ class Service {
   MonoTime started_at_;
   mutable std::mutex mu_;
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
+  std::stop_source wake_scan_;           // guarded by mu_; ends the scan loop's current sleep
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
 };

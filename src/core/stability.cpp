@@ -37,12 +37,16 @@ void StabilityTracker::EndScan() {
 
 void StabilityTracker::Forget(const std::string& rel) { entries_.erase(rel); }
 
-std::optional<MonoTime> StabilityTracker::OldestPending() const {
-  std::optional<MonoTime> oldest;
+StabilityTracker::Summary StabilityTracker::Summarize() const {
+  Summary out;
   for (const auto& [rel, e] : entries_) {
-    if (!oldest || e.first_seen < *oldest) oldest = e.first_seen;
+    if (!out.oldest_pending || e.first_seen < *out.oldest_pending)
+      out.oldest_pending = e.first_seen;
+    if (!e.queued && (!out.next_due || e.first_seen + min_age_ < *out.next_due)) {
+      out.next_due = e.first_seen + min_age_;
+    }
   }
-  return oldest;
+  return out;
 }
 
 }  // namespace nbu::core

@@ -35,8 +35,14 @@ class StabilityTracker {
   // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
   // tracked from scratch).
   void Forget(const std::string& rel);
-  // Oldest first-seen time among tracked files, queued or not (for the backlog-age gauge).
-  std::optional<MonoTime> OldestPending() const;
+  // Oldest first-seen time among tracked files, queued or not (for the backlog-age gauge), and
+  // the earliest time a file not yet queued comes of age (when the next scan should run to
+  // queue it without waiting for the poll interval).
+  struct Summary {
+    std::optional<MonoTime> oldest_pending;
+    std::optional<MonoTime> next_due;
+  };
+  Summary Summarize() const;
   size_t size() const { return entries_.size(); }
 
  private:

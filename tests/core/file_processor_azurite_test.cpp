@@ -7,8 +7,8 @@
 #include "support/azurite.h"
 #include "support/process.h"
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,9 +95,9 @@ TEST_F(FileProcessorAzuriteTest, BlocksAreSentWhileCopyingAndLandByteExact) {
   EXPECT_EQ(Count(inst_.blocks_uploaded), 41);
   EXPECT_EQ(Count(inst_.files_processed), 1);
   // Completed: marker on the volume, staging copy gone.
-  EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root,
-                                item.claim.WithState(ClaimState::kDone).Path()))
-                  .ok());
+  EXPECT_TRUE(
+      fs::Stat(fs::Join(config_.processing_root, item.claim.WithState(ClaimState::kDone).Path()))
+          .ok());
   auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
   ASSERT_TRUE(staged.ok()) << staged.status().ToString();
   EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";

@@ -95,8 +95,9 @@ TEST_F(StabilityTest, ForgetLetsASameNamedFileBeQueuedAgain) {
   EXPECT_TRUE(Scan("a", St(2, 2, 9)));
 }
 
-TEST_F(StabilityTest, OldestPending) {
-  EXPECT_FALSE(tracker.OldestPending());
+TEST_F(StabilityTest, SummaryGivesOldestPendingAndNextDue) {
+  EXPECT_FALSE(tracker.Summarize().oldest_pending);
+  EXPECT_FALSE(tracker.Summarize().next_due);
   Scan("a", St(1, 1));
   const MonoTime t = clock.Now();
   clock.Advance(3s);
@@ -104,7 +105,15 @@ TEST_F(StabilityTest, OldestPending) {
   tracker.Observe("a", St(1, 1), clock.Now());
   tracker.Observe("b", St(1, 1), clock.Now());
   tracker.EndScan();
-  EXPECT_EQ(*tracker.OldestPending(), t);
+  EXPECT_EQ(*tracker.Summarize().oldest_pending, t);
+  EXPECT_EQ(*tracker.Summarize().next_due, t + 5s);  // "a" comes of age first
+  clock.Advance(2s);
+  tracker.BeginScan();
+  EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now()));  // queued: no longer due
+  EXPECT_FALSE(tracker.Observe("b", St(1, 1), clock.Now()));
+  tracker.EndScan();
+  EXPECT_EQ(*tracker.Summarize().oldest_pending, t);
+  EXPECT_EQ(*tracker.Summarize().next_due, t + 3s + 5s);  // "b"
 }
 
 }  // namespace
