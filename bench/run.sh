@@ -13,7 +13,12 @@
 #        REPEAT=1       runs per tool and scenario (interleaved); the table shows the run with the
 #                       median wall time, and the min-max of the wall times
 #        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
-#        SVC_ENV="APP_X=y ..."  extra settings for the service (e.g. APP_STAGING_FSYNC=false)
+#        SVC_ENV="APP_X=y ..."  extra settings for the service (e.g. APP_STAGING_FSYNC=true)
+#        MIN_AGE_S=0    our APP_MIN_FILE_AGE_S. 0 puts us on the peers' terms: the files are
+#                       complete when the session directory is renamed into incoming/, and the
+#                       peers wait for nothing (a file is still queued only after two equal
+#                       scans and an open+fstat check). MIN_AGE_S=0.2 adds that settle time.
+#        POLL_S=0.2     our APP_POLL_INTERVAL_S
 # Exit status: 0 when every tool finished and every file arrived with the right size (checked
 # by listing Azurite, and by the service's counters); never depends on timing.
 set -euo pipefail
@@ -27,7 +32,7 @@ BLOCK_CONC=${BLOCK_CONC:-4}
 TOOLS=${TOOLS:-ours rclone azcopy}
 REPEAT=${REPEAT:-1}
 POLL_S=${POLL_S:-0.2}
-MIN_AGE_S=${MIN_AGE_S:-0.2}
+MIN_AGE_S=${MIN_AGE_S:-0}
 export CONC BLOCK_CONC POLL_S MIN_AGE_S
 MiB=1048576
 case "$SCALE" in
@@ -269,10 +274,12 @@ table() {
   echo "Concurrency: $CONC files in flight for every tool (our APP_WORKER_CONCURRENCY, rclone" \
     "--transfers, AZCOPY_CONCURRENCY_VALUE); $BLOCK_CONC blocks in flight per large file for" \
     "ours and rclone; 8 MiB blocks for all. Our service: APP_POLL_INTERVAL_S=$POLL_S," \
-    "APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=true (default)${SVC_ENV:+, $SVC_ENV}; timed from the rename of" \
+    "APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=false (default)${SVC_ENV:+, $SVC_ENV}; timed from the rename of" \
     "the session directory into incoming/ to /v1/status uploaded == files (polled every 50 ms)." \
     "MB = 10^6 bytes; peak MiB = max RSS (VmHWM for the service, GNU time for the peers);" \
     "server CPU = Azurite's or nginx's CPU seconds during the run; ratios are ours / peer." \
+    "Hashing: ours MD5s every file and every block (Content-MD5 on every request, whole-file MD5" \
+    "on the blob); rclone MD5s every file; AzCopy hashes nothing (its default, no --put-md5)." \
     "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"

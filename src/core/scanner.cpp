@@ -7,9 +7,19 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <ctime>
 #include <cctype>
 
 namespace nbu::core {
+namespace {
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+}  // namespace
 
 Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue,
                  Instruments& inst)
@@ -19,13 +29,13 @@ Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& que
       inst_(inst),
       tracker_(FromSeconds(config.min_file_age_s)) {}
 
-bool Scanner::Accepts(const std::string& name) const {
+bool Scanner::Accepts(std::string_view name) const {
   if (IsHiddenName(name)) return false;
   for (const auto& p : config_.ignore_patterns) {
     if (GlobMatch(p, name)) return false;
   }
   if (config_.file_extensions.empty()) return true;
-  std::string lower = name;
+  std::string lower(name);
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   for (const auto& ext : config_.file_extensions) {
@@ -65,12 +75,15 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
     forgotten_.clear();
   }
   Stats stats;
+  const MonoTime began = clock_.Now();
+  const double cpu0 = ThreadCpuSeconds();
   tracker_.BeginScan();
   ScanDir(session, "", stop, &stats);
   if (stop.stop_requested()) return stats;  // a partial scan must not forget unseen files
-  tracker_.EndScan();
-  const auto summary = tracker_.Summarize();
+  const auto summary = tracker_.EndScan();
   next_due_ = summary.next_due;
+  stats.wall_s = ToSeconds(clock_.Now() - began);
+  stats.cpu_s = ThreadCpuSeconds() - cpu0;
   std::lock_guard lock(mu_);
   oldest_pending_ = summary.oldest_pending;
   return stats;
@@ -95,11 +108,15 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
   std::vector<std::string> subdirs;
   // For skipping only: a stale `now` can only delay a check, never make a file ready early.
   MonoTime now = clock_.Now();
+  // `rel` is rebuilt in place for each entry: no allocation per name in a large directory.
+  const size_t prefix = rel_dir.empty() ? 0 : rel_dir.size() + 1;
+  std::string rel = rel_dir.empty() ? "" : rel_dir + "/";
   while (const dirent* e = ::readdir(d)) {
     if (stop.stop_requested()) break;
-    const std::string name(e->d_name);
+    const std::string_view name(e->d_name);
     if (IsHiddenName(name)) continue;  // ".", "..", dot-files, .nfsXXXX, rsync temps
-    const std::string rel = rel_dir.empty() ? name : rel_dir + "/" + name;
+    rel.resize(prefix);
+    rel.append(name);
     if (e->d_type == DT_DIR) {
       subdirs.push_back(rel);
       continue;
@@ -114,7 +131,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     ++stats->files_seen;
     struct stat st {};
     ++stats->stats;
-    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISDIR(st.st_mode)) {
       subdirs.push_back(rel);
       continue;
@@ -123,7 +140,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     const MonoTime seen = clock_.Now();  // exact time of this observation
     if (!tracker_.Observe(rel, fs::FromStat(st), seen)) continue;
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.
-    const int fd = ::openat(dfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
       tracker_.Forget(rel);
       continue;

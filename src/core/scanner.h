@@ -27,6 +27,8 @@ class Scanner {
     size_t files_seen = 0;
     size_t stats = 0;  // stat calls made
     size_t queued = 0;
+    double wall_s = 0;  // this scan's duration
+    double cpu_s = 0;   // CPU time of the scanning thread during it
   };
   Stats ScanOnce(const std::string& session, std::stop_token stop);
   // Thread-safe: forget `rel` of `session` (its claim settled). Applied at the next scan.
@@ -39,7 +41,7 @@ class Scanner {
   // file). Scan thread only.
   std::optional<MonoTime> NextDue() const { return next_due_; }
   // True when `name` passes the extension filter and ignore patterns (dot-files never do).
-  bool Accepts(const std::string& name) const;
+  bool Accepts(std::string_view name) const;
 
  private:
   void ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,

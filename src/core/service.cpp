@@ -110,7 +110,10 @@ void Service::ScanLoop(std::stop_token stop) {
       LogDebug("scan", {{"session", session->name},
                         {"files", stats.files_seen},
                         {"stats", stats.stats},
-                        {"queued", stats.queued}});
+                        {"queued", stats.queued},
+                        {"cpu_ms", stats.cpu_s * 1e3}});
+      std::lock_guard lock(mu_);
+      last_scan_ = stats;
     }
     // Next scan: one poll interval after this one began, or as soon as a pending file comes of
     // age (so a file is queued at its minimum age, not up to a poll interval later), or when a
@@ -274,6 +277,14 @@ nlohmann::json Service::StatusJson() const {
   for (const char* k : {"discovered", "queued", "in_progress", "uploaded", "failed", "recovered",
                         "bytes_uploaded"}) {
     s[k] = s["counters"][k];
+  }
+  {
+    std::lock_guard lock(mu_);
+    s["last_scan"] = {{"files", last_scan_.files_seen},
+                      {"stats", last_scan_.stats},
+                      {"queued", last_scan_.queued},
+                      {"wall_ms", last_scan_.wall_s * 1e3},
+                      {"cpu_ms", last_scan_.cpu_s * 1e3}};
   }
   s["queue_depth"] = queue_.size();
   s["queue_capacity"] = queue_.capacity();

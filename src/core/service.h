@@ -80,6 +80,7 @@ class Service {
   mutable std::mutex mu_;
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
   std::stop_source wake_scan_;           // guarded by mu_; ends the scan loop's current sleep
+  Scanner::Stats last_scan_;             // guarded by mu_
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
 };

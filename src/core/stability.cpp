@@ -31,22 +31,23 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
   return true;
 }
 
-void StabilityTracker::EndScan() {
-  std::erase_if(entries_, [&](const auto& kv) { return kv.second.generation != generation_; });
-}
-
-void StabilityTracker::Forget(const std::string& rel) { entries_.erase(rel); }
-
-StabilityTracker::Summary StabilityTracker::Summarize() const {
+StabilityTracker::Summary StabilityTracker::EndScan() {
   Summary out;
-  for (const auto& [rel, e] : entries_) {
-    if (!out.oldest_pending || e.first_seen < *out.oldest_pending)
-      out.oldest_pending = e.first_seen;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    const Entry& e = it->second;
+    if (e.generation != generation_) {
+      it = entries_.erase(it);
+      continue;
+    }
+    if (!out.oldest_pending || e.first_seen < *out.oldest_pending) out.oldest_pending = e.first_seen;
     if (!e.queued && (!out.next_due || e.first_seen + min_age_ < *out.next_due)) {
       out.next_due = e.first_seen + min_age_;
     }
+    ++it;
   }
   return out;
 }
+
+void StabilityTracker::Forget(const std::string& rel) { entries_.erase(rel); }
 
 }  // namespace nbu::core

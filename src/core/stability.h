@@ -30,11 +30,6 @@ class StabilityTracker {
   // those of the first sight, it has been unchanged for the minimum age; if not, its clock
   // restarts. This keeps a scan of a large backlog to a directory listing.
   bool SkipStat(const std::string& rel, MonoTime now);
-  // Drops entries not seen in the current generation (the file was claimed, moved or deleted).
-  void EndScan();
-  // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
-  // tracked from scratch).
-  void Forget(const std::string& rel);
   // Oldest first-seen time among tracked files, queued or not (for the backlog-age gauge), and
   // the earliest time a file not yet queued comes of age (when the next scan should run to
   // queue it without waiting for the poll interval).
@@ -42,7 +37,12 @@ class StabilityTracker {
     std::optional<MonoTime> oldest_pending;
     std::optional<MonoTime> next_due;
   };
-  Summary Summarize() const;
+  // Drops entries not seen in the current generation (the file was claimed, moved or deleted)
+  // and summarizes the rest, in one pass.
+  Summary EndScan();
+  // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
+  // tracked from scratch).
+  void Forget(const std::string& rel);
   size_t size() const { return entries_.size(); }
 
  private:

@@ -64,7 +64,10 @@ TEST_F(ScannerTest, PendingFilesAreStatedOnlyWhenTheirAgeIsDue) {
   for (int i = 0; i < 10; ++i) WriteFile(In(std::to_string(i) + ".bin"), "x");
   BoundedQueue<WorkItem> q(100);
   Scanner scanner(config, clock, q, inst);
-  EXPECT_EQ(scanner.ScanOnce("s1", {}).stats, 10u);  // first sight
+  const auto first = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(first.stats, 10u);  // first sight
+  EXPECT_GT(first.cpu_s, 0.0);  // the scan measures its own cost
+  EXPECT_EQ(scanner.NextDue(), clock.Now() + 5s) << "the scan loop wakes when the age is due";
   clock.Advance(2s);
   const auto early = scanner.ScanOnce("s1", {});  // age not due: a listing only
   EXPECT_EQ(early.stats, 0u);
@@ -73,6 +76,7 @@ TEST_F(ScannerTest, PendingFilesAreStatedOnlyWhenTheirAgeIsDue) {
   const auto due = scanner.ScanOnce("s1", {});
   EXPECT_EQ(due.stats, 10u);
   EXPECT_EQ(due.queued, 10u);
+  EXPECT_FALSE(scanner.NextDue()) << "nothing left to come of age";
 }
 
 TEST_F(ScannerTest, ChangeBetweenChecksRestartsTheClock) {

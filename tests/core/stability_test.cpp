@@ -96,24 +96,26 @@ TEST_F(StabilityTest, ForgetLetsASameNamedFileBeQueuedAgain) {
 }
 
 TEST_F(StabilityTest, SummaryGivesOldestPendingAndNextDue) {
-  EXPECT_FALSE(tracker.Summarize().oldest_pending);
-  EXPECT_FALSE(tracker.Summarize().next_due);
+  tracker.BeginScan();
+  const auto empty = tracker.EndScan();
+  EXPECT_FALSE(empty.oldest_pending);
+  EXPECT_FALSE(empty.next_due);
   Scan("a", St(1, 1));
   const MonoTime t = clock.Now();
   clock.Advance(3s);
   tracker.BeginScan();
   tracker.Observe("a", St(1, 1), clock.Now());
   tracker.Observe("b", St(1, 1), clock.Now());
-  tracker.EndScan();
-  EXPECT_EQ(*tracker.Summarize().oldest_pending, t);
-  EXPECT_EQ(*tracker.Summarize().next_due, t + 5s);  // "a" comes of age first
+  const auto first = tracker.EndScan();
+  EXPECT_EQ(*first.oldest_pending, t);
+  EXPECT_EQ(*first.next_due, t + 5s);  // "a" comes of age first
   clock.Advance(2s);
   tracker.BeginScan();
   EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now()));  // queued: no longer due
   EXPECT_FALSE(tracker.Observe("b", St(1, 1), clock.Now()));
-  tracker.EndScan();
-  EXPECT_EQ(*tracker.Summarize().oldest_pending, t);
-  EXPECT_EQ(*tracker.Summarize().next_due, t + 3s + 5s);  // "b"
+  const auto second = tracker.EndScan();
+  EXPECT_EQ(*second.oldest_pending, t);
+  EXPECT_EQ(*second.next_due, t + 3s + 5s);  // "b"
 }
 
 }  // namespace
