@@ -58,11 +58,8 @@ std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options,
     if (!IsRetryableStatus(outcome->status)) return std::nullopt;
     if (auto hint = ServerRetryHint(*outcome)) return std::min(*hint, options.max_delay);
   }
-  const double jitter = 0.8 + 0.5 * std::clamp(jitter01, 0.0, 1.0);
-  const double exp = std::ldexp(1.0, std::clamp(attempt - 1, 0, 62));
-  const double ms = static_cast<double>(options.base_delay.count()) * exp * jitter;
-  const double cap = static_cast<double>(options.max_delay.count());
-  return std::chrono::milliseconds(static_cast<int64_t>(std::min(ms, cap)));
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+      ExponentialBackoff(attempt, options.base_delay, options.max_delay, jitter01));
 }
 
 bool ThrottleGate::Wait(std::stop_token stop) {

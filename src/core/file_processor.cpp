@@ -24,13 +24,6 @@ constexpr size_t kCopyBuffer = 1 << 20;
 // Marks a staging copy whose source changed while it was read: wait and try again, not a fault.
 const std::string kTornCopy = "source changed while it was copied";
 
-// base * 2^(n-1) * jitter in [0.8, 1.3), capped.
-Duration Backoff(int n, Duration base, Duration cap) {
-  const double jitter = 0.8 + 0.5 * static_cast<double>(RandomU64() % 1000) / 1000.0;
-  const double factor = static_cast<double>(1ull << std::clamp(n - 1, 0, 20));
-  return std::min(cap, FromSeconds(ToSeconds(base) * factor * jitter));
-}
-
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 }  // namespace
@@ -532,8 +525,10 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     } else {
       d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
     }
-    const Duration delay = torn ? FromSeconds(std::max(d_.config.min_file_age_s, 0.1))
-                                : Backoff(environmental ? ++waits : attempts, base, cap);
+    const Duration delay =
+        torn ? FromSeconds(std::max(d_.config.min_file_age_s, 0.1))
+             : ExponentialBackoff(environmental ? ++waits : attempts, base, cap,
+                                  static_cast<double>(RandomU64() % 1000) / 1000.0);
     LogWarn(torn ? "file changed while staging; will retry" : "attempt failed; will retry",
             {{"blob", claim.BlobName()},
              {"attempt", attempts},

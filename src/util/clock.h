@@ -58,6 +58,9 @@ class SimulatedClock final : public Clock {
 };
 
 inline double ToSeconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+// Exponential backoff with jitter, for request retries and file attempts alike:
+// base * 2^(attempt-1) * (0.8 + 0.5 * jitter01), capped at `cap`; jitter01 is uniform in [0,1).
+Duration ExponentialBackoff(int attempt, Duration base, Duration cap, double jitter01);
 inline Duration FromSeconds(double s) {
   return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(s));
 }

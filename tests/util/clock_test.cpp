@@ -9,6 +9,15 @@ namespace {
 
 using namespace std::chrono_literals;
 
+TEST(BackoffTest, DoublesWithJitterAndStopsAtTheCap) {
+  EXPECT_EQ(ExponentialBackoff(1, 100ms, 10s, 0.0), 80ms);
+  EXPECT_EQ(ExponentialBackoff(1, 100ms, 10s, 1.0), 130ms);
+  EXPECT_EQ(ExponentialBackoff(3, 100ms, 10s, 0.0), 320ms);
+  EXPECT_EQ(ExponentialBackoff(0, 100ms, 10s, 0.0), 80ms);  // attempts count from 1
+  EXPECT_EQ(ExponentialBackoff(9, 100ms, 10s, 0.5), 10s);
+  EXPECT_EQ(ExponentialBackoff(1000, 100ms, 10s, 0.5), 10s);  // no overflow
+}
+
 TEST(SimulatedClockTest, AutoAdvanceRecordsSleeps) {
   SimulatedClock clock;
   const MonoTime t0 = clock.Now();
