@@ -220,6 +220,12 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   }
   if (has_body) {
+    // Large bodies (blocks) in 512 KiB reads and sends instead of curl's default 64 KiB: 16
+    // read callbacks and sends per 8 MiB block, not 128. Allocated per transfer.
+    if (body_size > (64 << 10)) {
+      curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE,
+                       static_cast<long>(std::min<curl_off_t>(body_size, 512 << 10)));
+    }
     curl_easy_setopt(h, CURLOPT_READFUNCTION, ReadBody);
     curl_easy_setopt(h, CURLOPT_READDATA, &upload);
     curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, SeekBody);
