@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <ctime>
 #include <cctype>
+#include <ctime>
 
 namespace nbu::core {
 namespace {

@@ -39,7 +39,8 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
       it = entries_.erase(it);
       continue;
     }
-    if (!out.oldest_pending || e.first_seen < *out.oldest_pending) out.oldest_pending = e.first_seen;
+    if (!out.oldest_pending || e.first_seen < *out.oldest_pending)
+      out.oldest_pending = e.first_seen;
     if (!e.queued && (!out.next_due || e.first_seen + min_age_ < *out.next_due)) {
       out.next_due = e.first_seen + min_age_;
     }
