@@ -130,8 +130,8 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
 
 Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   StagedFile f;
-  const std::string src_path = ProcessingPath(claim);
-  auto src = fs::OpenRead(src_path);  // open revalidates NFS attributes (close-to-open)
+  f.src_path = ProcessingPath(claim);
+  auto src = fs::OpenRead(f.src_path);  // open revalidates NFS attributes (close-to-open)
   if (!src.ok()) return src.status();
   f.src = std::move(*src);
   auto st = fs::FStat(f.src.get());
@@ -168,7 +168,7 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, Md5* block, std::sto
     const auto want = static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, len));
     const ssize_t n = ::read(f.src.get(), buf, want);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read " + f.path, errno);
+    if (n < 0) return ErrnoStatus("read " + f.src_path, errno);
     if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);  // shorter than when opened
     const auto got = static_cast<size_t>(n);
     f.whole.Update(buf, got);

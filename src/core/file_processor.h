@@ -33,7 +33,8 @@ namespace nbu::core {
 // which storage verifies: a bad read-back of the copy fails the request instead of landing.
 struct StagedFile {
   fs::Fd src;  // the claim, open for reading
-  fs::Fd fd;   // read/write handle of the staging copy
+  std::string src_path;
+  fs::Fd fd;  // read/write handle of the staging copy
   std::string path;
   uint64_t size = 0;
   uint64_t copied = 0;
