@@ -123,7 +123,7 @@ Result<std::shared_ptr<SharedKeyCredential>> SharedKeyCredential::Create(
                   "shared key: account key for account " + account + " is not valid base64");
   }
   return std::shared_ptr<SharedKeyCredential>(
-      new SharedKeyCredential(std::move(account), std::move(*key), clock));
+      new SharedKeyCredential(std::move(account), *key, clock));
 }
 
 Status SharedKeyCredential::Authorize(HttpRequest& req, const std::string& /*account*/,
@@ -131,7 +131,7 @@ Status SharedKeyCredential::Authorize(HttpRequest& req, const std::string& /*acc
   // The wire path already holds the account on path-style endpoints, so "/account" + path
   // yields the doubled name Azurite expects; nothing depends on path_style here.
   req.SetHeader("x-ms-date", FormatRfc1123(clock_.WallNow()));
-  const std::string signature = SharedKeySignature(key_, SharedKeyStringToSign(req, account_));
+  const std::string signature = Base64Encode(key_.Sign(SharedKeyStringToSign(req, account_)));
   req.SetHeader("Authorization", "SharedKey " + account_ + ":" + signature);
   return Status::Ok();
 }

@@ -4,6 +4,7 @@
 
 #include "azure/credential.h"
 #include "util/clock.h"
+#include "util/crypto.h"
 
 #include <memory>
 #include <string>
@@ -34,11 +35,11 @@ class SharedKeyCredential final : public Credential {
   std::string Describe() const override;
 
  private:
-  SharedKeyCredential(std::string account, std::string key, Clock& clock)
-      : account_(std::move(account)), key_(std::move(key)), clock_(clock) {}
+  SharedKeyCredential(std::string account, std::string_view key, Clock& clock)
+      : account_(std::move(account)), key_(key), clock_(clock) {}
 
   const std::string account_;
-  const std::string key_;  // raw key bytes; never logged
+  const HmacSha256Key key_;  // never logged
   Clock& clock_;
 };
 

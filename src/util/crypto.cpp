@@ -1,7 +1,7 @@
 #include "util/crypto.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -11,13 +11,29 @@
 
 namespace nbu {
 
+namespace {
+
+// Algorithms fetched once (EVP_md5() and friends make OpenSSL 3 look them up on every init).
+const EVP_MD* FetchedMd5() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "MD5", nullptr);
+  return md;
+}
+
+EVP_MAC* FetchedHmac() {
+  static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  return mac;
+}
+
+}  // namespace
+
 struct Md5::Impl {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   ~Impl() { EVP_MD_CTX_free(ctx); }
 };
 
 Md5::Md5() : impl_(std::make_unique<Impl>()) {
-  if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, EVP_md5(), nullptr) != 1) {
+  if (impl_->ctx == nullptr || FetchedMd5() == nullptr ||
+      EVP_DigestInit_ex2(impl_->ctx, FetchedMd5(), nullptr) != 1) {
     throw std::runtime_error("EVP md5 init failed");
   }
 }
@@ -31,7 +47,7 @@ Md5Digest Md5::Final() {
   Md5Digest out{};
   unsigned int n = 0;
   EVP_DigestFinal_ex(impl_->ctx, out.data(), &n);
-  EVP_DigestInit_ex(impl_->ctx, EVP_md5(), nullptr);
+  EVP_DigestInit_ex2(impl_->ctx, FetchedMd5(), nullptr);
   return out;
 }
 
@@ -71,12 +87,40 @@ std::optional<std::string> Base64Decode(std::string_view text) {
   return out;
 }
 
-std::string HmacSha256(std::string_view key, std::string_view data) {
+struct HmacSha256Key::Impl {
+  EVP_MAC_CTX* keyed = nullptr;  // initialized with the key; only ever copied
+  ~Impl() { EVP_MAC_CTX_free(keyed); }
+};
+
+HmacSha256Key::HmacSha256Key(std::string_view key) : impl_(std::make_unique<Impl>()) {
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                               OSSL_PARAM_construct_end()};
+  impl_->keyed = FetchedHmac() == nullptr ? nullptr : EVP_MAC_CTX_new(FetchedHmac());
+  if (impl_->keyed == nullptr ||
+      EVP_MAC_init(impl_->keyed, reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                   params) != 1) {
+    throw std::runtime_error("HMAC-SHA256 init failed");
+  }
+}
+
+HmacSha256Key::~HmacSha256Key() = default;
+
+std::string HmacSha256Key::Sign(std::string_view data) const {
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(impl_->keyed);
   unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  size_t len = 0;
+  const bool ok =
+      ctx != nullptr &&
+      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1 &&
+      EVP_MAC_final(ctx, out, &len, sizeof out) == 1;
+  EVP_MAC_CTX_free(ctx);
+  if (!ok) throw std::runtime_error("HMAC-SHA256 failed");
   return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+std::string HmacSha256(std::string_view key, std::string_view data) {
+  return HmacSha256Key(key).Sign(data);
 }
 
 std::string Sha256Hex(std::string_view data) {

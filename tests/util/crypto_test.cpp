@@ -39,6 +39,28 @@ TEST(HmacTest, Rfc4231Case2) {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
+// RFC 4231 case 6: a key longer than the block size (it is hashed first).
+TEST(HmacTest, KeyedStateIsReusedAcrossCallsAndThreads) {
+  const HmacSha256Key long_key(std::string(131, '\xaa'));
+  const std::string msg = "Test Using Larger Than Block-Size Key - Hash Key First";
+  const std::string want = "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54";
+  EXPECT_EQ(HexEncode(long_key.Sign(msg)), want);
+  EXPECT_EQ(HexEncode(long_key.Sign(msg)), want) << "signing does not consume the key";
+  const HmacSha256Key jefe("Jefe");
+  std::vector<std::thread> threads;
+  std::vector<int> mismatches(4, 0);
+  for (size_t t = 0; t < mismatches.size(); ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const std::string data = "message " + std::to_string(i);
+        if (jefe.Sign(data) != HmacSha256("Jefe", data)) ++mismatches[t];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches, std::vector<int>(4, 0));
+}
+
 TEST(RandomTest, BytesDiffer) {
   EXPECT_EQ(RandomBytes(16).size(), 16u);
   EXPECT_NE(RandomBytes(16), RandomBytes(16));
