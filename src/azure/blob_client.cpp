@@ -118,7 +118,8 @@ std::string BlobClient::BlobUrl(const std::string& blob_name) const {
 
 Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
                                          std::stop_token stop,
-                                         std::initializer_list<long> ok_statuses) {
+                                         std::initializer_list<long> ok_statuses,
+                                         bool writes_blob) {
   // What to log and report: the URL before any credential touches it, minus any SAS anyway.
   const std::string safe_url = RedactUrl(req.url);
   const std::string base_url = req.url;
@@ -132,6 +133,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
   req.timeout = options_.timeout_base + per_byte;
 
   bool reauthorized = false;
+  bool recreated = false;  // the container, once per call
   for (int attempt = 1;; ++attempt) {
     if (!throttle_.Wait(stop)) return Status(ErrorKind::kCancelled, op + " " + safe_url);
     req.url = base_url;
@@ -171,6 +173,19 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       // back (staging copy, page cache, wire) were not the ones hashed. Resending this body
       // cannot help, re-reading the file can: a failure of this attempt, not of the request.
       if (code == "Md5Mismatch") return Status(ErrorKind::kTransient, msg);
+      if (code == "ContainerNotFound" && writes_blob && !recreated) {
+        // The container vanished (deleted, or an emulator restarted empty): recreate it and
+        // send once more. Failing that, storage is unusable for now: wait, do not charge the file.
+        recreated = true;
+        Status c = CreateContainerIfMissing(stop);
+        LogWarn("container missing; recreating it",
+                {{"container", options_.container}, {"ok", c.ok()}, {"error", c.ToString()}});
+        if (!c.ok()) {
+          return Status(ErrorKind::kUnavailable, msg + "; recreating it failed: " + c.message());
+        }
+        --attempt;
+        continue;
+      }
       return Status(KindForStatus(resp.status), msg);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
@@ -220,7 +235,7 @@ Status BlobClient::PutBlob(const std::string& blob_name, const Body& body,
   // The stored MD5 of a single-shot blob is its body's MD5 (Azurite checks it against the body).
   req.SetHeader("x-ms-blob-content-md5", Base64Encode(props.content_md5.value_or(body_md5)));
   SetBody(req, body);
-  return Execute(std::move(req), "PutBlob", stop, {201}).status();
+  return Execute(std::move(req), "PutBlob", stop, {201}, /*writes_blob=*/true).status();
 }
 
 Status BlobClient::PutBlock(const std::string& blob_name, const std::string& block_id,
@@ -231,7 +246,7 @@ Status BlobClient::PutBlock(const std::string& blob_name, const std::string& blo
   req.url = BlobUrl(blob_name) + "?comp=block&blockid=" + EncodedBlockId(block_id);
   req.SetHeader("Content-MD5", Base64Encode(body_md5));
   SetBody(req, body);
-  return Execute(std::move(req), "PutBlock", stop, {201}).status();
+  return Execute(std::move(req), "PutBlock", stop, {201}, /*writes_blob=*/true).status();
 }
 
 Status BlobClient::PutBlockList(const std::string& blob_name,
@@ -250,7 +265,7 @@ Status BlobClient::PutBlockList(const std::string& blob_name,
   req.SetHeader("Content-MD5", Base64Encode(Md5::Of(xml)));
   AddProperties(req, props);
   req.body = std::move(xml);
-  return Execute(std::move(req), "PutBlockList", stop, {201}).status();
+  return Execute(std::move(req), "PutBlockList", stop, {201}, /*writes_blob=*/true).status();
 }
 
 Result<std::optional<BlobInfo>> BlobClient::GetProperties(const std::string& blob_name,

@@ -107,8 +107,10 @@ class BlobClient {
 
  private:
   struct Outcome;
+  // Sends with retries (see RetryDelay), reauthorizing once on 401. `writes_blob`: a missing
+  // container is recreated and the request sent once more.
   Result<HttpResponse> Execute(HttpRequest req, const std::string& op, std::stop_token stop,
-                               std::initializer_list<long> ok_statuses);
+                               std::initializer_list<long> ok_statuses, bool writes_blob = false);
 
   BlobClientOptions options_;
   bool path_style_;

@@ -502,15 +502,9 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       break;
     }
     const bool torn = s.message() == kTornCopy;
-    // The container vanished (deleted, or an emulator restarted empty): recreate it; not the
-    // file's fault.
-    const bool no_container = s.message().find("ContainerNotFound") != std::string::npos;
-    if (no_container) {
-      Status c = d_.blob.CreateContainerIfMissing(stop);
-      LogWarn("container missing; recreated it", {{"ok", c.ok()}, {"error", c.ToString()}});
-    }
-    const bool environmental =
-        s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kAuth || no_container;
+    // Storage unreachable, throttled past every retry, refusing our credentials, or its
+    // container gone and not recreatable yet (BlobClient recreates it): not the file's fault.
+    const bool environmental = s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kAuth;
     if (!torn && !environmental) {
       ++attempts;
       d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});

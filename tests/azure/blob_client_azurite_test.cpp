@@ -47,6 +47,25 @@ TEST_F(BlobClientAzuriteTest, CreateContainerTwiceIsFine) {
   EXPECT_TRUE(again.ok()) << again.ToString();
 }
 
+TEST_F(BlobClientAzuriteTest, WritesRecreateAMissingContainerReadsDoNot) {
+  auto client = SharedKeyClient(test::UniqueContainer("vanished"));
+  // Reads report the missing container as not found and leave it missing.
+  for (int i = 0; i < 2; ++i) {
+    auto none = client->GetBlob("x");
+    ASSERT_FALSE(none.ok());
+    EXPECT_EQ(none.status().kind(), ErrorKind::kNotFound);
+    EXPECT_NE(none.status().message().find("ContainerNotFound"), std::string::npos)
+        << none.status().ToString();
+  }
+  // A write finds it missing, recreates it and goes through.
+  const std::string data = "after the container came back";
+  Status put = client->PutBlob("x", Body::FromString(data), Md5::Of(data), {});
+  ASSERT_TRUE(put.ok()) << put.ToString();
+  EXPECT_EQ(*client->GetBlob("x"), data);
+  Status block = client->PutBlock("y", "0001", Body::FromString(data), Md5::Of(data));
+  EXPECT_TRUE(block.ok()) << block.ToString();
+}
+
 TEST_F(BlobClientAzuriteTest, ConnectionStringClient) {
   auto info = ParseConnectionString(azurite_->ConnectionString());
   ASSERT_TRUE(info.ok()) << info.status().ToString();
