@@ -75,7 +75,8 @@ struct Reader {
     const auto host_at = v->find("://");
     if (!scheme || host_at + 3 >= v->size() || (*v)[host_at + 3] == '/' ||
         v->find_first_of(" \t\r\n") != std::string::npos) {
-      Error(name, "must be an http:// or https:// URL with a host, got \"" + RedactUrl(*v) + "\"");
+      Error(name,
+            "must be an http:// or https:// URL with a host, got \"" + EndpointForLog(*v) + "\"");
       return std::nullopt;
     }
     return *v;
@@ -218,7 +219,7 @@ std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string*
   return out;
 }
 
-std::string RedactUrl(const std::string& url) {
+std::string EndpointForLog(const std::string& url) {
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string::npos) return "<unparsable url>";
   std::string out = url.substr(0, url.find_first_of("?#"));

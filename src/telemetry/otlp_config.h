@@ -65,6 +65,6 @@ std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string*
 std::optional<std::string> PercentDecode(const std::string& text);
 
 // "https://user:secret@host:4318/v1/traces?key=abc" -> "https://host:4318/v1/traces": for logs.
-std::string RedactUrl(const std::string& url);
+std::string EndpointForLog(const std::string& url);
 
 }  // namespace nbu::telemetry

@@ -37,7 +37,7 @@ class CurlOtlpTransport final : public OtlpTransport {
   CurlOtlpTransport& operator=(const CurlOtlpTransport&) = delete;
 
   Status Post(const OtlpRequest& req, const std::atomic<bool>& cancel) override {
-    const std::string where = "POST " + RedactUrl(req.url);
+    const std::string where = "POST " + EndpointForLog(req.url);
     if (curl_ == nullptr) return {ErrorKind::kTransient, where + ": curl_easy_init failed"};
     std::unique_ptr<curl_slist, SlistDeleter> headers(
         curl_slist_append(nullptr, "Content-Type: application/json"));

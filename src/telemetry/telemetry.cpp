@@ -24,12 +24,13 @@ Telemetry::Telemetry(TelemetryConfig config, Clock& clock, std::unique_ptr<OtlpT
   SpanSink sink;
   if (config_.exports_traces()) sink = exporter_->Sink();
   tracer_ = std::make_unique<Tracer>(clock, std::move(sink));
-  LogInfo("telemetry configured",
-          {{"traces_endpoint", config_.exports_traces() ? RedactUrl(config_.traces_url) : ""},
-           {"metrics_endpoint", config_.exports_metrics() ? RedactUrl(config_.metrics_url) : ""},
-           {"service_name", config_.service_name},
-           {"sdk_disabled", config_.sdk_disabled},
-           {"header_count", config_.headers.size()}});
+  LogInfo(
+      "telemetry configured",
+      {{"traces_endpoint", config_.exports_traces() ? EndpointForLog(config_.traces_url) : ""},
+       {"metrics_endpoint", config_.exports_metrics() ? EndpointForLog(config_.metrics_url) : ""},
+       {"service_name", config_.service_name},
+       {"sdk_disabled", config_.sdk_disabled},
+       {"header_count", config_.headers.size()}});
 }
 
 // Members go in reverse order: the tracer (whose sink points at the exporter), then the exporter

@@ -149,10 +149,11 @@ TEST(TelemetryConfigTest, EndpointErrorsRedactCredentials) {
   EXPECT_EQ(r.errors[0].find("hunter2"), std::string::npos) << r.errors[0];
 }
 
-TEST(RedactUrlTest, DropsUserInfoAndQuery) {
-  EXPECT_EQ(RedactUrl("https://u:p@host:4318/v1/traces?key=abc#f"), "https://host:4318/v1/traces");
-  EXPECT_EQ(RedactUrl("http://host/p@x"), "http://host/p@x");
-  EXPECT_EQ(RedactUrl("nonsense"), "<unparsable url>");
+TEST(EndpointForLogTest, DropsUserInfoAndQuery) {
+  EXPECT_EQ(EndpointForLog("https://u:p@host:4318/v1/traces?key=abc#f"),
+            "https://host:4318/v1/traces");
+  EXPECT_EQ(EndpointForLog("http://host/p@x"), "http://host/p@x");
+  EXPECT_EQ(EndpointForLog("nonsense"), "<unparsable url>");
 }
 
 }  // namespace
