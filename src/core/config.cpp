@@ -148,7 +148,9 @@ const std::vector<ConfigVar>& ConfigVars() {
        "managed-identity, azure-cli",
        false},
       {"APP_AZURE_CA_FILE", "",
-       "PEM bundle for a private CA (default: SSL_CERT_FILE, then the system store)", false},
+       "PEM bundle for a private CA, for storage and token requests (default: SSL_CERT_FILE, "
+       "then the system store)",
+       false},
       {"APP_AZURE_ACCESS_TIER", "", "Hot, Cool, Cold or Archive; empty = account default", false},
       {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432",
        "Files up to this size use one Put Blob; larger use blocks", false},

@@ -119,12 +119,7 @@ int Main(int argc, char** argv) {
   observer.on_throttled = [&inst] {
     if (inst != nullptr) inst->throttled.Add();
   };
-  azure::HttpTransportOptions topts;
-  // A private CA: APP_AZURE_CA_FILE, else the conventional SSL_CERT_FILE, else the system store.
-  topts.ca_file = config.azure_ca_file;
-  if (topts.ca_file.empty()) {
-    if (auto it = env.find("SSL_CERT_FILE"); it != env.end()) topts.ca_file = it->second;
-  }
+  const azure::HttpTransportOptions topts = StorageTransportOptions(config, &env);
   azure::BlobClientOptions bopts;
   bopts.endpoint = target.endpoint;
   bopts.account = target.account;

@@ -5,6 +5,8 @@
 #include "azure/shared_key.h"
 #include "azure/token_chain.h"
 
+#include <cstdlib>
+
 namespace nbu::server {
 namespace {
 
@@ -45,7 +47,7 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
   }
   azure::TokenSourceOptions options;
   options.clock = &clock;
-  options.transport = std::make_shared<azure::HttpTransport>();
+  options.transport = std::make_shared<azure::HttpTransport>(StorageTransportOptions(c, env));
   std::shared_ptr<azure::TokenCredential> cred;
   if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors)) return false;
   out->endpoint = TrimSlash(c.azure_account_url);
@@ -56,6 +58,20 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
 }
 
 }  // namespace
+
+azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
+                                                    const core::EnvMap* env) {
+  azure::HttpTransportOptions o;
+  o.ca_file = config.azure_ca_file;
+  if (o.ca_file.empty()) {
+    if (env != nullptr) {
+      if (auto it = env->find("SSL_CERT_FILE"); it != env->end()) o.ca_file = it->second;
+    } else if (const char* v = std::getenv("SSL_CERT_FILE")) {
+      o.ca_file = v;
+    }
+  }
+  return o;
+}
 
 std::string AccountFromEndpoint(const std::string& endpoint) {
   const auto scheme = endpoint.find("://");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "azure/credential.h"
+#include "azure/http.h"
 #include "core/config.h"
 #include "util/clock.h"
 
@@ -26,6 +27,10 @@ struct StorageTarget {
 // the token sources' timeouts. Explicit secrets never touch any token endpoint.
 bool ResolveStorageTarget(const core::Config& config, Clock& clock, StorageTarget* out,
                           std::vector<std::string>* errors, const core::EnvMap* env = nullptr);
+// HTTP options for storage and token requests alike: the CA bundle from APP_AZURE_CA_FILE, else
+// SSL_CERT_FILE from `env` (nullptr: the process environment), else the system store.
+azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
+                                                    const core::EnvMap* env = nullptr);
 // Account name from a blob endpoint URL: the first path segment for IP/localhost hosts
 // (emulator, path style), else the first DNS label.
 std::string AccountFromEndpoint(const std::string& endpoint);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -43,7 +44,14 @@ class StandIn {
  public:
   using Handler = std::function<void(const Recorded&, httplib::Response&)>;
 
-  explicit StandIn(Handler handler) : handler_(std::move(handler)) {
+  // Plain HTTP; with `cert_dir` (holding cert.pem and key.pem, see MakeSelfSignedCert), HTTPS.
+  explicit StandIn(Handler handler, const std::string& cert_dir = "")
+      : handler_(std::move(handler)),
+        server_(cert_dir.empty()
+                    ? std::make_unique<httplib::Server>()
+                    : std::make_unique<httplib::SSLServer>((cert_dir + "/cert.pem").c_str(),
+                                                           (cert_dir + "/key.pem").c_str())),
+        scheme_(cert_dir.empty() ? "http" : "https") {
     auto serve = [this](const httplib::Request& req, httplib::Response& res) {
       Recorded r;
       r.method = req.method;
@@ -60,24 +68,25 @@ class StandIn {
       }
       handler_(r, res);
     };
-    server_.Get(".*", serve);
-    server_.Post(".*", serve);
-    server_.Put(".*", serve);
-    server_.Delete(".*", serve);
-    port_ = server_.bind_to_any_port("127.0.0.1");
+    if (!server_->is_valid()) throw std::runtime_error("stand-in: bad certificate or key");
+    server_->Get(".*", serve);
+    server_->Post(".*", serve);
+    server_->Put(".*", serve);
+    server_->Delete(".*", serve);
+    port_ = server_->bind_to_any_port("127.0.0.1");
     if (port_ <= 0) throw std::runtime_error("stand-in: cannot bind 127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+    while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ~StandIn() {
-    server_.stop();
+    server_->stop();
     thread_.join();
   }
   StandIn(const StandIn&) = delete;
   StandIn& operator=(const StandIn&) = delete;
 
   int port() const { return port_; }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const { return scheme_ + "://127.0.0.1:" + std::to_string(port_); }
   std::string authority() const { return "127.0.0.1:" + std::to_string(port_); }
   std::vector<Recorded> requests() const {
     std::lock_guard lock(mu_);
@@ -90,7 +99,8 @@ class StandIn {
 
  private:
   Handler handler_;
-  httplib::Server server_;
+  std::unique_ptr<httplib::Server> server_;
+  std::string scheme_;
   int port_ = 0;
   std::thread thread_;
   mutable std::mutex mu_;

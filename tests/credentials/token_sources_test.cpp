@@ -503,5 +503,43 @@ TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {
   for (const auto& e : errors) EXPECT_EQ(e.find(kSecret), std::string::npos);
 }
 
+// Token requests trust the same private CA as storage requests (APP_AZURE_CA_FILE): an identity
+// endpoint behind a private CA (a TLS-inspecting proxy, a sovereign cloud's test authority).
+TEST(StorageTargetTokenTest, TokenRequestsUseTheConfiguredCaFile) {
+  nbu::test::TempDir dir;
+  ASSERT_TRUE(test::MakeSelfSignedCert(dir.path()));
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); },
+              dir.path());
+  ASSERT_EQ(idp.url().rfind("https://", 0), 0u);
+  core::EnvMap env = {{"AZURE_TENANT_ID", "t"},
+                      {"AZURE_CLIENT_ID", "c"},
+                      {"AZURE_CLIENT_SECRET", kSecret},
+                      {"AZURE_AUTHORITY_HOST", idp.url()},
+                      {"PATH", "/nonexistent"}};
+  core::Config c;
+  c.azure_auth = "environment";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  SimulatedClock clock;
+  server::StorageTarget target;
+  std::vector<std::string> errors;
+  // Without the CA the self-signed endpoint is refused: one line, no secret.
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].find(kSecret), std::string::npos) << errors[0];
+  EXPECT_EQ(idp.count(), 0u) << "the TLS handshake fails before any request";
+  errors.clear();
+  c.azure_ca_file = dir / "cert.pem";
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env))
+      << (errors.empty() ? "" : errors[0]);
+  EXPECT_EQ(idp.count(), 1u);
+  // SSL_CERT_FILE is the fallback, as for storage requests.
+  c.azure_ca_file.clear();
+  env["SSL_CERT_FILE"] = dir / "cert.pem";
+  EXPECT_EQ(server::StorageTransportOptions(c, &env).ca_file, dir / "cert.pem");
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env))
+      << (errors.empty() ? "" : errors[0]);
+  EXPECT_EQ(idp.count(), 2u);
+}
+
 }  // namespace
 }  // namespace nbu::azure
