@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <ctime>
 
 namespace nbu::azure {
 namespace {
@@ -15,6 +16,15 @@ std::optional<int64_t> ParseNonNegative(const std::string* text) {
   const auto [ptr, ec] = std::from_chars(text->data(), end, v);
   if (ec != std::errc() || ptr != end || v < 0) return std::nullopt;
   return v;
+}
+
+// An IMF-fixdate ("Wed, 21 Oct 2015 07:28:00 GMT") as seconds since the epoch.
+std::optional<int64_t> ParseHttpDate(const std::string* text) {
+  if (text == nullptr) return std::nullopt;
+  std::tm tm{};
+  const char* end = ::strptime(text->c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return static_cast<int64_t>(::timegm(&tm));
 }
 
 }  // namespace
@@ -42,6 +52,14 @@ std::optional<std::chrono::milliseconds> ServerRetryHint(const HttpResponse& res
   }
   if (auto s = ParseNonNegative(response.Header("retry-after"))) {
     return std::chrono::milliseconds(std::min<int64_t>(*s, int64_t{1} << 40) * 1000);
+  }
+  // Retry-After as an HTTP date: measured against the response's own Date header, so the two
+  // clocks that matter are the server's (ours may be skewed); without a Date, no hint.
+  if (auto until = ParseHttpDate(response.Header("retry-after"))) {
+    if (auto date = ParseHttpDate(response.Header("date"))) {
+      return std::chrono::milliseconds(std::clamp<int64_t>(*until - *date, 0, int64_t{1} << 40) *
+                                       1000);
+    }
   }
   return std::nullopt;
 }

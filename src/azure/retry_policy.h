@@ -29,7 +29,8 @@ std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options,
                                                     double jitter01);
 // True for HTTP statuses the policy retries.
 bool IsRetryableStatus(long status);
-// Server-suggested delay from response headers, if any.
+// Server-suggested delay from response headers, if any: retry-after-ms, x-ms-retry-after-ms,
+// Retry-After in seconds, or Retry-After as an HTTP date (relative to the response's Date).
 std::optional<std::chrono::milliseconds> ServerRetryHint(const HttpResponse& response);
 
 // Shared by every request of the process: a throttling answer (429/503) pushes a "not before"

@@ -90,9 +90,26 @@ TEST(RetryPolicyTest, RetryAfterHeaderForms) {
   // Server hints are capped too; "0" means "retry now".
   EXPECT_EQ(*RetryDelay(o, 1, Resp(503, {{"retry-after", "3600"}}), 0.5), 60000ms);
   EXPECT_EQ(*RetryDelay(o, 1, Resp(503, {{"retry-after", "0"}}), 0.5), 0ms);
-  // Unparseable hints (HTTP-date, negative, junk) fall back to the computed backoff.
+  // Retry-After as an HTTP date counts from the response's Date (the server's clock).
+  EXPECT_EQ(*RetryDelay(o, 1,
+                        Resp(503, {{"retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"},
+                                   {"date", "Wed, 21 Oct 2015 07:27:55 GMT"}}),
+                        0.5),
+            5000ms);
+  EXPECT_EQ(*RetryDelay(o, 1,
+                        Resp(503, {{"retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"},
+                                   {"date", "Thu, 22 Oct 2015 07:28:00 GMT"}}),
+                        0.5),
+            0ms);  // already past
+  // Unusable hints (a date without the response's Date, negative, junk) fall back to the
+  // computed backoff.
   o.base_delay = 1000ms;
   EXPECT_EQ(*RetryDelay(o, 1, Resp(503, {{"retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"}}), 0.4),
+            1000ms);
+  EXPECT_EQ(*RetryDelay(o, 1,
+                        Resp(503, {{"retry-after", "Wed, 21 Oct 2015 07:28:00 UTC"},
+                                   {"date", "Wed, 21 Oct 2015 07:27:55 GMT"}}),
+                        0.4),
             1000ms);
   EXPECT_EQ(*RetryDelay(o, 1, Resp(503, {{"retry-after", "-5"}}), 0.4), 1000ms);
   EXPECT_EQ(*RetryDelay(o, 1, Resp(503, {{"retry-after-ms", "12abc"}}), 0.4), 1000ms);
