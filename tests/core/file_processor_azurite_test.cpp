@@ -3,8 +3,8 @@
 // concurrency: the copy thread and the block senders also run under ThreadSanitizer.
 #include "core/file_processor.h"
 
-#include "azure/shared_key.h"
 #include "support/azurite.h"
+#include "support/azurite_client.h"
 #include "support/process.h"
 
 #include <fcntl.h>
@@ -37,17 +37,7 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     config_.azure_max_concurrency = 3;
     config_.azure_retry_base_s = 0.05;
     config_.replica_id = "fp-test";
-    azure::BlobClientOptions o;
-    o.endpoint = azurite_.BlobEndpoint();
-    o.account = nbu::test::kAzuriteAccount;
-    o.container = config_.azure_container;
-    auto cred =
-        azure::SharedKeyCredential::Create(nbu::test::kAzuriteAccount, nbu::test::kAzuriteKey);
-    EXPECT_TRUE(cred.ok());
-    azure::HttpTransportOptions topts;
-    topts.max_response_body = 64 << 20;
-    blob_ = std::make_unique<azure::BlobClient>(
-        o, *cred, std::make_shared<azure::HttpTransport>(topts), RealClock::Instance());
+    blob_ = nbu::test::MakeBlobClient(azurite_, config_.azure_container);
     EXPECT_TRUE(blob_->CreateContainerIfMissing().ok());
     processor_ = std::make_unique<FileProcessor>(
         FileProcessor::Deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}});

@@ -2,8 +2,8 @@
 // real Azurite: the concurrency test that also runs under ThreadSanitizer.
 #include "core/service.h"
 
-#include "azure/shared_key.h"
 #include "support/azurite.h"
+#include "support/azurite_client.h"
 #include "support/process.h"
 
 #include <gtest/gtest.h>
@@ -37,17 +37,8 @@ TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
   config.azure_max_concurrency = 4;
   config.replica_id = "svc-test";
 
-  azure::BlobClientOptions o;
-  o.endpoint = azurite.BlobEndpoint();
-  o.account = nbu::test::kAzuriteAccount;
-  o.container = config.azure_container;
-  auto cred =
-      azure::SharedKeyCredential::Create(nbu::test::kAzuriteAccount, nbu::test::kAzuriteKey);
-  ASSERT_TRUE(cred.ok());
-  azure::HttpTransportOptions topts;
-  topts.max_response_body = 16 << 20;
-  azure::BlobClient blob(o, *cred, std::make_shared<azure::HttpTransport>(topts),
-                         RealClock::Instance());
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  azure::BlobClient& blob = *blob_client;
   telemetry::MetricsRegistry metrics;
   telemetry::Tracer tracer(RealClock::Instance());
 

@@ -1,7 +1,5 @@
 #include "e2e_support.h"
 
-#include "azure/shared_key.h"
-
 #include <httplib.h>
 
 #include <filesystem>
@@ -71,19 +69,6 @@ bool UploaderProcess::WaitReady(std::chrono::milliseconds timeout) {
   return WaitFor([&] { return Call("GET", "/readyz").status == 200 || !proc_->Running(); },
                  timeout) &&
          proc_->Running();
-}
-
-std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
-                                                  const std::string& container) {
-  azure::BlobClientOptions o;
-  o.endpoint = azurite.BlobEndpoint();
-  o.account = kAzuriteAccount;
-  o.container = container;
-  auto cred = azure::SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
-  azure::HttpTransportOptions t;
-  t.max_response_body = 64 << 20;  // tests download whole blobs to compare them
-  return std::make_unique<azure::BlobClient>(o, *cred, std::make_shared<azure::HttpTransport>(t),
-                                             RealClock::Instance());
 }
 
 }  // namespace nbu::test

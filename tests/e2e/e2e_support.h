@@ -4,6 +4,7 @@
 
 #include "azure/blob_client.h"
 #include "support/azurite.h"
+#include "support/azurite_client.h"
 #include "support/process.h"
 
 #include <nlohmann/json.hpp>
@@ -51,8 +52,5 @@ class UploaderProcess {
   std::string staging_;
   std::unique_ptr<ChildProcess> proc_;
 };
-
-std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
-                                                  const std::string& container);
 
 }  // namespace nbu::test

@@ -1,0 +1,27 @@
+// Test support: a Shared Key BlobClient for a test Azurite (header-only: only tests that already
+// link the azure layer include it).
+#pragma once
+
+#include "azure/blob_client.h"
+#include "azure/shared_key.h"
+#include "support/azurite.h"
+
+#include <memory>
+#include <string>
+
+namespace nbu::test {
+
+inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
+                                                         const std::string& container) {
+  azure::BlobClientOptions o;
+  o.endpoint = azurite.BlobEndpoint();
+  o.account = kAzuriteAccount;
+  o.container = container;
+  auto cred = azure::SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
+  azure::HttpTransportOptions t;
+  t.max_response_body = 64 << 20;  // tests download whole blobs to compare them
+  return std::make_unique<azure::BlobClient>(o, *cred, std::make_shared<azure::HttpTransport>(t),
+                                             RealClock::Instance());
+}
+
+}  // namespace nbu::test
