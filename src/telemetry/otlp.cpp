@@ -37,12 +37,13 @@ OtlpResource MakeOtlpResource(const TelemetryConfig& config) {
 }
 
 OtlpExporter::OtlpExporter(TelemetryConfig config, Clock& clock, const MetricsRegistry* metrics,
-                           std::unique_ptr<OtlpTransport> transport, ExporterCounters counters)
+                           std::unique_ptr<OtlpTransport> transport,
+                           const ExporterCounters& counters)
     : config_(std::move(config)),
       clock_(clock),
       metrics_(metrics),
       transport_(transport ? std::move(transport) : NewCurlOtlpTransport()),
-      counters_(std::move(counters)),
+      counters_(counters),
       resource_(MakeOtlpResource(config_)),
       start_wall_(clock.WallNow()),
       next_span_export_(clock.Now() + config_.span_schedule_delay),

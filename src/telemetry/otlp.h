@@ -43,7 +43,8 @@ class OtlpExporter {
   // `metrics` may be null (no metrics export); it must outlive the exporter, as must `clock`.
   // A null `transport` means libcurl.
   OtlpExporter(TelemetryConfig config, Clock& clock, const MetricsRegistry* metrics,
-               std::unique_ptr<OtlpTransport> transport = nullptr, ExporterCounters counters = {});
+               std::unique_ptr<OtlpTransport> transport = nullptr,
+               const ExporterCounters& counters = {});
   // Shuts down with a deadline of "now" if Shutdown was not called: nothing is flushed.
   ~OtlpExporter();
   OtlpExporter(const OtlpExporter&) = delete;
