@@ -7,15 +7,9 @@
 
 #include <algorithm>
 #include <charconv>
-#include <random>
 
 namespace nbu::azure {
 namespace {
-
-double Jitter01() {
-  thread_local std::mt19937_64 rng(RandomU64());
-  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
 
 // Text between <tag> and </tag> starting at `from`; npos-safe. Sets `next` past the close tag.
 std::optional<std::string> XmlElement(const std::string& xml, const std::string& tag, size_t from,
@@ -35,7 +29,11 @@ std::string ErrorCode(const HttpResponse& resp) {
   return XmlElement(resp.body, "Code", 0, resp.body.size()).value_or("");
 }
 
-ErrorKind KindForStatus(long status) {
+ErrorKind KindFor(long status, const std::string& code) {
+  // The body did not hash to the Content-MD5 we computed from the source: the bytes read back
+  // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
+  // re-reading the file can: a failure of this attempt, not of the request.
+  if (code == "Md5Mismatch") return ErrorKind::kTransient;
   if (status == 404) return ErrorKind::kNotFound;
   if (status == 409 || status == 412) return ErrorKind::kConflict;
   if (status == 401 || status == 403) return ErrorKind::kAuth;
@@ -154,7 +152,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       continue;
     }
     const std::optional<std::chrono::milliseconds> delay =
-        RetryDelay(options_.retry, attempt, result, Jitter01());
+        RetryDelay(options_.retry, attempt, result, FastRandom01());
     if (!delay) {
       if (!result.ok()) {
         return Status(result.status().kind(), op + " " + safe_url + ": " +
@@ -169,10 +167,6 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       msg += " (request id " + (request_id ? *request_id : std::string("-"));
       if (attempt > 1) msg += ", after " + std::to_string(attempt) + " attempts";
       msg += ")";
-      // The body did not hash to the Content-MD5 we computed from the source: the bytes read
-      // back (staging copy, page cache, wire) were not the ones hashed. Resending this body
-      // cannot help, re-reading the file can: a failure of this attempt, not of the request.
-      if (code == "Md5Mismatch") return Status(ErrorKind::kTransient, msg);
       if (code == "ContainerNotFound" && writes_blob && !recreated) {
         // The container vanished (deleted, or an emulator restarted empty): recreate it and
         // send once more. Failing that, storage is unusable for now: wait, do not charge the file.
@@ -186,7 +180,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         --attempt;
         continue;
       }
-      return Status(KindForStatus(resp.status), msg);
+      return Status(KindFor(resp.status, code), msg);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
     if (result.ok() && (result->status == 429 || result->status == 503)) {

@@ -96,8 +96,12 @@ std::string SharedKeyStringToSign(const HttpRequest& req, const std::string& acc
   return s;
 }
 
+std::string SharedKeySignature(const HmacSha256Key& key, std::string_view string_to_sign) {
+  return Base64Encode(key.Sign(string_to_sign));
+}
+
 std::string SharedKeySignature(std::string_view key, std::string_view string_to_sign) {
-  return Base64Encode(HmacSha256(key, string_to_sign));
+  return SharedKeySignature(HmacSha256Key(key), string_to_sign);
 }
 
 std::string FormatRfc1123(WallTime t) {
@@ -131,7 +135,7 @@ Status SharedKeyCredential::Authorize(HttpRequest& req, const std::string& /*acc
   // The wire path already holds the account on path-style endpoints, so "/account" + path
   // yields the doubled name Azurite expects; nothing depends on path_style here.
   req.SetHeader("x-ms-date", FormatRfc1123(clock_.WallNow()));
-  const std::string signature = Base64Encode(key_.Sign(SharedKeyStringToSign(req, account_)));
+  const std::string signature = SharedKeySignature(key_, SharedKeyStringToSign(req, account_));
   req.SetHeader("Authorization", "SharedKey " + account_ + ":" + signature);
   return Status::Ok();
 }

@@ -19,6 +19,7 @@ std::string SharedKeyStringToSign(const HttpRequest& req, const std::string& acc
 
 // base64(HMAC-SHA256(key, string_to_sign)); `key` is the decoded (raw) account key.
 std::string SharedKeySignature(std::string_view key, std::string_view string_to_sign);
+std::string SharedKeySignature(const HmacSha256Key& key, std::string_view string_to_sign);
 
 // RFC 1123 date as used by x-ms-date, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 std::string FormatRfc1123(WallTime t);

@@ -119,10 +119,9 @@ void Service::ScanLoop(std::stop_token stop) {
     // age (so a file is queued at its minimum age, not up to a poll interval later), or when a
     // watch starts. Never sooner than 10 ms (or a tenth of the interval) from now.
     const MonoTime now = clock_.Now();
-    MonoTime wake = std::max(begin + interval, now + std::min<Duration>(interval / 10, 10ms));
-    if (const auto due = scanner_.NextDue(); due && *due < wake) {
-      wake = std::max(*due, now + std::min<Duration>(interval / 10, 10ms));
-    }
+    MonoTime wake = begin + interval;
+    if (const auto due = scanner_.NextDue(); due && *due < wake) wake = *due;
+    wake = std::max(wake, now + std::min<Duration>(interval / 10, 10ms));
     std::stop_source woken;
     {
       std::lock_guard lock(mu_);

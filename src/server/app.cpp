@@ -88,12 +88,12 @@ int Main(int argc, char** argv) {
   core::Config config;
   std::vector<std::string> errors;
   core::ParseConfig(env, &config, &errors);
-  auto tcfg =
-      telemetry::ParseTelemetryConfig([&](const std::string& k) -> std::optional<std::string> {
-        auto it = env.find(k);
-        if (it == env.end()) return std::nullopt;
-        return it->second;
-      });
+  const azure::EnvLookup lookup = [&env](const std::string& k) -> std::optional<std::string> {
+    auto it = env.find(k);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+  auto tcfg = telemetry::ParseTelemetryConfig(lookup);
   for (auto& e : tcfg.errors) errors.push_back(std::move(e));
   Clock& clock = RealClock::Instance();
   StorageTarget target;
@@ -119,7 +119,7 @@ int Main(int argc, char** argv) {
   observer.on_throttled = [&inst] {
     if (inst != nullptr) inst->throttled.Add();
   };
-  const azure::HttpTransportOptions topts = StorageTransportOptions(config, &env);
+  const azure::HttpTransportOptions topts = StorageTransportOptions(config, lookup);
   azure::BlobClientOptions bopts;
   bopts.endpoint = target.endpoint;
   bopts.account = target.account;

@@ -5,8 +5,6 @@
 #include "azure/shared_key.h"
 #include "azure/token_chain.h"
 
-#include <cstdlib>
-
 namespace nbu::server {
 namespace {
 
@@ -47,7 +45,7 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
   }
   azure::TokenSourceOptions options;
   options.clock = &clock;
-  options.transport = std::make_shared<azure::HttpTransport>(StorageTransportOptions(c, env));
+  options.transport = std::make_shared<azure::HttpTransport>(StorageTransportOptions(c, lookup));
   std::shared_ptr<azure::TokenCredential> cred;
   if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors)) return false;
   out->endpoint = TrimSlash(c.azure_account_url);
@@ -60,16 +58,10 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
 }  // namespace
 
 azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
-                                                    const core::EnvMap* env) {
+                                                    const azure::EnvLookup& env) {
   azure::HttpTransportOptions o;
-  o.ca_file = config.azure_ca_file;
-  if (o.ca_file.empty()) {
-    if (env != nullptr) {
-      if (auto it = env->find("SSL_CERT_FILE"); it != env->end()) o.ca_file = it->second;
-    } else if (const char* v = std::getenv("SSL_CERT_FILE")) {
-      o.ca_file = v;
-    }
-  }
+  o.ca_file =
+      config.azure_ca_file.empty() ? env("SSL_CERT_FILE").value_or("") : config.azure_ca_file;
   return o;
 }
 

@@ -5,6 +5,7 @@
 
 #include "azure/credential.h"
 #include "azure/http.h"
+#include "azure/token_credential.h"
 #include "core/config.h"
 #include "util/clock.h"
 
@@ -28,9 +29,9 @@ struct StorageTarget {
 bool ResolveStorageTarget(const core::Config& config, Clock& clock, StorageTarget* out,
                           std::vector<std::string>* errors, const core::EnvMap* env = nullptr);
 // HTTP options for storage and token requests alike: the CA bundle from APP_AZURE_CA_FILE, else
-// SSL_CERT_FILE from `env` (nullptr: the process environment), else the system store.
+// SSL_CERT_FILE, else the system store.
 azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
-                                                    const core::EnvMap* env = nullptr);
+                                                    const azure::EnvLookup& env);
 // Account name from a blob endpoint URL: the first path segment for IP/localhost hosts
 // (emulator, path style), else the first DNS label.
 std::string AccountFromEndpoint(const std::string& endpoint);

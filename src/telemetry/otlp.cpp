@@ -279,7 +279,7 @@ Duration OtlpExporter::Backoff(int attempts) const {
   const double cap = std::chrono::duration<double>(config_.retry_max_delay).count();
   double delay = std::min(cap, base * static_cast<double>(1ULL << std::min(attempts - 1, 20)));
   if (config_.retry_jitter > 0) {
-    const double unit = static_cast<double>(RandomU64() >> 11) / static_cast<double>(1ULL << 53);
+    const double unit = FastRandom01();
     delay *= 1.0 + config_.retry_jitter * (2.0 * unit - 1.0);
   }
   return FromSeconds(delay);

@@ -9,8 +9,7 @@ Duration ExponentialBackoff(int attempt, Duration base, Duration cap, double jit
   const double jitter = 0.8 + 0.5 * std::clamp(jitter01, 0.0, 1.0);
   const double factor = std::ldexp(1.0, std::clamp(attempt - 1, 0, 62));
   const double ns = static_cast<double>(base.count()) * factor * jitter;
-  return std::min(
-      cap, ns >= static_cast<double>(cap.count()) ? cap : Duration(static_cast<int64_t>(ns)));
+  return ns >= static_cast<double>(cap.count()) ? cap : Duration(static_cast<int64_t>(ns));
 }
 
 bool RealClock::SleepFor(Duration d, std::stop_token stop) {

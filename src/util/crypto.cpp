@@ -161,6 +161,10 @@ uint64_t FastRandomU64() {
   return gen();
 }
 
+double FastRandom01() {
+  return static_cast<double>(FastRandomU64() >> 11) / static_cast<double>(1ULL << 53);
+}
+
 std::string FastRandomHex(size_t bytes) {
   std::string raw;
   raw.reserve(bytes + 8);

@@ -61,6 +61,8 @@ uint64_t RandomU64();
 // Unpredictable-enough ids without a syscall per call: a per-thread generator seeded from
 // RAND_bytes. For span ids and claim nonces, not for keys.
 uint64_t FastRandomU64();
+// Uniform in [0, 1) from FastRandomU64: jitter for backoffs and sampling.
+double FastRandom01();
 std::string FastRandomHex(size_t bytes);
 
 }  // namespace nbu

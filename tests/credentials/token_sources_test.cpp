@@ -535,7 +535,7 @@ TEST(StorageTargetTokenTest, TokenRequestsUseTheConfiguredCaFile) {
   // SSL_CERT_FILE is the fallback, as for storage requests.
   c.azure_ca_file.clear();
   env["SSL_CERT_FILE"] = dir / "cert.pem";
-  EXPECT_EQ(server::StorageTransportOptions(c, &env).ca_file, dir / "cert.pem");
+  EXPECT_EQ(server::StorageTransportOptions(c, MapEnv(env)).ca_file, dir / "cert.pem");
   ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env))
       << (errors.empty() ? "" : errors[0]);
   EXPECT_EQ(idp.count(), 2u);
