@@ -179,18 +179,17 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, Md5* block, std::sto
       if (w < 0) return ErrnoStatus("write " + f.path, errno);
       off += static_cast<size_t>(w);
     }
-    f.copied += got;
     len -= got;
   }
   return Status::Ok();
 }
 
 Status FileProcessor::FinishStaging(StagedFile& f) {
+  // CopyNext copied exactly `size` bytes (a short file is torn there); a file that grew or was
+  // rewritten meanwhile shows in its stat.
   auto st = fs::FStat(f.src.get());
   if (!st.ok()) return st.status();
-  if (f.copied != f.size || !(*st == f.source)) {
-    return Status(ErrorKind::kTransient, kTornCopy);
-  }
+  if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
   f.md5 = f.whole.Final();
   if (d_.config.staging_fsync) return fs::Fsync(f.fd.get(), f.path);
   return Status::Ok();
@@ -206,7 +205,6 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
 
   // Resume: blocks of these exact bytes staged by an earlier attempt need not be sent again.
   std::vector<std::optional<azure::BlockInfo>> listed(n);
-  size_t resumed = 0;
   if (auto blocks = d_.blob.GetUncommittedBlocks(blob_name, stop); blocks.ok()) {
     for (auto& b : *blocks) {
       const uint64_t idx = b.id.size() == 23 ? std::strtoull(b.id.c_str() + 17, nullptr, 10) : n;
@@ -237,6 +235,7 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
   };
   std::atomic<uint64_t> next{0};
   std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> resumed{0};
   auto send = [&] {
     while (true) {
       const uint64_t i = next.fetch_add(1);
@@ -247,8 +246,7 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
         if (failed) return;
       }
       if (listed[i] && listed[i]->id == ids[i]) {
-        std::lock_guard lock(mu);
-        ++resumed;
+        resumed.fetch_add(1);
         continue;
       }
       Status s = d_.blob.PutBlock(blob_name, ids[i],
@@ -304,9 +302,9 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
   senders.clear();  // joins
   upload_span.AddEvent("blocks", {{"count", static_cast<int64_t>(n)},
                                   {"sent", static_cast<int64_t>(sent.load())},
-                                  {"resumed", static_cast<int64_t>(resumed)},
+                                  {"resumed", static_cast<int64_t>(resumed.load())},
                                   {"block_size", static_cast<int64_t>(f.block_size)}});
-  d_.inst.blocks_resumed.Add(static_cast<double>(resumed));
+  d_.inst.blocks_resumed.Add(static_cast<double>(resumed.load()));
   if (failed) return first_error;
   props.content_md5 = f.md5;
   return d_.blob.PutBlockList(blob_name, ids, props, stop);
@@ -521,8 +519,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
     const Duration delay =
         torn ? FromSeconds(std::max(d_.config.min_file_age_s, 0.1))
-             : ExponentialBackoff(environmental ? ++waits : attempts, base, cap,
-                                  static_cast<double>(RandomU64() % 1000) / 1000.0);
+             : ExponentialBackoff(environmental ? ++waits : attempts, base, cap, FastRandom01());
     LogWarn(torn ? "file changed while staging; will retry" : "attempt failed; will retry",
             {{"blob", claim.BlobName()},
              {"attempt", attempts},

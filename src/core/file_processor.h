@@ -37,7 +37,6 @@ struct StagedFile {
   fs::Fd fd;  // read/write handle of the staging copy
   std::string path;
   uint64_t size = 0;
-  uint64_t copied = 0;
   Md5 whole;                // running MD5 of the copied bytes
   Md5Digest md5{};          // whole file, once the copy is complete
   uint64_t block_size = 0;  // 0: one Put Blob
