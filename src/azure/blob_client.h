@@ -1,10 +1,12 @@
 // Blob REST client: the few Block Blob operations the uploader needs, with per-request retries,
-// a process-wide throttle gate, Content-MD5 on every body and secret-free error messages.
+// a process-wide throttle gate, a checksum storage verifies on every body (Content-MD5, or
+// x-ms-content-crc64 for blocks) and secret-free error messages.
 #pragma once
 
 #include "azure/credential.h"
 #include "azure/http.h"
 #include "azure/retry_policy.h"
+#include "util/checksum.h"
 #include "util/clock.h"
 #include "util/crypto.h"
 #include "util/status.h"
@@ -34,16 +36,19 @@ struct BlobClientOptions {
   uint64_t timeout_min_bytes_per_s = 1 << 20;
 };
 
-// A body to send: a byte range of an open file (streamed with pread) or bytes in memory.
+// A body to send: a byte range of an open file (streamed with pread), bytes it owns, or bytes
+// the caller keeps alive until the request returns.
 struct Body {
   int fd = -1;
   uint64_t offset = 0;
   uint64_t length = 0;
-  std::string bytes;  // used when fd < 0
+  std::string bytes;      // used when fd < 0
+  std::string_view view;  // used when fd < 0 and `bytes` is empty
   static Body FromFile(int fd, uint64_t offset, uint64_t length) {
-    return {fd, offset, length, {}};
+    return {fd, offset, length, {}, {}};
   }
-  static Body FromString(std::string s) { return {-1, 0, 0, std::move(s)}; }
+  static Body FromString(std::string s) { return {-1, 0, 0, std::move(s), {}}; }
+  static Body FromMemory(std::string_view v) { return {-1, 0, 0, {}, v}; }
 };
 
 // Properties set on the committed blob.
@@ -84,9 +89,10 @@ class BlobClient {
   // Put Blob (BlockBlob) with Content-MD5 of the body and the given properties.
   Status PutBlob(const std::string& blob_name, const Body& body, const Md5Digest& body_md5,
                  const BlobProperties& props, std::stop_token stop = {});
-  // Put Block: `block_id` is the raw (pre-base64) id; it is base64- then URL-encoded here.
+  // Put Block: `block_id` is the raw (pre-base64) id; it is base64- then URL-encoded here. The
+  // body's checksum goes as Content-MD5 or x-ms-content-crc64, whichever it is.
   Status PutBlock(const std::string& blob_name, const std::string& block_id, const Body& body,
-                  const Md5Digest& body_md5, std::stop_token stop = {});
+                  const Checksum& body_checksum, std::stop_token stop = {});
   // Put Block List with every id as <Latest> (replay-safe), raw ids as for PutBlock.
   Status PutBlockList(const std::string& blob_name, const std::vector<std::string>& block_ids,
                       const BlobProperties& props, std::stop_token stop = {});

@@ -39,7 +39,7 @@ size_t ReadBody(char* buffer, size_t size, size_t nitems, void* userdata) {
   const uint64_t want = std::min<uint64_t>(size * nitems, total - std::min(st->pos, total));
   if (want == 0) return 0;
   if (st->req->body_fd < 0) {
-    std::memcpy(buffer, st->req->body.data() + st->pos, want);
+    std::memcpy(buffer, st->req->MemoryBody().data() + st->pos, want);
     st->pos += want;
     return want;
   }

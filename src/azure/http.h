@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nbu::azure {
@@ -20,15 +21,19 @@ struct HttpRequest {
   std::string method = "GET";  // GET, PUT, HEAD, DELETE, POST
   std::string url;             // fully encoded URL, sent exactly as given (PATH_AS_IS)
   std::vector<std::pair<std::string, std::string>> headers;  // sent as given, in order
-  // Body: either `body` (in memory) or `body_fd` >= 0 with [body_offset, body_offset+body_length).
+  // Body, one of: `body` (owned), `body_view` (borrowed: kept alive by the caller until Send
+  // returns; used when `body` is empty), or `body_fd` >= 0 with [body_offset,
+  // body_offset+body_length).
   std::string body;
+  std::string_view body_view;
   int body_fd = -1;
   uint64_t body_offset = 0;
   uint64_t body_length = 0;
   std::chrono::milliseconds timeout{30000};  // whole-request timeout
   std::chrono::milliseconds connect_timeout{10000};
 
-  uint64_t BodySize() const { return body_fd >= 0 ? body_length : body.size(); }
+  std::string_view MemoryBody() const { return body.empty() ? body_view : std::string_view(body); }
+  uint64_t BodySize() const { return body_fd >= 0 ? body_length : MemoryBody().size(); }
   void SetHeader(const std::string& name, const std::string& value);  // replaces same name
   const std::string* FindHeader(const std::string& name) const;       // case-insensitive
 };
