@@ -30,10 +30,10 @@ std::string ErrorCode(const HttpResponse& resp) {
 }
 
 ErrorKind KindFor(long status, const std::string& code) {
-  // The body did not hash to the checksum we computed from the source: the bytes read back
+  // The body did not hash to the Content-MD5 we computed from the source: the bytes read back
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
   // re-reading the file can: a failure of this attempt, not of the request.
-  if (code == "Md5Mismatch" || code == "Crc64Mismatch") return ErrorKind::kTransient;
+  if (code == "Md5Mismatch") return ErrorKind::kTransient;
   if (status == 404) return ErrorKind::kNotFound;
   if (status == 409 || status == 412) return ErrorKind::kConflict;
   if (status == 401 || status == 403) return ErrorKind::kAuth;
@@ -234,15 +234,12 @@ Status BlobClient::PutBlob(const std::string& blob_name, const Body& body,
 }
 
 Status BlobClient::PutBlock(const std::string& blob_name, const std::string& block_id,
-                            const Body& body, const Checksum& body_checksum, std::stop_token stop) {
+                            const Body& body, const Md5Digest& body_md5, std::stop_token stop) {
   if (Status s = CheckBlockId(block_id); !s.ok()) return s;
   HttpRequest req;
   req.method = "PUT";
   req.url = BlobUrl(blob_name) + "?comp=block&blockid=" + EncodedBlockId(block_id);
-  // One of the two: storage rejects a request carrying both.
-  req.SetHeader(
-      std::holds_alternative<Md5Digest>(body_checksum) ? "Content-MD5" : "x-ms-content-crc64",
-      Base64Encode(ChecksumBytes(body_checksum)));
+  req.SetHeader("Content-MD5", Base64Encode(body_md5));
   SetBody(req, body);
   return Execute(std::move(req), "PutBlock", stop, {201}, /*writes_blob=*/true).status();
 }

@@ -1,12 +1,10 @@
 // Blob REST client: the few Block Blob operations the uploader needs, with per-request retries,
-// a process-wide throttle gate, a checksum storage verifies on every body (Content-MD5, or
-// x-ms-content-crc64 for blocks) and secret-free error messages.
+// a process-wide throttle gate, Content-MD5 on every body and secret-free error messages.
 #pragma once
 
 #include "azure/credential.h"
 #include "azure/http.h"
 #include "azure/retry_policy.h"
-#include "util/checksum.h"
 #include "util/clock.h"
 #include "util/crypto.h"
 #include "util/status.h"
@@ -89,10 +87,9 @@ class BlobClient {
   // Put Blob (BlockBlob) with Content-MD5 of the body and the given properties.
   Status PutBlob(const std::string& blob_name, const Body& body, const Md5Digest& body_md5,
                  const BlobProperties& props, std::stop_token stop = {});
-  // Put Block: `block_id` is the raw (pre-base64) id; it is base64- then URL-encoded here. The
-  // body's checksum goes as Content-MD5 or x-ms-content-crc64, whichever it is.
+  // Put Block: `block_id` is the raw (pre-base64) id; it is base64- then URL-encoded here.
   Status PutBlock(const std::string& blob_name, const std::string& block_id, const Body& body,
-                  const Checksum& body_checksum, std::stop_token stop = {});
+                  const Md5Digest& body_md5, std::stop_token stop = {});
   // Put Block List with every id as <Latest> (replay-safe), raw ids as for PutBlock.
   Status PutBlockList(const std::string& blob_name, const std::vector<std::string>& block_ids,
                       const BlobProperties& props, std::stop_token stop = {});

@@ -156,12 +156,6 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Files up to this size use one Put Blob; larger use blocks", false},
       {"APP_AZURE_BLOCK_SIZE", "8388608",
        "Block size for block uploads (grown so a blob stays under 50,000 blocks)", false},
-      {"APP_AZURE_BLOCK_CHECKSUM", "md5",
-       "Checksum storage verifies on each block: md5 (Content-MD5) or crc64 "
-       "(x-ms-content-crc64: a tenth of MD5's CPU for us, but Azurite 3.37 verifies it in "
-       "JavaScript, ~2.7x slower). Put Blob bodies always carry the file's MD5, and every blob "
-       "stores it",
-       false},
       {"APP_AZURE_MAX_CONCURRENCY", "8", "Blocks in flight per file", false},
       {"APP_AZURE_RETRY_MAX_ATTEMPTS", "6", "Tries per HTTP request", false},
       {"APP_AZURE_RETRY_BASE_S", "0.8", "First retry delay (doubles each try, jitter 0.8-1.3)",
@@ -192,7 +186,7 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_STAGING_FSYNC", "false",
        "fsync each staging copy before its blob is committed. Off by default: the copy is scratch "
        "(recovery copies the claim again) and every body read back from it is sent with a "
-       "checksum computed from the source bytes, which storage verifies",
+       "Content-MD5 computed from the source bytes, which storage verifies",
        false},
       {"APP_LEASE_TIMEOUT_S", "30",
        "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
@@ -278,15 +272,6 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.Str("APP_AZURE_ACCESS_TIER", &c.azure_access_tier);
   r.Int<uint64_t>("APP_AZURE_PUT_BLOB_MAX_BYTES", &c.azure_put_blob_max_bytes, 0, 5000ull << 20);
   r.Int<uint64_t>("APP_AZURE_BLOCK_SIZE", &c.azure_block_size, 64 << 10, 4000ull << 20);
-  if (const std::string* v = r.Raw("APP_AZURE_BLOCK_CHECKSUM")) {
-    if (Trim(*v) == "crc64") {
-      c.azure_block_checksum = ChecksumKind::kCrc64;
-    } else if (Trim(*v) == "md5") {
-      c.azure_block_checksum = ChecksumKind::kMd5;
-    } else {
-      r.Error("APP_AZURE_BLOCK_CHECKSUM", "must be crc64 or md5");
-    }
-  }
   r.Int("APP_AZURE_MAX_CONCURRENCY", &c.azure_max_concurrency, 1, 256);
   r.Int("APP_AZURE_RETRY_MAX_ATTEMPTS", &c.azure_retry_max_attempts, 1, 100);
   r.Double("APP_AZURE_RETRY_BASE_S", &c.azure_retry_base_s, 0.001, 600);

@@ -3,8 +3,6 @@
 // never echoed.
 #pragma once
 
-#include "util/checksum.h"
-
 #include <cstdint>
 #include <map>
 #include <string>
@@ -25,7 +23,6 @@ struct Config {
   std::string azure_access_tier;  // "", Hot, Cool, Cold, Archive
   uint64_t azure_put_blob_max_bytes = 32ull << 20;
   uint64_t azure_block_size = 8ull << 20;
-  ChecksumKind azure_block_checksum = ChecksumKind::kMd5;
   int azure_max_concurrency = 8;
   int azure_retry_max_attempts = 6;
   double azure_retry_base_s = 0.8;

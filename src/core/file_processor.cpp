@@ -43,9 +43,9 @@ uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block
   return (min_for_limit + kMiB - 1) / kMiB * kMiB;
 }
 
-std::string BlockId(const Checksum& block_sum, uint64_t block_size, uint64_t index) {
+std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t index) {
   Md5 tag;
-  tag.Update(ChecksumBytes(block_sum));
+  tag.Update(block_md5.data(), block_md5.size());
   tag.Update(std::to_string(block_size));
   const Md5Digest t = tag.Final();
   char idx[16];
@@ -148,6 +148,7 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   f.size = st->size;
   f.block_size =
       PlanBlockSize(f.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
+  f.hash = FileHasher(f.block_size);
   ::posix_fadvise(f.src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   if (f.block_size == 0 && f.size <= kCopyBuffer) {
     // Held in memory: the same snapshot of the claim as a staging file (every later read of it
@@ -172,8 +173,7 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   return f;
 }
 
-Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, Checksummer* block,
-                               std::stop_token stop) {
+Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, std::stop_token stop) {
   while (len > 0) {
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
     // In memory the bytes land in place; otherwise they pass through the buffer to the file.
@@ -184,8 +184,7 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, Checksummer* block,
     if (n < 0) return ErrnoStatus("read " + f.src_path, errno);
     if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);  // shorter than when opened
     const auto got = static_cast<size_t>(n);
-    f.whole.Update(buf, got);
-    if (block != nullptr) block->Update(buf, got);
+    f.hash.Update(buf, got);
     for (size_t off = 0; f.mem == nullptr && off < got;) {
       const ssize_t w = ::write(f.fd.get(), buf + off, got - off);
       if (w < 0 && errno == EINTR) continue;
@@ -204,7 +203,7 @@ Status FileProcessor::FinishStaging(StagedFile& f) {
   auto st = fs::FStat(f.src.get());
   if (!st.ok()) return st.status();
   if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
-  f.md5 = f.whole.Final();
+  f.md5 = f.hash.FinishFile();
   if (d_.config.staging_fsync && f.mem == nullptr) return fs::Fsync(f.fd.get(), f.path);
   return Status::Ok();
 }
@@ -229,9 +228,9 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
             {{"blob", blob_name}, {"error", blocks.status().ToString()}});
   }
 
-  // The copy (this thread) publishes block i's checksum and id, then `ready` = i + 1; the
-  // senders take blocks in order and wait for them to be ready.
-  std::vector<Checksum> sums(n);
+  // The copy (this thread) publishes block i's MD5 and id, then `ready` = i + 1; the senders
+  // take blocks in order and wait for them to be ready.
+  std::vector<Md5Digest> md5s(n);
   std::vector<std::string> ids(n);
   std::mutex mu;
   std::condition_variable cv;
@@ -265,7 +264,7 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
       }
       Status s = d_.blob.PutBlock(blob_name, ids[i],
                                   azure::Body::FromFile(f.fd.get(), i * f.block_size, block_len(i)),
-                                  sums[i], stop);
+                                  md5s[i], stop);
       if (!s.ok()) return fail(std::move(s));
       sent.fetch_add(1);
       d_.inst.blocks_uploaded.Add();
@@ -287,12 +286,11 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
       std::lock_guard lock(mu);
       if (failed) break;  // a sender failed: the attempt is over
     }
-    Checksummer block(d_.config.azure_block_checksum);
     const uint64_t i = done;
-    copied = CopyNext(f, block_len(i), &block, stop);
+    copied = CopyNext(f, block_len(i), stop);
     if (!copied.ok()) break;
-    sums[i] = block.Final();
-    ids[i] = BlockId(sums[i], f.block_size, i);
+    md5s[i] = f.hash.FinishBlock();
+    ids[i] = BlockId(md5s[i], f.block_size, i);
     {
       std::lock_guard lock(mu);
       ready = i + 1;
@@ -349,7 +347,7 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
     return TransferBlocks(blob_name, f, std::move(props), existing_md5, skipped, stage_span,
                           upload_span, stop);
   }
-  Status copied = CopyNext(f, f.size, nullptr, stop);
+  Status copied = CopyNext(f, f.size, stop);
   if (copied.ok()) copied = FinishStaging(f);
   if (!copied.ok()) {
     stage_span.SetError(copied.ToString());

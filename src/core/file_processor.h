@@ -16,10 +16,10 @@
 #include "core/instruments.h"
 #include "core/work_item.h"
 #include "telemetry/tracing.h"
-#include "util/checksum.h"
 #include "util/clock.h"
 #include "util/crypto.h"
 #include "util/fs.h"
+#include "util/md5_pair.h"
 
 #include <functional>
 #include <optional>
@@ -31,8 +31,9 @@ namespace nbu::core {
 
 // A claim being copied to staging: a file on the staging disk, or, for a file that fits the
 // worker's copy buffer, that buffer. Every hash is computed from the bytes as read from the
-// claim, and every request body read back from a staging file carries such a checksum, which
-// storage verifies: a bad read-back of the copy fails the request instead of landing.
+// claim, and every request body read back from a staging file carries such a hash as its
+// Content-MD5, which storage verifies: a bad read-back of the copy fails the request instead of
+// landing.
 struct StagedFile {
   fs::Fd src;  // the claim, open for reading
   std::string src_path;
@@ -41,7 +42,7 @@ struct StagedFile {
   char* mem = nullptr;  // the in-memory copy: this thread's copy buffer
   uint64_t size = 0;
   uint64_t copied = 0;
-  Md5 whole;                // running MD5 of the copied bytes
+  FileHasher hash;          // of the copied bytes: the whole file's MD5 and each block's
   Md5Digest md5{};          // whole file, once the copy is complete
   uint64_t block_size = 0;  // 0: one Put Blob
   fs::FileStat source;      // the claim's stat when the copy began
@@ -50,13 +51,11 @@ struct StagedFile {
 // Block size for a file: the configured size, grown in 1 MiB steps so a blob never needs more
 // than 50,000 blocks. 0 when the file goes in one Put Blob.
 uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block_size);
-// Raw (pre-base64) block id: 16 hex chars derived from the block's own checksum (the one it is
-// sent with) and the block size, "-", and the 6-digit block index. Fixed width; the same bytes
-// at the same index always get the same id, other bytes or another block size get another one
-// (short of a checksum collision: 2^-64 for CRC-64 against an accidental change), so staged
-// blocks found after a crash are safe to reuse. Per-block (not whole-file) so a block can be
-// sent as soon as it is copied.
-std::string BlockId(const Checksum& block_sum, uint64_t block_size, uint64_t index);
+// Raw (pre-base64) block id: 16 hex chars derived from the block's own MD5 and the block size,
+// "-", and the 6-digit block index. Fixed width; the same bytes at the same index always get the
+// same id, other bytes or another block size never do, so staged blocks found after a crash are
+// safe to reuse. Per-block (not whole-file) so a block can be sent as soon as it is copied.
+std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t index);
 std::string ContentTypeFor(const std::string& name);
 std::string UtcDate(WallTime t);  // YYYYMMDD
 
@@ -86,9 +85,8 @@ class FileProcessor {
   Result<ClaimPath> Claim(const WorkItem& item);
   // Opens the claim and creates its staging copy (nothing copied yet).
   Result<StagedFile> OpenStaging(const ClaimPath& claim);
-  // Copies the next `len` bytes of the claim into the copy, hashing them into the whole-file MD5
-  // and, when given, `block`.
-  Status CopyNext(StagedFile& f, uint64_t len, Checksummer* block, std::stop_token stop);
+  // Copies the next `len` bytes of the claim into the copy, hashing them into `f.hash`.
+  Status CopyNext(StagedFile& f, uint64_t len, std::stop_token stop);
   // After the last byte: the file must not have changed while it was copied (kTornCopy).
   Status FinishStaging(StagedFile& f);
   // Copies and sends a file; OK with *skipped set when the blob already held the bytes

@@ -236,27 +236,6 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
   EXPECT_EQ(retries_, 0);
 }
 
-// Storage computes CRC-64 itself (Azurite 3.37 does): blocks sent with ours land, and a body
-// that does not match its CRC-64 is refused, as a failure of the attempt.
-TEST_F(BlobClientAzuriteTest, BlocksWithCrc64) {
-  auto client = SharedKeyClient(test::UniqueContainer("crc64"));
-  ASSERT_TRUE(client->CreateContainerIfMissing().ok());
-  std::string a(300'001, '\0');
-  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<char>(i * 131 + (i >> 9));
-  const std::string b = "the second block";
-  Status s = client->PutBlock("c", "01", Body::FromMemory(a), Crc64Bytes(Crc64::Of(a)));
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  s = client->PutBlock("c", "02", Body::FromString(b), Crc64Bytes(Crc64::Of(b)));
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  ASSERT_TRUE(client->PutBlockList("c", {"01", "02"}, {}).ok());
-  EXPECT_EQ(*client->GetBlob("c"), a + b);
-
-  Status bad = client->PutBlock("c", "03", Body::FromString(b), Crc64Bytes(Crc64::Of(b + "!")));
-  EXPECT_EQ(bad.kind(), ErrorKind::kTransient) << bad.ToString();
-  EXPECT_NE(bad.message().find("Crc64Mismatch"), std::string::npos) << bad.ToString();
-  EXPECT_EQ(retries_, 0);
-}
-
 TEST_F(BlobClientAzuriteTest, SasCredential) {
   const std::string container = test::UniqueContainer("sas");
   BlobClient client(test::AzuriteOptions(*azurite_, container),

@@ -23,7 +23,6 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedTable) {
   EXPECT_EQ(c.worker_concurrency, 4);
   EXPECT_EQ(c.max_queue_size, 2000);
   EXPECT_EQ(c.azure_max_concurrency, 8);
-  EXPECT_EQ(c.azure_block_checksum, ChecksumKind::kMd5);
   EXPECT_DOUBLE_EQ(c.gc_interval_s, 30.0);
   EXPECT_EQ(c.http_host, "0.0.0.0");
   EXPECT_EQ(c.http_port, 8000);
@@ -47,7 +46,6 @@ TEST(ConfigTest, ParsesValues) {
   env["APP_WORKER_CONCURRENCY"] = "16";
   env["APP_NFS_INCOMING_DIR"] = "/data/in/";
   env["APP_STAGING_FSYNC"] = "true";
-  env["APP_AZURE_BLOCK_CHECKSUM"] = "crc64";
   Config c;
   std::vector<std::string> errors;
   ASSERT_TRUE(ParseConfig(env, &c, &errors));
@@ -57,26 +55,21 @@ TEST(ConfigTest, ParsesValues) {
   EXPECT_EQ(c.worker_concurrency, 16);
   EXPECT_EQ(c.incoming_dir, "/data/in");
   EXPECT_TRUE(c.staging_fsync);
-  EXPECT_EQ(c.azure_block_checksum, ChecksumKind::kCrc64);
 }
 
 TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
-  EnvMap env = {{"APP_POLL_INTERVAL_S", "fast"},
-                {"APP_WORKER_CONCURRENCY", "0"},
-                {"APP_HTTP_PORT", "99999"},
-                {"APP_AZURE_CONTAINER", "Bad_Name"},
-                {"APP_AZURE_AUTH", "magic"},
-                {"APP_REPLICA_ID", "a/b"},
-                {"APP_STAGING_FSYNC", "maybe"},
-                {"APP_AZURE_BLOCK_CHECKSUM", "sha1"},
-                {"APP_AZURE_ACCOUNT_KEY", "c2VjcmV0LWtleS12YWx1ZQ=="}};
+  EnvMap env = {
+      {"APP_POLL_INTERVAL_S", "fast"}, {"APP_WORKER_CONCURRENCY", "0"},
+      {"APP_HTTP_PORT", "99999"},      {"APP_AZURE_CONTAINER", "Bad_Name"},
+      {"APP_AZURE_AUTH", "magic"},     {"APP_REPLICA_ID", "a/b"},
+      {"APP_STAGING_FSYNC", "maybe"},  {"APP_AZURE_ACCOUNT_KEY", "c2VjcmV0LWtleS12YWx1ZQ=="}};
   Config c;
   std::vector<std::string> errors;
   EXPECT_FALSE(ParseConfig(env, &c, &errors));
-  ASSERT_EQ(errors.size(), 8u);
+  ASSERT_EQ(errors.size(), 7u);
   for (const char* name :
        {"APP_POLL_INTERVAL_S", "APP_WORKER_CONCURRENCY", "APP_HTTP_PORT", "APP_AZURE_CONTAINER",
-        "APP_AZURE_AUTH", "APP_REPLICA_ID", "APP_STAGING_FSYNC", "APP_AZURE_BLOCK_CHECKSUM"}) {
+        "APP_AZURE_AUTH", "APP_REPLICA_ID", "APP_STAGING_FSYNC"}) {
     EXPECT_EQ(std::count_if(errors.begin(), errors.end(),
                             [&](const std::string& e) { return e.rfind(name, 0) == 0; }),
               1)

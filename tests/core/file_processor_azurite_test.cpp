@@ -95,15 +95,7 @@ class FileProcessorAzuriteTest : public ::testing::Test {
   std::unique_ptr<FileProcessor> processor_;
 };
 
-// Blocks go with the default Content-MD5 (storage verifies it) ...
-TEST_F(FileProcessorAzuriteTest, BlocksWithMd5LandByteExactWithTheWholeFileMd5) {
-  ASSERT_EQ(config_.azure_block_checksum, ChecksumKind::kMd5);
-  ExpectBlocksLandByteExactWithTheWholeFileMd5();
-}
-
-// ... or with x-ms-content-crc64 when APP_AZURE_BLOCK_CHECKSUM=crc64.
-TEST_F(FileProcessorAzuriteTest, BlocksWithCrc64LandByteExactWithTheWholeFileMd5) {
-  config_.azure_block_checksum = ChecksumKind::kCrc64;
+TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
   ExpectBlocksLandByteExactWithTheWholeFileMd5();
 }
 

@@ -36,13 +36,6 @@ TEST(BlockIdTest, FixedWidthDeterministicAndContentBound) {
   EXPECT_NE(BlockId(a, kMiB, 7), BlockId(b, kMiB, 7));      // other bytes
   EXPECT_NE(BlockId(a, kMiB, 7), BlockId(a, 2 * kMiB, 7));  // other block size
   EXPECT_EQ(BlockId(a, kMiB, 42).substr(16), "-000042");
-  // CRC-64 block checksums give ids of the same width, bound to the bytes the same way.
-  const Checksum ca = Crc64Bytes(Crc64::Of("a"));
-  const Checksum cb = Crc64Bytes(Crc64::Of("b"));
-  EXPECT_EQ(BlockId(ca, kMiB, 7).size(), BlockId(a, kMiB, 7).size());
-  EXPECT_EQ(BlockId(ca, kMiB, 7), BlockId(Crc64Bytes(Crc64::Of("a")), kMiB, 7));
-  EXPECT_NE(BlockId(ca, kMiB, 7), BlockId(cb, kMiB, 7));
-  EXPECT_NE(BlockId(ca, kMiB, 7), BlockId(ca, 2 * kMiB, 7));
 }
 
 TEST(NamingTest, ContentTypeAndDate) {

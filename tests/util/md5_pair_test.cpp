@@ -1,0 +1,82 @@
+#include "util/md5_pair.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <stdexcept>
+#include <string>
+
+namespace nbu {
+namespace {
+
+// Feeds `data` in uneven pieces of up to `max_piece` bytes, cut into blocks of `block_size` (0:
+// none), and checks every block's MD5 and the file's against OpenSSL's one-shot digests.
+template <typename Hasher>
+void ExpectBlocksAndFile(Hasher& h, std::string_view data, size_t block_size, std::mt19937_64& rng,
+                         size_t max_piece = 150) {
+  size_t off = 0;
+  do {
+    const size_t n = block_size == 0 ? data.size() : std::min(block_size, data.size() - off);
+    for (size_t fed = 0; fed < n;) {
+      const size_t k = std::min<size_t>(n - fed, rng() % max_piece + 1);
+      h.Update(data.data() + off + fed, k);
+      fed += k;
+    }
+    if (block_size != 0) {
+      ASSERT_EQ(h.FinishBlock(), Md5::Of(data.substr(off, n)))
+          << "block at " << off << " of " << data.size();
+    }
+    off += n;
+  } while (off < data.size());
+  ASSERT_EQ(h.FinishFile(), Md5::Of(data)) << "file of " << data.size();
+}
+
+TEST(Md5PairTest, BothKernelsMatchOpenSslForEveryLengthAndBlockSize) {
+  std::mt19937_64 rng(7);
+  std::string data(1500, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  for (auto kernel : {Md5Pair::Kernel::kBest, Md5Pair::Kernel::kPortable}) {
+    for (size_t len = 0; len <= 700; ++len) {
+      for (size_t block : {size_t{64}, size_t{128}, size_t{192}, size_t{640}}) {
+        Md5Pair pair(kernel);
+        ExpectBlocksAndFile(pair, std::string_view(data.data() + 1, len), block, rng);
+      }
+    }
+    // Long blocks: thousands of chunks per call into the kernel.
+    std::string big((2 << 20) + 5, '\0');
+    for (char& c : big) c = static_cast<char>(rng());
+    Md5Pair pair(kernel);
+    ExpectBlocksAndFile(pair, big, 256 << 10, rng, /*max_piece=*/300'000);
+  }
+}
+
+TEST(Md5PairTest, RefusesBytesAfterABlockThatEndedMidChunk) {
+  Md5Pair pair;
+  pair.Update("0123456789", 10);
+  EXPECT_EQ(pair.FinishBlock(), Md5::Of("0123456789"));
+  EXPECT_THROW(pair.Update("x", 1), std::logic_error);
+  EXPECT_EQ(pair.FinishFile(), Md5::Of("0123456789"));
+}
+
+TEST(FileHasherTest, EveryBlockSize) {
+  std::mt19937_64 rng(9);
+  std::string data(100'000, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  {
+    FileHasher h(4096);  // the SIMD pair
+    ExpectBlocksAndFile(h, data, 4096, rng);
+  }
+  {
+    FileHasher h(1000);  // not a multiple of 64: two streams
+    ExpectBlocksAndFile(h, data, 1000, rng);
+  }
+  {
+    FileHasher h(0);  // one Put Blob: the file's MD5 only
+    ExpectBlocksAndFile(h, data, 0, rng);
+    FileHasher none;
+    EXPECT_THROW(none.FinishBlock(), std::logic_error);
+  }
+}
+
+}  // namespace
+}  // namespace nbu
