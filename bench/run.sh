@@ -238,7 +238,7 @@ for sc in "${SCEN_LIST[@]}"; do
   log "scenario $scen ($TARGET, $spec): generating data"
   data=$(gen_data "$spec")
   files=$(wc -l <"$data/manifest")
-  bytes=$(awk '{ s += $2 } END { printf "%d", s }' "$data/manifest")
+  bytes=$(awk '{ s += $2 } END { printf "%.0f", s }' "$data/manifest")  # %d stops at 2^31-1 in mawk
   if [ "$TARGET" = azurite ]; then
     : # a fresh Azurite for each round of the tools, below
   else
