@@ -31,7 +31,7 @@ class Md5Pair {
   CompressFn compress_;
   // state_[word][lane]: words a, b, c, d; lane 0 is the file, lane 1 the block.
   uint32_t state_[4][4];
-  unsigned char pending_[64];
+  unsigned char pending_[64] = {};
   size_t pending_len_ = 0;
   uint64_t file_len_ = 0;
   uint64_t block_len_ = 0;
