@@ -61,26 +61,14 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     item.check_existing = check_existing;
     return item;
   }
-  // Sends a 41-block file (the last block short) and checks every promise about it.
-  void ExpectBlocksLandByteExactWithTheWholeFileMd5() {
-    const std::string data = PatternBytes((5 << 20) + 12345, 7);
-    WorkItem item = PlaceClaim("big.bin", data, false);
-    processor_->Process(item, {});
+  // The item's blob holds exactly `data`, with the whole file's MD5 as its Content-MD5.
+  void ExpectBlobHolds(const WorkItem& item, const std::string& data) {
     auto got = blob_->GetBlob(item.claim.BlobName());
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     EXPECT_EQ(*got, data);
     auto props = blob_->GetProperties(item.claim.BlobName());
     ASSERT_TRUE(props.ok() && props->has_value());
     EXPECT_EQ((*props)->content_md5, Md5::Of(data));
-    EXPECT_EQ(Count(inst_.blocks_uploaded), 41);
-    EXPECT_EQ(Count(inst_.files_processed), 1);
-    // Completed: marker on the volume, staging copy gone.
-    EXPECT_TRUE(
-        fs::Stat(fs::Join(config_.processing_root, item.claim.WithState(ClaimState::kDone).Path()))
-            .ok());
-    auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
-    ASSERT_TRUE(staged.ok()) << staged.status().ToString();
-    EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";
   }
   double Count(telemetry::Counter& c) const { return c.Value(); }
 
@@ -96,7 +84,19 @@ class FileProcessorAzuriteTest : public ::testing::Test {
 };
 
 TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
-  ExpectBlocksLandByteExactWithTheWholeFileMd5();
+  const std::string data = PatternBytes((5 << 20) + 12345, 7);  // 41 blocks, the last short
+  WorkItem item = PlaceClaim("big.bin", data, false);
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+  EXPECT_EQ(Count(inst_.blocks_uploaded), 41);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  // Completed: marker on the volume, staging copy gone.
+  EXPECT_TRUE(
+      fs::Stat(fs::Join(config_.processing_root, item.claim.WithState(ClaimState::kDone).Path()))
+          .ok());
+  auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
+  ASSERT_TRUE(staged.ok()) << staged.status().ToString();
+  EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";
 }
 
 // A file sent in one Put Blob that fits the copy buffer is staged in memory: it lands
@@ -105,12 +105,7 @@ TEST_F(FileProcessorAzuriteTest, SmallFileIsStagedInMemory) {
   const std::string data = PatternBytes(200'001, 5);
   WorkItem item = PlaceClaim("small.bin", data, false);
   processor_->Process(item, {});
-  auto got = blob_->GetBlob(item.claim.BlobName());
-  ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_EQ(*got, data);
-  auto props = blob_->GetProperties(item.claim.BlobName());
-  ASSERT_TRUE(props.ok() && props->has_value());
-  EXPECT_EQ((*props)->content_md5, Md5::Of(data));
+  ExpectBlobHolds(item, data);
   EXPECT_EQ(Count(inst_.files_processed), 1);
   EXPECT_EQ(Count(inst_.blocks_uploaded), 0);
   EXPECT_FALSE(fs::Stat(config_.staging_root).ok()) << "no staging file, not even its directory";
