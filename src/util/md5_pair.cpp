@@ -117,9 +117,7 @@ __attribute__((target("avx512f,avx512vl"))) void CompressAvx512(uint32_t (&state
                                                                 size_t n) {
   CompressChunks(state, chunks, n);
 }
-#endif
 
-#if defined(__x86_64__)
 bool HaveAvx512() {
   static const bool have = __builtin_cpu_supports("avx512vl") != 0;
   return have;

@@ -1,6 +1,6 @@
 // Two MD5 streams over one byte stream: the whole file's, and one restarted at each block
 // boundary. MD5 is a chain of dependent 32-bit steps, so one stream leaves most of a core's
-// SIMD width idle; here both streams' states sit in lanes of the same SSE2 registers and every
+// SIMD width idle; here both streams' states sit in lanes of the same vector registers and every
 // 64-byte chunk advances both in one pass over the 64 steps. Block boundaries must fall on
 // multiples of 64 bytes of the file (block sizes are), except at the end of the file.
 #pragma once
