@@ -77,8 +77,7 @@ void SetBody(HttpRequest& req, const Body& body) {
     req.body_offset = body.offset;
     req.body_length = body.length;
   } else {
-    req.body = body.bytes;
-    req.body_view = body.view;
+    req.body_view = body.bytes;
   }
 }
 

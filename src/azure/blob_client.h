@@ -34,19 +34,17 @@ struct BlobClientOptions {
   uint64_t timeout_min_bytes_per_s = 1 << 20;
 };
 
-// A body to send: a byte range of an open file (streamed with pread), bytes it owns, or bytes
+// A body to send: a byte range of an open file (streamed with pread), or bytes in memory that
 // the caller keeps alive until the request returns.
 struct Body {
   int fd = -1;
   uint64_t offset = 0;
   uint64_t length = 0;
-  std::string bytes;      // used when fd < 0
-  std::string_view view;  // used when fd < 0 and `bytes` is empty
+  std::string_view bytes;  // used when fd < 0
   static Body FromFile(int fd, uint64_t offset, uint64_t length) {
-    return {fd, offset, length, {}, {}};
+    return {fd, offset, length, {}};
   }
-  static Body FromString(std::string s) { return {-1, 0, 0, std::move(s), {}}; }
-  static Body FromMemory(std::string_view v) { return {-1, 0, 0, {}, v}; }
+  static Body FromMemory(std::string_view bytes) { return {-1, 0, 0, bytes}; }
 };
 
 // Properties set on the committed blob.

@@ -149,7 +149,6 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   f.block_size =
       PlanBlockSize(f.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
   f.hash = FileHasher(f.block_size);
-  ::posix_fadvise(f.src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   if (f.block_size == 0 && f.size <= kCopyBuffer) {
     // Held in memory: the same snapshot of the claim as a staging file (every later read of it
     // is this buffer), without creating, writing, reading back and unlinking one per file. The
@@ -170,6 +169,7 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   }
   if (fd < 0) return ErrnoStatus("create " + f.path, errno);
   f.fd = fs::Fd(fd);
+  ::posix_fadvise(f.src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // read in 1 MiB pieces
   return f;
 }
 

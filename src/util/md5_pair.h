@@ -47,7 +47,8 @@ class Md5Pair {
 // OpenSSL streams if not, and the file's alone when there are no blocks. One per file.
 class FileHasher {
  public:
-  explicit FileHasher(uint64_t block_size = 0);  // 0: the file is not cut into blocks
+  FileHasher() = default;                    // no streams yet: assign a FileHasher(block_size)
+  explicit FileHasher(uint64_t block_size);  // 0: the file is not cut into blocks
   void Update(const void* data, size_t len);
   Md5Digest FinishBlock();  // the current block's MD5; the next block starts after it
   Md5Digest FinishFile();   // once, last

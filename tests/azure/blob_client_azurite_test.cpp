@@ -59,10 +59,10 @@ TEST_F(BlobClientAzuriteTest, WritesRecreateAMissingContainerReadsDoNot) {
   }
   // A write finds it missing, recreates it and goes through.
   const std::string data = "after the container came back";
-  Status put = client->PutBlob("x", Body::FromString(data), Md5::Of(data), {});
+  Status put = client->PutBlob("x", Body::FromMemory(data), Md5::Of(data), {});
   ASSERT_TRUE(put.ok()) << put.ToString();
   EXPECT_EQ(*client->GetBlob("x"), data);
-  Status block = client->PutBlock("y", "0001", Body::FromString(data), Md5::Of(data));
+  Status block = client->PutBlock("y", "0001", Body::FromMemory(data), Md5::Of(data));
   EXPECT_TRUE(block.ok()) << block.ToString();
 }
 
@@ -78,7 +78,7 @@ TEST_F(BlobClientAzuriteTest, ConnectionStringClient) {
   BlobClient client(o, *cred, transport_, RealClock::Instance());
   ASSERT_TRUE(client.CreateContainerIfMissing().ok());
   const std::string data = "from a connection string";
-  Status s = client.PutBlob("cs.txt", Body::FromString(data), Md5::Of(data), {});
+  Status s = client.PutBlob("cs.txt", Body::FromMemory(data), Md5::Of(data), {});
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(*client.GetBlob("cs.txt"), data);
 }
@@ -103,7 +103,7 @@ TEST_F(BlobClientAzuriteTest, OddNamesRoundTripWithProperties) {
     BlobProperties props;
     props.content_type = "application/octet-stream";
     props.metadata = {{"source", "nfs"}, {"sha256", Sha256Hex(data)}};
-    Status s = client->PutBlob(name, Body::FromString(data), Md5::Of(data), props);
+    Status s = client->PutBlob(name, Body::FromMemory(data), Md5::Of(data), props);
     ASSERT_TRUE(s.ok()) << s.ToString();
     auto got = client->GetBlob(name);
     ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -180,7 +180,7 @@ TEST_F(BlobClientAzuriteTest, MultiBlockUploadStreamedFromFile) {
 TEST_F(BlobClientAzuriteTest, ZeroByteBlobs) {
   auto client = SharedKeyClient(test::UniqueContainer("empty"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
-  Status s = client->PutBlob("empty.txt", Body::FromString(""), Md5::Of(""), {});
+  Status s = client->PutBlob("empty.txt", Body::FromMemory(""), Md5::Of(""), {});
   ASSERT_TRUE(s.ok()) << s.ToString();
   auto info = client->GetProperties("empty.txt");
   ASSERT_TRUE(info.ok() && info->has_value());
@@ -213,7 +213,7 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
   ASSERT_TRUE(no_blocks.ok()) << no_blocks.status().ToString();
   EXPECT_TRUE(no_blocks->empty());
   const std::string data = "bye";
-  ASSERT_TRUE(client->PutBlob("gone", Body::FromString(data), Md5::Of(data), {}).ok());
+  ASSERT_TRUE(client->PutBlob("gone", Body::FromMemory(data), Md5::Of(data), {}).ok());
   EXPECT_TRUE(client->DeleteBlob("gone").ok());
   EXPECT_FALSE(client->GetProperties("gone")->has_value());
   Status again = client->DeleteBlob("gone");
@@ -221,17 +221,17 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
   EXPECT_NE(again.message().find("BlobNotFound"), std::string::npos) << again.ToString();
   // A body that does not match its MD5 is refused and not resent (the caller re-reads the file:
   // a transient failure of the attempt). The staging copy's safety rests on this check.
-  Status bad = client->PutBlob("bad-md5", Body::FromString(data), Md5::Of("other"), {});
+  Status bad = client->PutBlob("bad-md5", Body::FromMemory(data), Md5::Of("other"), {});
   EXPECT_EQ(bad.kind(), ErrorKind::kTransient) << bad.ToString();
   Status bad_block =
-      client->PutBlock("bad-md5-blocks", "0001", Body::FromString(data), Md5::Of("other"));
+      client->PutBlock("bad-md5-blocks", "0001", Body::FromMemory(data), Md5::Of("other"));
   EXPECT_EQ(bad_block.kind(), ErrorKind::kTransient) << bad_block.ToString();
   EXPECT_NE(bad_block.message().find("Md5Mismatch"), std::string::npos) << bad_block.ToString();
   EXPECT_NE(bad.message().find("Md5Mismatch"), std::string::npos) << bad.ToString();
   EXPECT_NE(bad.message().find("request id"), std::string::npos) << bad.ToString();
   // Block ids of a different length than the staged ones are rejected (fixed width matters).
-  ASSERT_TRUE(client->PutBlock("ids", "0001", Body::FromString(data), Md5::Of(data)).ok());
-  EXPECT_EQ(client->PutBlock("ids", "00002", Body::FromString(data), Md5::Of(data)).kind(),
+  ASSERT_TRUE(client->PutBlock("ids", "0001", Body::FromMemory(data), Md5::Of(data)).ok());
+  EXPECT_EQ(client->PutBlock("ids", "00002", Body::FromMemory(data), Md5::Of(data)).kind(),
             ErrorKind::kPermanent);
   EXPECT_EQ(retries_, 0);
 }
@@ -245,9 +245,9 @@ TEST_F(BlobClientAzuriteTest, SasCredential) {
   Status s = client.CreateContainerIfMissing();
   ASSERT_TRUE(s.ok()) << s.ToString();
   const std::string data = "sas upload";
-  s = client.PutBlob("sas blob+1.txt", Body::FromString(data), Md5::Of(data), {});
+  s = client.PutBlob("sas blob+1.txt", Body::FromMemory(data), Md5::Of(data), {});
   ASSERT_TRUE(s.ok()) << s.ToString();
-  ASSERT_TRUE(client.PutBlock("sas-blocks", "b1", Body::FromString(data), Md5::Of(data)).ok());
+  ASSERT_TRUE(client.PutBlock("sas-blocks", "b1", Body::FromMemory(data), Md5::Of(data)).ok());
   ASSERT_TRUE(client.PutBlockList("sas-blocks", {"b1"}, {}).ok());
   EXPECT_EQ(*client.GetBlob("sas blob+1.txt"), data);
   EXPECT_EQ(*client.GetBlob("sas-blocks"), data);
@@ -257,7 +257,7 @@ TEST_F(BlobClientAzuriteTest, SasCredential) {
   BlobClient ro(test::AzuriteOptions(*azurite_, container),
                 std::make_shared<SasCredential>(ro_token), transport_, RealClock::Instance());
   EXPECT_EQ(*ro.GetBlob("sas-blocks"), data);
-  Status denied = ro.PutBlob("nope", Body::FromString(data), Md5::Of(data), {});
+  Status denied = ro.PutBlob("nope", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(denied.kind(), ErrorKind::kAuth) << denied.ToString();
   const std::string sig = ro_token.substr(ro_token.find("sig=") + 4);
   EXPECT_EQ(denied.message().find(sig), std::string::npos);

@@ -106,7 +106,7 @@ TEST_F(BlobClientRetryTest, SendsOnlySignedHeadersAndMd5) {
   auto cred = std::make_shared<CountingCredential>();
   BlobClient client = MakeClient(cred);
   const std::string data = "hello";
-  ASSERT_TRUE(client.PutBlob("ok", Body::FromString(data), Md5::Of(data), {}).ok());
+  ASSERT_TRUE(client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {}).ok());
   std::lock_guard lock(mu_);
   ASSERT_EQ(seen_.size(), 1u);
   const httplib::Request& r = seen_[0];
@@ -131,7 +131,7 @@ TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
   BlobClient client =
       MakeClient(cred, {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }});
   const std::string data = "abc";
-  ASSERT_TRUE(client.PutBlock("flaky", "0001", Body::FromString(data), Md5::Of(data)).ok());
+  ASSERT_TRUE(client.PutBlock("flaky", "0001", Body::FromMemory(data), Md5::Of(data)).ok());
   EXPECT_EQ(reasons, (std::vector<std::string>{"503", "503"}));
   EXPECT_EQ(throttled, 2);
   EXPECT_EQ(clock_.SleepsForTest(), (std::vector<Duration>{2s, 2s}));
@@ -147,7 +147,7 @@ TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
 TEST_F(BlobClientRetryTest, ExhaustedRetriesAreTransientWithContext) {
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   const std::string data = "abc";
-  Status s = client.PutBlob("busy", Body::FromString(data), Md5::Of(data), {});
+  Status s = client.PutBlob("busy", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(s.kind(), ErrorKind::kTransient);
   EXPECT_NE(s.message().find("PutBlob"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("/acct/c/busy"), std::string::npos) << s.message();
@@ -168,11 +168,11 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
   auto cred = std::make_shared<CountingCredential>();
   BlobClient client = MakeClient(cred);
   const std::string data = "x";
-  EXPECT_TRUE(client.PutBlob("stale-token", Body::FromString(data), Md5::Of(data), {}).ok());
+  EXPECT_TRUE(client.PutBlob("stale-token", Body::FromMemory(data), Md5::Of(data), {}).ok());
   EXPECT_EQ(cred->invalidations, 1);
   EXPECT_TRUE(clock_.SleepsForTest().empty());
 
-  Status s = client.PutBlob("denied", Body::FromString(data), Md5::Of(data), {});
+  Status s = client.PutBlob("denied", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(s.kind(), ErrorKind::kAuth);
   EXPECT_EQ(cred->invalidations, 2);
   std::lock_guard lock(mu_);
@@ -182,7 +182,7 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
 TEST_F(BlobClientRetryTest, StatusMapping) {
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   const std::string data = "x";
-  Status bad = client.PutBlob("bad", Body::FromString(data), Md5::Of(data), {});
+  Status bad = client.PutBlob("bad", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(bad.kind(), ErrorKind::kTransient);  // re-read and retry the file, not the request
   EXPECT_NE(bad.message().find("HTTP 400 Md5Mismatch"), std::string::npos) << bad.message();
   auto missing = client.GetBlob("nothing-here");
@@ -211,7 +211,7 @@ TEST_F(BlobClientRetryTest, StopCancelsBackoff) {
   std::stop_source stop;
   std::thread t([&] {
     const std::string data = "x";
-    Status s = client.PutBlob("busy", Body::FromString(data), Md5::Of(data), {}, stop.get_token());
+    Status s = client.PutBlob("busy", Body::FromMemory(data), Md5::Of(data), {}, stop.get_token());
     EXPECT_EQ(s.kind(), ErrorKind::kCancelled);
   });
   while (manual.SleepsForTest().empty()) std::this_thread::sleep_for(1ms);

@@ -87,7 +87,7 @@ class TokenAzuriteTest : public ::testing::Test {
     for (int i = 0; i < n; ++i) {
       const std::string name = "dir/blob-" + std::to_string(i) + ".bin";
       const std::string data = nbu::test::PatternBytes(1000 + static_cast<size_t>(i), 7);
-      s = client.PutBlob(name, Body::FromString(data), Md5::Of(data), {});
+      s = client.PutBlob(name, Body::FromMemory(data), Md5::Of(data), {});
       ASSERT_TRUE(s.ok()) << s.ToString();
       Result<std::string> back = client.GetBlob(name);
       ASSERT_TRUE(back.ok()) << back.status().ToString();

@@ -73,8 +73,8 @@ TEST(FileHasherTest, EveryBlockSize) {
   {
     FileHasher h(0);  // one Put Blob: the file's MD5 only
     ExpectBlocksAndFile(h, data, 0, rng);
-    FileHasher none;
-    EXPECT_THROW(none.FinishBlock(), std::logic_error);
+    FileHasher no_blocks(0);
+    EXPECT_THROW(no_blocks.FinishBlock(), std::logic_error);
   }
 }
 
