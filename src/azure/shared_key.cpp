@@ -100,10 +100,6 @@ std::string SharedKeySignature(const HmacSha256Key& key, std::string_view string
   return Base64Encode(key.Sign(string_to_sign));
 }
 
-std::string SharedKeySignature(std::string_view key, std::string_view string_to_sign) {
-  return SharedKeySignature(HmacSha256Key(key), string_to_sign);
-}
-
 std::string FormatRfc1123(WallTime t) {
   const std::time_t tt = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};

@@ -17,8 +17,7 @@ namespace nbu::azure {
 // Pure: reads `req` only; `x-ms-date` must already be set for a real request.
 std::string SharedKeyStringToSign(const HttpRequest& req, const std::string& account);
 
-// base64(HMAC-SHA256(key, string_to_sign)); `key` is the decoded (raw) account key.
-std::string SharedKeySignature(std::string_view key, std::string_view string_to_sign);
+// base64(HMAC-SHA256(key, string_to_sign)); `key` holds the decoded (raw) account key.
 std::string SharedKeySignature(const HmacSha256Key& key, std::string_view string_to_sign);
 
 // RFC 1123 date as used by x-ms-date, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".

@@ -119,10 +119,6 @@ std::string HmacSha256Key::Sign(std::string_view data) const {
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
-std::string HmacSha256(std::string_view key, std::string_view data) {
-  return HmacSha256Key(key).Sign(data);
-}
-
 std::string Sha256Hex(std::string_view data) {
   unsigned char out[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), out);

@@ -37,7 +37,6 @@ inline std::string Base64Encode(const Md5Digest& d) {
 }
 // Strict standard-alphabet base64 with padding; nullopt on any invalid input.
 std::optional<std::string> Base64Decode(std::string_view text);
-std::string HmacSha256(std::string_view key, std::string_view data);
 // HMAC-SHA256 under one fixed key: the keyed state is built once and copied per Sign() (a
 // one-shot HMAC() fetches the algorithms from OpenSSL's provider store on every call, which
 // showed in profiles with many threads signing). Sign() is thread-safe.

@@ -27,7 +27,7 @@ inline std::string MakeAccountSas(const std::string& account, const std::string&
   const std::string sts = account + "\n" + permissions + "\n" + ss + "\n" + srt + "\n" +
                           /*st*/ "\n" + se + "\n" + /*sip*/ "\n" + spr + "\n" + sv + "\n" +
                           /*ses*/ "\n";
-  const std::string sig = SharedKeySignature(*Base64Decode(key_base64), sts);
+  const std::string sig = SharedKeySignature(HmacSha256Key(*Base64Decode(key_base64)), sts);
   return "sv=" + sv + "&ss=" + ss + "&srt=" + srt + "&sp=" + permissions +
          "&se=" + UrlEncodeQueryValue(se) + "&spr=" + UrlEncodeQueryValue(spr) +
          "&sig=" + UrlEncodeQueryValue(sig);

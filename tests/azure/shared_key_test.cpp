@@ -54,7 +54,8 @@ TEST(SharedKeyTest, PutBlockStringToSignOnPathStyleUrl) {
 }
 
 TEST(SharedKeyTest, SignatureMatchesOpensslVector) {
-  EXPECT_EQ(SharedKeySignature(*Base64Decode(kKey), kPutBlockStringToSign), kPutBlockSignature);
+  EXPECT_EQ(SharedKeySignature(HmacSha256Key(*Base64Decode(kKey)), kPutBlockStringToSign),
+            kPutBlockSignature);
 }
 
 TEST(SharedKeyTest, HostStyleGetWithSortedQueryAndEmptyLength) {
@@ -70,7 +71,7 @@ TEST(SharedKeyTest, HostStyleGetWithSortedQueryAndEmptyLength) {
             "x-ms-version:2025-11-05\n"
             "/myaccount/mycontainer\ncomp:list\nrestype:container");
   // openssl dgst -sha256 -mac HMAC (same key) over the string above.
-  EXPECT_EQ(SharedKeySignature(*Base64Decode(kKey), sts),
+  EXPECT_EQ(SharedKeySignature(HmacSha256Key(*Base64Decode(kKey)), sts),
             "A/rnewnmxFFnSl/pfm24ocKzlV8g3zif4cAQEIuMeUw=");
 }
 
