@@ -6,10 +6,12 @@
 #include "util/clock.h"
 #include "util/fs.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace nbu::core {
 
@@ -19,7 +21,7 @@ class StabilityTracker {
 
   // Starts a scan generation; files not observed (or skipped by SkipStat) until EndScan are
   // forgotten.
-  void BeginScan() { ++generation_; }
+  void BeginScan();
   // Records an observation; true when the file is ready to be queued. A file reported ready is
   // remembered as queued: it is not reported again until Forget() (after its claim) or until it
   // disappears from a scan.
@@ -41,8 +43,9 @@ class StabilityTracker {
   // and summarizes the rest, in one pass.
   Summary EndScan();
   // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
-  // tracked from scratch).
+  // tracked from scratch). The entry itself goes at the next EndScan.
   void Forget(const std::string& rel);
+  // Files tracked, counting forgotten ones until the next EndScan.
   size_t size() const { return entries_.size(); }
 
  private:
@@ -51,11 +54,26 @@ class StabilityTracker {
     MonoTime first_seen;  // first time this exact stat was observed
     uint32_t scans_equal = 0;
     uint64_t generation = 0;
+    size_t pos = SIZE_MAX;  // index in order_, when it was listed by the last complete scan
     bool queued = false;
+    bool forgotten = false;  // by Forget(): as if absent; erased at EndScan
   };
+  using Node = std::unordered_map<std::string, Entry>::value_type;
+  // The entry of `rel`, or null. A directory lists its unchanged names in the same order scan
+  // after scan, so the name expected next (order_[cursor_]) is compared first: a steady-state scan
+  // walks memory in order instead of taking the hash table's dependent cache misses per name.
+  Node* Find(const std::string& rel);
+  // Counts the entry as listed by this scan.
+  void MarkSeen(Node* n);
+
   Duration min_age_;
   uint64_t generation_ = 0;
+  // Node pointers stay valid while other entries are inserted; entries are erased only in
+  // EndScan, which rebuilds order_ and empties seen_ first.
   std::unordered_map<std::string, Entry> entries_;
+  std::vector<Node*> order_;  // the last complete scan's entries, in listing order
+  std::vector<Node*> seen_;   // this scan's entries so far, in listing order
+  size_t cursor_ = 0;
 };
 
 }  // namespace nbu::core

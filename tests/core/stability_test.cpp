@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+#include <random>
+#include <vector>
+
 namespace nbu::core {
 namespace {
 
@@ -116,6 +121,130 @@ TEST_F(StabilityTest, SummaryGivesOldestPendingAndNextDue) {
   const auto second = tracker.EndScan();
   EXPECT_EQ(*second.oldest_pending, t);
   EXPECT_EQ(*second.next_due, t + 3s + 5s);  // "b"
+}
+
+TEST_F(StabilityTest, NamesListedInAnotherOrderOrForgottenMidScanKeepTheirState) {
+  // "a" and "c" queued, "b" pending; then the listing changes order, loses "c", gains "d".
+  tracker.BeginScan();
+  for (const char* n : {"a", "b", "c"}) tracker.Observe(n, St(1, 1), clock.Now());
+  tracker.EndScan();
+  clock.Advance(5s);
+  tracker.BeginScan();
+  EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now()));
+  EXPECT_FALSE(tracker.Observe("b", St(2, 2), clock.Now()));  // changed: clock restarts
+  EXPECT_TRUE(tracker.Observe("c", St(1, 1), clock.Now()));
+  tracker.EndScan();
+  tracker.BeginScan();
+  EXPECT_FALSE(tracker.Observe("d", St(1, 1), clock.Now()));
+  EXPECT_FALSE(tracker.SkipStat("x", clock.Now()));
+  EXPECT_TRUE(tracker.SkipStat("b", clock.Now()));  // pending, not due
+  EXPECT_TRUE(tracker.SkipStat("a", clock.Now()));  // queued
+  tracker.Forget("a");                              // its claim failed mid-scan
+  tracker.EndScan();
+  EXPECT_EQ(tracker.size(), 2u);  // "b", "d"
+  tracker.BeginScan();
+  EXPECT_FALSE(tracker.SkipStat("a", clock.Now()));
+  EXPECT_FALSE(tracker.Observe("a", St(1, 1), clock.Now()));  // tracked afresh
+  tracker.EndScan();
+}
+
+// The tracker against a plain map model of its contract, over random listings in which names
+// come and go, keep or change their order, change their stat, are forgotten between or during
+// scans, and scans are stopped half-way.
+TEST_F(StabilityTest, AgreesWithAPlainMapOverRandomListings) {
+  struct Model {
+    struct E {
+      fs::FileStat stat;
+      MonoTime first_seen;
+      uint64_t gen = 0;
+      bool queued = false;
+    };
+    std::map<std::string, E> m;
+    uint64_t gen = 0;
+    Duration min_age = 5s;
+    bool Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
+      auto [it, inserted] = m.try_emplace(rel);
+      E& e = it->second;
+      e.gen = gen;
+      if (inserted || !(e.stat == st)) {
+        e = E{st, now, gen, false};
+        return false;
+      }
+      if (e.queued || now - e.first_seen < min_age) return false;
+      return e.queued = true;
+    }
+    bool SkipStat(const std::string& rel, MonoTime now) {
+      auto it = m.find(rel);
+      if (it == m.end() || (!it->second.queued && now - it->second.first_seen >= min_age))
+        return false;
+      it->second.gen = gen;
+      return true;
+    }
+    StabilityTracker::Summary EndScan() {
+      StabilityTracker::Summary out;
+      std::erase_if(m, [&](const auto& kv) { return kv.second.gen != gen; });
+      for (const auto& [rel, e] : m) {
+        if (!out.oldest_pending || e.first_seen < *out.oldest_pending)
+          out.oldest_pending = e.first_seen;
+        if (!e.queued && (!out.next_due || e.first_seen + min_age < *out.next_due))
+          out.next_due = e.first_seen + min_age;
+      }
+      return out;
+    }
+  } model;
+
+  std::mt19937 rng(20261129);
+  auto chance = [&](int percent) { return static_cast<int>(rng() % 100) < percent; };
+  std::vector<std::string> listing;
+  std::map<std::string, fs::FileStat> stats;
+  for (int i = 0; i < 40; ++i) listing.push_back("f" + std::to_string(i));
+  for (int scan = 0; scan < 400; ++scan) {
+    // The next listing: mostly the same order; some names leave, arrive or swap places.
+    std::erase_if(listing, [&](const std::string&) { return chance(3); });
+    for (int i = 0; i < 3; ++i) {
+      if (chance(40)) {
+        const auto at = listing.begin() + static_cast<long>(rng() % (listing.size() + 1));
+        listing.insert(at, "n" + std::to_string(rng() % 200));
+      }
+    }
+    std::sort(listing.begin(), listing.end());
+    listing.erase(std::unique(listing.begin(), listing.end()), listing.end());
+    std::shuffle(listing.begin(), listing.end(), rng);           // as a rehashed directory may
+    if (!chance(20)) std::sort(listing.begin(), listing.end());  // usually a stable order
+    for (const auto& rel : listing) {
+      if (chance(2)) stats[rel] = St(rng() % 3, static_cast<int64_t>(rng() % 3));
+    }
+    if (chance(10)) {
+      const std::string rel = listing.empty() ? "none" : listing[rng() % listing.size()];
+      tracker.Forget(rel);
+      model.m.erase(rel);
+    }
+    tracker.BeginScan();
+    ++model.gen;
+    const bool stopped = chance(5);
+    const size_t end = stopped ? listing.size() / 2 : listing.size();
+    for (size_t i = 0; i < end; ++i) {
+      const std::string& rel = listing[i];
+      const bool skip = tracker.SkipStat(rel, clock.Now());
+      ASSERT_EQ(skip, model.SkipStat(rel, clock.Now())) << "scan " << scan << " " << rel;
+      if (skip) continue;
+      const bool ready = tracker.Observe(rel, stats[rel], clock.Now());
+      ASSERT_EQ(ready, model.Observe(rel, stats[rel], clock.Now()))
+          << "scan " << scan << " " << rel;
+      if (ready && chance(30)) {  // claimed (or its claim failed) while the scan goes on
+        tracker.Forget(rel);
+        model.m.erase(rel);
+      }
+    }
+    if (!stopped) {
+      const auto got = tracker.EndScan();
+      const auto want = model.EndScan();
+      ASSERT_EQ(got.oldest_pending, want.oldest_pending) << "scan " << scan;
+      ASSERT_EQ(got.next_due, want.next_due) << "scan " << scan;
+      ASSERT_EQ(tracker.size(), model.m.size()) << "scan " << scan;
+    }
+    clock.Advance(std::chrono::seconds(rng() % 4));
+  }
 }
 
 }  // namespace
