@@ -193,13 +193,23 @@ Md5Digest Md5Pair::FinishBlock() {
 
 Md5Digest Md5Pair::FinishFile() { return Finish(0, file_len_); }
 
-FileHasher::FileHasher(uint64_t block_size) {
-  if (block_size != 0 && block_size % 64 == 0) {
+bool Md5Pair::Accelerated() {
+#if defined(__x86_64__)
+  return HaveAvx512();
+#else
+  return false;
+#endif
+}
+
+FileHasher::FileHasher(uint64_t block_size) : blocks_(block_size != 0) {
+  // Without blocks the pair's second lane idles, but its AVX-512VL build is still the faster
+  // MD5: 70 against OpenSSL's 84 us per 64 KiB here (its portable build: 111 us).
+  if (block_size % 64 == 0 && (blocks_ || Md5Pair::Accelerated())) {
     pair_.emplace();
     return;
   }
   whole_.emplace();
-  if (block_size != 0) block_.emplace();
+  if (blocks_) block_.emplace();
 }
 
 void FileHasher::Update(const void* data, size_t len) {
@@ -209,8 +219,8 @@ void FileHasher::Update(const void* data, size_t len) {
 }
 
 Md5Digest FileHasher::FinishBlock() {
+  if (!blocks_) throw std::logic_error("FileHasher: no blocks");
   if (pair_) return pair_->FinishBlock();
-  if (!block_) throw std::logic_error("FileHasher: no blocks");
   return block_->Final();  // and starts the next block
 }
 

@@ -18,6 +18,8 @@ class Md5Pair {
   // kBest: the AVX-512VL build where the CPU has it, else the portable one (SSE2 on x86-64).
   enum class Kernel { kBest, kPortable };
   explicit Md5Pair(Kernel kernel = Kernel::kBest);
+  // True when kBest is the AVX-512VL build.
+  static bool Accelerated();
   // Feeds the bytes to both streams.
   void Update(const void* data, size_t len);
   // The MD5 of the bytes since the last block boundary; the block stream restarts. Between two
@@ -44,7 +46,8 @@ class Md5Pair {
 
 // The whole file's MD5 and each block's, from one read of the bytes: an Md5Pair when the block
 // size is a multiple of 64 (it always is unless APP_AZURE_BLOCK_SIZE says otherwise), two
-// OpenSSL streams if not, and the file's alone when there are no blocks. One per file.
+// OpenSSL streams if not. Without blocks, the file's alone: in an accelerated Md5Pair where the
+// CPU has AVX-512VL, else OpenSSL. One per file.
 class FileHasher {
  public:
   FileHasher() = default;                    // no streams yet: assign a FileHasher(block_size)
@@ -54,6 +57,7 @@ class FileHasher {
   Md5Digest FinishFile();   // once, last
 
  private:
+  bool blocks_ = false;
   std::optional<Md5Pair> pair_;
   std::optional<Md5> whole_;  // without pair_
   std::optional<Md5> block_;  // without pair_, when there are blocks

@@ -71,7 +71,7 @@ TEST(FileHasherTest, EveryBlockSize) {
     ExpectBlocksAndFile(h, data, 1000, rng);
   }
   {
-    FileHasher h(0);  // one Put Blob: the file's MD5 only
+    FileHasher h(0);  // one Put Blob: the file's MD5 only (in the pair with AVX-512VL)
     ExpectBlocksAndFile(h, data, 0, rng);
     FileHasher no_blocks(0);
     EXPECT_THROW(no_blocks.FinishBlock(), std::logic_error);
