@@ -43,6 +43,10 @@ uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block
   return (min_for_limit + kMiB - 1) / kMiB * kMiB;
 }
 
+uint64_t StagingSlots(uint64_t blocks, int senders) {
+  return std::min<uint64_t>(blocks, static_cast<uint64_t>(std::max(1, senders)) + 2);
+}
+
 std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t index) {
   Md5 tag;
   tag.Update(block_md5.data(), block_md5.size());
@@ -185,8 +189,9 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, std::stop_token stop
     if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);  // shorter than when opened
     const auto got = static_cast<size_t>(n);
     f.hash.Update(buf, got);
+    const uint64_t at = f.ring != 0 ? f.copied % f.ring : f.copied;
     for (size_t off = 0; f.mem == nullptr && off < got;) {
-      const ssize_t w = ::write(f.fd.get(), buf + off, got - off);
+      const ssize_t w = ::pwrite(f.fd.get(), buf + off, got - off, static_cast<off_t>(at + off));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0) return ErrnoStatus("write " + f.path, errno);
       off += static_cast<size_t>(w);
@@ -208,11 +213,28 @@ Status FileProcessor::FinishStaging(StagedFile& f) {
   return Status::Ok();
 }
 
+Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {
+  FileHasher hash(0);
+  char* const buf = CopyBuffer();
+  for (uint64_t off = 0; off < f.size;) {
+    if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
+    const auto want = static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, f.size - off));
+    const ssize_t n = ::pread(f.src.get(), buf, want, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read " + f.src_path, errno);
+    if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);
+    hash.Update(buf, static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
+  }
+  auto st = fs::FStat(f.src.get());
+  if (!st.ok()) return st.status();
+  if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
+  return hash.FinishFile();
+}
+
 Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f,
-                                     azure::BlobProperties props,
-                                     const std::optional<Md5Digest>& existing_md5, bool* skipped,
-                                     telemetry::Span& stage_span, telemetry::Span& upload_span,
-                                     std::stop_token stop) {
+                                     azure::BlobProperties props, telemetry::Span& stage_span,
+                                     telemetry::Span& upload_span, std::stop_token stop) {
   const uint64_t n = (f.size + f.block_size - 1) / f.block_size;
   auto block_len = [&](uint64_t i) { return std::min(f.block_size, f.size - i * f.block_size); };
 
@@ -246,9 +268,21 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
     }
     cv.notify_all();
   };
+  // Staged in a ring of block slots; a slot is rewritten only after its block was sent (or found
+  // staged already), so each Put Block, retries included, reads the bytes that were hashed.
+  const uint64_t slots = StagingSlots(n, d_.config.azure_max_concurrency);
+  f.ring = slots * f.block_size;
+  std::vector<char> finished(n, 0);  // guarded by mu
   std::atomic<uint64_t> next{0};
   std::atomic<uint64_t> sent{0};
   std::atomic<uint64_t> resumed{0};
+  auto finish = [&](uint64_t i) {
+    {
+      std::lock_guard lock(mu);
+      finished[i] = 1;
+    }
+    cv.notify_all();
+  };
   auto send = [&] {
     while (true) {
       const uint64_t i = next.fetch_add(1);
@@ -260,33 +294,33 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
       }
       if (listed[i] && listed[i]->id == ids[i]) {
         resumed.fetch_add(1);
+        finish(i);
         continue;
       }
-      Status s = d_.blob.PutBlock(blob_name, ids[i],
-                                  azure::Body::FromFile(f.fd.get(), i * f.block_size, block_len(i)),
-                                  md5s[i], stop);
+      const uint64_t at = (i % slots) * f.block_size;
+      Status s = d_.blob.PutBlock(
+          blob_name, ids[i], azure::Body::FromFile(f.fd.get(), at, block_len(i)), md5s[i], stop);
       if (!s.ok()) return fail(std::move(s));
       sent.fetch_add(1);
       d_.inst.blocks_uploaded.Add();
+      finish(i);
     }
   };
   std::vector<std::jthread> senders;
-  auto start_senders = [&] {
-    const auto threads =
-        std::min<uint64_t>(static_cast<uint64_t>(std::max(1, d_.config.azure_max_concurrency)), n);
-    for (uint64_t t = 0; t < threads; ++t) senders.emplace_back(send);
-  };
-  const bool defer = existing_md5.has_value();
-  if (!defer) start_senders();
+  const auto threads =
+      std::min<uint64_t>(static_cast<uint64_t>(std::max(1, d_.config.azure_max_concurrency)), n);
+  for (uint64_t t = 0; t < threads; ++t) senders.emplace_back(send);
 
   Status copied;
   uint64_t done = 0;  // blocks copied (this thread's copy of `ready`)
   for (; done < n; ++done) {
-    {
-      std::lock_guard lock(mu);
-      if (failed) break;  // a sender failed: the attempt is over
-    }
     const uint64_t i = done;
+    {
+      // A sender failed: the attempt is over. Otherwise wait for the slot's previous block.
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return failed || i < slots || finished[i - slots] != 0; });
+      if (failed) break;
+    }
     copied = CopyNext(f, block_len(i), stop);
     if (!copied.ok()) break;
     md5s[i] = f.hash.FinishBlock();
@@ -303,19 +337,12 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
     fail(copied);
   }
   stage_span.End();
-
-  if (defer && done == n && copied.ok()) {
-    if (f.md5 == *existing_md5) {
-      *skipped = true;
-      return Status::Ok();
-    }
-    start_senders();
-  }
   senders.clear();  // joins
   upload_span.AddEvent("blocks", {{"count", static_cast<int64_t>(n)},
                                   {"sent", static_cast<int64_t>(sent.load())},
                                   {"resumed", static_cast<int64_t>(resumed.load())},
-                                  {"block_size", static_cast<int64_t>(f.block_size)}});
+                                  {"block_size", static_cast<int64_t>(f.block_size)},
+                                  {"staging_slots", static_cast<int64_t>(slots)}});
   d_.inst.blocks_resumed.Add(static_cast<double>(resumed.load()));
   if (failed) return first_error;
   props.content_md5 = f.md5;
@@ -344,8 +371,20 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
                     {"replica", d_.config.replica_id},
                     {"claim", claim.nonce}};
   if (f.block_size != 0) {
-    return TransferBlocks(blob_name, f, std::move(props), existing_md5, skipped, stage_span,
-                          upload_span, stop);
+    if (existing_md5) {
+      // The staging ring cannot hold the whole file until its MD5 is known: read it once to
+      // compare, and copy it again only if the blob holds other bytes.
+      auto md5 = HashSource(f, stop);
+      if (!md5.ok()) {
+        stage_span.SetError(md5.status().ToString());
+        return md5.status();
+      }
+      if (*md5 == *existing_md5) {
+        *skipped = true;
+        return Status::Ok();
+      }
+    }
+    return TransferBlocks(blob_name, f, std::move(props), stage_span, upload_span, stop);
   }
   Status copied = CopyNext(f, f.size, stop);
   if (copied.ok()) copied = FinishStaging(f);

@@ -45,7 +45,10 @@ struct StagedFile {
   FileHasher hash;          // of the copied bytes: the whole file's MD5 and each block's
   Md5Digest md5{};          // whole file, once the copy is complete
   uint64_t block_size = 0;  // 0: one Put Blob
-  fs::FileStat source;      // the claim's stat when the copy began
+  // Blocks are staged in a ring of this many bytes (a whole number of blocks): file byte x at
+  // x % ring. 0: the whole file at its own offsets.
+  uint64_t ring = 0;
+  fs::FileStat source;  // the claim's stat when the copy began
 };
 
 // Block size for a file: the configured size, grown in 1 MiB steps so a blob never needs more
@@ -56,6 +59,10 @@ uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block
 // same id, other bytes or another block size never do, so staged blocks found after a crash are
 // safe to reuse. Per-block (not whole-file) so a block can be sent as soon as it is copied.
 std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t index);
+// Block slots in a file's staging ring: block i is copied to slot i % slots once block i - slots
+// has been sent, so the staging copy holds at most this many blocks whatever the file's size:
+// the senders' blocks plus two, which the copy may run ahead by.
+uint64_t StagingSlots(uint64_t blocks, int senders);
 std::string ContentTypeFor(const std::string& name);
 std::string UtcDate(WallTime t);  // YYYYMMDD
 
@@ -93,11 +100,10 @@ class FileProcessor {
   // (recovered claims only).
   Status Transfer(const ClaimPath& claim, StagedFile& f, bool check_existing, bool* skipped,
                   telemetry::Span& stage_span, telemetry::Span& upload_span, std::stop_token stop);
-  // Block uploads start as soon as each block is copied, while the copy goes on; with
-  // `existing_md5` (a recovered claim whose blob has the file's size) they wait for the whole
-  // file's MD5 and are skipped when it matches.
+  // The claim's MD5, read without staging; kTornCopy if it changed meanwhile.
+  Result<Md5Digest> HashSource(const StagedFile& f, std::stop_token stop);
+  // Block uploads start as soon as each block is copied, while the copy goes on.
   Status TransferBlocks(const std::string& blob_name, StagedFile& f, azure::BlobProperties props,
-                        const std::optional<Md5Digest>& existing_md5, bool* skipped,
                         telemetry::Span& stage_span, telemetry::Span& upload_span,
                         std::stop_token stop);
   Status Complete(const ClaimPath& claim);

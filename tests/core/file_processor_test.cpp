@@ -25,6 +25,13 @@ TEST(BlockPlanTest, GrowsSoABlobNeverNeedsMoreThan50000Blocks) {
   }
 }
 
+TEST(StagingSlotsTest, SendersPlusTwoBlocksWhateverTheFileSize) {
+  EXPECT_EQ(StagingSlots(32, 8), 10u);      // 256 MiB in 8 MiB blocks: 80 MiB staged
+  EXPECT_EQ(StagingSlots(12'800, 8), 10u);  // 100 GiB: still 80 MiB
+  EXPECT_EQ(StagingSlots(5, 8), 5u);        // fewer blocks than slots
+  EXPECT_EQ(StagingSlots(40, 0), 3u);       // at least one sender
+}
+
 TEST(BlockIdTest, FixedWidthDeterministicAndContentBound) {
   const Md5Digest a = Md5::Of("a");
   const Md5Digest b = Md5::Of("b");

@@ -169,8 +169,8 @@ TEST(KubernetesTest, DeploymentResourcesAndVolumes) {
   EXPECT_EQ(r["requests"]["memory"].as<std::string>(), "256Mi");
   EXPECT_EQ(r["limits"]["cpu"].as<std::string>(), "2");
   EXPECT_EQ(r["limits"]["memory"].as<std::string>(), "1Gi");
-  EXPECT_EQ(r["requests"]["ephemeral-storage"].as<std::string>(), "110Gi");
-  EXPECT_EQ(r["limits"]["ephemeral-storage"].as<std::string>(), "110Gi");
+  EXPECT_EQ(r["requests"]["ephemeral-storage"].as<std::string>(), "6Gi");
+  EXPECT_EQ(r["limits"]["ephemeral-storage"].as<std::string>(), "6Gi");
   std::map<std::string, std::string> mounts;  // volume name -> path
   for (const auto& m : c["volumeMounts"]) {
     mounts[m["name"].as<std::string>()] = m["mountPath"].as<std::string>();
@@ -182,12 +182,12 @@ TEST(KubernetesTest, DeploymentResourcesAndVolumes) {
   for (const auto& v : pod["volumes"]) {
     const auto path = mounts[v["name"].as<std::string>()];
     if (path == "/mnt/staging") {
-      staging = v["emptyDir"]["sizeLimit"].as<std::string>() == "100Gi";
+      staging = v["emptyDir"]["sizeLimit"].as<std::string>() == "4Gi";
     } else if (path == "/mnt/nfs") {
       nfs = v["persistentVolumeClaim"]["claimName"].as<std::string>() == claim;
     }
   }
-  EXPECT_TRUE(staging) << "/mnt/staging must be an emptyDir with sizeLimit 100Gi";
+  EXPECT_TRUE(staging) << "/mnt/staging must be an emptyDir with sizeLimit 4Gi";
   EXPECT_TRUE(nfs) << "/mnt/nfs must be the NFS claim " << claim;
 }
 
