@@ -1,28 +1,47 @@
 #include "core/stability.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace nbu::core {
 
 void StabilityTracker::BeginScan() {
+  if (scanning_) {
+    // The last scan stopped half-way: its entries are kept (unseen ones go at EndScan), but
+    // some may have changed since order_ was built, so this scan reads every entry.
+    order_.clear();
+    names_.clear();
+  }
+  scanning_ = true;
   ++generation_;
-  seen_.clear();  // what a stopped scan left (its entries are kept; unseen ones go at EndScan)
+  seen_.clear();
   cursor_ = 0;
 }
 
 StabilityTracker::Node* StabilityTracker::Find(const std::string& rel) {
-  if (cursor_ < order_.size() && order_[cursor_]->first == rel) return order_[cursor_++];
   auto it = entries_.find(rel);
-  if (it == entries_.end()) return nullptr;
+  if (it == entries_.end()) return nullptr;  // a new name: the cursor stays for the next one
   Node* n = &*it;
-  // Listed out of the expected order (names came or went before it): carry on after it.
-  const size_t pos = n->second.pos;
-  if (pos < order_.size() && order_[pos] == n) cursor_ = pos + 1;
+  // Names that left the listing since the last scan: carry on after this one.
+  constexpr size_t kWindow = 64;
+  const size_t end = std::min(order_.size(), cursor_ + kWindow);
+  for (size_t i = cursor_; i < end; ++i) {
+    if (order_[i].node == n) {
+      cursor_ = i + 1;
+      break;
+    }
+  }
   return n;
 }
 
 void StabilityTracker::MarkSeen(Node* n) {
   if (n->second.generation == generation_) return;
   n->second.generation = generation_;
-  seen_.push_back(n);
+  seen_.push_back({n, kNotListed});
+}
+
+bool StabilityTracker::Forgotten(std::string_view rel) const {
+  return !forgotten_.empty() && forgotten_.find(rel) != forgotten_.end();
 }
 
 bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
@@ -49,6 +68,16 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
 }
 
 bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
+  if (cursor_ < order_.size()) {
+    const Listed& l = order_[cursor_];
+    if (l.name_len == rel.size() &&
+        std::memcmp(names_.data() + l.name_off, rel.data(), rel.size()) == 0) {
+      const size_t at = cursor_++;
+      if (Forgotten(rel) || (!l.queued && now - l.first_seen >= min_age_)) return false;
+      seen_.push_back({l.node, at});
+      return true;
+    }
+  }
   Node* n = Find(rel);
   if (n == nullptr) return false;
   const Entry& e = n->second;
@@ -59,34 +88,59 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
 
 StabilityTracker::Summary StabilityTracker::EndScan() {
   Summary out;
-  std::vector<Node*> order;
+  // Built in the buffers of the scan before last: memory this process already touched, where a
+  // fresh allocation of a large backlog's listing costs a page fault per page (and on a VM whose
+  // balloon takes freed pages back, a fault in the host too).
+  std::vector<Listed>& order = spare_order_;
+  std::string& names = spare_names_;
+  order.clear();
+  names.clear();
   order.reserve(seen_.size());
-  for (Node* n : seen_) {
-    Entry& e = n->second;
-    if (e.forgotten) continue;
-    e.pos = order.size();
-    order.push_back(n);
-    if (!out.oldest_pending || e.first_seen < *out.oldest_pending)
-      out.oldest_pending = e.first_seen;
-    if (!e.queued && (!out.next_due || e.first_seen + min_age_ < *out.next_due)) {
-      out.next_due = e.first_seen + min_age_;
+  names.reserve(names_.size());
+  for (const Seen& s : seen_) {
+    Listed l;
+    std::string_view name;
+    if (s.listed != kNotListed) {
+      l = order_[s.listed];  // skipped from the listing: its entry is as it was then
+      name = std::string_view(names_.data() + l.name_off, l.name_len);
+      if (Forgotten(name)) continue;  // forgotten after it was skipped
+    } else {
+      const Entry& e = s.node->second;
+      if (e.forgotten) continue;
+      name = s.node->first;
+      l = Listed{s.node, e.first_seen, 0, static_cast<uint32_t>(name.size()), e.queued};
+    }
+    l.name_off = names.size();
+    names.append(name);
+    order.push_back(l);
+    if (!out.oldest_pending || l.first_seen < *out.oldest_pending)
+      out.oldest_pending = l.first_seen;
+    if (!l.queued && (!out.next_due || l.first_seen + min_age_ < *out.next_due)) {
+      out.next_due = l.first_seen + min_age_;
     }
   }
-  // Entries not listed by this scan (claimed, moved or deleted) and forgotten ones go; in the
-  // steady state there are none and the table is not walked.
+  // Entries not listed by this scan (claimed, moved or deleted) and forgotten ones go. In the
+  // steady state there are none, and neither the table nor the skipped names' entries are read.
   if (order.size() != entries_.size()) {
+    for (const Seen& s : seen_) s.node->second.generation = generation_;
     std::erase_if(entries_, [&](const Node& n) {
       return n.second.generation != generation_ || n.second.forgotten;
     });
   }
-  order_ = std::move(order);
+  order_.swap(order);
+  names_.swap(names);
   seen_.clear();
+  forgotten_.clear();
   cursor_ = 0;
+  scanning_ = false;
   return out;
 }
 
 void StabilityTracker::Forget(const std::string& rel) {
-  if (auto it = entries_.find(rel); it != entries_.end()) it->second.forgotten = true;
+  auto it = entries_.find(rel);
+  if (it == entries_.end()) return;
+  it->second.forgotten = true;
+  forgotten_.insert(rel);
 }
 
 }  // namespace nbu::core

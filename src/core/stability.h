@@ -8,9 +8,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace nbu::core {
@@ -53,27 +56,57 @@ class StabilityTracker {
     fs::FileStat stat;
     MonoTime first_seen;  // first time this exact stat was observed
     uint32_t scans_equal = 0;
-    uint64_t generation = 0;
-    size_t pos = SIZE_MAX;  // index in order_, when it was listed by the last complete scan
+    uint64_t generation = 0;  // the last scan that listed it (see EndScan)
     bool queued = false;
     bool forgotten = false;  // by Forget(): as if absent; erased at EndScan
   };
   using Node = std::unordered_map<std::string, Entry>::value_type;
-  // The entry of `rel`, or null. A directory lists its unchanged names in the same order scan
-  // after scan, so the name expected next (order_[cursor_]) is compared first: a steady-state scan
-  // walks memory in order instead of taking the hash table's dependent cache misses per name.
+  // One name of the last complete listing, with what SkipStat needs, kept in listing order. A
+  // directory lists its unchanged names in the same order scan after scan, so a steady-state scan
+  // compares each name with the next of these and reads them, and names_, front to back: no
+  // table lookup, and no load of the table's entry (a cache miss per name on a large backlog).
+  struct Listed {
+    Node* node;
+    MonoTime first_seen;
+    uint64_t name_off;  // the name is names_[name_off, name_off + name_len)
+    uint32_t name_len;
+    bool queued;
+  };
+  // A name listed by the current scan, in order: `listed` is its index in order_ when SkipStat
+  // took it from there (its entry untouched since), else kNotListed (read the entry). A name
+  // listed twice in one scan (NFS readdir can repeat one while the directory changes) may leave
+  // two records for a scan; both say what the entry said, or the older one sends the next scan
+  // to the entry itself (a queued entry changes only after Forget, which SkipStat checks).
+  struct Seen {
+    Node* node;
+    size_t listed;
+  };
+  static constexpr size_t kNotListed = SIZE_MAX;
+
+  // The table's entry of `rel`, or null; moves the cursor past it when it is a little ahead.
   Node* Find(const std::string& rel);
-  // Counts the entry as listed by this scan.
+  // Counts the entry as listed by this scan, read from the table.
   void MarkSeen(Node* n);
+  bool Forgotten(std::string_view rel) const;
 
   Duration min_age_;
   uint64_t generation_ = 0;
   // Node pointers stay valid while other entries are inserted; entries are erased only in
-  // EndScan, which rebuilds order_ and empties seen_ first.
+  // EndScan, after the next order_ has been built from the live ones.
   std::unordered_map<std::string, Entry> entries_;
-  std::vector<Node*> order_;  // the last complete scan's entries, in listing order
-  std::vector<Node*> seen_;   // this scan's entries so far, in listing order
-  size_t cursor_ = 0;
+  std::vector<Listed> order_;
+  std::string names_;
+  std::vector<Listed> spare_order_;  // EndScan builds the next order_ and names_ in these
+  std::string spare_names_;
+  size_t cursor_ = 0;      // the position in order_ where the next name is expected
+  bool scanning_ = false;  // between BeginScan and EndScan
+  std::vector<Seen> seen_;
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  // Names Forget() took since the last EndScan.
+  std::unordered_set<std::string, NameHash, std::equal_to<>> forgotten_;
 };
 
 }  // namespace nbu::core
