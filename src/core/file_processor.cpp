@@ -177,37 +177,54 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   return f;
 }
 
-Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, std::stop_token stop) {
+namespace {
+
+// Up to `want` bytes of the claim at `at`; kTornCopy when it ends early (shorter than when opened).
+Result<size_t> ReadClaim(const StagedFile& f, char* buf, size_t want, uint64_t at) {
+  while (true) {
+    const ssize_t n = ::pread(f.src.get(), buf, want, static_cast<off_t>(at));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read " + f.src_path, errno);
+    if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);
+    return static_cast<size_t>(n);
+  }
+}
+
+// After the last byte: a file that grew or was rewritten while it was read shows in its stat.
+Status ClaimUnchanged(const StagedFile& f) {
+  auto st = fs::FStat(f.src.get());
+  if (!st.ok()) return st.status();
+  if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::stop_token stop) {
   while (len > 0) {
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
     // In memory the bytes land in place; otherwise they pass through the buffer to the file.
     char* const buf = f.mem != nullptr ? f.mem + f.copied : CopyBuffer();
-    const auto want = static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, len));
-    const ssize_t n = ::read(f.src.get(), buf, want);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read " + f.src_path, errno);
-    if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);  // shorter than when opened
-    const auto got = static_cast<size_t>(n);
-    f.hash.Update(buf, got);
-    const uint64_t at = f.ring != 0 ? f.copied % f.ring : f.copied;
-    for (size_t off = 0; f.mem == nullptr && off < got;) {
-      const ssize_t w = ::pwrite(f.fd.get(), buf + off, got - off, static_cast<off_t>(at + off));
+    auto got =
+        ReadClaim(f, buf, static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, len)), f.copied);
+    if (!got.ok()) return got.status();
+    f.hash.Update(buf, *got);
+    for (size_t off = 0; f.mem == nullptr && off < *got;) {
+      const ssize_t w = ::pwrite(f.fd.get(), buf + off, *got - off, static_cast<off_t>(to + off));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0) return ErrnoStatus("write " + f.path, errno);
       off += static_cast<size_t>(w);
     }
-    f.copied += got;
-    len -= got;
+    f.copied += *got;
+    to += *got;
+    len -= *got;
   }
   return Status::Ok();
 }
 
 Status FileProcessor::FinishStaging(StagedFile& f) {
-  // CopyNext copied exactly `size` bytes (a short file is torn there); a file that grew or was
-  // rewritten meanwhile shows in its stat.
-  auto st = fs::FStat(f.src.get());
-  if (!st.ok()) return st.status();
-  if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
+  // CopyNext copied exactly `size` bytes (a short file is torn there).
+  if (Status s = ClaimUnchanged(f); !s.ok()) return s;
   f.md5 = f.hash.FinishFile();
   if (d_.config.staging_fsync && f.mem == nullptr) return fs::Fsync(f.fd.get(), f.path);
   return Status::Ok();
@@ -215,20 +232,16 @@ Status FileProcessor::FinishStaging(StagedFile& f) {
 
 Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {
   FileHasher hash(0);
-  char* const buf = CopyBuffer();
+  char* const buf = CopyBuffer();  // f.mem too for a small file: its copy has not begun
   for (uint64_t off = 0; off < f.size;) {
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
-    const auto want = static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, f.size - off));
-    const ssize_t n = ::pread(f.src.get(), buf, want, static_cast<off_t>(off));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read " + f.src_path, errno);
-    if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);
-    hash.Update(buf, static_cast<size_t>(n));
-    off += static_cast<uint64_t>(n);
+    auto got =
+        ReadClaim(f, buf, static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, f.size - off)), off);
+    if (!got.ok()) return got.status();
+    hash.Update(buf, *got);
+    off += *got;
   }
-  auto st = fs::FStat(f.src.get());
-  if (!st.ok()) return st.status();
-  if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
+  if (Status s = ClaimUnchanged(f); !s.ok()) return s;
   return hash.FinishFile();
 }
 
@@ -271,7 +284,6 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
   // Staged in a ring of block slots; a slot is rewritten only after its block was sent (or found
   // staged already), so each Put Block, retries included, reads the bytes that were hashed.
   const uint64_t slots = StagingSlots(n, d_.config.azure_max_concurrency);
-  f.ring = slots * f.block_size;
   std::vector<char> finished(n, 0);  // guarded by mu
   std::atomic<uint64_t> next{0};
   std::atomic<uint64_t> sent{0};
@@ -321,7 +333,7 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
       cv.wait(lock, [&] { return failed || i < slots || finished[i - slots] != 0; });
       if (failed) break;
     }
-    copied = CopyNext(f, block_len(i), stop);
+    copied = CopyNext(f, block_len(i), (i % slots) * f.block_size, stop);
     if (!copied.ok()) break;
     md5s[i] = f.hash.FinishBlock();
     ids[i] = BlockId(md5s[i], f.block_size, i);
@@ -354,12 +366,20 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
                                telemetry::Span& upload_span, std::stop_token stop) {
   const std::string blob_name = claim.BlobName();
   // A recovered claim may have been committed just before a crash: a blob of the same size and
-  // MD5 is not sent again.
-  std::optional<Md5Digest> existing_md5;
+  // MD5 is not sent again. The claim is hashed on its own first: a staging ring never holds a
+  // whole large file, and a recovered claim with a blob of its size is rare.
   if (check_existing) {
     auto info = d_.blob.GetProperties(blob_name, stop);
-    if (info.ok() && info->has_value() && (*info)->size == f.size) {
-      existing_md5 = (*info)->content_md5;
+    if (info.ok() && info->has_value() && (*info)->size == f.size && (*info)->content_md5) {
+      auto md5 = HashSource(f, stop);
+      if (!md5.ok()) {
+        stage_span.SetError(md5.status().ToString());
+        return md5.status();
+      }
+      if (*md5 == *(*info)->content_md5) {
+        *skipped = true;
+        return Status::Ok();
+      }
     }
   }
   azure::BlobProperties props;
@@ -371,32 +391,15 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
                     {"replica", d_.config.replica_id},
                     {"claim", claim.nonce}};
   if (f.block_size != 0) {
-    if (existing_md5) {
-      // The staging ring cannot hold the whole file until its MD5 is known: read it once to
-      // compare, and copy it again only if the blob holds other bytes.
-      auto md5 = HashSource(f, stop);
-      if (!md5.ok()) {
-        stage_span.SetError(md5.status().ToString());
-        return md5.status();
-      }
-      if (*md5 == *existing_md5) {
-        *skipped = true;
-        return Status::Ok();
-      }
-    }
     return TransferBlocks(blob_name, f, std::move(props), stage_span, upload_span, stop);
   }
-  Status copied = CopyNext(f, f.size, stop);
+  Status copied = CopyNext(f, f.size, 0, stop);
   if (copied.ok()) copied = FinishStaging(f);
   if (!copied.ok()) {
     stage_span.SetError(copied.ToString());
     return copied;
   }
   stage_span.End();
-  if (existing_md5 == f.md5) {
-    *skipped = true;
-    return Status::Ok();
-  }
   props.content_md5 = f.md5;
   const azure::Body body = f.mem != nullptr
                                ? azure::Body::FromMemory(std::string_view(f.mem, f.size))

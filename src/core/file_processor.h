@@ -45,10 +45,7 @@ struct StagedFile {
   FileHasher hash;          // of the copied bytes: the whole file's MD5 and each block's
   Md5Digest md5{};          // whole file, once the copy is complete
   uint64_t block_size = 0;  // 0: one Put Blob
-  // Blocks are staged in a ring of this many bytes (a whole number of blocks): file byte x at
-  // x % ring. 0: the whole file at its own offsets.
-  uint64_t ring = 0;
-  fs::FileStat source;  // the claim's stat when the copy began
+  fs::FileStat source;      // the claim's stat when the copy began
 };
 
 // Block size for a file: the configured size, grown in 1 MiB steps so a blob never needs more
@@ -92,8 +89,9 @@ class FileProcessor {
   Result<ClaimPath> Claim(const WorkItem& item);
   // Opens the claim and creates its staging copy (nothing copied yet).
   Result<StagedFile> OpenStaging(const ClaimPath& claim);
-  // Copies the next `len` bytes of the claim into the copy, hashing them into `f.hash`.
-  Status CopyNext(StagedFile& f, uint64_t len, std::stop_token stop);
+  // Copies the next `len` bytes of the claim to offset `to` of the staging file (in memory: to
+  // their own offset), hashing them into `f.hash`.
+  Status CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::stop_token stop);
   // After the last byte: the file must not have changed while it was copied (kTornCopy).
   Status FinishStaging(StagedFile& f);
   // Copies and sends a file; OK with *skipped set when the blob already held the bytes

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <thread>
 
 namespace nbu::core {
@@ -78,7 +79,12 @@ class FileProcessorAzuriteTest : public ::testing::Test {
   std::unique_ptr<azure::BlobClient> blob_;
   telemetry::MetricsRegistry metrics_;
   Instruments inst_{metrics_};
-  telemetry::Tracer tracer_{RealClock::Instance()};
+  // Called on the copying thread as each span ends (the stage span ends once every block has been
+  // copied, before the staging copy is deleted).
+  std::function<void(const telemetry::SpanData&)> on_span_;
+  telemetry::Tracer tracer_{RealClock::Instance(), [this](telemetry::SpanData&& d) {
+                              if (on_span_) on_span_(d);
+                            }};
   InFlight inflight_;
   std::unique_ptr<FileProcessor> processor_;
 };
@@ -97,6 +103,24 @@ TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
   auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
   ASSERT_TRUE(staged.ok()) << staged.status().ToString();
   EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";
+}
+
+// Blocks are staged in a ring of StagingSlots() block slots: when the last block has been copied,
+// the staging file spans exactly that many blocks, not the file.
+TEST_F(FileProcessorAzuriteTest, BlocksAreStagedInARingOfSlots) {
+  const std::string data = PatternBytes((5 << 20) + 12345, 3);  // 41 blocks of 128 KiB
+  WorkItem item = PlaceClaim("ring.bin", data, false);
+  const std::string staging = fs::Join(config_.staging_root, StagingPath(item.claim));
+  int64_t staged_size = -1;
+  on_span_ = [&](const telemetry::SpanData& d) {
+    struct stat st {};
+    if (d.name == "stage" && ::stat(staging.c_str(), &st) == 0) staged_size = st.st_size;
+  };
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+  const uint64_t slots = StagingSlots(41, config_.azure_max_concurrency);
+  ASSERT_LT(slots, 41u);
+  EXPECT_EQ(staged_size, static_cast<int64_t>(slots * config_.azure_block_size));
 }
 
 // A file sent in one Put Blob that fits the copy buffer is staged in memory: it lands
@@ -120,6 +144,17 @@ TEST_F(FileProcessorAzuriteTest, RecoveredClaimSkipsABlobThatHoldsTheSameBytes) 
   processor_->Process(again, {});
   EXPECT_EQ(Count(inst_.files_skipped), 1);
   EXPECT_EQ(Count(inst_.blocks_uploaded), 9) << "no block is sent for bytes already committed";
+}
+
+// The same check for a file sent in one Put Blob (here held in memory).
+TEST_F(FileProcessorAzuriteTest, RecoveredSmallClaimSkipsABlobThatHoldsTheSameBytes) {
+  const std::string data = PatternBytes(200'001, 6);
+  processor_->Process(PlaceClaim("small-same.bin", data, false), {});
+  WorkItem again = PlaceClaim("small-same.bin", data, true);
+  processor_->Process(again, {});
+  EXPECT_EQ(Count(inst_.files_skipped), 1);
+  EXPECT_EQ(Count(inst_.files_processed), 2);
+  ExpectBlobHolds(again, data);
 }
 
 TEST_F(FileProcessorAzuriteTest, RecoveredClaimWithOtherBytesOfTheSameSizeIsSent) {
