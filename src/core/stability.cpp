@@ -46,8 +46,13 @@ bool StabilityTracker::Forgotten(std::string_view rel) const {
 
 bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
   Node* n = Find(rel);
-  const bool fresh = n == nullptr || n->second.forgotten;
-  if (n == nullptr) n = &*entries_.try_emplace(rel).first;
+  bool fresh = n == nullptr;
+  if (n == nullptr) {
+    n = &*entries_.try_emplace(rel).first;
+  } else if (Forgotten(rel)) {
+    forgotten_.erase(rel);  // a new file under the name: tracked from scratch
+    fresh = true;
+  }
   Entry& e = n->second;
   MarkSeen(n);
   if (fresh || !(e.stat == st)) {
@@ -55,7 +60,6 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
     e.first_seen = now;
     e.scans_equal = 0;
     e.queued = false;
-    e.forgotten = false;
     return false;
   }
   if (e.queued) return false;
@@ -81,7 +85,7 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
   Node* n = Find(rel);
   if (n == nullptr) return false;
   const Entry& e = n->second;
-  if (e.forgotten || (!e.queued && now - e.first_seen >= min_age_)) return false;
+  if (Forgotten(rel) || (!e.queued && now - e.first_seen >= min_age_)) return false;
   MarkSeen(n);
   return true;
 }
@@ -103,13 +107,12 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
     if (s.listed != kNotListed) {
       l = order_[s.listed];  // skipped from the listing: its entry is as it was then
       name = std::string_view(names_.data() + l.name_off, l.name_len);
-      if (Forgotten(name)) continue;  // forgotten after it was skipped
     } else {
       const Entry& e = s.node->second;
-      if (e.forgotten) continue;
       name = s.node->first;
       l = Listed{s.node, e.first_seen, 0, static_cast<uint32_t>(name.size()), e.queued};
     }
+    if (Forgotten(name)) continue;  // goes below
     l.name_off = names.size();
     names.append(name);
     order.push_back(l);
@@ -123,9 +126,8 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
   // steady state there are none, and neither the table nor the skipped names' entries are read.
   if (order.size() != entries_.size()) {
     for (const Seen& s : seen_) s.node->second.generation = generation_;
-    std::erase_if(entries_, [&](const Node& n) {
-      return n.second.generation != generation_ || n.second.forgotten;
-    });
+    std::erase_if(entries_, [&](const Node& n) { return n.second.generation != generation_; });
+    for (const std::string& rel : forgotten_) entries_.erase(rel);
   }
   order_.swap(order);
   names_.swap(names);
@@ -137,10 +139,7 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
 }
 
 void StabilityTracker::Forget(const std::string& rel) {
-  auto it = entries_.find(rel);
-  if (it == entries_.end()) return;
-  it->second.forgotten = true;
-  forgotten_.insert(rel);
+  if (entries_.contains(rel)) forgotten_.insert(rel);
 }
 
 }  // namespace nbu::core

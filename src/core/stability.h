@@ -43,7 +43,7 @@ class StabilityTracker {
     std::optional<MonoTime> next_due;
   };
   // Drops entries not seen in the current generation (the file was claimed, moved or deleted)
-  // and summarizes the rest, in one pass.
+  // and forgotten ones, and summarizes the rest.
   Summary EndScan();
   // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
   // tracked from scratch). The entry itself goes at the next EndScan.
@@ -58,7 +58,6 @@ class StabilityTracker {
     uint32_t scans_equal = 0;
     uint64_t generation = 0;  // the last scan that listed it (see EndScan)
     bool queued = false;
-    bool forgotten = false;  // by Forget(): as if absent; erased at EndScan
   };
   using Node = std::unordered_map<std::string, Entry>::value_type;
   // One name of the last complete listing, with what SkipStat needs, kept in listing order. A
@@ -105,7 +104,8 @@ class StabilityTracker {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
-  // Names Forget() took since the last EndScan.
+  // Names Forget() took since the last EndScan (unless observed again since): their entries are
+  // as if absent, and EndScan erases them.
   std::unordered_set<std::string, NameHash, std::equal_to<>> forgotten_;
 };
 
