@@ -145,7 +145,7 @@ read_time() { tail -1 "$1" | awk '{ printf "%.3f %d\n", $2 + $3, $4 }'; }
 # Every run writes to a container of its own (a name just deleted may still be being deleted).
 run_ours() { # scen data_dir files bytes
   local scen=$1 data=$2 files=$3 bytes=$4 container="b-$1-ours-r$rep" session="bench-$1"
-  local dir=$TMP/svc-$scen st up=0 failed=0 ub=0 t0 t1 c0 c1 s0 s1 status=ok deadline hwm
+  local dir=$TMP/svc-$scen up=0 failed=0 ub=0 t0 t1 c0 c1 s0 s1 status=ok deadline hwm
   local -a extra=()
   read -r -a extra <<<"${SVC_ENV:-}"
   start_service "$dir" "$ENDPOINT" "$container" "${extra[@]}"
@@ -157,8 +157,8 @@ run_ours() { # scen data_dir files bytes
   svc_watch_start "$session"
   deadline=$((SECONDS + TOOL_TIMEOUT))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    st=$(svc_status) || st='{}'
-    read -r up failed ub < <(echo "$st" | jq -r '"\(.uploaded // 0) \(.failed // 0) \(.bytes_uploaded // 0)"')
+    svc_counters 2>/dev/null
+    up=$SVC_UP failed=$SVC_FAILED ub=$SVC_BYTES
     [ $((up + failed)) -ge "$files" ] && break
     alive "$SVC_PID" || break
     sleep 0.05

@@ -177,7 +177,8 @@ done
 deadline=$((SECONDS + 60))
 up=0
 while [ "$SECONDS" -lt "$deadline" ]; do
-  up=$(svc_status | jq '.uploaded')
+  svc_counters 2>/dev/null
+  up=$SVC_UP
   [ "$up" -ge "$TOTAL" ] && break
   sleep 0.1
 done
