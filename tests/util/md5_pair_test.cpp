@@ -50,6 +50,42 @@ TEST(Md5PairTest, BothKernelsMatchOpenSslForEveryLengthAndBlockSize) {
   }
 }
 
+TEST(Md5PairTest, TwoPairsInOnePassMatchOpenSsl) {
+  std::mt19937_64 rng(11);
+  std::string x(70'000, '\0'), y(70'000, '\0');
+  for (char& c : x) c = static_cast<char>(rng());
+  for (char& c : y) c = static_cast<char>(rng());
+  for (auto kernel : {Md5Pair::Kernel::kBest, Md5Pair::Kernel::kPortable}) {
+    // Blocks of 4,096 bytes fed in pieces of 64 x 1..40 bytes (together), then a short tail
+    // (separately: a pair with bytes pending is not passed together).
+    Md5Pair a(kernel), b(kernel);
+    size_t off = 0, block_start = 0;
+    while (block_start < 65'536) {
+      const size_t k = std::min<size_t>(64 * (rng() % 40 + 1), block_start + 4096 - off);
+      Md5Pair::UpdateTogether(a, x.data() + off, b, y.data() + off, k);
+      off += k;
+      if (off == block_start + 4096) {
+        ASSERT_EQ(a.FinishBlock(), Md5::Of(std::string_view(x).substr(block_start, 4096)));
+        ASSERT_EQ(b.FinishBlock(), Md5::Of(std::string_view(y).substr(block_start, 4096)));
+        block_start = off;
+      }
+    }
+    Md5Pair::UpdateTogether(a, x.data() + off, b, y.data() + off, 100);
+    EXPECT_EQ(a.FinishBlock(), Md5::Of(std::string_view(x).substr(off, 100)));
+    EXPECT_EQ(b.FinishBlock(), Md5::Of(std::string_view(y).substr(off, 100)));
+    EXPECT_EQ(a.FinishFile(), Md5::Of(std::string_view(x).substr(0, off + 100)));
+    EXPECT_EQ(b.FinishFile(), Md5::Of(std::string_view(y).substr(0, off + 100)));
+  }
+}
+
+TEST(Md5PairTest, PairsOfDifferentKernelsArePassedSeparately) {
+  std::string x(1024, 'x'), y(1024, 'y');
+  Md5Pair a(Md5Pair::Kernel::kBest), b(Md5Pair::Kernel::kPortable);
+  Md5Pair::UpdateTogether(a, x.data(), b, y.data(), x.size());
+  EXPECT_EQ(a.FinishFile(), Md5::Of(x));
+  EXPECT_EQ(b.FinishFile(), Md5::Of(y));
+}
+
 TEST(Md5PairTest, RefusesBytesAfterABlockThatEndedMidChunk) {
   Md5Pair pair;
   pair.Update("0123456789", 10);
