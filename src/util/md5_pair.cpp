@@ -317,8 +317,8 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
   Job mine{&pair, chunks, n};
   std::unique_lock lock(mu_);
   queue_.push_back(&mine);
-  // Whoever finds a thread free takes the oldest job and the next one it can pair with, so a
-  // job waits only while every thread is busy, and then for at most the passes ahead of it.
+  // Whoever finds a pass free takes the oldest job and the next one it can pair with, so a job
+  // waits only while every pass is taken, and then for at most the passes ahead of it.
   while (!mine.done) {
     if (running_ == threads_ || queue_.empty()) {
       cv_.wait(lock);
