@@ -9,7 +9,10 @@
 #                       AZCOPY_CONCURRENCY_VALUE)
 #        BLOCK_CONC=4   blocks in flight per large file (APP_AZURE_MAX_CONCURRENCY,
 #                       rclone --azureblob-upload-concurrency); AzCopy's CONC is global
-#        TOOLS="ours rclone azcopy"   OUT=file.md (also write the table there)
+#        TOOLS="ours rclone azcopy azcopy-md5"   OUT=file.md (also write the table there);
+#                       azcopy-md5 is AzCopy with --put-md5 (an MD5 of every file, stored on the
+#                       blob, as ours and rclone do): the peer at equal integrity. Issue 6's
+#                       targets compare with the peers' defaults (rclone, azcopy).
 #        REPEAT=1       runs per tool and scenario (interleaved); the table shows the run with the
 #                       median wall time, and the min-max of the wall times
 #        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
@@ -29,7 +32,7 @@ cd "$BENCH_ROOT"
 SCALE=${SCALE:-full}
 CONC=${CONC:-16}
 BLOCK_CONC=${BLOCK_CONC:-4}
-TOOLS=${TOOLS:-ours rclone azcopy}
+TOOLS=${TOOLS:-ours rclone azcopy azcopy-md5}
 REPEAT=${REPEAT:-1}
 POLL_S=${POLL_S:-0.2}
 MIN_AGE_S=${MIN_AGE_S:-0}
@@ -57,7 +60,7 @@ for t in $TOOLS; do
   case $t in
     ours) [ -x "$BIN" ] || die "$BIN missing: run make build" ;;
     rclone) command -v rclone >/dev/null || die "rclone missing: run make install" ;;
-    azcopy)
+    azcopy | azcopy-md5)
       [ -f "$AZCOPY" ] || die "$AZCOPY missing: run make install"
       [ -x "$AZCOPY" ] || chmod u+x "$AZCOPY" ;;  # the npm tarball ships it without the x bit
     *) die "unknown tool $t" ;;
@@ -188,6 +191,8 @@ run_ours() { # scen data_dir files bytes
 run_peer() { # tool scen data_dir files bytes
   local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1-r$rep" rc=0 t0 t1 s0 s1 code
   local tf=$TMP/time-$tool-$scen status=ok cpu rss strip=1
+  local -a md5=()
+  [ "$tool" = azcopy-md5 ] && md5=(--put-md5)
   : >"$TMP/rclone.conf"
   # AzCopy does not create a missing container on an emulator endpoint; our service creates its
   # own before /readyz. Create the peers' containers before the clock starts.
@@ -204,13 +209,13 @@ run_peer() { # tool scen data_dir files bytes
         --azureblob-upload-concurrency "$BLOCK_CONC" -q \
         >"$TMP/$tool-$scen.log" 2>&1 || rc=$?
       ;;
-    azcopy)
+    azcopy | azcopy-md5)
       mkdir -p "$TMP/azlog" "$TMP/azplan"
       env AZCOPY_CONCURRENCY_VALUE="$CONC" AZCOPY_LOG_LOCATION="$TMP/azlog" \
         AZCOPY_JOB_PLAN_LOCATION="$TMP/azplan" AZCOPY_DISABLE_SYSLOG=true \
         timeout -k 10 "$TOOL_TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$tf" \
         "$AZCOPY" copy "$data/src/*" "$ENDPOINT/$container/run?$SAS" --recursive \
-        --from-to LocalBlob --block-size-mb 8 --skip-version-check --output-level quiet \
+        --from-to LocalBlob --block-size-mb 8 --skip-version-check --output-level quiet "${md5[@]}" \
         <&"$HOLD_FD" >"$TMP/$tool-$scen.log" 2>&1 || rc=$?
       ;;
   esac
@@ -220,7 +225,7 @@ run_peer() { # tool scen data_dir files bytes
   if [ "$rc" -ne 0 ]; then
     status="FAIL(exit=$rc)"
     tail -5 "$TMP/$tool-$scen.log" >&2
-    if [ "$tool" = azcopy ]; then
+    if [ "$tool" != rclone ]; then
       grep -h -E 'ERR|FAILED|Final Job Status' "$TMP"/azlog/*.log 2>/dev/null | tail -5 | cut -c1-400 >&2 || true
     fi
   elif [ "$TARGET" = azurite ]; then
@@ -279,7 +284,9 @@ table() {
     "MB = 10^6 bytes; peak MiB = max RSS (VmHWM for the service, GNU time for the peers);" \
     "server CPU = Azurite's or nginx's CPU seconds during the run; ratios are ours / peer." \
     "Hashing: ours MD5s every file and every block (Content-MD5 on every request, whole-file MD5" \
-    "on the blob); rclone MD5s every file; AzCopy hashes nothing (its default, no --put-md5)." \
+    "on the blob); rclone MD5s every file; AzCopy hashes nothing (its default, no --put-md5);" \
+    "azcopy-md5 is AzCopy with --put-md5 (an MD5 of every file, stored on the blob): the peer at" \
+    "equal integrity (issue 6's targets compare with the defaults)." \
     "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
