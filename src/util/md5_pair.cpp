@@ -1,12 +1,11 @@
 #include "util/md5_pair.h"
 
-#include <sched.h>
+#include "util/cpus.h"
 
 #include <algorithm>
 #include <bit>
 #include <cstring>
 #include <stdexcept>
-#include <thread>
 
 namespace nbu {
 namespace {
@@ -303,13 +302,7 @@ Md5Digest FileHasher::FinishFile() { return pair_ ? pair_->FinishFile() : whole_
 Md5Combiner::Md5Combiner(unsigned threads) : threads_(std::max(1U, threads)) {}
 
 Md5Combiner& Md5Combiner::Shared() {
-  static Md5Combiner shared([] {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (::sched_getaffinity(0, sizeof set, &set) == 0)
-      return static_cast<unsigned>(CPU_COUNT(&set));
-    return std::thread::hardware_concurrency();
-  }());
+  static Md5Combiner shared(UsableCpus());
   return shared;
 }
 

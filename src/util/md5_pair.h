@@ -71,7 +71,7 @@ class Md5Pair {
 class Md5Combiner {
  public:
   explicit Md5Combiner(unsigned threads);
-  // The process's: one thread per CPU it may run on.
+  // The process's: one pass per CPU it can use (UsableCpus()).
   static Md5Combiner& Shared();
   void Compress(Md5Pair& pair, const unsigned char* chunks, size_t n);
   uint64_t passes() const;           // passes run here

@@ -1,0 +1,65 @@
+#include "util/cpus.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <string>
+#include <thread>
+
+namespace nbu {
+namespace {
+
+// A positive decimal integer, with surrounding blanks; 0 otherwise.
+long long ParsePositive(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t\n");
+  if (first == std::string_view::npos) return 0;
+  s.remove_prefix(first);
+  s = s.substr(0, s.find_last_not_of(" \t\n") + 1);
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v <= 0) return 0;
+  return v;
+}
+
+unsigned CeilDiv(long long quota, long long period) {
+  if (quota <= 0 || period <= 0) return 0;
+  return static_cast<unsigned>((quota + period - 1) / period);
+}
+
+std::string ReadSmallFile(const char* path) {
+  std::ifstream in(path);
+  std::string text;
+  std::getline(in, text);
+  return text;
+}
+
+}  // namespace
+
+unsigned CpusFromCgroupV2Max(std::string_view text) {
+  const auto space = text.find(' ');
+  if (space == std::string_view::npos) return 0;
+  return CeilDiv(ParsePositive(text.substr(0, space)), ParsePositive(text.substr(space + 1)));
+}
+
+unsigned CpusFromCgroupV1(std::string_view quota_us, std::string_view period_us) {
+  return CeilDiv(ParsePositive(quota_us), ParsePositive(period_us));
+}
+
+unsigned UsableCpus() {
+  unsigned cpus = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) cpus = static_cast<unsigned>(CPU_COUNT(&set));
+  if (cpus == 0) cpus = std::thread::hardware_concurrency();
+  unsigned quota = CpusFromCgroupV2Max(ReadSmallFile("/sys/fs/cgroup/cpu.max"));
+  if (quota == 0) {
+    quota = CpusFromCgroupV1(ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                             ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
+  }
+  if (quota != 0 && (cpus == 0 || quota < cpus)) cpus = quota;
+  return std::max(1U, cpus);
+}
+
+}  // namespace nbu
