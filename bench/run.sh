@@ -3,7 +3,8 @@
 # the same in-memory Azurite (one per round of the three tools) and a fast nginx sink, all on
 # 127.0.0.1.
 #
-# Usage: bench/run.sh                      full run (about 3-4 minutes on 2 cores)
+# Usage: bench/run.sh                      full run (one run of each tool: about 2 minutes on 2
+#                                          cores; REPEAT=3, as make bench does it: about 5)
 #        SCALE=smoke bench/run.sh          50 x 64 KiB + 1 x 8 MiB, Azurite only (< 60 s)
 # Env:   CONC=16        files in flight (our APP_WORKER_CONCURRENCY, rclone --transfers,
 #                       AZCOPY_CONCURRENCY_VALUE)
