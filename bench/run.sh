@@ -18,6 +18,8 @@
 #                       median wall time, and the min-max of the wall times
 #        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
 #        SVC_ENV="APP_X=y ..."  extra settings for the service (e.g. APP_STAGING_FSYNC=true)
+#        LIMITS=1       on sink scenarios, also measure the machine's limits for the data set:
+#                       limit-read (cat every file) and limit-send (curl -T every file to the sink)
 #        MIN_AGE_S=0    our APP_MIN_FILE_AGE_S. 0 puts us on the peers' terms: the files are
 #                       complete when the session directory is renamed into incoming/, and the
 #                       peers wait for nothing (a file is still queued only after two equal
@@ -237,6 +239,47 @@ run_peer() { # tool scen data_dir files bytes
     "$(fsub "$s1" "$s0")" "$status"
 }
 
+# The machine's own limits on a sink data set, measured in the same round: "limit-read" reads
+# every file (cat, CONC at a time: the page-cached read every client starts from), "limit-send"
+# sends every byte to the sink (curl -T, CONC connections, each reusing its connection for its
+# share), files over 8 MiB in 8 MiB pieces as every tool here sends them (split beforehand, off
+# the clock; the sink keeps bodies up to 64 MiB in memory and writes bigger ones to disk).
+# Neither hashes nor stages: no client can beat them on this machine.
+run_limit() { # kind scen data_dir files bytes
+  local kind=$1 scen=$2 data=$3 files=$4 bytes=$5 tf=$TMP/time-limit-$1-$2 rc=0 t0 t1 s0 s1 cpu rss
+  local per=$(((files + CONC - 1) / CONC)) status=ok f
+  if [ "$kind" = send ]; then
+    rm -rf "$TMP/limit-parts"
+    cp -al "$data/src" "$TMP/limit-parts"
+    while IFS= read -r -d '' f; do
+      split -b 8M -a 5 -d "$f" "$f." && rm "$f"
+    done < <(find "$TMP/limit-parts" -type f -size +8M -print0)
+    per=$((($(find "$TMP/limit-parts" -type f | wc -l) + CONC - 1) / CONC))
+  fi
+  s0=$(server_cpu)
+  t0=$(now)
+  case $kind in
+    read)
+      (cd "$data/src" && find . -type f -print0 |
+        /usr/bin/time -f '%e %U %S %M' -o "$tf" xargs -0 -P "$CONC" -n "$per" cat >/dev/null) || rc=$?
+      ;;
+    send)
+      # shellcheck disable=SC2016  # the inner script expands its own arguments
+      (cd "$TMP/limit-parts" && find . -type f -print0 |
+        /usr/bin/time -f '%e %U %S %M' -o "$tf" xargs -0 -P "$CONC" -n "$per" bash -c \
+          'a=(); for f; do a+=(-o /dev/null -T "$f" "$0/${f#./}"); done; exec curl -sSf -H "Expect:" "${a[@]}"' \
+          "$ENDPOINT/limits/run") || rc=$?
+      ;;
+  esac
+  t1=$(now)
+  s1=$(server_cpu)
+  read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")
+  [ "$rc" -eq 0 ] || status="FAIL(exit=$rc)"
+  rm -rf "$TMP/limit-parts"
+  add_row "$scen" "limit-$kind" "$files" "$bytes" "$(fsub "$t1" "$t0")" "$cpu" "$rss" \
+    "$(fsub "$s1" "$s0")" "$status"
+}
+
 # --- Main -------------------------------------------------------------------------------------
 SAS=$(account_sas)
 for sc in "${SCEN_LIST[@]}"; do
@@ -270,6 +313,12 @@ for sc in "${SCEN_LIST[@]}"; do
       fi
       tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2
     done
+    if [ "$TARGET" = sink ] && [ "${LIMITS:-1}" = 1 ]; then
+      for kind in read send; do
+        run_limit "$kind" "$scen" "$data" "$files" "$bytes"
+        tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2
+      done
+    fi
   done
   if [ "$TARGET" = sink ]; then stop_pid "$SINK_PID" 5; fi
 done
