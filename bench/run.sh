@@ -70,7 +70,6 @@ for t in $TOOLS; do
   esac
 done
 [ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) missing: run make install"
-command -v jq >/dev/null || die "jq missing: run make install"
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/nbu-bench.XXXXXX")
