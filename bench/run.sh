@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: nfs-blob-uploader vs rclone vs AzCopy, on the same generated files and
-# the same in-memory Azurite (one per round of the three tools) and a fast nginx sink, all on
+# the same in-memory Azurite (one per round of the tools) and a fast nginx sink, all on
 # 127.0.0.1.
 #
 # Usage: bench/run.sh                      full run (one run of each tool: about 2 minutes on 2
