@@ -221,8 +221,8 @@ void Md5Pair::Update(const void* data, size_t len) {
 
 void Md5Pair::UpdateTogether(Md5Pair& a, const void* a_data, Md5Pair& b, const void* b_data,
                              size_t len) {
-  if (a.pending_len_ != 0 || b.pending_len_ != 0 || len % 64 != 0 || a.kernels_ != b.kernels_ ||
-      a.tail_seen_ || b.tail_seen_ || len == 0) {
+  if (a.pending_len_ != 0 || b.pending_len_ != 0 || len % 64 != 0 || a.tail_seen_ || b.tail_seen_ ||
+      len == 0) {
     a.Update(a_data, len);
     b.Update(b_data, len);
     return;
@@ -310,8 +310,9 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
   Job mine{&pair, chunks, n};
   std::unique_lock lock(mu_);
   queue_.push_back(&mine);
-  // Whoever finds a pass free takes the oldest job and the next one it can pair with, so a job
-  // waits only while every pass is taken, and then for at most the passes ahead of it.
+  // Whoever finds a pass free takes the two oldest jobs, so a job waits only while every pass is
+  // taken, and then for at most the passes ahead of it. Any two pairs can share a pass: every
+  // kernel build computes the same digests (the first job's build runs).
   while (!mine.done) {
     if (running_ == threads_ || queue_.empty()) {
       cv_.wait(lock);
@@ -320,12 +321,9 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
     Job* a = queue_.front();
     queue_.pop_front();
     Job* b = nullptr;
-    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-      if ((*it)->pair->kernels_ == a->pair->kernels_) {
-        b = *it;
-        queue_.erase(it);
-        break;
-      }
+    if (!queue_.empty()) {
+      b = queue_.front();
+      queue_.pop_front();
     }
     ++running_;
     ++passes_;

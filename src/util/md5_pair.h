@@ -34,8 +34,8 @@ class Md5Pair {
   // Feeds the bytes to both streams.
   void Update(const void* data, size_t len);
   // Feeds `len` bytes to each of two pairs (`a_data` to a, `b_data` to b) in one pass over the
-  // chunks, as the combiner does; separately unless both have no bytes pending, `len` is a
-  // multiple of 64 and both use the same kernel.
+  // chunks, in a's kernel build, as the combiner does; separately unless both have no bytes
+  // pending and `len` is a multiple of 64.
   static void UpdateTogether(Md5Pair& a, const void* a_data, Md5Pair& b, const void* b_data,
                              size_t len);
   // The MD5 of the bytes since the last block boundary; the block stream restarts. Between two

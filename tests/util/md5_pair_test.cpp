@@ -78,12 +78,15 @@ TEST(Md5PairTest, TwoPairsInOnePassMatchOpenSsl) {
   }
 }
 
-TEST(Md5PairTest, PairsOfDifferentKernelsArePassedSeparately) {
+// Every kernel build computes the same digests, so pairs built for different kernels may share a
+// pass (in the first one's build).
+TEST(Md5PairTest, PairsOfDifferentKernelsShareAPass) {
   std::string x(1024, 'x'), y(1024, 'y');
-  Md5Pair a(Md5Pair::Kernel::kBest), b(Md5Pair::Kernel::kPortable);
+  Md5Pair a(Md5Pair::Kernel::kPortable), b(Md5Pair::Kernel::kBest);
   Md5Pair::UpdateTogether(a, x.data(), b, y.data(), x.size());
-  EXPECT_EQ(a.FinishFile(), Md5::Of(x));
-  EXPECT_EQ(b.FinishFile(), Md5::Of(y));
+  Md5Pair::UpdateTogether(b, y.data(), a, x.data(), y.size());
+  EXPECT_EQ(a.FinishFile(), Md5::Of(x + x));
+  EXPECT_EQ(b.FinishFile(), Md5::Of(y + y));
 }
 
 TEST(Md5PairTest, RefusesBytesAfterABlockThatEndedMidChunk) {
