@@ -44,6 +44,11 @@ bool StabilityTracker::Forgotten(std::string_view rel) const {
   return !forgotten_.empty() && forgotten_.find(rel) != forgotten_.end();
 }
 
+bool StabilityTracker::MustStat(std::string_view rel, bool queued, MonoTime first_seen,
+                                MonoTime now) const {
+  return Forgotten(rel) || (!queued && now - first_seen >= min_age_);
+}
+
 bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
   Node* n = Find(rel);
   bool fresh = n == nullptr;
@@ -77,7 +82,7 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
     if (l.name_len == rel.size() &&
         std::memcmp(names_.data() + l.name_off, rel.data(), rel.size()) == 0) {
       const size_t at = cursor_++;
-      if (Forgotten(rel) || (!l.queued && now - l.first_seen >= min_age_)) return false;
+      if (MustStat(rel, l.queued, l.first_seen, now)) return false;
       seen_.push_back({l.node, at});
       return true;
     }
@@ -85,7 +90,7 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
   Node* n = Find(rel);
   if (n == nullptr) return false;
   const Entry& e = n->second;
-  if (Forgotten(rel) || (!e.queued && now - e.first_seen >= min_age_)) return false;
+  if (MustStat(rel, e.queued, e.first_seen, now)) return false;
   MarkSeen(n);
   return true;
 }

@@ -87,6 +87,9 @@ class StabilityTracker {
   // Counts the entry as listed by this scan, read from the table.
   void MarkSeen(Node* n);
   bool Forgotten(std::string_view rel) const;
+  // True when SkipStat must not skip a tracked name: forgotten, or pending and old enough to be
+  // checked.
+  bool MustStat(std::string_view rel, bool queued, MonoTime first_seen, MonoTime now) const;
 
   Duration min_age_;
   uint64_t generation_ = 0;
