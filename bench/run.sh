@@ -143,8 +143,13 @@ server_cpu() { proc_cpu_s "$SERVER_PID"; }
 # add_row scenario tool files bytes seconds cpu_s peak_kib server_cpu_s status
 add_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
 
-# time_file -> "user+sys maxrss_kib" from GNU time's last line
+# "${TIMED[@]}" time_file command... : GNU time writes "wall user sys maxrss_kib" to time_file
+# (an array, not a function, so that timeout can run it); read_time time_file -> "user+sys
+# maxrss_kib" from its last line.
+TIMED=(/usr/bin/time -f '%e %U %S %M' -o)
 read_time() { tail -1 "$1" | awk '{ printf "%.3f %d\n", $2 + $3, $4 }'; }
+# The last row, as a progress line.
+log_row() { tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2; }
 
 # --- The tools --------------------------------------------------------------------------------
 # Every run writes to a container of its own (a name just deleted may still be being deleted).
@@ -205,7 +210,7 @@ run_peer() { # tool scen data_dir files bytes
   t0=$(now)
   case $tool in
     rclone)
-      rclone_env timeout -k 10 "$TOOL_TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$tf" \
+      rclone_env timeout -k 10 "$TOOL_TIMEOUT" "${TIMED[@]}" "$tf" \
         rclone --config "$TMP/rclone.conf" copy "$data/src" "bench:$container/run" \
         --transfers "$CONC" --azureblob-chunk-size 8M \
         --azureblob-upload-concurrency "$BLOCK_CONC" -q \
@@ -215,7 +220,7 @@ run_peer() { # tool scen data_dir files bytes
       mkdir -p "$TMP/azlog" "$TMP/azplan"
       env AZCOPY_CONCURRENCY_VALUE="$CONC" AZCOPY_LOG_LOCATION="$TMP/azlog" \
         AZCOPY_JOB_PLAN_LOCATION="$TMP/azplan" AZCOPY_DISABLE_SYSLOG=true \
-        timeout -k 10 "$TOOL_TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$tf" \
+        timeout -k 10 "$TOOL_TIMEOUT" "${TIMED[@]}" "$tf" \
         "$AZCOPY" copy "$data/src/*" "$ENDPOINT/$container/run?$SAS" --recursive \
         --from-to LocalBlob --block-size-mb 8 --skip-version-check --output-level quiet "${md5[@]}" \
         <&"$HOLD_FD" >"$TMP/$tool-$scen.log" 2>&1 || rc=$?
@@ -260,12 +265,12 @@ run_limit() { # kind scen data_dir files bytes
   case $kind in
     read)
       (cd "$data/src" && find . -type f -print0 |
-        /usr/bin/time -f '%e %U %S %M' -o "$tf" xargs -0 -P "$CONC" -n "$per" cat >/dev/null) || rc=$?
+        "${TIMED[@]}" "$tf" xargs -0 -P "$CONC" -n "$per" cat >/dev/null) || rc=$?
       ;;
     send)
       # shellcheck disable=SC2016  # the inner script expands its own arguments
       (cd "$TMP/limit-parts" && find . -type f -print0 |
-        /usr/bin/time -f '%e %U %S %M' -o "$tf" xargs -0 -P "$CONC" -n "$per" bash -c \
+        "${TIMED[@]}" "$tf" xargs -0 -P "$CONC" -n "$per" bash -c \
           'a=(); for f; do a+=(-o /dev/null -T "$f" "$0/${f#./}"); done; exec curl -sSf -H "Expect:" "${a[@]}"' \
           "$ENDPOINT/limits/run") || rc=$?
       ;;
@@ -310,12 +315,12 @@ for sc in "${SCEN_LIST[@]}"; do
       else
         run_peer "$tool" "$scen" "$data" "$files" "$bytes"
       fi
-      tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2
+      log_row
     done
     if [ "$TARGET" = sink ] && [ "${LIMITS:-1}" = 1 ]; then
       for kind in read send; do
         run_limit "$kind" "$scen" "$data" "$files" "$bytes"
-        tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2
+        log_row
       done
     fi
   done
