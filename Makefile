@@ -21,7 +21,7 @@ SOURCES := $(shell git ls-files '*.cpp' '*.h' 2>/dev/null)
 
 .PHONY: help install build build-asan build-tsan run test test-unit test-asan test-tsan lint format \
         format-check typecheck clean dev-up dev-down watch-start watch-stop test-status gen-start \
-        gen-stop bench bench-smoke docker-build docker-up docker-down k3s-apply k3s-delete shellcheck
+        gen-stop bench bench-micro bench-smoke docker-build docker-up docker-down k3s-apply k3s-delete shellcheck
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -80,7 +80,7 @@ shellcheck: ## Lint the shell scripts
 	shellcheck $$(git ls-files '*.sh') .ci/run
 
 typecheck: ## Strictest compile (warnings as errors) plus cppcheck
-	cmake -S . -B build-typecheck -DCMAKE_BUILD_TYPE=Debug -DNBU_WERROR=ON $(CMAKE_FLAGS)
+	cmake -S . -B build-typecheck -DCMAKE_BUILD_TYPE=Debug -DNBU_WERROR=ON -DNBU_BUILD_BENCH=ON $(CMAKE_FLAGS)
 	cmake --build build-typecheck -j $(JOBS)
 	cppcheck --project=build-typecheck/compile_commands.json --enable=warning,performance,portability \
 	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -i tests/ -i build-typecheck/ --quiet -j $(JOBS)
@@ -139,6 +139,11 @@ bench: install build ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan
 	OUT=$(BENCH_OUT)/run.md REPEAT=$(BENCH_REPEAT) bench/run.sh
 	OUT=$(BENCH_OUT)/scale.md bench/scale.sh
 	bench/update-results.sh $(BENCH_OUT)/run.md $(BENCH_OUT)/scale.md
+
+bench-micro: install ## MD5 micro-benchmarks (OpenSSL, one Md5Pair, two pairs in one pass) on one thread
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release -DNBU_BUILD_BENCH=ON $(CMAKE_FLAGS)
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target md5_bench
+	$(BUILD_DIR)/bin/md5_bench --benchmark_min_time=1
 
 bench-smoke: install build ## Short bench (< 60 s): every tool finishes and every file arrives intact; no timing checks
 	SCALE=smoke bench/run.sh

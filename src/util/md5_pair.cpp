@@ -150,7 +150,8 @@ void CompressTwoDefault(Md5Lanes& s, const unsigned char* p, Md5Lanes& t, const 
 
 #if defined(__x86_64__)
 // With AVX-512VL the rotations are single instructions (vprold) and the boolean functions fuse
-// (vpternlogd): 0.50 -> 0.33 s per 256 MiB for the pair here (two OpenSSL MD5 passes: 0.75 s).
+// (vpternlogd): 0.42 -> 0.27 s per 256 MiB for the pair (two OpenSSL MD5 passes: 0.62 s), from
+// `make bench-micro` on the 2-core VM of bench/RESULTS.md.
 __attribute__((target("avx512f,avx512vl"))) void CompressAvx512(Md5Lanes& s, const unsigned char* p,
                                                                 size_t n) {
   CompressOne(s, p, n);
@@ -276,7 +277,7 @@ bool Md5Pair::Accelerated() {
 
 FileHasher::FileHasher(uint64_t block_size) : blocks_(block_size != 0) {
   // Without blocks the pair's second lane idles, but its AVX-512VL build is still the faster
-  // MD5: 70 against OpenSSL's 84 us per 64 KiB here (its portable build: 111 us).
+  // MD5: 65 against OpenSSL's 76-77 us per 64 KiB (`make bench-micro`; the portable build: ~105).
   if (block_size % 64 == 0 && (blocks_ || Md5Pair::Accelerated())) {
     pair_.emplace(Md5Pair::Kernel::kBest, &Md5Combiner::Shared());
     return;

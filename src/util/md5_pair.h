@@ -64,10 +64,11 @@ class Md5Pair {
 // Hashes the chunks that several threads' Md5Pairs are given at once, running at most `threads`
 // passes at a time and two pairs per pass when two are waiting. One pair's MD5s are a chain of
 // dependent steps that leaves most of a core idle; a pass over two pairs (all four lanes busy)
-// costs ~1.13x a pass over one (AVX-512VL here: 950 MB/s for one pair, 2 x 838 MB/s for two),
-// so when more large files are hashed at once than passes may run, the waiting ones are hashed
-// together for little more than half the CPU. A job waits only while every pass is taken, and
-// its bytes stay where they are: the thread that passes them hashes them in place.
+// costs 1.03-1.05x a pass over one (`make bench-micro`, AVX-512VL: 1,007 MB/s for one pair,
+// 1,924-1,957 MB/s for two), so when more large files are hashed at once than passes may run, the
+// waiting ones are hashed together for little more than half the CPU. A job waits only while every
+// pass is taken, and its bytes stay where they are: the thread that passes them hashes them in
+// place.
 class Md5Combiner {
  public:
   explicit Md5Combiner(unsigned threads);
