@@ -151,8 +151,9 @@ start_service() {
 svc_status() { curl -fsS --max-time 5 "http://127.0.0.1:$SVC_PORT/v1/status"; }
 
 # svc_counters: SVC_UP, SVC_FAILED, SVC_BYTES from /v1/status, with bash builtins only (/dev/tcp,
-# read, regexes; no fork): the timed loop polls every 50 ms, and a curl + jq pair costs ~25 ms
-# of CPU, which on 2 cores took a third of a core from the service under test.
+# read, regexes; no fork): the timed loop polls every 50 ms, and a curl + jq pair costs ~22 ms
+# of CPU (curl 4.5 ms, jq 17 ms), which on 2 cores took ~30 % of a core from the service under
+# test.
 # shellcheck disable=SC2034  # the SVC_ variables are read by the callers
 svc_counters() {
   local fd body=""
