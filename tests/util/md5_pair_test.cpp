@@ -117,5 +117,17 @@ TEST(FileHasherTest, EveryBlockSize) {
   }
 }
 
+// The service's hashes share passes only if FileHasher hands its large pieces to the process's
+// combiner (a pair with blocks: on every CPU, with or without AVX-512).
+TEST(FileHasherTest, LargePiecesGoThroughTheSharedCombiner) {
+  const std::string data(Md5Pair::kCombineBytes, 'q');
+  const uint64_t before = Md5Combiner::Shared().passes();
+  FileHasher h(Md5Pair::kCombineBytes);
+  h.Update(data.data(), data.size());
+  EXPECT_EQ(h.FinishBlock(), Md5::Of(data));
+  EXPECT_EQ(h.FinishFile(), Md5::Of(data));
+  EXPECT_EQ(Md5Combiner::Shared().passes(), before + 1);
+}
+
 }  // namespace
 }  // namespace nbu
