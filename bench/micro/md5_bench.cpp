@@ -1,6 +1,6 @@
 // MD5 throughput of the hashers the service uses, on one thread: OpenSSL's MD5, one Md5Pair (the
-// file's MD5 and a block's in one pass), and two pairs sharing a pass as Md5Combiner runs them.
-// bytes_per_second counts the bytes of every file hashed (two files' for a shared pass).
+// file's MD5 and a block's in one pass), and two to four pairs sharing a pass as Md5Combiner runs
+// them. bytes_per_second counts the bytes of every file hashed (each file's for a shared pass).
 #include "util/crypto.h"
 #include "util/md5_pair.h"
 
@@ -8,6 +8,7 @@
 
 #include <random>
 #include <string>
+#include <vector>
 
 namespace nbu {
 namespace {
@@ -42,28 +43,40 @@ void BM_Md5Pair(benchmark::State& state, Md5Pair::Kernel kernel) {
   state.SetBytesProcessed(state.iterations() * state.range(0));
 }
 
-// Two pairs, `range(0)` bytes each per pass.
-void BM_Md5PairTwoFiles(benchmark::State& state, Md5Pair::Kernel kernel) {
-  const std::string x = RandomBytes(static_cast<size_t>(state.range(0)), 3);
-  const std::string y = RandomBytes(static_cast<size_t>(state.range(0)), 4);
-  Md5Pair a(kernel), b(kernel);
+// range(1) pairs (2..4), `range(0)` bytes each per pass.
+void BM_Md5PairsTogether(benchmark::State& state, Md5Pair::Kernel kernel) {
+  const auto len = static_cast<size_t>(state.range(0));
+  const auto count = static_cast<size_t>(state.range(1));
+  std::vector<std::string> data;
+  std::vector<Md5Pair> pairs;
+  for (size_t k = 0; k < count; ++k) {
+    data.push_back(RandomBytes(len, 3 + k));
+    pairs.emplace_back(kernel);
+  }
+  auto feed = [&](size_t k) { return Md5Pair::Feed{&pairs[k], data[k].data()}; };
   size_t in_block = 0;
   for (auto _ : state) {
-    Md5Pair::UpdateTogether(a, x.data(), b, y.data(), x.size());
-    if ((in_block += x.size()) >= kBlock) {
-      benchmark::DoNotOptimize(a.FinishBlock());
-      benchmark::DoNotOptimize(b.FinishBlock());
+    if (count == 2) Md5Pair::UpdateTogether({feed(0), feed(1)}, len);
+    if (count == 3) Md5Pair::UpdateTogether({feed(0), feed(1), feed(2)}, len);
+    if (count == 4) Md5Pair::UpdateTogether({feed(0), feed(1), feed(2), feed(3)}, len);
+    if ((in_block += len) >= kBlock) {
+      for (auto& p : pairs) benchmark::DoNotOptimize(p.FinishBlock());
       in_block = 0;
     }
   }
-  state.SetBytesProcessed(state.iterations() * 2 * state.range(0));
+  state.SetBytesProcessed(state.iterations() * state.range(1) * state.range(0));
 }
 
 BENCHMARK(BM_OpenSslMd5)->Arg(64 << 10)->Arg(1 << 20);
 BENCHMARK_CAPTURE(BM_Md5Pair, best, Md5Pair::Kernel::kBest)->Arg(64 << 10)->Arg(1 << 20);
 BENCHMARK_CAPTURE(BM_Md5Pair, portable, Md5Pair::Kernel::kPortable)->Arg(1 << 20);
-BENCHMARK_CAPTURE(BM_Md5PairTwoFiles, best, Md5Pair::Kernel::kBest)->Arg(1 << 20);
-BENCHMARK_CAPTURE(BM_Md5PairTwoFiles, portable, Md5Pair::Kernel::kPortable)->Arg(1 << 20);
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, best, Md5Pair::Kernel::kBest)
+    ->Args({1 << 20, 2})
+    ->Args({1 << 20, 3})
+    ->Args({1 << 20, 4});
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, portable, Md5Pair::Kernel::kPortable)
+    ->Args({1 << 20, 2})
+    ->Args({1 << 20, 4});
 
 }  // namespace
 }  // namespace nbu

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <mutex>
 #include <optional>
 
@@ -33,11 +34,16 @@ class Md5Pair {
   static bool Accelerated();
   // Feeds the bytes to both streams.
   void Update(const void* data, size_t len);
-  // Feeds `len` bytes to each of two pairs (`a_data` to a, `b_data` to b) in one pass over the
-  // chunks, in a's kernel build, as the combiner does; separately unless both have no bytes
-  // pending and `len` is a multiple of 64.
-  static void UpdateTogether(Md5Pair& a, const void* a_data, Md5Pair& b, const void* b_data,
-                             size_t len);
+  // At most this many pairs advance in one pass (eight lanes).
+  static constexpr int kMaxTogether = 4;
+  struct Feed {
+    Md5Pair* pair;
+    const void* data;
+  };
+  // Feeds `len` bytes to each of up to kMaxTogether pairs (each its own `data`) in one pass over
+  // the chunks, in the first pair's kernel build, as the combiner does; separately unless none
+  // has bytes pending and `len` is a multiple of 64.
+  static void UpdateTogether(std::initializer_list<Feed> feeds, size_t len);
   // The MD5 of the bytes since the last block boundary; the block stream restarts. Between two
   // boundaries the file must have advanced by a multiple of 64 bytes, unless no more bytes come.
   Md5Digest FinishBlock();
@@ -57,26 +63,29 @@ class Md5Pair {
   bool tail_seen_ = false;  // a block ended inside a chunk: no more bytes may come
 
   void Compress(const unsigned char* chunks, size_t n);
+  // n chunks of each pair's data in one pass (count: 2..kMaxTogether), in pairs[0]'s build.
+  static void PassTogether(Md5Pair* const* pairs, const unsigned char* const* data, int count,
+                           size_t n);
   // Pads `lane` and returns its digest; the other lane's state is left as it was.
   Md5Digest Finish(int lane, uint64_t len);
 };
 
-// Hashes the chunks that several threads' Md5Pairs are given at once, running at most `threads`
-// passes at a time and two pairs per pass when two are waiting. One pair's MD5s are a chain of
-// dependent steps that leaves most of a core idle; a pass over two pairs (all four lanes busy)
-// costs 1.03-1.05x a pass over one (`make bench-micro`, AVX-512VL: 1,007 MB/s for one pair,
-// 1,924-1,957 MB/s for two), so when more large files are hashed at once than passes may run, the
-// waiting ones are hashed together for little more than half the CPU. A job waits only while every
-// pass is taken, and its bytes stay where they are: the thread that passes them hashes them in
-// place.
+// Hashes the chunks that several threads' Md5Pairs are given at once, in shared passes. One
+// pair's MD5s are a chain of dependent steps that leaves most of a core idle: a pass over two
+// pairs (four lanes) or four (eight) costs little more than a pass over one (`make bench-micro`,
+// AVX-512VL, 1 MiB each: one pair 0.94-0.95 GB/s, two 1.69-1.70, four 2.79-2.86). So at most
+// `threads` passes run at once, each over up to Md5Pair::kMaxTogether waiting pairs, the oldest
+// first; a pass starts for a lone pair only when no other runs (else the pair waits for company
+// or for that pass to end, not for a CPU of its own). Bytes stay where they are: the thread that
+// runs a pass hashes them in place.
 class Md5Combiner {
  public:
   explicit Md5Combiner(unsigned threads);
   // The process's: one pass per CPU it can use (UsableCpus()).
   static Md5Combiner& Shared();
   void Compress(Md5Pair& pair, const unsigned char* chunks, size_t n);
-  uint64_t passes() const;           // passes run here
-  uint64_t passes_together() const;  // of which advanced two pairs
+  uint64_t passes() const;        // passes run here
+  uint64_t pairs_passed() const;  // pairs advanced by them (passes() when none was shared)
 
  private:
   struct Job {
@@ -91,9 +100,9 @@ class Md5Combiner {
   std::deque<Job*> queue_;  // waiting for a pass, oldest first
   unsigned running_ = 0;    // passes under way
   uint64_t passes_ = 0;
-  uint64_t together_ = 0;
+  uint64_t pairs_passed_ = 0;
 
-  static void Run(Job& a, Job* b);  // b: nullptr, or hashed in the same pass as a
+  static void Run(Job* const* jobs, int count);  // in one pass
 };
 
 // The whole file's MD5 and each block's, from one read of the bytes: an Md5Pair when the block

@@ -42,8 +42,8 @@ TEST(Md5CombinerTest, ThreadsHashingAtOnceGetTheirOwnDigestsAndShareSomePasses) 
     files[t].bytes.resize((3 << 20) + 17 * t + 5);
     for (char& c : files[t].bytes) c = static_cast<char>(rng());
   }
-  // Rounds until some pass advanced two pairs; in practice the first round does.
-  for (int round = 0; round < 20 && combiner.passes_together() == 0; ++round) {
+  // Rounds until some pass advanced more than one pair; in practice the first round does.
+  for (int round = 0; round < 20 && combiner.pairs_passed() == combiner.passes(); ++round) {
     std::barrier start(kThreads);
     std::vector<std::jthread> threads;
     for (auto& f : files) {
@@ -62,7 +62,41 @@ TEST(Md5CombinerTest, ThreadsHashingAtOnceGetTheirOwnDigestsAndShareSomePasses) 
       }
     }
   }
-  EXPECT_GT(combiner.passes_together(), 0U);
+  EXPECT_GT(combiner.pairs_passed(), combiner.passes());
+}
+
+// One long pass, and `n` pieces of kCombineBytes handed in (each on its own thread) while it runs;
+// every digest checked.
+void PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
+  const std::string big(128 << 20, 'b');  // long enough for every piece to arrive meanwhile
+  const std::string piece(Md5Pair::kCombineBytes, 'p');
+  Md5Pair first(Md5Pair::Kernel::kBest, &combiner);
+  std::vector<Md5Pair> pairs(n, Md5Pair(Md5Pair::Kernel::kBest, &combiner));
+  {
+    std::jthread long_pass([&] { first.Update(big.data(), big.size()); });
+    while (combiner.passes() == 0) std::this_thread::yield();
+    std::vector<std::jthread> threads;
+    for (auto& p : pairs) threads.emplace_back([&] { p.Update(piece.data(), piece.size()); });
+  }
+  EXPECT_EQ(first.FinishFile(), Md5::Of(big));
+  for (auto& p : pairs) EXPECT_EQ(p.FinishFile(), Md5::Of(piece));
+}
+
+// While one pass runs, a second one starts only for two or more pairs: a lone piece waits for the
+// running pass to end or for company, rather than take another CPU for one pair.
+TEST(Md5CombinerTest, ASecondPassRunsOnlyForTwoOrMorePairs) {
+  Md5Combiner combiner(2);
+  PiecesBehindALongPass(combiner, 2);
+  EXPECT_EQ(combiner.passes(), 2U);
+  EXPECT_EQ(combiner.pairs_passed(), 3U);
+}
+
+// Pieces that wait share the next pass, up to Md5Pair::kMaxTogether of them.
+TEST(Md5CombinerTest, UpToMaxTogetherWaitingPairsShareAPass) {
+  Md5Combiner combiner(1);
+  PiecesBehindALongPass(combiner, Md5Pair::kMaxTogether + 1);
+  EXPECT_EQ(combiner.passes(), 3U);  // the long one, four together, the fifth
+  EXPECT_EQ(combiner.pairs_passed(), 1U + Md5Pair::kMaxTogether + 1);
 }
 
 TEST(Md5CombinerTest, OnlyPiecesOfAtLeastCombineBytesGoThroughIt) {

@@ -5,6 +5,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace nbu {
 namespace {
@@ -50,31 +51,47 @@ TEST(Md5PairTest, BothKernelsMatchOpenSslForEveryLengthAndBlockSize) {
   }
 }
 
-TEST(Md5PairTest, TwoPairsInOnePassMatchOpenSsl) {
+// Two, three and four pairs in one pass (three: the third's bytes run twice, into a scratch state).
+TEST(Md5PairTest, PairsInOnePassMatchOpenSsl) {
   std::mt19937_64 rng(11);
-  std::string x(70'000, '\0'), y(70'000, '\0');
-  for (char& c : x) c = static_cast<char>(rng());
-  for (char& c : y) c = static_cast<char>(rng());
+  std::vector<std::string> data(Md5Pair::kMaxTogether, std::string(70'000, '\0'));
+  for (auto& d : data) {
+    for (char& c : d) c = static_cast<char>(rng());
+  }
   for (auto kernel : {Md5Pair::Kernel::kBest, Md5Pair::Kernel::kPortable}) {
-    // Blocks of 4,096 bytes fed in pieces of 64 x 1..40 bytes (together), then a short tail
-    // (separately: a pair with bytes pending is not passed together).
-    Md5Pair a(kernel), b(kernel);
-    size_t off = 0, block_start = 0;
-    while (block_start < 65'536) {
-      const size_t k = std::min<size_t>(64 * (rng() % 40 + 1), block_start + 4096 - off);
-      Md5Pair::UpdateTogether(a, x.data() + off, b, y.data() + off, k);
-      off += k;
-      if (off == block_start + 4096) {
-        ASSERT_EQ(a.FinishBlock(), Md5::Of(std::string_view(x).substr(block_start, 4096)));
-        ASSERT_EQ(b.FinishBlock(), Md5::Of(std::string_view(y).substr(block_start, 4096)));
-        block_start = off;
+    for (size_t count = 2; count <= data.size(); ++count) {
+      SCOPED_TRACE(count);
+      std::vector<Md5Pair> pairs(count, Md5Pair(kernel));
+      auto together = [&](size_t off, size_t len) {
+        std::vector<Md5Pair::Feed> f;
+        for (size_t k = 0; k < count; ++k) f.push_back({&pairs[k], data[k].data() + off});
+        if (count == 2) Md5Pair::UpdateTogether({f[0], f[1]}, len);
+        if (count == 3) Md5Pair::UpdateTogether({f[0], f[1], f[2]}, len);
+        if (count == 4) Md5Pair::UpdateTogether({f[0], f[1], f[2], f[3]}, len);
+      };
+      auto expect_blocks = [&](size_t from, size_t len) {
+        for (size_t k = 0; k < count; ++k) {
+          ASSERT_EQ(pairs[k].FinishBlock(), Md5::Of(std::string_view(data[k]).substr(from, len)));
+        }
+      };
+      // Blocks of 4,096 bytes fed in pieces of 64 x 1..40 bytes (together), then a short tail
+      // (separately: pairs with bytes pending are not passed together).
+      size_t off = 0, block_start = 0;
+      while (block_start < 65'536) {
+        const size_t k = std::min<size_t>(64 * (rng() % 40 + 1), block_start + 4096 - off);
+        together(off, k);
+        off += k;
+        if (off == block_start + 4096) {
+          expect_blocks(block_start, 4096);
+          block_start = off;
+        }
+      }
+      together(off, 100);
+      expect_blocks(off, 100);
+      for (size_t k = 0; k < count; ++k) {
+        EXPECT_EQ(pairs[k].FinishFile(), Md5::Of(std::string_view(data[k]).substr(0, off + 100)));
       }
     }
-    Md5Pair::UpdateTogether(a, x.data() + off, b, y.data() + off, 100);
-    EXPECT_EQ(a.FinishBlock(), Md5::Of(std::string_view(x).substr(off, 100)));
-    EXPECT_EQ(b.FinishBlock(), Md5::Of(std::string_view(y).substr(off, 100)));
-    EXPECT_EQ(a.FinishFile(), Md5::Of(std::string_view(x).substr(0, off + 100)));
-    EXPECT_EQ(b.FinishFile(), Md5::Of(std::string_view(y).substr(0, off + 100)));
   }
 }
 
@@ -83,10 +100,23 @@ TEST(Md5PairTest, TwoPairsInOnePassMatchOpenSsl) {
 TEST(Md5PairTest, PairsOfDifferentKernelsShareAPass) {
   std::string x(1024, 'x'), y(1024, 'y');
   Md5Pair a(Md5Pair::Kernel::kPortable), b(Md5Pair::Kernel::kBest);
-  Md5Pair::UpdateTogether(a, x.data(), b, y.data(), x.size());
-  Md5Pair::UpdateTogether(b, y.data(), a, x.data(), y.size());
+  Md5Pair::UpdateTogether({{&a, x.data()}, {&b, y.data()}}, x.size());
+  Md5Pair::UpdateTogether({{&b, y.data()}, {&a, x.data()}}, y.size());
   EXPECT_EQ(a.FinishFile(), Md5::Of(x + x));
   EXPECT_EQ(b.FinishFile(), Md5::Of(y + y));
+}
+
+TEST(Md5PairTest, RefusesMoreThanMaxTogetherPairsInOnePass) {
+  static_assert(Md5Pair::kMaxTogether == 4);
+  std::vector<Md5Pair> p(5);
+  const std::string x(64, 'x');
+  EXPECT_THROW(Md5Pair::UpdateTogether({{&p[0], x.data()},
+                                        {&p[1], x.data()},
+                                        {&p[2], x.data()},
+                                        {&p[3], x.data()},
+                                        {&p[4], x.data()}},
+                                       x.size()),
+               std::logic_error);
 }
 
 TEST(Md5PairTest, RefusesBytesAfterABlockThatEndedMidChunk) {
