@@ -28,7 +28,7 @@ unsigned CeilDiv(long long quota, long long period) {
   return static_cast<unsigned>((quota + period - 1) / period);
 }
 
-std::string ReadSmallFile(const char* path) {
+std::string ReadSmallFile(const std::string& path) {
   std::ifstream in(path);
   std::string text;
   std::getline(in, text);
@@ -47,16 +47,16 @@ unsigned CpusFromCgroupV1(std::string_view quota_us, std::string_view period_us)
   return CeilDiv(ParsePositive(quota_us), ParsePositive(period_us));
 }
 
-unsigned UsableCpus() {
+unsigned UsableCpus(const std::string& cgroup_root) {
   unsigned cpus = 0;
   cpu_set_t set;
   CPU_ZERO(&set);
   if (::sched_getaffinity(0, sizeof set, &set) == 0) cpus = static_cast<unsigned>(CPU_COUNT(&set));
   if (cpus == 0) cpus = std::thread::hardware_concurrency();
-  unsigned quota = CpusFromCgroupV2Max(ReadSmallFile("/sys/fs/cgroup/cpu.max"));
+  unsigned quota = CpusFromCgroupV2Max(ReadSmallFile(cgroup_root + "/cpu.max"));
   if (quota == 0) {
-    quota = CpusFromCgroupV1(ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
-                             ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
+    quota = CpusFromCgroupV1(ReadSmallFile(cgroup_root + "/cpu/cpu.cfs_quota_us"),
+                             ReadSmallFile(cgroup_root + "/cpu/cpu.cfs_period_us"));
   }
   if (quota != 0 && (cpus == 0 || quota < cpus)) cpus = quota;
   return std::max(1U, cpus);

@@ -3,12 +3,13 @@
 // there). The affinity mask alone would report every CPU of the node.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace nbu {
 
-// At least 1.
-unsigned UsableCpus();
+// At least 1. `cgroup_root`: where the process's cgroup is mounted (tests point it elsewhere).
+unsigned UsableCpus(const std::string& cgroup_root = "/sys/fs/cgroup");
 
 // The CPUs a cgroup quota allows, rounded up; 0 when there is no quota or the text is not one.
 // cgroup v2: the text of cpu.max ("200000 100000" -> 2, "150000 100000" -> 2, "max 100000" -> 0).
