@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 namespace nbu {
 namespace {
@@ -355,7 +356,31 @@ Md5Digest Md5Pair::FinishBlock() {
   return d;
 }
 
-Md5Digest Md5Pair::FinishFile() { return Finish(0, file_len_); }
+Md5Digest Md5Pair::FinishFile() {
+  const Md5Digest d = Finish(0, file_len_);  // padding: under kCombineBytes, never combined
+  active_.Leave();
+  return d;
+}
+
+Md5Pair::Active& Md5Pair::Active::operator=(const Active& other) noexcept {
+  if (this != &other) Leave();
+  return *this;
+}
+
+Md5Pair::Active::Active(Active&& other) noexcept
+    : combiner_(std::exchange(other.combiner_, nullptr)) {}
+
+Md5Pair::Active& Md5Pair::Active::operator=(Active&& other) noexcept {
+  if (this != &other) {
+    Leave();
+    combiner_ = std::exchange(other.combiner_, nullptr);
+  }
+  return *this;
+}
+
+void Md5Pair::Active::Leave() noexcept {
+  if (combiner_ != nullptr) std::exchange(combiner_, nullptr)->Leave();
+}
 
 bool Md5Pair::Accelerated() {
 #if defined(__x86_64__)
@@ -400,14 +425,20 @@ Md5Combiner& Md5Combiner::Shared() {
 void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n) {
   Job mine{&pair, chunks, n};
   std::unique_lock lock(mu_);
+  if (pair.active_.combiner_ == nullptr) {
+    pair.active_.combiner_ = this;
+    ++active_;
+  }
   queue_.push_back(&mine);
   // Whoever may start a pass takes the oldest jobs (up to Md5Pair::kMaxTogether). A pass may
-  // start while fewer than `threads_` run, and for a lone job only if none runs: a lone job waits
-  // for company or for the running pass to end, so a job waits at most for the passes ahead of
-  // it. Any pairs can share a pass: every kernel build computes the same digests (the first
-  // job's build runs).
+  // start while fewer than `threads_` run; when more pairs are active than that, a lone job
+  // starts one only if none runs (it waits for company or for the running pass to end). So a
+  // job waits at most for the passes ahead of it. Any pairs can share a pass: every kernel build
+  // computes the same digests (the first job's build runs).
   while (!mine.done) {
-    if (running_ == threads_ || queue_.empty() || (running_ > 0 && queue_.size() < 2)) {
+    const bool contended = active_ > threads_;
+    if (running_ == threads_ || queue_.empty() ||
+        (contended && running_ > 0 && queue_.size() < 2)) {
       cv_.wait(lock);
       continue;
     }
@@ -450,6 +481,17 @@ void Md5Combiner::Run(Job* const* jobs, int count) {
 uint64_t Md5Combiner::passes() const {
   std::lock_guard lock(mu_);
   return passes_;
+}
+
+void Md5Combiner::Leave() {
+  std::lock_guard lock(mu_);
+  --active_;
+  cv_.notify_all();  // a lone job may no longer need company
+}
+
+unsigned Md5Combiner::active() const {
+  std::lock_guard lock(mu_);
+  return active_;
 }
 
 uint64_t Md5Combiner::pairs_passed() const {

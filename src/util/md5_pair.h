@@ -62,6 +62,24 @@ class Md5Pair {
   uint64_t block_len_ = 0;
   bool tail_seen_ = false;  // a block ended inside a chunk: no more bytes may come
 
+  // Counts the pair among a combiner's active pairs (those that have handed it a piece and not
+  // finished) while it holds a combiner. A copy is not counted; a move carries the count along.
+  class Active {
+   public:
+    Active() = default;
+    Active(const Active& /*other*/) noexcept {}
+    Active& operator=(const Active& other) noexcept;
+    Active(Active&& other) noexcept;
+    Active& operator=(Active&& other) noexcept;
+    ~Active() { Leave(); }
+    void Leave() noexcept;  // out of the count; nothing when not in it
+
+   private:
+    friend class Md5Combiner;
+    Md5Combiner* combiner_ = nullptr;  // counted there
+  };
+  Active active_;  // from its first piece through combiner_ to FinishFile
+
   void Compress(const unsigned char* chunks, size_t n);
   // n chunks of each pair's data in one pass (count: 2..kMaxTogether), in pairs[0]'s build.
   static void PassTogether(Md5Pair* const* pairs, const unsigned char* const* data, int count,
@@ -73,11 +91,13 @@ class Md5Pair {
 // Hashes the chunks that several threads' Md5Pairs are given at once, in shared passes. One
 // pair's MD5s are a chain of dependent steps that leaves most of a core idle: a pass over two
 // pairs (four lanes) or four (eight) costs little more than a pass over one (`make bench-micro`,
-// AVX-512VL, 1 MiB each: one pair 0.94-0.95 GB/s, two 1.69-1.70, four 2.79-2.86). So at most
+// AVX-512VL, 1 MiB each: one pair 0.94-0.95 GB/s, two 1.69-1.70, four 2.79-2.86). At most
 // `threads` passes run at once, each over up to Md5Pair::kMaxTogether waiting pairs, the oldest
-// first; a pass starts for a lone pair only when no other runs (else the pair waits for company
-// or for that pass to end, not for a CPU of its own). Bytes stay where they are: the thread that
-// runs a pass hashes them in place.
+// first. While no more pairs are active (hashing a file through the combiner) than passes may
+// run, every pair gets a pass of its own at once. When more are active, the CPUs are contended
+// and sharing pays: a pass starts for a lone pair only when no other runs, so the pair waits for
+// company or for that pass to end. Bytes stay where they are: the thread that runs a pass hashes
+// them in place.
 class Md5Combiner {
  public:
   explicit Md5Combiner(unsigned threads);
@@ -86,6 +106,7 @@ class Md5Combiner {
   void Compress(Md5Pair& pair, const unsigned char* chunks, size_t n);
   uint64_t passes() const;        // passes run here
   uint64_t pairs_passed() const;  // pairs advanced by them (passes() when none was shared)
+  unsigned active() const;        // pairs counted active now
 
  private:
   struct Job {
@@ -99,10 +120,13 @@ class Md5Combiner {
   std::condition_variable cv_;
   std::deque<Job*> queue_;  // waiting for a pass, oldest first
   unsigned running_ = 0;    // passes under way
+  unsigned active_ = 0;     // pairs counted by their Md5Pair::Active
   uint64_t passes_ = 0;
   uint64_t pairs_passed_ = 0;
 
   static void Run(Job* const* jobs, int count);  // in one pass
+  friend class Md5Pair::Active;
+  void Leave();
 };
 
 // The whole file's MD5 and each block's, from one read of the bytes: an Md5Pair when the block

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <barrier>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -66,29 +68,51 @@ TEST(Md5CombinerTest, ThreadsHashingAtOnceGetTheirOwnDigestsAndShareSomePasses) 
 }
 
 // One long pass, and `n` pieces of kCombineBytes handed in (each on its own thread) while it runs;
-// every digest checked.
-void PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
+// every digest checked. Returns how many pieces were done before the long pass's thread was (a
+// piece done just after the pass may count too: use it only to see pieces not held back by it).
+size_t PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
   const std::string big(128 << 20, 'b');  // long enough for every piece to arrive meanwhile
   const std::string piece(Md5Pair::kCombineBytes, 'p');
   Md5Pair first(Md5Pair::Kernel::kBest, &combiner);
   std::vector<Md5Pair> pairs(n, Md5Pair(Md5Pair::Kernel::kBest, &combiner));
+  std::atomic<bool> long_done = false;
+  std::atomic<size_t> done_before = 0;
   {
-    std::jthread long_pass([&] { first.Update(big.data(), big.size()); });
+    std::jthread long_pass([&] {
+      first.Update(big.data(), big.size());
+      long_done = true;
+    });
     while (combiner.passes() == 0) std::this_thread::yield();
     std::vector<std::jthread> threads;
-    for (auto& p : pairs) threads.emplace_back([&] { p.Update(piece.data(), piece.size()); });
+    for (auto& p : pairs) {
+      threads.emplace_back([&] {
+        p.Update(piece.data(), piece.size());
+        if (!long_done) ++done_before;
+      });
+    }
   }
+  EXPECT_EQ(combiner.active(), n + 1);  // none has finished its file
   EXPECT_EQ(first.FinishFile(), Md5::Of(big));
   for (auto& p : pairs) EXPECT_EQ(p.FinishFile(), Md5::Of(piece));
+  EXPECT_EQ(combiner.active(), 0U);
+  return done_before;
 }
 
-// While one pass runs, a second one starts only for two or more pairs: a lone piece waits for the
-// running pass to end or for company, rather than take another CPU for one pair.
-TEST(Md5CombinerTest, ASecondPassRunsOnlyForTwoOrMorePairs) {
+// No more pairs active than passes may run: each gets a pass at once, beside the running one.
+TEST(Md5CombinerTest, WhileCpusSufficeEachPairGetsAPassAtOnce) {
   Md5Combiner combiner(2);
-  PiecesBehindALongPass(combiner, 2);
+  EXPECT_EQ(PiecesBehindALongPass(combiner, 1), 1U);
   EXPECT_EQ(combiner.passes(), 2U);
-  EXPECT_EQ(combiner.pairs_passed(), 3U);
+}
+
+// More pairs active than passes may run: a lone one waits for company or for the running pass
+// to end rather than take another CPU for itself. The first piece (two active) gets its own
+// pass; the next two (three and four active) share one.
+TEST(Md5CombinerTest, WhenPairsOutnumberCpusALonePairWaitsForCompany) {
+  Md5Combiner combiner(2);
+  EXPECT_EQ(PiecesBehindALongPass(combiner, 3), 3U);
+  EXPECT_EQ(combiner.passes(), 3U);
+  EXPECT_EQ(combiner.pairs_passed(), 4U);
 }
 
 // Pieces that wait share the next pass, up to Md5Pair::kMaxTogether of them.
@@ -97,6 +121,29 @@ TEST(Md5CombinerTest, UpToMaxTogetherWaitingPairsShareAPass) {
   PiecesBehindALongPass(combiner, Md5Pair::kMaxTogether + 1);
   EXPECT_EQ(combiner.passes(), 3U);  // the long one, four together, the fifth
   EXPECT_EQ(combiner.pairs_passed(), 1U + Md5Pair::kMaxTogether + 1);
+}
+
+// A pair counts as active from its first piece through the combiner until it finishes its file
+// or is destroyed; a move carries the count, a copy is not counted.
+TEST(Md5CombinerTest, APairIsActiveFromItsFirstPieceToItsEnd) {
+  Md5Combiner combiner(2);
+  const std::string small(64, 'x'), piece(Md5Pair::kCombineBytes, 'a');
+  std::optional<Md5Pair> pair(std::in_place, Md5Pair::Kernel::kBest, &combiner);
+  pair->Update(small.data(), small.size());  // not through the combiner
+  EXPECT_EQ(combiner.active(), 0U);
+  pair->Update(piece.data(), piece.size());
+  EXPECT_EQ(combiner.active(), 1U);
+  Md5Pair copy = *pair;
+  Md5Pair moved = std::move(*pair);
+  EXPECT_EQ(combiner.active(), 1U);
+  pair.reset();
+  EXPECT_EQ(combiner.active(), 1U);  // `moved` holds the count
+  copy.Update(piece.data(), piece.size());
+  EXPECT_EQ(combiner.active(), 2U);
+  EXPECT_EQ(copy.FinishFile(), Md5::Of(small + piece + piece));
+  EXPECT_EQ(combiner.active(), 1U);
+  { const Md5Pair gone = std::move(moved); }
+  EXPECT_EQ(combiner.active(), 0U);
 }
 
 TEST(Md5CombinerTest, OnlyPiecesOfAtLeastCombineBytesGoThroughIt) {
