@@ -21,7 +21,7 @@ namespace nbu {
 using Md5Lanes = uint32_t[4][4];
 
 class Md5Combiner;
-struct Md5Kernels;  // one build of the passes over one pair and over two
+struct Md5Kernels;  // one build of the passes over one pair and over two to four
 
 class Md5Pair {
  public:
