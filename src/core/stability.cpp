@@ -84,6 +84,7 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
       const size_t at = cursor_++;
       if (MustStat(rel, l.queued, l.first_seen, now)) return false;
       seen_.push_back({l.node, at});
+      ++in_order_;
       return true;
     }
   }

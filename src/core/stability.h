@@ -50,6 +50,9 @@ class StabilityTracker {
   void Forget(const std::string& rel);
   // Files tracked, counting forgotten ones until the next EndScan.
   size_t size() const { return entries_.size(); }
+  // Names SkipStat matched with the last listing in order, without a table lookup (the fast path
+  // of a steady-state scan), since construction.
+  uint64_t skipped_in_listing_order() const { return in_order_; }
 
  private:
   struct Entry {
@@ -101,6 +104,7 @@ class StabilityTracker {
   std::vector<Listed> spare_order_;  // EndScan builds the next order_ and names_ in these
   std::string spare_names_;
   size_t cursor_ = 0;      // the position in order_ where the next name is expected
+  uint64_t in_order_ = 0;  // see skipped_in_listing_order()
   bool scanning_ = false;  // between BeginScan and EndScan
   std::vector<Seen> seen_;
   struct NameHash {
