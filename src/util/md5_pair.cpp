@@ -494,6 +494,11 @@ unsigned Md5Combiner::active() const {
   return active_;
 }
 
+unsigned Md5Combiner::running() const {
+  std::lock_guard lock(mu_);
+  return running_;
+}
+
 uint64_t Md5Combiner::pairs_passed() const {
   std::lock_guard lock(mu_);
   return pairs_passed_;

@@ -107,6 +107,7 @@ class Md5Combiner {
   uint64_t passes() const;        // passes run here
   uint64_t pairs_passed() const;  // pairs advanced by them (passes() when none was shared)
   unsigned active() const;        // pairs counted active now
+  unsigned running() const;       // passes under way now
 
  private:
   struct Job {

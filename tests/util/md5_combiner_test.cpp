@@ -68,26 +68,22 @@ TEST(Md5CombinerTest, ThreadsHashingAtOnceGetTheirOwnDigestsAndShareSomePasses) 
 }
 
 // One long pass, and `n` pieces of kCombineBytes handed in (each on its own thread) while it runs;
-// every digest checked. Returns how many pieces were done before the long pass's thread was (a
-// piece done just after the pass may count too: use it only to see pieces not held back by it).
+// every digest checked. Returns how many pieces were done while a pass still ran: the long one,
+// unless a piece waited for it to end (a piece that waited is run only once no pass runs).
 size_t PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
   const std::string big(128 << 20, 'b');  // long enough for every piece to arrive meanwhile
   const std::string piece(Md5Pair::kCombineBytes, 'p');
   Md5Pair first(Md5Pair::Kernel::kBest, &combiner);
   std::vector<Md5Pair> pairs(n, Md5Pair(Md5Pair::Kernel::kBest, &combiner));
-  std::atomic<bool> long_done = false;
-  std::atomic<size_t> done_before = 0;
+  std::atomic<size_t> done_beside_a_pass = 0;
   {
-    std::jthread long_pass([&] {
-      first.Update(big.data(), big.size());
-      long_done = true;
-    });
+    std::jthread long_pass([&] { first.Update(big.data(), big.size()); });
     while (combiner.passes() == 0) std::this_thread::yield();
     std::vector<std::jthread> threads;
     for (auto& p : pairs) {
       threads.emplace_back([&] {
         p.Update(piece.data(), piece.size());
-        if (!long_done) ++done_before;
+        if (combiner.running() > 0) ++done_beside_a_pass;
       });
     }
   }
@@ -95,7 +91,7 @@ size_t PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
   EXPECT_EQ(first.FinishFile(), Md5::Of(big));
   for (auto& p : pairs) EXPECT_EQ(p.FinishFile(), Md5::Of(piece));
   EXPECT_EQ(combiner.active(), 0U);
-  return done_before;
+  return done_beside_a_pass;
 }
 
 // No more pairs active than passes may run: each gets a pass at once, beside the running one.
