@@ -53,12 +53,11 @@ void BM_Md5PairsTogether(benchmark::State& state, Md5Pair::Kernel kernel) {
     data.push_back(RandomBytes(len, 3 + k));
     pairs.emplace_back(kernel);
   }
-  auto feed = [&](size_t k) { return Md5Pair::Feed{&pairs[k], data[k].data()}; };
+  std::vector<Md5Pair::Feed> feeds;
+  for (size_t k = 0; k < count; ++k) feeds.push_back({&pairs[k], data[k].data()});
   size_t in_block = 0;
   for (auto _ : state) {
-    if (count == 2) Md5Pair::UpdateTogether({feed(0), feed(1)}, len);
-    if (count == 3) Md5Pair::UpdateTogether({feed(0), feed(1), feed(2)}, len);
-    if (count == 4) Md5Pair::UpdateTogether({feed(0), feed(1), feed(2), feed(3)}, len);
+    Md5Pair::UpdateTogether(feeds, len);
     if ((in_block += len) >= kBlock) {
       for (auto& p : pairs) benchmark::DoNotOptimize(p.FinishBlock());
       in_block = 0;

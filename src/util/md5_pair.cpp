@@ -297,7 +297,7 @@ void Md5Pair::Update(const void* data, size_t len) {
   std::memcpy(pending_, p + len - pending_len_, pending_len_);
 }
 
-void Md5Pair::UpdateTogether(std::initializer_list<Feed> feeds, size_t len) {
+void Md5Pair::UpdateTogether(std::span<const Feed> feeds, size_t len) {
   if (feeds.size() > kMaxTogether) throw std::logic_error("Md5Pair: too many pairs together");
   Md5Pair* pairs[kMaxTogether];
   const unsigned char* data[kMaxTogether];

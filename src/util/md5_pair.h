@@ -11,9 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <initializer_list>
 #include <mutex>
 #include <optional>
+#include <span>
 
 namespace nbu {
 
@@ -43,7 +43,7 @@ class Md5Pair {
   // Feeds `len` bytes to each of up to kMaxTogether pairs (each its own `data`) in one pass over
   // the chunks, in the first pair's kernel build, as the combiner does; separately unless none
   // has bytes pending and `len` is a multiple of 64.
-  static void UpdateTogether(std::initializer_list<Feed> feeds, size_t len);
+  static void UpdateTogether(std::span<const Feed> feeds, size_t len);
   // The MD5 of the bytes since the last block boundary; the block stream restarts. Between two
   // boundaries the file must have advanced by a multiple of 64 bytes, unless no more bytes come.
   Md5Digest FinishBlock();

@@ -65,9 +65,7 @@ TEST(Md5PairTest, PairsInOnePassMatchOpenSsl) {
       auto together = [&](size_t off, size_t len) {
         std::vector<Md5Pair::Feed> f;
         for (size_t k = 0; k < count; ++k) f.push_back({&pairs[k], data[k].data() + off});
-        if (count == 2) Md5Pair::UpdateTogether({f[0], f[1]}, len);
-        if (count == 3) Md5Pair::UpdateTogether({f[0], f[1], f[2]}, len);
-        if (count == 4) Md5Pair::UpdateTogether({f[0], f[1], f[2], f[3]}, len);
+        Md5Pair::UpdateTogether(f, len);
       };
       auto expect_blocks = [&](size_t from, size_t len) {
         for (size_t k = 0; k < count; ++k) {
@@ -100,8 +98,10 @@ TEST(Md5PairTest, PairsInOnePassMatchOpenSsl) {
 TEST(Md5PairTest, PairsOfDifferentKernelsShareAPass) {
   std::string x(1024, 'x'), y(1024, 'y');
   Md5Pair a(Md5Pair::Kernel::kPortable), b(Md5Pair::Kernel::kBest);
-  Md5Pair::UpdateTogether({{&a, x.data()}, {&b, y.data()}}, x.size());
-  Md5Pair::UpdateTogether({{&b, y.data()}, {&a, x.data()}}, y.size());
+  const Md5Pair::Feed ab[] = {{&a, x.data()}, {&b, y.data()}};
+  const Md5Pair::Feed ba[] = {{&b, y.data()}, {&a, x.data()}};
+  Md5Pair::UpdateTogether(ab, x.size());
+  Md5Pair::UpdateTogether(ba, y.size());
   EXPECT_EQ(a.FinishFile(), Md5::Of(x + x));
   EXPECT_EQ(b.FinishFile(), Md5::Of(y + y));
 }
@@ -110,13 +110,9 @@ TEST(Md5PairTest, RefusesMoreThanMaxTogetherPairsInOnePass) {
   static_assert(Md5Pair::kMaxTogether == 4);
   std::vector<Md5Pair> p(5);
   const std::string x(64, 'x');
-  EXPECT_THROW(Md5Pair::UpdateTogether({{&p[0], x.data()},
-                                        {&p[1], x.data()},
-                                        {&p[2], x.data()},
-                                        {&p[3], x.data()},
-                                        {&p[4], x.data()}},
-                                       x.size()),
-               std::logic_error);
+  std::vector<Md5Pair::Feed> feeds;
+  for (auto& pair : p) feeds.push_back({&pair, x.data()});
+  EXPECT_THROW(Md5Pair::UpdateTogether(feeds, x.size()), std::logic_error);
 }
 
 TEST(Md5PairTest, RefusesBytesAfterABlockThatEndedMidChunk) {
