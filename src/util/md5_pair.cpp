@@ -210,9 +210,8 @@ NBU_INLINE void CompressMany(Md5Lanes* const* s, const unsigned char* const* p, 
                              size_t n) {
   if (count == 2) return CompressPairs<TwoChunks>(s, p, n);
   if (count == 4) return CompressPairs<FourChunks>(s, p, n);
-  // Three: the third pair's bytes again in the fourth pair's lanes, into a scratch state.
-  Md5Lanes scratch;
-  std::memcpy(scratch, *s[2], sizeof scratch);
+  // Three: the third pair's bytes again in the fourth pair's lanes, into a state thrown away.
+  Md5Lanes scratch = {};
   Md5Lanes* const s4[4] = {s[0], s[1], s[2], &scratch};
   const unsigned char* const p4[4] = {p[0], p[1], p[2], p[2]};
   CompressPairs<FourChunks>(s4, p4, n);
