@@ -1,5 +1,8 @@
 // A bounded blocking queue: Push waits while full (backpressure: nothing is dropped), Pop waits
-// while empty; both give up when their stop token fires or the queue is closed.
+// while empty; both give up when their stop token fires or the queue is closed. A Push that found
+// the queue full resumes only once it has drained to half: with a backlog larger than the queue,
+// the scanner then refills it in bursts instead of waking, and contending for the lock, once for
+// every item a worker takes.
 #pragma once
 
 #include <condition_variable>
@@ -13,15 +16,19 @@ namespace nbu::core {
 template <typename T>
 class BoundedQueue {
  public:
-  explicit BoundedQueue(size_t capacity) : capacity_(capacity) {}
+  explicit BoundedQueue(size_t capacity) : capacity_(capacity), refill_at_(capacity / 2) {}
 
   // False when stopped or closed before there was room (the item was not queued).
   bool Push(T item, std::stop_token stop) {
     std::unique_lock lock(mu_);
-    if (!not_full_.wait(lock, stop, [&] { return closed_ || items_.size() < capacity_; }) ||
-        closed_) {
-      return false;
+    if (items_.size() >= capacity_) {
+      ++pushes_waiting_;
+      const bool room =
+          not_full_.wait(lock, stop, [&] { return closed_ || items_.size() <= refill_at_; });
+      --pushes_waiting_;
+      if (!room) return false;
     }
+    if (closed_) return false;
     items_.push_back(std::move(item));
     not_empty_.notify_one();
     return true;
@@ -36,7 +43,7 @@ class BoundedQueue {
     if (items_.empty()) return std::nullopt;
     T item = std::move(items_.front());
     items_.pop_front();
-    not_full_.notify_one();
+    if (items_.size() == refill_at_) not_full_.notify_all();  // the only way down to it
     return item;
   }
 
@@ -62,14 +69,20 @@ class BoundedQueue {
     return items_.size();
   }
   size_t capacity() const { return capacity_; }
+  size_t pushes_waiting() const {  // Pushes that found the queue full and wait for room now
+    std::lock_guard lock(mu_);
+    return pushes_waiting_;
+  }
 
  private:
   const size_t capacity_;
+  const size_t refill_at_;  // a full queue takes pushes again at this size
   mutable std::mutex mu_;
   std::condition_variable_any not_full_;
   std::condition_variable_any not_empty_;
-  std::deque<T> items_;  // guarded by mu_
-  bool closed_ = false;  // guarded by mu_
+  std::deque<T> items_;        // guarded by mu_
+  size_t pushes_waiting_ = 0;  // guarded by mu_
+  bool closed_ = false;        // guarded by mu_
 };
 
 }  // namespace nbu::core

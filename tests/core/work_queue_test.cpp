@@ -56,6 +56,30 @@ TEST(BoundedQueueTest, PushWaitsWhenFullAndStopsOnRequest) {
   EXPECT_EQ(q.size(), 1u);
 }
 
+TEST(BoundedQueueTest, PushIntoAFullQueueResumesOnlyOnceItDrainedToHalf) {
+  BoundedQueue<int> q(4);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(q.Push(i, {}));
+  std::atomic<bool> pushed{false};
+  std::thread t([&] {
+    EXPECT_TRUE(q.Push(4, {}));
+    pushed = true;
+  });
+  for (int i = 0; i < 5000 && q.pushes_waiting() == 0; ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(q.pushes_waiting(), 1u);
+  ASSERT_EQ(q.Pop({}), 0);  // 3 left: room for one, but the waiting push does not wake for it
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(pushed);
+  EXPECT_EQ(q.size(), 3u);
+  ASSERT_EQ(q.Pop({}), 1);  // 2 left: half the capacity
+  t.join();
+  EXPECT_TRUE(pushed);
+  EXPECT_EQ(q.pushes_waiting(), 0u);
+  EXPECT_TRUE(q.Push(5, {}));  // not full: no wait
+  std::vector<int> rest;
+  while (q.size() > 0) rest.push_back(*q.Pop({}));
+  EXPECT_EQ(rest, (std::vector<int>{2, 3, 4, 5}));
+}
+
 TEST(BoundedQueueTest, ClearFreesRoomAndCloseDrains) {
   BoundedQueue<int> q(2);
   ASSERT_TRUE(q.Push(1, {}));
