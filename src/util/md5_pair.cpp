@@ -414,7 +414,8 @@ Md5Digest FileHasher::FinishBlock() {
 
 Md5Digest FileHasher::FinishFile() { return pair_ ? pair_->FinishFile() : whole_->Final(); }
 
-Md5Combiner::Md5Combiner(unsigned threads) : threads_(std::max(1U, threads)) {}
+Md5Combiner::Md5Combiner(unsigned threads, std::chrono::microseconds company_wait)
+    : threads_(std::max(1U, threads)), company_wait_(company_wait) {}
 
 Md5Combiner& Md5Combiner::Shared() {
   static Md5Combiner shared(UsableCpus());
@@ -429,16 +430,39 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
     ++active_;
   }
   queue_.push_back(&mine);
+  if (awaiting_company_ > 0) cv_.notify_all();
   // Whoever may start a pass takes the oldest jobs (up to Md5Pair::kMaxTogether). A pass may
   // start while fewer than `threads_` run; when more pairs are active than that, a lone job
   // starts one only if none runs (it waits for company or for the running pass to end). So a
-  // job waits at most for the passes ahead of it. Any pairs can share a pass: every kernel build
-  // computes the same digests (the first job's build runs).
+  // job waits at most for the passes ahead of it, and once for company. Any pairs can share a
+  // pass: every kernel build computes the same digests (the first job's build runs).
+  bool waited = false;
   while (!mine.done) {
     const bool contended = active_ > threads_;
     if (running_ == threads_ || queue_.empty() ||
         (contended && running_ > 0 && queue_.size() < 2)) {
       cv_.wait(lock);
+      continue;
+    }
+    if (!waited && LoneBesideAnActivePair(mine)) {
+      waited = true;  // one chance per job
+      if (skip_waits_ > 0) {
+        --skip_waits_;
+        continue;
+      }
+      ++awaiting_company_;
+      ++company_waits_;
+      const bool company = cv_.wait_for(lock, company_wait_, [&] {
+        return queue_.size() != 1 || queue_.front() != &mine || active_ < 2 || running_ > 0;
+      });
+      --awaiting_company_;
+      if (company) {
+        vain_streak_ = 0;
+      } else {
+        ++vain_waits_;
+        vain_streak_ = std::min(vain_streak_ + 1, 6U);
+        skip_waits_ = (1U << vain_streak_) - 1;
+      }
       continue;
     }
     Job* jobs[Md5Pair::kMaxTogether];
@@ -457,6 +481,10 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
     for (int k = 0; k < count; ++k) jobs[k]->done = true;
     cv_.notify_all();
   }
+}
+
+bool Md5Combiner::LoneBesideAnActivePair(const Job& mine) const {
+  return running_ == 0 && queue_.size() == 1 && queue_.front() == &mine && active_ >= 2;
 }
 
 void Md5Combiner::Run(Job* const* jobs, int count) {
@@ -501,6 +529,16 @@ unsigned Md5Combiner::running() const {
 uint64_t Md5Combiner::pairs_passed() const {
   std::lock_guard lock(mu_);
   return pairs_passed_;
+}
+
+uint64_t Md5Combiner::company_waits() const {
+  std::lock_guard lock(mu_);
+  return company_waits_;
+}
+
+uint64_t Md5Combiner::vain_waits() const {
+  std::lock_guard lock(mu_);
+  return vain_waits_;
 }
 
 }  // namespace nbu

@@ -7,6 +7,7 @@
 
 #include "util/crypto.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -93,21 +94,30 @@ class Md5Pair {
 // pairs (four lanes) or four (eight) costs little more than a pass over one (`make bench-micro`,
 // AVX-512VL, 1 MiB each: one pair 0.94-0.95 GB/s, two 1.69-1.70, four 2.79-2.86). At most
 // `threads` passes run at once, each over up to Md5Pair::kMaxTogether waiting pairs, the oldest
-// first. While no more pairs are active (hashing a file through the combiner) than passes may
-// run, every pair gets a pass of its own at once. When more are active, the CPUs are contended
-// and sharing pays: a pass starts for a lone pair only when no other runs, so the pair waits for
-// company or for that pass to end. Bytes stay where they are: the thread that runs a pass hashes
-// them in place.
+// first. A pair is active from its first piece through the combiner until its file's end.
+// - While no more pairs are active than passes may run, a pair gets a pass of its own at once,
+//   beside a running one.
+// - When more are active, the CPUs are contended and sharing pays: a pass starts for a lone pair
+//   only when no other runs, so the pair waits for company or for that pass to end.
+// - A lone pair that would start the only pass while another pair is active (between two of its
+//   pieces: a file's next piece follows its read) waits up to `company_wait` for that company.
+//   A wait in vain makes the next lone pairs go at once: 1, then 3, 7, ... up to 63 of them
+//   after consecutive vain waits, so a partner that stalls (its uploads throttled, say) costs at
+//   most one wait per 64 pieces.
+// Bytes stay where they are: the thread that runs a pass hashes them in place.
 class Md5Combiner {
  public:
-  explicit Md5Combiner(unsigned threads);
+  static constexpr std::chrono::microseconds kCompanyWait{2000};
+  explicit Md5Combiner(unsigned threads, std::chrono::microseconds company_wait = kCompanyWait);
   // The process's: one pass per CPU it can use (UsableCpus()).
   static Md5Combiner& Shared();
   void Compress(Md5Pair& pair, const unsigned char* chunks, size_t n);
-  uint64_t passes() const;        // passes run here
-  uint64_t pairs_passed() const;  // pairs advanced by them (passes() when none was shared)
-  unsigned active() const;        // pairs counted active now
-  unsigned running() const;       // passes under way now
+  uint64_t passes() const;         // passes run here
+  uint64_t pairs_passed() const;   // pairs advanced by them (passes() when none was shared)
+  unsigned active() const;         // pairs counted active now
+  unsigned running() const;        // passes under way now
+  uint64_t company_waits() const;  // lone pairs that waited for company
+  uint64_t vain_waits() const;     // ... and had none within company_wait
 
  private:
   struct Job {
@@ -117,6 +127,7 @@ class Md5Combiner {
     bool done = false;
   };
   const unsigned threads_;
+  const std::chrono::microseconds company_wait_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job*> queue_;  // waiting for a pass, oldest first
@@ -124,6 +135,14 @@ class Md5Combiner {
   unsigned active_ = 0;     // pairs counted by their Md5Pair::Active
   uint64_t passes_ = 0;
   uint64_t pairs_passed_ = 0;
+  unsigned awaiting_company_ = 0;  // lone pairs waiting for company now
+  uint64_t company_waits_ = 0;
+  uint64_t vain_waits_ = 0;
+  unsigned vain_streak_ = 0;  // consecutive vain waits
+  unsigned skip_waits_ = 0;   // lone pairs that go at once before the next wait
+
+  // `mine` would start the only pass alone while another pair is active.
+  bool LoneBesideAnActivePair(const Job& mine) const;
 
   static void Run(Job* const* jobs, int count);  // in one pass
   friend class Md5Pair::Active;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <optional>
 #include <random>
 #include <string>
@@ -140,6 +141,60 @@ TEST(Md5CombinerTest, APairIsActiveFromItsFirstPieceToItsEnd) {
   EXPECT_EQ(combiner.active(), 1U);
   { const Md5Pair gone = std::move(moved); }
   EXPECT_EQ(combiner.active(), 0U);
+}
+
+// A lone piece that would start the only pass while another pair is between two of its pieces
+// waits for that pair's next piece, and both go in one pass.
+TEST(Md5CombinerTest, ALonePieceWaitsForAnActivePairsNextPiece) {
+  Md5Combiner combiner(2, std::chrono::seconds(60));  // the company comes long before that
+  const std::string a1(Md5Pair::kCombineBytes, '1'), a2(Md5Pair::kCombineBytes, '2');
+  const std::string b1(Md5Pair::kCombineBytes * 2, '3');
+  Md5Pair a(Md5Pair::Kernel::kBest, &combiner), b(Md5Pair::Kernel::kBest, &combiner);
+  a.Update(a1.data(), a1.size());  // alone: no other pair is active yet
+  EXPECT_EQ(combiner.company_waits(), 0U);
+  std::jthread other([&] { b.Update(b1.data(), b1.size()); });
+  for (int i = 0; i < 5000 && combiner.company_waits() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(combiner.company_waits(), 1U);
+  EXPECT_EQ(combiner.passes(), 1U);  // b's piece is waiting, not hashed
+  a.Update(a2.data(), a2.size());
+  other.join();
+  EXPECT_EQ(combiner.passes(), 2U);
+  EXPECT_EQ(combiner.pairs_passed(), 3U);
+  EXPECT_EQ(combiner.vain_waits(), 0U);
+  EXPECT_EQ(a.FinishFile(), Md5::Of(a1 + a2));
+  EXPECT_EQ(b.FinishFile(), Md5::Of(b1));
+}
+
+// A pair hashing alone never waits.
+TEST(Md5CombinerTest, APairAloneNeverWaitsForCompany) {
+  Md5Combiner combiner(2, std::chrono::seconds(60));
+  Md5Pair pair(Md5Pair::Kernel::kBest, &combiner);
+  const std::string piece(Md5Pair::kCombineBytes, 'q');
+  for (int i = 0; i < 3; ++i) pair.Update(piece.data(), piece.size());
+  EXPECT_EQ(combiner.passes(), 3U);
+  EXPECT_EQ(combiner.company_waits(), 0U);
+  EXPECT_EQ(pair.FinishFile(), Md5::Of(piece + piece + piece));
+}
+
+// A partner that stays active but sends nothing: after each vain wait the next 1, 3, 7, ...
+// lone pieces go at once.
+TEST(Md5CombinerTest, VainWaitsForCompanyBackOff) {
+  Md5Combiner combiner(2, std::chrono::milliseconds(1));
+  const std::string piece(Md5Pair::kCombineBytes, 'v');
+  Md5Pair idle(Md5Pair::Kernel::kBest, &combiner), busy(Md5Pair::Kernel::kBest, &combiner);
+  idle.Update(piece.data(), piece.size());  // active from here on, and never again
+  std::string all;
+  for (int i = 1; i <= 8; ++i) {
+    busy.Update(piece.data(), piece.size());
+    all += piece;
+  }
+  EXPECT_EQ(combiner.company_waits(), 3U);  // pieces 1, 3 and 7
+  EXPECT_EQ(combiner.vain_waits(), 3U);
+  EXPECT_EQ(combiner.passes(), 9U);
+  EXPECT_EQ(busy.FinishFile(), Md5::Of(all));
+  EXPECT_EQ(idle.FinishFile(), Md5::Of(piece));
 }
 
 TEST(Md5CombinerTest, OnlyPiecesOfAtLeastCombineBytesGoThroughIt) {
