@@ -370,6 +370,8 @@ table() {
           r1 = fps > 0 ? sprintf("%.2fx", of[sc[i]] / fps) : "-"
           r2 = cpf > 0 ? sprintf("%.2fx", oc[sc[i]] / cpf) : "-"
           r3 = mm[i] > 0 ? sprintf("%.2fx", om[sc[i]] / mm[i]) : "-"
+          # A limit row moves bytes and does nothing else: only its speed is a yardstick.
+          if (tl[i] ~ /^limit-/) r2 = r3 = "n/a"
         }
         printf "| %s | %s | %d | %.1f | %.2f%s | %s | %.1f | %.3f | %.0f | %.2f | %s | %s | %s | %s |\n",
           sc[i], tl[i], f[i], b2[i] / 1e6, s[i], rng[i], (fps < 10 ? sprintf("%.2f", fps) : sprintf("%.0f", fps)),
