@@ -6,7 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <exception>
 
 namespace nbu::azure {
@@ -30,6 +32,45 @@ std::optional<double> NumberField(const nlohmann::json& j, const char* key) {
   const double v = std::strtod(s.c_str(), &end);
   if (end == nullptr || *end != '\0') return std::nullopt;
   return v;
+}
+
+// App Service 2017's expires_on: "M/D/YYYY h:mm:ss[ AM|PM] +HH:MM" (Linux answers without AM/PM,
+// Windows with), as the Azure SDKs for Python and Go parse it.
+std::optional<int64_t> AppService2017Time(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return std::nullopt;
+  const std::string& s = it->get_ref<const std::string&>();
+  int mon = 0, day = 0, year = 0, hour = 0, min = 0, sec = 0, used = 0;
+  // NOLINTNEXTLINE(cert-err34-c): every field is range-checked below
+  if (std::sscanf(s.c_str(), "%d/%d/%d %d:%d:%d%n", &mon, &day, &year, &hour, &min, &sec, &used) !=
+      6) {
+    return std::nullopt;
+  }
+  std::string_view rest = std::string_view(s).substr(static_cast<size_t>(used));
+  const bool pm = rest.starts_with(" PM");
+  if (rest.starts_with(" AM") || pm) {
+    if (hour < 1 || hour > 12) return std::nullopt;
+    hour = hour % 12 + (pm ? 12 : 0);
+    rest.remove_prefix(3);
+  }
+  int off_h = 0, off_m = 0;
+  if (rest.size() != 7 || rest[0] != ' ' || (rest[1] != '+' && rest[1] != '-') || rest[4] != ':' ||
+      std::sscanf(rest.data() + 2, "%2d:%2d", &off_h, &off_m) != 2) {
+    return std::nullopt;
+  }
+  if (mon < 1 || mon > 12 || day < 1 || day > 31 || year < 1970 || hour > 23 || min > 59 ||
+      sec > 60 || off_h > 14 || off_m > 59) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = mon - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_sec = sec;
+  const int64_t offset = int64_t{(off_h * 3600) + (off_m * 60)} * (rest[1] == '-' ? -1 : 1);
+  return static_cast<int64_t>(timegm(&tm)) - offset;
 }
 
 std::string Shorten(std::string s, size_t max) {
@@ -227,6 +268,8 @@ Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
   } else if (auto on = NumberField(j, "expires_on")) {
     out.expires_on = WallTime(std::chrono::duration_cast<WallTime::duration>(
         std::chrono::seconds(static_cast<int64_t>(*on))));
+  } else if (auto at = AppService2017Time(j, "expires_on")) {
+    out.expires_on = WallTime(std::chrono::seconds(*at));
   } else {
     return Status(ErrorKind::kAuth, who + ": token response has no expires_in or expires_on");
   }

@@ -1,6 +1,7 @@
 #include "azure/token_managed_identity.h"
 
 #include "azure/url.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #include <algorithm>
@@ -13,15 +14,64 @@ bool Retryable(long status) {
   return status == 404 || status == 410 || status == 429 || status >= 500;
 }
 
+const char* SourceName(ManagedIdentityCredential::Source source) {
+  using Source = ManagedIdentityCredential::Source;
+  switch (source) {
+    case Source::kAppService: return "app-service";
+    case Source::kAppService2017: return "app-service-2017";
+    case Source::kCloudShell: return "cloud-shell";
+    case Source::kArc: return "azure-arc";
+    case Source::kImds: break;
+  }
+  return "imds";
+}
+
+// The secret an Azure Arc challenge points to (`WWW-Authenticate: Basic realm=<path>`), after the
+// Azure SDK's checks: a regular *.key file (not a link) directly in `dir`, at most
+// kArcKeyMaxBytes. Anything else is refused: the path comes from the network.
+Result<std::string> ReadArcKey(const HttpResponse& resp, const std::string& dir,
+                               const std::string& who) {
+  const std::string* challenge = resp.Header("www-authenticate");
+  if (challenge == nullptr) {
+    return Status(ErrorKind::kAuth, who + ": HTTP 401 without a WWW-Authenticate challenge");
+  }
+  const size_t eq = challenge->find('=');
+  if (eq == std::string::npos || challenge->find('=', eq + 1) != std::string::npos) {
+    return Status(ErrorKind::kAuth, who + ": unexpected WWW-Authenticate challenge");
+  }
+  const std::string path = challenge->substr(eq + 1);
+  const std::string refused = who + ": refusing the challenge's key file " + path + ": ";
+  if (fs::Dirname(path) != dir || path.size() <= 4 || !path.ends_with(".key")) {
+    return Status(ErrorKind::kAuth, refused + "not a *.key file in " + dir);
+  }
+  auto st = fs::Stat(path);
+  if (!st.ok()) return Status(ErrorKind::kAuth, refused + st.status().message());
+  if (!st->is_regular) return Status(ErrorKind::kAuth, refused + "not a regular file");
+  if (st->size > kArcKeyMaxBytes) {
+    return Status(ErrorKind::kAuth,
+                  refused + "larger than " + std::to_string(kArcKeyMaxBytes) + " bytes");
+  }
+  auto key = fs::ReadSmallFile(path, kArcKeyMaxBytes);
+  if (!key.ok()) return Status(ErrorKind::kAuth, refused + key.status().message());
+  // It goes into a header line: a final line break is dropped, any other control character is
+  // refused (it would end the header early).
+  while (!key->empty() && (key->back() == '\n' || key->back() == '\r')) key->pop_back();
+  if (std::any_of(key->begin(), key->end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return Status(ErrorKind::kAuth, refused + "it holds control characters");
+  }
+  return *key;
+}
+
 }  // namespace
 
 ManagedIdentityCredential::ManagedIdentityCredential(Source source, std::string base_url,
-                                                     std::string identity_header,
+                                                     std::string secret,
                                                      ManagedIdentityOptions options)
     : TokenCredential(*options.source.clock),
       source_(source),
       base_url_(std::move(base_url)),
-      identity_header_(std::move(identity_header)),
+      secret_(std::move(secret)),
       options_(std::move(options)),
       transport_(TokenTransport(options_.source)),
       probe_pending_(options_.probe) {}
@@ -31,45 +81,93 @@ Result<std::shared_ptr<ManagedIdentityCredential>> ManagedIdentityCredential::Fr
   if (options.client_id.empty()) {
     if (auto id = env("AZURE_CLIENT_ID")) options.client_id = *id;
   }
-  auto endpoint = env("IDENTITY_ENDPOINT");
-  auto header = env("IDENTITY_HEADER");
-  if (endpoint && header) {
+  auto make = [&](Source source, std::string url, std::string secret) {
     return std::shared_ptr<ManagedIdentityCredential>(
-        new ManagedIdentityCredential(Source::kAppService, *endpoint, *header, options));
+        new ManagedIdentityCredential(source, std::move(url), std::move(secret), options));
+  };
+  const auto endpoint = env("IDENTITY_ENDPOINT");
+  const auto msi_endpoint = env("MSI_ENDPOINT");
+  if (auto header = env("IDENTITY_HEADER"); endpoint && header) {
+    return make(Source::kAppService, *endpoint, *header);
+  }
+  if (auto secret = env("MSI_SECRET"); msi_endpoint && secret) {
+    return make(Source::kAppService2017, *msi_endpoint, *secret);
+  }
+  const bool cloud_shell = msi_endpoint.has_value();
+  if (cloud_shell || (endpoint && env("IMDS_ENDPOINT"))) {
+    const char* where = cloud_shell ? "Cloud Shell" : "Azure Arc";
+    if (!options.client_id.empty()) {
+      return Status(ErrorKind::kAuth,
+                    std::string("managed identity: ") + where +
+                        " has only the system-assigned identity; unset AZURE_CLIENT_ID");
+    }
+    return cloud_shell ? make(Source::kCloudShell, *msi_endpoint, "")
+                       : make(Source::kArc, *endpoint, "");
   }
   std::string authority = std::string("http://") + kImdsDefaultHost;
   if (auto host = env("AZURE_POD_IDENTITY_AUTHORITY_HOST")) {
     authority = host->find("://") == std::string::npos ? "http://" + *host : *host;
     while (!authority.empty() && authority.back() == '/') authority.pop_back();
   }
-  return std::shared_ptr<ManagedIdentityCredential>(new ManagedIdentityCredential(
-      Source::kImds, authority + "/metadata/identity/oauth2/token", "", options));
+  return make(Source::kImds, authority + "/metadata/identity/oauth2/token", "");
 }
 
 std::string ManagedIdentityCredential::Describe() const {
-  std::string d =
-      source_ == Source::kAppService ? "managed-identity(app-service" : "managed-identity(imds";
-  d += options_.client_id.empty() ? ", system-assigned" : ", client_id=" + options_.client_id;
-  return d + ")";
+  return std::string("managed-identity(") + SourceName(source_) +
+         (options_.client_id.empty() ? ", system-assigned" : ", client_id=" + options_.client_id) +
+         ")";
 }
 
 HttpRequest ManagedIdentityCredential::BuildRequest() const {
   HttpRequest req;
-  req.method = "GET";
-  const bool app_service = source_ == Source::kAppService;
-  req.url = base_url_ + (base_url_.find('?') == std::string::npos ? "?" : "&") +
-            "api-version=" + (app_service ? kAppServiceApiVersion : kImdsApiVersion) +
-            "&resource=" + UrlEncodeQueryValue(kStorageResource);
-  if (!options_.client_id.empty())
-    req.url += "&client_id=" + UrlEncodeQueryValue(options_.client_id);
-  if (app_service) {
-    req.headers.emplace_back("X-IDENTITY-HEADER", identity_header_);
-  } else {
-    req.headers.emplace_back("Metadata", "true");
-  }
   req.timeout = options_.source.timeout;
   req.connect_timeout = options_.source.connect_timeout;
+  const std::string resource = UrlEncodeQueryValue(kStorageResource);
+  if (source_ == Source::kCloudShell) {  // a form, like Entra ID's token endpoint
+    req.method = "POST";
+    req.url = base_url_;
+    req.headers = {{"Content-Type", "application/x-www-form-urlencoded"}, {"Metadata", "true"}};
+    req.body = "resource=" + resource;
+    return req;
+  }
+  const char* version = kImdsApiVersion;
+  const char* client_param = "client_id";
+  switch (source_) {
+    case Source::kAppService:
+      version = kAppServiceApiVersion;
+      req.headers.emplace_back("X-IDENTITY-HEADER", secret_);
+      break;
+    case Source::kAppService2017:
+      version = kAppService2017ApiVersion;
+      client_param = "clientid";
+      req.headers.emplace_back("secret", secret_);
+      break;
+    case Source::kArc:
+      version = kArcApiVersion;
+      req.headers.emplace_back("Metadata", "true");
+      break;
+    case Source::kCloudShell:
+    case Source::kImds: req.headers.emplace_back("Metadata", "true"); break;
+  }
+  req.method = "GET";
+  req.url = base_url_ + (base_url_.find('?') == std::string::npos ? "?" : "&") +
+            "api-version=" + version + "&resource=" + resource;
+  if (!options_.client_id.empty()) {
+    req.url += std::string("&") + client_param + "=" + UrlEncodeQueryValue(options_.client_id);
+  }
   return req;
+}
+
+Result<HttpResponse> ManagedIdentityCredential::Send(const HttpRequest& req,
+                                                     std::string* arc_secret) const {
+  Result<HttpResponse> resp = transport_->Send(req);
+  if (source_ != Source::kArc || !resp.ok() || resp->status != 401) return resp;
+  auto key = ReadArcKey(*resp, options_.arc_key_dir, Describe());
+  if (!key.ok()) return key.status();
+  *arc_secret = std::move(*key);
+  HttpRequest answered = req;
+  answered.headers.emplace_back("Authorization", "Basic " + *arc_secret);
+  return transport_->Send(answered);
 }
 
 Duration ManagedIdentityCredential::RetryDelay(int attempt, const HttpResponse* resp) const {
@@ -94,19 +192,23 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken() {
   const std::string who = Describe();
   Status last;
   int made = 0;
+  std::string arc_secret;
   for (int attempt = 1; attempt <= attempts; ++attempt) {
     made = attempt;
-    Result<HttpResponse> resp = transport_->Send(req);
+    Result<HttpResponse> resp = Send(req, &arc_secret);
     if (resp.ok() && resp->status == 200) {
       return ParseTokenResponse(*resp, options_.source.clock->WallNow(), who);
     }
+    const std::vector<std::string> secrets = {secret_, arc_secret};
+    if (!resp.ok() && resp.status().kind() == ErrorKind::kAuth) {
+      return Status(ErrorKind::kAuth, ScrubSecrets(resp.status().message(), secrets));
+    }
     if (!resp.ok()) {
-      last = Status(ErrorKind::kUnavailable,
-                    who + ": endpoint not reachable: " +
-                        ScrubSecrets(resp.status().message(), {identity_header_}));
+      last = Status(ErrorKind::kUnavailable, who + ": endpoint not reachable: " +
+                                                 ScrubSecrets(resp.status().message(), secrets));
     } else {
       Result<AccessToken> err = ParseTokenResponse(*resp, options_.source.clock->WallNow(), who);
-      last = Status(err.status().kind(), ScrubSecrets(err.status().message(), {identity_header_}));
+      last = Status(err.status().kind(), ScrubSecrets(err.status().message(), secrets));
       if (!Retryable(resp->status)) return last;
     }
     if (attempt == attempts) break;

@@ -1,10 +1,13 @@
-// Managed identity tokens: App Service (IDENTITY_ENDPOINT + IDENTITY_HEADER, api-version
-// 2019-08-01) or the Azure Instance Metadata Service (IMDS) on VMs, VM scale sets and AKS nodes.
-// AZURE.md §12.5.
+// Managed identity tokens from the first source the environment names, in the Azure SDK's order
+// (AZURE.md §12.5): App Service (IDENTITY_ENDPOINT + IDENTITY_HEADER, api-version 2019-08-01),
+// App Service 2017 (MSI_ENDPOINT + MSI_SECRET), Cloud Shell (MSI_ENDPOINT alone), Azure Arc
+// (IDENTITY_ENDPOINT + IMDS_ENDPOINT: a challenge answered from a local key file), else the Azure
+// Instance Metadata Service (IMDS) on VMs, VM scale sets and AKS nodes.
 #pragma once
 
 #include "azure/token_credential.h"
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -16,6 +19,11 @@ namespace nbu::azure {
 inline constexpr const char* kImdsDefaultHost = "169.254.169.254";
 inline constexpr const char* kImdsApiVersion = "2018-02-01";
 inline constexpr const char* kAppServiceApiVersion = "2019-08-01";
+inline constexpr const char* kAppService2017ApiVersion = "2017-09-01";
+inline constexpr const char* kArcApiVersion = "2019-11-01";
+// Where the Azure Connected Machine agent writes the key files its challenges name (Linux).
+inline constexpr const char* kArcKeyDir = "/var/opt/azcmagent/tokens";
+inline constexpr size_t kArcKeyMaxBytes = 4096;
 
 struct ManagedIdentityOptions {
   TokenSourceOptions source;
@@ -30,31 +38,38 @@ struct ManagedIdentityOptions {
   // retries, so start-up off Azure is not held up.
   bool probe = false;
   std::chrono::milliseconds probe_connect_timeout{1000};
+  // Azure Arc: a challenge's key file must be a *.key file of at most kArcKeyMaxBytes directly in
+  // this directory (tests point it at a temporary one).
+  std::string arc_key_dir = kArcKeyDir;
 };
 
 class ManagedIdentityCredential final : public TokenCredential {
  public:
-  enum class Source { kAppService, kImds };
+  enum class Source { kAppService, kAppService2017, kCloudShell, kArc, kImds };
 
-  // App Service when IDENTITY_ENDPOINT and IDENTITY_HEADER are set, else IMDS at
+  // The first source the environment names (see the file comment); IMDS at
   // AZURE_POD_IDENTITY_AUTHORITY_HOST ("host:port" or a URL) or kImdsDefaultHost. A user-assigned
-  // identity from options.client_id, else AZURE_CLIENT_ID. Does no I/O.
+  // identity from options.client_id, else AZURE_CLIENT_ID; Cloud Shell and Azure Arc have only
+  // the system-assigned one, and a client id there is an error. Does no I/O.
   static Result<std::shared_ptr<ManagedIdentityCredential>> FromEnv(
       const EnvLookup& env, ManagedIdentityOptions options = {});
-  // "managed-identity(imds, client_id=...)"; the identity header is never shown.
+  // "managed-identity(imds, client_id=...)"; secrets are never shown.
   std::string Describe() const override;
   Source source() const { return source_; }
 
  private:
-  ManagedIdentityCredential(Source source, std::string base_url, std::string identity_header,
+  ManagedIdentityCredential(Source source, std::string base_url, std::string secret,
                             ManagedIdentityOptions options);
   Result<AccessToken> FetchToken() override;
   HttpRequest BuildRequest() const;
+  // One request; for Azure Arc, its challenge answered with the key file's secret (scrubbed from
+  // errors through `arc_secret`).
+  Result<HttpResponse> Send(const HttpRequest& req, std::string* arc_secret) const;
   Duration RetryDelay(int attempt, const HttpResponse* resp) const;
 
   const Source source_;
-  const std::string base_url_;         // token endpoint without query
-  const std::string identity_header_;  // App Service secret; never logged
+  const std::string base_url_;  // token endpoint without query
+  const std::string secret_;    // IDENTITY_HEADER or MSI_SECRET; never logged
   const ManagedIdentityOptions options_;
   const std::shared_ptr<HttpTransport> transport_;
   bool probe_pending_;  // touched only inside FetchToken (one fetch at a time)

@@ -158,6 +158,21 @@ TEST(TokenHelpersTest, ParsesTokenResponses) {
   EXPECT_EQ(t->expires_on, now + 3600s);
   r.body = R"({"access_token":"a","expires_on":1700003600})";
   EXPECT_TRUE(ParseTokenResponse(r, now, "x").ok());
+  // App Service 2017 sends a date: Linux without AM/PM, Windows with; any UTC offset.
+  for (const char* date : {"11/14/2023 23:13:20 +00:00", "11/14/2023 11:13:20 PM +00:00",
+                           "11/15/2023 1:13:20 AM +02:00", "11/14/2023 20:13:20 -03:00"}) {
+    r.body = std::string(R"({"access_token":"a","expires_on":")") + date + "\"}";
+    t = ParseTokenResponse(r, now, "x");
+    ASSERT_TRUE(t.ok()) << date;
+    EXPECT_EQ(t->expires_on, now + 3600s) << date;
+  }
+  r.body = R"({"access_token":"a","expires_on":"11/14/2023 12:13:20 AM +00:00"})";
+  EXPECT_EQ(ParseTokenResponse(r, now, "x")->expires_on, WallTime(1'699'920'800s));
+  for (const char* bad : {"13/14/2023 11:13:20 PM +00:00", "11/14/2023 13:13:20 PM +00:00",
+                          "11/14/2023 23:13:20", "11/14/2023 23:13:20 +00:00 junk", "tomorrow"}) {
+    r.body = std::string(R"({"access_token":"a","expires_on":")") + bad + "\"}";
+    EXPECT_FALSE(ParseTokenResponse(r, now, "x").ok()) << bad;
+  }
   r.body = R"({"access_token":"a"})";
   EXPECT_FALSE(ParseTokenResponse(r, now, "x").ok());
   r.body = "not json";

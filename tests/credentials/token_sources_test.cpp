@@ -1,7 +1,8 @@
 // Each token source against a stand-in endpoint on 127.0.0.1 that speaks its protocol: client
-// secret and certificate (form fields, scope, assertion), workload identity (file re-read), App
-// Service and IMDS managed identity (headers, api-version, client_id, retries), the Azure CLI (a
-// stand-in `az` first on PATH); the chain's order and error lines; secrets never in errors.
+// secret and certificate (form fields, scope, assertion), workload identity (file re-read),
+// managed identity from App Service (2019 and 2017), Cloud Shell, Azure Arc (the key-file
+// challenge) and IMDS (headers, api-version, client_id, retries), the Azure CLI (a stand-in `az`
+// first on PATH); the chain's order and error lines; secrets never in errors.
 #include "azure/blob_client.h"
 #include "azure/token_chain.h"
 #include "azure/token_cli.h"
@@ -14,6 +15,8 @@
 #include "util/crypto.h"
 
 #include <gtest/gtest.h>
+
+#include <filesystem>
 
 namespace nbu::azure {
 namespace {
@@ -265,6 +268,145 @@ TEST(ManagedIdentityCredentialTest, ImdsDoesNotRetryOtherClientErrorsAndProbeDoe
   EXPECT_EQ(busy.count(), 1u);  // the probe gives up at once
   EXPECT_FALSE((*probe)->GetToken().ok());
   EXPECT_EQ(busy.count(), 1u + 5u);  // later fetches retry normally
+}
+
+TEST(ManagedIdentityCredentialTest, AppService2017SendsSecretHeaderAndClientid) {
+  StandIn msi([](const Recorded&, httplib::Response& res) {
+    Json(res, 200, R"({"access_token":"mi-2017","expires_on":"11/14/2099 11:13:20 PM +00:00"})");
+  });
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(MapEnv({{"MSI_ENDPOINT", msi.url() + "/msi"},
+                                                         {"MSI_SECRET", kSecret},
+                                                         {"AZURE_CLIENT_ID", "user-mi"}}),
+                                                 o);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ((*cred)->source(), ManagedIdentityCredential::Source::kAppService2017);
+  EXPECT_EQ(AuthHeader(**cred), "Bearer mi-2017");
+  const Recorded r = msi.requests().at(0);
+  EXPECT_EQ(r.method, "GET");
+  EXPECT_EQ(r.path, "/msi");
+  EXPECT_EQ(r.query.at("api-version"), "2017-09-01");
+  EXPECT_EQ(r.query.at("resource"), "https://storage.azure.com");
+  EXPECT_EQ(r.query.at("clientid"), "user-mi");
+  EXPECT_EQ(r.Header("secret"), kSecret);
+  EXPECT_EQ((*cred)->Describe().find(kSecret), std::string::npos);
+}
+
+TEST(ManagedIdentityCredentialTest, CloudShellPostsTheResourceAndHasNoUserIdentity) {
+  StandIn shell([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"MSI_ENDPOINT", shell.url() + "/oauth2/token"}, {"IMDS_ENDPOINT", "x"}}), o);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ((*cred)->source(), ManagedIdentityCredential::Source::kCloudShell);
+  EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1");
+  const Recorded r = shell.requests().at(0);
+  EXPECT_EQ(r.method, "POST");
+  EXPECT_EQ(r.path, "/oauth2/token");
+  EXPECT_EQ(r.Header("Metadata"), "true");
+  EXPECT_EQ(r.form,
+            (std::map<std::string, std::string>{{"resource", "https://storage.azure.com"}}));
+
+  auto user = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"MSI_ENDPOINT", shell.url()}, {"AZURE_CLIENT_ID", "user-mi"}}), o);
+  ASSERT_FALSE(user.ok());
+  EXPECT_NE(user.status().message().find("Cloud Shell"), std::string::npos);
+  EXPECT_EQ(shell.count(), 1u);
+}
+
+// Azure Arc's endpoint answers a request without credentials with 401 and the path of a key file
+// only a privileged local user can read; its content, sent back as Basic credentials, gets the
+// token.
+class ArcManagedIdentityTest : public ::testing::Test {
+ protected:
+  ArcManagedIdentityTest() {
+    std::filesystem::create_directory(keys_ / "tokens");
+    nbu::test::WriteFile(Key("node.key"),
+                         std::string(kSecret) + "\n");  // the line break is dropped
+    o_.source = Opts(clock_);
+    o_.arc_key_dir = keys_ / "tokens";
+  }
+  std::string Key(const std::string& name) const { return keys_ / "tokens/" + name; }
+  // An Arc endpoint whose challenges name `key_path`; `answer` for credentialed requests.
+  StandIn Endpoint(const std::string& key_path, int status = 200,
+                   std::string body = R"({"access_token":"arc-tok","expires_on":"4102444800"})") {
+    return StandIn([=](const Recorded& r, httplib::Response& res) {
+      if (r.Header("Authorization").empty()) {
+        res.set_header("WWW-Authenticate", "Basic realm=" + key_path);
+        return Json(res, 401, R"({"error":"unauthorized"})");
+      }
+      Json(res, status, body);
+    });
+  }
+  Result<std::shared_ptr<ManagedIdentityCredential>> Cred(const StandIn& arc,
+                                                          const std::string& client_id = "") {
+    EnvMap env = {{"IDENTITY_ENDPOINT", arc.url() + "/metadata/identity/oauth2/token"},
+                  {"IMDS_ENDPOINT", "http://127.0.0.1:1"}};
+    if (!client_id.empty()) env["AZURE_CLIENT_ID"] = client_id;
+    return ManagedIdentityCredential::FromEnv(MapEnv(env), o_);
+  }
+  using EnvMap = std::map<std::string, std::string>;
+  nbu::test::TempDir keys_;
+  SimulatedClock clock_;
+  ManagedIdentityOptions o_;
+};
+
+TEST_F(ArcManagedIdentityTest, AnswersTheChallengeWithTheKeyFile) {
+  StandIn arc = Endpoint(Key("node.key"));
+  auto cred = Cred(arc);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ((*cred)->source(), ManagedIdentityCredential::Source::kArc);
+  EXPECT_EQ(AuthHeader(**cred), "Bearer arc-tok");
+  const auto reqs = arc.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  for (const auto& r : reqs) {
+    EXPECT_EQ(r.method, "GET");
+    EXPECT_EQ(r.path, "/metadata/identity/oauth2/token");
+    EXPECT_EQ(r.query.at("api-version"), "2019-11-01");
+    EXPECT_EQ(r.query.at("resource"), "https://storage.azure.com");
+    EXPECT_EQ(r.Header("Metadata"), "true");
+  }
+  EXPECT_EQ(reqs[0].Header("Authorization"), "");
+  EXPECT_EQ(reqs[1].Header("Authorization"), std::string("Basic ") + kSecret);
+  EXPECT_EQ((*cred)->Describe(), "managed-identity(azure-arc, system-assigned)");
+
+  auto user = Cred(arc, "user-mi");
+  ASSERT_FALSE(user.ok());
+  EXPECT_NE(user.status().message().find("Azure Arc"), std::string::npos);
+}
+
+TEST_F(ArcManagedIdentityTest, RefusesKeyFilesOutsideItsDirectoryOrTooLarge) {
+  nbu::test::WriteFile(keys_ / "elsewhere.key", "not-for-you");
+  nbu::test::WriteFile(Key("notes.txt"), "x");
+  nbu::test::WriteFile(Key("big.key"), std::string(kArcKeyMaxBytes + 1, 'k'));
+  nbu::test::WriteFile(Key("split.key"), "two\nlines");
+  std::filesystem::create_symlink(keys_ / "elsewhere.key", Key("link.key"));
+  for (const std::string& path :
+       {keys_ / "elsewhere.key", Key("../elsewhere.key"), Key("notes.txt"), Key("big.key"),
+        Key("link.key"), Key("missing.key"), Key("split.key")}) {
+    StandIn arc = Endpoint(path);
+    auto t = (*Cred(arc))->GetToken();
+    ASSERT_FALSE(t.ok()) << path;
+    EXPECT_EQ(t.status().kind(), ErrorKind::kAuth) << path;
+    EXPECT_NE(t.status().message().find("refusing the challenge's key file"), std::string::npos)
+        << t.status().message();
+    EXPECT_EQ(arc.count(), 1u) << path;  // nothing sent back, no retry
+  }
+}
+
+TEST_F(ArcManagedIdentityTest, TheKeyNeverAppearsInErrors) {
+  StandIn arc =
+      Endpoint(Key("node.key"), 400,
+               std::string(R"({"error":"invalid_request","error_description":"bad Basic )") +
+                   kSecret + R"("})");
+  auto t = (*Cred(arc))->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().message().find(kSecret), std::string::npos) << t.status().message();
+  EXPECT_NE(t.status().message().find("<redacted>"), std::string::npos) << t.status().message();
 }
 
 class AzureCliCredentialTest : public ::testing::Test {
