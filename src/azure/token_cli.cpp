@@ -42,17 +42,11 @@ std::string FirstLine(const std::string& s, size_t max) {
 
 // "2022-08-24 00:43:08.000000" in local time.
 std::optional<WallTime> ParseLocalTime(const std::string& s) {
-  std::tm tm{};
   int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0;
   if (std::sscanf(s.c_str(), "%d-%d-%d %d:%d:%d", &year, &mon, &day, &hour, &min, &sec) != 6) {
     return std::nullopt;
   }
-  tm.tm_year = year - 1900;
-  tm.tm_mon = mon - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = min;
-  tm.tm_sec = sec;
+  std::tm tm = CalendarTime(year, mon, day, hour, min, sec);
   tm.tm_isdst = -1;
   const std::time_t t = std::mktime(&tm);
   if (t == -1) return std::nullopt;

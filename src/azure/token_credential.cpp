@@ -62,13 +62,7 @@ std::optional<int64_t> AppService2017Time(const nlohmann::json& j, const char* k
       sec > 60 || off_h > 14 || off_m > 59) {
     return std::nullopt;
   }
-  std::tm tm{};
-  tm.tm_year = year - 1900;
-  tm.tm_mon = mon - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = min;
-  tm.tm_sec = sec;
+  std::tm tm = CalendarTime(year, mon, day, hour, min, sec);
   const int64_t offset = int64_t{(off_h * 3600) + (off_m * 60)} * (rest[1] == '-' ? -1 : 1);
   return static_cast<int64_t>(timegm(&tm)) - offset;
 }
@@ -278,6 +272,17 @@ Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
         now + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(*refresh_in));
   }
   return out;
+}
+
+std::tm CalendarTime(int year, int month, int day, int hour, int min, int sec) {
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_sec = sec;
+  return tm;
 }
 
 std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets) {

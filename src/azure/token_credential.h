@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -111,6 +112,8 @@ Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
                                        const std::string& who);
 // Replaces every occurrence of each non-empty secret in `text` with "<redacted>".
 std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets);
+// The calendar fields of a token's expiry (month 1-12), for timegm or mktime.
+std::tm CalendarTime(int year, int month, int day, int hour, int min, int sec);
 // A transport for token requests: `options.transport` or a new one with the system CAs.
 std::shared_ptr<HttpTransport> TokenTransport(const TokenSourceOptions& options);
 
