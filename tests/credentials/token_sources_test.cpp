@@ -331,7 +331,8 @@ class ArcManagedIdentityTest : public ::testing::Test {
     o_.arc_key_dir = keys_ / "tokens";
   }
   std::string Key(const std::string& name) const { return keys_ / "tokens/" + name; }
-  // An Arc endpoint whose challenges name `key_path`; `answer` for credentialed requests.
+  // An Arc endpoint whose challenges name `key_path`; requests with credentials get `status`
+  // and `body`.
   StandIn Endpoint(const std::string& key_path, int status = 200,
                    std::string body = R"({"access_token":"arc-tok","expires_on":"4102444800"})") {
     return StandIn([=](const Recorded& r, httplib::Response& res) {
@@ -379,7 +380,9 @@ TEST_F(ArcManagedIdentityTest, AnswersTheChallengeWithTheKeyFile) {
   EXPECT_NE(user.status().message().find("Azure Arc"), std::string::npos);
 }
 
-TEST_F(ArcManagedIdentityTest, RefusesKeyFilesOutsideItsDirectoryOrTooLarge) {
+// Only a regular *.key file directly in the key directory, of at most 4,096 bytes and without
+// control characters, is read and sent.
+TEST_F(ArcManagedIdentityTest, RefusesAnyOtherKeyFile) {
   nbu::test::WriteFile(keys_ / "elsewhere.key", "not-for-you");
   nbu::test::WriteFile(Key("notes.txt"), "x");
   nbu::test::WriteFile(Key("big.key"), std::string(kArcKeyMaxBytes + 1, 'k'));
@@ -389,7 +392,9 @@ TEST_F(ArcManagedIdentityTest, RefusesKeyFilesOutsideItsDirectoryOrTooLarge) {
        {keys_ / "elsewhere.key", Key("../elsewhere.key"), Key("notes.txt"), Key("big.key"),
         Key("link.key"), Key("missing.key"), Key("split.key")}) {
     StandIn arc = Endpoint(path);
-    auto t = (*Cred(arc))->GetToken();
+    auto cred = Cred(arc);
+    ASSERT_TRUE(cred.ok());
+    auto t = (*cred)->GetToken();
     ASSERT_FALSE(t.ok()) << path;
     EXPECT_EQ(t.status().kind(), ErrorKind::kAuth) << path;
     EXPECT_NE(t.status().message().find("refusing the challenge's key file"), std::string::npos)
@@ -403,7 +408,9 @@ TEST_F(ArcManagedIdentityTest, TheKeyNeverAppearsInErrors) {
       Endpoint(Key("node.key"), 400,
                std::string(R"({"error":"invalid_request","error_description":"bad Basic )") +
                    kSecret + R"("})");
-  auto t = (*Cred(arc))->GetToken();
+  auto cred = Cred(arc);
+  ASSERT_TRUE(cred.ok());
+  auto t = (*cred)->GetToken();
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().message().find(kSecret), std::string::npos) << t.status().message();
   EXPECT_NE(t.status().message().find("<redacted>"), std::string::npos) << t.status().message();
