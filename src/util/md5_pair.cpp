@@ -296,7 +296,7 @@ void Md5Pair::Update(const void* data, size_t len) {
   std::memcpy(pending_, p + len - pending_len_, pending_len_);
 }
 
-void Md5Pair::UpdateTogether(std::span<const Feed> feeds, size_t len) {
+bool Md5Pair::UpdateTogether(std::span<const Feed> feeds, size_t len) {
   if (feeds.size() > kMaxTogether) throw std::logic_error("Md5Pair: too many pairs together");
   Md5Pair* pairs[kMaxTogether];
   const unsigned char* data[kMaxTogether];
@@ -309,13 +309,14 @@ void Md5Pair::UpdateTogether(std::span<const Feed> feeds, size_t len) {
   }
   if (!together || count < 2) {
     for (int k = 0; k < count; ++k) pairs[k]->Update(data[k], len);
-    return;
+    return false;
   }
   for (int k = 0; k < count; ++k) {
     pairs[k]->file_len_ += len;
     pairs[k]->block_len_ += len;
   }
   PassTogether(pairs, data, count, len / 64);
+  return true;
 }
 
 void Md5Pair::PassTogether(Md5Pair* const* pairs, const unsigned char* const* data, int count,
@@ -427,7 +428,7 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
   std::unique_lock lock(mu_);
   if (pair.active_.combiner_ == nullptr) {
     pair.active_.combiner_ = this;
-    ++active_;
+    ++stats_.active;
   }
   queue_.push_back(&mine);
   if (awaiting_company_ > 0) cv_.notify_all();
@@ -438,9 +439,9 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
   // pass: every kernel build computes the same digests (the first job's build runs).
   bool waited = false;
   while (!mine.done) {
-    const bool contended = active_ > threads_;
-    if (running_ == threads_ || queue_.empty() ||
-        (contended && running_ > 0 && queue_.size() < 2)) {
+    const bool contended = stats_.active > threads_;
+    if (stats_.running == threads_ || queue_.empty() ||
+        (contended && stats_.running > 0 && queue_.size() < 2)) {
       cv_.wait(lock);
       continue;
     }
@@ -451,15 +452,14 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
         continue;
       }
       ++awaiting_company_;
-      ++company_waits_;
-      const bool company = cv_.wait_for(lock, company_wait_, [&] {
-        return queue_.size() != 1 || queue_.front() != &mine || active_ < 2 || running_ > 0;
-      });
+      ++stats_.company_waits;
+      const bool company =
+          cv_.wait_for(lock, company_wait_, [&] { return !LoneBesideAnActivePair(mine); });
       --awaiting_company_;
       if (company) {
         vain_streak_ = 0;
       } else {
-        ++vain_waits_;
+        ++stats_.vain_waits;
         vain_streak_ = std::min(vain_streak_ + 1, 6U);
         skip_waits_ = (1U << vain_streak_) - 1;
       }
@@ -471,20 +471,20 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
       jobs[count] = queue_.front();
       queue_.pop_front();
     }
-    ++running_;
-    ++passes_;
-    pairs_passed_ += static_cast<uint64_t>(count);
+    ++stats_.running;
+    ++stats_.passes;
+    stats_.pairs_passed += static_cast<uint64_t>(count);
     lock.unlock();
     Run(jobs, count);
     lock.lock();
-    --running_;
+    --stats_.running;
     for (int k = 0; k < count; ++k) jobs[k]->done = true;
     cv_.notify_all();
   }
 }
 
 bool Md5Combiner::LoneBesideAnActivePair(const Job& mine) const {
-  return running_ == 0 && queue_.size() == 1 && queue_.front() == &mine && active_ >= 2;
+  return stats_.running == 0 && queue_.size() == 1 && queue_.front() == &mine && stats_.active >= 2;
 }
 
 void Md5Combiner::Run(Job* const* jobs, int count) {
@@ -505,40 +505,15 @@ void Md5Combiner::Run(Job* const* jobs, int count) {
   }
 }
 
-uint64_t Md5Combiner::passes() const {
-  std::lock_guard lock(mu_);
-  return passes_;
-}
-
 void Md5Combiner::Leave() {
   std::lock_guard lock(mu_);
-  --active_;
+  --stats_.active;
   cv_.notify_all();  // a lone job may no longer need company
 }
 
-unsigned Md5Combiner::active() const {
+Md5Combiner::Stats Md5Combiner::stats() const {
   std::lock_guard lock(mu_);
-  return active_;
-}
-
-unsigned Md5Combiner::running() const {
-  std::lock_guard lock(mu_);
-  return running_;
-}
-
-uint64_t Md5Combiner::pairs_passed() const {
-  std::lock_guard lock(mu_);
-  return pairs_passed_;
-}
-
-uint64_t Md5Combiner::company_waits() const {
-  std::lock_guard lock(mu_);
-  return company_waits_;
-}
-
-uint64_t Md5Combiner::vain_waits() const {
-  std::lock_guard lock(mu_);
-  return vain_waits_;
+  return stats_;
 }
 
 }  // namespace nbu

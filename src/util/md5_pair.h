@@ -43,8 +43,8 @@ class Md5Pair {
   };
   // Feeds `len` bytes to each of up to kMaxTogether pairs (each its own `data`) in one pass over
   // the chunks, in the first pair's kernel build, as the combiner does; separately unless none
-  // has bytes pending and `len` is a multiple of 64.
-  static void UpdateTogether(std::span<const Feed> feeds, size_t len);
+  // has bytes pending and `len` is a multiple of 64. True when they went in one pass.
+  static bool UpdateTogether(std::span<const Feed> feeds, size_t len);
   // The MD5 of the bytes since the last block boundary; the block stream restarts. Between two
   // boundaries the file must have advanced by a multiple of 64 bytes, unless no more bytes come.
   Md5Digest FinishBlock();
@@ -112,12 +112,15 @@ class Md5Combiner {
   // The process's: one pass per CPU it can use (UsableCpus()).
   static Md5Combiner& Shared();
   void Compress(Md5Pair& pair, const unsigned char* chunks, size_t n);
-  uint64_t passes() const;         // passes run here
-  uint64_t pairs_passed() const;   // pairs advanced by them (passes() when none was shared)
-  unsigned active() const;         // pairs counted active now
-  unsigned running() const;        // passes under way now
-  uint64_t company_waits() const;  // lone pairs that waited for company
-  uint64_t vain_waits() const;     // ... and had none within company_wait
+  struct Stats {
+    uint64_t passes = 0;         // passes run here
+    uint64_t pairs_passed = 0;   // pairs advanced by them (passes when none was shared)
+    unsigned active = 0;         // pairs counted active now
+    unsigned running = 0;        // passes under way now
+    uint64_t company_waits = 0;  // lone pairs that waited for company
+    uint64_t vain_waits = 0;     // ... and had none within company_wait
+  };
+  Stats stats() const;  // one consistent snapshot
 
  private:
   struct Job {
@@ -130,16 +133,11 @@ class Md5Combiner {
   const std::chrono::microseconds company_wait_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job*> queue_;  // waiting for a pass, oldest first
-  unsigned running_ = 0;    // passes under way
-  unsigned active_ = 0;     // pairs counted by their Md5Pair::Active
-  uint64_t passes_ = 0;
-  uint64_t pairs_passed_ = 0;
+  std::deque<Job*> queue_;         // waiting for a pass, oldest first
+  Stats stats_;                    // stats_.running and stats_.active steer the passes
   unsigned awaiting_company_ = 0;  // lone pairs waiting for company now
-  uint64_t company_waits_ = 0;
-  uint64_t vain_waits_ = 0;
-  unsigned vain_streak_ = 0;  // consecutive vain waits
-  unsigned skip_waits_ = 0;   // lone pairs that go at once before the next wait
+  unsigned vain_streak_ = 0;       // consecutive vain waits
+  unsigned skip_waits_ = 0;        // lone pairs that go at once before the next wait
 
   // `mine` would start the only pass alone while another pair is active.
   bool LoneBesideAnActivePair(const Job& mine) const;

@@ -46,7 +46,8 @@ TEST(Md5CombinerTest, ThreadsHashingAtOnceGetTheirOwnDigestsAndShareSomePasses) 
     for (char& c : files[t].bytes) c = static_cast<char>(rng());
   }
   // Rounds until some pass advanced more than one pair; in practice the first round does.
-  for (int round = 0; round < 20 && combiner.pairs_passed() == combiner.passes(); ++round) {
+  for (int round = 0; round < 20 && combiner.stats().pairs_passed == combiner.stats().passes;
+       ++round) {
     std::barrier start(kThreads);
     std::vector<std::jthread> threads;
     for (auto& f : files) {
@@ -65,7 +66,7 @@ TEST(Md5CombinerTest, ThreadsHashingAtOnceGetTheirOwnDigestsAndShareSomePasses) 
       }
     }
   }
-  EXPECT_GT(combiner.pairs_passed(), combiner.passes());
+  EXPECT_GT(combiner.stats().pairs_passed, combiner.stats().passes);
 }
 
 // One long pass, and `n` pieces of kCombineBytes handed in (each on its own thread) while it runs;
@@ -79,19 +80,19 @@ size_t PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
   std::atomic<size_t> done_beside_a_pass = 0;
   {
     std::jthread long_pass([&] { first.Update(big.data(), big.size()); });
-    while (combiner.passes() == 0) std::this_thread::yield();
+    while (combiner.stats().passes == 0) std::this_thread::yield();
     std::vector<std::jthread> threads;
     for (auto& p : pairs) {
       threads.emplace_back([&] {
         p.Update(piece.data(), piece.size());
-        if (combiner.running() > 0) ++done_beside_a_pass;
+        if (combiner.stats().running > 0) ++done_beside_a_pass;
       });
     }
   }
-  EXPECT_EQ(combiner.active(), n + 1);  // none has finished its file
+  EXPECT_EQ(combiner.stats().active, n + 1);  // none has finished its file
   EXPECT_EQ(first.FinishFile(), Md5::Of(big));
   for (auto& p : pairs) EXPECT_EQ(p.FinishFile(), Md5::Of(piece));
-  EXPECT_EQ(combiner.active(), 0U);
+  EXPECT_EQ(combiner.stats().active, 0U);
   return done_beside_a_pass;
 }
 
@@ -99,7 +100,7 @@ size_t PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
 TEST(Md5CombinerTest, WhileCpusSufficeEachPairGetsAPassAtOnce) {
   Md5Combiner combiner(2);
   EXPECT_EQ(PiecesBehindALongPass(combiner, 1), 1U);
-  EXPECT_EQ(combiner.passes(), 2U);
+  EXPECT_EQ(combiner.stats().passes, 2U);
 }
 
 // More pairs active than passes may run: a lone one waits for company or for the running pass
@@ -108,16 +109,16 @@ TEST(Md5CombinerTest, WhileCpusSufficeEachPairGetsAPassAtOnce) {
 TEST(Md5CombinerTest, WhenPairsOutnumberCpusALonePairWaitsForCompany) {
   Md5Combiner combiner(2);
   EXPECT_EQ(PiecesBehindALongPass(combiner, 3), 3U);
-  EXPECT_EQ(combiner.passes(), 3U);
-  EXPECT_EQ(combiner.pairs_passed(), 4U);
+  EXPECT_EQ(combiner.stats().passes, 3U);
+  EXPECT_EQ(combiner.stats().pairs_passed, 4U);
 }
 
 // Pieces that wait share the next pass, up to Md5Pair::kMaxTogether of them.
 TEST(Md5CombinerTest, UpToMaxTogetherWaitingPairsShareAPass) {
   Md5Combiner combiner(1);
   PiecesBehindALongPass(combiner, Md5Pair::kMaxTogether + 1);
-  EXPECT_EQ(combiner.passes(), 3U);  // the long one, four together, the fifth
-  EXPECT_EQ(combiner.pairs_passed(), 1U + Md5Pair::kMaxTogether + 1);
+  EXPECT_EQ(combiner.stats().passes, 3U);  // the long one, four together, the fifth
+  EXPECT_EQ(combiner.stats().pairs_passed, 1U + Md5Pair::kMaxTogether + 1);
 }
 
 // A pair counts as active from its first piece through the combiner until it finishes its file
@@ -127,20 +128,20 @@ TEST(Md5CombinerTest, APairIsActiveFromItsFirstPieceToItsEnd) {
   const std::string small(64, 'x'), piece(Md5Pair::kCombineBytes, 'a');
   std::optional<Md5Pair> pair(std::in_place, Md5Pair::Kernel::kBest, &combiner);
   pair->Update(small.data(), small.size());  // not through the combiner
-  EXPECT_EQ(combiner.active(), 0U);
+  EXPECT_EQ(combiner.stats().active, 0U);
   pair->Update(piece.data(), piece.size());
-  EXPECT_EQ(combiner.active(), 1U);
+  EXPECT_EQ(combiner.stats().active, 1U);
   Md5Pair copy = *pair;
   Md5Pair moved = std::move(*pair);
-  EXPECT_EQ(combiner.active(), 1U);
+  EXPECT_EQ(combiner.stats().active, 1U);
   pair.reset();
-  EXPECT_EQ(combiner.active(), 1U);  // `moved` holds the count
+  EXPECT_EQ(combiner.stats().active, 1U);  // `moved` holds the count
   copy.Update(piece.data(), piece.size());
-  EXPECT_EQ(combiner.active(), 2U);
+  EXPECT_EQ(combiner.stats().active, 2U);
   EXPECT_EQ(copy.FinishFile(), Md5::Of(small + piece + piece));
-  EXPECT_EQ(combiner.active(), 1U);
+  EXPECT_EQ(combiner.stats().active, 1U);
   { const Md5Pair gone = std::move(moved); }
-  EXPECT_EQ(combiner.active(), 0U);
+  EXPECT_EQ(combiner.stats().active, 0U);
 }
 
 // A lone piece that would start the only pass while another pair is between two of its pieces
@@ -151,18 +152,18 @@ TEST(Md5CombinerTest, ALonePieceWaitsForAnActivePairsNextPiece) {
   const std::string b1(Md5Pair::kCombineBytes * 2, '3');
   Md5Pair a(Md5Pair::Kernel::kBest, &combiner), b(Md5Pair::Kernel::kBest, &combiner);
   a.Update(a1.data(), a1.size());  // alone: no other pair is active yet
-  EXPECT_EQ(combiner.company_waits(), 0U);
+  EXPECT_EQ(combiner.stats().company_waits, 0U);
   std::jthread other([&] { b.Update(b1.data(), b1.size()); });
-  for (int i = 0; i < 5000 && combiner.company_waits() == 0; ++i) {
+  for (int i = 0; i < 5000 && combiner.stats().company_waits == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ASSERT_EQ(combiner.company_waits(), 1U);
-  EXPECT_EQ(combiner.passes(), 1U);  // b's piece is waiting, not hashed
+  ASSERT_EQ(combiner.stats().company_waits, 1U);
+  EXPECT_EQ(combiner.stats().passes, 1U);  // b's piece is waiting, not hashed
   a.Update(a2.data(), a2.size());
   other.join();
-  EXPECT_EQ(combiner.passes(), 2U);
-  EXPECT_EQ(combiner.pairs_passed(), 3U);
-  EXPECT_EQ(combiner.vain_waits(), 0U);
+  EXPECT_EQ(combiner.stats().passes, 2U);
+  EXPECT_EQ(combiner.stats().pairs_passed, 3U);
+  EXPECT_EQ(combiner.stats().vain_waits, 0U);
   EXPECT_EQ(a.FinishFile(), Md5::Of(a1 + a2));
   EXPECT_EQ(b.FinishFile(), Md5::Of(b1));
 }
@@ -173,8 +174,8 @@ TEST(Md5CombinerTest, APairAloneNeverWaitsForCompany) {
   Md5Pair pair(Md5Pair::Kernel::kBest, &combiner);
   const std::string piece(Md5Pair::kCombineBytes, 'q');
   for (int i = 0; i < 3; ++i) pair.Update(piece.data(), piece.size());
-  EXPECT_EQ(combiner.passes(), 3U);
-  EXPECT_EQ(combiner.company_waits(), 0U);
+  EXPECT_EQ(combiner.stats().passes, 3U);
+  EXPECT_EQ(combiner.stats().company_waits, 0U);
   EXPECT_EQ(pair.FinishFile(), Md5::Of(piece + piece + piece));
 }
 
@@ -190,9 +191,9 @@ TEST(Md5CombinerTest, VainWaitsForCompanyBackOff) {
     busy.Update(piece.data(), piece.size());
     all += piece;
   }
-  EXPECT_EQ(combiner.company_waits(), 3U);  // pieces 1, 3 and 7
-  EXPECT_EQ(combiner.vain_waits(), 3U);
-  EXPECT_EQ(combiner.passes(), 9U);
+  EXPECT_EQ(combiner.stats().company_waits, 3U);  // pieces 1, 3 and 7
+  EXPECT_EQ(combiner.stats().vain_waits, 3U);
+  EXPECT_EQ(combiner.stats().passes, 9U);
   EXPECT_EQ(busy.FinishFile(), Md5::Of(all));
   EXPECT_EQ(idle.FinishFile(), Md5::Of(piece));
 }
@@ -202,10 +203,10 @@ TEST(Md5CombinerTest, OnlyPiecesOfAtLeastCombineBytesGoThroughIt) {
   Md5Pair pair(Md5Pair::Kernel::kBest, &combiner);
   const std::string bytes(Md5Pair::kCombineBytes - 64, 'z');
   pair.Update(bytes.data(), bytes.size());
-  EXPECT_EQ(combiner.passes(), 0U);
+  EXPECT_EQ(combiner.stats().passes, 0U);
   const std::string more(Md5Pair::kCombineBytes, 'y');
   pair.Update(more.data(), more.size());
-  EXPECT_EQ(combiner.passes(), 1U);
+  EXPECT_EQ(combiner.stats().passes, 1U);
   EXPECT_EQ(pair.FinishFile(), Md5::Of(bytes + more));
 }
 
