@@ -1,10 +1,11 @@
 #include "util/cpus.h"
 
+#include "util/fs.h"
+
 #include <sched.h>
 
 #include <algorithm>
 #include <charconv>
-#include <fstream>
 #include <string>
 #include <thread>
 
@@ -28,11 +29,10 @@ unsigned CeilDiv(long long quota, long long period) {
   return static_cast<unsigned>((quota + period - 1) / period);
 }
 
-std::string ReadSmallFile(const std::string& path) {
-  std::ifstream in(path);
-  std::string text;
-  std::getline(in, text);
-  return text;
+// A cgroup file's text; empty when it is missing or unreadable (no quota there).
+std::string CgroupFile(const std::string& path) {
+  auto text = fs::ReadSmallFile(path, 4096);
+  return text.ok() ? *text : std::string();
 }
 
 }  // namespace
@@ -53,10 +53,10 @@ unsigned UsableCpus(const std::string& cgroup_root) {
   CPU_ZERO(&set);
   if (::sched_getaffinity(0, sizeof set, &set) == 0) cpus = static_cast<unsigned>(CPU_COUNT(&set));
   if (cpus == 0) cpus = std::thread::hardware_concurrency();
-  unsigned quota = CpusFromCgroupV2Max(ReadSmallFile(cgroup_root + "/cpu.max"));
+  unsigned quota = CpusFromCgroupV2Max(CgroupFile(cgroup_root + "/cpu.max"));
   if (quota == 0) {
-    quota = CpusFromCgroupV1(ReadSmallFile(cgroup_root + "/cpu/cpu.cfs_quota_us"),
-                             ReadSmallFile(cgroup_root + "/cpu/cpu.cfs_period_us"));
+    quota = CpusFromCgroupV1(CgroupFile(cgroup_root + "/cpu/cpu.cfs_quota_us"),
+                             CgroupFile(cgroup_root + "/cpu/cpu.cfs_period_us"));
   }
   if (quota != 0 && (cpus == 0 || quota < cpus)) cpus = quota;
   return std::max(1U, cpus);
