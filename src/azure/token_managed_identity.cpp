@@ -44,14 +44,11 @@ Result<std::string> ReadArcKey(const HttpResponse& resp, const std::string& dir,
   if (fs::Dirname(path) != dir || path.size() <= 4 || !path.ends_with(".key")) {
     return Status(ErrorKind::kAuth, refused + "not a *.key file in " + dir);
   }
+  // Not a link, a FIFO (opening one would wait for a writer) or a device: lstat first.
   auto st = fs::Stat(path);
   if (!st.ok()) return Status(ErrorKind::kAuth, refused + st.status().message());
   if (!st->is_regular) return Status(ErrorKind::kAuth, refused + "not a regular file");
-  if (st->size > kArcKeyMaxBytes) {
-    return Status(ErrorKind::kAuth,
-                  refused + "larger than " + std::to_string(kArcKeyMaxBytes) + " bytes");
-  }
-  auto key = fs::ReadSmallFile(path, kArcKeyMaxBytes);
+  auto key = fs::ReadSmallFile(path, kArcKeyMaxBytes);  // refuses a larger one
   if (!key.ok()) return Status(ErrorKind::kAuth, refused + key.status().message());
   // It goes into a header line: a final line break is dropped, any other control character is
   // refused (it would end the header early).

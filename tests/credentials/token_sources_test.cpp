@@ -15,6 +15,7 @@
 #include "util/crypto.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -388,9 +389,10 @@ TEST_F(ArcManagedIdentityTest, RefusesAnyOtherKeyFile) {
   nbu::test::WriteFile(Key("big.key"), std::string(kArcKeyMaxBytes + 1, 'k'));
   nbu::test::WriteFile(Key("split.key"), "two\nlines");
   std::filesystem::create_symlink(keys_ / "elsewhere.key", Key("link.key"));
+  ASSERT_EQ(::mkfifo(Key("pipe.key").c_str(), 0600), 0);  // opened, it would wait for a writer
   for (const std::string& path :
        {keys_ / "elsewhere.key", Key("../elsewhere.key"), Key("notes.txt"), Key("big.key"),
-        Key("link.key"), Key("missing.key"), Key("split.key")}) {
+        Key("link.key"), Key("missing.key"), Key("split.key"), Key("pipe.key")}) {
     StandIn arc = Endpoint(path);
     auto cred = Cred(arc);
     ASSERT_TRUE(cred.ok());
