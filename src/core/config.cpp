@@ -176,6 +176,10 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_POLL_INTERVAL_S", "2.0", "Seconds between scans of the session directory", false},
       {"APP_MIN_FILE_AGE_S", "5.0",
        "A file must be unchanged this long (service clock) before upload", false},
+      {"APP_CHANGE_HINTS", "true",
+       "Scan at once when inotify reports a change in the session directory. It sees files written "
+       "on this host only (not by other NFS clients), so the poll still finds every file",
+       false},
       {"APP_FILE_EXTENSIONS", "",
        "Comma-separated extensions to upload (e.g. .csv,.bin); empty = all", false},
       {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp",
@@ -286,6 +290,7 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.Str("APP_LOCAL_STAGING_ROOT", &c.staging_root);
   r.Double("APP_POLL_INTERVAL_S", &c.poll_interval_s, 0.01, 3600);
   r.Double("APP_MIN_FILE_AGE_S", &c.min_file_age_s, 0, 86400);
+  r.Bool("APP_CHANGE_HINTS", &c.change_hints);
   if (const std::string* v = r.Raw("APP_FILE_EXTENSIONS")) {
     for (std::string ext : SplitList(*v)) {
       std::transform(ext.begin(), ext.end(), ext.begin(),

@@ -37,6 +37,7 @@ struct Config {
   // Pipeline
   double poll_interval_s = 2.0;
   double min_file_age_s = 5.0;
+  bool change_hints = true;
   std::vector<std::string> file_extensions;  // lower-case, with leading dot; empty = all
   std::vector<std::string> ignore_patterns = {"*.tmp", "*.part", "*.partial", "*.swp"};
   int worker_concurrency = 4;

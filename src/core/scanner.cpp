@@ -22,11 +22,12 @@ double ThreadCpuSeconds() {
 }  // namespace
 
 Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue,
-                 Instruments& inst)
+                 Instruments& inst, ChangeHints* hints)
     : config_(config),
       clock_(clock),
       queue_(queue),
       inst_(inst),
+      hints_(hints),
       tracker_(FromSeconds(config.min_file_age_s)) {}
 
 bool Scanner::Accepts(std::string_view name) const {
@@ -78,8 +79,14 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   const MonoTime began = clock_.Now();
   const double cpu0 = ThreadCpuSeconds();
   tracker_.BeginScan();
+  if (hints_ != nullptr) {
+    hints_->BeginScan();
+    changed_ = hints_->TakeChangedFiles();
+    hints_->Watch(config_.incoming_dir);  // the session directory's arrival
+  }
   ScanDir(session, "", stop, &stats);
   if (stop.stop_requested()) return stats;  // a partial scan must not forget unseen files
+  if (hints_ != nullptr) hints_->EndScan();
   const auto summary = tracker_.EndScan();
   next_due_ = summary.next_due;
   stats.wall_s = ToSeconds(clock_.Now() - began);
@@ -92,6 +99,12 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
 void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
                       Stats* stats) {
   const std::string dir_path = fs::Join(fs::Join(config_.incoming_dir, session), rel_dir);
+  // Watched before it is listed: what the listing misses raises a hint.
+  const ChangeHints::Names* changed = nullptr;
+  if (hints_ != nullptr) {
+    hints_->Watch(dir_path);
+    if (const auto it = changed_.find(dir_path); it != changed_.end()) changed = &it->second;
+  }
   const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
     if (errno != ENOENT) {
@@ -123,7 +136,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     }
     if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;  // symlinks, fifos...
     // Tracked names passed the filters when first seen: skip the glob matching for them.
-    if (tracker_.SkipStat(rel, now)) {
+    if (tracker_.SkipStat(rel, now, changed != nullptr && changed->contains(name))) {
       ++stats->files_seen;
       continue;
     }

@@ -4,6 +4,7 @@
 // the scan wait: nothing is dropped or queued twice.
 #pragma once
 
+#include "core/change_hints.h"
 #include "core/config.h"
 #include "core/instruments.h"
 #include "core/stability.h"
@@ -20,7 +21,9 @@ namespace nbu::core {
 
 class Scanner {
  public:
-  Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue, Instruments& inst);
+  // `hints` (optional): every directory a scan lists is watched there.
+  Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue, Instruments& inst,
+          ChangeHints* hints = nullptr);
 
   // One pass over the session directory. Called from one thread (the scan loop).
   struct Stats {
@@ -51,8 +54,10 @@ class Scanner {
   Clock& clock_;
   BoundedQueue<WorkItem>& queue_;
   Instruments& inst_;
-  std::string session_;       // scan thread only
-  StabilityTracker tracker_;  // scan thread only
+  ChangeHints* const hints_;
+  ChangeHints::ChangedFiles changed_;  // scan thread only: reported since the scan before
+  std::string session_;                // scan thread only
+  StabilityTracker tracker_;           // scan thread only
   mutable std::mutex mu_;
   std::vector<std::pair<std::string, std::string>> forgotten_;  // guarded by mu_
   std::optional<MonoTime> oldest_pending_;                      // guarded by mu_

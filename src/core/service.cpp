@@ -9,6 +9,18 @@ namespace nbu::core {
 
 using namespace std::chrono_literals;
 
+namespace {
+
+std::unique_ptr<ChangeHints> MakeChangeHints(const Config& config) {
+  if (!config.change_hints) return nullptr;
+  auto hints = std::make_unique<ChangeHints>();
+  if (hints->available()) return hints;
+  LogWarn("change hints unavailable; the poll alone finds files", {{"error", hints->error()}});
+  return nullptr;
+}
+
+}  // namespace
+
 Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
                  telemetry::MetricsRegistry& metrics, const telemetry::Tracer& tracer)
     : config_(config),
@@ -18,7 +30,8 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
       queue_(static_cast<size_t>(config.max_queue_size)),
       leases_(config, clock),
       sessions_(fs::Join(config.processing_root, "_session.json")),
-      scanner_(config, clock, queue_, inst_),
+      hints_(MakeChangeHints(config)),
+      scanner_(config, clock, queue_, inst_, hints_.get()),
       processor_(FileProcessor::Deps{
           config, clock, blob, inst_, tracer, inflight_,
           [this](const std::string& s, const std::string& rel) { scanner_.Forget(s, rel); }}),
@@ -49,6 +62,7 @@ void Service::Start() {
   loops_.emplace_back([this](std::stop_token st) { StartupLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { ScanLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { SweepLoop(st); });
+  if (hints_) loops_.emplace_back([this](std::stop_token st) { HintLoop(st); });
   for (int i = 0; i < config_.worker_concurrency; ++i) {
     workers_.emplace_back([this](std::stop_token st) { WorkerLoop(st); });
   }
@@ -119,16 +133,42 @@ void Service::ScanLoop(std::stop_token stop) {
     // age (so a file is queued at its minimum age, not up to a poll interval later), or when a
     // watch starts. Never sooner than 10 ms (or a tenth of the interval) from now.
     const MonoTime now = clock_.Now();
+    const Duration min_gap = std::min<Duration>(interval / 10, 10ms);
     MonoTime wake = begin + interval;
     if (const auto due = scanner_.NextDue(); due && *due < wake) wake = *due;
-    wake = std::max(wake, now + std::min<Duration>(interval / 10, 10ms));
+    wake = std::max(wake, now + min_gap);
+    // A change hint brings it forward, to no sooner than ten times this scan's length after it
+    // began: under a stream of changes, scanning takes at most about a tenth of the time.
+    SleepUntilScan(wake, std::max(begin + 10 * (now - begin), now + min_gap), stop);
+  }
+}
+
+void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop) {
+  while (!stop.stop_requested()) {
     std::stop_source woken;
     {
       std::lock_guard lock(mu_);
       wake_scan_ = woken;
     }
+    // Looked at after `woken` is in place: a hint from here on ends the sleep below. A hint
+    // that came during the scan may be about a directory it had already listed.
+    if (hinted_.exchange(false)) wake = std::min(wake, hinted_wake);
+    const MonoTime now = clock_.Now();
+    if (now >= wake) return;
     std::stop_callback forward(stop, [&] { woken.request_stop(); });
-    clock_.SleepFor(wake - now, woken.get_token());
+    if (clock_.SleepFor(wake - now, woken.get_token())) return;
+    if (!hinted_.load()) return;  // a watch started: scan now
+  }
+}
+
+void Service::HintLoop(std::stop_token stop) {
+  while (hints_->Wait(stop)) {
+    hinted_ = true;
+    {
+      std::lock_guard lock(mu_);
+      wake_scan_.request_stop();
+    }
+    clock_.SleepFor(5ms, stop);  // the events of the next 5 ms make one hint
   }
 }
 
@@ -284,6 +324,12 @@ nlohmann::json Service::StatusJson() const {
                       {"queued", last_scan_.queued},
                       {"wall_ms", last_scan_.wall_s * 1e3},
                       {"cpu_ms", last_scan_.cpu_s * 1e3}};
+  }
+  if (hints_) {
+    const auto h = hints_->stats();
+    s["change_hints"] = {{"enabled", true}, {"watched_dirs", h.watches}, {"limited", h.limited}};
+  } else {
+    s["change_hints"] = {{"enabled", false}};
   }
   s["queue_depth"] = queue_.size();
   s["queue_capacity"] = queue_.capacity();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "azure/blob_client.h"
+#include "core/change_hints.h"
 #include "core/config.h"
 #include "core/file_processor.h"
 #include "core/instruments.h"
@@ -57,6 +58,10 @@ class Service {
   void WorkerLoop(std::stop_token stop);
   void SweepLoop(std::stop_token stop);
   void HeartbeatLoop(std::stop_token stop);
+  void HintLoop(std::stop_token stop);
+  // Sleeps until `wake`, or until a watch starts, or, once a change is hinted, until
+  // `hinted_wake` when that is sooner.
+  void SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop);
   bool EnqueueClaim(WorkItem item, std::stop_token stop);
   std::optional<SessionState> CurrentSession() const;
 
@@ -68,6 +73,7 @@ class Service {
   InFlight inflight_;
   LeaseBook leases_;
   SessionStore sessions_;
+  std::unique_ptr<ChangeHints> hints_;  // null when off or unavailable
   Scanner scanner_;
   FileProcessor processor_;
   Sweeper sweeper_;
@@ -76,6 +82,7 @@ class Service {
   std::atomic<bool> storage_ok_{false};
   std::atomic<bool> lease_ok_{true};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked
   MonoTime started_at_;
   mutable std::mutex mu_;
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)

@@ -45,8 +45,8 @@ bool StabilityTracker::Forgotten(std::string_view rel) const {
 }
 
 bool StabilityTracker::MustStat(std::string_view rel, bool queued, MonoTime first_seen,
-                                MonoTime now) const {
-  return Forgotten(rel) || (!queued && now - first_seen >= min_age_);
+                                MonoTime now, bool changed) const {
+  return Forgotten(rel) || (!queued && (changed || now - first_seen >= min_age_));
 }
 
 bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
@@ -76,13 +76,13 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
   return false;
 }
 
-bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
+bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now, bool changed) {
   if (cursor_ < order_.size()) {
     const Listed& l = order_[cursor_];
     if (l.name_len == rel.size() &&
         std::memcmp(names_.data() + l.name_off, rel.data(), rel.size()) == 0) {
       const size_t at = cursor_++;
-      if (MustStat(rel, l.queued, l.first_seen, now)) return false;
+      if (MustStat(rel, l.queued, l.first_seen, now, changed)) return false;
       seen_.push_back({l.node, at});
       ++in_order_;
       return true;
@@ -91,7 +91,7 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now) {
   Node* n = Find(rel);
   if (n == nullptr) return false;
   const Entry& e = n->second;
-  if (MustStat(rel, e.queued, e.first_seen, now)) return false;
+  if (MustStat(rel, e.queued, e.first_seen, now, changed)) return false;
   MarkSeen(n);
   return true;
 }

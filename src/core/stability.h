@@ -33,8 +33,10 @@ class StabilityTracker {
   // outcome: it is queued, or it was seen and its minimum age has not run out yet. A file is then
   // stat-ed when first seen and again once its age is due: if (size, mtime, inode) are still
   // those of the first sight, it has been unchanged for the minimum age; if not, its clock
-  // restarts. This keeps a scan of a large backlog to a directory listing.
-  bool SkipStat(const std::string& rel, MonoTime now);
+  // restarts. This keeps a scan of a large backlog to a directory listing. `changed`: the file was
+  // reported closed or renamed in since the last scan (see ChangeHints); a pending one is then
+  // stat-ed at once, so that a sight before its last bytes does not hold its clock back.
+  bool SkipStat(const std::string& rel, MonoTime now, bool changed = false);
   // Oldest first-seen time among tracked files, queued or not (for the backlog-age gauge), and
   // the earliest time a file not yet queued comes of age (when the next scan should run to
   // queue it without waiting for the poll interval).
@@ -91,8 +93,9 @@ class StabilityTracker {
   void MarkSeen(Node* n);
   bool Forgotten(std::string_view rel) const;
   // True when SkipStat must not skip a tracked name: forgotten, or pending and old enough to be
-  // checked.
-  bool MustStat(std::string_view rel, bool queued, MonoTime first_seen, MonoTime now) const;
+  // checked or reported changed.
+  bool MustStat(std::string_view rel, bool queued, MonoTime first_seen, MonoTime now,
+                bool changed) const;
 
   Duration min_age_;
   uint64_t generation_ = 0;

@@ -2,6 +2,7 @@
 
 #include "support/process.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -141,6 +142,43 @@ TEST_F(ScannerTest, FullQueueMakesTheScanWaitWithoutDroppingFiles) {
   scanner.ScanOnce("s1", {});  // blocks while the queue is full, until the consumer drains
   consumer.join();
   EXPECT_EQ(got.size(), 5u);
+}
+
+TEST_F(ScannerTest, AScanWatchesTheDirectoriesItLists) {
+  WriteFile(In("sub/deeper/b"), "b");
+  WriteFile(config.incoming_dir + "/other/c", "c");
+  ChangeHints hints;
+  ASSERT_TRUE(hints.available()) << hints.error();
+  BoundedQueue<WorkItem> q(8);
+  Scanner scanner(config, clock, q, inst, &hints);
+  scanner.ScanOnce("s1", {});
+  EXPECT_EQ(hints.stats().watches, 4u);  // incoming (for new sessions), s1, sub, sub/deeper
+  scanner.ScanOnce("other", {});
+  EXPECT_EQ(hints.stats().watches, 2u);  // s1's are dropped
+}
+
+TEST_F(ScannerTest, AFileReportedClosedIsLookedAtAgainBeforeItsCheckIsDue) {
+  ChangeHints hints;
+  ASSERT_TRUE(hints.available()) << hints.error();
+  BoundedQueue<WorkItem> q(8);
+  Scanner scanner(config, clock, q, inst, &hints);  // minimum age 5 s
+  ASSERT_TRUE(fs::MkdirAll(In("")).ok());
+  scanner.ScanOnce("s1", {});  // watches s1
+  // A scan sees the file before its last bytes...
+  const int fd = ::open(In("f").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "ab", 2), 2);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).stats, 1u);
+  clock.Advance(3s);
+  ASSERT_EQ(::write(fd, "cd", 2), 2);
+  ::close(fd);
+  // ... and its close is reported (the service's hint thread reads the events).
+  std::stop_source none;
+  ASSERT_TRUE(hints.Wait(none.get_token()));
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).stats, 1u);  // its check was due at 5 s
+  // Its clock restarted at its close: ready 5 s after it, not 5 s after the check at 5 s.
+  clock.Advance(5s);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 1u);
 }
 
 TEST_F(ScannerTest, MissingSessionDirectoryIsNotAnError) {

@@ -69,5 +69,42 @@ TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
   EXPECT_EQ(st["state"], "stopping");
 }
 
+TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
+  Azurite azurite;
+  TempDir dir;
+  Config config;
+  config.incoming_dir = dir.path() + "/in";
+  config.processing_root = dir.path() + "/proc";
+  config.failed_root = dir.path() + "/failed";
+  config.staging_root = dir.path() + "/staging";
+  config.azure_container = "hints";
+  config.poll_interval_s = 3600;  // only the hint can bring a scan within the test's time
+  config.min_file_age_s = 0;
+  config.replica_id = "hint-test";
+
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer(RealClock::Instance());
+  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  service.Start();
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("t", &s, &error), Service::WatchError::kNone) << error;
+  // The scan the watch starts has watched incoming/ and incoming/t.
+  ASSERT_TRUE(
+      WaitFor([&] { return service.StatusJson()["change_hints"]["watched_dirs"] == 2; }, 30s))
+      << service.StatusJson().dump();
+
+  const std::string data = PatternBytes(5000, 7);
+  WriteFile(config.incoming_dir + "/t/sub/f.bin", data);  // a new directory, then a file in it
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["uploaded"] == 1; }, 60s))
+      << service.StatusJson().dump();
+  auto got = blob_client->GetBlob(UtcDate(std::chrono::system_clock::now()) + "/t/sub/f.bin");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, data);
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 }  // namespace
 }  // namespace nbu::core
