@@ -128,7 +128,8 @@ bool ChangeHints::Wait(std::stop_token stop) {
           // or its rename into place is.
         } else {
           changed = true;  // a file closed or renamed in, a new directory, or IN_Q_OVERFLOW
-          if (!is_dir && ev.len > 0) NoteChanged(ev.wd, std::string_view(name, ::strnlen(name, ev.len)));
+          if (!is_dir && ev.len > 0)
+            NoteChanged(ev.wd, std::string_view(name, ::strnlen(name, ev.len)));
         }
       }
     }

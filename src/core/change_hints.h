@@ -78,11 +78,11 @@ class ChangeHints {
   std::unordered_map<int, std::string> dirs_;         // guarded by mu_: watched_ by wd
   ChangedFiles changed_;                              // guarded by mu_
   size_t changed_count_ = 0;                          // guarded by mu_
-  std::vector<int> ended_;  // guarded by mu_: watches the kernel ended (directory gone)
-  uint64_t generation_ = 0;        // guarded by mu_
-  bool scan_limited_ = false;      // guarded by mu_: this scan left a directory unwatched
-  bool limited_ = false;           // guarded by mu_: the last complete scan did
-  std::string limit_reason_;       // guarded by mu_
+  std::vector<int> ended_;     // guarded by mu_: watches the kernel ended (directory gone)
+  uint64_t generation_ = 0;    // guarded by mu_
+  bool scan_limited_ = false;  // guarded by mu_: this scan left a directory unwatched
+  bool limited_ = false;       // guarded by mu_: the last complete scan did
+  std::string limit_reason_;   // guarded by mu_
 };
 
 }  // namespace nbu::core
