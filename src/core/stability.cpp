@@ -16,9 +16,17 @@ void StabilityTracker::BeginScan() {
   ++generation_;
   seen_.clear();
   cursor_ = 0;
+  in_step_ = true;
+}
+
+void StabilityTracker::LeaveStep() {
+  if (!in_step_) return;
+  in_step_ = false;
+  for (size_t i = 0; i < cursor_; ++i) seen_.push_back({order_[i].node, i});
 }
 
 StabilityTracker::Node* StabilityTracker::Find(const std::string& rel) {
+  LeaveStep();  // before the cursor moves
   auto it = entries_.find(rel);
   if (it == entries_.end()) return nullptr;  // a new name: the cursor stays for the next one
   Node* n = &*it;
@@ -35,6 +43,7 @@ StabilityTracker::Node* StabilityTracker::Find(const std::string& rel) {
 }
 
 void StabilityTracker::MarkSeen(Node* n) {
+  LeaveStep();
   if (n->second.generation == generation_) return;
   n->second.generation = generation_;
   seen_.push_back({n, kNotListed});
@@ -81,9 +90,14 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now, bool chang
     const Listed& l = order_[cursor_];
     if (l.name_len == rel.size() &&
         std::memcmp(names_.data() + l.name_off, rel.data(), rel.size()) == 0) {
-      const size_t at = cursor_++;
-      if (MustStat(rel, l.queued, l.first_seen, now, changed)) return false;
-      seen_.push_back({l.node, at});
+      const size_t at = cursor_;
+      if (MustStat(rel, l.queued, l.first_seen, now, changed)) {
+        LeaveStep();  // this one is looked at: Observe records it
+        ++cursor_;
+        return false;
+      }
+      ++cursor_;
+      if (!in_step_) seen_.push_back({l.node, at});
       ++in_order_;
       return true;
     }
@@ -97,6 +111,17 @@ bool StabilityTracker::SkipStat(const std::string& rel, MonoTime now, bool chang
 }
 
 StabilityTracker::Summary StabilityTracker::EndScan() {
+  if (in_step_ && cursor_ == order_.size() && entries_.size() == order_.size()) {
+    // The listing was the last one, name for name, and none needed a look: every entry is as
+    // order_ has it, so order_, names_ and the summary stay as they are. (A name forgotten
+    // before the scan was looked at, or left a gap; one forgotten after it was skipped stays in
+    // forgotten_ for the next scan to look at. The table is larger than order_ after a scan
+    // that stopped half-way, which left order_ empty.)
+    cursor_ = 0;
+    scanning_ = false;
+    return summary_;
+  }
+  LeaveStep();
   Summary out;
   // Built in the buffers of the scan before last: memory this process already touched, where a
   // fresh allocation of a large backlog's listing costs a page fault per page (and on a VM whose
@@ -141,6 +166,7 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
   forgotten_.clear();
   cursor_ = 0;
   scanning_ = false;
+  summary_ = out;
   return out;
 }
 

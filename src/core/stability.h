@@ -110,6 +110,13 @@ class StabilityTracker {
   uint64_t in_order_ = 0;  // see skipped_in_listing_order()
   bool scanning_ = false;  // between BeginScan and EndScan
   std::vector<Seen> seen_;
+  // While the scan's names are exactly order_'s first cursor_ names, in order, with none looked
+  // at (the steady state of a waiting backlog), seen_ is not written: it would repeat order_.
+  // LeaveStep() writes it out at the first name that breaks step. A scan that ends in step
+  // leaves order_, names_ and summary_ (the last complete scan's) as they are.
+  bool in_step_ = false;
+  void LeaveStep();
+  Summary summary_;
   struct NameHash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
