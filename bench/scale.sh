@@ -48,7 +48,7 @@ ticks() { # utime+stime of $1 in clock ticks, pure bash (cheap enough to sample 
   echo $((f[11] + f[12]))
 }
 
-# sample_cpu pid seconds file: "t_us ticks" every 20 ms
+# sample_cpu pid seconds file: appends "t_us ticks" every 20 ms
 sample_cpu() {
   local pid=$1 end=$(( ${EPOCHREALTIME/./} + $2 * 1000000 )) t
   while :; do
@@ -56,13 +56,13 @@ sample_cpu() {
     [ "$t" -ge "$end" ] && break
     echo "$t $(ticks "$pid")"
     sleep 0.02
-  done >"$3"
+  done >>"$3"
 }
 
 # bursts file -> one line per burst: "cpu_ticks wall_ms" (samples whose tick count rose; gaps of
 # up to 3 idle samples are bridged, as a 10 ms tick can fall between two 20 ms samples)
 bursts() {
-  awk 'NR == 1 { pt = $2; next }
+  awk 'NR == 1 { pt = $2; prev_t = $1; next }
        { d = $2 - pt; pt = $2
          if (d > 0) { if (!on) { on = 1; start = prev_t; cpu = 0 } cpu += d; last = $1; idle = 0 }
          else if (on && ++idle > 3) { print cpu, (last - start) / 1000; on = 0 }
@@ -100,6 +100,8 @@ sleep 5
 idle_tps=$(awk -v a="$i0" -v b="$(ticks "$SVC_PID")" 'BEGIN { printf "%.3f", (b - a) / 5 }')
 rss_before=$(proc_rss_kib "$SVC_PID")
 log "moving $BACKLOG files into incoming/$SESSION; sampling CPU for $((SCANS + 2)) intervals"
+# The first sample before the move: the move's change hint starts the first scan at once.
+echo "${EPOCHREALTIME/./} $(ticks "$SVC_PID")" >"$TMP/samples"
 mv -T "$TMP/backlog" "$TMP/svc-scan/incoming/$SESSION"
 sample_cpu "$SVC_PID" "$(awk -v p="$SCAN_POLL_S" -v n="$SCANS" 'BEGIN { printf "%d", p * (n + 2) + 0.999 }')" "$TMP/samples"
 bursts "$TMP/samples" >"$TMP/bursts"
