@@ -18,15 +18,21 @@ using nbu::test::TempDir;
 using nbu::test::WaitFor;
 using nbu::test::WriteFile;
 
-TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
-  Azurite azurite;
-  TempDir dir;
+// The volumes in `dir`, the blobs in `container`.
+Config TestConfig(const TempDir& dir, const std::string& container) {
   Config config;
   config.incoming_dir = dir.path() + "/in";
   config.processing_root = dir.path() + "/proc";
   config.failed_root = dir.path() + "/failed";
   config.staging_root = dir.path() + "/staging";
-  config.azure_container = "svc";
+  config.azure_container = container;
+  return config;
+}
+
+TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
+  Azurite azurite;
+  TempDir dir;
+  Config config = TestConfig(dir, "svc");
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0.1;
   config.gc_interval_s = 0.1;
@@ -72,12 +78,7 @@ TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
 TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
   Azurite azurite;
   TempDir dir;
-  Config config;
-  config.incoming_dir = dir.path() + "/in";
-  config.processing_root = dir.path() + "/proc";
-  config.failed_root = dir.path() + "/failed";
-  config.staging_root = dir.path() + "/staging";
-  config.azure_container = "hints";
+  Config config = TestConfig(dir, "hints");
   config.poll_interval_s = 3600;  // only the hint can bring a scan within the test's time
   config.min_file_age_s = 0;
   config.replica_id = "hint-test";
