@@ -170,6 +170,10 @@ void Service::HintLoop(std::stop_token stop) {
     }
     clock_.SleepFor(5ms, stop);  // the events of the next 5 ms make one hint
   }
+  if (!stop.stop_requested()) {
+    LogWarn("change hints stopped (waiting for inotify failed); the poll alone finds files",
+            {{"error", ErrnoStatus("poll", errno).ToString()}});
+  }
 }
 
 void Service::WorkerLoop(std::stop_token stop) {
