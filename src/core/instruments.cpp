@@ -17,28 +17,33 @@ void RecentWindow::Trim(MonoTime now) const {
 }
 
 RecentWindow::Summary RecentWindow::Summarize(MonoTime now) const {
-  std::lock_guard lock(mu_);
-  Trim(now);
   Summary s;
-  s.samples = samples_.size();
-  if (samples_.empty()) return s;
   uint64_t bytes = 0;
   std::vector<double> lat;
-  lat.reserve(samples_.size());
-  for (const auto& x : samples_) {
-    bytes += x.bytes;
-    lat.push_back(x.latency_s);
+  double covered = 0;
+  {
+    // Only the copy under the lock: workers record every file here while status is polled.
+    std::lock_guard lock(mu_);
+    Trim(now);
+    s.samples = samples_.size();
+    if (samples_.empty()) return s;
+    lat.reserve(samples_.size());
+    for (const auto& x : samples_) {
+      bytes += x.bytes;
+      lat.push_back(x.latency_s);
+    }
+    // A full buffer may cover less than the span: divide by what it covers.
+    covered = samples_.size() == max_samples_ ? std::max(ToSeconds(now - samples_.front().t), 1e-3)
+                                              : ToSeconds(span_);
   }
-  // A full buffer may cover less than the span: divide by what it covers.
-  const double covered = samples_.size() == max_samples_
-                             ? std::max(ToSeconds(now - samples_.front().t), 1e-3)
-                             : ToSeconds(span_);
-  s.files_per_s = static_cast<double>(samples_.size()) / covered;
+  s.files_per_s = static_cast<double>(s.samples) / covered;
   s.mb_per_s = static_cast<double>(bytes) / 1e6 / covered;
-  std::sort(lat.begin(), lat.end());
+  // Each percentile by selection, not a full sort.
   auto pct = [&](double p) {
-    const auto idx = static_cast<size_t>(std::lround(p * static_cast<double>(lat.size() - 1)));
-    return lat[std::min(idx, lat.size() - 1)];
+    const auto idx = std::min(
+        static_cast<size_t>(std::lround(p * static_cast<double>(lat.size() - 1))), lat.size() - 1);
+    std::nth_element(lat.begin(), lat.begin() + static_cast<std::ptrdiff_t>(idx), lat.end());
+    return lat[idx];
   };
   s.p50_s = pct(0.50);
   s.p95_s = pct(0.95);

@@ -20,6 +20,20 @@ TEST(RecentWindowTest, ThroughputAndPercentilesOverTheLastMinute) {
   EXPECT_EQ(w.Summarize(t0 + 91s).samples, 0u);  // all older than a minute
 }
 
+TEST(RecentWindowTest, PercentilesDoNotDependOnTheOrderOfArrival) {
+  RecentWindow w(60s, 1000);
+  const MonoTime t0{};
+  // 1..200 ms, out of order: 200, 1, 199, 2, ...
+  for (int i = 0; i < 100; ++i) {
+    w.Add(t0, 1, (200 - i) / 1000.0);
+    w.Add(t0, 1, (i + 1) / 1000.0);
+  }
+  const auto s = w.Summarize(t0);
+  EXPECT_DOUBLE_EQ(s.p50_s, 0.101);  // index round(0.50 x 199) = 100 of the sorted 200
+  EXPECT_DOUBLE_EQ(s.p95_s, 0.190);  // round(0.95 x 199) = 189
+  EXPECT_DOUBLE_EQ(s.p99_s, 0.198);  // round(0.99 x 199) = 197
+}
+
 TEST(RecentWindowTest, MemoryIsBounded) {
   RecentWindow w(60s, 10);
   for (int i = 0; i < 1000; ++i) w.Add(MonoTime{} + 1ms * i, 1, 0.1);
