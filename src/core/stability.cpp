@@ -42,8 +42,7 @@ StabilityTracker::Node* StabilityTracker::Find(const std::string& rel) {
   return n;
 }
 
-void StabilityTracker::MarkSeen(Node* n) {
-  LeaveStep();
+void StabilityTracker::MarkSeen(Node* n) {  // after Find, which left the step
   if (n->second.generation == generation_) return;
   n->second.generation = generation_;
   seen_.push_back({n, kNotListed});
