@@ -103,7 +103,10 @@ bool ChangeHints::Wait(std::stop_token stop) {
   alignas(inotify_event) char buf[16 << 10];
   while (true) {
     pollfd fds[2] = {{fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return false;
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
+      error_ = ErrnoStatus("poll", errno).ToString();
+      return false;
+    }
     if (stop.stop_requested()) {
       uint64_t count = 0;  // reset the eventfd for the next Wait
       [[maybe_unused]] const ssize_t n = ::read(stop_fd_.get(), &count, sizeof count);

@@ -26,7 +26,9 @@ class ChangeHints {
   static constexpr size_t kMaxWatches = 8192;
   explicit ChangeHints(size_t max_watches = kMaxWatches);
 
-  // False when inotify could not be set up; `error` says why. The poll alone then finds files.
+  // False when inotify could not be set up; error() says why. The poll alone then finds files.
+  // error() also says why Wait() failed (it then returns false without a stop), and is read by
+  // the thread that waits.
   bool available() const { return fd_.valid(); }
   const std::string& error() const { return error_; }
 
@@ -38,7 +40,7 @@ class ChangeHints {
   void EndScan();
 
   // Blocks until a watched directory reports a change, or `stop`; reads every event waiting.
-  // True on a change; false on `stop`. One thread at a time.
+  // True on a change; false on `stop` or an error. One thread at a time.
   bool Wait(std::stop_token stop);
 
   // The files closed after writing or renamed in since the last call, by directory (as passed to

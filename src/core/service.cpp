@@ -172,7 +172,7 @@ void Service::HintLoop(std::stop_token stop) {
   }
   if (!stop.stop_requested()) {
     LogWarn("change hints stopped (waiting for inotify failed); the poll alone finds files",
-            {{"error", ErrnoStatus("poll", errno).ToString()}});
+            {{"error", hints_->error()}});
   }
 }
 
