@@ -107,16 +107,23 @@ std::optional<SessionState> Service::CurrentSession() const {
 void Service::ScanLoop(std::stop_token stop) {
   const Duration interval = FromSeconds(config_.poll_interval_s);
   bool warned = false;
+  std::optional<MonoTime> loaded_at;  // when the session file was last read
   while (!stop.stop_requested()) {
     const MonoTime begin = clock_.Now();
-    auto loaded = sessions_.Load();
-    if (loaded.ok()) {
-      std::lock_guard lock(mu_);
-      session_ = *loaded;
-      warned = false;
-    } else if (!warned) {
-      LogWarn("cannot read the session file", {{"error", loaded.status().ToString()}});
-      warned = true;
+    // The session file tells what other replicas started or stopped. It is read once per poll
+    // interval, not for every scan that a due file or a change hint brings forward (StartWatch
+    // and StopWatch set session_ themselves).
+    if (!loaded_at || begin - *loaded_at >= interval) {
+      loaded_at = begin;
+      auto loaded = sessions_.Load();
+      if (loaded.ok()) {
+        std::lock_guard lock(mu_);
+        session_ = *loaded;
+        warned = false;
+      } else if (!warned) {
+        LogWarn("cannot read the session file", {{"error", loaded.status().ToString()}});
+        warned = true;
+      }
     }
     const auto session = CurrentSession();
     if (ready_ && session && session->active) {
