@@ -419,6 +419,21 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
   return s;
 }
 
+Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
+  const ClaimPath next = claim.WithRuns(runs);
+  d_.inflight.Add(next.Path());
+  Status s = fs::Rename(ProcessingPath(claim), ProcessingPath(next));
+  // A retransmitted NFS rename can report ENOENT although it landed.
+  if (s.kind() == ErrorKind::kNotFound && fs::Stat(ProcessingPath(next)).ok()) s = Status::Ok();
+  if (!s.ok()) {
+    d_.inflight.Remove(next.Path());
+    return s;
+  }
+  d_.inflight.Remove(claim.Path());
+  claim = next;
+  return Status::Ok();
+}
+
 Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
                               bool* skipped, uint64_t* bytes) {
@@ -520,6 +535,12 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
   int attempts = 0;  // failures that count against the file
   int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
+  if (item.kind == WorkItem::Kind::kClaim && !BeginRun(claim, root, &attempts)) {
+    d_.inst.files_in_progress.Add(-1);
+    d_.inflight.Remove(claim.Path());
+    return;
+  }
+  bool handed_back = false;  // stopped: the run does not count against the file
   while (true) {
     bool skipped = false;
     uint64_t bytes = 0;
@@ -548,7 +569,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
     root.AddEvent("attempt_failed", {{"error", s.ToString()}});
     if (s.kind() == ErrorKind::kCancelled || stop.stop_requested()) {
-      LogInfo("stopping; claim left for recovery", {{"blob", claim.BlobName()}});
+      handed_back = true;
       break;
     }
     if (s.kind() == ErrorKind::kNotFound && !fs::Stat(ProcessingPath(claim)).ok()) {
@@ -581,10 +602,57 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
              {"attempt", attempts},
              {"error", s.ToString()},
              {"retry_in_ms", Ms(delay)}});
-    if (!d_.clock.SleepFor(delay, stop)) break;
+    if (!d_.clock.SleepFor(delay, stop)) {
+      handed_back = true;
+      break;
+    }
+  }
+  if (handed_back) {
+    // A shutdown is not the file's fault: hand the run back, so only runs that ended with the
+    // process count. If the rename fails the run counts, which at worst dead-letters early.
+    if (Status s = SetRuns(claim, claim.runs - 1); s.ok()) {
+      LogInfo("stopping; claim left for recovery", {{"blob", claim.BlobName()}});
+    } else {
+      LogWarn("stopping; claim left for recovery, its run not handed back",
+              {{"blob", claim.BlobName()}, {"error", s.ToString()}});
+    }
   }
   d_.inst.files_in_progress.Add(-1);
   d_.inflight.Remove(claim.Path());
+}
+
+bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts) {
+  // Every earlier run of this claim not handed back ended with its process: the service crashed,
+  // was killed or ran out of memory while it held the file. Each counts as a failed attempt, so
+  // a file that kills the service is dead-lettered instead of killing every replica in turn.
+  const int interrupted = claim.runs;
+  *attempts = interrupted;
+  if (interrupted > 0) {
+    const std::string why = "interrupted " + std::to_string(interrupted) +
+                            (interrupted == 1 ? " time" : " times") +
+                            ": the service stopped (a crash, a kill or out of memory) while it "
+                            "processed this file";
+    d_.inst.attempt_failures.Add(1, {{"reason", "interrupted"}});
+    d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), why);
+    root.AddEvent("interrupted_runs", {{"count", static_cast<int64_t>(interrupted)}});
+    if (interrupted >= d_.config.max_file_attempts) {
+      DeadLetter(claim, Status(ErrorKind::kPermanent, why), interrupted);
+      root.SetError(why);
+      return false;
+    }
+    LogWarn("picking up a claim whose earlier runs ended with the service",
+            {{"blob", claim.BlobName()}, {"interrupted_runs", interrupted}});
+  }
+  // Recorded on the volume before the run begins, so a run this process does not survive counts.
+  if (Status s = SetRuns(claim, claim.runs + 1); !s.ok()) {
+    if (s.kind() == ErrorKind::kNotFound) {
+      LogWarn("claim vanished; another replica took it over", {{"blob", claim.BlobName()}});
+      return false;
+    }
+    LogWarn("could not record the run on the claim; processing it anyway",
+            {{"blob", claim.BlobName()}, {"error", s.ToString()}});
+  }
+  return true;
 }
 
 std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>* errors) {
@@ -606,8 +674,9 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
       }
       auto f = ParseFailedPath(child);
       if (!f || f->is_reason) continue;
-      ClaimPath c{f->date,    f->session,          f->reldir, f->base, d_.config.replica_id,
-                  NewNonce(), ClaimState::kClaimed};
+      // No run of it has begun: picking it up makes the first (see ClaimPath::runs).
+      ClaimPath c{f->date,    f->session,           f->reldir, f->base, d_.config.replica_id,
+                  NewNonce(), ClaimState::kClaimed, 0};
       const std::string dst = ProcessingPath(c);
       Status s = fs::MkdirAll(fs::Dirname(dst));
       if (s.ok()) s = fs::Rename(full, dst);

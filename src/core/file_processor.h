@@ -78,7 +78,9 @@ class FileProcessor {
   };
   explicit FileProcessor(Deps deps) : d_(std::move(deps)) {}
 
-  // Drives one item to DONE, DEAD-LETTERED or skipped; on stop, leaves its claim for recovery.
+  // Drives one item to DONE, DEAD-LETTERED or skipped; on stop, leaves its claim for recovery
+  // with its run handed back. A claim picked up again counts each earlier run that ended with
+  // its process as a failed attempt (see ClaimPath::runs).
   void Process(WorkItem item, std::stop_token stop);
 
   // Moves every dead-lettered file back into the pipeline as a claim of this replica; returns
@@ -105,6 +107,12 @@ class FileProcessor {
                         telemetry::Span& stage_span, telemetry::Span& upload_span,
                         std::stop_token stop);
   Status Complete(const ClaimPath& claim);
+  // Renames the claim to carry `runs` (in flight under both names meanwhile); on success the
+  // claim is the renamed one.
+  Status SetRuns(ClaimPath& claim, int runs);
+  // For a claim picked up again: counts its interrupted runs as attempts, dead-letters it when
+  // they reach the limit, else records this run on it. False when it is not to be processed.
+  bool BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts);
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, bool* skipped, uint64_t* bytes);

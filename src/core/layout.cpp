@@ -2,6 +2,7 @@
 
 #include "util/crypto.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace nbu::core {
@@ -61,12 +62,24 @@ bool SplitTree(std::string_view rel, std::string* date, std::string* session, st
   return true;
 }
 
+// "0" or 2-kMaxClaimRuns without leading zeros: the only run counts a claim name carries.
+std::optional<int> ParseRuns(std::string_view s) {
+  if (s.empty() || s.size() > 4 || (s.size() > 1 && s[0] == '0')) return std::nullopt;
+  int n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  if (n == 1) return std::nullopt;
+  return n;
+}
+
 }  // namespace
 
 std::string ClaimPath::RelPath() const { return JoinParts({reldir, base}); }
 std::string ClaimPath::BlobName() const { return JoinParts({date, session, reldir, base}); }
 std::string ClaimPath::EntryName() const {
-  return base + "~" + owner + "~" + nonce + "." +
+  return base + "~" + owner + "~" + nonce + (runs == 1 ? "" : "~" + std::to_string(runs)) + "." +
          std::string(state == ClaimState::kClaimed ? kClaimed : kDone);
 }
 std::string ClaimPath::Path() const { return JoinParts({date, session, reldir, EntryName()}); }
@@ -81,6 +94,12 @@ ClaimPath ClaimPath::WithState(ClaimState s) const {
 ClaimPath ClaimPath::WithOwner(std::string o) const {
   ClaimPath c = *this;
   c.owner = std::move(o);
+  return c;
+}
+
+ClaimPath ClaimPath::WithRuns(int r) const {
+  ClaimPath c = *this;
+  c.runs = std::clamp(r, 0, kMaxClaimRuns);
   return c;
 }
 
@@ -103,7 +122,15 @@ std::optional<ClaimPath> ParseClaimPath(std::string_view rel) {
     c.state = ClaimState::kDone;
   else
     return std::nullopt;
-  const std::string_view stem = std::string_view(name).substr(0, dot);
+  std::string_view stem = std::string_view(name).substr(0, dot);
+  // A last field that is not a nonce is the run count, written only when it is not 1.
+  if (const size_t t = stem.rfind('~'); t != std::string_view::npos) {
+    const std::optional<int> runs = ParseRuns(stem.substr(t + 1));
+    if (runs) {
+      c.runs = *runs;
+      stem = stem.substr(0, t);
+    }
+  }
   const size_t t2 = stem.rfind('~');
   if (t2 == std::string_view::npos) return std::nullopt;
   const size_t t1 = t2 == 0 ? std::string_view::npos : stem.rfind('~', t2 - 1);

@@ -1,9 +1,9 @@
 // The on-volume layout: every name the service creates is parsed, never guessed with ends_with.
 //
 //   <incoming>/<session>/<relpath>                         producer files (never renamed onto)
-//   <processing>/<YYYYMMDD>/<session>/<reldir>/<base>~<owner>~<nonce>.claimed
+//   <processing>/<YYYYMMDD>/<session>/<reldir>/<base>~<owner>~<nonce>[~<runs>].claimed
 //                                                         claimed by replica <owner>, in flight
-//   <processing>/<YYYYMMDD>/<session>/<reldir>/<base>~<owner>~<nonce>.done
+//   <processing>/<YYYYMMDD>/<session>/<reldir>/<base>~<owner>~<nonce>[~<runs>].done
 //                                                         blob committed; removed by GC
 //   <processing>/_replicas/<owner>.lease                   heartbeat of each replica
 //   <processing>/_session.json                             the active watch session
@@ -16,6 +16,14 @@
 // name (`x.completed`, `x~a~b.claimed`...). The nonce makes each claim name unique, so no claim or
 // completion rename can land on an existing name. The blob name is a pure function of the path:
 // <YYYYMMDD>/<session>/<reldir>/<base>.
+//
+// <runs> counts the runs of a claim that were begun and not handed back: the one under way plus
+// every earlier one that ended with its process (a crash, SIGKILL, an OOM kill, a lost node). It
+// is absent while it is 1, as for every fresh claim. A run picked up again (start-up recovery, a
+// takeover, an orphan) adds one by a rename before it begins; a worker that stops for a shutdown
+// hands its run back (one less). So a claim found with runs = N was interrupted N times, and a
+// file that kills the service every time it is processed is dead-lettered after
+// APP_MAX_FILE_ATTEMPTS such runs instead of taking down every replica in turn.
 #pragma once
 
 #include <optional>
@@ -35,15 +43,20 @@ struct ClaimPath {
   std::string owner;   // replica id
   std::string nonce;   // 16 lower-case hex chars
   ClaimState state = ClaimState::kClaimed;
+  int runs = 1;  // begun and not handed back (see above); 0 to kMaxClaimRuns
 
   std::string RelPath() const;    // <reldir>/<base> (the producer's relative path)
   std::string BlobName() const;   // <date>/<session>/<reldir>/<base>
-  std::string EntryName() const;  // <base>~<owner>~<nonce>.<state>
+  std::string EntryName() const;  // <base>~<owner>~<nonce>[~<runs>].<state>
   std::string Path() const;       // <date>/<session>/<reldir>/<entry>, relative to <processing>
   std::string DirPath() const;    // <date>/<session>/<reldir>
   ClaimPath WithState(ClaimState s) const;
   ClaimPath WithOwner(std::string o) const;
+  ClaimPath WithRuns(int r) const;
 };
+
+// The largest run count a claim name carries (APP_MAX_FILE_ATTEMPTS is at most 1000).
+constexpr int kMaxClaimRuns = 9999;
 
 // A parsed entry below <failed>, relative to it.
 struct FailedPath {

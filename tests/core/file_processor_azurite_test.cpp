@@ -13,8 +13,11 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <functional>
 #include <thread>
 
@@ -46,15 +49,18 @@ class FileProcessorAzuriteTest : public ::testing::Test {
         FileProcessor::Deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}});
   }
 
-  // A claim of this replica holding `data`, as recovery would find it.
-  WorkItem PlaceClaim(const std::string& base, const std::string& data, bool check_existing) {
+  // A claim of this replica holding `data`, as recovery would find it after `runs` runs of it
+  // ended with their process.
+  WorkItem PlaceClaim(const std::string& base, const std::string& data, bool check_existing,
+                      int runs = 1) {
     ClaimPath c{UtcDate(std::chrono::system_clock::now()),
                 "s",
                 "",
                 base,
                 config_.replica_id,
                 NewNonce(),
-                ClaimState::kClaimed};
+                ClaimState::kClaimed,
+                runs};
     WriteFile(fs::Join(config_.processing_root, c.Path()), data);
     WorkItem item;
     item.kind = WorkItem::Kind::kClaim;
@@ -72,6 +78,16 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     EXPECT_EQ((*props)->content_md5, Md5::Of(data));
   }
   double Count(telemetry::Counter& c) const { return c.Value(); }
+  // Entries below `root`, relative to it.
+  static std::vector<std::string> Entries(const std::string& root) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(root, ec)) {
+      if (e.is_regular_file()) out.push_back(std::filesystem::relative(e.path(), root).string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
 
   nbu::test::Azurite azurite_;
   TempDir dir_;
@@ -96,10 +112,10 @@ TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
   ExpectBlobHolds(item, data);
   EXPECT_EQ(Count(inst_.blocks_uploaded), 41);
   EXPECT_EQ(Count(inst_.files_processed), 1);
-  // Completed: marker on the volume, staging copy gone.
-  EXPECT_TRUE(
-      fs::Stat(fs::Join(config_.processing_root, item.claim.WithState(ClaimState::kDone).Path()))
-          .ok());
+  // Completed: marker on the volume (with this run recorded: it was picked up again), staging
+  // copy gone.
+  const ClaimPath done = item.claim.WithRuns(2).WithState(ClaimState::kDone);
+  EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, done.Path())).ok());
   auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
   ASSERT_TRUE(staged.ok()) << staged.status().ToString();
   EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";
@@ -169,6 +185,79 @@ TEST_F(FileProcessorAzuriteTest, RecoveredClaimWithOtherBytesOfTheSameSizeIsSent
   EXPECT_EQ(*got, new_data);
 }
 
+// A claim whose runs all ended with the service (a file that crashes it, say) is not run again
+// once they reach the attempt limit: it is dead-lettered, bytes kept, with the reason.
+TEST_F(FileProcessorAzuriteTest, ClaimInterruptedAsOftenAsTheLimitIsDeadLetteredUnsent) {
+  config_.max_file_attempts = 3;
+  const std::string data = PatternBytes(70'000, 12);
+  WorkItem item = PlaceClaim("crashy.bin", data, true, 3);
+  processor_->Process(item, {});
+  EXPECT_EQ(Count(inst_.files_failed), 1);
+  EXPECT_EQ(Count(inst_.files_processed), 0);
+  EXPECT_FALSE(blob_->GetBlob(item.claim.BlobName()).ok()) << "nothing was sent";
+  EXPECT_TRUE(Entries(config_.processing_root).empty());
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);
+  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[0])), data);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_EQ(reason["attempts"], 3);
+  EXPECT_NE(reason["error"].get<std::string>().find("interrupted 3 times"), std::string::npos)
+      << reason.dump();
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "interrupted"}}), 1);
+  // Retried by hand (POST /v1/failed/retry), it starts afresh: no run of it counts.
+  std::vector<std::string> errors;
+  auto revived = processor_->ReviveDeadLetters(&errors);
+  ASSERT_EQ(revived.size(), 1u);
+  EXPECT_TRUE(errors.empty());
+  WorkItem retry;
+  retry.kind = WorkItem::Kind::kClaim;
+  retry.claim = revived[0];
+  retry.check_existing = true;
+  processor_->Process(retry, {});
+  ExpectBlobHolds(retry, data);
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "interrupted"}}), 1);
+  EXPECT_EQ(Entries(config_.processing_root),
+            std::vector<std::string>{retry.claim.WithRuns(1).WithState(ClaimState::kDone).Path()});
+}
+
+// Below the limit the claim is run again, and the run is on the volume before any byte moves: a
+// run this process does not survive counts as well.
+TEST_F(FileProcessorAzuriteTest, ClaimPickedUpAgainRecordsItsRunBeforeItIsSent) {
+  config_.max_file_attempts = 3;
+  const std::string data = PatternBytes((1 << 20) + 5, 13);  // blocks: a stage span
+  WorkItem item = PlaceClaim("again.bin", data, true, 2);
+  std::vector<std::string> during;
+  on_span_ = [&](const telemetry::SpanData& d) {
+    if (d.name == "stage") during = Entries(config_.processing_root);
+  };
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+  ASSERT_EQ(during.size(), 1u);
+  EXPECT_EQ(during[0], item.claim.WithRuns(3).Path());
+  EXPECT_EQ(Entries(config_.processing_root),
+            std::vector<std::string>{item.claim.WithRuns(3).WithState(ClaimState::kDone).Path()});
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "interrupted"}}), 1);
+}
+
+// A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
+TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
+  for (int runs : {0, 1, 2}) {
+    WorkItem item =
+        PlaceClaim("stopped" + std::to_string(runs) + ".bin", PatternBytes(70'000, 14), true, runs);
+    std::stop_source stop;
+    stop.request_stop();
+    processor_->Process(item, stop.get_token());
+    const std::string left = fs::Join(config_.processing_root, item.claim.Path());
+    EXPECT_TRUE(fs::Stat(left).ok()) << "left for recovery as " << item.claim.Path() << ": "
+                                     << testing::PrintToString(Entries(config_.processing_root));
+    ASSERT_EQ(::unlink(left.c_str()), 0);
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 0);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 // A source rewritten in place while it is copied is never committed torn: the attempt is
 // retried once the file holds still, and the blob gets the final bytes.
 TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn) {
@@ -177,9 +266,10 @@ TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn
   WorkItem item = PlaceClaim("moving.bin", model, false);
   const std::string path = fs::Join(config_.processing_root, item.claim.Path());
   std::atomic<bool> stop{false};
+  // Opened before Process renames the claim to record its run.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
   std::thread writer([&] {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
     for (uint32_t round = 0; !stop.load() && round < 5000; ++round) {
       const std::string chunk = PatternBytes(4096, round + 100);
       const size_t off = (round * 7919ull * 4096) % (size - 4096);

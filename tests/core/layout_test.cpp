@@ -26,12 +26,43 @@ TEST(LayoutTest, RoundTripsEveryState) {
   EXPECT_EQ(Claim("", "x.csv").Path(), "20261128/demo/x.csv~pod-a.1~0123456789abcdef.claimed");
 }
 
+// The run count is written only when it is not 1, so every fresh claim keeps the plain name and
+// names written before the count existed parse as one run.
+TEST(LayoutTest, RunCountRoundTripsAndIsOmittedForOneRun) {
+  const ClaimPath c = Claim("a", "x~pod-a.1~0123456789abcdef~7");
+  EXPECT_EQ(c.runs, 1);
+  EXPECT_EQ(c.EntryName(), "x~pod-a.1~0123456789abcdef~7~pod-a.1~0123456789abcdef.claimed");
+  for (int runs : {0, 2, 10, 999, kMaxClaimRuns}) {
+    for (const ClaimPath& v : {c.WithRuns(runs), c.WithRuns(runs).WithState(ClaimState::kDone)}) {
+      EXPECT_EQ(v.EntryName(), c.base + "~pod-a.1~0123456789abcdef~" + std::to_string(runs) + "." +
+                                   (v.state == ClaimState::kDone ? "done" : "claimed"));
+      auto parsed = ParseClaimPath(v.Path());
+      ASSERT_TRUE(parsed) << v.Path();
+      EXPECT_EQ(parsed->runs, runs);
+      EXPECT_EQ(parsed->base, c.base);
+      EXPECT_EQ(parsed->owner, "pod-a.1");
+      EXPECT_EQ(parsed->nonce, "0123456789abcdef");
+      EXPECT_EQ(parsed->state, v.state);
+      EXPECT_EQ(parsed->Path(), v.Path());
+    }
+  }
+  auto one = ParseClaimPath(c.WithRuns(1).Path());
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->runs, 1);
+  EXPECT_EQ(one->base, c.base);
+  EXPECT_EQ(c.WithRuns(-1).runs, 0);
+  EXPECT_EQ(c.WithRuns(kMaxClaimRuns + 1).runs, kMaxClaimRuns);
+  // A run count is kept across owner and state changes.
+  EXPECT_EQ(c.WithRuns(3).WithOwner("b").WithState(ClaimState::kDone).runs, 3);
+}
+
 TEST(LayoutTest, ProducerNamesThatLookLikeStateAreSafe) {
   // A producer may write names that look exactly like our markers; the suffix we append is
   // parsed from the right, so the producer's name comes back unchanged.
   for (const std::string base :
        {"x.completed", "x.processing", "x.claimed", "x.done", "x~pod~0123456789abcdef.claimed",
-        "x~y", "~", "a.failed", "a.failed.json", ".hidden-looking", "üñí ćødé #%;+&'\""}) {
+        "x~pod~0123456789abcdef~2.claimed", "x~2", "x~0", "x~y", "~", "a.failed", "a.failed.json",
+        ".hidden-looking", "üñí ćødé #%;+&'\""}) {
     const ClaimPath c = Claim("d", base);
     auto parsed = ParseClaimPath(c.Path());
     ASSERT_TRUE(parsed) << base;
@@ -57,7 +88,15 @@ TEST(LayoutTest, RejectsWhatWeNeverCreate) {
         "20261128/demo/~a~0123456789abcdef.done", "20261128/demo/x~~0123456789abcdef.done",
         "20261128/demo/x~a/b~0123456789abcdef.done", "20261128/bad name/x~a~0123456789abcdef.done",
         "20261128/demo//x~a~0123456789abcdef.done", "20261128/demo/../x~a~0123456789abcdef.done",
-        "_replicas/a.lease"}) {
+        "_replicas/a.lease",
+        // run counts we never write: 1 (implicit), leading zeros, signs, too long, no nonce
+        "20261128/demo/x~a~0123456789abcdef~1.claimed",
+        "20261128/demo/x~a~0123456789abcdef~02.claimed",
+        "20261128/demo/x~a~0123456789abcdef~-2.claimed",
+        "20261128/demo/x~a~0123456789abcdef~+2.claimed",
+        "20261128/demo/x~a~0123456789abcdef~10000.claimed",
+        "20261128/demo/x~a~0123456789abcdef~.claimed", "20261128/demo/x~a~2.claimed",
+        "20261128/demo/x~a~0123456789abcdef~2~3.claimed"}) {
     EXPECT_FALSE(ParseClaimPath(rel)) << rel;
   }
 }

@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <condition_variable>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 namespace nbu::test {
@@ -161,6 +164,87 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   EXPECT_EQ(retry.body["queued"], 1);
   ExpectAllArrive("p", {{"sub/poison.bin", bad}}, 60s);
   EXPECT_TRUE(WaitFor([&] { return Volume::Files(volume_.failed()).empty(); }, 10s));
+  ExpectNothingLeft(*up);
+}
+
+// A file whose processing the service never survives (here: killed while its Put Blob is
+// answered by nobody, as a crash or an OOM kill would end it) must not take the service down
+// for good. Each run of its claim is recorded on the volume before it begins; once as many runs
+// as APP_MAX_FILE_ATTEMPTS ended with the process, the next start dead-letters it unsent and goes
+// on with the rest.
+TEST_F(FaultE2E, FileThatKillsTheServiceOnEveryRunIsDeadLetteredAfterTheAttemptLimit) {
+  struct Hold {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool released = false;
+  };
+  auto hold = std::make_shared<Hold>();
+  proxy_->SetPlan([hold](const ProxyRequest& r) {
+    if (r.method != "PUT" || r.target.find("crash.bin") == std::string::npos) {
+      return FaultAction::Forward();
+    }
+    std::unique_lock lock(hold->mu);
+    hold->cv.wait_for(lock, 60s, [&] { return hold->released; });
+    return FaultAction::DropBefore();  // never forwarded
+  });
+  struct Release {
+    std::shared_ptr<Hold> h;
+    ~Release() {
+      {
+        std::lock_guard lock(h->mu);
+        h->released = true;
+      }
+      h->cv.notify_all();
+    }
+  } release{hold};
+  const std::map<std::string, std::string> env = {
+      {"APP_MAX_FILE_ATTEMPTS", "2"},
+      {"APP_AZURE_CONNECTION_STRING", ConnectionStringVia(proxy_->port())}};
+  const std::string bad = PatternBytes(5000, 3);
+  // The run count of crash.bin's claim as the volume shows it (-1: no claim).
+  auto runs_on_volume = [&] {
+    for (const auto& f : Volume::Files(volume_.processing())) {
+      auto c = core::ParseClaimPath(f);
+      if (c && c->base == "crash.bin" && c->state == core::ClaimState::kClaimed) return c->runs;
+    }
+    return -1;
+  };
+  {
+    auto up = Start({{"APP_MAX_FILE_ATTEMPTS", "2"}});
+    ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"k"})").status, 200);
+    WriteFile(volume_.incoming() + "/k/crash.bin", bad);
+    ASSERT_TRUE(WaitFor([&] { return proxy_->Count("crash.bin", "PUT") == 1; }, 60s));
+    EXPECT_EQ(runs_on_volume(), 1);
+    up->process().Signal(SIGKILL);
+    up->process().Wait(10s);
+  }
+  {
+    // Start-up recovery picks the claim up again (the service is not ready until it is done).
+    UploaderProcess up(*azurite_, volume_, container_, "r1", env);
+    ASSERT_TRUE(WaitFor([&] { return proxy_->Count("crash.bin", "PUT") == 2; }, 60s))
+        << up.process().ReadLog();
+    EXPECT_EQ(runs_on_volume(), 2) << "the second run is on the volume before its Put Blob";
+    up.process().Signal(SIGKILL);
+    up.process().Wait(10s);
+  }
+  auto up = Start({{"APP_MAX_FILE_ATTEMPTS", "2"}});
+  ASSERT_TRUE(WaitFor([&] { return up->Status()["dead_letter"]["count"] == 1; }, 30s))
+      << up->Status().dump();
+  EXPECT_EQ(up->Status()["counters"]["failed"], 1);
+  const auto failed = Volume::Files(volume_.failed());
+  ASSERT_EQ(failed.size(), 2u);
+  std::string data_file, reason_file;
+  for (const auto& f : failed) (f.ends_with(".json") ? reason_file : data_file) = f;
+  EXPECT_EQ(ReadFile(volume_.failed() + "/" + data_file), bad) << "the bytes are kept";
+  const auto reason = nlohmann::json::parse(ReadFile(volume_.failed() + "/" + reason_file));
+  EXPECT_EQ(reason["attempts"], 2);
+  EXPECT_NE(reason["error"].get<std::string>().find("interrupted 2 times"), std::string::npos)
+      << reason.dump();
+  // The session goes on: later files arrive, and the poison file was not sent a third time.
+  auto files = DropFiles("k", 5, 3000);
+  ExpectAllArrive("k", files, 60s);
+  EXPECT_EQ(proxy_->Count("crash.bin", "PUT"), 2u);
+  EXPECT_FALSE(blobs_->GetBlob(BlobName("k", "crash.bin")).ok());
   ExpectNothingLeft(*up);
 }
 
