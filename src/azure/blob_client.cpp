@@ -129,6 +129,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
           ? 0
           : static_cast<int64_t>(req.BodySize() * 1000 / options_.timeout_min_bytes_per_s));
   req.timeout = options_.timeout_base + per_byte;
+  req.stop = stop;
 
   bool reauthorized = false;
   bool recreated = false;  // the container, once per call
@@ -140,6 +141,9 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       return Status(s.kind(), op + " " + safe_url + ": " + s.message());
     }
     Result<HttpResponse> result = transport_->Send(req);
+    if (!result.ok() && result.status().kind() == ErrorKind::kCancelled) {
+      return Status(ErrorKind::kCancelled, op + " " + safe_url);
+    }
     if (result.ok() &&
         std::find(ok_statuses.begin(), ok_statuses.end(), result->status) != ok_statuses.end()) {
       return result;

@@ -65,6 +65,11 @@ int SeekBody(void* userdata, curl_off_t offset, int origin) {
   return CURL_SEEKFUNC_OK;
 }
 
+// Called by curl while a transfer runs (about once a second when nothing moves).
+int AbortOnStop(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const std::stop_token*>(userdata)->stop_requested() ? 1 : 0;
+}
+
 struct ResponseState {
   HttpResponse* resp = nullptr;
   size_t max_body = 0;
@@ -113,6 +118,7 @@ ErrorKind KindOf(CURLcode code) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT: return ErrorKind::kUnavailable;
+    case CURLE_ABORTED_BY_CALLBACK: return ErrorKind::kCancelled;  // AbortOnStop
     default: return ErrorKind::kTransient;
   }
 }
@@ -198,6 +204,11 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(request.connect_timeout.count()));
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (request.stop.stop_possible()) {
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, AbortOnStop);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &request.stop);
+  }
   if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, WriteBody);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &download);

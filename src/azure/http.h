@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +31,9 @@ struct HttpRequest {
   uint64_t body_offset = 0;
   uint64_t body_length = 0;
   std::chrono::milliseconds timeout{30000};  // whole-request timeout
+  // A stop request aborts the transfer within about a second (kCancelled): a shutdown does not
+  // wait for a request that storage is slow to answer.
+  std::stop_token stop;
   std::chrono::milliseconds connect_timeout{10000};
 
   std::string_view MemoryBody() const { return body.empty() ? body_view : std::string_view(body); }

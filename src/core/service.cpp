@@ -221,12 +221,15 @@ bool Service::Shutdown(Duration grace) {
   queue_.Close();
   const MonoTime deadline = clock_.Now() + grace;
   while (inflight_.size() > 0 && clock_.Now() < deadline) clock_.SleepFor(20ms, {});
-  const bool clean = inflight_.size() == 0;
-  if (!clean) {
+  if (inflight_.size() > 0) {
     LogWarn("grace period over; unfinished files are left for recovery",
             {{"in_flight", inflight_.size()}});
+    // Stopped workers abort their requests (within about a second) and hand their claims' runs
+    // back (see ClaimPath::runs); one still blocked after that is left to the process exit.
     for (auto& w : workers_) w.request_stop();
-    return false;
+    const MonoTime stop_deadline = clock_.Now() + 3s;
+    while (inflight_.size() > 0 && clock_.Now() < stop_deadline) clock_.SleepFor(20ms, {});
+    if (inflight_.size() > 0) return false;
   }
   workers_.clear();  // joins
   return true;

@@ -36,8 +36,9 @@ class Service {
   // Starts every thread. Start-up (container check, recovery) runs in the background; ready()
   // turns true when it has finished.
   void Start();
-  // Graceful stop: no more discovery; in-flight files get `grace`; what is left stays claimed
-  // for recovery. Returns false when work was still running after the grace period.
+  // Graceful stop: no more discovery; in-flight files get `grace`, then their workers are
+  // stopped; what is left stays claimed for recovery. Returns false when a worker was still
+  // running a few seconds after that (its thread is not joined).
   bool Shutdown(Duration grace);
 
   bool ready() const { return ready_.load(); }

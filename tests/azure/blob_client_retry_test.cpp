@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -54,6 +55,14 @@ class BlobClientRetryTest : public ::testing::Test {
   }
 
   void Handle(const httplib::Request& req, httplib::Response& res) {
+    if (req.matches[1] == "hang") {  // answers only once released (or after 10 s)
+      std::unique_lock lock(hang_mu_);
+      hung_ = true;
+      hang_cv_.notify_all();
+      hang_cv_.wait_for(lock, 10s, [&] { return released_; });
+      res.status = 201;
+      return;
+    }
     std::lock_guard lock(mu_);
     seen_.push_back(req);
     const int n = ++calls_[req.path];
@@ -97,6 +106,10 @@ class BlobClientRetryTest : public ::testing::Test {
   std::mutex mu_;
   std::vector<httplib::Request> seen_;  // guarded by mu_
   std::map<std::string, int> calls_;    // guarded by mu_
+  std::mutex hang_mu_;
+  std::condition_variable hang_cv_;
+  bool hung_ = false;      // guarded by hang_mu_
+  bool released_ = false;  // guarded by hang_mu_
   BlobClientOptions options_;
   std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
   SimulatedClock clock_;
@@ -217,6 +230,30 @@ TEST_F(BlobClientRetryTest, StopCancelsBackoff) {
   while (manual.SleepsForTest().empty()) std::this_thread::sleep_for(1ms);
   stop.request_stop();
   t.join();
+}
+
+// A shutdown does not wait for a request that storage is slow to answer: the transfer is aborted
+// (the server answers 201 only once released, after the client has returned).
+TEST_F(BlobClientRetryTest, StopAbortsARequestInFlight) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  std::stop_source stop;
+  Status s;
+  std::thread t([&] {
+    const std::string data = "x";
+    s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {}, stop.get_token());
+  });
+  {
+    std::unique_lock lock(hang_mu_);
+    EXPECT_TRUE(hang_cv_.wait_for(lock, 10s, [&] { return hung_; }));
+  }
+  stop.request_stop();
+  t.join();
+  {
+    std::lock_guard lock(hang_mu_);
+    released_ = true;
+  }
+  hang_cv_.notify_all();
+  EXPECT_EQ(s.kind(), ErrorKind::kCancelled) << s.ToString();
 }
 
 }  // namespace
