@@ -227,7 +227,7 @@ bool Service::Shutdown(Duration grace) {
     // Stopped workers abort their requests (within about a second) and hand their claims' runs
     // back (see ClaimPath::runs); one still blocked after that is left to the process exit.
     for (auto& w : workers_) w.request_stop();
-    const MonoTime stop_deadline = clock_.Now() + 3s;
+    const MonoTime stop_deadline = clock_.Now() + std::chrono::seconds(3);
     while (inflight_.size() > 0 && clock_.Now() < stop_deadline) clock_.SleepFor(20ms, {});
     if (inflight_.size() > 0) return false;
   }
