@@ -75,8 +75,26 @@ ManagedIdentityCredential::ManagedIdentityCredential(Source source, std::string 
 
 Result<std::shared_ptr<ManagedIdentityCredential>> ManagedIdentityCredential::FromEnv(
     const EnvLookup& env, ManagedIdentityOptions options) {
-  if (options.client_id.empty()) {
-    if (auto id = env("AZURE_CLIENT_ID")) options.client_id = *id;
+  // The caller's choice, else the environment's; more than one is ambiguous.
+  const struct {
+    std::string* value;
+    const char* var;
+  } ids[] = {{&options.client_id, kClientIdVar},
+             {&options.object_id, kObjectIdVar},
+             {&options.resource_id, kResourceIdVar}};
+  if (options.client_id.empty() && options.object_id.empty() && options.resource_id.empty()) {
+    for (const auto& id : ids) {
+      if (auto v = env(id.var); v && !v->empty()) *id.value = *v;
+    }
+  }
+  std::string chosen;  // the variables that name a user-assigned identity
+  for (const auto& id : ids) {
+    if (!id.value->empty()) chosen += std::string(chosen.empty() ? "" : ", ") + id.var;
+  }
+  if (chosen.find(',') != std::string::npos) {
+    return Status(
+        ErrorKind::kAuth,
+        "managed identity: a user-assigned identity is chosen by one id, not several: " + chosen);
   }
   auto make = [&](Source source, std::string url, std::string secret) {
     return std::shared_ptr<ManagedIdentityCredential>(
@@ -93,10 +111,10 @@ Result<std::shared_ptr<ManagedIdentityCredential>> ManagedIdentityCredential::Fr
   const bool cloud_shell = msi_endpoint.has_value();
   if (cloud_shell || (endpoint && env("IMDS_ENDPOINT"))) {
     const char* where = cloud_shell ? "Cloud Shell" : "Azure Arc";
-    if (!options.client_id.empty()) {
-      return Status(ErrorKind::kAuth,
-                    std::string("managed identity: ") + where +
-                        " has only the system-assigned identity; unset AZURE_CLIENT_ID");
+    if (!chosen.empty()) {
+      return Status(ErrorKind::kAuth, std::string("managed identity: ") + where +
+                                          " has only the system-assigned identity; unset " +
+                                          chosen);
     }
     return cloud_shell ? make(Source::kCloudShell, *msi_endpoint, "")
                        : make(Source::kArc, *endpoint, "");
@@ -110,9 +128,11 @@ Result<std::shared_ptr<ManagedIdentityCredential>> ManagedIdentityCredential::Fr
 }
 
 std::string ManagedIdentityCredential::Describe() const {
-  return std::string("managed-identity(") + SourceName(source_) +
-         (options_.client_id.empty() ? ", system-assigned" : ", client_id=" + options_.client_id) +
-         ")";
+  std::string who = !options_.client_id.empty()     ? "client_id=" + options_.client_id
+                    : !options_.object_id.empty()   ? "object_id=" + options_.object_id
+                    : !options_.resource_id.empty() ? "resource_id=" + options_.resource_id
+                                                    : "system-assigned";
+  return std::string("managed-identity(") + SourceName(source_) + ", " + who + ")";
 }
 
 HttpRequest ManagedIdentityCredential::BuildRequest() const {
@@ -128,7 +148,11 @@ HttpRequest ManagedIdentityCredential::BuildRequest() const {
     return req;
   }
   const char* version = kImdsApiVersion;
+  // The query parameters that pick a user-assigned identity: App Service calls the object id
+  // principal_id and the resource id mi_res_id, IMDS object_id and msi_res_id.
   const char* client_param = "client_id";
+  const char* object_param = "principal_id";
+  const char* resource_param = "mi_res_id";
   switch (source_) {
     case Source::kAppService:
       version = kAppServiceApiVersion;
@@ -144,13 +168,19 @@ HttpRequest ManagedIdentityCredential::BuildRequest() const {
       req.headers.emplace_back("Metadata", "true");
       break;
     case Source::kCloudShell:
-    case Source::kImds: req.headers.emplace_back("Metadata", "true"); break;
+    case Source::kImds:
+      object_param = "object_id";
+      resource_param = "msi_res_id";
+      req.headers.emplace_back("Metadata", "true");
+      break;
   }
   req.method = "GET";
   req.url = base_url_ + (base_url_.find('?') == std::string::npos ? "?" : "&") +
             "api-version=" + version + "&resource=" + resource;
-  if (!options_.client_id.empty()) {
-    req.url += std::string("&") + client_param + "=" + UrlEncodeQueryValue(options_.client_id);
+  for (const auto& [param, value] :
+       {std::pair{client_param, &options_.client_id}, std::pair{object_param, &options_.object_id},
+        std::pair{resource_param, &options_.resource_id}}) {
+    if (!value->empty()) req.url += std::string("&") + param + "=" + UrlEncodeQueryValue(*value);
   }
   return req;
 }

@@ -24,10 +24,19 @@ inline constexpr const char* kArcApiVersion = "2019-11-01";
 // Where the Azure Connected Machine agent writes the key files its challenges name (Linux).
 inline constexpr const char* kArcKeyDir = "/var/opt/azcmagent/tokens";
 inline constexpr size_t kArcKeyMaxBytes = 4096;
+// The variables that choose a user-assigned identity (at most one may be set).
+inline constexpr const char* kClientIdVar = "AZURE_CLIENT_ID";
+inline constexpr const char* kObjectIdVar = "APP_AZURE_MANAGED_IDENTITY_OBJECT_ID";
+inline constexpr const char* kResourceIdVar = "APP_AZURE_MANAGED_IDENTITY_RESOURCE_ID";
 
 struct ManagedIdentityOptions {
   TokenSourceOptions source;
-  std::string client_id;  // user-assigned identity; empty: system-assigned (or AZURE_CLIENT_ID)
+  // A user-assigned identity, by at most one of these (else the environment's: AZURE_CLIENT_ID,
+  // APP_AZURE_MANAGED_IDENTITY_OBJECT_ID, APP_AZURE_MANAGED_IDENTITY_RESOURCE_ID); none: the
+  // system-assigned identity.
+  std::string client_id;
+  std::string object_id;    // the identity's object (principal) id
+  std::string resource_id;  // its ARM resource id (/subscriptions/.../userAssignedIdentities/x)
   // Retries of 404 (identity endpoint updating), 410 (IMDS upgrading, back within 70 s), 429 and
   // 5xx, with exponential backoff (or Retry-After); other statuses fail at once.
   int max_attempts = 5;
@@ -49,8 +58,9 @@ class ManagedIdentityCredential final : public TokenCredential {
 
   // The first source the environment names (see the file comment); IMDS at
   // AZURE_POD_IDENTITY_AUTHORITY_HOST ("host:port" or a URL) or kImdsDefaultHost. A user-assigned
-  // identity from options.client_id, else AZURE_CLIENT_ID; Cloud Shell and Azure Arc have only
-  // the system-assigned one, and a client id there is an error. Does no I/O.
+  // identity from the options, else from the environment (kClientIdVar, kObjectIdVar or
+  // kResourceIdVar; two of them are an error); Cloud Shell and Azure Arc have only the
+  // system-assigned one, and any of them there is an error. Does no I/O.
   static Result<std::shared_ptr<ManagedIdentityCredential>> FromEnv(
       const EnvLookup& env, ManagedIdentityOptions options = {});
   // "managed-identity(imds, client_id=...)"; secrets are never shown.

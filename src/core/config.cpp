@@ -151,6 +151,14 @@ const std::vector<ConfigVar>& ConfigVars() {
        "PEM bundle for a private CA, for storage and token requests (default: SSL_CERT_FILE, "
        "then the system store)",
        false},
+      {"APP_AZURE_MANAGED_IDENTITY_OBJECT_ID", "",
+       "Managed identity: the object (principal) id of the user-assigned identity to use, instead "
+       "of AZURE_CLIENT_ID",
+       false},
+      {"APP_AZURE_MANAGED_IDENTITY_RESOURCE_ID", "",
+       "Managed identity: the ARM resource id of the user-assigned identity to use, instead of "
+       "AZURE_CLIENT_ID",
+       false},
       {"APP_AZURE_ACCESS_TIER", "", "Hot, Cool, Cold or Archive; empty = account default", false},
       {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432",
        "Files up to this size use one Put Blob; larger use blocks", false},
@@ -190,7 +198,10 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_GC_INTERVAL_S", "30.0", "Seconds between GC / recovery sweeps", false},
       {"APP_COMPLETED_RETENTION_S", "0", "Keep completion markers this long before GC removes them",
        false},
-      {"APP_MAX_FILE_ATTEMPTS", "5", "Failed attempts before a file is dead-lettered", false},
+      {"APP_MAX_FILE_ATTEMPTS", "5",
+       "Failed attempts before a file is dead-lettered; a run the service did not survive (a "
+       "crash, a kill) counts as one, across restarts; a shutdown does not",
+       false},
       {"APP_STAGING_FSYNC", "false",
        "fsync each staging copy before its blob is committed. Off by default: the copy is scratch "
        "(recovery copies the claim again) and every body read back from it is sent with a "

@@ -319,6 +319,74 @@ TEST(ManagedIdentityCredentialTest, CloudShellPostsTheResourceAndHasNoUserIdenti
   EXPECT_EQ(shell.count(), 1u);
 }
 
+// A user-assigned identity can be chosen by its client id, object id or resource id; each source
+// names the last two its own way (App Service: principal_id, mi_res_id; IMDS: object_id,
+// msi_res_id). One id at most, and none where only the system-assigned identity exists.
+TEST(ManagedIdentityCredentialTest, UserAssignedIdentityByObjectIdOrResourceId) {
+  StandIn msi([](const Recorded&, httplib::Response& res) {
+    Json(res, 200, R"({"access_token":"mi-tok","expires_on":"4102444800","resource":"x"})");
+  });
+  const std::string res_id =
+      "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/"
+      "userAssignedIdentities/ingest";
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  const std::map<std::string, std::string> app_service = {{"IDENTITY_ENDPOINT", msi.url() + "/msi"},
+                                                          {"IDENTITY_HEADER", kSecret}};
+  const std::map<std::string, std::string> app_service_2017 = {{"MSI_ENDPOINT", msi.url() + "/msi"},
+                                                               {"MSI_SECRET", kSecret}};
+  const std::map<std::string, std::string> imds = {
+      {"AZURE_POD_IDENTITY_AUTHORITY_HOST", msi.authority()}};
+  struct Case {
+    std::map<std::string, std::string> env;
+    std::string var, value, param, describe;
+  };
+  const Case cases[] = {
+      {app_service, kObjectIdVar, "obj-1", "principal_id", "object_id=obj-1"},
+      {app_service, kResourceIdVar, res_id, "mi_res_id", "resource_id=" + res_id},
+      {app_service_2017, kObjectIdVar, "obj-1", "principal_id", "object_id=obj-1"},
+      {app_service_2017, kResourceIdVar, res_id, "mi_res_id", "resource_id=" + res_id},
+      {imds, kObjectIdVar, "obj-1", "object_id", "object_id=obj-1"},
+      {imds, kResourceIdVar, res_id, "msi_res_id", "resource_id=" + res_id},
+  };
+  for (const Case& c : cases) {
+    auto env = c.env;
+    env[c.var] = c.value;
+    auto cred = ManagedIdentityCredential::FromEnv(MapEnv(env), o);
+    ASSERT_TRUE(cred.ok()) << cred.status().ToString();
+    EXPECT_EQ(AuthHeader(**cred), "Bearer mi-tok");
+    const Recorded r = msi.requests().back();
+    EXPECT_EQ(r.query.at(c.param), c.value) << c.param;
+    for (const char* other :
+         {"client_id", "clientid", "principal_id", "object_id", "mi_res_id", "msi_res_id"}) {
+      if (other != c.param) {
+        EXPECT_EQ(r.query.count(other), 0u) << c.param << " and " << other;
+      }
+    }
+    EXPECT_NE((*cred)->Describe().find(c.describe), std::string::npos) << (*cred)->Describe();
+  }
+  const size_t sent = msi.count();
+  auto both = imds;
+  both[kClientIdVar] = "user-mi";
+  both[kResourceIdVar] = res_id;
+  auto ambiguous = ManagedIdentityCredential::FromEnv(MapEnv(both), o);
+  ASSERT_FALSE(ambiguous.ok());
+  EXPECT_NE(ambiguous.status().message().find(std::string(kClientIdVar) + ", " + kResourceIdVar),
+            std::string::npos)
+      << ambiguous.status().message();
+  auto arc = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"IDENTITY_ENDPOINT", msi.url()}, {"IMDS_ENDPOINT", "x"}, {kObjectIdVar, "obj-1"}}),
+      o);
+  ASSERT_FALSE(arc.ok());
+  EXPECT_NE(arc.status().message().find(std::string("Azure Arc has only the system-assigned "
+                                                    "identity; unset ") +
+                                        kObjectIdVar),
+            std::string::npos)
+      << arc.status().message();
+  EXPECT_EQ(msi.count(), sent);
+}
+
 // Azure Arc's endpoint answers a request without credentials with 401 and the path of a key file
 // only a privileged local user can read; its content, sent back as Basic credentials, gets the
 // token.
