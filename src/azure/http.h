@@ -31,10 +31,10 @@ struct HttpRequest {
   uint64_t body_offset = 0;
   uint64_t body_length = 0;
   std::chrono::milliseconds timeout{30000};  // whole-request timeout
+  std::chrono::milliseconds connect_timeout{10000};
   // A stop request aborts the transfer within about a second (kCancelled): a shutdown does not
   // wait for a request that storage is slow to answer.
   std::stop_token stop;
-  std::chrono::milliseconds connect_timeout{10000};
 
   std::string_view MemoryBody() const { return body.empty() ? body_view : std::string_view(body); }
   uint64_t BodySize() const { return body_fd >= 0 ? body_length : MemoryBody().size(); }

@@ -154,12 +154,12 @@ int Main(int argc, char** argv) {
 
   const int sig = WaitForSignal();
   LogInfo("signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  const bool clean = service.Shutdown(FromSeconds(config.shutdown_grace_s));
+  const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
   api.Stop();
   api_thread.join();
   telemetry.Shutdown(clock.Now() + std::chrono::seconds(3));
-  LogInfo("stopped", {{"clean", clean}});
-  if (!clean) std::_Exit(0);  // workers still blocked in I/O: their claims are left for recovery
+  LogInfo("stopped", {{"workers_joined", joined}});
+  if (!joined) std::_Exit(0);  // a worker still blocked in I/O: its claim is left for recovery
   return 0;
 }
 
