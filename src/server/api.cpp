@@ -7,6 +7,9 @@
 
 #include <httplib.h>
 
+#include <map>
+#include <memory>
+
 namespace nbu::server {
 namespace {
 
@@ -62,7 +65,13 @@ void Api::Routes() {
       Json(res, 503,
            {{"status", "starting"}, {"reason", "recovery or storage check not finished"}});
   });
-  s.Post("/v1/watch/start", [this](const httplib::Request& req, httplib::Response& res) {
+  // POST handlers by path: registered with the server and kept for bodiless requests (below).
+  auto posts = std::make_shared<std::map<std::string, httplib::Server::Handler>>();
+  auto post = [&](const std::string& path, httplib::Server::Handler handler) {
+    (*posts)[path] = handler;
+    s.Post(path, std::move(handler));
+  };
+  post("/v1/watch/start", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!req.body.empty()) {
       const auto body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
@@ -90,7 +99,7 @@ void Api::Routes() {
       default: return Error(res, 503, "cannot persist the session: " + error);
     }
   });
-  s.Post("/v1/watch/stop", [this](const httplib::Request&, httplib::Response& res) {
+  post("/v1/watch/stop", [this](const httplib::Request&, httplib::Response& res) {
     core::SessionState state;
     std::string error;
     switch (service_.StopWatch(&state, &error)) {
@@ -103,13 +112,31 @@ void Api::Routes() {
   s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {
     Json(res, 200, service_.StatusJson());
   });
-  s.Post("/v1/failed/retry", [this](const httplib::Request&, httplib::Response& res) {
+  post("/v1/failed/retry", [this](const httplib::Request&, httplib::Response& res) {
     std::vector<std::string> errors;
     const size_t n = service_.RetryFailed(&errors);
     Json(res, 200, {{"queued", n}, {"errors", errors}});
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(telemetry::RenderPrometheus(metrics_), telemetry::kPrometheusContentType);
+  });
+
+  // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 6.3), as
+  // `curl -X POST` sends it, but cpp-httplib 0.11 reads such a POST until the connection ends and
+  // answers 400 after its read timeout. It is dispatched here, before the body is read; an
+  // unknown path gets 404 (405 for a known path) from the error handler below.
+  s.set_pre_routing_handler([posts](const httplib::Request& req, httplib::Response& res) {
+    if (req.method != "POST" || req.has_header("Content-Length") ||
+        req.has_header("Transfer-Encoding")) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const auto it = posts->find(req.path);
+    if (it != posts->end()) {
+      it->second(req, res);
+    } else {
+      res.status = 404;
+    }
+    return httplib::Server::HandlerResponse::Handled;
   });
 
   // Known paths with the wrong method: 405; anything else: 404; both as JSON.

@@ -41,6 +41,8 @@ class UploaderProcess {
                   const std::string& replica, std::map<std::string, std::string> extra = {});
   ApiResponse Call(const std::string& method, const std::string& path,
                    const std::string& body = "");
+  // A POST without a body as curl -X POST sends it: no Content-Length at all.
+  ApiResponse BodilessPost(const std::string& path);
   bool WaitReady(std::chrono::milliseconds timeout = std::chrono::seconds(60));
   nlohmann::json Status() { return Call("GET", "/v1/status").body; }
   ChildProcess& process() { return *proc_; }

@@ -229,6 +229,14 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
     ASSERT_TRUE(up.WaitReady());
     EXPECT_EQ(up.Call("GET", "/healthz").status, 200);
     EXPECT_EQ(up.Call("POST", "/v1/watch/stop").status, 409);
+    // `curl -X POST` sends no Content-Length: such a request has no body (RFC 9112 6.3).
+    auto bodiless = up.BodilessPost("/v1/watch/stop");
+    EXPECT_EQ(bodiless.status, 409);
+    EXPECT_EQ(bodiless.body["error"], "no watch session is active");
+    auto wrong_method = up.BodilessPost("/v1/status");
+    EXPECT_EQ(wrong_method.status, 405);
+    EXPECT_TRUE(wrong_method.body.contains("error"));
+    EXPECT_EQ(up.BodilessPost("/nope").status, 404);
     auto bad = up.Call("POST", "/v1/watch/start", "{not json");
     EXPECT_EQ(bad.status, 400);
     EXPECT_TRUE(bad.body.contains("error"));
@@ -258,8 +266,13 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
   UploaderProcess again(*azurite_, volume_, container_, "r1");
   ASSERT_TRUE(again.WaitReady());
   EXPECT_EQ(again.Status()["state"], "watching");
-  EXPECT_EQ(again.Call("POST", "/v1/watch/stop").status, 200);
+  auto stopped = again.BodilessPost("/v1/watch/stop");
+  EXPECT_EQ(stopped.status, 200);
+  EXPECT_EQ(stopped.body["active"], false);
   EXPECT_EQ(again.Status()["state"], "idle");
+  auto started = again.BodilessPost("/v1/watch/start");
+  EXPECT_EQ(started.status, 200) << "no body: a generated session name";
+  EXPECT_EQ(started.body["session_name"].get<std::string>().size(), 36u);
 }
 
 TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
