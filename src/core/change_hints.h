@@ -6,6 +6,7 @@
 #pragma once
 
 #include "util/fs.h"
+#include "util/string_set.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -47,11 +48,7 @@ class ChangeHints {
   // Watch). A scan looks at them again even when it would not yet: one it saw before its last
   // bytes then starts its stability clock at its close, not at its next check. At most
   // kMaxChanged names are kept between two calls; the rest wait for that check.
-  struct NameHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  using Names = std::unordered_set<std::string, NameHash, std::equal_to<>>;
+  using Names = StringSet;
   using ChangedFiles = std::unordered_map<std::string, Names>;
   static constexpr size_t kMaxChanged = 65536;
   ChangedFiles TakeChangedFiles();

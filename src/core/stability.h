@@ -5,6 +5,7 @@
 
 #include "util/clock.h"
 #include "util/fs.h"
+#include "util/string_set.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -13,7 +14,6 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace nbu::core {
@@ -117,13 +117,9 @@ class StabilityTracker {
   bool in_step_ = false;
   void LeaveStep();
   Summary summary_;
-  struct NameHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
   // Names Forget() took since the last EndScan (unless observed again since): their entries are
   // as if absent, and EndScan erases them.
-  std::unordered_set<std::string, NameHash, std::equal_to<>> forgotten_;
+  StringSet forgotten_;
 };
 
 }  // namespace nbu::core
