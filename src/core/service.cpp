@@ -93,8 +93,7 @@ void Service::StartupLoop(std::stop_token stop) {
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
     if (!EnqueueClaim(std::move(item), stop)) return;
   }
-  while (!stop.stop_requested() && inflight_.size() > 0) clock_.SleepFor(20ms, stop);
-  if (stop.stop_requested()) return;
+  if (!WaitInflightDone(MonoTime::max(), stop)) return;
   ready_ = true;
   LogInfo("ready", {{"recovered_claims", own.size()}, {"replica", config_.replica_id}});
 }
@@ -211,6 +210,13 @@ void Service::HeartbeatLoop(std::stop_token stop) {
   }
 }
 
+bool Service::WaitInflightDone(MonoTime deadline, std::stop_token stop) {
+  while (inflight_.size() > 0 && !stop.stop_requested() && clock_.Now() < deadline) {
+    clock_.SleepFor(20ms, stop);
+  }
+  return inflight_.size() == 0 && !stop.stop_requested();
+}
+
 bool Service::Shutdown(Duration grace) {
   if (stopping_.exchange(true)) return true;
   LogInfo("shutting down", {{"grace_s", ToSeconds(grace)}, {"in_flight", inflight_.size()}});
@@ -219,17 +225,13 @@ bool Service::Shutdown(Duration grace) {
   const size_t dropped = queue_.Clear();  // their files stay in incoming or claimed: nothing lost
   inst_.queue_depth.Add(-static_cast<double>(dropped));
   queue_.Close();
-  const MonoTime deadline = clock_.Now() + grace;
-  while (inflight_.size() > 0 && clock_.Now() < deadline) clock_.SleepFor(20ms, {});
-  if (inflight_.size() > 0) {
+  if (!WaitInflightDone(clock_.Now() + grace, {})) {
     LogWarn("grace period over; unfinished files are left for recovery",
             {{"in_flight", inflight_.size()}});
     // Stopped workers abort their requests (within about a second) and hand their claims' runs
     // back (see ClaimPath::runs); one still blocked after that is left to the process exit.
     for (auto& w : workers_) w.request_stop();
-    const MonoTime stop_deadline = clock_.Now() + std::chrono::seconds(3);
-    while (inflight_.size() > 0 && clock_.Now() < stop_deadline) clock_.SleepFor(20ms, {});
-    if (inflight_.size() > 0) return false;
+    if (!WaitInflightDone(clock_.Now() + std::chrono::seconds(3), {})) return false;
   }
   workers_.clear();  // joins
   return true;

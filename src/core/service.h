@@ -64,6 +64,8 @@ class Service {
   // `hinted_wake` when that is sooner.
   void SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop);
   bool EnqueueClaim(WorkItem item, std::stop_token stop);
+  // Waits until no file is in flight (true), or until `deadline` or `stop` (false).
+  bool WaitInflightDone(MonoTime deadline, std::stop_token stop);
   std::optional<SessionState> CurrentSession() const;
 
   const Config& config_;
