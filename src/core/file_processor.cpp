@@ -34,6 +34,14 @@ const std::string kTornCopy = "source changed while it was copied";
 
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// A rename on NFS: a retransmitted one can report ENOENT although it landed, which the target
+// shows.
+Status RenameLanded(const std::string& from, const std::string& to) {
+  Status s = fs::Rename(from, to);
+  if (s.kind() == ErrorKind::kNotFound && fs::Stat(to).ok()) return Status::Ok();
+  return s;
+}
+
 }  // namespace
 
 uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block_size) {
@@ -126,10 +134,9 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   // common case needs one syscall; GC may also remove an empty directory between claims).
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    last = fs::Rename(src, dst);
+    last = RenameLanded(src, dst);
     if (last.ok()) return c;
     if (last.kind() == ErrorKind::kNotFound) {
-      if (fs::Stat(dst).ok()) return c;  // a retransmitted rename that did succeed
       if (!fs::Stat(src).ok()) return Status(ErrorKind::kNotFound, "claimed by another replica");
       last = fs::MkdirAll(dir);
       if (last.ok()) continue;
@@ -422,9 +429,7 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
 Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
   const ClaimPath next = claim.WithRuns(runs);
   d_.inflight.Add(next.Path());
-  Status s = fs::Rename(ProcessingPath(claim), ProcessingPath(next));
-  // A retransmitted NFS rename can report ENOENT although it landed.
-  if (s.kind() == ErrorKind::kNotFound && fs::Stat(ProcessingPath(next)).ok()) s = Status::Ok();
+  const Status s = RenameLanded(ProcessingPath(claim), ProcessingPath(next));
   if (!s.ok()) {
     d_.inflight.Remove(next.Path());
     return s;
@@ -535,13 +540,10 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
   int attempts = 0;  // failures that count against the file
   int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
-  if (item.kind == WorkItem::Kind::kClaim && !BeginRun(claim, root, &attempts)) {
-    d_.inst.files_in_progress.Add(-1);
-    d_.inflight.Remove(claim.Path());
-    return;
-  }
+  // A claim picked up again may be dead-lettered (or gone) before it runs.
+  const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);
   bool handed_back = false;  // stopped: the run does not count against the file
-  while (true) {
+  while (run) {
     bool skipped = false;
     uint64_t bytes = 0;
     Status s = Attempt(claim, item.check_existing, root.context(), stop, &skipped, &bytes);
