@@ -1,13 +1,10 @@
 #include "e2e_support.h"
 
-#include <arpa/inet.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
-
 #include <filesystem>
 
 namespace nbu::test {
@@ -73,25 +70,17 @@ ApiResponse UploaderProcess::Call(const std::string& method, const std::string& 
 
 ApiResponse UploaderProcess::BodilessPost(const std::string& path) {
   ApiResponse out;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = ConnectLoopback(port_);
   if (fd < 0) return out;
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port_));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // No Content-Length, no Transfer-Encoding, and the connection stays open for writing (as curl
+  // -X POST leaves it): the request has no body.
   std::string got;
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
-    // No Content-Length, no Transfer-Encoding, and the connection stays open for writing (as curl
-    // -X POST leaves it): the request has no body.
-    const std::string req =
-        "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
-        got.append(buf, static_cast<size_t>(n));
-    }
+  if (SendAll(fd, "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      got.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
   const size_t sp = got.find(' ');

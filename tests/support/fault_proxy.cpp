@@ -1,5 +1,7 @@
 #include "support/fault_proxy.h"
 
+#include "support/process.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -12,16 +14,6 @@
 
 namespace nbu::test {
 namespace {
-
-bool SendAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 // Reads one request (head + Content-Length body). False on EOF or error.
 bool ReadRequest(int fd, std::string* head, std::string* body) {
@@ -67,19 +59,6 @@ std::string WithConnectionClose(const std::string& head) {
     out += line + "\r\n";
   }
   return out + "Connection: close\r\n\r\n";
-}
-
-int ConnectLoopback(int port) {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(s);
-    return -1;
-  }
-  return s;
 }
 
 }  // namespace

@@ -67,6 +67,9 @@ void WriteFile(const std::string& path, const std::string& data);  // creates pa
 std::string PatternBytes(size_t n, uint32_t seed);
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreeLoopbackPort();
+// A TCP connection to 127.0.0.1:port (-1 on failure), and a send of all of `data` on it.
+int ConnectLoopback(int port);
+bool SendAll(int fd, const std::string& data);
 // Path of a built binary in the build's bin directory.
 std::string BinaryPath(const std::string& name);
 std::string SourceDir();
