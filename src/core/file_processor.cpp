@@ -429,7 +429,7 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
 Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
   const ClaimPath next = claim.WithRuns(runs);
   d_.inflight.Add(next.Path());
-  const Status s = RenameLanded(ProcessingPath(claim), ProcessingPath(next));
+  Status s = RenameLanded(ProcessingPath(claim), ProcessingPath(next));
   if (!s.ok()) {
     d_.inflight.Remove(next.Path());
     return s;
