@@ -211,7 +211,8 @@ const std::vector<ConfigVar>& ConfigVars() {
        "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
       {"APP_HTTP_HOST", "0.0.0.0", "API listen address", false},
       {"APP_HTTP_PORT", "8000", "API port", false},
-      {"APP_REPLICA_ID", "<host name>", "Unique id of this replica (pod name)", false},
+      {"APP_REPLICA_ID", "<host name>",
+       "Unique id of this replica (pod name): 1-224 characters of [A-Za-z0-9._-]", false},
       {"APP_SHUTDOWN_GRACE_S", "25", "Seconds in-flight uploads get after SIGTERM", false},
       {"APP_LOG_LEVEL", "info", "debug, info, warn or error", false},
       {"APP_ENV_FILE", ".env", "Optional file of KEY=VALUE defaults (the environment wins)", false},
@@ -331,7 +332,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
 
   if (c.replica_id.empty()) c.replica_id = DefaultHostName();
   if (!IsValidReplicaId(c.replica_id)) {
-    r.Error("APP_REPLICA_ID", "must be 1-253 characters of [A-Za-z0-9._-]");
+    r.Error("APP_REPLICA_ID",
+            "must be 1-" + std::to_string(kMaxReplicaId) + " characters of [A-Za-z0-9._-]");
   }
   if (!IsValidContainerName(c.azure_container)) {
     r.Error("APP_AZURE_CONTAINER",

@@ -1,5 +1,7 @@
 #include "core/file_processor.h"
 
+#include "core/blob_name.h"
+
 #include "util/log.h"
 
 #include <fcntl.h>
@@ -33,14 +35,6 @@ char* CopyBuffer() {
 const std::string kTornCopy = "source changed while it was copied";
 
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-// A rename on NFS: a retransmitted one can report ENOENT although it landed, which the target
-// shows.
-Status RenameLanded(const std::string& from, const std::string& to) {
-  Status s = fs::Rename(from, to);
-  if (s.kind() == ErrorKind::kNotFound && fs::Stat(to).ok()) return Status::Ok();
-  return s;
-}
 
 }  // namespace
 
@@ -129,17 +123,16 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   c.nonce = NewNonce();
   c.state = ClaimState::kClaimed;
   const std::string dst = ProcessingPath(c);
-  const std::string dir = fs::Dirname(dst);
-  // Rename first; create the target directory only when the rename says it is missing (the
-  // common case needs one syscall; GC may also remove an empty directory between claims).
+  // Rename first; RenameEntry creates the target directory only when the rename says it is
+  // missing (the common case needs one syscall; GC may also remove an empty directory between
+  // claims).
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    last = RenameLanded(src, dst);
+    last = fs::RenameEntry(src, dst);
     if (last.ok()) return c;
     if (last.kind() == ErrorKind::kNotFound) {
       if (!fs::Stat(src).ok()) return Status(ErrorKind::kNotFound, "claimed by another replica");
-      last = fs::MkdirAll(dir);
-      if (last.ok()) continue;
+      continue;  // its directory was pruned again meanwhile
     }
     if (last.kind() != ErrorKind::kTransient) return last;
     d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
@@ -415,7 +408,8 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
 }
 
 Status FileProcessor::Complete(const ClaimPath& claim) {
-  Status s = fs::Rename(ProcessingPath(claim), ProcessingPath(claim.WithState(ClaimState::kDone)));
+  Status s =
+      fs::RenameEntry(ProcessingPath(claim), ProcessingPath(claim.WithState(ClaimState::kDone)));
   if (s.kind() == ErrorKind::kNotFound) {
     // Another replica took the claim over (our lease looked dead): it uploads the same bytes to
     // the same blob, so the outcome is the same. Nothing to mark here.
@@ -429,7 +423,7 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
 Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
   const ClaimPath next = claim.WithRuns(runs);
   d_.inflight.Add(next.Path());
-  Status s = RenameLanded(ProcessingPath(claim), ProcessingPath(next));
+  Status s = fs::RenameEntry(ProcessingPath(claim), ProcessingPath(next));
   if (!s.ok()) {
     d_.inflight.Remove(next.Path());
     return s;
@@ -442,6 +436,8 @@ Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
 Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
                               bool* skipped, uint64_t* bytes) {
+  // A name Azure would refuse is dead-lettered at once, the same way on Azurite, which takes it.
+  if (Status s = CheckBlobName(claim.BlobName()); !s.ok()) return s;
   // The stage and upload spans overlap for block uploads: blocks are sent while later ones are
   // still being copied.
   telemetry::Span stage_span = d_.tracer.StartSpan("stage", &parent);

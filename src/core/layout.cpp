@@ -1,5 +1,7 @@
 #include "core/layout.h"
 
+#include "core/blob_name.h"
+
 #include "util/crypto.h"
 
 #include <algorithm>
@@ -62,6 +64,15 @@ bool SplitTree(std::string_view rel, std::string* date, std::string* session, st
   return true;
 }
 
+// An entry held in its base's directory: that directory, the last of *reldir, is the base.
+bool TakeBaseFromDir(std::string* reldir, std::string* base) {
+  if (reldir->empty()) return false;
+  const size_t slash = reldir->rfind('/');
+  *base = slash == std::string::npos ? *reldir : reldir->substr(slash + 1);
+  reldir->resize(slash == std::string::npos ? 0 : slash);
+  return true;
+}
+
 // "0" or 2-kMaxClaimRuns without leading zeros: the only run counts a claim name carries.
 std::optional<int> ParseRuns(std::string_view s) {
   if (s.empty() || s.size() > 4 || (s.size() > 1 && s[0] == '0')) return std::nullopt;
@@ -77,35 +88,62 @@ std::optional<int> ParseRuns(std::string_view s) {
 }  // namespace
 
 std::string ClaimPath::RelPath() const { return JoinParts({reldir, base}); }
-std::string ClaimPath::BlobName() const { return JoinParts({date, session, reldir, base}); }
-std::string ClaimPath::EntryName() const {
-  return base + "~" + owner + "~" + nonce + (runs == 1 ? "" : "~" + std::to_string(runs)) + "." +
-         std::string(state == ClaimState::kClaimed ? kClaimed : kDone);
+std::string ClaimPath::BlobName() const {
+  std::string out = date;
+  for (std::string_view part :
+       {std::string_view(session), std::string_view(reldir), std::string_view(base)}) {
+    AppendBlobPath(out, part);
+  }
+  return out;
 }
-std::string ClaimPath::Path() const { return JoinParts({date, session, reldir, EntryName()}); }
-std::string ClaimPath::DirPath() const { return JoinParts({date, session, reldir}); }
+// "~<owner>~<nonce>[~<runs>].<state>": the claim entry's name after its base.
+std::string ClaimSuffix(const ClaimPath& c) {
+  return "~" + c.owner + "~" + c.nonce + (c.runs == 1 ? "" : "~" + std::to_string(c.runs)) + "." +
+         std::string(c.state == ClaimState::kClaimed ? kClaimed : kDone);
+}
+
+bool ClaimPath::InBaseDir() const {
+  return base_dir || base.size() + ClaimSuffix(*this).size() > kMaxEntryName;
+}
+std::string ClaimPath::EntryName() const { return (InBaseDir() ? "" : base) + ClaimSuffix(*this); }
+std::string ClaimPath::Path() const {
+  return InBaseDir() ? JoinParts({date, session, reldir, base, EntryName()})
+                     : JoinParts({date, session, reldir, EntryName()});
+}
 
 ClaimPath ClaimPath::WithState(ClaimState s) const {
   ClaimPath c = *this;
+  c.base_dir = InBaseDir();
   c.state = s;
   return c;
 }
 
 ClaimPath ClaimPath::WithOwner(std::string o) const {
   ClaimPath c = *this;
+  c.base_dir = InBaseDir();
   c.owner = std::move(o);
   return c;
 }
 
 ClaimPath ClaimPath::WithRuns(int r) const {
   ClaimPath c = *this;
+  c.base_dir = InBaseDir();
   c.runs = std::clamp(r, 0, kMaxClaimRuns);
   return c;
 }
 
+// The longest a failed entry's name gets after its base: "~<nonce>.failed.json" and the
+// ".tmp-<12 hex>" of the reason's atomic write.
+constexpr size_t kFailedSuffixMax = 1 + 16 + 12 + 5 + 12;
+
 std::string FailedPath::RelPath() const { return JoinParts({reldir, base}); }
+bool FailedPath::InBaseDir() const {
+  return base_dir || base.size() + kFailedSuffixMax > kMaxEntryName;
+}
 std::string FailedPath::DataPath() const {
-  return JoinParts({date, session, reldir, base + "~" + nonce + ".failed"});
+  const std::string suffix = "~" + nonce + ".failed";
+  return InBaseDir() ? JoinParts({date, session, reldir, base, suffix})
+                     : JoinParts({date, session, reldir, base + suffix});
 }
 std::string FailedPath::ReasonPath() const { return DataPath() + ".json"; }
 
@@ -134,11 +172,13 @@ std::optional<ClaimPath> ParseClaimPath(std::string_view rel) {
   const size_t t2 = stem.rfind('~');
   if (t2 == std::string_view::npos) return std::nullopt;
   const size_t t1 = t2 == 0 ? std::string_view::npos : stem.rfind('~', t2 - 1);
-  if (t1 == std::string_view::npos || t1 == 0) return std::nullopt;
+  if (t1 == std::string_view::npos) return std::nullopt;
   c.nonce = stem.substr(t2 + 1);
   c.owner = stem.substr(t1 + 1, t2 - t1 - 1);
   c.base = stem.substr(0, t1);
-  if (!IsNonce(c.nonce) || !IsValidReplicaId(c.owner) || c.base.empty()) return std::nullopt;
+  if (!IsNonce(c.nonce) || !IsValidReplicaId(c.owner)) return std::nullopt;
+  if (c.base.empty() && !TakeBaseFromDir(&c.reldir, &c.base)) return std::nullopt;
+  c.base_dir = t1 == 0;
   return c;
 }
 
@@ -158,23 +198,28 @@ std::optional<FailedPath> ParseFailedPath(std::string_view rel) {
     return std::nullopt;
   }
   const size_t t = stem.rfind('~');
-  if (t == std::string_view::npos || t == 0) return std::nullopt;
+  if (t == std::string_view::npos) return std::nullopt;
   f.nonce = stem.substr(t + 1);
   f.base = stem.substr(0, t);
   if (!IsNonce(f.nonce)) return std::nullopt;
+  if (f.base.empty() && !TakeBaseFromDir(&f.reldir, &f.base)) return std::nullopt;
+  f.base_dir = t == 0;
   return f;
 }
 
 FailedPath FailedPathFor(const ClaimPath& claim) {
-  return FailedPath{claim.date, claim.session, claim.reldir, claim.base, claim.nonce, false};
+  return FailedPath{claim.date, claim.session, claim.reldir, claim.base, claim.nonce, false, false};
 }
 
 std::string StagingPath(const ClaimPath& claim) {
-  return JoinParts({claim.date, claim.session, claim.reldir, claim.base + "~" + claim.nonce});
+  const std::string suffix = "~" + claim.nonce;
+  return claim.base.size() + suffix.size() > kMaxEntryName
+             ? JoinParts({claim.date, claim.session, claim.reldir, claim.base, suffix})
+             : JoinParts({claim.date, claim.session, claim.reldir, claim.base + suffix});
 }
 
 bool IsValidSessionName(std::string_view name) { return IsIdentifier(name, 128); }
-bool IsValidReplicaId(std::string_view id) { return IsIdentifier(id, 253); }
+bool IsValidReplicaId(std::string_view id) { return IsIdentifier(id, kMaxReplicaId); }
 
 bool IsDateDir(std::string_view name) {
   if (name.size() != 8) return false;

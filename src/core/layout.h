@@ -15,7 +15,14 @@
 // suffix appended by the service; parsing from the right is unambiguous whatever the producer's
 // name (`x.completed`, `x~a~b.claimed`...). The nonce makes each claim name unique, so no claim or
 // completion rename can land on an existing name. The blob name is a pure function of the path:
-// <YYYYMMDD>/<session>/<reldir>/<base>.
+// <YYYYMMDD>/<session>/<reldir>/<base>, each segment encoded where Azure would change or refuse it
+// (blob_name.h).
+//
+// A name too long to carry the suffixes within the file system's 255-byte limit on one entry
+// (a producer's name of up to 255 bytes is valid) is held one directory deeper: the entry is
+// <base>/~<owner>~<nonce>[~<runs>].<state> (and <base>/~<nonce>.failed, <base>/~<nonce> in
+// staging). An entry whose base part is empty takes its base from its directory; a producer's
+// name is never empty, so this too parses one way only.
 //
 // <runs> counts the runs of a claim that were begun and not handed back: the one under way plus
 // every earlier one that ended with its process (a crash, SIGKILL, an OOM kill, a lost node). It
@@ -44,12 +51,17 @@ struct ClaimPath {
   std::string nonce;   // 16 lower-case hex chars
   ClaimState state = ClaimState::kClaimed;
   int runs = 1;  // begun and not handed back (see above); 0 to kMaxClaimRuns
+  // Held in a directory named after the base: parsed so, or once the name needed it (a With*
+  // copy keeps it, so a claim does not move back out). InBaseDir() also holds it when needed.
+  bool base_dir = false;
+
+  bool InBaseDir() const;
 
   std::string RelPath() const;    // <reldir>/<base> (the producer's relative path)
-  std::string BlobName() const;   // <date>/<session>/<reldir>/<base>
-  std::string EntryName() const;  // <base>~<owner>~<nonce>[~<runs>].<state>
-  std::string Path() const;       // <date>/<session>/<reldir>/<entry>, relative to <processing>
-  std::string DirPath() const;    // <date>/<session>/<reldir>
+  std::string BlobName() const;   // <date>/<session>/<reldir>/<base>, encoded (blob_name.h)
+  std::string EntryName() const;  // [<base>]~<owner>~<nonce>[~<runs>].<state>
+  // <date>/<session>/<reldir>/[<base>/]<entry>, relative to <processing>
+  std::string Path() const;
   ClaimPath WithState(ClaimState s) const;
   ClaimPath WithOwner(std::string o) const;
   ClaimPath WithRuns(int r) const;
@@ -57,11 +69,15 @@ struct ClaimPath {
 
 // The largest run count a claim name carries (APP_MAX_FILE_ATTEMPTS is at most 1000).
 constexpr int kMaxClaimRuns = 9999;
+// The longest entry name the volume takes (NAME_MAX of Linux file systems and of NFS).
+constexpr size_t kMaxEntryName = 255;
 
 // A parsed entry below <failed>, relative to it.
 struct FailedPath {
   std::string date, session, reldir, base, nonce;
   bool is_reason = false;  // the .failed.json beside the bytes
+  bool base_dir = false;   // parsed from <base>/~<nonce>.failed; InBaseDir() also when needed
+  bool InBaseDir() const;
   std::string RelPath() const;
   std::string DataPath() const;    // relative to <failed>
   std::string ReasonPath() const;  // relative to <failed>
@@ -70,13 +86,16 @@ struct FailedPath {
 std::optional<ClaimPath> ParseClaimPath(std::string_view rel);
 std::optional<FailedPath> ParseFailedPath(std::string_view rel);
 FailedPath FailedPathFor(const ClaimPath& claim);
-// <date>/<session>/<reldir>/<base>~<nonce>, relative to <staging>.
+// <date>/<session>/<reldir>/<base>~<nonce> (or <base>/~<nonce>), relative to <staging>.
 std::string StagingPath(const ClaimPath& claim);
 
 bool IsValidSessionName(std::string_view name);  // 1-128 of [A-Za-z0-9._-], not "." or ".."
-bool IsValidReplicaId(std::string_view id);      // 1-253 of [A-Za-z0-9._-], not "." or ".."
-bool IsDateDir(std::string_view name);           // 8 digits
-bool IsNonce(std::string_view s);                // 16 lower-case hex
+// 1-kMaxReplicaId of [A-Za-z0-9._-], not "." or "..".
+bool IsValidReplicaId(std::string_view id);
+// The longest replica id: a claim entry "~<owner>~<nonce>~<runs>.claimed" must fit in one entry.
+constexpr size_t kMaxReplicaId = kMaxEntryName - (1 + 1 + 16 + 5 + 8);
+bool IsDateDir(std::string_view name);  // 8 digits
+bool IsNonce(std::string_view s);       // 16 lower-case hex
 std::string NewNonce();
 // Names the scanner skips: dot-files (rsync temps, .nfsXXXX silly renames) and empty names.
 bool IsHiddenName(std::string_view name);

@@ -98,7 +98,7 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   if (!leases_.IsDead(c->owner)) return;
   const ClaimPath mine = c->WithOwner(config_.replica_id);
   if (!inflight_.Add(mine.Path())) return;
-  Status s = fs::Rename(full, fs::Join(config_.processing_root, mine.Path()));
+  Status s = fs::RenameEntry(full, fs::Join(config_.processing_root, mine.Path()));
   if (!s.ok()) {
     inflight_.Remove(mine.Path());
     if (s.kind() != ErrorKind::kNotFound) {

@@ -93,6 +93,17 @@ Status Rename(const std::string& from, const std::string& to) {
   return Status::Ok();
 }
 
+Status RenameEntry(const std::string& from, const std::string& to) {
+  Status s = Rename(from, to);
+  for (int again = 1; s.kind() == ErrorKind::kNotFound; --again) {
+    if (Stat(to).ok()) return Status::Ok();
+    if (again == 0 || !Stat(from).ok()) break;
+    if (Status m = MkdirAll(Dirname(to)); !m.ok()) return m;
+    s = Rename(from, to);
+  }
+  return s;
+}
+
 Status Unlink(const std::string& path) {
   if (::unlink(path.c_str()) != 0) return ErrnoStatus("unlink " + path, errno);
   return Status::Ok();

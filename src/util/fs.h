@@ -59,6 +59,11 @@ Result<Fd> CreateExclusive(const std::string& path, mode_t mode = 0644);
 
 Status MkdirAll(const std::string& path, mode_t mode = 0755);
 Status Rename(const std::string& from, const std::string& to);
+// Renames a state entry on a shared volume. A retransmitted NFS rename can report ENOENT although
+// it landed, which the target shows: that is success. ENOENT while the source is still there
+// means the target's directory is missing (pruned while empty, or not made yet): it is made and
+// the rename tried once more. Any other ENOENT: the source is gone (another process moved it).
+Status RenameEntry(const std::string& from, const std::string& to);
 Status Unlink(const std::string& path);
 Status Rmdir(const std::string& path);
 Status Fsync(int fd, const std::string& what);

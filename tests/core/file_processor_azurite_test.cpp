@@ -241,6 +241,23 @@ TEST_F(FileProcessorAzuriteTest, ClaimPickedUpAgainRecordsItsRunBeforeItIsSent) 
   EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "interrupted"}}), 1);
 }
 
+// A claim whose name took all 255 bytes of its entry cannot add its run count there: the rename
+// that records the run moves it into a directory named after the file, which it makes, and the
+// claim finishes there.
+TEST_F(FileProcessorAzuriteTest, ClaimWhoseRunCountNoLongerFitsMovesIntoItsOwnDirectory) {
+  const std::string suffix = "~" + config_.replica_id + "~0123456789abcdef.claimed";
+  const std::string base(kMaxEntryName - suffix.size(), 'e');
+  const std::string data = PatternBytes(70'000, 15);
+  WorkItem item = PlaceClaim(base, data, true);
+  ASSERT_FALSE(item.claim.InBaseDir());
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+  const ClaimPath done = item.claim.WithRuns(2).WithState(ClaimState::kDone);
+  ASSERT_TRUE(done.InBaseDir());
+  EXPECT_EQ(Entries(config_.processing_root), std::vector<std::string>{done.Path()});
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+}
+
 // A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   for (int runs : {0, 1, 2}) {

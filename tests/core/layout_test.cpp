@@ -80,12 +80,80 @@ TEST(LayoutTest, ProducerNamesThatLookLikeStateAreSafe) {
   }
 }
 
+// Every component of a relative path fits in one directory entry.
+bool EntriesFit(const std::string& rel) {
+  size_t start = 0;
+  while (true) {
+    const size_t slash = rel.find('/', start);
+    const size_t end = slash == std::string::npos ? rel.size() : slash;
+    if (end - start > kMaxEntryName) return false;
+    if (slash == std::string::npos) return true;
+    start = slash + 1;
+  }
+}
+
+// A producer's name may take all 255 bytes of an entry; the suffixes then go one level down.
+TEST(LayoutTest, LongNamesAreHeldInADirectoryOfTheirOwn) {
+  const std::string longest(251, 'n');
+  for (const std::string& reldir : {std::string(), std::string("a/b")}) {
+    const ClaimPath c = Claim(reldir, longest + ".txt");
+    EXPECT_TRUE(c.InBaseDir());
+    const std::string dir = "20261128/demo/" + (reldir.empty() ? "" : reldir + "/");
+    EXPECT_EQ(c.Path(), dir + c.base + "/~pod-a.1~0123456789abcdef.claimed");
+    EXPECT_EQ(c.BlobName(), dir + c.base);
+    for (const ClaimPath& v :
+         {c, c.WithRuns(kMaxClaimRuns), c.WithState(ClaimState::kDone),
+          c.WithOwner(std::string(kMaxReplicaId, 'r')).WithRuns(kMaxClaimRuns)}) {
+      EXPECT_TRUE(EntriesFit(v.Path())) << v.Path();
+      auto parsed = ParseClaimPath(v.Path());
+      ASSERT_TRUE(parsed) << v.Path();
+      EXPECT_EQ(parsed->Path(), v.Path());
+      EXPECT_EQ(parsed->base, c.base);
+      EXPECT_EQ(parsed->reldir, reldir);
+      EXPECT_EQ(parsed->runs, v.runs);
+      EXPECT_EQ(parsed->BlobName(), c.BlobName());
+    }
+    const FailedPath f = FailedPathFor(c);
+    EXPECT_EQ(f.DataPath(), dir + c.base + "/~0123456789abcdef.failed");
+    for (const std::string& rel : {f.DataPath(), f.ReasonPath()}) {
+      auto pf = ParseFailedPath(rel);
+      ASSERT_TRUE(pf) << rel;
+      EXPECT_EQ(pf->base, c.base);
+      EXPECT_EQ(pf->reldir, reldir);
+      EXPECT_EQ(pf->DataPath(), f.DataPath());
+    }
+    EXPECT_TRUE(EntriesFit(f.ReasonPath() + ".tmp-0123456789ab"));
+    EXPECT_EQ(StagingPath(c), dir + c.base + "/~0123456789abcdef");
+  }
+
+  // A name that fits with its suffixes stays in one entry, until a run count would not fit;
+  // from then on it stays held, so later renames do not move it back.
+  const std::string suffix = "~pod-a.1~0123456789abcdef.claimed";
+  const ClaimPath edge = Claim("", std::string(kMaxEntryName - suffix.size(), 'e'));
+  EXPECT_FALSE(edge.InBaseDir());
+  EXPECT_EQ(edge.EntryName().size(), kMaxEntryName);
+  const ClaimPath counted = edge.WithRuns(2);
+  EXPECT_TRUE(counted.InBaseDir());
+  EXPECT_TRUE(EntriesFit(counted.Path()));
+  EXPECT_TRUE(counted.WithRuns(1).WithState(ClaimState::kDone).InBaseDir());
+  auto parsed = ParseClaimPath(edge.Path());
+  ASSERT_TRUE(parsed);
+  EXPECT_FALSE(parsed->InBaseDir());
+  EXPECT_EQ(parsed->Path(), edge.Path());
+  // A short name in a producer's directory is not mistaken for a held one.
+  auto nested = ParseClaimPath("20261128/demo/a/x~pod~0123456789abcdef.claimed");
+  ASSERT_TRUE(nested);
+  EXPECT_EQ(nested->reldir, "a");
+  EXPECT_EQ(nested->base, "x");
+}
+
 TEST(LayoutTest, RejectsWhatWeNeverCreate) {
   for (const std::string rel :
        {"", "20261128", "20261128/demo", "20261128/demo/x.csv",
         "2026112/demo/x~a~0123456789abcdef.done", "20261128/demo/x~a~0123456789ABCDEF.done",
         "20261128/demo/x~a~0123456789abcde.done", "20261128/demo/x~a~0123456789abcdef.other",
         "20261128/demo/~a~0123456789abcdef.done", "20261128/demo/x~~0123456789abcdef.done",
+        "20261128/demo/~a~0123456789abcdef~2.claimed", "20261128/demo/a/~~0123456789abcdef.done",
         "20261128/demo/x~a/b~0123456789abcdef.done", "20261128/bad name/x~a~0123456789abcdef.done",
         "20261128/demo//x~a~0123456789abcdef.done", "20261128/demo/../x~a~0123456789abcdef.done",
         "_replicas/a.lease",
@@ -110,6 +178,10 @@ TEST(LayoutTest, NamesAndIds) {
   EXPECT_FALSE(IsValidSessionName(".."));
   EXPECT_FALSE(IsValidSessionName("a/b"));
   EXPECT_FALSE(IsValidSessionName("a b"));
+  // The longest replica id whose claims still fit in one entry, at any run count.
+  EXPECT_EQ(kMaxReplicaId, 224u);
+  EXPECT_TRUE(IsValidReplicaId(std::string(kMaxReplicaId, 'r')));
+  EXPECT_FALSE(IsValidReplicaId(std::string(kMaxReplicaId + 1, 'r')));
   EXPECT_TRUE(IsNonce(NewNonce()));
   EXPECT_NE(NewNonce(), NewNonce());
   EXPECT_TRUE(IsHiddenName(".nfs000000001234"));

@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 namespace nbu::test {
 namespace {
@@ -127,6 +128,60 @@ TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
   const auto status = up.Status();
   EXPECT_EQ(status["counters"]["uploaded"], files.size());
   EXPECT_EQ(status["counters"]["failed"], 0);
+}
+
+// Names Azure would store under another name (a backslash becomes '/', a segment's last '.' is
+// dropped) or refuse (bytes that are not UTF-8) get blob names of their own, so no two files
+// share a blob; a name of all 255 bytes an entry allows is claimed, staged and uploaded; a name
+// Azure would refuse for its length is dead-lettered and kept.
+TEST_F(UploaderE2E, NamesAzureWouldChangeOrRefuseNeverShareABlob) {
+  UploaderProcess up(
+      *azurite_, volume_, container_, "r1",
+      {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"n"})").status, 200);
+  std::string cjk;
+  for (int i = 0; i < 85; ++i) cjk += "\xE6\x96\x87";          // 文: 255 bytes
+  const std::string longest = std::string(250, 'L') + ".bin";  // 254 bytes
+  std::map<std::string, std::string> blobs;                    // blob name below <date>/n/ -> bytes
+  uint32_t seed = 1;
+  for (const auto& [file, blob, size] : std::vector<std::tuple<std::string, std::string, size_t>>{
+           {"col/x\\y.bin", "col/x\xEF\xBC\xBCy.bin", 100},  // x＼y.bin
+           {"col/x/y.bin", "col/x/y.bin", 100},
+           {"dot.", "dot\xEF\xBC\x8E", 10},  // dot．
+           {"dot", "dot", 10},
+           {"caf\xE9.txt",
+            "caf\xE2\x80\x9B"
+            "E9.txt",
+            10},                                        // caf‛E9.txt
+           {"ctl\x01.txt", "ctl\xE2\x90\x81.txt", 10},  // ctl␁.txt
+           {"deep/" + cjk, "deep/" + cjk, 10},
+           {longest, longest, (3 << 20) + 5},  // in blocks, through a staging file
+       }) {
+    blobs[blob] = Drop("n", file, PatternBytes(size, seed++));
+  }
+  // 5 x 250 + 254 characters: more than the 1,024 Azure allows (Azurite takes it).
+  std::string too_long_dir;
+  for (int i = 0; i < 5; ++i) too_long_dir += std::string(250, static_cast<char>('a' + i)) + "/";
+  const std::string kept = Drop("n", too_long_dir + longest, PatternBytes(1000, seed++));
+  ExpectAllUploaded("n", blobs);
+  ASSERT_TRUE(WaitFor([&] { return up.Status()["dead_letter"]["count"] == 1; }, 30s))
+      << up.Status().dump();
+  const auto failed = Volume::Files(volume_.failed());
+  ASSERT_EQ(failed.size(), 2u);
+  std::string data_file, reason_file;
+  for (const auto& f : failed) (f.ends_with(".json") ? reason_file : data_file) = f;
+  EXPECT_EQ(ReadFile(volume_.failed() + "/" + data_file), kept);
+  const auto reason = nlohmann::json::parse(ReadFile(volume_.failed() + "/" + reason_file));
+  EXPECT_EQ(reason["attempts"], 1);  // permanent: not retried
+  EXPECT_NE(reason["error"].get<std::string>().find("Azure allows at most 1024"), std::string::npos)
+      << reason.dump();
+  const auto status = up.Status();
+  EXPECT_EQ(status["counters"]["uploaded"], blobs.size());
+  EXPECT_EQ(status["counters"]["failed"], 1);
+  EXPECT_TRUE(WaitFor([&] { return ClaimsLeft() == 0; }, 30s)) << ClaimsLeft();
+  EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
+  EXPECT_TRUE(Volume::Files(up.staging()).empty());
 }
 
 TEST_F(UploaderE2E, FileAppendedSlowlyIsUploadedOnceWhenComplete) {

@@ -1,0 +1,160 @@
+#include "core/blob_name.h"
+
+#include <algorithm>
+
+namespace nbu::core {
+namespace {
+
+constexpr char32_t kQuote = 0x201B;           // ‛ SINGLE HIGH-REVERSED-9 QUOTATION MARK
+constexpr char32_t kSymbolForNull = 0x2400;   // ␀; ␁-␟ follow it for 0x01-0x1F
+constexpr char32_t kSymbolForDelete = 0x2421; // ␡
+constexpr char32_t kFullwidthReverseSolidus = 0xFF3C;  // ＼
+constexpr char32_t kFullwidthFullStop = 0xFF0E;         // ．
+constexpr std::string_view kFullwidthFullStopUtf8 = "\xEF\xBC\x8E";
+constexpr size_t kMaxNameUnits = 1024;
+constexpr size_t kMaxSegments = 254;
+
+void AppendUtf8(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// The well-formed UTF-8 sequence (Unicode table 3-7: no overlong forms, no surrogates, nothing
+// past U+10FFFF) that starts at s[i] >= 0x80: its length, and its code point in *cp; 0 when none
+// does, and then only s[i] is taken as a stray byte, as Go's decoder (and so rclone) takes it.
+size_t DecodeUtf8(std::string_view s, size_t i, char32_t* cp) {
+  const auto at = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char b0 = at(0);
+  size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size() || at(1) < lo || at(1) > hi) return 0;
+  char32_t v = b0 & (0x7F >> len);
+  for (size_t k = 1; k < len; ++k) {
+    if (k > 1 && (at(k) & 0xC0) != 0x80) return 0;
+    v = (v << 6) | (at(k) & 0x3F);
+  }
+  *cp = v;
+  return len;
+}
+
+// A code point the encoding produces, so a producer's own one is quoted (． only at the end).
+bool IsReplacement(char32_t cp) {
+  return cp == kQuote || (cp >= kSymbolForNull && cp <= kSymbolForNull + 0x1F) ||
+         cp == kSymbolForDelete || cp == kFullwidthReverseSolidus;
+}
+
+bool NeedsEncoding(std::string_view s) {
+  if (!s.empty() && s.back() == '.') return true;
+  return std::any_of(s.begin(), s.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c < 0x20 || c == 0x7F || c == '\\' || c >= 0x80;
+  });
+}
+
+}  // namespace
+
+std::string EncodeBlobSegment(std::string_view in) {
+  if (!NeedsEncoding(in)) return std::string(in);
+  std::string out;
+  out.reserve(in.size() + 8);
+  std::string suffix;
+  if (!in.empty() && in.back() == '.') {
+    AppendUtf8(suffix, kFullwidthFullStop);
+    in.remove_suffix(1);
+  } else if (in.ends_with(kFullwidthFullStopUtf8)) {
+    AppendUtf8(suffix, kQuote);
+    AppendUtf8(suffix, kFullwidthFullStop);
+    in.remove_suffix(kFullwidthFullStopUtf8.size());
+  }
+  for (size_t i = 0; i < in.size();) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    if (c < 0x80) {
+      if (c == '\\') {
+        AppendUtf8(out, kFullwidthReverseSolidus);
+      } else if (c < 0x20) {
+        AppendUtf8(out, kSymbolForNull + c);
+      } else if (c == 0x7F) {
+        AppendUtf8(out, kSymbolForDelete);
+      } else {
+        out.push_back(static_cast<char>(c));
+      }
+      ++i;
+      continue;
+    }
+    char32_t cp = 0;
+    const size_t len = DecodeUtf8(in, i, &cp);
+    if (len == 0) {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      AppendUtf8(out, kQuote);
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
+      ++i;
+      continue;
+    }
+    if (IsReplacement(cp)) AppendUtf8(out, kQuote);
+    out.append(in.substr(i, len));
+    i += len;
+  }
+  return out + suffix;
+}
+
+void AppendBlobPath(std::string& out, std::string_view path) {
+  while (!path.empty()) {
+    const size_t slash = path.find('/');
+    const std::string_view segment = path.substr(0, slash);
+    if (!segment.empty()) {
+      if (!out.empty()) out.push_back('/');
+      out += EncodeBlobSegment(segment);
+    }
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+}
+
+Status CheckBlobName(std::string_view name) {
+  size_t units = 0;
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c & 0xC0) != 0x80) units += c >= 0xF0 ? 2 : 1;  // a code point past U+FFFF takes two
+  }
+  if (units > kMaxNameUnits) {
+    return {ErrorKind::kPermanent, "the blob name is " + std::to_string(units) +
+                                       " characters long; Azure allows at most " +
+                                       std::to_string(kMaxNameUnits)};
+  }
+  const size_t segments = static_cast<size_t>(std::count(name.begin(), name.end(), '/')) + 1;
+  if (segments > kMaxSegments) {
+    return {ErrorKind::kPermanent, "the blob name has " + std::to_string(segments) +
+                                       " path segments; Azure allows at most " +
+                                       std::to_string(kMaxSegments)};
+  }
+  return Status::Ok();
+}
+
+}  // namespace nbu::core

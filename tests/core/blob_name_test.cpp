@@ -1,0 +1,151 @@
+#include "core/blob_name.h"
+#include "core/layout.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nbu::core {
+namespace {
+
+TEST(BlobName, NamesAzureKeepsAreUnchanged) {
+  for (const std::string name :
+       {"a.txt", "with space", "trail ", "ünïcödé-файл-文件.csv", "pct%41%2F.txt", "hash#frag",
+        "x.completed", ".hidden", "a..b", "rep\xEF\xBF\xBDx" /* U+FFFD itself */,
+        "emoji\xF0\x9F\x98\x80" /* U+1F600 */, "full\xEF\xBC\x8Estop-inside" /* ． */,
+        "fs\xEF\xBC\x8Fx" /* ／ */}) {
+    EXPECT_EQ(EncodeBlobSegment(name), name);
+  }
+}
+
+// The blob names rclone 1.60.1 gave the same local files (`rclone copy src az:c` to Azurite,
+// names read back from List Blobs), except ‛, which that rclone cannot read from a local
+// directory (rclone issue 7456): its azureblob encoder quotes it as below.
+TEST(BlobName, SegmentsAreEncodedAsRcloneEncodesThem) {
+  const std::map<std::string, std::string> cases = {
+      {"back\\slash", "back\xEF\xBC\xBCslash"},          // ＼
+      {"caf\xE9.txt", "caf\xE2\x80\x9B" "E9.txt"},       // ‛E9
+      {"c\x01t", "c\xE2\x90\x81t"},                      // ␁
+      {"dir.", "dir\xEF\xBC\x8E"},                       // ．
+      {"d\x7Fl", "d\xE2\x90\xA1l"},                      // ␡
+      {"fw\xEF\xBC\xBCx", "fw\xE2\x80\x9B\xEF\xBC\xBCx"},  // ＼ -> ‛＼
+      {"sym\xE2\x90\x81", "sym\xE2\x80\x9B\xE2\x90\x81"},  // ␁ -> ‛␁
+      {"trail.", "trail\xEF\xBC\x8E"},
+      {"tr\xEF\xBC\x8E", "tr\xE2\x80\x9B\xEF\xBC\x8E"},  // a trailing ． -> ‛．
+      {"two..", "two.\xEF\xBC\x8E"},                     // only the last '.'
+      {"q\xE2\x80\x9Bx", "q\xE2\x80\x9B\xE2\x80\x9Bx"},  // ‛ -> ‛‛
+  };
+  for (const auto& [in, want] : cases) EXPECT_EQ(EncodeBlobSegment(in), want) << in;
+}
+
+TEST(BlobName, EveryByteOfAnIllFormedSequenceIsQuotedOnItsOwn) {
+  const std::map<std::string, std::string> cases = {
+      {"\xC0\x80", "\xE2\x80\x9B" "C0\xE2\x80\x9B" "80"},  // overlong NUL
+      {"\xED\xA0\x80", "\xE2\x80\x9B" "ED\xE2\x80\x9B" "A0\xE2\x80\x9B" "80"},  // a surrogate
+      {"x\xE2\x82", "x\xE2\x80\x9B" "E2\xE2\x80\x9B" "82"},  // cut short at the end
+      {"\xE2\x82x", "\xE2\x80\x9B" "E2\xE2\x80\x9B" "82x"},  // cut short by an ASCII byte
+      {"\xF4\x90\x80\x80",  // past U+10FFFF
+       "\xE2\x80\x9B" "F4\xE2\x80\x9B" "90\xE2\x80\x9B" "80\xE2\x80\x9B" "80"},
+      {"\xFF", "\xE2\x80\x9B" "FF"},
+  };
+  for (const auto& [in, want] : cases) EXPECT_EQ(EncodeBlobSegment(in), want);
+}
+
+bool IsWellFormedUtf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                                  : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+// Every name of up to four pieces from an alphabet of the characters the encoding touches, its
+// replacements and pieces of them: no two names share an encoding, and no encoding holds what
+// Azure would change or refuse.
+TEST(BlobName, EncodingIsOneToOneAndAzureSafe) {
+  const std::vector<std::string> alphabet = {
+      "a", ".", "\\", "\x01", "\x1F", "\x7F", "\xE9", "E9", "\xE2\x80\x9B" /* ‛ */,
+      "\xEF\xBC\xBC" /* ＼ */, "\xEF\xBC\x8E" /* ． */, "\xE2\x90\x81" /* ␁ */,
+      "\xE2\x90\xA1" /* ␡ */, "\xE2\x90\x80" /* ␀ */, "\xEF\xBC" /* ． cut short */, "\x8E"};
+  std::vector<std::string> names, level = {""};
+  for (int pieces = 1; pieces <= 4; ++pieces) {
+    std::vector<std::string> next;
+    for (const auto& n : level) {
+      for (const auto& piece : alphabet) next.push_back(n + piece);
+    }
+    names.insert(names.end(), next.begin(), next.end());
+    level = std::move(next);
+  }
+  std::map<std::string, std::string> seen;  // encoding -> name
+  for (const auto& name : names) {
+    const std::string enc = EncodeBlobSegment(name);
+    auto [it, fresh] = seen.emplace(enc, name);
+    if (!fresh && it->second != name) {
+      ADD_FAILURE() << "two names share the encoding " << enc;
+      return;
+    }
+    ASSERT_TRUE(IsWellFormedUtf8(enc)) << name;
+    ASSERT_NE(enc.back(), '.') << name;
+    for (char ch : enc) {
+      const auto c = static_cast<unsigned char>(ch);
+      ASSERT_TRUE(c >= 0x20 && c != 0x7F && c != '\\') << name;
+    }
+  }
+  EXPECT_GT(seen.size(), 60000u);
+}
+
+TEST(BlobName, PathsAreEncodedSegmentBySegment) {
+  std::string out = "20261129";
+  AppendBlobPath(out, "a\\b/c./d");
+  EXPECT_EQ(out, "20261129/a\xEF\xBC\xBC" "b/c\xEF\xBC\x8E/d");
+  std::string fresh;
+  AppendBlobPath(fresh, "x//y/");
+  EXPECT_EQ(fresh, "x/y");
+
+  ClaimPath c;
+  c.date = "20261129";
+  c.session = "run.";  // a valid session name Azure would shorten to "run"
+  c.reldir = "x\\y";
+  c.base = "z.";
+  EXPECT_EQ(c.BlobName(),
+            "20261129/run\xEF\xBC\x8E/x\xEF\xBC\xBCy/z\xEF\xBC\x8E");
+  c.session = "run";
+  c.reldir = "x/y";
+  c.base = "z";
+  EXPECT_EQ(c.BlobName(), "20261129/run/x/y/z");
+}
+
+TEST(BlobName, AzuresLengthAndSegmentLimitsAreChecked) {
+  EXPECT_TRUE(CheckBlobName(std::string(1024, 'a')).ok());
+  const Status too_long = CheckBlobName(std::string(1025, 'a'));
+  EXPECT_EQ(too_long.kind(), ErrorKind::kPermanent);
+  EXPECT_NE(too_long.message().find("1025 characters"), std::string::npos) << too_long.message();
+
+  // Characters, not bytes: 1,000 three-byte characters are 3,000 bytes; a character past U+FFFF
+  // counts twice, as UTF-16 holds it.
+  std::string cjk;
+  for (int i = 0; i < 1000; ++i) cjk += "\xE6\x96\x87";  // 文
+  EXPECT_TRUE(CheckBlobName(cjk).ok());
+  std::string emoji;
+  for (int i = 0; i < 512; ++i) emoji += "\xF0\x9F\x98\x80";
+  EXPECT_TRUE(CheckBlobName(emoji).ok());
+  EXPECT_FALSE(CheckBlobName(emoji + "a").ok());
+
+  std::string segments = "a";
+  for (int i = 1; i < 254; ++i) segments += "/a";
+  EXPECT_TRUE(CheckBlobName(segments).ok());
+  const Status too_deep = CheckBlobName(segments + "/a");
+  EXPECT_EQ(too_deep.kind(), ErrorKind::kPermanent);
+  EXPECT_NE(too_deep.message().find("255 path segments"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nbu::core
