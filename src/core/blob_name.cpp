@@ -5,12 +5,12 @@
 namespace nbu::core {
 namespace {
 
-constexpr char32_t kQuote = 0x201B;           // ‛ SINGLE HIGH-REVERSED-9 QUOTATION MARK
-constexpr char32_t kSymbolForNull = 0x2400;   // ␀; ␁-␟ follow it for 0x01-0x1F
-constexpr char32_t kSymbolForDelete = 0x2421; // ␡
+constexpr char32_t kQuote = 0x201B;                    // ‛ SINGLE HIGH-REVERSED-9 QUOTATION MARK
+constexpr char32_t kSymbolForNull = 0x2400;            // ␀; ␁-␟ follow it for 0x01-0x1F
+constexpr char32_t kSymbolForDelete = 0x2421;          // ␡
 constexpr char32_t kFullwidthReverseSolidus = 0xFF3C;  // ＼
-constexpr char32_t kFullwidthFullStop = 0xFF0E;         // ．
-constexpr std::string_view kFullwidthFullStopUtf8 = "\xEF\xBC\x8E";
+constexpr char32_t kFullwidthFullStop = 0xFF0E;        // ．
+constexpr std::string_view kFullwidthFullStopUtf8 = "\uFF0E";
 constexpr size_t kMaxNameUnits = 1024;
 constexpr size_t kMaxSegments = 254;
 

@@ -13,9 +13,8 @@ namespace {
 TEST(BlobName, NamesAzureKeepsAreUnchanged) {
   for (const std::string name :
        {"a.txt", "with space", "trail ", "ünïcödé-файл-文件.csv", "pct%41%2F.txt", "hash#frag",
-        "x.completed", ".hidden", "a..b", "rep\xEF\xBF\xBDx" /* U+FFFD itself */,
-        "emoji\xF0\x9F\x98\x80" /* U+1F600 */, "full\xEF\xBC\x8Estop-inside" /* ． */,
-        "fs\xEF\xBC\x8Fx" /* ／ */}) {
+        "x.completed", ".hidden", "a..b", "rep\uFFFDx" /* U+FFFD itself */,
+        "emoji\U0001F600" /* U+1F600 */, "full\uFF0Estop-inside" /* ． */, "fs\uFF0Fx" /* ／ */}) {
     EXPECT_EQ(EncodeBlobSegment(name), name);
   }
 }
@@ -25,30 +24,30 @@ TEST(BlobName, NamesAzureKeepsAreUnchanged) {
 // directory (rclone issue 7456): its azureblob encoder quotes it as below.
 TEST(BlobName, SegmentsAreEncodedAsRcloneEncodesThem) {
   const std::map<std::string, std::string> cases = {
-      {"back\\slash", "back\xEF\xBC\xBCslash"},          // ＼
-      {"caf\xE9.txt", "caf\xE2\x80\x9B" "E9.txt"},       // ‛E9
-      {"c\x01t", "c\xE2\x90\x81t"},                      // ␁
-      {"dir.", "dir\xEF\xBC\x8E"},                       // ．
-      {"d\x7Fl", "d\xE2\x90\xA1l"},                      // ␡
-      {"fw\xEF\xBC\xBCx", "fw\xE2\x80\x9B\xEF\xBC\xBCx"},  // ＼ -> ‛＼
-      {"sym\xE2\x90\x81", "sym\xE2\x80\x9B\xE2\x90\x81"},  // ␁ -> ‛␁
-      {"trail.", "trail\xEF\xBC\x8E"},
-      {"tr\xEF\xBC\x8E", "tr\xE2\x80\x9B\xEF\xBC\x8E"},  // a trailing ． -> ‛．
-      {"two..", "two.\xEF\xBC\x8E"},                     // only the last '.'
-      {"q\xE2\x80\x9Bx", "q\xE2\x80\x9B\xE2\x80\x9Bx"},  // ‛ -> ‛‛
+      {"back\\slash", "back\uFF3Cslash"},  // ＼
+      {"caf\xE9.txt", "caf\u201BE9.txt"},  // ‛E9
+      {"c\x01t", "c\u2401t"},              // ␁
+      {"dir.", "dir\uFF0E"},               // ．
+      {"d\x7Fl", "d\u2421l"},              // ␡
+      {"fw\uFF3Cx", "fw\u201B\uFF3Cx"},    // ＼ -> ‛＼
+      {"sym\u2401", "sym\u201B\u2401"},    // ␁ -> ‛␁
+      {"trail.", "trail\uFF0E"},
+      {"tr\uFF0E", "tr\u201B\uFF0E"},  // a trailing ． -> ‛．
+      {"two..", "two.\uFF0E"},         // only the last '.'
+      {"q\u201Bx", "q\u201B\u201Bx"},  // ‛ -> ‛‛
   };
   for (const auto& [in, want] : cases) EXPECT_EQ(EncodeBlobSegment(in), want) << in;
 }
 
 TEST(BlobName, EveryByteOfAnIllFormedSequenceIsQuotedOnItsOwn) {
   const std::map<std::string, std::string> cases = {
-      {"\xC0\x80", "\xE2\x80\x9B" "C0\xE2\x80\x9B" "80"},  // overlong NUL
-      {"\xED\xA0\x80", "\xE2\x80\x9B" "ED\xE2\x80\x9B" "A0\xE2\x80\x9B" "80"},  // a surrogate
-      {"x\xE2\x82", "x\xE2\x80\x9B" "E2\xE2\x80\x9B" "82"},  // cut short at the end
-      {"\xE2\x82x", "\xE2\x80\x9B" "E2\xE2\x80\x9B" "82x"},  // cut short by an ASCII byte
-      {"\xF4\x90\x80\x80",  // past U+10FFFF
-       "\xE2\x80\x9B" "F4\xE2\x80\x9B" "90\xE2\x80\x9B" "80\xE2\x80\x9B" "80"},
-      {"\xFF", "\xE2\x80\x9B" "FF"},
+      {"\xC0\x80", "\u201BC0\u201B80"},              // overlong NUL
+      {"\xED\xA0\x80", "\u201BED\u201BA0\u201B80"},  // a surrogate
+      {"x\xE2\x82", "x\u201BE2\u201B82"},            // cut short at the end
+      {"\xE2\x82x", "\u201BE2\u201B82x"},            // cut short by an ASCII byte
+      {"\xF4\x90\x80\x80",                           // past U+10FFFF
+       "\u201BF4\u201B90\u201B80\u201B80"},
+      {"\xFF", "\u201BFF"},
   };
   for (const auto& [in, want] : cases) EXPECT_EQ(EncodeBlobSegment(in), want);
 }
@@ -56,8 +55,11 @@ TEST(BlobName, EveryByteOfAnIllFormedSequenceIsQuotedOnItsOwn) {
 bool IsWellFormedUtf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    const size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-                                  : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    const size_t len = c < 0x80                 ? 1
+                       : c >= 0xC2 && c <= 0xDF ? 2
+                       : c >= 0xE0 && c <= 0xEF ? 3
+                       : c >= 0xF0 && c <= 0xF4 ? 4
+                                                : 0;
     if (len == 0 || i + len > s.size()) return false;
     for (size_t k = 1; k < len; ++k) {
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
@@ -71,10 +73,22 @@ bool IsWellFormedUtf8(const std::string& s) {
 // replacements and pieces of them: no two names share an encoding, and no encoding holds what
 // Azure would change or refuse.
 TEST(BlobName, EncodingIsOneToOneAndAzureSafe) {
-  const std::vector<std::string> alphabet = {
-      "a", ".", "\\", "\x01", "\x1F", "\x7F", "\xE9", "E9", "\xE2\x80\x9B" /* ‛ */,
-      "\xEF\xBC\xBC" /* ＼ */, "\xEF\xBC\x8E" /* ． */, "\xE2\x90\x81" /* ␁ */,
-      "\xE2\x90\xA1" /* ␡ */, "\xE2\x90\x80" /* ␀ */, "\xEF\xBC" /* ． cut short */, "\x8E"};
+  const std::vector<std::string> alphabet = {"a",
+                                             ".",
+                                             "\\",
+                                             "\x01",
+                                             "\x1F",
+                                             "\x7F",
+                                             "\xE9",
+                                             "E9",
+                                             "\u201B" /* ‛ */,
+                                             "\uFF3C" /* ＼ */,
+                                             "\uFF0E" /* ． */,
+                                             "\u2401" /* ␁ */,
+                                             "\u2421" /* ␡ */,
+                                             "\u2400" /* ␀ */,
+                                             "\xEF\xBC" /* ． cut short */,
+                                             "\x8E"};
   std::vector<std::string> names, level = {""};
   for (int pieces = 1; pieces <= 4; ++pieces) {
     std::vector<std::string> next;
@@ -105,7 +119,7 @@ TEST(BlobName, EncodingIsOneToOneAndAzureSafe) {
 TEST(BlobName, PathsAreEncodedSegmentBySegment) {
   std::string out = "20261129";
   AppendBlobPath(out, "a\\b/c./d");
-  EXPECT_EQ(out, "20261129/a\xEF\xBC\xBC" "b/c\xEF\xBC\x8E/d");
+  EXPECT_EQ(out, "20261129/a\uFF3Cb/c\uFF0E/d");
   std::string fresh;
   AppendBlobPath(fresh, "x//y/");
   EXPECT_EQ(fresh, "x/y");
@@ -115,8 +129,7 @@ TEST(BlobName, PathsAreEncodedSegmentBySegment) {
   c.session = "run.";  // a valid session name Azure would shorten to "run"
   c.reldir = "x\\y";
   c.base = "z.";
-  EXPECT_EQ(c.BlobName(),
-            "20261129/run\xEF\xBC\x8E/x\xEF\xBC\xBCy/z\xEF\xBC\x8E");
+  EXPECT_EQ(c.BlobName(), "20261129/run\uFF0E/x\uFF3Cy/z\uFF0E");
   c.session = "run";
   c.reldir = "x/y";
   c.base = "z";
@@ -132,10 +145,10 @@ TEST(BlobName, AzuresLengthAndSegmentLimitsAreChecked) {
   // Characters, not bytes: 1,000 three-byte characters are 3,000 bytes; a character past U+FFFF
   // counts twice, as UTF-16 holds it.
   std::string cjk;
-  for (int i = 0; i < 1000; ++i) cjk += "\xE6\x96\x87";  // 文
+  for (int i = 0; i < 1000; ++i) cjk += "\u6587";  // 文
   EXPECT_TRUE(CheckBlobName(cjk).ok());
   std::string emoji;
-  for (int i = 0; i < 512; ++i) emoji += "\xF0\x9F\x98\x80";
+  for (int i = 0; i < 512; ++i) emoji += "\U0001F600";
   EXPECT_TRUE(CheckBlobName(emoji).ok());
   EXPECT_FALSE(CheckBlobName(emoji + "a").ok());
 

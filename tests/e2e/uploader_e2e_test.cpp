@@ -141,20 +141,17 @@ TEST_F(UploaderE2E, NamesAzureWouldChangeOrRefuseNeverShareABlob) {
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"n"})").status, 200);
   std::string cjk;
-  for (int i = 0; i < 85; ++i) cjk += "\xE6\x96\x87";          // 文: 255 bytes
+  for (int i = 0; i < 85; ++i) cjk += "\u6587";                // 文: 255 bytes
   const std::string longest = std::string(250, 'L') + ".bin";  // 254 bytes
   std::map<std::string, std::string> blobs;                    // blob name below <date>/n/ -> bytes
   uint32_t seed = 1;
   for (const auto& [file, blob, size] : std::vector<std::tuple<std::string, std::string, size_t>>{
-           {"col/x\\y.bin", "col/x\xEF\xBC\xBCy.bin", 100},  // x＼y.bin
+           {"col/x\\y.bin", "col/x\uFF3Cy.bin", 100},  // x＼y.bin
            {"col/x/y.bin", "col/x/y.bin", 100},
-           {"dot.", "dot\xEF\xBC\x8E", 10},  // dot．
+           {"dot.", "dot\uFF0E", 10},  // dot．
            {"dot", "dot", 10},
-           {"caf\xE9.txt",
-            "caf\xE2\x80\x9B"
-            "E9.txt",
-            10},                                        // caf‛E9.txt
-           {"ctl\x01.txt", "ctl\xE2\x90\x81.txt", 10},  // ctl␁.txt
+           {"caf\xE9.txt", "caf\u201BE9.txt", 10},  // caf‛E9.txt
+           {"ctl\x01.txt", "ctl\u2401.txt", 10},    // ctl␁.txt
            {"deep/" + cjk, "deep/" + cjk, 10},
            {longest, longest, (3 << 20) + 5},  // in blocks, through a staging file
        }) {
