@@ -516,6 +516,13 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       } else {
         LogWarn("claim failed; the file stays in incoming and is retried",
                 {{"session", item.session}, {"file", item.rel}, {"error", c.status().ToString()}});
+        // A file still being written is looked at again; anything else (a permission, an I/O
+        // error) keeps the file from the pipeline until it is mended, so it shows.
+        if (c.status().kind() != ErrorKind::kConflict) {
+          d_.inst.attempt_failures.Add(1, {{"reason", "claim"}});
+          d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), item.rel,
+                             "claim failed: " + c.status().ToString());
+        }
       }
       root.SetError(c.status().ToString());
       return;

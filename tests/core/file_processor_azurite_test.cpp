@@ -258,6 +258,28 @@ TEST_F(FileProcessorAzuriteTest, ClaimWhoseRunCountNoLongerFitsMovesIntoItsOwnDi
   EXPECT_EQ(Count(inst_.files_processed), 1);
 }
 
+// A ready file that cannot be claimed for a reason of the volume's (here a file stands where the
+// processing root belongs) stays in incoming, and the failure is counted and shown.
+TEST_F(FileProcessorAzuriteTest, FileThatCannotBeClaimedStaysAndShows) {
+  const std::string src = fs::Join(config_.incoming_dir, "s/stuck.bin");
+  WriteFile(src, "bytes");
+  ASSERT_TRUE(fs::RemoveTree(config_.processing_root).ok());
+  WriteFile(config_.processing_root, "");
+  auto observed = fs::Stat(src);
+  ASSERT_TRUE(observed.ok());
+  WorkItem item;
+  item.session = "s";
+  item.rel = "stuck.bin";
+  item.observed = *observed;
+  processor_->Process(item, {});
+  EXPECT_TRUE(fs::Stat(src).ok());
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "claim"}}), 1);
+  const auto errors = inst_.errors.Snapshot();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0][1], "stuck.bin");
+  EXPECT_NE(errors[0][2].find("claim failed"), std::string::npos) << errors[0][2];
+}
+
 // A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   for (int runs : {0, 1, 2}) {
