@@ -19,6 +19,10 @@ double ThreadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
+void NotRegular(const std::string& rel, Scanner::Stats* stats) {
+  if (stats->not_regular++ == 0) stats->not_regular_example = rel;
+}
+
 }  // namespace
 
 Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue,
@@ -134,7 +138,10 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       subdirs.push_back(rel);
       continue;
     }
-    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;  // symlinks, fifos...
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) {  // symlinks, fifos...
+      NotRegular(rel, stats);
+      continue;
+    }
     // Tracked names passed the filters when first seen: skip the glob matching for them.
     if (tracker_.SkipStat(rel, now, changed != nullptr && changed->contains(name))) {
       ++stats->files_seen;
@@ -149,7 +156,10 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       subdirs.push_back(rel);
       continue;
     }
-    if (!S_ISREG(st.st_mode)) continue;
+    if (!S_ISREG(st.st_mode)) {
+      NotRegular(rel, stats);
+      continue;
+    }
     const MonoTime seen = clock_.Now();  // exact time of this observation
     if (!tracker_.Observe(rel, fs::FromStat(st), seen)) continue;
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.

@@ -30,6 +30,10 @@ class Scanner {
     size_t files_seen = 0;
     size_t stats = 0;  // stat calls made
     size_t queued = 0;
+    // Entries neither a file nor a directory (symlinks, FIFOs, sockets, devices): never uploaded,
+    // and a symlink is never followed out of incoming. The first one's relative path.
+    size_t not_regular = 0;
+    std::string not_regular_example;
     double wall_s = 0;  // this scan's duration
     double cpu_s = 0;   // CPU time of the scanning thread during it
   };

@@ -132,6 +132,13 @@ void Service::ScanLoop(std::stop_token stop) {
                         {"stats", stats.stats},
                         {"queued", stats.queued},
                         {"cpu_ms", stats.cpu_s * 1e3}});
+      if (stats.not_regular > last_scan_not_regular_) {
+        LogWarn("entries that are not regular files are not uploaded (symlinks are not followed)",
+                {{"session", session->name},
+                 {"count", stats.not_regular},
+                 {"example", stats.not_regular_example}});
+      }
+      last_scan_not_regular_ = stats.not_regular;
       std::lock_guard lock(mu_);
       last_scan_ = stats;
     }
@@ -335,11 +342,9 @@ nlohmann::json Service::StatusJson() const {
   }
   {
     std::lock_guard lock(mu_);
-    s["last_scan"] = {{"files", last_scan_.files_seen},
-                      {"stats", last_scan_.stats},
-                      {"queued", last_scan_.queued},
-                      {"wall_ms", last_scan_.wall_s * 1e3},
-                      {"cpu_ms", last_scan_.cpu_s * 1e3}};
+    s["last_scan"] = {{"files", last_scan_.files_seen},     {"stats", last_scan_.stats},
+                      {"queued", last_scan_.queued},        {"not_regular", last_scan_.not_regular},
+                      {"wall_ms", last_scan_.wall_s * 1e3}, {"cpu_ms", last_scan_.cpu_s * 1e3}};
   }
   if (hints_) {
     const auto h = hints_->stats();

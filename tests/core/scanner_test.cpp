@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <set>
@@ -59,6 +60,27 @@ TEST_F(ScannerTest, QueuesCompleteFilesOnceWithFilters) {
   EXPECT_EQ(q.size(), 0u);
   EXPECT_EQ(again.stats, 0u);
   EXPECT_EQ(inst.files_discovered.Value(), 3);
+}
+
+// Symlinks (to files, to directories, dangling) and FIFOs are counted and never queued, and a
+// linked directory is never entered: its files are not the producer's to give away.
+TEST_F(ScannerTest, EntriesThatAreNotRegularFilesAreCountedNeverQueued) {
+  WriteFile(In("plain.bin"), "p");
+  WriteFile(dir.path() + "/outside/secret.bin", "s");
+  ASSERT_EQ(::symlink("plain.bin", In("link.bin").c_str()), 0);
+  ASSERT_EQ(::symlink((dir.path() + "/outside").c_str(), In("linkdir").c_str()), 0);
+  ASSERT_EQ(::symlink("/nonexistent", In("dangling").c_str()), 0);
+  ASSERT_EQ(::mkfifo(In("fifo").c_str(), 0644), 0);
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"plain.bin"}));
+  EXPECT_EQ(stats.not_regular, 4u);
+  EXPECT_TRUE((std::set<std::string>{"link.bin", "linkdir", "dangling", "fifo"})
+                  .contains(stats.not_regular_example))
+      << stats.not_regular_example;
 }
 
 TEST_F(ScannerTest, PendingFilesAreStatedOnlyWhenTheirAgeIsDue) {
