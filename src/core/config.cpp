@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include "core/layout.h"
+#include "util/fs.h"
 
 #include <unistd.h>
 
@@ -256,6 +257,38 @@ EnvMap LoadEnvironment(const std::string& dotenv_path) {
     if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   return env;
+}
+
+void CheckVolume(const Config& c, std::vector<std::string>* errors) {
+  const std::string probe = ".nbu-probe-" + c.replica_id + "-" + NewNonce();
+  const auto made = [&](const char* var, const std::string& dir) {
+    Status s = fs::MkdirAll(dir);
+    if (s.ok()) s = fs::CreateExclusive(fs::Join(dir, probe)).status();
+    if (!s.ok())
+      errors->push_back(std::string(var) + ": cannot create a file in " + dir + ": " +
+                        s.ToString());
+    return s.ok();
+  };
+  if (made("APP_LOCAL_STAGING_ROOT", c.staging_root)) {
+    ::unlink(fs::Join(c.staging_root, probe).c_str());
+  }
+  if (!made("APP_NFS_INCOMING_DIR", c.incoming_dir)) return;
+  std::string at = fs::Join(c.incoming_dir, probe);
+  for (const auto& [var, root] :
+       {std::pair<const char*, const std::string&>{"APP_NFS_PROCESSING_ROOT", c.processing_root},
+        {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
+    const std::string to = fs::Join(root, probe);
+    Status s = fs::MkdirAll(root);
+    if (s.ok()) s = fs::Rename(at, to);
+    if (s.ok()) {
+      at = to;
+    } else {
+      errors->push_back(std::string(var) + ": a file in APP_NFS_INCOMING_DIR (" + c.incoming_dir +
+                        ") cannot be renamed into " + root +
+                        "; both must be on one file system and one mount: " + s.ToString());
+    }
+  }
+  ::unlink(at.c_str());
 }
 
 bool GlobMatch(std::string_view p, std::string_view n) {

@@ -75,6 +75,13 @@ EnvMap LoadEnvironment(const std::string& dotenv_path);
 // Builds and validates the configuration; on failure `errors` holds one line per problem.
 bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* errors);
 
+// Checks the directories on the volume, creating them when missing: a file can be made in each,
+// and one made in incoming can be renamed into the processing and failed roots (every state
+// change is a rename: another file system, or another mount of the same one, gives EXDEV on
+// every claim). Appends one line per problem to `errors`. Probe files are dot-files (which the
+// scanner skips) and are removed.
+void CheckVolume(const Config& c, std::vector<std::string>* errors);
+
 // Glob match with * and ? (no path separators special), as used by APP_IGNORE_PATTERNS.
 bool GlobMatch(std::string_view pattern, std::string_view name);
 

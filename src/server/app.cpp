@@ -97,6 +97,7 @@ int Main(int argc, char** argv) {
   for (auto& e : tcfg.errors) errors.push_back(std::move(e));
   Clock& clock = RealClock::Instance();
   StorageTarget target;
+  if (errors.empty()) core::CheckVolume(config, &errors);
   if (errors.empty()) ResolveStorageTarget(config, clock, &target, &errors, &env);
   if (!errors.empty()) {
     for (const auto& e : errors) std::fprintf(stderr, "config error: %s\n", e.c_str());

@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
+#include <filesystem>
 #include <fstream>
 #include <thread>
 #include <tuple>
@@ -345,6 +347,37 @@ TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
   for (char c : log) lines += c == '\n' ? 1 : 0;
   EXPECT_EQ(lines, 4u) << log;
   EXPECT_EQ(log.find(secret), std::string::npos);
+}
+
+// Claims are renames: a processing root on another file system would fail every claim with
+// EXDEV, and a staging root that cannot hold a file every copy. Both stop start-up, one line each.
+TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
+  std::filesystem::create_directories(volume_.incoming());
+  struct stat shm = {};
+  struct stat vol = {};
+  if (::stat("/dev/shm", &shm) != 0 || ::stat(volume_.incoming().c_str(), &vol) != 0 ||
+      shm.st_dev == vol.st_dev) {
+    GTEST_SKIP() << "needs /dev/shm on a file system other than the test volume's";
+  }
+  const std::string other = "/dev/shm/nbu-e2e-" + std::to_string(::getpid());
+  UploaderProcess up(
+      *azurite_, volume_, container_, "r1",
+      {{"APP_NFS_PROCESSING_ROOT", other}, {"APP_LOCAL_STAGING_ROOT", "/proc/no-such-dir"}});
+  EXPECT_EQ(up.process().Wait(20s), 2);
+  const std::string log = up.process().ReadLog();
+  EXPECT_NE(log.find("APP_NFS_PROCESSING_ROOT: a file in APP_NFS_INCOMING_DIR"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("cross-device"), std::string::npos) << log;
+  EXPECT_NE(log.find("APP_LOCAL_STAGING_ROOT: cannot create a file in /proc/no-such-dir"),
+            std::string::npos)
+      << log;
+  size_t lines = 0;
+  for (char c : log) lines += c == '\n' ? 1 : 0;
+  EXPECT_EQ(lines, 2u) << log;
+  // The probe file is gone from wherever it got to.
+  EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
+  EXPECT_TRUE(Volume::Files(other).empty());
+  std::filesystem::remove_all(other);
 }
 
 TEST_F(UploaderE2E, NoCredentialsIsAConfigurationError) {
