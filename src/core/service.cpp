@@ -84,7 +84,10 @@ void Service::StartupLoop(std::stop_token stop) {
       storage_ok_ = true;
       break;
     }
-    LogWarn("storage not reachable yet", {{"error", s.ToString()}, {"attempt", attempt}});
+    storage_refuses_us_ = s.kind() == ErrorKind::kAuth;
+    LogWarn(storage_refuses_us_ ? "storage refuses our credentials" : "storage not reachable yet",
+            {{"error", s.ToString()}, {"attempt", attempt}});
+    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString());
     clock_.SleepFor(std::min<Duration>(1s * attempt, 30s), stop);
   }
   const std::vector<ClaimPath> own = sweeper_.RecoverOwnClaims();
@@ -367,7 +370,9 @@ nlohmann::json Service::StatusJson() const {
   }
   s["recent_errors"] = errs;
   nlohmann::json degraded = nlohmann::json::array();
-  if (!storage_ok_) degraded.push_back("storage_unreachable");
+  if (!storage_ok_) {
+    degraded.push_back(storage_refuses_us_ ? "storage_refuses_credentials" : "storage_unreachable");
+  }
   if (!lease_ok_) degraded.push_back("lease_write_failing");
   if (dl.count > 0) degraded.push_back("dead_lettered_files");
   if (queue_.size() >= queue_.capacity()) degraded.push_back("queue_full");

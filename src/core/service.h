@@ -83,6 +83,7 @@ class Service {
 
   std::atomic<bool> ready_{false};
   std::atomic<bool> storage_ok_{false};
+  std::atomic<bool> storage_refuses_us_{false};  // the start-up check's last answer was 401/403
   std::atomic<bool> lease_ok_{true};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked

@@ -380,6 +380,30 @@ TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
   std::filesystem::remove_all(other);
 }
 
+// A key Azurite does not accept: the service waits (the key may be rotated back), and the status
+// says why, never showing the key.
+TEST_F(UploaderE2E, CredentialsStorageRefusesShowInTheStatus) {
+  const std::string key = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=";
+  UploaderProcess up(*azurite_, volume_, container_, "r1",
+                     {{"APP_AZURE_CONNECTION_STRING",
+                       "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" +
+                           key + ";BlobEndpoint=" + azurite_->BlobEndpoint() + ";"}});
+  nlohmann::json status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        status = up.Status();
+        return !status["recent_errors"].empty();
+      },
+      30s))
+      << up.process().ReadLog();
+  EXPECT_EQ(status["ready"], false);
+  EXPECT_EQ(status["degraded"], nlohmann::json::array({"storage_refuses_credentials"}));
+  EXPECT_NE(status["recent_errors"][0]["error"].get<std::string>().find("403"), std::string::npos)
+      << status.dump();
+  EXPECT_EQ(status.dump().find(key), std::string::npos);
+  EXPECT_EQ(up.process().ReadLog().find(key), std::string::npos);
+}
+
 TEST_F(UploaderE2E, NoCredentialsIsAConfigurationError) {
   UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_AZURE_CONNECTION_STRING", ""}});
   EXPECT_EQ(up.process().Wait(20s), 2);
