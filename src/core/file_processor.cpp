@@ -171,7 +171,7 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
     if (Status s = fs::MkdirAll(fs::Dirname(f.path)); !s.ok()) return s;
     fd = create();
   }
-  if (fd < 0) return ErrnoStatus("create " + f.path, errno);
+  if (fd < 0) return StagingFailure("create " + f.path, errno);
   f.fd = fs::Fd(fd);
   ::posix_fadvise(f.src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // read in 1 MiB pieces
   return f;
@@ -212,7 +212,7 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::st
     for (size_t off = 0; f.mem == nullptr && off < *got;) {
       const ssize_t w = ::pwrite(f.fd.get(), buf + off, *got - off, static_cast<off_t>(to + off));
       if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return ErrnoStatus("write " + f.path, errno);
+      if (w < 0) return StagingFailure("write " + f.path, errno);
       off += static_cast<size_t>(w);
     }
     f.copied += *got;
@@ -226,8 +226,18 @@ Status FileProcessor::FinishStaging(StagedFile& f) {
   // CopyNext copied exactly `size` bytes (a short file is torn there).
   if (Status s = ClaimUnchanged(f); !s.ok()) return s;
   f.md5 = f.hash.FinishFile();
-  if (d_.config.staging_fsync && f.mem == nullptr) return fs::Fsync(f.fd.get(), f.path);
+  if (d_.config.staging_fsync && f.mem == nullptr && ::fsync(f.fd.get()) != 0) {
+    return StagingFailure("fsync " + f.path, errno);
+  }
   return Status::Ok();
+}
+
+Status FileProcessor::StagingFailure(const std::string& what, int err) {
+  if (err != ENOSPC && err != EDQUOT) return ErrnoStatus(what, err);
+  d_.inst.staging_full_at = d_.clock.Now().time_since_epoch().count();
+  d_.inst.attempt_failures.Add(1, {{"reason", "staging_full"}});
+  return Status(ErrorKind::kUnavailable, "staging is full: " + ErrnoStatus(what, err).message() +
+                                             " (" + d_.config.staging_root + ")");
 }
 
 Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {

@@ -5,6 +5,7 @@
 #include "telemetry/metrics.h"
 #include "util/clock.h"
 
+#include <atomic>
 #include <deque>
 #include <mutex>
 #include <string>
@@ -74,6 +75,8 @@ struct Instruments {
 
   RecentWindow recent;
   RecentErrors errors;
+  // When staging last ran out of space or quota (a steady-clock time since epoch; 0: never).
+  std::atomic<MonoTime::rep> staging_full_at{0};
 };
 
 }  // namespace nbu::core

@@ -374,6 +374,10 @@ nlohmann::json Service::StatusJson() const {
     degraded.push_back(storage_refuses_us_ ? "storage_refuses_credentials" : "storage_unreachable");
   }
   if (!lease_ok_) degraded.push_back("lease_write_failing");
+  if (const auto full = inst_.staging_full_at.load();
+      full != 0 && clock_.Now() - MonoTime(MonoTime::duration(full)) < 60s) {
+    degraded.push_back("staging_full");
+  }
   if (dl.count > 0) degraded.push_back("dead_lettered_files");
   if (queue_.size() >= queue_.capacity()) degraded.push_back("queue_full");
   s["degraded"] = degraded;

@@ -11,12 +11,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <thread>
@@ -27,6 +29,7 @@ namespace {
 using namespace std::chrono_literals;
 using nbu::test::PatternBytes;
 using nbu::test::TempDir;
+using nbu::test::WaitFor;
 using nbu::test::WriteFile;
 
 class FileProcessorAzuriteTest : public ::testing::Test {
@@ -278,6 +281,46 @@ TEST_F(FileProcessorAzuriteTest, FileThatCannotBeClaimedStaysAndShows) {
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0][1], "stuck.bin");
   EXPECT_NE(errors[0][2].find("claim failed"), std::string::npos) << errors[0][2];
+}
+
+// Staging without space is the replica's problem, not the file's: the attempt waits as for
+// unreachable storage, never counts against the file, and the upload goes on once there is room.
+TEST_F(FileProcessorAzuriteTest, FullStagingWaitsAndNeverDeadLetters) {
+  const std::string tiny = dir_.path() + "/tiny";
+  std::filesystem::create_directories(tiny);
+  if (::mount("tiny", tiny.c_str(), "tmpfs", 0, "size=256k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string at;
+    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{tiny};
+  config_.staging_root = tiny;
+  config_.max_file_attempts = 1;    // a failure that counted would dead-letter at once
+  config_.azure_retry_max_s = 0.2;  // the waits' backoff cap
+  const std::string data = PatternBytes(1 << 20, 16);      // 8 blocks of 128 KiB; 5 slots staged
+  WorkItem item = PlaceClaim("roomy.bin", data, true, 0);  // no earlier run to count
+  std::stop_source stop;
+  std::thread stopper([&] {
+    WaitFor([&] { return inst_.attempt_failures.Value({{"reason", "staging_full"}}) >= 3; }, 30s);
+    stop.request_stop();
+  });
+  processor_->Process(item, stop.get_token());
+  stopper.join();
+  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "staging_full"}}), 3);
+  EXPECT_NE(inst_.staging_full_at.load(), 0);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_TRUE(Entries(config_.failed_root).empty());
+  const auto errors = inst_.errors.Snapshot();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors.back()[2].find("staging is full"), std::string::npos) << errors.back()[2];
+
+  // Room again: the claim (its run handed back by the stop) is uploaded.
+  ASSERT_EQ(::mount("tiny", tiny.c_str(), "tmpfs", MS_REMOUNT, "size=16m"), 0)
+      << std::strerror(errno);
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
 }
 
 // A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
