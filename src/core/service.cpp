@@ -375,7 +375,7 @@ nlohmann::json Service::StatusJson() const {
   }
   if (!lease_ok_) degraded.push_back("lease_write_failing");
   if (const auto full = inst_.staging_full_at.load();
-      full != 0 && clock_.Now() - MonoTime(MonoTime::duration(full)) < 60s) {
+      full != 0 && clock_.Now() - MonoTime(MonoTime::duration(full)) < std::chrono::seconds(60)) {
     degraded.push_back("staging_full");
   }
   if (dl.count > 0) degraded.push_back("dead_lettered_files");
