@@ -264,9 +264,10 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const auto made = [&](const char* var, const std::string& dir) {
     Status s = fs::MkdirAll(dir);
     if (s.ok()) s = fs::CreateExclusive(fs::Join(dir, probe)).status();
-    if (!s.ok())
+    if (!s.ok()) {
       errors->push_back(std::string(var) + ": cannot create a file in " + dir + ": " +
                         s.ToString());
+    }
     return s.ok();
   };
   if (made("APP_LOCAL_STAGING_ROOT", c.staging_root)) {

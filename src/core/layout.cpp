@@ -64,6 +64,19 @@ bool SplitTree(std::string_view rel, std::string* date, std::string* session, st
   return true;
 }
 
+// "~<owner>~<nonce>[~<runs>].<state>": the claim entry's name after its base.
+std::string ClaimSuffix(const ClaimPath& c) {
+  return "~" + c.owner + "~" + c.nonce + (c.runs == 1 ? "" : "~" + std::to_string(c.runs)) + "." +
+         std::string(c.state == ClaimState::kClaimed ? kClaimed : kDone);
+}
+
+// <date>/<session>/<reldir>/<base><suffix>, or <base>/<suffix> when held in the base's directory.
+std::string TreePath(const std::string& date, const std::string& session, const std::string& reldir,
+                     const std::string& base, const std::string& suffix, bool in_base_dir) {
+  return in_base_dir ? JoinParts({date, session, reldir, base, suffix})
+                     : JoinParts({date, session, reldir, base + suffix});
+}
+
 // An entry held in its base's directory: that directory, the last of *reldir, is the base.
 bool TakeBaseFromDir(std::string* reldir, std::string* base) {
   if (reldir->empty()) return false;
@@ -96,19 +109,12 @@ std::string ClaimPath::BlobName() const {
   }
   return out;
 }
-// "~<owner>~<nonce>[~<runs>].<state>": the claim entry's name after its base.
-std::string ClaimSuffix(const ClaimPath& c) {
-  return "~" + c.owner + "~" + c.nonce + (c.runs == 1 ? "" : "~" + std::to_string(c.runs)) + "." +
-         std::string(c.state == ClaimState::kClaimed ? kClaimed : kDone);
-}
-
 bool ClaimPath::InBaseDir() const {
   return base_dir || base.size() + ClaimSuffix(*this).size() > kMaxEntryName;
 }
 std::string ClaimPath::EntryName() const { return (InBaseDir() ? "" : base) + ClaimSuffix(*this); }
 std::string ClaimPath::Path() const {
-  return InBaseDir() ? JoinParts({date, session, reldir, base, EntryName()})
-                     : JoinParts({date, session, reldir, EntryName()});
+  return TreePath(date, session, reldir, base, ClaimSuffix(*this), InBaseDir());
 }
 
 ClaimPath ClaimPath::WithState(ClaimState s) const {
@@ -141,9 +147,7 @@ bool FailedPath::InBaseDir() const {
   return base_dir || base.size() + kFailedSuffixMax > kMaxEntryName;
 }
 std::string FailedPath::DataPath() const {
-  const std::string suffix = "~" + nonce + ".failed";
-  return InBaseDir() ? JoinParts({date, session, reldir, base, suffix})
-                     : JoinParts({date, session, reldir, base + suffix});
+  return TreePath(date, session, reldir, base, "~" + nonce + ".failed", InBaseDir());
 }
 std::string FailedPath::ReasonPath() const { return DataPath() + ".json"; }
 
@@ -213,9 +217,8 @@ FailedPath FailedPathFor(const ClaimPath& claim) {
 
 std::string StagingPath(const ClaimPath& claim) {
   const std::string suffix = "~" + claim.nonce;
-  return claim.base.size() + suffix.size() > kMaxEntryName
-             ? JoinParts({claim.date, claim.session, claim.reldir, claim.base, suffix})
-             : JoinParts({claim.date, claim.session, claim.reldir, claim.base + suffix});
+  return TreePath(claim.date, claim.session, claim.reldir, claim.base, suffix,
+                  claim.base.size() + suffix.size() > kMaxEntryName);
 }
 
 bool IsValidSessionName(std::string_view name) { return IsIdentifier(name, 128); }
