@@ -81,6 +81,9 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     EXPECT_EQ((*props)->content_md5, Md5::Of(data));
   }
   double Count(telemetry::Counter& c) const { return c.Value(); }
+  // A claim of `base` interrupted as often as the limit is dead-lettered unsent, then revived
+  // and uploaded.
+  void DeadLetterInterruptedThenRevive(const std::string& base);
   // Entries below `root`, relative to it.
   static std::vector<std::string> Entries(const std::string& root) {
     std::vector<std::string> out;
@@ -191,9 +194,19 @@ TEST_F(FileProcessorAzuriteTest, RecoveredClaimWithOtherBytesOfTheSameSizeIsSent
 // A claim whose runs all ended with the service (a file that crashes it, say) is not run again
 // once they reach the attempt limit: it is dead-lettered, bytes kept, with the reason.
 TEST_F(FileProcessorAzuriteTest, ClaimInterruptedAsOftenAsTheLimitIsDeadLetteredUnsent) {
+  DeadLetterInterruptedThenRevive("crashy.bin");
+}
+
+// The same with a name of 254 bytes: its claim, dead letter and reason each sit in a directory
+// named after it, and the revival finds it there.
+TEST_F(FileProcessorAzuriteTest, LongNamedClaimIsDeadLetteredAndRevivedInItsOwnDirectory) {
+  DeadLetterInterruptedThenRevive(std::string(250, 'c') + ".bin");
+}
+
+void FileProcessorAzuriteTest::DeadLetterInterruptedThenRevive(const std::string& base) {
   config_.max_file_attempts = 3;
   const std::string data = PatternBytes(70'000, 12);
-  WorkItem item = PlaceClaim("crashy.bin", data, true, 3);
+  WorkItem item = PlaceClaim(base, data, true, 3);
   processor_->Process(item, {});
   EXPECT_EQ(Count(inst_.files_failed), 1);
   EXPECT_EQ(Count(inst_.files_processed), 0);
