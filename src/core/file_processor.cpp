@@ -524,8 +524,13 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
         d_.inst.claim_conflicts.Add();
         LogInfo("claim lost", {{"session", item.session}, {"file", item.rel}});
       } else {
-        LogWarn("claim failed; the file stays in incoming and is retried",
-                {{"session", item.session}, {"file", item.rel}, {"error", c.status().ToString()}});
+        if (uint64_t held_back = 0; claim_failure_log_.Allow(d_.clock.Now(), &held_back)) {
+          LogWarn("claim failed; the file stays in incoming and is retried",
+                  {{"session", item.session},
+                   {"file", item.rel},
+                   {"error", c.status().ToString()},
+                   {"not_logged_since_last", held_back}});
+        }
         // A file still being written is looked at again; anything else (a permission, an I/O
         // error) keeps the file from the pipeline until it is mended, so it shows.
         if (c.status().kind() != ErrorKind::kConflict) {

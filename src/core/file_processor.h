@@ -19,6 +19,7 @@
 #include "util/clock.h"
 #include "util/crypto.h"
 #include "util/fs.h"
+#include "util/log.h"
 #include "util/md5_pair.h"
 
 #include <functional>
@@ -122,6 +123,9 @@ class FileProcessor {
 
   std::string ProcessingPath(const ClaimPath& c) const;
   Deps d_;
+  // A claim that fails for every file of a directory (a permission, say) fails again at each
+  // scan: one warning per 10 s (every failure is still counted and in the status).
+  LogLimiter claim_failure_log_{std::chrono::seconds(10)};
 };
 
 }  // namespace nbu::core

@@ -97,4 +97,16 @@ void Log(LogLevel level, std::string_view message, nlohmann::json fields) {
   std::fflush(stdout);
 }
 
+bool LogLimiter::Allow(std::chrono::steady_clock::time_point now, uint64_t* held_back) {
+  std::lock_guard lock(mu_);
+  if (now < next_) {
+    ++held_back_;
+    return false;
+  }
+  next_ = now + interval_;
+  *held_back = held_back_;
+  held_back_ = 0;
+  return true;
+}
+
 }  // namespace nbu

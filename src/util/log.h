@@ -4,7 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -54,5 +57,22 @@ inline void LogError(std::string_view m, nlohmann::json f = nlohmann::json::obje
 
 // RFC 3339 UTC timestamp with milliseconds, e.g. 2026-11-28T18:04:47.123Z.
 std::string FormatTimestamp(std::chrono::system_clock::time_point t);
+
+// Lets one occurrence of a repeated log line through per interval and counts the rest, so a
+// failure that repeats for thousands of files at every scan does not flood the log (its counter
+// and the status still see every one). Thread-safe.
+class LogLimiter {
+ public:
+  explicit LogLimiter(std::chrono::steady_clock::duration interval) : interval_(interval) {}
+  // True when the occurrence at `now` is to be logged; then *held_back is how many were not
+  // since the last one let through.
+  bool Allow(std::chrono::steady_clock::time_point now, uint64_t* held_back);
+
+ private:
+  const std::chrono::steady_clock::duration interval_;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point next_{};  // guarded by mu_
+  uint64_t held_back_ = 0;                        // guarded by mu_
+};
 
 }  // namespace nbu

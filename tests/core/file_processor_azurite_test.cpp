@@ -287,13 +287,20 @@ TEST_F(FileProcessorAzuriteTest, FileThatCannotBeClaimedStaysAndShows) {
   item.session = "s";
   item.rel = "stuck.bin";
   item.observed = *observed;
+  std::vector<std::string> logged;
+  SetLogSinkForTest([&](const std::string& line) {
+    if (line.find("claim failed") != std::string::npos) logged.push_back(line);
+  });
   processor_->Process(item, {});
+  processor_->Process(item, {});  // the next scan's try, within the warning's 10 s
+  SetLogSinkForTest(nullptr);
   EXPECT_TRUE(fs::Stat(src).ok());
-  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "claim"}}), 1);
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "claim"}}), 2);
   const auto errors = inst_.errors.Snapshot();
-  ASSERT_EQ(errors.size(), 1u);
+  ASSERT_EQ(errors.size(), 2u);
   EXPECT_EQ(errors[0][1], "stuck.bin");
   EXPECT_NE(errors[0][2].find("claim failed"), std::string::npos) << errors[0][2];
+  EXPECT_EQ(logged.size(), 1u) << "one warning per 10 s, however often it fails";
 }
 
 // Staging without space is the replica's problem, not the file's: the attempt waits as for

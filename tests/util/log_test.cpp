@@ -38,3 +38,24 @@ TEST(LogTest, TimestampFormat) {
 
 }  // namespace
 }  // namespace nbu
+
+namespace nbu {
+namespace {
+
+TEST(LogLimiter, LetsOneThroughPerIntervalAndCountsTheRest) {
+  using std::chrono::seconds;
+  LogLimiter limiter(seconds(10));
+  const auto t0 = std::chrono::steady_clock::time_point{} + seconds(100);
+  uint64_t held = 99;
+  EXPECT_TRUE(limiter.Allow(t0, &held));
+  EXPECT_EQ(held, 0u);
+  EXPECT_FALSE(limiter.Allow(t0 + seconds(1), &held));
+  EXPECT_FALSE(limiter.Allow(t0 + seconds(9), &held));
+  EXPECT_TRUE(limiter.Allow(t0 + seconds(10), &held));
+  EXPECT_EQ(held, 2u);
+  EXPECT_TRUE(limiter.Allow(t0 + seconds(25), &held));
+  EXPECT_EQ(held, 0u);
+}
+
+}  // namespace
+}  // namespace nbu
