@@ -37,6 +37,7 @@ int WaitForSignal() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   int sig = 0;
   sigwait(&set, &sig);
   return sig;
@@ -80,6 +81,9 @@ int Main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  // A closed terminal (`make run`) or a supervisor's hang-up stops as gracefully as SIGTERM, not
+  // abruptly: an abrupt end would count as an interrupted run of every file in flight.
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -154,7 +158,9 @@ int Main(int argc, char** argv) {
   std::thread api_thread([&] { api.Serve(); });
 
   const int sig = WaitForSignal();
-  LogInfo("signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  LogInfo("signal received", {{"signal", sig == SIGTERM  ? "SIGTERM"
+                                         : sig == SIGHUP ? "SIGHUP"
+                                                         : "SIGINT"}});
   const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
   api.Stop();
   api_thread.join();

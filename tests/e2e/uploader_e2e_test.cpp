@@ -327,6 +327,11 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
   auto started = again.BodilessPost("/v1/watch/start");
   EXPECT_EQ(started.status, 200) << "no body: a generated session name";
   EXPECT_EQ(started.body["session_name"].get<std::string>().size(), 36u);
+  again.process().Signal(SIGHUP);
+  EXPECT_EQ(again.process().Wait(20s), 0) << "SIGHUP (a closed terminal) stops gracefully too";
+  const std::string log = again.process().ReadLog();
+  EXPECT_NE(log.find(R"("signal":"SIGHUP")"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("message":"stopped")"), std::string::npos) << log;
 }
 
 TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
