@@ -32,12 +32,18 @@ void PrintUsage() {
       kVersion);
 }
 
-int WaitForSignal() {
+// The signals that stop the service gracefully. SIGHUP too: a closed terminal (`make run`) or a
+// supervisor's hang-up must not end it abruptly, which would count as an interrupted run of
+// every file in flight.
+sigset_t StopSignals() {
   sigset_t set;
   sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, sig);
+  return set;
+}
+
+int WaitForSignal() {
+  const sigset_t set = StopSignals();
   int sig = 0;
   sigwait(&set, &sig);
   return sig;
@@ -77,14 +83,8 @@ int Main(int argc, char** argv) {
   }
 
   // Block the shutdown signals in every thread; one thread waits for them with sigwait.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  // A closed terminal (`make run`) or a supervisor's hang-up stops as gracefully as SIGTERM, not
-  // abruptly: an abrupt end would count as an interrupted run of every file in flight.
-  sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  const sigset_t stop_signals = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   const char* env_file = std::getenv("APP_ENV_FILE");
@@ -158,9 +158,9 @@ int Main(int argc, char** argv) {
   std::thread api_thread([&] { api.Serve(); });
 
   const int sig = WaitForSignal();
-  LogInfo("signal received", {{"signal", sig == SIGTERM  ? "SIGTERM"
-                                         : sig == SIGHUP ? "SIGHUP"
-                                                         : "SIGINT"}});
+  LogInfo("signal received",
+          {{"signal", sigabbrev_np(sig) != nullptr ? std::string("SIG") + sigabbrev_np(sig)
+                                                   : std::to_string(sig)}});
   const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
   api.Stop();
   api_thread.join();
