@@ -135,14 +135,13 @@ void Service::ScanLoop(std::stop_token stop) {
                         {"stats", stats.stats},
                         {"queued", stats.queued},
                         {"cpu_ms", stats.cpu_s * 1e3}});
-      if (stats.not_regular > last_scan_not_regular_) {
+      std::lock_guard lock(mu_);
+      if (stats.not_regular > last_scan_.not_regular) {
         LogWarn("entries that are not regular files are not uploaded (symlinks are not followed)",
                 {{"session", session->name},
                  {"count", stats.not_regular},
                  {"example", stats.not_regular_example}});
       }
-      last_scan_not_regular_ = stats.not_regular;
-      std::lock_guard lock(mu_);
       last_scan_ = stats;
     }
     // Next scan: one poll interval after this one began, or as soon as a pending file comes of

@@ -92,7 +92,6 @@ class Service {
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
   std::stop_source wake_scan_;           // guarded by mu_; ends the scan loop's current sleep
   Scanner::Stats last_scan_;             // guarded by mu_
-  size_t last_scan_not_regular_ = 0;     // the scan loop's: warns when the count grows
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
 };
