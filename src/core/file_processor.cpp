@@ -477,9 +477,7 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
 void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
   const FailedPath f = FailedPathFor(claim);
   const std::string data = fs::Join(d_.config.failed_root, f.DataPath());
-  Status s = fs::MkdirAll(fs::Dirname(data));
-  if (s.ok()) s = fs::Rename(ProcessingPath(claim), data);
-  if (!s.ok()) {
+  if (Status s = fs::RenameEntry(ProcessingPath(claim), data); !s.ok()) {
     LogError("dead-lettering failed; the claim stays for recovery",
              {{"blob", claim.BlobName()}, {"error", s.ToString()}});
     return;
@@ -698,9 +696,7 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
       ClaimPath c{f->date,    f->session,           f->reldir, f->base, d_.config.replica_id,
                   NewNonce(), ClaimState::kClaimed, 0};
       const std::string dst = ProcessingPath(c);
-      Status s = fs::MkdirAll(fs::Dirname(dst));
-      if (s.ok()) s = fs::Rename(full, dst);
-      if (!s.ok()) {
+      if (Status s = fs::RenameEntry(full, dst); !s.ok()) {
         errors->push_back(s.ToString());
         continue;
       }
