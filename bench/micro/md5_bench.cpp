@@ -30,6 +30,7 @@ void BM_OpenSslMd5(benchmark::State& state) {
 
 // One pair fed `range(0)` bytes at a time; its block restarts every 8 MiB.
 void BM_Md5Pair(benchmark::State& state, Md5Pair::Kernel kernel) {
+  if (!Md5Pair::Available(kernel)) return state.SkipWithError("not on this CPU");
   const std::string data = RandomBytes(static_cast<size_t>(state.range(0)), 2);
   Md5Pair pair(kernel);
   size_t in_block = 0;
@@ -45,6 +46,7 @@ void BM_Md5Pair(benchmark::State& state, Md5Pair::Kernel kernel) {
 
 // range(1) pairs (2..4), `range(0)` bytes each per pass.
 void BM_Md5PairsTogether(benchmark::State& state, Md5Pair::Kernel kernel) {
+  if (!Md5Pair::Available(kernel)) return state.SkipWithError("not on this CPU");
   const auto len = static_cast<size_t>(state.range(0));
   const auto count = static_cast<size_t>(state.range(1));
   std::vector<std::string> data;
@@ -69,12 +71,22 @@ void BM_Md5PairsTogether(benchmark::State& state, Md5Pair::Kernel kernel) {
 BENCHMARK(BM_OpenSslMd5)->Arg(64 << 10)->Arg(1 << 20);
 BENCHMARK_CAPTURE(BM_Md5Pair, best, Md5Pair::Kernel::kBest)->Arg(64 << 10)->Arg(1 << 20);
 BENCHMARK_CAPTURE(BM_Md5Pair, portable, Md5Pair::Kernel::kPortable)->Arg(1 << 20);
+BENCHMARK_CAPTURE(BM_Md5Pair, scalar, Md5Pair::Kernel::kScalar)->Arg(1 << 20);
+BENCHMARK_CAPTURE(BM_Md5Pair, avx512, Md5Pair::Kernel::kAvx512)->Arg(1 << 20);
 BENCHMARK_CAPTURE(BM_Md5PairsTogether, best, Md5Pair::Kernel::kBest)
     ->Args({1 << 20, 2})
     ->Args({1 << 20, 3})
     ->Args({1 << 20, 4});
 BENCHMARK_CAPTURE(BM_Md5PairsTogether, portable, Md5Pair::Kernel::kPortable)
     ->Args({1 << 20, 2})
+    ->Args({1 << 20, 4});
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, scalar, Md5Pair::Kernel::kScalar)
+    ->Args({1 << 20, 2})
+    ->Args({1 << 20, 3})
+    ->Args({1 << 20, 4});
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, avx512, Md5Pair::Kernel::kAvx512)
+    ->Args({1 << 20, 2})
+    ->Args({1 << 20, 3})
     ->Args({1 << 20, 4});
 
 }  // namespace

@@ -4,9 +4,13 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 namespace nbu {
 namespace {
@@ -36,6 +40,13 @@ constexpr uint32_t kInit[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
 // Everything the kernel calls is forced inline, so that the builds below (one with a target
 // attribute) hold the whole kernel, and so that an unoptimised build stays usable.
 #define NBU_INLINE __attribute__((always_inline)) inline
+// The scalar build stays scalar: GCC's vectorizer would pack its streams into SIMD lanes, the
+// build it exists to avoid (one pair went from 1.29 to 3.26 ms per MiB that way).
+#if defined(__GNUC__) && !defined(__clang__)
+#define NBU_SCALAR __attribute__((optimize("no-tree-vectorize", "no-tree-slp-vectorize")))
+#else
+#define NBU_SCALAR
+#endif
 
 template <int S, typename Vec>
 NBU_INLINE Vec Rotl(Vec x) {
@@ -122,6 +133,60 @@ struct FourChunks {
     out[1] = __builtin_shufflevector(ab, cd, 1, 1, 5, 5, 9, 9, 13, 13);
     out[2] = __builtin_shufflevector(ab, cd, 2, 2, 6, 6, 10, 10, 14, 14);
     out[3] = __builtin_shufflevector(ab, cd, 3, 3, 7, 7, 11, 11, 15, 15);
+  }
+};
+
+// kPairs pairs in general-purpose registers: 2 * kPairs independent 32-bit streams (stream 2k
+// the k-th pair's file, 2k + 1 its block), each step written once for all of them so that the
+// compiler interleaves the chains. On the AMD EPYC (Zen 5 by its flags) of bench/RESULTS.md a
+// lone pair takes 1.29 ms per MiB this way, about OpenSSL's time for one MD5 (1.19-1.23), and
+// 2.25 ms in the AVX-512VL build, whose every step waits longer on its SIMD operations there
+// (`make bench-micro`). Eight streams (four pairs) run out of registers: 6.8 ms per MiB.
+template <size_t kLanes>
+struct Scalars {
+  uint32_t v[kLanes];
+  NBU_INLINE uint32_t& operator[](size_t i) { return v[i]; }
+  NBU_INLINE uint32_t operator[](size_t i) const { return v[i]; }
+  template <typename Op>
+  NBU_INLINE friend Scalars Each(const Scalars& x, const Scalars& y, Op op) {
+    Scalars r;
+    for (size_t i = 0; i < kLanes; ++i) r.v[i] = op(x.v[i], y.v[i]);
+    return r;
+  }
+  NBU_INLINE friend Scalars operator+(const Scalars& x, const Scalars& y) {
+    return Each(x, y, [](uint32_t a, uint32_t b) { return a + b; });
+  }
+  NBU_INLINE friend Scalars operator^(const Scalars& x, const Scalars& y) {
+    return Each(x, y, [](uint32_t a, uint32_t b) { return a ^ b; });
+  }
+  NBU_INLINE friend Scalars operator&(const Scalars& x, const Scalars& y) {
+    return Each(x, y, [](uint32_t a, uint32_t b) { return a & b; });
+  }
+  NBU_INLINE friend Scalars operator|(const Scalars& x, const Scalars& y) {
+    return Each(x, y, [](uint32_t a, uint32_t b) { return a | b; });
+  }
+  NBU_INLINE friend Scalars operator~(const Scalars& x) {
+    return Each(x, x, [](uint32_t a, uint32_t /*unused*/) { return ~a; });
+  }
+  NBU_INLINE Scalars& operator+=(const Scalars& y) { return *this = *this + y; }
+};
+template <int S, size_t kLanes>
+NBU_INLINE Scalars<kLanes> Rotl(Scalars<kLanes> x) {
+  for (uint32_t& w : x.v) w = std::rotl(w, S);
+  return x;
+}
+template <size_t kPairs_>
+struct ScalarChunks {
+  static constexpr size_t kPairs = kPairs_;
+  using Vec = Scalars<2 * kPairs>;
+  uint32_t m[kPairs][16];
+  NBU_INLINE void Load(const unsigned char* const* p, size_t at) {
+    for (size_t k = 0; k < kPairs; ++k) std::memcpy(m[k], p[k] + at, 64);
+  }
+  NBU_INLINE Vec Wk(int g, int i) const {
+    Vec r;
+    for (size_t k = 0; k < kPairs; ++k) r.v[2 * k] = r.v[2 * k + 1] = m[k][g] + kK[i];
+    return r;
   }
 };
 
@@ -222,10 +287,21 @@ void CompressManyDefault(Md5Lanes* const* s, const unsigned char* const* p, int 
   CompressMany(s, p, count, n);
 }
 
+NBU_SCALAR void CompressScalar(Md5Lanes& s, const unsigned char* p, size_t n) {
+  Md5Lanes* const one[1] = {&s};
+  CompressPairs<ScalarChunks<1>>(one, &p, n);
+}
+NBU_SCALAR void CompressManyScalar(Md5Lanes* const* s, const unsigned char* const* p, int count,
+                                   size_t n) {
+  if (count == 2) return CompressPairs<ScalarChunks<2>>(s, p, n);
+  if (count == 3) return CompressPairs<ScalarChunks<3>>(s, p, n);
+  CompressPairs<ScalarChunks<4>>(s, p, n);
+}
+
 #if defined(__x86_64__)
 // With AVX-512VL the rotations are single instructions (vprold) and the boolean functions fuse
 // (vpternlogd): 0.42 -> 0.27 s per 256 MiB for the pair (two OpenSSL MD5 passes: 0.62 s), from
-// `make bench-micro` on the 2-core VM of bench/RESULTS.md.
+// `make bench-micro` on the Intel Xeon of bench/RESULTS.md's runs C-W.
 __attribute__((target("avx512f,avx512vl"))) void CompressAvx512(Md5Lanes& s, const unsigned char* p,
                                                                 size_t n) {
   CompressOne(s, p, n);
@@ -240,30 +316,125 @@ bool HaveAvx512() {
   static const bool have = __builtin_cpu_supports("avx512vl") != 0;
   return have;
 }
+#else
+bool HaveAvx512() { return false; }
 #endif
 
 }  // namespace
 
+// One build per pass width: the pass over a lone pair, and over 2..kMaxTogether pairs.
 struct Md5Kernels {
   void (*one)(Md5Lanes&, const unsigned char*, size_t);
-  // count (2..Md5Pair::kMaxTogether) pairs' states s[k], each advanced over n chunks at p[k]
-  void (*many)(Md5Lanes* const* s, const unsigned char* const* p, int count, size_t n);
+  // [count]: count pairs' states s[k], each advanced over n chunks at p[k]
+  using Many = void (*)(Md5Lanes* const* s, const unsigned char* const* p, int count, size_t n);
+  Many many[Md5Pair::kMaxTogether + 1];
 };
 
 namespace {
-constexpr Md5Kernels kPortableKernels{CompressDefault, CompressManyDefault};
+
+struct Build {
+  const char* name;
+  Md5Kernels kernels;
+};
+constexpr Build kPortable{
+    "portable",
+    {CompressDefault,
+     {nullptr, nullptr, CompressManyDefault, CompressManyDefault, CompressManyDefault}}};
+constexpr Build kScalar{
+    "scalar",
+    {CompressScalar,
+     {nullptr, nullptr, CompressManyScalar, CompressManyScalar, CompressManyScalar}}};
 #if defined(__x86_64__)
-constexpr Md5Kernels kAvx512Kernels{CompressAvx512, CompressManyAvx512};
+constexpr Build kAvx512{
+    "avx512",
+    {CompressAvx512,
+     {nullptr, nullptr, CompressManyAvx512, CompressManyAvx512, CompressManyAvx512}}};
 #endif
+
+// Which build is fastest depends on the CPU, not just on its flags. Per MiB, one pair took 1.06
+// ms in the AVX-512VL build and 1.64 in the portable one on the Intel Xeon of bench/RESULTS.md's
+// earlier runs (the scalar build came later), but 2.25, 3.23 and 1.29 (scalar) on the AMD EPYC
+// of its later ones; OpenSSL's MD5 took 1.2 on both. So each pass width's build is timed once
+// per process, on bytes in cache, and the fastest kept. Every build computes the same digests.
+struct Chosen {
+  Md5Kernels kernels;
+  Md5Pair::Choice choice;
+};
+
+const Chosen& Choose() {
+  static const Chosen chosen = [] {
+    constexpr size_t kChunks = 1024;  // 64 KiB per pair: ~0.1-0.3 ms per timed pass
+    constexpr int kRounds = 3;        // the fastest of three: a preempted run does not count
+    std::vector<unsigned char> bytes(Md5Pair::kMaxTogether * 64 * kChunks);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i * 131 + 7);
+    const unsigned char* data[Md5Pair::kMaxTogether];
+    for (int k = 0; k < Md5Pair::kMaxTogether; ++k)
+      data[k] = bytes.data() + static_cast<size_t>(k) * 64 * kChunks;
+    std::vector<const Build*> builds = {&kScalar, &kPortable};
+#if defined(__x86_64__)
+    if (HaveAvx512()) builds.insert(builds.begin(), &kAvx512);
+#endif
+    auto time = [&](auto&& pass) {
+      int64_t best = INT64_MAX;
+      for (int r = 0; r < kRounds; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pass();
+        best = std::min<int64_t>(
+            best, std::chrono::nanoseconds(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    Chosen c{};
+    int64_t one_ns = INT64_MAX;
+    for (int count = 1; count <= Md5Pair::kMaxTogether; ++count) {
+      int64_t best = INT64_MAX;
+      for (const Build* b : builds) {
+        Md5Lanes states[Md5Pair::kMaxTogether] = {};
+        Md5Lanes* s[Md5Pair::kMaxTogether];
+        for (int k = 0; k < Md5Pair::kMaxTogether; ++k) s[k] = &states[k];
+        const int64_t ns = time([&] {
+          if (count == 1) return b->kernels.one(states[0], data[0], kChunks);
+          b->kernels.many[count](s, data, count, kChunks);
+        });
+        if (ns >= best) continue;
+        best = ns;
+        c.choice.by_count[count] = b->name;
+        if (count == 1) c.kernels.one = b->kernels.one;
+        if (count > 1) c.kernels.many[count] = b->kernels.many[count];
+      }
+      if (count == 1) one_ns = best;
+    }
+    // A file without blocks needs only its own MD5: lane 0 of a pair, or OpenSSL.
+    const int64_t openssl_ns = time(
+        [&] { Md5::Of(std::string_view(reinterpret_cast<const char*>(data[0]), 64 * kChunks)); });
+    c.choice.file_alone_in_pair = one_ns < openssl_ns;
+    return c;
+  }();
+  return chosen;
+}
+
+const Md5Kernels& KernelsOf(Md5Pair::Kernel kernel) {
+  switch (kernel) {
+    case Md5Pair::Kernel::kBest: return Choose().kernels;
+    case Md5Pair::Kernel::kScalar: return kScalar.kernels;
+    case Md5Pair::Kernel::kAvx512:
+#if defined(__x86_64__)
+      if (HaveAvx512()) return kAvx512.kernels;
+#endif
+      throw std::logic_error("Md5Pair: this CPU has no AVX-512VL");
+    case Md5Pair::Kernel::kPortable: break;
+  }
+  return kPortable.kernels;
+}
+
 }  // namespace
 
+bool Md5Pair::Available(Kernel kernel) { return kernel != Kernel::kAvx512 || HaveAvx512(); }
+
+const Md5Pair::Choice& Md5Pair::Chosen() { return Choose().choice; }
+
 Md5Pair::Md5Pair(Kernel kernel, Md5Combiner* combiner)
-    : kernels_(&kPortableKernels), combiner_(combiner) {
-#if defined(__x86_64__)
-  if (kernel == Kernel::kBest && HaveAvx512()) kernels_ = &kAvx512Kernels;
-#else
-  (void)kernel;
-#endif
+    : kernels_(&KernelsOf(kernel)), combiner_(combiner) {
   for (int w = 0; w < 4; ++w) {
     for (int lane = 0; lane < 4; ++lane) state_[w][lane] = kInit[w];
   }
@@ -324,7 +495,7 @@ void Md5Pair::PassTogether(Md5Pair* const* pairs, const unsigned char* const* da
   if (n == 0) return;
   Md5Lanes* states[kMaxTogether];
   for (int k = 0; k < count; ++k) states[k] = &pairs[k]->state_;
-  pairs[0]->kernels_->many(states, data, count, n);
+  pairs[0]->kernels_->many[count](states, data, count, n);
 }
 
 Md5Digest Md5Pair::Finish(int lane, uint64_t len) {
@@ -382,18 +553,10 @@ void Md5Pair::Active::Leave() noexcept {
   if (combiner_ != nullptr) std::exchange(combiner_, nullptr)->Leave();
 }
 
-bool Md5Pair::Accelerated() {
-#if defined(__x86_64__)
-  return HaveAvx512();
-#else
-  return false;
-#endif
-}
-
 FileHasher::FileHasher(uint64_t block_size) : blocks_(block_size != 0) {
-  // Without blocks the pair's second lane idles, but its AVX-512VL build is still the faster
-  // MD5: 65 against OpenSSL's 76-77 us per 64 KiB (`make bench-micro`; the portable build: ~105).
-  if (block_size % 64 == 0 && (blocks_ || Md5Pair::Accelerated())) {
+  // Without blocks the pair's second lane idles; it is used where its best build is still the
+  // faster MD5 (the AVX-512VL one on an Intel Xeon: 65 against OpenSSL's 76-77 us per 64 KiB).
+  if (block_size % 64 == 0 && (blocks_ || Md5Pair::Chosen().file_alone_in_pair)) {
     pair_.emplace(Md5Pair::Kernel::kBest, &Md5Combiner::Shared());
     return;
   }

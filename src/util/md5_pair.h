@@ -26,17 +26,26 @@ struct Md5Kernels;  // one build of the passes over one pair and over two to fou
 
 class Md5Pair {
  public:
-  // kBest: the AVX-512VL build where the CPU has it, else the portable one (SSE2 on x86-64).
-  enum class Kernel { kBest, kPortable };
+  // The builds of the passes: portable (GCC vectors: SSE2 on x86-64), scalar (general-purpose
+  // registers, the streams interleaved), AVX-512VL (where the CPU has it: Available()). kBest:
+  // for each pass width, the build that was fastest here (Chosen()).
+  enum class Kernel { kBest, kPortable, kScalar, kAvx512 };
   // Updates of at least kCombineBytes go through `combiner` (nullptr: always on this thread).
   explicit Md5Pair(Kernel kernel = Kernel::kBest, Md5Combiner* combiner = nullptr);
   static constexpr size_t kCombineBytes = 256 << 10;
-  // True when kBest is the AVX-512VL build.
-  static bool Accelerated();
-  // Feeds the bytes to both streams.
-  void Update(const void* data, size_t len);
+  static bool Available(Kernel kernel);
   // At most this many pairs advance in one pass (eight lanes).
   static constexpr int kMaxTogether = 4;
+  // What kBest runs, timed once per process on first use: by_count[1] the build of a lone
+  // pair's pass, by_count[2..kMaxTogether] that of a shared one; and whether a file without
+  // blocks hashes faster as a pair's lane 0 than in OpenSSL.
+  struct Choice {
+    const char* by_count[kMaxTogether + 1] = {};
+    bool file_alone_in_pair = false;
+  };
+  static const Choice& Chosen();
+  // Feeds the bytes to both streams.
+  void Update(const void* data, size_t len);
   struct Feed {
     Md5Pair* pair;
     const void* data;
@@ -149,9 +158,9 @@ class Md5Combiner {
 
 // The whole file's MD5 and each block's, from one read of the bytes: an Md5Pair when the block
 // size is a multiple of 64 (it always is unless APP_AZURE_BLOCK_SIZE says otherwise), two
-// OpenSSL streams if not. Without blocks, the file's alone: in an accelerated Md5Pair where the
-// CPU has AVX-512VL, else OpenSSL. Its pairs hash large pieces through Md5Combiner::Shared().
-// One per file.
+// OpenSSL streams if not. Without blocks, the file's alone: in an Md5Pair where that was timed
+// faster (Md5Pair::Chosen()), else OpenSSL. Its pairs hash large pieces through
+// Md5Combiner::Shared(). One per file.
 class FileHasher {
  public:
   FileHasher() = default;                    // no streams yet: assign a FileHasher(block_size)
