@@ -55,6 +55,19 @@ TEST(Md5PairTest, EveryKernelMatchesOpenSslForEveryLengthAndBlockSize) {
   }
 }
 
+// kBest runs, for every pass width, one of the builds, and AVX-512VL only where the CPU has it.
+TEST(Md5PairTest, ChoosesAnAvailableBuildForEveryPassWidth) {
+  const Md5Pair::Choice& c = Md5Pair::Chosen();
+  for (int n = 1; n <= Md5Pair::kMaxTogether; ++n) {
+    ASSERT_NE(c.by_count[n], nullptr) << n;
+    const std::string name = c.by_count[n];
+    EXPECT_TRUE(name == "scalar" || name == "portable" || name == "avx512") << name;
+    if (!Md5Pair::Available(Md5Pair::Kernel::kAvx512)) {
+      EXPECT_NE(name, "avx512");
+    }
+  }
+}
+
 // Two, three and four pairs in one pass, in every build (three, in the SIMD builds: the third's
 // bytes run twice, into a scratch state).
 TEST(Md5PairTest, PairsInOnePassMatchOpenSsl) {
