@@ -364,12 +364,12 @@ struct Chosen {
 const Chosen& Choose() {
   static const Chosen chosen = [] {
     constexpr size_t kChunks = 1024;  // 64 KiB per pair: ~0.1-0.3 ms per timed pass
-    constexpr int kRounds = 3;        // the fastest of three: a preempted run does not count
-    std::vector<unsigned char> bytes(Md5Pair::kMaxTogether * 64 * kChunks);
+    constexpr size_t kPairBytes = 64 * kChunks;
+    constexpr int kRounds = 3;  // the fastest of three: a preempted run does not count
+    std::vector<unsigned char> bytes(kPairBytes * Md5Pair::kMaxTogether);
     for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i * 131 + 7);
     const unsigned char* data[Md5Pair::kMaxTogether];
-    for (int k = 0; k < Md5Pair::kMaxTogether; ++k)
-      data[k] = bytes.data() + static_cast<size_t>(k) * 64 * kChunks;
+    for (size_t k = 0; k < Md5Pair::kMaxTogether; ++k) data[k] = bytes.data() + k * kPairBytes;
     std::vector<const Build*> builds = {&kScalar, &kPortable};
 #if defined(__x86_64__)
     if (HaveAvx512()) builds.insert(builds.begin(), &kAvx512);
@@ -406,7 +406,7 @@ const Chosen& Choose() {
     }
     // A file without blocks needs only its own MD5: lane 0 of a pair, or OpenSSL.
     const int64_t openssl_ns = time(
-        [&] { Md5::Of(std::string_view(reinterpret_cast<const char*>(data[0]), 64 * kChunks)); });
+        [&] { Md5::Of(std::string_view(reinterpret_cast<const char*>(data[0]), kPairBytes)); });
     c.choice.file_alone_in_pair = one_ns < openssl_ns;
     return c;
   }();
