@@ -149,7 +149,7 @@ struct Scalars {
   NBU_INLINE uint32_t operator[](size_t i) const { return v[i]; }
   template <typename Op>
   NBU_INLINE friend Scalars Each(const Scalars& x, const Scalars& y, Op op) {
-    Scalars r;
+    Scalars r{};
     for (size_t i = 0; i < kLanes; ++i) r.v[i] = op(x.v[i], y.v[i]);
     return r;
   }
@@ -184,7 +184,7 @@ struct ScalarChunks {
     for (size_t k = 0; k < kPairs; ++k) std::memcpy(m[k], p[k] + at, 64);
   }
   NBU_INLINE Vec Wk(int g, int i) const {
-    Vec r;
+    Vec r{};
     for (size_t k = 0; k < kPairs; ++k) r.v[2 * k] = r.v[2 * k + 1] = m[k][g] + kK[i];
     return r;
   }
