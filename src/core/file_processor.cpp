@@ -200,7 +200,8 @@ Status ClaimUnchanged(const StagedFile& f) {
 
 }  // namespace
 
-Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::stop_token stop) {
+Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::stop_token stop,
+                               const std::function<bool()>& ahead) {
   while (len > 0) {
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
     // In memory the bytes land in place; otherwise they pass through the buffer to the file.
@@ -208,7 +209,7 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::st
     auto got =
         ReadClaim(f, buf, static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, len)), f.copied);
     if (!got.ok()) return got.status();
-    f.hash.Update(buf, *got);
+    f.hash.Update(buf, *got, ahead && ahead());
     for (size_t off = 0; f.mem == nullptr && off < *got;) {
       const ssize_t w = ::pwrite(f.fd.get(), buf + off, *got - off, static_cast<off_t>(to + off));
       if (w < 0 && errno == EINTR) continue;
@@ -343,7 +344,10 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
       cv.wait(lock, [&] { return failed || i < slots || finished[i - slots] != 0; });
       if (failed) break;
     }
-    copied = CopyNext(f, block_len(i), (i % slots) * f.block_size, stop);
+    // While a copied block waits for a sender (every sender busy), the copy is ahead of the
+    // uploads: its hashing may wait longer to share a pass with another file's.
+    copied = CopyNext(f, block_len(i), (i % slots) * f.block_size, stop,
+                      [&] { return next.load() < i; });
     if (!copied.ok()) break;
     md5s[i] = f.hash.FinishBlock();
     ids[i] = BlockId(md5s[i], f.block_size, i);

@@ -94,7 +94,9 @@ class FileProcessor {
   Result<StagedFile> OpenStaging(const ClaimPath& claim);
   // Copies the next `len` bytes of the claim to offset `to` of the staging file (in memory: to
   // their own offset), hashing them into `f.hash`.
-  Status CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::stop_token stop);
+  // `ahead`: whether the copy is ahead of what waits on it (see Md5Pair::Update's `patient`).
+  Status CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::stop_token stop,
+                  const std::function<bool()>& ahead = {});
   // After the last byte: the file must not have changed while it was copied (kTornCopy).
   Status FinishStaging(StagedFile& f);
   // Copies and sends a file; OK with *skipped set when the blob already held the bytes

@@ -440,13 +440,15 @@ Md5Pair::Md5Pair(Kernel kernel, Md5Combiner* combiner)
   }
 }
 
-void Md5Pair::Compress(const unsigned char* chunks, size_t n) {
+void Md5Pair::Compress(const unsigned char* chunks, size_t n, bool patient) {
   if (n == 0) return;
-  if (combiner_ != nullptr && n * 64 >= kCombineBytes) return combiner_->Compress(*this, chunks, n);
+  if (combiner_ != nullptr && n * 64 >= kCombineBytes) {
+    return combiner_->Compress(*this, chunks, n, patient);
+  }
   kernels_->one(state_, chunks, n);
 }
 
-void Md5Pair::Update(const void* data, size_t len) {
+void Md5Pair::Update(const void* data, size_t len, bool patient) {
   if (len == 0) return;
   if (tail_seen_) throw std::logic_error("Md5Pair: bytes after a block that ended mid-chunk");
   const auto* p = static_cast<const unsigned char*>(data);
@@ -462,7 +464,7 @@ void Md5Pair::Update(const void* data, size_t len) {
     Compress(pending_, 1);
     pending_len_ = 0;
   }
-  Compress(p, len / 64);
+  Compress(p, len / 64, patient);
   pending_len_ = len % 64;
   std::memcpy(pending_, p + len - pending_len_, pending_len_);
 }
@@ -564,8 +566,8 @@ FileHasher::FileHasher(uint64_t block_size) : blocks_(block_size != 0) {
   if (blocks_) block_.emplace();
 }
 
-void FileHasher::Update(const void* data, size_t len) {
-  if (pair_) return pair_->Update(data, len);
+void FileHasher::Update(const void* data, size_t len, bool patient) {
+  if (pair_) return pair_->Update(data, len, patient);
   whole_->Update(data, len);
   if (block_) block_->Update(data, len);
 }
@@ -578,15 +580,16 @@ Md5Digest FileHasher::FinishBlock() {
 
 Md5Digest FileHasher::FinishFile() { return pair_ ? pair_->FinishFile() : whole_->Final(); }
 
-Md5Combiner::Md5Combiner(unsigned threads, std::chrono::microseconds company_wait)
-    : threads_(std::max(1U, threads)), company_wait_(company_wait) {}
+Md5Combiner::Md5Combiner(unsigned threads, std::chrono::microseconds company_wait,
+                         std::chrono::microseconds patient_wait)
+    : threads_(std::max(1U, threads)), company_wait_(company_wait), patient_wait_(patient_wait) {}
 
 Md5Combiner& Md5Combiner::Shared() {
   static Md5Combiner shared(UsableCpus());
   return shared;
 }
 
-void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n) {
+void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n, bool patient) {
   Job mine{&pair, chunks, n};
   std::unique_lock lock(mu_);
   if (pair.active_.combiner_ == nullptr) {
@@ -610,6 +613,13 @@ void Md5Combiner::Compress(Md5Pair& pair, const unsigned char* chunks, size_t n)
     }
     if (!waited && LoneBesideAnActivePair(mine)) {
       waited = true;  // one chance per job
+      if (patient) {
+        ++awaiting_company_;
+        ++stats_.patient_waits;
+        cv_.wait_for(lock, patient_wait_, [&] { return !LoneBesideAnActivePair(mine); });
+        --awaiting_company_;
+        continue;
+      }
       if (skip_waits_ > 0) {
         --skip_waits_;
         continue;

@@ -44,8 +44,9 @@ class Md5Pair {
     bool file_alone_in_pair = false;
   };
   static const Choice& Chosen();
-  // Feeds the bytes to both streams.
-  void Update(const void* data, size_t len);
+  // Feeds the bytes to both streams. `patient`: the caller can spare a moment (what it hashes
+  // for is ahead of what waits on it), so a piece may wait longer for company (Md5Combiner).
+  void Update(const void* data, size_t len, bool patient = false);
   struct Feed {
     Md5Pair* pair;
     const void* data;
@@ -90,7 +91,7 @@ class Md5Pair {
   };
   Active active_;  // from its first piece through combiner_ to FinishFile
 
-  void Compress(const unsigned char* chunks, size_t n);
+  void Compress(const unsigned char* chunks, size_t n, bool patient = false);
   // n chunks of each pair's data in one pass (count: 2..kMaxTogether), in pairs[0]'s build.
   static void PassTogether(Md5Pair* const* pairs, const unsigned char* const* data, int count,
                            size_t n);
@@ -113,14 +114,20 @@ class Md5Pair {
 //   A wait in vain makes the next lone pairs go at once: 1, then 3, 7, ... up to 63 of them
 //   after consecutive vain waits, so a partner that stalls (its uploads throttled, say) costs at
 //   most one wait per 64 pieces.
+// - A patient lone pair (its caller is ahead of what waits on it: Md5Pair::Update) waits up to
+//   `patient_wait` instead, whatever the back-off. Files uploaded to slow storage copy their
+//   blocks in bursts as slots of their staging rings free, rarely at the same moment as another
+//   file; while a copied block already waits for a sender the burst can wait for company.
 // Bytes stay where they are: the thread that runs a pass hashes them in place.
 class Md5Combiner {
  public:
   static constexpr std::chrono::microseconds kCompanyWait{2000};
-  explicit Md5Combiner(unsigned threads, std::chrono::microseconds company_wait = kCompanyWait);
+  static constexpr std::chrono::microseconds kPatientWait{20000};
+  explicit Md5Combiner(unsigned threads, std::chrono::microseconds company_wait = kCompanyWait,
+                       std::chrono::microseconds patient_wait = kPatientWait);
   // The process's: one pass per CPU it can use (UsableCpus()).
   static Md5Combiner& Shared();
-  void Compress(Md5Pair& pair, const unsigned char* chunks, size_t n);
+  void Compress(Md5Pair& pair, const unsigned char* chunks, size_t n, bool patient = false);
   struct Stats {
     uint64_t passes = 0;         // passes run here
     uint64_t pairs_passed = 0;   // pairs advanced by them (passes when none was shared)
@@ -128,6 +135,7 @@ class Md5Combiner {
     unsigned running = 0;        // passes under way now
     uint64_t company_waits = 0;  // lone pairs that waited for company
     uint64_t vain_waits = 0;     // ... and had none within company_wait
+    uint64_t patient_waits = 0;  // patient lone pairs that waited for company
   };
   Stats stats() const;  // one consistent snapshot
 
@@ -140,6 +148,7 @@ class Md5Combiner {
   };
   const unsigned threads_;
   const std::chrono::microseconds company_wait_;
+  const std::chrono::microseconds patient_wait_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job*> queue_;         // waiting for a pass, oldest first
@@ -165,7 +174,7 @@ class FileHasher {
  public:
   FileHasher() = default;                    // no streams yet: assign a FileHasher(block_size)
   explicit FileHasher(uint64_t block_size);  // 0: the file is not cut into blocks
-  void Update(const void* data, size_t len);
+  void Update(const void* data, size_t len, bool patient = false);  // patient: see Md5Pair
   Md5Digest FinishBlock();  // the current block's MD5; the next block starts after it
   Md5Digest FinishFile();   // once, last
 

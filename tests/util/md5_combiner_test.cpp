@@ -198,6 +198,30 @@ TEST(Md5CombinerTest, VainWaitsForCompanyBackOff) {
   EXPECT_EQ(idle.FinishFile(), Md5::Of(piece));
 }
 
+// A patient piece waits for company even while the back-off after a vain wait would send it
+// at once, and shares a pass with the piece that comes.
+TEST(Md5CombinerTest, APatientPieceWaitsForCompanyDespiteTheBackOff) {
+  Md5Combiner combiner(2, std::chrono::milliseconds(1), std::chrono::seconds(60));
+  const std::string a1(Md5Pair::kCombineBytes, '1'), a2(Md5Pair::kCombineBytes, '2');
+  const std::string b1(Md5Pair::kCombineBytes, '3'), b2(Md5Pair::kCombineBytes, '4');
+  Md5Pair a(Md5Pair::Kernel::kBest, &combiner), b(Md5Pair::Kernel::kBest, &combiner);
+  a.Update(a1.data(), a1.size());  // alone: no other pair is active yet
+  b.Update(b1.data(), b1.size());  // lone beside `a`: a vain wait, so the next lone piece goes
+  ASSERT_EQ(combiner.stats().vain_waits, 1U);
+  std::jthread patient([&] { b.Update(b2.data(), b2.size(), /*patient=*/true); });
+  for (int i = 0; i < 5000 && combiner.stats().patient_waits == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(combiner.stats().patient_waits, 1U);
+  EXPECT_EQ(combiner.stats().passes, 2U);  // b2 is waiting, not hashed
+  a.Update(a2.data(), a2.size());
+  patient.join();
+  EXPECT_EQ(combiner.stats().passes, 3U);
+  EXPECT_EQ(combiner.stats().pairs_passed, 4U);
+  EXPECT_EQ(a.FinishFile(), Md5::Of(a1 + a2));
+  EXPECT_EQ(b.FinishFile(), Md5::Of(b1 + b2));
+}
+
 TEST(Md5CombinerTest, OnlyPiecesOfAtLeastCombineBytesGoThroughIt) {
   Md5Combiner combiner(1);
   Md5Pair pair(Md5Pair::Kernel::kBest, &combiner);
