@@ -11,6 +11,7 @@
 #include "util/md5_pair.h"
 
 #include <signal.h>
+#include <sys/statvfs.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -124,6 +125,10 @@ int Main(int argc, char** argv) {
   ParseLogLevel(config.log_level, &level);
   SetLogLevel(level);
   for (const auto& w : tcfg.warnings) LogWarn("telemetry configuration", {{"warning", w}});
+  if (struct statvfs vfs{}; ::statvfs(config.staging_root.c_str(), &vfs) == 0) {
+    const uint64_t room = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+    if (auto w = core::CheckStagingRoom(config, room)) LogWarn("staging volume", {{"warning", *w}});
+  }
 
   azure::GlobalHttpInit();
   tcfg.config.service_version = kVersion;
