@@ -293,23 +293,6 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   ::unlink(at.c_str());
 }
 
-uint64_t StagingNeedPerFile(const Config& c) {
-  const uint64_t ring = static_cast<uint64_t>(std::max(1, c.azure_max_concurrency) + 2) *
-                        std::max<uint64_t>(1, c.azure_block_size);
-  return std::max(ring, c.azure_put_blob_max_bytes);
-}
-
-std::optional<std::string> CheckStagingRoom(const Config& c, uint64_t volume_bytes) {
-  const uint64_t need = StagingNeedPerFile(c);
-  if (volume_bytes >= need) return std::nullopt;
-  constexpr uint64_t kMiB = 1 << 20;
-  return "APP_LOCAL_STAGING_ROOT (" + c.staging_root + ") holds " +
-         std::to_string(volume_bytes / kMiB) + " MiB in all, and one file can need up to " +
-         std::to_string((need + kMiB - 1) / kMiB) +
-         " MiB of it (the larger of APP_AZURE_PUT_BLOB_MAX_BYTES and (APP_AZURE_MAX_CONCURRENCY "
-         "+ 2) x APP_AZURE_BLOCK_SIZE): such files will wait until it grows";
-}
-
 bool GlobMatch(std::string_view p, std::string_view n) {
   size_t pi = 0, ni = 0, star = std::string_view::npos, mark = 0;
   while (ni < n.size()) {

@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,14 +81,6 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
 // every claim). Appends one line per problem to `errors`. Probe files are dot-files (which the
 // scanner skips) and are removed.
 void CheckVolume(const Config& c, std::vector<std::string>* errors);
-
-// The staging room one file can need: a file sent in one Put Blob is staged whole (up to
-// APP_AZURE_PUT_BLOB_MAX_BYTES; up to 1 MiB in memory), a larger one in a ring of
-// APP_AZURE_MAX_CONCURRENCY + 2 blocks.
-uint64_t StagingNeedPerFile(const Config& c);
-// A warning when a staging volume of `volume_bytes` in all is smaller than that: such a file
-// could never be staged and would wait (status degraded: staging_full) until the volume grows.
-std::optional<std::string> CheckStagingRoom(const Config& c, uint64_t volume_bytes);
 
 // Glob match with * and ? (no path separators special), as used by APP_IGNORE_PATTERNS.
 bool GlobMatch(std::string_view pattern, std::string_view name);

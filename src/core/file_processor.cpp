@@ -49,6 +49,21 @@ uint64_t StagingSlots(uint64_t blocks, int senders) {
   return std::min<uint64_t>(blocks, static_cast<uint64_t>(std::max(1, senders)) + 2);
 }
 
+uint64_t StagingNeedPerFile(const Config& c) {
+  const uint64_t ring = StagingSlots(UINT64_MAX, c.azure_max_concurrency) * c.azure_block_size;
+  return std::max(ring, c.azure_put_blob_max_bytes);
+}
+
+std::optional<std::string> CheckStagingRoom(const Config& c, uint64_t volume_bytes) {
+  const uint64_t need = StagingNeedPerFile(c);
+  if (volume_bytes >= need) return std::nullopt;
+  return "APP_LOCAL_STAGING_ROOT (" + c.staging_root + ") holds " +
+         std::to_string(volume_bytes / kMiB) + " MiB in all, and one file can need up to " +
+         std::to_string((need + kMiB - 1) / kMiB) +
+         " MiB of it (the larger of APP_AZURE_PUT_BLOB_MAX_BYTES and (APP_AZURE_MAX_CONCURRENCY "
+         "+ 2) x APP_AZURE_BLOCK_SIZE): such files will wait until it grows";
+}
+
 std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t index) {
   Md5 tag;
   tag.Update(block_md5.data(), block_md5.size());

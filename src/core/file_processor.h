@@ -61,6 +61,13 @@ std::string BlockId(const Md5Digest& block_md5, uint64_t block_size, uint64_t in
 // has been sent, so the staging copy holds at most this many blocks whatever the file's size:
 // the senders' blocks plus two, which the copy may run ahead by.
 uint64_t StagingSlots(uint64_t blocks, int senders);
+// The staging room one file can need: a file sent in one Put Blob is staged whole (up to
+// APP_AZURE_PUT_BLOB_MAX_BYTES; up to 1 MiB in memory), a larger one in its ring of
+// StagingSlots() blocks.
+uint64_t StagingNeedPerFile(const Config& c);
+// A warning when a staging volume of `volume_bytes` in all is smaller than that: such a file
+// could never be staged and would wait (status degraded: staging_full) until the volume grows.
+std::optional<std::string> CheckStagingRoom(const Config& c, uint64_t volume_bytes);
 std::string ContentTypeFor(const std::string& name);
 std::string UtcDate(WallTime t);  // YYYYMMDD
 

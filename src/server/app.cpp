@@ -3,6 +3,7 @@
 #include "azure/blob_client.h"
 #include "azure/http.h"
 #include "core/config.h"
+#include "core/file_processor.h"
 #include "core/service.h"
 #include "server/api.h"
 #include "server/storage_target.h"

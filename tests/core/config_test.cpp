@@ -87,21 +87,6 @@ TEST(ConfigTest, RejectsOverlappingRoots) {
                            &errors));
 }
 
-// A staging volume smaller than one file's ring (or whole Put Blob file) is named at start-up:
-// such a file would wait for room for ever.
-TEST(ConfigTest, StagingRoomForOneFile) {
-  Config c;  // 32 MiB Put Blob limit, 8 MiB blocks, 8 in flight: a ring of 10 blocks
-  EXPECT_EQ(StagingNeedPerFile(c), 80ULL << 20);
-  EXPECT_FALSE(CheckStagingRoom(c, 80ULL << 20).has_value());
-  const auto w = CheckStagingRoom(c, 64ULL << 20);
-  ASSERT_TRUE(w.has_value());
-  EXPECT_NE(w->find("holds 64 MiB"), std::string::npos) << *w;
-  EXPECT_NE(w->find("up to 80 MiB"), std::string::npos) << *w;
-  c.azure_put_blob_max_bytes = 256ULL << 20;  // files up to 256 MiB are staged whole
-  EXPECT_EQ(StagingNeedPerFile(c), 256ULL << 20);
-  EXPECT_TRUE(CheckStagingRoom(c, 128ULL << 20).has_value());
-}
-
 TEST(ConfigTest, DotEnvParsing) {
   const EnvMap m = ParseDotEnv(
       "# comment\n"

@@ -9,6 +9,21 @@ namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
+// A staging volume smaller than one file's ring (or whole Put Blob file) is named at start-up:
+// such a file would wait for room for ever.
+TEST(StagingRoomTest, OneFileMustFit) {
+  Config c;  // 32 MiB Put Blob limit, 8 MiB blocks, 8 in flight: a ring of 10 blocks
+  EXPECT_EQ(StagingNeedPerFile(c), 80ULL << 20);
+  EXPECT_FALSE(CheckStagingRoom(c, 80ULL << 20).has_value());
+  const auto w = CheckStagingRoom(c, 64ULL << 20);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_NE(w->find("holds 64 MiB"), std::string::npos) << *w;
+  EXPECT_NE(w->find("up to 80 MiB"), std::string::npos) << *w;
+  c.azure_put_blob_max_bytes = 256ULL << 20;  // files up to 256 MiB are staged whole
+  EXPECT_EQ(StagingNeedPerFile(c), 256ULL << 20);
+  EXPECT_TRUE(CheckStagingRoom(c, 128ULL << 20).has_value());
+}
+
 TEST(BlockPlanTest, PutBlobUpToThresholdThenBlocks) {
   EXPECT_EQ(PlanBlockSize(0, 32 * kMiB, 8 * kMiB), 0u);
   EXPECT_EQ(PlanBlockSize(32 * kMiB, 32 * kMiB, 8 * kMiB), 0u);
