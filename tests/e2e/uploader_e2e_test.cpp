@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -383,6 +385,31 @@ TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
   EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
   EXPECT_TRUE(Volume::Files(other).empty());
   std::filesystem::remove_all(other);
+}
+
+// A staging volume smaller than one file's staging ring is named at start-up; it is a warning,
+// not a configuration error: files that fit (here one sent in a single Put Blob) still go.
+TEST_F(UploaderE2E, StagingVolumeTooSmallForOneFileIsNamedAtStartup) {
+  const std::string tiny = volume_.dir.path() + "/tiny-staging";
+  std::filesystem::create_directories(tiny);
+  if (::mount("tiny", tiny.c_str(), "tmpfs", 0, "size=16m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string at;
+    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{tiny};
+  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_LOCAL_STAGING_ROOT", tiny}});
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  const std::string log = up.process().ReadLog();
+  EXPECT_NE(log.find("holds 16 MiB in all, and one file can need up to " +
+                     std::to_string(core::StagingNeedPerFile(core::Config{}) >> 20) + " MiB"),
+            std::string::npos)
+      << log;
+  ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"fits"})").status, 200);
+  const std::string data = PatternBytes(2 << 20, 7);  // staged in a file, 2 of the 16 MiB
+  Drop("fits", "two.bin", data);
+  ExpectAllUploaded("fits", {{"two.bin", data}});
 }
 
 // A key Azurite does not accept: the service waits (the key may be rotated back), and the status
