@@ -73,21 +73,14 @@ BENCHMARK_CAPTURE(BM_Md5Pair, best, Md5Pair::Kernel::kBest)->Arg(64 << 10)->Arg(
 BENCHMARK_CAPTURE(BM_Md5Pair, portable, Md5Pair::Kernel::kPortable)->Arg(1 << 20);
 BENCHMARK_CAPTURE(BM_Md5Pair, scalar, Md5Pair::Kernel::kScalar)->Arg(1 << 20);
 BENCHMARK_CAPTURE(BM_Md5Pair, avx512, Md5Pair::Kernel::kAvx512)->Arg(1 << 20);
-BENCHMARK_CAPTURE(BM_Md5PairsTogether, best, Md5Pair::Kernel::kBest)
-    ->Args({1 << 20, 2})
-    ->Args({1 << 20, 3})
-    ->Args({1 << 20, 4});
-BENCHMARK_CAPTURE(BM_Md5PairsTogether, portable, Md5Pair::Kernel::kPortable)
-    ->Args({1 << 20, 2})
-    ->Args({1 << 20, 4});
-BENCHMARK_CAPTURE(BM_Md5PairsTogether, scalar, Md5Pair::Kernel::kScalar)
-    ->Args({1 << 20, 2})
-    ->Args({1 << 20, 3})
-    ->Args({1 << 20, 4});
-BENCHMARK_CAPTURE(BM_Md5PairsTogether, avx512, Md5Pair::Kernel::kAvx512)
-    ->Args({1 << 20, 2})
-    ->Args({1 << 20, 3})
-    ->Args({1 << 20, 4});
+// 1 MiB per pair, for each number of pairs a pass may take together.
+void EveryPassWidth(benchmark::internal::Benchmark* b) {
+  for (int pairs = 2; pairs <= Md5Pair::kMaxTogether; ++pairs) b->Args({1 << 20, pairs});
+}
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, best, Md5Pair::Kernel::kBest)->Apply(EveryPassWidth);
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, portable, Md5Pair::Kernel::kPortable)->Apply(EveryPassWidth);
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, scalar, Md5Pair::Kernel::kScalar)->Apply(EveryPassWidth);
+BENCHMARK_CAPTURE(BM_Md5PairsTogether, avx512, Md5Pair::Kernel::kAvx512)->Apply(EveryPassWidth);
 
 }  // namespace
 }  // namespace nbu
