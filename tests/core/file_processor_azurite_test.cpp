@@ -8,17 +8,16 @@
 #include "support/azurite.h"
 #include "support/azurite_client.h"
 #include "support/process.h"
+#include "support/tmpfs.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <thread>
@@ -307,14 +306,8 @@ TEST_F(FileProcessorAzuriteTest, FileThatCannotBeClaimedStaysAndShows) {
 // unreachable storage, never counts against the file, and the upload goes on once there is room.
 TEST_F(FileProcessorAzuriteTest, FullStagingWaitsAndNeverDeadLetters) {
   const std::string tiny = dir_.path() + "/tiny";
-  std::filesystem::create_directories(tiny);
-  if (::mount("tiny", tiny.c_str(), "tmpfs", 0, "size=256k") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
-  }
-  struct Unmount {
-    std::string at;
-    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
-  } unmount{tiny};
+  test::ScopedTmpfs staging(tiny, "256k");
+  if (!staging.ok()) GTEST_SKIP() << staging.error();
   config_.staging_root = tiny;
   config_.max_file_attempts = 1;    // a failure that counted would dead-letter at once
   config_.azure_retry_max_s = 0.2;  // the waits' backoff cap
@@ -336,8 +329,7 @@ TEST_F(FileProcessorAzuriteTest, FullStagingWaitsAndNeverDeadLetters) {
   EXPECT_NE(errors.back()[2].find("staging is full"), std::string::npos) << errors.back()[2];
 
   // Room again: the claim (its run handed back by the stop) is uploaded.
-  ASSERT_EQ(::mount("tiny", tiny.c_str(), "tmpfs", MS_REMOUNT, "size=16m"), 0)
-      << std::strerror(errno);
+  ASSERT_TRUE(staging.Resize("16m")) << staging.error();
   processor_->Process(item, {});
   ExpectBlobHolds(item, data);
   EXPECT_EQ(Count(inst_.files_processed), 1);

@@ -2,13 +2,12 @@
 // producers, kill -9 and restart, replicas sharing a volume, configuration errors, the API.
 #include "core/file_processor.h"
 #include "e2e_support.h"
+#include "support/tmpfs.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -391,14 +390,8 @@ TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
 // not a configuration error: files that fit (here one sent in a single Put Blob) still go.
 TEST_F(UploaderE2E, StagingVolumeTooSmallForOneFileIsNamedAtStartup) {
   const std::string tiny = volume_.dir.path() + "/tiny-staging";
-  std::filesystem::create_directories(tiny);
-  if (::mount("tiny", tiny.c_str(), "tmpfs", 0, "size=16m") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
-  }
-  struct Unmount {
-    std::string at;
-    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
-  } unmount{tiny};
+  ScopedTmpfs staging(tiny, "16m");
+  if (!staging.ok()) GTEST_SKIP() << staging.error();
   UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_LOCAL_STAGING_ROOT", tiny}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   const std::string log = up.process().ReadLog();
