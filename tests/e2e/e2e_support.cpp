@@ -14,7 +14,13 @@ std::vector<std::string> Volume::Files(const std::string& root) {
   std::error_code ec;
   for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file()) out.push_back(std::filesystem::relative(it->path(), root).string());
+    // Entries come and go while a replica runs (completion markers are pruned): the type and
+    // the relative path are read without touching the file system again, so one that vanished
+    // meanwhile is listed or skipped, never an exception.
+    std::error_code type_ec;
+    if (it->is_regular_file(type_ec)) {
+      out.push_back(it->path().lexically_relative(root).string());
+    }
   }
   return out;
 }
