@@ -140,7 +140,7 @@ bench: install build ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan
 	OUT=$(BENCH_OUT)/scale.md bench/scale.sh
 	bench/update-results.sh $(BENCH_OUT)/run.md $(BENCH_OUT)/scale.md
 
-bench-micro: install ## MD5 micro-benchmarks (OpenSSL, one Md5Pair, 2-4 pairs in one pass) on one thread
+bench-micro: install ## Hashing micro-benchmarks (OpenSSL MD5, one Md5Pair, 2-4 pairs in one pass, CRC-64) on one thread
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release -DNBU_BUILD_BENCH=ON $(CMAKE_FLAGS)
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target md5_bench
 	$(BUILD_DIR)/bin/md5_bench --benchmark_min_time=1
