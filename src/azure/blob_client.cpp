@@ -2,6 +2,7 @@
 #include "azure/blob_client.h"
 
 #include "azure/url.h"
+#include "util/crc64.h"
 #include "util/log.h"
 #include "util/uuid.h"
 
@@ -30,10 +31,10 @@ std::string ErrorCode(const HttpResponse& resp) {
 }
 
 ErrorKind KindFor(long status, const std::string& code) {
-  // The body did not hash to the Content-MD5 we computed from the source: the bytes read back
+  // The body did not hash to the checksum we computed from the source: the bytes read back
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
   // re-reading the file can: a failure of this attempt, not of the request.
-  if (code == "Md5Mismatch") return ErrorKind::kTransient;
+  if (code == "Md5Mismatch" || code == "Crc64Mismatch") return ErrorKind::kTransient;
   if (status == 404) return ErrorKind::kNotFound;
   if (status == 409 || status == 412) return ErrorKind::kConflict;
   if (status == 401 || status == 403) return ErrorKind::kAuth;
@@ -220,20 +221,55 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
   return Status::Ok();
 }
 
-Status BlobClient::PutBlob(const std::string& blob_name, const Body& body,
-                           const Md5Digest& body_md5, const BlobProperties& props,
-                           std::stop_token stop) {
+Status BlobClient::PutBlob(const std::string& blob_name, const Body& body, const BodyCheck& check,
+                           const BlobProperties& props, std::stop_token stop) {
   if (Status s = ValidateProperties(props); !s.ok()) return s;
   HttpRequest req;
   req.method = "PUT";
   req.url = BlobUrl(blob_name);
   req.SetHeader("x-ms-blob-type", "BlockBlob");
-  req.SetHeader("Content-MD5", Base64Encode(body_md5));
   AddProperties(req, props);
-  // The stored MD5 of a single-shot blob is its body's MD5 (Azurite checks it against the body).
-  req.SetHeader("x-ms-blob-content-md5", Base64Encode(props.content_md5.value_or(body_md5)));
+  const std::string crc64 = check.md5 ? "" : Crc64Base64(check.crc64);
+  if (check.md5) {
+    req.SetHeader("Content-MD5", Base64Encode(*check.md5));
+    // The stored MD5 of a single-shot blob is its body's (Azurite checks it against the body).
+    req.SetHeader("x-ms-blob-content-md5", Base64Encode(props.content_md5.value_or(*check.md5)));
+  } else {
+    // Not with Content-MD5 (both at once are refused). Put Blob stores the MD5 of the body.
+    req.SetHeader("x-ms-content-crc64", crc64);
+  }
   SetBody(req, body);
-  return Execute(std::move(req), "PutBlob", stop, {201}, /*writes_blob=*/true).status();
+  auto r = Execute(std::move(req), "PutBlob", stop, {201}, /*writes_blob=*/true);
+  if (!r.ok()) return r.status();
+  if (const std::string* echo = r->Header("x-ms-content-crc64");
+      !check.md5 && echo != nullptr && *echo != crc64) {
+    // Stored, yet not the bytes that were hashed: sent again by the next attempt.
+    return Status(ErrorKind::kTransient, "PutBlob " + RedactUrl(BlobUrl(blob_name)) +
+                                             ": storage computed CRC-64 " + *echo +
+                                             " of the body, not the " + crc64 + " sent");
+  }
+  return Status::Ok();
+}
+
+Result<bool> BlobClient::ChecksCrc64(const std::string& probe_blob, std::stop_token stop) {
+  HttpRequest req;
+  req.method = "PUT";
+  req.url = BlobUrl(probe_blob);
+  req.SetHeader("x-ms-blob-type", "BlockBlob");
+  req.SetHeader("x-ms-content-crc64", Crc64Base64(Crc64(0, "b", 1)));
+  req.body = "a";
+  auto r = Execute(std::move(req), "PutBlob", stop, {201, 400}, /*writes_blob=*/true);
+  if (!r.ok()) return r.status();
+  if (r->status == 201) {
+    if (Status s = DeleteBlob(probe_blob, stop); !s.ok()) {
+      LogWarn("cannot delete the CRC-64 probe blob", {{"error", s.ToString()}});
+    }
+    return false;
+  }
+  const std::string code = ErrorCode(*r);
+  if (code == "Crc64Mismatch") return true;
+  return Status(ErrorKind::kPermanent, "PutBlob " + RedactUrl(BlobUrl(probe_blob)) + ": HTTP 400 " +
+                                           code + " (expected Crc64Mismatch)");
 }
 
 Status BlobClient::PutBlock(const std::string& blob_name, const std::string& block_id,

@@ -1,5 +1,5 @@
 // Blob REST client: the few Block Blob operations the uploader needs, with per-request retries,
-// a process-wide throttle gate, Content-MD5 on every body and secret-free error messages.
+// a process-wide throttle gate, a checksum on every body and secret-free error messages.
 #pragma once
 
 #include "azure/credential.h"
@@ -47,6 +47,22 @@ struct Body {
   static Body FromMemory(std::string_view bytes) { return {-1, 0, 0, bytes}; }
 };
 
+// What storage checks a request body against before it stores anything: its MD5 (Content-MD5)
+// or its CRC-64/NVME (x-ms-content-crc64); a mismatch fails the request.
+struct BodyCheck {
+  BodyCheck(const Md5Digest& body_md5) : md5(body_md5) {}  // NOLINT: an MD5 is a check
+  static BodyCheck Crc64(uint64_t body_crc64) {
+    BodyCheck c;
+    c.crc64 = body_crc64;
+    return c;
+  }
+  std::optional<Md5Digest> md5;
+  uint64_t crc64 = 0;  // when there is no md5
+
+ private:
+  BodyCheck() = default;
+};
+
 // Properties set on the committed blob.
 struct BlobProperties {
   std::optional<Md5Digest> content_md5;         // whole-blob MD5 (x-ms-blob-content-md5)
@@ -82,9 +98,15 @@ class BlobClient {
 
   // PUT ?restype=container; 409 ContainerAlreadyExists is success.
   Status CreateContainerIfMissing(std::stop_token stop = {});
-  // Put Blob (BlockBlob) with Content-MD5 of the body and the given properties.
-  Status PutBlob(const std::string& blob_name, const Body& body, const Md5Digest& body_md5,
+  // Put Blob (BlockBlob) with the given properties. With an MD5 check the blob stores that MD5
+  // (or props.content_md5); with a CRC-64 check it stores the MD5 storage computes of the body
+  // it took, and a CRC-64 that storage echoes must be the one sent.
+  Status PutBlob(const std::string& blob_name, const Body& body, const BodyCheck& check,
                  const BlobProperties& props, std::stop_token stop = {});
+  // Whether storage checks x-ms-content-crc64: a one-byte Put Blob to `probe_blob` carrying the
+  // CRC-64 of another byte must fail with Crc64Mismatch. A server that ignores the header
+  // (Azurite before 3.37) stores the blob instead, which is then deleted.
+  Result<bool> ChecksCrc64(const std::string& probe_blob, std::stop_token stop = {});
   // Put Block: `block_id` is the raw (pre-base64) id; it is base64- then URL-encoded here.
   Status PutBlock(const std::string& blob_name, const std::string& block_id, const Body& body,
                   const Md5Digest& body_md5, std::stop_token stop = {});

@@ -163,6 +163,11 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_AZURE_ACCESS_TIER", "", "Hot, Cool, Cold or Archive; empty = account default", false},
       {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432",
        "Files up to this size use one Put Blob; larger use blocks", false},
+      {"APP_AZURE_PUT_BLOB_CHECKSUM", "auto",
+       "What storage checks a file sent in one Put Blob against: crc64 (x-ms-content-crc64; the "
+       "blob stores the MD5 storage computes of what it took), md5 (Content-MD5, computed here), "
+       "or auto: crc64 when a probe at start-up shows storage checks it, else md5",
+       false},
       {"APP_AZURE_BLOCK_SIZE", "8388608",
        "Block size for block uploads (grown so a blob stays under 50,000 blocks)", false},
       {"APP_AZURE_MAX_CONCURRENCY", "8",
@@ -326,6 +331,7 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.Str("APP_AZURE_CA_FILE", &c.azure_ca_file);
   r.Str("APP_AZURE_ACCESS_TIER", &c.azure_access_tier);
   r.Int<uint64_t>("APP_AZURE_PUT_BLOB_MAX_BYTES", &c.azure_put_blob_max_bytes, 0, 5000ull << 20);
+  r.Str("APP_AZURE_PUT_BLOB_CHECKSUM", &c.azure_put_blob_checksum);
   r.Int<uint64_t>("APP_AZURE_BLOCK_SIZE", &c.azure_block_size, 64 << 10, 4000ull << 20);
   r.Int("APP_AZURE_MAX_CONCURRENCY", &c.azure_max_concurrency, 1, 256);
   r.Int("APP_AZURE_RETRY_MAX_ATTEMPTS", &c.azure_retry_max_attempts, 1, 100);
@@ -385,6 +391,10 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       c.azure_access_tier != "Cool" && c.azure_access_tier != "Cold" &&
       c.azure_access_tier != "Archive") {
     r.Error("APP_AZURE_ACCESS_TIER", "must be Hot, Cool, Cold or Archive");
+  }
+  if (c.azure_put_blob_checksum != "auto" && c.azure_put_blob_checksum != "crc64" &&
+      c.azure_put_blob_checksum != "md5") {
+    r.Error("APP_AZURE_PUT_BLOB_CHECKSUM", "must be auto, crc64 or md5");
   }
   if (!c.azure_account_url.empty() && c.azure_account_url.rfind("https://", 0) != 0 &&
       c.azure_account_url.rfind("http://", 0) != 0) {

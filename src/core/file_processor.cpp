@@ -1,6 +1,7 @@
 #include "core/file_processor.h"
 
 #include "core/blob_name.h"
+#include "util/crc64.h"
 
 #include "util/log.h"
 
@@ -167,7 +168,8 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   f.size = st->size;
   f.block_size =
       PlanBlockSize(f.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
-  f.hash = FileHasher(f.block_size);
+  f.crc_only = f.block_size == 0 && d_.put_blob_crc64 != nullptr && d_.put_blob_crc64->load();
+  if (!f.crc_only) f.hash = FileHasher(f.block_size);
   if (f.block_size == 0 && f.size <= kCopyBuffer) {
     // Held in memory: the same snapshot of the claim as a staging file (every later read of it
     // is this buffer), without creating, writing, reading back and unlinking one per file. The
@@ -224,7 +226,11 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::st
     auto got =
         ReadClaim(f, buf, static_cast<size_t>(std::min<uint64_t>(kCopyBuffer, len)), f.copied);
     if (!got.ok()) return got.status();
-    f.hash.Update(buf, *got, ahead && ahead());
+    if (f.crc_only) {
+      f.crc64 = Crc64(f.crc64, buf, *got);
+    } else {
+      f.hash.Update(buf, *got, ahead && ahead());
+    }
     for (size_t off = 0; f.mem == nullptr && off < *got;) {
       const ssize_t w = ::pwrite(f.fd.get(), buf + off, *got - off, static_cast<off_t>(to + off));
       if (w < 0 && errno == EINTR) continue;
@@ -241,7 +247,7 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::st
 Status FileProcessor::FinishStaging(StagedFile& f) {
   // CopyNext copied exactly `size` bytes (a short file is torn there).
   if (Status s = ClaimUnchanged(f); !s.ok()) return s;
-  f.md5 = f.hash.FinishFile();
+  if (!f.crc_only) f.md5 = f.hash.FinishFile();
   if (d_.config.staging_fsync && f.mem == nullptr && ::fsync(f.fd.get()) != 0) {
     return StagingFailure("fsync " + f.path, errno);
   }
@@ -429,11 +435,12 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
     return copied;
   }
   stage_span.End();
-  props.content_md5 = f.md5;
   const azure::Body body = f.mem != nullptr
                                ? azure::Body::FromMemory(std::string_view(f.mem, f.size))
                                : azure::Body::FromFile(f.fd.get(), 0, f.size);
-  return d_.blob.PutBlob(blob_name, body, f.md5, props, stop);
+  return d_.blob.PutBlob(blob_name, body,
+                         f.crc_only ? azure::BodyCheck::Crc64(f.crc64) : azure::BodyCheck(f.md5),
+                         props, stop);
 }
 
 Status FileProcessor::Complete(const ClaimPath& claim) {
@@ -482,6 +489,7 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     telemetry::Span upload_span = d_.tracer.StartSpan("upload", &parent);
     upload_span.SetAttribute("blob.name", claim.BlobName());
     upload_span.SetAttribute("upload.mode", staged->block_size == 0 ? "put_blob" : "blocks");
+    upload_span.SetAttribute("upload.checksum", staged->crc_only ? "crc64" : "md5");
     up = Transfer(claim, *staged, check_existing, skipped, stage_span, upload_span, stop);
     if (!up.ok()) upload_span.SetError(up.ToString());
   }

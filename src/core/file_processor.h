@@ -22,6 +22,7 @@
 #include "util/log.h"
 #include "util/md5_pair.h"
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <stop_token>
@@ -31,10 +32,10 @@
 namespace nbu::core {
 
 // A claim being copied to staging: a file on the staging disk, or, for a file that fits the
-// worker's copy buffer, that buffer. Every hash is computed from the bytes as read from the
-// claim, and every request body read back from a staging file carries such a hash as its
-// Content-MD5, which storage verifies: a bad read-back of the copy fails the request instead of
-// landing.
+// worker's copy buffer, that buffer. Every checksum is computed from the bytes as read from the
+// claim, and every request body read back from a staging file carries such a checksum (its
+// Content-MD5, or its x-ms-content-crc64), which storage verifies: a bad read-back of the copy
+// fails the request instead of landing.
 struct StagedFile {
   fs::Fd src;  // the claim, open for reading
   std::string src_path;
@@ -45,6 +46,8 @@ struct StagedFile {
   uint64_t copied = 0;
   FileHasher hash;          // of the copied bytes: the whole file's MD5 and each block's
   Md5Digest md5{};          // whole file, once the copy is complete
+  bool crc_only = false;    // one Put Blob checked by CRC-64: no MD5 is computed here
+  uint64_t crc64 = 0;       // of the copied bytes, when crc_only
   uint64_t block_size = 0;  // 0: one Put Blob
   fs::FileStat source;      // the claim's stat when the copy began
 };
@@ -83,6 +86,9 @@ class FileProcessor {
     // Called once a fresh item's claim has settled (won, lost or failed) so the scanner forgets
     // the name and tracks any new file that appears under it from scratch.
     std::function<void(const std::string& session, const std::string& rel)> on_claim_settled;
+    // True: a file sent in one Put Blob is checked by its CRC-64, and the blob stores the MD5
+    // storage computes (null or false: by its MD5, computed here).
+    const std::atomic<bool>* put_blob_crc64 = nullptr;
   };
   explicit FileProcessor(Deps deps) : d_(std::move(deps)) {}
 

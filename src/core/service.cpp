@@ -1,5 +1,6 @@
 #include "core/service.h"
 
+#include "util/crypto.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -34,7 +35,8 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
       scanner_(config, clock, queue_, inst_, hints_.get()),
       processor_(FileProcessor::Deps{
           config, clock, blob, inst_, tracer, inflight_,
-          [this](const std::string& s, const std::string& rel) { scanner_.Forget(s, rel); }}),
+          [this](const std::string& s, const std::string& rel) { scanner_.Forget(s, rel); },
+          &put_blob_crc64_}),
       sweeper_(config, clock, inflight_, leases_, inst_,
                [this](WorkItem item, std::stop_token stop) {
                  return EnqueueClaim(std::move(item), stop);
@@ -81,6 +83,7 @@ void Service::StartupLoop(std::stop_token stop) {
   for (int attempt = 1; !stop.stop_requested(); ++attempt) {
     Status s = blob_.CreateContainerIfMissing(stop);
     if (s.ok()) {
+      put_blob_crc64_ = ChoosePutBlobCheck(stop);
       storage_ok_ = true;
       break;
     }
@@ -98,7 +101,21 @@ void Service::StartupLoop(std::stop_token stop) {
   }
   if (!WaitInflightDone(MonoTime::max(), stop)) return;
   ready_ = true;
-  LogInfo("ready", {{"recovered_claims", own.size()}, {"replica", config_.replica_id}});
+  LogInfo("ready", {{"recovered_claims", own.size()},
+                    {"replica", config_.replica_id},
+                    {"put_blob_checksum", put_blob_crc64_ ? "crc64" : "md5"}});
+}
+
+bool Service::ChoosePutBlobCheck(std::stop_token stop) {
+  if (config_.azure_put_blob_checksum != "auto") return config_.azure_put_blob_checksum == "crc64";
+  auto checks = blob_.ChecksCrc64(".nbu-probe/crc64-" + FastRandomHex(8), stop);
+  if (checks.ok() && *checks) return true;
+  LogWarn(checks.ok() ? "storage does not check x-ms-content-crc64 (an emulator older than "
+                        "Azurite 3.37?): files sent in one Put Blob carry an MD5 computed here"
+                      : "cannot tell whether storage checks x-ms-content-crc64: files sent in "
+                        "one Put Blob carry an MD5 computed here",
+          {{"error", checks.ok() ? "" : checks.status().ToString()}});
+  return false;
 }
 
 std::optional<SessionState> Service::CurrentSession() const {
@@ -354,6 +371,8 @@ nlohmann::json Service::StatusJson() const {
   } else {
     s["change_hints"] = {{"enabled", false}};
   }
+  // What storage checks a file sent in one Put Blob against, once the start-up check has chosen.
+  if (storage_ok_) s["put_blob_checksum"] = put_blob_crc64_ ? "crc64" : "md5";
   s["queue_depth"] = queue_.size();
   s["queue_capacity"] = queue_.capacity();
   s["oldest_pending_age_s"] = scanner_.OldestPendingAgeS();

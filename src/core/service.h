@@ -55,6 +55,9 @@ class Service {
 
  private:
   void StartupLoop(std::stop_token stop);
+  // Before any upload: whether files sent in one Put Blob carry a CRC-64 for storage to check
+  // (APP_AZURE_PUT_BLOB_CHECKSUM; auto asks storage whether it checks one) or an MD5.
+  bool ChoosePutBlobCheck(std::stop_token stop);
   void ScanLoop(std::stop_token stop);
   void WorkerLoop(std::stop_token stop);
   void SweepLoop(std::stop_token stop);
@@ -84,6 +87,7 @@ class Service {
   std::atomic<bool> ready_{false};
   std::atomic<bool> storage_ok_{false};
   std::atomic<bool> storage_refuses_us_{false};  // the start-up check's last answer was 401/403
+  std::atomic<bool> put_blob_crc64_{false};      // see ChoosePutBlobCheck
   std::atomic<bool> lease_ok_{true};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked

@@ -1,6 +1,7 @@
 // BlobClient against a real Azurite: names that need encoding, block uploads streamed from a
 // file, properties, idempotent commits, SAS and Shared Key authorization.
 #include "azurite_test_util.h"
+#include "util/crc64.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -234,6 +235,38 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
   EXPECT_EQ(client->PutBlock("ids", "00002", Body::FromMemory(data), Md5::Of(data)).kind(),
             ErrorKind::kPermanent);
   EXPECT_EQ(retries_, 0);
+}
+
+// A Put Blob checked by CRC-64: Azurite (3.37 on) checks x-ms-content-crc64, refuses a body
+// that does not match it, and stores the MD5 it computes of the body it took. The start-up
+// probe sees that it checks the header, and leaves nothing behind.
+TEST_F(BlobClientAzuriteTest, PutBlobCheckedByCrc64StoresTheServiceMd5) {
+  auto client = SharedKeyClient(test::UniqueContainer("crc64"));
+  ASSERT_TRUE(client->CreateContainerIfMissing().ok());
+  std::string data(300'000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + i / 251);
+  Status s = client->PutBlob("crc.bin", Body::FromMemory(data),
+                             BodyCheck::Crc64(Crc64(0, data.data(), data.size())), {});
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto info = client->GetProperties("crc.bin");
+  ASSERT_TRUE(info.ok() && info->has_value()) << info.status().ToString();
+  EXPECT_EQ((*info)->size, data.size());
+  ASSERT_TRUE((*info)->content_md5.has_value());
+  EXPECT_EQ(*(*info)->content_md5, Md5::Of(data));
+  EXPECT_EQ(*client->GetBlob("crc.bin"), data);
+
+  // One bit off: refused as a transient failure of the attempt (the file is read again), and
+  // nothing is stored.
+  Status bad = client->PutBlob("bad-crc.bin", Body::FromMemory(data),
+                               BodyCheck::Crc64(Crc64(0, data.data(), data.size()) ^ 1), {});
+  EXPECT_EQ(bad.kind(), ErrorKind::kTransient) << bad.ToString();
+  EXPECT_NE(bad.message().find("Crc64Mismatch"), std::string::npos) << bad.ToString();
+  EXPECT_FALSE(client->GetProperties("bad-crc.bin")->has_value());
+
+  auto checks = client->ChecksCrc64(".nbu-probe/crc64-test");
+  ASSERT_TRUE(checks.ok()) << checks.status().ToString();
+  EXPECT_TRUE(*checks);
+  EXPECT_FALSE(client->GetProperties(".nbu-probe/crc64-test")->has_value());
 }
 
 TEST_F(BlobClientAzuriteTest, SasCredential) {

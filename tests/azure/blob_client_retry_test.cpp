@@ -2,6 +2,7 @@
 // port 0) and a simulated clock: retries, Retry-After, throttling, 401 re-authorization, error
 // mapping and the headers curl actually puts on the wire.
 #include "azure/blob_client.h"
+#include "util/crc64.h"
 
 #include <httplib.h>
 
@@ -39,6 +40,9 @@ class BlobClientRetryTest : public ::testing::Test {
                 [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); });
     server_.Get(R"(/acct/c/(.*))",
                 [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); });
+    server_.Delete(R"(/acct/c/(.*))", [this](const httplib::Request& req, httplib::Response& res) {
+      Handle(req, res);
+    });
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     // stop() before the listen loop runs would be lost (cpp-httplib 0.11 has no wait_until_ready).
     while (!server_.is_running()) std::this_thread::sleep_for(1ms);
@@ -86,6 +90,17 @@ class BlobClientRetryTest : public ::testing::Test {
       res.status = 201;
     } else if (name == "denied") {
       res.status = 401;
+    } else if (name == "echo-other-crc") {  // stores the body, computing another CRC-64
+      res.status = 201;
+      res.set_header("x-ms-content-crc64", "AAAAAAAAAAE=");
+    } else if (name == "echo-crc") {
+      res.status = 201;
+      res.set_header("x-ms-content-crc64", req.get_header_value("x-ms-content-crc64"));
+    } else if (name == "ignores-crc") {  // an emulator that stores whatever it gets
+      res.status = req.method == "DELETE" ? 202 : 201;
+    } else if (name == "odd-crc") {
+      res.status = 400;
+      res.set_header("x-ms-error-code", "InvalidHeaderValue");
     } else if (name == "bad") {
       res.status = 400;
       res.set_content("<?xml version=\"1.0\"?><Error><Code>Md5Mismatch</Code></Error>",
@@ -114,6 +129,49 @@ class BlobClientRetryTest : public ::testing::Test {
   std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
   SimulatedClock clock_;
 };
+
+// Checked by CRC-64: the header alone, no MD5 (storage refuses both at once, and stores the MD5
+// it computes); an echoed CRC-64 must be the one sent.
+TEST_F(BlobClientRetryTest, Crc64CheckedPutBlob) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "123456789";
+  const uint64_t crc = 0xAE8B14860A799888ULL;  // CRC-64/NVME's check value
+  Status s = client.PutBlob("echo-crc", Body::FromMemory(data), BodyCheck::Crc64(crc), {});
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  Status other =
+      client.PutBlob("echo-other-crc", Body::FromMemory(data), BodyCheck::Crc64(crc), {});
+  EXPECT_EQ(other.kind(), ErrorKind::kTransient) << other.ToString();
+  EXPECT_NE(other.message().find("AAAAAAAAAAE="), std::string::npos) << other.ToString();
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(seen_.size(), 2u);
+  for (const httplib::Request& r : seen_) {
+    EXPECT_EQ(r.get_header_value("x-ms-content-crc64"), "iJh5CoYUi64=");
+    EXPECT_FALSE(r.has_header("Content-MD5"));
+    EXPECT_FALSE(r.has_header("x-ms-blob-content-md5"));
+    EXPECT_EQ(r.body, data);
+  }
+}
+
+// The probe: a server that stores a body whatever its CRC-64 says does not check it, and the
+// probe blob it stored is deleted; an answer that is neither tells nothing.
+TEST_F(BlobClientRetryTest, Crc64ProbeAgainstAServerThatIgnoresIt) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  auto ignored = client.ChecksCrc64("ignores-crc");
+  ASSERT_TRUE(ignored.ok()) << ignored.status().ToString();
+  EXPECT_FALSE(*ignored);
+  auto odd = client.ChecksCrc64("odd-crc");
+  EXPECT_FALSE(odd.ok());
+  EXPECT_NE(odd.status().message().find("InvalidHeaderValue"), std::string::npos)
+      << odd.status().ToString();
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(seen_.size(), 3u);
+  EXPECT_EQ(seen_[0].method, "PUT");
+  EXPECT_EQ(seen_[0].body, "a");
+  EXPECT_EQ(seen_[0].get_header_value("x-ms-content-crc64"), Crc64Base64(Crc64(0, "b", 1)));
+  EXPECT_EQ(seen_[1].method, "DELETE");
+  EXPECT_EQ(seen_[1].path, "/acct/c/ignores-crc");
+  EXPECT_EQ(seen_[2].path, "/acct/c/odd-crc");
+}
 
 TEST_F(BlobClientRetryTest, SendsOnlySignedHeadersAndMd5) {
   auto cred = std::make_shared<CountingCredential>();

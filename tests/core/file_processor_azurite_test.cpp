@@ -156,6 +156,36 @@ TEST_F(FileProcessorAzuriteTest, SmallFileIsStagedInMemory) {
   EXPECT_FALSE(fs::Stat(config_.staging_root).ok()) << "no staging file, not even its directory";
 }
 
+// Checked by CRC-64 (the service's choice when storage checks it): a file sent in one Put Blob,
+// in memory or staged on disk, gets no MD5 here, and its blob still holds the file's MD5, as
+// storage computed it. A recovered claim of the same bytes is then not sent again.
+TEST_F(FileProcessorAzuriteTest, PutBlobCheckedByCrc64KeepsTheWholeFileMd5) {
+  config_.azure_put_blob_max_bytes = 3 << 20;
+  const std::atomic<bool> crc64{true};
+  FileProcessor processor(FileProcessor::Deps{
+      config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}, &crc64});
+  std::vector<std::string> checksums;
+  on_span_ = [&](const telemetry::SpanData& d) {
+    if (d.name != "upload") return;
+    for (const auto& [key, value] : d.attributes) {
+      if (key == "upload.checksum") checksums.push_back(std::get<std::string>(value));
+    }
+  };
+  const std::string in_memory = PatternBytes(200'001, 11);
+  const std::string on_disk = PatternBytes((2 << 20) + 5, 12);
+  WorkItem a = PlaceClaim("crc-mem.bin", in_memory, false);
+  WorkItem b = PlaceClaim("crc-disk.bin", on_disk, false);
+  processor.Process(a, {});
+  processor.Process(b, {});
+  ExpectBlobHolds(a, in_memory);
+  ExpectBlobHolds(b, on_disk);
+  EXPECT_EQ(Count(inst_.files_processed), 2);
+  EXPECT_EQ(Count(inst_.blocks_uploaded), 0);
+  EXPECT_EQ(checksums, (std::vector<std::string>{"crc64", "crc64"}));
+  processor.Process(PlaceClaim("crc-mem.bin", in_memory, true), {});
+  EXPECT_EQ(Count(inst_.files_skipped), 1);
+}
+
 TEST_F(FileProcessorAzuriteTest, RecoveredClaimSkipsABlobThatHoldsTheSameBytes) {
   const std::string data = PatternBytes((1 << 20) + 3, 8);
   WorkItem first = PlaceClaim("same.bin", data, false);

@@ -118,7 +118,8 @@ TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
     files[rel] = Drop("s1", rel, PatternBytes(size, seed++));
   }
   ExpectAllUploaded("s1", files);
-  // The whole-file MD5 is on every blob (set on commit for block uploads too).
+  // The whole-file MD5 is on every blob: computed by storage for a file sent in one Put Blob
+  // (Azurite 3.37 checks its CRC-64, as the start-up probe found), set on commit for blocks.
   for (const auto& name : {"m9.bin", "k64.bin"}) {
     auto props =
         blobs_->GetProperties(core::UtcDate(std::chrono::system_clock::now()) + "/s1/" + name);
@@ -131,6 +132,7 @@ TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
   const auto status = up.Status();
   EXPECT_EQ(status["counters"]["uploaded"], files.size());
   EXPECT_EQ(status["counters"]["failed"], 0);
+  EXPECT_EQ(status["put_blob_checksum"], "crc64");
 }
 
 // Names Azure would store under another name (a backslash becomes '/', a segment's last '.' is
@@ -185,8 +187,11 @@ TEST_F(UploaderE2E, NamesAzureWouldChangeOrRefuseNeverShareABlob) {
 }
 
 TEST_F(UploaderE2E, FileAppendedSlowlyIsUploadedOnceWhenComplete) {
-  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_MIN_FILE_AGE_S", "1.0"}});
+  // With the MD5 computed here for storage to check (what a server that ignores CRC-64 gets).
+  UploaderProcess up(*azurite_, volume_, container_, "r1",
+                     {{"APP_MIN_FILE_AGE_S", "1.0"}, {"APP_AZURE_PUT_BLOB_CHECKSUM", "md5"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  EXPECT_EQ(up.Status()["put_blob_checksum"], "md5");
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"slow"})").status, 200);
   const std::string path = volume_.incoming() + "/slow/instrument.dat";
   WriteFile(path, "");
@@ -341,17 +346,18 @@ TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
                      {{"APP_POLL_INTERVAL_S", "soon"},
                       {"APP_WORKER_CONCURRENCY", "-1"},
                       {"APP_AZURE_CONTAINER", "NO"},
+                      {"APP_AZURE_PUT_BLOB_CHECKSUM", "sha1"},
                       {"APP_AZURE_CONNECTION_STRING", "AccountName=a;AccountKey=" + secret + ";"},
                       {"OTEL_METRIC_EXPORT_INTERVAL", "often"}});
   EXPECT_EQ(up.process().Wait(20s), 2);
   const std::string log = up.process().ReadLog();
   for (const char* var : {"APP_POLL_INTERVAL_S", "APP_WORKER_CONCURRENCY", "APP_AZURE_CONTAINER",
-                          "OTEL_METRIC_EXPORT_INTERVAL"}) {
+                          "APP_AZURE_PUT_BLOB_CHECKSUM", "OTEL_METRIC_EXPORT_INTERVAL"}) {
     EXPECT_NE(log.find(var), std::string::npos) << var << "\n" << log;
   }
   size_t lines = 0;
   for (char c : log) lines += c == '\n' ? 1 : 0;
-  EXPECT_EQ(lines, 4u) << log;
+  EXPECT_EQ(lines, 5u) << log;
   EXPECT_EQ(log.find(secret), std::string::npos);
 }
 
