@@ -134,11 +134,14 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     if (IsHiddenName(name)) continue;  // ".", "..", dot-files, .nfsXXXX, rsync temps
     rel.resize(prefix);
     rel.append(name);
-    if (e->d_type == DT_DIR) {
+    // Some NFS servers list entries without their type (DT_UNKNOWN): stat tells, below.
+    const unsigned char type =
+        entry_types_unknown_ ? static_cast<unsigned char>(DT_UNKNOWN) : e->d_type;
+    if (type == DT_DIR) {
       subdirs.push_back(rel);
       continue;
     }
-    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) {  // symlinks, fifos...
+    if (type != DT_REG && type != DT_UNKNOWN) {  // symlinks, fifos...
       NotRegular(rel, stats);
       continue;
     }
@@ -147,9 +150,17 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       ++stats->files_seen;
       continue;
     }
-    if (!Accepts(name)) continue;
-    ++stats->files_seen;
     struct stat st {};
+    if (!Accepts(name)) {
+      // The filters are for files: a directory is entered whatever its name, as with DT_DIR.
+      if (type == DT_UNKNOWN) {
+        ++stats->stats;
+        if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+          subdirs.push_back(rel);
+        }
+      }
+      continue;
+    }
     ++stats->stats;
     if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISDIR(st.st_mode)) {
@@ -160,6 +171,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       NotRegular(rel, stats);
       continue;
     }
+    ++stats->files_seen;
     const MonoTime seen = clock_.Now();  // exact time of this observation
     if (!tracker_.Observe(rel, fs::FromStat(st), seen)) continue;
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.

@@ -49,6 +49,9 @@ class Scanner {
   std::optional<MonoTime> NextDue() const { return next_due_; }
   // True when `name` passes the extension filter and ignore patterns (dot-files never do).
   bool Accepts(std::string_view name) const;
+  // For tests: read every listed entry's type as DT_UNKNOWN, as some NFS servers and file
+  // systems list them, so that each type comes from stat.
+  void SetEntryTypesUnknownForTest(bool unknown) { entry_types_unknown_ = unknown; }
 
  private:
   void ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
@@ -59,6 +62,7 @@ class Scanner {
   BoundedQueue<WorkItem>& queue_;
   Instruments& inst_;
   ChangeHints* const hints_;
+  bool entry_types_unknown_ = false;
   ChangeHints::ChangedFiles changed_;  // scan thread only: reported since the scan before
   std::string session_;                // scan thread only
   StabilityTracker tracker_;           // scan thread only

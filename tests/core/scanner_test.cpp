@@ -83,6 +83,31 @@ TEST_F(ScannerTest, EntriesThatAreNotRegularFilesAreCountedNeverQueued) {
       << stats.not_regular_example;
 }
 
+// Some NFS servers and file systems list entries without their type (DT_UNKNOWN). Each type then
+// comes from stat: a directory is entered whatever the filters say of its name (as it is when
+// listed as DT_DIR), and symlinks and FIFOs are still counted, never queued.
+TEST_F(ScannerTest, EntriesListedWithoutTheirTypeAreTypedByStat) {
+  config.file_extensions = {".csv"};
+  WriteFile(In("a.csv"), "a");
+  WriteFile(In("run1/b.csv"), "b");
+  WriteFile(In("run1/skip.bin"), "not a .csv");
+  WriteFile(In("notes.tmp/deeper/c.csv"), "in a directory an ignore pattern matches");
+  ASSERT_EQ(::symlink("a.csv", In("link.csv").c_str()), 0);
+  ASSERT_EQ(::mkfifo(In("fifo.csv").c_str(), 0644), 0);
+  const std::set<std::string> want{"a.csv", "run1/b.csv", "notes.tmp/deeper/c.csv"};
+  for (const bool unknown : {false, true}) {
+    BoundedQueue<WorkItem> q(100);
+    Scanner scanner(config, clock, q, inst);
+    scanner.SetEntryTypesUnknownForTest(unknown);
+    scanner.ScanOnce("s1", {});
+    clock.Advance(5s);
+    const auto stats = scanner.ScanOnce("s1", {});
+    EXPECT_EQ(Drain(q), want) << "types unknown: " << unknown;
+    EXPECT_EQ(stats.files_seen, 3u) << "types unknown: " << unknown;
+    EXPECT_EQ(stats.not_regular, 2u) << "types unknown: " << unknown;
+  }
+}
+
 TEST_F(ScannerTest, PendingFilesAreStatedOnlyWhenTheirAgeIsDue) {
   for (int i = 0; i < 10; ++i) WriteFile(In(std::to_string(i) + ".bin"), "x");
   BoundedQueue<WorkItem> q(100);
