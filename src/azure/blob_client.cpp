@@ -185,6 +185,9 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         --attempt;
         continue;
       }
+      if ((code == "Md5Mismatch" || code == "Crc64Mismatch") && observer_.on_checksum_mismatch) {
+        observer_.on_checksum_mismatch(op);
+      }
       return Status(KindFor(resp.status, code), msg);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
@@ -244,6 +247,7 @@ Status BlobClient::PutBlob(const std::string& blob_name, const Body& body, const
   if (const std::string* echo = r->Header("x-ms-content-crc64");
       !check.md5 && echo != nullptr && *echo != crc64) {
     // Stored, yet not the bytes that were hashed: sent again by the next attempt.
+    if (observer_.on_checksum_mismatch) observer_.on_checksum_mismatch("PutBlob");
     return Status(ErrorKind::kTransient, "PutBlob " + RedactUrl(BlobUrl(blob_name)) +
                                              ": storage computed CRC-64 " + *echo +
                                              " of the body, not the " + crc64 + " sent");

@@ -87,6 +87,10 @@ struct BlockInfo {
 struct BlobClientObserver {
   std::function<void(const std::string& reason)> on_retry;  // e.g. "503", "connection"
   std::function<void()> on_throttled;                       // 429/503 seen
+  // Storage took a body that did not match the checksum sent with it (Md5Mismatch,
+  // Crc64Mismatch, or an echoed CRC-64 that differs): bytes changed between the read that was
+  // hashed and the wire (the staging copy, memory, the network). The attempt is repeated.
+  std::function<void(const std::string& op)> on_checksum_mismatch;
 };
 
 // Thread-safe: one client is shared by all workers.

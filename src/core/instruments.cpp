@@ -88,6 +88,10 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
       takeovers(r.AddCounter("claims.taken_over", "Claims taken over from dead replicas", "1")),
       retries(r.AddCounter("http.retries", "HTTP requests retried, by reason", "1")),
       throttled(r.AddCounter("http.throttled", "Throttling answers (429/503) from storage", "1")),
+      checksum_mismatches(r.AddCounter(
+          "http.checksum_mismatches",
+          "Bodies storage found not matching their checksum (each attempt is repeated), by op",
+          "1")),
       blocks_uploaded(r.AddCounter("blocks.uploaded", "Blocks staged with Put Block", "1")),
       blocks_resumed(r.AddCounter("blocks.resumed", "Blocks already staged before a restart", "1")),
       queue_depth(r.AddCounter("queue.depth", "Ready files waiting for a worker", "1", true)),
@@ -101,8 +105,8 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
   // the first event.
   for (telemetry::Counter* c :
        {&files_discovered, &files_processed, &files_failed, &files_recovered, &files_skipped,
-        &bytes_uploaded, &claim_conflicts, &takeovers, &throttled, &blocks_uploaded,
-        &blocks_resumed, &queue_depth, &files_in_progress}) {
+        &bytes_uploaded, &claim_conflicts, &takeovers, &throttled, &checksum_mismatches,
+        &blocks_uploaded, &blocks_resumed, &queue_depth, &files_in_progress}) {
     c->Add(0);
   }
 }

@@ -63,8 +63,9 @@ struct Instruments {
   telemetry::Counter& bytes_uploaded;
   telemetry::Counter& claim_conflicts;
   telemetry::Counter& takeovers;
-  telemetry::Counter& retries;    // HTTP retries, by reason
-  telemetry::Counter& throttled;  // 429/503 answers
+  telemetry::Counter& retries;              // HTTP retries, by reason
+  telemetry::Counter& throttled;            // 429/503 answers
+  telemetry::Counter& checksum_mismatches;  // bodies storage found not matching their checksum
   telemetry::Counter& blocks_uploaded;
   telemetry::Counter& blocks_resumed;     // blocks found already staged after a restart
   telemetry::Counter& queue_depth;        // up-down

@@ -339,8 +339,11 @@ nlohmann::json Service::StatusJson() const {
                          : nlohmann::json(nullptr);
   s["session_name"] = session ? nlohmann::json(session->name) : nlohmann::json(nullptr);
   auto v = [](const telemetry::Counter& c) { return static_cast<uint64_t>(c.Value()); };
-  uint64_t retries = 0;
-  for (const auto& [attrs, value] : inst_.retries.Series()) retries += static_cast<uint64_t>(value);
+  auto sum = [](const telemetry::Counter& c) {  // over its series, whatever their attributes
+    uint64_t total = 0;
+    for (const auto& [attrs, value] : c.Series()) total += static_cast<uint64_t>(value);
+    return total;
+  };
   const auto dl = sweeper_.dead_letters();
   s["counters"] = {{"discovered", v(inst_.files_discovered)},
                    {"queued", queue_.size()},
@@ -352,8 +355,9 @@ nlohmann::json Service::StatusJson() const {
                    {"bytes_uploaded", v(inst_.bytes_uploaded)},
                    {"claim_conflicts", v(inst_.claim_conflicts)},
                    {"takeovers", v(inst_.takeovers)},
-                   {"retries", retries},
-                   {"throttled", v(inst_.throttled)}};
+                   {"retries", sum(inst_.retries)},
+                   {"throttled", v(inst_.throttled)},
+                   {"checksum_mismatches", sum(inst_.checksum_mismatches)}};
   // Flat copies of the main counters for scripts.
   for (const char* k : {"discovered", "queued", "in_progress", "uploaded", "failed", "recovered",
                         "bytes_uploaded"}) {

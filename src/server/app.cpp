@@ -143,6 +143,9 @@ int Main(int argc, char** argv) {
   observer.on_throttled = [&inst] {
     if (inst != nullptr) inst->throttled.Add();
   };
+  observer.on_checksum_mismatch = [&inst](const std::string& op) {
+    if (inst != nullptr) inst->checksum_mismatches.Add(1, {{"op", op}});
+  };
   const azure::HttpTransportOptions topts = StorageTransportOptions(config, lookup);
   azure::BlobClientOptions bopts;
   bopts.endpoint = target.endpoint;

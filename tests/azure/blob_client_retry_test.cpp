@@ -133,7 +133,10 @@ class BlobClientRetryTest : public ::testing::Test {
 // Checked by CRC-64: the header alone, no MD5 (storage refuses both at once, and stores the MD5
 // it computes); an echoed CRC-64 must be the one sent.
 TEST_F(BlobClientRetryTest, Crc64CheckedPutBlob) {
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  std::vector<std::string> mismatches;
+  BlobClientObserver obs;
+  obs.on_checksum_mismatch = [&](const std::string& op) { mismatches.push_back(op); };
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>(), obs);
   const std::string data = "123456789";
   const uint64_t crc = 0xAE8B14860A799888ULL;  // CRC-64/NVME's check value
   Status s = client.PutBlob("echo-crc", Body::FromMemory(data), BodyCheck::Crc64(crc), {});
@@ -142,6 +145,7 @@ TEST_F(BlobClientRetryTest, Crc64CheckedPutBlob) {
       client.PutBlob("echo-other-crc", Body::FromMemory(data), BodyCheck::Crc64(crc), {});
   EXPECT_EQ(other.kind(), ErrorKind::kTransient) << other.ToString();
   EXPECT_NE(other.message().find("AAAAAAAAAAE="), std::string::npos) << other.ToString();
+  EXPECT_EQ(mismatches, std::vector<std::string>{"PutBlob"});
   std::lock_guard lock(mu_);
   ASSERT_EQ(seen_.size(), 2u);
   for (const httplib::Request& r : seen_) {
@@ -199,8 +203,8 @@ TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
   auto cred = std::make_shared<CountingCredential>();
   std::vector<std::string> reasons;
   int throttled = 0;
-  BlobClient client =
-      MakeClient(cred, {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }});
+  BlobClient client = MakeClient(
+      cred, {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }, {}});
   const std::string data = "abc";
   ASSERT_TRUE(client.PutBlock("flaky", "0001", Body::FromMemory(data), Md5::Of(data)).ok());
   EXPECT_EQ(reasons, (std::vector<std::string>{"503", "503"}));
@@ -251,11 +255,15 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
 }
 
 TEST_F(BlobClientRetryTest, StatusMapping) {
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  std::vector<std::string> mismatches;
+  BlobClientObserver obs;
+  obs.on_checksum_mismatch = [&](const std::string& op) { mismatches.push_back(op); };
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>(), obs);
   const std::string data = "x";
   Status bad = client.PutBlob("bad", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(bad.kind(), ErrorKind::kTransient);  // re-read and retry the file, not the request
   EXPECT_NE(bad.message().find("HTTP 400 Md5Mismatch"), std::string::npos) << bad.message();
+  EXPECT_EQ(mismatches, std::vector<std::string>{"PutBlob"});
   auto missing = client.GetBlob("nothing-here");
   EXPECT_EQ(missing.status().kind(), ErrorKind::kNotFound);
   EXPECT_NE(missing.status().message().find("BlobNotFound"), std::string::npos);
@@ -269,7 +277,7 @@ TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
   options_.endpoint = "http://127.0.0.1:1/acct";
   std::vector<std::string> reasons;
   BlobClient client = MakeClient(std::make_shared<CountingCredential>(),
-                                 {[&](const std::string& r) { reasons.push_back(r); }, {}});
+                                 {[&](const std::string& r) { reasons.push_back(r); }, {}, {}});
   auto r = client.GetBlob("x");
   EXPECT_EQ(r.status().kind(), ErrorKind::kUnavailable);
   EXPECT_NE(r.status().message().find("curl error"), std::string::npos) << r.status().message();

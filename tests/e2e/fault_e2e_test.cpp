@@ -118,6 +118,36 @@ TEST_F(FaultE2E, ThrottlingErrorsDropsAndSlowAnswersLoseNothing) {
   EXPECT_GT(proxy_->faults(), 10u);
 }
 
+// A bit flipped on the way to storage, in the first Put Blob's body and in the first Put Block's,
+// is caught against the checksum computed from the source bytes (Crc64Mismatch, Md5Mismatch):
+// nothing is stored from either, the attempts are repeated from the claims, and every blob holds
+// its file's bytes. The status counts the two mismatches.
+TEST_F(FaultE2E, BodiesChangedOnTheWayAreRefusedAndSentAgain) {
+  std::atomic<int> put_blobs{0};
+  std::atomic<int> put_blocks{0};
+  proxy_->SetPlan([&](const ProxyRequest& r) {
+    const auto has = [&](const char* s) { return r.target.find(s) != std::string::npos; };
+    if (r.method != "PUT" || has("restype=") || has(".nbu-probe")) return FaultAction::Forward();
+    if (has("comp=block&"))
+      return put_blocks++ == 0 ? FaultAction::FlipBodyBit() : FaultAction::Forward();
+    if (!has("?")) return put_blobs++ == 0 ? FaultAction::FlipBodyBit() : FaultAction::Forward();
+    return FaultAction::Forward();
+  });
+  auto up =
+      Start({{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
+  EXPECT_EQ(up->Status()["put_blob_checksum"], "crc64");
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"flip"})").status, 200);
+  auto files = DropFiles("flip", 4, 48 << 10);
+  files["big.bin"] = PatternBytes(2 << 20, 9);
+  WriteFile(volume_.incoming() + "/flip/big.bin", files["big.bin"]);
+  ExpectAllArrive("flip", files, 120s);
+  ExpectNothingLeft(*up);
+  EXPECT_EQ(proxy_->faults(), 2u);
+  const auto status = up->Status();
+  EXPECT_EQ(status["counters"].at("checksum_mismatches"), 2);
+  EXPECT_EQ(status["counters"]["failed"], 0);
+}
+
 TEST_F(FaultE2E, ResponseLostAfterTheWriteLandedIsStillExactlyRight) {
   // The request reaches storage but the answer is lost: the retry must converge on the same blob.
   proxy_->SetPlan([](const ProxyRequest& r) {

@@ -164,6 +164,9 @@ void FaultProxy::Handle(int client) {
     case FaultAction::Kind::kDelay:
       std::this_thread::sleep_for(std::chrono::milliseconds(action.delay_ms));
       break;
+    case FaultAction::Kind::kFlipBodyBit:
+      if (!body.empty()) body[body.size() / 2] = static_cast<char>(body[body.size() / 2] ^ 1);
+      break;
     default: break;
   }
   const int up = ConnectLoopback(upstream_port_);

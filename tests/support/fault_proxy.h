@@ -1,8 +1,9 @@
 // Test support: an HTTP/1.1 proxy on 127.0.0.1 that sits between a client and a real server
 // (Azurite) and injects faults per request: an error status (with or without Retry-After), a
-// dropped connection (before or after forwarding), or a delay. Requests are forwarded byte for
-// byte, so signatures stay valid. One request per client connection (it answers with
-// "Connection: close"), which keeps the proxy small and is legal HTTP.
+// dropped connection (before or after forwarding), a delay, or one bit of the body flipped on
+// the way. Requests are otherwise forwarded byte for byte, so signatures stay valid. One request
+// per client connection (it answers with "Connection: close"), which keeps the proxy small and is
+// legal HTTP.
 #pragma once
 
 #include <atomic>
@@ -22,7 +23,7 @@ struct ProxyRequest {
 };
 
 struct FaultAction {
-  enum class Kind { kForward, kStatus, kDropBefore, kDropAfter, kDelay };
+  enum class Kind { kForward, kStatus, kDropBefore, kDropAfter, kDelay, kFlipBodyBit };
   Kind kind = Kind::kForward;
   int status = 0;           // kStatus
   std::string error_code;   // kStatus: x-ms-error-code
@@ -35,6 +36,8 @@ struct FaultAction {
   static FaultAction DropBefore() { return {Kind::kDropBefore, 0, {}, {}, 0}; }
   static FaultAction DropAfter() { return {Kind::kDropAfter, 0, {}, {}, 0}; }
   static FaultAction Delay(int ms) { return {Kind::kDelay, 0, {}, {}, ms}; }
+  // The lowest bit of the body's middle byte, then forwarded (headers untouched).
+  static FaultAction FlipBodyBit() { return {Kind::kFlipBodyBit, 0, {}, {}, 0}; }
 };
 
 class FaultProxy {
