@@ -50,7 +50,7 @@ struct Body {
 // What storage checks a request body against before it stores anything: its MD5 (Content-MD5)
 // or its CRC-64/NVME (x-ms-content-crc64); a mismatch fails the request.
 struct BodyCheck {
-  BodyCheck(const Md5Digest& body_md5) : md5(body_md5) {}  // NOLINT: an MD5 is a check
+  BodyCheck(const Md5Digest& body_md5) : md5(body_md5) {}  // implicit: an MD5 is a check
   static BodyCheck Crc64(uint64_t body_crc64) {
     BodyCheck c;
     c.crc64 = body_crc64;
