@@ -30,11 +30,16 @@ std::string ErrorCode(const HttpResponse& resp) {
   return XmlElement(resp.body, "Code", 0, resp.body.size()).value_or("");
 }
 
+// Storage found the body not matching the checksum sent with it.
+bool IsChecksumMismatch(const std::string& code) {
+  return code == "Md5Mismatch" || code == "Crc64Mismatch";
+}
+
 ErrorKind KindFor(long status, const std::string& code) {
   // The body did not hash to the checksum we computed from the source: the bytes read back
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
   // re-reading the file can: a failure of this attempt, not of the request.
-  if (code == "Md5Mismatch" || code == "Crc64Mismatch") return ErrorKind::kTransient;
+  if (IsChecksumMismatch(code)) return ErrorKind::kTransient;
   if (status == 404) return ErrorKind::kNotFound;
   if (status == 409 || status == 412) return ErrorKind::kConflict;
   if (status == 401 || status == 403) return ErrorKind::kAuth;
@@ -185,7 +190,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         --attempt;
         continue;
       }
-      if ((code == "Md5Mismatch" || code == "Crc64Mismatch") && observer_.on_checksum_mismatch) {
+      if (IsChecksumMismatch(code) && observer_.on_checksum_mismatch) {
         observer_.on_checksum_mismatch(op);
       }
       return Status(KindFor(resp.status, code), msg);
