@@ -111,7 +111,11 @@ class BlobClientRetryTest : public ::testing::Test {
     }
   }
 
+  // Checksum mismatches are recorded in mismatches_ unless `obs` takes them.
   BlobClient MakeClient(std::shared_ptr<Credential> cred, BlobClientObserver obs = {}) {
+    if (!obs.on_checksum_mismatch) {
+      obs.on_checksum_mismatch = [this](const std::string& op) { mismatches_.push_back(op); };
+    }
     return BlobClient(options_, std::move(cred), transport_, clock_, std::move(obs));
   }
 
@@ -128,15 +132,13 @@ class BlobClientRetryTest : public ::testing::Test {
   BlobClientOptions options_;
   std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
   SimulatedClock clock_;
+  std::vector<std::string> mismatches_;  // ops, from the calling thread
 };
 
 // Checked by CRC-64: the header alone, no MD5 (storage refuses both at once, and stores the MD5
 // it computes); an echoed CRC-64 must be the one sent.
 TEST_F(BlobClientRetryTest, Crc64CheckedPutBlob) {
-  std::vector<std::string> mismatches;
-  BlobClientObserver obs;
-  obs.on_checksum_mismatch = [&](const std::string& op) { mismatches.push_back(op); };
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>(), obs);
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   const std::string data = "123456789";
   const uint64_t crc = 0xAE8B14860A799888ULL;  // CRC-64/NVME's check value
   Status s = client.PutBlob("echo-crc", Body::FromMemory(data), BodyCheck::Crc64(crc), {});
@@ -145,7 +147,7 @@ TEST_F(BlobClientRetryTest, Crc64CheckedPutBlob) {
       client.PutBlob("echo-other-crc", Body::FromMemory(data), BodyCheck::Crc64(crc), {});
   EXPECT_EQ(other.kind(), ErrorKind::kTransient) << other.ToString();
   EXPECT_NE(other.message().find("AAAAAAAAAAE="), std::string::npos) << other.ToString();
-  EXPECT_EQ(mismatches, std::vector<std::string>{"PutBlob"});
+  EXPECT_EQ(mismatches_, std::vector<std::string>{"PutBlob"});
   std::lock_guard lock(mu_);
   ASSERT_EQ(seen_.size(), 2u);
   for (const httplib::Request& r : seen_) {
@@ -255,15 +257,12 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
 }
 
 TEST_F(BlobClientRetryTest, StatusMapping) {
-  std::vector<std::string> mismatches;
-  BlobClientObserver obs;
-  obs.on_checksum_mismatch = [&](const std::string& op) { mismatches.push_back(op); };
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>(), obs);
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   const std::string data = "x";
   Status bad = client.PutBlob("bad", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(bad.kind(), ErrorKind::kTransient);  // re-read and retry the file, not the request
   EXPECT_NE(bad.message().find("HTTP 400 Md5Mismatch"), std::string::npos) << bad.message();
-  EXPECT_EQ(mismatches, std::vector<std::string>{"PutBlob"});
+  EXPECT_EQ(mismatches_, std::vector<std::string>{"PutBlob"});
   auto missing = client.GetBlob("nothing-here");
   EXPECT_EQ(missing.status().kind(), ErrorKind::kNotFound);
   EXPECT_NE(missing.status().message().find("BlobNotFound"), std::string::npos);

@@ -82,6 +82,23 @@ class FaultE2E : public ::testing::Test {
     return files;
   }
 
+  // Starts the service with 1 MiB Put Blobs and 256 KiB blocks, drops `n` files of `size` bytes
+  // and one of `big` bytes (sent in blocks) into `session`, and waits until every blob holds its
+  // file's bytes and nothing is left on the volume or in staging.
+  std::unique_ptr<UploaderProcess> UploadThroughFaults(const std::string& session, uint32_t n,
+                                                       size_t size, size_t big) {
+    auto up =
+        Start({{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
+    EXPECT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":")" + session + "\"}").status,
+              200);
+    auto files = DropFiles(session, n, size);
+    files["big.bin"] = PatternBytes(big, 77);
+    WriteFile(volume_.incoming() + "/" + session + "/big.bin", files["big.bin"]);
+    ExpectAllArrive(session, files, 120s);
+    ExpectNothingLeft(*up);
+    return up;
+  }
+
   std::unique_ptr<Azurite> azurite_;
   std::unique_ptr<FaultProxy> proxy_;
   Volume volume_;
@@ -103,14 +120,7 @@ TEST_F(FaultE2E, ThrottlingErrorsDropsAndSlowAnswersLoseNothing) {
       default: return FaultAction::Delay(300);
     }
   });
-  auto up =
-      Start({{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
-  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"f"})").status, 200);
-  auto files = DropFiles("f", 30, 48 << 10);
-  files["big.bin"] = PatternBytes(3 << 20, 77);
-  WriteFile(volume_.incoming() + "/f/big.bin", files["big.bin"]);
-  ExpectAllArrive("f", files, 120s);
-  ExpectNothingLeft(*up);
+  auto up = UploadThroughFaults("f", 30, 48 << 10, 3 << 20);
   const auto status = up->Status();
   EXPECT_GT(status["counters"]["retries"].get<int>(), 0);
   EXPECT_GT(status["counters"]["throttled"].get<int>(), 0);
@@ -133,17 +143,10 @@ TEST_F(FaultE2E, BodiesChangedOnTheWayAreRefusedAndSentAgain) {
     if (!has("?")) return put_blobs++ == 0 ? FaultAction::FlipBodyBit() : FaultAction::Forward();
     return FaultAction::Forward();
   });
-  auto up =
-      Start({{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
-  EXPECT_EQ(up->Status()["put_blob_checksum"], "crc64");
-  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"flip"})").status, 200);
-  auto files = DropFiles("flip", 4, 48 << 10);
-  files["big.bin"] = PatternBytes(2 << 20, 9);
-  WriteFile(volume_.incoming() + "/flip/big.bin", files["big.bin"]);
-  ExpectAllArrive("flip", files, 120s);
-  ExpectNothingLeft(*up);
+  auto up = UploadThroughFaults("flip", 4, 48 << 10, 2 << 20);
   EXPECT_EQ(proxy_->faults(), 2u);
   const auto status = up->Status();
+  EXPECT_EQ(status["put_blob_checksum"], "crc64");
   EXPECT_EQ(status["counters"].at("checksum_mismatches"), 2);
   EXPECT_EQ(status["counters"]["failed"], 0);
 }
@@ -155,14 +158,7 @@ TEST_F(FaultE2E, ResponseLostAfterTheWriteLandedIsStillExactlyRight) {
                ? FaultAction::DropAfter()
                : FaultAction::Forward();
   });
-  auto up =
-      Start({{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
-  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"lost"})").status, 200);
-  auto files = DropFiles("lost", 20, 16 << 10);
-  files["big.bin"] = PatternBytes(2 << 20, 5);
-  WriteFile(volume_.incoming() + "/lost/big.bin", files["big.bin"]);
-  ExpectAllArrive("lost", files, 120s);
-  ExpectNothingLeft(*up);
+  UploadThroughFaults("lost", 20, 16 << 10, 2 << 20);
 }
 
 TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
