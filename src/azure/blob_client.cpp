@@ -229,26 +229,32 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
   return Status::Ok();
 }
 
-Status BlobClient::PutBlob(const std::string& blob_name, const Body& body, const BodyCheck& check,
-                           const BlobProperties& props, std::stop_token stop) {
-  if (Status s = ValidateProperties(props); !s.ok()) return s;
+HttpRequest BlobClient::PutBlobRequest(const std::string& blob_name, const Body& body,
+                                       const BodyCheck& check, const BlobProperties& props) const {
   HttpRequest req;
   req.method = "PUT";
   req.url = BlobUrl(blob_name);
   req.SetHeader("x-ms-blob-type", "BlockBlob");
   AddProperties(req, props);
-  const std::string crc64 = check.md5 ? "" : Crc64Base64(check.crc64);
   if (check.md5) {
     req.SetHeader("Content-MD5", Base64Encode(*check.md5));
     // The stored MD5 of a single-shot blob is its body's (Azurite checks it against the body).
     req.SetHeader("x-ms-blob-content-md5", Base64Encode(props.content_md5.value_or(*check.md5)));
   } else {
     // Not with Content-MD5 (both at once are refused). Put Blob stores the MD5 of the body.
-    req.SetHeader("x-ms-content-crc64", crc64);
+    req.SetHeader("x-ms-content-crc64", Crc64Base64(check.crc64));
   }
   SetBody(req, body);
-  auto r = Execute(std::move(req), "PutBlob", stop, {201}, /*writes_blob=*/true);
+  return req;
+}
+
+Status BlobClient::PutBlob(const std::string& blob_name, const Body& body, const BodyCheck& check,
+                           const BlobProperties& props, std::stop_token stop) {
+  if (Status s = ValidateProperties(props); !s.ok()) return s;
+  auto r = Execute(PutBlobRequest(blob_name, body, check, props), "PutBlob", stop, {201},
+                   /*writes_blob=*/true);
   if (!r.ok()) return r.status();
+  const std::string crc64 = check.md5 ? "" : Crc64Base64(check.crc64);
   if (const std::string* echo = r->Header("x-ms-content-crc64");
       !check.md5 && echo != nullptr && *echo != crc64) {
     // Stored, yet not the bytes that were hashed: sent again by the next attempt.
@@ -261,13 +267,9 @@ Status BlobClient::PutBlob(const std::string& blob_name, const Body& body, const
 }
 
 Result<bool> BlobClient::ChecksCrc64(const std::string& probe_blob, std::stop_token stop) {
-  HttpRequest req;
-  req.method = "PUT";
-  req.url = BlobUrl(probe_blob);
-  req.SetHeader("x-ms-blob-type", "BlockBlob");
-  req.SetHeader("x-ms-content-crc64", Crc64Base64(Crc64(0, "b", 1)));
-  req.body = "a";
-  auto r = Execute(std::move(req), "PutBlob", stop, {201, 400}, /*writes_blob=*/true);
+  auto r = Execute(
+      PutBlobRequest(probe_blob, Body::FromMemory("a"), BodyCheck::Crc64(Crc64(0, "b", 1)), {}),
+      "PutBlob", stop, {201, 400}, /*writes_blob=*/true);
   if (!r.ok()) return r.status();
   if (r->status == 201) {
     if (Status s = DeleteBlob(probe_blob, stop); !s.ok()) {

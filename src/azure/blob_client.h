@@ -133,7 +133,9 @@ class BlobClient {
   const BlobClientOptions& options() const { return options_; }
 
  private:
-  struct Outcome;
+  // A Put Blob of `body` with `check`'s header and `props`.
+  HttpRequest PutBlobRequest(const std::string& blob_name, const Body& body, const BodyCheck& check,
+                             const BlobProperties& props) const;
   // Sends with retries (see RetryDelay), reauthorizing once on 401. `writes_blob`: a missing
   // container is recreated and the request sent once more.
   Result<HttpResponse> Execute(HttpRequest req, const std::string& op, std::stop_token stop,

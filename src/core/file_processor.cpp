@@ -489,7 +489,7 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     telemetry::Span upload_span = d_.tracer.StartSpan("upload", &parent);
     upload_span.SetAttribute("blob.name", claim.BlobName());
     upload_span.SetAttribute("upload.mode", staged->block_size == 0 ? "put_blob" : "blocks");
-    upload_span.SetAttribute("upload.checksum", staged->crc_only ? "crc64" : "md5");
+    upload_span.SetAttribute("upload.checksum", PutBlobChecksumName(staged->crc_only));
     up = Transfer(claim, *staged, check_existing, skipped, stage_span, upload_span, stop);
     if (!up.ok()) upload_span.SetError(up.ToString());
   }

@@ -90,6 +90,8 @@ class FileProcessor {
     // storage computes (null or false: by its MD5, computed here).
     const std::atomic<bool>* put_blob_crc64 = nullptr;
   };
+  // How a Put Blob's body is checked, as the status, the log and the upload span name it.
+  static const char* PutBlobChecksumName(bool crc64) { return crc64 ? "crc64" : "md5"; }
   explicit FileProcessor(Deps deps) : d_(std::move(deps)) {}
 
   // Drives one item to DONE, DEAD-LETTERED or skipped; on stop, leaves its claim for recovery

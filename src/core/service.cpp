@@ -103,7 +103,7 @@ void Service::StartupLoop(std::stop_token stop) {
   ready_ = true;
   LogInfo("ready", {{"recovered_claims", own.size()},
                     {"replica", config_.replica_id},
-                    {"put_blob_checksum", put_blob_crc64_ ? "crc64" : "md5"}});
+                    {"put_blob_checksum", FileProcessor::PutBlobChecksumName(put_blob_crc64_)}});
 }
 
 bool Service::ChoosePutBlobCheck(std::stop_token stop) {
@@ -376,7 +376,7 @@ nlohmann::json Service::StatusJson() const {
     s["change_hints"] = {{"enabled", false}};
   }
   // What storage checks a file sent in one Put Blob against, once the start-up check has chosen.
-  if (storage_ok_) s["put_blob_checksum"] = put_blob_crc64_ ? "crc64" : "md5";
+  if (storage_ok_) s["put_blob_checksum"] = FileProcessor::PutBlobChecksumName(put_blob_crc64_);
   s["queue_depth"] = queue_.size();
   s["queue_capacity"] = queue_.capacity();
   s["oldest_pending_age_s"] = scanner_.OldestPendingAgeS();
