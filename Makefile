@@ -140,10 +140,11 @@ bench: install build ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan
 	OUT=$(BENCH_OUT)/scale.md bench/scale.sh
 	bench/update-results.sh $(BENCH_OUT)/run.md $(BENCH_OUT)/scale.md
 
-bench-micro: install ## Hashing micro-benchmarks (OpenSSL MD5, one Md5Pair, 2-4 pairs in one pass, CRC-64) on one thread
+bench-micro: install ## Hashing micro-benchmarks (OpenSSL MD5, one Md5Pair, 2-4 pairs in one pass, CRC-64) on one thread; then idle-gap costs
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release -DNBU_BUILD_BENCH=ON $(CMAKE_FLAGS)
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target md5_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target md5_bench idle_gap
 	$(BUILD_DIR)/bin/md5_bench --benchmark_min_time=1
+	$(BUILD_DIR)/bin/idle_gap
 
 bench-smoke: install build ## Short bench (< 60 s): every tool finishes and every file arrives intact; no timing checks
 	SCALE=smoke bench/run.sh

@@ -174,7 +174,8 @@ svc_watch_start() { # session
 }
 
 # --- Fast sink: nginx-light + echo module, answers like Blob storage and stores nothing --------
-# Every request body is read before the answer (echo_read_request_body). PUT -> 201 with ETag,
+# Every request body is read before the answer (echo_read_request_body); a PUT is answered
+# SINK_DELAY_S (default 0) seconds later. PUT -> 201 with ETag,
 # Last-Modified, x-ms-request-id, x-ms-version and the echoed Content-MD5. Container GET/HEAD and
 # account properties -> 200; comp=list -> empty EnumerationResults; Get Block List -> 404
 # BlobNotFound. Blob HEAD -> 200 with the right Content-Length: the sink is generated per data set
@@ -234,6 +235,7 @@ http {
       add_header Content-MD5 \$http_content_md5 always;
       add_header x-ms-request-server-encrypted false always;
       echo_read_request_body;
+      echo_sleep ${SINK_DELAY_S:-0};
       echo_status 201;
       echo -n "";
     }

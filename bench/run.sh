@@ -25,6 +25,8 @@
 #                       peers wait for nothing (a file is still queued only after two equal
 #                       scans and an open+fstat check). MIN_AGE_S=0.2 adds that settle time.
 #        POLL_S=0.2     our APP_POLL_INTERVAL_S
+#        SINK_DELAY_S=0 seconds the sink waits before answering a PUT (nginx echo_sleep): a
+#                       server's latency without a server's CPU (RESULTS, thirteenth stop)
 # Exit status: 0 when every tool finished and every file arrived with the right size (checked
 # by listing Azurite, and by the service's counters); never depends on timing.
 set -euo pipefail
@@ -347,6 +349,7 @@ table() {
     "Azurite and Azure; rclone MD5s every file; AzCopy hashes nothing (its default, no --put-md5);" \
     "azcopy-md5 is AzCopy with --put-md5 (an MD5 of every file, stored on the blob): the peer at" \
     "equal integrity (issue 6's targets compare with the defaults)." \
+    "$([ "${SINK_DELAY_S:-0}" = 0 ] || echo "The sink answers each PUT $SINK_DELAY_S s after reading its body (SINK_DELAY_S).")" \
     "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
