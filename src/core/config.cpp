@@ -266,7 +266,21 @@ EnvMap LoadEnvironment(const std::string& dotenv_path) {
 }
 
 void CheckVolume(const Config& c, std::vector<std::string>* errors) {
-  const std::string probe = ".nbu-probe-" + c.replica_id + "-" + NewNonce();
+  const std::string ours = ".nbu-probe-" + c.replica_id + "-";
+  // Probes of this replica left by a process killed mid-check: only this replica makes these
+  // names (the nonce must follow at once: replica r1-x's probes are not r1's), and unlink leaves
+  // a directory of such a name, say a session's, alone.
+  for (const std::string* root :
+       {&c.staging_root, &c.incoming_dir, &c.processing_root, &c.failed_root}) {
+    if (auto entries = fs::ListDir(*root); entries.ok()) {
+      for (const auto& e : *entries) {
+        if (e.name.starts_with(ours) && IsNonce(std::string_view(e.name).substr(ours.size()))) {
+          (void)fs::Unlink(fs::Join(*root, e.name));
+        }
+      }
+    }
+  }
+  const std::string probe = ours + NewNonce();
   const auto made = [&](const char* var, const std::string& dir) {
     Status s = fs::MkdirAll(dir);
     if (s.ok()) s = fs::CreateExclusive(fs::Join(dir, probe)).status();

@@ -1,5 +1,8 @@
 #include "core/config.h"
 
+#include "support/process.h"
+#include "util/fs.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -85,6 +88,49 @@ TEST(ConfigTest, RejectsOverlappingRoots) {
                            &c, &errors));
   EXPECT_FALSE(ParseConfig({{"APP_NFS_INCOMING_DIR", "/n"}, {"APP_NFS_PROCESSING_ROOT", "/n"}}, &c,
                            &errors));
+}
+
+// A probe left by a process killed during the volume check is removed by the next start of the
+// same replica; another replica's probe (r10's, r1-x's), and a directory of such a name, are not
+// touched.
+TEST(ConfigTest, VolumeCheckRemovesThisReplicasLeftoverProbes) {
+  test::TempDir dir;
+  Config c;
+  c.replica_id = "r1";
+  c.incoming_dir = dir / "in";
+  c.processing_root = dir / "processing";
+  c.failed_root = dir / "failed";
+  c.staging_root = dir / "staging";
+  for (const auto* root : {&c.incoming_dir, &c.processing_root, &c.failed_root, &c.staging_root}) {
+    ASSERT_TRUE(fs::MkdirAll(*root).ok());
+  }
+  const std::string ours_in = fs::Join(c.incoming_dir, ".nbu-probe-r1-0123456789abcdef");
+  const std::string ours_processing = fs::Join(c.processing_root, ".nbu-probe-r1-fedcba9876543210");
+  const std::string other = fs::Join(c.incoming_dir, ".nbu-probe-r10-0123456789abcdef");
+  const std::string other_dash = fs::Join(c.incoming_dir, ".nbu-probe-r1-x-0123456789abcdef");
+  const std::string session = fs::Join(c.incoming_dir, ".nbu-probe-r1-0123456789abcdee");
+  for (const auto* path : {&ours_in, &ours_processing, &other, &other_dash}) {
+    ASSERT_TRUE(fs::CreateExclusive(*path).ok());
+  }
+  ASSERT_TRUE(fs::MkdirAll(session).ok());
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_FALSE(fs::Stat(ours_in).ok());
+  EXPECT_FALSE(fs::Stat(ours_processing).ok());
+  EXPECT_TRUE(fs::Stat(other).ok());
+  EXPECT_TRUE(fs::Stat(other_dash).ok());
+  EXPECT_TRUE(fs::Stat(session).ok());
+  // And the check leaves no probe of its own behind.
+  for (const auto* root : {&c.incoming_dir, &c.processing_root, &c.failed_root, &c.staging_root}) {
+    const auto entries = fs::ListDir(*root);
+    ASSERT_TRUE(entries.ok());
+    for (const auto& e : *entries) {
+      const std::string path = fs::Join(*root, e.name);
+      EXPECT_FALSE(e.name.starts_with(".nbu-probe-r1-") && path != other_dash && path != session)
+          << path;
+    }
+  }
 }
 
 TEST(ConfigTest, DotEnvParsing) {
