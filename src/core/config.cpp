@@ -9,6 +9,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -125,6 +126,22 @@ bool IsValidContainerName(const std::string& c) {
     if (ch == '-' && i > 0 && c[i - 1] == '-') return false;
   }
   return true;
+}
+
+// Whether one of two directories is, or lies inside, the other: compared as absolute paths with
+// "." and ".." folded and trailing slashes dropped.
+bool PathsOverlap(const std::string& a, const std::string& b) {
+  const auto norm = [](const std::string& p) {
+    std::string n = std::filesystem::absolute(p).lexically_normal().string();
+    while (n.size() > 1 && n.back() == '/') n.pop_back();
+    return n;
+  };
+  const std::string x = norm(a), y = norm(b);
+  const auto inside = [](const std::string& inner, const std::string& outer) {
+    return inner.size() > outer.size() && inner.starts_with(outer) &&
+           (outer == "/" || inner[outer.size()] == '/');
+  };
+  return x == y || inside(x, y) || inside(y, x);
 }
 
 constexpr const char* kAuthModes[] = {
@@ -293,6 +310,21 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   if (made("APP_LOCAL_STAGING_ROOT", c.staging_root)) {
     ::unlink(fs::Join(c.staging_root, probe).c_str());
   }
+  // ParseConfig compared the paths as written; a symlink can still make staging one of the NFS
+  // trees (or hold them), and start-up empties staging.
+  for (const auto& [var, root] :
+       {std::pair<const char*, const std::string&>{"APP_NFS_INCOMING_DIR", c.incoming_dir},
+        {"APP_NFS_PROCESSING_ROOT", c.processing_root},
+        {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
+    std::error_code e1, e2;
+    const auto staging = std::filesystem::canonical(c.staging_root, e1);
+    const auto other = std::filesystem::canonical(root, e2);
+    if (!e1 && !e2 && PathsOverlap(staging.string(), other.string())) {
+      errors->push_back("APP_LOCAL_STAGING_ROOT: " + c.staging_root + " resolves to " +
+                        staging.string() + ", which is, contains or lies inside " + var + " (" +
+                        other.string() + ")");
+    }
+  }
   if (!made("APP_NFS_INCOMING_DIR", c.incoming_dir)) return;
   std::string at = fs::Join(c.incoming_dir, probe);
   for (const auto& [var, root] :
@@ -426,14 +458,22 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
     while (value->size() > 1 && value->back() == '/') value->pop_back();
     if (value->empty()) r.Error(name, "must not be empty");
   }
-  if (c.incoming_dir == c.processing_root || c.incoming_dir == c.failed_root ||
-      c.processing_root == c.failed_root) {
-    r.Error("APP_NFS_PROCESSING_ROOT", "incoming, processing and failed roots must differ");
-  }
-  if (c.processing_root.rfind(c.incoming_dir + "/", 0) == 0 ||
-      c.failed_root.rfind(c.incoming_dir + "/", 0) == 0) {
-    r.Error("APP_NFS_PROCESSING_ROOT",
-            "processing and failed roots must not be inside the incoming directory");
+  // The four trees must be apart: start-up empties staging, GC prunes the processing tree, and
+  // the scanner takes every file under incoming. Compared as absolute, normalised paths
+  // (symlinks are not resolved: the directories need not exist yet).
+  const std::pair<const char*, const std::string*> roots[] = {
+      {"APP_NFS_INCOMING_DIR", &c.incoming_dir},
+      {"APP_NFS_PROCESSING_ROOT", &c.processing_root},
+      {"APP_NFS_FAILED_ROOT", &c.failed_root},
+      {"APP_LOCAL_STAGING_ROOT", &c.staging_root}};
+  for (size_t i = 0; i < std::size(roots); ++i) {
+    for (size_t j = i + 1; j < std::size(roots); ++j) {
+      if (!roots[i].second->empty() && !roots[j].second->empty() &&
+          PathsOverlap(*roots[i].second, *roots[j].second)) {
+        r.Error(roots[j].first, "must not be, contain or lie inside " +
+                                    std::string(roots[i].first) + " (" + *roots[i].second + ")");
+      }
+    }
   }
   if (c.azure_put_blob_max_bytes > (5000ull << 20)) {
     r.Error("APP_AZURE_PUT_BLOB_MAX_BYTES", "must be at most 5000 MiB (Azure's Put Blob limit)");

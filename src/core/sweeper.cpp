@@ -44,9 +44,11 @@ void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_d
 }
 
 std::vector<ClaimPath> Sweeper::RecoverOwnClaims() {
-  // Staging is local to this replica and rebuilt from the claims: clear it.
+  // Staging is local to this replica and rebuilt from the claims: clear it. Only the date
+  // directories it makes: anything else there (a root set to a shared directory) is not ours.
   if (auto entries = fs::ListDir(config_.staging_root); entries.ok()) {
     for (const auto& e : *entries) {
+      if (!IsDateDir(e.name)) continue;
       if (Status s = fs::RemoveTree(fs::Join(config_.staging_root, e.name)); !s.ok()) {
         LogWarn("could not clear staging", {{"error", s.ToString()}});
       }

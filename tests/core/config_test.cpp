@@ -4,6 +4,7 @@
 #include "util/fs.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -81,13 +82,36 @@ TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
   for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
 }
 
+// Start-up empties staging and GC prunes the processing tree: a root that is, contains or lies
+// inside another would have them delete producers' files. Each such pair is one line naming the
+// later variable.
 TEST(ConfigTest, RejectsOverlappingRoots) {
-  Config c;
-  std::vector<std::string> errors;
-  EXPECT_FALSE(ParseConfig({{"APP_NFS_INCOMING_DIR", "/n"}, {"APP_NFS_PROCESSING_ROOT", "/n/.p"}},
-                           &c, &errors));
-  EXPECT_FALSE(ParseConfig({{"APP_NFS_INCOMING_DIR", "/n"}, {"APP_NFS_PROCESSING_ROOT", "/n"}}, &c,
-                           &errors));
+  const EnvMap apart = {{"APP_NFS_INCOMING_DIR", "/n/in"},
+                        {"APP_NFS_PROCESSING_ROOT", "/n/.p"},
+                        {"APP_NFS_FAILED_ROOT", "/n/.f"},
+                        {"APP_LOCAL_STAGING_ROOT", "/s"}};
+  const auto errors_with = [&](const char* name, const char* value) {
+    EnvMap env = apart;
+    env[name] = value;
+    Config c;
+    std::vector<std::string> errors;
+    const bool ok = ParseConfig(env, &c, &errors);
+    EXPECT_EQ(ok, errors.empty());
+    return errors;
+  };
+  EXPECT_TRUE(errors_with("APP_LOCAL_STAGING_ROOT", "/staging").empty());
+  EXPECT_TRUE(errors_with("APP_LOCAL_STAGING_ROOT", "/n/in2").empty());  // a prefix, not a parent
+  for (const char* staging : {"/n", "/n/", "/", "/n/in", "/n/in/tmp", "/n/.p", "/n/x/../.f/s"}) {
+    const auto errors = errors_with("APP_LOCAL_STAGING_ROOT", staging);
+    ASSERT_FALSE(errors.empty()) << staging;
+    for (const auto& e : errors) EXPECT_EQ(e.rfind("APP_LOCAL_STAGING_ROOT: must not", 0), 0) << e;
+  }
+  EXPECT_EQ(errors_with("APP_NFS_PROCESSING_ROOT", "/n/in/.p").size(), 1u);
+  EXPECT_EQ(errors_with("APP_NFS_PROCESSING_ROOT", "/n/in").size(), 1u);
+  EXPECT_EQ(errors_with("APP_NFS_PROCESSING_ROOT", "/n").size(), 2u);  // holds incoming and failed
+  EXPECT_EQ(errors_with("APP_NFS_FAILED_ROOT", "/n/.p/f").size(), 1u);
+  const auto errors = errors_with("APP_LOCAL_STAGING_ROOT", "/n");
+  EXPECT_EQ(errors.size(), 3u);  // contains incoming, processing and failed
 }
 
 // A probe left by a process killed during the volume check is removed by the next start of the
@@ -131,6 +155,26 @@ TEST(ConfigTest, VolumeCheckRemovesThisReplicasLeftoverProbes) {
           << path;
     }
   }
+}
+
+// Staging that is one of the NFS trees through a symlink passes ParseConfig's comparison of the
+// paths as written; the volume check resolves them.
+TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
+  test::TempDir dir;
+  Config c;
+  c.replica_id = "r1";
+  c.incoming_dir = dir / "nfs/in";
+  c.processing_root = dir / "nfs/processing";
+  c.failed_root = dir / "nfs/failed";
+  c.staging_root = dir / "staging";
+  ASSERT_TRUE(fs::MkdirAll(c.processing_root).ok());
+  ASSERT_EQ(::symlink(c.processing_root.c_str(), c.staging_root.c_str()), 0);
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].rfind("APP_LOCAL_STAGING_ROOT: " + c.staging_root + " resolves to", 0), 0)
+      << errors[0];
+  EXPECT_NE(errors[0].find("APP_NFS_PROCESSING_ROOT"), std::string::npos) << errors[0];
 }
 
 TEST(ConfigTest, DotEnvParsing) {

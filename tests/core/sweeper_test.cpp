@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace nbu::core {
 namespace {
 
@@ -48,12 +50,19 @@ TEST_F(SweeperTest, RecoveryFindsOwnClaimsAndClearsStaging) {
   Claim("b", "other");
   Claim("c", "me", ClaimState::kDone);
   WriteFile(config.staging_root + "/20261128/s/d/a~0123456789abcdef", "partial");
+  WriteFile(config.staging_root + "/20261127/s/b~0123456789abcdef", "partial");
+  // Not what staging makes (a root pointed at a shared directory): left alone.
+  WriteFile(config.staging_root + "/notes.txt", "keep");
+  WriteFile(config.staging_root + "/2026112/x", "keep");
   const auto own = sweeper.RecoverOwnClaims();
   ASSERT_EQ(own.size(), 1u);
   EXPECT_EQ(own[0].Path(), mine.Path());
   auto staging = fs::ListDir(config.staging_root);
   ASSERT_TRUE(staging.ok());
-  EXPECT_TRUE(staging->empty());
+  std::vector<std::string> left;
+  for (const auto& e : *staging) left.push_back(e.name);
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"2026112", "notes.txt"}));
 }
 
 TEST_F(SweeperTest, GcRemovesDoneMarkersAndEmptyDirsButNotUnknownFiles) {
