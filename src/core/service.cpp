@@ -97,7 +97,10 @@ void Service::StartupLoop(std::stop_token stop) {
   for (const auto& c : own) {
     if (!inflight_.Add(c.Path())) continue;
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
-    if (!EnqueueClaim(std::move(item), stop)) return;
+    if (!EnqueueClaim(std::move(item), stop)) {
+      inflight_.Remove(c.Path());
+      return;
+    }
   }
   if (!WaitInflightDone(MonoTime::max(), stop)) return;
   ready_ = true;
@@ -247,9 +250,14 @@ bool Service::Shutdown(Duration grace) {
   if (stopping_.exchange(true)) return true;
   LogInfo("shutting down", {{"grace_s", ToSeconds(grace)}, {"in_flight", inflight_.size()}});
   for (auto& t : loops_) t.request_stop();
-  loops_.clear();                         // joins
-  const size_t dropped = queue_.Clear();  // their files stay in incoming or claimed: nothing lost
-  inst_.queue_depth.Add(-static_cast<double>(dropped));
+  loops_.clear();  // joins
+  // Their files stay in incoming or claimed: nothing lost. A claim item (recovered, orphaned,
+  // taken over, revived) was counted in flight when queued; it is not any more.
+  const auto dropped = queue_.Clear();
+  for (const auto& item : dropped) {
+    if (item.kind == WorkItem::Kind::kClaim) inflight_.Remove(item.claim.Path());
+  }
+  inst_.queue_depth.Add(-static_cast<double>(dropped.size()));
   queue_.Close();
   if (!WaitInflightDone(clock_.Now() + grace, {})) {
     LogWarn("grace period over; unfinished files are left for recovery",
@@ -319,7 +327,11 @@ size_t Service::RetryFailed(std::vector<std::string>* errors) {
   for (auto& c : processor_.ReviveDeadLetters(errors)) {
     if (!inflight_.Add(c.Path())) continue;
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
-    if (EnqueueClaim(std::move(item), {})) ++queued;
+    if (EnqueueClaim(std::move(item), {})) {
+      ++queued;
+    } else {
+      inflight_.Remove(c.Path());
+    }
   }
   return queued;
 }

@@ -55,13 +55,13 @@ class BoundedQueue {
     not_empty_.notify_all();
   }
 
-  // Removes every queued item (their files stay where they are) and returns how many.
-  size_t Clear() {
+  // Removes every queued item (their files stay where they are) and returns them.
+  std::deque<T> Clear() {
     std::lock_guard lock(mu_);
-    const size_t n = items_.size();
-    items_.clear();
+    std::deque<T> dropped;
+    dropped.swap(items_);
     not_full_.notify_all();
-    return n;
+    return dropped;
   }
 
   size_t size() const {

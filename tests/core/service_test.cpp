@@ -4,9 +4,12 @@
 
 #include "support/azurite.h"
 #include "support/azurite_client.h"
+#include "support/fault_proxy.h"
 #include "support/process.h"
 
 #include <gtest/gtest.h>
+
+#include <filesystem>
 
 namespace nbu::core {
 namespace {
@@ -105,6 +108,44 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(*got, data);
   EXPECT_TRUE(service.Shutdown(5s));
+}
+
+// Recovered claims wait in the queue while the one worker's upload hangs at a slow storage. A
+// shutdown drops the queued ones (they stay claimed on the volume) and must not keep waiting
+// for them as if they were in flight: it ends within its grace, with nothing lost.
+TEST(ServiceTest, ShutdownDoesNotWaitForQueuedClaims) {
+  Azurite azurite;
+  nbu::test::FaultProxy proxy(azurite.port(), [](const nbu::test::ProxyRequest& r) {
+    const bool upload = r.method == "PUT" && r.target.find("/recovered/") != std::string::npos;
+    return upload ? nbu::test::FaultAction::Delay(4000) : nbu::test::FaultAction::Forward();
+  });
+  TempDir dir;
+  Config config = TestConfig(dir, "claims");
+  config.worker_concurrency = 1;
+  config.replica_id = "shutdown-test";
+  const std::string date = UtcDate(std::chrono::system_clock::now());
+  for (uint32_t i = 0; i < 4; ++i) {
+    const ClaimPath c{
+        date,       "recovered",         "", "f" + std::to_string(i), config.replica_id,
+        NewNonce(), ClaimState::kClaimed};
+    WriteFile(config.processing_root + "/" + c.Path(), PatternBytes(1000, i));
+  }
+  auto blob_client = nbu::test::MakeBlobClient(
+      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
+      config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer(RealClock::Instance());
+  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  service.Start();
+  // One claim is uploading (held by the proxy), the other three wait behind it.
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["queue_depth"] == 3; }, 30s))
+      << service.StatusJson().dump();
+  EXPECT_TRUE(service.Shutdown(1s));
+  int claimed = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(config.processing_root)) {
+    if (e.path().extension() == ".claimed") ++claimed;
+  }
+  EXPECT_EQ(claimed, 4);
 }
 
 }  // namespace

@@ -84,7 +84,7 @@ TEST(BoundedQueueTest, ClearFreesRoomAndCloseDrains) {
   BoundedQueue<int> q(2);
   ASSERT_TRUE(q.Push(1, {}));
   ASSERT_TRUE(q.Push(2, {}));
-  EXPECT_EQ(q.Clear(), 2u);
+  EXPECT_EQ(q.Clear().size(), 2u);
   ASSERT_TRUE(q.Push(3, {}));
   q.Close();
   EXPECT_FALSE(q.Push(4, {}));

@@ -11,10 +11,11 @@
 
 namespace nbu::test {
 
-inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
+// `endpoint`: the Azurite account's blob endpoint, or a proxy's in front of it.
+inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const std::string& endpoint,
                                                          const std::string& container) {
   azure::BlobClientOptions o;
-  o.endpoint = azurite.BlobEndpoint();
+  o.endpoint = endpoint;
   o.account = kAzuriteAccount;
   o.container = container;
   auto cred = azure::SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
@@ -22,6 +23,11 @@ inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
   t.max_response_body = 64 << 20;  // tests download whole blobs to compare them
   return std::make_unique<azure::BlobClient>(o, *cred, std::make_shared<azure::HttpTransport>(t),
                                              RealClock::Instance());
+}
+
+inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
+                                                         const std::string& container) {
+  return MakeBlobClient(azurite.BlobEndpoint(), container);
 }
 
 }  // namespace nbu::test
