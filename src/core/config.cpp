@@ -446,6 +446,12 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       c.azure_account_url.rfind("http://", 0) != 0) {
     r.Error("APP_AZURE_ACCOUNT_URL", "must start with https:// (or http:// for an emulator)");
   }
+  // A portal "SAS URL" pasted here would carry its signature into every URL and log line: the
+  // value is not echoed, and the SAS belongs in APP_AZURE_SAS_TOKEN.
+  if (c.azure_account_url.find_first_of("?#") != std::string::npos) {
+    r.Error("APP_AZURE_ACCOUNT_URL",
+            "must not have a query or fragment (a SAS token goes in APP_AZURE_SAS_TOKEN)");
+  }
   if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
       c.log_level != "error") {
     r.Error("APP_LOG_LEVEL", "must be debug, info, warn or error");

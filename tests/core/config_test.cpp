@@ -177,6 +177,23 @@ TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
   EXPECT_NE(errors[0].find("APP_NFS_PROCESSING_ROOT"), std::string::npos) << errors[0];
 }
 
+// A SAS URL in APP_AZURE_ACCOUNT_URL is refused without repeating its signature.
+TEST(ConfigTest, AccountUrlWithAQueryIsRefusedWithoutEchoingIt) {
+  for (const char* url : {"https://acct.blob.core.windows.net/?sv=2022-11-02&sig=c2VjcmV0",
+                          "https://acct.blob.core.windows.net#sig=c2VjcmV0"}) {
+    Config c;
+    std::vector<std::string> errors;
+    EXPECT_FALSE(ParseConfig({{"APP_AZURE_ACCOUNT_URL", url}}, &c, &errors)) << url;
+    ASSERT_EQ(errors.size(), 1u) << url;
+    EXPECT_EQ(errors[0].rfind("APP_AZURE_ACCOUNT_URL: must not have a query", 0), 0) << errors[0];
+    EXPECT_EQ(errors[0].find("c2VjcmV0"), std::string::npos) << errors[0];
+  }
+  Config c;
+  std::vector<std::string> errors;
+  EXPECT_TRUE(
+      ParseConfig({{"APP_AZURE_ACCOUNT_URL", "https://acct.blob.core.windows.net/"}}, &c, &errors));
+}
+
 TEST(ConfigTest, DotEnvParsing) {
   const EnvMap m = ParseDotEnv(
       "# comment\n"
