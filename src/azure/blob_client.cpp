@@ -79,6 +79,8 @@ void AddProperties(HttpRequest& req, const BlobProperties& props) {
   if (!props.content_type.empty()) req.SetHeader("x-ms-blob-content-type", props.content_type);
   if (!props.access_tier.empty()) req.SetHeader("x-ms-access-tier", props.access_tier);
   for (const auto& [name, value] : props.metadata) req.SetHeader("x-ms-meta-" + name, value);
+  if (props.if_absent) req.SetHeader("If-None-Match", "*");
+  if (!props.if_match.empty()) req.SetHeader("If-Match", props.if_match);
 }
 
 void SetBody(HttpRequest& req, const Body& body) {

@@ -69,6 +69,11 @@ struct BlobProperties {
   std::string content_type;                     // empty: not set
   std::string access_tier;                      // empty: account default (Hot/Cool/Cold/Archive)
   std::map<std::string, std::string> metadata;  // names must be C# identifiers; values ASCII
+  // Preconditions of the write, not stored: only while no blob has the name (If-None-Match: *),
+  // or only while the blob is at this ETag (If-Match). Otherwise storage answers 409 or 412,
+  // and the write fails as kConflict, having changed nothing.
+  bool if_absent = false;
+  std::string if_match;
 };
 
 struct BlobInfo {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <condition_variable>
 #include <ctime>
 #include <memory>
@@ -393,7 +394,54 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
   d_.inst.blocks_resumed.Add(static_cast<double>(resumed.load()));
   if (failed) return first_error;
   props.content_md5 = f.md5;
-  return d_.blob.PutBlockList(blob_name, ids, props, stop);
+  return CommitInOrder(
+      blob_name, f, std::move(props),
+      [&](const azure::BlobProperties& p) { return d_.blob.PutBlockList(blob_name, ids, p, stop); },
+      stop);
+}
+
+Status FileProcessor::CommitInOrder(
+    const std::string& blob_name, const StagedFile& f, azure::BlobProperties props,
+    const std::function<Status(const azure::BlobProperties&)>& commit, std::stop_token stop) {
+  const auto mtime_of = [](const azure::BlobInfo& b) -> std::optional<int64_t> {
+    const auto it = b.metadata.find("source_mtime_ns");
+    int64_t v = 0;
+    if (it == b.metadata.end() ||
+        std::from_chars(it->second.data(), it->second.data() + it->second.size(), v).ec !=
+            std::errc()) {
+      return std::nullopt;  // not written by this service: an older blob as far as we know
+    }
+    return v;
+  };
+  props.if_absent = true;
+  props.if_match.clear();
+  Status last;
+  for (int round = 0; round < 5; ++round) {
+    last = commit(props);
+    if (last.kind() != ErrorKind::kConflict) return last;
+    auto info = d_.blob.GetProperties(blob_name, stop);
+    if (!info.ok()) return info.status();
+    props.if_absent = !info->has_value();  // deleted meanwhile: the name is free again
+    props.if_match = info->has_value() ? (*info)->etag : "";
+    if (!info->has_value()) continue;
+    const azure::BlobInfo& blob = **info;
+    const auto claim_of = blob.metadata.find("claim");
+    if (claim_of != blob.metadata.end() && claim_of->second == props.metadata.at("claim") &&
+        blob.size == f.size) {
+      return Status::Ok();  // this claim's own commit, whose answer was lost
+    }
+    if (const auto theirs = mtime_of(blob); theirs && *theirs > f.source.mtime_ns) {
+      d_.inst.files_superseded.Add();
+      return Status(ErrorKind::kPermanent,
+                    "superseded: the blob holds a newer version of this file (source mtime " +
+                        std::to_string(*theirs) + " ns, this one's " +
+                        std::to_string(f.source.mtime_ns) +
+                        " ns); this version is kept here and not uploaded");
+    }
+  }
+  return Status(ErrorKind::kTransient,
+                "the blob changed under each of 5 commits (other writers of the same name): " +
+                    last.ToString());
 }
 
 Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check_existing,
@@ -438,9 +486,14 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
   const azure::Body body = f.mem != nullptr
                                ? azure::Body::FromMemory(std::string_view(f.mem, f.size))
                                : azure::Body::FromFile(f.fd.get(), 0, f.size);
-  return d_.blob.PutBlob(blob_name, body,
-                         f.crc_only ? azure::BodyCheck::Crc64(f.crc64) : azure::BodyCheck(f.md5),
-                         props, stop);
+  const azure::BodyCheck check =
+      f.crc_only ? azure::BodyCheck::Crc64(f.crc64) : azure::BodyCheck(f.md5);
+  return CommitInOrder(
+      blob_name, f, std::move(props),
+      [&](const azure::BlobProperties& p) {
+        return d_.blob.PutBlob(blob_name, body, check, p, stop);
+      },
+      stop);
 }
 
 Status FileProcessor::Complete(const ClaimPath& claim) {

@@ -124,6 +124,17 @@ class FileProcessor {
   Status TransferBlocks(const std::string& blob_name, StagedFile& f, azure::BlobProperties props,
                         telemetry::Span& stage_span, telemetry::Span& upload_span,
                         std::stop_token stop);
+  // Commits the blob with `commit` in the order of the versions of its file. A file that
+  // arrives again under a name already claimed is a new version; both claims may be in flight,
+  // or the older one recovered long after, and storage keeps whichever commit lands last. So a
+  // commit lands only where no blob is yet (If-None-Match: *), or over the blob it was judged
+  // against (If-Match): a blob of this claim (an earlier try landed, its answer was lost) is
+  // done; a blob of a file modified later (source_mtime_ns) makes this claim superseded
+  // (kPermanent: dead-lettered, so kept and reported); any other blob is replaced.
+  Status CommitInOrder(const std::string& blob_name, const StagedFile& f,
+                       azure::BlobProperties props,
+                       const std::function<Status(const azure::BlobProperties&)>& commit,
+                       std::stop_token stop);
   Status Complete(const ClaimPath& claim);
   // A failed staging call: out of space or quota, it is this replica's problem, not the file's
   // (kUnavailable: the attempt waits and does not count, and the status says staging_full).

@@ -83,6 +83,10 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
           r.AddCounter("files.recovered", "Claims finished after a restart or takeover", "1")),
       files_skipped(
           r.AddCounter("files.skipped", "Recovered files whose blob was already committed", "1")),
+      files_superseded(r.AddCounter(
+          "files.superseded",
+          "Versions of a file not uploaded because the blob holds a newer one (dead-lettered)",
+          "1")),
       bytes_uploaded(r.AddCounter("bytes.uploaded", "Bytes committed to blob storage", "By")),
       claim_conflicts(r.AddCounter("claim.conflicts", "Claims lost to another replica", "1")),
       takeovers(r.AddCounter("claims.taken_over", "Claims taken over from dead replicas", "1")),
@@ -105,8 +109,9 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
   // the first event.
   for (telemetry::Counter* c :
        {&files_discovered, &files_processed, &files_failed, &files_recovered, &files_skipped,
-        &bytes_uploaded, &claim_conflicts, &takeovers, &throttled, &checksum_mismatches,
-        &blocks_uploaded, &blocks_resumed, &queue_depth, &files_in_progress}) {
+        &files_superseded, &bytes_uploaded, &claim_conflicts, &takeovers, &throttled,
+        &checksum_mismatches, &blocks_uploaded, &blocks_resumed, &queue_depth,
+        &files_in_progress}) {
     c->Add(0);
   }
 }

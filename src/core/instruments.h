@@ -59,7 +59,8 @@ struct Instruments {
   telemetry::Counter& files_failed;      // files given up on (dead-lettered)
   telemetry::Counter& attempt_failures;  // attempts that failed, by reason
   telemetry::Counter& files_recovered;
-  telemetry::Counter& files_skipped;  // recovered files whose blob was already complete
+  telemetry::Counter& files_skipped;     // recovered files whose blob was already complete
+  telemetry::Counter& files_superseded;  // older versions not uploaded over a newer blob
   telemetry::Counter& bytes_uploaded;
   telemetry::Counter& claim_conflicts;
   telemetry::Counter& takeovers;

@@ -364,6 +364,7 @@ nlohmann::json Service::StatusJson() const {
                    {"failed", v(inst_.files_failed)},
                    {"recovered", v(inst_.files_recovered)},
                    {"skipped_existing", v(inst_.files_skipped)},
+                   {"superseded", v(inst_.files_superseded)},
                    {"bytes_uploaded", v(inst_.bytes_uploaded)},
                    {"claim_conflicts", v(inst_.claim_conflicts)},
                    {"takeovers", v(inst_.takeovers)},

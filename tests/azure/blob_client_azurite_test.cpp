@@ -246,6 +246,40 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
   EXPECT_EQ(retries_, 0);
 }
 
+// Writes on conditions: only while the name is free, or only while the blob is at an ETag.
+// A failed condition changes nothing and is kConflict, for Put Blob and Put Block List alike.
+TEST_F(BlobClientAzuriteTest, ConditionalWrites) {
+  auto client = SharedKeyClient(test::UniqueContainer("cond"));
+  ASSERT_TRUE(client->CreateContainerIfMissing().ok());
+  BlobProperties absent;
+  absent.if_absent = true;
+  ASSERT_TRUE(client->PutBlob("b", Body::FromMemory("one"), Md5::Of("one"), absent).ok());
+  Status again = client->PutBlob("b", Body::FromMemory("two"), Md5::Of("two"), absent);
+  EXPECT_EQ(again.kind(), ErrorKind::kConflict) << again.ToString();
+  EXPECT_EQ(*client->GetBlob("b"), "one");
+
+  const std::string etag = (*client->GetProperties("b"))->etag;
+  ASSERT_FALSE(etag.empty());
+  BlobProperties at;
+  at.if_match = etag;
+  ASSERT_TRUE(client->PutBlob("b", Body::FromMemory("two"), Md5::Of("two"), at).ok());
+  EXPECT_EQ(*client->GetBlob("b"), "two");
+  Status stale = client->PutBlob("b", Body::FromMemory("three"), Md5::Of("three"), at);
+  EXPECT_EQ(stale.kind(), ErrorKind::kConflict) << stale.ToString();
+  EXPECT_EQ(*client->GetBlob("b"), "two");
+
+  ASSERT_TRUE(client->PutBlock("b", "0001", Body::FromMemory("four"), Md5::Of("four")).ok());
+  Status list_absent = client->PutBlockList("b", {"0001"}, absent);
+  EXPECT_EQ(list_absent.kind(), ErrorKind::kConflict) << list_absent.ToString();
+  Status list_stale = client->PutBlockList("b", {"0001"}, at);
+  EXPECT_EQ(list_stale.kind(), ErrorKind::kConflict) << list_stale.ToString();
+  EXPECT_EQ(*client->GetBlob("b"), "two");
+  at.if_match = (*client->GetProperties("b"))->etag;
+  ASSERT_TRUE(client->PutBlockList("b", {"0001"}, at).ok());
+  EXPECT_EQ(*client->GetBlob("b"), "four");
+  EXPECT_EQ(retries_, 0);
+}
+
 // A Put Blob checked by CRC-64: Azurite (3.37 on) checks x-ms-content-crc64, refuses a body
 // that does not match it, and stores the MD5 it computes of the body it took. The start-up
 // probe sees that it checks the header, and leaves nothing behind.

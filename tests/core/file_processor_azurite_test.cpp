@@ -83,6 +83,14 @@ class FileProcessorAzuriteTest : public ::testing::Test {
   // A claim of `base` interrupted as often as the limit is dead-lettered unsent, then revived
   // and uploaded.
   void DeadLetterInterruptedThenRevive(const std::string& base);
+  void OlderVersionAfterNewer(const std::string& base, size_t size);
+  // Sets the claim file's modification time (seconds since the epoch).
+  void SetMtime(const WorkItem& item, time_t seconds) {
+    const timespec times[2] = {{seconds, 0}, {seconds, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, fs::Join(config_.processing_root, item.claim.Path()).c_str(),
+                          times, 0),
+              0);
+  }
   // Entries below `root`, relative to it.
   static std::vector<std::string> Entries(const std::string& root) {
     std::vector<std::string> out;
@@ -230,6 +238,65 @@ TEST_F(FileProcessorAzuriteTest, ClaimInterruptedAsOftenAsTheLimitIsDeadLettered
 // named after it, and the revival finds it there.
 TEST_F(FileProcessorAzuriteTest, LongNamedClaimIsDeadLetteredAndRevivedInItsOwnDirectory) {
   DeadLetterInterruptedThenRevive(std::string(250, 'c') + ".bin");
+}
+
+// Two versions of one file name, claimed one after the other, may commit in either order (the
+// older one retried after throttling, or recovered after a crash). The blob must end with the
+// newer version (the later source mtime), in one Put Blob and in blocks; the older version is
+// not uploaded over it but dead-lettered, so its bytes stay on the volume.
+void FileProcessorAzuriteTest::OlderVersionAfterNewer(const std::string& base, size_t size) {
+  const std::string older = PatternBytes(size, 21);
+  const std::string newer = PatternBytes(size + 5, 22);
+  WorkItem v2 = PlaceClaim(base, newer, false);
+  WorkItem v1 = PlaceClaim(base, older, false);
+  SetMtime(v1, 1'700'000'000);  // written long before v2
+  processor_->Process(v2, {});
+  ASSERT_EQ(Count(inst_.files_processed), 1);
+  processor_->Process(v1, {});
+  ExpectBlobHolds(v2, newer);
+  EXPECT_EQ(Count(inst_.files_superseded), 1);
+  EXPECT_EQ(Count(inst_.files_failed), 1);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);
+  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[0])), older);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_NE(reason["error"].get<std::string>().find("superseded: the blob holds a newer"),
+            std::string::npos)
+      << reason.dump();
+  // In the usual order the newer version replaces the older blob.
+  WorkItem v3 = PlaceClaim(base, older, false);
+  processor_->Process(v3, {});
+  ExpectBlobHolds(v3, older);
+  EXPECT_EQ(Count(inst_.files_processed), 2);
+}
+
+TEST_F(FileProcessorAzuriteTest, OlderVersionInOnePutBlobDoesNotReplaceANewerBlob) {
+  OlderVersionAfterNewer("one-shot.bin", 100'000);
+}
+
+TEST_F(FileProcessorAzuriteTest, OlderVersionInBlocksDoesNotReplaceANewerBlob) {
+  OlderVersionAfterNewer("blocks.bin", (1 << 20) + 7);
+}
+
+// A commit that landed but whose answer was lost: the next try finds the name taken by this
+// very claim's blob and is done without committing again (the blob keeps its ETag), for a Put
+// Blob and for a block list.
+TEST_F(FileProcessorAzuriteTest, ACommitOfThisClaimFoundOnTheNextTryIsDone) {
+  for (const size_t size : {size_t{3'000}, size_t{(1 << 20) + 9}}) {
+    const std::string data = PatternBytes(size, 23);
+    WorkItem item = PlaceClaim("landed-" + std::to_string(size), data, false);
+    processor_->Process(item, {});
+    const std::string etag = (*blob_->GetProperties(item.claim.BlobName()))->etag;
+    // The claim again, as if the first commit's answer had been lost and the run ended there.
+    WriteFile(fs::Join(config_.processing_root, item.claim.Path()), data);
+    processor_->Process(item, {});
+    ExpectBlobHolds(item, data);
+    EXPECT_EQ((*blob_->GetProperties(item.claim.BlobName()))->etag, etag) << size;
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 4);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(Count(inst_.files_superseded), 0);
 }
 
 void FileProcessorAzuriteTest::DeadLetterInterruptedThenRevive(const std::string& base) {
