@@ -22,8 +22,24 @@ Status LeaseBook::Heartbeat() {
                                {"pid", ::getpid()},
                                {"seq", ++seq_},
                                {"time", FormatTimestamp(clock_.WallNow())}};
-  return fs::AtomicWriteFile(fs::Join(Dir(), config_.replica_id + std::string(kSuffix)),
-                             body.dump());
+  return fs::AtomicWriteFile(PathOf(config_.replica_id), body.dump());
+}
+
+std::string LeaseBook::PathOf(const std::string& owner) const {
+  return fs::Join(Dir(), owner + std::string(kSuffix));
+}
+
+void LeaseBook::Record(const std::string& owner, const Result<std::string>& content, MonoTime now) {
+  // A missing file reads as empty; any other failure as a change (a sign of life).
+  const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
+  const std::string text = content.ok() ? *content : "";
+  auto [it, inserted] = seen_.try_emplace(owner, Seen{text, now, now});
+  if (inserted) return;
+  it->second.read = now;
+  if (failed || it->second.content != text) {
+    it->second.content = failed ? it->second.content : text;
+    it->second.changed = now;
+  }
 }
 
 void LeaseBook::Observe() {
@@ -34,18 +50,18 @@ void LeaseBook::Observe() {
     if (!e.name.ends_with(kSuffix)) continue;
     const std::string owner = e.name.substr(0, e.name.size() - kSuffix.size());
     if (!IsValidReplicaId(owner)) continue;
-    auto content = fs::ReadSmallFile(fs::Join(Dir(), e.name), 4096);
-    if (!content.ok()) continue;
-    auto [it, inserted] = seen_.try_emplace(owner, Seen{*content, now});
-    if (!inserted && it->second.content != *content) it->second = Seen{*content, now};
+    Record(owner, fs::ReadSmallFile(fs::Join(Dir(), e.name), 4096), now);
   }
 }
 
 bool LeaseBook::IsDead(const std::string& owner) {
   if (owner == config_.replica_id) return false;
   const MonoTime now = clock_.Now();
-  auto [it, inserted] = seen_.try_emplace(owner, Seen{"", now});
-  return now - it->second.changed >= FromSeconds(config_.lease_timeout_s);
+  const auto it = seen_.find(owner);
+  if (it == seen_.end() || now - it->second.read >= std::chrono::seconds(1)) {
+    Record(owner, fs::ReadSmallFile(PathOf(owner), 4096), now);
+  }
+  return now - seen_.at(owner).changed >= FromSeconds(config_.lease_timeout_s);
 }
 
 void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
@@ -53,7 +69,7 @@ void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
   for (auto it = seen_.begin(); it != seen_.end();) {
     const bool long_dead = now - it->second.changed >= FromSeconds(10 * config_.lease_timeout_s);
     if (it->first != config_.replica_id && long_dead && owners_with_claims.count(it->first) == 0) {
-      ::unlink(fs::Join(Dir(), it->first + std::string(kSuffix)).c_str());
+      ::unlink(PathOf(it->first).c_str());
       LogInfo("removed the lease of a replica gone for good", {{"replica", it->first}});
       it = seen_.erase(it);
     } else {

@@ -25,6 +25,10 @@ class LeaseBook {
   void Observe();
   // True when `owner` has shown no heartbeat for the lease timeout (a replica whose lease file
   // never appeared counts from the first time it was asked about). Never true for this replica.
+  // Judged on a read of the lease made now (at most one a second per owner), not on the last
+  // Observe: a sweep can run long (it waits while the queue is full), and a read that failed
+  // then says nothing. A read that fails now, other than for a missing file, counts as a sign
+  // of life: a takeover needs proof of silence. Sweep thread only.
   bool IsDead(const std::string& owner);
   // Removes lease files of replicas dead for 10 lease timeouts that own nothing any more.
   void Prune(const std::set<std::string>& owners_with_claims);
@@ -34,7 +38,11 @@ class LeaseBook {
   struct Seen {
     std::string content;
     MonoTime changed;
+    MonoTime read;  // the last read of the file, failed or not
   };
+  // Records a read of `owner`'s lease made at `now`.
+  void Record(const std::string& owner, const Result<std::string>& content, MonoTime now);
+  std::string PathOf(const std::string& owner) const;
   const Config& config_;
   Clock& clock_;
   std::mutex mu_;

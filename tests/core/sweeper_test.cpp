@@ -119,6 +119,28 @@ TEST_F(SweeperTest, TakesOverClaimsOfADeadReplicaOnlyAfterTheLeaseTimeout) {
   EXPECT_EQ(inst.takeovers.Value(), 1);
 }
 
+// Death is judged on a read of the lease made when the question is asked, not on the last
+// sweep's observation: a sweep may run long (it waits while the queue is full), or its read
+// may have failed. A lease that cannot be read counts as alive.
+TEST_F(SweeperTest, ALiveReplicaIsNotJudgedDeadOnAStaleObservation) {
+  Config other = config;
+  other.replica_id = "other";
+  LeaseBook other_leases(other, clock);
+  ASSERT_TRUE(other_leases.Heartbeat().ok());
+  leases.Observe();
+  clock.Advance(31s);
+  ASSERT_TRUE(other_leases.Heartbeat().ok());  // alive, but not observed since
+  EXPECT_FALSE(leases.IsDead("other"));
+  clock.Advance(31s);  // silent since the last heartbeat
+  EXPECT_TRUE(leases.IsDead("other"));
+
+  // Unreadable (here a directory where the file should be): no proof of silence.
+  ASSERT_TRUE(fs::MkdirAll(leases.Dir() + "/odd.lease").ok());
+  leases.Observe();
+  clock.Advance(31s);
+  EXPECT_FALSE(leases.IsDead("odd"));
+}
+
 TEST_F(SweeperTest, ClaimOfAReplicaWithoutAnyLeaseIsTakenAfterTheTimeout) {
   const ClaimPath c = Claim("a", "ghost");
   sweeper.Sweep({});
