@@ -60,7 +60,7 @@ void Service::Start() {
     if (Status s = fs::MkdirAll(dir); !s.ok())
       LogWarn("cannot create directory", {{"error", s.ToString()}});
   }
-  loops_.emplace_back([this](std::stop_token st) { HeartbeatLoop(st); });
+  heartbeat_ = std::jthread([this](std::stop_token st) { HeartbeatLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { StartupLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { ScanLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { SweepLoop(st); });
@@ -249,8 +249,8 @@ bool Service::WaitInflightDone(MonoTime deadline, std::stop_token stop) {
 bool Service::Shutdown(Duration grace) {
   if (stopping_.exchange(true)) return true;
   LogInfo("shutting down", {{"grace_s", ToSeconds(grace)}, {"in_flight", inflight_.size()}});
-  for (auto& t : loops_) t.request_stop();
-  loops_.clear();  // joins
+  for (auto& t : loops_) t.request_stop();  // the heartbeat goes on while uploads finish
+  loops_.clear();                           // joins
   // Their files stay in incoming or claimed: nothing lost. A claim item (recovered, orphaned,
   // taken over, revived) was counted in flight when queued; it is not any more.
   const auto dropped = queue_.Clear();
@@ -265,9 +265,13 @@ bool Service::Shutdown(Duration grace) {
     // Stopped workers abort their requests (within about a second) and hand their claims' runs
     // back (see ClaimPath::runs); one still blocked after that is left to the process exit.
     for (auto& w : workers_) w.request_stop();
-    if (!WaitInflightDone(clock_.Now() + std::chrono::seconds(3), {})) return false;
+    if (!WaitInflightDone(clock_.Now() + std::chrono::seconds(3), {})) {
+      heartbeat_.request_stop();
+      return false;
+    }
   }
   workers_.clear();  // joins
+  heartbeat_ = {};   // stops and joins: nothing of ours is in flight any more
   return true;
 }
 

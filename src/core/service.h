@@ -98,6 +98,9 @@ class Service {
   Scanner::Stats last_scan_;             // guarded by mu_
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
+  // Stopped last: while a shutdown's grace lets uploads finish, other replicas must not find
+  // the lease silent and take their claims over.
+  std::jthread heartbeat_;
 };
 
 }  // namespace nbu::core

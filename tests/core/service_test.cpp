@@ -9,7 +9,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 namespace nbu::core {
 namespace {
@@ -112,8 +114,9 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
 
 // Recovered claims wait in the queue while the one worker's upload hangs at a slow storage. A
 // shutdown drops the queued ones (they stay claimed on the volume) and must not keep waiting
-// for them as if they were in flight: it ends within its grace, with nothing lost.
-TEST(ServiceTest, ShutdownDoesNotWaitForQueuedClaims) {
+// for them as if they were in flight: it ends within its grace, with nothing lost. Through the
+// grace the lease stays fresh, so no other replica takes over the upload still running.
+TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
   Azurite azurite;
   nbu::test::FaultProxy proxy(azurite.port(), [](const nbu::test::ProxyRequest& r) {
     const bool upload = r.method == "PUT" && r.target.find("/recovered/") != std::string::npos;
@@ -123,6 +126,7 @@ TEST(ServiceTest, ShutdownDoesNotWaitForQueuedClaims) {
   Config config = TestConfig(dir, "claims");
   config.worker_concurrency = 1;
   config.replica_id = "shutdown-test";
+  config.lease_timeout_s = 1;  // a heartbeat every 0.25 s
   const std::string date = UtcDate(std::chrono::system_clock::now());
   for (uint32_t i = 0; i < 4; ++i) {
     const ClaimPath c{
@@ -140,7 +144,15 @@ TEST(ServiceTest, ShutdownDoesNotWaitForQueuedClaims) {
   // One claim is uploading (held by the proxy), the other three wait behind it.
   ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["queue_depth"] == 3; }, 30s))
       << service.StatusJson().dump();
-  EXPECT_TRUE(service.Shutdown(1s));
+  const std::string lease = config.processing_root + "/_replicas/shutdown-test.lease";
+  std::atomic<bool> shut{false};
+  std::thread shutdown([&] { shut = service.Shutdown(2s); });
+  std::this_thread::sleep_for(200ms);
+  const std::string early = nbu::test::ReadFile(lease);
+  std::this_thread::sleep_for(1200ms);  // still within the grace: the upload is held 4 s
+  EXPECT_NE(nbu::test::ReadFile(lease), early) << "no heartbeat during the grace";
+  shutdown.join();
+  EXPECT_TRUE(shut);
   int claimed = 0;
   for (const auto& e : std::filesystem::recursive_directory_iterator(config.processing_root)) {
     if (e.path().extension() == ".claimed") ++claimed;
