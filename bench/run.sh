@@ -335,6 +335,9 @@ done
 
 # --- Table ------------------------------------------------------------------------------------
 table() {
+  local delay_note=""
+  [ "${SINK_DELAY_S:-0}" = 0 ] ||
+    delay_note=" The sink answers each PUT $SINK_DELAY_S s after reading its body (SINK_DELAY_S)."
   echo "Concurrency: $CONC files in flight for every tool (our APP_WORKER_CONCURRENCY, rclone" \
     "--transfers, AZCOPY_CONCURRENCY_VALUE); $BLOCK_CONC blocks in flight per large file for" \
     "ours and rclone; 8 MiB blocks for all. Our service: APP_POLL_INTERVAL_S=$POLL_S," \
@@ -348,8 +351,7 @@ table() {
     "checks nothing, ours runs with APP_AZURE_PUT_BLOB_CHECKSUM=crc64, what it picks against" \
     "Azurite and Azure; rclone MD5s every file; AzCopy hashes nothing (its default, no --put-md5);" \
     "azcopy-md5 is AzCopy with --put-md5 (an MD5 of every file, stored on the blob): the peer at" \
-    "equal integrity (issue 6's targets compare with the defaults)." \
-    "$([ "${SINK_DELAY_S:-0}" = 0 ] || echo "The sink answers each PUT $SINK_DELAY_S s after reading its body (SINK_DELAY_S).")" \
+    "equal integrity (issue 6's targets compare with the defaults).$delay_note" \
     "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
