@@ -114,17 +114,24 @@ TEST(ConfigTest, RejectsOverlappingRoots) {
   EXPECT_EQ(errors.size(), 3u);  // contains incoming, processing and failed
 }
 
+// Replica r1's roots for the volume check: incoming, processing and failed under dir/`nfs`,
+// staging beside them.
+Config VolumeConfig(const test::TempDir& dir, const std::string& nfs) {
+  Config c;
+  c.replica_id = "r1";
+  c.incoming_dir = dir / (nfs + "in");
+  c.processing_root = dir / (nfs + "processing");
+  c.failed_root = dir / (nfs + "failed");
+  c.staging_root = dir / "staging";
+  return c;
+}
+
 // A probe left by a process killed during the volume check is removed by the next start of the
 // same replica; another replica's probe (r10's, r1-x's), and a directory of such a name, are not
 // touched.
 TEST(ConfigTest, VolumeCheckRemovesThisReplicasLeftoverProbes) {
   test::TempDir dir;
-  Config c;
-  c.replica_id = "r1";
-  c.incoming_dir = dir / "in";
-  c.processing_root = dir / "processing";
-  c.failed_root = dir / "failed";
-  c.staging_root = dir / "staging";
+  const Config c = VolumeConfig(dir, "");
   for (const auto* root : {&c.incoming_dir, &c.processing_root, &c.failed_root, &c.staging_root}) {
     ASSERT_TRUE(fs::MkdirAll(*root).ok());
   }
@@ -161,12 +168,7 @@ TEST(ConfigTest, VolumeCheckRemovesThisReplicasLeftoverProbes) {
 // paths as written; the volume check resolves them.
 TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
   test::TempDir dir;
-  Config c;
-  c.replica_id = "r1";
-  c.incoming_dir = dir / "nfs/in";
-  c.processing_root = dir / "nfs/processing";
-  c.failed_root = dir / "nfs/failed";
-  c.staging_root = dir / "staging";
+  const Config c = VolumeConfig(dir, "nfs/");
   ASSERT_TRUE(fs::MkdirAll(c.processing_root).ok());
   ASSERT_EQ(::symlink(c.processing_root.c_str(), c.staging_root.c_str()), 0);
   std::vector<std::string> errors;
