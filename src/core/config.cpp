@@ -248,7 +248,8 @@ EnvMap ParseDotEnv(const std::string& text) {
   EnvMap out;
   std::istringstream in(text);
   std::string line;
-  while (std::getline(in, line)) {
+  for (bool first = true; std::getline(in, line); first = false) {
+    if (first && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // a UTF-8 byte-order mark
     std::string t = Trim(line);
     if (t.empty() || t[0] == '#') continue;
     if (t.rfind("export ", 0) == 0) t = Trim(t.substr(7));
@@ -256,9 +257,14 @@ EnvMap ParseDotEnv(const std::string& text) {
     if (eq == std::string::npos) continue;
     const std::string key = Trim(t.substr(0, eq));
     std::string value = Trim(t.substr(eq + 1));
-    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
-        value.back() == value.front()) {
-      value = value.substr(1, value.size() - 2);
+    // A quoted value ends at its closing quote; a comment may follow it, as after a bare value
+    // (as Docker Compose reads the same file).
+    const size_t close = value.empty() || (value.front() != '"' && value.front() != '\'')
+                             ? std::string::npos
+                             : value.find(value.front(), 1);
+    if (close != std::string::npos &&
+        (close + 1 == value.size() || Trim(value.substr(close + 1)).starts_with('#'))) {
+      value = value.substr(1, close - 1);
     } else if (const size_t hash = value.find(" #"); hash != std::string::npos) {
       value = Trim(value.substr(0, hash));
     }

@@ -204,13 +204,24 @@ TEST(ConfigTest, DotEnvParsing) {
       "APP_C='x=y;z'\n"
       "APP_D=value # trailing comment\n"
       "not a pair\n"
-      "APP_CS=AccountName=a;AccountKey=k==;\n");
+      "APP_CS=AccountName=a;AccountKey=k==;\n"
+      "APP_E=\".csv,.bin\" # quoted, then a comment\n"
+      "APP_F='a # not a comment' #one\n"
+      "APP_G=\"unclosed\n");
   EXPECT_EQ(m.at("APP_A"), "1");
   EXPECT_EQ(m.at("APP_B"), "two words");
   EXPECT_EQ(m.at("APP_C"), "x=y;z");
   EXPECT_EQ(m.at("APP_D"), "value");
   EXPECT_EQ(m.at("APP_CS"), "AccountName=a;AccountKey=k==;");
+  EXPECT_EQ(m.at("APP_E"), ".csv,.bin");
+  EXPECT_EQ(m.at("APP_F"), "a # not a comment");
+  EXPECT_EQ(m.at("APP_G"), "\"unclosed");
   EXPECT_EQ(m.count("not a pair"), 0u);
+  // A byte-order mark (Windows editors) does not become part of the first name.
+  EXPECT_EQ(ParseDotEnv("\xEF\xBB\xBF"
+                        "APP_H=1\n")
+                .at("APP_H"),
+            "1");
 }
 
 TEST(ConfigTest, GlobMatch) {
