@@ -52,8 +52,12 @@ void Api::Stop() {
 
 void Api::Routes() {
   httplib::Server& s = *server_;
+  // cpp-httplib 0.11 checks this limit against Content-Length only: the pre-routing handler
+  // below refuses every other way of sending a body before it is read.
   s.set_payload_max_length(size_t{64} * 1024);
-  s.set_keep_alive_max_count(1000);
+  // One request per connection. A refused request's unread body is then never parsed as the
+  // next request, and no idle client holds one of the server's threads between requests.
+  s.set_keep_alive_max_count(1);
 
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     Json(res, 200, {{"status", "ok"}});
@@ -121,13 +125,27 @@ void Api::Routes() {
     res.set_content(telemetry::RenderPrometheus(metrics_), telemetry::kPrometheusContentType);
   });
 
-  // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 6.3), as
-  // `curl -X POST` sends it, but cpp-httplib 0.11 reads such a POST until the connection ends and
-  // answers 400 after its read timeout. It is dispatched here, before the body is read; an
-  // unknown path gets 404 (405 for a known path) from the error handler below.
+  // Runs before any body is read. cpp-httplib 0.11 would read a chunked body, a compressed one
+  // (inflated past the limit), or one of a PUT or DELETE without a length, with no bound: they
+  // are refused here. A request without Content-Length or Transfer-Encoding has no body (RFC 9112
+  // 6.3), as `curl -X POST` sends it, but the library reads such a POST until the connection
+  // ends: it is dispatched here. An unknown path gets 404 (405 for a known path, and for any
+  // other method) from the error handler below.
   s.set_pre_routing_handler([posts](const httplib::Request& req, httplib::Response& res) {
-    if (req.method != "POST" || req.has_header("Content-Length") ||
-        req.has_header("Transfer-Encoding")) {
+    if (req.has_header("Transfer-Encoding")) {
+      Error(res, 411, "send the body with Content-Length (at most 64 KiB), not chunked");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.has_header("Content-Encoding") &&
+        req.get_header_value("Content-Encoding") != "identity") {
+      Error(res, 415, "a compressed body is not accepted");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
+      res.status = 404;  // 405 on a known path, by the error handler
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method != "POST" || req.has_header("Content-Length")) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
     const auto it = posts->find(req.path);

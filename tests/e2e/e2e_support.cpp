@@ -75,18 +75,23 @@ ApiResponse UploaderProcess::Call(const std::string& method, const std::string& 
 }
 
 ApiResponse UploaderProcess::BodilessPost(const std::string& path) {
+  // No Content-Length, no Transfer-Encoding, and the connection stays open for writing (as curl
+  // -X POST leaves it): the request has no body.
+  return Raw("POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+}
+
+ApiResponse UploaderProcess::Raw(const std::string& request) {
   ApiResponse out;
   const int fd = ConnectLoopback(port_);
   if (fd < 0) return out;
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  // No Content-Length, no Transfer-Encoding, and the connection stays open for writing (as curl
-  // -X POST leaves it): the request has no body.
   std::string got;
-  if (SendAll(fd, "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) {
+  if (SendAll(fd, request)) {
     char buf[4096];
-    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
-      got.append(buf, static_cast<size_t>(n));
+    ssize_t n = 0;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<size_t>(n));
+    out.closed = n == 0;
   }
   ::close(fd);
   const size_t sp = got.find(' ');

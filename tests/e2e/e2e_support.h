@@ -18,6 +18,7 @@ namespace nbu::test {
 struct ApiResponse {
   int status = 0;
   nlohmann::json body;
+  bool closed = false;  // Raw only: the server closed the connection after answering
 };
 
 // Directories shared by every replica of one test (the "NFS volume").
@@ -43,6 +44,9 @@ class UploaderProcess {
                    const std::string& body = "");
   // A POST without a body as curl -X POST sends it: no Content-Length at all.
   ApiResponse BodilessPost(const std::string& path);
+  // Sends `request` as it is (request line, headers, any body), leaves the connection open for
+  // writing, and reads the answer until the server closes it (status 0: none within 10 s).
+  ApiResponse Raw(const std::string& request);
   bool WaitReady(std::chrono::milliseconds timeout = std::chrono::seconds(60));
   nlohmann::json Status() { return Call("GET", "/v1/status").body; }
   ChildProcess& process() { return *proc_; }

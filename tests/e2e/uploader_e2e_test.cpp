@@ -297,6 +297,24 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
     EXPECT_EQ(wrong_method.status, 405);
     EXPECT_TRUE(wrong_method.body.contains("error"));
     EXPECT_EQ(up.BodilessPost("/nope").status, 404);
+    // Bodies the HTTP library would read without bound are refused before they are read, and
+    // the connection is closed after the answer (none of these asks for that): a body that is
+    // never finished is not waited for, and not parsed as a next request.
+    const std::string head = " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    auto chunked = up.Raw("POST /v1/watch/start" + head +
+                          "Transfer-Encoding: chunked\r\n\r\n1000\r\n{\"session_name\":");
+    EXPECT_EQ(chunked.status, 411);
+    EXPECT_TRUE(chunked.body.contains("error"));
+    EXPECT_TRUE(chunked.closed);
+    auto gzip = up.Raw("POST /v1/watch/start" + head +
+                       "Content-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd");
+    EXPECT_EQ(gzip.status, 415);
+    EXPECT_TRUE(gzip.body.contains("error"));
+    auto put = up.Raw("PUT /v1/status" + head + "\r\n{\"never\":");
+    EXPECT_EQ(put.status, 405);
+    EXPECT_TRUE(put.body.contains("error"));
+    EXPECT_TRUE(put.closed);
+    EXPECT_EQ(up.Raw("DELETE /nope" + head + "\r\n").status, 404);
     auto bad = up.Call("POST", "/v1/watch/start", "{not json");
     EXPECT_EQ(bad.status, 400);
     EXPECT_TRUE(bad.body.contains("error"));
