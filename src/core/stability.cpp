@@ -154,11 +154,13 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
   }
   // Entries not listed by this scan (claimed, moved or deleted) and forgotten ones go. In the
   // steady state there are none, and neither the table nor the skipped names' entries are read.
+  // (A name NFS listed twice can make the sizes agree although one is gone: forgotten names go
+  // in any case, or one claimed and written again would be taken as queued for good.)
   if (order.size() != entries_.size()) {
     for (const Seen& s : seen_) s.node->second.generation = generation_;
     std::erase_if(entries_, [&](const Node& n) { return n.second.generation != generation_; });
-    for (const std::string& rel : forgotten_) entries_.erase(rel);
   }
+  for (const std::string& rel : forgotten_) entries_.erase(rel);
   order_.swap(order);
   names_.swap(names);
   seen_.clear();
