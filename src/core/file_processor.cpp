@@ -157,7 +157,8 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   return last;
 }
 
-Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
+Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
+                                              std::optional<fs::FileStat>& torn_at) {
   StagedFile f;
   f.src_path = ProcessingPath(claim);
   auto src = fs::OpenRead(f.src_path);  // open revalidates NFS attributes (close-to-open)
@@ -165,6 +166,10 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim) {
   f.src = std::move(*src);
   auto st = fs::FStat(f.src.get());
   if (!st.ok()) return st.status();
+  if (torn_at && !(*torn_at == *st)) {
+    torn_at = *st;  // written to during the wait: wait again from here
+    return Status(ErrorKind::kTransient, kTornCopy);
+  }
   f.source = *st;
   f.size = st->size;
   f.block_size =
@@ -524,13 +529,14 @@ Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
 
 Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
-                              bool* skipped, uint64_t* bytes) {
+                              std::optional<fs::FileStat>& torn_at, bool* skipped,
+                              uint64_t* bytes) {
   // A name Azure would refuse is dead-lettered at once, the same way on Azurite, which takes it.
   if (Status s = CheckBlobName(claim.BlobName()); !s.ok()) return s;
   // The stage and upload spans overlap for block uploads: blocks are sent while later ones are
   // still being copied.
   telemetry::Span stage_span = d_.tracer.StartSpan("stage", &parent);
-  Result<StagedFile> staged = OpenStaging(claim);
+  Result<StagedFile> staged = OpenStaging(claim, torn_at);
   if (!staged.ok()) {
     stage_span.SetError(staged.status().ToString());
     return staged.status();
@@ -636,13 +642,14 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
   int attempts = 0;  // failures that count against the file
   int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
+  std::optional<fs::FileStat> torn_at;  // the claim's stat after its last torn copy
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);
   bool handed_back = false;  // stopped: the run does not count against the file
   while (run) {
     bool skipped = false;
     uint64_t bytes = 0;
-    Status s = Attempt(claim, item.check_existing, root.context(), stop, &skipped, &bytes);
+    Status s = Attempt(claim, item.check_existing, root.context(), stop, torn_at, &skipped, &bytes);
     if (s.ok()) {
       const double secs = ToSeconds(d_.clock.Now() - started);
       if (skipped) {
@@ -689,6 +696,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       }
     } else if (torn) {
       d_.inst.attempt_failures.Add(1, {{"reason", "torn_copy"}});
+      // The next copy must find the file as it is now, after the whole wait.
+      if (auto now_st = fs::Stat(ProcessingPath(claim)); now_st.ok()) torn_at = *now_st;
     } else {
       d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
     }

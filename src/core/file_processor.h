@@ -105,8 +105,11 @@ class FileProcessor {
 
  private:
   Result<ClaimPath> Claim(const WorkItem& item);
-  // Opens the claim and creates its staging copy (nothing copied yet).
-  Result<StagedFile> OpenStaging(const ClaimPath& claim);
+  // Opens the claim and creates its staging copy (nothing copied yet). `torn_at`: the claim's
+  // stat when its last copy came out torn (nullopt if none did). The file must have stayed so
+  // since: it is then known unchanged for the whole wait, not just for one copy that fits
+  // between a producer's writes; otherwise kTornCopy again, with `torn_at` moved on.
+  Result<StagedFile> OpenStaging(const ClaimPath& claim, std::optional<fs::FileStat>& torn_at);
   // Copies the next `len` bytes of the claim to offset `to` of the staging file (in memory: to
   // their own offset), hashing them into `f.hash`.
   // `ahead`: whether the copy is ahead of what waits on it (see Md5Pair::Update's `patient`).
@@ -147,7 +150,8 @@ class FileProcessor {
   bool BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts);
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
-                 std::stop_token stop, bool* skipped, uint64_t* bytes);
+                 std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
+                 uint64_t* bytes);
 
   std::string ProcessingPath(const ClaimPath& c) const;
   Deps d_;

@@ -485,5 +485,46 @@ TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
+// A producer still writing through its open descriptor after the claim, in bursts with pauses
+// shorter than the minimum age. After a torn copy the next one must not commit a snapshot taken
+// in one of the pauses: the file has to stay unchanged for the whole wait first.
+TEST_F(FileProcessorAzuriteTest, AfterATornCopyTheFileMustStayUnchangedForTheWholeWait) {
+  config_.min_file_age_s = 0.2;
+  const size_t size = 4 << 20;
+  std::string model = PatternBytes(size, 2);
+  WorkItem item = PlaceClaim("bursty.bin", model, false);
+  const std::string path = fs::Join(config_.processing_root, item.claim.Path());
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto write_for = [&](uint32_t round, std::chrono::milliseconds how_long) {
+    const auto until = std::chrono::steady_clock::now() + how_long;
+    for (uint32_t i = 0; std::chrono::steady_clock::now() < until; ++i) {
+      const std::string chunk = PatternBytes(4096, round * 1000 + i);
+      const size_t off = ((round * 131 + i) * 7919ull * 4096) % (size - 4096);
+      ASSERT_EQ(::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(off)), 4096);
+      model.replace(off, chunk.size(), chunk);
+      std::this_thread::sleep_for(200us);
+    }
+  };
+  std::thread writer([&] {
+    write_for(0, 150ms);  // the first copy is made while this goes on: torn
+    for (uint32_t round = 1; round <= 12; ++round) {
+      std::this_thread::sleep_for(80ms);  // a pause shorter than the minimum age
+      write_for(round, 5ms);
+    }
+    ::close(fd);
+  });
+  std::this_thread::sleep_for(20ms);
+  std::thread worker([&] { processor_->Process(item, {}); });
+  writer.join();
+  const std::string final_bytes = model;
+  worker.join();
+  auto got = blob_->GetBlob(item.claim.BlobName());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got == final_bytes) << "a snapshot from between two bursts was committed";
+  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 2);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 }  // namespace
 }  // namespace nbu::core
