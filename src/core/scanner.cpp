@@ -175,8 +175,11 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     const MonoTime seen = clock_.Now();  // exact time of this observation
     if (!tracker_.Observe(rel, fs::FromStat(st), seen)) continue;
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.
-    const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
+      if (errno != ENOENT && stats->unreadable++ == 0) {
+        stats->unreadable_example = rel + ": " + ErrnoStatus("open", errno).ToString();
+      }
       tracker_.Forget(rel);
       continue;
     }

@@ -34,6 +34,10 @@ class Scanner {
     // and a symlink is never followed out of incoming. The first one's relative path.
     size_t not_regular = 0;
     std::string not_regular_example;
+    // Files ready by stat that this process cannot open (a permission, an I/O error): left in
+    // incoming and looked at again. The first one's relative path and error.
+    size_t unreadable = 0;
+    std::string unreadable_example;
     double wall_s = 0;  // this scan's duration
     double cpu_s = 0;   // CPU time of the scanning thread during it
   };

@@ -162,6 +162,15 @@ void Service::ScanLoop(std::stop_token stop) {
                  {"count", stats.not_regular},
                  {"example", stats.not_regular_example}});
       }
+      if (stats.unreadable > 0) {
+        // Every scan: the file is looked at again each time, and each time it cannot be read.
+        LogWarn("files that cannot be opened stay in incoming and are not uploaded",
+                {{"session", session->name},
+                 {"count", stats.unreadable},
+                 {"example", stats.unreadable_example}});
+        inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
+                         "cannot open " + stats.unreadable_example);
+      }
       last_scan_ = stats;
     }
     // Next scan: one poll interval after this one began, or as soon as a pending file comes of
@@ -382,9 +391,11 @@ nlohmann::json Service::StatusJson() const {
   }
   {
     std::lock_guard lock(mu_);
-    s["last_scan"] = {{"files", last_scan_.files_seen},     {"stats", last_scan_.stats},
-                      {"queued", last_scan_.queued},        {"not_regular", last_scan_.not_regular},
-                      {"wall_ms", last_scan_.wall_s * 1e3}, {"cpu_ms", last_scan_.cpu_s * 1e3}};
+    s["last_scan"] = {
+        {"files", last_scan_.files_seen},      {"stats", last_scan_.stats},
+        {"queued", last_scan_.queued},         {"not_regular", last_scan_.not_regular},
+        {"unreadable", last_scan_.unreadable}, {"wall_ms", last_scan_.wall_s * 1e3},
+        {"cpu_ms", last_scan_.cpu_s * 1e3}};
   }
   if (hints_) {
     const auto h = hints_->stats();

@@ -62,6 +62,32 @@ TEST_F(ScannerTest, QueuesCompleteFilesOnceWithFilters) {
   EXPECT_EQ(inst.files_discovered.Value(), 3);
 }
 
+// A file this process may list and stat but not open (another user's, mode 0600) is not queued,
+// and each scan that finds it ready counts it with its error, so it shows in the status. Needs
+// root, to scan as another user.
+TEST_F(ScannerTest, AFileThatCannotBeOpenedIsCountedNotQueued) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to scan as another user";
+  WriteFile(In("mine.bin"), "m");
+  WriteFile(In("private.bin"), "p");
+  ASSERT_EQ(::chmod(In("private.bin").c_str(), 0600), 0);
+  ASSERT_EQ(::chmod(In("mine.bin").c_str(), 0644), 0);
+  for (const std::string& d : {dir.path(), config.incoming_dir, config.incoming_dir + "/s1"}) {
+    ASSERT_EQ(::chmod(d.c_str(), 0755), 0);
+  }
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  ASSERT_EQ(::seteuid(65534), 0);  // nobody
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  const auto stats = scanner.ScanOnce("s1", {});
+  ASSERT_EQ(::seteuid(0), 0);
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"mine.bin"}));
+  EXPECT_EQ(stats.unreadable, 1u);
+  EXPECT_EQ(stats.unreadable_example.rfind("private.bin: ", 0), 0u) << stats.unreadable_example;
+  EXPECT_NE(stats.unreadable_example.find("ermission"), std::string::npos)
+      << stats.unreadable_example;
+}
+
 // Symlinks (to files, to directories, dangling) and FIFOs are counted and never queued, and a
 // linked directory is never entered: its files are not the producer's to give away.
 TEST_F(ScannerTest, EntriesThatAreNotRegularFilesAreCountedNeverQueued) {
