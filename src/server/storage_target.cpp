@@ -110,6 +110,14 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
       return false;
     }
     out->endpoint = TrimSlash(c.azure_account_url.empty() ? info->endpoint : c.azure_account_url);
+    // A SAS is a bearer secret in every request's URL: like a token, never over plain http to
+    // another host. (Shared Key sends only a signature.)
+    if (!info->sas_token.empty()) {
+      if (Status s = azure::CheckSecureUrl(out->endpoint, "the blob endpoint"); !s.ok()) {
+        errors->push_back("APP_AZURE_CONNECTION_STRING: " + s.message() + " for a SAS");
+        return false;
+      }
+    }
     out->account = info->account;
     out->credential = *cred;
     return true;
@@ -138,6 +146,10 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     if (c.azure_account_url.empty())
       errors->push_back("APP_AZURE_ACCOUNT_URL: required with APP_AZURE_SAS_TOKEN");
     if (errors->size() != before) return false;
+    if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
+      errors->push_back(s.message() + " for a SAS");
+      return false;
+    }
     out->endpoint = TrimSlash(c.azure_account_url);
     out->account =
         c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;

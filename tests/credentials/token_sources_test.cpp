@@ -688,6 +688,43 @@ TEST(StorageTargetTokenTest, ExplicitSecretsNeverTouchTokenEndpoints) {
   EXPECT_TRUE(errors.empty());
 }
 
+// A SAS travels in every request's URL: like a bearer token it goes over https, or plain http
+// only to loopback (Azurite), whether given alone or in a connection string. Shared Key, which
+// sends a signature only, may use http (docker-compose's http://azurite).
+TEST(StorageTargetTokenTest, ASasIsNeverSentOverPlainHttpToAnotherHost) {
+  SimulatedClock clock;
+  server::StorageTarget target;
+  core::EnvMap env;
+  const auto resolve = [&](const core::Config& c) {
+    std::vector<std::string> errors;
+    const bool ok = server::ResolveStorageTarget(c, clock, &target, &errors, &env);
+    for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
+    return ok ? std::string() : errors.empty() ? "?" : errors[0];
+  };
+  core::Config c;
+  c.azure_account_url = "http://acct.blob.core.windows.net";
+  c.azure_sas_token = "sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(
+      resolve(c).rfind("APP_AZURE_ACCOUNT_URL: refusing http://acct.blob.core.windows.net", 0), 0u)
+      << resolve(c);
+  c.azure_account_url = "http://127.0.0.1:10000/devstoreaccount1";
+  EXPECT_EQ(resolve(c), "");
+  c = core::Config{};
+  c.azure_connection_string =
+      "BlobEndpoint=http://storage.example.com/"
+      "acct;SharedAccessSignature=sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(resolve(c).rfind("APP_AZURE_CONNECTION_STRING: the blob endpoint: refusing", 0), 0u)
+      << resolve(c);
+  c.azure_connection_string =
+      "BlobEndpoint=https://storage.example.com/"
+      "acct;SharedAccessSignature=sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(resolve(c), "");
+  c.azure_connection_string =
+      "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=" + Base64Encode("key") +
+      ";BlobEndpoint=http://azurite:10000/acct;";
+  EXPECT_EQ(resolve(c), "");
+}
+
 TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {
   StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
   core::EnvMap env = {{"AZURE_TENANT_ID", "t"},
