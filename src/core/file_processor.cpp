@@ -191,8 +191,9 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
   };
   int fd = create();
   if (fd < 0 && errno == ENOENT) {
-    if (Status s = fs::MkdirAll(fs::Dirname(f.path)); !s.ok()) return s;
-    fd = create();
+    const Status made = fs::MkdirAll(fs::Dirname(f.path));
+    fd = create();  // also when the directory could not be made: the create's error classifies
+    if (fd < 0 && !made.ok()) return StagingFailure(made.message(), errno);
   }
   if (fd < 0) return StagingFailure("create " + f.path, errno);
   f.fd = fs::Fd(fd);
@@ -261,11 +262,18 @@ Status FileProcessor::FinishStaging(StagedFile& f) {
 }
 
 Status FileProcessor::StagingFailure(const std::string& what, int err) {
-  if (err != ENOSPC && err != EDQUOT) return ErrnoStatus(what, err);
-  d_.inst.staging_full_at = d_.clock.Now().time_since_epoch().count();
-  d_.inst.attempt_failures.Add(1, {{"reason", "staging_full"}});
-  return Status(ErrorKind::kUnavailable, "staging is full: " + ErrnoStatus(what, err).message() +
-                                             " (" + d_.config.staging_root + ")");
+  const bool full = err == ENOSPC || err == EDQUOT;
+  // The staging disk failing (read-only after an error, permissions, I/O errors, its directory
+  // pruned meanwhile) is this replica's trouble too. A name it cannot hold is the file's.
+  const bool failing = err == EROFS || err == EACCES || err == EPERM || err == EIO ||
+                       err == ENOENT || err == EMFILE || err == ENFILE || err == ENOMEM;
+  if (!full && !failing) return ErrnoStatus(what, err);
+  (full ? d_.inst.staging_full_at : d_.inst.staging_failing_at) =
+      d_.clock.Now().time_since_epoch().count();
+  d_.inst.attempt_failures.Add(1, {{"reason", full ? "staging_full" : "staging_failing"}});
+  return Status(ErrorKind::kUnavailable,
+                std::string(full ? "staging is full: " : "staging fails: ") +
+                    ErrnoStatus(what, err).message() + " (" + d_.config.staging_root + ")");
 }
 
 Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {

@@ -79,6 +79,7 @@ struct Instruments {
   RecentErrors errors;
   // When staging last ran out of space or quota (a steady-clock time since epoch; 0: never).
   std::atomic<MonoTime::rep> staging_full_at{0};
+  std::atomic<MonoTime::rep> staging_failing_at{0};  // another staging error (read-only, EIO...)
 };
 
 }  // namespace nbu::core

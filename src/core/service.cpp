@@ -424,9 +424,12 @@ nlohmann::json Service::StatusJson() const {
     degraded.push_back(storage_refuses_us_ ? "storage_refuses_credentials" : "storage_unreachable");
   }
   if (!lease_ok_) degraded.push_back("lease_write_failing");
-  if (const auto full = inst_.staging_full_at.load();
-      full != 0 && clock_.Now() - MonoTime(MonoTime::duration(full)) < std::chrono::seconds(60)) {
-    degraded.push_back("staging_full");
+  for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},
+                                 std::pair{&inst_.staging_failing_at, "staging_failing"}}) {
+    const auto t = at->load();
+    if (t != 0 && clock_.Now() - MonoTime(MonoTime::duration(t)) < std::chrono::seconds(60)) {
+      degraded.push_back(name);
+    }
   }
   if (dl.count > 0) degraded.push_back("dead_lettered_files");
   if (queue_.size() >= queue_.capacity()) degraded.push_back("queue_full");

@@ -432,6 +432,38 @@ TEST_F(FileProcessorAzuriteTest, FullStagingWaitsAndNeverDeadLetters) {
   EXPECT_EQ(Count(inst_.files_processed), 1);
 }
 
+// Staging remounted read-only (as after a disk error) is this replica's trouble, not the
+// file's: the attempts wait, the status says staging_failing, and nothing is dead-lettered.
+TEST_F(FileProcessorAzuriteTest, ReadOnlyStagingWaitsAndNeverDeadLetters) {
+  const std::string disk = dir_.path() + "/ro";
+  test::ScopedTmpfs staging(disk, "16m");
+  if (!staging.ok()) GTEST_SKIP() << staging.error();
+  ASSERT_TRUE(staging.SetReadOnly(true)) << staging.error();
+  config_.staging_root = disk;
+  config_.max_file_attempts = 1;  // a failure that counted would dead-letter at once
+  config_.azure_retry_max_s = 0.2;
+  const std::string data = PatternBytes((1 << 20) + 5, 17);  // blocks: staged on disk
+  WorkItem item = PlaceClaim("ro.bin", data, true, 0);
+  std::stop_source stop;
+  std::thread stopper([&] {
+    WaitFor(
+        [&] {
+          return inst_.attempt_failures.Value({{"reason", "staging_failing"}}) >= 2;
+        },
+        30s);
+    stop.request_stop();
+  });
+  processor_->Process(item, stop.get_token());
+  stopper.join();
+  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "staging_failing"}}), 2);
+  EXPECT_NE(inst_.staging_failing_at.load(), 0);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_TRUE(Entries(config_.failed_root).empty());
+  ASSERT_TRUE(staging.SetReadOnly(false)) << staging.error();
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+}
+
 // A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   for (int runs : {0, 1, 2}) {

@@ -29,4 +29,11 @@ bool ScopedTmpfs::Resize(const std::string& size) {
   return false;
 }
 
+bool ScopedTmpfs::SetReadOnly(bool read_only) {
+  const unsigned long flags = MS_REMOUNT | (read_only ? MS_RDONLY : 0);
+  if (::mount("tmpfs", dir_.c_str(), "tmpfs", flags, nullptr) == 0) return true;
+  error_ = "cannot remount " + dir_ + ": " + std::strerror(errno);
+  return false;
+}
+
 }  // namespace nbu::test

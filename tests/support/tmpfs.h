@@ -19,6 +19,8 @@ class ScopedTmpfs {
   const std::string& error() const { return error_; }
   // Remounts it at another size, keeping its files; false (and error()) on failure.
   bool Resize(const std::string& size);
+  // Remounts it read-only, or writable again, keeping its files and size.
+  bool SetReadOnly(bool read_only);
 
  private:
   std::string dir_;
