@@ -214,9 +214,10 @@ Result<size_t> ReadClaim(const StagedFile& f, char* buf, size_t want, uint64_t a
   }
 }
 
-// After the last byte: a file that grew or was rewritten while it was read shows in its stat.
+// After the last byte: a file that grew or was rewritten while it was read shows in its stat,
+// as the file server has it now (another host's writes do not show in attributes cached at open).
 Status ClaimUnchanged(const StagedFile& f) {
-  auto st = fs::FStat(f.src.get());
+  auto st = fs::FStatFresh(f.src.get());
   if (!st.ok()) return st.status();
   if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
   return Status::Ok();

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -46,6 +48,22 @@ Result<FileStat> FStat(int fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return ErrnoStatus("fstat", errno);
   return FromStat(st);
+}
+
+Result<FileStat> FStatFresh(int fd) {
+  struct statx stx {};
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx) != 0) {
+    return ErrnoStatus("statx", errno);
+  }
+  FileStat s;
+  s.size = stx.stx_size;
+  s.mtime_ns = stx.stx_mtime.tv_sec * 1'000'000'000 + stx.stx_mtime.tv_nsec;
+  s.ctime_ns = stx.stx_ctime.tv_sec * 1'000'000'000 + stx.stx_ctime.tv_nsec;
+  s.ino = stx.stx_ino;
+  s.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  s.is_dir = S_ISDIR(stx.stx_mode);
+  s.is_regular = S_ISREG(stx.stx_mode);
+  return s;
 }
 
 Fd::~Fd() {

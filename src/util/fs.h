@@ -30,6 +30,9 @@ struct FileStat {
 FileStat FromStat(const struct stat& st);
 Result<FileStat> Stat(const std::string& path);  // lstat: symlinks are not followed
 Result<FileStat> FStat(int fd);
+// fstat that asks the file server now (statx with AT_STATX_FORCE_SYNC): an NFS client otherwise
+// answers from attributes it cached at open, and a write by another host goes unseen.
+Result<FileStat> FStatFresh(int fd);
 
 // An owned file descriptor.
 class Fd {

@@ -11,6 +11,26 @@ namespace {
 
 void Touch(const std::string& path) { std::ofstream(path) << "x"; }
 
+// The stat asked of the server is the same stat as fstat's, field for field that equality
+// compares (a claim's stat at open is compared with it after the copy), and sees a change.
+TEST(FStatFresh, AgreesWithFStatAndSeesAWrite) {
+  test::TempDir dir;
+  test::WriteFile(dir / "f", "abc");
+  auto fd = fs::OpenRead(dir / "f");
+  ASSERT_TRUE(fd.ok());
+  auto plain = fs::FStat(fd->get());
+  auto fresh = fs::FStatFresh(fd->get());
+  ASSERT_TRUE(plain.ok() && fresh.ok());
+  EXPECT_TRUE(*plain == *fresh);
+  EXPECT_EQ(fresh->ctime_ns, plain->ctime_ns);
+  EXPECT_TRUE(fresh->is_regular);
+  std::ofstream(dir / "f", std::ios::app) << "d";
+  auto after = fs::FStatFresh(fd->get());
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->size, 4u);
+  EXPECT_FALSE(*after == *plain);
+}
+
 TEST(RenameEntry, MakesAMissingTargetDirectoryAndRenames) {
   test::TempDir dir;
   Touch(dir / "a");
