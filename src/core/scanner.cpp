@@ -109,10 +109,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     hints_->Watch(dir_path);
     if (const auto it = changed_.find(dir_path); it != changed_.end()) changed = &it->second;
   }
-  const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // O_NOFOLLOW: a session directory (or one below it, swapped in mid-scan) that is a symlink
+  // is not followed out of incoming; its files are not the producer's to give away.
+  const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
   if (dfd < 0) {
     if (errno != ENOENT) {
-      LogWarn("cannot scan directory",
+      LogWarn(errno == ELOOP ? "a symlink in place of a directory is not followed"
+                             : "cannot scan directory",
               {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
     }
     return;
@@ -128,7 +131,16 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
   // `rel` is rebuilt in place for each entry: no allocation per name in a large directory.
   const size_t prefix = rel_dir.empty() ? 0 : rel_dir.size() + 1;
   std::string rel = rel_dir.empty() ? "" : rel_dir + "/";
-  while (const dirent* e = ::readdir(d)) {
+  for (;;) {
+    errno = 0;  // readdir's end and its errors look alike but for errno
+    const dirent* const e = ::readdir(d);
+    if (e == nullptr) {
+      if (errno != 0) {
+        LogWarn("listing a directory failed part-way: the files after that point are not seen",
+                {{"dir", dir_path}, {"error", ErrnoStatus("readdir", errno).ToString()}});
+      }
+      break;
+    }
     if (stop.stop_requested()) break;
     const std::string_view name(e->d_name);
     if (IsHiddenName(name)) continue;  // ".", "..", dot-files, .nfsXXXX, rsync temps

@@ -62,6 +62,28 @@ TEST_F(ScannerTest, QueuesCompleteFilesOnceWithFilters) {
   EXPECT_EQ(inst.files_discovered.Value(), 3);
 }
 
+// A session directory that is itself a symlink is not followed out of incoming: the files it
+// points at are not the producer's to give away (nor the service's own, were it to point at
+// the processing tree).
+TEST_F(ScannerTest, ASessionDirectoryThatIsASymlinkIsNotFollowed) {
+  WriteFile(dir.path() + "/elsewhere/theirs.bin", "t");
+  WriteFile(In("ours.bin"), "o");
+  ASSERT_EQ(
+      ::symlink((dir.path() + "/elsewhere").c_str(), (config.incoming_dir + "/linked").c_str()), 0);
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(scanner.ScanOnce("linked", {}).files_seen, 0u);
+    clock.Advance(5s);
+  }
+  EXPECT_EQ(q.size(), 0u);
+  // The same scanner still takes a real session's files.
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"ours.bin"}));
+}
+
 // A file this process may list and stat but not open (another user's, mode 0600) is not queued,
 // and each scan that finds it ready counts it with its error, so it shows in the status. Needs
 // root, to scan as another user.
