@@ -335,15 +335,18 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
   return WatchError::kNone;
 }
 
-size_t Service::RetryFailed(std::vector<std::string>* errors) {
+size_t Service::RetryFailed(std::vector<std::string>* errors, size_t* left) {
   size_t queued = 0;
+  *left = 0;
   for (auto& c : processor_.ReviveDeadLetters(errors)) {
     if (!inflight_.Add(c.Path())) continue;
-    WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
-    if (EnqueueClaim(std::move(item), {})) {
+    inst_.queue_depth.Add(1);
+    if (queue_.TryPush(WorkItem{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()})) {
       ++queued;
     } else {
+      inst_.queue_depth.Add(-1);
       inflight_.Remove(c.Path());
+      ++*left;
     }
   }
   return queued;

@@ -47,8 +47,11 @@ class Service {
   // Starts watching <incoming>/<name> (the name is already validated). Persisted on the volume.
   WatchError StartWatch(const std::string& name, SessionState* out, std::string* error);
   WatchError StopWatch(SessionState* out, std::string* error);
-  // Moves dead-lettered files back into the pipeline; returns how many were queued.
-  size_t RetryFailed(std::vector<std::string>* errors);
+  // Moves dead-lettered files back into the pipeline as claims of this replica and returns how
+  // many were queued. It never waits for room: a claim the queue has no room for now is left
+  // to the sweeper, which queues this replica's claims that no worker holds within two sweeps
+  // (counted in *left).
+  size_t RetryFailed(std::vector<std::string>* errors, size_t* left);
   nlohmann::json StatusJson() const;
 
   Instruments& instruments() { return inst_; }

@@ -34,6 +34,15 @@ class BoundedQueue {
     return true;
   }
 
+  // Queues the item only if there is room now: never waits. False when full or closed.
+  bool TryPush(T item) {
+    std::lock_guard lock(mu_);
+    if (closed_ || items_.size() >= capacity_) return false;
+    items_.push_back(std::move(item));
+    not_empty_.notify_one();
+    return true;
+  }
+
   // Empty optional when stopped, or closed and drained.
   std::optional<T> Pop(std::stop_token stop) {
     std::unique_lock lock(mu_);

@@ -118,8 +118,9 @@ void Api::Routes() {
   });
   post("/v1/failed/retry", [this](const httplib::Request&, httplib::Response& res) {
     std::vector<std::string> errors;
-    const size_t n = service_.RetryFailed(&errors);
-    Json(res, 200, {{"queued", n}, {"errors", errors}});
+    size_t left = 0;
+    const size_t n = service_.RetryFailed(&errors, &left);
+    Json(res, 200, {{"queued", n}, {"left_for_sweeper", left}, {"errors", errors}});
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(telemetry::RenderPrometheus(metrics_), telemetry::kPrometheusContentType);

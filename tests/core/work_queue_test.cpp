@@ -80,6 +80,17 @@ TEST(BoundedQueueTest, PushIntoAFullQueueResumesOnlyOnceItDrainedToHalf) {
   EXPECT_EQ(rest, (std::vector<int>{2, 3, 4, 5}));
 }
 
+TEST(BoundedQueueTest, TryPushNeverWaits) {
+  BoundedQueue<int> q(1);
+  EXPECT_TRUE(q.TryPush(1));
+  EXPECT_FALSE(q.TryPush(2));  // full: refused at once
+  EXPECT_EQ(q.Pop({}), 1);
+  EXPECT_TRUE(q.TryPush(3));
+  q.Close();
+  EXPECT_FALSE(q.TryPush(4));
+  EXPECT_EQ(q.Pop({}), 3);
+}
+
 TEST(BoundedQueueTest, ClearFreesRoomAndCloseDrains) {
   BoundedQueue<int> q(2);
   ASSERT_TRUE(q.Push(1, {}));

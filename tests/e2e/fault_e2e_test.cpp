@@ -191,6 +191,7 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   auto retry = up->Call("POST", "/v1/failed/retry");
   EXPECT_EQ(retry.status, 200);
   EXPECT_EQ(retry.body["queued"], 1);
+  EXPECT_EQ(retry.body["left_for_sweeper"], 0);
   ExpectAllArrive("p", {{"sub/poison.bin", bad}}, 60s);
   EXPECT_TRUE(WaitFor([&] { return Volume::Files(volume_.failed()).empty(); }, 10s));
   ExpectNothingLeft(*up);
