@@ -84,6 +84,20 @@ class FileProcessorAzuriteTest : public ::testing::Test {
   // and uploaded.
   void DeadLetterInterruptedThenRevive(const std::string& base);
   void OlderVersionAfterNewer(const std::string& base, size_t size);
+  // Processes `item` until `times` of its attempts have waited for `reason` (staging trouble),
+  // then stops it: none of them may count against the file.
+  void ProcessWhileStagingFails(const WorkItem& item, const std::string& reason, int times) {
+    std::stop_source stop;
+    std::thread stopper([&] {
+      WaitFor([&] { return inst_.attempt_failures.Value({{"reason", reason}}) >= times; }, 30s);
+      stop.request_stop();
+    });
+    processor_->Process(item, stop.get_token());
+    stopper.join();
+    EXPECT_GE(inst_.attempt_failures.Value({{"reason", reason}}), times);
+    EXPECT_EQ(Count(inst_.files_failed), 0);
+    EXPECT_TRUE(Entries(config_.failed_root).empty());
+  }
   // Sets the claim file's modification time (seconds since the epoch).
   void SetMtime(const WorkItem& item, time_t seconds) {
     const timespec times[2] = {{seconds, 0}, {seconds, 0}};
@@ -410,17 +424,8 @@ TEST_F(FileProcessorAzuriteTest, FullStagingWaitsAndNeverDeadLetters) {
   config_.azure_retry_max_s = 0.2;  // the waits' backoff cap
   const std::string data = PatternBytes(1 << 20, 16);      // 8 blocks of 128 KiB; 5 slots staged
   WorkItem item = PlaceClaim("roomy.bin", data, true, 0);  // no earlier run to count
-  std::stop_source stop;
-  std::thread stopper([&] {
-    WaitFor([&] { return inst_.attempt_failures.Value({{"reason", "staging_full"}}) >= 3; }, 30s);
-    stop.request_stop();
-  });
-  processor_->Process(item, stop.get_token());
-  stopper.join();
-  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "staging_full"}}), 3);
+  ProcessWhileStagingFails(item, "staging_full", 3);
   EXPECT_NE(inst_.staging_full_at.load(), 0);
-  EXPECT_EQ(Count(inst_.files_failed), 0);
-  EXPECT_TRUE(Entries(config_.failed_root).empty());
   const auto errors = inst_.errors.Snapshot();
   ASSERT_FALSE(errors.empty());
   EXPECT_NE(errors.back()[2].find("staging is full"), std::string::npos) << errors.back()[2];
@@ -444,21 +449,8 @@ TEST_F(FileProcessorAzuriteTest, ReadOnlyStagingWaitsAndNeverDeadLetters) {
   config_.azure_retry_max_s = 0.2;
   const std::string data = PatternBytes((1 << 20) + 5, 17);  // blocks: staged on disk
   WorkItem item = PlaceClaim("ro.bin", data, true, 0);
-  std::stop_source stop;
-  std::thread stopper([&] {
-    WaitFor(
-        [&] {
-          return inst_.attempt_failures.Value({{"reason", "staging_failing"}}) >= 2;
-        },
-        30s);
-    stop.request_stop();
-  });
-  processor_->Process(item, stop.get_token());
-  stopper.join();
-  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "staging_failing"}}), 2);
+  ProcessWhileStagingFails(item, "staging_failing", 2);
   EXPECT_NE(inst_.staging_failing_at.load(), 0);
-  EXPECT_EQ(Count(inst_.files_failed), 0);
-  EXPECT_TRUE(Entries(config_.failed_root).empty());
   ASSERT_TRUE(staging.SetReadOnly(false)) << staging.error();
   processor_->Process(item, {});
   ExpectBlobHolds(item, data);
