@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <thread>
 
 namespace nbu::server {
 namespace {
@@ -45,6 +46,15 @@ int Api::Bind(const std::string& host, int port) {
 }
 
 void Api::Serve() { server_->listen_after_bind(); }
+
+bool Api::WaitServing(std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!server_->is_running()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 void Api::Stop() {
   if (server_) server_->stop();

@@ -5,6 +5,7 @@
 #include "core/service.h"
 #include "telemetry/metrics.h"
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -21,8 +22,12 @@ class Api {
 
   // Binds host:port (port 0 = any free port); returns the bound port or -1.
   int Bind(const std::string& host, int port);
-  // Serves until Stop(); call from a dedicated thread after Bind.
+  // Serves until Stop(); call from a dedicated thread after Bind. Returns once every
+  // connection's request is over: a client still sending one holds it up.
   void Serve();
+  // True once Serve listens, within `timeout`. A Stop() before that would find nothing to stop
+  // and Serve would run on.
+  bool WaitServing(std::chrono::milliseconds timeout);
   void Stop();
 
  private:

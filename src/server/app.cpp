@@ -14,6 +14,8 @@
 #include <signal.h>
 #include <sys/statvfs.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -178,7 +180,13 @@ int Main(int argc, char** argv) {
                        {"md5", Md5Builds()}});
   telemetry.Start();
   service.Start();
-  std::thread api_thread([&] { api.Serve(); });
+  std::atomic<bool> api_done{false};
+  std::thread api_thread([&] {
+    api.Serve();
+    api_done = true;
+  });
+  // A signal handled before the listener runs would stop nothing, and it would run on.
+  if (!api.WaitServing(std::chrono::seconds(10))) LogWarn("the API did not start listening", {});
 
   const int sig = WaitForSignal();
   LogInfo("signal received",
@@ -186,10 +194,17 @@ int Main(int argc, char** argv) {
                                                    : std::to_string(sig)}});
   const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
   api.Stop();
-  api_thread.join();
+  // A client still sending a request (slowly, or never finishing it) holds the API thread: it
+  // gets a few seconds, not the rest of the pod's termination period.
+  for (int i = 0; i < 50 && !api_done.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   telemetry.Shutdown(clock.Now() + std::chrono::seconds(3));
-  LogInfo("stopped", {{"workers_joined", joined}});
-  if (!joined) std::_Exit(0);  // a worker still blocked in I/O: its claim is left for recovery
+  LogInfo("stopped", {{"workers_joined", joined}, {"api_joined", api_done.load()}});
+  // A worker still blocked in I/O (its claim is left for recovery), or a client holding the API:
+  // nothing of ours is left to finish.
+  if (!joined || !api_done.load()) std::_Exit(0);
+  api_thread.join();
   return 0;
 }
 

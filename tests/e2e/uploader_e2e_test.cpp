@@ -7,7 +7,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -281,6 +283,33 @@ TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
   const int total =
       a.Status()["counters"]["uploaded"].get<int>() + b.Status()["counters"]["uploaded"].get<int>();
   EXPECT_EQ(total, 200) << "each file exactly once across replicas";
+}
+
+// A client that keeps sending a request's headers, a byte now and then, holds one of the API's
+// threads, and the HTTP library's shutdown waits for it. SIGTERM still ends the process within
+// seconds, with exit code 0.
+TEST_F(UploaderE2E, SigtermEndsPromptlyDespiteASlowApiClient) {
+  UploaderProcess up(*azurite_, volume_, container_, "r1");
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  const int fd = ConnectLoopback(up.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendAll(fd, "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"));
+  std::atomic<bool> done{false};
+  std::thread slow([&] {
+    for (int i = 0; i < 60 && !done.load(); ++i) {  // a header line a second, for at most 60 s
+      if (!SendAll(fd, "X-Slow: " + std::to_string(i) + "\r\n")) break;
+      std::this_thread::sleep_for(1s);
+    }
+  });
+  std::this_thread::sleep_for(1500ms);  // the server is reading the request
+  up.process().Signal(SIGTERM);
+  const auto code = up.process().Wait(30s);
+  done = true;
+  slow.join();
+  ::close(fd);
+  EXPECT_EQ(code, 0) << up.process().ReadLog();
+  EXPECT_NE(up.process().ReadLog().find("\"api_joined\":false"), std::string::npos)
+      << up.process().ReadLog();
 }
 
 TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
