@@ -102,7 +102,11 @@ void Service::StartupLoop(std::stop_token stop) {
       return;
     }
   }
-  if (!WaitInflightDone(MonoTime::max(), stop)) return;
+  // Ready once a worker has picked up every claim found here (the queue held only them), not
+  // once each is finished: one that cannot finish (staging too small for it, say) must not keep
+  // this replica from ever scanning, sweeping or taking over a dead one's claims.
+  while (queue_.size() > 0 && !stop.stop_requested()) clock_.SleepFor(20ms, stop);
+  if (stop.stop_requested()) return;
   ready_ = true;
   LogInfo("ready", {{"recovered_claims", own.size()},
                     {"replica", config_.replica_id},

@@ -77,7 +77,8 @@ void Api::Routes() {
       Json(res, 200, {{"status", "ready"}});
     else
       Json(res, 503,
-           {{"status", "starting"}, {"reason", "recovery or storage check not finished"}});
+           {{"status", "starting"},
+            {"reason", "storage check or start-up recovery still under way"}});
   });
   // POST handlers by path: registered with the server and kept for bodiless requests (below).
   auto posts = std::make_shared<std::map<std::string, httplib::Server::Handler>>();

@@ -112,6 +112,39 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// A claim recovered at start-up that cannot finish (here its upload hangs at a slow storage)
+// does not keep the replica from becoming ready: readiness waits until every recovered claim
+// has been picked up by a worker, not until each is done.
+TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
+  Azurite azurite;
+  nbu::test::FaultProxy proxy(azurite.port(), [](const nbu::test::ProxyRequest& r) {
+    const bool upload = r.method == "PUT" && r.target.find("/recovered/") != std::string::npos;
+    return upload ? nbu::test::FaultAction::Delay(6000) : nbu::test::FaultAction::Forward();
+  });
+  TempDir dir;
+  Config config = TestConfig(dir, "ready");
+  config.worker_concurrency = 2;
+  config.replica_id = "ready-test";
+  const ClaimPath c{UtcDate(std::chrono::system_clock::now()),
+                    "recovered",
+                    "",
+                    "slow.bin",
+                    config.replica_id,
+                    NewNonce(),
+                    ClaimState::kClaimed};
+  WriteFile(config.processing_root + "/" + c.Path(), PatternBytes(1000, 1));
+  auto blob_client = nbu::test::MakeBlobClient(
+      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
+      config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer(RealClock::Instance());
+  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  service.Start();
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 4s)) << service.StatusJson().dump();
+  EXPECT_EQ(service.StatusJson()["in_progress"], 1) << "ready while the claim still uploads";
+  EXPECT_TRUE(service.Shutdown(1s));
+}
+
 // Recovered claims wait in the queue while the one worker's upload hangs at a slow storage. A
 // shutdown drops the queued ones (they stay claimed on the volume) and must not keep waiting
 // for them as if they were in flight: it ends within its grace, with nothing lost. Through the
