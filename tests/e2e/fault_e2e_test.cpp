@@ -249,7 +249,7 @@ TEST_F(FaultE2E, FileThatKillsTheServiceOnEveryRunIsDeadLetteredAfterTheAttemptL
     EXPECT_EQ(runs_on_volume(), 0) << up->process().ReadLog();
   }
   // Then two runs that end with SIGKILL; start-up recovery picks the claim up each time (the
-  // service is not ready until it is done), and records the run before its Put Blob.
+  // service is not ready until a worker has picked it up), and records the run before its Put Blob.
   for (size_t run = 1; run <= 2; ++run) {
     auto up = Start({{"APP_MAX_FILE_ATTEMPTS", "2"}}, true, /*wait_ready=*/false);
     ASSERT_TRUE(WaitFor([&] { return proxy_->Count("crash.bin", "PUT") == 1u + run; }, 60s))
