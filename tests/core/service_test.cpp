@@ -112,33 +112,44 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// Azurite behind a proxy that holds each upload of session "recovered" for `hold_ms`, and
+// `count` claims of `config`'s replica in that session, as start-up recovery finds them.
+struct SlowRecovery {
+  SlowRecovery(const Config& config, int hold_ms, uint32_t count)
+      : proxy(azurite.port(), [hold_ms](const nbu::test::ProxyRequest& r) {
+          const bool upload =
+              r.method == "PUT" && r.target.find("/recovered/") != std::string::npos;
+          return upload ? nbu::test::FaultAction::Delay(hold_ms)
+                        : nbu::test::FaultAction::Forward();
+        }) {
+    const std::string date = UtcDate(std::chrono::system_clock::now());
+    for (uint32_t i = 0; i < count; ++i) {
+      const ClaimPath c{
+          date,       "recovered",         "", "f" + std::to_string(i), config.replica_id,
+          NewNonce(), ClaimState::kClaimed};
+      WriteFile(config.processing_root + "/" + c.Path(), PatternBytes(1000, i));
+    }
+    blob = nbu::test::MakeBlobClient(
+        "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
+        config.azure_container);
+  }
+  Azurite azurite;
+  nbu::test::FaultProxy proxy;
+  std::unique_ptr<azure::BlobClient> blob;
+};
+
 // A claim recovered at start-up that cannot finish (here its upload hangs at a slow storage)
 // does not keep the replica from becoming ready: readiness waits until every recovered claim
 // has been picked up by a worker, not until each is done.
 TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
-  Azurite azurite;
-  nbu::test::FaultProxy proxy(azurite.port(), [](const nbu::test::ProxyRequest& r) {
-    const bool upload = r.method == "PUT" && r.target.find("/recovered/") != std::string::npos;
-    return upload ? nbu::test::FaultAction::Delay(6000) : nbu::test::FaultAction::Forward();
-  });
   TempDir dir;
   Config config = TestConfig(dir, "ready");
   config.worker_concurrency = 2;
   config.replica_id = "ready-test";
-  const ClaimPath c{UtcDate(std::chrono::system_clock::now()),
-                    "recovered",
-                    "",
-                    "slow.bin",
-                    config.replica_id,
-                    NewNonce(),
-                    ClaimState::kClaimed};
-  WriteFile(config.processing_root + "/" + c.Path(), PatternBytes(1000, 1));
-  auto blob_client = nbu::test::MakeBlobClient(
-      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
-      config.azure_container);
+  SlowRecovery slow(config, 6000, 1);
   telemetry::MetricsRegistry metrics;
   telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  Service service(config, RealClock::Instance(), *slow.blob, metrics, tracer);
   service.Start();
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 4s)) << service.StatusJson().dump();
   EXPECT_EQ(service.StatusJson()["in_progress"], 1) << "ready while the claim still uploads";
@@ -150,29 +161,15 @@ TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
 // for them as if they were in flight: it ends within its grace, with nothing lost. Through the
 // grace the lease stays fresh, so no other replica takes over the upload still running.
 TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
-  Azurite azurite;
-  nbu::test::FaultProxy proxy(azurite.port(), [](const nbu::test::ProxyRequest& r) {
-    const bool upload = r.method == "PUT" && r.target.find("/recovered/") != std::string::npos;
-    return upload ? nbu::test::FaultAction::Delay(4000) : nbu::test::FaultAction::Forward();
-  });
   TempDir dir;
   Config config = TestConfig(dir, "claims");
   config.worker_concurrency = 1;
   config.replica_id = "shutdown-test";
   config.lease_timeout_s = 1;  // a heartbeat every 0.25 s
-  const std::string date = UtcDate(std::chrono::system_clock::now());
-  for (uint32_t i = 0; i < 4; ++i) {
-    const ClaimPath c{
-        date,       "recovered",         "", "f" + std::to_string(i), config.replica_id,
-        NewNonce(), ClaimState::kClaimed};
-    WriteFile(config.processing_root + "/" + c.Path(), PatternBytes(1000, i));
-  }
-  auto blob_client = nbu::test::MakeBlobClient(
-      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
-      config.azure_container);
+  SlowRecovery slow(config, 4000, 4);
   telemetry::MetricsRegistry metrics;
   telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  Service service(config, RealClock::Instance(), *slow.blob, metrics, tracer);
   service.Start();
   // One claim is uploading (held by the proxy), the other three wait behind it.
   ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["queue_depth"] == 3; }, 30s))
