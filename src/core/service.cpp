@@ -70,13 +70,13 @@ void Service::Start() {
   }
 }
 
-bool Service::EnqueueClaim(WorkItem item, std::stop_token stop) {
+bool Service::EnqueueClaim(WorkItem item, std::stop_token stop, bool wait) {
+  const std::string claim = item.kind == WorkItem::Kind::kClaim ? item.claim.Path() : "";
   inst_.queue_depth.Add(1);
-  if (!queue_.Push(std::move(item), stop)) {
-    inst_.queue_depth.Add(-1);
-    return false;
-  }
-  return true;
+  if (wait ? queue_.Push(std::move(item), stop) : queue_.TryPush(std::move(item))) return true;
+  inst_.queue_depth.Add(-1);
+  if (!claim.empty()) inflight_.Remove(claim);
+  return false;
 }
 
 void Service::StartupLoop(std::stop_token stop) {
@@ -97,10 +97,7 @@ void Service::StartupLoop(std::stop_token stop) {
   for (const auto& c : own) {
     if (!inflight_.Add(c.Path())) continue;
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
-    if (!EnqueueClaim(std::move(item), stop)) {
-      inflight_.Remove(c.Path());
-      return;
-    }
+    if (!EnqueueClaim(std::move(item), stop)) return;
   }
   // Ready once a worker has picked up every claim found here (the queue held only them), not
   // once each is finished: one that cannot finish (staging too small for it, say) must not keep
@@ -344,12 +341,10 @@ size_t Service::RetryFailed(std::vector<std::string>* errors, size_t* left) {
   *left = 0;
   for (auto& c : processor_.ReviveDeadLetters(errors)) {
     if (!inflight_.Add(c.Path())) continue;
-    inst_.queue_depth.Add(1);
-    if (queue_.TryPush(WorkItem{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()})) {
+    WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
+    if (EnqueueClaim(std::move(item), {}, /*wait=*/false)) {
       ++queued;
     } else {
-      inst_.queue_depth.Add(-1);
-      inflight_.Remove(c.Path());
       ++*left;
     }
   }

@@ -69,7 +69,9 @@ class Service {
   // Sleeps until `wake`, or until a watch starts, or, once a change is hinted, until
   // `hinted_wake` when that is sooner.
   void SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop);
-  bool EnqueueClaim(WorkItem item, std::stop_token stop);
+  // Queues an item, waiting for room unless `wait` is false. A claim item is counted in flight
+  // before it is queued: one that cannot be queued is not counted any more.
+  bool EnqueueClaim(WorkItem item, std::stop_token stop, bool wait = true);
   // Waits until no file is in flight (true), or until `deadline` or `stop` (false).
   bool WaitInflightDone(MonoTime deadline, std::stop_token stop);
   std::optional<SessionState> CurrentSession() const;

@@ -94,7 +94,7 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     if (!inflight_.Add(c->Path())) return;
     LogWarn("re-queuing an orphaned claim", {{"blob", c->BlobName()}});
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, *c, true, clock_.Now()};
-    if (!enqueue_(std::move(item), stop)) inflight_.Remove(c->Path());
+    (void)enqueue_(std::move(item), stop);
     return;
   }
   if (!leases_.IsDead(c->owner)) return;
@@ -111,7 +111,7 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   inst_.takeovers.Add();
   LogWarn("took over a claim of a dead replica", {{"blob", c->BlobName()}, {"from", c->owner}});
   WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, mine, true, clock_.Now()};
-  if (!enqueue_(std::move(item), stop)) inflight_.Remove(mine.Path());
+  (void)enqueue_(std::move(item), stop);
 }
 
 void Sweeper::Sweep(std::stop_token stop) {

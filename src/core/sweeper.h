@@ -21,7 +21,8 @@ namespace nbu::core {
 
 class Sweeper {
  public:
-  // `enqueue` queues a claim (blocking while the queue is full); false when stopping.
+  // `enqueue` queues a claim (blocking while the queue is full); false when stopping, and then it
+  // has taken the claim out of the in-flight set again.
   using Enqueue = std::function<bool(WorkItem, std::stop_token)>;
   Sweeper(const Config& config, Clock& clock, InFlight& inflight, LeaseBook& leases,
           Instruments& inst, Enqueue enqueue);
