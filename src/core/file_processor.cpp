@@ -562,6 +562,10 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     if (!up.ok()) upload_span.SetError(up.ToString());
   }
   if (!staged->path.empty()) ::unlink(staged->path.c_str());
+  if (up.message() == kTornCopy) {
+    // The next attempt must find the claim as the file server has it now, after its whole wait.
+    if (auto now = fs::FStatFresh(staged->src.get()); now.ok()) torn_at = *now;
+  }
   if (!up.ok()) return up;
   telemetry::Span span = d_.tracer.StartSpan("complete", &parent);
   Status done = Complete(claim);
@@ -705,8 +709,6 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       }
     } else if (torn) {
       d_.inst.attempt_failures.Add(1, {{"reason", "torn_copy"}});
-      // The next copy must find the file as it is now, after the whole wait.
-      if (auto now_st = fs::Stat(ProcessingPath(claim)); now_st.ok()) torn_at = *now_st;
     } else {
       d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
     }
