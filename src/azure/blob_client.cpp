@@ -40,8 +40,8 @@ ErrorKind KindFor(long status, const std::string& code) {
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
   // re-reading the file can: a failure of this attempt, not of the request.
   if (IsChecksumMismatch(code)) return ErrorKind::kTransient;
-  // A commit naming blocks storage no longer holds: another writer's Put Blob or commit of the
-  // same name discarded them (a second version of the file), or the container was recreated.
+  // A commit naming blocks storage no longer holds: another writer's commit of the same name
+  // discarded them (a second version of the file), or the container was recreated.
   // The next attempt lists what is staged and sends the rest again.
   if (code == "InvalidBlockList") return ErrorKind::kTransient;
   if (status == 404) return ErrorKind::kNotFound;

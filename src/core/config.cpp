@@ -318,14 +318,15 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   }
   // ParseConfig compared the paths as written; a symlink can still make staging one of the NFS
   // trees (or hold them), and start-up empties staging.
+  std::error_code staging_error;
+  const auto staging = std::filesystem::canonical(c.staging_root, staging_error);
   for (const auto& [var, root] :
        {std::pair<const char*, const std::string&>{"APP_NFS_INCOMING_DIR", c.incoming_dir},
         {"APP_NFS_PROCESSING_ROOT", c.processing_root},
         {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
-    std::error_code e1, e2;
-    const auto staging = std::filesystem::canonical(c.staging_root, e1);
-    const auto other = std::filesystem::canonical(root, e2);
-    if (!e1 && !e2 && PathsOverlap(staging.string(), other.string())) {
+    std::error_code error;
+    const auto other = std::filesystem::canonical(root, error);
+    if (!staging_error && !error && PathsOverlap(staging.string(), other.string())) {
       errors->push_back("APP_LOCAL_STAGING_ROOT: " + c.staging_root + " resolves to " +
                         staging.string() + ", which is, contains or lies inside " + var + " (" +
                         other.string() + ")");
