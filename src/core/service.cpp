@@ -73,7 +73,13 @@ void Service::Start() {
 bool Service::EnqueueClaim(WorkItem item, std::stop_token stop, bool wait) {
   const std::string claim = item.kind == WorkItem::Kind::kClaim ? item.claim.Path() : "";
   inst_.queue_depth.Add(1);
-  if (wait ? queue_.Push(std::move(item), stop) : queue_.TryPush(std::move(item))) return true;
+  bool queued = false;
+  if (wait) {
+    queued = queue_.Push(std::move(item), stop);
+  } else {
+    queued = queue_.TryPush(std::move(item));
+  }
+  if (queued) return true;
   inst_.queue_depth.Add(-1);
   if (!claim.empty()) inflight_.Remove(claim);
   return false;
