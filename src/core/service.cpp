@@ -144,10 +144,14 @@ void Service::ScanLoop(std::stop_token stop) {
     // and StopWatch set session_ themselves).
     if (!loaded_at || begin - *loaded_at >= interval) {
       loaded_at = begin;
-      auto loaded = sessions_.Load();
+      const uint64_t writes = [&] {
+        std::lock_guard lock(mu_);
+        return session_writes_;
+      }();
+      auto loaded = sessions_.Load();  // not under mu_: a slow volume must not hold up status
       if (loaded.ok()) {
         std::lock_guard lock(mu_);
-        session_ = *loaded;
+        if (writes == session_writes_) session_ = *loaded;  // else it may predate the write
         warned = false;
       } else if (!warned) {
         LogWarn("cannot read the session file", {{"error", loaded.status().ToString()}});
@@ -315,6 +319,7 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
     LogWarn("cannot create the session directory", {{"error", st.ToString()}});
   }
   session_ = s;
+  ++session_writes_;
   *out = s;
   wake_scan_.request_stop();  // scan now rather than at the next poll
   LogInfo("watch started", {{"session", name}});
@@ -337,6 +342,7 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
     return WatchError::kStorage;
   }
   session_ = s;
+  ++session_writes_;
   *out = s;
   LogInfo("watch stopped", {{"session", s.name}});
   return WatchError::kNone;

@@ -99,8 +99,11 @@ class Service {
   MonoTime started_at_;
   mutable std::mutex mu_;
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
-  std::stop_source wake_scan_;           // guarded by mu_; ends the scan loop's current sleep
-  Scanner::Stats last_scan_;             // guarded by mu_
+  // Guarded by mu_: bumped by each StartWatch and StopWatch, so the scan loop does not cache a
+  // read of the session file that began before one of them wrote it.
+  uint64_t session_writes_ = 0;
+  std::stop_source wake_scan_;  // guarded by mu_; ends the scan loop's current sleep
+  Scanner::Stats last_scan_;    // guarded by mu_
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
   // Stopped last: while a shutdown's grace lets uploads finish, other replicas must not find

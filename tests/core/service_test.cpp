@@ -190,5 +190,41 @@ TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
   EXPECT_EQ(claimed, 4);
 }
 
+// The scan loop rereads the session file each poll, without holding the service's lock (the
+// volume may be slow). A read that began before a StartWatch or StopWatch wrote the file must
+// not be cached after it: the watch would seem stopped, or keep scanning, for a poll interval.
+// Polls every millisecond make the scan loop's reads overlap the writes many times over.
+TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
+  Azurite azurite;
+  TempDir dir;
+  Config config = TestConfig(dir, "watch");
+  config.poll_interval_s = 0.001;
+  config.replica_id = "watch-test";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer(RealClock::Instance());
+  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  service.Start();
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  int wrong = 0;
+  for (int i = 0; i < 150; ++i) {
+    SessionState s;
+    std::string error;
+    const bool start = i % 2 == 0;
+    ASSERT_EQ(start ? service.StartWatch("w" + std::to_string(i), &s, &error)
+                    : service.StopWatch(&s, &error),
+              Service::WatchError::kNone)
+        << error;
+    // Until the next call only this replica could change the file, so every look agrees.
+    const auto until = std::chrono::steady_clock::now() + 5ms;
+    while (std::chrono::steady_clock::now() < until) {
+      const auto seen = service.StatusJson()["session"];
+      if (seen.is_null() || seen["active"] != start || seen["name"] != s.name) ++wrong;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "looks that saw the session as it was before the last start or stop";
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 }  // namespace
 }  // namespace nbu::core
