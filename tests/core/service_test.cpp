@@ -226,5 +226,45 @@ TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// POST /v1/failed/retry with more dead letters than the queue holds: it queues what fits at
+// once and leaves the rest on the volume as claims, for the sweeper to pick up as orphans. A
+// claim it could not queue must not stay marked in flight, or no sweep would ever take it.
+TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
+  TempDir dir;
+  Config config = TestConfig(dir, "retry");
+  config.worker_concurrency = 1;
+  config.max_queue_size = 1;
+  config.gc_interval_s = 0.1;
+  config.replica_id = "retry-test";
+  SlowRecovery slow(config, 500, 0);  // each upload held 0.5 s: the queue stays full
+  const std::string date = UtcDate(std::chrono::system_clock::now());
+  std::map<std::string, std::string> files;
+  for (uint32_t i = 0; i < 5; ++i) {
+    const ClaimPath c{date,       "recovered",         "", "f" + std::to_string(i), "gone",
+                      NewNonce(), ClaimState::kClaimed};
+    files[c.BlobName()] = PatternBytes(1000 + i, i);
+    WriteFile(config.failed_root + "/" + FailedPathFor(c).DataPath(), files[c.BlobName()]);
+  }
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer(RealClock::Instance());
+  Service service(config, RealClock::Instance(), *slow.blob, metrics, tracer);
+  service.Start();
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  std::vector<std::string> errors;
+  size_t left = 0;
+  const size_t queued = service.RetryFailed(&errors, &left);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_EQ(queued + left, files.size());
+  EXPECT_GE(left, 2u) << "one in the worker and one in the queue at most, give or take a pop";
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["uploaded"] == files.size(); }, 60s))
+      << service.StatusJson().dump();
+  for (const auto& [name, data] : files) {
+    auto got = slow.blob->GetBlob(name);
+    ASSERT_TRUE(got.ok()) << name << ": " << got.status().ToString();
+    EXPECT_EQ(*got, data) << name;
+  }
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 }  // namespace
 }  // namespace nbu::core
