@@ -439,10 +439,14 @@ Status FileProcessor::CommitInOrder(
     props.if_match = info->has_value() ? (*info)->etag : "";
     if (!info->has_value()) continue;
     const azure::BlobInfo& blob = **info;
+    // This claim's own commit, whose answer was lost: done, if it holds the bytes read now. The
+    // claim may have been rewritten at the same size since, or storage may have kept other
+    // bytes than were hashed (a CRC-64 echo that differed); such a blob is replaced. With
+    // CRC-64 alone there is no MD5 of ours to compare: the blob is replaced too.
     const auto claim_of = blob.metadata.find("claim");
     if (claim_of != blob.metadata.end() && claim_of->second == props.metadata.at("claim") &&
-        blob.size == f.size) {
-      return Status::Ok();  // this claim's own commit, whose answer was lost
+        blob.size == f.size && !f.crc_only && blob.content_md5 == f.md5) {
+      return Status::Ok();
     }
     if (const auto theirs = mtime_of(blob); theirs && *theirs > f.source.mtime_ns) {
       d_.inst.files_superseded.Add();

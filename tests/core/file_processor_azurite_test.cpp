@@ -313,6 +313,33 @@ TEST_F(FileProcessorAzuriteTest, ACommitOfThisClaimFoundOnTheNextTryIsDone) {
   EXPECT_EQ(Count(inst_.files_superseded), 0);
 }
 
+// The same claim's earlier commit is only "this claim's own" when it holds the bytes read now.
+// The claim was rewritten in place at the same size after a commit whose answer was lost (a
+// producer that preallocates, say): the next try must replace the blob, not call it done and
+// let the new bytes be collected. In one Put Blob, in blocks, and with a Put Blob checked by
+// CRC-64, whose blob has no MD5 of ours to compare: it is always sent again.
+TEST_F(FileProcessorAzuriteTest, AnEarlierCommitOfThisClaimWithOtherBytesIsReplaced) {
+  config_.azure_put_blob_max_bytes = 256 << 10;
+  const std::atomic<bool> crc64{true};
+  FileProcessor crc_processor(FileProcessor::Deps{
+      config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}, &crc64});
+  int round = 0;
+  for (FileProcessor* processor : {processor_.get(), processor_.get(), &crc_processor}) {
+    const size_t size = round == 1 ? (1 << 20) + 9 : 3'000;
+    const std::string before = PatternBytes(size, 24);
+    const std::string after = PatternBytes(size, 25);
+    WorkItem item = PlaceClaim("rewritten-" + std::to_string(round++), before, false);
+    processor->Process(item, {});
+    ExpectBlobHolds(item, before);
+    // The claim again, rewritten, as if the first commit's answer had been lost.
+    WriteFile(fs::Join(config_.processing_root, item.claim.Path()), after);
+    processor->Process(item, {});
+    ExpectBlobHolds(item, after);
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 6);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 void FileProcessorAzuriteTest::DeadLetterInterruptedThenRevive(const std::string& base) {
   config_.max_file_attempts = 3;
   const std::string data = PatternBytes(70'000, 12);
