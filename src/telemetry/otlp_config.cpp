@@ -137,15 +137,19 @@ void ParseResource(const Reader& r, TelemetryConfig& c) {
   if (auto name = r.Get("OTEL_SERVICE_NAME")) c.service_name = *name;
 }
 
-// Header names must be HTTP tokens and values must not smuggle in line breaks. The error names
-// the header but never its value (values carry API keys).
+// Header names must be HTTP tokens and values must not smuggle in line breaks. An error never
+// quotes a value (values carry API keys), nor a name that is not a token: a header written as
+// HTTP writes it ("Authorization: Basic dXNl...==") has its secret in what parses as the name.
 bool ValidHeaders(const KeyValues& headers, std::string* error) {
   static const std::string kTokenPunct = "!#$%&'*+-.^_`|~";
+  size_t index = 0;
   for (const auto& [name, value] : headers) {
+    ++index;
     for (char ch : name) {
       if (!std::isalnum(static_cast<unsigned char>(ch)) &&
           kTokenPunct.find(ch) == std::string::npos) {
-        *error = "header name \"" + name + "\" is not a valid HTTP token";
+        *error = "entry " + std::to_string(index) +
+                 ": the header name is not a valid HTTP token (write name=value, not name: value)";
         return false;
       }
     }
@@ -210,8 +214,7 @@ std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string*
     }
     auto value = PercentDecode(Trim(entry.substr(eq + 1)));
     if (!value) {
-      *error = "entry " + std::to_string(index) + " (key \"" + key +
-               "\") has a malformed percent-encoding";
+      *error = "entry " + std::to_string(index) + " has a malformed percent-encoding";
       return std::nullopt;
     }
     out.emplace_back(key, std::move(*value));

@@ -76,8 +76,12 @@ TEST(TelemetryConfigTest, HeadersArePercentDecoded) {
 }
 
 TEST(TelemetryConfigTest, BadHeadersGiveOneErrorWithoutTheSecret) {
+  // The last three write a header as HTTP does ("name: value"): the secret is then in what
+  // parses as the name, before the first '=' (base64 padding, say).
   for (const std::string bad : {"api-key=topsecret,novalue", "api-key=topsecret%zz",
-                                "api key=topsecret", "a=topsecret%0d%0aX: y", "=topsecret"}) {
+                                "api key=topsecret", "a=topsecret%0d%0aX: y", "=topsecret",
+                                "Authorization: Basic topsecret==", "api-key: topsecret=abc",
+                                "Authorization: topsecret%zz=x"}) {
     const auto r = ParseEnv({{"OTEL_EXPORTER_OTLP_HEADERS", bad}});
     ASSERT_EQ(r.errors.size(), 1u) << bad;
     EXPECT_EQ(r.errors[0].rfind("OTEL_EXPORTER_OTLP_HEADERS: ", 0), 0u) << r.errors[0];
