@@ -45,12 +45,22 @@ ErrorKind KindFor(long status, const std::string& code) {
   // The next attempt lists what is staged and sends the rest again.
   if (code == "InvalidBlockList") return ErrorKind::kTransient;
   if (status == 404) return ErrorKind::kNotFound;
-  if (status == 409 || status == 412) return ErrorKind::kConflict;
+  if (status == 409 || status == 412) {
+    // A precondition of ours failed (If-None-Match: *, If-Match): the caller looks at the blob.
+    if (code.empty() || code == "BlobAlreadyExists" || code == "ConditionNotMet") {
+      return ErrorKind::kConflict;
+    }
+    // The container is going away: storage's state, not the file's.
+    if (code == "ContainerBeingDeleted") return ErrorKind::kUnavailable;
+    // A reader's lease, a copy in progress, an immutability policy: the file's failure, by
+    // its code, tried again after a backoff (a lease may be released) and counted.
+    return ErrorKind::kTransient;
+  }
   if (status == 401 || status == 403) return ErrorKind::kAuth;
-  // Throttling and "service unavailable" outlasting every retry describe the service, not the
-  // request: callers wait them out instead of charging the item.
-  if (status == 429 || status == 503) return ErrorKind::kUnavailable;
-  if (IsRetryableStatus(status)) return ErrorKind::kTransient;
+  // Throttling, an overloaded partition (500 OperationTimedOut), gateways and timeouts that
+  // outlast every retry describe the service, not the request: callers wait them out instead
+  // of charging the item.
+  if (IsRetryableStatus(status)) return ErrorKind::kUnavailable;
   return ErrorKind::kPermanent;
 }
 
@@ -150,7 +160,11 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
     req.url = base_url;
     req.headers = base_headers;
     if (Status s = credential_->Authorize(req, options_.account, path_style_); !s.ok()) {
-      return Status(s.kind(), op + " " + safe_url + ": " + s.message());
+      // No token (its endpoint down or refusing us) is never the fault of what is being sent.
+      const ErrorKind kind = s.kind() == ErrorKind::kAuth || s.kind() == ErrorKind::kCancelled
+                                 ? s.kind()
+                                 : ErrorKind::kUnavailable;
+      return Status(kind, op + " " + safe_url + ": " + s.message());
     }
     Result<HttpResponse> result = transport_->Send(req);
     if (!result.ok() && result.status().kind() == ErrorKind::kCancelled) {
@@ -202,7 +216,8 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       return Status(KindFor(resp.status, code), msg);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
-    if (result.ok() && (result->status == 429 || result->status == 503)) {
+    if (result.ok() && (result->status == 429 || result->status == 503 ||
+                        (result->status == 500 && ErrorCode(*result) == "OperationTimedOut"))) {
       throttle_.Throttle(*delay);
       if (observer_.on_throttled) observer_.on_throttled();
     }

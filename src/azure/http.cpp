@@ -114,12 +114,13 @@ ErrorKind KindOf(CURLcode code) {
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_NOT_BUILT_IN: return ErrorKind::kPermanent;
-    // Storage could not be reached at all: an outage, not the fault of the request or file.
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT: return ErrorKind::kUnavailable;
-    case CURLE_ABORTED_BY_CALLBACK: return ErrorKind::kCancelled;  // AbortOnStop
-    default: return ErrorKind::kTransient;
+    case CURLE_ABORTED_BY_CALLBACK:
+      return ErrorKind::kCancelled;  // AbortOnStop
+    // Everything else is the network or the server: a refused or black-holed connection (a
+    // connect timeout is CURLE_OPERATION_TIMEDOUT), resets, a server that never answers, TLS
+    // trouble. An outage, not the fault of the request or the file; a body that cannot be read
+    // is reported apart (ReadBody).
+    default: return ErrorKind::kUnavailable;
   }
 }
 

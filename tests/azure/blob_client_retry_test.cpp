@@ -84,6 +84,12 @@ class BlobClientRetryTest : public ::testing::Test {
     } else if (name == "busy") {
       res.status = 500;
       res.set_header("x-ms-error-code", "InternalError");
+    } else if (name == "leased") {  // a reader holds a lease on the blob
+      res.status = 412;
+      res.set_header("x-ms-error-code", "LeaseIdMissing");
+    } else if (name == "taken") {
+      res.status = 409;
+      res.set_header("x-ms-error-code", "BlobAlreadyExists");
     } else if (name == "stale-token" && n == 1) {
       res.status = 401;
     } else if (name == "stale-token") {
@@ -221,11 +227,14 @@ TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
   EXPECT_EQ(seen_[2].get_param_value("blockid"), "MDAwMQ==");
 }
 
-TEST_F(BlobClientRetryTest, ExhaustedRetriesAreTransientWithContext) {
+// A server error that outlasts every retry describes storage (an outage, an overloaded
+// partition), not the request: kUnavailable, which the pipeline waits out without charging the
+// file.
+TEST_F(BlobClientRetryTest, ExhaustedRetriesAreUnavailableWithContext) {
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   const std::string data = "abc";
   Status s = client.PutBlob("busy", Body::FromMemory(data), Md5::Of(data), {});
-  EXPECT_EQ(s.kind(), ErrorKind::kTransient);
+  EXPECT_EQ(s.kind(), ErrorKind::kUnavailable);
   EXPECT_NE(s.message().find("PutBlob"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("/acct/c/busy"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("HTTP 500 InternalError"), std::string::npos) << s.message();
@@ -270,6 +279,40 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(*ok, "payload");
   EXPECT_TRUE(clock_.SleepsForTest().empty());
+}
+
+// Only a failed precondition of our own (the name taken, the ETag moved on) is a conflict,
+// which the commit step resolves by looking at the blob. Any other 409 or 412 (a reader's
+// lease, an immutability policy) would fail the same way again: it is the file's failure,
+// named by its code, and not sent again at once.
+TEST_F(BlobClientRetryTest, OnlyFailedPreconditionsAreConflicts) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "x";
+  Status taken = client.PutBlob("taken", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(taken.kind(), ErrorKind::kConflict) << taken.ToString();
+  Status leased = client.PutBlob("leased", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(leased.kind(), ErrorKind::kTransient) << leased.ToString();
+  EXPECT_NE(leased.message().find("HTTP 412 LeaseIdMissing"), std::string::npos)
+      << leased.ToString();
+  std::lock_guard lock(mu_);
+  EXPECT_EQ(calls_["/acct/c/leased"], 1);
+}
+
+// A server that accepts the connection and never answers: each try times out, and so does the
+// last. Like a refused connection, that is storage unavailable, not the request's fault.
+TEST_F(BlobClientRetryTest, TimeoutsOutlastingEveryRetryAreUnavailable) {
+  options_.timeout_base = 200ms;
+  options_.retry.max_attempts = 2;
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "x";
+  Status s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {});
+  {
+    std::lock_guard lock(hang_mu_);
+    released_ = true;
+  }
+  hang_cv_.notify_all();
+  EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
 }
 
 TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {

@@ -7,6 +7,7 @@
 
 #include "support/azurite.h"
 #include "support/azurite_client.h"
+#include "support/fault_proxy.h"
 #include "support/process.h"
 #include "support/tmpfs.h"
 
@@ -338,6 +339,39 @@ TEST_F(FileProcessorAzuriteTest, AnEarlierCommitOfThisClaimWithOtherBytesIsRepla
   }
   EXPECT_EQ(Count(inst_.files_processed), 6);
   EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
+// Storage answering every write with 500 OperationTimedOut (an overloaded partition) for longer
+// than a request's retries last, then recovering: an outage, waited out without charging the
+// file, which is uploaded once storage answers again, however few attempts a file may have.
+TEST_F(FileProcessorAzuriteTest, ServerErrorsOutlastingEveryRetryDoNotCountAgainstTheFile) {
+  config_.max_file_attempts = 2;
+  nbu::test::FaultProxy proxy(azurite_.port(), [](const nbu::test::ProxyRequest& r) {
+    return r.method == "PUT" && r.index < 12
+               ? nbu::test::FaultAction::Status(500, "OperationTimedOut")
+               : nbu::test::FaultAction::Forward();
+  });
+  azure::BlobClientOptions o;
+  o.endpoint =
+      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount;
+  o.account = nbu::test::kAzuriteAccount;
+  o.container = config_.azure_container;
+  o.retry.max_attempts = 2;
+  o.retry.base_delay = std::chrono::milliseconds(10);
+  auto cred =
+      azure::SharedKeyCredential::Create(nbu::test::kAzuriteAccount, nbu::test::kAzuriteKey);
+  azure::BlobClient blob(o, *cred, std::make_shared<azure::HttpTransport>(), RealClock::Instance());
+  FileProcessor processor(
+      FileProcessor::Deps{config_, RealClock::Instance(), blob, inst_, tracer_, inflight_, {}});
+  const std::string data = PatternBytes(5'000, 26);
+  WorkItem item = PlaceClaim("overloaded.bin", data, false);
+  processor.Process(item, {});
+  EXPECT_GE(proxy.faults(), 12u);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  auto got = blob_->GetBlob(item.claim.BlobName());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got == data);
 }
 
 void FileProcessorAzuriteTest::DeadLetterInterruptedThenRevive(const std::string& base) {
