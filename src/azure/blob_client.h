@@ -30,8 +30,10 @@ struct BlobClientOptions {
   std::string container;
   RetryOptions retry;
   // Per-request timeout = base + body_bytes / min_throughput (Azure's write timeouts scale too).
+  // The floor is low (a shared uplink of a few Mbit/s among many senders): a connection that
+  // stops moving is caught by the transport's stall check (HttpTransportOptions::stall_time).
   std::chrono::milliseconds timeout_base{30000};
-  uint64_t timeout_min_bytes_per_s = 1 << 20;
+  uint64_t timeout_min_bytes_per_s = 32 << 10;
 };
 
 // A body to send: a byte range of an open file (streamed with pread), or bytes in memory that

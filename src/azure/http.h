@@ -53,10 +53,14 @@ struct HttpTransportOptions {
   std::string ca_file;  // empty: system store (and SSL_CERT_FILE, as libcurl does)
   size_t max_response_body = 4 << 20;
   size_t max_idle_handles = 64;
+  // A transfer moving fewer than stall_bytes_per_s for stall_time is given up as stalled (a
+  // connection that died without a reset), long before a large body's total timeout.
+  std::chrono::seconds stall_time{60};
+  long stall_bytes_per_s = 1024;
 };
 
-// Thread-safe. Connection errors and timeouts come back as ErrorKind::kTransient with the curl
-// error text; any HTTP status (including 4xx/5xx) is a successful Send.
+// Thread-safe. Connection errors and timeouts come back as ErrorKind::kUnavailable with the
+// curl error text; any HTTP status (including 4xx/5xx) is a successful Send.
 class HttpTransport {
  public:
   explicit HttpTransport(HttpTransportOptions options = {});

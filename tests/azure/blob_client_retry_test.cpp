@@ -315,6 +315,26 @@ TEST_F(BlobClientRetryTest, TimeoutsOutlastingEveryRetryAreUnavailable) {
   EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
 }
 
+// A connection that stops moving is given up after the stall time, long before the total
+// timeout of the request (a minute here; the server would answer 201 after 10 s).
+TEST_F(BlobClientRetryTest, AStalledTransferIsGivenUpBeforeItsTimeout) {
+  options_.timeout_base = 60s;
+  options_.retry.max_attempts = 1;
+  HttpTransportOptions t;
+  t.stall_time = 1s;
+  transport_ = std::make_shared<HttpTransport>(t);
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "x";
+  Status s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {});
+  {
+    std::lock_guard lock(hang_mu_);
+    released_ = true;
+  }
+  hang_cv_.notify_all();
+  EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
+}
+
 TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
   options_.endpoint = "http://127.0.0.1:1/acct";
   std::vector<std::string> reasons;
