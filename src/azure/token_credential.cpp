@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -21,16 +22,26 @@ struct LastUsed {
 };
 thread_local LastUsed t_last_used;
 
-std::optional<double> NumberField(const nlohmann::json& j, const char* key) {
+constexpr double kMaxLifetimeS = 1e8;  // three years
+constexpr double kMaxEpochS = 9e9;     // the year 2255
+
+// Seconds in [0, max], as a number or a numeric string. "inf", "nan" or 1e400 would overflow the
+// clock's nanoseconds when converted (they end in the year 2262).
+std::optional<double> NumberField(const nlohmann::json& j, const char* key, double max) {
   auto it = j.find(key);
   if (it == j.end()) return std::nullopt;
-  if (it->is_number()) return it->get<double>();
-  if (!it->is_string()) return std::nullopt;
-  const std::string& s = it->get_ref<const std::string&>();
-  if (s.empty()) return std::nullopt;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end == nullptr || *end != '\0') return std::nullopt;
+  double v = 0;
+  if (it->is_number()) {
+    v = it->get<double>();
+  } else if (it->is_string() && !it->get_ref<const std::string&>().empty()) {
+    const std::string& s = it->get_ref<const std::string&>();
+    char* end = nullptr;
+    v = std::strtod(s.c_str(), &end);
+    if (end == nullptr || *end != '\0') return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  if (!std::isfinite(v) || v < 0 || v > max) return std::nullopt;
   return v;
 }
 
@@ -178,6 +189,11 @@ uint64_t TokenCredential::FetchCountForTest() const {
   return fetches_;
 }
 
+bool TokenCredential::HoldsAValidToken() const {
+  std::lock_guard lock(mu_);
+  return UsableLocked(clock_.WallNow());
+}
+
 bool TokenCredential::UsableLocked(WallTime now) const {
   return cached_.has_value() && now < cached_->expires_on;
 }
@@ -257,17 +273,18 @@ Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
   if (token.empty()) return Status(ErrorKind::kAuth, who + ": token response has no access_token");
   AccessToken out;
   out.token = std::move(token);
-  if (auto in = NumberField(j, "expires_in")) {
+  if (auto in = NumberField(j, "expires_in", kMaxLifetimeS)) {
     out.expires_on = now + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(*in));
-  } else if (auto on = NumberField(j, "expires_on")) {
+  } else if (auto on = NumberField(j, "expires_on", kMaxEpochS)) {
     out.expires_on = WallTime(std::chrono::duration_cast<WallTime::duration>(
         std::chrono::seconds(static_cast<int64_t>(*on))));
   } else if (auto at = AppService2017Time(j, "expires_on")) {
     out.expires_on = WallTime(std::chrono::seconds(*at));
   } else {
-    return Status(ErrorKind::kAuth, who + ": token response has no expires_in or expires_on");
+    return Status(ErrorKind::kAuth,
+                  who + ": token response has no usable expires_in or expires_on");
   }
-  if (auto refresh_in = NumberField(j, "refresh_in")) {
+  if (auto refresh_in = NumberField(j, "refresh_in", kMaxLifetimeS)) {
     out.refresh_on =
         now + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(*refresh_in));
   }

@@ -79,6 +79,9 @@ class TokenCredential : public Credential {
   // Errors must not contain secrets (use ScrubSecrets).
   virtual Result<AccessToken> FetchToken() = 0;
   Clock& clock() const { return clock_; }
+  // True while the cached token is still valid: a fetch then only refreshes it early, on the
+  // thread of an upload, and should make one try rather than wait out retries.
+  bool HoldsAValidToken() const;
 
  private:
   WallTime RefreshAt(const AccessToken& t, WallTime fetched) const;

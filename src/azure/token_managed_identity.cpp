@@ -215,12 +215,15 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken() {
   probe_pending_ = false;
   HttpRequest req = BuildRequest();
   if (probe) req.connect_timeout = options_.probe_connect_timeout;
-  const int attempts = probe ? 1 : std::max(1, options_.max_attempts);
+  // One try for the probe, and for an early refresh of a token that still works (the caller
+  // keeps it and tries again in kRetryAfterFailure).
+  const int attempts = probe || HoldsAValidToken() ? 1 : std::max(1, options_.max_attempts);
   const std::string who = Describe();
   Status last;
   int made = 0;
+  Duration waited{0};
   std::string arc_secret;
-  for (int attempt = 1; attempt <= attempts; ++attempt) {
+  for (int attempt = 1;; ++attempt) {
     made = attempt;
     Result<HttpResponse> resp = Send(req, &arc_secret);
     if (resp.ok() && resp->status == 200) {
@@ -238,8 +241,12 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken() {
       last = Status(err.status().kind(), ScrubSecrets(err.status().message(), secrets));
       if (!Retryable(resp->status)) return last;
     }
-    if (attempt == attempts) break;
+    // IMDS answers 410 while it is upgraded, for up to 70 s: that long is waited out in full.
+    const bool upgrading =
+        resp.ok() && resp->status == 410 && attempts > 1 && waited < options_.imds_upgrade_window;
+    if (attempt >= attempts && !upgrading) break;
     const Duration delay = RetryDelay(attempt, resp.ok() ? &*resp : nullptr);
+    waited += delay;
     LogWarn("managed identity token request failed; retrying", {{"credential", who},
                                                                 {"attempt", attempt},
                                                                 {"delay_s", ToSeconds(delay)},

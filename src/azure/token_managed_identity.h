@@ -43,6 +43,7 @@ struct ManagedIdentityOptions {
   Duration base_delay = std::chrono::seconds(1);
   Duration max_delay = std::chrono::seconds(30);
   Duration min_delay_410 = std::chrono::seconds(10);
+  Duration imds_upgrade_window = std::chrono::seconds(70);  // 410s are retried at least this long
   // DefaultAzureCredential's probe: the first IMDS request gets a 1 s connect timeout and no
   // retries, so start-up off Azure is not held up.
   bool probe = false;

@@ -175,6 +175,15 @@ TEST(TokenHelpersTest, ParsesTokenResponses) {
   }
   r.body = R"({"access_token":"a"})";
   EXPECT_FALSE(ParseTokenResponse(r, now, "x").ok());
+  // Numbers the clock cannot hold (undefined behaviour when converted) are no expiry at all.
+  for (const char* bad :
+       {R"("expires_in":"inf")", R"("expires_in":"nan")", R"("expires_in":1e300)",
+        R"("expires_in":-5)", R"("expires_on":"1e400")", R"("expires_on":99999999999)"}) {
+    r.body = std::string(R"({"access_token":"a",)") + bad + "}";
+    t = ParseTokenResponse(r, now, "x");
+    ASSERT_FALSE(t.ok()) << bad;
+    EXPECT_NE(t.status().message().find("no usable expires_in"), std::string::npos) << bad;
+  }
   r.body = "not json";
   EXPECT_FALSE(ParseTokenResponse(r, now, "x").ok());
   r.status = 400;

@@ -247,6 +247,49 @@ TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
   EXPECT_EQ(imds.count(), 3u);
 }
 
+// A refresh while the cached token is still valid runs on an upload worker: it makes one
+// request, without backoff, and the worker goes on with the cached token. The full retry
+// budget (minutes of Retry-After and backoff) is kept for when no valid token is left.
+TEST(ManagedIdentityCredentialTest, ARefreshWhileTheTokenIsValidDoesNotRetry) {
+  std::atomic<int> n{0};
+  StandIn imds([&](const Recorded&, httplib::Response& res) {
+    if (++n == 1) return Json(res, 200, R"({"access_token":"first","expires_in":3600})");
+    res.set_header("Retry-After", "30");
+    Json(res, 503, R"({"error":"busy"})");
+  });
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()}}), o);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ(AuthHeader(**cred), "Bearer first");
+  clock.Advance(std::chrono::minutes(59));  // past the refresh point, 1 min before expiry
+  EXPECT_EQ(AuthHeader(**cred), "Bearer first");
+  EXPECT_EQ(imds.count(), 2u) << "one refresh request, not retried";
+  EXPECT_TRUE(clock.SleepsForTest().empty());
+  clock.Advance(std::chrono::minutes(2));  // expired: now the fetch retries
+  EXPECT_FALSE((*cred)->GetToken().ok());
+  EXPECT_EQ(imds.count(), 2u + 5u);
+}
+
+// IMDS answers 410 while it is being upgraded, for up to 70 s: a first token is waited for
+// that long, however few attempts that takes.
+TEST(ManagedIdentityCredentialTest, ImdsGoneIsRetriedForSeventySeconds) {
+  StandIn imds([](const Recorded&, httplib::Response& res) { Json(res, 410, "{}"); });
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()}}), o);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_FALSE((*cred)->GetToken().ok());
+  Duration waited{0};
+  for (const Duration d : clock.SleepsForTest()) waited += d;
+  EXPECT_GE(waited, std::chrono::seconds(70));
+  EXPECT_LT(waited, std::chrono::seconds(70 + 31)) << "no more than one wait past the window";
+}
+
 TEST(ManagedIdentityCredentialTest, ImdsDoesNotRetryOtherClientErrorsAndProbeDoesNotRetry) {
   StandIn imds([](const Recorded&, httplib::Response& res) {
     Json(res, 400, R"({"error":"invalid_request","error_description":"Identity not found"})");
