@@ -170,8 +170,17 @@ MonoTime OtlpExporter::RunOnce() {
 
 void OtlpExporter::Drain(MonoTime deadline) {
   auto time_left = [&] { return !cancel_ && clock_.Now() < deadline; };
+  // A Retry-After that ends before the deadline is waited out. One that ends later can be
+  // neither waited out nor honoured by a send: what is left of that signal is dropped.
+  auto may_send = [&](Signal signal) {
+    const MonoTime until = throttled_until_[signal == Signal::kSpans ? 0 : 1];
+    if (until >= deadline) return false;
+    const MonoTime now = clock_.Now();
+    if (until > now) clock_.SleepFor(until - now, std::stop_token());
+    return time_left();
+  };
   if (config_.exports_traces()) {
-    while (time_left() && (span_batch_.active || TakeSpanBatch())) {
+    while (time_left() && (span_batch_.active || TakeSpanBatch()) && may_send(Signal::kSpans)) {
       const milliseconds timeout =
           std::min(config_.export_timeout, Remaining(clock_.Now(), deadline));
       Attempt(span_batch_, Signal::kSpans, std::max(timeout, milliseconds(1)), true);
@@ -188,7 +197,7 @@ void OtlpExporter::Drain(MonoTime deadline) {
   }
   if (config_.exports_metrics() && metrics_ != nullptr) {
     metric_batch_ = Pending{};  // a fresh snapshot supersedes any pending one
-    if (time_left()) {
+    if (time_left() && may_send(Signal::kMetrics)) {
       SnapshotMetrics();
       const milliseconds timeout =
           std::min(config_.export_timeout, Remaining(clock_.Now(), deadline));
@@ -210,7 +219,8 @@ bool OtlpExporter::TakeSpanBatch() {
     }
   }
   if (batch.empty()) return false;
-  span_batch_ = Pending{true, Dump(EncodeTraces(batch, resource_)), batch.size(), 0, MonoTime{}};
+  span_batch_ =
+      Pending{true, Dump(EncodeTraces(batch, resource_)), batch.size(), 0, throttled_until_[0]};
   return true;
 }
 
@@ -220,7 +230,7 @@ void OtlpExporter::SnapshotMetrics() {
   size_t points = 0;
   std::string body =
       Dump(EncodeMetrics(*metrics_, resource_, start_wall_, clock_.WallNow(), &points));
-  metric_batch_ = Pending{points > 0, std::move(body), points, 0, MonoTime{}};
+  metric_batch_ = Pending{points > 0, std::move(body), points, 0, throttled_until_[1]};
 }
 
 void OtlpExporter::Attempt(Pending& p, Signal signal, milliseconds timeout, bool final) {
@@ -228,14 +238,17 @@ void OtlpExporter::Attempt(Pending& p, Signal signal, milliseconds timeout, bool
   OtlpRequest request{
       spans ? config_.traces_url : config_.metrics_url, &config_.headers, {}, timeout};
   request.body.swap(p.body);
-  const Status st = transport_->Post(request, cancel_);
+  const OtlpResult result = transport_->Post(request, cancel_);
   p.body.swap(request.body);
+  const Status& st = result.status;
   bool& failing = failing_[spans ? 0 : 1];
+  if (result.retry_after) {
+    // Also holds back the next batch, should this one run out of attempts.
+    throttled_until_[spans ? 0 : 1] =
+        clock_.Now() + std::min<Duration>(*result.retry_after, kMaxRetryAfter);
+  }
   if (st.ok()) {
-    (spans ? spans_exported_ : metric_points_exported_) += p.items;
-    if (counters_.exported != nullptr) {
-      counters_.exported->Add(static_cast<double>(p.items), {{"signal", SignalName(spans)}});
-    }
+    CountExported(signal, p.items, result);
     if (failing) LogInfo("otlp export recovered", {{"signal", SignalName(spans)}});
     failing = false;
     p = Pending{};
@@ -250,7 +263,7 @@ void OtlpExporter::Attempt(Pending& p, Signal signal, milliseconds timeout, bool
   failing = true;
   ++p.attempts;
   if (!final && st.kind() == ErrorKind::kTransient && p.attempts < config_.max_export_attempts) {
-    p.next_attempt = clock_.Now() + Backoff(p.attempts);
+    p.next_attempt = std::max(clock_.Now() + Backoff(p.attempts), throttled_until_[spans ? 0 : 1]);
     return;
   }
   CountDropped(signal, p.items, "export_failed");
@@ -263,6 +276,29 @@ void OtlpExporter::CountDropped(Signal signal, size_t items, const char* reason)
   if (counters_.dropped != nullptr) {
     counters_.dropped->Add(static_cast<double>(items),
                            {{"signal", SignalName(spans)}, {"reason", reason}});
+  }
+}
+
+void OtlpExporter::CountExported(Signal signal, size_t items, const OtlpResult& result) {
+  const bool spans = signal == Signal::kSpans;
+  const OtlpPartialSuccess partial =
+      ParsePartialSuccess(result.body, spans ? "rejectedSpans" : "rejectedDataPoints");
+  // Rejected items were seen and refused: sending them again would be refused again.
+  const size_t rejected = static_cast<size_t>(std::min<uint64_t>(partial.rejected, items));
+  (spans ? spans_exported_ : metric_points_exported_) += items - rejected;
+  if (counters_.exported != nullptr) {
+    counters_.exported->Add(static_cast<double>(items - rejected), {{"signal", SignalName(spans)}});
+  }
+  if (rejected > 0) CountDropped(signal, rejected, "rejected");
+  if (rejected == 0 && partial.error_message.empty()) return;
+  if (uint64_t held_back = 0; partial_success_log_.Allow(clock_.Now(), &held_back)) {
+    // The message is the collector's text: cut short, as it may be long and is not ours.
+    LogWarn("otlp collector answered with a partial success",
+            {{"signal", SignalName(spans)},
+             {"rejected", rejected},
+             {"items", items},
+             {"error", partial.error_message.substr(0, 200)},
+             {"not_logged_since_last", held_back}});
   }
 }
 

@@ -1,6 +1,8 @@
 // OTLP/HTTP JSON exporter: a bounded span queue that never blocks the caller, and one background
 // thread that batches spans every schedule delay and exports metrics every export interval,
-// retrying failed exports a bounded number of times before dropping (and counting) them.
+// retrying failed exports a bounded number of times before dropping (and counting) them. A
+// collector's Retry-After holds back that signal's sends (up to kMaxRetryAfter); items a 2xx
+// answer's partialSuccess rejects are dropped, not retried.
 #pragma once
 
 #include "telemetry/metrics.h"
@@ -9,6 +11,7 @@
 #include "telemetry/otlp_transport.h"
 #include "telemetry/tracing.h"
 #include "util/clock.h"
+#include "util/log.h"
 
 #include <atomic>
 #include <deque>
@@ -20,8 +23,9 @@
 namespace nbu::telemetry {
 
 // Instruments the exporter reports into (all optional). Attributes used:
-// dropped: {signal=spans|metrics, reason=queue_full|export_failed|shutdown|disabled}; items (spans
-// or metric data points). exported: {signal}; items. failures: {signal}; failed export attempts.
+// dropped: {signal=spans|metrics, reason=queue_full|export_failed|rejected|shutdown|disabled};
+// items (spans or metric data points); rejected = refused by the collector in a partialSuccess.
+// exported: {signal}; items. failures: {signal}; failed export attempts.
 struct ExporterCounters {
   Counter* dropped = nullptr;
   Counter* exported = nullptr;
@@ -37,6 +41,9 @@ struct ExporterStats {
   uint64_t metric_points_dropped = 0;
   uint64_t export_failures = 0;  // failed attempts, both signals
 };
+
+// The longest Retry-After honoured: a larger (or bogus) one must not park a signal for hours.
+constexpr std::chrono::seconds kMaxRetryAfter{60};
 
 class OtlpExporter {
  public:
@@ -60,8 +67,9 @@ class OtlpExporter {
   void Start();
   // Stops the thread: exports what is queued plus one last metrics snapshot, one attempt each,
   // as long as `deadline` (on this exporter's clock) allows; at the deadline any request in
-  // flight is cancelled and the rest is dropped and counted. Idempotent; thread-safe. Without
-  // Start(), the flush runs on the calling thread.
+  // flight is cancelled and the rest is dropped and counted. A collector's Retry-After that ends
+  // before the deadline is waited out; one that does not drops the signal's rest at once.
+  // Idempotent; thread-safe. Without Start(), the flush runs on the calling thread.
   void Shutdown(MonoTime deadline);
 
   // Does the work that is due now on the calling thread: takes a span batch when the schedule
@@ -90,6 +98,7 @@ class OtlpExporter {
   // One POST of `p`; on failure schedules a retry or drops. `final` = no retry (shutdown).
   void Attempt(Pending& p, Signal signal, std::chrono::milliseconds timeout, bool final);
   void CountDropped(Signal signal, size_t items, const char* reason);
+  void CountExported(Signal signal, size_t items, const OtlpResult& result);
   void ReportDrops();
   Duration Backoff(int attempts) const;
 
@@ -119,7 +128,9 @@ class OtlpExporter {
   MonoTime next_span_export_;
   MonoTime next_metrics_export_;
   bool failing_[2] = {false, false};
+  MonoTime throttled_until_[2] = {};  // per signal: the end of the collector's last Retry-After
   uint64_t reported_queue_drops_ = 0;
+  LogLimiter partial_success_log_{std::chrono::minutes(1)};
 };
 
 // The resource every export carries: service.name, service.version (if set), telemetry.sdk.*,

@@ -1,5 +1,6 @@
 #include "telemetry/otlp_json.h"
 
+#include <charconv>
 #include <cmath>
 
 namespace nbu::telemetry {
@@ -171,6 +172,29 @@ json EncodeMetrics(const MetricsRegistry& registry, const OtlpResource& resource
       json::array({{{"scope", EncodeScope(resource)}, {"metrics", std::move(metrics)}}});
   return {{"resourceMetrics", json::array({{{"resource", EncodeResource(resource)},
                                             {"scopeMetrics", std::move(scope_metrics)}}})}};
+}
+
+OtlpPartialSuccess ParsePartialSuccess(std::string_view body, const char* rejected_field) {
+  OtlpPartialSuccess out;
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("partialSuccess")) return out;
+  const json& ps = j.at("partialSuccess");
+  if (!ps.is_object()) return out;
+  if (ps.contains(rejected_field)) {
+    const json& r = ps.at(rejected_field);
+    if (r.is_number_unsigned()) {
+      out.rejected = r.get<uint64_t>();
+    } else if (r.is_string()) {
+      const std::string& s = r.get_ref<const std::string&>();
+      uint64_t n = 0;
+      const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+      if (ec == std::errc() && end == s.data() + s.size()) out.rejected = n;
+    }
+  }
+  if (ps.contains("errorMessage") && ps.at("errorMessage").is_string()) {
+    out.error_message = ps.at("errorMessage").get<std::string>();
+  }
+  return out;
 }
 
 }  // namespace nbu::telemetry

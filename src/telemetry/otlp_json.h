@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nbu::telemetry {
@@ -37,5 +38,17 @@ nlohmann::json EncodeMetrics(const MetricsRegistry& registry, const OtlpResource
 
 // Nanoseconds since the Unix epoch as a decimal string (fixed64 in proto-JSON).
 std::string UnixNanos(WallTime t);
+
+// What a 2xx answer's partialSuccess says: items the collector refused, and its message (which
+// it may also send alone, as a warning).
+struct OtlpPartialSuccess {
+  uint64_t rejected = 0;
+  std::string error_message;
+};
+
+// Reads `rejected_field` ("rejectedSpans", "rejectedDataPoints", "rejectedLogRecords": int64 as
+// a string or a number) and errorMessage from `body`. An empty or non-JSON body, or one without
+// partialSuccess, is full success: all zero.
+OtlpPartialSuccess ParsePartialSuccess(std::string_view body, const char* rejected_field);
 
 }  // namespace nbu::telemetry

@@ -3,18 +3,19 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <charconv>
 
 namespace nbu::telemetry {
 namespace {
 
-constexpr size_t kMaxResponseBody = 4096;  // enough for an error message
 constexpr std::chrono::milliseconds kMaxConnectTimeout{3000};
+constexpr std::chrono::seconds kFarFuture{int64_t{1} << 40};  // beyond any cap; no overflow
 
 size_t WriteBody(char* data, size_t size, size_t nmemb, void* user) {
   auto* body = static_cast<std::string*>(user);
   const size_t n = size * nmemb;
-  if (body->size() < kMaxResponseBody)
-    body->append(data, std::min(n, kMaxResponseBody - body->size()));
+  if (body->size() < kMaxOtlpResponseBody)
+    body->append(data, std::min(n, kMaxOtlpResponseBody - body->size()));
   return n;
 }
 
@@ -36,9 +37,9 @@ class CurlOtlpTransport final : public OtlpTransport {
   CurlOtlpTransport(const CurlOtlpTransport&) = delete;
   CurlOtlpTransport& operator=(const CurlOtlpTransport&) = delete;
 
-  Status Post(const OtlpRequest& req, const std::atomic<bool>& cancel) override {
+  OtlpResult Post(const OtlpRequest& req, const std::atomic<bool>& cancel) override {
     const std::string where = "POST " + EndpointForLog(req.url);
-    if (curl_ == nullptr) return {ErrorKind::kTransient, where + ": curl_easy_init failed"};
+    if (curl_ == nullptr) return Fail(ErrorKind::kTransient, where + ": curl_easy_init failed");
     std::unique_ptr<curl_slist, SlistDeleter> headers(
         curl_slist_append(nullptr, "Content-Type: application/json"));
     if (req.headers != nullptr) {
@@ -67,17 +68,41 @@ class CurlOtlpTransport final : public OtlpTransport {
     curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, &Progress);
     curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, &cancel);
     const CURLcode rc = curl_easy_perform(curl_);
-    if (rc == CURLE_ABORTED_BY_CALLBACK) return {ErrorKind::kCancelled, where + ": cancelled"};
-    if (rc != CURLE_OK) return {ErrorKind::kTransient, where + ": " + curl_easy_strerror(rc)};
+    if (rc == CURLE_ABORTED_BY_CALLBACK) return Fail(ErrorKind::kCancelled, where + ": cancelled");
+    if (rc != CURLE_OK) return Fail(ErrorKind::kTransient, where + ": " + curl_easy_strerror(rc));
     long status = 0;
     curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 200 && status < 300) return Status::Ok();
+    if (status >= 200 && status < 300) return {Status::Ok(), std::nullopt, std::move(response)};
     std::string message = where + ": HTTP " + std::to_string(status);
     if (!response.empty()) message += ": " + response.substr(0, 200);
-    return {IsRetryableOtlpStatus(status) ? ErrorKind::kTransient : ErrorKind::kPermanent, message};
+    OtlpResult result = Fail(
+        IsRetryableOtlpStatus(status) ? ErrorKind::kTransient : ErrorKind::kPermanent, message);
+    // The two statuses OTLP/HTTP throttling pairs with Retry-After.
+    if (status == 429 || status == 503) result.retry_after = RetryAfter();
+    return result;
   }
 
  private:
+  static OtlpResult Fail(ErrorKind kind, std::string message) {
+    return {{kind, std::move(message)}, std::nullopt, {}};
+  }
+
+  // An HTTP-date is read against the answer's own Date, as azure/retry_policy.cpp does, so a
+  // skewed clock here does not stretch or void the wait; without a Date, against ours.
+  std::optional<std::chrono::seconds> RetryAfter() {
+    curl_header* h = nullptr;
+    if (curl_easy_header(curl_, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK) {
+      return std::nullopt;
+    }
+    const std::string value = h->value;  // the next curl_easy_header call reuses *h
+    std::time_t now = std::time(nullptr);
+    if (curl_easy_header(curl_, "Date", 0, CURLH_HEADER, -1, &h) == CURLHE_OK) {
+      const std::time_t date = curl_getdate(h->value, nullptr);
+      if (date != -1) now = date;
+    }
+    return ParseRetryAfter(value, now);
+  }
+
   CURL* curl_;
 };
 
@@ -86,6 +111,22 @@ class CurlOtlpTransport final : public OtlpTransport {
 bool IsRetryableOtlpStatus(long http_status) {
   // OTLP/HTTP: 429 and 502/503/504 are retryable; everything else is final for that batch.
   return http_status == 429 || http_status == 502 || http_status == 503 || http_status == 504;
+}
+
+std::optional<std::chrono::seconds> ParseRetryAfter(std::string_view value, std::time_t now) {
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (value.empty()) return std::nullopt;
+  if (value.front() >= '0' && value.front() <= '9') {  // every HTTP-date starts with a day name
+    uint64_t s = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), s);
+    if (end != value.data() + value.size()) return std::nullopt;
+    if (ec != std::errc() || s > static_cast<uint64_t>(kFarFuture.count())) return kFarFuture;
+    return std::chrono::seconds(static_cast<int64_t>(s));
+  }
+  const std::time_t until = curl_getdate(std::string(value).c_str(), nullptr);
+  if (until == -1) return std::nullopt;
+  return std::chrono::seconds(std::clamp<int64_t>(until - now, 0, kFarFuture.count()));
 }
 
 std::unique_ptr<OtlpTransport> NewCurlOtlpTransport() {

@@ -7,8 +7,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace nbu::telemetry {
 
@@ -19,13 +22,24 @@ struct OtlpRequest {
   std::chrono::milliseconds timeout{10000};
 };
 
+// Enough for a partialSuccess with a long errorMessage; the rest of a body is not read.
+constexpr size_t kMaxOtlpResponseBody = 64 * 1024;
+
 // Failures: kTransient for connection errors, timeouts and HTTP 429/502/503/504 (the OTLP
 // retryable set); kPermanent for any other non-2xx answer; kCancelled when `cancel` was set.
 // Messages hold the redacted URL and HTTP status, never header values.
+struct OtlpResult {
+  Status status;
+  // 429 and 503 only: the wait the collector asked for (Retry-After), from when it answered.
+  std::optional<std::chrono::seconds> retry_after;
+  // 2xx only: the first kMaxOtlpResponseBody bytes of the body, which may hold partialSuccess.
+  std::string body;
+};
+
 class OtlpTransport {
  public:
   virtual ~OtlpTransport() = default;
-  virtual Status Post(const OtlpRequest& request, const std::atomic<bool>& cancel) = 0;
+  virtual OtlpResult Post(const OtlpRequest& request, const std::atomic<bool>& cancel) = 0;
 };
 
 // libcurl easy handle reused across calls (keep-alive). Not thread-safe: one caller at a time
@@ -34,5 +48,9 @@ std::unique_ptr<OtlpTransport> NewCurlOtlpTransport();
 
 // Whether an HTTP status is worth retrying under the OTLP/HTTP spec.
 bool IsRetryableOtlpStatus(long http_status);
+
+// A Retry-After value, delta-seconds ("120") or an HTTP-date, as a wait from `now` (the time of
+// the answer); a date in the past is 0. Nullopt when it is neither.
+std::optional<std::chrono::seconds> ParseRetryAfter(std::string_view value, std::time_t now);
 
 }  // namespace nbu::telemetry

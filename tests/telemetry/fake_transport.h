@@ -24,7 +24,7 @@ struct FakeCollector {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<RecordedRequest> requests;  // guarded by mu
-  std::deque<Status> script;              // answers in order; empty = OK
+  std::deque<OtlpResult> script;          // answers in order; empty = OK
   bool hold = false;                      // while true, Post waits (until cancelled)
   int in_flight = 0;
 
@@ -39,10 +39,16 @@ struct FakeCollector {
   }
 };
 
+// A script entry: a status, with a Retry-After or (for a 2xx) a body.
+inline OtlpResult Answer(Status status, std::optional<std::chrono::seconds> retry_after = {},
+                         std::string body = {}) {
+  return {std::move(status), retry_after, std::move(body)};
+}
+
 class FakeTransport final : public OtlpTransport {
  public:
   explicit FakeTransport(FakeCollector* c) : c_(c) {}
-  Status Post(const OtlpRequest& r, const std::atomic<bool>& cancel) override {
+  OtlpResult Post(const OtlpRequest& r, const std::atomic<bool>& cancel) override {
     std::unique_lock lock(c_->mu);
     c_->requests.push_back(
         {r.url, r.headers ? *r.headers : KeyValues{}, nlohmann::json::parse(r.body), r.timeout});
@@ -50,11 +56,11 @@ class FakeTransport final : public OtlpTransport {
     c_->cv.notify_all();
     while (c_->hold && !cancel) c_->cv.wait_for(lock, std::chrono::milliseconds(5));
     --c_->in_flight;
-    if (cancel) return {ErrorKind::kCancelled, "cancelled"};
-    if (c_->script.empty()) return Status::Ok();
-    Status s = c_->script.front();
+    if (cancel) return Answer({ErrorKind::kCancelled, "cancelled"});
+    if (c_->script.empty()) return Answer(Status::Ok());
+    OtlpResult a = c_->script.front();
     c_->script.pop_front();
-    return s;
+    return a;
   }
 
  private:

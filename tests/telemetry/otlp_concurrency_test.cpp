@@ -80,5 +80,24 @@ TEST(OtlpConcurrencyTest, ShutdownCancelsAHungRequestAtTheDeadline) {
   EXPECT_EQ(t.exporter()->stats().spans_dropped_export, 1u);
 }
 
+TEST(OtlpConcurrencyTest, ShutdownKeepsItsDeadlineUnderALongRetryAfter) {
+  TelemetryConfig config;
+  config.traces_url = "http://127.0.0.1:1/v1/traces";
+  config.span_schedule_delay = milliseconds(1);
+  test::FakeCollector collector;
+  collector.script.push_back(
+      test::Answer({ErrorKind::kTransient, "HTTP 429"}, std::chrono::seconds(3600)));
+  Telemetry t(config, RealClock::Instance(), std::make_unique<test::FakeTransport>(&collector));
+  t.Start();
+  t.tracer().StartSpan("s").End();
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return t.exporter()->stats().export_failures == 1; },
+                                 std::chrono::seconds(30)));
+  // The worker sleeps toward the Retry-After; Shutdown must wake it and not send or wait.
+  t.Shutdown(RealClock::Instance().Now() + milliseconds(100));
+  EXPECT_EQ(collector.Requests().size(), 1u);
+  EXPECT_EQ(t.exporter()->stats().spans_dropped_export, 1u);
+  EXPECT_EQ(t.metrics().Counters()[0]->Value({{"signal", "spans"}, {"reason", "shutdown"}}), 1);
+}
+
 }  // namespace
 }  // namespace nbu::telemetry

@@ -3,6 +3,7 @@
 #include "telemetry/otlp.h"
 
 #include "fake_transport.h"
+#include "util/log.h"
 
 #include <gtest/gtest.h>
 
@@ -11,6 +12,7 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using test::Answer;
 using test::FakeCollector;
 using test::FakeTransport;
 
@@ -106,8 +108,8 @@ TEST_F(OtlpExporterTest, FullQueueDropsAndCounts) {
 TEST_F(OtlpExporterTest, TransientFailuresRetryWithBackoffThenDrop) {
   config_.max_export_attempts = 3;
   auto& e = Make();
-  for (int i = 0; i < 2; ++i) collector_.script.push_back({ErrorKind::kTransient, "503"});
-  collector_.script.push_back({ErrorKind::kTransient, "timeout"});
+  for (int i = 0; i < 2; ++i) collector_.script.push_back(Answer({ErrorKind::kTransient, "503"}));
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "timeout"}));
   ASSERT_TRUE(e.Enqueue(NewSpan("s")));
   clock_.Advance(config_.span_schedule_delay);
   EXPECT_EQ(e.RunOnce(), clock_.Now() + seconds(1));  // attempt 1 failed: retry in base delay
@@ -129,7 +131,7 @@ TEST_F(OtlpExporterTest, BackoffIsCappedAndJittered) {
   config_.max_export_attempts = 10;
   config_.retry_jitter = 0.2;
   auto& e = Make();
-  for (int i = 0; i < 6; ++i) collector_.script.push_back({ErrorKind::kTransient, "down"});
+  for (int i = 0; i < 6; ++i) collector_.script.push_back(Answer({ErrorKind::kTransient, "down"}));
   ASSERT_TRUE(e.Enqueue(NewSpan("s")));
   clock_.Advance(config_.span_schedule_delay);
   for (int attempt = 1; attempt <= 6; ++attempt) {
@@ -144,9 +146,101 @@ TEST_F(OtlpExporterTest, BackoffIsCappedAndJittered) {
   EXPECT_EQ(e.stats().spans_exported, 1u);
 }
 
+TEST_F(OtlpExporterTest, RetryAfterIsAFloorUnderTheBackoff) {
+  auto& e = Make();
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "HTTP 429"}, seconds(30)));
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "HTTP 503"}, seconds(0)));
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  EXPECT_EQ(e.RunOnce(), clock_.Now() + seconds(30)) << "not the 1 s backoff";
+  clock_.Advance(seconds(30) - milliseconds(1));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 1u) << "no retry before the Retry-After";
+  clock_.Advance(milliseconds(1));
+  EXPECT_EQ(e.RunOnce(), clock_.Now() + seconds(2)) << "a shorter Retry-After: the backoff";
+  clock_.Advance(seconds(2));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 3u);
+  EXPECT_EQ(e.stats().spans_exported, 1u);
+}
+
+TEST_F(OtlpExporterTest, RetryAfterIsCappedAndHoldsBackTheNextBatch) {
+  config_.max_export_attempts = 1;
+  config_.metrics_url.clear();  // RunOnce's answer is then the span batch's time alone
+  auto& e = Make();
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "HTTP 429"}, seconds(3600)));
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  const MonoTime failed_at = clock_.Now();
+  e.RunOnce();
+  EXPECT_EQ(e.stats().spans_dropped_export, 1u) << "out of attempts";
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  EXPECT_EQ(e.RunOnce(), failed_at + kMaxRetryAfter) << "capped, and for the next batch too";
+  EXPECT_EQ(Traces().size(), 1u);
+  clock_.Advance(failed_at + kMaxRetryAfter - clock_.Now());
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 2u);
+  EXPECT_EQ(e.stats().spans_exported, 1u);
+}
+
+TEST_F(OtlpExporterTest, PartialSuccessDropsTheRejectedWithoutRetry) {
+  config_.max_queue_size = 8;
+  config_.max_export_batch_size = 8;
+  auto& e = Make();
+  std::vector<std::string> log;
+  SetLogSinkForTest([&](const std::string& line) {
+    if (line.find("partial success") != std::string::npos) log.push_back(line);
+  });
+  auto send = [&](const std::string& body) {
+    collector_.script.push_back(Answer(Status::Ok(), std::nullopt, body));
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+    e.RunOnce();
+  };
+  const std::string message(300, 'x');
+  send(R"({"partialSuccess":{"rejectedSpans":"5","errorMessage":")" + message + R"("}})");
+  EXPECT_EQ(e.stats().spans_exported, 3u);
+  EXPECT_EQ(e.stats().spans_dropped_export, 5u);
+  send(R"({"partialSuccess":{"rejectedSpans":5}})");  // a number, as some collectors send it
+  EXPECT_EQ(e.stats().spans_exported, 6u);
+  EXPECT_EQ(e.stats().spans_dropped_export, 10u);
+  for (const std::string body : {"", "not json", "{}", R"({"partialSuccess":{}})",
+                                 R"({"partialSuccess":{"rejectedSpans":"0"}})"}) {
+    send(body);
+  }
+  SetLogSinkForTest(nullptr);
+  EXPECT_EQ(e.stats().spans_exported, 46u) << "an empty or plain 2xx is full success";
+  EXPECT_EQ(counters_.dropped->Value({{"reason", "rejected"}, {"signal", "spans"}}), 10);
+  EXPECT_EQ(counters_.exported->Value({{"signal", "spans"}}), 46);
+  clock_.Advance(seconds(30));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 7u) << "rejected spans are not sent again";
+  EXPECT_EQ(e.stats().export_failures, 0u);
+  ASSERT_EQ(log.size(), 1u) << "one warning a minute";
+  EXPECT_NE(log[0].find("\"rejected\":5"), std::string::npos) << log[0];
+  EXPECT_NE(log[0].find(std::string(200, 'x')), std::string::npos) << log[0];
+  EXPECT_EQ(log[0].find(std::string(201, 'x')), std::string::npos) << "cut to 200 characters";
+  EXPECT_EQ(log[0].find("secret"), std::string::npos) << "header values are never logged";
+}
+
+TEST_F(OtlpExporterTest, PartialSuccessDropsRejectedDataPoints) {
+  auto& files = registry_.AddCounter("files.processed", "Files", "1");
+  files.Add(1, {{"container", "a"}});
+  files.Add(1, {{"container", "b"}});
+  auto& e = Make();
+  collector_.script.push_back(
+      Answer(Status::Ok(), std::nullopt, R"({"partialSuccess":{"rejectedDataPoints":1}})"));
+  clock_.Advance(config_.metric_export_interval);
+  e.RunOnce();
+  ASSERT_EQ(MetricsPosts().size(), 1u);
+  EXPECT_EQ(e.stats().metric_points_exported, 1u);
+  EXPECT_EQ(e.stats().metric_points_dropped, 1u);
+  EXPECT_EQ(counters_.dropped->Value({{"reason", "rejected"}, {"signal", "metrics"}}), 1);
+}
+
 TEST_F(OtlpExporterTest, PermanentFailureIsNotRetried) {
   auto& e = Make();
-  collector_.script.push_back({ErrorKind::kPermanent, "HTTP 400"});
+  collector_.script.push_back(Answer({ErrorKind::kPermanent, "HTTP 400"}));
   ASSERT_TRUE(e.Enqueue(NewSpan("s")));
   clock_.Advance(config_.span_schedule_delay);
   e.RunOnce();
@@ -180,7 +274,8 @@ TEST_F(OtlpExporterTest, FailedMetricsRetryUntilTheNextSnapshot) {
   registry_.AddCounter("files.processed", "Files", "1").Add(2);
   config_.max_export_attempts = 100;
   auto& e = Make();
-  for (int i = 0; i < 100; ++i) collector_.script.push_back({ErrorKind::kTransient, "down"});
+  for (int i = 0; i < 100; ++i)
+    collector_.script.push_back(Answer({ErrorKind::kTransient, "down"}));
   for (int i = 0; i < 5000 && e.stats().metric_points_exported == 0; ++i) {
     const MonoTime next = e.RunOnce();
     clock_.Advance(next - clock_.Now());
@@ -215,11 +310,45 @@ TEST_F(OtlpExporterTest, ShutdownAtTheDeadlineDropsAndCounts) {
 
 TEST_F(OtlpExporterTest, ShutdownMakesOneAttemptOnly) {
   auto& e = Make();
-  collector_.script.push_back({ErrorKind::kTransient, "down"});
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "down"}));
   ASSERT_TRUE(e.Enqueue(NewSpan("s")));
   e.Shutdown(clock_.Now() + seconds(5));
   EXPECT_EQ(Traces().size(), 1u);
   EXPECT_EQ(e.stats().spans_dropped_export, 1u);
+}
+
+// An auto-advancing clock: a wait in Shutdown moves time instead of hanging the test, so any
+// wait past the deadline shows as a clock beyond it.
+TEST_F(OtlpExporterTest, ShutdownDropsRatherThanOutwaitARetryAfter) {
+  SimulatedClock clock(/*auto_advance=*/true);
+  OtlpExporter e(config_, clock, &registry_, std::make_unique<FakeTransport>(&collector_),
+                 counters_);
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "HTTP 429"}, seconds(50)));
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock.Advance(config_.span_schedule_delay);
+  e.RunOnce();
+  const MonoTime deadline = clock.Now() + seconds(5);
+  e.Shutdown(deadline);
+  EXPECT_LE(clock.Now(), deadline);
+  EXPECT_EQ(Traces().size(), 1u) << "not sent against the collector's Retry-After";
+  EXPECT_EQ(counters_.dropped->Value({{"reason", "shutdown"}, {"signal", "spans"}}), 1);
+  EXPECT_EQ(MetricsPosts().size(), 1u) << "the other signal is not throttled";
+}
+
+TEST_F(OtlpExporterTest, ShutdownWaitsOutARetryAfterThatEndsBeforeTheDeadline) {
+  SimulatedClock clock(/*auto_advance=*/true);
+  OtlpExporter e(config_, clock, &registry_, std::make_unique<FakeTransport>(&collector_),
+                 counters_);
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "HTTP 503"}, seconds(3)));
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock.Advance(config_.span_schedule_delay);
+  e.RunOnce();
+  const MonoTime failed_at = clock.Now();
+  e.Shutdown(failed_at + seconds(5));
+  EXPECT_EQ(clock.Now(), failed_at + seconds(3));
+  ASSERT_EQ(Traces().size(), 2u);
+  EXPECT_LE(Traces()[1].timeout, milliseconds(2000)) << "what is left of the deadline";
+  EXPECT_EQ(e.stats().spans_exported, 1u);
 }
 
 TEST_F(OtlpExporterTest, NoTraceExportMeansSpansAreRefused) {

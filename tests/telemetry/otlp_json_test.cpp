@@ -89,5 +89,32 @@ TEST(OtlpJsonTest, MetricKinds) {
   EXPECT_EQ(metrics[3].at("gauge").at("dataPoints")[0].at("asDouble"), 4.0);
 }
 
+TEST(OtlpJsonTest, PartialSuccess) {
+  const auto p = ParsePartialSuccess(
+      R"({"partialSuccess":{"rejectedSpans":"5","errorMessage":"too old"}})", "rejectedSpans");
+  EXPECT_EQ(p.rejected, 5u);
+  EXPECT_EQ(p.error_message, "too old");
+  EXPECT_EQ(
+      ParsePartialSuccess(R"({"partialSuccess":{"rejectedDataPoints":7}})", "rejectedDataPoints")
+          .rejected,
+      7u);
+  EXPECT_EQ(ParsePartialSuccess(R"({"partialSuccess":{"rejectedLogRecords":"9"}})", "rejectedSpans")
+                .rejected,
+            0u)
+      << "another signal's field";
+  const auto warning =
+      ParsePartialSuccess(R"({"partialSuccess":{"errorMessage":"slow down"}})", "rejectedSpans");
+  EXPECT_EQ(warning.rejected, 0u);
+  EXPECT_EQ(warning.error_message, "slow down");
+  for (const char* plain : {"", "{}", "not json", "[1]", R"({"partialSuccess":null})",
+                            R"({"partialSuccess":{"rejectedSpans":"-3"}})",
+                            R"({"partialSuccess":{"rejectedSpans":-3}})",
+                            R"({"partialSuccess":{"rejectedSpans":"5x"}})"}) {
+    const auto none = ParsePartialSuccess(plain, "rejectedSpans");
+    EXPECT_EQ(none.rejected, 0u) << plain;
+    EXPECT_EQ(none.error_message, "") << plain;
+  }
+}
+
 }  // namespace
 }  // namespace nbu::telemetry

@@ -221,16 +221,27 @@ OtlpReceiver::OtlpReceiver() : server_(std::make_unique<httplib::Server>()) {
                       last_headers_.clear();
                       for (const auto& [k, v] : req.headers) last_headers_[k] = v;
                     }
-                    int status = 200;
-                    Handle(signal, req.get_header_value("Content-Type"), req.body, &status);
-                    res.status = status;
-                    res.set_content("{}", "application/json");
+                    const Answer a = Handle(signal, req.get_header_value("Content-Type"), req.body);
+                    res.status = a.status;
+                    for (const auto& [k, v] : a.headers) res.set_header(k, v);
+                    res.set_content(a.body, "application/json");
                   });
   }
   port_ = server_->bind_to_any_port("127.0.0.1");
   if (port_ <= 0) throw std::runtime_error("receiver: bind failed");
   thread_ = std::thread([this] { server_->listen_after_bind(); });
-  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // A listen that fails at once is never seen running: give up rather than spin forever.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!server_->is_running() && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!server_->is_running()) {
+    // The thread may yet start listening, so the server it uses is left alive (leaked).
+    server_->stop();
+    thread_.detach();
+    [[maybe_unused]] httplib::Server* leaked = server_.release();
+    throw std::runtime_error("receiver: not listening after 30 s");
+  }
 }
 
 OtlpReceiver::~OtlpReceiver() {
@@ -243,15 +254,15 @@ OtlpReceiver::~OtlpReceiver() {
   thread_.join();
 }
 
-void OtlpReceiver::Handle(const std::string& signal, const std::string& content_type,
-                          const std::string& body, int* status) {
+OtlpReceiver::Answer OtlpReceiver::Handle(const std::string& signal,
+                                          const std::string& content_type,
+                                          const std::string& body) {
   std::unique_lock lock(mu_);
   ++requests_;
   cv_.wait_for(lock, delay_, [this] { return stopping_; });
   if (content_type != "application/json") {
     errors_.push_back("Content-Type was \"" + content_type + "\"");
-    *status = 415;
-    return;
+    return {415, {}, "{}"};
   }
   try {
     const json j = json::parse(body);
@@ -262,10 +273,10 @@ void OtlpReceiver::Handle(const std::string& signal, const std::string& content_
       auto metrics = ParseMetrics(j);
       metrics_.insert(metrics_.end(), metrics.begin(), metrics.end());
     }
-    *status = answer_;
+    return answer_;
   } catch (const std::exception& e) {
     errors_.push_back(signal + ": " + e.what());
-    *status = 400;
+    return {400, {}, "{}"};
   }
 }
 
@@ -274,9 +285,10 @@ void OtlpReceiver::SetDelay(std::chrono::milliseconds d) {
   delay_ = d;
 }
 
-void OtlpReceiver::SetAnswer(int status) {
+void OtlpReceiver::SetAnswer(int status, std::map<std::string, std::string> headers,
+                             std::string body) {
   std::lock_guard lock(mu_);
-  answer_ = status;
+  answer_ = {status, std::move(headers), std::move(body)};
 }
 
 std::vector<ReceivedSpan> OtlpReceiver::Spans() const {

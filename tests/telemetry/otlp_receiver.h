@@ -65,8 +65,10 @@ class OtlpReceiver {
 
   // Each request waits this long (interruptibly) before answering.
   void SetDelay(std::chrono::milliseconds d);
-  // Answer every request with this HTTP status (after recording it); 200 by default.
-  void SetAnswer(int status);
+  // Answer every valid request with this HTTP status, extra headers (e.g. Retry-After, Date)
+  // and JSON body (e.g. a partialSuccess), after recording it; 200, none and "{}" by default.
+  void SetAnswer(int status, std::map<std::string, std::string> headers = {},
+                 std::string body = "{}");
 
   std::vector<ReceivedSpan> Spans() const;
   std::vector<ReceivedMetric> Metrics() const;  // every metric of every request, in order
@@ -75,8 +77,13 @@ class OtlpReceiver {
   int Requests() const;
 
  private:
-  void Handle(const std::string& signal, const std::string& content_type, const std::string& body,
-              int* status);
+  struct Answer {
+    int status = 200;
+    std::map<std::string, std::string> headers;
+    std::string body = "{}";
+  };
+  Answer Handle(const std::string& signal, const std::string& content_type,
+                const std::string& body);
 
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
@@ -85,7 +92,7 @@ class OtlpReceiver {
   std::condition_variable cv_;
   bool stopping_ = false;
   std::chrono::milliseconds delay_{0};
-  int answer_ = 200;
+  Answer answer_;
   int requests_ = 0;
   std::vector<ReceivedSpan> spans_;
   std::vector<ReceivedMetric> metrics_;

@@ -211,6 +211,59 @@ TEST(OtlpReceiverTest, RejectedBatchIsDroppedWithoutRetry) {
   EXPECT_TRUE(receiver.Errors().empty());
 }
 
+// The libcurl transport against the stand-in, with the exporter's schedule on a SimulatedClock
+// the test moves (RunOnce, no thread): it asserts when the next attempt is due, not real waits.
+SpanData SpanAt(const Clock& clock) {
+  SpanData s;
+  s.context = {NewTraceId(), NewSpanId()};
+  s.name = "s";
+  s.start = s.end = clock.WallNow();
+  return s;
+}
+
+TEST(OtlpReceiverTest, RetryAfterSecondsAndDatesDelayTheRetry) {
+  OtlpReceiver receiver;
+  receiver.SetAnswer(429, {{"Retry-After", "7"}});
+  TelemetryConfig config;
+  config.traces_url = receiver.endpoint() + "/v1/traces";
+  config.retry_jitter = 0;
+  SimulatedClock clock(/*auto_advance=*/false);
+  OtlpExporter e(config, clock, nullptr);
+  ASSERT_TRUE(e.Enqueue(SpanAt(clock)));
+  clock.Advance(config.span_schedule_delay);
+  EXPECT_EQ(e.RunOnce(), clock.Now() + seconds(7)) << "not the 1 s backoff";
+  // An HTTP-date counts from the answer's Date (the server's clock), so any date will do here.
+  receiver.SetAnswer(503, {{"Date", "Wed, 21 Oct 2015 07:28:00 GMT"},
+                           {"Retry-After", "Wed, 21 Oct 2015 07:28:30 GMT"}});
+  clock.Advance(seconds(7));
+  EXPECT_EQ(e.RunOnce(), clock.Now() + seconds(30)) << "not the 2 s backoff";
+  receiver.SetAnswer(200);
+  clock.Advance(seconds(30));
+  e.RunOnce();
+  EXPECT_EQ(receiver.Requests(), 3);
+  EXPECT_EQ(e.stats().spans_exported, 1u);
+  EXPECT_TRUE(receiver.Errors().empty()) << receiver.Errors()[0];
+}
+
+TEST(OtlpReceiverTest, PartialSuccessRejectsAreDroppedNotRetried) {
+  OtlpReceiver receiver;
+  receiver.SetAnswer(200, {},
+                     R"({"partialSuccess":{"rejectedSpans":"2","errorMessage":"spans too old"}})");
+  TelemetryConfig config;
+  config.traces_url = receiver.endpoint() + "/v1/traces";
+  SimulatedClock clock(/*auto_advance=*/false);
+  OtlpExporter e(config, clock, nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(e.Enqueue(SpanAt(clock)));
+  clock.Advance(config.span_schedule_delay);
+  e.RunOnce();
+  clock.Advance(seconds(30));
+  e.RunOnce();
+  EXPECT_EQ(receiver.Requests(), 1);
+  EXPECT_EQ(e.stats().spans_exported, 1u);
+  EXPECT_EQ(e.stats().spans_dropped_export, 2u);
+  EXPECT_EQ(e.stats().export_failures, 0u);
+}
+
 TEST(OtlpReceiverTest, ReceiverRejectsWrongContentType) {
   // Guards the stand-in itself: a body without the JSON content type is refused and recorded.
   OtlpReceiver receiver;
