@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <csignal>
 #include <filesystem>
 
 namespace nbu::azure {
@@ -566,12 +567,16 @@ TEST_F(AzureCliCredentialTest, NotLoggedInAndTimeoutAndMissing) {
   auto t = Cred()->GetToken();
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("az login"), std::string::npos) << t.status().message();
-  Az("exec sleep 5\n");
-  const auto start = std::chrono::steady_clock::now();
+  // An `az` that hangs is killed at the timeout (and reaped): on return its process is gone,
+  // and it never got to write "late" (a wait for it to end would return after 30 s, with it).
+  Az("echo $$ > '" + dir_ / "pid" + "'\nsleep 30\necho late > '" + dir_ / "late" + "'\n");
   t = Cred(300ms)->GetToken();
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("did not answer"), std::string::npos);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  const pid_t az = std::stoi(nbu::test::ReadFile(dir_ / "pid"));
+  EXPECT_EQ(::kill(az, 0), -1) << "az " << az << " still runs";
+  EXPECT_EQ(errno, ESRCH);
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "late")) << "waited for az to finish";
   AzureCliOptions o;
   t = AzureCliCredential::FromEnv(MapEnv({{"PATH", dir_ / "nothing"}}), o)->GetToken();
   ASSERT_FALSE(t.ok());
