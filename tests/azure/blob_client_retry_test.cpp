@@ -2,6 +2,7 @@
 // port 0) and a simulated clock: retries, Retry-After, throttling, 401 re-authorization, error
 // mapping and the headers curl actually puts on the wire.
 #include "azure/blob_client.h"
+#include "support/process.h"
 #include "util/crc64.h"
 
 #include <httplib.h>
@@ -45,7 +46,7 @@ class BlobClientRetryTest : public ::testing::Test {
     });
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     // stop() before the listen loop runs would be lost (cpp-httplib 0.11 has no wait_until_ready).
-    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
+    ASSERT_TRUE(nbu::test::WaitFor([&] { return server_.is_running(); }, 30s));
     options_.endpoint = "http://127.0.0.1:" + std::to_string(port_) + "/acct";
     options_.account = "acct";
     options_.container = "c";
@@ -355,7 +356,7 @@ TEST_F(BlobClientRetryTest, StopCancelsBackoff) {
     Status s = client.PutBlob("busy", Body::FromMemory(data), Md5::Of(data), {}, stop.get_token());
     EXPECT_EQ(s.kind(), ErrorKind::kCancelled);
   });
-  while (manual.SleepsForTest().empty()) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(nbu::test::WaitFor([&] { return !manual.SleepsForTest().empty(); }, 30s));
   stop.request_stop();
   t.join();
 }

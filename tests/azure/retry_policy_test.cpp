@@ -1,4 +1,5 @@
 #include "azure/retry_policy.h"
+#include "support/process.h"
 
 #include <gtest/gtest.h>
 
@@ -147,7 +148,7 @@ TEST(ThrottleGateTest, SharedAcrossThreadsAndStoppable) {
   }
   std::stop_source stop;
   std::thread stopped([&] { EXPECT_FALSE(gate.Wait(stop.get_token())); });
-  while (clock.SleepsForTest().size() < 4) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return clock.SleepsForTest().size() >= 4; }, 30s));
   EXPECT_EQ(passed, 0);
   stop.request_stop();
   stopped.join();

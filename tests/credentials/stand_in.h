@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -76,7 +78,11 @@ class StandIn {
     port_ = server_->bind_to_any_port("127.0.0.1");
     if (port_ <= 0) throw std::runtime_error("stand-in: cannot bind 127.0.0.1");
     thread_ = std::thread([this] { server_->listen_after_bind(); });
-    while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // The thread cannot be stopped before it listens (cpp-httplib 0.11), nor left running.
+    if (!::nbu::test::WaitFor([&] { return server_->is_running(); }, std::chrono::seconds(30))) {
+      std::fputs("stand-in: the server did not start listening within 30 s\n", stderr);
+      std::abort();
+    }
   }
   ~StandIn() {
     server_->stop();
