@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -280,6 +281,52 @@ TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
     EXPECT_EQ(*got, data) << name;
   }
   EXPECT_TRUE(service.Shutdown(5s));
+}
+
+// A replica that cannot write its lease is reported degraded (other replicas will soon take
+// its claims for a dead replica's), keeps uploading meanwhile, and recovers on its own once the
+// lease can be written again. The lease path is made a directory, which no rename can replace.
+TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
+  Azurite azurite;
+  TempDir dir;
+  Config config = TestConfig(dir, "lease");
+  config.poll_interval_s = 0.05;
+  config.min_file_age_s = 0;
+  config.lease_timeout_s = 0.4;  // a heartbeat every 0.1 s
+  config.replica_id = "lease-test";
+  const std::string lease = config.processing_root + "/_replicas/lease-test.lease";
+  WriteFile(lease + "/blocker", "");
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer(RealClock::Instance());
+  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  service.Start();
+  auto degraded = [&](const std::string& what) {
+    const auto d = service.StatusJson()["degraded"];
+    return std::find(d.begin(), d.end(), what) != d.end();
+  };
+  ASSERT_TRUE(WaitFor([&] { return degraded("lease_write_failing"); }, 30s))
+      << service.StatusJson().dump();
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("t", &s, &error), Service::WatchError::kNone) << error;
+  const std::string data = PatternBytes(3000, 5);
+  WriteFile(config.incoming_dir + "/t/f.bin", data);
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["uploaded"] == 1; }, 60s))
+      << service.StatusJson().dump();
+  EXPECT_TRUE(degraded("lease_write_failing"));
+  std::filesystem::remove_all(lease);
+  ASSERT_TRUE(WaitFor([&] { return !degraded("lease_write_failing"); }, 30s))
+      << service.StatusJson().dump();
+  EXPECT_NE(nbu::test::ReadFile(lease).find("lease-test"), std::string::npos);
+  EXPECT_TRUE(service.Shutdown(5s));
+  size_t entries = 0;  // no temporary file of a failed write is left beside the lease
+  for ([[maybe_unused]] const auto& e :
+       std::filesystem::directory_iterator(config.processing_root + "/_replicas")) {
+    ++entries;
+  }
+  EXPECT_EQ(entries, 1u);
 }
 
 }  // namespace
