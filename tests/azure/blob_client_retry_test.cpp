@@ -118,6 +118,23 @@ class BlobClientRetryTest : public ::testing::Test {
     }
   }
 
+  // Lets every request to "hang" be answered.
+  void ReleaseHang() {
+    {
+      std::lock_guard lock(hang_mu_);
+      released_ = true;
+    }
+    hang_cv_.notify_all();
+  }
+  // A Put Blob to "hang" gave up waiting for the answer: curl's timeout, storage unavailable.
+  void ExpectTimedOut(BlobClient& client) {
+    const std::string data = "x";
+    Status s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {});
+    ReleaseHang();
+    EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
+    EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
+  }
+
   // Checksum mismatches are recorded in mismatches_ unless `obs` takes them.
   BlobClient MakeClient(std::shared_ptr<Credential> cred, BlobClientObserver obs = {}) {
     if (!obs.on_checksum_mismatch) {
@@ -305,15 +322,7 @@ TEST_F(BlobClientRetryTest, TimeoutsOutlastingEveryRetryAreUnavailable) {
   options_.timeout_base = 200ms;
   options_.retry.max_attempts = 2;
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
-  const std::string data = "x";
-  Status s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {});
-  {
-    std::lock_guard lock(hang_mu_);
-    released_ = true;
-  }
-  hang_cv_.notify_all();
-  EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
-  EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
+  ExpectTimedOut(client);
 }
 
 // A connection that stops moving is given up after the stall time, long before the total
@@ -325,15 +334,7 @@ TEST_F(BlobClientRetryTest, AStalledTransferIsGivenUpBeforeItsTimeout) {
   t.stall_time = 1s;
   transport_ = std::make_shared<HttpTransport>(t);
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
-  const std::string data = "x";
-  Status s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {});
-  {
-    std::lock_guard lock(hang_mu_);
-    released_ = true;
-  }
-  hang_cv_.notify_all();
-  EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
-  EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
+  ExpectTimedOut(client);
 }
 
 TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
@@ -377,11 +378,7 @@ TEST_F(BlobClientRetryTest, StopAbortsARequestInFlight) {
   }
   stop.request_stop();
   t.join();
-  {
-    std::lock_guard lock(hang_mu_);
-    released_ = true;
-  }
-  hang_cv_.notify_all();
+  ReleaseHang();
   EXPECT_EQ(s.kind(), ErrorKind::kCancelled) << s.ToString();
 }
 

@@ -25,6 +25,17 @@ using nbu::test::TempDir;
 using nbu::test::WaitFor;
 using nbu::test::WriteFile;
 
+// The service of `config` on `blob`, started (ready comes later).
+struct Started {
+  Started(const Config& config, azure::BlobClient& blob)
+      : service(config, RealClock::Instance(), blob, metrics, tracer) {
+    service.Start();
+  }
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer{RealClock::Instance()};
+  Service service;
+};
+
 // The volumes in `dir`, the blobs in `container`.
 Config TestConfig(const TempDir& dir, const std::string& container) {
   Config config;
@@ -52,11 +63,8 @@ TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
 
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
   azure::BlobClient& blob = *blob_client;
-  telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer(RealClock::Instance());
-
-  Service service(config, RealClock::Instance(), blob, metrics, tracer);
-  service.Start();
+  Started started(config, blob);
+  Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   SessionState s;
   std::string error;
@@ -91,10 +99,8 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
   config.replica_id = "hint-test";
 
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
-  telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
-  service.Start();
+  Started started(config, *blob_client);
+  Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   SessionState s;
   std::string error;
@@ -162,10 +168,8 @@ TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
   config.worker_concurrency = 2;
   config.replica_id = "ready-test";
   SlowRecovery slow(config, 1);
-  telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *slow.blob, metrics, tracer);
-  service.Start();
+  Started started(config, *slow.blob);
+  Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 60s)) << service.StatusJson().dump();
   EXPECT_EQ(service.StatusJson()["in_progress"], 1) << "ready while the claim still uploads";
   EXPECT_EQ(service.StatusJson()["uploaded"], 0);
@@ -183,10 +187,8 @@ TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
   config.replica_id = "shutdown-test";
   config.lease_timeout_s = 1;    // a heartbeat every 0.25 s
   SlowRecovery slow(config, 4);  // held until the shutdown's grace ends
-  telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *slow.blob, metrics, tracer);
-  service.Start();
+  Started started(config, *slow.blob);
+  Service& service = started.service;
   // One claim is uploading (held by the proxy), the other three wait behind it.
   ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["queue_depth"] == 3; }, 30s))
       << service.StatusJson().dump();
@@ -217,10 +219,8 @@ TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
   config.poll_interval_s = 0.001;
   config.replica_id = "watch-test";
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
-  telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
-  service.Start();
+  Started started(config, *blob_client);
+  Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   int wrong = 0;
   for (int i = 0; i < 150; ++i) {
@@ -261,10 +261,8 @@ TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
     files[c.BlobName()] = PatternBytes(1000 + i, i);
     WriteFile(config.failed_root + "/" + FailedPathFor(c).DataPath(), files[c.BlobName()]);
   }
-  telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *slow.blob, metrics, tracer);
-  service.Start();
+  Started started(config, *slow.blob);
+  Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   std::vector<std::string> errors;
   size_t left = 0;
@@ -297,10 +295,8 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
   const std::string lease = config.processing_root + "/_replicas/lease-test.lease";
   WriteFile(lease + "/blocker", "");
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
-  telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer(RealClock::Instance());
-  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
-  service.Start();
+  Started started(config, *blob_client);
+  Service& service = started.service;
   auto degraded = [&](const std::string& what) {
     const auto d = service.StatusJson()["degraded"];
     return std::find(d.begin(), d.end(), what) != d.end();

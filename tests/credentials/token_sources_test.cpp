@@ -213,6 +213,15 @@ TEST(ManagedIdentityCredentialTest, AppServiceSendsHeaderAndApiVersion) {
   EXPECT_EQ((*cred)->Describe().find("hdr-secret"), std::string::npos);
 }
 
+// A system-assigned identity from the IMDS stand-in `imds`, on `clock`.
+Result<std::shared_ptr<ManagedIdentityCredential>> ImdsCredential(const StandIn& imds,
+                                                                  SimulatedClock& clock) {
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  return ManagedIdentityCredential::FromEnv(
+      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()}}), o);
+}
+
 TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
   std::atomic<int> n{0};
   StandIn imds([&](const Recorded&, httplib::Response& res) {
@@ -259,10 +268,7 @@ TEST(ManagedIdentityCredentialTest, ARefreshWhileTheTokenIsValidDoesNotRetry) {
     Json(res, 503, R"({"error":"busy"})");
   });
   SimulatedClock clock;
-  ManagedIdentityOptions o;
-  o.source = Opts(clock);
-  auto cred = ManagedIdentityCredential::FromEnv(
-      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()}}), o);
+  auto cred = ImdsCredential(imds, clock);
   ASSERT_TRUE(cred.ok());
   EXPECT_EQ(AuthHeader(**cred), "Bearer first");
   clock.Advance(std::chrono::minutes(59));  // past the refresh point, 1 min before expiry
@@ -279,10 +285,7 @@ TEST(ManagedIdentityCredentialTest, ARefreshWhileTheTokenIsValidDoesNotRetry) {
 TEST(ManagedIdentityCredentialTest, ImdsGoneIsRetriedForSeventySeconds) {
   StandIn imds([](const Recorded&, httplib::Response& res) { Json(res, 410, "{}"); });
   SimulatedClock clock;
-  ManagedIdentityOptions o;
-  o.source = Opts(clock);
-  auto cred = ManagedIdentityCredential::FromEnv(
-      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()}}), o);
+  auto cred = ImdsCredential(imds, clock);
   ASSERT_TRUE(cred.ok());
   EXPECT_FALSE((*cred)->GetToken().ok());
   Duration waited{0};
