@@ -13,21 +13,40 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
 extern char** environ;
 
 namespace nbu::test {
+namespace {
+
+// The runner's variables a child starts with: what finding programs, a home, temporary files and
+// the locale need, and the sanitizers' options (so a child of an ASan/TSan build reports as the
+// test binary does). Azurite needs nothing more: it is started as `/usr/bin/env node ...`.
+bool InheritedByChildren(const std::string& name) {
+  static const std::set<std::string> kNames = {"PATH",     "HOME", "TMPDIR", "LANG",
+                                               "LANGUAGE", "USER", "LOGNAME"};
+  return kNames.count(name) > 0 || name.rfind("LC_", 0) == 0 ||
+         (name.size() > 11 && name.ends_with("SAN_OPTIONS"));
+}
+
+}  // namespace
 
 ChildProcess::ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env,
                            std::string log_path)
     : log_path_(std::move(log_path)) {
+  // Only what a program needs to run (and the sanitizers' options) comes from the test runner:
+  // its proxies, OTLP endpoints and APP_*/AZURE_* settings would otherwise reach the child and
+  // could send it off this machine or change what the test starts.
   std::map<std::string, std::string> merged;
   for (char** e = environ; *e != nullptr; ++e) {
     std::string kv(*e);
     const auto eq = kv.find('=');
-    if (eq != std::string::npos) merged[kv.substr(0, eq)] = kv.substr(eq + 1);
+    if (eq != std::string::npos && InheritedByChildren(kv.substr(0, eq))) {
+      merged[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
   }
   for (const auto& [k, v] : env) {
     if (v.empty())

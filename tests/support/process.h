@@ -11,7 +11,9 @@ namespace nbu::test {
 
 class ChildProcess {
  public:
-  // Starts argv[0] (a path) with the parent's environment plus `env` (empty value = unset).
+  // Starts argv[0] (a path) with `env` (an empty value unsets) over a few of the parent's
+  // variables: PATH, HOME, TMPDIR, LANG, LANGUAGE, LC_*, USER, LOGNAME and *SAN_OPTIONS; nothing
+  // else of the test runner's environment (proxies, APP_*, AZURE_*, OTEL_*) reaches the child.
   // stdout and stderr go to `log_path` (appended).
   ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env,
                std::string log_path);
