@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,9 +66,16 @@ ChildProcess::ChildProcess(std::vector<std::string> argv, std::map<std::string, 
 
   const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error("open log " + log_path_);
+  const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
+    // Killed when the test binary dies, even by a crash or SIGKILL that runs no destructor. The
+    // signal is tied to the thread that forked, which is the test's main thread (gtest runs tests,
+    // fixtures and SetUpTestSuite there); a parent already gone before prctl took effect is
+    // caught by the getppid() check.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     ::setpgid(0, 0);
     ::dup2(fd, 1);
     ::dup2(fd, 2);

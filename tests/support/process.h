@@ -14,7 +14,7 @@ class ChildProcess {
   // Starts argv[0] (a path) with `env` (an empty value unsets) over a few of the parent's
   // variables: PATH, HOME, TMPDIR, LANG, LANGUAGE, LC_*, USER, LOGNAME and *SAN_OPTIONS; nothing
   // else of the test runner's environment (proxies, APP_*, AZURE_*, OTEL_*) reaches the child.
-  // stdout and stderr go to `log_path` (appended).
+  // stdout and stderr go to `log_path` (appended). The child is killed when this process dies.
   ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env,
                std::string log_path);
   ~ChildProcess();  // SIGKILLs the child if still running
