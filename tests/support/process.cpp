@@ -14,6 +14,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -31,6 +33,34 @@ bool InheritedByChildren(const std::string& name) {
                                                "LANGUAGE", "USER", "LOGNAME"};
   return kNames.count(name) > 0 || name.rfind("LC_", 0) == 0 ||
          (name.size() > 11 && name.ends_with("SAN_OPTIONS"));
+}
+
+// 127.0.0.1:port can be bound now. No SO_REUSEADDR: a port with a connection in TIME_WAIT is
+// passed over too.
+bool LoopbackPortBinds(int port) {
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(s);
+  return ok;
+}
+
+// A port the kernel picks (from the ephemeral range), bound and released.
+int KernelChosenPort() {
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(s);
+  return ntohs(addr.sin_port);
 }
 
 }  // namespace
@@ -162,16 +192,34 @@ std::string PatternBytes(size_t n, uint32_t seed) {
 }
 
 int FreeLoopbackPort() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(s);
-  return ntohs(addr.sin_port);
+  // A port the caller's child binds later. One from the ephemeral range could meanwhile become
+  // the local end of any outgoing connection (this process's to Azurite, say); ports below that
+  // range are only ever taken by a bind. So: a random one in [10000, start of the range), which
+  // binds now and was not handed out before by this process (two ports asked for before either
+  // is bound differ). The kernel's choice only if that range is too small or all tries fail.
+  int ephemeral_low = 32768;
+  {
+    std::istringstream range(ReadFile("/proc/sys/net/ipv4/ip_local_port_range"));
+    int low = 0;
+    if (range >> low && low > 0) ephemeral_low = low;
+  }
+  constexpr int kFirst = 10000;
+  const int last = ephemeral_low - 1;
+  if (last - kFirst >= 1000) {
+    static std::mutex mu;
+    static std::set<int> handed_out;
+    static std::mt19937 rng(std::random_device{}());
+    std::lock_guard lock(mu);
+    std::uniform_int_distribution<int> pick(kFirst, last);
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      const int port = pick(rng);
+      if (handed_out.count(port) == 0 && LoopbackPortBinds(port)) {
+        handed_out.insert(port);
+        return port;
+      }
+    }
+  }
+  return KernelChosenPort();
 }
 
 int ConnectLoopback(int port) {

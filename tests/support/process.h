@@ -67,7 +67,9 @@ std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& data);  // creates parent dirs
 // Deterministic pseudo-random bytes for test files.
 std::string PatternBytes(size_t n, uint32_t seed);
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago: random, below the ephemeral port range
+// (so no outgoing connection takes it before the caller's child binds it), and not returned
+// before by this process.
 int FreeLoopbackPort();
 // A TCP connection to 127.0.0.1:port (-1 on failure), and a send of all of `data` on it.
 int ConnectLoopback(int port);
