@@ -7,9 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstdio>
-#include <thread>
 
 namespace nbu::core {
 namespace {
@@ -20,15 +18,7 @@ using nbu::test::WriteFile;
 
 // Wait() bounded in time: false when no change came within `limit`.
 bool WaitAtMost(ChangeHints& hints, std::chrono::milliseconds limit) {
-  std::stop_source stop;
-  std::jthread timer([&](std::stop_token own) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait_for(lock, own, limit, [] { return false; });
-    stop.request_stop();
-  });
-  return hints.Wait(stop.get_token());
+  return nbu::test::CallWithDeadline(limit, [&](std::stop_token stop) { return hints.Wait(stop); });
 }
 
 // One scan that lists `dirs`.

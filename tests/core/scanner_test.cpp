@@ -234,7 +234,13 @@ TEST_F(ScannerTest, FullQueueMakesTheScanWaitWithoutDroppingFiles) {
       scanner.Forget("s1", item->rel);
     }
   });
-  scanner.ScanOnce("s1", {});  // blocks while the queue is full, until the consumer drains
+  // Blocks while the queue is full, until the consumer drains (stopped if still blocked at 30 s).
+  nbu::test::CallWithDeadline(30s,
+                              [&](std::stop_token stop) { return scanner.ScanOnce("s1", stop); });
+  // The consumer takes what is left; stopped then, so a file never queued fails the test rather
+  // than leaving it waiting for it.
+  EXPECT_TRUE(nbu::test::WaitFor([&] { return q.size() == 0; }, 30s)) << q.size() << " left";
+  consumer.request_stop();
   consumer.join();
   EXPECT_EQ(got.size(), 5u);
 }
@@ -268,8 +274,9 @@ TEST_F(ScannerTest, AFileReportedClosedIsLookedAtAgainBeforeItsCheckIsDue) {
   ASSERT_EQ(::write(fd, "cd", 2), 2);
   ::close(fd);
   // ... and its close is reported (the service's hint thread reads the events).
-  std::stop_source none;
-  ASSERT_TRUE(hints.Wait(none.get_token()));
+  ASSERT_TRUE(nbu::test::CallWithDeadline(30s, [&](std::stop_token stop) {
+    return hints.Wait(stop);
+  })) << "the close was not reported within 30 s";
   EXPECT_EQ(scanner.ScanOnce("s1", {}).stats, 1u);  // its check was due at 5 s
   // Its clock restarted at its close: ready 5 s after it, not 5 s after the check at 5 s.
   clock.Advance(5s);

@@ -2,9 +2,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace nbu::test {
@@ -61,6 +65,21 @@ bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
     nanosleep(&ts, nullptr);
   }
   return pred();
+}
+
+// Calls fn(token) with a stop token that is stopped once `limit` has passed, and returns what fn
+// returns: a blocking call that ends on a stop request (ChangeHints::Wait, say) bounded in time.
+template <typename Fn>
+auto CallWithDeadline(std::chrono::milliseconds limit, Fn fn) {
+  std::stop_source stop;
+  std::jthread timer([&stop, limit](std::stop_token own) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait_for(lock, own, limit, [] { return false; });  // until the limit, or fn returned
+    stop.request_stop();
+  });
+  return fn(stop.get_token());
 }
 
 std::string ReadFile(const std::string& path);
