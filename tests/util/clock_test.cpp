@@ -1,7 +1,10 @@
 #include "util/clock.h"
 
+#include "support/process.h"
+
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 namespace nbu {
@@ -29,17 +32,19 @@ TEST(SimulatedClockTest, AutoAdvanceRecordsSleeps) {
 TEST(SimulatedClockTest, ManualClockWakesSleeperOnAdvance) {
   SimulatedClock clock(/*auto_advance=*/false);
   std::atomic<bool> woke{false};
-  std::thread t([&] {
-    EXPECT_TRUE(clock.SleepFor(10s, {}));
+  // Its token is stopped only if the test ends early (the jthread's destructor): a failed check
+  // below does not leave it asleep.
+  std::jthread t([&](std::stop_token stop) {
+    EXPECT_TRUE(clock.SleepFor(10s, stop));
     woke = true;
   });
-  while (clock.SleepsForTest().empty()) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(test::WaitFor([&] { return !clock.SleepsForTest().empty(); }, 30s))
+      << "the thread did not go to sleep";
   clock.Advance(5s);
   std::this_thread::sleep_for(20ms);
   EXPECT_FALSE(woke);
   clock.Advance(5s);
-  t.join();
-  EXPECT_TRUE(woke);
+  EXPECT_TRUE(test::WaitFor([&] { return woke.load(); }, 30s)) << "the sleeper did not wake";
 }
 
 TEST(SimulatedClockTest, StopInterruptsSleep) {
