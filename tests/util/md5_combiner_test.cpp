@@ -1,19 +1,32 @@
 // Md5Combiner under several threads at once: every digest right, and pairs hashed together.
 #include "util/md5_pair.h"
 
+#include "support/process.h"
+
 #include <gtest/gtest.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <barrier>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <ctime>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 namespace nbu {
 namespace {
+
+using namespace std::chrono_literals;
 
 // One file per thread: 1 MiB blocks fed in 512 KiB pieces (each over Md5Pair::kCombineBytes,
 // so each goes through the combiner), then a tail shorter than a chunk.
@@ -69,46 +82,139 @@ TEST(Md5CombinerTest, ThreadsHashingAtOnceGetTheirOwnDigestsAndShareSomePasses) 
   EXPECT_GT(combiner.stats().pairs_passed, combiner.stats().passes);
 }
 
-// One long pass, and `n` pieces of kCombineBytes handed in (each on its own thread) while it runs;
-// every digest checked. Returns how many pieces were done while a pass still ran: the long one,
-// unless a piece waited for it to end (a piece that waited is run only once no pass runs).
-size_t PiecesBehindALongPass(Md5Combiner& combiner, size_t n) {
-  const std::string big(128 << 20, 'b');  // long enough for every piece to arrive meanwhile
+// Bytes whose first page cannot be read until Release(): a thread that reads them stops at that
+// page (its SIGSEGV is handled by waiting, at most 120 s) and goes on once they are released. So
+// a pass over them is under way, and stays so, for as long as a test needs: no guess at how long
+// a pass takes. One at a time.
+class HeldBytes {
+ public:
+  HeldBytes(size_t size, char fill) : page_(static_cast<size_t>(::sysconf(_SC_PAGESIZE))) {
+    size_ = size;
+    mapped_ = (size + page_ - 1) / page_ * page_;
+    void* m = ::mmap(nullptr, mapped_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::runtime_error("HeldBytes: mmap failed");
+    base_ = static_cast<char*>(m);
+    std::memset(base_, fill, size_);
+    ::sem_init(&released_, 0, 0);
+    if (::mprotect(base_, page_, PROT_NONE) != 0) throw std::runtime_error("HeldBytes: mprotect");
+    current_ = this;
+    struct sigaction sa = {};
+    sa.sa_sigaction = &HeldBytes::OnSegv;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGSEGV, &sa, &previous_);
+  }
+  // Only once no thread reads them any more.
+  ~HeldBytes() {
+    Release();
+    ::sigaction(SIGSEGV, &previous_, nullptr);
+    current_ = nullptr;
+    ::mprotect(base_, page_, PROT_READ | PROT_WRITE);
+    ::munmap(base_, mapped_);
+    ::sem_destroy(&released_);
+  }
+  HeldBytes(const HeldBytes&) = delete;
+  HeldBytes& operator=(const HeldBytes&) = delete;
+
+  std::string_view bytes() const { return {base_, size_}; }
+  bool reached() const { return reached_.load(); }  // a reader waits at them
+  void Release() {
+    if (!posted_.exchange(true)) ::sem_post(&released_);
+  }
+
+ private:
+  static void OnSegv(int /*sig*/, siginfo_t* info, void* /*context*/) {
+    const int saved_errno = errno;
+    HeldBytes* h = current_.load();
+    const char* at = static_cast<const char*>(info->si_addr);
+    if (h == nullptr || at < h->base_ || at >= h->base_ + h->page_) {
+      // Not a read of the held page: back to the handler before, which the fault meets again.
+      struct sigaction dfl = {};
+      dfl.sa_handler = SIG_DFL;
+      ::sigaction(SIGSEGV, h != nullptr ? &h->previous_ : &dfl, nullptr);
+      errno = saved_errno;
+      return;
+    }
+    h->reached_ = true;
+    timespec deadline = {};
+    ::clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 120;
+    while (::sem_timedwait(&h->released_, &deadline) != 0 && errno == EINTR) {
+    }
+    ::mprotect(h->base_, h->page_, PROT_READ | PROT_WRITE);  // the read is repeated, and succeeds
+    errno = saved_errno;
+  }
+
+  static inline std::atomic<HeldBytes*> current_{nullptr};
+  const size_t page_;
+  size_t size_ = 0;
+  size_t mapped_ = 0;
+  char* base_ = nullptr;
+  sem_t released_;
+  std::atomic<bool> reached_{false};
+  std::atomic<bool> posted_{false};
+  struct sigaction previous_ = {};
+};
+
+// A long pass is started and held under way (HeldBytes) while `n` pieces of kCombineBytes are
+// handed in, each on its own thread. It is let go once every piece has arrived (n + 1 pairs
+// active), no other pass runs, and `done_while_held` pieces are done: those the combiner runs
+// beside the long pass; the rest wait for it to end. Both waits are bounded, and fail the test.
+// Every digest is checked.
+void PiecesBesideAHeldPass(Md5Combiner& combiner, size_t n, size_t done_while_held) {
+  HeldBytes big(1 << 20, 'b');
   const std::string piece(Md5Pair::kCombineBytes, 'p');
   Md5Pair first(Md5Pair::Kernel::kBest, &combiner);
   std::vector<Md5Pair> pairs(n, Md5Pair(Md5Pair::Kernel::kBest, &combiner));
-  std::atomic<size_t> done_beside_a_pass = 0;
+  std::atomic<size_t> done = 0;
   {
-    std::jthread long_pass([&] { first.Update(big.data(), big.size()); });
-    while (combiner.stats().passes == 0) std::this_thread::yield();
     std::vector<std::jthread> threads;
+    struct LetGo {  // before the threads are joined, on every way out
+      HeldBytes& held;
+      ~LetGo() { held.Release(); }
+    } let_go{big};
+    threads.emplace_back([&] { first.Update(big.bytes().data(), big.bytes().size()); });
+    ASSERT_TRUE(test::WaitFor([&] { return big.reached(); }, 30s)) << "the long pass never read";
+    const auto at_start = combiner.stats();
+    ASSERT_EQ(at_start.passes, 1U);
+    ASSERT_EQ(at_start.running, 1U) << "the long pass is not held in its pass";
     for (auto& p : pairs) {
       threads.emplace_back([&] {
         p.Update(piece.data(), piece.size());
-        if (combiner.stats().running > 0) ++done_beside_a_pass;
+        ++done;
       });
     }
+    Md5Combiner::Stats held;
+    ASSERT_TRUE(test::WaitFor(
+        [&] {
+          held = combiner.stats();
+          return held.active == n + 1 && held.running == 1 && done == done_while_held;
+        },
+        30s))
+        << "while the long pass is held: " << held.active << " pairs active (want " << n + 1
+        << "), " << held.running << " passes running (want 1), " << done.load()
+        << " pieces done (want " << done_while_held << ")";
   }
+  EXPECT_EQ(done, n);
   EXPECT_EQ(combiner.stats().active, n + 1);  // none has finished its file
-  EXPECT_EQ(first.FinishFile(), Md5::Of(big));
+  EXPECT_EQ(first.FinishFile(), Md5::Of(big.bytes()));
   for (auto& p : pairs) EXPECT_EQ(p.FinishFile(), Md5::Of(piece));
   EXPECT_EQ(combiner.stats().active, 0U);
-  return done_beside_a_pass;
 }
 
 // No more pairs active than passes may run: each gets a pass at once, beside the running one.
 TEST(Md5CombinerTest, WhileCpusSufficeEachPairGetsAPassAtOnce) {
   Md5Combiner combiner(2);
-  EXPECT_EQ(PiecesBehindALongPass(combiner, 1), 1U);
+  ASSERT_NO_FATAL_FAILURE(PiecesBesideAHeldPass(combiner, 1, /*done_while_held=*/1));
   EXPECT_EQ(combiner.stats().passes, 2U);
 }
 
 // More pairs active than passes may run: a lone one waits for company or for the running pass
 // to end rather than take another CPU for itself. The first piece (two active) gets its own
-// pass; the next two (three and four active) share one.
+// pass; the next two (three and four active) share one. All beside the long pass.
 TEST(Md5CombinerTest, WhenPairsOutnumberCpusALonePairWaitsForCompany) {
   Md5Combiner combiner(2);
-  EXPECT_EQ(PiecesBehindALongPass(combiner, 3), 3U);
+  ASSERT_NO_FATAL_FAILURE(PiecesBesideAHeldPass(combiner, 3, /*done_while_held=*/3));
   EXPECT_EQ(combiner.stats().passes, 3U);
   EXPECT_EQ(combiner.stats().pairs_passed, 4U);
 }
@@ -116,7 +222,8 @@ TEST(Md5CombinerTest, WhenPairsOutnumberCpusALonePairWaitsForCompany) {
 // Pieces that wait share the next pass, up to Md5Pair::kMaxTogether of them.
 TEST(Md5CombinerTest, UpToMaxTogetherWaitingPairsShareAPass) {
   Md5Combiner combiner(1);
-  PiecesBehindALongPass(combiner, Md5Pair::kMaxTogether + 1);
+  ASSERT_NO_FATAL_FAILURE(
+      PiecesBesideAHeldPass(combiner, Md5Pair::kMaxTogether + 1, /*done_while_held=*/0));
   EXPECT_EQ(combiner.stats().passes, 3U);  // the long one, four together, the fifth
   EXPECT_EQ(combiner.stats().pairs_passed, 1U + Md5Pair::kMaxTogether + 1);
 }
