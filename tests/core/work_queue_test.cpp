@@ -1,5 +1,7 @@
 #include "core/work_queue.h"
 
+#include "support/process.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -49,7 +51,9 @@ TEST(BoundedQueueTest, PushWaitsWhenFullAndStopsOnRequest) {
     EXPECT_FALSE(q.Push(2, stop.get_token()));  // full: waits, then gives up on stop
     returned = true;
   });
-  std::this_thread::sleep_for(20ms);
+  // Waiting for room, not returned: the stop below is what ends it (stopped whatever this finds).
+  EXPECT_TRUE(test::WaitFor([&] { return q.pushes_waiting() == 1; }, 30s))
+      << "a push into the full queue did not wait";
   EXPECT_FALSE(returned);
   stop.request_stop();
   t.join();
