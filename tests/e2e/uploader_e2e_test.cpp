@@ -418,7 +418,15 @@ TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
       shm.st_dev == vol.st_dev) {
     GTEST_SKIP() << "needs /dev/shm on a file system other than the test volume's";
   }
-  const std::string other = "/dev/shm/nbu-e2e-" + std::to_string(::getpid());
+  // The service creates it; removed on every way out of the test (after the process is gone).
+  struct RemovedAtEnd {
+    std::string path;
+    ~RemovedAtEnd() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } other_dir{"/dev/shm/nbu-e2e-" + std::to_string(::getpid())};
+  const std::string& other = other_dir.path;
   UploaderProcess up(
       *azurite_, volume_, container_, "r1",
       {{"APP_NFS_PROCESSING_ROOT", other}, {"APP_LOCAL_STAGING_ROOT", "/proc/no-such-dir"}});
@@ -436,7 +444,6 @@ TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
   // The probe file is gone from wherever it got to.
   EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
   EXPECT_TRUE(Volume::Files(other).empty());
-  std::filesystem::remove_all(other);
 }
 
 // A staging volume smaller than one file's staging ring is named at start-up; it is a warning,
