@@ -1,7 +1,9 @@
 // The uploader binary end to end against a real Azurite: odd names and sizes byte-exact, slow
 // producers, kill -9 and restart, replicas sharing a volume, configuration errors, the API.
 #include "core/file_processor.h"
+#include "core/layout.h"
 #include "e2e_support.h"
+#include "support/fault_proxy.h"
 #include "support/tmpfs.h"
 
 #include <gtest/gtest.h>
@@ -10,8 +12,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <tuple>
 
@@ -242,26 +247,77 @@ TEST_F(UploaderE2E, KillNineMidIngestThenRestartLosesNothing) {
   EXPECT_EQ(again.Status()["session"]["name"], "crash");
 }
 
+// pod-a is killed while it holds claims, and never comes back; pod-b (a new name, as after
+// rescheduling) takes every one of them over once pod-a's lease has expired, and finishes them.
 TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
   const std::map<std::string, std::string> env = {{"APP_LEASE_TIMEOUT_S", "2"},
                                                   {"APP_MIN_FILE_AGE_S", "0.2"}};
   std::map<std::string, std::string> files;
   for (int i = 0; i < 100; ++i)
     files["f" + std::to_string(i)] = PatternBytes(32 << 10, static_cast<uint32_t>(i));
+  // pod-a reaches storage through a proxy that holds each upload of a session file until pod-a
+  // is dead, then drops it unsent: whatever pod-a has claimed when it is killed, it has not
+  // finished, and pod-b must.
+  struct Hold {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool released = false;
+    void Release() {
+      {
+        std::lock_guard lock(mu);
+        released = true;
+      }
+      cv.notify_all();
+    }
+  };
+  auto hold = std::make_shared<Hold>();
+  FaultProxy proxy(azurite_->port(), [hold](const ProxyRequest& r) {
+    if (r.method != "PUT" || r.target.find("/ha/") == std::string::npos) {
+      return FaultAction::Forward();
+    }
+    std::unique_lock lock(hold->mu);
+    hold->cv.wait_for(lock, 60s, [&] { return hold->released; });
+    return FaultAction::DropBefore();
+  });
+  struct ReleaseAtEnd {  // before the proxy joins its handlers, on every way out
+    std::shared_ptr<Hold> h;
+    ~ReleaseAtEnd() { h->Release(); }
+  } release_at_end{hold};
+  auto claims_of = [&](const std::string& replica) {
+    size_t n = 0;
+    for (const auto& f : Volume::Files(volume_.processing())) {
+      auto c = core::ParseClaimPath(f);
+      n += c && c->state == core::ClaimState::kClaimed && c->owner == replica ? 1U : 0U;
+    }
+    return n;
+  };
   {
-    UploaderProcess a(*azurite_, volume_, container_, "pod-a", env);
-    ASSERT_TRUE(a.WaitReady());
+    auto via_proxy = env;
+    via_proxy["APP_AZURE_CONNECTION_STRING"] =
+        std::string("DefaultEndpointsProtocol=http;AccountName=") + kAzuriteAccount +
+        ";AccountKey=" + kAzuriteKey +
+        ";BlobEndpoint=http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + kAzuriteAccount +
+        ";";
+    UploaderProcess a(*azurite_, volume_, container_, "pod-a", via_proxy);
+    ASSERT_TRUE(a.WaitReady()) << a.process().ReadLog();
     ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"ha"})").status, 200);
     for (const auto& [rel, data] : files) Drop("ha", rel, data);
-    ASSERT_TRUE(WaitFor([&] { return a.Status().value("uploaded", 0) >= 5; }, 60s));
+    // Uploads under way, each one of pod-a's claims.
+    ASSERT_TRUE(WaitFor([&] { return proxy.Count("/ha/", "PUT") >= 2; }, 60s))
+        << a.process().ReadLog();
     a.process().Signal(SIGKILL);
-    a.process().Wait(10s);
+    ASSERT_EQ(a.process().Wait(10s), 128 + SIGKILL);
   }
-  // pod-a never returns; pod-b (a new name, as after rescheduling) takes over its claims.
+  hold->Release();
+  const size_t held_by_a = claims_of("pod-a");
+  ASSERT_GT(held_by_a, 0u) << "pod-a held no claim when it was killed";
   UploaderProcess b(*azurite_, volume_, container_, "pod-b", env);
-  ASSERT_TRUE(b.WaitReady());
+  ASSERT_TRUE(b.WaitReady()) << b.process().ReadLog();
   ExpectAllUploaded("ha", files, 120s);
   ExpectNothingLeft({b.staging()});
+  EXPECT_EQ(claims_of("pod-a"), 0u);
+  EXPECT_EQ(b.Status()["counters"]["takeovers"], held_by_a)
+      << "pod-b took over each claim pod-a held, and nothing else";
 }
 
 TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
