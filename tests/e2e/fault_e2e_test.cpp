@@ -308,8 +308,23 @@ TEST_F(FaultE2E, StorageDownForSecondsThenIngestResumesOnItsOwn) {
     second[rel] = PatternBytes(4096, static_cast<uint32_t>(i + 50));
     WriteFile(volume_.incoming() + "/down/" + rel, second[rel]);
   }
-  std::this_thread::sleep_for(5s);  // storage unreachable for several seconds
-  EXPECT_EQ(up->Status()["counters"]["failed"], 0) << "an outage must not dead-letter files";
+  // Proof the outage was met: a file dropped during it failed to upload, was tried again, and
+  // failed again (the status keeps the last 20 errors, and at most 10 files fail over and over,
+  // so one of them shows twice once they have failed for a while).
+  nlohmann::json status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        status = up->Status();
+        std::map<std::string, int> failures;
+        for (const auto& e : status["recent_errors"]) {
+          const std::string file = e.value("file", "");
+          if (file.rfind("later", 0) == 0 && ++failures[file] >= 2) return true;
+        }
+        return false;
+      },
+      60s))
+      << status.dump();
+  EXPECT_EQ(status["counters"]["failed"], 0) << "an outage must not dead-letter files";
   azurite_->Start();
   ExpectAllArrive("down", second, 120s);
   ExpectNothingLeft(*up);
