@@ -273,7 +273,7 @@ TEST_F(FaultE2E, FileThatKillsTheServiceOnEveryRunIsDeadLetteredAfterTheAttemptL
         << up->process().ReadLog();
     EXPECT_EQ(runs_on_volume(), static_cast<int>(run));
     up->process().Signal(SIGKILL);
-    up->process().Wait(10s);
+    ASSERT_EQ(up->process().Wait(10s), 128 + SIGKILL);
   }
   auto up = Start({{"APP_MAX_FILE_ATTEMPTS", "2"}});
   ASSERT_TRUE(WaitFor([&] { return up->Status()["dead_letter"]["count"] == 1; }, 30s))
@@ -347,9 +347,11 @@ TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
     WriteFile(volume_.incoming() + "/resume/large.bin", data);
     ASSERT_TRUE(WaitFor([&] { return proxy_->Count("comp=block&", "PUT") >= 10; }, 60s));
     up->process().Signal(SIGKILL);
-    up->process().Wait(10s);
+    ASSERT_EQ(up->process().Wait(10s), 128 + SIGKILL);
   }
-  std::this_thread::sleep_for(500ms);  // in-flight proxied requests finish
+  // What the killed process had in flight through the proxy reaches Azurite (or is dropped)
+  // before the staged blocks are counted.
+  ASSERT_TRUE(proxy_->WaitIdle(30s)) << proxy_->active() << " proxied requests still running";
   std::vector<azure::BlockInfo> staged;  // of the blob under whichever date has them
   for (const auto& name : BlobNames("resume", "large.bin")) {
     auto blocks = blobs_->GetUncommittedBlocks(name);  // none (not an error) if no such blob

@@ -3,6 +3,7 @@
 #include "support/process.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -71,8 +72,10 @@ FaultProxy::FaultProxy(int upstream_port, Plan plan)
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // Non-blocking: the acceptor calls accept() holding mu_ (see AcceptLoop), and must not wait
+  // there for a connection that was reset after poll() saw it.
   if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listen_fd_, 128) != 0) {
+      ::listen(listen_fd_, 128) != 0 || ::fcntl(listen_fd_, F_SETFL, O_NONBLOCK) != 0) {
     throw std::runtime_error("fault proxy: bind/listen failed");
   }
   socklen_t len = sizeof addr;
@@ -111,18 +114,49 @@ void FaultProxy::ResetCounts() {
   seen_.clear();
 }
 
+size_t FaultProxy::active() const {
+  std::lock_guard lock(mu_);
+  return active_;
+}
+
+bool FaultProxy::WaitIdle(std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(mu_);
+  // A connection is either in the listen queue or counted in active_: the acceptor takes it off
+  // the queue and counts it while it holds mu_.
+  const auto idle = [&] {
+    pollfd p{listen_fd_, POLLIN, 0};
+    return active_ == 0 && ::poll(&p, 1, 0) == 0;
+  };
+  while (!idle()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    // A connection arriving in the queue sends no notice: look again within 10 ms.
+    idle_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(10)));
+  }
+  return true;
+}
+
 void FaultProxy::AcceptLoop() {
   while (!stop_) {
     pollfd p{listen_fd_, POLLIN, 0};
     if (::poll(&p, 1, 100) <= 0) continue;
-    const int client = ::accept(listen_fd_, nullptr, nullptr);
-    if (client < 0) continue;
     std::lock_guard lock(mu_);
+    const int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) continue;
+    ++active_;
     handlers_.emplace_back([this, client] { Handle(client); });
   }
 }
 
 void FaultProxy::Handle(int client) {
+  struct Done {  // on every way out of Handle
+    FaultProxy* proxy;
+    ~Done() {
+      std::lock_guard lock(proxy->mu_);
+      if (--proxy->active_ == 0) proxy->idle_.notify_all();
+    }
+  } done{this};
   timeval tv{30, 0};
   ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string head, body;

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -54,6 +56,12 @@ class FaultProxy {
   size_t Count(const std::string& needle, const std::string& method = "") const;
   size_t faults() const { return faults_.load(); }
   void ResetCounts();
+  // Connections accepted whose handling (reading, any delay, forwarding, answering) has not ended.
+  size_t active() const;
+  // Waits until none is active and none waits to be accepted: every request a client sent before
+  // this was called (and before it went away) has reached the server or been dropped. False if
+  // that did not happen within `timeout`.
+  bool WaitIdle(std::chrono::milliseconds timeout) const;
 
  private:
   void AcceptLoop();
@@ -68,6 +76,8 @@ class FaultProxy {
   Plan plan_;                          // guarded by mu_
   std::vector<ProxyRequest> seen_;     // guarded by mu_
   std::vector<std::thread> handlers_;  // guarded by mu_
+  size_t active_ = 0;                  // guarded by mu_
+  mutable std::condition_variable idle_;
   std::thread acceptor_;
 };
 
