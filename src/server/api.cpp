@@ -6,13 +6,170 @@
 #include "util/uuid.h"
 
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <thread>
 
 namespace nbu::server {
 namespace {
+
+constexpr size_t kMaxHead = 16 * 1024;  // request line and headers
+constexpr size_t kMaxBody = 64 * 1024;
+constexpr auto kRequestTime = std::chrono::seconds(10);  // to receive a whole request
+constexpr int kIoTimeoutMs = 5000;                       // to send the answer
+
+// A request received whole before cpp-httplib sees it, then served from memory. cpp-httplib
+// 0.11 reads a header line of any length into memory, and waits for a slow client as long as
+// each byte comes within its read timeout, holding one of its few threads: here a head longer
+// than kMaxHead is answered 431, and a request not received within kRequestTime 408, both as
+// JSON; a body (at most kMaxBody, announced by Content-Length) is received with its head.
+class ReceivedRequest final : public httplib::Stream {
+ public:
+  enum class Outcome { kComplete, kTooLarge, kTooSlow, kGone };
+
+  explicit ReceivedRequest(int sock) : sock_(sock) {}
+
+  Outcome Receive(const std::atomic<bool>& stopping) {
+    const auto deadline = std::chrono::steady_clock::now() + kRequestTime;
+    size_t need = 0;  // head and body, once the head is in
+    char chunk[8192];
+    for (;;) {
+      if (need == 0) {
+        const size_t end = buf_.find("\r\n\r\n");
+        if (end == std::string::npos && buf_.size() >= kMaxHead) return Outcome::kTooLarge;
+        if (end != std::string::npos) need = end + 4 + BodyLength(buf_.substr(0, end + 2));
+      }
+      if (need != 0 && buf_.size() >= need) return Outcome::kComplete;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return Outcome::kTooSlow;
+      if (stopping.load()) return Outcome::kGone;
+      pollfd p{sock_, POLLIN, 0};
+      // Short slices, so a stopping server is not held up by a client still sending.
+      const int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
+      if (ready < 0 && errno != EINTR) return Outcome::kGone;
+      if (ready <= 0) continue;
+      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, 0);  // past kMaxHead by a chunk at most
+      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return Outcome::kGone;
+      if (n > 0) buf_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+  bool is_readable() const override { return pos_ < buf_.size() || Wait(POLLIN); }
+  bool is_writable() const override { return Wait(POLLOUT); }
+  ssize_t read(char* ptr, size_t size) override {
+    if (pos_ < buf_.size()) {
+      const size_t n = std::min(size, buf_.size() - pos_);
+      std::memcpy(ptr, buf_.data() + pos_, n);
+      pos_ += n;
+      return static_cast<ssize_t>(n);
+    }
+    // Past what was received: only a body the library refuses unread (too large, chunked).
+    return Wait(POLLIN) ? ::recv(sock_, ptr, size, 0) : -1;
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    return Wait(POLLOUT) ? ::send(sock_, ptr, size, MSG_NOSIGNAL) : -1;
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getsockname, ip, port);
+  }
+  int socket() const override { return sock_; }
+
+  // A whole answer, for requests that never reach the library.
+  void Answer(int status, const char* reason, const std::string& message) {
+    const std::string body = nlohmann::json{{"error", message}}.dump();
+    const std::string head =
+        "HTTP/1.1 " + std::to_string(status) + " " + reason +
+        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\nConnection: close\r\n\r\n";
+    for (const std::string& part : {head, body}) {
+      for (size_t off = 0; off < part.size();) {
+        const ssize_t n = write(part.data() + off, part.size() - off);
+        if (n <= 0) return;
+        off += static_cast<size_t>(n);
+      }
+    }
+  }
+
+ private:
+  // The body length a head announces: Content-Length up to kMaxBody. A larger one, a chunked
+  // body or an unreadable length is not waited for: the library refuses those unread.
+  static size_t BodyLength(std::string head) {
+    std::transform(head.begin(), head.end(), head.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (head.find("\r\ntransfer-encoding:") != std::string::npos) return 0;
+    const size_t at = head.find("\r\ncontent-length:");
+    if (at == std::string::npos) return 0;
+    const size_t len = std::strtoul(head.c_str() + at + 17, nullptr, 10);
+    return len <= kMaxBody ? len : 0;
+  }
+  bool Wait(short events) const {
+    pollfd p{sock_, events, 0};
+    int r = 0;
+    while ((r = ::poll(&p, 1, kIoTimeoutMs)) < 0 && errno == EINTR) {
+    }
+    return r > 0;
+  }
+  template <typename F>
+  void Address(F get, std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if (get(sock_, reinterpret_cast<sockaddr*>(&a), &len) != 0) return;
+    char host[64] = {0};
+    char serv[16] = {0};
+    if (::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
+                      NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
+
+  const int sock_;
+  std::string buf_;
+  size_t pos_ = 0;
+};
+
+class GuardedServer final : public httplib::Server {
+ public:
+  void Stopping() { stopping_ = true; }
+
+ private:
+  bool process_and_close_socket(int sock) override {
+    ReceivedRequest request(sock);
+    switch (request.Receive(stopping_)) {
+      case ReceivedRequest::Outcome::kComplete: {
+        bool closed = false;
+        process_request(request, /*close_connection=*/true, closed, nullptr);
+        break;
+      }
+      case ReceivedRequest::Outcome::kTooLarge:
+        request.Answer(431, "Request Header Fields Too Large",
+                       "request line and headers larger than 16 KiB");
+        break;
+      case ReceivedRequest::Outcome::kTooSlow:
+        request.Answer(408, "Request Timeout", "the request did not arrive within 10 s");
+        break;
+      case ReceivedRequest::Outcome::kGone: break;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return true;
+  }
+  std::atomic<bool> stopping_{false};
+};
 
 void Json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
@@ -34,7 +191,7 @@ Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Cloc
     : service_(service),
       metrics_(metrics),
       clock_(clock),
-      server_(std::make_unique<httplib::Server>()) {
+      server_(std::make_unique<GuardedServer>()) {
   Routes();
 }
 
@@ -57,17 +214,22 @@ bool Api::WaitServing(std::chrono::milliseconds timeout) {
 }
 
 void Api::Stop() {
-  if (server_) server_->stop();
+  if (!server_) return;
+  static_cast<GuardedServer&>(*server_).Stopping();
+  server_->stop();
 }
 
 void Api::Routes() {
   httplib::Server& s = *server_;
   // cpp-httplib 0.11 checks this limit against Content-Length only: the pre-routing handler
   // below refuses every other way of sending a body before it is read.
-  s.set_payload_max_length(size_t{64} * 1024);
+  s.set_payload_max_length(kMaxBody);
   // One request per connection. A refused request's unread body is then never parsed as the
   // next request, and no idle client holds one of the server's threads between requests.
   s.set_keep_alive_max_count(1);
+  // Each client holds a thread while its request arrives (at most kRequestTime): more threads
+  // than the library's 8, so a few slow clients do not leave probes and operators waiting.
+  s.new_task_queue = [] { return new httplib::ThreadPool(32); };
 
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     Json(res, 200, {{"status", "ok"}});
