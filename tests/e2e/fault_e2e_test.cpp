@@ -178,11 +178,14 @@ TEST_F(FaultE2E, ResponseLostAfterTheWriteLandedIsStillExactlyRight) {
   EXPECT_GT(proxy_->faults(), 0u) << "no answer was lost: the test proved nothing";
 }
 
+// A file storage refuses for reasons of its own blob (here a reader holds a lease on it: 412
+// LeaseIdMissing) fails attempt after attempt, unlike an outage, which is waited out. It is
+// dead-lettered, kept with the reason, and uploaded once retried after the fault is gone.
 TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   std::atomic<bool> poison{true};
   proxy_->SetPlan([&](const ProxyRequest& r) {
     return poison && r.target.find("poison") != std::string::npos
-               ? FaultAction::Status(500, "InternalError")
+               ? FaultAction::Status(412, "LeaseIdMissing")
                : FaultAction::Forward();
   });
   auto up = Start({{"APP_MAX_FILE_ATTEMPTS", "2"}, {"APP_AZURE_RETRY_MAX_ATTEMPTS", "2"}});
@@ -201,7 +204,8 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   const auto reason = nlohmann::json::parse(ReadFile(volume_.failed() + "/" + reason_file));
   EXPECT_EQ(reason["attempts"], 2);
   EXPECT_EQ(reason["relative_path"], "sub/poison.bin");
-  EXPECT_NE(reason["error"].get<std::string>().find("500"), std::string::npos);
+  EXPECT_NE(reason["error"].get<std::string>().find("412 LeaseIdMissing"), std::string::npos)
+      << reason.dump();
   EXPECT_EQ(up->Status()["counters"]["failed"], 1);
   // The fault is fixed: retrying puts it back into the pipeline under the same blob name.
   poison = false;
