@@ -23,8 +23,8 @@
 namespace nbu::server {
 namespace {
 
-constexpr size_t kMaxHead = 16 * 1024;  // request line and headers
-constexpr size_t kMaxBody = 64 * 1024;
+constexpr size_t kMaxHead = size_t{16} * 1024;  // request line and headers
+constexpr size_t kMaxBody = size_t{64} * 1024;
 constexpr auto kRequestTime = std::chrono::seconds(10);  // to receive a whole request
 constexpr int kIoTimeoutMs = 5000;                       // to send the answer
 

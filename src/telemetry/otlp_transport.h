@@ -23,7 +23,7 @@ struct OtlpRequest {
 };
 
 // Enough for a partialSuccess with a long errorMessage; the rest of a body is not read.
-constexpr size_t kMaxOtlpResponseBody = 64 * 1024;
+constexpr size_t kMaxOtlpResponseBody = size_t{64} * 1024;
 
 // Failures: kTransient for connection errors, timeouts and HTTP 429/502/503/504 (the OTLP
 // retryable set); kPermanent for any other non-2xx answer; kCancelled when `cancel` was set.
