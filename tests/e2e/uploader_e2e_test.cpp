@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -336,6 +337,67 @@ TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
   EXPECT_EQ(claims_of("pod-a"), 0u);
   EXPECT_EQ(b.Status()["counters"]["takeovers"], held_by_a)
       << "pod-b took over each claim pod-a held, and nothing else";
+}
+
+// pod-a stalls (SIGSTOP: a frozen VM, a long pause) with uploads in flight, past its lease
+// timeout; pod-b takes its claims over and finishes them. When pod-a resumes, its uploads of
+// claims it no longer holds go through to storage late: no file fails, nothing is left behind,
+// every blob holds its file, and pod-a reports the takeover.
+TEST_F(UploaderE2E, AStalledReplicaThatResumesAfterATakeoverFailsNothing) {
+  const std::map<std::string, std::string> env = {{"APP_LEASE_TIMEOUT_S", "2"},
+                                                  {"APP_MIN_FILE_AGE_S", "0.2"}};
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 20; ++i)
+    files["f" + std::to_string(i)] = PatternBytes(32 << 10, static_cast<uint32_t>(i + 300));
+  // pod-a's uploads of the session are held until it has been taken over, then forwarded.
+  auto gate = std::make_shared<std::pair<std::mutex, std::condition_variable>>();
+  auto open = std::make_shared<bool>(false);
+  auto release = [gate, open] {
+    {
+      std::lock_guard lock(gate->first);
+      *open = true;
+    }
+    gate->second.notify_all();
+  };
+  FaultProxy proxy(azurite_->port(), [gate, open](const ProxyRequest& r) {
+    if (r.method == "PUT" && r.target.find("/stall/") != std::string::npos) {
+      std::unique_lock lock(gate->first);
+      gate->second.wait_for(lock, 60s, [&] { return *open; });
+    }
+    return FaultAction::Forward();
+  });
+  struct ReleaseAtEnd {  // before the proxy joins its handlers, on every way out
+    std::function<void()> release;
+    ~ReleaseAtEnd() { release(); }
+  } release_at_end{release};
+  auto via_proxy = env;
+  via_proxy["APP_AZURE_CONNECTION_STRING"] =
+      std::string("DefaultEndpointsProtocol=http;AccountName=") + kAzuriteAccount +
+      ";AccountKey=" + kAzuriteKey +
+      ";BlobEndpoint=http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + kAzuriteAccount +
+      ";";
+  UploaderProcess a(*azurite_, volume_, container_, "pod-a", via_proxy);
+  ASSERT_TRUE(a.WaitReady()) << a.process().ReadLog();
+  ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"stall"})").status, 200);
+  for (const auto& [rel, data] : files) Drop("stall", rel, data);
+  ASSERT_TRUE(WaitFor([&] { return proxy.Count("/stall/", "PUT") >= 2; }, 60s))
+      << a.process().ReadLog();
+  a.process().Signal(SIGSTOP);
+  UploaderProcess b(*azurite_, volume_, container_, "pod-b", env);
+  ASSERT_TRUE(b.WaitReady()) << b.process().ReadLog();
+  ExpectAllUploaded("stall", files, 120s);
+  ASSERT_GT(b.Status()["counters"]["takeovers"].get<int>(), 0) << b.process().ReadLog();
+  release();
+  a.process().Signal(SIGCONT);
+  ASSERT_TRUE(WaitFor([&] { return a.Status()["in_progress"] == 0; }, 120s))
+      << a.process().ReadLog();
+  EXPECT_NE(a.process().ReadLog().find("another replica took it over"), std::string::npos)
+      << a.process().ReadLog();
+  EXPECT_EQ(a.Status()["counters"]["failed"], 0) << a.process().ReadLog();
+  EXPECT_EQ(b.Status()["counters"]["failed"], 0) << b.process().ReadLog();
+  EXPECT_TRUE(Volume::Files(volume_.failed()).empty());
+  ExpectAllUploaded("stall", files, 10s);
+  ExpectNothingLeft({a.staging(), b.staging()});
 }
 
 TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
