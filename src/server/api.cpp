@@ -31,11 +31,12 @@ constexpr int kIoTimeoutMs = 5000;                       // to send the answer
 // A request received whole before cpp-httplib sees it, then served from memory. cpp-httplib
 // 0.11 reads a header line of any length into memory, and waits for a slow client as long as
 // each byte comes within its read timeout, holding one of its few threads: here a head longer
-// than kMaxHead is answered 431, and a request not received within kRequestTime 408, both as
-// JSON; a body (at most kMaxBody, announced by Content-Length) is received with its head.
+// than kMaxHead is answered 431, a body announced larger than kMaxBody 413 (or a length that
+// is not a number 400), and a request not received within kRequestTime 408, all as JSON. The
+// library reads nothing from the socket: past what was received, the stream ends.
 class ReceivedRequest final : public httplib::Stream {
  public:
-  enum class Outcome { kComplete, kTooLarge, kTooSlow, kGone };
+  enum class Outcome { kComplete, kHeadTooLarge, kBodyTooLarge, kBadLength, kTooSlow, kGone };
 
   explicit ReceivedRequest(int sock) : sock_(sock) {}
 
@@ -46,39 +47,39 @@ class ReceivedRequest final : public httplib::Stream {
     for (;;) {
       if (need == 0) {
         const size_t end = buf_.find("\r\n\r\n");
-        if (end == std::string::npos && buf_.size() >= kMaxHead) return Outcome::kTooLarge;
-        if (end != std::string::npos) need = end + 4 + BodyLength(buf_.substr(0, end + 2));
+        if (end == std::string::npos && buf_.size() >= kMaxHead) return Outcome::kHeadTooLarge;
+        if (end != std::string::npos) {
+          const Head head = ReadHead(buf_.substr(0, end + 2));
+          if (head.refused != Outcome::kComplete) return head.refused;
+          need = end + 4 + head.body;
+          // A client that waits to be asked for its body is asked (the library would ask too
+          // late: only once the body is here). A second 100 from the library is legal HTTP.
+          if (head.expects_continue && buf_.size() < need)
+            WriteAll("HTTP/1.1 100 Continue\r\n\r\n");
+        }
       }
       if (need != 0 && buf_.size() >= need) return Outcome::kComplete;
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return Outcome::kTooSlow;
       if (stopping.load()) return Outcome::kGone;
-      pollfd p{sock_, POLLIN, 0};
-      // Short slices, so a stopping server is not held up by a client still sending.
-      const int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
-      if (ready < 0 && errno != EINTR) return Outcome::kGone;
-      if (ready <= 0) continue;
+      if (!Readable(std::min<int64_t>(left.count(), 100))) continue;
       const ssize_t n = ::recv(sock_, chunk, sizeof chunk, 0);  // past kMaxHead by a chunk at most
       if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return Outcome::kGone;
       if (n > 0) buf_.append(chunk, static_cast<size_t>(n));
     }
   }
 
-  bool is_readable() const override { return pos_ < buf_.size() || Wait(POLLIN); }
-  bool is_writable() const override { return Wait(POLLOUT); }
+  bool is_readable() const override { return pos_ < buf_.size(); }
+  bool is_writable() const override { return Wait(POLLOUT, kIoTimeoutMs); }
   ssize_t read(char* ptr, size_t size) override {
-    if (pos_ < buf_.size()) {
-      const size_t n = std::min(size, buf_.size() - pos_);
-      std::memcpy(ptr, buf_.data() + pos_, n);
-      pos_ += n;
-      return static_cast<ssize_t>(n);
-    }
-    // Past what was received: only a body the library refuses unread (too large, chunked).
-    return Wait(POLLIN) ? ::recv(sock_, ptr, size, 0) : -1;
+    const size_t n = std::min(size, buf_.size() - pos_);
+    std::memcpy(ptr, buf_.data() + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
   }
   ssize_t write(const char* ptr, size_t size) override {
-    return Wait(POLLOUT) ? ::send(sock_, ptr, size, MSG_NOSIGNAL) : -1;
+    return Wait(POLLOUT, kIoTimeoutMs) ? ::send(sock_, ptr, size, MSG_NOSIGNAL) : -1;
   }
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
     Address(::getpeername, ip, port);
@@ -91,35 +92,73 @@ class ReceivedRequest final : public httplib::Stream {
   // A whole answer, for requests that never reach the library.
   void Answer(int status, const char* reason, const std::string& message) {
     const std::string body = nlohmann::json{{"error", message}}.dump();
-    const std::string head =
-        "HTTP/1.1 " + std::to_string(status) + " " + reason +
-        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-        "\r\nConnection: close\r\n\r\n";
-    for (const std::string& part : {head, body}) {
-      for (size_t off = 0; off < part.size();) {
-        const ssize_t n = write(part.data() + off, part.size() - off);
-        if (n <= 0) return;
-        off += static_cast<size_t>(n);
-      }
+    WriteAll("HTTP/1.1 " + std::to_string(status) + " " + reason +
+             "\r\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  }
+
+  // Ends the answer, then reads what the client still sends (for up to 1 s, 64 KiB) before the
+  // socket is closed: closing with unread bytes resets the connection, and a reset can destroy
+  // an answer the client has not read yet.
+  void Finish(const std::atomic<bool>& stopping) {
+    ::shutdown(sock_, SHUT_WR);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    char chunk[8192];
+    for (size_t drained = 0; drained < kMaxBody && !stopping.load();) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return;
+      if (!Readable(std::min<int64_t>(left.count(), 100))) continue;
+      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, 0);
+      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return;
+      if (n > 0) drained += static_cast<size_t>(n);
     }
   }
 
  private:
-  // The body length a head announces: Content-Length up to kMaxBody. A larger one, a chunked
-  // body or an unreadable length is not waited for: the library refuses those unread.
-  static size_t BodyLength(std::string head) {
+  struct Head {
+    size_t body = 0;  // bytes announced by Content-Length
+    bool expects_continue = false;
+    Outcome refused = Outcome::kComplete;
+  };
+  // What the head announces. A chunked body is not waited for (the library refuses it, 411).
+  // Header lines are matched after any LF: the library skips a line that ends in a bare LF,
+  // and then finds the body shorter than it thought, which it refuses too.
+  static Head ReadHead(std::string head) {
     std::transform(head.begin(), head.end(), head.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (head.find("\r\ntransfer-encoding:") != std::string::npos) return 0;
-    const size_t at = head.find("\r\ncontent-length:");
-    if (at == std::string::npos) return 0;
-    const size_t len = std::strtoul(head.c_str() + at + 17, nullptr, 10);
-    return len <= kMaxBody ? len : 0;
+    Head h;
+    h.expects_continue = head.find("\nexpect: 100-continue") != std::string::npos;
+    const size_t at = head.find("\ncontent-length:");
+    if (at == std::string::npos || head.find("\ntransfer-encoding:") != std::string::npos) {
+      return h;
+    }
+    const char* p = head.c_str() + at + 16;
+    while (*p == ' ' || *p == '\t') ++p;
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long len =
+        std::isdigit(static_cast<unsigned char>(*p)) != 0 ? std::strtoull(p, &end, 10) : 0;
+    if (end == nullptr || (*end != '\r' && *end != '\n' && *end != ' ' && *end != '\t')) {
+      h.refused = Outcome::kBadLength;
+    } else if (errno == ERANGE || len > kMaxBody) {
+      h.refused = Outcome::kBodyTooLarge;
+    }
+    h.body = static_cast<size_t>(len);
+    return h;
   }
-  bool Wait(short events) const {
+  void WriteAll(const std::string& data) {
+    for (size_t off = 0; off < data.size();) {
+      const ssize_t n = write(data.data() + off, data.size() - off);
+      if (n <= 0) return;
+      off += static_cast<size_t>(n);
+    }
+  }
+  bool Readable(int64_t ms) const { return Wait(POLLIN, static_cast<int>(ms)); }
+  bool Wait(short events, int ms) const {
     pollfd p{sock_, events, 0};
     int r = 0;
-    while ((r = ::poll(&p, 1, kIoTimeoutMs)) < 0 && errno == EINTR) {
+    while ((r = ::poll(&p, 1, ms)) < 0 && errno == EINTR) {
     }
     return r > 0;
   }
@@ -147,6 +186,8 @@ class GuardedServer final : public httplib::Server {
   void Stopping() { stopping_ = true; }
 
  private:
+  // One request per connection: a refused request's unread body is never parsed as the next
+  // request, and no idle client holds a thread between requests.
   bool process_and_close_socket(int sock) override {
     ReceivedRequest request(sock);
     switch (request.Receive(stopping_)) {
@@ -155,16 +196,22 @@ class GuardedServer final : public httplib::Server {
         process_request(request, /*close_connection=*/true, closed, nullptr);
         break;
       }
-      case ReceivedRequest::Outcome::kTooLarge:
+      case ReceivedRequest::Outcome::kHeadTooLarge:
         request.Answer(431, "Request Header Fields Too Large",
                        "request line and headers larger than 16 KiB");
+        break;
+      case ReceivedRequest::Outcome::kBodyTooLarge:
+        request.Answer(413, "Payload Too Large", "request body too large (at most 64 KiB)");
+        break;
+      case ReceivedRequest::Outcome::kBadLength:
+        request.Answer(400, "Bad Request", "Content-Length is not a number");
         break;
       case ReceivedRequest::Outcome::kTooSlow:
         request.Answer(408, "Request Timeout", "the request did not arrive within 10 s");
         break;
       case ReceivedRequest::Outcome::kGone: break;
     }
-    ::shutdown(sock, SHUT_RDWR);
+    request.Finish(stopping_);
     ::close(sock);
     return true;
   }
@@ -224,9 +271,6 @@ void Api::Routes() {
   // cpp-httplib 0.11 checks this limit against Content-Length only: the pre-routing handler
   // below refuses every other way of sending a body before it is read.
   s.set_payload_max_length(kMaxBody);
-  // One request per connection. A refused request's unread body is then never parsed as the
-  // next request, and no idle client holds one of the server's threads between requests.
-  s.set_keep_alive_max_count(1);
   // Each client holds a thread while its request arrives (at most kRequestTime): more threads
   // than the library's 8, so a few slow clients do not leave probes and operators waiting.
   s.new_task_queue = [] { return new httplib::ThreadPool(32); };

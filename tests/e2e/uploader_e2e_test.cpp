@@ -461,6 +461,33 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   EXPECT_EQ(endless.status, 431);
   EXPECT_TRUE(endless.body.contains("error")) << endless.body.dump();
   EXPECT_TRUE(endless.closed);
+  // A body announced past the limit is refused at once, not read; a length that is no number
+  // is refused too.
+  const std::string post = "POST /v1/watch/stop HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  auto huge = up.Raw(post + "Content-Length: 1000000000\r\n\r\n{\"a\":");
+  EXPECT_EQ(huge.status, 413);
+  EXPECT_TRUE(huge.body.contains("error")) << huge.body.dump();
+  EXPECT_TRUE(huge.closed);
+  EXPECT_EQ(up.Raw(post + "Content-Length: -1\r\n\r\n").status, 400);
+  EXPECT_EQ(up.Raw(post + "Content-Length: 12abc\r\n\r\n").status, 400);
+  {  // A client that waits to be asked for its body (Expect: 100-continue) is asked.
+    const int fd = ConnectLoopback(up.port());
+    ASSERT_GE(fd, 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ASSERT_TRUE(SendAll(fd, post + "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"));
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 100 Continue\r\n", 0), 0u);
+    ASSERT_TRUE(SendAll(fd, "{}"));
+    std::string rest;
+    for (ssize_t m = 0; (m = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      rest.append(buf, static_cast<size_t>(m));
+    }
+    ::close(fd);
+    EXPECT_NE(rest.find("HTTP/1.1 409 "), std::string::npos) << rest;  // no session is active
+  }
 
   std::vector<int> trickling;
   for (int i = 0; i < 12; ++i) {
