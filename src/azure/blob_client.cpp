@@ -35,6 +35,11 @@ bool IsChecksumMismatch(const std::string& code) {
   return code == "Md5Mismatch" || code == "Crc64Mismatch";
 }
 
+// Storage asking every client for less: these also slow every request down (ThrottleGate).
+bool IsThrottling(long status, const std::string& code) {
+  return status == 429 || status == 503 || (status == 500 && code == "OperationTimedOut");
+}
+
 ErrorKind KindFor(long status, const std::string& code) {
   // The body did not hash to the checksum we computed from the source: the bytes read back
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
@@ -57,9 +62,10 @@ ErrorKind KindFor(long status, const std::string& code) {
     return ErrorKind::kTransient;
   }
   if (status == 401 || status == 403) return ErrorKind::kAuth;
-  // Throttling, an overloaded partition (500 OperationTimedOut), gateways and timeouts that
-  // outlast every retry describe the service, not the request: callers wait them out instead
-  // of charging the item.
+  // Throttling and an overloaded partition outlasting every retry: storage is up and asks for
+  // less. Gateways and timeouts (502, 504, 408, other 500s) describe the service too. Callers
+  // wait both out instead of charging the item.
+  if (IsThrottling(status, code)) return ErrorKind::kBusy;
   if (IsRetryableStatus(status)) return ErrorKind::kUnavailable;
   return ErrorKind::kPermanent;
 }
@@ -216,8 +222,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       return Status(KindFor(resp.status, code), msg);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
-    if (result.ok() && (result->status == 429 || result->status == 503 ||
-                        (result->status == 500 && ErrorCode(*result) == "OperationTimedOut"))) {
+    if (result.ok() && IsThrottling(result->status, ErrorCode(*result))) {
       throttle_.Throttle(*delay);
       if (observer_.on_throttled) observer_.on_throttled();
     }

@@ -36,6 +36,13 @@ char* CopyBuffer() {
 // Marks a staging copy whose source changed while it was read: wait and try again, not a fault.
 const std::string kTornCopy = "source changed while it was copied";
 
+// Staging full or failing (StagingFailure), counted there under its own reason.
+constexpr std::string_view kStagingFull = "staging is full: ";
+constexpr std::string_view kStagingFails = "staging fails: ";
+bool IsStagingFailure(const Status& s) {
+  return s.message().starts_with(kStagingFull) || s.message().starts_with(kStagingFails);
+}
+
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 }  // namespace
@@ -272,9 +279,9 @@ Status FileProcessor::StagingFailure(const std::string& what, int err) {
   (full ? d_.inst.staging_full_at : d_.inst.staging_failing_at) =
       d_.clock.Now().time_since_epoch().count();
   d_.inst.attempt_failures.Add(1, {{"reason", full ? "staging_full" : "staging_failing"}});
-  return Status(ErrorKind::kUnavailable,
-                std::string(full ? "staging is full: " : "staging fails: ") +
-                    ErrnoStatus(what, err).message() + " (" + d_.config.staging_root + ")");
+  return Status(ErrorKind::kUnavailable, std::string(full ? kStagingFull : kStagingFails) +
+                                             ErrnoStatus(what, err).message() + " (" +
+                                             d_.config.staging_root + ")");
 }
 
 Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {
@@ -660,6 +667,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   int attempts = 0;  // failures that count against the file
   int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
   std::optional<fs::FileStat> torn_at;  // the claim's stat after its last torn copy
+  // When storage first failed this file as unreachable, and how many files were uploaded then.
+  std::optional<std::pair<MonoTime, double>> unavailable_since;
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);
   bool handed_back = false;  // stopped: the run does not count against the file
@@ -700,8 +709,25 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
     const bool torn = s.message() == kTornCopy;
     // Storage unreachable, throttled past every retry, refusing our credentials, or its
-    // container gone and not recreatable yet (BlobClient recreates it): not the file's fault.
-    const bool environmental = s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kAuth;
+    // container gone and not recreatable yet (BlobClient recreates it), or staging full or
+    // failing: not the file's fault, waited out.
+    bool environmental = s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kBusy ||
+                         s.kind() == ErrorKind::kAuth;
+    if (s.kind() == ErrorKind::kUnavailable && !IsStagingFailure(s)) {
+      // Unless storage is shown to be up: it has taken other files since this one first failed,
+      // and for longer than an outage's end takes to show. Then it keeps failing a request of
+      // this file's (a 500 it always answers, a reset), and the failures count: the file is
+      // dead-lettered, kept and reported, instead of holding a worker for good.
+      const MonoTime now = d_.clock.Now();
+      const double uploaded = d_.inst.files_processed.Value();
+      if (!unavailable_since) unavailable_since.emplace(now, uploaded);
+      environmental =
+          now - unavailable_since->first < FromSeconds(d_.config.unavailable_counts_after_s) ||
+          uploaded <= unavailable_since->second;
+    }
+    if (environmental && !IsStagingFailure(s)) {
+      d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});
+    }
     if (!torn && !environmental) {
       ++attempts;
       d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});

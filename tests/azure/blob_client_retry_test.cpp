@@ -85,6 +85,12 @@ class BlobClientRetryTest : public ::testing::Test {
     } else if (name == "busy") {
       res.status = 500;
       res.set_header("x-ms-error-code", "InternalError");
+    } else if (name == "throttled") {
+      res.status = 503;
+      res.set_header("x-ms-error-code", "ServerBusy");
+    } else if (name == "overloaded") {
+      res.status = 500;
+      res.set_header("x-ms-error-code", "OperationTimedOut");
     } else if (name == "leased") {  // a reader holds a lease on the blob
       res.status = 412;
       res.set_header("x-ms-error-code", "LeaseIdMissing");
@@ -265,6 +271,11 @@ TEST_F(BlobClientRetryTest, ExhaustedRetriesAreUnavailableWithContext) {
     const auto base = Duration(100ms) * (1 << i);
     EXPECT_GE(sleeps[i], base * 8 / 10);
     EXPECT_LE(sleeps[i], base * 13 / 10);
+  }
+  // Throttling past every retry is storage asking for less: busy, not unreachable.
+  for (const char* name : {"throttled", "overloaded"}) {
+    Status busy = client.PutBlob(name, Body::FromMemory(data), Md5::Of(data), {});
+    EXPECT_EQ(busy.kind(), ErrorKind::kBusy) << busy.ToString();
   }
 }
 

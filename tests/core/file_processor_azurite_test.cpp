@@ -81,6 +81,20 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     EXPECT_EQ((*props)->content_md5, Md5::Of(data));
   }
   double Count(telemetry::Counter& c) const { return c.Value(); }
+  // A client of the container through `proxy`, with two quick tries per request.
+  std::unique_ptr<azure::BlobClient> ClientVia(const nbu::test::FaultProxy& proxy) const {
+    azure::BlobClientOptions o;
+    o.endpoint =
+        "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount;
+    o.account = nbu::test::kAzuriteAccount;
+    o.container = config_.azure_container;
+    o.retry.max_attempts = 2;
+    o.retry.base_delay = std::chrono::milliseconds(10);
+    auto cred =
+        azure::SharedKeyCredential::Create(nbu::test::kAzuriteAccount, nbu::test::kAzuriteKey);
+    return std::make_unique<azure::BlobClient>(o, *cred, std::make_shared<azure::HttpTransport>(),
+                                               RealClock::Instance());
+  }
   // A claim of `base` interrupted as often as the limit is dead-lettered unsent, then revived
   // and uploaded.
   void DeadLetterInterruptedThenRevive(const std::string& base);
@@ -341,37 +355,72 @@ TEST_F(FileProcessorAzuriteTest, AnEarlierCommitOfThisClaimWithOtherBytesIsRepla
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
-// Storage answering every write with 500 OperationTimedOut (an overloaded partition) for longer
-// than a request's retries last, then recovering: an outage, waited out without charging the
-// file, which is uploaded once storage answers again, however few attempts a file may have.
+// Storage answering every write with 500 for longer than a request's retries last, then
+// recovering: an overloaded partition (OperationTimedOut, storage asking for less) or an outage
+// (InternalError) while no other file got through either. Waited out without charging the file,
+// however few attempts a file may have and however soon failures may count.
 TEST_F(FileProcessorAzuriteTest, ServerErrorsOutlastingEveryRetryDoNotCountAgainstTheFile) {
   config_.max_file_attempts = 2;
+  config_.unavailable_counts_after_s = 0;
+  for (const std::string code : {"OperationTimedOut", "InternalError"}) {
+    nbu::test::FaultProxy proxy(azurite_.port(), [code](const nbu::test::ProxyRequest& r) {
+      return r.method == "PUT" && r.index < 12 ? nbu::test::FaultAction::Status(500, code)
+                                               : nbu::test::FaultAction::Forward();
+    });
+    auto blob = ClientVia(proxy);
+    FileProcessor processor(
+        FileProcessor::Deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}});
+    const std::string data = PatternBytes(5'000, 26);
+    WorkItem item = PlaceClaim(code + ".bin", data, false);
+    processor.Process(item, {});
+    EXPECT_GE(proxy.faults(), 12u) << code;
+    EXPECT_EQ(Count(inst_.files_failed), 0) << code;
+    auto got = blob_->GetBlob(item.claim.BlobName());
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(*got == data) << code;
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 2);
+}
+
+// Storage answering one file's writes with 500 for good while it takes another's: once it has
+// been shown up (a file uploaded since this one first failed) for long enough, the failures are
+// this file's. It is dead-lettered, bytes kept and the reason given, and frees its worker.
+TEST_F(FileProcessorAzuriteTest, AFileStorageKeepsFailingWhileItTakesOthersIsDeadLettered) {
+  config_.max_file_attempts = 3;
+  config_.unavailable_counts_after_s = 0.3;
   nbu::test::FaultProxy proxy(azurite_.port(), [](const nbu::test::ProxyRequest& r) {
-    return r.method == "PUT" && r.index < 12
-               ? nbu::test::FaultAction::Status(500, "OperationTimedOut")
+    return r.method == "PUT" && r.target.find("poison") != std::string::npos
+               ? nbu::test::FaultAction::Status(500, "InternalError")
                : nbu::test::FaultAction::Forward();
   });
-  azure::BlobClientOptions o;
-  o.endpoint =
-      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount;
-  o.account = nbu::test::kAzuriteAccount;
-  o.container = config_.azure_container;
-  o.retry.max_attempts = 2;
-  o.retry.base_delay = std::chrono::milliseconds(10);
-  auto cred =
-      azure::SharedKeyCredential::Create(nbu::test::kAzuriteAccount, nbu::test::kAzuriteKey);
-  azure::BlobClient blob(o, *cred, std::make_shared<azure::HttpTransport>(), RealClock::Instance());
+  auto blob = ClientVia(proxy);
   FileProcessor processor(
-      FileProcessor::Deps{config_, RealClock::Instance(), blob, inst_, tracer_, inflight_, {}});
-  const std::string data = PatternBytes(5'000, 26);
-  WorkItem item = PlaceClaim("overloaded.bin", data, false);
-  processor.Process(item, {});
-  EXPECT_GE(proxy.faults(), 12u);
+      FileProcessor::Deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}});
+  const std::string bad = PatternBytes(4'000, 27);
+  WorkItem poison = PlaceClaim("poison.bin", bad, false);
+  std::stop_source stop;  // ends the worker should the file never be dead-lettered
+  std::thread worker([&] { processor.Process(poison, stop.get_token()); });
+  // Failing, and not counted: an outage as far as anyone knows.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return inst_.attempt_failures.Value({{"reason", "unavailable"}}) >= 1;
+      },
+      30s));
   EXPECT_EQ(Count(inst_.files_failed), 0);
-  EXPECT_EQ(Count(inst_.files_processed), 1);
-  auto got = blob_->GetBlob(item.claim.BlobName());
-  ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_TRUE(*got == data);
+  const std::string good = PatternBytes(4'000, 28);
+  WorkItem other = PlaceClaim("good.bin", good, false);
+  processor.Process(other, {});
+  ExpectBlobHolds(other, good);
+  EXPECT_TRUE(WaitFor([&] { return Count(inst_.files_failed) == 1; }, 60s));
+  stop.request_stop();
+  worker.join();
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);
+  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[0])), bad);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_NE(reason["error"].get<std::string>().find("HTTP 500 InternalError"), std::string::npos)
+      << reason.dump();
 }
 
 void FileProcessorAzuriteTest::DeadLetterInterruptedThenRevive(const std::string& base) {
