@@ -19,6 +19,8 @@
 
 #include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace nbu::azure {
 namespace {
@@ -570,15 +572,31 @@ TEST_F(AzureCliCredentialTest, NotLoggedInAndTimeoutAndMissing) {
   auto t = Cred()->GetToken();
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("az login"), std::string::npos) << t.status().message();
-  // An `az` that hangs is killed at the timeout (and reaped): on return its process is gone,
-  // and it never got to write "late" (a wait for it to end would return after 30 s, with it).
-  Az("echo $$ > '" + dir_ / "pid" + "'\nsleep 30\necho late > '" + dir_ / "late" + "'\n");
-  t = Cred(300ms)->GetToken();
+  // An `az` that hangs is killed at the timeout with what it started (here a `sleep` in the
+  // background, as `az` runs python without exec): on return both are gone, and it never got
+  // to write "late" (a wait for it to end would return after 30 s, with it).
+  Az("sleep 30 &\necho $$ $! > '" + dir_ / "pids.tmp" + "'\nmv '" + dir_ / "pids.tmp" + "' '" +
+     dir_ / "pids" + "'\nwait\necho late > '" + dir_ / "late" + "'\n");
+  t = Cred(2000ms)->GetToken();
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("did not answer"), std::string::npos);
-  const pid_t az = std::stoi(nbu::test::ReadFile(dir_ / "pid"));
-  EXPECT_EQ(::kill(az, 0), -1) << "az " << az << " still runs";
-  EXPECT_EQ(errno, ESRCH);
+  ASSERT_TRUE(std::filesystem::exists(dir_ / "pids")) << "az did not start within 2 s";
+  std::istringstream pids(nbu::test::ReadFile(dir_ / "pids"));
+  pid_t shell = 0;
+  pid_t sleeper = 0;
+  pids >> shell >> sleeper;
+  for (const pid_t pid : {shell, sleeper}) {
+    ASSERT_GT(pid, 0);
+    // The shell is reaped by the credential; the orphaned sleep is dead once it is a zombie.
+    auto dead = [pid] {
+      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+      std::string line;
+      if (!std::getline(stat, line)) return true;  // gone
+      const size_t paren = line.rfind(')');
+      return paren != std::string::npos && line.compare(paren, 3, ") Z") == 0;
+    };
+    EXPECT_TRUE(nbu::test::WaitFor(dead, 10s)) << "process " << pid << " still runs";
+  }
   EXPECT_FALSE(std::filesystem::exists(dir_ / "late")) << "waited for az to finish";
   AzureCliOptions o;
   t = AzureCliCredential::FromEnv(MapEnv({{"PATH", dir_ / "nothing"}}), o)->GetToken();
