@@ -5,13 +5,13 @@
 #include "support/azurite.h"
 #include "support/azurite_client.h"
 #include "support/fault_proxy.h"
+#include "support/gate.h"
 #include "support/process.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <filesystem>
 #include <thread>
 
@@ -127,8 +127,7 @@ struct SlowRecovery {
   SlowRecovery(const Config& config, uint32_t count)
       : proxy(azurite.port(), [this](const nbu::test::ProxyRequest& r) {
           if (r.method == "PUT" && r.target.find("/recovered/") != std::string::npos) {
-            std::unique_lock lock(mu);
-            EXPECT_TRUE(released_cv.wait_for(lock, 120s, [&] { return released; }));
+            EXPECT_TRUE(gate.Wait(120s));
           }
           return nbu::test::FaultAction::Forward();
         }) {
@@ -144,16 +143,8 @@ struct SlowRecovery {
         config.azure_container);
   }
   ~SlowRecovery() { Release(); }  // before the proxy joins its handlers
-  void Release() {
-    {
-      std::lock_guard lock(mu);
-      released = true;
-    }
-    released_cv.notify_all();
-  }
-  std::mutex mu;
-  std::condition_variable released_cv;
-  bool released = false;  // guarded by mu
+  void Release() { gate.Open(); }
+  nbu::test::Gate gate;
   Azurite azurite;
   nbu::test::FaultProxy proxy;
   std::unique_ptr<azure::BlobClient> blob;

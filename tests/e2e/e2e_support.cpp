@@ -1,5 +1,7 @@
 #include "e2e_support.h"
 
+#include "core/file_processor.h"
+
 #include <httplib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,6 +10,21 @@
 #include <filesystem>
 
 namespace nbu::test {
+
+std::string ConnectionStringVia(int port) {
+  return std::string("DefaultEndpointsProtocol=http;AccountName=") + kAzuriteAccount +
+         ";AccountKey=" + kAzuriteKey + ";BlobEndpoint=http://127.0.0.1:" + std::to_string(port) +
+         "/" + kAzuriteAccount + ";";
+}
+
+std::vector<std::string> BlobNames(const std::string& session, const std::string& rel) {
+  const auto now = std::chrono::system_clock::now();
+  std::vector<std::string> names;
+  for (const auto t : {now, now - std::chrono::hours(24)}) {
+    names.push_back(core::UtcDate(t) + "/" + session + "/" + rel);
+  }
+  return names;
+}
 
 std::vector<std::string> Volume::Files(const std::string& root) {
   std::vector<std::string> out;

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace nbu::test {
 
@@ -20,6 +21,12 @@ struct ApiResponse {
   nlohmann::json body;
   bool closed = false;  // Raw only: the server closed the connection after answering
 };
+
+// A connection string for the Azurite account at 127.0.0.1:`port` (Azurite's, or a proxy's).
+std::string ConnectionStringVia(int port);
+// Where the blob of <session>/<rel> can be: under the UTC date its claim was made, which is
+// today's or, after a midnight since, yesterday's (never tomorrow's: the claim came first).
+std::vector<std::string> BlobNames(const std::string& session, const std::string& rel);
 
 // Directories shared by every replica of one test (the "NFS volume").
 struct Volume {

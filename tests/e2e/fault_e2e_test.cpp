@@ -3,14 +3,13 @@
 #include "core/file_processor.h"
 #include "e2e_support.h"
 #include "support/fault_proxy.h"
+#include "support/gate.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <condition_variable>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -19,12 +18,6 @@ namespace nbu::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string ConnectionStringVia(int port) {
-  return std::string("DefaultEndpointsProtocol=http;AccountName=") + kAzuriteAccount +
-         ";AccountKey=" + kAzuriteKey + ";BlobEndpoint=http://127.0.0.1:" + std::to_string(port) +
-         "/" + kAzuriteAccount + ";";
-}
 
 class FaultE2E : public ::testing::Test {
  protected:
@@ -47,16 +40,6 @@ class FaultE2E : public ::testing::Test {
       EXPECT_TRUE(up->WaitReady()) << up->process().ReadLog();
     }
     return up;
-  }
-  // Where the blob of <session>/<rel> can be: under the UTC date its claim was made, which is
-  // today's or, after a midnight since, yesterday's.
-  std::vector<std::string> BlobNames(const std::string& session, const std::string& rel) {
-    const auto now = std::chrono::system_clock::now();
-    std::vector<std::string> names;
-    for (const auto t : {now, now - std::chrono::hours(24)}) {
-      names.push_back(core::UtcDate(t) + "/" + session + "/" + rel);
-    }
-    return names;
   }
   std::optional<std::string> GetBlob(const std::string& session, const std::string& rel) {
     for (const auto& name : BlobNames(session, rel)) {
@@ -224,30 +207,15 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
 // as APP_MAX_FILE_ATTEMPTS ended with the process, the next start dead-letters it unsent and goes
 // on with the rest.
 TEST_F(FaultE2E, FileThatKillsTheServiceOnEveryRunIsDeadLetteredAfterTheAttemptLimit) {
-  struct Hold {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool released = false;
-  };
-  auto hold = std::make_shared<Hold>();
-  proxy_->SetPlan([hold](const ProxyRequest& r) {
+  auto gate = std::make_shared<Gate>();
+  proxy_->SetPlan([gate](const ProxyRequest& r) {
     if (r.method != "PUT" || r.target.find("crash.bin") == std::string::npos) {
       return FaultAction::Forward();
     }
-    std::unique_lock lock(hold->mu);
-    hold->cv.wait_for(lock, 60s, [&] { return hold->released; });
+    gate->Wait(60s);
     return FaultAction::DropBefore();  // never forwarded
   });
-  struct Release {
-    std::shared_ptr<Hold> h;
-    ~Release() {
-      {
-        std::lock_guard lock(h->mu);
-        h->released = true;
-      }
-      h->cv.notify_all();
-    }
-  } release{hold};
+  const auto open_at_exit = gate->OpenAtExit();
   const std::string bad = PatternBytes(5000, 3);
   // The run count of crash.bin's claim as the volume shows it (-1: no claim).
   auto runs_on_volume = [&] {

@@ -4,6 +4,7 @@
 #include "core/layout.h"
 #include "e2e_support.h"
 #include "support/fault_proxy.h"
+#include "support/gate.h"
 #include "support/tmpfs.h"
 
 #include <gtest/gtest.h>
@@ -13,12 +14,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <tuple>
@@ -43,16 +41,6 @@ class UploaderE2E : public ::testing::Test {
     ASSERT_TRUE(blobs_->CreateContainerIfMissing().ok());
   }
 
-  // Where the blob of <session>/<rel> can be: under the UTC date its claim was made, which is
-  // today's or, after a midnight since, yesterday's (never tomorrow's: the claim came first).
-  static std::vector<std::string> BlobNames(const std::string& session, const std::string& rel) {
-    const auto now = std::chrono::system_clock::now();
-    std::vector<std::string> names;
-    for (const auto t : {now, now - 24h}) {
-      names.push_back(core::UtcDate(t) + "/" + session + "/" + rel);
-    }
-    return names;
-  }
   // The blob of <session>/<rel>, if it exists.
   std::optional<std::string> Blob(const std::string& session, const std::string& rel) {
     for (const auto& name : BlobNames(session, rel)) {
@@ -277,31 +265,15 @@ TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
   // pod-a reaches storage through a proxy that holds each upload of a session file until pod-a
   // is dead, then drops it unsent: whatever pod-a has claimed when it is killed, it has not
   // finished, and pod-b must.
-  struct Hold {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool released = false;
-    void Release() {
-      {
-        std::lock_guard lock(mu);
-        released = true;
-      }
-      cv.notify_all();
-    }
-  };
-  auto hold = std::make_shared<Hold>();
+  auto hold = std::make_shared<Gate>();
   FaultProxy proxy(azurite_->port(), [hold](const ProxyRequest& r) {
     if (r.method != "PUT" || r.target.find("/ha/") == std::string::npos) {
       return FaultAction::Forward();
     }
-    std::unique_lock lock(hold->mu);
-    hold->cv.wait_for(lock, 60s, [&] { return hold->released; });
+    hold->Wait(60s);
     return FaultAction::DropBefore();
   });
-  struct ReleaseAtEnd {  // before the proxy joins its handlers, on every way out
-    std::shared_ptr<Hold> h;
-    ~ReleaseAtEnd() { h->Release(); }
-  } release_at_end{hold};
+  const auto open_at_exit = hold->OpenAtExit();
   auto claims_of = [&](const std::string& replica) {
     size_t n = 0;
     for (const auto& f : Volume::Files(volume_.processing())) {
@@ -312,11 +284,7 @@ TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
   };
   {
     auto via_proxy = env;
-    via_proxy["APP_AZURE_CONNECTION_STRING"] =
-        std::string("DefaultEndpointsProtocol=http;AccountName=") + kAzuriteAccount +
-        ";AccountKey=" + kAzuriteKey +
-        ";BlobEndpoint=http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + kAzuriteAccount +
-        ";";
+    via_proxy["APP_AZURE_CONNECTION_STRING"] = ConnectionStringVia(proxy.port());
     UploaderProcess a(*azurite_, volume_, container_, "pod-a", via_proxy);
     ASSERT_TRUE(a.WaitReady()) << a.process().ReadLog();
     ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"ha"})").status, 200);
@@ -327,7 +295,7 @@ TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
     a.process().Signal(SIGKILL);
     ASSERT_EQ(a.process().Wait(10s), 128 + SIGKILL);
   }
-  hold->Release();
+  hold->Open();
   const size_t held_by_a = claims_of("pod-a");
   ASSERT_GT(held_by_a, 0u) << "pod-a held no claim when it was killed";
   UploaderProcess b(*azurite_, volume_, container_, "pod-b", env);
@@ -350,32 +318,14 @@ TEST_F(UploaderE2E, AStalledReplicaThatResumesAfterATakeoverFailsNothing) {
   for (int i = 0; i < 20; ++i)
     files["f" + std::to_string(i)] = PatternBytes(32 << 10, static_cast<uint32_t>(i + 300));
   // pod-a's uploads of the session are held until it has been taken over, then forwarded.
-  auto gate = std::make_shared<std::pair<std::mutex, std::condition_variable>>();
-  auto open = std::make_shared<bool>(false);
-  auto release = [gate, open] {
-    {
-      std::lock_guard lock(gate->first);
-      *open = true;
-    }
-    gate->second.notify_all();
-  };
-  FaultProxy proxy(azurite_->port(), [gate, open](const ProxyRequest& r) {
-    if (r.method == "PUT" && r.target.find("/stall/") != std::string::npos) {
-      std::unique_lock lock(gate->first);
-      gate->second.wait_for(lock, 60s, [&] { return *open; });
-    }
+  auto gate = std::make_shared<Gate>();
+  FaultProxy proxy(azurite_->port(), [gate](const ProxyRequest& r) {
+    if (r.method == "PUT" && r.target.find("/stall/") != std::string::npos) gate->Wait(60s);
     return FaultAction::Forward();
   });
-  struct ReleaseAtEnd {  // before the proxy joins its handlers, on every way out
-    std::function<void()> release;
-    ~ReleaseAtEnd() { release(); }
-  } release_at_end{release};
+  const auto open_at_exit = gate->OpenAtExit();
   auto via_proxy = env;
-  via_proxy["APP_AZURE_CONNECTION_STRING"] =
-      std::string("DefaultEndpointsProtocol=http;AccountName=") + kAzuriteAccount +
-      ";AccountKey=" + kAzuriteKey +
-      ";BlobEndpoint=http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + kAzuriteAccount +
-      ";";
+  via_proxy["APP_AZURE_CONNECTION_STRING"] = ConnectionStringVia(proxy.port());
   UploaderProcess a(*azurite_, volume_, container_, "pod-a", via_proxy);
   ASSERT_TRUE(a.WaitReady()) << a.process().ReadLog();
   ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"stall"})").status, 200);
@@ -387,7 +337,7 @@ TEST_F(UploaderE2E, AStalledReplicaThatResumesAfterATakeoverFailsNothing) {
   ASSERT_TRUE(b.WaitReady()) << b.process().ReadLog();
   ExpectAllUploaded("stall", files, 120s);
   ASSERT_GT(b.Status()["counters"]["takeovers"].get<int>(), 0) << b.process().ReadLog();
-  release();
+  gate->Open();
   a.process().Signal(SIGCONT);
   ASSERT_TRUE(WaitFor([&] { return a.Status()["in_progress"] == 0; }, 120s))
       << a.process().ReadLog();
