@@ -36,7 +36,7 @@ constexpr int kIoTimeoutMs = 5000;                       // to send the answer
 // library reads nothing from the socket: past what was received, the stream ends.
 class ReceivedRequest final : public httplib::Stream {
  public:
-  enum class Outcome { kComplete, kHeadTooLarge, kBodyTooLarge, kBadLength, kTooSlow, kGone };
+  enum class Outcome { kComplete, kHeadTooLarge, kBodyTooLarge, kBadHeader, kTooSlow, kGone };
 
   explicit ReceivedRequest(int sock) : sock_(sock) {}
 
@@ -97,21 +97,20 @@ class ReceivedRequest final : public httplib::Stream {
              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
   }
 
-  // Ends the answer, then reads what the client still sends (for up to 1 s, 64 KiB) before the
-  // socket is closed: closing with unread bytes resets the connection, and a reset can destroy
-  // an answer the client has not read yet.
+  // Ends the answer, then reads what the client still sends (for up to 1 s, whatever its size:
+  // a refused body may be large) before the socket is closed: closing with unread bytes resets
+  // the connection, and a reset can destroy an answer the client has not read yet.
   void Finish(const std::atomic<bool>& stopping) {
     ::shutdown(sock_, SHUT_WR);
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    char chunk[8192];
-    for (size_t drained = 0; drained < kMaxBody && !stopping.load();) {
+    char chunk[65536];
+    while (!stopping.load()) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           until - std::chrono::steady_clock::now());
       if (left.count() <= 0) return;
       if (!Readable(std::min<int64_t>(left.count(), 100))) continue;
       const ssize_t n = ::recv(sock_, chunk, sizeof chunk, 0);
       if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return;
-      if (n > 0) drained += static_cast<size_t>(n);
     }
   }
 
@@ -122,29 +121,54 @@ class ReceivedRequest final : public httplib::Stream {
     Outcome refused = Outcome::kComplete;
   };
   // What the head announces. A chunked body is not waited for (the library refuses it, 411).
-  // Header lines are matched after any LF: the library skips a line that ends in a bare LF,
-  // and then finds the body shorter than it thought, which it refuses too.
-  static Head ReadHead(std::string head) {
-    std::transform(head.begin(), head.end(), head.begin(),
+  // Lines are split at any LF: the library skips a line that ends in a bare LF, and then finds
+  // the body shorter than it thought, which it refuses too. Whitespace before a header's colon
+  // is refused (RFC 9112 5.1): the library would take it as part of the name and miss the header.
+  static std::string Lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+  }
+  static Head ReadHead(const std::string& head) {
     Head h;
-    h.expects_continue = head.find("\nexpect: 100-continue") != std::string::npos;
-    const size_t at = head.find("\ncontent-length:");
-    if (at == std::string::npos || head.find("\ntransfer-encoding:") != std::string::npos) {
-      return h;
+    bool length_seen = false;
+    bool chunked = false;
+    size_t from = head.find('\n');  // past the request line
+    while (from != std::string::npos && from + 1 < head.size()) {
+      const size_t eol = head.find('\n', from + 1);
+      std::string line = head.substr(from + 1, eol - from - 1);
+      from = eol;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      const size_t colon = line.find(':');
+      if (colon == std::string::npos || colon == 0) continue;  // the library refuses it
+      if (line[colon - 1] == ' ' || line[colon - 1] == '\t') {
+        h.refused = Outcome::kBadHeader;
+        return h;
+      }
+      const std::string name = Lower(line.substr(0, colon));
+      const size_t v = line.find_first_not_of(" \t", colon + 1);
+      const size_t w = line.find_last_not_of(" \t");
+      const std::string value = v == std::string::npos ? "" : line.substr(v, w + 1 - v);
+      if (name == "transfer-encoding") chunked = true;
+      if (name == "expect") h.expects_continue = Lower(value) == "100-continue";
+      if (name != "content-length" || length_seen) continue;  // the first one counts, as there
+      length_seen = true;
+      const bool digits = !value.empty() && std::all_of(value.begin(), value.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c)) != 0;
+      });
+      if (!digits) {
+        h.refused = Outcome::kBadHeader;
+        return h;
+      }
+      errno = 0;
+      const unsigned long long len = std::strtoull(value.c_str(), nullptr, 10);
+      if (errno == ERANGE || len > kMaxBody) {
+        h.refused = Outcome::kBodyTooLarge;
+        return h;
+      }
+      h.body = static_cast<size_t>(len);
     }
-    const char* p = head.c_str() + at + 16;
-    while (*p == ' ' || *p == '\t') ++p;
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long len =
-        std::isdigit(static_cast<unsigned char>(*p)) != 0 ? std::strtoull(p, &end, 10) : 0;
-    if (end == nullptr || (*end != '\r' && *end != '\n' && *end != ' ' && *end != '\t')) {
-      h.refused = Outcome::kBadLength;
-    } else if (errno == ERANGE || len > kMaxBody) {
-      h.refused = Outcome::kBodyTooLarge;
-    }
-    h.body = static_cast<size_t>(len);
+    if (chunked) h.body = 0;
     return h;
   }
   void WriteAll(const std::string& data) {
@@ -203,8 +227,10 @@ class GuardedServer final : public httplib::Server {
       case ReceivedRequest::Outcome::kBodyTooLarge:
         request.Answer(413, "Payload Too Large", "request body too large (at most 64 KiB)");
         break;
-      case ReceivedRequest::Outcome::kBadLength:
-        request.Answer(400, "Bad Request", "Content-Length is not a number");
+      case ReceivedRequest::Outcome::kBadHeader:
+        request.Answer(400, "Bad Request",
+                       "malformed header: Content-Length is not a number, or a space precedes a "
+                       "colon");
         break;
       case ReceivedRequest::Outcome::kTooSlow:
         request.Answer(408, "Request Timeout", "the request did not arrive within 10 s");

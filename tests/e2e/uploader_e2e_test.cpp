@@ -420,12 +420,18 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   EXPECT_TRUE(huge.closed);
   EXPECT_EQ(up.Raw(post + "Content-Length: -1\r\n\r\n").status, 400);
   EXPECT_EQ(up.Raw(post + "Content-Length: 12abc\r\n\r\n").status, 400);
+  // A space before the colon would hide the header from the library: refused, not ignored.
+  EXPECT_EQ(up.Raw(post + "Content-Length : 2\r\n\r\n{}").status, 400);
+  // A refused body that keeps coming (1 MiB here) does not cost the client its answer.
+  auto large = up.Raw(post + "Content-Length: 1048576\r\n\r\n" + std::string(1 << 20, 'x'));
+  EXPECT_EQ(large.status, 413);
+  EXPECT_TRUE(large.closed);
   {  // A client that waits to be asked for its body (Expect: 100-continue) is asked.
     const int fd = ConnectLoopback(up.port());
     ASSERT_GE(fd, 0);
     timeval tv{10, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ASSERT_TRUE(SendAll(fd, post + "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"));
+    ASSERT_TRUE(SendAll(fd, post + "Content-Length: 2\r\nexpect:100-Continue\r\n\r\n"));
     char buf[4096];
     const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     ASSERT_GT(n, 0);
