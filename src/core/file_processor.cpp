@@ -667,8 +667,14 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   int attempts = 0;  // failures that count against the file
   int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
   std::optional<fs::FileStat> torn_at;  // the claim's stat after its last torn copy
-  // When storage first failed this file as unreachable, and how many files were uploaded then.
-  std::optional<std::pair<MonoTime, double>> unavailable_since;
+  // While storage keeps failing this file as unreachable: at its last such failure, the counts
+  // of uploads and of such failures (any file's), and when another file was last seen failing so.
+  struct Unreachable {
+    uint64_t uploads = 0;
+    uint64_t failures = 0;
+    MonoTime others_at;
+  };
+  std::optional<Unreachable> unreachable;
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);
   bool handed_back = false;  // stopped: the run does not count against the file
@@ -682,6 +688,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
         d_.inst.files_skipped.Add();
       } else {
         d_.inst.bytes_uploaded.Add(static_cast<double>(bytes));
+        uploads_.fetch_add(1);
       }
       if (item.kind == WorkItem::Kind::kClaim) d_.inst.files_recovered.Add();
       d_.inst.files_processed.Add();
@@ -713,17 +720,27 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     // failing: not the file's fault, waited out.
     bool environmental = s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kBusy ||
                          s.kind() == ErrorKind::kAuth;
-    if (s.kind() == ErrorKind::kUnavailable && !IsStagingFailure(s)) {
-      // Unless storage is shown to be up: it has taken other files since this one first failed,
-      // and for longer than an outage's end takes to show. Then it keeps failing a request of
-      // this file's (a 500 it always answers, a reset), and the failures count: the file is
-      // dead-lettered, kept and reported, instead of holding a worker for good.
+    if (s.kind() != ErrorKind::kUnavailable || IsStagingFailure(s)) {
+      unreachable.reset();
+    } else {
+      // Unless storage is shown up for everyone else, now: since this file's last failure other
+      // files were uploaded, and for unavailable_counts_after_s no other file found storage
+      // unreachable. Then it keeps failing a request of this file's (a 500 it always answers, a
+      // reset), and the failures count: the file is dead-lettered, kept and reported, instead of
+      // holding a worker for good. An outage that lets some files through fails others too.
       const MonoTime now = d_.clock.Now();
-      const double uploaded = d_.inst.files_processed.Value();
-      if (!unavailable_since) unavailable_since.emplace(now, uploaded);
-      environmental =
-          now - unavailable_since->first < FromSeconds(d_.config.unavailable_counts_after_s) ||
-          uploaded <= unavailable_since->second;
+      const uint64_t uploads = uploads_.load();
+      const uint64_t failures = ++unreachable_failures_;
+      if (!unreachable) {
+        unreachable = Unreachable{uploads, failures, now};
+      } else {
+        if (failures > unreachable->failures + 1) unreachable->others_at = now;
+        environmental =
+            uploads == unreachable->uploads ||
+            now - unreachable->others_at < FromSeconds(d_.config.unavailable_counts_after_s);
+        unreachable->uploads = uploads;
+        unreachable->failures = failures;
+      }
     }
     if (environmental && !IsStagingFailure(s)) {
       d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});

@@ -158,6 +158,9 @@ class FileProcessor {
   // A claim that fails for every file of a directory (a permission, say) fails again at each
   // scan: one warning per 10 s (every failure is still counted and in the status).
   LogLimiter claim_failure_log_{std::chrono::seconds(10)};
+  // Whether storage is up for others while unreachable for one file (see Process).
+  std::atomic<uint64_t> uploads_{0};               // blobs this replica committed (not skipped)
+  std::atomic<uint64_t> unreachable_failures_{0};  // attempts that found storage unreachable
 };
 
 }  // namespace nbu::core
