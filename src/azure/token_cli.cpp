@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
+#include <thread>
 
 extern char** environ;
 
@@ -121,9 +122,14 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv,
   for (auto& p : fds) {
     if (p.fd >= 0) ::close(p.fd);
   }
-  if (result.timed_out) ::kill(-pid, SIGKILL);
+  // It may have closed its output and still run: it gets what is left of the timeout too.
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  for (;;) {
+    if (result.timed_out) ::kill(-pid, SIGKILL);
+    const pid_t r = ::waitpid(pid, &status, result.timed_out ? 0 : WNOHANG);
+    if (r == pid || (r < 0 && errno != EINTR)) break;
+    if (r == 0 && std::chrono::steady_clock::now() >= deadline) result.timed_out = true;
+    if (r == 0 && !result.timed_out) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;

@@ -598,6 +598,12 @@ TEST_F(AzureCliCredentialTest, NotLoggedInAndTimeoutAndMissing) {
     EXPECT_TRUE(nbu::test::WaitFor(dead, 10s)) << "process " << pid << " still runs";
   }
   EXPECT_FALSE(std::filesystem::exists(dir_ / "late")) << "waited for az to finish";
+  // One that closes its output and goes on running is timed out the same way.
+  Az("exec >&- 2>&-\nsleep 30\necho late > '" + dir_ / "late" + "'\n");
+  t = Cred(2000ms)->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("did not answer"), std::string::npos) << t.status().message();
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "late")) << "waited for az to finish";
   AzureCliOptions o;
   t = AzureCliCredential::FromEnv(MapEnv({{"PATH", dir_ / "nothing"}}), o)->GetToken();
   ASSERT_FALSE(t.ok());
