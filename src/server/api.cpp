@@ -369,11 +369,12 @@ void Api::Routes() {
     res.set_content(telemetry::RenderPrometheus(metrics_), telemetry::kPrometheusContentType);
   });
 
-  // Runs before any body is read. cpp-httplib 0.11 would read a chunked body, a compressed one
-  // (inflated past the limit), or one of a PUT or DELETE without a length, with no bound: they
-  // are refused here. A request without Content-Length or Transfer-Encoding has no body (RFC 9112
-  // 6.3), as `curl -X POST` sends it, but the library reads such a POST until the connection
-  // ends: it is dispatched here. An unknown path gets 404 (405 for a known path, and for any
+  // Runs before any body is read. Only a body announced by Content-Length is received before
+  // the library sees the request (ReceivedRequest), so a chunked one is refused here, and so is
+  // a compressed one (inflated past the limit) and any other method. A request without
+  // Content-Length or Transfer-Encoding has no body (RFC 9112 6.3), as `curl -X POST` sends it,
+  // but the library would read such a POST as one lasting until the connection ends: it is
+  // dispatched here. An unknown path gets 404 (405 for a known path, and for any
   // other method) from the error handler below.
   s.set_pre_routing_handler([posts](const httplib::Request& req, httplib::Response& res) {
     if (req.has_header("Transfer-Encoding")) {

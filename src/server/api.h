@@ -23,7 +23,8 @@ class Api {
   // Binds host:port (port 0 = any free port); returns the bound port or -1.
   int Bind(const std::string& host, int port);
   // Serves until Stop(); call from a dedicated thread after Bind. Returns once every
-  // connection's request is over: a client still sending one holds it up.
+  // connection is done: a request still arriving is given up within 0.1 s of Stop(), but an
+  // answer to a client that reads it slowly can take a few seconds more.
   void Serve();
   // True once Serve listens, within `timeout`. A Stop() before that would find nothing to stop
   // and Serve would run on.

@@ -194,8 +194,8 @@ int Main(int argc, char** argv) {
                                                    : std::to_string(sig)}});
   const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
   api.Stop();
-  // A client still sending a request (slowly, or never finishing it) holds the API thread: it
-  // gets a few seconds, not the rest of the pod's termination period.
+  // A client still reading its answer (slowly, or not at all) holds the API thread: it gets a
+  // few seconds, not the rest of the pod's termination period.
   for (int i = 0; i < 50 && !api_done.load(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
