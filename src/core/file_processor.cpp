@@ -666,15 +666,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
   int attempts = 0;  // failures that count against the file
   int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
-  std::optional<fs::FileStat> torn_at;  // the claim's stat after its last torn copy
-  // While storage keeps failing this file as unreachable: at its last such failure, the counts
-  // of uploads and of such failures (any file's), and when another file was last seen failing so.
-  struct Unreachable {
-    uint64_t uploads = 0;
-    uint64_t failures = 0;
-    MonoTime others_at;
-  };
-  std::optional<Unreachable> unreachable;
+  std::optional<fs::FileStat> torn_at;     // the claim's stat after its last torn copy
+  std::optional<Unreachable> unreachable;  // while storage keeps failing this file so
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);
   bool handed_back = false;  // stopped: the run does not count against the file
@@ -722,25 +715,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
                          s.kind() == ErrorKind::kAuth;
     if (s.kind() != ErrorKind::kUnavailable || IsStagingFailure(s)) {
       unreachable.reset();
-    } else {
-      // Unless storage is shown up for everyone else, now: since this file's last failure other
-      // files were uploaded, and for unavailable_counts_after_s no other file found storage
-      // unreachable. Then it keeps failing a request of this file's (a 500 it always answers, a
-      // reset), and the failures count: the file is dead-lettered, kept and reported, instead of
-      // holding a worker for good. An outage that lets some files through fails others too.
-      const MonoTime now = d_.clock.Now();
-      const uint64_t uploads = uploads_.load();
-      const uint64_t failures = ++unreachable_failures_;
-      if (!unreachable) {
-        unreachable = Unreachable{uploads, failures, now};
-      } else {
-        if (failures > unreachable->failures + 1) unreachable->others_at = now;
-        environmental =
-            uploads == unreachable->uploads ||
-            now - unreachable->others_at < FromSeconds(d_.config.unavailable_counts_after_s);
-        unreachable->uploads = uploads;
-        unreachable->failures = failures;
-      }
+    } else if (StorageFailsOnlyThis(unreachable)) {
+      environmental = false;
     }
     if (environmental && !IsStagingFailure(s)) {
       d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});
@@ -784,6 +760,22 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   }
   d_.inst.files_in_progress.Add(-1);
   d_.inflight.Remove(claim.Path());
+}
+
+bool FileProcessor::StorageFailsOnlyThis(std::optional<Unreachable>& u) {
+  const MonoTime now = d_.clock.Now();
+  const uint64_t uploads = uploads_.load();
+  const uint64_t failures = ++unreachable_failures_;
+  if (!u) {
+    u = Unreachable{uploads, failures, now};
+    return false;
+  }
+  if (failures > u->failures + 1) u->others_at = now;  // others failed since this file last did
+  const bool only_this = uploads > u->uploads &&
+                         now - u->others_at >= FromSeconds(d_.config.unavailable_counts_after_s);
+  u->uploads = uploads;
+  u->failures = failures;
+  return only_this;
 }
 
 bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts) {

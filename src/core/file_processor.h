@@ -148,6 +148,21 @@ class FileProcessor {
   // For a claim picked up again: counts its interrupted runs as attempts, dead-letters it when
   // they reach the limit, else records this run on it. False when it is not to be processed.
   bool BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts);
+  // A file's record while storage keeps failing it as unreachable: at its last such failure,
+  // the counts of uploads and of such failures (any file's), and when another file was last
+  // seen failing so.
+  struct Unreachable {
+    uint64_t uploads = 0;
+    uint64_t failures = 0;
+    MonoTime others_at;
+  };
+  // Called at each such failure of one file (`u` its record, started at the first): true when
+  // storage is shown up for everyone else, now. Since this file's last failure other files were
+  // uploaded, and for unavailable_counts_after_s no other file found storage unreachable. Then
+  // it keeps failing a request of this file's (a 500 it always answers, a reset), and the
+  // failure counts: the file is dead-lettered, kept and reported, instead of holding a worker
+  // for good. An outage that lets some files through fails others too, and counts for none.
+  bool StorageFailsOnlyThis(std::optional<Unreachable>& u);
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
