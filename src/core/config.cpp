@@ -171,19 +171,19 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_AZURE_MANAGED_IDENTITY_OBJECT_ID", "",
        "Managed identity: the object (principal) id of the user-assigned identity to use, instead "
-       "of AZURE_CLIENT_ID",
+       "of `AZURE_CLIENT_ID`",
        false},
       {"APP_AZURE_MANAGED_IDENTITY_RESOURCE_ID", "",
        "Managed identity: the ARM resource id of the user-assigned identity to use, instead of "
-       "AZURE_CLIENT_ID",
+       "`AZURE_CLIENT_ID`",
        false},
       {"APP_AZURE_ACCESS_TIER", "", "Hot, Cool, Cold or Archive; empty = account default", false},
       {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432",
        "Files up to this size use one Put Blob; larger use blocks", false},
       {"APP_AZURE_PUT_BLOB_CHECKSUM", "auto",
-       "What storage checks a file sent in one Put Blob against: crc64 (x-ms-content-crc64; the "
-       "blob stores the MD5 storage computes of what it took), md5 (Content-MD5, computed here), "
-       "or auto: crc64 when a probe at start-up shows storage checks it, else md5",
+       "What storage checks a file sent in one Put Blob against: `crc64` (x-ms-content-crc64; the "
+       "blob stores the MD5 storage computes of what it took), `md5` (Content-MD5, computed "
+       "here), or `auto`: `crc64` when a probe at start-up shows storage checks it, else `md5`",
        false},
       {"APP_AZURE_BLOCK_SIZE", "8388608",
        "Block size for block uploads (grown so a blob stays under 50,000 blocks)", false},
@@ -202,7 +202,7 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_LOCAL_STAGING_ROOT", "/mnt/staging",
        "Fast local disk for staging copies (per replica): per worker at most "
-       "max(APP_AZURE_PUT_BLOB_MAX_BYTES, (APP_AZURE_MAX_CONCURRENCY + 2) x block size); a "
+       "max(`APP_AZURE_PUT_BLOB_MAX_BYTES`, (`APP_AZURE_MAX_CONCURRENCY` + 2) x block size); a "
        "volume smaller than that is named by a warning at start-up",
        false},
       {"APP_POLL_INTERVAL_S", "2.0", "Seconds between scans of the session directory", false},
@@ -213,9 +213,11 @@ const std::vector<ConfigVar>& ConfigVars() {
        "on this host only (not by other NFS clients), so the poll still finds every file",
        false},
       {"APP_FILE_EXTENSIONS", "",
-       "Comma-separated extensions to upload (e.g. .csv,.bin); empty = all", false},
+       "Comma-separated name endings to upload, not globs (e.g. `.csv,.bin`); empty = all", false},
       {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp",
-       "Comma-separated globs to skip; dot-files are always skipped", false},
+       "Comma-separated globs matched against the file name (not its path) to skip; dot-files are "
+       "always skipped. Set but empty: no patterns",
+       false},
       {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
       {"APP_MAX_QUEUE_SIZE", "2000",
        "Ready files waiting for a worker; the scanner waits when full", false},
@@ -223,25 +225,66 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_COMPLETED_RETENTION_S", "0", "Keep completion markers this long before GC removes them",
        false},
       {"APP_MAX_FILE_ATTEMPTS", "5",
-       "Failed attempts before a file is dead-lettered; a run the service did not survive (a "
-       "crash, a kill) counts as one, across restarts; a shutdown does not",
+       "Failed attempts before a file is dead-lettered. A run of the file that ended with the "
+       "service (a crash, SIGKILL, an OOM kill) counts as one, across restarts and replicas; a "
+       "shutdown does not",
        false},
       {"APP_STAGING_FSYNC", "false",
        "fsync each staging copy before its blob is committed. Off by default: the copy is scratch "
        "(recovery copies the claim again) and every body read back from it is sent with a "
-       "Content-MD5 computed from the source bytes, which storage verifies",
+       "checksum computed from the source bytes (Content-MD5 or x-ms-content-crc64), which "
+       "storage verifies",
        false},
       {"APP_LEASE_TIMEOUT_S", "30",
        "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
-      {"APP_HTTP_HOST", "0.0.0.0", "API listen address", false},
+      {"APP_HTTP_HOST", "0.0.0.0",
+       "API listen address. Anyone who can reach it can stop the watch unless `APP_HTTP_TOKEN` "
+       "is set",
+       false},
       {"APP_HTTP_PORT", "8000", "API port", false},
+      {"APP_HTTP_TOKEN", "",
+       "Bearer token the POST routes require (`Authorization: Bearer <token>`), 16-256 "
+       "characters of [A-Za-z0-9._~+/=-]; empty = none. The GET routes stay open for probes and "
+       "scrapers",
+       true},
       {"APP_REPLICA_ID", "<host name>",
-       "Unique id of this replica (pod name): 1-224 characters of [A-Za-z0-9._-]", false},
-      {"APP_SHUTDOWN_GRACE_S", "25", "Seconds in-flight uploads get after SIGTERM", false},
+       "Unique id of this replica (pod name): 1-224 characters of `[A-Za-z0-9._-]`. A second "
+       "live process with the same id on the volume is refused at start-up and reported in the "
+       "status",
+       false},
+      {"APP_SHUTDOWN_GRACE_S", "25",
+       "Seconds in-flight uploads get after SIGTERM (or SIGINT, SIGHUP). Then their requests are "
+       "aborted (within about a second) and their claims left for recovery, which resumes them "
+       "(blocks already staged are not sent again)",
+       false},
       {"APP_LOG_LEVEL", "info", "debug, info, warn or error", false},
-      {"APP_ENV_FILE", ".env", "Optional file of KEY=VALUE defaults (the environment wins)", false},
+      {"APP_ENV_FILE", ".env",
+       "File of KEY=VALUE defaults (the environment wins). The default `.env` may be missing; a "
+       "file named here must be readable",
+       false},
   };
   return kVars;
+}
+
+std::string ConfigMarkdown() {
+  std::string out = "| Variable | Default | Meaning |\n|---|---|---|\n";
+  for (const auto& v : ConfigVars()) {
+    const std::string def = *v.default_text ? "`" + std::string(v.default_text) + "`" : "(empty)";
+    out += "| `" + std::string(v.name) + "` | " + def + " | " + v.description + "." +
+           (v.secret ? " **Secret.**" : "") + " |\n";
+  }
+  return out;
+}
+
+std::vector<std::string> UnknownVariables(const std::map<std::string, std::string>& env) {
+  std::vector<std::string> out;
+  for (const auto& [name, value] : env) {
+    if (!name.starts_with("APP_")) continue;
+    const auto& vars = ConfigVars();
+    if (std::none_of(vars.begin(), vars.end(), [&](const ConfigVar& v) { return name == v.name; }))
+      out.push_back(name);
+  }
+  return out;
 }
 
 EnvMap ParseDotEnv(const std::string& text) {
@@ -273,12 +316,13 @@ EnvMap ParseDotEnv(const std::string& text) {
   return out;
 }
 
-EnvMap LoadEnvironment(const std::string& dotenv_path) {
+EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
+                       std::vector<std::string>* errors) {
   EnvMap env;
-  if (std::ifstream f(dotenv_path); f) {
-    std::stringstream ss;
-    ss << f.rdbuf();
-    env = ParseDotEnv(ss.str());
+  if (auto text = fs::ReadSmallFile(dotenv_path); text.ok()) {
+    env = ParseDotEnv(*text);
+  } else if (required || text.status().kind() != ErrorKind::kNotFound) {
+    errors->push_back("APP_ENV_FILE: " + text.status().ToString());
   }
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string kv(*e);
@@ -402,8 +446,10 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       std::transform(ext.begin(), ext.end(), ext.begin(),
                      [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
       if (ext.front() != '.') ext.insert(ext.begin(), '.');
-      if (ext.size() < 2 || ext.find('/') != std::string::npos) {
-        r.Error("APP_FILE_EXTENSIONS", "invalid extension \"" + ext + "\"");
+      // "*.csv" would be taken as the ending ".*.csv", which no file has: nothing would upload.
+      if (ext.size() < 2 || ext.find_first_of("/*?[] \t") != std::string::npos) {
+        r.Error("APP_FILE_EXTENSIONS",
+                "invalid extension \"" + ext + "\": a name ending such as .csv, not a glob");
       } else {
         c.file_extensions.push_back(ext);
       }
@@ -420,6 +466,7 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.Double("APP_LEASE_TIMEOUT_S", &c.lease_timeout_s, 1, 86400);
   r.Str("APP_HTTP_HOST", &c.http_host);
   r.Int("APP_HTTP_PORT", &c.http_port, 0, 65535);
+  r.Str("APP_HTTP_TOKEN", &c.http_token);
   r.Str("APP_REPLICA_ID", &c.replica_id);
   r.Double("APP_SHUTDOWN_GRACE_S", &c.shutdown_grace_s, 0, 3600);
   r.Str("APP_LOG_LEVEL", &c.log_level);
@@ -449,9 +496,22 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       c.azure_put_blob_checksum != "md5") {
     r.Error("APP_AZURE_PUT_BLOB_CHECKSUM", "must be auto, crc64 or md5");
   }
-  if (!c.azure_account_url.empty() && c.azure_account_url.rfind("https://", 0) != 0 &&
-      c.azure_account_url.rfind("http://", 0) != 0) {
-    r.Error("APP_AZURE_ACCOUNT_URL", "must start with https:// (or http:// for an emulator)");
+  if (!c.azure_account_url.empty()) {
+    const size_t scheme = c.azure_account_url.rfind("https://", 0) == 0  ? 8
+                          : c.azure_account_url.rfind("http://", 0) == 0 ? 7
+                                                                         : 0;
+    const std::string_view authority =
+        std::string_view(c.azure_account_url)
+            .substr(scheme)
+            .substr(0, c.azure_account_url.find('/', scheme) - scheme);
+    if (scheme == 0) {
+      r.Error("APP_AZURE_ACCOUNT_URL", "must start with https:// (or http:// for an emulator)");
+    } else if (authority.find('@') != std::string_view::npos) {
+      // A user and password would be printed with the endpoint: the value is not echoed.
+      r.Error("APP_AZURE_ACCOUNT_URL", "must not hold a user name or password (user@host)");
+    } else if (authority.empty() || authority.front() == ':') {
+      r.Error("APP_AZURE_ACCOUNT_URL", "has no host name");
+    }
   }
   // A portal "SAS URL" pasted here would carry its signature into every URL and log line: the
   // value is not echoed, and the SAS belongs in APP_AZURE_SAS_TOKEN.
@@ -487,6 +547,17 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
                                     std::string(roots[i].first) + " (" + *roots[i].second + ")");
       }
     }
+  }
+  if (c.azure_retry_base_s > c.azure_retry_max_s) {
+    r.Error("APP_AZURE_RETRY_BASE_S", "must not exceed APP_AZURE_RETRY_MAX_S");
+  }
+  // Sent in a header: printable, no spaces; long enough not to be guessed in a few tries. The
+  // value is not echoed.
+  if (!c.http_token.empty() &&
+      (c.http_token.size() < 16 || c.http_token.size() > 256 ||
+       c.http_token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                      "0123456789._~+/=-") != std::string::npos)) {
+    r.Error("APP_HTTP_TOKEN", "must be 16-256 characters of [A-Za-z0-9._~+/=-]");
   }
   if (c.azure_put_blob_max_bytes > (5000ull << 20)) {
     r.Error("APP_AZURE_PUT_BLOB_MAX_BYTES", "must be at most 5000 MiB (Azure's Put Blob limit)");

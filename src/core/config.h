@@ -56,6 +56,7 @@ struct Config {
   // Process
   std::string http_host = "0.0.0.0";
   int http_port = 8000;
+  std::string http_token;  // secret; empty: the POST routes are open
   std::string replica_id;  // default: host name
   double shutdown_grace_s = 25.0;
   std::string log_level = "info";
@@ -69,13 +70,20 @@ struct ConfigVar {
 };
 // Every APP_* variable the service reads (for --config-vars, docs and manifest checks).
 const std::vector<ConfigVar>& ConfigVars();
+// The table of ConfigVars() in Markdown, as the README shows it (--config-markdown).
+std::string ConfigMarkdown();
+// APP_* names in `env` that the service does not read (typos, as a rule), sorted.
+std::vector<std::string> UnknownVariables(const std::map<std::string, std::string>& env);
 
 using EnvMap = std::map<std::string, std::string>;
 
 // Parses a .env file body: KEY=VALUE lines, `export ` prefix, # comments, single or double quotes.
 EnvMap ParseDotEnv(const std::string& text);
-// The process environment merged over the .env file at `dotenv_path` (missing file is fine).
-EnvMap LoadEnvironment(const std::string& dotenv_path);
+// The process environment merged over the .env file at `dotenv_path`. A missing file is fine
+// unless `required` (a file the user named); then, or when it cannot be read, the problem is
+// appended to `errors`.
+EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
+                       std::vector<std::string>* errors);
 
 // Builds and validates the configuration; on failure `errors` holds one line per problem.
 bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* errors);

@@ -250,6 +250,15 @@ void Json(httplib::Response& res, int status, const nlohmann::json& body) {
                   "application/json");
 }
 
+// Compares in a time that does not depend on where the two differ.
+bool SameSecret(const std::string& given, const std::string& expected) {
+  unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    diff |= static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
+  }
+  return diff == 0;
+}
+
 void Error(httplib::Response& res, int status, const std::string& message) {
   Json(res, status, {{"error", message}});
 }
@@ -260,10 +269,12 @@ nlohmann::json SessionJson(const core::SessionState& s) {
 
 }  // namespace
 
-Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock)
+Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock,
+         std::string post_token)
     : service_(service),
       metrics_(metrics),
       clock_(clock),
+      post_token_(std::move(post_token)),
       server_(std::make_unique<GuardedServer>()) {
   Routes();
 }
@@ -324,6 +335,13 @@ void Api::Routes() {
       const auto body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
       if (body.is_discarded()) return Error(res, 400, "request body is not valid JSON");
       if (!body.is_object()) return Error(res, 400, "request body must be a JSON object");
+      for (const auto& [key, value] : body.items()) {
+        if (key != "session_name") {
+          return Error(
+              res, 422,
+              "unknown field \"" + key.substr(0, 64) + "\" (the only one is session_name)");
+        }
+      }
       if (body.contains("session_name") && !body["session_name"].is_null()) {
         if (!body["session_name"].is_string()) {
           return Error(res, 422, "session_name must be a string");
@@ -376,7 +394,13 @@ void Api::Routes() {
   // but the library would read such a POST as one lasting until the connection ends: it is
   // dispatched here. An unknown path gets 404 (405 for a known path, and for any
   // other method) from the error handler below.
-  s.set_pre_routing_handler([posts](const httplib::Request& req, httplib::Response& res) {
+  s.set_pre_routing_handler([this, posts](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "POST" && !post_token_.empty() &&
+        !SameSecret(req.get_header_value("Authorization"), "Bearer " + post_token_)) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      Error(res, 401, "this route needs Authorization: Bearer <APP_HTTP_TOKEN>");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (req.has_header("Transfer-Encoding")) {
       Error(res, 411, "send the body with Content-Length (at most 64 KiB), not chunked");
       return httplib::Server::HandlerResponse::Handled;
@@ -403,14 +427,13 @@ void Api::Routes() {
   });
 
   // Known paths with the wrong method: 405; anything else: 404; both as JSON.
-  static const char* kPaths[] = {"/healthz",       "/readyz",    "/v1/watch/start",
-                                 "/v1/watch/stop", "/v1/status", "/v1/failed/retry",
-                                 "/metrics"};
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  s.set_error_handler([posts](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404) {
-      for (const char* p : kPaths) {
-        if (req.path == p)
-          return Error(res, 405, "method " + req.method + " not allowed on " + req.path);
+      static const char* kGets[] = {"/healthz", "/readyz", "/v1/status", "/metrics"};
+      const bool get = std::find(std::begin(kGets), std::end(kGets), req.path) != std::end(kGets);
+      if (get || posts->count(req.path) != 0) {
+        res.set_header("Allow", get ? "GET, HEAD" : "POST");
+        return Error(res, 405, "method " + req.method + " not allowed on " + req.path);
       }
       return Error(res, 404, "no such route: " + req.method + " " + req.path);
     }

@@ -17,7 +17,10 @@ namespace nbu::server {
 
 class Api {
  public:
-  Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock);
+  // `post_token`: when not empty, every POST needs `Authorization: Bearer <post_token>` (401
+  // otherwise, before its body is read); GET routes stay open.
+  Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock,
+      std::string post_token = "");
   ~Api();
 
   // Binds host:port (port 0 = any free port); returns the bound port or -1.
@@ -36,6 +39,7 @@ class Api {
   core::Service& service_;
   const telemetry::MetricsRegistry& metrics_;
   Clock& clock_;
+  const std::string post_token_;
   std::unique_ptr<httplib::Server> server_;
 };
 

@@ -77,18 +77,15 @@ int Main(int argc, char** argv) {
     }
     if (arg == "--config-help") {
       for (const auto& v : core::ConfigVars()) {
+        std::string text = v.description;
+        std::erase(text, '`');
         std::printf("%-30s default %-22s %s\n", v.name,
-                    *v.default_text ? v.default_text : "(empty)", v.description);
+                    *v.default_text ? v.default_text : "(empty)", text.c_str());
       }
       return 0;
     }
     if (arg == "--config-markdown") {
-      std::printf("| Variable | Default | Meaning |\n|---|---|---|\n");
-      for (const auto& v : core::ConfigVars()) {
-        std::printf("| `%s` | %s%s%s | %s.%s |\n", v.name, *v.default_text ? "`" : "",
-                    *v.default_text ? v.default_text : "(empty)", *v.default_text ? "`" : "",
-                    v.description, v.secret ? " **Secret.**" : "");
-      }
+      std::fputs(core::ConfigMarkdown().c_str(), stdout);
       return 0;
     }
     if (arg == "--version") {
@@ -105,9 +102,10 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   const char* env_file = std::getenv("APP_ENV_FILE");
-  const core::EnvMap env = core::LoadEnvironment(env_file != nullptr ? env_file : ".env");
-  core::Config config;
+  const bool named = env_file != nullptr && *env_file != '\0';
   std::vector<std::string> errors;
+  const core::EnvMap env = core::LoadEnvironment(named ? env_file : ".env", named, &errors);
+  core::Config config;
   core::ParseConfig(env, &config, &errors);
   const azure::EnvLookup lookup = [&env](const std::string& k) -> std::optional<std::string> {
     auto it = env.find(k);
@@ -128,6 +126,9 @@ int Main(int argc, char** argv) {
   ParseLogLevel(config.log_level, &level);
   SetLogLevel(level);
   for (const auto& w : tcfg.warnings) LogWarn("telemetry configuration", {{"warning", w}});
+  for (const auto& name : core::UnknownVariables(env)) {
+    LogWarn("unknown variable ignored (a typo? --config-vars lists them all)", {{"name", name}});
+  }
   if (struct statvfs vfs{}; ::statvfs(config.staging_root.c_str(), &vfs) == 0) {
     const uint64_t room = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
     if (auto w = core::CheckStagingRoom(config, room)) LogWarn("staging volume", {{"warning", *w}});
@@ -163,12 +164,15 @@ int Main(int argc, char** argv) {
 
   core::Service service(config, clock, blob, telemetry.metrics(), telemetry.tracer());
   inst = &service.instruments();
-  Api api(service, telemetry.metrics(), clock);
+  Api api(service, telemetry.metrics(), clock, config.http_token);
   const int port = api.Bind(config.http_host, config.http_port);
   if (port < 0) {
-    std::fprintf(stderr, "cannot listen on %s:%d: %s\n", config.http_host.c_str(), config.http_port,
-                 std::strerror(errno));
-    return 1;
+    // The library's errno is not reliable here (its address lookup does not set it).
+    std::fprintf(stderr,
+                 "config error: APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on %s:%d (not an "
+                 "address of this host, or the port is taken)\n",
+                 config.http_host.c_str(), config.http_port);
+    return 2;
   }
   LogInfo("starting", {{"version", kVersion},
                        {"replica", config.replica_id},
@@ -176,6 +180,7 @@ int Main(int argc, char** argv) {
                        {"credential", target.credential->Describe()},
                        {"incoming", config.incoming_dir},
                        {"http", config.http_host + ":" + std::to_string(port)},
+                       {"http_post_auth", config.http_token.empty() ? "none" : "bearer token"},
                        {"workers", config.worker_concurrency},
                        {"md5", Md5Builds()}});
   telemetry.Start();

@@ -5,6 +5,11 @@
 #include "azure/shared_key.h"
 #include "azure/token_chain.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 namespace nbu::server {
 namespace {
 
@@ -84,6 +89,12 @@ std::string AccountFromEndpoint(const std::string& endpoint) {
 bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* out,
                           std::vector<std::string>* errors, const core::EnvMap* env) {
   const size_t before = errors->size();
+  // curl would fail every request on it (error 77), and the service would wait for ever.
+  if (!c.azure_ca_file.empty() && ::access(c.azure_ca_file.c_str(), R_OK) != 0) {
+    errors->push_back("APP_AZURE_CA_FILE: cannot read " + c.azure_ca_file + ": " +
+                      std::strerror(errno));
+    return false;
+  }
   std::string mode = c.azure_auth;
   if (mode == "auto") {
     if (!c.azure_connection_string.empty())
@@ -148,6 +159,18 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     if (errors->size() != before) return false;
     if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
       errors->push_back(s.message() + " for a SAS");
+      return false;
+    }
+    // A token without its signature, or a whole "SAS URL" pasted here, fails every request
+    // with 403 and the service would wait for ever: refused now (the value is not echoed).
+    if (c.azure_sas_token.find("://") != std::string::npos) {
+      errors->push_back(
+          "APP_AZURE_SAS_TOKEN: is a URL; give only its query (the part after ?), and the "
+          "account's blob endpoint in APP_AZURE_ACCOUNT_URL");
+      return false;
+    }
+    if (c.azure_sas_token.find("sig=") == std::string::npos) {
+      errors->push_back("APP_AZURE_SAS_TOKEN: has no sig= parameter");
       return false;
     }
     out->endpoint = TrimSlash(c.azure_account_url);

@@ -196,6 +196,74 @@ TEST(ConfigTest, AccountUrlWithAQueryIsRefusedWithoutEchoingIt) {
       ParseConfig({{"APP_AZURE_ACCOUNT_URL", "https://acct.blob.core.windows.net/"}}, &c, &errors));
 }
 
+// Values that would be accepted and then quietly do the wrong thing: "*.csv" as an extension
+// (no file ends in ".*.csv", so nothing uploads), an account URL without a host or with a user
+// and password (printed with the endpoint), a first retry delay above the cap, an API token
+// too short to resist guessing. One line each, no value echoed.
+TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
+  const auto error_of = [](const char* name, const char* value) {
+    EnvMap env = Valid();
+    env[name] = value;
+    Config c;
+    std::vector<std::string> errors;
+    const bool ok = ParseConfig(env, &c, &errors);
+    EXPECT_EQ(ok, errors.empty());
+    return ok ? std::string() : errors.size() == 1 ? errors[0] : "?";
+  };
+  for (const char* ext : {"*.csv", ".c?v", "csv bin", ".[ch]"}) {
+    EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", ext).rfind("APP_FILE_EXTENSIONS: invalid", 0), 0u)
+        << ext;
+  }
+  EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", "csv,.tar.gz"), "");
+  EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "https://"),
+            "APP_AZURE_ACCOUNT_URL: has no host name");
+  EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "http://:10000/acct"),
+            "APP_AZURE_ACCOUNT_URL: has no host name");
+  const std::string userinfo = error_of("APP_AZURE_ACCOUNT_URL", "https://me:c2VjcmV0@acct.x.net");
+  EXPECT_EQ(userinfo.rfind("APP_AZURE_ACCOUNT_URL: must not hold a user", 0), 0u) << userinfo;
+  EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "http://127.0.0.1:10000/dev@store"), "")
+      << "an @ in the path is not a user";
+  EXPECT_EQ(error_of("APP_AZURE_RETRY_BASE_S", "61"),
+            "APP_AZURE_RETRY_BASE_S: must not exceed APP_AZURE_RETRY_MAX_S");
+  for (const char* token : {"short", "has a space in it, far too", "c2VjcmV0c2VjcmV0\"quoted\""}) {
+    const std::string e = error_of("APP_HTTP_TOKEN", token);
+    EXPECT_EQ(e.rfind("APP_HTTP_TOKEN: must be", 0), 0u) << e;
+    EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
+  }
+  EXPECT_EQ(error_of("APP_HTTP_TOKEN", "c2VjcmV0c2VjcmV0LXRva2Vu"), "");
+}
+
+// A variable the service does not read is named (a typo would otherwise be silently ignored).
+TEST(ConfigTest, UnknownVariablesAreNamed) {
+  const EnvMap env = {{"APP_AZURE_CONTAINTER", "x"},
+                      {"APP_POLL_INTERVAL_S", "1"},
+                      {"APP_ENV_FILE", "x"},
+                      {"PATH", "/bin"},
+                      {"APP_", ""},
+                      {"AZURE_CLIENT_ID", "c"}};
+  EXPECT_EQ(UnknownVariables(env), (std::vector<std::string>{"APP_", "APP_AZURE_CONTAINTER"}));
+}
+
+// The default .env may be missing; a file the user named must be there and readable.
+TEST(ConfigTest, ANamedEnvFileMustBeReadable) {
+  test::TempDir dir;
+  std::vector<std::string> errors;
+  LoadEnvironment(dir / "missing.env", /*required=*/false, &errors);
+  EXPECT_TRUE(errors.empty());
+  LoadEnvironment(dir / "missing.env", /*required=*/true, &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].rfind("APP_ENV_FILE: ", 0), 0u) << errors[0];
+  EXPECT_NE(errors[0].find("missing.env"), std::string::npos) << errors[0];
+  errors.clear();
+  LoadEnvironment(dir.path(), /*required=*/false, &errors);  // a directory: not readable as one
+  EXPECT_EQ(errors.size(), 1u);
+  errors.clear();
+  std::ofstream(dir / "app.env") << "APP_POLL_INTERVAL_S=7\n";
+  const EnvMap env = LoadEnvironment(dir / "app.env", /*required=*/true, &errors);
+  EXPECT_TRUE(errors.empty());
+  EXPECT_EQ(env.at("APP_POLL_INTERVAL_S"), "7");
+}
+
 TEST(ConfigTest, DotEnvParsing) {
   const EnvMap m = ParseDotEnv(
       "# comment\n"
@@ -277,6 +345,19 @@ TEST(ConfigDocsTest, ReadmeDocumentsEveryVariable) {
   for (const auto& v : ConfigVars()) {
     EXPECT_NE(readme.find(std::string("`") + v.name + "`"), std::string::npos) << v.name;
   }
+}
+
+// The README's table is the one --config-markdown prints, row for row: the defaults and meanings
+// an operator reads are the ones the binary has.
+TEST(ConfigDocsTest, ReadmeTableIsTheGeneratedOne) {
+  std::ifstream in(std::string(NBU_SOURCE_DIR) + "/README.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string table = ConfigMarkdown();
+  EXPECT_NE(ss.str().find(table), std::string::npos)
+      << "README.md's variable table differs; replace it with the output of "
+         "`nfs-blob-uploader --config-markdown`:\n"
+      << table;
 }
 
 }  // namespace

@@ -800,6 +800,33 @@ TEST(StorageTargetTokenTest, ASasIsNeverSentOverPlainHttpToAnotherHost) {
   EXPECT_EQ(resolve(c), "");
 }
 
+// Mistakes that would fail every request (a SAS without its signature, a pasted SAS URL, an
+// unreadable CA bundle) stop start-up with one line, instead of a service that waits for ever
+// for storage it can never reach. No line echoes the secret.
+TEST(StorageTargetTokenTest, SasAndCaFileMistakesStopStartup) {
+  SimulatedClock clock;
+  server::StorageTarget target;
+  core::EnvMap env;
+  const auto resolve = [&](const core::Config& c) {
+    std::vector<std::string> errors;
+    const bool ok = server::ResolveStorageTarget(c, clock, &target, &errors, &env);
+    EXPECT_EQ(ok, errors.empty());
+    for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
+    return ok ? std::string() : errors.size() == 1 ? errors[0] : "?";
+  };
+  core::Config c;
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  c.azure_sas_token = "?sv=2021-06-08&sp=rwl&se=2030-01-01";
+  EXPECT_EQ(resolve(c), "APP_AZURE_SAS_TOKEN: has no sig= parameter");
+  c.azure_sas_token = "https://acct.blob.core.windows.net/ingest?sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(resolve(c).rfind("APP_AZURE_SAS_TOKEN: is a URL", 0), 0u) << resolve(c);
+  c.azure_sas_token = "sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(resolve(c), "");
+  c.azure_ca_file = "/nonexistent/ca.pem";
+  EXPECT_EQ(resolve(c).rfind("APP_AZURE_CA_FILE: cannot read /nonexistent/ca.pem", 0), 0u)
+      << resolve(c);
+}
+
 TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {
   StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
   core::EnvMap env = {{"AZURE_TENANT_ID", "t"},

@@ -48,7 +48,7 @@ class PipelineE2eTest : public ::testing::Test {
             {"APP_HTTP_HOST", "127.0.0.1"},
             {"APP_HTTP_PORT", std::to_string(uploader_port_)},
             {"APP_REPLICA_ID", "deploy-e2e-1"},
-            {"APP_ENV_FILE", dir_ / "no.env"},
+            {"APP_ENV_FILE", "/dev/null"},
             {"OTEL_SDK_DISABLED", "true"}},
         dir_ / "uploader.log");
     ASSERT_TRUE(WaitHealthy(uploader_port_, "/readyz", std::chrono::seconds(60)))

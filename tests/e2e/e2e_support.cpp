@@ -53,7 +53,7 @@ UploaderProcess::UploaderProcess(const Azurite& azurite, const Volume& volume,
                                  std::map<std::string, std::string> extra)
     : port_(FreeLoopbackPort()), staging_(volume.dir.path() + "/staging-" + replica) {
   std::map<std::string, std::string> env = {
-      {"APP_ENV_FILE", "/nonexistent"},
+      {"APP_ENV_FILE", "/dev/null"},  // no .env of the checkout
       {"APP_AZURE_CONNECTION_STRING", azurite.ConnectionString()},
       {"APP_AZURE_CONTAINER", container},
       {"APP_NFS_INCOMING_DIR", volume.incoming()},
@@ -115,6 +115,7 @@ ApiResponse UploaderProcess::Raw(const std::string& request) {
   const size_t body = got.find("\r\n\r\n");
   if (sp == std::string::npos || body == std::string::npos) return out;
   out.status = std::atoi(got.c_str() + sp + 1);
+  out.head = got.substr(0, body + 2);
   out.body = nlohmann::json::parse(got.substr(body + 4), nullptr, false);
   return out;
 }

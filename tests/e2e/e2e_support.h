@@ -20,6 +20,7 @@ struct ApiResponse {
   int status = 0;
   nlohmann::json body;
   bool closed = false;  // Raw only: the server closed the connection after answering
+  std::string head;     // Raw only: the status line and headers, lines ending in CRLF
 };
 
 // A connection string for the Azurite account at 127.0.0.1:`port` (Azurite's, or a proxy's).

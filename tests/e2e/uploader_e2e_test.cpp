@@ -508,6 +508,10 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
     EXPECT_EQ(put.status, 405);
     EXPECT_TRUE(put.body.contains("error"));
     EXPECT_TRUE(put.closed);
+    EXPECT_NE(put.head.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << put.head;
+    auto get_post = up.Raw("GET /v1/failed/retry" + head + "\r\n");
+    EXPECT_EQ(get_post.status, 405);
+    EXPECT_NE(get_post.head.find("\r\nAllow: POST\r\n"), std::string::npos) << get_post.head;
     EXPECT_EQ(up.Raw("DELETE /nope" + head + "\r\n").status, 404);
     auto bad = up.Call("POST", "/v1/watch/start", "{not json");
     EXPECT_EQ(bad.status, 400);
@@ -517,6 +521,10 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
     EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":""})").status, 422);
     EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":".."})").status, 422);
     EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":42})").status, 422);
+    // A misspelt field would otherwise start a session under a generated name.
+    auto typo = up.Call("POST", "/v1/watch/start", R"({"session":"run-7"})");
+    EXPECT_EQ(typo.status, 422);
+    EXPECT_EQ(typo.body["error"], "unknown field \"session\" (the only one is session_name)");
     EXPECT_EQ(
         up.Call("POST", "/v1/watch/start", R"({"session_name":")" + std::string(129, 'a') + R"("})")
             .status,
@@ -550,6 +558,65 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
   const std::string log = again.process().ReadLog();
   EXPECT_NE(log.find(R"("signal":"SIGHUP")"), std::string::npos) << log;
   EXPECT_NE(log.find(R"("message":"stopped")"), std::string::npos) << log;
+}
+
+// With APP_HTTP_TOKEN set, a POST without the token is refused 401 (JSON, with
+// WWW-Authenticate) before it does anything; GET routes, which probes and scrapers use, stay
+// open; the token is never logged or shown.
+TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
+  const std::string token = "dG9rZW4tdGhhdC1tdXN0LW5vdC1sZWFr";
+  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_HTTP_TOKEN", token}});
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  const std::string start = "POST /v1/watch/start HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  const std::string body = "Content-Length: 2\r\n\r\n{}";
+  for (const std::string& auth :
+       {std::string(), std::string("Authorization: Bearer wrong\r\n"),
+        "Authorization: " + token + "\r\n", "Authorization: Bearer " + token + "x\r\n"}) {
+    auto refused = up.Raw(start + auth + body);
+    EXPECT_EQ(refused.status, 401) << auth;
+    EXPECT_TRUE(refused.body.contains("error")) << auth;
+    EXPECT_NE(refused.head.find("\r\nWWW-Authenticate: Bearer\r\n"), std::string::npos)
+        << refused.head;
+  }
+  EXPECT_EQ(up.BodilessPost("/v1/watch/stop").status, 401);
+  EXPECT_EQ(up.Status()["state"], "idle") << "nothing was started";
+  auto started = up.Raw(start + "Authorization: Bearer " + token + "\r\n" + body);
+  EXPECT_EQ(started.status, 200);
+  EXPECT_EQ(up.Status()["state"], "watching");
+  EXPECT_EQ(up.Call("GET", "/metrics").status, 200);
+  EXPECT_EQ(up.Call("GET", "/readyz").status, 200);
+  EXPECT_EQ(up.Status().dump().find(token), std::string::npos);
+  up.process().Signal(SIGTERM);
+  EXPECT_EQ(up.process().Wait(20s), 0);
+  EXPECT_EQ(up.process().ReadLog().find(token), std::string::npos);
+}
+
+// A misspelt variable is named by a warning; an API address that cannot be listened on and an
+// APP_ENV_FILE that does not exist are configuration errors (exit 2, one line each).
+TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
+  {
+    UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_AZURE_CONTAINTER", "x"}});
+    ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+    up.process().Signal(SIGTERM);
+    EXPECT_EQ(up.process().Wait(20s), 0);
+    const std::string log = up.process().ReadLog();
+    EXPECT_NE(log.find(R"("name":"APP_AZURE_CONTAINTER")"), std::string::npos) << log;
+  }
+  {
+    UploaderProcess up(*azurite_, volume_, container_, "r2", {{"APP_HTTP_HOST", "not_a_host"}});
+    EXPECT_EQ(up.process().Wait(20s), 2);
+    const std::string log = up.process().ReadLog();
+    EXPECT_NE(log.find("config error: APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on not_a_host:"),
+              std::string::npos)
+        << log;
+  }
+  {
+    UploaderProcess up(*azurite_, volume_, container_, "r3",
+                       {{"APP_ENV_FILE", volume_.dir.path() + "/no-such.env"}});
+    EXPECT_EQ(up.process().Wait(20s), 2);
+    const std::string log = up.process().ReadLog();
+    EXPECT_NE(log.find("config error: APP_ENV_FILE: "), std::string::npos) << log;
+  }
 }
 
 TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
