@@ -4,25 +4,130 @@
 #include "util/fs.h"
 #include "util/log.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <nlohmann/json.hpp>
 
 namespace nbu::core {
 namespace {
 constexpr std::string_view kSuffix = ".lease";
+
+std::string HostName() {
+  char buf[256] = {};
+  return ::gethostname(buf, sizeof buf - 1) == 0 ? buf : "";
 }
+
+// A lease's fields, as far as they are there and of the right type (older leases lack some).
+struct LeaseText {
+  std::string instance;
+  std::string host;
+  int64_t pid = 0;
+  bool stopped = false;
+};
+std::optional<LeaseText> ParseLease(const std::string& text) {
+  const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return std::nullopt;
+  LeaseText out;
+  const auto str = [&](const char* key) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+  };
+  out.instance = str("instance");
+  out.host = str("host");
+  if (j.contains("pid") && j["pid"].is_number_integer()) out.pid = j["pid"].get<int64_t>();
+  out.stopped = j.contains("stopped") && j["stopped"].is_boolean() && j["stopped"].get<bool>();
+  return out;
+}
+}  // namespace
+
+LeaseBook::LeaseBook(const Config& config, Clock& clock)
+    : config_(config), clock_(clock), instance_(NewNonce()) {}
 
 std::string LeaseBook::Dir() const { return fs::Join(config_.processing_root, "_replicas"); }
 
+std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
+  const std::string path = PathOf(config_.replica_id);
+  const auto first = fs::ReadSmallFile(path, 4096);
+  if (!first.ok()) return std::nullopt;  // none yet (or unreadable: the heartbeat says so)
+  const auto lease = ParseLease(*first);
+  if (!lease || lease->stopped) return std::nullopt;
+  // Left by a process of this host that is gone, or that had this pid (a restarted container:
+  // its pid 1 was ours): a predecessor, not a twin.
+  if (lease->host == HostName() && lease->pid > 0 &&
+      (lease->pid == ::getpid() ||
+       (::kill(static_cast<pid_t>(lease->pid), 0) != 0 && errno == ESRCH))) {
+    return std::nullopt;
+  }
+  const Duration wait = FromSeconds(config_.lease_timeout_s / 4 * 1.5);
+  LogInfo("this replica id's lease is recent; waiting to see whether its process still runs",
+          {{"replica", config_.replica_id},
+           {"host", lease->host},
+           {"pid", lease->pid},
+           {"wait_s", ToSeconds(wait)}});
+  const MonoTime until = clock_.Now() + wait;
+  while (clock_.Now() < until) {
+    if (!clock_.SleepFor(std::min<Duration>(std::chrono::milliseconds(200), until - clock_.Now()),
+                         stop)) {
+      return std::nullopt;
+    }
+    const auto now = fs::ReadSmallFile(path, 4096);
+    if (now.ok() && *now != *first) {
+      const auto other = ParseLease(*now);
+      return "APP_REPLICA_ID: \"" + config_.replica_id + "\" is in use by a live process (host " +
+             (other ? other->host : std::string("?")) + ", pid " +
+             std::to_string(other ? other->pid : 0) + "); give each replica its own id";
+    }
+  }
+  return std::nullopt;
+}
+
+Status LeaseBook::Write(bool stopped) {
+  if (Status s = fs::MkdirAll(Dir()); !s.ok()) return s;
+  nlohmann::json body = {{"replica", config_.replica_id},
+                         {"instance", instance_},
+                         {"host", HostName()},
+                         {"pid", ::getpid()},
+                         {"seq", ++seq_},
+                         {"time", FormatTimestamp(clock_.WallNow())}};
+  if (stopped) body["stopped"] = true;
+  Status s = fs::AtomicWriteFile(PathOf(config_.replica_id), body.dump());
+  if (s.ok()) written_ = true;
+  return s;
+}
+
 Status LeaseBook::Heartbeat() {
   std::lock_guard lock(mu_);
-  if (Status s = fs::MkdirAll(Dir()); !s.ok()) return s;
-  const nlohmann::json body = {{"replica", config_.replica_id},
-                               {"pid", ::getpid()},
-                               {"seq", ++seq_},
-                               {"time", FormatTimestamp(clock_.WallNow())}};
-  return fs::AtomicWriteFile(PathOf(config_.replica_id), body.dump());
+  // Since our last write, only a process with our id writes this file: compared by instance
+  // (a write of ours whose status was lost reads as ours).
+  if (written_) {
+    if (auto text = fs::ReadSmallFile(PathOf(config_.replica_id), 4096); text.ok()) {
+      const auto lease = ParseLease(*text);
+      if (lease && lease->instance != instance_) {
+        const MonoTime now = clock_.Now();
+        if (!id_in_use_seen_ || now - *id_in_use_seen_ >= FromSeconds(config_.lease_timeout_s)) {
+          LogError(
+              "another live process uses this replica id: each may take the other's claims "
+              "for orphans; give each replica its own APP_REPLICA_ID",
+              {{"replica", config_.replica_id}, {"host", lease->host}, {"pid", lease->pid}});
+        }
+        id_in_use_seen_ = now;
+      }
+    }
+  }
+  return Write(/*stopped=*/false);
+}
+
+bool LeaseBook::IdInUseElsewhere() const {
+  std::lock_guard lock(mu_);
+  return id_in_use_seen_ && clock_.Now() - *id_in_use_seen_ < FromSeconds(config_.lease_timeout_s);
+}
+
+void LeaseBook::MarkStopped() {
+  std::lock_guard lock(mu_);
+  if (Status s = Write(/*stopped=*/true); !s.ok()) {
+    LogWarn("could not mark the lease stopped", {{"error", s.ToString()}});
+  }
 }
 
 std::string LeaseBook::PathOf(const std::string& owner) const {

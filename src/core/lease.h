@@ -2,6 +2,11 @@
 // with an increasing sequence number; another replica counts it dead when the file's content has
 // not changed for the lease timeout, measured on the observer's own monotonic clock (so clock
 // skew between hosts and the NFS server does not matter).
+//
+// Two live processes with one replica id would each take the other's claims for orphans of its
+// own (a cloned VM on the host-name default, a copied Compose service). Each process signs its
+// lease with a random instance id: start-up refuses an id whose lease another instance is still
+// writing, and a heartbeat that finds another instance's write since its own reports it.
 #pragma once
 
 #include "core/config.h"
@@ -10,17 +15,30 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <stop_token>
 #include <string>
 
 namespace nbu::core {
 
 class LeaseBook {
  public:
-  LeaseBook(const Config& config, Clock& clock) : config_(config), clock_(clock) {}
+  LeaseBook(const Config& config, Clock& clock);
 
-  // Writes this replica's lease (atomically). Thread-safe.
+  // Before the first Heartbeat: whether another live process holds this replica id. A lease of
+  // another instance that is not marked stopped, and not left by a process of this host that
+  // is gone (or had our pid: a restarted container), is watched for 1.5 heartbeat intervals;
+  // an error line when it changed meanwhile (naming the holder's host and pid), else nothing.
+  std::optional<std::string> CheckIdFree(std::stop_token stop);
+  // Writes this replica's lease (atomically), after reading it: a write by another instance
+  // since our last one means the id is in use twice (IdInUseElsewhere). Thread-safe.
   Status Heartbeat();
+  // Whether a heartbeat in the last lease timeout found another instance's write. Thread-safe.
+  bool IdInUseElsewhere() const;
+  // The last write, at a clean shutdown: the lease says this process stopped, so that a
+  // restart with this id need not wait to see whether it is alive. Thread-safe.
+  void MarkStopped();
   // Reads every lease and records when each last changed. Sweep thread only.
   void Observe();
   // True when `owner` has shown no heartbeat for the lease timeout (a replica whose lease file
@@ -43,11 +61,15 @@ class LeaseBook {
   // Records a read of `owner`'s lease made at `now`.
   void Record(const std::string& owner, const Result<std::string>& content, MonoTime now);
   std::string PathOf(const std::string& owner) const;
+  Status Write(bool stopped);  // mu_ held
   const Config& config_;
   Clock& clock_;
-  std::mutex mu_;
-  uint64_t seq_ = 0;                  // guarded by mu_
-  std::map<std::string, Seen> seen_;  // sweep thread only
+  const std::string instance_;  // random, per process
+  mutable std::mutex mu_;
+  uint64_t seq_ = 0;                        // guarded by mu_
+  bool written_ = false;                    // guarded by mu_: a lease of ours is there
+  std::optional<MonoTime> id_in_use_seen_;  // guarded by mu_
+  std::map<std::string, Seen> seen_;        // sweep thread only
 };
 
 }  // namespace nbu::core

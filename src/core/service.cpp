@@ -292,6 +292,7 @@ bool Service::Shutdown(Duration grace) {
   }
   workers_.clear();  // joins
   heartbeat_ = {};   // stops and joins: nothing of ours is in flight any more
+  leases_.MarkStopped();
   return true;
 }
 
@@ -438,6 +439,7 @@ nlohmann::json Service::StatusJson() const {
     degraded.push_back(storage_refuses_us_ ? "storage_refuses_credentials" : "storage_unreachable");
   }
   if (!lease_ok_) degraded.push_back("lease_write_failing");
+  if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},
                                  std::pair{&inst_.staging_failing_at, "staging_failing"}}) {
     const auto t = at->load();

@@ -33,6 +33,9 @@ class Service {
           telemetry::MetricsRegistry& metrics, const telemetry::Tracer& tracer);
   ~Service();
 
+  // Before Start: an error line when another live process uses this replica id (see
+  // LeaseBook::CheckIdFree; can wait 1.5 heartbeat intervals).
+  std::optional<std::string> CheckReplicaIdFree() { return leases_.CheckIdFree({}); }
   // Starts every thread. Start-up (container check, recovery) runs in the background; ready()
   // turns true when it has finished.
   void Start();

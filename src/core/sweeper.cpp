@@ -88,7 +88,9 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   owners_with_claims_.insert(c->owner);
   if (inflight_.Contains(c->Path())) return;
   if (c->owner == config_.replica_id) {
-    // Ours but not in flight: seen twice in a row means no worker holds it.
+    // Ours but not in flight: seen twice in a row means no worker holds it. Unless another
+    // live process has our id: then it may be that process's, in flight there.
+    if (leases_.IdInUseElsewhere()) return;
     orphans_now_.insert(c->Path());
     if (orphan_candidates_.count(c->Path()) == 0) return;
     if (!inflight_.Add(c->Path())) return;

@@ -164,6 +164,10 @@ int Main(int argc, char** argv) {
 
   core::Service service(config, clock, blob, telemetry.metrics(), telemetry.tracer());
   inst = &service.instruments();
+  if (const auto in_use = service.CheckReplicaIdFree()) {
+    std::fprintf(stderr, "config error: %s\n", in_use->c_str());
+    return 2;
+  }
   Api api(service, telemetry.metrics(), clock, config.http_token);
   const int port = api.Bind(config.http_host, config.http_port);
   if (port < 0) {

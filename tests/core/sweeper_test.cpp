@@ -95,6 +95,26 @@ TEST_F(SweeperTest, OrphanedOwnClaimIsRequeuedAfterTwoSweeps) {
   EXPECT_EQ(queued.size(), 1u);  // in flight now: not queued twice
 }
 
+// While another live process has our id, a claim of ours that no worker here holds may be in
+// flight there: it is left alone, and re-queued only once that process is gone for a timeout.
+TEST_F(SweeperTest, OwnClaimIsNotRequeuedWhileAnotherProcessHasOurId) {
+  LeaseBook twin(config, clock);
+  ASSERT_TRUE(leases.Heartbeat().ok());
+  ASSERT_TRUE(twin.Heartbeat().ok());
+  ASSERT_TRUE(leases.Heartbeat().ok());
+  ASSERT_TRUE(leases.IdInUseElsewhere());
+  const ClaimPath c = Claim("a", "me");
+  for (int i = 0; i < 3; ++i) sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty());
+  clock.Advance(std::chrono::seconds(31));
+  ASSERT_TRUE(leases.Heartbeat().ok());  // only our own write since the last one
+  ASSERT_FALSE(leases.IdInUseElsewhere());
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.Path(), c.Path());
+}
+
 TEST_F(SweeperTest, TakesOverClaimsOfADeadReplicaOnlyAfterTheLeaseTimeout) {
   Config other = config;
   other.replica_id = "other";

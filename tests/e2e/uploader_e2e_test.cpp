@@ -350,6 +350,43 @@ TEST_F(UploaderE2E, AStalledReplicaThatResumesAfterATakeoverFailsNothing) {
   ExpectNothingLeft({a.staging(), b.staging()});
 }
 
+// Two processes with one APP_REPLICA_ID would each take the other's claims for its own
+// orphans. A second process started while the first runs is refused (exit 2, one line). One
+// started while the first is frozen gets past that check; once the first resumes, each finds
+// the other's lease writes and both report it in the status.
+TEST_F(UploaderE2E, ASecondProcessWithTheSameReplicaIdIsRefusedOrReported) {
+  const std::map<std::string, std::string> env = {{"APP_LEASE_TIMEOUT_S", "2"}};
+  auto twin_env = env;
+  twin_env["APP_LOCAL_STAGING_ROOT"] = volume_.dir.path() + "/staging-twin";
+  UploaderProcess first(*azurite_, volume_, container_, "r1", env);
+  ASSERT_TRUE(first.WaitReady()) << first.process().ReadLog();
+  {
+    UploaderProcess refused(*azurite_, volume_, container_, "r1", twin_env);
+    EXPECT_EQ(refused.process().Wait(30s), 2);
+    const std::string log = refused.process().ReadLog();
+    EXPECT_NE(log.find("config error: APP_REPLICA_ID: \"r1\" is in use by a live process"),
+              std::string::npos)
+        << log;
+  }
+  EXPECT_EQ(first.Call("GET", "/healthz").status, 200);
+  EXPECT_EQ(first.Status()["degraded"], nlohmann::json::array()) << "the refused one wrote nothing";
+
+  first.process().Signal(SIGSTOP);
+  UploaderProcess twin(*azurite_, volume_, container_, "r1", twin_env);
+  ASSERT_TRUE(twin.WaitReady()) << twin.process().ReadLog();
+  first.process().Signal(SIGCONT);
+  const auto reports = [](UploaderProcess& p) {
+    const auto degraded = p.Status()["degraded"];
+    return degraded.is_array() &&
+           std::find(degraded.begin(), degraded.end(), "replica_id_in_use") != degraded.end();
+  };
+  EXPECT_TRUE(WaitFor([&] { return reports(first) && reports(twin); }, 30s))
+      << first.Status().dump() << "\n"
+      << twin.Status().dump();
+  EXPECT_NE(twin.process().ReadLog().find("another live process uses this replica id"),
+            std::string::npos);
+}
+
 TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
   UploaderProcess a(*azurite_, volume_, container_, "pod-a");
   UploaderProcess b(*azurite_, volume_, container_, "pod-b");

@@ -1,0 +1,127 @@
+#include "core/lease.h"
+
+#include "support/process.h"
+#include "util/fs.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+namespace nbu::core {
+namespace {
+
+using namespace std::chrono_literals;
+using nbu::test::TempDir;
+
+class LeaseTest : public ::testing::Test {
+ protected:
+  LeaseTest() {
+    config.processing_root = dir.path() + "/proc";
+    config.replica_id = "r1";
+    config.lease_timeout_s = 2;
+  }
+  std::string LeasePath() const { return config.processing_root + "/_replicas/r1.lease"; }
+  void WriteLease(const nlohmann::json& j) {
+    ASSERT_TRUE(fs::MkdirAll(config.processing_root + "/_replicas").ok());
+    ASSERT_TRUE(fs::AtomicWriteFile(LeasePath(), j.dump()).ok());
+  }
+  static std::string Host() {
+    char buf[256] = {};
+    ::gethostname(buf, sizeof buf - 1);
+    return buf;
+  }
+
+  TempDir dir;
+  Config config;
+};
+
+// Two processes with one id: each heartbeat finds the other's write since its own, and both
+// report it for a lease timeout after the last such finding. A process alone never does.
+TEST_F(LeaseTest, TwoInstancesWithOneIdSeeEachOther) {
+  SimulatedClock clock;
+  LeaseBook a(config, clock);
+  LeaseBook b(config, clock);
+  Config other_config = config;
+  other_config.replica_id = "r2";
+  LeaseBook other(other_config, clock);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(a.Heartbeat().ok());
+    ASSERT_TRUE(other.Heartbeat().ok());
+  }
+  EXPECT_FALSE(a.IdInUseElsewhere());
+  ASSERT_TRUE(b.Heartbeat().ok());  // b's first write: it had none to compare with
+  EXPECT_FALSE(b.IdInUseElsewhere());
+  ASSERT_TRUE(a.Heartbeat().ok());
+  EXPECT_TRUE(a.IdInUseElsewhere());
+  ASSERT_TRUE(b.Heartbeat().ok());
+  EXPECT_TRUE(b.IdInUseElsewhere());
+  EXPECT_FALSE(other.IdInUseElsewhere());
+  // b is gone: a's own heartbeats find only its writes, and the report ends a timeout later.
+  ASSERT_TRUE(a.Heartbeat().ok());
+  clock.Advance(1s);
+  EXPECT_TRUE(a.IdInUseElsewhere());
+  clock.Advance(1s);
+  EXPECT_FALSE(a.IdInUseElsewhere());
+}
+
+TEST_F(LeaseTest, AFreeIdIsNotWaitedFor) {
+  SimulatedClock clock;  // sleeps are recorded and return at once
+  LeaseBook book(config, clock);
+  EXPECT_EQ(book.CheckIdFree({}), std::nullopt) << "no lease yet";
+  {
+    LeaseBook before(config, clock);
+    ASSERT_TRUE(before.Heartbeat().ok());
+    before.MarkStopped();
+  }
+  EXPECT_EQ(book.CheckIdFree({}), std::nullopt) << "stopped cleanly";
+  // A process of this host that is gone (a crash and a restart on one machine), and one that
+  // had our pid (a restarted container).
+  pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ASSERT_GT(gone, 0);
+  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
+  WriteLease(
+      {{"replica", "r1"}, {"instance", "0123456789abcdef"}, {"host", Host()}, {"pid", gone}});
+  EXPECT_EQ(book.CheckIdFree({}), std::nullopt);
+  WriteLease(
+      {{"replica", "r1"}, {"instance", "0123456789abcdef"}, {"host", Host()}, {"pid", ::getpid()}});
+  EXPECT_EQ(book.CheckIdFree({}), std::nullopt);
+  EXPECT_TRUE(clock.SleepsForTest().empty());
+  // Another host's lease that does not change while watched: a predecessor, after the wait.
+  WriteLease({{"replica", "r1"}, {"instance", "0123456789abcdef"}, {"host", "elsewhere"}});
+  EXPECT_EQ(book.CheckIdFree({}), std::nullopt);
+  EXPECT_FALSE(clock.SleepsForTest().empty());
+}
+
+// A second process with the id of one that is running (on another host) is refused, naming
+// the holder.
+TEST_F(LeaseTest, AnIdHeldByALiveProcessIsRefused) {
+  WriteLease({{"replica", "r1"}, {"instance", "0123456789abcdef"}, {"host", "twin"}, {"pid", 42}});
+  std::atomic<bool> done{false};
+  std::thread beating([&] {  // much faster than the 0.5 s heartbeat interval; at most 10 s
+    for (int seq = 0; seq < 500 && !done.load(); ++seq) {
+      (void)fs::AtomicWriteFile(LeasePath(), nlohmann::json{{"replica", "r1"},
+                                                            {"instance", "0123456789abcdef"},
+                                                            {"host", "twin"},
+                                                            {"pid", 42},
+                                                            {"seq", seq}}
+                                                 .dump());
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  LeaseBook second(config, RealClock::Instance());
+  const auto refused = second.CheckIdFree({});
+  done = true;
+  beating.join();
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(*refused,
+            "APP_REPLICA_ID: \"r1\" is in use by a live process (host twin, pid 42); give each "
+            "replica its own id");
+}
+
+}  // namespace
+}  // namespace nbu::core
