@@ -69,6 +69,14 @@ bool IsReplacement(char32_t cp) {
          cp == kSymbolForDelete || cp == kFullwidthReverseSolidus;
 }
 
+// Well-formed, but code points Azure refuses even percent-encoded (its naming rules name control
+// characters, U+0081 and U+E000): the C1 controls, the private use area of the basic plane and
+// the noncharacters. Azurite takes them, so only Azure would dead-letter such a file.
+bool IsRefusedByAzure(char32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || (cp >= 0xE000 && cp <= 0xF8FF) ||
+         (cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE;
+}
+
 bool NeedsEncoding(std::string_view s) {
   if (!s.empty() && s.back() == '.') return true;
   return std::any_of(s.begin(), s.end(), [](char ch) {
@@ -109,12 +117,17 @@ std::string EncodeBlobSegment(std::string_view in) {
     }
     char32_t cp = 0;
     const size_t len = DecodeUtf8(in, i, &cp);
-    if (len == 0) {
+    // A stray byte is quoted on its own; each byte of a refused code point is quoted as one
+    // (no stray bytes can read the same: together they would have decoded).
+    if (len == 0 || IsRefusedByAzure(cp)) {
       static constexpr char kHex[] = "0123456789ABCDEF";
-      AppendUtf8(out, kQuote);
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
-      ++i;
+      for (size_t k = 0; k < std::max<size_t>(len, 1); ++k) {
+        const auto b = static_cast<unsigned char>(in[i + k]);
+        AppendUtf8(out, kQuote);
+        out.push_back(kHex[b >> 4]);
+        out.push_back(kHex[b & 0xF]);
+      }
+      i += std::max<size_t>(len, 1);
       continue;
     }
     if (IsReplacement(cp)) AppendUtf8(out, kQuote);

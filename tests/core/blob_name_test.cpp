@@ -52,6 +52,24 @@ TEST(BlobName, EveryByteOfAnIllFormedSequenceIsQuotedOnItsOwn) {
   for (const auto& [in, want] : cases) EXPECT_EQ(EncodeBlobSegment(in), want);
 }
 
+// Well-formed code points Azure refuses even percent-encoded (Azurite takes them): each of their
+// bytes is quoted as a stray byte is, which rclone decodes back to the same bytes.
+TEST(BlobName, CodePointsAzureRefusesAreQuotedByteByByte) {
+  const std::map<std::string, std::string> cases = {
+      {"a\u0081", "a\u201BC2\u201B81"},                      // a C1 control
+      {"\u0080\u009F", "\u201BC2\u201B80\u201BC2\u201B9F"},  // the first and last
+      {"\uE000x", "\u201BEE\u201B80\u201B80x"},              // private use
+      {"\uF8FF", "\u201BEF\u201BA3\u201BBF"},
+      {"\uFDD0", "\u201BEF\u201BB7\u201B90"},  // noncharacters
+      {"\uFFFF", "\u201BEF\u201BBF\u201BBF"},
+      {"\U0001FFFE", "\u201BF0\u201B9F\u201BBF\u201BBE"},
+  };
+  for (const auto& [in, want] : cases) EXPECT_EQ(EncodeBlobSegment(in), want);
+  for (const char* kept : {"\u00A0", "\u00E9", "\uF900", "\uFFFD", "\U0001F600"}) {
+    EXPECT_EQ(EncodeBlobSegment(kept), kept) << "what Azure keeps stays as it is";
+  }
+}
+
 bool IsWellFormedUtf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
@@ -88,7 +106,9 @@ TEST(BlobName, EncodingIsOneToOneAndAzureSafe) {
                                              "\u2421" /* ␡ */,
                                              "\u2400" /* ␀ */,
                                              "\xEF\xBC" /* ． cut short */,
-                                             "\x8E"};
+                                             "\x8E",
+                                             "\u0081",
+                                             "\xC2" /* U+0081 cut short */};
   std::vector<std::string> names, level = {""};
   for (int pieces = 1; pieces <= 4; ++pieces) {
     std::vector<std::string> next;
