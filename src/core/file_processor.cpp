@@ -570,6 +570,10 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     upload_span.SetAttribute("upload.mode", staged->block_size == 0 ? "put_blob" : "blocks");
     upload_span.SetAttribute("upload.checksum", PutBlobChecksumName(staged->crc_only));
     up = Transfer(claim, *staged, check_existing, skipped, stage_span, upload_span, stop);
+    // Written to since the copy was checked (the upload can take minutes): what was committed
+    // is not what the claim holds, and the completion rename below would leave the rest out
+    // of storage. Torn: the next attempt replaces the blob once the file has settled.
+    if (up.ok()) up = ClaimUnchanged(*staged);
     if (!up.ok()) upload_span.SetError(up.ToString());
   }
   if (!staged->path.empty()) ::unlink(staged->path.c_str());
@@ -666,7 +670,10 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
   int attempts = 0;  // failures that count against the file
   int waits = 0;     // environmental waits (storage unreachable, auth, torn copies)
-  std::optional<fs::FileStat> torn_at;     // the claim's stat after its last torn copy
+  // The claim's stat after its last torn copy, and at first, for a fresh file, what the scanner
+  // found stable: a file written to after that has to settle again before a copy counts.
+  std::optional<fs::FileStat> torn_at;
+  if (item.kind == WorkItem::Kind::kFresh) torn_at = item.observed;
   std::optional<Unreachable> unreachable;  // while storage keeps failing this file so
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);

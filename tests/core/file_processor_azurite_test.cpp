@@ -8,6 +8,7 @@
 #include "support/azurite.h"
 #include "support/azurite_client.h"
 #include "support/fault_proxy.h"
+#include "support/gate.h"
 #include "support/process.h"
 #include "support/tmpfs.h"
 
@@ -679,6 +680,86 @@ TEST_F(FileProcessorAzuriteTest, AfterATornCopyTheFileMustStayUnchangedForTheWho
   EXPECT_TRUE(*got == final_bytes) << "a snapshot from between two bursts was committed";
   EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 2);
   EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
+// A fresh file written to after the scanner found it stable (through a descriptor its producer
+// still holds; on NFS the claim's lstat can answer from cached attributes): its first copy does
+// not count, the file has to stay unchanged for the minimum age first. Before, the copy was
+// made at once, committed and marked done, and a write a moment later went into the done
+// marker, which GC deletes.
+TEST_F(FileProcessorAzuriteTest, AFreshFileWrittenAfterItWasFoundStableMustSettleAgain) {
+  config_.min_file_age_s = 1;
+  const std::string src = fs::Join(config_.incoming_dir, "s/late.bin");
+  std::string model = PatternBytes(64 << 10, 30);
+  WriteFile(src, model);
+  auto observed = fs::Stat(src);
+  ASSERT_TRUE(observed.ok());
+  const int fd = ::open(src.c_str(), O_WRONLY | O_CLOEXEC);  // follows the file into its claim
+  ASSERT_GE(fd, 0);
+  const std::string first = PatternBytes(4096, 31);
+  const std::string second = PatternBytes(4096, 32);
+  std::thread late;
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.on_claim_settled = [&](const std::string&, const std::string&) {
+    ASSERT_EQ(::pwrite(fd, first.data(), first.size(), 0), 4096);
+    late = std::thread([&] {  // well within the 1 s the file must then stay unchanged
+      std::this_thread::sleep_for(50ms);
+      EXPECT_EQ(::pwrite(fd, second.data(), second.size(), 8192), 4096);
+    });
+  };
+  model.replace(0, first.size(), first);
+  model.replace(8192, second.size(), second);
+  FileProcessor processor(deps);
+  WorkItem item;
+  item.session = "s";
+  item.rel = "late.bin";
+  item.observed = *observed;
+  processor.Process(item, {});
+  late.join();
+  ::close(fd);
+  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
+  ASSERT_EQ(Count(inst_.files_processed), 1);
+  const auto done = Entries(config_.processing_root);
+  ASSERT_EQ(done.size(), 1u);
+  auto got = blob_->GetBlob(ParseClaimPath(done[0])->BlobName());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got == model) << "the blob lacks a write made after the file was found stable";
+}
+
+// A write during the upload itself (the commit is held here until it has happened): the claim is
+// checked again once the blob is committed, and a claim that changed is not marked done; the
+// next attempt replaces the blob with what the file holds then.
+TEST_F(FileProcessorAzuriteTest, AWriteDuringTheUploadIsNotLeftOutOfStorage) {
+  config_.min_file_age_s = 0.2;
+  auto gate = std::make_shared<nbu::test::Gate>();
+  auto held = std::make_shared<std::atomic<bool>>(false);
+  nbu::test::FaultProxy proxy(azurite_.port(), [gate, held](const nbu::test::ProxyRequest& r) {
+    if (r.method == "PUT" && r.target.find("during.bin") != std::string::npos &&
+        !held->exchange(true)) {
+      gate->Wait(30s);  // the first upload only
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  const auto open_at_exit = gate->OpenAtExit();
+  auto blob = ClientVia(proxy);
+  FileProcessor processor(
+      FileProcessor::Deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}});
+  std::string model = PatternBytes(100'000, 33);
+  WorkItem item = PlaceClaim("during.bin", model, false);
+  // The producer's descriptor follows the file through the claim's renames.
+  const int fd = ::open(fs::Join(config_.processing_root, item.claim.Path()).c_str(),
+                        O_WRONLY | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::thread worker([&] { processor.Process(item, {}); });
+  ASSERT_TRUE(WaitFor([&] { return proxy.Count("during.bin", "PUT") >= 1; }, 30s));
+  const std::string tail = PatternBytes(5'000, 34);
+  EXPECT_EQ(::write(fd, tail.data(), tail.size()), 5'000);
+  ::close(fd);
+  model += tail;
+  gate->Open();
+  worker.join();
+  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
+  ExpectBlobHolds(item, model);
 }
 
 }  // namespace
