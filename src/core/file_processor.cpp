@@ -147,13 +147,27 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   c.nonce = NewNonce();
   c.state = ClaimState::kClaimed;
   const std::string dst = ProcessingPath(c);
+  // In flight before it exists: a sweep between the rename and the registration would take it
+  // for an orphan of ours and queue it a second time.
+  d_.inflight.Add(c.Path());
+  struct Unregister {
+    InFlight& inflight;
+    const std::string path;
+    bool keep = false;
+    ~Unregister() {
+      if (!keep) inflight.Remove(path);
+    }
+  } unregister{d_.inflight, c.Path()};
   // Rename first; RenameEntry creates the target directory only when the rename says it is
   // missing (the common case needs one syscall; GC may also remove an empty directory between
   // claims).
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {
     last = fs::RenameEntry(src, dst);
-    if (last.ok()) return c;
+    if (last.ok()) {
+      unregister.keep = true;
+      return c;
+    }
     if (last.kind() == ErrorKind::kNotFound) {
       if (!fs::Stat(src).ok()) return Status(ErrorKind::kNotFound, "claimed by another replica");
       continue;  // its directory was pruned again meanwhile
@@ -197,7 +211,8 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
     return ::open(f.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   };
   int fd = create();
-  if (fd < 0 && errno == ENOENT) {
+  // A sweep prunes empty staging directories: one made here can go again before the create.
+  for (int tries = 0; fd < 0 && errno == ENOENT && tries < 3; ++tries) {
     const Status made = fs::MkdirAll(fs::Dirname(f.path));
     fd = create();  // also when the directory could not be made: the create's error classifies
     if (fd < 0 && !made.ok()) return StagingFailure(made.message(), errno);
@@ -654,8 +669,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       root.SetError(c.status().ToString());
       return;
     }
-    claim = std::move(*c);
-    d_.inflight.Add(claim.Path());
+    claim = std::move(*c);  // in flight since before its rename
   } else {
     claim = item.claim;
     root.SetAttribute("session", claim.session);

@@ -22,7 +22,12 @@ Sweeper::Sweeper(const Config& config, Clock& clock, InFlight& inflight, LeaseBo
 void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_dirs,
                    const std::function<void(const std::string&)>& on_file, std::stop_token stop) {
   auto entries = fs::ListDir(fs::Join(root, rel));
-  if (!entries.ok()) return;
+  if (!entries.ok()) {
+    if (entries.status().kind() != ErrorKind::kNotFound && unlisted_.empty()) {
+      unlisted_ = entries.status().ToString();
+    }
+    return;
+  }
   for (const auto& e : *entries) {
     if (stop.stop_requested()) return;
     const std::string child = rel.empty() ? e.name : rel + "/" + e.name;
@@ -120,12 +125,15 @@ void Sweeper::Sweep(std::stop_token stop) {
   leases_.Observe();
   orphans_now_.clear();
   owners_with_claims_.clear();
+  unlisted_.clear();
   Walk(
       config_.processing_root, "", /*prune_dirs=*/true,
       [&](const std::string& rel) { OnProcessingEntry(rel, stop); }, stop);
   if (stop.stop_requested()) return;
   orphan_candidates_.swap(orphans_now_);
-  leases_.Prune(owners_with_claims_);
+  // Part of the tree unseen: a replica whose claims are there may look as if it owned none,
+  // and its lease must stay until they are seen.
+  if (unlisted_.empty()) leases_.Prune(owners_with_claims_);
   Walk(
       config_.staging_root, "", /*prune_dirs=*/true, [](const std::string&) {}, stop);
 
@@ -140,6 +148,16 @@ void Sweeper::Sweep(std::stop_token stop) {
           dl.sample.push_back(f->date + "/" + f->session + "/" + f->RelPath());
       },
       stop);
+  if (!unlisted_.empty()) {
+    // Claims there are neither taken over nor re-queued, markers not collected, dead letters
+    // not counted, until the listing works again.
+    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
+                     "the sweep could not list a directory: " + unlisted_);
+    if (uint64_t held_back = 0; unlisted_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
+      LogWarn("the sweep could not list a directory; what is below it waits",
+              {{"error", unlisted_}, {"not_logged_since_last", held_back}});
+    }
+  }
   std::lock_guard lock(mu_);
   dead_letters_ = std::move(dl);
 }

@@ -10,6 +10,7 @@
 #include "core/lease.h"
 #include "core/work_item.h"
 #include "util/clock.h"
+#include "util/log.h"
 
 #include <functional>
 #include <set>
@@ -40,6 +41,8 @@ class Sweeper {
   DeadLetters dead_letters() const;
 
  private:
+  // Calls `on_file` for each file below root/rel. A directory that cannot be listed (other than
+  // gone meanwhile) is skipped and named in unlisted_.
   void Walk(const std::string& root, const std::string& rel, bool prune_dirs,
             const std::function<void(const std::string& rel)>& on_file, std::stop_token stop);
   void OnProcessingEntry(const std::string& rel, std::stop_token stop);
@@ -53,6 +56,8 @@ class Sweeper {
   std::set<std::string> orphan_candidates_;   // own claims not in flight at the last sweep
   std::set<std::string> orphans_now_;         // being collected in this sweep
   std::set<std::string> owners_with_claims_;  // collected in this sweep
+  std::string unlisted_;                      // this sweep's first listing failure
+  LogLimiter unlisted_log_{std::chrono::minutes(1)};
   mutable std::mutex mu_;
   DeadLetters dead_letters_;  // guarded by mu_
 };

@@ -726,6 +726,34 @@ TEST_F(FileProcessorAzuriteTest, AFreshFileWrittenAfterItWasFoundStableMustSettl
   EXPECT_TRUE(*got == model) << "the blob lacks a write made after the file was found stable";
 }
 
+// A fresh claim is registered in flight before its rename, so that no sweep can find it claimed
+// but not in flight and queue it a second time as an orphan; once processed it is not in flight.
+TEST_F(FileProcessorAzuriteTest, AFreshClaimIsInFlightFromItsRename) {
+  const std::string src = fs::Join(config_.incoming_dir, "s/new.bin");
+  WriteFile(src, PatternBytes(1'000, 35));
+  auto observed = fs::Stat(src);
+  ASSERT_TRUE(observed.ok());
+  std::vector<std::string> claimed_not_in_flight;
+  size_t claims_seen = 0;
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.on_claim_settled = [&](const std::string&, const std::string&) {
+    for (const auto& rel : Entries(config_.processing_root)) {
+      ++claims_seen;
+      if (!inflight_.Contains(rel)) claimed_not_in_flight.push_back(rel);
+    }
+  };
+  FileProcessor processor(deps);
+  WorkItem item;
+  item.session = "s";
+  item.rel = "new.bin";
+  item.observed = *observed;
+  processor.Process(item, {});
+  EXPECT_EQ(claims_seen, 1u);
+  EXPECT_TRUE(claimed_not_in_flight.empty()) << claimed_not_in_flight[0];
+  EXPECT_EQ(inflight_.size(), 0u);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+}
+
 // A write during the upload itself (the commit is held here until it has happened): the claim is
 // checked again once the blob is committed, and a claim that changed is not marked done; the
 // next attempt replaces the blob with what the file holds then.

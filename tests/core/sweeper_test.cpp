@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace nbu::core {
@@ -113,6 +117,74 @@ TEST_F(SweeperTest, OwnClaimIsNotRequeuedWhileAnotherProcessHasOurId) {
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.Path(), c.Path());
+}
+
+// Removes `name` under the directory `parent` and all below it, by descriptors: paths longer
+// than PATH_MAX cannot be removed by name.
+void RemoveTreeAt(int parent, const std::string& name) {
+  const int fd = ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    ::unlinkat(parent, name.c_str(), 0);
+    return;
+  }
+  if (DIR* d = ::fdopendir(::dup(fd))) {
+    std::vector<std::pair<std::string, bool>> children;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") children.emplace_back(n, e->d_type == DT_DIR);
+    }
+    ::closedir(d);
+    for (const auto& [n, dir] : children) {
+      if (dir) {
+        RemoveTreeAt(fd, n);
+      } else {
+        ::unlinkat(fd, n.c_str(), 0);
+      }
+    }
+  }
+  ::close(fd);
+  ::unlinkat(parent, name.c_str(), AT_REMOVEDIR);
+}
+
+// A directory the sweep cannot list (here: its path is longer than PATH_MAX) hides the claims
+// in it. The failure shows in the errors, and a long-dead replica whose claim is there keeps its
+// lease: it is not pruned as one that owns nothing (which would make its claim wait yet another
+// lease timeout once it is seen).
+TEST_F(SweeperTest, AnUnlistableDirectoryShowsAndKeepsItsOwnersLease) {
+  Config gone_config = config;
+  gone_config.replica_id = "gone";
+  LeaseBook gone(gone_config, clock);
+  ASSERT_TRUE(gone.Heartbeat().ok());
+  const std::string top = config.processing_root + "/20261128/s";
+  ASSERT_TRUE(fs::MkdirAll(top).ok());
+  const std::string level(250, 'd');
+  int fd = ::open(top.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 18; ++i) {  // 18 x 251 bytes: past PATH_MAX (4096)
+    ASSERT_EQ(::mkdirat(fd, level.c_str(), 0755), 0);
+    const int next = ::openat(fd, level.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(fd);
+    ASSERT_GE(next, 0);
+    fd = next;
+  }
+  const int claim = ::openat(fd, "f~gone~0123456789abcdef.claimed", O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(claim, 0);
+  ::close(claim);
+  ::close(fd);
+  sweeper.Sweep({});  // sees gone's lease
+  clock.Advance(std::chrono::seconds(10 * 30 + 1));
+  sweeper.Sweep({});
+  EXPECT_TRUE(fs::Stat(gone.Dir() + "/gone.lease").ok()) << "pruned while its claim was unseen";
+  const auto errors = inst.errors.Snapshot();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors.back()[2].find("could not list"), std::string::npos) << errors.back()[2];
+  const int top_fd = ::open(top.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(top_fd, 0);
+  RemoveTreeAt(top_fd, level);
+  ::close(top_fd);
+  // Seen in full again: the long-dead replica that owns nothing now is pruned.
+  sweeper.Sweep({});
+  EXPECT_FALSE(fs::Stat(gone.Dir() + "/gone.lease").ok());
 }
 
 TEST_F(SweeperTest, TakesOverClaimsOfADeadReplicaOnlyAfterTheLeaseTimeout) {
