@@ -95,10 +95,10 @@ dev-down: ## Stop the local Azurite
 	@./scripts/dev-azurite.sh stop $(AZURITE_PORT)
 
 watch-start: ## Start watching incoming/$(SESSION)
-	@curl -sS -X POST -H 'Content-Type: application/json' -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
+	@curl -sS -X POST -H 'Content-Type: application/json' $${APP_HTTP_TOKEN:+-H "Authorization: Bearer $$APP_HTTP_TOKEN"} -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
 
 watch-stop: ## Stop the active watch session
-	@curl -sS -X POST -d '' $(API)/v1/watch/stop; echo
+	@curl -sS -X POST $${APP_HTTP_TOKEN:+-H "Authorization: Bearer $$APP_HTTP_TOKEN"} -d '' $(API)/v1/watch/stop; echo
 
 test-status: ## Pretty-printed status of the uploader (and the generator, if running)
 	@echo "uploader:"; curl -sS $(API)/v1/status | jq . || true

@@ -3,12 +3,15 @@
 #include "core/layout.h"
 #include "util/fs.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -319,10 +322,24 @@ EnvMap ParseDotEnv(const std::string& text) {
 EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
                        std::vector<std::string>* errors) {
   EnvMap env;
-  if (auto text = fs::ReadSmallFile(dotenv_path); text.ok()) {
-    env = ParseDotEnv(*text);
-  } else if (required || text.status().kind() != ErrorKind::kNotFound) {
-    errors->push_back("APP_ENV_FILE: " + text.status().ToString());
+  // Followed if a symlink (a ConfigMap or Secret volume's files are), unlike the service's
+  // other reads.
+  if (const int fd = ::open(dotenv_path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    std::string text;
+    char buf[8192];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+      if (n > 0) text.append(buf, static_cast<size_t>(n));
+    }
+    const int err = errno;
+    ::close(fd);
+    if (n < 0) {
+      errors->push_back("APP_ENV_FILE: cannot read " + dotenv_path + ": " + std::strerror(err));
+    } else {
+      env = ParseDotEnv(text);
+    }
+  } else if (required || errno != ENOENT) {
+    errors->push_back("APP_ENV_FILE: cannot open " + dotenv_path + ": " + std::strerror(errno));
   }
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string kv(*e);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
@@ -52,11 +53,10 @@ std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
   if (!first.ok()) return std::nullopt;  // none yet (or unreadable: the heartbeat says so)
   const auto lease = ParseLease(*first);
   if (!lease || lease->stopped) return std::nullopt;
-  // Left by a process of this host that is gone, or that had this pid (a restarted container:
-  // its pid 1 was ours): a predecessor, not a twin.
-  if (lease->host == HostName() && lease->pid > 0 &&
-      (lease->pid == ::getpid() ||
-       (::kill(static_cast<pid_t>(lease->pid), 0) != 0 && errno == ESRCH))) {
+  // Left by a process of this host that is gone: a predecessor, not a twin. (Not one that had
+  // our pid: two containers with one host name are both pid 1. A restarted container waits.)
+  if (lease->host == HostName() && lease->pid > 0 && lease->pid != ::getpid() &&
+      ::kill(static_cast<pid_t>(lease->pid), 0) != 0 && errno == ESRCH) {
     return std::nullopt;
   }
   const Duration wait = FromSeconds(config_.lease_timeout_s / 4 * 1.5);
@@ -74,6 +74,7 @@ std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
     const auto now = fs::ReadSmallFile(path, 4096);
     if (now.ok() && *now != *first) {
       const auto other = ParseLease(*now);
+      if (other && other->stopped) return std::nullopt;  // it has just stopped cleanly
       return "APP_REPLICA_ID: \"" + config_.replica_id + "\" is in use by a live process (host " +
              (other ? other->host : std::string("?")) + ", pid " +
              std::to_string(other ? other->pid : 0) + "); give each replica its own id";
@@ -104,14 +105,13 @@ Status LeaseBook::Heartbeat() {
     if (auto text = fs::ReadSmallFile(PathOf(config_.replica_id), 4096); text.ok()) {
       const auto lease = ParseLease(*text);
       if (lease && lease->instance != instance_) {
-        const MonoTime now = clock_.Now();
-        if (!id_in_use_seen_ || now - *id_in_use_seen_ >= FromSeconds(config_.lease_timeout_s)) {
+        if (!IdInUseElsewhere()) {
           LogError(
               "another live process uses this replica id: each may take the other's claims "
               "for orphans; give each replica its own APP_REPLICA_ID",
               {{"replica", config_.replica_id}, {"host", lease->host}, {"pid", lease->pid}});
         }
-        id_in_use_seen_ = now;
+        id_in_use_seen_ = clock_.Now().time_since_epoch().count() + 1;  // 0: never
       }
     }
   }
@@ -119,8 +119,9 @@ Status LeaseBook::Heartbeat() {
 }
 
 bool LeaseBook::IdInUseElsewhere() const {
-  std::lock_guard lock(mu_);
-  return id_in_use_seen_ && clock_.Now() - *id_in_use_seen_ < FromSeconds(config_.lease_timeout_s);
+  const int64_t seen = id_in_use_seen_.load();
+  return seen != 0 && clock_.Now() - MonoTime(MonoTime::duration(seen - 1)) <
+                          FromSeconds(config_.lease_timeout_s);
 }
 
 void LeaseBook::MarkStopped() {

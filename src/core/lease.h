@@ -13,6 +13,7 @@
 #include "util/clock.h"
 #include "util/status.h"
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -28,8 +29,8 @@ class LeaseBook {
 
   // Before the first Heartbeat: whether another live process holds this replica id. A lease of
   // another instance that is not marked stopped, and not left by a process of this host that
-  // is gone (or had our pid: a restarted container), is watched for 1.5 heartbeat intervals;
-  // an error line when it changed meanwhile (naming the holder's host and pid), else nothing.
+  // is gone, is watched for 1.5 heartbeat intervals; an error line when it changed meanwhile
+  // to anything but a stop (naming the holder's host and pid), else nothing.
   std::optional<std::string> CheckIdFree(std::stop_token stop);
   // Writes this replica's lease (atomically), after reading it: a write by another instance
   // since our last one means the id is in use twice (IdInUseElsewhere). Thread-safe.
@@ -65,11 +66,13 @@ class LeaseBook {
   const Config& config_;
   Clock& clock_;
   const std::string instance_;  // random, per process
-  mutable std::mutex mu_;
-  uint64_t seq_ = 0;                        // guarded by mu_
-  bool written_ = false;                    // guarded by mu_: a lease of ours is there
-  std::optional<MonoTime> id_in_use_seen_;  // guarded by mu_
-  std::map<std::string, Seen> seen_;        // sweep thread only
+  std::mutex mu_;
+  uint64_t seq_ = 0;      // guarded by mu_
+  bool written_ = false;  // guarded by mu_: a lease of ours is there
+  // When a heartbeat last found another instance's write (steady-clock ticks + 1; 0: never).
+  // Atomic: status reads it while a heartbeat may be stuck in the volume's I/O under mu_.
+  std::atomic<int64_t> id_in_use_seen_{0};
+  std::map<std::string, Seen> seen_;  // sweep thread only
 };
 
 }  // namespace nbu::core

@@ -151,9 +151,11 @@ void Sweeper::Sweep(std::stop_token stop) {
   if (!unlisted_.empty()) {
     // Claims there are neither taken over nor re-queued, markers not collected, dead letters
     // not counted, until the listing works again.
-    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
-                     "the sweep could not list a directory: " + unlisted_);
+    // Once a minute, like the warning: a sweep every few seconds would push every other error
+    // out of the last 20.
     if (uint64_t held_back = 0; unlisted_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
+      inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
+                       "the sweep could not list a directory: " + unlisted_);
       LogWarn("the sweep could not list a directory; what is below it waits",
               {{"error", unlisted_}, {"not_logged_since_last", held_back}});
     }

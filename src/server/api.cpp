@@ -250,6 +250,18 @@ void Json(httplib::Response& res, int status, const nlohmann::json& body) {
                   "application/json");
 }
 
+// The credentials of an "Authorization: Bearer <token>" header (the scheme in any case, RFC
+// 9110 11.1); empty for any other header.
+std::string BearerToken(const std::string& header) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (header.size() <= kScheme.size()) return "";
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return "";
+  }
+  const size_t from = header.find_first_not_of(' ', kScheme.size());
+  return from == std::string::npos ? "" : header.substr(from);
+}
+
 // Compares in a time that does not depend on where the two differ.
 bool SameSecret(const std::string& given, const std::string& expected) {
   unsigned char diff = given.size() == expected.size() ? 0 : 1;
@@ -396,7 +408,7 @@ void Api::Routes() {
   // other method) from the error handler below.
   s.set_pre_routing_handler([this, posts](const httplib::Request& req, httplib::Response& res) {
     if (req.method == "POST" && !post_token_.empty() &&
-        !SameSecret(req.get_header_value("Authorization"), "Bearer " + post_token_)) {
+        !SameSecret(BearerToken(req.get_header_value("Authorization")), post_token_)) {
       res.set_header("WWW-Authenticate", "Bearer");
       Error(res, 401, "this route needs Authorization: Bearer <APP_HTTP_TOKEN>");
       return httplib::Server::HandlerResponse::Handled;

@@ -617,7 +617,8 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   }
   EXPECT_EQ(up.BodilessPost("/v1/watch/stop").status, 401);
   EXPECT_EQ(up.Status()["state"], "idle") << "nothing was started";
-  auto started = up.Raw(start + "Authorization: Bearer " + token + "\r\n" + body);
+  // The scheme is case-insensitive (RFC 9110 11.1).
+  auto started = up.Raw(start + "authorization: bearer " + token + "\r\n" + body);
   EXPECT_EQ(started.status, 200);
   EXPECT_EQ(up.Status()["state"], "watching");
   EXPECT_EQ(up.Call("GET", "/metrics").status, 200);
