@@ -264,9 +264,9 @@ TEST(ConfigTest, ANamedEnvFileMustBeReadable) {
   EXPECT_EQ(env.at("APP_POLL_INTERVAL_S"), "7");
   // A symlink is followed (a ConfigMap or Secret volume's files are symlinks).
   ASSERT_EQ(::symlink((dir / "app.env").c_str(), (dir / "linked.env").c_str()), 0);
-  EXPECT_EQ(LoadEnvironment(dir / "linked.env", /*required=*/false, &errors)
-                .at("APP_POLL_INTERVAL_S"),
-            "7");
+  EXPECT_EQ(
+      LoadEnvironment(dir / "linked.env", /*required=*/false, &errors).at("APP_POLL_INTERVAL_S"),
+      "7");
   EXPECT_TRUE(errors.empty()) << errors[0];
 }
 
