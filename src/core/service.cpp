@@ -47,6 +47,12 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
                    "s", [this] { return scanner_.OldestPendingAgeS(); });
   metrics.AddGauge("files.dead_letter", "Files in the dead-letter area", "1",
                    [this] { return static_cast<double>(sweeper_.dead_letters().count); });
+  // The degraded states no counter shows (invariant 6): 1 while they last.
+  metrics.AddGauge("lease.write_failing", "1 while this replica cannot write its lease", "1",
+                   [this] { return lease_ok_ ? 0.0 : 1.0; });
+  metrics.AddGauge("replica.id_in_use",
+                   "1 while another live process writes this replica's lease (same replica id)",
+                   "1", [this] { return leases_.IdInUseElsewhere() ? 1.0 : 0.0; });
 }
 
 Service::~Service() {

@@ -164,10 +164,6 @@ int Main(int argc, char** argv) {
 
   core::Service service(config, clock, blob, telemetry.metrics(), telemetry.tracer());
   inst = &service.instruments();
-  if (const auto in_use = service.CheckReplicaIdFree()) {
-    std::fprintf(stderr, "config error: %s\n", in_use->c_str());
-    return 2;
-  }
   Api api(service, telemetry.metrics(), clock, config.http_token);
   const int port = api.Bind(config.http_host, config.http_port);
   if (port < 0) {
@@ -187,8 +183,6 @@ int Main(int argc, char** argv) {
                        {"http_post_auth", config.http_token.empty() ? "none" : "bearer token"},
                        {"workers", config.worker_concurrency},
                        {"md5", Md5Builds()}});
-  telemetry.Start();
-  service.Start();
   std::atomic<bool> api_done{false};
   std::thread api_thread([&] {
     api.Serve();
@@ -196,6 +190,20 @@ int Main(int argc, char** argv) {
   });
   // A signal handled before the listener runs would stop nothing, and it would run on.
   if (!api.WaitServing(std::chrono::seconds(10))) LogWarn("the API did not start listening", {});
+  // While the API answers (a wait here outlasting a liveness probe's patience would restart
+  // the pod); nothing is claimed or written before it ends.
+  if (const auto in_use = service.CheckReplicaIdFree()) {
+    std::fprintf(stderr, "config error: %s\n", in_use->c_str());
+    api.Stop();
+    for (int i = 0; i < 50 && !api_done.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!api_done.load()) std::_Exit(2);
+    api_thread.join();
+    return 2;
+  }
+  telemetry.Start();
+  service.Start();
 
   const int sig = WaitForSignal();
   LogInfo("signal received",

@@ -8,6 +8,7 @@
 #include "support/tmpfs.h"
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -385,6 +386,10 @@ TEST_F(UploaderE2E, ASecondProcessWithTheSameReplicaIdIsRefusedOrReported) {
       << twin.Status().dump();
   EXPECT_NE(twin.process().ReadLog().find("another live process uses this replica id"),
             std::string::npos);
+  httplib::Client metrics("127.0.0.1", twin.port());
+  const auto scraped = metrics.Get("/metrics");
+  ASSERT_TRUE(scraped);
+  EXPECT_NE(scraped->body.find("\nreplica_id_in_use 1\n"), std::string::npos) << scraped->body;
 }
 
 TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
