@@ -281,9 +281,10 @@ std::string ConfigMarkdown() {
 
 std::vector<std::string> UnknownVariables(const std::map<std::string, std::string>& env) {
   std::vector<std::string> out;
-  for (const auto& [name, value] : env) {
+  const auto& vars = ConfigVars();
+  for (const auto& entry : env) {
+    const std::string& name = entry.first;  // a structured binding cannot be captured (clang 14)
     if (!name.starts_with("APP_")) continue;
-    const auto& vars = ConfigVars();
     if (std::none_of(vars.begin(), vars.end(), [&](const ConfigVar& v) { return name == v.name; }))
       out.push_back(name);
   }
