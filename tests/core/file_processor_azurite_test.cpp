@@ -72,6 +72,18 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     item.check_existing = check_existing;
     return item;
   }
+  // A producer's file incoming/s/`rel` holding `data`, queued as the scanner queues it.
+  WorkItem FreshItem(const std::string& rel, const std::string& data) {
+    const std::string src = fs::Join(config_.incoming_dir, "s/" + rel);
+    WriteFile(src, data);
+    WorkItem item;
+    item.session = "s";
+    item.rel = rel;
+    auto observed = fs::Stat(src);
+    EXPECT_TRUE(observed.ok());
+    if (observed.ok()) item.observed = *observed;
+    return item;
+  }
   // The item's blob holds exactly `data`, with the whole file's MD5 as its Content-MD5.
   void ExpectBlobHolds(const WorkItem& item, const std::string& data) {
     auto got = blob_->GetBlob(item.claim.BlobName());
@@ -520,15 +532,9 @@ TEST_F(FileProcessorAzuriteTest, ClaimWhoseRunCountNoLongerFitsMovesIntoItsOwnDi
 // processing root belongs) stays in incoming, and the failure is counted and shown.
 TEST_F(FileProcessorAzuriteTest, FileThatCannotBeClaimedStaysAndShows) {
   const std::string src = fs::Join(config_.incoming_dir, "s/stuck.bin");
-  WriteFile(src, "bytes");
+  const WorkItem item = FreshItem("stuck.bin", "bytes");
   ASSERT_TRUE(fs::RemoveTree(config_.processing_root).ok());
   WriteFile(config_.processing_root, "");
-  auto observed = fs::Stat(src);
-  ASSERT_TRUE(observed.ok());
-  WorkItem item;
-  item.session = "s";
-  item.rel = "stuck.bin";
-  item.observed = *observed;
   std::vector<std::string> logged;
   SetLogSinkForTest([&](const std::string& line) {
     if (line.find("claim failed") != std::string::npos) logged.push_back(line);
@@ -691,9 +697,7 @@ TEST_F(FileProcessorAzuriteTest, AFreshFileWrittenAfterItWasFoundStableMustSettl
   config_.min_file_age_s = 1;
   const std::string src = fs::Join(config_.incoming_dir, "s/late.bin");
   std::string model = PatternBytes(64 << 10, 30);
-  WriteFile(src, model);
-  auto observed = fs::Stat(src);
-  ASSERT_TRUE(observed.ok());
+  const WorkItem item = FreshItem("late.bin", model);
   const int fd = ::open(src.c_str(), O_WRONLY | O_CLOEXEC);  // follows the file into its claim
   ASSERT_GE(fd, 0);
   const std::string first = PatternBytes(4096, 31);
@@ -711,10 +715,6 @@ TEST_F(FileProcessorAzuriteTest, AFreshFileWrittenAfterItWasFoundStableMustSettl
   model += first;
   model.replace(8192, second.size(), second);
   FileProcessor processor(deps);
-  WorkItem item;
-  item.session = "s";
-  item.rel = "late.bin";
-  item.observed = *observed;
   processor.Process(item, {});
   late.join();
   ::close(fd);
@@ -730,10 +730,7 @@ TEST_F(FileProcessorAzuriteTest, AFreshFileWrittenAfterItWasFoundStableMustSettl
 // A fresh claim is registered in flight before its rename, so that no sweep can find it claimed
 // but not in flight and queue it a second time as an orphan; once processed it is not in flight.
 TEST_F(FileProcessorAzuriteTest, AFreshClaimIsInFlightFromItsRename) {
-  const std::string src = fs::Join(config_.incoming_dir, "s/new.bin");
-  WriteFile(src, PatternBytes(1'000, 35));
-  auto observed = fs::Stat(src);
-  ASSERT_TRUE(observed.ok());
+  const WorkItem item = FreshItem("new.bin", PatternBytes(1'000, 35));
   std::vector<std::string> claimed_not_in_flight;
   size_t claims_seen = 0;
   FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
@@ -744,10 +741,6 @@ TEST_F(FileProcessorAzuriteTest, AFreshClaimIsInFlightFromItsRename) {
     }
   };
   FileProcessor processor(deps);
-  WorkItem item;
-  item.session = "s";
-  item.rel = "new.bin";
-  item.observed = *observed;
   processor.Process(item, {});
   EXPECT_EQ(claims_seen, 1u);
   EXPECT_TRUE(claimed_not_in_flight.empty()) << claimed_not_in_flight[0];

@@ -763,19 +763,24 @@ TEST(StorageTargetTokenTest, ExplicitSecretsNeverTouchTokenEndpoints) {
   EXPECT_TRUE(errors.empty());
 }
 
+// Resolves `c` with an empty environment: "" when it resolves, else its one error line ("?" for
+// more than one). No line may hold the secret c2VjcmV0 the tests put in their values.
+std::string ResolveError(const core::Config& c) {
+  SimulatedClock clock;
+  server::StorageTarget target;
+  core::EnvMap env;
+  std::vector<std::string> errors;
+  const bool ok = server::ResolveStorageTarget(c, clock, &target, &errors, &env);
+  EXPECT_EQ(ok, errors.empty());
+  for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
+  return ok ? std::string() : errors.size() == 1 ? errors[0] : "?";
+}
+
 // A SAS travels in every request's URL: like a bearer token it goes over https, or plain http
 // only to loopback (Azurite), whether given alone or in a connection string. Shared Key, which
 // sends a signature only, may use http (docker-compose's http://azurite).
 TEST(StorageTargetTokenTest, ASasIsNeverSentOverPlainHttpToAnotherHost) {
-  SimulatedClock clock;
-  server::StorageTarget target;
-  core::EnvMap env;
-  const auto resolve = [&](const core::Config& c) {
-    std::vector<std::string> errors;
-    const bool ok = server::ResolveStorageTarget(c, clock, &target, &errors, &env);
-    for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
-    return ok ? std::string() : errors.empty() ? "?" : errors[0];
-  };
+  const auto resolve = ResolveError;
   core::Config c;
   c.azure_account_url = "http://acct.blob.core.windows.net";
   c.azure_sas_token = "sv=2021-06-08&sig=c2VjcmV0";
@@ -804,16 +809,7 @@ TEST(StorageTargetTokenTest, ASasIsNeverSentOverPlainHttpToAnotherHost) {
 // unreadable CA bundle) stop start-up with one line, instead of a service that waits for ever
 // for storage it can never reach. No line echoes the secret.
 TEST(StorageTargetTokenTest, SasAndCaFileMistakesStopStartup) {
-  SimulatedClock clock;
-  server::StorageTarget target;
-  core::EnvMap env;
-  const auto resolve = [&](const core::Config& c) {
-    std::vector<std::string> errors;
-    const bool ok = server::ResolveStorageTarget(c, clock, &target, &errors, &env);
-    EXPECT_EQ(ok, errors.empty());
-    for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
-    return ok ? std::string() : errors.size() == 1 ? errors[0] : "?";
-  };
+  const auto resolve = ResolveError;
   core::Config c;
   c.azure_account_url = "https://acct.blob.core.windows.net";
   c.azure_sas_token = "?sv=2021-06-08&sp=rwl&se=2030-01-01";
