@@ -94,10 +94,10 @@ dev-up: ## Start a local Azurite in the background on 127.0.0.1:$(AZURITE_PORT)
 dev-down: ## Stop the local Azurite
 	@./scripts/dev-azurite.sh stop $(AZURITE_PORT)
 
-watch-start: ## Start watching incoming/$(SESSION)
+watch-start: ## Start watching incoming/$(SESSION) (with APP_HTTP_TOKEN from the environment, not .env)
 	@curl -sS -X POST -H 'Content-Type: application/json' $${APP_HTTP_TOKEN:+-H "Authorization: Bearer $$APP_HTTP_TOKEN"} -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
 
-watch-stop: ## Stop the active watch session
+watch-stop: ## Stop the active watch session (APP_HTTP_TOKEN as for watch-start)
 	@curl -sS -X POST $${APP_HTTP_TOKEN:+-H "Authorization: Bearer $$APP_HTTP_TOKEN"} -d '' $(API)/v1/watch/stop; echo
 
 test-status: ## Pretty-printed status of the uploader (and the generator, if running)

@@ -4,6 +4,7 @@
 #include "util/fs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -325,19 +326,32 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
   EnvMap env;
   // Followed if a symlink (a ConfigMap or Secret volume's files are), unlike the service's
   // other reads.
-  if (const int fd = ::open(dotenv_path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+  // O_NONBLOCK: a FIFO named by mistake must not hang start-up (it is refused below), and
+  // /dev/zero is read no further than the cap.
+  if (const int fd = ::open(dotenv_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); fd >= 0) {
+    constexpr size_t kMaxEnvFile = size_t{1} << 20;
     std::string text;
-    char buf[8192];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-      if (n > 0) text.append(buf, static_cast<size_t>(n));
-    }
-    const int err = errno;
-    ::close(fd);
-    if (n < 0) {
-      errors->push_back("APP_ENV_FILE: cannot read " + dotenv_path + ": " + std::strerror(err));
+    std::string problem;
+    struct stat st {};
+    // A directory, FIFO or socket is refused; /dev/null (a way to read none) is not.
+    if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ||
+        S_ISSOCK(st.st_mode)) {
+      problem = "is not a file";
     } else {
+      char buf[8192];
+      ssize_t n = 0;
+      while (text.size() <= kMaxEnvFile &&
+             ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))) {
+        if (n > 0) text.append(buf, static_cast<size_t>(n));
+      }
+      if (n < 0) problem = std::string("cannot be read: ") + std::strerror(errno);
+      if (text.size() > kMaxEnvFile) problem = "is larger than 1 MiB";
+    }
+    ::close(fd);
+    if (problem.empty()) {
       env = ParseDotEnv(text);
+    } else {
+      errors->push_back("APP_ENV_FILE: " + dotenv_path + " " + problem);
     }
   } else if (required || errno != ENOENT) {
     errors->push_back("APP_ENV_FILE: cannot open " + dotenv_path + ": " + std::strerror(errno));

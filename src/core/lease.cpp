@@ -74,7 +74,8 @@ std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
     const auto now = fs::ReadSmallFile(path, 4096);
     if (now.ok() && *now != *first) {
       const auto other = ParseLease(*now);
-      if (other && other->stopped) return std::nullopt;  // it has just stopped cleanly
+      // The process watched has just stopped cleanly (not a third one writing "stopped").
+      if (other && other->stopped && other->instance == lease->instance) return std::nullopt;
       return "APP_REPLICA_ID: \"" + config_.replica_id + "\" is in use by a live process (host " +
              (other ? other->host : std::string("?")) + ", pid " +
              std::to_string(other ? other->pid : 0) + "); give each replica its own id";
@@ -126,6 +127,8 @@ bool LeaseBook::IdInUseElsewhere() const {
 
 void LeaseBook::MarkStopped() {
   std::lock_guard lock(mu_);
+  // Only over a lease of ours: a process refused at start-up must not mark the holder's stopped.
+  if (!written_) return;
   if (Status s = Write(/*stopped=*/true); !s.ok()) {
     LogWarn("could not mark the lease stopped", {{"error", s.ToString()}});
   }

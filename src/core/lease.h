@@ -37,8 +37,9 @@ class LeaseBook {
   Status Heartbeat();
   // Whether a heartbeat in the last lease timeout found another instance's write. Thread-safe.
   bool IdInUseElsewhere() const;
-  // The last write, at a clean shutdown: the lease says this process stopped, so that a
-  // restart with this id need not wait to see whether it is alive. Thread-safe.
+  // The last write, at a clean shutdown of a process that wrote a lease: the lease says it
+  // stopped, so that a restart with this id need not wait to see whether it is alive.
+  // Thread-safe.
   void MarkStopped();
   // Reads every lease and records when each last changed. Sweep thread only.
   void Observe();

@@ -48,6 +48,9 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
   metrics.AddGauge("files.dead_letter", "Files in the dead-letter area", "1",
                    [this] { return static_cast<double>(sweeper_.dead_letters().count); });
   // The degraded states no counter shows (invariant 6): 1 while they last.
+  metrics.AddGauge("storage.refuses_credentials",
+                   "1 while storage answers the start-up check with 401 or 403", "1",
+                   [this] { return !storage_ok_ && storage_refuses_us_ ? 1.0 : 0.0; });
   metrics.AddGauge("lease.write_failing", "1 while this replica cannot write its lease", "1",
                    [this] { return lease_ok_ ? 0.0 : 1.0; });
   metrics.AddGauge("replica.id_in_use",
@@ -61,6 +64,7 @@ Service::~Service() {
 
 void Service::Start() {
   started_at_ = clock_.Now();
+  started_ = true;
   for (const auto& dir :
        {config_.incoming_dir, config_.processing_root, config_.failed_root, config_.staging_root}) {
     if (Status s = fs::MkdirAll(dir); !s.ok())
@@ -100,6 +104,7 @@ void Service::StartupLoop(std::stop_token stop) {
       break;
     }
     storage_refuses_us_ = s.kind() == ErrorKind::kAuth;
+    storage_tried_ = true;
     LogWarn(storage_refuses_us_ ? "storage refuses our credentials" : "storage not reachable yet",
             {{"error", s.ToString()}, {"attempt", attempt}});
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString());
@@ -441,7 +446,7 @@ nlohmann::json Service::StatusJson() const {
   }
   s["recent_errors"] = errs;
   nlohmann::json degraded = nlohmann::json::array();
-  if (!storage_ok_) {
+  if (!storage_ok_ && storage_tried_) {
     degraded.push_back(storage_refuses_us_ ? "storage_refuses_credentials" : "storage_unreachable");
   }
   if (!lease_ok_) degraded.push_back("lease_write_failing");
@@ -456,7 +461,7 @@ nlohmann::json Service::StatusJson() const {
   if (dl.count > 0) degraded.push_back("dead_lettered_files");
   if (queue_.size() >= queue_.capacity()) degraded.push_back("queue_full");
   s["degraded"] = degraded;
-  s["uptime_s"] = ToSeconds(clock_.Now() - started_at_);
+  s["uptime_s"] = started_ ? ToSeconds(clock_.Now() - started_at_) : 0.0;
   return s;
 }
 

@@ -35,7 +35,9 @@ class Service {
 
   // Before Start: an error line when another live process uses this replica id (see
   // LeaseBook::CheckIdFree; can wait 1.5 heartbeat intervals).
-  std::optional<std::string> CheckReplicaIdFree() { return leases_.CheckIdFree({}); }
+  std::optional<std::string> CheckReplicaIdFree(std::stop_token stop) {
+    return leases_.CheckIdFree(stop);
+  }
   // Starts every thread. Start-up (container check, recovery) runs in the background; ready()
   // turns true when it has finished.
   void Start();
@@ -45,6 +47,8 @@ class Service {
   bool Shutdown(Duration grace);
 
   bool ready() const { return ready_.load(); }
+  // True once Start ran: before, nothing may change the volume (see CheckReplicaIdFree).
+  bool started() const { return started_.load(); }
 
   enum class WatchError { kNone, kAlreadyActive, kNotActive, kStorage };
   // Starts watching <incoming>/<name> (the name is already validated). Persisted on the volume.
@@ -93,13 +97,15 @@ class Service {
   Sweeper sweeper_;
 
   std::atomic<bool> ready_{false};
+  std::atomic<bool> started_{false};
   std::atomic<bool> storage_ok_{false};
+  std::atomic<bool> storage_tried_{false};       // the start-up check has had an answer
   std::atomic<bool> storage_refuses_us_{false};  // the start-up check's last answer was 401/403
   std::atomic<bool> put_blob_crc64_{false};      // see ChoosePutBlobCheck
   std::atomic<bool> lease_ok_{true};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked
-  MonoTime started_at_;
+  MonoTime started_at_{};
   mutable std::mutex mu_;
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
   // Guarded by mu_: bumped by each StartWatch and StopWatch, so the scan loop does not cache a

@@ -413,6 +413,11 @@ void Api::Routes() {
       Error(res, 401, "this route needs Authorization: Bearer <APP_HTTP_TOKEN>");
       return httplib::Server::HandlerResponse::Handled;
     }
+    // Before the service starts (its replica-id check), nothing may change the volume.
+    if (req.method == "POST" && !service_.started()) {
+      Error(res, 503, "the service is starting; try again in a few seconds");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (req.has_header("Transfer-Encoding")) {
       Error(res, 411, "send the body with Content-Length (at most 64 KiB), not chunked");
       return httplib::Server::HandlerResponse::Handled;

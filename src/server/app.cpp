@@ -19,6 +19,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 
@@ -64,6 +66,35 @@ int WaitForSignal() {
   int sig = 0;
   sigwait(&set, &sig);
   return sig;
+}
+
+std::string SignalName(int sig) {
+  return sigabbrev_np(sig) != nullptr ? std::string("SIG") + sigabbrev_np(sig)
+                                      : std::to_string(sig);
+}
+
+// The replica-id check (it can wait 1.5 heartbeat intervals), ended at once by a stop signal:
+// its error line, and in *signal the signal that ended it (0: none).
+std::optional<std::string> CheckReplicaIdWatchingSignals(core::Service& service, int* signal) {
+  std::stop_source stop;
+  std::atomic<bool> done{false};
+  std::atomic<int> caught{0};
+  std::thread watcher([&] {
+    const sigset_t set = StopSignals();
+    const timespec tick{0, 100'000'000};
+    while (!done.load()) {
+      if (const int sig = sigtimedwait(&set, nullptr, &tick); sig > 0) {
+        caught = sig;
+        stop.request_stop();
+        return;
+      }
+    }
+  });
+  auto in_use = service.CheckReplicaIdFree(stop.get_token());
+  done = true;
+  watcher.join();
+  *signal = caught.load();
+  return in_use;
 }
 
 }  // namespace
@@ -191,24 +222,29 @@ int Main(int argc, char** argv) {
   // A signal handled before the listener runs would stop nothing, and it would run on.
   if (!api.WaitServing(std::chrono::seconds(10))) LogWarn("the API did not start listening", {});
   // While the API answers (a wait here outlasting a liveness probe's patience would restart
-  // the pod); nothing is claimed or written before it ends.
-  if (const auto in_use = service.CheckReplicaIdFree()) {
-    std::fprintf(stderr, "config error: %s\n", in_use->c_str());
+  // the pod); nothing is claimed or written before it ends (POSTs get 503 until then).
+  int early_signal = 0;
+  const auto in_use = CheckReplicaIdWatchingSignals(service, &early_signal);
+  if (in_use || early_signal != 0) {
+    if (in_use) {
+      std::fprintf(stderr, "config error: %s\n", in_use->c_str());
+    } else {
+      LogInfo("signal received before the service started", {{"signal", SignalName(early_signal)}});
+    }
+    const int code = in_use ? 2 : 0;
     api.Stop();
     for (int i = 0; i < 50 && !api_done.load(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    if (!api_done.load()) std::_Exit(2);
+    if (!api_done.load()) std::_Exit(code);
     api_thread.join();
-    return 2;
+    return code;
   }
   telemetry.Start();
   service.Start();
 
   const int sig = WaitForSignal();
-  LogInfo("signal received",
-          {{"signal", sigabbrev_np(sig) != nullptr ? std::string("SIG") + sigabbrev_np(sig)
-                                                   : std::to_string(sig)}});
+  LogInfo("signal received", {{"signal", SignalName(sig)}});
   const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
   api.Stop();
   // A client still reading its answer (slowly, or not at all) holds the API thread: it gets a

@@ -4,6 +4,7 @@
 #include "util/fs.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -258,6 +259,16 @@ TEST(ConfigTest, ANamedEnvFileMustBeReadable) {
   LoadEnvironment(dir.path(), /*required=*/false, &errors);  // a directory: not readable as one
   EXPECT_EQ(errors.size(), 1u);
   errors.clear();
+  ASSERT_EQ(::mkfifo((dir / "fifo.env").c_str(), 0600), 0);  // would block start-up for ever
+  LoadEnvironment(dir / "fifo.env", /*required=*/true, &errors);
+  EXPECT_EQ(errors.size(), 1u);
+  errors.clear();
+  LoadEnvironment("/dev/zero", /*required=*/true, &errors);  // endless: read up to the cap
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("larger than 1 MiB"), std::string::npos) << errors[0];
+  errors.clear();
+  LoadEnvironment("/dev/null", /*required=*/true, &errors);  // a way to name none
+  EXPECT_TRUE(errors.empty()) << errors[0];
   std::ofstream(dir / "app.env") << "APP_POLL_INTERVAL_S=7\n";
   const EnvMap env = LoadEnvironment(dir / "app.env", /*required=*/true, &errors);
   EXPECT_TRUE(errors.empty());

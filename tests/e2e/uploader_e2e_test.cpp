@@ -392,6 +392,33 @@ TEST_F(UploaderE2E, ASecondProcessWithTheSameReplicaIdIsRefusedOrReported) {
   EXPECT_NE(scraped->body.find("\nreplica_id_in_use 1\n"), std::string::npos) << scraped->body;
 }
 
+// While a second process with our id waits to see whether we are alive (here: for ever, we are
+// frozen), its API answers probes but refuses POSTs with 503, and SIGTERM ends it at once. It
+// leaves our lease alone: once we resume, we report nothing.
+TEST_F(UploaderE2E, TheReplicaIdWaitAnswersProbesRefusesPostsAndEndsOnSigterm) {
+  UploaderProcess first(*azurite_, volume_, container_, "r1", {{"APP_LEASE_TIMEOUT_S", "2"}});
+  ASSERT_TRUE(first.WaitReady()) << first.process().ReadLog();
+  first.process().Signal(SIGSTOP);
+  UploaderProcess twin(*azurite_, volume_, container_, "r1",
+                       {{"APP_LEASE_TIMEOUT_S", "60"},  // a 22.5 s wait
+                        {"APP_LOCAL_STAGING_ROOT", volume_.dir.path() + "/staging-twin"}});
+  ASSERT_TRUE(WaitFor([&] { return twin.Call("GET", "/healthz").status == 200; }, 15s))
+      << twin.process().ReadLog();
+  EXPECT_EQ(twin.Call("GET", "/readyz").status, 503);
+  auto post = twin.Call("POST", "/v1/watch/start", R"({"session_name":"early"})");
+  EXPECT_EQ(post.status, 503);
+  EXPECT_TRUE(post.body.contains("error"));
+  EXPECT_EQ(twin.Status()["degraded"], nlohmann::json::array()) << "storage not tried yet";
+  twin.process().Signal(SIGTERM);
+  EXPECT_EQ(twin.process().Wait(10s), 0) << twin.process().ReadLog();
+  EXPECT_NE(twin.process().ReadLog().find("signal received before the service started"),
+            std::string::npos);
+  first.process().Signal(SIGCONT);
+  EXPECT_FALSE(std::filesystem::exists(volume_.incoming() + "/early"));
+  std::this_thread::sleep_for(1500ms);  // three heartbeats of the first
+  EXPECT_EQ(first.Status()["degraded"], nlohmann::json::array()) << first.process().ReadLog();
+}
+
 TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
   UploaderProcess a(*azurite_, volume_, container_, "pod-a");
   UploaderProcess b(*azurite_, volume_, container_, "pod-b");
