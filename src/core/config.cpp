@@ -4,6 +4,7 @@
 #include "util/fs.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -263,8 +264,8 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_LOG_LEVEL", "info", "debug, info, warn or error", false},
       {"APP_ENV_FILE", ".env",
-       "File of KEY=VALUE defaults (the environment wins). The default `.env` may be missing; a "
-       "file named here must be readable",
+       "File of KEY=VALUE defaults (the environment wins), at most 1 MiB; symlinks and pipes "
+       "are read. The default `.env` may be missing; a file named here must be readable",
        false},
   };
   return kVars;
@@ -325,26 +326,36 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
                        std::vector<std::string>* errors) {
   EnvMap env;
   // Followed if a symlink (a ConfigMap or Secret volume's files are), unlike the service's
-  // other reads.
-  // O_NONBLOCK: a FIFO named by mistake must not hang start-up (it is refused below), and
-  // /dev/zero is read no further than the cap.
+  // other reads. O_NONBLOCK: a FIFO without a writer must not hang start-up. A pipe (bash's
+  // <(...)) is read as its writer writes, waiting at most 10 s for each piece; /dev/zero no
+  // further than the cap.
   if (const int fd = ::open(dotenv_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); fd >= 0) {
     constexpr size_t kMaxEnvFile = size_t{1} << 20;
     std::string text;
     std::string problem;
     struct stat st {};
-    // A directory, FIFO or socket is refused; /dev/null (a way to read none) is not.
-    if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ||
-        S_ISSOCK(st.st_mode)) {
+    if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
       problem = "is not a file";
     } else {
       char buf[8192];
       ssize_t n = 0;
-      while (text.size() <= kMaxEnvFile &&
-             ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))) {
-        if (n > 0) text.append(buf, static_cast<size_t>(n));
+      while (text.size() <= kMaxEnvFile) {
+        n = ::read(fd, buf, sizeof buf);
+        if (n > 0) {
+          text.append(buf, static_cast<size_t>(n));
+        } else if (n < 0 && errno == EAGAIN) {
+          pollfd p{fd, POLLIN, 0};
+          if (::poll(&p, 1, 10'000) == 0) {
+            problem = "gave no data within 10 s";
+            break;
+          }
+        } else if (n == 0 || errno != EINTR) {
+          break;
+        }
       }
-      if (n < 0) problem = std::string("cannot be read: ") + std::strerror(errno);
+      if (n < 0 && problem.empty()) {
+        problem = std::string("cannot be read: ") + std::strerror(errno);
+      }
       if (text.size() > kMaxEnvFile) problem = "is larger than 1 MiB";
     }
     ::close(fd);

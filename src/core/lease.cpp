@@ -127,8 +127,12 @@ bool LeaseBook::IdInUseElsewhere() const {
 
 void LeaseBook::MarkStopped() {
   std::lock_guard lock(mu_);
-  // Only over a lease of ours: a process refused at start-up must not mark the holder's stopped.
+  // Only over a lease of ours: a process refused at start-up, or a twin whose heartbeat found
+  // the other's write, must not mark that process's lease stopped.
   if (!written_) return;
+  if (auto text = fs::ReadSmallFile(PathOf(config_.replica_id), 4096); text.ok()) {
+    if (const auto lease = ParseLease(*text); lease && lease->instance != instance_) return;
+  }
   if (Status s = Write(/*stopped=*/true); !s.ok()) {
     LogWarn("could not mark the lease stopped", {{"error", s.ToString()}});
   }

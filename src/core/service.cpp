@@ -104,7 +104,6 @@ void Service::StartupLoop(std::stop_token stop) {
       break;
     }
     storage_refuses_us_ = s.kind() == ErrorKind::kAuth;
-    storage_tried_ = true;
     LogWarn(storage_refuses_us_ ? "storage refuses our credentials" : "storage not reachable yet",
             {{"error", s.ToString()}, {"attempt", attempt}});
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString());
@@ -446,7 +445,7 @@ nlohmann::json Service::StatusJson() const {
   }
   s["recent_errors"] = errs;
   nlohmann::json degraded = nlohmann::json::array();
-  if (!storage_ok_ && storage_tried_) {
+  if (!storage_ok_ && started_) {
     degraded.push_back(storage_refuses_us_ ? "storage_refuses_credentials" : "storage_unreachable");
   }
   if (!lease_ok_) degraded.push_back("lease_write_failing");

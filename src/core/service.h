@@ -99,7 +99,6 @@ class Service {
   std::atomic<bool> ready_{false};
   std::atomic<bool> started_{false};
   std::atomic<bool> storage_ok_{false};
-  std::atomic<bool> storage_tried_{false};       // the start-up check has had an answer
   std::atomic<bool> storage_refuses_us_{false};  // the start-up check's last answer was 401/403
   std::atomic<bool> put_blob_crc64_{false};      // see ChoosePutBlobCheck
   std::atomic<bool> lease_ok_{true};

@@ -138,6 +138,13 @@ TEST_F(LeaseTest, OnlyTheHolderCanMarkItsLeaseStopped) {
   LeaseBook refused(config, clock);
   refused.MarkStopped();
   EXPECT_EQ(*fs::ReadSmallFile(LeasePath()), *before);
+  // A twin that wrote a lease too, but not the last one, leaves the other's alone as well.
+  LeaseBook twin(config, clock);
+  ASSERT_TRUE(twin.Heartbeat().ok());
+  ASSERT_TRUE(holder.Heartbeat().ok());
+  const auto holders = fs::ReadSmallFile(LeasePath());
+  twin.MarkStopped();
+  EXPECT_EQ(*fs::ReadSmallFile(LeasePath()), *holders);
 
   WriteLease({{"replica", "r1"}, {"instance", "0123456789abcdef"}, {"host", "h"}, {"pid", 42}});
   std::thread third([&] {
