@@ -12,13 +12,6 @@
 #include <nlohmann/json.hpp>
 
 namespace nbu::core {
-namespace {
-constexpr std::string_view kSuffix = ".lease";
-
-std::string HostName() {
-  char buf[256] = {};
-  return ::gethostname(buf, sizeof buf - 1) == 0 ? buf : "";
-}
 
 // A lease's fields, as far as they are there and of the right type (older leases lack some).
 struct LeaseText {
@@ -27,6 +20,15 @@ struct LeaseText {
   int64_t pid = 0;
   bool stopped = false;
 };
+
+namespace {
+constexpr std::string_view kSuffix = ".lease";
+
+std::string HostName() {
+  char buf[256] = {};
+  return ::gethostname(buf, sizeof buf - 1) == 0 ? buf : "";
+}
+
 std::optional<LeaseText> ParseLease(const std::string& text) {
   const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return std::nullopt;
@@ -84,6 +86,13 @@ std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
   return std::nullopt;
 }
 
+std::optional<LeaseText> LeaseBook::AnothersLease() const {
+  const auto text = fs::ReadSmallFile(PathOf(config_.replica_id), 4096);
+  auto lease = text.ok() ? ParseLease(*text) : std::nullopt;
+  if (lease && lease->instance == instance_) return std::nullopt;
+  return lease;
+}
+
 Status LeaseBook::Write(bool stopped) {
   if (Status s = fs::MkdirAll(Dir()); !s.ok()) return s;
   nlohmann::json body = {{"replica", config_.replica_id},
@@ -102,19 +111,14 @@ Status LeaseBook::Heartbeat() {
   std::lock_guard lock(mu_);
   // Since our last write, only a process with our id writes this file: compared by instance
   // (a write of ours whose status was lost reads as ours).
-  if (written_) {
-    if (auto text = fs::ReadSmallFile(PathOf(config_.replica_id), 4096); text.ok()) {
-      const auto lease = ParseLease(*text);
-      if (lease && lease->instance != instance_) {
-        if (!IdInUseElsewhere()) {
-          LogError(
-              "another live process uses this replica id: each may take the other's claims "
-              "for orphans; give each replica its own APP_REPLICA_ID",
-              {{"replica", config_.replica_id}, {"host", lease->host}, {"pid", lease->pid}});
-        }
-        id_in_use_seen_ = clock_.Now().time_since_epoch().count() + 1;  // 0: never
-      }
+  if (const auto other = written_ ? AnothersLease() : std::nullopt) {
+    if (!IdInUseElsewhere()) {
+      LogError(
+          "another live process uses this replica id: each may take the other's claims for "
+          "orphans; give each replica its own APP_REPLICA_ID",
+          {{"replica", config_.replica_id}, {"host", other->host}, {"pid", other->pid}});
     }
+    id_in_use_seen_ = clock_.Now().time_since_epoch().count() + 1;  // 0: never
   }
   return Write(/*stopped=*/false);
 }
@@ -129,10 +133,7 @@ void LeaseBook::MarkStopped() {
   std::lock_guard lock(mu_);
   // Only over a lease of ours: a process refused at start-up, or a twin whose heartbeat found
   // the other's write, must not mark that process's lease stopped.
-  if (!written_) return;
-  if (auto text = fs::ReadSmallFile(PathOf(config_.replica_id), 4096); text.ok()) {
-    if (const auto lease = ParseLease(*text); lease && lease->instance != instance_) return;
-  }
+  if (!written_ || AnothersLease()) return;
   if (Status s = Write(/*stopped=*/true); !s.ok()) {
     LogWarn("could not mark the lease stopped", {{"error", s.ToString()}});
   }

@@ -23,6 +23,8 @@
 
 namespace nbu::core {
 
+struct LeaseText;  // lease.cpp
+
 class LeaseBook {
  public:
   LeaseBook(const Config& config, Clock& clock);
@@ -64,12 +66,15 @@ class LeaseBook {
   void Record(const std::string& owner, const Result<std::string>& content, MonoTime now);
   std::string PathOf(const std::string& owner) const;
   Status Write(bool stopped);  // mu_ held
+  // This replica's lease as another instance last wrote it; nothing when the last write is
+  // ours, or the file cannot be read or parsed. mu_ held.
+  std::optional<LeaseText> AnothersLease() const;
   const Config& config_;
   Clock& clock_;
   const std::string instance_;  // random, per process
   std::mutex mu_;
   uint64_t seq_ = 0;      // guarded by mu_
-  bool written_ = false;  // guarded by mu_: a lease of ours is there
+  bool written_ = false;  // guarded by mu_: this process has written a lease
   // When a heartbeat last found another instance's write (steady-clock ticks + 1; 0: never).
   // Atomic: status reads it while a heartbeat may be stuck in the volume's I/O under mu_.
   std::atomic<int64_t> id_in_use_seen_{0};
