@@ -36,13 +36,6 @@ char* CopyBuffer() {
 // Marks a staging copy whose source changed while it was read: wait and try again, not a fault.
 const std::string kTornCopy = "source changed while it was copied";
 
-// Staging full or failing (StagingFailure), counted there under its own reason.
-constexpr std::string_view kStagingFull = "staging is full: ";
-constexpr std::string_view kStagingFails = "staging fails: ";
-bool IsStagingFailure(const Status& s) {
-  return s.message().starts_with(kStagingFull) || s.message().starts_with(kStagingFails);
-}
-
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 }  // namespace
@@ -294,9 +287,9 @@ Status FileProcessor::StagingFailure(const std::string& what, int err) {
   (full ? d_.inst.staging_full_at : d_.inst.staging_failing_at) =
       d_.clock.Now().time_since_epoch().count();
   d_.inst.attempt_failures.Add(1, {{"reason", full ? "staging_full" : "staging_failing"}});
-  return Status(ErrorKind::kUnavailable, std::string(full ? kStagingFull : kStagingFails) +
-                                             ErrnoStatus(what, err).message() + " (" +
-                                             d_.config.staging_root + ")");
+  return Status(ErrorKind::kStaging, std::string(full ? "staging is full: " : "staging fails: ") +
+                                         ErrnoStatus(what, err).message() + " (" +
+                                         d_.config.staging_root + ")");
 }
 
 Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {
@@ -733,28 +726,27 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     // container gone and not recreatable yet (BlobClient recreates it), or staging full or
     // failing: not the file's fault, waited out.
     bool environmental = s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kBusy ||
-                         s.kind() == ErrorKind::kAuth;
-    if (s.kind() != ErrorKind::kUnavailable || IsStagingFailure(s)) {
+                         s.kind() == ErrorKind::kAuth || s.kind() == ErrorKind::kStaging;
+    if (s.kind() != ErrorKind::kUnavailable) {
       unreachable.reset();
     } else if (StorageFailsOnlyThis(unreachable)) {
       environmental = false;
     }
-    if (environmental && !IsStagingFailure(s)) {
+    // Staging failures are counted where they happen, as staging_full or staging_failing.
+    if (torn) {
+      d_.inst.attempt_failures.Add(1, {{"reason", "torn_copy"}});
+    } else if (s.kind() != ErrorKind::kStaging) {
       d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});
     }
+    if (!torn)
+      d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
     if (!torn && !environmental) {
       ++attempts;
-      d_.inst.attempt_failures.Add(1, {{"reason", ToString(s.kind())}});
-      d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
       if (s.kind() == ErrorKind::kPermanent || attempts >= d_.config.max_file_attempts) {
         DeadLetter(claim, s, attempts);
         root.SetError(s.ToString());
         break;
       }
-    } else if (torn) {
-      d_.inst.attempt_failures.Add(1, {{"reason", "torn_copy"}});
-    } else {
-      d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), s.ToString());
     }
     const Duration delay =
         torn ? FromSeconds(std::max(d_.config.min_file_age_s, 0.1))

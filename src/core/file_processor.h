@@ -140,7 +140,7 @@ class FileProcessor {
                        std::stop_token stop);
   Status Complete(const ClaimPath& claim);
   // A failed staging call: out of space or quota, it is this replica's problem, not the file's
-  // (kUnavailable: the attempt waits and does not count, and the status says staging_full).
+  // (kStaging: the attempt waits and does not count, and the status says staging_full).
   Status StagingFailure(const std::string& what, int err);
   // Renames the claim to carry `runs` (in flight under both names meanwhile); on success the
   // claim is the renamed one.

@@ -17,6 +17,7 @@ enum class ErrorKind {
                  // environmental, not the item's fault, so it does not use up a file's attempts
   kBusy,         // the service throttled us past every retry (429, 503, 500 OperationTimedOut):
                  // it is up and asks for less; never the item's fault
+  kStaging,      // this replica's staging disk is full or failing: its trouble, not the item's
   kNotFound,     // the thing is gone (ENOENT, 404): usually someone else got there first
   kConflict,     // the target exists / a precondition failed (EEXIST, 409, 412)
   kPermanent,    // retrying will not help this item: quarantine it (bad name, 400, EACCES)
