@@ -258,7 +258,8 @@ TEST(ConfigTest, ANamedEnvFileMustBeReadable) {
   EXPECT_NE(errors[0].find("missing.env"), std::string::npos) << errors[0];
   errors.clear();
   LoadEnvironment(dir.path(), /*required=*/false, &errors);  // a directory: not readable as one
-  EXPECT_EQ(errors.size(), 1u);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], "APP_ENV_FILE: " + dir.path() + " is not a file");
   errors.clear();
   // A FIFO without a writer does not hang start-up: it reads as empty.
   ASSERT_EQ(::mkfifo((dir / "fifo.env").c_str(), 0600), 0);

@@ -96,17 +96,12 @@ class FileProcessorAzuriteTest : public ::testing::Test {
   double Count(telemetry::Counter& c) const { return c.Value(); }
   // A client of the container through `proxy`, with two quick tries per request.
   std::unique_ptr<azure::BlobClient> ClientVia(const nbu::test::FaultProxy& proxy) const {
-    azure::BlobClientOptions o;
-    o.endpoint =
-        "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount;
-    o.account = nbu::test::kAzuriteAccount;
-    o.container = config_.azure_container;
-    o.retry.max_attempts = 2;
-    o.retry.base_delay = std::chrono::milliseconds(10);
-    auto cred =
-        azure::SharedKeyCredential::Create(nbu::test::kAzuriteAccount, nbu::test::kAzuriteKey);
-    return std::make_unique<azure::BlobClient>(o, *cred, std::make_shared<azure::HttpTransport>(),
-                                               RealClock::Instance());
+    azure::RetryOptions retry;
+    retry.max_attempts = 2;
+    retry.base_delay = std::chrono::milliseconds(10);
+    return nbu::test::MakeBlobClient(
+        "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
+        config_.azure_container, retry);
   }
   // A claim of `base` interrupted as often as the limit is dead-lettered unsent, then revived
   // and uploaded.

@@ -143,6 +143,7 @@ TEST_F(LeaseTest, OnlyTheHolderCanMarkItsLeaseStopped) {
   ASSERT_TRUE(twin.Heartbeat().ok());
   ASSERT_TRUE(holder.Heartbeat().ok());
   const auto holders = fs::ReadSmallFile(LeasePath());
+  ASSERT_TRUE(holders.ok());
   twin.MarkStopped();
   EXPECT_EQ(*fs::ReadSmallFile(LeasePath()), *holders);
 

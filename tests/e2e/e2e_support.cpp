@@ -26,6 +26,14 @@ std::vector<std::string> BlobNames(const std::string& session, const std::string
   return names;
 }
 
+std::optional<std::string> GetBlobOf(azure::BlobClient& blobs, const std::string& session,
+                                     const std::string& rel) {
+  for (const auto& name : BlobNames(session, rel)) {
+    if (auto got = blobs.GetBlob(name); got.ok()) return *got;
+  }
+  return std::nullopt;
+}
+
 std::vector<std::string> Volume::Files(const std::string& root) {
   std::vector<std::string> out;
   std::error_code ec;

@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ std::string ConnectionStringVia(int port);
 // Where the blob of <session>/<rel> can be: under the UTC date its claim was made, which is
 // today's or, after a midnight since, yesterday's (never tomorrow's: the claim came first).
 std::vector<std::string> BlobNames(const std::string& session, const std::string& rel);
+// The content of the blob of <session>/<rel>, under whichever of those names it is; nothing
+// when there is none.
+std::optional<std::string> GetBlobOf(azure::BlobClient& blobs, const std::string& session,
+                                     const std::string& rel);
 
 // Directories shared by every replica of one test (the "NFS volume").
 struct Volume {

@@ -11,7 +11,6 @@
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <thread>
 #include <vector>
 
 namespace nbu::test {
@@ -42,11 +41,7 @@ class FaultE2E : public ::testing::Test {
     return up;
   }
   std::optional<std::string> GetBlob(const std::string& session, const std::string& rel) {
-    for (const auto& name : BlobNames(session, rel)) {
-      auto got = blobs_->GetBlob(name);
-      if (got.ok()) return *got;
-    }
-    return std::nullopt;
+    return GetBlobOf(*blobs_, session, rel);
   }
   bool Arrived(const std::string& session, const std::string& rel, const std::string& data) {
     auto got = GetBlob(session, rel);

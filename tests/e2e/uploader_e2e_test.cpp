@@ -44,11 +44,7 @@ class UploaderE2E : public ::testing::Test {
 
   // The blob of <session>/<rel>, if it exists.
   std::optional<std::string> Blob(const std::string& session, const std::string& rel) {
-    for (const auto& name : BlobNames(session, rel)) {
-      auto r = blobs_->GetBlob(name);
-      if (r.ok()) return *r;
-    }
-    return std::nullopt;
+    return GetBlobOf(*blobs_, session, rel);
   }
 
   // Waits until every expected file is in storage byte for byte.
@@ -418,6 +414,9 @@ TEST_F(UploaderE2E, TheReplicaIdWaitAnswersProbesRefusesPostsAndEndsOnSigterm) {
   EXPECT_EQ(ReadFile(lease_path), lease) << "the twin wrote over the holder's lease";
   first.process().Signal(SIGCONT);
   EXPECT_FALSE(std::filesystem::exists(volume_.incoming() + "/early"));
+  // The holder's next heartbeat compares the lease with its own last write before it writes.
+  ASSERT_TRUE(WaitFor([&] { return ReadFile(lease_path) != lease; }, 10s));
+  EXPECT_EQ(first.Status()["degraded"], nlohmann::json::array()) << first.process().ReadLog();
 }
 
 TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {

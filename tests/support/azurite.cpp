@@ -1,9 +1,6 @@
 #include "support/azurite.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <stdexcept>
@@ -12,14 +9,9 @@ namespace nbu::test {
 namespace {
 
 bool PortAcceptsConnections(int port) {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(s);
-  return ok;
+  const int s = ConnectLoopback(port);
+  if (s >= 0) ::close(s);
+  return s >= 0;
 }
 
 }  // namespace

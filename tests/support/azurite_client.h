@@ -13,8 +13,10 @@ namespace nbu::test {
 
 // `endpoint`: the Azurite account's blob endpoint, or a proxy's in front of it.
 inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const std::string& endpoint,
-                                                         const std::string& container) {
+                                                         const std::string& container,
+                                                         const azure::RetryOptions& retry = {}) {
   azure::BlobClientOptions o;
+  o.retry = retry;
   o.endpoint = endpoint;
   o.account = kAzuriteAccount;
   o.container = container;

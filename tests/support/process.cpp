@@ -35,15 +35,20 @@ bool InheritedByChildren(const std::string& name) {
          (name.size() > 11 && name.ends_with("SAN_OPTIONS"));
 }
 
+sockaddr_in LoopbackAddress(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  return addr;
+}
+
 // 127.0.0.1:port can be bound now. No SO_REUSEADDR: a port with a connection in TIME_WAIT is
 // passed over too.
 bool LoopbackPortBinds(int port) {
   const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
+  sockaddr_in addr = LoopbackAddress(port);
   const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(s);
   return ok;
@@ -52,10 +57,7 @@ bool LoopbackPortBinds(int port) {
 // A port the kernel picks (from the ephemeral range), bound and released.
 int KernelChosenPort() {
   const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  sockaddr_in addr = LoopbackAddress(0);
   ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   socklen_t len = sizeof addr;
   ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -225,11 +227,8 @@ int FreeLoopbackPort() {
 int ConnectLoopback(int port) {
   const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  const sockaddr_in addr = LoopbackAddress(port);
+  if (::connect(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(s);
     return -1;
   }
