@@ -100,9 +100,7 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     info.kind = CredentialKind::kSharedKey;
     info.account_key = key;
   } else if (!sas.empty()) {
-    if (sas.find("sig=") == std::string::npos) {
-      return Bad("SharedAccessSignature has no sig= parameter");
-    }
+    if (const auto problem = SasTokenProblem(sas)) return Bad("SharedAccessSignature " + *problem);
     info.kind = CredentialKind::kSas;
     info.sas_token = sas;
     if (info.account.empty()) info.account = AccountFromEndpoint(info.endpoint);

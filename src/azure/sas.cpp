@@ -5,6 +5,14 @@
 
 namespace nbu::azure {
 
+std::optional<std::string> SasTokenProblem(const std::string& token) {
+  if (token.find("://") != std::string::npos) {
+    return "is a URL; give only its query (the part after ?)";
+  }
+  if (token.find("sig=") == std::string::npos) return "has no sig= parameter";
+  return std::nullopt;
+}
+
 SasCredential::SasCredential(std::string token)
     : token_(!token.empty() && token.front() == '?' ? token.substr(1) : std::move(token)) {}
 

@@ -3,9 +3,15 @@
 
 #include "azure/credential.h"
 
+#include <optional>
 #include <string>
 
 namespace nbu::azure {
+
+// What is wrong with a SAS token as given (a leading '?' is fine), or nothing: a whole SAS URL
+// pasted in its place, or no signature. Either fails every request with 403. The message never
+// repeats the token.
+std::optional<std::string> SasTokenProblem(const std::string& token);
 
 class SasCredential final : public Credential {
  public:

@@ -161,16 +161,9 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
       errors->push_back(s.message() + " for a SAS");
       return false;
     }
-    // A token without its signature, or a whole "SAS URL" pasted here, fails every request
-    // with 403 and the service would wait for ever: refused now (the value is not echoed).
-    if (c.azure_sas_token.find("://") != std::string::npos) {
-      errors->push_back(
-          "APP_AZURE_SAS_TOKEN: is a URL; give only its query (the part after ?), and the "
-          "account's blob endpoint in APP_AZURE_ACCOUNT_URL");
-      return false;
-    }
-    if (c.azure_sas_token.find("sig=") == std::string::npos) {
-      errors->push_back("APP_AZURE_SAS_TOKEN: has no sig= parameter");
+    // The service would otherwise wait for ever on 403s.
+    if (const auto problem = azure::SasTokenProblem(c.azure_sas_token)) {
+      errors->push_back("APP_AZURE_SAS_TOKEN: " + *problem);
       return false;
     }
     out->endpoint = TrimSlash(c.azure_account_url);
