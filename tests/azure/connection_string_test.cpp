@@ -82,9 +82,10 @@ TEST(ConnectionStringTest, ErrorsNameTheFieldButNeverTheSecret) {
   ExpectError("AccountName=a", "neither AccountKey nor SharedAccessSignature");
   ExpectError("BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature=s3cr3t",
               "SharedAccessSignature has no sig= parameter");
-  ExpectError("BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature="
-              "https://a.blob.core.windows.net/c?sv=1&sig=s3cr3t",
-              "SharedAccessSignature is a URL");
+  ExpectError(
+      "BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature="
+      "https://a.blob.core.windows.net/c?sv=1&sig=s3cr3t",
+      "SharedAccessSignature is a URL");
   ExpectError("AccountName=a;s3cr3tWithoutEquals", "entry 2");
   ExpectError(std::string("AccountName=a;AccountKey=") + kKey + ";AccountKey=s3cr3t", "twice");
   ExpectError("UseDevelopmentStorage=true", "UseDevelopmentStorage");
