@@ -170,11 +170,23 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       const ErrorKind kind = s.kind() == ErrorKind::kAuth || s.kind() == ErrorKind::kCancelled
                                  ? s.kind()
                                  : ErrorKind::kUnavailable;
+      if (kind != ErrorKind::kCancelled) {
+        Observe(kind == ErrorKind::kAuth ? TryOutcome::kRefused : TryOutcome::kUnreachable);
+      }
       return Status(kind, op + " " + safe_url + ": " + s.message());
     }
     Result<HttpResponse> result = transport_->Send(req);
     if (!result.ok() && result.status().kind() == ErrorKind::kCancelled) {
       return Status(ErrorKind::kCancelled, op + " " + safe_url);
+    }
+    if (!result.ok()) {
+      Observe(TryOutcome::kUnreachable);
+    } else if (result->status == 403 || (result->status == 401 && reauthorized)) {
+      Observe(TryOutcome::kRefused);
+    } else if (result->status != 401) {  // a first 401 is tried again at once
+      const bool failed =
+          IsRetryableStatus(result->status) && !IsThrottling(result->status, ErrorCode(*result));
+      Observe(failed ? TryOutcome::kUnreachable : TryOutcome::kAnswered);
     }
     if (result.ok() &&
         std::find(ok_statuses.begin(), ok_statuses.end(), result->status) != ok_statuses.end()) {

@@ -90,6 +90,14 @@ struct BlockInfo {
   uint64_t size = 0;
 };
 
+// How storage met one try of a request.
+enum class TryOutcome {
+  kAnswered,     // any answer but those below: storage is up (throttling included)
+  kUnreachable,  // no answer (connection error, timeout), or 408, 500, 502, 504; no token to be
+                 // had because its endpoint did not answer
+  kRefused,      // 401 (after one reauthorization) or 403, or the token endpoint refused us
+};
+
 // Hooks for metrics; all optional, called from request threads.
 struct BlobClientObserver {
   std::function<void(const std::string& reason)> on_retry;  // e.g. "503", "connection"
@@ -98,6 +106,7 @@ struct BlobClientObserver {
   // Crc64Mismatch, or an echoed CRC-64 that differs): bytes changed between the read that was
   // hashed and the wire (the staging copy, memory, the network). The attempt is repeated.
   std::function<void(const std::string& op)> on_checksum_mismatch;
+  std::function<void(TryOutcome)> on_try;  // after every try (not a cancelled one)
 };
 
 // Thread-safe: one client is shared by all workers.
@@ -147,6 +156,9 @@ class BlobClient {
   // container is recreated and the request sent once more.
   Result<HttpResponse> Execute(HttpRequest req, const std::string& op, std::stop_token stop,
                                std::initializer_list<long> ok_statuses, bool writes_blob = false);
+  void Observe(TryOutcome outcome) const {
+    if (observer_.on_try) observer_.on_try(outcome);
+  }
 
   BlobClientOptions options_;
   bool path_style_;

@@ -5,6 +5,20 @@
 
 namespace nbu::core {
 
+void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
+  latest_.store((now.time_since_epoch().count() << 2) | static_cast<int64_t>(outcome),
+                std::memory_order_relaxed);
+}
+
+const char* StorageHealth::Trouble(MonoTime now, Duration hold) const {
+  const int64_t latest = latest_.load(std::memory_order_relaxed);
+  const auto outcome = static_cast<azure::TryOutcome>(latest & 3);
+  if (latest == 0 || outcome == azure::TryOutcome::kAnswered) return nullptr;
+  if (now - MonoTime(MonoTime::duration(latest >> 2)) > hold) return nullptr;
+  return outcome == azure::TryOutcome::kRefused ? "storage_refuses_credentials"
+                                                : "storage_unreachable";
+}
+
 void RecentWindow::Add(MonoTime now, uint64_t bytes, double latency_s) {
   std::lock_guard lock(mu_);
   samples_.push_back({now, bytes, latency_s});

@@ -2,6 +2,7 @@
 // /v1/status reports (throughput over the last minute, ready-to-commit latency percentiles).
 #pragma once
 
+#include "azure/blob_client.h"
 #include "telemetry/metrics.h"
 #include "util/clock.h"
 
@@ -51,6 +52,20 @@ class RecentErrors {
   std::deque<std::vector<std::string>> items_;  // guarded by mu_
 };
 
+// How storage met this replica's latest request try, for the status and its gauges.
+class StorageHealth {
+ public:
+  void Record(azure::TryOutcome outcome, MonoTime now);
+  // The trouble the latest try showed, unless storage answered it or it is older than `hold`
+  // (no try since: nothing is waiting on storage): "storage_unreachable",
+  // "storage_refuses_credentials", or null.
+  const char* Trouble(MonoTime now, Duration hold) const;
+
+ private:
+  // The latest try's steady-clock time (ns) shifted left by 2, or'ed with its outcome; 0: none.
+  std::atomic<int64_t> latest_{0};
+};
+
 struct Instruments {
   explicit Instruments(telemetry::MetricsRegistry& registry);
 
@@ -80,6 +95,7 @@ struct Instruments {
   // When staging last ran out of space or quota (a steady-clock time since epoch; 0: never).
   std::atomic<MonoTime::rep> staging_full_at{0};
   std::atomic<MonoTime::rep> staging_failing_at{0};  // another staging error (read-only, EIO...)
+  StorageHealth storage;
 };
 
 }  // namespace nbu::core

@@ -48,9 +48,18 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
   metrics.AddGauge("files.dead_letter", "Files in the dead-letter area", "1",
                    [this] { return static_cast<double>(sweeper_.dead_letters().count); });
   // The degraded states no counter shows (invariant 6): 1 while they last.
-  metrics.AddGauge("storage.refuses_credentials",
-                   "1 while storage answers the start-up check with 401 or 403", "1",
-                   [this] { return !storage_ok_ && storage_refuses_us_ ? 1.0 : 0.0; });
+  for (const auto& [gauge, trouble, help] :
+       {std::tuple{"storage.unreachable", "storage_unreachable",
+                   "1 while storage's latest answer to this replica was none (a connection error "
+                   "or timeout) or a 408, 500, 502 or 504"},
+        std::tuple{"storage.refuses_credentials", "storage_refuses_credentials",
+                   "1 while storage's latest answer to this replica was 401 or 403, or the "
+                   "token endpoint refused us"}}) {
+    metrics.AddGauge(gauge, help, "1", [this, trouble = std::string(trouble)] {
+      const char* now = StorageTrouble();
+      return now != nullptr && now == trouble ? 1.0 : 0.0;
+    });
+  }
   metrics.AddGauge("lease.write_failing", "1 while this replica cannot write its lease", "1",
                    [this] { return lease_ok_ ? 0.0 : 1.0; });
   metrics.AddGauge("replica.id_in_use",
@@ -103,8 +112,8 @@ void Service::StartupLoop(std::stop_token stop) {
       storage_ok_ = true;
       break;
     }
-    storage_refuses_us_ = s.kind() == ErrorKind::kAuth;
-    LogWarn(storage_refuses_us_ ? "storage refuses our credentials" : "storage not reachable yet",
+    LogWarn(s.kind() == ErrorKind::kAuth ? "storage refuses our credentials"
+                                         : "storage not reachable yet",
             {{"error", s.ToString()}, {"attempt", attempt}});
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString());
     clock_.SleepFor(std::min<Duration>(1s * attempt, 30s), stop);
@@ -445,9 +454,7 @@ nlohmann::json Service::StatusJson() const {
   }
   s["recent_errors"] = errs;
   nlohmann::json degraded = nlohmann::json::array();
-  if (!storage_ok_ && started_) {
-    degraded.push_back(storage_refuses_us_ ? "storage_refuses_credentials" : "storage_unreachable");
-  }
+  if (const char* trouble = StorageTrouble()) degraded.push_back(trouble);
   if (!lease_ok_) degraded.push_back("lease_write_failing");
   if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},

@@ -82,6 +82,13 @@ class Service {
   // Waits until no file is in flight (true), or until `deadline` or `stop` (false).
   bool WaitInflightDone(MonoTime deadline, std::stop_token stop);
   std::optional<SessionState> CurrentSession() const;
+  // What storage's latest answer to this replica says is wrong with it (see StorageHealth), held
+  // past the longest pause between the tries of a file that waits on storage: a request's retry
+  // delay and a file's backoff (each at most APP_AZURE_RETRY_MAX_S) and a stalled transfer's
+  // minute. Null when nothing is.
+  const char* StorageTrouble() const {
+    return inst_.storage.Trouble(clock_.Now(), FromSeconds(2 * config_.azure_retry_max_s + 60));
+  }
 
   const Config& config_;
   Clock& clock_;
@@ -99,8 +106,7 @@ class Service {
   std::atomic<bool> ready_{false};
   std::atomic<bool> started_{false};
   std::atomic<bool> storage_ok_{false};
-  std::atomic<bool> storage_refuses_us_{false};  // the start-up check's last answer was 401/403
-  std::atomic<bool> put_blob_crc64_{false};      // see ChoosePutBlobCheck
+  std::atomic<bool> put_blob_crc64_{false};  // see ChoosePutBlobCheck
   std::atomic<bool> lease_ok_{true};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked

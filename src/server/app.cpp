@@ -171,6 +171,9 @@ int Main(int argc, char** argv) {
   telemetry::Telemetry telemetry(tcfg.config, clock);
   core::Instruments* inst = nullptr;
   azure::BlobClientObserver observer;
+  observer.on_try = [&inst, &clock](azure::TryOutcome outcome) {
+    if (inst != nullptr) inst->storage.Record(outcome, clock.Now());
+  };
   observer.on_retry = [&inst](const std::string& reason) {
     if (inst != nullptr) inst->retries.Add(1, {{"reason", reason}});
   };

@@ -36,7 +36,7 @@ class BlobClientAzuriteTest : public ::testing::Test {
   static Azurite* azurite_;
   std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
   std::atomic<int> retries_{0};
-  BlobClientObserver observer_{[this](const std::string&) { ++retries_; }, {}, {}};
+  BlobClientObserver observer_{[this](const std::string&) { ++retries_; }, {}, {}, {}};
 };
 
 Azurite* BlobClientAzuriteTest::azurite_ = nullptr;

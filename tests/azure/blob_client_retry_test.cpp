@@ -22,6 +22,7 @@ using namespace std::chrono_literals;
 class CountingCredential : public Credential {
  public:
   Status Authorize(HttpRequest& req, const std::string&, bool) override {
+    if (!fails.ok()) return fails;
     ++authorizations;
     req.SetHeader("Authorization", "Test " + std::to_string(authorizations.load()));
     return Status::Ok();
@@ -30,6 +31,7 @@ class CountingCredential : public Credential {
   std::string Describe() const override { return "test"; }
   std::atomic<int> authorizations{0};
   std::atomic<int> invalidations{0};
+  Status fails;  // when not ok: no token to be had, for this reason
 };
 
 class BlobClientRetryTest : public ::testing::Test {
@@ -103,6 +105,9 @@ class BlobClientRetryTest : public ::testing::Test {
       res.status = 201;
     } else if (name == "denied") {
       res.status = 401;
+    } else if (name == "forbidden") {  // a role assignment missing, a SAS expired
+      res.status = 403;
+      res.set_header("x-ms-error-code", "AuthorizationPermissionMismatch");
     } else if (name == "echo-other-crc") {  // stores the body, computing another CRC-64
       res.status = 201;
       res.set_header("x-ms-content-crc64", "AAAAAAAAAAE=");
@@ -236,7 +241,7 @@ TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
   std::vector<std::string> reasons;
   int throttled = 0;
   BlobClient client = MakeClient(
-      cred, {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }, {}});
+      cred, {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }, {}, {}});
   const std::string data = "abc";
   ASSERT_TRUE(client.PutBlock("flaky", "0001", Body::FromMemory(data), Md5::Of(data)).ok());
   EXPECT_EQ(reasons, (std::vector<std::string>{"503", "503"}));
@@ -292,6 +297,43 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
   EXPECT_EQ(cred->invalidations, 2);
   std::lock_guard lock(mu_);
   EXPECT_EQ(calls_["/acct/c/denied"], 2);
+}
+
+// Every try tells the observer what it says of storage, for the status's degraded states: a
+// throttling answer and a missing blob are answers; 500s and no connection are not; 403, and a
+// 401 that outlasts reauthorization, refuse our credentials, as does a token endpoint refusing us.
+TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefused) {
+  using enum TryOutcome;
+  auto cred = std::make_shared<CountingCredential>();
+  std::vector<TryOutcome> tries;
+  BlobClientObserver observer;
+  observer.on_try = [&](TryOutcome t) { tries.push_back(t); };
+  BlobClient client = MakeClient(cred, observer);
+  const std::string data = "x";
+  auto put = [&](const std::string& name) {
+    tries.clear();
+    (void)client.PutBlob(name, Body::FromMemory(data), Md5::Of(data), {});
+    return tries;
+  };
+  EXPECT_EQ(put("ok"), std::vector{kAnswered});
+  EXPECT_EQ(put("flaky"), (std::vector{kAnswered, kAnswered, kAnswered}));
+  EXPECT_EQ(put("busy"), (std::vector{kUnreachable, kUnreachable, kUnreachable, kUnreachable}));
+  EXPECT_EQ(put("overloaded"), (std::vector{kAnswered, kAnswered, kAnswered, kAnswered}));
+  EXPECT_EQ(put("stale-token"), std::vector{kAnswered});
+  EXPECT_EQ(put("denied"), std::vector{kRefused});
+  EXPECT_EQ(put("forbidden"), std::vector{kRefused});
+  EXPECT_EQ(put("nothing-here"), std::vector{kAnswered});
+  cred->fails = Status(ErrorKind::kAuth, "token endpoint: HTTP 400 invalid_client");
+  EXPECT_EQ(put("ok"), std::vector{kRefused});
+  cred->fails = Status(ErrorKind::kUnavailable, "token endpoint: connection refused");
+  EXPECT_EQ(put("ok"), std::vector{kUnreachable});
+
+  cred->fails = Status::Ok();
+  options_.endpoint = "http://127.0.0.1:1/acct";
+  BlobClient nowhere = MakeClient(cred, observer);
+  tries.clear();
+  (void)nowhere.GetBlob("x");
+  EXPECT_EQ(tries, (std::vector{kUnreachable, kUnreachable, kUnreachable, kUnreachable}));
 }
 
 TEST_F(BlobClientRetryTest, StatusMapping) {
@@ -352,7 +394,7 @@ TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
   options_.endpoint = "http://127.0.0.1:1/acct";
   std::vector<std::string> reasons;
   BlobClient client = MakeClient(std::make_shared<CountingCredential>(),
-                                 {[&](const std::string& r) { reasons.push_back(r); }, {}, {}});
+                                 {[&](const std::string& r) { reasons.push_back(r); }, {}, {}, {}});
   auto r = client.GetBlob("x");
   EXPECT_EQ(r.status().kind(), ErrorKind::kUnavailable);
   EXPECT_NE(r.status().message().find("curl error"), std::string::npos) << r.status().message();

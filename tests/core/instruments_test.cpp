@@ -40,6 +40,23 @@ TEST(RecentWindowTest, MemoryIsBounded) {
   EXPECT_EQ(w.Summarize(MonoTime{} + 1s).samples, 10u);
 }
 
+// The latest try decides, an answer clears it, and it lapses once no try has followed for `hold`.
+TEST(StorageHealthTest, TheLatestTryDecidesUntilItIsOlderThanTheHold) {
+  using azure::TryOutcome;
+  StorageHealth h;
+  const MonoTime t0 = MonoTime{} + 1000s;
+  EXPECT_EQ(h.Trouble(t0, 60s), nullptr) << "no try yet: nothing known to be wrong";
+  h.Record(TryOutcome::kUnreachable, t0);
+  EXPECT_STREQ(h.Trouble(t0 + 60s, 60s), "storage_unreachable");
+  EXPECT_EQ(h.Trouble(t0 + 61s, 60s), nullptr);
+  h.Record(TryOutcome::kRefused, t0 + 70s);
+  EXPECT_STREQ(h.Trouble(t0 + 71s, 60s), "storage_refuses_credentials");
+  h.Record(TryOutcome::kAnswered, t0 + 72s);
+  EXPECT_EQ(h.Trouble(t0 + 73s, 60s), nullptr);
+  h.Record(TryOutcome::kUnreachable, MonoTime{});
+  EXPECT_STREQ(h.Trouble(MonoTime{}, 60s), "storage_unreachable");
+}
+
 TEST(InstrumentsTest, SeedMetricNamesAndKinds) {
   telemetry::MetricsRegistry r;
   Instruments inst(r);

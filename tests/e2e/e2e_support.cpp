@@ -99,6 +99,19 @@ ApiResponse UploaderProcess::Call(const std::string& method, const std::string& 
   return out;
 }
 
+std::string UploaderProcess::Metric(const std::string& name) {
+  httplib::Client cli("127.0.0.1", port_);
+  cli.set_connection_timeout(2);
+  cli.set_read_timeout(10);
+  const httplib::Result r = cli.Get("/metrics");
+  if (!r) return "";
+  const std::string line = "\n" + name + " ";
+  const size_t at = r->body.find(line);
+  if (at == std::string::npos) return "";
+  const size_t from = at + line.size();
+  return r->body.substr(from, r->body.find('\n', from) - from);
+}
+
 ApiResponse UploaderProcess::BodilessPost(const std::string& path) {
   // No Content-Length, no Transfer-Encoding, and the connection stays open for writing (as curl
   // -X POST leaves it): the request has no body.

@@ -62,6 +62,8 @@ class UploaderProcess {
   ApiResponse Raw(const std::string& request);
   bool WaitReady(std::chrono::milliseconds timeout = std::chrono::seconds(60));
   nlohmann::json Status() { return Call("GET", "/v1/status").body; }
+  // An unlabelled series' value as /metrics shows it ("" when absent).
+  std::string Metric(const std::string& name);
   ChildProcess& process() { return *proc_; }
   int port() const { return port_; }
   std::string staging() const { return staging_; }

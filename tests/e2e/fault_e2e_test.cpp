@@ -65,12 +65,14 @@ class FaultE2E : public ::testing::Test {
     EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
     EXPECT_TRUE(Volume::Files(up.staging()).empty());
   }
-  std::map<std::string, std::string> DropFiles(const std::string& session, uint32_t n,
-                                               size_t size) {
+  // Files <prefix>0.bin.. of `size` bytes, each of its own pattern (from `first_seed` on).
+  std::map<std::string, std::string> DropFiles(const std::string& session, uint32_t n, size_t size,
+                                               const std::string& prefix = "f",
+                                               uint32_t first_seed = 1000) {
     std::map<std::string, std::string> files;
     for (uint32_t i = 0; i < n; ++i) {
-      const std::string rel = "f" + std::to_string(i) + ".bin";
-      files[rel] = PatternBytes(size, i + 1000);
+      const std::string rel = prefix + std::to_string(i) + ".bin";
+      files[rel] = PatternBytes(size, i + first_seed);
       WriteFile(volume_.incoming() + "/" + session + "/" + rel, files[rel]);
     }
     return files;
@@ -268,13 +270,9 @@ TEST_F(FaultE2E, StorageDownForSecondsThenIngestResumesOnItsOwn) {
   ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"down"})").status, 200);
   auto first = DropFiles("down", 5, 4096);
   ExpectAllArrive("down", first, 60s);
+  EXPECT_EQ(up->Status()["degraded"], nlohmann::json::array());
   azurite_->Stop();
-  std::map<std::string, std::string> second;
-  for (int i = 0; i < 10; ++i) {
-    const std::string rel = "later" + std::to_string(i) + ".bin";
-    second[rel] = PatternBytes(4096, static_cast<uint32_t>(i + 50));
-    WriteFile(volume_.incoming() + "/down/" + rel, second[rel]);
-  }
+  const auto second = DropFiles("down", 10, 4096, "later", 50);
   // Proof the outage was met: a file dropped during it failed to upload, was tried again, and
   // failed again (the status keeps the last 20 errors, and at most 10 files fail over and over,
   // so one of them shows twice once they have failed for a while).
@@ -292,10 +290,46 @@ TEST_F(FaultE2E, StorageDownForSecondsThenIngestResumesOnItsOwn) {
       60s))
       << status.dump();
   EXPECT_EQ(status["counters"]["failed"], 0) << "an outage must not dead-letter files";
+  EXPECT_EQ(status["degraded"], nlohmann::json::array({"storage_unreachable"})) << status.dump();
+  EXPECT_EQ(up->Metric("storage_unreachable"), "1");
   azurite_->Start();
   ExpectAllArrive("down", second, 120s);
   ExpectNothingLeft(*up);
   EXPECT_TRUE(Volume::Files(volume_.failed()).empty());
+  EXPECT_EQ(up->Status()["degraded"], nlohmann::json::array());
+  EXPECT_EQ(up->Metric("storage_unreachable"), "0");
+}
+
+// Storage refusing our credentials mid-run (a SAS past its expiry, a role assignment removed:
+// Azure answers 403): the files wait on the volume, never dead-lettered, the status and a gauge
+// say why, and once storage takes the credentials again the files go.
+TEST_F(FaultE2E, CredentialsRefusedMidRunAreReportedAndFilesWaitForThem) {
+  auto up = Start({{"APP_AZURE_RETRY_MAX_S", "2"}});
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"refused"})").status, 200);
+  ExpectAllArrive("refused", DropFiles("refused", 3, 4096), 60s);
+  EXPECT_EQ(up->Status()["degraded"], nlohmann::json::array());
+  proxy_->SetPlan(
+      [](const ProxyRequest&) { return FaultAction::Status(403, "AuthenticationFailed"); });
+  const auto late = DropFiles("refused", 3, 4096, "late", 60);
+  nlohmann::json status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        status = up->Status();
+        return status["recent_errors"].size() >= 6;  // each late file refused twice, or so
+      },
+      60s))
+      << status.dump();
+  EXPECT_EQ(status["degraded"], nlohmann::json::array({"storage_refuses_credentials"}))
+      << status.dump();
+  EXPECT_EQ(up->Metric("storage_refuses_credentials"), "1");
+  EXPECT_EQ(status["counters"]["failed"], 0) << "refused credentials must not dead-letter files";
+  EXPECT_FALSE(Arrived("refused", "late0.bin", late.at("late0.bin")));
+  proxy_->SetPlan(nullptr);
+  ExpectAllArrive("refused", late, 60s);
+  ExpectNothingLeft(*up);
+  EXPECT_TRUE(Volume::Files(volume_.failed()).empty());
+  EXPECT_EQ(up->Status()["degraded"], nlohmann::json::array());
+  EXPECT_EQ(up->Metric("storage_refuses_credentials"), "0");
 }
 
 TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
