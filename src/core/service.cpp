@@ -317,7 +317,7 @@ bool Service::Shutdown(Duration grace) {
 
 Service::WatchError Service::StartWatch(const std::string& name, SessionState* out,
                                         std::string* error) {
-  std::lock_guard lock(mu_);
+  std::lock_guard watch(watch_mu_);
   auto loaded = sessions_.Load();
   if (!loaded.ok() && loaded.status().kind() != ErrorKind::kPermanent) {
     *error = loaded.status().ToString();
@@ -338,16 +338,19 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
   if (Status st = fs::MkdirAll(fs::Join(config_.incoming_dir, name)); !st.ok()) {
     LogWarn("cannot create the session directory", {{"error", st.ToString()}});
   }
-  session_ = s;
-  ++session_writes_;
+  {
+    std::lock_guard lock(mu_);
+    session_ = s;
+    ++session_writes_;
+    wake_scan_.request_stop();  // scan now rather than at the next poll
+  }
   *out = s;
-  wake_scan_.request_stop();  // scan now rather than at the next poll
   LogInfo("watch started", {{"session", name}});
   return WatchError::kNone;
 }
 
 Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
-  std::lock_guard lock(mu_);
+  std::lock_guard watch(watch_mu_);
   auto loaded = sessions_.Load();
   if (!loaded.ok()) {
     *error = loaded.status().ToString();
@@ -361,8 +364,11 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
     *error = st.ToString();
     return WatchError::kStorage;
   }
-  session_ = s;
-  ++session_writes_;
+  {
+    std::lock_guard lock(mu_);
+    session_ = s;
+    ++session_writes_;
+  }
   *out = s;
   LogInfo("watch stopped", {{"session", s.name}});
   return WatchError::kNone;
@@ -390,7 +396,7 @@ nlohmann::json Service::StatusJson() const {
   if (stopping_) state = "stopping";
   nlohmann::json s;
   s["state"] = state;
-  s["ready"] = ready_.load();
+  s["ready"] = ready();
   s["replica"] = config_.replica_id;
   s["session"] = session ? nlohmann::json{{"name", session->name},
                                           {"started_at", session->started_at},

@@ -46,7 +46,9 @@ class Service {
   // running a few seconds after that (its thread is not joined).
   bool Shutdown(Duration grace);
 
-  bool ready() const { return ready_.load(); }
+  // Ready once started and recovered, until a shutdown begins.
+  bool ready() const { return ready_.load() && !stopping_.load(); }
+  bool stopping() const { return stopping_.load(); }
   // True once Start ran: before, nothing may change the volume (see CheckReplicaIdFree).
   bool started() const { return started_.load(); }
 
@@ -112,6 +114,9 @@ class Service {
   std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked
   MonoTime started_at_{};
   mutable std::mutex mu_;
+  // Serialises StartWatch and StopWatch, held across their session-file I/O (which mu_ must not
+  // be: status takes mu_, and a hung NFS server would hold it up).
+  std::mutex watch_mu_;
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
   // Guarded by mu_: bumped by each StartWatch and StopWatch, so the scan loop does not cache a
   // read of the session file that began before one of them wrote it.

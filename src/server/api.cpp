@@ -14,11 +14,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 namespace nbu::server {
 namespace {
@@ -40,8 +45,10 @@ class ReceivedRequest final : public httplib::Stream {
 
   explicit ReceivedRequest(int sock) : sock_(sock) {}
 
-  Outcome Receive(const std::atomic<bool>& stopping) {
-    const auto deadline = std::chrono::steady_clock::now() + kRequestTime;
+  // `deadline`: when the whole request must be in (kRequestTime after the connection was
+  // accepted, not after a thread took it up: one that waited its turn has had its time).
+  Outcome Receive(const std::atomic<bool>& stopping,
+                  std::chrono::steady_clock::time_point deadline) {
     size_t need = 0;  // head and body, once the head is in
     char chunk[8192];
     for (;;) {
@@ -49,9 +56,10 @@ class ReceivedRequest final : public httplib::Stream {
         const size_t end = buf_.find("\r\n\r\n");
         if (end == std::string::npos && buf_.size() >= kMaxHead) return Outcome::kHeadTooLarge;
         if (end != std::string::npos) {
-          const Head head = ReadHead(buf_.substr(0, end + 2));
+          const std::string head_text = DropRanges(end + 2);  // through the last header's CRLF
+          const Head head = ReadHead(head_text);
           if (head.refused != Outcome::kComplete) return head.refused;
-          need = end + 4 + head.body;
+          need = head_text.size() + 2 + head.body;
           // A client that waits to be asked for its body is asked (the library would ask too
           // late: only once the body is here). A second 100 from the library is legal HTTP.
           if (head.expects_continue && buf_.size() < need)
@@ -97,12 +105,13 @@ class ReceivedRequest final : public httplib::Stream {
              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
   }
 
-  // Ends the answer, then reads what the client still sends (for up to 1 s, whatever its size:
-  // a refused body may be large) before the socket is closed: closing with unread bytes resets
-  // the connection, and a reset can destroy an answer the client has not read yet.
-  void Finish(const std::atomic<bool>& stopping) {
+  // Ends the answer, then reads what the client still sends (until `until`, at most 1 s from
+  // now, whatever its size: a refused body may be large) before the socket is closed: closing
+  // with unread bytes resets the connection, and a reset can destroy an answer the client has
+  // not read yet.
+  void Finish(const std::atomic<bool>& stopping, std::chrono::steady_clock::time_point until) {
     ::shutdown(sock_, SHUT_WR);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    until = std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(1));
     char chunk[65536];
     while (!stopping.load()) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -120,10 +129,28 @@ class ReceivedRequest final : public httplib::Stream {
     bool expects_continue = false;
     Outcome refused = Outcome::kComplete;
   };
+  // Removes Range and If-Range lines from the head, the first `head_size` bytes of what was
+  // received, and returns what is left of it. No answer here has parts, and the library would
+  // build a range request's answer in memory once per range, overlapping or not: thousands of
+  // copies of /metrics for one request. A server may ignore Range (RFC 9110 14.2).
+  std::string DropRanges(size_t head_size) {
+    for (size_t from = buf_.find('\n'); from != std::string::npos && from + 1 < head_size;) {
+      const size_t eol = buf_.find('\n', from + 1);
+      const std::string name = Lower(buf_.substr(from + 1, std::min<size_t>(9, eol - from)));
+      if (name.rfind("range:", 0) == 0 || name.rfind("if-range:", 0) == 0) {
+        buf_.erase(from + 1, eol - from);
+        head_size -= eol - from;
+      } else {
+        from = eol;
+      }
+    }
+    return buf_.substr(0, head_size);
+  }
   // What the head announces. A chunked body is not waited for (the library refuses it, 411).
-  // Lines are split at any LF: the library skips a line that ends in a bare LF, and then finds
-  // the body shorter than it thought, which it refuses too. Whitespace before a header's colon
-  // is refused (RFC 9112 5.1): the library would take it as part of the name and miss the header.
+  // Refused (RFC 9112 5.1, 2.2, 6.3): whitespace before a header's colon, which the library
+  // would take as part of the name, missing the header; a line ending in a bare LF, which the
+  // library skips, so that a Content-Length it did not see would turn a POST bodiless; and
+  // Content-Length lines that differ.
   static std::string Lower(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -133,12 +160,18 @@ class ReceivedRequest final : public httplib::Stream {
     Head h;
     bool length_seen = false;
     bool chunked = false;
+    size_t length = 0;
+    for (size_t eol = head.find('\n'); eol != std::string::npos; eol = head.find('\n', eol + 1)) {
+      if (eol == 0 || head[eol - 1] != '\r') {
+        h.refused = Outcome::kBadHeader;
+        return h;
+      }
+    }
     size_t from = head.find('\n');  // past the request line
     while (from != std::string::npos && from + 1 < head.size()) {
       const size_t eol = head.find('\n', from + 1);
-      std::string line = head.substr(from + 1, eol - from - 1);
+      std::string line = head.substr(from + 1, eol - from - 2);  // without its CRLF
       from = eol;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
       const size_t colon = line.find(':');
       if (colon == std::string::npos || colon == 0) continue;  // the library refuses it
       if (line[colon - 1] == ' ' || line[colon - 1] == '\t') {
@@ -151,8 +184,7 @@ class ReceivedRequest final : public httplib::Stream {
       const std::string value = v == std::string::npos ? "" : line.substr(v, w + 1 - v);
       if (name == "transfer-encoding") chunked = true;
       if (name == "expect") h.expects_continue = Lower(value) == "100-continue";
-      if (name != "content-length" || length_seen) continue;  // the first one counts, as there
-      length_seen = true;
+      if (name != "content-length") continue;
       const bool digits = !value.empty() && std::all_of(value.begin(), value.end(), [](char c) {
         return std::isdigit(static_cast<unsigned char>(c)) != 0;
       });
@@ -166,7 +198,13 @@ class ReceivedRequest final : public httplib::Stream {
         h.refused = Outcome::kBodyTooLarge;
         return h;
       }
-      h.body = static_cast<size_t>(len);
+      if (length_seen && len != length) {
+        h.refused = Outcome::kBadHeader;
+        return h;
+      }
+      length_seen = true;
+      length = static_cast<size_t>(len);
+      h.body = length;
     }
     if (chunked) h.body = 0;
     return h;
@@ -205,6 +243,82 @@ class ReceivedRequest final : public httplib::Stream {
   size_t pos_ = 0;
 };
 
+// How the connection a handler is about to serve arrived: when it was accepted, and whether it
+// is to be turned away unread (too many are waiting).
+struct Arrival {
+  std::chrono::steady_clock::time_point accepted;
+  bool shed = false;
+};
+thread_local Arrival tls_arrival;
+
+// The library's thread pool, with a bound on the connections that wait for a thread and their
+// time of arrival. Past kMaxWaiting, a connection is answered 503 at once on the accepting
+// thread, not queued: a flood of idle connections neither grows the queue (and the process's
+// open files) without bound nor delays a probe by more than kRequestTime.
+class ConnectionPool final : public httplib::TaskQueue {
+ public:
+  static constexpr size_t kThreads = 32;
+  static constexpr size_t kMaxWaiting = 64;
+
+  ConnectionPool() {
+    for (size_t i = 0; i < kThreads; ++i) threads_.emplace_back([this] { Work(); });
+  }
+  ~ConnectionPool() override { shutdown(); }
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  void enqueue(std::function<void()> fn) override {
+    const auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard lock(mu_);
+      if (waiting_.size() < kMaxWaiting) {
+        waiting_.push_back({std::move(fn), now});
+        cv_.notify_one();
+        return;
+      }
+    }
+    tls_arrival = {now, true};
+    fn();
+  }
+  // Serves what is waiting (a stopping server answers it at once), then joins.
+  void shutdown() override {
+    {
+      std::lock_guard lock(mu_);
+      shutdown_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  struct Job {
+    std::function<void()> fn;
+    std::chrono::steady_clock::time_point accepted;
+  };
+  void Work() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return !waiting_.empty() || shutdown_; });
+        if (waiting_.empty()) return;
+        job = std::move(waiting_.front());
+        waiting_.pop_front();
+      }
+      tls_arrival = {job.accepted, false};
+      job.fn();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> waiting_;  // guarded by mu_
+  bool shutdown_ = false;    // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
 class GuardedServer final : public httplib::Server {
  public:
   void Stopping() { stopping_ = true; }
@@ -214,7 +328,16 @@ class GuardedServer final : public httplib::Server {
   // request, and no idle client holds a thread between requests.
   bool process_and_close_socket(int sock) override {
     ReceivedRequest request(sock);
-    switch (request.Receive(stopping_)) {
+    const Arrival arrival = tls_arrival;
+    const auto deadline = arrival.accepted + kRequestTime;
+    if (arrival.shed) {
+      request.Answer(503, "Service Unavailable",
+                     "too many connections waiting for an answer; try again shortly");
+      request.Finish(stopping_, std::chrono::steady_clock::now());
+      ::close(sock);
+      return true;
+    }
+    switch (request.Receive(stopping_, deadline)) {
       case ReceivedRequest::Outcome::kComplete: {
         bool closed = false;
         process_request(request, /*close_connection=*/true, closed, nullptr);
@@ -229,15 +352,16 @@ class GuardedServer final : public httplib::Server {
         break;
       case ReceivedRequest::Outcome::kBadHeader:
         request.Answer(400, "Bad Request",
-                       "malformed header: Content-Length is not a number, or a space precedes a "
-                       "colon");
+                       "malformed request head: a line not ending in CRLF, a space before a "
+                       "colon, or a Content-Length that is not a number or differs from another");
         break;
       case ReceivedRequest::Outcome::kTooSlow:
         request.Answer(408, "Request Timeout", "the request did not arrive within 10 s");
         break;
       case ReceivedRequest::Outcome::kGone: break;
     }
-    request.Finish(stopping_);
+    // A connection that waited out its time for a thread is not waited for any longer.
+    request.Finish(stopping_, deadline + std::chrono::seconds(1));
     ::close(sock);
     return true;
   }
@@ -320,20 +444,24 @@ void Api::Routes() {
   // cpp-httplib 0.11 checks this limit against Content-Length only: the pre-routing handler
   // below refuses every other way of sending a body before it is read.
   s.set_payload_max_length(kMaxBody);
-  // Each client holds a thread while its request arrives (at most kRequestTime): more threads
-  // than the library's 8, so a few slow clients do not leave probes and operators waiting.
-  s.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  // Each client holds a thread while its request arrives (at most kRequestTime from its
+  // connection): more threads than the library's 8, so a few slow clients do not leave probes
+  // and operators waiting, and a bound on the connections waiting for one.
+  s.new_task_queue = [] { return new ConnectionPool(); };
 
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     Json(res, 200, {{"status", "ok"}});
   });
   s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    if (service_.ready())
+    if (service_.ready()) {
       Json(res, 200, {{"status", "ready"}});
-    else
+    } else if (service_.stopping()) {
+      Json(res, 503, {{"status", "stopping"}, {"reason", "shutting down"}});
+    } else {
       Json(res, 503,
            {{"status", "starting"},
             {"reason", "storage check or start-up recovery still under way"}});
+    }
   });
   // POST handlers by path: registered with the server and kept for bodiless requests (below).
   auto posts = std::make_shared<std::map<std::string, httplib::Server::Handler>>();
@@ -413,9 +541,12 @@ void Api::Routes() {
       Error(res, 401, "this route needs Authorization: Bearer <APP_HTTP_TOKEN>");
       return httplib::Server::HandlerResponse::Handled;
     }
-    // Before the service starts (its replica-id check), nothing may change the volume.
-    if (req.method == "POST" && !service_.started()) {
-      Error(res, 503, "the service is starting; try again in a few seconds");
+    // Before the service starts (its replica-id check), nothing may change the volume; nor once
+    // it stops (the change could be cut short, and another replica serves it).
+    if (req.method == "POST" && (!service_.started() || service_.stopping())) {
+      Error(res, 503,
+            service_.stopping() ? "the service is stopping; send this to another replica"
+                                : "the service is starting; try again in a few seconds");
       return httplib::Server::HandlerResponse::Handled;
     }
     if (req.has_header("Transfer-Encoding")) {

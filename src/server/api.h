@@ -18,7 +18,7 @@ namespace nbu::server {
 class Api {
  public:
   // `post_token`: when not empty, every POST needs `Authorization: Bearer <post_token>` (401
-  // otherwise, before its body is read); GET routes stay open.
+  // otherwise, before its body is parsed; a body is at most 64 KiB); GET routes stay open.
   Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Clock& clock,
       std::string post_token = "");
   ~Api();

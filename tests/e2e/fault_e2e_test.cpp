@@ -300,6 +300,30 @@ TEST_F(FaultE2E, StorageDownForSecondsThenIngestResumesOnItsOwn) {
   EXPECT_EQ(up->Metric("storage_unreachable"), "0");
 }
 
+// While a stopping service waits for its uploads in flight (the shutdown grace), /readyz says
+// 503 so that no new work is routed to it, POSTs are refused with 503, and the upload in flight
+// still finishes.
+TEST_F(FaultE2E, AStoppingServiceIsNotReadyAndRefusesPostsWhileItsUploadsFinish) {
+  auto up = Start({{"APP_SHUTDOWN_GRACE_S", "20"}});
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"grace"})").status, 200);
+  proxy_->SetPlan([](const ProxyRequest& r) {
+    return r.method == "PUT" && r.target.find("/grace/") != std::string::npos
+               ? FaultAction::Delay(4000)
+               : FaultAction::Forward();
+  });
+  const auto files = DropFiles("grace", 1, 4096);
+  ASSERT_TRUE(WaitFor([&] { return up->Status()["in_progress"] == 1; }, 30s));
+  up->process().Signal(SIGTERM);
+  ASSERT_TRUE(WaitFor([&] { return up->Call("GET", "/readyz").status == 503; }, 2s));
+  EXPECT_EQ(up->Call("GET", "/readyz").body["status"], "stopping");
+  const auto refused = up->Call("POST", "/v1/watch/stop");
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_TRUE(refused.body.contains("error")) << refused.body.dump();
+  EXPECT_EQ(up->Call("GET", "/healthz").status, 200);
+  EXPECT_EQ(up->process().Wait(30s), 0) << up->process().ReadLog();
+  ExpectAllArrive("grace", files, 10s);
+}
+
 // Storage refusing our credentials mid-run (a SAS past its expiry, a role assignment removed:
 // Azure answers 403): the files wait on the volume, never dead-lettered, the status and a gauge
 // say why, and once storage takes the credentials again the files go.

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -488,6 +489,18 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   EXPECT_EQ(up.Raw(post + "Content-Length: 12abc\r\n\r\n").status, 400);
   // A space before the colon would hide the header from the library: refused, not ignored.
   EXPECT_EQ(up.Raw(post + "Content-Length : 2\r\n\r\n{}").status, 400);
+  // So would a line ending in a bare LF (the library would skip it, and with it this
+  // Content-Length: the POST would have no body, and start a session under a random name), and
+  // two lengths that differ. The POST with 100-continue below finds no session active.
+  const std::string start = "POST /v1/watch/start HTTP/1.1\r\nContent-Length: 24\nHost: x\r\n\r\n";
+  EXPECT_EQ(up.Raw(start + R"({"session_name":"run42"})").status, 400);
+  EXPECT_EQ(up.Raw(post + "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}").status, 400);
+  // No answer has parts: Range is ignored (the library would build the answer once per range,
+  // overlapping or not).
+  const auto ranged = up.Raw(head + "Range: bytes=0-1,0-1,0-1\r\nIf-Range: x\r\n\r\n");
+  EXPECT_EQ(ranged.status, 200);
+  EXPECT_EQ(ranged.head.find("Content-Range"), std::string::npos) << ranged.head;
+  EXPECT_TRUE(ranged.body.contains("counters")) << ranged.head;
   // A refused body that keeps coming (1 MiB here) does not cost the client its answer.
   auto large = up.Raw(post + "Content-Length: 1048576\r\n\r\n" + std::string(1 << 20, 'x'));
   EXPECT_EQ(large.status, 413);
@@ -541,6 +554,44 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   trickle.join();
   for (const int fd : trickling) ::close(fd);
   EXPECT_EQ(up.Call("GET", "/healthz").status, 200);
+}
+
+// Connections that send nothing, more than the API has threads and room for waiting ones: those
+// past the room are answered 503 at once, and a probe is answered once the ones ahead of it have
+// had their 10 s, not after every one of them has had 10 s in turn (about a minute here).
+TEST_F(UploaderE2E, AFloodOfIdleConnectionsDoesNotStarveProbes) {
+  UploaderProcess up(*azurite_, volume_, container_, "r1");
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  std::vector<int> idle;
+  struct Closer {
+    std::vector<int>& fds;
+    ~Closer() {
+      for (const int fd : fds) ::close(fd);
+    }
+  } closer{idle};
+  for (int i = 0; i < 200; ++i) {
+    const int fd = ConnectLoopback(up.port());
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+    // Paced: the library listens with a backlog of 5, and a connection past it is accepted
+    // only when the kernel resends its SYN-ACK, a second or more later.
+    std::this_thread::sleep_for(2ms);
+  }
+  // The first answers, well before any connection has had its 10 s: those turned away.
+  std::vector<pollfd> fds;
+  for (const int fd : idle) fds.push_back({fd, POLLIN, 0});
+  ASSERT_GT(::poll(fds.data(), fds.size(), 8000), 0) << "no connection answered at once";
+  const auto answered = std::find_if(fds.begin(), fds.end(),
+                                     [](const pollfd& p) { return (p.revents & POLLIN) != 0; });
+  ASSERT_NE(answered, fds.end());
+  char buf[4096];
+  const ssize_t n = ::recv(answered->fd, buf, sizeof buf, 0);
+  ASSERT_GT(n, 0);
+  const std::string shed(buf, static_cast<size_t>(n));
+  EXPECT_EQ(shed.rfind("HTTP/1.1 503 ", 0), 0u) << shed;
+  EXPECT_NE(shed.find("{\"error\":"), std::string::npos) << shed;
+  EXPECT_TRUE(WaitFor([&] { return up.Call("GET", "/healthz").status == 200; }, 25s))
+      << "probes starved by idle connections";
 }
 
 TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
