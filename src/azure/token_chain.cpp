@@ -17,6 +17,9 @@ struct ChainEntry {
   const char* name;  // the SDK's class name, as AZURE_TOKEN_CREDENTIALS spells it
   const char* mode;  // the APP_AZURE_AUTH value that pins it
   Factory make;
+  // Made only from variables an operator set for it (the others are probed): once made, a
+  // failure to get a token ends the chain.
+  bool explicit_config = false;
 };
 
 template <typename T>
@@ -29,9 +32,9 @@ std::vector<ChainEntry> AllSources(const EnvLookup& env, const TokenSourceOption
                                    bool probe_imds) {
   return {
       {"EnvironmentCredential", "environment",
-       [=] { return EnvironmentCredentialFromEnv(env, options); }},
+       [=] { return EnvironmentCredentialFromEnv(env, options); }, true},
       {"WorkloadIdentityCredential", "workload-identity",
-       [=] { return Upcast(WorkloadIdentityCredential::FromEnv(env, options)); }},
+       [=] { return Upcast(WorkloadIdentityCredential::FromEnv(env, options)); }, true},
       {"ManagedIdentityCredential", "managed-identity",
        [=] {
          ManagedIdentityOptions mi;
@@ -74,9 +77,11 @@ bool FilterChain(const EnvLookup& env, std::vector<ChainEntry>* chain,
   return true;
 }
 
-// Creates the source and fetches one token; the error line names the credential.
-Result<std::shared_ptr<TokenCredential>> TryOne(const ChainEntry& e) {
+// Creates the source and fetches one token; the error line names the credential. `*made`:
+// whether the source was created (configured), whatever its token's fate.
+Result<std::shared_ptr<TokenCredential>> TryOne(const ChainEntry& e, bool* made) {
   Result<std::shared_ptr<TokenCredential>> cred = e.make();
+  *made = cred.ok();
   if (!cred.ok()) {
     return Status(cred.status().kind(), std::string(e.name) + ": " + cred.status().message());
   }
@@ -122,7 +127,8 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
   }
   std::vector<std::string> failures;
   for (const ChainEntry& e : chain) {
-    Result<std::shared_ptr<TokenCredential>> cred = TryOne(e);
+    bool made = false;
+    Result<std::shared_ptr<TokenCredential>> cred = TryOne(e, &made);
     if (cred.ok()) {
       LogInfo("token credential selected",
               {{"credential", (*cred)->Describe()}, {"source", e.name}, {"mode", mode}});
@@ -131,6 +137,13 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
     }
     failures.push_back(cred.status().message());
     if (chain_mode) LogInfo("token credential unavailable", {{"error", failures.back()}});
+    // A credential the operator configured that fails (a secret expired, Entra unreachable)
+    // ends the chain, as in the Azure SDKs: a later source would run the service under an
+    // identity nobody chose for it (the node's managed identity, a developer's az login).
+    if (chain_mode && made && e.explicit_config) {
+      failures.back() += " (configured, so the chain stops here; later sources not tried)";
+      break;
+    }
   }
   const std::string prefix =
       chain_mode ? "DefaultAzureCredential: " : "APP_AZURE_AUTH=" + mode + ": ";

@@ -731,6 +731,40 @@ TEST(DefaultAzureCredentialTest, FirstSourceThatYieldsATokenWinsInSdkOrder) {
   EXPECT_NE(out->Describe().find("managed-identity"), std::string::npos);
 }
 
+// A secret the operator configured that Entra refuses (expired, say) ends the chain there: the
+// service does not fall back to the node's managed identity (IMDS is never asked) or to a
+// developer's az login, as the Azure SDKs do not.
+TEST(DefaultAzureCredentialTest, AConfiguredCredentialThatFailsEndsTheChain) {
+  StandIn entra([](const Recorded& r, httplib::Response& res) {
+    if (r.path.find("metadata") != std::string::npos) {  // IMDS: would hand out the node's token
+      Json(res, 200, kTokenBody);
+    } else {
+      Json(res, 401,
+           nlohmann::json{{"error", "invalid_client"}, {"error_description", "AADSTS7000222"}}
+               .dump());
+    }
+  });
+  SimulatedClock clock;
+  auto env = NoIdentityEnv();
+  env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = entra.authority();
+  env["AZURE_TENANT_ID"] = "t";
+  env["AZURE_CLIENT_ID"] = "c";
+  env["AZURE_CLIENT_SECRET"] = kSecret;
+  env["AZURE_AUTHORITY_HOST"] = entra.url();
+  std::shared_ptr<TokenCredential> out;
+  std::vector<std::string> errors;
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("EnvironmentCredential: "), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("invalid_client"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("the chain stops here"), std::string::npos) << errors[0];
+  EXPECT_EQ(errors[0].find(kSecret), std::string::npos) << errors[0];
+  for (const auto& r : entra.requests()) {
+    EXPECT_EQ(r.path.find("metadata"), std::string::npos) << "IMDS was asked: " << r.path;
+  }
+  EXPECT_GE(entra.count(), 1u);
+}
+
 // --- ResolveStorageTarget ---
 
 TEST(StorageTargetTokenTest, ExplicitSecretsNeverTouchTokenEndpoints) {
