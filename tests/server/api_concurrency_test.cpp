@@ -1,0 +1,135 @@
+// The control API in-process over a started service (real Azurite), from many clients at once:
+// probes, status and metrics reads, watch starts and stops, and idle connections past the room
+// of its connection pool. The concurrency test of the API, also run under ThreadSanitizer.
+#include "server/api.h"
+
+#include "core/session_store.h"
+
+#include "support/azurite.h"
+#include "support/azurite_client.h"
+#include "support/process.h"
+
+#include <httplib.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace nbu::server {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurnedAway) {
+  test::Azurite azurite;
+  test::TempDir dir;
+  core::Config config;
+  config.incoming_dir = dir.path() + "/in";
+  config.processing_root = dir.path() + "/proc";
+  config.failed_root = dir.path() + "/failed";
+  config.staging_root = dir.path() + "/staging";
+  config.azure_container = "api";
+  config.replica_id = "api-test";
+  auto blob = test::MakeBlobClient(azurite, config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer{RealClock::Instance()};
+  core::Service service(config, RealClock::Instance(), *blob, metrics, tracer);
+  service.Start();
+  Api api(service, metrics, RealClock::Instance());
+  const int port = api.Bind("127.0.0.1", 0);
+  ASSERT_GT(port, 0);
+  std::thread serve([&] { api.Serve(); });
+  ASSERT_TRUE(api.WaitServing(10s));
+
+  // More idle connections than threads and waiting room: some are answered 503 at once.
+  std::vector<int> idle;
+  for (int i = 0; i < 120; ++i) {
+    const int fd = test::ConnectLoopback(port);
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+    std::this_thread::sleep_for(2ms);  // within the listen backlog of 5
+  }
+  std::vector<pollfd> fds;
+  for (const int fd : idle) fds.push_back({fd, POLLIN, 0});
+  EXPECT_GT(::poll(fds.data(), fds.size(), 5000), 0);
+  int shed = 0;
+  for (const auto& p : fds) {
+    if ((p.revents & POLLIN) == 0) continue;
+    char buf[512];
+    const ssize_t n = ::recv(p.fd, buf, sizeof buf, 0);
+    if (n > 0 && std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 503 ", 0) == 0) ++shed;
+  }
+  EXPECT_GT(shed, 0);
+
+  // Clients at once while the idle connections go away: each answer is whole, with a status the
+  // route gives, and JSON where JSON is due.
+  std::mutex mu;
+  std::vector<std::string> bad;  // guarded by mu
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 6; ++t) {
+    clients.emplace_back([&, t] {
+      // 30 answers each that are not 503 (turned away while the idle connections last).
+      for (int i = 0, tries = 0; i < 30 && tries < 3000; ++tries) {
+        httplib::Client c("127.0.0.1", port);
+        c.set_read_timeout(20);
+        const std::string name = "s" + std::to_string(t) + "-" + std::to_string(i);
+        const int route = (t + i) % 5;
+        httplib::Result r = [&] {
+          switch (route) {
+            case 0: return c.Get("/healthz");
+            case 1: return c.Get("/v1/status");
+            case 2: return c.Get("/metrics");
+            case 3:
+              return c.Post("/v1/watch/start", R"({"session_name":")" + name + "\"}",
+                            "application/json");
+            default: return c.Post("/v1/watch/stop", "", "application/json");
+          }
+        }();
+        // Turned away: answered 503 at once, or closed before the request was written.
+        if ((r && r->status == 503 && r->body.find("too many connections") != std::string::npos) ||
+            r.error() == httplib::Error::Write) {
+          std::this_thread::sleep_for(5ms);
+          continue;
+        }
+        ++i;
+        static const std::set<int> kExpected = {200, 409, 503};
+        const bool json = route != 2 || r->status != 200;
+        if (!r || kExpected.count(r->status) == 0 ||
+            (json && nlohmann::json::parse(r->body, nullptr, false).is_discarded())) {
+          std::lock_guard lock(mu);
+          bad.push_back(r ? std::to_string(r->status) + " " + r->body
+                          : "no answer: " + httplib::to_string(r.error()));
+        } else {
+          ++ok;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(300ms);
+  for (const int fd : idle) ::close(fd);
+  for (auto& c : clients) c.join();
+  EXPECT_TRUE(bad.empty()) << bad.size() << " bad answers, the first: " << bad.front();
+  EXPECT_EQ(ok.load(), 6 * 30);
+  // The session the status shows is the one the session file holds.
+  const auto status = service.StatusJson();
+  api.Stop();
+  serve.join();
+  EXPECT_TRUE(service.Shutdown(5s));
+  core::SessionStore store(config.processing_root + "/_session.json");
+  const auto saved = store.Load();
+  ASSERT_TRUE(saved.ok());
+  if (*saved) {
+    EXPECT_EQ(status["session"]["name"], (*saved)->name);
+    EXPECT_EQ(status["session"]["active"], (*saved)->active);
+  }
+}
+
+}  // namespace
+}  // namespace nbu::server
