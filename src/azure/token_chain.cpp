@@ -17,9 +17,9 @@ struct ChainEntry {
   const char* name;  // the SDK's class name, as AZURE_TOKEN_CREDENTIALS spells it
   const char* mode;  // the APP_AZURE_AUTH value that pins it
   Factory make;
-  // Made only from variables an operator set for it (the others are probed): once made, a
-  // failure to get a token ends the chain.
-  bool explicit_config = false;
+  // Whether the variables an operator sets for this source alone are all there (null for the
+  // sources that are probed): then a failure to make it or to get a token ends the chain.
+  std::function<bool()> configured;
 };
 
 template <typename T>
@@ -32,23 +32,33 @@ std::vector<ChainEntry> AllSources(const EnvLookup& env, const TokenSourceOption
                                    bool probe_imds) {
   return {
       {"EnvironmentCredential", "environment",
-       [=] { return EnvironmentCredentialFromEnv(env, options); }, true},
+       [=] { return EnvironmentCredentialFromEnv(env, options); },
+       [=] {
+         return env("AZURE_TENANT_ID") && env("AZURE_CLIENT_ID") &&
+                (env("AZURE_CLIENT_SECRET") || env("AZURE_CLIENT_CERTIFICATE_PATH"));
+       }},
       {"WorkloadIdentityCredential", "workload-identity",
-       [=] { return Upcast(WorkloadIdentityCredential::FromEnv(env, options)); }, true},
+       [=] { return Upcast(WorkloadIdentityCredential::FromEnv(env, options)); },
+       [=] {
+         return env("AZURE_TENANT_ID") && env("AZURE_CLIENT_ID") &&
+                env("AZURE_FEDERATED_TOKEN_FILE");
+       }},
       {"ManagedIdentityCredential", "managed-identity",
        [=] {
          ManagedIdentityOptions mi;
          mi.source = options;
          mi.probe = probe_imds;
          return Upcast(ManagedIdentityCredential::FromEnv(env, mi));
-       }},
+       },
+       nullptr},
       {"AzureCliCredential", "azure-cli",
        [=] {
          AzureCliOptions cli;
          cli.clock = options.clock;
          return Result<std::shared_ptr<TokenCredential>>(
              std::shared_ptr<TokenCredential>(AzureCliCredential::FromEnv(env, cli)));
-       }},
+       },
+       nullptr},
   };
 }
 
@@ -77,11 +87,9 @@ bool FilterChain(const EnvLookup& env, std::vector<ChainEntry>* chain,
   return true;
 }
 
-// Creates the source and fetches one token; the error line names the credential. `*made`:
-// whether the source was created (configured), whatever its token's fate.
-Result<std::shared_ptr<TokenCredential>> TryOne(const ChainEntry& e, bool* made) {
+// Creates the source and fetches one token; the error line names the credential.
+Result<std::shared_ptr<TokenCredential>> TryOne(const ChainEntry& e) {
   Result<std::shared_ptr<TokenCredential>> cred = e.make();
-  *made = cred.ok();
   if (!cred.ok()) {
     return Status(cred.status().kind(), std::string(e.name) + ": " + cred.status().message());
   }
@@ -127,8 +135,7 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
   }
   std::vector<std::string> failures;
   for (const ChainEntry& e : chain) {
-    bool made = false;
-    Result<std::shared_ptr<TokenCredential>> cred = TryOne(e, &made);
+    Result<std::shared_ptr<TokenCredential>> cred = TryOne(e);
     if (cred.ok()) {
       LogInfo("token credential selected",
               {{"credential", (*cred)->Describe()}, {"source", e.name}, {"mode", mode}});
@@ -140,7 +147,7 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
     // A credential the operator configured that fails (a secret expired, Entra unreachable)
     // ends the chain, as in the Azure SDKs: a later source would run the service under an
     // identity nobody chose for it (the node's managed identity, a developer's az login).
-    if (chain_mode && made && e.explicit_config) {
+    if (chain_mode && e.configured && e.configured()) {
       failures.back() += " (configured, so the chain stops here; later sources not tried)";
       break;
     }

@@ -759,10 +759,27 @@ TEST(DefaultAzureCredentialTest, AConfiguredCredentialThatFailsEndsTheChain) {
   EXPECT_NE(errors[0].find("invalid_client"), std::string::npos) << errors[0];
   EXPECT_NE(errors[0].find("the chain stops here"), std::string::npos) << errors[0];
   EXPECT_EQ(errors[0].find(kSecret), std::string::npos) << errors[0];
+  // A certificate named but missing (its secret volume not mounted) ends it too.
+  env.erase("AZURE_CLIENT_SECRET");
+  env["AZURE_CLIENT_CERTIFICATE_PATH"] = "/nonexistent/cert.pem";
+  errors.clear();
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("EnvironmentCredential: "), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("the chain stops here"), std::string::npos) << errors[0];
+  // Only AZURE_CLIENT_ID (a user-assigned managed identity's) configures neither: the chain
+  // goes on to managed identity.
+  errors.clear();
+  auto user_assigned = NoIdentityEnv();
+  user_assigned["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = entra.authority();
+  user_assigned["AZURE_CLIENT_ID"] = "c";
+  ASSERT_TRUE(ResolveTokenCredential("auto", MapEnv(user_assigned), Opts(clock), &out, &errors));
+  EXPECT_NE(out->Describe().find("managed-identity"), std::string::npos);
+  size_t imds = 0;
   for (const auto& r : entra.requests()) {
-    EXPECT_EQ(r.path.find("metadata"), std::string::npos) << "IMDS was asked: " << r.path;
+    if (r.path.find("metadata") != std::string::npos) ++imds;
   }
-  EXPECT_GE(entra.count(), 1u);
+  EXPECT_EQ(imds, 1u) << "IMDS asked before the last case";
 }
 
 // --- ResolveStorageTarget ---
