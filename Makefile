@@ -111,6 +111,11 @@ docker-build: ## Build the uploader and generator images (docker/*.Dockerfile)
 	$(COMPOSE) build
 
 docker-up: ## Start the Compose stack: app :8000, Azurite :10000, OTel Collector :4317/4318, test-nfs :8080
+	@conn="$${APP_AZURE_CONNECTION_STRING:-$$(sed -n 's/^APP_AZURE_CONNECTION_STRING=//p' .env 2>/dev/null | tail -n 1)}"; \
+	case "$$conn" in *127.0.0.1*|*localhost*) \
+	  echo "docker-up: APP_AZURE_CONNECTION_STRING (from the shell or ./.env, as make run writes it) names 127.0.0.1 or localhost, which the app container cannot reach: unset it, or move ./.env aside (docs/deploy.md)" >&2; \
+	  exit 1;; \
+	esac
 	$(COMPOSE) up -d --build
 
 docker-down: ## Stop the Compose stack (add V=1 to also delete its volumes)
@@ -124,7 +129,7 @@ gen-start: ## Generate COUNT files of SIZE bytes every INTERVAL s into incoming/
 gen-stop: ## Stop the running generation
 	@curl -sS -X POST -d '' $(GEN_API)/v1/generate/stop; echo
 
-k3s-apply: ## Apply the Kubernetes manifests in k8s/ (PV, PVC, ServiceAccount, Deployment, Service)
+k3s-apply: ## Apply the Kubernetes manifests in k8s/ (PV, PVC, ServiceAccount, Deployment, PDB, Service)
 	kubectl apply -f k8s/
 
 k3s-delete: ## Delete what k3s-apply created (the data on the NFS export stays)

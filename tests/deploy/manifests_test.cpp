@@ -132,6 +132,15 @@ TEST(ComposeTest, CollectorReceivesOtlpAndPrintsIt) {
   EXPECT_EQ(endpoint.as<std::string>(), "http://otel-collector:4318");
 }
 
+TEST(KubernetesTest, ADisruptionBudgetKeepsOnePodUp) {
+  const YAML::Node pdb = FindKind("k8s/pdb.yaml", "PodDisruptionBudget");
+  EXPECT_EQ(pdb["spec"]["maxUnavailable"].as<int>(), 1);
+  const YAML::Node d = FindKind("k8s/deployment.yaml", "Deployment");
+  EXPECT_EQ(
+      pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>(),
+      d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>());
+}
+
 TEST(KubernetesTest, DeploymentProbesPortsAndGrace) {
   const YAML::Node d = FindKind("k8s/deployment.yaml", "Deployment");
   const YAML::Node pod = d["spec"]["template"]["spec"];
@@ -142,6 +151,14 @@ TEST(KubernetesTest, DeploymentProbesPortsAndGrace) {
   EXPECT_EQ(c["readinessProbe"]["httpGet"]["port"].as<int>(), 8000);
   EXPECT_EQ(c["livenessProbe"]["httpGet"]["path"].as<std::string>(), "/healthz");
   EXPECT_EQ(c["livenessProbe"]["httpGet"]["port"].as<int>(), 8000);
+  // Liveness waits for a start-up probe that allows for the checks before the API listens.
+  EXPECT_EQ(c["startupProbe"]["httpGet"]["path"].as<std::string>(), "/healthz");
+  EXPECT_GE(c["startupProbe"]["periodSeconds"].as<int>() *
+                c["startupProbe"]["failureThreshold"].as<int>(),
+            120);
+  for (const char* probe : {"startupProbe", "readinessProbe", "livenessProbe"}) {
+    EXPECT_GE(c[probe]["timeoutSeconds"].as<int>(), 3) << probe;
+  }
   EXPECT_EQ(ContainerEnvValue(c, "APP_HTTP_PORT"), "8000");
   const auto grace = ContainerEnvValue(c, "APP_SHUTDOWN_GRACE_S");
   const double grace_s = grace ? std::stod(*grace) : kDefaultShutdownGraceS;
