@@ -144,8 +144,11 @@ std::string BlobClient::BlobUrl(const std::string& blob_name) const {
 
 Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
                                          std::stop_token stop,
-                                         std::initializer_list<long> ok_statuses,
-                                         bool writes_blob) {
+                                         std::initializer_list<long> ok_statuses, bool writes_blob,
+                                         bool observed) {
+  const auto observe = [&](TryOutcome outcome) {
+    if (observed && observer_.on_try) observer_.on_try(outcome);
+  };
   // What to log and report: the URL before any credential touches it, minus any SAS anyway.
   const std::string safe_url = RedactUrl(req.url);
   const std::string base_url = req.url;
@@ -171,7 +174,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
                                  ? s.kind()
                                  : ErrorKind::kUnavailable;
       if (kind != ErrorKind::kCancelled) {
-        Observe(kind == ErrorKind::kAuth ? TryOutcome::kRefused : TryOutcome::kUnreachable);
+        observe(kind == ErrorKind::kAuth ? TryOutcome::kRefused : TryOutcome::kUnreachable);
       }
       return Status(kind, op + " " + safe_url + ": " + s.message());
     }
@@ -180,13 +183,14 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       return Status(ErrorKind::kCancelled, op + " " + safe_url);
     }
     if (!result.ok()) {
-      Observe(TryOutcome::kUnreachable);
+      // Connection errors and timeouts; not a body that could not be read here.
+      if (result.status().kind() == ErrorKind::kUnavailable) observe(TryOutcome::kUnreachable);
     } else if (result->status == 403 || (result->status == 401 && reauthorized)) {
-      Observe(TryOutcome::kRefused);
+      observe(TryOutcome::kRefused);
     } else if (result->status != 401) {  // a first 401 is tried again at once
       const bool failed =
           IsRetryableStatus(result->status) && !IsThrottling(result->status, ErrorCode(*result));
-      Observe(failed ? TryOutcome::kUnreachable : TryOutcome::kAnswered);
+      observe(failed ? TryOutcome::kUnreachable : TryOutcome::kAnswered);
     }
     if (result.ok() &&
         std::find(ok_statuses.begin(), ok_statuses.end(), result->status) != ok_statuses.end()) {
@@ -426,7 +430,10 @@ Status BlobClient::DeleteBlob(const std::string& blob_name, std::stop_token stop
   HttpRequest req;
   req.method = "DELETE";
   req.url = BlobUrl(blob_name);
-  return Execute(std::move(req), "DeleteBlob", stop, {202}).status();
+  // Only the CRC-64 probe deletes, and a SAS may allow uploads but not deletes.
+  return Execute(std::move(req), "DeleteBlob", stop, {202}, /*writes_blob=*/false,
+                 /*observed=*/false)
+      .status();
 }
 
 }  // namespace nbu::azure

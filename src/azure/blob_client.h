@@ -94,7 +94,8 @@ struct BlockInfo {
 enum class TryOutcome {
   kAnswered,     // any answer but those below: storage is up (throttling included)
   kUnreachable,  // no answer (connection error, timeout), or 408, 500, 502, 504; no token to be
-                 // had because its endpoint did not answer
+                 // had because its endpoint did not answer or failed. Not a local failure (the
+                 // body unreadable, an answer too large): that is not reported.
   kRefused,      // 401 (after one reauthorization) or 403, or the token endpoint refused us
 };
 
@@ -153,12 +154,11 @@ class BlobClient {
   HttpRequest PutBlobRequest(const std::string& blob_name, const Body& body, const BodyCheck& check,
                              const BlobProperties& props) const;
   // Sends with retries (see RetryDelay), reauthorizing once on 401. `writes_blob`: a missing
-  // container is recreated and the request sent once more.
+  // container is recreated and the request sent once more. `observed`: each try is reported to
+  // on_try (not for a request whose answer says nothing of whether uploads can go).
   Result<HttpResponse> Execute(HttpRequest req, const std::string& op, std::stop_token stop,
-                               std::initializer_list<long> ok_statuses, bool writes_blob = false);
-  void Observe(TryOutcome outcome) const {
-    if (observer_.on_try) observer_.on_try(outcome);
-  }
+                               std::initializer_list<long> ok_statuses, bool writes_blob = false,
+                               bool observed = true);
 
   BlobClientOptions options_;
   bool path_style_;

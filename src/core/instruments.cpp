@@ -5,18 +5,37 @@
 
 namespace nbu::core {
 
+namespace {
+// Stores `value` unless `at` already holds a later one (tries end out of order across threads).
+void StoreLater(std::atomic<int64_t>& at, int64_t value) {
+  int64_t seen = at.load(std::memory_order_relaxed);
+  while (seen < value && !at.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
+
 void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
-  latest_.store((now.time_since_epoch().count() << 2) | static_cast<int64_t>(outcome),
-                std::memory_order_relaxed);
+  const int64_t ns = now.time_since_epoch().count();
+  if (outcome == azure::TryOutcome::kAnswered) {
+    StoreLater(answered_, ns);
+  } else {
+    StoreLater(failed_, (ns << 2) | static_cast<int64_t>(outcome));
+  }
 }
 
 const char* StorageHealth::Trouble(MonoTime now, Duration hold) const {
-  const int64_t latest = latest_.load(std::memory_order_relaxed);
-  const auto outcome = static_cast<azure::TryOutcome>(latest & 3);
-  if (latest == 0 || outcome == azure::TryOutcome::kAnswered) return nullptr;
-  if (now - MonoTime(MonoTime::duration(latest >> 2)) > hold) return nullptr;
-  return outcome == azure::TryOutcome::kRefused ? "storage_refuses_credentials"
-                                                : "storage_unreachable";
+  const int64_t failed = failed_.load(std::memory_order_relaxed);
+  if (failed == 0) return nullptr;
+  const MonoTime failed_at{MonoTime::duration(failed >> 2)};
+  const int64_t answered = answered_.load(std::memory_order_relaxed);
+  if (answered != 0) {
+    const MonoTime answered_at{MonoTime::duration(answered)};
+    if (answered_at >= failed_at || failed_at - answered_at < kAnsweredRecently) return nullptr;
+  }
+  if (now - failed_at > hold) return nullptr;
+  return static_cast<azure::TryOutcome>(failed & 3) == azure::TryOutcome::kRefused
+             ? "storage_refuses_credentials"
+             : "storage_unreachable";
 }
 
 void RecentWindow::Add(MonoTime now, uint64_t bytes, double latency_s) {
@@ -109,6 +128,10 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
       checksum_mismatches(r.AddCounter(
           "http.checksum_mismatches",
           "Bodies storage found not matching their checksum (each attempt is repeated), by op",
+          "1")),
+      api_turned_away(r.AddCounter(
+          "api.connections.turned_away",
+          "API connections answered 503 without being read: every thread busy and 64 waiting",
           "1")),
       blocks_uploaded(r.AddCounter("blocks.uploaded", "Blocks staged with Put Block", "1")),
       blocks_resumed(r.AddCounter("blocks.resumed", "Blocks already staged before a restart", "1")),

@@ -52,18 +52,24 @@ class RecentErrors {
   std::deque<std::vector<std::string>> items_;  // guarded by mu_
 };
 
-// How storage met this replica's latest request try, for the status and its gauges.
+// How storage met this replica's request tries, for the status and its gauges.
 class StorageHealth {
  public:
+  // A try within this long of an answer does not make storage look unreachable or refusing:
+  // storage is up for the others (one file's failure is that file's, see FileProcessor).
+  static constexpr Duration kAnsweredRecently = std::chrono::seconds(10);
+
   void Record(azure::TryOutcome outcome, MonoTime now);
-  // The trouble the latest try showed, unless storage answered it or it is older than `hold`
-  // (no try since: nothing is waiting on storage): "storage_unreachable",
-  // "storage_refuses_credentials", or null.
+  // "storage_unreachable" or "storage_refuses_credentials" when the latest failed try was so,
+  // no try was answered since, none for kAnsweredRecently before it either, and it is not older
+  // than `hold` (no try since: nothing is waiting on storage); else null.
   const char* Trouble(MonoTime now, Duration hold) const;
 
  private:
-  // The latest try's steady-clock time (ns) shifted left by 2, or'ed with its outcome; 0: none.
-  std::atomic<int64_t> latest_{0};
+  // Steady-clock times (ns; 0: never). `failed_`: the latest failed try's time shifted left by 2,
+  // or'ed with its outcome. Each only moves forward.
+  std::atomic<int64_t> answered_{0};
+  std::atomic<int64_t> failed_{0};
 };
 
 struct Instruments {
@@ -82,6 +88,7 @@ struct Instruments {
   telemetry::Counter& retries;              // HTTP retries, by reason
   telemetry::Counter& throttled;            // 429/503 answers
   telemetry::Counter& checksum_mismatches;  // bodies storage found not matching their checksum
+  telemetry::Counter& api_turned_away;      // API connections answered 503 unread (too many)
   telemetry::Counter& blocks_uploaded;
   telemetry::Counter& blocks_resumed;     // blocks found already staged after a restart
   telemetry::Counter& queue_depth;        // up-down

@@ -50,11 +50,11 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
   // The degraded states no counter shows (invariant 6): 1 while they last.
   for (const auto& [gauge, trouble, help] :
        {std::tuple{"storage.unreachable", "storage_unreachable",
-                   "1 while storage's latest answer to this replica was none (a connection error "
-                   "or timeout) or a 408, 500, 502 or 504"},
+                   "1 while storage requests fail with no answer or a 408, 500, 502 or 504, "
+                   "and storage answers no other"},
         std::tuple{"storage.refuses_credentials", "storage_refuses_credentials",
-                   "1 while storage's latest answer to this replica was 401 or 403, or the "
-                   "token endpoint refused us"}}) {
+                   "1 while storage requests get 401 or 403 (or no token), and storage answers "
+                   "no other"}}) {
     metrics.AddGauge(gauge, help, "1", [this, trouble = std::string(trouble)] {
       const char* now = StorageTrouble();
       return now != nullptr && now == trouble ? 1.0 : 0.0;

@@ -50,6 +50,7 @@ class ReceivedRequest final : public httplib::Stream {
   Outcome Receive(const std::atomic<bool>& stopping,
                   std::chrono::steady_clock::time_point deadline) {
     size_t need = 0;  // head and body, once the head is in
+    bool late_pass_done = false;
     char chunk[8192];
     for (;;) {
       if (need == 0) {
@@ -69,7 +70,12 @@ class ReceivedRequest final : public httplib::Stream {
       if (need != 0 && buf_.size() >= need) return Outcome::kComplete;
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return Outcome::kTooSlow;
+      if (left.count() <= 0) {
+        // What already arrived still counts: a request that waited its turn whole is served.
+        if (late_pass_done || !ReadWhatArrived()) return Outcome::kTooSlow;
+        late_pass_done = true;
+        continue;
+      }
       if (stopping.load()) return Outcome::kGone;
       if (!Readable(std::min<int64_t>(left.count(), 100))) continue;
       const ssize_t n = ::recv(sock_, chunk, sizeof chunk, 0);  // past kMaxHead by a chunk at most
@@ -105,12 +111,27 @@ class ReceivedRequest final : public httplib::Stream {
              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
   }
 
+  // Reads, without waiting, what has arrived (up to a head's worth past the buffer); true if
+  // anything did.
+  bool ReadWhatArrived() {
+    bool any = false;
+    char chunk[8192];
+    while (buf_.size() < kMaxHead + kMaxBody) {
+      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n <= 0) break;
+      buf_.append(chunk, static_cast<size_t>(n));
+      any = true;
+    }
+    return any;
+  }
+
   // Ends the answer, then reads what the client still sends (until `until`, at most 1 s from
   // now, whatever its size: a refused body may be large) before the socket is closed: closing
   // with unread bytes resets the connection, and a reset can destroy an answer the client has
   // not read yet.
   void Finish(const std::atomic<bool>& stopping, std::chrono::steady_clock::time_point until) {
     ::shutdown(sock_, SHUT_WR);
+    ReadWhatArrived();  // at least what is there now, whatever the time left
     until = std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(1));
     char chunk[65536];
     while (!stopping.load()) {
@@ -322,6 +343,8 @@ class ConnectionPool final : public httplib::TaskQueue {
 class GuardedServer final : public httplib::Server {
  public:
   void Stopping() { stopping_ = true; }
+  // Called on the accepting thread for each connection turned away unread.
+  void OnTurnedAway(std::function<void()> f) { on_turned_away_ = std::move(f); }
 
  private:
   // One request per connection: a refused request's unread body is never parsed as the next
@@ -331,6 +354,7 @@ class GuardedServer final : public httplib::Server {
     const Arrival arrival = tls_arrival;
     const auto deadline = arrival.accepted + kRequestTime;
     if (arrival.shed) {
+      if (on_turned_away_) on_turned_away_();
       request.Answer(503, "Service Unavailable",
                      "too many connections waiting for an answer; try again shortly");
       request.Finish(stopping_, std::chrono::steady_clock::now());
@@ -366,6 +390,7 @@ class GuardedServer final : public httplib::Server {
     return true;
   }
   std::atomic<bool> stopping_{false};
+  std::function<void()> on_turned_away_;  // set before serving
 };
 
 void Json(httplib::Response& res, int status, const nlohmann::json& body) {
@@ -413,6 +438,14 @@ Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Cloc
       post_token_(std::move(post_token)),
       server_(std::make_unique<GuardedServer>()) {
   Routes();
+  static_cast<GuardedServer&>(*server_).OnTurnedAway([this] {
+    service_.instruments().api_turned_away.Add();
+    if (uint64_t held_back = 0;
+        turned_away_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
+      LogWarn("API connections turned away: every thread busy and 64 waiting",
+              {{"also_since_last_warning", held_back}});
+    }
+  });
 }
 
 Api::~Api() { Stop(); }

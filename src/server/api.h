@@ -4,6 +4,7 @@
 
 #include "core/service.h"
 #include "telemetry/metrics.h"
+#include "util/log.h"
 
 #include <chrono>
 #include <memory>
@@ -41,6 +42,7 @@ class Api {
   Clock& clock_;
   const std::string post_token_;
   std::unique_ptr<httplib::Server> server_;
+  LogLimiter turned_away_log_{std::chrono::seconds(10)};  // one warning per 10 s
 };
 
 }  // namespace nbu::server

@@ -323,6 +323,10 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
   EXPECT_EQ(put("denied"), std::vector{kRefused});
   EXPECT_EQ(put("forbidden"), std::vector{kRefused});
   EXPECT_EQ(put("nothing-here"), std::vector{kAnswered});
+  // Deleting the CRC-64 probe needs a right uploads do not: its answer is not reported.
+  tries.clear();
+  EXPECT_EQ(client.DeleteBlob("forbidden").kind(), ErrorKind::kAuth);
+  EXPECT_TRUE(tries.empty());
   cred->fails = Status(ErrorKind::kAuth, "token endpoint: HTTP 400 invalid_client");
   EXPECT_EQ(put("ok"), std::vector{kRefused});
   cred->fails = Status(ErrorKind::kUnavailable, "token endpoint: connection refused");

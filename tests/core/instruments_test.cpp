@@ -40,21 +40,28 @@ TEST(RecentWindowTest, MemoryIsBounded) {
   EXPECT_EQ(w.Summarize(MonoTime{} + 1s).samples, 10u);
 }
 
-// The latest try decides, an answer clears it, and it lapses once no try has followed for `hold`.
-TEST(StorageHealthTest, TheLatestTryDecidesUntilItIsOlderThanTheHold) {
+// A failed try shows until an answer, or until it is older than the hold; one within 10 s of
+// an answer is one file's failure, not storage's.
+TEST(StorageHealthTest, FailedTriesShowOnlyWhenNothingWasAnsweredAroundThem) {
   using azure::TryOutcome;
   StorageHealth h;
   const MonoTime t0 = MonoTime{} + 1000s;
   EXPECT_EQ(h.Trouble(t0, 60s), nullptr) << "no try yet: nothing known to be wrong";
-  h.Record(TryOutcome::kUnreachable, t0);
+  h.Record(TryOutcome::kUnreachable, t0);  // at start-up, nothing answered yet
   EXPECT_STREQ(h.Trouble(t0 + 60s, 60s), "storage_unreachable");
-  EXPECT_EQ(h.Trouble(t0 + 61s, 60s), nullptr);
+  EXPECT_EQ(h.Trouble(t0 + 61s, 60s), nullptr) << "no try for longer than the hold";
   h.Record(TryOutcome::kRefused, t0 + 70s);
   EXPECT_STREQ(h.Trouble(t0 + 71s, 60s), "storage_refuses_credentials");
   h.Record(TryOutcome::kAnswered, t0 + 72s);
   EXPECT_EQ(h.Trouble(t0 + 73s, 60s), nullptr);
-  h.Record(TryOutcome::kUnreachable, MonoTime{});
-  EXPECT_STREQ(h.Trouble(MonoTime{}, 60s), "storage_unreachable");
+  h.Record(TryOutcome::kUnreachable, t0 + 80s);
+  EXPECT_EQ(h.Trouble(t0 + 81s, 60s), nullptr) << "8 s after an answer: storage is up";
+  h.Record(TryOutcome::kUnreachable, t0 + 83s);
+  EXPECT_STREQ(h.Trouble(t0 + 84s, 60s), "storage_unreachable");
+  // Tries that end out of order: an earlier one replaces nothing.
+  h.Record(TryOutcome::kRefused, t0 + 75s);
+  h.Record(TryOutcome::kAnswered, t0 + 71s);
+  EXPECT_STREQ(h.Trouble(t0 + 84s, 60s), "storage_unreachable");
 }
 
 TEST(InstrumentsTest, SeedMetricNamesAndKinds) {
