@@ -15,7 +15,7 @@ void StoreLater(std::atomic<int64_t>& at, int64_t value) {
 }  // namespace
 
 void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
-  const int64_t ns = now.time_since_epoch().count();
+  const int64_t ns = now.time_since_epoch().count() + 1;  // 0 stays "never"
   if (outcome == azure::TryOutcome::kAnswered) {
     StoreLater(answered_, ns);
   } else {
@@ -26,10 +26,10 @@ void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
 const char* StorageHealth::Trouble(MonoTime now, Duration hold) const {
   const int64_t failed = failed_.load(std::memory_order_relaxed);
   if (failed == 0) return nullptr;
-  const MonoTime failed_at{MonoTime::duration(failed >> 2)};
+  const MonoTime failed_at{MonoTime::duration((failed >> 2) - 1)};
   const int64_t answered = answered_.load(std::memory_order_relaxed);
   if (answered != 0) {
-    const MonoTime answered_at{MonoTime::duration(answered)};
+    const MonoTime answered_at{MonoTime::duration(answered - 1)};
     if (answered_at >= failed_at || failed_at - answered_at < kAnsweredRecently) return nullptr;
   }
   if (now - failed_at > hold) return nullptr;

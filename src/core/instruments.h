@@ -66,8 +66,8 @@ class StorageHealth {
   const char* Trouble(MonoTime now, Duration hold) const;
 
  private:
-  // Steady-clock times (ns; 0: never). `failed_`: the latest failed try's time shifted left by 2,
-  // or'ed with its outcome. Each only moves forward.
+  // Steady-clock times in ns, plus 1 (0: never). `failed_`: the latest failed try's, shifted
+  // left by 2 and or'ed with its outcome. Each only moves forward.
   std::atomic<int64_t> answered_{0};
   std::atomic<int64_t> failed_{0};
 };

@@ -55,7 +55,9 @@ class ReceivedRequest final : public httplib::Stream {
     for (;;) {
       if (need == 0) {
         const size_t end = buf_.find("\r\n\r\n");
-        if (end == std::string::npos && buf_.size() >= kMaxHead) return Outcome::kHeadTooLarge;
+        if (end == std::string::npos ? buf_.size() >= kMaxHead : end + 4 > kMaxHead) {
+          return Outcome::kHeadTooLarge;
+        }
         if (end != std::string::npos) {
           const std::string head_text = DropRanges(end + 2);  // through the last header's CRLF
           const Head head = ReadHead(head_text);
@@ -63,7 +65,7 @@ class ReceivedRequest final : public httplib::Stream {
           need = head_text.size() + 2 + head.body;
           // A client that waits to be asked for its body is asked (the library would ask too
           // late: only once the body is here). A second 100 from the library is legal HTTP.
-          if (head.expects_continue && buf_.size() < need)
+          if (head.expects_continue && buf_.size() < need && !late_pass_done)
             WriteAll("HTTP/1.1 100 Continue\r\n\r\n");
         }
       }

@@ -41,8 +41,8 @@ class Api {
   const telemetry::MetricsRegistry& metrics_;
   Clock& clock_;
   const std::string post_token_;
-  std::unique_ptr<httplib::Server> server_;
   LogLimiter turned_away_log_{std::chrono::seconds(10)};  // one warning per 10 s
+  std::unique_ptr<httplib::Server> server_;               // (uses the members above)
 };
 
 }  // namespace nbu::server

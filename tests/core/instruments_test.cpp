@@ -64,6 +64,17 @@ TEST(StorageHealthTest, FailedTriesShowOnlyWhenNothingWasAnsweredAroundThem) {
   EXPECT_STREQ(h.Trouble(t0 + 84s, 60s), "storage_unreachable");
 }
 
+// An answer at time 0 (a clock that starts there) is an answer, not "never".
+TEST(StorageHealthTest, AnAnswerAtTimeZeroCounts) {
+  using azure::TryOutcome;
+  StorageHealth h;
+  h.Record(TryOutcome::kAnswered, MonoTime{});
+  h.Record(TryOutcome::kUnreachable, MonoTime{} + 5s);
+  EXPECT_EQ(h.Trouble(MonoTime{} + 5s, 60s), nullptr);
+  h.Record(TryOutcome::kUnreachable, MonoTime{} + 11s);
+  EXPECT_STREQ(h.Trouble(MonoTime{} + 11s, 60s), "storage_unreachable");
+}
+
 TEST(InstrumentsTest, SeedMetricNamesAndKinds) {
   telemetry::MetricsRegistry r;
   Instruments inst(r);

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -478,6 +479,8 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   EXPECT_EQ(endless.status, 431);
   EXPECT_TRUE(endless.body.contains("error")) << endless.body.dump();
   EXPECT_TRUE(endless.closed);
+  // A whole head over 16 KiB too, however it arrives.
+  EXPECT_EQ(up.Raw(head + "X-Long: " + std::string(17 << 10, 'a') + "\r\n\r\n").status, 431);
   // A body announced past the limit is refused at once, not read; a length that is no number
   // is refused too.
   const std::string post = "POST /v1/watch/stop HTTP/1.1\r\nHost: 127.0.0.1\r\n";
@@ -577,17 +580,20 @@ TEST_F(UploaderE2E, AFloodOfIdleConnectionsDoesNotStarveProbes) {
     // only when the kernel resends its SYN-ACK, a second or more later.
     std::this_thread::sleep_for(2ms);
   }
-  // A request sent whole on a connection that waits for a thread (the 32 before it hold them)
-  // is served when its turn comes, though its 10 s are over by then.
-  const int waiting = idle[40];
-  ASSERT_TRUE(SendAll(waiting, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  // Requests sent whole on connections that wait for a thread (the 32 before them hold them)
+  // are served when their turn comes, though their 10 s are over by then. (One the kernel
+  // accepted late, past the listen backlog, may have been turned away instead.)
+  const std::set<int> waiting(idle.begin() + 40, idle.begin() + 45);
+  for (const int fd : waiting) {
+    ASSERT_TRUE(SendAll(fd, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  }
   // Answered well before any connection has had its 10 s: those turned away, with a JSON 503.
   std::vector<pollfd> fds;
   for (const int fd : idle) fds.push_back({fd, POLLIN, 0});
   ASSERT_GT(::poll(fds.data(), fds.size(), 8000), 0) << "no connection answered at once";
   std::string shed;
   for (const auto& p : fds) {
-    if ((p.revents & POLLIN) == 0 || p.fd == waiting) continue;
+    if ((p.revents & POLLIN) == 0 || waiting.count(p.fd) != 0) continue;
     char buf[4096];
     const ssize_t n = ::recv(p.fd, buf, sizeof buf, 0);
     if (n > 0) shed.assign(buf, static_cast<size_t>(n));
@@ -597,13 +603,18 @@ TEST_F(UploaderE2E, AFloodOfIdleConnectionsDoesNotStarveProbes) {
   EXPECT_NE(shed.find("{\"error\":"), std::string::npos) << shed;
   EXPECT_TRUE(WaitFor([&] { return up.Call("GET", "/healthz").status == 200; }, 25s))
       << "probes starved by idle connections";
-  timeval tv{20, 0};
-  ::setsockopt(waiting, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  char head[64];
-  const ssize_t got = ::recv(waiting, head, sizeof head, 0);
-  ASSERT_GT(got, 0);
-  EXPECT_EQ(std::string(head, static_cast<size_t>(got)).rfind("HTTP/1.1 200 ", 0), 0u)
-      << std::string(head, static_cast<size_t>(got));
+  int served = 0;
+  for (const int fd : waiting) {
+    timeval tv{20, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char head[64];
+    const ssize_t got = ::recv(fd, head, sizeof head, 0);
+    ASSERT_GT(got, 0);
+    const std::string line(head, static_cast<size_t>(got));
+    EXPECT_NE(line.rfind("HTTP/1.1 408 ", 0), 0u) << "a whole request answered 408 unread";
+    if (line.rfind("HTTP/1.1 200 ", 0) == 0) ++served;
+  }
+  EXPECT_GT(served, 0);
   const std::string turned_away = up.Metric("api_connections_turned_away_total");
   EXPECT_FALSE(turned_away.empty() || turned_away == "0") << turned_away;
   EXPECT_NE(up.process().ReadLog().find("API connections turned away"), std::string::npos);

@@ -45,7 +45,16 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
   const int port = api.Bind("127.0.0.1", 0);
   ASSERT_GT(port, 0);
   std::thread serve([&] { api.Serve(); });
+  struct Stopper {  // on every way out, an ASSERT's too
+    Api& api;
+    std::thread& serve;
+    ~Stopper() {
+      api.Stop();
+      serve.join();
+    }
+  } stopper{api, serve};
   ASSERT_TRUE(api.WaitServing(10s));
+  ASSERT_TRUE(test::WaitFor([&] { return service.started(); }, 30s));
 
   // Each route once first. cpp-httplib (not built with ThreadSanitizer) builds function-local
   // static regexes on first use, behind guards whose fast path TSan cannot see: a first use on
@@ -61,6 +70,12 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
   }
   // More idle connections than threads and waiting room: some are answered 503 at once.
   std::vector<int> idle;
+  struct Closer {
+    std::vector<int>& fds;
+    ~Closer() {
+      for (const int fd : fds) ::close(fd);
+    }
+  } closer{idle};
   for (int i = 0; i < 120; ++i) {
     const int fd = test::ConnectLoopback(port);
     ASSERT_GE(fd, 0);
@@ -84,6 +99,7 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
   std::mutex mu;
   std::vector<std::string> bad;  // guarded by mu
   std::atomic<int> ok{0};
+  std::atomic<int> started{0};  // watch starts answered 200
   std::vector<std::thread> clients;
   for (int t = 0; t < 6; ++t) {
     clients.emplace_back([&, t] {
@@ -112,7 +128,7 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
         }
         ++i;
         static const std::set<int> kExpected = {200, 409, 503};
-        const bool json = route != 2 || r->status != 200;
+        const bool json = r && (route != 2 || r->status != 200);
         if (!r || kExpected.count(r->status) == 0 ||
             (json && nlohmann::json::parse(r->body, nullptr, false).is_discarded())) {
           std::lock_guard lock(mu);
@@ -120,27 +136,27 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
                           : "no answer: " + httplib::to_string(r.error()));
         } else {
           ++ok;
+          if (route == 3 && r->status == 200) ++started;
         }
       }
     });
   }
   std::this_thread::sleep_for(300ms);
   for (const int fd : idle) ::close(fd);
+  idle.clear();
   for (auto& c : clients) c.join();
   EXPECT_TRUE(bad.empty()) << bad.size() << " bad answers, the first: " << bad.front();
   EXPECT_EQ(ok.load(), 6 * 30);
+  EXPECT_GT(started.load(), 0);
   // The session the status shows is the one the session file holds.
   const auto status = service.StatusJson();
-  api.Stop();
-  serve.join();
-  EXPECT_TRUE(service.Shutdown(5s));
   core::SessionStore store(config.processing_root + "/_session.json");
   const auto saved = store.Load();
   ASSERT_TRUE(saved.ok());
-  if (*saved) {
-    EXPECT_EQ(status["session"]["name"], (*saved)->name);
-    EXPECT_EQ(status["session"]["active"], (*saved)->active);
-  }
+  ASSERT_TRUE(*saved);
+  EXPECT_EQ(status["session"]["name"], (*saved)->name);
+  EXPECT_EQ(status["session"]["active"], (*saved)->active);
+  EXPECT_TRUE(service.Shutdown(5s));
 }
 
 }  // namespace
