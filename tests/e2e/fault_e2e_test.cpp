@@ -59,6 +59,16 @@ class FaultE2E : public ::testing::Test {
         timeout);
     for (const auto& [rel, data] : files) EXPECT_TRUE(Arrived(session, rel, data)) << rel;
   }
+  // Whether the status's degraded list becomes `states` within a minute; *status: the last look.
+  static bool DegradedBecomes(UploaderProcess& up, const std::vector<std::string>& states,
+                              nlohmann::json* status) {
+    return WaitFor(
+        [&] {
+          *status = up.Status();
+          return (*status)["degraded"] == nlohmann::json(states);
+        },
+        60s);
+  }
   size_t ClaimsLeft() { return volume_.ClaimEntries(); }
   void ExpectNothingLeft(const UploaderProcess& up) {
     EXPECT_TRUE(WaitFor([&] { return ClaimsLeft() == 0; }, 30s)) << ClaimsLeft();
@@ -292,13 +302,7 @@ TEST_F(FaultE2E, StorageDownForSecondsThenIngestResumesOnItsOwn) {
       << status.dump();
   EXPECT_EQ(status["counters"]["failed"], 0) << "an outage must not dead-letter files";
   // Reported once no try was answered for 10 s before a failed one.
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        status = up->Status();
-        return status["degraded"] == nlohmann::json::array({"storage_unreachable"});
-      },
-      60s))
-      << status.dump();
+  EXPECT_TRUE(DegradedBecomes(*up, {"storage_unreachable"}, &status)) << status.dump();
   EXPECT_EQ(up->Metric("storage_unreachable"), "1");
   azurite_->Start();
   ExpectAllArrive("down", second, 120s);
@@ -352,13 +356,7 @@ TEST_F(FaultE2E, CredentialsRefusedMidRunAreReportedAndFilesWaitForThem) {
       },
       60s))
       << status.dump();
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        status = up->Status();
-        return status["degraded"] == nlohmann::json::array({"storage_refuses_credentials"});
-      },
-      60s))
-      << status.dump();
+  EXPECT_TRUE(DegradedBecomes(*up, {"storage_refuses_credentials"}, &status)) << status.dump();
   EXPECT_EQ(up->Metric("storage_refuses_credentials"), "1");
   EXPECT_EQ(status["counters"]["failed"], 0) << "refused credentials must not dead-letter files";
   EXPECT_FALSE(Arrived("refused", "late0.bin", late.at("late0.bin")));

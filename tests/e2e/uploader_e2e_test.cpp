@@ -565,21 +565,9 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
 TEST_F(UploaderE2E, AFloodOfIdleConnectionsDoesNotStarveProbes) {
   UploaderProcess up(*azurite_, volume_, container_, "r1");
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
-  std::vector<int> idle;
-  struct Closer {
-    std::vector<int>& fds;
-    ~Closer() {
-      for (const int fd : fds) ::close(fd);
-    }
-  } closer{idle};
-  for (int i = 0; i < 200; ++i) {
-    const int fd = ConnectLoopback(up.port());
-    ASSERT_GE(fd, 0);
-    idle.push_back(fd);
-    // Paced: the library listens with a backlog of 5, and a connection past it is accepted
-    // only when the kernel resends its SYN-ACK, a second or more later.
-    std::this_thread::sleep_for(2ms);
-  }
+  IdleConnections flood(up.port(), 200);
+  ASSERT_TRUE(flood.all_open());
+  const std::vector<int>& idle = flood.fds();
   // Requests sent whole on connections that wait for a thread (the 32 before them hold them)
   // are served when their turn comes, though their 10 s are over by then. (One the kernel
   // accepted late, past the listen backlog, may have been turned away instead.)

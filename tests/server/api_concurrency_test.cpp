@@ -69,21 +69,10 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
     EXPECT_TRUE(c.Post("/v1/watch/stop"));
   }
   // More idle connections than threads and waiting room: some are answered 503 at once.
-  std::vector<int> idle;
-  struct Closer {
-    std::vector<int>& fds;
-    ~Closer() {
-      for (const int fd : fds) ::close(fd);
-    }
-  } closer{idle};
-  for (int i = 0; i < 120; ++i) {
-    const int fd = test::ConnectLoopback(port);
-    ASSERT_GE(fd, 0);
-    idle.push_back(fd);
-    std::this_thread::sleep_for(2ms);  // within the listen backlog of 5
-  }
+  test::IdleConnections idle(port, 120);
+  ASSERT_TRUE(idle.all_open());
   std::vector<pollfd> fds;
-  for (const int fd : idle) fds.push_back({fd, POLLIN, 0});
+  for (const int fd : idle.fds()) fds.push_back({fd, POLLIN, 0});
   EXPECT_GT(::poll(fds.data(), fds.size(), 5000), 0);
   int shed = 0;
   for (const auto& p : fds) {
@@ -142,8 +131,7 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
     });
   }
   std::this_thread::sleep_for(300ms);
-  for (const int fd : idle) ::close(fd);
-  idle.clear();
+  idle.Close();
   for (auto& c : clients) c.join();
   EXPECT_TRUE(bad.empty()) << bad.size() << " bad answers, the first: " << bad.front();
   EXPECT_EQ(ok.load(), 6 * 30);

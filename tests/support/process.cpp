@@ -19,6 +19,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 extern char** environ;
 
@@ -233,6 +234,23 @@ int ConnectLoopback(int port) {
     return -1;
   }
   return s;
+}
+
+IdleConnections::IdleConnections(int port, int n) {
+  for (int i = 0; i < n; ++i) {
+    const int fd = ConnectLoopback(port);
+    if (fd < 0) {
+      all_open_ = false;
+      return;
+    }
+    fds_.push_back(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+void IdleConnections::Close() {
+  for (const int fd : fds_) ::close(fd);
+  fds_.clear();
 }
 
 bool SendAll(int fd, const std::string& data) {

@@ -93,6 +93,23 @@ int FreeLoopbackPort();
 // A TCP connection to 127.0.0.1:port (-1 on failure), and a send of all of `data` on it.
 int ConnectLoopback(int port);
 bool SendAll(int fd, const std::string& data);
+// `n` connections to 127.0.0.1:port that send nothing, closed when this goes (or by Close()).
+// Opened 2 ms apart: cpp-httplib 0.11 listens with a backlog of 5, and a connection past it is
+// accepted only when the kernel resends its SYN-ACK, a second or more later.
+class IdleConnections {
+ public:
+  IdleConnections(int port, int n);
+  ~IdleConnections() { Close(); }
+  IdleConnections(const IdleConnections&) = delete;
+  IdleConnections& operator=(const IdleConnections&) = delete;
+  bool all_open() const { return all_open_; }
+  const std::vector<int>& fds() const { return fds_; }
+  void Close();
+
+ private:
+  std::vector<int> fds_;
+  bool all_open_ = true;
+};
 // Path of a built binary in the build's bin directory.
 std::string BinaryPath(const std::string& name);
 std::string SourceDir();
