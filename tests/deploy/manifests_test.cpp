@@ -72,11 +72,11 @@ TEST(ComposeTest, ServicesPortsAndSharedVolume) {
   for (const char* name : {"app", "azurite", "otel-collector", "test-nfs"}) {
     ASSERT_TRUE(s[name]) << "missing service " << name;
   }
-  EXPECT_TRUE(Contains(Strings(s["app"]["ports"]), "8000:8000"));
-  EXPECT_TRUE(Contains(Strings(s["azurite"]["ports"]), "10000:10000"));
-  EXPECT_TRUE(Contains(Strings(s["otel-collector"]["ports"]), "4317:4317"));
-  EXPECT_TRUE(Contains(Strings(s["otel-collector"]["ports"]), "4318:4318"));
-  EXPECT_TRUE(Contains(Strings(s["test-nfs"]["ports"]), "8080:8080"));
+  EXPECT_TRUE(Contains(Strings(s["app"]["ports"]), "127.0.0.1:8000:8000"));
+  EXPECT_TRUE(Contains(Strings(s["azurite"]["ports"]), "127.0.0.1:10000:10000"));
+  EXPECT_TRUE(Contains(Strings(s["otel-collector"]["ports"]), "127.0.0.1:4317:4317"));
+  EXPECT_TRUE(Contains(Strings(s["otel-collector"]["ports"]), "127.0.0.1:4318:4318"));
+  EXPECT_TRUE(Contains(Strings(s["test-nfs"]["ports"]), "127.0.0.1:8080:8080"));
   EXPECT_EQ(s["app"]["environment"]["APP_HTTP_PORT"].as<std::string>(), "8000");
   EXPECT_EQ(s["test-nfs"]["environment"]["GEN_HTTP_PORT"].as<std::string>(), "8080");
   // Generator output is the uploader's incoming directory, on the same named volume.
