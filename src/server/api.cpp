@@ -113,8 +113,8 @@ class ReceivedRequest final : public httplib::Stream {
              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
   }
 
-  // Reads, without waiting, what has arrived (up to a head's worth past the buffer); true if
-  // anything did.
+  // Reads, without waiting, what has arrived, until the buffer could hold the largest head and
+  // body (and a chunk); true if anything did.
   bool ReadWhatArrived() {
     bool any = false;
     char chunk[8192];
