@@ -179,7 +179,8 @@ std::shared_ptr<AzureCliCredential> AzureCliCredential::FromEnv(const EnvLookup&
       env("PATH").value_or("/usr/local/bin:/usr/bin:/bin"), std::move(options)));
 }
 
-Result<AccessToken> AzureCliCredential::FetchToken() {
+// `az` is not interrupted by a stop: it is bounded by options_.timeout (13 s).
+Result<AccessToken> AzureCliCredential::FetchToken(std::stop_token /*stop*/) {
   const std::optional<std::string> az = FindOnPath("az", path_var_);
   if (!az) return Status(ErrorKind::kAuth, "azure-cli: 'az' not found on PATH");
   std::vector<std::string> argv = {*az,    "account",    "get-access-token", "--output",

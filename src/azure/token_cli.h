@@ -27,7 +27,7 @@ class AzureCliCredential final : public TokenCredential {
 
  private:
   AzureCliCredential(std::string path_var, AzureCliOptions options);
-  Result<AccessToken> FetchToken() override;
+  Result<AccessToken> FetchToken(std::stop_token stop) override;
 
   const std::string path_var_;  // the PATH to search
   const AzureCliOptions options_;

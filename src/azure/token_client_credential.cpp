@@ -16,7 +16,7 @@ constexpr auto kAssertionLifetime = std::chrono::minutes(10);
 // every error message.
 Result<AccessToken> PostForm(HttpTransport& transport, const TokenSourceOptions& options,
                              const std::string& url, std::string body, const std::string& who,
-                             const std::vector<std::string>& secrets) {
+                             const std::vector<std::string>& secrets, std::stop_token stop) {
   HttpRequest req;
   req.method = "POST";
   req.url = url;
@@ -25,7 +25,11 @@ Result<AccessToken> PostForm(HttpTransport& transport, const TokenSourceOptions&
   req.body = std::move(body);
   req.timeout = options.timeout;
   req.connect_timeout = options.connect_timeout;
+  req.stop = std::move(stop);
   Result<HttpResponse> resp = transport.Send(req);
+  if (!resp.ok() && resp.status().kind() == ErrorKind::kCancelled) {
+    return Status(ErrorKind::kCancelled, who + ": stopped");
+  }
   if (!resp.ok()) {
     return Status(ErrorKind::kUnavailable,
                   ScrubSecrets(who + ": " + resp.status().message(), secrets));
@@ -122,13 +126,13 @@ std::string ClientSecretCredential::Describe() const {
   return "client-secret(tenant=" + app_.tenant_id + ", client_id=" + app_.client_id + ")";
 }
 
-Result<AccessToken> ClientSecretCredential::FetchToken() {
+Result<AccessToken> ClientSecretCredential::FetchToken(std::stop_token stop) {
   std::string body = FormEncode({{"grant_type", "client_credentials"},
                                  {"client_id", app_.client_id},
                                  {"client_secret", secret_},
                                  {"scope", kStorageScope}});
   return PostForm(*transport_, options_, token_url_, std::move(body), Describe(),
-                  {secret_, UrlEncodeQueryValue(secret_)});
+                  {secret_, UrlEncodeQueryValue(secret_)}, std::move(stop));
 }
 
 // --- client certificate ---
@@ -181,7 +185,7 @@ std::string ClientCertificateCredential::Describe() const {
          ", thumbprint=" + HexEncode(signer_->thumbprint_sha1()) + ")";
 }
 
-Result<AccessToken> ClientCertificateCredential::FetchToken() {
+Result<AccessToken> ClientCertificateCredential::FetchToken(std::stop_token stop) {
   const int64_t now =
       std::chrono::duration_cast<std::chrono::seconds>(options_.clock->WallNow().time_since_epoch())
           .count();
@@ -203,7 +207,7 @@ Result<AccessToken> ClientCertificateCredential::FetchToken() {
                                  {"scope", kStorageScope},
                                  {"client_assertion", *assertion}});
   return PostForm(*transport_, options_, token_url_, std::move(body), Describe(),
-                  {*assertion, UrlEncodeQueryValue(*assertion)});
+                  {*assertion, UrlEncodeQueryValue(*assertion)}, std::move(stop));
 }
 
 // --- workload identity ---
@@ -244,7 +248,7 @@ std::string WorkloadIdentityCredential::Describe() const {
          ", token_file=" + token_file_ + ")";
 }
 
-Result<AccessToken> WorkloadIdentityCredential::FetchToken() {
+Result<AccessToken> WorkloadIdentityCredential::FetchToken(std::stop_token stop) {
   // Re-read on every fetch: the kubelet rotates the projected token.
   Result<std::string> assertion = ReadWholeFile(token_file_, Describe());
   if (!assertion.ok()) return assertion.status();
@@ -256,7 +260,7 @@ Result<AccessToken> WorkloadIdentityCredential::FetchToken() {
                                  {"scope", kStorageScope},
                                  {"client_assertion", jwt}});
   return PostForm(*transport_, options_, token_url_, std::move(body), Describe(),
-                  {jwt, UrlEncodeQueryValue(jwt)});
+                  {jwt, UrlEncodeQueryValue(jwt)}, std::move(stop));
 }
 
 }  // namespace nbu::azure

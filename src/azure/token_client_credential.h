@@ -41,7 +41,7 @@ class ClientSecretCredential final : public TokenCredential {
  private:
   ClientSecretCredential(EntraApp app, std::string token_url, std::string secret,
                          TokenSourceOptions options);
-  Result<AccessToken> FetchToken() override;
+  Result<AccessToken> FetchToken(std::stop_token stop) override;
 
   const EntraApp app_;
   const std::string token_url_;
@@ -65,7 +65,7 @@ class ClientCertificateCredential final : public TokenCredential {
  private:
   ClientCertificateCredential(EntraApp app, std::string token_url, std::string pem_path,
                               std::shared_ptr<RsaSigner> signer, TokenSourceOptions options);
-  Result<AccessToken> FetchToken() override;
+  Result<AccessToken> FetchToken(std::stop_token stop) override;
 
   const EntraApp app_;
   const std::string token_url_;
@@ -89,7 +89,7 @@ class WorkloadIdentityCredential final : public TokenCredential {
  private:
   WorkloadIdentityCredential(EntraApp app, std::string token_url, std::string token_file,
                              TokenSourceOptions options);
-  Result<AccessToken> FetchToken() override;
+  Result<AccessToken> FetchToken(std::stop_token stop) override;
 
   const EntraApp app_;
   const std::string token_url_;

@@ -109,7 +109,7 @@ Status TokenCredential::Authorize(HttpRequest& req, const std::string& /*account
     return Status(ErrorKind::kPermanent, std::string("bearer tokens need x-ms-version >= ") +
                                              kMinBearerApiVersion + ", request has " + *v);
   }
-  Result<std::string> token = GetToken();
+  Result<std::string> token = GetToken(req.stop);
   if (!token.ok()) return token.status();
   req.SetHeader("Authorization", "Bearer " + *token);
   return Status::Ok();
@@ -126,7 +126,7 @@ void TokenCredential::Invalidate() {
   LogInfo("token invalidated after 401", {{"credential", Describe()}});
 }
 
-Result<std::string> TokenCredential::GetToken() {
+Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
   std::unique_lock lock(mu_);
   for (;;) {
     const WallTime now = clock_.WallNow();
@@ -138,7 +138,9 @@ Result<std::string> TokenCredential::GetToken() {
     if (fetching_) {
       // No valid token: wait for the fetch in flight and share its outcome.
       const uint64_t seen = generation_;
-      cv_.wait(lock, [&] { return generation_ != seen; });
+      if (!cv_.wait(lock, stop, [&] { return generation_ != seen; })) {
+        return Status(ErrorKind::kCancelled, Describe() + ": stopped waiting for a token");
+      }
       if (UsableLocked(clock_.WallNow())) continue;
       if (!last_error_.ok()) return last_error_;
       continue;
@@ -148,7 +150,7 @@ Result<std::string> TokenCredential::GetToken() {
     lock.unlock();
     Result<AccessToken> fetched = Status(ErrorKind::kAuth, "token fetch did not run");
     try {
-      fetched = FetchToken();
+      fetched = FetchToken(stop);
     } catch (const std::exception&) {
       fetched = Status(ErrorKind::kAuth, Describe() + ": unexpected error fetching a token");
     }
@@ -157,6 +159,9 @@ Result<std::string> TokenCredential::GetToken() {
     fetching_ = false;
     ++generation_;
     cv_.notify_all();
+    // Stopped: says nothing of the source, so it is no error for the threads that waited (they
+    // fetch again, unless they are stopping too) and no reason to wait before the next try.
+    if (!fetched.ok() && fetched.status().kind() == ErrorKind::kCancelled) return fetched.status();
     if (fetched.ok()) {
       refresh_at_ = RefreshAt(*fetched, done);
       cached_ = std::move(*fetched);

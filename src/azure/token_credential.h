@@ -69,15 +69,17 @@ class TokenCredential : public Credential {
   void Invalidate() final;
 
   // A valid token (cached or freshly fetched); kAuth/kUnavailable/... on failure, without secrets.
-  Result<std::string> GetToken();
+  // A stop request ends a wait for another thread's fetch, and this thread's fetch, with
+  // kCancelled (a shutdown does not wait out an identity endpoint's retries).
+  Result<std::string> GetToken(std::stop_token stop = {});
   // Number of FetchToken() calls so far (tests and metrics).
   uint64_t FetchCountForTest() const;
 
  protected:
   explicit TokenCredential(Clock& clock) : clock_(clock) {}
   // Fetches a new token from the source. Called by one thread at a time, without the lock held.
-  // Errors must not contain secrets (use ScrubSecrets).
-  virtual Result<AccessToken> FetchToken() = 0;
+  // Errors must not contain secrets (use ScrubSecrets). kCancelled soon after `stop` is requested.
+  virtual Result<AccessToken> FetchToken(std::stop_token stop) = 0;
   Clock& clock() const { return clock_; }
   // True while the cached token is still valid: a fetch then only refreshes it early, on the
   // thread of an upload, and should make one try rather than wait out retries.
@@ -89,7 +91,7 @@ class TokenCredential : public Credential {
 
   Clock& clock_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable_any cv_;
   std::optional<AccessToken> cached_;  // guarded by mu_
   WallTime refresh_at_{};              // guarded by mu_
   WallTime next_try_{};                // guarded by mu_: no refresh before this after a failure

@@ -210,10 +210,11 @@ Duration ManagedIdentityCredential::RetryDelay(int attempt, const HttpResponse* 
   return d;
 }
 
-Result<AccessToken> ManagedIdentityCredential::FetchToken() {
+Result<AccessToken> ManagedIdentityCredential::FetchToken(std::stop_token stop) {
   const bool probe = probe_pending_ && source_ == Source::kImds;
   probe_pending_ = false;
   HttpRequest req = BuildRequest();
+  req.stop = stop;
   if (probe) req.connect_timeout = options_.probe_connect_timeout;
   // One try for the probe, and for an early refresh of a token that still works (the caller
   // keeps it and tries again in kRetryAfterFailure).
@@ -226,6 +227,9 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken() {
   for (int attempt = 1;; ++attempt) {
     made = attempt;
     Result<HttpResponse> resp = Send(req, &arc_secret);
+    if (!resp.ok() && resp.status().kind() == ErrorKind::kCancelled) {
+      return Status(ErrorKind::kCancelled, who + ": stopped");
+    }
     if (resp.ok() && resp->status == 200) {
       return ParseTokenResponse(*resp, options_.source.clock->WallNow(), who);
     }
@@ -251,7 +255,9 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken() {
                                                                 {"attempt", attempt},
                                                                 {"delay_s", ToSeconds(delay)},
                                                                 {"error", last.message()}});
-    if (!options_.source.clock->SleepFor(delay, std::stop_token{})) break;
+    if (!options_.source.clock->SleepFor(delay, stop)) {
+      return Status(ErrorKind::kCancelled, who + ": stopped");
+    }
   }
   if (made > 1) {
     return Status(last.kind(), last.message() + " (after " + std::to_string(made) + " attempts)");

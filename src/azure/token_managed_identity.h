@@ -71,7 +71,7 @@ class ManagedIdentityCredential final : public TokenCredential {
  private:
   ManagedIdentityCredential(Source source, std::string base_url, std::string secret,
                             ManagedIdentityOptions options);
-  Result<AccessToken> FetchToken() override;
+  Result<AccessToken> FetchToken(std::stop_token stop) override;
   HttpRequest BuildRequest() const;
   // One request; for Azure Arc, its challenge answered with the key file's secret (scrubbed from
   // errors through `arc_secret`).

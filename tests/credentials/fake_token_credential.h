@@ -38,7 +38,7 @@ class FakeTokenCredential final : public TokenCredential {
   int started() const { return started_; }
 
  protected:
-  Result<AccessToken> FetchToken() override {
+  Result<AccessToken> FetchToken(std::stop_token /*stop*/) override {
     const int n = ++started_;
     {
       std::unique_lock lock(mu_);

@@ -94,6 +94,25 @@ TEST(TokenCacheTest, InvalidateAfter401RefreshesOnce) {
   EXPECT_EQ(cred.FetchCountForTest(), 2u);
 }
 
+// A thread waiting for another's fetch stops waiting when its stop is requested; the fetch
+// goes on for the thread that runs it.
+TEST(TokenCacheTest, AStopEndsAWaitForAnotherThreadsFetch) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  cred.Hold();
+  std::thread fetching([&] { EXPECT_EQ(Bearer(cred), "Bearer token-1"); });
+  cred.WaitBlocked();
+  std::stop_source stop;
+  Result<std::string> waited = Status(ErrorKind::kAuth, "not run");
+  std::thread waiting([&] { waited = cred.GetToken(stop.get_token()); });
+  stop.request_stop();
+  waiting.join();
+  EXPECT_EQ(waited.status().kind(), ErrorKind::kCancelled) << waited.status().ToString();
+  cred.Release();
+  fetching.join();
+  EXPECT_EQ(cred.FetchCountForTest(), 1u);
+}
+
 TEST(TokenCacheTest, StaleInvalidateFromAnEarlierTokenIsIgnored) {
   SimulatedClock clock(false);
   FakeTokenCredential cred(clock, 1h);

@@ -224,6 +224,32 @@ Result<std::shared_ptr<ManagedIdentityCredential>> ImdsCredential(const StandIn&
       MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()}}), o);
 }
 
+// A stop (a shutdown) ends a fetch that would wait out the endpoint's retries: one request was
+// made, none after the stop, and the fetch says it was cancelled.
+TEST(ManagedIdentityCredentialTest, AStopEndsAFetchThatWaitsOutRetries) {
+  StandIn imds([](const Recorded&, httplib::Response& res) {
+    Json(res, 500, R"({"error":"unavailable"})");
+  });
+  ManagedIdentityOptions o;
+  o.source.clock = &RealClock::Instance();
+  o.base_delay = 60s;  // before the second request
+  o.max_delay = 60s;
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()}}), o);
+  ASSERT_TRUE(cred.ok()) << cred.status().ToString();
+  std::stop_source stop;
+  Result<std::string> token = Status(ErrorKind::kAuth, "not run");
+  std::thread fetch([&] { token = (*cred)->GetToken(stop.get_token()); });
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return imds.count() == 1; }, 10s));
+  const auto stopped_at = std::chrono::steady_clock::now();
+  stop.request_stop();
+  fetch.join();
+  // Not after the 60 s delay: half of it is margin enough for any machine.
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, 30s);
+  EXPECT_EQ(token.status().kind(), ErrorKind::kCancelled) << token.status().ToString();
+  EXPECT_EQ(imds.count(), 1u);
+}
+
 TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
   std::atomic<int> n{0};
   StandIn imds([&](const Recorded&, httplib::Response& res) {
