@@ -188,6 +188,9 @@ HttpTransport::HttpTransport(HttpTransportOptions options)
 HttpTransport::~HttpTransport() = default;
 
 Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
+  // Stopped already: not sent at all (curl would look at the stop only once under way, and a
+  // quick request could be answered by then).
+  if (request.stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopped before sending");
   CURL* h = pool_->Take();
   if (h == nullptr) return Status(ErrorKind::kTransient, "curl_easy_init failed");
   curl_easy_reset(h);

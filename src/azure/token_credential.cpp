@@ -142,7 +142,8 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
         return Status(ErrorKind::kCancelled, Describe() + ": stopped waiting for a token");
       }
       if (UsableLocked(clock_.WallNow())) continue;
-      if (!last_error_.ok()) return last_error_;
+      // The fetch waited for failed: share its error (not an older one, when it was cancelled).
+      if (!last_error_.ok() && error_generation_ == generation_) return last_error_;
       continue;
     }
     fetching_ = true;
@@ -177,6 +178,7 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
       return cached_->token;
     }
     last_error_ = fetched.status();
+    error_generation_ = generation_;
     if (UsableLocked(done)) {
       // The old token still works: keep it, try again later.
       next_try_ = done + kRetryAfterFailure;

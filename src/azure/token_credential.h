@@ -100,6 +100,7 @@ class TokenCredential : public Credential {
   uint64_t token_generation_ = 0;      // guarded by mu_: generation_ when cached_ was stored
   uint64_t fetches_ = 0;               // guarded by mu_
   Status last_error_;                  // guarded by mu_: result of the last failed fetch
+  uint64_t error_generation_ = 0;      // guarded by mu_: generation_ when last_error_ was set
 };
 
 // --- helpers shared by the token sources ---

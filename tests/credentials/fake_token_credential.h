@@ -38,7 +38,8 @@ class FakeTokenCredential final : public TokenCredential {
   int started() const { return started_; }
 
  protected:
-  Result<AccessToken> FetchToken(std::stop_token /*stop*/) override {
+  // Ends kCancelled when `stop` was requested by the time it is released, as a real source does.
+  Result<AccessToken> FetchToken(std::stop_token stop) override {
     const int n = ++started_;
     {
       std::unique_lock lock(mu_);
@@ -47,6 +48,7 @@ class FakeTokenCredential final : public TokenCredential {
       cv_.wait(lock, [&] { return !held_; });
       --blocked_;
     }
+    if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "fake: stopped");
     if (fail_) return Status(ErrorKind::kAuth, "fake: refused");
     return AccessToken{"token-" + std::to_string(n), clock().WallNow() + lifetime_.load(),
                        std::nullopt};

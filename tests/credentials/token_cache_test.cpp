@@ -103,14 +103,38 @@ TEST(TokenCacheTest, AStopEndsAWaitForAnotherThreadsFetch) {
   std::thread fetching([&] { EXPECT_EQ(Bearer(cred), "Bearer token-1"); });
   cred.WaitBlocked();
   std::stop_source stop;
-  Result<std::string> waited = Status(ErrorKind::kAuth, "not run");
-  std::thread waiting([&] { waited = cred.GetToken(stop.get_token()); });
+  auto waiting = std::async(std::launch::async, [&] { return cred.GetToken(stop.get_token()); });
+  std::this_thread::sleep_for(50ms);  // most likely waiting by now (else stopped before it waits)
   stop.request_stop();
-  waiting.join();
-  EXPECT_EQ(waited.status().kind(), ErrorKind::kCancelled) << waited.status().ToString();
-  cred.Release();
+  const bool ended = waiting.wait_for(10s) == std::future_status::ready;
+  cred.Release();  // on every path, so that nothing hangs
   fetching.join();
+  ASSERT_TRUE(ended) << "the stop did not end the wait";
+  const Result<std::string> waited = waiting.get();
+  EXPECT_EQ(waited.status().kind(), ErrorKind::kCancelled) << waited.status().ToString();
   EXPECT_EQ(cred.FetchCountForTest(), 1u);
+}
+
+// A fetch cancelled by its thread's stop is no error for a thread that waited for it, even when
+// an earlier fetch failed: that thread fetches for itself.
+TEST(TokenCacheTest, ACancelledFetchDoesNotHandAnOlderErrorToItsWaiters) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  cred.FailNext(true);
+  EXPECT_EQ(cred.GetToken().status().message(), "fake: refused");
+  cred.FailNext(false);
+  cred.Hold();
+  std::stop_source stop;
+  auto cancelled = std::async(std::launch::async, [&] { return cred.GetToken(stop.get_token()); });
+  cred.WaitBlocked();
+  auto waiter = std::async(std::launch::async, [&] { return cred.GetToken(); });
+  std::this_thread::sleep_for(50ms);  // most likely waiting for the held fetch by now
+  stop.request_stop();
+  cred.Release();
+  EXPECT_EQ(cancelled.get().status().kind(), ErrorKind::kCancelled);
+  const Result<std::string> got = waiter.get();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, "token-3");  // its own fetch, after the refused one and the cancelled one
 }
 
 TEST(TokenCacheTest, StaleInvalidateFromAnEarlierTokenIsIgnored) {
