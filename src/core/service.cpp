@@ -464,7 +464,8 @@ nlohmann::json Service::StatusJson() const {
   if (!lease_ok_) degraded.push_back("lease_write_failing");
   if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},
-                                 std::pair{&inst_.staging_failing_at, "staging_failing"}}) {
+                                 std::pair{&inst_.staging_failing_at, "staging_failing"},
+                                 std::pair{&inst_.throttled_at, "storage_throttling"}}) {
     const auto t = at->load();
     if (t != 0 && clock_.Now() - MonoTime(MonoTime::duration(t)) < std::chrono::seconds(60)) {
       degraded.push_back(name);

@@ -177,8 +177,10 @@ int Main(int argc, char** argv) {
   observer.on_retry = [&inst](const std::string& reason) {
     if (inst != nullptr) inst->retries.Add(1, {{"reason", reason}});
   };
-  observer.on_throttled = [&inst] {
-    if (inst != nullptr) inst->throttled.Add();
+  observer.on_throttled = [&inst, &clock] {
+    if (inst == nullptr) return;
+    inst->throttled.Add();
+    inst->throttled_at = clock.Now().time_since_epoch().count();
   };
   observer.on_checksum_mismatch = [&inst](const std::string& op) {
     if (inst != nullptr) inst->checksum_mismatches.Add(1, {{"op", op}});

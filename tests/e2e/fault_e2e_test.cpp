@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -133,6 +134,10 @@ TEST_F(FaultE2E, ThrottlingErrorsDropsAndSlowAnswersLoseNothing) {
   EXPECT_GT(status["counters"]["throttled"].get<int>(), 0);
   EXPECT_EQ(status["counters"]["failed"], 0);
   EXPECT_GT(proxy_->faults(), 10u);
+  // Throttled within the last minute: said so in the status.
+  const auto degraded = status["degraded"];
+  EXPECT_NE(std::find(degraded.begin(), degraded.end(), "storage_throttling"), degraded.end())
+      << status.dump();
 }
 
 // A bit flipped on the way to storage, in the first Put Blob's body and in the first Put Block's,
