@@ -163,6 +163,15 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
     // Stopped: says nothing of the source, so it is no error for the threads that waited (they
     // fetch again, unless they are stopping too) and no reason to wait before the next try.
     if (!fetched.ok() && fetched.status().kind() == ErrorKind::kCancelled) return fetched.status();
+    if (fetched.ok() && fetched->expires_on <= done) {
+      // Storage would refuse it, and every request would fetch another: say why instead.
+      fetched = Status(ErrorKind::kAuth,
+                       Describe() + ": the token issued had expired on arrival, " +
+                           std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                              done - fetched->expires_on)
+                                              .count()) +
+                           " s before this machine's clock: is the clock ahead?");
+    }
     if (fetched.ok()) {
       refresh_at_ = RefreshAt(*fetched, done);
       cached_ = std::move(*fetched);

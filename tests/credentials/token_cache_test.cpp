@@ -137,6 +137,20 @@ TEST(TokenCacheTest, ACancelledFetchDoesNotHandAnOlderErrorToItsWaiters) {
   EXPECT_EQ(*got, "token-3");  // its own fetch, after the refused one and the cancelled one
 }
 
+// A token that had expired when it arrived (this machine's clock ahead of the issuer's by more
+// than its lifetime) is an error that says so, not a token storage would refuse.
+TEST(TokenCacheTest, ATokenExpiredOnArrivalIsAnErrorNamingTheClock) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, -1h);
+  const Result<std::string> token = cred.GetToken();
+  ASSERT_FALSE(token.ok());
+  EXPECT_EQ(token.status().kind(), ErrorKind::kAuth);
+  EXPECT_NE(token.status().message().find("expired on arrival, 3600 s before"), std::string::npos)
+      << token.status().message();
+  cred.SetLifetime(1h);
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+}
+
 TEST(TokenCacheTest, StaleInvalidateFromAnEarlierTokenIsIgnored) {
   SimulatedClock clock(false);
   FakeTokenCredential cred(clock, 1h);
