@@ -185,12 +185,13 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
     if (!result.ok()) {
       // Connection errors and timeouts; not a body that could not be read here.
       if (result.status().kind() == ErrorKind::kUnavailable) observe(TryOutcome::kUnreachable);
-    } else if (result->status == 403 || (result->status == 401 && reauthorized)) {
-      observe(TryOutcome::kRefused);
-    } else if (result->status != 401) {  // a first 401 is tried again at once
-      const bool failed =
-          IsRetryableStatus(result->status) && !IsThrottling(result->status, ErrorCode(*result));
-      observe(failed ? TryOutcome::kUnreachable : TryOutcome::kAnswered);
+    } else if (result->status != 401 || reauthorized) {  // a first 401 is tried again at once
+      // As KindFor judges the answer: refusing us, storage's trouble, or an answer.
+      const ErrorKind kind = result->status < 400 ? ErrorKind::kPermanent
+                                                  : KindFor(result->status, ErrorCode(*result));
+      observe(kind == ErrorKind::kAuth          ? TryOutcome::kRefused
+              : kind == ErrorKind::kUnavailable ? TryOutcome::kUnreachable
+                                                : TryOutcome::kAnswered);
     }
     if (result.ok() &&
         std::find(ok_statuses.begin(), ok_statuses.end(), result->status) != ok_statuses.end()) {

@@ -138,12 +138,14 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
     if (fetching_) {
       // No valid token: wait for the fetch in flight and share its outcome.
       const uint64_t seen = generation_;
-      if (!cv_.wait(lock, stop, [&] { return generation_ != seen; })) {
+      ++waiters_;
+      const bool woken = cv_.wait(lock, stop, [&] { return generation_ != seen; });
+      --waiters_;
+      if (!woken) {
         return Status(ErrorKind::kCancelled, Describe() + ": stopped waiting for a token");
       }
       if (UsableLocked(clock_.WallNow())) continue;
-      // The fetch waited for failed: share its error (not an older one, when it was cancelled).
-      if (!last_error_.ok() && error_generation_ == generation_) return last_error_;
+      if (!last_error_.ok()) return last_error_;  // the fetch waited for failed: share its error
       continue;
     }
     fetching_ = true;
@@ -162,7 +164,10 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
     cv_.notify_all();
     // Stopped: says nothing of the source, so it is no error for the threads that waited (they
     // fetch again, unless they are stopping too) and no reason to wait before the next try.
-    if (!fetched.ok() && fetched.status().kind() == ErrorKind::kCancelled) return fetched.status();
+    if (!fetched.ok() && fetched.status().kind() == ErrorKind::kCancelled) {
+      last_error_ = Status::Ok();  // nor is an older fetch's error theirs
+      return fetched.status();
+    }
     if (fetched.ok() && fetched->expires_on <= done) {
       // Storage would refuse it, and every request would fetch another: say why instead.
       fetched = Status(ErrorKind::kAuth,
@@ -187,7 +192,6 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
       return cached_->token;
     }
     last_error_ = fetched.status();
-    error_generation_ = generation_;
     if (UsableLocked(done)) {
       // The old token still works: keep it, try again later.
       next_try_ = done + kRetryAfterFailure;
@@ -203,6 +207,11 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
 uint64_t TokenCredential::FetchCountForTest() const {
   std::lock_guard lock(mu_);
   return fetches_;
+}
+
+int TokenCredential::WaitersForTest() const {
+  std::lock_guard lock(mu_);
+  return waiters_;
 }
 
 bool TokenCredential::HoldsAValidToken() const {

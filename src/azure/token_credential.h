@@ -74,6 +74,8 @@ class TokenCredential : public Credential {
   Result<std::string> GetToken(std::stop_token stop = {});
   // Number of FetchToken() calls so far (tests and metrics).
   uint64_t FetchCountForTest() const;
+  // Threads waiting for another thread's fetch now (tests).
+  int WaitersForTest() const;
 
  protected:
   explicit TokenCredential(Clock& clock) : clock_(clock) {}
@@ -99,8 +101,8 @@ class TokenCredential : public Credential {
   uint64_t generation_ = 0;            // guarded by mu_: +1 per finished fetch
   uint64_t token_generation_ = 0;      // guarded by mu_: generation_ when cached_ was stored
   uint64_t fetches_ = 0;               // guarded by mu_
+  int waiters_ = 0;                    // guarded by mu_
   Status last_error_;                  // guarded by mu_: result of the last failed fetch
-  uint64_t error_generation_ = 0;      // guarded by mu_: generation_ when last_error_ was set
 };
 
 // --- helpers shared by the token sources ---
