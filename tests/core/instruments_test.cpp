@@ -60,8 +60,11 @@ TEST(StorageHealthTest, FailedTriesShowOnlyWhenNothingWasAnsweredAroundThem) {
   EXPECT_STREQ(h.Trouble(t0 + 84s, 60s), "storage_unreachable");
   // Tries that end out of order: an earlier one replaces nothing.
   h.Record(TryOutcome::kRefused, t0 + 75s);
-  h.Record(TryOutcome::kAnswered, t0 + 71s);
   EXPECT_STREQ(h.Trouble(t0 + 84s, 60s), "storage_unreachable");
+  h.Record(TryOutcome::kAnswered, t0 + 90s);
+  h.Record(TryOutcome::kAnswered, t0 + 71s);  // late: must not replace the answer at 90 s
+  h.Record(TryOutcome::kUnreachable, t0 + 95s);
+  EXPECT_EQ(h.Trouble(t0 + 96s, 60s), nullptr) << "5 s after the answer at 90 s";
 }
 
 // An answer at time 0 (a clock that starts there) is an answer, not "never".

@@ -2,6 +2,7 @@
 // half-life for long and short lifetimes), failed refreshes, Invalidate after 401, and the
 // https-only rule of Authorize.
 #include "fake_token_credential.h"
+#include "support/process.h"
 
 #include <gtest/gtest.h>
 
@@ -104,7 +105,7 @@ TEST(TokenCacheTest, AStopEndsAWaitForAnotherThreadsFetch) {
   cred.WaitBlocked();
   std::stop_source stop;
   auto waiting = std::async(std::launch::async, [&] { return cred.GetToken(stop.get_token()); });
-  std::this_thread::sleep_for(50ms);  // most likely waiting by now (else stopped before it waits)
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return cred.WaitersForTest() == 1; }, 10s));
   stop.request_stop();
   const bool ended = waiting.wait_for(10s) == std::future_status::ready;
   cred.Release();  // on every path, so that nothing hangs
@@ -128,7 +129,7 @@ TEST(TokenCacheTest, ACancelledFetchDoesNotHandAnOlderErrorToItsWaiters) {
   auto cancelled = std::async(std::launch::async, [&] { return cred.GetToken(stop.get_token()); });
   cred.WaitBlocked();
   auto waiter = std::async(std::launch::async, [&] { return cred.GetToken(); });
-  std::this_thread::sleep_for(50ms);  // most likely waiting for the held fetch by now
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return cred.WaitersForTest() == 1; }, 10s));
   stop.request_stop();
   cred.Release();
   EXPECT_EQ(cancelled.get().status().kind(), ErrorKind::kCancelled);

@@ -136,6 +136,7 @@ TEST(KubernetesTest, ADisruptionBudgetKeepsOnePodUp) {
   const YAML::Node pdb = FindKind("k8s/pdb.yaml", "PodDisruptionBudget");
   EXPECT_EQ(pdb["spec"]["maxUnavailable"].as<int>(), 1);
   const YAML::Node d = FindKind("k8s/deployment.yaml", "Deployment");
+  EXPECT_GE(d["spec"]["replicas"].as<int>(), 2) << "one down of one leaves none up";
   EXPECT_EQ(
       pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as<std::string>(),
       d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>());

@@ -331,7 +331,7 @@ TEST_F(FaultE2E, AStoppingServiceIsNotReadyAndRefusesPostsWhileItsUploadsFinish)
   const auto files = DropFiles("grace", 1, 4096);
   ASSERT_TRUE(WaitFor([&] { return up->Status()["in_progress"] == 1; }, 30s));
   up->process().Signal(SIGTERM);
-  ASSERT_TRUE(WaitFor([&] { return up->Call("GET", "/readyz").status == 503; }, 2s));
+  ASSERT_TRUE(WaitFor([&] { return up->Call("GET", "/readyz").status == 503; }, 10s));
   EXPECT_EQ(up->Call("GET", "/readyz").body["status"], "stopping");
   const auto refused = up->Call("POST", "/v1/watch/stop");
   EXPECT_EQ(refused.status, 503);

@@ -394,7 +394,7 @@ TEST_F(UploaderE2E, TheReplicaIdWaitAnswersProbesRefusesPostsAndEndsOnSigterm) {
   ASSERT_TRUE(first.WaitReady()) << first.process().ReadLog();
   first.process().Signal(SIGSTOP);
   UploaderProcess twin(*azurite_, volume_, container_, "r1",
-                       {{"APP_LEASE_TIMEOUT_S", "60"},  // a 22.5 s wait
+                       {{"APP_LEASE_TIMEOUT_S", "300"},  // a 112.5 s wait, ended by SIGTERM
                         {"APP_LOCAL_STAGING_ROOT", volume_.dir.path() + "/staging-twin"}});
   ASSERT_TRUE(WaitFor([&] { return twin.Call("GET", "/healthz").status == 200; }, 15s))
       << twin.process().ReadLog();
