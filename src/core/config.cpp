@@ -183,8 +183,10 @@ const std::vector<ConfigVar>& ConfigVars() {
        "`AZURE_CLIENT_ID`",
        false},
       {"APP_AZURE_ACCESS_TIER", "", "Hot, Cool, Cold or Archive; empty = account default", false},
-      {"APP_AZURE_PUT_BLOB_MAX_BYTES", "33554432",
-       "Files up to this size use one Put Blob; larger use blocks", false},
+      {"APP_AZURE_PUT_BLOB_MAX_BYTES", "67108864",
+       "Files up to this size use one Put Blob (one request; with `crc64`, storage computes the "
+       "blob's MD5, not this service); larger use blocks, several in flight per file",
+       false},
       {"APP_AZURE_PUT_BLOB_CHECKSUM", "auto",
        "What storage checks a file sent in one Put Blob against: `crc64` (x-ms-content-crc64; the "
        "blob stores the MD5 storage computes of what it took), `md5` (Content-MD5, computed "

@@ -21,7 +21,7 @@ struct Config {
   std::string azure_auth = "auto";
   std::string azure_ca_file;
   std::string azure_access_tier;  // "", Hot, Cool, Cold, Archive
-  uint64_t azure_put_blob_max_bytes = 32ull << 20;
+  uint64_t azure_put_blob_max_bytes = 64ull << 20;
   std::string azure_put_blob_checksum = "auto";  // auto, crc64, md5
   uint64_t azure_block_size = 8ull << 20;
   int azure_max_concurrency = 8;

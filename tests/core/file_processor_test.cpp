@@ -12,7 +12,7 @@ constexpr uint64_t kMiB = 1 << 20;
 // A staging volume smaller than one file's ring (or whole Put Blob file) is named at start-up:
 // such a file would wait for room for ever.
 TEST(StagingRoomTest, OneFileMustFit) {
-  Config c;  // 32 MiB Put Blob limit, 8 MiB blocks, 8 in flight: a ring of 10 blocks
+  Config c;  // 64 MiB Put Blob limit, 8 MiB blocks, 8 in flight: a ring of 10 blocks
   EXPECT_EQ(StagingNeedPerFile(c), 80ULL << 20);
   EXPECT_FALSE(CheckStagingRoom(c, 80ULL << 20).has_value());
   const auto w = CheckStagingRoom(c, 64ULL << 20);
