@@ -5,24 +5,13 @@
 #include "azure/shared_key.h"
 #include "azure/url.h"
 #include "util/crypto.h"
+#include "util/text.h"
 
 #include <cctype>
 #include <map>
 
 namespace nbu::azure {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())) != 0) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())) != 0) s.remove_suffix(1);
-  return s;
-}
 
 Status Bad(const std::string& what) {
   return Status(ErrorKind::kPermanent, "connection string: " + what);
@@ -45,7 +34,7 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
   size_t index = 0;
   while (!text.empty()) {
     const size_t semi = text.find(';');
-    const std::string_view pair = Trim(text.substr(0, semi));
+    const std::string_view pair = TrimSpaceAscii(text.substr(0, semi));
     text = semi == std::string_view::npos ? std::string_view() : text.substr(semi + 1);
     ++index;
     if (pair.empty()) continue;
@@ -53,9 +42,9 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     if (eq == std::string_view::npos || eq == 0) {
       return Bad("entry " + std::to_string(index) + " is not of the form Key=Value");
     }
-    const std::string key = Lower(Trim(pair.substr(0, eq)));
-    if (!fields.emplace(key, std::string(Trim(pair.substr(eq + 1)))).second) {
-      return Bad("field " + std::string(Trim(pair.substr(0, eq))) + " appears twice");
+    const std::string key = LowerAscii(TrimSpaceAscii(pair.substr(0, eq)));
+    if (!fields.emplace(key, std::string(TrimSpaceAscii(pair.substr(eq + 1)))).second) {
+      return Bad("field " + std::string(TrimSpaceAscii(pair.substr(0, eq))) + " appears twice");
     }
   }
   auto get = [&](const char* key) {
@@ -77,7 +66,7 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
   }
   info.endpoint = get("blobendpoint");
   if (!info.endpoint.empty()) {
-    const std::string scheme = Lower(SplitUrl(info.endpoint).scheme);
+    const std::string scheme = LowerAscii(SplitUrl(info.endpoint).scheme);
     if ((scheme != "http" && scheme != "https") || SplitUrl(info.endpoint).authority.empty()) {
       return Bad("BlobEndpoint must be an absolute http:// or https:// URL");
     }

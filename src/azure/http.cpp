@@ -1,6 +1,7 @@
 // libcurl transport: a pool of easy handles (each keeps its keep-alive connections) shared by all
 // threads; bodies come from memory or from a file range read with pread, rewindable by curl.
 #include "azure/http.h"
+#include "util/text.h"
 
 #include <curl/curl.h>
 #include <unistd.h>
@@ -13,18 +14,6 @@
 
 namespace nbu::azure {
 namespace {
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-bool IEquals(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 // Source of the request body; `pos` is relative to the start of the body.
 struct UploadState {
@@ -101,7 +90,7 @@ size_t WriteHeader(char* buffer, size_t size, size_t nitems, void* userdata) {
   std::string_view value = line.substr(colon + 1);
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
   while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-  std::string name = Lower(std::string(line.substr(0, colon)));
+  std::string name = LowerAscii(std::string(line.substr(0, colon)));
   auto [it, inserted] = st->resp->headers.emplace(name, std::string(value));
   if (!inserted) it->second.append(",").append(value);
   return n;
@@ -129,13 +118,13 @@ std::once_flag g_curl_init_once;
 }  // namespace
 
 void HttpRequest::SetHeader(const std::string& name, const std::string& value) {
-  std::erase_if(headers, [&](const auto& h) { return IEquals(h.first, name); });
+  std::erase_if(headers, [&](const auto& h) { return EqualsIgnoreCaseAscii(h.first, name); });
   headers.emplace_back(name, value);
 }
 
 const std::string* HttpRequest::FindHeader(const std::string& name) const {
   for (const auto& h : headers) {
-    if (IEquals(h.first, name)) return &h.second;
+    if (EqualsIgnoreCaseAscii(h.first, name)) return &h.second;
   }
   return nullptr;
 }

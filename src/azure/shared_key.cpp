@@ -3,6 +3,7 @@
 
 #include "azure/url.h"
 #include "util/crypto.h"
+#include "util/text.h"
 
 #include <algorithm>
 #include <cctype>
@@ -12,11 +13,6 @@
 
 namespace nbu::azure {
 namespace {
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 // Trims and collapses runs of whitespace to one space (values we send are already single-spaced).
 std::string CanonicalHeaderValue(const std::string& value) {
@@ -48,7 +44,7 @@ std::string ContentLengthLine(const HttpRequest& req) {
 std::string CanonicalizedHeaders(const HttpRequest& req) {
   std::map<std::string, std::string> ms;
   for (const auto& [name, value] : req.headers) {
-    std::string lname = Lower(name);
+    std::string lname = LowerAscii(name);
     if (lname.rfind("x-ms-", 0) != 0) continue;
     auto [it, inserted] = ms.emplace(std::move(lname), CanonicalHeaderValue(value));
     if (!inserted) it->second.append(",").append(CanonicalHeaderValue(value));
@@ -63,7 +59,7 @@ std::string CanonicalizedResource(const std::string& url, const std::string& acc
   std::string out = "/" + account + parts.path;
   std::map<std::string, std::vector<std::string>> params;
   for (const auto& [name, value] : SplitQuery(parts.query)) {
-    params[Lower(UrlDecode(name))].push_back(UrlDecode(value));
+    params[LowerAscii(UrlDecode(name))].push_back(UrlDecode(value));
   }
   for (auto& [name, values] : params) {
     std::sort(values.begin(), values.end());

@@ -4,6 +4,7 @@
 #include "azure/token_client_credential.h"
 #include "azure/token_managed_identity.h"
 #include "util/log.h"
+#include "util/text.h"
 
 #include <algorithm>
 #include <functional>
@@ -62,22 +63,17 @@ std::vector<ChainEntry> AllSources(const EnvLookup& env, const TokenSourceOption
   };
 }
 
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 // Applies AZURE_TOKEN_CREDENTIALS to the chain; false with an error line for an unknown value.
 bool FilterChain(const EnvLookup& env, std::vector<ChainEntry>* chain,
                  std::vector<std::string>* errors) {
   const auto selector = env("AZURE_TOKEN_CREDENTIALS");
-  if (!selector || Lower(*selector) == "dev") return true;
-  if (Lower(*selector) == "prod") {
+  if (!selector || LowerAscii(*selector) == "dev") return true;
+  if (LowerAscii(*selector) == "prod") {
     std::erase_if(*chain, [](const ChainEntry& e) { return std::string(e.mode) == "azure-cli"; });
     return true;
   }
-  std::erase_if(*chain, [&](const ChainEntry& e) { return Lower(e.name) != Lower(*selector); });
+  std::erase_if(*chain,
+                [&](const ChainEntry& e) { return LowerAscii(e.name) != LowerAscii(*selector); });
   if (chain->empty()) {
     errors->push_back(
         "AZURE_TOKEN_CREDENTIALS: must be prod, dev, EnvironmentCredential, "

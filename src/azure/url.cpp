@@ -1,5 +1,6 @@
 // URL encoding, decoding, splitting and redaction (see url.h).
 #include "azure/url.h"
+#include "util/text.h"
 
 #include <cctype>
 
@@ -124,10 +125,7 @@ std::string RedactUrl(std::string_view url) {
   for (const auto& [name, value] : SplitQuery(url.substr(q + 1))) {
     out.push_back(sep);
     sep = '&';
-    const bool secret = name.size() == 3 &&
-                        std::tolower(static_cast<unsigned char>(name[0])) == 's' &&
-                        std::tolower(static_cast<unsigned char>(name[1])) == 'i' &&
-                        std::tolower(static_cast<unsigned char>(name[2])) == 'g';
+    const bool secret = EqualsIgnoreCaseAscii(name, "sig");
     out.append(name).append("=").append(secret ? "REDACTED" : value);
   }
   return out;

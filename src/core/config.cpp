@@ -2,6 +2,7 @@
 
 #include "core/layout.h"
 #include "util/fs.h"
+#include "util/text.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -23,19 +24,14 @@ extern char** environ;
 namespace nbu::core {
 namespace {
 
-std::string Trim(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return std::string(s.substr(b, e - b));
-}
+std::string Trimmed(std::string_view s) { return std::string(TrimSpaceAscii(s)); }
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    item = Trim(item);
+    item = Trimmed(item);
     if (!item.empty()) out.push_back(item);
   }
   return out;
@@ -61,12 +57,12 @@ class Reader {
     return it == env_.end() || it->second.empty() ? nullptr : &it->second;
   }
   void Str(const char* name, std::string* out) const {
-    if (const std::string* v = Raw(name)) *out = Trim(*v);
+    if (const std::string* v = Raw(name)) *out = Trimmed(*v);
   }
   void Double(const char* name, double* out, double min, double max) const {
     const std::string* v = Raw(name);
     if (v == nullptr) return;
-    const std::string t = Trim(*v);
+    const std::string t = Trimmed(*v);
     char* end = nullptr;
     const double d = std::strtod(t.c_str(), &end);
     if (t.empty() || end == nullptr || *end != '\0' || !std::isfinite(d)) {
@@ -81,7 +77,7 @@ class Reader {
   void Int(const char* name, T* out, T min, T max) const {
     const std::string* v = Raw(name);
     if (v == nullptr) return;
-    const std::string t = Trim(*v);
+    const std::string t = Trimmed(*v);
     T value{};
     auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
     if (ec != std::errc() || ptr != t.data() + t.size()) {
@@ -96,7 +92,7 @@ class Reader {
   void Bool(const char* name, bool* out) const {
     const std::string* v = Raw(name);
     if (v == nullptr) return;
-    std::string t = Trim(*v);
+    std::string t = Trimmed(*v);
     std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
     if (t == "1" || t == "true" || t == "yes" || t == "on")
       *out = true;
@@ -301,23 +297,23 @@ EnvMap ParseDotEnv(const std::string& text) {
   std::string line;
   for (bool first = true; std::getline(in, line); first = false) {
     if (first && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // a UTF-8 byte-order mark
-    std::string t = Trim(line);
+    std::string t = Trimmed(line);
     if (t.empty() || t[0] == '#') continue;
-    if (t.rfind("export ", 0) == 0) t = Trim(t.substr(7));
+    if (t.rfind("export ", 0) == 0) t = Trimmed(t.substr(7));
     const size_t eq = t.find('=');
     if (eq == std::string::npos) continue;
-    const std::string key = Trim(t.substr(0, eq));
-    std::string value = Trim(t.substr(eq + 1));
+    const std::string key = Trimmed(t.substr(0, eq));
+    std::string value = Trimmed(t.substr(eq + 1));
     // A quoted value ends at its closing quote; a comment may follow it, as after a bare value
     // (as Docker Compose reads the same file).
     const size_t close = value.empty() || (value.front() != '"' && value.front() != '\'')
                              ? std::string::npos
                              : value.find(value.front(), 1);
     if (close != std::string::npos &&
-        (close + 1 == value.size() || Trim(value.substr(close + 1)).starts_with('#'))) {
+        (close + 1 == value.size() || Trimmed(value.substr(close + 1)).starts_with('#'))) {
       value = value.substr(1, close - 1);
     } else if (const size_t hash = value.find(" #"); hash != std::string::npos) {
-      value = Trim(value.substr(0, hash));
+      value = Trimmed(value.substr(0, hash));
     }
     if (!key.empty()) out[key] = value;
   }

@@ -3,6 +3,7 @@
 #include "core/layout.h"
 #include "telemetry/prometheus.h"
 #include "util/log.h"
+#include "util/text.h"
 #include "util/uuid.h"
 
 #include <httplib.h>
@@ -159,7 +160,7 @@ class ReceivedRequest final : public httplib::Stream {
   std::string DropRanges(size_t head_size) {
     for (size_t from = buf_.find('\n'); from != std::string::npos && from + 1 < head_size;) {
       const size_t eol = buf_.find('\n', from + 1);
-      const std::string name = Lower(buf_.substr(from + 1, std::min<size_t>(9, eol - from)));
+      const std::string name = LowerAscii(buf_.substr(from + 1, std::min<size_t>(9, eol - from)));
       if (name.rfind("range:", 0) == 0 || name.rfind("if-range:", 0) == 0) {
         buf_.erase(from + 1, eol - from);
         head_size -= eol - from;
@@ -174,11 +175,6 @@ class ReceivedRequest final : public httplib::Stream {
   // would take as part of the name, missing the header; a line ending in a bare LF, which the
   // library skips, so that a Content-Length it did not see would turn a POST bodiless; and
   // Content-Length lines that differ.
-  static std::string Lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-  }
   static Head ReadHead(const std::string& head) {
     Head h;
     bool length_seen = false;
@@ -201,12 +197,12 @@ class ReceivedRequest final : public httplib::Stream {
         h.refused = Outcome::kBadHeader;
         return h;
       }
-      const std::string name = Lower(line.substr(0, colon));
+      const std::string name = LowerAscii(line.substr(0, colon));
       const size_t v = line.find_first_not_of(" \t", colon + 1);
       const size_t w = line.find_last_not_of(" \t");
       const std::string value = v == std::string::npos ? "" : line.substr(v, w + 1 - v);
       if (name == "transfer-encoding") chunked = true;
-      if (name == "expect") h.expects_continue = Lower(value) == "100-continue";
+      if (name == "expect") h.expects_continue = LowerAscii(value) == "100-continue";
       if (name != "content-length") continue;
       const bool digits = !value.empty() && std::all_of(value.begin(), value.end(), [](char c) {
         return std::isdigit(static_cast<unsigned char>(c)) != 0;
@@ -407,7 +403,7 @@ std::string BearerToken(const std::string& header) {
   constexpr std::string_view kScheme = "bearer ";
   if (header.size() <= kScheme.size()) return "";
   for (size_t i = 0; i < kScheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return "";
+    if (LowerAscii(header[i]) != kScheme[i]) return "";
   }
   const size_t from = header.find_first_not_of(' ', kScheme.size());
   return from == std::string::npos ? "" : header.substr(from);

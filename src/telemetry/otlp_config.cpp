@@ -1,4 +1,5 @@
 #include "telemetry/otlp_config.h"
+#include "util/text.h"
 
 #include <algorithm>
 #include <cctype>
@@ -13,12 +14,6 @@ std::string Trim(const std::string& s) {
   if (begin == std::string::npos) return "";
   const auto end = s.find_last_not_of(" \t");
   return s.substr(begin, end - begin + 1);
-}
-
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
 }
 
 int HexDigit(char c) {
@@ -70,7 +65,7 @@ struct Reader {
   std::optional<std::string> Url(const std::string& name) const {
     const auto v = Get(name);
     if (!v) return std::nullopt;
-    const std::string lower = Lower(*v);
+    const std::string lower = LowerAscii(*v);
     const bool scheme = lower.rfind("http://", 0) == 0 || lower.rfind("https://", 0) == 0;
     const auto host_at = v->find("://");
     if (!scheme || host_at + 3 >= v->size() || (*v)[host_at + 3] == '/' ||
@@ -100,8 +95,8 @@ void ParseEndpoints(const Reader& r, TelemetryConfig& c) {
   for (const auto& [name, url] : {std::pair{"OTEL_TRACES_EXPORTER", &c.traces_url},
                                   std::pair{"OTEL_METRICS_EXPORTER", &c.metrics_url}}) {
     const auto v = r.Get(name);
-    if (!v || Lower(*v) == "otlp") continue;
-    if (Lower(*v) == "none")
+    if (!v || LowerAscii(*v) == "otlp") continue;
+    if (LowerAscii(*v) == "none")
       url->clear();
     else
       r.Error(name, "only \"otlp\" and \"none\" are supported, got \"" + *v + "\"");
@@ -165,7 +160,7 @@ void ParseDisabled(const Reader& r, TelemetryConfig& c) {
   const auto v = r.Get("OTEL_SDK_DISABLED");
   if (!v) return;
   // Per the OTel spec only a case-insensitive "true" is true; other values mean false + warning.
-  const std::string lower = Lower(*v);
+  const std::string lower = LowerAscii(*v);
   c.sdk_disabled = lower == "true";
   if (lower != "true" && lower != "false") {
     r.result.warnings.push_back("OTEL_SDK_DISABLED: \"" + *v +

@@ -1,0 +1,38 @@
+// ASCII text helpers for protocol tokens (header names, connection-string keys, setting values).
+// Locale-independent on purpose: std::tolower follows the C locale a library may have changed.
+#pragma once
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+
+namespace nbu {
+
+constexpr char LowerAscii(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+inline std::string LowerAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = LowerAscii(c);
+  return out;
+}
+
+inline bool EqualsIgnoreCaseAscii(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return LowerAscii(x) == LowerAscii(y);
+         });
+}
+
+constexpr bool IsSpaceAscii(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+// `s` without the white space (space, tab, CR, LF, FF, VT) at either end.
+constexpr std::string_view TrimSpaceAscii(std::string_view s) {
+  while (!s.empty() && IsSpaceAscii(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsSpaceAscii(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace nbu
