@@ -463,7 +463,25 @@ Status FileProcessor::CommitInOrder(
         blob.size == f.size && !f.crc_only && blob.content_md5 == f.md5) {
       return Status::Ok();
     }
-    if (const auto theirs = mtime_of(blob); theirs && *theirs > f.source.mtime_ns) {
+    const auto theirs = mtime_of(blob);
+    if (theirs && *theirs == f.source.mtime_ns) {
+      // Another claim's version with the same source mtime (a copy that keeps times, a build
+      // with a fixed timestamp, a server with coarse times): which one is newer cannot be told.
+      // The same bytes are done; other bytes are not put over it, nor lost: kept here.
+      if (blob.size == f.size && blob.content_md5) {
+        Result<Md5Digest> ours = f.crc_only ? HashSource(f, stop) : Result<Md5Digest>(f.md5);
+        if (!ours.ok()) return ours.status();
+        if (*ours == *blob.content_md5) return Status::Ok();
+      }
+      d_.inst.files_superseded.Add();
+      return Status(ErrorKind::kPermanent,
+                    "superseded, perhaps: the blob holds another version of this file with the "
+                    "same source mtime (" +
+                        std::to_string(*theirs) +
+                        " ns), so which is newer cannot be told; this version is kept here and "
+                        "not uploaded (touch it and retry it to put it over the blob)");
+    }
+    if (theirs && *theirs > f.source.mtime_ns) {
       d_.inst.files_superseded.Add();
       return Status(ErrorKind::kPermanent,
                     "superseded: the blob holds a newer version of this file (source mtime " +

@@ -318,6 +318,51 @@ TEST_F(FileProcessorAzuriteTest, OlderVersionInBlocksDoesNotReplaceANewerBlob) {
   OlderVersionAfterNewer("blocks.bin", (1 << 20) + 7);
 }
 
+// Two versions of one name with the same source mtime (a copy that keeps times, a build with a
+// fixed timestamp): which one is newer cannot be told, so the second to commit does not replace
+// the first, whatever their claim order; it is dead-lettered, bytes kept. The same bytes with
+// the same mtime (a copy made again) are done. In one Put Blob checked by MD5 and by CRC-64
+// (no MD5 of ours: the claim is hashed to compare), and in blocks.
+TEST_F(FileProcessorAzuriteTest, AVersionWithTheSameMtimeDoesNotReplaceTheBlob) {
+  config_.azure_put_blob_max_bytes = 256 << 10;
+  const std::atomic<bool> crc64{true};
+  FileProcessor crc_processor(FileProcessor::Deps{
+      config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}, &crc64});
+  int round = 0;
+  for (FileProcessor* processor : {processor_.get(), &crc_processor, processor_.get()}) {
+    const size_t size = round == 2 ? (1 << 20) + 11 : 4'000;
+    const std::string base = "tie-" + std::to_string(round++);
+    const std::string first = PatternBytes(size, 27);
+    const std::string second = PatternBytes(size, 28);
+    WorkItem a = PlaceClaim(base, first, false);
+    WorkItem b = PlaceClaim(base, second, false);
+    SetMtime(a, 1'700'000'000);
+    SetMtime(b, 1'700'000'000);
+    processor->Process(a, {});
+    processor->Process(b, {});
+    ExpectBlobHolds(a, first);
+    WorkItem again = PlaceClaim(base, first, false);
+    SetMtime(again, 1'700'000'000);
+    processor->Process(again, {});
+    ExpectBlobHolds(a, first);
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 6);
+  EXPECT_EQ(Count(inst_.files_superseded), 3);
+  EXPECT_EQ(Count(inst_.files_failed), 3);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 6u);
+  for (const auto& name : failed) {
+    const std::string text = nbu::test::ReadFile(fs::Join(config_.failed_root, name));
+    if (!name.ends_with(".json")) {
+      EXPECT_EQ(text.substr(0, 64), PatternBytes(64, 28)) << name;  // the second version
+      continue;
+    }
+    EXPECT_NE(nlohmann::json::parse(text)["error"].get<std::string>().find("same source mtime"),
+              std::string::npos)
+        << text;
+  }
+}
+
 // A commit that landed but whose answer was lost: the next try finds the name taken by this
 // very claim's blob and is done without committing again (the blob keeps its ETag), for a Put
 // Blob and for a block list.
