@@ -548,8 +548,9 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
 }
 
 Status FileProcessor::Complete(const ClaimPath& claim) {
-  Status s =
-      fs::RenameEntry(ProcessingPath(claim), ProcessingPath(claim.WithState(ClaimState::kDone)));
+  const std::string from = ProcessingPath(claim);
+  const std::string to = ProcessingPath(claim.WithState(ClaimState::kDone));
+  Status s = d_.complete_rename ? d_.complete_rename(from, to) : fs::RenameEntry(from, to);
   if (s.kind() == ErrorKind::kNotFound) {
     // Another replica took the claim over (our lease looked dead): it uploads the same bytes to
     // the same blob, so the outcome is the same. Nothing to mark here.
@@ -575,8 +576,8 @@ Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
 
 Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
-                              std::optional<fs::FileStat>& torn_at, bool* skipped,
-                              uint64_t* bytes) {
+                              std::optional<fs::FileStat>& torn_at, bool* skipped, uint64_t* bytes,
+                              bool* committed) {
   // A name Azure would refuse is dead-lettered at once, the same way on Azurite, which takes it.
   if (Status s = CheckBlobName(claim.BlobName()); !s.ok()) return s;
   // The stage and upload spans overlap for block uploads: blocks are sent while later ones are
@@ -608,6 +609,7 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     if (auto now = fs::FStatFresh(staged->src.get()); now.ok()) torn_at = *now;
   }
   if (!up.ok()) return up;
+  *committed = true;
   telemetry::Span span = d_.tracer.StartSpan("complete", &parent);
   Status done = Complete(claim);
   if (!done.ok()) span.SetError(done.ToString());
@@ -703,10 +705,21 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);
   bool handed_back = false;  // stopped: the run does not count against the file
+  // The blob is committed and checked: only the completion rename is left, and its failures
+  // (the NFS server's) are waited out, neither uploading again nor counting against the file.
+  bool committed = false;
+  bool skipped = false;
+  uint64_t bytes = 0;
   while (run) {
-    bool skipped = false;
-    uint64_t bytes = 0;
-    Status s = Attempt(claim, item.check_existing, root.context(), stop, torn_at, &skipped, &bytes);
+    Status s;
+    if (committed) {
+      telemetry::Span span = d_.tracer.StartSpan("complete", &root.context());
+      s = Complete(claim);
+      if (!s.ok()) span.SetError(s.ToString());
+    } else {
+      s = Attempt(claim, item.check_existing, root.context(), stop, torn_at, &skipped, &bytes,
+                  &committed);
+    }
     if (s.ok()) {
       const double secs = ToSeconds(d_.clock.Now() - started);
       if (skipped) {
@@ -743,11 +756,12 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     // Storage unreachable, throttled past every retry, refusing our credentials, or its
     // container gone and not recreatable yet (BlobClient recreates it), or staging full or
     // failing: not the file's fault, waited out.
-    bool environmental = s.kind() == ErrorKind::kUnavailable || s.kind() == ErrorKind::kBusy ||
-                         s.kind() == ErrorKind::kAuth || s.kind() == ErrorKind::kStaging;
+    bool environmental = committed || s.kind() == ErrorKind::kUnavailable ||
+                         s.kind() == ErrorKind::kBusy || s.kind() == ErrorKind::kAuth ||
+                         s.kind() == ErrorKind::kStaging;
     if (s.kind() != ErrorKind::kUnavailable) {
       unreachable.reset();
-    } else if (StorageFailsOnlyThis(unreachable)) {
+    } else if (!committed && StorageFailsOnlyThis(unreachable)) {
       environmental = false;
     }
     // Staging failures are counted where they happen, as staging_full or staging_failing.

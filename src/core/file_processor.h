@@ -89,6 +89,8 @@ class FileProcessor {
     // True: a file sent in one Put Blob is checked by its CRC-64, and the blob stores the MD5
     // storage computes (null or false: by its MD5, computed here).
     const std::atomic<bool>* put_blob_crc64 = nullptr;
+    // The completion rename (.claimed -> .done); null: fs::RenameEntry. A test's stand-in.
+    std::function<Status(const std::string& from, const std::string& to)> complete_rename = {};
   };
   // How a Put Blob's body is checked, as the status, the log and the upload span name it.
   static const char* PutBlobChecksumName(bool crc64) { return crc64 ? "crc64" : "md5"; }
@@ -166,7 +168,7 @@ class FileProcessor {
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
-                 uint64_t* bytes);
+                 uint64_t* bytes, bool* committed);
 
   std::string ProcessingPath(const ClaimPath& c) const;
   Deps d_;

@@ -363,6 +363,34 @@ TEST_F(FileProcessorAzuriteTest, AVersionWithTheSameMtimeDoesNotReplaceTheBlob) 
   }
 }
 
+// The completion rename failing after the commit (an NFS server's EIO or ESTALE) is retried on
+// its own: the file is not copied and sent again, and the failures do not count against it, so
+// a committed file is never dead-lettered for them.
+TEST_F(FileProcessorAzuriteTest, ACompletionRenameFailingAfterTheCommitIsRetriedAlone) {
+  config_.max_file_attempts = 2;
+  nbu::test::FaultProxy proxy(azurite_.port());
+  auto blob = ClientVia(proxy);
+  int renames = 0;
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}};
+  deps.complete_rename = [&renames](const std::string& from, const std::string& to) {
+    if (++renames <= 3) return Status(ErrorKind::kTransient, "rename: Input/output error");
+    return fs::RenameEntry(from, to);
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes((1 << 20) + 7, 29);  // 9 blocks of 128 KiB
+  WorkItem item = PlaceClaim("done-late.bin", data, false);
+  processor.Process(item, {});
+  EXPECT_EQ(renames, 4);
+  ExpectBlobHolds(item, data);
+  EXPECT_EQ(proxy.Count("comp=block&", "PUT"), 9u);
+  EXPECT_EQ(proxy.Count("comp=blocklist", "PUT"), 1u);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  const auto left = Entries(config_.processing_root);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_TRUE(left[0].ends_with(".done")) << left[0];
+}
+
 // A commit that landed but whose answer was lost: the next try finds the name taken by this
 // very claim's blob and is done without committing again (the blob keeps its ETag), for a Put
 // Blob and for a block list.
