@@ -563,7 +563,12 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
 
 Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
   const ClaimPath next = claim.WithRuns(runs);
-  d_.inflight.Add(next.Path());
+  // Held by another worker of this process already: the claim was queued twice (a walk of the
+  // volume listed it just before that worker's own rename here), and the rename below would
+  // find its target there and take it for a retry of its own.
+  if (!d_.inflight.Add(next.Path())) {
+    return Status(ErrorKind::kNotFound, "claim picked up by another worker of this replica");
+  }
   Status s = fs::RenameEntry(ProcessingPath(claim), ProcessingPath(next));
   if (!s.ok()) {
     d_.inflight.Remove(next.Path());
@@ -848,7 +853,8 @@ bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attem
   // Recorded on the volume before the run begins, so a run this process does not survive counts.
   if (Status s = SetRuns(claim, claim.runs + 1); !s.ok()) {
     if (s.kind() == ErrorKind::kNotFound) {
-      LogWarn("claim vanished; another replica took it over", {{"blob", claim.BlobName()}});
+      LogWarn("claim vanished; another worker or replica took it over",
+              {{"blob", claim.BlobName()}, {"error", s.ToString()}});
       return false;
     }
     LogWarn("could not record the run on the claim; processing it anyway",

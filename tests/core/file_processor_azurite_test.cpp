@@ -391,6 +391,24 @@ TEST_F(FileProcessorAzuriteTest, ACompletionRenameFailingAfterTheCommitIsRetried
   EXPECT_TRUE(left[0].ends_with(".done")) << left[0];
 }
 
+// A claim queued twice (a walk listed it just before the first worker's run-count rename): the
+// second worker finds the renamed claim held by the first and leaves it alone, instead of
+// taking the rename's target for its own and processing the file beside the first worker.
+TEST_F(FileProcessorAzuriteTest, AClaimHeldByAnotherWorkerIsLeftToIt) {
+  WorkItem item = PlaceClaim("twice.bin", PatternBytes(5'000, 30), false);
+  const ClaimPath held = item.claim.WithRuns(item.claim.runs + 1);  // the first worker's rename
+  ASSERT_TRUE(fs::RenameEntry(fs::Join(config_.processing_root, item.claim.Path()),
+                              fs::Join(config_.processing_root, held.Path()))
+                  .ok());
+  ASSERT_TRUE(inflight_.Add(held.Path()));
+  processor_->Process(item, {});
+  EXPECT_EQ(Count(inst_.files_processed), 0);
+  EXPECT_FALSE(blob_->GetProperties(item.claim.BlobName())->has_value());
+  EXPECT_TRUE(inflight_.Contains(held.Path()));
+  EXPECT_FALSE(inflight_.Contains(item.claim.Path()));
+  EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, held.Path())).ok());
+}
+
 // A commit that landed but whose answer was lost: the next try finds the name taken by this
 // very claim's blob and is done without committing again (the blob keeps its ETag), for a Put
 // Blob and for a block list.
