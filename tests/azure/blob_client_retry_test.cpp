@@ -306,12 +306,15 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
   using enum TryOutcome;
   auto cred = std::make_shared<CountingCredential>();
   std::vector<TryOutcome> tries;
+  int throttled = 0;
   BlobClientObserver observer;
   observer.on_try = [&](TryOutcome t) { tries.push_back(t); };
+  observer.on_throttled = [&] { ++throttled; };
   BlobClient client = MakeClient(cred, observer);
   const std::string data = "x";
   auto put = [&](const std::string& name) {
     tries.clear();
+    throttled = 0;
     (void)client.PutBlob(name, Body::FromMemory(data), Md5::Of(data), {});
     return tries;
   };
@@ -319,6 +322,7 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
   EXPECT_EQ(put("flaky"), (std::vector{kAnswered, kAnswered, kAnswered}));
   EXPECT_EQ(put("busy"), (std::vector{kUnreachable, kUnreachable, kUnreachable, kUnreachable}));
   EXPECT_EQ(put("overloaded"), (std::vector{kAnswered, kAnswered, kAnswered, kAnswered}));
+  EXPECT_EQ(throttled, 4);  // every throttling answer, the last try's too
   EXPECT_EQ(put("stale-token"), std::vector{kAnswered});
   EXPECT_EQ(put("denied"), std::vector{kRefused});
   EXPECT_EQ(put("forbidden"), std::vector{kRefused});
