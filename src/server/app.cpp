@@ -224,6 +224,16 @@ int Main(int argc, char** argv) {
     api.Serve();
     api_done = true;
   });
+  // Stops the API; true once its thread is done. A client still reading its answer (slowly, or
+  // not at all) holds that thread: it gets a few seconds, not the rest of the pod's termination
+  // period.
+  const auto stop_api = [&] {
+    api.Stop();
+    for (int i = 0; i < 50 && !api_done.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return api_done.load();
+  };
   // A signal handled before the listener runs would stop nothing, and it would run on.
   if (!api.WaitServing(std::chrono::seconds(10))) LogWarn("the API did not start listening", {});
   // While the API answers (a wait here outlasting a liveness probe's patience would restart
@@ -237,11 +247,7 @@ int Main(int argc, char** argv) {
       LogInfo("signal received before the service started", {{"signal", SignalName(early_signal)}});
     }
     const int code = in_use ? 2 : 0;
-    api.Stop();
-    for (int i = 0; i < 50 && !api_done.load(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    if (!api_done.load()) std::_Exit(code);
+    if (!stop_api()) std::_Exit(code);
     api_thread.join();
     return code;
   }
@@ -251,17 +257,12 @@ int Main(int argc, char** argv) {
   const int sig = WaitForSignal();
   LogInfo("signal received", {{"signal", SignalName(sig)}});
   const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
-  api.Stop();
-  // A client still reading its answer (slowly, or not at all) holds the API thread: it gets a
-  // few seconds, not the rest of the pod's termination period.
-  for (int i = 0; i < 50 && !api_done.load(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const bool api_joined = stop_api();
   telemetry.Shutdown(clock.Now() + std::chrono::seconds(3));
-  LogInfo("stopped", {{"workers_joined", joined}, {"api_joined", api_done.load()}});
+  LogInfo("stopped", {{"workers_joined", joined}, {"api_joined", api_joined}});
   // A worker still blocked in I/O (its claim is left for recovery), or a client holding the API:
   // nothing of ours is left to finish.
-  if (!joined || !api_done.load()) std::_Exit(0);
+  if (!joined || !api_joined) std::_Exit(0);
   api_thread.join();
   return 0;
 }
