@@ -142,8 +142,50 @@ delete_container() {
 
 server_cpu() { proc_cpu_s "$SERVER_PID"; }
 
-# add_row scenario tool files bytes seconds cpu_s peak_kib server_cpu_s status
-add_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
+# When the server last answered. A client's own clock can run past its work (AzCopy exits only
+# at one of its 2-second status ticks), so every tool is timed to the end of the last answer the
+# server gave it: io_watch pid file writes to `file`, every ~20 ms until killed, the time
+# ($EPOCHREALTIME) at which the process last wrote or read bytes (/proc/<pid>/io wchar and
+# rchar: Azurite's and nginx's answers go out through write/writev, which count). Bash builtins
+# only, and a timed read on a FIFO nobody writes to for the pause: no process per sample.
+io_watch() { # pid file
+  local pid=$1 file=$2 k v cur last="" at="" fd
+  # Written once, when stopped (TERM waits for the builtin under way), or when the server ends.
+  trap 'echo "$at" >"$file"; exit 0' TERM
+  mkfifo "$file.pause"
+  exec {fd}<>"$file.pause"
+  while :; do
+    cur=""
+    { while read -r k v; do
+      case $k in rchar: | wchar:) cur+="$v," ;; esac
+    done <"/proc/$pid/io"; } 2>/dev/null || break
+    if [ "$cur" != "$last" ]; then
+      last=$cur
+      at=$EPOCHREALTIME
+    fi
+    read -r -t 0.02 -u "$fd" _ || true
+  done
+  echo "$at" >"$file"
+}
+# served_watch; ...; served_at -> the time the server last answered since served_watch.
+served_watch() {
+  rm -f "$TMP/served" "$TMP/served.pause"
+  io_watch "$SERVER_PID" "$TMP/served" &
+  SERVED_WATCH_PID=$!
+}
+served_at() {
+  kill -TERM "$SERVED_WATCH_PID" 2>/dev/null || true
+  wait "$SERVED_WATCH_PID" 2>/dev/null || true
+  local at
+  at=$(cat "$TMP/served" 2>/dev/null || true)
+  [ -n "$at" ] || die "no time of the server's last answer"
+  echo "$at"
+}
+
+# add_row scenario tool files bytes seconds cpu_s peak_kib server_cpu_s status exit_seconds:
+# `seconds` to the server's last answer (served_at), `exit_seconds` to the tool's own end (its
+# exit; for ours, /v1/status counting every file uploaded).
+add_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
 
 # "${TIMED[@]}" time_file command... : GNU time writes "wall user sys maxrss_kib" to time_file
 # (an array, not a function, so that timeout can run it); read_time time_file -> "user+sys
@@ -151,13 +193,13 @@ add_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
 TIMED=(/usr/bin/time -f '%e %U %S %M' -o)
 read_time() { tail -1 "$1" | awk '{ printf "%.3f %d\n", $2 + $3, $4 }'; }
 # The last row, as a progress line.
-log_row() { tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s, %s\n", $1, $2, $5, $9 }' >&2; }
+log_row() { tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s (exit %s s), %s\n", $1, $2, $5, $10, $9 }' >&2; }
 
 # --- The tools --------------------------------------------------------------------------------
 # Every run writes to a container of its own (a name just deleted may still be being deleted).
 run_ours() { # scen data_dir files bytes
   local scen=$1 data=$2 files=$3 bytes=$4 container="b-$1-ours-r$rep" session="bench-$1"
-  local dir=$TMP/svc-$scen up=0 failed=0 ub=0 t0 t1 c0 c1 s0 s1 status=ok deadline hwm
+  local dir=$TMP/svc-$scen up=0 failed=0 ub=0 t0 t1 ts c0 c1 s0 s1 status=ok deadline hwm
   local -a extra=()
   read -r -a extra <<<"${SVC_ENV:-}"
   # The sink checks no checksum, so the start-up probe would find it ignores CRC-64 and fall back
@@ -167,6 +209,7 @@ run_ours() { # scen data_dir files bytes
   cp -al "$data/src" "$dir/stage-in/$session"
   s0=$(server_cpu)
   c0=$(proc_cpu_s "$SVC_PID")
+  served_watch
   t0=$(now)
   mv "$dir/stage-in/$session" "$dir/incoming/$session"
   svc_watch_start "$session"
@@ -179,6 +222,7 @@ run_ours() { # scen data_dir files bytes
     sleep 0.05
   done
   t1=$(now)
+  ts=$(served_at)
   c1=$(proc_cpu_s "$SVC_PID" 2>/dev/null || echo "$c0")
   s1=$(server_cpu)
   hwm=$(proc_hwm_kib "$SVC_PID" 2>/dev/null || echo 0)
@@ -195,13 +239,13 @@ run_ours() { # scen data_dir files bytes
     status=$(verify_listing "$container" 2 "$data/manifest")
   fi
   [ "$TARGET" = azurite ] && delete_container "$container"
-  add_row "$scen" ours "$files" "$bytes" "$(fsub "$t1" "$t0")" "$(fsub "$c1" "$c0")" "$hwm" \
-    "$(fsub "$s1" "$s0")" "$status"
+  add_row "$scen" ours "$files" "$bytes" "$(fsub "$ts" "$t0")" "$(fsub "$c1" "$c0")" "$hwm" \
+    "$(fsub "$s1" "$s0")" "$status" "$(fsub "$t1" "$t0")"
   rm -rf "$dir"
 }
 
 run_peer() { # tool scen data_dir files bytes
-  local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1-r$rep" rc=0 t0 t1 s0 s1 code
+  local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1-r$rep" rc=0 t0 t1 ts s0 s1 code
   local tf=$TMP/time-$tool-$scen status=ok cpu rss strip=1
   local -a md5=()
   [ "$tool" = azcopy-md5 ] && md5=(--put-md5)
@@ -212,6 +256,7 @@ run_peer() { # tool scen data_dir files bytes
     "$ENDPOINT/$container?restype=container&$SAS" || true)
   [ "$code" = 201 ] || log "warning: creating container $container: HTTP $code"
   s0=$(server_cpu)
+  served_watch
   t0=$(now)
   case $tool in
     rclone)
@@ -232,6 +277,7 @@ run_peer() { # tool scen data_dir files bytes
       ;;
   esac
   t1=$(now)
+  ts=$(served_at)
   s1=$(server_cpu)
   read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")
   if [ "$rc" -ne 0 ]; then
@@ -244,8 +290,8 @@ run_peer() { # tool scen data_dir files bytes
     status=$(verify_listing "$container" "$strip" "$data/manifest")
   fi
   [ "$TARGET" = azurite ] && delete_container "$container"
-  add_row "$scen" "$tool" "$files" "$bytes" "$(fsub "$t1" "$t0")" "$cpu" "$rss" \
-    "$(fsub "$s1" "$s0")" "$status"
+  add_row "$scen" "$tool" "$files" "$bytes" "$(fsub "$ts" "$t0")" "$cpu" "$rss" \
+    "$(fsub "$s1" "$s0")" "$status" "$(fsub "$t1" "$t0")"
 }
 
 # The machine's own limits on a sink data set, measured in the same round: "limit-read" reads
@@ -255,7 +301,7 @@ run_peer() { # tool scen data_dir files bytes
 # the clock; the sink keeps bodies up to 64 MiB in memory and writes bigger ones to disk).
 # Neither hashes nor stages: no client can beat them on this machine.
 run_limit() { # kind scen data_dir files bytes
-  local kind=$1 scen=$2 data=$3 files=$4 bytes=$5 tf=$TMP/time-limit-$1-$2 rc=0 t0 t1 s0 s1 cpu rss
+  local kind=$1 scen=$2 data=$3 files=$4 bytes=$5 tf=$TMP/time-limit-$1-$2 rc=0 t0 t1 ts s0 s1 cpu rss
   local per=$(((files + CONC - 1) / CONC)) status=ok f
   if [ "$kind" = send ]; then
     rm -rf "$TMP/limit-parts"
@@ -266,6 +312,7 @@ run_limit() { # kind scen data_dir files bytes
     per=$((($(find "$TMP/limit-parts" -type f | wc -l) + CONC - 1) / CONC))
   fi
   s0=$(server_cpu)
+  served_watch
   t0=$(now)
   case $kind in
     read)
@@ -281,12 +328,14 @@ run_limit() { # kind scen data_dir files bytes
       ;;
   esac
   t1=$(now)
+  ts=$(served_at)
+  [ "$kind" = read ] && ts=$t1  # the server has no part in it
   s1=$(server_cpu)
   read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")
   [ "$rc" -eq 0 ] || status="FAIL(exit=$rc)"
   rm -rf "$TMP/limit-parts"
-  add_row "$scen" "limit-$kind" "$files" "$bytes" "$(fsub "$t1" "$t0")" "$cpu" "$rss" \
-    "$(fsub "$s1" "$s0")" "$status"
+  add_row "$scen" "limit-$kind" "$files" "$bytes" "$(fsub "$ts" "$t0")" "$cpu" "$rss" \
+    "$(fsub "$s1" "$s0")" "$status" "$(fsub "$t1" "$t0")"
 }
 
 # --- Main -------------------------------------------------------------------------------------
@@ -313,7 +362,10 @@ for sc in "${SCEN_LIST[@]}"; do
       ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$ACCOUNT
       SERVER_PID=$AZURITE_PID
     fi
-    for tool in $TOOLS; do
+    # Each round starts with another tool: none always meets the round's fresh Azurite.
+    read -r -a order <<<"$TOOLS"
+    shift_by=$(((rep - 1) % ${#order[@]}))
+    for tool in "${order[@]:shift_by}" "${order[@]:0:shift_by}"; do
       log "scenario $scen: $tool (run $rep of $REPEAT)"
       if [ "$tool" = ours ]; then
         run_ours "$scen" "$data" "$files" "$bytes"
@@ -340,11 +392,18 @@ table() {
     delay_note=" The sink answers each PUT $SINK_DELAY_S s after reading its body (SINK_DELAY_S)."
   echo "Concurrency: $CONC files in flight for every tool (our APP_WORKER_CONCURRENCY, rclone" \
     "--transfers, AZCOPY_CONCURRENCY_VALUE); $BLOCK_CONC blocks in flight per large file for" \
-    "ours and rclone; 8 MiB blocks for all. Our service: APP_POLL_INTERVAL_S=$POLL_S," \
-    "APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=false (default)${SVC_ENV:+, $SVC_ENV}; timed from the rename of" \
-    "the session directory into incoming/ to /v1/status uploaded == files (polled every 50 ms)." \
-    "MB = 10^6 bytes; peak MiB = max RSS (VmHWM for the service, GNU time for the peers);" \
-    "server CPU = Azurite's or nginx's CPU seconds during the run; ratios are ours / peer." \
+    "ours and rclone; 8 MiB blocks for every block upload (which files go in one Put Blob is" \
+    "each tool's default: ours up to 64 MiB, AzCopy its own rule, rclone none). Our service:" \
+    "APP_POLL_INTERVAL_S=$POLL_S, APP_MIN_FILE_AGE_S=$MIN_AGE_S, APP_STAGING_FSYNC=false" \
+    "(default)${SVC_ENV:+, $SVC_ENV}. **s** runs from the start (for ours the rename of the" \
+    "session directory into incoming/, for a peer its start) to the end of the server's last" \
+    "answer (Azurite's or nginx's bytes written or read, sampled every 20 ms), the same for every" \
+    "tool; files/s and MB/s come from it; **exit s** runs to the tool's own end: a peer's exit" \
+    "(AzCopy exits only at a 2-second status tick), ours /v1/status counting every file uploaded" \
+    "(polled every 50 ms). Each figure is the median of its runs on its own; the tools' order" \
+    "turns by one each round. MB = 10^6 bytes; peak MiB = max RSS (VmHWM for the service, GNU" \
+    "time for the peers; page cache, such as our staging copies, is not in it); server CPU =" \
+    "Azurite's or nginx's CPU seconds during the run; ratios are ours / peer." \
     "Hashing: ours CRC-64s every file sent in one Put Blob (x-ms-content-crc64; storage checks it" \
     "and stores the MD5 it computes) and MD5s every larger file and every block (Content-MD5 on" \
     "each Put Block, whole-file MD5 on the blob), so every blob has its MD5; on the sink, which" \
@@ -354,27 +413,32 @@ table() {
     "equal integrity (issue 6's targets compare with the defaults).$delay_note" \
     "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
-  echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-  # Group the runs of each (scenario, tool); keep the run with the median wall time.
+  echo "| scenario | tool | files | MB | s | files/s | MB/s | CPU ms/file | peak MiB | server CPU s | exit s | ours/peer files/s | ours/peer CPU/file | ours/peer memory | check |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  # Group the runs of each (scenario, tool); each measure is the median of its runs on its own.
   awk -F'\t' '
+    function median(k, col,   a, b, t, v, m) {
+      m = cnt[k]
+      for (a = 1; a <= m; a++) v[a] = val[k, a, col] + 0
+      for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++) if (v[b] < v[a]) { t = v[a]; v[a] = v[b]; v[b] = t }
+      lo = v[1]; hi = v[m]
+      return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+    }
     { k = $1 SUBSEP $2
-      if (!(k in cnt)) { order[++nk] = k }
-      cnt[k]++; row[k, cnt[k]] = $0
+      if (!(k in cnt)) { order[++nk] = k; sc[nk] = $1; tl[nk] = $2; f[nk] = $3; b2[nk] = $4 }
+      cnt[k]++
+      for (col = 5; col <= 10; col++) val[k, cnt[k], col] = $col
       if ($9 != "ok" && !(k in bad)) bad[k] = $9 }
     END {
-      for (j = 1; j <= nk; j++) {
-        k = order[j]; m = cnt[k]
-        for (a = 1; a <= m; a++) { split(row[k, a], x, "\t"); w[a] = x[5] + 0; idx[a] = a }
-        for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++)
-          if (w[idx[b]] < w[idx[a]]) { t = idx[a]; idx[a] = idx[b]; idx[b] = t }
-        split(row[k, idx[int((m + 1) / 2)]], x, "\t")
-        n++; sc[n] = x[1]; tl[n] = x[2]; f[n] = x[3]; b2[n] = x[4]; s[n] = x[5]; c[n] = x[6]
-        mm[n] = x[7]; sv[n] = x[8]; st[n] = (k in bad) ? bad[k] : "ok"
-        rng[n] = m > 1 ? sprintf(" (%.2f-%.2f, %d runs)", w[idx[1]], w[idx[m]], m) : ""
-        if (x[2] == "ours") { of[x[1]] = (x[5] > 0 ? x[3] / x[5] : 0); oc[x[1]] = x[6] / x[3]; om[x[1]] = x[7] }
+      for (n = 1; n <= nk; n++) {
+        k = order[n]; m = cnt[k]
+        s[n] = median(k, 5)
+        rng[n] = m > 1 ? sprintf(" (%.2f-%.2f, %d runs)", lo, hi, m) : ""
+        c[n] = median(k, 6); mm[n] = median(k, 7); sv[n] = median(k, 8); ex[n] = median(k, 10)
+        st[n] = (k in bad) ? bad[k] : "ok"
+        if (tl[n] == "ours") { of[sc[n]] = (s[n] > 0 ? f[n] / s[n] : 0); oc[sc[n]] = c[n] / f[n]; om[sc[n]] = mm[n] }
       }
-      for (i = 1; i <= n; i++) {
+      for (i = 1; i <= nk; i++) {
         fps = s[i] > 0 ? f[i] / s[i] : 0; cpf = c[i] / f[i]
         r1 = r2 = r3 = "";
         if (tl[i] != "ours" && (sc[i] in of)) {
@@ -384,16 +448,16 @@ table() {
           # A limit row moves bytes and does nothing else: only its speed is a yardstick.
           if (tl[i] ~ /^limit-/) r2 = r3 = "n/a"
         }
-        printf "| %s | %s | %d | %.1f | %.2f%s | %s | %.1f | %.3f | %.0f | %.2f | %s | %s | %s | %s |\n",
+        printf "| %s | %s | %d | %.1f | %.2f%s | %s | %.1f | %.3f | %.0f | %.2f | %.2f | %s | %s | %s | %s |\n",
           sc[i], tl[i], f[i], b2[i] / 1e6, s[i], rng[i], (fps < 10 ? sprintf("%.2f", fps) : sprintf("%.0f", fps)),
-          (s[i] > 0 ? b2[i] / 1e6 / s[i] : 0), cpf * 1000, mm[i] / 1024, sv[i], r1, r2, r3, st[i]
+          (s[i] > 0 ? b2[i] / 1e6 / s[i] : 0), cpf * 1000, mm[i] / 1024, sv[i], ex[i], r1, r2, r3, st[i]
       }
     }' "$ROWS"
 }
 table | tee "${OUT:-/dev/null}"
 [ -n "${OUT:-}" ] && cp "$ROWS" "${OUT%.md}.tsv"
 
-if grep -qv $'\tok$' "$ROWS"; then
+if awk -F'\t' '$9 != "ok" { bad = 1 } END { exit !bad }' "$ROWS"; then
   log "FAIL: some tool did not finish or not every file arrived intact (see 'check' above)"
   exit 1
 fi
