@@ -62,6 +62,11 @@ void Scanner::Reset() {
   oldest_pending_.reset();
 }
 
+void Scanner::Idle() {
+  std::lock_guard lock(mu_);
+  oldest_pending_.reset();
+}
+
 double Scanner::OldestPendingAgeS() const {
   std::lock_guard lock(mu_);
   return oldest_pending_ ? ToSeconds(clock_.Now() - *oldest_pending_) : 0.0;

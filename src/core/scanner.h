@@ -46,6 +46,9 @@ class Scanner {
   void Forget(const std::string& session, const std::string& rel);
   // Drops all tracking (the session changed).
   void Reset();
+  // No session is watched: nothing is pending any more (the oldest pending file's age reads 0
+  // instead of growing until the next watch).
+  void Idle();
   // Age of the oldest file seen but not yet claimed, on the monotonic clock (0 when none).
   double OldestPendingAgeS() const;
   // When the next file seen but not yet queued comes of age, as of the last scan (none: no such

@@ -178,6 +178,7 @@ void Service::ScanLoop(std::stop_token stop) {
       }
     }
     const auto session = CurrentSession();
+    if (!session || !session->active) scanner_.Idle();
     if (ready_ && session && session->active) {
       const auto stats = scanner_.ScanOnce(session->name, stop);
       LogDebug("scan", {{"session", session->name},

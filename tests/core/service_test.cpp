@@ -120,6 +120,31 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// The oldest pending file's age is that of a file the watch waits for; once the watch stops,
+// nothing is pending, and the age does not keep growing (a backlog alert firing for ever).
+TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
+  Azurite azurite;
+  TempDir dir;
+  Config config = TestConfig(dir, "pending");
+  config.poll_interval_s = 0.05;
+  config.min_file_age_s = 3600;  // seen, never old enough to be claimed
+  config.replica_id = "pending-test";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  WriteFile(config.incoming_dir + "/p/young.bin", "x");
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("p", &s, &error), Service::WatchError::kNone) << error;
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["oldest_pending_age_s"] > 0.1; }, 30s))
+      << service.StatusJson().dump();
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  EXPECT_TRUE(WaitFor([&] { return service.StatusJson()["oldest_pending_age_s"] == 0.0; }, 30s))
+      << service.StatusJson().dump();
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // Azurite behind a proxy that holds each upload of session "recovered" until Release() (at the
 // latest when the test ends), and `count` claims of `config`'s replica in that session, as
 // start-up recovery finds them.
