@@ -48,7 +48,7 @@ run: install build dev-up ## Build, start Azurite in the background and the serv
 	@[ -f .env ] || cp .env.example .env
 	$(BIN)
 
-test: install build ## Install, build, run every test (release, then ASan+UBSan, then TSan)
+test: install build ## Install, build, run every test (release, ASan+UBSan, TSan), the bench smoke run, format and shellcheck
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
