@@ -3,8 +3,12 @@
 #include "deploy/deploy_support.h"
 #include "testgen/file_name.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -125,6 +129,33 @@ TEST(TestgenConfigE2eTest, InvalidConfigurationExitsTwoNamingEachVariable) {
   const std::string log = proc.ReadLog();
   EXPECT_NE(log.find("GEN_HTTP_PORT"), std::string::npos) << log;
   EXPECT_NE(log.find("GEN_WRITE_MODE"), std::string::npos) << log;
+}
+
+// An address it cannot listen on (here a port another socket holds) is named like the other
+// settings, with the same exit code.
+TEST(TestgenConfigE2eTest, AnAddressItCannotListenOnExitsTwoNamingIt) {
+  TempDir dir;
+  const int taken = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(taken, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int port = FreeLoopbackPort();
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ASSERT_EQ(::bind(taken, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(taken, 1), 0);
+  ChildProcess proc({BinaryPath("nfs-testgen")},
+                    {{"GEN_HTTP_HOST", "127.0.0.1"},
+                     {"GEN_HTTP_PORT", std::to_string(port)},
+                     {"GEN_OUTPUT_DIR", dir.path()}},
+                    dir / "log");
+  EXPECT_EQ(proc.Wait(std::chrono::seconds(20)), 2);
+  ::close(taken);
+  const std::string log = proc.ReadLog();
+  EXPECT_NE(
+      log.find("GEN_HTTP_HOST, GEN_HTTP_PORT: cannot listen on 127.0.0.1:" + std::to_string(port)),
+      std::string::npos)
+      << log;
 }
 
 TEST(TestgenConfigE2eTest, ListsItsVariables) {

@@ -63,6 +63,19 @@ TEST_P(GeneratorTest, PacesFilesByTheInterval) {
   EXPECT_EQ(clock_.SleepsForTest().size(), in_place ? 2u + 3 * 7 : 2u);
 }
 
+// A long interval does not stretch the pauses inside an in-place file past 1 s, which an
+// uploader with a short minimum age would take for the end of the file.
+TEST(GeneratorPacingTest, PausesInsideAFileStayUnderOneSecond) {
+  test::TempDir dir;
+  SimulatedClock clock;
+  Generator gen(dir.path(), clock);
+  ASSERT_TRUE(gen.Start({"s1", 600, 65536, 1, WriteMode::kInPlace}).ok());
+  ASSERT_TRUE(test::WaitFor([&] { return Finished(gen); }, std::chrono::seconds(10)));
+  const auto sleeps = clock.SleepsForTest();
+  ASSERT_EQ(sleeps.size(), 7u);  // 8 chunks
+  for (const auto d : sleeps) EXPECT_EQ(d, std::chrono::seconds(1));
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, GeneratorTest,
                          ::testing::Values(WriteMode::kInPlace, WriteMode::kRename),
                          [](const ::testing::TestParamInfo<WriteMode>& param_info) {

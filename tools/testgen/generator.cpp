@@ -152,7 +152,8 @@ Status Generator::WriteChunks(const std::stop_token& stop, int fd, const std::st
                               const JobSpec& spec) {
   const uint64_t chunks = ChunkCount(spec);
   const bool paced = spec.write_mode == WriteMode::kInPlace && chunks > 1;
-  const Duration pause = FromSeconds(spec.interval_s / 2 / static_cast<double>(chunks));
+  const Duration pause =
+      FromSeconds(std::min(spec.interval_s / 2 / static_cast<double>(chunks), kMaxChunkPauseS));
   ContentStream content(name);
   std::string buf;
   for (uint64_t i = 0; i < chunks; ++i) {

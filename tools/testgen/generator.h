@@ -35,8 +35,11 @@ struct GeneratorStatus {
 
 // In-place files are written in this many chunks (fewer for small files), spread over half the
 // interval: an instrument that appends as it acquires, so the uploader's stability check sees
-// a growing file.
+// a growing file. At most kMaxChunkPause between two chunks: a longer pause would let an
+// uploader whose APP_MIN_FILE_AGE_S is shorter take the partial file for a finished one, and the
+// chunks after it would miss the blob.
 inline constexpr uint64_t kInPlaceChunks = 8;
+inline constexpr double kMaxChunkPauseS = 1.0;
 inline constexpr uint64_t kMaxChunkBytes = 1 << 20;
 
 // Thread-safe. Every file that reaches its final name is complete: stopping finishes the file in

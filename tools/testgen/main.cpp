@@ -41,6 +41,14 @@ int Serve(const Config& config, const sigset_t& signals) {
   nbu::testgen::Generator generator(config.output_dir, nbu::RealClock::Instance());
   httplib::Server server;
   nbu::testgen::RegisterRoutes(server, generator, config);
+  if (!server.bind_to_port(config.http_host, config.http_port)) {
+    std::fprintf(
+        stderr,
+        "nfs-testgen: GEN_HTTP_HOST, GEN_HTTP_PORT: cannot listen on %s:%d (not an address "
+        "of this host, or the port is taken)\n",
+        config.http_host.c_str(), config.http_port);
+    return kExitConfig;
+  }
   // SIGTERM/SIGINT arrive here (blocked in every thread) and stop the server.
   std::thread waiter([&] {
     int sig = 0;
@@ -52,11 +60,8 @@ int Serve(const Config& config, const sigset_t& signals) {
                                          {"port", config.http_port},
                                          {"output_dir", config.output_dir},
                                          {"write_mode", ToString(config.write_mode)}});
-  const bool listened = server.listen(config.http_host, config.http_port);
-  if (!listened) {
-    nbu::LogError("cannot listen", {{"host", config.http_host}, {"port", config.http_port}});
-    ::kill(::getpid(), SIGTERM);  // release the waiter
-  }
+  const bool listened = server.listen_after_bind();
+  if (!listened) ::kill(::getpid(), SIGTERM);  // release the waiter
   waiter.join();
   (void)generator.Stop();  // finishes the file in progress; kConflict when idle is fine
   nbu::LogInfo("nfs-testgen stopped");
