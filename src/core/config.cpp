@@ -145,6 +145,16 @@ bool PathsOverlap(const std::string& a, const std::string& b) {
   return x == y || inside(x, y) || inside(y, x);
 }
 
+// A variable name a .env line may set: [A-Za-z_][A-Za-z0-9_]*.
+bool IsEnvName(const std::string& name) {
+  const auto alpha = [](char ch) {
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || ch == '_';
+  };
+  return !name.empty() && alpha(name.front()) &&
+         std::all_of(name.begin(), name.end(),
+                     [&](char ch) { return alpha(ch) || (ch >= '0' && ch <= '9'); });
+}
+
 constexpr const char* kAuthModes[] = {
     "auto",        "connection-string", "shared-key",       "sas",
     "environment", "workload-identity", "managed-identity", "azure-cli"};
@@ -291,18 +301,28 @@ std::vector<std::string> UnknownVariables(const std::map<std::string, std::strin
   return out;
 }
 
-EnvMap ParseDotEnv(const std::string& text) {
+EnvMap ParseDotEnv(const std::string& text, std::vector<std::string>* errors) {
   EnvMap out;
   std::istringstream in(text);
   std::string line;
+  size_t number = 0;
   for (bool first = true; std::getline(in, line); first = false) {
+    ++number;
     if (first && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // a UTF-8 byte-order mark
     std::string t = Trimmed(line);
     if (t.empty() || t[0] == '#') continue;
     if (t.rfind("export ", 0) == 0) t = Trimmed(t.substr(7));
     const size_t eq = t.find('=');
-    if (eq == std::string::npos) continue;
     const std::string key = Trimmed(t.substr(0, eq));
+    // `APP_HTTP_TOKEN: c2Vj...=` would otherwise set a variable named after most of the secret
+    // (which the unknown-variable warning prints) and leave the token unset. The line is not
+    // echoed: it may hold a secret.
+    if (eq == std::string::npos || !IsEnvName(key)) {
+      errors->push_back("line " + std::to_string(number) +
+                        " is not KEY=VALUE with a KEY of letters, digits and _ (not starting "
+                        "with a digit); the line is not shown, it may hold a secret");
+      continue;
+    }
     std::string value = Trimmed(t.substr(eq + 1));
     // A quoted value ends at its closing quote; a comment may follow it, as after a bare value
     // (as Docker Compose reads the same file).
@@ -315,7 +335,7 @@ EnvMap ParseDotEnv(const std::string& text) {
     } else if (const size_t hash = value.find(" #"); hash != std::string::npos) {
       value = Trimmed(value.substr(0, hash));
     }
-    if (!key.empty()) out[key] = value;
+    out[key] = value;
   }
   return out;
 }
@@ -358,7 +378,9 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
     }
     ::close(fd);
     if (problem.empty()) {
-      env = ParseDotEnv(text);
+      std::vector<std::string> lines;
+      env = ParseDotEnv(text, &lines);
+      for (const auto& e : lines) errors->push_back("APP_ENV_FILE: " + dotenv_path + " " + e);
     } else {
       errors->push_back("APP_ENV_FILE: " + dotenv_path + " " + problem);
     }

@@ -78,10 +78,12 @@ std::vector<std::string> UnknownVariables(const std::map<std::string, std::strin
 using EnvMap = std::map<std::string, std::string>;
 
 // Parses a .env file body: KEY=VALUE lines, `export ` prefix, # comments, single or double quotes.
-EnvMap ParseDotEnv(const std::string& text);
+// Each other non-blank line (no `=`, or a KEY not of [A-Za-z_][A-Za-z0-9_]*) appends "line N ..."
+// to `errors`, naming the line by number and never echoing it (it may hold a secret).
+EnvMap ParseDotEnv(const std::string& text, std::vector<std::string>* errors);
 // The process environment merged over the .env file at `dotenv_path`. A missing file is fine
-// unless `required` (a file the user named); then, or when it cannot be read, the problem is
-// appended to `errors`.
+// unless `required` (a file the user named); then, when it cannot be read, and for each line
+// that is not KEY=VALUE, the problem is appended to `errors`.
 EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
                        std::vector<std::string>* errors);
 

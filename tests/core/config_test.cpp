@@ -300,17 +300,22 @@ TEST(ConfigTest, ANamedEnvFileMustBeReadable) {
 }
 
 TEST(ConfigTest, DotEnvParsing) {
+  std::vector<std::string> errors;
   const EnvMap m = ParseDotEnv(
       "# comment\n"
       "export APP_A=1\n"
       "APP_B = \"two words\"\n"
       "APP_C='x=y;z'\n"
       "APP_D=value # trailing comment\n"
-      "not a pair\n"
+      "\n"
       "APP_CS=AccountName=a;AccountKey=k==;\n"
       "APP_E=\".csv,.bin\" # quoted, then a comment\n"
       "APP_F='a # not a comment' #one\n"
-      "APP_G=\"unclosed\n");
+      "  # indented comment\n"
+      "_app9=x\n"
+      "APP_G=\"unclosed\n",
+      &errors);
+  EXPECT_TRUE(errors.empty()) << errors[0];
   EXPECT_EQ(m.at("APP_A"), "1");
   EXPECT_EQ(m.at("APP_B"), "two words");
   EXPECT_EQ(m.at("APP_C"), "x=y;z");
@@ -319,12 +324,61 @@ TEST(ConfigTest, DotEnvParsing) {
   EXPECT_EQ(m.at("APP_E"), ".csv,.bin");
   EXPECT_EQ(m.at("APP_F"), "a # not a comment");
   EXPECT_EQ(m.at("APP_G"), "\"unclosed");
-  EXPECT_EQ(m.count("not a pair"), 0u);
+  EXPECT_EQ(m.at("_app9"), "x");
   // A byte-order mark (Windows editors) does not become part of the first name.
   EXPECT_EQ(ParseDotEnv("\xEF\xBB\xBF"
-                        "APP_H=1\n")
+                        "APP_H=1\n",
+                        &errors)
                 .at("APP_H"),
             "1");
+  EXPECT_TRUE(errors.empty()) << errors[0];
+}
+
+// A line that is not KEY=VALUE is an error naming its number, never its text: with `:` for `=`
+// the name would be most of the secret (printed by the unknown-variable warning) and the API
+// token would be unset, leaving the POST routes open.
+TEST(ConfigTest, DotEnvLinesThatAreNotKeyValueAreErrorsThatDoNotEchoThem) {
+  const std::string secret = "Zm9vYmFyYmF6cXV4LXNlY3JldC10b2tlbg==";
+  std::vector<std::string> errors;
+  const EnvMap m = ParseDotEnv(
+      "# the API token\n"
+      "APP_HTTP_TOKEN: " +
+          secret +
+          "\n"
+          "APP_POLL_INTERVAL_S=3\n"
+          "export Zm9vYmFy\n"
+          "\n"
+          "9APP=Zm9vYmFy\n"
+          "APP-TOKEN=Zm9vYmFy\n"
+          "=Zm9vYmFy\n",
+      &errors);
+  EXPECT_EQ(m, (EnvMap{{"APP_POLL_INTERVAL_S", "3"}}));
+  ASSERT_EQ(errors.size(), 5u);
+  for (size_t i = 0; i < errors.size(); ++i) {
+    const size_t line = std::vector<size_t>{2, 4, 6, 7, 8}[i];
+    EXPECT_EQ(errors[i].rfind("line " + std::to_string(line) + " is not KEY=VALUE", 0), 0u)
+        << errors[i];
+    EXPECT_EQ(errors[i].find("Zm9v"), std::string::npos) << errors[i];
+    EXPECT_EQ(errors[i].find("APP_HTTP_TOKEN"), std::string::npos) << errors[i];
+  }
+  // The loader makes them configuration errors of APP_ENV_FILE, one per line.
+  test::TempDir dir;
+  std::ofstream(dir / "typo.env") << "APP_POLL_INTERVAL_S=3\nAPP_HTTP_TOKEN: " << secret
+                                  << "\nAPP_HTTP_TOKEN " << secret << "\n";
+  errors.clear();
+  const EnvMap env = LoadEnvironment(dir / "typo.env", /*required=*/true, &errors);
+  EXPECT_EQ(env.count("APP_HTTP_TOKEN"), 0u);
+  EXPECT_TRUE(UnknownVariables(env).empty());
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].rfind("APP_ENV_FILE: " + (dir / "typo.env") + " line 2 is not", 0), 0u)
+      << errors[0];
+  EXPECT_EQ(errors[1].rfind("APP_ENV_FILE: " + (dir / "typo.env") + " line 3 is not", 0), 0u)
+      << errors[1];
+  for (const auto& e : errors) {
+    for (size_t at = 0; at + 6 <= secret.size(); ++at) {  // no piece of it either
+      EXPECT_EQ(e.find(secret.substr(at, 6)), std::string::npos) << e;
+    }
+  }
 }
 
 TEST(ConfigTest, GlobMatch) {

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -723,8 +724,9 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   EXPECT_EQ(up.process().ReadLog().find(token), std::string::npos);
 }
 
-// A misspelt variable is named by a warning; an API address that cannot be listened on and an
-// APP_ENV_FILE that does not exist are configuration errors (exit 2, one line each).
+// A misspelt variable is named by a warning; an API address that cannot be listened on, an
+// APP_ENV_FILE that does not exist and a line of it that is not KEY=VALUE are configuration
+// errors (exit 2, one line each).
 TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
   {
     UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_AZURE_CONTAINTER", "x"}});
@@ -748,6 +750,19 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
     EXPECT_EQ(up.process().Wait(20s), 2);
     const std::string log = up.process().ReadLog();
     EXPECT_NE(log.find("config error: APP_ENV_FILE: "), std::string::npos) << log;
+  }
+  {  // `:` for `=`: the token would be unset (the POST routes open) and its name most of it.
+    const std::string secret = "Zm9vYmFyYmF6cXV4LXNlY3JldC10b2tlbg==";
+    const std::string env_file = volume_.dir.path() + "/typo.env";
+    std::ofstream(env_file) << "# API\nAPP_HTTP_TOKEN: " << secret << "\n";
+    UploaderProcess up(*azurite_, volume_, container_, "r4", {{"APP_ENV_FILE", env_file}});
+    EXPECT_EQ(up.process().Wait(20s), 2);
+    const std::string log = up.process().ReadLog();
+    EXPECT_NE(log.find("config error: APP_ENV_FILE: " + env_file + " line 2 is not KEY=VALUE"),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("Zm9vYmFy"), std::string::npos) << log;
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
   }
 }
 
