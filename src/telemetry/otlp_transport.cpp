@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <charconv>
+#include <string>
+#include <vector>
 
 namespace nbu::telemetry {
 namespace {
 
 constexpr std::chrono::milliseconds kMaxConnectTimeout{3000};
 constexpr std::chrono::seconds kFarFuture{int64_t{1} << 40};  // beyond any cap; no overflow
+constexpr size_t kMinRedactedWord = 8;  // shorter words of a header value ("Bearer") are kept
 
 size_t WriteBody(char* data, size_t size, size_t nmemb, void* user) {
   auto* body = static_cast<std::string*>(user);
@@ -17,6 +20,32 @@ size_t WriteBody(char* data, size_t size, size_t nmemb, void* user) {
   if (body->size() < kMaxOtlpResponseBody)
     body->append(data, std::min(n, kMaxOtlpResponseBody - body->size()));
   return n;
+}
+
+// Every occurrence of each configured header value, and of each word of one (the key of
+// "Bearer <key>"), becomes "<redacted>": a collector or gateway may quote what it refused.
+std::string WithoutHeaderValues(std::string text, const KeyValues* headers) {
+  if (headers == nullptr) return text;
+  std::vector<std::string> secrets;
+  for (const auto& [name, value] : *headers) {
+    secrets.push_back(value);
+    for (size_t at = 0; at < value.size();) {
+      const size_t end = std::min(value.find(' ', at), value.size());
+      if (end - at >= kMinRedactedWord) secrets.push_back(value.substr(at, end - at));
+      at = end + 1;
+    }
+  }
+  // Longest first: a word of a value is part of the whole value.
+  std::sort(secrets.begin(), secrets.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const std::string& secret : secrets) {
+    if (secret.empty()) continue;
+    for (size_t pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos)) {
+      text.replace(pos, secret.size(), "<redacted>");
+      pos += 10;
+    }
+  }
+  return text;
 }
 
 // Returning non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
@@ -74,7 +103,12 @@ class CurlOtlpTransport final : public OtlpTransport {
     curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status);
     if (status >= 200 && status < 300) return {Status::Ok(), std::nullopt, std::move(response)};
     std::string message = where + ": HTTP " + std::to_string(status);
-    if (!response.empty()) message += ": " + response.substr(0, 200);
+    // The body helps with a 400 (which field was refused) but is logged: header values (API
+    // keys) are removed before it is shortened, which could cut one beyond recognition, and a
+    // refused credential's answer (401, 403) is left out altogether.
+    if (!response.empty() && status != 401 && status != 403) {
+      message += ": " + WithoutHeaderValues(std::move(response), req.headers).substr(0, 200);
+    }
     OtlpResult result = Fail(
         IsRetryableOtlpStatus(status) ? ErrorKind::kTransient : ErrorKind::kPermanent, message);
     // The two statuses OTLP/HTTP throttling pairs with Retry-After.

@@ -27,7 +27,9 @@ constexpr size_t kMaxOtlpResponseBody = size_t{64} * 1024;
 
 // Failures: kTransient for connection errors, timeouts and HTTP 429/502/503/504 (the OTLP
 // retryable set); kPermanent for any other non-2xx answer; kCancelled when `cancel` was set.
-// Messages hold the redacted URL and HTTP status, never header values.
+// Messages hold the redacted URL and HTTP status and, except for 401 and 403, the first 200
+// bytes of the answer's body with every header value (and every word of 8+ characters of one)
+// replaced by "<redacted>" first: never header values.
 struct OtlpResult {
   Status status;
   // 429 and 503 only: the wait the collector asked for (Retry-After), from when it answered.

@@ -4,6 +4,7 @@
 
 #include <httplib.h>
 #include "support/process.h"
+#include "telemetry/otlp_transport.h"
 #include "telemetry/telemetry.h"
 
 #include <gtest/gtest.h>
@@ -262,6 +263,51 @@ TEST(OtlpReceiverTest, PartialSuccessRejectsAreDroppedNotRetried) {
   EXPECT_EQ(e.stats().spans_exported, 1u);
   EXPECT_EQ(e.stats().spans_dropped_export, 2u);
   EXPECT_EQ(e.stats().export_failures, 0u);
+}
+
+// A gateway that refuses the API key may quote it in its answer, and the failure is logged: the
+// libcurl transport removes every header value from the body before shortening it (a cut could
+// keep most of a key), and leaves out a 401's or 403's body altogether.
+TEST(OtlpReceiverTest, ExportErrorsNeverQuoteHeaderValues) {
+  const std::string key = "k3y-0f-the-c0llector-that-must-n0t-leak";
+  const KeyValues headers = {{"api-key", key},
+                             {"Authorization", "Bearer t0ken-that-must-n0t-leak"}};
+  OtlpReceiver receiver;
+  const auto post = [&] {
+    OtlpRequest request{receiver.endpoint() + "/v1/traces", &headers, R"({"resourceSpans":[]})",
+                        seconds(5)};
+    const std::atomic<bool> cancel{false};
+    return NewCurlOtlpTransport()->Post(request, cancel).status;
+  };
+  const auto expect_no_secret = [&](const Status& s) {
+    EXPECT_FALSE(s.ok());
+    for (const std::string& secret : {key, std::string("t0ken-that-must-n0t-leak")}) {
+      for (size_t at = 0; at + 8 <= secret.size(); ++at) {
+        EXPECT_EQ(s.message().find(secret.substr(at, 8)), std::string::npos) << s.message();
+      }
+    }
+  };
+  // 180 characters, then the key: a cut at 200 would keep 20 of them.
+  const std::string padding(180, '.');
+  receiver.SetAnswer(400, {},
+                     R"({"message":")" + padding.substr(0, 168) + "invalid key " + key +
+                         R"(, token Bearer t0ken-that-must-n0t-leak"})");
+  Status s = post();
+  expect_no_secret(s);
+  EXPECT_NE(s.message().find("HTTP 400: {\"message\":\"..."), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("invalid key <redact"), std::string::npos) << s.message();
+  receiver.SetAnswer(400, {}, R"({"message":"token t0ken-that-must-n0t-leak is unknown"})");
+  s = post();
+  expect_no_secret(s);
+  EXPECT_NE(s.message().find("token <redacted> is unknown"), std::string::npos) << s.message();
+  for (int status : {401, 403}) {
+    receiver.SetAnswer(status, {}, R"({"message":"refused"})");
+    s = post();
+    expect_no_secret(s);
+    EXPECT_NE(s.message().find("HTTP " + std::to_string(status)), std::string::npos);
+    EXPECT_EQ(s.message().find("refused"), std::string::npos) << s.message();
+  }
+  EXPECT_EQ(receiver.LastHeaders()["api-key"], key) << "the key was sent";
 }
 
 TEST(OtlpReceiverTest, ReceiverRejectsWrongContentType) {
