@@ -34,7 +34,7 @@ Result<AccessToken> PostForm(HttpTransport& transport, const TokenSourceOptions&
     return Status(ErrorKind::kUnavailable,
                   ScrubSecrets(who + ": " + resp.status().message(), secrets));
   }
-  Result<AccessToken> token = ParseTokenResponse(*resp, options.clock->WallNow(), who);
+  Result<AccessToken> token = ParseTokenResponse(*resp, options.clock->WallNow(), who, secrets);
   if (!token.ok()) {
     return Status(token.status().kind(), ScrubSecrets(token.status().message(), secrets));
   }

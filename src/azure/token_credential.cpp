@@ -275,18 +275,24 @@ std::string FormEncode(const std::vector<std::pair<std::string, std::string>>& f
 }
 
 Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
-                                       const std::string& who) {
+                                       const std::string& who,
+                                       const std::vector<std::string>& secrets) {
   const nlohmann::json j = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
   const bool is_object = !j.is_discarded() && j.is_object();
   if (resp.status != 200) {
+    // Scrubbed before shortened: a cut through an echoed secret would keep part of it, which
+    // scrubbing the message afterwards no longer recognises.
+    const auto field = [&](const char* name, size_t max) {
+      return Shorten(ScrubSecrets(j[name].get<std::string>(), secrets), max);
+    };
     std::string msg = who + ": HTTP " + std::to_string(resp.status);
     if (is_object && j.contains("error") && j["error"].is_string()) {
-      msg += " " + Shorten(j["error"].get<std::string>(), 80);
+      msg += " " + field("error", 80);
     }
     if (is_object && j.contains("error_description") && j["error_description"].is_string()) {
-      msg += ": " + Shorten(j["error_description"].get<std::string>(), 200);
+      msg += ": " + field("error_description", 200);
     } else if (is_object && j.contains("message") && j["message"].is_string()) {
-      msg += ": " + Shorten(j["message"].get<std::string>(), 200);
+      msg += ": " + field("message", 200);
     }
     return Status(KindForTokenStatus(resp.status), msg);
   }

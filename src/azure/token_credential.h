@@ -115,9 +115,11 @@ Status CheckSecureUrl(const std::string& url, const std::string& what);
 std::string FormEncode(const std::vector<std::pair<std::string, std::string>>& fields);
 // Parses a token endpoint's JSON: access_token (or accessToken) plus expires_in / expires_on /
 // refresh_in as numbers or numeric strings. Non-200 answers become an error with the HTTP status,
-// `error` code and a shortened error_description. `who` prefixes messages.
+// `error` code and a shortened error_description, each with `secrets` scrubbed out before it is
+// shortened. `who` prefixes messages.
 Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
-                                       const std::string& who);
+                                       const std::string& who,
+                                       const std::vector<std::string>& secrets = {});
 // Replaces every occurrence of each non-empty secret in `text` with "<redacted>".
 std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets);
 // The calendar fields of a token's expiry (month 1-12), for timegm or mktime.

@@ -241,7 +241,8 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken(std::stop_token stop) 
       last = Status(ErrorKind::kUnavailable, who + ": endpoint not reachable: " +
                                                  ScrubSecrets(resp.status().message(), secrets));
     } else {
-      Result<AccessToken> err = ParseTokenResponse(*resp, options_.source.clock->WallNow(), who);
+      Result<AccessToken> err =
+          ParseTokenResponse(*resp, options_.source.clock->WallNow(), who, secrets);
       last = Status(err.status().kind(), ScrubSecrets(err.status().message(), secrets));
       if (!Retryable(resp->status)) return last;
     }

@@ -189,6 +189,73 @@ TEST(WorkloadIdentityCredentialTest, RereadsTheFederatedTokenOnEveryFetch) {
   EXPECT_EQ(t.status().message().find("assertion-two"), std::string::npos) << t.status().message();
 }
 
+// An endpoint that echoes a secret after a long description: the message is shortened to 200
+// characters, and a cut through the secret must not keep a piece of it (it is scrubbed first).
+// `echoed` picks the secret out of the request; `field` is where the answer puts it.
+test::StandIn::Handler EchoAfterLongText(std::function<std::string(const Recorded&)> echoed,
+                                         const std::string& field = "error_description") {
+  return [echoed = std::move(echoed), field](const Recorded& r, httplib::Response& res) {
+    Json(res, 400,
+         nlohmann::json{{"error", "invalid_client"},
+                        {field, "AADSTS7000215: " + std::string(165, '.') + echoed(r)}}
+             .dump());
+  };
+}
+
+void ExpectNoPieceOf(const std::string& secret, const Status& s) {
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("AADSTS7000215: ..."), std::string::npos) << s.message();
+  for (size_t at = 0; at + 8 <= secret.size(); ++at) {
+    ASSERT_EQ(s.message().find(secret.substr(at, 8)), std::string::npos)
+        << secret.substr(at, 8) << " in " << s.message();
+  }
+}
+
+TEST(TokenErrorsTest, ALongDescriptionIsScrubbedBeforeItIsShortened) {
+  SimulatedClock clock;
+  {  // A client secret.
+    StandIn idp(EchoAfterLongText([](const Recorded& r) { return r.form.at("client_secret"); }));
+    auto cred =
+        ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret, Opts(clock));
+    ASSERT_TRUE(cred.ok());
+    ExpectNoPieceOf(kSecret, (*cred)->GetToken().status());
+  }
+  {  // A federated token of about 1 KB (the size of an AKS service account token).
+    const std::string jwt = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im" + std::string(1000, 'Q') + ".sig";
+    nbu::test::TempDir dir;
+    nbu::test::WriteFile(dir / "token", jwt);
+    StandIn idp(EchoAfterLongText([](const Recorded& r) { return r.form.at("client_assertion"); }));
+    auto cred = WorkloadIdentityCredential::Create({"tenant-1", "app-1", idp.url()}, dir / "token",
+                                                   Opts(clock));
+    ASSERT_TRUE(cred.ok());
+    ExpectNoPieceOf(jwt, (*cred)->GetToken().status());
+  }
+  {  // The client assertion signed with a certificate.
+    nbu::test::TempDir dir;
+    ASSERT_TRUE(test::MakeSelfSignedCert(dir.path()));
+    StandIn idp(EchoAfterLongText([](const Recorded& r) { return r.form.at("client_assertion"); }));
+    auto cred = ClientCertificateCredential::Create({"tenant-1", "app-1", idp.url()},
+                                                    dir / "both.pem", Opts(clock));
+    ASSERT_TRUE(cred.ok()) << cred.status().ToString();
+    const Status s = (*cred)->GetToken().status();
+    ASSERT_EQ(idp.count(), 1u);
+    const std::string assertion = idp.requests()[0].form.at("client_assertion");
+    EXPECT_GT(assertion.size(), 300u);
+    ExpectNoPieceOf(assertion, s);
+  }
+  {  // App Service's IDENTITY_HEADER, in a `message` (that endpoint's error field).
+    const std::string header = "hdr-" + std::string(40, 'H') + "-secret";
+    StandIn msi(EchoAfterLongText([](const Recorded& r) { return r.Header("X-IDENTITY-HEADER"); },
+                                  "message"));
+    ManagedIdentityOptions o;
+    o.source = Opts(clock);
+    auto cred = ManagedIdentityCredential::FromEnv(
+        MapEnv({{"IDENTITY_ENDPOINT", msi.url() + "/msi/token"}, {"IDENTITY_HEADER", header}}), o);
+    ASSERT_TRUE(cred.ok());
+    ExpectNoPieceOf(header, (*cred)->GetToken().status());
+  }
+}
+
 TEST(ManagedIdentityCredentialTest, AppServiceSendsHeaderAndApiVersion) {
   StandIn msi([](const Recorded&, httplib::Response& res) {
     Json(res, 200, R"({"access_token":"mi-tok","expires_on":"4102444800","resource":"x"})");
