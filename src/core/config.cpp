@@ -478,7 +478,14 @@ bool GlobMatch(std::string_view p, std::string_view n) {
   return pi == p.size();
 }
 
+bool ErrorNames(const std::vector<std::string>& errors, std::string_view variable) {
+  return std::any_of(errors.begin(), errors.end(), [&](const std::string& e) {
+    return e.size() > variable.size() && e.starts_with(variable) && e[variable.size()] == ':';
+  });
+}
+
 bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* errors) {
+  const size_t before = errors->size();
   Config c;
   const Reader r(env, errors);
   r.Str("APP_AZURE_ACCOUNT_URL", &c.azure_account_url);
@@ -625,9 +632,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   if (c.azure_put_blob_max_bytes > (5000ull << 20)) {
     r.Error("APP_AZURE_PUT_BLOB_MAX_BYTES", "must be at most 5000 MiB (Azure's Put Blob limit)");
   }
-  if (!errors->empty()) return false;
   *out = std::move(c);
-  return true;
+  return errors->size() == before;
 }
 
 }  // namespace nbu::core

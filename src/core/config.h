@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nbu::core {
@@ -87,8 +88,13 @@ EnvMap ParseDotEnv(const std::string& text, std::vector<std::string>* errors);
 EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
                        std::vector<std::string>* errors);
 
-// Builds and validates the configuration; on failure `errors` holds one line per problem.
+// Builds and validates the configuration; on failure `errors` holds one line per problem, each
+// starting with the variable's name and ": ". `out` is set either way (a refused value may be
+// in it, or its default) so that checks of the other variables can still run; true when no line
+// was added.
 bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* errors);
+// Whether a line of `errors` is about `variable` (starts with "<variable>: ").
+bool ErrorNames(const std::vector<std::string>& errors, std::string_view variable);
 
 // Checks the directories on the volume, creating them when missing: a file can be made in each,
 // and one made in incoming can be renamed into the processing and failed roots (every state

@@ -14,14 +14,17 @@
 #include <signal.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace nbu::server {
@@ -147,8 +150,19 @@ int Main(int argc, char** argv) {
   for (auto& e : tcfg.errors) errors.push_back(std::move(e));
   Clock& clock = RealClock::Instance();
   StorageTarget target;
-  if (errors.empty()) core::CheckVolume(config, &errors);
-  if (errors.empty()) ResolveStorageTarget(config, clock, &target, &errors, &env);
+  // Every problem in one start: the checks without network I/O run whatever else is wrong. Not
+  // on values known to be wrong or missing (a refused variable they read, or an APP_ENV_FILE
+  // that could not be read in full): the volume check creates the directories it names.
+  // ResolveStorageTarget skips what it would repeat, and its token fetch, itself.
+  const auto any_named = [&errors](std::initializer_list<std::string_view> vars) {
+    return std::any_of(vars.begin(), vars.end(),
+                       [&](std::string_view v) { return core::ErrorNames(errors, v); });
+  };
+  if (!any_named({"APP_ENV_FILE", "APP_NFS_INCOMING_DIR", "APP_NFS_PROCESSING_ROOT",
+                  "APP_NFS_FAILED_ROOT", "APP_LOCAL_STAGING_ROOT", "APP_REPLICA_ID"})) {
+    core::CheckVolume(config, &errors);
+  }
+  if (!any_named({"APP_ENV_FILE"})) ResolveStorageTarget(config, clock, &target, &errors, &env);
   if (!errors.empty()) {
     for (const auto& e : errors) std::fprintf(stderr, "config error: %s\n", e.c_str());
     return 2;

@@ -4,6 +4,7 @@
 #include "azure/sas.h"
 #include "azure/shared_key.h"
 #include "azure/token_chain.h"
+#include "util/crypto.h"
 
 #include <unistd.h>
 
@@ -24,6 +25,8 @@ std::string TrimSlash(std::string s) {
 }
 
 // Entra ID token modes: needs APP_AZURE_ACCOUNT_URL (https, or http to loopback for tests).
+// The first token is fetched only while `errors` is empty: start-up fails anyway otherwise, and
+// need not wait on the network to say so.
 bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& clock,
                         const core::EnvMap* env, StorageTarget* out,
                         std::vector<std::string>* errors) {
@@ -36,10 +39,12 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
                         : ")"));
     return false;
   }
-  if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
-    errors->push_back(s.message() + " for bearer tokens");
-    return false;
+  if (!core::ErrorNames(*errors, "APP_AZURE_ACCOUNT_URL")) {
+    if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
+      errors->push_back(s.message() + " for bearer tokens");
+    }
   }
+  if (!errors->empty()) return false;
   azure::EnvLookup lookup = azure::ProcessEnv();
   if (env != nullptr) {
     lookup = [env](const std::string& name) -> std::optional<std::string> {
@@ -93,8 +98,11 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
   if (!c.azure_ca_file.empty() && ::access(c.azure_ca_file.c_str(), R_OK) != 0) {
     errors->push_back("APP_AZURE_CA_FILE: cannot read " + c.azure_ca_file + ": " +
                       std::strerror(errno));
-    return false;
   }
+  // A variable ParseConfig refused is not judged again: one line per problem (and a refused URL
+  // may hold a password that a second message would print).
+  if (core::ErrorNames(*errors, "APP_AZURE_AUTH")) return false;
+  const bool url_refused = core::ErrorNames(*errors, "APP_AZURE_ACCOUNT_URL");
   std::string mode = c.azure_auth;
   if (mode == "auto") {
     if (!c.azure_connection_string.empty())
@@ -123,22 +131,24 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     out->endpoint = TrimSlash(c.azure_account_url.empty() ? info->endpoint : c.azure_account_url);
     // A SAS is a bearer secret in every request's URL: like a token, never over plain http to
     // another host. (Shared Key sends only a signature.)
-    if (!info->sas_token.empty()) {
+    if (!info->sas_token.empty() && !(url_refused && !c.azure_account_url.empty())) {
       if (Status s = azure::CheckSecureUrl(out->endpoint, "the blob endpoint"); !s.ok()) {
         errors->push_back("APP_AZURE_CONNECTION_STRING: " + s.message() + " for a SAS");
-        return false;
       }
     }
     out->account = info->account;
     out->credential = *cred;
-    return true;
+    return errors->size() == before && !url_refused;
   }
   if (mode == "shared-key") {
     if (c.azure_account_name.empty())
       errors->push_back("APP_AZURE_ACCOUNT_NAME: required for shared-key auth");
-    if (c.azure_account_key.empty())
+    if (c.azure_account_key.empty()) {
       errors->push_back("APP_AZURE_ACCOUNT_KEY: required for shared-key auth");
-    if (errors->size() != before) return false;
+    } else if (const auto key = Base64Decode(c.azure_account_key); !key || key->empty()) {
+      errors->push_back("APP_AZURE_ACCOUNT_KEY: is not valid base64");
+    }
+    if (errors->size() != before || url_refused) return false;
     auto cred =
         azure::SharedKeyCredential::Create(c.azure_account_name, c.azure_account_key, clock);
     if (!cred.ok()) {
@@ -153,19 +163,20 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     return true;
   }
   if (mode == "sas") {
-    if (c.azure_sas_token.empty()) errors->push_back("APP_AZURE_SAS_TOKEN: required for sas auth");
-    if (c.azure_account_url.empty())
-      errors->push_back("APP_AZURE_ACCOUNT_URL: required with APP_AZURE_SAS_TOKEN");
-    if (errors->size() != before) return false;
-    if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
-      errors->push_back(s.message() + " for a SAS");
-      return false;
-    }
-    // The service would otherwise wait for ever on 403s.
-    if (const auto problem = azure::SasTokenProblem(c.azure_sas_token)) {
+    if (c.azure_sas_token.empty()) {
+      errors->push_back("APP_AZURE_SAS_TOKEN: required for sas auth");
+    } else if (const auto problem = azure::SasTokenProblem(c.azure_sas_token)) {
+      // The service would otherwise wait for ever on 403s.
       errors->push_back("APP_AZURE_SAS_TOKEN: " + *problem);
-      return false;
     }
+    if (c.azure_account_url.empty()) {
+      errors->push_back("APP_AZURE_ACCOUNT_URL: required with APP_AZURE_SAS_TOKEN");
+    } else if (!url_refused) {
+      if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
+        errors->push_back(s.message() + " for a SAS");
+      }
+    }
+    if (errors->size() != before || url_refused) return false;
     out->endpoint = TrimSlash(c.azure_account_url);
     out->account =
         c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;

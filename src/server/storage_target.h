@@ -21,11 +21,15 @@ struct StorageTarget {
   std::shared_ptr<azure::Credential> credential;
 };
 
-// On failure `errors` gets one line per problem, naming variables but never their values.
-// Token modes (environment, workload-identity, managed-identity, azure-cli, and auto when no
-// connection string, key or SAS is configured) read AZURE_*, IDENTITY_* and PATH from `env`
-// (nullptr: the process environment) and fetch a first token, so they do network I/O bounded by
-// the token sources' timeouts. Explicit secrets never touch any token endpoint.
+// On failure `errors` gets one line per problem, naming variables but never their values: every
+// problem the checks without network I/O find (the CA file, the connection string, key or SAS,
+// the account URL), not just the first. A variable that a line already in `errors` names (as
+// ParseConfig words them, "NAME: ...") is not judged again. Token modes (environment,
+// workload-identity, managed-identity, azure-cli, and auto when no connection string, key or SAS
+// is configured) read AZURE_*, IDENTITY_* and PATH from `env` (nullptr: the process environment)
+// and fetch a first token, so they do network I/O bounded by the token sources' timeouts; not
+// when `errors` already holds a line (start-up fails anyway). Explicit secrets never touch any
+// token endpoint.
 bool ResolveStorageTarget(const core::Config& config, Clock& clock, StorageTarget* out,
                           std::vector<std::string>* errors, const core::EnvMap* env = nullptr);
 // HTTP options for storage and token requests alike: the CA bundle from APP_AZURE_CA_FILE, else

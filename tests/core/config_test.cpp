@@ -84,6 +84,28 @@ TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
   for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
 }
 
+// A refused configuration still yields what could be read (the checks of the other variables
+// run on it, so that one start names every problem), and its lines can be told apart by name.
+TEST(ConfigTest, ARefusedConfigurationStillHoldsTheOtherValues) {
+  EnvMap env = Valid();
+  env["APP_POLL_INTERVAL_S"] = "soon";
+  env["APP_NFS_INCOMING_DIR"] = "/data/in";
+  std::vector<std::string> errors = {"APP_ENV_FILE: .env line 3 is not KEY=VALUE"};
+  Config c;
+  EXPECT_FALSE(ParseConfig(env, &c, &errors));
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(c.incoming_dir, "/data/in");
+  EXPECT_EQ(c.azure_connection_string, "x");
+  EXPECT_DOUBLE_EQ(c.poll_interval_s, 2.0);
+  EXPECT_TRUE(ErrorNames(errors, "APP_POLL_INTERVAL_S"));
+  EXPECT_TRUE(ErrorNames(errors, "APP_ENV_FILE"));
+  EXPECT_FALSE(ErrorNames(errors, "APP_POLL_INTERVAL"));
+  EXPECT_FALSE(ErrorNames(errors, "APP_NFS_INCOMING_DIR"));
+  // Lines already there (APP_ENV_FILE's) are not this parse's: the rest is valid.
+  errors.resize(1);
+  EXPECT_TRUE(ParseConfig(Valid(), &c, &errors));
+}
+
 // Start-up empties staging and GC prunes the processing tree: a root that is, contains or lies
 // inside another would have them delete producers' files. Each such pair is one line naming the
 // later variable.

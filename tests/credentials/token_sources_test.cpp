@@ -967,6 +967,90 @@ TEST(StorageTargetTokenTest, SasAndCaFileMistakesStopStartup) {
       << resolve(c);
 }
 
+// One start names every problem the checks without network find, not just the first: the CA
+// file does not hide the credential's mistakes, nor the SAS URL's the SAS token's. A variable
+// already refused (by ParseConfig) is not judged again, and no token is fetched once start-up
+// is bound to fail.
+TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
+  const auto resolve = [](const core::Config& c, std::vector<std::string> errors = {}) {
+    SimulatedClock clock;
+    server::StorageTarget target;
+    core::EnvMap env;
+    const size_t before = errors.size();
+    EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+    std::vector<std::string> vars;
+    for (size_t i = before; i < errors.size(); ++i) {
+      EXPECT_EQ(errors[i].find("c2VjcmV0"), std::string::npos) << errors[i];
+      vars.push_back(errors[i].substr(0, errors[i].find(':')));
+    }
+    return vars;
+  };
+  using Vars = std::vector<std::string>;
+  core::Config c;
+  c.azure_ca_file = "/nonexistent/ca.pem";
+  c.azure_account_url = "http://acct.blob.core.windows.net";
+  c.azure_sas_token = "sv=2021-06-08&sp=rwl&se=2030-01-01";  // no sig=
+  EXPECT_EQ(resolve(c),
+            (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_SAS_TOKEN", "APP_AZURE_ACCOUNT_URL"}));
+  c.azure_auth = "sas";
+  c.azure_sas_token.clear();
+  c.azure_account_url.clear();
+  EXPECT_EQ(resolve(c),
+            (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_SAS_TOKEN", "APP_AZURE_ACCOUNT_URL"}));
+  c = core::Config{};
+  c.azure_ca_file = "/nonexistent/ca.pem";
+  c.azure_connection_string = "AccountName=a;AccountKey=c2VjcmV0!!not-base64";
+  EXPECT_EQ(resolve(c), (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_CONNECTION_STRING"}));
+  c.azure_connection_string =
+      "BlobEndpoint=http://storage.example.com/acct;SharedAccessSignature=sv=1&sig=c2VjcmV0";
+  EXPECT_EQ(resolve(c), (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_CONNECTION_STRING"}));
+  c = core::Config{};
+  c.azure_ca_file = "/nonexistent/ca.pem";
+  c.azure_auth = "shared-key";
+  c.azure_account_key = "c2VjcmV0!!not-base64";
+  EXPECT_EQ(resolve(c),
+            (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_ACCOUNT_NAME", "APP_AZURE_ACCOUNT_KEY"}));
+  // Refused already: not again, and a password in the URL is not printed by a second message.
+  c = core::Config{};
+  c.azure_auth = "magic";
+  EXPECT_EQ(resolve(c, {"APP_AZURE_AUTH: must be one of ..."}), Vars{});
+  c = core::Config{};
+  c.azure_account_url = "http://me:c2VjcmV0@acct.example.com";
+  c.azure_sas_token = "sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(resolve(c, {"APP_AZURE_ACCOUNT_URL: must not hold a user name or password"}), Vars{});
+  c.azure_sas_token.clear();
+  c.azure_account_name = "acct";
+  c.azure_account_key = Base64Encode("key");
+  EXPECT_EQ(resolve(c, {"APP_AZURE_ACCOUNT_URL: must not hold a user name or password"}), Vars{});
+  c.azure_account_key.clear();
+  c.azure_auth = "environment";
+  EXPECT_EQ(resolve(c, {"APP_AZURE_ACCOUNT_URL: must not hold a user name or password"}), Vars{});
+  // A token mode makes no request when start-up fails anyway.
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  core::EnvMap env = {{"AZURE_TENANT_ID", "t"},
+                      {"AZURE_CLIENT_ID", "c"},
+                      {"AZURE_CLIENT_SECRET", kSecret},
+                      {"AZURE_AUTHORITY_HOST", idp.url()},
+                      {"PATH", "/nonexistent"}};
+  c = core::Config{};
+  c.azure_auth = "environment";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  SimulatedClock clock;
+  server::StorageTarget target;
+  std::vector<std::string> errors = {"APP_POLL_INTERVAL_S: must be a number, got \"soon\""};
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(errors.size(), 1u);
+  c.azure_ca_file = "/nonexistent/ca.pem";
+  errors.clear();
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(errors.size(), 1u);
+  EXPECT_EQ(idp.count(), 0u);
+  c.azure_ca_file.clear();
+  errors.clear();
+  EXPECT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(idp.count(), 1u) << "the stand-in answers";
+}
+
 TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {
   StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
   core::EnvMap env = {{"AZURE_TENANT_ID", "t"},

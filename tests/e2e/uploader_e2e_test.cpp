@@ -766,6 +766,8 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
   }
 }
 
+// Every problem in one start, of every kind: values, the telemetry variables, the volume, the
+// CA file and the credential (the checks that need no network run whatever else is wrong).
 TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
   const std::string secret = "U2VjcmV0S2V5VGhhdE11c3ROb3RMZWFr";
   UploaderProcess up(*azurite_, volume_, container_, "r1",
@@ -773,17 +775,25 @@ TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
                       {"APP_WORKER_CONCURRENCY", "-1"},
                       {"APP_AZURE_CONTAINER", "NO"},
                       {"APP_AZURE_PUT_BLOB_CHECKSUM", "sha1"},
-                      {"APP_AZURE_CONNECTION_STRING", "AccountName=a;AccountKey=" + secret + ";"},
+                      {"APP_AZURE_CONNECTION_STRING", "AccountName=a;AccountKey=" + secret + "!!;"},
+                      {"APP_AZURE_CA_FILE", volume_.dir.path() + "/no-such-ca.pem"},
+                      {"APP_LOCAL_STAGING_ROOT", "/proc/no-such-dir"},
                       {"OTEL_METRIC_EXPORT_INTERVAL", "often"}});
   EXPECT_EQ(up.process().Wait(20s), 2);
   const std::string log = up.process().ReadLog();
-  for (const char* var : {"APP_POLL_INTERVAL_S", "APP_WORKER_CONCURRENCY", "APP_AZURE_CONTAINER",
-                          "APP_AZURE_PUT_BLOB_CHECKSUM", "OTEL_METRIC_EXPORT_INTERVAL"}) {
-    EXPECT_NE(log.find(var), std::string::npos) << var << "\n" << log;
+  for (const char* line :
+       {"config error: APP_POLL_INTERVAL_S: ", "config error: APP_WORKER_CONCURRENCY: ",
+        "config error: APP_AZURE_CONTAINER: ", "config error: APP_AZURE_PUT_BLOB_CHECKSUM: ",
+        "config error: OTEL_METRIC_EXPORT_INTERVAL: ",
+        "config error: APP_LOCAL_STAGING_ROOT: cannot create a file in /proc/no-such-dir",
+        "config error: APP_AZURE_CA_FILE: cannot read ",
+        "config error: APP_AZURE_CONNECTION_STRING: connection string: AccountKey is not valid "
+        "base64"}) {
+    EXPECT_NE(log.find(line), std::string::npos) << line << "\n" << log;
   }
   size_t lines = 0;
   for (char c : log) lines += c == '\n' ? 1 : 0;
-  EXPECT_EQ(lines, 5u) << log;
+  EXPECT_EQ(lines, 8u) << log;
   EXPECT_EQ(log.find(secret), std::string::npos);
 }
 
