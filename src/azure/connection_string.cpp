@@ -70,7 +70,16 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     if ((scheme != "http" && scheme != "https") || SplitUrl(info.endpoint).authority.empty()) {
       return Bad("BlobEndpoint must be an absolute http:// or https:// URL");
     }
-    if (!SplitUrl(info.endpoint).query.empty()) return Bad("BlobEndpoint must not have a query");
+    // As for APP_AZURE_ACCOUNT_URL: the endpoint is logged, and a SAS pasted after '?' or '#'
+    // (which SplitUrl drops) or a password before '@' would be logged with it.
+    if (info.endpoint.find_first_of("?#") != std::string::npos) {
+      return Bad(
+          "BlobEndpoint must not have a query or fragment (a SAS goes in "
+          "SharedAccessSignature=)");
+    }
+    if (SplitUrl(info.endpoint).authority.find('@') != std::string::npos) {
+      return Bad("BlobEndpoint must not hold a user name or password (user@host)");
+    }
     while (info.endpoint.size() > 1 && info.endpoint.back() == '/') info.endpoint.pop_back();
   } else {
     if (info.account.empty()) return Bad("AccountName is missing (and no BlobEndpoint given)");

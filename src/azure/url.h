@@ -33,7 +33,8 @@ UrlParts SplitUrl(std::string_view url);
 // Query string "a=1&b=2" split into raw (still encoded) name/value pairs; empty pieces skipped.
 std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query);
 
-// Replaces the value of every `sig=` query parameter with "REDACTED" so the URL is safe to log.
+// Replaces the value of every `sig=` query parameter with "REDACTED", and drops user info
+// (`user:password@`) and any `#fragment`, so the URL is safe to log.
 std::string RedactUrl(std::string_view url);
 
 }  // namespace nbu::azure

@@ -2,6 +2,7 @@
 
 #include "azure/blob_client.h"
 #include "azure/http.h"
+#include "azure/url.h"
 #include "core/config.h"
 #include "core/file_processor.h"
 #include "core/service.h"
@@ -226,7 +227,7 @@ int Main(int argc, char** argv) {
   }
   LogInfo("starting", {{"version", kVersion},
                        {"replica", config.replica_id},
-                       {"endpoint", blob.BlobUrl("")},
+                       {"endpoint", azure::RedactUrl(blob.BlobUrl(""))},
                        {"credential", target.credential->Describe()},
                        {"incoming", config.incoming_dir},
                        {"http", config.http_host + ":" + std::to_string(port)},

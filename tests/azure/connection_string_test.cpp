@@ -91,6 +91,22 @@ TEST(ConnectionStringTest, ErrorsNameTheFieldButNeverTheSecret) {
   ExpectError("UseDevelopmentStorage=true", "UseDevelopmentStorage");
 }
 
+// The endpoint is logged: a SAS pasted into it (after '?' or '#') or a user and password would
+// be logged with it. Checked as strictly as APP_AZURE_ACCOUNT_URL, without echoing the value.
+TEST(ConnectionStringTest, BlobEndpointHoldsNoSasAndNoPassword) {
+  const std::string key = std::string(";AccountName=acct;AccountKey=") + kKey;
+  for (const char* endpoint : {"https://acct.blob.core.windows.net/#sv=2022-11-02&sig=s3cr3t",
+                               "https://acct.blob.core.windows.net#sig=s3cr3t",
+                               "https://acct.blob.core.windows.net/?sv=2022-11-02&sig=s3cr3t"}) {
+    ExpectError(std::string("BlobEndpoint=") + endpoint + key,
+                "BlobEndpoint must not have a query or fragment");
+  }
+  ExpectError("BlobEndpoint=https://me:s3cr3t@acct.blob.core.windows.net" + key,
+              "BlobEndpoint must not hold a user name or password");
+  auto r = ParseConnectionString("BlobEndpoint=http://127.0.0.1:10000/dev@store" + key);
+  ASSERT_TRUE(r.ok()) << "an @ in the path is not a user: " << r.status().ToString();
+}
+
 TEST(SasCredentialTest, AppendsTokenAndStripsQuestionMark) {
   SasCredential cred("?sv=2021-06-08&sig=abc%2B");
   HttpRequest req;

@@ -78,5 +78,21 @@ TEST(RedactUrlTest, RemovesSignatureOnly) {
   EXPECT_EQ(RedactUrl("http://h/c/b?signature=keep"), "http://h/c/b?signature=keep");
 }
 
+// A SAS pasted after '#' is not in the query, and user info is not part of the query either:
+// both go, user info first (a password may hold '#' or '?').
+TEST(RedactUrlTest, DropsTheFragmentAndUserInfo) {
+  EXPECT_EQ(RedactUrl("https://a.blob.core.windows.net/#sv=2021-06-08&sig=XYZ/c/b?comp=block"),
+            "https://a.blob.core.windows.net/");
+  EXPECT_EQ(RedactUrl("https://a.blob.core.windows.net/c/b?comp=block&sig=XYZ#sig=XYZ"),
+            "https://a.blob.core.windows.net/c/b?comp=block&sig=REDACTED");
+  EXPECT_EQ(RedactUrl("https://me:pw@a.blob.core.windows.net/c/b"),
+            "https://a.blob.core.windows.net/c/b");
+  EXPECT_EQ(RedactUrl("https://me:p#w?x@a.blob.core.windows.net/c/b?sig=XYZ"),
+            "https://a.blob.core.windows.net/c/b?sig=REDACTED");
+  EXPECT_EQ(RedactUrl("http://127.0.0.1:10000/dev@store/c/b"),
+            "http://127.0.0.1:10000/dev@store/c/b")
+      << "an @ in the path is not user info";
+}
+
 }  // namespace
 }  // namespace nbu::azure
