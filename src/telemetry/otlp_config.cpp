@@ -220,11 +220,14 @@ std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string*
 std::string EndpointForLog(const std::string& url) {
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string::npos) return "<unparsable url>";
-  std::string out = url.substr(0, url.find_first_of("?#"));
+  std::string out = url;
+  // User info first, up to the last '@' before the path: a password may hold '#' or '?', and
+  // cutting at those first would leave "https://user:p" of "https://user:p#ss@host".
   const auto authority = scheme_end + 3;
-  const auto path = out.find('/', authority);
-  const auto at = out.rfind('@', path == std::string::npos ? out.size() : path);
+  const auto path = std::min(out.find('/', authority), out.size());
+  const auto at = path == authority ? std::string::npos : out.rfind('@', path - 1);
   if (at != std::string::npos && at >= authority) out.erase(authority, at + 1 - authority);
+  out.resize(std::min(out.find_first_of("?#", authority), out.size()));
   return out;
 }
 

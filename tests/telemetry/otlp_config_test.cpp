@@ -157,6 +157,11 @@ TEST(EndpointForLogTest, DropsUserInfoAndQuery) {
   EXPECT_EQ(EndpointForLog("https://u:p@host:4318/v1/traces?key=abc#f"),
             "https://host:4318/v1/traces");
   EXPECT_EQ(EndpointForLog("http://host/p@x"), "http://host/p@x");
+  // A password with '#' or '?' in it: user info goes before the URL is cut at those.
+  EXPECT_EQ(EndpointForLog("https://user:p#ss@collector:4318"), "https://collector:4318");
+  EXPECT_EQ(EndpointForLog("https://user:p?ss@collector:4318/v1/traces?k=1"),
+            "https://collector:4318/v1/traces");
+  EXPECT_EQ(EndpointForLog("https://user:p@ss@collector:4318/v1"), "https://collector:4318/v1");
   EXPECT_EQ(EndpointForLog("nonsense"), "<unparsable url>");
 }
 
