@@ -269,13 +269,40 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
     if (upload.read_errno != 0) {
       return ErrnoStatus("reading request body", upload.read_errno);
     }
-    std::string text = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(code);
+    const std::string text = WithoutUserInfo(errbuf[0] != '\0' ? errbuf : curl_easy_strerror(code));
     return Status(KindOf(code),
                   "curl error " + std::to_string(static_cast<int>(code)) + ": " + text);
   }
   pool_->Give(h, options_.max_idle_handles);
   response.status = status;
   return response;
+}
+
+std::string WithoutUserInfo(std::string_view text) {
+  // Word by word (a URL holds no space): the user info of a word runs from after "://", or
+  // from its first character after any opening quote or bracket when it has no scheme, to the
+  // last '@' before the path. A password may hold quotes, '#' or '?': they do not end it.
+  std::string out;
+  out.reserve(text.size());
+  while (!text.empty()) {
+    const size_t begin = text.find_first_not_of(" \t\r\n");
+    out.append(text.substr(0, begin));
+    if (begin == std::string_view::npos) break;
+    text.remove_prefix(begin);
+    const std::string_view word = text.substr(0, text.find_first_of(" \t\r\n"));
+    text.remove_prefix(word.size());
+    const size_t scheme = word.find("://");
+    const size_t from =
+        scheme != std::string_view::npos ? scheme + 3 : word.find_first_not_of("'\"`<([{");
+    const size_t path = from == std::string_view::npos ? from : word.find('/', from);
+    const size_t at = from == std::string_view::npos ? from : word.substr(0, path).rfind('@');
+    if (at == std::string_view::npos || at < from) {
+      out.append(word);
+    } else {
+      out.append(word.substr(0, from)).append("REDACTED").append(word.substr(at));
+    }
+  }
+  return out;
 }
 
 }  // namespace nbu::azure

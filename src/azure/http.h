@@ -79,4 +79,9 @@ class HttpTransport {
 // Call once at process start, before threads (curl_global_init).
 void GlobalHttpInit();
 
+// `text` (curl's error message) with the user info of every URL or `user:password@host` in it
+// replaced by "REDACTED": libcurl quotes the proxy it was given (HTTPS_PROXY=http://user:pw@...)
+// in some errors, and these messages reach logs and the status API.
+std::string WithoutUserInfo(std::string_view text);
+
 }  // namespace nbu::azure
