@@ -15,8 +15,8 @@ namespace nbu::azure {
 bool IsTokenMode(const std::string& mode);
 
 // EnvironmentCredential: a client secret (AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_SECRET)
-// or else a client certificate (... + AZURE_CLIENT_CERTIFICATE_PATH). No I/O beyond reading the
-// certificate file.
+// or else a client certificate (... + AZURE_CLIENT_CERTIFICATE_PATH, and for an encrypted key
+// AZURE_CLIENT_CERTIFICATE_PASSWORD). No I/O beyond reading the certificate file.
 Result<std::shared_ptr<TokenCredential>> EnvironmentCredentialFromEnv(const EnvLookup& env,
                                                                       TokenSourceOptions options);
 

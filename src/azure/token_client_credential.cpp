@@ -150,12 +150,21 @@ ClientCertificateCredential::ClientCertificateCredential(EntraApp app, std::stri
       transport_(TokenTransport(options)) {}
 
 Result<std::shared_ptr<ClientCertificateCredential>> ClientCertificateCredential::Create(
-    EntraApp app, const std::string& pem_path, TokenSourceOptions options) {
+    EntraApp app, const std::string& pem_path, TokenSourceOptions options,
+    const std::string& password) {
   Result<std::string> url = EntraTokenUrl(app);
   if (!url.ok()) return url.status();
   Result<std::string> pem = ReadWholeFile(pem_path, "AZURE_CLIENT_CERTIFICATE_PATH");
   if (!pem.ok()) return pem.status();
-  auto signer = RsaSigner::FromPem(*pem);
+  bool locked = false;
+  auto signer = RsaSigner::FromPem(*pem, password, &locked);
+  if (locked) {
+    return Status(
+        ErrorKind::kAuth,
+        std::string("AZURE_CLIENT_CERTIFICATE_PASSWORD: ") +
+            (password.empty() ? "not set, and the private key in " + pem_path + " is encrypted"
+                              : "does not open the encrypted private key in " + pem_path));
+  }
   if (!signer.ok()) {
     return Status(ErrorKind::kAuth,
                   "AZURE_CLIENT_CERTIFICATE_PATH: " + pem_path + ": " + signer.status().message());
@@ -177,7 +186,7 @@ Result<std::shared_ptr<ClientCertificateCredential>> ClientCertificateCredential
     if (!path) m += " AZURE_CLIENT_CERTIFICATE_PATH";
     return Status(ErrorKind::kAuth, m);
   }
-  return Create(*app, *path, options);
+  return Create(*app, *path, options, env("AZURE_CLIENT_CERTIFICATE_PASSWORD").value_or(""));
 }
 
 std::string ClientCertificateCredential::Describe() const {

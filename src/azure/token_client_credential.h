@@ -54,10 +54,13 @@ class ClientSecretCredential final : public TokenCredential {
 // fetch.
 class ClientCertificateCredential final : public TokenCredential {
  public:
-  // `pem_path`: a PEM file with the certificate and its unencrypted private key.
+  // `pem_path`: a PEM file with the certificate and its private key, unencrypted or encrypted
+  // with `password` (a secret: never in messages; empty = none).
   static Result<std::shared_ptr<ClientCertificateCredential>> Create(
-      EntraApp app, const std::string& pem_path, TokenSourceOptions options = {});
-  // AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_CERTIFICATE_PATH (+ AZURE_AUTHORITY_HOST).
+      EntraApp app, const std::string& pem_path, TokenSourceOptions options = {},
+      const std::string& password = {});
+  // AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_CERTIFICATE_PATH (+ AZURE_AUTHORITY_HOST,
+  // AZURE_CLIENT_CERTIFICATE_PASSWORD for an encrypted key).
   static Result<std::shared_ptr<ClientCertificateCredential>> FromEnv(
       const EnvLookup& env, TokenSourceOptions options = {});
   std::string Describe() const override;

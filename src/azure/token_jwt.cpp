@@ -3,9 +3,12 @@
 #include "util/crypto.h"
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+
+#include <cstring>
 
 namespace nbu::azure {
 
@@ -24,23 +27,49 @@ std::string Base64UrlEncode(std::string_view bytes) {
   return s;
 }
 
+namespace {
+
+struct Passphrase {
+  std::string_view password;
+  bool asked = false;  // the key is encrypted
+};
+
+// In place of OpenSSL's default, which reads a passphrase from the terminal (and waits there).
+int GivePassphrase(char* buf, int size, int /*rwflag*/, void* user) {
+  auto* p = static_cast<Passphrase*>(user);
+  p->asked = true;
+  if (size < 0 || p->password.size() > static_cast<size_t>(size)) return -1;
+  std::memcpy(buf, p->password.data(), p->password.size());
+  return static_cast<int>(p->password.size());
+}
+
+}  // namespace
+
 RsaSigner::RsaSigner(std::unique_ptr<Keys> keys, std::string thumbprint)
     : keys_(std::move(keys)), thumbprint_sha1_(std::move(thumbprint)) {}
 
 RsaSigner::~RsaSigner() = default;
 
-Result<std::shared_ptr<RsaSigner>> RsaSigner::FromPem(std::string_view pem) {
+Result<std::shared_ptr<RsaSigner>> RsaSigner::FromPem(std::string_view pem,
+                                                      std::string_view password, bool* locked) {
   auto bio_for = [&] {
     return std::unique_ptr<BIO, decltype(&BIO_free)>(
         BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
   };
   auto keys = std::make_unique<Keys>();
+  Passphrase passphrase{password};
   {
     auto bio = bio_for();
-    keys->key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+    keys->key = PEM_read_bio_PrivateKey(bio.get(), nullptr, &GivePassphrase, &passphrase);
+  }
+  ERR_clear_error();  // a wrong password leaves errors on this thread's queue
+  if (locked != nullptr) *locked = keys->key == nullptr && passphrase.asked;
+  if (keys->key == nullptr && passphrase.asked) {
+    return Status(ErrorKind::kAuth,
+                  "the private key is encrypted and the password does not open it");
   }
   if (keys->key == nullptr || EVP_PKEY_base_id(keys->key) != EVP_PKEY_RSA) {
-    return Status(ErrorKind::kAuth, "PEM holds no unencrypted RSA private key");
+    return Status(ErrorKind::kAuth, "PEM holds no RSA private key");
   }
   std::string thumbprint;
   {

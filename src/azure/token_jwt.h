@@ -18,9 +18,14 @@ std::string Base64UrlEncode(std::string_view bytes);
 // An RSA private key and (optionally) its certificate, from PEM text. Thread-safe after Load.
 class RsaSigner {
  public:
-  // `pem` holds a private key ("PRIVATE KEY" or "RSA PRIVATE KEY") and optionally the first
-  // certificate. kAuth error (without any key material) when no RSA key is found.
-  static Result<std::shared_ptr<RsaSigner>> FromPem(std::string_view pem);
+  // `pem` holds a private key ("PRIVATE KEY" or "RSA PRIVATE KEY", or either encrypted) and
+  // optionally the first certificate. An encrypted key is opened with `password` (empty: the
+  // empty password); OpenSSL never prompts on a terminal. kAuth error (without any key material
+  // or password) when no RSA key is found or the password does not open it; `*locked` (if
+  // given) says whether it was the latter.
+  static Result<std::shared_ptr<RsaSigner>> FromPem(std::string_view pem,
+                                                    std::string_view password = {},
+                                                    bool* locked = nullptr);
   ~RsaSigner();
   RsaSigner(const RsaSigner&) = delete;
   RsaSigner& operator=(const RsaSigner&) = delete;

@@ -14,13 +14,18 @@
 #include "stand_in.h"
 #include "util/crypto.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace nbu::azure {
 namespace {
@@ -147,6 +152,113 @@ TEST(ClientCertificateCredentialTest, SendsAnRs256AssertionWithThumbprint) {
   EXPECT_EQ(claims["iss"], "app-1");
   EXPECT_EQ(claims["sub"], "app-1");
   EXPECT_GT(claims["exp"].get<int64_t>(), claims["nbf"].get<int64_t>());
+}
+
+// The certificate and its key encrypted with `password`, in dir/pkcs8.pem ("ENCRYPTED PRIVATE
+// KEY") and dir/traditional.pem (OpenSSL's older "Proc-Type: 4,ENCRYPTED" form).
+bool MakeEncryptedCerts(const std::string& dir, const std::string& password) {
+  if (!test::MakeSelfSignedCert(dir)) return false;
+  const std::string in = " -in '" + dir + "/key.pem' -aes256 -passout pass:" + password;
+  return test::Shell("openssl pkey" + in + " -out '" + dir + "/pkcs8.key' 2>/dev/null") &&
+         test::Shell("openssl rsa -traditional" + in + " -out '" + dir +
+                     "/traditional.key' 2>/dev/null") &&
+         test::Shell("cd '" + dir + "' && cat cert.pem pkcs8.key > pkcs8.pem && " +
+                     "cat cert.pem traditional.key > traditional.pem") &&
+         nbu::test::ReadFile(dir + "/pkcs8.pem").find("ENCRYPTED PRIVATE KEY") !=
+             std::string::npos &&
+         nbu::test::ReadFile(dir + "/traditional.pem").find("Proc-Type: 4,ENCRYPTED") !=
+             std::string::npos;
+}
+
+// An encrypted key opens with AZURE_CLIENT_CERTIFICATE_PASSWORD; without it, or with a wrong
+// one, the error names that variable (never the password).
+TEST(ClientCertificateCredentialTest, AnEncryptedKeyOpensWithTheCertificatePassword) {
+  const std::string password = "c3rt-pa55w0rd";
+  nbu::test::TempDir dir;
+  ASSERT_TRUE(MakeEncryptedCerts(dir.path(), password));
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  SimulatedClock clock;
+  for (const char* file : {"pkcs8.pem", "traditional.pem"}) {
+    std::map<std::string, std::string> env = {{"AZURE_TENANT_ID", "tenant-1"},
+                                              {"AZURE_CLIENT_ID", "app-1"},
+                                              {"AZURE_CLIENT_CERTIFICATE_PATH", dir / file},
+                                              {"AZURE_AUTHORITY_HOST", idp.url()}};
+    auto none = ClientCertificateCredential::FromEnv(MapEnv(env), Opts(clock));
+    ASSERT_FALSE(none.ok()) << file;
+    EXPECT_EQ(none.status().message(),
+              "AZURE_CLIENT_CERTIFICATE_PASSWORD: not set, and the private key in " + dir / file +
+                  " is encrypted");
+    env["AZURE_CLIENT_CERTIFICATE_PASSWORD"] = "wr0ng-" + password;
+    auto wrong = ClientCertificateCredential::FromEnv(MapEnv(env), Opts(clock));
+    ASSERT_FALSE(wrong.ok()) << file;
+    EXPECT_EQ(wrong.status().message(),
+              "AZURE_CLIENT_CERTIFICATE_PASSWORD: does not open the encrypted private key in " +
+                  dir / file);
+    env["AZURE_CLIENT_CERTIFICATE_PASSWORD"] = password;
+    auto right = ClientCertificateCredential::FromEnv(MapEnv(env), Opts(clock));
+    ASSERT_TRUE(right.ok()) << file << ": " << right.status().ToString();
+    EXPECT_EQ(AuthHeader(**right), "Bearer tok-1");
+    EXPECT_EQ((*right)->Describe().find(password), std::string::npos);
+  }
+  EXPECT_EQ(idp.count(), 2u);
+  // The chain's EnvironmentCredential passes the password on.
+  std::vector<std::string> errors;
+  std::shared_ptr<TokenCredential> out;
+  ASSERT_TRUE(ResolveTokenCredential("environment",
+                                     MapEnv({{"AZURE_TENANT_ID", "tenant-1"},
+                                             {"AZURE_CLIENT_ID", "app-1"},
+                                             {"AZURE_CLIENT_CERTIFICATE_PATH", dir / "pkcs8.pem"},
+                                             {"AZURE_CLIENT_CERTIFICATE_PASSWORD", password},
+                                             {"AZURE_AUTHORITY_HOST", idp.url()}}),
+                                     Opts(clock), &out, &errors))
+      << errors.at(0);
+}
+
+// OpenSSL's default for an encrypted key asks for a passphrase on the controlling terminal and
+// waits there: start-up would hang. FromPem runs in a child whose controlling terminal is a new
+// pseudo-terminal, with no password: it must fail at once and write nothing to the terminal.
+TEST(ClientCertificateCredentialTest, AnEncryptedKeyNeverPromptsOnTheTerminal) {
+  nbu::test::TempDir dir;
+  ASSERT_TRUE(MakeEncryptedCerts(dir.path(), "c3rt-pa55w0rd"));
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) {
+    GTEST_SKIP() << "no pseudo-terminal";
+  }
+  const std::string terminal = ::ptsname(master);
+  for (const char* file : {"pkcs8.pem", "traditional.pem"}) {
+    const std::string pem = nbu::test::ReadFile(dir / file);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // A session leader opening a terminal makes it its controlling terminal (/dev/tty).
+      if (::setsid() < 0 || ::open(terminal.c_str(), O_RDWR) < 0) ::_exit(3);
+      ::_exit(RsaSigner::FromPem(pem).ok() ? 0 : 1);
+    }
+    // A prompt waits for ever (OpenSSL's prompt restarts its read after a signal such as
+    // SIGALRM): the child gets 10 s, then SIGKILL.
+    int status = 0;
+    bool ended = false;
+    for (int i = 0; i < 1000 && !ended; ++i) {
+      ended = ::waitpid(pid, &status, WNOHANG) == pid;
+      if (!ended) std::this_thread::sleep_for(10ms);
+    }
+    if (!ended) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+    }
+    EXPECT_TRUE(ended) << file << ": still waiting after 10 s (for a passphrase)";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << file;
+    pollfd p{master, POLLIN, 0};
+    std::string written;
+    while (::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0) {
+      char buf[256];
+      const ssize_t n = ::read(master, buf, sizeof buf);
+      if (n <= 0) break;
+      written.append(buf, static_cast<size_t>(n));
+    }
+    EXPECT_EQ(written, "") << file << ": prompted on the terminal";
+  }
+  ::close(master);
 }
 
 TEST(WorkloadIdentityCredentialTest, RereadsTheFederatedTokenOnEveryFetch) {
