@@ -104,6 +104,18 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
   if (core::ErrorNames(*errors, "APP_AZURE_AUTH")) return false;
   const bool url_refused = core::ErrorNames(*errors, "APP_AZURE_ACCOUNT_URL");
   std::string mode = c.azure_auth;
+  if (mode == "auto" && !c.azure_connection_string.empty()) {
+    // Two credentials and no word on which: the Compose stack's default connection string (its
+    // Azurite) beside an account key meant for Azure would send every file to the emulator.
+    for (const auto& [name, value] : {std::pair{"APP_AZURE_ACCOUNT_KEY", &c.azure_account_key},
+                                      std::pair{"APP_AZURE_SAS_TOKEN", &c.azure_sas_token}}) {
+      if (!value->empty()) {
+        errors->push_back(std::string(name) +
+                          ": set beside APP_AZURE_CONNECTION_STRING, so which credential to use "
+                          "cannot be told: unset one, or choose with APP_AZURE_AUTH");
+      }
+    }
+  }
   if (mode == "auto") {
     if (!c.azure_connection_string.empty())
       mode = "connection-string";

@@ -1061,6 +1061,32 @@ TEST(StorageTargetTokenTest, ASasIsNeverSentOverPlainHttpToAnotherHost) {
   EXPECT_EQ(resolve(c), "");
 }
 
+// A connection string beside an account key or a SAS (the Compose stack's default string for its
+// Azurite, and a key meant for Azure) is two credentials: in auto mode start-up stops and names
+// the other one; APP_AZURE_AUTH chooses.
+TEST(StorageTargetTokenTest, AConnectionStringBesideAnotherCredentialStopsStartupInAutoMode) {
+  core::Config c;
+  c.azure_connection_string =
+      "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" +
+      Base64Encode("key") + ";BlobEndpoint=http://azurite:10000/devstoreaccount1;";
+  c.azure_account_name = "acct";
+  c.azure_account_key = Base64Encode("c2VjcmV0");
+  EXPECT_EQ(ResolveError(c),
+            "APP_AZURE_ACCOUNT_KEY: set beside APP_AZURE_CONNECTION_STRING, so which credential "
+            "to use cannot be told: unset one, or choose with APP_AZURE_AUTH");
+  c.azure_auth = "shared-key";
+  EXPECT_EQ(ResolveError(c), "");
+  c = core::Config{};
+  c.azure_connection_string =
+      "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" +
+      Base64Encode("key") + ";BlobEndpoint=http://azurite:10000/devstoreaccount1;";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  c.azure_sas_token = "sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(ResolveError(c).rfind("APP_AZURE_SAS_TOKEN: set beside", 0), 0u) << ResolveError(c);
+  c.azure_auth = "sas";
+  EXPECT_EQ(ResolveError(c), "");
+}
+
 // Mistakes that would fail every request (a SAS without its signature, a pasted SAS URL, an
 // unreadable CA bundle) stop start-up with one line, instead of a service that waits for ever
 // for storage it can never reach. No line echoes the secret.
