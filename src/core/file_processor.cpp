@@ -459,9 +459,9 @@ Status FileProcessor::CommitInOrder(
     // bytes than were hashed (a CRC-64 echo that differed); such a blob is replaced. With
     // CRC-64 alone there is no MD5 of ours to compare: the blob is replaced too.
     const auto claim_of = blob.metadata.find("claim");
-    if (claim_of != blob.metadata.end() && claim_of->second == props.metadata.at("claim") &&
-        blob.size == f.size && !f.crc_only && blob.content_md5 == f.md5) {
-      return Status::Ok();
+    if (claim_of != blob.metadata.end() && claim_of->second == props.metadata.at("claim")) {
+      if (blob.size == f.size && !f.crc_only && blob.content_md5 == f.md5) return Status::Ok();
+      continue;  // replaced, whatever its mtime: an earlier copy of this very claim
     }
     const auto theirs = mtime_of(blob);
     if (theirs && *theirs == f.source.mtime_ns) {

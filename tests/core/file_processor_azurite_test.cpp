@@ -445,10 +445,13 @@ TEST_F(FileProcessorAzuriteTest, AnEarlierCommitOfThisClaimWithOtherBytesIsRepla
     const std::string before = PatternBytes(size, 24);
     const std::string after = PatternBytes(size, 25);
     WorkItem item = PlaceClaim("rewritten-" + std::to_string(round++), before, false);
+    SetMtime(item, 1'700'000'000);
     processor->Process(item, {});
     ExpectBlobHolds(item, before);
-    // The claim again, rewritten, as if the first commit's answer had been lost.
+    // The claim again, rewritten, as if the first commit's answer had been lost; its mtime the
+    // same (a server with coarse times): still this claim's own blob, replaced.
     WriteFile(fs::Join(config_.processing_root, item.claim.Path()), after);
+    SetMtime(item, 1'700'000'000);
     processor->Process(item, {});
     ExpectBlobHolds(item, after);
   }
