@@ -722,6 +722,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       s = Complete(claim);
       if (!s.ok()) span.SetError(s.ToString());
     } else {
+      skipped = false;  // an earlier attempt's skip was undone by its torn copy
       s = Attempt(claim, item.check_existing, root.context(), stop, torn_at, &skipped, &bytes,
                   &committed);
     }
