@@ -2,6 +2,7 @@
 
 #include "core/layout.h"
 #include "telemetry/prometheus.h"
+#include "util/listen_socket.h"
 #include "util/log.h"
 #include "util/text.h"
 #include "util/uuid.h"
@@ -472,6 +473,7 @@ void Api::Stop() {
 
 void Api::Routes() {
   httplib::Server& s = *server_;
+  s.set_socket_options(ReuseAddressOnly);
   // cpp-httplib 0.11 checks this limit against Content-Length only: the pre-routing handler
   // below refuses every other way of sending a body before it is read.
   s.set_payload_max_length(kMaxBody);

@@ -3,11 +3,8 @@
 #include "deploy/deploy_support.h"
 #include "testgen/file_name.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -131,26 +128,22 @@ TEST(TestgenConfigE2eTest, InvalidConfigurationExitsTwoNamingEachVariable) {
   EXPECT_NE(log.find("GEN_WRITE_MODE"), std::string::npos) << log;
 }
 
-// An address it cannot listen on (here a port another socket holds) is named like the other
-// settings, with the same exit code.
+// An address it cannot listen on (here a port another server holds, one that allows sharing it
+// as cpp-httplib's servers do) is named like the other settings, with the same exit code.
 TEST(TestgenConfigE2eTest, AnAddressItCannotListenOnExitsTwoNamingIt) {
   TempDir dir;
-  const int taken = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(taken, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   const int port = FreeLoopbackPort();
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(::bind(taken, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(taken, 1), 0);
+  const int holder = ListenLoopbackShared(port);
+  ASSERT_GE(holder, 0);
   ChildProcess proc({BinaryPath("nfs-testgen")},
                     {{"GEN_HTTP_HOST", "127.0.0.1"},
                      {"GEN_HTTP_PORT", std::to_string(port)},
                      {"GEN_OUTPUT_DIR", dir.path()}},
                     dir / "log");
-  EXPECT_EQ(proc.Wait(std::chrono::seconds(20)), 2);
-  ::close(taken);
+  const auto code = proc.Wait(std::chrono::seconds(20));
+  if (!code) proc.Signal(SIGTERM);  // it shared the port and serves: stop it
+  ::close(holder);
+  EXPECT_EQ(code, 2);
   const std::string log = proc.ReadLog();
   EXPECT_NE(
       log.find("GEN_HTTP_HOST, GEN_HTTP_PORT: cannot listen on 127.0.0.1:" + std::to_string(port)),

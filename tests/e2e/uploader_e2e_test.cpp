@@ -736,13 +736,27 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
     const std::string log = up.process().ReadLog();
     EXPECT_NE(log.find(R"("name":"APP_AZURE_CONTAINTER")"), std::string::npos) << log;
   }
-  {
-    UploaderProcess up(*azurite_, volume_, container_, "r2", {{"APP_HTTP_HOST", "not_a_host"}});
+  {  // an address of no interface here (a literal: a name would be asked of DNS)
+    UploaderProcess up(*azurite_, volume_, container_, "r2", {{"APP_HTTP_HOST", "192.0.2.1"}});
     EXPECT_EQ(up.process().Wait(20s), 2);
     const std::string log = up.process().ReadLog();
-    EXPECT_NE(log.find("config error: APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on not_a_host:"),
+    EXPECT_NE(log.find("config error: APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on 192.0.2.1:"),
               std::string::npos)
         << log;
+  }
+  {  // a port another server holds, even one that allows sharing it (as cpp-httplib's do): a
+     // second replica on it would be sent half of the first one's requests
+    const int port = FreeLoopbackPort();
+    const int holder = ListenLoopbackShared(port);
+    ASSERT_GE(holder, 0);
+    UploaderProcess up(*azurite_, volume_, container_, "r5",
+                       {{"APP_HTTP_PORT", std::to_string(port)}});
+    const auto code = up.process().Wait(20s);
+    ::close(holder);
+    EXPECT_EQ(code, 2);
+    EXPECT_NE(up.process().ReadLog().find("cannot listen on 127.0.0.1:" + std::to_string(port)),
+              std::string::npos)
+        << up.process().ReadLog();
   }
   {
     UploaderProcess up(*azurite_, volume_, container_, "r3",

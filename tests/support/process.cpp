@@ -236,6 +236,20 @@ int ConnectLoopback(int port) {
   return s;
 }
 
+int ListenLoopbackShared(int port) {
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  const int yes = 1;
+  const sockaddr_in addr = LoopbackAddress(port);
+  if (::setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes) != 0 ||
+      ::bind(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(s, 4) != 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
 IdleConnections::IdleConnections(int port, int n) {
   for (int i = 0; i < n; ++i) {
     const int fd = ConnectLoopback(port);

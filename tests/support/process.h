@@ -92,6 +92,10 @@ std::string PatternBytes(size_t n, uint32_t seed);
 int FreeLoopbackPort();
 // A TCP connection to 127.0.0.1:port (-1 on failure), and a send of all of `data` on it.
 int ConnectLoopback(int port);
+// A socket listening on 127.0.0.1:port with SO_REUSEPORT set, as cpp-httplib sets it on its own
+// sockets (-1 on failure): a port another server holds, which a second one may then share
+// unless it leaves SO_REUSEPORT out.
+int ListenLoopbackShared(int port);
 bool SendAll(int fd, const std::string& data);
 // `n` connections to 127.0.0.1:port that send nothing, closed when this goes (or by Close()).
 // Opened 2 ms apart: cpp-httplib 0.11 listens with a backlog of 5, and a connection past it is

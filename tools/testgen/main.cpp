@@ -3,6 +3,7 @@
 #include "testgen/generator.h"
 #include "testgen/http_api.h"
 #include "util/clock.h"
+#include "util/listen_socket.h"
 #include "util/log.h"
 
 #include <httplib.h>
@@ -41,6 +42,7 @@ int Serve(const Config& config, const sigset_t& signals) {
   nbu::testgen::Generator generator(config.output_dir, nbu::RealClock::Instance());
   httplib::Server server;
   nbu::testgen::RegisterRoutes(server, generator, config);
+  server.set_socket_options(nbu::ReuseAddressOnly);
   if (!server.bind_to_port(config.http_host, config.http_port)) {
     std::fprintf(
         stderr,
