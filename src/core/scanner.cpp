@@ -63,6 +63,7 @@ void Scanner::Reset() {
 }
 
 void Scanner::Idle() {
+  next_due_.reset();  // nothing comes of age: the loop waits for the next poll, not every 10 ms
   std::lock_guard lock(mu_);
   oldest_pending_.reset();
 }

@@ -47,7 +47,8 @@ class Scanner {
   // Drops all tracking (the session changed).
   void Reset();
   // No session is watched: nothing is pending any more (the oldest pending file's age reads 0
-  // instead of growing until the next watch).
+  // instead of growing until the next watch, and no file's coming of age wakes the scan loop).
+  // Scan thread only.
   void Idle();
   // Age of the oldest file seen but not yet claimed, on the monotonic clock (0 when none).
   double OldestPendingAgeS() const;
