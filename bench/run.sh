@@ -14,8 +14,9 @@
 #                       azcopy-md5 is AzCopy with --put-md5 (an MD5 of every file, stored on the
 #                       blob, as ours and rclone do): the peer at equal integrity. Issue 6's
 #                       targets compare with the peers' defaults (rclone, azcopy).
-#        REPEAT=1       runs per tool and scenario (interleaved); the table shows the run with the
-#                       median wall time, and the min-max of the wall times
+#        REPEAT=1       runs per tool and scenario (interleaved, the tools' order turned by one
+#                       each round); the table shows each figure's median over the runs, and
+#                       the min-max of the times
 #        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
 #        SVC_ENV="APP_X=y ..."  extra settings for the service (e.g. APP_STAGING_FSYNC=true)
 #        LIMITS=1       on sink scenarios, also measure the machine's limits for the data set:
@@ -172,6 +173,7 @@ served_watch() {
   rm -f "$TMP/served" "$TMP/served.pause"
   io_watch "$SERVER_PID" "$TMP/served" &
   SERVED_WATCH_PID=$!
+  track "$SERVED_WATCH_PID"  # stopped by cleanup too, before $TMP goes
 }
 served_at() {
   kill -TERM "$SERVED_WATCH_PID" 2>/dev/null || true
