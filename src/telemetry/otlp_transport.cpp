@@ -107,7 +107,7 @@ class CurlOtlpTransport final : public OtlpTransport {
     // keys) are removed before it is shortened, which could cut one beyond recognition, and a
     // refused credential's answer (401, 403) is left out altogether.
     if (!response.empty() && status != 401 && status != 403) {
-      message += ": " + WithoutHeaderValues(std::move(response), req.headers).substr(0, 200);
+      message += ": " + WithoutHeaderValues(response, req.headers).substr(0, 200);
     }
     OtlpResult result = Fail(
         IsRetryableOtlpStatus(status) ? ErrorKind::kTransient : ErrorKind::kPermanent, message);
