@@ -333,17 +333,6 @@ std::tm CalendarTime(int year, int month, int day, int hour, int min, int sec) {
   return tm;
 }
 
-std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets) {
-  for (const std::string& s : secrets) {
-    if (s.empty()) continue;
-    for (size_t pos = text.find(s); pos != std::string::npos; pos = text.find(s, pos)) {
-      text.replace(pos, s.size(), "<redacted>");
-      pos += 10;
-    }
-  }
-  return text;
-}
-
 std::shared_ptr<HttpTransport> TokenTransport(const TokenSourceOptions& options) {
   return options.transport ? options.transport : std::make_shared<HttpTransport>();
 }

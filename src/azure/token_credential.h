@@ -6,6 +6,7 @@
 #include "azure/http.h"
 #include "util/clock.h"
 #include "util/status.h"
+#include "util/text.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -120,8 +121,7 @@ std::string FormEncode(const std::vector<std::pair<std::string, std::string>>& f
 Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
                                        const std::string& who,
                                        const std::vector<std::string>& secrets = {});
-// Replaces every occurrence of each non-empty secret in `text` with "<redacted>".
-std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets);
+// ScrubSecrets (util/text.h) replaces every occurrence of each secret in a text.
 // The calendar fields of a token's expiry (month 1-12), for timegm or mktime.
 std::tm CalendarTime(int year, int month, int day, int hour, int min, int sec);
 // A transport for token requests: `options.transport` or a new one with the system CAs.

@@ -1,5 +1,7 @@
 #include "telemetry/otlp_transport.h"
 
+#include "util/text.h"
+
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -38,14 +40,7 @@ std::string WithoutHeaderValues(std::string text, const KeyValues* headers) {
   // Longest first: a word of a value is part of the whole value.
   std::sort(secrets.begin(), secrets.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  for (const std::string& secret : secrets) {
-    if (secret.empty()) continue;
-    for (size_t pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos)) {
-      text.replace(pos, secret.size(), "<redacted>");
-      pos += 10;
-    }
-  }
-  return text;
+  return ScrubSecrets(std::move(text), secrets);
 }
 
 // Returning non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).

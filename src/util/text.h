@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace nbu {
 
@@ -33,6 +34,20 @@ constexpr std::string_view TrimSpaceAscii(std::string_view s) {
   while (!s.empty() && IsSpaceAscii(s.front())) s.remove_prefix(1);
   while (!s.empty() && IsSpaceAscii(s.back())) s.remove_suffix(1);
   return s;
+}
+
+// `text` with every occurrence of each non-empty secret replaced by "<redacted>", the secrets in
+// the order given (put a longer secret before a part of it).
+inline std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets) {
+  constexpr std::string_view kRedacted = "<redacted>";
+  for (const std::string& s : secrets) {
+    if (s.empty()) continue;
+    for (size_t pos = text.find(s); pos != std::string::npos; pos = text.find(s, pos)) {
+      text.replace(pos, s.size(), kRedacted);
+      pos += kRedacted.size();
+    }
+  }
+  return text;
 }
 
 }  // namespace nbu

@@ -26,5 +26,13 @@ TEST(TextTest, TrimsSpaceAtBothEndsOnly) {
   EXPECT_EQ(TrimSpaceAscii("\xA0x\xA0"), "\xA0x\xA0");  // not ASCII white space
 }
 
+TEST(TextTest, ScrubsEveryOccurrenceOfEachSecret) {
+  EXPECT_EQ(ScrubSecrets("k=abc1 abc1abc1 x", {"abc1", ""}), "k=<redacted> <redacted><redacted> x");
+  // The replacement is not searched again for the same secret.
+  EXPECT_EQ(ScrubSecrets("red red", {"red"}), "<redacted> <redacted>");
+  // In the order given: the longer one first keeps its shorter part from splitting it.
+  EXPECT_EQ(ScrubSecrets("Bearer tok123", {"Bearer tok123", "tok123"}), "<redacted>");
+}
+
 }  // namespace
 }  // namespace nbu
