@@ -80,6 +80,9 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     if (SplitUrl(info.endpoint).authority.find('@') != std::string::npos) {
       return Bad("BlobEndpoint must not hold a user name or password (user@host)");
     }
+    if (!PortIsNumeric(SplitUrl(info.endpoint).authority)) {
+      return Bad("BlobEndpoint has a port that is not a number");
+    }
     while (info.endpoint.size() > 1 && info.endpoint.back() == '/') info.endpoint.pop_back();
   } else {
     if (info.account.empty()) return Bad("AccountName is missing (and no BlobEndpoint given)");

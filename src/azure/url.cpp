@@ -101,6 +101,20 @@ UrlParts SplitUrl(std::string_view url) {
   return parts;
 }
 
+bool PortIsNumeric(std::string_view authority) {
+  if (authority.starts_with('[')) {
+    const size_t close = authority.find(']');
+    if (close == std::string_view::npos) return false;
+    authority.remove_prefix(close + 1);
+    if (authority.empty()) return true;
+    if (authority.front() != ':') return false;
+  }
+  const size_t colon = authority.rfind(':');
+  if (colon == std::string_view::npos) return true;
+  const std::string_view port = authority.substr(colon + 1);
+  return !port.empty() && port.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
 std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query) {
   std::vector<std::pair<std::string, std::string>> out;
   while (!query.empty()) {

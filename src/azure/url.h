@@ -29,6 +29,10 @@ struct UrlParts {
   std::string query;      // without '?', may be empty
 };
 UrlParts SplitUrl(std::string_view url);
+// True when an authority ("host", "host:port", "[v6]:port") has no port or a port of digits. A
+// password holding '/' ("https://me:p/w@host") ends the authority at "me:p": its "port" is not
+// a number, and the URL is refused rather than logged with the password in its path.
+bool PortIsNumeric(std::string_view authority);
 
 // Query string "a=1&b=2" split into raw (still encoded) name/value pairs; empty pieces skipped.
 std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query);

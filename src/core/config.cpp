@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include "azure/url.h"
 #include "core/layout.h"
 #include "util/fs.h"
 #include "util/text.h"
@@ -581,6 +582,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       r.Error("APP_AZURE_ACCOUNT_URL", "must not hold a user name or password (user@host)");
     } else if (authority.empty() || authority.front() == ':') {
       r.Error("APP_AZURE_ACCOUNT_URL", "has no host name");
+    } else if (!azure::PortIsNumeric(authority)) {
+      r.Error("APP_AZURE_ACCOUNT_URL", "has a port that is not a number");
     }
   }
   // A portal "SAS URL" pasted here would carry its signature into every URL and log line: the

@@ -103,6 +103,9 @@ TEST(ConnectionStringTest, BlobEndpointHoldsNoSasAndNoPassword) {
   }
   ExpectError("BlobEndpoint=https://me:s3cr3t@acct.blob.core.windows.net" + key,
               "BlobEndpoint must not hold a user name or password");
+  // A '/' in the password ends the authority at "me:s3": refused by its port, not logged.
+  ExpectError("BlobEndpoint=https://me:s3/cr3t@acct.blob.core.windows.net" + key,
+              "BlobEndpoint has a port that is not a number");
   auto r = ParseConnectionString("BlobEndpoint=http://127.0.0.1:10000/dev@store" + key);
   ASSERT_TRUE(r.ok()) << "an @ in the path is not a user: " << r.status().ToString();
 }

@@ -5,6 +5,15 @@
 namespace nbu::azure {
 namespace {
 
+TEST(PortIsNumericTest, HostsAndPorts) {
+  for (const char* ok : {"acct.blob.core.windows.net", "127.0.0.1:10000", "[::1]", "[::1]:10000"}) {
+    EXPECT_TRUE(PortIsNumeric(ok)) << ok;
+  }
+  for (const char* bad : {"me:s3", "host:", "[::1]x", "[::1]:", "[::1"}) {
+    EXPECT_FALSE(PortIsNumeric(bad)) << bad;
+  }
+}
+
 TEST(UrlEncodePathTest, KeepsUnreservedSubDelimsAndSlash) {
   EXPECT_EQ(UrlEncodePath("a/b/c"), "a/b/c");
   EXPECT_EQ(UrlEncodePath("AZaz09-._~"), "AZaz09-._~");

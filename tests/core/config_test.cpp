@@ -247,6 +247,10 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
   EXPECT_EQ(userinfo.rfind("APP_AZURE_ACCOUNT_URL: must not hold a user", 0), 0u) << userinfo;
   EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "http://127.0.0.1:10000/dev@store"), "")
       << "an @ in the path is not a user";
+  // A '/' in the password ends the authority at "me:c2": its "port" gives it away.
+  EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "https://me:c2/VjcmV0@acct.x.net"),
+            "APP_AZURE_ACCOUNT_URL: has a port that is not a number");
+  EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "http://[::1]:10000/devstoreaccount1"), "");
   EXPECT_EQ(error_of("APP_AZURE_RETRY_BASE_S", "61"),
             "APP_AZURE_RETRY_BASE_S: must not exceed APP_AZURE_RETRY_MAX_S");
   for (const char* token : {"short", "has a space in it, far too", "c2VjcmV0c2VjcmV0\"quoted\""}) {
