@@ -105,14 +105,18 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
   const bool url_refused = core::ErrorNames(*errors, "APP_AZURE_ACCOUNT_URL");
   std::string mode = c.azure_auth;
   if (mode == "auto" && !c.azure_connection_string.empty()) {
-    // Two credentials and no word on which: the Compose stack's default connection string (its
-    // Azurite) beside an account key meant for Azure would send every file to the emulator.
-    for (const auto& [name, value] : {std::pair{"APP_AZURE_ACCOUNT_KEY", &c.azure_account_key},
-                                      std::pair{"APP_AZURE_SAS_TOKEN", &c.azure_sas_token}}) {
-      if (!value->empty()) {
+    // Two credentials, or two endpoints, and no word on which: the Compose stack's default
+    // connection string (its Azurite) beside an account key meant for Azure would send every
+    // file to the emulator, and beside an account URL meant for tokens would send the emulator's
+    // key to that account (refused for ever).
+    for (const auto& [name, value] :
+         {std::pair{"APP_AZURE_ACCOUNT_KEY", &c.azure_account_key},
+          std::pair{"APP_AZURE_SAS_TOKEN", &c.azure_sas_token},
+          std::pair{"APP_AZURE_ACCOUNT_URL", url_refused ? nullptr : &c.azure_account_url}}) {
+      if (value != nullptr && !value->empty()) {
         errors->push_back(std::string(name) +
-                          ": set beside APP_AZURE_CONNECTION_STRING, so which credential to use "
-                          "cannot be told: unset one, or choose with APP_AZURE_AUTH");
+                          ": set beside APP_AZURE_CONNECTION_STRING, so which is meant cannot be "
+                          "told: unset one, or choose the mode with APP_AZURE_AUTH");
       }
     }
   }

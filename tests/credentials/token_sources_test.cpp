@@ -1072,19 +1072,23 @@ TEST(StorageTargetTokenTest, AConnectionStringBesideAnotherCredentialStopsStartu
   c.azure_account_name = "acct";
   c.azure_account_key = Base64Encode("c2VjcmV0");
   EXPECT_EQ(ResolveError(c),
-            "APP_AZURE_ACCOUNT_KEY: set beside APP_AZURE_CONNECTION_STRING, so which credential "
-            "to use cannot be told: unset one, or choose with APP_AZURE_AUTH");
+            "APP_AZURE_ACCOUNT_KEY: set beside APP_AZURE_CONNECTION_STRING, so which is meant "
+            "cannot be told: unset one, or choose the mode with APP_AZURE_AUTH");
   c.azure_auth = "shared-key";
   EXPECT_EQ(ResolveError(c), "");
   c = core::Config{};
   c.azure_connection_string =
       "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" +
       Base64Encode("key") + ";BlobEndpoint=http://azurite:10000/devstoreaccount1;";
-  c.azure_account_url = "https://acct.blob.core.windows.net";
   c.azure_sas_token = "sv=2021-06-08&sig=c2VjcmV0";
   EXPECT_EQ(ResolveError(c).rfind("APP_AZURE_SAS_TOKEN: set beside", 0), 0u) << ResolveError(c);
   c.azure_auth = "sas";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
   EXPECT_EQ(ResolveError(c), "");
+  // An account URL meant for tokens beside the default string: its key would go to Azure.
+  c.azure_auth = "auto";
+  c.azure_sas_token.clear();
+  EXPECT_EQ(ResolveError(c).rfind("APP_AZURE_ACCOUNT_URL: set beside", 0), 0u) << ResolveError(c);
 }
 
 // Mistakes that would fail every request (a SAS without its signature, a pasted SAS URL, an
