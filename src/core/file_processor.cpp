@@ -461,7 +461,14 @@ Status FileProcessor::CommitInOrder(
     const auto claim_of = blob.metadata.find("claim");
     if (claim_of != blob.metadata.end() && claim_of->second == props.metadata.at("claim")) {
       if (blob.size == f.size && !f.crc_only && blob.content_md5 == f.md5) return Status::Ok();
-      continue;  // replaced, whatever its mtime: an earlier copy of this very claim
+      // An earlier copy of this very claim: replaced, whatever its mtime. Unless the claim was
+      // taken over meanwhile (a takeover keeps the nonce): then the blob may be the new owner's
+      // later copy, and this stale one must not go over it.
+      if (auto st = fs::Stat(f.src_path); !st.ok() && st.status().kind() == ErrorKind::kNotFound) {
+        return Status(ErrorKind::kNotFound,
+                      "claim taken over by another replica before the commit");
+      }
+      continue;
     }
     const auto theirs = mtime_of(blob);
     if (theirs && *theirs == f.source.mtime_ns) {

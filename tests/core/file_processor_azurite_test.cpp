@@ -459,6 +459,39 @@ TEST_F(FileProcessorAzuriteTest, AnEarlierCommitOfThisClaimWithOtherBytesIsRepla
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
+// A claim taken over by another replica (which keeps its nonce) while this one, stalled, still
+// held a copy: the blob of that claim may be the new owner's later copy, so this replica's stale
+// copy is not put over it, and the claim is left to its new owner.
+TEST_F(FileProcessorAzuriteTest, AStaleCopyOfAClaimTakenOverIsNotPutOverItsBlob) {
+  const std::string newer = PatternBytes(4'000, 31);
+  const std::string stale = PatternBytes(4'000, 32);
+  WorkItem item = PlaceClaim("taken.bin", newer, false);
+  processor_->Process(item, {});  // as the new owner would have committed it
+  ExpectBlobHolds(item, newer);
+  // This replica's run of the same claim, with the bytes it copied before it stalled.
+  WriteFile(fs::Join(config_.processing_root, item.claim.Path()), stale);
+  const ClaimPath running = item.claim.WithRuns(item.claim.runs + 1);
+  const ClaimPath taken = running.WithOwner("other-replica");
+  std::atomic<bool> moved{false};
+  nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
+    // The takeover lands while this replica looks at the blob its commit found.
+    if (r.method == "HEAD" && !moved.exchange(true)) {
+      EXPECT_TRUE(fs::RenameEntry(fs::Join(config_.processing_root, running.Path()),
+                                  fs::Join(config_.processing_root, taken.Path()))
+                      .ok());
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  auto blob = ClientVia(proxy);
+  FileProcessor processor(
+      FileProcessor::Deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}});
+  processor.Process(item, {});
+  EXPECT_TRUE(moved.load());
+  ExpectBlobHolds(item, newer);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.processing_root, taken.Path())), stale);
+}
+
 // Storage answering every write with 500 for longer than a request's retries last, then
 // recovering: an overloaded partition (OperationTimedOut, storage asking for less) or an outage
 // (InternalError) while no other file got through either. Waited out without charging the file,
