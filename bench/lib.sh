@@ -54,6 +54,13 @@ wait_port() { # port seconds pid
 }
 
 track() { BENCH_PIDS+=("$1"); }
+# Forgets a pid once its process is reaped: the kernel may give the number to another process,
+# which stop_all must not signal.
+untrack() {
+  local p keep=()
+  for p in "${BENCH_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  BENCH_PIDS=("${keep[@]}")
+}
 
 # A live process (an exited child stays a zombie until waited for: not alive).
 alive() {
@@ -65,7 +72,11 @@ alive() {
 
 stop_pid() { # pid [grace seconds]
   local pid=$1 grace=${2:-10} i
-  if ! alive "$pid"; then wait "$pid" 2>/dev/null || true; return 0; fi
+  if ! alive "$pid"; then
+    wait "$pid" 2>/dev/null || true
+    untrack "$pid"
+    return 0
+  fi
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 1 $((grace * 20))); do
     alive "$pid" || break
@@ -74,6 +85,7 @@ stop_pid() { # pid [grace seconds]
   done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  untrack "$pid"
 }
 
 stop_all() {

@@ -168,7 +168,8 @@ io_watch() { # pid file
   done
   echo "$at" >"$file"
 }
-# served_watch; ...; served_at -> the time the server last answered since served_watch.
+# served_watch; ...; served_at: SERVED_AT = the time the server last answered since
+# served_watch. In this shell, not in $(...): only the sampler's parent can wait for its write.
 served_watch() {
   rm -f "$TMP/served" "$TMP/served.pause"
   io_watch "$SERVER_PID" "$TMP/served" &
@@ -178,10 +179,9 @@ served_watch() {
 served_at() {
   kill -TERM "$SERVED_WATCH_PID" 2>/dev/null || true
   wait "$SERVED_WATCH_PID" 2>/dev/null || true
-  local at
-  at=$(cat "$TMP/served" 2>/dev/null || true)
-  [ -n "$at" ] || die "no time of the server's last answer"
-  echo "$at"
+  untrack "$SERVED_WATCH_PID"
+  SERVED_AT=$(cat "$TMP/served" 2>/dev/null || true)
+  [ -n "$SERVED_AT" ] || die "no time of the server's last answer"
 }
 
 # add_row scenario tool files bytes seconds cpu_s peak_kib server_cpu_s status exit_seconds:
@@ -224,7 +224,8 @@ run_ours() { # scen data_dir files bytes
     sleep 0.05
   done
   t1=$(now)
-  ts=$(served_at)
+  served_at
+  ts=$SERVED_AT
   c1=$(proc_cpu_s "$SVC_PID" 2>/dev/null || echo "$c0")
   s1=$(server_cpu)
   hwm=$(proc_hwm_kib "$SVC_PID" 2>/dev/null || echo 0)
@@ -279,7 +280,8 @@ run_peer() { # tool scen data_dir files bytes
       ;;
   esac
   t1=$(now)
-  ts=$(served_at)
+  served_at
+  ts=$SERVED_AT
   s1=$(server_cpu)
   read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")
   if [ "$rc" -ne 0 ]; then
@@ -330,7 +332,8 @@ run_limit() { # kind scen data_dir files bytes
       ;;
   esac
   t1=$(now)
-  ts=$(served_at)
+  served_at
+  ts=$SERVED_AT
   [ "$kind" = read ] && ts=$t1  # the server has no part in it
   s1=$(server_cpu)
   read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")

@@ -63,9 +63,12 @@ TEST(WithoutUserInfoTest, CurlErrorsNeverCarryProxyCredentials) {
   HttpTransport transport;
   HttpRequest req;
   req.timeout = std::chrono::milliseconds(5000);
-  // A machine's own exceptions (a CI's no_proxy=127.0.0.1, say) would send these past the proxy.
-  const ScopedEnv no_proxy("no_proxy", std::nullopt);
-  const ScopedEnv no_proxy_upper("NO_PROXY", std::nullopt);
+  // A machine's own proxy settings (a CI's no_proxy=127.0.0.1, a shell's https_proxy, which
+  // curl prefers to HTTPS_PROXY, or all_proxy) would send these past the proxy under test, or
+  // to one off loopback (ctest unsets them all; a direct run of this binary may not).
+  const ScopedEnv unset[] = {{"no_proxy", std::nullopt},    {"NO_PROXY", std::nullopt},
+                             {"https_proxy", std::nullopt}, {"all_proxy", std::nullopt},
+                             {"ALL_PROXY", std::nullopt},   {"HTTP_PROXY", std::nullopt}};
   for (const auto& [var, url, proxy] :
        {std::tuple{"http_proxy", "http://127.0.0.1:9/c", "foo://user:pr0xy-s3cret@127.0.0.1:1"},
         std::tuple{"http_proxy", "http://127.0.0.1:9/c", "user:pr0xy-s3cret@[zz"},
