@@ -279,9 +279,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
 }
 
 std::string WithoutUserInfo(std::string_view text) {
-  // Word by word (a URL holds no space): the user info of a word runs from after "://", or
-  // from its first character after any opening quote or bracket when it has no scheme, to the
-  // last '@' before the path. A password may hold quotes, '#' or '?': they do not end it.
+  // Word by word (a URL holds no space), each word's user info as UserInfoSpan finds it.
   std::string out;
   out.reserve(text.size());
   while (!text.empty()) {
@@ -291,15 +289,17 @@ std::string WithoutUserInfo(std::string_view text) {
     text.remove_prefix(begin);
     const std::string_view word = text.substr(0, text.find_first_of(" \t\r\n"));
     text.remove_prefix(word.size());
-    const size_t scheme = word.find("://");
-    const size_t from =
-        scheme != std::string_view::npos ? scheme + 3 : word.find_first_not_of("'\"`<([{");
-    const size_t path = from == std::string_view::npos ? from : word.find('/', from);
-    const size_t at = from == std::string_view::npos ? from : word.substr(0, path).rfind('@');
-    if (at == std::string_view::npos || at < from) {
+    // Without a scheme the user info starts after any opening quote or bracket.
+    const size_t skip =
+        word.find("://") != std::string_view::npos ? 0 : word.find_first_not_of("'\"`<([{");
+    const auto user =
+        skip == std::string_view::npos ? std::nullopt : UserInfoSpan(word.substr(skip));
+    if (!user) {
       out.append(word);
-    } else {
-      out.append(word.substr(0, from)).append("REDACTED").append(word.substr(at));
+    } else {  // the '@' is kept: "REDACTED@host"
+      out.append(word.substr(0, skip + user->first))
+          .append("REDACTED")
+          .append(word.substr(skip + user->second - 1));
     }
   }
   return out;

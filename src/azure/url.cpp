@@ -134,13 +134,7 @@ std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view que
 
 std::string RedactUrl(std::string_view url) {
   std::string whole(url);
-  // User info first: a password may hold '#' or '?', which would end the URL below before its
-  // '@'. The authority runs to the first '/' after "://" (every URL logged here has a path).
-  if (const size_t sep = whole.find("://"); sep != std::string::npos) {
-    const size_t host = sep + 3;
-    const size_t at = whole.rfind('@', std::min(whole.find('/', host), whole.size()) - 1);
-    if (at != std::string::npos && at >= host) whole.erase(host, at + 1 - host);
-  }
+  if (const auto user = UserInfoSpan(whole)) whole.erase(user->first, user->second - user->first);
   // A fragment is never sent; a pasted SAS may sit there.
   url = whole;
   url = url.substr(0, url.find('#'));

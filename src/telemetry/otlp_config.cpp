@@ -221,13 +221,8 @@ std::string EndpointForLog(const std::string& url) {
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string::npos) return "<unparsable url>";
   std::string out = url;
-  // User info first, up to the last '@' before the path: a password may hold '#' or '?', and
-  // cutting at those first would leave "https://user:p" of "https://user:p#ss@host".
-  const auto authority = scheme_end + 3;
-  const auto path = std::min(out.find('/', authority), out.size());
-  const auto at = path == authority ? std::string::npos : out.rfind('@', path - 1);
-  if (at != std::string::npos && at >= authority) out.erase(authority, at + 1 - authority);
-  out.resize(std::min(out.find_first_of("?#", authority), out.size()));
+  if (const auto user = UserInfoSpan(out)) out.erase(user->first, user->second - user->first);
+  out.resize(std::min(out.find_first_of("?#", scheme_end + 3), out.size()));
   return out;
 }
 

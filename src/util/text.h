@@ -3,8 +3,10 @@
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace nbu {
@@ -34,6 +36,18 @@ constexpr std::string_view TrimSpaceAscii(std::string_view s) {
   while (!s.empty() && IsSpaceAscii(s.front())) s.remove_prefix(1);
   while (!s.empty() && IsSpaceAscii(s.back())) s.remove_suffix(1);
   return s;
+}
+
+// Where the user info ("user:password@") of a URL lies, when it has one: [first, second), from
+// after "://" (or from the start, for "user:password@host" without a scheme) to just past the
+// last '@' before the path. A password may hold '#', '?' or quotes: they do not end it, so this
+// runs before a URL is cut at its query or fragment.
+inline std::optional<std::pair<size_t, size_t>> UserInfoSpan(std::string_view url) {
+  const size_t scheme = url.find("://");
+  const size_t from = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const size_t at = url.substr(0, url.find('/', from)).rfind('@');
+  if (at == std::string_view::npos || at < from) return std::nullopt;
+  return std::pair{from, at + 1};
 }
 
 // `text` with every occurrence of each non-empty secret replaced by "<redacted>", the secrets in

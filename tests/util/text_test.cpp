@@ -26,6 +26,17 @@ TEST(TextTest, TrimsSpaceAtBothEndsOnly) {
   EXPECT_EQ(TrimSpaceAscii("\xA0x\xA0"), "\xA0x\xA0");  // not ASCII white space
 }
 
+TEST(TextTest, FindsAUrlsUserInfo) {
+  using Span = std::optional<std::pair<size_t, size_t>>;
+  EXPECT_EQ(UserInfoSpan("https://me:pw@host/c"), (Span{{8, 14}}));
+  // A password may hold '#', '?' and '@': the user info ends at the last '@' before the path.
+  EXPECT_EQ(UserInfoSpan("https://me:p#w?x@y@host/c?sig=1"), (Span{{8, 19}}));
+  EXPECT_EQ(UserInfoSpan("user:pw@proxy:3128"), (Span{{0, 8}}));    // no scheme
+  EXPECT_EQ(UserInfoSpan("https://host/dev@store"), std::nullopt);  // an '@' in the path
+  EXPECT_EQ(UserInfoSpan("https://host"), std::nullopt);
+  EXPECT_EQ(UserInfoSpan("a@b://host"), std::nullopt);  // before the scheme's end
+}
+
 TEST(TextTest, ScrubsEveryOccurrenceOfEachSecret) {
   EXPECT_EQ(ScrubSecrets("k=abc1 abc1abc1 x", {"abc1", ""}), "k=<redacted> <redacted><redacted> x");
   // The replacement is not searched again for the same secret.
