@@ -90,7 +90,7 @@ size_t WriteHeader(char* buffer, size_t size, size_t nitems, void* userdata) {
   std::string_view value = line.substr(colon + 1);
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
   while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-  std::string name = LowerAscii(std::string(line.substr(0, colon)));
+  std::string name = LowerAscii(line.substr(0, colon));
   auto [it, inserted] = st->resp->headers.emplace(name, std::string(value));
   if (!inserted) it->second.append(",").append(value);
   return n;

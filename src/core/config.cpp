@@ -93,8 +93,7 @@ class Reader {
   void Bool(const char* name, bool* out) const {
     const std::string* v = Raw(name);
     if (v == nullptr) return;
-    std::string t = Trimmed(*v);
-    std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+    const std::string t = LowerAscii(TrimSpaceAscii(*v));
     if (t == "1" || t == "true" || t == "yes" || t == "on")
       *out = true;
     else if (t == "0" || t == "false" || t == "no" || t == "off")
