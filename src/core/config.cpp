@@ -513,8 +513,7 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.Bool("APP_CHANGE_HINTS", &c.change_hints);
   if (const std::string* v = r.Raw("APP_FILE_EXTENSIONS")) {
     for (std::string ext : SplitList(*v)) {
-      std::transform(ext.begin(), ext.end(), ext.begin(),
-                     [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+      ext = LowerAscii(ext);
       if (ext.front() != '.') ext.insert(ext.begin(), '.');
       // "*.csv" would be taken as the ending ".*.csv", which no file has: nothing would upload.
       if (ext.size() < 2 || ext.find_first_of("/*?[] \t") != std::string::npos) {

@@ -4,6 +4,7 @@
 #include "util/crc64.h"
 
 #include "util/log.h"
+#include "util/text.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -101,9 +102,7 @@ std::string ContentTypeFor(const std::string& name) {
   };
   const auto dot = name.rfind('.');
   if (dot == std::string::npos) return "application/octet-stream";
-  std::string ext = name.substr(dot);
-  std::transform(ext.begin(), ext.end(), ext.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const std::string ext = LowerAscii(std::string_view(name).substr(dot));
   for (const auto& [e, type] : kTypes) {
     if (ext == e) return type;
   }

@@ -1,6 +1,7 @@
 #include "core/scanner.h"
 
 #include "util/log.h"
+#include "util/text.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -40,9 +41,7 @@ bool Scanner::Accepts(std::string_view name) const {
     if (GlobMatch(p, name)) return false;
   }
   if (config_.file_extensions.empty()) return true;
-  std::string lower(name);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const std::string lower = LowerAscii(name);
   for (const auto& ext : config_.file_extensions) {
     if (lower.size() > ext.size() && lower.ends_with(ext)) return true;
   }
