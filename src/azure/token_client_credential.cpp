@@ -34,11 +34,8 @@ Result<AccessToken> PostForm(HttpTransport& transport, const TokenSourceOptions&
     return Status(ErrorKind::kUnavailable,
                   ScrubSecrets(who + ": " + resp.status().message(), secrets));
   }
-  Result<AccessToken> token = ParseTokenResponse(*resp, options.clock->WallNow(), who, secrets);
-  if (!token.ok()) {
-    return Status(token.status().kind(), ScrubSecrets(token.status().message(), secrets));
-  }
-  return token;
+  // Its messages quote the answer only through fields it scrubs of `secrets`.
+  return ParseTokenResponse(*resp, options.clock->WallNow(), who, secrets);
 }
 
 bool ValidTenant(const std::string& t) {

@@ -241,9 +241,7 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken(std::stop_token stop) 
       last = Status(ErrorKind::kUnavailable, who + ": endpoint not reachable: " +
                                                  ScrubSecrets(resp.status().message(), secrets));
     } else {
-      Result<AccessToken> err =
-          ParseTokenResponse(*resp, options_.source.clock->WallNow(), who, secrets);
-      last = Status(err.status().kind(), ScrubSecrets(err.status().message(), secrets));
+      last = ParseTokenResponse(*resp, options_.source.clock->WallNow(), who, secrets).status();
       if (!Retryable(resp->status)) return last;
     }
     // IMDS answers 410 while it is upgraded, for up to 70 s: that long is waited out in full.
