@@ -51,6 +51,8 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     EXPECT_TRUE(blob_->CreateContainerIfMissing().ok());
     processor_ = std::make_unique<FileProcessor>(
         FileProcessor::Deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}});
+    crc_processor_ = std::make_unique<FileProcessor>(FileProcessor::Deps{
+        config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}, &crc64_});
   }
 
   // A claim of this replica holding `data`, as recovery would find it after `runs` runs of it
@@ -155,6 +157,10 @@ class FileProcessorAzuriteTest : public ::testing::Test {
                             }};
   InFlight inflight_;
   std::unique_ptr<FileProcessor> processor_;
+  // The same, with each Put Blob checked by CRC-64 (what the service picks when storage checks
+  // it). Both read config_ when they run, so a test may change it first.
+  const std::atomic<bool> crc64_{true};
+  std::unique_ptr<FileProcessor> crc_processor_;
 };
 
 TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
@@ -208,9 +214,7 @@ TEST_F(FileProcessorAzuriteTest, SmallFileIsStagedInMemory) {
 // storage computed it. A recovered claim of the same bytes is then not sent again.
 TEST_F(FileProcessorAzuriteTest, PutBlobCheckedByCrc64KeepsTheWholeFileMd5) {
   config_.azure_put_blob_max_bytes = 3 << 20;
-  const std::atomic<bool> crc64{true};
-  FileProcessor processor(FileProcessor::Deps{
-      config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}, &crc64});
+  FileProcessor& processor = *crc_processor_;
   std::vector<std::string> checksums;
   on_span_ = [&](const telemetry::SpanData& d) {
     if (d.name != "upload") return;
@@ -320,16 +324,12 @@ TEST_F(FileProcessorAzuriteTest, OlderVersionInBlocksDoesNotReplaceANewerBlob) {
 
 // Two versions of one name with the same source mtime (a copy that keeps times, a build with a
 // fixed timestamp): which one is newer cannot be told, so the second to commit does not replace
-// the first, whatever their claim order; it is dead-lettered, bytes kept. The same bytes with
+// the first; it is dead-lettered, bytes kept. The same bytes with
 // the same mtime (a copy made again) are done. In one Put Blob checked by MD5 and by CRC-64
 // (no MD5 of ours: the claim is hashed to compare), and in blocks.
 TEST_F(FileProcessorAzuriteTest, AVersionWithTheSameMtimeDoesNotReplaceTheBlob) {
-  config_.azure_put_blob_max_bytes = 256 << 10;
-  const std::atomic<bool> crc64{true};
-  FileProcessor crc_processor(FileProcessor::Deps{
-      config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}, &crc64});
   int round = 0;
-  for (FileProcessor* processor : {processor_.get(), &crc_processor, processor_.get()}) {
+  for (FileProcessor* processor : {processor_.get(), crc_processor_.get(), processor_.get()}) {
     const size_t size = round == 2 ? (1 << 20) + 11 : 4'000;
     const std::string base = "tie-" + std::to_string(round++);
     const std::string first = PatternBytes(size, 27);
@@ -435,12 +435,8 @@ TEST_F(FileProcessorAzuriteTest, ACommitOfThisClaimFoundOnTheNextTryIsDone) {
 // let the new bytes be collected. In one Put Blob, in blocks, and with a Put Blob checked by
 // CRC-64, whose blob has no MD5 of ours to compare: it is always sent again.
 TEST_F(FileProcessorAzuriteTest, AnEarlierCommitOfThisClaimWithOtherBytesIsReplaced) {
-  config_.azure_put_blob_max_bytes = 256 << 10;
-  const std::atomic<bool> crc64{true};
-  FileProcessor crc_processor(FileProcessor::Deps{
-      config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}, &crc64});
   int round = 0;
-  for (FileProcessor* processor : {processor_.get(), processor_.get(), &crc_processor}) {
+  for (FileProcessor* processor : {processor_.get(), processor_.get(), crc_processor_.get()}) {
     const size_t size = round == 1 ? (1 << 20) + 9 : 3'000;
     const std::string before = PatternBytes(size, 24);
     const std::string after = PatternBytes(size, 25);
