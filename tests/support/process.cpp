@@ -236,6 +236,13 @@ int ConnectLoopback(int port) {
   return s;
 }
 
+std::string PieceOf(const std::string& secret, const std::string& text, size_t n) {
+  for (size_t at = 0; at + n <= secret.size(); ++at) {
+    if (text.find(secret.substr(at, n)) != std::string::npos) return secret.substr(at, n);
+  }
+  return "";
+}
+
 int ListenLoopbackShared(int port) {
   const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;

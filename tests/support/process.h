@@ -53,6 +53,10 @@ class TempDir {
   std::string path_;
 };
 
+// The first piece of `n` consecutive characters of `secret` that `text` holds; empty when none
+// does (a shortened message may keep part of a secret that scrubbing missed).
+std::string PieceOf(const std::string& secret, const std::string& text, size_t n);
+
 // Polls `pred` every 20 ms until it is true or `timeout` passes.
 template <typename Pred>
 bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {

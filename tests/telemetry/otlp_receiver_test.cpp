@@ -282,9 +282,7 @@ TEST(OtlpReceiverTest, ExportErrorsNeverQuoteHeaderValues) {
   const auto expect_no_secret = [&](const Status& s) {
     EXPECT_FALSE(s.ok());
     for (const std::string& secret : {key, std::string("t0ken-that-must-n0t-leak")}) {
-      for (size_t at = 0; at + 8 <= secret.size(); ++at) {
-        EXPECT_EQ(s.message().find(secret.substr(at, 8)), std::string::npos) << s.message();
-      }
+      EXPECT_EQ(nbu::test::PieceOf(secret, s.message(), 8), "") << s.message();
     }
   };
   // 180 characters, then the key: a cut at 200 would keep 20 of them.
