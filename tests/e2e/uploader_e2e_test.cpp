@@ -808,9 +808,7 @@ TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
         "base64"}) {
     EXPECT_NE(log.find(line), std::string::npos) << line << "\n" << log;
   }
-  size_t lines = 0;
-  for (char c : log) lines += c == '\n' ? 1 : 0;
-  EXPECT_EQ(lines, 8u) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 8) << log;
   EXPECT_EQ(log.find(secret), std::string::npos);
 }
 
@@ -844,9 +842,7 @@ TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
   EXPECT_NE(log.find("APP_LOCAL_STAGING_ROOT: cannot create a file in /proc/no-such-dir"),
             std::string::npos)
       << log;
-  size_t lines = 0;
-  for (char c : log) lines += c == '\n' ? 1 : 0;
-  EXPECT_EQ(lines, 2u) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 2) << log;
   // The probe file is gone from wherever it got to.
   EXPECT_TRUE(Volume::Files(volume_.incoming()).empty());
   EXPECT_TRUE(Volume::Files(other).empty());
