@@ -90,8 +90,7 @@ stop_pid() { # pid [grace seconds]
 
 stop_all() {
   local pid
-  for pid in "${BENCH_PIDS[@]}"; do stop_pid "$pid" 5; done
-  BENCH_PIDS=()
+  for pid in "${BENCH_PIDS[@]}"; do stop_pid "$pid" 5; done  # each untracks itself
 }
 
 # utime+stime of a live process, in seconds.

@@ -16,7 +16,7 @@
 #                       targets compare with the peers' defaults (rclone, azcopy).
 #        REPEAT=1       runs per tool and scenario (interleaved, the tools' order turned by one
 #                       each round); the table shows each figure's median over the runs, and
-#                       the min-max of the times
+#                       the min-max of s (the time to the server's last answer)
 #        SCENARIOS="name:target:NxSIZE[+NxSIZE...] ..."  (target azurite|sink) to override
 #        SVC_ENV="APP_X=y ..."  extra settings for the service (e.g. APP_STAGING_FSYNC=true)
 #        LIMITS=1       on sink scenarios, also measure the machine's limits for the data set:
@@ -145,8 +145,8 @@ server_cpu() { proc_cpu_s "$SERVER_PID"; }
 
 # When the server last answered. A client's own clock can run past its work (AzCopy exits only
 # at one of its 2-second status ticks), so every tool is timed to the end of the last answer the
-# server gave it: io_watch pid file writes to `file`, every ~20 ms until killed, the time
-# ($EPOCHREALTIME) at which the process last wrote or read bytes (/proc/<pid>/io wchar and
+# server gave it: io_watch pid file samples the process every ~20 ms until killed, then writes
+# to `file` the time ($EPOCHREALTIME) at which it last wrote or read bytes (/proc/<pid>/io wchar and
 # rchar: Azurite's and nginx's answers go out through write/writev, which count). Bash builtins
 # only, and a timed read on a FIFO nobody writes to for the pause: no process per sample.
 io_watch() { # pid file
@@ -168,8 +168,20 @@ io_watch() { # pid file
   done
   echo "$at" >"$file"
 }
-# served_watch; ...; served_at: SERVED_AT = the time the server last answered since
-# served_watch. In this shell, not in $(...): only the sampler's parent can wait for its write.
+# clock_start [server]; <the run>; clock_stop: T0 and T1 the run's start and end, TS the end of
+# the server's last answer since T0 (T1 when started without "server"). In this shell, not in
+# $(...): only the sampler's parent can wait for its write.
+clock_start() {
+  SERVED_WATCH_PID=""
+  [ "${1:-}" = server ] && served_watch
+  T0=$(now)
+}
+clock_stop() {
+  T1=$(now)
+  TS=$T1
+  [ -n "$SERVED_WATCH_PID" ] && served_at
+  return 0
+}
 served_watch() {
   rm -f "$TMP/served" "$TMP/served.pause"
   io_watch "$SERVER_PID" "$TMP/served" &
@@ -180,14 +192,17 @@ served_at() {
   kill -TERM "$SERVED_WATCH_PID" 2>/dev/null || true
   wait "$SERVED_WATCH_PID" 2>/dev/null || true
   untrack "$SERVED_WATCH_PID"
-  SERVED_AT=$(cat "$TMP/served" 2>/dev/null || true)
-  [ -n "$SERVED_AT" ] || die "no time of the server's last answer"
+  TS=$(cat "$TMP/served" 2>/dev/null || true)
+  [ -n "$TS" ] || die "no time of the server's last answer"
 }
 
-# add_row scenario tool files bytes seconds cpu_s peak_kib server_cpu_s status exit_seconds:
-# `seconds` to the server's last answer (served_at), `exit_seconds` to the tool's own end (its
-# exit; for ours, /v1/status counting every file uploaded).
-add_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
+# add_row scenario tool files bytes cpu_s peak_kib server_cpu_s status, after clock_stop: the
+# row holds, after bytes, the seconds to the server's last answer (TS - T0) and, last, those to
+# the tool's own end (T1 - T0: its exit; for ours, /v1/status counting every file uploaded).
+add_row() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(fsub "$TS" "$T0")" \
+    "$5" "$6" "$7" "$8" "$(fsub "$T1" "$T0")" >>"$ROWS"
+}
 
 # "${TIMED[@]}" time_file command... : GNU time writes "wall user sys maxrss_kib" to time_file
 # (an array, not a function, so that timeout can run it); read_time time_file -> "user+sys
@@ -201,7 +216,7 @@ log_row() { tail -1 "$ROWS" | awk -F'\t' '{ printf "[bench]   %s %s: %s s (exit 
 # Every run writes to a container of its own (a name just deleted may still be being deleted).
 run_ours() { # scen data_dir files bytes
   local scen=$1 data=$2 files=$3 bytes=$4 container="b-$1-ours-r$rep" session="bench-$1"
-  local dir=$TMP/svc-$scen up=0 failed=0 ub=0 t0 t1 ts c0 c1 s0 s1 status=ok deadline hwm
+  local dir=$TMP/svc-$scen up=0 failed=0 ub=0 c0 c1 s0 s1 status=ok deadline hwm
   local -a extra=()
   read -r -a extra <<<"${SVC_ENV:-}"
   # The sink checks no checksum, so the start-up probe would find it ignores CRC-64 and fall back
@@ -211,8 +226,7 @@ run_ours() { # scen data_dir files bytes
   cp -al "$data/src" "$dir/stage-in/$session"
   s0=$(server_cpu)
   c0=$(proc_cpu_s "$SVC_PID")
-  served_watch
-  t0=$(now)
+  clock_start server
   mv "$dir/stage-in/$session" "$dir/incoming/$session"
   svc_watch_start "$session"
   deadline=$((SECONDS + TOOL_TIMEOUT))
@@ -223,9 +237,7 @@ run_ours() { # scen data_dir files bytes
     alive "$SVC_PID" || break
     sleep 0.05
   done
-  t1=$(now)
-  served_at
-  ts=$SERVED_AT
+  clock_stop
   c1=$(proc_cpu_s "$SVC_PID" 2>/dev/null || echo "$c0")
   s1=$(server_cpu)
   hwm=$(proc_hwm_kib "$SVC_PID" 2>/dev/null || echo 0)
@@ -242,13 +254,13 @@ run_ours() { # scen data_dir files bytes
     status=$(verify_listing "$container" 2 "$data/manifest")
   fi
   [ "$TARGET" = azurite ] && delete_container "$container"
-  add_row "$scen" ours "$files" "$bytes" "$(fsub "$ts" "$t0")" "$(fsub "$c1" "$c0")" "$hwm" \
-    "$(fsub "$s1" "$s0")" "$status" "$(fsub "$t1" "$t0")"
+  add_row "$scen" ours "$files" "$bytes" "$(fsub "$c1" "$c0")" "$hwm" "$(fsub "$s1" "$s0")" \
+    "$status"
   rm -rf "$dir"
 }
 
 run_peer() { # tool scen data_dir files bytes
-  local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1-r$rep" rc=0 t0 t1 ts s0 s1 code
+  local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1-r$rep" rc=0 s0 s1 code
   local tf=$TMP/time-$tool-$scen status=ok cpu rss strip=1
   local -a md5=()
   [ "$tool" = azcopy-md5 ] && md5=(--put-md5)
@@ -259,8 +271,7 @@ run_peer() { # tool scen data_dir files bytes
     "$ENDPOINT/$container?restype=container&$SAS" || true)
   [ "$code" = 201 ] || log "warning: creating container $container: HTTP $code"
   s0=$(server_cpu)
-  served_watch
-  t0=$(now)
+  clock_start server
   case $tool in
     rclone)
       rclone_env timeout -k 10 "$TOOL_TIMEOUT" "${TIMED[@]}" "$tf" \
@@ -279,9 +290,7 @@ run_peer() { # tool scen data_dir files bytes
         <&"$HOLD_FD" >"$TMP/$tool-$scen.log" 2>&1 || rc=$?
       ;;
   esac
-  t1=$(now)
-  served_at
-  ts=$SERVED_AT
+  clock_stop
   s1=$(server_cpu)
   read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")
   if [ "$rc" -ne 0 ]; then
@@ -294,8 +303,7 @@ run_peer() { # tool scen data_dir files bytes
     status=$(verify_listing "$container" "$strip" "$data/manifest")
   fi
   [ "$TARGET" = azurite ] && delete_container "$container"
-  add_row "$scen" "$tool" "$files" "$bytes" "$(fsub "$ts" "$t0")" "$cpu" "$rss" \
-    "$(fsub "$s1" "$s0")" "$status" "$(fsub "$t1" "$t0")"
+  add_row "$scen" "$tool" "$files" "$bytes" "$cpu" "$rss" "$(fsub "$s1" "$s0")" "$status"
 }
 
 # The machine's own limits on a sink data set, measured in the same round: "limit-read" reads
@@ -305,7 +313,7 @@ run_peer() { # tool scen data_dir files bytes
 # the clock; the sink keeps bodies up to 64 MiB in memory and writes bigger ones to disk).
 # Neither hashes nor stages: no client can beat them on this machine.
 run_limit() { # kind scen data_dir files bytes
-  local kind=$1 scen=$2 data=$3 files=$4 bytes=$5 tf=$TMP/time-limit-$1-$2 rc=0 t0 t1 ts s0 s1 cpu rss
+  local kind=$1 scen=$2 data=$3 files=$4 bytes=$5 tf=$TMP/time-limit-$1-$2 rc=0 s0 s1 cpu rss
   local per=$(((files + CONC - 1) / CONC)) status=ok f
   if [ "$kind" = send ]; then
     rm -rf "$TMP/limit-parts"
@@ -316,8 +324,9 @@ run_limit() { # kind scen data_dir files bytes
     per=$((($(find "$TMP/limit-parts" -type f | wc -l) + CONC - 1) / CONC))
   fi
   s0=$(server_cpu)
-  served_watch
-  t0=$(now)
+  local watch=""
+  [ "$kind" = send ] && watch=server  # cat of the files: the server has no part in it
+  clock_start $watch
   case $kind in
     read)
       (cd "$data/src" && find . -type f -print0 |
@@ -331,20 +340,17 @@ run_limit() { # kind scen data_dir files bytes
           "$ENDPOINT/limits/run") || rc=$?
       ;;
   esac
-  t1=$(now)
-  served_at
-  ts=$SERVED_AT
-  [ "$kind" = read ] && ts=$t1  # the server has no part in it
+  clock_stop
   s1=$(server_cpu)
   read -r cpu rss < <(read_time "$tf" 2>/dev/null || echo "0 0")
   [ "$rc" -eq 0 ] || status="FAIL(exit=$rc)"
   rm -rf "$TMP/limit-parts"
-  add_row "$scen" "limit-$kind" "$files" "$bytes" "$(fsub "$ts" "$t0")" "$cpu" "$rss" \
-    "$(fsub "$s1" "$s0")" "$status" "$(fsub "$t1" "$t0")"
+  add_row "$scen" "limit-$kind" "$files" "$bytes" "$cpu" "$rss" "$(fsub "$s1" "$s0")" "$status"
 }
 
 # --- Main -------------------------------------------------------------------------------------
 SAS=$(account_sas)
+read -r -a order <<<"$TOOLS"
 for sc in "${SCEN_LIST[@]}"; do
   IFS=: read -r scen TARGET spec <<<"$sc"
   log "scenario $scen ($TARGET, $spec): generating data"
@@ -368,7 +374,6 @@ for sc in "${SCEN_LIST[@]}"; do
       SERVER_PID=$AZURITE_PID
     fi
     # Each round starts with another tool: none always meets the round's fresh Azurite.
-    read -r -a order <<<"$TOOLS"
     shift_by=$(((rep - 1) % ${#order[@]}))
     for tool in "${order[@]:shift_by}" "${order[@]:0:shift_by}"; do
       log "scenario $scen: $tool (run $rep of $REPEAT)"
@@ -422,11 +427,12 @@ table() {
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   # Group the runs of each (scenario, tool); each measure is the median of its runs on its own.
   awk -F'\t' '
-    function median(k, col,   a, b, t, v, m) {
+    # The median of column `col` over the runs of k; range["lo"], range["hi"] its extremes.
+    function median(k, col, range,   a, b, t, v, m) {
       m = cnt[k]
       for (a = 1; a <= m; a++) v[a] = val[k, a, col] + 0
       for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++) if (v[b] < v[a]) { t = v[a]; v[a] = v[b]; v[b] = t }
-      lo = v[1]; hi = v[m]
+      range["lo"] = v[1]; range["hi"] = v[m]
       return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
     }
     { k = $1 SUBSEP $2
@@ -437,9 +443,10 @@ table() {
     END {
       for (n = 1; n <= nk; n++) {
         k = order[n]; m = cnt[k]
-        s[n] = median(k, 5)
-        rng[n] = m > 1 ? sprintf(" (%.2f-%.2f, %d runs)", lo, hi, m) : ""
-        c[n] = median(k, 6); mm[n] = median(k, 7); sv[n] = median(k, 8); ex[n] = median(k, 10)
+        s[n] = median(k, 5, r)
+        rng[n] = m > 1 ? sprintf(" (%.2f-%.2f, %d runs)", r["lo"], r["hi"], m) : ""
+        c[n] = median(k, 6, r); mm[n] = median(k, 7, r); sv[n] = median(k, 8, r)
+        ex[n] = median(k, 10, r)
         st[n] = (k in bad) ? bad[k] : "ok"
         if (tl[n] == "ours") { of[sc[n]] = (s[n] > 0 ? f[n] / s[n] : 0); oc[sc[n]] = c[n] / f[n]; om[sc[n]] = mm[n] }
       }
