@@ -117,7 +117,10 @@ class BlobClient {
              std::shared_ptr<HttpTransport> transport, Clock& clock,
              BlobClientObserver observer = {});
 
-  // PUT ?restype=container; 409 ContainerAlreadyExists is success.
+  // PUT ?restype=container; 409 ContainerAlreadyExists is success. So is 403 when the container
+  // exists: credentials scoped to the container (a service SAS with sr=c, a role assigned on the
+  // container) may use it but never create it. A HEAD of a blob that is not there tells
+  // (BlobNotFound, not ContainerNotFound); if that is refused too, the 403 stands.
   Status CreateContainerIfMissing(std::stop_token stop = {});
   // Put Blob (BlockBlob) with the given properties. With an MD5 check the blob stores that MD5
   // (or props.content_md5); with a CRC-64 check it stores the MD5 storage computes of the body

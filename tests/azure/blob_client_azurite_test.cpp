@@ -340,6 +340,41 @@ TEST_F(BlobClientAzuriteTest, SasCredential) {
   EXPECT_EQ(denied.message().find("sig="), std::string::npos);
 }
 
+// A container SAS (or a role assigned on the container) may use the container but not create
+// it: storage answers Create Container 403. That is not a refusal of the credentials when the
+// container exists; when it does not, the error says so.
+TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
+  const std::string container = test::UniqueContainer("csas");
+  ASSERT_TRUE(SharedKeyClient(container)->CreateContainerIfMissing().ok());
+  BlobClient client(test::AzuriteOptions(*azurite_, container),
+                    std::make_shared<SasCredential>(
+                        test::MakeContainerSas(kAzuriteAccount, kAzuriteKey, container, "racwl")),
+                    transport_, RealClock::Instance());
+  Status s = client.CreateContainerIfMissing();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const std::string data = "container sas";
+  ASSERT_TRUE(client.PutBlob("c.txt", Body::FromMemory(data), Md5::Of(data), {}).ok());
+  EXPECT_EQ(*client.GetBlob("c.txt"), data);
+
+  const std::string missing = test::UniqueContainer("csas-missing");
+  const std::string token = test::MakeContainerSas(kAzuriteAccount, kAzuriteKey, missing, "racwl");
+  BlobClient absent(test::AzuriteOptions(*azurite_, missing),
+                    std::make_shared<SasCredential>(token), transport_, RealClock::Instance());
+  s = absent.CreateContainerIfMissing();
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth) << s.ToString();
+  EXPECT_NE(s.message().find("does not exist"), std::string::npos) << s.ToString();
+  EXPECT_EQ(s.message().find(token.substr(token.find("sig=") + 4)), std::string::npos);
+
+  // Credentials refused outright stay refused: a container SAS signed with another key.
+  BlobClient forged(test::AzuriteOptions(*azurite_, container),
+                    std::make_shared<SasCredential>(test::MakeContainerSas(
+                        kAzuriteAccount, Base64Encode(std::string(64, 'k')), container, "racwl")),
+                    transport_, RealClock::Instance());
+  s = forged.CreateContainerIfMissing();
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth) << s.ToString();
+  EXPECT_EQ(s.message().find("does not exist"), std::string::npos) << s.ToString();
+}
+
 TEST_F(BlobClientAzuriteTest, WrongKeyIsAuthErrorWithoutSecrets) {
   const std::string wrong_key = Base64Encode(std::string(64, 'k'));
   auto client = SharedKeyClient(test::UniqueContainer("wrongkey"), wrong_key);
