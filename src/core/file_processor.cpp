@@ -449,6 +449,12 @@ Status FileProcessor::CommitInOrder(
     if (last.kind() != ErrorKind::kConflict) return last;
     auto info = d_.blob.GetProperties(blob_name, stop);
     if (!info.ok()) return info.status();
+    // No ETag (a proxy that strips it): nothing to make the next commit conditional on, and an
+    // unconditional one could go over a newer version committed after this HEAD.
+    if (info->has_value() && (*info)->etag.empty()) {
+      return Status(ErrorKind::kUnavailable,
+                    "commit " + blob_name + ": storage answered HEAD without an ETag");
+    }
     props.if_absent = !info->has_value();  // deleted meanwhile: the name is free again
     props.if_match = info->has_value() ? (*info)->etag : "";
     if (!info->has_value()) continue;

@@ -488,6 +488,38 @@ TEST_F(FileProcessorAzuriteTest, AStaleCopyOfAClaimTakenOverIsNotPutOverItsBlob)
   EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.processing_root, taken.Path())), stale);
 }
 
+// A HEAD answered without an ETag (a proxy that strips it) leaves nothing to make the next
+// commit conditional on. Committed unconditionally, this older version would go over a newer
+// one committed meanwhile; instead the attempt ends, and the next one sees the newer blob.
+TEST_F(FileProcessorAzuriteTest, AHeadWithoutAnETagNeverLeadsToAnUnconditionalCommit) {
+  WorkItem oldest = PlaceClaim("etag.bin", PatternBytes(3'000, 33), false);
+  SetMtime(oldest, 1'600'000'000);
+  processor_->Process(oldest, {});
+  WorkItem older = PlaceClaim("etag.bin", PatternBytes(3'000, 34), false);
+  SetMtime(older, 1'700'000'000);
+  const std::string newest_data = PatternBytes(3'000, 35);
+  WorkItem newest = PlaceClaim("etag.bin", newest_data, false);  // mtime now
+  std::atomic<bool> stripped{false};
+  std::atomic<bool> newest_committed{false};
+  nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
+    if (r.method == "HEAD" && !stripped.exchange(true)) {
+      return nbu::test::FaultAction::DropResponseHeader("ETag");
+    }
+    // The newest version commits between that HEAD and the next write of the older one.
+    if (r.method == "PUT" && stripped.load() && !newest_committed.exchange(true)) {
+      processor_->Process(newest, {});
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  auto blob = ClientVia(proxy);
+  FileProcessor processor(
+      FileProcessor::Deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}});
+  processor.Process(older, {});
+  EXPECT_TRUE(newest_committed.load());
+  ExpectBlobHolds(newest, newest_data);
+  EXPECT_EQ(Count(inst_.files_superseded), 1);
+}
+
 // Storage answering every write with 500 for longer than a request's retries last, then
 // recovering: an overloaded partition (OperationTimedOut, storage asking for less) or an outage
 // (InternalError) while no other file got through either. Waited out without charging the file,

@@ -1,6 +1,7 @@
 #include "support/fault_proxy.h"
 
 #include "support/process.h"
+#include "util/text.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -30,9 +31,7 @@ bool ReadRequest(int fd, std::string* head, std::string* body) {
   *head = buf.substr(0, head_end + 4);
   *body = buf.substr(head_end + 4);
   size_t length = 0;
-  std::string lower = *head;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const std::string lower = LowerAscii(*head);
   if (const auto p = lower.find("\r\ncontent-length:"); p != std::string::npos) {
     length = std::stoull(lower.substr(p + 17));
   }
@@ -53,13 +52,28 @@ std::string WithConnectionClose(const std::string& head) {
     const std::string line = head.substr(pos, eol - pos);
     pos = eol + 2;
     if (line.empty()) break;
-    std::string lower = line;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string lower = LowerAscii(line);
     if (lower.rfind("connection:", 0) == 0 || lower.rfind("keep-alive:", 0) == 0) continue;
     out += line + "\r\n";
   }
   return out + "Connection: close\r\n\r\n";
+}
+
+// `response` without the header lines named `name` (any case).
+std::string WithoutHeader(const std::string& response, const std::string& name) {
+  const size_t end = response.find("\r\n\r\n");
+  if (end == std::string::npos) return response;
+  std::string out;
+  size_t pos = 0;
+  while (pos < end) {
+    const size_t eol = response.find("\r\n", pos);
+    const std::string line = response.substr(pos, eol - pos);
+    pos = eol + 2;
+    const size_t colon = line.find(':');
+    if (colon != std::string::npos && LowerAscii(line.substr(0, colon)) == name) continue;
+    out += line + "\r\n";
+  }
+  return out + response.substr(end + 2);
 }
 
 }  // namespace
@@ -216,6 +230,9 @@ void FaultProxy::Handle(int client) {
       response.append(chunk, static_cast<size_t>(n));
   }
   ::close(up);
+  if (action.kind == FaultAction::Kind::kDropResponseHeader) {
+    response = WithoutHeader(response, LowerAscii(action.header));
+  }
   if (action.kind != FaultAction::Kind::kDropAfter) SendAll(client, response);
   ::close(client);
 }

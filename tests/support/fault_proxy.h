@@ -1,9 +1,9 @@
 // Test support: an HTTP/1.1 proxy on 127.0.0.1 that sits between a client and a real server
 // (Azurite) and injects faults per request: an error status (with or without Retry-After), a
 // dropped connection (before or after forwarding), a delay, or one bit of the body flipped on
-// the way. Requests are otherwise forwarded byte for byte, so signatures stay valid. One request
-// per client connection (it answers with "Connection: close"), which keeps the proxy small and is
-// legal HTTP.
+// the way, or a header dropped from the answer. Requests are otherwise forwarded byte for byte, so
+// signatures stay valid. One request per client connection (it answers with "Connection: close"),
+// which keeps the proxy small and is legal HTTP.
 #pragma once
 
 #include <atomic>
@@ -25,21 +25,34 @@ struct ProxyRequest {
 };
 
 struct FaultAction {
-  enum class Kind { kForward, kStatus, kDropBefore, kDropAfter, kDelay, kFlipBodyBit };
+  enum class Kind {
+    kForward,
+    kStatus,
+    kDropBefore,
+    kDropAfter,
+    kDelay,
+    kFlipBodyBit,
+    kDropResponseHeader
+  };
   Kind kind = Kind::kForward;
   int status = 0;           // kStatus
   std::string error_code;   // kStatus: x-ms-error-code
   std::string retry_after;  // kStatus: Retry-After header value, if any
   int delay_ms = 0;         // kDelay: wait, then forward
+  std::string header;       // kDropResponseHeader: its name, any case
   static FaultAction Forward() { return {}; }
   static FaultAction Status(int s, std::string code, std::string retry_after = "") {
-    return {Kind::kStatus, s, std::move(code), std::move(retry_after), 0};
+    return {Kind::kStatus, s, std::move(code), std::move(retry_after), 0, {}};
   }
-  static FaultAction DropBefore() { return {Kind::kDropBefore, 0, {}, {}, 0}; }
-  static FaultAction DropAfter() { return {Kind::kDropAfter, 0, {}, {}, 0}; }
-  static FaultAction Delay(int ms) { return {Kind::kDelay, 0, {}, {}, ms}; }
+  static FaultAction DropBefore() { return {Kind::kDropBefore, 0, {}, {}, 0, {}}; }
+  static FaultAction DropAfter() { return {Kind::kDropAfter, 0, {}, {}, 0, {}}; }
+  static FaultAction Delay(int ms) { return {Kind::kDelay, 0, {}, {}, ms, {}}; }
   // The lowest bit of the body's middle byte, then forwarded (headers untouched).
-  static FaultAction FlipBodyBit() { return {Kind::kFlipBodyBit, 0, {}, {}, 0}; }
+  static FaultAction FlipBodyBit() { return {Kind::kFlipBodyBit, 0, {}, {}, 0, {}}; }
+  // Forwarded, and the answer passed back without the header `name` (a proxy that strips it).
+  static FaultAction DropResponseHeader(std::string name) {
+    return {Kind::kDropResponseHeader, 0, {}, {}, 0, std::move(name)};
+  }
 };
 
 class FaultProxy {
