@@ -230,10 +230,14 @@ Result<size_t> ReadClaim(const StagedFile& f, char* buf, size_t want, uint64_t a
 
 // After the last byte: a file that grew or was rewritten while it was read shows in its stat,
 // as the file server has it now (another host's writes do not show in attributes cached at open).
+// The change time too: a rewrite that keeps the size and puts the mtime back (rsync --inplace
+// -t) moves it. Nothing of ours renames the claim between the open and this check.
 Status ClaimUnchanged(const StagedFile& f) {
   auto st = fs::FStatFresh(f.src.get());
   if (!st.ok()) return st.status();
-  if (!(*st == f.source)) return Status(ErrorKind::kTransient, kTornCopy);
+  if (!(*st == f.source) || st->ctime_ns != f.source.ctime_ns) {
+    return Status(ErrorKind::kTransient, kTornCopy);
+  }
   return Status::Ok();
 }
 

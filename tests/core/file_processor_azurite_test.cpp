@@ -797,6 +797,38 @@ TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
+// A rewrite in place that keeps the size and puts the mtime back (rsync --inplace -t, a tool
+// that restores times) while the file is uploaded: size, mtime and inode are as they were, but
+// the change time moved. The upload is torn, and the next one sends the bytes the file holds.
+TEST_F(FileProcessorAzuriteTest, ARewriteThatRestoresTheMtimeIsStillTorn) {
+  const std::string first = PatternBytes(50'000, 36);
+  const std::string second = PatternBytes(50'000, 37);
+  WorkItem item = PlaceClaim("touched-back.bin", first, false);
+  // Opened before Process renames the claim to record its run.
+  const int fd =
+      ::open(fs::Join(config_.processing_root, item.claim.Path()).c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  struct stat before {};
+  ASSERT_EQ(::fstat(fd, &before), 0);
+  std::atomic<bool> rewritten{false};
+  nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
+    if (r.method == "PUT" && !rewritten.exchange(true)) {
+      EXPECT_EQ(::pwrite(fd, second.data(), second.size(), 0), static_cast<ssize_t>(second.size()));
+      const timespec times[2] = {{0, UTIME_OMIT}, before.st_mtim};
+      EXPECT_EQ(::futimens(fd, times), 0);
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  auto blob = ClientVia(proxy);
+  FileProcessor processor(
+      FileProcessor::Deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}});
+  processor.Process(item, {});
+  ::close(fd);
+  EXPECT_TRUE(rewritten.load());
+  ExpectBlobHolds(item, second);
+  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
+}
+
 // A producer still writing through its open descriptor after the claim, in bursts with pauses
 // shorter than the minimum age. After a torn copy the next one must not commit a snapshot taken
 // in one of the pauses: the file has to stay unchanged for the whole wait first.
