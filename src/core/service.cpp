@@ -118,7 +118,7 @@ void Service::StartupLoop(std::stop_token stop) {
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString());
     clock_.SleepFor(std::min<Duration>(1s * attempt, 30s), stop);
   }
-  const std::vector<ClaimPath> own = sweeper_.RecoverOwnClaims();
+  const std::vector<ClaimPath> own = sweeper_.RecoverOwnClaims(stop);
   for (const auto& c : own) {
     if (!inflight_.Add(c.Path())) continue;
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};

@@ -48,7 +48,8 @@ void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_d
   }
 }
 
-std::vector<ClaimPath> Sweeper::RecoverOwnClaims() {
+std::vector<ClaimPath> Sweeper::RecoverOwnClaims(std::stop_token stop) {
+  if (stop.stop_requested()) return {};
   // Staging is local to this replica and rebuilt from the claims: clear it. Only the date
   // directories it makes: anything else there (a root set to a shared directory) is not ours.
   if (auto entries = fs::ListDir(config_.staging_root); entries.ok()) {
@@ -60,14 +61,16 @@ std::vector<ClaimPath> Sweeper::RecoverOwnClaims() {
     }
   }
   std::vector<ClaimPath> own;
-  Walk(config_.processing_root, "", /*prune_dirs=*/false,
-       [&](const std::string& rel) {
-         auto c = ParseClaimPath(rel);
-         if (c && c->state == ClaimState::kClaimed && c->owner == config_.replica_id) {
-           own.push_back(*c);
-         }
-       },
-       {});
+  Walk(
+      config_.processing_root, "", /*prune_dirs=*/false,
+      [&](const std::string& rel) {
+        auto c = ParseClaimPath(rel);
+        if (c && c->state == ClaimState::kClaimed && c->owner == config_.replica_id) {
+          own.push_back(*c);
+        }
+      },
+      stop);
+  if (stop.stop_requested()) return {};
   std::sort(own.begin(), own.end(),
             [](const ClaimPath& a, const ClaimPath& b) { return a.Path() < b.Path(); });
   return own;

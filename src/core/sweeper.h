@@ -29,8 +29,9 @@ class Sweeper {
           Instruments& inst, Enqueue enqueue);
 
   // Start-up: empties staging (copies there are never trusted after a restart) and returns
-  // every claim this replica owns, oldest first.
-  std::vector<ClaimPath> RecoverOwnClaims();
+  // every claim this replica owns, oldest first. Stopped: nothing (a long walk of a large
+  // .processing tree must not eat the shutdown's grace).
+  std::vector<ClaimPath> RecoverOwnClaims(std::stop_token stop = {});
   // One GC / takeover pass. Sweep thread only.
   void Sweep(std::stop_token stop);
 

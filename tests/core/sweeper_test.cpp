@@ -69,6 +69,17 @@ TEST_F(SweeperTest, RecoveryFindsOwnClaimsAndClearsStaging) {
   EXPECT_EQ(left, (std::vector<std::string>{"2026112", "notes.txt"}));
 }
 
+// A stop during start-up (SIGTERM while storage was still unreachable) skips recovery: no walk
+// of .processing and no clearing of staging eat the shutdown's grace.
+TEST_F(SweeperTest, RecoveryStoppedBeforeItBeginsDoesNothing) {
+  Claim("a", "me");
+  WriteFile(config.staging_root + "/20261128/s/a~0123456789abcdef", "partial");
+  std::stop_source stop;
+  stop.request_stop();
+  EXPECT_TRUE(sweeper.RecoverOwnClaims(stop.get_token()).empty());
+  EXPECT_TRUE(fs::Stat(config.staging_root + "/20261128/s/a~0123456789abcdef").ok());
+}
+
 TEST_F(SweeperTest, GcRemovesDoneMarkersAndEmptyDirsButNotUnknownFiles) {
   const ClaimPath done = Claim("x", "me", ClaimState::kDone);
   WriteFile(config.processing_root + "/20261128/s/d/not-ours.txt", "?");
