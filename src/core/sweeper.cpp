@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 namespace nbu::core {
 
@@ -81,16 +83,19 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   if (!c) return;  // not ours (e.g. a temp file): never delete what we cannot parse
   const std::string full = fs::Join(config_.processing_root, rel);
   if (c->state == ClaimState::kDone) {
-    bool expired = config_.completed_retention_s <= 0;
-    if (!expired) {
-      auto st = fs::Stat(full);
-      const auto wall_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.WallNow().time_since_epoch())
-              .count();
-      expired = st.ok() &&
-                static_cast<double>(wall_ns - st->ctime_ns) / 1e9 >= config_.completed_retention_s;
+    auto st = fs::Stat(full);
+    if (!st.ok()) return;  // collected by another replica's sweep meanwhile
+    if (st->mtime_ns == st->ctime_ns && RenameMovesCtime()) {
+      ClaimAgain(*c, full, stop);
+      return;
     }
-    if (expired) ::unlink(full.c_str());
+    const auto wall_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.WallNow().time_since_epoch())
+            .count();
+    if (config_.completed_retention_s <= 0 ||
+        static_cast<double>(wall_ns - st->ctime_ns) / 1e9 >= config_.completed_retention_s) {
+      ::unlink(full.c_str());
+    }
     return;
   }
   owners_with_claims_.insert(c->owner);
@@ -122,6 +127,49 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   LogWarn("took over a claim of a dead replica", {{"blob", c->BlobName()}, {"from", c->owner}});
   WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, mine, true, clock_.Now()};
   (void)enqueue_(std::move(item), stop);
+}
+
+void Sweeper::ClaimAgain(const ClaimPath& done, const std::string& full, std::stop_token stop) {
+  ClaimPath again = done.WithOwner(config_.replica_id).WithState(ClaimState::kClaimed).WithRuns(0);
+  again.nonce = NewNonce();
+  if (!inflight_.Add(again.Path())) return;
+  if (Status s = fs::RenameEntry(full, fs::Join(config_.processing_root, again.Path())); !s.ok()) {
+    inflight_.Remove(again.Path());
+    if (s.kind() != ErrorKind::kNotFound) {  // ENOENT: another replica's sweep took it
+      LogWarn("cannot claim a completed file written to again",
+              {{"blob", done.BlobName()}, {"error", s.ToString()}});
+    }
+    return;
+  }
+  LogWarn("a completed file was written to after its upload: uploading it again",
+          {{"blob", done.BlobName()}, {"claim", again.Path()}});
+  WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, again, true, clock_.Now()};
+  (void)enqueue_(std::move(item), stop);
+}
+
+bool Sweeper::RenameMovesCtime() {
+  if (rename_moves_ctime_) return *rename_moves_ctime_;
+  const std::string probe = fs::Join(config_.processing_root, "_ctime-probe-" + config_.replica_id);
+  const std::string renamed = probe + ".renamed";
+  if (!fs::AtomicWriteFile(probe, "probe").ok()) return false;  // tried again next sweep
+  // Past the file system's timestamp granularity (a jiffy, a few ms), so a rename that moves the
+  // ctime moves it past the write's.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::optional<fs::FileStat> st;
+  if (::rename(probe.c_str(), renamed.c_str()) == 0) {
+    if (auto got = fs::Stat(renamed); got.ok()) st = *got;
+  }
+  ::unlink(probe.c_str());
+  ::unlink(renamed.c_str());
+  if (!st) return false;
+  rename_moves_ctime_ = st->ctime_ns > st->mtime_ns;
+  if (!*rename_moves_ctime_) {
+    LogWarn(
+        "a rename does not move a file's change time on this volume: a write into a file "
+        "after its upload cannot be told, and its completion marker is collected as it is",
+        {{"dir", config_.processing_root}});
+  }
+  return *rename_moves_ctime_;
 }
 
 void Sweeper::Sweep(std::stop_token stop) {

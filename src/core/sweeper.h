@@ -13,6 +13,7 @@
 #include "util/log.h"
 
 #include <functional>
+#include <optional>
 #include <set>
 #include <stop_token>
 #include <string>
@@ -47,6 +48,15 @@ class Sweeper {
   void Walk(const std::string& root, const std::string& rel, bool prune_dirs,
             const std::function<void(const std::string& rel)>& on_file, std::stop_token stop);
   void OnProcessingEntry(const std::string& rel, std::stop_token stop);
+  // A completion marker whose mtime equals its ctime had a write after its completion rename
+  // (which moves only the ctime): a producer that kept the file open and wrote on after a pause
+  // longer than the minimum age. Those bytes are not in storage, and collecting the marker would
+  // delete them: it becomes a fresh claim of this replica (new nonce, same blob), queued.
+  void ClaimAgain(const ClaimPath& done, const std::string& full, std::stop_token stop);
+  // Whether a rename moves a file's ctime on the processing volume, which ClaimAgain's test
+  // needs: probed with a file of our own on the first sweep that can (a server that does not
+  // would have every marker look written to, and uploaded again at every sweep).
+  bool RenameMovesCtime();
 
   const Config& config_;
   Clock& clock_;
@@ -58,6 +68,7 @@ class Sweeper {
   std::set<std::string> orphans_now_;         // being collected in this sweep
   std::set<std::string> owners_with_claims_;  // collected in this sweep
   std::string unlisted_;                      // this sweep's first listing failure
+  std::optional<bool> rename_moves_ctime_;    // once probed
   LogLimiter unlisted_log_{std::chrono::minutes(1)};
   mutable std::mutex mu_;
   DeadLetters dead_letters_;  // guarded by mu_

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 
 namespace nbu::core {
 namespace {
@@ -30,7 +31,14 @@ class SweeperTest : public ::testing::Test {
   ClaimPath Claim(const std::string& base, const std::string& owner,
                   ClaimState state = ClaimState::kClaimed) {
     ClaimPath c{"20261128", "s", "d", base, owner, NewNonce(), state};
-    WriteFile(config.processing_root + "/" + c.Path(), base);
+    const std::string path = config.processing_root + "/" + c.Path();
+    WriteFile(path, base);
+    // A completion marker comes of a rename after the file's last write: its mtime is older
+    // than its ctime (one written here has them equal, as a write after the rename leaves them).
+    if (state == ClaimState::kDone) {
+      const timespec times[2] = {{0, UTIME_OMIT}, {1'700'000'000, 0}};
+      EXPECT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+    }
     return c;
   }
   bool Exists(const std::string& rel) { return fs::Stat(config.processing_root + "/" + rel).ok(); }
@@ -95,6 +103,36 @@ TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
   const ClaimPath done = Claim("x", "me", ClaimState::kDone);
   sweeper.Sweep({});
   EXPECT_TRUE(Exists(done.Path()));
+}
+
+// A completion marker written to after its completion rename (its mtime equals its ctime: a
+// producer that kept the file open wrote on after a long pause): collecting it would delete
+// bytes storage never got. It becomes a fresh claim of this replica, queued to be uploaded
+// again as a new version of the same blob, whoever completed it and whatever the retention.
+TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgain) {
+  for (const std::string owner : {"me", "other"}) {
+    config.completed_retention_s = owner == "me" ? 0 : 3600;
+    const ClaimPath done{"20261128",       "s", "d", "tail-" + owner, owner, NewNonce(),
+                         ClaimState::kDone};
+    const std::string path = config.processing_root + "/" + done.Path();
+    WriteFile(path, "head");
+    {
+      std::ofstream tail(path, std::ios::app);  // the producer's write, after the rename
+      tail << "+tail";
+    }
+    queued.clear();
+    sweeper.Sweep({});
+    EXPECT_FALSE(Exists(done.Path()));
+    ASSERT_EQ(queued.size(), 1u) << owner;
+    const ClaimPath& again = queued[0].claim;
+    EXPECT_EQ(again.state, ClaimState::kClaimed);
+    EXPECT_EQ(again.owner, "me");
+    EXPECT_NE(again.nonce, done.nonce);
+    EXPECT_EQ(again.BlobName(), done.BlobName());
+    EXPECT_TRUE(queued[0].check_existing);
+    EXPECT_TRUE(inflight.Contains(again.Path()));
+    EXPECT_EQ(nbu::test::ReadFile(config.processing_root + "/" + again.Path()), "head+tail");
+  }
 }
 
 TEST_F(SweeperTest, OrphanedOwnClaimIsRequeuedAfterTwoSweeps) {

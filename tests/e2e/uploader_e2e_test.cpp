@@ -278,6 +278,29 @@ TEST_F(UploaderE2E, FileAppendedSlowlyIsUploadedOnceWhenComplete) {
   EXPECT_EQ(up.Status()["counters"]["uploaded"], 1);
 }
 
+// A producer that keeps its file open and writes on after a pause longer than the minimum age:
+// the file is uploaded at the pause, and the later bytes go into the completion marker the file
+// became. They are not lost with it: the sweep claims the marker again and the blob ends with
+// every byte, in a second upload. (Markers kept for the pause: one deleted first takes the
+// later bytes with it, into a deleted file.)
+TEST_F(UploaderE2E, BytesWrittenAfterTheUploadReachTheBlobToo) {
+  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_COMPLETED_RETENTION_S", "60"}});
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"late"})").status, 200);
+  const std::string path = volume_.incoming() + "/late/run.log";
+  WriteFile(path, "");
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  const std::string head = PatternBytes(10'000, 41);
+  out << head << std::flush;
+  ASSERT_TRUE(WaitFor([&] { return up.Status()["counters"]["uploaded"] == 1; }, 30s));
+  const std::string tail = PatternBytes(5'000, 42);
+  out << tail << std::flush;
+  out.close();
+  ExpectAllUploaded("late", {{"run.log", head + tail}}, 30s);
+  EXPECT_EQ(up.Status()["counters"]["uploaded"], 2);
+  EXPECT_EQ(up.Status()["counters"]["failed"], 0);
+}
+
 TEST_F(UploaderE2E, KillNineMidIngestThenRestartLosesNothing) {
   const std::map<std::string, std::string> env = {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"},
                                                   {"APP_AZURE_BLOCK_SIZE", "262144"},
