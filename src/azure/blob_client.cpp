@@ -206,9 +206,14 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
     }
     const std::optional<std::chrono::milliseconds> delay =
         RetryDelay(options_.retry, attempt, result, FastRandom01());
-    // Every throttling answer is storage asking for less, the last try's too.
+    // Every throttling answer is storage asking for less, the last try's too: it is counted,
+    // and it holds every other request back, retried or not (storage is as busy for them).
     const bool throttled = result.ok() && IsThrottling(result->status, ErrorCode(*result));
     if (throttled && observer_.on_throttled) observer_.on_throttled();
+    if (throttled) {
+      throttle_.Throttle(delay ? *delay
+                               : AnswerDelay(options_.retry, attempt, *result, FastRandom01()));
+    }
     if (!delay) {
       if (!result.ok()) {
         return Status(result.status().kind(), op + " " + safe_url + ": " +
@@ -242,7 +247,6 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       return Status(KindFor(resp.status, code), msg);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
-    if (throttled) throttle_.Throttle(*delay);
     if (observer_.on_retry) observer_.on_retry(reason);
     LogWarn("azure request retry",
             {{"op", op},

@@ -1,6 +1,8 @@
 // Retry policy (data + one function) and the process-wide throttle gate; see retry_policy.h.
 #include "azure/retry_policy.h"
 
+#include "util/crypto.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -74,21 +76,38 @@ std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options,
     if (kind != ErrorKind::kTransient && kind != ErrorKind::kUnavailable) return std::nullopt;
   } else {
     if (!IsRetryableStatus(outcome->status)) return std::nullopt;
-    if (auto hint = ServerRetryHint(*outcome)) return std::min(*hint, options.max_delay);
+    return AnswerDelay(options, attempt, *outcome, jitter01);
   }
   return std::chrono::duration_cast<std::chrono::milliseconds>(
       ExponentialBackoff(attempt, options.base_delay, options.max_delay, jitter01));
 }
 
+std::chrono::milliseconds AnswerDelay(const RetryOptions& options, int attempt,
+                                      const HttpResponse& response, double jitter01) {
+  if (auto hint = ServerRetryHint(response)) return std::min(*hint, options.max_delay);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+      ExponentialBackoff(attempt, options.base_delay, options.max_delay, jitter01));
+}
+
+ThrottleGate::ThrottleGate(Clock& clock, std::function<double()> random01)
+    : clock_(clock),
+      random01_(random01 ? std::move(random01) : std::function<double()>(FastRandom01)) {}
+
 bool ThrottleGate::Wait(std::stop_token stop) {
+  std::optional<double> draw;  // this caller's share of the spread, once it is held
   for (;;) {
     if (stop.stop_requested()) return false;
     Duration remaining{0};
     {
       std::lock_guard lock(mu_);
       const MonoTime now = clock_.Now();
-      if (now >= not_before_) return true;
-      remaining = not_before_ - now;
+      if (!draw && now >= not_before_) return true;  // open: nothing to spread
+      if (!draw) draw = std::clamp(random01_(), 0.0, 1.0);
+      // Measured from the gate's current "not before" on every pass: a throttle while this
+      // caller waits moves its release too.
+      const MonoTime release = not_before_ + std::chrono::duration_cast<Duration>(spread_ * *draw);
+      if (now >= release) return true;
+      remaining = release - now;
     }
     if (!clock_.SleepFor(remaining, stop)) return false;
   }
@@ -96,7 +115,14 @@ bool ThrottleGate::Wait(std::stop_token stop) {
 
 void ThrottleGate::Throttle(std::chrono::milliseconds delay) {
   std::lock_guard lock(mu_);
-  not_before_ = std::max(not_before_, clock_.Now() + delay);
+  const MonoTime until = clock_.Now() + delay;
+  if (until <= not_before_) return;  // a shorter delay never shortens the gate
+  not_before_ = until;
+  // A quarter: the spread of the retry backoff's own jitter (0.8-1.3, half the delay) would
+  // add up to 30 s to a 60 s Retry-After; a quarter, capped at a second, spreads the held
+  // requests over a span storage can take them in, without keeping them much past the wait
+  // storage asked for.
+  spread_ = std::min<Duration>(Duration(delay) / 4, kMaxReleaseSpread);
 }
 
 bool ThrottleGate::ThrottledNow() const {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <optional>
 
@@ -27,6 +28,11 @@ struct RetryOptions {
 std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options, int attempt,
                                                     const Result<HttpResponse>& outcome,
                                                     double jitter01);
+// How long a retryable answer asks requests to wait: the server's hint capped at max_delay, else
+// the backoff of `attempt`. What RetryDelay returns for it, and what a throttling answer holds
+// every request back by even when it is not retried (the last attempt's).
+std::chrono::milliseconds AnswerDelay(const RetryOptions& options, int attempt,
+                                      const HttpResponse& response, double jitter01);
 // True for HTTP statuses the policy retries.
 bool IsRetryableStatus(long status);
 // Server-suggested delay from response headers, if any: retry-after-ms, x-ms-retry-after-ms,
@@ -35,18 +41,27 @@ std::optional<std::chrono::milliseconds> ServerRetryHint(const HttpResponse& res
 
 // Shared by every request of the process: a throttling answer (429/503) pushes a "not before"
 // time that all requests wait for, so workers back off together instead of hammering.
+// A request that finds the gate closed waits past "not before" by its own random extra, up to a
+// quarter of the throttling delay and at most kMaxReleaseSpread, so the requests held back do not
+// all reach storage in the same instant when it opens (Azure's guidance for ServerBusy: back off,
+// and not in lockstep). A request that finds the gate open is not held.
 class ThrottleGate {
  public:
-  explicit ThrottleGate(Clock& clock) : clock_(clock) {}
-  // Blocks until the gate is open; false if `stop` was requested.
+  static constexpr std::chrono::milliseconds kMaxReleaseSpread{1000};
+
+  // `random01`: uniform in [0,1), one draw per held request (a test passes its own).
+  explicit ThrottleGate(Clock& clock, std::function<double()> random01 = {});
+  // Blocks until the gate is open for this caller; false if `stop` was requested.
   bool Wait(std::stop_token stop);
   void Throttle(std::chrono::milliseconds delay);
   bool ThrottledNow() const;
 
  private:
   Clock& clock_;
+  const std::function<double()> random01_;
   mutable std::mutex mu_;
   MonoTime not_before_{};  // guarded by mu_
+  Duration spread_{0};     // guarded by mu_; extra wait of a held request is random01 * spread_
 };
 
 }  // namespace nbu::azure

@@ -284,6 +284,23 @@ TEST_F(BlobClientRetryTest, ExhaustedRetriesAreUnavailableWithContext) {
   }
 }
 
+// The last try's throttling answer is not retried, yet storage is as busy for every other
+// request: it holds them back too, for what a retry would have waited (100 ms x jitter 0.8-1.3
+// here), and the next request waits that out (plus at most a quarter of it, the gate's spread).
+TEST_F(BlobClientRetryTest, TheLastTrysThrottlingHoldsTheOthersBack) {
+  options_.retry.max_attempts = 1;
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "abc";
+  EXPECT_EQ(client.PutBlob("throttled", Body::FromMemory(data), Md5::Of(data), {}).kind(),
+            ErrorKind::kBusy);
+  EXPECT_TRUE(clock_.SleepsForTest().empty()) << "not retried";
+  EXPECT_TRUE(client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {}).ok());
+  const auto sleeps = clock_.SleepsForTest();
+  ASSERT_EQ(sleeps.size(), 1u) << "the next request did not wait for the gate";
+  EXPECT_GE(sleeps[0], Duration(80ms));
+  EXPECT_LE(sleeps[0], Duration(130ms) * 5 / 4);
+}
+
 TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
   auto cred = std::make_shared<CountingCredential>();
   BlobClient client = MakeClient(cred);

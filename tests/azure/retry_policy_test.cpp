@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <thread>
+#include <vector>
 
 namespace nbu::azure {
 namespace {
@@ -122,7 +125,7 @@ TEST(RetryPolicyTest, ServerRetryHintAbsent) { EXPECT_FALSE(ServerRetryHint(*Res
 
 TEST(ThrottleGateTest, WaitsUntilNotBefore) {
   SimulatedClock clock;  // auto-advance: sleeps return at once and are recorded
-  ThrottleGate gate(clock);
+  ThrottleGate gate(clock, [] { return 0.5; });
   EXPECT_FALSE(gate.ThrottledNow());
   EXPECT_TRUE(gate.Wait({}));
   EXPECT_TRUE(clock.SleepsForTest().empty());
@@ -131,8 +134,54 @@ TEST(ThrottleGateTest, WaitsUntilNotBefore) {
   EXPECT_TRUE(gate.ThrottledNow());
   const MonoTime t0 = clock.Now();
   EXPECT_TRUE(gate.Wait({}));
-  EXPECT_EQ(clock.Now() - t0, Duration(3s));
+  // Past "not before" by this caller's draw (0.5) of the spread, a quarter of the 3 s.
+  EXPECT_EQ(clock.Now() - t0, Duration(3s) + Duration(375ms));
   EXPECT_FALSE(gate.ThrottledNow());
+  EXPECT_TRUE(gate.Wait({}));  // open: not held again
+  EXPECT_EQ(clock.Now() - t0, Duration(3s) + Duration(375ms));
+}
+
+// The spread is a quarter of the throttling delay, capped at a second.
+TEST(ThrottleGateTest, TheReleaseSpreadIsAQuarterOfTheDelayAtMostASecond) {
+  for (const auto& [delay, spread] :
+       {std::pair{2s, Duration(500ms)}, std::pair{60s, Duration(1s)}}) {
+    SimulatedClock clock;
+    ThrottleGate gate(clock, [] { return 0.999; });
+    gate.Throttle(delay);
+    const MonoTime t0 = clock.Now();
+    EXPECT_TRUE(gate.Wait({}));
+    EXPECT_GT(clock.Now() - t0, Duration(delay) + spread * 99 / 100) << delay.count();
+    EXPECT_LE(clock.Now() - t0, Duration(delay) + spread) << delay.count();
+  }
+}
+
+// Requests held by the gate do not all go at the instant it opens: each waits until its own
+// time within "not before" + the spread (here 4 s + up to 1 s), with the process's own random
+// source. The clock stands still while they wait, so each one's sleep is its release time.
+TEST(ThrottleGateTest, HeldRequestsAreReleasedSpreadOut) {
+  SimulatedClock clock(/*auto_advance=*/false);
+  ThrottleGate gate(clock);
+  gate.Throttle(4s);
+  constexpr size_t kWaiters = 16;
+  std::atomic<size_t> passed{0};
+  std::vector<std::thread> waiters;
+  for (size_t i = 0; i < kWaiters; ++i) {
+    waiters.emplace_back([&] {
+      if (gate.Wait({})) ++passed;
+    });
+  }
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return clock.SleepsForTest().size() == kWaiters; }, 30s));
+  const std::vector<Duration> sleeps = clock.SleepsForTest();
+  for (const Duration d : sleeps) {
+    EXPECT_GE(d, Duration(4s));
+    EXPECT_LE(d, Duration(5s));
+  }
+  const auto [lo, hi] = std::minmax_element(sleeps.begin(), sleeps.end());
+  EXPECT_LT(*lo, *hi) << "every held request released in the same instant";
+  EXPECT_EQ(passed, 0u);
+  clock.Advance(5s);
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(passed, kWaiters);
 }
 
 TEST(ThrottleGateTest, SharedAcrossThreadsAndStoppable) {
@@ -152,7 +201,7 @@ TEST(ThrottleGateTest, SharedAcrossThreadsAndStoppable) {
   EXPECT_EQ(passed, 0);
   stop.request_stop();
   stopped.join();
-  clock.Advance(10s);
+  clock.Advance(10s + ThrottleGate::kMaxReleaseSpread);  // each waits its share of the spread
   for (auto& t : workers) t.join();
   EXPECT_EQ(passed, 3);
 }
