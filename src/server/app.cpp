@@ -182,7 +182,7 @@ int Main(int argc, char** argv) {
 
   azure::GlobalHttpInit();
   tcfg.config.service_version = kVersion;
-  tcfg.config.resource_attributes.emplace_back("service.instance.id", config.replica_id);
+  tcfg.config.service_instance_id = config.replica_id;
   telemetry::Telemetry telemetry(tcfg.config, clock);
   core::Instruments* inst = nullptr;
   azure::BlobClientObserver observer;

@@ -24,15 +24,31 @@ std::string Dump(const nlohmann::json& j) {
 }  // namespace
 
 OtlpResource MakeOtlpResource(const TelemetryConfig& config) {
+  // OTLP wants each key once. What the operator sets in OTEL_RESOURCE_ATTRIBUTES overrides what
+  // is set here (as OpenTelemetry SDKs let it override detected attributes), the last of a key
+  // given twice winning, except service.name: OTEL_SERVICE_NAME and the config decide it.
   OtlpResource r;
   r.attributes.emplace_back("service.name", config.service_name);
   if (!config.service_version.empty()) {
     r.attributes.emplace_back("service.version", config.service_version);
+    // The instrumentation scope is this code, whatever the operator calls the service.
     r.scope_version = config.service_version;
+  }
+  if (!config.service_instance_id.empty()) {
+    r.attributes.emplace_back("service.instance.id", config.service_instance_id);
   }
   r.attributes.emplace_back("telemetry.sdk.name", std::string("nbu-telemetry"));
   r.attributes.emplace_back("telemetry.sdk.language", std::string("cpp"));
-  for (const auto& [k, v] : config.resource_attributes) r.attributes.emplace_back(k, v);
+  for (const auto& [k, v] : config.resource_attributes) {
+    if (k == "service.name") continue;
+    const auto same = std::find_if(r.attributes.begin(), r.attributes.end(),
+                                   [&k](const auto& kv) { return kv.first == k; });
+    if (same != r.attributes.end()) {
+      same->second = v;
+    } else {
+      r.attributes.emplace_back(k, v);
+    }
+  }
   return r;
 }
 

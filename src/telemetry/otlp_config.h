@@ -20,8 +20,12 @@ struct TelemetryConfig {
   std::string metrics_url;    // full URL; empty = metrics are not exported
   KeyValues headers;          // OTEL_EXPORTER_OTLP_HEADERS; secrets: never log values
   std::string service_name = "nfs-blob-uploader";
-  std::string service_version;    // set by the caller (not from the environment)
-  KeyValues resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES, without service.name
+  std::string service_version;      // set by the caller (not from the environment)
+  std::string service_instance_id;  // set by the caller (the replica id)
+  // OTEL_RESOURCE_ATTRIBUTES, without service.name, in the order given (duplicates kept here;
+  // MakeOtlpResource makes the keys unique). They override service.version,
+  // service.instance.id and the other attributes set here.
+  KeyValues resource_attributes;
   std::chrono::milliseconds metric_export_interval{60000};  // OTEL_METRIC_EXPORT_INTERVAL
   std::chrono::milliseconds span_schedule_delay{5000};      // OTEL_BSP_SCHEDULE_DELAY
   size_t max_queue_size = 2048;                             // OTEL_BSP_MAX_QUEUE_SIZE

@@ -7,6 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+#include <set>
+
 namespace nbu::telemetry {
 namespace {
 
@@ -368,6 +372,46 @@ TEST_F(OtlpExporterTest, ResourceCarriesServiceAndConfiguredAttributes) {
   EXPECT_EQ(r.attributes[0],
             (std::pair<std::string, AttributeValue>{"service.name", std::string("svc")}));
   EXPECT_EQ(r.attributes.back().first, "deployment.environment");
+}
+
+// OTLP wants each key once: the operator's OTEL_RESOURCE_ATTRIBUTES override the service's own
+// service.version and service.instance.id (the last of a key given twice winning), not
+// service.name.
+TEST_F(OtlpExporterTest, ResourceKeysAreUniqueAndTheOperatorsWin) {
+  config_.service_name = "svc";
+  config_.service_version = "1.2.3";
+  config_.service_instance_id = "replica-1";
+  config_.resource_attributes = {{"service.instance.id", "x"},
+                                 {"a", "1"},
+                                 {"service.version", "y"},
+                                 {"a", "2"},
+                                 {"service.name", "other"}};
+  const OtlpResource r = MakeOtlpResource(config_);
+  std::map<std::string, std::string> values;
+  for (const auto& [k, v] : r.attributes) {
+    EXPECT_TRUE(values.emplace(k, std::get<std::string>(v)).second) << "twice: " << k;
+  }
+  EXPECT_EQ(values["service.name"], "svc");
+  EXPECT_EQ(values["service.version"], "y");
+  EXPECT_EQ(values["service.instance.id"], "x");
+  EXPECT_EQ(values["a"], "2");
+  EXPECT_EQ(values["telemetry.sdk.language"], "cpp");
+  EXPECT_EQ(r.attributes[0].first, "service.name");
+  EXPECT_EQ(r.scope_version, "1.2.3") << "the scope is this code";
+  // In the encoded resource too.
+  const nlohmann::json encoded = EncodeTraces({NewSpan("s")}, r);
+  std::set<std::string> keys;
+  for (const auto& kv : encoded["resourceSpans"][0]["resource"]["attributes"]) {
+    EXPECT_TRUE(keys.insert(kv["key"].get<std::string>()).second) << kv.dump();
+  }
+  EXPECT_EQ(keys.size(), values.size());
+  // Without the operator's, the service's own.
+  config_.resource_attributes.clear();
+  const OtlpResource own = MakeOtlpResource(config_);
+  EXPECT_NE(std::find(own.attributes.begin(), own.attributes.end(),
+                      std::pair<std::string, AttributeValue>{"service.instance.id",
+                                                             std::string("replica-1")}),
+            own.attributes.end());
 }
 
 }  // namespace
