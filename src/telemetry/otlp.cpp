@@ -270,6 +270,13 @@ void OtlpExporter::Attempt(Pending& p, Signal signal, milliseconds timeout, bool
     p = Pending{};
     return;
   }
+  if (st.kind() == ErrorKind::kCancelled && cancel_) {
+    // Cut off by the shutdown deadline, not failed by the collector: what it carried is what
+    // the deadline drops, counted as such, without a failure or a warning about the collector.
+    CountDropped(signal, p.items, "shutdown");
+    p = Pending{};
+    return;
+  }
   ++export_failures_;
   if (counters_.failures != nullptr) counters_.failures->Add(1, {{"signal", SignalName(spans)}});
   if (!failing) {

@@ -4,6 +4,7 @@
 
 #include "fake_transport.h"
 #include "support/process.h"
+#include "util/log.h"
 
 #include <gtest/gtest.h>
 
@@ -61,6 +62,11 @@ TEST(OtlpConcurrencyTest, StuckCollectorNeverBlocksSpanRecording) {
 }
 
 TEST(OtlpConcurrencyTest, ShutdownCancelsAHungRequestAtTheDeadline) {
+  std::vector<std::string> lines;  // read once Shutdown has joined the exporter thread
+  SetLogSinkForTest([&](const std::string& line) { lines.push_back(line); });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() { SetLogSinkForTest(nullptr); }
+  } unset;
   TelemetryConfig config;
   config.traces_url = "http://127.0.0.1:1/v1/traces";
   config.span_schedule_delay = milliseconds(1);
@@ -78,6 +84,21 @@ TEST(OtlpConcurrencyTest, ShutdownCancelsAHungRequestAtTheDeadline) {
       std::chrono::seconds(30)));
   t.Shutdown(RealClock::Instance().Now() + milliseconds(50));  // returns: the hold is cancelled
   EXPECT_EQ(t.exporter()->stats().spans_dropped_export, 1u);
+  // Dropped by the deadline, as docs/observability.md says: reason=shutdown, and the collector
+  // is not reported failing (it was never given the time to answer).
+  const telemetry::Counter* dropped = t.metrics().Counters()[0];
+  EXPECT_EQ(dropped->info().name, "otel.exporter.dropped");
+  EXPECT_EQ(dropped->Value({{"signal", "spans"}, {"reason", "shutdown"}}), 1);
+  EXPECT_EQ(dropped->Value({{"signal", "spans"}, {"reason", "export_failed"}}), 0);
+  EXPECT_EQ(t.exporter()->stats().export_failures, 0u);
+  for (const telemetry::Counter* c : t.metrics().Counters()) {
+    if (c->info().name == "otel.exporter.failures") {
+      EXPECT_EQ(c->Value({{"signal", "spans"}}), 0);
+    }
+  }
+  for (const std::string& line : lines) {
+    EXPECT_EQ(line.find("otlp export failing"), std::string::npos) << line;
+  }
 }
 
 TEST(OtlpConcurrencyTest, ShutdownKeepsItsDeadlineUnderALongRetryAfter) {
