@@ -9,6 +9,7 @@
 #include "util/crypto.h"
 #include "util/status.h"
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -21,6 +22,10 @@
 namespace nbu::azure {
 
 inline constexpr const char* kApiVersion = "2025-11-05";
+// The operations whose bodies carry a checksum storage verifies (Content-MD5 or
+// x-ms-content-crc64): the only ones a checksum mismatch can be reported for.
+inline constexpr std::array<const char*, 3> kChecksummedOps = {"PutBlob", "PutBlock",
+                                                               "PutBlockList"};
 
 struct BlobClientOptions {
   // Blob service endpoint without trailing slash: "https://acct.blob.core.windows.net" or
@@ -106,6 +111,7 @@ struct BlobClientObserver {
   // Storage took a body that did not match the checksum sent with it (Md5Mismatch,
   // Crc64Mismatch, or an echoed CRC-64 that differs): bytes changed between the read that was
   // hashed and the wire (the staging copy, memory, the network). The attempt is repeated.
+  // `op` is one of kChecksummedOps.
   std::function<void(const std::string& op)> on_checksum_mismatch;
   std::function<void(TryOutcome)> on_try;  // after every try (not a cancelled one)
 };

@@ -1,6 +1,12 @@
 #include "core/instruments.h"
 
+#include "telemetry/prometheus.h"
+
 #include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace nbu::core {
 namespace {
@@ -89,6 +95,30 @@ TEST(InstrumentsTest, SeedMetricNamesAndKinds) {
   EXPECT_EQ(kinds.at("queue.depth"), telemetry::InstrumentKind::kUpDownCounter);
   EXPECT_EQ(kinds.at("upload.duration"), telemetry::InstrumentKind::kHistogram);
   EXPECT_EQ(kinds.at("file.size"), telemetry::InstrumentKind::kHistogram);
+}
+
+// http.checksum_mismatches is counted by op: seeded at 0 for each op that can report one, and no
+// series without the label sits at 0 beside them, before or after a mismatch is counted.
+TEST(InstrumentsTest, ChecksumMismatchesAreSeededPerOpWithoutAnUnlabelledSeries) {
+  telemetry::MetricsRegistry r;
+  Instruments inst(r);
+  auto lines = [&] {
+    std::vector<std::string> out;
+    std::istringstream text(telemetry::RenderPrometheus(r));
+    for (std::string line; std::getline(text, line);) {
+      if (line.rfind("http_checksum_mismatches", 0) == 0) out.push_back(line);
+    }
+    return out;
+  };
+  EXPECT_EQ(lines(),
+            (std::vector<std::string>{R"(http_checksum_mismatches_total{op="PutBlob"} 0)",
+                                      R"(http_checksum_mismatches_total{op="PutBlock"} 0)",
+                                      R"(http_checksum_mismatches_total{op="PutBlockList"} 0)"}));
+  inst.checksum_mismatches.Add(1, {{"op", "PutBlock"}});
+  for (const std::string& line : lines()) {
+    EXPECT_NE(line.find("{op=\""), std::string::npos) << "a series without op: " << line;
+  }
+  EXPECT_EQ(inst.checksum_mismatches.Value({{"op", "PutBlock"}}), 1);
 }
 
 }  // namespace
