@@ -35,7 +35,10 @@ ENV APP_HTTP_HOST=0.0.0.0 \
     APP_HTTP_PORT=8000
 EXPOSE 8000
 VOLUME ["/mnt/staging"]
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+# Start-up may take as long as the Kubernetes startupProbe allows (k8s/deployment.yaml: 36 x
+# 5 s): the replica-id wait, a managed-identity token fetch, the checks before the API listens.
+# Failures in the start period do not count; the first success ends it.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=180s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${APP_HTTP_PORT}/healthz" > /dev/null || exit 1
 # Exec form: the binary is PID 1 and receives SIGTERM itself for its graceful shutdown
 # (APP_SHUTDOWN_GRACE_S); give `docker stop -t` / the pod's grace period more than that.

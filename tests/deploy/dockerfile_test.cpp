@@ -1,5 +1,6 @@
 // Lints the Dockerfiles for what the deployment relies on: multi-stage build, non-root user,
 // health check, SIGTERM reaching the process (exec-form ENTRYPOINT), the right port.
+#include "deploy/manifest_support.h"
 #include "support/process.h"
 
 #include <gtest/gtest.h>
@@ -69,6 +70,31 @@ TEST_P(DockerfileTest, HasTheRequiredInstructions) {
 INSTANTIATE_TEST_SUITE_P(Images, DockerfileTest,
                          ::testing::Values(std::make_pair("docker/uploader.Dockerfile", "8000"),
                                            std::make_pair("docker/testgen.Dockerfile", "8080")));
+
+// Docker's health check must give start-up the time Kubernetes gives it (failures within the
+// start period do not count): a shorter one reports unhealthy a container that is still
+// starting (a replica-id wait, a managed-identity token fetch) which Kubernetes would wait for.
+TEST(HealthCheckTest, StartPeriodIsTheStartupProbesBudget) {
+  const auto health = ArgsOf(ParseDockerfile("docker/uploader.Dockerfile"), "HEALTHCHECK");
+  ASSERT_EQ(health.size(), 1u);
+  const std::string flag = "--start-period=";
+  const size_t at = health[0].find(flag);
+  ASSERT_NE(at, std::string::npos) << health[0];
+  const std::string value =
+      health[0].substr(at + flag.size(), health[0].find(' ', at) - at - flag.size());
+  ASSERT_FALSE(value.empty());
+  ASSERT_EQ(value.back(), 's') << value;
+  const int start_period_s = std::stoi(value.substr(0, value.size() - 1));
+  const YAML::Node deployment = FindKind("k8s/deployment.yaml", "Deployment");
+  YAML::Node startup;
+  for (const auto& c : deployment["spec"]["template"]["spec"]["containers"]) {
+    if (c["name"].as<std::string>() == "uploader") startup.reset(c["startupProbe"]);
+  }
+  ASSERT_TRUE(startup.IsMap());
+  const int initial = startup["initialDelaySeconds"] ? startup["initialDelaySeconds"].as<int>() : 0;
+  EXPECT_EQ(start_period_s,
+            initial + startup["periodSeconds"].as<int>() * startup["failureThreshold"].as<int>());
+}
 
 TEST(DockerignoreTest, KeepsBuildOutputAndSecretsOutOfTheContext) {
   const std::string text = ReadFile(SourceDir() + "/.dockerignore");
