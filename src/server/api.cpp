@@ -57,6 +57,11 @@ class ReceivedRequest final : public httplib::Stream {
     for (;;) {
       if (need == 0) {
         const size_t end = buf_.find("\r\n\r\n");
+        // A head line ending in a bare LF is refused (ReadHead) as soon as it arrives: its head
+        // may never end in CRLF CRLF ("...\n\n"), and waiting for that would hold a thread
+        // until the 408, refusing it for the wrong reason. The head ends at the first empty
+        // line, so every LF before the first CRLF CRLF is in it.
+        if (HasBareLf(std::min({end, buf_.size(), kMaxHead}))) return Outcome::kBadHeader;
         if (end == std::string::npos ? buf_.size() >= kMaxHead : end + 4 > kMaxHead) {
           return Outcome::kHeadTooLarge;
         }
@@ -170,6 +175,13 @@ class ReceivedRequest final : public httplib::Stream {
       }
     }
     return buf_.substr(0, head_size);
+  }
+  // True if a LF among the first `size` bytes received is not preceded by CR.
+  bool HasBareLf(size_t size) const {
+    for (size_t lf = buf_.find('\n'); lf < size; lf = buf_.find('\n', lf + 1)) {
+      if (lf == 0 || buf_[lf - 1] != '\r') return true;
+    }
+    return false;
   }
   // What the head announces. A chunked body is not waited for (the library refuses it, 411).
   // Refused (RFC 9112 5.1, 2.2, 6.3): whitespace before a header's colon, which the library

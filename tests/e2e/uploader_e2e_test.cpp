@@ -575,6 +575,13 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   const std::string start = "POST /v1/watch/start HTTP/1.1\r\nContent-Length: 24\nHost: x\r\n\r\n";
   EXPECT_EQ(up.Raw(start + R"({"session_name":"run42"})").status, 400);
   EXPECT_EQ(up.Raw(post + "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}").status, 400);
+  // A head whose every line ends in a bare LF never holds CRLF CRLF: refused at once, not left
+  // to wait for the 408 (Raw waits at most 10 s, so a 408 or no answer shows the wait).
+  auto bare_lf = up.Raw("GET /healthz HTTP/1.1\nHost: x\n\n");
+  EXPECT_EQ(bare_lf.status, 400) << bare_lf.head;
+  EXPECT_TRUE(bare_lf.body.contains("error")) << bare_lf.body.dump();
+  EXPECT_TRUE(bare_lf.closed);
+  EXPECT_EQ(up.Raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\n").status, 400) << "an empty line in LF";
   // No answer has parts: Range is ignored (the library would build the answer once per range,
   // overlapping or not).
   const auto ranged = up.Raw(head + "Range: bytes=0-1,0-1,0-1\r\nIf-Range: x\r\n\r\n");
