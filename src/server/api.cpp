@@ -493,6 +493,10 @@ void Api::Routes() {
   // connection): more threads than the library's 8, so a few slow clients do not leave probes
   // and operators waiting, and a bound on the connections waiting for one.
   s.new_task_queue = [] { return new ConnectionPool(); };
+  // Range is ignored (DropRanges): say so. The library would answer a HEAD with
+  // "Accept-Ranges: bytes", promising what the GET does not do; it adds that header only to an
+  // answer without one.
+  s.set_default_headers({{"Accept-Ranges", "none"}});
 
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     Json(res, 200, {{"status", "ok"}});

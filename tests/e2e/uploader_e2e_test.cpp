@@ -588,6 +588,13 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   EXPECT_EQ(ranged.status, 200);
   EXPECT_EQ(ranged.head.find("Content-Range"), std::string::npos) << ranged.head;
   EXPECT_TRUE(ranged.body.contains("counters")) << ranged.head;
+  EXPECT_NE(ranged.head.find("\r\nAccept-Ranges: none\r\n"), std::string::npos) << ranged.head;
+  // Nor does a HEAD promise ranges (the library would answer it "Accept-Ranges: bytes").
+  const auto head_only = up.Raw("HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  EXPECT_EQ(head_only.status, 200) << head_only.head;
+  EXPECT_NE(head_only.head.find("\r\nAccept-Ranges: none\r\n"), std::string::npos)
+      << head_only.head;
+  EXPECT_EQ(head_only.head.find("bytes"), std::string::npos) << head_only.head;
   // A refused body that keeps coming (1 MiB here) does not cost the client its answer.
   auto large = up.Raw(post + "Content-Length: 1048576\r\n\r\n" + std::string(1 << 20, 'x'));
   EXPECT_EQ(large.status, 413);
