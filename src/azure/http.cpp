@@ -20,6 +20,7 @@ struct UploadState {
   const HttpRequest* req = nullptr;
   uint64_t pos = 0;
   int read_errno = 0;
+  bool read_short = false;  // the file ended before the body did
 };
 
 size_t ReadBody(char* buffer, size_t size, size_t nitems, void* userdata) {
@@ -37,7 +38,8 @@ size_t ReadBody(char* buffer, size_t size, size_t nitems, void* userdata) {
         ::pread(st->req->body_fd, buffer, want, static_cast<off_t>(st->req->body_offset + st->pos));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {  // error, or the file shrank under us: the request cannot be completed
-      st->read_errno = n < 0 ? errno : EIO;
+      st->read_errno = n < 0 ? errno : 0;
+      st->read_short = n == 0;
       return CURL_READFUNC_ABORT;
     }
     st->pos += static_cast<uint64_t>(n);
@@ -266,8 +268,18 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
                     "HTTP " + std::to_string(status) + " response body larger than " +
                         std::to_string(options_.max_response_body) + " bytes");
     }
-    if (upload.read_errno != 0) {
-      return ErrnoStatus("reading request body", upload.read_errno);
+    if (upload.read_short || upload.read_errno != 0) {
+      // A file body is a staging copy (the only file bodies sent). One that ends early changed
+      // since it was written and hashed: a torn copy no resend of it can repair. One that cannot
+      // be read is staging failing, as the file processor judges its own staging reads. Either
+      // is staging's trouble, not the request's nor storage's: kStaging, which RetryDelay does
+      // not retry (a resend reads the same copy) and the file processor waits out, copying the
+      // file again.
+      return Status(ErrorKind::kStaging,
+                    upload.read_short
+                        ? "reading request body: the file ended before the body did (changed "
+                          "since it was written)"
+                        : ErrnoStatus("reading request body", upload.read_errno).message());
     }
     const std::string text = WithoutUserInfo(errbuf[0] != '\0' ? errbuf : curl_easy_strerror(code));
     return Status(KindOf(code),

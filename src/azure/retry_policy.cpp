@@ -71,7 +71,8 @@ std::optional<std::chrono::milliseconds> RetryDelay(const RetryOptions& options,
                                                     double jitter01) {
   if (attempt >= options.max_attempts) return std::nullopt;
   if (!outcome.ok()) {
-    // Connection errors and timeouts are transient; anything else (bad URL, unreadable body) not.
+    // Connection errors and timeouts are transient; anything else not: a bad URL, or a body the
+    // transport could not read back (kStaging: a resend would read the same staging copy).
     const ErrorKind kind = outcome.status().kind();
     if (kind != ErrorKind::kTransient && kind != ErrorKind::kUnavailable) return std::nullopt;
   } else {

@@ -5,7 +5,9 @@
 #include "support/process.h"
 #include "util/crc64.h"
 
+#include <fcntl.h>
 #include <httplib.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -299,6 +301,25 @@ TEST_F(BlobClientRetryTest, TheLastTrysThrottlingHoldsTheOthersBack) {
   ASSERT_EQ(sleeps.size(), 1u) << "the next request did not wait for the gate";
   EXPECT_GE(sleeps[0], Duration(80ms));
   EXPECT_LE(sleeps[0], Duration(130ms) * 5 / 4);
+}
+
+// A file body that ends before its length (the staging copy shrank since it was hashed) cannot
+// be sent by any resend of it: not retried, and kStaging, so that the caller copies the file
+// again instead of charging it or storage.
+TEST_F(BlobClientRetryTest, AFileBodyThatEndsEarlyIsNotRetried) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  nbu::test::TempDir dir;
+  const std::string data(100, 'x');
+  nbu::test::WriteFile(dir / "staged", data.substr(0, 10));
+  const int fd = ::open((dir / "staged").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  Status s = client.PutBlob("ok", Body::FromFile(fd, 0, data.size()), Md5::Of(data), {});
+  ::close(fd);
+  EXPECT_EQ(s.kind(), ErrorKind::kStaging) << s.ToString();
+  EXPECT_NE(s.message().find("reading request body"), std::string::npos) << s.ToString();
+  EXPECT_TRUE(clock_.SleepsForTest().empty()) << "retried: " << clock_.SleepsForTest().size();
+  std::lock_guard lock(mu_);
+  EXPECT_TRUE(seen_.empty()) << "a torn body reached the handler";
 }
 
 TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
