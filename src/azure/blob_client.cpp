@@ -263,21 +263,23 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
   HttpRequest req;
   req.method = "PUT";
   req.url = options_.endpoint + "/" + options_.container + "?restype=container";
-  auto r = Execute(std::move(req), "CreateContainer", stop, {201, 409});
-  if (!r.ok() && r.status().kind() == ErrorKind::kAuth) {
+  const std::string url = req.url;
+  auto r = Execute(std::move(req), "CreateContainer", stop, {201, 403, 409});
+  if (r.ok() && r->status == 403) {
+    const std::string refused = "CreateContainer " + RedactUrl(url) + ": HTTP 403 " + ErrorCode(*r);
     HttpRequest head;
     head.method = "HEAD";
     head.url = BlobUrl(".nbu-probe/container-check");
     auto seen = Execute(std::move(head), "GetProperties", stop, {200, 404});
-    if (!seen.ok()) return r.status();  // refused too: the credentials' trouble, as first said
+    if (!seen.ok()) return Status(ErrorKind::kAuth, refused);  // refused too: as first said
     if (seen->status == 404 && ErrorCode(*seen) == "ContainerNotFound") {
-      return Status(ErrorKind::kAuth, r.status().message() +
-                                          ": the container does not exist "
-                                          "and these credentials may not "
-                                          "create it");
+      return Status(ErrorKind::kAuth,
+                    refused +
+                        ": the container does not exist and these credentials may not "
+                        "create it");
     }
     LogInfo("these credentials may not create containers; the container exists",
-            {{"container", options_.container}, {"error", r.status().message()}});
+            {{"container", options_.container}, {"error", refused}});
     return Status::Ok();
   }
   if (!r.ok()) return r.status();
