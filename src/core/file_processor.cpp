@@ -585,7 +585,8 @@ Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
   if (!d_.inflight.Add(next.Path())) {
     return Status(ErrorKind::kNotFound, "claim picked up by another worker of this replica");
   }
-  Status s = fs::RenameEntry(ProcessingPath(claim), ProcessingPath(next));
+  Status s = d_.runs_rename ? d_.runs_rename(ProcessingPath(claim), ProcessingPath(next))
+                            : fs::RenameEntry(ProcessingPath(claim), ProcessingPath(next));
   if (!s.ok()) {
     d_.inflight.Remove(next.Path());
     return s;
@@ -724,7 +725,10 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   if (item.kind == WorkItem::Kind::kFresh) torn_at = item.observed;
   std::optional<Unreachable> unreachable;  // while storage keeps failing this file so
   // A claim picked up again may be dead-lettered (or gone) before it runs.
-  const bool run = item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts);
+  // This run is on the claim's name: a fresh claim's rename records it, BeginRun another's.
+  bool run_recorded = true;
+  const bool run =
+      item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts, &run_recorded);
   bool handed_back = false;  // stopped: the run does not count against the file
   // The blob is committed and checked: only the completion rename is left, and its failures
   // (the NFS server's) are waited out, neither uploading again nor counting against the file.
@@ -815,7 +819,11 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       break;
     }
   }
-  if (handed_back) {
+  if (handed_back && !run_recorded) {
+    // Never recorded (BeginRun's rename failed): nothing to hand back, and taking one off would
+    // forget a run that did end with the service.
+    LogInfo("stopping; claim left for recovery", {{"blob", claim.BlobName()}});
+  } else if (handed_back) {
     // A shutdown is not the file's fault: hand the run back, so only runs that ended with the
     // process count. If the rename fails the run counts, which at worst dead-letters early.
     if (Status s = SetRuns(claim, claim.runs - 1); s.ok()) {
@@ -845,7 +853,8 @@ bool FileProcessor::StorageFailsOnlyThis(std::optional<Unreachable>& u) {
   return only_this;
 }
 
-bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts) {
+bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts,
+                             bool* recorded) {
   // Every earlier run of this claim not handed back ended with its process: the service crashed,
   // was killed or ran out of memory while it held the file. Each counts as a failed attempt, so
   // a file that kills the service is dead-lettered instead of killing every replica in turn.
@@ -869,6 +878,7 @@ bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attem
   }
   // Recorded on the volume before the run begins, so a run this process does not survive counts.
   if (Status s = SetRuns(claim, claim.runs + 1); !s.ok()) {
+    *recorded = false;
     if (s.kind() == ErrorKind::kNotFound) {
       LogWarn("claim vanished; another worker or replica took it over",
               {{"blob", claim.BlobName()}, {"error", s.ToString()}});

@@ -89,8 +89,10 @@ class FileProcessor {
     // True: a file sent in one Put Blob is checked by its CRC-64, and the blob stores the MD5
     // storage computes (null or false: by its MD5, computed here).
     const std::atomic<bool>* put_blob_crc64 = nullptr;
-    // The completion rename (.claimed -> .done); null: fs::RenameEntry. A test's stand-in.
+    // The completion rename (.claimed -> .done), and the rename that records or hands back a
+    // run (SetRuns); null: fs::RenameEntry. Tests' stand-ins.
     std::function<Status(const std::string& from, const std::string& to)> complete_rename = {};
+    std::function<Status(const std::string& from, const std::string& to)> runs_rename = {};
   };
   // How a Put Blob's body is checked, as the status, the log and the upload span name it.
   static const char* PutBlobChecksumName(bool crc64) { return crc64 ? "crc64" : "md5"; }
@@ -148,8 +150,9 @@ class FileProcessor {
   // claim is the renamed one.
   Status SetRuns(ClaimPath& claim, int runs);
   // For a claim picked up again: counts its interrupted runs as attempts, dead-letters it when
-  // they reach the limit, else records this run on it. False when it is not to be processed.
-  bool BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts);
+  // they reach the limit, else records this run on it (*recorded: whether that rename worked).
+  // False when it is not to be processed.
+  bool BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts, bool* recorded);
   // A file's record while storage keeps failing it as unreachable: at its last such failure,
   // the counts of uploads and of such failures (any file's), and when another file was last
   // seen failing so.

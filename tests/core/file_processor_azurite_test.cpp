@@ -761,6 +761,25 @@ TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
+// A run whose recording failed (the run-count rename got EIO from the file server) was never on
+// the claim: a stop must not take one off, or a run that did end with the service is forgotten
+// and a file that kills the service outlives the attempt limit.
+TEST_F(FileProcessorAzuriteTest, AStopHandsBackOnlyARunThatWasRecorded) {
+  WorkItem item = PlaceClaim("unrecorded.bin", PatternBytes(70'000, 38), true, 2);
+  int renames = 0;
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.runs_rename = [&renames](const std::string& from, const std::string& to) {
+    if (++renames == 1) return Status(ErrorKind::kTransient, "rename: Input/output error");
+    return fs::RenameEntry(from, to);
+  };
+  FileProcessor processor(std::move(deps));
+  std::stop_source stop;
+  stop.request_stop();
+  processor.Process(item, stop.get_token());
+  EXPECT_EQ(renames, 1);
+  EXPECT_EQ(Entries(config_.processing_root), std::vector<std::string>{item.claim.Path()});
+}
+
 // A source rewritten in place while it is copied is never committed torn: the attempt is
 // retried once the file holds still, and the blob gets the final bytes.
 TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn) {
