@@ -123,6 +123,20 @@ Status RenameEntry(const std::string& from, const std::string& to) {
   return s;
 }
 
+Status LinkNew(const std::string& from, const std::string& to) {
+  if (RetryEintr([&] { return ::link(from.c_str(), to.c_str()); }) == 0) return Status::Ok();
+  const int err = errno;
+  // The count asked of the server: the client's cached attributes predate the link.
+  struct statx stx {};
+  if (err == EEXIST &&
+      ::statx(AT_FDCWD, from.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_NLINK,
+              &stx) == 0 &&
+      stx.stx_nlink >= 2) {
+    return Status::Ok();
+  }
+  return ErrnoStatus("link " + from + " -> " + to, err);
+}
+
 Status Unlink(const std::string& path) {
   if (::unlink(path.c_str()) != 0) return ErrnoStatus("unlink " + path, errno);
   return Status::Ok();
@@ -152,9 +166,8 @@ Status RemoveTree(const std::string& path) {
   return Status::Ok();
 }
 
-Status AtomicWriteFile(const std::string& path, std::string_view data) {
-  const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
-  auto fd = CreateExclusive(tmp, 0644);
+Status WriteNewFile(const std::string& path, std::string_view data) {
+  auto fd = CreateExclusive(path, 0644);
   if (!fd.ok()) return fd.status();
   size_t off = 0;
   while (off < data.size()) {
@@ -162,16 +175,21 @@ Status AtomicWriteFile(const std::string& path, std::string_view data) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       const int err = errno;
-      ::unlink(tmp.c_str());
-      return ErrnoStatus("write " + tmp, err);
+      ::unlink(path.c_str());
+      return ErrnoStatus("write " + path, err);
     }
     off += static_cast<size_t>(n);
   }
-  if (Status s = Fsync(fd->get(), tmp); !s.ok()) {
-    ::unlink(tmp.c_str());
+  if (Status s = Fsync(fd->get(), path); !s.ok()) {
+    ::unlink(path.c_str());
     return s;
   }
-  fd = Fd();
+  return Status::Ok();
+}
+
+Status AtomicWriteFile(const std::string& path, std::string_view data) {
+  const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
+  if (Status s = WriteNewFile(tmp, data); !s.ok()) return s;
   if (Status s = Rename(tmp, path); !s.ok()) {
     ::unlink(tmp.c_str());
     return s;

@@ -67,12 +67,19 @@ Status Rename(const std::string& from, const std::string& to);
 // means the target's directory is missing (pruned while empty, or not made yet): it is made and
 // the rename tried once more. Any other ENOENT: the source is gone (another process moved it).
 Status RenameEntry(const std::string& from, const std::string& to);
+// Gives `from` the second name `to`, which must not exist (kConflict if it does): a
+// create-if-absent that NFS servers make atomic, unlike a rename, which replaces. A retransmitted
+// NFS link can report EEXIST although it landed, which the link count of `from` shows: that is
+// success.
+Status LinkNew(const std::string& from, const std::string& to);
 Status Unlink(const std::string& path);
 Status Rmdir(const std::string& path);
 Status Fsync(int fd, const std::string& what);
 Status FsyncDir(const std::string& dir);
 Status RemoveTree(const std::string& path);  // rm -rf; missing is fine
 
+// Writes `data` to a new file `path` (O_EXCL) and fsyncs it; on failure it is removed again.
+Status WriteNewFile(const std::string& path, std::string_view data);
 // Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 Status AtomicWriteFile(const std::string& path, std::string_view data);
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20);

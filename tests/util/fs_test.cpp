@@ -50,5 +50,18 @@ TEST(RenameEntry, ALandedRenameIsSuccessAndAGoneSourceIsNotFound) {
   EXPECT_FALSE(fs::Stat(dir / "sub").ok());
 }
 
+// link() as create-if-absent: the first link of a name lands, a second one to another file is a
+// conflict that leaves the first in place, and an EEXIST for a link that did land (what a
+// retransmitted NFS link reports) is success.
+TEST(LinkNew, CreatesANameOnlyIfAbsent) {
+  test::TempDir dir;
+  test::WriteFile(dir / "mine", "1");
+  test::WriteFile(dir / "theirs", "2");
+  ASSERT_TRUE(fs::LinkNew(dir / "mine", dir / "name").ok());
+  EXPECT_EQ(fs::LinkNew(dir / "theirs", dir / "name").kind(), ErrorKind::kConflict);
+  EXPECT_EQ(test::ReadFile(dir / "name"), "1");
+  EXPECT_TRUE(fs::LinkNew(dir / "mine", dir / "name").ok());
+}
+
 }  // namespace
 }  // namespace nbu
