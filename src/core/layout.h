@@ -6,7 +6,7 @@
 //   <processing>/<YYYYMMDD>/<session>/<reldir>/<base>~<owner>~<nonce>[~<runs>].done
 //                                                         blob committed; removed by GC
 //   <processing>/_replicas/<owner>.lease                   heartbeat of each replica
-//   <processing>/_session.json                             the active watch session
+//   <processing>/_session/<generation>.json                the watch session (session_store.h)
 //   <failed>/<YYYYMMDD>/<session>/<reldir>/<base>~<nonce>.failed       dead-lettered bytes
 //   <failed>/<YYYYMMDD>/<session>/<reldir>/<base>~<nonce>.failed.json  why
 //   <staging>/<YYYYMMDD>/<session>/<reldir>/<base>~<nonce>             local copy being uploaded

@@ -12,6 +12,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Each lost race means another replica changed the session; past this many in a row the caller
+// is answered with the storage error rather than held up.
+constexpr int kSessionSaveAttempts = 8;
+
 std::unique_ptr<ChangeHints> MakeChangeHints(const Config& config) {
   if (!config.change_hints) return nullptr;
   auto hints = std::make_unique<ChangeHints>();
@@ -30,7 +34,7 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
       inst_(metrics),
       queue_(static_cast<size_t>(config.max_queue_size)),
       leases_(config, clock),
-      sessions_(fs::Join(config.processing_root, "_session.json")),
+      sessions_(config.processing_root),
       hints_(MakeChangeHints(config)),
       scanner_(config, clock, queue_, inst_, hints_.get()),
       processor_(FileProcessor::Deps{
@@ -318,23 +322,32 @@ bool Service::Shutdown(Duration grace) {
 
 Service::WatchError Service::StartWatch(const std::string& name, SessionState* out,
                                         std::string* error) {
-  std::lock_guard watch(watch_mu_);
-  auto loaded = sessions_.Load();
-  if (!loaded.ok() && loaded.status().kind() != ErrorKind::kPermanent) {
-    *error = loaded.status().ToString();
-    return WatchError::kStorage;
-  }
-  if (!loaded.ok()) {
-    // A damaged session file must not lock the operator out: the new session replaces it.
-    LogWarn("session file unreadable; replacing it", {{"error", loaded.status().ToString()}});
-  } else if (*loaded && (*loaded)->active) {
-    *out = **loaded;
-    return WatchError::kAlreadyActive;
-  }
-  SessionState s{name, FormatTimestamp(clock_.WallNow()), true, ""};
-  if (Status st = sessions_.Save(s); !st.ok()) {
-    *error = st.ToString();
-    return WatchError::kStorage;
+  std::lock_guard watch(watch_mu_);  // orders this process only; replicas race on the volume
+  SessionState s{name, "", true, ""};
+  // Save is a compare-and-swap on the generation read (session_store.h): when another replica
+  // changed the session in between, the request is decided again on what it wrote.
+  for (int attempt = 1;; ++attempt) {
+    uint64_t generation = 0;
+    auto loaded = sessions_.Load(&generation);
+    if (!loaded.ok() && loaded.status().kind() != ErrorKind::kPermanent) {
+      *error = loaded.status().ToString();
+      return WatchError::kStorage;
+    }
+    if (!loaded.ok()) {
+      // A damaged session file must not lock the operator out: the new session replaces it.
+      LogWarn("session file unreadable; replacing it", {{"error", loaded.status().ToString()}});
+    } else if (*loaded && (*loaded)->active) {
+      *out = **loaded;
+      return WatchError::kAlreadyActive;
+    }
+    s.started_at = FormatTimestamp(clock_.WallNow());
+    Status st = sessions_.Save(s, generation);
+    if (st.kind() == ErrorKind::kConflict && attempt < kSessionSaveAttempts) continue;
+    if (!st.ok()) {
+      *error = st.ToString();
+      return WatchError::kStorage;
+    }
+    break;
   }
   if (Status st = fs::MkdirAll(fs::Join(config_.incoming_dir, name)); !st.ok()) {
     LogWarn("cannot create the session directory", {{"error", st.ToString()}});
@@ -352,18 +365,27 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
 
 Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
   std::lock_guard watch(watch_mu_);
-  auto loaded = sessions_.Load();
-  if (!loaded.ok()) {
-    *error = loaded.status().ToString();
-    return WatchError::kStorage;
-  }
-  if (!*loaded || !(*loaded)->active) return WatchError::kNotActive;
-  SessionState s = **loaded;
-  s.active = false;
-  s.stopped_at = FormatTimestamp(clock_.WallNow());
-  if (Status st = sessions_.Save(s); !st.ok()) {
-    *error = st.ToString();
-    return WatchError::kStorage;
+  SessionState s;
+  // As in StartWatch: a lost race reads the winner's state and decides again, so a session that
+  // another replica stopped is not stopped twice, and one it started meanwhile is not erased.
+  for (int attempt = 1;; ++attempt) {
+    uint64_t generation = 0;
+    auto loaded = sessions_.Load(&generation);
+    if (!loaded.ok()) {
+      *error = loaded.status().ToString();
+      return WatchError::kStorage;
+    }
+    if (!*loaded || !(*loaded)->active) return WatchError::kNotActive;
+    s = **loaded;
+    s.active = false;
+    s.stopped_at = FormatTimestamp(clock_.WallNow());
+    Status st = sessions_.Save(s, generation);
+    if (st.kind() == ErrorKind::kConflict && attempt < kSessionSaveAttempts) continue;
+    if (!st.ok()) {
+      *error = st.ToString();
+      return WatchError::kStorage;
+    }
+    break;
   }
   {
     std::lock_guard lock(mu_);

@@ -1,21 +1,46 @@
 #include "core/session_store.h"
 
 #include "core/layout.h"
+#include "util/crypto.h"
 #include "util/fs.h"
+#include "util/log.h"
 
 #include <nlohmann/json.hpp>
 
-namespace nbu::core {
+#include <algorithm>
+#include <charconv>
 
-Result<std::optional<SessionState>> SessionStore::Load() const {
-  auto text = fs::ReadSmallFile(path_, size_t{64} * 1024);
-  if (!text.ok()) {
-    if (text.status().kind() == ErrorKind::kNotFound) return std::optional<SessionState>{};
-    return text.status();
+namespace nbu::core {
+namespace {
+
+constexpr size_t kMaxFileBytes = size_t{64} * 1024;
+// A generation can be removed between listing and reading it (after two newer ones were
+// published); each such miss lists again, a few times at most.
+constexpr int kReadAttempts = 4;
+
+// "<g>.json" with g >= 1, else nullopt (temp files, anything else).
+std::optional<uint64_t> ParseGeneration(std::string_view name) {
+  constexpr std::string_view kSuffix = ".json";
+  if (!name.ends_with(kSuffix)) return std::nullopt;
+  name.remove_suffix(kSuffix.size());
+  uint64_t g = 0;
+  const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), g);
+  if (name.empty() || ec != std::errc() || end != name.data() + name.size() || g == 0) {
+    return std::nullopt;
   }
-  const auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  return g;
+}
+
+void RaiseTo(std::atomic<uint64_t>& v, uint64_t g) {
+  uint64_t cur = v.load();
+  while (cur < g && !v.compare_exchange_weak(cur, g)) {
+  }
+}
+
+Result<std::optional<SessionState>> Parse(const std::string& path, const std::string& text) {
+  const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) {
-    return Status(ErrorKind::kPermanent, path_ + ": not a valid session file");
+    return Status(ErrorKind::kPermanent, path + ": not a valid session file");
   }
   auto str = [&](const char* key) {
     return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
@@ -26,16 +51,84 @@ Result<std::optional<SessionState>> SessionStore::Load() const {
   s.active = j.contains("active") && j["active"].is_boolean() && j["active"].get<bool>();
   s.stopped_at = str("stopped_at");
   if (!IsValidSessionName(s.name)) {  // never scan outside <incoming> because of a bad file
-    return Status(ErrorKind::kPermanent, path_ + ": invalid session name");
+    return Status(ErrorKind::kPermanent, path + ": invalid session name");
   }
   return std::optional<SessionState>(s);
 }
 
-Status SessionStore::Save(const SessionState& s) const {
+}  // namespace
+
+SessionStore::SessionStore(std::string processing_root)
+    : legacy_path_(fs::Join(processing_root, "_session.json")),
+      dir_(fs::Join(processing_root, "_session")) {}
+
+std::string SessionStore::GenerationPath(uint64_t generation) const {
+  return fs::Join(dir_, std::to_string(generation) + ".json");
+}
+
+Result<uint64_t> SessionStore::Newest() const {
+  uint64_t newest = known_.load();
+  auto entries = fs::ListDir(dir_);
+  if (!entries.ok() && entries.status().kind() != ErrorKind::kNotFound) return entries.status();
+  if (entries.ok()) {
+    for (const auto& e : *entries) newest = std::max(newest, ParseGeneration(e.name).value_or(0));
+  }
+  return newest;
+}
+
+Result<std::optional<SessionState>> SessionStore::Load(uint64_t* generation) const {
+  for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
+    auto newest = Newest();
+    if (!newest.ok()) return newest.status();
+    const uint64_t g = *newest;
+    const std::string path = g == 0 ? legacy_path_ : GenerationPath(g);
+    auto text = fs::ReadSmallFile(path, kMaxFileBytes);
+    if (!text.ok() && text.status().kind() == ErrorKind::kNotFound && g != 0) continue;
+    if (generation != nullptr) *generation = g;
+    if (!text.ok()) {
+      if (text.status().kind() == ErrorKind::kNotFound) return std::optional<SessionState>{};
+      return text.status();
+    }
+    RaiseTo(known_, g);
+    return Parse(path, *text);
+  }
+  return Status(ErrorKind::kTransient, dir_ + ": generations removed faster than read");
+}
+
+Status SessionStore::Save(const SessionState& s, uint64_t loaded) const {
   nlohmann::json j = {{"name", s.name}, {"started_at", s.started_at}, {"active", s.active}};
   if (!s.stopped_at.empty()) j["stopped_at"] = s.stopped_at;
-  if (Status st = fs::MkdirAll(fs::Dirname(path_)); !st.ok()) return st;
-  return fs::AtomicWriteFile(path_, j.dump(2));
+  if (Status st = fs::MkdirAll(dir_); !st.ok()) return st;
+  const uint64_t next = loaded + 1;
+  const std::string path = GenerationPath(next);
+  // Not a generation's name, so no reader takes it; unique, so no other writer touches it.
+  const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
+  if (Status st = fs::WriteNewFile(tmp, j.dump(2)); !st.ok()) return st;
+  Status linked = fs::LinkNew(tmp, path);
+  (void)fs::Unlink(tmp);  // the published name keeps the data
+  if (linked.kind() == ErrorKind::kConflict) {
+    RaiseTo(known_, next);  // so the next Load reads it even while our listing lags
+    return Status(ErrorKind::kConflict, path + ": another replica changed the session first");
+  }
+  if (!linked.ok()) return linked;
+  RaiseTo(known_, next);
+  // Others may read the new generation already: a failed fsync must not deny it to the caller.
+  if (Status st = fs::FsyncDir(dir_); !st.ok()) {
+    LogWarn("cannot fsync the session directory", {{"error", st.ToString()}});
+  }
+  RemoveOldGenerations(next);
+  return Status::Ok();
+}
+
+void SessionStore::RemoveOldGenerations(uint64_t newest) const {
+  // The previous generation stays: a reader that listed just before this publish finds it.
+  auto entries = fs::ListDir(dir_);
+  if (!entries.ok()) return;
+  for (const auto& e : *entries) {
+    const auto g = ParseGeneration(e.name);
+    if (g && *g + 1 < newest) (void)fs::Unlink(fs::Join(dir_, e.name));
+  }
+  if (newest >= 2) (void)fs::Unlink(legacy_path_);  // generation 0, superseded for good
 }
 
 }  // namespace nbu::core

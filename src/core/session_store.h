@@ -1,9 +1,23 @@
-// The watch session, persisted on the shared volume (<processing>/_session.json, written
-// atomically) so a restarted or rescheduled replica resumes it, and every replica watches it.
+// The watch session, persisted on the shared volume so a restarted or rescheduled replica resumes
+// it, and every replica watches it.
+//
+// Replicas on other hosts start and stop sessions concurrently, and no lock spans hosts, so each
+// change is a compare-and-swap on a generation number. Generation g of the state is the file
+// <processing>/_session/<g>.json, and a file is never changed once published. A writer that read
+// generation g writes its new state to a temp file of its own and links it to <g+1>.json: link()
+// creates the name only if it is absent, atomically on the NFS server, so of two writers that read
+// the same g one wins and the other gets kConflict, reads again and decides on the winner's state.
+// Readers take the highest generation present. Each publish removes the generations below the
+// previous one, so the directory holds two or three files and listing it stays cheap.
+//
+// The single file <processing>/_session.json of earlier versions is read as generation 0 while no
+// numbered generation exists (an upgrade keeps its session), and removed with the old generations.
 #pragma once
 
 #include "util/status.h"
 
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -18,13 +32,26 @@ struct SessionState {
 
 class SessionStore {
  public:
-  explicit SessionStore(std::string path) : path_(std::move(path)) {}
-  // nullopt when no session was ever started; an unreadable file is an error.
-  Result<std::optional<SessionState>> Load() const;
-  Status Save(const SessionState& state) const;
+  explicit SessionStore(std::string processing_root);
+  // The newest state; nullopt when no session was ever started; an unreadable file is an error.
+  // `generation` (if given) is set to the generation read, also when its file is damaged, so that
+  // a writer can replace it.
+  Result<std::optional<SessionState>> Load(uint64_t* generation = nullptr) const;
+  // Publishes `state` as generation `loaded` + 1, where `loaded` is the generation that the caller
+  // decided on. kConflict: another writer published it first; Load again and decide anew.
+  Status Save(const SessionState& state, uint64_t loaded) const;
 
  private:
-  std::string path_;
+  std::string GenerationPath(uint64_t generation) const;
+  // The highest generation listed, or known to exist: 0 when there is none.
+  Result<uint64_t> Newest() const;
+  void RemoveOldGenerations(uint64_t newest) const;
+
+  std::string legacy_path_;  // <processing>/_session.json
+  std::string dir_;          // <processing>/_session
+  // The highest generation this store saw published (listed, read, written, or lost a race to).
+  // An NFS client's directory listing may lag for a few seconds; a store never reads an older one.
+  mutable std::atomic<uint64_t> known_{0};
 };
 
 }  // namespace nbu::core

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace nbu::core {
 namespace {
 
@@ -12,11 +15,11 @@ using nbu::test::TempDir;
 
 TEST(SessionStoreTest, RoundTripAndMissingFile) {
   TempDir dir;
-  SessionStore store(dir.path() + "/p/_session.json");
+  SessionStore store(dir.path() + "/p");
   auto none = store.Load();
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
-  ASSERT_TRUE(store.Save({"s1", "2026-11-28T00:00:00.000Z", true, ""}).ok());
+  ASSERT_TRUE(store.Save({"s1", "2026-11-28T00:00:00.000Z", true, ""}, 0).ok());
   auto got = store.Load();
   ASSERT_TRUE(got.ok() && got->has_value());
   EXPECT_EQ((*got)->name, "s1");
@@ -25,9 +28,9 @@ TEST(SessionStoreTest, RoundTripAndMissingFile) {
 
 TEST(SessionStoreTest, EveryTruncationIsAnErrorOrValidNeverACrash) {
   TempDir dir;
-  const std::string path = dir.path() + "/_session.json";
-  SessionStore store(path);
-  ASSERT_TRUE(store.Save({"session-name", "2026-11-28T00:00:00.000Z", true, ""}).ok());
+  const std::string path = dir.path() + "/_session/1.json";  // the generation Save publishes
+  SessionStore store(dir.path());
+  ASSERT_TRUE(store.Save({"session-name", "2026-11-28T00:00:00.000Z", true, ""}, 0).ok());
   const std::string full = *fs::ReadSmallFile(path);
   for (size_t len = 0; len < full.size(); ++len) {
     ASSERT_TRUE(fs::AtomicWriteFile(path, full.substr(0, len)).ok());
@@ -44,6 +47,90 @@ TEST(SessionStoreTest, EveryTruncationIsAnErrorOrValidNeverACrash) {
   EXPECT_FALSE(store.Load().ok());
 }
 
+// Two replicas (two stores on one directory) read the same generation and both publish the next:
+// only the first publish lands; the other is refused and then reads the winner's state.
+TEST(SessionStoreTest, ASecondPublishOfOneGenerationFailsAndItsWriterSeesTheWinner) {
+  TempDir dir;
+  SessionStore one(dir.path());
+  SessionStore two(dir.path());
+  uint64_t g1 = 99;
+  uint64_t g2 = 99;
+  ASSERT_TRUE(one.Load(&g1).ok());
+  ASSERT_TRUE(two.Load(&g2).ok());
+  ASSERT_EQ(g1, 0u);
+  ASSERT_EQ(g2, 0u);
+  ASSERT_TRUE(one.Save({"a", "2026-11-28T00:00:00.000Z", true, ""}, g1).ok());
+  EXPECT_EQ(two.Save({"b", "2026-11-28T00:00:01.000Z", true, ""}, g2).kind(), ErrorKind::kConflict);
+  auto seen = two.Load(&g2);
+  ASSERT_TRUE(seen.ok() && seen->has_value());
+  EXPECT_EQ((*seen)->name, "a");
+  EXPECT_TRUE((*seen)->active);
+  EXPECT_EQ(g2, 1u);
+  // A stop decided on a state that is no longer the newest is refused too, not written over it.
+  ASSERT_TRUE(
+      two.Save({"a", "2026-11-28T00:00:00.000Z", false, "2026-11-28T00:00:02.000Z"}, g2).ok());
+  EXPECT_EQ(one.Save({"c", "2026-11-28T00:00:03.000Z", true, ""}, g1).kind(), ErrorKind::kConflict);
+  seen = one.Load(&g1);
+  ASSERT_TRUE(seen.ok() && seen->has_value());
+  EXPECT_EQ((*seen)->name, "a");
+  EXPECT_FALSE((*seen)->active);
+  EXPECT_EQ(g1, 2u);
+}
+
+// Every publish removes the generations before the previous one, so a reader lists a handful of
+// names however long the volume has been in use, and no temporary file is left behind.
+TEST(SessionStoreTest, OldGenerationsAreRemoved) {
+  TempDir dir;
+  SessionStore store(dir.path());
+  for (uint64_t g = 0; g < 20; ++g) {
+    ASSERT_TRUE(store.Save({"s" + std::to_string(g), "", g % 2 == 0, ""}, g).ok());
+  }
+  auto entries = fs::ListDir(dir.path() + "/_session");
+  ASSERT_TRUE(entries.ok());
+  std::vector<std::string> names;
+  for (const auto& e : *entries) names.push_back(e.name);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"19.json", "20.json"}));
+  uint64_t g = 0;
+  auto got = store.Load(&g);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->name, "s19");
+  EXPECT_EQ(g, 20u);
+}
+
+// A volume written by the version before generations held one _session.json: it is the current
+// state (generation 0) until the first change, which is decided on it, so an upgrade neither
+// loses an active session nor lets a second one start beside it.
+TEST(SessionStoreTest, TheSessionFileOfTheFormerVersionIsTheCurrentState) {
+  TempDir dir;
+  const std::string old_file = dir.path() + "/_session.json";
+  ASSERT_TRUE(fs::AtomicWriteFile(old_file, R"({
+  "active": true,
+  "name": "before-upgrade",
+  "started_at": "2026-11-28T00:00:00.000Z"
+})")
+                  .ok());
+  SessionStore store(dir.path());
+  uint64_t g = 99;
+  auto got = store.Load(&g);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->name, "before-upgrade");
+  EXPECT_TRUE((*got)->active);
+  EXPECT_EQ((*got)->started_at, "2026-11-28T00:00:00.000Z");
+  EXPECT_EQ(g, 0u);
+  SessionState stopped = **got;
+  stopped.active = false;
+  stopped.stopped_at = "2026-11-28T00:00:05.000Z";
+  ASSERT_TRUE(store.Save(stopped, g).ok());
+  got = SessionStore(dir.path()).Load(&g);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->name, "before-upgrade");
+  EXPECT_FALSE((*got)->active);
+  EXPECT_EQ(g, 1u);
+  ASSERT_TRUE(store.Save({"next", "", true, ""}, g).ok());
+  EXPECT_FALSE(fs::Stat(old_file).ok());  // superseded, removed with the old generations
+}
+
 }  // namespace
 }  // namespace nbu::core
 
@@ -56,7 +143,7 @@ TEST(SessionStoreTest, RejectsNamesThatWouldLeaveIncoming) {
   for (const char* body : {R"({"name":"../etc","active":true})", R"({"name":"","active":true})",
                            R"({"name":7,"active":true})", R"({"name":"ok","active":"yes"})"}) {
     ASSERT_TRUE(fs::AtomicWriteFile(path, body).ok());
-    auto r = SessionStore(path).Load();
+    auto r = SessionStore(dir.path()).Load();
     if (r.ok()) {
       EXPECT_FALSE((*r)->active) << body;  // a non-boolean "active" is not active
     } else {

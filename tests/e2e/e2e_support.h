@@ -40,7 +40,7 @@ struct Volume {
   std::string incoming() const { return dir.path() + "/nfs/incoming"; }
   std::string processing() const { return dir.path() + "/nfs/.processing"; }
   std::string failed() const { return dir.path() + "/nfs/.failed"; }
-  // Claims and completion markers below the processing root (not the _session.json and
+  // Claims and completion markers below the processing root (not the _session/ and
   // _replicas/ control files).
   size_t ClaimEntries() const;
   // Regular files below `root`, as relative paths.

@@ -138,7 +138,7 @@ TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurn
   EXPECT_GT(started.load(), 0);
   // The session the status shows is the one the session file holds.
   const auto status = service.StatusJson();
-  core::SessionStore store(config.processing_root + "/_session.json");
+  core::SessionStore store(config.processing_root);
   const auto saved = store.Load();
   ASSERT_TRUE(saved.ok());
   ASSERT_TRUE(*saved);
