@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <latch>
 #include <thread>
 
 namespace nbu::core {
@@ -255,6 +256,88 @@ TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
     }
   }
   EXPECT_EQ(wrong, 0) << "looks that saw the session as it was before the last start or stop";
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
+// Two replicas on one volume start sessions at the same moment: watch_mu_ orders only one
+// process, so only the session store's compare-and-swap keeps both from answering success (and
+// one session from being dropped while its caller holds a 200). The same for two stops.
+TEST(ServiceTest, ReplicasStartingOrStoppingAtOnceAgreeOnOneWinner) {
+  Azurite azurite;
+  TempDir dir;
+  Config a_config = TestConfig(dir, "race");
+  a_config.replica_id = "race-a";
+  Config b_config = a_config;
+  b_config.replica_id = "race-b";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, a_config.azure_container);
+  Started a(a_config, *blob_client);
+  Started b(b_config, *blob_client);
+  ASSERT_TRUE(WaitFor([&] { return a.service.ready() && b.service.ready(); }, 30s));
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (int round = 0; round < 50 && std::chrono::steady_clock::now() < deadline; ++round) {
+    const std::string tag = std::to_string(round);
+    SessionState got[2];
+    std::string errors[2];
+    Service::WatchError results[2] = {Service::WatchError::kStorage, Service::WatchError::kStorage};
+    auto race = [&](auto call) {
+      std::latch go(2);  // both calls leave together
+      std::jthread other([&] {
+        go.arrive_and_wait();
+        results[1] = call(b.service, got[1], errors[1], "b" + tag);
+      });
+      go.arrive_and_wait();
+      results[0] = call(a.service, got[0], errors[0], "a" + tag);
+    };
+    race([](Service& s, SessionState& out, std::string& error, const std::string& name) {
+      return s.StartWatch(name, &out, &error);
+    });
+    ASSERT_TRUE(results[0] == Service::WatchError::kNone ||
+                results[1] == Service::WatchError::kNone)
+        << round << ": " << errors[0] << errors[1];
+    const int won = results[0] == Service::WatchError::kNone ? 0 : 1;
+    const std::string winner = (won == 0 ? "a" : "b") + tag;
+    ASSERT_EQ(results[1 - won], Service::WatchError::kAlreadyActive)
+        << round << ": both replicas started a session: " << got[0].name << ", " << got[1].name;
+    EXPECT_EQ(got[won].name, winner) << round;
+    EXPECT_EQ(got[1 - won].name, winner) << round << ": the loser names the active session";
+
+    race([](Service& s, SessionState& out, std::string& error, const std::string&) {
+      return s.StopWatch(&out, &error);
+    });
+    ASSERT_TRUE(results[0] == Service::WatchError::kNone ||
+                results[1] == Service::WatchError::kNone)
+        << round << ": " << errors[0] << errors[1];
+    const int stopped = results[0] == Service::WatchError::kNone ? 0 : 1;
+    ASSERT_EQ(results[1 - stopped], Service::WatchError::kNotActive)
+        << round << ": both replicas stopped the session";
+    // What the volume held was the winner's session, whichever replica stopped it.
+    EXPECT_EQ(got[stopped].name, winner) << round;
+    EXPECT_FALSE(got[stopped].active) << round;
+  }
+  EXPECT_TRUE(a.service.Shutdown(5s));
+  EXPECT_TRUE(b.service.Shutdown(5s));
+}
+
+// A volume written by the version before session generations: its _session.json is the active
+// session, so a start is refused (409) and a stop stops that session.
+TEST(ServiceTest, TheSessionOfTheFormerVersionIsResumedAfterAnUpgrade) {
+  Azurite azurite;
+  TempDir dir;
+  Config config = TestConfig(dir, "upgrade");
+  config.replica_id = "upgrade-test";
+  WriteFile(config.processing_root + "/_session.json",
+            R"({"active": true, "name": "old", "started_at": "2026-11-28T00:00:00.000Z"})");
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("new", &s, &error), Service::WatchError::kAlreadyActive) << error;
+  EXPECT_EQ(s.name, "old");
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  EXPECT_EQ(s.name, "old");
+  EXPECT_FALSE(s.active);
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
