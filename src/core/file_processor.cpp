@@ -36,6 +36,7 @@ char* CopyBuffer() {
 
 // Marks a staging copy whose source changed while it was read: wait and try again, not a fault.
 const std::string kTornCopy = "source changed while it was copied";
+const std::string kNotAFile = "not a regular file";
 
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -179,6 +180,7 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
   f.src = std::move(*src);
   auto st = fs::FStat(f.src.get());
   if (!st.ok()) return st.status();
+  if (!st->is_regular) return Status(ErrorKind::kConflict, kNotAFile);
   if (torn_at && !(*torn_at == *st)) {
     torn_at = *st;  // written to during the wait: wait again from here
     return Status(ErrorKind::kTransient, kTornCopy);
@@ -577,6 +579,20 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
   return s;
 }
 
+void FileProcessor::ReturnToIncoming(const ClaimPath& claim) {
+  const std::string back =
+      fs::Join(fs::Join(d_.config.incoming_dir, claim.session), claim.RelPath());
+  Status s = fs::RenameEntry(ProcessingPath(claim), back);
+  if (s.ok()) {
+    LogWarn("claimed something that is not a file; moved it back", {{"path", back}});
+    return;
+  }
+  const std::string why = "claimed something that is not a file, and could not move it back to " +
+                          back + ": " + s.ToString();
+  LogError(why, {{"claim", claim.Path()}});
+  d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), why);
+}
+
 Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
   const ClaimPath next = claim.WithRuns(runs);
   // Held by another worker of this process already: the claim was queued twice (a walk of the
@@ -776,6 +792,13 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
     if (s.kind() == ErrorKind::kNotFound && !fs::Stat(ProcessingPath(claim)).ok()) {
       LogWarn("claim vanished; another replica took it over", {{"blob", claim.BlobName()}});
+      break;
+    }
+    if (s.message() == kNotAFile) {
+      // A directory under the file's name: the producer replaced the file by it just before the
+      // claim's rename, which attributes cached a moment too long let through (or a claim so
+      // made before a crash). It goes back where it was, for the scanner to walk.
+      ReturnToIncoming(claim);
       break;
     }
     const bool torn = s.message() == kTornCopy;

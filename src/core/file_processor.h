@@ -146,6 +146,8 @@ class FileProcessor {
   // A failed staging call: out of space or quota, it is this replica's problem, not the file's
   // (kStaging: the attempt waits and does not count, and the status says staging_full).
   Status StagingFailure(const std::string& what, int err);
+  // Moves a claim that is not a regular file back to its incoming path.
+  void ReturnToIncoming(const ClaimPath& claim);
   // Renames the claim to carry `runs` (in flight under both names meanwhile); on success the
   // claim is the renamed one.
   Status SetRuns(ClaimPath& claim, int runs);

@@ -780,6 +780,28 @@ TEST_F(FileProcessorAzuriteTest, AStopHandsBackOnlyARunThatWasRecorded) {
   EXPECT_EQ(Entries(config_.processing_root), std::vector<std::string>{item.claim.Path()});
 }
 
+// A producer replaces its file by a directory of the same name just before the claim's rename,
+// and the stat the claim compares comes from attributes an NFS client cached a moment too long
+// (here: the directory's own, as if the scanner had seen it so). The rename moves the directory:
+// it goes back to incoming whole, nothing is dead-lettered, and the scanner walks it as usual.
+TEST_F(FileProcessorAzuriteTest, ADirectoryClaimedInAFilesPlaceGoesBackWhole) {
+  WorkItem item = FreshItem("became-a-dir", "a file for now");
+  const std::string src = fs::Join(config_.incoming_dir, "s/became-a-dir");
+  ASSERT_EQ(::unlink(src.c_str()), 0);
+  WriteFile(src + "/inside.txt", "the producer's new file");
+  auto observed = fs::Stat(src);
+  ASSERT_TRUE(observed.ok());
+  item.observed = *observed;
+  processor_->Process(item, {});
+  EXPECT_EQ(nbu::test::ReadFile(src + "/inside.txt"), "the producer's new file");
+  EXPECT_TRUE(Entries(config_.processing_root).empty())
+      << testing::PrintToString(Entries(config_.processing_root));
+  EXPECT_TRUE(Entries(config_.failed_root).empty())
+      << testing::PrintToString(Entries(config_.failed_root));
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(Count(inst_.files_processed), 0);
+}
+
 // A source rewritten in place while it is copied is never committed torn: the attempt is
 // retried once the file holds still, and the blob gets the final bytes.
 TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn) {
