@@ -228,6 +228,13 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       msg += " (request id " + (request_id ? *request_id : std::string("-"));
       if (attempt > 1) msg += ", after " + std::to_string(attempt) + " attempts";
       msg += ")";
+      if (code == "InvalidBlobOrBlock") {
+        // What the operator can do about it, since no retry of ours can.
+        msg +=
+            ": another writer's uncommitted blocks, with block IDs of another length, are "
+            "staged under this name; they go when that writer commits, when the blob is "
+            "written whole, or after a week";
+      }
       if (code == "ContainerNotFound" && writes_blob && !recreated) {
         // The container vanished (deleted, or an emulator restarted empty): recreate it and
         // send once more. Failing that, storage is unusable for now: wait, do not charge the file.

@@ -375,6 +375,21 @@ TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
   EXPECT_EQ(s.message().find("does not exist"), std::string::npos) << s.ToString();
 }
 
+// Block IDs of one blob must all have one length: another writer's uncommitted blocks with IDs
+// of another length make every Put Block fail until they go. The error says what the operator
+// can do, since no retry helps.
+TEST_F(BlobClientAzuriteTest, ForeignUncommittedBlocksAreExplained) {
+  auto client = SharedKeyClient(test::UniqueContainer("foreign"));
+  ASSERT_TRUE(client->CreateContainerIfMissing().ok());
+  const std::string data = "block";
+  ASSERT_TRUE(client->PutBlock("f.bin", "short", Body::FromMemory(data), Md5::Of(data)).ok());
+  Status s = client->PutBlock("f.bin", "a-much-longer-id", Body::FromMemory(data), Md5::Of(data));
+  EXPECT_EQ(s.kind(), ErrorKind::kPermanent) << s.ToString();
+  EXPECT_NE(s.message().find("InvalidBlobOrBlock"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("another writer's uncommitted blocks"), std::string::npos)
+      << s.ToString();
+}
+
 TEST_F(BlobClientAzuriteTest, WrongKeyIsAuthErrorWithoutSecrets) {
   const std::string wrong_key = Base64Encode(std::string(64, 'k'));
   auto client = SharedKeyClient(test::UniqueContainer("wrongkey"), wrong_key);
