@@ -85,9 +85,13 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   if (c->state == ClaimState::kDone) {
     auto st = fs::Stat(full);
     if (!st.ok()) return;  // collected by another replica's sweep meanwhile
-    if (st->mtime_ns == st->ctime_ns && RenameMovesCtime()) {
-      ClaimAgain(*c, full, stop);
-      return;
+    if (st->mtime_ns == st->ctime_ns) {
+      const std::optional<bool> telling = RenameMovesCtime();
+      if (!telling) return;  // cannot tell yet: kept, not collected
+      if (*telling) {
+        OnWrittenMarker(*c, full, *st, stop);
+        return;
+      }
     }
     const auto wall_ns =
         std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.WallNow().time_since_epoch())
@@ -113,68 +117,84 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     return;
   }
   if (!leases_.IsDead(c->owner)) return;
-  const ClaimPath mine = c->WithOwner(config_.replica_id);
-  if (!inflight_.Add(mine.Path())) return;
-  Status s = fs::RenameEntry(full, fs::Join(config_.processing_root, mine.Path()));
-  if (!s.ok()) {
-    inflight_.Remove(mine.Path());
-    if (s.kind() != ErrorKind::kNotFound) {
-      LogWarn("takeover failed", {{"blob", c->BlobName()}, {"error", s.ToString()}});
-    }
-    return;  // ENOENT: another survivor won it
+  if (ClaimAs(full, c->WithOwner(config_.replica_id), "took over a claim of a dead replica",
+              stop)) {
+    inst_.takeovers.Add();
   }
-  inst_.takeovers.Add();
-  LogWarn("took over a claim of a dead replica", {{"blob", c->BlobName()}, {"from", c->owner}});
-  WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, mine, true, clock_.Now()};
-  (void)enqueue_(std::move(item), stop);
 }
 
-void Sweeper::ClaimAgain(const ClaimPath& done, const std::string& full, std::stop_token stop) {
+bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const char* what,
+                      std::stop_token stop) {
+  if (!inflight_.Add(to.Path())) return false;
+  Status s = fs::RenameEntry(full, fs::Join(config_.processing_root, to.Path()));
+  if (!s.ok()) {
+    inflight_.Remove(to.Path());
+    if (s.kind() != ErrorKind::kNotFound) {
+      LogWarn(std::string(what) + ": failed", {{"blob", to.BlobName()}, {"error", s.ToString()}});
+    }
+    return false;
+  }
+  LogWarn(what, {{"blob", to.BlobName()}, {"claim", to.Path()}});
+  WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, to, true, clock_.Now()};
+  (void)enqueue_(std::move(item), stop);
+  return true;
+}
+
+void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
+                              const fs::FileStat& st, std::stop_token stop) {
+  const std::pair<uint64_t, int64_t> seen{st.size, st.mtime_ns};
+  written_now_[full] = seen;
+  const auto before = written_candidates_.find(full);
+  if (before == written_candidates_.end() || before->second != seen) return;  // still written
   ClaimPath again = done.WithOwner(config_.replica_id).WithState(ClaimState::kClaimed).WithRuns(0);
   again.nonce = NewNonce();
-  if (!inflight_.Add(again.Path())) return;
-  if (Status s = fs::RenameEntry(full, fs::Join(config_.processing_root, again.Path())); !s.ok()) {
-    inflight_.Remove(again.Path());
-    if (s.kind() != ErrorKind::kNotFound) {  // ENOENT: another replica's sweep took it
-      LogWarn("cannot claim a completed file written to again",
-              {{"blob", done.BlobName()}, {"error", s.ToString()}});
-    }
-    return;
-  }
-  LogWarn("a completed file was written to after its upload: uploading it again",
-          {{"blob", done.BlobName()}, {"claim", again.Path()}});
-  WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, again, true, clock_.Now()};
-  (void)enqueue_(std::move(item), stop);
+  (void)ClaimAs(full, again, "a completed file was written to after its upload: uploading it again",
+                stop);
 }
 
-bool Sweeper::RenameMovesCtime() {
-  if (rename_moves_ctime_) return *rename_moves_ctime_;
-  const std::string probe = fs::Join(config_.processing_root, "_ctime-probe-" + config_.replica_id);
-  const std::string renamed = probe + ".renamed";
-  if (!fs::AtomicWriteFile(probe, "probe").ok()) return false;  // tried again next sweep
-  // Past the file system's timestamp granularity (a jiffy, a few ms), so a rename that moves the
-  // ctime moves it past the write's.
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  std::optional<fs::FileStat> st;
-  if (::rename(probe.c_str(), renamed.c_str()) == 0) {
-    if (auto got = fs::Stat(renamed); got.ok()) st = *got;
+std::optional<bool> Sweeper::RenameMovesCtime() {
+  if (rename_moves_ctime_) return rename_moves_ctime_;
+  const std::string a = fs::Join(config_.processing_root, "_ctime-probe-" + config_.replica_id);
+  const std::string b = a + ".renamed";
+  struct Cleanup {
+    const std::string& a;
+    const std::string& b;
+    ~Cleanup() {
+      ::unlink(a.c_str());
+      ::unlink(b.c_str());
+    }
+  } cleanup{a, b};
+  if (!fs::AtomicWriteFile(a, "probe").ok()) return std::nullopt;
+  auto before = fs::Stat(a);
+  if (!before.ok()) return std::nullopt;
+  // The rename must come a timestamp tick after the file's last change to show: a jiffy on a
+  // local file system, up to a second on some file servers. Real time, not the injected clock:
+  // it is the file system's clock that has to move.
+  const std::string* from = &a;
+  const std::string* to = &b;
+  for (const auto wait : {std::chrono::milliseconds(20), std::chrono::milliseconds(1100)}) {
+    std::this_thread::sleep_for(wait);
+    if (::rename(from->c_str(), to->c_str()) != 0) return std::nullopt;
+    auto after = fs::Stat(*to);
+    if (!after.ok()) return std::nullopt;
+    if (after->ctime_ns > before->ctime_ns) {
+      rename_moves_ctime_ = true;
+      return rename_moves_ctime_;
+    }
+    std::swap(from, to);
   }
-  ::unlink(probe.c_str());
-  ::unlink(renamed.c_str());
-  if (!st) return false;
-  rename_moves_ctime_ = st->ctime_ns > st->mtime_ns;
-  if (!*rename_moves_ctime_) {
-    LogWarn(
-        "a rename does not move a file's change time on this volume: a write into a file "
-        "after its upload cannot be told, and its completion marker is collected as it is",
-        {{"dir", config_.processing_root}});
-  }
-  return *rename_moves_ctime_;
+  rename_moves_ctime_ = false;
+  LogWarn(
+      "a rename does not move a file's change time on this volume: a write into a file "
+      "after its upload cannot be told, and its completion marker is collected as it is",
+      {{"dir", config_.processing_root}});
+  return rename_moves_ctime_;
 }
 
 void Sweeper::Sweep(std::stop_token stop) {
   leases_.Observe();
   orphans_now_.clear();
+  written_now_.clear();
   owners_with_claims_.clear();
   unlisted_.clear();
   Walk(
@@ -182,6 +202,7 @@ void Sweeper::Sweep(std::stop_token stop) {
       [&](const std::string& rel) { OnProcessingEntry(rel, stop); }, stop);
   if (stop.stop_requested()) return;
   orphan_candidates_.swap(orphans_now_);
+  written_candidates_.swap(written_now_);
   // Part of the tree unseen: a replica whose claims are there may look as if it owned none,
   // and its lease must stay until they are seen.
   if (unlisted_.empty()) leases_.Prune(owners_with_claims_);

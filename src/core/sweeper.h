@@ -10,9 +10,11 @@
 #include "core/lease.h"
 #include "core/work_item.h"
 #include "util/clock.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 #include <stop_token>
@@ -51,12 +53,18 @@ class Sweeper {
   // A completion marker whose mtime equals its ctime had a write after its completion rename
   // (which moves only the ctime): a producer that kept the file open and wrote on after a pause
   // longer than the minimum age. Those bytes are not in storage, and collecting the marker would
-  // delete them: it becomes a fresh claim of this replica (new nonce, same blob), queued.
-  void ClaimAgain(const ClaimPath& done, const std::string& full, std::stop_token stop);
-  // Whether a rename moves a file's ctime on the processing volume, which ClaimAgain's test
-  // needs: probed with a file of our own on the first sweep that can (a server that does not
-  // would have every marker look written to, and uploaded again at every sweep).
-  bool RenameMovesCtime();
+  // delete them. Once it holds still from one sweep to the next, it becomes a fresh claim of this
+  // replica (new nonce, same blob), queued; until then it is neither claimed nor collected.
+  void OnWrittenMarker(const ClaimPath& done, const std::string& full, const fs::FileStat& st,
+                       std::stop_token stop);
+  // Renames the entry at `full` to the claim `to` of this replica and queues it (`what` names
+  // the move in the log). ENOENT: another replica's sweep moved it first, quietly.
+  bool ClaimAs(const std::string& full, const ClaimPath& to, const char* what,
+               std::stop_token stop);
+  // Whether a rename moves a file's ctime on the processing volume, which the written-marker
+  // test needs (a server that does not would have every marker look written to): probed with a
+  // file of our own. Unknown (nullopt) while the probe cannot be made: such markers wait.
+  std::optional<bool> RenameMovesCtime();
 
   const Config& config_;
   Clock& clock_;
@@ -69,6 +77,9 @@ class Sweeper {
   std::set<std::string> owners_with_claims_;  // collected in this sweep
   std::string unlisted_;                      // this sweep's first listing failure
   std::optional<bool> rename_moves_ctime_;    // once probed
+  // Written-to markers seen in the last sweep (path -> size, mtime), and in this one.
+  std::map<std::string, std::pair<uint64_t, int64_t>> written_candidates_;
+  std::map<std::string, std::pair<uint64_t, int64_t>> written_now_;
   LogLimiter unlisted_log_{std::chrono::minutes(1)};
   mutable std::mutex mu_;
   DeadLetters dead_letters_;  // guarded by mu_

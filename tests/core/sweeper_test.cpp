@@ -107,24 +107,27 @@ TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
 
 // A completion marker written to after its completion rename (its mtime equals its ctime: a
 // producer that kept the file open wrote on after a long pause): collecting it would delete
-// bytes storage never got. It becomes a fresh claim of this replica, queued to be uploaded
-// again as a new version of the same blob, whoever completed it and whatever the retention.
-TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgain) {
+// bytes storage never got. Once it holds still from one sweep to the next it becomes a fresh
+// claim of this replica, queued to be uploaded again as a new version of the same blob, whoever
+// completed it and whatever the retention. Completed again (a rename), it is collected.
+TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsStill) {
   for (const std::string owner : {"me", "other"}) {
     config.completed_retention_s = owner == "me" ? 0 : 3600;
     const ClaimPath done{"20261128",       "s", "d", "tail-" + owner, owner, NewNonce(),
                          ClaimState::kDone};
     const std::string path = config.processing_root + "/" + done.Path();
-    WriteFile(path, "head");
-    {
-      std::ofstream tail(path, std::ios::app);  // the producer's write, after the rename
-      tail << "+tail";
-    }
+    WriteFile(path, "head");  // as a write after the rename leaves it: mtime == ctime
     queued.clear();
+    sweeper.Sweep({});
+    EXPECT_TRUE(Exists(done.Path())) << "kept, not collected";
+    std::ofstream(path, std::ios::app) << "+tail";  // still being written
+    sweeper.Sweep({});
+    EXPECT_TRUE(queued.empty()) << "claimed while it was still written to";
+    ASSERT_TRUE(Exists(done.Path()));
     sweeper.Sweep({});
     EXPECT_FALSE(Exists(done.Path()));
     ASSERT_EQ(queued.size(), 1u) << owner;
-    const ClaimPath& again = queued[0].claim;
+    const ClaimPath again = queued[0].claim;
     EXPECT_EQ(again.state, ClaimState::kClaimed);
     EXPECT_EQ(again.owner, "me");
     EXPECT_NE(again.nonce, done.nonce);
@@ -132,7 +135,35 @@ TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgain) {
     EXPECT_TRUE(queued[0].check_existing);
     EXPECT_TRUE(inflight.Contains(again.Path()));
     EXPECT_EQ(nbu::test::ReadFile(config.processing_root + "/" + again.Path()), "head+tail");
+    // Uploaded and completed again: a rename, after which the marker is an ordinary one.
+    inflight.Remove(again.Path());
+    const ClaimPath completed = again.WithState(ClaimState::kDone);
+    ASSERT_TRUE(fs::RenameEntry(config.processing_root + "/" + again.Path(),
+                                config.processing_root + "/" + completed.Path())
+                    .ok());
+    config.completed_retention_s = 0;
+    sweeper.Sweep({});
+    sweeper.Sweep({});
+    EXPECT_FALSE(Exists(completed.Path()));
+    EXPECT_EQ(queued.size(), 1u) << "claimed again although nothing was written";
   }
+}
+
+// While the probe of whether a rename moves the ctime cannot be made (here a directory holds
+// the probe's name), a marker that looks written to is neither claimed nor collected.
+TEST_F(SweeperTest, AMarkerThatMayHoldLateBytesWaitsWhileTheProbeCannotTell) {
+  const std::string probe = config.processing_root + "/_ctime-probe-me";
+  ASSERT_TRUE(fs::MkdirAll(probe + "/blocker").ok());
+  const ClaimPath done{"20261128", "s", "d", "late", "me", NewNonce(), ClaimState::kDone};
+  WriteFile(config.processing_root + "/" + done.Path(), "bytes");
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_TRUE(Exists(done.Path()));
+  EXPECT_TRUE(queued.empty());
+  ASSERT_TRUE(fs::RemoveTree(probe).ok());
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_EQ(queued.size(), 1u);
 }
 
 TEST_F(SweeperTest, OrphanedOwnClaimIsRequeuedAfterTwoSweeps) {

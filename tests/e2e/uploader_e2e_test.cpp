@@ -174,7 +174,7 @@ TEST_F(UploaderE2E, MemoryGrowsWithNeitherTheFilesDoneNorTheirSize) {
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"mem"})").status, 200);
   const int pid = up.process().pid();
   auto uploaded = [&](int n) {
-    return WaitFor([&] { return up.Status()["counters"]["uploaded"].get<int>() == n; }, 120s);
+    return WaitFor([&] { return up.Status()["counters"]["uploaded"].get<int>() >= n; }, 120s);
   };
   constexpr int kBatches = 8;
   constexpr int kFiles = 2000;
@@ -187,8 +187,8 @@ TEST_F(UploaderE2E, MemoryGrowsWithNeitherTheFilesDoneNorTheirSize) {
     ASSERT_TRUE(uploaded((b + 1) * kFiles)) << up.Status().dump();
     rss_kib.push_back(StatusKib(pid, "VmRSS"));
   }
-  // 100 bytes kept per file would be 1,000 KiB over the last 10,000 files.
-  EXPECT_LT(rss_kib.back() - rss_kib[2], 1000)
+  // 80 bytes kept per file would be 781 KiB over the last 10,000 files.
+  EXPECT_LT(rss_kib.back() - rss_kib[2], 781)
       << "VmRSS after each batch, KiB: " << ::testing::PrintToString(rss_kib);
 
   const long peak_before = StatusKib(pid, "VmHWM");
@@ -199,6 +199,7 @@ TEST_F(UploaderE2E, MemoryGrowsWithNeitherTheFilesDoneNorTheirSize) {
   // Four 8 MiB blocks in flight held in memory would add 32 MiB.
   EXPECT_LT(peak_after - peak_before, 16 << 10)
       << "VmHWM " << peak_before << " -> " << peak_after << " KiB";
+  EXPECT_EQ(up.Status()["counters"]["uploaded"], kBatches * kFiles + 2);
   EXPECT_EQ(up.Status()["counters"]["failed"], 0);
 }
 
@@ -297,7 +298,9 @@ TEST_F(UploaderE2E, BytesWrittenAfterTheUploadReachTheBlobToo) {
   out << tail << std::flush;
   out.close();
   ExpectAllUploaded("late", {{"run.log", head + tail}}, 30s);
-  EXPECT_EQ(up.Status()["counters"]["uploaded"], 2);
+  // Counted once the second upload's completion rename is done, a moment after its commit.
+  EXPECT_TRUE(WaitFor([&] { return up.Status()["counters"]["uploaded"] == 2; }, 10s))
+      << up.Status().dump();
   EXPECT_EQ(up.Status()["counters"]["failed"], 0);
 }
 
