@@ -228,10 +228,10 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       msg += " (request id " + (request_id ? *request_id : std::string("-"));
       if (attempt > 1) msg += ", after " + std::to_string(attempt) + " attempts";
       msg += ")";
-      if (code == "InvalidBlobOrBlock") {
-        // What the operator can do about it, since no retry of ours can.
+      if (code == "InvalidBlobOrBlock" && op == "PutBlock") {
+        // The likely cause, and what the operator can do about it, since no retry of ours can.
         msg +=
-            ": another writer's uncommitted blocks, with block IDs of another length, are "
+            ": likely another writer's uncommitted blocks, with block IDs of another length, "
             "staged under this name; they go when that writer commits, when the blob is "
             "written whole, or after a week";
       }
@@ -279,7 +279,9 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
     head.url = BlobUrl(".nbu-probe/container-check");
     auto seen = Execute(std::move(head), "GetProperties", stop, {200, 404});
     if (!seen.ok()) return Status(ErrorKind::kAuth, refused);  // refused too: as first said
-    if (seen->status == 404 && ErrorCode(*seen) == "ContainerNotFound") {
+    // Only BlobNotFound (or the blob itself) shows the container is there: a bare 404 may come
+    // from a wrong path or a proxy.
+    if (seen->status == 404 && ErrorCode(*seen) != "BlobNotFound") {
       return Status(ErrorKind::kAuth,
                     refused +
                         ": the container does not exist and these credentials may not "

@@ -456,9 +456,10 @@ Status FileProcessor::CommitInOrder(
     auto info = d_.blob.GetProperties(blob_name, stop);
     if (!info.ok()) return info.status();
     // No ETag (a proxy that strips it): nothing to make the next commit conditional on, and an
-    // unconditional one could go over a newer version committed after this HEAD.
+    // unconditional one could go over a newer version committed after this HEAD. Counted
+    // against the file, so a path that always strips it ends in a dead letter that says so.
     if (info->has_value() && (*info)->etag.empty()) {
-      return Status(ErrorKind::kUnavailable,
+      return Status(ErrorKind::kTransient,
                     "commit " + blob_name + ": storage answered HEAD without an ETag");
     }
     props.if_absent = !info->has_value();  // deleted meanwhile: the name is free again
@@ -796,8 +797,9 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
     if (s.message() == kNotAFile) {
       // A directory under the file's name: the producer replaced the file by it just before the
-      // claim's rename, which attributes cached a moment too long let through (or a claim so
-      // made before a crash). It goes back where it was, for the scanner to walk.
+      // claim's rename, which attributes cached a moment too long let through. It goes back
+      // where it was, for the scanner to walk. (One so claimed just before a crash stays in
+      // .processing: the walks there see only files.)
       ReturnToIncoming(claim);
       break;
     }

@@ -1,6 +1,7 @@
 // BlobClient against a real Azurite: names that need encoding, block uploads streamed from a
 // file, properties, idempotent commits, SAS and Shared Key authorization.
 #include "azurite_test_util.h"
+#include "support/fault_proxy.h"
 #include "util/crc64.h"
 
 #include <fcntl.h>
@@ -375,6 +376,23 @@ TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
   EXPECT_EQ(s.message().find("does not exist"), std::string::npos) << s.ToString();
 }
 
+// Only BlobNotFound shows the container is there: a 404 without that code (a wrong path, a
+// proxy's own answer) leaves the refused create as it was.
+TEST_F(BlobClientAzuriteTest, ARefusedCreateIsNotExcusedByABare404) {
+  nbu::test::FaultProxy proxy(azurite_->port(), [](const nbu::test::ProxyRequest& r) {
+    if (r.method == "PUT") return nbu::test::FaultAction::Status(403, "AuthorizationFailure");
+    return nbu::test::FaultAction::Status(404, "");
+  });
+  BlobClientOptions o = test::AzuriteOptions(*azurite_, test::UniqueContainer("bare404"));
+  o.endpoint = "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + kAzuriteAccount;
+  auto cred = SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
+  ASSERT_TRUE(cred.ok());
+  BlobClient client(o, *cred, transport_, RealClock::Instance());
+  Status s = client.CreateContainerIfMissing();
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth) << s.ToString();
+  EXPECT_EQ(proxy.Count("container-check", "HEAD"), 1u);
+}
+
 // Block IDs of one blob must all have one length: another writer's uncommitted blocks with IDs
 // of another length make every Put Block fail until they go. The error says what the operator
 // can do, since no retry helps.
@@ -386,7 +404,7 @@ TEST_F(BlobClientAzuriteTest, ForeignUncommittedBlocksAreExplained) {
   Status s = client->PutBlock("f.bin", "a-much-longer-id", Body::FromMemory(data), Md5::Of(data));
   EXPECT_EQ(s.kind(), ErrorKind::kPermanent) << s.ToString();
   EXPECT_NE(s.message().find("InvalidBlobOrBlock"), std::string::npos) << s.ToString();
-  EXPECT_NE(s.message().find("another writer's uncommitted blocks"), std::string::npos)
+  EXPECT_NE(s.message().find("likely another writer's uncommitted blocks"), std::string::npos)
       << s.ToString();
 }
 
