@@ -73,6 +73,15 @@ Result<uint64_t> SessionStore::Newest() const {
   if (entries.ok()) {
     for (const auto& e : *entries) newest = std::max(newest, ParseGeneration(e.name).value_or(0));
   }
+  // An NFS client may serve the listing from a cache for a while (with default mount options
+  // up to a minute); a lookup by name is not cached when it fails (lookupcache=positive). So the
+  // next names are asked for too: a gap of one, since each publish keeps the one before it.
+  for (uint64_t ahead = 1; ahead <= 2; ++ahead) {
+    if (fs::Stat(GenerationPath(newest + ahead)).ok()) {
+      newest += ahead;
+      ahead = 0;
+    }
+  }
   return newest;
 }
 
@@ -83,7 +92,12 @@ Result<std::optional<SessionState>> SessionStore::Load(uint64_t* generation) con
     const uint64_t g = *newest;
     const std::string path = g == 0 ? legacy_path_ : GenerationPath(g);
     auto text = fs::ReadSmallFile(path, kMaxFileBytes);
-    if (!text.ok() && text.status().kind() == ErrorKind::kNotFound && g != 0) continue;
+    if (!text.ok() && text.status().kind() == ErrorKind::kNotFound && g != 0) {
+      // Removed since it was listed, or known here and gone (the directory cleared by hand, a
+      // volume restored): this store's high-water mark no longer holds. Ask again from scratch.
+      known_.store(0);
+      continue;
+    }
     if (generation != nullptr) *generation = g;
     if (!text.ok()) {
       if (text.status().kind() == ErrorKind::kNotFound) return std::optional<SessionState>{};

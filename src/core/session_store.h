@@ -7,8 +7,10 @@
 // generation g writes its new state to a temp file of its own and links it to <g+1>.json: link()
 // creates the name only if it is absent, atomically on the NFS server, so of two writers that read
 // the same g one wins and the other gets kConflict, reads again and decides on the winner's state.
-// Readers take the highest generation present. Each publish removes the generations below the
-// previous one, so the directory holds two or three files and listing it stays cheap.
+// Readers take the highest generation present: listed, or found by name just above the listed
+// ones (a listing can be cached for a while, a failed lookup is not). Each publish removes the
+// generations below the previous one, so the directory holds two or three files and listing it
+// stays cheap.
 //
 // The single file <processing>/_session.json of earlier versions is read as generation 0 while no
 // numbered generation exists (an upgrade keeps its session), and removed with the old generations.

@@ -98,6 +98,27 @@ TEST(SessionStoreTest, OldGenerationsAreRemoved) {
   EXPECT_EQ(g, 20u);
 }
 
+// A store remembers the highest generation it saw, so a stale listing never sends it back. If
+// that generation is gone for good (the directory cleared by hand, a volume restored), the store
+// starts over from what is there instead of failing every read until it restarts.
+TEST(SessionStoreTest, AGenerationKnownHereAndGoneIsForgotten) {
+  TempDir dir;
+  SessionStore store(dir.path());
+  ASSERT_TRUE(store.Save({"s1", "", true, ""}, 0).ok());
+  ASSERT_TRUE(store.Save({"s1", "", false, ""}, 1).ok());
+  ASSERT_TRUE(fs::RemoveTree(dir.path() + "/_session").ok());
+  uint64_t g = 7;
+  auto got = store.Load(&g);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_FALSE(got->has_value());
+  EXPECT_EQ(g, 0u);
+  ASSERT_TRUE(store.Save({"s2", "", true, ""}, g).ok());
+  got = store.Load(&g);
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ((*got)->name, "s2");
+  EXPECT_EQ(g, 1u);
+}
+
 // A volume written by the version before generations held one _session.json: it is the current
 // state (generation 0) until the first change, which is decided on it, so an upgrade neither
 // loses an active session nor lets a second one start beside it.
