@@ -652,7 +652,20 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
   telemetry::Span span = d_.tracer.StartSpan("complete", &parent);
   Status done = Complete(claim);
   if (!done.ok()) span.SetError(done.ToString());
+  if (done.ok()) ClaimAgainIfWritten(*staged, claim);
   return done;
+}
+
+void FileProcessor::ClaimAgainIfWritten(const StagedFile& f, const ClaimPath& claim) {
+  auto st = fs::FStatFresh(f.src.get());
+  if (!st.ok() || (st->size == f.source.size && st->mtime_ns == f.source.mtime_ns)) return;
+  ClaimPath again = claim.WithState(ClaimState::kClaimed).WithRuns(0);
+  again.nonce = NewNonce();
+  const Status s =
+      fs::RenameEntry(ProcessingPath(claim.WithState(ClaimState::kDone)), ProcessingPath(again));
+  LogWarn(s.ok() ? "written to during its completion: claimed again, to be uploaded again"
+                 : "written to during its completion, and could not be claimed again",
+          {{"blob", claim.BlobName()}, {"claim", again.Path()}, {"error", s.ToString()}});
 }
 
 void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {

@@ -146,6 +146,11 @@ class FileProcessor {
   // A failed staging call: out of space or quota, it is this replica's problem, not the file's
   // (kStaging: the attempt waits and does not count, and the status says staging_full).
   Status StagingFailure(const std::string& what, int err);
+  // After the completion rename: a write that landed between the last check and the rename is
+  // in the marker, where a sweep cannot tell it (the rename moved the ctime past it). Such a
+  // marker becomes a fresh claim of this replica, which the sweep picks up as an orphan and
+  // queues; writes after the rename the sweep finds itself.
+  void ClaimAgainIfWritten(const StagedFile& f, const ClaimPath& claim);
   // Moves a claim that is not a regular file back to its incoming path.
   void ReturnToIncoming(const ClaimPath& claim);
   // Renames the claim to carry `runs` (in flight under both names meanwhile); on success the
