@@ -39,14 +39,15 @@ OtlpResource MakeOtlpResource(const TelemetryConfig& config) {
   }
   r.attributes.emplace_back("telemetry.sdk.name", std::string("nbu-telemetry"));
   r.attributes.emplace_back("telemetry.sdk.language", std::string("cpp"));
-  for (const auto& [k, v] : config.resource_attributes) {
-    if (k == "service.name") continue;
+  for (const auto& attribute : config.resource_attributes) {
+    const std::string& key = attribute.first;
+    if (key == "service.name") continue;
     const auto same = std::find_if(r.attributes.begin(), r.attributes.end(),
-                                   [&k](const auto& kv) { return kv.first == k; });
+                                   [&key](const auto& kv) { return kv.first == key; });
     if (same != r.attributes.end()) {
-      same->second = v;
+      same->second = attribute.second;
     } else {
-      r.attributes.emplace_back(k, v);
+      r.attributes.push_back(attribute);
     }
   }
   return r;
