@@ -58,7 +58,7 @@ Result<std::optional<SessionState>> Parse(const std::string& path, const std::st
 
 }  // namespace
 
-SessionStore::SessionStore(std::string processing_root)
+SessionStore::SessionStore(const std::string& processing_root)
     : legacy_path_(fs::Join(processing_root, "_session.json")),
       dir_(fs::Join(processing_root, "_session")) {}
 

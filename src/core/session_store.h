@@ -34,7 +34,7 @@ struct SessionState {
 
 class SessionStore {
  public:
-  explicit SessionStore(std::string processing_root);
+  explicit SessionStore(const std::string& processing_root);
   // The newest state; nullopt when no session was ever started; an unreadable file is an error.
   // `generation` (if given) is set to the generation read, also when its file is damaged, so that
   // a writer can replace it.
