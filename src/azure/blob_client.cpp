@@ -284,8 +284,8 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
     if (seen->status == 404 && ErrorCode(*seen) != "BlobNotFound") {
       return Status(ErrorKind::kAuth,
                     refused +
-                        ": the container does not exist and these credentials may not "
-                        "create it");
+                        ": the container may not exist (no BlobNotFound for a blob that "
+                        "is not there), and these credentials may not create it");
     }
     LogInfo("these credentials may not create containers; the container exists",
             {{"container", options_.container}, {"error", refused}});

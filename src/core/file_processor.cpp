@@ -616,7 +616,7 @@ Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
 Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
                               std::optional<fs::FileStat>& torn_at, bool* skipped, uint64_t* bytes,
-                              bool* committed) {
+                              bool* committed, std::optional<fs::FileStat>* source) {
   // A name Azure would refuse is dead-lettered at once, the same way on Azurite, which takes it.
   if (Status s = CheckBlobName(claim.BlobName()); !s.ok()) return s;
   // The stage and upload spans overlap for block uploads: blocks are sent while later ones are
@@ -628,6 +628,7 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     return staged.status();
   }
   *bytes = staged->size;
+  *source = staged->source;
   stage_span.SetAttribute("file.size", static_cast<int64_t>(staged->size));
   Status up;
   {
@@ -652,20 +653,28 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
   telemetry::Span span = d_.tracer.StartSpan("complete", &parent);
   Status done = Complete(claim);
   if (!done.ok()) span.SetError(done.ToString());
-  if (done.ok()) ClaimAgainIfWritten(*staged, claim);
   return done;
 }
 
-void FileProcessor::ClaimAgainIfWritten(const StagedFile& f, const ClaimPath& claim) {
-  auto st = fs::FStatFresh(f.src.get());
-  if (!st.ok() || (st->size == f.source.size && st->mtime_ns == f.source.mtime_ns)) return;
+void FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimPath& claim) {
+  // Our marker, as the file server has it: gone if another replica took the claim over.
+  auto st = fs::StatFresh(ProcessingPath(claim.WithState(ClaimState::kDone)));
+  if (!st.ok() || (st->size == source.size && st->mtime_ns == source.mtime_ns)) return;
   ClaimPath again = claim.WithState(ClaimState::kClaimed).WithRuns(0);
   again.nonce = NewNonce();
   const Status s =
       fs::RenameEntry(ProcessingPath(claim.WithState(ClaimState::kDone)), ProcessingPath(again));
-  LogWarn(s.ok() ? "written to during its completion: claimed again, to be uploaded again"
-                 : "written to during its completion, and could not be claimed again",
-          {{"blob", claim.BlobName()}, {"claim", again.Path()}, {"error", s.ToString()}});
+  if (s.ok()) {
+    LogWarn("written to during its completion: claimed again, to be uploaded again",
+            {{"blob", claim.BlobName()}, {"claim", again.Path()}});
+    return;
+  }
+  const std::string why =
+      "written to during its completion, and could not be claimed again "
+      "(its marker keeps the bytes until it is collected): " +
+      s.ToString();
+  LogError(why, {{"blob", claim.BlobName()}});
+  d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), why);
 }
 
 void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
@@ -765,6 +774,11 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   bool committed = false;
   bool skipped = false;
   uint64_t bytes = 0;
+  std::optional<fs::FileStat> source;  // the claim as the last attempt opened it
+  // The marker this claim becomes is in flight too, until the look after the completion rename
+  // (ClaimAgainIfWritten): a sweep must not collect it before that look has moved it.
+  const std::string done_path = claim.WithState(ClaimState::kDone).Path();
+  d_.inflight.HoldMarker(done_path);
   while (run) {
     Status s;
     if (committed) {
@@ -774,9 +788,10 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     } else {
       skipped = false;  // an earlier attempt's skip was undone by its torn copy
       s = Attempt(claim, item.check_existing, root.context(), stop, torn_at, &skipped, &bytes,
-                  &committed);
+                  &committed, &source);
     }
     if (s.ok()) {
+      if (source) ClaimAgainIfWritten(*source, claim);
       const double secs = ToSeconds(d_.clock.Now() - started);
       if (skipped) {
         d_.inst.files_skipped.Add();
@@ -872,6 +887,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
   }
   d_.inst.files_in_progress.Add(-1);
+  d_.inflight.ReleaseMarker(done_path);
   d_.inflight.Remove(claim.Path());
 }
 

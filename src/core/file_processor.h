@@ -146,11 +146,12 @@ class FileProcessor {
   // A failed staging call: out of space or quota, it is this replica's problem, not the file's
   // (kStaging: the attempt waits and does not count, and the status says staging_full).
   Status StagingFailure(const std::string& what, int err);
-  // After the completion rename: a write that landed between the last check and the rename is
-  // in the marker, where a sweep cannot tell it (the rename moved the ctime past it). Such a
-  // marker becomes a fresh claim of this replica, which the sweep picks up as an orphan and
-  // queues; writes after the rename the sweep finds itself.
-  void ClaimAgainIfWritten(const StagedFile& f, const ClaimPath& claim);
+  // After the completion rename (the first or a retried one): a write that landed between the
+  // last check and the rename is in the marker, where a sweep cannot tell it (the rename moved
+  // the ctime past it). Such a marker becomes a fresh claim of this replica, which the sweep
+  // picks up as an orphan and queues; writes after the rename the sweep finds itself. Until
+  // this look the marker is in flight, so a sweep of this replica leaves it alone.
+  void ClaimAgainIfWritten(const fs::FileStat& source, const ClaimPath& claim);
   // Moves a claim that is not a regular file back to its incoming path.
   void ReturnToIncoming(const ClaimPath& claim);
   // Renames the claim to carry `runs` (in flight under both names meanwhile); on success the
@@ -178,7 +179,7 @@ class FileProcessor {
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
-                 uint64_t* bytes, bool* committed);
+                 uint64_t* bytes, bool* committed, std::optional<fs::FileStat>* source);
 
   std::string ProcessingPath(const ClaimPath& c) const;
   Deps d_;

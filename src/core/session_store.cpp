@@ -94,8 +94,10 @@ Result<std::optional<SessionState>> SessionStore::Load(uint64_t* generation) con
     auto text = fs::ReadSmallFile(path, kMaxFileBytes);
     if (!text.ok() && text.status().kind() == ErrorKind::kNotFound && g != 0) {
       // Removed since it was listed, or known here and gone (the directory cleared by hand, a
-      // volume restored): this store's high-water mark no longer holds. Ask again from scratch.
-      known_.store(0);
+      // volume restored). In the second case this store's high-water mark no longer holds:
+      // dropped, unless another thread has raised it meanwhile. Then asked again.
+      uint64_t expected = g;
+      known_.compare_exchange_strong(expected, 0);
       continue;
     }
     if (generation != nullptr) *generation = g;

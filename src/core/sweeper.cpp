@@ -83,6 +83,8 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   if (!c) return;  // not ours (e.g. a temp file): never delete what we cannot parse
   const std::string full = fs::Join(config_.processing_root, rel);
   if (c->state == ClaimState::kDone) {
+    // A worker of ours has yet to look at it after its completion rename.
+    if (inflight_.MarkerHeld(c->Path())) return;
     auto st = fs::Stat(full);
     if (!st.ok()) return;  // collected by another replica's sweep meanwhile
     if (st->mtime_ns == st->ctime_ns) {
@@ -117,14 +119,14 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     return;
   }
   if (!leases_.IsDead(c->owner)) return;
-  if (ClaimAs(full, c->WithOwner(config_.replica_id), "took over a claim of a dead replica",
-              stop)) {
+  if (ClaimAs(full, c->WithOwner(config_.replica_id), c->owner,
+              "took over a claim of a dead replica", stop)) {
     inst_.takeovers.Add();
   }
 }
 
-bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const char* what,
-                      std::stop_token stop) {
+bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const std::string& from,
+                      const char* what, std::stop_token stop) {
   if (!inflight_.Add(to.Path())) return false;
   Status s = fs::RenameEntry(full, fs::Join(config_.processing_root, to.Path()));
   if (!s.ok()) {
@@ -134,7 +136,7 @@ bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const char* 
     }
     return false;
   }
-  LogWarn(what, {{"blob", to.BlobName()}, {"claim", to.Path()}});
+  LogWarn(what, {{"blob", to.BlobName()}, {"claim", to.Path()}, {"from", from}});
   WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, to, true, clock_.Now()};
   (void)enqueue_(std::move(item), stop);
   return true;
@@ -148,12 +150,15 @@ void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
   if (before == written_candidates_.end() || before->second != seen) return;  // still written
   ClaimPath again = done.WithOwner(config_.replica_id).WithState(ClaimState::kClaimed).WithRuns(0);
   again.nonce = NewNonce();
-  (void)ClaimAs(full, again, "a completed file was written to after its upload: uploading it again",
-                stop);
+  (void)ClaimAs(full, again, done.owner,
+                "a completed file was written to after its upload: uploading it again", stop);
 }
 
 std::optional<bool> Sweeper::RenameMovesCtime() {
   if (rename_moves_ctime_) return rename_moves_ctime_;
+  // Failed in this sweep already: once per sweep, not once per marker (it can sleep a second).
+  if (probe_failed_in_sweep_) return std::nullopt;
+  probe_failed_in_sweep_ = true;  // until it returns an answer below
   const std::string a = fs::Join(config_.processing_root, "_ctime-probe-" + config_.replica_id);
   const std::string b = a + ".renamed";
   struct Cleanup {
@@ -179,11 +184,13 @@ std::optional<bool> Sweeper::RenameMovesCtime() {
     if (!after.ok()) return std::nullopt;
     if (after->ctime_ns > before->ctime_ns) {
       rename_moves_ctime_ = true;
+      probe_failed_in_sweep_ = false;
       return rename_moves_ctime_;
     }
     std::swap(from, to);
   }
   rename_moves_ctime_ = false;
+  probe_failed_in_sweep_ = false;
   LogWarn(
       "a rename does not move a file's change time on this volume: a write into a file "
       "after its upload cannot be told, and its completion marker is collected as it is",
@@ -195,6 +202,7 @@ void Sweeper::Sweep(std::stop_token stop) {
   leases_.Observe();
   orphans_now_.clear();
   written_now_.clear();
+  probe_failed_in_sweep_ = false;
   owners_with_claims_.clear();
   unlisted_.clear();
   Walk(

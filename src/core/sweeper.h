@@ -58,9 +58,10 @@ class Sweeper {
   void OnWrittenMarker(const ClaimPath& done, const std::string& full, const fs::FileStat& st,
                        std::stop_token stop);
   // Renames the entry at `full` to the claim `to` of this replica and queues it (`what` names
-  // the move in the log). ENOENT: another replica's sweep moved it first, quietly.
-  bool ClaimAs(const std::string& full, const ClaimPath& to, const char* what,
-               std::stop_token stop);
+  // the move in the log, `from` the entry's owner). ENOENT: another replica's sweep moved it first,
+  // quietly.
+  bool ClaimAs(const std::string& full, const ClaimPath& to, const std::string& from,
+               const char* what, std::stop_token stop);
   // Whether a rename moves a file's ctime on the processing volume, which the written-marker
   // test needs (a server that does not would have every marker look written to): probed with a
   // file of our own. Unknown (nullopt) while the probe cannot be made: such markers wait.
@@ -77,6 +78,7 @@ class Sweeper {
   std::set<std::string> owners_with_claims_;  // collected in this sweep
   std::string unlisted_;                      // this sweep's first listing failure
   std::optional<bool> rename_moves_ctime_;    // once probed
+  bool probe_failed_in_sweep_ = false;        // the probe could not be made in this sweep
   // Written-to markers seen in the last sweep (path -> size, mtime), and in this one.
   std::map<std::string, std::pair<uint64_t, int64_t>> written_candidates_;
   std::map<std::string, std::pair<uint64_t, int64_t>> written_now_;

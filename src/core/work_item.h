@@ -44,10 +44,25 @@ class InFlight {
     std::lock_guard lock(mu_);
     return paths_.size();
   }
+  // Completion markers a worker has yet to look at after its completion rename (not counted
+  // in size(): the claim they come from is).
+  void HoldMarker(const std::string& marker_path) {
+    std::lock_guard lock(mu_);
+    markers_.insert(marker_path);
+  }
+  void ReleaseMarker(const std::string& marker_path) {
+    std::lock_guard lock(mu_);
+    markers_.erase(marker_path);
+  }
+  bool MarkerHeld(const std::string& marker_path) const {
+    std::lock_guard lock(mu_);
+    return markers_.count(marker_path) != 0;
+  }
 
  private:
   mutable std::mutex mu_;
-  std::set<std::string> paths_;  // guarded by mu_
+  std::set<std::string> paths_;    // guarded by mu_
+  std::set<std::string> markers_;  // guarded by mu_
 };
 
 }  // namespace nbu::core

@@ -50,9 +50,12 @@ Result<FileStat> FStat(int fd) {
   return FromStat(st);
 }
 
-Result<FileStat> FStatFresh(int fd) {
+namespace {
+
+// statx with AT_STATX_FORCE_SYNC: the file server's attributes, not the client's cache.
+Result<FileStat> StatxFresh(int dirfd, const char* path, int flags) {
   struct statx stx {};
-  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx) != 0) {
+  if (::statx(dirfd, path, flags | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx) != 0) {
     return ErrnoStatus("statx", errno);
   }
   FileStat s;
@@ -64,6 +67,14 @@ Result<FileStat> FStatFresh(int fd) {
   s.is_dir = S_ISDIR(stx.stx_mode);
   s.is_regular = S_ISREG(stx.stx_mode);
   return s;
+}
+
+}  // namespace
+
+Result<FileStat> FStatFresh(int fd) { return StatxFresh(fd, "", AT_EMPTY_PATH); }
+
+Result<FileStat> StatFresh(const std::string& path) {
+  return StatxFresh(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW);
 }
 
 Fd::~Fd() {

@@ -33,6 +33,7 @@ Result<FileStat> FStat(int fd);
 // fstat that asks the file server now (statx with AT_STATX_FORCE_SYNC): an NFS client otherwise
 // answers from attributes it cached at open, and a write by another host goes unseen.
 Result<FileStat> FStatFresh(int fd);
+Result<FileStat> StatFresh(const std::string& path);  // the same by path (lstat: no symlinks)
 
 // An owned file descriptor.
 class Fd {

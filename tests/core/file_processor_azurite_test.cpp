@@ -394,28 +394,39 @@ TEST_F(FileProcessorAzuriteTest, ACompletionRenameFailingAfterTheCommitIsRetried
 
 // A write that lands after the last check and before the completion rename goes into the
 // marker, and the rename moves its ctime past the write, so a sweep could not tell it from an
-// ordinary marker. The worker looks once more after the rename: the marker becomes a fresh claim
-// of this replica (runs 0, a new nonce), holding every byte, for the sweep to queue.
+// ordinary marker. The worker looks once more after the rename, the first one or one retried
+// after it failed (the write then lands during the wait): the marker becomes a fresh claim of
+// this replica (runs 0, a new nonce), holding every byte, for the sweep to queue.
 TEST_F(FileProcessorAzuriteTest, AWriteJustBeforeTheCompletionRenameIsClaimedAgain) {
-  const std::string head = PatternBytes(20'000, 39);
-  WorkItem item = PlaceClaim("just-before.bin", head, false);
-  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.complete_rename = [](const std::string& from, const std::string& to) {
-    std::ofstream(from, std::ios::binary | std::ios::app) << "tail";
-    return fs::RenameEntry(from, to);
-  };
-  FileProcessor processor(std::move(deps));
-  processor.Process(item, {});
-  ExpectBlobHolds(item, head);
-  const auto left = Entries(config_.processing_root);
-  ASSERT_EQ(left.size(), 1u) << testing::PrintToString(left);
-  const auto again = ParseClaimPath(left[0]);
-  ASSERT_TRUE(again.has_value()) << left[0];
-  EXPECT_EQ(again->state, ClaimState::kClaimed);
-  EXPECT_EQ(again->runs, 0);
-  EXPECT_NE(again->nonce, item.claim.nonce);
-  EXPECT_EQ(again->BlobName(), item.claim.BlobName());
-  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.processing_root, left[0])), head + "tail");
+  for (const bool first_fails : {false, true}) {
+    const std::string head = PatternBytes(20'000, 39);
+    WorkItem item = PlaceClaim(first_fails ? "during-retry.bin" : "just-before.bin", head, false);
+    int renames = 0;
+    FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+    deps.complete_rename = [&](const std::string& from, const std::string& to) {
+      if (++renames == 1) std::ofstream(from, std::ios::binary | std::ios::app) << "tail";
+      if (first_fails && renames == 1) {
+        return Status(ErrorKind::kTransient, "rename: Input/output error");
+      }
+      return fs::RenameEntry(from, to);
+    };
+    FileProcessor processor(std::move(deps));
+    processor.Process(item, {});
+    ExpectBlobHolds(item, head);
+    const auto left = Entries(config_.processing_root);
+    ASSERT_EQ(left.size(), 1u) << testing::PrintToString(left);
+    const auto again = ParseClaimPath(left[0]);
+    ASSERT_TRUE(again.has_value()) << left[0];
+    EXPECT_EQ(again->state, ClaimState::kClaimed) << first_fails;
+    EXPECT_EQ(again->runs, 0);
+    EXPECT_NE(again->nonce, item.claim.nonce);
+    EXPECT_EQ(again->BlobName(), item.claim.BlobName());
+    EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.processing_root, left[0])), head + "tail");
+    EXPECT_EQ(inflight_.size(), 0u) << "the claim is out of flight again";
+    EXPECT_FALSE(inflight_.MarkerHeld(item.claim.WithRuns(2).WithState(ClaimState::kDone).Path()))
+        << "nor is its marker held";
+    ASSERT_EQ(::unlink(fs::Join(config_.processing_root, left[0]).c_str()), 0);
+  }
 }
 
 // A claim queued twice (a walk listed it just before the first worker's run-count rename): the

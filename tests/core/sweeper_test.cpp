@@ -98,6 +98,18 @@ TEST_F(SweeperTest, GcRemovesDoneMarkersAndEmptyDirsButNotUnknownFiles) {
   EXPECT_FALSE(Exists("20261127"));
 }
 
+// A marker whose worker has yet to look at it after the completion rename (a write just before
+// the rename would be in it) is not collected until the worker releases it.
+TEST_F(SweeperTest, AMarkerHeldByItsWorkerIsNotCollected) {
+  const ClaimPath done = Claim("held", "me", ClaimState::kDone);
+  inflight.HoldMarker(done.Path());
+  sweeper.Sweep({});
+  EXPECT_TRUE(Exists(done.Path()));
+  inflight.ReleaseMarker(done.Path());
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+}
+
 TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
   config.completed_retention_s = 3600;
   const ClaimPath done = Claim("x", "me", ClaimState::kDone);
@@ -135,8 +147,13 @@ TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsS
     EXPECT_TRUE(queued[0].check_existing);
     EXPECT_TRUE(inflight.Contains(again.Path()));
     EXPECT_EQ(nbu::test::ReadFile(config.processing_root + "/" + again.Path()), "head+tail");
-    // Uploaded and completed again: a rename, after which the marker is an ordinary one.
+    // Uploaded and completed again: a rename, after which the marker is an ordinary one (its
+    // mtime older than its ctime; set back, since a kernel with coarse timestamps may give the
+    // append and this rename, a moment apart, the same tick).
     inflight.Remove(again.Path());
+    const timespec times[2] = {{0, UTIME_OMIT}, {1'700'000'000, 0}};
+    ASSERT_EQ(
+        ::utimensat(AT_FDCWD, (config.processing_root + "/" + again.Path()).c_str(), times, 0), 0);
     const ClaimPath completed = again.WithState(ClaimState::kDone);
     ASSERT_TRUE(fs::RenameEntry(config.processing_root + "/" + again.Path(),
                                 config.processing_root + "/" + completed.Path())
