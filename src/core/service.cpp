@@ -320,35 +320,47 @@ bool Service::Shutdown(Duration grace) {
   return true;
 }
 
-Service::WatchError Service::StartWatch(const std::string& name, SessionState* out,
-                                        std::string* error) {
-  std::lock_guard watch(watch_mu_);  // orders this process only; replicas race on the volume
-  SessionState s{name, "", true, ""};
-  // Save is a compare-and-swap on the generation read (session_store.h): when another replica
-  // changed the session in between, the request is decided again on what it wrote.
+Service::WatchError Service::UpdateSession(
+    const std::function<WatchError(const SessionRead&, SessionState*)>& decide, SessionState* next,
+    std::string* error) {
   for (int attempt = 1;; ++attempt) {
     uint64_t generation = 0;
-    auto loaded = sessions_.Load(&generation);
-    if (!loaded.ok() && loaded.status().kind() != ErrorKind::kPermanent) {
-      *error = loaded.status().ToString();
-      return WatchError::kStorage;
+    const SessionRead loaded = sessions_.Load(&generation);
+    if (const WatchError refused = decide(loaded, next); refused != WatchError::kNone) {
+      return refused;
     }
-    if (!loaded.ok()) {
-      // A damaged session file must not lock the operator out: the new session replaces it.
-      LogWarn("session file unreadable; replacing it", {{"error", loaded.status().ToString()}});
-    } else if (*loaded && (*loaded)->active) {
-      *out = **loaded;
-      return WatchError::kAlreadyActive;
-    }
-    s.started_at = FormatTimestamp(clock_.WallNow());
-    Status st = sessions_.Save(s, generation);
+    Status st = sessions_.Save(*next, generation);
     if (st.kind() == ErrorKind::kConflict && attempt < kSessionSaveAttempts) continue;
     if (!st.ok()) {
       *error = st.ToString();
       return WatchError::kStorage;
     }
-    break;
+    return WatchError::kNone;
   }
+}
+
+Service::WatchError Service::StartWatch(const std::string& name, SessionState* out,
+                                        std::string* error) {
+  std::lock_guard watch(watch_mu_);  // orders this process only; replicas race on the volume
+  SessionState s;
+  const WatchError result = UpdateSession(
+      [&](const SessionRead& loaded, SessionState* next) {
+        if (!loaded.ok() && loaded.status().kind() != ErrorKind::kPermanent) {
+          *error = loaded.status().ToString();
+          return WatchError::kStorage;
+        }
+        if (!loaded.ok()) {
+          // A damaged session file must not lock the operator out: the new session replaces it.
+          LogWarn("session file unreadable; replacing it", {{"error", loaded.status().ToString()}});
+        } else if (*loaded && (*loaded)->active) {
+          *out = **loaded;
+          return WatchError::kAlreadyActive;
+        }
+        *next = SessionState{name, FormatTimestamp(clock_.WallNow()), true, ""};
+        return WatchError::kNone;
+      },
+      &s, error);
+  if (result != WatchError::kNone) return result;
   if (Status st = fs::MkdirAll(fs::Join(config_.incoming_dir, name)); !st.ok()) {
     LogWarn("cannot create the session directory", {{"error", st.ToString()}});
   }
@@ -366,27 +378,22 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
 Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
   std::lock_guard watch(watch_mu_);
   SessionState s;
-  // As in StartWatch: a lost race reads the winner's state and decides again, so a session that
-  // another replica stopped is not stopped twice, and one it started meanwhile is not erased.
-  for (int attempt = 1;; ++attempt) {
-    uint64_t generation = 0;
-    auto loaded = sessions_.Load(&generation);
-    if (!loaded.ok()) {
-      *error = loaded.status().ToString();
-      return WatchError::kStorage;
-    }
-    if (!*loaded || !(*loaded)->active) return WatchError::kNotActive;
-    s = **loaded;
-    s.active = false;
-    s.stopped_at = FormatTimestamp(clock_.WallNow());
-    Status st = sessions_.Save(s, generation);
-    if (st.kind() == ErrorKind::kConflict && attempt < kSessionSaveAttempts) continue;
-    if (!st.ok()) {
-      *error = st.ToString();
-      return WatchError::kStorage;
-    }
-    break;
-  }
+  // A lost race decides again on the winner's state, so a session that another replica stopped
+  // is not stopped twice, and one it started meanwhile is the one stopped, not erased.
+  const WatchError result = UpdateSession(
+      [&](const SessionRead& loaded, SessionState* next) {
+        if (!loaded.ok()) {
+          *error = loaded.status().ToString();
+          return WatchError::kStorage;
+        }
+        if (!*loaded || !(*loaded)->active) return WatchError::kNotActive;
+        *next = **loaded;
+        next->active = false;
+        next->stopped_at = FormatTimestamp(clock_.WallNow());
+        return WatchError::kNone;
+      },
+      &s, error);
+  if (result != WatchError::kNone) return result;
   {
     std::lock_guard lock(mu_);
     session_ = s;

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -70,6 +71,14 @@ class Service {
   // Before any upload: whether files sent in one Put Blob carry a CRC-64 for storage to check
   // (APP_AZURE_PUT_BLOB_CHECKSUM; auto asks storage whether it checks one) or an MD5.
   bool ChoosePutBlobCheck(std::stop_token stop);
+  // Reads the session, lets `decide` turn what it read into the state to publish in *next (or
+  // refuse: any other result than kNone, returned as it is), and publishes that as a
+  // compare-and-swap on the generation read (session_store.h): when another replica changed the
+  // session in between, `decide` runs again on what that one wrote.
+  using SessionRead = Result<std::optional<SessionState>>;
+  WatchError UpdateSession(
+      const std::function<WatchError(const SessionRead&, SessionState*)>& decide,
+      SessionState* next, std::string* error);
   void ScanLoop(std::stop_token stop);
   void WorkerLoop(std::stop_token stop);
   void SweepLoop(std::stop_token stop);
