@@ -658,12 +658,11 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
 
 void FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimPath& claim) {
   // Our marker, as the file server has it: gone if another replica took the claim over.
-  auto st = fs::StatFresh(ProcessingPath(claim.WithState(ClaimState::kDone)));
+  const std::string marker = ProcessingPath(claim.WithState(ClaimState::kDone));
+  auto st = fs::StatFresh(marker);
   if (!st.ok() || (st->size == source.size && st->mtime_ns == source.mtime_ns)) return;
-  ClaimPath again = claim.WithState(ClaimState::kClaimed).WithRuns(0);
-  again.nonce = NewNonce();
-  const Status s =
-      fs::RenameEntry(ProcessingPath(claim.WithState(ClaimState::kDone)), ProcessingPath(again));
+  const ClaimPath again = claim.Renewed(claim.owner);
+  const Status s = fs::RenameEntry(marker, ProcessingPath(again));
   if (s.ok()) {
     LogWarn("written to during its completion: claimed again, to be uploaded again",
             {{"blob", claim.BlobName()}, {"claim", again.Path()}});

@@ -138,6 +138,12 @@ ClaimPath ClaimPath::WithRuns(int r) const {
   return c;
 }
 
+ClaimPath ClaimPath::Renewed(std::string o) const {
+  ClaimPath c = WithOwner(std::move(o)).WithState(ClaimState::kClaimed).WithRuns(0);
+  c.nonce = NewNonce();
+  return c;
+}
+
 // The longest a failed entry's name gets after its base: "~<nonce>.failed.json" and the
 // ".tmp-<12 hex>" of the reason's atomic write.
 constexpr size_t kFailedSuffixMax = 1 + 16 + 12 + 5 + 12;

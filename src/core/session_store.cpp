@@ -68,21 +68,25 @@ std::string SessionStore::GenerationPath(uint64_t generation) const {
 
 Result<uint64_t> SessionStore::Newest() const {
   uint64_t newest = known_.load();
+  // Listed on every read (two or three names), though a lookup by name would do between
+  // changes: a generation left behind by a failed removal must not pass for the newest.
   auto entries = fs::ListDir(dir_);
   if (!entries.ok() && entries.status().kind() != ErrorKind::kNotFound) return entries.status();
   if (entries.ok()) {
     for (const auto& e : *entries) newest = std::max(newest, ParseGeneration(e.name).value_or(0));
   }
-  // An NFS client may serve the listing from a cache for a while (with default mount options
-  // up to a minute); a lookup by name is not cached when it fails (lookupcache=positive). So the
-  // next names are asked for too: a gap of one, since each publish keeps the one before it.
-  for (uint64_t ahead = 1; ahead <= 2; ++ahead) {
-    if (fs::Stat(GenerationPath(newest + ahead)).ok()) {
-      newest += ahead;
-      ahead = 0;
+  // Newer ones by name: an NFS client may serve a listing from its cache for a while (up to a
+  // minute with default mount options), a failed lookup it does not cache (lookupcache=positive).
+  // A gap of one is skipped, since each publish keeps the generation before it.
+  for (;;) {
+    if (fs::Stat(GenerationPath(newest + 1)).ok()) {
+      newest += 1;
+    } else if (fs::Stat(GenerationPath(newest + 2)).ok()) {
+      newest += 2;
+    } else {
+      return newest;
     }
   }
-  return newest;
 }
 
 Result<std::optional<SessionState>> SessionStore::Load(uint64_t* generation) const {

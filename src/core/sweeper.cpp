@@ -148,9 +148,7 @@ void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
   written_now_[full] = seen;
   const auto before = written_candidates_.find(full);
   if (before == written_candidates_.end() || before->second != seen) return;  // still written
-  ClaimPath again = done.WithOwner(config_.replica_id).WithState(ClaimState::kClaimed).WithRuns(0);
-  again.nonce = NewNonce();
-  (void)ClaimAs(full, again, done.owner,
+  (void)ClaimAs(full, done.Renewed(config_.replica_id), done.owner,
                 "a completed file was written to after its upload: uploading it again", stop);
 }
 
