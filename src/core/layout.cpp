@@ -138,8 +138,8 @@ ClaimPath ClaimPath::WithRuns(int r) const {
   return c;
 }
 
-ClaimPath ClaimPath::Renewed(std::string o) const {
-  ClaimPath c = WithOwner(std::move(o)).WithState(ClaimState::kClaimed).WithRuns(0);
+ClaimPath ClaimPath::Renewed(const std::string& o) const {
+  ClaimPath c = WithOwner(o).WithState(ClaimState::kClaimed).WithRuns(0);
   c.nonce = NewNonce();
   return c;
 }

@@ -66,7 +66,7 @@ struct ClaimPath {
   ClaimPath WithOwner(std::string o) const;
   ClaimPath WithRuns(int r) const;
   // The same file as a new claim of `o`: claimed, a new nonce, no run yet (the same blob).
-  ClaimPath Renewed(std::string o) const;
+  ClaimPath Renewed(const std::string& o) const;
 };
 
 // The largest run count a claim name carries (APP_MAX_FILE_ATTEMPTS is at most 1000).
