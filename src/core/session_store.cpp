@@ -18,17 +18,31 @@ constexpr size_t kMaxFileBytes = size_t{64} * 1024;
 // published); each such miss lists again, a few times at most.
 constexpr int kReadAttempts = 4;
 
-// "<g>.json" with g >= 1, else nullopt (temp files, anything else).
-std::optional<uint64_t> ParseGeneration(std::string_view name) {
-  constexpr std::string_view kSuffix = ".json";
-  if (!name.ends_with(kSuffix)) return std::nullopt;
-  name.remove_suffix(kSuffix.size());
+// A decimal generation number >= 1, else nullopt.
+std::optional<uint64_t> ParseNumber(std::string_view name) {
   uint64_t g = 0;
   const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), g);
   if (name.empty() || ec != std::errc() || end != name.data() + name.size() || g == 0) {
     return std::nullopt;
   }
   return g;
+}
+
+constexpr std::string_view kTempInfix = ".json.tmp-";
+
+// "<g>.json" with g >= 1, else nullopt (temp files, anything else).
+std::optional<uint64_t> ParseGeneration(std::string_view name) {
+  constexpr std::string_view kSuffix = ".json";
+  if (!name.ends_with(kSuffix)) return std::nullopt;
+  name.remove_suffix(kSuffix.size());
+  return ParseNumber(name);
+}
+
+// "<g>.json.tmp-<random>": the generation a writer meant to publish, else nullopt.
+std::optional<uint64_t> ParseTempGeneration(std::string_view name) {
+  const size_t at = name.find(kTempInfix);
+  if (at == std::string_view::npos) return std::nullopt;
+  return ParseNumber(name.substr(0, at));
 }
 
 void RaiseTo(std::atomic<uint64_t>& v, uint64_t g) {
@@ -141,11 +155,14 @@ Status SessionStore::Save(const SessionState& s, uint64_t loaded) const {
 }
 
 void SessionStore::RemoveOldGenerations(uint64_t newest) const {
-  // The previous generation stays: a reader that listed just before this publish finds it.
+  // The previous generation stays: a reader that listed just before this publish finds it. So
+  // does a temp file meant for it or a later one: its writer may be about to link it (and lose).
+  // An older temp file is a crashed writer's, between its write and its unlink.
   auto entries = fs::ListDir(dir_);
   if (!entries.ok()) return;
   for (const auto& e : *entries) {
-    const auto g = ParseGeneration(e.name);
+    auto g = ParseGeneration(e.name);
+    if (!g) g = ParseTempGeneration(e.name);
     if (g && *g + 1 < newest) (void)fs::Unlink(fs::Join(dir_, e.name));
   }
   if (newest >= 2) (void)fs::Unlink(legacy_path_);  // generation 0, superseded for good

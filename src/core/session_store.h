@@ -9,8 +9,8 @@
 // the same g one wins and the other gets kConflict, reads again and decides on the winner's state.
 // Readers take the highest generation present: listed, or found by name just above the listed
 // ones (a listing can be cached for a while, a failed lookup is not). Each publish removes the
-// generations below the previous one, so the directory holds two or three files and listing it
-// stays cheap.
+// generations below the previous one, and the temp files of writers that crashed, so the
+// directory holds two or three files and listing it stays cheap.
 //
 // The single file <processing>/_session.json of earlier versions is read as generation 0 while no
 // numbered generation exists (an upgrade keeps its session), and removed with the old generations.

@@ -78,19 +78,27 @@ TEST(SessionStoreTest, ASecondPublishOfOneGenerationFailsAndItsWriterSeesTheWinn
 }
 
 // Every publish removes the generations before the previous one, so a reader lists a handful of
-// names however long the volume has been in use, and no temporary file is left behind.
+// names however long the volume has been in use, and no temporary file is left behind: not its
+// own, nor one that a writer which crashed before its unlink left. A temp file of a generation
+// that may still be linked (by a writer that is about to lose) stays.
 TEST(SessionStoreTest, OldGenerationsAreRemoved) {
   TempDir dir;
   SessionStore store(dir.path());
+  const std::string sessions = dir.path() + "/_session";
+  ASSERT_TRUE(fs::MkdirAll(sessions).ok());
+  ASSERT_TRUE(fs::WriteNewFile(sessions + "/3.json.tmp-crashed", "{}").ok());
   for (uint64_t g = 0; g < 20; ++g) {
+    if (g == 18) {
+      ASSERT_TRUE(fs::WriteNewFile(sessions + "/20.json.tmp-racing", "{}").ok());
+    }
     ASSERT_TRUE(store.Save({"s" + std::to_string(g), "", g % 2 == 0, ""}, g).ok());
   }
-  auto entries = fs::ListDir(dir.path() + "/_session");
+  auto entries = fs::ListDir(sessions);
   ASSERT_TRUE(entries.ok());
   std::vector<std::string> names;
   for (const auto& e : *entries) names.push_back(e.name);
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"19.json", "20.json"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"19.json", "20.json", "20.json.tmp-racing"}));
   uint64_t g = 0;
   auto got = store.Load(&g);
   ASSERT_TRUE(got.ok() && got->has_value());
