@@ -340,6 +340,40 @@ TEST_F(SweeperTest, ClaimOfAReplicaWithoutAnyLeaseIsTakenAfterTheTimeout) {
   EXPECT_EQ(queued[0].claim.Path(), c.WithOwner("me").Path());
 }
 
+// Two survivors take over one dead replica's claims at once: each claim goes to exactly one of
+// them. Here the second survivor sweeps from inside the first's hand-off of the first claim it
+// took, so the first then meets, in its listing, a claim that the second has just taken.
+TEST_F(SweeperTest, TwoSurvivorsTakeEachClaimOfADeadReplicaOnce) {
+  Config second_config = config;
+  second_config.replica_id = "me2";
+  InFlight second_inflight;
+  LeaseBook second_leases(second_config, clock);
+  std::vector<WorkItem> second_queued;
+  Sweeper second(second_config, clock, second_inflight, second_leases, inst,
+                 [&](WorkItem w, std::stop_token) {
+                   second_queued.push_back(std::move(w));
+                   return true;
+                 });
+  const std::vector<ClaimPath> claims = {Claim("a", "ghost"), Claim("b", "ghost")};
+  sweeper.Sweep({});
+  second.Sweep({});
+  clock.Advance(31s);
+  Sweeper first(config, clock, inflight, leases, inst, [&](WorkItem w, std::stop_token stop) {
+    const bool first_hand_off = queued.empty();
+    queued.push_back(std::move(w));
+    if (first_hand_off) second.Sweep(stop);
+    return true;
+  });
+  first.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  ASSERT_EQ(second_queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.owner, "me");
+  EXPECT_EQ(second_queued[0].claim.owner, "me2");
+  EXPECT_NE(queued[0].claim.base, second_queued[0].claim.base);
+  for (const ClaimPath& c : claims) EXPECT_FALSE(Exists(c.Path())) << c.Path();
+  EXPECT_EQ(inst.takeovers.Value(), 2);
+}
+
 TEST_F(SweeperTest, CountsDeadLetters) {
   WriteFile(config.failed_root + "/20261128/s/a~0123456789abcdef.failed", "x");
   WriteFile(config.failed_root + "/20261128/s/a~0123456789abcdef.failed.json", "{}");
