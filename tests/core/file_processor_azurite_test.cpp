@@ -988,6 +988,47 @@ TEST_F(FileProcessorAzuriteTest, AFreshFileWrittenAfterItWasFoundStableMustSettl
   EXPECT_TRUE(*got == model) << "the blob lacks a write made after the file was found stable";
 }
 
+// Every state change moves the producer's file itself, by rename, never by a copy and an unlink
+// (DESIGN's invariant; a copy would hold the bytes twice, and lose them in between): the claim,
+// its completion marker, its dead letter and the claim revived from it are the same inode.
+TEST_F(FileProcessorAzuriteTest, EveryStateChangeKeepsTheProducersInode) {
+  const auto inode = [](const std::string& path) -> ino_t {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+  };
+  const WorkItem item = FreshItem("kept.bin", PatternBytes(1'000, 36));
+  const ino_t produced = inode(fs::Join(config_.incoming_dir, "s/kept.bin"));
+  ASSERT_NE(produced, 0u);
+  ino_t claimed = 0;
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.on_claim_settled = [&](const std::string&, const std::string&) {
+    const auto entries = Entries(config_.processing_root);
+    ASSERT_EQ(entries.size(), 1u);
+    claimed = inode(fs::Join(config_.processing_root, entries[0]));
+  };
+  FileProcessor processor(deps);
+  processor.Process(item, {});
+  ASSERT_EQ(Count(inst_.files_processed), 1);
+  EXPECT_EQ(claimed, produced);
+  const auto done = Entries(config_.processing_root);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(inode(fs::Join(config_.processing_root, done[0])), produced) << done[0];
+
+  config_.max_file_attempts = 1;  // interrupted once: dead-lettered unsent
+  WorkItem dead = PlaceClaim("dead.bin", PatternBytes(1'000, 37), true, 1);
+  const ino_t placed = inode(fs::Join(config_.processing_root, dead.claim.Path()));
+  ASSERT_NE(placed, 0u);
+  processor.Process(dead, {});
+  ASSERT_EQ(Count(inst_.files_failed), 1);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);  // the file and its reason
+  EXPECT_EQ(inode(fs::Join(config_.failed_root, failed[0])), placed) << failed[0];
+  std::vector<std::string> errors;
+  const auto revived = processor.ReviveDeadLetters(&errors);
+  ASSERT_EQ(revived.size(), 1u);
+  EXPECT_EQ(inode(fs::Join(config_.processing_root, revived[0].Path())), placed);
+}
+
 // A fresh claim is registered in flight before its rename, so that no sweep can find it claimed
 // but not in flight and queue it a second time as an orphan; once processed it is not in flight.
 TEST_F(FileProcessorAzuriteTest, AFreshClaimIsInFlightFromItsRename) {
