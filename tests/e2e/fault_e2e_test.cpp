@@ -192,6 +192,14 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   ExpectAllArrive("p", files, 60s);  // the poison file does not block the others
   ASSERT_TRUE(WaitFor([&] { return up->Status()["dead_letter"]["count"] == 1; }, 60s))
       << up->Status().dump();
+  // Visible three ways: the status's degraded list, the metric, and an error line in the log.
+  const auto degraded = up->Status()["degraded"];
+  EXPECT_NE(std::find(degraded.begin(), degraded.end(), "dead_lettered_files"), degraded.end())
+      << degraded.dump();
+  EXPECT_EQ(up->Metric("files_dead_letter"), "1");
+  const std::string log = up->process().ReadLog();
+  EXPECT_NE(log.find(R"("level":"error","message":"file dead-lettered")"), std::string::npos)
+      << log;
   const auto failed = Volume::Files(volume_.failed());
   ASSERT_EQ(failed.size(), 2u);  // the bytes and the reason, never deleted
   std::string data_file, reason_file;
@@ -211,6 +219,14 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   EXPECT_EQ(retry.body["left_for_sweeper"], 0);
   ExpectAllArrive("p", {{"sub/poison.bin", bad}}, 60s);
   EXPECT_TRUE(WaitFor([&] { return Volume::Files(volume_.failed()).empty(); }, 10s));
+  // Both follow the sweeper's count of the dead-letter area, refreshed at each sweep.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return up->Status()["degraded"] == nlohmann::json::array() &&
+               up->Metric("files_dead_letter") == "0";
+      },
+      10s))
+      << up->Status()["degraded"].dump();
   ExpectNothingLeft(*up);
 }
 
