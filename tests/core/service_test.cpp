@@ -388,6 +388,32 @@ TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// The staging troubles and throttling that workers record show in the status's degraded list
+// for a minute after the last one (invariant 6), and not after.
+TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {
+  Azurite azurite;
+  TempDir dir;
+  const Config config = TestConfig(dir, "trouble");
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer{RealClock::Instance()};
+  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  EXPECT_EQ(service.StatusJson()["degraded"], nlohmann::json::array());
+  Instruments& inst = service.instruments();
+  const auto at = [](Duration ago) {
+    return (RealClock::Instance().Now() - ago).time_since_epoch().count();
+  };
+  inst.staging_full_at = at(1s);
+  inst.staging_failing_at = at(59s);
+  inst.throttled_at = at(61s);
+  EXPECT_EQ(service.StatusJson()["degraded"],
+            nlohmann::json::array({"staging_full", "staging_failing"}));
+  inst.staging_full_at = at(61s);
+  inst.staging_failing_at = at(61s);
+  inst.throttled_at = at(1s);
+  EXPECT_EQ(service.StatusJson()["degraded"], nlohmann::json::array({"storage_throttling"}));
+}
+
 // A replica that cannot write its lease is reported degraded (other replicas will soon take
 // its claims for a dead replica's), keeps uploading meanwhile, and recovers on its own once the
 // lease can be written again. The lease path is made a directory, which no rename can replace.
