@@ -3,13 +3,72 @@
 
 #include "azure/url.h"
 
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <ctime>
+#include <string_view>
+
 namespace nbu::azure {
+namespace {
+
+// A SAS expiry (se): "YYYY-MM-DD", optionally followed by "Thh:mm[:ss[.fff]]Z", as UTC seconds;
+// nullopt when it is none of these (storage judges it then).
+std::optional<int64_t> ExpirySeconds(std::string_view se) {
+  const auto field = [se](size_t at, size_t len, int* out) {
+    if (at + len > se.size()) return false;
+    const char* end = se.data() + at + len;
+    const auto [ptr, ec] = std::from_chars(se.data() + at, end, *out);
+    return ec == std::errc() && ptr == end;
+  };
+  const auto is = [se](size_t at, char c) { return at < se.size() && se[at] == c; };
+  std::tm tm{};
+  if (!field(0, 4, &tm.tm_year) || !is(4, '-') || !field(5, 2, &tm.tm_mon) || !is(7, '-') ||
+      !field(8, 2, &tm.tm_mday)) {
+    return std::nullopt;
+  }
+  if (se.size() > 10) {
+    if (!is(10, 'T') || !field(11, 2, &tm.tm_hour) || !is(13, ':') || !field(14, 2, &tm.tm_min)) {
+      return std::nullopt;
+    }
+    std::string_view rest = se.substr(16);
+    if (rest.starts_with(':')) {
+      if (!field(17, 2, &tm.tm_sec)) return std::nullopt;
+      rest = se.substr(19);
+    }
+    if (rest.starts_with('.')) {
+      rest.remove_prefix(std::min(rest.size(), rest.find_first_not_of("0123456789", 1)));
+    }
+    if (rest != "Z") return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+}  // namespace
 
 std::optional<std::string> SasTokenProblem(const std::string& token) {
   if (token.find("://") != std::string::npos) {
     return "is a URL; give only its query (the part after ?)";
   }
-  if (token.find("sig=") == std::string::npos) return "has no sig= parameter";
+  std::string sig, sp, se;
+  for (const auto& [name, value] :
+       SplitQuery(!token.empty() && token.front() == '?' ? token.substr(1) : token)) {
+    if (name == "sig") sig = value;
+    if (name == "sp") sp = UrlDecode(value);
+    if (name == "se") se = UrlDecode(value);
+  }
+  if (sig.empty()) return "has no signature (no sig= parameter, or an empty one)";
+  // Every upload writes; without it storage refuses every one with 403, for ever.
+  if (!sp.empty() && sp.find('w') == std::string::npos) {
+    return "does not allow writes (sp=" + sp + " has no w)";
+  }
+  const auto expiry = ExpirySeconds(se);
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  if (expiry && *expiry <= now) return "expired at " + se + " (se)";
   return std::nullopt;
 }
 

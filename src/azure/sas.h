@@ -9,8 +9,9 @@
 namespace nbu::azure {
 
 // What is wrong with a SAS token as given (a leading '?' is fine), or nothing: a whole SAS URL
-// pasted in its place, or no signature. Either fails every request with 403. The message never
-// repeats the token.
+// pasted in its place, no signature (or an empty one), permissions (sp) without write, or an
+// expiry (se) already past. Each fails every upload with 403. The message never repeats the
+// signature.
 std::optional<std::string> SasTokenProblem(const std::string& token);
 
 class SasCredential final : public Credential {

@@ -81,7 +81,7 @@ TEST(ConnectionStringTest, ErrorsNameTheFieldButNeverTheSecret) {
               "BlobEndpoint");
   ExpectError("AccountName=a", "neither AccountKey nor SharedAccessSignature");
   ExpectError("BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature=s3cr3t",
-              "SharedAccessSignature has no sig= parameter");
+              "SharedAccessSignature has no signature");
   ExpectError(
       "BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature="
       "https://a.blob.core.windows.net/c?sv=1&sig=s3cr3t",
@@ -121,6 +121,29 @@ TEST(SasCredentialTest, AppendsTokenAndStripsQuestionMark) {
   EXPECT_EQ(req.url, "http://h/a/c/b?comp=block&sv=2021-06-08&sig=abc%2B");
   EXPECT_EQ(req.FindHeader("Authorization"), nullptr);
   EXPECT_EQ(cred.Describe().find("abc"), std::string::npos);
+}
+
+// A SAS that storage would refuse on every upload, for ever, stops start-up instead: no signature,
+// no write permission, or an expiry already past (as the portal writes it, with %3A for ':', or
+// by date only). The message never holds the signature. Storage judges what is not clear here.
+TEST(SasTokenProblemTest, RefusesWhatStorageWouldRefuseForEver) {
+  const auto problem = [](const std::string& token) {
+    const auto p = SasTokenProblem(token);
+    if (p) {
+      EXPECT_EQ(p->find("s3cr3t"), std::string::npos) << *p;
+    }
+    return p.value_or("");
+  };
+  EXPECT_EQ(problem("sv=2025-11-05&sig="), "has no signature (no sig= parameter, or an empty one)");
+  EXPECT_EQ(problem("sv=2025-11-05&xsig=s3cr3t").rfind("has no signature", 0), 0u);
+  EXPECT_EQ(problem("sv=2025-11-05&sp=rl&sig=s3cr3t"), "does not allow writes (sp=rl has no w)");
+  EXPECT_EQ(problem("?sv=2025-11-05&sp=rwl&se=2020-01-01T00%3A00%3A00Z&sig=s3cr3t"),
+            "expired at 2020-01-01T00:00:00Z (se)");
+  EXPECT_EQ(problem("sp=rw&se=2020-01-01&sig=s3cr3t"), "expired at 2020-01-01 (se)");
+  EXPECT_EQ(problem("sp=rw&se=2020-01-01T00:00Z&sig=s3cr3t"), "expired at 2020-01-01T00:00Z (se)");
+  EXPECT_EQ(problem("?sv=2025-11-05&sp=racwdl&se=2099-12-31T23%3A59%3A59.1234567Z&sig=s3cr3t"), "");
+  EXPECT_EQ(problem("sv=2025-11-05&sig=s3cr3t"), "");  // no sp, no se: storage judges
+  EXPECT_EQ(problem("se=2020-01-01T00:00:00%2B01:00&sig=s3cr3t"), "");  // not a form read here
 }
 
 }  // namespace
