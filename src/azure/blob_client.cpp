@@ -189,7 +189,8 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       // As KindFor judges the answer: refusing us, storage's trouble, or an answer.
       const ErrorKind kind = result->status < 400 ? ErrorKind::kPermanent
                                                   : KindFor(result->status, ErrorCode(*result));
-      observe(kind == ErrorKind::kAuth          ? TryOutcome::kRefused
+      observe(result->status < 400              ? TryOutcome::kSucceeded
+              : kind == ErrorKind::kAuth        ? TryOutcome::kRefused
               : kind == ErrorKind::kUnavailable ? TryOutcome::kUnreachable
                                                 : TryOutcome::kAnswered);
     }

@@ -97,7 +97,9 @@ struct BlockInfo {
 
 // How storage met one try of a request.
 enum class TryOutcome {
-  kAnswered,     // any answer but those below: storage is up (throttling included)
+  kAnswered,     // any other answer (404, 409, 412, 429, 503...): storage is up, whether or not
+                 // it would let us write
+  kSucceeded,    // an answer below 400: storage is up and took our credentials for the request
   kUnreachable,  // no answer (connection error, timeout), or 408, 500, 502, 504; no token to be
                  // had because its endpoint did not answer or failed. Not a local failure (the
                  // body unreadable, an answer too large): that is not reported.

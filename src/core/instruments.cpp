@@ -16,7 +16,8 @@ void StoreLater(std::atomic<int64_t>& at, int64_t value) {
 
 void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
   const int64_t ns = now.time_since_epoch().count() + 1;  // 0 stays "never"
-  if (outcome == azure::TryOutcome::kAnswered) {
+  if (outcome == azure::TryOutcome::kSucceeded) StoreLater(succeeded_, ns);
+  if (outcome == azure::TryOutcome::kSucceeded || outcome == azure::TryOutcome::kAnswered) {
     StoreLater(answered_, ns);
   } else {
     StoreLater(failed_, (ns << 2) | static_cast<int64_t>(outcome));
@@ -27,15 +28,16 @@ const char* StorageHealth::Trouble(MonoTime now, Duration hold) const {
   const int64_t failed = failed_.load(std::memory_order_relaxed);
   if (failed == 0) return nullptr;
   const MonoTime failed_at{MonoTime::duration((failed >> 2) - 1)};
-  const int64_t answered = answered_.load(std::memory_order_relaxed);
+  const bool refused = static_cast<azure::TryOutcome>(failed & 3) == azure::TryOutcome::kRefused;
+  // Storage that answers proves it is reachable; only one that does what we ask proves that it
+  // takes our credentials (a SAS that may read but not write gets 404s and 403s).
+  const int64_t answered = (refused ? succeeded_ : answered_).load(std::memory_order_relaxed);
   if (answered != 0) {
     const MonoTime answered_at{MonoTime::duration(answered - 1)};
     if (answered_at >= failed_at || failed_at - answered_at < kAnsweredRecently) return nullptr;
   }
   if (now - failed_at > hold) return nullptr;
-  return static_cast<azure::TryOutcome>(failed & 3) == azure::TryOutcome::kRefused
-             ? "storage_refuses_credentials"
-             : "storage_unreachable";
+  return refused ? "storage_refuses_credentials" : "storage_unreachable";
 }
 
 void RecentWindow::Add(MonoTime now, uint64_t bytes, double latency_s) {

@@ -338,8 +338,9 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
 }
 
 // Every try tells the observer what it says of storage, for the status's degraded states: a
-// throttling answer and a missing blob are answers; 500s and no connection are not; 403, and a
-// 401 that outlasts reauthorization, refuse our credentials, as does a token endpoint refusing us.
+// success is one (and the only proof that storage takes our credentials); a throttling answer
+// and a missing blob are answers; 500s and no connection are not; 403, and a 401 that outlasts
+// reauthorization, refuse our credentials, as does a token endpoint refusing us.
 TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefused) {
   using enum TryOutcome;
   auto cred = std::make_shared<CountingCredential>();
@@ -356,12 +357,12 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
     (void)client.PutBlob(name, Body::FromMemory(data), Md5::Of(data), {});
     return tries;
   };
-  EXPECT_EQ(put("ok"), std::vector{kAnswered});
-  EXPECT_EQ(put("flaky"), (std::vector{kAnswered, kAnswered, kAnswered}));
+  EXPECT_EQ(put("ok"), std::vector{kSucceeded});
+  EXPECT_EQ(put("flaky"), (std::vector{kAnswered, kAnswered, kSucceeded}));
   EXPECT_EQ(put("busy"), (std::vector{kUnreachable, kUnreachable, kUnreachable, kUnreachable}));
   EXPECT_EQ(put("overloaded"), (std::vector{kAnswered, kAnswered, kAnswered, kAnswered}));
   EXPECT_EQ(throttled, 4);  // every throttling answer, the last try's too
-  EXPECT_EQ(put("stale-token"), std::vector{kAnswered});
+  EXPECT_EQ(put("stale-token"), std::vector{kSucceeded});
   EXPECT_EQ(put("denied"), std::vector{kRefused});
   EXPECT_EQ(put("forbidden"), std::vector{kRefused});
   EXPECT_EQ(put("nothing-here"), std::vector{kAnswered});

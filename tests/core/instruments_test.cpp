@@ -58,7 +58,11 @@ TEST(StorageHealthTest, FailedTriesShowOnlyWhenNothingWasAnsweredAroundThem) {
   EXPECT_EQ(h.Trouble(t0 + 61s, 60s), nullptr) << "no try for longer than the hold";
   h.Record(TryOutcome::kRefused, t0 + 70s);
   EXPECT_STREQ(h.Trouble(t0 + 71s, 60s), "storage_refuses_credentials");
-  h.Record(TryOutcome::kAnswered, t0 + 72s);
+  // An answer that is not a success (a 404: a SAS that may read but not write) proves nothing
+  // of the credentials; a success does.
+  h.Record(TryOutcome::kAnswered, t0 + 71s);
+  EXPECT_STREQ(h.Trouble(t0 + 72s, 60s), "storage_refuses_credentials");
+  h.Record(TryOutcome::kSucceeded, t0 + 72s);
   EXPECT_EQ(h.Trouble(t0 + 73s, 60s), nullptr);
   h.Record(TryOutcome::kUnreachable, t0 + 80s);
   EXPECT_EQ(h.Trouble(t0 + 81s, 60s), nullptr) << "8 s after an answer: storage is up";

@@ -389,6 +389,29 @@ TEST_F(FaultE2E, CredentialsRefusedMidRunAreReportedAndFilesWaitForThem) {
   EXPECT_EQ(up->Metric("storage_refuses_credentials"), "0");
 }
 
+// Credentials that may read but not write (a role of Storage Blob Data Reader instead of
+// Contributor): each block upload's list of uncommitted blocks is answered (404) and its Put
+// Block refused (403). The answers prove storage up, not the credentials good: the status says
+// they are refused.
+TEST_F(FaultE2E, CredentialsThatMayReadButNotWriteShowAsRefused) {
+  auto up = Start({{"APP_AZURE_RETRY_MAX_S", "2"},
+                   {"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"},
+                   {"APP_AZURE_BLOCK_SIZE", "262144"}});
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"reader"})").status, 200);
+  ExpectAllArrive("reader", DropFiles("reader", 1, 4096), 60s);
+  proxy_->SetPlan([](const ProxyRequest& r) {
+    return r.method == "PUT" ? FaultAction::Status(403, "AuthorizationPermissionMismatch")
+                             : FaultAction::Forward();
+  });
+  const auto late = DropFiles("reader", 2, 2 << 20, "late", 60);
+  nlohmann::json status;
+  EXPECT_TRUE(DegradedBecomes(*up, {"storage_refuses_credentials"}, &status)) << status.dump();
+  EXPECT_EQ(status["counters"]["failed"], 0);
+  proxy_->SetPlan(nullptr);
+  ExpectAllArrive("reader", late, 60s);
+  EXPECT_TRUE(DegradedBecomes(*up, {}, &status)) << status.dump();
+}
+
 TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
   const std::map<std::string, std::string> env = {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"},
                                                   {"APP_AZURE_BLOCK_SIZE", "262144"},
