@@ -88,11 +88,19 @@ RecentWindow::Summary RecentWindow::Summarize(MonoTime now) const {
 
 void RecentErrors::Add(std::string when, std::string file, std::string error) {
   std::lock_guard lock(mu_);
-  items_.push_back({std::move(when), std::move(file), std::move(error)});
+  uint64_t count = 1;
+  const auto same = std::find_if(items_.begin(), items_.end(), [&](const RecentError& e) {
+    return e.file == file && (!file.empty() || e.error == error);
+  });
+  if (same != items_.end()) {
+    count += same->count;
+    items_.erase(same);
+  }
+  items_.push_back({std::move(when), std::move(file), std::move(error), count});
   while (items_.size() > 20) items_.pop_front();
 }
 
-std::vector<std::vector<std::string>> RecentErrors::Snapshot() const {
+std::vector<RecentError> RecentErrors::Snapshot() const {
   std::lock_guard lock(mu_);
   return {items_.begin(), items_.end()};
 }

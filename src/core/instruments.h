@@ -41,15 +41,25 @@ class RecentWindow {
   mutable std::deque<Sample> samples_;  // guarded by mu_
 };
 
-// Recent errors for status: bounded, newest last, messages already free of secrets.
+// Recent errors for status: the last 20, newest last, messages already free of secrets. A file's
+// errors are one entry (its latest error, with its time and how many there were), as are the
+// repeats of one error of no file (storage unreachable at every try of start-up): each moves to
+// the end when it comes again, so that one file refused at every retry cannot push every other
+// error out.
+struct RecentError {
+  std::string time;  // the latest occurrence
+  std::string file;  // empty for an error of no one file
+  std::string error;
+  uint64_t count = 1;  // occurrences while it stayed among the last 20
+};
 class RecentErrors {
  public:
   void Add(std::string when, std::string file, std::string error);
-  std::vector<std::vector<std::string>> Snapshot() const;  // {when, file, error}
+  std::vector<RecentError> Snapshot() const;
 
  private:
   mutable std::mutex mu_;
-  std::deque<std::vector<std::string>> items_;  // guarded by mu_
+  std::deque<RecentError> items_;  // guarded by mu_
 };
 
 // How storage met this replica's request tries, for the status and its gauges.

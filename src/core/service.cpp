@@ -486,7 +486,7 @@ nlohmann::json Service::StatusJson() const {
   s["dead_letter"] = {{"count", dl.count}, {"files", dl.sample}};
   nlohmann::json errs = nlohmann::json::array();
   for (const auto& e : inst_.errors.Snapshot()) {
-    errs.push_back({{"time", e[0]}, {"file", e[1]}, {"error", e[2]}});
+    errs.push_back({{"time", e.time}, {"file", e.file}, {"error", e.error}, {"count", e.count}});
   }
   s["recent_errors"] = errs;
   nlohmann::json degraded = nlohmann::json::array();

@@ -77,6 +77,40 @@ TEST(StorageHealthTest, FailedTriesShowOnlyWhenNothingWasAnsweredAroundThem) {
   EXPECT_EQ(h.Trouble(t0 + 96s, 60s), nullptr) << "5 s after the answer at 90 s";
 }
 
+// The status keeps the last 20 errors, a file's as one entry (its latest error and how many),
+// and the repeats of one error of no file as one: a file refused at every retry pushes no other
+// error out.
+TEST(RecentErrorsTest, AFilesErrorsAreOneEntryWithTheirCount) {
+  RecentErrors errors;
+  errors.Add("t0", "other.bin", "403");
+  for (int i = 0; i < 20; ++i) {
+    errors.Add("t" + std::to_string(i + 1), "stuck.bin", "claim failed: " + std::to_string(i));
+  }
+  errors.Add("t21", "", "storage not reachable");
+  errors.Add("t22", "", "storage not reachable");
+  errors.Add("t23", "", "cannot open x");
+  auto got = errors.Snapshot();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].file, "other.bin");
+  EXPECT_EQ(got[0].count, 1u);
+  EXPECT_EQ(got[1].file, "stuck.bin");
+  EXPECT_EQ(got[1].error, "claim failed: 19");
+  EXPECT_EQ(got[1].time, "t20");
+  EXPECT_EQ(got[1].count, 20u);
+  EXPECT_EQ(got[2].error, "storage not reachable");
+  EXPECT_EQ(got[2].count, 2u);
+  EXPECT_EQ(got[3].error, "cannot open x");
+  errors.Add("t24", "other.bin", "403");
+  got = errors.Snapshot();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[3].file, "other.bin");
+  EXPECT_EQ(got[3].count, 2u);
+  for (int i = 0; i < 25; ++i) errors.Add("u", "f" + std::to_string(i), "e");  // distinct ones
+  got = errors.Snapshot();
+  ASSERT_EQ(got.size(), 20u);
+  EXPECT_EQ(got.front().file, "f5");
+}
+
 // An answer at time 0 (a clock that starts there) is an answer, not "never".
 TEST(StorageHealthTest, AnAnswerAtTimeZeroCounts) {
   using azure::TryOutcome;

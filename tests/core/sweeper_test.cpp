@@ -274,7 +274,7 @@ TEST_F(SweeperTest, AnUnlistableDirectoryShowsAndKeepsItsOwnersLease) {
   EXPECT_TRUE(fs::Stat(gone.Dir() + "/gone.lease").ok()) << "pruned while its claim was unseen";
   const auto errors = inst.errors.Snapshot();
   ASSERT_FALSE(errors.empty());
-  EXPECT_NE(errors.back()[2].find("could not list"), std::string::npos) << errors.back()[2];
+  EXPECT_NE(errors.back().error.find("could not list"), std::string::npos) << errors.back().error;
   const int top_fd = ::open(top.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   ASSERT_GE(top_fd, 0);
   RemoveTreeAt(top_fd, level);
