@@ -909,20 +909,23 @@ TEST_F(FileProcessorAzuriteTest, ARewriteThatRestoresTheMtimeIsStillTorn) {
   EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
 }
 
-// A producer still writing through its open descriptor after the claim, in bursts with pauses
-// shorter than the minimum age. After a torn copy the next one must not commit a snapshot taken
-// in one of the pauses: the file has to stay unchanged for the whole wait first.
+// A producer still writing through its open descriptor after the claim. After a torn copy the
+// next one must not commit a snapshot taken while the producer merely paused: the file has to stay
+// unchanged for the whole wait first. The writes follow the processor's torn copies, not a
+// schedule of sleeps shorter than the minimum age, so a loaded machine (or ThreadSanitizer)
+// oversleeping cannot open a real quiet window: each write lands well inside a 1 s wait.
 TEST_F(FileProcessorAzuriteTest, AfterATornCopyTheFileMustStayUnchangedForTheWholeWait) {
-  config_.min_file_age_s = 0.2;
+  config_.min_file_age_s = 1;
+  const auto min_age = 1000ms;
   const size_t size = 4 << 20;
   std::string model = PatternBytes(size, 2);
   WorkItem item = PlaceClaim("bursty.bin", model, false);
   const std::string path = fs::Join(config_.processing_root, item.claim.Path());
   const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
-  auto write_for = [&](uint32_t round, std::chrono::milliseconds how_long) {
-    const auto until = std::chrono::steady_clock::now() + how_long;
-    for (uint32_t i = 0; std::chrono::steady_clock::now() < until; ++i) {
+  auto torn = [&] { return inst_.attempt_failures.Value({{"reason", "torn_copy"}}); };
+  auto write_burst = [&](uint32_t round, const std::function<bool()>& until) {
+    for (uint32_t i = 0; !until(); ++i) {
       const std::string chunk = PatternBytes(4096, round * 1000 + i);
       const size_t off = ((round * 131 + i) * 7919ull * 4096) % (size - 4096);
       ASSERT_EQ(::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(off)), 4096);
@@ -930,15 +933,32 @@ TEST_F(FileProcessorAzuriteTest, AfterATornCopyTheFileMustStayUnchangedForTheWho
       std::this_thread::sleep_for(200us);
     }
   };
+  auto write_for = [&](uint32_t round, std::chrono::milliseconds how_long) {
+    const auto end = std::chrono::steady_clock::now() + how_long;
+    write_burst(round, [end] { return std::chrono::steady_clock::now() >= end; });
+  };
   std::thread writer([&] {
-    write_for(0, 150ms);  // the first copy is made while this goes on: torn
-    for (uint32_t round = 1; round <= 12; ++round) {
-      std::this_thread::sleep_for(80ms);  // a pause shorter than the minimum age
-      write_for(round, 5ms);
+    // The first copy is made while this goes on: torn (bounded, should the worker not start).
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    write_burst(0, [&] { return torn() >= 1 || std::chrono::steady_clock::now() >= give_up; });
+    const auto torn_seen = std::chrono::steady_clock::now();
+    // A pause, then a burst a quarter into the wait (750 ms before its end): the next look at
+    // the file must see it and wait again. (A copy made right after the wait without that look
+    // commits the file as it was in the pause, and the burst below never reaches storage.)
+    std::this_thread::sleep_for(min_age / 4);
+    write_for(1, 5ms);
+    // Had the processor not looked again by half a wait after its wait's end, it committed the
+    // snapshot of the pause: writing again shows it. Otherwise the producer is done.
+    const auto deadline = torn_seen + min_age + min_age / 2;
+    while (torn() < 2 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    if (torn() < 2) {
+      std::this_thread::sleep_for(20ms);  // past the file system's timestamp granularity
+      write_for(2, 5ms);
     }
     ::close(fd);
   });
-  std::this_thread::sleep_for(20ms);
   std::thread worker([&] { processor_->Process(item, {}); });
   writer.join();
   const std::string final_bytes = model;
@@ -946,7 +966,7 @@ TEST_F(FileProcessorAzuriteTest, AfterATornCopyTheFileMustStayUnchangedForTheWho
   auto got = blob_->GetBlob(item.claim.BlobName());
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_TRUE(*got == final_bytes) << "a snapshot from between two bursts was committed";
-  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 2);
+  EXPECT_GE(torn(), 2);
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
