@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -398,13 +399,15 @@ Result<std::shared_ptr<ManagedIdentityCredential>> ImdsCredential(const StandIn&
 }
 
 // A stop (a shutdown) ends a fetch that would wait out the endpoint's retries: one request was
-// made, none after the stop, and the fetch says it was cancelled.
+// made, none after the stop, and the fetch says it was cancelled. On a clock that never moves, the
+// backoff sleep ends only by the stop: no wall-clock margin to exceed on a slow machine.
 TEST(ManagedIdentityCredentialTest, AStopEndsAFetchThatWaitsOutRetries) {
   StandIn imds([](const Recorded&, httplib::Response& res) {
     Json(res, 500, R"({"error":"unavailable"})");
   });
+  SimulatedClock clock(/*auto_advance=*/false);  // sleeps end on Advance (or their stop) only
   ManagedIdentityOptions o;
-  o.source.clock = &RealClock::Instance();
+  o.source = Opts(clock);
   o.base_delay = 60s;  // before the second request
   o.max_delay = 60s;
   auto cred = ManagedIdentityCredential::FromEnv(
@@ -412,16 +415,26 @@ TEST(ManagedIdentityCredentialTest, AStopEndsAFetchThatWaitsOutRetries) {
   ASSERT_TRUE(cred.ok()) << cred.status().ToString();
   std::stop_source stop;
   Result<std::string> token = Status(ErrorKind::kAuth, "not run");
-  std::thread fetch([&] { token = (*cred)->GetToken(stop.get_token()); });
+  std::atomic<bool> returned{false};
+  std::thread fetch([&] {
+    token = (*cred)->GetToken(stop.get_token());
+    returned = true;
+  });
   // EXPECT: the thread must be stopped and joined either way.
-  EXPECT_TRUE(nbu::test::WaitFor([&] { return imds.count() == 1; }, 10s));
-  const auto stopped_at = std::chrono::steady_clock::now();
+  EXPECT_TRUE(nbu::test::WaitFor([&] { return clock.SleepsForTest().size() == 1; }, 30s))
+      << "the fetch never began its backoff sleep";
   stop.request_stop();
+  const bool ended = nbu::test::WaitFor([&] { return returned.load(); }, 30s);
+  if (!ended) clock.Advance(1h);  // a fetch deaf to the stop: let it go, so the join ends
   fetch.join();
-  // Not after the 60 s delay: half of it is margin enough for any machine.
-  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, 30s);
+  EXPECT_TRUE(ended) << "the stop did not end the backoff sleep";
   EXPECT_EQ(token.status().kind(), ErrorKind::kCancelled) << token.status().ToString();
   EXPECT_EQ(imds.count(), 1u);
+  // One backoff sleep began, of the whole delay, and none completed: the clock never moved.
+  const std::vector<Duration> sleeps = clock.SleepsForTest();
+  ASSERT_EQ(sleeps.size(), 1u);
+  EXPECT_TRUE(sleeps[0] == Duration(60s));
+  EXPECT_TRUE(clock.Now() == MonoTime{});
 }
 
 TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
