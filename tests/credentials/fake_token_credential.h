@@ -5,6 +5,7 @@
 #include "azure/token_credential.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -30,10 +31,16 @@ class FakeTokenCredential final : public TokenCredential {
     }
     cv_.notify_all();
   }
-  // Waits until a fetch is blocked in Hold().
-  void WaitBlocked() {
+  // Waits, at most 30 s, until `n` fetches are blocked in Hold(); false if they were not (a test
+  // fails instead of hanging).
+  [[nodiscard]] bool WaitBlocked(int n = 1) {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return blocked_ > 0; });
+    return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return blocked_ >= n; });
+  }
+  // Fetches blocked in Hold() now.
+  int Blocked() const {
+    std::lock_guard lock(mu_);
+    return blocked_;
   }
   int started() const { return started_; }
 
@@ -58,7 +65,7 @@ class FakeTokenCredential final : public TokenCredential {
   std::atomic<Duration> lifetime_;
   std::atomic<bool> fail_{false};
   std::atomic<int> started_{0};
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool held_ = false;
   int blocked_ = 0;

@@ -102,7 +102,7 @@ TEST(TokenCacheTest, AStopEndsAWaitForAnotherThreadsFetch) {
   FakeTokenCredential cred(clock, 1h);
   cred.Hold();
   std::thread fetching([&] { EXPECT_EQ(Bearer(cred), "Bearer token-1"); });
-  cred.WaitBlocked();
+  ASSERT_TRUE(cred.WaitBlocked());
   std::stop_source stop;
   auto waiting = std::async(std::launch::async, [&] { return cred.GetToken(stop.get_token()); });
   // EXPECT: the cleanup below must run either way (a thread and the held fetch).
@@ -128,7 +128,7 @@ TEST(TokenCacheTest, ACancelledFetchDoesNotHandAnOlderErrorToItsWaiters) {
   cred.Hold();
   std::stop_source stop;
   auto cancelled = std::async(std::launch::async, [&] { return cred.GetToken(stop.get_token()); });
-  cred.WaitBlocked();
+  ASSERT_TRUE(cred.WaitBlocked());
   auto waiter = std::async(std::launch::async, [&] { return cred.GetToken(); });
   // EXPECT: the cleanup below must run either way (a thread and the held fetch).
   EXPECT_TRUE(nbu::test::WaitFor([&] { return cred.WaitersForTest() == 1; }, 10s));

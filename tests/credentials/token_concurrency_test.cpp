@@ -1,6 +1,7 @@
 // Many threads on one TokenCredential: one fetch serves all, a refresh in flight does not block
 // holders of a still-valid token, and a burst of 401s for the same token causes one refresh.
 #include "fake_token_credential.h"
+#include "support/process.h"
 
 #include <gtest/gtest.h>
 
@@ -25,6 +26,17 @@ Result<std::string> Authorize(TokenCredential& c) {
   return *r.FindHeader("Authorization");
 }
 
+// Waits (at most 30 s) until each of the kThreads threads is parked while the fetch is held:
+// waiting for another thread's fetch, or (were fetches not shared) blocked in a fetch of its own.
+// Released only then, no thread can arrive after the fetch ended. Returns the threads waiting.
+int WaitAllParked(const FakeTokenCredential& cred) {
+  // While the fetch is held neither count goes down, so a sum seen once stays.
+  EXPECT_TRUE(
+      nbu::test::WaitFor([&] { return cred.WaitersForTest() + cred.Blocked() == kThreads; }, 30s))
+      << cred.WaitersForTest() << " waiting, " << cred.Blocked() << " fetching";
+  return cred.WaitersForTest();
+}
+
 TEST(TokenConcurrencyTest, ConcurrentFirstCallsShareOneFetch) {
   SimulatedClock clock(false);
   FakeTokenCredential cred(clock);
@@ -34,10 +46,11 @@ TEST(TokenConcurrencyTest, ConcurrentFirstCallsShareOneFetch) {
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&, i] { got[static_cast<size_t>(i)] = *Authorize(cred); });
   }
-  cred.WaitBlocked();
-  std::this_thread::sleep_for(50ms);  // let the others pile up behind the fetch
+  ASSERT_TRUE(cred.WaitBlocked());
+  const int waiting = WaitAllParked(cred);
   cred.Release();
   for (auto& t : threads) t.join();
+  EXPECT_EQ(waiting, kThreads - 1) << "threads behind the one fetch";
   EXPECT_EQ(cred.FetchCountForTest(), 1u);
   for (const auto& g : got) EXPECT_EQ(g, "Bearer token-1");
 }
@@ -50,7 +63,7 @@ TEST(TokenConcurrencyTest, RefreshInFlightDoesNotBlockValidTokenUsers) {
   cred.Hold();
   std::string refresher;
   std::thread t([&] { refresher = *Authorize(cred); });
-  cred.WaitBlocked();
+  ASSERT_TRUE(cred.WaitBlocked());
   std::vector<std::thread> users;
   std::atomic<int> old_tokens{0};
   for (int i = 0; i < kThreads; ++i) {
@@ -97,14 +110,14 @@ TEST(TokenConcurrencyTest, FailedFetchIsSharedByWaiters) {
       if (!Authorize(cred).ok()) ++failures;
     });
   }
-  cred.WaitBlocked();
-  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(cred.WaitBlocked());
+  const int waiting = WaitAllParked(cred);
   cred.Release();
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), kThreads);
-  // Threads that arrived while the fetch ran share its error instead of fetching again; only
-  // late arrivals (after it finished) start another.
-  EXPECT_LT(cred.FetchCountForTest(), static_cast<uint64_t>(kThreads));
+  // Every thread arrived while the fetch ran: they share its error instead of fetching again.
+  EXPECT_EQ(waiting, kThreads - 1) << "threads behind the one fetch";
+  EXPECT_EQ(cred.FetchCountForTest(), 1u);
 }
 
 }  // namespace
