@@ -4,6 +4,7 @@
 #include "azure/blob_client.h"
 #include "support/process.h"
 #include "util/crc64.h"
+#include "util/crypto.h"
 
 #include <fcntl.h>
 #include <httplib.h>
@@ -15,6 +16,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace nbu::azure {
 namespace {
@@ -148,6 +151,29 @@ class BlobClientRetryTest : public ::testing::Test {
     EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
   }
 
+  // Every try to `path` seen (`tries` of them) carried `body` and each of `headers` with its
+  // value: a retry, or a resend after a 401, sends the bytes that were hashed, checked the same
+  // way, not whatever is left of a body or a request rebuilt without its checksum.
+  void ExpectEveryTrySends(const std::string& path, size_t tries, const std::string& body,
+                           const std::vector<std::pair<std::string, std::string>>& headers) {
+    std::lock_guard lock(mu_);
+    size_t n = 0;
+    for (const httplib::Request& r : seen_) {
+      if (r.path != path) continue;
+      ++n;
+      EXPECT_EQ(r.body, body) << path << ", try " << n;
+      for (const auto& [name, value] : headers) {
+        EXPECT_EQ(r.get_header_value(name), value) << name << " of " << path << ", try " << n;
+      }
+    }
+    EXPECT_EQ(n, tries) << path;
+  }
+  // The checksum headers of a Put Blob checked by MD5: the body's and the blob's.
+  static std::vector<std::pair<std::string, std::string>> Md5Headers(const std::string& data) {
+    const std::string md5 = Base64Encode(Md5::Of(data));
+    return {{"Content-MD5", md5}, {"x-ms-blob-content-md5", md5}};
+  }
+
   // Checksum mismatches are recorded in mismatches_ unless `obs` takes them.
   BlobClient MakeClient(std::shared_ptr<Credential> cred, BlobClientObserver obs = {}) {
     if (!obs.on_checksum_mismatch) {
@@ -250,12 +276,14 @@ TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
   EXPECT_EQ(throttled, 2);
   EXPECT_EQ(clock_.SleepsForTest(), (std::vector<Duration>{2s, 2s}));
   EXPECT_EQ(cred->authorizations, 3);  // re-signed on every attempt
+  // Every try sent the block and its MD5 (a block has no blob MD5), under the same block id.
+  ExpectEveryTrySends("/acct/c/flaky", 3, data, {{"Content-MD5", Base64Encode(Md5::Of(data))}});
   std::lock_guard lock(mu_);
   ASSERT_EQ(seen_.size(), 3u);
   // The same client request id across retries of one operation.
   EXPECT_EQ(seen_[0].get_header_value("x-ms-client-request-id"),
             seen_[2].get_header_value("x-ms-client-request-id"));
-  EXPECT_EQ(seen_[2].get_param_value("blockid"), "MDAwMQ==");
+  for (const httplib::Request& r : seen_) EXPECT_EQ(r.get_param_value("blockid"), "MDAwMQ==");
 }
 
 // A server error that outlasts every retry describes storage (an outage, an overloaded
@@ -279,10 +307,38 @@ TEST_F(BlobClientRetryTest, ExhaustedRetriesAreUnavailableWithContext) {
     EXPECT_GE(sleeps[i], base * 8 / 10);
     EXPECT_LE(sleeps[i], base * 13 / 10);
   }
+  ExpectEveryTrySends("/acct/c/busy", 4, data, Md5Headers(data));
   // Throttling past every retry is storage asking for less: busy, not unreachable.
   for (const char* name : {"throttled", "overloaded"}) {
     Status busy = client.PutBlob(name, Body::FromMemory(data), Md5::Of(data), {});
     EXPECT_EQ(busy.kind(), ErrorKind::kBusy) << busy.ToString();
+    ExpectEveryTrySends(std::string("/acct/c/") + name, 4, data, Md5Headers(data));
+  }
+}
+
+// Every retry of a body read from a file (a staged copy: at an offset, in a file holding more)
+// sends that body again from its start, and a CRC-64-checked one its CRC-64 again.
+TEST_F(BlobClientRetryTest, RetriesResendTheFileBodyAndItsChecksum) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  nbu::test::TempDir dir;
+  const std::string data = "the staged bytes of one block";
+  nbu::test::WriteFile(dir / "staged", "head|" + data + "|tail");
+  const int fd = ::open((dir / "staged").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const Body body = Body::FromFile(fd, 5, data.size());
+  Status busy = client.PutBlob("busy", body, Md5::Of(data), {});
+  const uint64_t crc = Crc64(0, data.data(), data.size());
+  Status throttled = client.PutBlob("throttled", body, BodyCheck::Crc64(crc), {});
+  ::close(fd);
+  EXPECT_EQ(busy.kind(), ErrorKind::kUnavailable) << busy.ToString();
+  EXPECT_EQ(throttled.kind(), ErrorKind::kBusy) << throttled.ToString();
+  ExpectEveryTrySends("/acct/c/busy", 4, data, Md5Headers(data));
+  ExpectEveryTrySends("/acct/c/throttled", 4, data, {{"x-ms-content-crc64", Crc64Base64(crc)}});
+  std::lock_guard lock(mu_);
+  for (const httplib::Request& r : seen_) {
+    if (r.path == "/acct/c/throttled") {
+      EXPECT_FALSE(r.has_header("Content-MD5"));
+    }
   }
 }
 
@@ -333,6 +389,9 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
   Status s = client.PutBlob("denied", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(s.kind(), ErrorKind::kAuth);
   EXPECT_EQ(cred->invalidations, 2);
+  // The resend after the 401 carries the body and its MD5 again.
+  ExpectEveryTrySends("/acct/c/stale-token", 2, data, Md5Headers(data));
+  ExpectEveryTrySends("/acct/c/denied", 2, data, Md5Headers(data));
   std::lock_guard lock(mu_);
   EXPECT_EQ(calls_["/acct/c/denied"], 2);
 }
