@@ -64,10 +64,15 @@ class Reader {
     const std::string* v = Raw(name);
     if (v == nullptr) return;
     const std::string t = Trimmed(*v);
-    char* end = nullptr;
-    const double d = std::strtod(t.c_str(), &end);
-    if (t.empty() || end == nullptr || *end != '\0' || !std::isfinite(d)) {
-      Error(name, "must be a number, got \"" + t + "\"");
+    // Decimal only: strtod would take "0x10" as 16 and "0x1p4" too. A leading '+' is allowed,
+    // as strtod allowed it; "inf" and "nan" parse, and are refused as not finite.
+    const std::string_view digits = t.starts_with('+') ? std::string_view(t).substr(1) : t;
+    double d = 0;
+    const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), d,
+                                           std::chars_format::general);
+    if (digits.empty() || (t.starts_with('+') && digits.starts_with('-')) || ec != std::errc() ||
+        ptr != digits.data() + digits.size() || !std::isfinite(d)) {
+      Error(name, "must be a decimal number, got \"" + t + "\"");
     } else if (d < min || d > max) {
       Error(name, "must be between " + Num(min) + " and " + Num(max) + ", got " + t);
     } else {

@@ -84,6 +84,40 @@ TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
   for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
 }
 
+// Numbers are decimal: strtod would read "0x10" as 16 seconds and "0x1p4" too; infinities and
+// NaN are refused as before. A leading '+' and an exponent are fine.
+TEST(ConfigTest, NumbersAreDecimalAndFinite) {
+  const auto parse = [](const char* value, double* out) {
+    EnvMap env = Valid();
+    env["APP_POLL_INTERVAL_S"] = value;
+    Config c;
+    std::vector<std::string> errors;
+    const bool ok = ParseConfig(env, &c, &errors);
+    *out = c.poll_interval_s;
+    return ok ? std::string() : errors.size() == 1 ? errors[0] : "?";
+  };
+  double d = 0;
+  for (const char* bad : {"0x10", "0X10", "0x1p4", "0x1P4", "inf", "-inf", "nan", "NaN", "infinity",
+                          "1e999", "+", "+-1", "1,5", "10s"}) {
+    const std::string e = parse(bad, &d);
+    EXPECT_EQ(e, "APP_POLL_INTERVAL_S: must be a decimal number, got \"" + std::string(bad) + "\"")
+        << bad;
+    EXPECT_DOUBLE_EQ(d, 2.0) << bad;
+  }
+  for (const auto& [good, value] :
+       std::initializer_list<std::pair<const char*, double>>{{"16", 16},
+                                                             {"+16", 16},
+                                                             {" 0.5 ", 0.5},
+                                                             {".5", 0.5},
+                                                             {"5.", 5},
+                                                             {"1e1", 10},
+                                                             {"2.5E-1", 0.25},
+                                                             {"010", 10}}) {
+    EXPECT_EQ(parse(good, &d), "") << good;
+    EXPECT_DOUBLE_EQ(d, value) << good;
+  }
+}
+
 // A refused configuration still yields what could be read (the checks of the other variables
 // run on it, so that one start names every problem), and its lines can be told apart by name.
 TEST(ConfigTest, ARefusedConfigurationStillHoldsTheOtherValues) {
