@@ -60,6 +60,19 @@ class Reader {
   void Str(const char* name, std::string* out) const {
     if (const std::string* v = Raw(name)) *out = Trimmed(*v);
   }
+  // A value with a default that an empty one must not stand for: `APP_NFS_INCOMING_DIR=` (a
+  // variable left blank in a manifest, a .env line cut short) would otherwise quietly become
+  // /mnt/nfs/incoming. Set but empty (or blank) is an error; unset keeps the default.
+  void NonEmptyStr(const char* name, std::string* out) const {
+    const auto it = env_.find(name);
+    if (it == env_.end()) return;
+    const std::string t = Trimmed(it->second);
+    if (t.empty()) {
+      Error(name, "is set but empty: give a value, or unset it for the default (" + *out + ")");
+    } else {
+      *out = t;
+    }
+  }
   void Double(const char* name, double* out, double min, double max) const {
     const std::string* v = Raw(name);
     if (v == nullptr) return;
@@ -497,7 +510,7 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   Config c;
   const Reader r(env, errors);
   r.Str("APP_AZURE_ACCOUNT_URL", &c.azure_account_url);
-  r.Str("APP_AZURE_CONTAINER", &c.azure_container);
+  r.NonEmptyStr("APP_AZURE_CONTAINER", &c.azure_container);
   r.Str("APP_AZURE_CONNECTION_STRING", &c.azure_connection_string);
   r.Str("APP_AZURE_ACCOUNT_NAME", &c.azure_account_name);
   r.Str("APP_AZURE_ACCOUNT_KEY", &c.azure_account_key);
@@ -512,10 +525,10 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.Int("APP_AZURE_RETRY_MAX_ATTEMPTS", &c.azure_retry_max_attempts, 1, 100);
   r.Double("APP_AZURE_RETRY_BASE_S", &c.azure_retry_base_s, 0.001, 600);
   r.Double("APP_AZURE_RETRY_MAX_S", &c.azure_retry_max_s, 0.001, 3600);
-  r.Str("APP_NFS_INCOMING_DIR", &c.incoming_dir);
-  r.Str("APP_NFS_PROCESSING_ROOT", &c.processing_root);
-  r.Str("APP_NFS_FAILED_ROOT", &c.failed_root);
-  r.Str("APP_LOCAL_STAGING_ROOT", &c.staging_root);
+  r.NonEmptyStr("APP_NFS_INCOMING_DIR", &c.incoming_dir);
+  r.NonEmptyStr("APP_NFS_PROCESSING_ROOT", &c.processing_root);
+  r.NonEmptyStr("APP_NFS_FAILED_ROOT", &c.failed_root);
+  r.NonEmptyStr("APP_LOCAL_STAGING_ROOT", &c.staging_root);
   r.Double("APP_POLL_INTERVAL_S", &c.poll_interval_s, 0.01, 3600);
   r.Double("APP_MIN_FILE_AGE_S", &c.min_file_age_s, 0, 86400);
   r.Bool("APP_CHANGE_HINTS", &c.change_hints);

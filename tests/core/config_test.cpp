@@ -118,6 +118,35 @@ TEST(ConfigTest, NumbersAreDecimalAndFinite) {
   }
 }
 
+// A directory or the container set but empty (a blank manifest value, a .env line cut short) is
+// an error, not the default: APP_NFS_INCOMING_DIR= must not quietly watch /mnt/nfs/incoming.
+// Unset keeps the default; optional values (a secret, the access tier) empty stay unset.
+TEST(ConfigTest, DirectoriesAndContainerSetButEmptyAreRefused) {
+  for (const char* name : {"APP_NFS_INCOMING_DIR", "APP_NFS_PROCESSING_ROOT", "APP_NFS_FAILED_ROOT",
+                           "APP_LOCAL_STAGING_ROOT", "APP_AZURE_CONTAINER"}) {
+    for (const char* blank : {"", "  "}) {
+      EnvMap env = Valid();
+      env[name] = blank;
+      Config c;
+      std::vector<std::string> errors;
+      EXPECT_FALSE(ParseConfig(env, &c, &errors)) << name;
+      ASSERT_EQ(errors.size(), 1u) << name;
+      EXPECT_EQ(errors[0].rfind(std::string(name) + ": is set but empty", 0), 0u) << errors[0];
+    }
+  }
+  EnvMap env = Valid();
+  for (const char* name : {"APP_AZURE_ACCOUNT_KEY", "APP_AZURE_SAS_TOKEN", "APP_AZURE_ACCESS_TIER",
+                           "APP_HTTP_TOKEN", "APP_FILE_EXTENSIONS", "APP_POLL_INTERVAL_S"}) {
+    env[name] = "";
+  }
+  Config c;
+  std::vector<std::string> errors;
+  EXPECT_TRUE(ParseConfig(env, &c, &errors)) << errors.front();
+  EXPECT_EQ(c.incoming_dir, "/mnt/nfs/incoming");
+  EXPECT_EQ(c.azure_container, "ingest");
+  EXPECT_DOUBLE_EQ(c.poll_interval_s, 2.0);
+}
+
 // A refused configuration still yields what could be read (the checks of the other variables
 // run on it, so that one start names every problem), and its lines can be told apart by name.
 TEST(ConfigTest, ARefusedConfigurationStillHoldsTheOtherValues) {
