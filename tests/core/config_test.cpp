@@ -266,6 +266,37 @@ TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
   EXPECT_NE(errors[0].find("APP_NFS_PROCESSING_ROOT"), std::string::npos) << errors[0];
 }
 
+// A root that is a regular file (or lies under one) fails with ENOTDIR: said as such, not as a
+// matter of file systems and mounts; the probe leaves nothing behind.
+TEST(ConfigTest, VolumeCheckSaysWhenARootIsNotADirectory) {
+  test::TempDir dir;
+  Config c = VolumeConfig(dir, "nfs/");
+  ASSERT_TRUE(fs::MkdirAll(c.incoming_dir).ok());
+  std::ofstream(c.failed_root) << "a file";
+  std::ofstream(dir / "plain") << "a file";
+  c.processing_root = dir / "plain/processing";
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  ASSERT_EQ(errors.size(), 2u) << errors[0];
+  EXPECT_EQ(errors[0], "APP_NFS_PROCESSING_ROOT: " + c.processing_root +
+                           " is not a directory: a part of its path is a file");
+  EXPECT_EQ(errors[1], "APP_NFS_FAILED_ROOT: " + c.failed_root + " is not a directory");
+  const auto left = fs::ListDir(c.incoming_dir);
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty()) << left->front().name;
+  // Staging and incoming too.
+  c = VolumeConfig(dir, "nfs2/");
+  c.staging_root = dir / "staging2";
+  std::ofstream(c.staging_root) << "a file";
+  std::ofstream(dir / "nfs2in") << "a file";
+  c.incoming_dir = dir / "nfs2in";
+  errors.clear();
+  CheckVolume(c, &errors);
+  EXPECT_EQ(errors, (std::vector<std::string>{
+                        "APP_LOCAL_STAGING_ROOT: " + c.staging_root + " is not a directory",
+                        "APP_NFS_INCOMING_DIR: " + c.incoming_dir + " is not a directory"}));
+}
+
 // A SAS URL in APP_AZURE_ACCOUNT_URL is refused without repeating its signature.
 TEST(ConfigTest, AccountUrlWithAQueryIsRefusedWithoutEchoingIt) {
   for (const char* url : {"https://acct.blob.core.windows.net/?sv=2022-11-02&sig=c2VjcmV0",
