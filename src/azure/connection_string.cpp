@@ -94,6 +94,14 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
   const std::string key = get("accountkey");
   std::string sas = get("sharedaccesssignature");
   if (!sas.empty() && sas.front() == '?') sas.erase(0, 1);
+  // Two credentials: the key would be used and the SAS silently ignored, though it may be the
+  // one meant (a key pasted from another account, say), as APP_AZURE_AUTH=auto refuses a key or
+  // SAS beside a connection string.
+  if (!key.empty() && !sas.empty()) {
+    return Bad(
+        "both AccountKey and SharedAccessSignature are given, so which is meant cannot be told: "
+        "remove one");
+  }
   if (!key.empty()) {
     if (info.account.empty()) return Bad("AccountName is missing (needed with AccountKey)");
     const std::optional<std::string> raw = Base64Decode(key);

@@ -25,7 +25,8 @@ struct ConnectionInfo {
 // Parses "Key=Value;..." (split on ';', each pair at the first '='). Keys: DefaultEndpointsProtocol
 // (http|https, default https), AccountName, AccountKey, BlobEndpoint, EndpointSuffix (default
 // core.windows.net), SharedAccessSignature; other keys are ignored. Without BlobEndpoint the
-// endpoint is <proto>://<account>.blob.<suffix>. AccountKey wins over SharedAccessSignature.
+// endpoint is <proto>://<account>.blob.<suffix>. AccountKey and SharedAccessSignature together
+// are refused (which is meant cannot be told).
 // Errors are kPermanent and name the offending field, never its value.
 Result<ConnectionInfo> ParseConnectionString(std::string_view text);
 

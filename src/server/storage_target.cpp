@@ -119,6 +119,12 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
                           "told: unset one, or choose the mode with APP_AZURE_AUTH");
       }
     }
+  } else if (mode == "auto" && !c.azure_account_key.empty() && !c.azure_sas_token.empty()) {
+    // The same with a key and a SAS: shared key would win, silently, though the SAS (a
+    // container's, for a narrower grant) may be the one meant.
+    errors->push_back(
+        "APP_AZURE_SAS_TOKEN: set beside APP_AZURE_ACCOUNT_KEY, so which is meant cannot be "
+        "told: unset one, or choose the mode with APP_AZURE_AUTH");
   }
   if (mode == "auto") {
     if (!c.azure_connection_string.empty())

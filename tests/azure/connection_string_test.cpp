@@ -56,11 +56,24 @@ TEST(ConnectionStringTest, SasOnly) {
   EXPECT_EQ(r->account, "devstoreaccount1");
 }
 
-TEST(ConnectionStringTest, KeyWinsOverSas) {
-  auto r = ParseConnectionString(std::string("AccountName=a;SharedAccessSignature=sig=x;") +
-                                 "AccountKey=" + kKey);
-  ASSERT_TRUE(r.ok());
+// A key and a SAS in one string are two credentials: the key used to win silently, though the
+// SAS may be the one meant. Refused, naming neither value; an empty field is no credential.
+TEST(ConnectionStringTest, KeyAndSasTogetherAreRefused) {
+  auto r = ParseConnectionString(
+      std::string("AccountName=a;SharedAccessSignature=sv=1&sig=s3cr3t;") + "AccountKey=" + kKey);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().kind(), ErrorKind::kPermanent);
+  EXPECT_EQ(r.status().message(),
+            "connection string: both AccountKey and SharedAccessSignature are given, so which is "
+            "meant cannot be told: remove one");
+  r = ParseConnectionString(std::string("AccountName=a;SharedAccessSignature=;AccountKey=") + kKey);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->kind, CredentialKind::kSharedKey);
+  r = ParseConnectionString(
+      "BlobEndpoint=https://a.blob.core.windows.net;AccountKey=;"
+      "SharedAccessSignature=sv=1&sig=x");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->kind, CredentialKind::kSas);
 }
 
 void ExpectError(const std::string& cs, const std::string& field) {

@@ -1099,6 +1099,30 @@ TEST(StorageTargetTokenTest, AConnectionStringBesideAnotherCredentialStopsStartu
   EXPECT_EQ(ResolveError(c).rfind("APP_AZURE_ACCOUNT_URL: set beside", 0), 0u) << ResolveError(c);
 }
 
+// An account key beside a SAS is two credentials as well: in auto mode shared key used to win
+// silently. Start-up stops with one line naming neither value; APP_AZURE_AUTH chooses. A
+// connection string holding both is refused the same way.
+TEST(StorageTargetTokenTest, AKeyBesideASasStopsStartupInAutoMode) {
+  core::Config c;
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  c.azure_account_name = "acct";
+  c.azure_account_key = Base64Encode("c2VjcmV0");
+  c.azure_sas_token = "sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(ResolveError(c),
+            "APP_AZURE_SAS_TOKEN: set beside APP_AZURE_ACCOUNT_KEY, so which is meant cannot be "
+            "told: unset one, or choose the mode with APP_AZURE_AUTH");
+  c.azure_auth = "shared-key";
+  EXPECT_EQ(ResolveError(c), "");
+  c.azure_auth = "sas";
+  EXPECT_EQ(ResolveError(c), "");
+  c = core::Config{};
+  c.azure_connection_string = "AccountName=acct;AccountKey=" + Base64Encode("c2VjcmV0") +
+                              ";SharedAccessSignature=sv=2021-06-08&sig=c2VjcmV0";
+  EXPECT_EQ(ResolveError(c),
+            "APP_AZURE_CONNECTION_STRING: connection string: both AccountKey and "
+            "SharedAccessSignature are given, so which is meant cannot be told: remove one");
+}
+
 // Mistakes that would fail every request (a SAS without its signature, a pasted SAS URL, an
 // unreadable CA bundle) stop start-up with one line, instead of a service that waits for ever
 // for storage it can never reach. No line echoes the secret.
