@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <charconv>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -435,6 +436,21 @@ void Error(httplib::Response& res, int status, const std::string& message) {
   Json(res, status, {{"error", message}});
 }
 
+// Whether a Content-Type names JSON: application/json in any case, parameters (charset) allowed.
+bool IsJsonMediaType(const std::string& value) {
+  const std::string type(TrimSpaceAscii(std::string_view(value).substr(0, value.find(';'))));
+  return LowerAscii(type) == "application/json";
+}
+
+// The bytes a request announces by Content-Length (ReceivedRequest let only digits through, and
+// no more than kMaxBody); 0 without one.
+size_t AnnouncedLength(const httplib::Request& req) {
+  const std::string v = req.get_header_value("Content-Length");
+  size_t n = 0;
+  std::from_chars(v.data(), v.data() + v.size(), n);
+  return n;
+}
+
 nlohmann::json SessionJson(const core::SessionState& s) {
   return {{"session_name", s.name}, {"started_at", s.started_at}, {"active", s.active}};
 }
@@ -610,6 +626,19 @@ void Api::Routes() {
     if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
       res.status = 404;  // 405 on a known path, by the error handler
       return httplib::Server::HandlerResponse::Handled;
+    }
+    // A body is JSON: one sent as anything else is refused before it is read (the library would
+    // parse a form-encoded one into parameters, and answer 413 past 8 KiB). No body, with any
+    // type (`curl -d ''` sends a form type), and a body without a Content-Type are taken.
+    if (req.method == "POST" && posts->count(req.path) != 0 && AnnouncedLength(req) > 0) {
+      for (size_t i = 0; i < req.get_header_value_count("Content-Type"); ++i) {
+        if (!IsJsonMediaType(req.get_header_value("Content-Type", i))) {
+          Error(res, 415,
+                "the body must be JSON, sent with Content-Type: application/json (curl: -H "
+                "'Content-Type: application/json')");
+          return httplib::Server::HandlerResponse::Handled;
+        }
+      }
     }
     if (req.method != "POST" || req.has_header("Content-Length")) {
       return httplib::Server::HandlerResponse::Unhandled;
