@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -451,6 +452,33 @@ size_t AnnouncedLength(const httplib::Request& req) {
   return n;
 }
 
+// Parses a request body that must be a JSON object. Returns the message of a 400 when it is not
+// one.
+std::optional<std::string> ParseObject(const std::string& text, nlohmann::json* out) {
+  *out = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (out->is_discarded()) return "request body is not valid JSON";
+  if (!out->is_object()) return "request body must be a JSON object";
+  return std::nullopt;
+}
+
+// A body for a route that takes no fields: none, or an empty JSON object. True when `res` was
+// answered (400 for what is not a JSON object, 422 for a field: {"session_name":"x"} sent to
+// stop would otherwise stop whichever session is active).
+bool RefusedFieldlessBody(const httplib::Request& req, httplib::Response& res) {
+  if (req.body.empty()) return false;
+  nlohmann::json body;
+  if (const auto problem = ParseObject(req.body, &body)) {
+    Error(res, 400, *problem);
+    return true;
+  }
+  if (!body.empty()) {
+    Error(res, 422,
+          "unknown field \"" + body.begin().key().substr(0, 64) + "\" (this route takes none)");
+    return true;
+  }
+  return false;
+}
+
 nlohmann::json SessionJson(const core::SessionState& s) {
   return {{"session_name", s.name}, {"started_at", s.started_at}, {"active", s.active}};
 }
@@ -537,9 +565,8 @@ void Api::Routes() {
   post("/v1/watch/start", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!req.body.empty()) {
-      const auto body = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-      if (body.is_discarded()) return Error(res, 400, "request body is not valid JSON");
-      if (!body.is_object()) return Error(res, 400, "request body must be a JSON object");
+      nlohmann::json body;
+      if (const auto problem = ParseObject(req.body, &body)) return Error(res, 400, *problem);
       for (const auto& [key, value] : body.items()) {
         if (key != "session_name") {
           return Error(
@@ -569,7 +596,8 @@ void Api::Routes() {
       default: return Error(res, 503, "cannot persist the session: " + error);
     }
   });
-  post("/v1/watch/stop", [this](const httplib::Request&, httplib::Response& res) {
+  post("/v1/watch/stop", [this](const httplib::Request& req, httplib::Response& res) {
+    if (RefusedFieldlessBody(req, res)) return;
     core::SessionState state;
     std::string error;
     switch (service_.StopWatch(&state, &error)) {
@@ -582,7 +610,8 @@ void Api::Routes() {
   s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {
     Json(res, 200, service_.StatusJson());
   });
-  post("/v1/failed/retry", [this](const httplib::Request&, httplib::Response& res) {
+  post("/v1/failed/retry", [this](const httplib::Request& req, httplib::Response& res) {
+    if (RefusedFieldlessBody(req, res)) return;
     std::vector<std::string> errors;
     size_t left = 0;
     const size_t n = service_.RetryFailed(&errors, &left);

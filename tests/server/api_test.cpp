@@ -153,5 +153,27 @@ TEST_F(ApiTest, ABodyThatIsNotSentAsJsonIsRefused415) {
   EXPECT_EQ(untyped.body.value("session_name", ""), "untyped");
 }
 
+// Stop and retry take no fields: their body, when there is one, must be a JSON object (400
+// otherwise), and an empty one (422 for a field: {"session_name":"x"} sent to stop would stop
+// whichever session is active). Nothing is done for a refused body.
+TEST_F(ApiTest, StopAndRetryRefuseABodyThatIsNotAnEmptyObject) {
+  ASSERT_EQ(Post("/v1/watch/start", R"({"session_name":"kept"})", "application/json").status, 200);
+  for (const char* path : {"/v1/watch/stop", "/v1/failed/retry"}) {
+    for (const char* body : {"[1]", "not json", "\"stop\"", "{", "null"}) {
+      const Answer a = Post(path, body, "application/json");
+      EXPECT_EQ(a.status, 400) << path << " " << body;
+      EXPECT_TRUE(a.body.contains("error")) << path << " " << body << " " << a.body.dump();
+    }
+    const Answer field = Post(path, R"({"session_name":"x"})", "application/json");
+    EXPECT_EQ(field.status, 422) << path;
+    EXPECT_EQ(field.body.value("error", ""),
+              "unknown field \"session_name\" (this route takes none)");
+  }
+  EXPECT_EQ(State(), "watching") << "a refused stop stopped the session";
+  EXPECT_EQ(Post("/v1/failed/retry", "{}", "application/json").status, 200);
+  EXPECT_EQ(Post("/v1/watch/stop", " {} ", "application/json").status, 200);
+  EXPECT_EQ(State(), "idle");
+}
+
 }  // namespace
 }  // namespace nbu::server
