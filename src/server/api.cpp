@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -453,11 +454,28 @@ size_t AnnouncedLength(const httplib::Request& req) {
 }
 
 // Parses a request body that must be a JSON object. Returns the message of a 400 when it is not
-// one.
+// one, or when an object in it names a key twice: {"session_name":"a/b","session_name":"ok"}
+// would otherwise be taken as its last value, what a check of the first would have refused.
 std::optional<std::string> ParseObject(const std::string& text, nlohmann::json* out) {
-  *out = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::set<std::string>> keys;  // of each object open at the point parsed
+  std::optional<std::string> duplicate;
+  const nlohmann::json::parser_callback_t check = [&](int, nlohmann::json::parse_event_t event,
+                                                      nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start) {
+      keys.emplace_back();
+    } else if (event == Event::object_end && !keys.empty()) {
+      keys.pop_back();
+    } else if (event == Event::key && !keys.empty() && !duplicate &&
+               !keys.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  *out = nlohmann::json::parse(text, check, /*allow_exceptions=*/false);
   if (out->is_discarded()) return "request body is not valid JSON";
   if (!out->is_object()) return "request body must be a JSON object";
+  if (duplicate) return "request body names \"" + duplicate->substr(0, 64) + "\" twice";
   return std::nullopt;
 }
 

@@ -175,5 +175,25 @@ TEST_F(ApiTest, StopAndRetryRefuseABodyThatIsNotAnEmptyObject) {
   EXPECT_EQ(State(), "idle");
 }
 
+// A key named twice in an object is refused 400: {"session_name":"a/b","session_name":"ok"}
+// would otherwise be taken with its last value, whatever a check of the first would say.
+TEST_F(ApiTest, AKeyNamedTwiceIsRefused400) {
+  for (const char* body : {R"({"session_name":"a/b","session_name":"ok"})",
+                           R"({"session_name":"ok","session_name":"ok"})",
+                           R"({"session_name":null,"session_name":"ok"})"}) {
+    const Answer a = Post("/v1/watch/start", body, "application/json");
+    EXPECT_EQ(a.status, 400) << body;
+    EXPECT_EQ(a.body.value("error", ""), "request body names \"session_name\" twice") << body;
+  }
+  EXPECT_EQ(State(), "idle") << "nothing was started";
+  const Answer nested = Post("/v1/failed/retry", R"({"a":{"b":1,"b":2}})", "application/json");
+  EXPECT_EQ(nested.status, 400);
+  EXPECT_EQ(nested.body.value("error", ""), "request body names \"b\" twice");
+  // The same key in two objects is no duplicate (refused here for the field, 422).
+  EXPECT_EQ(Post("/v1/watch/start", R"({"x":{"a":1},"y":{"a":1}})", "application/json").status,
+            422);
+  EXPECT_EQ(Post("/v1/watch/start", R"({"session_name":"once"})", "application/json").status, 200);
+}
+
 }  // namespace
 }  // namespace nbu::server
