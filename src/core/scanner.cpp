@@ -118,10 +118,14 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
   // is not followed out of incoming; its files are not the producer's to give away.
   const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
   if (dfd < 0) {
-    if (errno != ENOENT) {
-      LogWarn(errno == ELOOP ? "a symlink in place of a directory is not followed"
-                             : "cannot scan directory",
+    if (errno == ELOOP) {
+      LogWarn("a symlink in place of a directory is not followed",
               {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
+    } else if (errno != ENOENT && stats->unreadable++ == 0) {
+      // A permission, an I/O error, a path past PATH_MAX: its files are not seen. Counted with
+      // the files that cannot be opened, which the status and a warning show.
+      stats->unreadable_example =
+          (rel_dir.empty() ? "." : rel_dir) + "/: " + ErrnoStatus("open", errno).ToString();
     }
     return;
   }

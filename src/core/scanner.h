@@ -34,8 +34,9 @@ class Scanner {
     // and a symlink is never followed out of incoming. The first one's relative path.
     size_t not_regular = 0;
     std::string not_regular_example;
-    // Files ready by stat that this process cannot open (a permission, an I/O error): left in
-    // incoming and looked at again. The first one's relative path and error.
+    // Files ready by stat that this process cannot open, and directories it cannot list (a
+    // permission, an I/O error, a path longer than PATH_MAX): left in incoming and looked at
+    // again. The first one's relative path (a directory's ends in '/') and error.
     size_t unreadable = 0;
     std::string unreadable_example;
     double wall_s = 0;  // this scan's duration

@@ -110,6 +110,39 @@ TEST_F(ScannerTest, AFileThatCannotBeOpenedIsCountedNotQueued) {
       << stats.unreadable_example;
 }
 
+// A directory whose path is longer than PATH_MAX cannot be opened by path, and its files could
+// not be claimed by name either: it is counted with the unreadable entries, named by its
+// relative path, so that the status shows it, and the files beside it go on.
+TEST_F(ScannerTest, ADirectoryPastPathMaxIsCountedAsUnreadable) {
+  WriteFile(In("near.bin"), "n");
+  int fd = ::open(In("").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::string part(250, 'd');
+  std::string rel;
+  for (int depth = 0; depth < 17; ++depth) {  // 17 x 251 bytes: past PATH_MAX (4096)
+    ASSERT_EQ(::mkdirat(fd, part.c_str(), 0755), 0) << depth;
+    const int next = ::openat(fd, part.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(next, 0) << depth;
+    ::close(fd);
+    fd = next;
+    if (depth < 16) rel += (rel.empty() ? "" : "/") + part;
+  }
+  const int file = ::openat(fd, "deep.bin", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(file, 0);
+  ::close(file);
+  ::close(fd);
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"near.bin"}));
+  EXPECT_EQ(stats.unreadable, 1u);
+  EXPECT_EQ(stats.unreadable_example.rfind(rel + "/" + part + "/: ", 0), 0u)
+      << stats.unreadable_example;
+  EXPECT_NE(stats.unreadable_example.find("File name too long"), std::string::npos);
+}
+
 // Symlinks (to files, to directories, dangling) and FIFOs are counted and never queued, and a
 // linked directory is never entered: its files are not the producer's to give away.
 TEST_F(ScannerTest, EntriesThatAreNotRegularFilesAreCountedNeverQueued) {

@@ -16,6 +16,7 @@ namespace nbu::core {
 namespace {
 
 using namespace std::chrono_literals;
+using nbu::test::RemoveTreeAt;
 using nbu::test::TempDir;
 using nbu::test::WriteFile;
 
@@ -214,33 +215,6 @@ TEST_F(SweeperTest, OwnClaimIsNotRequeuedWhileAnotherProcessHasOurId) {
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.Path(), c.Path());
-}
-
-// Removes `name` under the directory `parent` and all below it, by descriptors: paths longer
-// than PATH_MAX cannot be removed by name.
-void RemoveTreeAt(int parent, const std::string& name) {
-  const int fd = ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    ::unlinkat(parent, name.c_str(), 0);
-    return;
-  }
-  if (DIR* d = ::fdopendir(::dup(fd))) {
-    std::vector<std::pair<std::string, bool>> children;
-    while (const dirent* e = ::readdir(d)) {
-      const std::string n = e->d_name;
-      if (n != "." && n != "..") children.emplace_back(n, e->d_type == DT_DIR);
-    }
-    ::closedir(d);
-    for (const auto& [n, dir] : children) {
-      if (dir) {
-        RemoveTreeAt(fd, n);
-      } else {
-        ::unlinkat(fd, n.c_str(), 0);
-      }
-    }
-  }
-  ::close(fd);
-  ::unlinkat(parent, name.c_str(), AT_REMOVEDIR);
 }
 
 // A directory the sweep cannot list (here: its path is longer than PATH_MAX) hides the claims

@@ -1,6 +1,7 @@
 #include "support/process.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -166,6 +167,34 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+  if (ec) RemoveTreeAt(AT_FDCWD, path_);  // paths past PATH_MAX, which remove_all cannot take
+}
+
+// Removes `name` under the directory `parent` and all below it, by descriptors: paths longer
+// than PATH_MAX cannot be removed by name.
+void RemoveTreeAt(int parent, const std::string& name) {
+  const int fd = ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    ::unlinkat(parent, name.c_str(), 0);
+    return;
+  }
+  if (DIR* d = ::fdopendir(::dup(fd))) {
+    std::vector<std::pair<std::string, bool>> children;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") children.emplace_back(n, e->d_type == DT_DIR);
+    }
+    ::closedir(d);
+    for (const auto& [n, dir] : children) {
+      if (dir) {
+        RemoveTreeAt(fd, n);
+      } else {
+        ::unlinkat(fd, n.c_str(), 0);
+      }
+    }
+  }
+  ::close(fd);
+  ::unlinkat(parent, name.c_str(), AT_REMOVEDIR);
 }
 
 std::string ReadFile(const std::string& path) {

@@ -86,6 +86,9 @@ auto CallWithDeadline(std::chrono::milliseconds limit, Fn fn) {
   return fn(stop.get_token());
 }
 
+// Removes `name` under the directory `parent` (AT_FDCWD: the working directory) and all below
+// it, by descriptors: paths longer than PATH_MAX cannot be removed by name.
+void RemoveTreeAt(int parent, const std::string& name);
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& data);  // creates parent dirs
 // Deterministic pseudo-random bytes for test files.
