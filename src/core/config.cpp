@@ -569,6 +569,29 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   }
   if (env.count("APP_IGNORE_PATTERNS") != 0)
     c.ignore_patterns = SplitList(env.at("APP_IGNORE_PATTERNS"));
+  // Filters that leave nothing to upload are mistakes, not choices: refused at start-up rather
+  // than run a service that uploads nothing and says nothing.
+  for (const std::string& p : c.ignore_patterns) {
+    if (p.find('/') != std::string::npos) {
+      r.Error("APP_IGNORE_PATTERNS", "\"" + p +
+                                         "\" has a /: patterns are matched against the file "
+                                         "name, not its path, so it would never match");
+    } else if (p.find_first_not_of('*') == std::string::npos) {
+      r.Error("APP_IGNORE_PATTERNS", "\"" + p + "\" ignores every file: nothing would be uploaded");
+    }
+  }
+  for (const std::string& ext : c.file_extensions) {
+    const auto ignores_all =
+        std::find_if(c.ignore_patterns.begin(), c.ignore_patterns.end(), [&](const std::string& p) {
+          return GlobMatch(p, "x" + ext) && GlobMatch(p, "Data_01 (copy)~" + ext);
+        });
+    if (ignores_all != c.ignore_patterns.end()) {
+      r.Error("APP_FILE_EXTENSIONS", "files ending in " + ext +
+                                         " are all ignored by the pattern \"" + *ignores_all +
+                                         "\" of APP_IGNORE_PATTERNS: none would be "
+                                         "uploaded");
+    }
+  }
   r.Int("APP_WORKER_CONCURRENCY", &c.worker_concurrency, 1, 256);
   r.Int("APP_MAX_QUEUE_SIZE", &c.max_queue_size, 1, 10'000'000);
   r.Double("APP_GC_INTERVAL_S", &c.gc_interval_s, 0.05, 86400);

@@ -333,6 +333,24 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
         << ext;
   }
   EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", "csv,.tar.gz"), "");
+  // Filters that leave nothing to upload: every file of an extension ignored (the default
+  // patterns ignore *.tmp), every name ignored, or a pattern with a path that never matches.
+  EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", ".tmp"),
+            "APP_FILE_EXTENSIONS: files ending in .tmp are all ignored by the pattern \"*.tmp\" of "
+            "APP_IGNORE_PATTERNS: none would be uploaded");
+  EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", ".csv,.part")
+                .rfind("APP_FILE_EXTENSIONS: files ending "
+                       "in .part are all ignored",
+                       0),
+            0u);
+  EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", "*.lock,**"),
+            "APP_IGNORE_PATTERNS: \"**\" ignores every file: nothing would be uploaded");
+  EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", "logs/*.txt")
+                .rfind("APP_IGNORE_PATTERNS: \"logs/*.txt\" "
+                       "has a /",
+                       0),
+            0u);
+  EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", ".csv,.tmp.csv"), "");  // *.tmp: x.tmp.csv goes
   EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "https://"),
             "APP_AZURE_ACCOUNT_URL: has no host name");
   EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "http://:10000/acct"),
