@@ -12,8 +12,11 @@
 #include "util/log.h"
 #include "util/md5_pair.h"
 
+#include <netdb.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -101,6 +104,39 @@ std::optional<std::string> CheckReplicaIdWatchingSignals(core::Service& service,
   return in_use;
 }
 
+// The line for a listen address that cannot be used, or nothing.
+std::string CannotListen(const std::string& host, int port) {
+  return "APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on " + host + ":" + std::to_string(port) +
+         " (not an address of this host, or the port is taken)";
+}
+
+// Whether the API could listen on host:port, tried with a socket closed at once, so that a taken
+// port is told with the other configuration errors instead of at the next start. The API binds
+// it for good later (and says so too if the port was taken in between). Port 0: any is free.
+bool CanListen(const std::string& host, int port) {
+  if (port == 0) return true;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.empty() ? nullptr : host.c_str(), std::to_string(port).c_str(), &hints,
+                    &found) != 0) {
+    return false;
+  }
+  bool ok = false;
+  for (const addrinfo* a = found; a != nullptr && !ok; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;  // as the API's socket: a port in TIME_WAIT is free, a listener's is not
+    (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ok = ::bind(fd, a->ai_addr, a->ai_addrlen) == 0;
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return ok;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -164,6 +200,10 @@ int Main(int argc, char** argv) {
     core::CheckVolume(config, &errors);
   }
   if (!any_named({"APP_ENV_FILE"})) ResolveStorageTarget(config, clock, &target, &errors, &env);
+  if (!any_named({"APP_ENV_FILE", "APP_HTTP_HOST", "APP_HTTP_PORT"}) &&
+      !CanListen(config.http_host, config.http_port)) {
+    errors.push_back(CannotListen(config.http_host, config.http_port));
+  }
   if (!errors.empty()) {
     for (const auto& e : errors) std::fprintf(stderr, "config error: %s\n", e.c_str());
     return 2;
@@ -219,10 +259,8 @@ int Main(int argc, char** argv) {
   const int port = api.Bind(config.http_host, config.http_port);
   if (port < 0) {
     // The library's errno is not reliable here (its address lookup does not set it).
-    std::fprintf(stderr,
-                 "config error: APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on %s:%d (not an "
-                 "address of this host, or the port is taken)\n",
-                 config.http_host.c_str(), config.http_port);
+    std::fprintf(stderr, "config error: %s\n",
+                 CannotListen(config.http_host, config.http_port).c_str());
     return 2;
   }
   LogInfo("starting", {{"version", kVersion},

@@ -877,11 +877,16 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
 }
 
 // Every problem in one start, of every kind: values, the telemetry variables, the volume, the
-// CA file and the credential (the checks that need no network run whatever else is wrong).
+// CA file, the credential and a listen port already taken (the checks that need no network run
+// whatever else is wrong).
 TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
   const std::string secret = "U2VjcmV0S2V5VGhhdE11c3ROb3RMZWFr";
+  const int port = FreeLoopbackPort();
+  const int holder = ListenLoopbackShared(port);
+  ASSERT_GE(holder, 0);
   UploaderProcess up(*azurite_, volume_, container_, "r1",
-                     {{"APP_POLL_INTERVAL_S", "soon"},
+                     {{"APP_HTTP_PORT", std::to_string(port)},
+                      {"APP_POLL_INTERVAL_S", "soon"},
                       {"APP_WORKER_CONCURRENCY", "-1"},
                       {"APP_AZURE_CONTAINER", "NO"},
                       {"APP_AZURE_PUT_BLOB_CHECKSUM", "sha1"},
@@ -890,7 +895,12 @@ TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
                       {"APP_LOCAL_STAGING_ROOT", "/proc/no-such-dir"},
                       {"OTEL_METRIC_EXPORT_INTERVAL", "often"}});
   EXPECT_EQ(up.process().Wait(20s), 2);
+  ::close(holder);
   const std::string log = up.process().ReadLog();
+  EXPECT_NE(log.find("config error: APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on 127.0.0.1:" +
+                     std::to_string(port)),
+            std::string::npos)
+      << log;
   for (const char* line :
        {"config error: APP_POLL_INTERVAL_S: ", "config error: APP_WORKER_CONCURRENCY: ",
         "config error: APP_AZURE_CONTAINER: ", "config error: APP_AZURE_PUT_BLOB_CHECKSUM: ",
@@ -901,7 +911,7 @@ TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
         "base64"}) {
     EXPECT_NE(log.find(line), std::string::npos) << line << "\n" << log;
   }
-  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 8) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 9) << log;
   EXPECT_EQ(log.find(secret), std::string::npos);
 }
 
