@@ -84,12 +84,12 @@ bool FilterChain(const EnvLookup& env, std::vector<ChainEntry>* chain,
 }
 
 // Creates the source and fetches one token; the error line names the credential.
-Result<std::shared_ptr<TokenCredential>> TryOne(const ChainEntry& e) {
+Result<std::shared_ptr<TokenCredential>> TryOne(const ChainEntry& e, std::stop_token stop) {
   Result<std::shared_ptr<TokenCredential>> cred = e.make();
   if (!cred.ok()) {
     return Status(cred.status().kind(), std::string(e.name) + ": " + cred.status().message());
   }
-  Result<std::string> token = (*cred)->GetToken();
+  Result<std::string> token = (*cred)->GetToken(stop);
   if (!token.ok()) {
     return Status(token.status().kind(), std::string(e.name) + ": " + token.status().message());
   }
@@ -116,8 +116,8 @@ Result<std::shared_ptr<TokenCredential>> EnvironmentCredentialFromEnv(const EnvL
 
 bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
                             const TokenSourceOptions& options,
-                            std::shared_ptr<TokenCredential>* out,
-                            std::vector<std::string>* errors) {
+                            std::shared_ptr<TokenCredential>* out, std::vector<std::string>* errors,
+                            std::stop_token stop) {
   const bool chain_mode = mode == "auto";
   std::vector<ChainEntry> chain = AllSources(env, options, /*probe_imds=*/chain_mode);
   if (chain_mode) {
@@ -131,7 +131,7 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
   }
   std::vector<std::string> failures;
   for (const ChainEntry& e : chain) {
-    Result<std::shared_ptr<TokenCredential>> cred = TryOne(e);
+    Result<std::shared_ptr<TokenCredential>> cred = TryOne(e, stop);
     if (cred.ok()) {
       LogInfo("token credential selected",
               {{"credential", (*cred)->Describe()}, {"source", e.name}, {"mode", mode}});
@@ -139,6 +139,7 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
       return true;
     }
     failures.push_back(cred.status().message());
+    if (stop.stop_requested()) break;
     if (chain_mode) LogInfo("token credential unavailable", {{"error", failures.back()}});
     // A credential the operator configured that fails (a secret expired, Entra unreachable)
     // ends the chain, as in the Azure SDKs: a later source would run the service under an

@@ -5,6 +5,7 @@
 #include "azure/token_credential.h"
 
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -27,10 +28,11 @@ Result<std::shared_ptr<TokenCredential>> EnvironmentCredentialFromEnv(const EnvL
 // retries; the first source that yields a token is returned (with that token cached). A source
 // configured by its own variables (environment, workload identity) that fails ends the chain. On
 // failure returns false and appends one line per credential tried, naming it and why (never a
-// secret).
+// secret). A stop request ends the fetch under way, and the chain (false, the fetch's line
+// saying it was cancelled).
 bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
                             const TokenSourceOptions& options,
-                            std::shared_ptr<TokenCredential>* out,
-                            std::vector<std::string>* errors);
+                            std::shared_ptr<TokenCredential>* out, std::vector<std::string>* errors,
+                            std::stop_token stop = {});
 
 }  // namespace nbu::azure

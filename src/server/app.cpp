@@ -80,9 +80,12 @@ std::string SignalName(int sig) {
                                       : std::to_string(sig);
 }
 
-// The replica-id check (it can wait 1.5 heartbeat intervals), ended at once by a stop signal:
-// its error line, and in *signal the signal that ended it (0: none).
-std::optional<std::string> CheckReplicaIdWatchingSignals(core::Service& service, int* signal) {
+// Runs work(stop_token) for a start-up step that can wait (the first token fetch, the
+// replica-id check), with the token requested by a stop signal, so that the step ends at once;
+// the signals are blocked in every thread, and a thread waits for them meanwhile. Returns what
+// the work returns; *signal: the signal that ended it (0: none).
+template <typename Work>
+auto WatchingSignals(const Work& work, int* signal) {
   std::stop_source stop;
   std::atomic<bool> done{false};
   std::atomic<int> caught{0};
@@ -97,11 +100,11 @@ std::optional<std::string> CheckReplicaIdWatchingSignals(core::Service& service,
       }
     }
   });
-  auto in_use = service.CheckReplicaIdFree(stop.get_token());
+  auto result = work(stop.get_token());
   done = true;
   watcher.join();
   *signal = caught.load();
-  return in_use;
+  return result;
 }
 
 // The line for a listen address that cannot be used, or nothing.
@@ -199,7 +202,18 @@ int Main(int argc, char** argv) {
                   "APP_NFS_FAILED_ROOT", "APP_LOCAL_STAGING_ROOT", "APP_REPLICA_ID"})) {
     core::CheckVolume(config, &errors);
   }
-  if (!any_named({"APP_ENV_FILE"})) ResolveStorageTarget(config, clock, &target, &errors, &env);
+  int early_signal = 0;
+  if (!any_named({"APP_ENV_FILE"})) {
+    WatchingSignals(
+        [&](std::stop_token stop) {
+          return ResolveStorageTarget(config, clock, &target, &errors, &env, stop);
+        },
+        &early_signal);
+  }
+  if (early_signal != 0) {  // during the first token fetch: a stop, not a configuration error
+    LogInfo("signal received before the service started", {{"signal", SignalName(early_signal)}});
+    return 0;
+  }
   if (!any_named({"APP_ENV_FILE", "APP_HTTP_HOST", "APP_HTTP_PORT"}) &&
       !CanListen(config.http_host, config.http_port)) {
     errors.push_back(CannotListen(config.http_host, config.http_port));
@@ -291,8 +305,8 @@ int Main(int argc, char** argv) {
   if (!api.WaitServing(std::chrono::seconds(10))) LogWarn("the API did not start listening", {});
   // While the API answers (a wait here outlasting a liveness probe's patience would restart
   // the pod); nothing is claimed or written before it ends (POSTs get 503 until then).
-  int early_signal = 0;
-  const auto in_use = CheckReplicaIdWatchingSignals(service, &early_signal);
+  const auto in_use = WatchingSignals(
+      [&](std::stop_token stop) { return service.CheckReplicaIdFree(stop); }, &early_signal);
   if (in_use || early_signal != 0) {
     if (in_use) {
       std::fprintf(stderr, "config error: %s\n", in_use->c_str());

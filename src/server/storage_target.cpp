@@ -29,7 +29,7 @@ std::string TrimSlash(std::string s) {
 // need not wait on the network to say so.
 bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& clock,
                         const core::EnvMap* env, StorageTarget* out,
-                        std::vector<std::string>* errors) {
+                        std::vector<std::string>* errors, std::stop_token stop) {
   if (c.azure_account_url.empty()) {
     errors->push_back(
         "APP_AZURE_ACCOUNT_URL: required for token credentials (APP_AZURE_AUTH=" + mode +
@@ -57,7 +57,7 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
   options.clock = &clock;
   options.transport = std::make_shared<azure::HttpTransport>(StorageTransportOptions(c, lookup));
   std::shared_ptr<azure::TokenCredential> cred;
-  if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors)) return false;
+  if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors, stop)) return false;
   out->endpoint = TrimSlash(c.azure_account_url);
   out->account =
       c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;
@@ -92,7 +92,8 @@ std::string AccountFromEndpoint(const std::string& endpoint) {
 }
 
 bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* out,
-                          std::vector<std::string>* errors, const core::EnvMap* env) {
+                          std::vector<std::string>* errors, const core::EnvMap* env,
+                          std::stop_token stop) {
   const size_t before = errors->size();
   // curl would fail every request on it (error 77), and the service would wait for ever.
   if (!c.azure_ca_file.empty() && ::access(c.azure_ca_file.c_str(), R_OK) != 0) {
@@ -205,7 +206,7 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     out->credential = std::make_shared<azure::SasCredential>(c.azure_sas_token);
     return true;
   }
-  if (azure::IsTokenMode(mode)) return ResolveTokenTarget(c, mode, clock, env, out, errors);
+  if (azure::IsTokenMode(mode)) return ResolveTokenTarget(c, mode, clock, env, out, errors, stop);
   errors->push_back("APP_AZURE_AUTH: mode \"" + mode + "\" is not available in this build");
   return false;
 }

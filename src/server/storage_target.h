@@ -10,6 +10,7 @@
 #include "util/clock.h"
 
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -28,10 +29,11 @@ struct StorageTarget {
 // workload-identity, managed-identity, azure-cli, and auto when no connection string, key or SAS
 // is configured) read AZURE_*, IDENTITY_* and PATH from `env` (nullptr: the process environment)
 // and fetch a first token, so they do network I/O bounded by the token sources' timeouts; not
-// when `errors` already holds a line (start-up fails anyway). Explicit secrets never touch any
-// token endpoint.
+// when `errors` already holds a line (start-up fails anyway). A stop request ends that fetch
+// (false, with a line saying so). Explicit secrets never touch any token endpoint.
 bool ResolveStorageTarget(const core::Config& config, Clock& clock, StorageTarget* out,
-                          std::vector<std::string>* errors, const core::EnvMap* env = nullptr);
+                          std::vector<std::string>* errors, const core::EnvMap* env = nullptr,
+                          std::stop_token stop = {});
 // HTTP options for storage and token requests alike: the CA bundle from APP_AZURE_CA_FILE, else
 // SSL_CERT_FILE, else the system store.
 azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,

@@ -994,6 +994,33 @@ TEST_F(UploaderE2E, CredentialsStorageRefusesShowInTheStatus) {
   EXPECT_EQ(up.process().ReadLog().find(key), std::string::npos);
 }
 
+// A stop signal during start-up's first token fetch (here from an identity endpoint that takes
+// the connection and never answers) ends the process at once, exit 0, instead of after the
+// fetch's timeouts (15 s per request): a pod being deleted is not held up by it.
+TEST_F(UploaderE2E, AStopDuringTheFirstTokenFetchEndsStartup) {
+  const int idp_port = FreeLoopbackPort();
+  const int idp = ListenLoopbackShared(idp_port);  // connections wait in its backlog, unanswered
+  ASSERT_GE(idp, 0);
+  UploaderProcess up(*azurite_, volume_, container_, "r1",
+                     {{"APP_AZURE_CONNECTION_STRING", ""},
+                      {"APP_AZURE_AUTH", "environment"},
+                      {"APP_AZURE_ACCOUNT_URL", azurite_->BlobEndpoint()},
+                      {"AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"},
+                      {"AZURE_CLIENT_ID", "0b7a9d4e-1c2f-4a6b-9e8d-7f6a5b4c3d2e"},
+                      {"AZURE_CLIENT_SECRET", "not-a-secret"},
+                      {"AZURE_AUTHORITY_HOST", "http://127.0.0.1:" + std::to_string(idp_port)}});
+  pollfd pending{idp, POLLIN, 0};  // the fetch's connection is there
+  const bool fetching = WaitFor([&] { return ::poll(&pending, 1, 0) == 1; }, 20s);
+  up.process().Signal(SIGTERM);
+  const auto code = up.process().Wait(10s);
+  ::close(idp);
+  ASSERT_TRUE(fetching) << up.process().ReadLog();
+  EXPECT_EQ(code, 0) << up.process().ReadLog();
+  EXPECT_NE(up.process().ReadLog().find("signal received before the service started"),
+            std::string::npos)
+      << up.process().ReadLog();
+}
+
 TEST_F(UploaderE2E, NoCredentialsIsAConfigurationError) {
   UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_AZURE_CONNECTION_STRING", ""}});
   EXPECT_EQ(up.process().Wait(20s), 2);
