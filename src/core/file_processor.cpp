@@ -289,12 +289,21 @@ Status FileProcessor::StagingFailure(const std::string& what, int err) {
   const bool failing = err == EROFS || err == EACCES || err == EPERM || err == EIO ||
                        err == ENOENT || err == EMFILE || err == ENFILE || err == ENOMEM;
   if (!full && !failing) return ErrnoStatus(what, err);
-  (full ? d_.inst.staging_full_at : d_.inst.staging_failing_at) =
-      d_.clock.Now().time_since_epoch().count();
-  d_.inst.attempt_failures.Add(1, {{"reason", full ? "staging_full" : "staging_failing"}});
+  CountStagingTrouble(full);
   return Status(ErrorKind::kStaging, std::string(full ? "staging is full: " : "staging fails: ") +
                                          ErrnoStatus(what, err).message() + " (" +
                                          d_.config.staging_root + ")");
+}
+
+void FileProcessor::CountStagingTrouble(bool full) {
+  (full ? d_.inst.staging_full_at : d_.inst.staging_failing_at) =
+      d_.clock.Now().time_since_epoch().count();
+  d_.inst.attempt_failures.Add(1, {{"reason", full ? "staging_full" : "staging_failing"}});
+}
+
+Status FileProcessor::SentFromStaging(Status s) {
+  if (s.kind() == ErrorKind::kStaging) CountStagingTrouble(/*full=*/false);
+  return s;
 }
 
 Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {
@@ -377,8 +386,8 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
         continue;
       }
       const uint64_t at = (i % slots) * f.block_size;
-      Status s = d_.blob.PutBlock(
-          blob_name, ids[i], azure::Body::FromFile(f.fd.get(), at, block_len(i)), md5s[i], stop);
+      Status s = SentFromStaging(d_.blob.PutBlock(
+          blob_name, ids[i], azure::Body::FromFile(f.fd.get(), at, block_len(i)), md5s[i], stop));
       if (!s.ok()) return fail(std::move(s));
       sent.fetch_add(1);
       d_.inst.blocks_uploaded.Add();
@@ -561,7 +570,7 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
   return CommitInOrder(
       blob_name, f, std::move(props),
       [&](const azure::BlobProperties& p) {
-        return d_.blob.PutBlob(blob_name, body, check, p, stop);
+        return SentFromStaging(d_.blob.PutBlob(blob_name, body, check, p, stop));
       },
       stop);
 }

@@ -146,6 +146,12 @@ class FileProcessor {
   // A failed staging call: out of space or quota, it is this replica's problem, not the file's
   // (kStaging: the attempt waits and does not count, and the status says staging_full).
   Status StagingFailure(const std::string& what, int err);
+  // Records staging trouble (the status's staging_full or staging_failing, and the attempt's
+  // failure reason), however it was met.
+  void CountStagingTrouble(bool full);
+  // `s` as a request that sent the staging copy ended: kStaging (the transport could not read
+  // the copy back, or it ended early) is counted as staging failing.
+  Status SentFromStaging(Status s);
   // After the completion rename (the first or a retried one): a write that landed between the
   // last check and the rename is in the marker, where a sweep cannot tell it (the rename moved
   // the ctime past it). Such a marker becomes a fresh claim of this replica, which the sweep

@@ -788,6 +788,28 @@ TEST_F(FileProcessorAzuriteTest, ReadOnlyStagingWaitsAndNeverDeadLetters) {
   ExpectBlobHolds(item, data);
 }
 
+// A staging copy that cannot be read back as it is sent (here it shrank between its copy and
+// its upload) is staging's trouble: counted as staging_failing like staging's own failures, the
+// attempt waits without counting against the file, and the next attempt copies it again.
+TEST_F(FileProcessorAzuriteTest, AStagingCopyThatCannotBeReadBackCountsAsStagingFailing) {
+  config_.max_file_attempts = 1;  // a failure that counted would dead-letter at once
+  const std::string data = PatternBytes((1 << 20) + 7, 38);  // one Put Blob from a staging file
+  WorkItem item = PlaceClaim("shrunk.bin", data, true, 0);
+  int stages = 0;
+  on_span_ = [&](const telemetry::SpanData& d) {
+    if (d.name != "stage" || ++stages > 1) return;
+    const auto staged = Entries(config_.staging_root);
+    ASSERT_EQ(staged.size(), 1u);
+    ASSERT_EQ(::truncate(fs::Join(config_.staging_root, staged[0]).c_str(), 1000), 0);
+  };
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+  EXPECT_EQ(stages, 2);
+  EXPECT_NE(inst_.staging_failing_at.load(), 0);
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "staging_failing"}}), 1);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 // A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   for (int runs : {0, 1, 2}) {
