@@ -85,6 +85,10 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   if (c->state == ClaimState::kDone) {
     // A worker of ours has yet to look at it after its completion rename.
     if (inflight_.MarkerHeld(c->Path())) return;
+    // Another live replica's marker is that replica's to collect: its worker looks at the marker
+    // right after the completion rename (a write just before the rename is in it), and holds it
+    // from its own sweeps only. A dead replica's are anyone's.
+    if (c->owner != config_.replica_id && !leases_.IsDead(c->owner)) return;
     auto st = fs::Stat(full);
     if (!st.ok()) return;  // collected by another replica's sweep meanwhile
     if (st->mtime_ns == st->ctime_ns) {

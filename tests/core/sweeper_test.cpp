@@ -111,6 +111,33 @@ TEST_F(SweeperTest, AMarkerHeldByItsWorkerIsNotCollected) {
   EXPECT_FALSE(Exists(done.Path()));
 }
 
+// Another live replica's markers are its own to collect: its worker looks at each right after
+// the completion rename, for a write made just before it, and only its own sweeps wait for that
+// look. Once that replica is dead, they are anyone's.
+TEST_F(SweeperTest, AnotherLiveReplicasMarkersAreLeftToIt) {
+  Config other = config;
+  other.replica_id = "other";
+  LeaseBook other_leases(other, clock);
+  ASSERT_TRUE(other_leases.Heartbeat().ok());
+  const ClaimPath done = Claim("theirs", "other", ClaimState::kDone);
+  const ClaimPath written{"20261128", "s", "d", "written", "other", NewNonce(), ClaimState::kDone};
+  WriteFile(config.processing_root + "/" + written.Path(), "late");  // mtime == ctime
+  const ClaimPath mine = Claim("mine", "me", ClaimState::kDone);
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(mine.Path()));
+  EXPECT_TRUE(Exists(done.Path()));
+  EXPECT_TRUE(Exists(written.Path()));
+  EXPECT_TRUE(queued.empty());
+  clock.Advance(31s);  // no heartbeat since: dead
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+  ASSERT_EQ(queued.size(), 1u) << "the written-to marker, claimed again by this replica";
+  EXPECT_EQ(queued[0].claim.BlobName(), written.BlobName());
+  EXPECT_EQ(queued[0].claim.owner, "me");
+}
+
 TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
   config.completed_retention_s = 3600;
   const ClaimPath done = Claim("x", "me", ClaimState::kDone);
@@ -126,6 +153,10 @@ TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
 TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsStill) {
   for (const std::string owner : {"me", "other"}) {
     config.completed_retention_s = owner == "me" ? 0 : 3600;
+    if (owner == "other") {  // dead: no lease for longer than the timeout
+      EXPECT_FALSE(leases.IsDead(owner));
+      clock.Advance(31s);
+    }
     const ClaimPath done{"20261128",       "s", "d", "tail-" + owner, owner, NewNonce(),
                          ClaimState::kDone};
     const std::string path = config.processing_root + "/" + done.Path();
