@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <utility>
 
 namespace nbu::core {
 namespace {
@@ -72,9 +73,10 @@ Result<std::optional<SessionState>> Parse(const std::string& path, const std::st
 
 }  // namespace
 
-SessionStore::SessionStore(const std::string& processing_root)
+SessionStore::SessionStore(const std::string& processing_root, DirLister list_dir)
     : legacy_path_(fs::Join(processing_root, "_session.json")),
-      dir_(fs::Join(processing_root, "_session")) {}
+      dir_(fs::Join(processing_root, "_session")),
+      list_dir_(std::move(list_dir)) {}
 
 std::string SessionStore::GenerationPath(uint64_t generation) const {
   return fs::Join(dir_, std::to_string(generation) + ".json");
@@ -84,7 +86,7 @@ Result<uint64_t> SessionStore::Newest() const {
   uint64_t newest = known_.load();
   // Listed on every read (two or three names), though a lookup by name would do between
   // changes: a generation left behind by a failed removal must not pass for the newest.
-  auto entries = fs::ListDir(dir_);
+  auto entries = list_dir_(dir_);
   if (!entries.ok() && entries.status().kind() != ErrorKind::kNotFound) return entries.status();
   if (entries.ok()) {
     for (const auto& e : *entries) newest = std::max(newest, ParseGeneration(e.name).value_or(0));
@@ -158,7 +160,7 @@ void SessionStore::RemoveOldGenerations(uint64_t newest) const {
   // The previous generation stays: a reader that listed just before this publish finds it. So
   // does a temp file meant for it or a later one: its writer may be about to link it (and lose).
   // An older temp file is a crashed writer's, between its write and its unlink.
-  auto entries = fs::ListDir(dir_);
+  auto entries = list_dir_(dir_);
   if (!entries.ok()) return;
   for (const auto& e : *entries) {
     auto g = ParseGeneration(e.name);

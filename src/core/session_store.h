@@ -16,12 +16,15 @@
 // numbered generation exists (an upgrade keeps its session), and removed with the old generations.
 #pragma once
 
+#include "util/fs.h"
 #include "util/status.h"
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace nbu::core {
 
@@ -34,7 +37,11 @@ struct SessionState {
 
 class SessionStore {
  public:
-  explicit SessionStore(const std::string& processing_root);
+  // Lists the generation directory. fs::ListDir in production; a test passes a listing frozen at
+  // an older state, as an NFS client's cached one can be, which a local filesystem never serves.
+  using DirLister = std::function<Result<std::vector<fs::DirEntry>>(const std::string& dir)>;
+
+  explicit SessionStore(const std::string& processing_root, DirLister list_dir = fs::ListDir);
   // The newest state; nullopt when no session was ever started; an unreadable file is an error.
   // `generation` (if given) is set to the generation read, also when its file is damaged, so that
   // a writer can replace it.
@@ -51,6 +58,7 @@ class SessionStore {
 
   std::string legacy_path_;  // <processing>/_session.json
   std::string dir_;          // <processing>/_session
+  DirLister list_dir_;
   // The highest generation this store saw published (listed, read, written, or lost a race to).
   // An NFS client's directory listing may lag for a few seconds; a store never reads an older one.
   mutable std::atomic<uint64_t> known_{0};

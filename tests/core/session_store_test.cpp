@@ -127,6 +127,73 @@ TEST(SessionStoreTest, AGenerationKnownHereAndGoneIsForgotten) {
   EXPECT_EQ(g, 1u);
 }
 
+// What an NFS client may serve for a while after the directory changed: the listing as it was.
+// A local filesystem never lags, so the tests below freeze one to reach the look-ahead by name
+// and the high-water mark, which exist for that lag.
+SessionStore::DirLister FrozenListing(const std::string& root) {
+  auto at_freeze = fs::ListDir(root + "/_session");
+  EXPECT_TRUE(at_freeze.ok()) << at_freeze.status().ToString();
+  return [at_freeze](const std::string&) { return at_freeze; };
+}
+
+SessionState Named(const std::string& name) { return {name, "2026-11-28T00:00:00.000Z", true, ""}; }
+
+// A replica whose listing still shows generation 1 reads what was published since: each newer
+// generation is looked up by name, and one missing name is stepped over, since a publish removes
+// the generations before the previous one (listed 1; present 3 and 4).
+TEST(SessionStoreTest, AStaleListingDoesNotHideNewerGenerations) {
+  TempDir dir;
+  SessionStore writer(dir.path());
+  ASSERT_TRUE(writer.Save(Named("g1"), 0).ok());
+  const SessionStore::DirLister stale = FrozenListing(dir.path());  // lists 1.json only
+  ASSERT_TRUE(writer.Save(Named("g2"), 1).ok());
+  ASSERT_TRUE(writer.Save(Named("g3"), 2).ok());  // removes 1.json: present 2 and 3
+  ASSERT_FALSE(fs::Stat(dir.path() + "/_session/1.json").ok());
+
+  SessionStore reader(dir.path(), stale);
+  uint64_t g = 0;
+  auto got = reader.Load(&g);
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ((*got)->name, "g3");
+  EXPECT_EQ(g, 3u);
+
+  ASSERT_TRUE(writer.Save(Named("g4"), 3).ok());  // removes 2.json: present 3 and 4
+  ASSERT_FALSE(fs::Stat(dir.path() + "/_session/2.json").ok());
+  got = SessionStore(dir.path(), stale).Load(&g);  // a replica that starts now: 2 is the gap
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ((*got)->name, "g4");
+  EXPECT_EQ(g, 4u);
+  got = reader.Load(&g);  // and the one that read 3 before
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ((*got)->name, "g4");
+  EXPECT_EQ(g, 4u);
+}
+
+// A writer that lost a race knows the generation it lost to exists, whatever its listing says,
+// and reads from there on. Here its listing stays at generation 1 while the winner publishes 2
+// and goes on to 5 (present 4 and 5): looking ahead from 1 would step over one missing name (2)
+// but not two (2 and 3), so only the generation remembered from the lost race (2) leads to 5.
+TEST(SessionStoreTest, AWriterThatLostARaceReadsTheWinnerDespiteAStaleListing) {
+  TempDir dir;
+  SessionStore winner(dir.path());
+  ASSERT_TRUE(winner.Save(Named("first"), 0).ok());
+  SessionStore loser(dir.path(), FrozenListing(dir.path()));  // lists 1.json only, from now on
+  uint64_t g = 0;
+  auto got = loser.Load(&g);
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  ASSERT_EQ(g, 1u);
+  ASSERT_TRUE(winner.Save(Named("won"), 1).ok());
+  EXPECT_EQ(loser.Save(Named("lost"), g).kind(), ErrorKind::kConflict);
+  for (uint64_t w = 2; w < 5; ++w) {
+    ASSERT_TRUE(winner.Save(Named("won-" + std::to_string(w + 1)), w).ok());
+  }
+  ASSERT_FALSE(fs::Stat(dir.path() + "/_session/3.json").ok());  // present: 4 and 5
+  got = loser.Load(&g);
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ((*got)->name, "won-5");
+  EXPECT_EQ(g, 5u);
+}
+
 // A volume written by the version before generations held one _session.json: it is the current
 // state (generation 0) until the first change, which is decided on it, so an upgrade neither
 // loses an active session nor lets a second one start beside it.
