@@ -79,23 +79,33 @@ TEST(TokenConcurrencyTest, RefreshInFlightDoesNotBlockValidTokenUsers) {
   EXPECT_EQ(cred.FetchCountForTest(), 2u);
 }
 
+// Every thread sent token-1 and got 401. The refresh is held until each thread is parked behind
+// it (waiting for it, or, were fetches not shared, blocked in a fetch of its own), so no thread
+// can come late and find token-2 already cached: one fetch serves the whole burst only because
+// the others waited for it.
 TEST(TokenConcurrencyTest, BurstOf401sForOneTokenRefreshesOnce) {
   SimulatedClock clock(false);
   FakeTokenCredential cred(clock, 1h);
+  ASSERT_EQ(*Authorize(cred), "Bearer token-1");
+  cred.Hold();  // the refresh the burst causes
   std::barrier sync(kThreads);
+  std::vector<std::string> got(kThreads);
   std::vector<std::thread> threads;
-  std::atomic<int> fresh{0};
   for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back([&] {
-      EXPECT_EQ(*Authorize(cred), "Bearer token-1");
-      sync.arrive_and_wait();  // every thread "sent" token-1 and got 401
+    threads.emplace_back([&, i] {
+      EXPECT_EQ(*Authorize(cred), "Bearer token-1");  // cached: no fetch, not held
+      sync.arrive_and_wait();                         // every thread "sent" token-1 and got 401
       cred.Invalidate();
-      if (*Authorize(cred) == "Bearer token-2") ++fresh;
+      got[static_cast<size_t>(i)] = *Authorize(cred);
     });
   }
+  ASSERT_TRUE(cred.WaitBlocked());
+  const int waiting = WaitAllParked(cred);
+  cred.Release();
   for (auto& t : threads) t.join();
-  EXPECT_EQ(fresh.load(), kThreads);
+  EXPECT_EQ(waiting, kThreads - 1) << "threads behind the one refresh";
   EXPECT_EQ(cred.FetchCountForTest(), 2u);
+  for (const auto& g : got) EXPECT_EQ(g, "Bearer token-2");
 }
 
 TEST(TokenConcurrencyTest, FailedFetchIsSharedByWaiters) {
