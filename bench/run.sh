@@ -28,8 +28,9 @@
 #        POLL_S=0.2     our APP_POLL_INTERVAL_S
 #        SINK_DELAY_S=0 seconds the sink waits before answering a PUT (nginx echo_sleep): a
 #                       server's latency without a server's CPU (RESULTS, thirteenth stop)
-# Exit status: 0 when every tool finished and every file arrived with the right size (checked
-# by listing Azurite, and by the service's counters); never depends on timing.
+# Exit status: 0 when every tool finished and every file arrived with the right size and content
+# (on Azurite: each blob's path, size and MD5 against the generated file's; see verify_blobs;
+# and the service's counters); never depends on timing.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -91,8 +92,9 @@ mkfifo "$TMP/hold"
 exec {HOLD_FD}<>"$TMP/hold"
 
 # --- Data -------------------------------------------------------------------------------------
-# gen_data spec -> prints the directory holding src/ and manifest ("relpath size", sorted).
-# Part i of "NxSIZE+..." goes to src/d<i>/p<i>_<nnnnn>.bin; random bytes.
+# gen_data spec -> prints the directory holding src/, manifest ("relpath size", sorted) and md5s
+# ("relpath size md5", the same order). Part i of "NxSIZE+..." goes to
+# src/d<i>/p<i>_<nnnnn>.bin; random bytes.
 gen_data() {
   local spec=$1 key dir i=0 part n size
   key=$(echo "$spec" | md5sum | cut -c1-10)
@@ -109,6 +111,10 @@ gen_data() {
       i=$((i + 1))
     done
     (cd "$dir/src" && find . -type f -printf '%P %s\n' | LC_ALL=C sort) >"$dir/manifest.tmp"
+    # md5sum prints "md5  relpath" (no escapes: the names are plain).
+    (cd "$dir/src" && awk '{ print $1 }' "$dir/manifest.tmp" | xargs -d '\n' md5sum) |
+      awk 'NR == FNR { md5[$2] = $1; next } { print $1, $2, md5[$1] }' - "$dir/manifest.tmp" \
+        >"$dir/md5s"
     mv "$dir/manifest.tmp" "$dir/manifest"
   fi
   echo "$dir"
@@ -121,20 +127,49 @@ rclone_env() {
   # loopback endpoint.
   env RCLONE_CONFIG_BENCH_TYPE=azureblob RCLONE_CONFIG_BENCH_SAS_URL="$ENDPOINT?$SAS" "$@"
 }
-# verify_listing container strip manifest -> "ok" or a reason; `strip` leading path components.
-verify_listing() {
-  local container=$1 strip=$2 manifest=$3 got=$TMP/listing
+# verify_blobs container strip data_dir check -> "ok" or a reason; `strip` leading path
+# components of the blob names. Every check lists the container (path and size of each blob).
+#  * check=md5 (ours, rclone, azcopy-md5: each stores an MD5 on every blob): the listed MD5s
+#    are compared with the generated files' (md5s) too; a blob without one fails. An MD5 Azurite
+#    computed (for a blob sent in one Put Blob without one) covers the bytes stored; one the tool
+#    set (with Put Block List) is its MD5 of the file it read, which Azurite does not check
+#    against the blocks: their bytes are checked by each block's Content-MD5, where the tool sends
+#    one (ours does).
+#  * check=download (plain azcopy: no MD5 of its own; a blob it sends in one Put Blob gets
+#    Azurite's, one it sends in blocks, as the larger files of the full scale, none): every blob
+#    is downloaded and hashed (rclone md5sum --download, off the clock: 512 MiB in about 2 s).
+verify_blobs() {
+  local container=$1 strip=$2 data=$3 check=$4 got=$TMP/listing want=$TMP/listing.want
+  local -a fields=(--format ps)
+  [ "$check" = md5 ] && fields=(--format psh --hash MD5)
   if ! rclone_env timeout "$TOOL_TIMEOUT" rclone --config "$TMP/rclone.conf" lsf -R --files-only \
-    --format ps --separator ' ' "bench:$container" >"$got.raw" 2>"$got.err"; then
+    "${fields[@]}" --separator ' ' "bench:$container" >"$got.raw" 2>"$got.err"; then
     echo "listing-failed"
     return
   fi
   cut -d/ -f$((strip + 1))- <"$got.raw" | LC_ALL=C sort >"$got"
-  if cmp -s "$got" "$manifest"; then
+  if ! cmp -s <(cut -d' ' -f1,2 "$got") "$data/manifest"; then
+    echo "mismatch($(wc -l <"$got")/$(wc -l <"$data/manifest")-files)"
+    diff "$data/manifest" <(cut -d' ' -f1,2 "$got") | head -5 >&2 || true
+    return
+  fi
+  if [ "$check" = download ]; then
+    if ! rclone_env timeout "$TOOL_TIMEOUT" rclone --config "$TMP/rclone.conf" md5sum --download \
+      --checkers "$CONC" "bench:$container" >"$got.raw" 2>"$got.err"; then
+      echo "download-failed"
+      tail -3 "$got.err" >&2
+      return
+    fi
+    awk '{ print $2, $1 }' "$got.raw" | cut -d/ -f$((strip + 1))- | LC_ALL=C sort >"$got"
+    awk '{ print $1, $3 }' "$data/md5s" >"$want"
+  else
+    cp "$data/md5s" "$want"
+  fi
+  if cmp -s "$got" "$want"; then
     echo ok
   else
-    echo "mismatch($(wc -l <"$got")/$(wc -l <"$manifest")-files)"
-    diff "$manifest" "$got" | head -5 >&2 || true
+    echo "md5-mismatch($(LC_ALL=C comm -13 "$want" "$got" | wc -l)-files)"
+    diff "$want" "$got" | head -5 >&2 || true
   fi
 }
 delete_container() {
@@ -251,7 +286,7 @@ run_ours() { # scen data_dir files bytes
   stop_pid "$SVC_PID" 30
   if [ "$status" != ok ]; then tail -5 "$dir/service.log" >&2; fi
   if [ "$status" = ok ] && [ "$TARGET" = azurite ]; then
-    status=$(verify_listing "$container" 2 "$data/manifest")
+    status=$(verify_blobs "$container" 2 "$data" md5)
   fi
   [ "$TARGET" = azurite ] && delete_container "$container"
   add_row "$scen" ours "$files" "$bytes" "$(fsub "$c1" "$c0")" "$hwm" "$(fsub "$s1" "$s0")" \
@@ -261,9 +296,10 @@ run_ours() { # scen data_dir files bytes
 
 run_peer() { # tool scen data_dir files bytes
   local tool=$1 scen=$2 data=$3 files=$4 bytes=$5 container="b-$2-$1-r$rep" rc=0 s0 s1 code
-  local tf=$TMP/time-$tool-$scen status=ok cpu rss strip=1
+  local tf=$TMP/time-$tool-$scen status=ok cpu rss strip=1 check=md5
   local -a md5=()
   [ "$tool" = azcopy-md5 ] && md5=(--put-md5)
+  [ "$tool" = azcopy ] && check=download  # no MD5 on its blobs: see verify_blobs
   : >"$TMP/rclone.conf"
   # AzCopy does not create a missing container on an emulator endpoint; our service creates its
   # own before /readyz. Create the peers' containers before the clock starts.
@@ -300,7 +336,7 @@ run_peer() { # tool scen data_dir files bytes
       grep -h -E 'ERR|FAILED|Final Job Status' "$TMP"/azlog/*.log 2>/dev/null | tail -5 | cut -c1-400 >&2 || true
     fi
   elif [ "$TARGET" = azurite ]; then
-    status=$(verify_listing "$container" "$strip" "$data/manifest")
+    status=$(verify_blobs "$container" "$strip" "$data" "$check")
   fi
   [ "$TARGET" = azurite ] && delete_container "$container"
   add_row "$scen" "$tool" "$files" "$bytes" "$cpu" "$rss" "$(fsub "$s1" "$s0")" "$status"
@@ -473,4 +509,4 @@ if awk -F'\t' '$9 != "ok" { bad = 1 } END { exit !bad }' "$ROWS"; then
   log "FAIL: some tool did not finish or not every file arrived intact (see 'check' above)"
   exit 1
 fi
-log "all tools finished; every file arrived with the right size"
+log "all tools finished; every file arrived with the right size and MD5"
