@@ -182,22 +182,24 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
     if (!result.ok() && result.status().kind() == ErrorKind::kCancelled) {
       return Status(ErrorKind::kCancelled, op + " " + safe_url);
     }
+    const bool expected = result.ok() && std::find(ok_statuses.begin(), ok_statuses.end(),
+                                                   result->status) != ok_statuses.end();
     if (!result.ok()) {
       // Connection errors and timeouts; not a body that could not be read here.
       if (result.status().kind() == ErrorKind::kUnavailable) observe(TryOutcome::kUnreachable);
     } else if (result->status != 401 || reauthorized) {  // a first 401 is tried again at once
-      // As KindFor judges the answer: refusing us, storage's trouble, or an answer.
+      // As KindFor judges the answer: refusing us, storage's trouble, or an answer. One the
+      // caller expects is an answer (a 403 to Create Container from credentials that may use
+      // the container but not create it, which the caller then checks).
       const ErrorKind kind = result->status < 400 ? ErrorKind::kPermanent
                                                   : KindFor(result->status, ErrorCode(*result));
       observe(result->status < 400              ? TryOutcome::kSucceeded
+              : expected                        ? TryOutcome::kAnswered
               : kind == ErrorKind::kAuth        ? TryOutcome::kRefused
               : kind == ErrorKind::kUnavailable ? TryOutcome::kUnreachable
                                                 : TryOutcome::kAnswered);
     }
-    if (result.ok() &&
-        std::find(ok_statuses.begin(), ok_statuses.end(), result->status) != ok_statuses.end()) {
-      return result;
-    }
+    if (expected) return result;
     if (result.ok() && result->status == 401 && !reauthorized) {
       // A stale token: drop it and try once more at once (not counted as an attempt).
       reauthorized = true;

@@ -9,6 +9,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace nbu::azure {
 namespace {
 
@@ -347,12 +350,18 @@ TEST_F(BlobClientAzuriteTest, SasCredential) {
 TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
   const std::string container = test::UniqueContainer("csas");
   ASSERT_TRUE(SharedKeyClient(container)->CreateContainerIfMissing().ok());
+  // What the tries tell the status: the refused create is expected, not a refusal of these
+  // credentials (else the status would say storage_refuses_credentials after every start).
+  std::vector<TryOutcome> tries;
+  BlobClientObserver observer;
+  observer.on_try = [&](TryOutcome t) { tries.push_back(t); };
   BlobClient client(test::AzuriteOptions(*azurite_, container),
                     std::make_shared<SasCredential>(
                         test::MakeContainerSas(kAzuriteAccount, kAzuriteKey, container, "racwl")),
-                    transport_, RealClock::Instance());
+                    transport_, RealClock::Instance(), observer);
   Status s = client.CreateContainerIfMissing();
   ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(std::count(tries.begin(), tries.end(), TryOutcome::kRefused), 0);
   const std::string data = "container sas";
   ASSERT_TRUE(client.PutBlob("c.txt", Body::FromMemory(data), Md5::Of(data), {}).ok());
   EXPECT_EQ(*client.GetBlob("c.txt"), data);
@@ -367,12 +376,14 @@ TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
   EXPECT_EQ(s.message().find(token.substr(token.find("sig=") + 4)), std::string::npos);
 
   // Credentials refused outright stay refused: a container SAS signed with another key.
+  tries.clear();
   BlobClient forged(test::AzuriteOptions(*azurite_, container),
                     std::make_shared<SasCredential>(test::MakeContainerSas(
                         kAzuriteAccount, Base64Encode(std::string(64, 'k')), container, "racwl")),
-                    transport_, RealClock::Instance());
+                    transport_, RealClock::Instance(), observer);
   s = forged.CreateContainerIfMissing();
   EXPECT_EQ(s.kind(), ErrorKind::kAuth) << s.ToString();
+  EXPECT_EQ(std::count(tries.begin(), tries.end(), TryOutcome::kRefused), 1) << "the check's 403";
   EXPECT_EQ(s.message().find("may not exist"), std::string::npos) << s.ToString();
 }
 
