@@ -406,14 +406,14 @@ TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {
   TempDir dir;
   const Config config = TestConfig(dir, "trouble");
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  SimulatedClock clock{false};
   telemetry::MetricsRegistry metrics;
-  telemetry::Tracer tracer{RealClock::Instance()};
-  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  telemetry::Tracer tracer{clock};
+  Service service(config, clock, *blob_client, metrics, tracer);
   EXPECT_EQ(service.StatusJson()["degraded"], nlohmann::json::array());
   Instruments& inst = service.instruments();
-  const auto at = [](Duration ago) {
-    return (RealClock::Instance().Now() - ago).time_since_epoch().count();
-  };
+  clock.Advance(1h);
+  const auto at = [&](Duration ago) { return (clock.Now() - ago).time_since_epoch().count(); };
   inst.staging_full_at = at(1s);
   inst.staging_failing_at = at(59s);
   inst.throttled_at = at(61s);
