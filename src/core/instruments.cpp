@@ -14,6 +14,10 @@ void StoreLater(std::atomic<int64_t>& at, int64_t value) {
 }
 }  // namespace
 
+// failed_ packs a failed try's outcome into its low 2 bits.
+static_assert(static_cast<int>(azure::TryOutcome::kUnreachable) <= 3 &&
+              static_cast<int>(azure::TryOutcome::kRefused) <= 3);
+
 void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
   const int64_t ns = now.time_since_epoch().count() + 1;  // 0 stays "never"
   if (outcome == azure::TryOutcome::kSucceeded) StoreLater(succeeded_, ns);

@@ -43,9 +43,9 @@ class RecentWindow {
 
 // Recent errors for status: the last 20, newest last, messages already free of secrets. A file's
 // errors are one entry (its latest error, with its time and how many there were), as are the
-// repeats of one error of no file (storage unreachable at every try of start-up): each moves to
-// the end when it comes again, so that one file refused at every retry cannot push every other
-// error out.
+// repeats of one error of no file with the same text (not those whose texts differ, by a timing
+// in curl's message for one): each moves to the end when it comes again, so that one file
+// refused at every retry cannot push every other error out.
 struct RecentError {
   std::string time;  // the latest occurrence
   std::string file;  // empty for an error of no one file

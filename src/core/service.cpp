@@ -57,8 +57,8 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
                    "1 while storage requests fail with no answer or a 408, 500, 502 or 504, "
                    "and storage answers no other"},
         std::tuple{"storage.refuses_credentials", "storage_refuses_credentials",
-                   "1 while storage requests get 401 or 403 (or no token), and storage does "
-                   "no other"}}) {
+                   "1 while storage requests get 401 or 403 (or no token), and none has "
+                   "succeeded since"}}) {
     metrics.AddGauge(gauge, help, "1", [this, trouble = std::string(trouble)] {
       const char* now = StorageTrouble();
       return now != nullptr && now == trouble ? 1.0 : 0.0;
