@@ -202,7 +202,12 @@ int Main(int argc, char** argv) {
                   "APP_NFS_FAILED_ROOT", "APP_LOCAL_STAGING_ROOT", "APP_REPLICA_ID"})) {
     core::CheckVolume(config, &errors);
   }
+  if (!any_named({"APP_ENV_FILE", "APP_HTTP_HOST", "APP_HTTP_PORT"}) &&
+      !CanListen(config.http_host, config.http_port)) {
+    errors.push_back(CannotListen(config.http_host, config.http_port));
+  }
   int early_signal = 0;
+  const size_t found_before_storage = errors.size();
   if (!any_named({"APP_ENV_FILE"})) {
     WatchingSignals(
         [&](std::stop_token stop) {
@@ -210,13 +215,11 @@ int Main(int argc, char** argv) {
         },
         &early_signal);
   }
-  if (early_signal != 0) {  // during the first token fetch: a stop, not a configuration error
+  // A stop during the first token fetch (made only while nothing else is wrong) is not a
+  // configuration error; errors found before it are still told.
+  if (early_signal != 0 && found_before_storage == 0) {
     LogInfo("signal received before the service started", {{"signal", SignalName(early_signal)}});
     return 0;
-  }
-  if (!any_named({"APP_ENV_FILE", "APP_HTTP_HOST", "APP_HTTP_PORT"}) &&
-      !CanListen(config.http_host, config.http_port)) {
-    errors.push_back(CannotListen(config.http_host, config.http_port));
   }
   if (!errors.empty()) {
     for (const auto& e : errors) std::fprintf(stderr, "config error: %s\n", e.c_str());
