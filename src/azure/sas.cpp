@@ -15,25 +15,29 @@ namespace {
 // A SAS expiry (se): "YYYY-MM-DD", optionally followed by "Thh:mm[:ss[.fff]]Z", as UTC seconds;
 // nullopt when it is none of these (storage judges it then).
 std::optional<int64_t> ExpirySeconds(std::string_view se) {
-  const auto field = [se](size_t at, size_t len, int* out) {
+  // `len` digits at `at` (no sign) within [lo, hi]: else timegm would quietly roll a month 13 or
+  // an hour 24 into a date that looks valid.
+  const auto field = [se](size_t at, size_t len, int* out, int lo, int hi) {
     if (at + len > se.size()) return false;
-    const char* end = se.data() + at + len;
-    const auto [ptr, ec] = std::from_chars(se.data() + at, end, *out);
-    return ec == std::errc() && ptr == end;
+    const std::string_view digits = se.substr(at, len);
+    if (digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
+    std::from_chars(digits.data(), digits.data() + len, *out);
+    return *out >= lo && *out <= hi;
   };
   const auto is = [se](size_t at, char c) { return at < se.size() && se[at] == c; };
   std::tm tm{};
-  if (!field(0, 4, &tm.tm_year) || !is(4, '-') || !field(5, 2, &tm.tm_mon) || !is(7, '-') ||
-      !field(8, 2, &tm.tm_mday)) {
+  if (!field(0, 4, &tm.tm_year, 1970, 9999) || !is(4, '-') || !field(5, 2, &tm.tm_mon, 1, 12) ||
+      !is(7, '-') || !field(8, 2, &tm.tm_mday, 1, 31)) {
     return std::nullopt;
   }
   if (se.size() > 10) {
-    if (!is(10, 'T') || !field(11, 2, &tm.tm_hour) || !is(13, ':') || !field(14, 2, &tm.tm_min)) {
+    if (!is(10, 'T') || !field(11, 2, &tm.tm_hour, 0, 23) || !is(13, ':') ||
+        !field(14, 2, &tm.tm_min, 0, 59)) {
       return std::nullopt;
     }
     std::string_view rest = se.substr(16);
     if (rest.starts_with(':')) {
-      if (!field(17, 2, &tm.tm_sec)) return std::nullopt;
+      if (!field(17, 2, &tm.tm_sec, 0, 60)) return std::nullopt;
       rest = se.substr(19);
     }
     if (rest.starts_with('.')) {
