@@ -148,6 +148,12 @@ Status SessionStore::Save(const SessionState& s, uint64_t loaded) const {
   }
   if (!linked.ok()) return linked;
   RaiseTo(known_, next);
+  // A writer that stalled across two publishes links a name that the cleanup had removed, and
+  // readers take the newer generations above it: the change is lost unless the caller decides
+  // again. (The file is an old generation now, removed by the next cleanup.)
+  if (auto newest = Newest(); newest.ok() && *newest > next) {
+    return Status(ErrorKind::kConflict, path + ": another replica changed the session first");
+  }
   // Others may read the new generation already: a failed fsync must not deny it to the caller.
   if (Status st = fs::FsyncDir(dir_); !st.ok()) {
     LogWarn("cannot fsync the session directory", {{"error", st.ToString()}});

@@ -77,6 +77,28 @@ TEST(SessionStoreTest, ASecondPublishOfOneGenerationFailsAndItsWriterSeesTheWinn
   EXPECT_EQ(g1, 2u);
 }
 
+// A writer that stalled while others published two or more generations links a name the
+// cleanup had removed: the link succeeds, but readers take the newer generations. It is told of
+// the conflict, so that its caller decides again on the newest state, instead of a change lost.
+TEST(SessionStoreTest, AWriterThatStalledAcrossTwoPublishesIsToldOfTheConflict) {
+  TempDir dir;
+  SessionStore fast(dir.path());
+  SessionStore stalled(dir.path());
+  uint64_t g = 0;
+  ASSERT_TRUE(fast.Save({"a", "", true, ""}, 0).ok());
+  ASSERT_TRUE(stalled.Load(&g).ok());
+  ASSERT_EQ(g, 1u);
+  for (uint64_t next = 1; next < 4; ++next) {
+    ASSERT_TRUE(fast.Save({"a", "", next % 2 == 0, ""}, next).ok());
+  }
+  ASSERT_FALSE(fs::Stat(dir.path() + "/_session/2.json").ok()) << "removed by the cleanup";
+  EXPECT_EQ(stalled.Save({"b", "", true, ""}, g).kind(), ErrorKind::kConflict);
+  auto seen = stalled.Load(&g);
+  ASSERT_TRUE(seen.ok() && seen->has_value());
+  EXPECT_EQ((*seen)->name, "a");
+  EXPECT_EQ(g, 4u);
+}
+
 // Every publish removes the generations before the previous one, so a reader lists a handful of
 // names however long the volume has been in use, and no temporary file is left behind: not its
 // own, nor one that a writer which crashed before its unlink left. A temp file of a generation
