@@ -480,7 +480,7 @@ TEST_F(UploaderE2E, TheReplicaIdWaitAnswersProbesRefusesPostsAndEndsOnSigterm) {
       << twin.process().ReadLog();
   EXPECT_EQ(twin.Call("GET", "/readyz").status, 503);
   auto post = twin.Call("POST", "/v1/watch/start", R"({"session_name":"early"})");
-  EXPECT_EQ(post.status, 503);
+  EXPECT_EQ(post.status, 503) << twin.process().ReadLog();  // both processes' log (one file)
   EXPECT_TRUE(post.body.contains("error"));
   EXPECT_EQ(twin.Status()["degraded"], nlohmann::json::array()) << "not started: nothing tried";
   const std::string lease_path = volume_.processing() + "/_replicas/r1.lease";
