@@ -7,6 +7,7 @@
 #include "support/fault_proxy.h"
 #include "support/gate.h"
 #include "support/process.h"
+#include "support/test_config.h"
 
 #include <gtest/gtest.h>
 
@@ -49,16 +50,7 @@ Result<std::string> GetUploaded(azure::BlobClient& blob, const std::string& sess
   return blob.GetBlob(UtcDate(now - 24h) + path);
 }
 
-// The volumes in `dir`, the blobs in `container`.
-Config TestConfig(const TempDir& dir, const std::string& container) {
-  Config config;
-  config.incoming_dir = dir.path() + "/in";
-  config.processing_root = dir.path() + "/proc";
-  config.failed_root = dir.path() + "/failed";
-  config.staging_root = dir.path() + "/staging";
-  config.azure_container = container;
-  return config;
-}
+using nbu::test::TestConfig;
 
 TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
   Azurite azurite;

@@ -8,6 +8,7 @@
 #include "support/azurite.h"
 #include "support/azurite_client.h"
 #include "support/process.h"
+#include "support/test_config.h"
 
 #include <httplib.h>
 #include <poll.h>
@@ -29,12 +30,7 @@ using namespace std::chrono_literals;
 TEST(ApiConcurrencyTest, ClientsAtOnceGetWholeAnswersWhileIdleConnectionsAreTurnedAway) {
   test::Azurite azurite;
   test::TempDir dir;
-  core::Config config;
-  config.incoming_dir = dir.path() + "/in";
-  config.processing_root = dir.path() + "/proc";
-  config.failed_root = dir.path() + "/failed";
-  config.staging_root = dir.path() + "/staging";
-  config.azure_container = "api";
+  core::Config config = test::TestConfig(dir, "api");
   config.replica_id = "api-test";
   auto blob = test::MakeBlobClient(azurite, config.azure_container);
   telemetry::MetricsRegistry metrics;

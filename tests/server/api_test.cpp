@@ -6,6 +6,7 @@
 #include "support/azurite.h"
 #include "support/azurite_client.h"
 #include "support/process.h"
+#include "support/test_config.h"
 
 #include <arpa/inet.h>
 #include <httplib.h>
@@ -36,11 +37,7 @@ class ApiTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    config_.incoming_dir = dir_.path() + "/in";
-    config_.processing_root = dir_.path() + "/proc";
-    config_.failed_root = dir_.path() + "/failed";
-    config_.staging_root = dir_.path() + "/staging";
-    config_.azure_container = "api-bodies";
+    config_ = test::TestConfig(dir_, "api-bodies");
     config_.replica_id = "api-test";
     blob_ = test::MakeBlobClient(*azurite_, config_.azure_container);
     service_ =
