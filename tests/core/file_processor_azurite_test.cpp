@@ -793,7 +793,10 @@ TEST_F(FileProcessorAzuriteTest, ReadOnlyStagingWaitsAndNeverDeadLetters) {
 // attempt waits without counting against the file, and the next attempt copies it again.
 TEST_F(FileProcessorAzuriteTest, AStagingCopyThatCannotBeReadBackCountsAsStagingFailing) {
   config_.max_file_attempts = 1;  // a failure that counted would dead-letter at once
-  const std::string data = PatternBytes((1 << 20) + 7, 38);  // one Put Blob from a staging file
+  // One Put Blob from a staging file (larger than the in-memory copy's 1 MiB), so that the stage
+  // span ends before any byte is sent: in blocks, senders may read the copy before it ends.
+  config_.azure_put_blob_max_bytes = 4 << 20;
+  const std::string data = PatternBytes((1 << 20) + 7, 38);
   WorkItem item = PlaceClaim("shrunk.bin", data, true, 0);
   int stages = 0;
   on_span_ = [&](const telemetry::SpanData& d) {
