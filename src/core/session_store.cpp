@@ -150,8 +150,10 @@ Status SessionStore::Save(const SessionState& s, uint64_t loaded) const {
   RaiseTo(known_, next);
   // A writer that stalled across two publishes links a name that the cleanup had removed, and
   // readers take the newer generations above it: the change is lost unless the caller decides
-  // again. (The file is an old generation now, removed by the next cleanup.)
-  if (auto newest = Newest(); newest.ok() && *newest > next) {
+  // again. The cleanup removed it, so there are at least two above it. (One above it may also be
+  // a publish made on ours since, which must not be decided again; two in that moment are not
+  // expected.) The file is an old generation now, removed by the next cleanup.
+  if (auto newest = Newest(); newest.ok() && *newest >= next + 2) {
     return Status(ErrorKind::kConflict, path + ": another replica changed the session first");
   }
   // Others may read the new generation already: a failed fsync must not deny it to the caller.

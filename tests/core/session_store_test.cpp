@@ -99,6 +99,34 @@ TEST(SessionStoreTest, AWriterThatStalledAcrossTwoPublishesIsToldOfTheConflict) 
   EXPECT_EQ(g, 4u);
 }
 
+// But a publish that another replica made on ours, between our link and that look, is not a
+// conflict: ours landed, and was decided on. Told as one, our caller would decide again on the
+// newer state and could undo the other's change.
+TEST(SessionStoreTest, APublishMadeOnOursRightAfterItIsNoConflict) {
+  TempDir dir;
+  SessionStore other(dir.path());
+  bool publish_on_ours = false;
+  SessionStore mine(dir.path(), [&](const std::string& path) {
+    if (publish_on_ours) {  // the first listing after our link: another replica decides on it
+      publish_on_ours = false;
+      uint64_t g = 0;
+      auto seen = other.Load(&g);
+      EXPECT_TRUE(seen.ok() && seen->has_value() && (*seen)->name == "mine");
+      EXPECT_TRUE(other.Save({"mine", "", false, ""}, g).ok());
+    }
+    return fs::ListDir(path);
+  });
+  ASSERT_TRUE(mine.Save({"first", "", false, ""}, 0).ok());
+  publish_on_ours = true;
+  EXPECT_TRUE(mine.Save({"mine", "", true, ""}, 1).ok());
+  EXPECT_FALSE(publish_on_ours) << "the other replica did not publish";
+  uint64_t g = 0;
+  auto seen = mine.Load(&g);
+  ASSERT_TRUE(seen.ok() && seen->has_value());
+  EXPECT_EQ(g, 3u);
+  EXPECT_FALSE((*seen)->active) << "the other's stop stands";
+}
+
 // Every publish removes the generations before the previous one, so a reader lists a handful of
 // names however long the volume has been in use, and no temporary file is left behind: not its
 // own, nor one that a writer which crashed before its unlink left. A temp file of a generation
