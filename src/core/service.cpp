@@ -83,6 +83,10 @@ void Service::Start() {
     if (Status s = fs::MkdirAll(dir); !s.ok())
       LogWarn("cannot create directory", {{"error", s.ToString()}});
   }
+  // The first heartbeat before anything else runs: until our lease is written, a process
+  // starting with our id would find it free, and other replicas could judge our first claims by
+  // the lease a predecessor left.
+  Beat();
   heartbeat_ = std::jthread([this](std::stop_token st) { HeartbeatLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { StartupLoop(st); });
   loops_.emplace_back([this](std::stop_token st) { ScanLoop(st); });
@@ -270,17 +274,18 @@ void Service::SweepLoop(std::stop_token stop) {
   }
 }
 
-void Service::HeartbeatLoop(std::stop_token stop) {
-  while (!stop.stop_requested()) {
-    Status s = leases_.Heartbeat();
-    if (!s.ok() && lease_ok_.exchange(false)) {
-      LogWarn("cannot write the lease; other replicas may take over our claims",
-              {{"error", s.ToString()}});
-    } else if (s.ok()) {
-      lease_ok_ = true;
-    }
-    clock_.SleepFor(FromSeconds(config_.lease_timeout_s / 4), stop);
+void Service::Beat() {
+  Status s = leases_.Heartbeat();
+  if (!s.ok() && lease_ok_.exchange(false)) {
+    LogWarn("cannot write the lease; other replicas may take over our claims",
+            {{"error", s.ToString()}});
+  } else if (s.ok()) {
+    lease_ok_ = true;
   }
+}
+
+void Service::HeartbeatLoop(std::stop_token stop) {
+  while (clock_.SleepFor(FromSeconds(config_.lease_timeout_s / 4), stop)) Beat();
 }
 
 bool Service::WaitInflightDone(MonoTime deadline, std::stop_token stop) {

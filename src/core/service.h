@@ -82,6 +82,7 @@ class Service {
   void ScanLoop(std::stop_token stop);
   void WorkerLoop(std::stop_token stop);
   void SweepLoop(std::stop_token stop);
+  void Beat();  // one lease write, its trouble shown as lease_write_failing
   void HeartbeatLoop(std::stop_token stop);
   void HintLoop(std::stop_token stop);
   // Sleeps until `wake`, or until a watch starts, or, once a change is hinted, until

@@ -417,6 +417,22 @@ TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {
   EXPECT_EQ(service.StatusJson()["degraded"], nlohmann::json::array({"storage_throttling"}));
 }
 
+// The lease is written before Start returns, before any loop runs: until then a process
+// starting with the same id would find the id free, and other replicas would judge this one's
+// first claims by a lease its predecessor left.
+TEST(ServiceTest, TheLeaseIsWrittenBeforeStartReturns) {
+  Azurite azurite;
+  TempDir dir;
+  Config config = TestConfig(dir, "first-beat");
+  config.replica_id = "first-beat";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob_client);
+  const auto lease = fs::ReadSmallFile(config.processing_root + "/_replicas/first-beat.lease");
+  ASSERT_TRUE(lease.ok()) << lease.status().ToString();
+  EXPECT_NE(lease->find(R"("replica":"first-beat")"), std::string::npos) << *lease;
+  EXPECT_TRUE(started.service.Shutdown(5s));
+}
+
 // A replica that cannot write its lease is reported degraded (other replicas will soon take
 // its claims for a dead replica's), keeps uploading meanwhile, and recovers on its own once the
 // lease can be written again. The lease path is made a directory, which no rename can replace.
