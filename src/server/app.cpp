@@ -9,6 +9,7 @@
 #include "server/api.h"
 #include "server/storage_target.h"
 #include "telemetry/telemetry.h"
+#include "util/listen_socket.h"
 #include "util/log.h"
 #include "util/md5_pair.h"
 
@@ -131,8 +132,7 @@ bool CanListen(const std::string& host, int port) {
   for (const addrinfo* a = found; a != nullptr && !ok; a = a->ai_next) {
     const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
-    const int one = 1;  // as the API's socket: a port in TIME_WAIT is free, a listener's is not
-    (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ReuseAddressOnly(fd);  // as the API's socket: a port in TIME_WAIT is free, a listener's not
     ok = ::bind(fd, a->ai_addr, a->ai_addrlen) == 0;
     ::close(fd);
   }
