@@ -18,7 +18,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <sstream>
 
 extern char** environ;
@@ -174,17 +173,19 @@ bool IsEnvName(const std::string& name) {
                      [&](char ch) { return alpha(ch) || (ch >= '0' && ch <= '9'); });
 }
 
-// Why `dir` cannot hold files when it, or a part of its path, is not a directory; nullopt when
-// it is one or does not exist (yet). Said on its own: a failed create or rename in it would
-// otherwise be explained as something else (ENOTDIR is no matter of mounts).
-std::optional<std::string> NotADirectory(const std::string& dir) {
+// Whether `dir`, or a part of its path, is not a directory (then the error line for `var` is
+// added); false when it is one or does not exist (yet). Said on its own: a failed create or
+// rename in it would otherwise be explained as something else (ENOTDIR is no matter of mounts).
+bool NotADirectory(const char* var, const std::string& dir, std::vector<std::string>* errors) {
   struct stat st {};
+  std::string problem;
   if (::stat(dir.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) return std::nullopt;
-    return dir + " is not a directory";
+    if (!S_ISDIR(st.st_mode)) problem = dir + " is not a directory";
+  } else if (errno == ENOTDIR) {
+    problem = dir + " is not a directory: a part of its path is a file";
   }
-  if (errno == ENOTDIR) return dir + " is not a directory: a part of its path is a file";
-  return std::nullopt;
+  if (!problem.empty()) errors->push_back(std::string(var) + ": " + problem);
+  return !problem.empty();
 }
 
 constexpr const char* kAuthModes[] = {
@@ -447,10 +448,7 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   }
   const std::string probe = ours + NewNonce();
   const auto made = [&](const char* var, const std::string& dir) {
-    if (const auto problem = NotADirectory(dir)) {
-      errors->push_back(std::string(var) + ": " + *problem);
-      return false;
-    }
+    if (NotADirectory(var, dir, errors)) return false;
     Status s = fs::MkdirAll(dir);
     if (s.ok()) s = fs::CreateExclusive(fs::Join(dir, probe)).status();
     if (!s.ok()) {
@@ -483,10 +481,7 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   for (const auto& [var, root] :
        {std::pair<const char*, const std::string&>{"APP_NFS_PROCESSING_ROOT", c.processing_root},
         {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
-    if (const auto problem = NotADirectory(root)) {
-      errors->push_back(std::string(var) + ": " + *problem);
-      continue;
-    }
+    if (NotADirectory(var, root, errors)) continue;
     const std::string to = fs::Join(root, probe);
     Status s = fs::MkdirAll(root);
     if (s.ok()) s = fs::Rename(at, to);
