@@ -19,8 +19,14 @@ constexpr size_t kMaxFileBytes = size_t{64} * 1024;
 // published); each such miss lists again, a few times at most.
 constexpr int kReadAttempts = 4;
 
-// A decimal generation number >= 1, else nullopt.
-std::optional<uint64_t> ParseNumber(std::string_view name) {
+// A writer's temp file is "<g>.json" + this + random hex: not a generation's name.
+constexpr std::string_view kTempMark = ".tmp-";
+
+// "<g>.json" with g >= 1, else nullopt (temp files, anything else).
+std::optional<uint64_t> ParseGeneration(std::string_view name) {
+  constexpr std::string_view kSuffix = ".json";
+  if (!name.ends_with(kSuffix)) return std::nullopt;
+  name.remove_suffix(kSuffix.size());
   uint64_t g = 0;
   const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), g);
   if (name.empty() || ec != std::errc() || end != name.data() + name.size() || g == 0) {
@@ -29,21 +35,11 @@ std::optional<uint64_t> ParseNumber(std::string_view name) {
   return g;
 }
 
-constexpr std::string_view kTempInfix = ".json.tmp-";
-
-// "<g>.json" with g >= 1, else nullopt (temp files, anything else).
-std::optional<uint64_t> ParseGeneration(std::string_view name) {
-  constexpr std::string_view kSuffix = ".json";
-  if (!name.ends_with(kSuffix)) return std::nullopt;
-  name.remove_suffix(kSuffix.size());
-  return ParseNumber(name);
-}
-
 // "<g>.json.tmp-<random>": the generation a writer meant to publish, else nullopt.
 std::optional<uint64_t> ParseTempGeneration(std::string_view name) {
-  const size_t at = name.find(kTempInfix);
+  const size_t at = name.find(kTempMark);
   if (at == std::string_view::npos) return std::nullopt;
-  return ParseNumber(name.substr(0, at));
+  return ParseGeneration(name.substr(0, at));
 }
 
 void RaiseTo(std::atomic<uint64_t>& v, uint64_t g) {
@@ -138,7 +134,7 @@ Status SessionStore::Save(const SessionState& s, uint64_t loaded) const {
   const uint64_t next = loaded + 1;
   const std::string path = GenerationPath(next);
   // Not a generation's name, so no reader takes it; unique, so no other writer touches it.
-  const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
+  const std::string tmp = path + std::string(kTempMark) + HexEncode(RandomBytes(6));
   if (Status st = fs::WriteNewFile(tmp, j.dump(2)); !st.ok()) return st;
   Status linked = fs::LinkNew(tmp, path);
   (void)fs::Unlink(tmp);  // the published name keeps the data
