@@ -665,24 +665,43 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
   return done;
 }
 
-void FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimPath& claim) {
+bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimPath& claim,
+                                        std::stop_token stop) {
   // Our marker, as the file server has it: gone if another replica took the claim over.
   const std::string marker = ProcessingPath(claim.WithState(ClaimState::kDone));
-  auto st = fs::StatFresh(marker);
-  if (!st.ok() || (st->size == source.size && st->mtime_ns == source.mtime_ns)) return;
   const ClaimPath again = claim.Renewed(claim.owner);
-  const Status s = fs::RenameEntry(marker, ProcessingPath(again));
-  if (s.ok()) {
-    LogWarn("written to during its completion: claimed again, to be uploaded again",
-            {{"blob", claim.BlobName()}, {"claim", again.Path()}});
-    return;
+  const Duration base = FromSeconds(std::max(0.05, d_.config.azure_retry_base_s));
+  const Duration cap = FromSeconds(d_.config.azure_retry_max_s);
+  for (int tries = 1;; ++tries) {
+    auto st = d_.marker_stat ? d_.marker_stat(marker) : fs::StatFresh(marker);
+    if (!st.ok() && st.status().kind() == ErrorKind::kNotFound) return true;
+    if (st.ok() && st->size == source.size && st->mtime_ns == source.mtime_ns) return true;
+    // Written to, or the file server could not say (EIO, ESTALE...): claimed again either way.
+    // Left as a marker, a sweep would collect it with any write it holds; claimed again, an
+    // unchanged file is found complete in storage and not sent again.
+    const Status s = fs::RenameEntry(marker, ProcessingPath(again));
+    if (s.ok()) {
+      LogWarn(st.ok() ? "written to during its completion: claimed again, to be uploaded again"
+                      : "could not tell whether it was written to during its completion: "
+                        "claimed again, to be checked and uploaded again if need be",
+              {{"blob", claim.BlobName()},
+               {"claim", again.Path()},
+               {"error", st.ok() ? std::string() : st.status().ToString()}});
+      return true;
+    }
+    if (s.kind() == ErrorKind::kNotFound) return true;  // taken over meanwhile
+    const std::string why =
+        "written to during its completion, or could not be looked at, and "
+        "could not be claimed again yet (its marker is kept): " +
+        s.ToString();
+    LogError(why, {{"blob", claim.BlobName()}, {"attempt", tries}});
+    d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), why);
+    // Until the process ends the marker stays held, so no sweep of ours collects it, and other
+    // replicas leave a live replica's markers alone.
+    if (!d_.clock.SleepFor(ExponentialBackoff(tries, base, cap, FastRandom01()), stop)) {
+      return false;
+    }
   }
-  const std::string why =
-      "written to during its completion, and could not be claimed again "
-      "(its marker keeps the bytes until it is collected): " +
-      s.ToString();
-  LogError(why, {{"blob", claim.BlobName()}});
-  d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), why);
 }
 
 void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
@@ -787,6 +806,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   // (ClaimAgainIfWritten): a sweep must not collect it before that look has moved it.
   const std::string done_path = claim.WithState(ClaimState::kDone).Path();
   d_.inflight.HoldMarker(done_path);
+  bool release_marker = true;  // false: its look could not settle it (ClaimAgainIfWritten)
   while (run) {
     Status s;
     if (committed) {
@@ -799,7 +819,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
                   &committed, &source);
     }
     if (s.ok()) {
-      if (source) ClaimAgainIfWritten(*source, claim);
+      if (source) release_marker = ClaimAgainIfWritten(*source, claim, stop);
       const double secs = ToSeconds(d_.clock.Now() - started);
       if (skipped) {
         d_.inst.files_skipped.Add();
@@ -895,7 +915,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
   }
   d_.inst.files_in_progress.Add(-1);
-  d_.inflight.ReleaseMarker(done_path);
+  if (release_marker) d_.inflight.ReleaseMarker(done_path);
   d_.inflight.Remove(claim.Path());
 }
 

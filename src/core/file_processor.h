@@ -93,6 +93,8 @@ class FileProcessor {
     // run (SetRuns); null: fs::RenameEntry. Tests' stand-ins.
     std::function<Status(const std::string& from, const std::string& to)> complete_rename = {};
     std::function<Status(const std::string& from, const std::string& to)> runs_rename = {};
+    // The look at the marker after the completion rename; null: fs::StatFresh.
+    std::function<Result<fs::FileStat>(const std::string& path)> marker_stat = {};
   };
   // How a Put Blob's body is checked, as the status, the log and the upload span name it.
   static const char* PutBlobChecksumName(bool crc64) { return crc64 ? "crc64" : "md5"; }
@@ -155,9 +157,12 @@ class FileProcessor {
   // After the completion rename (the first or a retried one): a write that landed between the
   // last check and the rename is in the marker, where a sweep cannot tell it (the rename moved
   // the ctime past it). Such a marker becomes a fresh claim of this replica, which the sweep
-  // picks up as an orphan and queues; writes after the rename the sweep finds itself. Until
-  // this look the marker is in flight, so a sweep of this replica leaves it alone.
-  void ClaimAgainIfWritten(const fs::FileStat& source, const ClaimPath& claim);
+  // picks up as an orphan and queues; writes after the rename the sweep finds itself. So does a
+  // marker whose look fails (EIO, ESTALE): it may hold such a write. Until this look the marker
+  // is in flight, so a sweep of this replica leaves it alone; a re-claim that keeps failing is
+  // retried with backoff until `stop`, and then false: the marker must stay held.
+  bool ClaimAgainIfWritten(const fs::FileStat& source, const ClaimPath& claim,
+                           std::stop_token stop);
   // Moves a claim that is not a regular file back to its incoming path.
   void ReturnToIncoming(const ClaimPath& claim);
   // Renames the claim to carry `runs` (in flight under both names meanwhile); on success the

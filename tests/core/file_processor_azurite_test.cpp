@@ -429,6 +429,51 @@ TEST_F(FileProcessorAzuriteTest, AWriteJustBeforeTheCompletionRenameIsClaimedAga
   }
 }
 
+// The look after the completion rename failing (an NFS server's EIO or ESTALE) cannot tell a
+// write that landed just before the rename: the marker is claimed again all the same, instead of
+// being left for a sweep that would collect it with those bytes. Claimed again unchanged, the
+// file is then found complete in storage and not sent again.
+TEST_F(FileProcessorAzuriteTest, AMarkerThatCannotBeLookedAtIsClaimedAgain) {
+  for (const bool written : {true, false}) {
+    const std::string head = PatternBytes(20'000, 41);
+    WorkItem item = PlaceClaim(written ? "unseen-write.bin" : "unseen-none.bin", head, false);
+    int looks = 0;
+    FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+    deps.complete_rename = [&](const std::string& from, const std::string& to) {
+      if (written) std::ofstream(from, std::ios::binary | std::ios::app) << "tail";
+      return fs::RenameEntry(from, to);
+    };
+    deps.marker_stat = [&](const std::string&) -> Result<fs::FileStat> {
+      ++looks;
+      return Status(ErrorKind::kTransient, "statx: Input/output error");
+    };
+    FileProcessor processor(std::move(deps));
+    processor.Process(item, {});
+    EXPECT_EQ(looks, 1);
+    ExpectBlobHolds(item, head);
+    const auto left = Entries(config_.processing_root);
+    ASSERT_EQ(left.size(), 1u) << testing::PrintToString(left);
+    const auto again = ParseClaimPath(left[0]);
+    ASSERT_TRUE(again.has_value()) << left[0];
+    EXPECT_EQ(again->state, ClaimState::kClaimed) << written;
+    EXPECT_EQ(again->BlobName(), item.claim.BlobName());
+    const std::string held = head + (written ? "tail" : "");
+    EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.processing_root, left[0])), held);
+    // As the sweep queues it: the written one is sent again, the other found complete.
+    WorkItem next;
+    next.kind = WorkItem::Kind::kClaim;
+    next.claim = *again;
+    next.check_existing = true;
+    processor_->Process(next, {});
+    ExpectBlobHolds(item, held);
+    for (const auto& name : Entries(config_.processing_root)) {
+      EXPECT_TRUE(name.ends_with(".done")) << name;
+      ASSERT_EQ(::unlink(fs::Join(config_.processing_root, name).c_str()), 0);
+    }
+  }
+  EXPECT_EQ(Count(inst_.files_skipped), 1) << "the unchanged one is not sent again";
+}
+
 // A claim queued twice (a walk listed it just before the first worker's run-count rename): the
 // second worker finds the renamed claim held by the first and leaves it alone, instead of
 // taking the rename's target for its own and processing the file beside the first worker.
