@@ -24,6 +24,15 @@ void NotRegular(const std::string& rel, Scanner::Stats* stats) {
   if (stats->not_regular++ == 0) stats->not_regular_example = rel;
 }
 
+// A file the filters skip, `name` in `rel_dir`. Its path is built for the first one only: no
+// allocation per skipped name.
+void Ignored(const std::string& rel_dir, std::string_view name, Scanner::Stats* stats) {
+  if (stats->ignored++ != 0) return;
+  stats->ignored_example.assign(rel_dir);
+  if (!rel_dir.empty()) stats->ignored_example.push_back('/');
+  stats->ignored_example.append(name);
+}
+
 }  // namespace
 
 Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue,
@@ -152,12 +161,18 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     }
     if (stop.stop_requested()) break;
     const std::string_view name(e->d_name);
-    if (IsHiddenName(name)) continue;  // ".", "..", dot-files, .nfsXXXX, rsync temps
-    rel.resize(prefix);
-    rel.append(name);
     // Some NFS servers list entries without their type (DT_UNKNOWN): stat tells, below.
     const unsigned char type =
         entry_types_unknown_ ? static_cast<unsigned char>(DT_UNKNOWN) : e->d_type;
+    if (IsHiddenName(name)) {  // ".", "..", dot-files, .nfsXXXX, rsync temps
+      // Counted, not stat-ed: one listed without its type counts as a file.
+      if ((type == DT_REG || type == DT_UNKNOWN) && name != "." && name != "..") {
+        Ignored(rel_dir, name, stats);
+      }
+      continue;
+    }
+    rel.resize(prefix);
+    rel.append(name);
     if (type == DT_DIR) {
       subdirs.push_back(rel);
       continue;
@@ -174,10 +189,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     struct stat st {};
     if (!Accepts(name)) {
       // The filters are for files: a directory is entered whatever its name, as with DT_DIR.
-      if (type == DT_UNKNOWN) {
+      if (type == DT_REG) {
+        Ignored(rel_dir, name, stats);
+      } else {  // DT_UNKNOWN
         ++stats->stats;
-        if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
-          subdirs.push_back(rel);
+        if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+          if (S_ISDIR(st.st_mode)) subdirs.push_back(rel);
+          if (S_ISREG(st.st_mode)) Ignored(rel_dir, name, stats);
         }
       }
       continue;

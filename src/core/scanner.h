@@ -1,7 +1,7 @@
 // Polls <incoming>/<session>/ recursively and queues each file once it is complete (see
 // StabilityTracker). Files already queued are not stat-ed again; dot-files (rsync temps, NFS
-// silly-renames), symlinks, ignore patterns and extension filters are skipped. A full queue makes
-// the scan wait: nothing is dropped or queued twice.
+// silly-renames), symlinks, ignore patterns and extension filters are skipped (and counted, see
+// Stats). A full queue makes the scan wait: nothing is dropped or queued twice.
 #pragma once
 
 #include "core/change_hints.h"
@@ -39,6 +39,14 @@ class Scanner {
     // again. The first one's relative path (a directory's ends in '/') and error.
     size_t unreadable = 0;
     std::string unreadable_example;
+    // Files the filters skip (Accepts: dot-files, ignore patterns, extension filter): never
+    // uploaded, and not a fault (rsync temporaries and NFS silly-renames are expected). Counted
+    // when listed as a file, or without a type (DT_UNKNOWN): such a dot-entry is not stat-ed to
+    // tell, so on a file system that lists no types a dot-directory counts too; a filtered name
+    // without a type is stat-ed anyway, and counts only when it is a regular file. The first
+    // one's relative path.
+    size_t ignored = 0;
+    std::string ignored_example;
     double wall_s = 0;  // this scan's duration
     double cpu_s = 0;   // CPU time of the scanning thread during it
   };

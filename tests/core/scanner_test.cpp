@@ -164,6 +164,38 @@ TEST_F(ScannerTest, EntriesThatAreNotRegularFilesAreCountedNeverQueued) {
       << stats.not_regular_example;
 }
 
+// Files the filters skip (a dot-file, an ignore pattern, the extension filter) are never queued
+// but counted, with the first one's relative path, on every scan (they are not tracked), so that
+// the status shows why a producer's file was not uploaded. Accepted files and directories are
+// not counted, a dot-directory neither.
+TEST_F(ScannerTest, FilesTheFiltersSkipAreCountedWithAnExample) {
+  config.file_extensions = {".csv"};
+  config.ignore_patterns = {"draft-*"};
+  WriteFile(In("a.csv"), "a");
+  WriteFile(In("sub/ok.csv"), "ok");
+  WriteFile(In("draft-1.csv"), "an ignore pattern");
+  WriteFile(In("data.bin"), "not a .csv");
+  WriteFile(In("sub/.hidden.csv"), "a dot-file");
+  WriteFile(In(".git/config.csv"), "in a dot-directory, which is not entered");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  const std::set<std::string> skipped{"draft-1.csv", "data.bin", "sub/.hidden.csv"};
+  const auto first = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(first.ignored, 3u);
+  EXPECT_TRUE(skipped.contains(first.ignored_example)) << first.ignored_example;
+  clock.Advance(5s);
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"a.csv", "sub/ok.csv"}));
+  EXPECT_EQ(stats.ignored, 3u);
+  EXPECT_TRUE(skipped.contains(stats.ignored_example)) << stats.ignored_example;
+  // The example is the path below the session directory.
+  ASSERT_EQ(::unlink(In("draft-1.csv").c_str()), 0);
+  ASSERT_EQ(::unlink(In("data.bin").c_str()), 0);
+  const auto last = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(last.ignored, 1u);
+  EXPECT_EQ(last.ignored_example, "sub/.hidden.csv");
+}
+
 // Some NFS servers and file systems list entries without their type (DT_UNKNOWN). Each type then
 // comes from stat: a directory is entered whatever the filters say of its name (as it is when
 // listed as DT_DIR), and symlinks and FIFOs are still counted, never queued.
@@ -186,6 +218,9 @@ TEST_F(ScannerTest, EntriesListedWithoutTheirTypeAreTypedByStat) {
     EXPECT_EQ(Drain(q), want) << "types unknown: " << unknown;
     EXPECT_EQ(stats.files_seen, 3u) << "types unknown: " << unknown;
     EXPECT_EQ(stats.not_regular, 2u) << "types unknown: " << unknown;
+    // Filtered out: the file, not the directory whose name an ignore pattern matches.
+    EXPECT_EQ(stats.ignored, 1u) << "types unknown: " << unknown;
+    EXPECT_EQ(stats.ignored_example, "run1/skip.bin") << "types unknown: " << unknown;
   }
 }
 
