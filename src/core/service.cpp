@@ -201,6 +201,16 @@ void Service::ScanLoop(std::stop_token stop) {
                  {"count", stats.not_regular},
                  {"example", stats.not_regular_example}});
       }
+      if (stats.ignored > last_scan_.ignored) {
+        // Info, not a warning: skipping them is the filters' purpose, not a fault. Told when
+        // the count grows, so that a producer's files the filters catch are not a mystery.
+        LogInfo(
+            "files the filters skip (dot-files, APP_IGNORE_PATTERNS, APP_FILE_EXTENSIONS) "
+            "are not uploaded",
+            {{"session", session->name},
+             {"count", stats.ignored},
+             {"example", stats.ignored_example}});
+      }
       if (stats.unreadable > 0) {
         // Every scan: the file is looked at again each time, and each time it cannot be read.
         LogWarn("files or directories that cannot be opened stay in incoming and are not uploaded",
@@ -466,11 +476,15 @@ nlohmann::json Service::StatusJson() const {
   }
   {
     std::lock_guard lock(mu_);
-    s["last_scan"] = {
-        {"files", last_scan_.files_seen},      {"stats", last_scan_.stats},
-        {"queued", last_scan_.queued},         {"not_regular", last_scan_.not_regular},
-        {"unreadable", last_scan_.unreadable}, {"wall_ms", last_scan_.wall_s * 1e3},
-        {"cpu_ms", last_scan_.cpu_s * 1e3}};
+    s["last_scan"] = {{"files", last_scan_.files_seen},
+                      {"stats", last_scan_.stats},
+                      {"queued", last_scan_.queued},
+                      {"not_regular", last_scan_.not_regular},
+                      {"unreadable", last_scan_.unreadable},
+                      {"ignored", last_scan_.ignored},
+                      {"ignored_example", last_scan_.ignored_example},
+                      {"wall_ms", last_scan_.wall_s * 1e3},
+                      {"cpu_ms", last_scan_.cpu_s * 1e3}};
   }
   if (hints_) {
     const auto h = hints_->stats();

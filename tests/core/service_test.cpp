@@ -126,6 +126,8 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
 
 // The oldest pending file's age is that of a file the watch waits for; once the watch stops,
 // nothing is pending, and the age does not keep growing (a backlog alert firing for ever).
+// The last scan in the status counts the files the filters skip, with an example, and does not
+// call them degraded.
 TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
   Azurite azurite;
   TempDir dir;
@@ -138,11 +140,18 @@ TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
   Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   WriteFile(config.incoming_dir + "/p/young.bin", "x");
+  WriteFile(config.incoming_dir + "/p/sub/.young.bin.XyZ12", "an rsync temporary");
   SessionState s;
   std::string error;
   ASSERT_EQ(service.StartWatch("p", &s, &error), Service::WatchError::kNone) << error;
   ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["oldest_pending_age_s"] > 0.1; }, 30s))
       << service.StatusJson().dump();
+  // The scan's stats reach the status just after its pending ages: wait for them.
+  EXPECT_TRUE(WaitFor([&] { return service.StatusJson()["last_scan"]["ignored"] == 1; }, 30s))
+      << service.StatusJson().dump();
+  const auto st = service.StatusJson();
+  EXPECT_EQ(st["last_scan"]["ignored_example"], "sub/.young.bin.XyZ12") << st.dump();
+  EXPECT_EQ(st["degraded"], nlohmann::json::array()) << st.dump();
   ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
   EXPECT_TRUE(WaitFor([&] { return service.StatusJson()["oldest_pending_age_s"] == 0.0; }, 30s))
       << service.StatusJson().dump();
