@@ -201,16 +201,6 @@ void Service::ScanLoop(std::stop_token stop) {
                  {"count", stats.not_regular},
                  {"example", stats.not_regular_example}});
       }
-      if (stats.ignored > last_scan_.ignored) {
-        // Info, not a warning: skipping them is the filters' purpose, not a fault. Told when
-        // the count grows, so that a producer's files the filters catch are not a mystery.
-        LogInfo(
-            "files the filters skip (dot-files, APP_IGNORE_PATTERNS, APP_FILE_EXTENSIONS) "
-            "are not uploaded",
-            {{"session", session->name},
-             {"count", stats.ignored},
-             {"example", stats.ignored_example}});
-      }
       if (stats.unreadable > 0) {
         // Every scan: the file is looked at again each time, and each time it cannot be read.
         LogWarn("files or directories that cannot be opened stay in incoming and are not uploaded",
