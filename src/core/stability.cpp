@@ -14,6 +14,7 @@ void StabilityTracker::BeginScan() {
   }
   scanning_ = true;
   ++generation_;
+  if (!kept_.empty()) kept_.clear();  // (clear() would wipe every bucket, even when empty)
   seen_.clear();
   cursor_ = 0;
   in_step_ = true;
@@ -50,6 +51,19 @@ void StabilityTracker::MarkSeen(Node* n) {  // after Find, which left the step
 
 bool StabilityTracker::Forgotten(std::string_view rel) const {
   return !forgotten_.empty() && forgotten_.find(rel) != forgotten_.end();
+}
+
+void StabilityTracker::KeepUnseen(std::string_view rel) { kept_.emplace(rel); }
+
+bool StabilityTracker::Kept(std::string_view rel) const {
+  if (kept_.empty()) return false;
+  // `rel` itself, each directory above it, and "" (the whole session).
+  for (std::string_view at = rel;;) {
+    if (kept_.find(at) != kept_.end()) return true;
+    if (at.empty()) return false;
+    const size_t slash = at.rfind('/');
+    at = at.substr(0, slash == std::string_view::npos ? 0 : slash);
+  }
 }
 
 bool StabilityTracker::MustStat(std::string_view rel, bool queued, MonoTime first_seen,
@@ -156,9 +170,19 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
   // steady state there are none, and neither the table nor the skipped names' entries are read.
   // (A name NFS listed twice can make the sizes agree although one is gone: forgotten names go
   // in any case, or one claimed and written again would be taken as queued for good.)
+  // Unlisted ones that KeepUnseen() named stay out of order_: the next scan finds them in the
+  // table, and its EndScan takes this path again.
   if (order.size() != entries_.size()) {
     for (const Seen& s : seen_) s.node->second.generation = generation_;
-    std::erase_if(entries_, [&](const Node& n) { return n.second.generation != generation_; });
+    std::erase_if(entries_, [&](const Node& n) {
+      if (n.second.generation == generation_) return false;
+      if (!Kept(n.first)) return true;
+      if (!Forgotten(n.first) &&
+          (!out.oldest_pending || n.second.first_seen < *out.oldest_pending)) {
+        out.oldest_pending = n.second.first_seen;  // still not claimed
+      }
+      return false;
+    });
   }
   for (const std::string& rel : forgotten_) entries_.erase(rel);
   order_.swap(order);

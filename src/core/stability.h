@@ -23,8 +23,16 @@ class StabilityTracker {
   explicit StabilityTracker(Duration min_age) : min_age_(min_age) {}
 
   // Starts a scan generation; files not observed (or skipped by SkipStat) until EndScan are
-  // forgotten.
+  // forgotten, except under what KeepUnseen() names.
   void BeginScan();
+  // This scan could not see everything at `rel` (relative; "" is the whole session): a directory
+  // whose listing failed or stopped part-way, or an entry that could not be stat-ed (a file, or a
+  // directory as far as anyone can tell). EndScan keeps the entries of `rel` and of every name
+  // under `rel/` that the scan did not list, as they are: a queued file stays queued (not queued
+  // a second time once the listing works again), a pending one keeps its first-seen time. Only
+  // their coming of age is left out of next_due: they are looked at when a scan lists them. An
+  // entry kept for a file that did go meanwhile goes at the first scan that lists its directory.
+  void KeepUnseen(std::string_view rel);
   // Records an observation; true when the file is ready to be queued. A file reported ready is
   // remembered as queued: it is not reported again until Forget() (after its claim) or until it
   // disappears from a scan.
@@ -45,7 +53,7 @@ class StabilityTracker {
     std::optional<MonoTime> next_due;
   };
   // Drops entries not seen in the current generation (the file was claimed, moved or deleted)
-  // and forgotten ones, and summarizes the rest.
+  // but those KeepUnseen() names, and forgotten ones, and summarizes the rest.
   Summary EndScan();
   // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
   // tracked from scratch). The entry itself goes at the next EndScan.
@@ -92,6 +100,8 @@ class StabilityTracker {
   // Counts the entry as listed by this scan, read from the table.
   void MarkSeen(Node* n);
   bool Forgotten(std::string_view rel) const;
+  // True when KeepUnseen() named `rel` or a directory above it.
+  bool Kept(std::string_view rel) const;
   // True when SkipStat must not skip a tracked name: forgotten, or pending and old enough to be
   // checked or reported changed.
   bool MustStat(std::string_view rel, bool queued, MonoTime first_seen, MonoTime now,
@@ -120,6 +130,8 @@ class StabilityTracker {
   // Names Forget() took since the last EndScan (unless observed again since): their entries are
   // as if absent, and EndScan erases them.
   StringSet forgotten_;
+  // What KeepUnseen() named in this scan; empty in a scan that saw everything.
+  StringSet kept_;
 };
 
 }  // namespace nbu::core

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -238,9 +239,65 @@ TEST_F(StabilityTest, AFileForgottenAfterItWasSkippedIsLookedAtNextScan) {
   tracker.EndScan();
 }
 
+// A scan that could not see everything at some name (a directory it could not open or list in
+// full, an entry it could not stat) keeps what it did not list under that name as it was: a
+// queued file stays queued (not reported ready a second time), a pending one keeps its first
+// sight. Names elsewhere that the scan did not list are gone as ever, and the next scan that
+// lists the directory in full drops those that did go.
+TEST_F(StabilityTest, EntriesUnderANameThisScanCouldNotSeeKeepTheirState) {
+  const MonoTime t0 = clock.Now();
+  Scan("d/queued", St(1, 1));
+  clock.Advance(5s);
+  tracker.BeginScan();
+  EXPECT_TRUE(tracker.Observe("d/queued", St(1, 1), clock.Now()));
+  for (const char* n : {"d/e/pending", "dz", "x/gone", "f"}) {
+    EXPECT_FALSE(tracker.Observe(n, St(1, 1), clock.Now()));
+  }
+  tracker.EndScan();
+  clock.Advance(1s);
+  tracker.BeginScan();
+  EXPECT_FALSE(tracker.Observe("top", St(1, 1), clock.Now()));
+  for (const char* n : {"d/queued", "d/e/pending", "dz", "x/gone", "f"}) {
+    EXPECT_TRUE(tracker.SkipStat(n, clock.Now())) << n;
+  }
+  tracker.EndScan();
+  EXPECT_EQ(tracker.size(), 6u);
+  clock.Advance(2s);
+  // "d" cannot be listed, "f" cannot be stat-ed; "dz" and "x/gone" are not listed: gone.
+  tracker.BeginScan();
+  tracker.KeepUnseen("d");
+  EXPECT_TRUE(tracker.SkipStat("top", clock.Now()));
+  tracker.KeepUnseen("f");
+  const auto incomplete = tracker.EndScan();
+  EXPECT_EQ(tracker.size(), 4u);  // "top", "d/queued", "d/e/pending", "f"
+  EXPECT_EQ(incomplete.oldest_pending, t0) << "\"d/queued\" is still not claimed";
+  EXPECT_EQ(incomplete.next_due, t0 + 6s + 5s)
+      << "\"top\"'s: those not listed come of age when a scan lists them";
+  clock.Advance(2s);
+  tracker.BeginScan();
+  EXPECT_TRUE(tracker.SkipStat("top", clock.Now()));
+  EXPECT_TRUE(tracker.SkipStat("d/queued", clock.Now())) << "still queued";
+  EXPECT_FALSE(tracker.SkipStat("d/e/pending", clock.Now())) << "due: first seen 5 s ago";
+  EXPECT_TRUE(tracker.Observe("d/e/pending", St(1, 1), clock.Now()));
+  EXPECT_FALSE(tracker.SkipStat("dz", clock.Now()));  // tracked from scratch
+  EXPECT_FALSE(tracker.Observe("dz", St(1, 1), clock.Now()));
+  tracker.EndScan();  // a complete listing: "f" did go
+  EXPECT_EQ(tracker.size(), 4u);
+  // A session directory that cannot be listed ("") keeps every entry.
+  tracker.BeginScan();
+  tracker.KeepUnseen("");
+  tracker.EndScan();
+  EXPECT_EQ(tracker.size(), 4u);
+  tracker.BeginScan();  // a scan stopped half-way: what it kept does not carry over
+  tracker.KeepUnseen("");
+  tracker.BeginScan();
+  tracker.EndScan();
+  EXPECT_EQ(tracker.size(), 0u);
+}
+
 // The tracker against a plain map model of its contract, over random listings in which names
 // come and go, keep or change their order, change their stat, are forgotten between or during
-// scans, and scans are stopped half-way.
+// scans, cannot be stat-ed, and scans are stopped or their listing fails half-way.
 TEST_F(StabilityTest, AgreesWithAPlainMapOverRandomListings) {
   struct Model {
     struct E {
@@ -252,6 +309,7 @@ TEST_F(StabilityTest, AgreesWithAPlainMapOverRandomListings) {
     std::map<std::string, E> m;
     uint64_t gen = 0;
     Duration min_age = 5s;
+    std::set<std::string> kept;  // KeepUnseen() this scan ("": everything)
     bool Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
       auto [it, inserted] = m.try_emplace(rel);
       E& e = it->second;
@@ -272,13 +330,16 @@ TEST_F(StabilityTest, AgreesWithAPlainMapOverRandomListings) {
     }
     StabilityTracker::Summary EndScan() {
       StabilityTracker::Summary out;
-      std::erase_if(m, [&](const auto& kv) { return kv.second.gen != gen; });
+      std::erase_if(m, [&](const auto& kv) {
+        return kv.second.gen != gen && !kept.contains("") && !kept.contains(kv.first);
+      });
       for (const auto& [rel, e] : m) {
         if (!out.oldest_pending || e.first_seen < *out.oldest_pending)
           out.oldest_pending = e.first_seen;
-        if (!e.queued && (!out.next_due || e.first_seen + min_age < *out.next_due))
+        if (e.gen == gen && !e.queued && (!out.next_due || e.first_seen + min_age < *out.next_due))
           out.next_due = e.first_seen + min_age;
       }
+      kept.clear();
       return out;
     }
   } model;
@@ -316,13 +377,25 @@ TEST_F(StabilityTest, AgreesWithAPlainMapOverRandomListings) {
     }
     tracker.BeginScan();
     ++model.gen;
+    model.kept.clear();  // a stopped scan's do not carry over
     const bool stopped = !calm && chance(5);
-    const size_t end = stopped ? listing.size() / 2 : listing.size();
+    // A listing that fails part-way: EndScan keeps what it did not list.
+    const bool failed = !stopped && !calm && chance(5);
+    const size_t end = stopped || failed ? listing.size() / 2 : listing.size();
+    if (failed) {
+      tracker.KeepUnseen("");
+      model.kept.insert("");
+    }
     for (size_t i = 0; i < end; ++i) {
       const std::string& rel = listing[i];
       const bool skip = tracker.SkipStat(rel, clock.Now());
       ASSERT_EQ(skip, model.SkipStat(rel, clock.Now())) << "scan " << scan << " " << rel;
       if (skip) continue;
+      if (!calm && chance(3)) {  // its stat fails: kept as it is
+        tracker.KeepUnseen(rel);
+        model.kept.insert(rel);
+        continue;
+      }
       const bool ready = tracker.Observe(rel, stats[rel], clock.Now());
       ASSERT_EQ(ready, model.Observe(rel, stats[rel], clock.Now()))
           << "scan " << scan << " " << rel;
