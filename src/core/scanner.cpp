@@ -33,6 +33,16 @@ void Ignored(const std::string& rel_dir, std::string_view name, Scanner::Stats* 
   stats->ignored_example.append(name);
 }
 
+// Counts `rel` (a directory's ends in '/') as unreadable; the first one is the example.
+void Unreadable(const std::string& rel, const char* call, int err, Scanner::Stats* stats) {
+  if (stats->unreadable++ == 0) {
+    stats->unreadable_example = rel + ": " + ErrnoStatus(call, err).ToString();
+  }
+}
+
+// A directory's relative path as the unreadable example names it.
+std::string DirName(const std::string& rel_dir) { return (rel_dir.empty() ? "." : rel_dir) + "/"; }
+
 }  // namespace
 
 Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& queue,
@@ -114,6 +124,25 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   return stats;
 }
 
+bool Scanner::StatEntry(int dfd, const char* name, const std::string& rel, struct stat* st) const {
+  if (fail_for_test_) {
+    if (const int err = fail_for_test_("stat", rel); err != 0) {
+      errno = err;
+      return false;
+    }
+  }
+  return ::fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+void Scanner::StatFailed(const std::string& rel, int err, Stats* stats) {
+  if (err == ENOENT) return;  // gone since the listing (claimed, renamed, deleted): not an error
+  // An I/O error, a stale handle, a permission on some servers: neither uploaded nor gone. It is
+  // looked at again next scan; meanwhile what is tracked of it (or under it, were it a directory
+  // listed without its type) keeps its state.
+  Unreadable(rel, "stat", err, stats);
+  tracker_.KeepUnseen(rel);
+}
+
 void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
                       Stats* stats) {
   const std::string dir_path = fs::Join(fs::Join(config_.incoming_dir, session), rel_dir);
@@ -125,16 +154,20 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
   }
   // O_NOFOLLOW: a session directory (or one below it, swapped in mid-scan) that is a symlink
   // is not followed out of incoming; its files are not the producer's to give away.
-  const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  int dfd = -1;
+  if (const int err = fail_for_test_ ? fail_for_test_("open", rel_dir) : 0; err != 0) {
+    errno = err;
+  } else {
+    dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  }
   if (dfd < 0) {
     if (errno == ELOOP) {
       LogWarn("a symlink in place of a directory is not followed",
               {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
-    } else if (errno != ENOENT && stats->unreadable++ == 0) {
+    } else if (errno != ENOENT) {
       // A permission, an I/O error, a path past PATH_MAX: its files are not seen. Counted with
       // the files that cannot be opened, which the status and a warning show.
-      stats->unreadable_example =
-          (rel_dir.empty() ? "." : rel_dir) + "/: " + ErrnoStatus("open", errno).ToString();
+      Unreadable(DirName(rel_dir), "open", errno, stats);
     }
     return;
   }
@@ -151,7 +184,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
   std::string rel = rel_dir.empty() ? "" : rel_dir + "/";
   for (;;) {
     errno = 0;  // readdir's end and its errors look alike but for errno
-    const dirent* const e = ::readdir(d);
+    const dirent* e = ::readdir(d);
+    if (e != nullptr && fail_for_test_) {
+      if (const int err = fail_for_test_("readdir", fs::Join(rel_dir, e->d_name)); err != 0) {
+        e = nullptr;
+        errno = err;
+      }
+    }
     if (e == nullptr) {
       if (errno != 0) {
         LogWarn("listing a directory failed part-way: the files after that point are not seen",
@@ -193,15 +232,21 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
         Ignored(rel_dir, name, stats);
       } else {  // DT_UNKNOWN
         ++stats->stats;
-        if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-          if (S_ISDIR(st.st_mode)) subdirs.push_back(rel);
-          if (S_ISREG(st.st_mode)) Ignored(rel_dir, name, stats);
+        if (!StatEntry(dfd, e->d_name, rel, &st)) {
+          StatFailed(rel, errno, stats);  // it may be a directory
+        } else if (S_ISDIR(st.st_mode)) {
+          subdirs.push_back(rel);
+        } else if (S_ISREG(st.st_mode)) {
+          Ignored(rel_dir, name, stats);
         }
       }
       continue;
     }
     ++stats->stats;
-    if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (!StatEntry(dfd, e->d_name, rel, &st)) {
+      StatFailed(rel, errno, stats);
+      continue;
+    }
     if (S_ISDIR(st.st_mode)) {
       subdirs.push_back(rel);
       continue;
@@ -216,9 +261,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.
     const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
-      if (errno != ENOENT && stats->unreadable++ == 0) {
-        stats->unreadable_example = rel + ": " + ErrnoStatus("open", errno).ToString();
-      }
+      if (errno != ENOENT) Unreadable(rel, "open", errno, stats);
       tracker_.Forget(rel);
       continue;
     }

@@ -12,9 +12,13 @@
 #include "core/work_queue.h"
 #include "util/clock.h"
 
+#include <sys/stat.h>
+
+#include <functional>
 #include <mutex>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nbu::core {
@@ -34,9 +38,10 @@ class Scanner {
     // and a symlink is never followed out of incoming. The first one's relative path.
     size_t not_regular = 0;
     std::string not_regular_example;
-    // Files ready by stat that this process cannot open, and directories it cannot list (a
-    // permission, an I/O error, a path longer than PATH_MAX): left in incoming and looked at
-    // again. The first one's relative path (a directory's ends in '/') and error.
+    // Entries this process cannot stat, files ready by stat that it cannot open, and directories
+    // it cannot list (a permission, an I/O error, a stale handle, a path longer than PATH_MAX):
+    // left in incoming and looked at again. The first one's relative path (a directory's ends in
+    // '/') and error. A name gone between its listing and its stat is not counted.
     size_t unreadable = 0;
     std::string unreadable_example;
     // Files the filters skip (Accepts: dot-files, ignore patterns, extension filter): never
@@ -69,10 +74,19 @@ class Scanner {
   // For tests: read every listed entry's type as DT_UNKNOWN, as some NFS servers and file
   // systems list them, so that each type comes from stat.
   void SetEntryTypesUnknownForTest(bool unknown) { entry_types_unknown_ = unknown; }
+  // For tests: `fail(call, rel)` returns an errno that the call then fails with, unmade, as on an
+  // NFS server (0: it is made). `call` is "open" for the directory `rel` ("" is the session's),
+  // "stat" for the entry `rel`, and "readdir" for the one that was to return the entry `rel`.
+  using FailForTest = std::function<int(std::string_view call, const std::string& rel)>;
+  void SetFailForTest(FailForTest fail) { fail_for_test_ = std::move(fail); }
 
  private:
   void ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
                Stats* stats);
+  // fstatat of `name` (`rel`) in `dfd`, not following a symlink; false with errno set on failure.
+  bool StatEntry(int dfd, const char* name, const std::string& rel, struct stat* st) const;
+  // A failed stat of `rel` (not ENOENT: the name did not just go) is counted and keeps its state.
+  void StatFailed(const std::string& rel, int err, Stats* stats);
 
   const Config& config_;
   Clock& clock_;
@@ -80,6 +94,7 @@ class Scanner {
   Instruments& inst_;
   ChangeHints* const hints_;
   bool entry_types_unknown_ = false;
+  FailForTest fail_for_test_;
   ChangeHints::ChangedFiles changed_;  // scan thread only: reported since the scan before
   std::string session_;                // scan thread only
   StabilityTracker tracker_;           // scan thread only

@@ -7,7 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <optional>
 #include <set>
+#include <string_view>
 #include <thread>
 
 namespace nbu::core {
@@ -141,6 +144,35 @@ TEST_F(ScannerTest, ADirectoryPastPathMaxIsCountedAsUnreadable) {
   EXPECT_EQ(stats.unreadable_example.rfind(rel + "/" + part + "/: ", 0), 0u)
       << stats.unreadable_example;
   EXPECT_NE(stats.unreadable_example.find("File name too long"), std::string::npos);
+}
+
+// An entry whose stat fails (an I/O error, a stale handle, a permission on some servers) is not
+// queued, and not silent either: each scan counts it with its error, as it counts a file it cannot
+// open, so that the status, a warning and the recent errors name it. A name gone between its
+// listing and its stat (ENOENT) is no error. Listed with or without its type (DT_UNKNOWN); one
+// listed without it is stat-ed even when the filters skip its name (it may be a directory), and
+// counted if that fails.
+TEST_F(ScannerTest, AnEntryThatCannotBeStatedIsCountedNotQueued) {
+  for (const char* name : {"a.bin", "b.bin", "c.bin", "notes.tmp"}) WriteFile(In(name), name);
+  for (const bool unknown : {false, true}) {
+    BoundedQueue<WorkItem> q(100);
+    Scanner scanner(config, clock, q, inst);
+    scanner.SetEntryTypesUnknownForTest(unknown);
+    scanner.SetFailForTest([](std::string_view call, const std::string& rel) {
+      if (call != "stat") return 0;
+      return rel == "b.bin" || rel == "notes.tmp" ? EIO : rel == "c.bin" ? ENOENT : 0;
+    });
+    for (int i = 0; i < 3; ++i) {
+      const auto stats = scanner.ScanOnce("s1", {});
+      EXPECT_EQ(stats.unreadable, unknown ? 2u : 1u) << "scan " << i << ", unknown: " << unknown;
+      const std::string& example = stats.unreadable_example;
+      EXPECT_TRUE(example.starts_with("b.bin: ") || (unknown && example.starts_with("notes.tmp: ")))
+          << example;
+      EXPECT_NE(example.find("stat: Input/output error"), std::string::npos) << example;
+      clock.Advance(5s);
+    }
+    EXPECT_EQ(Drain(q), (std::set<std::string>{"a.bin"})) << "types unknown: " << unknown;
+  }
 }
 
 // Symlinks (to files, to directories, dangling) and FIFOs are counted and never queued, and a
