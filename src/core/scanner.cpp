@@ -166,13 +166,17 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
               {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
     } else if (errno != ENOENT) {
       // A permission, an I/O error, a path past PATH_MAX: its files are not seen. Counted with
-      // the files that cannot be opened, which the status and a warning show.
+      // the files that cannot be opened, which the status and a warning show; those tracked
+      // there are not taken as gone.
       Unreadable(DirName(rel_dir), "open", errno, stats);
+      tracker_.KeepUnseen(rel_dir);
     }
     return;
   }
   DIR* d = ::fdopendir(dfd);
   if (d == nullptr) {
+    Unreadable(DirName(rel_dir), "fdopendir", errno, stats);
+    tracker_.KeepUnseen(rel_dir);
     ::close(dfd);
     return;
   }
@@ -193,8 +197,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     }
     if (e == nullptr) {
       if (errno != 0) {
+        // The names after that point are not seen: counted as unreadable, and those tracked
+        // here are not taken as gone (nor queued again once the listing works).
+        const int err = errno;
         LogWarn("listing a directory failed part-way: the files after that point are not seen",
-                {{"dir", dir_path}, {"error", ErrnoStatus("readdir", errno).ToString()}});
+                {{"dir", dir_path}, {"error", ErrnoStatus("readdir", err).ToString()}});
+        Unreadable(DirName(rel_dir), "readdir", err, stats);
+        tracker_.KeepUnseen(rel_dir);
       }
       break;
     }

@@ -39,9 +39,10 @@ class Scanner {
     size_t not_regular = 0;
     std::string not_regular_example;
     // Entries this process cannot stat, files ready by stat that it cannot open, and directories
-    // it cannot list (a permission, an I/O error, a stale handle, a path longer than PATH_MAX):
-    // left in incoming and looked at again. The first one's relative path (a directory's ends in
-    // '/') and error. A name gone between its listing and its stat is not counted.
+    // it cannot list, or list only part-way (a permission, an I/O error, a stale handle, a path
+    // longer than PATH_MAX): left in incoming and looked at again; what was tracked there keeps
+    // its state (see StabilityTracker::KeepUnseen). The first one's relative path (a directory's
+    // ends in '/') and error. A name gone between its listing and its stat is not counted.
     size_t unreadable = 0;
     std::string unreadable_example;
     // Files the filters skip (Accepts: dot-files, ignore patterns, extension filter): never

@@ -175,6 +175,71 @@ TEST_F(ScannerTest, AnEntryThatCannotBeStatedIsCountedNotQueued) {
   }
 }
 
+// A listing that fails part-way (readdir reports EIO) is counted like a directory that cannot be
+// opened, and the files it did not list this time are not taken as gone: those waiting in the
+// queue are not queued a second time once the listing works again (a second claim would find
+// the source gone and look like another replica's), and a pending one keeps its clock.
+TEST_F(ScannerTest, AListingThatFailsPartWayIsCountedAndForgetsNoFile) {
+  for (const char* name : {"a.bin", "b.bin", "c.bin"}) WriteFile(In(name), name);
+  BoundedQueue<WorkItem> q(100);  // a backlog: no worker takes from it
+  Scanner scanner(config, clock, q, inst);
+  bool failing = false;
+  scanner.SetFailForTest([&](std::string_view call, const std::string& rel) {
+    return failing && call == "readdir" && rel.find('/') == std::string::npos ? EIO : 0;
+  });
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  WriteFile(In("sub/d.bin"), "d");
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 3u);  // and d.bin is seen
+  clock.Advance(3s);
+  failing = true;  // the session directory's listing fails at its first name
+  const auto failed = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(failed.files_seen, 0u);
+  EXPECT_EQ(failed.unreadable, 1u);
+  EXPECT_EQ(failed.unreadable_example.rfind("./: ", 0), 0u) << failed.unreadable_example;
+  EXPECT_NE(failed.unreadable_example.find("readdir: Input/output error"), std::string::npos)
+      << failed.unreadable_example;
+  EXPECT_EQ(scanner.NextDue(), std::nullopt) << "d.bin is looked at when it is listed again";
+  failing = false;
+  clock.Advance(2s);  // d.bin first seen 5 s ago
+  const auto again = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(again.unreadable, 0u);
+  EXPECT_EQ(again.queued, 1u) << "d.bin, on its first sight's clock";
+  clock.Advance(5s);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u);
+  EXPECT_EQ(q.size(), 4u);
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"a.bin", "b.bin", "c.bin", "sub/d.bin"}));
+  EXPECT_EQ(inst.files_discovered.Value(), 4);
+}
+
+// A subdirectory that cannot be opened for a while (an I/O error, a stale handle) is counted,
+// and the files it held stay as they were: queued ones are not queued again when it opens.
+TEST_F(ScannerTest, ASubdirectoryThatCannotBeOpenedForAWhileForgetsNoFile) {
+  WriteFile(In("sub/a.bin"), "a");
+  WriteFile(In("top.bin"), "t");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  bool failing = false;
+  scanner.SetFailForTest([&](std::string_view call, const std::string& rel) {
+    return failing && call == "open" && rel == "sub" ? ESTALE : 0;
+  });
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 2u);
+  failing = true;
+  const auto failed = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(failed.files_seen, 1u);
+  EXPECT_EQ(failed.unreadable, 1u);
+  EXPECT_EQ(failed.unreadable_example.rfind("sub/: ", 0), 0u) << failed.unreadable_example;
+  failing = false;
+  for (int i = 0; i < 2; ++i) {
+    clock.Advance(5s);
+    EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u) << "scan " << i;
+  }
+  EXPECT_EQ(q.size(), 2u);
+  EXPECT_EQ(inst.files_discovered.Value(), 2);
+}
+
 // Symlinks (to files, to directories, dangling) and FIFOs are counted and never queued, and a
 // linked directory is never entered: its files are not the producer's to give away.
 TEST_F(ScannerTest, EntriesThatAreNotRegularFilesAreCountedNeverQueued) {
