@@ -203,12 +203,12 @@ void Service::ScanLoop(std::stop_token stop) {
       }
       if (stats.unreadable > 0) {
         // Every scan: the file is looked at again each time, and each time it cannot be read.
-        LogWarn("files or directories that cannot be opened stay in incoming and are not uploaded",
+        LogWarn("files or directories that cannot be read stay in incoming and are not uploaded",
                 {{"session", session->name},
                  {"count", stats.unreadable},
                  {"example", stats.unreadable_example}});
         inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
-                         "cannot open " + stats.unreadable_example);
+                         "cannot read " + stats.unreadable_example);
       }
       last_scan_ = stats;
     }
