@@ -789,7 +789,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   // found stable: a file written to after that has to settle again before a copy counts.
   std::optional<fs::FileStat> torn_at;
   if (item.kind == WorkItem::Kind::kFresh) torn_at = item.observed;
-  std::optional<Unreachable> unreachable;  // while storage keeps failing this file so
+  std::optional<Failing> unreachable;  // while storage keeps failing this file so
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   // This run is on the claim's name: a fresh claim's rename records it, BeginRun another's.
   bool run_recorded = true;
@@ -825,7 +825,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
         d_.inst.files_skipped.Add();
       } else {
         d_.inst.bytes_uploaded.Add(static_cast<double>(bytes));
-        uploads_.fetch_add(1);
+        storage_.successes.fetch_add(1);
       }
       if (item.kind == WorkItem::Kind::kClaim) d_.inst.files_recovered.Add();
       d_.inst.files_processed.Add();
@@ -868,7 +868,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
                          s.kind() == ErrorKind::kStaging;
     if (s.kind() != ErrorKind::kUnavailable) {
       unreachable.reset();
-    } else if (!committed && StorageFailsOnlyThis(unreachable)) {
+    } else if (!committed && FailsOnlyThis(unreachable, storage_)) {
       environmental = false;
     }
     // Staging failures are counted where they happen, as staging_full or staging_failing.
@@ -919,18 +919,18 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   d_.inflight.Remove(claim.Path());
 }
 
-bool FileProcessor::StorageFailsOnlyThis(std::optional<Unreachable>& u) {
+bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use) {
   const MonoTime now = d_.clock.Now();
-  const uint64_t uploads = uploads_.load();
-  const uint64_t failures = ++unreachable_failures_;
+  const uint64_t successes = use.successes.load();
+  const uint64_t failures = ++use.failures;
   if (!u) {
-    u = Unreachable{uploads, failures, now};
+    u = Failing{successes, failures, now};
     return false;
   }
   if (failures > u->failures + 1) u->others_at = now;  // others failed since this file last did
-  const bool only_this = uploads > u->uploads &&
+  const bool only_this = successes > u->successes &&
                          now - u->others_at >= FromSeconds(d_.config.unavailable_counts_after_s);
-  u->uploads = uploads;
+  u->successes = successes;
   u->failures = failures;
   return only_this;
 }

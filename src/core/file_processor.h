@@ -172,21 +172,27 @@ class FileProcessor {
   // they reach the limit, else records this run on it (*recorded: whether that rename worked).
   // False when it is not to be processed.
   bool BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts, bool* recorded);
-  // A file's record while storage keeps failing it as unreachable: at its last such failure,
-  // the counts of uploads and of such failures (any file's), and when another file was last
-  // seen failing so.
-  struct Unreachable {
-    uint64_t uploads = 0;
+  // How a resource every file needs (storage) went for all files: how often it did its part
+  // for one (a blob committed, not skipped), and how many attempts it failed (storage
+  // unreachable).
+  struct SharedUse {
+    std::atomic<uint64_t> successes{0};
+    std::atomic<uint64_t> failures{0};
+  };
+  // A file's record while such a resource keeps failing it: at its last such failure, the
+  // resource's counts, and when another file was last seen failing so.
+  struct Failing {
+    uint64_t successes = 0;
     uint64_t failures = 0;
     MonoTime others_at;
   };
   // Called at each such failure of one file (`u` its record, started at the first): true when
-  // storage is shown up for everyone else, now. Since this file's last failure other files were
-  // uploaded, and for unavailable_counts_after_s no other file found storage unreachable. Then
-  // it keeps failing a request of this file's (a 500 it always answers, a reset), and the
+  // the resource is shown up for everyone else, now. Since this file's last failure it did its
+  // part for other files, and for unavailable_counts_after_s no other file found it failing.
+  // Then it keeps failing this file (a 500 storage always answers for it, a reset), and the
   // failure counts: the file is dead-lettered, kept and reported, instead of holding a worker
   // for good. An outage that lets some files through fails others too, and counts for none.
-  bool StorageFailsOnlyThis(std::optional<Unreachable>& u);
+  bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use);
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
@@ -197,9 +203,8 @@ class FileProcessor {
   // A claim that fails for every file of a directory (a permission, say) fails again at each
   // scan: one warning per 10 s (every failure is still counted and in the status).
   LogLimiter claim_failure_log_{std::chrono::seconds(10)};
-  // Whether storage is up for others while unreachable for one file (see Process).
-  std::atomic<uint64_t> uploads_{0};               // blobs this replica committed (not skipped)
-  std::atomic<uint64_t> unreachable_failures_{0};  // attempts that found storage unreachable
+  // Whether storage works for others while it fails one file (see Process).
+  SharedUse storage_;
 };
 
 }  // namespace nbu::core
