@@ -47,9 +47,10 @@ struct Config {
   double gc_interval_s = 30.0;
   double completed_retention_s = 0;
   int max_file_attempts = 5;
-  // Storage unreachable for one file while it takes others: once no other file has found it
-  // unreachable for this long, and others are still uploaded between this file's failures, its
-  // failures count (FileProcessor::Process). Not an environment variable; tests shorten it.
+  // Storage unreachable for one file while it takes others (or the volume failing to read one
+  // claim while it reads others): once no other file has found it so for this long, and others
+  // are still uploaded (read) between this file's failures, its failures count
+  // (FileProcessor::FailsOnlyThis). Not an environment variable; tests shorten it.
   double unavailable_counts_after_s = 600;
   bool staging_fsync = false;
   double lease_timeout_s = 30.0;

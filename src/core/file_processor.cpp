@@ -40,6 +40,15 @@ const std::string kNotAFile = "not a regular file";
 
 double Ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// A failed open, stat or read of the claim. What would be retried (ESTALE, EIO, EBUSY, a soft
+// mount's ETIMEDOUT) is the volume's trouble as far as is known: kVolume, waited out like
+// unreachable storage unless the volume reads other files fine meanwhile (Process). Anything
+// else keeps its kind: ENOENT (taken over), EACCES (permanent).
+Status ClaimReadFailure(Status s) {
+  if (s.kind() != ErrorKind::kTransient) return s;
+  return Status(ErrorKind::kVolume, s.message());
+}
+
 }  // namespace
 
 uint64_t PlanBlockSize(uint64_t file_size, uint64_t put_blob_max, uint64_t block_size) {
@@ -176,10 +185,10 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
   StagedFile f;
   f.src_path = ProcessingPath(claim);
   auto src = fs::OpenRead(f.src_path);  // open revalidates NFS attributes (close-to-open)
-  if (!src.ok()) return src.status();
+  if (!src.ok()) return ClaimReadFailure(src.status());
   f.src = std::move(*src);
   auto st = fs::FStat(f.src.get());
-  if (!st.ok()) return st.status();
+  if (!st.ok()) return ClaimReadFailure(st.status());
   if (!st->is_regular) return Status(ErrorKind::kConflict, kNotAFile);
   if (torn_at && !(*torn_at == *st)) {
     torn_at = *st;  // written to during the wait: wait again from here
@@ -217,18 +226,25 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
   return f;
 }
 
-namespace {
-
-// Up to `want` bytes of the claim at `at`; kTornCopy when it ends early (shorter than when opened).
-Result<size_t> ReadClaim(const StagedFile& f, char* buf, size_t want, uint64_t at) {
+Result<size_t> FileProcessor::ReadClaim(const StagedFile& f, char* buf, size_t want,
+                                        uint64_t at) const {
   while (true) {
-    const ssize_t n = ::pread(f.src.get(), buf, want, static_cast<off_t>(at));
+    const ssize_t n =
+        d_.claim_pread ? d_.claim_pread(f.src_path, f.src.get(), buf, want, static_cast<off_t>(at))
+                       : ::pread(f.src.get(), buf, want, static_cast<off_t>(at));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read " + f.src_path, errno);
+    if (n < 0) return ClaimReadFailure(ErrnoStatus("read " + f.src_path, errno));
     if (n == 0) return Status(ErrorKind::kTransient, kTornCopy);
     return static_cast<size_t>(n);
   }
 }
+
+void FileProcessor::ClaimRead() {
+  volume_.successes.fetch_add(1);
+  d_.inst.volume.Read(d_.clock.Now());
+}
+
+namespace {
 
 // After the last byte: a file that grew or was rewritten while it was read shows in its stat,
 // as the file server has it now (another host's writes do not show in attributes cached at open).
@@ -236,7 +252,7 @@ Result<size_t> ReadClaim(const StagedFile& f, char* buf, size_t want, uint64_t a
 // -t) moves it. Nothing of ours renames the claim between the open and this check.
 Status ClaimUnchanged(const StagedFile& f) {
   auto st = fs::FStatFresh(f.src.get());
-  if (!st.ok()) return st.status();
+  if (!st.ok()) return ClaimReadFailure(st.status());
   if (!(*st == f.source) || st->ctime_ns != f.source.ctime_ns) {
     return Status(ErrorKind::kTransient, kTornCopy);
   }
@@ -275,6 +291,7 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::st
 Status FileProcessor::FinishStaging(StagedFile& f) {
   // CopyNext copied exactly `size` bytes (a short file is torn there).
   if (Status s = ClaimUnchanged(f); !s.ok()) return s;
+  ClaimRead();
   if (!f.crc_only) f.md5 = f.hash.FinishFile();
   if (d_.config.staging_fsync && f.mem == nullptr && ::fsync(f.fd.get()) != 0) {
     return StagingFailure("fsync " + f.path, errno);
@@ -318,6 +335,7 @@ Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token
     off += *got;
   }
   if (Status s = ClaimUnchanged(f); !s.ok()) return s;
+  ClaimRead();
   return hash.FinishFile();
 }
 
@@ -790,6 +808,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   std::optional<fs::FileStat> torn_at;
   if (item.kind == WorkItem::Kind::kFresh) torn_at = item.observed;
   std::optional<Failing> unreachable;  // while storage keeps failing this file so
+  std::optional<Failing> unreadable;   // while the volume keeps failing to read its claim
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   // This run is on the claim's name: a fresh claim's rename records it, BeginRun another's.
   bool run_recorded = true;
@@ -861,15 +880,23 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
     const bool torn = s.message() == kTornCopy;
     // Storage unreachable, throttled past every retry, refusing our credentials, or its
-    // container gone and not recreatable yet (BlobClient recreates it), or staging full or
-    // failing: not the file's fault, waited out.
+    // container gone and not recreatable yet (BlobClient recreates it), staging full or
+    // failing, or the volume failing to read the claim: not the file's fault, waited out.
     bool environmental = committed || s.kind() == ErrorKind::kUnavailable ||
                          s.kind() == ErrorKind::kBusy || s.kind() == ErrorKind::kAuth ||
-                         s.kind() == ErrorKind::kStaging;
+                         s.kind() == ErrorKind::kStaging || s.kind() == ErrorKind::kVolume;
+    // Unless storage, or the volume, fails only this file while it works for others.
     if (s.kind() != ErrorKind::kUnavailable) {
       unreachable.reset();
     } else if (!committed && FailsOnlyThis(unreachable, storage_)) {
       environmental = false;
+    }
+    if (s.kind() != ErrorKind::kVolume) {
+      unreadable.reset();
+    } else if (FailsOnlyThis(unreadable, volume_)) {
+      environmental = false;
+    } else {
+      d_.inst.volume.Failed(d_.clock.Now());  // the status's volume_failing
     }
     // Staging failures are counted where they happen, as staging_full or staging_failing.
     if (torn) {

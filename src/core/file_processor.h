@@ -2,7 +2,8 @@
 //
 //   READY --claim--> CLAIMED --stage--> STAGED --upload--> COMMITTED --complete--> DONE
 //     |                 |  ^               |                                        (GC removes)
-//     |                 |  +-- retry (backoff; transient, torn copy, storage unreachable)
+//     |                 |  +-- retry (backoff; transient, torn copy, storage unreachable,
+//     |                 |           the volume failing to read the claim)
 //     |                 +--> DEAD-LETTERED (permanent error, or attempts used up)
 //     +--> skipped (claim lost to another replica, or the file changed since it was seen)
 //
@@ -21,6 +22,8 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/md5_pair.h"
+
+#include <sys/types.h>
 
 #include <atomic>
 #include <functional>
@@ -95,6 +98,10 @@ class FileProcessor {
     std::function<Status(const std::string& from, const std::string& to)> runs_rename = {};
     // The look at the marker after the completion rename; null: fs::StatFresh.
     std::function<Result<fs::FileStat>(const std::string& path)> marker_stat = {};
+    // The reads of the claim (at `path`, open as `fd`) as it is copied or hashed: as pread(2),
+    // -1 with errno on failure; null: ::pread. A test's stand-in.
+    std::function<ssize_t(const std::string& path, int fd, char* buf, size_t len, off_t at)>
+        claim_pread = {};
   };
   // How a Put Blob's body is checked, as the status, the log and the upload span name it.
   static const char* PutBlobChecksumName(bool crc64) { return crc64 ? "crc64" : "md5"; }
@@ -151,6 +158,12 @@ class FileProcessor {
   // Records staging trouble (the status's staging_full or staging_failing, and the attempt's
   // failure reason), however it was met.
   void CountStagingTrouble(bool full);
+  // Up to `want` bytes of the claim at `at`; kTornCopy when it ends early (shorter than when
+  // opened), kVolume when the read fails (see ClaimReadFailure).
+  Result<size_t> ReadClaim(const StagedFile& f, char* buf, size_t want, uint64_t at) const;
+  // A claim read whole: the volume reads files (clears the status's volume_failing, and shows up
+  // a failure to read another claim as that claim's own, see FailsOnlyThis).
+  void ClaimRead();
   // `s` as a request that sent the staging copy ended: kStaging (the transport could not read
   // the copy back, or it ended early) is counted as staging failing.
   Status SentFromStaging(Status s);
@@ -172,9 +185,9 @@ class FileProcessor {
   // they reach the limit, else records this run on it (*recorded: whether that rename worked).
   // False when it is not to be processed.
   bool BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts, bool* recorded);
-  // How a resource every file needs (storage) went for all files: how often it did its part
-  // for one (a blob committed, not skipped), and how many attempts it failed (storage
-  // unreachable).
+  // How a resource every file needs (storage, the volume) went for all files: how often it did
+  // its part for one (storage: a blob committed, not skipped; the volume: a claim read whole),
+  // and how many attempts it failed (storage unreachable; the claim's read failing, kVolume).
   struct SharedUse {
     std::atomic<uint64_t> successes{0};
     std::atomic<uint64_t> failures{0};
@@ -189,9 +202,10 @@ class FileProcessor {
   // Called at each such failure of one file (`u` its record, started at the first): true when
   // the resource is shown up for everyone else, now. Since this file's last failure it did its
   // part for other files, and for unavailable_counts_after_s no other file found it failing.
-  // Then it keeps failing this file (a 500 storage always answers for it, a reset), and the
-  // failure counts: the file is dead-lettered, kept and reported, instead of holding a worker
-  // for good. An outage that lets some files through fails others too, and counts for none.
+  // Then it keeps failing this file (a 500 storage always answers for it, a reset; a bad sector
+  // of its claim), and the failure counts: the file is dead-lettered, kept and reported, instead
+  // of holding a worker for good. An outage that lets some files through fails others too, and
+  // counts for none.
   bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use);
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
@@ -203,8 +217,9 @@ class FileProcessor {
   // A claim that fails for every file of a directory (a permission, say) fails again at each
   // scan: one warning per 10 s (every failure is still counted and in the status).
   LogLimiter claim_failure_log_{std::chrono::seconds(10)};
-  // Whether storage works for others while it fails one file (see Process).
+  // Whether storage, or the volume, works for others while it fails one file (see Process).
   SharedUse storage_;
+  SharedUse volume_;
 };
 
 }  // namespace nbu::core

@@ -44,6 +44,16 @@ const char* StorageHealth::Trouble(MonoTime now, Duration hold) const {
   return refused ? "storage_refuses_credentials" : "storage_unreachable";
 }
 
+void VolumeHealth::Failed(MonoTime now) { StoreLater(failed_, now.time_since_epoch().count() + 1); }
+
+void VolumeHealth::Read(MonoTime now) { StoreLater(read_, now.time_since_epoch().count() + 1); }
+
+bool VolumeHealth::Failing(MonoTime now, Duration hold) const {
+  const int64_t failed = failed_.load(std::memory_order_relaxed);
+  if (failed == 0 || failed <= read_.load(std::memory_order_relaxed)) return false;
+  return now - MonoTime(MonoTime::duration(failed - 1)) <= hold;
+}
+
 void RecentWindow::Add(MonoTime now, uint64_t bytes, double latency_s) {
   std::lock_guard lock(mu_);
   samples_.push_back({now, bytes, latency_s});

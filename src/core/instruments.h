@@ -84,6 +84,24 @@ class StorageHealth {
   std::atomic<int64_t> failed_{0};
 };
 
+// How reads of claims from the volume went, for the status's volume_failing.
+class VolumeHealth {
+ public:
+  // An attempt could not open, stat or read its claim, and as far as is known not for the
+  // claim's own trouble (FileProcessor::Process).
+  void Failed(MonoTime now);
+  // A claim was read whole.
+  void Read(MonoTime now);
+  // True while the latest failure is later than the latest whole read, and not older than
+  // `hold` (no attempt failed since: nothing is waiting on the volume).
+  bool Failing(MonoTime now, Duration hold) const;
+
+ private:
+  // Steady-clock times in ns, plus 1 (0: never). Each only moves forward.
+  std::atomic<int64_t> failed_{0};
+  std::atomic<int64_t> read_{0};
+};
+
 struct Instruments {
   explicit Instruments(telemetry::MetricsRegistry& registry);
 
@@ -116,6 +134,7 @@ struct Instruments {
   std::atomic<MonoTime::rep> staging_failing_at{0};  // another staging error (read-only, EIO...)
   std::atomic<MonoTime::rep> throttled_at{0};        // storage's last throttling answer (429, 503)
   StorageHealth storage;
+  VolumeHealth volume;
 };
 
 }  // namespace nbu::core

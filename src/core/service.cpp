@@ -64,6 +64,10 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
       return now != nullptr && now == trouble ? 1.0 : 0.0;
     });
   }
+  metrics.AddGauge("volume.failing",
+                   "1 while reading claims from the volume fails (ESTALE, EIO...) and no claim "
+                   "has been read whole since",
+                   "1", [this] { return VolumeFailing() ? 1.0 : 0.0; });
   metrics.AddGauge("lease.write_failing", "1 while this replica cannot write its lease", "1",
                    [this] { return lease_ok_ ? 0.0 : 1.0; });
   metrics.AddGauge("replica.id_in_use",
@@ -500,6 +504,7 @@ nlohmann::json Service::StatusJson() const {
   s["recent_errors"] = errs;
   nlohmann::json degraded = nlohmann::json::array();
   if (const char* trouble = StorageTrouble()) degraded.push_back(trouble);
+  if (VolumeFailing()) degraded.push_back("volume_failing");
   if (!lease_ok_) degraded.push_back("lease_write_failing");
   if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},

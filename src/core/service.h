@@ -101,6 +101,11 @@ class Service {
   const char* StorageTrouble() const {
     return inst_.storage.Trouble(clock_.Now(), FromSeconds(2 * config_.azure_retry_max_s + 60));
   }
+  // Whether the volume fails to read claims (see VolumeHealth), held as long: a file waits on
+  // it with the same backoff.
+  bool VolumeFailing() const {
+    return inst_.volume.Failing(clock_.Now(), FromSeconds(2 * config_.azure_retry_max_s + 60));
+  }
 
   const Config& config_;
   Clock& clock_;

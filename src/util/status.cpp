@@ -12,6 +12,7 @@ const char* ToString(ErrorKind kind) {
     case ErrorKind::kUnavailable: return "unavailable";
     case ErrorKind::kBusy: return "busy";
     case ErrorKind::kStaging: return "staging";
+    case ErrorKind::kVolume: return "volume";
     case ErrorKind::kNotFound: return "not_found";
     case ErrorKind::kConflict: return "conflict";
     case ErrorKind::kPermanent: return "permanent";

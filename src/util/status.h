@@ -18,6 +18,8 @@ enum class ErrorKind {
   kBusy,         // the service throttled us past every retry (429, 503, 500 OperationTimedOut):
                  // it is up and asks for less; never the item's fault
   kStaging,      // this replica's staging disk is full or failing: its trouble, not the item's
+  kVolume,       // reading a claim from the NFS volume failed (ESTALE, EIO...): the volume's
+                 // trouble, not the item's, unless the volume reads other items fine
   kNotFound,     // the thing is gone (ENOENT, 404): usually someone else got there first
   kConflict,     // the target exists / a precondition failed (EEXIST, 409, 412)
   kPermanent,    // retrying will not help this item: quarantine it (bad name, 400, EACCES)

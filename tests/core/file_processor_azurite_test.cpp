@@ -20,9 +20,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 namespace nbu::core {
@@ -856,6 +859,120 @@ TEST_F(FileProcessorAzuriteTest, AStagingCopyThatCannotBeReadBackCountsAsStaging
   EXPECT_NE(inst_.staging_failing_at.load(), 0);
   EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "staging_failing"}}), 1);
   EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
+// The volume failing every read of the claim for longer than the file's attempts last (an NFS
+// server failing over: ESTALE, a soft mount's EIO) is the volume's trouble, not the file's: the
+// attempts wait with backoff (on a simulated clock) without counting, the status says
+// volume_failing while they do, and once the volume reads again the file is uploaded and the
+// state clears.
+TEST_F(FileProcessorAzuriteTest, AVolumeFailingToReadClaimsWaitsAndNeverDeadLetters) {
+  config_.max_file_attempts = 1;           // a failure that counted would dead-letter at once
+  config_.unavailable_counts_after_s = 0;  // and so would one shown up as this file's own
+  SimulatedClock clock;
+  constexpr int kFailures = 6;
+  int reads = 0;
+  int shown = 0;  // failures that found the one before them in the status
+  FileProcessor::Deps deps{config_, clock, *blob_, inst_, tracer_, inflight_, {}};
+  deps.claim_pread = [&](const std::string&, int fd, char* buf, size_t len, off_t at) {
+    if (++reads > kFailures) return ::pread(fd, buf, len, at);
+    if (inst_.volume.Failing(clock.Now(), 1min)) ++shown;
+    errno = reads % 2 == 0 ? ESTALE : EIO;
+    return ssize_t{-1};
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes(70'000, 40);
+  WorkItem item = PlaceClaim("failover.bin", data, false, 0);  // no earlier run to count
+  processor.Process(item, {});
+  ExpectBlobHolds(item, data);
+  EXPECT_EQ(reads, kFailures + 1);
+  EXPECT_EQ(clock.SleepsForTest().size(), static_cast<size_t>(kFailures)) << "each one waited";
+  EXPECT_EQ(shown, kFailures - 1);
+  EXPECT_FALSE(inst_.volume.Failing(clock.Now(), 1min)) << "cleared by the read that worked";
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "volume"}}), kFailures);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  EXPECT_TRUE(Entries(config_.failed_root).empty());
+  const auto errors = inst_.errors.Snapshot();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].count, static_cast<uint64_t>(kFailures));
+  EXPECT_NE(errors[0].error.find("volume: read "), std::string::npos) << errors[0].error;
+}
+
+// One claim the volume cannot read (a bad sector: EIO at each read of it) while it reads the
+// others: once no other file has failed so for unavailable_counts_after_s, and others are read
+// between its failures, its failures are its own. It is dead-lettered after the attempt limit,
+// bytes kept and the reason given, instead of holding a worker for good. Its reads and the
+// others' take turns: one other file read whole before each failure of it.
+TEST_F(FileProcessorAzuriteTest, AClaimTheVolumeFailsWhileItReadsOthersIsDeadLettered) {
+  config_.max_file_attempts = 3;
+  config_.unavailable_counts_after_s = 2;  // on the simulated clock: its waits pass it
+  SimulatedClock clock;
+  std::mutex mu;
+  std::condition_variable cv;
+  int others_read = 0;  // guarded by mu
+  int failed = 0;       // guarded by mu
+  bool over = false;    // guarded by mu
+  FileProcessor::Deps deps{config_, clock, *blob_, inst_, tracer_, inflight_, {}};
+  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
+    if (path.find("bad-sector") == std::string::npos) return ::pread(fd, buf, len, at);
+    {
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, 10s, [&] { return over || others_read > failed; });
+      ++failed;
+    }
+    cv.notify_all();
+    errno = EIO;
+    return ssize_t{-1};
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes(4'000, 41);
+  WorkItem bad = PlaceClaim("bad-sector.bin", data, false, 0);
+  std::stop_source stop;  // ends its worker if it is never dead-lettered
+  std::jthread worker([&] {
+    processor.Process(bad, stop.get_token());
+    {
+      std::lock_guard lock(mu);
+      over = true;
+    }
+    cv.notify_all();
+  });
+  for (int i = 0; i < 100; ++i) {
+    {
+      std::unique_lock lock(mu);
+      if (!cv.wait_for(lock, 10s, [&] { return over || failed >= i; }) || over) break;
+    }
+    processor.Process(PlaceClaim("good-" + std::to_string(i),
+                                 PatternBytes(1'000, static_cast<uint32_t>(i)), false, 0),
+                      {});
+    {
+      std::lock_guard lock(mu);
+      ++others_read;
+    }
+    cv.notify_all();
+  }
+  {
+    std::lock_guard lock(mu);
+    over = true;
+  }
+  cv.notify_all();
+  stop.request_stop();
+  worker.join();
+  ASSERT_EQ(Count(inst_.files_failed), 1);
+  EXPECT_GT(failed, config_.max_file_attempts) << "its first failures did not count";
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "volume"}}), failed);
+  EXPECT_GE(Count(inst_.files_processed), failed);
+  EXPECT_FALSE(inst_.volume.Failing(clock.Now(), 1min)) << "the volume reads other files";
+  const auto failed_files = Entries(config_.failed_root);
+  ASSERT_EQ(failed_files.size(), 2u);
+  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.failed_root, failed_files[0])), data);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed_files[1])));
+  EXPECT_EQ(reason["attempts"], config_.max_file_attempts);
+  EXPECT_NE(reason["error"].get<std::string>().find("volume: read "), std::string::npos)
+      << reason.dump();
+  EXPECT_NE(reason["error"].get<std::string>().find("Input/output error"), std::string::npos)
+      << reason.dump();
 }
 
 // A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
