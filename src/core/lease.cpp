@@ -147,12 +147,31 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   // A missing file reads as empty; any other failure as a change (a sign of life).
   const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
   const std::string text = content.ok() ? *content : "";
-  auto [it, inserted] = seen_.try_emplace(owner, Seen{text, now, now});
+  auto [it, inserted] = seen_.try_emplace(owner, Seen{text, now, now, std::nullopt, false});
+  Seen& seen = it->second;
+  if (!failed) {
+    if (seen.unreadable_told) {
+      unreadable_leases_.fetch_sub(1);
+      LogInfo("the lease of a replica can be read again", {{"replica", owner}});
+    }
+    seen.unreadable_since.reset();
+    seen.unreadable_told = false;
+  } else if (!seen.unreadable_since) {
+    seen.unreadable_since = now;
+  } else if (!seen.unreadable_told &&
+             now - *seen.unreadable_since >= FromSeconds(config_.lease_timeout_s)) {
+    seen.unreadable_told = true;
+    unreadable_leases_.fetch_add(1);
+    LogWarn(
+        "the lease of a replica cannot be read: it counts as alive, and its claims are not "
+        "taken over while it cannot be read",
+        {{"replica", owner}, {"error", content.status().ToString()}});
+  }
   if (inserted) return;
-  it->second.read = now;
-  if (failed || it->second.content != text) {
-    it->second.content = failed ? it->second.content : text;
-    it->second.changed = now;
+  seen.read = now;
+  if (failed || seen.content != text) {
+    if (!failed) seen.content = text;
+    seen.changed = now;
   }
 }
 
@@ -185,6 +204,7 @@ void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
     if (it->first != config_.replica_id && long_dead && owners_with_claims.count(it->first) == 0) {
       ::unlink(PathOf(it->first).c_str());
       LogInfo("removed the lease of a replica gone for good", {{"replica", it->first}});
+      if (it->second.unreadable_told) unreadable_leases_.fetch_sub(1);
       it = seen_.erase(it);
     } else {
       ++it;

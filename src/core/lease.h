@@ -52,6 +52,9 @@ class LeaseBook {
   // then says nothing. A read that fails now, other than for a missing file, counts as a sign
   // of life: a takeover needs proof of silence. Sweep thread only.
   bool IsDead(const std::string& owner);
+  // How many other replicas' leases could not be read for a lease timeout or more (warned once
+  // each): their claims are not taken over meanwhile. Thread-safe.
+  int UnreadableLeases() const { return unreadable_leases_.load(); }
   // Removes lease files of replicas dead for 10 lease timeouts that own nothing any more.
   void Prune(const std::set<std::string>& owners_with_claims);
   std::string Dir() const;
@@ -61,6 +64,10 @@ class LeaseBook {
     std::string content;
     MonoTime changed;
     MonoTime read;  // the last read of the file, failed or not
+    // Since when every read failed (other than for a missing file), and whether a warning said
+    // so: such a replica counts as alive, so its claims are not taken over meanwhile.
+    std::optional<MonoTime> unreadable_since;
+    bool unreadable_told = false;
   };
   // Records a read of `owner`'s lease made at `now`.
   void Record(const std::string& owner, const Result<std::string>& content, MonoTime now);
@@ -78,7 +85,8 @@ class LeaseBook {
   // When a heartbeat last found another instance's write (steady-clock ticks + 1; 0: never).
   // Atomic: status reads it while a heartbeat may be stuck in the volume's I/O under mu_.
   std::atomic<int64_t> id_in_use_seen_{0};
-  std::map<std::string, Seen> seen_;  // sweep thread only
+  std::map<std::string, Seen> seen_;       // sweep thread only
+  std::atomic<int> unreadable_leases_{0};  // of seen_, those told unreadable
 };
 
 }  // namespace nbu::core

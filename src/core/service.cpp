@@ -70,6 +70,9 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
                    "1", [this] { return VolumeFailing() ? 1.0 : 0.0; });
   metrics.AddGauge("lease.write_failing", "1 while this replica cannot write its lease", "1",
                    [this] { return lease_ok_ ? 0.0 : 1.0; });
+  metrics.AddGauge("lease.unreadable",
+                   "Other replicas whose lease cannot be read (their claims are not taken over)",
+                   "1", [this] { return static_cast<double>(leases_.UnreadableLeases()); });
   metrics.AddGauge("replica.id_in_use",
                    "1 while another live process writes this replica's lease (same replica id)",
                    "1", [this] { return leases_.IdInUseElsewhere() ? 1.0 : 0.0; });
@@ -506,6 +509,7 @@ nlohmann::json Service::StatusJson() const {
   if (const char* trouble = StorageTrouble()) degraded.push_back(trouble);
   if (VolumeFailing()) degraded.push_back("volume_failing");
   if (!lease_ok_) degraded.push_back("lease_write_failing");
+  if (leases_.UnreadableLeases() > 0) degraded.push_back("lease_unreadable");
   if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},
                                  std::pair{&inst_.staging_failing_at, "staging_failing"},

@@ -2,6 +2,7 @@
 
 #include "support/process.h"
 #include "util/fs.h"
+#include "util/log.h"
 
 #include <gtest/gtest.h>
 
@@ -136,6 +137,42 @@ TEST_F(SweeperTest, AnotherLiveReplicasMarkersAreLeftToIt) {
   ASSERT_EQ(queued.size(), 1u) << "the written-to marker, claimed again by this replica";
   EXPECT_EQ(queued[0].claim.BlobName(), written.BlobName());
   EXPECT_EQ(queued[0].claim.owner, "me");
+}
+
+// A lease that cannot be read (other than missing) is a sign of life: a takeover needs proof of
+// silence. So the claims of its replica wait, and that is told: a warning, and the count behind
+// the status's lease_unreadable, until the lease can be read again.
+TEST_F(SweeperTest, AReplicaWhoseLeaseCannotBeReadKeepsItsClaimsAndIsTold) {
+  const ClaimPath theirs = Claim("theirs", "other");
+  const std::string lease = leases.Dir() + "/other.lease";
+  ASSERT_TRUE(fs::MkdirAll(lease).ok());  // read fails: EISDIR
+  std::vector<std::string> lines;
+  SetLogSinkForTest([&](const std::string& line) { lines.push_back(line); });
+  for (int i = 0; i < 4; ++i) {
+    sweeper.Sweep({});
+    clock.Advance(11s);
+  }
+  sweeper.Sweep({});
+  SetLogSinkForTest(nullptr);
+  EXPECT_TRUE(queued.empty()) << "not taken over";
+  EXPECT_TRUE(Exists(theirs.Path()));
+  EXPECT_EQ(leases.UnreadableLeases(), 1);
+  EXPECT_EQ(std::count_if(lines.begin(), lines.end(),
+                          [](const std::string& l) {
+                            return l.find("cannot be read") != std::string::npos &&
+                                   l.find("\"other\"") != std::string::npos;
+                          }),
+            1)
+      << "warned once";
+  ASSERT_EQ(::rmdir(lease.c_str()), 0);
+  ASSERT_TRUE(fs::AtomicWriteFile(lease, "{}").ok());
+  sweeper.Sweep({});
+  EXPECT_EQ(leases.UnreadableLeases(), 0);
+  clock.Advance(31s);  // readable, and silent since: dead
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.BlobName(), theirs.BlobName());
 }
 
 TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
