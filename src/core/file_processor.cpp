@@ -457,13 +457,16 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
   props.content_md5 = f.md5;
   return CommitInOrder(
       blob_name, f, std::move(props),
-      [&](const azure::BlobProperties& p) { return d_.blob.PutBlockList(blob_name, ids, p, stop); },
+      [&](const azure::BlobProperties& p, bool) {
+        return d_.blob.PutBlockList(blob_name, ids, p, stop);
+      },
       stop);
 }
 
 Status FileProcessor::CommitInOrder(
     const std::string& blob_name, const StagedFile& f, azure::BlobProperties props,
-    const std::function<Status(const azure::BlobProperties&)>& commit, std::stop_token stop) {
+    const std::function<Status(const azure::BlobProperties&, bool blocks_in_the_way)>& commit,
+    std::stop_token stop) {
   const auto mtime_of = [](const azure::BlobInfo& b) -> std::optional<int64_t> {
     const auto it = b.metadata.find("source_mtime_ns");
     int64_t v = 0;
@@ -477,8 +480,11 @@ Status FileProcessor::CommitInOrder(
   props.if_absent = true;
   props.if_match.clear();
   Status last;
+  // A commit refused as "already exists" where HEAD finds no blob: the name holds another
+  // writer's uncommitted blocks (see PutAsOneBlock).
+  bool blocks_in_the_way = false;
   for (int round = 0; round < 5; ++round) {
-    last = commit(props);
+    last = commit(props, blocks_in_the_way);
     if (last.kind() != ErrorKind::kConflict) return last;
     auto info = d_.blob.GetProperties(blob_name, stop);
     if (!info.ok()) return info.status();
@@ -489,6 +495,7 @@ Status FileProcessor::CommitInOrder(
       return Status(ErrorKind::kTransient,
                     "commit " + blob_name + ": storage answered HEAD without an ETag");
     }
+    blocks_in_the_way = props.if_absent && !info->has_value();
     props.if_absent = !info->has_value();  // deleted meanwhile: the name is free again
     props.if_match = info->has_value() ? (*info)->etag : "";
     if (!info->has_value()) continue;
@@ -587,10 +594,35 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check
       f.crc_only ? azure::BodyCheck::Crc64(f.crc64) : azure::BodyCheck(f.md5);
   return CommitInOrder(
       blob_name, f, std::move(props),
-      [&](const azure::BlobProperties& p) {
+      [&](const azure::BlobProperties& p, bool blocks_in_the_way) {
+        if (blocks_in_the_way) return PutAsOneBlock(blob_name, f, body, p, stop);
         return SentFromStaging(d_.blob.PutBlob(blob_name, body, check, p, stop));
       },
       stop);
+}
+
+Status FileProcessor::PutAsOneBlock(const std::string& blob_name, const StagedFile& f,
+                                    const azure::Body& body, azure::BlobProperties props,
+                                    std::stop_token stop) {
+  Md5Digest md5 = f.md5;
+  if (f.crc_only) {  // no MD5 of ours yet, and a block list's blob gets none from storage
+    auto hashed = HashSource(f, stop);
+    if (!hashed.ok()) return hashed.status();
+    md5 = *hashed;
+  }
+  props.content_md5 = md5;
+  const std::string id = BlockId(md5, f.size, 0);
+  if (Status s = SentFromStaging(d_.blob.PutBlock(blob_name, id, body, md5, stop)); !s.ok()) {
+    return s;
+  }
+  Status s = d_.blob.PutBlockList(blob_name, {id}, props, stop);
+  if (s.kind() == ErrorKind::kTransient &&
+      s.message().find("InvalidBlockList") != std::string::npos) {
+    // The other writer committed meanwhile, which discarded our block: its blob is there now,
+    // for CommitInOrder to judge.
+    return Status(ErrorKind::kConflict, s.message());
+  }
+  return s;
 }
 
 Status FileProcessor::Complete(const ClaimPath& claim) {

@@ -147,10 +147,20 @@ class FileProcessor {
   // against (If-Match): a blob of this claim (an earlier try landed, its answer was lost) is
   // done; a blob of a file modified later (source_mtime_ns) makes this claim superseded
   // (kPermanent: dead-lettered, so kept and reported); any other blob is replaced.
-  Status CommitInOrder(const std::string& blob_name, const StagedFile& f,
-                       azure::BlobProperties props,
-                       const std::function<Status(const azure::BlobProperties&)>& commit,
-                       std::stop_token stop);
+  // `commit` is told when a commit that wanted no blob there was refused while HEAD finds
+  // none: another writer's uncommitted blocks hold the name.
+  Status CommitInOrder(
+      const std::string& blob_name, const StagedFile& f, azure::BlobProperties props,
+      const std::function<Status(const azure::BlobProperties&, bool blocks_in_the_way)>& commit,
+      std::stop_token stop);
+  // A file meant for one Put Blob, sent as one block and committed by a block list: Put Blob
+  // with If-None-Match: * is refused as "already exists" where another writer's uncommitted
+  // blocks hold the name (an older version sent in blocks, or one a crash abandoned: Azurite
+  // counts them, and Azure keeps them for a week), while a block list's condition looks at
+  // committed blobs only, and its commit discards those blocks. That writer's commit then
+  // finds this blob and is judged by CommitInOrder, as is this one if that commit came first.
+  Status PutAsOneBlock(const std::string& blob_name, const StagedFile& f, const azure::Body& body,
+                       azure::BlobProperties props, std::stop_token stop);
   Status Complete(const ClaimPath& claim);
   // A failed staging call: out of space or quota, it is this replica's problem, not the file's
   // (kStaging: the attempt waits and does not count, and the status says staging_full).

@@ -477,6 +477,41 @@ TEST_F(FileProcessorAzuriteTest, AMarkerThatCannotBeLookedAtIsClaimedAgain) {
   EXPECT_EQ(Count(inst_.files_skipped), 1) << "the unchanged one is not sent again";
 }
 
+// A name holding only another writer's uncommitted blocks (an older version of the file still
+// being sent in blocks, or one a crash abandoned): Azurite refuses a Put Blob with
+// If-None-Match: * there as BlobAlreadyExists while HEAD finds no blob. The file goes as one
+// block and a block list instead, whose condition looks at committed blobs only, with its MD5
+// on the blob; the older writer's commit then finds this blob there. Both Put Blob checks.
+TEST_F(FileProcessorAzuriteTest, ANameHeldByAnotherWritersUncommittedBlocksTakesTheFile) {
+  for (const bool crc64 : {true, false}) {
+    const std::string name = crc64 ? "staged-crc.bin" : "staged-md5.bin";
+    WorkItem item = PlaceClaim(name, PatternBytes(3'000, 43), false);
+    const std::string older = PatternBytes(128 * 1024, 44);
+    const std::string older_id = BlockId(Md5::Of(older), older.size(), 0);
+    ASSERT_TRUE(blob_
+                    ->PutBlock(item.claim.BlobName(), older_id, azure::Body::FromMemory(older),
+                               Md5::Of(older))
+                    .ok());
+    ASSERT_FALSE(*blob_->GetProperties(item.claim.BlobName())) << "no committed blob";
+    const std::string data = PatternBytes(3'000, 43);
+    if (crc64) {
+      processor_->Process(item, {});
+    } else {
+      FileProcessor md5_processor(
+          {config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}});
+      md5_processor.Process(item, {});
+    }
+    ExpectBlobHolds(item, data);
+    azure::BlobProperties if_absent;
+    if_absent.if_absent = true;
+    EXPECT_EQ(blob_->PutBlockList(item.claim.BlobName(), {older_id}, if_absent).kind(),
+              ErrorKind::kConflict)
+        << "the older writer's commit finds this blob";
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 2);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 // A claim queued twice (a walk listed it just before the first worker's run-count rename): the
 // second worker finds the renamed claim held by the first and leaves it alone, instead of
 // taking the rename's target for its own and processing the file beside the first worker.
