@@ -239,7 +239,8 @@ Result<size_t> FileProcessor::ReadClaim(const StagedFile& f, char* buf, size_t w
   }
 }
 
-void FileProcessor::ClaimRead() {
+void FileProcessor::ClaimRead(const StagedFile& f) {
+  ++f.whole_reads;
   volume_.successes.fetch_add(1);
   d_.inst.volume.Read(d_.clock.Now());
 }
@@ -291,7 +292,7 @@ Status FileProcessor::CopyNext(StagedFile& f, uint64_t len, uint64_t to, std::st
 Status FileProcessor::FinishStaging(StagedFile& f) {
   // CopyNext copied exactly `size` bytes (a short file is torn there).
   if (Status s = ClaimUnchanged(f); !s.ok()) return s;
-  ClaimRead();
+  ClaimRead(f);
   if (!f.crc_only) f.md5 = f.hash.FinishFile();
   if (d_.config.staging_fsync && f.mem == nullptr && ::fsync(f.fd.get()) != 0) {
     return StagingFailure("fsync " + f.path, errno);
@@ -335,7 +336,7 @@ Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token
     off += *got;
   }
   if (Status s = ClaimUnchanged(f); !s.ok()) return s;
-  ClaimRead();
+  ClaimRead(f);
   return hash.FinishFile();
 }
 
@@ -675,7 +676,8 @@ Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
 Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
                               std::optional<fs::FileStat>& torn_at, bool* skipped, uint64_t* bytes,
-                              bool* committed, std::optional<fs::FileStat>* source) {
+                              bool* committed, std::optional<fs::FileStat>* source,
+                              uint64_t* whole_reads) {
   // A name Azure would refuse is dead-lettered at once, the same way on Azurite, which takes it.
   if (Status s = CheckBlobName(claim.BlobName()); !s.ok()) return s;
   // The stage and upload spans overlap for block uploads: blocks are sent while later ones are
@@ -702,6 +704,7 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     if (up.ok()) up = ClaimUnchanged(*staged);
     if (!up.ok()) upload_span.SetError(up.ToString());
   }
+  *whole_reads += staged->whole_reads;
   if (!staged->path.empty()) ::unlink(staged->path.c_str());
   if (up.message() == kTornCopy) {
     // The next attempt must find the claim as the file server has it now, after its whole wait.
@@ -841,6 +844,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   if (item.kind == WorkItem::Kind::kFresh) torn_at = item.observed;
   std::optional<Failing> unreachable;  // while storage keeps failing this file so
   std::optional<Failing> unreadable;   // while the volume keeps failing to read its claim
+  uint64_t whole_reads = 0;            // of its claim, by its attempts (FailsOnlyThis)
   // A claim picked up again may be dead-lettered (or gone) before it runs.
   // This run is on the claim's name: a fresh claim's rename records it, BeginRun another's.
   bool run_recorded = true;
@@ -867,7 +871,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     } else {
       skipped = false;  // an earlier attempt's skip was undone by its torn copy
       s = Attempt(claim, item.check_existing, root.context(), stop, torn_at, &skipped, &bytes,
-                  &committed, &source);
+                  &committed, &source, &whole_reads);
     }
     if (s.ok()) {
       if (source) release_marker = ClaimAgainIfWritten(*source, claim, stop);
@@ -925,7 +929,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     }
     if (s.kind() != ErrorKind::kVolume) {
       unreadable.reset();
-    } else if (FailsOnlyThis(unreadable, volume_)) {
+    } else if (FailsOnlyThis(unreadable, volume_, whole_reads)) {
       environmental = false;
     } else {
       d_.inst.volume.Failed(d_.clock.Now());  // the status's volume_failing
@@ -978,9 +982,9 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   d_.inflight.Remove(claim.Path());
 }
 
-bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use) {
+bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own) {
   const MonoTime now = d_.clock.Now();
-  const uint64_t successes = use.successes.load();
+  const uint64_t successes = use.successes.load() - own;
   const uint64_t failures = ++use.failures;
   if (!u) {
     u = Failing{successes, failures, now};

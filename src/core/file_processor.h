@@ -53,6 +53,9 @@ struct StagedFile {
   uint64_t crc64 = 0;       // of the copied bytes, when crc_only
   uint64_t block_size = 0;  // 0: one Put Blob
   fs::FileStat source;      // the claim's stat when the copy began
+  // Times this attempt read the claim whole (FileProcessor::ClaimRead; mutable: the hash of a
+  // claim without staging counts too).
+  mutable uint64_t whole_reads = 0;
 };
 
 // Block size for a file: the configured size, grown in 1 MiB steps so a blob never needs more
@@ -173,7 +176,7 @@ class FileProcessor {
   Result<size_t> ReadClaim(const StagedFile& f, char* buf, size_t want, uint64_t at) const;
   // A claim read whole: the volume reads files (clears the status's volume_failing, and shows up
   // a failure to read another claim as that claim's own, see FailsOnlyThis).
-  void ClaimRead();
+  void ClaimRead(const StagedFile& f);
   // `s` as a request that sent the staging copy ended: kStaging (the transport could not read
   // the copy back, or it ended early) is counted as staging failing.
   Status SentFromStaging(Status s);
@@ -215,12 +218,14 @@ class FileProcessor {
   // Then it keeps failing this file (a 500 storage always answers for it, a reset; a bad sector
   // of its claim), and the failure counts: the file is dead-lettered, kept and reported, instead
   // of holding a worker for good. An outage that lets some files through fails others too, and
-  // counts for none.
-  bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use);
+  // counts for none. `own`: the successes this file itself added (its own whole reads of the
+  // claim), which say nothing of the resource for others.
+  bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own = 0);
   void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
-                 uint64_t* bytes, bool* committed, std::optional<fs::FileStat>* source);
+                 uint64_t* bytes, bool* committed, std::optional<fs::FileStat>* source,
+                 uint64_t* whole_reads);
 
   std::string ProcessingPath(const ClaimPath& c) const;
   Deps d_;

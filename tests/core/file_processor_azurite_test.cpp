@@ -934,6 +934,36 @@ TEST_F(FileProcessorAzuriteTest, AVolumeFailingToReadClaimsWaitsAndNeverDeadLett
   EXPECT_NE(errors[0].error.find("volume: read "), std::string::npos) << errors[0].error;
 }
 
+// A claim read whole by its own attempts (the hash of a recovered claim against a blob of its
+// size) says nothing of the volume for other files: with no other file read, its failures keep
+// waiting and never count, however long they last.
+TEST_F(FileProcessorAzuriteTest, AClaimsOwnWholeReadsDoNotShowTheVolumeFineForOthers) {
+  config_.max_file_attempts = 1;
+  config_.unavailable_counts_after_s = 2;  // on the simulated clock: its waits pass it
+  SimulatedClock clock;
+  constexpr int kFailures = 12;
+  int reads = 0;
+  FileProcessor::Deps deps{config_, clock, *blob_, inst_, tracer_, inflight_, {}};
+  deps.claim_pread = [&](const std::string&, int fd, char* buf, size_t len, off_t at) {
+    // Odd reads (each attempt's hash of the whole claim) work; even ones (its copy) fail.
+    if (++reads % 2 == 1 || reads > 2 * kFailures) return ::pread(fd, buf, len, at);
+    errno = EIO;
+    return ssize_t{-1};
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes(4'000, 45);
+  WorkItem item = PlaceClaim("own-reads.bin", data, true, 0);
+  const std::string other = PatternBytes(4'000, 46);  // same size, other bytes: hashed first
+  ASSERT_TRUE(
+      blob_->PutBlob(item.claim.BlobName(), azure::Body::FromMemory(other), Md5::Of(other), {})
+          .ok());
+  processor.Process(item, {});
+  EXPECT_EQ(clock.SleepsForTest().size(), static_cast<size_t>(kFailures)) << "each one waited";
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_TRUE(Entries(config_.failed_root).empty());
+  ExpectBlobHolds(item, data);
+}
+
 // One claim the volume cannot read (a bad sector: EIO at each read of it) while it reads the
 // others: once no other file has failed so for unavailable_counts_after_s, and others are read
 // between its failures, its failures are its own. It is dead-lettered after the attempt limit,
