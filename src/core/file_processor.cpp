@@ -214,11 +214,12 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
     return ::open(f.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   };
   int fd = create();
-  // A sweep prunes empty staging directories: one made here can go again before the create.
+  // A sweep prunes empty staging directories: one made here can go again before the create,
+  // or between MkdirAll's steps (the date directory, then the session's below it).
   for (int tries = 0; fd < 0 && errno == ENOENT && tries < 3; ++tries) {
     const Status made = fs::MkdirAll(fs::Dirname(f.path));
     fd = create();  // also when the directory could not be made: the create's error classifies
-    if (fd < 0 && !made.ok()) return StagingFailure(made.message(), errno);
+    if (fd < 0 && !made.ok() && errno != ENOENT) return StagingFailure(made.message(), errno);
   }
   if (fd < 0) return StagingFailure("create " + f.path, errno);
   f.fd = fs::Fd(fd);
