@@ -354,7 +354,8 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
       const uint64_t idx = b.id.size() == 23 ? std::strtoull(b.id.c_str() + 17, nullptr, 10) : n;
       if (idx < n && b.size == block_len(idx)) listed[idx] = std::move(b);
     }
-  } else if (blocks.status().kind() != ErrorKind::kNotFound) {
+  } else if (blocks.status().kind() != ErrorKind::kNotFound &&
+             blocks.status().kind() != ErrorKind::kCancelled) {  // stopping: nothing is sent
     LogWarn("listing staged blocks failed; sending every block",
             {{"blob", blob_name}, {"error", blocks.status().ToString()}});
   }
@@ -1009,8 +1010,8 @@ bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attem
   if (interrupted > 0) {
     const std::string why = "interrupted " + std::to_string(interrupted) +
                             (interrupted == 1 ? " time" : " times") +
-                            ": the service stopped (a crash, a kill or out of memory) while it "
-                            "processed this file";
+                            ": a run of the service ended while it processed this file (a crash, "
+                            "a kill, out of memory, or a stall long enough for a takeover)";
     d_.inst.attempt_failures.Add(1, {{"reason", "interrupted"}});
     d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), why);
     root.AddEvent("interrupted_runs", {{"count", static_cast<int64_t>(interrupted)}});
