@@ -165,9 +165,9 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       LogWarn("a symlink in place of a directory is not followed",
               {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
     } else if (errno != ENOENT) {
-      // A permission, an I/O error, a path past PATH_MAX: its files are not seen. Counted with
-      // the files that cannot be opened, which the status and a warning show; those tracked
-      // there are not taken as gone.
+      // A permission, an I/O error, a path past PATH_MAX: its files are not seen. Counted as
+      // unreadable, which the status and a warning show; those tracked there are not taken as
+      // gone.
       Unreadable(DirName(rel_dir), "open", errno, stats);
       tracker_.KeepUnseen(rel_dir);
     }
