@@ -254,7 +254,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       if (IsChecksumMismatch(code) && observer_.on_checksum_mismatch) {
         observer_.on_checksum_mismatch(op);
       }
-      return Status(KindFor(resp.status, code), msg);
+      return Status(KindFor(resp.status, code), msg, code);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
     if (observer_.on_retry) observer_.on_retry(reason);

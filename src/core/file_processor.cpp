@@ -619,10 +619,10 @@ Status FileProcessor::PutAsOneBlock(const std::string& blob_name, const StagedFi
     return s;
   }
   Status s = d_.blob.PutBlockList(blob_name, {id}, props, stop);
-  if (s.kind() == ErrorKind::kTransient &&
-      s.message().find("InvalidBlockList") != std::string::npos) {
-    // The other writer committed meanwhile, which discarded our block: its blob is there now,
-    // for CommitInOrder to judge.
+  if (s.code() == "InvalidBlockList") {
+    // The other writer committed meanwhile, which discarded our block, and storage checked the
+    // list before our If-None-Match (Azurite answers 409): its blob is there now, for
+    // CommitInOrder to judge.
     return Status(ErrorKind::kConflict, s.message());
   }
   return s;

@@ -33,17 +33,23 @@ class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(ErrorKind kind, std::string message) : kind_(kind), message_(std::move(message)) {}
+  // A failure storage answered with its error code (x-ms-error-code), which callers match
+  // rather than the message, whose URL holds the blob's name.
+  Status(ErrorKind kind, std::string message, std::string code)
+      : kind_(kind), message_(std::move(message)), code_(std::move(code)) {}
 
   static Status Ok() { return {}; }
   bool ok() const { return kind_ == ErrorKind::kOk; }
   ErrorKind kind() const { return kind_; }
   const std::string& message() const { return message_; }
+  const std::string& code() const { return code_; }  // empty unless storage named one
   // "transient: PUT .../blob: HTTP 503 ServerBusy (request id ...)"
   std::string ToString() const;
 
  private:
   ErrorKind kind_ = ErrorKind::kOk;
   std::string message_;
+  std::string code_;
 };
 
 // Builds a Status from an errno value: "<what>: <strerror>", kind chosen from the errno.
