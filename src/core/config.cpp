@@ -261,8 +261,8 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_FILE_EXTENSIONS", "",
        "Comma-separated name endings to upload, not globs (e.g. `.csv,.bin`); empty = all", false},
       {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp",
-       "Comma-separated globs matched against the file name (not its path) to skip; dot-files are "
-       "always skipped. Set but empty: no patterns",
+       "Comma-separated globs matched against the file name (not its path), in any case as the "
+       "extensions are, to skip; dot-files are always skipped. Set but empty: no patterns",
        false},
       {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
       {"APP_MAX_QUEUE_SIZE", "2000",
@@ -497,9 +497,12 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
 }
 
 bool GlobMatch(std::string_view p, std::string_view n) {
+  const auto same = [](char a, char b) {
+    return a == b || ('A' <= (a & ~0x20) && (a & ~0x20) <= 'Z' && (a ^ 0x20) == b);
+  };
   size_t pi = 0, ni = 0, star = std::string_view::npos, mark = 0;
   while (ni < n.size()) {
-    if (pi < p.size() && (p[pi] == '?' || p[pi] == n[ni])) {
+    if (pi < p.size() && (p[pi] == '?' || same(p[pi], n[ni]))) {
       ++pi;
       ++ni;
     } else if (pi < p.size() && p[pi] == '*') {

@@ -104,7 +104,9 @@ bool ErrorNames(const std::vector<std::string>& errors, std::string_view variabl
 // scanner skips) and are removed.
 void CheckVolume(const Config& c, std::vector<std::string>* errors);
 
-// Glob match with * and ? (no path separators special), as used by APP_IGNORE_PATTERNS.
+// Glob match with * and ? (no path separators special), ASCII letters in any case, as used by
+// APP_IGNORE_PATTERNS: "*.tmp" skips a Windows tool's DATA.TMP too, as APP_FILE_EXTENSIONS'
+// endings match in any case.
 bool GlobMatch(std::string_view pattern, std::string_view name);
 
 }  // namespace nbu::core

@@ -524,6 +524,13 @@ TEST(ConfigTest, GlobMatch) {
   EXPECT_TRUE(GlobMatch("*", ""));
   EXPECT_TRUE(GlobMatch("a*b*c", "a-x-b-y-c"));
   EXPECT_FALSE(GlobMatch("a*b*c", "a-x-c-y-b"));
+  // Letters in any case, as the extensions; nothing else is folded.
+  EXPECT_TRUE(GlobMatch("*.tmp", "DATA.TMP"));
+  EXPECT_TRUE(GlobMatch("*.Part", "x.pART"));
+  EXPECT_FALSE(GlobMatch("*.tmp", "a.tmq"));
+  EXPECT_FALSE(GlobMatch("a@", "a`"));  // 0x40 and 0x60 differ by the case bit, not letters
+  EXPECT_FALSE(GlobMatch("[x", "{x"));
+  EXPECT_FALSE(GlobMatch("*.t\xc9", "a.t\xe9"));
 }
 
 TEST(ConfigTest, VariableTableIsComplete) {
