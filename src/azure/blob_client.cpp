@@ -142,6 +142,12 @@ std::string BlobClient::BlobUrl(const std::string& blob_name) const {
   return options_.endpoint + "/" + options_.container + "/" + UrlEncodePath(blob_name);
 }
 
+std::chrono::milliseconds RequestTimeout(const BlobClientOptions& options, uint64_t body_bytes) {
+  const uint64_t rate = options.timeout_min_bytes_per_s;
+  return options.timeout_base +
+         std::chrono::milliseconds(rate == 0 ? 0 : static_cast<int64_t>(body_bytes * 1000 / rate));
+}
+
 Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
                                          std::stop_token stop,
                                          std::initializer_list<long> ok_statuses, bool writes_blob,
@@ -155,11 +161,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
   req.SetHeader("x-ms-version", kApiVersion);
   req.SetHeader("x-ms-client-request-id", NewUuidV7(clock_.WallNow()));
   const auto base_headers = req.headers;
-  const auto per_byte = std::chrono::milliseconds(
-      options_.timeout_min_bytes_per_s == 0
-          ? 0
-          : static_cast<int64_t>(req.BodySize() * 1000 / options_.timeout_min_bytes_per_s));
-  req.timeout = options_.timeout_base + per_byte;
+  req.timeout = RequestTimeout(options_, req.BodySize());
   req.stop = stop;
 
   bool reauthorized = false;

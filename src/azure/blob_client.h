@@ -34,12 +34,17 @@ struct BlobClientOptions {
   std::string account;  // account name (for Shared Key signing)
   std::string container;
   RetryOptions retry;
-  // Per-request timeout = base + body_bytes / min_throughput (Azure's write timeouts scale too).
-  // The floor is low (a shared uplink of a few Mbit/s among many senders): a connection that
-  // stops moving is caught by the transport's stall check (HttpTransportOptions::stall_time).
-  std::chrono::milliseconds timeout_base{30000};
-  uint64_t timeout_min_bytes_per_s = 32 << 10;
+  // Per-request timeout = base + body_bytes / min_throughput: never shorter than Azure's own
+  // (a block list may take 60 s; a blob or block write 10 minutes per MiB, about 1.7 KiB/s),
+  // so a slow uplink shared by many senders is not cut off and resent while storage would
+  // still take the body. A connection that stops moving is caught sooner, by the transport's
+  // stall check (HttpTransportOptions::stall_time).
+  std::chrono::milliseconds timeout_base{60000};
+  uint64_t timeout_min_bytes_per_s = (1 << 20) / 600;
 };
+
+// The whole-request timeout Execute gives a request with a body of `body_bytes`.
+std::chrono::milliseconds RequestTimeout(const BlobClientOptions& options, uint64_t body_bytes);
 
 // A body to send: a byte range of an open file (streamed with pread), or bytes in memory that
 // the caller keeps alive until the request returns.

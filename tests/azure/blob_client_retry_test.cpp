@@ -496,6 +496,20 @@ TEST_F(BlobClientRetryTest, AStalledTransferIsGivenUpBeforeItsTimeout) {
   ExpectTimedOut(client);
 }
 
+// A request is never given up sooner than Azure itself would give up on it: 60 s for a block
+// list, 10 minutes per MiB for a blob or block. A slow uplink shared by 32 block streams would
+// otherwise see every block cut off and sent again while storage was still taking it.
+TEST(BlobClientTimeoutTest, NeverShorterThanAzuresOwn) {
+  const BlobClientOptions defaults;
+  EXPECT_GE(RequestTimeout(defaults, 0), 60s);
+  EXPECT_GE(RequestTimeout(defaults, 1 << 20), 10min + 30s);
+  EXPECT_GE(RequestTimeout(defaults, uint64_t{8} << 20), 80min);
+  EXPECT_LT(RequestTimeout(defaults, 1 << 20), 12min);
+  BlobClientOptions no_rate;
+  no_rate.timeout_min_bytes_per_s = 0;
+  EXPECT_EQ(RequestTimeout(no_rate, 1 << 20), no_rate.timeout_base);
+}
+
 TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
   options_.endpoint = "http://127.0.0.1:1/acct";
   std::vector<std::string> reasons;
