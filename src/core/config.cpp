@@ -297,9 +297,9 @@ const std::vector<ConfigVar>& ConfigVars() {
        "scrapers",
        true},
       {"APP_REPLICA_ID", "<host name>",
-       "Unique id of this replica (pod name): 1-224 characters of `[A-Za-z0-9._-]`. A second "
-       "live process with the same id on the volume is refused at start-up and reported in the "
-       "status",
+       "Unique id of this replica (pod name): 1-224 characters of `[A-Za-z0-9._-]`, not `.` or "
+       "`..`. A second live process with the same id on the volume is refused at start-up and "
+       "reported in the status",
        false},
       {"APP_SHUTDOWN_GRACE_S", "25",
        "Seconds in-flight uploads get after SIGTERM (or SIGINT, SIGHUP). Then their requests are "
@@ -606,8 +606,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
 
   if (c.replica_id.empty()) c.replica_id = DefaultHostName();
   if (!IsValidReplicaId(c.replica_id)) {
-    r.Error("APP_REPLICA_ID",
-            "must be 1-" + std::to_string(kMaxReplicaId) + " characters of [A-Za-z0-9._-]");
+    r.Error("APP_REPLICA_ID", "must be 1-" + std::to_string(kMaxReplicaId) +
+                                  " characters of [A-Za-z0-9._-], not . or ..");
   }
   if (!IsValidContainerName(c.azure_container)) {
     r.Error("APP_AZURE_CONTAINER",

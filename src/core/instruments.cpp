@@ -148,7 +148,9 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
       claim_conflicts(r.AddCounter("claim.conflicts", "Claims lost to another replica", "1")),
       takeovers(r.AddCounter("claims.taken_over", "Claims taken over from dead replicas", "1")),
       retries(r.AddCounter("http.retries", "HTTP requests retried, by reason", "1")),
-      throttled(r.AddCounter("http.throttled", "Throttling answers (429/503) from storage", "1")),
+      throttled(r.AddCounter("http.throttled",
+                             "Throttling answers (429, 503, 500 OperationTimedOut) from storage",
+                             "1")),
       checksum_mismatches(r.AddCounter(
           "http.checksum_mismatches",
           "Bodies storage found not matching their checksum (each attempt is repeated), by op",

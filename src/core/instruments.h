@@ -132,7 +132,8 @@ struct Instruments {
   // When staging last ran out of space or quota (a steady-clock time since epoch; 0: never).
   std::atomic<MonoTime::rep> staging_full_at{0};
   std::atomic<MonoTime::rep> staging_failing_at{0};  // another staging error (read-only, EIO...)
-  std::atomic<MonoTime::rep> throttled_at{0};        // storage's last throttling answer (429, 503)
+  // Storage's last throttling answer (429, 503, 500 OperationTimedOut).
+  std::atomic<MonoTime::rep> throttled_at{0};
   StorageHealth storage;
   VolumeHealth volume;
 };
