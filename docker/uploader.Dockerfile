@@ -36,7 +36,8 @@ ENV APP_HTTP_HOST=0.0.0.0 \
 EXPOSE 8000
 VOLUME ["/mnt/staging"]
 # Start-up may take as long as the Kubernetes startupProbe allows (k8s/deployment.yaml: 36 x
-# 5 s): the replica-id wait, a managed-identity token fetch, the checks before the API listens.
+# 5 s): the checks and a managed-identity token fetch come before the API listens. The
+# replica-id wait comes after, while /healthz already answers.
 # Failures in the start period do not count; the first success ends it.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=180s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${APP_HTTP_PORT}/healthz" > /dev/null || exit 1

@@ -73,7 +73,7 @@ INSTANTIATE_TEST_SUITE_P(Images, DockerfileTest,
 
 // Docker's health check must give start-up the time Kubernetes gives it (failures within the
 // start period do not count): a shorter one reports unhealthy a container that is still
-// starting (a replica-id wait, a managed-identity token fetch) which Kubernetes would wait for.
+// starting (the volume checks, a managed-identity token fetch) which Kubernetes would wait for.
 TEST(HealthCheckTest, StartPeriodIsTheStartupProbesBudget) {
   const auto health = ArgsOf(ParseDockerfile("docker/uploader.Dockerfile"), "HEALTHCHECK");
   ASSERT_EQ(health.size(), 1u);
