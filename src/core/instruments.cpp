@@ -136,8 +136,11 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
           r.AddCounter("files.failed", "Files given up on and moved to the dead-letter area", "1")),
       attempt_failures(
           r.AddCounter("file.attempts.failed", "Processing attempts that failed, by reason", "1")),
-      files_recovered(
-          r.AddCounter("files.recovered", "Claims finished after a restart or takeover", "1")),
+      files_recovered(r.AddCounter(
+          "files.recovered",
+          "Claims finished that were picked up again (a restart, a takeover, a "
+          "rewrite after completion, a retried dead letter), not claimed from incoming",
+          "1")),
       files_skipped(
           r.AddCounter("files.skipped", "Recovered files whose blob was already committed", "1")),
       files_superseded(r.AddCounter(
