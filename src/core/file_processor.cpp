@@ -614,11 +614,16 @@ Status FileProcessor::PutAsOneBlock(const std::string& blob_name, const StagedFi
     md5 = *hashed;
   }
   props.content_md5 = md5;
-  const std::string id = BlockId(md5, f.size, 0);
-  if (Status s = SentFromStaging(d_.blob.PutBlock(blob_name, id, body, md5, stop)); !s.ok()) {
-    return s;
+  // An empty file has no block: Azure refuses an empty Put Block (Azurite takes it), and an
+  // empty block list makes the 0-byte blob.
+  std::vector<std::string> ids;
+  if (f.size > 0) {
+    ids.push_back(BlockId(md5, f.size, 0));
+    if (Status s = SentFromStaging(d_.blob.PutBlock(blob_name, ids[0], body, md5, stop)); !s.ok()) {
+      return s;
+    }
   }
-  Status s = d_.blob.PutBlockList(blob_name, {id}, props, stop);
+  Status s = d_.blob.PutBlockList(blob_name, ids, props, stop);
   if (s.code() == "InvalidBlockList") {
     // The other writer committed meanwhile, which discarded our block, and storage checked the
     // list before our If-None-Match (Azurite answers 409): its blob is there now, for

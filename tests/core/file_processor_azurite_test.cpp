@@ -506,6 +506,46 @@ TEST_F(FileProcessorAzuriteTest, ANameHeldByAnotherWritersUncommittedBlocksTakes
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
+// ... and an empty file there: no Put Block is sent, since Azure refuses an empty one (Azurite
+// takes it, Azure/Azurite#329). An empty block list makes the 0-byte blob, with the MD5 of no
+// bytes on it. Both Put Blob checks.
+TEST_F(FileProcessorAzuriteTest, AnEmptyFileUnderANameHeldByUncommittedBlocksSendsNoBlock) {
+  for (const bool crc64 : {true, false}) {
+    const std::string name = crc64 ? "staged-empty-crc.bin" : "staged-empty-md5.bin";
+    WorkItem item = PlaceClaim(name, "", false);
+    const std::string older = PatternBytes(4'000, 47);
+    const std::string older_id = BlockId(Md5::Of(older), older.size(), 0);
+    ASSERT_TRUE(blob_
+                    ->PutBlock(item.claim.BlobName(), older_id, azure::Body::FromMemory(older),
+                               Md5::Of(older))
+                    .ok());
+    nbu::test::FaultProxy proxy(azurite_.port());
+    auto blob = ClientVia(proxy);
+    FileProcessor processor(FileProcessor::Deps{config_,
+                                                RealClock::Instance(),
+                                                *blob,
+                                                inst_,
+                                                tracer_,
+                                                inflight_,
+                                                {},
+                                                crc64 ? &crc64_ : nullptr});
+    processor.Process(item, {});
+    EXPECT_EQ(proxy.Count("comp=block&"), 0) << name << ": no Put Block";
+    EXPECT_EQ(proxy.Count("comp=blocklist", "PUT"), 1) << name;
+    auto props = blob_->GetProperties(item.claim.BlobName());
+    ASSERT_TRUE(props.ok() && props->has_value()) << name;
+    EXPECT_EQ((*props)->size, 0U) << name;
+    ExpectBlobHolds(item, "");
+    azure::BlobProperties if_absent;
+    if_absent.if_absent = true;
+    EXPECT_EQ(blob_->PutBlockList(item.claim.BlobName(), {older_id}, if_absent).kind(),
+              ErrorKind::kConflict)
+        << "the older writer's commit finds this blob";
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 2);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 // ... and when that writer commits between this file's block and its block list (which discards
 // the block): the list is refused, as the name is taken (Azurite: 409) or as it names a block
 // gone (InvalidBlockList, from storage that checks the list first; the proxy answers so). The
