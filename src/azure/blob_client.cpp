@@ -1,6 +1,7 @@
 // Blob REST client (see blob_client.h): request building, the retry loop, error mapping.
 #include "azure/blob_client.h"
 
+#include "azure/auth_failure.h"
 #include "azure/url.h"
 #include "util/crc64.h"
 #include "util/log.h"
@@ -28,6 +29,14 @@ std::optional<std::string> XmlElement(const std::string& xml, const std::string&
 std::string ErrorCode(const HttpResponse& resp) {
   if (const std::string* c = resp.Header("x-ms-error-code")) return *c;
   return XmlElement(resp.body, "Code", 0, resp.body.size()).value_or("");
+}
+
+// ": " and storage's reason for refusing our credentials (a clock too far off, a signature
+// that does not match, a SAS out of its time), secret-free, for the operator; empty if none.
+std::string AuthDetail(const HttpResponse& resp) {
+  if (resp.status != 401 && resp.status != 403) return "";
+  const std::string detail = AuthFailureDetail(resp.body);
+  return detail.empty() ? "" : ": " + detail;
 }
 
 // Storage found the body not matching the checksum sent with it.
@@ -233,6 +242,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       msg += " (request id " + (request_id ? *request_id : std::string("-"));
       if (attempt > 1) msg += ", after " + std::to_string(attempt) + " attempts";
       msg += ")";
+      msg += AuthDetail(resp);
       if (code == "InvalidBlobOrBlock" && op == "PutBlock") {
         // The likely cause, and what the operator can do about it, since no retry of ours can.
         msg +=
@@ -278,7 +288,8 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
   const std::string url = req.url;
   auto r = Execute(std::move(req), "CreateContainer", stop, {201, 403, 409});
   if (r.ok() && r->status == 403) {
-    const std::string refused = "CreateContainer " + RedactUrl(url) + ": HTTP 403 " + ErrorCode(*r);
+    const std::string refused =
+        "CreateContainer " + RedactUrl(url) + ": HTTP 403 " + ErrorCode(*r) + AuthDetail(*r);
     HttpRequest head;
     head.method = "HEAD";
     head.url = BlobUrl(".nbu-probe/container-check");

@@ -39,6 +39,9 @@ class CountingCredential : public Credential {
   Status fails;  // when not ok: no token to be had, for this reason
 };
 
+// A request's signature as storage quotes it back.
+const std::string kSentSignature = "q0Fo8mZ7xQ3nT1vK2bR9cW4eY6uI5oP8aS7dF0gH1jk=";
+
 class BlobClientRetryTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -50,6 +53,14 @@ class BlobClientRetryTest : public ::testing::Test {
                 [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); });
     server_.Delete(R"(/acct/c/(.*))", [this](const httplib::Request& req, httplib::Response& res) {
       Handle(req, res);
+    });
+    // Create Container, from a host whose clock is more than 15 minutes off.
+    server_.Put("/acct/c", [](const httplib::Request&, httplib::Response& res) {
+      res.status = 403;
+      res.set_header("x-ms-error-code", "AuthenticationFailed");
+      res.set_content(AuthenticationFailedBody("Request date header too old: &apos;Thu, 02 May "
+                                               "2024 09:40:00 GMT&apos;"),
+                      "application/xml");
     });
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     // stop() before the listen loop runs would be lost (cpp-httplib 0.11 has no wait_until_ready).
@@ -64,6 +75,14 @@ class BlobClientRetryTest : public ::testing::Test {
     transport_.reset();  // closes pooled keep-alive connections so the server threads finish
     server_.stop();
     thread_.join();
+  }
+
+  // Azure's answer to a request whose credentials it refuses, with its reason.
+  static std::string AuthenticationFailedBody(const std::string& detail) {
+    return "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code>"
+           "<Message>Server failed to authenticate the request.\nRequestId:r\nTime:t</Message>"
+           "<AuthenticationErrorDetail>" +
+           detail + "</AuthenticationErrorDetail></Error>";
   }
 
   void Handle(const httplib::Request& req, httplib::Response& res) {
@@ -113,6 +132,18 @@ class BlobClientRetryTest : public ::testing::Test {
     } else if (name == "forbidden") {  // a role assignment missing, a SAS expired
       res.status = 403;
       res.set_header("x-ms-error-code", "AuthorizationPermissionMismatch");
+    } else if (name == "bad-signature") {  // a Shared Key signature storage did not compute
+      res.status = 403;
+      res.set_header("x-ms-error-code", "AuthenticationFailed");
+      res.set_content(AuthenticationFailedBody(
+                          "The MAC signature found in the HTTP request '" + kSentSignature +
+                          "' is not the same as any computed signature. Server used following "
+                          "string to sign: 'PUT\n\n\n1\n\n\n\n\n\n\n\n\nx-ms-meta-session:"
+                          "payroll\nx-ms-version:2025-11-05\n/acct/c/bad-signature'."),
+                      "application/xml");
+    } else if (name == ".nbu-probe/container-check") {  // HEAD: the same refusal, no body
+      res.status = 403;
+      res.set_header("x-ms-error-code", "AuthenticationFailed");
     } else if (name == "echo-other-crc") {  // stores the body, computing another CRC-64
       res.status = 201;
       res.set_header("x-ms-content-crc64", "AAAAAAAAAAE=");
@@ -456,6 +487,31 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(*ok, "payload");
   EXPECT_TRUE(clock_.SleepsForTest().empty());
+}
+
+// A refusal of our credentials carries storage's reason, for the operator, and no secret: the
+// request's signature quoted back is REDACTED, the string to sign left out. Create Container
+// refused (and the HEAD that checks for the container too, bodiless) names the clock.
+TEST_F(BlobClientRetryTest, ARefusalOfOurCredentialsSaysWhyWithoutSecrets) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string data = "x";
+  Status s = client.PutBlob("bad-signature", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth);
+  EXPECT_NE(s.message().find("HTTP 403 AuthenticationFailed (request id req-1): The MAC signature "
+                             "found in the HTTP request 'REDACTED' is not the same as any "
+                             "computed signature. [string to sign left out]"),
+            std::string::npos)
+      << s.message();
+  for (const std::string& secret : {kSentSignature, std::string("payroll"), std::string("\n")}) {
+    EXPECT_EQ(s.ToString().find(secret), std::string::npos) << secret << " in " << s.ToString();
+  }
+
+  Status created = client.CreateContainerIfMissing();
+  EXPECT_EQ(created.kind(), ErrorKind::kAuth);
+  EXPECT_NE(created.message().find("HTTP 403 AuthenticationFailed: Request date header too old: "
+                                   "'Thu, 02 May 2024 09:40:00 GMT'"),
+            std::string::npos)
+      << created.message();
 }
 
 // Only a failed precondition of our own (the name taken, the ETag moved on) is a conflict,

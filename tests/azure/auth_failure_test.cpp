@@ -1,0 +1,85 @@
+// AuthFailureDetail on the bodies Azure answers a refused request with: the reason is kept, on
+// one line and bounded, and no signature, SAS field or string to sign comes out of it.
+#include "azure/auth_failure.h"
+
+#include <gtest/gtest.h>
+
+namespace nbu::azure {
+namespace {
+
+// An Azure error body as storage writes it, with `detail` (already XML-escaped) if not empty.
+std::string Body(const std::string& code, const std::string& detail) {
+  std::string body = "\xEF\xBB\xBF<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>" + code +
+                     "</Code><Message>Server failed to authenticate the request. Make sure the "
+                     "value of Authorization header is formed correctly including the "
+                     "signature.\nRequestId:5c8c3b2e-701e-0055-2a6e-b8a3f0000000\n"
+                     "Time:2024-05-02T10:00:00.1234567Z</Message>";
+  if (!detail.empty()) {
+    body += "<AuthenticationErrorDetail>" + detail + "</AuthenticationErrorDetail>";
+  }
+  return body + "</Error>";
+}
+
+TEST(AuthFailureDetailTest, AClockTooFarOffIsNamedWithItsDate) {
+  EXPECT_EQ(AuthFailureDetail(Body("AuthenticationFailed",
+                                   "Request date header too old: 'Thu, 02 May 2024 09:40:00 GMT'")),
+            "Request date header too old: 'Thu, 02 May 2024 09:40:00 GMT'");
+}
+
+TEST(AuthFailureDetailTest, SasAndTokenReasonsAreKeptAsTheyAre) {
+  for (const std::string detail :
+       {"Signature not valid in the specified time frame: Start [Thu, 02 May 2024 10:00:00 GMT] "
+        "- Expiry [Thu, 02 May 2024 11:00:00 GMT] - Current [Thu, 02 May 2024 12:00:00 GMT]",
+        "Signed expiry time [Thu, 02 May 2024 10:00:00 GMT] must be after signed start time "
+        "[Thu, 02 May 2024 11:00:00 GMT]",
+        "Issuer validation failed. Issuer did not match."}) {
+    EXPECT_EQ(AuthFailureDetail(Body("AuthenticationFailed", detail)), detail);
+  }
+}
+
+// The request's signature is valid for that request for a while; the string to sign names its
+// headers and metadata. Neither is echoed; the reason is.
+TEST(AuthFailureDetailTest, TheRequestsSignatureAndTheStringToSignAreLeftOut) {
+  const std::string detail =
+      "The MAC signature found in the HTTP request 'q0Fo8mZ7xQ3nT1vK2bR9cW4eY6uI5oP8aS7dF0gH1jk=' "
+      "is not the same as any computed signature. Server used following string to sign: "
+      "'PUT\n\n\n3\n\n\n\n\n\n\n\n\nx-ms-blob-type:BlockBlob\nx-ms-date:Thu, 02 May 2024 "
+      "10:00:00 GMT\nx-ms-meta-session:payroll\nx-ms-version:2025-11-05\n/acct/c/blob'.";
+  const std::string got = AuthFailureDetail(Body("AuthenticationFailed", detail));
+  EXPECT_EQ(got,
+            "The MAC signature found in the HTTP request 'REDACTED' is not the same as any "
+            "computed signature. [string to sign left out]");
+}
+
+// A SAS's string to sign lists its fields (permissions, times, resource, signed identifier):
+// not echoed either, and a sig= value never, wherever storage might quote one.
+TEST(AuthFailureDetailTest, ASasStringToSignAndAnySigValueAreLeftOut) {
+  EXPECT_EQ(AuthFailureDetail(Body("AuthenticationFailed",
+                                   "Signature did not match. String to sign used was "
+                                   "rw\n2024-05-01T00:00:00Z\n2024-05-09T00:00:00Z\n/blob/acct/"
+                                   "c\npolicy-1\n\nhttps\n2025-11-05\nc\n\n\n\n\n\n")),
+            "Signature did not match. [string to sign left out]");
+  const std::string got = AuthFailureDetail(
+      Body("AuthenticationFailed",
+           "Query 'sv=2025-11-05&amp;sp=rw&amp;sig=AbC%2Bdef%3D&amp;se=2024' is not valid"));
+  EXPECT_EQ(got, "Query 'sv=2025-11-05&sp=rw&sig=REDACTED&se=2024' is not valid");
+  EXPECT_EQ(got.find("AbC"), std::string::npos);
+}
+
+TEST(AuthFailureDetailTest, OneLineBoundedAndEmptyWithoutADetail) {
+  EXPECT_EQ(AuthFailureDetail(Body("AuthorizationPermissionMismatch", "")), "");
+  EXPECT_EQ(AuthFailureDetail(""), "");
+  EXPECT_EQ(AuthFailureDetail(Body("AuthenticationFailed", "  line one\r\n\tline  two \n")),
+            "line one line two");
+  EXPECT_EQ(AuthFailureDetail("<Error><AuthenticationErrorDetail>cut &apos;short"), "cut 'short");
+  const std::string long_detail =
+      std::string(292, 'a') + "\xC3\xA9\xC3\xA9\xC3\xA9" + std::string(400, 'b');
+  const std::string got = AuthFailureDetail(Body("AuthenticationFailed", long_detail));
+  EXPECT_LE(got.size(), kMaxAuthFailureDetail);
+  EXPECT_EQ(got.substr(got.size() - 3), "...");
+  // Not cut inside the two bytes of an é: the bytes before "..." end with whole characters.
+  EXPECT_EQ(got, std::string(292, 'a') + "\xC3\xA9\xC3\xA9" + "...");
+}
+
+}  // namespace
+}  // namespace nbu::azure
