@@ -24,6 +24,17 @@ std::unique_ptr<ChangeHints> MakeChangeHints(const Config& config) {
   return nullptr;
 }
 
+// What a failed start-up check says of storage. An answer of storage's (one with an error code,
+// or any failure but no connection, a timeout or a gateway's bare 5xx: a 400 for an x-ms-version
+// that cloud does not take, say) is not "not reachable": the error logged beside it names it.
+const char* StartupTrouble(const Status& s) {
+  if (s.kind() == ErrorKind::kAuth) return "storage refuses our credentials";
+  const bool answered = !s.code().empty() ||
+                        (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kCancelled);
+  return answered ? "storage answers the start-up check with an error"
+                  : "storage not reachable yet";
+}
+
 }  // namespace
 
 Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
@@ -127,9 +138,7 @@ void Service::StartupLoop(std::stop_token stop) {
       storage_ok_ = true;
       break;
     }
-    LogWarn(s.kind() == ErrorKind::kAuth ? "storage refuses our credentials"
-                                         : "storage not reachable yet",
-            {{"error", s.ToString()}, {"attempt", attempt}});
+    LogWarn(StartupTrouble(s), {{"error", s.ToString()}, {"attempt", attempt}});
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString());
     clock_.SleepFor(std::min<Duration>(1s * attempt, 30s), stop);
   }

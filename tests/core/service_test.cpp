@@ -8,13 +8,16 @@
 #include "support/gate.h"
 #include "support/process.h"
 #include "support/test_config.h"
+#include "util/log.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <iterator>
 #include <latch>
+#include <mutex>
 #include <thread>
 
 namespace nbu::core {
@@ -484,6 +487,74 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
     ++entries;
   }
   EXPECT_EQ(entries, 1u);
+}
+
+// A start-up check that storage answers with an error (here the 400 a cloud gives an x-ms-version
+// it does not take) is logged as that answer, not as storage out of reach, and tried again; a
+// check that gets no answer (the connection dropped) is still "not reachable yet".
+TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
+  Azurite azurite;
+  std::mutex mu;
+  std::vector<std::string> lines;  // guarded by mu
+  SetLogSinkForTest([&](const std::string& line) {
+    std::lock_guard lock(mu);
+    lines.push_back(line);
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() { SetLogSinkForTest(nullptr); }
+  } unset;
+  // The start-up check's log lines so far.
+  const auto checks = [&] {
+    std::lock_guard lock(mu);
+    std::vector<std::string> out;
+    std::copy_if(lines.begin(), lines.end(), std::back_inserter(out), [](const std::string& l) {
+      return l.find("CreateContainer") != std::string::npos;
+    });
+    return out;
+  };
+  for (const bool answered : {true, false}) {
+    {
+      std::lock_guard lock(mu);
+      lines.clear();
+    }
+    TempDir dir;
+    Config config = TestConfig(dir, "startup");
+    config.replica_id = "startup-test";
+    nbu::test::FaultProxy proxy(azurite.port(), [answered](const nbu::test::ProxyRequest& r) {
+      if (r.target.find("restype=container") == std::string::npos) {
+        return nbu::test::FaultAction::Forward();
+      }
+      return answered ? nbu::test::FaultAction::Status(400, "InvalidHeaderValue")
+                      : nbu::test::FaultAction::DropBefore();
+    });
+    azure::RetryOptions retry;
+    retry.max_attempts = 1;
+    auto blob = nbu::test::MakeBlobClient(
+        "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
+        config.azure_container, retry);
+    Started started(config, *blob);
+    ASSERT_TRUE(WaitFor([&] { return checks().size() >= 2; }, 30s)) << "tried again";
+    for (const std::string& line : checks()) {
+      if (answered) {
+        EXPECT_NE(line.find("storage answers the start-up check with an error"), std::string::npos)
+            << line;
+        EXPECT_NE(line.find("HTTP 400 InvalidHeaderValue"), std::string::npos) << line;
+        EXPECT_EQ(line.find("not reachable"), std::string::npos) << line;
+      } else {
+        EXPECT_NE(line.find("storage not reachable yet"), std::string::npos) << line;
+      }
+    }
+    const auto status = started.service.StatusJson();
+    EXPECT_FALSE(status["ready"].get<bool>());
+    ASSERT_FALSE(status["recent_errors"].empty()) << status.dump();
+    if (answered) {
+      EXPECT_NE(status["recent_errors"][0]["error"].get<std::string>().find(
+                    "HTTP 400 InvalidHeaderValue"),
+                std::string::npos)
+          << status.dump();
+    }
+    EXPECT_TRUE(started.service.Shutdown(5s));
+  }
 }
 
 }  // namespace
