@@ -1,21 +1,14 @@
 // Storage's reason for refusing a request's credentials (see auth_failure.h).
 #include "azure/auth_failure.h"
 
+#include "util/text.h"
+
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <utility>
 
 namespace nbu::azure {
 namespace {
-
-std::string Lower(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
-    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  });
-  return out;
-}
 
 // The five named XML entities; others are kept as written.
 std::string XmlUnescape(std::string_view text) {
@@ -41,7 +34,7 @@ std::string XmlUnescape(std::string_view text) {
 // detail ends before the sentence that brings it in ("Server used following string to sign:
 // '...'", "Signature did not match. String to sign used was ...").
 void CutStringToSign(std::string& text) {
-  const size_t at = Lower(text).find("string to sign");
+  const size_t at = LowerAscii(text).find("string to sign");
   if (at == std::string::npos) return;
   const size_t dot = text.rfind('.', at);
   text.resize(dot == std::string::npos ? 0 : dot + 1);
@@ -51,7 +44,7 @@ void CutStringToSign(std::string& text) {
 // Every value that follows `marker` (lower case), up to one of `ends`, becomes REDACTED.
 void RedactAfter(std::string& text, std::string_view marker, std::string_view ends) {
   for (size_t from = 0;;) {
-    const size_t at = Lower(text).find(marker, from);
+    const size_t at = LowerAscii(text).find(marker, from);
     if (at == std::string::npos) return;
     const size_t begin = at + marker.size();
     size_t end = text.find_first_of(ends, begin);

@@ -497,9 +497,7 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
 }
 
 bool GlobMatch(std::string_view p, std::string_view n) {
-  const auto same = [](char a, char b) {
-    return a == b || ('A' <= (a & ~0x20) && (a & ~0x20) <= 'Z' && (a ^ 0x20) == b);
-  };
+  const auto same = [](char a, char b) { return LowerAscii(a) == LowerAscii(b); };
   size_t pi = 0, ni = 0, star = std::string_view::npos, mark = 0;
   while (ni < n.size()) {
     if (pi < p.size() && (p[pi] == '?' || same(p[pi], n[ni]))) {
