@@ -221,7 +221,10 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Managed identity: the ARM resource id of the user-assigned identity to use, instead of "
        "`AZURE_CLIENT_ID`",
        false},
-      {"APP_AZURE_ACCESS_TIER", "", "Hot, Cool, Cold or Archive; empty = account default", false},
+      {"APP_AZURE_ACCESS_TIER", "",
+       "Hot, Cool, Cold or Archive; empty = account default. Start-up writes one empty blob with "
+       "it, and waits while storage refuses it (a premium or GPv1 account)",
+       false},
       {"APP_AZURE_PUT_BLOB_MAX_BYTES", "67108864",
        "Files up to this size use one Put Blob (one request; with `crc64`, storage computes the "
        "blob's MD5, not this service); larger use blocks, several in flight per file",

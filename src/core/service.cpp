@@ -133,6 +133,7 @@ bool Service::EnqueueClaim(WorkItem item, std::stop_token stop, bool wait) {
 void Service::StartupLoop(std::stop_token stop) {
   for (int attempt = 1; !stop.stop_requested(); ++attempt) {
     Status s = blob_.CreateContainerIfMissing(stop);
+    if (s.ok()) s = CheckAccessTier(stop);
     if (s.ok()) {
       put_blob_crc64_ = ChoosePutBlobCheck(stop);
       storage_ok_ = true;
@@ -157,6 +158,22 @@ void Service::StartupLoop(std::stop_token stop) {
   LogInfo("ready", {{"recovered_claims", own.size()},
                     {"replica", config_.replica_id},
                     {"put_blob_checksum", FileProcessor::PutBlobChecksumName(put_blob_crc64_)}});
+}
+
+Status Service::CheckAccessTier(std::stop_token stop) {
+  const std::string& tier = config_.azure_access_tier;
+  if (tier.empty()) return Status::Ok();
+  const std::string probe = ".nbu-probe/tier-" + FastRandomHex(8);
+  azure::BlobProperties props;
+  props.access_tier = tier;
+  Status s = blob_.PutBlob(probe, azure::Body::FromMemory(""), Md5::Of(""), props, stop);
+  if (!s.ok()) {
+    return Status(s.kind(), "APP_AZURE_ACCESS_TIER=" + tier + ": " + s.message(), s.code());
+  }
+  if (Status d = blob_.DeleteBlob(probe, stop); !d.ok()) {
+    LogWarn("cannot delete the access tier probe blob", {{"error", d.ToString()}});
+  }
+  return Status::Ok();
 }
 
 bool Service::ChoosePutBlobCheck(std::stop_token stop) {

@@ -68,6 +68,12 @@ class Service {
 
  private:
   void StartupLoop(std::stop_token stop);
+  // With APP_AZURE_ACCESS_TIER set, one empty blob written with it (and deleted): an account
+  // that refuses the tier (premium block blob: 400 UnsupportedHeader; GPv1:
+  // BlobAccessTierNotSupportedForAccountType) would refuse every upload, and a 400 dead-letters
+  // the file. Start-up waits instead, naming the variable, until storage takes it (an account
+  // upgraded in place) or the setting is changed.
+  Status CheckAccessTier(std::stop_token stop);
   // Before any upload: whether files sent in one Put Blob carry a CRC-64 for storage to check
   // (APP_AZURE_PUT_BLOB_CHECKSUM; auto asks storage whether it checks one) or an MD5.
   bool ChoosePutBlobCheck(std::stop_token stop);

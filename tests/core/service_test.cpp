@@ -557,5 +557,55 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
   }
 }
 
+// An access tier the account refuses (a premium account's 400 UnsupportedHeader) would refuse
+// every upload, and each file would be dead-lettered: start-up tries it first, says so naming the
+// variable and waits, no file is claimed; once storage takes it, start-up goes on and files go
+// up with it.
+TEST(ServiceTest, AnAccessTierStorageRefusesHoldsStartUpNotTheFiles) {
+  Azurite azurite;
+  TempDir dir;
+  Config config = TestConfig(dir, "tier");
+  config.replica_id = "tier-test";
+  config.poll_interval_s = 0.05;
+  config.min_file_age_s = 0.05;
+  config.azure_access_tier = "Cool";
+  std::atomic<bool> refuse{true};
+  nbu::test::FaultProxy proxy(azurite.port(), [&](const nbu::test::ProxyRequest& r) {
+    if (refuse && r.method == "PUT" && r.target.find(".nbu-probe/tier-") != std::string::npos) {
+      return nbu::test::FaultAction::Status(400, "UnsupportedHeader");
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  azure::RetryOptions retry;
+  retry.max_attempts = 1;
+  auto blob = nbu::test::MakeBlobClient(
+      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
+      config.azure_container, retry);
+  Started started(config, *blob);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return proxy.Count(".nbu-probe/tier-", "PUT") >= 2; }, 30s))
+      << "tried again";
+  const auto status = service.StatusJson();
+  EXPECT_FALSE(status["ready"].get<bool>());
+  ASSERT_FALSE(status["recent_errors"].empty()) << status.dump();
+  const std::string error = status["recent_errors"][0]["error"].get<std::string>();
+  EXPECT_NE(error.find("APP_AZURE_ACCESS_TIER=Cool"), std::string::npos) << error;
+  EXPECT_NE(error.find("HTTP 400 UnsupportedHeader"), std::string::npos) << error;
+
+  refuse = false;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s)) << service.StatusJson().dump();
+  SessionState s;
+  std::string why;
+  ASSERT_EQ(service.StartWatch("t", &s, &why), Service::WatchError::kNone) << why;
+  WriteFile(config.incoming_dir + "/t/f.bin", "tiered");
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["uploaded"] == 1; }, 30s))
+      << service.StatusJson().dump();
+  auto got = GetUploaded(*blob, "t", "f.bin");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, "tiered");
+  EXPECT_EQ(service.StatusJson()["failed"], 0);
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 }  // namespace
 }  // namespace nbu::core
