@@ -116,8 +116,33 @@ Status MkdirAll(const std::string& path, mode_t mode) {
   return ErrnoStatus("mkdir " + path, errno);
 }
 
+namespace {
+
+PathPairCallForTest& PathPairCall() {
+  static PathPairCallForTest call;
+  return call;
+}
+
+int CallPathPair(const char* op, const std::string& from, const std::string& to,
+                 int (*real)(const char*, const char*)) {
+  return RetryEintr([&] {
+    return PathPairCall() ? PathPairCall()(op, from, to) : real(from.c_str(), to.c_str());
+  });
+}
+
+// Whether a rename that reported a passing error was carried out all the same, as the server
+// (not this client's cached attributes) shows it: the source gone, the target there.
+bool RenameLanded(const std::string& from, const std::string& to) {
+  const auto source = StatFresh(from);
+  return !source.ok() && source.status().kind() == ErrorKind::kNotFound && StatFresh(to).ok();
+}
+
+}  // namespace
+
+void SetPathPairCallForTest(PathPairCallForTest call) { PathPairCall() = std::move(call); }
+
 Status Rename(const std::string& from, const std::string& to) {
-  if (RetryEintr([&] { return ::rename(from.c_str(), to.c_str()); }) != 0) {
+  if (CallPathPair("rename", from, to, ::rename) != 0) {
     return ErrnoStatus("rename " + from + " -> " + to, errno);
   }
   return Status::Ok();
@@ -125,6 +150,7 @@ Status Rename(const std::string& from, const std::string& to) {
 
 Status RenameEntry(const std::string& from, const std::string& to) {
   Status s = Rename(from, to);
+  if (s.kind() == ErrorKind::kTransient && RenameLanded(from, to)) return Status::Ok();
   for (int again = 1; s.kind() == ErrorKind::kNotFound; --again) {
     if (Stat(to).ok()) return Status::Ok();
     if (again == 0 || !Stat(from).ok()) break;
@@ -135,11 +161,12 @@ Status RenameEntry(const std::string& from, const std::string& to) {
 }
 
 Status LinkNew(const std::string& from, const std::string& to) {
-  if (RetryEintr([&] { return ::link(from.c_str(), to.c_str()); }) == 0) return Status::Ok();
+  if (CallPathPair("link", from, to, ::link) == 0) return Status::Ok();
   const int err = errno;
   // The count asked of the server: the client's cached attributes predate the link.
   struct statx stx {};
-  if (err == EEXIST &&
+  if ((err == EEXIST ||
+       (ErrnoStatus("", err).kind() == ErrorKind::kTransient && StatFresh(to).ok())) &&
       ::statx(AT_FDCWD, from.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_NLINK,
               &stx) == 0 &&
       stx.stx_nlink >= 2) {
@@ -201,7 +228,7 @@ Status WriteNewFile(const std::string& path, std::string_view data) {
 Status AtomicWriteFile(const std::string& path, std::string_view data) {
   const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
   if (Status s = WriteNewFile(tmp, data); !s.ok()) return s;
-  if (Status s = Rename(tmp, path); !s.ok()) {
+  if (Status s = Rename(tmp, path); !s.ok() && !RenameLanded(tmp, path)) {
     ::unlink(tmp.c_str());
     return s;
   }

@@ -67,12 +67,20 @@ Status Rename(const std::string& from, const std::string& to);
 // it landed, which the target shows: that is success. ENOENT while the source is still there
 // means the target's directory is missing (pruned while empty, or not made yet): it is made and
 // the rename tried once more. Any other ENOENT: the source is gone (another process moved it).
+// A passing error (EIO, ESTALE, a soft mount's ETIMEDOUT) can come back from a rename the server
+// carried out, its reply lost: when the server shows the source gone and the target there, that
+// is success too. `from` must be a name no other process moves to `to`.
 Status RenameEntry(const std::string& from, const std::string& to);
 // Gives `from` the second name `to`, which must not exist (kConflict if it does): a
 // create-if-absent that NFS servers make atomic, unlike a rename, which replaces. A retransmitted
-// NFS link can report EEXIST although it landed, which the link count of `from` shows: that is
-// success.
+// NFS link can report EEXIST, or a passing error, although it landed, which the link count of
+// `from` and the target show: that is success.
 Status LinkNew(const std::string& from, const std::string& to);
+// Tests only: called instead of rename(2) and link(2) (`op` "rename" or "link"), as they are
+// (-1 with errno on failure); null: the real calls. Set while no other thread renames.
+using PathPairCallForTest =
+    std::function<int(const char* op, const std::string& from, const std::string& to)>;
+void SetPathPairCallForTest(PathPairCallForTest call);
 Status Unlink(const std::string& path);
 Status Rmdir(const std::string& path);
 Status Fsync(int fd, const std::string& what);

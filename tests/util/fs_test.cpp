@@ -4,7 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
 #include <fstream>
+#include <string_view>
 
 namespace nbu {
 namespace {
@@ -61,6 +66,86 @@ TEST(LinkNew, CreatesANameOnlyIfAbsent) {
   EXPECT_EQ(fs::LinkNew(dir / "theirs", dir / "name").kind(), ErrorKind::kConflict);
   EXPECT_EQ(test::ReadFile(dir / "name"), "1");
   EXPECT_TRUE(fs::LinkNew(dir / "mine", dir / "name").ok());
+}
+
+// rename(2) and link(2) as a soft NFS mount can answer them: carried out, or not, and either way
+// reported as a passing error (EIO, ESTALE), the server's reply lost.
+class LostReply {
+ public:
+  LostReply(int err, bool carry_out) {
+    fs::SetPathPairCallForTest([=](const char* op, const std::string& from, const std::string& to) {
+      if (carry_out) {
+        const int rc = std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
+                                                        : ::link(from.c_str(), to.c_str());
+        if (rc != 0) return rc;
+      }
+      errno = err;
+      return -1;
+    });
+  }
+  ~LostReply() { fs::SetPathPairCallForTest(nullptr); }
+  LostReply(const LostReply&) = delete;
+  LostReply& operator=(const LostReply&) = delete;
+};
+
+// A run's rename (the claim's run count, a dead letter) whose reply was lost: carried out, it is
+// success, or the worker would take the claim for not renamed and open its old name; not carried
+// out, the error stands.
+TEST(RenameEntry, ARenameCarriedOutDespiteItsErrorIsSuccess) {
+  for (const int err : {EIO, ESTALE, ETIMEDOUT}) {
+    test::TempDir dir;
+    Touch(dir / "a~1.claimed");
+    {
+      const LostReply lost(err, true);
+      EXPECT_TRUE(fs::RenameEntry(dir / "a~1.claimed", dir / "a~2.claimed").ok()) << err;
+    }
+    EXPECT_TRUE(fs::Stat(dir / "a~2.claimed").ok());
+    {
+      const LostReply lost(err, false);
+      const Status s = fs::RenameEntry(dir / "a~2.claimed", dir / "a~3.claimed");
+      EXPECT_EQ(s.kind(), ErrorKind::kTransient) << s.ToString();
+    }
+    EXPECT_TRUE(fs::Stat(dir / "a~2.claimed").ok());
+    EXPECT_FALSE(fs::Stat(dir / "a~3.claimed").ok());
+  }
+}
+
+// A lease or session file written whole: its rename into place carried out but reported failed
+// is a write that happened (no "cannot write the lease"), and no temporary file is left.
+TEST(AtomicWriteFile, ARenameCarriedOutDespiteItsErrorIsAWrite) {
+  test::TempDir dir;
+  test::WriteFile(dir / "lease", "old");
+  {
+    const LostReply lost(EIO, true);
+    EXPECT_TRUE(fs::AtomicWriteFile(dir / "lease", "new").ok());
+  }
+  EXPECT_EQ(test::ReadFile(dir / "lease"), "new");
+  {
+    const LostReply lost(EIO, false);
+    EXPECT_EQ(fs::AtomicWriteFile(dir / "lease", "newer").kind(), ErrorKind::kTransient);
+  }
+  EXPECT_EQ(test::ReadFile(dir / "lease"), "new");
+  auto entries = fs::ListDir(dir.path());
+  ASSERT_TRUE(entries.ok());
+  EXPECT_EQ(entries->size(), 1u) << "no temporary file left";
+}
+
+// A session's create-if-absent link carried out but reported failed is the session created; one
+// not carried out is the error.
+TEST(LinkNew, ALinkCarriedOutDespiteItsErrorIsSuccess) {
+  test::TempDir dir;
+  test::WriteFile(dir / "mine", "1");
+  {
+    const LostReply lost(EIO, true);
+    EXPECT_TRUE(fs::LinkNew(dir / "mine", dir / "name").ok());
+  }
+  EXPECT_EQ(test::ReadFile(dir / "name"), "1");
+  test::WriteFile(dir / "other", "2");
+  {
+    const LostReply lost(EIO, false);
+    EXPECT_EQ(fs::LinkNew(dir / "other", dir / "name2").kind(), ErrorKind::kTransient);
+  }
+  EXPECT_FALSE(fs::Stat(dir / "name2").ok());
 }
 
 }  // namespace
