@@ -18,7 +18,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
+#include <thread>
 
 extern char** environ;
 
@@ -434,6 +436,21 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
   return env;
 }
 
+namespace {
+
+// A passing error of the volume (ESTALE, EIO, a soft mount's timeout) tried again a few times,
+// over about 1.5 s: one hiccup at start-up must not read as a misconfiguration (exit code 2).
+Status Tried(const std::function<Status()>& op) {
+  Status s = op();
+  for (int again = 1; again <= 3 && s.kind() == ErrorKind::kTransient; ++again) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250) * again);
+    s = op();
+  }
+  return s;
+}
+
+}  // namespace
+
 void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const std::string ours = ".nbu-probe-" + c.replica_id + "-";
   // Probes of this replica left by a process killed mid-check: only this replica makes these
@@ -452,8 +469,17 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const std::string probe = ours + NewNonce();
   const auto made = [&](const char* var, const std::string& dir) {
     if (NotADirectory(var, dir, errors)) return false;
-    Status s = fs::MkdirAll(dir);
-    if (s.ok()) s = fs::CreateExclusive(fs::Join(dir, probe)).status();
+    Status s = Tried([&] { return fs::MkdirAll(dir); });
+    bool again = false;
+    if (s.ok()) {
+      s = Tried([&] {
+        Status created = fs::CreateExclusive(fs::Join(dir, probe)).status();
+        // Found made by a try that reported a passing error: the probe's name is this one's.
+        if (again && created.kind() == ErrorKind::kConflict) created = Status::Ok();
+        again = true;
+        return created;
+      });
+    }
     if (!s.ok()) {
       errors->push_back(std::string(var) + ": cannot create a file in " + dir + ": " +
                         s.ToString());
@@ -486,10 +512,15 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
         {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
     if (NotADirectory(var, root, errors)) continue;
     const std::string to = fs::Join(root, probe);
-    Status s = fs::MkdirAll(root);
-    if (s.ok()) s = fs::Rename(at, to);
+    Status s = Tried([&] { return fs::MkdirAll(root); });
+    if (s.ok()) s = Tried([&] { return fs::RenameEntry(at, to); });
     if (s.ok()) {
       at = to;
+    } else if (s.kind() == ErrorKind::kTransient) {
+      errors->push_back(
+          std::string(var) + ": renaming a file from APP_NFS_INCOMING_DIR (" + c.incoming_dir +
+          ") into " + root +
+          " kept failing (the volume's trouble, not the setting's?): " + s.ToString());
     } else {
       errors->push_back(std::string(var) + ": a file in APP_NFS_INCOMING_DIR (" + c.incoming_dir +
                         ") cannot be renamed into " + root +

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -268,6 +270,47 @@ TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
 
 // A root that is a regular file (or lies under one) fails with ENOTDIR: said as such, not as a
 // matter of file systems and mounts; the probe leaves nothing behind.
+// The volume's passing trouble at start-up is not a setting that cannot work: a probe rename the
+// server carried out but whose reply was lost (a retransmission's ENOENT), and one that failed
+// with ESTALE once, pass; a rename that keeps failing says so, not "one file system".
+TEST(ConfigTest, VolumeCheckOutlastsAPassingVolumeError) {
+  struct Reset {
+    ~Reset() { fs::SetPathPairCallForTest(nullptr); }
+  } reset;
+  test::TempDir dir;
+  const Config c = VolumeConfig(dir, "nfs/");
+  int renames = 0;
+  fs::SetPathPairCallForTest([&](const char*, const std::string& from, const std::string& to) {
+    ++renames;
+    if (renames == 1 && ::rename(from.c_str(), to.c_str()) != 0) return -1;
+    if (renames <= 2) {
+      errno = renames == 1 ? ENOENT : ESTALE;
+      return -1;
+    }
+    return ::rename(from.c_str(), to.c_str());
+  });
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_EQ(renames, 3);
+  for (const std::string& root : {c.incoming_dir, c.processing_root, c.failed_root}) {
+    const auto left = fs::ListDir(root);
+    ASSERT_TRUE(left.ok()) << root;
+    EXPECT_TRUE(left->empty()) << left->front().name;
+  }
+  fs::SetPathPairCallForTest([](const char*, const std::string&, const std::string&) {
+    errno = EIO;
+    return -1;
+  });
+  errors.clear();
+  CheckVolume(c, &errors);
+  ASSERT_EQ(errors.size(), 2u);
+  for (const std::string& e : errors) {
+    EXPECT_NE(e.find("kept failing"), std::string::npos) << e;
+    EXPECT_EQ(e.find("one file system"), std::string::npos) << e;
+  }
+}
+
 TEST(ConfigTest, VolumeCheckSaysWhenARootIsNotADirectory) {
   test::TempDir dir;
   Config c = VolumeConfig(dir, "nfs/");
