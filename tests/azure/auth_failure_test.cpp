@@ -66,6 +66,25 @@ TEST(AuthFailureDetailTest, ASasStringToSignAndAnySigValueAreLeftOut) {
   EXPECT_EQ(got.find("AbC"), std::string::npos);
 }
 
+// However storage words or encodes it (a line break in a phrase, numeric character references,
+// "String-to-sign"), no signature and no string to sign comes out.
+TEST(AuthFailureDetailTest, NoSecretThroughLineBreaksEntitiesOrSpellings) {
+  const std::string sig = "q0Fo8mZ7xQ3nT1vK2bR9cW4eY6uI5oP8aS7dF0gH1jk=";
+  for (const std::string& detail :
+       {"The MAC signature found in the HTTP\nrequest '" + sig + "' is not the same.",
+        "The MAC signature found in the HTTP request &#39;" + sig + "&#x27; is not the same.",
+        "The MAC signature " + sig + " is not the same.",
+        "Signature did not match. String to\nsign used was rw /blob/acct/c/" + sig,
+        "Signature did not match. String-to-sign: rw /blob/acct/c/" + sig,
+        "Signature did not match. StringToSign: rw /blob/acct/c/" + sig,
+        "Query sig&#61;" + sig.substr(0, 20) + " is not valid"}) {
+    const std::string got = AuthFailureDetail(Body("AuthenticationFailed", detail));
+    EXPECT_EQ(got.find(sig.substr(0, 20)), std::string::npos) << got;
+    EXPECT_EQ(got.find("/blob/acct"), std::string::npos) << got;
+    EXPECT_FALSE(got.empty()) << detail;
+  }
+}
+
 TEST(AuthFailureDetailTest, OneLineBoundedAndEmptyWithoutADetail) {
   EXPECT_EQ(AuthFailureDetail(Body("AuthorizationPermissionMismatch", "")), "");
   EXPECT_EQ(AuthFailureDetail(""), "");
