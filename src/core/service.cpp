@@ -29,8 +29,9 @@ std::unique_ptr<ChangeHints> MakeChangeHints(const Config& config) {
 // that cloud does not take, say) is not "not reachable": the error logged beside it names it.
 const char* StartupTrouble(const Status& s) {
   if (s.kind() == ErrorKind::kAuth) return "storage refuses our credentials";
-  const bool answered = !s.code().empty() ||
-                        (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kCancelled);
+  const bool answered =
+      !s.code().empty() || (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kBusy &&
+                            s.kind() != ErrorKind::kCancelled);
   return answered ? "storage answers the start-up check with an error"
                   : "storage not reachable yet";
 }

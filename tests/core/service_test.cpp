@@ -491,7 +491,8 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
 
 // A start-up check that storage answers with an error (here the 400 a cloud gives an x-ms-version
 // it does not take) is logged as that answer, not as storage out of reach, and tried again; a
-// check that gets no answer (the connection dropped) is still "not reachable yet".
+// check that gets no answer (the connection dropped), or a gateway's bare 503 with no error code,
+// is still "not reachable yet".
 TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
   Azurite azurite;
   std::mutex mu;
@@ -512,7 +513,9 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
     });
     return out;
   };
-  for (const bool answered : {true, false}) {
+  enum class Answer { kError, kNone, kBare503 };
+  for (const Answer how : {Answer::kError, Answer::kNone, Answer::kBare503}) {
+    const bool answered = how == Answer::kError;
     {
       std::lock_guard lock(mu);
       lines.clear();
@@ -520,12 +523,16 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
     TempDir dir;
     Config config = TestConfig(dir, "startup");
     config.replica_id = "startup-test";
-    nbu::test::FaultProxy proxy(azurite.port(), [answered](const nbu::test::ProxyRequest& r) {
+    nbu::test::FaultProxy proxy(azurite.port(), [how](const nbu::test::ProxyRequest& r) {
       if (r.target.find("restype=container") == std::string::npos) {
         return nbu::test::FaultAction::Forward();
       }
-      return answered ? nbu::test::FaultAction::Status(400, "InvalidHeaderValue")
-                      : nbu::test::FaultAction::DropBefore();
+      switch (how) {
+        case Answer::kError: return nbu::test::FaultAction::Status(400, "InvalidHeaderValue");
+        case Answer::kNone: return nbu::test::FaultAction::DropBefore();
+        case Answer::kBare503: return nbu::test::FaultAction::Status(503, "");
+      }
+      return nbu::test::FaultAction::Forward();
     });
     azure::RetryOptions retry;
     retry.max_attempts = 1;
