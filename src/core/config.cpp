@@ -438,15 +438,19 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
 
 namespace {
 
-// A passing error of the volume (ESTALE, EIO, a soft mount's timeout) tried again a few times,
-// over about 1.5 s: one hiccup at start-up must not read as a misconfiguration (exit code 2).
+// A passing error of the volume (ESTALE, EIO) tried again a few times, over about 1.5 s: one
+// hiccup at start-up must not read as a misconfiguration (exit code 2). Not after a try that
+// took seconds itself (a soft mount's timeout): start-up runs with the stop signals blocked.
 Status Tried(const std::function<Status()>& op) {
-  Status s = op();
-  for (int again = 1; again <= 3 && s.kind() == ErrorKind::kTransient; ++again) {
+  for (int again = 1;; ++again) {
+    const auto began = std::chrono::steady_clock::now();
+    Status s = op();
+    if (s.kind() != ErrorKind::kTransient || again > 3 ||
+        std::chrono::steady_clock::now() - began > std::chrono::seconds(2)) {
+      return s;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(250) * again);
-    s = op();
   }
-  return s;
 }
 
 }  // namespace

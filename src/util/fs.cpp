@@ -150,13 +150,13 @@ Status Rename(const std::string& from, const std::string& to) {
 
 Status RenameEntry(const std::string& from, const std::string& to) {
   Status s = Rename(from, to);
-  if (s.kind() == ErrorKind::kTransient && RenameLanded(from, to)) return Status::Ok();
   for (int again = 1; s.kind() == ErrorKind::kNotFound; --again) {
     if (Stat(to).ok()) return Status::Ok();
     if (again == 0 || !Stat(from).ok()) break;
     if (Status m = MkdirAll(Dirname(to)); !m.ok()) return m;
     s = Rename(from, to);
   }
+  if (s.kind() == ErrorKind::kTransient && RenameLanded(from, to)) return Status::Ok();
   return s;
 }
 
@@ -165,8 +165,7 @@ Status LinkNew(const std::string& from, const std::string& to) {
   const int err = errno;
   // The count asked of the server: the client's cached attributes predate the link.
   struct statx stx {};
-  if ((err == EEXIST ||
-       (ErrnoStatus("", err).kind() == ErrorKind::kTransient && StatFresh(to).ok())) &&
+  if ((err == EEXIST || (ErrnoKind(err) == ErrorKind::kTransient && StatFresh(to).ok())) &&
       ::statx(AT_FDCWD, from.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_NLINK,
               &stx) == 0 &&
       stx.stx_nlink >= 2) {
@@ -228,7 +227,8 @@ Status WriteNewFile(const std::string& path, std::string_view data) {
 Status AtomicWriteFile(const std::string& path, std::string_view data) {
   const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
   if (Status s = WriteNewFile(tmp, data); !s.ok()) return s;
-  if (Status s = Rename(tmp, path); !s.ok() && !RenameLanded(tmp, path)) {
+  if (Status s = Rename(tmp, path);
+      !s.ok() && !(s.kind() == ErrorKind::kTransient && RenameLanded(tmp, path))) {
     ::unlink(tmp.c_str());
     return s;
   }

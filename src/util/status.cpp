@@ -27,7 +27,7 @@ std::string Status::ToString() const {
   return std::string(nbu::ToString(kind_)) + ": " + message_;
 }
 
-Status ErrnoStatus(const std::string& what, int err) {
+ErrorKind ErrnoKind(int err) {
   ErrorKind kind = ErrorKind::kPermanent;
   switch (err) {
     case ENOENT: kind = ErrorKind::kNotFound; break;
@@ -47,7 +47,11 @@ Status ErrnoStatus(const std::string& what, int err) {
     case ENFILE: kind = ErrorKind::kTransient; break;
     default: break;
   }
-  return Status(kind, what + ": " + std::strerror(err));
+  return kind;
+}
+
+Status ErrnoStatus(const std::string& what, int err) {
+  return Status(ErrnoKind(err), what + ": " + std::strerror(err));
 }
 
 }  // namespace nbu

@@ -52,6 +52,8 @@ class [[nodiscard]] Status {
   std::string code_;
 };
 
+// The kind ErrnoStatus gives an errno value.
+ErrorKind ErrnoKind(int err);
 // Builds a Status from an errno value: "<what>: <strerror>", kind chosen from the errno.
 Status ErrnoStatus(const std::string& what, int err);
 

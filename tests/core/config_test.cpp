@@ -268,8 +268,6 @@ TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
   EXPECT_NE(errors[0].find("APP_NFS_PROCESSING_ROOT"), std::string::npos) << errors[0];
 }
 
-// A root that is a regular file (or lies under one) fails with ENOTDIR: said as such, not as a
-// matter of file systems and mounts; the probe leaves nothing behind.
 // The volume's passing trouble at start-up is not a setting that cannot work: a probe rename the
 // server carried out but whose reply was lost (a retransmission's ENOENT), and one that failed
 // with ESTALE once, pass; a rename that keeps failing says so, not "one file system".
@@ -311,6 +309,8 @@ TEST(ConfigTest, VolumeCheckOutlastsAPassingVolumeError) {
   }
 }
 
+// A root that is a regular file (or lies under one) fails with ENOTDIR: said as such, not as a
+// matter of file systems and mounts; the probe leaves nothing behind.
 TEST(ConfigTest, VolumeCheckSaysWhenARootIsNotADirectory) {
   test::TempDir dir;
   Config c = VolumeConfig(dir, "nfs/");
