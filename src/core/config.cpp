@@ -516,7 +516,7 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
         {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
     if (NotADirectory(var, root, errors)) continue;
     const std::string to = fs::Join(root, probe);
-    Status s = Tried([&] { return fs::MkdirAll(root); });
+    Status s = Tried([&dir = root] { return fs::MkdirAll(dir); });
     if (s.ok()) s = Tried([&] { return fs::RenameEntry(at, to); });
     if (s.ok()) {
       at = to;

@@ -109,6 +109,23 @@ class FileProcessorAzuriteTest : public ::testing::Test {
         "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
         config_.azure_container, retry);
   }
+  // Another writer's uncommitted block of `size` bytes under `item`'s blob name; its id.
+  std::string StageOtherWritersBlock(const WorkItem& item, size_t size, uint32_t seed) {
+    const std::string older = PatternBytes(size, seed);
+    const std::string id = BlockId(Md5::Of(older), older.size(), 0);
+    EXPECT_TRUE(
+        blob_->PutBlock(item.claim.BlobName(), id, azure::Body::FromMemory(older), Md5::Of(older))
+            .ok());
+    return id;
+  }
+  // That writer's commit (If-None-Match: *) then finds the blob this claim committed.
+  void ExpectOtherWritersCommitFindsTheBlob(const WorkItem& item, const std::string& id) {
+    azure::BlobProperties if_absent;
+    if_absent.if_absent = true;
+    EXPECT_EQ(blob_->PutBlockList(item.claim.BlobName(), {id}, if_absent).kind(),
+              ErrorKind::kConflict)
+        << "the older writer's commit finds this blob";
+  }
   // A claim of `base` interrupted as often as the limit is dead-lettered unsent, then revived
   // and uploaded.
   void DeadLetterInterruptedThenRevive(const std::string& base);
@@ -486,21 +503,12 @@ TEST_F(FileProcessorAzuriteTest, ANameHeldByAnotherWritersUncommittedBlocksTakes
   for (const bool crc64 : {true, false}) {
     const std::string name = crc64 ? "staged-crc.bin" : "staged-md5.bin";
     WorkItem item = PlaceClaim(name, PatternBytes(3'000, 43), false);
-    const std::string older = PatternBytes(128 * 1024, 44);
-    const std::string older_id = BlockId(Md5::Of(older), older.size(), 0);
-    ASSERT_TRUE(blob_
-                    ->PutBlock(item.claim.BlobName(), older_id, azure::Body::FromMemory(older),
-                               Md5::Of(older))
-                    .ok());
+    const std::string older_id = StageOtherWritersBlock(item, 128 * 1024, 44);
     ASSERT_FALSE(*blob_->GetProperties(item.claim.BlobName())) << "no committed blob";
     const std::string data = PatternBytes(3'000, 43);
     (crc64 ? crc_processor_ : processor_)->Process(item, {});
     ExpectBlobHolds(item, data);
-    azure::BlobProperties if_absent;
-    if_absent.if_absent = true;
-    EXPECT_EQ(blob_->PutBlockList(item.claim.BlobName(), {older_id}, if_absent).kind(),
-              ErrorKind::kConflict)
-        << "the older writer's commit finds this blob";
+    ExpectOtherWritersCommitFindsTheBlob(item, older_id);
   }
   EXPECT_EQ(Count(inst_.files_processed), 2);
   EXPECT_EQ(Count(inst_.files_failed), 0);
@@ -513,12 +521,7 @@ TEST_F(FileProcessorAzuriteTest, AnEmptyFileUnderANameHeldByUncommittedBlocksSen
   for (const bool crc64 : {true, false}) {
     const std::string name = crc64 ? "staged-empty-crc.bin" : "staged-empty-md5.bin";
     WorkItem item = PlaceClaim(name, "", false);
-    const std::string older = PatternBytes(4'000, 47);
-    const std::string older_id = BlockId(Md5::Of(older), older.size(), 0);
-    ASSERT_TRUE(blob_
-                    ->PutBlock(item.claim.BlobName(), older_id, azure::Body::FromMemory(older),
-                               Md5::Of(older))
-                    .ok());
+    const std::string older_id = StageOtherWritersBlock(item, 4'000, 47);
     nbu::test::FaultProxy proxy(azurite_.port());
     auto blob = ClientVia(proxy);
     FileProcessor processor(FileProcessor::Deps{config_,
@@ -536,11 +539,7 @@ TEST_F(FileProcessorAzuriteTest, AnEmptyFileUnderANameHeldByUncommittedBlocksSen
     ASSERT_TRUE(props.ok() && props->has_value()) << name;
     EXPECT_EQ((*props)->size, 0U) << name;
     ExpectBlobHolds(item, "");
-    azure::BlobProperties if_absent;
-    if_absent.if_absent = true;
-    EXPECT_EQ(blob_->PutBlockList(item.claim.BlobName(), {older_id}, if_absent).kind(),
-              ErrorKind::kConflict)
-        << "the older writer's commit finds this blob";
+    ExpectOtherWritersCommitFindsTheBlob(item, older_id);
   }
   EXPECT_EQ(Count(inst_.files_processed), 2);
   EXPECT_EQ(Count(inst_.files_failed), 0);
@@ -557,12 +556,7 @@ TEST_F(FileProcessorAzuriteTest, AnotherWritersCommitBetweenOurBlockAndListIsJud
       const std::string name = "raced-" + std::to_string(n++) + ".bin";
       const std::string data = PatternBytes(3'000, 45);
       WorkItem item = PlaceClaim(name, data, false);
-      const std::string older = PatternBytes(128 * 1024, 46);
-      const std::string older_id = BlockId(Md5::Of(older), older.size(), 0);
-      ASSERT_TRUE(blob_
-                      ->PutBlock(item.claim.BlobName(), older_id, azure::Body::FromMemory(older),
-                                 Md5::Of(older))
-                      .ok());
+      const std::string older_id = StageOtherWritersBlock(item, 128 * 1024, 46);
       std::atomic<bool> committed{false};
       nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
         if (r.target.find("comp=blocklist") == std::string::npos || committed.exchange(true)) {
