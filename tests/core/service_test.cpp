@@ -55,6 +55,16 @@ Result<std::string> GetUploaded(azure::BlobClient& blob, const std::string& sess
 
 using nbu::test::TestConfig;
 
+// A client of `config`'s container through `proxy`, one try per request: each start-up check
+// the service makes is then one answer of the proxy's.
+std::unique_ptr<azure::BlobClient> OneTryClientVia(const nbu::test::FaultProxy& proxy,
+                                                   const Config& config) {
+  azure::RetryOptions retry;
+  retry.max_attempts = 1;
+  return nbu::test::MakeBlobClient(nbu::test::BlobEndpointVia(proxy.port()), config.azure_container,
+                                   retry);
+}
+
 TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
   Azurite azurite;
   TempDir dir;
@@ -179,9 +189,8 @@ struct SlowRecovery {
           NewNonce(), ClaimState::kClaimed};
       WriteFile(config.processing_root + "/" + c.Path(), PatternBytes(1000, i));
     }
-    blob = nbu::test::MakeBlobClient(
-        "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
-        config.azure_container);
+    blob =
+        nbu::test::MakeBlobClient(nbu::test::BlobEndpointVia(proxy.port()), config.azure_container);
   }
   ~SlowRecovery() { Release(); }  // before the proxy joins its handlers
   void Release() { gate.Open(); }
@@ -534,11 +543,7 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
       }
       return nbu::test::FaultAction::Forward();
     });
-    azure::RetryOptions retry;
-    retry.max_attempts = 1;
-    auto blob = nbu::test::MakeBlobClient(
-        "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
-        config.azure_container, retry);
+    auto blob = OneTryClientVia(proxy, config);
     Started started(config, *blob);
     ASSERT_TRUE(WaitFor([&] { return checks().size() >= 2; }, 30s)) << "tried again";
     for (const std::string& line : checks()) {
@@ -577,17 +582,19 @@ TEST(ServiceTest, AnAccessTierStorageRefusesHoldsStartUpNotTheFiles) {
   config.min_file_age_s = 0.05;
   config.azure_access_tier = "Cool";
   std::atomic<bool> refuse{true};
+  std::mutex mu;
+  std::string probe;  // the last tier probe's blob name; guarded by mu
   nbu::test::FaultProxy proxy(azurite.port(), [&](const nbu::test::ProxyRequest& r) {
-    if (refuse && r.method == "PUT" && r.target.find(".nbu-probe/tier-") != std::string::npos) {
-      return nbu::test::FaultAction::Status(400, "UnsupportedHeader");
+    const size_t at = r.target.find(".nbu-probe/tier-");
+    if (r.method != "PUT" || at == std::string::npos) return nbu::test::FaultAction::Forward();
+    {
+      std::lock_guard lock(mu);
+      probe = r.target.substr(at, r.target.find('?', at) - at);
     }
-    return nbu::test::FaultAction::Forward();
+    return refuse ? nbu::test::FaultAction::Status(400, "UnsupportedHeader")
+                  : nbu::test::FaultAction::Forward();
   });
-  azure::RetryOptions retry;
-  retry.max_attempts = 1;
-  auto blob = nbu::test::MakeBlobClient(
-      "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + nbu::test::kAzuriteAccount,
-      config.azure_container, retry);
+  auto blob = OneTryClientVia(proxy, config);
   Started started(config, *blob);
   Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return proxy.Count(".nbu-probe/tier-", "PUT") >= 2; }, 30s))
@@ -611,6 +618,12 @@ TEST(ServiceTest, AnAccessTierStorageRefusesHoldsStartUpNotTheFiles) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(*got, "tiered");
   EXPECT_EQ(service.StatusJson()["failed"], 0);
+  {
+    std::lock_guard lock(mu);
+    auto left = blob->GetProperties(probe);
+    ASSERT_TRUE(left.ok()) << left.status().ToString();
+    EXPECT_FALSE(left->has_value()) << probe << ": the probe blob is deleted";
+  }
   EXPECT_TRUE(service.Shutdown(5s));
 }
 

@@ -27,6 +27,11 @@ inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const std::string& endp
                                              RealClock::Instance());
 }
 
+// The Azurite account's blob endpoint through a proxy listening on 127.0.0.1:`proxy_port`.
+inline std::string BlobEndpointVia(int proxy_port) {
+  return "http://127.0.0.1:" + std::to_string(proxy_port) + "/" + kAzuriteAccount;
+}
+
 inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const Azurite& azurite,
                                                          const std::string& container) {
   return MakeBlobClient(azurite.BlobEndpoint(), container);
