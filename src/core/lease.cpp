@@ -180,11 +180,28 @@ void LeaseBook::Observe() {
   if (!entries.ok()) return;
   const MonoTime now = clock_.Now();
   for (const auto& e : *entries) {
+    if (const auto target = fs::AtomicWriteTarget(e.name); target && target->ends_with(kSuffix)) {
+      RemoveTempIfLeft(e.name, std::string(target->substr(0, target->size() - kSuffix.size())));
+      continue;
+    }
     if (!e.name.ends_with(kSuffix)) continue;
     const std::string owner = e.name.substr(0, e.name.size() - kSuffix.size());
     if (!IsValidReplicaId(owner)) continue;
     Record(owner, fs::ReadSmallFile(fs::Join(Dir(), e.name), 4096), now);
   }
+}
+
+void LeaseBook::RemoveTempIfLeft(const std::string& name, const std::string& owner) {
+  if (!IsValidReplicaId(owner)) return;
+  if (owner == config_.replica_id) {
+    // Not one a heartbeat of ours is writing now (it holds mu_ while it writes).
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return;
+    (void)fs::Unlink(fs::Join(Dir(), name));
+    return;
+  }
+  // Another replica's, once that replica is dead: a live one may be about to rename it.
+  if (IsDead(owner)) (void)fs::Unlink(fs::Join(Dir(), name));
 }
 
 bool LeaseBook::IsDead(const std::string& owner) {
@@ -202,8 +219,10 @@ void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
   for (auto it = seen_.begin(); it != seen_.end();) {
     const bool long_dead = now - it->second.changed >= FromSeconds(10 * config_.lease_timeout_s);
     if (it->first != config_.replica_id && long_dead && owners_with_claims.count(it->first) == 0) {
-      ::unlink(PathOf(it->first).c_str());
-      LogInfo("removed the lease of a replica gone for good", {{"replica", it->first}});
+      // Gone already when only a temp file of its was left (RemoveTempIfLeft): nothing to say.
+      if (::unlink(PathOf(it->first).c_str()) == 0) {
+        LogInfo("removed the lease of a replica gone for good", {{"replica", it->first}});
+      }
       if (it->second.unreadable_told) unreadable_leases_.fetch_sub(1);
       it = seen_.erase(it);
     } else {

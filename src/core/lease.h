@@ -43,7 +43,8 @@ class LeaseBook {
   // stopped, so that a restart with this id need not wait to see whether it is alive.
   // Thread-safe.
   void MarkStopped();
-  // Reads every lease and records when each last changed. Sweep thread only.
+  // Reads every lease and records when each last changed, and removes the temp files that lease
+  // writes left behind. Sweep thread only.
   void Observe();
   // True when `owner` has shown no heartbeat for the lease timeout (a replica whose lease file
   // never appeared counts from the first time it was asked about). Never true for this replica.
@@ -72,6 +73,10 @@ class LeaseBook {
   // Records a read of `owner`'s lease made at `now`.
   void Record(const std::string& owner, const Result<std::string>& content, MonoTime now);
   std::string PathOf(const std::string& owner) const;
+  // Removes `name`, a temp file of a lease write of `owner`'s left behind (see
+  // fs::AtomicWriteFile), unless a write may still rename it: one of ours in progress, or any of
+  // a replica that is not dead. Sweep thread only.
+  void RemoveTempIfLeft(const std::string& name, const std::string& owner);
   Status Write(bool stopped);  // mu_ held
   // This replica's lease as another instance last wrote it; nothing when the last write is
   // ours, or the file cannot be read or parsed. mu_ held.

@@ -161,8 +161,18 @@ std::optional<bool> Sweeper::RenameMovesCtime() {
   // Failed in this sweep already: once per sweep, not once per marker (it can sleep a second).
   if (probe_failed_in_sweep_) return std::nullopt;
   probe_failed_in_sweep_ = true;  // until it returns an answer below
-  const std::string a = fs::Join(config_.processing_root, "_ctime-probe-" + config_.replica_id);
+  const std::string probe = "_ctime-probe-" + config_.replica_id;
+  const std::string a = fs::Join(config_.processing_root, probe);
   const std::string b = a + ".renamed";
+  // Temp files of the probe's write left by a process of ours killed mid-write: only this
+  // replica writes this name, and only this thread of it.
+  if (auto entries = fs::ListDir(config_.processing_root); entries.ok()) {
+    for (const auto& e : *entries) {
+      if (fs::AtomicWriteTarget(e.name) == probe) {
+        (void)fs::Unlink(fs::Join(config_.processing_root, e.name));
+      }
+    }
+  }
   struct Cleanup {
     const std::string& a;
     const std::string& b;

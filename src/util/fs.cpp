@@ -224,8 +224,11 @@ Status WriteNewFile(const std::string& path, std::string_view data) {
   return Status::Ok();
 }
 
+constexpr std::string_view kTempMark = ".tmp-";
+constexpr size_t kTempRandomBytes = 6;
+
 Status AtomicWriteFile(const std::string& path, std::string_view data) {
-  const std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(6));
+  const std::string tmp = path + std::string(kTempMark) + HexEncode(RandomBytes(kTempRandomBytes));
   if (Status s = WriteNewFile(tmp, data); !s.ok()) return s;
   if (Status s = Rename(tmp, path);
       !s.ok() && !(s.kind() == ErrorKind::kTransient && RenameLanded(tmp, path))) {
@@ -233,6 +236,17 @@ Status AtomicWriteFile(const std::string& path, std::string_view data) {
     return s;
   }
   return FsyncDir(Dirname(path));
+}
+
+std::optional<std::string_view> AtomicWriteTarget(std::string_view temp_name) {
+  constexpr size_t kHexLen = 2 * kTempRandomBytes;
+  if (temp_name.size() <= kTempMark.size() + kHexLen) return std::nullopt;
+  const size_t at = temp_name.size() - kHexLen - kTempMark.size();
+  if (temp_name.substr(at, kTempMark.size()) != kTempMark) return std::nullopt;
+  for (const char ch : temp_name.substr(at + kTempMark.size())) {
+    if ((ch < '0' || ch > '9') && (ch < 'a' || ch > 'f')) return std::nullopt;
+  }
+  return temp_name.substr(0, at);
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {

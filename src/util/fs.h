@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -90,7 +91,11 @@ Status RemoveTree(const std::string& path);  // rm -rf; missing is fine
 // Writes `data` to a new file `path` (O_EXCL) and fsyncs it; on failure it is removed again.
 Status WriteNewFile(const std::string& path, std::string_view data);
 // Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+// The temp file, "<name>.tmp-<12 hex>", is left behind only by a process killed mid-write, or
+// when the volume lost the reply to its creation or removal.
 Status AtomicWriteFile(const std::string& path, std::string_view data);
+// For a temp file name of AtomicWriteFile, "<name>.tmp-<12 hex>": <name>. Else nullopt.
+std::optional<std::string_view> AtomicWriteTarget(std::string_view temp_name);
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20);
 
 struct DirEntry {

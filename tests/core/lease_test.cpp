@@ -39,6 +39,40 @@ class LeaseTest : public ::testing::Test {
   Config config;
 };
 
+// Temp files of lease writes left behind (a process killed between its write and its rename, a
+// lost reply) are removed by the sweeps' reads of the leases: ours at once, another replica's
+// once it is dead (a live one may be about to rename it). Other names are not ours.
+TEST_F(LeaseTest, TempFilesOfLeaseWritesLeftBehindAreRemoved) {
+  SimulatedClock clock(false);
+  LeaseBook book(config, clock);
+  const std::string d = config.processing_root + "/_replicas/";
+  ASSERT_TRUE(fs::MkdirAll(d).ok());
+  const auto there = [&](const std::string& name) { return fs::Stat(d + name).ok(); };
+  test::WriteFile(d + "r1.lease.tmp-0123456789ab", "{\"replica\":");
+  test::WriteFile(d + "r2.lease", R"({"seq":1})");
+  test::WriteFile(d + "r2.lease.tmp-0123456789ab", "{");
+  test::WriteFile(d + "r3.lease.tmp-0123456789ab", "{");  // its lease pruned already
+  test::WriteFile(d + "notes.tmp-0123456789ab", "keep");
+  test::WriteFile(d + "r1.lease.tmp-mine", "keep");
+  book.Observe();
+  EXPECT_FALSE(there("r1.lease.tmp-0123456789ab"));
+  EXPECT_TRUE(there("r2.lease.tmp-0123456789ab"));
+  EXPECT_TRUE(there("r3.lease.tmp-0123456789ab"));
+
+  clock.Advance(3s);  // past the lease timeout; r2 beats on, r3 shows nothing
+  test::WriteFile(d + "r2.lease", R"({"seq":2})");
+  book.Observe();
+  EXPECT_TRUE(there("r2.lease.tmp-0123456789ab"));
+  EXPECT_FALSE(there("r3.lease.tmp-0123456789ab"));
+
+  clock.Advance(3s);  // r2 is dead now
+  book.Observe();
+  EXPECT_FALSE(there("r2.lease.tmp-0123456789ab"));
+  EXPECT_TRUE(there("r2.lease"));  // that is Prune's, after ten lease timeouts
+  EXPECT_TRUE(there("notes.tmp-0123456789ab"));
+  EXPECT_TRUE(there("r1.lease.tmp-mine"));
+}
+
 // Two processes with one id: each heartbeat finds the other's write since its own, and both
 // report it for a lease timeout after the last such finding. A process alone never does.
 TEST_F(LeaseTest, TwoInstancesWithOneIdSeeEachOther) {

@@ -252,6 +252,23 @@ TEST_F(SweeperTest, AMarkerThatMayHoldLateBytesWaitsWhileTheProbeCannotTell) {
   EXPECT_EQ(queued.size(), 1u);
 }
 
+// The probe's write left a temp file when a process of this replica was killed mid-write: the
+// next probe removes it. Another replica's, and names not the probe's, are left alone.
+TEST_F(SweeperTest, TheProbeRemovesTempFilesOfItsWriteLeftBehind) {
+  const std::string root = config.processing_root + "/";
+  WriteFile(root + "_ctime-probe-me.tmp-0123456789ab", "probe");
+  WriteFile(root + "_ctime-probe-me2.tmp-0123456789ab", "probe");
+  WriteFile(root + "_ctime-probe-me.tmp-notours", "keep");
+  const ClaimPath done{"20261128", "s", "d", "late", "me", NewNonce(), ClaimState::kDone};
+  WriteFile(root + done.Path(), "bytes");  // mtime == ctime: the probe is made
+  sweeper.Sweep({});
+  EXPECT_FALSE(fs::Stat(root + "_ctime-probe-me.tmp-0123456789ab").ok());
+  EXPECT_TRUE(fs::Stat(root + "_ctime-probe-me2.tmp-0123456789ab").ok());
+  EXPECT_TRUE(fs::Stat(root + "_ctime-probe-me.tmp-notours").ok());
+  EXPECT_FALSE(fs::Stat(root + "_ctime-probe-me").ok());
+  EXPECT_FALSE(fs::Stat(root + "_ctime-probe-me.renamed").ok());
+}
+
 TEST_F(SweeperTest, OrphanedOwnClaimIsRequeuedAfterTwoSweeps) {
   const ClaimPath c = Claim("a", "me");
   sweeper.Sweep({});

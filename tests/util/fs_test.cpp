@@ -130,6 +130,27 @@ TEST(AtomicWriteFile, ARenameCarriedOutDespiteItsErrorIsAWrite) {
   EXPECT_EQ(entries->size(), 1u) << "no temporary file left";
 }
 
+// The sweeps remove the temp files of lease and probe writes left behind by their names, told by
+// AtomicWriteTarget: the name AtomicWriteFile makes is told, and nothing like it.
+TEST(AtomicWriteFile, ItsTempFileNamesAreTold) {
+  test::TempDir dir;
+  std::string temp;
+  fs::SetPathPairCallForTest([&](const char*, const std::string& from, const std::string& to) {
+    temp = fs::Basename(from);
+    return ::rename(from.c_str(), to.c_str());
+  });
+  const Status written = fs::AtomicWriteFile(dir / "r1.lease", "x");
+  fs::SetPathPairCallForTest(nullptr);
+  ASSERT_TRUE(written.ok()) << written.ToString();
+  EXPECT_EQ(fs::AtomicWriteTarget(temp), "r1.lease") << temp;
+  for (const char* other :
+       {"r1.lease", "r1.lease.tmp-", "r1.lease.tmp-0123456789a", "r1.lease.tmp-0123456789abc",
+        "r1.lease.tmp-0123456789AB", "r1.lease.tmp-0123456789ag", ".tmp-0123456789ab",
+        "r1.lease.tmp-0123456789ab.x", "r1.lease-tmp-0123456789ab"}) {
+    EXPECT_EQ(fs::AtomicWriteTarget(other), std::nullopt) << other;
+  }
+}
+
 // A session's create-if-absent link carried out but reported failed is the session created; one
 // not carried out is the error.
 TEST(LinkNew, ALinkCarriedOutDespiteItsErrorIsSuccess) {
