@@ -823,8 +823,11 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
         // error) keeps the file from the pipeline until it is mended, so it shows.
         if (c.status().kind() != ErrorKind::kConflict) {
           d_.inst.attempt_failures.Add(1, {{"reason", "claim"}});
+          // One slot for them all: a volume that refuses every claim would otherwise fill the
+          // recent errors with one file after another.
           d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), item.rel,
-                             "claim failed: " + c.status().ToString());
+                             "claim failed: " + c.status().ToString(),
+                             std::string("claim failed: ") + ToString(c.status().kind()));
         }
       }
       root.SetError(c.status().ToString());

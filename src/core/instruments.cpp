@@ -100,17 +100,18 @@ RecentWindow::Summary RecentWindow::Summarize(MonoTime now) const {
   return s;
 }
 
-void RecentErrors::Add(std::string when, std::string file, std::string error) {
+void RecentErrors::Add(std::string when, std::string file, std::string error, std::string cause) {
   std::lock_guard lock(mu_);
   uint64_t count = 1;
   const auto same = std::find_if(items_.begin(), items_.end(), [&](const RecentError& e) {
+    if (!cause.empty() || !e.cause.empty()) return e.cause == cause;
     return e.file == file && (!file.empty() || e.error == error);
   });
   if (same != items_.end()) {
     count += same->count;
     items_.erase(same);
   }
-  items_.push_back({std::move(when), std::move(file), std::move(error), count});
+  items_.push_back({std::move(when), std::move(file), std::move(error), count, std::move(cause)});
   while (items_.size() > 20) items_.pop_front();
 }
 

@@ -45,16 +45,19 @@ class RecentWindow {
 // errors are one entry (its latest error, with its time and how many there were), as are the
 // repeats of one error of no file with the same text (not those whose texts differ, by a timing
 // in curl's message for one): each moves to the end when it comes again, so that one file
-// refused at every retry cannot push every other error out.
+// refused at every retry cannot push every other error out. So are the errors given one `cause`
+// (the latest file and text shown): one that comes for many files, such as a volume refusing
+// every claim, or with a new request id at every try, such as the start-up check, takes one slot.
 struct RecentError {
   std::string time;  // the latest occurrence
   std::string file;  // empty for an error of no one file
   std::string error;
   uint64_t count = 1;  // occurrences while it stayed among the last 20
+  std::string cause;   // not shown
 };
 class RecentErrors {
  public:
-  void Add(std::string when, std::string file, std::string error);
+  void Add(std::string when, std::string file, std::string error, std::string cause = {});
   std::vector<RecentError> Snapshot() const;
 
  private:

@@ -161,14 +161,19 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
   }
   if (dfd < 0) {
-    if (errno == ELOOP) {
-      LogWarn("a symlink in place of a directory is not followed",
-              {{"dir", dir_path}, {"error", ErrnoStatus("open", errno).ToString()}});
-    } else if (errno != ENOENT) {
+    const int err = errno;
+    struct stat st {};
+    if ((err == ENOTDIR || err == ELOOP) && ::lstat(dir_path.c_str(), &st) == 0 &&
+        S_ISLNK(st.st_mode)) {
+      // The session directory itself, or one swapped for a symlink since it was listed (Linux
+      // answers O_DIRECTORY | O_NOFOLLOW on a symlink with ENOTDIR): counted with the symlinks,
+      // which the status shows and a warning names when their count grows.
+      NotRegular(DirName(rel_dir), stats);
+    } else if (err != ENOENT) {
       // A permission, an I/O error, a path past PATH_MAX: its files are not seen. Counted as
       // unreadable, which the status and a warning show; those tracked there are not taken as
       // gone.
-      Unreadable(DirName(rel_dir), "open", errno, stats);
+      Unreadable(DirName(rel_dir), "open", err, stats);
       tracker_.KeepUnseen(rel_dir);
     }
     return;
@@ -197,11 +202,10 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     }
     if (e == nullptr) {
       if (errno != 0) {
-        // The names after that point are not seen: counted as unreadable, and those tracked
-        // here are not taken as gone (nor queued again once the listing works).
+        // The names after that point are not seen: counted as unreadable (the service's warning
+        // names it), and those tracked here are not taken as gone (nor queued again once the
+        // listing works).
         const int err = errno;
-        LogWarn("listing a directory failed part-way: the files after that point are not seen",
-                {{"dir", dir_path}, {"error", ErrnoStatus("readdir", err).ToString()}});
         Unreadable(DirName(rel_dir), "readdir", err, stats);
         tracker_.KeepUnseen(rel_dir);
       }

@@ -141,7 +141,8 @@ void Service::StartupLoop(std::stop_token stop) {
       break;
     }
     LogWarn(StartupTrouble(s), {{"error", s.ToString()}, {"attempt", attempt}});
-    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString());
+    // One slot: each try's message holds a new request id.
+    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString(), "start-up");
     clock_.SleepFor(std::min<Duration>(1s * attempt, 30s), stop);
   }
   const std::vector<ClaimPath> own = sweeper_.RecoverOwnClaims(stop);
@@ -235,12 +236,20 @@ void Service::ScanLoop(std::stop_token stop) {
                  {"count", stats.not_regular},
                  {"example", stats.not_regular_example}});
       }
-      if (stats.unreadable > 0) {
-        // Every scan: the file is looked at again each time, and each time it cannot be read.
-        LogWarn("files or directories that cannot be read stay in incoming and are not uploaded",
-                {{"session", session->name},
-                 {"count", stats.unreadable},
-                 {"example", stats.unreadable_example}});
+      // Each scan looks again, and each time it cannot read them: told when that changes, else
+      // once a minute (a scan every few seconds, or sooner on change hints, would flood the log).
+      if (uint64_t held_back = 0;
+          stats.unreadable > 0 &&
+          unreadable_log_.Allow(std::chrono::steady_clock::now(), &held_back,
+                                stats.unreadable != last_scan_.unreadable ||
+                                    stats.unreadable_example != last_scan_.unreadable_example)) {
+        LogWarn(
+            "files or directories that cannot be read or listed stay in incoming and are not "
+            "uploaded",
+            {{"session", session->name},
+             {"count", stats.unreadable},
+             {"example", stats.unreadable_example},
+             {"not_logged_since_last", held_back}});
         inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
                          "cannot read " + stats.unreadable_example);
       }

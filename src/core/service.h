@@ -14,6 +14,7 @@
 #include "core/work_queue.h"
 #include "telemetry/metrics.h"
 #include "telemetry/tracing.h"
+#include "util/log.h"
 
 #include <nlohmann/json.hpp>
 
@@ -144,6 +145,7 @@ class Service {
   uint64_t session_writes_ = 0;
   std::stop_source wake_scan_;  // guarded by mu_; ends the scan loop's current sleep
   Scanner::Stats last_scan_;    // guarded by mu_
+  LogLimiter unreadable_log_{std::chrono::minutes(1)};
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
   // Stopped last: while a shutdown's grace lets uploads finish, other replicas must not find

@@ -135,8 +135,13 @@ bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const std::s
   Status s = fs::RenameEntry(full, fs::Join(config_.processing_root, to.Path()));
   if (!s.ok()) {
     inflight_.Remove(to.Path());
-    if (s.kind() != ErrorKind::kNotFound) {
-      LogWarn(std::string(what) + ": failed", {{"blob", to.BlobName()}, {"error", s.ToString()}});
+    // Once a minute: it is tried again at every sweep, for each claim of a dead replica.
+    if (uint64_t held_back = 0;
+        s.kind() != ErrorKind::kNotFound &&
+        claim_as_failure_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
+      LogWarn(
+          std::string(what) + ": failed",
+          {{"blob", to.BlobName()}, {"error", s.ToString()}, {"not_logged_since_last", held_back}});
     }
     return false;
   }

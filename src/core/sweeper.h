@@ -83,6 +83,7 @@ class Sweeper {
   std::map<std::string, std::pair<uint64_t, int64_t>> written_candidates_;
   std::map<std::string, std::pair<uint64_t, int64_t>> written_now_;
   LogLimiter unlisted_log_{std::chrono::minutes(1)};
+  LogLimiter claim_as_failure_log_{std::chrono::minutes(1)};
   mutable std::mutex mu_;
   DeadLetters dead_letters_;  // guarded by mu_
 };

@@ -221,7 +221,7 @@ void OtlpExporter::Drain(MonoTime deadline) {
       Attempt(metric_batch_, Signal::kMetrics, std::max(timeout, milliseconds(1)), true);
     }
   }
-  ReportDrops();
+  ReportDrops(/*final=*/true);
 }
 
 bool OtlpExporter::TakeSpanBatch() {
@@ -326,9 +326,13 @@ void OtlpExporter::CountExported(Signal signal, size_t items, const OtlpResult& 
   }
 }
 
-void OtlpExporter::ReportDrops() {
+void OtlpExporter::ReportDrops(bool final) {
   const uint64_t dropped = spans_dropped_queue_full_.load();
   if (dropped == reported_queue_drops_) return;
+  if (uint64_t held_back = 0;
+      !drops_log_.Allow(std::chrono::steady_clock::now(), &held_back, final)) {
+    return;
+  }
   LogWarn("otlp span queue full; spans dropped",
           {{"dropped", dropped - reported_queue_drops_}, {"queue_size", config_.max_queue_size}});
   reported_queue_drops_ = dropped;

@@ -99,7 +99,8 @@ class OtlpExporter {
   void Attempt(Pending& p, Signal signal, std::chrono::milliseconds timeout, bool final);
   void CountDropped(Signal signal, size_t items, const char* reason);
   void CountExported(Signal signal, size_t items, const OtlpResult& result);
-  void ReportDrops();
+  // Logs the spans dropped for a full queue since the last line: once a minute, and at the end.
+  void ReportDrops(bool final = false);
   Duration Backoff(int attempts) const;
 
   const TelemetryConfig config_;
@@ -131,6 +132,7 @@ class OtlpExporter {
   MonoTime throttled_until_[2] = {};  // per signal: the end of the collector's last Retry-After
   uint64_t reported_queue_drops_ = 0;
   LogLimiter partial_success_log_{std::chrono::minutes(1)};
+  LogLimiter drops_log_{std::chrono::minutes(1)};
 };
 
 // The resource every export carries: service.name, service.version (if set), telemetry.sdk.*,

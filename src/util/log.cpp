@@ -97,9 +97,9 @@ void Log(LogLevel level, std::string_view message, nlohmann::json fields) {
   std::fflush(stdout);
 }
 
-bool LogLimiter::Allow(std::chrono::steady_clock::time_point now, uint64_t* held_back) {
+bool LogLimiter::Allow(std::chrono::steady_clock::time_point now, uint64_t* held_back, bool news) {
   std::lock_guard lock(mu_);
-  if (now < next_) {
+  if (now < next_ && !news) {
     ++held_back_;
     return false;
   }

@@ -65,8 +65,9 @@ class LogLimiter {
  public:
   explicit LogLimiter(std::chrono::steady_clock::duration interval) : interval_(interval) {}
   // True when the occurrence at `now` is to be logged; then *held_back is how many were not
-  // since the last one let through.
-  bool Allow(std::chrono::steady_clock::time_point now, uint64_t* held_back);
+  // since the last one let through. One that is `news` (it says something the last did not) is
+  // let through whenever it comes.
+  bool Allow(std::chrono::steady_clock::time_point now, uint64_t* held_back, bool news = false);
 
  private:
   const std::chrono::steady_clock::duration interval_;

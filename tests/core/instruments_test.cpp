@@ -111,6 +111,33 @@ TEST(RecentErrorsTest, AFilesErrorsAreOneEntryWithTheirCount) {
   EXPECT_EQ(got.front().file, "f5");
 }
 
+// Errors of one cause are one entry whatever their file or text: many files that cannot be
+// claimed, or a start-up check whose every message holds a new request id, take one slot, with
+// the latest file and text; errors without a cause keep theirs.
+TEST(RecentErrorsTest, ErrorsOfOneCauseAreOneEntry) {
+  RecentErrors errors;
+  errors.Add("t0", "other.bin", "403");
+  errors.Add("t1", "", "HEAD container: HTTP 403 (request id 1)", "start-up");
+  for (int i = 0; i < 30; ++i) {
+    errors.Add("u" + std::to_string(i), "f" + std::to_string(i), "claim failed: EACCES",
+               "claim failed: permanent");
+  }
+  errors.Add("t2", "", "HEAD container: HTTP 403 (request id 2)", "start-up");
+  errors.Add("t3", "", "HEAD container: HTTP 403 (request id 2)");  // no cause: its own
+  errors.Add("t4", "f29", "upload failed");                         // the file's own
+  const auto got = errors.Snapshot();
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_EQ(got[0].file, "other.bin");
+  EXPECT_EQ(got[1].file, "f29");
+  EXPECT_EQ(got[1].time, "u29");
+  EXPECT_EQ(got[1].count, 30u);
+  EXPECT_EQ(got[2].error, "HEAD container: HTTP 403 (request id 2)");
+  EXPECT_EQ(got[2].time, "t2");
+  EXPECT_EQ(got[2].count, 2u);
+  EXPECT_EQ(got[3].count, 1u);
+  EXPECT_EQ(got[4].error, "upload failed");
+}
+
 // An answer at time 0 (a clock that starts there) is an answer, not "never".
 TEST(StorageHealthTest, AnAnswerAtTimeZeroCounts) {
   using azure::TryOutcome;

@@ -10,7 +10,9 @@
 #include "support/test_config.h"
 #include "util/log.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -558,7 +560,9 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
     }
     const auto status = started.service.StatusJson();
     EXPECT_FALSE(status["ready"].get<bool>());
-    ASSERT_FALSE(status["recent_errors"].empty()) << status.dump();
+    // One entry for the tries, though each answer had a request id of its own.
+    ASSERT_EQ(status["recent_errors"].size(), 1u) << status.dump();
+    EXPECT_GE(status["recent_errors"][0]["count"], 2) << status.dump();
     if (answered) {
       EXPECT_NE(status["recent_errors"][0]["error"].get<std::string>().find(
                     "HTTP 400 InvalidHeaderValue"),
@@ -567,6 +571,80 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
     }
     EXPECT_TRUE(started.service.Shutdown(5s));
   }
+}
+
+// Makes `path` and a chain of directories below it longer than PATH_MAX: it cannot be listed by
+// path, by root too.
+void MakeDirPastPathMax(const std::string& path) {
+  ASSERT_TRUE(fs::MkdirAll(path).ok());
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::string part(250, 'd');
+  for (int depth = 0; depth < 17; ++depth) {  // 17 x 251 bytes: past PATH_MAX (4096)
+    ASSERT_EQ(::mkdirat(fd, part.c_str(), 0755), 0) << depth;
+    const int next = ::openat(fd, part.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(fd);
+    ASSERT_GE(next, 0) << depth;
+    fd = next;
+  }
+  ::close(fd);
+}
+
+// What cannot be read is looked at again at every scan, and every time it cannot: one warning
+// when that starts and one when it changes, none for the scans between (here one every 10 ms),
+// and so one recent error.
+TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
+  Azurite azurite;
+  std::mutex mu;
+  std::vector<std::string> messages;  // guarded by mu
+  SetLogLevel(LogLevel::kDebug);      // for the scans' lines
+  SetLogSinkForTest([&](const std::string& line) {
+    std::lock_guard lock(mu);
+    messages.push_back(nlohmann::json::parse(line)["message"].get<std::string>());
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() {
+      SetLogSinkForTest(nullptr);
+      SetLogLevel(LogLevel::kInfo);
+    }
+  } unset;
+  // Lines whose message begins with `prefix`; the scans' lines are "scan".
+  const auto count = [&](std::string_view prefix) {
+    std::lock_guard lock(mu);
+    return std::count_if(messages.begin(), messages.end(), [&](const std::string& m) {
+      return prefix == "scan" ? m == prefix : m.starts_with(prefix);
+    });
+  };
+  const std::string_view kWarning = "files or directories that cannot be read";
+  TempDir dir;
+  Config config = TestConfig(dir, "unreadable");
+  config.replica_id = "unreadable-test";
+  config.poll_interval_s = 0.01;
+  auto blob = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("u", &s, &error), Service::WatchError::kNone) << error;
+  MakeDirPastPathMax(config.incoming_dir + "/u/a");
+  ASSERT_TRUE(WaitFor([&] { return count(kWarning) == 1; }, 30s));
+  const auto scans = count("scan");
+  ASSERT_TRUE(WaitFor([&] { return count("scan") >= scans + 30; }, 30s));
+  EXPECT_EQ(count(kWarning), 1) << "told once, not at every scan";
+  MakeDirPastPathMax(config.incoming_dir + "/u/b");
+  ASSERT_TRUE(WaitFor([&] { return count(kWarning) == 2; }, 30s)) << "told again: it changed";
+  const auto status = service.StatusJson();
+  EXPECT_EQ(status["last_scan"]["unreadable"], 2);
+  // One occurrence per warning (one entry, or two if the example named changed).
+  uint64_t occurrences = 0;
+  for (const auto& e : status["recent_errors"]) {
+    if (e["error"].get<std::string>().starts_with("cannot read")) {
+      occurrences += e["count"].get<uint64_t>();
+    }
+  }
+  EXPECT_EQ(occurrences, 2u) << status.dump();
+  EXPECT_TRUE(service.Shutdown(5s));
 }
 
 // An access tier the account refuses (a premium account's 400 UnsupportedHeader) would refuse

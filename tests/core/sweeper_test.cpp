@@ -367,6 +367,35 @@ TEST_F(SweeperTest, TakesOverClaimsOfADeadReplicaOnlyAfterTheLeaseTimeout) {
   EXPECT_EQ(inst.takeovers.Value(), 1);
 }
 
+// A takeover the volume refuses is tried again at every sweep, for each claim of the dead
+// replica: one warning a minute says so, not one per claim per sweep; none is taken meanwhile.
+TEST_F(SweeperTest, TakeoversTheVolumeRefusesAreToldOnceAMinute) {
+  for (const char* base : {"a", "b", "c"}) Claim(base, "ghost");
+  sweeper.Sweep({});
+  clock.Advance(31s);  // no lease for longer than the timeout: dead
+  std::vector<std::string> lines;
+  SetLogSinkForTest([&](const std::string& line) {
+    if (line.find("took over a claim of a dead replica: failed") != std::string::npos) {
+      lines.push_back(line);
+    }
+  });
+  fs::SetPathPairCallForTest([](const char*, const std::string&, const std::string&) {
+    errno = EACCES;
+    return -1;
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() {
+      fs::SetPathPairCallForTest(nullptr);
+      SetLogSinkForTest(nullptr);
+    }
+  } unset;
+  for (int i = 0; i < 3; ++i) sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty());
+  EXPECT_EQ(inst.takeovers.Value(), 0);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("Permission denied"), std::string::npos) << lines[0];
+}
+
 // Death is judged on a read of the lease made when the question is asked, not on the last
 // sweep's observation: a sweep may run long (it waits while the queue is full), or its read
 // may have failed. A lease that cannot be read counts as alive.

@@ -202,6 +202,10 @@ void FaultProxy::Handle(int client) {
           "Content-Type: application/xml\r\nConnection: close\r\n" +
           "Content-Length: " + std::to_string(req.method == "HEAD" ? 0 : xml.size()) + "\r\n";
       if (!action.retry_after.empty()) resp += "Retry-After: " + action.retry_after + "\r\n";
+      // Storage's answers carry a request id of their own, a gateway's bare status none.
+      if (!action.error_code.empty()) {
+        resp += "x-ms-request-id: injected-" + std::to_string(req.index) + "\r\n";
+      }
       resp += "\r\n";
       if (req.method != "HEAD") resp += xml;
       SendAll(client, resp);

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -107,6 +109,31 @@ TEST_F(OtlpExporterTest, FullQueueDropsAndCounts) {
   EXPECT_EQ(accepted, 10);
   EXPECT_EQ(e.stats().spans_dropped_queue_full, 5u);
   EXPECT_EQ(counters_.dropped->Value({{"reason", "queue_full"}, {"signal", "spans"}}), 5);
+}
+
+// Spans that come faster than the collector takes them are dropped at every pass: one line a
+// minute says how many, not one a pass, and the last line at the end says the rest.
+TEST_F(OtlpExporterTest, SpansDroppedForAFullQueueAreToldOnceAMinuteAndAtTheEnd) {
+  std::vector<nlohmann::json> lines;
+  SetLogSinkForTest([&](const std::string& line) {
+    if (line.find("span queue full") != std::string::npos) {
+      lines.push_back(nlohmann::json::parse(line));
+    }
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() { SetLogSinkForTest(nullptr); }
+  } unset;
+  auto& e = Make();
+  for (int pass = 0; pass < 5; ++pass) {
+    for (int i = 0; i < 15; ++i) (void)e.Enqueue(NewSpan("s"));
+    e.RunOnce();
+  }
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["dropped"], 5);
+  e.Shutdown(clock_.Now() + seconds(5));
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["dropped"].get<uint64_t>() + lines[1]["dropped"].get<uint64_t>(),
+            e.stats().spans_dropped_queue_full);
 }
 
 TEST_F(OtlpExporterTest, TransientFailuresRetryWithBackoffThenDrop) {

@@ -55,6 +55,14 @@ TEST(LogLimiter, LetsOneThroughPerIntervalAndCountsTheRest) {
   EXPECT_EQ(held, 2u);
   EXPECT_TRUE(limiter.Allow(t0 + seconds(25), &held));
   EXPECT_EQ(held, 0u);
+  // News goes through at once, with the count of those held back before it, and starts a new
+  // interval.
+  EXPECT_FALSE(limiter.Allow(t0 + seconds(26), &held));
+  EXPECT_TRUE(limiter.Allow(t0 + seconds(27), &held, /*news=*/true));
+  EXPECT_EQ(held, 1u);
+  EXPECT_FALSE(limiter.Allow(t0 + seconds(36), &held));
+  EXPECT_TRUE(limiter.Allow(t0 + seconds(37), &held));
+  EXPECT_EQ(held, 1u);
 }
 
 }  // namespace
