@@ -764,13 +764,13 @@ bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimP
   }
 }
 
-void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
+bool FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
   const FailedPath f = FailedPathFor(claim);
   const std::string data = fs::Join(d_.config.failed_root, f.DataPath());
   if (Status s = fs::RenameEntry(ProcessingPath(claim), data); !s.ok()) {
     LogError("dead-lettering failed; the claim stays for recovery",
-             {{"blob", claim.BlobName()}, {"error", s.ToString()}});
-    return;
+             {{"blob", claim.BlobName()}, {"why", why.ToString()}, {"error", s.ToString()}});
+    return false;
   }
   nlohmann::json reason = {{"blob", claim.BlobName()},
                            {"session", claim.session},
@@ -790,6 +790,7 @@ void FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int at
                                   {"file", claim.RelPath()},
                                   {"attempts", attempts},
                                   {"error", why.ToString()}});
+  return true;
 }
 
 void FileProcessor::Process(WorkItem item, std::stop_token stop) {
@@ -860,7 +861,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   bool run_recorded = true;
   const bool run =
       item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts, &run_recorded);
-  bool handed_back = false;  // stopped: the run does not count against the file
+  bool handed_back = false;         // stopped: the run does not count against the file
+  bool dead_letter_failed = false;  // the move to the failed root failed: the run is handed back
   // The blob is committed and checked: only the completion rename is left, and its failures
   // (the NFS server's) are waited out, neither uploading again nor counting against the file.
   bool committed = false;
@@ -955,7 +957,11 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     if (!torn && !environmental) {
       ++attempts;
       if (s.kind() == ErrorKind::kPermanent || attempts >= d_.config.max_file_attempts) {
-        DeadLetter(claim, s, attempts);
+        // Not moved (the failed root refuses it): the claim stays, and a sweep queues it again.
+        // Its run ended with this process's judgement, not with the process: handed back, or
+        // each pickup would count an interruption, and the file would at last be dead-lettered
+        // as "interrupted", its reason lost.
+        dead_letter_failed = !DeadLetter(claim, s, attempts);
         root.SetError(s.ToString());
         break;
       }
@@ -973,17 +979,19 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       break;
     }
   }
-  if (handed_back && !run_recorded) {
+  const char* const left =
+      handed_back ? "stopping; claim left for recovery" : "claim left to be dead-lettered again";
+  if ((handed_back || dead_letter_failed) && !run_recorded) {
     // Never recorded (BeginRun's rename failed): nothing to hand back, and taking one off would
     // forget a run that did end with the service.
-    LogInfo("stopping; claim left for recovery", {{"blob", claim.BlobName()}});
-  } else if (handed_back) {
+    LogInfo(left, {{"blob", claim.BlobName()}});
+  } else if (handed_back || dead_letter_failed) {
     // A shutdown is not the file's fault: hand the run back, so only runs that ended with the
     // process count. If the rename fails the run counts, which at worst dead-letters early.
     if (Status s = SetRuns(claim, claim.runs - 1); s.ok()) {
-      LogInfo("stopping; claim left for recovery", {{"blob", claim.BlobName()}});
+      LogInfo(left, {{"blob", claim.BlobName()}});
     } else {
-      LogWarn("stopping; claim left for recovery, its run not handed back",
+      LogWarn(std::string(left) + ", its run not handed back",
               {{"blob", claim.BlobName()}, {"error", s.ToString()}});
     }
   }
@@ -1024,7 +1032,8 @@ bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attem
     d_.inst.errors.Add(FormatTimestamp(d_.clock.WallNow()), claim.RelPath(), why);
     root.AddEvent("interrupted_runs", {{"count", static_cast<int64_t>(interrupted)}});
     if (interrupted >= d_.config.max_file_attempts) {
-      DeadLetter(claim, Status(ErrorKind::kPermanent, why), interrupted);
+      // Not moved: the claim stays, its interruptions counted again at its next pickup.
+      (void)DeadLetter(claim, Status(ErrorKind::kPermanent, why), interrupted);
       root.SetError(why);
       return false;
     }

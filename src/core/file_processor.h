@@ -221,7 +221,9 @@ class FileProcessor {
   // counts for none. `own`: the successes this file itself added (its own whole reads of the
   // claim), which say nothing of the resource for others.
   bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own = 0);
-  void DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
+  // Moves the claim to the failed root with its reason; false when the move failed (the claim
+  // stays, logged).
+  bool DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
                  uint64_t* bytes, bool* committed, std::optional<fs::FileStat>* source,

@@ -1106,6 +1106,36 @@ TEST_F(FileProcessorAzuriteTest, AClaimTheVolumeFailsWhileItReadsOthersIsDeadLet
 }
 
 // A worker stopped by a shutdown hands its run back: shutdowns never count against a file.
+// A file to be dead-lettered while the failed root refuses it (here a file stands in its place)
+// stays claimed, and a sweep queues it again. That run ended with a judgement, not with the
+// process: it is handed back, so the pickups count no interruption, and once the failed root
+// takes it the reason is the file's own, not "interrupted".
+TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNextTry) {
+  // No run begun yet (~0), as a sweep finds a claim whose run was handed back.
+  WorkItem newer = PlaceClaim("v.bin", PatternBytes(1000, 23), false, 0);
+  WorkItem older = PlaceClaim("v.bin", PatternBytes(1000, 24), false, 0);
+  SetMtime(older, 1'700'000'000);
+  processor_->Process(newer, {});
+  ASSERT_TRUE(fs::RemoveTree(config_.failed_root).ok());
+  WriteFile(config_.failed_root, "");
+  for (int pickup = 0; pickup < 2; ++pickup) {
+    processor_->Process(older, {});  // superseded: a permanent failure
+    EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, older.claim.Path())).ok())
+        << "kept as it was: " << testing::PrintToString(Entries(config_.processing_root));
+  }
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  ASSERT_EQ(::unlink(config_.failed_root.c_str()), 0);
+  processor_->Process(older, {});
+  EXPECT_EQ(Count(inst_.files_failed), 1);
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "interrupted"}}), 0);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_NE(reason["error"].get<std::string>().find("superseded"), std::string::npos)
+      << reason.dump();
+}
+
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   for (int runs : {0, 1, 2}) {
     WorkItem item =
