@@ -236,13 +236,15 @@ void Service::ScanLoop(std::stop_token stop) {
                  {"count", stats.not_regular},
                  {"example", stats.not_regular_example}});
       }
-      // Each scan looks again, and each time it cannot read them: told when that changes, else
-      // once a minute (a scan every few seconds, or sooner on change hints, would flood the log).
+      // Each scan looks again, and each time it cannot read them: told when that differs from
+      // what was told last, else once a minute (a scan every few seconds, or sooner on change
+      // hints, would flood the log; so would a fault that comes and goes from scan to scan).
+      const std::pair unreadable{stats.unreadable, stats.unreadable_example};
       if (uint64_t held_back = 0;
           stats.unreadable > 0 &&
           unreadable_log_.Allow(std::chrono::steady_clock::now(), &held_back,
-                                stats.unreadable != last_scan_.unreadable ||
-                                    stats.unreadable_example != last_scan_.unreadable_example)) {
+                                unreadable != unreadable_told_)) {
+        unreadable_told_ = unreadable;
         LogWarn(
             "files or directories that cannot be read or listed stay in incoming and are not "
             "uploaded",

@@ -146,6 +146,8 @@ class Service {
   std::stop_source wake_scan_;  // guarded by mu_; ends the scan loop's current sleep
   Scanner::Stats last_scan_;    // guarded by mu_
   LogLimiter unreadable_log_{std::chrono::minutes(1)};
+  // What the last warning of unreadable entries said (count, example). Scan thread only.
+  std::pair<size_t, std::string> unreadable_told_;
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
   // Stopped last: while a shutdown's grace lets uploads finish, other replicas must not find

@@ -591,8 +591,8 @@ void MakeDirPastPathMax(const std::string& path) {
 }
 
 // What cannot be read is looked at again at every scan, and every time it cannot: one warning
-// when that starts and one when it changes, none for the scans between (here one every 10 ms),
-// and so one recent error.
+// when that starts and one when it changes, none for the scans between (here one every 10 ms)
+// nor when it comes back unchanged after a scan without it, and so one recent error each.
 TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
   Azurite azurite;
   std::mutex mu;
@@ -632,6 +632,16 @@ TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
   const auto scans = count("scan");
   ASSERT_TRUE(WaitFor([&] { return count("scan") >= scans + 30; }, 30s));
   EXPECT_EQ(count(kWarning), 1) << "told once, not at every scan";
+  // A fault that comes and goes between scans is not news each time it comes back.
+  for (int i = 0; i < 4; ++i) {
+    for (const auto& [from, to] : {std::pair{"/u/a", "/away"}, std::pair{"/away", "/u/a"}}) {
+      ASSERT_EQ(::rename((config.incoming_dir + from).c_str(), (config.incoming_dir + to).c_str()),
+                0);
+      const auto now = count("scan");
+      ASSERT_TRUE(WaitFor([&] { return count("scan") >= now + 2; }, 30s));
+    }
+  }
+  EXPECT_EQ(count(kWarning), 1) << "told once, though it came back four times";
   MakeDirPastPathMax(config.incoming_dir + "/u/b");
   ASSERT_TRUE(WaitFor([&] { return count(kWarning) == 2; }, 30s)) << "told again: it changed";
   const auto status = service.StatusJson();
