@@ -480,6 +480,22 @@ Status FileProcessor::CommitInOrder(
     }
     return v;
   };
+  // Whether `blob` holds the bytes staged: its MD5, which storage computed of the bytes it got,
+  // against ours; in CRC-64 mode, where there is none of ours yet, of the copy in memory, or of
+  // the claim read again (once: a rare path, and cheaper than sending the file; not into the
+  // copy buffer, which holds a small file's copy, the body of the next commit).
+  std::optional<Md5Digest> hashed;
+  if (!f.crc_only) hashed = f.md5;
+  const auto holds_ours = [&](const azure::BlobInfo& blob) -> Result<bool> {
+    if (blob.size != f.size || !blob.content_md5) return false;
+    if (!hashed && f.mem != nullptr) hashed = Md5::Of(std::string_view(f.mem, f.size));
+    if (!hashed) {
+      Result<Md5Digest> h = HashSource(f, stop);
+      if (!h.ok()) return h.status();
+      hashed = *h;
+    }
+    return *hashed == *blob.content_md5;
+  };
   props.if_absent = true;
   props.if_match.clear();
   Status last;
@@ -505,11 +521,13 @@ Status FileProcessor::CommitInOrder(
     const azure::BlobInfo& blob = **info;
     // This claim's own commit, whose answer was lost: done, if it holds the bytes read now. The
     // claim may have been rewritten at the same size since, or storage may have kept other
-    // bytes than were hashed (a CRC-64 echo that differed); such a blob is replaced. With
-    // CRC-64 alone there is no MD5 of ours to compare: the blob is replaced too.
+    // bytes than were hashed (a CRC-64 echo that differed); such a blob is replaced. (Replaced
+    // unseen, a commit whose every answer is lost would replace itself round after round.)
     const auto claim_of = blob.metadata.find("claim");
     if (claim_of != blob.metadata.end() && claim_of->second == props.metadata.at("claim")) {
-      if (blob.size == f.size && !f.crc_only && blob.content_md5 == f.md5) return Status::Ok();
+      const Result<bool> same = holds_ours(blob);
+      if (!same.ok()) return same.status();
+      if (*same) return Status::Ok();
       // An earlier copy of this very claim: replaced, whatever its mtime. Unless the claim was
       // taken over meanwhile (a takeover keeps the nonce): then the blob may be the new owner's
       // later copy, and this stale one must not go over it.
@@ -524,11 +542,9 @@ Status FileProcessor::CommitInOrder(
       // Another claim's version with the same source mtime (a copy that keeps times, a build
       // with a fixed timestamp, a server with coarse times): which one is newer cannot be told.
       // The same bytes are done; other bytes are not put over it, nor lost: kept here.
-      if (blob.size == f.size && blob.content_md5) {
-        Result<Md5Digest> ours = f.crc_only ? HashSource(f, stop) : Result<Md5Digest>(f.md5);
-        if (!ours.ok()) return ours.status();
-        if (*ours == *blob.content_md5) return Status::Ok();
-      }
+      const Result<bool> same = holds_ours(blob);
+      if (!same.ok()) return same.status();
+      if (*same) return Status::Ok();
       d_.inst.files_superseded.Add();
       return Status(ErrorKind::kPermanent,
                     "superseded, perhaps: the blob holds another version of this file with the "

@@ -595,20 +595,24 @@ TEST_F(FileProcessorAzuriteTest, AClaimHeldByAnotherWorkerIsLeftToIt) {
 
 // A commit that landed but whose answer was lost: the next try finds the name taken by this
 // very claim's blob and is done without committing again (the blob keeps its ETag), for a Put
-// Blob and for a block list.
+// Blob, for a block list, and for a Put Blob checked by CRC-64 (the claim read again for an MD5
+// to compare). Were it replaced, a commit whose every answer is lost would go on replacing
+// itself until the file was dead-lettered.
 TEST_F(FileProcessorAzuriteTest, ACommitOfThisClaimFoundOnTheNextTryIsDone) {
-  for (const size_t size : {size_t{3'000}, size_t{(1 << 20) + 9}}) {
+  int round = 0;
+  for (FileProcessor* processor : {processor_.get(), processor_.get(), crc_processor_.get()}) {
+    const size_t size = round == 1 ? (1 << 20) + 9 : 3'000;
     const std::string data = PatternBytes(size, 23);
-    WorkItem item = PlaceClaim("landed-" + std::to_string(size), data, false);
-    processor_->Process(item, {});
+    WorkItem item = PlaceClaim("landed-" + std::to_string(round++), data, false);
+    processor->Process(item, {});
     const std::string etag = (*blob_->GetProperties(item.claim.BlobName()))->etag;
     // The claim again, as if the first commit's answer had been lost and the run ended there.
     WriteFile(fs::Join(config_.processing_root, item.claim.Path()), data);
-    processor_->Process(item, {});
+    processor->Process(item, {});
     ExpectBlobHolds(item, data);
     EXPECT_EQ((*blob_->GetProperties(item.claim.BlobName()))->etag, etag) << size;
   }
-  EXPECT_EQ(Count(inst_.files_processed), 4);
+  EXPECT_EQ(Count(inst_.files_processed), 6);
   EXPECT_EQ(Count(inst_.files_failed), 0);
   EXPECT_EQ(Count(inst_.files_superseded), 0);
 }
@@ -617,7 +621,7 @@ TEST_F(FileProcessorAzuriteTest, ACommitOfThisClaimFoundOnTheNextTryIsDone) {
 // The claim was rewritten in place at the same size after a commit whose answer was lost (a
 // producer that preallocates, say): the next try must replace the blob, not call it done and
 // let the new bytes be collected. In one Put Blob, in blocks, and with a Put Blob checked by
-// CRC-64, whose blob has no MD5 of ours to compare: it is always sent again.
+// CRC-64 (the claim read again for an MD5 to compare).
 TEST_F(FileProcessorAzuriteTest, AnEarlierCommitOfThisClaimWithOtherBytesIsReplaced) {
   int round = 0;
   for (FileProcessor* processor : {processor_.get(), processor_.get(), crc_processor_.get()}) {

@@ -91,7 +91,7 @@ class FaultE2E : public ::testing::Test {
 
   // Starts the service with 1 MiB Put Blobs and 256 KiB blocks, drops `n` files of `size` bytes
   // and one of `big` bytes (sent in blocks) into `session`, and waits until every blob holds its
-  // file's bytes and nothing is left on the volume or in staging.
+  // file's bytes and nothing is left on the volume (nor dead-lettered) or in staging.
   std::unique_ptr<UploaderProcess> UploadThroughFaults(const std::string& session, uint32_t n,
                                                        size_t size, size_t big) {
     auto up =
@@ -103,6 +103,11 @@ class FaultE2E : public ::testing::Test {
     WriteFile(volume_.incoming() + "/" + session + "/big.bin", files["big.bin"]);
     ExpectAllArrive(session, files, 120s);
     ExpectNothingLeft(*up);
+    // A blob right but its file dead-lettered (a retry whose first try landed, refused as a
+    // conflict) would pass every check above.
+    for (const std::string& f : Volume::Files(volume_.failed())) {
+      ADD_FAILURE() << "dead-lettered: " << f << ": " << ReadFile(volume_.failed() + "/" + f);
+    }
     return up;
   }
 
