@@ -494,6 +494,7 @@ TEST_F(FileProcessorAzuriteTest, AMarkerThatCannotBeLookedAtIsClaimedAgain) {
     next.check_existing = true;
     processor_->Process(next, {});
     ExpectBlobHolds(item, held);
+    ASSERT_EQ(Entries(config_.processing_root).size(), 1u) << "its completion marker";
     for (const auto& name : Entries(config_.processing_root)) {
       EXPECT_TRUE(name.ends_with(".done")) << name;
       ASSERT_EQ(::unlink(fs::Join(config_.processing_root, name).c_str()), 0);
@@ -1219,7 +1220,13 @@ TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn
     ::close(fd);
   });
   std::thread worker([&] { processor_->Process(item, {}); });
-  std::this_thread::sleep_for(300ms);
+  // Written on until a copy was caught torn (not for a fixed time: a worker that starts late on
+  // a loaded machine would copy after the writes).
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return inst_.attempt_failures.Value({{"reason", "torn_copy"}}) >= 1;
+      },
+      30s));
   stop = true;
   writer.join();
   const std::string final_bytes = model;

@@ -456,7 +456,10 @@ TEST_F(ScannerTest, AFileReportedClosedIsLookedAtAgainBeforeItsCheckIsDue) {
 TEST_F(ScannerTest, MissingSessionDirectoryIsNotAnError) {
   BoundedQueue<WorkItem> q(2);
   Scanner scanner(config, clock, q, inst);
-  EXPECT_EQ(scanner.ScanOnce("nope", {}).files_seen, 0u);
+  const auto stats = scanner.ScanOnce("nope", {});
+  EXPECT_EQ(stats.files_seen, 0u);
+  EXPECT_EQ(stats.unreadable, 0u) << stats.unreadable_example;
+  EXPECT_EQ(stats.not_regular, 0u) << stats.not_regular_example;
 }
 
 }  // namespace
