@@ -474,16 +474,8 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const auto made = [&](const char* var, const std::string& dir) {
     if (NotADirectory(var, dir, errors)) return false;
     Status s = Tried([&] { return fs::MkdirAll(dir); });
-    bool again = false;
-    if (s.ok()) {
-      s = Tried([&] {
-        Status created = fs::CreateExclusive(fs::Join(dir, probe)).status();
-        // Found made by a try that reported a passing error: the probe's name is this one's.
-        if (again && created.kind() == ErrorKind::kConflict) created = Status::Ok();
-        again = true;
-        return created;
-      });
-    }
+    // A fresh name: one found there was made by a try whose reply was lost.
+    if (s.ok()) s = Tried([&] { return fs::CreateFresh(fs::Join(dir, probe)).status(); });
     if (!s.ok()) {
       errors->push_back(std::string(var) + ": cannot create a file in " + dir + ": " +
                         s.ToString());

@@ -22,7 +22,19 @@ auto RetryEintr(F f) {
   }
 }
 
+PathCallForTest& PathCall() {
+  static PathCallForTest call;
+  return call;
+}
+
+// The errno a test injects before `op` on `path`, or 0.
+int InjectedForTest(const char* op, const std::string& path) {
+  return PathCall() ? PathCall()(op, path) : 0;
+}
+
 }  // namespace
+
+void SetPathCallForTest(PathCallForTest call) { PathCall() = std::move(call); }
 
 FileStat FromStat(const struct stat& st) {
   FileStat s;
@@ -37,6 +49,9 @@ FileStat FromStat(const struct stat& st) {
 }
 
 Result<FileStat> Stat(const std::string& path) {
+  if (const int err = InjectedForTest("stat", path); err != 0) {
+    return ErrnoStatus("stat " + path, err);
+  }
   struct stat st {};
   if (RetryEintr([&] { return ::lstat(path.c_str(), &st); }) != 0) {
     return ErrnoStatus("stat " + path, errno);
@@ -74,6 +89,7 @@ Result<FileStat> StatxFresh(int dirfd, const char* path, int flags) {
 Result<FileStat> FStatFresh(int fd) { return StatxFresh(fd, "", AT_EMPTY_PATH); }
 
 Result<FileStat> StatFresh(const std::string& path) {
+  if (const int err = InjectedForTest("statx", path); err != 0) return ErrnoStatus("statx", err);
   return StatxFresh(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW);
 }
 
@@ -98,8 +114,20 @@ Result<Fd> OpenRead(const std::string& path) {
 }
 
 Result<Fd> CreateExclusive(const std::string& path, mode_t mode) {
+  if (const int err = InjectedForTest("create", path); err != 0) {
+    return ErrnoStatus("create " + path, err);
+  }
   const int fd = RetryEintr(
       [&] { return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode); });
+  if (fd < 0) return ErrnoStatus("create " + path, errno);
+  return Fd(fd);
+}
+
+Result<Fd> CreateFresh(const std::string& path, mode_t mode) {
+  auto created = CreateExclusive(path, mode);
+  if (created.ok() || created.status().kind() != ErrorKind::kConflict) return created;
+  const int fd =
+      RetryEintr([&] { return ::open(path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC); });
   if (fd < 0) return ErrnoStatus("create " + path, errno);
   return Fd(fd);
 }
@@ -151,8 +179,18 @@ Status Rename(const std::string& from, const std::string& to) {
 Status RenameEntry(const std::string& from, const std::string& to) {
   Status s = Rename(from, to);
   for (int again = 1; s.kind() == ErrorKind::kNotFound; --again) {
-    if (Stat(to).ok()) return Status::Ok();
-    if (again == 0 || !Stat(from).ok()) break;
+    // Asked of the server: a lookup the client cached may predate the rename.
+    auto look = StatFresh(to);
+    if (look.ok()) return Status::Ok();
+    if (look.status().kind() == ErrorKind::kNotFound) look = StatFresh(from);
+    if (!look.ok() && look.status().kind() != ErrorKind::kNotFound) {
+      // A name that could not be looked at: whether the rename landed is not known, which is no
+      // "not found" (a caller takes that for the entry moved by another process). Looked at
+      // once more below.
+      s = Status(ErrorKind::kTransient, s.message() + "; then " + look.status().message());
+      break;
+    }
+    if (again == 0 || !look.ok()) break;  // the source gone: moved by another process
     if (Status m = MkdirAll(Dirname(to)); !m.ok()) return m;
     s = Rename(from, to);
   }
@@ -204,7 +242,7 @@ Status RemoveTree(const std::string& path) {
 }
 
 Status WriteNewFile(const std::string& path, std::string_view data) {
-  auto fd = CreateExclusive(path, 0644);
+  auto fd = CreateFresh(path, 0644);
   if (!fd.ok()) return fd.status();
   size_t off = 0;
   while (off < data.size()) {
@@ -230,8 +268,12 @@ constexpr size_t kTempRandomBytes = 6;
 Status AtomicWriteFile(const std::string& path, std::string_view data) {
   const std::string tmp = path + std::string(kTempMark) + HexEncode(RandomBytes(kTempRandomBytes));
   if (Status s = WriteNewFile(tmp, data); !s.ok()) return s;
+  // ENOENT as well as a passing error may answer a rename that landed (a retransmission's
+  // reply): only this call knows the temp file's name, so the temp gone and the file there is
+  // that rename.
   if (Status s = Rename(tmp, path);
-      !s.ok() && !(s.kind() == ErrorKind::kTransient && RenameLanded(tmp, path))) {
+      !s.ok() && !((s.kind() == ErrorKind::kTransient || s.kind() == ErrorKind::kNotFound) &&
+                   RenameLanded(tmp, path))) {
     ::unlink(tmp.c_str());
     return s;
   }

@@ -61,13 +61,18 @@ class Fd {
 Result<Fd> OpenRead(const std::string& path);
 // Creates a new file (O_EXCL); fails with kConflict if it exists.
 Result<Fd> CreateExclusive(const std::string& path, mode_t mode = 0644);
+// The same for `path` a fresh random name no other process uses: one found there was made by
+// this very call, a create the server carried out whose reply was lost (a retransmission then
+// answers EEXIST), and is opened, emptied, instead.
+Result<Fd> CreateFresh(const std::string& path, mode_t mode = 0644);
 
 Status MkdirAll(const std::string& path, mode_t mode = 0755);
 Status Rename(const std::string& from, const std::string& to);
 // Renames a state entry on a shared volume. A retransmitted NFS rename can report ENOENT although
 // it landed, which the target shows: that is success. ENOENT while the source is still there
 // means the target's directory is missing (pruned while empty, or not made yet): it is made and
-// the rename tried once more. Any other ENOENT: the source is gone (another process moved it).
+// the rename tried once more. Any other ENOENT: the source is gone (another process moved it),
+// unless a name could not be looked at: then the outcome is unknown, a passing error.
 // A passing error (EIO, ESTALE, a soft mount's ETIMEDOUT) can come back from a rename the server
 // carried out, its reply lost: when the server shows the source gone and the target there, that
 // is success too. `from` must be a name no other process moves to `to`.
@@ -82,13 +87,20 @@ Status LinkNew(const std::string& from, const std::string& to);
 using PathPairCallForTest =
     std::function<int(const char* op, const std::string& from, const std::string& to)>;
 void SetPathPairCallForTest(PathPairCallForTest call);
+// Tests only: called before the O_EXCL create of CreateExclusive and CreateFresh (`op` "create")
+// and the stat of Stat and StatFresh ("stat", "statx"): an errno fails the call with it (the
+// test may have carried the create out first), 0 lets it run. Set while no other thread uses the
+// volume.
+using PathCallForTest = std::function<int(const char* op, const std::string& path)>;
+void SetPathCallForTest(PathCallForTest call);
 Status Unlink(const std::string& path);
 Status Rmdir(const std::string& path);
 Status Fsync(int fd, const std::string& what);
 Status FsyncDir(const std::string& dir);
 Status RemoveTree(const std::string& path);  // rm -rf; missing is fine
 
-// Writes `data` to a new file `path` (O_EXCL) and fsyncs it; on failure it is removed again.
+// Writes `data` to a new file `path` (CreateFresh: a fresh random name) and fsyncs it; on
+// failure it is removed again.
 Status WriteNewFile(const std::string& path, std::string_view data);
 // Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 // The temp file, "<name>.tmp-<12 hex>", is left behind only by a process killed mid-write, or

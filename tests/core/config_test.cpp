@@ -3,6 +3,7 @@
 #include "support/process.h"
 #include "util/fs.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -306,6 +307,33 @@ TEST(ConfigTest, VolumeCheckOutlastsAPassingVolumeError) {
   for (const std::string& e : errors) {
     EXPECT_NE(e.find("kept failing"), std::string::npos) << e;
     EXPECT_EQ(e.find("one file system"), std::string::npos) << e;
+  }
+}
+
+// The probe's create carried out but answered EEXIST on its first try (a retransmission's reply):
+// its name is fresh, so the file is the probe's own, not a reason to refuse to start.
+TEST(ConfigTest, VolumeCheckTakesAProbeCreateAnsweredEexistForItsOwn) {
+  struct Reset {
+    ~Reset() { fs::SetPathCallForTest(nullptr); }
+  } reset;
+  test::TempDir dir;
+  const Config c = VolumeConfig(dir, "nfs/");
+  int lost = 0;
+  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+    if (std::string_view(op) != "create" || path.find(".nbu-probe-") == std::string::npos) return 0;
+    ++lost;
+    ::close(::open(path.c_str(), O_WRONLY | O_CREAT, 0644));
+    return EEXIST;
+  });
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_EQ(lost, 2) << "staging's and incoming's";
+  for (const std::string& root :
+       {c.staging_root, c.incoming_dir, c.processing_root, c.failed_root}) {
+    const auto left = fs::ListDir(root);
+    ASSERT_TRUE(left.ok()) << root;
+    EXPECT_TRUE(left->empty()) << left->front().name;
   }
 }
 

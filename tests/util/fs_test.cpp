@@ -2,6 +2,7 @@
 
 #include "support/process.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -115,19 +116,69 @@ TEST(RenameEntry, ARenameCarriedOutDespiteItsErrorIsSuccess) {
 TEST(AtomicWriteFile, ARenameCarriedOutDespiteItsErrorIsAWrite) {
   test::TempDir dir;
   test::WriteFile(dir / "lease", "old");
-  {
-    const LostReply lost(EIO, true);
-    EXPECT_TRUE(fs::AtomicWriteFile(dir / "lease", "new").ok());
+  for (const int err : {EIO, ENOENT}) {  // a passing error, or a retransmission's ENOENT
+    const LostReply lost(err, true);
+    const std::string data = "new " + std::to_string(err);
+    EXPECT_TRUE(fs::AtomicWriteFile(dir / "lease", data).ok()) << err;
+    EXPECT_EQ(test::ReadFile(dir / "lease"), data);
   }
-  EXPECT_EQ(test::ReadFile(dir / "lease"), "new");
   {
     const LostReply lost(EIO, false);
     EXPECT_EQ(fs::AtomicWriteFile(dir / "lease", "newer").kind(), ErrorKind::kTransient);
   }
-  EXPECT_EQ(test::ReadFile(dir / "lease"), "new");
+  EXPECT_EQ(test::ReadFile(dir / "lease"), "new " + std::to_string(ENOENT));
   auto entries = fs::ListDir(dir.path());
   ASSERT_TRUE(entries.ok());
   EXPECT_EQ(entries->size(), 1u) << "no temporary file left";
+}
+
+// Fails the next `op` on a path containing `part` with `err`, once; a "create" is carried out
+// first, as a create whose reply was lost and whose retransmission found the file.
+class FailsOnce {
+ public:
+  FailsOnce(const char* op, std::string part, int err) {
+    fs::SetPathCallForTest([=, done = false](const char* o, const std::string& path) mutable {
+      if (done || std::string_view(o) != op || path.find(part) == std::string::npos) return 0;
+      done = true;
+      if (std::string_view(o) == "create") ::close(::open(path.c_str(), O_WRONLY | O_CREAT, 0644));
+      return err;
+    });
+  }
+  ~FailsOnce() { fs::SetPathCallForTest(nullptr); }
+  FailsOnce(const FailsOnce&) = delete;
+  FailsOnce& operator=(const FailsOnce&) = delete;
+};
+
+// The temp file's create carried out but answered EEXIST: its name is this write's own (random),
+// so it is this write's file, not a failure that leaves it behind (a dead letter's reason lost).
+TEST(AtomicWriteFile, ATempFileCreateCarriedOutDespiteItsEexistIsItsOwn) {
+  test::TempDir dir;
+  {
+    const FailsOnce lost("create", ".tmp-", EEXIST);
+    const Status s = fs::AtomicWriteFile(dir / "x.failed.json", "{\"error\":\"why\"}");
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  EXPECT_EQ(test::ReadFile(dir / "x.failed.json"), "{\"error\":\"why\"}");
+  auto entries = fs::ListDir(dir.path());
+  ASSERT_TRUE(entries.ok());
+  EXPECT_EQ(entries->size(), 1u) << "no temporary file left";
+}
+
+// A rename carried out but answered ENOENT, after which the target could not be looked at once
+// (ESTALE): that is no "not found" (which a worker takes for its claim taken over by another
+// replica); a second look finds it landed.
+TEST(RenameEntry, ALandedRenameWhoseTargetCannotBeLookedAtIsNoNotFound) {
+  for (const char* op : {"stat", "statx"}) {
+    test::TempDir dir;
+    Touch(dir / "a~1.claimed");
+    {
+      const LostReply lost(ENOENT, true);
+      const FailsOnce look(op, "a~2.claimed", ESTALE);
+      const Status s = fs::RenameEntry(dir / "a~1.claimed", dir / "a~2.claimed");
+      EXPECT_TRUE(s.ok()) << op << ": " << s.ToString();
+    }
+    EXPECT_TRUE(fs::Stat(dir / "a~2.claimed").ok());
+  }
 }
 
 // The sweeps remove the temp files of lease and probe writes left behind by their names, told by
