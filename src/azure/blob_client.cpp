@@ -478,10 +478,17 @@ Status BlobClient::DeleteBlob(const std::string& blob_name, std::stop_token stop
   HttpRequest req;
   req.method = "DELETE";
   req.url = BlobUrl(blob_name);
-  // Only the CRC-64 probe deletes, and a SAS may allow uploads but not deletes.
-  return Execute(std::move(req), "DeleteBlob", stop, {202}, /*writes_blob=*/false,
-                 /*observed=*/false)
-      .status();
+  const std::string url = RedactUrl(req.url);
+  // Only the start-up probes delete, and a SAS may allow uploads but not deletes.
+  auto r = Execute(std::move(req), "DeleteBlob", stop, {202, 404}, /*writes_blob=*/false,
+                   /*observed=*/false);
+  if (!r.ok()) return r.status();
+  // Gone already is done: a retry of a delete that landed, its answer lost, finds it so. Only
+  // BlobNotFound says it: a bare 404 may come from a wrong path or a proxy.
+  if (r->status == 404 && ErrorCode(*r) != "BlobNotFound") {
+    return Status(ErrorKind::kNotFound, "DeleteBlob " + url + ": HTTP 404 without BlobNotFound");
+  }
+  return Status::Ok();
 }
 
 }  // namespace nbu::azure

@@ -157,7 +157,7 @@ class BlobClient {
   // no blob and no staged blocks gives an empty list.
   Result<std::vector<BlockInfo>> GetUncommittedBlocks(const std::string& blob_name,
                                                       std::stop_token stop = {});
-  // For tests and tools: whole blob body, and delete.
+  // For tests and tools: whole blob body, and delete (a blob not there is deleted already).
   Result<std::string> GetBlob(const std::string& blob_name, std::stop_token stop = {});
   Status DeleteBlob(const std::string& blob_name, std::stop_token stop = {});
 
