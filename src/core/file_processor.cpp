@@ -567,23 +567,29 @@ Status FileProcessor::CommitInOrder(
                     last.ToString());
 }
 
-Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, bool check_existing,
+Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, Existing existing,
                                bool* skipped, telemetry::Span& stage_span,
                                telemetry::Span& upload_span, std::stop_token stop) {
   const std::string blob_name = claim.BlobName();
-  // A recovered claim may have been committed just before a crash: a blob of the same size and
-  // MD5 is not sent again. The claim is hashed on its own first: a staging ring never holds a
-  // whole large file, and a recovered claim with a blob of its size is rare.
-  if (check_existing) {
+  // A recovered claim may have been committed just before a crash, and an attempt after a
+  // failed one may find its own commit landed: a blob of the same size and MD5 is not sent
+  // again. The claim is hashed on its own first: a staging ring never holds a whole large file,
+  // and a blob of its size is rare.
+  if (existing != Existing::kIgnore) {
     auto info = d_.blob.GetProperties(blob_name, stop);
-    if (info.ok() && info->has_value() && (*info)->size == f.size && (*info)->content_md5) {
+    const auto ours = [&](const azure::BlobInfo& b) {
+      const auto it = b.metadata.find("claim");
+      return it != b.metadata.end() && it->second == claim.nonce;
+    };
+    if (info.ok() && info->has_value() && (*info)->size == f.size && (*info)->content_md5 &&
+        (existing == Existing::kSameBytes || ours(**info))) {
       auto md5 = HashSource(f, stop);
       if (!md5.ok()) {
         stage_span.SetError(md5.status().ToString());
         return md5.status();
       }
       if (*md5 == *(*info)->content_md5) {
-        *skipped = true;
+        *skipped = existing == Existing::kSameBytes;  // else uploaded, by the earlier attempt
         return Status::Ok();
       }
     }
@@ -696,7 +702,7 @@ Status FileProcessor::SetRuns(ClaimPath& claim, int runs) {
   return Status::Ok();
 }
 
-Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
+Status FileProcessor::Attempt(const ClaimPath& claim, Existing existing,
                               const telemetry::SpanContext& parent, std::stop_token stop,
                               std::optional<fs::FileStat>& torn_at, bool* skipped, uint64_t* bytes,
                               bool* committed, std::optional<fs::FileStat>* source,
@@ -720,7 +726,7 @@ Status FileProcessor::Attempt(const ClaimPath& claim, bool check_existing,
     upload_span.SetAttribute("blob.name", claim.BlobName());
     upload_span.SetAttribute("upload.mode", staged->block_size == 0 ? "put_blob" : "blocks");
     upload_span.SetAttribute("upload.checksum", PutBlobChecksumName(staged->crc_only));
-    up = Transfer(claim, *staged, check_existing, skipped, stage_span, upload_span, stop);
+    up = Transfer(claim, *staged, existing, skipped, stage_span, upload_span, stop);
     // Written to since the copy was checked (the upload can take minutes): what was committed
     // is not what the claim holds, and the completion rename below would leave the rest out
     // of storage. Torn: the next attempt replaces the blob once the file has settled.
@@ -877,6 +883,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   bool run_recorded = true;
   const bool run =
       item.kind != WorkItem::Kind::kClaim || BeginRun(claim, root, &attempts, &run_recorded);
+  Existing existing = item.check_existing ? Existing::kSameBytes : Existing::kIgnore;
   bool handed_back = false;         // stopped: the run does not count against the file
   bool dead_letter_failed = false;  // the move to the failed root failed: the run is handed back
   // The blob is committed and checked: only the completion rename is left, and its failures
@@ -898,8 +905,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       if (!s.ok()) span.SetError(s.ToString());
     } else {
       skipped = false;  // an earlier attempt's skip was undone by its torn copy
-      s = Attempt(claim, item.check_existing, root.context(), stop, torn_at, &skipped, &bytes,
-                  &committed, &source, &whole_reads);
+      s = Attempt(claim, existing, root.context(), stop, torn_at, &skipped, &bytes, &committed,
+                  &source, &whole_reads);
     }
     if (s.ok()) {
       if (source) release_marker = ClaimAgainIfWritten(*source, claim, stop);
@@ -943,6 +950,9 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       break;
     }
     const bool torn = s.message() == kTornCopy;
+    // The commit may have landed, its every answer lost: the next attempt looks first rather
+    // than send the whole file again (a torn copy's blob is replaced anyway).
+    if (!torn && existing == Existing::kIgnore) existing = Existing::kOwnCommit;
     // Storage unreachable, throttled past every retry, refusing our credentials, or its
     // container gone and not recreatable yet (BlobClient recreates it), staging full or
     // failing, or the volume failing to read the claim: not the file's fault, waited out.

@@ -133,9 +133,19 @@ class FileProcessor {
                   const std::function<bool()>& ahead = {});
   // After the last byte: the file must not have changed while it was copied (kTornCopy).
   Status FinishStaging(StagedFile& f);
-  // Copies and sends a file; OK with *skipped set when the blob already held the bytes
-  // (recovered claims only).
-  Status Transfer(const ClaimPath& claim, StagedFile& f, bool check_existing, bool* skipped,
+  // Whether a transfer looks at the blob first, for the bytes it would send.
+  enum class Existing {
+    kIgnore,
+    // After a failed attempt of this run: its commit may have landed with every answer lost
+    // (storage out of reach right after it). A blob this claim committed with these bytes is
+    // the upload done, not sent again.
+    kOwnCommit,
+    // A recovered claim (item.check_existing): any blob with these bytes is complete, found so
+    // (*skipped).
+    kSameBytes,
+  };
+  // Copies and sends a file; OK with *skipped set when `existing` found the blob complete.
+  Status Transfer(const ClaimPath& claim, StagedFile& f, Existing existing, bool* skipped,
                   telemetry::Span& stage_span, telemetry::Span& upload_span, std::stop_token stop);
   // The claim's MD5, read without staging; kTornCopy if it changed meanwhile.
   Result<Md5Digest> HashSource(const StagedFile& f, std::stop_token stop);
@@ -224,7 +234,7 @@ class FileProcessor {
   // Moves the claim to the failed root with its reason; false when the move failed (the claim
   // stays, logged).
   bool DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
-  Status Attempt(const ClaimPath& claim, bool check_existing, const telemetry::SpanContext& parent,
+  Status Attempt(const ClaimPath& claim, Existing existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
                  uint64_t* bytes, bool* committed, std::optional<fs::FileStat>* source,
                  uint64_t* whole_reads);

@@ -618,6 +618,39 @@ TEST_F(FileProcessorAzuriteTest, ACommitOfThisClaimFoundOnTheNextTryIsDone) {
   EXPECT_EQ(Count(inst_.files_superseded), 0);
 }
 
+// A commit that landed while every try's answer was lost (storage out of reach right after it)
+// fails the attempt; the next one finds the blob this claim committed, with these bytes, and is
+// done: the file is not sent again (for a file in blocks, no block), and it counts as uploaded.
+// In blocks, in one Put Blob, and in one Put Blob checked by CRC-64.
+TEST_F(FileProcessorAzuriteTest, ACommitWhoseEveryAnswerWasLostIsNotSentAgain) {
+  int round = 0;
+  for (const bool crc64 : {false, false, true}) {
+    const bool blocks = round == 0;
+    const std::string name = "all-lost-" + std::to_string(round++);
+    std::atomic<int> lost{0};
+    nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
+      const bool is_commit =
+          r.method == "PUT" && (blocks ? r.target.find("comp=blocklist") != std::string::npos
+                                       : r.target.ends_with(name));
+      if (is_commit && lost++ < 2) return nbu::test::FaultAction::DropAfter();  // both tries
+      return nbu::test::FaultAction::Forward();
+    });
+    auto blob = ClientVia(proxy);
+    const std::string data = PatternBytes(blocks ? (1 << 20) + 9 : 3'000, 40);
+    WorkItem item = PlaceClaim(name, data, false, 0);
+    const double uploaded = Count(inst_.files_processed);
+    ProcessorVia(*blob, crc64)->Process(item, {});
+    ExpectBlobHolds(item, data);
+    EXPECT_EQ(lost.load(), 2) << name << ": the second attempt sent no commit";
+    if (blocks) {
+      EXPECT_EQ(proxy.Count("comp=block&", "PUT"), 9u) << "each block sent once";
+    }
+    EXPECT_EQ(Count(inst_.files_processed), uploaded + 1);
+    EXPECT_EQ(Count(inst_.files_skipped), 0) << "uploaded, not found complete";
+    EXPECT_EQ(Count(inst_.files_failed), 0);
+  }
+}
+
 // The same claim's earlier commit is only "this claim's own" when it holds the bytes read now.
 // The claim was rewritten in place at the same size after a commit whose answer was lost (a
 // producer that preallocates, say): the next try must replace the blob, not call it done and
@@ -717,9 +750,10 @@ TEST_F(FileProcessorAzuriteTest, ServerErrorsOutlastingEveryRetryDoNotCountAgain
   config_.max_file_attempts = 2;
   config_.unavailable_counts_after_s = 0;
   for (const std::string code : {"OperationTimedOut", "InternalError"}) {
-    nbu::test::FaultProxy proxy(azurite_.port(), [code](const nbu::test::ProxyRequest& r) {
-      return r.method == "PUT" && r.index < 12 ? nbu::test::FaultAction::Status(500, code)
-                                               : nbu::test::FaultAction::Forward();
+    std::atomic<int> puts{0};  // the first 12 PUTs (an attempt after a failed one HEADs first)
+    nbu::test::FaultProxy proxy(azurite_.port(), [code, &puts](const nbu::test::ProxyRequest& r) {
+      return r.method == "PUT" && puts++ < 12 ? nbu::test::FaultAction::Status(500, code)
+                                              : nbu::test::FaultAction::Forward();
     });
     auto blob = ClientVia(proxy);
     FileProcessor processor(
