@@ -550,8 +550,8 @@ Status FileProcessor::CommitInOrder(
                     "superseded, perhaps: the blob holds another version of this file with the "
                     "same source mtime (" +
                         std::to_string(*theirs) +
-                        " ns), so which is newer cannot be told; this version is kept here and "
-                        "not uploaded (touch it and retry it to put it over the blob)");
+                        " ns), so which is newer cannot be told; this version is kept here, not "
+                        "put over it (touch it and retry it to put it over the blob)");
     }
     if (theirs && *theirs > f.source.mtime_ns) {
       d_.inst.files_superseded.Add();
@@ -559,7 +559,8 @@ Status FileProcessor::CommitInOrder(
                     "superseded: the blob holds a newer version of this file (source mtime " +
                         std::to_string(*theirs) + " ns, this one's " +
                         std::to_string(f.source.mtime_ns) +
-                        " ns); this version is kept here and not uploaded");
+                        " ns); this version is kept here, not put over it (an earlier try of it "
+                        "may have landed and been replaced)");
     }
   }
   return Status(ErrorKind::kTransient,
