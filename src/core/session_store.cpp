@@ -1,7 +1,6 @@
 #include "core/session_store.h"
 
 #include "core/layout.h"
-#include "util/crypto.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -19,9 +18,6 @@ constexpr size_t kMaxFileBytes = size_t{64} * 1024;
 // published); each such miss lists again, a few times at most.
 constexpr int kReadAttempts = 4;
 
-// A writer's temp file is "<g>.json" + this + random hex: not a generation's name.
-constexpr std::string_view kTempMark = ".tmp-";
-
 // "<g>.json" with g >= 1, else nullopt (temp files, anything else).
 std::optional<uint64_t> ParseGeneration(std::string_view name) {
   constexpr std::string_view kSuffix = ".json";
@@ -35,11 +31,11 @@ std::optional<uint64_t> ParseGeneration(std::string_view name) {
   return g;
 }
 
-// "<g>.json.tmp-<random>": the generation a writer meant to publish, else nullopt.
+// A writer's temp file, "<g>.json.tmp-<random>" (fs::TempPathFor): the generation it meant to
+// publish, else nullopt.
 std::optional<uint64_t> ParseTempGeneration(std::string_view name) {
-  const size_t at = name.find(kTempMark);
-  if (at == std::string_view::npos) return std::nullopt;
-  return ParseGeneration(name.substr(0, at));
+  const auto target = fs::AtomicWriteTarget(name);
+  return target ? ParseGeneration(*target) : std::nullopt;
 }
 
 void RaiseTo(std::atomic<uint64_t>& v, uint64_t g) {
@@ -134,7 +130,7 @@ Status SessionStore::Save(const SessionState& s, uint64_t loaded) const {
   const uint64_t next = loaded + 1;
   const std::string path = GenerationPath(next);
   // Not a generation's name, so no reader takes it; unique, so no other writer touches it.
-  const std::string tmp = path + std::string(kTempMark) + HexEncode(RandomBytes(6));
+  const std::string tmp = fs::TempPathFor(path);
   if (Status st = fs::WriteNewFile(tmp, j.dump(2)); !st.ok()) return st;
   Status linked = fs::LinkNew(tmp, path);
   (void)fs::Unlink(tmp);  // the published name keeps the data

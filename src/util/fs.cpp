@@ -265,8 +265,12 @@ Status WriteNewFile(const std::string& path, std::string_view data) {
 constexpr std::string_view kTempMark = ".tmp-";
 constexpr size_t kTempRandomBytes = 6;
 
+std::string TempPathFor(const std::string& path) {
+  return path + std::string(kTempMark) + HexEncode(RandomBytes(kTempRandomBytes));
+}
+
 Status AtomicWriteFile(const std::string& path, std::string_view data) {
-  const std::string tmp = path + std::string(kTempMark) + HexEncode(RandomBytes(kTempRandomBytes));
+  const std::string tmp = TempPathFor(path);
   if (Status s = WriteNewFile(tmp, data); !s.ok()) return s;
   // ENOENT as well as a passing error may answer a rename that landed (a retransmission's
   // reply): only this call knows the temp file's name, so the temp gone and the file there is

@@ -102,11 +102,13 @@ Status RemoveTree(const std::string& path);  // rm -rf; missing is fine
 // Writes `data` to a new file `path` (CreateFresh: a fresh random name) and fsyncs it; on
 // failure it is removed again.
 Status WriteNewFile(const std::string& path, std::string_view data);
-// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
-// The temp file, "<name>.tmp-<12 hex>", is left behind only by a process killed mid-write, or
-// when the volume lost the reply to its creation or removal.
+// Writes `data` to `path` atomically: temp file in the same directory (TempPathFor), fsync,
+// rename, fsync dir. The temp file is left behind only by a process killed mid-write, or when
+// the volume lost the reply to its removal.
 Status AtomicWriteFile(const std::string& path, std::string_view data);
-// For a temp file name of AtomicWriteFile, "<name>.tmp-<12 hex>": <name>. Else nullopt.
+// A fresh temp file name beside `path`: "<path>.tmp-<12 random hex>".
+std::string TempPathFor(const std::string& path);
+// For a temp file name of TempPathFor's, "<name>.tmp-<12 hex>": <name>. Else nullopt.
 std::optional<std::string_view> AtomicWriteTarget(std::string_view temp_name);
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20);
 

@@ -136,10 +136,10 @@ TEST(SessionStoreTest, OldGenerationsAreRemoved) {
   SessionStore store(dir.path());
   const std::string sessions = dir.path() + "/_session";
   ASSERT_TRUE(fs::MkdirAll(sessions).ok());
-  ASSERT_TRUE(fs::WriteNewFile(sessions + "/3.json.tmp-crashed", "{}").ok());
+  ASSERT_TRUE(fs::WriteNewFile(sessions + "/3.json.tmp-0123456789ab", "{}").ok());
   for (uint64_t g = 0; g < 20; ++g) {
     if (g == 18) {
-      ASSERT_TRUE(fs::WriteNewFile(sessions + "/20.json.tmp-racing", "{}").ok());
+      ASSERT_TRUE(fs::WriteNewFile(sessions + "/20.json.tmp-456789abcdef", "{}").ok());
     }
     ASSERT_TRUE(store.Save({"s" + std::to_string(g), "", g % 2 == 0, ""}, g).ok());
   }
@@ -148,7 +148,7 @@ TEST(SessionStoreTest, OldGenerationsAreRemoved) {
   std::vector<std::string> names;
   for (const auto& e : *entries) names.push_back(e.name);
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"19.json", "20.json", "20.json.tmp-racing"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"19.json", "20.json", "20.json.tmp-456789abcdef"}));
   uint64_t g = 0;
   auto got = store.Load(&g);
   ASSERT_TRUE(got.ok() && got->has_value());
