@@ -22,6 +22,12 @@
 namespace nbu::core {
 namespace {
 
+// Whether `blob` was committed by the claim with `nonce` (its "claim" metadata).
+bool CommittedBy(const azure::BlobInfo& blob, const std::string& nonce) {
+  const auto it = blob.metadata.find("claim");
+  return it != blob.metadata.end() && it->second == nonce;
+}
+
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kMaxBlocks = 50'000;
 constexpr size_t kCopyBuffer = 1 << 20;
@@ -519,12 +525,11 @@ Status FileProcessor::CommitInOrder(
     props.if_match = info->has_value() ? (*info)->etag : "";
     if (!info->has_value()) continue;
     const azure::BlobInfo& blob = **info;
-    // This claim's own commit, whose answer was lost: done, if it holds the bytes read now. The
+    // This claim's own commit, whose answer was lost: done, if it holds the bytes staged. The
     // claim may have been rewritten at the same size since, or storage may have kept other
     // bytes than were hashed (a CRC-64 echo that differed); such a blob is replaced. (Replaced
     // unseen, a commit whose every answer is lost would replace itself round after round.)
-    const auto claim_of = blob.metadata.find("claim");
-    if (claim_of != blob.metadata.end() && claim_of->second == props.metadata.at("claim")) {
+    if (CommittedBy(blob, props.metadata.at("claim"))) {
       const Result<bool> same = holds_ours(blob);
       if (!same.ok()) return same.status();
       if (*same) return Status::Ok();
@@ -578,12 +583,8 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, Existing e
   // and a blob of its size is rare.
   if (existing != Existing::kIgnore) {
     auto info = d_.blob.GetProperties(blob_name, stop);
-    const auto ours = [&](const azure::BlobInfo& b) {
-      const auto it = b.metadata.find("claim");
-      return it != b.metadata.end() && it->second == claim.nonce;
-    };
     if (info.ok() && info->has_value() && (*info)->size == f.size && (*info)->content_md5 &&
-        (existing == Existing::kSameBytes || ours(**info))) {
+        (existing == Existing::kSameBytes || CommittedBy(**info, claim.nonce))) {
       auto md5 = HashSource(f, stop);
       if (!md5.ok()) {
         stage_span.SetError(md5.status().ToString());
