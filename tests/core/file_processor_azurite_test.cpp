@@ -7,6 +7,7 @@
 
 #include "support/azurite.h"
 #include "support/azurite_client.h"
+#include "support/captured_log.h"
 #include "support/fault_proxy.h"
 #include "support/gate.h"
 #include "support/process.h"
@@ -120,7 +121,7 @@ class FileProcessorAzuriteTest : public ::testing::Test {
   // Another writer's uncommitted block of `size` bytes under `item`'s blob name; its id.
   std::string StageOtherWritersBlock(const WorkItem& item, size_t size, uint32_t seed) {
     const std::string older = PatternBytes(size, seed);
-    const std::string id = BlockId(Md5::Of(older), older.size(), 0);
+    std::string id = BlockId(Md5::Of(older), older.size(), 0);
     EXPECT_TRUE(
         blob_->PutBlock(item.claim.BlobName(), id, azure::Body::FromMemory(older), Md5::Of(older))
             .ok());
@@ -512,7 +513,7 @@ TEST_F(FileProcessorAzuriteTest, ANameHeldByAnotherWritersUncommittedBlocksTakes
   for (const bool crc64 : {true, false}) {
     const std::string name = crc64 ? "staged-crc.bin" : "staged-md5.bin";
     WorkItem item = PlaceClaim(name, PatternBytes(3'000, 43), false);
-    const std::string older_id = StageOtherWritersBlock(item, 128 * 1024, 44);
+    const std::string older_id = StageOtherWritersBlock(item, size_t{128} * 1024, 44);
     ASSERT_FALSE(*blob_->GetProperties(item.claim.BlobName())) << "no committed blob";
     const std::string data = PatternBytes(3'000, 43);
     (crc64 ? crc_processor_ : processor_)->Process(item, {});
@@ -554,7 +555,7 @@ TEST_F(FileProcessorAzuriteTest, AnotherWritersCommitBetweenOurBlockAndListIsJud
       const std::string name = "raced-" + std::to_string(n++) + ".bin";
       const std::string data = PatternBytes(3'000, 45);
       WorkItem item = PlaceClaim(name, data, false);
-      const std::string older_id = StageOtherWritersBlock(item, 128 * 1024, 46);
+      const std::string older_id = StageOtherWritersBlock(item, size_t{128} * 1024, 46);
       std::atomic<bool> committed{false};
       nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
         if (r.target.find("comp=blocklist") == std::string::npos || committed.exchange(true)) {
@@ -913,14 +914,11 @@ TEST_F(FileProcessorAzuriteTest, FileThatCannotBeClaimedStaysAndShows) {
   const WorkItem item = FreshItem("stuck.bin", "bytes");
   ASSERT_TRUE(fs::RemoveTree(config_.processing_root).ok());
   WriteFile(config_.processing_root, "");
-  std::vector<std::string> logged;
-  SetLogSinkForTest([&](const std::string& line) {
-    if (line.find("claim failed") != std::string::npos) logged.push_back(line);
-  });
+  test::CapturedLog logged("claim failed");
   processor_->Process(FreshItem("other.bin", "other bytes"), {});
   processor_->Process(item, {});
   processor_->Process(item, {});  // the next scan's try, within the warning's 10 s
-  SetLogSinkForTest(nullptr);
+  logged.Stop();
   EXPECT_TRUE(fs::Stat(src).ok());
   EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "claim"}}), 3);
   // One entry for every file it refuses: a volume refusing 10,000 claims takes one slot.
@@ -929,7 +927,7 @@ TEST_F(FileProcessorAzuriteTest, FileThatCannotBeClaimedStaysAndShows) {
   EXPECT_EQ(errors[0].file, "stuck.bin");
   EXPECT_EQ(errors[0].count, 3u);
   EXPECT_NE(errors[0].error.find("claim failed"), std::string::npos) << errors[0].error;
-  EXPECT_EQ(logged.size(), 1u) << "one warning per 10 s, however often it fails";
+  EXPECT_EQ(logged.Lines().size(), 1u) << "one warning per 10 s, however often it fails";
 }
 
 // Staging without space is the replica's problem, not the file's: the attempt waits as for

@@ -4,6 +4,7 @@
 
 #include "support/azurite.h"
 #include "support/azurite_client.h"
+#include "support/captured_log.h"
 #include "support/fault_proxy.h"
 #include "support/gate.h"
 #include "support/process.h"
@@ -17,7 +18,6 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <iterator>
 #include <latch>
 #include <mutex>
 #include <thread>
@@ -506,31 +506,11 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
 // is still "not reachable yet".
 TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
   Azurite azurite;
-  std::mutex mu;
-  std::vector<std::string> lines;  // guarded by mu
-  SetLogSinkForTest([&](const std::string& line) {
-    std::lock_guard lock(mu);
-    lines.push_back(line);
-  });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() { SetLogSinkForTest(nullptr); }
-  } unset;
-  // The start-up check's log lines so far.
-  const auto checks = [&] {
-    std::lock_guard lock(mu);
-    std::vector<std::string> out;
-    std::copy_if(lines.begin(), lines.end(), std::back_inserter(out), [](const std::string& l) {
-      return l.find("CreateContainer") != std::string::npos;
-    });
-    return out;
-  };
+  test::CapturedLog checks("CreateContainer");  // the start-up check's lines
   enum class Answer { kError, kNone, kBare503 };
   for (const Answer how : {Answer::kError, Answer::kNone, Answer::kBare503}) {
     const bool answered = how == Answer::kError;
-    {
-      std::lock_guard lock(mu);
-      lines.clear();
-    }
+    checks.Clear();
     TempDir dir;
     Config config = TestConfig(dir, "startup");
     config.replica_id = "startup-test";
@@ -547,8 +527,8 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
     });
     auto blob = OneTryClientVia(proxy, config);
     Started started(config, *blob);
-    ASSERT_TRUE(WaitFor([&] { return checks().size() >= 2; }, 30s)) << "tried again";
-    for (const std::string& line : checks()) {
+    ASSERT_TRUE(WaitFor([&] { return checks.Lines().size() >= 2; }, 30s)) << "tried again";
+    for (const std::string& line : checks.Lines()) {
       if (answered) {
         EXPECT_NE(line.find("storage answers the start-up check with an error"), std::string::npos)
             << line;
@@ -595,22 +575,10 @@ void MakeDirPastPathMax(const std::string& path) {
 // nor when it comes back unchanged after a scan without it, and so one recent error each.
 TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
   Azurite azurite;
-  std::mutex mu;
-  std::vector<std::string> messages;  // guarded by mu
-  SetLogLevel(LogLevel::kDebug);      // for the scans' lines
-  SetLogSinkForTest([&](const std::string& line) {
-    std::lock_guard lock(mu);
-    messages.push_back(nlohmann::json::parse(line)["message"].get<std::string>());
-  });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() {
-      SetLogSinkForTest(nullptr);
-      SetLogLevel(LogLevel::kInfo);
-    }
-  } unset;
+  test::CapturedLog logged("", LogLevel::kDebug);  // debug for the scans' lines
   // Lines whose message begins with `prefix`; the scans' lines are "scan".
   const auto count = [&](std::string_view prefix) {
-    std::lock_guard lock(mu);
+    const std::vector<std::string> messages = logged.Messages();
     return std::count_if(messages.begin(), messages.end(), [&](const std::string& m) {
       return prefix == "scan" ? m == prefix : m.starts_with(prefix);
     });

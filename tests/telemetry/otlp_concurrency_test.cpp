@@ -3,8 +3,8 @@
 #include "telemetry/telemetry.h"
 
 #include "fake_transport.h"
+#include "support/captured_log.h"
 #include "support/process.h"
-#include "util/log.h"
 
 #include <gtest/gtest.h>
 
@@ -62,11 +62,7 @@ TEST(OtlpConcurrencyTest, StuckCollectorNeverBlocksSpanRecording) {
 }
 
 TEST(OtlpConcurrencyTest, ShutdownCancelsAHungRequestAtTheDeadline) {
-  std::vector<std::string> lines;  // read once Shutdown has joined the exporter thread
-  SetLogSinkForTest([&](const std::string& line) { lines.push_back(line); });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() { SetLogSinkForTest(nullptr); }
-  } unset;
+  nbu::test::CapturedLog logged("otlp export failing");
   TelemetryConfig config;
   config.traces_url = "http://127.0.0.1:1/v1/traces";
   config.span_schedule_delay = milliseconds(1);
@@ -96,9 +92,7 @@ TEST(OtlpConcurrencyTest, ShutdownCancelsAHungRequestAtTheDeadline) {
       EXPECT_EQ(c->Value({{"signal", "spans"}}), 0);
     }
   }
-  for (const std::string& line : lines) {
-    EXPECT_EQ(line.find("otlp export failing"), std::string::npos) << line;
-  }
+  EXPECT_EQ(logged.Lines(), std::vector<std::string>{});
 }
 
 TEST(OtlpConcurrencyTest, ShutdownKeepsItsDeadlineUnderALongRetryAfter) {

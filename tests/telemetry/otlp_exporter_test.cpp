@@ -3,7 +3,7 @@
 #include "telemetry/otlp.h"
 
 #include "fake_transport.h"
-#include "util/log.h"
+#include "support/captured_log.h"
 
 #include <gtest/gtest.h>
 
@@ -114,23 +114,16 @@ TEST_F(OtlpExporterTest, FullQueueDropsAndCounts) {
 // Spans that come faster than the collector takes them are dropped at every pass: one line a
 // minute says how many, not one a pass, and the last line at the end says the rest.
 TEST_F(OtlpExporterTest, SpansDroppedForAFullQueueAreToldOnceAMinuteAndAtTheEnd) {
-  std::vector<nlohmann::json> lines;
-  SetLogSinkForTest([&](const std::string& line) {
-    if (line.find("span queue full") != std::string::npos) {
-      lines.push_back(nlohmann::json::parse(line));
-    }
-  });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() { SetLogSinkForTest(nullptr); }
-  } unset;
+  nbu::test::CapturedLog logged("span queue full");
   auto& e = Make();
   for (int pass = 0; pass < 5; ++pass) {
     for (int i = 0; i < 15; ++i) (void)e.Enqueue(NewSpan("s"));
     e.RunOnce();
   }
-  ASSERT_EQ(lines.size(), 1u);
-  EXPECT_EQ(lines[0]["dropped"], 5);
+  ASSERT_EQ(logged.Json().size(), 1u);
+  EXPECT_EQ(logged.Json()[0]["dropped"], 5);
   e.Shutdown(clock_.Now() + seconds(5));
+  const std::vector<nlohmann::json> lines = logged.Json();
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0]["dropped"].get<uint64_t>() + lines[1]["dropped"].get<uint64_t>(),
             e.stats().spans_dropped_queue_full);
@@ -219,10 +212,7 @@ TEST_F(OtlpExporterTest, PartialSuccessDropsTheRejectedWithoutRetry) {
   config_.max_queue_size = 8;
   config_.max_export_batch_size = 8;
   auto& e = Make();
-  std::vector<std::string> log;
-  SetLogSinkForTest([&](const std::string& line) {
-    if (line.find("partial success") != std::string::npos) log.push_back(line);
-  });
+  nbu::test::CapturedLog captured("partial success");
   auto send = [&](const std::string& body) {
     collector_.script.push_back(Answer(Status::Ok(), std::nullopt, body));
     for (int i = 0; i < 8; ++i) ASSERT_TRUE(e.Enqueue(NewSpan("s")));
@@ -239,7 +229,6 @@ TEST_F(OtlpExporterTest, PartialSuccessDropsTheRejectedWithoutRetry) {
                                  R"({"partialSuccess":{"rejectedSpans":"0"}})"}) {
     send(body);
   }
-  SetLogSinkForTest(nullptr);
   EXPECT_EQ(e.stats().spans_exported, 46u) << "an empty or plain 2xx is full success";
   EXPECT_EQ(counters_.dropped->Value({{"reason", "rejected"}, {"signal", "spans"}}), 10);
   EXPECT_EQ(counters_.exported->Value({{"signal", "spans"}}), 46);
@@ -247,6 +236,7 @@ TEST_F(OtlpExporterTest, PartialSuccessDropsTheRejectedWithoutRetry) {
   e.RunOnce();
   EXPECT_EQ(Traces().size(), 7u) << "rejected spans are not sent again";
   EXPECT_EQ(e.stats().export_failures, 0u);
+  const std::vector<std::string> log = captured.Lines();
   ASSERT_EQ(log.size(), 1u) << "one warning a minute";
   EXPECT_NE(log[0].find("\"rejected\":5"), std::string::npos) << log[0];
   EXPECT_NE(log[0].find(std::string(200, 'x')), std::string::npos) << log[0];

@@ -1,13 +1,14 @@
 #include "util/log.h"
 
+#include "support/captured_log.h"
+
 #include <gtest/gtest.h>
 
 namespace nbu {
 namespace {
 
 TEST(LogTest, OneJsonObjectPerLineWithTraceContext) {
-  std::vector<std::string> lines;
-  SetLogSinkForTest([&](const std::string& l) { lines.push_back(l); });
+  test::CapturedLog logged;
   LogInfo("plain", {{"file", "a b.txt"}, {"bytes", 3}});
   {
     ScopedLogTraceContext ctx("0123456789abcdef0123456789abcdef", "0123456789abcdef");
@@ -15,7 +16,8 @@ TEST(LogTest, OneJsonObjectPerLineWithTraceContext) {
   }
   LogDebug("filtered out at info level");
   LogError("bad utf8", {{"file", std::string("\xff\xfe")}});
-  SetLogSinkForTest(nullptr);
+  logged.Stop();
+  const std::vector<std::string> lines = logged.Lines();
 
   ASSERT_EQ(lines.size(), 3u);
   const auto a = nlohmann::json::parse(lines[0]);
