@@ -179,9 +179,14 @@ void LeaseBook::Observe() {
   auto entries = fs::ListDir(Dir());
   if (!entries.ok()) return;
   const MonoTime now = clock_.Now();
+  std::map<std::string, MonoTime> temps;
   for (const auto& e : *entries) {
     if (const auto target = fs::AtomicWriteTarget(e.name); target && target->ends_with(kSuffix)) {
-      RemoveTempIfLeft(e.name, std::string(target->substr(0, target->size() - kSuffix.size())));
+      const auto known = temps_.find(e.name);
+      const MonoTime first_seen = known == temps_.end() ? now : known->second;
+      temps.emplace(e.name, first_seen);
+      RemoveTempIfLeft(e.name, std::string(target->substr(0, target->size() - kSuffix.size())),
+                       first_seen);
       continue;
     }
     if (!e.name.ends_with(kSuffix)) continue;
@@ -189,10 +194,15 @@ void LeaseBook::Observe() {
     if (!IsValidReplicaId(owner)) continue;
     Record(owner, fs::ReadSmallFile(fs::Join(Dir(), e.name), 4096), now);
   }
+  temps_ = std::move(temps);
 }
 
-void LeaseBook::RemoveTempIfLeft(const std::string& name, const std::string& owner) {
-  if (!IsValidReplicaId(owner)) return;
+void LeaseBook::RemoveTempIfLeft(const std::string& name, const std::string& owner,
+                                 MonoTime first_seen) {
+  if (!IsValidReplicaId(owner) ||
+      clock_.Now() - first_seen < FromSeconds(config_.lease_timeout_s)) {
+    return;
+  }
   if (owner == config_.replica_id) {
     // Not one a heartbeat of ours is writing now (it holds mu_ while it writes).
     std::unique_lock lock(mu_, std::try_to_lock);

@@ -74,9 +74,11 @@ class LeaseBook {
   void Record(const std::string& owner, const Result<std::string>& content, MonoTime now);
   std::string PathOf(const std::string& owner) const;
   // Removes `name`, a temp file of a lease write of `owner`'s left behind (see
-  // fs::AtomicWriteFile), unless a write may still rename it: one of ours in progress, or any of
-  // a replica that is not dead. Sweep thread only.
-  void RemoveTempIfLeft(const std::string& name, const std::string& owner);
+  // fs::AtomicWriteFile), first listed at `first_seen`, unless a write may still rename it: one
+  // listed for less than a lease timeout (a write takes milliseconds; a replica held dead may
+  // have just restarted), one of ours in progress, or any of a replica that is not dead. Sweep
+  // thread only.
+  void RemoveTempIfLeft(const std::string& name, const std::string& owner, MonoTime first_seen);
   Status Write(bool stopped);  // mu_ held
   // This replica's lease as another instance last wrote it; nothing when the last write is
   // ours, or the file cannot be read or parsed. mu_ held.
@@ -91,6 +93,7 @@ class LeaseBook {
   // Atomic: status reads it while a heartbeat may be stuck in the volume's I/O under mu_.
   std::atomic<int64_t> id_in_use_seen_{0};
   std::map<std::string, Seen> seen_;       // sweep thread only
+  std::map<std::string, MonoTime> temps_;  // temp files in the last listing, first listed; sweep
   std::atomic<int> unreadable_leases_{0};  // of seen_, those told unreadable
 };
 

@@ -159,10 +159,15 @@ int CallPathPair(const char* op, const std::string& from, const std::string& to,
 }
 
 // Whether a rename that reported a passing error was carried out all the same, as the server
-// (not this client's cached attributes) shows it: the source gone, the target there.
-bool RenameLanded(const std::string& from, const std::string& to) {
+// (not this client's cached attributes) shows it: the source gone, the target there (and, given
+// the source's identity, the target that very file).
+bool RenameLanded(const std::string& from, const std::string& to,
+                  const std::optional<FileStat>& source_was = std::nullopt) {
   const auto source = StatFresh(from);
-  return !source.ok() && source.status().kind() == ErrorKind::kNotFound && StatFresh(to).ok();
+  if (source.ok() || source.status().kind() != ErrorKind::kNotFound) return false;
+  const auto target = StatFresh(to);
+  return target.ok() &&
+         (!source_was || (target->ino == source_was->ino && target->dev == source_was->dev));
 }
 
 }  // namespace
@@ -241,7 +246,10 @@ Status RemoveTree(const std::string& path) {
   return Status::Ok();
 }
 
-Status WriteNewFile(const std::string& path, std::string_view data) {
+namespace {
+
+// WriteNewFile's work; the file's identity as the server has it (FStatFresh).
+Result<FileStat> WriteNew(const std::string& path, std::string_view data) {
   auto fd = CreateFresh(path, 0644);
   if (!fd.ok()) return fd.status();
   size_t off = 0;
@@ -259,7 +267,15 @@ Status WriteNewFile(const std::string& path, std::string_view data) {
     ::unlink(path.c_str());
     return s;
   }
-  return Status::Ok();
+  auto identity = FStatFresh(fd->get());
+  if (!identity.ok()) ::unlink(path.c_str());
+  return identity;
+}
+
+}  // namespace
+
+Status WriteNewFile(const std::string& path, std::string_view data) {
+  return WriteNew(path, data).status();
 }
 
 constexpr std::string_view kTempMark = ".tmp-";
@@ -271,13 +287,14 @@ std::string TempPathFor(const std::string& path) {
 
 Status AtomicWriteFile(const std::string& path, std::string_view data) {
   const std::string tmp = TempPathFor(path);
-  if (Status s = WriteNewFile(tmp, data); !s.ok()) return s;
+  const auto written = WriteNew(tmp, data);
+  if (!written.ok()) return written.status();
   // ENOENT as well as a passing error may answer a rename that landed (a retransmission's
-  // reply): only this call knows the temp file's name, so the temp gone and the file there is
-  // that rename.
+  // reply): the temp gone and the file there is that rename when the file there is the temp
+  // (another process may have removed the temp, a leftover to it, and `path` be the old file).
   if (Status s = Rename(tmp, path);
       !s.ok() && !((s.kind() == ErrorKind::kTransient || s.kind() == ErrorKind::kNotFound) &&
-                   RenameLanded(tmp, path))) {
+                   RenameLanded(tmp, path, *written))) {
     ::unlink(tmp.c_str());
     return s;
   }

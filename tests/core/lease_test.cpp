@@ -40,8 +40,10 @@ class LeaseTest : public ::testing::Test {
 };
 
 // Temp files of lease writes left behind (a process killed between its write and its rename, a
-// lost reply) are removed by the sweeps' reads of the leases: ours at once, another replica's
-// once it is dead (a live one may be about to rename it). Other names are not ours.
+// lost reply) are removed by the sweeps' reads of the leases, once listed for a lease timeout (a
+// write takes milliseconds): ours, and another replica's once it is dead (a live one may be about
+// to rename it). A temp of a replica held dead is not removed at first sight either: that replica
+// may have just restarted, its first heartbeat under way. Other names are not ours.
 TEST_F(LeaseTest, TempFilesOfLeaseWritesLeftBehindAreRemoved) {
   SimulatedClock clock(false);
   LeaseBook book(config, clock);
@@ -55,20 +57,26 @@ TEST_F(LeaseTest, TempFilesOfLeaseWritesLeftBehindAreRemoved) {
   test::WriteFile(d + "notes.tmp-0123456789ab", "keep");
   test::WriteFile(d + "r1.lease.tmp-mine", "keep");
   book.Observe();
-  EXPECT_FALSE(there("r1.lease.tmp-0123456789ab"));
-  EXPECT_TRUE(there("r2.lease.tmp-0123456789ab"));
+  EXPECT_TRUE(there("r1.lease.tmp-0123456789ab")) << "a write of ours may be under way";
   EXPECT_TRUE(there("r3.lease.tmp-0123456789ab"));
 
   clock.Advance(3s);  // past the lease timeout; r2 beats on, r3 shows nothing
   test::WriteFile(d + "r2.lease", R"({"seq":2})");
   book.Observe();
+  EXPECT_FALSE(there("r1.lease.tmp-0123456789ab"));
   EXPECT_TRUE(there("r2.lease.tmp-0123456789ab"));
-  EXPECT_FALSE(there("r3.lease.tmp-0123456789ab"));
 
-  clock.Advance(3s);  // r2 is dead now
+  clock.Advance(3s);                                      // r2 and r3 are dead now
+  test::WriteFile(d + "r2.lease.tmp-bbbbbbbbbbbb", "{");  // a restarted r2's first heartbeat
   book.Observe();
   EXPECT_FALSE(there("r2.lease.tmp-0123456789ab"));
+  EXPECT_FALSE(there("r3.lease.tmp-0123456789ab"));
+  EXPECT_TRUE(there("r2.lease.tmp-bbbbbbbbbbbb")) << "first seen now";
   EXPECT_TRUE(there("r2.lease"));  // that is Prune's, after ten lease timeouts
+
+  clock.Advance(3s);  // r2 did not come back after all
+  book.Observe();
+  EXPECT_FALSE(there("r2.lease.tmp-bbbbbbbbbbbb"));
   EXPECT_TRUE(there("notes.tmp-0123456789ab"));
   EXPECT_TRUE(there("r1.lease.tmp-mine"));
 }

@@ -132,6 +132,24 @@ TEST(AtomicWriteFile, ARenameCarriedOutDespiteItsErrorIsAWrite) {
   EXPECT_EQ(entries->size(), 1u) << "no temporary file left";
 }
 
+// The temp removed by another process (a sweep taking it for a leftover) before the rename: the
+// rename's ENOENT is real, though the temp is gone and the old file is there. A write that
+// reported success would leave a lease that never moved, a replica held dead that beats on.
+TEST(AtomicWriteFile, ATempRemovedBeforeItsRenameIsNoWrite) {
+  test::TempDir dir;
+  test::WriteFile(dir / "lease", "old");
+  fs::SetPathPairCallForTest([](const char* op, const std::string& from, const std::string& to) {
+    if (std::string_view(op) != "rename") return ::rename(from.c_str(), to.c_str());
+    ::unlink(from.c_str());
+    errno = ENOENT;
+    return -1;
+  });
+  const Status s = fs::AtomicWriteFile(dir / "lease", "new");
+  fs::SetPathPairCallForTest(nullptr);
+  EXPECT_EQ(s.kind(), ErrorKind::kNotFound) << s.ToString();
+  EXPECT_EQ(test::ReadFile(dir / "lease"), "old");
+}
+
 // Fails the next `op` on a path containing `part` with `err`, once; a "create" is carried out
 // first, as a create whose reply was lost and whose retransmission found the file.
 class FailsOnce {
