@@ -794,7 +794,13 @@ bool FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int at
   if (Status s = fs::RenameEntry(ProcessingPath(claim), data); !s.ok()) {
     LogError("dead-lettering failed; the claim stays for recovery",
              {{"blob", claim.BlobName()}, {"why", why.ToString()}, {"error", s.ToString()}});
+    std::lock_guard lock(undelivered_mu_);
+    if (undelivered_.size() < kMaxUndelivered) undelivered_[claim.nonce] = {why, attempts};
     return false;
+  }
+  {
+    std::lock_guard lock(undelivered_mu_);
+    undelivered_.erase(claim.nonce);
   }
   nlohmann::json reason = {{"blob", claim.BlobName()},
                            {"session", claim.session},
@@ -985,7 +991,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     if (!torn && !environmental) {
       ++attempts;
       if (s.kind() == ErrorKind::kPermanent || attempts >= d_.config.max_file_attempts) {
-        // Not moved (the failed root refuses it): the claim stays, and a sweep queues it again.
+        // Not moved (the failed root refuses it): the claim stays, and a sweep queues it again,
+        // to be moved then, not uploaded again (undelivered_).
         // Its run ended with this process's judgement, not with the process: handed back, or
         // each pickup would count an interruption, and the file would at last be dead-lettered
         // as "interrupted", its reason lost.
@@ -1046,6 +1053,19 @@ bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uin
 
 bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attempts,
                              bool* recorded) {
+  std::optional<Undelivered> decided;
+  {
+    std::lock_guard lock(undelivered_mu_);
+    if (const auto it = undelivered_.find(claim.nonce); it != undelivered_.end()) {
+      decided = it->second;
+    }
+  }
+  if (decided) {
+    // Decided by an earlier run of this process; only its move to the failed root failed.
+    (void)DeadLetter(claim, decided->why, decided->attempts);
+    root.SetError(decided->why.ToString());
+    return false;
+  }
   // Every earlier run of this claim not handed back ended with its process: the service crashed,
   // was killed or ran out of memory while it held the file. Each counts as a failed attempt, so
   // a file that kills the service is dead-lettered instead of killing every replica in turn.

@@ -27,6 +27,8 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -232,7 +234,7 @@ class FileProcessor {
   // claim), which say nothing of the resource for others.
   bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own = 0);
   // Moves the claim to the failed root with its reason; false when the move failed (the claim
-  // stays, logged).
+  // stays, logged, and its reason is kept for its next pickup: see undelivered_).
   bool DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, Existing existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
@@ -247,6 +249,16 @@ class FileProcessor {
   // Whether storage, or the volume, works for others while it fails one file (see Process).
   SharedUse storage_;
   SharedUse volume_;
+  // Claims whose dead letter the failed root refused (read-only, full), by nonce: the reason
+  // and attempts decided. A sweep queues such a claim again; its next pickup moves it, rather
+  // than upload it again for the same end. In memory: after a restart it is decided again.
+  struct Undelivered {
+    Status why;
+    int attempts = 0;
+  };
+  static constexpr size_t kMaxUndelivered = 10000;  // beyond: decided again at the next pickup
+  std::mutex undelivered_mu_;
+  std::map<std::string, Undelivered> undelivered_;  // guarded by undelivered_mu_
 };
 
 }  // namespace nbu::core

@@ -1155,12 +1155,14 @@ TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNe
   processor_->Process(newer, {});
   ASSERT_TRUE(fs::RemoveTree(config_.failed_root).ok());
   WriteFile(config_.failed_root, "");
-  for (int pickup = 0; pickup < 2; ++pickup) {
+  for (int pickup = 0; pickup < config_.max_file_attempts + 1; ++pickup) {
     processor_->Process(older, {});  // superseded: a permanent failure
     EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, older.claim.Path())).ok())
         << "kept as it was: " << testing::PrintToString(Entries(config_.processing_root));
   }
   EXPECT_EQ(Count(inst_.files_failed), 0);
+  // Decided once: the next pickups only try the move again, not the upload (read, send, judge).
+  EXPECT_EQ(Count(inst_.files_superseded), 1);
   ASSERT_EQ(::unlink(config_.failed_root.c_str()), 0);
   processor_->Process(older, {});
   EXPECT_EQ(Count(inst_.files_failed), 1);
