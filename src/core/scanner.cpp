@@ -33,10 +33,13 @@ void Ignored(const std::string& rel_dir, std::string_view name, Scanner::Stats* 
   stats->ignored_example.append(name);
 }
 
-// Counts `rel` (a directory's ends in '/') as unreadable; the first one is the example.
+// Counts `rel` (a directory's ends in '/') as unreadable; the first one is the example, or the
+// first directory (see Stats::unreadable_example).
 void Unreadable(const std::string& rel, const char* call, int err, Scanner::Stats* stats) {
-  if (stats->unreadable++ == 0) {
+  const bool dir = rel.ends_with('/');
+  if (stats->unreadable++ == 0 || (dir && !stats->unreadable_example_is_dir)) {
     stats->unreadable_example = rel + ": " + ErrnoStatus(call, err).ToString();
+    stats->unreadable_example_is_dir = dir;
   }
 }
 

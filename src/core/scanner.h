@@ -42,9 +42,11 @@ class Scanner {
     // it cannot list, or list only part-way (a permission, an I/O error, a stale handle, a path
     // longer than PATH_MAX): left in incoming and looked at again; what was tracked there keeps
     // its state (see StabilityTracker::KeepUnseen). The first one's relative path (a directory's
-    // ends in '/') and error. A name gone between its listing and its stat is not counted.
+    // ends in '/') and error, or the first directory's: the names it holds may be many, and
+    // unseen. A name gone between its listing and its stat is not counted.
     size_t unreadable = 0;
     std::string unreadable_example;
+    bool unreadable_example_is_dir = false;
     // Files the filters skip (Accepts: dot-files, ignore patterns, extension filter): never
     // uploaded, and not a fault (rsync temporaries and NFS silly-renames are expected). Counted
     // when listed as a file, or without a type (DT_UNKNOWN): such a dot-entry is not stat-ed to

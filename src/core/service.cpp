@@ -236,15 +236,15 @@ void Service::ScanLoop(std::stop_token stop) {
                  {"count", stats.not_regular},
                  {"example", stats.not_regular_example}});
       }
-      // Each scan looks again, and each time it cannot read them: told when that differs from
-      // what was told last, else once a minute (a scan every few seconds, or sooner on change
-      // hints, would flood the log; so would a fault that comes and goes from scan to scan).
-      const std::pair unreadable{stats.unreadable, stats.unreadable_example};
+      // Each scan looks again, and each time it cannot read them: told when there are more than
+      // were told last, else once a minute (a scan every few seconds, or sooner on change hints,
+      // would flood the log; so would a fault that comes and goes, or a count that goes up and
+      // down, from scan to scan).
       if (uint64_t held_back = 0;
           stats.unreadable > 0 &&
           unreadable_log_.Allow(std::chrono::steady_clock::now(), &held_back,
-                                unreadable != unreadable_told_)) {
-        unreadable_told_ = unreadable;
+                                stats.unreadable > unreadable_told_)) {
+        unreadable_told_ = stats.unreadable;
         LogWarn(
             "files or directories that cannot be read or listed stay in incoming and are not "
             "uploaded",

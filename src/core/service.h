@@ -146,8 +146,8 @@ class Service {
   std::stop_source wake_scan_;  // guarded by mu_; ends the scan loop's current sleep
   Scanner::Stats last_scan_;    // guarded by mu_
   LogLimiter unreadable_log_{std::chrono::minutes(1)};
-  // What the last warning of unreadable entries said (count, example). Scan thread only.
-  std::pair<size_t, std::string> unreadable_told_;
+  // How many unreadable entries the last warning counted. Scan thread only.
+  size_t unreadable_told_ = 0;
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
   // Stopped last: while a shutdown's grace lets uploads finish, other replicas must not find

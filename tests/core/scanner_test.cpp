@@ -217,6 +217,25 @@ TEST_F(ScannerTest, AListingThatFailsPartWayIsCountedAndForgetsNoFile) {
   EXPECT_EQ(inst.files_discovered.Value(), 4);
 }
 
+// A directory not listed, or listed part-way, is the example rather than a file that came first:
+// the names it holds may be many, and unseen.
+TEST_F(ScannerTest, ADirectoryNotListedIsTheExampleRatherThanAFile) {
+  WriteFile(In("a.bin"), "a");
+  WriteFile(In("z/b.bin"), "b");
+  WriteFile(In("z/c.bin"), "c");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.SetFailForTest([&](std::string_view call, const std::string& rel) {
+    return (call == "stat" && rel == "a.bin") || (call == "readdir" && rel.starts_with("z/")) ? EIO
+                                                                                              : 0;
+  });
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(stats.unreadable, 2u);
+  EXPECT_EQ(stats.unreadable_example.rfind("z/: ", 0), 0u) << stats.unreadable_example;
+  EXPECT_NE(stats.unreadable_example.find("readdir"), std::string::npos)
+      << stats.unreadable_example;
+}
+
 // A subdirectory that cannot be opened for a while (an I/O error, a stale handle) is counted,
 // and the files it held stay as they were: queued ones are not queued again when it opens.
 TEST_F(ScannerTest, ASubdirectoryThatCannotBeOpenedForAWhileForgetsNoFile) {
