@@ -17,7 +17,7 @@ AZURITE_PORT ?= 10000
 RUN_DIR     := .run
 CMAKE_FLAGS ?=
 
-SOURCES := $(shell git ls-files '*.cpp' '*.h' 2>/dev/null)
+SOURCES := $(shell git ls-files '*.cpp' '*.h' '*.c' 2>/dev/null)
 
 .PHONY: help install build build-asan build-tsan run test test-unit test-asan test-tsan lint format \
         format-check typecheck clean dev-up dev-down watch-start watch-stop test-status gen-start \

@@ -4,7 +4,8 @@
 #     APP_MIN_FILE_AGE_S huge so nothing is claimed. The service's CPU is sampled every 20 ms from
 #     /proc/<pid>/stat: each scan shows as a burst; reported are the first scan (it stats every
 #     file), the steady-state scans (median burst CPU and length), the CPU share at the poll
-#     interval, and VmHWM / VmRSS with that backlog.
+#     interval, and VmHWM / VmRSS with that backlog. Then the floor under the first scan:
+#     bench/scan_floor.c, which only lists the same files and stats each one.
 #  2. Trickle latency: RATE files/s (default 5) of 64 KiB for TRICKLE_S seconds (default 30),
 #     written straight into incoming/<session>/. Reported: the service's own last_minute.latency_s
 #     (ready -> committed) and our measure from the producer's close() to the blob appearing in
@@ -111,6 +112,8 @@ rss=$(proc_rss_kib "$SVC_PID")
 queued=$(echo "$st" | jq '.discovered')
 stop_pid "$SVC_PID" 30
 [ "$queued" -eq 0 ] || die "files were queued although APP_MIN_FILE_AGE_S is huge"
+cc -O2 -o "$TMP/scan_floor" bench/scan_floor.c
+floor_ms=$("$TMP/scan_floor" "$TMP/svc-scan/incoming/$SESSION" 3)
 if [ "$use_cache" = 1 ] &&
   [ "$(find "$TMP/svc-scan/incoming/$SESSION" -type f | wc -l)" -eq "$BACKLOG" ]; then
   mv -T "$TMP/svc-scan/incoming/$SESSION" "$CACHE" && touch "$CACHE.complete"
@@ -129,6 +132,7 @@ out "| measure | value |"
 out "|---|---:|"
 out "| first scan (stat of every file, tracker fill): CPU | $(awk -v a="$first_ticks" -v t="$tick_ms" 'BEGIN { printf "%.0f ms", a * t }') |"
 out "| first scan: wall (CPU burst length) | $(printf '%.0f' "$first_ms") ms |"
+out "| floor: list and stat every file, nothing else (bench/scan_floor.c, 3 passes): CPU | ${floor_ms// / , } ms |"
 out "| steady-state scan: CPU (median of $((n_bursts - 1))) | $(awk -v a="$med_ticks" -v t="$tick_ms" 'BEGIN { printf "%.0f ms", a * t }') |"
 out "| steady-state scan: CPU per file | $(awk -v a="$med_ticks" -v t="$tick_ms" -v n="$BACKLOG" 'BEGIN { printf "%.2f µs", a * t * 1000 / n }') |"
 out "| steady-state scan: wall (median burst length) | $(printf '%.0f' "$steady_ms_sorted") ms |"
