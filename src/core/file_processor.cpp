@@ -1016,11 +1016,12 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   }
   const char* const left =
       handed_back ? "stopping; claim left for recovery" : "claim left to be dead-lettered again";
-  if ((handed_back || dead_letter_failed) && !run_recorded) {
+  const bool give_back = handed_back || dead_letter_failed;
+  if (give_back && !run_recorded) {
     // Never recorded (BeginRun's rename failed): nothing to hand back, and taking one off would
     // forget a run that did end with the service.
     LogInfo(left, {{"blob", claim.BlobName()}});
-  } else if (handed_back || dead_letter_failed) {
+  } else if (give_back) {
     // A shutdown is not the file's fault: hand the run back, so only runs that ended with the
     // process count. If the rename fails the run counts, which at worst dead-letters early.
     if (Status s = SetRuns(claim, claim.runs - 1); s.ok()) {
