@@ -94,6 +94,11 @@ class BlobClientRetryTest : public ::testing::Test {
       res.status = 201;
       return;
     }
+    if (req.matches[1] == "slow") {  // answers after a second
+      std::this_thread::sleep_for(1s);
+      res.status = 201;
+      return;
+    }
     std::lock_guard lock(mu_);
     seen_.push_back(req);
     const int n = ++calls_[req.path];
@@ -564,6 +569,23 @@ TEST(BlobClientTimeoutTest, NeverShorterThanAzuresOwn) {
   BlobClientOptions no_rate;
   no_rate.timeout_min_bytes_per_s = 0;
   EXPECT_EQ(RequestTimeout(no_rate, 1 << 20), no_rate.timeout_base);
+}
+
+// Execute gives each request the timeout its body calls for: against a server that takes a second
+// to answer, a bodiless request times out at a 200 ms base, and a 4 MiB body at 1 MiB/s, given
+// 4.2 s, does not.
+TEST_F(BlobClientRetryTest, EachRequestGetsTheTimeoutItsBodyCallsFor) {
+  options_.timeout_base = 200ms;
+  options_.timeout_min_bytes_per_s = 1 << 20;
+  options_.retry.max_attempts = 1;
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  const std::string none;
+  const Status s = client.PutBlob("slow", Body::FromMemory(none), Md5::Of(none), {});
+  EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
+  const std::string big(size_t{4} << 20, 'b');
+  const Status b = client.PutBlob("slow", Body::FromMemory(big), Md5::Of(big), {});
+  EXPECT_TRUE(b.ok()) << b.ToString();
 }
 
 TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
