@@ -504,6 +504,42 @@ TEST_F(FileProcessorAzuriteTest, AMarkerThatCannotBeLookedAtIsClaimedAgain) {
   EXPECT_EQ(Count(inst_.files_skipped), 1) << "the unchanged one is not sent again";
 }
 
+// The claim again itself failing (the NFS server's EIO on the marker's rename): told, in the
+// recent errors, and tried again after a backoff until it lands; the marker meanwhile kept.
+TEST_F(FileProcessorAzuriteTest, AClaimAgainThatFailsIsTriedAgain) {
+  const std::string data = PatternBytes(20'000, 47);
+  WorkItem item = PlaceClaim("reclaim-fails.bin", data, false);
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.marker_stat = [](const std::string&) -> Result<fs::FileStat> {
+    return Status(ErrorKind::kTransient, "statx: Input/output error");
+  };
+  FileProcessor processor(std::move(deps));
+  int reclaims = 0;  // renames of the marker
+  fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
+    if (std::string_view(op) == "link") return ::link(from.c_str(), to.c_str());
+    if (from.ends_with(".done") && ++reclaims == 1) {
+      errno = EIO;
+      return -1;
+    }
+    return ::rename(from.c_str(), to.c_str());
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() { fs::SetPathPairCallForTest(nullptr); }
+  } unset;
+  processor.Process(item, {});
+  EXPECT_EQ(reclaims, 2);
+  ExpectBlobHolds(item, data);
+  const auto left = Entries(config_.processing_root);
+  ASSERT_EQ(left.size(), 1u) << testing::PrintToString(left);
+  const auto again = ParseClaimPath(left[0]);
+  ASSERT_TRUE(again.has_value()) << left[0];
+  EXPECT_EQ(again->state, ClaimState::kClaimed);
+  const auto errors = inst_.errors.Snapshot();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].error.find("could not be claimed again yet"), std::string::npos)
+      << errors[0].error;
+}
+
 // A name holding only another writer's uncommitted blocks (an older version of the file still
 // being sent in blocks, or one a crash abandoned): Azurite refuses a Put Blob with
 // If-None-Match: * there as BlobAlreadyExists while HEAD finds no blob. The file goes as one
