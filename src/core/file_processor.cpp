@@ -791,7 +791,10 @@ bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimP
 bool FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
   const FailedPath f = FailedPathFor(claim);
   const std::string data = fs::Join(d_.config.failed_root, f.DataPath());
-  if (Status s = fs::RenameEntry(ProcessingPath(claim), data); !s.ok()) {
+  // A move whose outcome RenameEntry could not tell (its reply lost, and then a look that failed)
+  // landed when the data is there now: the name is this claim's (its nonce), no one else's.
+  if (Status s = fs::RenameEntry(ProcessingPath(claim), data);
+      !s.ok() && !(s.kind() == ErrorKind::kTransient && fs::StatFresh(data).ok())) {
     LogError("dead-lettering failed; the claim stays for recovery",
              {{"blob", claim.BlobName()}, {"why", why.ToString()}, {"error", s.ToString()}});
     std::lock_guard lock(undelivered_mu_);

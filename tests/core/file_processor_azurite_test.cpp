@@ -1211,6 +1211,46 @@ TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNe
       << reason.dump();
 }
 
+// A dead letter's move that landed with its reply lost (EIO), after which the look that would
+// have told so failed too (ESTALE on the claim's name): the data is in the failed root under
+// this claim's own name, so the move landed. Its reason is written and it is counted, rather
+// than the claim taken for still there, with no reason beside the data.
+TEST_F(FileProcessorAzuriteTest, ADeadLetterWhoseMoveLandedUntoldIsLookedFor) {
+  WorkItem newer = PlaceClaim("w.bin", PatternBytes(1000, 25), false, 0);
+  WorkItem older = PlaceClaim("w.bin", PatternBytes(1000, 26), false, 0);
+  SetMtime(older, 1'700'000'000);
+  processor_->Process(newer, {});
+  bool moved = false;
+  fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
+    const int rc = std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
+                                                    : ::link(from.c_str(), to.c_str());
+    if (rc != 0 || moved || !to.starts_with(config_.failed_root)) return rc;
+    moved = true;
+    errno = EIO;  // carried out, the reply lost
+    return -1;
+  });
+  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+    return moved && std::string_view(op) == "statx" && path.starts_with(config_.processing_root)
+               ? ESTALE
+               : 0;
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() {
+      fs::SetPathPairCallForTest(nullptr);
+      fs::SetPathCallForTest(nullptr);
+    }
+  } unset;
+  processor_->Process(older, {});  // superseded: dead-lettered
+  ASSERT_TRUE(moved);
+  EXPECT_EQ(Count(inst_.files_failed), 1);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u) << testing::PrintToString(failed);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_NE(reason["error"].get<std::string>().find("superseded"), std::string::npos)
+      << reason.dump();
+}
+
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   for (int runs : {0, 1, 2}) {
     WorkItem item =
