@@ -797,13 +797,14 @@ bool FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int at
       !s.ok() && !(s.kind() == ErrorKind::kTransient && fs::StatFresh(data).ok())) {
     LogError("dead-lettering failed; the claim stays for recovery",
              {{"blob", claim.BlobName()}, {"why", why.ToString()}, {"error", s.ToString()}});
-    std::lock_guard lock(undelivered_mu_);
-    if (undelivered_.size() < kMaxUndelivered) undelivered_[claim.nonce] = {why, attempts};
+    if (s.kind() != ErrorKind::kNotFound) {  // a claim gone is not picked up again
+      d_.inst.errors.Add(
+          FormatTimestamp(d_.clock.WallNow()), claim.RelPath(),
+          "not dead-lettered yet: " + s.ToString() + "; to be, for: " + why.ToString());
+      std::lock_guard lock(undelivered_mu_);
+      if (undelivered_.size() < kMaxUndelivered) undelivered_[claim.Path()] = {why, attempts};
+    }
     return false;
-  }
-  {
-    std::lock_guard lock(undelivered_mu_);
-    undelivered_.erase(claim.nonce);
   }
   nlohmann::json reason = {{"blob", claim.BlobName()},
                            {"session", claim.session},
@@ -1027,8 +1028,14 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   } else if (give_back) {
     // A shutdown is not the file's fault: hand the run back, so only runs that ended with the
     // process count. If the rename fails the run counts, which at worst dead-letters early.
+    const std::string before = claim.Path();
     if (Status s = SetRuns(claim, claim.runs - 1); s.ok()) {
       LogInfo(left, {{"blob", claim.BlobName()}});
+      std::lock_guard lock(undelivered_mu_);
+      if (auto node = undelivered_.extract(before)) {
+        node.key() = claim.Path();
+        undelivered_.insert(std::move(node));
+      }
     } else {
       LogWarn(std::string(left) + ", its run not handed back",
               {{"blob", claim.BlobName()}, {"error", s.ToString()}});
@@ -1060,12 +1067,11 @@ bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attem
   std::optional<Undelivered> decided;
   {
     std::lock_guard lock(undelivered_mu_);
-    if (const auto it = undelivered_.find(claim.nonce); it != undelivered_.end()) {
-      decided = it->second;
-    }
+    if (auto node = undelivered_.extract(claim.Path())) decided = std::move(node.mapped());
   }
   if (decided) {
     // Decided by an earlier run of this process; only its move to the failed root failed.
+    // Failing again, it is kept again.
     (void)DeadLetter(claim, decided->why, decided->attempts);
     root.SetError(decided->why.ToString());
     return false;

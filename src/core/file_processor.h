@@ -249,9 +249,11 @@ class FileProcessor {
   // Whether storage, or the volume, works for others while it fails one file (see Process).
   SharedUse storage_;
   SharedUse volume_;
-  // Claims whose dead letter the failed root refused (read-only, full), by nonce: the reason
-  // and attempts decided. A sweep queues such a claim again; its next pickup moves it, rather
-  // than upload it again for the same end. In memory: after a restart it is decided again.
+  // Claims whose dead letter the failed root refused (read-only, full), by the claim's path as
+  // this process left it (its run handed back or not): the reason and attempts decided. A sweep
+  // queues such a claim again; its next pickup moves it, rather than upload it again for the
+  // same end. A claim another replica ran meanwhile has another path (its run recorded), and is
+  // judged again; so it is after a restart (this is in memory).
   struct Undelivered {
     Status why;
     int attempts = 0;

@@ -1199,6 +1199,12 @@ TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNe
   EXPECT_EQ(Count(inst_.files_failed), 0);
   // Decided once: the next pickups only try the move again, not the upload (read, send, judge).
   EXPECT_EQ(Count(inst_.files_superseded), 1);
+  // Each pickup's refused move is in the status: the first pickup's judgement and move, and the
+  // move of each of the others.
+  const auto errors = inst_.errors.Snapshot();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].count, 2u + static_cast<uint64_t>(config_.max_file_attempts));
+  EXPECT_NE(errors[0].error.find("not dead-lettered yet"), std::string::npos) << errors[0].error;
   ASSERT_EQ(::unlink(config_.failed_root.c_str()), 0);
   processor_->Process(older, {});
   EXPECT_EQ(Count(inst_.files_failed), 1);
@@ -1209,6 +1215,29 @@ TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNe
       nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
   EXPECT_NE(reason["error"].get<std::string>().find("superseded"), std::string::npos)
       << reason.dump();
+}
+
+// A claim whose dead letter the failed root refused, and which another replica then ran (taken
+// over after a stall, its run recorded there, and taken back), is judged again: the reason this
+// process decided may no longer hold (that replica may have committed the file).
+TEST_F(FileProcessorAzuriteTest, ARefusedDeadLetterRunElsewhereSinceIsJudgedAgain) {
+  WorkItem newer = PlaceClaim("x.bin", PatternBytes(1000, 27), false, 0);
+  WorkItem older = PlaceClaim("x.bin", PatternBytes(1000, 28), false, 0);
+  SetMtime(older, 1'700'000'000);
+  processor_->Process(newer, {});
+  ASSERT_TRUE(fs::RemoveTree(config_.failed_root).ok());
+  WriteFile(config_.failed_root, "");
+  processor_->Process(older, {});  // superseded; the move refused, the run handed back
+  EXPECT_EQ(Count(inst_.files_superseded), 1);
+  ASSERT_EQ(::unlink(config_.failed_root.c_str()), 0);
+  WorkItem back = older;
+  back.claim = older.claim.WithRuns(1);  // the other replica's run, never handed back
+  ASSERT_EQ(::rename(fs::Join(config_.processing_root, older.claim.Path()).c_str(),
+                     fs::Join(config_.processing_root, back.claim.Path()).c_str()),
+            0);
+  processor_->Process(back, {});
+  EXPECT_EQ(Count(inst_.files_superseded), 2) << "judged again";
+  EXPECT_EQ(Count(inst_.files_failed), 1);
 }
 
 // A dead letter's move that landed with its reply lost (EIO), after which the look that would
