@@ -167,7 +167,8 @@ bool RenameLanded(const std::string& from, const std::string& to,
   if (source.ok() || source.status().kind() != ErrorKind::kNotFound) return false;
   const auto target = StatFresh(to);
   return target.ok() &&
-         (!source_was || (target->ino == source_was->ino && target->dev == source_was->dev));
+         (!source_was || (target->ino == source_was->ino && target->dev == source_was->dev &&
+                          target->size == source_was->size));
 }
 
 }  // namespace
@@ -248,7 +249,8 @@ Status RemoveTree(const std::string& path) {
 
 namespace {
 
-// WriteNewFile's work; the file's identity as the server has it (FStatFresh).
+// WriteNewFile's work; the file's identity (its inode and device, which a rename keeps: no need
+// to ask the server) and size.
 Result<FileStat> WriteNew(const std::string& path, std::string_view data) {
   auto fd = CreateFresh(path, 0644);
   if (!fd.ok()) return fd.status();
@@ -267,7 +269,7 @@ Result<FileStat> WriteNew(const std::string& path, std::string_view data) {
     ::unlink(path.c_str());
     return s;
   }
-  auto identity = FStatFresh(fd->get());
+  auto identity = FStat(fd->get());
   if (!identity.ok()) ::unlink(path.c_str());
   return identity;
 }
