@@ -120,6 +120,8 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   if (hints_ != nullptr) hints_->EndScan();
   const auto summary = tracker_.EndScan();
   next_due_ = summary.next_due;
+  stats.not_ready = summary.not_ready;
+  stats.not_ready_example = summary.not_ready_example;
   stats.wall_s = ToSeconds(clock_.Now() - began);
   stats.cpu_s = ThreadCpuSeconds() - cpu0;
   std::lock_guard lock(mu_);

@@ -55,6 +55,10 @@ class Scanner {
     // one's relative path.
     size_t ignored = 0;
     std::string ignored_example;
+    // Files seen and not queued yet: younger than the minimum age, or changed since first seen
+    // (see StabilityTracker::Summary). The first one's relative path.
+    size_t not_ready = 0;
+    std::string not_ready_example;
     double wall_s = 0;  // this scan's duration
     double cpu_s = 0;   // CPU time of the scanning thread during it
   };

@@ -190,6 +190,20 @@ bool Service::ChoosePutBlobCheck(std::stop_token stop) {
   return false;
 }
 
+void Service::TellNotReadyAtStop(const std::string& session) {
+  std::lock_guard lock(mu_);
+  if (last_scan_.not_ready == 0) return;
+  constexpr std::string_view kWhy =
+      "the watch stopped before these files were ready (younger than APP_MIN_FILE_AGE_S, or "
+      "changed since first seen): they stay in incoming, not uploaded until the session is "
+      "watched again";
+  LogWarn(kWhy, {{"session", session},
+                 {"count", last_scan_.not_ready},
+                 {"example", last_scan_.not_ready_example}});
+  inst_.errors.Add(FormatTimestamp(clock_.WallNow()), session + "/" + last_scan_.not_ready_example,
+                   std::to_string(last_scan_.not_ready) + " files: " + std::string(kWhy));
+}
+
 std::optional<SessionState> Service::CurrentSession() const {
   std::lock_guard lock(mu_);
   return session_;
@@ -198,6 +212,7 @@ std::optional<SessionState> Service::CurrentSession() const {
 void Service::ScanLoop(std::stop_token stop) {
   const Duration interval = FromSeconds(config_.poll_interval_s);
   bool warned = false;
+  std::string scanned;                // the session the last scan watched, until it is told stopped
   std::optional<MonoTime> loaded_at;  // when the session file was last read
   while (!stop.stop_requested()) {
     const MonoTime begin = clock_.Now();
@@ -221,9 +236,14 @@ void Service::ScanLoop(std::stop_token stop) {
       }
     }
     const auto session = CurrentSession();
+    if (!scanned.empty() && (!session || !session->active || session->name != scanned)) {
+      TellNotReadyAtStop(scanned);
+      scanned.clear();
+    }
     if (!session || !session->active) scanner_.Idle();
     if (ready_ && session && session->active) {
       const auto stats = scanner_.ScanOnce(session->name, stop);
+      scanned = session->name;
       LogDebug("scan", {{"session", session->name},
                         {"files", stats.files_seen},
                         {"stats", stats.stats},
@@ -518,6 +538,8 @@ nlohmann::json Service::StatusJson() const {
                       {"unreadable", last_scan_.unreadable},
                       {"ignored", last_scan_.ignored},
                       {"ignored_example", last_scan_.ignored_example},
+                      {"not_ready", last_scan_.not_ready},
+                      {"not_ready_example", last_scan_.not_ready_example},
                       {"wall_ms", last_scan_.wall_s * 1e3},
                       {"cpu_ms", last_scan_.cpu_s * 1e3}};
   }

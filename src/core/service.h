@@ -101,6 +101,9 @@ class Service {
   // Waits until no file is in flight (true), or until `deadline` or `stop` (false).
   bool WaitInflightDone(MonoTime deadline, std::stop_token stop);
   std::optional<SessionState> CurrentSession() const;
+  // The watch of `session` stopped (or another started): the files its last scan saw and had not
+  // queued yet stay in incoming, which a warning and the recent errors say.
+  void TellNotReadyAtStop(const std::string& session);
   // What storage's answers to this replica say is wrong with it (see StorageHealth), held
   // past the longest pause between the tries of a file that waits on storage: a request's retry
   // delay and a file's backoff (each at most APP_AZURE_RETRY_MAX_S) and a stalled transfer's

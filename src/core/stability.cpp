@@ -165,6 +165,7 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
     if (!l.queued && (!out.next_due || l.first_seen + min_age_ < *out.next_due)) {
       out.next_due = l.first_seen + min_age_;
     }
+    if (!l.queued && out.not_ready++ == 0) out.not_ready_example.assign(name);
   }
   // Entries not listed by this scan (claimed, moved or deleted) and forgotten ones go. In the
   // steady state there are none, and neither the table nor the skipped names' entries are read.
@@ -177,10 +178,11 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
     std::erase_if(entries_, [&](const Node& n) {
       if (n.second.generation == generation_) return false;
       if (!Kept(n.first)) return true;
-      if (!Forgotten(n.first) &&
-          (!out.oldest_pending || n.second.first_seen < *out.oldest_pending)) {
+      if (Forgotten(n.first)) return false;
+      if (!out.oldest_pending || n.second.first_seen < *out.oldest_pending) {
         out.oldest_pending = n.second.first_seen;  // still not claimed
       }
+      if (!n.second.queued && out.not_ready++ == 0) out.not_ready_example = n.first;
       return false;
     });
   }

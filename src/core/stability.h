@@ -48,9 +48,13 @@ class StabilityTracker {
   // Oldest first-seen time among tracked files, queued or not (for the backlog-age gauge), and
   // the earliest time a file not yet queued comes of age (when the next scan should run to
   // queue it without waiting for the poll interval).
+  // Also the files not yet queued (their minimum age not run out, or changed since), and the
+  // first one's name.
   struct Summary {
     std::optional<MonoTime> oldest_pending;
     std::optional<MonoTime> next_due;
+    size_t not_ready = 0;
+    std::string not_ready_example;
   };
   // Drops entries not seen in the current generation (the file was claimed, moved or deleted)
   // but those KeepUnseen() names, and forgotten ones, and summarizes the rest.

@@ -142,8 +142,10 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
 // The oldest pending file's age is that of a file the watch waits for; once the watch stops,
 // nothing is pending, and the age does not keep growing (a backlog alert firing for ever).
 // The last scan in the status counts the files the filters skip, with an example, and does not
-// call them degraded.
+// call them degraded. The file not ready when the watch stops stays in incoming, and that is
+// told: a warning, the recent errors, and the last scan's not_ready.
 TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
+  test::CapturedLog told("the watch stopped before these files were ready");
   Azurite azurite;
   TempDir dir;
   Config config = TestConfig(dir, "pending");
@@ -166,11 +168,22 @@ TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
       << service.StatusJson().dump();
   const auto st = service.StatusJson();
   EXPECT_EQ(st["last_scan"]["ignored_example"], "sub/.young.bin.XyZ12") << st.dump();
+  EXPECT_EQ(st["last_scan"]["not_ready"], 1) << st.dump();
   EXPECT_EQ(st["degraded"], nlohmann::json::array()) << st.dump();
+  EXPECT_TRUE(told.Lines().empty()) << "not while watching";
   ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
   EXPECT_TRUE(WaitFor([&] { return service.StatusJson()["oldest_pending_age_s"] == 0.0; }, 30s))
       << service.StatusJson().dump();
+  ASSERT_TRUE(WaitFor([&] { return !told.Lines().empty(); }, 30s));
+  const auto stopped = service.StatusJson();
+  EXPECT_EQ(stopped["last_scan"]["not_ready_example"], "young.bin") << stopped.dump();
+  ASSERT_EQ(stopped["recent_errors"].size(), 1u) << stopped.dump();
+  EXPECT_EQ(stopped["recent_errors"][0]["file"], "p/young.bin") << stopped.dump();
   EXPECT_TRUE(service.Shutdown(5s));
+  const auto lines = told.Json();
+  ASSERT_EQ(lines.size(), 1u) << "told once";
+  EXPECT_EQ(lines[0]["count"], 1);
+  EXPECT_EQ(lines[0]["session"], "p");
 }
 
 // Azurite behind a proxy that holds each upload of session "recovered" until Release() (at the
