@@ -201,7 +201,8 @@ void Service::TellNotReadyAtStop(const std::string& session) {
                  {"count", last_scan_.not_ready},
                  {"example", last_scan_.not_ready_example}});
   inst_.errors.Add(FormatTimestamp(clock_.WallNow()), session + "/" + last_scan_.not_ready_example,
-                   std::to_string(last_scan_.not_ready) + " files: " + std::string(kWhy));
+                   std::to_string(last_scan_.not_ready) +
+                       (last_scan_.not_ready == 1 ? " file: " : " files: ") + std::string(kWhy));
 }
 
 std::optional<SessionState> Service::CurrentSession() const {
