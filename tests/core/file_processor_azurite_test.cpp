@@ -1280,6 +1280,34 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterWhoseMoveLandedUntoldIsLookedFor) {
       << reason.dump();
 }
 
+// The reason beside a dead letter exists only in the process that decided it: a passing error of
+// the volume writing it (EIO, twice here, on the temp file's create) is tried again, or the bytes
+// would sit in the failed root without it.
+TEST_F(FileProcessorAzuriteTest, ADeadLetterReasonIsWrittenDespiteAPassingError) {
+  WorkItem newer = PlaceClaim("y.bin", PatternBytes(1000, 29), false, 0);
+  WorkItem older = PlaceClaim("y.bin", PatternBytes(1000, 30), false, 0);
+  SetMtime(older, 1'700'000'000);
+  processor_->Process(newer, {});
+  int refused = 0;
+  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+    const bool reason =
+        std::string_view(op) == "create" && path.find(".failed.json") != std::string::npos;
+    return reason && ++refused <= 2 ? EIO : 0;
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() { fs::SetPathCallForTest(nullptr); }
+  } unset;
+  processor_->Process(older, {});  // superseded: dead-lettered
+  EXPECT_EQ(refused, 3);
+  EXPECT_EQ(Count(inst_.files_failed), 1);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u) << testing::PrintToString(failed);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_NE(reason["error"].get<std::string>().find("superseded"), std::string::npos)
+      << reason.dump();
+}
+
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
   for (int runs : {0, 1, 2}) {
     WorkItem item =
