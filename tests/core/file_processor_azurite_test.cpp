@@ -162,6 +162,23 @@ class FileProcessorAzuriteTest : public ::testing::Test {
                           times, 0),
               0);
   }
+  // Two versions of `base` claimed, the newer one uploaded: the older's claim, which storage
+  // will show superseded (no run begun yet, as a sweep finds a claim whose run was handed back).
+  WorkItem PlaceSuperseded(const std::string& base, uint32_t seed) {
+    WorkItem newer = PlaceClaim(base, PatternBytes(1000, seed), false, 0);
+    WorkItem older = PlaceClaim(base, PatternBytes(1000, seed + 1), false, 0);
+    SetMtime(older, 1'700'000'000);
+    processor_->Process(newer, {});
+    return older;
+  }
+  // The failed root holds one dead letter and its reason, which says `why`.
+  void ExpectOneDeadLetter(const std::string& why) {
+    const auto failed = Entries(config_.failed_root);
+    ASSERT_EQ(failed.size(), 2u) << testing::PrintToString(failed);
+    const auto reason =
+        nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+    EXPECT_NE(reason["error"].get<std::string>().find(why), std::string::npos) << reason.dump();
+  }
   // Entries below `root`, relative to it.
   static std::vector<std::string> Entries(const std::string& root) {
     std::vector<std::string> out;
@@ -1184,11 +1201,7 @@ TEST_F(FileProcessorAzuriteTest, AClaimTheVolumeFailsWhileItReadsOthersIsDeadLet
 // process: it is handed back, so the pickups count no interruption, and once the failed root
 // takes it the reason is the file's own, not "interrupted".
 TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNextTry) {
-  // No run begun yet (~0), as a sweep finds a claim whose run was handed back.
-  WorkItem newer = PlaceClaim("v.bin", PatternBytes(1000, 23), false, 0);
-  WorkItem older = PlaceClaim("v.bin", PatternBytes(1000, 24), false, 0);
-  SetMtime(older, 1'700'000'000);
-  processor_->Process(newer, {});
+  const WorkItem older = PlaceSuperseded("v.bin", 23);
   ASSERT_TRUE(fs::RemoveTree(config_.failed_root).ok());
   WriteFile(config_.failed_root, "");
   for (int pickup = 0; pickup < config_.max_file_attempts + 1; ++pickup) {
@@ -1209,22 +1222,14 @@ TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNe
   processor_->Process(older, {});
   EXPECT_EQ(Count(inst_.files_failed), 1);
   EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "interrupted"}}), 0);
-  const auto failed = Entries(config_.failed_root);
-  ASSERT_EQ(failed.size(), 2u);
-  const auto reason =
-      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
-  EXPECT_NE(reason["error"].get<std::string>().find("superseded"), std::string::npos)
-      << reason.dump();
+  ExpectOneDeadLetter("superseded");
 }
 
 // A claim whose dead letter the failed root refused, and which another replica then ran (taken
 // over after a stall, its run recorded there, and taken back), is judged again: the reason this
 // process decided may no longer hold (that replica may have committed the file).
 TEST_F(FileProcessorAzuriteTest, ARefusedDeadLetterRunElsewhereSinceIsJudgedAgain) {
-  WorkItem newer = PlaceClaim("x.bin", PatternBytes(1000, 27), false, 0);
-  WorkItem older = PlaceClaim("x.bin", PatternBytes(1000, 28), false, 0);
-  SetMtime(older, 1'700'000'000);
-  processor_->Process(newer, {});
+  const WorkItem older = PlaceSuperseded("x.bin", 27);
   ASSERT_TRUE(fs::RemoveTree(config_.failed_root).ok());
   WriteFile(config_.failed_root, "");
   processor_->Process(older, {});  // superseded; the move refused, the run handed back
@@ -1245,10 +1250,7 @@ TEST_F(FileProcessorAzuriteTest, ARefusedDeadLetterRunElsewhereSinceIsJudgedAgai
 // this claim's own name, so the move landed. Its reason is written and it is counted, rather
 // than the claim taken for still there, with no reason beside the data.
 TEST_F(FileProcessorAzuriteTest, ADeadLetterWhoseMoveLandedUntoldIsLookedFor) {
-  WorkItem newer = PlaceClaim("w.bin", PatternBytes(1000, 25), false, 0);
-  WorkItem older = PlaceClaim("w.bin", PatternBytes(1000, 26), false, 0);
-  SetMtime(older, 1'700'000'000);
-  processor_->Process(newer, {});
+  const WorkItem older = PlaceSuperseded("w.bin", 25);
   bool moved = false;
   fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
     const int rc = std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
@@ -1272,22 +1274,14 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterWhoseMoveLandedUntoldIsLookedFor) {
   processor_->Process(older, {});  // superseded: dead-lettered
   ASSERT_TRUE(moved);
   EXPECT_EQ(Count(inst_.files_failed), 1);
-  const auto failed = Entries(config_.failed_root);
-  ASSERT_EQ(failed.size(), 2u) << testing::PrintToString(failed);
-  const auto reason =
-      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
-  EXPECT_NE(reason["error"].get<std::string>().find("superseded"), std::string::npos)
-      << reason.dump();
+  ExpectOneDeadLetter("superseded");
 }
 
 // The reason beside a dead letter exists only in the process that decided it: a passing error of
 // the volume writing it (EIO, twice here, on the temp file's create) is tried again, or the bytes
 // would sit in the failed root without it.
 TEST_F(FileProcessorAzuriteTest, ADeadLetterReasonIsWrittenDespiteAPassingError) {
-  WorkItem newer = PlaceClaim("y.bin", PatternBytes(1000, 29), false, 0);
-  WorkItem older = PlaceClaim("y.bin", PatternBytes(1000, 30), false, 0);
-  SetMtime(older, 1'700'000'000);
-  processor_->Process(newer, {});
+  const WorkItem older = PlaceSuperseded("y.bin", 29);
   int refused = 0;
   fs::SetPathCallForTest([&](const char* op, const std::string& path) {
     const bool reason =
@@ -1300,12 +1294,7 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterReasonIsWrittenDespiteAPassingError)
   processor_->Process(older, {});  // superseded: dead-lettered
   EXPECT_EQ(refused, 3);
   EXPECT_EQ(Count(inst_.files_failed), 1);
-  const auto failed = Entries(config_.failed_root);
-  ASSERT_EQ(failed.size(), 2u) << testing::PrintToString(failed);
-  const auto reason =
-      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
-  EXPECT_NE(reason["error"].get<std::string>().find("superseded"), std::string::npos)
-      << reason.dump();
+  ExpectOneDeadLetter("superseded");
 }
 
 TEST_F(FileProcessorAzuriteTest, StoppedRunIsHandedBack) {
