@@ -436,25 +436,8 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
   return env;
 }
 
-namespace {
-
-// A passing error of the volume (ESTALE, EIO) tried again a few times, over about 1.5 s: one
-// hiccup at start-up must not read as a misconfiguration (exit code 2). Not after a try that
-// took seconds itself (a soft mount's timeout): start-up runs with the stop signals blocked.
-Status Tried(const std::function<Status()>& op) {
-  for (int again = 1;; ++again) {
-    const auto began = std::chrono::steady_clock::now();
-    Status s = op();
-    if (s.kind() != ErrorKind::kTransient || again > 3 ||
-        std::chrono::steady_clock::now() - began > std::chrono::seconds(2)) {
-      return s;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(250) * again);
-  }
-}
-
-}  // namespace
-
+// A passing error of the volume (fs::Tried) is tried again: one hiccup at start-up must not read
+// as a misconfiguration (exit code 2).
 void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const std::string ours = ".nbu-probe-" + c.replica_id + "-";
   // Probes of this replica left by a process killed mid-check: only this replica makes these
@@ -473,9 +456,9 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const std::string probe = ours + NewNonce();
   const auto made = [&](const char* var, const std::string& dir) {
     if (NotADirectory(var, dir, errors)) return false;
-    Status s = Tried([&] { return fs::MkdirAll(dir); });
+    Status s = fs::Tried([&] { return fs::MkdirAll(dir); });
     // A fresh name: one found there was made by a try whose reply was lost.
-    if (s.ok()) s = Tried([&] { return fs::CreateFresh(fs::Join(dir, probe)).status(); });
+    if (s.ok()) s = fs::Tried([&] { return fs::CreateFresh(fs::Join(dir, probe)).status(); });
     if (!s.ok()) {
       errors->push_back(std::string(var) + ": cannot create a file in " + dir + ": " +
                         s.ToString());
@@ -508,8 +491,8 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
         {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
     if (NotADirectory(var, root, errors)) continue;
     const std::string to = fs::Join(root, probe);
-    Status s = Tried([&dir = root] { return fs::MkdirAll(dir); });
-    if (s.ok()) s = Tried([&] { return fs::RenameEntry(at, to); });
+    Status s = fs::Tried([&dir = root] { return fs::MkdirAll(dir); });
+    if (s.ok()) s = fs::Tried([&] { return fs::RenameEntry(at, to); });
     if (s.ok()) {
       at = to;
     } else if (s.kind() == ErrorKind::kTransient) {

@@ -814,15 +814,10 @@ bool FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int at
                            {"replica", d_.config.replica_id},
                            {"time", FormatTimestamp(d_.clock.WallNow())}};
   // A passing error of the volume (an fsync's EIO, an ESTALE) must not leave the bytes without
-  // their reason, which lives only here: tried again, a few times within about a second.
+  // their reason, which lives only here: tried again.
   const std::string reason_path = fs::Join(d_.config.failed_root, f.ReasonPath());
   const std::string text = reason.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
-  Status w = fs::AtomicWriteFile(reason_path, text);
-  for (int tries = 1; !w.ok() && w.kind() == ErrorKind::kTransient && tries < 5; ++tries) {
-    (void)d_.clock.SleepFor(std::chrono::milliseconds(50 << tries), {});
-    w = fs::AtomicWriteFile(reason_path, text);
-  }
-  if (!w.ok()) {
+  if (Status w = fs::Tried([&] { return fs::AtomicWriteFile(reason_path, text); }); !w.ok()) {
     LogWarn("could not write the dead-letter reason", {{"blob", claim.BlobName()},
                                                        {"reason_file", reason_path},
                                                        {"reason", why.ToString()},

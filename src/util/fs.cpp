@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "util/crypto.h"
 
@@ -216,6 +218,18 @@ Status LinkNew(const std::string& from, const std::string& to) {
     return Status::Ok();
   }
   return ErrnoStatus("link " + from + " -> " + to, err);
+}
+
+Status Tried(const std::function<Status()>& op) {
+  for (int again = 1;; ++again) {
+    const auto began = std::chrono::steady_clock::now();
+    Status s = op();
+    if (s.kind() != ErrorKind::kTransient || again > 3 ||
+        std::chrono::steady_clock::now() - began > std::chrono::seconds(2)) {
+      return s;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250) * again);
+  }
 }
 
 Status Unlink(const std::string& path) {

@@ -93,6 +93,10 @@ void SetPathPairCallForTest(PathPairCallForTest call);
 // volume.
 using PathCallForTest = std::function<int(const char* op, const std::string& path)>;
 void SetPathCallForTest(PathCallForTest call);
+// Runs `op`, and again after a passing error of the volume (kTransient: ESTALE, EIO), up to 3 more
+// times over about 1.5 s; not after a try that took seconds itself (a soft mount's timeout), so
+// that a caller holding off stop signals is not held for long.
+Status Tried(const std::function<Status()>& op);
 Status Unlink(const std::string& path);
 Status Rmdir(const std::string& path);
 Status Fsync(int fd, const std::string& what);
