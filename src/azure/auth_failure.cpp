@@ -12,6 +12,9 @@
 namespace nbu::azure {
 namespace {
 
+// What of a detail is read: Azure's are a few hundred bytes.
+constexpr size_t kMaxAuthFailureInput = 16 << 10;
+
 // The five named XML entities and numeric references (&#39;, &#x27;); others are kept as
 // written.
 std::string XmlUnescape(std::string_view text) {
@@ -60,35 +63,52 @@ void CutStringToSign(std::string& text) {
   text += " [string to sign left out]";
 }
 
-// Every value that follows `marker` (lower case), up to one of `ends`, becomes REDACTED.
+// Every value that follows `marker` (lower case), up to one of `ends`, becomes REDACTED. One pass
+// over the text, however many values.
 void RedactAfter(std::string& text, std::string_view marker, std::string_view ends) {
-  for (size_t from = 0;;) {
-    const size_t at = LowerAscii(text).find(marker, from);
-    if (at == std::string::npos) return;
+  const std::string lower = LowerAscii(text);
+  std::string out;
+  size_t from = 0;  // the text before it is in `out`
+  for (size_t at = lower.find(marker); at != std::string::npos; at = lower.find(marker, from)) {
     const size_t begin = at + marker.size();
-    size_t end = text.find_first_of(ends, begin);
-    if (end == std::string::npos) end = text.size();
-    text.replace(begin, end - begin, "REDACTED");
-    from = begin + 8;
+    const size_t end = std::min(text.find_first_of(ends, begin), text.size());
+    out.append(text, from, begin - from);
+    out += "REDACTED";
+    from = end;
   }
+  if (from == 0) return;  // none
+  out.append(text, from);
+  text = std::move(out);
+}
+
+bool TokenChar(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+         c == '/' || c == '=' || c == '%' || c == '_' || c == '-';
 }
 
 // Whatever a signature or key looks like, however storage words around it: a run of 32 or more
-// base64 or URL-encoded characters with a digit in it becomes REDACTED.
+// base64 or URL-encoded characters with a digit in it becomes REDACTED. (A scan by hand: a regex
+// of libstdc++'s recurses once per character of a run, and a long one overflows the stack.)
 void RedactLongTokens(std::string& text) {
-  static const std::regex kToken("[A-Za-z0-9+/=%_-]{32,}");
   std::string out;
-  auto from = text.cbegin();
-  for (std::sregex_iterator it(text.begin(), text.end(), kToken), end; it != end; ++it) {
-    const std::string token = it->str();
-    if (std::none_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (!TokenChar(text[i])) {
+      out += text[i++];
       continue;
     }
-    out.append(from, (*it)[0].first);
-    out += "REDACTED";
-    from = (*it)[0].second;
+    size_t end = i;
+    bool digit = false;
+    for (; end < text.size() && TokenChar(text[end]); ++end) {
+      digit = digit || (text[end] >= '0' && text[end] <= '9');
+    }
+    if (end - i >= 32 && digit) {
+      out += "REDACTED";
+    } else {
+      out.append(text, i, end - i);
+    }
+    i = end;
   }
-  out.append(from, text.cend());
   text = std::move(out);
 }
 
@@ -125,6 +145,14 @@ std::string AuthFailureDetail(std::string_view body) {
   if (open == std::string_view::npos) return "";
   std::string_view raw = body.substr(open + kOpen.size());
   raw = raw.substr(0, raw.find(kClose));  // a body cut short: what there is
+  // Azure's details are a few hundred bytes; a proxy's or a broken server's may be megabytes,
+  // and what is shown is kMaxAuthFailureDetail. Cut where no value can be split: a run of token
+  // characters reaching the cut is left out whole (it could be the start of a secret).
+  if (raw.size() > kMaxAuthFailureInput) {
+    size_t cut = kMaxAuthFailureInput;
+    while (cut > 0 && TokenChar(raw[cut - 1])) --cut;
+    raw = raw.substr(0, cut);
+  }
   // One line first: the phrases looked for below may be split by a line break.
   std::string text = OneLine(XmlUnescape(raw));
   CutStringToSign(text);

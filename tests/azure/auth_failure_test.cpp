@@ -100,5 +100,28 @@ TEST(AuthFailureDetailTest, OneLineBoundedAndEmptyWithoutADetail) {
   EXPECT_EQ(got, std::string(292, 'a') + "\xC3\xA9\xC3\xA9" + "...");
 }
 
+// Details no storage sends, but a proxy, a gateway or a broken server may, up to the 4 MiB a
+// response body is read to: a run of token characters far longer than any key (libstdc++'s regex
+// recursed once per character and overflowed the stack: the process died), and megabytes of sig=
+// values (redacted by a pass over the whole text each). Bounded, and without a secret or part of
+// one: a key that the reading of the detail's first bytes cuts in two is left out whole.
+TEST(AuthFailureDetailTest, AHugeDetailIsReadInPartWithoutASecretOrACrash) {
+  const std::string run = AuthFailureDetail(
+      Body("AuthenticationFailed", "Key " + std::string(1 << 20, 'k') + "9 and then"));
+  EXPECT_EQ(run, "Key");
+  const std::string key = "Zk3ExampleAccountKeyBase64Value0123456789+/Aa==";
+  for (size_t blanks = 16'000; blanks < 16'400; blanks += 7) {
+    const std::string got =
+        AuthFailureDetail(Body("AuthenticationFailed", std::string(blanks, '\n') + key + " end"));
+    EXPECT_EQ(got.find("Zk3E"), std::string::npos) << blanks << ": " << got;
+  }
+  std::string spam;
+  while (spam.size() < (4u << 20)) spam += "sig=a ";
+  const std::string sigs = AuthFailureDetail(Body("AuthenticationFailed", spam));
+  EXPECT_LE(sigs.size(), kMaxAuthFailureDetail);
+  EXPECT_EQ(sigs.rfind("sig=REDACTED sig=REDACTED", 0), 0u) << sigs;
+  EXPECT_EQ(sigs.find("sig=a"), std::string::npos) << sigs;
+}
+
 }  // namespace
 }  // namespace nbu::azure
