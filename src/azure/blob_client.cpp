@@ -26,9 +26,24 @@ std::optional<std::string> XmlElement(const std::string& xml, const std::string&
   return xml.substr(b + open.size(), e - b - open.size());
 }
 
+// A value storage sends back (an error code, a request id) as it goes into messages, logs and
+// the status. Azure's are identifiers of a few dozen characters; what a proxy or a broken server
+// sends in their place is cut to kMaxEchoed printable ASCII characters.
+std::string Echoed(std::string text) {
+  constexpr size_t kMaxEchoed = 64;
+  if (text.size() > kMaxEchoed) {
+    text.resize(kMaxEchoed);
+    text += "...";
+  }
+  for (char& c : text) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return text;
+}
+
 std::string ErrorCode(const HttpResponse& resp) {
-  if (const std::string* c = resp.Header("x-ms-error-code")) return *c;
-  return XmlElement(resp.body, "Code", 0, resp.body.size()).value_or("");
+  if (const std::string* c = resp.Header("x-ms-error-code")) return Echoed(*c);
+  return Echoed(XmlElement(resp.body, "Code", 0, resp.body.size()).value_or(""));
 }
 
 // ": " and storage's reason for refusing our credentials (a clock too far off, a signature
@@ -239,7 +254,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       std::string msg = op + " " + safe_url + ": HTTP " + std::to_string(resp.status);
       const std::string code = ErrorCode(resp);
       if (!code.empty()) msg += " " + code;
-      msg += " (request id " + (request_id ? *request_id : std::string("-"));
+      msg += " (request id " + (request_id ? Echoed(*request_id) : std::string("-"));
       if (attempt > 1) msg += ", after " + std::to_string(attempt) + " attempts";
       msg += ")";
       msg += AuthDetail(resp);
@@ -312,9 +327,9 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
     const std::string code = ErrorCode(*r);
     if (code == "ContainerAlreadyExists") return Status::Ok();
     // Recently deleted container names come back after a while: retry the step later.
-    return Status(
-        code == "ContainerBeingDeleted" ? ErrorKind::kTransient : ErrorKind::kConflict,
-        "CreateContainer " + options_.endpoint + "/" + options_.container + ": HTTP 409 " + code);
+    return Status(code == "ContainerBeingDeleted" ? ErrorKind::kTransient : ErrorKind::kConflict,
+                  "CreateContainer " + RedactUrl(options_.endpoint) + "/" + options_.container +
+                      ": HTTP 409 " + code);
   }
   return Status::Ok();
 }

@@ -160,6 +160,11 @@ class BlobClientRetryTest : public ::testing::Test {
     } else if (name == "odd-crc") {
       res.status = 400;
       res.set_header("x-ms-error-code", "InvalidHeaderValue");
+    } else if (name == "long-code") {  // a proxy's or broken server's idea of an error code
+      res.status = 400;
+      res.set_content(
+          "<Error><Code>" + std::string(100'000, 'C') + "\nInjected: line</Code></Error>",
+          "application/xml");
     } else if (name == "bad") {
       res.status = 400;
       res.set_content("<?xml version=\"1.0\"?><Error><Code>Md5Mismatch</Code></Error>",
@@ -485,6 +490,12 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   EXPECT_EQ(bad.kind(), ErrorKind::kTransient);  // re-read and retry the file, not the request
   EXPECT_NE(bad.message().find("HTTP 400 Md5Mismatch"), std::string::npos) << bad.message();
   EXPECT_EQ(mismatches_, std::vector<std::string>{"PutBlob"});
+  // An error code no storage sends: cut, on one line.
+  Status odd = client.PutBlob("long-code", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(odd.kind(), ErrorKind::kPermanent) << odd.ToString().substr(0, 200);
+  EXPECT_NE(odd.message().find("HTTP 400 " + std::string(64, 'C') + "... "), std::string::npos)
+      << odd.message().substr(0, 200);
+  EXPECT_LT(odd.message().size(), 1'000u);
   auto missing = client.GetBlob("nothing-here");
   EXPECT_EQ(missing.status().kind(), ErrorKind::kNotFound);
   EXPECT_NE(missing.status().message().find("BlobNotFound"), std::string::npos);
