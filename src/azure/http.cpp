@@ -1,6 +1,8 @@
 // libcurl transport: a pool of easy handles (each keeps its keep-alive connections) shared by all
 // threads; bodies come from memory or from a file range read with pread, rewindable by curl.
 #include "azure/http.h"
+
+#include "azure/url.h"
 #include "util/text.h"
 
 #include <curl/curl.h>
@@ -192,6 +194,13 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   char errbuf[CURL_ERROR_SIZE] = {0};
 
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
+  // A proxy from the environment (http_proxy, https_proxy) serves storage and Entra ID; this
+  // host's own and link-local addresses (Azurite, a managed identity's endpoint and its secret
+  // header, the instance metadata service) are never sent through it: the proxy would reach its
+  // own, or none, and the secret would leave the host.
+  if (IsHostLocalAuthority(SplitUrl(request.url).authority)) {
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+  }
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);

@@ -230,33 +230,6 @@ WallTime TokenCredential::RefreshAt(const AccessToken& t, WallTime fetched) cons
   return std::max(t.expires_on - kRefreshMargin, fetched + lifetime / 2);
 }
 
-bool IsLoopbackAuthority(std::string_view authority) {
-  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
-    authority.remove_prefix(at + 1);
-  }
-  std::string_view host = authority;
-  if (!host.empty() && host.front() == '[') {
-    const auto close = host.find(']');
-    if (close == std::string_view::npos) return false;
-    host = host.substr(1, close - 1);
-    return host == "::1";
-  }
-  if (const auto colon = host.find(':'); colon != std::string_view::npos) {
-    host = host.substr(0, colon);
-  }
-  if (host == "localhost") return true;
-  if (host.substr(0, 4) != "127.") return false;
-  int dots = 0;
-  for (char c : host) {
-    if (c == '.') {
-      ++dots;
-    } else if (c < '0' || c > '9') {
-      return false;
-    }
-  }
-  return dots == 3;
-}
-
 Status CheckSecureUrl(const std::string& url, const std::string& what) {
   const UrlParts parts = SplitUrl(url);
   if (parts.scheme == "https") return Status::Ok();

@@ -108,8 +108,6 @@ class TokenCredential : public Credential {
 
 // --- helpers shared by the token sources ---
 
-// True for 127.0.0.0/8, ::1 and localhost (an authority "host[:port]" or "[v6]:port").
-bool IsLoopbackAuthority(std::string_view authority);
 // OK for https URLs, and http URLs whose host is loopback; kAuth naming `what` otherwise.
 Status CheckSecureUrl(const std::string& url, const std::string& what);
 // application/x-www-form-urlencoded body from name/value pairs.

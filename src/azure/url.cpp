@@ -115,6 +115,56 @@ bool PortIsNumeric(std::string_view authority) {
   return !port.empty() && port.find_first_not_of("0123456789") == std::string_view::npos;
 }
 
+namespace {
+
+// The host of an authority, without user info, port or an IPv6 literal's brackets; `v6` says
+// whether it was bracketed. Empty for an unclosed bracket.
+std::string_view HostOf(std::string_view authority, bool* v6) {
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    authority.remove_prefix(at + 1);
+  }
+  *v6 = !authority.empty() && authority.front() == '[';
+  if (*v6) {
+    const auto close = authority.find(']');
+    return close == std::string_view::npos ? std::string_view() : authority.substr(1, close - 1);
+  }
+  return authority.substr(0, authority.find(':'));
+}
+
+// A dotted quad of digits starting with `prefix` ("127.", "169.254.").
+bool DottedQuadIn(std::string_view host, std::string_view prefix) {
+  if (!host.starts_with(prefix)) return false;
+  int dots = 0;
+  for (const char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
+}
+
+}  // namespace
+
+bool IsLoopbackAuthority(std::string_view authority) {
+  bool v6 = false;
+  const std::string_view host = HostOf(authority, &v6);
+  if (v6) return host == "::1";
+  return LowerAscii(host) == "localhost" || DottedQuadIn(host, "127.");
+}
+
+bool IsHostLocalAuthority(std::string_view authority) {
+  if (IsLoopbackAuthority(authority)) return true;
+  bool v6 = false;
+  const std::string host = LowerAscii(HostOf(authority, &v6));
+  if (v6) {  // fe80::/10: a first group of fe80 to febf
+    return host.size() > 4 && host[4] == ':' && host.starts_with("fe") &&
+           (host[2] == '8' || host[2] == '9' || host[2] == 'a' || host[2] == 'b');
+  }
+  return DottedQuadIn(host, "169.254.");
+}
+
 std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query) {
   std::vector<std::pair<std::string, std::string>> out;
   while (!query.empty()) {

@@ -34,6 +34,13 @@ UrlParts SplitUrl(std::string_view url);
 // a number, and the URL is refused rather than logged with the password in its path.
 bool PortIsNumeric(std::string_view authority);
 
+// True for 127.0.0.0/8, ::1 and localhost (an authority "host[:port]" or "[v6]:port", user info
+// allowed).
+bool IsLoopbackAuthority(std::string_view authority);
+// True for this host's own addresses (IsLoopbackAuthority) and link-local ones (169.254.0.0/16,
+// fe80::/10), where the instance metadata service answers: no proxy can reach these for us.
+bool IsHostLocalAuthority(std::string_view authority);
+
 // Query string "a=1&b=2" split into raw (still encoded) name/value pairs; empty pieces skipped.
 std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query);
 

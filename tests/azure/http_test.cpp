@@ -1,5 +1,9 @@
-// curl's error text as it reaches Status messages (logs, /v1/status): no proxy credentials.
+// The transport and proxies: curl's error text as it reaches Status messages (logs, /v1/status)
+// carries no proxy credentials, and this host's own addresses are never sent through a proxy.
 #include "azure/http.h"
+
+#include "azure/url.h"
+#include "support/fault_proxy.h"
 
 #include <gtest/gtest.h>
 
@@ -57,7 +61,8 @@ class ScopedEnv {
 };
 
 // A real libcurl error quoting a proxy that carries credentials: the proxy schemes and syntax
-// here are refused before any connection is made (nothing is contacted, not even loopback).
+// here are refused before any connection is made (nothing is contacted, not even loopback). The
+// URLs name a documentation address (TEST-NET-1, never contacted): loopback ones bypass the proxy.
 TEST(WithoutUserInfoTest, CurlErrorsNeverCarryProxyCredentials) {
   GlobalHttpInit();
   HttpTransport transport;
@@ -70,9 +75,9 @@ TEST(WithoutUserInfoTest, CurlErrorsNeverCarryProxyCredentials) {
                              {"https_proxy", std::nullopt}, {"all_proxy", std::nullopt},
                              {"ALL_PROXY", std::nullopt},   {"HTTP_PROXY", std::nullopt}};
   for (const auto& [var, url, proxy] :
-       {std::tuple{"http_proxy", "http://127.0.0.1:9/c", "foo://user:pr0xy-s3cret@127.0.0.1:1"},
-        std::tuple{"http_proxy", "http://127.0.0.1:9/c", "user:pr0xy-s3cret@[zz"},
-        std::tuple{"HTTPS_PROXY", "https://127.0.0.1:9/c", "socks9://user:pr0xy-s3cret@[::1]:1"}}) {
+       {std::tuple{"http_proxy", "http://192.0.2.1:9/c", "foo://user:pr0xy-s3cret@127.0.0.1:1"},
+        std::tuple{"http_proxy", "http://192.0.2.1:9/c", "user:pr0xy-s3cret@[zz"},
+        std::tuple{"HTTPS_PROXY", "https://192.0.2.1:9/c", "socks9://user:pr0xy-s3cret@[::1]:1"}}) {
     ScopedEnv env(var, proxy);
     req.url = url;
     Result<HttpResponse> r = transport.Send(req);
@@ -82,6 +87,55 @@ TEST(WithoutUserInfoTest, CurlErrorsNeverCarryProxyCredentials) {
     EXPECT_NE(m.find("REDACTED@"), std::string::npos) << m;
     EXPECT_EQ(m.find("pr0xy-s3cret"), std::string::npos) << m;
     EXPECT_EQ(m.find("user:"), std::string::npos) << m;
+  }
+}
+
+// libcurl takes a proxy from the environment for every request. Storage and Entra ID behind an
+// egress proxy go through it; this host's own addresses (Azurite, a managed identity's endpoint
+// with its secret header) never do, nor link-local ones (the instance metadata service), which
+// no proxy can reach for us.
+TEST(HttpTransportTest, ThisHostsAddressesBypassAProxyFromTheEnvironment) {
+  GlobalHttpInit();
+  // Neither forwards anything (their upstream port is never used): the proxy answers 502 itself,
+  // the "storage" on loopback 201.
+  test::FaultProxy proxy(
+      1, [](const test::ProxyRequest&) { return test::FaultAction::Status(502, "FromTheProxy"); });
+  test::FaultProxy storage(
+      1, [](const test::ProxyRequest&) { return test::FaultAction::Status(201, ""); });
+  const ScopedEnv unset[] = {{"no_proxy", std::nullopt},
+                             {"NO_PROXY", std::nullopt},
+                             {"all_proxy", std::nullopt},
+                             {"ALL_PROXY", std::nullopt}};
+  const ScopedEnv env("http_proxy", "http://127.0.0.1:" + std::to_string(proxy.port()));
+  HttpTransport transport;
+  HttpRequest req;
+  req.timeout = std::chrono::milliseconds(5000);
+  req.url = "http://127.0.0.1:" + std::to_string(storage.port()) + "/acct/c/local";
+  Result<HttpResponse> local = transport.Send(req);
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  EXPECT_EQ(local->status, 201);
+  EXPECT_EQ(storage.Count("/acct/c/local"), 1u);
+  EXPECT_EQ(proxy.Count(""), 0u);
+  // A documentation address (TEST-NET-1) stands for storage elsewhere: asked of the proxy, which
+  // answers itself.
+  req.url = "http://192.0.2.1/acct/c/remote";
+  Result<HttpResponse> remote = transport.Send(req);
+  ASSERT_TRUE(remote.ok()) << remote.status().ToString();
+  EXPECT_EQ(remote->status, 502);
+  EXPECT_EQ(proxy.Count("http://192.0.2.1/acct/c/remote"), 1u);
+}
+
+TEST(HttpTransportTest, HostLocalAuthorities) {
+  for (const char* local :
+       {"127.0.0.1:10000", "127.1.2.3", "localhost", "LocalHost:8080", "u:p@127.0.0.1", "[::1]:80",
+        "169.254.169.254", "169.254.169.254:80", "[fe80::1]:8080", "[FEBF::2]"}) {
+    EXPECT_TRUE(IsHostLocalAuthority(local)) << local;
+  }
+  for (const char* remote :
+       {"acct.blob.core.windows.net", "login.microsoftonline.com:443", "192.0.2.1", "10.0.0.1",
+        "127.0.0.1.example.com", "169.254.1", "localhost.example.com", "[::2]", "[fec0::1]",
+        "[fe80", "127.0.0.1@evil.example.com"}) {
+    EXPECT_FALSE(IsHostLocalAuthority(remote)) << remote;
   }
 }
 
