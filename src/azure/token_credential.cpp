@@ -224,10 +224,15 @@ bool TokenCredential::UsableLocked(WallTime now) const {
 }
 
 WallTime TokenCredential::RefreshAt(const AccessToken& t, WallTime fetched) const {
-  if (t.refresh_on) return *t.refresh_on;
   const Duration lifetime = t.expires_on - fetched;
-  if (lifetime >= kHalfLifeFrom) return fetched + lifetime / 2;
-  return std::max(t.expires_on - kRefreshMargin, fetched + lifetime / 2);
+  const WallTime by_lifetime =
+      lifetime >= kHalfLifeFrom ? fetched + lifetime / 2
+                                : std::max(t.expires_on - kRefreshMargin, fetched + lifetime / 2);
+  if (!t.refresh_on) return by_lifetime;
+  // The issuer's hint, within reason: one of 0 (a stand-in's, a proxy's) would fetch a token for
+  // every request, and one past the expiry would use the token to its last instant.
+  return std::clamp(*t.refresh_on, fetched + std::min(lifetime / 2, kEarliestHintedRefresh),
+                    by_lifetime);
 }
 
 Status CheckSecureUrl(const std::string& url, const std::string& what) {

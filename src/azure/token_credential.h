@@ -50,8 +50,9 @@ struct TokenSourceOptions {
 
 // A credential that authorizes with `Authorization: Bearer <token>`. Subclasses implement
 // FetchToken(); this class caches the token and refreshes it ahead of expiry:
-//  * refresh at the issuer's refresh_on if given; else at half-life for lifetimes >= 2 h; else when
-//    less than 2 min are left (but never before half-life, so short-lived tokens are reused too);
+//  * refresh at half-life for lifetimes >= 2 h; else when less than 2 min are left (but never
+//    before half-life, so short-lived tokens are reused too); the issuer's refresh_on may bring
+//    that forward, to no earlier than kEarliestHintedRefresh (or half-life) after the fetch;
 //  * only one fetch runs at a time; while it runs, other threads keep using the cached token if it
 //    is still valid, or wait for the fetch and share its result (success or error);
 //  * after a failed refresh of a still-valid token, the next attempt waits kRetryAfterFailure;
@@ -63,6 +64,7 @@ class TokenCredential : public Credential {
   static constexpr Duration kRefreshMargin = std::chrono::minutes(2);
   static constexpr Duration kHalfLifeFrom = std::chrono::hours(2);
   static constexpr Duration kRetryAfterFailure = std::chrono::seconds(30);
+  static constexpr Duration kEarliestHintedRefresh = std::chrono::minutes(5);
 
   // Sets `Authorization: Bearer`. Refuses (kAuth) a URL that is not https unless its host is a
   // loopback address, and an x-ms-version older than 2017-11-09. May block on a token fetch.

@@ -18,6 +18,8 @@ class FakeTokenCredential final : public TokenCredential {
 
   std::string Describe() const override { return "fake"; }
   void SetLifetime(Duration d) { lifetime_ = d; }
+  // The issuer's refresh hint (refresh_in) of the tokens fetched from now on.
+  void SetRefreshIn(Duration d) { refresh_in_ = d; }
   void FailNext(bool fail) { fail_ = fail; }
   // While held, fetches block until Release().
   void Hold() {
@@ -57,12 +59,17 @@ class FakeTokenCredential final : public TokenCredential {
     }
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "fake: stopped");
     if (fail_) return Status(ErrorKind::kAuth, "fake: refused");
+    std::optional<WallTime> refresh_on;
+    if (const Duration in = refresh_in_.load(); in >= Duration::zero()) {
+      refresh_on = clock().WallNow() + in;
+    }
     return AccessToken{"token-" + std::to_string(n), clock().WallNow() + lifetime_.load(),
-                       std::nullopt};
+                       refresh_on};
   }
 
  private:
   std::atomic<Duration> lifetime_;
+  std::atomic<Duration> refresh_in_{Duration(-1)};  // negative: none
   std::atomic<bool> fail_{false};
   std::atomic<int> started_{0};
   mutable std::mutex mu_;

@@ -64,6 +64,27 @@ TEST(TokenCacheTest, ShortLivedTokensAreReusedUntilHalfLife) {
   EXPECT_EQ(cred.FetchCountForTest(), 2u);
 }
 
+// The issuer's refresh hint (refresh_in) brings a refresh forward, within reason: a hint of 0 (a
+// stand-in's, a proxy's) does not fetch a token for every request, and one past the token's
+// life does not hold the refresh back to its expiry.
+TEST(TokenCacheTest, TheIssuersRefreshHintIsTakenWithinReason) {
+  struct Case {
+    std::chrono::seconds hint, kept, refreshed;  // after the first fetch
+  };
+  for (const auto& [hint, kept, refreshed] :
+       {Case{0s, 4min + 59s, 5min + 1s}, Case{10min, 9min + 59s, 10min + 1s},
+        Case{2h, 57min + 59s, 58min + 1s}}) {
+    SimulatedClock clock(false);
+    FakeTokenCredential cred(clock, 1h);
+    cred.SetRefreshIn(hint);
+    EXPECT_EQ(Bearer(cred), "Bearer token-1");
+    clock.Advance(kept);
+    EXPECT_EQ(Bearer(cred), "Bearer token-1") << "hint " << hint.count() << " s";
+    clock.Advance(refreshed - kept);
+    EXPECT_EQ(Bearer(cred), "Bearer token-2") << "hint " << hint.count() << " s";
+  }
+}
+
 TEST(TokenCacheTest, FailedRefreshKeepsValidTokenAndBacksOff) {
   SimulatedClock clock(false);
   FakeTokenCredential cred(clock, 1h);
