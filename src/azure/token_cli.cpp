@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
@@ -144,8 +145,16 @@ Result<AccessToken> ParseAzureCliToken(const std::string& json_text) {
   if (auto it = j.find("accessToken"); it != j.end() && it->is_string()) t.token = *it;
   if (t.token.empty()) return Status(ErrorKind::kAuth, "azure-cli: output has no accessToken");
   if (auto it = j.find("expires_on"); it != j.end() && (it->is_number() || it->is_string())) {
+    // Seconds since the epoch, up to the year 2255: beyond, the clock's nanoseconds overflow (a
+    // value in milliseconds would), and expiresOn is read instead.
+    constexpr int64_t kMaxEpochS = 9'000'000'000;
     int64_t secs = 0;
-    if (it->is_number()) {
+    if (it->is_number_float()) {
+      const double d = it->get<double>();
+      if (d > 0 && d <= static_cast<double>(kMaxEpochS)) secs = static_cast<int64_t>(d);
+    } else if (it->is_number_unsigned()) {
+      secs = static_cast<int64_t>(std::min<uint64_t>(it->get<uint64_t>(), kMaxEpochS + 1));
+    } else if (it->is_number()) {
       secs = it->get<int64_t>();
     } else {
       char* end = nullptr;
@@ -153,7 +162,7 @@ Result<AccessToken> ParseAzureCliToken(const std::string& json_text) {
       secs = std::strtoll(s.c_str(), &end, 10);
       if (s.empty() || *end != '\0') secs = 0;
     }
-    if (secs > 0) {
+    if (secs > 0 && secs <= kMaxEpochS) {
       t.expires_on =
           WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::seconds(secs)));
       return t;

@@ -780,6 +780,23 @@ TEST_F(AzureCliCredentialTest, OlderCliWithOnlyLocalExpiresOn) {
   EXPECT_GT(t->expires_on, std::chrono::system_clock::now() + 24h * 365 * 50);
 }
 
+// An expires_on out of range (in milliseconds, or beyond the clock) would overflow the clock's
+// nanoseconds: the local expiresOn is read instead, and without one the answer has no expiry.
+TEST_F(AzureCliCredentialTest, AnExpiresOnOutOfRangeIsNotTaken) {
+  for (const char* on : {"4102444800000", "4102444800000.0", "1e30", "18446744073709551615",
+                         "\"4102444800000000\"", "-5"}) {
+    const std::string fields = std::string(R"({"accessToken":"x","expires_on":)") + on;
+    auto local = ParseAzureCliToken(fields + R"(,"expiresOn":"2099-01-01 00:00:00.000000"})");
+    ASSERT_TRUE(local.ok()) << on << ": " << local.status().ToString();
+    EXPECT_GT(local->expires_on, std::chrono::system_clock::now() + 24h * 365 * 50) << on;
+    EXPECT_LT(local->expires_on, std::chrono::system_clock::now() + 24h * 365 * 80) << on;
+    EXPECT_FALSE(ParseAzureCliToken(fields + "}").ok()) << on;
+  }
+  auto t = ParseAzureCliToken(R"({"accessToken":"x","expires_on":4102444800})");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->expires_on, WallTime(std::chrono::seconds(4102444800)));
+}
+
 TEST_F(AzureCliCredentialTest, NotLoggedInAndTimeoutAndMissing) {
   Az("echo \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1\n");
   auto t = Cred()->GetToken();
