@@ -187,7 +187,8 @@ class ReceivedRequest final : public httplib::Stream {
     return false;
   }
   // What the head announces. A chunked body is not waited for (the library refuses it, 411).
-  // Refused (RFC 9112 5.1, 2.2, 6.3): whitespace before a header's colon, which the library
+  // Refused (RFC 9112 5.1, 2.2, 6.3): a line that is no field (no colon, or no name before it),
+  // which the library skips; whitespace before a header's colon, which the library
   // would take as part of the name, missing the header; a line ending in a bare LF, which the
   // library skips, so that a Content-Length it did not see would turn a POST bodiless; and
   // Content-Length lines that differ.
@@ -208,7 +209,11 @@ class ReceivedRequest final : public httplib::Stream {
       std::string line = head.substr(from + 1, eol - from - 2);  // without its CRLF
       from = eol;
       const size_t colon = line.find(':');
-      if (colon == std::string::npos || colon == 0) continue;  // the library refuses it
+      if (line.empty()) break;  // the end of the head
+      if (colon == std::string::npos || colon == 0) {
+        h.refused = Outcome::kBadHeader;
+        return h;
+      }
       if (line[colon - 1] == ' ' || line[colon - 1] == '\t') {
         h.refused = Outcome::kBadHeader;
         return h;

@@ -572,6 +572,9 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   EXPECT_EQ(up.Raw(post + "Content-Length: 12abc\r\n\r\n").status, 400);
   // A space before the colon would hide the header from the library: refused, not ignored.
   EXPECT_EQ(up.Raw(post + "Content-Length : 2\r\n\r\n{}").status, 400);
+  // So is a line that is no field at all, with no colon or nothing before it.
+  EXPECT_EQ(up.Raw(post + "NoColon\r\nContent-Length: 2\r\n\r\n{}").status, 400);
+  EXPECT_EQ(up.Raw(head + ": x\r\n\r\n").status, 400);
   // So would a line ending in a bare LF (the library would skip it, and with it this
   // Content-Length: the POST would have no body, and start a session under a random name), and
   // two lengths that differ. The POST with 100-continue below finds no session active.
