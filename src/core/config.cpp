@@ -454,6 +454,10 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
     }
   }
   const std::string probe = ours + NewNonce();
+  // A probe left behind would lie in a root until this replica's next start.
+  const auto remove = [](const std::string& path) {
+    (void)fs::Tried([&] { return fs::Unlink(path); });
+  };
   const auto made = [&](const char* var, const std::string& dir) {
     if (NotADirectory(var, dir, errors)) return false;
     Status s = fs::Tried([&] { return fs::MkdirAll(dir); });
@@ -465,9 +469,7 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
     }
     return s.ok();
   };
-  if (made("APP_LOCAL_STAGING_ROOT", c.staging_root)) {
-    ::unlink(fs::Join(c.staging_root, probe).c_str());
-  }
+  if (made("APP_LOCAL_STAGING_ROOT", c.staging_root)) remove(fs::Join(c.staging_root, probe));
   // ParseConfig compared the paths as written; a symlink can still make staging one of the NFS
   // trees (or hold them), and start-up empties staging.
   std::error_code staging_error;
@@ -506,7 +508,7 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
                         "; both must be on one file system and one mount: " + s.ToString());
     }
   }
-  ::unlink(at.c_str());
+  remove(at);
 }
 
 bool GlobMatch(std::string_view p, std::string_view n) {

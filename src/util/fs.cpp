@@ -233,6 +233,9 @@ Status Tried(const std::function<Status()>& op) {
 }
 
 Status Unlink(const std::string& path) {
+  if (const int err = InjectedForTest("unlink", path); err != 0) {
+    return ErrnoStatus("unlink " + path, err);
+  }
   if (::unlink(path.c_str()) != 0) return ErrnoStatus("unlink " + path, errno);
   return Status::Ok();
 }

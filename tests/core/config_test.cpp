@@ -337,6 +337,35 @@ TEST(ConfigTest, VolumeCheckTakesAProbeCreateAnsweredEexistForItsOwn) {
   }
 }
 
+// The probe's removal failing once with a passing error (ESTALE) is tried again: the probe is not
+// left in the failed root (or staging) until this replica's next start.
+TEST(ConfigTest, VolumeCheckRemovesItsProbeDespiteAPassingError) {
+  struct Reset {
+    ~Reset() { fs::SetPathCallForTest(nullptr); }
+  } reset;
+  test::TempDir dir;
+  const Config c = VolumeConfig(dir, "nfs/");
+  std::vector<std::string> refused;
+  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+    if (std::string_view(op) != "unlink" || path.find(".nbu-probe-") == std::string::npos) return 0;
+    const bool again = std::find(refused.begin(), refused.end(), path) != refused.end();
+    if (again) return 0;
+    refused.push_back(path);
+    return ESTALE;
+  });
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  ASSERT_EQ(refused.size(), 2u) << "staging's probe and the one moved into the failed root";
+  EXPECT_EQ(fs::Dirname(refused[1]), c.failed_root);
+  for (const std::string& root :
+       {c.staging_root, c.incoming_dir, c.processing_root, c.failed_root}) {
+    const auto left = fs::ListDir(root);
+    ASSERT_TRUE(left.ok()) << root;
+    EXPECT_TRUE(left->empty()) << left->front().name;
+  }
+}
+
 // A root that is a regular file (or lies under one) fails with ENOTDIR: said as such, not as a
 // matter of file systems and mounts; the probe leaves nothing behind.
 TEST(ConfigTest, VolumeCheckSaysWhenARootIsNotADirectory) {
