@@ -330,6 +330,38 @@ TEST_F(FileProcessorAzuriteTest, LongNamedClaimIsDeadLetteredAndRevivedInItsOwnD
   DeadLetterInterruptedThenRevive(std::string(250, 'c') + ".bin");
 }
 
+// Two replicas retrying the dead letters at once (POST /v1/failed/retry to each): a dead letter
+// the other one moved between this one's listing and its rename is the other's to run, not an
+// error of this retry.
+TEST_F(FileProcessorAzuriteTest, ADeadLetterRevivedElsewhereMeanwhileIsNoError) {
+  config_.max_file_attempts = 1;  // interrupted once: dead-lettered unsent
+  for (const char* base : {"a.bin", "b.bin"}) {
+    processor_->Process(PlaceClaim(base, PatternBytes(1'000, 40), true, 1), {});
+  }
+  ASSERT_EQ(Count(inst_.files_failed), 2);
+  TempDir elsewhere;
+  std::string taken;
+  fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
+    if (std::string_view(op) == "link") return ::link(from.c_str(), to.c_str());
+    if (taken.empty() && from.starts_with(config_.failed_root)) {
+      taken = fs::Basename(from);  // the other replica's rename lands first
+      if (::rename(from.c_str(), (elsewhere / "taken").c_str()) != 0) return -1;
+      errno = ENOENT;
+      return -1;
+    }
+    return ::rename(from.c_str(), to.c_str());
+  });
+  struct Unset {  // on every way out, an ASSERT's too
+    ~Unset() { fs::SetPathPairCallForTest(nullptr); }
+  } unset;
+  std::vector<std::string> errors;
+  const auto revived = processor_->ReviveDeadLetters(&errors);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  ASSERT_EQ(revived.size(), 1u);
+  ASSERT_TRUE(taken.starts_with("a.bin~") || taken.starts_with("b.bin~")) << taken;
+  EXPECT_EQ(revived[0].base, taken.starts_with("a.bin~") ? "b.bin" : "a.bin");
+}
+
 // Two versions of one file name, claimed one after the other, may commit in either order (the
 // older one retried after throttling, or recovered after a crash). The blob must end with the
 // newer version (the later source mtime), in one Put Blob and in blocks; the older version is
