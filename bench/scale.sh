@@ -10,7 +10,10 @@
 #     written straight into incoming/<session>/. Reported: the service's own last_minute.latency_s
 #     (ready -> committed) and our measure from the producer's close() to the blob appearing in
 #     a container listing polled every 50 ms.
-# Usage: bench/scale.sh   [env BACKLOG=100000 SCAN_POLL_S=1 SCANS=10 RATE=5 TRICKLE_S=30 OUT=x.md]
+# Usage: bench/scale.sh   [env BACKLOG=100000 SCAN_POLL_S=1 SCANS=10 RATE=5 TRICKLE_S=30 OUT=x.md
+#                          PERF=file: perf record -g of the service over the first scan; needs
+#                          perf (Debian's linux-perf, not installed by make install), and
+#                          SCAN_POLL_S=3 or more, so that the second scan falls outside it]
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -106,9 +109,15 @@ rss_before=$(proc_rss_kib "$SVC_PID")
 log "moving $BACKLOG files into incoming/$SESSION; sampling CPU for $((SCANS + 2)) intervals"
 # The first sample before the move: the move's change hint starts the first scan at once.
 echo "${EPOCHREALTIME/./} $(ticks "$SVC_PID")" >"$TMP/samples"
+if [ -n "${PERF:-}" ]; then # a profile of the first scan, with call graphs: perf report -i "$PERF"
+  perf record -q -g -p "$SVC_PID" -o "$PERF" -- sleep "$SCAN_POLL_S" &
+  perf_pid=$!
+  sleep 0.5
+fi
 mv -T "$TMP/backlog" "$TMP/svc-scan/incoming/$SESSION"
 sample_cpu "$SVC_PID" "$(awk -v p="$SCAN_POLL_S" -v n="$SCANS" 'BEGIN { printf "%d", p * (n + 2) + 0.999 }')" "$TMP/samples"
 bursts "$TMP/samples" >"$TMP/bursts"
+[ -z "${PERF:-}" ] || wait "$perf_pid"
 st=$(svc_status)
 hwm=$(proc_hwm_kib "$SVC_PID")
 rss=$(proc_rss_kib "$SVC_PID")
