@@ -146,15 +146,22 @@ std::string AuthFailureDetail(std::string_view body) {
   std::string_view raw = body.substr(open + kOpen.size());
   raw = raw.substr(0, raw.find(kClose));  // a body cut short: what there is
   // Azure's details are a few hundred bytes; a proxy's or a broken server's may be megabytes,
-  // and what is shown is kMaxAuthFailureDetail. Cut where no value can be split: a run of token
-  // characters reaching the cut is left out whole (it could be the start of a secret).
-  if (raw.size() > kMaxAuthFailureInput) {
-    size_t cut = kMaxAuthFailureInput;
-    while (cut > 0 && TokenChar(raw[cut - 1])) --cut;
-    raw = raw.substr(0, cut);
+  // and what is shown is kMaxAuthFailureDetail.
+  const bool cut = raw.size() > kMaxAuthFailureInput;
+  std::string text = XmlUnescape(raw.substr(0, kMaxAuthFailureInput));
+  if (cut) {
+    // A run of token characters reaching the cut is left out whole: it could be the start of a
+    // secret (unescaped first, so that one written with &#43; is one run; and a reference the
+    // cut split, "&#4", is taken into it).
+    size_t keep = text.size();
+    while (keep > 0 && (TokenChar(text[keep - 1]) || text[keep - 1] == '&' ||
+                        text[keep - 1] == '#' || text[keep - 1] == ';')) {
+      --keep;
+    }
+    text.resize(keep);
   }
   // One line first: the phrases looked for below may be split by a line break.
-  std::string text = OneLine(XmlUnescape(raw));
+  text = OneLine(text);
   CutStringToSign(text);
   // The request's own signature, quoted back: valid for that request for a while.
   RedactAfter(text, "in the http request '", "'");
