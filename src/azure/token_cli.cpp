@@ -43,6 +43,10 @@ std::string FirstLine(const std::string& s, size_t max) {
 }
 
 // "2022-08-24 00:43:08.000000" in local time.
+// The latest expiry taken, in seconds since the epoch (the year 2255): beyond, the clock's
+// nanoseconds overflow (as a value in milliseconds would).
+constexpr int64_t kMaxEpochS = 9'000'000'000;
+
 std::optional<WallTime> ParseLocalTime(const std::string& s) {
   int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0;
   if (std::sscanf(s.c_str(), "%d-%d-%d %d:%d:%d", &year, &mon, &day, &hour, &min, &sec) != 6) {
@@ -51,7 +55,7 @@ std::optional<WallTime> ParseLocalTime(const std::string& s) {
   std::tm tm = CalendarTime(year, mon, day, hour, min, sec);
   tm.tm_isdst = -1;
   const std::time_t t = std::mktime(&tm);
-  if (t == -1) return std::nullopt;
+  if (t <= 0 || t > kMaxEpochS) return std::nullopt;
   return std::chrono::system_clock::from_time_t(t);
 }
 
@@ -145,9 +149,7 @@ Result<AccessToken> ParseAzureCliToken(const std::string& json_text) {
   if (auto it = j.find("accessToken"); it != j.end() && it->is_string()) t.token = *it;
   if (t.token.empty()) return Status(ErrorKind::kAuth, "azure-cli: output has no accessToken");
   if (auto it = j.find("expires_on"); it != j.end() && (it->is_number() || it->is_string())) {
-    // Seconds since the epoch, up to the year 2255: beyond, the clock's nanoseconds overflow (a
-    // value in milliseconds would), and expiresOn is read instead.
-    constexpr int64_t kMaxEpochS = 9'000'000'000;
+    // Beyond kMaxEpochS expiresOn is read instead.
     int64_t secs = 0;
     if (it->is_number_float()) {
       const double d = it->get<double>();

@@ -781,7 +781,8 @@ TEST_F(AzureCliCredentialTest, OlderCliWithOnlyLocalExpiresOn) {
 }
 
 // An expires_on out of range (in milliseconds, or beyond the clock) would overflow the clock's
-// nanoseconds: the local expiresOn is read instead, and without one the answer has no expiry.
+// nanoseconds: the local expiresOn is read instead, and without one the answer has no expiry. An
+// expiresOn beyond the clock is no expiry either.
 TEST_F(AzureCliCredentialTest, AnExpiresOnOutOfRangeIsNotTaken) {
   for (const char* on : {"4102444800000", "4102444800000.0", "1e30", "18446744073709551615",
                          "\"4102444800000000\"", "-5"}) {
@@ -795,6 +796,9 @@ TEST_F(AzureCliCredentialTest, AnExpiresOnOutOfRangeIsNotTaken) {
   auto t = ParseAzureCliToken(R"({"accessToken":"x","expires_on":4102444800})");
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(t->expires_on, WallTime(std::chrono::seconds(4102444800)));
+  // The local expiresOn, as far off, has none either.
+  EXPECT_FALSE(
+      ParseAzureCliToken(R"({"accessToken":"x","expiresOn":"2300-01-01 00:00:00.0"})").ok());
 }
 
 TEST_F(AzureCliCredentialTest, NotLoggedInAndTimeoutAndMissing) {
