@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include "support/fs_seams.h"
 #include "support/process.h"
 #include "util/fs.h"
 
@@ -273,21 +274,19 @@ TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
 // server carried out but whose reply was lost (a retransmission's ENOENT), and one that failed
 // with ESTALE once, pass; a rename that keeps failing says so, not "one file system".
 TEST(ConfigTest, VolumeCheckOutlastsAPassingVolumeError) {
-  struct Reset {
-    ~Reset() { fs::SetPathPairCallForTest(nullptr); }
-  } reset;
   test::TempDir dir;
   const Config c = VolumeConfig(dir, "nfs/");
   int renames = 0;
-  fs::SetPathPairCallForTest([&](const char*, const std::string& from, const std::string& to) {
-    ++renames;
-    if (renames == 1 && ::rename(from.c_str(), to.c_str()) != 0) return -1;
-    if (renames <= 2) {
-      errno = renames == 1 ? ENOENT : ESTALE;
-      return -1;
-    }
-    return ::rename(from.c_str(), to.c_str());
-  });
+  const test::ScopedPathPairCall seam(
+      [&](const char*, const std::string& from, const std::string& to) {
+        ++renames;
+        if (renames == 1 && ::rename(from.c_str(), to.c_str()) != 0) return -1;
+        if (renames <= 2) {
+          errno = renames == 1 ? ENOENT : ESTALE;
+          return -1;
+        }
+        return ::rename(from.c_str(), to.c_str());
+      });
   std::vector<std::string> errors;
   CheckVolume(c, &errors);
   EXPECT_TRUE(errors.empty()) << errors.front();
@@ -313,13 +312,10 @@ TEST(ConfigTest, VolumeCheckOutlastsAPassingVolumeError) {
 // The probe's create carried out but answered EEXIST on its first try (a retransmission's reply):
 // its name is fresh, so the file is the probe's own, not a reason to refuse to start.
 TEST(ConfigTest, VolumeCheckTakesAProbeCreateAnsweredEexistForItsOwn) {
-  struct Reset {
-    ~Reset() { fs::SetPathCallForTest(nullptr); }
-  } reset;
   test::TempDir dir;
   const Config c = VolumeConfig(dir, "nfs/");
   int lost = 0;
-  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+  const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
     if (std::string_view(op) != "create" || path.find(".nbu-probe-") == std::string::npos) return 0;
     ++lost;
     ::close(::open(path.c_str(), O_WRONLY | O_CREAT, 0644));
@@ -340,13 +336,10 @@ TEST(ConfigTest, VolumeCheckTakesAProbeCreateAnsweredEexistForItsOwn) {
 // The probe's removal failing once with a passing error (ESTALE) is tried again: the probe is not
 // left in the failed root (or staging) until this replica's next start.
 TEST(ConfigTest, VolumeCheckRemovesItsProbeDespiteAPassingError) {
-  struct Reset {
-    ~Reset() { fs::SetPathCallForTest(nullptr); }
-  } reset;
   test::TempDir dir;
   const Config c = VolumeConfig(dir, "nfs/");
   std::vector<std::string> refused;
-  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+  const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
     if (std::string_view(op) != "unlink" || path.find(".nbu-probe-") == std::string::npos) return 0;
     const bool again = std::find(refused.begin(), refused.end(), path) != refused.end();
     if (again) return 0;

@@ -9,6 +9,7 @@
 #include "support/azurite_client.h"
 #include "support/captured_log.h"
 #include "support/fault_proxy.h"
+#include "support/fs_seams.h"
 #include "support/gate.h"
 #include "support/process.h"
 #include "support/tmpfs.h"
@@ -341,19 +342,17 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterRevivedElsewhereMeanwhileIsNoError) 
   ASSERT_EQ(Count(inst_.files_failed), 2);
   TempDir elsewhere;
   std::string taken;
-  fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
-    if (std::string_view(op) == "link") return ::link(from.c_str(), to.c_str());
-    if (taken.empty() && from.starts_with(config_.failed_root)) {
-      taken = fs::Basename(from);  // the other replica's rename lands first
-      if (::rename(from.c_str(), (elsewhere / "taken").c_str()) != 0) return -1;
-      errno = ENOENT;
-      return -1;
-    }
-    return ::rename(from.c_str(), to.c_str());
-  });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() { fs::SetPathPairCallForTest(nullptr); }
-  } unset;
+  const nbu::test::ScopedPathPairCall seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        if (std::string_view(op) == "link") return ::link(from.c_str(), to.c_str());
+        if (taken.empty() && from.starts_with(config_.failed_root)) {
+          taken = fs::Basename(from);  // the other replica's rename lands first
+          if (::rename(from.c_str(), (elsewhere / "taken").c_str()) != 0) return -1;
+          errno = ENOENT;
+          return -1;
+        }
+        return ::rename(from.c_str(), to.c_str());
+      });
   std::vector<std::string> errors;
   const auto revived = processor_->ReviveDeadLetters(&errors);
   EXPECT_TRUE(errors.empty()) << errors.front();
@@ -564,17 +563,15 @@ TEST_F(FileProcessorAzuriteTest, AClaimAgainThatFailsIsTriedAgain) {
   };
   FileProcessor processor(std::move(deps));
   int reclaims = 0;  // renames of the marker
-  fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
-    if (std::string_view(op) == "link") return ::link(from.c_str(), to.c_str());
-    if (from.ends_with(".done") && ++reclaims == 1) {
-      errno = EIO;
-      return -1;
-    }
-    return ::rename(from.c_str(), to.c_str());
-  });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() { fs::SetPathPairCallForTest(nullptr); }
-  } unset;
+  const nbu::test::ScopedPathPairCall seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        if (std::string_view(op) == "link") return ::link(from.c_str(), to.c_str());
+        if (from.ends_with(".done") && ++reclaims == 1) {
+          errno = EIO;
+          return -1;
+        }
+        return ::rename(from.c_str(), to.c_str());
+      });
   processor.Process(item, {});
   EXPECT_EQ(reclaims, 2);
   ExpectBlobHolds(item, data);
@@ -1284,25 +1281,20 @@ TEST_F(FileProcessorAzuriteTest, ARefusedDeadLetterRunElsewhereSinceIsJudgedAgai
 TEST_F(FileProcessorAzuriteTest, ADeadLetterWhoseMoveLandedUntoldIsLookedFor) {
   const WorkItem older = PlaceSuperseded("w.bin", 25);
   bool moved = false;
-  fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
-    const int rc = std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
-                                                    : ::link(from.c_str(), to.c_str());
-    if (rc != 0 || moved || !to.starts_with(config_.failed_root)) return rc;
-    moved = true;
-    errno = EIO;  // carried out, the reply lost
-    return -1;
-  });
-  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+  const nbu::test::ScopedPathPairCall rename_seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        const int rc = std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
+                                                        : ::link(from.c_str(), to.c_str());
+        if (rc != 0 || moved || !to.starts_with(config_.failed_root)) return rc;
+        moved = true;
+        errno = EIO;  // carried out, the reply lost
+        return -1;
+      });
+  const nbu::test::ScopedPathCall stat_seam([&](const char* op, const std::string& path) {
     return moved && std::string_view(op) == "statx" && path.starts_with(config_.processing_root)
                ? ESTALE
                : 0;
   });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() {
-      fs::SetPathPairCallForTest(nullptr);
-      fs::SetPathCallForTest(nullptr);
-    }
-  } unset;
   processor_->Process(older, {});  // superseded: dead-lettered
   ASSERT_TRUE(moved);
   EXPECT_EQ(Count(inst_.files_failed), 1);
@@ -1315,14 +1307,11 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterWhoseMoveLandedUntoldIsLookedFor) {
 TEST_F(FileProcessorAzuriteTest, ADeadLetterReasonIsWrittenDespiteAPassingError) {
   const WorkItem older = PlaceSuperseded("y.bin", 29);
   int refused = 0;
-  fs::SetPathCallForTest([&](const char* op, const std::string& path) {
+  const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
     const bool reason =
         std::string_view(op) == "create" && path.find(".failed.json") != std::string::npos;
     return reason && ++refused <= 2 ? EIO : 0;
   });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() { fs::SetPathCallForTest(nullptr); }
-  } unset;
   processor_->Process(older, {});  // superseded: dead-lettered
   EXPECT_EQ(refused, 3);
   EXPECT_EQ(Count(inst_.files_failed), 1);

@@ -1,6 +1,7 @@
 #include "core/sweeper.h"
 
 #include "support/captured_log.h"
+#include "support/fs_seams.h"
 #include "support/process.h"
 #include "util/fs.h"
 
@@ -372,13 +373,10 @@ TEST_F(SweeperTest, TakeoversTheVolumeRefusesAreToldOnceAMinute) {
   sweeper.Sweep({});
   clock.Advance(31s);  // no lease for longer than the timeout: dead
   test::CapturedLog logged("took over a claim of a dead replica: failed");
-  fs::SetPathPairCallForTest([](const char*, const std::string&, const std::string&) {
+  const test::ScopedPathPairCall seam([](const char*, const std::string&, const std::string&) {
     errno = EACCES;
     return -1;
   });
-  struct Unset {  // on every way out, an ASSERT's too
-    ~Unset() { fs::SetPathPairCallForTest(nullptr); }
-  } unset;
   for (int i = 0; i < 3; ++i) sweeper.Sweep({});
   const std::vector<std::string> lines = logged.Lines();
   EXPECT_TRUE(queued.empty());
