@@ -1140,8 +1140,11 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
                   NewNonce(), ClaimState::kClaimed, 0};
       const std::string dst = ProcessingPath(c);
       if (Status s = fs::RenameEntry(full, dst); !s.ok()) {
-        // Gone since the listing: another replica's retry (or the operator) moved it.
-        if (s.kind() != ErrorKind::kNotFound) errors->push_back(s.ToString());
+        // Gone since the listing: another replica's retry (or the operator) moved it. (Not
+        // found with the data still there is the target's directory removed again and again.)
+        if (s.kind() != ErrorKind::kNotFound || fs::Stat(full).ok()) {
+          errors->push_back(s.ToString());
+        }
         continue;
       }
       ::unlink(fs::Join(d_.config.failed_root, f->ReasonPath()).c_str());

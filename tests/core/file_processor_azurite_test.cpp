@@ -359,6 +359,21 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterRevivedElsewhereMeanwhileIsNoError) 
   ASSERT_EQ(revived.size(), 1u);
   ASSERT_TRUE(taken.starts_with("a.bin~") || taken.starts_with("b.bin~")) << taken;
   EXPECT_EQ(revived[0].base, taken.starts_with("a.bin~") ? "b.bin" : "a.bin");
+  // A rename that keeps answering "not found" while the data is still there (the target's
+  // directory removed again and again) is this retry's failure: reported, the data left.
+  fs::SetPathPairCallForTest([&](const char* op, const std::string& from, const std::string& to) {
+    if (std::string_view(op) == "rename" && from.starts_with(config_.failed_root)) {
+      errno = ENOENT;
+      return -1;
+    }
+    return std::string_view(op) == "link" ? ::link(from.c_str(), to.c_str())
+                                          : ::rename(from.c_str(), to.c_str());
+  });
+  processor_->Process(PlaceClaim("c.bin", PatternBytes(1'000, 41), true, 1), {});
+  errors.clear();
+  EXPECT_TRUE(processor_->ReviveDeadLetters(&errors).empty());
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("c.bin"), std::string::npos) << errors[0];
 }
 
 // Two versions of one file name, claimed one after the other, may commit in either order (the
