@@ -231,8 +231,7 @@ WallTime TokenCredential::RefreshAt(const AccessToken& t, WallTime fetched) cons
   if (!t.refresh_on) return by_lifetime;
   // The issuer's hint, within reason: one of 0 (a stand-in's, a proxy's) would fetch a token for
   // every request, and one past the expiry would use the token to its last instant.
-  return std::clamp(*t.refresh_on, fetched + std::min(lifetime / 2, kEarliestHintedRefresh),
-                    by_lifetime);
+  return std::min(std::max(*t.refresh_on, fetched + kEarliestHintedRefresh), by_lifetime);
 }
 
 Status CheckSecureUrl(const std::string& url, const std::string& what) {

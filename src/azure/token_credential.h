@@ -52,7 +52,7 @@ struct TokenSourceOptions {
 // FetchToken(); this class caches the token and refreshes it ahead of expiry:
 //  * refresh at half-life for lifetimes >= 2 h; else when less than 2 min are left (but never
 //    before half-life, so short-lived tokens are reused too); the issuer's refresh_on may bring
-//    that forward, to no earlier than kEarliestHintedRefresh (or half-life) after the fetch;
+//    that forward, to no earlier than kEarliestHintedRefresh after the fetch;
 //  * only one fetch runs at a time; while it runs, other threads keep using the cached token if it
 //    is still valid, or wait for the fetch and share its result (success or error);
 //  * after a failed refresh of a still-valid token, the next attempt waits kRetryAfterFailure;

@@ -69,13 +69,14 @@ TEST(TokenCacheTest, ShortLivedTokensAreReusedUntilHalfLife) {
 // life does not hold the refresh back to its expiry.
 TEST(TokenCacheTest, TheIssuersRefreshHintIsTakenWithinReason) {
   struct Case {
-    std::chrono::seconds hint, kept, refreshed;  // after the first fetch
+    std::chrono::seconds lifetime, hint, kept, refreshed;  // after the first fetch
   };
-  for (const auto& [hint, kept, refreshed] :
-       {Case{0s, 4min + 59s, 5min + 1s}, Case{10min, 9min + 59s, 10min + 1s},
-        Case{2h, 57min + 59s, 58min + 1s}}) {
+  // The last: a token of 10 s is kept for half its life, as without a hint.
+  for (const auto& [lifetime, hint, kept, refreshed] :
+       {Case{1h, 0s, 4min + 59s, 5min + 1s}, Case{1h, 10min, 9min + 59s, 10min + 1s},
+        Case{1h, 2h, 57min + 59s, 58min + 1s}, Case{10s, 0s, 4s, 6s}}) {
     SimulatedClock clock(false);
-    FakeTokenCredential cred(clock, 1h);
+    FakeTokenCredential cred(clock, lifetime);
     cred.SetRefreshIn(hint);
     EXPECT_EQ(Bearer(cred), "Bearer token-1");
     clock.Advance(kept);
