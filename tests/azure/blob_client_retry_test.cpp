@@ -165,6 +165,9 @@ class BlobClientRetryTest : public ::testing::Test {
       res.set_content(
           "<Error><Code>" + std::string(100'000, 'C') + "\nInjected: line</Code></Error>",
           "application/xml");
+    } else if (name == "odd-code") {
+      res.status = 400;
+      res.set_content("<Error><Code>Odd\nInjected: line\x01</Code></Error>", "application/xml");
     } else if (name == "bad") {
       res.status = 400;
       res.set_content("<?xml version=\"1.0\"?><Error><Code>Md5Mismatch</Code></Error>",
@@ -496,6 +499,9 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   EXPECT_NE(odd.message().find("HTTP 400 " + std::string(64, 'C') + "... "), std::string::npos)
       << odd.message().substr(0, 200);
   EXPECT_LT(odd.message().size(), 1'000u);
+  Status lines = client.PutBlob("odd-code", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_NE(lines.message().find("HTTP 400 Odd?Injected: line? "), std::string::npos)
+      << lines.message();
   auto missing = client.GetBlob("nothing-here");
   EXPECT_EQ(missing.status().kind(), ErrorKind::kNotFound);
   EXPECT_NE(missing.status().message().find("BlobNotFound"), std::string::npos);
