@@ -63,7 +63,7 @@ test-asan: build-asan ## Unit, integration and e2e tests (the service binary too
 	  ctest --output-on-failure -L 'unit|integration|e2e' -j 2
 
 test-tsan: build-tsan ## Concurrency tests under ThreadSanitizer
-	cd $(TSAN_DIR) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency
+	cd $(TSAN_DIR) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency -j 2
 
 lint: $(BUILD_DIR)/CMakeCache.txt ## clang-tidy (.clang-tidy) over src/ and tools/, in parallel
 	run-clang-tidy -p $(BUILD_DIR) -quiet -j $(JOBS) -extra-arg=-Wno-unknown-warning-option '$(CURDIR)/(src|tools)/.*\.cpp$$'
