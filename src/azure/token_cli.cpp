@@ -9,7 +9,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
@@ -43,10 +42,6 @@ std::string FirstLine(const std::string& s, size_t max) {
 }
 
 // "2022-08-24 00:43:08.000000" in local time.
-// The latest expiry taken, in seconds since the epoch (the year 2255): beyond, the clock's
-// nanoseconds overflow (as a value in milliseconds would).
-constexpr int64_t kMaxEpochS = 9'000'000'000;
-
 std::optional<WallTime> ParseLocalTime(const std::string& s) {
   int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0;
   if (std::sscanf(s.c_str(), "%d-%d-%d %d:%d:%d", &year, &mon, &day, &hour, &min, &sec) != 6) {
@@ -55,7 +50,7 @@ std::optional<WallTime> ParseLocalTime(const std::string& s) {
   std::tm tm = CalendarTime(year, mon, day, hour, min, sec);
   tm.tm_isdst = -1;
   const std::time_t t = std::mktime(&tm);
-  if (t <= 0 || t > kMaxEpochS) return std::nullopt;
+  if (t <= 0 || static_cast<double>(t) > kMaxTokenEpochS) return std::nullopt;
   return std::chrono::system_clock::from_time_t(t);
 }
 
@@ -148,27 +143,11 @@ Result<AccessToken> ParseAzureCliToken(const std::string& json_text) {
   AccessToken t;
   if (auto it = j.find("accessToken"); it != j.end() && it->is_string()) t.token = *it;
   if (t.token.empty()) return Status(ErrorKind::kAuth, "azure-cli: output has no accessToken");
-  if (auto it = j.find("expires_on"); it != j.end() && (it->is_number() || it->is_string())) {
-    // Beyond kMaxEpochS expiresOn is read instead.
-    int64_t secs = 0;
-    if (it->is_number_float()) {
-      const double d = it->get<double>();
-      if (d > 0 && d <= static_cast<double>(kMaxEpochS)) secs = static_cast<int64_t>(d);
-    } else if (it->is_number_unsigned()) {
-      secs = static_cast<int64_t>(std::min<uint64_t>(it->get<uint64_t>(), kMaxEpochS + 1));
-    } else if (it->is_number()) {
-      secs = it->get<int64_t>();
-    } else {
-      char* end = nullptr;
-      const std::string s = *it;
-      secs = std::strtoll(s.c_str(), &end, 10);
-      if (s.empty() || *end != '\0') secs = 0;
-    }
-    if (secs > 0 && secs <= kMaxEpochS) {
-      t.expires_on =
-          WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::seconds(secs)));
-      return t;
-    }
+  // Beyond kMaxTokenEpochS (a value in milliseconds), expiresOn is read instead.
+  if (auto on = NumberField(j, "expires_on", kMaxTokenEpochS); on && *on >= 1) {
+    t.expires_on = WallTime(std::chrono::duration_cast<WallTime::duration>(
+        std::chrono::seconds(static_cast<int64_t>(*on))));
+    return t;
   }
   if (auto it = j.find("expiresOn"); it != j.end() && it->is_string()) {
     if (auto when = ParseLocalTime(*it)) {

@@ -23,27 +23,6 @@ struct LastUsed {
 thread_local LastUsed t_last_used;
 
 constexpr double kMaxLifetimeS = 1e8;  // three years
-constexpr double kMaxEpochS = 9e9;     // the year 2255
-
-// Seconds in [0, max], as a number or a numeric string. "inf", "nan" or 1e400 would overflow the
-// clock's nanoseconds when converted (they end in the year 2262).
-std::optional<double> NumberField(const nlohmann::json& j, const char* key, double max) {
-  auto it = j.find(key);
-  if (it == j.end()) return std::nullopt;
-  double v = 0;
-  if (it->is_number()) {
-    v = it->get<double>();
-  } else if (it->is_string() && !it->get_ref<const std::string&>().empty()) {
-    const std::string& s = it->get_ref<const std::string&>();
-    char* end = nullptr;
-    v = std::strtod(s.c_str(), &end);
-    if (end == nullptr || *end != '\0') return std::nullopt;
-  } else {
-    return std::nullopt;
-  }
-  if (!std::isfinite(v) || v < 0 || v > max) return std::nullopt;
-  return v;
-}
 
 // App Service 2017's expires_on: "M/D/YYYY h:mm:ss[ AM|PM] +HH:MM" (Linux answers without AM/PM,
 // Windows with), as the Azure SDKs for Python and Go parse it.
@@ -92,6 +71,24 @@ ErrorKind KindForTokenStatus(long status) {
 }
 
 }  // namespace
+
+std::optional<double> NumberField(const nlohmann::json& j, const char* key, double max) {
+  auto it = j.find(key);
+  if (it == j.end()) return std::nullopt;
+  double v = 0;
+  if (it->is_number()) {
+    v = it->get<double>();
+  } else if (it->is_string() && !it->get_ref<const std::string&>().empty()) {
+    const std::string& s = it->get_ref<const std::string&>();
+    char* end = nullptr;
+    v = std::strtod(s.c_str(), &end);
+    if (end == nullptr || *end != '\0') return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  if (!std::isfinite(v) || v < 0 || v > max) return std::nullopt;
+  return v;
+}
 
 EnvLookup ProcessEnv() {
   return [](const std::string& name) -> std::optional<std::string> {
@@ -283,7 +280,7 @@ Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
   out.token = std::move(token);
   if (auto in = NumberField(j, "expires_in", kMaxLifetimeS)) {
     out.expires_on = now + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(*in));
-  } else if (auto on = NumberField(j, "expires_on", kMaxEpochS)) {
+  } else if (auto on = NumberField(j, "expires_on", kMaxTokenEpochS)) {
     out.expires_on = WallTime(std::chrono::duration_cast<WallTime::duration>(
         std::chrono::seconds(static_cast<int64_t>(*on))));
   } else if (auto at = AppService2017Time(j, "expires_on")) {

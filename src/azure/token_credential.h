@@ -8,6 +8,8 @@
 #include "util/status.h"
 #include "util/text.h"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -109,6 +111,13 @@ class TokenCredential : public Credential {
 };
 
 // --- helpers shared by the token sources ---
+
+// The latest expiry taken, in seconds since the epoch (the year 2255): beyond, the clock's
+// nanoseconds overflow (as a value in milliseconds would).
+inline constexpr double kMaxTokenEpochS = 9e9;
+// Field `key` of `j` as seconds in [0, max], from a number or a numeric string; nullopt when it
+// is absent or anything else ("inf", "nan" and 1e400 included).
+std::optional<double> NumberField(const nlohmann::json& j, const char* key, double max);
 
 // OK for https URLs, and http URLs whose host is loopback; kAuth naming `what` otherwise.
 Status CheckSecureUrl(const std::string& url, const std::string& what);
