@@ -158,9 +158,10 @@ bool IsHostLocalAuthority(std::string_view authority) {
   if (IsLoopbackAuthority(authority)) return true;
   bool v6 = false;
   const std::string host = LowerAscii(HostOf(authority, &v6));
-  if (v6) {  // fe80::/10: a first group of fe80 to febf
+  if (v6) {  // fe80::/10: a first group of four digits, fe80 to febf
     return host.size() > 4 && host[4] == ':' && host.starts_with("fe") &&
-           (host[2] == '8' || host[2] == '9' || host[2] == 'a' || host[2] == 'b');
+           (host[2] == '8' || host[2] == '9' || host[2] == 'a' || host[2] == 'b') &&
+           std::isxdigit(static_cast<unsigned char>(host[3])) != 0;
   }
   return DottedQuadIn(host, "169.254.");
 }

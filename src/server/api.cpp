@@ -209,7 +209,6 @@ class ReceivedRequest final : public httplib::Stream {
       std::string line = head.substr(from + 1, eol - from - 2);  // without its CRLF
       from = eol;
       const size_t colon = line.find(':');
-      if (line.empty()) break;  // the end of the head
       if (colon == std::string::npos || colon == 0) {
         h.refused = Outcome::kBadHeader;
         return h;

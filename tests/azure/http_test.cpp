@@ -134,7 +134,7 @@ TEST(HttpTransportTest, HostLocalAuthorities) {
   for (const char* remote :
        {"acct.blob.core.windows.net", "login.microsoftonline.com:443", "192.0.2.1", "10.0.0.1",
         "127.0.0.1.example.com", "169.254.1", "localhost.example.com", "[::2]", "[fec0::1]",
-        "[fe80", "127.0.0.1@evil.example.com"}) {
+        "[fe8::1]", "[fe80", "127.0.0.1@evil.example.com"}) {
     EXPECT_FALSE(IsHostLocalAuthority(remote)) << remote;
   }
 }
