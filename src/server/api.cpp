@@ -394,8 +394,9 @@ class GuardedServer final : public httplib::Server {
         break;
       case ReceivedRequest::Outcome::kBadHeader:
         request.Answer(400, "Bad Request",
-                       "malformed request head: a line not ending in CRLF, a space before a "
-                       "colon, or a Content-Length that is not a number or differs from another");
+                       "malformed request head: a line not ending in CRLF or that is no "
+                       "header field, a space before a colon, or a Content-Length that is not a "
+                       "number or differs from another");
         break;
       case ReceivedRequest::Outcome::kTooSlow:
         request.Answer(408, "Request Timeout", "the request did not arrive within 10 s");
