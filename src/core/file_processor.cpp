@@ -176,9 +176,9 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
       unregister.keep = true;
       return c;
     }
+    // Not found: the source gone (RenameEntry tells a pruned target directory apart).
     if (last.kind() == ErrorKind::kNotFound) {
-      if (!fs::Stat(src).ok()) return Status(ErrorKind::kNotFound, "claimed by another replica");
-      continue;  // its directory was pruned again meanwhile
+      return Status(ErrorKind::kNotFound, "claimed by another replica");
     }
     if (last.kind() != ErrorKind::kTransient) return last;
     d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
@@ -1140,11 +1140,8 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
                   NewNonce(), ClaimState::kClaimed, 0};
       const std::string dst = ProcessingPath(c);
       if (Status s = fs::RenameEntry(full, dst); !s.ok()) {
-        // Gone since the listing: another replica's retry (or the operator) moved it. (Not
-        // found with the data still there is the target's directory removed again and again.)
-        if (s.kind() != ErrorKind::kNotFound || fs::Stat(full).ok()) {
-          errors->push_back(s.ToString());
-        }
+        // Not found: gone since the listing, another replica's retry (or the operator) moved it.
+        if (s.kind() != ErrorKind::kNotFound) errors->push_back(s.ToString());
         continue;
       }
       ::unlink(fs::Join(d_.config.failed_root, f->ReasonPath()).c_str());

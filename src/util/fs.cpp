@@ -198,7 +198,13 @@ Status RenameEntry(const std::string& from, const std::string& to) {
       s = Status(ErrorKind::kTransient, s.message() + "; then " + look.status().message());
       break;
     }
-    if (again == 0 || !look.ok()) break;  // the source gone: moved by another process
+    if (!look.ok()) break;  // the source gone: moved by another process
+    if (again == 0) {
+      // The source still there and the target's directory missing again, removed since it was
+      // made (another process's sweep of empty directories): worth another try later.
+      return Status(ErrorKind::kTransient,
+                    s.message() + "; the target's directory was removed again meanwhile");
+    }
     if (Status m = MkdirAll(Dirname(to)); !m.ok()) return m;
     s = Rename(from, to);
   }

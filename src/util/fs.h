@@ -71,8 +71,9 @@ Status Rename(const std::string& from, const std::string& to);
 // Renames a state entry on a shared volume. A retransmitted NFS rename can report ENOENT although
 // it landed, which the target shows: that is success. ENOENT while the source is still there
 // means the target's directory is missing (pruned while empty, or not made yet): it is made and
-// the rename tried once more. Any other ENOENT: the source is gone (another process moved it),
-// unless a name could not be looked at: then the outcome is unknown, a passing error.
+// the rename tried once more (the directory gone again then: a passing error). Any other ENOENT:
+// the source is gone (another process moved it), unless a name could not be looked at: then the
+// outcome is unknown, a passing error.
 // A passing error (EIO, ESTALE, a soft mount's ETIMEDOUT) can come back from a rename the server
 // carried out, its reply lost: when the server shows the source gone and the target there, that
 // is success too. `from` must be a name no other process moves to `to`.

@@ -1,5 +1,6 @@
 #include "util/fs.h"
 
+#include "support/fs_seams.h"
 #include "support/process.h"
 
 #include <fcntl.h>
@@ -54,6 +55,29 @@ TEST(RenameEntry, ALandedRenameIsSuccessAndAGoneSourceIsNotFound) {
   const Status s = fs::RenameEntry(dir / "gone", dir / "sub/target");
   EXPECT_EQ(s.kind(), ErrorKind::kNotFound);
   EXPECT_FALSE(fs::Stat(dir / "sub").ok());
+}
+
+// The target's directory removed again between its making and the second rename (another
+// replica's sweep of empty directories): the source is still there, so that is no "not found"
+// (which callers take for the entry moved by another process) but a passing error.
+TEST(RenameEntry, ATargetDirectoryRemovedAgainIsNoNotFound) {
+  test::TempDir dir;
+  Touch(dir / "a");
+  int renames = 0;
+  {
+    // Every rename fails so, unmade, as one into a directory removed just before it would.
+    const test::ScopedPathPairCall missing(
+        [&](const char* op, const std::string& from, const std::string& to) {
+          if (std::string_view(op) != "rename") return ::link(from.c_str(), to.c_str());
+          ++renames;
+          errno = ENOENT;
+          return -1;
+        });
+    const Status s = fs::RenameEntry(dir / "a", dir / "new/a");
+    EXPECT_EQ(s.kind(), ErrorKind::kTransient) << s.ToString();
+  }
+  EXPECT_EQ(renames, 2);
+  EXPECT_TRUE(fs::Stat(dir / "a").ok());
 }
 
 // link() as create-if-absent: the first link of a name lands, a second one to another file is a
