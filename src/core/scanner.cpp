@@ -298,6 +298,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     item.ready_at = seen;
     inst_.files_discovered.Add();
     inst_.queue_depth.Add(1);
+    if (queue_.size() >= queue_.capacity()) QueueFull(session, now);
     if (!queue_.Push(std::move(item), stop)) {
       inst_.queue_depth.Add(-1);
       tracker_.Forget(rel);
@@ -311,6 +312,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     if (stop.stop_requested()) return;
     ScanDir(session, sub, stop, stats);
   }
+}
+
+void Scanner::QueueFull(const std::string& session, MonoTime now) {
+  if (queue_full_logged_ && now - *queue_full_logged_ < std::chrono::minutes(1)) return;
+  queue_full_logged_ = now;
+  LogWarn("work queue full: files wait to be queued until the workers take some",
+          {{"session", session}, {"queue_capacity", queue_.capacity()}});
 }
 
 }  // namespace nbu::core

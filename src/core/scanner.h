@@ -94,6 +94,9 @@ class Scanner {
   bool StatEntry(int dfd, const char* name, const std::string& rel, struct stat* st) const;
   // A failed stat of `rel` (not ENOENT: the name did not just go) is counted and keeps its state.
   void StatFailed(const std::string& rel, int err, Stats* stats);
+  // The queue is full, so the scan is about to wait for the workers: a warning, once a minute at
+  // most while that goes on (a backlog larger than the queue fills it at every refill).
+  void QueueFull(const std::string& session, MonoTime now);
 
   const Config& config_;
   Clock& clock_;
@@ -109,6 +112,7 @@ class Scanner {
   std::vector<std::pair<std::string, std::string>> forgotten_;  // guarded by mu_
   std::optional<MonoTime> oldest_pending_;                      // guarded by mu_
   std::optional<MonoTime> next_due_;                            // scan thread only
+  std::optional<MonoTime> queue_full_logged_;                   // scan thread only
 };
 
 }  // namespace nbu::core

@@ -1,5 +1,6 @@
 #include "core/scanner.h"
 
+#include "support/captured_log.h"
 #include "support/process.h"
 
 #include <fcntl.h>
@@ -432,6 +433,38 @@ TEST_F(ScannerTest, FullQueueMakesTheScanWaitWithoutDroppingFiles) {
   consumer.request_stop();
   consumer.join();
   EXPECT_EQ(got.size(), 5u);
+}
+
+TEST_F(ScannerTest, AFullQueueIsLoggedOnceAMinuteWhileTheScanWaits) {
+  nbu::test::CapturedLog log("work queue full", LogLevel::kWarn);
+  BoundedQueue<WorkItem> q(2);
+  Scanner scanner(config, clock, q, inst);
+  int next = 0;
+  const auto take = [&] {  // as a worker does: the file claimed, out of incoming
+    const std::string rel = q.Pop({})->rel;
+    ::unlink(In(rel).c_str());
+    scanner.Forget("s1", rel);
+  };
+  // Three new files, seen and then queued: the third finds the queue full, and the scan waits
+  // until one is taken.
+  const auto round = [&] {
+    for (int i = 0; i < 3; ++i) WriteFile(In(std::to_string(next++) + ".f"), "x");
+    scanner.ScanOnce("s1", {});
+    clock.Advance(5s);
+    std::jthread scan([&](std::stop_token stop) { scanner.ScanOnce("s1", stop); });
+    ASSERT_TRUE(nbu::test::WaitFor([&] { return q.pushes_waiting() == 1; }, 30s));
+    while (q.size() > 0) take();
+    scan.join();
+    while (q.size() > 0) take();
+  };
+  round();
+  ASSERT_EQ(log.Lines().size(), 1u);
+  EXPECT_EQ(log.Json()[0]["queue_capacity"], 2);
+  round();  // 5 s later: not again
+  EXPECT_EQ(log.Lines().size(), 1u);
+  clock.Advance(60s);
+  round();
+  EXPECT_EQ(log.Lines().size(), 2u);
 }
 
 TEST_F(ScannerTest, AScanWatchesTheDirectoriesItLists) {
