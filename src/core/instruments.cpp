@@ -172,12 +172,12 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
       file_size(r.AddHistogram("file.size", "Size of uploaded files", "By", SizeBuckets())),
       ready_to_commit(r.AddHistogram("file.ready_to_commit", "From ready to blob committed", "s",
                                      SecondsBuckets())) {
-  // Export every counter from the start (at 0), so dashboards and alerts see the series before
-  // the first event.
+  // Export every counter without labels from the start (at 0), so dashboards and alerts see the
+  // series before the first event. Those counted by reason appear with their first reason.
   for (telemetry::Counter* c :
        {&files_discovered, &files_processed, &files_failed, &files_recovered, &files_skipped,
         &files_superseded, &bytes_uploaded, &claim_conflicts, &takeovers, &throttled,
-        &blocks_uploaded, &blocks_resumed, &queue_depth, &files_in_progress}) {
+        &api_turned_away, &blocks_uploaded, &blocks_resumed, &queue_depth, &files_in_progress}) {
     c->Add(0);
   }
   // Counted by op only: a series without it would sit at 0 beside the labelled ones for good.

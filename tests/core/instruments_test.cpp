@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -160,6 +161,31 @@ TEST(InstrumentsTest, SeedMetricNamesAndKinds) {
   EXPECT_EQ(kinds.at("queue.depth"), telemetry::InstrumentKind::kUpDownCounter);
   EXPECT_EQ(kinds.at("upload.duration"), telemetry::InstrumentKind::kHistogram);
   EXPECT_EQ(kinds.at("file.size"), telemetry::InstrumentKind::kHistogram);
+}
+
+// Every counter is exported from the start, at 0, but those counted by a reason only (no series
+// without the reason would mean anything).
+TEST(InstrumentsTest, EveryCounterIsExportedFromTheStart) {
+  telemetry::MetricsRegistry r;
+  Instruments inst(r);
+  std::set<std::string> counters;
+  std::set<std::string> sampled;
+  std::istringstream text(telemetry::RenderPrometheus(r));
+  for (std::string line; std::getline(text, line);) {
+    std::istringstream words(line);
+    std::string first, second, third;
+    words >> first >> second >> third;
+    if (first == "#" && second == "TYPE" && words.str().ends_with(" counter")) {
+      counters.insert(third);
+    } else if (first != "#") {
+      sampled.insert(first.substr(0, first.find('{')));
+    }
+  }
+  EXPECT_GE(counters.size(), 15u);
+  for (const std::string& name : counters) {
+    if (name == "http_retries_total" || name == "file_attempts_failed_total") continue;
+    EXPECT_TRUE(sampled.contains(name)) << name << " has no series before its first event";
+  }
 }
 
 // http.checksum_mismatches is counted by op: seeded at 0 for each op that can report one, and no
