@@ -134,16 +134,29 @@ Result<Fd> CreateFresh(const std::string& path, mode_t mode) {
   return Fd(fd);
 }
 
+namespace {
+
+// mkdir(2) of `path`: 0 or its errno.
+int MkdirOne(const std::string& path, mode_t mode) {
+  if (const int err = InjectedForTest("mkdir", path); err != 0) return err;
+  return ::mkdir(path.c_str(), mode) == 0 ? 0 : errno;
+}
+
+}  // namespace
+
 Status MkdirAll(const std::string& path, mode_t mode) {
   if (path.empty()) return Status::Ok();
-  if (::mkdir(path.c_str(), mode) == 0) return Status::Ok();
-  if (errno == EEXIST) return Status::Ok();
-  if (errno != ENOENT) return ErrnoStatus("mkdir " + path, errno);
   const std::string parent = Dirname(path);
-  if (parent == path) return ErrnoStatus("mkdir " + path, ENOENT);
-  if (Status s = MkdirAll(parent, mode); !s.ok()) return s;
-  if (::mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return Status::Ok();
-  return ErrnoStatus("mkdir " + path, errno);
+  int err = 0;
+  for (int tries = 0; tries < 3; ++tries) {
+    err = MkdirOne(path, mode);
+    if (err == 0 || err == EEXIST) return Status::Ok();
+    if (err != ENOENT || parent == path) break;
+    // The parent is missing: not made yet, or removed again since it was made (another process
+    // pruning empty directories, as the sweeps do).
+    if (Status s = MkdirAll(parent, mode); !s.ok()) return s;
+  }
+  return ErrnoStatus("mkdir " + path, err);
 }
 
 namespace {
@@ -205,7 +218,11 @@ Status RenameEntry(const std::string& from, const std::string& to) {
       return Status(ErrorKind::kTransient,
                     s.message() + "; the target's directory was removed again meanwhile");
     }
-    if (Status m = MkdirAll(Dirname(to)); !m.ok()) return m;
+    if (Status m = MkdirAll(Dirname(to)); !m.ok()) {
+      // A directory on the way removed as fast as it was made: the source is still there.
+      if (m.kind() != ErrorKind::kNotFound) return m;
+      return Status(ErrorKind::kTransient, s.message() + "; then " + m.message());
+    }
     s = Rename(from, to);
   }
   if (s.kind() == ErrorKind::kTransient && RenameLanded(from, to)) return Status::Ok();

@@ -66,14 +66,16 @@ Result<Fd> CreateExclusive(const std::string& path, mode_t mode = 0644);
 // answers EEXIST), and is opened, emptied, instead.
 Result<Fd> CreateFresh(const std::string& path, mode_t mode = 0644);
 
+// Makes `path` and its missing parents. A parent removed again before its child was made (another
+// process pruning empty directories) is made again, twice at most.
 Status MkdirAll(const std::string& path, mode_t mode = 0755);
 Status Rename(const std::string& from, const std::string& to);
 // Renames a state entry on a shared volume. A retransmitted NFS rename can report ENOENT although
 // it landed, which the target shows: that is success. ENOENT while the source is still there
 // means the target's directory is missing (pruned while empty, or not made yet): it is made and
-// the rename tried once more (the directory gone again then: a passing error). Any other ENOENT:
-// the source is gone (another process moved it), unless a name could not be looked at: then the
-// outcome is unknown, a passing error.
+// the rename tried once more (the directory gone again then, or while it was being made: a passing
+// error). Any other ENOENT: the source is gone (another process moved it), unless a name could not
+// be looked at: then the outcome is unknown, a passing error.
 // A passing error (EIO, ESTALE, a soft mount's ETIMEDOUT) can come back from a rename the server
 // carried out, its reply lost: when the server shows the source gone and the target there, that
 // is success too. `from` must be a name no other process moves to `to`.
@@ -89,9 +91,9 @@ using PathPairCallForTest =
     std::function<int(const char* op, const std::string& from, const std::string& to)>;
 void SetPathPairCallForTest(PathPairCallForTest call);
 // Tests only: called before the O_EXCL create of CreateExclusive and CreateFresh (`op` "create"),
-// the stat of Stat and StatFresh ("stat", "statx") and Unlink ("unlink"): an errno fails the call
-// with it (the test may have carried the create out first), 0 lets it run. Set while no other
-// thread uses the volume.
+// the stat of Stat and StatFresh ("stat", "statx"), Unlink ("unlink") and each mkdir of MkdirAll
+// ("mkdir"): an errno fails the call with it (the test may have carried the create out first), 0
+// lets it run. Set while no other thread uses the volume.
 using PathCallForTest = std::function<int(const char* op, const std::string& path)>;
 void SetPathCallForTest(PathCallForTest call);
 // Runs `op`, and again after a passing error of the volume (kTransient: ESTALE, EIO), up to 3 more

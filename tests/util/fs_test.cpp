@@ -78,6 +78,40 @@ TEST(RenameEntry, ATargetDirectoryRemovedAgainIsNoNotFound) {
   }
   EXPECT_EQ(renames, 2);
   EXPECT_TRUE(fs::Stat(dir / "a").ok());
+  // Removed while it is being made, each time: no "not found" either.
+  {
+    const test::ScopedPathPairCall missing(
+        [&](const char* op, const std::string& from, const std::string& to) {
+          if (std::string_view(op) != "rename") return ::link(from.c_str(), to.c_str());
+          errno = ENOENT;
+          return -1;
+        });
+    const test::ScopedPathCall pruned([&](const char* op, const std::string& path) {
+      return std::string_view(op) == "mkdir" && path == dir / "new" ? ENOENT : 0;
+    });
+    const Status s = fs::RenameEntry(dir / "a", dir / "new/a");
+    EXPECT_EQ(s.kind(), ErrorKind::kTransient) << s.ToString();
+  }
+  EXPECT_TRUE(fs::Stat(dir / "a").ok());
+}
+
+// A parent directory that MkdirAll made, removed again before the child could be made in it
+// (another replica's sweep of empty directories): made again.
+TEST(MkdirAll, MakesAParentRemovedMeanwhileAgain) {
+  test::TempDir dir;
+  int leaf_tries = 0;
+  {
+    const test::ScopedPathCall prune([&](const char* op, const std::string& path) {
+      if (std::string_view(op) != "mkdir" || path != dir / "a/b/c") return 0;
+      if (++leaf_tries != 2) return 0;
+      ::rmdir((dir / "a/b").c_str());  // pruned just after it was made
+      return ENOENT;
+    });
+    const Status s = fs::MkdirAll(dir / "a/b/c");
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  EXPECT_EQ(leaf_tries, 3);
+  EXPECT_TRUE(fs::Stat(dir / "a/b/c").ok());
 }
 
 // link() as create-if-absent: the first link of a name lands, a second one to another file is a
