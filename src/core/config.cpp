@@ -440,6 +440,10 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
 // as a misconfiguration (exit code 2).
 void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const std::string ours = ".nbu-probe-" + c.replica_id + "-";
+  // A probe left behind would lie in a root until this replica's next start.
+  const auto remove = [](const std::string& path) {
+    (void)fs::Tried([&] { return fs::Unlink(path); });
+  };
   // Probes of this replica left by a process killed mid-check: only this replica makes these
   // names (the nonce must follow at once: replica r1-x's probes are not r1's), and unlink leaves
   // a directory of such a name, say a session's, alone.
@@ -448,16 +452,12 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
     if (auto entries = fs::ListDir(*root); entries.ok()) {
       for (const auto& e : *entries) {
         if (e.name.starts_with(ours) && IsNonce(std::string_view(e.name).substr(ours.size()))) {
-          (void)fs::Unlink(fs::Join(*root, e.name));
+          remove(fs::Join(*root, e.name));
         }
       }
     }
   }
   const std::string probe = ours + NewNonce();
-  // A probe left behind would lie in a root until this replica's next start.
-  const auto remove = [](const std::string& path) {
-    (void)fs::Tried([&] { return fs::Unlink(path); });
-  };
   const auto made = [&](const char* var, const std::string& dir) {
     if (NotADirectory(var, dir, errors)) return false;
     Status s = fs::Tried([&] { return fs::MkdirAll(dir); });

@@ -338,6 +338,10 @@ TEST(ConfigTest, VolumeCheckTakesAProbeCreateAnsweredEexistForItsOwn) {
 TEST(ConfigTest, VolumeCheckRemovesItsProbeDespiteAPassingError) {
   test::TempDir dir;
   const Config c = VolumeConfig(dir, "nfs/");
+  // And one left by an earlier start, killed mid-check.
+  ASSERT_TRUE(fs::MkdirAll(c.processing_root).ok());
+  const std::string leftover = fs::Join(c.processing_root, ".nbu-probe-r1-0123456789abcdef");
+  ASSERT_TRUE(fs::CreateExclusive(leftover).ok());
   std::vector<std::string> refused;
   const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
     if (std::string_view(op) != "unlink" || path.find(".nbu-probe-") == std::string::npos) return 0;
@@ -349,8 +353,9 @@ TEST(ConfigTest, VolumeCheckRemovesItsProbeDespiteAPassingError) {
   std::vector<std::string> errors;
   CheckVolume(c, &errors);
   EXPECT_TRUE(errors.empty()) << errors.front();
-  ASSERT_EQ(refused.size(), 2u) << "staging's probe and the one moved into the failed root";
-  EXPECT_EQ(fs::Dirname(refused[1]), c.failed_root);
+  ASSERT_EQ(refused.size(), 3u) << "the leftover, staging's probe, the one moved into failed/";
+  EXPECT_EQ(refused[0], leftover);
+  EXPECT_EQ(fs::Dirname(refused[2]), c.failed_root);
   for (const std::string& root :
        {c.staging_root, c.incoming_dir, c.processing_root, c.failed_root}) {
     const auto left = fs::ListDir(root);
