@@ -90,7 +90,15 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     // from its own sweeps only. A dead replica's are anyone's.
     if (c->owner != config_.replica_id && !leases_.IsDead(c->owner)) return;
     auto st = fs::Stat(full);
-    if (!st.ok()) return;  // collected by another replica's sweep meanwhile
+    if (!st.ok()) {
+      // Not looked at this time (a passing error): what the last sweep saw of it stands. Not
+      // found: collected by another replica's sweep meanwhile.
+      const auto before = written_candidates_.find(full);
+      if (st.status().kind() != ErrorKind::kNotFound && before != written_candidates_.end()) {
+        written_now_.insert(*before);
+      }
+      return;
+    }
     if (st->mtime_ns == st->ctime_ns) {
       const std::optional<bool> telling = RenameMovesCtime();
       if (!telling) return;  // cannot tell yet: kept, not collected
@@ -227,6 +235,10 @@ void Sweeper::Sweep(std::stop_token stop) {
       [&](const std::string& rel) { OnProcessingEntry(rel, stop); }, stop);
   if (stop.stop_requested()) return;
   orphan_candidates_.swap(orphans_now_);
+  // Part of the tree unseen: a written-to marker there keeps what the last sweep saw of it, so
+  // that a listing failure does not start its count again (seen unchanged by the next sweep that
+  // lists it, it has held still for longer than a sweep).
+  if (!unlisted_.empty()) written_now_.merge(written_candidates_);
   written_candidates_.swap(written_now_);
   // Part of the tree unseen: a replica whose claims are there may look as if it owned none,
   // and its lease must stay until they are seen.

@@ -371,6 +371,9 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
 }
 
 Result<std::vector<DirEntry>> ListDir(const std::string& path) {
+  if (const int err = InjectedForTest("opendir", path); err != 0) {
+    return ErrnoStatus("opendir " + path, err);
+  }
   DIR* d = ::opendir(path.c_str());
   if (d == nullptr) return ErrnoStatus("opendir " + path, errno);
   std::vector<DirEntry> out;

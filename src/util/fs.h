@@ -91,9 +91,9 @@ using PathPairCallForTest =
     std::function<int(const char* op, const std::string& from, const std::string& to)>;
 void SetPathPairCallForTest(PathPairCallForTest call);
 // Tests only: called before the O_EXCL create of CreateExclusive and CreateFresh (`op` "create"),
-// the stat of Stat and StatFresh ("stat", "statx"), Unlink ("unlink") and each mkdir of MkdirAll
-// ("mkdir"): an errno fails the call with it (the test may have carried the create out first), 0
-// lets it run. Set while no other thread uses the volume.
+// the stat of Stat and StatFresh ("stat", "statx"), Unlink ("unlink"), each mkdir of MkdirAll
+// ("mkdir") and the opendir of ListDir ("opendir"): an errno fails the call with it (the test may
+// have carried the create out first), 0 lets it run. Set while no other thread uses the volume.
 using PathCallForTest = std::function<int(const char* op, const std::string& path)>;
 void SetPathCallForTest(PathCallForTest call);
 // Runs `op`, and again after a passing error of the volume (kTransient: ESTALE, EIO), up to 3 more

@@ -234,6 +234,37 @@ TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsS
   }
 }
 
+// A sweep that could not look at such a marker (its stat, or the listing of its directory, failed
+// with a passing error, as on a flaky NFS server) does not start its count again: the next sweep
+// that sees it unchanged since the last look claims it. Otherwise a directory whose listing often
+// fails could keep a file written after its upload from storage for good.
+TEST_F(SweeperTest, AWrittenMarkerKeepsItsCountThroughASweepThatCouldNotLookAtIt) {
+  config.completed_retention_s = 3600;
+  for (const std::string failing : {"stat", "opendir"}) {
+    const ClaimPath done{"20261128",       "s", "d", "tail-" + failing, "me", NewNonce(),
+                         ClaimState::kDone};
+    const std::string path = config.processing_root + "/" + done.Path();
+    WriteFile(path, "head");  // as a write after the rename leaves it: mtime == ctime
+    queued.clear();
+    sweeper.Sweep({});
+    {
+      const test::ScopedPathCall seam([&](const char* op, const std::string& p) {
+        if (op != failing) return 0;
+        return p == (failing == "stat" ? path : fs::Dirname(path)) ? ESTALE : 0;
+      });
+      sweeper.Sweep({});
+    }
+    EXPECT_TRUE(queued.empty()) << failing;
+    ASSERT_TRUE(Exists(done.Path()));
+    sweeper.Sweep({});
+    ASSERT_EQ(queued.size(), 1u) << failing;
+    EXPECT_EQ(queued[0].claim.BlobName(), done.BlobName());
+    // Out of the way of the next round: the claim uploaded and gone.
+    inflight.Remove(queued[0].claim.Path());
+    ASSERT_EQ(::unlink((config.processing_root + "/" + queued[0].claim.Path()).c_str()), 0);
+  }
+}
+
 // While the probe of whether a rename moves the ctime cannot be made (here a directory holds
 // the probe's name), a marker that looks written to is neither claimed nor collected.
 TEST_F(SweeperTest, AMarkerThatMayHoldLateBytesWaitsWhileTheProbeCannotTell) {
