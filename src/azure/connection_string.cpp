@@ -27,7 +27,36 @@ std::string AccountFromEndpoint(const std::string& endpoint) {
   return parts.authority.substr(0, parts.authority.find('.'));
 }
 
+// A DNS name: dot-separated labels of letters, digits and inner hyphens.
+bool IsHostName(std::string_view host) {
+  while (true) {
+    const std::string_view label = host.substr(0, host.find('.'));
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-' ||
+        label.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
+            std::string_view::npos) {
+      return false;
+    }
+    if (label.size() == host.size()) return true;
+    host.remove_prefix(label.size() + 1);
+  }
+}
+
 }  // namespace
+
+std::optional<std::string> AccountNameProblem(const std::string& name, bool names_host) {
+  if (names_host) {
+    if (name.size() < 3 || name.size() > 24 ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789") != std::string::npos) {
+      return "must be 3 to 24 lower-case letters and digits, as a storage account's name is";
+    }
+  } else if (name.find_first_not_of(
+                 "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") !=
+             std::string::npos) {
+    return "must hold only letters and digits";
+  }
+  return std::nullopt;
+}
 
 Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
   std::map<std::string, std::string> fields;  // lower-case key -> value
@@ -88,6 +117,9 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     if (info.account.empty()) return Bad("AccountName is missing (and no BlobEndpoint given)");
     std::string suffix = get("endpointsuffix");
     if (suffix.empty()) suffix = "core.windows.net";
+    if (!IsHostName(suffix)) {
+      return Bad("EndpointSuffix must be a host name's domain, such as core.windows.net");
+    }
     info.endpoint = protocol + "://" + info.account + ".blob." + suffix;
   }
 
@@ -117,6 +149,12 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     return Bad("neither AccountKey nor SharedAccessSignature is given");
   }
   if (info.account.empty()) return Bad("AccountName is missing");
+  // As given only: one read from a custom domain's endpoint is not an account's name.
+  if (const std::string given = get("accountname"); !given.empty()) {
+    if (const auto problem = AccountNameProblem(given, get("blobendpoint").empty())) {
+      return Bad("AccountName " + *problem);
+    }
+  }
   return info;
 }
 

@@ -7,6 +7,7 @@
 #include "util/status.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,12 @@ struct ConnectionInfo {
 // are refused (which is meant cannot be told).
 // Errors are kPermanent and name the offending field, never its value.
 Result<ConnectionInfo> ParseConnectionString(std::string_view text);
+
+// What is wrong with a storage account name, or nothing. One that makes the host name
+// (<name>.blob.core.windows.net: `names_host`) must be what Azure allows, 3 to 24 lower-case
+// letters and digits; one given beside an endpoint (an emulator's account) letters and digits.
+// Anything else would make a malformed URL or a signature storage refuses for ever.
+std::optional<std::string> AccountNameProblem(const std::string& name, bool names_host);
 
 // Builds the credential the connection string describes (SharedKeyCredential or SasCredential).
 Result<std::shared_ptr<Credential>> MakeCredential(const ConnectionInfo& info,

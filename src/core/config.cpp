@@ -203,7 +203,10 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_AZURE_CONTAINER", "ingest", "Target container (created if missing)", false},
       {"APP_AZURE_CONNECTION_STRING", "",
        "Connection string with AccountKey or SharedAccessSignature", true},
-      {"APP_AZURE_ACCOUNT_NAME", "", "Account name for shared-key auth", false},
+      {"APP_AZURE_ACCOUNT_NAME", "",
+       "Account name for shared-key auth: letters and digits; 3 to 24 lower-case ones when it "
+       "makes the host (no APP_AZURE_ACCOUNT_URL)",
+       false},
       {"APP_AZURE_ACCOUNT_KEY", "", "Account key (base64) for shared-key auth", true},
       {"APP_AZURE_SAS_TOKEN", "",
        "SAS token (with or without leading ?) used with APP_AZURE_ACCOUNT_URL", true},

@@ -66,7 +66,8 @@ TEST(ConnectionStringTest, KeyAndSasTogetherAreRefused) {
   EXPECT_EQ(r.status().message(),
             "connection string: both AccountKey and SharedAccessSignature are given, so which is "
             "meant cannot be told: remove one");
-  r = ParseConnectionString(std::string("AccountName=a;SharedAccessSignature=;AccountKey=") + kKey);
+  r = ParseConnectionString(std::string("AccountName=acct;SharedAccessSignature=;AccountKey=") +
+                            kKey);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->kind, CredentialKind::kSharedKey);
   r = ParseConnectionString(
@@ -102,6 +103,36 @@ TEST(ConnectionStringTest, ErrorsNameTheFieldButNeverTheSecret) {
   ExpectError("AccountName=a;s3cr3tWithoutEquals", "entry 2");
   ExpectError(std::string("AccountName=a;AccountKey=") + kKey + ";AccountKey=s3cr3t", "twice");
   ExpectError("UseDevelopmentStorage=true", "UseDevelopmentStorage");
+}
+
+// An account name or endpoint suffix that cannot make a host name (or, beside an endpoint, a
+// signature storage accepts) stops start-up instead of failing every request for ever.
+TEST(ConnectionStringTest, AccountNameAndEndpointSuffixMustMakeAHost) {
+  const std::string key = std::string(";AccountKey=") + kKey;
+  for (const char* name :
+       {"ab", "my acct", "Acct", "acct.evil.example", "a234567890123456789012345"}) {
+    ExpectError(std::string("AccountName=") + name + key,
+                "AccountName must be 3 to 24 lower-case letters and digits");
+  }
+  ExpectError("AccountName=dev/store;BlobEndpoint=http://127.0.0.1:10000/devstore" + key,
+              "AccountName must hold only letters and digits");
+  auto r = ParseConnectionString("AccountName=DevStore1;BlobEndpoint=http://127.0.0.1:1/DevStore1" +
+                                 key);
+  ASSERT_TRUE(r.ok()) << "an emulator's account beside its endpoint: " << r.status().ToString();
+  EXPECT_EQ(r->account, "DevStore1");
+  for (const char* suffix : {"https://core.windows.net", "core.windows.net/", ".core.windows.net",
+                             "core..windows.net", "core.windows.net.", "core.-x.net", "a b.net"}) {
+    ExpectError(std::string("AccountName=acct;EndpointSuffix=") + suffix + key,
+                "EndpointSuffix must be a host name's domain");
+  }
+  r = ParseConnectionString("AccountName=acct;EndpointSuffix=core.usgovcloudapi.net" + key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->endpoint, "https://acct.blob.core.usgovcloudapi.net");
+  // No AccountName: the one read from a custom domain's endpoint is not judged.
+  r = ParseConnectionString(
+      "BlobEndpoint=https://my-files.example.com;SharedAccessSignature=sv=1&sig=x");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->account, "my-files");
 }
 
 // The endpoint is logged: a SAS pasted into it (after '?' or '#') or a user and password would

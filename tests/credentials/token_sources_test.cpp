@@ -1205,6 +1205,17 @@ TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
   c.azure_account_key = "c2VjcmV0!!not-base64";
   EXPECT_EQ(resolve(c),
             (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_ACCOUNT_NAME", "APP_AZURE_ACCOUNT_KEY"}));
+  // An account name that makes the host must be one Azure allows; beside a URL, an emulator's.
+  c = core::Config{};
+  c.azure_account_name = "Acct_1";
+  c.azure_account_key = Base64Encode("c2VjcmV0");
+  EXPECT_EQ(resolve(c), Vars{"APP_AZURE_ACCOUNT_NAME"});
+  c.azure_account_name = "Acct1";
+  EXPECT_EQ(resolve(c), Vars{"APP_AZURE_ACCOUNT_NAME"});
+  c.azure_account_url = "http://127.0.0.1:10000/Acct1";
+  EXPECT_EQ(ResolveError(c), "");
+  c.azure_account_name = "Acct_1";
+  EXPECT_EQ(resolve(c), Vars{"APP_AZURE_ACCOUNT_NAME"});
   // Refused already: not again, and a password in the URL is not printed by a second message.
   c = core::Config{};
   c.azure_auth = "magic";
