@@ -28,7 +28,10 @@ std::unique_ptr<ChangeHints> MakeChangeHints(const Config& config) {
 // or any failure but no connection, a timeout or a gateway's bare 5xx: a 400 for an x-ms-version
 // that cloud does not take, say) is not "not reachable": the error logged beside it names it.
 const char* StartupTrouble(const Status& s) {
-  if (s.kind() == ErrorKind::kAuth) return "storage refuses our credentials";
+  // A token source failing (refusing us, or answering with no usable token) is kAuth too.
+  if (s.kind() == ErrorKind::kAuth) {
+    return "storage refuses our credentials, or no token for it could be got";
+  }
   const bool answered =
       !s.code().empty() || (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kBusy &&
                             s.kind() != ErrorKind::kCancelled);
