@@ -27,16 +27,27 @@ std::string AccountFromEndpoint(const std::string& endpoint) {
   return parts.authority.substr(0, parts.authority.find('.'));
 }
 
-// A DNS name: dot-separated labels of letters, digits and inner hyphens.
+constexpr const char* kLabelChars =
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-";
+
+// One label of a DNS name: letters, digits and inner hyphens, at most 63.
+bool IsHostLabel(std::string_view label) {
+  return !label.empty() && label.size() <= 63 && label.front() != '-' && label.back() != '-' &&
+         label.find_first_not_of(kLabelChars) == std::string_view::npos;
+}
+
+// Dot-separated labels, and a port after ':' if any (an emulator's, as the SDKs take it).
 bool IsHostName(std::string_view host) {
-  while (true) {
-    const std::string_view label = host.substr(0, host.find('.'));
-    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-' ||
-        label.find_first_not_of(
-            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
-            std::string_view::npos) {
+  if (const size_t colon = host.find(':'); colon != std::string_view::npos) {
+    const std::string_view port = host.substr(colon + 1);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != port.npos) {
       return false;
     }
+    host = host.substr(0, colon);
+  }
+  while (true) {
+    const std::string_view label = host.substr(0, host.find('.'));
+    if (!IsHostLabel(label)) return false;
     if (label.size() == host.size()) return true;
     host.remove_prefix(label.size() + 1);
   }
@@ -44,18 +55,10 @@ bool IsHostName(std::string_view host) {
 
 }  // namespace
 
-std::optional<std::string> AccountNameProblem(const std::string& name, bool names_host) {
-  if (names_host) {
-    if (name.size() < 3 || name.size() > 24 ||
-        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789") != std::string::npos) {
-      return "must be 3 to 24 lower-case letters and digits, as a storage account's name is";
-    }
-  } else if (name.find_first_not_of(
-                 "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") !=
-             std::string::npos) {
-    return "must hold only letters and digits";
-  }
-  return std::nullopt;
+std::optional<std::string> AccountHostProblem(const std::string& name) {
+  if (IsHostLabel(name)) return std::nullopt;
+  return "makes the blob host's name, so it must be letters, digits and inner hyphens (at most "
+         "63)";
 }
 
 Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
@@ -115,10 +118,14 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     while (info.endpoint.size() > 1 && info.endpoint.back() == '/') info.endpoint.pop_back();
   } else {
     if (info.account.empty()) return Bad("AccountName is missing (and no BlobEndpoint given)");
+    if (const auto problem = AccountHostProblem(info.account)) {
+      return Bad("AccountName " + *problem);
+    }
     std::string suffix = get("endpointsuffix");
     if (suffix.empty()) suffix = "core.windows.net";
     if (!IsHostName(suffix)) {
-      return Bad("EndpointSuffix must be a host name's domain, such as core.windows.net");
+      return Bad(
+          "EndpointSuffix must be a domain name such as core.windows.net (a port may follow)");
     }
     info.endpoint = protocol + "://" + info.account + ".blob." + suffix;
   }
@@ -149,12 +156,6 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     return Bad("neither AccountKey nor SharedAccessSignature is given");
   }
   if (info.account.empty()) return Bad("AccountName is missing");
-  // As given only: one read from a custom domain's endpoint is not an account's name.
-  if (const std::string given = get("accountname"); !given.empty()) {
-    if (const auto problem = AccountNameProblem(given, get("blobendpoint").empty())) {
-      return Bad("AccountName " + *problem);
-    }
-  }
   return info;
 }
 

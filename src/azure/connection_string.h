@@ -31,11 +31,10 @@ struct ConnectionInfo {
 // Errors are kPermanent and name the offending field, never its value.
 Result<ConnectionInfo> ParseConnectionString(std::string_view text);
 
-// What is wrong with a storage account name, or nothing. One that makes the host name
-// (<name>.blob.core.windows.net: `names_host`) must be what Azure allows, 3 to 24 lower-case
-// letters and digits; one given beside an endpoint (an emulator's account) letters and digits.
-// Anything else would make a malformed URL or a signature storage refuses for ever.
-std::optional<std::string> AccountNameProblem(const std::string& name, bool names_host);
+// What is wrong with an account name that makes the blob host (<name>.blob.<suffix>), or
+// nothing: it must be one DNS label, or the URL is malformed and every request fails for ever.
+// A name beside an endpoint only signs (an emulator's may be any), and is not judged.
+std::optional<std::string> AccountHostProblem(const std::string& name);
 
 // Builds the credential the connection string describes (SharedKeyCredential or SasCredential).
 Result<std::shared_ptr<Credential>> MakeCredential(const ConnectionInfo& info,

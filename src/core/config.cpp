@@ -204,8 +204,8 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_AZURE_CONNECTION_STRING", "",
        "Connection string with AccountKey or SharedAccessSignature", true},
       {"APP_AZURE_ACCOUNT_NAME", "",
-       "Account name for shared-key auth: letters and digits; 3 to 24 lower-case ones when it "
-       "makes the host (no APP_AZURE_ACCOUNT_URL)",
+       "Account name for shared-key auth; without APP_AZURE_ACCOUNT_URL it makes the host "
+       "<name>.blob.core.windows.net, so letters, digits and inner hyphens",
        false},
       {"APP_AZURE_ACCOUNT_KEY", "", "Account key (base64) for shared-key auth", true},
       {"APP_AZURE_SAS_TOKEN", "",

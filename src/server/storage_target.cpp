@@ -163,17 +163,14 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     out->credential = *cred;
     return errors->size() == before && !url_refused;
   }
-  // Shared Key without an account URL makes the host from it; otherwise it names the account.
-  if (const auto problem =
-          c.azure_account_name.empty()
-              ? std::nullopt
-              : azure::AccountNameProblem(c.azure_account_name,
-                                          mode == "shared-key" && c.azure_account_url.empty())) {
-    errors->push_back("APP_AZURE_ACCOUNT_NAME: " + *problem);
-  }
   if (mode == "shared-key") {
-    if (c.azure_account_name.empty())
+    if (c.azure_account_name.empty()) {
       errors->push_back("APP_AZURE_ACCOUNT_NAME: required for shared-key auth");
+    } else if (const auto problem = c.azure_account_url.empty()
+                                        ? azure::AccountHostProblem(c.azure_account_name)
+                                        : std::nullopt) {
+      errors->push_back("APP_AZURE_ACCOUNT_NAME: " + *problem);
+    }
     if (c.azure_account_key.empty()) {
       errors->push_back("APP_AZURE_ACCOUNT_KEY: required for shared-key auth");
     } else if (const auto key = Base64Decode(c.azure_account_key); !key || key->empty()) {

@@ -1205,17 +1205,26 @@ TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
   c.azure_account_key = "c2VjcmV0!!not-base64";
   EXPECT_EQ(resolve(c),
             (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_ACCOUNT_NAME", "APP_AZURE_ACCOUNT_KEY"}));
-  // An account name that makes the host must be one Azure allows; beside a URL, an emulator's.
+  // Shared Key without an account URL makes the blob host's name from the account name; beside
+  // a URL the name only signs (an emulator's may be any), and in the other modes it is unused.
   c = core::Config{};
-  c.azure_account_name = "Acct_1";
+  c.azure_auth = "shared-key";
+  c.azure_account_name = "acct_1";
   c.azure_account_key = Base64Encode("c2VjcmV0");
   EXPECT_EQ(resolve(c), Vars{"APP_AZURE_ACCOUNT_NAME"});
-  c.azure_account_name = "Acct1";
-  EXPECT_EQ(resolve(c), Vars{"APP_AZURE_ACCOUNT_NAME"});
-  c.azure_account_url = "http://127.0.0.1:10000/Acct1";
+  c.azure_account_key.clear();
+  EXPECT_EQ(resolve(c), (Vars{"APP_AZURE_ACCOUNT_NAME", "APP_AZURE_ACCOUNT_KEY"}));
+  c.azure_account_key = Base64Encode("c2VjcmV0");
+  c.azure_account_name = "test-account";
   EXPECT_EQ(ResolveError(c), "");
-  c.azure_account_name = "Acct_1";
-  EXPECT_EQ(resolve(c), Vars{"APP_AZURE_ACCOUNT_NAME"});
+  c.azure_account_name = "acct_1";
+  c.azure_account_url = "http://127.0.0.1:10000/acct_1";
+  EXPECT_EQ(ResolveError(c), "");
+  c = core::Config{};
+  c.azure_account_name = "acct_1";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  c.azure_sas_token = "sv=2021-06-08&sig=abc";
+  EXPECT_EQ(ResolveError(c), "");
   // Refused already: not again, and a password in the URL is not printed by a second message.
   c = core::Config{};
   c.azure_auth = "magic";
