@@ -101,7 +101,9 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     }
     if (st->mtime_ns == st->ctime_ns) {
       const std::optional<bool> telling = RenameMovesCtime();
-      if (!telling) return;  // cannot tell yet: kept, not collected
+      // Cannot tell yet: kept, not collected. No count of it is lost: a candidate exists only
+      // once the probe has answered, and its answer is kept for good.
+      if (!telling) return;
       if (*telling) {
         OnWrittenMarker(*c, full, *st, stop);
         return;
