@@ -236,11 +236,16 @@ void Sweeper::Sweep(std::stop_token stop) {
       config_.processing_root, "", /*prune_dirs=*/true,
       [&](const std::string& rel) { OnProcessingEntry(rel, stop); }, stop);
   if (stop.stop_requested()) return;
+  // Part of the tree unseen: an orphaned claim or a written-to marker there keeps what the last
+  // sweep saw of it, so that a listing failure does not start its count again. Seen so by the
+  // next sweep that lists it, it has been so for longer than a sweep: a claim no worker took
+  // meanwhile (only the sweeps queue our orphans, and a worker's run renames its claim), a
+  // marker that held still.
+  if (!unlisted_.empty()) {
+    orphans_now_.merge(orphan_candidates_);
+    written_now_.merge(written_candidates_);
+  }
   orphan_candidates_.swap(orphans_now_);
-  // Part of the tree unseen: a written-to marker there keeps what the last sweep saw of it, so
-  // that a listing failure does not start its count again (seen unchanged by the next sweep that
-  // lists it, it has held still for longer than a sweep).
-  if (!unlisted_.empty()) written_now_.merge(written_candidates_);
   written_candidates_.swap(written_now_);
   // Part of the tree unseen: a replica whose claims are there may look as if it owned none,
   // and its lease must stay until they are seen.

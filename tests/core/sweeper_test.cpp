@@ -312,6 +312,26 @@ TEST_F(SweeperTest, OrphanedOwnClaimIsRequeuedAfterTwoSweeps) {
   EXPECT_EQ(queued.size(), 1u);  // in flight now: not queued twice
 }
 
+// A sweep that could not list the claim's directory (a passing error, as on a flaky NFS server)
+// does not start its count again: the next sweep that sees it still not in flight re-queues it.
+// Otherwise a directory whose listing often fails could keep an orphaned claim from storage for
+// good.
+TEST_F(SweeperTest, AnOrphanedClaimKeepsItsCountThroughASweepThatCouldNotListIt) {
+  const ClaimPath c = Claim("a", "me");
+  const std::string claim_dir = fs::Dirname(config.processing_root + "/" + c.Path());
+  sweeper.Sweep({});
+  {
+    const test::ScopedPathCall seam([&](const char* op, const std::string& p) {
+      return std::string(op) == "opendir" && p == claim_dir ? ESTALE : 0;
+    });
+    sweeper.Sweep({});
+  }
+  EXPECT_TRUE(queued.empty());
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.Path(), c.Path());
+}
+
 // While another live process has our id, a claim of ours that no worker here holds may be in
 // flight there: it is left alone, and re-queued only once that process is gone for a timeout.
 TEST_F(SweeperTest, OwnClaimIsNotRequeuedWhileAnotherProcessHasOurId) {
