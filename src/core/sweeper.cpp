@@ -119,13 +119,15 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     return;
   }
   owners_with_claims_.insert(c->owner);
+  // Seen by this sweep: what the last one saw of it is not carried past a partial walk.
+  const bool candidate = orphan_candidates_.erase(c->Path()) > 0;
   if (inflight_.Contains(c->Path())) return;
   if (c->owner == config_.replica_id) {
     // Ours but not in flight: seen twice in a row means no worker holds it. Unless another
     // live process has our id: then it may be that process's, in flight there.
     if (leases_.IdInUseElsewhere()) return;
     orphans_now_.insert(c->Path());
-    if (orphan_candidates_.count(c->Path()) == 0) return;
+    if (!candidate) return;
     if (!inflight_.Add(c->Path())) return;
     LogWarn("re-queuing an orphaned claim", {{"blob", c->BlobName()}});
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, *c, true, clock_.Now()};
@@ -240,7 +242,7 @@ void Sweeper::Sweep(std::stop_token stop) {
   // sweep saw of it, so that a listing failure does not start its count again. Seen so by the
   // next sweep that lists it, it has been so for longer than a sweep: a claim no worker took
   // meanwhile (only the sweeps queue our orphans, and a worker's run renames its claim), a
-  // marker that held still.
+  // marker that held still. A claim this sweep saw in flight is no candidate any more.
   if (!unlisted_.empty()) {
     orphans_now_.merge(orphan_candidates_);
     written_now_.merge(written_candidates_);

@@ -330,6 +330,28 @@ TEST_F(SweeperTest, AnOrphanedClaimKeepsItsCountThroughASweepThatCouldNotListIt)
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.Path(), c.Path());
+
+  // But what a partial walk did see counts: a claim it saw in flight (another directory's
+  // listing failed) starts its count again once its worker lets it go.
+  queued.clear();
+  const ClaimPath other = Claim("b", "me");
+  const std::string other_dir = config.processing_root + "/20261128/other";
+  WriteFile(other_dir + "/notes.txt", "not a claim: kept, and keeps the directory");
+  sweeper.Sweep({});
+  ASSERT_TRUE(queued.empty()) << "in flight from the first re-queue";
+  {
+    const test::ScopedPathCall seam([&](const char* op, const std::string& p) {
+      return std::string(op) == "opendir" && p == other_dir ? ESTALE : 0;
+    });
+    ASSERT_TRUE(inflight.Add(other.Path()));
+    sweeper.Sweep({});
+  }
+  inflight.Remove(other.Path());
+  sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty()) << "seen once out of flight";
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.Path(), other.Path());
 }
 
 // While another live process has our id, a claim of ours that no worker here holds may be in
