@@ -788,23 +788,27 @@ bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimP
   }
 }
 
-bool FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int attempts) {
+FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why,
+                                                      int attempts) {
   const FailedPath f = FailedPathFor(claim);
   const std::string data = fs::Join(d_.config.failed_root, f.DataPath());
   // A move whose outcome RenameEntry could not tell (its reply lost, and then a look that failed)
   // landed when the data is there now: the name is this claim's (its nonce), no one else's.
   if (Status s = fs::RenameEntry(ProcessingPath(claim), data);
       !s.ok() && !(s.kind() == ErrorKind::kTransient && fs::StatFresh(data).ok())) {
+    if (s.kind() == ErrorKind::kNotFound) {  // not ours to dead-letter, nor to pick up again
+      LogWarn("claim vanished before its dead letter; another replica took it over",
+              {{"blob", claim.BlobName()}, {"why", why.ToString()}});
+      return DeadLettered::kGone;
+    }
     LogError("dead-lettering failed; the claim stays for recovery",
              {{"blob", claim.BlobName()}, {"why", why.ToString()}, {"error", s.ToString()}});
-    if (s.kind() != ErrorKind::kNotFound) {  // a claim gone is not picked up again
-      d_.inst.errors.Add(
-          FormatTimestamp(d_.clock.WallNow()), claim.RelPath(),
-          "not dead-lettered yet: " + s.ToString() + "; to be, for: " + why.ToString());
-      std::lock_guard lock(undelivered_mu_);
-      if (undelivered_.size() < kMaxUndelivered) undelivered_[claim.Path()] = {why, attempts};
-    }
-    return false;
+    d_.inst.errors.Add(
+        FormatTimestamp(d_.clock.WallNow()), claim.RelPath(),
+        "not dead-lettered yet: " + s.ToString() + "; to be, for: " + why.ToString());
+    std::lock_guard lock(undelivered_mu_);
+    if (undelivered_.size() < kMaxUndelivered) undelivered_[claim.Path()] = {why, attempts};
+    return DeadLettered::kKept;
   }
   nlohmann::json reason = {{"blob", claim.BlobName()},
                            {"session", claim.session},
@@ -828,7 +832,7 @@ bool FileProcessor::DeadLetter(const ClaimPath& claim, const Status& why, int at
                                   {"file", claim.RelPath()},
                                   {"attempts", attempts},
                                   {"error", why.ToString()}});
-  return true;
+  return DeadLettered::kMoved;
 }
 
 void FileProcessor::Process(WorkItem item, std::stop_token stop) {
@@ -1004,7 +1008,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
         // Its run ended with this process's judgement, not with the process: handed back, or
         // each pickup would count an interruption, and the file would at last be dead-lettered
         // as "interrupted", its reason lost.
-        dead_letter_failed = !DeadLetter(claim, s, attempts);
+        dead_letter_failed = DeadLetter(claim, s, attempts) == DeadLettered::kKept;
         root.SetError(s.ToString());
         break;
       }

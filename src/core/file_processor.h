@@ -233,9 +233,12 @@ class FileProcessor {
   // counts for none. `own`: the successes this file itself added (its own whole reads of the
   // claim), which say nothing of the resource for others.
   bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own = 0);
-  // Moves the claim to the failed root with its reason; false when the move failed (the claim
-  // stays, logged, and its reason is kept for its next pickup: see undelivered_).
-  bool DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
+  // Moves the claim to the failed root with its reason. kKept when the move failed: the claim
+  // stays, logged, and its reason is kept for its next pickup (see undelivered_). kGone when the
+  // claim was no longer there: another replica took it over (after a stall here), and it is
+  // that replica's now, to upload or judge.
+  enum class DeadLettered { kMoved, kKept, kGone };
+  DeadLettered DeadLetter(const ClaimPath& claim, const Status& why, int attempts);
   Status Attempt(const ClaimPath& claim, Existing existing, const telemetry::SpanContext& parent,
                  std::stop_token stop, std::optional<fs::FileStat>& torn_at, bool* skipped,
                  uint64_t* bytes, bool* committed, std::optional<fs::FileStat>* source,

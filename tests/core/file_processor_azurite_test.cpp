@@ -1316,6 +1316,39 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterWhoseMoveLandedUntoldIsLookedFor) {
   ExpectOneDeadLetter("superseded");
 }
 
+// A claim taken over by another replica (this one stalled past its lease) just before its dead
+// letter is that replica's now: this one neither logs a failed dead letter at error level, nor
+// keeps a reason for a pickup that will not come, nor tries to hand its run back.
+TEST_F(FileProcessorAzuriteTest, AClaimTakenOverBeforeItsDeadLetterIsLeftToItsNewOwner) {
+  const WorkItem older = PlaceSuperseded("t.bin", 31);
+  const std::string taken =
+      fs::Join(config_.processing_root, older.claim.WithOwner("other").Path());
+  const nbu::test::ScopedPathPairCall rename_seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        if (std::string_view(op) == "rename" && to.starts_with(config_.failed_root)) {
+          EXPECT_EQ(::rename(from.c_str(), taken.c_str()), 0);  // the takeover, just before
+        }
+        return std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
+                                                : ::link(from.c_str(), to.c_str());
+      });
+  test::CapturedLog logged("", LogLevel::kWarn);
+  processor_->Process(older, {});  // superseded: to be dead-lettered
+  logged.Stop();
+  EXPECT_TRUE(fs::Stat(taken).ok());
+  EXPECT_TRUE(Entries(config_.failed_root).empty());
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  for (const auto& e : inst_.errors.Snapshot()) {
+    EXPECT_EQ(e.error.find("not dead-lettered yet"), std::string::npos) << e.error;
+  }
+  bool told = false;
+  for (const std::string& line : logged.Lines()) {
+    EXPECT_EQ(line.find("\"level\":\"error\""), std::string::npos) << line;
+    EXPECT_EQ(line.find("not handed back"), std::string::npos) << line;
+    told = told || line.find("claim vanished before its dead letter") != std::string::npos;
+  }
+  EXPECT_TRUE(told);
+}
+
 // The reason beside a dead letter exists only in the process that decided it: a passing error of
 // the volume writing it (EIO, twice here, on the temp file's create) is tried again, or the bytes
 // would sit in the failed root without it.
