@@ -792,15 +792,22 @@ FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, co
                                                       int attempts) {
   const FailedPath f = FailedPathFor(claim);
   const std::string data = fs::Join(d_.config.failed_root, f.DataPath());
+  const auto gone = [&] {  // not ours to dead-letter, nor to pick up again
+    LogWarn("claim vanished before its dead letter; another replica took it over",
+            {{"blob", claim.BlobName()}, {"why", why.ToString()}});
+    return DeadLettered::kGone;
+  };
+  // The name is this claim's nonce, which a takeover keeps: a dead letter there already is that
+  // of a replica that took the claim over while this one stalled, and moved it first. Its move
+  // would pass for ours below (an ENOENT with the target in place reads as a move that landed),
+  // the file counted twice and its reason replaced. One landing between this look and the move
+  // still would: the window is narrowed to the move's, not closed (the name holds no owner).
+  if (fs::StatFresh(data).ok()) return gone();
   // A move whose outcome RenameEntry could not tell (its reply lost, and then a look that failed)
-  // landed when the data is there now: the name is this claim's (its nonce), no one else's.
+  // landed when the data is there now.
   if (Status s = fs::RenameEntry(ProcessingPath(claim), data);
       !s.ok() && !(s.kind() == ErrorKind::kTransient && fs::StatFresh(data).ok())) {
-    if (s.kind() == ErrorKind::kNotFound) {  // not ours to dead-letter, nor to pick up again
-      LogWarn("claim vanished before its dead letter; another replica took it over",
-              {{"blob", claim.BlobName()}, {"why", why.ToString()}});
-      return DeadLettered::kGone;
-    }
+    if (s.kind() == ErrorKind::kNotFound) return gone();
     LogError("dead-lettering failed; the claim stays for recovery",
              {{"blob", claim.BlobName()}, {"why", why.ToString()}, {"error", s.ToString()}});
     d_.inst.errors.Add(

@@ -1349,6 +1349,50 @@ TEST_F(FileProcessorAzuriteTest, AClaimTakenOverBeforeItsDeadLetterIsLeftToItsNe
   EXPECT_TRUE(told);
 }
 
+// The same when that replica also dead-lettered it first (a takeover keeps the claim's nonce,
+// which names the dead letter): its move is not taken for this one's, the file is not counted
+// twice, and its reason is not replaced.
+TEST_F(FileProcessorAzuriteTest, AClaimDeadLetteredByItsNewOwnerIsNotDeadLetteredTwice) {
+  const WorkItem older = PlaceSuperseded("u.bin", 33);
+  const std::string data = fs::Join(config_.failed_root, FailedPathFor(older.claim).DataPath());
+  // The other replica's takeover and dead letter, before this one's first look at the dead
+  // letter's name or its move there, whichever comes first.
+  bool moved = false;
+  const auto take_over = [&] {
+    if (moved) return;
+    moved = true;
+    EXPECT_TRUE(fs::MkdirAll(fs::Dirname(data)).ok());
+    std::vector<std::string> claims = Entries(config_.processing_root);  // its run in its name now
+    std::erase_if(claims, [](const std::string& e) { return !e.ends_with(".claimed"); });
+    ASSERT_EQ(claims.size(), 1u) << testing::PrintToString(claims);
+    EXPECT_EQ(::rename(fs::Join(config_.processing_root, claims[0]).c_str(), data.c_str()), 0);
+  };
+  const nbu::test::ScopedPathCall stat_seam([&](const char* op, const std::string& path) {
+    if (std::string_view(op) == "statx" && path == data) take_over();
+    return 0;
+  });
+  const nbu::test::ScopedPathPairCall rename_seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        if (to == data) take_over();
+        return std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
+                                                : ::link(from.c_str(), to.c_str());
+      });
+  test::CapturedLog logged("", LogLevel::kWarn);
+  processor_->Process(older, {});  // superseded: to be dead-lettered
+  logged.Stop();
+  ASSERT_TRUE(moved);
+  EXPECT_EQ(Count(inst_.files_failed), 0) << "counted by the replica that moved it";
+  EXPECT_EQ(Entries(config_.failed_root),
+            std::vector<std::string>{FailedPathFor(older.claim).DataPath()})
+      << "no reason of this replica's beside it";
+  bool told = false;
+  for (const std::string& line : logged.Lines()) {
+    EXPECT_EQ(line.find("\"level\":\"error\""), std::string::npos) << line;
+    told = told || line.find("claim vanished before its dead letter") != std::string::npos;
+  }
+  EXPECT_TRUE(told);
+}
+
 // The reason beside a dead letter exists only in the process that decided it: a passing error of
 // the volume writing it (EIO, twice here, on the temp file's create) is tried again, or the bytes
 // would sit in the failed root without it.
