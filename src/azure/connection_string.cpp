@@ -38,13 +38,8 @@ bool IsHostLabel(std::string_view label) {
 
 // Dot-separated labels, and a port after ':' if any (an emulator's, as the SDKs take it).
 bool IsHostName(std::string_view host) {
-  if (const size_t colon = host.find(':'); colon != std::string_view::npos) {
-    const std::string_view port = host.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != port.npos) {
-      return false;
-    }
-    host = host.substr(0, colon);
-  }
+  if (!PortIsNumeric(host)) return false;
+  host = host.substr(0, host.rfind(':'));
   while (true) {
     const std::string_view label = host.substr(0, host.find('.'));
     if (!IsHostLabel(label)) return false;

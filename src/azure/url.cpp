@@ -112,7 +112,9 @@ bool PortIsNumeric(std::string_view authority) {
   const size_t colon = authority.rfind(':');
   if (colon == std::string_view::npos) return true;
   const std::string_view port = authority.substr(colon + 1);
-  return !port.empty() && port.find_first_not_of("0123456789") == std::string_view::npos;
+  return !port.empty() && port.size() <= 5 &&
+         port.find_first_not_of("0123456789") == std::string_view::npos &&
+         std::stoi(std::string(port)) <= 65535;
 }
 
 namespace {

@@ -29,7 +29,8 @@ struct UrlParts {
   std::string query;      // without '?', may be empty
 };
 UrlParts SplitUrl(std::string_view url);
-// True when an authority ("host", "host:port", "[v6]:port") has no port or a port of digits. A
+// True when an authority ("host", "host:port", "[v6]:port") has no port or a port number (digits,
+// at most 65535: curl refuses a URL with more, and every request would fail for ever). A
 // password holding '/' ("https://me:p/w@host") ends the authority at "me:p": its "port" is not
 // a number, and the URL is refused rather than logged with the password in its path.
 bool PortIsNumeric(std::string_view authority);

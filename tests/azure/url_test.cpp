@@ -6,10 +6,12 @@ namespace nbu::azure {
 namespace {
 
 TEST(PortIsNumericTest, HostsAndPorts) {
-  for (const char* ok : {"acct.blob.core.windows.net", "127.0.0.1:10000", "[::1]", "[::1]:10000"}) {
+  for (const char* ok : {"acct.blob.core.windows.net", "127.0.0.1:10000", "[::1]", "[::1]:10000",
+                         "host:65535", "host:0"}) {
     EXPECT_TRUE(PortIsNumeric(ok)) << ok;
   }
-  for (const char* bad : {"me:s3", "host:", "[::1]x", "[::1]:", "[::1"}) {
+  for (const char* bad :
+       {"me:s3", "host:", "[::1]x", "[::1]:", "[::1", "host:65536", "host:99999", "host:123456"}) {
     EXPECT_FALSE(PortIsNumeric(bad)) << bad;
   }
 }
