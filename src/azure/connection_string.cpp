@@ -17,16 +17,6 @@ Status Bad(const std::string& what) {
   return Status(ErrorKind::kPermanent, "connection string: " + what);
 }
 
-// Account from an endpoint: first path segment (path style) or first host label.
-std::string AccountFromEndpoint(const std::string& endpoint) {
-  const UrlParts parts = SplitUrl(endpoint);
-  if (parts.path.size() > 1) {
-    const size_t end = parts.path.find('/', 1);
-    return parts.path.substr(1, end == std::string::npos ? std::string::npos : end - 1);
-  }
-  return parts.authority.substr(0, parts.authority.find('.'));
-}
-
 constexpr const char* kLabelChars =
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-";
 
@@ -146,11 +136,9 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
     if (const auto problem = SasTokenProblem(sas)) return Bad("SharedAccessSignature " + *problem);
     info.kind = CredentialKind::kSas;
     info.sas_token = sas;
-    if (info.account.empty()) info.account = AccountFromEndpoint(info.endpoint);
   } else {
     return Bad("neither AccountKey nor SharedAccessSignature is given");
   }
-  if (info.account.empty()) return Bad("AccountName is missing");
   return info;
 }
 

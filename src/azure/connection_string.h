@@ -17,7 +17,7 @@ enum class CredentialKind { kSharedKey, kSas };
 
 struct ConnectionInfo {
   std::string endpoint;  // blob endpoint, no trailing slash
-  std::string account;   // AccountName, or derived from the endpoint for SAS-only strings
+  std::string account;   // AccountName: signs Shared Key requests; a SAS needs none
   CredentialKind kind = CredentialKind::kSharedKey;
   std::string account_key;  // base64, as given (kSharedKey)
   std::string sas_token;    // without leading '?' (kSas)

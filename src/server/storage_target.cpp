@@ -14,11 +14,6 @@
 namespace nbu::server {
 namespace {
 
-bool IsIpOrLocalHost(const std::string& host) {
-  if (host == "localhost" || host.find(':') != std::string::npos) return true;
-  return host.find_first_not_of("0123456789.") == std::string::npos;
-}
-
 std::string TrimSlash(std::string s) {
   while (!s.empty() && s.back() == '/') s.pop_back();
   return s;
@@ -59,8 +54,6 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
   std::shared_ptr<azure::TokenCredential> cred;
   if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors, stop)) return false;
   out->endpoint = TrimSlash(c.azure_account_url);
-  out->account =
-      c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;
   out->credential = std::move(cred);
   return true;
 }
@@ -73,22 +66,6 @@ azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
   o.ca_file =
       config.azure_ca_file.empty() ? env("SSL_CERT_FILE").value_or("") : config.azure_ca_file;
   return o;
-}
-
-std::string AccountFromEndpoint(const std::string& endpoint) {
-  const auto scheme = endpoint.find("://");
-  const std::string rest = scheme == std::string::npos ? endpoint : endpoint.substr(scheme + 3);
-  const auto slash = rest.find('/');
-  std::string host = rest.substr(0, slash);
-  if (const auto colon = host.rfind(':'); colon != std::string::npos && host.front() != '[') {
-    host.resize(colon);
-  }
-  if (IsIpOrLocalHost(host)) {
-    if (slash == std::string::npos) return "";
-    const std::string path = rest.substr(slash + 1);
-    return path.substr(0, path.find('/'));
-  }
-  return host.substr(0, host.find('.'));
 }
 
 bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* out,
@@ -206,8 +183,6 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     }
     if (errors->size() != before || url_refused) return false;
     out->endpoint = TrimSlash(c.azure_account_url);
-    out->account =
-        c.azure_account_name.empty() ? AccountFromEndpoint(out->endpoint) : c.azure_account_name;
     out->credential = std::make_shared<azure::SasCredential>(c.azure_sas_token);
     return true;
   }

@@ -18,7 +18,7 @@ namespace nbu::server {
 
 struct StorageTarget {
   std::string endpoint;  // blob service endpoint, no trailing slash
-  std::string account;
+  std::string account;  // signs Shared Key requests; empty with a SAS or tokens, which never use it
   std::shared_ptr<azure::Credential> credential;
 };
 
@@ -38,8 +38,5 @@ bool ResolveStorageTarget(const core::Config& config, Clock& clock, StorageTarge
 // SSL_CERT_FILE, else the system store.
 azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
                                                     const azure::EnvLookup& env);
-// Account name from a blob endpoint URL: the first path segment for IP/localhost hosts
-// (emulator, path style), else the first DNS label.
-std::string AccountFromEndpoint(const std::string& endpoint);
 
 }  // namespace nbu::server

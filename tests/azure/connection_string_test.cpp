@@ -45,7 +45,8 @@ TEST(ConnectionStringTest, SasOnly) {
       "&sig=c2VjcmV0%3D");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->kind, CredentialKind::kSas);
-  EXPECT_EQ(r->account, "acct");
+  EXPECT_EQ(r->endpoint, "https://acct.blob.core.windows.net");
+  EXPECT_EQ(r->account, "");  // a SAS signs nothing with it, so none is made up from the host
   EXPECT_EQ(r->sas_token.substr(0, 3), "sv=");
   auto cred = MakeCredential(*r);
   ASSERT_TRUE(cred.ok());
@@ -56,7 +57,8 @@ TEST(ConnectionStringTest, SasOnly) {
   r = ParseConnectionString(
       "BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;SharedAccessSignature=sv=x&sig=y");
   ASSERT_TRUE(r.ok());
-  EXPECT_EQ(r->account, "devstoreaccount1");
+  EXPECT_EQ(r->endpoint, "http://127.0.0.1:1/devstoreaccount1");
+  EXPECT_EQ(r->account, "");
 }
 
 // A key and a SAS in one string are two credentials: the key used to win silently, though the
@@ -142,11 +144,11 @@ TEST(ConnectionStringTest, AccountNameAndEndpointSuffixMustMakeAHost) {
     ASSERT_TRUE(r.ok()) << suffix << ": " << r.status().ToString();
     EXPECT_EQ(r->endpoint, std::string("https://acct.blob.") + suffix);
   }
-  // No AccountName: the one read from a custom domain's endpoint is not judged.
+  // No AccountName beside a custom domain's endpoint and a SAS: nothing needs one.
   r = ParseConnectionString(
       "BlobEndpoint=https://my-files.example.com;SharedAccessSignature=sv=1&sig=x");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->account, "my-files");
+  EXPECT_EQ(r->endpoint, "https://my-files.example.com");
 }
 
 // The endpoint is logged: a SAS pasted into it (after '?' or '#') or a user and password would

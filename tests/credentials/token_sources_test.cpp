@@ -1290,7 +1290,7 @@ TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {
   c.azure_account_url = "https://acct.blob.core.windows.net/";
   ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
   EXPECT_EQ(target.endpoint, "https://acct.blob.core.windows.net");
-  EXPECT_EQ(target.account, "acct");
+  EXPECT_EQ(target.account, "");  // tokens sign nothing with it
   EXPECT_NE(target.credential->Describe().find("client-secret"), std::string::npos);
   EXPECT_EQ(idp.count(), 1u);
   c.azure_auth = "azure-cli";
