@@ -98,7 +98,8 @@ shellcheck: ## Lint the shell scripts
 	shellcheck $$(git ls-files '*.sh') .ci/run
 
 typecheck: ## Strictest compile (warnings as errors) plus cppcheck
-	cmake -S . -B build-typecheck -DCMAKE_BUILD_TYPE=Debug -DNBU_WERROR=ON -DNBU_BUILD_BENCH=ON $(CMAKE_FLAGS)
+	cmake -S . -B build-typecheck -DCMAKE_BUILD_TYPE=Debug -DNBU_WERROR=ON -DNBU_BUILD_BENCH=ON \
+	  -DCMAKE_DISABLE_PRECOMPILE_HEADERS=ON $(CMAKE_FLAGS)
 	cmake --build build-typecheck -j $(JOBS)
 	cppcheck --project=build-typecheck/compile_commands.json --enable=warning,performance,portability \
 	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -i tests/ -i build-typecheck/ --quiet -j $(JOBS)
