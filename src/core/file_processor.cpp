@@ -797,12 +797,15 @@ FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, co
             {{"blob", claim.BlobName()}, {"why", why.ToString()}});
     return DeadLettered::kGone;
   };
-  // The name is this claim's nonce, which a takeover keeps: a dead letter there already is that
-  // of a replica that took the claim over while this one stalled, and moved it first. Its move
-  // would pass for ours below (an ENOENT with the target in place reads as a move that landed),
-  // the file counted twice and its reason replaced. One landing between this look and the move
-  // still would: the window is narrowed to the move's, not closed (the name holds no owner).
-  if (fs::StatFresh(data).ok()) return gone();
+  // The dead letter's name is this claim's nonce, which a takeover keeps. A replica that took the
+  // claim over while this one stalled past its lease may move it there too, and its move would
+  // pass for ours below (an ENOENT with the target in place reads as a move that landed): the
+  // file counted twice, and its reason replaced. So the claim is looked at first, under this
+  // replica's name: gone, it was taken over. Only a takeover and its dead letter both landing
+  // between this look and the move (a stall past the lease in between) still pass for ours.
+  if (fs::StatFresh(ProcessingPath(claim)).status().kind() == ErrorKind::kNotFound) {
+    return gone();
+  }
   // A move whose outcome RenameEntry could not tell (its reply lost, and then a look that failed)
   // landed when the data is there now.
   if (Status s = fs::RenameEntry(ProcessingPath(claim), data);

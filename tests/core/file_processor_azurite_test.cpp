@@ -1349,38 +1349,48 @@ TEST_F(FileProcessorAzuriteTest, AClaimTakenOverBeforeItsDeadLetterIsLeftToItsNe
   EXPECT_TRUE(told);
 }
 
-// The same when that replica also dead-lettered it first (a takeover keeps the claim's nonce,
-// which names the dead letter): its move is not taken for this one's, the file is not counted
-// twice, and its reason is not replaced.
+// The same when that replica also dead-letters it, and its move lands just before this one's
+// (a takeover keeps the claim's nonce, which names the dead letter): its move is not taken for
+// this one's, the file is not counted twice, and its reason is not replaced.
 TEST_F(FileProcessorAzuriteTest, AClaimDeadLetteredByItsNewOwnerIsNotDeadLetteredTwice) {
   const WorkItem older = PlaceSuperseded("u.bin", 33);
   const std::string data = fs::Join(config_.failed_root, FailedPathFor(older.claim).DataPath());
-  // The other replica's takeover and dead letter, before this one's first look at the dead
-  // letter's name or its move there, whichever comes first.
-  bool moved = false;
-  const auto take_over = [&] {
-    if (moved) return;
-    moved = true;
-    EXPECT_TRUE(fs::MkdirAll(fs::Dirname(data)).ok());
-    std::vector<std::string> claims = Entries(config_.processing_root);  // its run in its name now
-    std::erase_if(claims, [](const std::string& e) { return !e.ends_with(".claimed"); });
-    ASSERT_EQ(claims.size(), 1u) << testing::PrintToString(claims);
-    EXPECT_EQ(::rename(fs::Join(config_.processing_root, claims[0]).c_str(), data.c_str()), 0);
-  };
+  std::string claim;  // with its run in its name now
+  std::string taken;  // the same under the other replica's name
+  // The other replica's takeover, at this one's first look on the way to the dead letter (at its
+  // claim, or at the dead letter's name) ...
   const nbu::test::ScopedPathCall stat_seam([&](const char* op, const std::string& path) {
-    if (std::string_view(op) == "statx" && path == data) take_over();
+    if (std::string_view(op) != "statx" || !taken.empty()) return 0;
+    std::vector<std::string> claims = Entries(config_.processing_root);
+    std::erase_if(claims, [](const std::string& e) { return !e.ends_with(".claimed"); });
+    EXPECT_EQ(claims.size(), 1u) << testing::PrintToString(claims);
+    if (claims.size() != 1) return 0;
+    claim = fs::Join(config_.processing_root, claims[0]);
+    if (path != claim && path != data) return 0;
+    const std::optional<ClaimPath> parsed = ParseClaimPath(claims[0]);
+    EXPECT_TRUE(parsed.has_value());
+    taken = fs::Join(config_.processing_root, parsed->WithOwner("other").Path());
+    EXPECT_EQ(::rename(claim.c_str(), taken.c_str()), 0);
     return 0;
   });
+  // ... and its dead letter, just before this one's move there (if this one gets that far).
   const nbu::test::ScopedPathPairCall rename_seam(
       [&](const char* op, const std::string& from, const std::string& to) {
-        if (to == data) take_over();
+        if (to == data && !taken.empty()) {
+          EXPECT_TRUE(fs::MkdirAll(fs::Dirname(data)).ok());
+          EXPECT_EQ(::rename(taken.c_str(), data.c_str()), 0);
+        }
         return std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
                                                 : ::link(from.c_str(), to.c_str());
       });
   test::CapturedLog logged("", LogLevel::kWarn);
   processor_->Process(older, {});  // superseded: to be dead-lettered
   logged.Stop();
-  ASSERT_TRUE(moved);
+  ASSERT_FALSE(taken.empty());
+  if (!fs::Stat(data).ok()) {  // this one stopped at the look: the other replica's move now
+    EXPECT_TRUE(fs::MkdirAll(fs::Dirname(data)).ok());
+    EXPECT_EQ(::rename(taken.c_str(), data.c_str()), 0);
+  }
   EXPECT_EQ(Count(inst_.files_failed), 0) << "counted by the replica that moved it";
   EXPECT_EQ(Entries(config_.failed_root),
             std::vector<std::string>{FailedPathFor(older.claim).DataPath()})
