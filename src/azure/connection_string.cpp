@@ -46,7 +46,7 @@ std::optional<std::string> AccountHostProblem(const std::string& name) {
          "63)";
 }
 
-Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
+Result<ConnectionInfo> ParseConnectionString(std::string_view text, bool endpoint_elsewhere) {
   std::map<std::string, std::string> fields;  // lower-case key -> value
   size_t index = 0;
   while (!text.empty()) {
@@ -101,7 +101,7 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text) {
       return Bad("BlobEndpoint has a port that is not a number");
     }
     while (info.endpoint.size() > 1 && info.endpoint.back() == '/') info.endpoint.pop_back();
-  } else {
+  } else if (!endpoint_elsewhere) {
     if (info.account.empty()) return Bad("AccountName is missing (and no BlobEndpoint given)");
     if (const auto problem = AccountHostProblem(info.account)) {
       return Bad("AccountName " + *problem);

@@ -27,9 +27,12 @@ struct ConnectionInfo {
 // (http|https, default https), AccountName, AccountKey, BlobEndpoint, EndpointSuffix (default
 // core.windows.net), SharedAccessSignature; other keys are ignored. Without BlobEndpoint the
 // endpoint is <proto>://<account>.blob.<suffix>. AccountKey and SharedAccessSignature together
-// are refused (which is meant cannot be told).
+// are refused (which is meant cannot be told). With `endpoint_elsewhere` (an account URL
+// replaces the string's endpoint) a string without BlobEndpoint leaves `endpoint` empty, and its
+// AccountName, which then only signs, and EndpointSuffix are not judged as parts of a host.
 // Errors are kPermanent and name the offending field, never its value.
-Result<ConnectionInfo> ParseConnectionString(std::string_view text);
+Result<ConnectionInfo> ParseConnectionString(std::string_view text,
+                                             bool endpoint_elsewhere = false);
 
 // What is wrong with an account name that makes the blob host (<name>.blob.<suffix>), or
 // nothing: it must be one DNS label, or the URL is malformed and every request fails for ever.

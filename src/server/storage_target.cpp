@@ -118,7 +118,10 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
           "APP_AZURE_CONNECTION_STRING: required when APP_AZURE_AUTH=connection-string");
       return false;
     }
-    auto info = azure::ParseConnectionString(c.azure_connection_string);
+    // Chosen, an account URL replaces the string's endpoint; beside a string in auto mode it is
+    // refused above, and the string's own endpoint is judged.
+    const bool url_replaces = c.azure_auth == "connection-string" && !c.azure_account_url.empty();
+    auto info = azure::ParseConnectionString(c.azure_connection_string, url_replaces);
     if (!info.ok()) {
       errors->push_back("APP_AZURE_CONNECTION_STRING: " + info.status().message());
       return false;
@@ -128,7 +131,7 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
       errors->push_back("APP_AZURE_CONNECTION_STRING: " + cred.status().message());
       return false;
     }
-    out->endpoint = TrimSlash(c.azure_account_url.empty() ? info->endpoint : c.azure_account_url);
+    out->endpoint = TrimSlash(url_replaces ? c.azure_account_url : info->endpoint);
     // A SAS is a bearer secret in every request's URL: like a token, never over plain http to
     // another host. (Shared Key sends only a signature.)
     if (!info->sas_token.empty() && !(url_refused && !c.azure_account_url.empty())) {

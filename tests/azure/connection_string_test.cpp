@@ -82,8 +82,8 @@ TEST(ConnectionStringTest, KeyAndSasTogetherAreRefused) {
   EXPECT_EQ(r->kind, CredentialKind::kSas);
 }
 
-void ExpectError(const std::string& cs, const std::string& field) {
-  auto r = ParseConnectionString(cs);
+void ExpectError(const std::string& cs, const std::string& field, bool endpoint_elsewhere = false) {
+  auto r = ParseConnectionString(cs, endpoint_elsewhere);
   ASSERT_FALSE(r.ok()) << cs;
   EXPECT_EQ(r.status().kind(), ErrorKind::kPermanent);
   EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
@@ -149,6 +149,23 @@ TEST(ConnectionStringTest, AccountNameAndEndpointSuffixMustMakeAHost) {
       "BlobEndpoint=https://my-files.example.com;SharedAccessSignature=sv=1&sig=x");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->endpoint, "https://my-files.example.com");
+}
+
+// An account URL that replaces the string's endpoint: the name only signs (an emulator's may be
+// any), the suffix makes nothing, and a SAS needs no name at all.
+TEST(ConnectionStringTest, AnEndpointGivenElsewhereLeavesNameAndSuffixUnjudged) {
+  const std::string key = std::string(";AccountKey=") + kKey;
+  auto r = ParseConnectionString("AccountName=my_acct;EndpointSuffix=not a host" + key, true);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->account, "my_acct");
+  EXPECT_EQ(r->endpoint, "");
+  r = ParseConnectionString("SharedAccessSignature=sv=1&sig=x", true);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->account, "");
+  // What the string itself says is still judged, and a key still needs its name to sign.
+  ExpectError("BlobEndpoint=ftp://x" + key, "BlobEndpoint must be an absolute", true);
+  ExpectError(std::string("AccountKey=") + kKey, "AccountName is missing (needed with", true);
+  ExpectError("AccountName=my_acct" + key, "AccountName makes the blob host's name");
 }
 
 // The endpoint is logged: a SAS pasted into it (after '?' or '#') or a user and password would

@@ -1199,6 +1199,20 @@ TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
   c.azure_connection_string =
       "BlobEndpoint=http://storage.example.com/acct;SharedAccessSignature=sv=1&sig=c2VjcmV0";
   EXPECT_EQ(resolve(c), (Vars{"APP_AZURE_CA_FILE", "APP_AZURE_CONNECTION_STRING"}));
+  // A chosen account URL replaces the string's endpoint: its AccountName only signs, as in
+  // shared-key mode. Beside the string in auto mode the URL is refused, and the name, which
+  // would then make the host, is judged too.
+  c = core::Config{};
+  c.azure_connection_string = "AccountName=acct_1;AccountKey=" + Base64Encode("c2VjcmV0");
+  EXPECT_EQ(resolve(c), Vars{"APP_AZURE_CONNECTION_STRING"});
+  c.azure_account_url = "http://127.0.0.1:10000/acct_1";
+  EXPECT_EQ(resolve(c), (Vars{"APP_AZURE_ACCOUNT_URL", "APP_AZURE_CONNECTION_STRING"}));
+  c.azure_auth = "connection-string";
+  EXPECT_EQ(ResolveError(c), "");
+  c.azure_connection_string = "SharedAccessSignature=sv=1&sig=c2VjcmV0";
+  EXPECT_EQ(ResolveError(c), "");
+  c.azure_account_url = "http://acct.blob.core.windows.net";
+  EXPECT_EQ(resolve(c), Vars{"APP_AZURE_CONNECTION_STRING"}) << "a SAS over plain http";
   c = core::Config{};
   c.azure_ca_file = "/nonexistent/ca.pem";
   c.azure_auth = "shared-key";
