@@ -2,8 +2,14 @@
 #include "azure/url.h"
 #include "util/text.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <optional>
 
 namespace nbu::azure {
 namespace {
@@ -133,39 +139,58 @@ std::string_view HostOf(std::string_view authority, bool* v6) {
   return authority.substr(0, authority.find(':'));
 }
 
-// A dotted quad of digits starting with `prefix` ("127.", "169.254.").
-bool DottedQuadIn(std::string_view host, std::string_view prefix) {
-  if (!host.starts_with(prefix)) return false;
-  int dots = 0;
-  for (const char c : host) {
-    if (c == '.') {
-      ++dots;
-    } else if (c < '0' || c > '9') {
-      return false;
+// The address of a literal host, as curl reads the URL: an IPv4 number in any of the forms
+// inet_aton takes (127.0.0.1, 127.1, 0x7f.1, 2130706433), or a bracketed IPv6 address (its
+// zone, "%25eth0", dropped). Anything else is a name, looked up in DNS, which may answer with
+// any address (127.999.0.1 among them). An IPv4-mapped IPv6 address is taken as its IPv4 one.
+struct Literal {
+  bool is_v4 = false;
+  uint32_t v4 = 0;  // host order
+  in6_addr v6{};
+};
+
+std::optional<Literal> LiteralAddress(std::string_view authority) {
+  bool bracketed = false;
+  std::string host(HostOf(authority, &bracketed));
+  Literal out;
+  if (bracketed) {
+    host = host.substr(0, host.find('%'));
+    if (inet_pton(AF_INET6, host.c_str(), &out.v6) != 1) return std::nullopt;
+    if (IN6_IS_ADDR_V4MAPPED(&out.v6)) {
+      out.is_v4 = true;
+      std::memcpy(&out.v4, &out.v6.s6_addr[12], 4);
+      out.v4 = ntohl(out.v4);
     }
+    return out;
   }
-  return dots == 3;
+  // inet_aton takes anything after a space, which is no part of a host.
+  in_addr v4{};
+  if (host.empty() || host.find_first_not_of("0123456789abcdefxABCDEFX.") != std::string::npos ||
+      inet_aton(host.c_str(), &v4) == 0) {
+    return std::nullopt;
+  }
+  out.is_v4 = true;
+  out.v4 = ntohl(v4.s_addr);
+  return out;
 }
 
 }  // namespace
 
 bool IsLoopbackAuthority(std::string_view authority) {
-  bool v6 = false;
-  const std::string_view host = HostOf(authority, &v6);
-  if (v6) return host == "::1";
-  return LowerAscii(host) == "localhost" || DottedQuadIn(host, "127.");
+  bool bracketed = false;
+  const std::string host = LowerAscii(HostOf(authority, &bracketed));
+  if (host == "localhost" && !bracketed) return true;
+  const auto a = LiteralAddress(authority);
+  if (!a) return false;
+  return a->is_v4 ? (a->v4 >> 24) == 127 : IN6_IS_ADDR_LOOPBACK(&a->v6);
 }
 
 bool IsHostLocalAuthority(std::string_view authority) {
   if (IsLoopbackAuthority(authority)) return true;
-  bool v6 = false;
-  const std::string host = LowerAscii(HostOf(authority, &v6));
-  if (v6) {  // fe80::/10: a first group of four digits, fe80 to febf
-    return host.size() > 4 && host[4] == ':' && host.starts_with("fe") &&
-           (host[2] == '8' || host[2] == '9' || host[2] == 'a' || host[2] == 'b') &&
-           std::isxdigit(static_cast<unsigned char>(host[3])) != 0;
-  }
-  return DottedQuadIn(host, "169.254.");
+  const auto a = LiteralAddress(authority);
+  if (!a) return false;
+  return a->is_v4 ? (a->v4 >> 16) == 0xA9FE         // 169.254.0.0/16
+                  : IN6_IS_ADDR_LINKLOCAL(&a->v6);  // fe80::/10
 }
 
 std::vector<std::pair<std::string, std::string>> SplitQuery(std::string_view query) {

@@ -35,8 +35,9 @@ UrlParts SplitUrl(std::string_view url);
 // a number, and the URL is refused rather than logged with the password in its path.
 bool PortIsNumeric(std::string_view authority);
 
-// True for 127.0.0.0/8, ::1 and localhost (an authority "host[:port]" or "[v6]:port", user info
-// allowed).
+// True for 127.0.0.0/8 (in any form curl reads as a number: 127.0.0.1, 127.1, 0x7f.1, or
+// IPv4-mapped, [::ffff:127.0.0.1]), ::1 and localhost (an authority "host[:port]" or
+// "[v6]:port", user info allowed). A name that only looks like one (127.999.0.1) is not.
 bool IsLoopbackAuthority(std::string_view authority);
 // True for this host's own addresses (IsLoopbackAuthority) and link-local ones (169.254.0.0/16,
 // fe80::/10), where the instance metadata service answers: no proxy can reach these for us.

@@ -128,14 +128,31 @@ TEST(HttpTransportTest, ThisHostsAddressesBypassAProxyFromTheEnvironment) {
 TEST(HttpTransportTest, HostLocalAuthorities) {
   for (const char* local :
        {"127.0.0.1:10000", "127.1.2.3", "localhost", "LocalHost:8080", "u:p@127.0.0.1", "[::1]:80",
-        "169.254.169.254", "169.254.169.254:80", "[fe80::1]:8080", "[FEBF::2]"}) {
+        "169.254.169.254", "169.254.169.254:80", "[fe80::1]:8080", "[FEBF::2]", "169.254.1",
+        "[fe80::1%25eth0]:80", "[::ffff:169.254.169.254]"}) {
     EXPECT_TRUE(IsHostLocalAuthority(local)) << local;
   }
   for (const char* remote :
        {"acct.blob.core.windows.net", "login.microsoftonline.com:443", "192.0.2.1", "10.0.0.1",
-        "127.0.0.1.example.com", "169.254.1", "localhost.example.com", "[::2]", "[fec0::1]",
-        "[fe8::1]", "[fe80", "127.0.0.1@evil.example.com"}) {
+        "127.0.0.1.example.com", "localhost.example.com", "[::2]", "[fec0::1]", "[fe8::1]", "[fe80",
+        "127.0.0.1@evil.example.com", "169.254.999.1", "[::ffff:192.0.2.1]", ""}) {
     EXPECT_FALSE(IsHostLocalAuthority(remote)) << remote;
+  }
+}
+
+// Loopback as curl reads the URL's host: an IPv4 number in any of its forms, IPv4-mapped too.
+// A name that only looks like an address (127.999.0.1) is looked up in DNS and may be anywhere:
+// plain http to it would carry a SAS or a bearer token off the host.
+TEST(HttpTransportTest, LoopbackAuthorities) {
+  for (const char* loopback :
+       {"127.0.0.1", "127.0.0.1:10000", "127.1", "127.1:80", "127.255.255.255", "0x7f.1",
+        "2130706433", "[::1]", "[::ffff:127.0.0.1]:10000", "localhost:1", "u@127.0.0.1"}) {
+    EXPECT_TRUE(IsLoopbackAuthority(loopback)) << loopback;
+  }
+  for (const char* other : {"127.999.0.1", "127.0.0.256", "127.0.0.1.example.com", "128.0.0.1",
+                            "[::2]", "[::ffff:128.0.0.1]", "[127.0.0.1]", "localhost.",
+                            "[localhost]", "169.254.169.254", "127.0.0.1 x", ""}) {
+    EXPECT_FALSE(IsLoopbackAuthority(other)) << other;
   }
 }
 
