@@ -32,6 +32,19 @@ using nbu::test::TempDir;
 using nbu::test::WaitFor;
 using nbu::test::WriteFile;
 
+// One Azurite for the tests of this binary (starting one takes over a second), started at first
+// use and stopped at exit.
+Azurite& SharedAzurite() {
+  static Azurite azurite;
+  return azurite;
+}
+
+// `name` made a container no other test, nor an earlier repeat of this one, has written to.
+std::string Fresh(const std::string& name) {
+  static std::atomic<int> n{0};
+  return name + "-" + std::to_string(++n);
+}
+
 // The service of `config` on `blob`, started (ready comes later).
 struct Started {
   Started(const Config& config, azure::BlobClient& blob)
@@ -68,9 +81,9 @@ std::unique_ptr<azure::BlobClient> OneTryClientVia(const nbu::test::FaultProxy& 
 }
 
 TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "svc");
+  Config config = TestConfig(dir, Fresh("svc"));
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0.1;
   config.gc_interval_s = 0.1;
@@ -110,9 +123,9 @@ TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
 }
 
 TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "hints");
+  Config config = TestConfig(dir, Fresh("hints"));
   config.poll_interval_s = 3600;  // only the hint can bring a scan within the test's time
   config.min_file_age_s = 0;
   config.replica_id = "hint-test";
@@ -146,9 +159,9 @@ TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
 // told: a warning, the recent errors, and the last scan's not_ready.
 TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
   test::CapturedLog told("the watch stopped before these files were ready");
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "pending");
+  Config config = TestConfig(dir, Fresh("pending"));
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 3600;  // seen, never old enough to be claimed
   config.replica_id = "pending-test";
@@ -210,7 +223,7 @@ struct SlowRecovery {
   ~SlowRecovery() { Release(); }  // before the proxy joins its handlers
   void Release() { gate.Open(); }
   nbu::test::Gate gate;
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   nbu::test::FaultProxy proxy;
   std::unique_ptr<azure::BlobClient> blob;
 };
@@ -220,7 +233,7 @@ struct SlowRecovery {
 // has been picked up by a worker, not until each is done.
 TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
   TempDir dir;
-  Config config = TestConfig(dir, "ready");
+  Config config = TestConfig(dir, Fresh("ready"));
   config.worker_concurrency = 2;
   config.replica_id = "ready-test";
   SlowRecovery slow(config, 1);
@@ -238,7 +251,7 @@ TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
 // grace the lease stays fresh, so no other replica takes over the upload still running.
 TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
   TempDir dir;
-  Config config = TestConfig(dir, "claims");
+  Config config = TestConfig(dir, Fresh("claims"));
   config.worker_concurrency = 1;
   config.replica_id = "shutdown-test";
   config.lease_timeout_s = 1;    // a heartbeat every 0.25 s
@@ -269,9 +282,9 @@ TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
 // not be cached after it: the watch would seem stopped, or keep scanning, for a poll interval.
 // Polls every millisecond make the scan loop's reads overlap the writes many times over.
 TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "watch");
+  Config config = TestConfig(dir, Fresh("watch"));
   config.poll_interval_s = 0.001;
   config.replica_id = "watch-test";
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
@@ -302,9 +315,9 @@ TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
 // process, so only the session store's compare-and-swap keeps both from answering success (and
 // one session from being dropped while its caller holds a 200). The same for two stops.
 TEST(ServiceTest, ReplicasStartingOrStoppingAtOnceAgreeOnOneWinner) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config a_config = TestConfig(dir, "race");
+  Config a_config = TestConfig(dir, Fresh("race"));
   a_config.replica_id = "race-a";
   Config b_config = a_config;
   b_config.replica_id = "race-b";
@@ -360,9 +373,9 @@ TEST(ServiceTest, ReplicasStartingOrStoppingAtOnceAgreeOnOneWinner) {
 // A volume written by the version before session generations: its _session.json is the active
 // session, so a start is refused (409) and a stop stops that session.
 TEST(ServiceTest, TheSessionOfTheFormerVersionIsResumedAfterAnUpgrade) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "upgrade");
+  Config config = TestConfig(dir, Fresh("upgrade"));
   config.replica_id = "upgrade-test";
   WriteFile(config.processing_root + "/_session.json",
             R"({"active": true, "name": "old", "started_at": "2026-11-28T00:00:00.000Z"})");
@@ -385,7 +398,7 @@ TEST(ServiceTest, TheSessionOfTheFormerVersionIsResumedAfterAnUpgrade) {
 // claim it could not queue must not stay marked in flight, or no sweep would ever take it.
 TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
   TempDir dir;
-  Config config = TestConfig(dir, "retry");
+  Config config = TestConfig(dir, Fresh("retry"));
   config.worker_concurrency = 1;
   config.max_queue_size = 1;
   config.gc_interval_s = 0.1;
@@ -430,9 +443,9 @@ TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
 // The staging troubles and throttling that workers record show in the status's degraded list
 // for a minute after the last one (invariant 6), and not after.
 TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  const Config config = TestConfig(dir, "trouble");
+  const Config config = TestConfig(dir, Fresh("trouble"));
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
   SimulatedClock clock{false};
   telemetry::MetricsRegistry metrics;
@@ -457,9 +470,9 @@ TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {
 // starting with the same id would find the id free, and other replicas would judge this one's
 // first claims by a lease its predecessor left.
 TEST(ServiceTest, TheLeaseIsWrittenBeforeStartReturns) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "first-beat");
+  Config config = TestConfig(dir, Fresh("first-beat"));
   config.replica_id = "first-beat";
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
   Started started(config, *blob_client);
@@ -473,9 +486,9 @@ TEST(ServiceTest, TheLeaseIsWrittenBeforeStartReturns) {
 // its claims for a dead replica's), keeps uploading meanwhile, and recovers on its own once the
 // lease can be written again. The lease path is made a directory, which no rename can replace.
 TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "lease");
+  Config config = TestConfig(dir, Fresh("lease"));
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0;
   config.lease_timeout_s = 0.4;  // a heartbeat every 0.1 s
@@ -518,14 +531,14 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
 // check that gets no answer (the connection dropped), or a gateway's bare 503 with no error code,
 // is still "not reachable yet".
 TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   test::CapturedLog checks("CreateContainer");  // the start-up check's lines
   enum class Answer { kError, kNone, kBare503 };
   for (const Answer how : {Answer::kError, Answer::kNone, Answer::kBare503}) {
     const bool answered = how == Answer::kError;
     checks.Clear();
     TempDir dir;
-    Config config = TestConfig(dir, "startup");
+    Config config = TestConfig(dir, Fresh("startup"));
     config.replica_id = "startup-test";
     nbu::test::FaultProxy proxy(azurite.port(), [how](const nbu::test::ProxyRequest& r) {
       if (r.target.find("restype=container") == std::string::npos) {
@@ -587,7 +600,7 @@ void MakeDirPastPathMax(const std::string& path) {
 // when that starts and one when it changes, none for the scans between (here one every 10 ms)
 // nor when it comes back unchanged after a scan without it, and so one recent error each.
 TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   test::CapturedLog logged("", LogLevel::kDebug);  // debug for the scans' lines
   // Lines whose message begins with `prefix`; the scans' lines are "scan".
   const auto count = [&](std::string_view prefix) {
@@ -598,7 +611,7 @@ TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
   };
   const std::string_view kWarning = "files or directories that cannot be read";
   TempDir dir;
-  Config config = TestConfig(dir, "unreadable");
+  Config config = TestConfig(dir, Fresh("unreadable"));
   config.replica_id = "unreadable-test";
   config.poll_interval_s = 0.01;
   auto blob = nbu::test::MakeBlobClient(azurite, config.azure_container);
@@ -651,9 +664,9 @@ TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
 // variable and waits, no file is claimed; once storage takes it, start-up goes on and files go
 // up with it.
 TEST(ServiceTest, AnAccessTierStorageRefusesHoldsStartUpNotTheFiles) {
-  Azurite azurite;
+  Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, "tier");
+  Config config = TestConfig(dir, Fresh("tier"));
   config.replica_id = "tier-test";
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0.05;
