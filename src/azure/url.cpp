@@ -154,7 +154,7 @@ std::optional<Literal> LiteralAddress(std::string_view authority) {
   std::string host(HostOf(authority, &bracketed));
   Literal out;
   if (bracketed) {
-    host = host.substr(0, host.find('%'));
+    if (const size_t zone = host.find('%'); zone != std::string::npos) host.resize(zone);
     if (inet_pton(AF_INET6, host.c_str(), &out.v6) != 1) return std::nullopt;
     if (IN6_IS_ADDR_V4MAPPED(&out.v6)) {
       out.is_v4 = true;
