@@ -41,21 +41,12 @@ using nbu::test::WriteFile;
 
 class FileProcessorAzuriteTest : public ::testing::Test {
  protected:
-  // One Azurite for the suite (starting one takes about 1.3 s, and there are some fifty tests),
-  // a container of its own for each test.
-  static void SetUpTestSuite() { shared_azurite_ = new nbu::test::Azurite(); }
-  static void TearDownTestSuite() {
-    delete shared_azurite_;
-    shared_azurite_ = nullptr;
-  }
-
   FileProcessorAzuriteTest() {
-    static int tests = 0;
     config_.incoming_dir = dir_.path() + "/in";
     config_.processing_root = dir_.path() + "/proc";
     config_.failed_root = dir_.path() + "/failed";
     config_.staging_root = dir_.path() + "/staging";
-    config_.azure_container = "fileproc-" + std::to_string(++tests);
+    config_.azure_container = nbu::test::FreshContainer("fileproc");
     config_.min_file_age_s = 0.05;
     config_.azure_put_blob_max_bytes = 256 << 10;
     config_.azure_block_size = 128 << 10;
@@ -200,8 +191,7 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     return out;
   }
 
-  static inline nbu::test::Azurite* shared_azurite_ = nullptr;
-  nbu::test::Azurite& azurite_ = *shared_azurite_;
+  nbu::test::Azurite& azurite_ = nbu::test::SharedAzurite();  // one for the suite's 54 tests
   TempDir dir_;
   Config config_;
   std::unique_ptr<azure::BlobClient> blob_;

@@ -27,23 +27,12 @@ namespace {
 
 using namespace std::chrono_literals;
 using nbu::test::Azurite;
+using nbu::test::FreshContainer;
 using nbu::test::PatternBytes;
+using nbu::test::SharedAzurite;
 using nbu::test::TempDir;
 using nbu::test::WaitFor;
 using nbu::test::WriteFile;
-
-// One Azurite for the tests of this binary (starting one takes over a second), started at first
-// use and stopped at exit.
-Azurite& SharedAzurite() {
-  static Azurite azurite;
-  return azurite;
-}
-
-// `name` made a container no other test, nor an earlier repeat of this one, has written to.
-std::string Fresh(const std::string& name) {
-  static std::atomic<int> n{0};
-  return name + "-" + std::to_string(++n);
-}
 
 // The service of `config` on `blob`, started (ready comes later).
 struct Started {
@@ -83,7 +72,7 @@ std::unique_ptr<azure::BlobClient> OneTryClientVia(const nbu::test::FaultProxy& 
 TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("svc"));
+  Config config = TestConfig(dir, FreshContainer("svc"));
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0.1;
   config.gc_interval_s = 0.1;
@@ -125,7 +114,7 @@ TEST(ServiceTest, ManyWorkersAndBlockUploadsInOneProcess) {
 TEST(ServiceTest, AChangeHintQueuesAFileLongBeforeTheNextPoll) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("hints"));
+  Config config = TestConfig(dir, FreshContainer("hints"));
   config.poll_interval_s = 3600;  // only the hint can bring a scan within the test's time
   config.min_file_age_s = 0;
   config.replica_id = "hint-test";
@@ -161,7 +150,7 @@ TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
   test::CapturedLog told("the watch stopped before these files were ready");
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("pending"));
+  Config config = TestConfig(dir, FreshContainer("pending"));
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 3600;  // seen, never old enough to be claimed
   config.replica_id = "pending-test";
@@ -233,7 +222,7 @@ struct SlowRecovery {
 // has been picked up by a worker, not until each is done.
 TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("ready"));
+  Config config = TestConfig(dir, FreshContainer("ready"));
   config.worker_concurrency = 2;
   config.replica_id = "ready-test";
   SlowRecovery slow(config, 1);
@@ -251,7 +240,7 @@ TEST(ServiceTest, ReadyOnceRecoveredClaimsArePickedUpNotFinished) {
 // grace the lease stays fresh, so no other replica takes over the upload still running.
 TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("claims"));
+  Config config = TestConfig(dir, FreshContainer("claims"));
   config.worker_concurrency = 1;
   config.replica_id = "shutdown-test";
   config.lease_timeout_s = 1;    // a heartbeat every 0.25 s
@@ -284,7 +273,7 @@ TEST(ServiceTest, ShutdownKeepsItsLeaseFreshAndDoesNotWaitForQueuedClaims) {
 TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("watch"));
+  Config config = TestConfig(dir, FreshContainer("watch"));
   config.poll_interval_s = 0.001;
   config.replica_id = "watch-test";
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
@@ -317,7 +306,7 @@ TEST(ServiceTest, AWatchStartOrStopIsNotUndoneByAnEarlierReadOfTheSessionFile) {
 TEST(ServiceTest, ReplicasStartingOrStoppingAtOnceAgreeOnOneWinner) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config a_config = TestConfig(dir, Fresh("race"));
+  Config a_config = TestConfig(dir, FreshContainer("race"));
   a_config.replica_id = "race-a";
   Config b_config = a_config;
   b_config.replica_id = "race-b";
@@ -375,7 +364,7 @@ TEST(ServiceTest, ReplicasStartingOrStoppingAtOnceAgreeOnOneWinner) {
 TEST(ServiceTest, TheSessionOfTheFormerVersionIsResumedAfterAnUpgrade) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("upgrade"));
+  Config config = TestConfig(dir, FreshContainer("upgrade"));
   config.replica_id = "upgrade-test";
   WriteFile(config.processing_root + "/_session.json",
             R"({"active": true, "name": "old", "started_at": "2026-11-28T00:00:00.000Z"})");
@@ -398,7 +387,7 @@ TEST(ServiceTest, TheSessionOfTheFormerVersionIsResumedAfterAnUpgrade) {
 // claim it could not queue must not stay marked in flight, or no sweep would ever take it.
 TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("retry"));
+  Config config = TestConfig(dir, FreshContainer("retry"));
   config.worker_concurrency = 1;
   config.max_queue_size = 1;
   config.gc_interval_s = 0.1;
@@ -445,7 +434,7 @@ TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
 TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  const Config config = TestConfig(dir, Fresh("trouble"));
+  const Config config = TestConfig(dir, FreshContainer("trouble"));
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
   SimulatedClock clock{false};
   telemetry::MetricsRegistry metrics;
@@ -472,7 +461,7 @@ TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {
 TEST(ServiceTest, TheLeaseIsWrittenBeforeStartReturns) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("first-beat"));
+  Config config = TestConfig(dir, FreshContainer("first-beat"));
   config.replica_id = "first-beat";
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
   Started started(config, *blob_client);
@@ -488,7 +477,7 @@ TEST(ServiceTest, TheLeaseIsWrittenBeforeStartReturns) {
 TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("lease"));
+  Config config = TestConfig(dir, FreshContainer("lease"));
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0;
   config.lease_timeout_s = 0.4;  // a heartbeat every 0.1 s
@@ -538,7 +527,7 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
     const bool answered = how == Answer::kError;
     checks.Clear();
     TempDir dir;
-    Config config = TestConfig(dir, Fresh("startup"));
+    Config config = TestConfig(dir, FreshContainer("startup"));
     config.replica_id = "startup-test";
     nbu::test::FaultProxy proxy(azurite.port(), [how](const nbu::test::ProxyRequest& r) {
       if (r.target.find("restype=container") == std::string::npos) {
@@ -611,7 +600,7 @@ TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
   };
   const std::string_view kWarning = "files or directories that cannot be read";
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("unreadable"));
+  Config config = TestConfig(dir, FreshContainer("unreadable"));
   config.replica_id = "unreadable-test";
   config.poll_interval_s = 0.01;
   auto blob = nbu::test::MakeBlobClient(azurite, config.azure_container);
@@ -666,7 +655,7 @@ TEST(ServiceTest, WhatCannotBeReadIsToldWhenItChangesNotAtEveryScan) {
 TEST(ServiceTest, AnAccessTierStorageRefusesHoldsStartUpNotTheFiles) {
   Azurite& azurite = SharedAzurite();
   TempDir dir;
-  Config config = TestConfig(dir, Fresh("tier"));
+  Config config = TestConfig(dir, FreshContainer("tier"));
   config.replica_id = "tier-test";
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0.05;

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <stdexcept>
 
 namespace nbu::test {
@@ -66,6 +67,16 @@ std::string Azurite::BlobEndpoint() const {
 std::string Azurite::ConnectionString() const {
   return "DefaultEndpointsProtocol=" + options_.scheme + ";AccountName=" + kAzuriteAccount +
          ";AccountKey=" + kAzuriteKey + ";BlobEndpoint=" + BlobEndpoint() + ";";
+}
+
+Azurite& SharedAzurite() {
+  static Azurite azurite;
+  return azurite;
+}
+
+std::string FreshContainer(const std::string& name) {
+  static std::atomic<int> n{0};
+  return name + "-" + std::to_string(++n);
 }
 
 }  // namespace nbu::test

@@ -42,4 +42,12 @@ class Azurite {
   std::unique_ptr<ChildProcess> proc_;
 };
 
+// One Azurite for the whole test binary, started at first use and stopped at exit: starting one
+// takes over a second. The tests sharing it write to containers of their own (FreshContainer).
+Azurite& SharedAzurite();
+
+// `name` made the name of a container no other test of this binary, nor an earlier round of the
+// same test (--gtest_repeat), has written to: "<name>-<n>".
+std::string FreshContainer(const std::string& name);
+
 }  // namespace nbu::test
