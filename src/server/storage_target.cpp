@@ -133,8 +133,8 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     }
     out->endpoint = TrimSlash(url_replaces ? c.azure_account_url : info->endpoint);
     // A SAS is a bearer secret in every request's URL: like a token, never over plain http to
-    // another host. (Shared Key sends only a signature.)
-    if (!info->sas_token.empty() && !(url_refused && !c.azure_account_url.empty())) {
+    // another host. (Shared Key sends only a signature.) A refused URL is not judged again.
+    if (!info->sas_token.empty() && !(url_replaces && url_refused)) {
       if (Status s = azure::CheckSecureUrl(out->endpoint, "the blob endpoint"); !s.ok()) {
         errors->push_back("APP_AZURE_CONNECTION_STRING: " + s.message() + " for a SAS");
       }

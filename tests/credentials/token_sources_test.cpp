@@ -1213,6 +1213,14 @@ TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
   EXPECT_EQ(ResolveError(c), "");
   c.azure_account_url = "http://acct.blob.core.windows.net";
   EXPECT_EQ(resolve(c), Vars{"APP_AZURE_CONNECTION_STRING"}) << "a SAS over plain http";
+  // In auto mode the string's own endpoint is used, and judged, whatever became of the URL.
+  c.azure_auth = "auto";
+  c.azure_connection_string =
+      "BlobEndpoint=http://storage.example.com/acct;SharedAccessSignature=sv=1&sig=c2VjcmV0";
+  c.azure_account_url = "http://me:c2VjcmV0@acct.example.com";
+  EXPECT_EQ(resolve(c, {"APP_AZURE_ACCOUNT_URL: must not hold a user name or password"}),
+            Vars{"APP_AZURE_CONNECTION_STRING"})
+      << "a SAS over plain http in the string";
   c = core::Config{};
   c.azure_ca_file = "/nonexistent/ca.pem";
   c.azure_auth = "shared-key";
