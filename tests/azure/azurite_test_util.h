@@ -9,15 +9,9 @@
 #include "azure/url.h"
 #include "support/azurite.h"
 
-#include <atomic>
 #include <string>
 
 namespace nbu::azure::test {
-
-inline std::string UniqueContainer(const std::string& prefix) {
-  static std::atomic<int> n{0};
-  return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(++n);
-}
 
 // Account SAS (AZURE.md §6.1, sv >= 2020-12-06): 10 lines, each ending in '\n'.
 inline std::string MakeAccountSas(const std::string& account, const std::string& key_base64,

@@ -17,44 +17,38 @@ namespace nbu::azure {
 namespace {
 
 using nbu::test::Azurite;
+using nbu::test::FreshContainer;
 using nbu::test::kAzuriteAccount;
 using nbu::test::kAzuriteKey;
 using nbu::test::PatternBytes;
+using nbu::test::SharedAzurite;
 using nbu::test::TempDir;
 
 class BlobClientAzuriteTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { azurite_ = new Azurite(); }
-  static void TearDownTestSuite() {
-    delete azurite_;
-    azurite_ = nullptr;
-  }
-
   std::unique_ptr<BlobClient> SharedKeyClient(const std::string& container,
                                               const std::string& key = kAzuriteKey) {
     auto cred = SharedKeyCredential::Create(kAzuriteAccount, key);
     EXPECT_TRUE(cred.ok());
-    return std::make_unique<BlobClient>(test::AzuriteOptions(*azurite_, container), *cred,
+    return std::make_unique<BlobClient>(test::AzuriteOptions(azurite_, container), *cred,
                                         transport_, RealClock::Instance(), observer_);
   }
 
-  static Azurite* azurite_;
+  Azurite& azurite_ = SharedAzurite();  // one for the suite
   std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
   std::atomic<int> retries_{0};
   BlobClientObserver observer_{[this](const std::string&) { ++retries_; }, {}, {}, {}};
 };
 
-Azurite* BlobClientAzuriteTest::azurite_ = nullptr;
-
 TEST_F(BlobClientAzuriteTest, CreateContainerTwiceIsFine) {
-  auto client = SharedKeyClient(test::UniqueContainer("twice"));
+  auto client = SharedKeyClient(FreshContainer("twice"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   Status again = client->CreateContainerIfMissing();
   EXPECT_TRUE(again.ok()) << again.ToString();
 }
 
 TEST_F(BlobClientAzuriteTest, WritesRecreateAMissingContainerReadsDoNot) {
-  auto client = SharedKeyClient(test::UniqueContainer("vanished"));
+  auto client = SharedKeyClient(FreshContainer("vanished"));
   // Reads report the missing container as not found and leave it missing.
   for (int i = 0; i < 2; ++i) {
     auto none = client->GetBlob("x");
@@ -73,14 +67,14 @@ TEST_F(BlobClientAzuriteTest, WritesRecreateAMissingContainerReadsDoNot) {
 }
 
 TEST_F(BlobClientAzuriteTest, ConnectionStringClient) {
-  auto info = ParseConnectionString(azurite_->ConnectionString());
+  auto info = ParseConnectionString(azurite_.ConnectionString());
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   auto cred = MakeCredential(*info);
   ASSERT_TRUE(cred.ok());
   BlobClientOptions o;
   o.endpoint = info->endpoint;
   o.account = info->account;
-  o.container = test::UniqueContainer("connstr");
+  o.container = FreshContainer("connstr");
   BlobClient client(o, *cred, transport_, RealClock::Instance());
   ASSERT_TRUE(client.CreateContainerIfMissing().ok());
   const std::string data = "from a connection string";
@@ -90,7 +84,7 @@ TEST_F(BlobClientAzuriteTest, ConnectionStringClient) {
 }
 
 TEST_F(BlobClientAzuriteTest, OddNamesRoundTripWithProperties) {
-  auto client = SharedKeyClient(test::UniqueContainer("names"));
+  auto client = SharedKeyClient(FreshContainer("names"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   const std::vector<std::string> names = {
       "with space.txt",   "unicode-\xE6\x97\xA5\xE6\x9C\xAC-caf\xC3\xA9.bin",
@@ -128,7 +122,7 @@ TEST_F(BlobClientAzuriteTest, OddNamesRoundTripWithProperties) {
 }
 
 TEST_F(BlobClientAzuriteTest, MultiBlockUploadStreamedFromFile) {
-  auto client = SharedKeyClient(test::UniqueContainer("blocks"));
+  auto client = SharedKeyClient(FreshContainer("blocks"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   TempDir dir;
   const size_t kBlock = 256 * 1024;
@@ -184,7 +178,7 @@ TEST_F(BlobClientAzuriteTest, MultiBlockUploadStreamedFromFile) {
 }
 
 TEST_F(BlobClientAzuriteTest, ZeroByteBlobs) {
-  auto client = SharedKeyClient(test::UniqueContainer("empty"));
+  auto client = SharedKeyClient(FreshContainer("empty"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   Status s = client->PutBlob("empty.txt", Body::FromMemory(""), Md5::Of(""), {});
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -209,7 +203,7 @@ TEST_F(BlobClientAzuriteTest, ZeroByteBlobs) {
 }
 
 TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
-  auto client = SharedKeyClient(test::UniqueContainer("delete"));
+  auto client = SharedKeyClient(FreshContainer("delete"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   auto none = client->GetProperties("nope");
   ASSERT_TRUE(none.ok()) << none.status().ToString();
@@ -254,7 +248,7 @@ TEST_F(BlobClientAzuriteTest, MissingAndDelete) {
 // Writes on conditions: only while the name is free, or only while the blob is at an ETag.
 // A failed condition changes nothing and is kConflict, for Put Blob and Put Block List alike.
 TEST_F(BlobClientAzuriteTest, ConditionalWrites) {
-  auto client = SharedKeyClient(test::UniqueContainer("cond"));
+  auto client = SharedKeyClient(FreshContainer("cond"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   BlobProperties absent;
   absent.if_absent = true;
@@ -289,7 +283,7 @@ TEST_F(BlobClientAzuriteTest, ConditionalWrites) {
 // that does not match it, and stores the MD5 it computes of the body it took. The start-up
 // probe sees that it checks the header, and leaves nothing behind.
 TEST_F(BlobClientAzuriteTest, PutBlobCheckedByCrc64StoresTheServiceMd5) {
-  auto client = SharedKeyClient(test::UniqueContainer("crc64"));
+  auto client = SharedKeyClient(FreshContainer("crc64"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   std::string data(300'000, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + i / 251);
@@ -318,8 +312,8 @@ TEST_F(BlobClientAzuriteTest, PutBlobCheckedByCrc64StoresTheServiceMd5) {
 }
 
 TEST_F(BlobClientAzuriteTest, SasCredential) {
-  const std::string container = test::UniqueContainer("sas");
-  BlobClient client(test::AzuriteOptions(*azurite_, container),
+  const std::string container = FreshContainer("sas");
+  BlobClient client(test::AzuriteOptions(azurite_, container),
                     std::make_shared<SasCredential>(
                         "?" + test::MakeAccountSas(kAzuriteAccount, kAzuriteKey, "racwdl")),
                     transport_, RealClock::Instance());
@@ -335,7 +329,7 @@ TEST_F(BlobClientAzuriteTest, SasCredential) {
 
   // Read-only SAS: writes are refused with kAuth, and the signature is not in the message.
   const std::string ro_token = test::MakeAccountSas(kAzuriteAccount, kAzuriteKey, "rl");
-  BlobClient ro(test::AzuriteOptions(*azurite_, container),
+  BlobClient ro(test::AzuriteOptions(azurite_, container),
                 std::make_shared<SasCredential>(ro_token), transport_, RealClock::Instance());
   EXPECT_EQ(*ro.GetBlob("sas-blocks"), data);
   Status denied = ro.PutBlob("nope", Body::FromMemory(data), Md5::Of(data), {});
@@ -349,14 +343,14 @@ TEST_F(BlobClientAzuriteTest, SasCredential) {
 // it: storage answers Create Container 403. That is not a refusal of the credentials when the
 // container exists; when it does not, the error says so.
 TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
-  const std::string container = test::UniqueContainer("csas");
+  const std::string container = FreshContainer("csas");
   ASSERT_TRUE(SharedKeyClient(container)->CreateContainerIfMissing().ok());
   // What the tries tell the status: the refused create is expected, not a refusal of these
   // credentials (else the status would say storage_refuses_credentials after every start).
   std::vector<TryOutcome> tries;
   BlobClientObserver observer;
   observer.on_try = [&](TryOutcome t) { tries.push_back(t); };
-  BlobClient client(test::AzuriteOptions(*azurite_, container),
+  BlobClient client(test::AzuriteOptions(azurite_, container),
                     std::make_shared<SasCredential>(
                         test::MakeContainerSas(kAzuriteAccount, kAzuriteKey, container, "racwl")),
                     transport_, RealClock::Instance(), observer);
@@ -367,10 +361,10 @@ TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
   ASSERT_TRUE(client.PutBlob("c.txt", Body::FromMemory(data), Md5::Of(data), {}).ok());
   EXPECT_EQ(*client.GetBlob("c.txt"), data);
 
-  const std::string missing = test::UniqueContainer("csas-missing");
+  const std::string missing = FreshContainer("csas-missing");
   const std::string token = test::MakeContainerSas(kAzuriteAccount, kAzuriteKey, missing, "racwl");
-  BlobClient absent(test::AzuriteOptions(*azurite_, missing),
-                    std::make_shared<SasCredential>(token), transport_, RealClock::Instance());
+  BlobClient absent(test::AzuriteOptions(azurite_, missing), std::make_shared<SasCredential>(token),
+                    transport_, RealClock::Instance());
   s = absent.CreateContainerIfMissing();
   EXPECT_EQ(s.kind(), ErrorKind::kAuth) << s.ToString();
   EXPECT_NE(s.message().find("may not exist"), std::string::npos) << s.ToString();
@@ -378,7 +372,7 @@ TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
 
   // Credentials refused outright stay refused: a container SAS signed with another key.
   tries.clear();
-  BlobClient forged(test::AzuriteOptions(*azurite_, container),
+  BlobClient forged(test::AzuriteOptions(azurite_, container),
                     std::make_shared<SasCredential>(test::MakeContainerSas(
                         kAzuriteAccount, Base64Encode(std::string(64, 'k')), container, "racwl")),
                     transport_, RealClock::Instance(), observer);
@@ -391,11 +385,11 @@ TEST_F(BlobClientAzuriteTest, ContainerSasUsesAContainerItCannotCreate) {
 // Only BlobNotFound shows the container is there: a 404 without that code (a wrong path, a
 // proxy's own answer) leaves the refused create as it was.
 TEST_F(BlobClientAzuriteTest, ARefusedCreateIsNotExcusedByABare404) {
-  nbu::test::FaultProxy proxy(azurite_->port(), [](const nbu::test::ProxyRequest& r) {
+  nbu::test::FaultProxy proxy(azurite_.port(), [](const nbu::test::ProxyRequest& r) {
     if (r.method == "PUT") return nbu::test::FaultAction::Status(403, "AuthorizationFailure");
     return nbu::test::FaultAction::Status(404, "");
   });
-  BlobClientOptions o = test::AzuriteOptions(*azurite_, test::UniqueContainer("bare404"));
+  BlobClientOptions o = test::AzuriteOptions(azurite_, FreshContainer("bare404"));
   o.endpoint = "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + kAzuriteAccount;
   auto cred = SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
   ASSERT_TRUE(cred.ok());
@@ -410,11 +404,11 @@ TEST_F(BlobClientAzuriteTest, ARefusedCreateIsNotExcusedByABare404) {
 // 404 is not.
 TEST_F(BlobClientAzuriteTest, ADeleteWhoseAnswerWasLostIsDone) {
   std::atomic<int> deletes{0};
-  nbu::test::FaultProxy proxy(azurite_->port(), [&](const nbu::test::ProxyRequest& r) {
+  nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
     if (r.method == "DELETE" && deletes++ == 0) return nbu::test::FaultAction::DropAfter();
     return nbu::test::FaultAction::Forward();
   });
-  BlobClientOptions o = test::AzuriteOptions(*azurite_, test::UniqueContainer("lostdelete"));
+  BlobClientOptions o = test::AzuriteOptions(azurite_, FreshContainer("lostdelete"));
   o.endpoint = "http://127.0.0.1:" + std::to_string(proxy.port()) + "/" + kAzuriteAccount;
   auto cred = SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
   ASSERT_TRUE(cred.ok());
@@ -425,7 +419,7 @@ TEST_F(BlobClientAzuriteTest, ADeleteWhoseAnswerWasLostIsDone) {
   EXPECT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(deletes.load(), 2) << "the first answer lost, the retry's 404";
   EXPECT_FALSE(client.GetProperties("probe")->has_value());
-  nbu::test::FaultProxy bare(azurite_->port(), [](const nbu::test::ProxyRequest&) {
+  nbu::test::FaultProxy bare(azurite_.port(), [](const nbu::test::ProxyRequest&) {
     return nbu::test::FaultAction::Status(404, "");
   });
   o.endpoint = "http://127.0.0.1:" + std::to_string(bare.port()) + "/" + kAzuriteAccount;
@@ -437,7 +431,7 @@ TEST_F(BlobClientAzuriteTest, ADeleteWhoseAnswerWasLostIsDone) {
 // of another length make every Put Block fail until they go. The error says what the operator
 // can do, since no retry helps.
 TEST_F(BlobClientAzuriteTest, ForeignUncommittedBlocksAreExplained) {
-  auto client = SharedKeyClient(test::UniqueContainer("foreign"));
+  auto client = SharedKeyClient(FreshContainer("foreign"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   const std::string data = "block";
   ASSERT_TRUE(client->PutBlock("f.bin", "short", Body::FromMemory(data), Md5::Of(data)).ok());
@@ -450,7 +444,7 @@ TEST_F(BlobClientAzuriteTest, ForeignUncommittedBlocksAreExplained) {
 
 TEST_F(BlobClientAzuriteTest, WrongKeyIsAuthErrorWithoutSecrets) {
   const std::string wrong_key = Base64Encode(std::string(64, 'k'));
-  auto client = SharedKeyClient(test::UniqueContainer("wrongkey"), wrong_key);
+  auto client = SharedKeyClient(FreshContainer("wrongkey"), wrong_key);
   Status s = client->CreateContainerIfMissing();
   EXPECT_EQ(s.kind(), ErrorKind::kAuth) << s.ToString();
   EXPECT_NE(s.message().find("HTTP 403"), std::string::npos) << s.ToString();
@@ -461,7 +455,7 @@ TEST_F(BlobClientAzuriteTest, WrongKeyIsAuthErrorWithoutSecrets) {
 }
 
 TEST_F(BlobClientAzuriteTest, SurvivesServerRestartOnPooledConnection) {
-  const std::string container = test::UniqueContainer("restart");
+  const std::string container = FreshContainer("restart");
   auto client = SharedKeyClient(container);
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   TempDir dir;
@@ -473,8 +467,8 @@ TEST_F(BlobClientAzuriteTest, SurvivesServerRestartOnPooledConnection) {
                              Md5::Of(std::string_view(data).substr(0, 50000)))
                   .ok());
   // The pooled keep-alive connection dies with the server; in-memory data is gone as well.
-  azurite_->Stop();
-  azurite_->Start();
+  azurite_.Stop();
+  azurite_.Start();
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   Status s = client->PutBlock("r", "02", Body::FromFile(fd, 50000, 50000),
                               Md5::Of(std::string_view(data).substr(50000)));

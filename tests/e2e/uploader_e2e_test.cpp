@@ -33,15 +33,9 @@ using namespace std::chrono_literals;
 
 class UploaderE2E : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { azurite_ = new Azurite(); }
-  static void TearDownTestSuite() {
-    delete azurite_;
-    azurite_ = nullptr;
-  }
   void SetUp() override {
-    static int n = 0;
-    container_ = "e2e-" + std::to_string(::getpid()) + "-" + std::to_string(++n);
-    blobs_ = MakeBlobClient(*azurite_, container_);
+    container_ = FreshContainer("e2e");
+    blobs_ = MakeBlobClient(azurite_, container_);
     ASSERT_TRUE(blobs_->CreateContainerIfMissing().ok());
   }
 
@@ -86,17 +80,15 @@ class UploaderE2E : public ::testing::Test {
     return data;
   }
 
-  static Azurite* azurite_;
+  Azurite& azurite_ = SharedAzurite();  // one for the suite
   Volume volume_;
   std::string container_;
   std::unique_ptr<azure::BlobClient> blobs_;
 };
 
-Azurite* UploaderE2E::azurite_ = nullptr;
-
 TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
   UploaderProcess up(
-      *azurite_, volume_, container_, "r1",
+      azurite_, volume_, container_, "r1",
       {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"s1"})").status, 200);
@@ -169,7 +161,7 @@ TEST_F(UploaderE2E, MemoryGrowsWithNeitherTheFilesDoneNorTheirSize) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "resident memory under a sanitizer is the sanitizer's";
 #endif
-  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_MIN_FILE_AGE_S", "0.2"}});
+  UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_MIN_FILE_AGE_S", "0.2"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"mem"})").status, 200);
   const int pid = up.process().pid();
@@ -209,7 +201,7 @@ TEST_F(UploaderE2E, MemoryGrowsWithNeitherTheFilesDoneNorTheirSize) {
 // Azure would refuse for its length is dead-lettered and kept.
 TEST_F(UploaderE2E, NamesAzureWouldChangeOrRefuseNeverShareABlob) {
   UploaderProcess up(
-      *azurite_, volume_, container_, "r1",
+      azurite_, volume_, container_, "r1",
       {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"n"})").status, 200);
@@ -256,7 +248,7 @@ TEST_F(UploaderE2E, NamesAzureWouldChangeOrRefuseNeverShareABlob) {
 
 TEST_F(UploaderE2E, FileAppendedSlowlyIsUploadedOnceWhenComplete) {
   // With the MD5 computed here for storage to check (what a server that ignores CRC-64 gets).
-  UploaderProcess up(*azurite_, volume_, container_, "r1",
+  UploaderProcess up(azurite_, volume_, container_, "r1",
                      {{"APP_MIN_FILE_AGE_S", "1.0"}, {"APP_AZURE_PUT_BLOB_CHECKSUM", "md5"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   EXPECT_EQ(up.Status()["put_blob_checksum"], "md5");
@@ -285,7 +277,7 @@ TEST_F(UploaderE2E, FileAppendedSlowlyIsUploadedOnceWhenComplete) {
 // every byte, in a second upload. (Markers kept for the pause: one deleted first takes the
 // later bytes with it, into a deleted file.)
 TEST_F(UploaderE2E, BytesWrittenAfterTheUploadReachTheBlobToo) {
-  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_COMPLETED_RETENTION_S", "60"}});
+  UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_COMPLETED_RETENTION_S", "60"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"late"})").status, 200);
   const std::string path = volume_.incoming() + "/late/run.log";
@@ -316,7 +308,7 @@ TEST_F(UploaderE2E, KillNineMidIngestThenRestartLosesNothing) {
   files["big/a.bin"] = PatternBytes(8 << 20, 7);
   files["big/b.bin"] = PatternBytes(6 << 20, 8);
   {
-    UploaderProcess up(*azurite_, volume_, container_, "r1", env);
+    UploaderProcess up(azurite_, volume_, container_, "r1", env);
     ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
     ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"crash"})").status, 200);
     for (const auto& [rel, data] : files) Drop("crash", rel, data);
@@ -326,7 +318,7 @@ TEST_F(UploaderE2E, KillNineMidIngestThenRestartLosesNothing) {
   }
   EXPECT_GT(Volume::Files(volume_.incoming()).size() + ClaimsLeft(), 0u) << "killed too late";
   // The same replica comes back: recovery finishes its claims, then it keeps watching.
-  UploaderProcess again(*azurite_, volume_, container_, "r1", env);
+  UploaderProcess again(azurite_, volume_, container_, "r1", env);
   ASSERT_TRUE(again.WaitReady()) << again.process().ReadLog();
   ExpectAllUploaded("crash", files, 120s);
   ExpectNothingLeft({again.staging()});
@@ -345,7 +337,7 @@ TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
   // is dead, then drops it unsent: whatever pod-a has claimed when it is killed, it has not
   // finished, and pod-b must.
   auto hold = std::make_shared<Gate>();
-  FaultProxy proxy(azurite_->port(), [hold](const ProxyRequest& r) {
+  FaultProxy proxy(azurite_.port(), [hold](const ProxyRequest& r) {
     if (r.method != "PUT" || r.target.find("/ha/") == std::string::npos) {
       return FaultAction::Forward();
     }
@@ -364,7 +356,7 @@ TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
   {
     auto via_proxy = env;
     via_proxy["APP_AZURE_CONNECTION_STRING"] = ConnectionStringVia(proxy.port());
-    UploaderProcess a(*azurite_, volume_, container_, "pod-a", via_proxy);
+    UploaderProcess a(azurite_, volume_, container_, "pod-a", via_proxy);
     ASSERT_TRUE(a.WaitReady()) << a.process().ReadLog();
     ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"ha"})").status, 200);
     for (const auto& [rel, data] : files) Drop("ha", rel, data);
@@ -377,7 +369,7 @@ TEST_F(UploaderE2E, ClaimsOfADeadReplicaAreFinishedByASurvivor) {
   hold->Open();
   const size_t held_by_a = claims_of("pod-a");
   ASSERT_GT(held_by_a, 0u) << "pod-a held no claim when it was killed";
-  UploaderProcess b(*azurite_, volume_, container_, "pod-b", env);
+  UploaderProcess b(azurite_, volume_, container_, "pod-b", env);
   ASSERT_TRUE(b.WaitReady()) << b.process().ReadLog();
   ExpectAllUploaded("ha", files, 120s);
   ExpectNothingLeft({b.staging()});
@@ -398,21 +390,21 @@ TEST_F(UploaderE2E, AStalledReplicaThatResumesAfterATakeoverFailsNothing) {
     files["f" + std::to_string(i)] = PatternBytes(32 << 10, static_cast<uint32_t>(i + 300));
   // pod-a's uploads of the session are held until it has been taken over, then forwarded.
   auto gate = std::make_shared<Gate>();
-  FaultProxy proxy(azurite_->port(), [gate](const ProxyRequest& r) {
+  FaultProxy proxy(azurite_.port(), [gate](const ProxyRequest& r) {
     if (r.method == "PUT" && r.target.find("/stall/") != std::string::npos) gate->Wait(60s);
     return FaultAction::Forward();
   });
   const auto open_at_exit = gate->OpenAtExit();
   auto via_proxy = env;
   via_proxy["APP_AZURE_CONNECTION_STRING"] = ConnectionStringVia(proxy.port());
-  UploaderProcess a(*azurite_, volume_, container_, "pod-a", via_proxy);
+  UploaderProcess a(azurite_, volume_, container_, "pod-a", via_proxy);
   ASSERT_TRUE(a.WaitReady()) << a.process().ReadLog();
   ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"stall"})").status, 200);
   for (const auto& [rel, data] : files) Drop("stall", rel, data);
   ASSERT_TRUE(WaitFor([&] { return proxy.Count("/stall/", "PUT") >= 2; }, 60s))
       << a.process().ReadLog();
   a.process().Signal(SIGSTOP);
-  UploaderProcess b(*azurite_, volume_, container_, "pod-b", env);
+  UploaderProcess b(azurite_, volume_, container_, "pod-b", env);
   ASSERT_TRUE(b.WaitReady()) << b.process().ReadLog();
   ExpectAllUploaded("stall", files, 120s);
   ASSERT_GT(b.Status()["counters"]["takeovers"].get<int>(), 0) << b.process().ReadLog();
@@ -437,10 +429,10 @@ TEST_F(UploaderE2E, ASecondProcessWithTheSameReplicaIdIsRefusedOrReported) {
   const std::map<std::string, std::string> env = {{"APP_LEASE_TIMEOUT_S", "2"}};
   auto twin_env = env;
   twin_env["APP_LOCAL_STAGING_ROOT"] = volume_.dir.path() + "/staging-twin";
-  UploaderProcess first(*azurite_, volume_, container_, "r1", env);
+  UploaderProcess first(azurite_, volume_, container_, "r1", env);
   ASSERT_TRUE(first.WaitReady()) << first.process().ReadLog();
   {
-    UploaderProcess refused(*azurite_, volume_, container_, "r1", twin_env);
+    UploaderProcess refused(azurite_, volume_, container_, "r1", twin_env);
     EXPECT_EQ(refused.process().Wait(30s), 2);
     const std::string log = refused.process().ReadLog();
     EXPECT_NE(log.find("config error: APP_REPLICA_ID: \"r1\" is in use by a live process"),
@@ -450,7 +442,7 @@ TEST_F(UploaderE2E, ASecondProcessWithTheSameReplicaIdIsRefusedOrReported) {
   EXPECT_EQ(first.Call("GET", "/healthz").status, 200);
 
   first.process().Signal(SIGSTOP);
-  UploaderProcess twin(*azurite_, volume_, container_, "r1", twin_env);
+  UploaderProcess twin(azurite_, volume_, container_, "r1", twin_env);
   ASSERT_TRUE(twin.WaitReady()) << twin.process().ReadLog();
   first.process().Signal(SIGCONT);
   const auto reports = [](UploaderProcess& p) {
@@ -470,10 +462,10 @@ TEST_F(UploaderE2E, ASecondProcessWithTheSameReplicaIdIsRefusedOrReported) {
 // frozen), its API answers probes but refuses POSTs with 503, and SIGTERM ends it at once. It
 // leaves our lease alone: once we resume, we report nothing.
 TEST_F(UploaderE2E, TheReplicaIdWaitAnswersProbesRefusesPostsAndEndsOnSigterm) {
-  UploaderProcess first(*azurite_, volume_, container_, "r1", {{"APP_LEASE_TIMEOUT_S", "2"}});
+  UploaderProcess first(azurite_, volume_, container_, "r1", {{"APP_LEASE_TIMEOUT_S", "2"}});
   ASSERT_TRUE(first.WaitReady()) << first.process().ReadLog();
   first.process().Signal(SIGSTOP);
-  UploaderProcess twin(*azurite_, volume_, container_, "r1",
+  UploaderProcess twin(azurite_, volume_, container_, "r1",
                        {{"APP_LEASE_TIMEOUT_S", "300"},  // a 112.5 s wait, ended by SIGTERM
                         {"APP_LOCAL_STAGING_ROOT", volume_.dir.path() + "/staging-twin"}});
   ASSERT_TRUE(WaitFor([&] { return twin.Call("GET", "/healthz").status == 200; }, 15s))
@@ -499,8 +491,8 @@ TEST_F(UploaderE2E, TheReplicaIdWaitAnswersProbesRefusesPostsAndEndsOnSigterm) {
 }
 
 TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
-  UploaderProcess a(*azurite_, volume_, container_, "pod-a");
-  UploaderProcess b(*azurite_, volume_, container_, "pod-b");
+  UploaderProcess a(azurite_, volume_, container_, "pod-a");
+  UploaderProcess b(azurite_, volume_, container_, "pod-b");
   ASSERT_TRUE(a.WaitReady());
   ASSERT_TRUE(b.WaitReady());
   ASSERT_EQ(a.Call("POST", "/v1/watch/start", R"({"session_name":"shared"})").status, 200);
@@ -523,7 +515,7 @@ TEST_F(UploaderE2E, TwoReplicasShareOneVolumeAndUploadEachFileOnce) {
 // shutdown: SIGTERM ends the process within seconds, exit code 0, and the API's threads end
 // with it (the request is given up at once).
 TEST_F(UploaderE2E, SigtermEndsPromptlyDespiteASlowApiClient) {
-  UploaderProcess up(*azurite_, volume_, container_, "r1");
+  UploaderProcess up(azurite_, volume_, container_, "r1");
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   const int fd = ConnectLoopback(up.port());
   ASSERT_GE(fd, 0);
@@ -552,7 +544,7 @@ TEST_F(UploaderE2E, SigtermEndsPromptlyDespiteASlowApiClient) {
 // a request not received within 10 s 408, as JSON on a closed connection; and more trickling
 // clients than the library had threads leave the API answering others.
 TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
-  UploaderProcess up(*azurite_, volume_, container_, "r1");
+  UploaderProcess up(azurite_, volume_, container_, "r1");
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   const std::string head = "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   auto endless = up.Raw(head + "X-Long: " + std::string(20 << 10, 'a'));
@@ -660,7 +652,7 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
 // past the room are answered 503 at once, and a probe is answered once the ones ahead of it have
 // had their 10 s, not after every one of them has had 10 s in turn (about a minute here).
 TEST_F(UploaderE2E, AFloodOfIdleConnectionsDoesNotStarveProbes) {
-  UploaderProcess up(*azurite_, volume_, container_, "r1");
+  UploaderProcess up(azurite_, volume_, container_, "r1");
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   IdleConnections flood(up.port(), 200);
   ASSERT_TRUE(flood.all_open());
@@ -710,7 +702,7 @@ TEST_F(UploaderE2E, AFloodOfIdleConnectionsDoesNotStarveProbes) {
 
 TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
   {
-    UploaderProcess up(*azurite_, volume_, container_, "r1");
+    UploaderProcess up(azurite_, volume_, container_, "r1");
     ASSERT_TRUE(up.WaitReady());
     EXPECT_EQ(up.Call("GET", "/healthz").status, 200);
     EXPECT_EQ(up.Call("POST", "/v1/watch/stop").status, 409);
@@ -774,7 +766,7 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
     up.process().Signal(SIGTERM);
     EXPECT_EQ(up.process().Wait(20s), 0) << "SIGTERM exits 0";
   }
-  UploaderProcess again(*azurite_, volume_, container_, "r1");
+  UploaderProcess again(azurite_, volume_, container_, "r1");
   ASSERT_TRUE(again.WaitReady());
   EXPECT_EQ(again.Status()["state"], "watching");
   auto stopped = again.BodilessPost("/v1/watch/stop");
@@ -796,7 +788,7 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
 // open; the token is never logged or shown.
 TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   const std::string token = "dG9rZW4tdGhhdC1tdXN0LW5vdC1sZWFr";
-  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_HTTP_TOKEN", token}});
+  UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_HTTP_TOKEN", token}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   const std::string start = "POST /v1/watch/start HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   const std::string body = "Content-Length: 2\r\n\r\n{}";
@@ -828,7 +820,7 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
 // errors (exit 2, one line each).
 TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
   {
-    UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_AZURE_CONTAINTER", "x"}});
+    UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_AZURE_CONTAINTER", "x"}});
     ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
     up.process().Signal(SIGTERM);
     EXPECT_EQ(up.process().Wait(20s), 0);
@@ -836,7 +828,7 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
     EXPECT_NE(log.find(R"("name":"APP_AZURE_CONTAINTER")"), std::string::npos) << log;
   }
   {  // an address of no interface here (a literal: a name would be asked of DNS)
-    UploaderProcess up(*azurite_, volume_, container_, "r2", {{"APP_HTTP_HOST", "192.0.2.1"}});
+    UploaderProcess up(azurite_, volume_, container_, "r2", {{"APP_HTTP_HOST", "192.0.2.1"}});
     EXPECT_EQ(up.process().Wait(20s), 2);
     const std::string log = up.process().ReadLog();
     EXPECT_NE(log.find("config error: APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on 192.0.2.1:"),
@@ -848,7 +840,7 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
     const int port = FreeLoopbackPort();
     const int holder = ListenLoopbackShared(port);
     ASSERT_GE(holder, 0);
-    UploaderProcess up(*azurite_, volume_, container_, "r5",
+    UploaderProcess up(azurite_, volume_, container_, "r5",
                        {{"APP_HTTP_PORT", std::to_string(port)}});
     const auto code = up.process().Wait(20s);
     ::close(holder);
@@ -858,7 +850,7 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
         << up.process().ReadLog();
   }
   {
-    UploaderProcess up(*azurite_, volume_, container_, "r3",
+    UploaderProcess up(azurite_, volume_, container_, "r3",
                        {{"APP_ENV_FILE", volume_.dir.path() + "/no-such.env"}});
     EXPECT_EQ(up.process().Wait(20s), 2);
     const std::string log = up.process().ReadLog();
@@ -868,7 +860,7 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
     const std::string secret = "Zm9vYmFyYmF6cXV4LXNlY3JldC10b2tlbg==";
     const std::string env_file = volume_.dir.path() + "/typo.env";
     std::ofstream(env_file) << "# API\nAPP_HTTP_TOKEN: " << secret << "\n";
-    UploaderProcess up(*azurite_, volume_, container_, "r4", {{"APP_ENV_FILE", env_file}});
+    UploaderProcess up(azurite_, volume_, container_, "r4", {{"APP_ENV_FILE", env_file}});
     EXPECT_EQ(up.process().Wait(20s), 2);
     const std::string log = up.process().ReadLog();
     EXPECT_NE(log.find("config error: APP_ENV_FILE: " + env_file + " line 2 is not KEY=VALUE"),
@@ -887,7 +879,7 @@ TEST_F(UploaderE2E, InvalidConfigurationStopsStartupWithOneLinePerProblem) {
   const int port = FreeLoopbackPort();
   const int holder = ListenLoopbackShared(port);
   ASSERT_GE(holder, 0);
-  UploaderProcess up(*azurite_, volume_, container_, "r1",
+  UploaderProcess up(azurite_, volume_, container_, "r1",
                      {{"APP_HTTP_PORT", std::to_string(port)},
                       {"APP_POLL_INTERVAL_S", "soon"},
                       {"APP_WORKER_CONCURRENCY", "-1"},
@@ -938,7 +930,7 @@ TEST_F(UploaderE2E, VolumeThatCannotHoldTheLayoutStopsStartup) {
   } other_dir{"/dev/shm/nbu-e2e-" + std::to_string(::getpid())};
   const std::string& other = other_dir.path;
   UploaderProcess up(
-      *azurite_, volume_, container_, "r1",
+      azurite_, volume_, container_, "r1",
       {{"APP_NFS_PROCESSING_ROOT", other}, {"APP_LOCAL_STAGING_ROOT", "/proc/no-such-dir"}});
   EXPECT_EQ(up.process().Wait(20s), 2);
   const std::string log = up.process().ReadLog();
@@ -960,7 +952,7 @@ TEST_F(UploaderE2E, StagingVolumeTooSmallForOneFileIsNamedAtStartup) {
   const std::string tiny = volume_.dir.path() + "/tiny-staging";
   ScopedTmpfs staging(tiny, "16m");
   if (!staging.ok()) GTEST_SKIP() << staging.error();
-  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_LOCAL_STAGING_ROOT", tiny}});
+  UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_LOCAL_STAGING_ROOT", tiny}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   const std::string log = up.process().ReadLog();
   EXPECT_NE(log.find("holds 16 MiB in all, and one file can need up to " +
@@ -977,10 +969,10 @@ TEST_F(UploaderE2E, StagingVolumeTooSmallForOneFileIsNamedAtStartup) {
 // says why, never showing the key.
 TEST_F(UploaderE2E, CredentialsStorageRefusesShowInTheStatus) {
   const std::string key = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=";
-  UploaderProcess up(*azurite_, volume_, container_, "r1",
+  UploaderProcess up(azurite_, volume_, container_, "r1",
                      {{"APP_AZURE_CONNECTION_STRING",
                        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" +
-                           key + ";BlobEndpoint=" + azurite_->BlobEndpoint() + ";"}});
+                           key + ";BlobEndpoint=" + azurite_.BlobEndpoint() + ";"}});
   nlohmann::json status;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -1004,10 +996,10 @@ TEST_F(UploaderE2E, AStopDuringTheFirstTokenFetchEndsStartup) {
   const int idp_port = FreeLoopbackPort();
   const int idp = ListenLoopbackShared(idp_port);  // connections wait in its backlog, unanswered
   ASSERT_GE(idp, 0);
-  UploaderProcess up(*azurite_, volume_, container_, "r1",
+  UploaderProcess up(azurite_, volume_, container_, "r1",
                      {{"APP_AZURE_CONNECTION_STRING", ""},
                       {"APP_AZURE_AUTH", "environment"},
-                      {"APP_AZURE_ACCOUNT_URL", azurite_->BlobEndpoint()},
+                      {"APP_AZURE_ACCOUNT_URL", azurite_.BlobEndpoint()},
                       {"AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"},
                       {"AZURE_CLIENT_ID", "0b7a9d4e-1c2f-4a6b-9e8d-7f6a5b4c3d2e"},
                       {"AZURE_CLIENT_SECRET", "not-a-secret"},
@@ -1025,7 +1017,7 @@ TEST_F(UploaderE2E, AStopDuringTheFirstTokenFetchEndsStartup) {
 }
 
 TEST_F(UploaderE2E, NoCredentialsIsAConfigurationError) {
-  UploaderProcess up(*azurite_, volume_, container_, "r1", {{"APP_AZURE_CONNECTION_STRING", ""}});
+  UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_AZURE_CONNECTION_STRING", ""}});
   EXPECT_EQ(up.process().Wait(20s), 2);
   EXPECT_NE(up.process().ReadLog().find("APP_AZURE_AUTH"), std::string::npos);
 }

@@ -30,16 +30,10 @@ struct Answer {
 
 class ApiTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { azurite_ = new test::Azurite(); }
-  static void TearDownTestSuite() {
-    delete azurite_;
-    azurite_ = nullptr;
-  }
-
   void SetUp() override {
-    config_ = test::TestConfig(dir_, "api-bodies");
+    config_ = test::TestConfig(dir_, test::FreshContainer("api"));
     config_.replica_id = "api-test";
-    blob_ = test::MakeBlobClient(*azurite_, config_.azure_container);
+    blob_ = test::MakeBlobClient(test::SharedAzurite(), config_.azure_container);
     service_ =
         std::make_unique<core::Service>(config_, RealClock::Instance(), *blob_, metrics_, tracer_);
     service_->Start();
@@ -105,7 +99,6 @@ class ApiTest : public ::testing::Test {
   }
   std::string State() { return service_->StatusJson()["state"]; }
 
-  static test::Azurite* azurite_;
   test::TempDir dir_;
   core::Config config_;
   std::unique_ptr<azure::BlobClient> blob_;
@@ -116,8 +109,6 @@ class ApiTest : public ::testing::Test {
   int port_ = 0;
   std::thread serve_;
 };
-
-test::Azurite* ApiTest::azurite_ = nullptr;
 
 // A body sent as anything but JSON is refused 415 before it is read, with a JSON message: a form
 // or text body is not taken for JSON, and a form body past 8 KiB is not answered 413 "too large"
