@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  build-essential cmake pkg-config git ca-certificates curl
+  build-essential cmake pkg-config git ca-certificates curl mold
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libcpp-httplib-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format clang-tidy cppcheck shellcheck
