@@ -333,7 +333,7 @@ Status FileProcessor::SentFromStaging(Status s) {
 
 Result<Md5Digest> FileProcessor::HashSource(const StagedFile& f, std::stop_token stop) {
   FileHasher hash(0);
-  char* const buf = CopyBuffer();  // f.mem too for a small file: its copy has not begun
+  char* const buf = CopyBuffer();  // f.mem too for a small file: not called once it holds a copy
   for (uint64_t off = 0; off < f.size;) {
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "stopping");
     auto got =
@@ -632,7 +632,12 @@ Status FileProcessor::PutAsOneBlock(const std::string& blob_name, const StagedFi
                                     const azure::Body& body, azure::BlobProperties props,
                                     std::stop_token stop) {
   Md5Digest md5 = f.md5;
-  if (f.crc_only) {  // no MD5 of ours yet, and a block list's blob gets none from storage
+  // No MD5 of ours yet, and a block list's blob gets none from storage. A small file's bytes are
+  // in memory, the body itself: hashed there, not read again into the copy buffer, which is that
+  // memory.
+  if (f.crc_only && f.mem != nullptr) {
+    md5 = Md5::Of(std::string_view(f.mem, f.size));
+  } else if (f.crc_only) {
     auto hashed = HashSource(f, stop);
     if (!hashed.ok()) return hashed.status();
     md5 = *hashed;

@@ -621,6 +621,30 @@ TEST_F(FileProcessorAzuriteTest, ANameHeldByAnotherWritersUncommittedBlocksTakes
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
+// ... and read in short pieces (a file server may answer a read with fewer bytes than asked),
+// checked by CRC-64, so that the block's MD5 is computed only now: it is the MD5 of the bytes in
+// memory, which are the block's body. Hashed by reading the claim again into the copy buffer,
+// which for a small file is that memory, each piece landed at its start and scrambled the body.
+TEST_F(FileProcessorAzuriteTest, ShortReadsKeepASmallFileSentAsOneBlockWhole) {
+  const std::string data = PatternBytes(3'000, 48);
+  WorkItem item = PlaceClaim("short-reads.bin", data, false);
+  const std::string older_id = StageOtherWritersBlock(item, size_t{128} * 1024, 49);
+  int reads = 0;
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {},
+                           &crc64_};
+  deps.claim_pread = [&](const std::string&, int fd, char* buf, size_t len, off_t at) {
+    ++reads;
+    return ::pread(fd, buf, std::min<size_t>(len, 1'000), at);
+  };
+  FileProcessor processor(std::move(deps));
+  processor.Process(item, {});
+  EXPECT_GE(reads, 3);
+  ExpectBlobHolds(item, data);
+  ExpectOtherWritersCommitFindsTheBlob(item, older_id);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 // ... and an empty file there: no Put Block is sent, since Azure refuses an empty one (Azurite
 // takes it, Azure/Azurite#329). An empty block list makes the 0-byte blob, with the MD5 of no
 // bytes on it. Both Put Blob checks.
