@@ -525,6 +525,7 @@ Status FileProcessor::CommitInOrder(
     props.if_match = info->has_value() ? (*info)->etag : "";
     if (!info->has_value()) continue;
     const azure::BlobInfo& blob = **info;
+    const auto theirs = mtime_of(blob);
     // This claim's own commit, whose answer was lost: done, if it holds the bytes staged. The
     // claim may have been rewritten at the same size since, or storage may have kept other
     // bytes than were hashed (a CRC-64 echo that differed); such a blob is replaced. (Replaced
@@ -533,16 +534,22 @@ Status FileProcessor::CommitInOrder(
       const Result<bool> same = holds_ours(blob);
       if (!same.ok()) return same.status();
       if (*same) return Status::Ok();
-      // An earlier copy of this very claim: replaced, whatever its mtime. Unless the claim was
-      // taken over meanwhile (a takeover keeps the nonce): then the blob may be the new owner's
-      // later copy, and this stale one must not go over it.
-      if (auto st = fs::Stat(f.src_path); !st.ok() && st.status().kind() == ErrorKind::kNotFound) {
-        return Status(ErrorKind::kNotFound,
-                      "claim taken over by another replica before the commit");
+      // An earlier copy of this very claim: replaced. Unless the claim was taken over meanwhile
+      // (a takeover keeps the nonce): then the blob may be the new owner's later copy, and this
+      // stale one must not go over it. Asked of the file server: a cached lookup may still
+      // find the claim for a while after the takeover's rename, and an error leaves it untold.
+      // A later source mtime than this copy's is a later copy whatever the lookup says: not
+      // replaced, and judged below as any newer version is.
+      if (!theirs || *theirs <= f.source.mtime_ns) {
+        const auto st = fs::StatFresh(f.src_path);
+        if (!st.ok() && st.status().kind() == ErrorKind::kNotFound) {
+          return Status(ErrorKind::kNotFound,
+                        "claim taken over by another replica before the commit");
+        }
+        if (!st.ok()) return ClaimReadFailure(st.status());
+        continue;
       }
-      continue;
     }
-    const auto theirs = mtime_of(blob);
     if (theirs && *theirs == f.source.mtime_ns) {
       // Another claim's version with the same source mtime (a copy that keeps times, a build
       // with a fixed timestamp, a server with coarse times): which one is newer cannot be told.

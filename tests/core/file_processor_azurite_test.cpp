@@ -832,6 +832,30 @@ TEST_F(FileProcessorAzuriteTest, AStaleCopyOfAClaimTakenOverIsNotPutOverItsBlob)
   EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.processing_root, taken.Path())), stale);
 }
 
+// ... and when the claim still looks present where this replica left it: an NFS client may
+// answer a lookup from its cache for a while after the takeover's rename. A blob of the same
+// claim whose source mtime is later than this copy's is a later copy (the new owner's, of the
+// file written again since this one was taken), not an earlier try of this one: it is not put
+// over, and this copy is kept as a superseded one is.
+TEST_F(FileProcessorAzuriteTest, AStaleCopyOfAClaimIsNotPutOverALaterCopyOfIt) {
+  const std::string newer = PatternBytes(4'000, 50);
+  const std::string stale = PatternBytes(4'000, 51);
+  WorkItem item = PlaceClaim("later.bin", newer, false);
+  processor_->Process(item, {});  // as the new owner would have committed it
+  ExpectBlobHolds(item, newer);
+  // This replica's run of the same claim, still in place, with the bytes it copied before the
+  // file was written again.
+  WriteFile(fs::Join(config_.processing_root, item.claim.Path()), stale);
+  SetMtime(item, 1'700'000'000);
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, newer);
+  EXPECT_EQ(Count(inst_.files_superseded), 1);
+  ExpectOneDeadLetter("superseded");
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);
+  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[0])), stale);
+}
+
 // A HEAD answered without an ETag (a proxy that strips it) leaves nothing to make the next
 // commit conditional on. Committed unconditionally, this older version would go over a newer
 // one committed meanwhile; instead the attempt ends, and the next one sees the newer blob.
