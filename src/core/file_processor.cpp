@@ -684,9 +684,27 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
 }
 
 void FileProcessor::ReturnToIncoming(const ClaimPath& claim) {
+  const std::string from = ProcessingPath(claim);
   const std::string back =
       fs::Join(fs::Join(d_.config.incoming_dir, claim.session), claim.RelPath());
-  Status s = fs::RenameEntry(ProcessingPath(claim), back);
+  // A directory goes back by a rename, which cannot replace a file the producer wrote under
+  // that name since (nor a directory holding anything). A rename of anything else would replace
+  // that file: it gets the name back only while the name is free (a link, then the claim's name
+  // removed), and else stays claimed, reported, for the next pickup to try again.
+  Status s;
+  if (auto st = fs::StatFresh(from); st.ok() && !st->is_dir) {
+    s = fs::LinkNew(from, back);
+    if (s.kind() == ErrorKind::kNotFound && fs::MkdirAll(fs::Dirname(back)).ok()) {
+      s = fs::LinkNew(from, back);
+    }
+    if (s.ok()) {
+      s = fs::Unlink(from);
+      // A retransmitted unlink may answer "not found" although it landed: gone either way.
+      if (s.kind() == ErrorKind::kNotFound) s = Status::Ok();
+    }
+  } else {
+    s = fs::RenameEntry(from, back);
+  }
   if (s.ok()) {
     LogWarn("claimed something that is not a file; moved it back", {{"path", back}});
     return;
@@ -984,10 +1002,10 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       break;
     }
     if (s.message() == kNotAFile) {
-      // A directory under the file's name: the producer replaced the file by it just before the
-      // claim's rename, which attributes cached a moment too long let through. It goes back
-      // where it was, for the scanner to walk. (One so claimed just before a crash stays in
-      // .processing: the walks there see only files.)
+      // A directory (or a FIFO) under the file's name: the producer replaced the file by it just
+      // before the claim's rename, which attributes cached a moment too long let through. It
+      // goes back where it was, for the scanner to walk (ReturnToIncoming). (One so claimed just
+      // before a crash stays in .processing: the walks there see only files.)
       ReturnToIncoming(claim);
       break;
     }

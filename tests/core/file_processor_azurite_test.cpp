@@ -1525,6 +1525,52 @@ TEST_F(FileProcessorAzuriteTest, ADirectoryClaimedInAFilesPlaceGoesBackWhole) {
   EXPECT_EQ(Count(inst_.files_processed), 0);
 }
 
+// ... and a FIFO so claimed goes back too, but not over a file the producer wrote under that
+// name meanwhile, which a rename would replace: it stays claimed and the trouble is reported,
+// until the name is free.
+TEST_F(FileProcessorAzuriteTest, AFifoClaimedInAFilesPlaceGoesBackOnlyToAFreeName) {
+  const auto fifo_item = [&](const std::string& rel) {
+    WorkItem item = FreshItem(rel, "a file for now");
+    const std::string src = fs::Join(config_.incoming_dir, "s/" + rel);
+    EXPECT_EQ(::unlink(src.c_str()), 0);
+    EXPECT_EQ(::mkfifo(src.c_str(), 0644), 0);
+    auto observed = fs::Stat(src);
+    EXPECT_TRUE(observed.ok());
+    if (observed.ok()) item.observed = *observed;
+    return item;
+  };
+  const auto fifos_claimed = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(config_.processing_root)) {
+      n += e.is_fifo() ? 1 : 0;
+    }
+    return n;
+  };
+  // The name free: the FIFO is back, nothing left claimed.
+  processor_->Process(fifo_item("free"), {});
+  EXPECT_TRUE(std::filesystem::is_fifo(fs::Join(config_.incoming_dir, "s/free")));
+  EXPECT_EQ(fifos_claimed(), 0);
+  EXPECT_TRUE(inst_.errors.Snapshot().empty());
+  // The producer's new file there just before the move back: left as it is.
+  const std::string back = fs::Join(config_.incoming_dir, "s/taken");
+  const std::string fresh = PatternBytes(2'000, 52);
+  const nbu::test::ScopedPathPairCall seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        if (to == back) WriteFile(back, fresh);
+        return std::string_view(op) == "link" ? ::link(from.c_str(), to.c_str())
+                                              : ::rename(from.c_str(), to.c_str());
+      });
+  processor_->Process(fifo_item("taken"), {});
+  ASSERT_TRUE(std::filesystem::is_regular_file(back)) << "the producer's file was replaced";
+  EXPECT_EQ(nbu::test::ReadFile(back), fresh);
+  EXPECT_EQ(fifos_claimed(), 1) << "still claimed";
+  const auto errors = inst_.errors.Snapshot();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].error.find("could not move it back"), std::string::npos) << errors[0].error;
+  EXPECT_TRUE(Entries(config_.failed_root).empty());
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 // A source rewritten in place while it is copied is never committed torn: the attempt is
 // retried once the file holds still, and the blob gets the final bytes.
 TEST_F(FileProcessorAzuriteTest, SourceChangingDuringTheCopyIsNeverCommittedTorn) {
