@@ -518,12 +518,13 @@ bool GlobMatch(std::string_view p, std::string_view n) {
   const auto same = [](char a, char b) { return LowerAscii(a) == LowerAscii(b); };
   size_t pi = 0, ni = 0, star = std::string_view::npos, mark = 0;
   while (ni < n.size()) {
-    if (pi < p.size() && (p[pi] == '?' || same(p[pi], n[ni]))) {
-      ++pi;
-      ++ni;
-    } else if (pi < p.size() && p[pi] == '*') {
+    // A '*' of the pattern is a wildcard first, also where the name has a '*' too.
+    if (pi < p.size() && p[pi] == '*') {
       star = pi++;
       mark = ni;
+    } else if (pi < p.size() && (p[pi] == '?' || same(p[pi], n[ni]))) {
+      ++pi;
+      ++ni;
     } else if (star != std::string_view::npos) {
       pi = star + 1;
       ni = ++mark;

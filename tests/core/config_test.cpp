@@ -622,6 +622,11 @@ TEST(ConfigTest, GlobMatch) {
   EXPECT_TRUE(GlobMatch("*", ""));
   EXPECT_TRUE(GlobMatch("a*b*c", "a-x-b-y-c"));
   EXPECT_FALSE(GlobMatch("a*b*c", "a-x-c-y-b"));
+  // A '*' in the name is a character like any other, also where the pattern has one.
+  EXPECT_TRUE(GlobMatch("*.tmp", "*a.tmp"));
+  EXPECT_TRUE(GlobMatch("a*b*c", "a*xb*c"));
+  EXPECT_TRUE(GlobMatch("*", "*"));
+  EXPECT_FALSE(GlobMatch("*.tmp", "*.tmq"));
   // Letters in any case, as the extensions; nothing else is folded.
   EXPECT_TRUE(GlobMatch("*.tmp", "DATA.TMP"));
   EXPECT_TRUE(GlobMatch("*.Part", "x.pART"));
