@@ -574,7 +574,10 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       ext = LowerAscii(ext);
       if (ext.front() != '.') ext.insert(ext.begin(), '.');
       // "*.csv" would be taken as the ending ".*.csv", which no file has: nothing would upload.
-      if (ext.size() < 2 || ext.find_first_of("/*?[] \t") != std::string::npos) {
+      // So would ".csv\n.bin", a list put on lines of its own: blanks and control characters.
+      const bool blank = std::any_of(ext.begin(), ext.end(),
+                                     [](char ch) { return (ch >= 0 && ch <= ' ') || ch == 0x7f; });
+      if (ext.size() < 2 || blank || ext.find_first_of("/*?[]") != std::string::npos) {
         r.Error("APP_FILE_EXTENSIONS",
                 "invalid extension \"" + ext + "\": a name ending such as .csv, not a glob");
       } else {

@@ -426,7 +426,7 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
     EXPECT_EQ(ok, errors.empty());
     return ok ? std::string() : errors.size() == 1 ? errors[0] : "?";
   };
-  for (const char* ext : {"*.csv", ".c?v", "csv bin", ".[ch]"}) {
+  for (const char* ext : {"*.csv", ".c?v", "csv bin", ".[ch]", ".csv\n.bin", ".c\x01sv"}) {
     EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", ext).rfind("APP_FILE_EXTENSIONS: invalid", 0), 0u)
         << ext;
   }
