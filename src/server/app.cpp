@@ -9,6 +9,7 @@
 #include "server/api.h"
 #include "server/storage_target.h"
 #include "telemetry/telemetry.h"
+#include "util/crypto.h"
 #include "util/listen_socket.h"
 #include "util/log.h"
 #include "util/md5_pair.h"
@@ -109,6 +110,24 @@ auto WatchingSignals(const Work& work, int* signal) {
 }
 
 // The line for a listen address that cannot be used, or nothing.
+// One line per problem: a value a message quotes may hold a line break (a .env line's value, a
+// manifest's block string), printed as \n; other control characters as \xNN.
+void PrintConfigError(const std::string& error) {
+  std::string line;
+  for (const char c : error) {
+    if (c == '\n') {
+      line += "\\n";
+    } else if (c == '\r') {
+      line += "\\r";
+    } else if ((c >= 0 && c < 0x20) || c == 0x7f) {
+      line += "\\x" + HexEncode(std::string_view(&c, 1));
+    } else {
+      line += c;
+    }
+  }
+  std::fprintf(stderr, "config error: %s\n", line.c_str());
+}
+
 std::string CannotListen(const std::string& host, int port) {
   return "APP_HTTP_HOST, APP_HTTP_PORT: cannot listen on " + host + ":" + std::to_string(port) +
          " (not an address of this host, or the port is taken)";
@@ -222,7 +241,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (!errors.empty()) {
-    for (const auto& e : errors) std::fprintf(stderr, "config error: %s\n", e.c_str());
+    for (const auto& e : errors) PrintConfigError(e);
     return 2;
   }
   LogLevel level = LogLevel::kInfo;
@@ -276,8 +295,7 @@ int Main(int argc, char** argv) {
   const int port = api.Bind(config.http_host, config.http_port);
   if (port < 0) {
     // The library's errno is not reliable here (its address lookup does not set it).
-    std::fprintf(stderr, "config error: %s\n",
-                 CannotListen(config.http_host, config.http_port).c_str());
+    PrintConfigError(CannotListen(config.http_host, config.http_port));
     return 2;
   }
   LogInfo("starting", {{"version", kVersion},
@@ -312,7 +330,7 @@ int Main(int argc, char** argv) {
       [&](std::stop_token stop) { return service.CheckReplicaIdFree(stop); }, &early_signal);
   if (in_use || early_signal != 0) {
     if (in_use) {
-      std::fprintf(stderr, "config error: %s\n", in_use->c_str());
+      PrintConfigError(*in_use);
     } else {
       LogInfo("signal received before the service started", {{"signal", SignalName(early_signal)}});
     }

@@ -817,7 +817,7 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
 
 // A misspelt variable is named by a warning; an API address that cannot be listened on, an
 // APP_ENV_FILE that does not exist and a line of it that is not KEY=VALUE are configuration
-// errors (exit 2, one line each).
+// errors (exit 2, one line each, also for a value holding a line break).
 TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
   {
     UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_AZURE_CONTAINTER", "x"}});
@@ -855,6 +855,15 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
     EXPECT_EQ(up.process().Wait(20s), 2);
     const std::string log = up.process().ReadLog();
     EXPECT_NE(log.find("config error: APP_ENV_FILE: "), std::string::npos) << log;
+  }
+  {  // a value holding a line break (a manifest's block string): still one line, the break shown
+    UploaderProcess up(azurite_, volume_, container_, "r6",
+                       {{"APP_POLL_INTERVAL_S", "1\nAPP_MIN_FILE_AGE_S=2"}});
+    EXPECT_EQ(up.process().Wait(20s), 2);
+    const std::string log = up.process().ReadLog();
+    EXPECT_EQ(log,
+              "config error: APP_POLL_INTERVAL_S: must be a decimal number, got "
+              "\"1\\nAPP_MIN_FILE_AGE_S=2\"\n");
   }
   {  // `:` for `=`: the token would be unset (the POST routes open) and its name most of it.
     const std::string secret = "Zm9vYmFyYmF6cXV4LXNlY3JldC10b2tlbg==";
