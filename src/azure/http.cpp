@@ -6,6 +6,9 @@
 #include "util/text.h"
 
 #include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/x509_vfy.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -120,6 +123,27 @@ ErrorKind KindOf(CURLcode code) {
 std::once_flag g_curl_init_once;
 
 }  // namespace
+
+Status CheckCaBundle(const std::string& path) {
+  if (::access(path.c_str(), R_OK) != 0) return ErrnoStatus("cannot read " + path, errno);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus("cannot read " + path, errno);
+  if (!S_ISREG(st.st_mode)) {
+    return Status(ErrorKind::kPermanent,
+                  path + " is not a file: give a file of PEM certificates (a bundle)");
+  }
+  X509_STORE* store = X509_STORE_new();
+  const bool loads = store != nullptr && X509_STORE_load_file(store, path.c_str()) == 1;
+  X509_STORE_free(store);
+  ERR_clear_error();
+  if (!loads) {
+    return Status(ErrorKind::kPermanent,
+                  path +
+                      " holds no PEM certificate (empty, DER, or not a certificate): every "
+                      "request would fail on it");
+  }
+  return Status::Ok();
+}
 
 void HttpRequest::SetHeader(const std::string& name, const std::string& value) {
   std::erase_if(headers, [&](const auto& h) { return EqualsIgnoreCaseAscii(h.first, name); });

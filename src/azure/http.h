@@ -59,6 +59,11 @@ struct HttpTransportOptions {
   long stall_bytes_per_s = 1024;
 };
 
+// Whether `path` can be HttpTransportOptions::ca_file: a readable file of PEM certificates, which
+// curl loads as OpenSSL's X509_STORE_load_file does. With anything else (a directory, a DER
+// certificate, an empty file) curl refuses every request (error 77); the message says why.
+Status CheckCaBundle(const std::string& path);
+
 // Thread-safe. Connection errors and timeouts come back as ErrorKind::kUnavailable with the
 // curl error text; any HTTP status (including 4xx/5xx) is a successful Send.
 class HttpTransport {

@@ -1,15 +1,11 @@
 #include "server/storage_target.h"
 
 #include "azure/connection_string.h"
+#include "azure/http.h"
 #include "azure/sas.h"
 #include "azure/shared_key.h"
 #include "azure/token_chain.h"
 #include "util/crypto.h"
-
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 namespace nbu::server {
 namespace {
@@ -73,9 +69,10 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
                           std::stop_token stop) {
   const size_t before = errors->size();
   // curl would fail every request on it (error 77), and the service would wait for ever.
-  if (!c.azure_ca_file.empty() && ::access(c.azure_ca_file.c_str(), R_OK) != 0) {
-    errors->push_back("APP_AZURE_CA_FILE: cannot read " + c.azure_ca_file + ": " +
-                      std::strerror(errno));
+  if (!c.azure_ca_file.empty()) {
+    if (Status s = azure::CheckCaBundle(c.azure_ca_file); !s.ok()) {
+      errors->push_back("APP_AZURE_CA_FILE: " + s.message());
+    }
   }
   // A variable ParseConfig refused is not judged again: one line per problem (and a refused URL
   // may hold a password that a second message would print).

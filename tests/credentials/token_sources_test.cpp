@@ -1160,6 +1160,17 @@ TEST(StorageTargetTokenTest, SasAndCaFileMistakesStopStartup) {
   c.azure_ca_file = "/nonexistent/ca.pem";
   EXPECT_EQ(resolve(c).rfind("APP_AZURE_CA_FILE: cannot read /nonexistent/ca.pem", 0), 0u)
       << resolve(c);
+  // Readable, and no bundle curl can load: a directory (the CA directory for the bundle), an
+  // empty file, a certificate in DER.
+  nbu::test::TempDir dir;
+  nbu::test::WriteFile(dir / "empty.pem", "");
+  nbu::test::WriteFile(dir / "der.crt", std::string("\x30\x82\x01\x0a\x02\x01\x00", 7));
+  for (const std::string& bad : {dir.path(), dir / "empty.pem", dir / "der.crt"}) {
+    c.azure_ca_file = bad;
+    EXPECT_EQ(resolve(c).rfind("APP_AZURE_CA_FILE: " + bad, 0), 0u) << resolve(c);
+  }
+  c.azure_ca_file = "/etc/ssl/certs/ca-certificates.crt";  // Debian's bundle (ca-certificates)
+  EXPECT_EQ(resolve(c), "");
 }
 
 // One start names every problem the checks without network find, not just the first: the CA
