@@ -5,6 +5,7 @@
 #include "util/log.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@ namespace nbu::core {
 struct LeaseText {
   std::string instance;
   std::string host;
+  std::string pid_space;
   int64_t pid = 0;
   bool stopped = false;
 };
@@ -38,11 +40,24 @@ std::optional<LeaseText> ParseLease(const std::string& text) {
   };
   out.instance = str("instance");
   out.host = str("host");
+  out.pid_space = str("pid_space");
   if (j.contains("pid") && j["pid"].is_number_integer()) out.pid = j["pid"].get<int64_t>();
   out.stopped = j.contains("stopped") && j["stopped"].is_boolean() && j["stopped"].get<bool>();
   return out;
 }
 }  // namespace
+
+std::string PidSpace() {
+  static const std::string space = [] {
+    const auto boot = fs::ReadSmallFile("/proc/sys/kernel/random/boot_id", 64);
+    struct stat ns {};
+    if (!boot.ok() || boot->empty() || ::stat("/proc/self/ns/pid", &ns) != 0) return std::string();
+    std::string id = *boot;
+    while (!id.empty() && id.back() == '\n') id.pop_back();
+    return id + "/" + std::to_string(ns.st_ino);
+  }();
+  return space;
+}
 
 LeaseBook::LeaseBook(const Config& config, Clock& clock)
     : config_(config), clock_(clock), instance_(NewNonce()) {}
@@ -55,9 +70,12 @@ std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
   if (!first.ok()) return std::nullopt;  // none yet (or unreadable: the heartbeat says so)
   const auto lease = ParseLease(*first);
   if (!lease || lease->stopped) return std::nullopt;
-  // Left by a process of this host that is gone: a predecessor, not a twin. (Not one that had
-  // our pid: two containers with one host name are both pid 1. A restarted container waits.)
-  if (lease->host == HostName() && lease->pid > 0 && lease->pid != ::getpid() &&
+  // Left by a process that is gone, of this boot of this host and of this pid namespace, where
+  // its pid means what kill() finds: a predecessor, not a twin. A host name is no such proof: a
+  // cloned VM keeps it, and the host-name default id with it. (Not one that had our pid either:
+  // a restarted container waits. A lease of an older version, without a pid space, waits too.)
+  if (!lease->pid_space.empty() && lease->pid_space == PidSpace() && lease->host == HostName() &&
+      lease->pid > 0 && lease->pid != ::getpid() &&
       ::kill(static_cast<pid_t>(lease->pid), 0) != 0 && errno == ESRCH) {
     return std::nullopt;
   }
@@ -99,6 +117,7 @@ Status LeaseBook::Write(bool stopped) {
                          {"instance", instance_},
                          {"host", HostName()},
                          {"pid", ::getpid()},
+                         {"pid_space", PidSpace()},
                          {"seq", ++seq_},
                          {"time", FormatTimestamp(clock_.WallNow())}};
   if (stopped) body["stopped"] = true;

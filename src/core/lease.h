@@ -25,14 +25,19 @@ namespace nbu::core {
 
 struct LeaseText;  // lease.cpp
 
+// Where a pid names one process: this boot of this machine (its boot id) and this process's pid
+// namespace. A lease records it, and only a lease of the same pid space can be told a dead
+// predecessor's by its pid; empty when it cannot be read.
+std::string PidSpace();
+
 class LeaseBook {
  public:
   LeaseBook(const Config& config, Clock& clock);
 
   // Before the first Heartbeat: whether another live process holds this replica id. A lease of
-  // another instance that is not marked stopped, and not left by a process of this host that
-  // is gone, is watched for 1.5 heartbeat intervals; an error line when it changed meanwhile
-  // to anything but a stop (naming the holder's host and pid), else nothing.
+  // another instance that is not marked stopped, and not left by a process of this pid space
+  // (PidSpace) that is gone, is watched for 1.5 heartbeat intervals; an error line when it changed
+  // meanwhile to anything but a stop (naming the holder's host and pid), else nothing.
   std::optional<std::string> CheckIdFree(std::stop_token stop);
   // Writes this replica's lease (atomically), after reading it: a write by another instance
   // since our last one means the id is in use twice (IdInUseElsewhere). Thread-safe.

@@ -126,10 +126,30 @@ TEST_F(LeaseTest, AFreeIdIsNotWaitedFor) {
   if (gone == 0) ::_exit(0);
   ASSERT_GT(gone, 0);
   ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
-  WriteLease(
-      {{"replica", "r1"}, {"instance", "0123456789abcdef"}, {"host", Host()}, {"pid", gone}});
+  ASSERT_FALSE(PidSpace().empty());
+  const nlohmann::json predecessor = {{"replica", "r1"},
+                                      {"instance", "0123456789abcdef"},
+                                      {"host", Host()},
+                                      {"pid", gone},
+                                      {"pid_space", PidSpace()}};
+  WriteLease(predecessor);
   EXPECT_EQ(book.CheckIdFree({}), std::nullopt);
   ASSERT_TRUE(clock.SleepsForTest().empty());
+  // The same host name and pid from another boot or machine (a cloned VM keeps the host name,
+  // and the host-name default id with it), or from a version that wrote no pid space: there,
+  // that pid may be a live twin's. Watched, and free when it does not change.
+  for (const char* other : {"another-boot/4026531836", ""}) {
+    auto lease = predecessor;
+    if (*other != '\0') {
+      lease["pid_space"] = other;
+    } else {
+      lease.erase("pid_space");
+    }
+    WriteLease(lease);
+    const size_t before = clock.SleepsForTest().size();
+    EXPECT_EQ(book.CheckIdFree({}), std::nullopt);
+    EXPECT_GT(clock.SleepsForTest().size(), before) << "not watched: " << lease.dump();
+  }
   // A lease with our host and pid may be a restarted container's predecessor, or a twin
   // container with the same host name (both pid 1): watched, and free when it does not change.
   WriteLease(
