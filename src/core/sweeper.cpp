@@ -99,6 +99,13 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
       }
       return;
     }
+    // Seen written to by the last sweep: still so, whatever its times now. A producer that sets
+    // the times or mode through its descriptor after its last write (cp -p, tar, install -p)
+    // moves the ctime past the mtime.
+    if (written_candidates_.contains(full)) {
+      OnWrittenMarker(*c, full, *st, stop);
+      return;
+    }
     if (st->mtime_ns == st->ctime_ns) {
       const std::optional<bool> telling = RenameMovesCtime();
       // Cannot tell yet: kept, not collected. No count of it is lost: a candidate exists only

@@ -54,7 +54,9 @@ class Sweeper {
   // (which moves only the ctime): a producer that kept the file open and wrote on after a pause
   // longer than the minimum age. Those bytes are not in storage, and collecting the marker would
   // delete them. Once it holds still from one sweep to the next, it becomes a fresh claim of this
-  // replica (new nonce, same blob), queued; until then it is neither claimed nor collected.
+  // replica (new nonce, same blob), queued; until then it is neither claimed nor collected, even
+  // when its times are set after the write (which moves the ctime past the mtime). A write and
+  // such a setting of times both between two sweeps look like no write at all: not caught.
   void OnWrittenMarker(const ClaimPath& done, const std::string& full, const fs::FileStat& st,
                        std::stop_token stop);
   // Renames the entry at `full` to the claim `to` of this replica and queues it (`what` names

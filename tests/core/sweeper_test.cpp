@@ -234,6 +234,27 @@ TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsS
   }
 }
 
+// ... and a producer that sets the file's times after its last write (cp -p, tar), which moves
+// the ctime past the mtime, does not make a marker seen written to collectable: it is claimed
+// again once it holds still.
+TEST_F(SweeperTest, AWrittenMarkerWhoseTimesAreSetAfterwardsIsStillClaimedAgain) {
+  const ClaimPath done{"20261128", "s", "d", "touched", "me", NewNonce(), ClaimState::kDone};
+  const std::string path = config.processing_root + "/" + done.Path();
+  WriteFile(path, "head+tail");  // as a write after the rename leaves it: mtime == ctime
+  sweeper.Sweep({});
+  ASSERT_TRUE(Exists(done.Path())) << "kept, not collected";
+  const timespec source_times[2] = {{1'700'000'000, 0}, {1'700'000'000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), source_times, 0), 0);  // cp -p, at its end
+  sweeper.Sweep({});
+  ASSERT_TRUE(Exists(done.Path())) << "collected: the bytes written after the upload are lost";
+  EXPECT_TRUE(queued.empty());
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.BlobName(), done.BlobName());
+  EXPECT_EQ(queued[0].claim.state, ClaimState::kClaimed);
+}
+
 // A sweep that could not look at such a marker (its stat, or the listing of its directory, failed
 // with a passing error, as on a flaky NFS server) does not start its count again: the next sweep
 // that sees it unchanged since the last look claims it. Otherwise a directory whose listing often
