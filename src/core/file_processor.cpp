@@ -789,7 +789,10 @@ bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimP
   for (int tries = 1;; ++tries) {
     auto st = d_.marker_stat ? d_.marker_stat(marker) : fs::StatFresh(marker);
     if (!st.ok() && st.status().kind() == ErrorKind::kNotFound) return true;
-    if (st.ok() && st->size == source.size && st->mtime_ns == source.mtime_ns) return true;
+    if (st.ok() && st->size == source.size && st->mtime_ns == source.mtime_ns) {
+      d_.inflight.NoteSettledMarker(claim.WithState(ClaimState::kDone).Path(), st->ctime_ns);
+      return true;
+    }
     // Written to, or the file server could not say (EIO, ESTALE...): claimed again either way.
     // Left as a marker, a sweep would collect it with any write it holds; claimed again, an
     // unchanged file is found complete in storage and not sent again.

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 namespace nbu::core {
@@ -101,8 +103,10 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     }
     // Seen written to by the last sweep: still so, whatever its times now. A producer that sets
     // the times or mode through its descriptor after its last write (cp -p, tar, install -p)
-    // moves the ctime past the mtime.
-    if (written_candidates_.contains(full)) {
+    // moves the ctime past the mtime. So does any change since its worker found it unchanged
+    // after the completion rename, when that look is at hand (this process's own markers).
+    const std::optional<int64_t> settled = inflight_.SettledMarker(c->Path());
+    if (written_candidates_.contains(full) || (settled && st->ctime_ns > *settled)) {
       OnWrittenMarker(*c, full, *st, stop);
       return;
     }
@@ -121,7 +125,7 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
             .count();
     if (config_.completed_retention_s <= 0 ||
         static_cast<double>(wall_ns - st->ctime_ns) / 1e9 >= config_.completed_retention_s) {
-      ::unlink(full.c_str());
+      if (::unlink(full.c_str()) == 0 || errno == ENOENT) inflight_.ForgetSettledMarker(c->Path());
     }
     return;
   }
@@ -176,8 +180,10 @@ void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
   written_now_[full] = seen;
   const auto before = written_candidates_.find(full);
   if (before == written_candidates_.end() || before->second != seen) return;  // still written
-  (void)ClaimAs(full, done.Renewed(config_.replica_id), done.owner,
-                "a completed file was written to after its upload: uploading it again", stop);
+  if (ClaimAs(full, done.Renewed(config_.replica_id), done.owner,
+              "a completed file was written to after its upload: uploading it again", stop)) {
+    inflight_.ForgetSettledMarker(done.Path());
+  }
 }
 
 std::optional<bool> Sweeper::RenameMovesCtime() {

@@ -56,7 +56,9 @@ class Sweeper {
   // delete them. Once it holds still from one sweep to the next, it becomes a fresh claim of this
   // replica (new nonce, same blob), queued; until then it is neither claimed nor collected, even
   // when its times are set after the write (which moves the ctime past the mtime). A write and
-  // such a setting of times both between two sweeps look like no write at all: not caught.
+  // such a setting of times both between two sweeps leave the times as the rename did: caught
+  // by the ctime its worker noted after the rename (InFlight::SettledMarker), not where that
+  // note is not at hand (after a restart, a dead replica's markers).
   void OnWrittenMarker(const ClaimPath& done, const std::string& full, const fs::FileStat& st,
                        std::stop_token stop);
   // Renames the entry at `full` to the claim `to` of this replica and queues it (`what` names

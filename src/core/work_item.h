@@ -5,7 +5,11 @@
 #include "util/clock.h"
 #include "util/fs.h"
 
+#include <cstddef>
+#include <cstdint>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -58,11 +62,30 @@ class InFlight {
     std::lock_guard lock(mu_);
     return markers_.count(marker_path) != 0;
   }
+  // The ctime of a marker its worker found unchanged when it looked: any later change of it (a
+  // write, times or mode set) came after the upload, though its mtime may not show it. Kept
+  // until the sweeper collects or claims the marker again; past kMaxSettled, not kept (the
+  // sweeper then judges by the mtime alone, as it does after a restart).
+  void NoteSettledMarker(const std::string& marker_path, int64_t ctime_ns) {
+    std::lock_guard lock(mu_);
+    if (settled_.size() < kMaxSettled) settled_[marker_path] = ctime_ns;
+  }
+  std::optional<int64_t> SettledMarker(const std::string& marker_path) const {
+    std::lock_guard lock(mu_);
+    const auto it = settled_.find(marker_path);
+    return it == settled_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  }
+  void ForgetSettledMarker(const std::string& marker_path) {
+    std::lock_guard lock(mu_);
+    settled_.erase(marker_path);
+  }
 
  private:
+  static constexpr size_t kMaxSettled = 100000;
   mutable std::mutex mu_;
-  std::set<std::string> paths_;    // guarded by mu_
-  std::set<std::string> markers_;  // guarded by mu_
+  std::set<std::string> paths_;             // guarded by mu_
+  std::set<std::string> markers_;           // guarded by mu_
+  std::map<std::string, int64_t> settled_;  // guarded by mu_
 };
 
 }  // namespace nbu::core

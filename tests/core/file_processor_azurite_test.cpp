@@ -221,7 +221,11 @@ TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
   // Completed: marker on the volume (with this run recorded: it was picked up again), staging
   // copy gone.
   const ClaimPath done = item.claim.WithRuns(2).WithState(ClaimState::kDone);
-  EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, done.Path())).ok());
+  const auto marker = fs::Stat(fs::Join(config_.processing_root, done.Path()));
+  ASSERT_TRUE(marker.ok());
+  // Found unchanged after the completion rename: its ctime noted, for the sweeper to tell a
+  // later change by.
+  EXPECT_EQ(inflight_.SettledMarker(done.Path()), marker->ctime_ns);
   auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
   ASSERT_TRUE(staged.ok()) << staged.status().ToString();
   EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
+#include <thread>
 
 namespace nbu::core {
 namespace {
@@ -253,6 +255,35 @@ TEST_F(SweeperTest, AWrittenMarkerWhoseTimesAreSetAfterwardsIsStillClaimedAgain)
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.BlobName(), done.BlobName());
   EXPECT_EQ(queued[0].claim.state, ClaimState::kClaimed);
+}
+
+// ... and a write and a setting of times that both fall between two sweeps, which leave the mtime
+// older than the ctime as the completion rename does: caught for a marker whose worker found it
+// unchanged after that rename (its ctime then noted), and claimed again once it holds still.
+// One nobody changed since is collected as usual, its note dropped.
+TEST_F(SweeperTest, AMarkerChangedSinceItsWorkersLookIsClaimedAgain) {
+  const ClaimPath untouched = Claim("untouched", "me", ClaimState::kDone);
+  const ClaimPath touched = Claim("touched-later", "me", ClaimState::kDone);
+  for (const ClaimPath& c : {untouched, touched}) {
+    auto st = fs::Stat(config.processing_root + "/" + c.Path());
+    ASSERT_TRUE(st.ok());
+    inflight.NoteSettledMarker(c.Path(), st->ctime_ns);
+  }
+  std::this_thread::sleep_for(20ms);  // a tick of the file system's clock
+  const std::string path = config.processing_root + "/" + touched.Path();
+  std::ofstream(path, std::ios::app) << "+tail";  // the rest of the file, and then cp -p's
+  const timespec source_times[2] = {{1'700'000'000, 0}, {1'700'000'000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), source_times, 0), 0);
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(untouched.Path()));
+  EXPECT_EQ(inflight.SettledMarker(untouched.Path()), std::nullopt);
+  ASSERT_TRUE(Exists(touched.Path())) << "collected: the bytes written after the upload are lost";
+  EXPECT_TRUE(queued.empty());
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(touched.Path()));
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.BlobName(), touched.BlobName());
+  EXPECT_EQ(inflight.SettledMarker(touched.Path()), std::nullopt);
 }
 
 // A sweep that could not look at such a marker (its stat, or the listing of its directory, failed
