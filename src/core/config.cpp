@@ -278,9 +278,10 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Ready files waiting for a worker; the scanner waits when full", false},
       {"APP_GC_INTERVAL_S", "30.0", "Seconds between GC / recovery sweeps", false},
       {"APP_COMPLETED_RETENTION_S", "0",
-       "Keep completion markers this long before GC removes them. A file written to again "
-       "through a descriptor its producer kept open is uploaded again if the write comes while "
-       "its marker is kept: set this above the longest pause of such producers",
+       "Keep completion markers this long (on the file server's clock) before GC removes them. A "
+       "file written to again through a descriptor its producer kept open is uploaded again if "
+       "the write comes while its marker is kept: set this above the longest pause of such "
+       "producers",
        false},
       {"APP_MAX_FILE_ATTEMPTS", "5",
        "Failed attempts before a file is dead-lettered. A run of the file that ended with the "

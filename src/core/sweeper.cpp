@@ -120,11 +120,14 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
         return;
       }
     }
-    const auto wall_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.WallNow().time_since_epoch())
-            .count();
+    // Kept for the retention after its completion, on the clock that set its ctime: the file
+    // server's. Measured on this host's, a skew between the two would shorten it (a producer's
+    // late write then lost with the marker) or stretch it. Kept while that clock cannot be read.
+    std::optional<int64_t> server_now;
+    if (config_.completed_retention_s > 0) server_now = ServerNow();
     if (config_.completed_retention_s <= 0 ||
-        static_cast<double>(wall_ns - st->ctime_ns) / 1e9 >= config_.completed_retention_s) {
+        (server_now &&
+         static_cast<double>(*server_now - st->ctime_ns) / 1e9 >= config_.completed_retention_s)) {
       if (::unlink(full.c_str()) == 0 || errno == ENOENT) inflight_.ForgetSettledMarker(c->Path());
     }
     return;
@@ -186,6 +189,21 @@ void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
   }
 }
 
+std::optional<int64_t> Sweeper::ServerNow() {
+  if (server_now_looked_) return server_now_;
+  server_now_looked_ = true;
+  server_now_.reset();
+  // Made anew each time (one a crash left is removed first): a file's ctime is set when it is
+  // made, by the server that holds it.
+  const std::string probe = fs::Join(config_.processing_root, "_clock-probe-" + config_.replica_id);
+  (void)::unlink(probe.c_str());
+  if (auto fd = fs::CreateExclusive(probe); fd.ok()) {
+    if (auto st = fs::FStatFresh(fd->get()); st.ok()) server_now_ = st->ctime_ns;
+  }
+  (void)::unlink(probe.c_str());
+  return server_now_;
+}
+
 std::optional<bool> Sweeper::RenameMovesCtime() {
   if (rename_moves_ctime_) return rename_moves_ctime_;
   // Failed in this sweep already: once per sweep, not once per marker (it can sleep a second).
@@ -245,6 +263,7 @@ void Sweeper::Sweep(std::stop_token stop) {
   orphans_now_.clear();
   written_now_.clear();
   probe_failed_in_sweep_ = false;
+  server_now_looked_ = false;
   owners_with_claims_.clear();
   unlisted_.clear();
   Walk(

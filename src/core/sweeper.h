@@ -70,6 +70,9 @@ class Sweeper {
   // test needs (a server that does not would have every marker look written to): probed with a
   // file of our own. Unknown (nullopt) while the probe cannot be made: such markers wait.
   std::optional<bool> RenameMovesCtime();
+  // The file server's clock now, which set the markers' ctimes (this host's may be skewed from
+  // it): the ctime of a file of our own made now. Once per sweep; nullopt when it cannot be made.
+  std::optional<int64_t> ServerNow();
 
   const Config& config_;
   Clock& clock_;
@@ -83,6 +86,8 @@ class Sweeper {
   std::string unlisted_;                      // this sweep's first listing failure
   std::optional<bool> rename_moves_ctime_;    // once probed
   bool probe_failed_in_sweep_ = false;        // the probe could not be made in this sweep
+  bool server_now_looked_ = false;            // ServerNow was called in this sweep
+  std::optional<int64_t> server_now_;         // its answer
   // Written-to markers seen in the last sweep (path -> size, mtime), and in this one.
   std::map<std::string, std::pair<uint64_t, int64_t>> written_candidates_;
   std::map<std::string, std::pair<uint64_t, int64_t>> written_now_;

@@ -183,6 +183,25 @@ TEST_F(SweeperTest, RetentionKeepsFreshMarkers) {
   EXPECT_TRUE(Exists(done.Path()));
 }
 
+// Retention is measured on the clock that set the marker's ctime, the file server's, not on this
+// host's: a host clock hours ahead does not cut it short (a late write would go with the
+// marker), and one years behind (the fixture's) does not stretch it.
+TEST_F(SweeperTest, RetentionIsMeasuredOnTheFileServersClock) {
+  config.completed_retention_s = 3600;
+  const ClaimPath kept = Claim("kept", "me", ClaimState::kDone);
+  SimulatedClock ahead(false, WallTime(std::chrono::system_clock::now().time_since_epoch() + 2h));
+  Sweeper ahead_sweeper{config, ahead, inflight,
+                        leases, inst,  [](WorkItem, std::stop_token) { return true; }};
+  ahead_sweeper.Sweep({});
+  EXPECT_TRUE(Exists(kept.Path())) << "collected an hour early by this host's clock";
+  config.completed_retention_s = 0.5;
+  const ClaimPath old = Claim("old", "me", ClaimState::kDone);
+  std::this_thread::sleep_for(600ms);
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(old.Path())) << "kept past its retention by this host's clock";
+  EXPECT_FALSE(Exists("_clock-probe-me")) << "the probe is removed";
+}
+
 // A completion marker written to after its completion rename (its mtime equals its ctime: a
 // producer that kept the file open wrote on after a long pause): collecting it would delete
 // bytes storage never got. Once it holds still from one sweep to the next it becomes a fresh
