@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -19,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -190,9 +192,49 @@ bool NotADirectory(const char* var, const std::string& dir, std::vector<std::str
   return !problem.empty();
 }
 
+// The four trees with their settings' names, in the order their overlaps are reported.
+std::array<std::pair<const char*, const std::string*>, 4> Roots(const Config& c) {
+  return {{{"APP_NFS_INCOMING_DIR", &c.incoming_dir},
+           {"APP_NFS_PROCESSING_ROOT", &c.processing_root},
+           {"APP_NFS_FAILED_ROOT", &c.failed_root},
+           {"APP_LOCAL_STAGING_ROOT", &c.staging_root}}};
+}
+
 constexpr const char* kAuthModes[] = {
     "auto",        "connection-string", "shared-key",       "sas",
     "environment", "workload-identity", "managed-identity", "azure-cli"};
+
+// A probe left behind would lie in a root until this replica's next start.
+void RemoveProbe(const std::string& path) {
+  (void)fs::Tried([&] { return fs::Unlink(path); });
+}
+
+// Whether a file made in incoming can be renamed into the processing and failed trees, as every
+// claim and dead letter is; `probe` is a fresh name, and incoming holds a file of that name.
+void ProbeRenames(const Config& c, const std::string& probe, std::vector<std::string>* errors) {
+  std::string at = fs::Join(c.incoming_dir, probe);
+  for (const auto& [var, root] :
+       {std::pair<const char*, const std::string&>{"APP_NFS_PROCESSING_ROOT", c.processing_root},
+        {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
+    if (NotADirectory(var, root, errors)) continue;
+    const std::string to = fs::Join(root, probe);
+    Status s = fs::Tried([&dir = root] { return fs::MkdirAll(dir); });
+    if (s.ok()) s = fs::Tried([&] { return fs::RenameEntry(at, to); });
+    if (s.ok()) {
+      at = to;
+    } else if (s.kind() == ErrorKind::kTransient) {
+      errors->push_back(
+          std::string(var) + ": renaming a file from APP_NFS_INCOMING_DIR (" + c.incoming_dir +
+          ") into " + root +
+          " kept failing (the volume's trouble, not the setting's?): " + s.ToString());
+    } else {
+      errors->push_back(std::string(var) + ": a file in APP_NFS_INCOMING_DIR (" + c.incoming_dir +
+                        ") cannot be renamed into " + root +
+                        "; both must be on one file system and one mount: " + s.ToString());
+    }
+  }
+  RemoveProbe(at);
+}
 
 }  // namespace
 
@@ -445,10 +487,6 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
 // as a misconfiguration (exit code 2).
 void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   const std::string ours = ".nbu-probe-" + c.replica_id + "-";
-  // A probe left behind would lie in a root until this replica's next start.
-  const auto remove = [](const std::string& path) {
-    (void)fs::Tried([&] { return fs::Unlink(path); });
-  };
   // Probes of this replica left by a process killed mid-check: only this replica makes these
   // names (the nonce must follow at once: replica r1-x's probes are not r1's), and unlink leaves
   // a directory of such a name, say a session's, alone.
@@ -457,7 +495,7 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
     if (auto entries = fs::ListDir(*root); entries.ok()) {
       for (const auto& e : *entries) {
         if (e.name.starts_with(ours) && IsNonce(std::string_view(e.name).substr(ours.size()))) {
-          remove(fs::Join(*root, e.name));
+          RemoveProbe(fs::Join(*root, e.name));
         }
       }
     }
@@ -474,46 +512,32 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
     }
     return s.ok();
   };
-  if (made("APP_LOCAL_STAGING_ROOT", c.staging_root)) remove(fs::Join(c.staging_root, probe));
-  // ParseConfig compared the paths as written; a symlink can still make staging one of the NFS
-  // trees (or hold them), and start-up empties staging.
-  std::error_code staging_error;
-  const auto staging = std::filesystem::canonical(c.staging_root, staging_error);
-  for (const auto& [var, root] :
-       {std::pair<const char*, const std::string&>{"APP_NFS_INCOMING_DIR", c.incoming_dir},
-        {"APP_NFS_PROCESSING_ROOT", c.processing_root},
-        {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
+  if (made("APP_LOCAL_STAGING_ROOT", c.staging_root)) RemoveProbe(fs::Join(c.staging_root, probe));
+  if (made("APP_NFS_INCOMING_DIR", c.incoming_dir)) ProbeRenames(c, probe, errors);
+  // ParseConfig compared the paths as written; a symlink can still make one tree another or put
+  // it inside another: staging into the volume (start-up empties staging), or the failed tree
+  // into incoming (its dead letters would be taken as producer files). Resolved once each exists.
+  const auto roots = Roots(c);
+  std::array<std::optional<std::string>, roots.size()> resolved;
+  for (size_t i = 0; i < roots.size(); ++i) {
     std::error_code error;
-    const auto other = std::filesystem::canonical(root, error);
-    if (!staging_error && !error && PathsOverlap(staging.string(), other.string())) {
-      errors->push_back("APP_LOCAL_STAGING_ROOT: " + c.staging_root + " resolves to " +
-                        staging.string() + ", which is, contains or lies inside " + var + " (" +
-                        other.string() + ")");
+    const auto path = std::filesystem::canonical(*roots[i].second, error);
+    if (!error) resolved[i] = path.string();
+  }
+  // The line names the setting that goes through a link (the later one if both or neither do).
+  const auto linked = [&](size_t k) {
+    return *resolved[k] != std::filesystem::absolute(*roots[k].second).lexically_normal().string();
+  };
+  for (size_t i = 0; i < roots.size(); ++i) {
+    for (size_t j = i + 1; j < roots.size(); ++j) {
+      if (!resolved[i] || !resolved[j] || !PathsOverlap(*resolved[i], *resolved[j])) continue;
+      const auto [named, other] = linked(i) && !linked(j) ? std::pair(i, j) : std::pair(j, i);
+      errors->push_back(std::string(roots[named].first) + ": " + *roots[named].second +
+                        " resolves to " + *resolved[named] +
+                        ", which is, contains or lies inside " + roots[other].first + " (" +
+                        *resolved[other] + ")");
     }
   }
-  if (!made("APP_NFS_INCOMING_DIR", c.incoming_dir)) return;
-  std::string at = fs::Join(c.incoming_dir, probe);
-  for (const auto& [var, root] :
-       {std::pair<const char*, const std::string&>{"APP_NFS_PROCESSING_ROOT", c.processing_root},
-        {"APP_NFS_FAILED_ROOT", c.failed_root}}) {
-    if (NotADirectory(var, root, errors)) continue;
-    const std::string to = fs::Join(root, probe);
-    Status s = fs::Tried([&dir = root] { return fs::MkdirAll(dir); });
-    if (s.ok()) s = fs::Tried([&] { return fs::RenameEntry(at, to); });
-    if (s.ok()) {
-      at = to;
-    } else if (s.kind() == ErrorKind::kTransient) {
-      errors->push_back(
-          std::string(var) + ": renaming a file from APP_NFS_INCOMING_DIR (" + c.incoming_dir +
-          ") into " + root +
-          " kept failing (the volume's trouble, not the setting's?): " + s.ToString());
-    } else {
-      errors->push_back(std::string(var) + ": a file in APP_NFS_INCOMING_DIR (" + c.incoming_dir +
-                        ") cannot be renamed into " + root +
-                        "; both must be on one file system and one mount: " + s.ToString());
-    }
-  }
-  remove(at);
 }
 
 bool GlobMatch(std::string_view p, std::string_view n) {
@@ -690,12 +714,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   }
   // The four trees must be apart: start-up empties staging, GC prunes the processing tree, and
   // the scanner takes every file under incoming. Compared as absolute, normalised paths
-  // (symlinks are not resolved: the directories need not exist yet).
-  const std::pair<const char*, const std::string*> roots[] = {
-      {"APP_NFS_INCOMING_DIR", &c.incoming_dir},
-      {"APP_NFS_PROCESSING_ROOT", &c.processing_root},
-      {"APP_NFS_FAILED_ROOT", &c.failed_root},
-      {"APP_LOCAL_STAGING_ROOT", &c.staging_root}};
+  // (symlinks are not resolved: the directories need not exist yet; CheckVolume resolves them).
+  const auto roots = Roots(c);
   for (size_t i = 0; i < std::size(roots); ++i) {
     for (size_t j = i + 1; j < std::size(roots); ++j) {
       if (!roots[i].second->empty() && !roots[j].second->empty() &&

@@ -270,6 +270,33 @@ TEST(ConfigTest, VolumeCheckRefusesStagingThatResolvesIntoAnNfsTree) {
   EXPECT_NE(errors[0].find("APP_NFS_PROCESSING_ROOT"), std::string::npos) << errors[0];
 }
 
+// So is every other pair: a failed tree that is a symlink into incoming would have its dead
+// letters taken as producer files, and a processing tree that is the failed tree would have
+// them swept with its claims.
+TEST(ConfigTest, VolumeCheckRefusesAnNfsTreeThatResolvesIntoAnother) {
+  test::TempDir dir;
+  Config c = VolumeConfig(dir, "nfs/");
+  const std::string dead = c.incoming_dir + "/dead";
+  ASSERT_TRUE(fs::MkdirAll(dead).ok());
+  ASSERT_EQ(::symlink(dead.c_str(), c.failed_root.c_str()), 0);
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], "APP_NFS_FAILED_ROOT: " + c.failed_root + " resolves to " + dead +
+                           ", which is, contains or lies inside APP_NFS_INCOMING_DIR (" +
+                           c.incoming_dir + ")");
+  // Two trees through one link: the processing tree is the failed one. The line names the link.
+  c = VolumeConfig(dir, "other/");
+  ASSERT_TRUE(fs::MkdirAll(c.failed_root).ok());
+  ASSERT_EQ(::symlink(c.failed_root.c_str(), c.processing_root.c_str()), 0);
+  errors.clear();
+  CheckVolume(c, &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0],
+            "APP_NFS_PROCESSING_ROOT: " + c.processing_root + " resolves to " + c.failed_root +
+                ", which is, contains or lies inside APP_NFS_FAILED_ROOT (" + c.failed_root + ")");
+}
+
 // The volume's passing trouble at start-up is not a setting that cannot work: a probe rename the
 // server carried out but whose reply was lost (a retransmission's ENOENT), and one that failed
 // with ESTALE once, pass; a rename that keeps failing says so, not "one file system".
