@@ -38,7 +38,13 @@ void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_d
     bool is_dir = e.type == DT_DIR;
     if (e.type == DT_UNKNOWN) {
       auto st = fs::Stat(fs::Join(root, child));
-      if (!st.ok()) continue;
+      if (!st.ok()) {
+        // Unseen, as a directory that cannot be listed: the walk is partial.
+        if (st.status().kind() != ErrorKind::kNotFound && unlisted_.empty()) {
+          unlisted_ = st.status().ToString();
+        }
+        continue;
+      }
       is_dir = st->is_dir;
     }
     if (is_dir) {
@@ -305,8 +311,8 @@ void Sweeper::Sweep(std::stop_token stop) {
     // out of the last 20.
     if (uint64_t held_back = 0; unlisted_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
       inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
-                       "the sweep could not list a directory: " + unlisted_);
-      LogWarn("the sweep could not list a directory; what is below it waits",
+                       "the sweep could not list a directory or stat an entry: " + unlisted_);
+      LogWarn("the sweep could not list a directory or stat an entry; what is there waits",
               {{"error", unlisted_}, {"not_logged_since_last", held_back}});
     }
   }

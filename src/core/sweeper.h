@@ -45,8 +45,9 @@ class Sweeper {
   DeadLetters dead_letters() const;
 
  private:
-  // Calls `on_file` for each file below root/rel. A directory that cannot be listed (other than
-  // gone meanwhile) is skipped and named in unlisted_.
+  // Calls `on_file` for each file below root/rel. A directory that cannot be listed, or an entry
+  // of unknown type that cannot be stat'ed (other than gone meanwhile), is skipped and named in
+  // unlisted_.
   void Walk(const std::string& root, const std::string& rel, bool prune_dirs,
             const std::function<void(const std::string& rel)>& on_file, std::stop_token stop);
   void OnProcessingEntry(const std::string& rel, std::stop_token stop);
@@ -83,7 +84,7 @@ class Sweeper {
   std::set<std::string> orphan_candidates_;   // own claims not in flight at the last sweep
   std::set<std::string> orphans_now_;         // being collected in this sweep
   std::set<std::string> owners_with_claims_;  // collected in this sweep
-  std::string unlisted_;                      // this sweep's first listing failure
+  std::string unlisted_;                      // this sweep's first listing or stat failure
   std::optional<bool> rename_moves_ctime_;    // once probed
   bool probe_failed_in_sweep_ = false;        // the probe could not be made in this sweep
   bool server_now_looked_ = false;            // ServerNow was called in this sweep

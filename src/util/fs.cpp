@@ -381,7 +381,9 @@ Result<std::vector<DirEntry>> ListDir(const std::string& path) {
   while (const dirent* e = ::readdir(d)) {
     const std::string_view name(e->d_name);
     if (name == "." || name == "..") continue;
-    out.push_back({std::string(name), e->d_type});
+    unsigned char type = e->d_type;
+    if (PathCall() && InjectedForTest("d_type", Join(path, name)) != 0) type = DT_UNKNOWN;
+    out.push_back({std::string(name), type});
   }
   const int err = errno;
   ::closedir(d);

@@ -94,6 +94,8 @@ void SetPathPairCallForTest(PathPairCallForTest call);
 // the stat of Stat and StatFresh ("stat", "statx"), Unlink ("unlink"), each mkdir of MkdirAll
 // ("mkdir") and the opendir of ListDir ("opendir"): an errno fails the call with it (the test may
 // have carried the create out first), 0 lets it run. Set while no other thread uses the volume.
+// Also asked for each entry ListDir returns ("d_type", its path): non-zero reports its type as
+// DT_UNKNOWN, as some file systems and NFS servers do.
 using PathCallForTest = std::function<int(const char* op, const std::string& path)>;
 void SetPathCallForTest(PathCallForTest call);
 // Runs `op`, and again after a passing error of the volume (kTransient: ESTALE, EIO), up to 3 more

@@ -425,6 +425,27 @@ TEST_F(SweeperTest, AnOrphanedClaimKeepsItsCountThroughASweepThatCouldNotListIt)
   EXPECT_EQ(queued[0].claim.Path(), other.Path());
 }
 
+// So does a sweep that could not stat the claim, listed with an unknown type (as some NFS
+// servers list entries), and the failure shows in the errors.
+TEST_F(SweeperTest, AnOrphanedClaimKeepsItsCountThroughASweepThatCouldNotStatIt) {
+  const ClaimPath c = Claim("a", "me");
+  const std::string full = config.processing_root + "/" + c.Path();
+  sweeper.Sweep({});
+  {
+    const test::ScopedPathCall seam([&](const char* op, const std::string& p) {
+      const std::string o(op);
+      return p == full && (o == "d_type" || o == "stat") ? ESTALE : 0;
+    });
+    sweeper.Sweep({});
+  }
+  EXPECT_TRUE(queued.empty());
+  sweeper.Sweep({});
+  EXPECT_EQ(queued.size(), 1u) << "the count started again";
+  const auto errors = inst.errors.Snapshot();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors.back().error.find("stat " + full), std::string::npos) << errors.back().error;
+}
+
 // While another live process has our id, a claim of ours that no worker here holds may be in
 // flight there: it is left alone, and re-queued only once that process is gone for a timeout.
 TEST_F(SweeperTest, OwnClaimIsNotRequeuedWhileAnotherProcessHasOurId) {
