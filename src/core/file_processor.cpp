@@ -1169,13 +1169,24 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
   while (!stack.empty()) {
     const std::string rel = stack.back();
     stack.pop_back();
+    // What cannot be looked at is named in the answer: its dead letters stay where they are.
+    // Not found: gone since the listing (moved by another replica's retry, or the operator).
+    const auto unseen = [&](const Status& s) {
+      if (s.kind() != ErrorKind::kNotFound) errors->push_back(s.ToString());
+    };
     auto entries = fs::ListDir(fs::Join(d_.config.failed_root, rel));
-    if (!entries.ok()) continue;
+    if (!entries.ok()) {
+      unseen(entries.status());
+      continue;
+    }
     for (const auto& e : *entries) {
       const std::string child = rel.empty() ? e.name : rel + "/" + e.name;
       const std::string full = fs::Join(d_.config.failed_root, child);
       auto st = fs::Stat(full);
-      if (!st.ok()) continue;
+      if (!st.ok()) {
+        unseen(st.status());
+        continue;
+      }
       if (st->is_dir) {
         stack.push_back(child);
         continue;
@@ -1187,8 +1198,7 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
                   NewNonce(), ClaimState::kClaimed, 0};
       const std::string dst = ProcessingPath(c);
       if (Status s = fs::RenameEntry(full, dst); !s.ok()) {
-        // Not found: gone since the listing, another replica's retry (or the operator) moved it.
-        if (s.kind() != ErrorKind::kNotFound) errors->push_back(s.ToString());
+        unseen(s);
         continue;
       }
       ::unlink(fs::Join(d_.config.failed_root, f->ReasonPath()).c_str());

@@ -380,6 +380,39 @@ TEST_F(FileProcessorAzuriteTest, ADeadLetterRevivedElsewhereMeanwhileIsNoError) 
   EXPECT_NE(errors[0].find("c.bin"), std::string::npos) << errors[0];
 }
 
+// A directory of the failed tree that cannot be listed, or an entry that cannot be stat'ed (a
+// passing error, as on a flaky NFS server), is named in the retry's answer, its dead letters left
+// where they are; the next retry takes them.
+TEST_F(FileProcessorAzuriteTest, ADeadLetterThatCannotBeSeenIsNamedInTheRetrysErrors) {
+  config_.max_file_attempts = 1;  // interrupted once: dead-lettered unsent
+  processor_->Process(PlaceClaim("a.bin", PatternBytes(1'000, 42), true, 1), {});
+  ASSERT_EQ(Count(inst_.files_failed), 1);
+  const std::string dir =
+      fs::Join(config_.failed_root, UtcDate(std::chrono::system_clock::now()) + "/s");
+  const auto entries = fs::ListDir(dir);
+  ASSERT_TRUE(entries.ok());
+  std::string data;
+  for (const auto& e : *entries) {
+    if (!e.name.ends_with(".json")) data = fs::Join(dir, e.name);
+  }
+  ASSERT_FALSE(data.empty());
+  for (const char* op : {"opendir", "stat"}) {
+    const std::string at = std::string_view(op) == "opendir" ? dir : data;
+    const nbu::test::ScopedPathCall seam([&](const char* o, const std::string& path) {
+      return std::string_view(o) == op && path == at ? ESTALE : 0;
+    });
+    std::vector<std::string> errors;
+    EXPECT_TRUE(processor_->ReviveDeadLetters(&errors).empty()) << op;
+    ASSERT_EQ(errors.size(), 1u) << op;
+    EXPECT_NE(errors[0].find(std::string(op) + " " + at + ": Stale file handle"), std::string::npos)
+        << errors[0];
+    EXPECT_EQ(::access(data.c_str(), F_OK), 0) << op;
+  }
+  std::vector<std::string> errors;
+  EXPECT_EQ(processor_->ReviveDeadLetters(&errors).size(), 1u);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+}
+
 // Two versions of one file name, claimed one after the other, may commit in either order (the
 // older one retried after throttling, or recovered after a crash). The blob must end with the
 // newer version (the later source mtime), in one Put Blob and in blocks; the older version is
