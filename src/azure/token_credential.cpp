@@ -54,7 +54,10 @@ std::optional<int64_t> AppService2017Time(const nlohmann::json& j, const char* k
   }
   std::tm tm = CalendarTime(year, mon, day, hour, min, sec);
   const int64_t offset = int64_t{(off_h * 3600) + (off_m * 60)} * (rest[1] == '-' ? -1 : 1);
-  return static_cast<int64_t>(timegm(&tm)) - offset;
+  const int64_t at = static_cast<int64_t>(timegm(&tm)) - offset;
+  // Bounded as the numeric expiries are: a later time overflows the clock's nanoseconds.
+  if (static_cast<double>(at) > kMaxTokenEpochS) return std::nullopt;
+  return at;
 }
 
 std::string Shorten(std::string s, size_t max) {
@@ -235,7 +238,9 @@ Status CheckSecureUrl(const std::string& url, const std::string& what) {
   const UrlParts parts = SplitUrl(url);
   if (parts.scheme == "https") return Status::Ok();
   if (parts.scheme == "http" && IsLoopbackAuthority(parts.authority)) return Status::Ok();
-  return Status(ErrorKind::kAuth, what + ": refusing " + parts.scheme + "://" + parts.authority +
+  // Without its user info, which may hold a password.
+  return Status(ErrorKind::kAuth, what + ": refusing " +
+                                      RedactUrl(parts.scheme + "://" + parts.authority) +
                                       ": https is required (plain http only to loopback)");
 }
 

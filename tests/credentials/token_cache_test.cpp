@@ -260,7 +260,8 @@ TEST(TokenHelpersTest, ParsesTokenResponses) {
   // Numbers the clock cannot hold (undefined behaviour when converted) are no expiry at all.
   for (const char* bad :
        {R"("expires_in":"inf")", R"("expires_in":"nan")", R"("expires_in":1e300)",
-        R"("expires_in":-5)", R"("expires_on":"1e400")", R"("expires_on":99999999999)"}) {
+        R"("expires_in":-5)", R"("expires_on":"1e400")", R"("expires_on":99999999999)",
+        R"("expires_on":"12/31/9999 11:59:59 PM +00:00")"}) {
     r.body = std::string(R"({"access_token":"a",)") + bad + "}";
     t = ParseTokenResponse(r, now, "x");
     ASSERT_FALSE(t.ok()) << bad;

@@ -112,6 +112,13 @@ TEST(ClientSecretCredentialTest, AuthorityMustBeHttpsUnlessLoopback) {
   auto cred = ClientSecretCredential::Create({"t", "c", "http://login.example.com/"}, kSecret);
   ASSERT_FALSE(cred.ok());
   EXPECT_NE(cred.status().message().find("AZURE_AUTHORITY_HOST"), std::string::npos);
+  // The refusal names the host, not a password in the URL's user info.
+  cred =
+      ClientSecretCredential::Create({"t", "c", "http://u:pa55w0rd@login.example.com/"}, kSecret);
+  ASSERT_FALSE(cred.ok());
+  EXPECT_NE(cred.status().message().find("refusing http://login.example.com"), std::string::npos)
+      << cred.status().message();
+  EXPECT_EQ(cred.status().message().find("pa55w0rd"), std::string::npos) << cred.status().message();
   EXPECT_FALSE(ClientSecretCredential::Create({"t/../x", "c", ""}, kSecret).ok());
   auto missing = ClientSecretCredential::FromEnv(MapEnv({{"AZURE_CLIENT_SECRET", kSecret}}));
   ASSERT_FALSE(missing.ok());
