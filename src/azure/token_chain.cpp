@@ -18,8 +18,9 @@ struct ChainEntry {
   const char* name;  // the SDK's class name, as AZURE_TOKEN_CREDENTIALS spells it
   const char* mode;  // the APP_AZURE_AUTH value that pins it
   Factory make;
-  // Whether the variables an operator sets for this source alone are all there (null for the
-  // sources that are probed): then a failure to make it or to get a token ends the chain.
+  // Whether the operator set a variable meant for this source alone: its secret, certificate or
+  // federated token file (null for the sources that are probed). Then a failure to make it (a
+  // tenant or client id missing, say misspelt) or to get a token ends the chain.
   std::function<bool()> configured;
 };
 
@@ -34,16 +35,10 @@ std::vector<ChainEntry> AllSources(const EnvLookup& env, const TokenSourceOption
   return {
       {"EnvironmentCredential", "environment",
        [=] { return EnvironmentCredentialFromEnv(env, options); },
-       [=] {
-         return env("AZURE_TENANT_ID") && env("AZURE_CLIENT_ID") &&
-                (env("AZURE_CLIENT_SECRET") || env("AZURE_CLIENT_CERTIFICATE_PATH"));
-       }},
+       [=] { return env("AZURE_CLIENT_SECRET") || env("AZURE_CLIENT_CERTIFICATE_PATH"); }},
       {"WorkloadIdentityCredential", "workload-identity",
        [=] { return Upcast(WorkloadIdentityCredential::FromEnv(env, options)); },
-       [=] {
-         return env("AZURE_TENANT_ID") && env("AZURE_CLIENT_ID") &&
-                env("AZURE_FEDERATED_TOKEN_FILE");
-       }},
+       [=] { return env("AZURE_FEDERATED_TOKEN_FILE").has_value(); }},
       {"ManagedIdentityCredential", "managed-identity",
        [=] {
          ManagedIdentityOptions mi;

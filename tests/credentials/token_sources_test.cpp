@@ -1008,6 +1008,29 @@ TEST(DefaultAzureCredentialTest, AConfiguredCredentialThatFailsEndsTheChain) {
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_NE(errors[0].find("EnvironmentCredential: "), std::string::npos) << errors[0];
   EXPECT_NE(errors[0].find("the chain stops here"), std::string::npos) << errors[0];
+  // So does a secret whose tenant id is misspelt, rather than fall through to the node's managed
+  // identity; and a federated token file without its client id.
+  env.erase("AZURE_CLIENT_CERTIFICATE_PATH");
+  env.erase("AZURE_TENANT_ID");
+  env["AZURE_TENANT"] = "t";
+  env["AZURE_CLIENT_SECRET"] = kSecret;
+  errors.clear();
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("EnvironmentCredential: not set: AZURE_TENANT_ID"), std::string::npos)
+      << errors[0];
+  EXPECT_NE(errors[0].find("the chain stops here"), std::string::npos) << errors[0];
+  env.erase("AZURE_CLIENT_SECRET");
+  env.erase("AZURE_CLIENT_ID");
+  env["AZURE_TENANT_ID"] = "t";
+  env["AZURE_FEDERATED_TOKEN_FILE"] = "/nonexistent/token";
+  errors.clear();
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_NE(errors[1].find("WorkloadIdentityCredential: not set: AZURE_CLIENT_ID"),
+            std::string::npos)
+      << errors[1];
+  EXPECT_NE(errors[1].find("the chain stops here"), std::string::npos) << errors[1];
   // Only AZURE_CLIENT_ID (a user-assigned managed identity's) configures neither: the chain
   // goes on to managed identity.
   errors.clear();
