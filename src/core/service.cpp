@@ -85,6 +85,10 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
                    "1", [this] { return VolumeFailing() ? 1.0 : 0.0; });
   metrics.AddGauge("lease.write_failing", "1 while this replica cannot write its lease", "1",
                    [this] { return lease_ok_ ? 0.0 : 1.0; });
+  metrics.AddGauge("session.unreadable",
+                   "1 while the session file cannot be read (starts and stops made through other "
+                   "replicas are not seen)",
+                   "1", [this] { return session_unreadable_ ? 1.0 : 0.0; });
   metrics.AddGauge("lease.unreadable",
                    "Other replicas whose lease cannot be read (their claims are not taken over)",
                    "1", [this] { return static_cast<double>(leases_.UnreadableLeases()); });
@@ -230,12 +234,17 @@ void Service::ScanLoop(std::stop_token stop) {
         return session_writes_;
       }();
       auto loaded = sessions_.Load();  // not under mu_: a slow volume must not hold up status
+      session_unreadable_ = !loaded.ok();
       if (loaded.ok()) {
         std::lock_guard lock(mu_);
         if (writes == session_writes_) session_ = *loaded;  // else it may predate the write
         warned = false;
       } else if (!warned) {
-        LogWarn("cannot read the session file", {{"error", loaded.status().ToString()}});
+        // A start or stop made through another replica is not seen meanwhile: shown in status.
+        const std::string why = "cannot read the session file; acting on the last one read";
+        LogWarn(why, {{"error", loaded.status().ToString()}});
+        inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
+                         why + ": " + loaded.status().ToString());
         warned = true;
       }
     }
@@ -451,17 +460,26 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
 
 Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
   std::lock_guard watch(watch_mu_);
+  const std::optional<SessionState> known = CurrentSession();
   SessionState s;
   // A lost race decides again on the winner's state, so a session that another replica stopped
   // is not stopped twice, and one it started meanwhile is the one stopped, not erased.
   const WatchError result = UpdateSession(
       [&](const SessionRead& loaded, SessionState* next) {
-        if (!loaded.ok()) {
+        if (!loaded.ok() && loaded.status().kind() != ErrorKind::kPermanent) {
           *error = loaded.status().ToString();
           return WatchError::kStorage;
         }
-        if (!*loaded || !(*loaded)->active) return WatchError::kNotActive;
-        *next = **loaded;
+        if (!loaded.ok()) {
+          // A damaged session file must not keep the operator from stopping: a stopped session
+          // replaces it, under the name this replica last read.
+          LogWarn("session file unreadable; replacing it", {{"error", loaded.status().ToString()}});
+          *next = known.value_or(SessionState{"unknown", "", false, ""});
+        } else if (!*loaded || !(*loaded)->active) {
+          return WatchError::kNotActive;
+        } else {
+          *next = **loaded;
+        }
         next->active = false;
         next->stopped_at = FormatTimestamp(clock_.WallNow());
         return WatchError::kNone;
@@ -573,6 +591,7 @@ nlohmann::json Service::StatusJson() const {
   if (const char* trouble = StorageTrouble()) degraded.push_back(trouble);
   if (VolumeFailing()) degraded.push_back("volume_failing");
   if (!lease_ok_) degraded.push_back("lease_write_failing");
+  if (session_unreadable_) degraded.push_back("session_unreadable");
   if (leases_.UnreadableLeases() > 0) degraded.push_back("lease_unreadable");
   if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},

@@ -135,6 +135,8 @@ class Service {
   std::atomic<bool> storage_ok_{false};
   std::atomic<bool> put_blob_crc64_{false};  // see ChoosePutBlobCheck
   std::atomic<bool> lease_ok_{true};
+  // The scan loop's last read of the session file failed: it acts on what it read before.
+  std::atomic<bool> session_unreadable_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked
   MonoTime started_at_{};

@@ -6,6 +6,7 @@
 #include "support/azurite_client.h"
 #include "support/captured_log.h"
 #include "support/fault_proxy.h"
+#include "support/fs_seams.h"
 #include "support/gate.h"
 #include "support/process.h"
 #include "support/test_config.h"
@@ -379,6 +380,77 @@ TEST(ServiceTest, TheSessionOfTheFormerVersionIsResumedAfterAnUpgrade) {
   ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
   EXPECT_EQ(s.name, "old");
   EXPECT_FALSE(s.active);
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
+// A replica that cannot read the session file acts on the session it read last, and so misses
+// a start or stop made through another replica: it says so in the status (degraded, and the
+// recent errors) until the file reads again.
+TEST(ServiceTest, ASessionFileThatCannotBeReadShowsInTheStatus) {
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("unreadable"));
+  config.poll_interval_s = 0.05;
+  config.replica_id = "unreadable-test";
+  std::atomic<bool> failing{false};
+  const std::string session_dir = config.processing_root + "/_session";
+  // Set before the service's threads start and cleared after they end.
+  const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+    return failing && std::string_view(op) == "opendir" && path == session_dir ? EIO : 0;
+  });
+  auto blob_client = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  const auto gauge = [&] {
+    for (const auto& g : started.metrics.Gauges()) {
+      if (g.info.name == "session.unreadable") return g.read();
+    }
+    return -1.0;
+  };
+  const auto shown = [&] {
+    const auto degraded = service.StatusJson()["degraded"];
+    return std::find(degraded.begin(), degraded.end(), "session_unreadable") != degraded.end();
+  };
+  EXPECT_FALSE(shown());
+  EXPECT_EQ(gauge(), 0.0);
+  failing = true;
+  ASSERT_TRUE(WaitFor(shown, 20s));
+  EXPECT_EQ(gauge(), 1.0);
+  const auto errors = service.StatusJson()["recent_errors"];
+  bool told = false;
+  for (const auto& e : errors) {
+    told = told || e["error"].get<std::string>().starts_with("cannot read the session file");
+  }
+  EXPECT_TRUE(told) << errors.dump();
+  failing = false;
+  EXPECT_TRUE(WaitFor([&] { return !shown(); }, 20s));
+  EXPECT_EQ(gauge(), 0.0);
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
+// A damaged newest session file (edited by hand, say) does not keep the operator from stopping
+// the session, as it does not from starting one: a stopped session replaces it.
+TEST(ServiceTest, AWatchStopsDespiteADamagedSessionFile) {
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("damaged"));
+  config.replica_id = "damaged-test";
+  auto blob_client = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("w", &s, &error), Service::WatchError::kNone) << error;
+  const std::string session_dir = config.processing_root + "/_session";
+  const auto generations = fs::ListDir(session_dir);
+  ASSERT_TRUE(generations.ok());
+  ASSERT_EQ(generations->size(), 1u);
+  const uint64_t newest = std::stoull(generations->front().name);
+  WriteFile(session_dir + "/" + std::to_string(newest + 1) + ".json", "{");
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  EXPECT_EQ(s.name, "w");
+  EXPECT_FALSE(s.active);
+  EXPECT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNotActive) << error;
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
