@@ -114,10 +114,18 @@ void Service::Start() {
   // the lease a predecessor left.
   Beat();
   heartbeat_ = std::jthread([this](std::stop_token st) { HeartbeatLoop(st); });
-  loops_.emplace_back([this](std::stop_token st) { StartupLoop(st); });
-  loops_.emplace_back([this](std::stop_token st) { ScanLoop(st); });
-  loops_.emplace_back([this](std::stop_token st) { SweepLoop(st); });
-  if (hints_) loops_.emplace_back([this](std::stop_token st) { HintLoop(st); });
+  // Each loop says when it ends: Shutdown cannot join one blocked on a hung volume.
+  const auto loop = [this](void (Service::*body)(std::stop_token)) {
+    ++loops_running_;
+    loops_.emplace_back([this, body](std::stop_token st) {
+      (this->*body)(st);
+      --loops_running_;
+    });
+  };
+  loop(&Service::StartupLoop);
+  loop(&Service::ScanLoop);
+  loop(&Service::SweepLoop);
+  if (hints_) loop(&Service::HintLoop);
   for (int i = 0; i < config_.worker_concurrency; ++i) {
     workers_.emplace_back([this](std::stop_token st) { WorkerLoop(st); });
   }
@@ -376,8 +384,21 @@ bool Service::WaitInflightDone(MonoTime deadline, std::stop_token stop) {
 bool Service::Shutdown(Duration grace) {
   if (stopping_.exchange(true)) return true;
   LogInfo("shutting down", {{"grace_s", ToSeconds(grace)}, {"in_flight", inflight_.size()}});
+  const MonoTime begun = clock_.Now();
   for (auto& t : loops_) t.request_stop();  // the heartbeat goes on while uploads finish
-  loops_.clear();                           // joins
+  // A scan or sweep blocked in a call to a hung volume (a hard mount whose server is gone) may
+  // never return: waited for as long as a blocked worker is, then left to the process exit.
+  while (loops_running_ > 0 && clock_.Now() < begun + grace + std::chrono::seconds(3)) {
+    clock_.SleepFor(20ms, {});
+  }
+  if (loops_running_ > 0) {
+    LogWarn("a scan or sweep is still blocked on the volume; left to the process exit",
+            {{"in_flight", inflight_.size()}});
+    for (auto& w : workers_) w.request_stop();
+    heartbeat_.request_stop();
+    return false;
+  }
+  loops_.clear();  // joins: each has ended
   // Their files stay in incoming or claimed: nothing lost. A claim item (recovered, orphaned,
   // taken over, revived) was counted in flight when queued; it is not any more.
   const auto dropped = queue_.Clear();

@@ -44,8 +44,9 @@ class Service {
   // turns true when it has finished.
   void Start();
   // Graceful stop: no more discovery; in-flight files get `grace`, then their workers are
-  // stopped; what is left stays claimed for recovery. Returns false when a worker was still
-  // running a few seconds after that (its thread is not joined).
+  // stopped; what is left stays claimed for recovery. Returns false when a worker, or a scan or
+  // sweep (blocked on a hung volume), was still running a few seconds after that (its thread is
+  // not joined: the caller ends the process).
   bool Shutdown(Duration grace);
 
   // Ready once started and recovered, until a shutdown begins.
@@ -155,6 +156,7 @@ class Service {
   size_t unreadable_told_ = 0;
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
+  std::atomic<int> loops_running_{0};  // loops_ whose body has not returned
   // Stopped last: while a shutdown's grace lets uploads finish, other replicas must not find
   // the lease silent and take their claims over.
   std::jthread heartbeat_;

@@ -428,6 +428,39 @@ TEST(ServiceTest, ASessionFileThatCannotBeReadShowsInTheStatus) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// A sweep blocked in a call to a hung volume (a hard mount whose server is gone) never returns.
+// Shutdown does not wait for it for ever: it gives up after the grace and a few seconds, so that
+// the process can end (app.cpp exits when Shutdown returns false), as for a blocked worker.
+TEST(ServiceTest, ShutdownIsNotHeldForEverByASweepBlockedOnTheVolume) {
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("hung"));
+  config.gc_interval_s = 0.05;
+  config.replica_id = "hung-test";
+  nbu::test::Gate volume_back;
+  std::atomic<bool> hung{false};
+  std::atomic<bool> blocked{false};
+  // Set before the service's threads start and cleared after they end.
+  const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+    if (hung && std::string_view(op) == "opendir" && path == config.processing_root) {
+      blocked = true;
+      (void)volume_back.Wait(60s);
+    }
+    return 0;
+  });
+  const auto open_at_exit = volume_back.OpenAtExit();
+  auto blob_client = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  hung = true;
+  ASSERT_TRUE(WaitFor([&] { return blocked.load(); }, 10s));
+  // Returns after the grace and 3 s, false: not joined. (Waiting for the sweep, it would return
+  // true once the gate gives up, after 60 s.)
+  EXPECT_FALSE(service.Shutdown(1s));
+  EXPECT_TRUE(blocked);
+  volume_back.Open();  // the volume back: the sweep returns, and the service's end joins it
+}
+
 // A damaged newest session file (edited by hand, say) does not keep the operator from stopping
 // the session, as it does not from starting one: a stopped session replaces it.
 TEST(ServiceTest, AWatchStopsDespiteADamagedSessionFile) {
