@@ -97,6 +97,15 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     // right after the completion rename (a write just before the rename is in it), and holds it
     // from its own sweeps only. A dead replica's are anyone's.
     if (c->owner != config_.replica_id && !leases_.IsDead(c->owner)) return;
+    // Ours by name, but while another live process has our id it may be that process's, held
+    // there until its worker has looked (which this process's InFlight cannot tell): left alone
+    // until that process is gone, as our claims are. What the last sweep saw of it stands.
+    if (c->owner == config_.replica_id && leases_.IdInUseElsewhere()) {
+      if (const auto before = written_candidates_.find(full); before != written_candidates_.end()) {
+        written_now_.insert(*before);
+      }
+      return;
+    }
     auto st = fs::Stat(full);
     if (!st.ok()) {
       // Not looked at this time (a passing error): what the last sweep saw of it stands. Not

@@ -142,6 +142,25 @@ TEST_F(SweeperTest, AnotherLiveReplicasMarkersAreLeftToIt) {
   EXPECT_EQ(queued[0].claim.owner, "me");
 }
 
+// While another live process has our id, a marker of ours that no worker here holds may be held
+// there, its worker yet to look at it: it is not collected until that process is gone.
+TEST_F(SweeperTest, OwnMarkerIsNotCollectedWhileAnotherProcessHasOurId) {
+  LeaseBook twin(config, clock);
+  ASSERT_TRUE(leases.Heartbeat().ok());
+  ASSERT_TRUE(twin.Heartbeat().ok());
+  ASSERT_TRUE(leases.Heartbeat().ok());
+  ASSERT_TRUE(leases.IdInUseElsewhere());
+  const ClaimPath done = Claim("twins", "me", ClaimState::kDone);
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_TRUE(Exists(done.Path()));
+  clock.Advance(31s);
+  ASSERT_TRUE(leases.Heartbeat().ok());  // only our own write since the last one
+  ASSERT_FALSE(leases.IdInUseElsewhere());
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+}
+
 // A lease that cannot be read (other than missing) is a sign of life: a takeover needs proof of
 // silence. So the claims of its replica wait, and that is told: a warning, and the count behind
 // the status's lease_unreadable, until the lease can be read again.
