@@ -1,11 +1,15 @@
 #include "core/scanner.h"
 
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/text.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -45,6 +49,19 @@ void Unreadable(const std::string& rel, const char* call, int err, Scanner::Stat
 
 // A directory's relative path as the unreadable example names it.
 std::string DirName(const std::string& rel_dir) { return (rel_dir.empty() ? "." : rel_dir) + "/"; }
+
+// The directory `rel_dir` below the session directory open as `session_fd`, with no part of
+// `rel_dir` followed if it is a symlink (ELOOP): a directory swapped for one since it was listed
+// (`a` of `a/b`) would lead out of incoming. Where openat2 is missing (Linux before 5.6) or
+// filtered (a container's seccomp profile), by `path`, whose last part only is not followed.
+int OpenBelow(int session_fd, const std::string& rel_dir, const std::string& path) {
+  open_how how{};
+  how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW;
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+  const long fd = ::syscall(SYS_openat2, session_fd, rel_dir.c_str(), &how, sizeof how);
+  if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return static_cast<int>(fd);
+  return ::open(path.c_str(), static_cast<int>(how.flags));
+}
 
 }  // namespace
 
@@ -115,7 +132,7 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
     changed_ = hints_->TakeChangedFiles();
     hints_->Watch(config_.incoming_dir);  // the session directory's arrival
   }
-  ScanDir(session, "", stop, &stats);
+  ScanDir(session, "", -1, stop, &stats);
   if (stop.stop_requested()) return stats;  // a partial scan must not forget unseen files
   if (hints_ != nullptr) hints_->EndScan();
   const auto summary = tracker_.EndScan();
@@ -148,8 +165,8 @@ void Scanner::StatFailed(const std::string& rel, int err, Stats* stats) {
   tracker_.KeepUnseen(rel);
 }
 
-void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
-                      Stats* stats) {
+void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, int session_fd,
+                      std::stop_token stop, Stats* stats) {
   const std::string dir_path = fs::Join(fs::Join(config_.incoming_dir, session), rel_dir);
   // Watched before it is listed: what the listing misses raises a hint.
   const ChangeHints::Names* changed = nullptr;
@@ -158,18 +175,26 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
     if (const auto it = changed_.find(dir_path); it != changed_.end()) changed = &it->second;
   }
   // O_NOFOLLOW: a session directory (or one below it, swapped in mid-scan) that is a symlink
-  // is not followed out of incoming; its files are not the producer's to give away.
+  // is not followed out of incoming; its files are not the producer's to give away. Below the
+  // session directory, no part of the path is followed either (OpenBelow).
   int dfd = -1;
   if (const int err = fail_for_test_ ? fail_for_test_("open", rel_dir) : 0; err != 0) {
     errno = err;
-  } else {
+  } else if (rel_dir.empty() || session_fd < 0) {
     dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  } else {
+    dfd = OpenBelow(session_fd, rel_dir, dir_path);
   }
   if (dfd < 0) {
     const int err = errno;
     struct stat st {};
-    if ((err == ENOTDIR || err == ELOOP) && ::lstat(dir_path.c_str(), &st) == 0 &&
-        S_ISLNK(st.st_mode)) {
+    const bool is_link = ::lstat(dir_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+    if (err == ELOOP && !is_link) {
+      // A directory above it swapped for a symlink since it was listed: what the symlink leads
+      // to is not this session's. That directory's next listing counts the symlink.
+      return;
+    }
+    if ((err == ENOTDIR || err == ELOOP) && is_link) {
       // The session directory itself, or one swapped for a symlink since it was listed (Linux
       // answers O_DIRECTORY | O_NOFOLLOW on a symlink with ENOTDIR): counted with the symlinks,
       // which the status shows and a warning names when their count grows.
@@ -182,6 +207,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
       tracker_.KeepUnseen(rel_dir);
     }
     return;
+  }
+  // The session directory's own descriptor, which every directory below it is opened from
+  // (by path, should it not be had).
+  fs::Fd own_session;
+  if (rel_dir.empty()) {
+    own_session = fs::Fd(::fcntl(dfd, F_DUPFD_CLOEXEC, 0));
+    session_fd = own_session.get();
   }
   DIR* d = ::fdopendir(dfd);
   if (d == nullptr) {
@@ -310,7 +342,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, st
   ::closedir(d);
   for (const auto& sub : subdirs) {
     if (stop.stop_requested()) return;
-    ScanDir(session, sub, stop, stats);
+    ScanDir(session, sub, session_fd, stop, stats);
   }
 }
 

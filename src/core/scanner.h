@@ -88,8 +88,9 @@ class Scanner {
   void SetFailForTest(FailForTest fail) { fail_for_test_ = std::move(fail); }
 
  private:
-  void ScanDir(const std::string& session, const std::string& rel_dir, std::stop_token stop,
-               Stats* stats);
+  // `session_fd`: the session directory's descriptor (-1 when `rel_dir` is the session's own).
+  void ScanDir(const std::string& session, const std::string& rel_dir, int session_fd,
+               std::stop_token stop, Stats* stats);
   // fstatat of `name` (`rel`) in `dfd`, not following a symlink; false with errno set on failure.
   bool StatEntry(int dfd, const char* name, const std::string& rel, struct stat* st) const;
   // A failed stat of `rel` (not ENOENT: the name did not just go) is counted and keeps its state.

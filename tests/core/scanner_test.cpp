@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -91,6 +92,33 @@ TEST_F(ScannerTest, ASessionDirectoryThatIsASymlinkIsNotFollowed) {
   clock.Advance(5s);
   scanner.ScanOnce("s1", {});
   EXPECT_EQ(Drain(q), (std::set<std::string>{"ours.bin"}));
+}
+
+// Nor is a directory above a subdirectory, swapped for a symlink between the listing that found
+// the subdirectory and its opening: its files (another session's, the processing tree's) would be
+// taken as this session's and uploaded under the wrong name.
+TEST_F(ScannerTest, ASubdirectorysParentSwappedForASymlinkIsNotFollowed) {
+  WriteFile(In("a/b/mine.bin"), "m");
+  WriteFile(dir.path() + "/elsewhere/b/theirs.bin", "t");
+  const std::string moved = dir.path() + "/a-moved";
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.SetFailForTest([&](std::string_view call, const std::string& rel) {
+    if (call == "open" && rel == "a/b") {  // `a` listed already: swapped now
+      EXPECT_EQ(::rename(In("a").c_str(), moved.c_str()), 0);
+      EXPECT_EQ(::symlink((dir.path() + "/elsewhere").c_str(), In("a").c_str()), 0);
+    }
+    return 0;
+  });
+  // At each scan (the second past the minimum age): `a` is a directory when listed.
+  for (int i = 0; i < 3; ++i) {
+    scanner.ScanOnce("s1", {});
+    ASSERT_EQ(::unlink(In("a").c_str()), 0);
+    ASSERT_EQ(::rename(moved.c_str(), In("a").c_str()), 0);
+    clock.Advance(5s);
+  }
+  EXPECT_EQ(Drain(q), std::set<std::string>{});
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/elsewhere/b/theirs.bin"));
 }
 
 // A file this process may list and stat but not open (another user's, mode 0600) is not queued,
