@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <set>
 #include <sstream>
+#include <string_view>
 
 namespace nbu::test {
 namespace {
@@ -65,6 +68,67 @@ TEST_P(DockerfileTest, HasTheRequiredInstructions) {
   EXPECT_EQ(entry[0].front(), '[') << "ENTRYPOINT must be exec form so SIGTERM reaches the binary";
   EXPECT_EQ(ArgsOf(ins, "EXPOSE"), std::vector<std::string>{GetParam().second});
   EXPECT_TRUE(ArgsOf(ins, "CMD").empty()) << "a shell-form CMD would be appended to ENTRYPOINT";
+}
+
+// The standard output of a shell command (a fixed one of this test's own).
+std::string Output(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  ::pclose(pipe);
+  return out;
+}
+
+// Each shared library the image's binary needs comes from a package its runtime stage installs,
+// or from the base image (debian:12-slim holds libc6, libgcc-s1 and libstdc++6). One missing
+// there stops the container at once ("cannot open shared object file"), and the images are not
+// built on these machines: the binary built here, and the packages that hold its libraries
+// here, stand in for the image's.
+TEST_P(DockerfileTest, RuntimeStageInstallsEveryLibraryTheBinaryNeeds) {
+  const auto ins = ParseDockerfile(GetParam().first);
+  const size_t stages = ArgsOf(ins, "FROM").size();
+  std::set<std::string> installed = {"libc6", "libgcc-s1", "libstdc++6"};
+  size_t stage = 0;
+  for (const auto& i : ins) {
+    if (i.keyword == "FROM") ++stage;
+    if (i.keyword != "RUN" || stage != stages) continue;
+    const size_t at = i.args.find("apt-get install");
+    if (at == std::string::npos) continue;
+    std::istringstream words(i.args.substr(at + std::string_view("apt-get install").size()));
+    for (std::string w; words >> w && w != "&&";) {
+      if (w.front() != '-') installed.insert(w);
+    }
+  }
+  const auto entry = ArgsOf(ins, "ENTRYPOINT");
+  ASSERT_EQ(entry.size(), 1u);
+  const size_t quote = entry[0].find('"', 2);
+  ASSERT_NE(quote, std::string::npos) << entry[0];
+  const std::string in_image = entry[0].substr(2, quote - 2);
+  const std::string binary = BinaryPath(in_image.substr(in_image.rfind('/') + 1));
+  const std::string dynamic = Output("readelf -d '" + binary + "'");
+  size_t needed = 0;
+  std::istringstream lines(dynamic);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("(NEEDED)") == std::string::npos) continue;
+    const size_t open = line.find('['), close = line.find(']');
+    ASSERT_TRUE(open != std::string::npos && close > open) << line;
+    const std::string soname = line.substr(open + 1, close - open - 1);
+    ++needed;
+    // The sanitizers' runtimes: in the test builds only.
+    if (soname.starts_with("libasan") || soname.starts_with("libubsan") ||
+        soname.starts_with("libtsan")) {
+      continue;
+    }
+    const std::string owner = Output("dpkg -S '*-linux-gnu/" + soname + "' 2>/dev/null");
+    const std::string package = owner.substr(0, owner.find_first_of(":\n"));
+    ASSERT_FALSE(package.empty()) << soname << ": no package holds it";
+    EXPECT_TRUE(installed.contains(package))
+        << GetParam().first << ": " << soname << " comes from " << package
+        << ", which the runtime stage does not install";
+  }
+  EXPECT_GT(needed, 3u) << dynamic;
 }
 
 INSTANTIATE_TEST_SUITE_P(Images, DockerfileTest,
