@@ -691,8 +691,11 @@ void FileProcessor::ReturnToIncoming(const ClaimPath& claim) {
   // that name since (nor a directory holding anything). A rename of anything else would replace
   // that file: it gets the name back only while the name is free (a link, then the claim's name
   // removed), and else stays claimed, reported, for the next pickup to try again.
+  // Neither when what it is cannot be told (a passing error): it stays claimed, reported.
   Status s;
-  if (auto st = fs::StatFresh(from); st.ok() && !st->is_dir) {
+  if (auto st = fs::StatFresh(from); !st.ok()) {
+    s = st.status();
+  } else if (!st->is_dir) {
     s = fs::LinkNew(from, back);
     if (s.kind() == ErrorKind::kNotFound && fs::MkdirAll(fs::Dirname(back)).ok()) {
       s = fs::LinkNew(from, back);

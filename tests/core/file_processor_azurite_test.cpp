@@ -1606,6 +1606,22 @@ TEST_F(FileProcessorAzuriteTest, AFifoClaimedInAFilesPlaceGoesBackOnlyToAFreeNam
   EXPECT_NE(errors[0].error.find("could not move it back"), std::string::npos) << errors[0].error;
   EXPECT_TRUE(Entries(config_.failed_root).empty());
   EXPECT_EQ(Count(inst_.files_failed), 0);
+  // The same when the claim cannot be stat'ed (a passing error): what it is is not known, so it
+  // is not renamed back over the producer's new file either.
+  const std::string unknown = fs::Join(config_.incoming_dir, "s/unknown");
+  const nbu::test::ScopedPathCall stat_fails([&](const char* op, const std::string& path) {
+    if (std::string_view(op) != "statx" || !path.starts_with(config_.processing_root) ||
+        path.find("/unknown~") == std::string::npos) {
+      return 0;
+    }
+    WriteFile(unknown, fresh);
+    return EIO;
+  });
+  processor_->Process(fifo_item("unknown"), {});
+  ASSERT_TRUE(std::filesystem::is_regular_file(unknown)) << "the producer's file was replaced";
+  EXPECT_EQ(nbu::test::ReadFile(unknown), fresh);
+  EXPECT_EQ(fifos_claimed(), 2) << "still claimed";
+  EXPECT_EQ(inst_.errors.Snapshot().size(), 2u);
 }
 
 // A source rewritten in place while it is copied is never committed torn: the attempt is
