@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 #include <thread>
 
 #include "util/crypto.h"
@@ -29,6 +30,17 @@ PathCallForTest& PathCall() {
   return call;
 }
 
+// Nanoseconds since the epoch, held at int64_t's ends past them: a producer may set a time
+// after 2262 or before 1677 (touch -d 2300-01-01), which the file systems keep.
+int64_t TimeNs(int64_t sec, int64_t nsec) {
+  int64_t ns = 0;
+  if (__builtin_mul_overflow(sec, int64_t{1'000'000'000}, &ns) ||
+      __builtin_add_overflow(ns, nsec, &ns)) {
+    return sec < 0 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
+  }
+  return ns;
+}
+
 // The errno a test injects before `op` on `path`, or 0.
 int InjectedForTest(const char* op, const std::string& path) {
   return PathCall() ? PathCall()(op, path) : 0;
@@ -41,8 +53,8 @@ void SetPathCallForTest(PathCallForTest call) { PathCall() = std::move(call); }
 FileStat FromStat(const struct stat& st) {
   FileStat s;
   s.size = static_cast<uint64_t>(st.st_size);
-  s.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-  s.ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+  s.mtime_ns = TimeNs(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  s.ctime_ns = TimeNs(st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
   s.ino = static_cast<uint64_t>(st.st_ino);
   s.dev = static_cast<uint64_t>(st.st_dev);
   s.is_dir = S_ISDIR(st.st_mode);
@@ -77,8 +89,8 @@ Result<FileStat> StatxFresh(int dirfd, const char* path, int flags) {
   }
   FileStat s;
   s.size = stx.stx_size;
-  s.mtime_ns = stx.stx_mtime.tv_sec * 1'000'000'000 + stx.stx_mtime.tv_nsec;
-  s.ctime_ns = stx.stx_ctime.tv_sec * 1'000'000'000 + stx.stx_ctime.tv_nsec;
+  s.mtime_ns = TimeNs(stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec);
+  s.ctime_ns = TimeNs(stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec);
   s.ino = stx.stx_ino;
   s.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
   s.is_dir = S_ISDIR(stx.stx_mode);

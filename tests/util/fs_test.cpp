@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <unistd.h>
 
@@ -36,6 +37,31 @@ TEST(FStatFresh, AgreesWithFStatAndSeesAWrite) {
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->size, 4u);
   EXPECT_FALSE(*after == *plain);
+}
+
+// A time a producer set past what nanoseconds in an int64_t hold (after 2262: touch -d
+// 2300-01-01, which ext4, XFS and NFSv4 keep) is held at the end, still later than any time
+// before it, as the newer-version comparisons need; not undefined behaviour (an abort under
+// UBSan).
+TEST(FromStat, TimesPastTheNanosecondRangeKeepTheirOrder) {
+  struct stat st {};
+  st.st_mtim = {1'700'000'000, 5};
+  st.st_ctim = {-10'000'000'000, 0};  // before 1677
+  const fs::FileStat now = fs::FromStat(st);
+  EXPECT_EQ(now.mtime_ns, 1'700'000'000'000'000'005);
+  st.st_mtim = {10'000'000'000, 0};  // the year 2286
+  const fs::FileStat later = fs::FromStat(st);
+  EXPECT_GT(later.mtime_ns, now.mtime_ns);
+  EXPECT_LT(later.ctime_ns, now.mtime_ns);
+  // Through statx too (StatFresh), on a real file.
+  test::TempDir dir;
+  const std::string path = dir / "future";
+  test::WriteFile(path, "x");
+  const timespec times[2] = {{0, UTIME_OMIT}, {10'000'000'000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+  const auto fresh = fs::StatFresh(path);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_GT(fresh->mtime_ns, now.mtime_ns);
 }
 
 TEST(RenameEntry, MakesAMissingTargetDirectoryAndRenames) {
