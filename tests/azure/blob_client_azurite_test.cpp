@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <stdexcept>
 #include <vector>
 
 namespace nbu::azure {
@@ -452,6 +453,20 @@ TEST_F(BlobClientAzuriteTest, WrongKeyIsAuthErrorWithoutSecrets) {
   EXPECT_EQ(s.message().find(kAzuriteKey), std::string::npos);
   EXPECT_EQ(s.message().find("SharedKey"), std::string::npos);
   EXPECT_EQ(retries_, 0);
+}
+
+// The tests' own Azurite counts as started once it says it listens, not once its port accepts
+// a connection: another test process's Azurite on that port would pass for it while it exits
+// with EADDRINUSE, and two processes' tests would share one emulator.
+TEST_F(BlobClientAzuriteTest, AnAzuriteWhosePortIsTakenIsNotTakenForStarted) {
+  nbu::test::AzuriteOptions taken;
+  taken.port = azurite_.port();
+  try {
+    nbu::test::Azurite second(taken);
+    ADD_FAILURE() << "started on a port another Azurite holds";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("EADDRINUSE"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(BlobClientAzuriteTest, SurvivesServerRestartOnPooledConnection) {

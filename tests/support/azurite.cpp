@@ -4,22 +4,35 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <stdexcept>
+#include <string_view>
 
 namespace nbu::test {
 namespace {
 
-bool PortAcceptsConnections(int port) {
-  const int s = ConnectLoopback(port);
-  if (s >= 0) ::close(s);
-  return s >= 0;
-}
+// What Azurite prints once its listener is bound, --silent or not. A port that accepts
+// connections is not enough: another test process's Azurite may hold it, this one having
+// exited with EADDRINUSE.
+constexpr std::string_view kListening = "successfully listens on";
 
 }  // namespace
 
 Azurite::Azurite(AzuriteOptions options) : options_(std::move(options)) {
-  port_ = options_.port != 0 ? options_.port : FreeLoopbackPort();
-  Start();
+  // A port picked here may be taken by another test process between the pick and Azurite's
+  // bind: another one then, a few times.
+  for (int attempt = 1;; ++attempt) {
+    port_ = options_.port != 0 ? options_.port : FreeLoopbackPort();
+    try {
+      Start();
+      return;
+    } catch (const std::runtime_error& e) {
+      if (options_.port != 0 || attempt == 3 ||
+          std::string_view(e.what()).find("EADDRINUSE") == std::string_view::npos) {
+        throw;
+      }
+    }
+  }
 }
 
 Azurite::~Azurite() { Stop(); }
@@ -43,12 +56,17 @@ void Azurite::Start() {
   // azurite-blob is a node script: run it with node so a missing exec bit does not matter.
   argv.insert(argv.begin(), "/usr/bin/env");
   argv.insert(argv.begin() + 1, "node");
-  proc_ = std::make_unique<ChildProcess>(argv, std::map<std::string, std::string>{},
-                                         dir_.path() + "/azurite.log");
-  if (!WaitFor([&] { return PortAcceptsConnections(port_) || !proc_->Running(); },
-               std::chrono::seconds(60)) ||
+  const std::string log = dir_.path() + "/azurite.log";
+  const size_t earlier = std::filesystem::exists(log) ? ReadFile(log).size() : 0;  // a restart's
+  proc_ = std::make_unique<ChildProcess>(argv, std::map<std::string, std::string>{}, log);
+  const auto this_run = [&] { return proc_->ReadLog().substr(earlier); };
+  if (!WaitFor(
+          [&] { return this_run().find(kListening) != std::string::npos || !proc_->Running(); },
+          std::chrono::seconds(60)) ||
       !proc_->Running()) {
-    throw std::runtime_error("Azurite did not start: " + proc_->ReadLog());
+    const std::string why = this_run();
+    Stop();
+    throw std::runtime_error("Azurite did not start: " + why);
   }
 }
 
