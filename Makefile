@@ -19,6 +19,10 @@ CMAKE_FLAGS ?=
 
 SOURCES := $(shell git ls-files '*.cpp' '*.h' '*.c' 2>/dev/null)
 
+# Targets in order even under make -j (MAKEFLAGS=-j in the environment, say): the installs
+# before the configure, two npm ci or apt-get runs never at once. The builds are parallel inside.
+.NOTPARALLEL:
+
 .PHONY: help install build build-bin build-asan build-tsan run test test-release test-memory test-unit test-asan test-tsan lint format \
         format-check typecheck clean dev-up dev-down watch-start watch-stop test-status gen-start \
         gen-stop bench bench-micro bench-smoke docker-build docker-up docker-down k3s-apply k3s-delete shellcheck
@@ -113,11 +117,12 @@ dev-up: ## Start a local Azurite in the background on 127.0.0.1:$(AZURITE_PORT)
 dev-down: ## Stop the local Azurite
 	@./scripts/dev-azurite.sh stop $(AZURITE_PORT)
 
+# The token goes to curl on its standard input (-H @-), not its command line, which ps shows.
 watch-start: ## Start watching incoming/$(SESSION) (with APP_HTTP_TOKEN from the environment, not .env)
-	@curl -sS -X POST -H 'Content-Type: application/json' $${APP_HTTP_TOKEN:+-H "Authorization: Bearer $$APP_HTTP_TOKEN"} -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
+	@printf '%s\n' "$${APP_HTTP_TOKEN:+Authorization: Bearer $$APP_HTTP_TOKEN}" | curl -sS -X POST -H 'Content-Type: application/json' -H @- -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
 
 watch-stop: ## Stop the active watch session (APP_HTTP_TOKEN as for watch-start)
-	@curl -sS -X POST $${APP_HTTP_TOKEN:+-H "Authorization: Bearer $$APP_HTTP_TOKEN"} -d '' $(API)/v1/watch/stop; echo
+	@printf '%s\n' "$${APP_HTTP_TOKEN:+Authorization: Bearer $$APP_HTTP_TOKEN}" | curl -sS -X POST -H @- -d '' $(API)/v1/watch/stop; echo
 
 test-status: ## Pretty-printed status of the uploader (and the generator, if running)
 	@echo "uploader:"; curl -sS $(API)/v1/status | jq . || true

@@ -266,7 +266,7 @@ run_ours() { # scen data_dir files bytes
   svc_watch_start "$session"
   deadline=$((SECONDS + TOOL_TIMEOUT))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    svc_counters 2>/dev/null
+    svc_counters 2>/dev/null || true  # 0s while the service does not answer
     up=$SVC_UP failed=$SVC_FAILED ub=$SVC_BYTES
     [ $((up + failed)) -ge "$files" ] && break
     alive "$SVC_PID" || break

@@ -195,7 +195,7 @@ done
 deadline=$((SECONDS + 60))
 up=0
 while [ "$SECONDS" -lt "$deadline" ]; do
-  svc_counters 2>/dev/null
+  svc_counters 2>/dev/null || true  # 0s while the service does not answer
   up=$SVC_UP
   [ "$up" -ge "$TOTAL" ] && break
   sleep 0.1

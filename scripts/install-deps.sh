@@ -30,7 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Node packages (Azurite emulator, AzCopy for benchmarks), pinned by package-lock.json.
+# Node packages (Azurite emulator, AzCopy for benchmarks), pinned by package-lock.json. Azurite
+# 3.37's engines field asks for Node 22; npm only warns. It runs on these machines' Node 20 and on
+# Debian 12's own nodejs 18.20 (the Azurite suites of make test pass on both, checked 2026-12-02).
 if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "install-deps: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
