@@ -151,6 +151,24 @@ TEST(LinkNew, CreatesANameOnlyIfAbsent) {
   EXPECT_EQ(fs::LinkNew(dir / "theirs", dir / "name").kind(), ErrorKind::kConflict);
   EXPECT_EQ(test::ReadFile(dir / "name"), "1");
   EXPECT_TRUE(fs::LinkNew(dir / "mine", dir / "name").ok());
+  // A file with names already (mine and name) is not taken as linked where another file is.
+  EXPECT_EQ(fs::LinkNew(dir / "mine", dir / "theirs").kind(), ErrorKind::kConflict);
+  EXPECT_EQ(test::ReadFile(dir / "theirs"), "2");
+}
+
+// The end of a listing is told from a failure of readdir by errno, set before each call: an
+// errno left by what the loop did in between (here: the test seam) is no failure.
+TEST(ListDir, AnErrnoSetBetweenEntriesIsNoFailure) {
+  test::TempDir dir;
+  test::WriteFile(dir / "a", "1");
+  test::WriteFile(dir / "b", "2");
+  const test::ScopedPathCall seam([](const char* op, const std::string&) {
+    if (std::string_view(op) == "d_type") errno = EIO;
+    return 0;
+  });
+  const auto entries = fs::ListDir(dir.path());
+  ASSERT_TRUE(entries.ok()) << entries.status().ToString();
+  EXPECT_EQ(entries->size(), 2u);
 }
 
 // rename(2) and link(2) as a soft NFS mount can answer them: carried out, or not, and either way
