@@ -121,6 +121,29 @@ TEST_F(ScannerTest, ASubdirectorysParentSwappedForASymlinkIsNotFollowed) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/elsewhere/b/theirs.bin"));
 }
 
+// A subdirectory replaced by a file between its listing and its opening is gone as a directory,
+// as one removed is: no unreadable entry, no warning; the file is looked at by the next scan.
+TEST_F(ScannerTest, ASubdirectoryReplacedByAFileIsNoError) {
+  WriteFile(In("sub/a.bin"), "a");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.SetFailForTest([&](std::string_view call, const std::string& rel) {
+    if (call == "open" && rel == "sub") {
+      std::filesystem::remove_all(In("sub"));
+      WriteFile(In("sub"), "now a file");
+    }
+    return 0;
+  });
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(stats.unreadable, 0u) << stats.unreadable_example;
+  scanner.SetFailForTest(nullptr);
+  clock.Advance(5s);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), std::set<std::string>{"sub"});
+}
+
 // A file this process may list and stat but not open (another user's, mode 0600) is not queued,
 // and each scan that finds it ready counts it with its error, so it shows in the status. Needs
 // root, to scan as another user.
