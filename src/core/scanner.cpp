@@ -189,7 +189,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
     const int err = errno;
     struct stat st {};
     const bool is_link = ::lstat(dir_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
-    if ((err == ELOOP || (err == ENOTDIR && !rel_dir.empty())) && !is_link) {
+    if (!rel_dir.empty() && (err == ELOOP || err == ENOTDIR) && !is_link) {
       // A directory above it swapped for a symlink since it was listed: what the symlink leads
       // to is not this session's. That directory's next listing counts the symlink. Or it, or
       // one above it, replaced by a file: gone as a directory, as after ENOENT; the file is

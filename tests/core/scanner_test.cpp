@@ -121,6 +121,19 @@ TEST_F(ScannerTest, ASubdirectorysParentSwappedForASymlinkIsNotFollowed) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/elsewhere/b/theirs.bin"));
 }
 
+// The session directory itself that cannot be reached (here: incoming's path runs through a
+// symlink loop) is reported, not skipped as a subdirectory swapped mid-scan is.
+TEST_F(ScannerTest, ASessionDirectoryInASymlinkLoopIsReported) {
+  ASSERT_EQ(::symlink("loop", (dir.path() + "/loop").c_str()), 0);
+  config.incoming_dir = dir.path() + "/loop/incoming";
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(stats.unreadable, 1u);
+  EXPECT_NE(stats.unreadable_example.find("Too many levels of symbolic links"), std::string::npos)
+      << stats.unreadable_example;
+}
+
 // A subdirectory replaced by a file between its listing and its opening is gone as a directory,
 // as one removed is: no unreadable entry, no warning; the file is looked at by the next scan.
 TEST_F(ScannerTest, ASubdirectoryReplacedByAFileIsNoError) {
