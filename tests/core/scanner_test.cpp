@@ -118,7 +118,6 @@ TEST_F(ScannerTest, ASubdirectorysParentSwappedForASymlinkIsNotFollowed) {
     clock.Advance(5s);
   }
   EXPECT_EQ(Drain(q), std::set<std::string>{});
-  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/elsewhere/b/theirs.bin"));
 }
 
 // The session directory itself that cannot be reached (here: incoming's path runs through a
@@ -149,6 +148,7 @@ TEST_F(ScannerTest, ASubdirectoryReplacedByAFileIsNoError) {
   });
   const auto stats = scanner.ScanOnce("s1", {});
   EXPECT_EQ(stats.unreadable, 0u) << stats.unreadable_example;
+  EXPECT_EQ(stats.not_regular, 0u) << stats.not_regular_example;
   scanner.SetFailForTest(nullptr);
   clock.Advance(5s);
   scanner.ScanOnce("s1", {});

@@ -142,9 +142,13 @@ ApiResponse UploaderProcess::Raw(const std::string& request) {
 }
 
 bool UploaderProcess::WaitReady(std::chrono::milliseconds timeout) {
-  return WaitFor([&] { return Call("GET", "/readyz").status == 200 || !proc_->Running(); },
-                 timeout) &&
-         proc_->Running();
+  // Its own log says so too: a 200 alone could come from another test process's uploader on
+  // the port, this one having failed to bind it.
+  const auto ready = [&] {
+    return Call("GET", "/readyz").status == 200 &&
+           proc_->ReadLog().find(R"("message":"ready")") != std::string::npos;
+  };
+  return WaitFor([&] { return ready() || !proc_->Running(); }, timeout) && proc_->Running();
 }
 
 }  // namespace nbu::test
