@@ -398,7 +398,11 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
     }
     cv.notify_all();
   };
+  // The file's trace context on the senders' threads too: their retry and recreate lines are
+  // the file's.
+  const LogTraceContext file_ctx = CurrentLogTraceContext();
   auto send = [&] {
+    const ScopedLogTraceContext log_ctx(file_ctx.trace_id, file_ctx.span_id);
     while (true) {
       const uint64_t i = next.fetch_add(1);
       if (i >= n) return;

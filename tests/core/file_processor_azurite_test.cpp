@@ -335,6 +335,26 @@ TEST_F(FileProcessorAzuriteTest, LongNamedClaimIsDeadLetteredAndRevivedInItsOwnD
   DeadLetterInterruptedThenRevive(std::string(250, 'c') + ".bin");
 }
 
+// The lines a file's block uploads log on their own threads (here: the container found missing
+// and recreated by the first Put Block) carry the file's trace id, as its other lines do.
+TEST_F(FileProcessorAzuriteTest, BlockSendersLogWithTheFilesTraceId) {
+  auto fresh =
+      nbu::test::MakeBlobClient(azurite_, nbu::test::FreshContainer("gone"));  // never created
+  auto processor = ProcessorVia(*fresh, false);
+  const WorkItem item = PlaceClaim("big.bin", PatternBytes(1 << 20, 43), false);
+  test::CapturedLog logged;
+  processor->Process(item, {});
+  logged.Stop();
+  std::string file_trace, sender_trace;
+  for (const auto& line : logged.Json()) {
+    const std::string message = line.value("message", "");
+    if (message == "uploaded") file_trace = line.value("trace_id", "");
+    if (message == "container missing; recreating it") sender_trace = line.value("trace_id", "?");
+  }
+  ASSERT_FALSE(file_trace.empty()) << "not uploaded";
+  EXPECT_EQ(sender_trace, file_trace);
+}
+
 // Two replicas retrying the dead letters at once (POST /v1/failed/retry to each): a dead letter
 // the other one moved between this one's listing and its rename is the other's to run, not an
 // error of this retry.
