@@ -624,7 +624,7 @@ nlohmann::json Service::StatusJson() const {
     }
   }
   if (dl.count > 0) degraded.push_back("dead_lettered_files");
-  if (queue_.size() >= queue_.capacity()) degraded.push_back("queue_full");
+  if (queue_.HoldsPushes()) degraded.push_back("queue_full");
   s["degraded"] = degraded;
   s["uptime_s"] = started_ ? ToSeconds(clock_.Now() - started_at_) : 0.0;
   return s;

@@ -82,6 +82,12 @@ class BoundedQueue {
     std::lock_guard lock(mu_);
     return pushes_waiting_;
   }
+  // Whether pushes are held up: the queue is at its bound, or a push still waits for it to drain
+  // to half.
+  bool HoldsPushes() const {
+    std::lock_guard lock(mu_);
+    return items_.size() >= capacity_ || pushes_waiting_ > 0;
+  }
 
  private:
   const size_t capacity_;

@@ -70,14 +70,17 @@ TEST(BoundedQueueTest, PushIntoAFullQueueResumesOnlyOnceItDrainedToHalf) {
   });
   for (int i = 0; i < 5000 && q.pushes_waiting() == 0; ++i) std::this_thread::sleep_for(1ms);
   ASSERT_EQ(q.pushes_waiting(), 1u);
+  EXPECT_TRUE(q.HoldsPushes());
   ASSERT_EQ(q.Pop({}), 0);  // 3 left: room for one, but the waiting push does not wake for it
   std::this_thread::sleep_for(20ms);
   EXPECT_FALSE(pushed);
   EXPECT_EQ(q.size(), 3u);
+  EXPECT_TRUE(q.HoldsPushes()) << "below its bound, but the push still waits";
   ASSERT_EQ(q.Pop({}), 1);  // 2 left: half the capacity
   t.join();
   EXPECT_TRUE(pushed);
   EXPECT_EQ(q.pushes_waiting(), 0u);
+  EXPECT_FALSE(q.HoldsPushes());
   EXPECT_TRUE(q.Push(5, {}));  // not full: no wait
   std::vector<int> rest;
   while (q.size() > 0) rest.push_back(*q.Pop({}));
