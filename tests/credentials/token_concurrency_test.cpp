@@ -66,15 +66,22 @@ TEST(TokenConcurrencyTest, RefreshInFlightDoesNotBlockValidTokenUsers) {
   ASSERT_TRUE(cred.WaitBlocked());
   std::vector<std::thread> users;
   std::atomic<int> old_tokens{0};
+  std::atomic<int> finished{0};
   for (int i = 0; i < kThreads; ++i) {
     users.emplace_back([&] {
       if (*Authorize(cred) == "Bearer token-1") ++old_tokens;
+      ++finished;
     });
   }
-  for (auto& u : users) u.join();  // they finish while the fetch is still held
-  EXPECT_EQ(old_tokens.load(), kThreads);
+  // They finish while the fetch is still held. Users that wait for it instead fail the check,
+  // and the release then frees them.
+  nbu::test::WaitFor([&] { return finished.load() == kThreads; }, 30s);
+  const int finished_while_held = finished.load();
   cred.Release();
+  for (auto& u : users) u.join();
   t.join();
+  EXPECT_EQ(finished_while_held, kThreads) << "users finished while the fetch was held";
+  EXPECT_EQ(old_tokens.load(), kThreads);
   EXPECT_EQ(refresher, "Bearer token-2");
   EXPECT_EQ(cred.FetchCountForTest(), 2u);
 }

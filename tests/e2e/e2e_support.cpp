@@ -79,8 +79,12 @@ UploaderProcess::UploaderProcess(const Azurite& azurite, const Volume& volume,
       {"OTEL_EXPORTER_OTLP_ENDPOINT", ""},
   };
   for (auto& [k, v] : extra) env[k] = v;
+  const std::string log = volume.dir.path() + "/uploader-" + replica + ".log";
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(log, ec);
+  log_start_ = ec ? 0 : static_cast<size_t>(size);
   proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{BinaryPath("nfs-blob-uploader")},
-                                         env, volume.dir.path() + "/uploader-" + replica + ".log");
+                                         env, log);
 }
 
 ApiResponse UploaderProcess::Call(const std::string& method, const std::string& path,
@@ -143,10 +147,11 @@ ApiResponse UploaderProcess::Raw(const std::string& request) {
 
 bool UploaderProcess::WaitReady(std::chrono::milliseconds timeout) {
   // Its own log says so too: a 200 alone could come from another test process's uploader on
-  // the port, this one having failed to bind it.
+  // the port, this one having failed to bind it. Only this process's lines count: a restarted
+  // replica's log holds its predecessor's "ready".
   const auto ready = [&] {
     return Call("GET", "/readyz").status == 200 &&
-           proc_->ReadLog().find(R"("message":"ready")") != std::string::npos;
+           proc_->ReadLog().find(R"("message":"ready")", log_start_) != std::string::npos;
   };
   return WaitFor([&] { return ready() || !proc_->Running(); }, timeout) && proc_->Running();
 }

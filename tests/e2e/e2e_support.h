@@ -71,6 +71,7 @@ class UploaderProcess {
  private:
   int port_;
   std::string staging_;
+  size_t log_start_ = 0;  // the log's size before this process: a replica's restart appends
   std::unique_ptr<ChildProcess> proc_;
 };
 

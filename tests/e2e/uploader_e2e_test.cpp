@@ -248,8 +248,10 @@ TEST_F(UploaderE2E, NamesAzureWouldChangeOrRefuseNeverShareABlob) {
 
 TEST_F(UploaderE2E, FileAppendedSlowlyIsUploadedOnceWhenComplete) {
   // With the MD5 computed here for storage to check (what a server that ignores CRC-64 gets).
+  // The minimum age is 8 times the writes' gap, so only a stall of the writer of about 2 s
+  // makes the file look complete early.
   UploaderProcess up(azurite_, volume_, container_, "r1",
-                     {{"APP_MIN_FILE_AGE_S", "1.0"}, {"APP_AZURE_PUT_BLOB_CHECKSUM", "md5"}});
+                     {{"APP_MIN_FILE_AGE_S", "2.0"}, {"APP_AZURE_PUT_BLOB_CHECKSUM", "md5"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   EXPECT_EQ(up.Status()["put_blob_checksum"], "md5");
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"slow"})").status, 200);

@@ -47,18 +47,47 @@ TEST(SimulatedClockTest, ManualClockWakesSleeperOnAdvance) {
   EXPECT_TRUE(test::WaitFor([&] { return woke.load(); }, 30s)) << "the sleeper did not wake";
 }
 
+// The stop comes once the sleep has begun (it is recorded under the lock the sleep waits on). A
+// sleep deaf to its stop fails the test after 30 s; the clock is then moved on to free it.
 TEST(SimulatedClockTest, StopInterruptsSleep) {
   SimulatedClock clock(/*auto_advance=*/false);
   std::stop_source stop;
-  std::thread t([&] { EXPECT_FALSE(clock.SleepFor(1h, stop.get_token())); });
+  std::atomic<int> result{-1};
+  std::thread t([&] { result = clock.SleepFor(1h, stop.get_token()) ? 1 : 0; });
+  ASSERT_TRUE(test::WaitFor([&] { return !clock.SleepsForTest().empty(); }, 30s));
   stop.request_stop();
+  const bool woke = test::WaitFor([&] { return result.load() != -1; }, 30s);
+  if (!woke) clock.Advance(1h);
   t.join();
+  EXPECT_TRUE(woke) << "the stop did not end the sleep";
+  EXPECT_EQ(result.load(), 0) << "a stopped sleep returns false";
 }
 
-TEST(RealClockTest, StopInterruptsSleep) {
+// A sleep deaf to its stop returns true after 40 s.
+TEST(RealClockTest, StopBeforeTheSleepEndsItAtOnce) {
   std::stop_source stop;
   stop.request_stop();
-  EXPECT_FALSE(RealClock::Instance().SleepFor(1h, stop.get_token()));
+  EXPECT_FALSE(RealClock::Instance().SleepFor(40s, stop.get_token()));
+}
+
+// The real clock shows no sign of having begun to sleep, so the stop comes 200 ms after the
+// thread is about to: a stop that comes sooner still passes, through the path of the test above.
+// The sleep is 40 s, so a sleep deaf to its stop fails the 30 s wait and then ends by itself.
+TEST(RealClockTest, StopDuringTheSleepEndsIt) {
+  std::stop_source stop;
+  std::atomic<bool> about_to_sleep{false};
+  std::atomic<int> result{-1};
+  std::thread t([&] {
+    about_to_sleep = true;
+    result = RealClock::Instance().SleepFor(40s, stop.get_token()) ? 1 : 0;
+  });
+  ASSERT_TRUE(test::WaitFor([&] { return about_to_sleep.load(); }, 30s));
+  std::this_thread::sleep_for(200ms);
+  stop.request_stop();
+  EXPECT_TRUE(test::WaitFor([&] { return result.load() != -1; }, 30s))
+      << "the stop did not end the sleep";
+  t.join();
+  EXPECT_EQ(result.load(), 0) << "a stopped sleep returns false";
 }
 
 }  // namespace
