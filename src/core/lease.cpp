@@ -26,6 +26,10 @@ struct LeaseText {
 namespace {
 constexpr std::string_view kSuffix = ".lease";
 
+// Steady-clock times in atomics: ticks + 1, so that 0 means never.
+int64_t Ticks(MonoTime t) { return t.time_since_epoch().count() + 1; }
+MonoTime FromTicks(int64_t ticks) { return MonoTime(MonoTime::duration(ticks - 1)); }
+
 std::string HostName() {
   char buf[256] = {};
   return ::gethostname(buf, sizeof buf - 1) == 0 ? buf : "";
@@ -137,15 +141,32 @@ Status LeaseBook::Heartbeat() {
           "orphans; give each replica its own APP_REPLICA_ID",
           {{"replica", config_.replica_id}, {"host", other->host}, {"pid", other->pid}});
     }
-    id_in_use_seen_ = clock_.Now().time_since_epoch().count() + 1;  // 0: never
+    id_in_use_seen_ = Ticks(clock_.Now());
   }
-  return Write(/*stopped=*/false);
+  Status s = Write(/*stopped=*/false);
+  if (s.ok()) {
+    const MonoTime now = clock_.Now();
+    const int64_t last = own_write_last_.load();
+    // Stored before the last write's time: a reader that sees the new time sees this too.
+    if (last == 0 || now - FromTicks(last) > FromSeconds(config_.lease_timeout_s / 2)) {
+      own_write_since_ = Ticks(now);
+    }
+    own_write_last_ = Ticks(now);
+  }
+  return s;
+}
+
+std::optional<MonoTime> LeaseBook::WritingSince(MonoTime now) const {
+  const int64_t last = own_write_last_.load();
+  if (last == 0 || now - FromTicks(last) > FromSeconds(config_.lease_timeout_s / 2)) {
+    return std::nullopt;
+  }
+  return FromTicks(own_write_since_.load());
 }
 
 bool LeaseBook::IdInUseElsewhere() const {
   const int64_t seen = id_in_use_seen_.load();
-  return seen != 0 && clock_.Now() - MonoTime(MonoTime::duration(seen - 1)) <
-                          FromSeconds(config_.lease_timeout_s);
+  return seen != 0 && clock_.Now() - FromTicks(seen) < FromSeconds(config_.lease_timeout_s);
 }
 
 void LeaseBook::MarkStopped() {
@@ -240,13 +261,18 @@ bool LeaseBook::IsDead(const std::string& owner) {
   if (it == seen_.end() || now - it->second.read >= std::chrono::seconds(1)) {
     Record(owner, fs::ReadSmallFile(PathOf(owner), 4096), now);
   }
-  return now - seen_.at(owner).changed >= FromSeconds(config_.lease_timeout_s);
+  const auto writing = WritingSince(now);
+  return writing &&
+         now - std::max(seen_.at(owner).changed, *writing) >= FromSeconds(config_.lease_timeout_s);
 }
 
 void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
   const MonoTime now = clock_.Now();
+  const auto writing = WritingSince(now);
+  if (!writing) return;
   for (auto it = seen_.begin(); it != seen_.end();) {
-    const bool long_dead = now - it->second.changed >= FromSeconds(10 * config_.lease_timeout_s);
+    const bool long_dead =
+        now - std::max(it->second.changed, *writing) >= FromSeconds(10 * config_.lease_timeout_s);
     if (it->first != config_.replica_id && long_dead && owners_with_claims.count(it->first) == 0) {
       // Gone already when only a temp file of its was left (RemoveTempIfLeft): nothing to say.
       if (::unlink(PathOf(it->first).c_str()) == 0) {

@@ -56,12 +56,18 @@ class LeaseBook {
   // Judged on a read of the lease made now (at most one a second per owner), not on the last
   // Observe: a sweep can run long (it waits while the queue is full), and a read that failed
   // then says nothing. A read that fails now, other than for a missing file, counts as a sign
-  // of life: a takeover needs proof of silence. Sweep thread only.
+  // of life: a takeover needs proof of silence.
+  // Silence counts only while this replica could write its own lease: never when its last
+  // successful heartbeat is older than half the lease timeout, and only from the end of its last
+  // gap. After an outage of the volume (a server rebooting, a write refused for ENOSPC) every
+  // lease is stale; the first replica back must not take the others' claims before they could
+  // write theirs. Sweep thread only.
   bool IsDead(const std::string& owner);
   // How many other replicas' leases could not be read for a lease timeout or more (warned once
   // each): their claims are not taken over meanwhile. Thread-safe.
   int UnreadableLeases() const { return unreadable_leases_.load(); }
-  // Removes lease files of replicas dead for 10 lease timeouts that own nothing any more.
+  // Removes lease files of replicas dead for 10 lease timeouts that own nothing any more (not
+  // while this replica cannot write its own, as for IsDead).
   void Prune(const std::set<std::string>& owners_with_claims);
   std::string Dir() const;
 
@@ -88,6 +94,9 @@ class LeaseBook {
   // This replica's lease as another instance last wrote it; nothing when the last write is
   // ours, or the file cannot be read or parsed. mu_ held.
   std::optional<LeaseText> AnothersLease() const;
+  // Since when this replica's heartbeats have succeeded without a gap of more than half the
+  // lease timeout; nothing when the last one is older than that (see IsDead).
+  std::optional<MonoTime> WritingSince(MonoTime now) const;
   const Config& config_;
   Clock& clock_;
   const std::string instance_;  // random, per process
@@ -97,6 +106,10 @@ class LeaseBook {
   // When a heartbeat last found another instance's write (steady-clock ticks + 1; 0: never).
   // Atomic: status reads it while a heartbeat may be stuck in the volume's I/O under mu_.
   std::atomic<int64_t> id_in_use_seen_{0};
+  // This replica's successful heartbeats: the last one's time, and the first one's after the
+  // last gap (steady-clock ticks + 1; 0: never). Written under mu_, read by the sweep.
+  std::atomic<int64_t> own_write_last_{0};
+  std::atomic<int64_t> own_write_since_{0};
   std::map<std::string, Seen> seen_;       // sweep thread only
   std::map<std::string, MonoTime> temps_;  // temp files in the last listing, first listed; sweep
   std::atomic<int> unreadable_leases_{0};  // of seen_, those told unreadable

@@ -47,6 +47,22 @@ class SweeperTest : public ::testing::Test {
     return c;
   }
   bool Exists(const std::string& rel) { return fs::Stat(config.processing_root + "/" + rel).ok(); }
+  // Moves the clock on by `d` with this replica's heartbeats (and those of `also`), at the start
+  // and every 7 s, as the heartbeat loop makes them: only a replica that can write its own lease
+  // judges another dead.
+  void Pass(Duration d, std::initializer_list<LeaseBook*> also = {}) {
+    const auto beat = [&] {
+      EXPECT_TRUE(leases.Heartbeat().ok());
+      for (LeaseBook* b : also) EXPECT_TRUE(b->Heartbeat().ok());
+    };
+    beat();
+    while (d > Duration(0)) {
+      const Duration step = std::min<Duration>(d, 7s);
+      clock.Advance(step);
+      d -= step;
+      beat();
+    }
+  }
 
   TempDir dir;
   Config config;
@@ -133,7 +149,7 @@ TEST_F(SweeperTest, AnotherLiveReplicasMarkersAreLeftToIt) {
   EXPECT_TRUE(Exists(done.Path()));
   EXPECT_TRUE(Exists(written.Path()));
   EXPECT_TRUE(queued.empty());
-  clock.Advance(31s);  // no heartbeat since: dead
+  Pass(31s);  // no heartbeat since: dead
   sweeper.Sweep({});
   sweeper.Sweep({});
   EXPECT_FALSE(Exists(done.Path()));
@@ -171,7 +187,7 @@ TEST_F(SweeperTest, AReplicaWhoseLeaseCannotBeReadKeepsItsClaimsAndIsTold) {
   test::CapturedLog logged("cannot be read");
   for (int i = 0; i < 4; ++i) {
     sweeper.Sweep({});
-    clock.Advance(11s);
+    Pass(11s);
   }
   sweeper.Sweep({});
   logged.Stop();
@@ -188,7 +204,7 @@ TEST_F(SweeperTest, AReplicaWhoseLeaseCannotBeReadKeepsItsClaimsAndIsTold) {
   ASSERT_TRUE(fs::AtomicWriteFile(lease, "{}").ok());
   sweeper.Sweep({});
   EXPECT_EQ(leases.UnreadableLeases(), 0);
-  clock.Advance(31s);  // readable, and silent since: dead
+  Pass(31s);  // readable, and silent since: dead
   sweeper.Sweep({});
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
@@ -231,7 +247,7 @@ TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsS
     config.completed_retention_s = owner == "me" ? 0 : 3600;
     if (owner == "other") {  // dead: no lease for longer than the timeout
       EXPECT_FALSE(leases.IsDead(owner));
-      clock.Advance(31s);
+      Pass(31s);
     }
     const ClaimPath done{"20261128",       "s", "d", "tail-" + owner, owner, NewNonce(),
                          ClaimState::kDone};
@@ -511,7 +527,7 @@ TEST_F(SweeperTest, AnUnlistableDirectoryShowsAndKeepsItsOwnersLease) {
   ::close(claim);
   ::close(fd);
   sweeper.Sweep({});  // sees gone's lease
-  clock.Advance(std::chrono::seconds(10 * 30 + 1));
+  Pass(std::chrono::seconds(10 * 30 + 1));
   sweeper.Sweep({});
   EXPECT_TRUE(fs::Stat(gone.Dir() + "/gone.lease").ok()) << "pruned while its claim was unseen";
   const auto errors = inst.errors.Snapshot();
@@ -533,14 +549,14 @@ TEST_F(SweeperTest, TakesOverClaimsOfADeadReplicaOnlyAfterTheLeaseTimeout) {
   ASSERT_TRUE(other_leases.Heartbeat().ok());
   const ClaimPath c = Claim("a", "other");
   sweeper.Sweep({});
-  clock.Advance(20s);
+  Pass(20s);
   ASSERT_TRUE(other_leases.Heartbeat().ok());  // alive: lease changes
   sweeper.Sweep({});
-  clock.Advance(20s);
+  Pass(20s);
   sweeper.Sweep({});
   EXPECT_TRUE(queued.empty());
   EXPECT_TRUE(Exists(c.Path()));
-  clock.Advance(15s);  // no heartbeat for 35 s > 30 s
+  Pass(15s);  // no heartbeat for 35 s > 30 s
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.owner, "me");
@@ -550,12 +566,62 @@ TEST_F(SweeperTest, TakesOverClaimsOfADeadReplicaOnlyAfterTheLeaseTimeout) {
   EXPECT_EQ(inst.takeovers.Value(), 1);
 }
 
+// An outage of the volume (a server rebooting, a hard mount hanging) stops every replica's
+// heartbeat, so every lease is stale when it ends. The first replica back must not take the
+// others' claims before they could write their leases: silence counts from its own first
+// heartbeat after the gap, and not at all before it.
+TEST_F(SweeperTest, AReplicaBackFromAVolumeOutageTakesNothingBeforeOthersCouldBeat) {
+  Config other = config;
+  other.replica_id = "other";
+  LeaseBook other_leases(other, clock);
+  ASSERT_TRUE(other_leases.Heartbeat().ok());
+  const ClaimPath theirs = Claim("theirs", "other");
+  Pass(7s);
+  sweeper.Sweep({});
+  clock.Advance(120s);  // the outage: no replica writes its lease
+  sweeper.Sweep({});    // back before our own heartbeat
+  EXPECT_TRUE(queued.empty()) << "taken over while this replica could not write its own lease";
+  Pass(20s);  // ours again since 20 s, the other's still not
+  sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty()) << "taken over before a lease timeout since this replica is back";
+  EXPECT_TRUE(Exists(theirs.Path()));
+  Pass(11s);  // silent for a lease timeout that this replica saw whole: dead
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.owner, "me");
+}
+
+// A volume that refuses lease writes (ENOSPC, EDQUOT; often while a backlog fills it) silences
+// every replica at once: none takes another's claims while it cannot write its own lease.
+TEST_F(SweeperTest, AReplicaThatCannotWriteItsLeaseTakesNothingOver) {
+  const ClaimPath theirs = Claim("theirs", "other");  // a replica whose lease never appeared
+  Pass(7s);
+  sweeper.Sweep({});
+  {
+    test::ScopedPathCall full([](const char* op, const std::string& path) {
+      return std::string_view(op) == "create" && path.find("/_replicas/me.lease") != path.npos
+                 ? ENOSPC
+                 : 0;
+    });
+    for (int i = 0; i < 8; ++i) {  // 56 s
+      clock.Advance(7s);
+      EXPECT_FALSE(leases.Heartbeat().ok());
+      sweeper.Sweep({});
+    }
+  }
+  EXPECT_TRUE(queued.empty()) << "taken over while this replica could not write its own lease";
+  EXPECT_TRUE(Exists(theirs.Path()));
+  Pass(31s);
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u) << "taken once this replica's own lease was written again";
+}
+
 // A takeover the volume refuses is tried again at every sweep, for each claim of the dead
 // replica: one warning a minute says so, not one per claim per sweep; none is taken meanwhile.
 TEST_F(SweeperTest, TakeoversTheVolumeRefusesAreToldOnceAMinute) {
   for (const char* base : {"a", "b", "c"}) Claim(base, "ghost");
   sweeper.Sweep({});
-  clock.Advance(31s);  // no lease for longer than the timeout: dead
+  Pass(31s);  // no lease for longer than the timeout: dead
   test::CapturedLog logged("took over a claim of a dead replica: failed");
   const test::ScopedPathPairCall seam([](const char*, const std::string&, const std::string&) {
     errno = EACCES;
@@ -578,16 +644,16 @@ TEST_F(SweeperTest, ALiveReplicaIsNotJudgedDeadOnAStaleObservation) {
   LeaseBook other_leases(other, clock);
   ASSERT_TRUE(other_leases.Heartbeat().ok());
   leases.Observe();
-  clock.Advance(31s);
+  Pass(31s);
   ASSERT_TRUE(other_leases.Heartbeat().ok());  // alive, but not observed since
   EXPECT_FALSE(leases.IsDead("other"));
-  clock.Advance(31s);  // silent since the last heartbeat
+  Pass(31s);  // silent since the last heartbeat
   EXPECT_TRUE(leases.IsDead("other"));
 
   // Unreadable (here a directory where the file should be): no proof of silence.
   ASSERT_TRUE(fs::MkdirAll(leases.Dir() + "/odd.lease").ok());
   leases.Observe();
-  clock.Advance(31s);
+  Pass(31s);
   EXPECT_FALSE(leases.IsDead("odd"));
 }
 
@@ -595,7 +661,7 @@ TEST_F(SweeperTest, ClaimOfAReplicaWithoutAnyLeaseIsTakenAfterTheTimeout) {
   const ClaimPath c = Claim("a", "ghost");
   sweeper.Sweep({});
   EXPECT_TRUE(queued.empty());
-  clock.Advance(31s);
+  Pass(31s);
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.Path(), c.WithOwner("me").Path());
@@ -618,7 +684,7 @@ TEST_F(SweeperTest, TwoSurvivorsTakeEachClaimOfADeadReplicaOnce) {
   const std::vector<ClaimPath> claims = {Claim("a", "ghost"), Claim("b", "ghost")};
   sweeper.Sweep({});
   second.Sweep({});
-  clock.Advance(31s);
+  Pass(31s, {&second_leases});
   Sweeper first(config, clock, inflight, leases, inst, [&](WorkItem w, std::stop_token stop) {
     const bool first_hand_off = queued.empty();
     queued.push_back(std::move(w));
