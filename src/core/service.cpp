@@ -374,50 +374,45 @@ void Service::HeartbeatLoop(std::stop_token stop) {
   while (clock_.SleepFor(FromSeconds(config_.lease_timeout_s / 4), stop)) Beat();
 }
 
-bool Service::WaitInflightDone(MonoTime deadline, std::stop_token stop) {
-  while (inflight_.size() > 0 && !stop.stop_requested() && clock_.Now() < deadline) {
-    clock_.SleepFor(20ms, stop);
-  }
-  return inflight_.size() == 0 && !stop.stop_requested();
-}
-
 bool Service::Shutdown(Duration grace) {
   if (stopping_.exchange(true)) return true;
   LogInfo("shutting down", {{"grace_s", ToSeconds(grace)}, {"in_flight", inflight_.size()}});
   const MonoTime begun = clock_.Now();
   for (auto& t : loops_) t.request_stop();  // the heartbeat goes on while uploads finish
-  // A scan or sweep blocked in a call to a hung volume (a hard mount whose server is gone) may
-  // never return: waited for as long as a blocked worker is, then left to the process exit.
-  while (loops_running_ > 0 && clock_.Now() < begun + grace + std::chrono::seconds(3)) {
-    clock_.SleepFor(20ms, {});
-  }
-  if (loops_running_ > 0) {
-    LogWarn("a scan or sweep is still blocked on the volume; left to the process exit",
-            {{"in_flight", inflight_.size()}});
-    for (auto& w : workers_) w.request_stop();
-    heartbeat_.request_stop();
-    return false;
-  }
-  loops_.clear();  // joins: each has ended
-  // Their files stay in incoming or claimed: nothing lost. A claim item (recovered, orphaned,
-  // taken over, revived) was counted in flight when queued; it is not any more.
+  // Nothing new is taken: the queued items are dropped, and a loop's push fails from here. Their
+  // files stay in incoming or claimed: nothing lost. A claim item (recovered, orphaned, taken
+  // over, revived) was counted in flight when queued; it is not any more.
+  queue_.Close();
   const auto dropped = queue_.Clear();
   for (const auto& item : dropped) {
     if (item.kind == WorkItem::Kind::kClaim) inflight_.Remove(item.claim.Path());
   }
   inst_.queue_depth.Add(-static_cast<double>(dropped.size()));
-  queue_.Close();
-  if (!WaitInflightDone(clock_.Now() + grace, {})) {
-    LogWarn("grace period over; unfinished files are left for recovery",
-            {{"in_flight", inflight_.size()}});
-    // Stopped workers abort their requests (within about a second) and hand their claims' runs
-    // back (see ClaimPath::runs); one still blocked after that is left to the process exit.
-    for (auto& w : workers_) w.request_stop();
-    if (!WaitInflightDone(clock_.Now() + std::chrono::seconds(3), {})) {
-      heartbeat_.request_stop();
-      return false;
+  // The loops and the files in flight get the grace together. A scan or sweep blocked in a call
+  // to a hung volume (a hard mount whose server is gone) may never return: it is left to the
+  // process exit, as a worker still blocked after its stop is.
+  const auto settled = [&] { return loops_running_ == 0 && inflight_.size() == 0; };
+  while (!settled() && clock_.Now() < begun + grace) clock_.SleepFor(20ms, {});
+  if (!settled()) {
+    if (inflight_.size() > 0) {
+      LogWarn("grace period over; unfinished files are left for recovery",
+              {{"in_flight", inflight_.size()}});
     }
+    // Stopped workers abort their requests (within about a second) and hand their claims' runs
+    // back (see ClaimPath::runs).
+    for (auto& w : workers_) w.request_stop();
+    const MonoTime deadline = clock_.Now() + std::chrono::seconds(3);
+    while (!settled() && clock_.Now() < deadline) clock_.SleepFor(20ms, {});
   }
+  if (!settled()) {
+    if (loops_running_ > 0) {
+      LogWarn("a scan or sweep is still blocked on the volume; left to the process exit",
+              {{"in_flight", inflight_.size()}});
+    }
+    heartbeat_.request_stop();
+    return false;
+  }
+  loops_.clear();    // joins: each has ended
   workers_.clear();  // joins
   heartbeat_ = {};   // stops and joins: nothing of ours is in flight any more
   leases_.MarkStopped();

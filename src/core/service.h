@@ -43,10 +43,11 @@ class Service {
   // Starts every thread. Start-up (container check, recovery) runs in the background; ready()
   // turns true when it has finished.
   void Start();
-  // Graceful stop: no more discovery; in-flight files get `grace`, then their workers are
+  // Graceful stop: no more discovery, and the queued items are dropped (their files stay in
+  // incoming or claimed); in-flight files and the loops get `grace`, then the workers are
   // stopped; what is left stays claimed for recovery. Returns false when a worker, or a scan or
-  // sweep (blocked on a hung volume), was still running a few seconds after that (its thread is
-  // not joined: the caller ends the process).
+  // sweep (blocked on a hung volume), was still running 3 s after that (its thread is not
+  // joined: the caller ends the process).
   bool Shutdown(Duration grace);
 
   // Ready once started and recovered, until a shutdown begins.
@@ -99,8 +100,6 @@ class Service {
   // Queues an item, waiting for room unless `wait` is false. A claim item is counted in flight
   // before it is queued: one that cannot be queued is not counted any more.
   bool EnqueueClaim(WorkItem item, std::stop_token stop, bool wait = true);
-  // Waits until no file is in flight (true), or until `deadline` or `stop` (false).
-  bool WaitInflightDone(MonoTime deadline, std::stop_token stop);
   std::optional<SessionState> CurrentSession() const;
   // The watch of `session` stopped (or another started): the files its last scan saw and had not
   // queued yet stay in incoming, which a warning and the recent errors say.

@@ -463,6 +463,55 @@ TEST(ServiceTest, ShutdownIsNotHeldForEverByASweepBlockedOnTheVolume) {
   volume_back.Open();  // the volume back: the sweep returns, and the service's end joins it
 }
 
+// Nor does the shutdown take new work while it waits for such a sweep: the queued files are
+// dropped at once (they stay in incoming), and only the upload under way finishes.
+TEST(ServiceTest, AShutdownWaitingForABlockedSweepTakesNoNewWork) {
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("nonew"));
+  config.worker_concurrency = 1;
+  config.gc_interval_s = 0.05;
+  config.replica_id = "nonew-test";
+  config.poll_interval_s = 0.05;
+  config.min_file_age_s = 0.1;
+  SlowRecovery slow(config, 0);  // holds the uploads of session "recovered"
+  nbu::test::Gate volume_back;
+  std::atomic<bool> hung{false};
+  std::atomic<bool> blocked{false};
+  const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+    if (hung && std::string_view(op) == "opendir" && path == config.processing_root) {
+      blocked = true;
+      (void)volume_back.Wait(60s);
+    }
+    return 0;
+  });
+  const auto open_at_exit = volume_back.OpenAtExit();
+  Started started(config, *slow.blob);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("recovered", &s, &error), Service::WatchError::kNone) << error;
+  for (uint32_t i = 0; i < 4; ++i) {
+    WriteFile(config.incoming_dir + "/recovered/f" + std::to_string(i), PatternBytes(1000, i));
+  }
+  // One upload held at the proxy, three files queued behind it.
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["queue_depth"] == 3; }, 30s))
+      << service.StatusJson().dump();
+  hung = true;
+  ASSERT_TRUE(WaitFor([&] { return blocked.load(); }, 10s));
+  std::atomic<bool> shut{true};
+  std::thread shutdown([&] { shut = service.Shutdown(1s); });
+  EXPECT_TRUE(WaitFor([&] { return service.StatusJson()["queue_depth"] == 0; }, 10s))
+      << "the queue was not emptied when the shutdown began";
+  slow.Release();  // the upload under way finishes within the grace
+  shutdown.join();
+  EXPECT_FALSE(shut) << "the sweep was not blocked through the shutdown";
+  EXPECT_EQ(service.StatusJson()["uploaded"], 1) << "a queued file was taken during the shutdown";
+  const std::filesystem::directory_iterator left(config.incoming_dir + "/recovered");
+  EXPECT_EQ(std::distance(begin(left), end(left)), 3) << "files left in incoming";
+  volume_back.Open();
+}
+
 // A damaged newest session file (edited by hand, say) does not keep the operator from stopping
 // the session, as it does not from starting one: a stopped session replaces it.
 TEST(ServiceTest, AWatchStopsDespiteADamagedSessionFile) {
