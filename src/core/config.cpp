@@ -338,9 +338,9 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_LEASE_TIMEOUT_S", "30",
        "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
-      {"APP_HTTP_HOST", "0.0.0.0",
-       "API listen address. Anyone who can reach it can stop the watch unless `APP_HTTP_TOKEN` "
-       "is set",
+      {"APP_HTTP_HOST", "127.0.0.1",
+       "API listen address: this host only by default (the images set `0.0.0.0`). Anyone who can "
+       "reach it can stop the watch unless `APP_HTTP_TOKEN` is set",
        false},
       {"APP_HTTP_PORT", "8000", "API port", false},
       {"APP_HTTP_TOKEN", "",

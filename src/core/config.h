@@ -56,7 +56,7 @@ struct Config {
   double lease_timeout_s = 30.0;
 
   // Process
-  std::string http_host = "0.0.0.0";
+  std::string http_host = "127.0.0.1";
   int http_port = 8000;
   std::string http_token;  // secret; empty: the POST routes are open
   std::string replica_id;  // default: host name

@@ -34,7 +34,7 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedTable) {
   EXPECT_EQ(c.max_queue_size, 2000);
   EXPECT_EQ(c.azure_max_concurrency, 8);
   EXPECT_DOUBLE_EQ(c.gc_interval_s, 30.0);
-  EXPECT_EQ(c.http_host, "0.0.0.0");
+  EXPECT_EQ(c.http_host, "127.0.0.1");
   EXPECT_EQ(c.http_port, 8000);
   EXPECT_FALSE(c.replica_id.empty());
   EXPECT_TRUE(c.file_extensions.empty());

@@ -21,7 +21,7 @@ TEST(TestgenConfigTest, DefaultsWhenUnsetOrEmpty) {
   const auto r = Load({{"GEN_HTTP_PORT", ""}});
   ASSERT_TRUE(r.errors.empty());
   EXPECT_EQ(r.config.output_dir, "/mnt/nfs/incoming");
-  EXPECT_EQ(r.config.http_host, "0.0.0.0");
+  EXPECT_EQ(r.config.http_host, "127.0.0.1");
   EXPECT_EQ(r.config.http_port, 8080);
   EXPECT_EQ(r.config.write_mode, WriteMode::kInPlace);
 }

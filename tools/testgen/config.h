@@ -22,7 +22,7 @@ std::optional<WriteMode> ParseWriteMode(std::string_view text);
 
 struct Config {
   std::string output_dir = "/mnt/nfs/incoming";  // GEN_OUTPUT_DIR: sessions are created here
-  std::string http_host = "0.0.0.0";             // GEN_HTTP_HOST
+  std::string http_host = "127.0.0.1";           // GEN_HTTP_HOST
   int http_port = 8080;                          // GEN_HTTP_PORT
   WriteMode write_mode = WriteMode::kInPlace;    // GEN_WRITE_MODE: default for new jobs
   LogLevel log_level = LogLevel::kInfo;          // GEN_LOG_LEVEL
