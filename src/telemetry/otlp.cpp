@@ -260,9 +260,9 @@ void OtlpExporter::Attempt(Pending& p, Signal signal, milliseconds timeout, bool
   const Status& st = result.status;
   bool& failing = failing_[spans ? 0 : 1];
   if (result.retry_after) {
-    // Also holds back the next batch, should this one run out of attempts.
-    throttled_until_[spans ? 0 : 1] =
-        clock_.Now() + std::min<Duration>(*result.retry_after, kMaxRetryAfter);
+    // Capped in seconds: the longest Retry-After (2^40 s) overflows as nanoseconds. Also holds
+    // back the next batch, should this one run out of attempts.
+    throttled_until_[spans ? 0 : 1] = clock_.Now() + std::min(*result.retry_after, kMaxRetryAfter);
   }
   if (st.ok()) {
     CountExported(signal, p.items, result);

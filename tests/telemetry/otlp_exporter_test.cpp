@@ -208,6 +208,28 @@ TEST_F(OtlpExporterTest, RetryAfterIsCappedAndHoldsBackTheNextBatch) {
   EXPECT_EQ(e.stats().spans_exported, 1u);
 }
 
+// The wait ParseRetryAfter answers for a Retry-After too large to hold (2^40 s) does not fit in
+// nanoseconds: it is capped like any other, not overflowed into a wait that has already ended.
+TEST_F(OtlpExporterTest, ARetryAfterTooLargeForNanosecondsIsCappedToo) {
+  const std::optional<seconds> huge = ParseRetryAfter("99999999999999999999999", 0);
+  ASSERT_TRUE(huge.has_value());
+  ASSERT_GT(*huge, std::chrono::duration_cast<seconds>(Duration::max())) << "the case tested";
+  config_.metrics_url.clear();  // RunOnce's answer is then the span batch's time alone
+  auto& e = Make();
+  collector_.script.push_back(Answer({ErrorKind::kTransient, "HTTP 429"}, huge));
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  const MonoTime failed_at = clock_.Now();
+  EXPECT_EQ(e.RunOnce(), failed_at + kMaxRetryAfter) << "held back for the cap, not the backoff";
+  clock_.Advance(kMaxRetryAfter - milliseconds(1));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 1u) << "no retry before the cap";
+  clock_.Advance(milliseconds(1));
+  e.RunOnce();
+  EXPECT_EQ(Traces().size(), 2u);
+  EXPECT_EQ(e.stats().spans_exported, 1u);
+}
+
 TEST_F(OtlpExporterTest, PartialSuccessDropsTheRejectedWithoutRetry) {
   config_.max_queue_size = 8;
   config_.max_export_batch_size = 8;
