@@ -49,6 +49,7 @@ json EncodeSpan(const SpanData& s) {
                       {"attributes", EncodeAttributes(e.attributes)}});
   }
   if (!events.empty()) span["events"] = std::move(events);
+  if (s.dropped_events > 0) span["droppedEventsCount"] = s.dropped_events;
   if (s.error) span["status"] = {{"code", kStatusCodeError}, {"message", s.status_message}};
   return span;
 }

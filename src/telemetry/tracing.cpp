@@ -2,6 +2,8 @@
 
 #include "util/crypto.h"
 
+#include <limits>
+
 namespace nbu::telemetry {
 
 std::string NewTraceId() { return FastRandomHex(16); }
@@ -25,7 +27,12 @@ void Span::SetAttribute(const std::string& key, AttributeValue value) {
 }
 
 void Span::AddEvent(const std::string& name, SpanAttributes attributes) {
-  if (data_) data_->events.push_back({name, tracer_->Now(), std::move(attributes)});
+  if (!data_) return;
+  if (data_->events.size() < kMaxSpanEvents) {
+    data_->events.push_back({name, tracer_->Now(), std::move(attributes)});
+  } else if (data_->dropped_events < std::numeric_limits<uint32_t>::max()) {
+    ++data_->dropped_events;
+  }
 }
 
 void Span::SetError(const std::string& message) {

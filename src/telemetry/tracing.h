@@ -25,6 +25,10 @@ struct SpanContext {
 // OTLP span kinds (the numeric values are the OTLP enum values).
 enum class SpanKind { kInternal = 1, kServer = 2, kClient = 3, kProducer = 4, kConsumer = 5 };
 
+// The most events a span keeps, OpenTelemetry's default (SpanLimits): a file's root span gets one
+// per failed try and may live for days. Later ones are counted in SpanData::dropped_events.
+constexpr size_t kMaxSpanEvents = 128;
+
 struct SpanEvent {
   std::string name;
   WallTime time;
@@ -39,7 +43,8 @@ struct SpanData {
   WallTime start;
   WallTime end;
   SpanAttributes attributes;
-  std::vector<SpanEvent> events;
+  std::vector<SpanEvent> events;  // the first kMaxSpanEvents added
+  uint32_t dropped_events = 0;    // added beyond kMaxSpanEvents (saturates)
   bool error = false;
   std::string status_message;
 };
@@ -59,6 +64,7 @@ class Span {
   ~Span();
 
   void SetAttribute(const std::string& key, AttributeValue value);
+  // Keeps the first kMaxSpanEvents events, as OpenTelemetry SDKs do; later ones are only counted.
   void AddEvent(const std::string& name, SpanAttributes attributes = {});
   void SetError(const std::string& message);
   void End();
