@@ -316,12 +316,13 @@ void OtlpExporter::CountExported(Signal signal, size_t items, const OtlpResult& 
   if (rejected > 0) CountDropped(signal, rejected, "rejected");
   if (rejected == 0 && partial.error_message.empty()) return;
   if (uint64_t held_back = 0; partial_success_log_.Allow(clock_.Now(), &held_back)) {
-    // The message is the collector's text: cut short, as it may be long and is not ours.
+    // The message is the collector's text, which may quote our header values (API keys) and be
+    // long: scrubbed of them as a failed answer's body is, then cut short.
     LogWarn("otlp collector answered with a partial success",
             {{"signal", SignalName(spans)},
              {"rejected", rejected},
              {"items", items},
-             {"error", partial.error_message.substr(0, 200)},
+             {"error", WithoutHeaderValues(partial.error_message, &config_.headers).substr(0, 200)},
              {"not_logged_since_last", held_back}});
   }
 }

@@ -24,25 +24,6 @@ size_t WriteBody(char* data, size_t size, size_t nmemb, void* user) {
   return n;
 }
 
-// Every occurrence of each configured header value, and of each word of one (the key of
-// "Bearer <key>"), becomes "<redacted>": a collector or gateway may quote what it refused.
-std::string WithoutHeaderValues(std::string text, const KeyValues* headers) {
-  if (headers == nullptr) return text;
-  std::vector<std::string> secrets;
-  for (const auto& [name, value] : *headers) {
-    secrets.push_back(value);
-    for (size_t at = 0; at < value.size();) {
-      const size_t end = std::min(value.find(' ', at), value.size());
-      if (end - at >= kMinRedactedWord) secrets.push_back(value.substr(at, end - at));
-      at = end + 1;
-    }
-  }
-  // Longest first: a word of a value is part of the whole value.
-  std::sort(secrets.begin(), secrets.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  return ScrubSecrets(std::move(text), secrets);
-}
-
 // Returning non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
 int Progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   return static_cast<const std::atomic<bool>*>(user)->load() ? 1 : 0;
@@ -136,6 +117,23 @@ class CurlOtlpTransport final : public OtlpTransport {
 };
 
 }  // namespace
+
+std::string WithoutHeaderValues(std::string text, const KeyValues* headers) {
+  if (headers == nullptr) return text;
+  std::vector<std::string> secrets;
+  for (const auto& [name, value] : *headers) {
+    secrets.push_back(value);
+    for (size_t at = 0; at < value.size();) {
+      const size_t end = std::min(value.find(' ', at), value.size());
+      if (end - at >= kMinRedactedWord) secrets.push_back(value.substr(at, end - at));
+      at = end + 1;
+    }
+  }
+  // Longest first: a word of a value is part of the whole value.
+  std::sort(secrets.begin(), secrets.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return ScrubSecrets(std::move(text), secrets);
+}
 
 bool IsRetryableOtlpStatus(long http_status) {
   // OTLP/HTTP: 429 and 502/503/504 are retryable; everything else is final for that batch.

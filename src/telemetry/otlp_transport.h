@@ -48,6 +48,11 @@ class OtlpTransport {
 // (the exporter's thread). Sets CURLOPT_NOSIGNAL; follows no redirects.
 std::unique_ptr<OtlpTransport> NewCurlOtlpTransport();
 
+// `text` with every occurrence of each header value, and of each word of 8+ characters of one (the
+// key of "Bearer <key>"), replaced by "<redacted>": a collector or gateway may quote what it
+// refused. Scrub before shortening: a cut through a value could leave it unrecognised.
+std::string WithoutHeaderValues(std::string text, const KeyValues* headers);
+
 // Whether an HTTP status is worth retrying under the OTLP/HTTP spec.
 bool IsRetryableOtlpStatus(long http_status);
 

@@ -4,6 +4,7 @@
 
 #include "fake_transport.h"
 #include "support/captured_log.h"
+#include "support/process.h"
 
 #include <gtest/gtest.h>
 
@@ -264,6 +265,32 @@ TEST_F(OtlpExporterTest, PartialSuccessDropsTheRejectedWithoutRetry) {
   EXPECT_NE(log[0].find(std::string(200, 'x')), std::string::npos) << log[0];
   EXPECT_EQ(log[0].find(std::string(201, 'x')), std::string::npos) << "cut to 200 characters";
   EXPECT_EQ(log[0].find("secret"), std::string::npos) << "header values are never logged";
+}
+
+// A collector may quote what it refused: the configured header values (API keys) are taken out
+// of a partialSuccess's errorMessage before it is cut short and logged, as out of a failed
+// answer's body.
+TEST_F(OtlpExporterTest, PartialSuccessMessageIsLoggedWithoutHeaderValues) {
+  const std::string key = "k3y-0f-the-c0llector-that-must-n0t-leak";
+  config_.headers = {{"api-key", key}, {"Authorization", "Bearer t0ken-that-must-n0t-leak"}};
+  auto& e = Make();
+  nbu::test::CapturedLog captured("partial success");
+  // The key starts at character 184: a cut at 200 before the scrub would keep 16 of its 39.
+  const std::string message = "token t0ken-that-must-n0t-leak refused; " + std::string(140, '.') +
+                              "key " + key + " is unknown";
+  collector_.script.push_back(Answer(
+      Status::Ok(), std::nullopt, R"({"partialSuccess":{"errorMessage":")" + message + R"("}})"));
+  ASSERT_TRUE(e.Enqueue(NewSpan("s")));
+  clock_.Advance(config_.span_schedule_delay);
+  e.RunOnce();
+  EXPECT_EQ(e.stats().spans_exported, 1u);
+  const std::vector<std::string> log = captured.Lines();
+  ASSERT_EQ(log.size(), 1u);
+  for (const std::string& secret : {key, std::string("t0ken-that-must-n0t-leak")}) {
+    EXPECT_EQ(nbu::test::PieceOf(secret, log[0], 8), "") << log[0];
+  }
+  EXPECT_NE(log[0].find("token <redacted> refused; ..."), std::string::npos) << log[0];
+  EXPECT_NE(log[0].find("key <redacted>"), std::string::npos) << log[0];
 }
 
 TEST_F(OtlpExporterTest, PartialSuccessDropsRejectedDataPoints) {
