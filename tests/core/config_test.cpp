@@ -88,6 +88,21 @@ TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
   for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
 }
 
+// A file up to APP_AZURE_PUT_BLOB_MAX_BYTES may have to go as one Put Block (its name held by
+// another writer's uncommitted blocks), which Azure refuses above 4000 MiB: a dead letter.
+TEST(ConfigTest, PutBlobMaxIsWhatOneBlockCanCarry) {
+  const auto parse = [](const std::string& value) {
+    EnvMap env = Valid();
+    env["APP_AZURE_PUT_BLOB_MAX_BYTES"] = value;
+    Config c;
+    std::vector<std::string> errors;
+    return ParseConfig(env, &c, &errors) ? std::string() : errors.at(0);
+  };
+  EXPECT_EQ(parse(std::to_string(4000ull << 20)), "");
+  EXPECT_EQ(parse(std::to_string((4000ull << 20) + 1)).rfind("APP_AZURE_PUT_BLOB_MAX_BYTES:", 0),
+            0u);
+}
+
 // Numbers are decimal: strtod would read "0x10" as 16 seconds and "0x1p4" too; infinities and
 // NaN are refused as before. A leading '+' and an exponent are fine.
 TEST(ConfigTest, NumbersAreDecimalAndFinite) {
