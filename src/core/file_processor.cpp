@@ -28,6 +28,19 @@ bool CommittedBy(const azure::BlobInfo& blob, const std::string& nonce) {
   return it != blob.metadata.end() && it->second == nonce;
 }
 
+// The source mtime `blob` was committed with (its "source_mtime_ns" metadata); nothing for a
+// blob not written by this service: an older one as far as we know.
+std::optional<int64_t> SourceMtimeOf(const azure::BlobInfo& blob) {
+  const auto it = blob.metadata.find("source_mtime_ns");
+  int64_t v = 0;
+  if (it == blob.metadata.end() ||
+      std::from_chars(it->second.data(), it->second.data() + it->second.size(), v).ec !=
+          std::errc()) {
+    return std::nullopt;
+  }
+  return v;
+}
+
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kMaxBlocks = 50'000;
 constexpr size_t kCopyBuffer = 1 << 20;
@@ -480,16 +493,6 @@ Status FileProcessor::CommitInOrder(
     const std::string& blob_name, const StagedFile& f, azure::BlobProperties props,
     const std::function<Status(const azure::BlobProperties&, bool blocks_in_the_way)>& commit,
     std::stop_token stop) {
-  const auto mtime_of = [](const azure::BlobInfo& b) -> std::optional<int64_t> {
-    const auto it = b.metadata.find("source_mtime_ns");
-    int64_t v = 0;
-    if (it == b.metadata.end() ||
-        std::from_chars(it->second.data(), it->second.data() + it->second.size(), v).ec !=
-            std::errc()) {
-      return std::nullopt;  // not written by this service: an older blob as far as we know
-    }
-    return v;
-  };
   // Whether `blob` holds the bytes staged: its MD5, which storage computed of the bytes it got,
   // against ours; in CRC-64 mode, where there is none of ours yet, of the copy in memory, or of
   // the claim read again (once: a rare path, and cheaper than sending the file; not into the
@@ -529,7 +532,7 @@ Status FileProcessor::CommitInOrder(
     props.if_match = info->has_value() ? (*info)->etag : "";
     if (!info->has_value()) continue;
     const azure::BlobInfo& blob = **info;
-    const auto theirs = mtime_of(blob);
+    const auto theirs = SourceMtimeOf(blob);
     // This claim's own commit, whose answer was lost: done, if it holds the bytes staged. The
     // claim may have been rewritten at the same size since, or storage may have kept other
     // bytes than were hashed (a CRC-64 echo that differed); such a blob is replaced. (Replaced
@@ -591,11 +594,18 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, Existing e
   // A recovered claim may have been committed just before a crash, and an attempt after a
   // failed one may find its own commit landed: a blob of the same size and MD5 is not sent
   // again. The claim is hashed on its own first: a staging ring never holds a whole large file,
-  // and a blob of its size is rare.
+  // and a blob of its size is rare. Another claim's commit of the same bytes counts only with a
+  // source mtime no older than this claim's: the same bytes left under an older version's mtime
+  // would let a version between the two, committed later, count as newer and go over them.
   if (existing != Existing::kIgnore) {
     auto info = d_.blob.GetProperties(blob_name, stop);
+    const auto as_new = [&](const azure::BlobInfo& blob) {
+      const auto theirs = SourceMtimeOf(blob);
+      return theirs && *theirs >= f.source.mtime_ns;
+    };
     if (info.ok() && info->has_value() && (*info)->size == f.size && (*info)->content_md5 &&
-        (existing == Existing::kSameBytes || CommittedBy(**info, claim.nonce))) {
+        (CommittedBy(**info, claim.nonce) ||
+         (existing == Existing::kSameBytes && as_new(**info)))) {
       auto md5 = HashSource(f, stop);
       if (!md5.ok()) {
         stage_span.SetError(md5.status().ToString());

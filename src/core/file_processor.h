@@ -142,8 +142,8 @@ class FileProcessor {
     // (storage out of reach right after it). A blob this claim committed with these bytes is
     // the upload done, not sent again.
     kOwnCommit,
-    // A recovered claim (item.check_existing): any blob with these bytes is complete, found so
-    // (*skipped).
+    // A recovered claim (item.check_existing): a blob with these bytes and a source mtime no
+    // older than this claim's is complete, found so (*skipped).
     kSameBytes,
   };
   // Copies and sends a file; OK with *skipped set when `existing` found the blob complete.

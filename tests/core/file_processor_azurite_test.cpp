@@ -277,6 +277,7 @@ TEST_F(FileProcessorAzuriteTest, PutBlobCheckedByCrc64KeepsTheWholeFileMd5) {
   const std::string in_memory = PatternBytes(200'001, 11);
   const std::string on_disk = PatternBytes((2 << 20) + 5, 12);
   WorkItem a = PlaceClaim("crc-mem.bin", in_memory, false);
+  SetMtime(a, 1'750'000'000);
   WorkItem b = PlaceClaim("crc-disk.bin", on_disk, false);
   processor.Process(a, {});
   processor.Process(b, {});
@@ -285,16 +286,20 @@ TEST_F(FileProcessorAzuriteTest, PutBlobCheckedByCrc64KeepsTheWholeFileMd5) {
   EXPECT_EQ(Count(inst_.files_processed), 2);
   EXPECT_EQ(Count(inst_.blocks_uploaded), 0);
   EXPECT_EQ(checksums, (std::vector<std::string>{"crc64", "crc64"}));
-  processor.Process(PlaceClaim("crc-mem.bin", in_memory, true), {});
+  WorkItem again = PlaceClaim("crc-mem.bin", in_memory, true);  // the same file, claimed again
+  SetMtime(again, 1'750'000'000);
+  processor.Process(again, {});
   EXPECT_EQ(Count(inst_.files_skipped), 1);
 }
 
 TEST_F(FileProcessorAzuriteTest, RecoveredClaimSkipsABlobThatHoldsTheSameBytes) {
   const std::string data = PatternBytes((1 << 20) + 3, 8);
   WorkItem first = PlaceClaim("same.bin", data, false);
+  SetMtime(first, 1'750'000'000);
   processor_->Process(first, {});
   ASSERT_EQ(Count(inst_.blocks_uploaded), 9);
-  WorkItem again = PlaceClaim("same.bin", data, true);
+  WorkItem again = PlaceClaim("same.bin", data, true);  // the same file, claimed again
+  SetMtime(again, 1'750'000'000);
   processor_->Process(again, {});
   EXPECT_EQ(Count(inst_.files_skipped), 1);
   EXPECT_EQ(Count(inst_.blocks_uploaded), 9) << "no block is sent for bytes already committed";
@@ -303,12 +308,36 @@ TEST_F(FileProcessorAzuriteTest, RecoveredClaimSkipsABlobThatHoldsTheSameBytes) 
 // The same check for a file sent in one Put Blob (here held in memory).
 TEST_F(FileProcessorAzuriteTest, RecoveredSmallClaimSkipsABlobThatHoldsTheSameBytes) {
   const std::string data = PatternBytes(200'001, 6);
-  processor_->Process(PlaceClaim("small-same.bin", data, false), {});
+  const WorkItem first = PlaceClaim("small-same.bin", data, false);
+  SetMtime(first, 1'750'000'000);
+  processor_->Process(first, {});
   WorkItem again = PlaceClaim("small-same.bin", data, true);
+  SetMtime(again, 1'750'000'000);
   processor_->Process(again, {});
   EXPECT_EQ(Count(inst_.files_skipped), 1);
   EXPECT_EQ(Count(inst_.files_processed), 2);
   ExpectBlobHolds(again, data);
+}
+
+// A later version with the bytes of an earlier one already committed (v1 and v3 alike, v2
+// between) is not skipped: the blob would keep v1's source mtime, and v2, committed next, would
+// count as newer and go over the newest version's bytes. Sent again, it carries its own mtime,
+// and v2 is superseded.
+TEST_F(FileProcessorAzuriteTest, RecoveredClaimSendsTheSameBytesAgainUnderALaterMtime) {
+  const std::string a = PatternBytes(1000, 61);
+  const std::string b = PatternBytes(1000, 62);
+  const WorkItem v1 = PlaceClaim("abc.bin", a, false);
+  SetMtime(v1, 1'700'000'000);
+  processor_->Process(v1, {});
+  const WorkItem v2 = PlaceClaim("abc.bin", b, true, 0);
+  SetMtime(v2, 1'700'000'100);
+  const WorkItem v3 = PlaceClaim("abc.bin", a, true, 0);
+  SetMtime(v3, 1'700'000'200);
+  processor_->Process(v3, {});
+  processor_->Process(v2, {});
+  EXPECT_EQ(Count(inst_.files_skipped), 0);
+  EXPECT_EQ(Count(inst_.files_superseded), 1) << "v2 went over v3";
+  ExpectBlobHolds(v3, a);
 }
 
 TEST_F(FileProcessorAzuriteTest, RecoveredClaimWithOtherBytesOfTheSameSizeIsSent) {
@@ -1257,9 +1286,12 @@ TEST_F(FileProcessorAzuriteTest, AClaimsOwnWholeReadsDoNotShowTheVolumeFineForOt
   FileProcessor processor(std::move(deps));
   const std::string data = PatternBytes(4'000, 45);
   WorkItem item = PlaceClaim("own-reads.bin", data, true, 0);
-  const std::string other = PatternBytes(4'000, 46);  // same size, other bytes: hashed first
+  // An earlier try of this claim's, with other bytes of the same size: hashed first.
+  const std::string other = PatternBytes(4'000, 46);
+  azure::BlobProperties earlier;
+  earlier.metadata["claim"] = item.claim.nonce;
   ASSERT_TRUE(
-      blob_->PutBlob(item.claim.BlobName(), azure::Body::FromMemory(other), Md5::Of(other), {})
+      blob_->PutBlob(item.claim.BlobName(), azure::Body::FromMemory(other), Md5::Of(other), earlier)
           .ok());
   processor.Process(item, {});
   EXPECT_EQ(clock.SleepsForTest().size(), static_cast<size_t>(kFailures)) << "each one waited";
