@@ -5,7 +5,9 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -98,6 +100,13 @@ TEST_F(ScannerTest, ASessionDirectoryThatIsASymlinkIsNotFollowed) {
 // the subdirectory and its opening: its files (another session's, the processing tree's) would be
 // taken as this session's and uploaded under the wrong name.
 TEST_F(ScannerTest, ASubdirectorysParentSwappedForASymlinkIsNotFollowed) {
+  open_how how{};
+  how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+  const long probe = ::syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof how);
+  if (probe < 0 && (errno == ENOSYS || errno == EPERM)) {
+    GTEST_SKIP() << "openat2 is missing or filtered here: the scanner opens by path, as before";
+  }
+  if (probe >= 0) ::close(static_cast<int>(probe));
   WriteFile(In("a/b/mine.bin"), "m");
   WriteFile(dir.path() + "/elsewhere/b/theirs.bin", "t");
   const std::string moved = dir.path() + "/a-moved";
