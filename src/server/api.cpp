@@ -477,6 +477,9 @@ std::optional<std::string> ParseObject(const std::string& text, nlohmann::json* 
     }
     return true;
   };
+  // The parser takes a NUL byte for the end of the input, so {"session_name":"x"}\0garbage
+  // would pass; JSON has no raw NUL anywhere.
+  if (text.find('\0') != std::string::npos) return "request body is not valid JSON";
   *out = nlohmann::json::parse(text, check, /*allow_exceptions=*/false);
   if (out->is_discarded()) return "request body is not valid JSON";
   if (!out->is_object()) return "request body must be a JSON object";

@@ -174,6 +174,13 @@ TEST_F(ApiTest, AKeyNamedTwiceIsRefused400) {
     EXPECT_EQ(a.body.value("error", ""), "request body names \"session_name\" twice") << body;
   }
   EXPECT_EQ(State(), "idle") << "nothing was started";
+  // Nor is what follows a NUL byte left unread (the parser takes it for the input's end).
+  const Answer nul =
+      Post("/v1/watch/start", std::string(R"({"session_name":"nul"})") + '\0' + "{{{",
+           "application/json");
+  EXPECT_EQ(nul.status, 400);
+  EXPECT_EQ(nul.body.value("error", ""), "request body is not valid JSON");
+  EXPECT_EQ(State(), "idle") << "nothing was started";
   const Answer nested = Post("/v1/failed/retry", R"({"a":{"b":1,"b":2}})", "application/json");
   EXPECT_EQ(nested.status, 400);
   EXPECT_EQ(nested.body.value("error", ""), "request body names \"b\" twice");
