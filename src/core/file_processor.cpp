@@ -270,11 +270,14 @@ namespace {
 // After the last byte: a file that grew or was rewritten while it was read shows in its stat,
 // as the file server has it now (another host's writes do not show in attributes cached at open).
 // The change time too: a rewrite that keeps the size and puts the mtime back (rsync --inplace
-// -t) moves it. Nothing of ours renames the claim between the open and this check.
+// -t) moves it. Nothing of ours renames the claim between the open and this check; but a file
+// with other names (hard links) has its ctime moved by their claims' renames, so for it the
+// ctime says nothing (such a rewrite of it goes unseen).
 Status ClaimUnchanged(const StagedFile& f) {
   auto st = fs::FStatFresh(f.src.get());
   if (!st.ok()) return ClaimReadFailure(st.status());
-  if (!(*st == f.source) || st->ctime_ns != f.source.ctime_ns) {
+  const bool one_name = st->nlink <= 1 && f.source.nlink <= 1;
+  if (!(*st == f.source) || (one_name && st->ctime_ns != f.source.ctime_ns)) {
     return Status(ErrorKind::kTransient, kTornCopy);
   }
   return Status::Ok();

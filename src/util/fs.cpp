@@ -57,6 +57,7 @@ FileStat FromStat(const struct stat& st) {
   s.ctime_ns = TimeNs(st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
   s.ino = static_cast<uint64_t>(st.st_ino);
   s.dev = static_cast<uint64_t>(st.st_dev);
+  s.nlink = static_cast<uint64_t>(st.st_nlink);
   s.is_dir = S_ISDIR(st.st_mode);
   s.is_regular = S_ISREG(st.st_mode);
   return s;
@@ -93,6 +94,7 @@ Result<FileStat> StatxFresh(int dirfd, const char* path, int flags) {
   s.ctime_ns = TimeNs(stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec);
   s.ino = stx.stx_ino;
   s.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  s.nlink = stx.stx_nlink;
   s.is_dir = S_ISDIR(stx.stx_mode);
   s.is_regular = S_ISREG(stx.stx_mode);
   return s;

@@ -21,6 +21,9 @@ struct FileStat {
   int64_t ctime_ns = 0;
   uint64_t ino = 0;
   uint64_t dev = 0;
+  // Names of the file (hard links). With more than one, the ctime is no sign of a write: a
+  // rename, link or unlink of any of the names moves it for all.
+  uint64_t nlink = 1;
   bool is_dir = false;
   bool is_regular = false;
   bool operator==(const FileStat& o) const {

@@ -1754,6 +1754,31 @@ TEST_F(FileProcessorAzuriteTest, ARewriteThatRestoresTheMtimeIsStillTorn) {
   EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
 }
 
+// A file with another name (a hard link) has its ctime moved by that name's rename (another
+// worker claiming it, say) while it is uploaded: no write, so no torn copy and no second upload.
+TEST_F(FileProcessorAzuriteTest, AnotherNamesRenameDuringTheUploadIsNoTornCopy) {
+  const std::string data = PatternBytes(50'000, 38);
+  WorkItem item = PlaceClaim("linked.bin", data, false);
+  const std::string other = fs::Join(config_.processing_root, "other-name");
+  ASSERT_EQ(::link(fs::Join(config_.processing_root, item.claim.Path()).c_str(), other.c_str()), 0);
+  std::atomic<bool> renamed{false};
+  nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
+    if (r.method == "PUT" && !renamed.exchange(true)) {
+      std::this_thread::sleep_for(20ms);  // a timestamp tick after the claim's own rename
+      EXPECT_EQ(::rename(other.c_str(), (other + "-moved").c_str()), 0);
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  auto blob = ClientVia(proxy);
+  FileProcessor processor(
+      FileProcessor::Deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}});
+  processor.Process(item, {});
+  EXPECT_TRUE(renamed.load());
+  ExpectBlobHolds(item, data);
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 0);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+}
+
 // A producer still writing through its open descriptor after the claim. After a torn copy the
 // next one must not commit a snapshot taken while the producer merely paused: the file has to stay
 // unchanged for the whole wait first. The writes follow the processor's torn copies, not a

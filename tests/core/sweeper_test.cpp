@@ -290,6 +290,40 @@ TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsS
   }
 }
 
+// Names of one file (hard links), each uploaded and completed: a rename of any name moves the
+// ctime of all, which is no write. Neither marker is claimed again for it (each one's claim
+// would then move the other's ctime, and so on for ever); a write into the file still counts,
+// for both names.
+TEST_F(SweeperTest, HardLinkedMarkersDoNotClaimEachOtherAgain) {
+  config.completed_retention_s = 3600;
+  const ClaimPath a = Claim("a", "me", ClaimState::kDone);
+  const ClaimPath b{"20261128", "s", "d", "b", "me", NewNonce(), ClaimState::kDone};
+  const std::string root = config.processing_root + "/";
+  ASSERT_EQ(::link((root + a.Path()).c_str(), (root + b.Path()).c_str()), 0);
+  const auto looked = fs::Stat(root + a.Path());  // each worker's look after its completion
+  ASSERT_TRUE(looked.ok());
+  inflight.NoteSettledMarker(a.Path(), looked->ctime_ns);
+  inflight.NoteSettledMarker(b.Path(), looked->ctime_ns);
+  // A third name's claim renamed a tick later (as by another worker, or this sweep's own).
+  const std::string third = root + "20261128/s/d/c~me~0123456789abcdef.claimed";
+  ASSERT_EQ(::link((root + a.Path()).c_str(), third.c_str()), 0);
+  std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(::rename(third.c_str(), (third + "-moved").c_str()), 0);
+  const auto moved = fs::Stat(root + a.Path());
+  ASSERT_TRUE(moved.ok());
+  if (moved->ctime_ns <= looked->ctime_ns) GTEST_SKIP() << "a rename does not move the ctime here";
+  ASSERT_EQ(::unlink((third + "-moved").c_str()), 0);
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_TRUE(queued.empty()) << "claimed again for another name's rename";
+  EXPECT_TRUE(Exists(a.Path()));
+  EXPECT_TRUE(Exists(b.Path()));
+  std::ofstream(root + b.Path(), std::ios::app) << "+late";  // a write: both names hold it
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_EQ(queued.size(), 2u) << "a write into the file was not seen";
+}
+
 // ... and a producer that sets the file's times after its last write (cp -p, tar), which moves
 // the ctime past the mtime, does not make a marker seen written to collectable: it is claimed
 // again once it holds still.
