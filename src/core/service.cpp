@@ -245,7 +245,20 @@ void Service::ScanLoop(std::stop_token stop) {
       session_unreadable_ = !loaded.ok();
       if (loaded.ok()) {
         std::lock_guard lock(mu_);
-        if (writes == session_writes_) session_ = *loaded;  // else it may predate the write
+        if (writes == session_writes_) {  // else it may predate the write
+          // Generations only grow: a store that held a session and holds none was removed (by
+          // hand, a volume restored). Adopted, as a replica started now would read it, but told.
+          if (session_ && !*loaded && !session_lost_) {
+            const std::string why =
+                "the session file is gone (its directory removed?): no session is watched until "
+                "one is started";
+            LogWarn(why, {{"session", session_->name}, {"was_active", session_->active}});
+            inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", why);
+            session_lost_ = true;
+          }
+          if (*loaded) session_lost_ = false;
+          session_ = *loaded;
+        }
         warned = false;
       } else if (!warned) {
         // A start or stop made through another replica is not seen meanwhile: shown in status.
@@ -467,6 +480,7 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
     std::lock_guard lock(mu_);
     session_ = s;
     ++session_writes_;
+    session_lost_ = false;
     wake_scan_.request_stop();  // scan now rather than at the next poll
   }
   *out = s;
@@ -506,6 +520,7 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
     std::lock_guard lock(mu_);
     session_ = s;
     ++session_writes_;
+    session_lost_ = false;
   }
   *out = s;
   LogInfo("watch stopped", {{"session", s.name}});
@@ -608,6 +623,7 @@ nlohmann::json Service::StatusJson() const {
   if (VolumeFailing()) degraded.push_back("volume_failing");
   if (!lease_ok_) degraded.push_back("lease_write_failing");
   if (session_unreadable_) degraded.push_back("session_unreadable");
+  if (session_lost_) degraded.push_back("session_lost");
   if (leases_.UnreadableLeases() > 0) degraded.push_back("lease_unreadable");
   if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},

@@ -137,6 +137,9 @@ class Service {
   std::atomic<bool> lease_ok_{true};
   // The scan loop's last read of the session file failed: it acts on what it read before.
   std::atomic<bool> session_unreadable_{false};
+  // The session file vanished under a session this replica had read (see ScanLoop), until a
+  // session is read or written again.
+  std::atomic<bool> session_lost_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> hinted_{false};  // a change hint arrived since the scan loop last looked
   MonoTime started_at_{};

@@ -512,6 +512,43 @@ TEST(ServiceTest, AShutdownWaitingForABlockedSweepTakesNoNewWork) {
   volume_back.Open();
 }
 
+// The session directory removed under a watched session (by hand, a volume restored): the
+// replica stops watching, as one started now would, but says so: a warning, a recent error, and
+// session_lost in degraded until a session is started again.
+TEST(ServiceTest, ASessionFileRemovedUnderTheWatchIsTold) {
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("lost"));
+  config.poll_interval_s = 0.05;
+  config.replica_id = "lost-test";
+  auto blob_client = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  const auto lost = [&] {
+    const auto degraded = service.StatusJson()["degraded"];
+    return std::find(degraded.begin(), degraded.end(), "session_lost") != degraded.end();
+  };
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("w", &s, &error), Service::WatchError::kNone) << error;
+  EXPECT_FALSE(lost());
+  std::filesystem::remove_all(config.processing_root + "/_session");
+  ASSERT_TRUE(WaitFor(lost, 20s)) << service.StatusJson().dump();
+  EXPECT_EQ(service.StatusJson()["state"], "idle");
+  const auto errors = service.StatusJson()["recent_errors"];
+  bool told = false;
+  for (const auto& e : errors) {
+    told = told || e["error"].get<std::string>().starts_with("the session file is gone");
+  }
+  EXPECT_TRUE(told) << errors.dump();
+  ASSERT_EQ(service.StartWatch("w2", &s, &error), Service::WatchError::kNone) << error;
+  EXPECT_FALSE(lost());
+  std::this_thread::sleep_for(200ms);  // a few polls: the new session file is read back
+  EXPECT_FALSE(lost());
+  EXPECT_EQ(service.StatusJson()["state"], "watching");
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // A damaged newest session file (edited by hand, say) does not keep the operator from stopping
 // the session, as it does not from starting one: a stopped session replaces it.
 TEST(ServiceTest, AWatchStopsDespiteADamagedSessionFile) {
