@@ -6,6 +6,7 @@
 #include "util/text.h"
 
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -312,8 +313,9 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_FILE_EXTENSIONS", "",
        "Comma-separated name endings to upload, not globs (e.g. `.csv,.bin`); empty = all", false},
       {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp",
-       "Comma-separated globs matched against the file name (not its path), in any case as the "
-       "extensions are, to skip; dot-files are always skipped. Set but empty: no patterns",
+       "Comma-separated globs (`*`, `?`, `[...]`, as fnmatch(3); `?` is one byte) matched "
+       "against the file name (not its path), in any case as the extensions are, to skip; "
+       "dot-files are always skipped. Set but empty: no patterns",
        false},
       {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
       {"APP_MAX_QUEUE_SIZE", "2000",
@@ -540,26 +542,8 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
   }
 }
 
-bool GlobMatch(std::string_view p, std::string_view n) {
-  const auto same = [](char a, char b) { return LowerAscii(a) == LowerAscii(b); };
-  size_t pi = 0, ni = 0, star = std::string_view::npos, mark = 0;
-  while (ni < n.size()) {
-    // A '*' of the pattern is a wildcard first, also where the name has a '*' too.
-    if (pi < p.size() && p[pi] == '*') {
-      star = pi++;
-      mark = ni;
-    } else if (pi < p.size() && (p[pi] == '?' || same(p[pi], n[ni]))) {
-      ++pi;
-      ++ni;
-    } else if (star != std::string_view::npos) {
-      pi = star + 1;
-      ni = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (pi < p.size() && p[pi] == '*') ++pi;
-  return pi == p.size();
+bool GlobMatch(const std::string& pattern, const std::string& name) {
+  return ::fnmatch(pattern.c_str(), name.c_str(), FNM_CASEFOLD) == 0;
 }
 
 bool ErrorNames(const std::vector<std::string>& errors, std::string_view variable) {

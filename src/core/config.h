@@ -104,9 +104,10 @@ bool ErrorNames(const std::vector<std::string>& errors, std::string_view variabl
 // scanner skips) and are removed.
 void CheckVolume(const Config& c, std::vector<std::string>* errors);
 
-// Glob match with * and ? (no path separators special), ASCII letters in any case, as used by
-// APP_IGNORE_PATTERNS: "*.tmp" skips a Windows tool's DATA.TMP too, as APP_FILE_EXTENSIONS'
-// endings match in any case.
-bool GlobMatch(std::string_view pattern, std::string_view name);
+// Glob match as fnmatch(3) does it (*, ?, [...] classes and ranges, [!...], \ escapes; no path
+// separators special), ASCII letters in any case, as used by APP_IGNORE_PATTERNS: "*.tmp" skips a
+// Windows tool's DATA.TMP too, as APP_FILE_EXTENSIONS' endings match in any case. In the C
+// locale: ? is one byte, and a character of UTF-8 beyond ASCII is several.
+bool GlobMatch(const std::string& pattern, const std::string& name);
 
 }  // namespace nbu::core

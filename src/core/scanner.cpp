@@ -76,8 +76,11 @@ Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& que
 
 bool Scanner::Accepts(std::string_view name) const {
   if (IsHiddenName(name)) return false;
-  for (const auto& p : config_.ignore_patterns) {
-    if (GlobMatch(p, name)) return false;
+  if (!config_.ignore_patterns.empty()) {
+    const std::string n(name);
+    for (const auto& p : config_.ignore_patterns) {
+      if (GlobMatch(p, n)) return false;
+    }
   }
   if (config_.file_extensions.empty()) return true;
   const std::string lower = LowerAscii(name);

@@ -676,6 +676,20 @@ TEST(ConfigTest, GlobMatch) {
   EXPECT_FALSE(GlobMatch("a@", "a`"));  // 0x40 and 0x60 differ by the case bit, not letters
   EXPECT_FALSE(GlobMatch("[x", "{x"));
   EXPECT_FALSE(GlobMatch("*.t\xc9", "a.t\xe9"));
+  // Classes, ranges and their negation; a backslash makes the next character plain.
+  EXPECT_TRUE(GlobMatch("*.sw[po]", "notes.swp"));
+  EXPECT_TRUE(GlobMatch("*.sw[po]", "NOTES.SWO"));
+  EXPECT_FALSE(GlobMatch("*.sw[po]", "notes.swx"));
+  EXPECT_TRUE(GlobMatch("[0-9]*.partial", "1data.partial"));
+  EXPECT_FALSE(GlobMatch("[0-9]*.partial", "data.partial"));
+  EXPECT_TRUE(GlobMatch("[!~]*.xlsx", "report.xlsx"));
+  EXPECT_FALSE(GlobMatch("[!~]*.xlsx", "~report.xlsx"));
+  EXPECT_TRUE(GlobMatch("\\*.tmp", "*.tmp"));
+  EXPECT_FALSE(GlobMatch("\\*.tmp", "a.tmp"));
+  EXPECT_TRUE(GlobMatch("[x", "[x"));  // an unclosed class is plain
+  // ? is one byte: a character of UTF-8 beyond ASCII is two or more.
+  EXPECT_FALSE(GlobMatch("data-?.csv", "data-\xc3\xa9.csv"));
+  EXPECT_TRUE(GlobMatch("data-??.csv", "data-\xc3\xa9.csv"));
 }
 
 TEST(ConfigTest, VariableTableIsComplete) {
