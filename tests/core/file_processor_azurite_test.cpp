@@ -1754,6 +1754,20 @@ TEST_F(FileProcessorAzuriteTest, ARewriteThatRestoresTheMtimeIsStillTorn) {
   EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
 }
 
+// A marker with another name (a hard link) gets no ctime note: that name's rename or unlink
+// (its own marker collected) moves the ctime the note would be compared with.
+TEST_F(FileProcessorAzuriteTest, AMarkerWithAnotherNameGetsNoCtimeNote) {
+  const std::string data = PatternBytes(1000, 39);
+  WorkItem item = PlaceClaim("two-names.bin", data, false);
+  const std::string other = fs::Join(config_.processing_root, "other-name");
+  ASSERT_EQ(::link(fs::Join(config_.processing_root, item.claim.Path()).c_str(), other.c_str()), 0);
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+  const ClaimPath done = item.claim.WithRuns(2).WithState(ClaimState::kDone);
+  ASSERT_TRUE(fs::Stat(fs::Join(config_.processing_root, done.Path())).ok());
+  EXPECT_EQ(inflight_.SettledMarker(done.Path()), std::nullopt);
+}
+
 // A file with another name (a hard link) has its ctime moved by that name's rename (another
 // worker claiming it, say) while it is uploaded: no write, so no torn copy and no second upload.
 TEST_F(FileProcessorAzuriteTest, AnotherNamesRenameDuringTheUploadIsNoTornCopy) {
