@@ -1024,9 +1024,15 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       handed_back = true;
       break;
     }
-    if (s.kind() == ErrorKind::kNotFound && !fs::Stat(ProcessingPath(claim)).ok()) {
-      LogWarn("claim vanished; another replica took it over", {{"blob", claim.BlobName()}});
-      break;
+    if (s.kind() == ErrorKind::kNotFound) {
+      // Gone only if a look says so: one that fails (EIO) is the volume's trouble, and the
+      // claim, still this replica's, is waited out as such.
+      const Result<fs::FileStat> here = fs::Stat(ProcessingPath(claim));
+      if (here.status().kind() == ErrorKind::kNotFound) {
+        LogWarn("claim vanished; another replica took it over", {{"blob", claim.BlobName()}});
+        break;
+      }
+      if (!here.ok()) s = ClaimReadFailure(here.status());
     }
     if (s.message() == kNotAFile) {
       // A directory (or a FIFO) under the file's name: the producer replaced the file by it just

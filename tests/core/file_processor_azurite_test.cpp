@@ -1592,6 +1592,37 @@ TEST_F(FileProcessorAzuriteTest, AStopHandsBackOnlyARunThatWasRecorded) {
   EXPECT_EQ(Entries(config_.processing_root), std::vector<std::string>{item.claim.Path()});
 }
 
+// A claim that could not be opened (ENOENT, a takeover's sign) is taken for another replica's
+// only when a look at it says it is gone. Here that look fails (EIO: the volume, not a
+// takeover): the claim is still this replica's, tried again, and uploaded.
+TEST_F(FileProcessorAzuriteTest, AClaimIsNotTakenForGoneWhenTheLookAtItFails) {
+  const std::string data = PatternBytes(70'000, 41);
+  WorkItem item = PlaceClaim("unseen.bin", data, false);
+  std::string claim;  // its name with this run's count
+  const std::string aside = fs::Join(config_.processing_root, "aside");
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.runs_rename = [&](const std::string& from, const std::string& to) {
+    Status s = fs::RenameEntry(from, to);
+    if (s.ok() && claim.empty()) {
+      claim = to;
+      EXPECT_EQ(::rename(to.c_str(), aside.c_str()), 0);  // its open finds nothing
+    }
+    return s;
+  };
+  int failed_looks = 0;
+  const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+    if (std::string_view(op) != "stat" || path != claim || failed_looks > 0) return 0;
+    ++failed_looks;
+    EXPECT_EQ(::rename(aside.c_str(), claim.c_str()), 0);  // back, but this look fails
+    return EIO;
+  });
+  FileProcessor processor(std::move(deps));
+  processor.Process(item, {});
+  EXPECT_EQ(failed_looks, 1);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  ExpectBlobHolds(item, data);
+}
+
 // A producer replaces its file by a directory of the same name just before the claim's rename,
 // and the stat the claim compares comes from attributes an NFS client cached a moment too long
 // (here: the directory's own, as if the scanner had seen it so). The rename moves the directory:
