@@ -64,7 +64,7 @@ std::string PidSpace() {
 }
 
 LeaseBook::LeaseBook(const Config& config, Clock& clock)
-    : config_(config), clock_(clock), instance_(NewNonce()) {}
+    : config_(config), clock_(clock), instance_(NewNonce()), own_write_last_(Ticks(clock.Now())) {}
 
 std::string LeaseBook::Dir() const { return fs::Join(config_.processing_root, "_replicas"); }
 
@@ -146,22 +146,21 @@ Status LeaseBook::Heartbeat() {
   Status s = Write(/*stopped=*/false);
   if (s.ok()) {
     const MonoTime now = clock_.Now();
-    const int64_t last = own_write_last_.load();
-    // Stored before the last write's time: a reader that sees the new time sees this too.
-    if (last == 0 || now - FromTicks(last) > FromSeconds(config_.lease_timeout_s / 2)) {
-      own_write_since_ = Ticks(now);
-    }
+    const Duration excess = now - FromTicks(own_write_last_.load()) - Interval();
+    // Stored before the last write's time: a reader that sees the new time sees this too (one
+    // that sees only this counts the gap twice for a moment: a slower clock, never faster).
+    if (excess > Duration::zero()) own_write_excess_ += excess.count();
     own_write_last_ = Ticks(now);
   }
   return s;
 }
 
-std::optional<MonoTime> LeaseBook::WritingSince(MonoTime now) const {
-  const int64_t last = own_write_last_.load();
-  if (last == 0 || now - FromTicks(last) > FromSeconds(config_.lease_timeout_s / 2)) {
-    return std::nullopt;
-  }
-  return FromTicks(own_write_since_.load());
+Duration LeaseBook::Interval() const { return FromSeconds(config_.lease_timeout_s / 4); }
+
+MonoTime LeaseBook::Credited(MonoTime now) const {
+  const MonoTime last = FromTicks(own_write_last_.load());
+  const Duration open = std::max(now - last - Interval(), Duration::zero());
+  return now - Duration(own_write_excess_.load()) - open;
 }
 
 bool LeaseBook::IdInUseElsewhere() const {
@@ -187,7 +186,8 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   // A missing file reads as empty; any other failure as a change (a sign of life).
   const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
   const std::string text = content.ok() ? *content : "";
-  auto [it, inserted] = seen_.try_emplace(owner, Seen{text, now, now, std::nullopt, false});
+  const MonoTime credited = Credited(now);
+  auto [it, inserted] = seen_.try_emplace(owner, Seen{text, credited, now, std::nullopt, false});
   Seen& seen = it->second;
   if (!failed) {
     if (seen.unreadable_told) {
@@ -211,7 +211,7 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   seen.read = now;
   if (failed || seen.content != text) {
     if (!failed) seen.content = text;
-    seen.changed = now;
+    seen.changed = credited;
   }
 }
 
@@ -261,18 +261,14 @@ bool LeaseBook::IsDead(const std::string& owner) {
   if (it == seen_.end() || now - it->second.read >= std::chrono::seconds(1)) {
     Record(owner, fs::ReadSmallFile(PathOf(owner), 4096), now);
   }
-  const auto writing = WritingSince(now);
-  return writing &&
-         now - std::max(seen_.at(owner).changed, *writing) >= FromSeconds(config_.lease_timeout_s);
+  return Credited(now) - seen_.at(owner).changed >= FromSeconds(config_.lease_timeout_s);
 }
 
 void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
-  const MonoTime now = clock_.Now();
-  const auto writing = WritingSince(now);
-  if (!writing) return;
+  const MonoTime credited = Credited(clock_.Now());
   for (auto it = seen_.begin(); it != seen_.end();) {
     const bool long_dead =
-        now - std::max(it->second.changed, *writing) >= FromSeconds(10 * config_.lease_timeout_s);
+        credited - it->second.changed >= FromSeconds(10 * config_.lease_timeout_s);
     if (it->first != config_.replica_id && long_dead && owners_with_claims.count(it->first) == 0) {
       // Gone already when only a temp file of its was left (RemoveTempIfLeft): nothing to say.
       if (::unlink(PathOf(it->first).c_str()) == 0) {

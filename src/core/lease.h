@@ -57,25 +57,24 @@ class LeaseBook {
   // Observe: a sweep can run long (it waits while the queue is full), and a read that failed
   // then says nothing. A read that fails now, other than for a missing file, counts as a sign
   // of life: a takeover needs proof of silence.
-  // Silence counts only while this replica could write its own lease: never when its last
-  // successful heartbeat is older than half the lease timeout, and only from the end of its last
-  // gap. After an outage of the volume (a server rebooting, a write refused for ENOSPC) every
-  // lease is stale; the first replica back must not take the others' claims before they could
-  // write theirs. Sweep thread only.
+  // Silence counts only while this replica could write its own lease (Credited): after an
+  // outage of the volume (a server rebooting, a write refused for ENOSPC) every lease is stale,
+  // and the first replica back must not take the others' claims before they could write
+  // theirs. Sweep thread only.
   bool IsDead(const std::string& owner);
   // How many other replicas' leases could not be read for a lease timeout or more (warned once
   // each): their claims are not taken over meanwhile. Thread-safe.
   int UnreadableLeases() const { return unreadable_leases_.load(); }
-  // Removes lease files of replicas dead for 10 lease timeouts that own nothing any more (not
-  // while this replica cannot write its own, as for IsDead).
+  // Removes lease files of replicas dead for 10 lease timeouts that own nothing any more (that
+  // time credited as for IsDead).
   void Prune(const std::set<std::string>& owners_with_claims);
   std::string Dir() const;
 
  private:
   struct Seen {
     std::string content;
-    MonoTime changed;
-    MonoTime read;  // the last read of the file, failed or not
+    MonoTime changed;  // in credited time (Credited)
+    MonoTime read;     // the last read of the file, failed or not
     // Since when every read failed (other than for a missing file), and whether a warning said
     // so: such a replica counts as alive, so its claims are not taken over meanwhile.
     std::optional<MonoTime> unreadable_since;
@@ -94,9 +93,16 @@ class LeaseBook {
   // This replica's lease as another instance last wrote it; nothing when the last write is
   // ours, or the file cannot be read or parsed. mu_ held.
   std::optional<LeaseText> AnothersLease() const;
-  // Since when this replica's heartbeats have succeeded without a gap of more than half the
-  // lease timeout; nothing when the last one is older than that (see IsDead).
-  std::optional<MonoTime> WritingSince(MonoTime now) const;
+  // `now` on a clock that stands still while this replica's own heartbeats are late: the
+  // steady clock less, for each gap between successful heartbeats (from this object's creation
+  // for the first), what the gap took beyond one heartbeat interval, the gap now open included.
+  // Silence is measured on it. Another replica's lease, stale for an outage of the volume that
+  // held ours up too, then shows at most 3/4 of a lease timeout of silence when ours is back
+  // (at most one interval before the outage and one after it, each with its write, beyond what
+  // our gap took out), however long the outage; and a late or failed heartbeat now and then
+  // only slows that clock down, where resetting it would stop takeovers for good.
+  MonoTime Credited(MonoTime now) const;
+  Duration Interval() const;  // between heartbeats: a quarter of the lease timeout
   const Config& config_;
   Clock& clock_;
   const std::string instance_;  // random, per process
@@ -106,10 +112,11 @@ class LeaseBook {
   // When a heartbeat last found another instance's write (steady-clock ticks + 1; 0: never).
   // Atomic: status reads it while a heartbeat may be stuck in the volume's I/O under mu_.
   std::atomic<int64_t> id_in_use_seen_{0};
-  // This replica's successful heartbeats: the last one's time, and the first one's after the
-  // last gap (steady-clock ticks + 1; 0: never). Written under mu_, read by the sweep.
-  std::atomic<int64_t> own_write_last_{0};
-  std::atomic<int64_t> own_write_since_{0};
+  // This replica's last successful heartbeat (steady-clock ticks + 1; its creation before the
+  // first), and the nanoseconds its gaps took beyond one interval (Credited). Written under
+  // mu_, read by the sweep.
+  std::atomic<int64_t> own_write_last_;
+  std::atomic<int64_t> own_write_excess_{0};
   std::map<std::string, Seen> seen_;       // sweep thread only
   std::map<std::string, MonoTime> temps_;  // temp files in the last listing, first listed; sweep
   std::atomic<int> unreadable_leases_{0};  // of seen_, those told unreadable

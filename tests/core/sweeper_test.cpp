@@ -615,11 +615,13 @@ TEST_F(SweeperTest, AReplicaBackFromAVolumeOutageTakesNothingBeforeOthersCouldBe
   clock.Advance(120s);  // the outage: no replica writes its lease
   sweeper.Sweep({});    // back before our own heartbeat
   EXPECT_TRUE(queued.empty()) << "taken over while this replica could not write its own lease";
-  Pass(20s);  // ours again since 20 s, the other's still not
+  // Ours again since 20 s, the other's still not: of its silence, the 7 s before the outage,
+  // one heartbeat interval of the outage and the 20 s since count, 27.5 s.
+  Pass(20s);
   sweeper.Sweep({});
-  EXPECT_TRUE(queued.empty()) << "taken over before a lease timeout since this replica is back";
+  EXPECT_TRUE(queued.empty()) << "taken over with less than a lease timeout of silence counted";
   EXPECT_TRUE(Exists(theirs.Path()));
-  Pass(11s);  // silent for a lease timeout that this replica saw whole: dead
+  Pass(11s);  // 38.5 s counted: dead
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.owner, "me");
@@ -648,6 +650,31 @@ TEST_F(SweeperTest, AReplicaThatCannotWriteItsLeaseTakesNothingOver) {
   Pass(31s);
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u) << "taken once this replica's own lease was written again";
+}
+
+// But lease writes that fail now and then (one in three here: EIO on a soft mount, ENOSPC coming
+// and going), each taking 0.5 s, only slow the count of silence down: a replica really gone is
+// still taken over, here after 40 s. (Silence counted only from the first heartbeat after each
+// gap longer than half the lease timeout would never reach it.)
+TEST_F(SweeperTest, AReplicaWhoseLeaseWritesFailNowAndThenStillTakesOver) {
+  const ClaimPath theirs = Claim("theirs", "ghost");  // a replica whose lease never appeared
+  Pass(0s);
+  sweeper.Sweep({});
+  int beats = 0;
+  const test::ScopedPathCall flaky([&](const char* op, const std::string& path) {
+    const bool ours =
+        std::string_view(op) == "create" && path.find("/_replicas/me.lease") != path.npos;
+    return ours && beats % 3 == 2 ? EIO : 0;
+  });
+  for (; beats < 16 && queued.empty(); ++beats) {  // at most 128 s, four lease timeouts
+    clock.Advance(8s);                             // the interval, and the write
+    EXPECT_EQ(leases.Heartbeat().ok(), beats % 3 != 2);
+    sweeper.Sweep({});
+  }
+  ASSERT_EQ(queued.size(), 1u) << "never taken over";
+  EXPECT_EQ(queued[0].claim.owner, "me");
+  // 30 s of the 40 counted: each 8 s gap counts 7.5 s, and the 16 s one too.
+  EXPECT_EQ(beats, 5);
 }
 
 // A takeover the volume refuses is tried again at every sweep, for each claim of the dead
