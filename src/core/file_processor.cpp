@@ -810,11 +810,8 @@ bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimP
     auto st = d_.marker_stat ? d_.marker_stat(marker) : fs::StatFresh(marker);
     if (!st.ok() && st.status().kind() == ErrorKind::kNotFound) return true;
     if (st.ok() && st->size == source.size && st->mtime_ns == source.mtime_ns) {
-      // Not for a file with other names (hard links): their renames and unlinks move its ctime
-      // too, so a ctime past the note would say nothing of a write.
-      if (st->nlink <= 1) {
-        d_.inflight.NoteSettledMarker(claim.WithState(ClaimState::kDone).Path(), st->ctime_ns);
-      }
+      d_.inflight.NoteSettledMarker(claim.WithState(ClaimState::kDone).Path(),
+                                    {st->ctime_ns, /*linked=*/st->nlink > 1});
       return true;
     }
     // Written to, or the file server could not say (EIO, ESTALE...): claimed again either way.

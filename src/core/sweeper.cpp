@@ -120,12 +120,13 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     // the times or mode through its descriptor after its last write (cp -p, tar, install -p)
     // moves the ctime past the mtime. So does any change since its worker found it unchanged
     // after the completion rename, when that look is at hand (this process's own markers). A
-    // file with other names (hard links) has its ctime moved by their claims' renames too: for
-    // it only a write (an mtime past that look) counts, or two such files would claim each
-    // other again for ever.
-    const std::optional<int64_t> settled = inflight_.SettledMarker(c->Path());
+    // file with other names (hard links), now or at that look, has its ctime moved by their
+    // renames and unlinks too: for it only a write (an mtime past that look) counts, or two
+    // such files would claim each other again for ever.
+    const std::optional<InFlight::SettledNote> settled = inflight_.SettledMarker(c->Path());
+    const bool linked = settled && (settled->linked || st->nlink > 1);
     if (written_candidates_.contains(full) ||
-        (settled && (st->nlink <= 1 ? st->ctime_ns : st->mtime_ns) > *settled)) {
+        (settled && (linked ? st->mtime_ns : st->ctime_ns) > settled->ctime_ns)) {
       OnWrittenMarker(*c, full, *st, stop);
       return;
     }

@@ -63,17 +63,23 @@ class InFlight {
     return markers_.count(marker_path) != 0;
   }
   // The ctime of a marker its worker found unchanged when it looked: any later change of it (a
-  // write, times or mode set) came after the upload, though its mtime may not show it. Kept
-  // until the sweeper collects or claims the marker again; past kMaxSettled, not kept (the
-  // sweeper then judges by the mtime alone, as it does after a restart).
-  void NoteSettledMarker(const std::string& marker_path, int64_t ctime_ns) {
+  // write, times or mode set) came after the upload, though its mtime may not show it; and
+  // whether the file had other names then (hard links: their renames and unlinks move the
+  // ctime too). Kept until the sweeper collects or claims the marker again; past kMaxSettled,
+  // not kept (the sweeper then judges by the mtime alone, as it does after a restart).
+  struct SettledNote {
+    int64_t ctime_ns = 0;
+    bool linked = false;
+    bool operator==(const SettledNote&) const = default;
+  };
+  void NoteSettledMarker(const std::string& marker_path, SettledNote note) {
     std::lock_guard lock(mu_);
-    if (settled_.size() < kMaxSettled) settled_[marker_path] = ctime_ns;
+    if (settled_.size() < kMaxSettled) settled_[marker_path] = note;
   }
-  std::optional<int64_t> SettledMarker(const std::string& marker_path) const {
+  std::optional<SettledNote> SettledMarker(const std::string& marker_path) const {
     std::lock_guard lock(mu_);
     const auto it = settled_.find(marker_path);
-    return it == settled_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+    return it == settled_.end() ? std::nullopt : std::optional<SettledNote>(it->second);
   }
   void ForgetSettledMarker(const std::string& marker_path) {
     std::lock_guard lock(mu_);
@@ -83,9 +89,9 @@ class InFlight {
  private:
   static constexpr size_t kMaxSettled = 100000;
   mutable std::mutex mu_;
-  std::set<std::string> paths_;             // guarded by mu_
-  std::set<std::string> markers_;           // guarded by mu_
-  std::map<std::string, int64_t> settled_;  // guarded by mu_
+  std::set<std::string> paths_;                 // guarded by mu_
+  std::set<std::string> markers_;               // guarded by mu_
+  std::map<std::string, SettledNote> settled_;  // guarded by mu_
 };
 
 }  // namespace nbu::core

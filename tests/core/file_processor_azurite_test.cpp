@@ -225,7 +225,7 @@ TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
   ASSERT_TRUE(marker.ok());
   // Found unchanged after the completion rename: its ctime noted, for the sweeper to tell a
   // later change by.
-  EXPECT_EQ(inflight_.SettledMarker(done.Path()), marker->ctime_ns);
+  EXPECT_EQ(inflight_.SettledMarker(done.Path()), (InFlight::SettledNote{marker->ctime_ns, false}));
   auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
   ASSERT_TRUE(staged.ok()) << staged.status().ToString();
   EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";
@@ -1785,9 +1785,10 @@ TEST_F(FileProcessorAzuriteTest, ARewriteThatRestoresTheMtimeIsStillTorn) {
   EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
 }
 
-// A marker with another name (a hard link) gets no ctime note: that name's rename or unlink
-// (its own marker collected) moves the ctime the note would be compared with.
-TEST_F(FileProcessorAzuriteTest, AMarkerWithAnotherNameGetsNoCtimeNote) {
+// A marker with another name (a hard link) gets a ctime note that says so: that name's rename
+// or unlink (its own marker collected) moves the ctime too, so the sweeper compares the note
+// with the mtime only, even once the marker is the file's last name.
+TEST_F(FileProcessorAzuriteTest, AMarkerWithAnotherNameGetsANoteThatSaysSo) {
   const std::string data = PatternBytes(1000, 39);
   WorkItem item = PlaceClaim("two-names.bin", data, false);
   const std::string other = fs::Join(config_.processing_root, "other-name");
@@ -1795,8 +1796,9 @@ TEST_F(FileProcessorAzuriteTest, AMarkerWithAnotherNameGetsNoCtimeNote) {
   processor_->Process(item, {});
   ExpectBlobHolds(item, data);
   const ClaimPath done = item.claim.WithRuns(2).WithState(ClaimState::kDone);
-  ASSERT_TRUE(fs::Stat(fs::Join(config_.processing_root, done.Path())).ok());
-  EXPECT_EQ(inflight_.SettledMarker(done.Path()), std::nullopt);
+  const auto marker = fs::Stat(fs::Join(config_.processing_root, done.Path()));
+  ASSERT_TRUE(marker.ok());
+  EXPECT_EQ(inflight_.SettledMarker(done.Path()), (InFlight::SettledNote{marker->ctime_ns, true}));
 }
 
 // A file with another name (a hard link) has its ctime moved by that name's rename (another

@@ -302,8 +302,8 @@ TEST_F(SweeperTest, HardLinkedMarkersDoNotClaimEachOtherAgain) {
   ASSERT_EQ(::link((root + a.Path()).c_str(), (root + b.Path()).c_str()), 0);
   const auto looked = fs::Stat(root + a.Path());  // each worker's look after its completion
   ASSERT_TRUE(looked.ok());
-  inflight.NoteSettledMarker(a.Path(), looked->ctime_ns);
-  inflight.NoteSettledMarker(b.Path(), looked->ctime_ns);
+  inflight.NoteSettledMarker(a.Path(), {looked->ctime_ns, /*linked=*/true});
+  inflight.NoteSettledMarker(b.Path(), {looked->ctime_ns, /*linked=*/true});
   // A third name's claim renamed a tick later (as by another worker, or this sweep's own).
   const std::string third = root + "20261128/s/d/c~me~0123456789abcdef.claimed";
   ASSERT_EQ(::link((root + a.Path()).c_str(), third.c_str()), 0);
@@ -322,6 +322,40 @@ TEST_F(SweeperTest, HardLinkedMarkersDoNotClaimEachOtherAgain) {
   sweeper.Sweep({});
   sweeper.Sweep({});
   EXPECT_EQ(queued.size(), 2u) << "a write into the file was not seen";
+}
+
+// A producer that published by a hard link writes on into the file after its upload, and then
+// removes its other name before a sweep: the unlink moves the ctime past the mtime again, so
+// only the note taken while the marker had two names tells the write (an mtime past it). One
+// whose other name is removed with no write is not claimed again for the unlink.
+TEST_F(SweeperTest, AWriteIntoAMarkerShowsAfterItsOtherNameIsGone) {
+  config.completed_retention_s = 3600;
+  const ClaimPath written = Claim("written", "me", ClaimState::kDone);
+  const ClaimPath quiet = Claim("quiet", "me", ClaimState::kDone);
+  const auto marker = [&](const ClaimPath& c) { return config.processing_root + "/" + c.Path(); };
+  const auto other = [&](const ClaimPath& c) { return dir.path() + "/work-" + c.base; };
+  for (const ClaimPath& c : {written, quiet}) {
+    ASSERT_EQ(::link(marker(c).c_str(), other(c).c_str()), 0);  // the producer's own name
+    const auto looked = fs::Stat(marker(c));  // its worker's look after the completion
+    ASSERT_TRUE(looked.ok());
+    inflight.NoteSettledMarker(c.Path(), {looked->ctime_ns, /*linked=*/true});
+  }
+  std::this_thread::sleep_for(20ms);  // a tick of the file system's clock
+  std::ofstream(other(written), std::ios::app) << "+trailer";
+  std::this_thread::sleep_for(20ms);
+  for (const ClaimPath& c : {written, quiet}) {
+    ASSERT_EQ(::unlink(other(c).c_str()), 0);
+    const auto now = fs::Stat(marker(c));
+    ASSERT_TRUE(now.ok());
+    ASSERT_EQ(now->nlink, 1u);
+    if (now->ctime_ns <= now->mtime_ns) GTEST_SKIP() << "an unlink does not move the ctime here";
+  }
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  ASSERT_EQ(queued.size(), 1u) << "the trailer written after the upload is lost, or the unlink "
+                                  "counted as a write";
+  EXPECT_EQ(queued[0].claim.BlobName(), written.BlobName());
+  EXPECT_TRUE(Exists(quiet.Path()));
 }
 
 // ... and a producer that sets the file's times after its last write (cp -p, tar), which moves
@@ -355,7 +389,7 @@ TEST_F(SweeperTest, AMarkerChangedSinceItsWorkersLookIsClaimedAgain) {
   for (const ClaimPath& c : {untouched, touched}) {
     auto st = fs::Stat(config.processing_root + "/" + c.Path());
     ASSERT_TRUE(st.ok());
-    inflight.NoteSettledMarker(c.Path(), st->ctime_ns);
+    inflight.NoteSettledMarker(c.Path(), {st->ctime_ns, /*linked=*/false});
   }
   std::this_thread::sleep_for(20ms);  // a tick of the file system's clock
   const std::string path = config.processing_root + "/" + touched.Path();
