@@ -959,7 +959,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   // found stable: a file written to after that has to settle again before a copy counts.
   std::optional<fs::FileStat> torn_at;
   if (item.kind == WorkItem::Kind::kFresh) torn_at = item.observed;
-  std::optional<Failing> unreachable;  // while storage keeps failing this file so
+  std::optional<Failing> unreachable;  // while storage keeps failing (or refusing) this file
   std::optional<Failing> unreadable;   // while the volume keeps failing to read its claim
   uint64_t whole_reads = 0;            // of its claim, by its attempts (FailsOnlyThis)
   // A claim picked up again may be dead-lettered (or gone) before it runs.
@@ -1049,8 +1049,11 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     bool environmental = committed || s.kind() == ErrorKind::kUnavailable ||
                          s.kind() == ErrorKind::kBusy || s.kind() == ErrorKind::kAuth ||
                          s.kind() == ErrorKind::kStaging || s.kind() == ErrorKind::kVolume;
-    // Unless storage, or the volume, fails only this file while it works for others.
-    if (s.kind() != ErrorKind::kUnavailable) {
+    // Unless storage, or the volume, fails only this file while it works for others. So too a
+    // refusal of this file's requests alone (a role assignment conditioned on the blob's path,
+    // a SAS without read for the look at a blob already there): credentials refused for
+    // everyone fail every file.
+    if (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kAuth) {
       unreachable.reset();
     } else if (!committed && FailsOnlyThis(unreachable, storage_)) {
       environmental = false;

@@ -141,7 +141,8 @@ class FileProcessorAzuriteTest : public ::testing::Test {
   void DeadLetterInterruptedThenRevive(const std::string& base);
   void OlderVersionAfterNewer(const std::string& base, size_t size);
   void FailFilesWhileOthersUpload(const std::vector<std::string>& poisoned,
-                                  const std::function<bool()>& done);
+                                  const std::function<bool()>& done, int status = 500,
+                                  const std::string& code = "InternalError");
   // Processes `item` until `times` of its attempts have waited for `reason` (staging trouble),
   // then stops it: none of them may count against the file.
   void ProcessWhileStagingFails(const WorkItem& item, const std::string& reason, int times) {
@@ -1002,15 +1003,17 @@ TEST_F(FileProcessorAzuriteTest, ServerErrorsOutlastingEveryRetryDoNotCountAgain
   EXPECT_EQ(Count(inst_.files_processed), 2);
 }
 
-// Storage answering the writes of `poisoned` files with 500 for good while it takes the others,
-// which are uploaded one after another until `done` (at most 60 s). Returns when done.
+// Storage answering the writes of `poisoned` files with `status` (and `code`) for good while it
+// takes the others, which are uploaded one after another until `done` (at most 60 s). Returns
+// when done.
 void FileProcessorAzuriteTest::FailFilesWhileOthersUpload(const std::vector<std::string>& poisoned,
-                                                          const std::function<bool()>& done) {
+                                                          const std::function<bool()>& done,
+                                                          int status, const std::string& code) {
   config_.azure_retry_max_s = 0.2;  // a failed file is tried again within 0.26 s
   config_.unavailable_counts_after_s = 2;
-  nbu::test::FaultProxy proxy(azurite_.port(), [](const nbu::test::ProxyRequest& r) {
+  nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
     return r.method == "PUT" && r.target.find("poison") != std::string::npos
-               ? nbu::test::FaultAction::Status(500, "InternalError")
+               ? nbu::test::FaultAction::Status(status, code)
                : nbu::test::FaultAction::Forward();
   });
   auto blob = ClientVia(proxy);
@@ -1046,6 +1049,25 @@ TEST_F(FileProcessorAzuriteTest, AFileStorageKeepsFailingWhileItTakesOthersIsDea
   const auto reason =
       nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
   EXPECT_NE(reason["error"].get<std::string>().find("HTTP 500 InternalError"), std::string::npos)
+      << reason.dump();
+}
+
+// The same for a refusal (403) of one file's requests while others' are taken (a role
+// assignment conditioned on the blob's path): its worker is not held for good, which with a few
+// such files would hold every worker.
+TEST_F(FileProcessorAzuriteTest, AFileStorageRefusesWhileItTakesOthersIsDeadLettered) {
+  config_.max_file_attempts = 3;
+  FailFilesWhileOthersUpload(
+      {"poison.bin"}, [&] { return Count(inst_.files_failed) == 1; }, 403,
+      "AuthorizationPermissionMismatch");
+  ASSERT_EQ(Count(inst_.files_failed), 1);
+  EXPECT_GE(Count(inst_.files_processed), 1);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_NE(reason["error"].get<std::string>().find("HTTP 403 AuthorizationPermissionMismatch"),
+            std::string::npos)
       << reason.dump();
 }
 
