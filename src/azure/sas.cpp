@@ -56,17 +56,36 @@ std::optional<std::string> SasTokenProblem(const std::string& token) {
   if (token.find("://") != std::string::npos) {
     return "is a URL; give only its query (the part after ?)";
   }
-  std::string sig, sp, se;
+  std::string sig, sp, se, srt, ss, sr;
   for (const auto& [name, value] :
        SplitQuery(!token.empty() && token.front() == '?' ? token.substr(1) : token)) {
     if (name == "sig") sig = value;
     if (name == "sp") sp = UrlDecode(value);
     if (name == "se") se = UrlDecode(value);
+    if (name == "srt") srt = UrlDecode(value);
+    if (name == "ss") ss = UrlDecode(value);
+    if (name == "sr") sr = UrlDecode(value);
   }
   if (sig.empty()) return "has no signature (no sig= parameter, or an empty one)";
-  // Every upload writes; without it storage refuses every one with 403, for ever.
+  // Every upload writes; without it storage refuses every one with 403, for ever. A name
+  // uploaded before, and every claim recovered, is looked at first (Get Blob Properties, Get
+  // Block List): without read those are refused for ever.
   if (!sp.empty() && sp.find('w') == std::string::npos) {
     return "does not allow writes (sp=" + sp + " has no w)";
+  }
+  if (!sp.empty() && sp.find('r') == std::string::npos) {
+    return "does not allow reads (sp=" + sp + " has no r), which looking at a blob needs";
+  }
+  // An account SAS that does not reach objects, or not the blob service; a service SAS for one
+  // blob: every upload refused.
+  if (!srt.empty() && srt.find('o') == std::string::npos) {
+    return "does not reach blobs (srt=" + srt + " has no o)";
+  }
+  if (!ss.empty() && ss.find('b') == std::string::npos) {
+    return "is not for the blob service (ss=" + ss + " has no b)";
+  }
+  if (sr == "b" || sr == "bs" || sr == "bv") {
+    return "is for one blob (sr=" + sr + "); give a container SAS (sr=c) or an account SAS";
   }
   const auto expiry = ExpirySeconds(se);
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(

@@ -151,9 +151,13 @@ void Service::StartupLoop(std::stop_token stop) {
     Status s = blob_.CreateContainerIfMissing(stop);
     if (s.ok()) s = CheckAccessTier(stop);
     if (s.ok()) {
-      put_blob_crc64_ = ChoosePutBlobCheck(stop);
-      storage_ok_ = true;
-      break;
+      const Result<bool> crc64 = ChoosePutBlobCheck(stop);
+      if (crc64.ok()) {
+        put_blob_crc64_ = *crc64;
+        storage_ok_ = true;
+        break;
+      }
+      s = crc64.status();
     }
     LogWarn(StartupTrouble(s), {{"error", s.ToString()}, {"attempt", attempt}});
     // One slot: each try's message holds a new request id.
@@ -193,10 +197,19 @@ Status Service::CheckAccessTier(std::stop_token stop) {
   return Status::Ok();
 }
 
-bool Service::ChoosePutBlobCheck(std::stop_token stop) {
+Result<bool> Service::ChoosePutBlobCheck(std::stop_token stop) {
   if (config_.azure_put_blob_checksum != "auto") return config_.azure_put_blob_checksum == "crc64";
   auto checks = blob_.ChecksCrc64(".nbu-probe/crc64-" + FastRandomHex(8), stop);
   if (checks.ok() && *checks) return true;
+  // The start-up's one write (the container may exist already, and a refused create is then
+  // let be): a refusal means every upload would be refused too (a SAS without object scope, a
+  // role that only reads).
+  if (!checks.ok() && checks.status().kind() == ErrorKind::kAuth) {
+    return Status(
+        ErrorKind::kAuth,
+        "a probe blob's write was refused, as every upload would be: " + checks.status().message(),
+        checks.status().code());
+  }
   LogWarn(checks.ok() ? "storage does not check x-ms-content-crc64 (an emulator older than "
                         "Azurite 3.37?): files sent in one Put Blob carry an MD5 computed here"
                       : "cannot tell whether storage checks x-ms-content-crc64: files sent in "

@@ -78,8 +78,9 @@ class Service {
   // upgraded in place) or the setting is changed.
   Status CheckAccessTier(std::stop_token stop);
   // Before any upload: whether files sent in one Put Blob carry a CRC-64 for storage to check
-  // (APP_AZURE_PUT_BLOB_CHECKSUM; auto asks storage whether it checks one) or an MD5.
-  bool ChoosePutBlobCheck(std::stop_token stop);
+  // (APP_AZURE_PUT_BLOB_CHECKSUM; auto asks storage whether it checks one) or an MD5. With
+  // auto, that question's write refused (401, 403) fails the start-up check.
+  Result<bool> ChoosePutBlobCheck(std::stop_token stop);
   // Reads the session, lets `decide` turn what it read into the state to publish in *next (or
   // refuse: any other result than kNone, returned as it is), and publishes that as a
   // compare-and-swap on the generation read (session_store.h): when another replica changed the

@@ -201,8 +201,9 @@ TEST(SasCredentialTest, AppendsTokenAndStripsQuestionMark) {
 }
 
 // A SAS that storage would refuse on every upload, for ever, stops start-up instead: no signature,
-// no write permission, or an expiry already past (as the portal writes it, with %3A for ':', or
-// by date only). The message never holds the signature. Storage judges what is not clear here.
+// no write or read permission, a scope without blobs, or an expiry already past (as the portal
+// writes it, with %3A for ':', or by date only). The message never holds the signature. Storage
+// judges what is not clear here.
 TEST(SasTokenProblemTest, RefusesWhatStorageWouldRefuseForEver) {
   const auto problem = [](const std::string& token) {
     const auto p = SasTokenProblem(token);
@@ -214,6 +215,15 @@ TEST(SasTokenProblemTest, RefusesWhatStorageWouldRefuseForEver) {
   EXPECT_EQ(problem("sv=2025-11-05&sig="), "has no signature (no sig= parameter, or an empty one)");
   EXPECT_EQ(problem("sv=2025-11-05&xsig=s3cr3t").rfind("has no signature", 0), 0u);
   EXPECT_EQ(problem("sv=2025-11-05&sp=rl&sig=s3cr3t"), "does not allow writes (sp=rl has no w)");
+  EXPECT_EQ(problem("sv=2025-11-05&sp=cw&sig=s3cr3t"),
+            "does not allow reads (sp=cw has no r), which looking at a blob needs");
+  EXPECT_EQ(problem("ss=b&srt=sc&sp=rcwd&sig=s3cr3t"), "does not reach blobs (srt=sc has no o)");
+  EXPECT_EQ(problem("ss=qt&srt=co&sp=rcw&sig=s3cr3t"),
+            "is not for the blob service (ss=qt has no b)");
+  EXPECT_EQ(problem("sr=b&sp=rcw&sig=s3cr3t"),
+            "is for one blob (sr=b); give a container SAS (sr=c) or an account SAS");
+  EXPECT_EQ(problem("ss=bf&srt=sco&sp=rcw&sig=s3cr3t"), "");
+  EXPECT_EQ(problem("sr=c&sp=rcw&sig=s3cr3t"), "");
   EXPECT_EQ(problem("?sv=2025-11-05&sp=rwl&se=2020-01-01T00%3A00%3A00Z&sig=s3cr3t"),
             "expired at 2020-01-01T00:00:00Z (se)");
   EXPECT_EQ(problem("sp=rw&se=2020-01-01&sig=s3cr3t"), "expired at 2020-01-01 (se)");
