@@ -109,6 +109,15 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     else if (!c.azure_sas_token.empty())
       mode = "sas";
   }
+  // An account name only signs shared-key requests: one whose key came through empty (a Secret
+  // that did not mount) would otherwise fall to the token chain, whose managed identity, on an
+  // Azure host, nobody chose, and whose errors never name the key.
+  if (mode == "auto" && !c.azure_account_name.empty()) {
+    errors->push_back(
+        "APP_AZURE_ACCOUNT_KEY: required with APP_AZURE_ACCOUNT_NAME (empty counts as unset); "
+        "for token credentials unset the name, or choose the mode with APP_AZURE_AUTH");
+    return false;
+  }
   if (mode == "connection-string") {
     if (c.azure_connection_string.empty()) {
       errors->push_back(

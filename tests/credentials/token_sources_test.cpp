@@ -1174,6 +1174,27 @@ TEST(StorageTargetTokenTest, AKeyBesideASasStopsStartupInAutoMode) {
             "SharedAccessSignature are given, so which is meant cannot be told: remove one");
 }
 
+// An account name whose key came through empty (a Secret key that did not mount) is a shared-key
+// setup gone wrong: in auto mode start-up says so, and no token endpoint is asked (the token
+// chain would take a managed identity nobody chose, or fail without naming the key).
+TEST(StorageTargetTokenTest, AnAccountNameWithoutItsKeyStopsStartupInAutoMode) {
+  StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  core::EnvMap env = {{"AZURE_POD_IDENTITY_AUTHORITY_HOST", idp.authority()},
+                      {"PATH", "/nonexistent"}};
+  core::Config c;
+  c.azure_account_name = "acct";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  SimulatedClock clock;
+  server::StorageTarget target;
+  std::vector<std::string> errors;
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(errors, std::vector<std::string>{
+                        "APP_AZURE_ACCOUNT_KEY: required with APP_AZURE_ACCOUNT_NAME (empty counts "
+                        "as unset); for token credentials unset the name, or choose the mode with "
+                        "APP_AZURE_AUTH"});
+  EXPECT_EQ(idp.count(), 0u);
+}
+
 // Mistakes that would fail every request (a SAS without its signature, a pasted SAS URL, an
 // unreadable CA bundle) stop start-up with one line, instead of a service that waits for ever
 // for storage it can never reach. No line echoes the secret.
