@@ -200,8 +200,12 @@ Result<HttpResponse> ManagedIdentityCredential::Send(const HttpRequest& req,
 Duration ManagedIdentityCredential::RetryDelay(int attempt, const HttpResponse* resp) const {
   if (resp != nullptr) {
     if (const std::string* ra = resp->Header("retry-after")) {
+      // Capped in seconds: a huge hint (strtol saturates) would overflow as nanoseconds.
       const long secs = std::strtol(ra->c_str(), nullptr, 10);
-      if (secs > 0) return std::min<Duration>(std::chrono::seconds(secs), options_.max_delay);
+      const auto cap = std::chrono::duration_cast<std::chrono::seconds>(options_.max_delay);
+      if (secs > 0) {
+        return secs >= cap.count() ? options_.max_delay : Duration(std::chrono::seconds(secs));
+      }
     }
   }
   Duration d = options_.base_delay * (int64_t{1} << std::min(attempt - 1, 20));

@@ -479,6 +479,26 @@ TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
   EXPECT_EQ(imds.count(), 3u);
 }
 
+// A Retry-After too large for nanoseconds (strtol saturates at 2^63 - 1 seconds) is capped like
+// any long one, not turned into a negative delay (a retry at once, and a 410 window that never
+// ends).
+TEST(ManagedIdentityCredentialTest, AHugeRetryAfterIsCappedNotOverflowed) {
+  std::atomic<int> n{0};
+  StandIn imds([&](const Recorded&, httplib::Response& res) {
+    if (++n > 1) return Json(res, 200, R"({"access_token":"imds-tok","expires_in":3599})");
+    res.set_header("Retry-After", "99999999999999999999");
+    Json(res, 429, R"({"error":"throttled"})");
+  });
+  SimulatedClock clock;
+  auto cred = ImdsCredential(imds, clock);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ(AuthHeader(**cred), "Bearer imds-tok");
+  const auto sleeps = clock.SleepsForTest();
+  ASSERT_EQ(sleeps.size(), 1u);
+  EXPECT_TRUE(sleeps[0] == ManagedIdentityOptions{}.max_delay)
+      << std::chrono::duration<double>(sleeps[0]).count() << " s";
+}
+
 // A refresh while the cached token is still valid runs on an upload worker: it makes one
 // request, without backoff, and the worker goes on with the cached token. The full retry
 // budget (minutes of Retry-After and backoff) is kept for when no valid token is left.
