@@ -236,9 +236,13 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
   // A sweep prunes empty staging directories: one made here can go again before the create,
   // or between MkdirAll's steps (the date directory, then the session's below it).
   for (int tries = 0; fd < 0 && errno == ENOENT && tries < 3; ++tries) {
-    const Status made = fs::MkdirAll(fs::Dirname(f.path));
+    int mkdir_errno = 0;
+    const Status made = fs::MkdirAll(fs::Dirname(f.path), 0755, &mkdir_errno);
     fd = create();  // also when the directory could not be made: the create's error classifies
-    if (fd < 0 && !made.ok() && errno != ENOENT) return StagingFailure(made.message(), errno);
+    // ... unless it only says the directory is missing: then the mkdir's does (ENOSPC, EDQUOT:
+    // staging is full, not failing).
+    const int err = fd < 0 && errno == ENOENT ? mkdir_errno : errno;
+    if (fd < 0 && !made.ok() && err != ENOENT) return StagingFailure(made.message(), err);
   }
   if (fd < 0) return StagingFailure("create " + f.path, errno);
   f.fd = fs::Fd(fd);

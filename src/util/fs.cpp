@@ -158,7 +158,7 @@ int MkdirOne(const std::string& path, mode_t mode) {
 
 }  // namespace
 
-Status MkdirAll(const std::string& path, mode_t mode) {
+Status MkdirAll(const std::string& path, mode_t mode, int* failed_errno) {
   if (path.empty()) return Status::Ok();
   const std::string parent = Dirname(path);
   int err = 0;
@@ -168,8 +168,9 @@ Status MkdirAll(const std::string& path, mode_t mode) {
     if (err != ENOENT || parent == path) break;
     // The parent is missing: not made yet, or removed again since it was made (another process
     // pruning empty directories, as the sweeps do).
-    if (Status s = MkdirAll(parent, mode); !s.ok()) return s;
+    if (Status s = MkdirAll(parent, mode, failed_errno); !s.ok()) return s;
   }
+  if (failed_errno != nullptr) *failed_errno = err;
   return ErrnoStatus("mkdir " + path, err);
 }
 

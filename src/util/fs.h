@@ -70,8 +70,9 @@ Result<Fd> CreateExclusive(const std::string& path, mode_t mode = 0644);
 Result<Fd> CreateFresh(const std::string& path, mode_t mode = 0644);
 
 // Makes `path` and its missing parents. A parent removed again before its child was made (another
-// process pruning empty directories) is made again, twice at most.
-Status MkdirAll(const std::string& path, mode_t mode = 0755);
+// process pruning empty directories) is made again, twice at most. On failure `*failed_errno`,
+// if given, is the failed mkdir's errno (ENOSPC, EDQUOT: the file system is full).
+Status MkdirAll(const std::string& path, mode_t mode = 0755, int* failed_errno = nullptr);
 Status Rename(const std::string& from, const std::string& to);
 // Renames a state entry on a shared volume. A retransmitted NFS rename can report ENOENT although
 // it landed, which the target shows: that is success. ENOENT while the source is still there

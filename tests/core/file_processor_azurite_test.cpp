@@ -1207,6 +1207,34 @@ TEST_F(FileProcessorAzuriteTest, FullStagingWaitsAndNeverDeadLetters) {
   EXPECT_EQ(Count(inst_.files_processed), 1);
 }
 
+// Staging out of space or inodes when the claim's staging directory is to be made (its mkdir
+// fails with ENOSPC, so the create finds no directory): staging is full, said so, not "failing"
+// with the create's "No such file or directory".
+TEST_F(FileProcessorAzuriteTest, StagingFullAtTheDirectoryIsToldFull) {
+  config_.max_file_attempts = 1;  // a failure that counted would dead-letter at once
+  config_.azure_retry_max_s = 0.2;
+  std::atomic<bool> full{true};
+  const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+    return full && std::string_view(op) == "mkdir" && path.starts_with(config_.staging_root)
+               ? ENOSPC
+               : 0;
+  });
+  ASSERT_TRUE(fs::RemoveTree(config_.staging_root).ok());
+  ASSERT_EQ(::mkdir(config_.staging_root.c_str(), 0755), 0);  // its subdirectories to be made
+  const std::string data = PatternBytes((1 << 20) + 9, 42);   // staged on disk
+  WorkItem item = PlaceClaim("nodir.bin", data, true, 0);
+  ProcessWhileStagingFails(item, "staging_full", 2);
+  EXPECT_NE(inst_.staging_full_at.load(), 0);
+  EXPECT_EQ(inst_.staging_failing_at.load(), 0);
+  const auto errors = inst_.errors.Snapshot();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors.back().error.find("No space left on device"), std::string::npos)
+      << errors.back().error;
+  full = false;
+  processor_->Process(item, {});
+  ExpectBlobHolds(item, data);
+}
+
 // Staging remounted read-only (as after a disk error) is this replica's trouble, not the
 // file's: the attempts wait, the status says staging_failing, and nothing is dead-lettered.
 TEST_F(FileProcessorAzuriteTest, ReadOnlyStagingWaitsAndNeverDeadLetters) {
