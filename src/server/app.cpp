@@ -242,6 +242,14 @@ int Main(int argc, char** argv) {
   }
   if (!errors.empty()) {
     for (const auto& e : errors) PrintConfigError(e);
+    // A misspelt name is often the cause (APP_AZURE_SAS for APP_AZURE_SAS_TOKEN): named here
+    // too, not only once start-up succeeds. Names only: a value may be a secret.
+    for (const auto& name : core::UnknownVariables(env)) {
+      std::fprintf(stderr,
+                   "config note: %s is not read by this service (a typo? --config-vars "
+                   "lists them all)\n",
+                   name.c_str());
+    }
     return 2;
   }
   LogLevel level = LogLevel::kInfo;

@@ -867,6 +867,16 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
               "config error: APP_POLL_INTERVAL_S: must be a decimal number, got "
               "\"1\\nAPP_MIN_FILE_AGE_S=2\"\n");
   }
+  {  // a misspelt name beside the error it causes: named too, its value never shown
+    UploaderProcess up(azurite_, volume_, container_, "r7",
+                       {{"APP_POLL_INTERVAL_S", "soon"}, {"APP_AZURE_SAS", "sig=c2VjcmV0"}});
+    EXPECT_EQ(up.process().Wait(20s), 2);
+    const std::string log = up.process().ReadLog();
+    EXPECT_EQ(log,
+              "config error: APP_POLL_INTERVAL_S: must be a decimal number, got \"soon\"\n"
+              "config note: APP_AZURE_SAS is not read by this service (a typo? --config-vars "
+              "lists them all)\n");
+  }
   {  // `:` for `=`: the token would be unset (the POST routes open) and its name most of it.
     const std::string secret = "Zm9vYmFyYmF6cXV4LXNlY3JldC10b2tlbg==";
     const std::string env_file = volume_.dir.path() + "/typo.env";
