@@ -305,7 +305,10 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_POLL_INTERVAL_S", "2.0", "Seconds between scans of the session directory", false},
       {"APP_MIN_FILE_AGE_S", "5.0",
-       "A file must be unchanged this long (service clock) before upload", false},
+       "A file must be unchanged this long (service clock) before upload. A writer on another NFS "
+       "client may hold its pages back longer (its writeback): have producers rename whole files "
+       "into place, or see docs/deploy.md",
+       false},
       {"APP_CHANGE_HINTS", "true",
        "Scan at once when inotify reports a change in the session directory. It sees files written "
        "on this host only (not by other NFS clients), so the poll still finds every file",
