@@ -114,7 +114,12 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
                             std::shared_ptr<TokenCredential>* out, std::vector<std::string>* errors,
                             std::stop_token stop) {
   const bool chain_mode = mode == "auto";
-  std::vector<ChainEntry> chain = AllSources(env, options, /*probe_imds=*/chain_mode);
+  // The probe (one try, a short connect timeout) keeps a chain off Azure from waiting on IMDS;
+  // managed identity named alone is the one source, so it retries as its own mode does (as the
+  // SDKs do since 2025).
+  const auto selector = env("AZURE_TOKEN_CREDENTIALS");
+  const bool alone = selector && LowerAscii(*selector) == "managedidentitycredential";
+  std::vector<ChainEntry> chain = AllSources(env, options, /*probe_imds=*/chain_mode && !alone);
   if (chain_mode) {
     if (!FilterChain(env, &chain, errors)) return false;
   } else {

@@ -953,6 +953,25 @@ TEST(DefaultAzureCredentialTest, AllFailingGivesOneLinePerCredential) {
   EXPECT_EQ(errors.size(), 1u);
 }
 
+// Named alone by AZURE_TOKEN_CREDENTIALS, managed identity is no probe: IMDS is retried as in the
+// managed-identity mode (a 500, then a token), not given up after one try.
+TEST(DefaultAzureCredentialTest, ManagedIdentityNamedAloneIsRetriedNotProbed) {
+  std::atomic<int> n{0};
+  StandIn imds([&](const Recorded&, httplib::Response& res) {
+    if (++n == 1) return Json(res, 500, R"({"error":"oops"})");
+    Json(res, 200, R"({"access_token":"imds-tok","expires_in":3599})");
+  });
+  SimulatedClock clock;
+  auto env = NoIdentityEnv();
+  env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds.authority();
+  env["AZURE_TOKEN_CREDENTIALS"] = "ManagedIdentityCredential";
+  std::shared_ptr<TokenCredential> out;
+  std::vector<std::string> errors;
+  ASSERT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors))
+      << testing::PrintToString(errors);
+  EXPECT_EQ(imds.count(), 2u);
+}
+
 TEST(DefaultAzureCredentialTest, FirstSourceThatYieldsATokenWinsInSdkOrder) {
   StandIn idp([](const Recorded& r, httplib::Response& res) {
     Json(res, 200,
