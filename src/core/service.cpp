@@ -261,7 +261,8 @@ void Service::ScanLoop(std::stop_token stop) {
         if (writes == session_writes_) {  // else it may predate the write
           // Generations only grow: a store that held a session and holds none was removed (by
           // hand, a volume restored). Adopted, as a replica started now would read it, but told.
-          if (session_ && !*loaded && !session_lost_) {
+          // (A stopped session's removal is a clean-up: nothing watched is lost.)
+          if (session_ && session_->active && !*loaded && !session_lost_) {
             const std::string why =
                 "the session file is gone (its directory removed?): no session is watched until "
                 "one is started";

@@ -546,6 +546,11 @@ TEST(ServiceTest, ASessionFileRemovedUnderTheWatchIsTold) {
   std::this_thread::sleep_for(200ms);  // a few polls: the new session file is read back
   EXPECT_FALSE(lost());
   EXPECT_EQ(service.StatusJson()["state"], "watching");
+  // A stopped session's file removed (cleaning up): nothing was being watched, nothing is lost.
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  std::filesystem::remove_all(config.processing_root + "/_session");
+  std::this_thread::sleep_for(500ms);  // ten polls
+  EXPECT_FALSE(lost()) << service.StatusJson().dump();
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
