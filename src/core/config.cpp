@@ -317,7 +317,8 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Comma-separated name endings to upload, not globs (e.g. `.csv,.bin`); empty = all", false},
       {"APP_IGNORE_PATTERNS", "*.tmp,*.part,*.partial,*.swp",
        "Comma-separated globs (`*`, `?`, `[...]`, as fnmatch(3); `?` is one byte) matched "
-       "against the file name (not its path), in any case as the extensions are, to skip; "
+       "against the file name (not its path), in any case as the extensions are (ASCII letters "
+       "and ranges fold; classes such as `[[:upper:]]` do not), to skip; "
        "dot-files are always skipped. Set but empty: no patterns",
        false},
       {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
