@@ -52,12 +52,14 @@ std::string DirName(const std::string& rel_dir) { return (rel_dir.empty() ? "." 
 
 // The directory `rel_dir` below the session directory open as `session_fd`, with no part of
 // `rel_dir` followed if it is a symlink (ELOOP): a directory swapped for one since it was listed
-// (`a` of `a/b`) would lead out of incoming. Where openat2 is missing (Linux before 5.6) or
-// filtered (a container's seccomp profile), by `path`, whose last part only is not followed.
+// (`a` of `a/b`) would lead out of incoming. Nor if it is another mount (EXDEV: an NFSv4
+// crossmnt export, an automount, a bind mount): no claim's rename could leave it. Where openat2
+// is missing (Linux before 5.6) or filtered (a container's seccomp profile), by `path`, whose
+// last part only is not followed.
 int OpenBelow(int session_fd, const std::string& rel_dir, const std::string& path) {
   open_how how{};
   how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW;
-  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH | RESOLVE_NO_XDEV;
   const long fd = ::syscall(SYS_openat2, session_fd, rel_dir.c_str(), &how, sizeof how);
   if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return static_cast<int>(fd);
   return ::open(path.c_str(), static_cast<int>(how.flags));
@@ -205,10 +207,12 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
       // which the status shows and a warning names when their count grows.
       NotRegular(DirName(rel_dir), stats);
     } else if (err != ENOENT) {
-      // A permission, an I/O error, a path past PATH_MAX: its files are not seen. Counted as
-      // unreadable, which the status and a warning show; those tracked there are not taken as
-      // gone.
-      Unreadable(DirName(rel_dir), "open", err, stats);
+      // A permission, an I/O error, a path past PATH_MAX, another mount: its files are not
+      // seen. Counted as unreadable, which the status and a warning show; those tracked there
+      // are not taken as gone.
+      Unreadable(DirName(rel_dir),
+                 err == EXDEV ? "open (another mount: claims cannot be renamed out of it)" : "open",
+                 err, stats);
       tracker_.KeepUnseen(rel_dir);
     }
     return;
