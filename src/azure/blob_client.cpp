@@ -273,6 +273,9 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         LogWarn("container missing; recreating it",
                 {{"container", options_.container}, {"ok", c.ok()}, {"error", c.ToString()}});
         if (!c.ok()) {
+          if (c.kind() != ErrorKind::kCancelled && observer_.on_container_missing) {
+            observer_.on_container_missing();
+          }
           return Status(ErrorKind::kUnavailable, msg + "; recreating it failed: " + c.message());
         }
         --attempt;

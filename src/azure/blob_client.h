@@ -121,6 +121,9 @@ struct BlobClientObserver {
   // `op` is one of kChecksummedOps.
   std::function<void(const std::string& op)> on_checksum_mismatch;
   std::function<void(TryOutcome)> on_try;  // after every try (not a cancelled one)
+  // The container is gone and could not be made again (deleted moments ago: 409
+  // ContainerBeingDeleted; credentials that may not create it: 403): every upload waits.
+  std::function<void()> on_container_missing;
 };
 
 // Thread-safe: one client is shared by all workers.

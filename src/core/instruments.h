@@ -137,6 +137,8 @@ struct Instruments {
   std::atomic<MonoTime::rep> staging_failing_at{0};  // another staging error (read-only, EIO...)
   // Storage's last throttling answer (429, 503, 500 OperationTimedOut).
   std::atomic<MonoTime::rep> throttled_at{0};
+  // When an upload last found the container gone, and making it again failed.
+  std::atomic<MonoTime::rep> container_missing_at{0};
   StorageHealth storage;
   VolumeHealth volume;
 };

@@ -39,6 +39,12 @@ const char* StartupTrouble(const Status& s) {
                   : "storage not reachable yet";
 }
 
+// Whether the steady-clock time `at` holds (0: never) is less than a minute before `now`.
+bool WithinAMinute(const std::atomic<MonoTime::rep>& at, MonoTime now) {
+  const auto t = at.load();
+  return t != 0 && now - MonoTime(MonoTime::duration(t)) < 60s;
+}
+
 }  // namespace
 
 Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
@@ -79,6 +85,11 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
       return now != nullptr && now == trouble ? 1.0 : 0.0;
     });
   }
+  metrics.AddGauge(
+      "storage.container_missing",
+      "1 for a minute after an upload found the container gone and making it again "
+      "failed (deleted moments ago, or credentials that may not create it)",
+      "1", [this] { return WithinAMinute(inst_.container_missing_at, clock_.Now()) ? 1.0 : 0.0; });
   metrics.AddGauge("volume.failing",
                    "1 while reading claims from the volume fails (ESTALE, EIO...) and no claim "
                    "has been read whole since",
@@ -642,11 +653,9 @@ nlohmann::json Service::StatusJson() const {
   if (leases_.IdInUseElsewhere()) degraded.push_back("replica_id_in_use");
   for (const auto& [at, name] : {std::pair{&inst_.staging_full_at, "staging_full"},
                                  std::pair{&inst_.staging_failing_at, "staging_failing"},
-                                 std::pair{&inst_.throttled_at, "storage_throttling"}}) {
-    const auto t = at->load();
-    if (t != 0 && clock_.Now() - MonoTime(MonoTime::duration(t)) < std::chrono::seconds(60)) {
-      degraded.push_back(name);
-    }
+                                 std::pair{&inst_.throttled_at, "storage_throttling"},
+                                 std::pair{&inst_.container_missing_at, "container_missing"}}) {
+    if (WithinAMinute(*at, clock_.Now())) degraded.push_back(name);
   }
   if (dl.count > 0) degraded.push_back("dead_lettered_files");
   if (queue_.HoldsPushes()) degraded.push_back("queue_full");

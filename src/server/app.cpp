@@ -281,6 +281,9 @@ int Main(int argc, char** argv) {
     inst->throttled.Add();
     inst->throttled_at = clock.Now().time_since_epoch().count();
   };
+  observer.on_container_missing = [&inst, &clock] {
+    if (inst != nullptr) inst->container_missing_at = clock.Now().time_since_epoch().count();
+  };
   observer.on_checksum_mismatch = [&inst](const std::string& op) {
     if (inst != nullptr) inst->checksum_mismatches.Add(1, {{"op", op}});
   };

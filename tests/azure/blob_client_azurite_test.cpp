@@ -38,7 +38,7 @@ class BlobClientAzuriteTest : public ::testing::Test {
   Azurite& azurite_ = SharedAzurite();  // one for the suite
   std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
   std::atomic<int> retries_{0};
-  BlobClientObserver observer_{[this](const std::string&) { ++retries_; }, {}, {}, {}};
+  BlobClientObserver observer_{[this](const std::string&) { ++retries_; }, {}, {}, {}, {}};
 };
 
 TEST_F(BlobClientAzuriteTest, CreateContainerTwiceIsFine) {

@@ -27,7 +27,8 @@ TEST(BlobClientConcurrencyTest, SharedClientAcrossThreads) {
   auto transport = std::make_shared<HttpTransport>(HttpTransportOptions{{}, 4 << 20, 4});
   std::atomic<int> retries{0};
   BlobClient client(test::AzuriteOptions(azurite, "concurrent"), *cred, transport,
-                    RealClock::Instance(), {[&](const std::string&) { ++retries; }, {}, {}, {}});
+                    RealClock::Instance(),
+                    {[&](const std::string&) { ++retries; }, {}, {}, {}, {}});
   ASSERT_TRUE(client.CreateContainerIfMissing().ok());
 
   constexpr int kThreads = 6;

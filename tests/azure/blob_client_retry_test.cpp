@@ -168,6 +168,9 @@ class BlobClientRetryTest : public ::testing::Test {
     } else if (name == "odd-code") {
       res.status = 400;
       res.set_content("<Error><Code>Odd\nInjected: line\x01</Code></Error>", "application/xml");
+    } else if (name == "no-container") {  // deleted; Create Container is refused (below)
+      res.status = 404;
+      res.set_header("x-ms-error-code", "ContainerNotFound");
     } else if (name == "bad") {
       res.status = 400;
       res.set_content("<?xml version=\"1.0\"?><Error><Code>Md5Mismatch</Code></Error>",
@@ -313,7 +316,8 @@ TEST_F(BlobClientRetryTest, RetryAfterIsHonouredAndThrottlesEveryone) {
   std::vector<std::string> reasons;
   int throttled = 0;
   BlobClient client = MakeClient(
-      cred, {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }, {}, {}});
+      cred,
+      {[&](const std::string& r) { reasons.push_back(r); }, [&] { ++throttled; }, {}, {}, {}});
   const std::string data = "abc";
   ASSERT_TRUE(client.PutBlock("flaky", "0001", Body::FromMemory(data), Md5::Of(data)).ok());
   EXPECT_EQ(reasons, (std::vector<std::string>{"503", "503"}));
@@ -438,6 +442,21 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
   ExpectEveryTrySends("/acct/c/denied", 2, data, Md5Headers(data));
   std::lock_guard lock(mu_);
   EXPECT_EQ(calls_["/acct/c/denied"], 2);
+}
+
+// A container gone that cannot be made again (here Create Container is refused, as for
+// credentials that may not create it): the upload waits as for unreachable storage, and the
+// observer is told, for the status's container_missing.
+TEST_F(BlobClientRetryTest, AContainerThatCannotBeMadeAgainIsTold) {
+  int missing = 0;
+  BlobClientObserver observer;
+  observer.on_container_missing = [&] { ++missing; };
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>(), observer);
+  const std::string data = "x";
+  const Status s = client.PutBlob("no-container", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("recreating it failed"), std::string::npos) << s.ToString();
+  EXPECT_EQ(missing, 1);
 }
 
 // Every try tells the observer what it says of storage, for the status's degraded states: a
@@ -608,8 +627,9 @@ TEST_F(BlobClientRetryTest, EachRequestGetsTheTimeoutItsBodyCallsFor) {
 TEST_F(BlobClientRetryTest, ConnectionRefusedIsUnavailableAndRetried) {
   options_.endpoint = "http://127.0.0.1:1/acct";
   std::vector<std::string> reasons;
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>(),
-                                 {[&](const std::string& r) { reasons.push_back(r); }, {}, {}, {}});
+  BlobClient client =
+      MakeClient(std::make_shared<CountingCredential>(),
+                 {[&](const std::string& r) { reasons.push_back(r); }, {}, {}, {}, {}});
   auto r = client.GetBlob("x");
   EXPECT_EQ(r.status().kind(), ErrorKind::kUnavailable);
   EXPECT_NE(r.status().message().find("curl error"), std::string::npos) << r.status().message();

@@ -416,6 +416,29 @@ TEST_F(FaultE2E, CredentialsThatMayReadButNotWriteShowAsRefused) {
   EXPECT_TRUE(DegradedBecomes(*up, {}, &status)) << status.dump();
 }
 
+// The container deleted under the service, and not to be made again for a while (Azure answers
+// 409 ContainerBeingDeleted after a delete): storage answers every request, so neither storage
+// state shows, but the status says container_missing while uploads wait. Once the container can
+// be made again, the files go up.
+TEST_F(FaultE2E, AContainerThatCannotBeMadeAgainShowsInTheStatus) {
+  auto up = Start({{"APP_AZURE_RETRY_MAX_S", "2"}});
+  ASSERT_EQ(up->Call("POST", "/v1/watch/start", R"({"session_name":"gone"})").status, 200);
+  proxy_->SetPlan([](const ProxyRequest& r) {
+    if (r.method != "PUT") return FaultAction::Forward();
+    return r.target.find("restype=container") != std::string::npos
+               ? FaultAction::Status(409, "ContainerBeingDeleted")
+               : FaultAction::Status(404, "ContainerNotFound");
+  });
+  const auto files = DropFiles("gone", 2, 4096);
+  nlohmann::json status;
+  EXPECT_TRUE(DegradedBecomes(*up, {"container_missing"}, &status)) << status.dump();
+  EXPECT_EQ(up->Metric("storage_container_missing"), "1");
+  EXPECT_EQ(status["counters"]["failed"], 0);
+  proxy_->SetPlan(nullptr);
+  ExpectAllArrive("gone", files, 60s);
+  ExpectNothingLeft(*up);
+}
+
 TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
   const std::map<std::string, std::string> env = {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"},
                                                   {"APP_AZURE_BLOCK_SIZE", "262144"},
