@@ -697,7 +697,7 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
   if (s.kind() == ErrorKind::kNotFound) {
     // Another replica took the claim over (our lease looked dead): it uploads the same bytes to
     // the same blob, so the outcome is the same. Nothing to mark here.
-    LogWarn("claim vanished before completion; another replica took it over",
+    LogWarn("claim vanished before completion: another replica took it over, or it was removed",
             {{"blob", claim.BlobName()}});
     return Status::Ok();
   }
@@ -851,8 +851,9 @@ FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, co
   const FailedPath f = FailedPathFor(claim);
   const std::string data = fs::Join(d_.config.failed_root, f.DataPath());
   const auto gone = [&] {  // not ours to dead-letter, nor to pick up again
-    LogWarn("claim vanished before its dead letter; another replica took it over",
-            {{"blob", claim.BlobName()}, {"why", why.ToString()}});
+    LogWarn(
+        "claim vanished before its dead letter: another replica took it over, or it was removed",
+        {{"blob", claim.BlobName()}, {"why", why.ToString()}});
     return DeadLettered::kGone;
   };
   // The dead letter's name is this claim's nonce, which a takeover keeps. A replica that took the
@@ -1030,7 +1031,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       // claim, still this replica's, is waited out as such.
       const Result<fs::FileStat> here = fs::Stat(ProcessingPath(claim));
       if (here.status().kind() == ErrorKind::kNotFound) {
-        LogWarn("claim vanished; another replica took it over", {{"blob", claim.BlobName()}});
+        LogWarn("claim vanished: another replica took it over, or it was removed",
+                {{"blob", claim.BlobName()}});
         break;
       }
       if (!here.ok()) s = ClaimReadFailure(here.status());
