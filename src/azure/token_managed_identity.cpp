@@ -103,6 +103,13 @@ Result<std::shared_ptr<ManagedIdentityCredential>> ManagedIdentityCredential::Fr
   const auto endpoint = env("IDENTITY_ENDPOINT");
   const auto msi_endpoint = env("MSI_ENDPOINT");
   if (auto header = env("IDENTITY_HEADER"); endpoint && header) {
+    // Service Fabric sets these two and its endpoint's certificate thumbprint: its endpoint
+    // takes another protocol (and a self-signed certificate), which is not implemented here.
+    if (env("IDENTITY_SERVER_THUMBPRINT")) {
+      return Status(ErrorKind::kAuth,
+                    "managed identity: Service Fabric (IDENTITY_SERVER_THUMBPRINT is set) is not "
+                    "supported; use a service principal or workload identity");
+    }
     return make(Source::kAppService, *endpoint, *header);
   }
   if (auto secret = env("MSI_SECRET"); msi_endpoint && secret) {

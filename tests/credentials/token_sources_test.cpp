@@ -560,6 +560,22 @@ TEST(ManagedIdentityCredentialTest, ImdsDoesNotRetryOtherClientErrorsAndProbeDoe
   EXPECT_EQ(busy.count(), 1u + 5u);  // later fetches retry normally
 }
 
+// Service Fabric sets App Service's two variables and its certificate's thumbprint: its endpoint
+// is not App Service's, so the source says it is not supported rather than fail on TLS later.
+TEST(ManagedIdentityCredentialTest, ServiceFabricIsRefusedByName) {
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  auto cred = ManagedIdentityCredential::FromEnv(
+      MapEnv({{"IDENTITY_ENDPOINT", "https://127.0.0.1:2377/metadata/identity/oauth2/token"},
+              {"IDENTITY_HEADER", "h"},
+              {"IDENTITY_SERVER_THUMBPRINT", "0123456789abcdef"}}),
+      o);
+  ASSERT_FALSE(cred.ok());
+  EXPECT_NE(cred.status().message().find("Service Fabric"), std::string::npos)
+      << cred.status().ToString();
+}
+
 TEST(ManagedIdentityCredentialTest, AppService2017SendsSecretHeaderAndClientid) {
   StandIn msi([](const Recorded&, httplib::Response& res) {
     Json(res, 200, R"({"access_token":"mi-2017","expires_on":"11/14/2099 11:13:20 PM +00:00"})");
