@@ -3,13 +3,17 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -20,6 +24,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 extern char** environ;
@@ -98,8 +103,11 @@ ChildProcess::ChildProcess(std::vector<std::string> argv, std::map<std::string, 
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
 
+  name_ = argv.empty() ? "" : std::filesystem::path(argv[0]).filename().string();
   const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error("open log " + log_path_);
+  struct stat log_stat {};
+  if (::fstat(fd, &log_stat) == 0) log_start_ = static_cast<size_t>(log_stat.st_size);
   const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
@@ -123,11 +131,110 @@ ChildProcess::ChildProcess(std::vector<std::string> argv, std::map<std::string, 
 }
 
 ChildProcess::~ChildProcess() {
+  if (check_stop_within_) {
+    StopAndCheck();
+    return;
+  }
   if (Running()) {
     ::kill(-pid_, SIGKILL);
     ::kill(pid_, SIGKILL);
-    Wait(std::chrono::seconds(10));
+    Reap(std::chrono::seconds(10));
   }
+}
+
+void ChildProcess::CheckAtEnd(std::chrono::milliseconds stop_within) {
+  check_stop_within_ = stop_within;
+}
+
+namespace {
+
+std::string DescribeExit(int code) {
+  return code > 128 ? "was killed by signal " + std::to_string(code - 128) + " (" +
+                          strsignal(code - 128) + ")"
+                    : "exited with status " + std::to_string(code);
+}
+
+// The last `n` lines of `text`.
+std::string LastLines(const std::string& text, size_t n) {
+  size_t from = text.size();
+  if (from > 0 && text[from - 1] == '\n') --from;
+  for (size_t lines = 0; from > 0; --from) {
+    if (text[from - 1] == '\n' && ++lines == n) break;
+  }
+  return text.substr(from);
+}
+
+}  // namespace
+
+void ChildProcess::StopAndCheck() {
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  const auto started = std::chrono::steady_clock::now();
+  std::string problem;  // what is wrong with how the child ended, if anything
+  if (pid_ > 0 && !Reap(milliseconds(0))) {
+    ::kill(pid_, SIGTERM);
+    ::kill(pid_, SIGCONT);  // a child the test left stopped takes the SIGTERM too
+    if (!Reap(*check_stop_within_)) {
+      ::kill(-pid_, SIGKILL);
+      ::kill(pid_, SIGKILL);
+      Reap(std::chrono::seconds(10));
+      problem = "did not exit within " + std::to_string(check_stop_within_->count()) +
+                " ms of the SIGTERM sent at the end of the test (then SIGKILLed)";
+    } else if (*exit_code_ != 0) {
+      problem =
+          DescribeExit(*exit_code_) + " after the SIGTERM sent at the end of the test (" +
+          std::to_string(
+              duration_cast<milliseconds>(std::chrono::steady_clock::now() - started).count()) +
+          " ms)";
+    }
+  } else if (exit_code_ && !exit_seen_ && *exit_code_ != 0) {
+    problem = DescribeExit(*exit_code_) + " during the test, which did not wait for it";
+  }
+  const std::string log = ReadLog();
+  const std::string own = log.substr(std::min(log_start_, log.size()));
+  const std::string report = SanitizerReport(own);
+  if (problem.empty() && report.empty()) return;
+  const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string test_name =
+      test != nullptr ? std::string(test->test_suite_name()) + "." + test->name() : "(no test)";
+  std::ostringstream msg;
+  msg << test_name << ": " << name_ << " (pid " << pid_ << ", log " << log_path_ << " from byte "
+      << log_start_ << ")";
+  if (!problem.empty()) msg << " " << problem;
+  if (!report.empty()) {
+    msg << (problem.empty() ? "" : ";") << " its log holds a sanitizer's report:\n" << report;
+  } else {
+    msg << "; the last lines of its log:\n" << LastLines(own, 30);
+  }
+  ADD_FAILURE() << msg.str();
+}
+
+std::string SanitizerReport(const std::string& log) {
+  static constexpr std::array<std::string_view, 4> kMarks = {"AddressSanitizer", "LeakSanitizer",
+                                                             "ThreadSanitizer", "runtime error:"};
+  constexpr size_t kFirstReportLines = 60;
+  constexpr size_t kLaterLines = 20;
+  std::string out;
+  size_t quoted = 0;  // lines of the first report quoted so far (0: none found yet)
+  size_t later = 0;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    const bool marked = std::any_of(kMarks.begin(), kMarks.end(), [&](std::string_view m) {
+      return line.find(m) != std::string::npos;
+    });
+    if (quoted > 0 && quoted < kFirstReportLines) {
+      ++quoted;
+    } else if (marked && quoted == 0) {
+      quoted = 1;
+    } else if (marked && later < kLaterLines) {
+      ++later;
+      if (later == 1) out += "...\n";
+    } else {
+      continue;
+    }
+    out += line + "\n";
+  }
+  return out;
 }
 
 void ChildProcess::Signal(int sig) {
@@ -135,6 +242,12 @@ void ChildProcess::Signal(int sig) {
 }
 
 std::optional<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
+  auto code = Reap(timeout);
+  if (code) exit_seen_ = true;
+  return code;
+}
+
+std::optional<int> ChildProcess::Reap(std::chrono::milliseconds timeout) {
   if (exit_code_) return exit_code_;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
@@ -152,7 +265,7 @@ std::optional<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
   }
 }
 
-bool ChildProcess::Running() { return pid_ > 0 && !Wait(std::chrono::milliseconds(0)); }
+bool ChildProcess::Running() { return pid_ > 0 && !Reap(std::chrono::milliseconds(0)); }
 
 std::string ChildProcess::ReadLog() const { return ReadFile(log_path_); }
 

@@ -21,9 +21,21 @@ class ChildProcess {
   // stdout and stderr go to `log_path` (appended). The child is killed when this process dies.
   ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env,
                std::string log_path);
-  ~ChildProcess();  // SIGKILLs the child if still running
+  // A child still running is SIGKILLed; one under CheckAtEnd() is stopped and checked instead.
+  ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
+
+  // For a program under test (the service, nfs-testgen): at destruction the child is checked
+  // as a test of it. One still running is sent SIGTERM (and SIGCONT, should the test have left it
+  // stopped) and must exit 0 within `stop_within`; if it has not, it is SIGKILLed. One that ended
+  // before without the test taking its status from Wait() (a crash, say) must have exited 0. And
+  // its part of the log (what was appended from its start on) must hold no sanitizer's report,
+  // whether it exited or was killed (a report written before a SIGKILL counts). Each of these
+  // fails the current test (ADD_FAILURE), naming it and the child and quoting the log. Without
+  // this, a SIGKILL at the end of a test keeps LeakSanitizer from ever running, and a report
+  // written after the test's last look at the log goes unseen.
+  void CheckAtEnd(std::chrono::milliseconds stop_within);
 
   int pid() const { return pid_; }
   void Signal(int sig);
@@ -31,13 +43,28 @@ class ChildProcess {
   std::optional<int> Wait(std::chrono::milliseconds timeout);
   bool Running();
   const std::string& log_path() const { return log_path_; }
+  // The log's size before the child started: its own lines are those from here on (a log that
+  // several processes append to in turn holds theirs before).
+  size_t log_start() const { return log_start_; }
   std::string ReadLog() const;
 
  private:
+  std::optional<int> Reap(std::chrono::milliseconds timeout);
+  void StopAndCheck();
+
   int pid_ = -1;
+  std::string name_;  // argv[0]'s file name, for messages
   std::optional<int> exit_code_;
+  bool exit_seen_ = false;  // the test took the exit status from Wait()
+  std::optional<std::chrono::milliseconds> check_stop_within_;
   std::string log_path_;
+  size_t log_start_ = 0;
 };
+
+// What a sanitizer wrote in `log`: the first report from its first line (its stack with it, at
+// most 60 lines), then any later line naming a sanitizer (at most 20); empty when there is none.
+// The marks: "AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:" (UBSan).
+std::string SanitizerReport(const std::string& log);
 
 // A fresh directory under $TMPDIR (or /tmp), removed recursively on destruction.
 class TempDir {
