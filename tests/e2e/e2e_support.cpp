@@ -80,11 +80,22 @@ UploaderProcess::UploaderProcess(const Azurite& azurite, const Volume& volume,
   };
   for (auto& [k, v] : extra) env[k] = v;
   const std::string log = volume.dir.path() + "/uploader-" + replica + ".log";
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(log, ec);
-  log_start_ = ec ? 0 : static_cast<size_t>(size);
   proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{BinaryPath("nfs-blob-uploader")},
                                          env, log);
+  // At the end of the test it must stop on SIGTERM within its shutdown grace plus the up to 3 s
+  // its workers take after it and the sanitizers' exit (LeakSanitizer's scan): the default
+  // grace (25 s) when the test unsets it, and that too for a value the service refuses (it
+  // exits at once then).
+  double grace_s = 25;
+  if (const auto set = env.find("APP_SHUTDOWN_GRACE_S"); set != env.end() && !set->second.empty()) {
+    char* end = nullptr;
+    const double parsed = std::strtod(set->second.c_str(), &end);
+    if (end != set->second.c_str() && *end == '\0' && parsed >= 0 && parsed <= 3600) {
+      grace_s = parsed;
+    }
+  }
+  proc_->CheckAtEnd(std::chrono::milliseconds(static_cast<long>(grace_s * 1000)) +
+                    std::chrono::seconds(10));
 }
 
 ApiResponse UploaderProcess::Call(const std::string& method, const std::string& path,
@@ -151,7 +162,7 @@ bool UploaderProcess::WaitReady(std::chrono::milliseconds timeout) {
   // replica's log holds its predecessor's "ready".
   const auto ready = [&] {
     return Call("GET", "/readyz").status == 200 &&
-           proc_->ReadLog().find(R"("message":"ready")", log_start_) != std::string::npos;
+           proc_->ReadLog().find(R"("message":"ready")", proc_->log_start()) != std::string::npos;
   };
   return WaitFor([&] { return ready() || !proc_->Running(); }, timeout) && proc_->Running();
 }

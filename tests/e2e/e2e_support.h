@@ -50,7 +50,9 @@ struct Volume {
 class UploaderProcess {
  public:
   // Starts the binary for replica `replica` on `volume` with fast test timings; `extra` entries
-  // override (empty value = unset).
+  // override (empty value = unset). Its log is <volume>/uploader-<replica>.log (a replica's
+  // restart appends to it). It is checked at the end of the test (ChildProcess::CheckAtEnd):
+  // stopped by SIGTERM, exit status 0, no sanitizer's report in its part of the log.
   UploaderProcess(const Azurite& azurite, const Volume& volume, const std::string& container,
                   const std::string& replica, std::map<std::string, std::string> extra = {});
   ApiResponse Call(const std::string& method, const std::string& path,
@@ -71,7 +73,6 @@ class UploaderProcess {
  private:
   int port_;
   std::string staging_;
-  size_t log_start_ = 0;  // the log's size before this process: a replica's restart appends
   std::unique_ptr<ChildProcess> proc_;
 };
 
