@@ -44,6 +44,8 @@ Testgen::Testgen(const std::string& output_dir, const std::string& log_path,
   extra_env["GEN_HTTP_PORT"] = std::to_string(port_);
   proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{BinaryPath("nfs-testgen")},
                                          extra_env, log_path);
+  // A job stops at the end of the file it is writing: a few seconds at most at the tests' paces.
+  proc_->CheckAtEnd(std::chrono::seconds(20));
   if (!WaitHealthy(port_, "/healthz", std::chrono::seconds(20))) {
     throw std::runtime_error("nfs-testgen did not become healthy: " + proc_->ReadLog());
   }

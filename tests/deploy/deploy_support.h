@@ -24,7 +24,8 @@ HttpJson PostJson(int port, const std::string& path, const std::string& body);
 // Waits until GET `path` answers 200.
 bool WaitHealthy(int port, const std::string& path, std::chrono::milliseconds timeout);
 
-// nfs-testgen on a free loopback port writing under `output_dir`; SIGKILLed on destruction.
+// nfs-testgen on a free loopback port writing under `output_dir`. Checked at the end of the test
+// (ChildProcess::CheckAtEnd): stopped by SIGTERM, exit status 0, no sanitizer's report in its log.
 class Testgen {
  public:
   Testgen(const std::string& output_dir, const std::string& log_path,

@@ -51,6 +51,8 @@ class PipelineE2eTest : public ::testing::Test {
             {"APP_ENV_FILE", "/dev/null"},
             {"OTEL_SDK_DISABLED", "true"}},
         dir_ / "uploader.log");
+    // Stopped by SIGTERM and checked at the end: the default shutdown grace (25 s) and 10 s more.
+    uploader_->CheckAtEnd(std::chrono::seconds(35));
     ASSERT_TRUE(WaitHealthy(uploader_port_, "/readyz", std::chrono::seconds(60)))
         << uploader_->ReadLog();
     testgen_ = std::make_unique<Testgen>(dir_ / "nfs/incoming", dir_ / "testgen.log");

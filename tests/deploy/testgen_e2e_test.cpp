@@ -124,6 +124,7 @@ TEST(TestgenConfigE2eTest, InvalidConfigurationExitsTwoNamingEachVariable) {
   TempDir dir;
   ChildProcess proc({BinaryPath("nfs-testgen")},
                     {{"GEN_HTTP_PORT", "99999"}, {"GEN_WRITE_MODE", "append"}}, dir / "log");
+  proc.CheckAtEnd(std::chrono::seconds(20));
   EXPECT_EQ(proc.Wait(std::chrono::seconds(20)), 2);
   const std::string log = proc.ReadLog();
   EXPECT_NE(log.find("GEN_HTTP_PORT"), std::string::npos) << log;
@@ -142,6 +143,7 @@ TEST(TestgenConfigE2eTest, AnAddressItCannotListenOnExitsTwoNamingIt) {
                      {"GEN_HTTP_PORT", std::to_string(port)},
                      {"GEN_OUTPUT_DIR", dir.path()}},
                     dir / "log");
+  proc.CheckAtEnd(std::chrono::seconds(20));
   const auto code = proc.Wait(std::chrono::seconds(20));
   if (!code) proc.Signal(SIGTERM);  // it shared the port and serves: stop it
   ::close(holder);
@@ -156,6 +158,7 @@ TEST(TestgenConfigE2eTest, AnAddressItCannotListenOnExitsTwoNamingIt) {
 TEST(TestgenConfigE2eTest, ListsItsVariables) {
   TempDir dir;
   ChildProcess proc({BinaryPath("nfs-testgen"), "--config-vars"}, {}, dir / "log");
+  proc.CheckAtEnd(std::chrono::seconds(20));
   EXPECT_EQ(proc.Wait(std::chrono::seconds(20)), 0);
   EXPECT_EQ(proc.ReadLog(),
             "GEN_OUTPUT_DIR\nGEN_HTTP_HOST\nGEN_HTTP_PORT\nGEN_WRITE_MODE\nGEN_LOG_LEVEL\n");
