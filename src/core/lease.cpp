@@ -64,7 +64,7 @@ std::string PidSpace() {
 }
 
 LeaseBook::LeaseBook(const Config& config, Clock& clock)
-    : config_(config), clock_(clock), instance_(NewNonce()), own_write_last_(Ticks(clock.Now())) {}
+    : config_(config), clock_(clock), instance_(NewNonce()), own_write_last_(clock.Now()) {}
 
 std::string LeaseBook::Dir() const { return fs::Join(config_.processing_root, "_replicas"); }
 
@@ -146,11 +146,11 @@ Status LeaseBook::Heartbeat() {
   Status s = Write(/*stopped=*/false);
   if (s.ok()) {
     const MonoTime now = clock_.Now();
-    const Duration excess = now - FromTicks(own_write_last_.load()) - Interval();
-    // Stored before the last write's time: a reader that sees the new time sees this too (one
-    // that sees only this counts the gap twice for a moment: a slower clock, never faster).
-    if (excess > Duration::zero()) own_write_excess_ += excess.count();
-    own_write_last_ = Ticks(now);
+    std::lock_guard credit(credit_mu_);
+    const Duration gap = now - own_write_last_;
+    own_write_excess_ += std::max(gap - Interval(), Duration::zero());
+    own_write_last_ = now;
+    if (gap > FromSeconds(config_.lease_timeout_s)) silence_from_ = now - own_write_excess_;
   }
   return s;
 }
@@ -158,9 +158,15 @@ Status LeaseBook::Heartbeat() {
 Duration LeaseBook::Interval() const { return FromSeconds(config_.lease_timeout_s / 4); }
 
 MonoTime LeaseBook::Credited(MonoTime now) const {
-  const MonoTime last = FromTicks(own_write_last_.load());
-  const Duration open = std::max(now - last - Interval(), Duration::zero());
-  return now - Duration(own_write_excess_.load()) - open;
+  std::lock_guard lock(credit_mu_);
+  const Duration open = std::max(now - own_write_last_ - Interval(), Duration::zero());
+  return now - own_write_excess_ - open;
+}
+
+Duration LeaseBook::SilenceSince(MonoTime changed) const {
+  const MonoTime now = Credited(clock_.Now());
+  std::lock_guard lock(credit_mu_);
+  return now - std::max(changed, silence_from_);
 }
 
 bool LeaseBook::IdInUseElsewhere() const {
@@ -186,7 +192,9 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   // A missing file reads as empty; any other failure as a change (a sign of life).
   const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
   const std::string text = content.ok() ? *content : "";
-  const MonoTime credited = Credited(now);
+  // Credited once the read is done, not when it began: a read held up through an outage of the
+  // volume returns after this replica's heartbeat took the outage out of the credited clock.
+  const MonoTime credited = Credited(clock_.Now());
   auto [it, inserted] = seen_.try_emplace(owner, Seen{text, credited, now, std::nullopt, false});
   Seen& seen = it->second;
   if (!failed) {
@@ -261,14 +269,13 @@ bool LeaseBook::IsDead(const std::string& owner) {
   if (it == seen_.end() || now - it->second.read >= std::chrono::seconds(1)) {
     Record(owner, fs::ReadSmallFile(PathOf(owner), 4096), now);
   }
-  return Credited(now) - seen_.at(owner).changed >= FromSeconds(config_.lease_timeout_s);
+  return SilenceSince(seen_.at(owner).changed) >= FromSeconds(config_.lease_timeout_s);
 }
 
 void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
-  const MonoTime credited = Credited(clock_.Now());
   for (auto it = seen_.begin(); it != seen_.end();) {
     const bool long_dead =
-        credited - it->second.changed >= FromSeconds(10 * config_.lease_timeout_s);
+        SilenceSince(it->second.changed) >= FromSeconds(10 * config_.lease_timeout_s);
     if (it->first != config_.replica_id && long_dead && owners_with_claims.count(it->first) == 0) {
       // Gone already when only a temp file of its was left (RemoveTempIfLeft): nothing to say.
       if (::unlink(PathOf(it->first).c_str()) == 0) {

@@ -96,12 +96,17 @@ class LeaseBook {
   // `now` on a clock that stands still while this replica's own heartbeats are late: the
   // steady clock less, for each gap between successful heartbeats (from this object's creation
   // for the first), what the gap took beyond one heartbeat interval, the gap now open included.
-  // Silence is measured on it. Another replica's lease, stale for an outage of the volume that
-  // held ours up too, then shows at most 3/4 of a lease timeout of silence when ours is back
-  // (at most one interval before the outage and one after it, each with its write, beyond what
-  // our gap took out), however long the outage; and a late or failed heartbeat now and then
-  // only slows that clock down, where resetting it would stop takeovers for good.
+  // A late or failed heartbeat now and then only slows it down, where restarting the count
+  // would stop takeovers for good.
   MonoTime Credited(MonoTime now) const;
+  // How long `owner`'s lease, last changed at `changed` (credited time), has been silent as this
+  // replica could have seen it: on the credited clock, and only since this replica's last gap
+  // longer than the lease timeout. Another lease, stale for an outage of the volume that held
+  // ours up too, then shows no silence when ours is back: the other replica gets a whole lease
+  // timeout to write again, as its client may reconnect later than ours. After a shorter gap it
+  // shows at most 3/4 of a lease timeout (one interval before the gap and one after it, each
+  // with its write, beyond what the gap took out).
+  Duration SilenceSince(MonoTime changed) const;
   Duration Interval() const;  // between heartbeats: a quarter of the lease timeout
   const Config& config_;
   Clock& clock_;
@@ -112,14 +117,18 @@ class LeaseBook {
   // When a heartbeat last found another instance's write (steady-clock ticks + 1; 0: never).
   // Atomic: status reads it while a heartbeat may be stuck in the volume's I/O under mu_.
   std::atomic<int64_t> id_in_use_seen_{0};
-  // This replica's last successful heartbeat (steady-clock ticks + 1; its creation before the
-  // first), and the nanoseconds its gaps took beyond one interval (Credited). Written under
-  // mu_, read by the sweep.
-  std::atomic<int64_t> own_write_last_;
-  std::atomic<int64_t> own_write_excess_{0};
-  std::map<std::string, Seen> seen_;       // sweep thread only
-  std::map<std::string, MonoTime> temps_;  // temp files in the last listing, first listed; sweep
-  std::atomic<int> unreadable_leases_{0};  // of seen_, those told unreadable
+  // This replica's own heartbeats, for Credited and SilenceSince: the last successful one's time
+  // (this object's creation before the first), what the gaps between them took beyond one
+  // interval, and the credited time at the end of the last gap longer than the lease timeout.
+  // Their own mutex: a heartbeat holds mu_ through the volume's I/O, which the sweep must not
+  // wait for; one lock, so that no reader sees a gap's end without its excess.
+  mutable std::mutex credit_mu_;
+  MonoTime own_write_last_;                  // guarded by credit_mu_
+  Duration own_write_excess_{0};             // guarded by credit_mu_
+  MonoTime silence_from_ = MonoTime::min();  // guarded by credit_mu_
+  std::map<std::string, Seen> seen_;         // sweep thread only
+  std::map<std::string, MonoTime> temps_;    // temp files in the last listing, first listed; sweep
+  std::atomic<int> unreadable_leases_{0};    // of seen_, those told unreadable
 };
 
 }  // namespace nbu::core

@@ -122,6 +122,9 @@ Fd& Fd::operator=(Fd&& o) noexcept {
 }
 
 Result<Fd> OpenRead(const std::string& path) {
+  if (const int err = InjectedForTest("open", path); err != 0) {
+    return ErrnoStatus("open " + path, err);
+  }
   // O_NONBLOCK: a FIFO put in a regular file's place is not waited on (no effect on files).
   const int fd = RetryEintr(
       [&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); });

@@ -96,7 +96,8 @@ using PathPairCallForTest =
 void SetPathPairCallForTest(PathPairCallForTest call);
 // Tests only: called before the O_EXCL create of CreateExclusive and CreateFresh (`op` "create"),
 // the stat of Stat and StatFresh ("stat", "statx"), Unlink ("unlink"), each mkdir of MkdirAll
-// ("mkdir") and the opendir of ListDir ("opendir"): an errno fails the call with it (the test may
+// ("mkdir"), the open of OpenRead and so ReadSmallFile ("open") and the opendir of ListDir
+// ("opendir"): an errno fails the call with it (the test may
 // have carried the create out first), 0 lets it run. Set while no other thread uses the volume.
 // Also asked for each entry ListDir returns ("d_type", its path): non-zero reports its type as
 // DT_UNKNOWN, as some file systems and NFS servers do.

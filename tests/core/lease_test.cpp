@@ -1,5 +1,6 @@
 #include "core/lease.h"
 
+#include "support/fs_seams.h"
 #include "support/process.h"
 #include "util/fs.h"
 
@@ -91,6 +92,45 @@ TEST_F(LeaseTest, TempFilesOfLeaseWritesLeftBehindAreRemoved) {
 
 // Two processes with one id: each heartbeat finds the other's write since its own, and both
 // report it for a lease timeout after the last such finding. A process alone never does.
+// A read of another replica's lease held up through an outage of the volume (a hard mount): this
+// replica's heartbeat gets through first, then the other's write, then the read returns the new
+// content. Its silence counts from when the read returned, not from when it began (which the
+// outage, taken out of the credited clock meanwhile, would put far in the past): the other
+// replica, which has just written, is not judged dead.
+TEST_F(LeaseTest, ALeaseReadHeldUpThroughAnOutageCountsFromItsEnd) {
+  config.lease_timeout_s = 30;
+  SimulatedClock clock(false);
+  LeaseBook mine(config, clock);
+  Config other_config = config;
+  other_config.replica_id = "r2";
+  LeaseBook other(other_config, clock);
+  ASSERT_TRUE(mine.Heartbeat().ok());
+  ASSERT_TRUE(other.Heartbeat().ok());
+  mine.Observe();
+  clock.Advance(7s);
+  ASSERT_TRUE(mine.Heartbeat().ok());
+  ASSERT_TRUE(other.Heartbeat().ok());
+  clock.Advance(2s);
+  bool held = false;
+  {
+    const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+      if (held || std::string_view(op) != "open" || !path.ends_with("/r2.lease")) return 0;
+      held = true;  // the outage, this read held up through it
+      clock.Advance(120s);
+      EXPECT_TRUE(mine.Heartbeat().ok());
+      EXPECT_TRUE(other.Heartbeat().ok());
+      return 0;
+    });
+    EXPECT_FALSE(mine.IsDead("r2"));
+  }
+  ASSERT_TRUE(held);
+  for (int i = 0; i < 2; ++i) {  // 15 s on, the other replica's next beats not yet seen
+    clock.Advance(7500ms);
+    ASSERT_TRUE(mine.Heartbeat().ok());
+    EXPECT_FALSE(mine.IsDead("r2")) << "judged dead " << 7.5 * (i + 1) << " s after it wrote";
+  }
+}
+
 TEST_F(LeaseTest, TwoInstancesWithOneIdSeeEachOther) {
   SimulatedClock clock;
   LeaseBook a(config, clock);

@@ -649,13 +649,13 @@ TEST_F(SweeperTest, AReplicaBackFromAVolumeOutageTakesNothingBeforeOthersCouldBe
   clock.Advance(120s);  // the outage: no replica writes its lease
   sweeper.Sweep({});    // back before our own heartbeat
   EXPECT_TRUE(queued.empty()) << "taken over while this replica could not write its own lease";
-  // Ours again since 20 s, the other's still not: of its silence, the 7 s before the outage,
-  // one heartbeat interval of the outage and the 20 s since count, 27.5 s.
+  // Ours again since 20 s, the other's still not: after a gap longer than the lease timeout,
+  // its silence counts from our return only.
   Pass(20s);
   sweeper.Sweep({});
-  EXPECT_TRUE(queued.empty()) << "taken over with less than a lease timeout of silence counted";
+  EXPECT_TRUE(queued.empty()) << "taken over before a lease timeout since this replica is back";
   EXPECT_TRUE(Exists(theirs.Path()));
-  Pass(11s);  // 38.5 s counted: dead
+  Pass(11s);  // silent for a lease timeout that this replica saw whole: dead
   sweeper.Sweep({});
   ASSERT_EQ(queued.size(), 1u);
   EXPECT_EQ(queued[0].claim.owner, "me");
