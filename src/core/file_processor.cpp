@@ -1055,13 +1055,15 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     bool environmental = committed || s.kind() == ErrorKind::kUnavailable ||
                          s.kind() == ErrorKind::kBusy || s.kind() == ErrorKind::kAuth ||
                          s.kind() == ErrorKind::kStaging || s.kind() == ErrorKind::kVolume;
-    // Unless storage, or the volume, fails only this file while it works for others. So too a
-    // refusal of this file's requests alone (a role assignment conditioned on the blob's path,
-    // a SAS without read for the look at a blob already there): credentials refused for
-    // everyone fail every file.
+    // Unless storage, or the volume, fails only this file while it works for others. A refusal
+    // (a role assignment conditioned on the blob's path, a SAS without read for the look at a
+    // blob already there) counts once others' uploads went through since this file's last one,
+    // however many files it refuses with it: no outage refuses some requests and takes others,
+    // and credentials refused for everyone let no upload through.
     if (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kAuth) {
       unreachable.reset();
-    } else if (!committed && FailsOnlyThis(unreachable, storage_)) {
+    } else if (!committed &&
+               FailsOnlyThis(unreachable, storage_, 0, s.kind() == ErrorKind::kAuth)) {
       environmental = false;
     }
     if (s.kind() != ErrorKind::kVolume) {
@@ -1133,7 +1135,8 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   d_.inflight.Remove(claim.Path());
 }
 
-bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own) {
+bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own,
+                                  bool refused) {
   const MonoTime now = d_.clock.Now();
   const uint64_t successes = use.successes.load() - own;
   const uint64_t failures = ++use.failures;
@@ -1142,8 +1145,9 @@ bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uin
     return false;
   }
   if (failures > u->failures + 1) u->others_at = now;  // others failed since this file last did
-  const bool only_this = successes > u->successes &&
-                         now - u->others_at >= FromSeconds(d_.config.unavailable_counts_after_s);
+  const bool only_this =
+      successes > u->successes &&
+      (refused || now - u->others_at >= FromSeconds(d_.config.unavailable_counts_after_s));
   u->successes = successes;
   u->failures = failures;
   return only_this;

@@ -232,7 +232,10 @@ class FileProcessor {
   // of holding a worker for good. An outage that lets some files through fails others too, and
   // counts for none. `own`: the successes this file itself added (its own whole reads of the
   // claim), which say nothing of the resource for others.
-  bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own = 0);
+  // `refused`: the failures are refusals (401, 403), which count once the resource did its part
+  // for others, whether or not other files were refused meanwhile.
+  bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own = 0,
+                     bool refused = false);
   // Moves the claim to the failed root with its reason. kKept when the move failed: the claim
   // stays, logged, and its reason is kept for its next pickup (see undelivered_). kGone when the
   // claim was no longer there: another replica took it over (after a stall here), and it is

@@ -1052,23 +1052,27 @@ TEST_F(FileProcessorAzuriteTest, AFileStorageKeepsFailingWhileItTakesOthersIsDea
       << reason.dump();
 }
 
-// The same for a refusal (403) of one file's requests while others' are taken (a role
-// assignment conditioned on the blob's path): its worker is not held for good, which with a few
-// such files would hold every worker.
-TEST_F(FileProcessorAzuriteTest, AFileStorageRefusesWhileItTakesOthersIsDeadLettered) {
+// A refusal (403) of some files' requests while others' are taken (a role assignment
+// conditioned on the blobs' path, which refuses a whole prefix): their workers are not held for
+// good, which with a few such files would hold every worker. Unlike unreachable storage, two
+// files refused together count too: no outage refuses some requests and takes others.
+TEST_F(FileProcessorAzuriteTest, FilesStorageRefusesWhileItTakesOthersAreDeadLettered) {
   config_.max_file_attempts = 3;
   FailFilesWhileOthersUpload(
-      {"poison.bin"}, [&] { return Count(inst_.files_failed) == 1; }, 403,
+      {"poison-a.bin", "poison-b.bin"}, [&] { return Count(inst_.files_failed) == 2; }, 403,
       "AuthorizationPermissionMismatch");
-  ASSERT_EQ(Count(inst_.files_failed), 1);
+  ASSERT_EQ(Count(inst_.files_failed), 2);
   EXPECT_GE(Count(inst_.files_processed), 1);
   const auto failed = Entries(config_.failed_root);
-  ASSERT_EQ(failed.size(), 2u);
-  const auto reason =
-      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
-  EXPECT_NE(reason["error"].get<std::string>().find("HTTP 403 AuthorizationPermissionMismatch"),
-            std::string::npos)
-      << reason.dump();
+  ASSERT_EQ(failed.size(), 4u);
+  for (const std::string& f : failed) {
+    if (!f.ends_with(".failed.json")) continue;
+    const auto reason =
+        nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, f)));
+    EXPECT_NE(reason["error"].get<std::string>().find("HTTP 403 AuthorizationPermissionMismatch"),
+              std::string::npos)
+        << reason.dump();
+  }
 }
 
 // Two files storage keeps refusing while it takes others: as far as anyone can tell, an outage
