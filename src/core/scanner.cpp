@@ -50,9 +50,10 @@ void Unreadable(const std::string& rel, const char* call, int err, Scanner::Stat
 // A directory's relative path as the unreadable example names it.
 std::string DirName(const std::string& rel_dir) { return (rel_dir.empty() ? "." : rel_dir) + "/"; }
 
-// The directory `rel_dir` below the session directory open as `session_fd`, with no part of
-// `rel_dir` followed if it is a symlink (ELOOP): a directory swapped for one since it was listed
-// (`a` of `a/b`) would lead out of incoming. Nor if it is another mount (EXDEV: an NFSv4
+// The directory `rel_dir` below the directory open as `session_fd` (the session directory, or
+// incoming for the session directory itself), with no part of `rel_dir` followed if it is a
+// symlink (ELOOP): a directory swapped for one since it was listed (`a` of `a/b`) would lead out
+// of incoming. Nor if it is another mount (EXDEV: an NFSv4
 // crossmnt export, an automount, a bind mount): no claim's rename could leave it. Where openat2
 // is missing (Linux before 5.6) or filtered (a container's seccomp profile), by `path`, whose
 // last part only is not followed.
@@ -185,7 +186,14 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
   int dfd = -1;
   if (const int err = fail_for_test_ ? fail_for_test_("open", rel_dir) : 0; err != 0) {
     errno = err;
-  } else if (rel_dir.empty() || session_fd < 0) {
+  } else if (rel_dir.empty()) {
+    // From incoming's descriptor, so that a session directory that is a mount of its own is
+    // refused too (OpenBelow).
+    const fs::Fd incoming(::open(config_.incoming_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    dfd = incoming.get() >= 0
+              ? OpenBelow(incoming.get(), session, dir_path)
+              : ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  } else if (session_fd < 0) {
     dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
   } else {
     dfd = OpenBelow(session_fd, rel_dir, dir_path);

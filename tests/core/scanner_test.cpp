@@ -160,6 +160,26 @@ TEST_F(ScannerTest, ASubdirectoryOnAnotherMountIsCountedNotQueued) {
       << stats.unreadable_example;
 }
 
+// The same for a session directory that is itself another mount (a per-session export, an
+// automount).
+TEST_F(ScannerTest, ASessionDirectoryOnAnotherMountIsCountedNotQueued) {
+  if (!HaveOpenat2()) {
+    GTEST_SKIP() << "openat2 is missing or filtered here: the scanner opens by path, as before";
+  }
+  nbu::test::ScopedTmpfs mount(config.incoming_dir + "/s1", "1m");
+  if (!mount.ok()) GTEST_SKIP() << mount.error();
+  WriteFile(In("there.bin"), "t");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), std::set<std::string>{});
+  EXPECT_EQ(stats.unreadable, 1u);
+  EXPECT_NE(stats.unreadable_example.find("another mount"), std::string::npos)
+      << stats.unreadable_example;
+}
+
 // The session directory itself that cannot be reached (here: incoming's path runs through a
 // symlink loop) is reported, not skipped as a subdirectory swapped mid-scan is.
 TEST_F(ScannerTest, ASessionDirectoryInASymlinkLoopIsReported) {
