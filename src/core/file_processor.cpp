@@ -1057,9 +1057,11 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
                          s.kind() == ErrorKind::kStaging || s.kind() == ErrorKind::kVolume;
     // Unless storage, or the volume, fails only this file while it works for others. A refusal
     // (a role assignment conditioned on the blob's path, a SAS without read for the look at a
-    // blob already there) counts once others' uploads went through since this file's last one,
-    // however many files it refuses with it: no outage refuses some requests and takes others,
-    // and credentials refused for everyone let no upload through.
+    // blob already there) counts once this file has been refused for unavailable_counts_after_s
+    // and others' uploads went through between its refusals, however many files are refused
+    // with it (a role refuses a whole prefix). A refusal that passes (a role assignment still
+    // spreading across storage's front ends) ends first; credentials refused for everyone let
+    // no upload through.
     if (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kAuth) {
       unreachable.reset();
     } else if (!committed &&
@@ -1144,10 +1146,11 @@ bool FileProcessor::FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uin
     u = Failing{successes, failures, now};
     return false;
   }
-  if (failures > u->failures + 1) u->others_at = now;  // others failed since this file last did
-  const bool only_this =
-      successes > u->successes &&
-      (refused || now - u->others_at >= FromSeconds(d_.config.unavailable_counts_after_s));
+  // Others failed since this file last did. Not for refusals: those of others say nothing of
+  // this file's (a role refuses a whole prefix), so they count from this file's first.
+  if (!refused && failures > u->failures + 1) u->others_at = now;
+  const bool only_this = successes > u->successes &&
+                         now - u->others_at >= FromSeconds(d_.config.unavailable_counts_after_s);
   u->successes = successes;
   u->failures = failures;
   return only_this;

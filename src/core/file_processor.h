@@ -232,8 +232,8 @@ class FileProcessor {
   // of holding a worker for good. An outage that lets some files through fails others too, and
   // counts for none. `own`: the successes this file itself added (its own whole reads of the
   // claim), which say nothing of the resource for others.
-  // `refused`: the failures are refusals (401, 403), which count once the resource did its part
-  // for others, whether or not other files were refused meanwhile.
+  // `refused`: the failures are refusals (401, 403), timed from this file's first, whether or
+  // not other files were refused meanwhile.
   bool FailsOnlyThis(std::optional<Failing>& u, SharedUse& use, uint64_t own = 0,
                      bool refused = false);
   // Moves the claim to the failed root with its reason. kKept when the move failed: the claim

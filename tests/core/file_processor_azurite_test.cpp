@@ -1055,13 +1055,17 @@ TEST_F(FileProcessorAzuriteTest, AFileStorageKeepsFailingWhileItTakesOthersIsDea
 // A refusal (403) of some files' requests while others' are taken (a role assignment
 // conditioned on the blobs' path, which refuses a whole prefix): their workers are not held for
 // good, which with a few such files would hold every worker. Unlike unreachable storage, two
-// files refused together count too: no outage refuses some requests and takes others.
+// files refused together count too, but only once each has been refused for
+// unavailable_counts_after_s (2 s here): a refusal that passes (a role still spreading across
+// storage's front ends) must not dead-letter files.
 TEST_F(FileProcessorAzuriteTest, FilesStorageRefusesWhileItTakesOthersAreDeadLettered) {
   config_.max_file_attempts = 3;
+  const auto began = std::chrono::steady_clock::now();
   FailFilesWhileOthersUpload(
       {"poison-a.bin", "poison-b.bin"}, [&] { return Count(inst_.files_failed) == 2; }, 403,
       "AuthorizationPermissionMismatch");
   ASSERT_EQ(Count(inst_.files_failed), 2);
+  EXPECT_GE(std::chrono::steady_clock::now() - began, 2s) << "dead-lettered before 2 s of refusals";
   EXPECT_GE(Count(inst_.files_processed), 1);
   const auto failed = Entries(config_.failed_root);
   ASSERT_EQ(failed.size(), 4u);
