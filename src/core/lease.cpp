@@ -145,28 +145,39 @@ Status LeaseBook::Heartbeat() {
   }
   Status s = Write(/*stopped=*/false);
   if (s.ok()) {
-    const MonoTime now = clock_.Now();
     std::lock_guard credit(credit_mu_);
+    const MonoTime now = clock_.Now();
     const Duration gap = now - own_write_last_;
+    const MonoTime began = CreditedAt(own_write_last_);
     own_write_excess_ += std::max(gap - Interval(), Duration::zero());
     own_write_last_ = now;
-    if (gap > FromSeconds(config_.lease_timeout_s)) silence_from_ = now - own_write_excess_;
+    if (gap > FromSeconds(config_.lease_timeout_s / 2)) {
+      if (long_gaps_.size() == kLongGapsKept) long_gaps_.pop_front();
+      long_gaps_.emplace_back(began, CreditedAt(now));
+    }
   }
   return s;
 }
 
 Duration LeaseBook::Interval() const { return FromSeconds(config_.lease_timeout_s / 4); }
 
-MonoTime LeaseBook::Credited(MonoTime now) const {
-  std::lock_guard lock(credit_mu_);
+MonoTime LeaseBook::CreditedAt(MonoTime now) const {
   const Duration open = std::max(now - own_write_last_ - Interval(), Duration::zero());
   return now - own_write_excess_ - open;
 }
 
-Duration LeaseBook::SilenceSince(MonoTime changed) const {
-  const MonoTime now = Credited(clock_.Now());
+MonoTime LeaseBook::Credited() const {
   std::lock_guard lock(credit_mu_);
-  return now - std::max(changed, silence_from_);
+  return CreditedAt(clock_.Now());
+}
+
+Duration LeaseBook::SilenceSince(MonoTime changed) const {
+  std::lock_guard lock(credit_mu_);
+  MonoTime from = changed;
+  for (const auto& [began, ended] : long_gaps_) {
+    if (began - changed < FromSeconds(config_.lease_timeout_s)) from = std::max(from, ended);
+  }
+  return CreditedAt(clock_.Now()) - from;
 }
 
 bool LeaseBook::IdInUseElsewhere() const {
@@ -194,7 +205,7 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   const std::string text = content.ok() ? *content : "";
   // Credited once the read is done, not when it began: a read held up through an outage of the
   // volume returns after this replica's heartbeat took the outage out of the credited clock.
-  const MonoTime credited = Credited(clock_.Now());
+  const MonoTime credited = Credited();
   auto [it, inserted] = seen_.try_emplace(owner, Seen{text, credited, now, std::nullopt, false});
   Seen& seen = it->second;
   if (!failed) {

@@ -14,12 +14,14 @@
 #include "util/status.h"
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <stop_token>
 #include <string>
+#include <utility>
 
 namespace nbu::core {
 
@@ -93,19 +95,20 @@ class LeaseBook {
   // This replica's lease as another instance last wrote it; nothing when the last write is
   // ours, or the file cannot be read or parsed. mu_ held.
   std::optional<LeaseText> AnothersLease() const;
-  // `now` on a clock that stands still while this replica's own heartbeats are late: the
-  // steady clock less, for each gap between successful heartbeats (from this object's creation
-  // for the first), what the gap took beyond one heartbeat interval, the gap now open included.
-  // A late or failed heartbeat now and then only slows it down, where restarting the count
-  // would stop takeovers for good.
-  MonoTime Credited(MonoTime now) const;
-  // How long `owner`'s lease, last changed at `changed` (credited time), has been silent as this
-  // replica could have seen it: on the credited clock, and only since this replica's last gap
-  // longer than the lease timeout. Another lease, stale for an outage of the volume that held
-  // ours up too, then shows no silence when ours is back: the other replica gets a whole lease
-  // timeout to write again, as its client may reconnect later than ours. After a shorter gap it
-  // shows at most 3/4 of a lease timeout (one interval before the gap and one after it, each
-  // with its write, beyond what the gap took out).
+  // Now on a clock that stands still while this replica's own heartbeats are late: the steady
+  // clock less, for each gap between successful heartbeats (from this object's creation for the
+  // first), what the gap took beyond one heartbeat interval, the gap now open included. A late
+  // or failed heartbeat now and then only slows it down, where restarting the count would stop
+  // takeovers for good. CreditedAt: the same at `now`, credit_mu_ held.
+  MonoTime Credited() const;
+  MonoTime CreditedAt(MonoTime now) const;
+  // How long a lease last changed at `changed` (credited time) has been silent as this replica
+  // could have seen it. After a gap of ours longer than half the lease timeout (an outage of the
+  // volume that may have held the other replica up too), a lease not yet silent for a lease
+  // timeout when the gap began counts from the gap's end: that replica, alive as far as we
+  // knew, gets a whole lease timeout to write again, as its client may reconnect later than
+  // ours. A lease already silent that long (a replica gone) keeps its count, so gaps now and
+  // then only put a dead replica's takeover off by at most about one lease timeout.
   Duration SilenceSince(MonoTime changed) const;
   Duration Interval() const;  // between heartbeats: a quarter of the lease timeout
   const Config& config_;
@@ -119,16 +122,18 @@ class LeaseBook {
   std::atomic<int64_t> id_in_use_seen_{0};
   // This replica's own heartbeats, for Credited and SilenceSince: the last successful one's time
   // (this object's creation before the first), what the gaps between them took beyond one
-  // interval, and the credited time at the end of the last gap longer than the lease timeout.
-  // Their own mutex: a heartbeat holds mu_ through the volume's I/O, which the sweep must not
-  // wait for; one lock, so that no reader sees a gap's end without its excess.
+  // interval, and the last gaps longer than half the lease timeout (each one's start and end in
+  // credited time; of older ones, only leases silent for long could qualify, whose count may as
+  // well go on). Their own mutex: a heartbeat holds mu_ through the volume's I/O, which the
+  // sweep must not wait for; one lock, so that no reader sees a gap's end without its excess.
+  static constexpr size_t kLongGapsKept = 16;
   mutable std::mutex credit_mu_;
-  MonoTime own_write_last_;                  // guarded by credit_mu_
-  Duration own_write_excess_{0};             // guarded by credit_mu_
-  MonoTime silence_from_ = MonoTime::min();  // guarded by credit_mu_
-  std::map<std::string, Seen> seen_;         // sweep thread only
-  std::map<std::string, MonoTime> temps_;    // temp files in the last listing, first listed; sweep
-  std::atomic<int> unreadable_leases_{0};    // of seen_, those told unreadable
+  MonoTime own_write_last_;                              // guarded by credit_mu_
+  Duration own_write_excess_{0};                         // guarded by credit_mu_
+  std::deque<std::pair<MonoTime, MonoTime>> long_gaps_;  // guarded by credit_mu_
+  std::map<std::string, Seen> seen_;                     // sweep thread only
+  std::map<std::string, MonoTime> temps_;  // temp files in the last listing, first listed; sweep
+  std::atomic<int> unreadable_leases_{0};  // of seen_, those told unreadable
 };
 
 }  // namespace nbu::core

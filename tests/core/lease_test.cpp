@@ -131,6 +131,36 @@ TEST_F(LeaseTest, ALeaseReadHeldUpThroughAnOutageCountsFromItsEnd) {
   }
 }
 
+// An outage of the volume shorter than a lease timeout (a server failing over in 20 s) that
+// holds both replicas up: our client gets back first, the other's 18 s later (its reconnect
+// backs off longer). That replica, alive when our gap began, gets a whole lease timeout from our
+// return; counted across the gap, the other's silence would reach it 15 s after our return.
+TEST_F(LeaseTest, AReplicaBackLaterThanUsFromAnOutageIsNotJudgedDead) {
+  config.lease_timeout_s = 30;
+  SimulatedClock clock(false);
+  LeaseBook mine(config, clock);
+  Config other_config = config;
+  other_config.replica_id = "r2";
+  LeaseBook other(other_config, clock);
+  ASSERT_TRUE(mine.Heartbeat().ok());
+  ASSERT_TRUE(other.Heartbeat().ok());
+  mine.Observe();
+  clock.Advance(7500ms);
+  ASSERT_TRUE(mine.Heartbeat().ok());  // the other's beat now is held up by the outage
+  clock.Advance(22s);                  // ours, too
+  ASSERT_TRUE(mine.Heartbeat().ok());
+  for (int s = 1; s <= 18; ++s) {  // we look every second, and beat every 7.5 s
+    clock.Advance(1s);
+    if (s % 7 == 0) {
+      ASSERT_TRUE(mine.Heartbeat().ok());
+    }
+    ASSERT_FALSE(mine.IsDead("r2")) << "judged dead " << s << " s after our return";
+  }
+  ASSERT_TRUE(other.Heartbeat().ok());
+  clock.Advance(1s);
+  EXPECT_FALSE(mine.IsDead("r2"));
+}
+
 TEST_F(LeaseTest, TwoInstancesWithOneIdSeeEachOther) {
   SimulatedClock clock;
   LeaseBook a(config, clock);

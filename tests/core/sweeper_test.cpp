@@ -688,8 +688,8 @@ TEST_F(SweeperTest, AReplicaThatCannotWriteItsLeaseTakesNothingOver) {
 
 // But lease writes that fail now and then (one in three here: EIO on a soft mount, ENOSPC coming
 // and going), each taking 0.5 s, only slow the count of silence down: a replica really gone is
-// still taken over, here after 40 s. (Silence counted only from the first heartbeat after each
-// gap longer than half the lease timeout would never reach it.)
+// still taken over, here after 72 s. (Silence counted only from the first heartbeat after each
+// gap longer than half the lease timeout, for every lease, would never reach it.)
 TEST_F(SweeperTest, AReplicaWhoseLeaseWritesFailNowAndThenStillTakesOver) {
   const ClaimPath theirs = Claim("theirs", "ghost");  // a replica whose lease never appeared
   Pass(0s);
@@ -707,8 +707,10 @@ TEST_F(SweeperTest, AReplicaWhoseLeaseWritesFailNowAndThenStillTakesOver) {
   }
   ASSERT_EQ(queued.size(), 1u) << "never taken over";
   EXPECT_EQ(queued[0].claim.owner, "me");
-  // 30 s of the 40 counted: each 8 s gap counts 7.5 s, and the 16 s one too.
-  EXPECT_EQ(beats, 5);
+  // Each 8 s gap counts 7.5 s, and each 16 s one too. The first 16 s gap (from 16 to 32 s) began
+  // 15 s of silence into the ghost's count, so that count starts again at its end; the next
+  // (from 40 to 56 s) began 30 s into it, and so does not. 30 s are counted at 72 s.
+  EXPECT_EQ(beats, 9);
 }
 
 // A takeover the volume refuses is tried again at every sweep, for each claim of the dead
