@@ -1133,12 +1133,13 @@ TEST(StorageTargetTokenTest, ExplicitSecretsNeverTouchTokenEndpoints) {
   EXPECT_TRUE(errors.empty());
 }
 
-// Resolves `c` with an empty environment: "" when it resolves, else its one error line ("?" for
-// more than one). No line may hold the secret c2VjcmV0 the tests put in their values.
+// Resolves `c` with no identity in the environment (the metadata endpoint a closed loopback
+// port, should a case fall to the token chain): "" when it resolves, else its one error line
+// ("?" for more than one). No line may hold the secret c2VjcmV0 the tests put in their values.
 std::string ResolveError(const core::Config& c) {
   SimulatedClock clock;
   server::StorageTarget target;
-  core::EnvMap env;
+  core::EnvMap env = NoIdentityEnv();
   std::vector<std::string> errors;
   const bool ok = server::ResolveStorageTarget(c, clock, &target, &errors, &env);
   EXPECT_EQ(ok, errors.empty());
