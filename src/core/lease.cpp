@@ -83,7 +83,7 @@ std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
       ::kill(static_cast<pid_t>(lease->pid), 0) != 0 && errno == ESRCH) {
     return std::nullopt;
   }
-  const Duration wait = FromSeconds(config_.lease_timeout_s / 4 * 1.5);
+  const Duration wait = Interval() * 3 / 2;
   LogInfo("this replica id's lease is recent; waiting to see whether its process still runs",
           {{"replica", config_.replica_id},
            {"host", lease->host},

@@ -71,6 +71,9 @@ class LeaseBook {
   // time credited as for IsDead).
   void Prune(const std::set<std::string>& owners_with_claims);
   std::string Dir() const;
+  // Between heartbeats (the service's loop beats at it): a quarter of the lease timeout. The
+  // count of silence (SilenceSince) takes it for what a gap of ours should be.
+  Duration Interval() const;
 
  private:
   struct Seen {
@@ -110,7 +113,6 @@ class LeaseBook {
   // ours. A lease already silent that long (a replica gone) keeps its count, so gaps now and
   // then only put a dead replica's takeover off by at most about one lease timeout.
   Duration SilenceSince(MonoTime changed) const;
-  Duration Interval() const;  // between heartbeats: a quarter of the lease timeout
   const Config& config_;
   Clock& clock_;
   const std::string instance_;  // random, per process

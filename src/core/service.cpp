@@ -409,7 +409,7 @@ void Service::Beat() {
 }
 
 void Service::HeartbeatLoop(std::stop_token stop) {
-  while (clock_.SleepFor(FromSeconds(config_.lease_timeout_s / 4), stop)) Beat();
+  while (clock_.SleepFor(leases_.Interval(), stop)) Beat();
 }
 
 bool Service::Shutdown(Duration grace) {
