@@ -40,6 +40,23 @@ class LeaseTest : public ::testing::Test {
   Config config;
 };
 
+// This replica (r1) and another (r2) on one simulated clock, with the default 30 s lease
+// timeout: each has written its lease once, and r1 has seen r2's.
+struct TwoReplicas {
+  explicit TwoReplicas(const Config& base) : mine_config(base), other_config(base) {
+    mine_config.lease_timeout_s = other_config.lease_timeout_s = 30;
+    other_config.replica_id = "r2";
+    EXPECT_TRUE(mine.Heartbeat().ok());
+    EXPECT_TRUE(other.Heartbeat().ok());
+    mine.Observe();
+  }
+  Config mine_config;
+  Config other_config;
+  SimulatedClock clock{false};
+  LeaseBook mine{mine_config, clock};
+  LeaseBook other{other_config, clock};
+};
+
 // Temp files of lease writes left behind (a process killed between its write and its rename, a
 // lost reply) are removed by the sweeps' reads of the leases, once listed for a lease timeout (a
 // write takes milliseconds): ours, and another replica's once it is dead (a live one may be about
@@ -90,23 +107,16 @@ TEST_F(LeaseTest, TempFilesOfLeaseWritesLeftBehindAreRemoved) {
   EXPECT_TRUE(there("r1.lease.tmp-mine"));
 }
 
-// Two processes with one id: each heartbeat finds the other's write since its own, and both
-// report it for a lease timeout after the last such finding. A process alone never does.
 // A read of another replica's lease held up through an outage of the volume (a hard mount): this
 // replica's heartbeat gets through first, then the other's write, then the read returns the new
 // content. Its silence counts from when the read returned, not from when it began (which the
 // outage, taken out of the credited clock meanwhile, would put far in the past): the other
 // replica, which has just written, is not judged dead.
 TEST_F(LeaseTest, ALeaseReadHeldUpThroughAnOutageCountsFromItsEnd) {
-  config.lease_timeout_s = 30;
-  SimulatedClock clock(false);
-  LeaseBook mine(config, clock);
-  Config other_config = config;
-  other_config.replica_id = "r2";
-  LeaseBook other(other_config, clock);
-  ASSERT_TRUE(mine.Heartbeat().ok());
-  ASSERT_TRUE(other.Heartbeat().ok());
-  mine.Observe();
+  TwoReplicas two(config);
+  SimulatedClock& clock = two.clock;
+  LeaseBook& mine = two.mine;
+  LeaseBook& other = two.other;
   clock.Advance(7s);
   ASSERT_TRUE(mine.Heartbeat().ok());
   ASSERT_TRUE(other.Heartbeat().ok());
@@ -136,15 +146,10 @@ TEST_F(LeaseTest, ALeaseReadHeldUpThroughAnOutageCountsFromItsEnd) {
 // backs off longer). That replica, alive when our gap began, gets a whole lease timeout from our
 // return; counted across the gap, the other's silence would reach it 15 s after our return.
 TEST_F(LeaseTest, AReplicaBackLaterThanUsFromAnOutageIsNotJudgedDead) {
-  config.lease_timeout_s = 30;
-  SimulatedClock clock(false);
-  LeaseBook mine(config, clock);
-  Config other_config = config;
-  other_config.replica_id = "r2";
-  LeaseBook other(other_config, clock);
-  ASSERT_TRUE(mine.Heartbeat().ok());
-  ASSERT_TRUE(other.Heartbeat().ok());
-  mine.Observe();
+  TwoReplicas two(config);
+  SimulatedClock& clock = two.clock;
+  LeaseBook& mine = two.mine;
+  LeaseBook& other = two.other;
   clock.Advance(7500ms);
   ASSERT_TRUE(mine.Heartbeat().ok());  // the other's beat now is held up by the outage
   clock.Advance(22s);                  // ours, too
@@ -161,6 +166,8 @@ TEST_F(LeaseTest, AReplicaBackLaterThanUsFromAnOutageIsNotJudgedDead) {
   EXPECT_FALSE(mine.IsDead("r2"));
 }
 
+// Two processes with one id: each heartbeat finds the other's write since its own, and both
+// report it for a lease timeout after the last such finding. A process alone never does.
 TEST_F(LeaseTest, TwoInstancesWithOneIdSeeEachOther) {
   SimulatedClock clock;
   LeaseBook a(config, clock);
