@@ -48,6 +48,36 @@ class ScannerTest : public ::testing::Test {
     while (q.size() > 0) out.insert(q.Pop({})->rel);
     return out;
   }
+  // The scan of session s1 past the minimum age, with a tmpfs mounted at `mounted` (below
+  // incoming) that holds `file` (below s1): what it queued, and its stats. Nothing, and *skip
+  // says why, where openat2 cannot be called (the scanner then opens by path and cannot tell a
+  // mount) or a tmpfs cannot be mounted.
+  struct MountScan {
+    std::set<std::string> queued;
+    Scanner::Stats stats;
+  };
+  std::optional<MountScan> ScanWithMountAt(const std::string& mounted, const std::string& file,
+                                           std::string* skip) {
+    if (!HaveOpenat2()) {
+      *skip = "openat2 is missing or filtered here: the scanner opens by path, as before";
+      return std::nullopt;
+    }
+    nbu::test::ScopedTmpfs mount(config.incoming_dir + "/" + mounted, "1m");
+    if (!mount.ok()) {
+      *skip = mount.error();
+      return std::nullopt;
+    }
+    WriteFile(In(file), "t");
+    BoundedQueue<WorkItem> q(100);
+    Scanner scanner(config, clock, q, inst);
+    scanner.ScanOnce("s1", {});
+    clock.Advance(5s);
+    MountScan out;
+    out.stats = scanner.ScanOnce("s1", {});
+    out.queued = Drain(q);
+    return out;
+  }
+
   TempDir dir;
   Config config;
   SimulatedClock clock{false};
@@ -141,43 +171,27 @@ TEST_F(ScannerTest, ASubdirectorysParentSwappedForASymlinkIsNotFollowed) {
 // no claim can be renamed out of it (EXDEV), so its files are not queued to fail for ever; it is
 // counted as unreadable, and the example says why. The rest of the session is scanned.
 TEST_F(ScannerTest, ASubdirectoryOnAnotherMountIsCountedNotQueued) {
-  if (!HaveOpenat2()) {
-    GTEST_SKIP() << "openat2 is missing or filtered here: the scanner opens by path, as before";
-  }
   WriteFile(In("here.bin"), "h");
-  nbu::test::ScopedTmpfs mount(In("sub"), "1m");
-  if (!mount.ok()) GTEST_SKIP() << mount.error();
-  WriteFile(In("sub/there.bin"), "t");
-  BoundedQueue<WorkItem> q(100);
-  Scanner scanner(config, clock, q, inst);
-  scanner.ScanOnce("s1", {});
-  clock.Advance(5s);
-  const auto stats = scanner.ScanOnce("s1", {});
-  EXPECT_EQ(Drain(q), std::set<std::string>{"here.bin"});
-  EXPECT_EQ(stats.unreadable, 1u);
-  EXPECT_NE(stats.unreadable_example.find("sub/: "), std::string::npos) << stats.unreadable_example;
-  EXPECT_NE(stats.unreadable_example.find("another mount"), std::string::npos)
-      << stats.unreadable_example;
+  std::string skip;
+  const auto scan = ScanWithMountAt("s1/sub", "sub/there.bin", &skip);
+  if (!scan) GTEST_SKIP() << skip;
+  EXPECT_EQ(scan->queued, std::set<std::string>{"here.bin"});
+  EXPECT_EQ(scan->stats.unreadable, 1u);
+  const std::string& example = scan->stats.unreadable_example;
+  EXPECT_NE(example.find("sub/: "), std::string::npos) << example;
+  EXPECT_NE(example.find("another mount"), std::string::npos) << example;
 }
 
 // The same for a session directory that is itself another mount (a per-session export, an
 // automount).
 TEST_F(ScannerTest, ASessionDirectoryOnAnotherMountIsCountedNotQueued) {
-  if (!HaveOpenat2()) {
-    GTEST_SKIP() << "openat2 is missing or filtered here: the scanner opens by path, as before";
-  }
-  nbu::test::ScopedTmpfs mount(config.incoming_dir + "/s1", "1m");
-  if (!mount.ok()) GTEST_SKIP() << mount.error();
-  WriteFile(In("there.bin"), "t");
-  BoundedQueue<WorkItem> q(100);
-  Scanner scanner(config, clock, q, inst);
-  scanner.ScanOnce("s1", {});
-  clock.Advance(5s);
-  const auto stats = scanner.ScanOnce("s1", {});
-  EXPECT_EQ(Drain(q), std::set<std::string>{});
-  EXPECT_EQ(stats.unreadable, 1u);
-  EXPECT_NE(stats.unreadable_example.find("another mount"), std::string::npos)
-      << stats.unreadable_example;
+  std::string skip;
+  const auto scan = ScanWithMountAt("s1", "there.bin", &skip);
+  if (!scan) GTEST_SKIP() << skip;
+  EXPECT_EQ(scan->queued, std::set<std::string>{});
+  EXPECT_EQ(scan->stats.unreadable, 1u);
+  const std::string& example = scan->stats.unreadable_example;
+  EXPECT_NE(example.find("another mount"), std::string::npos) << example;
 }
 
 // The session directory itself that cannot be reached (here: incoming's path runs through a
