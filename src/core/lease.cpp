@@ -200,7 +200,9 @@ std::string LeaseBook::PathOf(const std::string& owner) const {
 }
 
 void LeaseBook::Record(const std::string& owner, const Result<std::string>& content, MonoTime now) {
-  // A missing file reads as empty; any other failure as a change (a sign of life).
+  // A missing file reads as empty. Any other failure shows nothing: neither silence nor life.
+  // Its time is not a change (with reads failing now and then, a dead replica would never be
+  // judged dead), and IsDead holds off while the last read failed.
   const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
   const std::string text = content.ok() ? *content : "";
   // Credited once the read is done, not when it began: a read held up through an outage of the
@@ -228,8 +230,8 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   }
   if (inserted) return;
   seen.read = now;
-  if (failed || seen.content != text) {
-    if (!failed) seen.content = text;
+  if (!failed && seen.content != text) {
+    seen.content = text;
     seen.changed = credited;
   }
 }
@@ -280,12 +282,15 @@ bool LeaseBook::IsDead(const std::string& owner) {
   if (it == seen_.end() || now - it->second.read >= std::chrono::seconds(1)) {
     Record(owner, fs::ReadSmallFile(PathOf(owner), 4096), now);
   }
-  return SilenceSince(seen_.at(owner).changed) >= FromSeconds(config_.lease_timeout_s);
+  const Seen& seen = seen_.at(owner);
+  return !seen.unreadable_since &&
+         SilenceSince(seen.changed) >= FromSeconds(config_.lease_timeout_s);
 }
 
 void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
   for (auto it = seen_.begin(); it != seen_.end();) {
     const bool long_dead =
+        !it->second.unreadable_since &&
         SilenceSince(it->second.changed) >= FromSeconds(10 * config_.lease_timeout_s);
     if (it->first != config_.replica_id && long_dead && owners_with_claims.count(it->first) == 0) {
       // Gone already when only a temp file of its was left (RemoveTempIfLeft): nothing to say.

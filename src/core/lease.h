@@ -57,8 +57,9 @@ class LeaseBook {
   // never appeared counts from the first time it was asked about). Never true for this replica.
   // Judged on a read of the lease made now (at most one a second per owner), not on the last
   // Observe: a sweep can run long (it waits while the queue is full), and a read that failed
-  // then says nothing. A read that fails now, other than for a missing file, counts as a sign
-  // of life: a takeover needs proof of silence.
+  // then says nothing. A takeover needs proof of silence: false while the last read failed
+  // (other than for a missing file). A failed read is no sign of life either: silence counts
+  // across it, so reads that fail now and then only put a takeover off to the next good read.
   // Silence counts only while this replica could write its own lease (Credited): after an
   // outage of the volume (a server rebooting, a write refused for ENOSPC) every lease is stale,
   // and the first replica back must not take the others' claims before they could write
@@ -81,7 +82,7 @@ class LeaseBook {
     MonoTime changed;  // in credited time (Credited)
     MonoTime read;     // the last read of the file, failed or not
     // Since when every read failed (other than for a missing file), and whether a warning said
-    // so: such a replica counts as alive, so its claims are not taken over meanwhile.
+    // so: such a replica is not judged dead, so its claims are not taken over meanwhile.
     std::optional<MonoTime> unreadable_since;
     bool unreadable_told = false;
   };
