@@ -362,7 +362,8 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_SHUTDOWN_GRACE_S", "25",
        "Seconds in-flight uploads get after SIGTERM (or SIGINT, SIGHUP). Then their requests are "
        "aborted (within about a second) and their claims left for recovery, which resumes them "
-       "(blocks already staged are not sent again)",
+       "(blocks already staged are not sent again). A second signal does not shorten it (it is "
+       "answered in the log); SIGKILL does",
        false},
       {"APP_LOG_LEVEL", "info", "debug, info, warn or error", false},
       {"APP_ENV_FILE", ".env",

@@ -32,6 +32,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 
 namespace nbu::server {
 namespace {
@@ -82,29 +83,37 @@ std::string SignalName(int sig) {
                                       : std::to_string(sig);
 }
 
-// Runs work(stop_token) for a start-up step that can wait (the first token fetch, the
-// replica-id check), with the token requested by a stop signal, so that the step ends at once;
-// the signals are blocked in every thread, and a thread waits for them meanwhile. Returns what
-// the work returns; *signal: the signal that ended it (0: none).
-template <typename Work>
-auto WatchingSignals(const Work& work, int* signal) {
-  std::stop_source stop;
+// Runs work() while a thread waits for the stop signals (blocked in every thread) and calls
+// on_signal(signal) for each, until it returns false. Returns what the work returns.
+template <typename Work, typename OnSignal>
+auto WithSignalsWatched(const Work& work, const OnSignal& on_signal) {
   std::atomic<bool> done{false};
-  std::atomic<int> caught{0};
   std::thread watcher([&] {
     const sigset_t set = StopSignals();
     const timespec tick{0, 100'000'000};
     while (!done.load()) {
-      if (const int sig = sigtimedwait(&set, nullptr, &tick); sig > 0) {
-        caught = sig;
-        stop.request_stop();
-        return;
-      }
+      if (const int sig = sigtimedwait(&set, nullptr, &tick); sig > 0 && !on_signal(sig)) return;
     }
   });
-  auto result = work(stop.get_token());
+  auto result = work();
   done = true;
   watcher.join();
+  return result;
+}
+
+// Runs work(stop_token) for a start-up step that can wait (the first token fetch, the
+// replica-id check), with the token requested by a stop signal, so that the step ends at once.
+// Returns what the work returns; *signal: the signal that ended it (0: none).
+template <typename Work>
+auto WatchingSignals(const Work& work, int* signal) {
+  std::stop_source stop;
+  std::atomic<int> caught{0};
+  auto result = WithSignalsWatched([&] { return work(stop.get_token()); },
+                                   [&](int sig) {
+                                     caught = sig;
+                                     stop.request_stop();
+                                     return false;
+                                   });
   *signal = caught.load();
   return result;
 }
@@ -355,9 +364,23 @@ int Main(int argc, char** argv) {
 
   const int sig = WaitForSignal();
   LogInfo("signal received", {{"signal", SignalName(sig)}});
-  const bool joined = service.Shutdown(FromSeconds(config.shutdown_grace_s));
-  const bool api_joined = stop_api();
-  telemetry.Shutdown(clock.Now() + std::chrono::seconds(3));
+  // A second Ctrl-C or SIGTERM does not cut the grace short (a supervisor's SIGKILL does that),
+  // but it is answered: silence would look like a hang.
+  const auto [joined, api_joined] = WithSignalsWatched(
+      [&] {
+        const bool workers = service.Shutdown(FromSeconds(config.shutdown_grace_s));
+        const bool api_stopped = stop_api();
+        telemetry.Shutdown(clock.Now() + std::chrono::seconds(3));
+        return std::pair(workers, api_stopped);
+      },
+      [&](int again) {
+        LogWarn(
+            "signal received while stopping: uploads in flight get the rest of their grace "
+            "(APP_SHUTDOWN_GRACE_S) first; SIGKILL stops at once, and the files then in flight are "
+            "resumed from their claims at the next start (or by another replica)",
+            {{"signal", SignalName(again)}, {"grace_s", config.shutdown_grace_s}});
+        return true;
+      });
   LogInfo("stopped", {{"workers_joined", joined}, {"api_joined", api_joined}});
   // A worker still blocked in I/O (its claim is left for recovery), or a client holding the API:
   // nothing of ours is left to finish.

@@ -337,7 +337,7 @@ TEST_F(FaultE2E, StorageDownForSecondsThenIngestResumesOnItsOwn) {
 
 // While a stopping service waits for its uploads in flight (the shutdown grace), /readyz says
 // 503 so that no new work is routed to it, POSTs are refused with 503, and the upload in flight
-// still finishes.
+// still finishes, a second SIGTERM notwithstanding (answered in the log).
 TEST_F(FaultE2E, AStoppingServiceIsNotReadyAndRefusesPostsWhileItsUploadsFinish) {
   const auto open_at_exit = gate_.OpenAtExit();  // on any early return too
   auto up = Start({{"APP_SHUTDOWN_GRACE_S", "20"}});
@@ -355,6 +355,15 @@ TEST_F(FaultE2E, AStoppingServiceIsNotReadyAndRefusesPostsWhileItsUploadsFinish)
   EXPECT_EQ(refused.status, 503);
   EXPECT_TRUE(refused.body.contains("error")) << refused.body.dump();
   EXPECT_EQ(up->Call("GET", "/healthz").status, 200);
+  // A second SIGTERM is answered, and does not cut the upload's grace short.
+  up->process().Signal(SIGTERM);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return up->process().ReadLog().find("signal received while stopping") != std::string::npos;
+      },
+      10s))
+      << up->process().ReadLog();
+  EXPECT_EQ(up->Call("GET", "/readyz").body["status"], "stopping");
   gate_.Open();
   EXPECT_EQ(up->process().Wait(30s), 0) << up->process().ReadLog();
   ExpectAllArrive("grace", files, 10s);
