@@ -602,6 +602,9 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       }
     }
   }
+  // A pattern that matches each of these ignores every file (*, ?*, [!.]*, *?*).
+  static constexpr const char* kNamesOfAllKinds[] = {
+      "x", "1", "Data_01 (copy)~.csv", "IMG 0001.JPG", "2026-12-02T14:00:00Z.json.gz", "-ümlaut-"};
   if (env.count("APP_IGNORE_PATTERNS") != 0)
     c.ignore_patterns = SplitList(env.at("APP_IGNORE_PATTERNS"));
   // Filters that leave nothing to upload are mistakes, not choices: refused at start-up rather
@@ -611,7 +614,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       r.Error("APP_IGNORE_PATTERNS", "\"" + p +
                                          "\" has a /: patterns are matched against the file "
                                          "name, not its path, so it would never match");
-    } else if (p.find_first_not_of('*') == std::string::npos) {
+    } else if (std::all_of(std::begin(kNamesOfAllKinds), std::end(kNamesOfAllKinds),
+                           [&](const char* name) { return GlobMatch(p, name); })) {
       r.Error("APP_IGNORE_PATTERNS", "\"" + p + "\" ignores every file: nothing would be uploaded");
     }
   }

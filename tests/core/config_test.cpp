@@ -485,6 +485,14 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
             0u);
   EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", "*.lock,**"),
             "APP_IGNORE_PATTERNS: \"**\" ignores every file: nothing would be uploaded");
+  for (const char* all : {"?*", "[!.]*", "*?*"}) {
+    EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", all),
+              "APP_IGNORE_PATTERNS: \"" + std::string(all) +
+                  "\" ignores every file: nothing would be uploaded");
+  }
+  for (const char* some : {".*", "*.*", "~*", "[a-z]*", "??*", "*[0-9]*"}) {
+    EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", some), "") << some;
+  }
   EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", "logs/*.txt")
                 .rfind("APP_IGNORE_PATTERNS: \"logs/*.txt\" "
                        "has a /",
