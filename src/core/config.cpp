@@ -351,7 +351,8 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_HTTP_PORT", "8000", "API port", false},
       {"APP_HTTP_TOKEN", "",
        "Bearer token the POST routes require (`Authorization: Bearer <token>`), 16-256 "
-       "characters of [A-Za-z0-9._~+/=-]; empty = none. The GET routes stay open for probes and "
+       "characters of [A-Za-z0-9._~+/=-]; unset = none (set but empty is refused). The GET routes "
+       "stay open for probes and "
        "scrapers",
        true},
       {"APP_REPLICA_ID", "<host name>",
@@ -725,10 +726,17 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   }
   // Sent in a header: printable, no spaces; long enough not to be guessed in a few tries. The
   // value is not echoed.
-  if (!c.http_token.empty() &&
-      (c.http_token.size() < 16 || c.http_token.size() > 256 ||
-       c.http_token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                      "0123456789._~+/=-") != std::string::npos)) {
+  // Set but empty (an environment entry over the env file's, a Secret whose `openssl rand`
+  // printed nothing) would open the POST routes without a word: refused like a bad token.
+  if (const auto token = env.find("APP_HTTP_TOKEN");
+      token != env.end() && Trimmed(token->second).empty()) {
+    r.Error("APP_HTTP_TOKEN",
+            "is set but empty, which would leave the POST routes open: give a token, or unset it "
+            "to run without one");
+  } else if (!c.http_token.empty() &&
+             (c.http_token.size() < 16 || c.http_token.size() > 256 ||
+              c.http_token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                             "0123456789._~+/=-") != std::string::npos)) {
     r.Error("APP_HTTP_TOKEN", "must be 16-256 characters of [A-Za-z0-9._~+/=-]");
   }
   *out = std::move(c);

@@ -188,8 +188,9 @@ class ReceivedRequest final : public httplib::Stream {
   }
   // What the head announces. A chunked body is not waited for (the library refuses it, 411).
   // Refused (RFC 9112 5.1, 2.2, 6.3): a line that is no field (no colon, or no name before it),
-  // which the library skips; whitespace before a header's colon, which the library
-  // would take as part of the name, missing the header; a line ending in a bare LF, which the
+  // which the library skips; whitespace before a header's colon or at the start of a line (an
+  // obsolete folded line), which the library would take as part of the name, missing the
+  // header; a line ending in a bare LF, which the
   // library skips, so that a Content-Length it did not see would turn a POST bodiless; and
   // Content-Length lines that differ.
   static Head ReadHead(const std::string& head) {
@@ -213,7 +214,7 @@ class ReceivedRequest final : public httplib::Stream {
         h.refused = Outcome::kBadHeader;
         return h;
       }
-      if (line[colon - 1] == ' ' || line[colon - 1] == '\t') {
+      if (line[colon - 1] == ' ' || line[colon - 1] == '\t' || line[0] == ' ' || line[0] == '\t') {
         h.refused = Outcome::kBadHeader;
         return h;
       }

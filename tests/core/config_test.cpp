@@ -155,7 +155,7 @@ TEST(ConfigTest, DirectoriesAndContainerSetButEmptyAreRefused) {
   }
   EnvMap env = Valid();
   for (const char* name : {"APP_AZURE_ACCOUNT_KEY", "APP_AZURE_SAS_TOKEN", "APP_AZURE_ACCESS_TIER",
-                           "APP_HTTP_TOKEN", "APP_FILE_EXTENSIONS", "APP_POLL_INTERVAL_S"}) {
+                           "APP_FILE_EXTENSIONS", "APP_POLL_INTERVAL_S"}) {
     env[name] = "";
   }
   Config c;
@@ -519,6 +519,11 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
     EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
   }
   EXPECT_EQ(error_of("APP_HTTP_TOKEN", "c2VjcmV0c2VjcmV0LXRva2Vu"), "");
+  // Set but empty or blank: the routes would be open, so refused too.
+  for (const char* empty : {"", " "}) {
+    EXPECT_EQ(error_of("APP_HTTP_TOKEN", empty).rfind("APP_HTTP_TOKEN: is set but empty", 0), 0u)
+        << "'" << empty << "'";
+  }
 }
 
 // A variable the service does not read is named (a typo would otherwise be silently ignored).

@@ -566,6 +566,11 @@ TEST_F(UploaderE2E, ApiRefusesEndlessAndTricklingRequestsAndStaysAvailable) {
   EXPECT_EQ(up.Raw(post + "Content-Length: 12abc\r\n\r\n").status, 400);
   // A space before the colon would hide the header from the library: refused, not ignored.
   EXPECT_EQ(up.Raw(post + "Content-Length : 2\r\n\r\n{}").status, 400);
+  // And so would a folded line, whitespace first: this stop, its body unseen, would stop
+  // whichever session is active (the field that must name it would go unread).
+  EXPECT_EQ(up.Raw(post + " Content-Length: 24\r\n\r\n" + R"({"session_name":"other"})").status,
+            400);
+  EXPECT_EQ(up.Raw(post + "X-A: b\r\n\tContent-Length: 2\r\n\r\n{}").status, 400);
   // So is a line that is no field at all, with no colon or nothing before it.
   EXPECT_EQ(up.Raw(post + "NoColon\r\nContent-Length: 2\r\n\r\n{}").status, 400);
   EXPECT_EQ(up.Raw(head + ": x\r\n\r\n").status, 400);
