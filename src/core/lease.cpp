@@ -202,14 +202,20 @@ std::string LeaseBook::PathOf(const std::string& owner) const {
 void LeaseBook::Record(const std::string& owner, const Result<std::string>& content, MonoTime now) {
   // A missing file reads as empty. Any other failure shows nothing: neither silence nor life.
   // Its time is not a change (with reads failing now and then, a dead replica would never be
-  // judged dead), and IsDead holds off while the last read failed.
+  // judged dead), and IsDead holds off while the last read failed. But a failure that shows a
+  // file there (EACCES, EISDIR, too large; not a passing EIO or ESTALE) leaves its content
+  // unknown, so that the next good read counts as a change whatever it finds: a live replica's
+  // lease unreadable until removed reads as missing, as it may have read before.
   const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
+  const bool something_there = failed && content.status().kind() != ErrorKind::kTransient;
   const std::string text = content.ok() ? *content : "";
   // Credited once the read is done, not when it began: a read held up through an outage of the
   // volume returns after this replica's heartbeat took the outage out of the credited clock.
   const MonoTime credited = Credited();
-  auto [it, inserted] = seen_.try_emplace(owner, Seen{text, credited, now, std::nullopt, false});
+  auto [it, inserted] =
+      seen_.try_emplace(owner, Seen{text, !failed, credited, now, std::nullopt, false});
   Seen& seen = it->second;
+  if (something_there) seen.known = false;
   if (!failed) {
     if (seen.unreadable_told) {
       unreadable_leases_.fetch_sub(1);
@@ -224,14 +230,15 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
     seen.unreadable_told = true;
     unreadable_leases_.fetch_add(1);
     LogWarn(
-        "the lease of a replica cannot be read: it counts as alive, and its claims are not "
-        "taken over while it cannot be read",
+        "the lease of a replica cannot be read: its claims are not taken over while it cannot "
+        "be read",
         {{"replica", owner}, {"error", content.status().ToString()}});
   }
   if (inserted) return;
   seen.read = now;
-  if (!failed && seen.content != text) {
+  if (!failed && (!seen.known || seen.content != text)) {
     seen.content = text;
+    seen.known = true;
     seen.changed = credited;
   }
 }
@@ -241,6 +248,7 @@ void LeaseBook::Observe() {
   if (!entries.ok()) return;
   const MonoTime now = clock_.Now();
   std::map<std::string, MonoTime> temps;
+  std::set<std::string> listed;
   for (const auto& e : *entries) {
     if (const auto target = fs::AtomicWriteTarget(e.name); target && target->ends_with(kSuffix)) {
       const auto known = temps_.find(e.name);
@@ -253,9 +261,18 @@ void LeaseBook::Observe() {
     if (!e.name.ends_with(kSuffix)) continue;
     const std::string owner = e.name.substr(0, e.name.size() - kSuffix.size());
     if (!IsValidReplicaId(owner)) continue;
+    listed.insert(owner);
     Record(owner, fs::ReadSmallFile(fs::Join(Dir(), e.name), 4096), now);
   }
   temps_ = std::move(temps);
+  // A lease that could not be read and is listed no more (removed by hand, or by a replica that
+  // could read it) reads as missing: else it would be told unreadable for good, as nothing else
+  // reads the lease of a replica that owns no claim.
+  for (const auto& [owner, seen] : seen_) {
+    if (seen.unreadable_since && listed.count(owner) == 0) {
+      Record(owner, Status(ErrorKind::kNotFound, "not listed"), now);
+    }
+  }
 }
 
 void LeaseBook::RemoveTempIfLeft(const std::string& name, const std::string& owner,

@@ -79,6 +79,7 @@ class LeaseBook {
  private:
   struct Seen {
     std::string content;
+    bool known;        // whether content is what the file last held (see Record)
     MonoTime changed;  // in credited time (Credited)
     MonoTime read;     // the last read of the file, failed or not
     // Since when every read failed (other than for a missing file), and whether a warning said

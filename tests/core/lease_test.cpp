@@ -194,6 +194,34 @@ TEST_F(LeaseTest, AReplicaIsJudgedDeadThoughItsLeaseReadsFailNowAndThen) {
   EXPECT_LE(t, 31) << "the read at 30 s fails, the one at 31 s does not";
 }
 
+// A live replica's lease that this one could never read (EACCES: another uid, mode 0600), then
+// removed, say by an operator acting on the warning, before that replica writes it again: the
+// read that finds it missing is a change, not the silence of a lease missing all along.
+TEST_F(LeaseTest, ALeaseUnreadableFromTheStartThenRemovedIsNotSilent) {
+  TwoReplicas two(config);  // r1 has read r2's lease once: drop what it saw
+  Config fresh_config = two.mine_config;
+  LeaseBook fresh(fresh_config, two.clock);
+  ASSERT_TRUE(fresh.Heartbeat().ok());
+  SimulatedClock& clock = two.clock;
+  const std::string lease = fresh.Dir() + "/r2.lease";
+  {
+    const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+      return std::string_view(op) == "open" && path == lease ? EACCES : 0;
+    });
+    for (int s = 1; s <= 60; ++s) {  // r2 beats on, unread; we look every second
+      clock.Advance(1s);
+      if (s % 7 == 0) {
+        ASSERT_TRUE(fresh.Heartbeat().ok());
+        ASSERT_TRUE(two.other.Heartbeat().ok());
+      }
+      ASSERT_FALSE(fresh.IsDead("r2"));
+    }
+  }
+  ASSERT_EQ(::unlink(lease.c_str()), 0);
+  clock.Advance(1s);
+  EXPECT_FALSE(fresh.IsDead("r2")) << "judged dead one read after its lease was removed";
+}
+
 // Two processes with one id: each heartbeat finds the other's write since its own, and both
 // report it for a lease timeout after the last such finding. A process alone never does.
 TEST_F(LeaseTest, TwoInstancesWithOneIdSeeEachOther) {

@@ -209,6 +209,10 @@ TEST_F(SweeperTest, AReplicaWhoseLeaseCannotBeReadKeepsItsClaimsAndIsTold) {
   ASSERT_TRUE(fs::AtomicWriteFile(lease, "{}").ok());
   sweeper.Sweep({});
   EXPECT_EQ(leases.UnreadableLeases(), 1);
+  // A lease removed while it cannot be read is told no more: read as missing.
+  ASSERT_EQ(::rmdir((leases.Dir() + "/idle.lease").c_str()), 0);
+  sweeper.Sweep({});
+  EXPECT_EQ(leases.UnreadableLeases(), 0);
   Pass(31s);  // readable, and silent since: dead
   sweeper.Sweep({});
   sweeper.Sweep({});
@@ -739,7 +743,7 @@ TEST_F(SweeperTest, TakeoversTheVolumeRefusesAreToldOnceAMinute) {
 
 // Death is judged on a read of the lease made when the question is asked, not on the last
 // sweep's observation: a sweep may run long (it waits while the queue is full), or its read
-// may have failed. A lease that cannot be read counts as alive.
+// may have failed. A lease that cannot be read is not judged dead.
 TEST_F(SweeperTest, ALiveReplicaIsNotJudgedDeadOnAStaleObservation) {
   Config other = config;
   other.replica_id = "other";
