@@ -64,6 +64,13 @@ bool IsThrottling(long status, const std::string& code) {
   return status == 429 || status == 503 || (status == 500 && code == "OperationTimedOut");
 }
 
+// A blob that nothing of ours can write over until someone acts on it: archived (rehydrate or
+// delete it first), or kept by an immutability policy or a legal hold.
+bool IsLockedBlob(const std::string& code) {
+  return code == "BlobArchived" || code == "BlobImmutableDueToPolicy" ||
+         code == "BlobImmutableDueToLegalHold";
+}
+
 ErrorKind KindFor(long status, const std::string& code) {
   // The body did not hash to the checksum we computed from the source: the bytes read back
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
@@ -81,8 +88,10 @@ ErrorKind KindFor(long status, const std::string& code) {
     }
     // The container is going away: storage's state, not the file's.
     if (code == "ContainerBeingDeleted") return ErrorKind::kUnavailable;
-    // A reader's lease, a copy in progress, an immutability policy: the file's failure, by
-    // its code, tried again after a backoff (a lease may be released) and counted.
+    // Each try would send the whole body again to the same refusal: the file is kept aside.
+    if (IsLockedBlob(code)) return ErrorKind::kPermanent;
+    // A reader's lease, a copy in progress: the file's failure, by its code, tried again after
+    // a backoff (a lease may be released) and counted.
     return ErrorKind::kTransient;
   }
   if (status == 401 || status == 403) return ErrorKind::kAuth;
@@ -264,6 +273,12 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
             ": likely another writer's uncommitted blocks, with block IDs of another length, "
             "staged under this name; they go when that writer commits, when the blob is "
             "written whole, or after a week";
+      }
+      if (IsLockedBlob(code)) {
+        msg += code == "BlobArchived"
+                   ? ": the blob is in the Archive tier, which cannot be written over; rehydrate "
+                     "or delete it, then retry the dead letter (POST /v1/failed/retry)"
+                   : ": an immutability policy or legal hold keeps the blob as it is";
       }
       if (code == "ContainerNotFound" && writes_blob && !recreated) {
         // The container vanished (deleted, or an emulator restarted empty): recreate it and

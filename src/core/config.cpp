@@ -272,7 +272,10 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_AZURE_ACCESS_TIER", "",
        "Hot, Cool, Cold or Archive; empty = account default. Start-up writes one empty blob with "
-       "it, and waits while storage refuses it (a premium or GPv1 account)",
+       "it, and waits while storage refuses it (a premium or GPv1 account). An archived blob "
+       "cannot be written over: a new version of its file (or a re-upload after a late write) "
+       "is dead-lettered until the blob is rehydrated or deleted; so is one that an "
+       "immutability policy or legal hold keeps",
        false},
       {"APP_AZURE_PUT_BLOB_MAX_BYTES", "67108864",
        "Files up to this size use one Put Blob (one request; with `crc64`, storage computes the "

@@ -502,6 +502,32 @@ TEST_F(FileProcessorAzuriteTest, OlderVersionInBlocksDoesNotReplaceANewerBlob) {
   OlderVersionAfterNewer("blocks.bin", (1 << 20) + 7);
 }
 
+// A blob in the Archive tier cannot be written over (409 BlobArchived) until it is rehydrated or
+// deleted, nor one kept by an immutability policy or a legal hold. No try can help, and each
+// would send the whole body again: a newer version is dead-lettered at its first try, its bytes
+// kept, with a reason that says what to do.
+TEST_F(FileProcessorAzuriteTest, ANewVersionOfAnArchivedBlobIsDeadLetteredAtOnce) {
+  config_.azure_access_tier = "Archive";
+  WorkItem v1 = PlaceClaim("archived.bin", PatternBytes(1000, 31), false);
+  SetMtime(v1, 1'700'000'000);
+  processor_->Process(v1, {});
+  ASSERT_EQ(Count(inst_.files_processed), 1);
+  const std::string newer = PatternBytes(2000, 32);
+  WorkItem v2 = PlaceClaim("archived.bin", newer, false, /*runs=*/0);
+  processor_->Process(v2, {});
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  ASSERT_EQ(Count(inst_.files_failed), 1);
+  const auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 2u);
+  EXPECT_EQ(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[0])), newer);
+  const auto reason =
+      nlohmann::json::parse(nbu::test::ReadFile(fs::Join(config_.failed_root, failed[1])));
+  EXPECT_EQ(reason["attempts"], 1);
+  EXPECT_NE(reason["error"].get<std::string>().find("): the blob is in the Archive tier"),
+            std::string::npos)
+      << reason.dump();
+}
+
 // Two versions of one name with the same source mtime (a copy that keeps times, a build with a
 // fixed timestamp): which one is newer cannot be told, so the second to commit does not replace
 // the first; it is dead-lettered, bytes kept. The same bytes with
