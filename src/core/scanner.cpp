@@ -271,8 +271,12 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
     const unsigned char type =
         entry_types_unknown_ ? static_cast<unsigned char>(DT_UNKNOWN) : e->d_type;
     if (IsHiddenName(name)) {  // ".", "..", dot-files, .nfsXXXX, rsync temps
-      // Counted, not stat-ed: one listed without its type counts as a file.
-      if ((type == DT_REG || type == DT_UNKNOWN) && name != "." && name != "..") {
+      // Counted, not stat-ed: one listed without its type counts as a file. A dot-directory
+      // (.git, .cache) is not entered, and counts as one entry, named with a '/': else the
+      // files below it would stay in incoming without a word.
+      if (type == DT_DIR && name != "." && name != "..") {
+        Ignored(rel_dir, std::string(name) + "/", stats);
+      } else if ((type == DT_REG || type == DT_UNKNOWN) && name != "." && name != "..") {
         Ignored(rel_dir, name, stats);
       }
       continue;

@@ -427,7 +427,7 @@ TEST_F(ScannerTest, EntriesThatAreNotRegularFilesAreCountedNeverQueued) {
 // Files the filters skip (a dot-file, an ignore pattern, the extension filter) are never queued
 // but counted, with the first one's relative path, on every scan (they are not tracked), so that
 // the status shows why a producer's file was not uploaded. Accepted files and directories are
-// not counted, a dot-directory neither.
+// not counted; a dot-directory is not entered, and counts as one entry.
 TEST_F(ScannerTest, FilesTheFiltersSkipAreCountedWithAnExample) {
   config.file_extensions = {".csv"};
   config.ignore_patterns = {"draft-*"};
@@ -439,18 +439,24 @@ TEST_F(ScannerTest, FilesTheFiltersSkipAreCountedWithAnExample) {
   WriteFile(In(".git/config.csv"), "in a dot-directory, which is not entered");
   BoundedQueue<WorkItem> q(100);
   Scanner scanner(config, clock, q, inst);
-  const std::set<std::string> skipped{"draft-1.csv", "data.bin", "sub/.hidden.csv"};
+  const std::set<std::string> skipped{"draft-1.csv", "data.bin", "sub/.hidden.csv", ".git/"};
   const auto first = scanner.ScanOnce("s1", {});
-  EXPECT_EQ(first.ignored, 3u);
+  EXPECT_EQ(first.ignored, 4u);
   EXPECT_TRUE(skipped.contains(first.ignored_example)) << first.ignored_example;
   clock.Advance(5s);
   const auto stats = scanner.ScanOnce("s1", {});
   EXPECT_EQ(Drain(q), (std::set<std::string>{"a.csv", "sub/ok.csv"}));
-  EXPECT_EQ(stats.ignored, 3u);
+  EXPECT_EQ(stats.ignored, 4u);
   EXPECT_TRUE(skipped.contains(stats.ignored_example)) << stats.ignored_example;
-  // The example is the path below the session directory.
   ASSERT_EQ(::unlink(In("draft-1.csv").c_str()), 0);
   ASSERT_EQ(::unlink(In("data.bin").c_str()), 0);
+  ASSERT_EQ(::unlink(In("sub/.hidden.csv").c_str()), 0);
+  const auto dot_dir = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(dot_dir.ignored, 1u);
+  EXPECT_EQ(dot_dir.ignored_example, ".git/");
+  // The example is the path below the session directory.
+  ASSERT_TRUE(fs::RemoveTree(In(".git")).ok());
+  WriteFile(In("sub/.hidden.csv"), "a dot-file");
   const auto last = scanner.ScanOnce("s1", {});
   EXPECT_EQ(last.ignored, 1u);
   EXPECT_EQ(last.ignored_example, "sub/.hidden.csv");
