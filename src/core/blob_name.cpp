@@ -1,5 +1,7 @@
 #include "core/blob_name.h"
 
+#include "util/utf8.h"
+
 #include <algorithm>
 
 namespace nbu::core {
@@ -30,37 +32,6 @@ void AppendUtf8(std::string& out, char32_t cp) {
     out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
     out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   }
-}
-
-// The well-formed UTF-8 sequence (Unicode table 3-7: no overlong forms, no surrogates, nothing
-// past U+10FFFF) that starts at s[i] >= 0x80: its length, and its code point in *cp; 0 when none
-// does, and then only s[i] is taken as a stray byte, as Go's decoder (and so rclone) takes it.
-size_t DecodeUtf8(std::string_view s, size_t i, char32_t* cp) {
-  const auto at = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char b0 = at(0);
-  size_t len = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size() || at(1) < lo || at(1) > hi) return 0;
-  char32_t v = b0 & (0x7F >> len);
-  for (size_t k = 1; k < len; ++k) {
-    if (k > 1 && (at(k) & 0xC0) != 0x80) return 0;
-    v = (v << 6) | (at(k) & 0x3F);
-  }
-  *cp = v;
-  return len;
 }
 
 // A code point the encoding produces, so a producer's own one is quoted (． only at the end).

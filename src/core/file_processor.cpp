@@ -5,6 +5,7 @@
 
 #include "util/log.h"
 #include "util/text.h"
+#include "util/utf8.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -889,7 +890,7 @@ FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, co
   // A passing error of the volume (an fsync's EIO, an ESTALE) must not leave the bytes without
   // their reason, which lives only here: tried again.
   const std::string reason_path = fs::Join(d_.config.failed_root, f.ReasonPath());
-  const std::string text = reason.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  const std::string text = DumpJson(reason, 2);
   if (Status w = fs::Tried([&] { return fs::AtomicWriteFile(reason_path, text); }); !w.ok()) {
     LogWarn("could not write the dead-letter reason", {{"blob", claim.BlobName()},
                                                        {"reason_file", reason_path},

@@ -5,6 +5,7 @@
 #include "util/listen_socket.h"
 #include "util/log.h"
 #include "util/text.h"
+#include "util/utf8.h"
 #include "util/uuid.h"
 
 #include <httplib.h>
@@ -415,8 +416,7 @@ class GuardedServer final : public httplib::Server {
 
 void Json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
-  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                  "application/json");
+  res.set_content(DumpJson(body), "application/json");
 }
 
 // The credentials of an "Authorization: Bearer <token>" header (the scheme in any case, RFC

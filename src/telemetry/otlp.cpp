@@ -2,6 +2,7 @@
 
 #include "util/crypto.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 #include <algorithm>
 
@@ -14,11 +15,6 @@ const char* SignalName(bool spans) { return spans ? "spans" : "metrics"; }
 
 milliseconds Remaining(MonoTime now, MonoTime deadline) {
   return std::chrono::duration_cast<milliseconds>(deadline - now);
-}
-
-// Body text for the collector: invalid UTF-8 (file names on NFS) is replaced, not thrown on.
-std::string Dump(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace
@@ -237,7 +233,7 @@ bool OtlpExporter::TakeSpanBatch() {
   }
   if (batch.empty()) return false;
   span_batch_ =
-      Pending{true, Dump(EncodeTraces(batch, resource_)), batch.size(), 0, throttled_until_[0]};
+      Pending{true, DumpJson(EncodeTraces(batch, resource_)), batch.size(), 0, throttled_until_[0]};
   return true;
 }
 
@@ -246,7 +242,7 @@ void OtlpExporter::SnapshotMetrics() {
   // one did: the older one is superseded, not lost.
   size_t points = 0;
   std::string body =
-      Dump(EncodeMetrics(*metrics_, resource_, start_wall_, clock_.WallNow(), &points));
+      DumpJson(EncodeMetrics(*metrics_, resource_, start_wall_, clock_.WallNow(), &points));
   metric_batch_ = Pending{points > 0, std::move(body), points, 0, throttled_until_[1]};
 }
 

@@ -1,5 +1,7 @@
 #include "util/log.h"
 
+#include "util/utf8.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -85,8 +87,8 @@ void Log(LogLevel level, std::string_view message, nlohmann::json fields) {
   if (fields.is_object()) {
     for (auto& [k, v] : fields.items()) line[k] = std::move(v);
   }
-  // Invalid UTF-8 in a file name must not throw: replace it in the log text.
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // Invalid UTF-8 in a file name must not throw: its bytes are written as \xNN.
+  std::string text = DumpJson(line);
   std::lock_guard lock(g_mu);
   if (g_sink) {
     g_sink(text);

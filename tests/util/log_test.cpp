@@ -29,7 +29,9 @@ TEST(LogTest, OneJsonObjectPerLineWithTraceContext) {
   const auto b = nlohmann::json::parse(lines[1]);
   EXPECT_EQ(b["trace_id"], "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(b["span_id"], "0123456789abcdef");
-  EXPECT_TRUE(nlohmann::json::accept(lines[2]));
+  // A name that is not UTF-8 keeps its bytes told apart: \xNN each, not U+FFFD.
+  const auto c = nlohmann::json::parse(lines[2]);
+  EXPECT_EQ(c["file"], "\\xFF\\xFE");
 }
 
 TEST(LogTest, TimestampFormat) {

@@ -1,4 +1,5 @@
 #include "util/text.h"
+#include "util/utf8.h"
 
 #include <gtest/gtest.h>
 
@@ -43,6 +44,40 @@ TEST(TextTest, ScrubsEveryOccurrenceOfEachSecret) {
   EXPECT_EQ(ScrubSecrets("red red", {"red"}), "<redacted> <redacted>");
   // In the order given: the longer one first keeps its shorter part from splitting it.
   EXPECT_EQ(ScrubSecrets("Bearer tok123", {"Bearer tok123", "tok123"}), "<redacted>");
+}
+
+}  // namespace
+}  // namespace nbu
+
+namespace nbu {
+namespace {
+
+// Bytes that are not UTF-8 become \xNN; well-formed text, including U+FFFD itself and four-byte
+// characters, stays as it is. Overlong forms, surrogates and sequences cut short are stray bytes.
+TEST(Utf8Test, InvalidBytesAreEscapedOneByOne) {
+  EXPECT_EQ(EscapeInvalidUtf8("caf\xE9.txt"), "caf\\xE9.txt");
+  EXPECT_EQ(EscapeInvalidUtf8("caf\xE8.txt"), "caf\\xE8.txt");
+  for (const char* kept : {"", "plain", "caf\u00E9", "\uFFFD", "\U0001F600 x", "a\\b"}) {
+    EXPECT_EQ(EscapeInvalidUtf8(kept), kept);
+  }
+  EXPECT_EQ(EscapeInvalidUtf8("\xC0\xAF"), "\\xC0\\xAF");           // overlong '/'
+  EXPECT_EQ(EscapeInvalidUtf8("\xED\xA0\x80"), "\\xED\\xA0\\x80");  // a surrogate
+  EXPECT_EQ(EscapeInvalidUtf8("\xE2\x82"), "\\xE2\\x82");           // cut short
+  EXPECT_EQ(EscapeInvalidUtf8("\xE2\x82\xAC\xFF"), "\u20AC\\xFF");
+}
+
+// DumpJson writes what nlohmann's strict dump would throw on, keys too, and leaves valid
+// documents as dump() writes them.
+TEST(Utf8Test, DumpJsonEscapesStringsThatAreNotUtf8) {
+  const nlohmann::json ok = {{"file", "caf\u00E9"}, {"n", 3}, {"list", {"a", 1}}};
+  EXPECT_EQ(DumpJson(ok), ok.dump());
+  EXPECT_EQ(DumpJson(ok, 2), ok.dump(2));
+  nlohmann::json bad = {{"files", {std::string("a\xFF"), "b"}}, {"n", 3}};
+  bad[std::string("k\xFE")] = std::string("\xE9");
+  const auto back = nlohmann::json::parse(DumpJson(bad));
+  EXPECT_EQ(back["files"], nlohmann::json({"a\\xFF", "b"}));
+  EXPECT_EQ(back["n"], 3);
+  EXPECT_EQ(back["k\\xFE"], "\\xE9");
 }
 
 }  // namespace
