@@ -881,6 +881,7 @@ FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, co
     return DeadLettered::kKept;
   }
   nlohmann::json reason = {{"blob", claim.BlobName()},
+                           {"container", d_.config.azure_container},
                            {"session", claim.session},
                            {"relative_path", claim.RelPath()},
                            {"attempts", attempts},

@@ -213,6 +213,7 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   const auto reason = nlohmann::json::parse(ReadFile(volume_.failed() + "/" + reason_file));
   EXPECT_EQ(reason["attempts"], 2);
   EXPECT_EQ(reason["relative_path"], "sub/poison.bin");
+  EXPECT_EQ(reason["container"], container_);
   EXPECT_NE(reason["error"].get<std::string>().find("412 LeaseIdMissing"), std::string::npos)
       << reason.dump();
   EXPECT_EQ(up->Status()["counters"]["failed"], 1);
