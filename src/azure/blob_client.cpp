@@ -278,7 +278,8 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         msg += code == "BlobArchived"
                    ? ": the blob is in the Archive tier, which cannot be written over; rehydrate "
                      "or delete it, then retry the dead letter (POST /v1/failed/retry)"
-                   : ": an immutability policy or legal hold keeps the blob as it is";
+                   : ": an immutability policy or legal hold keeps the blob as it is; retry "
+                     "the dead letter (POST /v1/failed/retry) once it allows the write";
       }
       if (code == "ContainerNotFound" && writes_blob && !recreated) {
         // The container vanished (deleted, or an emulator restarted empty): recreate it and

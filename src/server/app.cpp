@@ -375,9 +375,10 @@ int Main(int argc, char** argv) {
       },
       [&](int again) {
         LogWarn(
-            "signal received while stopping: uploads in flight get the rest of their grace "
-            "(APP_SHUTDOWN_GRACE_S) first; SIGKILL stops at once, and the files then in flight are "
-            "resumed from their claims at the next start (or by another replica)",
+            "signal received while stopping: the shutdown goes on (uploads in flight get up to "
+            "APP_SHUTDOWN_GRACE_S from the first signal); SIGKILL stops at once, and the files "
+            "then in flight are resumed from their claims at the next start (or by another "
+            "replica)",
             {{"signal", SignalName(again)}, {"grace_s", config.shutdown_grace_s}});
         return true;
       });

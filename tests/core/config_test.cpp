@@ -490,7 +490,9 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
               "APP_IGNORE_PATTERNS: \"" + std::string(all) +
                   "\" ignores every file: nothing would be uploaded");
   }
-  for (const char* some : {".*", "*.*", "~*", "[a-z]*", "??*", "*[0-9]*"}) {
+  // A pattern that keeps some names is no mistake: [!r]* uploads only names that begin with r.
+  for (const char* some :
+       {".*", "*.*", "~*", "[a-z]*", "??*", "*[0-9]*", "[!r]*", "[!_]*", "*[!~]", "[!d]*"}) {
     EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", some), "") << some;
   }
   EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", "logs/*.txt")
