@@ -359,7 +359,10 @@ const std::vector<ConfigVar>& ConfigVars() {
        "storage verifies",
        false},
       {"APP_LEASE_TIMEOUT_S", "30",
-       "A replica whose heartbeat is this stale is dead; its claims are taken over", false},
+       "A replica whose heartbeat is this stale is dead; its claims are taken over at the next "
+       "sweep (`APP_GC_INTERVAL_S`): up to this plus a sweep interval after its last heartbeat, "
+       "counted by a replica just started from its first look at that lease",
+       false},
       {"APP_HTTP_HOST", "127.0.0.1",
        "API listen address: this host only by default (the images set `0.0.0.0`). Anyone who can "
        "reach it can stop the watch unless `APP_HTTP_TOKEN` is set",

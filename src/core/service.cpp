@@ -100,6 +100,10 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
                    "1 while the session file cannot be read (starts and stops made through other "
                    "replicas are not seen)",
                    "1", [this] { return session_unreadable_ ? 1.0 : 0.0; });
+  metrics.AddGauge("session.lost",
+                   "1 after the session file vanished under the active session: nothing is "
+                   "watched until a session is started again",
+                   "1", [this] { return session_lost_ ? 1.0 : 0.0; });
   metrics.AddGauge("lease.unreadable",
                    "Other replicas whose lease cannot be read (their claims are not taken over)",
                    "1", [this] { return static_cast<double>(leases_.UnreadableLeases()); });

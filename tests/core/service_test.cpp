@@ -46,6 +46,14 @@ struct Started {
   Service service;
 };
 
+// The value of the gauge `name` now; -1 when there is none.
+double GaugeValue(const telemetry::MetricsRegistry& metrics, std::string_view name) {
+  for (const auto& g : metrics.Gauges()) {
+    if (g.info.name == name) return g.read();
+  }
+  return -1.0;
+}
+
 // The blob uploaded for incoming/`session`/`rel`. Its name has the UTC date the file was
 // claimed on: today's, or yesterday's for a run that crossed midnight UTC meanwhile (as
 // e2e_support's BlobNames allows). Any other answer than "not found" under today's is final.
@@ -401,12 +409,7 @@ TEST(ServiceTest, ASessionFileThatCannotBeReadShowsInTheStatus) {
   Started started(config, *blob_client);
   Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
-  const auto gauge = [&] {
-    for (const auto& g : started.metrics.Gauges()) {
-      if (g.info.name == "session.unreadable") return g.read();
-    }
-    return -1.0;
-  };
+  const auto gauge = [&] { return GaugeValue(started.metrics, "session.unreadable"); };
   const auto shown = [&] {
     const auto degraded = service.StatusJson()["degraded"];
     return std::find(degraded.begin(), degraded.end(), "session_unreadable") != degraded.end();
@@ -514,7 +517,7 @@ TEST(ServiceTest, AShutdownWaitingForABlockedSweepTakesNoNewWork) {
 
 // The session directory removed under a watched session (by hand, a volume restored): the
 // replica stops watching, as one started now would, but says so: a warning, a recent error, and
-// session_lost in degraded until a session is started again.
+// session_lost in degraded and the session.lost gauge until a session is started again.
 TEST(ServiceTest, ASessionFileRemovedUnderTheWatchIsTold) {
   TempDir dir;
   Config config = TestConfig(dir, FreshContainer("lost"));
@@ -524,9 +527,13 @@ TEST(ServiceTest, ASessionFileRemovedUnderTheWatchIsTold) {
   Started started(config, *blob_client);
   Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  // Shown both ways, in the status and by the gauge (a dashboard sees nothing else).
   const auto lost = [&] {
     const auto degraded = service.StatusJson()["degraded"];
-    return std::find(degraded.begin(), degraded.end(), "session_lost") != degraded.end();
+    const bool listed =
+        std::find(degraded.begin(), degraded.end(), "session_lost") != degraded.end();
+    EXPECT_EQ(GaugeValue(started.metrics, "session.lost"), listed ? 1.0 : 0.0);
+    return listed;
   };
   SessionState s;
   std::string error;
