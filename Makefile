@@ -7,7 +7,7 @@ BUILD_DIR   ?= build
 ASAN_DIR    ?= build-asan
 TSAN_DIR    ?= build-tsan
 BIN         := $(BUILD_DIR)/bin/nfs-blob-uploader
-API         ?= http://127.0.0.1:$(or $(APP_HTTP_PORT),8000)
+API         ?=
 GEN_API     ?= http://127.0.0.1:$(or $(GEN_HTTP_PORT),8080)
 SESSION     ?= demo
 INTERVAL    ?= 2
@@ -129,16 +129,19 @@ dev-up: ## Start a local Azurite in the background on 127.0.0.1:$(AZURITE_PORT)
 dev-down: ## Stop the local Azurite
 	@./scripts/dev-azurite.sh stop $(AZURITE_PORT)
 
-# The token goes to curl on its standard input (-H @-), not its command line, which ps shows.
-watch-start: ## Start watching incoming/$(SESSION) (with APP_HTTP_TOKEN from the environment, not .env)
-	@printf '%s\n' "$${APP_HTTP_TOKEN:+Authorization: Bearer $$APP_HTTP_TOKEN}" | curl -sS -X POST -H 'Content-Type: application/json' -H @- -d '{"session_name":"$(SESSION)"}' $(API)/v1/watch/start; echo
+# scripts/api.sh takes the API's port and token from the environment, else from .env (as the
+# service does), unless API=http://host:port is given.
+watch-start: ## Start watching incoming/$(SESSION) (port and APP_HTTP_TOKEN from the environment or .env)
+	@API='$(API)' ./scripts/api.sh POST /v1/watch/start '{"session_name":"$(SESSION)"}'
 
-watch-stop: ## Stop the active watch session (APP_HTTP_TOKEN as for watch-start)
-	@printf '%s\n' "$${APP_HTTP_TOKEN:+Authorization: Bearer $$APP_HTTP_TOKEN}" | curl -sS -X POST -H @- -d '' $(API)/v1/watch/stop; echo
+watch-stop: ## Stop the active watch session (port and token as for watch-start)
+	@API='$(API)' ./scripts/api.sh POST /v1/watch/stop
 
 test-status: ## Pretty-printed status of the uploader (and the generator, if running)
-	@echo "uploader:"; curl -sS $(API)/v1/status | jq . || true
-	@echo "generator:"; curl -sS --max-time 2 $(GEN_API)/v1/generate/status 2>/dev/null | jq . || echo "  (not running)"
+	@echo "uploader:"; out=$$(API='$(API)' ./scripts/api.sh GET /v1/status) && jq . <<<"$$out" || \
+	  echo "  (not reachable)"
+	@echo "generator:"; out=$$(curl -sS --max-time 2 $(GEN_API)/v1/generate/status 2>/dev/null) && \
+	  jq . <<<"$$out" || echo "  (not running)"
 
 # --- Containers, test file generator, Kubernetes (docs/deploy.md, docs/testgen.md) ---
 COMPOSE ?= docker compose

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -30,6 +31,17 @@ namespace nbu::test {
 namespace {
 
 using namespace std::chrono_literals;
+
+// What `command`, run by /bin/sh, writes to its standard output.
+std::string RunShell(const std::string& command) {
+  std::string out;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  for (size_t n = 0; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
 
 class UploaderE2E : public ::testing::Test {
  protected:
@@ -810,6 +822,25 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   }
   EXPECT_EQ(up.BodilessPost("/v1/watch/stop").status, 401);
   EXPECT_EQ(up.Status()["state"], "idle") << "nothing was started";
+  {
+    // make watch-start's client finds the port and the token in the .env file, as the service
+    // does (quoted, after an export), when the environment holds neither.
+    const std::string dir = volume_.dir.path() + "/make-dir";
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    WriteFile(dir + "/.env", "APP_HTTP_PORT=" + std::to_string(up.port()) +
+                                 "\nexport APP_HTTP_TOKEN=\"" + token + "\"\n");
+    const std::string out = RunShell("cd " + dir + " && env -u APP_HTTP_PORT -u APP_HTTP_TOKEN " +
+                                     "-u APP_HTTP_HOST -u API " NBU_SOURCE_DIR
+                                     "/scripts/api.sh POST /v1/watch/start "
+                                     "'{\"session_name\":\"via-make\"}'");
+    EXPECT_NE(out.find("\"via-make\""), std::string::npos) << out;
+    EXPECT_EQ(up.Status()["session"]["name"], "via-make") << up.Status().dump();
+    EXPECT_EQ(up.BodilessPost("/v1/watch/stop").status, 401);
+    const std::string stopped =
+        RunShell("cd " + dir + " && " NBU_SOURCE_DIR "/scripts/api.sh POST /v1/watch/stop");
+    EXPECT_NE(stopped.find("\"via-make\""), std::string::npos) << stopped;
+    EXPECT_EQ(up.Status()["state"], "idle");
+  }
   // The scheme is case-insensitive (RFC 9110 11.1).
   auto started = up.Raw(start + "authorization: bearer " + token + "\r\n" + body);
   EXPECT_EQ(started.status, 200);
