@@ -203,9 +203,11 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   // A missing file reads as empty. Any other failure shows nothing: neither silence nor life.
   // Its time is not a change (with reads failing now and then, a dead replica would never be
   // judged dead), and IsDead holds off while the last read failed. But a failure that shows a
-  // file there (EACCES, EISDIR, too large; not a passing EIO or ESTALE) leaves its content
-  // unknown, so that the next good read counts as a change whatever it finds: a live replica's
-  // lease unreadable until removed reads as missing, as it may have read before.
+  // file there (EACCES, EISDIR, too large; not a passing EIO or ESTALE) where the last good read
+  // found none leaves the content unknown, so that the next good read counts as a change
+  // whatever it finds: a live replica's lease unreadable until removed reads as missing, as it
+  // read before. Where the last good read found content, finding it again means no write, so
+  // that reads refused now and then (EACCES) do not keep a dead replica alive either.
   const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
   const bool something_there = failed && content.status().kind() != ErrorKind::kTransient;
   const std::string text = content.ok() ? *content : "";
@@ -215,7 +217,7 @@ void LeaseBook::Record(const std::string& owner, const Result<std::string>& cont
   auto [it, inserted] =
       seen_.try_emplace(owner, Seen{text, !failed, credited, now, std::nullopt, false});
   Seen& seen = it->second;
-  if (something_there) seen.known = false;
+  if (something_there && seen.content.empty()) seen.known = false;
   if (!failed) {
     if (seen.unreadable_told) {
       unreadable_leases_.fetch_sub(1);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -166,32 +167,36 @@ TEST_F(LeaseTest, AReplicaBackLaterThanUsFromAnOutageIsNotJudgedDead) {
   EXPECT_FALSE(mine.IsDead("r2"));
 }
 
-// A dead replica whose lease reads fail now and then (one in three, EIO on a soft mount): a
-// failed read shows no life, so its silence is counted across the failures and it is judged dead
-// at the first good read after a lease timeout; never while a read has just failed. Taken for a
-// change, each failure started the count again, and its claims were never taken over.
+// A dead replica whose lease reads fail now and then (one in three: EIO on a soft mount, or
+// EACCES refused now and then): a failed read shows no life, so its silence is counted across
+// the failures and it is judged dead at the first good read after a lease timeout; never while a
+// read has just failed. Taken for a change, each failure started the count again, and its claims
+// were never taken over.
 TEST_F(LeaseTest, AReplicaIsJudgedDeadThoughItsLeaseReadsFailNowAndThen) {
-  TwoReplicas two(config);
-  SimulatedClock& clock = two.clock;
-  LeaseBook& mine = two.mine;
-  int reads = 0;
-  bool failed_last = false;
-  const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
-    if (std::string_view(op) != "open" || !path.ends_with("/r2.lease")) return 0;
-    failed_last = ++reads % 3 == 0;
-    return failed_last ? EIO : 0;
-  });
-  int t = 0;  // seconds since r2's last write; we look every second, and beat every 7 s
-  for (; t <= 120 && !mine.IsDead("r2"); ++t) {
-    clock.Advance(1s);
-    if ((t + 1) % 7 == 0) {
-      ASSERT_TRUE(mine.Heartbeat().ok());
+  for (const int error : {EIO, EACCES}) {
+    SCOPED_TRACE(std::strerror(error));
+    TwoReplicas two(config);
+    SimulatedClock& clock = two.clock;
+    LeaseBook& mine = two.mine;
+    int reads = 0;
+    bool failed_last = false;
+    const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+      if (std::string_view(op) != "open" || !path.ends_with("/r2.lease")) return 0;
+      failed_last = ++reads % 3 == 0;
+      return failed_last ? error : 0;
+    });
+    int t = 0;  // seconds since r2's last write; we look every second, and beat every 7 s
+    for (; t <= 120 && !mine.IsDead("r2"); ++t) {
+      clock.Advance(1s);
+      if ((t + 1) % 7 == 0) {
+        ASSERT_TRUE(mine.Heartbeat().ok());
+      }
     }
+    ASSERT_LE(t, 120) << "never judged dead";
+    EXPECT_FALSE(failed_last) << "judged dead on a failed read";
+    EXPECT_GE(t, 30) << "judged dead before a lease timeout of silence";
+    EXPECT_LE(t, 31) << "the read at 30 s fails, the one at 31 s does not";
   }
-  ASSERT_LE(t, 120) << "never judged dead";
-  EXPECT_FALSE(failed_last) << "judged dead on a failed read";
-  EXPECT_GE(t, 30) << "judged dead before a lease timeout of silence";
-  EXPECT_LE(t, 31) << "the read at 30 s fails, the one at 31 s does not";
 }
 
 // A live replica's lease that this one could never read (EACCES: another uid, mode 0600), then
