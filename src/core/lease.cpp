@@ -306,6 +306,12 @@ bool LeaseBook::IsDead(const std::string& owner) {
          SilenceSince(seen.changed) >= FromSeconds(config_.lease_timeout_s);
 }
 
+std::optional<Duration> LeaseBook::Silence(const std::string& owner) const {
+  const auto it = seen_.find(owner);
+  if (it == seen_.end() || it->second.unreadable_since) return std::nullopt;
+  return SilenceSince(it->second.changed);
+}
+
 void LeaseBook::Prune(const std::set<std::string>& owners_with_claims) {
   for (auto it = seen_.begin(); it != seen_.end();) {
     const bool long_dead =

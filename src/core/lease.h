@@ -65,6 +65,9 @@ class LeaseBook {
   // and the first replica back must not take the others' claims before they could write
   // theirs. Sweep thread only.
   bool IsDead(const std::string& owner);
+  // How long `owner`'s lease has been silent as IsDead counts it, as of its last read; nullopt
+  // when that read failed, or none was made. Sweep thread only.
+  std::optional<Duration> Silence(const std::string& owner) const;
   // How many other replicas' leases could not be read for a lease timeout or more (warned once
   // each): their claims are not taken over meanwhile. Thread-safe.
   int UnreadableLeases() const { return unreadable_leases_.load(); }

@@ -642,6 +642,12 @@ nlohmann::json Service::StatusJson() const {
                       {"latency_s", {{"p50", w.p50_s}, {"p95", w.p95_s}, {"p99", w.p99_s}}},
                       {"samples", w.samples}};
   s["dead_letter"] = {{"count", dl.count}, {"files", dl.sample}};
+  nlohmann::json others = nlohmann::json::object();
+  for (const auto& [owner, o] : sweeper_.other_replicas()) {
+    others[owner] = {{"claims", o.claims},
+                     {"silent_s", o.silent ? nlohmann::json(ToSeconds(*o.silent)) : nullptr}};
+  }
+  s["other_replicas"] = std::move(others);
   nlohmann::json errs = nlohmann::json::array();
   for (const auto& e : inst_.errors.Snapshot()) {
     errs.push_back({{"time", e.time}, {"file", e.file}, {"error", e.error}, {"count", e.count}});

@@ -168,11 +168,12 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     (void)enqueue_(std::move(item), stop);
     return;
   }
-  if (!leases_.IsDead(c->owner)) return;
-  if (ClaimAs(full, c->WithOwner(config_.replica_id), c->owner,
-              "took over a claim of a dead replica", stop)) {
+  if (leases_.IsDead(c->owner) && ClaimAs(full, c->WithOwner(config_.replica_id), c->owner,
+                                          "took over a claim of a dead replica", stop)) {
     inst_.takeovers.Add();
+    return;
   }
+  ++others_now_[c->owner];
 }
 
 bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const std::string& from,
@@ -285,6 +286,7 @@ void Sweeper::Sweep(std::stop_token stop) {
   probe_failed_in_sweep_ = false;
   server_now_looked_ = false;
   owners_with_claims_.clear();
+  others_now_.clear();
   unlisted_.clear();
   Walk(
       config_.processing_root, "", /*prune_dirs=*/true,
@@ -330,13 +332,21 @@ void Sweeper::Sweep(std::stop_token stop) {
               {{"error", unlisted_}, {"not_logged_since_last", held_back}});
     }
   }
+  std::map<std::string, OtherReplica> others;
+  for (const auto& [owner, claims] : others_now_) others[owner] = {claims, leases_.Silence(owner)};
   std::lock_guard lock(mu_);
   dead_letters_ = std::move(dl);
+  other_replicas_ = std::move(others);
 }
 
 Sweeper::DeadLetters Sweeper::dead_letters() const {
   std::lock_guard lock(mu_);
   return dead_letters_;
+}
+
+std::map<std::string, Sweeper::OtherReplica> Sweeper::other_replicas() const {
+  std::lock_guard lock(mu_);
+  return other_replicas_;
 }
 
 }  // namespace nbu::core

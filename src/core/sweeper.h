@@ -43,6 +43,15 @@ class Sweeper {
     std::vector<std::string> sample;  // first relative paths
   };
   DeadLetters dead_letters() const;
+  // Claims of other replicas that the last sweep left with their owner (alive, or a takeover
+  // that failed), by owner: how many, and how long the owner's lease has been silent as this
+  // replica counts it (nullopt while it cannot be read). They are taken over once that reaches
+  // the lease timeout.
+  struct OtherReplica {
+    size_t claims = 0;
+    std::optional<Duration> silent;
+  };
+  std::map<std::string, OtherReplica> other_replicas() const;
 
  private:
   // Calls `on_file` for each file below root/rel. A directory that cannot be listed, or an entry
@@ -84,6 +93,7 @@ class Sweeper {
   std::set<std::string> orphan_candidates_;   // own claims not in flight at the last sweep
   std::set<std::string> orphans_now_;         // being collected in this sweep
   std::set<std::string> owners_with_claims_;  // collected in this sweep
+  std::map<std::string, size_t> others_now_;  // in this sweep: claims left with other replicas
   std::string unlisted_;                      // this sweep's first listing or stat failure
   std::optional<bool> rename_moves_ctime_;    // once probed
   bool probe_failed_in_sweep_ = false;        // the probe could not be made in this sweep
@@ -95,7 +105,8 @@ class Sweeper {
   LogLimiter unlisted_log_{std::chrono::minutes(1)};
   LogLimiter claim_as_failure_log_{std::chrono::minutes(1)};
   mutable std::mutex mu_;
-  DeadLetters dead_letters_;  // guarded by mu_
+  DeadLetters dead_letters_;                            // guarded by mu_
+  std::map<std::string, OtherReplica> other_replicas_;  // guarded by mu_
 };
 
 }  // namespace nbu::core

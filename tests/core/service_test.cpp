@@ -634,6 +634,36 @@ TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// A claim of another replica that is not dead yet is left with it, and the status says whose,
+// how many, and how long that replica's lease has been silent (here it never had one): what an
+// operator looks at while a takeover waits.
+TEST(ServiceTest, ClaimsOfOtherReplicasShowInTheStatus) {
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("others"));
+  config.gc_interval_s = 0.1;
+  config.lease_timeout_s = 3600;
+  config.replica_id = "others-test";
+  const ClaimPath c{UtcDate(std::chrono::system_clock::now()),
+                    "s",
+                    "",
+                    "theirs.bin",
+                    "elsewhere",
+                    NewNonce(),
+                    ClaimState::kClaimed};
+  WriteFile(config.processing_root + "/" + c.Path(), "x");
+  auto blob_client = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  const auto shown = [&] { return service.StatusJson()["other_replicas"]; };
+  ASSERT_TRUE(WaitFor([&] { return shown().contains("elsewhere"); }, 10s))
+      << service.StatusJson().dump();
+  EXPECT_EQ(shown()["elsewhere"]["claims"], 1);
+  EXPECT_TRUE(shown()["elsewhere"]["silent_s"].is_number()) << shown().dump();
+  EXPECT_FALSE(shown().contains("others-test"));
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // The staging troubles and throttling that workers record show in the status's degraded list
 // for a minute after the last one (invariant 6), and not after.
 TEST(ServiceTest, RecentStagingTroubleAndThrottlingShowInTheStatusForAMinute) {

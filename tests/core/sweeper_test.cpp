@@ -763,6 +763,43 @@ TEST_F(SweeperTest, ALiveReplicaIsNotJudgedDeadOnAStaleObservation) {
   EXPECT_FALSE(leases.IsDead("odd"));
 }
 
+// The claims each other replica holds, as the last sweep left them, and how long its lease has
+// been silent (none while it cannot be read): what the status shows while a takeover waits. A
+// replica whose claims were all taken over is no longer listed.
+TEST_F(SweeperTest, ClaimsLeftWithOtherReplicasAreShownWithTheirSilence) {
+  Config other = config;
+  other.replica_id = "other";
+  LeaseBook other_leases(other, clock);
+  ASSERT_TRUE(other_leases.Heartbeat().ok());
+  Claim("a", "other");
+  Claim("b", "other");
+  Claim("c", "ghost");                                          // no lease at all
+  ASSERT_TRUE(fs::MkdirAll(leases.Dir() + "/odd.lease").ok());  // cannot be read
+  Claim("d", "odd");
+  sweeper.Sweep({});
+  auto shown = sweeper.other_replicas();
+  ASSERT_EQ(shown.size(), 3u);
+  EXPECT_EQ(shown["other"].claims, 2u);
+  ASSERT_TRUE(shown["other"].silent.has_value());
+  EXPECT_LT(*shown["other"].silent, 1s);
+  EXPECT_EQ(shown["ghost"].claims, 1u);
+  ASSERT_TRUE(shown["ghost"].silent.has_value());
+  EXPECT_EQ(shown["odd"].claims, 1u);
+  EXPECT_FALSE(shown["odd"].silent.has_value());
+  Pass(14s);
+  sweeper.Sweep({});
+  shown = sweeper.other_replicas();
+  ASSERT_TRUE(shown["other"].silent.has_value());
+  EXPECT_GE(*shown["other"].silent, 14s);
+  EXPECT_LT(*shown["other"].silent, 30s);
+  Pass(17s);  // 31 s: other and ghost are dead
+  sweeper.Sweep({});
+  EXPECT_EQ(queued.size(), 3u);
+  shown = sweeper.other_replicas();
+  EXPECT_EQ(shown.size(), 1u);
+  EXPECT_EQ(shown.count("odd"), 1u);
+}
+
 TEST_F(SweeperTest, ClaimOfAReplicaWithoutAnyLeaseIsTakenAfterTheTimeout) {
   const ClaimPath c = Claim("a", "ghost");
   sweeper.Sweep({});
