@@ -3,8 +3,9 @@
 #   scripts/api.sh METHOD PATH [JSON body]
 # The address is $API when set (http://host:port); else APP_HTTP_HOST and APP_HTTP_PORT, and the
 # token APP_HTTP_TOKEN, come from the environment, else from the env file the service reads
-# ($APP_ENV_FILE, default ./.env), so that a port or token set there is the one used. The token
-# goes to curl on its standard input (-H @-), never on its command line, which ps shows.
+# ($APP_ENV_FILE, default ./.env), read as the service reads it, so that a port or token set there
+# is the one used. The token goes with POSTs only (the GET routes are open), and to curl on its
+# standard input (-H @-), never on its command line, which ps shows.
 set -euo pipefail
 
 if (($# < 2 || $# > 3)); then
@@ -14,25 +15,61 @@ fi
 method=$1 path=$2
 
 env_file=${APP_ENV_FILE:-.env}
-# The value of the last `KEY=VALUE` line for $1 in the env file (an `export ` prefix, blanks
-# around it and one pair of quotes taken off); nothing when there is none.
-from_env_file() {
-  [[ -r $env_file ]] || return 0
-  sed -nE "s/^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=[[:space:]]*//p" "$env_file" |
-    tail -n 1 | sed -E "s/[[:space:]]+\$//; s/^\"(.*)\"\$/\\1/; s/^'(.*)'\$/\\1/"
+if [[ -n ${APP_ENV_FILE:-} && ! -r $APP_ENV_FILE ]]; then
+  echo "$0: APP_ENV_FILE=$APP_ENV_FILE cannot be read (nor can the service read it)" >&2
+  exit 2
+fi
+
+# $1 without the blanks at either end.
+trimmed() {
+  local s=$1
+  s=${s#"${s%%[![:space:]]*}"}
+  printf '%s' "${s%"${s##*[![:space:]]}"}"
 }
 
+# The value of the last line for $1 in the env file, as the service's parser takes it (a
+# byte-order mark, an `export ` prefix, blanks, one pair of quotes, a ` #` comment); nothing
+# when there is none.
+from_env_file() {
+  [[ -r $env_file ]] || return 0
+  local line value result='' first=1 quote rest after
+  while IFS= read -r line || [[ -n $line ]]; do
+    if ((first)); then
+      line=${line#$'\xEF\xBB\xBF'}
+      first=0
+    fi
+    line=$(trimmed "$line")
+    [[ $line == export\ * ]] && line=$(trimmed "${line#export }")
+    [[ $line == *=* && $(trimmed "${line%%=*}") == "$1" ]] || continue
+    value=$(trimmed "${line#*=}")
+    quote=${value:0:1}
+    rest=${value:1}
+    after=$(trimmed "${rest#*"$quote"}")
+    if [[ ($quote == '"' || $quote == "'") && $rest == *"$quote"* &&
+      (-z $after || $after == \#*) ]]; then
+      value=${rest%%"$quote"*}
+    elif [[ $value == *" #"* ]]; then
+      value=$(trimmed "${value%%" #"*}")
+    fi
+    result=$value
+  done <"$env_file"
+  printf '%s' "$result"
+}
+
+# As the service takes them: the environment's value when the variable is set there, even
+# empty; an empty value is the default.
 if [[ -z ${API:-} ]]; then
-  host=${APP_HTTP_HOST:-$(from_env_file APP_HTTP_HOST)}
-  port=${APP_HTTP_PORT:-$(from_env_file APP_HTTP_PORT)}
+  host=${APP_HTTP_HOST-$(from_env_file APP_HTTP_HOST)}
+  port=${APP_HTTP_PORT-$(from_env_file APP_HTTP_PORT)}
   case $host in
-    "" | 0.0.0.0) host=127.0.0.1 ;;  # every address: this host's loopback is one
+    "" | 0.0.0.0) host=127.0.0.1 ;; # every address: this host's loopback is one
     :: | "[::]") host="[::1]" ;;
-    *:*) [[ $host == \[* ]] || host="[$host]" ;;  # an IPv6 literal
+    *:*) [[ $host == \[* ]] || host="[$host]" ;; # an IPv6 literal
   esac
   API="http://$host:${port:-8000}"
 fi
-token=${APP_HTTP_TOKEN-$(from_env_file APP_HTTP_TOKEN)}
+token=''
+[[ $method == GET ]] || token=${APP_HTTP_TOKEN-$(from_env_file APP_HTTP_TOKEN)}
 
 args=(-sS --max-time 10 -X "$method" -H @-)
 if (($# == 3)); then

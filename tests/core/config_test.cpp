@@ -491,8 +491,8 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
                   "\" ignores every file: nothing would be uploaded");
   }
   // A pattern that keeps some names is no mistake: [!r]* uploads only names that begin with r.
-  for (const char* some :
-       {".*", "*.*", "~*", "[a-z]*", "??*", "*[0-9]*", "[!r]*", "[!_]*", "*[!~]", "[!d]*"}) {
+  for (const char* some : {".*", "*.*", "~*", "[a-z]*", "??*", "*[0-9]*", "[!r]*", "[!_]*", "*[!~]",
+                           "[!d]*", "*[ -~]", "*[!\u00E9]", "[![:cntrl:]]*"}) {
     EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", some), "") << some;
   }
   EXPECT_EQ(error_of("APP_IGNORE_PATTERNS", "logs/*.txt")

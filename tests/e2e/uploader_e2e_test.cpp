@@ -823,12 +823,16 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   EXPECT_EQ(up.BodilessPost("/v1/watch/stop").status, 401);
   EXPECT_EQ(up.Status()["state"], "idle") << "nothing was started";
   {
-    // make watch-start's client finds the port and the token in the .env file, as the service
-    // does (quoted, after an export), when the environment holds neither.
+    // make watch-start's client finds the port and the token in the .env file, read as the
+    // service reads it (a byte-order mark, comments, quotes, an export), when the environment
+    // holds neither.
     const std::string dir = volume_.dir.path() + "/make-dir";
     ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
-    WriteFile(dir + "/.env", "APP_HTTP_PORT=" + std::to_string(up.port()) +
-                                 "\nexport APP_HTTP_TOKEN=\"" + token + "\"\n");
+    WriteFile(dir + "/.env",
+              "\xEF\xBB\xBF"
+              "APP_HTTP_PORT=" +
+                  std::to_string(up.port()) + " # the API\nexport APP_HTTP_TOKEN=\"" + token +
+                  "\"  # the token\n");
     const std::string out = RunShell("cd " + dir + " && env -u APP_HTTP_PORT -u APP_HTTP_TOKEN " +
                                      "-u APP_HTTP_HOST -u API " NBU_SOURCE_DIR
                                      "/scripts/api.sh POST /v1/watch/start "
