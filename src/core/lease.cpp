@@ -202,14 +202,16 @@ std::string LeaseBook::PathOf(const std::string& owner) const {
 void LeaseBook::Record(const std::string& owner, const Result<std::string>& content, MonoTime now) {
   // A missing file reads as empty. Any other failure shows nothing: neither silence nor life.
   // Its time is not a change (with reads failing now and then, a dead replica would never be
-  // judged dead), and IsDead holds off while the last read failed. But a failure that shows a
-  // file there (EACCES, EISDIR, too large; not a passing EIO or ESTALE) where the last good read
-  // found none leaves the content unknown, so that the next good read counts as a change
-  // whatever it finds: a live replica's lease unreadable until removed reads as missing, as it
-  // read before. Where the last good read found content, finding it again means no write, so
-  // that reads refused now and then (EACCES) do not keep a dead replica alive either.
+  // judged dead), and IsDead holds off while the last read failed. But a failure with a file
+  // there (EACCES on a file of another uid, EISDIR, too large: one a stat finds; not a passing
+  // EIO or ESTALE, nor a lookup refused as a whole, as when Kerberos tickets expire) where the
+  // last good read found none leaves the content unknown, so that the next good read counts as
+  // a change whatever it finds: a live replica's lease unreadable until removed reads as
+  // missing, as it read before. Where the last good read found content, finding it again means
+  // no write, so that reads refused now and then do not keep a dead replica alive either.
   const bool failed = !content.ok() && content.status().kind() != ErrorKind::kNotFound;
-  const bool something_there = failed && content.status().kind() != ErrorKind::kTransient;
+  const bool something_there =
+      failed && content.status().kind() != ErrorKind::kTransient && fs::Stat(PathOf(owner)).ok();
   const std::string text = content.ok() ? *content : "";
   // Credited once the read is done, not when it began: a read held up through an outage of the
   // volume returns after this replica's heartbeat took the outage out of the credited clock.

@@ -168,34 +168,37 @@ TEST_F(LeaseTest, AReplicaBackLaterThanUsFromAnOutageIsNotJudgedDead) {
 }
 
 // A dead replica whose lease reads fail now and then (one in three: EIO on a soft mount, or
-// EACCES refused now and then): a failed read shows no life, so its silence is counted across
-// the failures and it is judged dead at the first good read after a lease timeout; never while a
-// read has just failed. Taken for a change, each failure started the count again, and its claims
-// were never taken over.
+// EACCES refused now and then, as when Kerberos tickets expire): a failed read shows no life, so
+// its silence is counted across the failures and it is judged dead at the first good read after
+// a lease timeout; never while a read has just failed. So is one whose lease is missing (r3, a
+// replica that never wrote one), counted from the first look. Taken for a change, each failure
+// started the count again, and such claims were never taken over.
 TEST_F(LeaseTest, AReplicaIsJudgedDeadThoughItsLeaseReadsFailNowAndThen) {
   for (const int error : {EIO, EACCES}) {
-    SCOPED_TRACE(std::strerror(error));
-    TwoReplicas two(config);
-    SimulatedClock& clock = two.clock;
-    LeaseBook& mine = two.mine;
-    int reads = 0;
-    bool failed_last = false;
-    const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
-      if (std::string_view(op) != "open" || !path.ends_with("/r2.lease")) return 0;
-      failed_last = ++reads % 3 == 0;
-      return failed_last ? error : 0;
-    });
-    int t = 0;  // seconds since r2's last write; we look every second, and beat every 7 s
-    for (; t <= 120 && !mine.IsDead("r2"); ++t) {
-      clock.Advance(1s);
-      if ((t + 1) % 7 == 0) {
-        ASSERT_TRUE(mine.Heartbeat().ok());
+    for (const std::string owner : {"r2", "r3"}) {
+      SCOPED_TRACE(std::string(std::strerror(error)) + ", " + owner);
+      TwoReplicas two(config);
+      SimulatedClock& clock = two.clock;
+      LeaseBook& mine = two.mine;
+      int reads = 0;
+      bool failed_last = false;
+      const test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+        if (std::string_view(op) != "open" || !path.ends_with("/" + owner + ".lease")) return 0;
+        failed_last = ++reads % 3 == 0;
+        return failed_last ? error : 0;
+      });
+      int t = 0;  // seconds since r2's last write; we look every second, and beat every 7 s
+      for (; t <= 120 && !mine.IsDead(owner); ++t) {
+        clock.Advance(1s);
+        if ((t + 1) % 7 == 0) {
+          ASSERT_TRUE(mine.Heartbeat().ok());
+        }
       }
+      ASSERT_LE(t, 120) << "never judged dead";
+      EXPECT_FALSE(failed_last) << "judged dead on a failed read";
+      EXPECT_GE(t, 30) << "judged dead before a lease timeout of silence";
+      EXPECT_LE(t, 31) << "the reads at 29 or 30 s fail, the next does not";
     }
-    ASSERT_LE(t, 120) << "never judged dead";
-    EXPECT_FALSE(failed_last) << "judged dead on a failed read";
-    EXPECT_GE(t, 30) << "judged dead before a lease timeout of silence";
-    EXPECT_LE(t, 31) << "the read at 30 s fails, the one at 31 s does not";
   }
 }
 
