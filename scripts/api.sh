@@ -15,8 +15,9 @@ fi
 method=$1 path=$2
 
 env_file=${APP_ENV_FILE:-.env}
-if [[ -n ${APP_ENV_FILE:-} && ! -r $APP_ENV_FILE ]]; then
-  echo "$0: APP_ENV_FILE=$APP_ENV_FILE cannot be read (nor can the service read it)" >&2
+# As the service: the default .env may be missing; a file named, or one there, must be readable.
+if [[ (-n ${APP_ENV_FILE:-} || -e $env_file) && (! -r $env_file || -d $env_file) ]]; then
+  echo "$0: $env_file cannot be read (nor can the service read it)" >&2
   exit 2
 fi
 
@@ -59,8 +60,8 @@ from_env_file() {
 # As the service takes them: the environment's value when the variable is set there, even
 # empty; an empty value is the default.
 if [[ -z ${API:-} ]]; then
-  host=${APP_HTTP_HOST-$(from_env_file APP_HTTP_HOST)}
-  port=${APP_HTTP_PORT-$(from_env_file APP_HTTP_PORT)}
+  host=$(trimmed "${APP_HTTP_HOST-$(from_env_file APP_HTTP_HOST)}")
+  port=$(trimmed "${APP_HTTP_PORT-$(from_env_file APP_HTTP_PORT)}")
   case $host in
     "" | 0.0.0.0) host=127.0.0.1 ;; # every address: this host's loopback is one
     :: | "[::]") host="[::1]" ;;
@@ -69,7 +70,7 @@ if [[ -z ${API:-} ]]; then
   API="http://$host:${port:-8000}"
 fi
 token=''
-[[ $method == GET ]] || token=${APP_HTTP_TOKEN-$(from_env_file APP_HTTP_TOKEN)}
+[[ $method == GET ]] || token=$(trimmed "${APP_HTTP_TOKEN-$(from_env_file APP_HTTP_TOKEN)}")
 
 args=(-sS --max-time 10 -X "$method" -H @-)
 if (($# == 3)); then

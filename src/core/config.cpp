@@ -53,17 +53,22 @@ std::string DefaultHostName() {
   return h;
 }
 
-// Whether an ignore pattern matches every name a file can have (*, ?*, [!.]*, *?*), dot-files
-// aside (skipped anyway): tried on names that begin and end with each byte, and one-byte names.
-// A pattern that matches every one-byte name has one element besides its stars, so this is
-// exact for it. [!r]* keeps the names that begin with r, *[!é] those that end in é: they pass.
-bool MatchesEveryName(const std::string& pattern) {
+// Whether an ignore pattern matches every name a file can have that ends in `suffix` (every
+// name at all for an empty one: *, ?*, [!.]*, *?*), dot-files aside (skipped anyway): tried on
+// names that begin with each byte, and on ones whose part before the suffix ends with it. A
+// pattern that matches each of those has one element besides its stars and the suffix, so this
+// is exact for it. [!r]* keeps the names that begin with r, *[!é] those that end in é, and
+// [a-z]* the file 2024.csv: they pass.
+bool MatchesEveryName(const std::string& pattern, const std::string& suffix = "") {
   for (int b = 1; b <= 0xFF; ++b) {
     const char c = static_cast<char>(b);
     if (c == '/') continue;
     const std::string one(1, c);
-    if (c != '.' && (!GlobMatch(pattern, one) || !GlobMatch(pattern, one + "x9"))) return false;
-    if (!GlobMatch(pattern, "x9" + one)) return false;
+    if (c != '.' &&
+        (!GlobMatch(pattern, one + suffix) || !GlobMatch(pattern, one + "x9" + suffix))) {
+      return false;
+    }
+    if (!GlobMatch(pattern, "x9" + one + suffix)) return false;
   }
   return true;
 }
@@ -639,9 +644,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   }
   for (const std::string& ext : c.file_extensions) {
     const auto ignores_all =
-        std::find_if(c.ignore_patterns.begin(), c.ignore_patterns.end(), [&](const std::string& p) {
-          return GlobMatch(p, "x" + ext) && GlobMatch(p, "Data_01 (copy)~" + ext);
-        });
+        std::find_if(c.ignore_patterns.begin(), c.ignore_patterns.end(),
+                     [&](const std::string& p) { return MatchesEveryName(p, ext); });
     if (ignores_all != c.ignore_patterns.end()) {
       r.Error("APP_FILE_EXTENSIONS", "files ending in " + ext +
                                          " are all ignored by the pattern \"" + *ignores_all +

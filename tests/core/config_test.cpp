@@ -501,6 +501,15 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
                        0),
             0u);
   EXPECT_EQ(error_of("APP_FILE_EXTENSIONS", ".csv,.tmp.csv"), "");  // *.tmp: x.tmp.csv goes
+  // A pattern that keeps some files of the extension is no mistake (2024.csv goes).
+  for (const char* some : {"[a-z]*", "[!r]*", "[!_]*", "*[!0-9].csv"}) {
+    EnvMap env = Valid();
+    env["APP_FILE_EXTENSIONS"] = ".csv";
+    env["APP_IGNORE_PATTERNS"] = some;
+    Config c;
+    std::vector<std::string> errors;
+    EXPECT_TRUE(ParseConfig(env, &c, &errors)) << some << ": " << errors.front();
+  }
   EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "https://"),
             "APP_AZURE_ACCOUNT_URL: has no host name");
   EXPECT_EQ(error_of("APP_AZURE_ACCOUNT_URL", "http://:10000/acct"),
