@@ -150,7 +150,7 @@ docker-build: ## Build the uploader and generator images (docker/*.Dockerfile)
 	$(COMPOSE) build
 
 docker-up: ## Start the Compose stack: app :8000, Azurite :10000, OTel Collector :4317/4318, test-nfs :8080
-	@conn="$${APP_AZURE_CONNECTION_STRING:-$$(sed -nE 's/^[[:space:]]*(export[[:space:]]+)?APP_AZURE_CONNECTION_STRING[[:space:]]*=//p' .env 2>/dev/null | tail -n 1)}"; \
+	@conn="$${APP_AZURE_CONNECTION_STRING:-$$(sed -nE '1s/^\xEF\xBB\xBF//; s/^[[:space:]]*(export[[:space:]]+)?APP_AZURE_CONNECTION_STRING[[:space:]]*=//p' .env 2>/dev/null | tail -n 1)}"; \
 	case "$$(printf '%s' "$$conn" | tr 'A-Z' 'a-z')" in *://127.*|*://localhost|*://localhost[!a-z0-9.-]*|*://\[::1\]*) \
 	  echo "docker-up: APP_AZURE_CONNECTION_STRING (from the shell or ./.env, as make run writes it) names 127.0.0.1 or localhost, which the app container cannot reach: unset it, or move ./.env aside (docs/deploy.md)" >&2; \
 	  exit 1;; \
