@@ -96,10 +96,13 @@ ErrorKind KindFor(long status, const std::string& code) {
   }
   if (status == 401 || status == 403) return ErrorKind::kAuth;
   // Throttling and an overloaded partition outlasting every retry: storage is up and asks for
-  // less. Gateways and timeouts (502, 504, 408, other 500s) describe the service too. Callers
-  // wait both out instead of charging the item.
+  // less. Gateways and timeouts (502, 504, 408, other 500s) describe the service too, as does
+  // any other 5xx (a proxy's 507, a front end's 501): one request is not retried on those, but
+  // callers wait both out instead of charging the item or dead-lettering it at once.
   if (IsThrottling(status, code)) return ErrorKind::kBusy;
-  if (IsRetryableStatus(status)) return ErrorKind::kUnavailable;
+  if (IsRetryableStatus(status) || (status >= 500 && status <= 599)) {
+    return ErrorKind::kUnavailable;
+  }
   return ErrorKind::kPermanent;
 }
 

@@ -116,6 +116,8 @@ class BlobClientRetryTest : public ::testing::Test {
     } else if (name == "busy") {
       res.status = 500;
       res.set_header("x-ms-error-code", "InternalError");
+    } else if (name == "gateway-507") {  // a proxy in front of storage, out of room
+      res.status = 507;
     } else if (name == "throttled") {
       res.status = 503;
       res.set_header("x-ms-error-code", "ServerBusy");
@@ -488,6 +490,8 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
   EXPECT_EQ(put("denied"), std::vector{kRefused});
   EXPECT_EQ(put("forbidden"), std::vector{kRefused});
   EXPECT_EQ(put("nothing-here"), std::vector{kAnswered});
+  // Any other 5xx is storage's (or its gateway's) trouble too: not retried, but reported so.
+  EXPECT_EQ(put("gateway-507"), std::vector{kUnreachable});
   // Deleting the CRC-64 probe needs a right uploads do not: its answer is not reported.
   tries.clear();
   EXPECT_EQ(client.DeleteBlob("forbidden").kind(), ErrorKind::kAuth);
@@ -521,6 +525,10 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   Status lines = client.PutBlob("odd-code", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_NE(lines.message().find("HTTP 400 Odd?Injected: line? "), std::string::npos)
       << lines.message();
+  // A 5xx outside the retried set is waited out by the caller, never taken as the file's fault.
+  Status gateway = client.PutBlob("gateway-507", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(gateway.kind(), ErrorKind::kUnavailable) << gateway.ToString();
+  EXPECT_NE(gateway.message().find("HTTP 507"), std::string::npos) << gateway.message();
   auto missing = client.GetBlob("nothing-here");
   EXPECT_EQ(missing.status().kind(), ErrorKind::kNotFound);
   EXPECT_NE(missing.status().message().find("BlobNotFound"), std::string::npos);
