@@ -80,7 +80,8 @@ class Reader {
 
   const std::string* Raw(const char* name) const {
     auto it = env_.find(name);
-    return it == env_.end() || it->second.empty() ? nullptr : &it->second;
+    // Blank as empty: a value of spaces in a manifest is no more a choice than an empty one.
+    return it == env_.end() || Trimmed(it->second).empty() ? nullptr : &it->second;
   }
   void Str(const char* name, std::string* out) const {
     if (const std::string* v = Raw(name)) *out = Trimmed(*v);
@@ -367,8 +368,9 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_LEASE_TIMEOUT_S", "30",
        "A replica whose heartbeat is this stale is dead; its claims are taken over at the next "
-       "sweep (`APP_GC_INTERVAL_S`): up to this plus a sweep interval after its last heartbeat, "
-       "counted by a replica just started from its first look at that lease",
+       "sweep (`APP_GC_INTERVAL_S`): up to this plus two sweep intervals after its last heartbeat "
+       "(plus one where this is a whole number of intervals, as with the defaults), counted by a "
+       "replica just started from its first look at that lease",
        false},
       {"APP_HTTP_HOST", "127.0.0.1",
        "API listen address: this host only by default (the images set `0.0.0.0`). Anyone who can "

@@ -153,17 +153,23 @@ TEST(ConfigTest, DirectoriesAndContainerSetButEmptyAreRefused) {
       EXPECT_EQ(errors[0].rfind(std::string(name) + ": is set but empty", 0), 0u) << errors[0];
     }
   }
-  EnvMap env = Valid();
-  for (const char* name : {"APP_AZURE_ACCOUNT_KEY", "APP_AZURE_SAS_TOKEN", "APP_AZURE_ACCESS_TIER",
-                           "APP_FILE_EXTENSIONS", "APP_POLL_INTERVAL_S"}) {
-    env[name] = "";
+  // Blank counts as empty (the process environment is not trimmed as an env file's lines are).
+  for (const char* blank : {"", "  "}) {
+    EnvMap env = Valid();
+    for (const char* name : {"APP_AZURE_ACCOUNT_KEY", "APP_AZURE_SAS_TOKEN",
+                             "APP_AZURE_ACCESS_TIER", "APP_FILE_EXTENSIONS", "APP_POLL_INTERVAL_S",
+                             "APP_AZURE_AUTH", "APP_WORKER_CONCURRENCY"}) {
+      env[name] = blank;
+    }
+    Config c;
+    std::vector<std::string> errors;
+    EXPECT_TRUE(ParseConfig(env, &c, &errors)) << errors.front();
+    EXPECT_EQ(c.incoming_dir, "/mnt/nfs/incoming");
+    EXPECT_EQ(c.azure_container, "ingest");
+    EXPECT_DOUBLE_EQ(c.poll_interval_s, 2.0);
+    EXPECT_EQ(c.worker_concurrency, 4);
+    EXPECT_EQ(c.azure_auth, "auto");
   }
-  Config c;
-  std::vector<std::string> errors;
-  EXPECT_TRUE(ParseConfig(env, &c, &errors)) << errors.front();
-  EXPECT_EQ(c.incoming_dir, "/mnt/nfs/incoming");
-  EXPECT_EQ(c.azure_container, "ingest");
-  EXPECT_DOUBLE_EQ(c.poll_interval_s, 2.0);
 }
 
 // A refused configuration still yields what could be read (the checks of the other variables
