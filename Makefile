@@ -123,7 +123,7 @@ typecheck: ## Strictest compile (warnings as errors) plus cppcheck
 clean: ## Remove build directories and runtime data
 	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) build-typecheck $(RUN_DIR) data
 
-dev-up: ## Start a local Azurite in the background on 127.0.0.1:$(AZURITE_PORT)
+dev-up: ## Start a local Azurite in the background on 127.0.0.1:AZURITE_PORT (default 10000)
 	@./scripts/dev-azurite.sh start $(AZURITE_PORT)
 
 dev-down: ## Stop the local Azurite
@@ -131,7 +131,7 @@ dev-down: ## Stop the local Azurite
 
 # scripts/api.sh takes the API's port and token from the environment, else from .env (as the
 # service does), unless API=http://host:port is given.
-watch-start: ## Start watching incoming/$(SESSION) (port and APP_HTTP_TOKEN from the environment or .env)
+watch-start: ## Start watching incoming/SESSION (port and APP_HTTP_TOKEN from the environment or .env)
 	@API='$(API)' ./scripts/api.sh POST /v1/watch/start '{"session_name":"$(SESSION)"}'
 
 watch-stop: ## Stop the active watch session (port and token as for watch-start)
@@ -160,7 +160,7 @@ docker-up: ## Start the Compose stack: app :8000, Azurite :10000, OTel Collector
 docker-down: ## Stop the Compose stack (add V=1 to also delete its volumes)
 	$(COMPOSE) down $(if $(V),--volumes,)
 
-gen-start: ## Generate COUNT files of SIZE bytes every INTERVAL s into incoming/$(SESSION) (COUNT=0: until gen-stop)
+gen-start: ## Generate COUNT files of SIZE bytes every INTERVAL s into incoming/SESSION (COUNT=0: until gen-stop)
 	@curl -sS -X POST -H 'Content-Type: application/json' \
 	  -d '{"session_name":"$(SESSION)","interval_s":$(INTERVAL),"size_bytes":$(SIZE),"count":$(COUNT)}' \
 	  $(GEN_API)/v1/generate/start; echo
