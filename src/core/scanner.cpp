@@ -330,10 +330,19 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
     const MonoTime seen = clock_.Now();  // exact time of this observation
     if (!tracker_.Observe(rel, fs::FromStat(st), seen)) continue;
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.
-    const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    const int injected = fail_for_test_ ? fail_for_test_("open-file", rel) : 0;
+    const int fd = injected != 0
+                       ? (errno = injected, -1)
+                       : ::openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
-      if (errno != ENOENT) Unreadable(rel, "open", errno, stats);
-      tracker_.Forget(rel);
+      if (errno == ENOENT) {
+        tracker_.Forget(rel);
+      } else {
+        // Kept with its first sight, so the backlog age grows while it waits, and tried again
+        // (and counted) at every scan: one counted only every other scan read as a young file.
+        Unreadable(rel, "open", errno, stats);
+        tracker_.OpenFailed(rel);
+      }
       continue;
     }
     struct stat fst {};

@@ -83,7 +83,8 @@ class Scanner {
   void SetEntryTypesUnknownForTest(bool unknown) { entry_types_unknown_ = unknown; }
   // For tests: `fail(call, rel)` returns an errno that the call then fails with, unmade, as on an
   // NFS server (0: it is made). `call` is "open" for the directory `rel` ("" is the session's),
-  // "stat" for the entry `rel`, and "readdir" for the one that was to return the entry `rel`.
+  // "stat" for the entry `rel`, "open-file" for the file `rel` found ready, and "readdir" for the
+  // one that was to return the entry `rel`.
   using FailForTest = std::function<int(std::string_view call, const std::string& rel)>;
   void SetFailForTest(FailForTest fail) { fail_for_test_ = std::move(fail); }
 

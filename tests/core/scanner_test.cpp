@@ -257,6 +257,42 @@ TEST_F(ScannerTest, AFileThatCannotBeOpenedIsCountedNotQueued) {
       << stats.unreadable_example;
 }
 
+// A file ready by its stat that cannot be opened keeps its first sight: each scan tries the open
+// again and counts it, the backlog age grows while it waits (an alert on that age must see a file
+// stuck for days), it is not taken for a young file, and once it opens it is queued at once.
+TEST_F(ScannerTest, AFileThatCannotBeOpenedIsCountedAtEveryScanAndKeepsItsAge) {
+  WriteFile(In("locked.bin"), "l");
+  WriteFile(In("fine.bin"), "f");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  bool failing = true;
+  scanner.SetFailForTest([&](std::string_view call, const std::string& rel) {
+    return failing && call == "open-file" && rel == "locked.bin" ? EACCES : 0;
+  });
+  scanner.ScanOnce("s1", {});
+  for (int i = 1; i <= 4; ++i) {
+    clock.Advance(5s);
+    const auto stats = scanner.ScanOnce("s1", {});
+    EXPECT_EQ(stats.unreadable, 1u) << "scan " << i;
+    EXPECT_EQ(stats.unreadable_example.rfind("locked.bin: ", 0), 0u) << stats.unreadable_example;
+    EXPECT_NE(stats.unreadable_example.find("open: Permission denied"), std::string::npos)
+        << stats.unreadable_example;
+    EXPECT_EQ(stats.not_ready, 0u) << stats.not_ready_example;
+    EXPECT_GE(scanner.OldestPendingAgeS(), 5.0 * i) << "scan " << i;
+    EXPECT_EQ(scanner.NextDue(), std::nullopt) << "no scan is due early for it";
+  }
+  EXPECT_EQ(Drain(q), std::set<std::string>{"fine.bin"});
+  failing = false;  // its mode fixed: a change of ctime alone, no new minimum age
+  clock.Advance(1s);
+  const auto fixed = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(fixed.unreadable, 0u);
+  EXPECT_EQ(fixed.queued, 1u);
+  EXPECT_EQ(Drain(q), std::set<std::string>{"locked.bin"});
+  clock.Advance(5s);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u) << "queued once";
+  EXPECT_EQ(inst.files_discovered.Value(), 2);
+}
+
 // A directory whose path is longer than PATH_MAX cannot be opened by path, and its files could
 // not be claimed by name either: it is counted with the unreadable entries, named by its
 // relative path, so that the status shows it, and the files beside it go on.
