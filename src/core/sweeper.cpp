@@ -140,6 +140,26 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
         return;
       }
     }
+    // No look of a worker here at hand (an earlier process of ours, a dead replica): that worker
+    // may have died between its last check of the claim and its look after the completion
+    // rename, and a write in between is then in the marker with its ctime (the rename's) past
+    // its mtime, as for any marker. But a file is claimed once it held still for
+    // APP_MIN_FILE_AGE_S, so its completion rename comes at least that long after its last
+    // write: a marker completed sooner after its mtime (or before it) is claimed again, and its
+    // upload finds whether storage holds these bytes (a HEAD and a read, nothing sent if so).
+    // Two seconds at least, for servers that keep whole seconds.
+    const auto soon = static_cast<int64_t>(std::max(config_.min_file_age_s, 2.0) * 1e9);
+    if (!settled && st->ctime_ns - st->mtime_ns < soon) {
+      const std::optional<bool> telling = RenameMovesCtime();
+      if (!telling) return;  // kept, as above
+      if (*telling) {
+        OnWrittenMarker(*c, full, *st, stop,
+                        "a completed file may have been written to just before its completion, "
+                        "unseen by a worker that stopped: claimed again, to be checked against its "
+                        "blob and uploaded again if need be");
+        return;
+      }
+    }
     // Kept for the retention after its completion, on the clock that set its ctime: the file
     // server's. Measured on this host's, a skew between the two would shorten it (a producer's
     // late write then lost with the marker) or stretch it. Kept while that clock cannot be read.
@@ -199,13 +219,12 @@ bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const std::s
 }
 
 void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
-                              const fs::FileStat& st, std::stop_token stop) {
+                              const fs::FileStat& st, std::stop_token stop, const char* what) {
   const std::pair<uint64_t, int64_t> seen{st.size, st.mtime_ns};
   written_now_[full] = seen;
   const auto before = written_candidates_.find(full);
   if (before == written_candidates_.end() || before->second != seen) return;  // still written
-  if (ClaimAs(full, done.Renewed(config_.replica_id), done.owner,
-              "a completed file was written to after its upload: uploading it again", stop)) {
+  if (ClaimAs(full, done.Renewed(config_.replica_id), done.owner, what, stop)) {
     inflight_.ForgetSettledMarker(done.Path());
   }
 }

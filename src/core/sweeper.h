@@ -69,8 +69,12 @@ class Sweeper {
   // such a setting of times both between two sweeps leave the times as the rename did: caught
   // by the ctime its worker noted after the rename (InFlight::SettledMarker), not where that
   // note is not at hand (after a restart, a dead replica's markers).
+  // `what` names the claim in the log.
   void OnWrittenMarker(const ClaimPath& done, const std::string& full, const fs::FileStat& st,
-                       std::stop_token stop);
+                       std::stop_token stop,
+                       const char* what =
+                           "a completed file was written to after its upload: "
+                           "uploading it again");
   // Renames the entry at `full` to the claim `to` of this replica and queues it (`what` names
   // the move in the log, `from` the entry's owner). ENOENT: another replica's sweep moved it first,
   // quietly.

@@ -299,6 +299,55 @@ TEST_F(SweeperTest, AMarkerWrittenToAfterItsCompletionIsClaimedAgainOnceItHoldsS
   }
 }
 
+// A producer's write into a claim after its worker's last check and before the completion
+// rename, and the worker gone before its look at the marker (a crash, or a replica that died):
+// the rename moved the ctime past the write, as for any marker, and no look is noted here. But a
+// file is claimed only once it held still for APP_MIN_FILE_AGE_S, so a marker completed sooner
+// after its mtime is claimed again once it holds still, to be checked against its blob; one
+// completed long after its last write is collected as before.
+TEST_F(SweeperTest, AMarkerWrittenJustBeforeItsCompletionIsClaimedAgainWithoutItsWorkersLook) {
+  config.completed_retention_s = 0;
+  const ClaimPath settled = Claim("settled", "me", ClaimState::kDone);  // mtime in 2023
+  const ClaimPath late{"20261128", "s", "d", "late", "me", NewNonce(), ClaimState::kClaimed};
+  const std::string claimed = config.processing_root + "/" + late.Path();
+  WriteFile(claimed, "head+late");
+  // The write a second before the rename (not in the same tick as it, on a coarse clock).
+  timespec now{};
+  ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &now), 0);
+  const timespec times[2] = {{0, UTIME_OMIT}, {now.tv_sec - 1, now.tv_nsec}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, claimed.c_str(), times, 0), 0);
+  const ClaimPath done = late.WithState(ClaimState::kDone);
+  const std::string marker = config.processing_root + "/" + done.Path();
+  ASSERT_TRUE(fs::RenameEntry(claimed, marker).ok());
+  auto st = fs::Stat(marker);
+  ASSERT_TRUE(st.ok());
+  if (st->ctime_ns <= st->mtime_ns) GTEST_SKIP() << "a rename does not move the ctime here";
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(settled.Path())) << "completed long after its last write: collected";
+  ASSERT_TRUE(Exists(done.Path())) << "kept, not collected";
+  EXPECT_TRUE(queued.empty());
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.BlobName(), done.BlobName());
+  EXPECT_EQ(queued[0].claim.state, ClaimState::kClaimed);
+  EXPECT_TRUE(queued[0].check_existing);
+  EXPECT_EQ(nbu::test::ReadFile(config.processing_root + "/" + queued[0].claim.Path()),
+            "head+late");
+  // With its worker's look noted (this process completed it), the same marker is collected.
+  inflight.Remove(queued[0].claim.Path());
+  const std::string again = config.processing_root + "/" + queued[0].claim.Path();
+  ASSERT_EQ(::utimensat(AT_FDCWD, again.c_str(), times, 0), 0);
+  const ClaimPath completed = queued[0].claim.WithState(ClaimState::kDone);
+  ASSERT_TRUE(fs::RenameEntry(again, config.processing_root + "/" + completed.Path()).ok());
+  st = fs::Stat(config.processing_root + "/" + completed.Path());
+  ASSERT_TRUE(st.ok());
+  inflight.NoteSettledMarker(completed.Path(), {st->ctime_ns, /*linked=*/false});
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(completed.Path()));
+  EXPECT_EQ(queued.size(), 1u);
+}
+
 // Names of one file (hard links), each uploaded and completed: a rename of any name moves the
 // ctime of all, which is no write. Neither marker is claimed again for it (each one's claim
 // would then move the other's ctime, and so on for ever); a write into the file still counts,
