@@ -488,6 +488,11 @@ Status FileProcessor::TransferBlocks(const std::string& blob_name, StagedFile& f
                                   {"staging_slots", static_cast<int64_t>(slots)}});
   d_.inst.blocks_resumed.Add(static_cast<double>(resumed.load()));
   if (failed) return first_error;
+  // Written to while the last blocks were sent: a commit of this copy would discard the blocks
+  // staged and not listed, and the next attempt would send every one again. Left uncommitted,
+  // that attempt sends only the blocks that changed. (A write after this look is caught after
+  // the commit, as for a Put Blob.)
+  if (Status s = ClaimUnchanged(f); !s.ok()) return s;
   props.content_md5 = f.md5;
   return CommitInOrder(
       blob_name, f, std::move(props),

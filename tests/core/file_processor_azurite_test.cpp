@@ -1869,6 +1869,54 @@ TEST_F(FileProcessorAzuriteTest, ARewriteThatRestoresTheMtimeIsStillTorn) {
   EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
 }
 
+// Written to once its copy was made and checked, while that copy's blocks are still being sent:
+// the copy is not committed (a commit discards the blocks staged but not listed, and the next
+// attempt then sends every block again), and the next attempt sends only the block that changed.
+TEST_F(FileProcessorAzuriteTest, AWriteWhileTheBlocksAreSentCostsOnlyTheBlockItChanged) {
+  std::string data = PatternBytes(4 * (128 << 10), 41);  // four blocks, all copied at once
+  WorkItem item = PlaceClaim("late-write.bin", data, false);
+  const int fd =  // opened before Process renames the claim to record its run
+      ::open(fs::Join(config_.processing_root, item.claim.Path()).c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t read_to = 0;  // the end of the copy's furthest read
+  const std::string patch = "late bytes";
+  const size_t at = 2 * (128 << 10) + 100;  // in the third block
+  std::atomic<bool> written{false};
+  nbu::test::FaultProxy proxy(azurite_.port(), [&](const nbu::test::ProxyRequest& r) {
+    if (r.target.find("comp=block&") != std::string::npos && !written.exchange(true)) {
+      {  // the copy read to its end (its check follows at once: a stat)
+        std::unique_lock lock(mu);
+        EXPECT_TRUE(cv.wait_for(lock, 10s, [&] { return read_to >= 4 * (128u << 10); }));
+      }
+      std::this_thread::sleep_for(200ms);
+      EXPECT_EQ(::pwrite(fd, patch.data(), patch.size(), static_cast<off_t>(at)),
+                static_cast<ssize_t>(patch.size()));
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  auto blob = ClientVia(proxy);
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob, inst_, tracer_, inflight_, {}};
+  deps.claim_pread = [&](const std::string&, int src, char* buf, size_t len, off_t from) {
+    const ssize_t got = ::pread(src, buf, len, from);
+    std::lock_guard lock(mu);
+    if (got > 0) read_to = std::max<uint64_t>(read_to, static_cast<uint64_t>(from + got));
+    cv.notify_all();
+    return got;
+  };
+  FileProcessor processor(std::move(deps));
+  processor.Process(item, {});
+  ::close(fd);
+  ASSERT_TRUE(written.load());
+  data.replace(at, patch.size(), patch);
+  ExpectBlobHolds(item, data);
+  EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
+  EXPECT_EQ(proxy.Count("comp=blocklist", "PUT"), 1) << "the torn copy was committed";
+  EXPECT_EQ(proxy.Count("comp=block&", "PUT"), 5) << "four blocks, then the one changed";
+  EXPECT_EQ(Count(inst_.blocks_resumed), 3);
+}
+
 // A marker with another name (a hard link) gets a ctime note that says so: that name's rename
 // or unlink (its own marker collected) moves the ctime too, so the sweeper compares the note
 // with the mtime only, even once the marker is the file's last name.
