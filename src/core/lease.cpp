@@ -49,6 +49,19 @@ std::optional<LeaseText> ParseLease(const std::string& text) {
   out.stopped = j.contains("stopped") && j["stopped"].is_boolean() && j["stopped"].get<bool>();
   return out;
 }
+
+// Whether no process runs as `pid` here: none has it, or the one that has it has exited and waits
+// to be reaped (a zombie, which kill() still finds: a parent that reaps late, such as a shell
+// that started the service in the background, or an init that reaps every few seconds).
+bool NoProcessRuns(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  const auto stat = fs::ReadSmallFile("/proc/" + std::to_string(pid) + "/stat", 4096);
+  if (!stat.ok()) return false;
+  // "pid (comm) S ...": the name may hold anything, ')' included; the state follows the last ')'.
+  const size_t close = stat->rfind(')');
+  return close != std::string::npos && close + 2 < stat->size() &&
+         ((*stat)[close + 2] == 'Z' || (*stat)[close + 2] == 'X');
+}
 }  // namespace
 
 std::string PidSpace() {
@@ -79,8 +92,7 @@ std::optional<std::string> LeaseBook::CheckIdFree(std::stop_token stop) {
   // cloned VM keeps it, and the host-name default id with it. (Not one that had our pid either:
   // a restarted container waits. A lease of an older version, without a pid space, waits too.)
   if (!lease->pid_space.empty() && lease->pid_space == PidSpace() && lease->host == HostName() &&
-      lease->pid > 0 && lease->pid != ::getpid() &&
-      ::kill(static_cast<pid_t>(lease->pid), 0) != 0 && errno == ESRCH) {
+      lease->pid > 0 && lease->pid != ::getpid() && NoProcessRuns(static_cast<pid_t>(lease->pid))) {
     return std::nullopt;
   }
   const Duration wait = Interval() * 3 / 2;

@@ -284,6 +284,18 @@ TEST_F(LeaseTest, AFreeIdIsNotWaitedFor) {
   WriteLease(predecessor);
   EXPECT_EQ(book.CheckIdFree({}), std::nullopt);
   ASSERT_TRUE(clock.SleepsForTest().empty());
+  // One that exited and is not reaped yet (a zombie, which kill() still finds): gone too.
+  pid_t zombie = ::fork();
+  if (zombie == 0) ::_exit(0);
+  ASSERT_GT(zombie, 0);
+  siginfo_t exited{};  // waited for without reaping it
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(zombie), &exited, WEXITED | WNOWAIT), 0);
+  auto unreaped = predecessor;
+  unreaped["pid"] = zombie;
+  WriteLease(unreaped);
+  EXPECT_EQ(book.CheckIdFree({}), std::nullopt);
+  EXPECT_TRUE(clock.SleepsForTest().empty()) << "waited for a process that had exited";
+  ASSERT_EQ(::waitpid(zombie, nullptr, 0), zombie);
   // The same host name and pid from another boot or machine (a cloned VM keeps the host name,
   // and the host-name default id with it), or from a version that wrote no pid space: there,
   // that pid may be a live twin's. Watched, and free when it does not change.
