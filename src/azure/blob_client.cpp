@@ -234,7 +234,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       observe(result->status < 400              ? TryOutcome::kSucceeded
               : expected                        ? TryOutcome::kAnswered
               : kind == ErrorKind::kAuth        ? TryOutcome::kRefused
-              : kind == ErrorKind::kUnavailable ? TryOutcome::kUnreachable
+              : kind == ErrorKind::kUnavailable ? TryOutcome::kServerError
                                                 : TryOutcome::kAnswered);
     }
     if (expected) return result;

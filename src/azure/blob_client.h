@@ -105,10 +105,13 @@ enum class TryOutcome {
   kAnswered,     // any other answer (404, 409, 412, 429, 503...): storage is up, whether or not
                  // it would let us write
   kSucceeded,    // an answer below 400: storage is up and took our credentials for the request
-  kUnreachable,  // no answer (connection error, timeout), or 408, 500, 502, 504; no token to be
-                 // had because its endpoint did not answer or failed. Not a local failure (the
-                 // body unreadable, an answer too large): that is not reported.
+  kUnreachable,  // no answer (connection error, timeout); no token to be had because its
+                 // endpoint did not answer or failed. Not a local failure (the body unreadable, an
+                 // answer too large): that is not reported.
   kRefused,      // 401 (after one reauthorization) or 403, or the token endpoint refused us
+  kServerError,  // 408, or a 5xx that is not throttling (500, 502, 504, a gateway's 507): an
+                 // answer, but one that proves nothing works (reads may answer while every write
+                 // fails so)
 };
 
 // Hooks for metrics; all optional, called from request threads.

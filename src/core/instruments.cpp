@@ -14,9 +14,10 @@ void StoreLater(std::atomic<int64_t>& at, int64_t value) {
 }
 }  // namespace
 
-// failed_ packs a failed try's outcome into its low 2 bits.
-static_assert(static_cast<int>(azure::TryOutcome::kUnreachable) <= 3 &&
-              static_cast<int>(azure::TryOutcome::kRefused) <= 3);
+// failed_ packs a failed try's outcome into its low 3 bits.
+static_assert(static_cast<int>(azure::TryOutcome::kUnreachable) <= 7 &&
+              static_cast<int>(azure::TryOutcome::kRefused) <= 7 &&
+              static_cast<int>(azure::TryOutcome::kServerError) <= 7);
 
 void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
   const int64_t ns = now.time_since_epoch().count() + 1;  // 0 stays "never"
@@ -24,18 +25,22 @@ void StorageHealth::Record(azure::TryOutcome outcome, MonoTime now) {
   if (outcome == azure::TryOutcome::kSucceeded || outcome == azure::TryOutcome::kAnswered) {
     StoreLater(answered_, ns);
   } else {
-    StoreLater(failed_, (ns << 2) | static_cast<int64_t>(outcome));
+    StoreLater(failed_, (ns << 3) | static_cast<int64_t>(outcome));
   }
 }
 
 const char* StorageHealth::Trouble(MonoTime now, Duration hold) const {
   const int64_t failed = failed_.load(std::memory_order_relaxed);
   if (failed == 0) return nullptr;
-  const MonoTime failed_at{MonoTime::duration((failed >> 2) - 1)};
-  const bool refused = static_cast<azure::TryOutcome>(failed & 3) == azure::TryOutcome::kRefused;
+  const MonoTime failed_at{MonoTime::duration((failed >> 3) - 1)};
+  const auto outcome = static_cast<azure::TryOutcome>(failed & 7);
+  const bool refused = outcome == azure::TryOutcome::kRefused;
   // Storage that answers proves it is reachable; only one that does what we ask proves that it
-  // takes our credentials (a SAS that may read but not write gets 404s and 403s).
-  const int64_t answered = (refused ? succeeded_ : answered_).load(std::memory_order_relaxed);
+  // takes our credentials (a SAS that may read but not write gets 404s and 403s), or that it
+  // works where it answered with a server error (a gateway's 507 to every write, while a file's
+  // HEAD before its upload is answered 404).
+  const int64_t answered = (outcome == azure::TryOutcome::kUnreachable ? answered_ : succeeded_)
+                               .load(std::memory_order_relaxed);
   if (answered != 0) {
     const MonoTime answered_at{MonoTime::duration(answered - 1)};
     if (answered_at >= failed_at || failed_at - answered_at < kAnsweredRecently) return nullptr;

@@ -73,15 +73,15 @@ class StorageHealth {
   static constexpr Duration kAnsweredRecently = std::chrono::seconds(10);
 
   void Record(azure::TryOutcome outcome, MonoTime now);
-  // "storage_unreachable" or "storage_refuses_credentials" when the latest failed try was so,
-  // no try was answered since (for a refusal: none succeeded), none for kAnsweredRecently before
-  // it either, and it is not older than `hold` (no try since: nothing is waiting on storage);
-  // else null.
+  // "storage_unreachable" or "storage_refuses_credentials" when the latest failed try was so
+  // (a server error is unreachable), no try was answered since (for a refusal or a server
+  // error: none succeeded), none for kAnsweredRecently before it either, and it is not older than
+  // `hold` (no try since: nothing is waiting on storage); else null.
   const char* Trouble(MonoTime now, Duration hold) const;
 
  private:
   // Steady-clock times in ns, plus 1 (0: never). `failed_`: the latest failed try's, shifted
-  // left by 2 and or'ed with its outcome. Each only moves forward.
+  // left by 3 and or'ed with its outcome. Each only moves forward.
   std::atomic<int64_t> answered_{0};
   std::atomic<int64_t> succeeded_{0};
   std::atomic<int64_t> failed_{0};

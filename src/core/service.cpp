@@ -75,8 +75,8 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
   // The degraded states no counter shows (invariant 6): 1 while they last.
   for (const auto& [gauge, trouble, help] :
        {std::tuple{"storage.unreachable", "storage_unreachable",
-                   "1 while storage requests fail with no answer or a 408, 500, 502 or 504, "
-                   "and storage answers no other"},
+                   "1 while storage requests fail with no answer (and storage answers no "
+                   "other), or with a 408 or a 5xx that is not throttling (and none succeeds)"},
         std::tuple{"storage.refuses_credentials", "storage_refuses_credentials",
                    "1 while storage requests get 401 or 403 (or no token), and none has "
                    "succeeded since"}}) {

@@ -463,7 +463,8 @@ TEST_F(BlobClientRetryTest, AContainerThatCannotBeMadeAgainIsTold) {
 
 // Every try tells the observer what it says of storage, for the status's degraded states: a
 // success is one (and the only proof that storage takes our credentials); a throttling answer
-// and a missing blob are answers; 500s and no connection are not; 403, and a 401 that outlasts
+// and a missing blob are answers; no connection is not, and 500s are server errors, which only a
+// success clears (a gateway's 507 to every write beside a HEAD's 404); 403, and a 401 that outlasts
 // reauthorization, refuse our credentials, as does a token endpoint refusing us.
 TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefused) {
   using enum TryOutcome;
@@ -483,7 +484,7 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
   };
   EXPECT_EQ(put("ok"), std::vector{kSucceeded});
   EXPECT_EQ(put("flaky"), (std::vector{kAnswered, kAnswered, kSucceeded}));
-  EXPECT_EQ(put("busy"), (std::vector{kUnreachable, kUnreachable, kUnreachable, kUnreachable}));
+  EXPECT_EQ(put("busy"), (std::vector{kServerError, kServerError, kServerError, kServerError}));
   EXPECT_EQ(put("overloaded"), (std::vector{kAnswered, kAnswered, kAnswered, kAnswered}));
   EXPECT_EQ(throttled, 4);  // every throttling answer, the last try's too
   EXPECT_EQ(put("stale-token"), std::vector{kSucceeded});
@@ -491,7 +492,7 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
   EXPECT_EQ(put("forbidden"), std::vector{kRefused});
   EXPECT_EQ(put("nothing-here"), std::vector{kAnswered});
   // Any other 5xx is storage's (or its gateway's) trouble too: not retried, but reported so.
-  EXPECT_EQ(put("gateway-507"), std::vector{kUnreachable});
+  EXPECT_EQ(put("gateway-507"), std::vector{kServerError});
   // Deleting the CRC-64 probe needs a right uploads do not: its answer is not reported.
   tries.clear();
   EXPECT_EQ(client.DeleteBlob("forbidden").kind(), ErrorKind::kAuth);

@@ -76,6 +76,17 @@ TEST(StorageHealthTest, FailedTriesShowOnlyWhenNothingWasAnsweredAroundThem) {
   h.Record(TryOutcome::kAnswered, t0 + 71s);  // late: must not replace the answer at 90 s
   h.Record(TryOutcome::kUnreachable, t0 + 95s);
   EXPECT_EQ(h.Trouble(t0 + 96s, 60s), nullptr) << "5 s after the answer at 90 s";
+  // A server error (a gateway's 507 to every write) is storage's trouble whatever else answers:
+  // a file's HEAD before each upload gets a 404 2 s before it. Only a success clears it.
+  h.Record(TryOutcome::kAnswered, t0 + 100s);
+  h.Record(TryOutcome::kServerError, t0 + 102s);
+  EXPECT_STREQ(h.Trouble(t0 + 103s, 60s), "storage_unreachable");
+  h.Record(TryOutcome::kAnswered, t0 + 104s);
+  EXPECT_STREQ(h.Trouble(t0 + 105s, 60s), "storage_unreachable") << "a 404 proves nothing";
+  h.Record(TryOutcome::kSucceeded, t0 + 106s);
+  EXPECT_EQ(h.Trouble(t0 + 107s, 60s), nullptr);
+  h.Record(TryOutcome::kServerError, t0 + 110s);
+  EXPECT_EQ(h.Trouble(t0 + 111s, 60s), nullptr) << "4 s after a success: one file's 500";
 }
 
 // The status keeps the last 20 errors, a file's as one entry (its latest error and how many),
