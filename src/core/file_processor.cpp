@@ -925,7 +925,11 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       if (!r.ok()) span.SetError(r.status().ToString());
       return r;
     }();
-    if (d_.on_claim_settled) d_.on_claim_settled(item.session, item.rel);
+    if (d_.on_claim_settled) {
+      const ErrorKind kind = c.ok() ? ErrorKind::kOk : c.status().kind();
+      d_.on_claim_settled(item.session, item.rel,
+                          !c.ok() && kind != ErrorKind::kNotFound && kind != ErrorKind::kConflict);
+    }
     if (!c.ok()) {
       if (c.status().kind() == ErrorKind::kNotFound) {
         d_.inst.claim_conflicts.Add();

@@ -92,8 +92,10 @@ class FileProcessor {
     const telemetry::Tracer& tracer;
     InFlight& inflight;
     // Called once a fresh item's claim has settled (won, lost or failed) so the scanner forgets
-    // the name and tracks any new file that appears under it from scratch.
-    std::function<void(const std::string& session, const std::string& rel)> on_claim_settled;
+    // the name and tracks any new file that appears under it from scratch; `held`: it failed and
+    // the file stays in incoming (a permission, an I/O error), to be tried again as it is.
+    std::function<void(const std::string& session, const std::string& rel, bool held)>
+        on_claim_settled;
     // True: a file sent in one Put Blob is checked by its CRC-64, and the blob stores the MD5
     // storage computes (null or false: by its MD5, computed here).
     const std::atomic<bool>* put_blob_crc64 = nullptr;

@@ -93,9 +93,9 @@ bool Scanner::Accepts(std::string_view name) const {
   return false;
 }
 
-void Scanner::Forget(const std::string& session, const std::string& rel) {
+void Scanner::Forget(const std::string& session, const std::string& rel, bool held) {
   std::lock_guard lock(mu_);
-  forgotten_.emplace_back(session, rel);
+  forgotten_.push_back({session, rel, held});
 }
 
 void Scanner::Reset() {
@@ -124,8 +124,13 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   }
   {
     std::lock_guard lock(mu_);
-    for (const auto& [s, rel] : forgotten_) {
-      if (s == session_) tracker_.Forget(rel);
+    for (const auto& [s, rel, held] : forgotten_) {
+      if (s != session_) continue;
+      if (held) {
+        tracker_.Retry(rel);
+      } else {
+        tracker_.Forget(rel);
+      }
     }
     forgotten_.clear();
   }
@@ -341,7 +346,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
         // Kept with its first sight, so the backlog age grows while it waits, and tried again
         // (and counted) at every scan: one counted only every other scan read as a young file.
         Unreadable(rel, "open", errno, stats);
-        tracker_.OpenFailed(rel);
+        tracker_.Retry(rel);
       }
       continue;
     }

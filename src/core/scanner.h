@@ -64,7 +64,10 @@ class Scanner {
   };
   Stats ScanOnce(const std::string& session, std::stop_token stop);
   // Thread-safe: forget `rel` of `session` (its claim settled). Applied at the next scan.
-  void Forget(const std::string& session, const std::string& rel);
+  // `held`: its claim failed and it stays in incoming (a permission, an I/O error): it keeps its
+  // first sight, so the backlog age grows while it waits, and is queued again at each scan while
+  // unchanged, rather than waiting a minimum age again as a new file.
+  void Forget(const std::string& session, const std::string& rel, bool held = false);
   // Drops all tracking (the session changed).
   void Reset();
   // No session is watched: nothing is pending any more (the oldest pending file's age reads 0
@@ -111,10 +114,14 @@ class Scanner {
   std::string session_;                // scan thread only
   StabilityTracker tracker_;           // scan thread only
   mutable std::mutex mu_;
-  std::vector<std::pair<std::string, std::string>> forgotten_;  // guarded by mu_
-  std::optional<MonoTime> oldest_pending_;                      // guarded by mu_
-  std::optional<MonoTime> next_due_;                            // scan thread only
-  std::optional<MonoTime> queue_full_logged_;                   // scan thread only
+  struct Forgotten {
+    std::string session, rel;
+    bool held;
+  };
+  std::vector<Forgotten> forgotten_;           // guarded by mu_
+  std::optional<MonoTime> oldest_pending_;     // guarded by mu_
+  std::optional<MonoTime> next_due_;           // scan thread only
+  std::optional<MonoTime> queue_full_logged_;  // scan thread only
 };
 
 }  // namespace nbu::core

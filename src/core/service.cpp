@@ -58,10 +58,10 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
       sessions_(config.processing_root),
       hints_(MakeChangeHints(config)),
       scanner_(config, clock, queue_, inst_, hints_.get()),
-      processor_(FileProcessor::Deps{
-          config, clock, blob, inst_, tracer, inflight_,
-          [this](const std::string& s, const std::string& rel) { scanner_.Forget(s, rel); },
-          &put_blob_crc64_}),
+      processor_(FileProcessor::Deps{config, clock, blob, inst_, tracer, inflight_,
+                                     [this](const std::string& s, const std::string& rel,
+                                            bool held) { scanner_.Forget(s, rel, held); },
+                                     &put_blob_crc64_}),
       sweeper_(config, clock, inflight_, leases_, inst_,
                [this](WorkItem item, std::stop_token stop) {
                  return EnqueueClaim(std::move(item), stop);

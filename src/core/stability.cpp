@@ -69,7 +69,7 @@ bool StabilityTracker::Kept(std::string_view rel) const {
 bool StabilityTracker::MustStat(std::string_view rel, bool queued, MonoTime first_seen,
                                 MonoTime now, bool changed) const {
   return Forgotten(rel) || (!queued && (changed || now - first_seen >= min_age_)) ||
-         (!open_failed_.empty() && open_failed_.contains(rel));
+         (!retry_.empty() && retry_.contains(rel));
 }
 
 bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
@@ -82,8 +82,9 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
     fresh = true;
   }
   Entry& e = n->second;
+  const bool again = e.generation == generation_;  // listed twice by this scan: tried once
   MarkSeen(n);
-  const bool open_failed = !open_failed_.empty() && open_failed_.erase(rel) != 0;
+  const bool retry = !again && !retry_.empty() && retry_.erase(rel) != 0;
   if (fresh || !(e.stat == st)) {
     e.stat = st;
     e.first_seen = now;
@@ -91,7 +92,7 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
     e.queued = false;
     return false;
   }
-  if (open_failed) return true;  // unchanged: its open is tried again (queued all along)
+  if (retry) return true;  // unchanged: its open is tried again (queued all along)
   if (e.queued) return false;
   ++e.scans_equal;
   if (e.scans_equal >= 1 && now - e.first_seen >= min_age_) {
@@ -190,7 +191,7 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
     });
   }
   for (const std::string& rel : forgotten_) entries_.erase(rel);
-  std::erase_if(open_failed_, [&](const std::string& rel) { return !entries_.contains(rel); });
+  std::erase_if(retry_, [&](const std::string& rel) { return !entries_.contains(rel); });
   order_.swap(order);
   names_.swap(names);
   seen_.clear();
@@ -205,8 +206,8 @@ void StabilityTracker::Forget(const std::string& rel) {
   if (entries_.contains(rel)) forgotten_.insert(rel);
 }
 
-void StabilityTracker::OpenFailed(const std::string& rel) {
-  if (entries_.contains(rel)) open_failed_.insert(rel);
+void StabilityTracker::Retry(const std::string& rel) {
+  if (entries_.contains(rel)) retry_.insert(rel);
 }
 
 }  // namespace nbu::core

@@ -62,11 +62,11 @@ class StabilityTracker {
   // Drops `rel` (called once its claim succeeded or failed, so a new file with the same name is
   // tracked from scratch). The entry itself goes at the next EndScan.
   void Forget(const std::string& rel);
-  // `rel`, just reported ready, could not be opened (a permission, an I/O error). It keeps its
-  // entry and first-seen time, so the backlog age shows it waiting, and is not counted as not
-  // ready; each scan stats it again and, while it is unchanged, reports it ready again at once,
-  // so that the caller tries the open again (and counts it each time it fails).
-  void OpenFailed(const std::string& rel);
+  // `rel`, reported ready, could not be taken: its open or its claim failed (a permission, an
+  // I/O error). It keeps its entry and first-seen time, so the backlog age shows it waiting, and
+  // is not counted as not ready; the next scan stats it again and, while it is unchanged,
+  // reports it ready again at once, so that the caller tries again (and counts each failure).
+  void Retry(const std::string& rel);
   // Files tracked, counting forgotten ones until the next EndScan.
   size_t size() const { return entries_.size(); }
   // Names SkipStat matched with the last listing in order, without a table lookup (the fast path
@@ -141,8 +141,8 @@ class StabilityTracker {
   StringSet forgotten_;
   // What KeepUnseen() named in this scan; empty in a scan that saw everything.
   StringSet kept_;
-  // Names OpenFailed() took, while their entries last (queued, and stat-ed at every scan).
-  StringSet open_failed_;
+  // Names Retry() took, while their entries last (queued, and stat-ed at every scan).
+  StringSet retry_;
 };
 
 }  // namespace nbu::core

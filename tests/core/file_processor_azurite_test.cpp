@@ -2035,7 +2035,7 @@ TEST_F(FileProcessorAzuriteTest, AFreshFileWrittenAfterItWasFoundStableMustSettl
   const std::string second = PatternBytes(4096, 32);
   std::thread late;
   FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.on_claim_settled = [&](const std::string&, const std::string&) {
+  deps.on_claim_settled = [&](const std::string&, const std::string&, bool) {
     // It grows: seen whatever the file system's timestamp granularity.
     ASSERT_EQ(::pwrite(fd, first.data(), first.size(), 64 << 10), 4096);
     late = std::thread([&] {  // well within the 1 s the file must then stay unchanged
@@ -2071,7 +2071,7 @@ TEST_F(FileProcessorAzuriteTest, EveryStateChangeKeepsTheProducersInode) {
   ASSERT_NE(produced, 0u);
   ino_t claimed = 0;
   FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.on_claim_settled = [&](const std::string&, const std::string&) {
+  deps.on_claim_settled = [&](const std::string&, const std::string&, bool) {
     const auto entries = Entries(config_.processing_root);
     ASSERT_EQ(entries.size(), 1u);
     claimed = inode(fs::Join(config_.processing_root, entries[0]));
@@ -2106,7 +2106,7 @@ TEST_F(FileProcessorAzuriteTest, AFreshClaimIsInFlightFromItsRename) {
   std::vector<std::string> claimed_not_in_flight;
   size_t claims_seen = 0;
   FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.on_claim_settled = [&](const std::string&, const std::string&) {
+  deps.on_claim_settled = [&](const std::string&, const std::string&, bool) {
     for (const auto& rel : Entries(config_.processing_root)) {
       ++claims_seen;
       if (!inflight_.Contains(rel)) claimed_not_in_flight.push_back(rel);

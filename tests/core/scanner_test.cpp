@@ -293,6 +293,38 @@ TEST_F(ScannerTest, AFileThatCannotBeOpenedIsCountedAtEveryScanAndKeepsItsAge) {
   EXPECT_EQ(inst.files_discovered.Value(), 2);
 }
 
+// A ready file whose claim failed for a reason that keeps it in incoming (a permission on its
+// directory, an I/O error) is queued again at the next scan while unchanged, and keeps its first
+// sight: not taken for a young file, and the backlog age grows while it waits. One whose claim
+// settled otherwise (won, lost) is tracked anew.
+TEST_F(ScannerTest, AFileWhoseClaimFailedIsQueuedAgainAndKeepsItsAge) {
+  WriteFile(In("held.bin"), "h");
+  WriteFile(In("taken.bin"), "t");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"held.bin", "taken.bin"}));
+  ASSERT_EQ(::unlink(In("taken.bin").c_str()), 0);  // claimed
+  scanner.Forget("s1", "taken.bin");
+  for (int i = 1; i <= 3; ++i) {
+    scanner.Forget("s1", "held.bin", /*held=*/true);
+    clock.Advance(2s);
+    const auto stats = scanner.ScanOnce("s1", {});
+    EXPECT_EQ(stats.queued, 1u) << "scan " << i;
+    EXPECT_EQ(stats.not_ready, 0u) << stats.not_ready_example;
+    EXPECT_EQ(Drain(q), std::set<std::string>{"held.bin"});
+    EXPECT_GE(scanner.OldestPendingAgeS(), 5.0 + 2.0 * i);
+  }
+  // Settled: a file under the name is tracked from scratch, and waits the minimum age.
+  scanner.Forget("s1", "held.bin");
+  clock.Advance(2s);
+  const auto settled = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(settled.queued, 0u);
+  EXPECT_EQ(settled.not_ready, 1u);
+}
+
 // A directory whose path is longer than PATH_MAX cannot be opened by path, and its files could
 // not be claimed by name either: it is counted with the unreadable entries, named by its
 // relative path, so that the status shows it, and the files beside it go on.

@@ -58,6 +58,33 @@ TEST_F(StabilityTest, AnyChangeRestartsTheClock) {
   EXPECT_TRUE(Scan("a", St(20, 200, 2)));
 }
 
+// A ready file that could not be taken (its open or claim failed) is reported ready again at the
+// next scan while unchanged, keeping its first sight, and only once per scan, even where NFS
+// lists its name twice; changed, it waits its minimum age again.
+TEST_F(StabilityTest, AFileThatCouldNotBeTakenIsReportedAgainOncePerScan) {
+  EXPECT_FALSE(Scan("a", St(1, 1)));
+  clock.Advance(5s);
+  EXPECT_TRUE(Scan("a", St(1, 1)));
+  for (int i = 0; i < 2; ++i) {
+    tracker.Retry("a");
+    clock.Advance(1s);
+    tracker.BeginScan();
+    EXPECT_FALSE(tracker.SkipStat("a", clock.Now())) << "looked at again";
+    EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now()));
+    tracker.Retry("a");  // failed again
+    EXPECT_FALSE(tracker.Observe("a", St(1, 1), clock.Now())) << "listed twice: tried once";
+    const auto summary = tracker.EndScan();
+    EXPECT_EQ(summary.not_ready, 0u);
+    EXPECT_EQ(summary.next_due, std::nullopt);
+    ASSERT_TRUE(summary.oldest_pending.has_value());
+    EXPECT_EQ(clock.Now() - *summary.oldest_pending, 6s + std::chrono::seconds(i));
+  }
+  clock.Advance(1s);
+  EXPECT_FALSE(Scan("a", St(2, 2))) << "changed: its clock starts again";
+  clock.Advance(5s);
+  EXPECT_TRUE(Scan("a", St(2, 2)));
+}
+
 // NFS may list a name twice in one scan. If that makes the listing as long as the table while a
 // claimed (forgotten) name is missing from it, the forgotten name must still go: a new file
 // under it is then tracked from scratch, not taken as queued for good.
