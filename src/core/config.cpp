@@ -368,9 +368,9 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_LEASE_TIMEOUT_S", "30",
        "A replica whose heartbeat is this stale is dead; its claims are taken over at the next "
-       "sweep (`APP_GC_INTERVAL_S`): up to this plus two sweep intervals after its last heartbeat "
-       "(plus one where this is a whole number of intervals, as with the defaults), counted by a "
-       "replica just started from its first look at that lease",
+       "sweep (`APP_GC_INTERVAL_S`): less than this plus two sweep intervals after its last "
+       "heartbeat (this plus one interval where this is a whole number of intervals, as with the "
+       "defaults: 60 s), counted by a replica just started from its first look at that lease",
        false},
       {"APP_HTTP_HOST", "127.0.0.1",
        "API listen address: this host only by default (the images set `0.0.0.0`). Anyone who can "
