@@ -44,6 +44,7 @@ std::optional<int64_t> SourceMtimeOf(const azure::BlobInfo& blob) {
 
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kMaxBlocks = 50'000;
+constexpr uint64_t kMaxBlockBytes = 4000 * kMiB;  // so a block blob holds at most ~190.7 TiB
 constexpr size_t kCopyBuffer = 1 << 20;
 
 // One copy buffer per thread, reused: allocating (and zeroing) 1 MiB per file cost ~13% of the
@@ -218,6 +219,12 @@ Result<StagedFile> FileProcessor::OpenStaging(const ClaimPath& claim,
   f.size = st->size;
   f.block_size =
       PlanBlockSize(f.size, d_.config.azure_put_blob_max_bytes, d_.config.azure_block_size);
+  if (f.block_size > kMaxBlockBytes) {  // before its ring of such blocks fills staging
+    return Status(ErrorKind::kPermanent,
+                  "the file holds " + std::to_string(f.size) +
+                      " bytes, more than a block blob can (50,000 blocks of 4,000 MiB, about "
+                      "190.7 TiB)");
+  }
   f.crc_only = f.block_size == 0 && d_.put_blob_crc64 != nullptr && d_.put_blob_crc64->load();
   if (!f.crc_only) f.hash = FileHasher(f.block_size);
   if (f.block_size == 0 && f.size <= kCopyBuffer) {

@@ -1869,6 +1869,30 @@ TEST_F(FileProcessorAzuriteTest, ARewriteThatRestoresTheMtimeIsStillTorn) {
   EXPECT_GE(inst_.attempt_failures.Value({{"reason", "torn_copy"}}), 1);
 }
 
+// A file larger than a block blob can be (50,000 blocks of 4,000 MiB) is dead-lettered at once,
+// saying so, before anything is staged or sent. Sparse, on a tmpfs (which takes such a size);
+// staging there too, so that a processor that did stage its blocks finds no room rather than
+// filling this disk with 4,000 MiB blocks.
+TEST_F(FileProcessorAzuriteTest, AFileLargerThanABlockBlobIsDeadLetteredAtOnce) {
+  nbu::test::ScopedTmpfs volume(dir_.path() + "/volume", "1m");
+  if (!volume.ok()) GTEST_SKIP() << volume.error();
+  config_.processing_root = dir_.path() + "/volume/proc";
+  config_.failed_root = dir_.path() + "/volume/failed";
+  config_.staging_root = dir_.path() + "/volume/staging";
+  WorkItem item = PlaceClaim("huge.bin", "x", false);
+  const uint64_t size = uint64_t{191} << 40;  // 191 TiB
+  ASSERT_EQ(::truncate(fs::Join(config_.processing_root, item.claim.Path()).c_str(),
+                       static_cast<off_t>(size)),
+            0);
+  nbu::test::FaultProxy proxy(azurite_.port());
+  auto blob = ClientVia(proxy);
+  ProcessorVia(*blob, false)->Process(item, {});
+  EXPECT_EQ(proxy.Count("comp=block&"), 0);
+  ExpectOneDeadLetter("more than a block blob can");
+  EXPECT_TRUE(Entries(config_.staging_root).empty());
+  EXPECT_EQ(Count(inst_.files_failed), 1);
+}
+
 // Written to once its copy was made and checked, while that copy's blocks are still being sent:
 // the copy is not committed (a commit discards the blocks staged but not listed, and the next
 // attempt then sends every block again), and the next attempt sends only the block that changed.
