@@ -276,12 +276,13 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
     const unsigned char type =
         entry_types_unknown_ ? static_cast<unsigned char>(DT_UNKNOWN) : e->d_type;
     if (IsHiddenName(name)) {  // ".", "..", dot-files, .nfsXXXX, rsync temps
+      if (name == "." || name == "..") continue;
       // Counted, not stat-ed: one listed without its type counts as a file. A dot-directory
       // (.git, .cache) is not entered, and counts as one entry, named with a '/': else the
       // files below it would stay in incoming without a word.
-      if (type == DT_DIR && name != "." && name != "..") {
+      if (type == DT_DIR) {
         Ignored(rel_dir, std::string(name) + "/", stats);
-      } else if ((type == DT_REG || type == DT_UNKNOWN) && name != "." && name != "..") {
+      } else if (type == DT_REG || type == DT_UNKNOWN) {
         Ignored(rel_dir, name, stats);
       }
       continue;
