@@ -828,7 +828,7 @@ bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimP
     if (!st.ok() && st.status().kind() == ErrorKind::kNotFound) return true;
     if (st.ok() && st->size == source.size && st->mtime_ns == source.mtime_ns) {
       d_.inflight.NoteSettledMarker(claim.WithState(ClaimState::kDone).Path(),
-                                    {st->ctime_ns, /*linked=*/st->nlink > 1});
+                                    {st->ctime_ns, /*linked=*/st->nlink > 1, st->mtime_ns});
       return true;
     }
     // Written to, or the file server could not say (EIO, ESTALE...): claimed again either way.

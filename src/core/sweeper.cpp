@@ -121,12 +121,14 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     // moves the ctime past the mtime. So does any change since its worker found it unchanged
     // after the completion rename, when that look is at hand (this process's own markers). A
     // file with other names (hard links), now or at that look, has its ctime moved by their
-    // renames and unlinks too: for it only a write (an mtime past that look) counts, or two
-    // such files would claim each other again for ever.
+    // renames and unlinks too: for it only a write (an mtime other than at that look) counts, or
+    // two such files would claim each other again for ever. (Other than, not past: an mtime the
+    // producer set in the future would be past every look.)
     const std::optional<InFlight::SettledNote> settled = inflight_.SettledMarker(c->Path());
     const bool linked = settled && (settled->linked || st->nlink > 1);
     if (written_candidates_.contains(full) ||
-        (settled && (linked ? st->mtime_ns : st->ctime_ns) > settled->ctime_ns)) {
+        (settled &&
+         (linked ? st->mtime_ns != settled->mtime_ns : st->ctime_ns > settled->ctime_ns))) {
       OnWrittenMarker(*c, full, *st, stop);
       return;
     }
@@ -145,11 +147,14 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     // rename, and a write in between is then in the marker with its ctime (the rename's) past
     // its mtime, as for any marker. But a file is claimed once it held still for
     // APP_MIN_FILE_AGE_S, so its completion rename comes at least that long after its last
-    // write: a marker completed sooner after its mtime (or before it) is claimed again, and its
-    // upload finds whether storage holds these bytes (a HEAD and a read, nothing sent if so).
-    // Two seconds at least, for servers that keep whole seconds.
+    // write: a marker completed sooner after its mtime is claimed again, and its upload finds
+    // whether storage holds these bytes (a HEAD and a read, nothing sent if so). Two seconds at
+    // least, for servers that keep whole seconds. Not one whose mtime is past its ctime: no
+    // write leaves that (a write sets both, the rename the ctime only), but a producer that set
+    // the time ahead (touch -d, a clock ahead), and it would be claimed again at every restart
+    // until that time came.
     const auto soon = static_cast<int64_t>(std::max(config_.min_file_age_s, 2.0) * 1e9);
-    if (!settled && st->ctime_ns - st->mtime_ns < soon) {
+    if (!settled && st->ctime_ns >= st->mtime_ns && st->ctime_ns - st->mtime_ns < soon) {
       const std::optional<bool> telling = RenameMovesCtime();
       if (!telling) return;  // kept, as above
       if (*telling) {
@@ -220,10 +225,14 @@ bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const std::s
 
 void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
                               const fs::FileStat& st, std::stop_token stop, const char* what) {
-  const std::pair<uint64_t, int64_t> seen{st.size, st.mtime_ns};
-  written_now_[full] = seen;
   const auto before = written_candidates_.find(full);
-  if (before == written_candidates_.end() || before->second != seen) return;  // still written
+  // Named in the log for what the sweep that first held it back saw.
+  if (before != written_candidates_.end()) what = before->second.what;
+  written_now_[full] = {st.size, st.mtime_ns, what};
+  if (before == written_candidates_.end() || before->second.size != st.size ||
+      before->second.mtime_ns != st.mtime_ns) {
+    return;  // still written
+  }
   if (ClaimAs(full, done.Renewed(config_.replica_id), done.owner, what, stop)) {
     inflight_.ForgetSettledMarker(done.Path());
   }

@@ -69,7 +69,7 @@ class Sweeper {
   // such a setting of times both between two sweeps leave the times as the rename did: caught
   // by the ctime its worker noted after the rename (InFlight::SettledMarker), not where that
   // note is not at hand (after a restart, a dead replica's markers).
-  // `what` names the claim in the log.
+  // `what` names the claim in the log (the first sweep's, that held the marker back).
   void OnWrittenMarker(const ClaimPath& done, const std::string& full, const fs::FileStat& st,
                        std::stop_token stop,
                        const char* what =
@@ -103,9 +103,14 @@ class Sweeper {
   bool probe_failed_in_sweep_ = false;        // the probe could not be made in this sweep
   bool server_now_looked_ = false;            // ServerNow was called in this sweep
   std::optional<int64_t> server_now_;         // its answer
-  // Written-to markers seen in the last sweep (path -> size, mtime), and in this one.
-  std::map<std::string, std::pair<uint64_t, int64_t>> written_candidates_;
-  std::map<std::string, std::pair<uint64_t, int64_t>> written_now_;
+  // Written-to markers seen in the last sweep, and in this one.
+  struct WrittenSeen {
+    uint64_t size;
+    int64_t mtime_ns;
+    const char* what;  // OnWrittenMarker's
+  };
+  std::map<std::string, WrittenSeen> written_candidates_;
+  std::map<std::string, WrittenSeen> written_now_;
   LogLimiter unlisted_log_{std::chrono::minutes(1)};
   LogLimiter claim_as_failure_log_{std::chrono::minutes(1)};
   mutable std::mutex mu_;

@@ -65,11 +65,13 @@ class InFlight {
   // The ctime of a marker its worker found unchanged when it looked: any later change of it (a
   // write, times or mode set) came after the upload, though its mtime may not show it; and
   // whether the file had other names then (hard links: their renames and unlinks move the
-  // ctime too). Kept until the sweeper collects or claims the marker again; past kMaxSettled,
-  // not kept (the sweeper then judges by the mtime alone, as it does after a restart).
+  // ctime too), with its mtime then. Kept until the sweeper collects or claims the marker again;
+  // past kMaxSettled, not kept (the sweeper then judges by the mtime alone, as it does after a
+  // restart).
   struct SettledNote {
     int64_t ctime_ns = 0;
     bool linked = false;
+    int64_t mtime_ns = 0;  // the file's, which a write moves (for a linked one)
     bool operator==(const SettledNote&) const = default;
   };
   void NoteSettledMarker(const std::string& marker_path, SettledNote note) {

@@ -226,7 +226,8 @@ TEST_F(FileProcessorAzuriteTest, BlocksLandByteExactWithTheWholeFileMd5) {
   ASSERT_TRUE(marker.ok());
   // Found unchanged after the completion rename: its ctime noted, for the sweeper to tell a
   // later change by.
-  EXPECT_EQ(inflight_.SettledMarker(done.Path()), (InFlight::SettledNote{marker->ctime_ns, false}));
+  EXPECT_EQ(inflight_.SettledMarker(done.Path()),
+            (InFlight::SettledNote{marker->ctime_ns, false, marker->mtime_ns}));
   auto staged = fs::ListDir(fs::Join(config_.staging_root, fs::Dirname(StagingPath(item.claim))));
   ASSERT_TRUE(staged.ok()) << staged.status().ToString();
   EXPECT_TRUE(staged->empty()) << "the staging copy is deleted";
@@ -1954,7 +1955,8 @@ TEST_F(FileProcessorAzuriteTest, AMarkerWithAnotherNameGetsANoteThatSaysSo) {
   const ClaimPath done = item.claim.WithRuns(2).WithState(ClaimState::kDone);
   const auto marker = fs::Stat(fs::Join(config_.processing_root, done.Path()));
   ASSERT_TRUE(marker.ok());
-  EXPECT_EQ(inflight_.SettledMarker(done.Path()), (InFlight::SettledNote{marker->ctime_ns, true}));
+  EXPECT_EQ(inflight_.SettledMarker(done.Path()),
+            (InFlight::SettledNote{marker->ctime_ns, true, marker->mtime_ns}));
 }
 
 // A file with another name (a hard link) has its ctime moved by that name's rename (another

@@ -322,6 +322,7 @@ TEST_F(SweeperTest, AMarkerWrittenJustBeforeItsCompletionIsClaimedAgainWithoutIt
   auto st = fs::Stat(marker);
   ASSERT_TRUE(st.ok());
   if (st->ctime_ns <= st->mtime_ns) GTEST_SKIP() << "a rename does not move the ctime here";
+  test::CapturedLog logged("claimed again");
   sweeper.Sweep({});
   EXPECT_FALSE(Exists(settled.Path())) << "completed long after its last write: collected";
   ASSERT_TRUE(Exists(done.Path())) << "kept, not collected";
@@ -329,6 +330,12 @@ TEST_F(SweeperTest, AMarkerWrittenJustBeforeItsCompletionIsClaimedAgainWithoutIt
   sweeper.Sweep({});
   EXPECT_FALSE(Exists(done.Path()));
   ASSERT_EQ(queued.size(), 1u);
+  // Logged as what it is: a write that may have been missed, not one seen after the upload.
+  EXPECT_EQ(logged.Messages(),
+            std::vector<std::string>{
+                "a completed file may have been written to just before its completion, unseen by "
+                "a worker that stopped: claimed again, to be checked against its blob and "
+                "uploaded again if need be"});
   EXPECT_EQ(queued[0].claim.BlobName(), done.BlobName());
   EXPECT_EQ(queued[0].claim.state, ClaimState::kClaimed);
   EXPECT_TRUE(queued[0].check_existing);
@@ -342,10 +349,44 @@ TEST_F(SweeperTest, AMarkerWrittenJustBeforeItsCompletionIsClaimedAgainWithoutIt
   ASSERT_TRUE(fs::RenameEntry(again, config.processing_root + "/" + completed.Path()).ok());
   st = fs::Stat(config.processing_root + "/" + completed.Path());
   ASSERT_TRUE(st.ok());
-  inflight.NoteSettledMarker(completed.Path(), {st->ctime_ns, /*linked=*/false});
+  inflight.NoteSettledMarker(completed.Path(), {st->ctime_ns, /*linked=*/false, st->mtime_ns});
   sweeper.Sweep({});
   EXPECT_FALSE(Exists(completed.Path()));
   EXPECT_EQ(queued.size(), 1u);
+}
+
+// A marker whose mtime is past its ctime had no write before its completion rename (a write
+// sets both; the rename moves the ctime only): its producer set the time ahead. Without its
+// worker's look at hand it is not taken for one written just before the completion (it would be
+// claimed again, read and completed again at every restart until that time came), and with the
+// look at hand, hard-linked, its mtime is not taken for a write after it (claimed again at every
+// other sweep). It is collected after its retention as any other.
+TEST_F(SweeperTest, AMarkerWhoseMtimeIsAheadIsNotClaimedAgain) {
+  config.completed_retention_s = 3600;
+  const ClaimPath ahead = Claim("ahead", "me", ClaimState::kDone);
+  const ClaimPath linked = Claim("linked-ahead", "me", ClaimState::kDone);
+  const std::string root = config.processing_root + "/";
+  const timespec times[2] = {{0, UTIME_OMIT}, {1'900'000'000, 0}};  // 2030
+  for (const ClaimPath& c : {ahead, linked}) {
+    ASSERT_EQ(::utimensat(AT_FDCWD, (root + c.Path()).c_str(), times, 0), 0);
+  }
+  ASSERT_EQ(::link((root + linked.Path()).c_str(), (dir.path() + "/other-name").c_str()), 0);
+  const auto looked = fs::Stat(root + linked.Path());
+  ASSERT_TRUE(looked.ok());
+  inflight.NoteSettledMarker(linked.Path(), {looked->ctime_ns, /*linked=*/true, looked->mtime_ns});
+  for (int restart = 0; restart < 2; ++restart) {
+    Sweeper again{config, clock, inflight, leases, inst, [this](WorkItem w, std::stop_token) {
+                    queued.push_back(std::move(w));
+                    return true;
+                  }};
+    for (int i = 0; i < 3; ++i) again.Sweep({});
+  }
+  EXPECT_TRUE(queued.empty()) << queued.size() << " claimed again, first "
+                              << (queued.empty() ? "" : queued[0].claim.BlobName());
+  config.completed_retention_s = 0;
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(ahead.Path()));
+  EXPECT_FALSE(Exists(linked.Path()));
 }
 
 // Names of one file (hard links), each uploaded and completed: a rename of any name moves the
@@ -360,8 +401,8 @@ TEST_F(SweeperTest, HardLinkedMarkersDoNotClaimEachOtherAgain) {
   ASSERT_EQ(::link((root + a.Path()).c_str(), (root + b.Path()).c_str()), 0);
   const auto looked = fs::Stat(root + a.Path());  // each worker's look after its completion
   ASSERT_TRUE(looked.ok());
-  inflight.NoteSettledMarker(a.Path(), {looked->ctime_ns, /*linked=*/true});
-  inflight.NoteSettledMarker(b.Path(), {looked->ctime_ns, /*linked=*/true});
+  inflight.NoteSettledMarker(a.Path(), {looked->ctime_ns, /*linked=*/true, looked->mtime_ns});
+  inflight.NoteSettledMarker(b.Path(), {looked->ctime_ns, /*linked=*/true, looked->mtime_ns});
   // A third name's claim renamed a tick later (as by another worker, or this sweep's own).
   const std::string third = root + "20261128/s/d/c~me~0123456789abcdef.claimed";
   ASSERT_EQ(::link((root + a.Path()).c_str(), third.c_str()), 0);
@@ -384,7 +425,8 @@ TEST_F(SweeperTest, HardLinkedMarkersDoNotClaimEachOtherAgain) {
 
 // A producer that published by a hard link writes on into the file after its upload, and then
 // removes its other name before a sweep: the unlink moves the ctime past the mtime again, so
-// only the note taken while the marker had two names tells the write (an mtime past it). One
+// only the note taken while the marker had two names tells the write (an mtime other than it
+// had then). One
 // whose other name is removed with no write is not claimed again for the unlink.
 TEST_F(SweeperTest, AWriteIntoAMarkerShowsAfterItsOtherNameIsGone) {
   config.completed_retention_s = 3600;
@@ -396,7 +438,7 @@ TEST_F(SweeperTest, AWriteIntoAMarkerShowsAfterItsOtherNameIsGone) {
     ASSERT_EQ(::link(marker(c).c_str(), other(c).c_str()), 0);  // the producer's own name
     const auto looked = fs::Stat(marker(c));  // its worker's look after the completion
     ASSERT_TRUE(looked.ok());
-    inflight.NoteSettledMarker(c.Path(), {looked->ctime_ns, /*linked=*/true});
+    inflight.NoteSettledMarker(c.Path(), {looked->ctime_ns, /*linked=*/true, looked->mtime_ns});
   }
   std::this_thread::sleep_for(20ms);  // a tick of the file system's clock
   std::ofstream(other(written), std::ios::app) << "+trailer";
@@ -447,7 +489,7 @@ TEST_F(SweeperTest, AMarkerChangedSinceItsWorkersLookIsClaimedAgain) {
   for (const ClaimPath& c : {untouched, touched}) {
     auto st = fs::Stat(config.processing_root + "/" + c.Path());
     ASSERT_TRUE(st.ok());
-    inflight.NoteSettledMarker(c.Path(), {st->ctime_ns, /*linked=*/false});
+    inflight.NoteSettledMarker(c.Path(), {st->ctime_ns, /*linked=*/false, st->mtime_ns});
   }
   std::this_thread::sleep_for(20ms);  // a tick of the file system's clock
   const std::string path = config.processing_root + "/" + touched.Path();
