@@ -95,7 +95,7 @@ bool Scanner::Accepts(std::string_view name) const {
 
 void Scanner::Forget(const std::string& session, const std::string& rel, bool held) {
   std::lock_guard lock(mu_);
-  forgotten_.push_back({session, rel, held});
+  forgotten_.push_back({session, rel, held, clock_.Now()});
 }
 
 void Scanner::Reset() {
@@ -124,10 +124,10 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   }
   {
     std::lock_guard lock(mu_);
-    for (const auto& [s, rel, held] : forgotten_) {
+    for (const auto& [s, rel, held, at] : forgotten_) {
       if (s != session_) continue;
       if (held) {
-        tracker_.Retry(rel);
+        tracker_.Retry(rel, at + FromSeconds(config_.poll_interval_s), /*queued=*/true);
       } else {
         tracker_.Forget(rel);
       }
@@ -334,7 +334,8 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
     }
     ++stats->files_seen;
     const MonoTime seen = clock_.Now();  // exact time of this observation
-    if (!tracker_.Observe(rel, fs::FromStat(st), seen)) continue;
+    bool requeued = false;
+    if (!tracker_.Observe(rel, fs::FromStat(st), seen, &requeued)) continue;
     // Ready by stat: confirm with open + fstat, which revalidates NFS cached attributes.
     const int injected = fail_for_test_ ? fail_for_test_("open-file", rel) : 0;
     const int fd = injected != 0
@@ -347,7 +348,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
         // Kept with its first sight, so the backlog age grows while it waits, and tried again
         // (and counted) at every scan: one counted only every other scan read as a young file.
         Unreadable(rel, "open", errno, stats);
-        tracker_.Retry(rel);
+        tracker_.Retry(rel, seen, /*queued=*/false);
       }
       continue;
     }
@@ -364,7 +365,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
     item.rel = rel;
     item.observed = fs::FromStat(fst);
     item.ready_at = seen;
-    inst_.files_discovered.Add();
+    if (!requeued) inst_.files_discovered.Add();  // counted when first queued
     inst_.queue_depth.Add(1);
     if (queue_.size() >= queue_.capacity()) QueueFull(session, now);
     if (!queue_.Push(std::move(item), stop)) {

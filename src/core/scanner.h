@@ -65,8 +65,10 @@ class Scanner {
   Stats ScanOnce(const std::string& session, std::stop_token stop);
   // Thread-safe: forget `rel` of `session` (its claim settled). Applied at the next scan.
   // `held`: its claim failed and it stays in incoming (a permission, an I/O error): it keeps its
-  // first sight, so the backlog age grows while it waits, and is queued again at each scan while
-  // unchanged, rather than waiting a minimum age again as a new file.
+  // first sight, so the backlog age grows while it waits, and is queued again while unchanged,
+  // rather than waiting a minimum age again as a new file: by the first scan a poll interval or
+  // more after the failure (not by every scan a change hint brings, each a claim on the file
+  // server), and not counted as discovered again.
   void Forget(const std::string& session, const std::string& rel, bool held = false);
   // Drops all tracking (the session changed).
   void Reset();
@@ -117,6 +119,7 @@ class Scanner {
   struct Forgotten {
     std::string session, rel;
     bool held;
+    MonoTime at;  // when it was reported
   };
   std::vector<Forgotten> forgotten_;           // guarded by mu_
   std::optional<MonoTime> oldest_pending_;     // guarded by mu_

@@ -69,10 +69,18 @@ bool StabilityTracker::Kept(std::string_view rel) const {
 bool StabilityTracker::MustStat(std::string_view rel, bool queued, MonoTime first_seen,
                                 MonoTime now, bool changed) const {
   return Forgotten(rel) || (!queued && (changed || now - first_seen >= min_age_)) ||
-         (!retry_.empty() && retry_.contains(rel));
+         RetryDue(rel, now);
 }
 
-bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now) {
+bool StabilityTracker::RetryDue(std::string_view rel, MonoTime now) const {
+  if (retry_.empty()) return false;
+  const auto it = retry_.find(rel);
+  return it != retry_.end() && now >= it->second.due;
+}
+
+bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, MonoTime now,
+                               bool* requeued) {
+  if (requeued != nullptr) *requeued = false;
   Node* n = Find(rel);
   bool fresh = n == nullptr;
   if (n == nullptr) {
@@ -84,15 +92,25 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
   Entry& e = n->second;
   const bool again = e.generation == generation_;  // listed twice by this scan: tried once
   MarkSeen(n);
-  const bool retry = !again && !retry_.empty() && retry_.erase(rel) != 0;
-  if (fresh || !(e.stat == st)) {
+  // Tried again once its time has come, while unchanged; changed, it starts afresh.
+  const bool changed = fresh || !(e.stat == st);
+  if (!again && (changed || RetryDue(rel, now))) {
+    if (const auto r = retry_.find(rel); r != retry_.end()) {
+      const bool queued_before = r->second.queued;
+      retry_.erase(r);
+      if (!changed) {  // queued all along
+        if (requeued != nullptr) *requeued = queued_before;
+        return true;
+      }
+    }
+  }
+  if (changed) {
     e.stat = st;
     e.first_seen = now;
     e.scans_equal = 0;
     e.queued = false;
     return false;
   }
-  if (retry) return true;  // unchanged: its open is tried again (queued all along)
   if (e.queued) return false;
   ++e.scans_equal;
   if (e.scans_equal >= 1 && now - e.first_seen >= min_age_) {
@@ -191,7 +209,7 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
     });
   }
   for (const std::string& rel : forgotten_) entries_.erase(rel);
-  std::erase_if(retry_, [&](const std::string& rel) { return !entries_.contains(rel); });
+  std::erase_if(retry_, [&](const auto& r) { return !entries_.contains(r.first); });
   order_.swap(order);
   names_.swap(names);
   seen_.clear();
@@ -206,8 +224,8 @@ void StabilityTracker::Forget(const std::string& rel) {
   if (entries_.contains(rel)) forgotten_.insert(rel);
 }
 
-void StabilityTracker::Retry(const std::string& rel) {
-  if (entries_.contains(rel)) retry_.insert(rel);
+void StabilityTracker::Retry(const std::string& rel, MonoTime due, bool queued) {
+  if (entries_.contains(rel)) retry_[rel] = {due, queued};
 }
 
 }  // namespace nbu::core

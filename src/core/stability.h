@@ -36,7 +36,10 @@ class StabilityTracker {
   // Records an observation; true when the file is ready to be queued. A file reported ready is
   // remembered as queued: it is not reported again until Forget() (after its claim) or until it
   // disappears from a scan.
-  bool Observe(const std::string& rel, const fs::FileStat& st, MonoTime now);
+  // `requeued`, when given, says whether a true answer is a Retry() of a file the caller queued
+  // before (see Retry).
+  bool Observe(const std::string& rel, const fs::FileStat& st, MonoTime now,
+               bool* requeued = nullptr);
   // True (and the entry is kept alive for this scan) when stat-ing `rel` now cannot change the
   // outcome: it is queued, or it was seen and its minimum age has not run out yet. A file is then
   // stat-ed when first seen and again once its age is due: if (size, mtime, inode) are still
@@ -64,9 +67,11 @@ class StabilityTracker {
   void Forget(const std::string& rel);
   // `rel`, reported ready, could not be taken: its open or its claim failed (a permission, an
   // I/O error). It keeps its entry and first-seen time, so the backlog age shows it waiting, and
-  // is not counted as not ready; the next scan stats it again and, while it is unchanged,
-  // reports it ready again at once, so that the caller tries again (and counts each failure).
-  void Retry(const std::string& rel);
+  // is not counted as not ready; the first scan at or after `due` stats it again and, while it is
+  // unchanged, reports it ready again at once, so that the caller tries again (and counts each
+  // failure). Scans before `due` skip it, as a queued file. `queued`: the caller had queued it
+  // (its claim failed), not only found it ready (its open failed).
+  void Retry(const std::string& rel, MonoTime due, bool queued);
   // Files tracked, counting forgotten ones until the next EndScan.
   size_t size() const { return entries_.size(); }
   // Names SkipStat matched with the last listing in order, without a table lookup (the fast path
@@ -141,8 +146,14 @@ class StabilityTracker {
   StringSet forgotten_;
   // What KeepUnseen() named in this scan; empty in a scan that saw everything.
   StringSet kept_;
-  // Names Retry() took, while their entries last (queued, and stat-ed at every scan).
-  StringSet retry_;
+  // Names Retry() took, with their due times, while their entries last (queued, and stat-ed by
+  // every scan from their due time on).
+  struct Retried {
+    MonoTime due;
+    bool queued;
+  };
+  std::unordered_map<std::string, Retried, StringViewHash, std::equal_to<>> retry_;
+  bool RetryDue(std::string_view rel, MonoTime now) const;
 };
 
 }  // namespace nbu::core

@@ -294,9 +294,9 @@ TEST_F(ScannerTest, AFileThatCannotBeOpenedIsCountedAtEveryScanAndKeepsItsAge) {
 }
 
 // A ready file whose claim failed for a reason that keeps it in incoming (a permission on its
-// directory, an I/O error) is queued again at the next scan while unchanged, and keeps its first
-// sight: not taken for a young file, and the backlog age grows while it waits. One whose claim
-// settled otherwise (won, lost) is tracked anew.
+// directory, an I/O error) is queued again while unchanged by the first scan a poll interval
+// after the failure, and keeps its first sight: not taken for a young file, and the backlog age
+// grows while it waits. One whose claim settled otherwise (won, lost) is tracked anew.
 TEST_F(ScannerTest, AFileWhoseClaimFailedIsQueuedAgainAndKeepsItsAge) {
   WriteFile(In("held.bin"), "h");
   WriteFile(In("taken.bin"), "t");
@@ -317,6 +317,18 @@ TEST_F(ScannerTest, AFileWhoseClaimFailedIsQueuedAgainAndKeepsItsAge) {
     EXPECT_EQ(Drain(q), std::set<std::string>{"held.bin"});
     EXPECT_GE(scanner.OldestPendingAgeS(), 5.0 + 2.0 * i);
   }
+  // Not tried again by the scans that change hints bring before a poll interval has passed (a
+  // claim each on the file server), nor counted as found again when it is.
+  const auto discovered = inst.files_discovered.Value();
+  scanner.Forget("s1", "held.bin", /*held=*/true);
+  for (int i = 0; i < 3; ++i) {
+    clock.Advance(10ms);
+    EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u) << "tried again at once";
+  }
+  clock.Advance(2s);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 1u);
+  EXPECT_EQ(Drain(q), std::set<std::string>{"held.bin"});
+  EXPECT_EQ(inst.files_discovered.Value(), discovered);
   // Settled: a file under the name is tracked from scratch, and waits the minimum age.
   scanner.Forget("s1", "held.bin");
   clock.Advance(2s);

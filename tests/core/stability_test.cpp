@@ -66,12 +66,14 @@ TEST_F(StabilityTest, AFileThatCouldNotBeTakenIsReportedAgainOncePerScan) {
   clock.Advance(5s);
   EXPECT_TRUE(Scan("a", St(1, 1)));
   for (int i = 0; i < 2; ++i) {
-    tracker.Retry("a");
+    tracker.Retry("a", clock.Now(), /*queued=*/i == 0);
     clock.Advance(1s);
     tracker.BeginScan();
     EXPECT_FALSE(tracker.SkipStat("a", clock.Now())) << "looked at again";
-    EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now()));
-    tracker.Retry("a");  // failed again
+    bool requeued = i == 0;
+    EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now(), &requeued));
+    EXPECT_EQ(requeued, i == 0) << "queued before only where the caller said so";
+    tracker.Retry("a", clock.Now(), true);  // failed again
     EXPECT_FALSE(tracker.Observe("a", St(1, 1), clock.Now())) << "listed twice: tried once";
     const auto summary = tracker.EndScan();
     EXPECT_EQ(summary.not_ready, 0u);
@@ -83,6 +85,31 @@ TEST_F(StabilityTest, AFileThatCouldNotBeTakenIsReportedAgainOncePerScan) {
   EXPECT_FALSE(Scan("a", St(2, 2))) << "changed: its clock starts again";
   clock.Advance(5s);
   EXPECT_TRUE(Scan("a", St(2, 2)));
+}
+
+// A file whose claim failed is tried again no sooner than its due time: scans before it (change
+// hints bring them every few milliseconds) skip it as a queued file, without a stat.
+TEST_F(StabilityTest, AFileThatCouldNotBeTakenWaitsForItsDueTime) {
+  EXPECT_FALSE(Scan("a", St(1, 1)));
+  clock.Advance(5s);
+  EXPECT_TRUE(Scan("a", St(1, 1)));
+  tracker.Retry("a", clock.Now() + 2s, /*queued=*/true);
+  for (int i = 0; i < 3; ++i) {
+    clock.Advance(10ms);
+    tracker.BeginScan();
+    EXPECT_TRUE(tracker.SkipStat("a", clock.Now(), /*changed=*/true)) << "looked at before due";
+    const auto summary = tracker.EndScan();
+    EXPECT_EQ(summary.not_ready, 0u);
+  }
+  clock.Advance(2s);
+  tracker.BeginScan();
+  EXPECT_FALSE(tracker.SkipStat("a", clock.Now()));
+  bool requeued = false;
+  EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now(), &requeued));
+  EXPECT_TRUE(requeued);
+  tracker.EndScan();
+  clock.Advance(5s);
+  EXPECT_FALSE(Scan("a", St(1, 1))) << "tried again once, then queued as before";
 }
 
 // NFS may list a name twice in one scan. If that makes the listing as long as the table while a
