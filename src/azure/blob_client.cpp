@@ -231,11 +231,15 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       // the container but not create it, which the caller then checks).
       const ErrorKind kind = result->status < 400 ? ErrorKind::kPermanent
                                                   : KindFor(result->status, ErrorCode(*result));
-      observe(result->status < 400              ? TryOutcome::kSucceeded
-              : expected                        ? TryOutcome::kAnswered
-              : kind == ErrorKind::kAuth        ? TryOutcome::kRefused
-              : kind == ErrorKind::kUnavailable ? TryOutcome::kServerError
-                                                : TryOutcome::kAnswered);
+      // A 409 ContainerBeingDeleted is storage up and answering: the container's state, told
+      // below (container_missing).
+      const bool server_error =
+          kind == ErrorKind::kUnavailable && (result->status == 408 || result->status >= 500);
+      observe(result->status < 400       ? TryOutcome::kSucceeded
+              : expected                 ? TryOutcome::kAnswered
+              : kind == ErrorKind::kAuth ? TryOutcome::kRefused
+              : server_error             ? TryOutcome::kServerError
+                                         : TryOutcome::kAnswered);
     }
     if (expected) return result;
     if (result.ok() && result->status == 401 && !reauthorized) {
@@ -299,6 +303,9 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         }
         --attempt;
         continue;
+      }
+      if (code == "ContainerBeingDeleted" && writes_blob && observer_.on_container_missing) {
+        observer_.on_container_missing();  // waited out as storage's state (KindFor)
       }
       if (IsChecksumMismatch(code) && observer_.on_checksum_mismatch) {
         observer_.on_checksum_mismatch(op);

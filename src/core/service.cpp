@@ -27,10 +27,15 @@ std::unique_ptr<ChangeHints> MakeChangeHints(const Config& config) {
 // What a failed start-up check says of storage. An answer of storage's (one with an error code,
 // or any failure but no connection, a timeout or a gateway's bare 5xx: a 400 for an x-ms-version
 // that cloud does not take, say) is not "not reachable": the error logged beside it names it.
+// A coded server error (500 InternalError) is such an answer, which `degraded` lists as
+// storage_unreachable: said so.
 const char* StartupTrouble(const Status& s) {
   // A token source failing (refusing us, or answering with no usable token) is kAuth too.
   if (s.kind() == ErrorKind::kAuth) {
     return "storage refuses our credentials, or no token for it could be got";
+  }
+  if (s.kind() == ErrorKind::kUnavailable && !s.code().empty()) {
+    return "storage answers the start-up check with a server error";
   }
   const bool answered =
       !s.code().empty() || (s.kind() != ErrorKind::kUnavailable && s.kind() != ErrorKind::kBusy &&

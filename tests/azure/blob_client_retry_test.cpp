@@ -118,6 +118,9 @@ class BlobClientRetryTest : public ::testing::Test {
       res.set_header("x-ms-error-code", "InternalError");
     } else if (name == "gateway-507") {  // a proxy in front of storage, out of room
       res.status = 507;
+    } else if (name == "container-going") {  // the container is being deleted
+      res.status = 409;
+      res.set_header("x-ms-error-code", "ContainerBeingDeleted");
     } else if (name == "throttled") {
       res.status = 503;
       res.set_header("x-ms-error-code", "ServerBusy");
@@ -459,6 +462,10 @@ TEST_F(BlobClientRetryTest, AContainerThatCannotBeMadeAgainIsTold) {
   EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
   EXPECT_NE(s.message().find("recreating it failed"), std::string::npos) << s.ToString();
   EXPECT_EQ(missing, 1);
+  // A write answered that the container is being deleted waits too, and is told the same way.
+  const Status going = client.PutBlob("container-going", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(going.kind(), ErrorKind::kUnavailable) << going.ToString();
+  EXPECT_EQ(missing, 2);
 }
 
 // Every try tells the observer what it says of storage, for the status's degraded states: a
@@ -493,6 +500,8 @@ TEST_F(BlobClientRetryTest, EachTryTellsTheObserverWhetherStorageAnsweredOrRefus
   EXPECT_EQ(put("nothing-here"), std::vector{kAnswered});
   // Any other 5xx is storage's (or its gateway's) trouble too: not retried, but reported so.
   EXPECT_EQ(put("gateway-507"), std::vector{kServerError});
+  // A container being deleted is storage answering (told as container_missing), not its failure.
+  EXPECT_EQ(put("container-going"), std::vector{kAnswered});
   // Deleting the CRC-64 probe needs a right uploads do not: its answer is not reported.
   tries.clear();
   EXPECT_EQ(client.DeleteBlob("forbidden").kind(), ErrorKind::kAuth);

@@ -753,12 +753,13 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
 // A start-up check that storage answers with an error (here the 400 a cloud gives an x-ms-version
 // it does not take) is logged as that answer, not as storage out of reach, and tried again; a
 // check that gets no answer (the connection dropped), or a gateway's bare 503 with no error code,
-// is still "not reachable yet".
+// is still "not reachable yet"; storage's coded 500 is "a server error" (which the binary's
+// status lists as storage_unreachable).
 TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
   Azurite& azurite = SharedAzurite();
   test::CapturedLog checks("CreateContainer");  // the start-up check's lines
-  enum class Answer { kError, kNone, kBare503 };
-  for (const Answer how : {Answer::kError, Answer::kNone, Answer::kBare503}) {
+  enum class Answer { kError, kNone, kBare503, kCoded500 };
+  for (const Answer how : {Answer::kError, Answer::kNone, Answer::kBare503, Answer::kCoded500}) {
     const bool answered = how == Answer::kError;
     checks.Clear();
     TempDir dir;
@@ -772,6 +773,7 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
         case Answer::kError: return nbu::test::FaultAction::Status(400, "InvalidHeaderValue");
         case Answer::kNone: return nbu::test::FaultAction::DropBefore();
         case Answer::kBare503: return nbu::test::FaultAction::Status(503, "");
+        case Answer::kCoded500: return nbu::test::FaultAction::Status(500, "InternalError");
       }
       return nbu::test::FaultAction::Forward();
     });
@@ -784,6 +786,10 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
             << line;
         EXPECT_NE(line.find("HTTP 400 InvalidHeaderValue"), std::string::npos) << line;
         EXPECT_EQ(line.find("not reachable"), std::string::npos) << line;
+      } else if (how == Answer::kCoded500) {
+        EXPECT_NE(line.find("storage answers the start-up check with a server error"),
+                  std::string::npos)
+            << line;
       } else {
         EXPECT_NE(line.find("storage not reachable yet"), std::string::npos) << line;
       }
