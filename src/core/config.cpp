@@ -343,7 +343,15 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Comma-separated globs (`*`, `?`, `[...]`, as fnmatch(3); `?` is one byte) matched "
        "against the file name (not its path), in any case as the extensions are (ASCII letters "
        "and ranges fold; classes such as `[[:upper:]]` do not), to skip; "
-       "dot-files are always skipped. Set but empty: no patterns",
+       "dot-files are skipped unless `APP_INCLUDE_DOT_FILES` is true. Set but empty: no patterns",
+       false},
+      {"APP_INCLUDE_DOT_FILES", "false",
+       "Upload dot-files (`.zattrs`) and enter dot-directories (`.zarr/`, `.git/`) as other names, "
+       "through the same filters; NFS silly renames (`.nfs` and hex digits) stay skipped. A "
+       "producer's hidden temporaries must then be in `APP_IGNORE_PATTERNS` (rsync's "
+       "`.name.XXXXXX`: `.*.??????`, or run it with `--inplace` or `--temp-dir` elsewhere), else "
+       "one that holds still for `APP_MIN_FILE_AGE_S` is claimed and the producer's rename of it "
+       "fails",
        false},
       {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
       {"APP_MAX_QUEUE_SIZE", "2000",
@@ -615,6 +623,7 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.Double("APP_POLL_INTERVAL_S", &c.poll_interval_s, 0.01, 3600);
   r.Double("APP_MIN_FILE_AGE_S", &c.min_file_age_s, 0, 86400);
   r.Bool("APP_CHANGE_HINTS", &c.change_hints);
+  r.Bool("APP_INCLUDE_DOT_FILES", &c.include_dot_files);
   if (const std::string* v = r.Raw("APP_FILE_EXTENSIONS")) {
     for (std::string ext : SplitList(*v)) {
       ext = LowerAscii(ext);

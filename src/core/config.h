@@ -40,6 +40,7 @@ struct Config {
   double poll_interval_s = 2.0;
   double min_file_age_s = 5.0;
   bool change_hints = true;
+  bool include_dot_files = false;            // dot-files and dot-directories, as other names
   std::vector<std::string> file_extensions;  // lower-case, with leading dot; empty = all
   std::vector<std::string> ignore_patterns = {"*.tmp", "*.part", "*.partial", "*.swp"};
   int worker_concurrency = 4;

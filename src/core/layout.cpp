@@ -250,4 +250,11 @@ std::string NewNonce() { return FastRandomHex(8); }
 
 bool IsHiddenName(std::string_view name) { return name.empty() || name.front() == '.'; }
 
+bool IsNfsSillyName(std::string_view name) {
+  if (!name.starts_with(".nfs") || name.size() == 4) return false;
+  return std::all_of(name.begin() + 4, name.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '.';
+  });
+}
+
 }  // namespace nbu::core

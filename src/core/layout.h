@@ -99,7 +99,12 @@ constexpr size_t kMaxReplicaId = kMaxEntryName - (1 + 1 + 16 + 5 + 8);
 bool IsDateDir(std::string_view name);  // 8 digits
 bool IsNonce(std::string_view s);       // 16 lower-case hex
 std::string NewNonce();
-// Names the scanner skips: dot-files (rsync temps, .nfsXXXX silly renames) and empty names.
+// Names the scanner skips by default: dot-files (rsync temps, .nfsXXXX silly renames) and empty
+// names.
 bool IsHiddenName(std::string_view name);
+// An NFS client's silly rename of a file deleted while open: ".nfs" and hex digits, as Linux
+// names them (".nfs" + 24), or with dots too (FreeBSD's ".nfs.0000abcd.0004"). Never uploaded:
+// it goes when its last opener closes it.
+bool IsNfsSillyName(std::string_view name);
 
 }  // namespace nbu::core

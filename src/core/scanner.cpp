@@ -77,8 +77,12 @@ Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& que
       hints_(hints),
       tracker_(FromSeconds(config.min_file_age_s)) {}
 
+bool Scanner::SkipsDotName(std::string_view name) const {
+  return IsHiddenName(name) && (!config_.include_dot_files || IsNfsSillyName(name));
+}
+
 bool Scanner::Accepts(std::string_view name) const {
-  if (IsHiddenName(name)) return false;
+  if (SkipsDotName(name)) return false;
   if (!config_.ignore_patterns.empty()) {
     const std::string n(name);
     for (const auto& p : config_.ignore_patterns) {
@@ -275,17 +279,20 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
     // Some NFS servers list entries without their type (DT_UNKNOWN): stat tells, below.
     const unsigned char type =
         entry_types_unknown_ ? static_cast<unsigned char>(DT_UNKNOWN) : e->d_type;
-    if (IsHiddenName(name)) {  // ".", "..", dot-files, .nfsXXXX, rsync temps
+    if (IsHiddenName(name)) {
       if (name == "." || name == "..") continue;
-      // Counted, not stat-ed: one listed without its type counts as a file. A dot-directory
-      // (.git, .cache) is not entered, and counts as one entry, named with a '/': else the
-      // files below it would stay in incoming without a word.
-      if (type == DT_DIR) {
-        Ignored(rel_dir, std::string(name) + "/", stats);
-      } else if (type == DT_REG || type == DT_UNKNOWN) {
-        Ignored(rel_dir, name, stats);
+      // Dot-files (rsync temps, .nfsXXXX silly renames), unless APP_INCLUDE_DOT_FILES takes
+      // them as other names. Counted, not stat-ed: one listed without its type counts as a
+      // file. A dot-directory (.git, .cache) is not entered, and counts as one entry, named with
+      // a '/': else the files below it would stay in incoming without a word.
+      if (SkipsDotName(name)) {
+        if (type == DT_DIR) {
+          Ignored(rel_dir, std::string(name) + "/", stats);
+        } else if (type == DT_REG || type == DT_UNKNOWN) {
+          Ignored(rel_dir, name, stats);
+        }
+        continue;
       }
-      continue;
     }
     rel.resize(prefix);
     rel.append(name);

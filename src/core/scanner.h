@@ -81,8 +81,12 @@ class Scanner {
   // When the next file seen but not yet queued comes of age, as of the last scan (none: no such
   // file). Scan thread only.
   std::optional<MonoTime> NextDue() const { return next_due_; }
-  // True when `name` passes the extension filter and ignore patterns (dot-files never do).
+  // True when `name` passes the extension filter and ignore patterns (dot-files only with
+  // APP_INCLUDE_DOT_FILES, and NFS silly renames never).
   bool Accepts(std::string_view name) const;
+  // A dot-name the scan skips, a directory with all below it: every one, or with
+  // APP_INCLUDE_DOT_FILES only NFS silly renames.
+  bool SkipsDotName(std::string_view name) const;
   // For tests: read every listed entry's type as DT_UNKNOWN, as some NFS servers and file
   // systems list them, so that each type comes from stat.
   void SetEntryTypesUnknownForTest(bool unknown) { entry_types_unknown_ = unknown; }

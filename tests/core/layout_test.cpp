@@ -187,6 +187,11 @@ TEST(LayoutTest, NamesAndIds) {
   EXPECT_TRUE(IsHiddenName(".nfs000000001234"));
   EXPECT_TRUE(IsHiddenName(".file.XXXXXX"));
   EXPECT_FALSE(IsHiddenName("file"));
+  EXPECT_TRUE(IsNfsSillyName(".nfs0000000000b1a2c300000004"));  // Linux: 16 + 8 hex digits
+  EXPECT_TRUE(IsNfsSillyName(".nfs.0000abcd.0004"));            // FreeBSD
+  EXPECT_FALSE(IsNfsSillyName(".nfs"));
+  EXPECT_FALSE(IsNfsSillyName(".nfsconfig"));
+  EXPECT_FALSE(IsNfsSillyName(".zattrs"));
   EXPECT_EQ(StagingPath(Claim("a", "b")), "20261128/demo/a/b~0123456789abcdef");
 }
 

@@ -111,6 +111,37 @@ TEST_F(ScannerTest, QueuesCompleteFilesOnceWithFilters) {
   EXPECT_EQ(inst.files_discovered.Value(), 3);
 }
 
+// With APP_INCLUDE_DOT_FILES, dot-files and dot-directories are names like others (a Zarr
+// store's .zattrs and .zarray, a .git tree), through the same filters; an NFS silly rename is
+// still skipped, counted as ignored.
+TEST_F(ScannerTest, DotFilesAreTakenWhenIncluded) {
+  config.include_dot_files = true;
+  config.ignore_patterns = {"*.tmp", ".*.??????"};  // rsync's temporaries, as the README says
+  WriteFile(In("store.zarr/.zattrs"), "{}");
+  WriteFile(In("store.zarr/0/.zarray"), "{}");
+  WriteFile(In(".hidden-dir/f"), "f");
+  WriteFile(In(".profile"), "p");
+  WriteFile(In(".nfs0000000000b1a2c300000004"), "deleted while open");
+  WriteFile(In(".data.bin.a1B2c3"), "an rsync temporary");
+  WriteFile(In(".skip.tmp"), "ignored by pattern");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  const auto stats = scanner.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), (std::set<std::string>{"store.zarr/.zattrs", "store.zarr/0/.zarray",
+                                             ".hidden-dir/f", ".profile"}));
+  EXPECT_EQ(stats.ignored, 3u) << stats.ignored_example;
+  // Off (the default): none of them, the directories not entered.
+  config.include_dot_files = false;
+  Scanner skipping(config, clock, q, inst);
+  skipping.ScanOnce("s1", {});
+  clock.Advance(5s);
+  const auto off = skipping.ScanOnce("s1", {});
+  EXPECT_EQ(Drain(q), std::set<std::string>{});
+  EXPECT_EQ(off.ignored, 7u) << off.ignored_example;  // 6 files, and .hidden-dir/
+}
+
 // A session directory that is itself a symlink is not followed out of incoming: the files it
 // points at are not the producer's to give away (nor the service's own, were it to point at
 // the processing tree).

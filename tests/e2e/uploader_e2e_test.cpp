@@ -98,10 +98,14 @@ class UploaderE2E : public ::testing::Test {
   std::unique_ptr<azure::BlobClient> blobs_;
 };
 
+// Every size (empty, one Put Blob, blocks with a short last one) and names with spaces,
+// Unicode, URL metacharacters, the service's own suffixes and, with APP_INCLUDE_DOT_FILES,
+// dot-files and dot-directories: each blob holds the file's bytes under its own name.
 TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
-  UploaderProcess up(
-      azurite_, volume_, container_, "r1",
-      {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"}, {"APP_AZURE_BLOCK_SIZE", "262144"}});
+  UploaderProcess up(azurite_, volume_, container_, "r1",
+                     {{"APP_AZURE_PUT_BLOB_MAX_BYTES", "1048576"},
+                      {"APP_AZURE_BLOCK_SIZE", "262144"},
+                      {"APP_INCLUDE_DOT_FILES", "true"}});
   ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
   ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"s1"})").status, 200);
   std::map<std::string, std::string> files;
@@ -125,6 +129,9 @@ TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
            {"x~r1~0123456789abcdef.claimed", 10},
            {"nested/a/b/c/deep.bin", 100},
            {"nested/a/sibling.bin", 100},
+           {".zattrs", 10},  // dot-files, with APP_INCLUDE_DOT_FILES
+           {"store.zarr/.zgroup", 10},
+           {".hidden/..dots", 10},
        }) {
     files[rel] = Drop("s1", rel, PatternBytes(size, seed++));
   }
