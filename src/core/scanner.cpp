@@ -81,6 +81,50 @@ bool Scanner::SkipsDotName(std::string_view name) const {
   return IsHiddenName(name) && (!config_.include_dot_files || IsNfsSillyName(name));
 }
 
+Scanner::Outside Scanner::LookOutside(const std::string& session) const {
+  Outside out;
+  DIR* d = ::opendir(config_.incoming_dir.c_str());
+  if (d == nullptr) return out;
+  // Whether the directory `name` holds an entry the scan would look at; at most one entry read
+  // past the dot-names (an old session may hold many).
+  const auto holds_any = [this](int dfd, const char* name) {
+    const int fd = ::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return false;
+    DIR* sub = ::fdopendir(fd);
+    if (sub == nullptr) {
+      ::close(fd);
+      return false;
+    }
+    bool any = false;
+    while (const dirent* e = ::readdir(sub)) {
+      const std::string_view n(e->d_name);
+      if (n != "." && n != ".." && !SkipsDotName(n)) {
+        any = true;
+        break;
+      }
+    }
+    ::closedir(sub);
+    return any;
+  };
+  while (const dirent* e = ::readdir(d)) {
+    const std::string_view name(e->d_name);
+    if (name == session || name == "." || name == ".." || SkipsDotName(name)) continue;
+    bool dir = e->d_type == DT_DIR;
+    bool file = e->d_type == DT_REG;
+    if (e->d_type == DT_UNKNOWN) {
+      struct stat st {};
+      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      dir = S_ISDIR(st.st_mode);
+      file = S_ISREG(st.st_mode);
+    }
+    if (dir ? holds_any(::dirfd(d), e->d_name) : file && Accepts(name)) {
+      if (out.count++ == 0) out.example = std::string(name) + (dir ? "/" : "");
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
 bool Scanner::Accepts(std::string_view name) const {
   if (SkipsDotName(name)) return false;
   if (!config_.ignore_patterns.empty()) {

@@ -63,6 +63,15 @@ class Scanner {
     double cpu_s = 0;   // CPU time of the scanning thread during it
   };
   Stats ScanOnce(const std::string& session, std::stop_token stop);
+  // What the incoming directory holds beside `session`'s directory, which no scan looks at: its
+  // files at the top, and the directories other than the session's that are not empty (another
+  // session's, a misspelt one), as the filters take names. `example` names the first one (a
+  // directory's with a trailing '/'). Nothing when the incoming directory cannot be listed.
+  struct Outside {
+    size_t count = 0;
+    std::string example;
+  };
+  Outside LookOutside(const std::string& session) const;
   // Thread-safe: forget `rel` of `session` (its claim settled). Applied at the next scan.
   // `held`: its claim failed and it stays in incoming (a permission, an I/O error): it keeps its
   // first sight, so the backlog age grows while it waits, and is queued again while unchanged,

@@ -308,8 +308,12 @@ void Service::ScanLoop(std::stop_token stop) {
       TellNotReadyAtStop(scanned);
       scanned.clear();
     }
-    if (!session || !session->active) scanner_.Idle();
+    if (!session || !session->active) {
+      scanner_.Idle();
+      LookOutside("", begin, false);
+    }
     if (ready_ && session && session->active) {
+      LookOutside(session->name, begin, scanned != session->name);
       const auto stats = scanner_.ScanOnce(session->name, stop);
       scanned = session->name;
       LogDebug("scan", {{"session", session->name},
@@ -357,6 +361,28 @@ void Service::ScanLoop(std::stop_token stop) {
     // began: under a stream of changes, scanning takes at most about a tenth of the time.
     SleepUntilScan(wake, std::max(begin + 10 * (now - begin), now + min_gap), stop);
   }
+}
+
+void Service::LookOutside(const std::string& session, MonoTime now, bool started) {
+  Scanner::Outside outside;
+  if (session.empty()) {  // no watch: nothing is expected to be uploaded
+    outside_looked_at_.reset();
+  } else if (started || !outside_looked_at_ || now - *outside_looked_at_ >= 60s) {
+    outside_looked_at_ = now;
+    outside = scanner_.LookOutside(session);
+  } else {
+    return;
+  }
+  if (outside.count > outside_told_) {
+    const std::string why =
+        "files outside the watched session's directory are not uploaded (a session is a "
+        "directory of incoming; start a watch of theirs to upload them)";
+    LogWarn(why, {{"session", session}, {"count", outside.count}, {"example", outside.example}});
+    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", why + ": " + outside.example);
+  }
+  outside_told_ = outside.count;
+  std::lock_guard lock(mu_);
+  outside_ = std::move(outside);
 }
 
 void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop) {
@@ -618,6 +644,7 @@ nlohmann::json Service::StatusJson() const {
   }
   {
     std::lock_guard lock(mu_);
+    s["outside_session"] = {{"entries", outside_.count}, {"example", outside_.example}};
     s["last_scan"] = {{"files", last_scan_.files_seen},
                       {"stats", last_scan_.stats},
                       {"queued", last_scan_.queued},

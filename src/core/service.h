@@ -157,6 +157,12 @@ class Service {
   LogLimiter unreadable_log_{std::chrono::minutes(1)};
   // How many unreadable entries the last warning counted. Scan thread only.
   size_t unreadable_told_ = 0;
+  // What incoming holds beside the watched session's directory (Scanner::LookOutside), looked
+  // at when a watch starts and once a minute while it lasts.
+  Scanner::Outside outside_;                   // guarded by mu_
+  std::optional<MonoTime> outside_looked_at_;  // scan thread only
+  size_t outside_told_ = 0;                    // scan thread only: the last warning's count
+  void LookOutside(const std::string& session, MonoTime now, bool started);
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
   std::atomic<int> loops_running_{0};  // loops_ whose body has not returned

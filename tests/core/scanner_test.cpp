@@ -142,6 +142,26 @@ TEST_F(ScannerTest, DotFilesAreTakenWhenIncluded) {
   EXPECT_EQ(off.ignored, 7u) << off.ignored_example;  // 6 files, and .hidden-dir/
 }
 
+// What incoming holds beside the session's directory is never scanned: files at its top and
+// other directories that hold something count; empty directories (sessions done), names the
+// filters skip, and a directory holding only an NFS silly rename do not.
+TEST_F(ScannerTest, WhatLiesOutsideTheSessionIsCounted) {
+  BoundedQueue<WorkItem> q(1);
+  Scanner scanner(config, clock, q, inst);
+  WriteFile(In("ours.bin"), "o");
+  EXPECT_EQ(scanner.LookOutside("s1").count, 0u);
+  WriteFile(config.incoming_dir + "/stray.bin", "s");
+  WriteFile(config.incoming_dir + "/S1/misspelt.bin", "m");
+  ASSERT_TRUE(fs::MkdirAll(config.incoming_dir + "/done-session").ok());
+  WriteFile(config.incoming_dir + "/.hidden", "h");
+  WriteFile(config.incoming_dir + "/skip.tmp", "t");
+  WriteFile(config.incoming_dir + "/old/.nfs0000000000b1a2c300000004", "deleted while open");
+  const Scanner::Outside outside = scanner.LookOutside("s1");
+  EXPECT_EQ(outside.count, 2u);
+  EXPECT_TRUE(outside.example == "stray.bin" || outside.example == "S1/") << outside.example;
+  EXPECT_EQ(scanner.LookOutside("S1").count, 2u) << "s1 is outside S1's watch";
+}
+
 // A session directory that is itself a symlink is not followed out of incoming: the files it
 // points at are not the producer's to give away (nor the service's own, were it to point at
 // the processing tree).

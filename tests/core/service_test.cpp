@@ -197,6 +197,42 @@ TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
   EXPECT_EQ(lines[0]["session"], "p");
 }
 
+// Files put beside the watched session's directory are never uploaded by its watch: the status
+// counts them, with an example, and a warning and the recent errors say so once, not at every
+// scan. With no watch, nothing is counted.
+TEST(ServiceTest, FilesOutsideTheWatchedSessionAreTold) {
+  test::CapturedLog told("outside the watched session");
+  Azurite& azurite = SharedAzurite();
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("outside"));
+  config.poll_interval_s = 0.05;
+  config.replica_id = "outside-test";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  WriteFile(config.incoming_dir + "/stray.bin", "at the top");
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("run", &s, &error), Service::WatchError::kNone) << error;
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["outside_session"]["entries"] == 1; }, 30s))
+      << service.StatusJson().dump();
+  const auto st = service.StatusJson();
+  EXPECT_EQ(st["outside_session"]["example"], "stray.bin") << st.dump();
+  std::this_thread::sleep_for(500ms);  // ten polls
+  ASSERT_EQ(told.Lines().size(), 1u) << "told once, not at every scan";
+  EXPECT_EQ(told.Json()[0]["example"], "stray.bin");
+  EXPECT_EQ(told.Json()[0]["session"], "run");
+  const auto errors = service.StatusJson()["recent_errors"];
+  ASSERT_EQ(errors.size(), 1u) << errors.dump();
+  EXPECT_NE(errors[0]["error"].get<std::string>().find(": stray.bin"), std::string::npos);
+  EXPECT_EQ(errors[0]["count"], 1);
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  EXPECT_TRUE(
+      WaitFor([&] { return service.StatusJson()["outside_session"]["entries"] == 0; }, 30s));
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // Azurite behind a proxy that holds each upload of session "recovered" until Release() (at the
 // latest when the test ends), and `count` claims of `config`'s replica in that session, as
 // start-up recovery finds them.
