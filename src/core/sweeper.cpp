@@ -149,12 +149,13 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     // APP_MIN_FILE_AGE_S, so its completion rename comes at least that long after its last
     // write: a marker completed sooner after its mtime is claimed again, and its upload finds
     // whether storage holds these bytes (a HEAD and a read, nothing sent if so). Two seconds at
-    // least, for servers that keep whole seconds. Not one whose mtime is past its ctime: no
-    // write leaves that (a write sets both, the rename the ctime only), but a producer that set
-    // the time ahead (touch -d, a clock ahead), and it would be claimed again at every restart
-    // until that time came.
+    // least, for servers that keep whole seconds. As much the other way: a writer's clock ahead
+    // of the server's (NFSv4.2 delegated timestamps, a time copied with the bytes) or the
+    // server's stepped back may leave the mtime a little past the ctime. Not one whose mtime is
+    // far past it: a producer set the time ahead (touch -d), and it would be claimed again at
+    // every restart until that time came.
     const auto soon = static_cast<int64_t>(std::max(config_.min_file_age_s, 2.0) * 1e9);
-    if (!settled && st->ctime_ns >= st->mtime_ns && st->ctime_ns - st->mtime_ns < soon) {
+    if (!settled && st->ctime_ns - st->mtime_ns > -soon && st->ctime_ns - st->mtime_ns < soon) {
       const std::optional<bool> telling = RenameMovesCtime();
       if (!telling) return;  // kept, as above
       if (*telling) {
@@ -226,13 +227,12 @@ bool Sweeper::ClaimAs(const std::string& full, const ClaimPath& to, const std::s
 void Sweeper::OnWrittenMarker(const ClaimPath& done, const std::string& full,
                               const fs::FileStat& st, std::stop_token stop, const char* what) {
   const auto before = written_candidates_.find(full);
-  // Named in the log for what the sweep that first held it back saw.
-  if (before != written_candidates_.end()) what = before->second.what;
+  const bool held_still = before != written_candidates_.end() && before->second.size == st.size &&
+                          before->second.mtime_ns == st.mtime_ns;
+  // Named in the log for what the sweep that held it back saw, unless it was written since.
+  if (held_still) what = before->second.what;
   written_now_[full] = {st.size, st.mtime_ns, what};
-  if (before == written_candidates_.end() || before->second.size != st.size ||
-      before->second.mtime_ns != st.mtime_ns) {
-    return;  // still written
-  }
+  if (!held_still) return;  // still written
   if (ClaimAs(full, done.Renewed(config_.replica_id), done.owner, what, stop)) {
     inflight_.ForgetSettledMarker(done.Path());
   }
