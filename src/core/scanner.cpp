@@ -196,6 +196,12 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   if (hints_ != nullptr) hints_->EndScan();
   const auto summary = tracker_.EndScan();
   next_due_ = summary.next_due;
+  // A file whose claim failed is due again a poll interval after the failure, which comes after
+  // this scan began: without a wake for it, it would wait for the periodic scan after next.
+  if (const auto retry = tracker_.NextRetry(clock_.Now());
+      retry && (!next_due_ || *retry < *next_due_)) {
+    next_due_ = retry;
+  }
   stats.not_ready = summary.not_ready;
   stats.not_ready_example = summary.not_ready_example;
   stats.wall_s = ToSeconds(clock_.Now() - began);
@@ -399,7 +405,7 @@ void Scanner::ScanDir(const std::string& session, const std::string& rel_dir, in
         // Kept with its first sight, so the backlog age grows while it waits, and tried again
         // (and counted) at every scan: one counted only every other scan read as a young file.
         Unreadable(rel, "open", errno, stats);
-        tracker_.Retry(rel, seen, /*queued=*/false);
+        tracker_.Retry(rel, seen, /*queued=*/requeued);
       }
       continue;
     }

@@ -87,8 +87,8 @@ class Scanner {
   void Idle();
   // Age of the oldest file seen but not yet claimed, on the monotonic clock (0 when none).
   double OldestPendingAgeS() const;
-  // When the next file seen but not yet queued comes of age, as of the last scan (none: no such
-  // file). Scan thread only.
+  // When the next file seen but not yet queued comes of age, or one whose claim failed is due to
+  // be tried again, as of the last scan (none: no such file). Scan thread only.
   std::optional<MonoTime> NextDue() const { return next_due_; }
   // True when `name` passes the extension filter and ignore patterns (dot-files only with
   // APP_INCLUDE_DOT_FILES, and NFS silly renames never).

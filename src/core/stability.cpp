@@ -92,9 +92,10 @@ bool StabilityTracker::Observe(const std::string& rel, const fs::FileStat& st, M
   Entry& e = n->second;
   const bool again = e.generation == generation_;  // listed twice by this scan: tried once
   MarkSeen(n);
-  // Tried again once its time has come, while unchanged; changed, it starts afresh.
+  // Tried again once its time has come, while unchanged (once a scan); changed, it starts
+  // afresh, and waits its minimum age again.
   const bool changed = fresh || !(e.stat == st);
-  if (!again && (changed || RetryDue(rel, now))) {
+  if (changed || (!again && RetryDue(rel, now))) {
     if (const auto r = retry_.find(rel); r != retry_.end()) {
       const bool queued_before = r->second.queued;
       retry_.erase(r);
@@ -222,6 +223,14 @@ StabilityTracker::Summary StabilityTracker::EndScan() {
 
 void StabilityTracker::Forget(const std::string& rel) {
   if (entries_.contains(rel)) forgotten_.insert(rel);
+}
+
+std::optional<MonoTime> StabilityTracker::NextRetry(MonoTime after) const {
+  std::optional<MonoTime> next;
+  for (const auto& [rel, r] : retry_) {
+    if (r.due > after && (!next || r.due < *next)) next = r.due;
+  }
+  return next;
 }
 
 void StabilityTracker::Retry(const std::string& rel, MonoTime due, bool queued) {

@@ -380,12 +380,49 @@ TEST_F(ScannerTest, AFileWhoseClaimFailedIsQueuedAgainAndKeepsItsAge) {
   EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 1u);
   EXPECT_EQ(Drain(q), std::set<std::string>{"held.bin"});
   EXPECT_EQ(inst.files_discovered.Value(), discovered);
+  // The scan loop is woken for it: due a poll interval after the failure, which came after the
+  // periodic scan began, it would otherwise wait for the periodic scan after next.
+  Drain(q);
+  clock.Advance(100ms);
+  scanner.Forget("s1", "held.bin", /*held=*/true);  // failed 100 ms after that scan
+  const MonoTime failed = clock.Now();
+  clock.Advance(1900ms);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u) << "not due yet";
+  EXPECT_EQ(scanner.NextDue(), failed + 2s);
+  clock.Advance(100ms);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 1u);
+  EXPECT_EQ(Drain(q), std::set<std::string>{"held.bin"});
   // Settled: a file under the name is tracked from scratch, and waits the minimum age.
   scanner.Forget("s1", "held.bin");
   clock.Advance(2s);
   const auto settled = scanner.ScanOnce("s1", {});
   EXPECT_EQ(settled.queued, 0u);
   EXPECT_EQ(settled.not_ready, 1u);
+}
+
+// A file whose claim failed and whose open then fails when it is tried again was queued before:
+// when it finally opens, it is not counted as discovered a second time.
+TEST_F(ScannerTest, AClaimFailureThenAnOpenFailureIsDiscoveredOnce) {
+  WriteFile(In("held.bin"), "h");
+  BoundedQueue<WorkItem> q(100);
+  Scanner scanner(config, clock, q, inst);
+  bool fail_open = false;
+  scanner.SetFailForTest([&](std::string_view call, const std::string&) {
+    return call == "open-file" && fail_open ? EACCES : 0;
+  });
+  scanner.ScanOnce("s1", {});
+  clock.Advance(5s);
+  scanner.ScanOnce("s1", {});
+  ASSERT_EQ(Drain(q), std::set<std::string>{"held.bin"});
+  const auto discovered = inst.files_discovered.Value();
+  scanner.Forget("s1", "held.bin", /*held=*/true);
+  clock.Advance(2s);
+  fail_open = true;
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u);
+  fail_open = false;
+  clock.Advance(10ms);
+  EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 1u);
+  EXPECT_EQ(inst.files_discovered.Value(), discovered);
 }
 
 // A directory whose path is longer than PATH_MAX cannot be opened by path, and its files could

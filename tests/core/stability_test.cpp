@@ -112,6 +112,26 @@ TEST_F(StabilityTest, AFileThatCouldNotBeTakenWaitsForItsDueTime) {
   EXPECT_FALSE(Scan("a", St(1, 1))) << "tried again once, then queued as before";
 }
 
+// A file whose open failed, listed a second time in the same scan (NFS can repeat a name) and
+// changed by then, waits its minimum age again like any changed file: not reported ready at
+// the next scan for the failed open's retry.
+TEST_F(StabilityTest, AFileThatChangedAfterAFailedOpenWaitsItsMinimumAge) {
+  EXPECT_FALSE(Scan("a", St(1, 1)));
+  clock.Advance(5s);
+  EXPECT_TRUE(Scan("a", St(1, 1)));
+  tracker.Retry("a", clock.Now(), /*queued=*/false);  // its open failed
+  clock.Advance(1s);
+  tracker.BeginScan();
+  EXPECT_TRUE(tracker.Observe("a", St(1, 1), clock.Now()));
+  tracker.Retry("a", clock.Now(), /*queued=*/false);  // and again
+  EXPECT_FALSE(tracker.Observe("a", St(2, 2), clock.Now())) << "listed again, changed";
+  tracker.EndScan();
+  clock.Advance(10ms);
+  EXPECT_FALSE(Scan("a", St(2, 2))) << "reported ready before its minimum age";
+  clock.Advance(5s);
+  EXPECT_TRUE(Scan("a", St(2, 2)));
+}
+
 // NFS may list a name twice in one scan. If that makes the listing as long as the table while a
 // claimed (forgotten) name is missing from it, the forgotten name must still go: a new file
 // under it is then tracked from scratch, not taken as queued for good.
