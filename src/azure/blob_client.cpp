@@ -304,8 +304,8 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         --attempt;
         continue;
       }
-      if (code == "ContainerBeingDeleted" && writes_blob && observer_.on_container_missing) {
-        observer_.on_container_missing();  // waited out as storage's state (KindFor)
+      if (code == "ContainerBeingDeleted" && observer_.on_container_missing) {
+        observer_.on_container_missing();  // waited out as storage's state (KindFor), any op
       }
       if (IsChecksumMismatch(code) && observer_.on_checksum_mismatch) {
         observer_.on_checksum_mismatch(op);
@@ -358,7 +358,8 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
     // Recently deleted container names come back after a while: retry the step later.
     return Status(code == "ContainerBeingDeleted" ? ErrorKind::kTransient : ErrorKind::kConflict,
                   "CreateContainer " + RedactUrl(options_.endpoint) + "/" + options_.container +
-                      ": HTTP 409 " + code);
+                      ": HTTP 409 " + code,
+                  code);
   }
   return Status::Ok();
 }

@@ -34,6 +34,7 @@ const char* StartupTrouble(const Status& s) {
   if (s.kind() == ErrorKind::kAuth) {
     return "storage refuses our credentials, or no token for it could be got";
   }
+  if (s.code() == "ContainerBeingDeleted") return "the container is being deleted";
   if (s.kind() == ErrorKind::kUnavailable && !s.code().empty()) {
     return "storage answers the start-up check with a server error";
   }

@@ -466,6 +466,11 @@ TEST_F(BlobClientRetryTest, AContainerThatCannotBeMadeAgainIsTold) {
   const Status going = client.PutBlob("container-going", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(going.kind(), ErrorKind::kUnavailable) << going.ToString();
   EXPECT_EQ(missing, 2);
+  // So is a read (a recovered claim's HEAD, a resume's block list): the container's state.
+  EXPECT_EQ(client.GetProperties("container-going").status().kind(), ErrorKind::kUnavailable);
+  EXPECT_EQ(client.GetUncommittedBlocks("container-going").status().kind(),
+            ErrorKind::kUnavailable);
+  EXPECT_EQ(missing, 4);
 }
 
 // Every try tells the observer what it says of storage, for the status's degraded states: a

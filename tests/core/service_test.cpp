@@ -790,12 +790,13 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
 // it does not take) is logged as that answer, not as storage out of reach, and tried again; a
 // check that gets no answer (the connection dropped), or a gateway's bare 503 with no error code,
 // is still "not reachable yet"; storage's coded 500 is "a server error" (which the binary's
-// status lists as storage_unreachable).
+// status lists as storage_unreachable), and a 409 ContainerBeingDeleted says so.
 TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
   Azurite& azurite = SharedAzurite();
   test::CapturedLog checks("CreateContainer");  // the start-up check's lines
-  enum class Answer { kError, kNone, kBare503, kCoded500 };
-  for (const Answer how : {Answer::kError, Answer::kNone, Answer::kBare503, Answer::kCoded500}) {
+  enum class Answer { kError, kNone, kBare503, kCoded500, kBeingDeleted };
+  for (const Answer how : {Answer::kError, Answer::kNone, Answer::kBare503, Answer::kCoded500,
+                           Answer::kBeingDeleted}) {
     const bool answered = how == Answer::kError;
     checks.Clear();
     TempDir dir;
@@ -810,6 +811,8 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
         case Answer::kNone: return nbu::test::FaultAction::DropBefore();
         case Answer::kBare503: return nbu::test::FaultAction::Status(503, "");
         case Answer::kCoded500: return nbu::test::FaultAction::Status(500, "InternalError");
+        case Answer::kBeingDeleted:
+          return nbu::test::FaultAction::Status(409, "ContainerBeingDeleted");
       }
       return nbu::test::FaultAction::Forward();
     });
@@ -822,6 +825,8 @@ TEST(ServiceTest, AStartUpCheckAnsweredWithAnErrorIsNotLoggedAsUnreachable) {
             << line;
         EXPECT_NE(line.find("HTTP 400 InvalidHeaderValue"), std::string::npos) << line;
         EXPECT_EQ(line.find("not reachable"), std::string::npos) << line;
+      } else if (how == Answer::kBeingDeleted) {
+        EXPECT_NE(line.find("the container is being deleted"), std::string::npos) << line;
       } else if (how == Answer::kCoded500) {
         EXPECT_NE(line.find("storage answers the start-up check with a server error"),
                   std::string::npos)
