@@ -231,6 +231,13 @@ Result<bool> Service::ChoosePutBlobCheck(std::stop_token stop) {
         "a probe blob's write was refused, as every upload would be: " + checks.status().message(),
         checks.status().code());
   }
+  // Storage's trouble (no answer, a 5xx, throttling past every retry, a container being
+  // deleted) says nothing of CRC-64: start-up waits and asks again, as for its other checks,
+  // rather than settle on MD5 (more CPU per file) for the life of the process.
+  if (!checks.ok() && (checks.status().kind() == ErrorKind::kUnavailable ||
+                       checks.status().kind() == ErrorKind::kBusy)) {
+    return checks.status();
+  }
   LogWarn(checks.ok() ? "storage does not check x-ms-content-crc64 (an emulator older than "
                         "Azurite 3.37?): files sent in one Put Blob carry an MD5 computed here"
                       : "cannot tell whether storage checks x-ms-content-crc64: files sent in "
