@@ -21,7 +21,7 @@ FROM debian:12-slim
 # curl is only for the HEALTHCHECK below; libcurl4 and libssl3 are what the binary links.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libcurl4 libssl3 libcpp-httplib0.11 ca-certificates curl \
+      libcurl4 libssl3 libcpp-httplib0.11 ca-certificates curl media-types \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /nonexistent --shell /usr/sbin/nologin app \

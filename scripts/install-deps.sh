@@ -11,7 +11,7 @@ APT_PACKAGES=(
   clang-format clang-tidy cppcheck shellcheck
   nodejs npm
   rclone libsecret-1-0 nginx-light
-  procps psmisc openssl jq time
+  procps psmisc openssl jq time media-types
 )
 
 missing=()

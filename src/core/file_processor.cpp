@@ -137,7 +137,50 @@ std::string ContentTypeFor(const std::string& name) {
   for (const auto& [e, type] : kTypes) {
     if (ext == e) return type;
   }
-  return "application/octet-stream";
+  // Read at the first upload (a thread-safe static), and kept: ~1,000 short entries.
+  static const std::unordered_map<std::string, std::string> kSystem = [] {
+    auto text = fs::ReadSmallFile("/etc/mime.types", 4 << 20);
+    return text.ok() ? ParseMimeTypes(*text) : std::unordered_map<std::string, std::string>{};
+  }();
+  const auto it = kSystem.find(ext.substr(1));
+  return it == kSystem.end() ? "application/octet-stream" : it->second;
+}
+
+std::unordered_map<std::string, std::string> ParseMimeTypes(std::string_view text) {
+  std::unordered_map<std::string, std::string> out;
+  const auto is_blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
+  while (!text.empty()) {
+    const size_t eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+    if (const size_t hash = line.find('#'); hash != std::string_view::npos) {
+      line = line.substr(0, hash);
+    }
+    std::string type;
+    while (!line.empty()) {
+      while (!line.empty() && is_blank(line.front())) line.remove_prefix(1);
+      size_t end = 0;
+      while (end < line.size() && !is_blank(line[end])) ++end;
+      if (end == 0) break;
+      const std::string_view word = line.substr(0, end);
+      line.remove_prefix(end);
+      if (type.empty()) {
+        // "type/subtype" of RFC 6838's name characters, as it goes into a header: a line that
+        // does not start with one is skipped whole.
+        const bool valid =
+            std::count(word.begin(), word.end(), '/') == 1 &&
+            std::all_of(word.begin(), word.end(), [](char c) {
+              return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                     std::string_view("!#$&-^_.+/").find(c) != std::string_view::npos;
+            });
+        if (!valid) break;
+        type.assign(word);
+      } else {
+        out.try_emplace(LowerAscii(word), type);
+      }
+    }
+  }
+  return out;
 }
 
 std::string UtcDate(WallTime t) {

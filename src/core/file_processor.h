@@ -32,6 +32,8 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace nbu::core {
@@ -79,7 +81,14 @@ uint64_t StagingNeedPerFile(const Config& c);
 // A warning when a staging volume of `volume_bytes` in all is smaller than that: such a file
 // could never be staged and would wait (status degraded: staging_full) until the volume grows.
 std::optional<std::string> CheckStagingRoom(const Config& c, uint64_t volume_bytes);
+// A blob's Content-Type by its name's extension, in any case: a short table of our own first
+// (types the system table lacks or names otherwise: .log, .parquet, .exr, .h5), then the
+// system's /etc/mime.types (Debian's media-types: ~1,000 types, read once), else
+// application/octet-stream.
 std::string ContentTypeFor(const std::string& name);
+// The extensions (lower case, no dot) and their types that a mime.types text lists, one type and
+// its extensions per line, '#' comments; the first type named for an extension wins.
+std::unordered_map<std::string, std::string> ParseMimeTypes(std::string_view text);
 std::string UtcDate(WallTime t);  // YYYYMMDD
 
 class FileProcessor {

@@ -60,10 +60,44 @@ TEST(BlockIdTest, FixedWidthDeterministicAndContentBound) {
   EXPECT_EQ(BlockId(a, kMiB, 42).substr(16), "-000042");
 }
 
+// A mime.types text: one type and its extensions per line, comments, blanks and tabs, a first
+// type named for an extension winning, and lines that do not start with a type skipped (one that
+// would put a control character or a second word in a header never gets there).
+TEST(NamingTest, MimeTypesAreParsedAsTheSystemTableWritesThem) {
+  const auto table = ParseMimeTypes(
+      "# comment\n"
+      "application/x-netcdf\t\t\tnc\n"
+      "image/fits  fits fit FTS   # trailing comment\n"
+      "application/json-seq\n"
+      "text/plain\ttxt\r\n"
+      "text/other txt\n"
+      "not-a-type zz\n"
+      "bad/ty\x01pe yy\n"
+      "a/b/c xx\n"
+      "\n");
+  const std::unordered_map<std::string, std::string> expected = {{"nc", "application/x-netcdf"},
+                                                                 {"fits", "image/fits"},
+                                                                 {"fit", "image/fits"},
+                                                                 {"fts", "image/fits"},
+                                                                 {"txt", "text/plain"}};
+  EXPECT_EQ(table, expected);
+}
+
 TEST(NamingTest, ContentTypeAndDate) {
   EXPECT_EQ(ContentTypeFor("x.CSV"), "text/csv");
   EXPECT_EQ(ContentTypeFor("a.tar.gz"), "application/gzip");
   EXPECT_EQ(ContentTypeFor("noext"), "application/octet-stream");
+  EXPECT_EQ(ContentTypeFor("x.no-such-extension"), "application/octet-stream");
+  EXPECT_EQ(ContentTypeFor("run.log"), "text/plain") << "our table first";
+  // Beyond our table, the system's (scripts/install-deps.sh installs Debian's media-types).
+  const auto system = fs::ReadSmallFile("/etc/mime.types", 4 << 20);
+  ASSERT_TRUE(system.ok()) << system.status().ToString();
+  const auto table = ParseMimeTypes(*system);
+  for (const char* ext : {"nc", "fits", "wasm", "svg"}) {
+    const auto it = table.find(ext);
+    ASSERT_NE(it, table.end()) << ext << " is not in /etc/mime.types";
+    EXPECT_EQ(ContentTypeFor(std::string("data.") + ext), it->second) << ext;
+  }
   const auto t = std::chrono::system_clock::time_point(
       std::chrono::seconds(1'798'761'599));  // 2026-12-31T23:59:59Z
   EXPECT_EQ(UtcDate(t), "20261231");
