@@ -85,8 +85,9 @@ Scanner::Outside Scanner::LookOutside(const std::string& session) const {
   Outside out;
   DIR* d = ::opendir(config_.incoming_dir.c_str());
   if (d == nullptr) return out;
-  // Whether the directory `name` holds an entry the scan would look at; at most one entry read
-  // past the dot-names (an old session may hold many).
+  // Whether the directory `name` holds an entry the scan would look at: a file the filters take,
+  // or any other entry they do not skip (a directory, one listed without its type). It stops
+  // at the first (an old session may hold many).
   const auto holds_any = [this](int dfd, const char* name) {
     const int fd = ::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return false;
@@ -98,7 +99,7 @@ Scanner::Outside Scanner::LookOutside(const std::string& session) const {
     bool any = false;
     while (const dirent* e = ::readdir(sub)) {
       const std::string_view n(e->d_name);
-      if (n != "." && n != ".." && !SkipsDotName(n)) {
+      if (n != "." && n != ".." && (e->d_type == DT_REG ? Accepts(n) : !SkipsDotName(n))) {
         any = true;
         break;
       }

@@ -144,7 +144,7 @@ TEST_F(ScannerTest, DotFilesAreTakenWhenIncluded) {
 
 // What incoming holds beside the session's directory is never scanned: files at its top and
 // other directories that hold something count; empty directories (sessions done), names the
-// filters skip, and a directory holding only an NFS silly rename do not.
+// filters skip, and a directory holding only such names (an NFS silly rename, a .tmp) do not.
 TEST_F(ScannerTest, WhatLiesOutsideTheSessionIsCounted) {
   BoundedQueue<WorkItem> q(1);
   Scanner scanner(config, clock, q, inst);
@@ -156,6 +156,7 @@ TEST_F(ScannerTest, WhatLiesOutsideTheSessionIsCounted) {
   WriteFile(config.incoming_dir + "/.hidden", "h");
   WriteFile(config.incoming_dir + "/skip.tmp", "t");
   WriteFile(config.incoming_dir + "/old/.nfs0000000000b1a2c300000004", "deleted while open");
+  WriteFile(config.incoming_dir + "/partial/upload.tmp", "a file the patterns skip");
   const Scanner::Outside outside = scanner.LookOutside("s1");
   EXPECT_EQ(outside.count, 2u);
   EXPECT_TRUE(outside.example == "stray.bin" || outside.example == "S1/") << outside.example;
