@@ -23,6 +23,7 @@ namespace {
 // Source of the request body; `pos` is relative to the start of the body.
 struct UploadState {
   const HttpRequest* req = nullptr;
+  RateLimiter* limit = nullptr;  // HttpTransportOptions::send_limit
   uint64_t pos = 0;
   int read_errno = 0;
   bool read_short = false;  // the file ended before the body did
@@ -31,8 +32,14 @@ struct UploadState {
 size_t ReadBody(char* buffer, size_t size, size_t nitems, void* userdata) {
   auto* st = static_cast<UploadState*>(userdata);
   const uint64_t total = st->req->BodySize();
-  const uint64_t want = std::min<uint64_t>(size * nitems, total - std::min(st->pos, total));
+  uint64_t want = std::min<uint64_t>(size * nitems, total - std::min(st->pos, total));
   if (want == 0) return 0;
+  if (st->limit != nullptr) {
+    // In small pieces, so that every request's turn comes often (well within the stall limit)
+    // while many share the rate. A stop ends the wait: curl reports the transfer aborted.
+    want = std::min<uint64_t>(want, 16 << 10);
+    if (!st->limit->Acquire(want, st->req->stop)) return CURL_READFUNC_ABORT;
+  }
   if (st->req->body_fd < 0) {
     std::memcpy(buffer, st->req->MemoryBody().data() + st->pos, want);
     st->pos += want;
@@ -213,7 +220,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   curl_easy_reset(h);
 
   HttpResponse response;
-  UploadState upload{&request, 0, 0};
+  UploadState upload{&request, options_.send_limit.get()};
   ResponseState download{&response, options_.max_response_body, false};
   char errbuf[CURL_ERROR_SIZE] = {0};
 

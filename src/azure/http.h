@@ -2,6 +2,7 @@
 // streamed from a file range (never loaded whole) or from memory.
 #pragma once
 
+#include "util/rate_limiter.h"
 #include "util/status.h"
 
 #include <chrono>
@@ -57,6 +58,9 @@ struct HttpTransportOptions {
   // connection that died without a reset), long before a large body's total timeout.
   std::chrono::seconds stall_time{60};
   long stall_bytes_per_s = 1024;
+  // Request bodies are sent no faster than this shares out among every request of the
+  // transport (APP_UPLOAD_CAP_MBPS); none: as fast as they go.
+  std::shared_ptr<RateLimiter> send_limit = nullptr;
 };
 
 // Whether `path` can be HttpTransportOptions::ca_file: a readable file of PEM certificates, which

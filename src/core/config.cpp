@@ -312,6 +312,12 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_AZURE_MAX_CONCURRENCY", "8",
        "Blocks in flight per file; its staging copy holds at most this many blocks plus two",
        false},
+      {"APP_UPLOAD_CAP_MBPS", "0",
+       "Cap on what this replica sends to storage, every upload together, in megabits per second "
+       "(as AzCopy's `--cap-mbps`); 0 = no cap. Each request in flight (up to "
+       "`APP_WORKER_CONCURRENCY` x `APP_AZURE_MAX_CONCURRENCY`) must get 2 KiB/s of it at least, "
+       "or a transfer would be taken for stalled",
+       false},
       {"APP_AZURE_RETRY_MAX_ATTEMPTS", "6", "Tries per HTTP request", false},
       {"APP_AZURE_RETRY_BASE_S", "0.8", "First retry delay (doubles each try, jitter 0.8-1.3)",
        false},
@@ -665,6 +671,18 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
     }
   }
   r.Int("APP_WORKER_CONCURRENCY", &c.worker_concurrency, 1, 256);
+  r.Double("APP_UPLOAD_CAP_MBPS", &c.upload_cap_mbps, 0, 1e6);
+  if (const double share = c.upload_cap_mbps * 125000.0 /
+                           (c.worker_concurrency * static_cast<double>(c.azure_max_concurrency));
+      c.upload_cap_mbps > 0 && share < 2048) {
+    r.Error("APP_UPLOAD_CAP_MBPS",
+            "shared by up to " + std::to_string(c.worker_concurrency * c.azure_max_concurrency) +
+                " requests at once (APP_WORKER_CONCURRENCY x APP_AZURE_MAX_CONCURRENCY), each "
+                "would get " +
+                std::to_string(static_cast<int>(share)) +
+                " bytes/s, under the 2 KiB/s a transfer needs not to be taken for stalled: raise "
+                "it or lower those");
+  }
   r.Int("APP_MAX_QUEUE_SIZE", &c.max_queue_size, 1, 10'000'000);
   r.Double("APP_GC_INTERVAL_S", &c.gc_interval_s, 0.05, 86400);
   r.Double("APP_COMPLETED_RETENTION_S", &c.completed_retention_s, 0, 365 * 86400.0);

@@ -44,6 +44,7 @@ struct Config {
   std::vector<std::string> file_extensions;  // lower-case, with leading dot; empty = all
   std::vector<std::string> ignore_patterns = {"*.tmp", "*.part", "*.partial", "*.swp"};
   int worker_concurrency = 4;
+  double upload_cap_mbps = 0;  // 0: none
   int max_queue_size = 2000;
   double gc_interval_s = 30.0;
   double completed_retention_s = 0;

@@ -61,6 +61,10 @@ azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
   azure::HttpTransportOptions o;
   o.ca_file =
       config.azure_ca_file.empty() ? env("SSL_CERT_FILE").value_or("") : config.azure_ca_file;
+  if (config.upload_cap_mbps > 0) {
+    o.send_limit =
+        std::make_shared<RateLimiter>(config.upload_cap_mbps * 125000.0, RealClock::Instance());
+  }
   return o;
 }
 

@@ -250,6 +250,26 @@ class BlobClientRetryTest : public ::testing::Test {
   std::vector<std::string> mismatches_;  // ops, from the calling thread
 };
 
+// With a send limit, a body goes no faster than the limit allows, in pieces: 256 KiB at 1 MB/s
+// take 0.26 s on the limiter's clock, less the 0.1 s burst an idle limiter saves up, and arrive
+// whole. (The limiter's clock here is a simulated one that each wait moves on.)
+TEST_F(BlobClientRetryTest, TheSendLimitPacesABody) {
+  SimulatedClock paced;
+  HttpTransportOptions limited;
+  limited.send_limit = std::make_shared<RateLimiter>(1e6, paced);
+  auto transport = std::make_shared<HttpTransport>(limited);
+  BlobClient client(options_, std::make_shared<CountingCredential>(), transport, clock_, {});
+  const std::string data = nbu::test::PatternBytes(256 << 10, 7);
+  const MonoTime t0 = paced.Now();
+  const Status s = client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {});
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_NEAR(ToSeconds(paced.Now() - t0), 262144 / 1e6 - 0.1, 0.02);
+  EXPECT_GE(paced.SleepsForTest().size(), 9u) << "sent in pieces of 16 KiB";
+  std::lock_guard lock(mu_);
+  ASSERT_FALSE(seen_.empty());
+  EXPECT_EQ(seen_.back().body, data);
+}
+
 // Checked by CRC-64: the header alone, no MD5 (storage refuses both at once, and stores the MD5
 // it computes); an echoed CRC-64 must be the one sent.
 TEST_F(BlobClientRetryTest, Crc64CheckedPutBlob) {

@@ -88,6 +88,25 @@ TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
   for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
 }
 
+// An upload cap so low that the requests in flight would each get less than the stall limit
+// needs is refused, naming the variables that share it; a usable one is taken in megabits.
+TEST(ConfigTest, AnUploadCapEveryRequestCanLiveWith) {
+  const auto parse = [](const std::string& cap, Config* c) {
+    EnvMap env = Valid();
+    env["APP_UPLOAD_CAP_MBPS"] = cap;
+    std::vector<std::string> errors;
+    return ParseConfig(env, c, &errors) ? std::string() : errors.at(0);
+  };
+  Config c;
+  EXPECT_EQ(parse("1", &c), "");
+  EXPECT_DOUBLE_EQ(c.upload_cap_mbps, 1.0);
+  const std::string low = parse("0.5", &c);  // 62,500 bytes/s for 4 x 8 requests
+  EXPECT_EQ(low.rfind("APP_UPLOAD_CAP_MBPS: shared by up to 32 requests", 0), 0u) << low;
+  EXPECT_NE(low.find("1953 bytes/s"), std::string::npos) << low;
+  EXPECT_EQ(parse("0", &c), "");
+  EXPECT_NE(parse("-1", &c), "");
+}
+
 // A file up to APP_AZURE_PUT_BLOB_MAX_BYTES may have to go as one Put Block (its name held by
 // another writer's uncommitted blocks), which Azure refuses above 4000 MiB: a dead letter.
 TEST(ConfigTest, PutBlobMaxIsWhatOneBlockCanCarry) {
