@@ -250,6 +250,10 @@ std::string NewNonce() { return FastRandomHex(8); }
 
 bool IsHiddenName(std::string_view name) { return name.empty() || name.front() == '.'; }
 
+bool IsSnapshotDirName(std::string_view name) {
+  return name == ".snapshot" || name == ".snapshots" || name == ".zfs";
+}
+
 bool IsNfsSillyName(std::string_view name) {
   if (!name.starts_with(".nfs") || name.size() == 4) return false;
   return std::all_of(name.begin() + 4, name.end(), [](char c) {

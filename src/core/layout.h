@@ -106,5 +106,8 @@ bool IsHiddenName(std::string_view name);
 // names them (".nfs" + 24), or with dots too (FreeBSD's ".nfs.0000abcd.0004"). Never uploaded:
 // it goes when its last opener closes it.
 bool IsNfsSillyName(std::string_view name);
+// A file server's snapshot directory, listed in the directories it covers when made visible
+// (NetApp's .snapshot, ZFS's .zfs, snapper's .snapshots): read-only copies, not the producer's.
+bool IsSnapshotDirName(std::string_view name);
 
 }  // namespace nbu::core

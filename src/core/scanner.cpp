@@ -78,48 +78,77 @@ Scanner::Scanner(const Config& config, Clock& clock, BoundedQueue<WorkItem>& que
       tracker_(FromSeconds(config.min_file_age_s)) {}
 
 bool Scanner::SkipsDotName(std::string_view name) const {
-  return IsHiddenName(name) && (!config_.include_dot_files || IsNfsSillyName(name));
+  return IsHiddenName(name) &&
+         (!config_.include_dot_files || IsNfsSillyName(name) || IsSnapshotDirName(name));
+}
+
+bool Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const {
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    ::close(fd);
+    return false;
+  }
+  bool found = false;
+  while (const dirent* e = found ? nullptr : ::readdir(d)) {
+    const std::string_view name(e->d_name);
+    if (name == "." || name == ".." || SkipsDotName(name)) continue;
+    if (*budget == 0 || depth == 0) {
+      found = true;  // not looked at further: counted rather than missed
+      break;
+    }
+    --*budget;
+    struct stat st {};
+    if (e->d_type == DT_REG) {
+      found = Accepts(name);
+    } else if ((e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) &&
+               ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) == 0) {
+      if (S_ISREG(st.st_mode)) {
+        found = Accepts(name);
+      } else if (S_ISDIR(st.st_mode) && st.st_dev == dev) {  // not another mount
+        const int sub =
+            ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub >= 0) found = HoldsWork(sub, dev, depth - 1, budget);
+      }
+    }
+  }
+  ::closedir(d);
+  return found;
 }
 
 Scanner::Outside Scanner::LookOutside(const std::string& session) const {
   Outside out;
-  DIR* d = ::opendir(config_.incoming_dir.c_str());
-  if (d == nullptr) return out;
-  // Whether the directory `name` holds an entry the scan would look at: a file the filters take,
-  // or any other entry they do not skip (a directory, one listed without its type). It stops
-  // at the first (an old session may hold many).
-  const auto holds_any = [this](int dfd, const char* name) {
-    const int fd = ::openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return false;
-    DIR* sub = ::fdopendir(fd);
-    if (sub == nullptr) {
-      ::close(fd);
-      return false;
-    }
-    bool any = false;
-    while (const dirent* e = ::readdir(sub)) {
-      const std::string_view n(e->d_name);
-      if (n != "." && n != ".." && (e->d_type == DT_REG ? Accepts(n) : !SkipsDotName(n))) {
-        any = true;
-        break;
-      }
-    }
-    ::closedir(sub);
-    return any;
-  };
+  const int root = ::open(config_.incoming_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return out;
+  struct stat root_st {};
+  DIR* d = ::fstat(root, &root_st) == 0 ? ::fdopendir(root) : nullptr;
+  if (d == nullptr) {
+    ::close(root);
+    return out;
+  }
   while (const dirent* e = ::readdir(d)) {
     const std::string_view name(e->d_name);
-    if (name == session || name == "." || name == ".." || SkipsDotName(name)) continue;
-    bool dir = e->d_type == DT_DIR;
-    bool file = e->d_type == DT_REG;
-    if (e->d_type == DT_UNKNOWN) {
-      struct stat st {};
-      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      dir = S_ISDIR(st.st_mode);
-      file = S_ISREG(st.st_mode);
+    // The replicas' start-up probes (config.cpp, CheckVolume) live here too.
+    if (name == session || name == "." || name == ".." || SkipsDotName(name) ||
+        name.starts_with(".nbu-probe-")) {
+      continue;
     }
-    if (dir ? holds_any(::dirfd(d), e->d_name) : file && Accepts(name)) {
-      if (out.count++ == 0) out.example = std::string(name) + (dir ? "/" : "");
+    struct stat st {};
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0) {
+      continue;
+    }
+    bool holds = false;
+    if (S_ISREG(st.st_mode)) {
+      holds = Accepts(name);
+    } else if (S_ISDIR(st.st_mode) && st.st_dev == root_st.st_dev) {
+      // A finished session keeps its empty directories: only a file counts, and the look at
+      // one directory stops at its first, or after 1,000 entries or 8 levels (then it counts).
+      size_t budget = 1000;
+      const int fd =
+          ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      holds = fd >= 0 && HoldsWork(fd, root_st.st_dev, 8, &budget);
+    }
+    if (holds && out.count++ == 0) {
+      out.example = std::string(name) + (S_ISDIR(st.st_mode) ? "/" : "");
     }
   }
   ::closedir(d);
@@ -198,10 +227,12 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   const auto summary = tracker_.EndScan();
   next_due_ = summary.next_due;
   // A file whose claim failed is due again a poll interval after the failure, which comes after
-  // this scan began: without a wake for it, it would wait for the periodic scan after next.
-  if (const auto retry = tracker_.NextRetry(clock_.Now());
-      retry && (!next_due_ || *retry < *next_due_)) {
-    next_due_ = retry;
+  // this scan began: without a wake for it, it would wait for the periodic scan after next. No
+  // sooner than half an interval after this scan began, though: failures spread over the
+  // interval would each bring a scan of their own.
+  if (auto retry = tracker_.NextRetry(clock_.Now())) {
+    retry = std::max(*retry, began + FromSeconds(config_.poll_interval_s / 2));
+    if (!next_due_ || *retry < *next_due_) next_due_ = retry;
   }
   stats.not_ready = summary.not_ready;
   stats.not_ready_example = summary.not_ready_example;

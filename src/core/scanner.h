@@ -64,9 +64,11 @@ class Scanner {
   };
   Stats ScanOnce(const std::string& session, std::stop_token stop);
   // What the incoming directory holds beside `session`'s directory, which no scan looks at: its
-  // files at the top, and the directories other than the session's that are not empty (another
-  // session's, a misspelt one), as the filters take names. `example` names the first one (a
-  // directory's with a trailing '/'). Nothing when the incoming directory cannot be listed.
+  // files at the top, and the directories other than the session's that hold a file at any
+  // depth (another session's, a misspelt one), as the filters take names; not links, special
+  // files, other mounts or empty directories (a finished session's). `example` names the first
+  // one (a directory's with a trailing '/'). Nothing when the incoming directory cannot be
+  // listed.
   struct Outside {
     size_t count = 0;
     std::string example;
@@ -94,7 +96,7 @@ class Scanner {
   // APP_INCLUDE_DOT_FILES, and NFS silly renames never).
   bool Accepts(std::string_view name) const;
   // A dot-name the scan skips, a directory with all below it: every one, or with
-  // APP_INCLUDE_DOT_FILES only NFS silly renames.
+  // APP_INCLUDE_DOT_FILES only NFS silly renames and snapshot directories.
   bool SkipsDotName(std::string_view name) const;
   // For tests: read every listed entry's type as DT_UNKNOWN, as some NFS servers and file
   // systems list them, so that each type comes from stat.
@@ -107,6 +109,9 @@ class Scanner {
   void SetFailForTest(FailForTest fail) { fail_for_test_ = std::move(fail); }
 
  private:
+  // Whether the directory open at `fd` (closed here) holds a file a scan would take, on the file
+  // system `dev`, within `depth` levels and `*budget` entries (past either: yes).
+  bool HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const;
   // `session_fd`: the session directory's descriptor (-1 when `rel_dir` is the session's own).
   void ScanDir(const std::string& session, const std::string& rel_dir, int session_fd,
                std::stop_token stop, Stats* stats);

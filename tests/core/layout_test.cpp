@@ -192,6 +192,9 @@ TEST(LayoutTest, NamesAndIds) {
   EXPECT_FALSE(IsNfsSillyName(".nfs"));
   EXPECT_FALSE(IsNfsSillyName(".nfsconfig"));
   EXPECT_FALSE(IsNfsSillyName(".zattrs"));
+  EXPECT_TRUE(IsSnapshotDirName(".snapshot"));
+  EXPECT_TRUE(IsSnapshotDirName(".zfs"));
+  EXPECT_FALSE(IsSnapshotDirName(".snapshot-old"));
   EXPECT_EQ(StagingPath(Claim("a", "b")), "20261128/demo/a/b~0123456789abcdef");
 }
 

@@ -143,8 +143,9 @@ TEST_F(ScannerTest, DotFilesAreTakenWhenIncluded) {
 }
 
 // What incoming holds beside the session's directory is never scanned: files at its top and
-// other directories that hold something count; empty directories (sessions done), names the
-// filters skip, and a directory holding only such names (an NFS silly rename, a .tmp) do not.
+// other directories that hold a file at any depth count; empty directories (a finished session
+// keeps its tree), names the filters skip, a directory holding only such names (an NFS silly
+// rename, a .tmp), links and the replicas' start-up probes do not.
 TEST_F(ScannerTest, WhatLiesOutsideTheSessionIsCounted) {
   BoundedQueue<WorkItem> q(1);
   Scanner scanner(config, clock, q, inst);
@@ -157,10 +158,21 @@ TEST_F(ScannerTest, WhatLiesOutsideTheSessionIsCounted) {
   WriteFile(config.incoming_dir + "/skip.tmp", "t");
   WriteFile(config.incoming_dir + "/old/.nfs0000000000b1a2c300000004", "deleted while open");
   WriteFile(config.incoming_dir + "/partial/upload.tmp", "a file the patterns skip");
+  ASSERT_TRUE(fs::MkdirAll(config.incoming_dir + "/finished/sub/deeper").ok());  // emptied
+  WriteFile(config.incoming_dir + "/.nbu-probe-r1-0123456789abcdef", "");
+  ASSERT_EQ(::symlink("/etc", (config.incoming_dir + "/link").c_str()), 0);
   const Scanner::Outside outside = scanner.LookOutside("s1");
   EXPECT_EQ(outside.count, 2u);
   EXPECT_TRUE(outside.example == "stray.bin" || outside.example == "S1/") << outside.example;
   EXPECT_EQ(scanner.LookOutside("S1").count, 2u) << "s1 is outside S1's watch";
+  // A file deep in a directory counts it; with dot-files taken, the replicas' probes still do
+  // not, nor a snapshot directory.
+  WriteFile(config.incoming_dir + "/finished/sub/deeper/late.bin", "l");
+  config.include_dot_files = true;
+  ASSERT_TRUE(fs::MkdirAll(config.incoming_dir + "/.snapshot/hourly.0").ok());
+  WriteFile(config.incoming_dir + "/.snapshot/hourly.0/copy.bin", "c");
+  // stray.bin, S1/, finished/ and now .hidden.
+  EXPECT_EQ(scanner.LookOutside("s1").count, 4u);
 }
 
 // A session directory that is itself a symlink is not followed out of incoming: the files it
@@ -382,14 +394,16 @@ TEST_F(ScannerTest, AFileWhoseClaimFailedIsQueuedAgainAndKeepsItsAge) {
   EXPECT_EQ(Drain(q), std::set<std::string>{"held.bin"});
   EXPECT_EQ(inst.files_discovered.Value(), discovered);
   // The scan loop is woken for it: due a poll interval after the failure, which came after the
-  // periodic scan began, it would otherwise wait for the periodic scan after next.
+  // periodic scan began, it would otherwise wait for the periodic scan after next. The wake
+  // comes no sooner than half an interval after the scan before it (failures spread over an
+  // interval must not each bring a scan).
   Drain(q);
   clock.Advance(100ms);
   scanner.Forget("s1", "held.bin", /*held=*/true);  // failed 100 ms after that scan
   const MonoTime failed = clock.Now();
   clock.Advance(1900ms);
   EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 0u) << "not due yet";
-  EXPECT_EQ(scanner.NextDue(), failed + 2s);
+  EXPECT_EQ(scanner.NextDue(), failed + 2900ms) << "half an interval after this scan";
   clock.Advance(100ms);
   EXPECT_EQ(scanner.ScanOnce("s1", {}).queued, 1u);
   EXPECT_EQ(Drain(q), std::set<std::string>{"held.bin"});
