@@ -231,12 +231,17 @@ Result<bool> Service::ChoosePutBlobCheck(std::stop_token stop) {
         "a probe blob's write was refused, as every upload would be: " + checks.status().message(),
         checks.status().code());
   }
+  if (!checks.ok() && checks.status().kind() == ErrorKind::kCancelled) return checks.status();
   // Storage's trouble (no answer, a 5xx, throttling past every retry, a container being
   // deleted) says nothing of CRC-64: start-up waits and asks again, as for its other checks,
-  // rather than settle on MD5 (more CPU per file) for the life of the process.
+  // rather than settle on MD5 (more CPU per file) for the life of the process. A gateway that
+  // fails only this probe for good is told how to skip it.
   if (!checks.ok() && (checks.status().kind() == ErrorKind::kUnavailable ||
                        checks.status().kind() == ErrorKind::kBusy)) {
-    return checks.status();
+    return Status(
+        checks.status().kind(),
+        checks.status().message() + " (the CRC-64 probe; APP_AZURE_PUT_BLOB_CHECKSUM=md5 skips it)",
+        checks.status().code());
   }
   LogWarn(checks.ok() ? "storage does not check x-ms-content-crc64 (an emulator older than "
                         "Azurite 3.37?): files sent in one Put Blob carry an MD5 computed here"
@@ -381,6 +386,8 @@ void Service::LookOutside(const std::string& session, MonoTime now, bool started
   } else {
     return;
   }
+  // Told when the count passes the highest told in this watch: one that goes up and down (a
+  // stray producer, someone cleaning up) is not news each time.
   if (outside.count > outside_told_) {
     const std::string why =
         "files outside the watched session's directory are not uploaded (a session is a "
@@ -388,7 +395,7 @@ void Service::LookOutside(const std::string& session, MonoTime now, bool started
     LogWarn(why, {{"session", session}, {"count", outside.count}, {"example", outside.example}});
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", why + ": " + outside.example);
   }
-  outside_told_ = outside.count;
+  outside_told_ = session.empty() ? 0 : std::max(outside_told_, outside.count);
   std::lock_guard lock(mu_);
   outside_ = std::move(outside);
 }

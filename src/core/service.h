@@ -161,7 +161,7 @@ class Service {
   // at when a watch starts and once a minute while it lasts.
   Scanner::Outside outside_;                   // guarded by mu_
   std::optional<MonoTime> outside_looked_at_;  // scan thread only
-  size_t outside_told_ = 0;                    // scan thread only: the last warning's count
+  size_t outside_told_ = 0;  // scan thread only: the highest count told in this watch
   void LookOutside(const std::string& session, MonoTime now, bool started);
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
