@@ -82,37 +82,53 @@ bool Scanner::SkipsDotName(std::string_view name) const {
          (!config_.include_dot_files || IsNfsSillyName(name) || IsSnapshotDirName(name));
 }
 
-bool Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const {
-  DIR* d = ::fdopendir(fd);
-  if (d == nullptr) {
+Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const {
+  struct stat self {};
+  DIR* d = nullptr;
+  if (::fstat(fd, &self) != 0 || self.st_dev != dev || (d = ::fdopendir(fd)) == nullptr) {
+    // Another file system (an automount point that the open mounted): not ours to look at.
+    // Else it could not be read: counted rather than missed.
+    const bool other = self.st_dev != dev && self.st_dev != 0;
     ::close(fd);
-    return false;
+    return other ? Holds::kNo : Holds::kYes;
   }
-  bool found = false;
-  while (const dirent* e = found ? nullptr : ::readdir(d)) {
+  Holds holds = Holds::kNo;
+  for (;;) {
+    errno = 0;
+    const dirent* e = ::readdir(d);
+    if (e == nullptr) {
+      if (errno != 0) holds = Holds::kYes;  // a listing that failed part-way: counted
+      break;
+    }
     const std::string_view name(e->d_name);
-    if (name == "." || name == ".." || SkipsDotName(name)) continue;
+    if (name == "." || name == "..") continue;
     if (*budget == 0 || depth == 0) {
-      found = true;  // not looked at further: counted rather than missed
+      holds = Holds::kUnchecked;
       break;
     }
     --*budget;
+    if (SkipsDotName(name)) continue;
     struct stat st {};
     if (e->d_type == DT_REG) {
-      found = Accepts(name);
+      if (Accepts(name)) holds = Holds::kYes;
     } else if ((e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) &&
                ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) == 0) {
       if (S_ISREG(st.st_mode)) {
-        found = Accepts(name);
+        if (Accepts(name)) holds = Holds::kYes;
       } else if (S_ISDIR(st.st_mode) && st.st_dev == dev) {  // not another mount
         const int sub =
             ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub >= 0) found = HoldsWork(sub, dev, depth - 1, budget);
+        if (sub >= 0) {
+          holds = HoldsWork(sub, dev, depth - 1, budget);
+        } else if (errno != ENOENT) {
+          holds = Holds::kYes;  // cannot be read: counted rather than missed
+        }
       }
     }
+    if (holds != Holds::kNo) break;
   }
   ::closedir(d);
-  return found;
+  return holds;
 }
 
 Scanner::Outside Scanner::LookOutside(const std::string& session) const {
@@ -125,6 +141,9 @@ Scanner::Outside Scanner::LookOutside(const std::string& session) const {
     ::close(root);
     return out;
   }
+  // One budget for the whole look, once a minute: a finished session keeps its (empty) tree,
+  // which may hold thousands of directories (a Zarr store's chunk tree).
+  size_t budget = kOutsideLookEntries;
   while (const dirent* e = ::readdir(d)) {
     const std::string_view name(e->d_name);
     // The replicas' start-up probes (config.cpp, CheckVolume) live here too.
@@ -136,18 +155,22 @@ Scanner::Outside Scanner::LookOutside(const std::string& session) const {
     if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0) {
       continue;
     }
-    bool holds = false;
+    Holds holds = Holds::kNo;
     if (S_ISREG(st.st_mode)) {
-      holds = Accepts(name);
+      if (Accepts(name)) holds = Holds::kYes;
     } else if (S_ISDIR(st.st_mode) && st.st_dev == root_st.st_dev) {
-      // A finished session keeps its empty directories: only a file counts, and the look at
-      // one directory stops at its first, or after 1,000 entries or 8 levels (then it counts).
-      size_t budget = 1000;
+      // Only a file counts, and the search of a directory stops at its first.
       const int fd =
           ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      holds = fd >= 0 && HoldsWork(fd, root_st.st_dev, 8, &budget);
+      if (fd >= 0) {
+        holds = HoldsWork(fd, root_st.st_dev, kOutsideLookDepth, &budget);
+      } else if (errno != ENOENT) {
+        holds = Holds::kYes;
+      }
     }
-    if (holds && out.count++ == 0) {
+    if (holds == Holds::kUnchecked) {
+      ++out.unchecked;
+    } else if (holds == Holds::kYes && out.count++ == 0) {
       out.example = std::string(name) + (S_ISDIR(st.st_mode) ? "/" : "");
     }
   }
@@ -230,7 +253,7 @@ Scanner::Stats Scanner::ScanOnce(const std::string& session, std::stop_token sto
   // this scan began: without a wake for it, it would wait for the periodic scan after next. No
   // sooner than half an interval after this scan began, though: failures spread over the
   // interval would each bring a scan of their own.
-  if (auto retry = tracker_.NextRetry(clock_.Now())) {
+  if (auto retry = tracker_.NextRetry(began)) {  // one due during this scan too
     retry = std::max(*retry, began + FromSeconds(config_.poll_interval_s / 2));
     if (!next_due_ || *retry < *next_due_) next_due_ = retry;
   }

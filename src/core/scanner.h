@@ -65,13 +65,15 @@ class Scanner {
   Stats ScanOnce(const std::string& session, std::stop_token stop);
   // What the incoming directory holds beside `session`'s directory, which no scan looks at: its
   // files at the top, and the directories other than the session's that hold a file at any
-  // depth (another session's, a misspelt one), as the filters take names; not links, special
-  // files, other mounts or empty directories (a finished session's). `example` names the first
-  // one (a directory's with a trailing '/'). Nothing when the incoming directory cannot be
-  // listed.
+  // depth (another session's, a misspelt one) or cannot be read, as the filters take names; not
+  // links, special files, other mounts or empty directories (a finished session's). `example`
+  // names the first one (a directory's with a trailing '/'). `unchecked`: directories not looked
+  // through, the look's 20,000 entries spent (or past 64 levels). Nothing when the incoming
+  // directory cannot be listed.
   struct Outside {
     size_t count = 0;
     std::string example;
+    size_t unchecked = 0;
   };
   Outside LookOutside(const std::string& session) const;
   // Thread-safe: forget `rel` of `session` (its claim settled). Applied at the next scan.
@@ -110,8 +112,12 @@ class Scanner {
 
  private:
   // Whether the directory open at `fd` (closed here) holds a file a scan would take, on the file
-  // system `dev`, within `depth` levels and `*budget` entries (past either: yes).
-  bool HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const;
+  // system `dev`: yes (or it could not be read), no, or not looked through (past `depth` levels
+  // or `*budget` entries).
+  enum class Holds { kNo, kYes, kUnchecked };
+  Holds HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const;
+  static constexpr size_t kOutsideLookEntries = 20000;
+  static constexpr int kOutsideLookDepth = 64;
   // `session_fd`: the session directory's descriptor (-1 when `rel_dir` is the session's own).
   void ScanDir(const std::string& session, const std::string& rel_dir, int session_fd,
                std::stop_token stop, Stats* stats);

@@ -238,10 +238,11 @@ Result<bool> Service::ChoosePutBlobCheck(std::stop_token stop) {
   // fails only this probe for good is told how to skip it.
   if (!checks.ok() && (checks.status().kind() == ErrorKind::kUnavailable ||
                        checks.status().kind() == ErrorKind::kBusy)) {
-    return Status(
-        checks.status().kind(),
-        checks.status().message() + " (the CRC-64 probe; APP_AZURE_PUT_BLOB_CHECKSUM=md5 skips it)",
-        checks.status().code());
+    return Status(checks.status().kind(),
+                  checks.status().message() +
+                      " (the CRC-64 probe; where storage works but fails only this probe for good, "
+                      "APP_AZURE_PUT_BLOB_CHECKSUM=md5 skips it)",
+                  checks.status().code());
   }
   LogWarn(checks.ok() ? "storage does not check x-ms-content-crc64 (an emulator older than "
                         "Azurite 3.37?): files sent in one Put Blob carry an MD5 computed here"
@@ -388,6 +389,7 @@ void Service::LookOutside(const std::string& session, MonoTime now, bool started
   }
   // Told when the count passes the highest told in this watch: one that goes up and down (a
   // stray producer, someone cleaning up) is not news each time.
+  if (started) outside_told_ = 0;
   if (outside.count > outside_told_) {
     const std::string why =
         "files outside the watched session's directory are not uploaded (a session is a "
@@ -659,7 +661,9 @@ nlohmann::json Service::StatusJson() const {
   }
   {
     std::lock_guard lock(mu_);
-    s["outside_session"] = {{"entries", outside_.count}, {"example", outside_.example}};
+    s["outside_session"] = {{"entries", outside_.count},
+                            {"example", outside_.example},
+                            {"unchecked", outside_.unchecked}};
     s["last_scan"] = {{"files", last_scan_.files_seen},
                       {"stats", last_scan_.stats},
                       {"queued", last_scan_.queued},

@@ -228,7 +228,7 @@ void StabilityTracker::Forget(const std::string& rel) {
 std::optional<MonoTime> StabilityTracker::NextRetry(MonoTime after) const {
   std::optional<MonoTime> next;
   for (const auto& [rel, r] : retry_) {
-    if (r.due > after && (!next || r.due < *next)) next = r.due;
+    if (r.queued && r.due > after && (!next || r.due < *next)) next = r.due;
   }
   return next;
 }

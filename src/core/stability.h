@@ -72,8 +72,8 @@ class StabilityTracker {
   // failure). Scans before `due` skip it, as a queued file. `queued`: the caller had queued it
   // (its claim failed), not only found it ready (its open failed).
   void Retry(const std::string& rel, MonoTime due, bool queued);
-  // The earliest due time of such a file after `after` (one due already is looked at by the
-  // next scan, whenever it comes).
+  // The earliest due time after `after` of such a file that had been queued (a failed claim; a
+  // failed open is looked at by every scan anyway).
   std::optional<MonoTime> NextRetry(MonoTime after) const;
   // Files tracked, counting forgotten ones until the next EndScan.
   size_t size() const { return entries_.size(); }

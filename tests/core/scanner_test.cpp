@@ -173,6 +173,13 @@ TEST_F(ScannerTest, WhatLiesOutsideTheSessionIsCounted) {
   WriteFile(config.incoming_dir + "/.snapshot/hourly.0/copy.bin", "c");
   // stray.bin, S1/, finished/ and now .hidden.
   EXPECT_EQ(scanner.LookOutside("s1").count, 4u);
+  // A tree deeper than the look goes is neither counted nor missed: told apart as unchecked.
+  std::string deep = config.incoming_dir + "/deep";
+  for (int i = 0; i < 70; ++i) deep += "/d";
+  ASSERT_TRUE(fs::MkdirAll(deep).ok());
+  const Scanner::Outside with_deep = scanner.LookOutside("s1");
+  EXPECT_EQ(with_deep.count, 4u);
+  EXPECT_EQ(with_deep.unchecked, 1u);
 }
 
 // A session directory that is itself a symlink is not followed out of incoming: the files it
