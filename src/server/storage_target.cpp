@@ -46,7 +46,9 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
   }
   azure::TokenSourceOptions options;
   options.clock = &clock;
-  options.transport = std::make_shared<azure::HttpTransport>(StorageTransportOptions(c, lookup));
+  azure::HttpTransportOptions token_transport = StorageTransportOptions(c, lookup);
+  token_transport.send_limit = nullptr;  // the cap is for what goes to storage
+  options.transport = std::make_shared<azure::HttpTransport>(std::move(token_transport));
   std::shared_ptr<azure::TokenCredential> cred;
   if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors, stop)) return false;
   out->endpoint = TrimSlash(c.azure_account_url);

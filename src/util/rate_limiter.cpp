@@ -1,6 +1,7 @@
 #include "util/rate_limiter.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace nbu {
 
@@ -15,7 +16,9 @@ bool RateLimiter::Acquire(uint64_t bytes, std::stop_token stop) {
     // Once these bytes and those granted before them have gone at the rate, less one burst
     // (the generic cell rate algorithm): the bytes granted by any time t are at most the rate's
     // share since the limiter was last idle, plus the burst.
-    next_ = std::max(next_, now) + FromSeconds(static_cast<double>(bytes) / bytes_per_s_);
+    // Rounded up to the nanosecond: on the cap's side.
+    next_ = std::max(next_, now) + Duration(static_cast<Duration::rep>(
+                                       std::ceil(static_cast<double>(bytes) / bytes_per_s_ * 1e9)));
     at = next_ - burst_;
   }
   if (at <= now) return !stop.stop_requested();

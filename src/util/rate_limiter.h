@@ -1,7 +1,7 @@
 // Shares one rate of bytes among threads (APP_UPLOAD_CAP_MBPS: every upload of a replica
 // together). Each caller asks for its bytes before it sends them and waits its turn, in the order
 // asked: the bytes granted by any time t never exceed rate x t plus one `burst` worth, which an
-// idle limiter saves up (so a lone small request does not wait).
+// idle limiter saves up (so a lone request of no more than a burst's worth does not wait).
 #pragma once
 
 #include "util/clock.h"
