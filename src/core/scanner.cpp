@@ -82,18 +82,37 @@ bool Scanner::SkipsDotName(std::string_view name) const {
          (!config_.include_dot_files || IsNfsSillyName(name) || IsSnapshotDirName(name));
 }
 
+Scanner::Holds Scanner::EntryHolds(int dfd, const dirent& e, dev_t dev, int depth, size_t* budget,
+                                   bool* is_dir) const {
+  *is_dir = false;
+  const std::string_view name(e.d_name);
+  if (e.d_type == DT_REG) return Accepts(name) ? Holds::kYes : Holds::kNo;
+  if (e.d_type != DT_DIR && e.d_type != DT_UNKNOWN) return Holds::kNo;  // links, special files
+  struct stat st {};
+  if (::fstatat(dfd, e.d_name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0) {
+    return Holds::kNo;  // gone since the listing
+  }
+  if (S_ISREG(st.st_mode)) return Accepts(name) ? Holds::kYes : Holds::kNo;
+  if (!S_ISDIR(st.st_mode) || st.st_dev != dev) return Holds::kNo;  // not another mount
+  *is_dir = true;
+  const int fd = ::openat(dfd, e.d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? Holds::kNo : Holds::kYes;  // unreadable: counted
+  return HoldsWork(fd, dev, depth, budget);
+}
+
 Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const {
-  struct stat self {};
-  DIR* d = nullptr;
-  if (::fstat(fd, &self) != 0 || self.st_dev != dev || (d = ::fdopendir(fd)) == nullptr) {
-    // Another file system (an automount point that the open mounted): not ours to look at.
-    // Else it could not be read: counted rather than missed.
-    const bool other = self.st_dev != dev && self.st_dev != 0;
+  // An automount point reports its parent's device until the open mounts it.
+  if (struct stat self{}; ::fstat(fd, &self) == 0 && self.st_dev != dev) {
     ::close(fd);
-    return other ? Holds::kNo : Holds::kYes;
+    return Holds::kNo;
+  }
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    ::close(fd);
+    return Holds::kYes;  // cannot be read: counted rather than missed
   }
   Holds holds = Holds::kNo;
-  for (;;) {
+  while (holds == Holds::kNo) {
     errno = 0;
     const dirent* e = ::readdir(d);
     if (e == nullptr) {
@@ -108,24 +127,8 @@ Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) 
     }
     --*budget;
     if (SkipsDotName(name)) continue;
-    struct stat st {};
-    if (e->d_type == DT_REG) {
-      if (Accepts(name)) holds = Holds::kYes;
-    } else if ((e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) &&
-               ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) == 0) {
-      if (S_ISREG(st.st_mode)) {
-        if (Accepts(name)) holds = Holds::kYes;
-      } else if (S_ISDIR(st.st_mode) && st.st_dev == dev) {  // not another mount
-        const int sub =
-            ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub >= 0) {
-          holds = HoldsWork(sub, dev, depth - 1, budget);
-        } else if (errno != ENOENT) {
-          holds = Holds::kYes;  // cannot be read: counted rather than missed
-        }
-      }
-    }
-    if (holds != Holds::kNo) break;
+    bool is_dir = false;
+    holds = EntryHolds(::dirfd(d), *e, dev, depth - 1, budget, &is_dir);
   }
   ::closedir(d);
   return holds;
@@ -142,7 +145,8 @@ Scanner::Outside Scanner::LookOutside(const std::string& session) const {
     return out;
   }
   // One budget for the whole look, once a minute: a finished session keeps its (empty) tree,
-  // which may hold thousands of directories (a Zarr store's chunk tree).
+  // which may hold thousands of directories (a Zarr store's chunk tree). Only a file counts,
+  // and the search of a directory stops at its first.
   size_t budget = kOutsideLookEntries;
   while (const dirent* e = ::readdir(d)) {
     const std::string_view name(e->d_name);
@@ -151,27 +155,13 @@ Scanner::Outside Scanner::LookOutside(const std::string& session) const {
         name.starts_with(".nbu-probe-")) {
       continue;
     }
-    struct stat st {};
-    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0) {
-      continue;
-    }
-    Holds holds = Holds::kNo;
-    if (S_ISREG(st.st_mode)) {
-      if (Accepts(name)) holds = Holds::kYes;
-    } else if (S_ISDIR(st.st_mode) && st.st_dev == root_st.st_dev) {
-      // Only a file counts, and the search of a directory stops at its first.
-      const int fd =
-          ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (fd >= 0) {
-        holds = HoldsWork(fd, root_st.st_dev, kOutsideLookDepth, &budget);
-      } else if (errno != ENOENT) {
-        holds = Holds::kYes;
-      }
-    }
+    bool is_dir = false;
+    const Holds holds =
+        EntryHolds(::dirfd(d), *e, root_st.st_dev, kOutsideLookDepth, &budget, &is_dir);
     if (holds == Holds::kUnchecked) {
       ++out.unchecked;
     } else if (holds == Holds::kYes && out.count++ == 0) {
-      out.example = std::string(name) + (S_ISDIR(st.st_mode) ? "/" : "");
+      out.example = std::string(name) + (is_dir ? "/" : "");
     }
   }
   ::closedir(d);

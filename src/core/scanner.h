@@ -12,6 +12,7 @@
 #include "core/work_queue.h"
 #include "util/clock.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <functional>
@@ -116,6 +117,10 @@ class Scanner {
   // or `*budget` entries).
   enum class Holds { kNo, kYes, kUnchecked };
   Holds HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const;
+  // The same for one listed entry of the directory `dfd`: a file the filters take, or a
+  // directory (`*is_dir`) searched as HoldsWork does; links, special files and other mounts: no.
+  Holds EntryHolds(int dfd, const dirent& e, dev_t dev, int depth, size_t* budget,
+                   bool* is_dir) const;
   static constexpr size_t kOutsideLookEntries = 20000;
   static constexpr int kOutsideLookDepth = 64;
   // `session_fd`: the session directory's descriptor (-1 when `rel_dir` is the session's own).
