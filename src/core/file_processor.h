@@ -83,8 +83,8 @@ uint64_t StagingNeedPerFile(const Config& c);
 std::optional<std::string> CheckStagingRoom(const Config& c, uint64_t volume_bytes);
 // A blob's Content-Type by its name's extension, in any case: a short table of our own first
 // (types the system table lacks or names otherwise: .log, .parquet, .exr, .h5), then the
-// system's /etc/mime.types (Debian's media-types: ~1,000 types, read once), else
-// application/octet-stream.
+// system's /etc/mime.types (Debian's media-types 10.0: 1,552 extensions of 1,200 types, read
+// once), else application/octet-stream.
 std::string ContentTypeFor(const std::string& name);
 // The extensions (lower case, no dot) and their types that a mime.types text lists, one type and
 // its extensions per line, '#' comments; the first type named for an extension wins.
