@@ -192,6 +192,24 @@ std::string UtcDate(WallTime t) {
   return buf;
 }
 
+std::string RcloneMtime(int64_t ns) {
+  constexpr int64_t kNs = 1'000'000'000;
+  int64_t secs = ns / kNs;
+  int64_t frac = ns % kNs;
+  if (frac < 0) {  // floor, so that the fraction is what lies after the second
+    frac += kNs;
+    --secs;
+  }
+  const auto tt = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(frac));
+  return buf;
+}
+
 std::string FileProcessor::ProcessingPath(const ClaimPath& c) const {
   return fs::Join(d_.config.processing_root, c.Path());
 }
@@ -687,7 +705,9 @@ Status FileProcessor::Transfer(const ClaimPath& claim, StagedFile& f, Existing e
                     {"source_mtime_ns", std::to_string(f.source.mtime_ns)},
                     {"session", claim.session},
                     {"replica", d_.config.replica_id},
-                    {"claim", claim.nonce}};
+                    {"claim", claim.nonce},
+                    // the same time as rclone's tools read it (lsl, copy, check)
+                    {"mtime", RcloneMtime(f.source.mtime_ns)}};
   if (f.block_size != 0) {
     return TransferBlocks(blob_name, f, std::move(props), stage_span, upload_span, stop);
   }

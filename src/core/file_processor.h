@@ -90,6 +90,9 @@ std::string ContentTypeFor(const std::string& name);
 // its extensions per line, '#' comments; the first type named for an extension wins.
 std::unordered_map<std::string, std::string> ParseMimeTypes(std::string_view text);
 std::string UtcDate(WallTime t);  // YYYYMMDD
+// `ns` since 1970 as rclone writes a modification time to its "mtime" metadata:
+// 2006-01-02T15:04:05.000000000Z, in UTC (int64 nanoseconds span the years 1677 to 2262).
+std::string RcloneMtime(int64_t ns);
 
 class FileProcessor {
  public:

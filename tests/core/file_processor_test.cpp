@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <set>
 
 namespace nbu::core {
@@ -81,6 +82,14 @@ TEST(NamingTest, MimeTypesAreParsedAsTheSystemTableWritesThem) {
                                                                  {"fts", "image/fits"},
                                                                  {"txt", "text/plain"}};
   EXPECT_EQ(table, expected);
+}
+
+TEST(NamingTest, RcloneMtimeIsUtcToTheNanosecond) {
+  EXPECT_EQ(RcloneMtime(0), "1970-01-01T00:00:00.000000000Z");
+  EXPECT_EQ(RcloneMtime(1'700'000'000'123'456'789), "2023-11-14T22:13:20.123456789Z");
+  EXPECT_EQ(RcloneMtime(-1), "1969-12-31T23:59:59.999999999Z") << "floored, not truncated";
+  EXPECT_EQ(RcloneMtime(std::numeric_limits<int64_t>::min()), "1677-09-21T00:12:43.145224192Z");
+  EXPECT_EQ(RcloneMtime(std::numeric_limits<int64_t>::max()), "2262-04-11T23:47:16.854775807Z");
 }
 
 TEST(NamingTest, ContentTypeAndDate) {

@@ -7,6 +7,7 @@
 #include "support/gate.h"
 #include "support/tmpfs.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <poll.h>
@@ -135,10 +136,17 @@ TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
        }) {
     files[rel] = Drop("s1", rel, PatternBytes(size, seed++));
   }
+  // A file with a known mtime, to the nanosecond, set before it reaches incoming/.
+  const std::string dated = volume_.dir.path() + "/dated.bin";
+  files["dated.bin"] = PatternBytes(100, seed++);
+  WriteFile(dated, files["dated.bin"]);
+  const timespec times[2] = {{1'000'000'000, 123'456'789}, {1'000'000'000, 123'456'789}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, dated.c_str(), times, 0), 0);
+  ASSERT_EQ(::rename(dated.c_str(), (volume_.incoming() + "/s1/dated.bin").c_str()), 0);
   ExpectAllUploaded("s1", files);
   // The whole-file MD5 is on every blob: computed by storage for a file sent in one Put Blob
   // (Azurite 3.37 checks its CRC-64, as the start-up probe found), set on commit for blocks.
-  for (const auto& name : {"m9.bin", "k64.bin"}) {
+  for (const auto& name : {"m9.bin", "k64.bin", "dated.bin"}) {
     std::optional<azure::BlobInfo> props;
     for (const auto& blob : BlobNames("s1", name)) {
       auto got = blobs_->GetProperties(blob);
@@ -152,6 +160,13 @@ TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
     ASSERT_TRUE(props->content_md5.has_value()) << name;
     EXPECT_EQ(*props->content_md5, Md5::Of(files[name])) << name;
     EXPECT_EQ(props->metadata.at("source_size"), std::to_string(files[name].size()));
+    // The mtime twice: ours in nanoseconds, and rclone's "mtime" for rclone's tools.
+    EXPECT_EQ(props->metadata.at("mtime"),
+              core::RcloneMtime(std::stoll(props->metadata.at("source_mtime_ns"))));
+    if (std::string(name) == "dated.bin") {
+      EXPECT_EQ(props->metadata.at("source_mtime_ns"), "1000000000123456789");
+      EXPECT_EQ(props->metadata.at("mtime"), "2001-09-09T01:46:40.123456789Z");
+    }
   }
   ExpectNothingLeft({up.staging()});
   const auto status = up.Status();
