@@ -136,14 +136,12 @@ Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) 
 
 Scanner::Outside Scanner::LookOutside(const std::string& session) const {
   Outside out;
-  const int root = ::open(config_.incoming_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return out;
+  auto root = fs::OpenDir(config_.incoming_dir);
+  if (!root.ok()) return out;
   struct stat root_st {};
-  DIR* d = ::fstat(root, &root_st) == 0 ? ::fdopendir(root) : nullptr;
-  if (d == nullptr) {
-    ::close(root);
-    return out;
-  }
+  DIR* d = ::fstat(root->get(), &root_st) == 0 ? ::fdopendir(root->get()) : nullptr;
+  if (d == nullptr) return out;
+  root->release();  // closedir closes it
   // One budget for the whole look, once a minute: a finished session keeps its (empty) tree,
   // which may hold thousands of directories (a Zarr store's chunk tree). Only a file counts,
   // and the search of a directory stops at its first.

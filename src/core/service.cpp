@@ -146,6 +146,7 @@ void Service::Start() {
   loop(&Service::StartupLoop);
   loop(&Service::ScanLoop);
   loop(&Service::SweepLoop);
+  loop(&Service::OutsideLoop);
   if (hints_) loop(&Service::HintLoop);
   for (int i = 0; i < config_.worker_concurrency; ++i) {
     workers_.emplace_back([this](std::stop_token st) { WorkerLoop(st); });
@@ -322,12 +323,8 @@ void Service::ScanLoop(std::stop_token stop) {
       TellNotReadyAtStop(scanned);
       scanned.clear();
     }
-    if (!session || !session->active) {
-      scanner_.Idle();
-      LookOutside("", begin, false);
-    }
+    if (!session || !session->active) scanner_.Idle();
     if (ready_ && session && session->active) {
-      LookOutside(session->name, begin, scanned != session->name);
       const auto stats = scanner_.ScanOnce(session->name, stop);
       scanned = session->name;
       LogDebug("scan", {{"session", session->name},
@@ -375,31 +372,6 @@ void Service::ScanLoop(std::stop_token stop) {
     // began: under a stream of changes, scanning takes at most about a tenth of the time.
     SleepUntilScan(wake, std::max(begin + 10 * (now - begin), now + min_gap), stop);
   }
-}
-
-void Service::LookOutside(const std::string& session, MonoTime now, bool started) {
-  Scanner::Outside outside;
-  if (session.empty()) {  // no watch: nothing is expected to be uploaded
-    outside_looked_at_.reset();
-  } else if (started || !outside_looked_at_ || now - *outside_looked_at_ >= 60s) {
-    outside_looked_at_ = now;
-    outside = scanner_.LookOutside(session);
-  } else {
-    return;
-  }
-  // Told when the count passes the highest told in this watch: one that goes up and down (a
-  // stray producer, someone cleaning up) is not news each time.
-  if (started) outside_told_ = 0;
-  if (outside.count > outside_told_) {
-    const std::string why =
-        "files outside the watched session's directory are not uploaded (a session is a "
-        "directory of incoming; start a watch of theirs to upload them)";
-    LogWarn(why, {{"session", session}, {"count", outside.count}, {"example", outside.example}});
-    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", why + ": " + outside.example);
-  }
-  outside_told_ = session.empty() ? 0 : std::max(outside_told_, outside.count);
-  std::lock_guard lock(mu_);
-  outside_ = std::move(outside);
 }
 
 void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop) {
@@ -450,6 +422,41 @@ void Service::SweepLoop(std::stop_token stop) {
   }
 }
 
+void Service::OutsideLoop(std::stop_token stop) {
+  while (!stop.stop_requested() && !ready_) clock_.SleepFor(50ms, stop);
+  SessionState looked;  // the watch of the last look (an empty name: none)
+  MonoTime looked_at{};
+  size_t told = 0;  // the highest count told in this watch
+  while (!stop.stop_requested()) {
+    auto session = CurrentSession();
+    if (!session || !session->active) session.emplace();
+    const std::string& name = session->name;
+    const MonoTime now = clock_.Now();
+    const bool started = name != looked.name || session->started_at != looked.started_at;
+    if (started || (!name.empty() && now - looked_at >= 60s)) {
+      if (started) told = 0;
+      looked = *session;
+      looked_at = now;
+      Scanner::Outside outside;  // with no watch, nothing is expected to be uploaded
+      if (!name.empty()) outside = scanner_.LookOutside(name);
+      // Told when the count passes the highest told in this watch: one that goes up and down
+      // (a stray producer, someone cleaning up) is not news each time.
+      if (outside.count > told) {
+        told = outside.count;
+        const std::string why =
+            "files outside the watched session's directory are not uploaded (a session is a "
+            "directory of incoming; start a watch of theirs to upload them)";
+        LogWarn(why, {{"session", name}, {"count", outside.count}, {"example", outside.example}});
+        inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", why + ": " + outside.example);
+      }
+      std::lock_guard lock(mu_);
+      outside_ = std::move(outside);
+    }
+    // A new watch is looked at within a poll interval.
+    clock_.SleepFor(FromSeconds(config_.poll_interval_s), stop);
+  }
+}
+
 void Service::Beat() {
   Status s = leases_.Heartbeat();
   if (!s.ok() && lease_ok_.exchange(false)) {
@@ -478,8 +485,8 @@ bool Service::Shutdown(Duration grace) {
     if (item.kind == WorkItem::Kind::kClaim) inflight_.Remove(item.claim.Path());
   }
   inst_.queue_depth.Add(-static_cast<double>(dropped.size()));
-  // The loops and the files in flight get the grace together. A scan or sweep blocked in a call
-  // to a hung volume (a hard mount whose server is gone) may never return: it is left to the
+  // The loops and the files in flight get the grace together. A scan, sweep or look blocked in a
+  // call to a hung volume (a hard mount whose server is gone) may never return: it is left to the
   // process exit, as a worker still blocked after its stop is.
   const auto settled = [&] { return loops_running_ == 0 && inflight_.size() == 0; };
   while (!settled() && clock_.Now() < begun + grace) clock_.SleepFor(20ms, {});
@@ -496,7 +503,7 @@ bool Service::Shutdown(Duration grace) {
   }
   if (!settled()) {
     if (loops_running_ > 0) {
-      LogWarn("a scan or sweep is still blocked on the volume; left to the process exit",
+      LogWarn("a scan, sweep or look is still blocked on the volume; left to the process exit",
               {{"in_flight", inflight_.size()}});
     }
     heartbeat_.request_stop();

@@ -92,6 +92,9 @@ class Service {
   void ScanLoop(std::stop_token stop);
   void WorkerLoop(std::stop_token stop);
   void SweepLoop(std::stop_token stop);
+  // The look beside the watched session has a thread of its own: on a slow volume, its up to
+  // 20,000 entries of calls must hold up neither the scans nor the sweeps (takeovers).
+  void OutsideLoop(std::stop_token stop);
   void Beat();  // one lease write, its trouble shown as lease_write_failing
   void HeartbeatLoop(std::stop_token stop);
   void HintLoop(std::stop_token stop);
@@ -158,11 +161,8 @@ class Service {
   // How many unreadable entries the last warning counted. Scan thread only.
   size_t unreadable_told_ = 0;
   // What incoming holds beside the watched session's directory (Scanner::LookOutside), looked
-  // at when a watch starts and once a minute while it lasts.
-  Scanner::Outside outside_;                   // guarded by mu_
-  std::optional<MonoTime> outside_looked_at_;  // scan thread only
-  size_t outside_told_ = 0;  // scan thread only: the highest count told in this watch
-  void LookOutside(const std::string& session, MonoTime now, bool started);
+  // at by OutsideLoop when a watch starts and once a minute while it lasts.
+  Scanner::Outside outside_;  // guarded by mu_
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
   std::atomic<int> loops_running_{0};  // loops_ whose body has not returned

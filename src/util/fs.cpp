@@ -132,6 +132,16 @@ Result<Fd> OpenRead(const std::string& path) {
   return Fd(fd);
 }
 
+Result<Fd> OpenDir(const std::string& path) {
+  if (const int err = InjectedForTest("opendir", path); err != 0) {
+    return ErrnoStatus("opendir " + path, err);
+  }
+  const int fd =
+      RetryEintr([&] { return ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
+  if (fd < 0) return ErrnoStatus("opendir " + path, errno);
+  return Fd(fd);
+}
+
 Result<Fd> CreateExclusive(const std::string& path, mode_t mode) {
   if (const int err = InjectedForTest("create", path); err != 0) {
     return ErrnoStatus("create " + path, err);

@@ -62,6 +62,7 @@ class Fd {
 };
 
 Result<Fd> OpenRead(const std::string& path);
+Result<Fd> OpenDir(const std::string& path);  // a directory, read-only (the "opendir" seam)
 // Creates a new file (O_EXCL); fails with kConflict if it exists.
 Result<Fd> CreateExclusive(const std::string& path, mode_t mode = 0644);
 // The same for `path` a fresh random name no other process uses: one found there was made by
@@ -96,8 +97,8 @@ using PathPairCallForTest =
 void SetPathPairCallForTest(PathPairCallForTest call);
 // Tests only: called before the O_EXCL create of CreateExclusive and CreateFresh (`op` "create"),
 // the stat of Stat and StatFresh ("stat", "statx"), Unlink ("unlink"), each mkdir of MkdirAll
-// ("mkdir"), the open of OpenRead and so ReadSmallFile ("open") and the opendir of ListDir
-// ("opendir"): an errno fails the call with it (the test may
+// ("mkdir"), the open of OpenRead and so ReadSmallFile ("open") and the opendir of ListDir and
+// OpenDir ("opendir"): an errno fails the call with it (the test may
 // have carried the create out first), 0 lets it run. Set while no other thread uses the volume.
 // Also asked for each entry ListDir returns ("d_type", its path): non-zero reports its type as
 // DT_UNKNOWN, as some file systems and NFS servers do.

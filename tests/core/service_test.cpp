@@ -233,6 +233,45 @@ TEST(ServiceTest, FilesOutsideTheWatchedSessionAreTold) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// The look beside the session has a thread of its own: one held up (a slow volume, a tree of
+// thousands of directories) holds up no scan, and what it finds shows once it is done.
+TEST(ServiceTest, ALookBesideTheSessionHeldUpHoldsUpNoScan) {
+  Azurite& azurite = SharedAzurite();
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("outside-slow"));
+  config.poll_interval_s = 0.05;
+  config.replica_id = "outside-slow-test";
+  config.min_file_age_s = 0.1;
+  nbu::test::Gate gate;
+  std::atomic<int> looks{0};
+  // Set before the service starts (the seam's rule); only the look opens incoming/ this way.
+  nbu::test::ScopedPathCall slow([&](const char* op, const std::string& path) {
+    if (std::string_view(op) == "opendir" && path == config.incoming_dir) {
+      ++looks;
+      EXPECT_TRUE(gate.Wait(60s));
+    }
+    return 0;
+  });
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob_client);
+  const auto open_at_exit = gate.OpenAtExit();
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  WriteFile(config.incoming_dir + "/stray.bin", "at the top");
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("run", &s, &error), Service::WatchError::kNone) << error;
+  WriteFile(config.incoming_dir + "/run/data.bin", "data");
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["counters"]["uploaded"] == 1; }, 30s))
+      << "scanned and uploaded while the look waits: " << service.StatusJson().dump();
+  EXPECT_EQ(looks.load(), 1);
+  EXPECT_EQ(service.StatusJson()["outside_session"]["entries"], 0) << "not looked through yet";
+  gate.Open();
+  EXPECT_TRUE(WaitFor([&] { return service.StatusJson()["outside_session"]["entries"] == 1; }, 30s))
+      << service.StatusJson().dump();
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // Azurite behind a proxy that holds each upload of session "recovered" until Release() (at the
 // latest when the test ends), and `count` claims of `config`'s replica in that session, as
 // start-up recovery finds them.
