@@ -54,17 +54,17 @@ std::string DefaultHostName() {
 }
 
 // Whether an ignore pattern matches every name a file can have that ends in `suffix` (every
-// name at all for an empty one: *, ?*, [!.]*, *?*), dot-files aside (skipped anyway): tried on
-// names that begin with each byte, and on ones whose part before the suffix ends with it. A
-// pattern that matches each of those has one element besides its stars and the suffix, so this
-// is exact for it. [!r]* keeps the names that begin with r, *[!é] those that end in é, and
-// [a-z]* the file 2024.csv: they pass.
-bool MatchesEveryName(const std::string& pattern, const std::string& suffix = "") {
+// name at all for an empty one: *, ?*, [!.]*, *?*), dot-files aside unless `dot_files` (else
+// skipped anyway: [!.]* then keeps them): tried on names that begin with each byte, and on ones
+// whose part before the suffix ends with it. A pattern that matches each of those has one
+// element besides its stars and the suffix, so this is exact for it. [!r]* keeps the names that
+// begin with r, *[!é] those that end in é, and [a-z]* the file 2024.csv: they pass.
+bool MatchesEveryName(const std::string& pattern, bool dot_files, const std::string& suffix = "") {
   for (int b = 1; b <= 0xFF; ++b) {
     const char c = static_cast<char>(b);
     if (c == '/') continue;
     const std::string one(1, c);
-    if (c != '.' &&
+    if ((c != '.' || dot_files) &&
         (!GlobMatch(pattern, one + suffix) || !GlobMatch(pattern, one + "x9" + suffix))) {
       return false;
     }
@@ -656,14 +656,14 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
       r.Error("APP_IGNORE_PATTERNS", "\"" + p +
                                          "\" has a /: patterns are matched against the file "
                                          "name, not its path, so it would never match");
-    } else if (MatchesEveryName(p)) {
+    } else if (MatchesEveryName(p, c.include_dot_files)) {
       r.Error("APP_IGNORE_PATTERNS", "\"" + p + "\" ignores every file: nothing would be uploaded");
     }
   }
   for (const std::string& ext : c.file_extensions) {
-    const auto ignores_all =
-        std::find_if(c.ignore_patterns.begin(), c.ignore_patterns.end(),
-                     [&](const std::string& p) { return MatchesEveryName(p, ext); });
+    const auto ignores_all = std::find_if(
+        c.ignore_patterns.begin(), c.ignore_patterns.end(),
+        [&](const std::string& p) { return MatchesEveryName(p, c.include_dot_files, ext); });
     if (ignores_all != c.ignore_patterns.end()) {
       r.Error("APP_FILE_EXTENSIONS", "files ending in " + ext +
                                          " are all ignored by the pattern \"" + *ignores_all +

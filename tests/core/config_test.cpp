@@ -515,6 +515,28 @@ TEST(ConfigTest, ValuesThatWouldMisleadAreRefused) {
               "APP_IGNORE_PATTERNS: \"" + std::string(all) +
                   "\" ignores every file: nothing would be uploaded");
   }
+  // With dot-files taken, [!.]* keeps them (a Zarr store's metadata alone, say), and [!.]*.csv
+  // keeps the .csv files that are dot-files; ?* and * still ignore every name.
+  {
+    EnvMap env = Valid();
+    env["APP_INCLUDE_DOT_FILES"] = "true";
+    env["APP_IGNORE_PATTERNS"] = "[!.]*";
+    Config c;
+    std::vector<std::string> errors;
+    EXPECT_TRUE(ParseConfig(env, &c, &errors)) << errors.front();
+    for (const char* all : {"?*", "*"}) {
+      env["APP_IGNORE_PATTERNS"] = all;
+      errors.clear();
+      EXPECT_FALSE(ParseConfig(env, &c, &errors)) << all;
+    }
+    env["APP_FILE_EXTENSIONS"] = ".csv";
+    env["APP_IGNORE_PATTERNS"] = "[!.]*.csv";
+    errors.clear();
+    EXPECT_TRUE(ParseConfig(env, &c, &errors)) << errors.front();
+    env["APP_INCLUDE_DOT_FILES"] = "false";
+    errors.clear();
+    EXPECT_FALSE(ParseConfig(env, &c, &errors)) << "without dot-files, every .csv is ignored";
+  }
   // A pattern that keeps some names is no mistake: [!r]* uploads only names that begin with r.
   for (const char* some : {".*", "*.*", "~*", "[a-z]*", "??*", "*[0-9]*", "[!r]*", "[!_]*", "*[!~]",
                            "[!d]*", "*[ -~]", "*[!\u00E9]", "[![:cntrl:]]*"}) {
