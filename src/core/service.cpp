@@ -181,6 +181,7 @@ void Service::StartupLoop(std::stop_token stop) {
       }
       s = crc64.status();
     }
+    if (stop.stop_requested()) return;  // a shutdown ended the check: no trouble of storage's
     LogWarn(StartupTrouble(s), {{"error", s.ToString()}, {"attempt", attempt}});
     // One slot: each try's message holds a new request id.
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString(), "start-up");

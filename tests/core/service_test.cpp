@@ -825,6 +825,33 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
   EXPECT_EQ(entries, 1u);
 }
 
+// A shutdown while a start-up check waits on storage is no trouble of storage's: nothing is
+// logged or kept in recent_errors for it.
+TEST(ServiceTest, AStopDuringTheStartUpCheckIsNotStartUpTrouble) {
+  Azurite& azurite = SharedAzurite();
+  test::CapturedLog checks("CreateContainer");  // the start-up check's lines
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("startup-stop"));
+  config.replica_id = "startup-stop-test";
+  nbu::test::Gate gate;
+  std::atomic<int> held{0};
+  nbu::test::FaultProxy proxy(azurite.port(), [&](const nbu::test::ProxyRequest& r) {
+    if (r.target.find("restype=container") != std::string::npos) {
+      ++held;
+      EXPECT_TRUE(gate.Wait(60s));
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  const auto open_at_exit = gate.OpenAtExit();  // before the proxy joins its handlers
+  auto blob = OneTryClientVia(proxy, config);
+  Started started(config, *blob);
+  ASSERT_TRUE(WaitFor([&] { return held.load() > 0; }, 30s));
+  EXPECT_TRUE(started.service.Shutdown(5s));
+  const auto status = started.service.StatusJson();
+  EXPECT_EQ(status["recent_errors"].size(), 0u) << status.dump();
+  EXPECT_TRUE(checks.Lines().empty()) << checks.Lines().front();
+}
+
 // A start-up check that storage answers with an error (here the 400 a cloud gives an x-ms-version
 // it does not take) is logged as that answer, not as storage out of reach, and tried again; a
 // check that gets no answer (the connection dropped), or a gateway's bare 503 with no error code,
