@@ -170,6 +170,10 @@ class BlobClient {
   // URL of a blob with the name percent-encoded, without any credential (safe to log).
   std::string BlobUrl(const std::string& blob_name) const;
   const BlobClientOptions& options() const { return options_; }
+  // How long the quietest request to storage now in flight has gone without moving a byte, and
+  // the stall limit at which such a request is given up (HttpTransport).
+  std::chrono::nanoseconds LongestSilence() const { return transport_->LongestSilence(); }
+  std::chrono::seconds StallTime() const { return transport_->stall_time(); }
 
  private:
   // A Put Blob of `body` with `check`'s header and `props`.

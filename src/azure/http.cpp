@@ -12,12 +12,21 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
 
 namespace nbu::azure {
+
+struct TransferProgress {
+  const std::stop_token* stop = nullptr;  // null: none can be requested
+  curl_off_t sent = 0;                    // the transfer's thread only, as received
+  curl_off_t received = 0;
+  std::atomic<int64_t> moved_at{0};  // steady-clock ns of its start, or of a byte's last move
+};
+
 namespace {
 
 // Source of the request body; `pos` is relative to the start of the body.
@@ -68,9 +77,22 @@ int SeekBody(void* userdata, curl_off_t offset, int origin) {
   return CURL_SEEKFUNC_OK;
 }
 
-// Called by curl while a transfer runs (about once a second when nothing moves).
-int AbortOnStop(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  return static_cast<const std::stop_token*>(userdata)->stop_requested() ? 1 : 0;
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Called by curl while a transfer runs (about once a second when nothing moves): notes when
+// bytes last moved, and aborts the transfer once its stop is requested.
+int OnProgress(void* userdata, curl_off_t, curl_off_t received, curl_off_t, curl_off_t sent) {
+  auto* t = static_cast<TransferProgress*>(userdata);
+  if (sent != t->sent || received != t->received) {
+    t->sent = sent;
+    t->received = received;
+    t->moved_at.store(SteadyNs(), std::memory_order_relaxed);
+  }
+  return t->stop != nullptr && t->stop->stop_requested() ? 1 : 0;
 }
 
 struct ResponseState {
@@ -118,7 +140,7 @@ ErrorKind KindOf(CURLcode code) {
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_NOT_BUILT_IN: return ErrorKind::kPermanent;
     case CURLE_ABORTED_BY_CALLBACK:
-      return ErrorKind::kCancelled;  // AbortOnStop
+      return ErrorKind::kCancelled;  // OnProgress
     // Everything else is the network or the server: a refused or black-holed connection (a
     // connect timeout is CURLE_OPERATION_TIMEDOUT), resets, a server that never answers, TLS
     // trouble. An outage, not the fault of the request or the file; a body that cannot be read
@@ -211,6 +233,16 @@ HttpTransport::HttpTransport(HttpTransportOptions options)
 
 HttpTransport::~HttpTransport() = default;
 
+std::chrono::nanoseconds HttpTransport::LongestSilence() const {
+  const int64_t now = SteadyNs();
+  int64_t longest = 0;
+  std::lock_guard lock(transfers_mu_);
+  for (const TransferProgress* t : transfers_) {
+    longest = std::max(longest, now - t->moved_at.load(std::memory_order_relaxed));
+  }
+  return std::chrono::nanoseconds(longest);
+}
+
 Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   // Stopped already: not sent at all (curl would look at the stop only once under way, and a
   // quick request could be answered by then).
@@ -241,11 +273,12 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, options_.stall_bytes_per_s);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_time.count()));
-  if (request.stop.stop_possible()) {
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, AbortOnStop);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &request.stop);
-  }
+  TransferProgress progress;
+  if (request.stop.stop_possible()) progress.stop = &request.stop;
+  progress.moved_at = SteadyNs();
+  curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, OnProgress);
+  curl_easy_setopt(h, CURLOPT_XFERINFODATA, &progress);
   if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, WriteBody);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &download);
@@ -293,7 +326,15 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   }
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
 
+  {
+    std::lock_guard lock(transfers_mu_);
+    transfers_.insert(&progress);
+  }
   const CURLcode code = curl_easy_perform(h);
+  {
+    std::lock_guard lock(transfers_mu_);
+    transfers_.erase(&progress);
+  }
   long status = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);

@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace nbu::azure {
@@ -68,6 +70,8 @@ struct HttpTransportOptions {
 // certificate, an empty file) curl refuses every request (error 77); the message says why.
 Status CheckCaBundle(const std::string& path);
 
+struct TransferProgress;  // one request in flight (http.cpp)
+
 // Thread-safe. Connection errors and timeouts come back as ErrorKind::kUnavailable with the
 // curl error text; any HTTP status (including 4xx/5xx) is a successful Send.
 class HttpTransport {
@@ -78,11 +82,18 @@ class HttpTransport {
   HttpTransport& operator=(const HttpTransport&) = delete;
 
   Result<HttpResponse> Send(const HttpRequest& request);
+  // How long the quietest request now in flight has gone without a byte sent or received since
+  // its start (0 with none in flight): storage that took a connection and then went silent
+  // shows here long before the stall check (stall_time) gives the request up.
+  std::chrono::nanoseconds LongestSilence() const;
+  std::chrono::seconds stall_time() const { return options_.stall_time; }
 
  private:
   struct Pool;
   HttpTransportOptions options_;
   std::unique_ptr<Pool> pool_;
+  mutable std::mutex transfers_mu_;
+  std::unordered_set<TransferProgress*> transfers_;  // in flight; guarded by transfers_mu_
 };
 
 // Call once at process start, before threads (curl_global_init).

@@ -91,6 +91,11 @@ Service::Service(const Config& config, Clock& clock, azure::BlobClient& blob,
       return now != nullptr && now == trouble ? 1.0 : 0.0;
     });
   }
+  metrics.AddGauge("storage.silent",
+                   "1 while a request to storage has moved no byte for a quarter of the stall "
+                   "limit (15 s of 60): storage that took it and went silent, shown before the "
+                   "request is given up",
+                   "1", [this] { return StorageSilent() ? 1.0 : 0.0; });
   metrics.AddGauge(
       "storage.container_missing",
       "1 for a minute after an upload found the container gone and making it again "
@@ -277,6 +282,7 @@ std::optional<SessionState> Service::CurrentSession() const {
 void Service::ScanLoop(std::stop_token stop) {
   const Duration interval = FromSeconds(config_.poll_interval_s);
   bool warned = false;
+  bool silence_told = false;          // storage_silent, as last told
   std::string scanned;                // the session the last scan watched, until it is told stopped
   std::optional<MonoTime> loaded_at;  // when the session file was last read
   while (!stop.stop_requested()) {
@@ -317,6 +323,19 @@ void Service::ScanLoop(std::stop_token stop) {
         inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
                          why + ": " + loaded.status().ToString());
         warned = true;
+      }
+    }
+    // Storage gone silent: told once as it starts (the status and a gauge show it meanwhile).
+    if (const bool silent = StorageSilent(); silent != silence_told) {
+      silence_told = silent;
+      if (silent) {
+        LogWarn(
+            "a request to storage has moved no byte for a quarter of the stall limit; it is "
+            "given up at the limit and tried again",
+            {{"silent_s", ToSeconds(blob_.LongestSilence())},
+             {"stall_limit_s", blob_.StallTime().count()}});
+      } else {
+        LogInfo("requests to storage move again", {});
       }
     }
     const auto session = CurrentSession();
@@ -422,6 +441,8 @@ void Service::SweepLoop(std::stop_token stop) {
     clock_.SleepFor(FromSeconds(config_.gc_interval_s), stop);
   }
 }
+
+bool Service::StorageSilent() const { return blob_.LongestSilence() >= blob_.StallTime() / 4; }
 
 void Service::OutsideLoop(std::stop_token stop) {
   while (!stop.stop_requested() && !ready_) clock_.SleepFor(50ms, stop);
@@ -714,6 +735,7 @@ nlohmann::json Service::StatusJson() const {
   s["recent_errors"] = errs;
   nlohmann::json degraded = nlohmann::json::array();
   if (const char* trouble = StorageTrouble()) degraded.push_back(trouble);
+  if (StorageSilent()) degraded.push_back("storage_silent");
   if (VolumeFailing()) degraded.push_back("volume_failing");
   if (!lease_ok_) degraded.push_back("lease_write_failing");
   if (session_unreadable_) degraded.push_back("session_unreadable");

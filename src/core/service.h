@@ -105,6 +105,9 @@ class Service {
   // before it is queued: one that cannot be queued is not counted any more.
   bool EnqueueClaim(WorkItem item, std::stop_token stop, bool wait = true);
   std::optional<SessionState> CurrentSession() const;
+  // A request to storage has moved no byte for a quarter of the stall limit (15 s of 60): the
+  // status and a gauge say so while it lasts, long before the request is given up.
+  bool StorageSilent() const;
   // The watch of `session` stopped (or another started): the files its last scan saw and had not
   // queued yet stay in incoming, which a warning and the recent errors say.
   void TellNotReadyAtStop(const std::string& session);

@@ -713,5 +713,52 @@ TEST_F(BlobClientRetryTest, StopAbortsARequestInFlight) {
   EXPECT_EQ(s.kind(), ErrorKind::kCancelled) << s.ToString();
 }
 
+// A request that storage took and then left unanswered shows as its silence while it lasts,
+// and none once it ends.
+TEST_F(BlobClientRetryTest, AnUnansweredRequestShowsItsSilence) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  EXPECT_EQ(client.LongestSilence().count(), 0) << "nothing in flight";
+  Status s;
+  std::thread t([&] {
+    const std::string data = "x";
+    s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {});
+  });
+  {
+    std::unique_lock lock(hang_mu_);
+    EXPECT_TRUE(hang_cv_.wait_for(lock, 10s, [&] { return hung_; }));
+  }
+  EXPECT_TRUE(nbu::test::WaitFor([&] { return client.LongestSilence() >= 1500ms; }, 10s));
+  ReleaseHang();
+  t.join();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(client.LongestSilence().count(), 0) << "nothing in flight";
+}
+
+// A body that keeps moving, however slowly, is no silence: 80 KiB paced at 16 KiB/s (a piece of
+// 16 KiB a second, on the real clock) take about 5 s, and no moment of them is silent for long.
+TEST_F(BlobClientRetryTest, ASlowButMovingBodyIsNotSilent) {
+  HttpTransportOptions limited;
+  limited.send_limit = std::make_shared<RateLimiter>(16 << 10, RealClock::Instance());
+  auto transport = std::make_shared<HttpTransport>(limited);
+  BlobClient client(options_, std::make_shared<CountingCredential>(), transport, clock_, {});
+  const std::string data = nbu::test::PatternBytes(80 << 10, 3);
+  std::atomic<bool> done{false};
+  Status s;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread t([&] {
+    s = client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {});
+    done = true;
+  });
+  std::chrono::nanoseconds longest{0};
+  while (!done) {
+    longest = std::max(longest, client.LongestSilence());
+    std::this_thread::sleep_for(20ms);
+  }
+  t.join();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_GE(std::chrono::steady_clock::now() - t0, 3s) << "paced";
+  EXPECT_LT(longest, 2500ms) << "each piece that moves ends a silence";
+}
+
 }  // namespace
 }  // namespace nbu::azure

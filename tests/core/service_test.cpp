@@ -825,6 +825,54 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
   EXPECT_EQ(entries, 1u);
 }
 
+// Storage that takes an upload and then answers nothing shows as storage_silent (and its gauge)
+// once a quarter of the stall limit passes (1 s of 4 here), long before the request is given
+// up; and no longer once storage answers again.
+TEST(ServiceTest, StorageThatGoesSilentIsShownBeforeTheRequestIsGivenUp) {
+  test::CapturedLog told("storage");
+  Azurite& azurite = SharedAzurite();
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("silent"));
+  config.poll_interval_s = 0.05;
+  config.min_file_age_s = 0.1;
+  config.replica_id = "silent-test";
+  nbu::test::Gate gate;
+  nbu::test::FaultProxy proxy(azurite.port(), [&](const nbu::test::ProxyRequest& r) {
+    if (r.method == "PUT" && r.target.find("/run/") != std::string::npos) {
+      EXPECT_TRUE(gate.Wait(60s));
+    }
+    return nbu::test::FaultAction::Forward();
+  });
+  const auto open_at_exit = gate.OpenAtExit();  // before the proxy joins its handlers
+  auto blob = nbu::test::MakeBlobClient(nbu::test::BlobEndpointVia(proxy.port()),
+                                        config.azure_container, {}, 4s);
+  Started started(config, *blob);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  const auto silent = [&] {
+    const auto d = service.StatusJson()["degraded"];
+    return std::find(d.begin(), d.end(), "storage_silent") != d.end();
+  };
+  EXPECT_FALSE(silent());
+  EXPECT_EQ(GaugeValue(started.metrics, "storage.silent"), 0.0);
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("run", &s, &error), Service::WatchError::kNone) << error;
+  WriteFile(config.incoming_dir + "/run/data.bin", "data");
+  ASSERT_TRUE(WaitFor(silent, 30s)) << service.StatusJson().dump();
+  EXPECT_EQ(GaugeValue(started.metrics, "storage.silent"), 1.0);
+  ASSERT_TRUE(WaitFor([&] { return !told.Lines().empty(); }, 30s));
+  EXPECT_NE(told.Lines()[0].find("has moved no byte"), std::string::npos) << told.Lines()[0];
+  gate.Open();
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["counters"]["uploaded"] == 1; }, 60s))
+      << service.StatusJson().dump();
+  EXPECT_FALSE(silent()) << service.StatusJson().dump();
+  EXPECT_EQ(GaugeValue(started.metrics, "storage.silent"), 0.0);
+  EXPECT_TRUE(WaitFor([&] { return told.Lines().size() == 2; }, 30s));
+  EXPECT_NE(told.Lines().back().find("move again"), std::string::npos) << told.Lines().back();
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // A shutdown while a start-up check waits on storage is no trouble of storage's: nothing is
 // logged or kept in recent_errors for it.
 TEST(ServiceTest, AStopDuringTheStartUpCheckIsNotStartUpTrouble) {

@@ -12,9 +12,11 @@
 namespace nbu::test {
 
 // `endpoint`: the Azurite account's blob endpoint, or a proxy's in front of it.
-inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const std::string& endpoint,
-                                                         const std::string& container,
-                                                         const azure::RetryOptions& retry = {}) {
+// `stall_time`: as HttpTransportOptions'.
+inline std::unique_ptr<azure::BlobClient> MakeBlobClient(
+    const std::string& endpoint, const std::string& container,
+    const azure::RetryOptions& retry = {},
+    std::chrono::seconds stall_time = azure::HttpTransportOptions{}.stall_time) {
   azure::BlobClientOptions o;
   o.retry = retry;
   o.endpoint = endpoint;
@@ -23,6 +25,7 @@ inline std::unique_ptr<azure::BlobClient> MakeBlobClient(const std::string& endp
   auto cred = azure::SharedKeyCredential::Create(kAzuriteAccount, kAzuriteKey);
   azure::HttpTransportOptions t;
   t.max_response_body = 64 << 20;  // tests download whole blobs to compare them
+  t.stall_time = stall_time;
   return std::make_unique<azure::BlobClient>(o, *cred, std::make_shared<azure::HttpTransport>(t),
                                              RealClock::Instance());
 }
