@@ -338,7 +338,12 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
     head.method = "HEAD";
     head.url = BlobUrl(".nbu-probe/container-check");
     auto seen = Execute(std::move(head), "GetProperties", stop, {200, 404});
-    if (!seen.ok()) return Status(ErrorKind::kAuth, refused);  // refused too: as first said
+    // Refused too: as first said. Any other failure (the container being deleted, storage out
+    // of reach, a stop) is that failure, not a refusal.
+    if (!seen.ok()) {
+      return seen.status().kind() == ErrorKind::kAuth ? Status(ErrorKind::kAuth, refused)
+                                                      : seen.status();
+    }
     // Only BlobNotFound (or the blob itself) shows the container is there: a bare 404 may come
     // from a wrong path or a proxy.
     if (seen->status == 404 && ErrorCode(*seen) != "BlobNotFound") {

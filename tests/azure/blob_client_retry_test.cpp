@@ -152,8 +152,8 @@ class BlobClientRetryTest : public ::testing::Test {
                           "payroll\nx-ms-version:2025-11-05\n/acct/c/bad-signature'."),
                       "application/xml");
     } else if (name == ".nbu-probe/container-check") {  // HEAD: the same refusal, no body
-      res.status = 403;
-      res.set_header("x-ms-error-code", "AuthenticationFailed");
+      res.status = container_check_status_;
+      res.set_header("x-ms-error-code", container_check_code_);
     } else if (name == "echo-other-crc") {  // stores the body, computing another CRC-64
       res.status = 201;
       res.set_header("x-ms-content-crc64", "AAAAAAAAAAE=");
@@ -244,6 +244,9 @@ class BlobClientRetryTest : public ::testing::Test {
   std::condition_variable hang_cv_;
   bool hung_ = false;      // guarded by hang_mu_
   bool released_ = false;  // guarded by hang_mu_
+  // The answer to the HEAD after a refused Create Container; guarded by mu_.
+  int container_check_status_ = 403;
+  std::string container_check_code_ = "AuthenticationFailed";
   BlobClientOptions options_;
   std::shared_ptr<HttpTransport> transport_ = std::make_shared<HttpTransport>();
   SimulatedClock clock_;
@@ -596,6 +599,23 @@ TEST_F(BlobClientRetryTest, ARefusalOfOurCredentialsSaysWhyWithoutSecrets) {
                                    "'Thu, 02 May 2024 09:40:00 GMT'"),
             std::string::npos)
       << created.message();
+  // The HEAD that follows the refusal, answered otherwise, says that instead: the container being
+  // deleted, or storage failing, is not a refusal of our credentials.
+  {
+    std::lock_guard lock(mu_);
+    container_check_status_ = 409;
+    container_check_code_ = "ContainerBeingDeleted";
+  }
+  created = client.CreateContainerIfMissing();
+  EXPECT_NE(created.kind(), ErrorKind::kAuth) << created.ToString();
+  EXPECT_EQ(created.code(), "ContainerBeingDeleted") << created.ToString();
+  {
+    std::lock_guard lock(mu_);
+    container_check_status_ = 500;
+    container_check_code_ = "InternalError";
+  }
+  created = client.CreateContainerIfMissing();
+  EXPECT_EQ(created.kind(), ErrorKind::kUnavailable) << created.ToString();
 }
 
 // Only a failed precondition of our own (the name taken, the ETag moved on) is a conflict,
