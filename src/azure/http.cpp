@@ -24,7 +24,9 @@ struct TransferProgress {
   const std::stop_token* stop = nullptr;  // null: none can be requested
   curl_off_t sent = 0;                    // the transfer's thread only, as received
   curl_off_t received = 0;
-  std::atomic<int64_t> moved_at{0};  // steady-clock ns of its start, or of a byte's last move
+  // Steady-clock ns of its start, or of its last byte moved (a response header counts).
+  std::atomic<int64_t> moved_at{0};
+  std::atomic<int64_t>* given_up_silent = nullptr;  // HttpTransport's, ended by any move
 };
 
 namespace {
@@ -83,6 +85,13 @@ int64_t SteadyNs() {
       .count();
 }
 
+void Moved(TransferProgress* t) {
+  t->moved_at.store(SteadyNs(), std::memory_order_relaxed);
+  if (t->given_up_silent->load(std::memory_order_relaxed) != 0) {  // rarely: no shared write
+    t->given_up_silent->store(0, std::memory_order_relaxed);
+  }
+}
+
 // Called by curl while a transfer runs (about once a second when nothing moves): notes when
 // bytes last moved, and aborts the transfer once its stop is requested.
 int OnProgress(void* userdata, curl_off_t, curl_off_t received, curl_off_t, curl_off_t sent) {
@@ -90,7 +99,7 @@ int OnProgress(void* userdata, curl_off_t, curl_off_t received, curl_off_t, curl
   if (sent != t->sent || received != t->received) {
     t->sent = sent;
     t->received = received;
-    t->moved_at.store(SteadyNs(), std::memory_order_relaxed);
+    Moved(t);
   }
   return t->stop != nullptr && t->stop->stop_requested() ? 1 : 0;
 }
@@ -99,6 +108,7 @@ struct ResponseState {
   HttpResponse* resp = nullptr;
   size_t max_body = 0;
   bool too_large = false;
+  TransferProgress* progress = nullptr;
 };
 
 size_t WriteBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
@@ -114,6 +124,7 @@ size_t WriteBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
 
 size_t WriteHeader(char* buffer, size_t size, size_t nitems, void* userdata) {
   auto* st = static_cast<ResponseState*>(userdata);
+  Moved(st->progress);  // curl's progress counts no header bytes
   const size_t n = size * nitems;
   std::string_view line(buffer, n);
   while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
@@ -236,6 +247,13 @@ HttpTransport::~HttpTransport() = default;
 std::chrono::nanoseconds HttpTransport::LongestSilence() const {
   const int64_t now = SteadyNs();
   int64_t longest = 0;
+  // A silent request given up: until a byte moves, for at most a stall limit after (with no
+  // request since, nothing is known).
+  if (const int64_t from = given_up_silent_.load(std::memory_order_relaxed);
+      from != 0 && now - given_up_at_.load(std::memory_order_relaxed) <
+                       std::chrono::nanoseconds(options_.stall_time).count()) {
+    longest = now - from;
+  }
   std::lock_guard lock(transfers_mu_);
   for (const TransferProgress* t : transfers_) {
     longest = std::max(longest, now - t->moved_at.load(std::memory_order_relaxed));
@@ -253,7 +271,11 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
 
   HttpResponse response;
   UploadState upload{&request, options_.send_limit.get()};
-  ResponseState download{&response, options_.max_response_body, false};
+  TransferProgress progress;
+  if (request.stop.stop_possible()) progress.stop = &request.stop;
+  progress.moved_at = SteadyNs();
+  progress.given_up_silent = &given_up_silent_;
+  ResponseState download{&response, options_.max_response_body, false, &progress};
   char errbuf[CURL_ERROR_SIZE] = {0};
 
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
@@ -273,9 +295,6 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, options_.stall_bytes_per_s);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_time.count()));
-  TransferProgress progress;
-  if (request.stop.stop_possible()) progress.stop = &request.stop;
-  progress.moved_at = SteadyNs();
   curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, OnProgress);
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, &progress);
@@ -334,6 +353,17 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   {
     std::lock_guard lock(transfers_mu_);
     transfers_.erase(&progress);
+  }
+  curl_easy_setopt(h, CURLOPT_XFERINFODATA, nullptr);  // the pooled handle outlives `progress`
+  if (code == CURLE_OPERATION_TIMEDOUT) {
+    // Given up while storage was silent: that silence goes on until a byte moves again (the
+    // retry starts a clock of its own), from its earliest start.
+    const int64_t from = progress.moved_at.load(std::memory_order_relaxed);
+    int64_t held = 0;
+    while (!given_up_silent_.compare_exchange_weak(held, held == 0 ? from : std::min(held, from),
+                                                   std::memory_order_relaxed)) {
+    }
+    given_up_at_.store(SteadyNs(), std::memory_order_relaxed);
   }
   long status = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);

@@ -5,6 +5,7 @@
 #include "util/rate_limiter.h"
 #include "util/status.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -82,9 +83,11 @@ class HttpTransport {
   HttpTransport& operator=(const HttpTransport&) = delete;
 
   Result<HttpResponse> Send(const HttpRequest& request);
-  // How long the quietest request now in flight has gone without a byte sent or received since
-  // its start (0 with none in flight): storage that took a connection and then went silent
-  // shows here long before the stall check (stall_time) gives the request up.
+  // How long the quietest request now in flight has gone without a byte sent or received (a
+  // response header counts) since its start: storage that took a request and then went silent
+  // shows here long before the stall check (stall_time) gives the request up. A request given
+  // up so (or at its timeout) keeps counting until a byte of any request moves, for at most a
+  // stall time after: its retry would start from 0. 0 with none of these.
   std::chrono::nanoseconds LongestSilence() const;
   std::chrono::seconds stall_time() const { return options_.stall_time; }
 
@@ -94,6 +97,8 @@ class HttpTransport {
   std::unique_ptr<Pool> pool_;
   mutable std::mutex transfers_mu_;
   std::unordered_set<TransferProgress*> transfers_;  // in flight; guarded by transfers_mu_
+  std::atomic<int64_t> given_up_silent_{0};  // steady ns the given-up silence began; 0: none
+  std::atomic<int64_t> given_up_at_{0};
 };
 
 // Call once at process start, before threads (curl_global_init).

@@ -152,6 +152,7 @@ void Service::Start() {
   loop(&Service::ScanLoop);
   loop(&Service::SweepLoop);
   loop(&Service::OutsideLoop);
+  loop(&Service::SilenceLoop);
   if (hints_) loop(&Service::HintLoop);
   for (int i = 0; i < config_.worker_concurrency; ++i) {
     workers_.emplace_back([this](std::stop_token st) { WorkerLoop(st); });
@@ -282,7 +283,6 @@ std::optional<SessionState> Service::CurrentSession() const {
 void Service::ScanLoop(std::stop_token stop) {
   const Duration interval = FromSeconds(config_.poll_interval_s);
   bool warned = false;
-  bool silence_told = false;          // storage_silent, as last told
   std::string scanned;                // the session the last scan watched, until it is told stopped
   std::optional<MonoTime> loaded_at;  // when the session file was last read
   while (!stop.stop_requested()) {
@@ -323,19 +323,6 @@ void Service::ScanLoop(std::stop_token stop) {
         inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
                          why + ": " + loaded.status().ToString());
         warned = true;
-      }
-    }
-    // Storage gone silent: told once as it starts (the status and a gauge show it meanwhile).
-    if (const bool silent = StorageSilent(); silent != silence_told) {
-      silence_told = silent;
-      if (silent) {
-        LogWarn(
-            "a request to storage has moved no byte for a quarter of the stall limit; it is "
-            "given up at the limit and tried again",
-            {{"silent_s", ToSeconds(blob_.LongestSilence())},
-             {"stall_limit_s", blob_.StallTime().count()}});
-      } else {
-        LogInfo("requests to storage move again", {});
       }
     }
     const auto session = CurrentSession();
@@ -442,7 +429,28 @@ void Service::SweepLoop(std::stop_token stop) {
   }
 }
 
-bool Service::StorageSilent() const { return blob_.LongestSilence() >= blob_.StallTime() / 4; }
+bool Service::StorageSilent() const {
+  return blob_.LongestSilence() >= std::chrono::nanoseconds(blob_.StallTime()) / 4;
+}
+
+void Service::SilenceLoop(std::stop_token stop) {
+  bool told = false;
+  while (clock_.SleepFor(1s, stop)) {
+    if (const bool silent = StorageSilent(); silent != told) {
+      told = silent;
+      if (silent) {
+        LogWarn(
+            "storage_silent: a request to storage has moved no byte for a quarter of the stall "
+            "limit (storage silent, or slow to answer one); it is given up at the limit and "
+            "tried again",
+            {{"silent_s", ToSeconds(blob_.LongestSilence())},
+             {"stall_limit_s", blob_.StallTime().count()}});
+      } else {
+        LogInfo("storage_silent over: bytes moved, or the silent try is past", {});
+      }
+    }
+  }
+}
 
 void Service::OutsideLoop(std::stop_token stop) {
   while (!stop.stop_requested() && !ready_) clock_.SleepFor(50ms, stop);

@@ -108,6 +108,9 @@ class Service {
   // A request to storage has moved no byte for a quarter of the stall limit (15 s of 60): the
   // status and a gauge say so while it lasts, long before the request is given up.
   bool StorageSilent() const;
+  // Tells storage_silent's start and end, once a second: a thread of its own, since a silent
+  // storage holds up the workers, and so the scan loop on a full queue.
+  void SilenceLoop(std::stop_token stop);
   // The watch of `session` stopped (or another started): the files its last scan saw and had not
   // queued yet stay in incoming, which a warning and the recent errors say.
   void TellNotReadyAtStop(const std::string& session);

@@ -754,6 +754,22 @@ TEST_F(BlobClientRetryTest, AnUnansweredRequestShowsItsSilence) {
   EXPECT_EQ(client.LongestSilence().count(), 0) << "nothing in flight";
 }
 
+// A request given up at the stall limit leaves its silence counting, though nothing is in flight
+// (its retry would start again from 0), until a byte of any request moves.
+TEST_F(BlobClientRetryTest, ASilenceGivenUpGoesOnUntilABytesMoves) {
+  options_.timeout_base = 60s;
+  options_.retry.max_attempts = 1;
+  HttpTransportOptions t;
+  t.stall_time = 2s;
+  transport_ = std::make_shared<HttpTransport>(t);
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  ExpectTimedOut(client);
+  EXPECT_GE(client.LongestSilence(), 1500ms) << "given up, still silent";
+  const std::string data = "x";
+  ASSERT_TRUE(client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {}).ok());
+  EXPECT_EQ(client.LongestSilence().count(), 0) << "answered";
+}
+
 // A body that keeps moving, however slowly, is no silence: 80 KiB paced at 16 KiB/s (a piece of
 // 16 KiB a second, on the real clock) take about 5 s, and no moment of them is silent for long.
 TEST_F(BlobClientRetryTest, ASlowButMovingBodyIsNotSilent) {

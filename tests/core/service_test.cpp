@@ -827,14 +827,17 @@ TEST(ServiceTest, ALeaseThatCannotBeWrittenIsReportedAndRecovers) {
 
 // Storage that takes an upload and then answers nothing shows as storage_silent (and its gauge)
 // once a quarter of the stall limit passes (1 s of 4 here), long before the request is given
-// up; and no longer once storage answers again.
+// up; and no longer once storage answers again. Told in the log too, though the scan loop
+// waits on a full queue meanwhile (one worker, a queue of one, three files).
 TEST(ServiceTest, StorageThatGoesSilentIsShownBeforeTheRequestIsGivenUp) {
-  test::CapturedLog told("storage");
+  test::CapturedLog told("storage_silent");  // its start's line, and its end's
   Azurite& azurite = SharedAzurite();
   TempDir dir;
   Config config = TestConfig(dir, FreshContainer("silent"));
   config.poll_interval_s = 0.05;
   config.min_file_age_s = 0.1;
+  config.worker_concurrency = 1;
+  config.max_queue_size = 1;
   config.replica_id = "silent-test";
   nbu::test::Gate gate;
   nbu::test::FaultProxy proxy(azurite.port(), [&](const nbu::test::ProxyRequest& r) {
@@ -858,18 +861,20 @@ TEST(ServiceTest, StorageThatGoesSilentIsShownBeforeTheRequestIsGivenUp) {
   SessionState s;
   std::string error;
   ASSERT_EQ(service.StartWatch("run", &s, &error), Service::WatchError::kNone) << error;
-  WriteFile(config.incoming_dir + "/run/data.bin", "data");
+  for (const char* name : {"a.bin", "b.bin", "c.bin"}) {
+    WriteFile(config.incoming_dir + "/run/" + name, name);
+  }
   ASSERT_TRUE(WaitFor(silent, 30s)) << service.StatusJson().dump();
   EXPECT_EQ(GaugeValue(started.metrics, "storage.silent"), 1.0);
-  ASSERT_TRUE(WaitFor([&] { return !told.Lines().empty(); }, 30s));
+  ASSERT_TRUE(WaitFor([&] { return told.Lines().size() == 1; }, 30s));
   EXPECT_NE(told.Lines()[0].find("has moved no byte"), std::string::npos) << told.Lines()[0];
   gate.Open();
-  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["counters"]["uploaded"] == 1; }, 60s))
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["counters"]["uploaded"] == 3; }, 60s))
       << service.StatusJson().dump();
   EXPECT_FALSE(silent()) << service.StatusJson().dump();
   EXPECT_EQ(GaugeValue(started.metrics, "storage.silent"), 0.0);
-  EXPECT_TRUE(WaitFor([&] { return told.Lines().size() == 2; }, 30s));
-  EXPECT_NE(told.Lines().back().find("move again"), std::string::npos) << told.Lines().back();
+  ASSERT_TRUE(WaitFor([&] { return told.Lines().size() == 2; }, 30s));
+  EXPECT_NE(told.Lines()[1].find("storage_silent over"), std::string::npos) << told.Lines()[1];
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
