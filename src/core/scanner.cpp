@@ -82,8 +82,8 @@ bool Scanner::SkipsDotName(std::string_view name) const {
          (!config_.include_dot_files || IsNfsSillyName(name) || IsSnapshotDirName(name));
 }
 
-Scanner::Holds Scanner::EntryHolds(int dfd, const dirent& e, dev_t dev, int depth, size_t* budget,
-                                   bool* is_dir) const {
+Scanner::Holds Scanner::EntryHolds(int dfd, const dirent& e, dev_t dev, int depth,
+                                   LookBudget* budget, bool* is_dir) const {
   *is_dir = false;
   const std::string_view name(e.d_name);
   if (e.d_type == DT_REG) return Accepts(name) ? Holds::kYes : Holds::kNo;
@@ -100,7 +100,7 @@ Scanner::Holds Scanner::EntryHolds(int dfd, const dirent& e, dev_t dev, int dept
   return HoldsWork(fd, dev, depth, budget);
 }
 
-Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const {
+Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, LookBudget* budget) const {
   // An automount point reports its parent's device until the open mounts it.
   if (struct stat self{}; ::fstat(fd, &self) == 0 && self.st_dev != dev) {
     ::close(fd);
@@ -121,11 +121,11 @@ Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) 
     }
     const std::string_view name(e->d_name);
     if (name == "." || name == "..") continue;
-    if (*budget == 0 || depth == 0) {
+    if (budget->Spent() || depth == 0) {
       holds = Holds::kUnchecked;
       break;
     }
-    --*budget;
+    --budget->entries;
     if (SkipsDotName(name)) continue;
     bool is_dir = false;
     holds = EntryHolds(::dirfd(d), *e, dev, depth - 1, budget, &is_dir);
@@ -134,7 +134,7 @@ Scanner::Holds Scanner::HoldsWork(int fd, dev_t dev, int depth, size_t* budget) 
   return holds;
 }
 
-Scanner::Outside Scanner::LookOutside(const std::string& session) const {
+Scanner::Outside Scanner::LookOutside(const std::string& session, std::stop_token stop) const {
   Outside out;
   auto root = fs::OpenDir(config_.incoming_dir);
   if (!root.ok()) return out;
@@ -145,8 +145,9 @@ Scanner::Outside Scanner::LookOutside(const std::string& session) const {
   // One budget for the whole look, once a minute: a finished session keeps its (empty) tree,
   // which may hold thousands of directories (a Zarr store's chunk tree). Only a file counts,
   // and the search of a directory stops at its first.
-  size_t budget = kOutsideLookEntries;
+  LookBudget budget{kOutsideLookEntries, std::move(stop)};
   while (const dirent* e = ::readdir(d)) {
+    if (budget.stop.stop_requested()) break;
     const std::string_view name(e->d_name);
     // The replicas' start-up probes (config.cpp, CheckVolume) live here too.
     if (name == session || name == "." || name == ".." || SkipsDotName(name) ||

@@ -76,7 +76,10 @@ class Scanner {
     std::string example;
     size_t unchecked = 0;
   };
-  Outside LookOutside(const std::string& session) const;
+  // Thread-safe beside ScanOnce (it reads only the configuration, as Accepts and SkipsDotName
+  // do). A stop ends it early: directories it then cuts short count as unchecked, and the
+  // rest of the top level is not looked at.
+  Outside LookOutside(const std::string& session, std::stop_token stop = {}) const;
   // Thread-safe: forget `rel` of `session` (its claim settled). Applied at the next scan.
   // `held`: its claim failed and it stays in incoming (a permission, an I/O error): it keeps its
   // first sight, so the backlog age grows while it waits, and is queued again while unchanged,
@@ -112,14 +115,20 @@ class Scanner {
   void SetFailForTest(FailForTest fail) { fail_for_test_ = std::move(fail); }
 
  private:
+  // What a look beside the session may still spend: entries, until its stop.
+  struct LookBudget {
+    size_t entries;
+    std::stop_token stop;
+    bool Spent() const { return entries == 0 || stop.stop_requested(); }
+  };
   // Whether the directory open at `fd` (closed here) holds a file a scan would take, on the file
-  // system `dev`: yes (or it could not be read), no, or not looked through (past `depth` levels
-  // or `*budget` entries).
+  // system `dev`: yes (or it could not be read), no, or not looked through (past `depth` levels,
+  // or `*budget` spent).
   enum class Holds { kNo, kYes, kUnchecked };
-  Holds HoldsWork(int fd, dev_t dev, int depth, size_t* budget) const;
+  Holds HoldsWork(int fd, dev_t dev, int depth, LookBudget* budget) const;
   // The same for one listed entry of the directory `dfd`: a file the filters take, or a
   // directory (`*is_dir`) searched as HoldsWork does; links, special files and other mounts: no.
-  Holds EntryHolds(int dfd, const dirent& e, dev_t dev, int depth, size_t* budget,
+  Holds EntryHolds(int dfd, const dirent& e, dev_t dev, int depth, LookBudget* budget,
                    bool* is_dir) const;
   static constexpr size_t kOutsideLookEntries = 20000;
   static constexpr int kOutsideLookDepth = 64;

@@ -193,6 +193,7 @@ void Service::StartupLoop(std::stop_token stop) {
     inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", s.ToString(), "start-up");
     clock_.SleepFor(std::min<Duration>(1s * attempt, 30s), stop);
   }
+  if (!storage_ok_) return;  // stopped
   const std::vector<ClaimPath> own = sweeper_.RecoverOwnClaims(stop);
   for (const auto& c : own) {
     if (!inflight_.Add(c.Path())) continue;
@@ -454,21 +455,33 @@ void Service::SilenceLoop(std::stop_token stop) {
 
 void Service::OutsideLoop(std::stop_token stop) {
   while (!stop.stop_requested() && !ready_) clock_.SleepFor(50ms, stop);
-  SessionState looked;  // the watch of the last look (an empty name: none)
+  // The watch `session` names (an empty name: none), as the status and the log see it.
+  const auto watched = [this] {
+    auto session = CurrentSession();
+    if (!session || !session->active) session.emplace();
+    return *session;
+  };
+  const auto same = [](const SessionState& a, const SessionState& b) {
+    return a.name == b.name && a.started_at == b.started_at;
+  };
+  SessionState looked;  // the watch of the last look
   MonoTime looked_at{};
   size_t told = 0;  // the highest count told in this watch
   while (!stop.stop_requested()) {
-    auto session = CurrentSession();
-    if (!session || !session->active) session.emplace();
-    const std::string& name = session->name;
-    const MonoTime now = clock_.Now();
-    const bool started = name != looked.name || session->started_at != looked.started_at;
-    if (started || (!name.empty() && now - looked_at >= 60s)) {
-      if (started) told = 0;
-      looked = *session;
-      looked_at = now;
-      Scanner::Outside outside;  // with no watch, nothing is expected to be uploaded
-      if (!name.empty()) outside = scanner_.LookOutside(name);
+    const SessionState session = watched();
+    const bool started = !same(session, looked);
+    if (started) {  // what was found beside the last watch is not this one's
+      told = 0;
+      std::lock_guard lock(mu_);
+      outside_ = {};
+    }
+    if (!session.name.empty() && (started || clock_.Now() - looked_at >= 60s)) {
+      Scanner::Outside outside = scanner_.LookOutside(session.name, stop);
+      looked_at = clock_.Now();  // after the look: a slow one is not followed by another at once
+      if (stop.stop_requested() || !same(watched(), session)) {
+        looked = {};  // stopped, or the watch changed meanwhile: its result is stale
+        continue;
+      }
       // Told when the count passes the highest told in this watch: one that goes up and down
       // (a stray producer, someone cleaning up) is not news each time.
       if (outside.count > told) {
@@ -476,14 +489,17 @@ void Service::OutsideLoop(std::stop_token stop) {
         const std::string why =
             "files outside the watched session's directory are not uploaded (a session is a "
             "directory of incoming; start a watch of theirs to upload them)";
-        LogWarn(why, {{"session", name}, {"count", outside.count}, {"example", outside.example}});
+        LogWarn(
+            why,
+            {{"session", session.name}, {"count", outside.count}, {"example", outside.example}});
         inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "", why + ": " + outside.example);
       }
       std::lock_guard lock(mu_);
       outside_ = std::move(outside);
     }
-    // A new watch is looked at within a poll interval.
-    clock_.SleepFor(FromSeconds(config_.poll_interval_s), stop);
+    looked = session;
+    // A new watch is looked at within a second (or a poll interval, if shorter).
+    clock_.SleepFor(std::min<Duration>(FromSeconds(config_.poll_interval_s), 1s), stop);
   }
 }
 

@@ -165,6 +165,10 @@ TEST_F(ScannerTest, WhatLiesOutsideTheSessionIsCounted) {
   EXPECT_EQ(outside.count, 2u);
   EXPECT_TRUE(outside.example == "stray.bin" || outside.example == "S1/") << outside.example;
   EXPECT_EQ(scanner.LookOutside("S1").count, 2u) << "s1 is outside S1's watch";
+  // A stop ends a look (a shutdown must not wait on a slow volume's tree).
+  std::stop_source stopped;
+  stopped.request_stop();
+  EXPECT_EQ(scanner.LookOutside("s1", stopped.get_token()).count, 0u);
   // A file deep in a directory counts it; with dot-files taken, the replicas' probes still do
   // not, nor a snapshot directory.
   WriteFile(config.incoming_dir + "/finished/sub/deeper/late.bin", "l");

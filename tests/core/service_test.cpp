@@ -272,6 +272,41 @@ TEST(ServiceTest, ALookBesideTheSessionHeldUpHoldsUpNoScan) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// A look that ends after its watch stopped is stale: neither shown nor told.
+TEST(ServiceTest, ALookThatOutlastsItsWatchIsDropped) {
+  test::CapturedLog told("outside the watched session");
+  Azurite& azurite = SharedAzurite();
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("outside-stale"));
+  config.poll_interval_s = 0.05;
+  config.replica_id = "outside-stale-test";
+  nbu::test::Gate gate;
+  std::atomic<int> looks{0};
+  nbu::test::ScopedPathCall slow([&](const char* op, const std::string& path) {
+    if (std::string_view(op) == "opendir" && path == config.incoming_dir) {
+      ++looks;
+      EXPECT_TRUE(gate.Wait(60s));
+    }
+    return 0;
+  });
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob_client);
+  const auto open_at_exit = gate.OpenAtExit();
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  WriteFile(config.incoming_dir + "/stray.bin", "at the top");
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("run", &s, &error), Service::WatchError::kNone) << error;
+  ASSERT_TRUE(WaitFor([&] { return looks.load() == 1; }, 30s));
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  gate.Open();
+  std::this_thread::sleep_for(300ms);  // six polls
+  EXPECT_EQ(service.StatusJson()["outside_session"]["entries"], 0);
+  EXPECT_TRUE(told.Lines().empty()) << told.Lines().front();
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // Azurite behind a proxy that holds each upload of session "recovered" until Release() (at the
 // latest when the test ends), and `count` claims of `config`'s replica in that session, as
 // start-up recovery finds them.
