@@ -350,21 +350,26 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
     transfers_.insert(&progress);
   }
   const CURLcode code = curl_easy_perform(h);
+  // Given up (at the stall limit) after a silence of a quarter of it or more: that silence goes
+  // on until a byte moves again (the retry starts a clock of its own), from its earliest start.
+  // Not a connect timeout, nor a timeout of a body still moving. Noted before the request
+  // leaves the registry, so that the silence shows throughout.
+  if (const int64_t now = SteadyNs(), from = progress.moved_at.load(std::memory_order_relaxed);
+      code == CURLE_OPERATION_TIMEDOUT &&
+      now - from >= std::chrono::nanoseconds(options_.stall_time).count() / 4) {
+    const bool lapsed = now - given_up_at_.load(std::memory_order_relaxed) >=
+                        std::chrono::nanoseconds(options_.stall_time).count();
+    given_up_at_.store(now, std::memory_order_relaxed);
+    int64_t held = given_up_silent_.load(std::memory_order_relaxed);
+    while (!given_up_silent_.compare_exchange_weak(
+        held, held == 0 || lapsed ? from : std::min(held, from), std::memory_order_relaxed)) {
+    }
+  }
   {
     std::lock_guard lock(transfers_mu_);
     transfers_.erase(&progress);
   }
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, nullptr);  // the pooled handle outlives `progress`
-  if (code == CURLE_OPERATION_TIMEDOUT) {
-    // Given up while storage was silent: that silence goes on until a byte moves again (the
-    // retry starts a clock of its own), from its earliest start.
-    const int64_t from = progress.moved_at.load(std::memory_order_relaxed);
-    int64_t held = 0;
-    while (!given_up_silent_.compare_exchange_weak(held, held == 0 ? from : std::min(held, from),
-                                                   std::memory_order_relaxed)) {
-    }
-    given_up_at_.store(SteadyNs(), std::memory_order_relaxed);
-  }
   long status = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);

@@ -470,16 +470,12 @@ void Service::OutsideLoop(std::stop_token stop) {
   while (!stop.stop_requested()) {
     const SessionState session = watched();
     const bool started = !same(session, looked);
-    if (started) {  // what was found beside the last watch is not this one's
-      told = 0;
-      std::lock_guard lock(mu_);
-      outside_ = {};
-    }
+    if (started) told = 0;
     if (!session.name.empty() && (started || clock_.Now() - looked_at >= 60s)) {
       Scanner::Outside outside = scanner_.LookOutside(session.name, stop);
       looked_at = clock_.Now();  // after the look: a slow one is not followed by another at once
       if (stop.stop_requested() || !same(watched(), session)) {
-        looked = {};  // stopped, or the watch changed meanwhile: its result is stale
+        looked = session;  // stopped, or the watch changed meanwhile: its result is stale
         continue;
       }
       // Told when the count passes the highest told in this watch: one that goes up and down
@@ -496,10 +492,10 @@ void Service::OutsideLoop(std::stop_token stop) {
       }
       std::lock_guard lock(mu_);
       outside_ = std::move(outside);
+      outside_of_ = session;
     }
     looked = session;
-    // A new watch is looked at within a second (or a poll interval, if shorter).
-    clock_.SleepFor(std::min<Duration>(FromSeconds(config_.poll_interval_s), 1s), stop);
+    clock_.SleepFor(1s, stop);  // a new watch is looked at within a second
   }
 }
 
@@ -714,9 +710,13 @@ nlohmann::json Service::StatusJson() const {
   }
   {
     std::lock_guard lock(mu_);
-    s["outside_session"] = {{"entries", outside_.count},
-                            {"example", outside_.example},
-                            {"unchecked", outside_.unchecked}};
+    // Only what was found beside the watch now active: none with no watch, and none for a new
+    // watch until its first look is done.
+    const bool current = session_ && session_->active && session_->name == outside_of_.name &&
+                         session_->started_at == outside_of_.started_at;
+    const Scanner::Outside& outside = current ? outside_ : Scanner::Outside{};
+    s["outside_session"] = {
+        {"entries", outside.count}, {"example", outside.example}, {"unchecked", outside.unchecked}};
     s["last_scan"] = {{"files", last_scan_.files_seen},
                       {"stats", last_scan_.stats},
                       {"queued", last_scan_.queued},

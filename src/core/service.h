@@ -169,6 +169,7 @@ class Service {
   // What incoming holds beside the watched session's directory (Scanner::LookOutside), looked
   // at by OutsideLoop when a watch starts and once a minute while it lasts.
   Scanner::Outside outside_;  // guarded by mu_
+  SessionState outside_of_;   // guarded by mu_: the watch outside_ was found beside
   std::vector<std::jthread> workers_;
   std::vector<std::jthread> loops_;
   std::atomic<int> loops_running_{0};  // loops_ whose body has not returned

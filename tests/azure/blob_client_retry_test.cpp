@@ -642,6 +642,8 @@ TEST_F(BlobClientRetryTest, TimeoutsOutlastingEveryRetryAreUnavailable) {
   options_.retry.max_attempts = 2;
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   ExpectTimedOut(client);
+  // Timed out after 0.2 s: no silence of a quarter of the stall limit, so none goes on.
+  EXPECT_EQ(client.LongestSilence().count(), 0);
 }
 
 // A connection that stops moving is given up after the stall time, long before the total
