@@ -79,6 +79,24 @@ TEST(ChildCheck, AChildLeftStoppedIsResumedAndPasses) {
   child.Signal(SIGSTOP);
 }
 
+// A SIGCONT sent to a child that is exiting discards the stop LeakSanitizer sends as it attaches
+// for its check at exit, and the child hangs there. So a running child gets SIGTERM alone. Here
+// both signals would be pending when the shell's 50 ms sleep ends, and its CONT trap would run.
+TEST(ChildCheck, AChildNotLeftStoppedIsSentNoSigcont) {
+  const std::string log = Dir() / "no-cont.log";
+  {
+    ChildProcess child({"/bin/sh", "-c",
+                        "trap 'echo got-TERM; done=1' TERM; trap 'echo got-CONT' CONT; "
+                        "echo started; while [ -z \"$done\" ]; do sleep 0.05; done; exit 0"},
+                       {}, log);
+    child.CheckAtEnd(10s);
+    ASSERT_TRUE(WaitFor([&] { return !child.ReadLog().empty(); }, 10s));
+  }
+  const std::string out = ReadFile(log);
+  EXPECT_NE(out.find("got-TERM"), npos) << out;
+  EXPECT_EQ(out.find("got-CONT"), npos) << out;
+}
+
 TEST(ChildCheck, AnExitStatusTheTestTookIsNotHeldAgainstTheChild) {
   ChildProcess child({"/bin/sh", "-c", "exit 2"}, {}, Dir() / "two.log");
   child.CheckAtEnd(10s);

@@ -27,8 +27,9 @@ class ChildProcess {
   ChildProcess& operator=(const ChildProcess&) = delete;
 
   // For a program under test (the service, nfs-testgen): at destruction the child is checked
-  // as a test of it. One still running is sent SIGTERM (and SIGCONT, should the test have left it
-  // stopped) and must exit 0 within `stop_within`; if it has not, it is SIGKILLed. One that ended
+  // as a test of it. One still running is sent SIGTERM (after a SIGCONT, should the test have
+  // left it stopped through Signal()) and must exit 0 within `stop_within`; if it has not, it is
+  // SIGKILLed. One that ended
   // before without the test taking its status from Wait() (a crash, say) must have exited 0. And
   // its part of the log (what was appended from its start on) must hold no sanitizer's report,
   // whether it exited or was killed (a report written before a SIGKILL counts). Each of these
@@ -55,7 +56,8 @@ class ChildProcess {
   int pid_ = -1;
   std::string name_;  // argv[0]'s file name, for messages
   std::optional<int> exit_code_;
-  bool exit_seen_ = false;  // the test took the exit status from Wait()
+  bool exit_seen_ = false;     // the test took the exit status from Wait()
+  bool left_stopped_ = false;  // the last of SIGSTOP, SIGTSTP, SIGCONT sent by Signal() stopped it
   std::optional<std::chrono::milliseconds> check_stop_within_;
   std::string log_path_;
   size_t log_start_ = 0;
