@@ -339,10 +339,15 @@ Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
     head.url = BlobUrl(".nbu-probe/container-check");
     auto seen = Execute(std::move(head), "GetProperties", stop, {200, 404});
     // Refused too: as first said. Any other failure (the container being deleted, storage out
-    // of reach, a stop) is that failure, not a refusal.
+    // of reach) is that failure, not a refusal, told after the refusal that led to it.
     if (!seen.ok()) {
-      return seen.status().kind() == ErrorKind::kAuth ? Status(ErrorKind::kAuth, refused)
-                                                      : seen.status();
+      const Status& failed = seen.status();
+      if (failed.kind() == ErrorKind::kAuth) return Status(ErrorKind::kAuth, refused);
+      if (failed.kind() == ErrorKind::kCancelled) return failed;
+      return Status(
+          failed.kind(),
+          refused + "; then the check that the container exists failed: " + failed.message(),
+          failed.code());
     }
     // Only BlobNotFound (or the blob itself) shows the container is there: a bare 404 may come
     // from a wrong path or a proxy.

@@ -609,6 +609,8 @@ TEST_F(BlobClientRetryTest, ARefusalOfOurCredentialsSaysWhyWithoutSecrets) {
   created = client.CreateContainerIfMissing();
   EXPECT_NE(created.kind(), ErrorKind::kAuth) << created.ToString();
   EXPECT_EQ(created.code(), "ContainerBeingDeleted") << created.ToString();
+  EXPECT_NE(created.message().find("HTTP 403 AuthenticationFailed"), std::string::npos)
+      << created.ToString();  // the refusal that led to the check is told too
   {
     std::lock_guard lock(mu_);
     container_check_status_ = 500;
@@ -616,6 +618,10 @@ TEST_F(BlobClientRetryTest, ARefusalOfOurCredentialsSaysWhyWithoutSecrets) {
   }
   created = client.CreateContainerIfMissing();
   EXPECT_EQ(created.kind(), ErrorKind::kUnavailable) << created.ToString();
+  EXPECT_NE(created.message().find("HTTP 403 AuthenticationFailed"), std::string::npos)
+      << created.ToString();
+  EXPECT_NE(created.message().find("check that the container exists failed"), std::string::npos)
+      << created.ToString();
 }
 
 // Only a failed precondition of our own (the name taken, the ETag moved on) is a conflict,
