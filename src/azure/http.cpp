@@ -26,7 +26,7 @@ struct TransferProgress {
   curl_off_t received = 0;
   // Steady-clock ns of its start, or of its last byte moved (a response header counts).
   std::atomic<int64_t> moved_at{0};
-  std::atomic<int64_t>* given_up_silent = nullptr;  // HttpTransport's, ended by any move
+  std::atomic<int64_t>* given_up_silent = nullptr;  // HttpTransport's, ended by an answer
 };
 
 namespace {
@@ -85,9 +85,11 @@ int64_t SteadyNs() {
       .count();
 }
 
-void Moved(TransferProgress* t) {
+// A byte moved; `answered`: storage sent it. Only that ends a given-up silence: a retry's body
+// goes into the kernel's send buffer even with nothing at the other end (a black hole).
+void Moved(TransferProgress* t, bool answered) {
   t->moved_at.store(SteadyNs(), std::memory_order_relaxed);
-  if (t->given_up_silent->load(std::memory_order_relaxed) != 0) {  // rarely: no shared write
+  if (answered && t->given_up_silent->load(std::memory_order_relaxed) != 0) {  // rarely
     t->given_up_silent->store(0, std::memory_order_relaxed);
   }
 }
@@ -97,9 +99,10 @@ void Moved(TransferProgress* t) {
 int OnProgress(void* userdata, curl_off_t, curl_off_t received, curl_off_t, curl_off_t sent) {
   auto* t = static_cast<TransferProgress*>(userdata);
   if (sent != t->sent || received != t->received) {
+    const bool answered = received != t->received;
     t->sent = sent;
     t->received = received;
-    Moved(t);
+    Moved(t, answered);
   }
   return t->stop != nullptr && t->stop->stop_requested() ? 1 : 0;
 }
@@ -124,7 +127,7 @@ size_t WriteBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
 
 size_t WriteHeader(char* buffer, size_t size, size_t nitems, void* userdata) {
   auto* st = static_cast<ResponseState*>(userdata);
-  Moved(st->progress);  // curl's progress counts no header bytes
+  Moved(st->progress, true);  // curl's progress counts no header bytes
   const size_t n = size * nitems;
   std::string_view line(buffer, n);
   while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
@@ -247,8 +250,8 @@ HttpTransport::~HttpTransport() = default;
 std::chrono::nanoseconds HttpTransport::LongestSilence() const {
   const int64_t now = SteadyNs();
   int64_t longest = 0;
-  // A silent request given up: until a byte moves, for at most a stall limit after (with no
-  // request since, nothing is known).
+  // A silent request given up: until storage sends a byte, for at most a stall limit after (with
+  // no request since, nothing is known).
   if (const int64_t from = given_up_silent_.load(std::memory_order_relaxed);
       from != 0 && now - given_up_at_.load(std::memory_order_relaxed) <
                        std::chrono::nanoseconds(options_.stall_time).count()) {
@@ -351,7 +354,7 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   }
   const CURLcode code = curl_easy_perform(h);
   // Given up (at the stall limit) after a silence of a quarter of it or more: that silence goes
-  // on until a byte moves again (the retry starts a clock of its own), from its earliest start.
+  // on until storage sends a byte (the retry starts a clock of its own), from its earliest start.
   // Not a connect timeout, nor a timeout of a body still moving. Noted before the request
   // leaves the registry, so that the silence shows throughout.
   if (const int64_t now = SteadyNs(), from = progress.moved_at.load(std::memory_order_relaxed);

@@ -86,8 +86,10 @@ class HttpTransport {
   // How long the quietest request now in flight has gone without a byte sent or received (a
   // response header counts) since its start: storage that took a request and then went silent
   // shows here long before the stall check (stall_time) gives the request up. A request given
-  // up after such a silence (a quarter of stall_time or more) keeps counting until a byte of any
-  // request moves, for at most a stall time after: its retry would start from 0. 0 with none.
+  // up after such a silence (a quarter of stall_time or more) keeps counting until storage sends
+  // a byte of any answer, for at most a stall time after: its retry would start from 0, and the
+  // retry's body moving proves nothing (the kernel takes it with no one at the other end). 0
+  // with none.
   std::chrono::nanoseconds LongestSilence() const;
   std::chrono::seconds stall_time() const { return options_.stall_time; }
 

@@ -763,18 +763,39 @@ TEST_F(BlobClientRetryTest, AnUnansweredRequestShowsItsSilence) {
 }
 
 // A request given up at the stall limit leaves its silence counting, though nothing is in flight
-// (its retry would start again from 0), until a byte of any request moves.
-TEST_F(BlobClientRetryTest, ASilenceGivenUpGoesOnUntilABytesMoves) {
+// (its retry would start again from 0), until storage sends a byte of any answer. A retry's body
+// sent does not end it: against a black hole, the kernel takes the body all the same, and the
+// silence would blink off at each retry (45 s on, 15 s off at the defaults).
+TEST_F(BlobClientRetryTest, ASilenceGivenUpGoesOnUntilStorageAnswers) {
   options_.timeout_base = 60s;
   options_.retry.max_attempts = 1;
   HttpTransportOptions t;
-  t.stall_time = 2s;
+  t.stall_time = 4s;
   transport_ = std::make_shared<HttpTransport>(t);
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
   ExpectTimedOut(client);
-  EXPECT_GE(client.LongestSilence(), 1500ms) << "given up, still silent";
-  const std::string data = "x";
-  ASSERT_TRUE(client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {}).ok());
+  EXPECT_GE(client.LongestSilence(), 3s) << "given up, still silent";
+
+  // The retry: its 64 KiB body goes out, and no answer comes until released.
+  {
+    std::lock_guard lock(hang_mu_);
+    hung_ = released_ = false;
+  }
+  Status retry;
+  std::thread sender([&] {
+    const std::string body = nbu::test::PatternBytes(64 << 10, 5);
+    retry = client.PutBlob("hang", Body::FromMemory(body), Md5::Of(body), {});
+  });
+  {
+    std::unique_lock lock(hang_mu_);
+    EXPECT_TRUE(hang_cv_.wait_for(lock, 10s, [&] { return hung_; }));
+  }
+  // curl tells progress about once a second: by then, the body sent is noted.
+  std::this_thread::sleep_for(1200ms);
+  EXPECT_GE(client.LongestSilence(), 3s) << "a body sent is no answer";
+  ReleaseHang();
+  sender.join();
+  EXPECT_TRUE(retry.ok()) << retry.ToString();
   EXPECT_EQ(client.LongestSilence().count(), 0) << "answered";
 }
 
