@@ -233,6 +233,23 @@ TEST(ServiceTest, FilesOutsideTheWatchedSessionAreTold) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// Holds the look beside the session at a gate, counting looks: only the look opens incoming/
+// through the opendir seam. Made before the service starts (the seam's rule), and the gate's
+// OpenAtExit after it, so that a look waiting at the end is let through before the join.
+struct HeldLook {
+  explicit HeldLook(const std::string& incoming)
+      : seam([this, incoming](const char* op, const std::string& path) {
+          if (std::string_view(op) == "opendir" && path == incoming) {
+            ++looks;
+            EXPECT_TRUE(gate.Wait(60s));
+          }
+          return 0;
+        }) {}
+  nbu::test::Gate gate;
+  std::atomic<int> looks{0};
+  nbu::test::ScopedPathCall seam;
+};
+
 // The look beside the session has a thread of its own: one held up (a slow volume, a tree of
 // thousands of directories) holds up no scan, and what it finds shows once it is done.
 TEST(ServiceTest, ALookBesideTheSessionHeldUpHoldsUpNoScan) {
@@ -242,19 +259,10 @@ TEST(ServiceTest, ALookBesideTheSessionHeldUpHoldsUpNoScan) {
   config.poll_interval_s = 0.05;
   config.replica_id = "outside-slow-test";
   config.min_file_age_s = 0.1;
-  nbu::test::Gate gate;
-  std::atomic<int> looks{0};
-  // Set before the service starts (the seam's rule); only the look opens incoming/ this way.
-  nbu::test::ScopedPathCall slow([&](const char* op, const std::string& path) {
-    if (std::string_view(op) == "opendir" && path == config.incoming_dir) {
-      ++looks;
-      EXPECT_TRUE(gate.Wait(60s));
-    }
-    return 0;
-  });
+  HeldLook held(config.incoming_dir);
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
   Started started(config, *blob_client);
-  const auto open_at_exit = gate.OpenAtExit();
+  const auto open_at_exit = held.gate.OpenAtExit();
   Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   WriteFile(config.incoming_dir + "/stray.bin", "at the top");
@@ -264,9 +272,9 @@ TEST(ServiceTest, ALookBesideTheSessionHeldUpHoldsUpNoScan) {
   WriteFile(config.incoming_dir + "/run/data.bin", "data");
   ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["counters"]["uploaded"] == 1; }, 30s))
       << "scanned and uploaded while the look waits: " << service.StatusJson().dump();
-  EXPECT_EQ(looks.load(), 1);
+  EXPECT_EQ(held.looks.load(), 1);
   EXPECT_EQ(service.StatusJson()["outside_session"]["entries"], 0) << "not looked through yet";
-  gate.Open();
+  held.gate.Open();
   EXPECT_TRUE(WaitFor([&] { return service.StatusJson()["outside_session"]["entries"] == 1; }, 30s))
       << service.StatusJson().dump();
   EXPECT_TRUE(service.Shutdown(5s));
@@ -280,27 +288,19 @@ TEST(ServiceTest, ALookThatOutlastsItsWatchIsDropped) {
   Config config = TestConfig(dir, FreshContainer("outside-stale"));
   config.poll_interval_s = 0.05;
   config.replica_id = "outside-stale-test";
-  nbu::test::Gate gate;
-  std::atomic<int> looks{0};
-  nbu::test::ScopedPathCall slow([&](const char* op, const std::string& path) {
-    if (std::string_view(op) == "opendir" && path == config.incoming_dir) {
-      ++looks;
-      EXPECT_TRUE(gate.Wait(60s));
-    }
-    return 0;
-  });
+  HeldLook held(config.incoming_dir);
   auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
   Started started(config, *blob_client);
-  const auto open_at_exit = gate.OpenAtExit();
+  const auto open_at_exit = held.gate.OpenAtExit();
   Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   WriteFile(config.incoming_dir + "/stray.bin", "at the top");
   SessionState s;
   std::string error;
   ASSERT_EQ(service.StartWatch("run", &s, &error), Service::WatchError::kNone) << error;
-  ASSERT_TRUE(WaitFor([&] { return looks.load() == 1; }, 30s));
+  ASSERT_TRUE(WaitFor([&] { return held.looks.load() == 1; }, 30s));
   ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
-  gate.Open();
+  held.gate.Open();
   std::this_thread::sleep_for(300ms);  // six polls
   EXPECT_EQ(service.StatusJson()["outside_session"]["entries"], 0);
   EXPECT_TRUE(told.Lines().empty()) << told.Lines().front();
