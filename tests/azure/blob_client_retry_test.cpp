@@ -799,6 +799,28 @@ TEST_F(BlobClientRetryTest, ASilenceGivenUpGoesOnUntilStorageAnswers) {
   EXPECT_EQ(client.LongestSilence().count(), 0) << "answered";
 }
 
+// A given-up silence that has lapsed (a stall limit passed with no request since) is not added
+// to the next one: that would show the whole time between them as one silence at once.
+TEST_F(BlobClientRetryTest, ALapsedSilenceIsNotAddedToTheNextOne) {
+  options_.timeout_base = 60s;
+  options_.retry.max_attempts = 1;
+  HttpTransportOptions t;
+  t.stall_time = 2s;
+  transport_ = std::make_shared<HttpTransport>(t);
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  ExpectTimedOut(client);
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_EQ(client.LongestSilence().count(), 0) << "lapsed: nothing is known";
+  {
+    std::lock_guard lock(hang_mu_);
+    hung_ = released_ = false;
+  }
+  ExpectTimedOut(client);
+  const auto silence = client.LongestSilence();
+  EXPECT_GE(silence, 1500ms) << "the second request's own silence";
+  EXPECT_LT(silence, 4s) << "not counted from the first request's start";
+}
+
 // A body that keeps moving, however slowly, is no silence: 80 KiB paced at 16 KiB/s (a piece of
 // 16 KiB a second, on the real clock) take about 5 s, and no moment of them is silent for long.
 TEST_F(BlobClientRetryTest, ASlowButMovingBodyIsNotSilent) {
