@@ -94,6 +94,18 @@ class BlobClientRetryTest : public ::testing::Test {
       res.status = 201;
       return;
     }
+    if (req.matches[1] == "late-body") {  // headers after 1.5 s, the body 2 s after them
+      std::this_thread::sleep_for(1500ms);
+      res.status = 200;
+      res.set_chunked_content_provider("application/octet-stream",
+                                       [](size_t, httplib::DataSink& sink) {
+                                         std::this_thread::sleep_for(2s);
+                                         sink.write("payload", 7);
+                                         sink.done();
+                                         return true;
+                                       });
+      return;
+    }
     if (req.matches[1] == "slow") {  // answers after a second
       std::this_thread::sleep_for(1s);
       res.status = 201;
@@ -819,6 +831,28 @@ TEST_F(BlobClientRetryTest, ALapsedSilenceIsNotAddedToTheNextOne) {
   const auto silence = client.LongestSilence();
   EXPECT_GE(silence, 1500ms) << "the second request's own silence";
   EXPECT_LT(silence, 4s) << "not counted from the first request's start";
+}
+
+// A response header is a byte moved (curl's progress counts none): an answer whose headers come
+// after 1.5 s and its body 2 s later is never silent for much more than 2 s, not 3.5 s.
+TEST_F(BlobClientRetryTest, AResponseHeaderEndsASilence) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  std::atomic<bool> done{false};
+  Result<std::string> got = Status(ErrorKind::kTransient, "not run");
+  std::thread t([&] {
+    got = client.GetBlob("late-body");
+    done = true;
+  });
+  std::chrono::nanoseconds longest{0};
+  while (!done) {
+    longest = std::max(longest, client.LongestSilence());
+    std::this_thread::sleep_for(20ms);
+  }
+  t.join();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, "payload");
+  EXPECT_GE(longest, 1500ms) << "the wait for the headers";
+  EXPECT_LT(longest, 2800ms) << "the headers ended the first silence";
 }
 
 // A body that keeps moving, however slowly, is no silence: 80 KiB paced at 16 KiB/s (a piece of
