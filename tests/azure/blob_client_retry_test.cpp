@@ -206,6 +206,16 @@ class BlobClientRetryTest : public ::testing::Test {
     }
     hang_cv_.notify_all();
   }
+  // Makes requests to "hang" wait again, after a ReleaseHang.
+  void RearmHang() {
+    std::lock_guard lock(hang_mu_);
+    hung_ = released_ = false;
+  }
+  // Waits until a request to "hang" is held.
+  void WaitHung() {
+    std::unique_lock lock(hang_mu_);
+    EXPECT_TRUE(hang_cv_.wait_for(lock, 10s, [&] { return hung_; }));
+  }
   // A Put Blob to "hang" gave up waiting for the answer: curl's timeout, storage unavailable.
   void ExpectTimedOut(BlobClient& client) {
     const std::string data = "x";
@@ -213,6 +223,32 @@ class BlobClientRetryTest : public ::testing::Test {
     ReleaseHang();
     EXPECT_EQ(s.kind(), ErrorKind::kUnavailable) << s.ToString();
     EXPECT_NE(s.message().find("curl error 28"), std::string::npos) << s.ToString();
+  }
+  // A client whose requests are given up after `stall` without a byte moved, each tried once,
+  // long before their total timeout.
+  BlobClient StallingClient(std::chrono::seconds stall) {
+    options_.timeout_base = 60s;
+    options_.retry.max_attempts = 1;
+    HttpTransportOptions t;
+    t.stall_time = stall;
+    transport_ = std::make_shared<HttpTransport>(t);
+    return MakeClient(std::make_shared<CountingCredential>());
+  }
+  // The longest silence `client` showed, sampled every 20 ms while `run` ran on a thread.
+  template <class Run>
+  static std::chrono::nanoseconds LongestSilenceDuring(BlobClient& client, Run run) {
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      run();
+      done = true;
+    });
+    std::chrono::nanoseconds longest{0};
+    while (!done) {
+      longest = std::max(longest, client.LongestSilence());
+      std::this_thread::sleep_for(20ms);
+    }
+    t.join();
+    return longest;
   }
 
   // Every try to `path` seen (`tries` of them) carried `body` and each of `headers` with its
@@ -667,12 +703,7 @@ TEST_F(BlobClientRetryTest, TimeoutsOutlastingEveryRetryAreUnavailable) {
 // A connection that stops moving is given up after the stall time, long before the total
 // timeout of the request (a minute here; the server would answer 201 after 10 s).
 TEST_F(BlobClientRetryTest, AStalledTransferIsGivenUpBeforeItsTimeout) {
-  options_.timeout_base = 60s;
-  options_.retry.max_attempts = 1;
-  HttpTransportOptions t;
-  t.stall_time = 1s;
-  transport_ = std::make_shared<HttpTransport>(t);
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  BlobClient client = StallingClient(1s);
   ExpectTimedOut(client);
 }
 
@@ -743,10 +774,7 @@ TEST_F(BlobClientRetryTest, StopAbortsARequestInFlight) {
     const std::string data = "x";
     s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {}, stop.get_token());
   });
-  {
-    std::unique_lock lock(hang_mu_);
-    EXPECT_TRUE(hang_cv_.wait_for(lock, 10s, [&] { return hung_; }));
-  }
+  WaitHung();
   stop.request_stop();
   t.join();
   ReleaseHang();
@@ -763,10 +791,7 @@ TEST_F(BlobClientRetryTest, AnUnansweredRequestShowsItsSilence) {
     const std::string data = "x";
     s = client.PutBlob("hang", Body::FromMemory(data), Md5::Of(data), {});
   });
-  {
-    std::unique_lock lock(hang_mu_);
-    EXPECT_TRUE(hang_cv_.wait_for(lock, 10s, [&] { return hung_; }));
-  }
+  WaitHung();
   EXPECT_TRUE(nbu::test::WaitFor([&] { return client.LongestSilence() >= 1500ms; }, 10s));
   ReleaseHang();
   t.join();
@@ -779,29 +804,18 @@ TEST_F(BlobClientRetryTest, AnUnansweredRequestShowsItsSilence) {
 // sent does not end it: against a black hole, the kernel takes the body all the same, and the
 // silence would blink off at each retry (45 s on, 15 s off at the defaults).
 TEST_F(BlobClientRetryTest, ASilenceGivenUpGoesOnUntilStorageAnswers) {
-  options_.timeout_base = 60s;
-  options_.retry.max_attempts = 1;
-  HttpTransportOptions t;
-  t.stall_time = 4s;
-  transport_ = std::make_shared<HttpTransport>(t);
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  BlobClient client = StallingClient(4s);
   ExpectTimedOut(client);
   EXPECT_GE(client.LongestSilence(), 3s) << "given up, still silent";
 
   // The retry: its 64 KiB body goes out, and no answer comes until released.
-  {
-    std::lock_guard lock(hang_mu_);
-    hung_ = released_ = false;
-  }
+  RearmHang();
   Status retry;
   std::thread sender([&] {
     const std::string body = nbu::test::PatternBytes(64 << 10, 5);
     retry = client.PutBlob("hang", Body::FromMemory(body), Md5::Of(body), {});
   });
-  {
-    std::unique_lock lock(hang_mu_);
-    EXPECT_TRUE(hang_cv_.wait_for(lock, 10s, [&] { return hung_; }));
-  }
+  WaitHung();
   // curl tells progress about once a second: by then, the body sent is noted.
   std::this_thread::sleep_for(1200ms);
   EXPECT_GE(client.LongestSilence(), 3s) << "a body sent is no answer";
@@ -814,19 +828,11 @@ TEST_F(BlobClientRetryTest, ASilenceGivenUpGoesOnUntilStorageAnswers) {
 // A given-up silence that has lapsed (a stall limit passed with no request since) is not added
 // to the next one: that would show the whole time between them as one silence at once.
 TEST_F(BlobClientRetryTest, ALapsedSilenceIsNotAddedToTheNextOne) {
-  options_.timeout_base = 60s;
-  options_.retry.max_attempts = 1;
-  HttpTransportOptions t;
-  t.stall_time = 2s;
-  transport_ = std::make_shared<HttpTransport>(t);
-  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  BlobClient client = StallingClient(2s);
   ExpectTimedOut(client);
   std::this_thread::sleep_for(2500ms);
   EXPECT_EQ(client.LongestSilence().count(), 0) << "lapsed: nothing is known";
-  {
-    std::lock_guard lock(hang_mu_);
-    hung_ = released_ = false;
-  }
+  RearmHang();
   ExpectTimedOut(client);
   const auto silence = client.LongestSilence();
   EXPECT_GE(silence, 1500ms) << "the second request's own silence";
@@ -837,18 +843,8 @@ TEST_F(BlobClientRetryTest, ALapsedSilenceIsNotAddedToTheNextOne) {
 // after 1.5 s and its body 2 s later is never silent for much more than 2 s, not 3.5 s.
 TEST_F(BlobClientRetryTest, AResponseHeaderEndsASilence) {
   BlobClient client = MakeClient(std::make_shared<CountingCredential>());
-  std::atomic<bool> done{false};
   Result<std::string> got = Status(ErrorKind::kTransient, "not run");
-  std::thread t([&] {
-    got = client.GetBlob("late-body");
-    done = true;
-  });
-  std::chrono::nanoseconds longest{0};
-  while (!done) {
-    longest = std::max(longest, client.LongestSilence());
-    std::this_thread::sleep_for(20ms);
-  }
-  t.join();
+  const auto longest = LongestSilenceDuring(client, [&] { got = client.GetBlob("late-body"); });
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(*got, "payload");
   EXPECT_GE(longest, 1500ms) << "the wait for the headers";
@@ -863,19 +859,10 @@ TEST_F(BlobClientRetryTest, ASlowButMovingBodyIsNotSilent) {
   auto transport = std::make_shared<HttpTransport>(limited);
   BlobClient client(options_, std::make_shared<CountingCredential>(), transport, clock_, {});
   const std::string data = nbu::test::PatternBytes(80 << 10, 3);
-  std::atomic<bool> done{false};
   Status s;
   const auto t0 = std::chrono::steady_clock::now();
-  std::thread t([&] {
-    s = client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {});
-    done = true;
-  });
-  std::chrono::nanoseconds longest{0};
-  while (!done) {
-    longest = std::max(longest, client.LongestSilence());
-    std::this_thread::sleep_for(20ms);
-  }
-  t.join();
+  const auto longest = LongestSilenceDuring(
+      client, [&] { s = client.PutBlob("ok", Body::FromMemory(data), Md5::Of(data), {}); });
   ASSERT_TRUE(s.ok()) << s.ToString();
   ASSERT_GE(std::chrono::steady_clock::now() - t0, 3s) << "paced";
   EXPECT_LT(longest, 2500ms) << "each piece that moves ends a silence";
