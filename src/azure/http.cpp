@@ -248,16 +248,17 @@ HttpTransport::HttpTransport(HttpTransportOptions options)
 HttpTransport::~HttpTransport() = default;
 
 std::chrono::nanoseconds HttpTransport::LongestSilence() const {
+  // Under the lock that Send holds while it notes a give-up and drops the request: either is
+  // seen, never neither.
+  std::lock_guard lock(transfers_mu_);
   const int64_t now = SteadyNs();
   int64_t longest = 0;
   // A silent request given up: until storage sends a byte, for at most a stall limit after (with
   // no request since, nothing is known).
   if (const int64_t from = given_up_silent_.load(std::memory_order_relaxed);
-      from != 0 && now - given_up_at_.load(std::memory_order_relaxed) <
-                       std::chrono::nanoseconds(options_.stall_time).count()) {
+      from != 0 && now - given_up_at_ < std::chrono::nanoseconds(options_.stall_time).count()) {
     longest = now - from;
   }
-  std::lock_guard lock(transfers_mu_);
   for (const TransferProgress* t : transfers_) {
     longest = std::max(longest, now - t->moved_at.load(std::memory_order_relaxed));
   }
@@ -353,23 +354,26 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
     transfers_.insert(&progress);
   }
   const CURLcode code = curl_easy_perform(h);
-  // Given up (at the stall limit) after a silence of a quarter of it or more: that silence goes
-  // on until storage sends a byte (the retry starts a clock of its own), from its earliest start.
-  // Not a connect timeout, nor a timeout of a body still moving. Noted before the request
-  // leaves the registry, so that the silence shows throughout.
-  if (const int64_t now = SteadyNs(), from = progress.moved_at.load(std::memory_order_relaxed);
-      code == CURLE_OPERATION_TIMEDOUT &&
-      now - from >= std::chrono::nanoseconds(options_.stall_time).count() / 4) {
-    const bool lapsed = now - given_up_at_.load(std::memory_order_relaxed) >=
-                        std::chrono::nanoseconds(options_.stall_time).count();
-    given_up_at_.store(now, std::memory_order_relaxed);
-    int64_t held = given_up_silent_.load(std::memory_order_relaxed);
-    while (!given_up_silent_.compare_exchange_weak(
-        held, held == 0 || lapsed ? from : std::min(held, from), std::memory_order_relaxed)) {
-    }
-  }
   {
+    // Given up (at the stall limit) after a silence of a quarter of it or more: that silence
+    // goes on until storage sends a byte (the retry starts a clock of its own). It counts from
+    // the earliest start among silences given up less than a stall limit apart; each try of one
+    // retried request lasts a stall limit, so its hold counts from that try's start. Not a
+    // connect timeout, nor a timeout of a body still moving. Noted in the same hold of the lock
+    // as the request leaves the registry, so that the silence shows throughout.
     std::lock_guard lock(transfers_mu_);
+    if (const int64_t now = SteadyNs(), from = progress.moved_at.load(std::memory_order_relaxed);
+        code == CURLE_OPERATION_TIMEDOUT &&
+        now - from >= std::chrono::nanoseconds(options_.stall_time).count() / 4) {
+      const bool lapsed =
+          now - given_up_at_ >= std::chrono::nanoseconds(options_.stall_time).count();
+      given_up_at_ = now;
+      // A compare-and-swap: an answer may clear the hold meanwhile, without the lock (Moved).
+      int64_t held = given_up_silent_.load(std::memory_order_relaxed);
+      while (!given_up_silent_.compare_exchange_weak(
+          held, held == 0 || lapsed ? from : std::min(held, from), std::memory_order_relaxed)) {
+      }
+    }
     transfers_.erase(&progress);
   }
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, nullptr);  // the pooled handle outlives `progress`

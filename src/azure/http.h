@@ -100,7 +100,7 @@ class HttpTransport {
   mutable std::mutex transfers_mu_;
   std::unordered_set<TransferProgress*> transfers_;  // in flight; guarded by transfers_mu_
   std::atomic<int64_t> given_up_silent_{0};  // steady ns the given-up silence began; 0: none
-  std::atomic<int64_t> given_up_at_{0};
+  int64_t given_up_at_ = 0;  // steady ns of the last such give-up; guarded by transfers_mu_
 };
 
 // Call once at process start, before threads (curl_global_init).
