@@ -270,6 +270,8 @@ TEST(ServiceTest, ALookBesideTheSessionHeldUpHoldsUpNoScan) {
   SessionState s;
   std::string error;
   ASSERT_EQ(service.StartWatch("run", &s, &error), Service::WatchError::kNone) << error;
+  // The look starts within a second of the watch; the file goes in once it is held.
+  ASSERT_TRUE(WaitFor([&] { return held.looks.load() == 1; }, 30s));
   WriteFile(config.incoming_dir + "/run/data.bin", "data");
   ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["counters"]["uploaded"] == 1; }, 30s))
       << "scanned and uploaded while the look waits: " << service.StatusJson().dump();
