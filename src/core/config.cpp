@@ -353,11 +353,11 @@ const std::vector<ConfigVar>& ConfigVars() {
        false},
       {"APP_INCLUDE_DOT_FILES", "false",
        "Upload dot-files (`.zattrs`) and enter dot-directories (`.zarr/`, `.git/`) as other names, "
-       "through the same filters; NFS silly renames (`.nfs` and hex digits) and snapshot "
-       "directories (`.snapshot`, `.snapshots`, `.zfs`) stay skipped. A producer's hidden "
-       "temporaries and lock files must then be in `APP_IGNORE_PATTERNS` (rsync's "
-       "`.name.XXXXXX`: `.*.??????`, or run it with `--inplace` or `--temp-dir` elsewhere; "
-       "`.~lock.*`, `*.lock`, `.fuse_hidden*`, `*.sw?`), else one that holds still for "
+       "through the same filters; NFS silly renames (`.nfs` and hex digits) and the names of "
+       "snapshot directories (`.snapshot`, `.snapshots`, `.zfs`, a file's too) stay skipped. A "
+       "producer's hidden temporaries and lock files must then be in `APP_IGNORE_PATTERNS` "
+       "(rsync's `.name.XXXXXX`: `.*.??????`, or run it with `--inplace` or `--temp-dir` "
+       "elsewhere; `.~lock.*`, `*.lock`, `.fuse_hidden*`, `*.sw?`), else one that holds still for "
        "`APP_MIN_FILE_AGE_S` is claimed, and its owner's rename or unlock fails",
        false},
       {"APP_WORKER_CONCURRENCY", "4", "Files processed in parallel", false},
