@@ -404,9 +404,13 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
                           "since it was written)"
                         : ErrnoStatus("reading request body", upload.read_errno).message());
     }
-    const std::string text = WithoutUserInfo(errbuf[0] != '\0' ? errbuf : curl_easy_strerror(code));
-    return Status(KindOf(code),
-                  "curl error " + std::to_string(static_cast<int>(code)) + ": " + text);
+    // The code's own text, then curl's detail. curl keeps the first error of a transfer: a
+    // pooled connection found dead, then a fresh connect refused, details "Recv failure" under
+    // CURLE_COULDNT_CONNECT, so the detail alone would name the wrong failure.
+    std::string text = "curl error " + std::to_string(static_cast<int>(code)) + " (" +
+                       curl_easy_strerror(code) + ")";
+    if (errbuf[0] != '\0') text += ": " + WithoutUserInfo(errbuf);
+    return Status(KindOf(code), text);
   }
   pool_->Give(h, options_.max_idle_handles);
   response.status = status;
