@@ -293,8 +293,9 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         // send once more. Failing that, storage is unusable for now: wait, do not charge the file.
         recreated = true;
         Status c = CreateContainerIfMissing(stop);
-        LogWarn("container missing; recreating it",
-                {{"container", options_.container}, {"ok", c.ok()}, {"error", c.ToString()}});
+        nlohmann::json fields = {{"container", options_.container}, {"ok", c.ok()}};
+        if (!c.ok()) fields["error"] = c.ToString();  // no "error" field when there is none
+        LogWarn("container missing; recreating it", std::move(fields));
         if (!c.ok()) {
           if (c.kind() != ErrorKind::kCancelled && observer_.on_container_missing) {
             observer_.on_container_missing();

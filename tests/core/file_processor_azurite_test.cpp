@@ -380,7 +380,11 @@ TEST_F(FileProcessorAzuriteTest, BlockSendersLogWithTheFilesTraceId) {
   for (const auto& line : logged.Json()) {
     const std::string message = line.value("message", "");
     if (message == "uploaded") file_trace = line.value("trace_id", "");
-    if (message == "container missing; recreating it") sender_trace = line.value("trace_id", "?");
+    if (message == "container missing; recreating it") {
+      sender_trace = line.value("trace_id", "?");
+      EXPECT_TRUE(line.value("ok", false)) << line.dump();
+      EXPECT_FALSE(line.contains("error")) << line.dump();  // recreated: no error to name
+    }
   }
   ASSERT_FALSE(file_trace.empty()) << "not uploaded";
   EXPECT_EQ(sender_trace, file_trace);
