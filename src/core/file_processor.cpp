@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace nbu::core {
 namespace {
@@ -228,36 +229,40 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   c.reldir = item.rel.find('/') == std::string::npos ? "" : fs::Dirname(item.rel);
   c.base = fs::Basename(item.rel);
   c.owner = d_.config.replica_id;
-  c.nonce = NewNonce();
   c.state = ClaimState::kClaimed;
-  const std::string dst = ProcessingPath(c);
-  // In flight before it exists: a sweep between the rename and the registration would take it
-  // for an orphan of ours and queue it a second time.
-  d_.inflight.Add(c.Path());
+  // Each try renames to a name of its own (a fresh nonce). A try with a passing error may have
+  // landed unseen (its reply lost), and the producer may since have put a new file under the
+  // source name (a second `x` can arrive while the first is in flight): a next try onto the same
+  // name would rename that file over the claim and unlink the first version unsent. After such
+  // an error the name is looked at; a claim that landed unseen all the same is an orphan of
+  // ours, which the sweep picks up. Each name is in flight before it exists: a sweep between the
+  // rename and the registration would take it for an orphan and queue it a second time.
   struct Unregister {
     InFlight& inflight;
-    const std::string path;
-    bool keep = false;
+    std::vector<std::string> paths;  // every name tried but the one kept
     ~Unregister() {
-      if (!keep) inflight.Remove(path);
+      for (const auto& p : paths) inflight.Remove(p);
     }
-  } unregister{d_.inflight, c.Path()};
+  } unregister{d_.inflight, {}};
   // Rename first; RenameEntry creates the target directory only when the rename says it is
   // missing (the common case needs one syscall; GC may also remove an empty directory between
   // claims).
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    last = fs::RenameEntry(src, dst);
-    if (last.ok()) {
-      unregister.keep = true;
-      return c;
-    }
+    c.nonce = NewNonce();
+    d_.inflight.Add(c.Path());
+    unregister.paths.push_back(c.Path());
+    last = fs::RenameEntry(src, ProcessingPath(c));
     // Not found: the source gone (RenameEntry tells a pruned target directory apart).
     if (last.kind() == ErrorKind::kNotFound) {
       return Status(ErrorKind::kNotFound, "claimed by another replica");
     }
-    if (last.kind() != ErrorKind::kTransient) return last;
-    d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
+    if (!last.ok() && last.kind() != ErrorKind::kTransient) return last;
+    if (!last.ok()) d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
+    if (last.ok() || fs::StatFresh(ProcessingPath(c)).ok()) {  // the name is ours alone
+      unregister.paths.pop_back();
+      return c;
+    }
   }
   return last;
 }

@@ -2150,6 +2150,45 @@ TEST_F(FileProcessorAzuriteTest, AFreshClaimIsInFlightFromItsRename) {
   EXPECT_EQ(Count(inst_.files_processed), 1);
 }
 
+// A claim rename carried out with its reply lost, while the producer put its next version under
+// the same name (DESIGN: a second `x` can arrive while the first is in flight): RenameEntry sees
+// the source there and cannot tell the rename landed. The next try must not rename the new file
+// over the claim (rename replaces its target), which would unlink the first version unsent: the
+// claim is found landed and uploaded, and the new version waits in incoming for its own claim.
+TEST_F(FileProcessorAzuriteTest, AClaimWhoseReplyWasLostIsNotRenamedOver) {
+  const std::string src = fs::Join(config_.incoming_dir, "s/again.bin");
+  const std::string first = PatternBytes(1'000, 38);
+  const std::string second = PatternBytes(2'000, 39);
+  const WorkItem item = FreshItem("again.bin", first);
+  int lost = 0;
+  const nbu::test::ScopedPathPairCall seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        const int rc = std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
+                                                        : ::link(from.c_str(), to.c_str());
+        if (rc != 0 || lost++ > 0 || from != src) return rc;
+        WriteFile(src, second);  // the producer's next version, under the same name
+        errno = EIO;             // carried out, the reply lost
+        return -1;
+      });
+  processor_->Process(item, {});
+  ASSERT_GE(lost, 1);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  // Sizes first, so that a failure prints 1000 or 2000 rather than the bytes.
+  const std::string left = nbu::test::ReadFile(src);
+  EXPECT_EQ(left.size(), second.size());
+  EXPECT_TRUE(left == second) << "the next version is left for its own claim";
+  const auto done = Entries(config_.processing_root);
+  ASSERT_EQ(done.size(), 1u);
+  const std::string claimed = nbu::test::ReadFile(fs::Join(config_.processing_root, done[0]));
+  EXPECT_EQ(claimed.size(), first.size()) << done[0];
+  EXPECT_TRUE(claimed == first) << done[0];
+  const auto claim = ParseClaimPath(done[0]);
+  ASSERT_TRUE(claim.has_value()) << done[0];
+  WorkItem uploaded = item;
+  uploaded.claim = *claim;
+  ExpectBlobHolds(uploaded, first);
+}
+
 // A write during the upload itself (the commit is held here until it has happened): the claim is
 // checked again once the blob is committed, and a claim that changed is not marked done; the
 // next attempt replaces the blob with what the file holds then.
