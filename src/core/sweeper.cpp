@@ -174,7 +174,15 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
     if (config_.completed_retention_s <= 0 ||
         (server_now &&
          static_cast<double>(*server_now - st->ctime_ns) / 1e9 >= config_.completed_retention_s)) {
-      if (::unlink(full.c_str()) == 0 || errno == ENOENT) inflight_.ForgetSettledMarker(c->Path());
+      // Asked of the file server before the bytes go: the look above may be this client's cached
+      // attributes (NFS, up to acregmax), which another client's late write has not reached.
+      // Changed since, or not to be looked at now: kept, for the next sweep to judge.
+      const auto fresh = fs::StatFresh(full);
+      const bool gone = !fresh.ok() && fresh.status().kind() == ErrorKind::kNotFound;
+      if (!gone && !(fresh.ok() && *fresh == *st && fresh->ctime_ns == st->ctime_ns)) return;
+      if (gone || ::unlink(full.c_str()) == 0 || errno == ENOENT) {
+        inflight_.ForgetSettledMarker(c->Path());
+      }
     }
     return;
   }

@@ -119,6 +119,23 @@ TEST_F(SweeperTest, GcRemovesDoneMarkersAndEmptyDirsButNotUnknownFiles) {
   EXPECT_FALSE(Exists("20261127"));
 }
 
+// A marker is collected only on the file server's word: the sweep's look may be the NFS
+// client's cached attributes, which another client's late write has not reached yet. While
+// the server cannot be asked (here its fresh look fails), the marker stays.
+TEST_F(SweeperTest, AMarkerIsCollectedOnlyOnceTheFileServerIsAsked) {
+  const ClaimPath done = Claim("x", "me", ClaimState::kDone);
+  const std::string path = config.processing_root + "/" + done.Path();
+  {
+    const test::ScopedPathCall seam([&](const char* op, const std::string& p) {
+      return std::string_view(op) == "statx" && p == path ? ESTALE : 0;
+    });
+    sweeper.Sweep({});
+  }
+  EXPECT_TRUE(Exists(done.Path())) << "collected on a look the file server did not confirm";
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+}
+
 // A marker whose worker has yet to look at it after the completion rename (a write just before
 // the rename would be in it) is not collected until the worker releases it.
 TEST_F(SweeperTest, AMarkerHeldByItsWorkerIsNotCollected) {
