@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
+#include <cstddef>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -234,16 +235,22 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   // landed unseen (its reply lost), and the producer may since have put a new file under the
   // source name (a second `x` can arrive while the first is in flight): a next try onto the same
   // name would rename that file over the claim and unlink the first version unsent. After such
-  // an error the name is looked at; a claim that landed unseen all the same is an orphan of
-  // ours, which the sweep picks up. Each name is in flight before it exists: a sweep between the
-  // rename and the registration would take it for an orphan and queue it a second time.
+  // an error the name is looked at, and once the source is gone every name tried so far; a
+  // claim that landed unseen all the same is an orphan of ours, which the sweep picks up. Each
+  // name is in flight before it exists: a sweep between the rename and the registration would
+  // take it for an orphan and queue it a second time.
   struct Unregister {
     InFlight& inflight;
-    std::vector<std::string> paths;  // every name tried but the one kept
+    std::vector<ClaimPath> tried;  // every name tried but the one kept
     ~Unregister() {
-      for (const auto& p : paths) inflight.Remove(p);
+      for (const auto& t : tried) inflight.Remove(t.Path());
     }
   } unregister{d_.inflight, {}};
+  const auto keep = [&](size_t i) {  // the name is ours alone
+    const ClaimPath kept = unregister.tried[i];
+    unregister.tried.erase(unregister.tried.begin() + static_cast<std::ptrdiff_t>(i));
+    return kept;
+  };
   // Rename first; RenameEntry creates the target directory only when the rename says it is
   // missing (the common case needs one syscall; GC may also remove an empty directory between
   // claims).
@@ -251,18 +258,20 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
   for (int attempt = 0; attempt < 5; ++attempt) {
     c.nonce = NewNonce();
     d_.inflight.Add(c.Path());
-    unregister.paths.push_back(c.Path());
+    unregister.tried.push_back(c);
     last = fs::RenameEntry(src, ProcessingPath(c));
-    // Not found: the source gone (RenameEntry tells a pruned target directory apart).
+    // Not found: the source gone (RenameEntry tells a pruned target directory apart), taken by
+    // another replica or by an earlier try of ours that landed unseen.
     if (last.kind() == ErrorKind::kNotFound) {
+      for (size_t i = 0; i + 1 < unregister.tried.size(); ++i) {
+        if (fs::StatFresh(ProcessingPath(unregister.tried[i])).ok()) return keep(i);
+      }
       return Status(ErrorKind::kNotFound, "claimed by another replica");
     }
     if (!last.ok() && last.kind() != ErrorKind::kTransient) return last;
     if (!last.ok()) d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
-    if (last.ok() || fs::StatFresh(ProcessingPath(c)).ok()) {  // the name is ours alone
-      unregister.paths.pop_back();
-      return c;
-    }
+    if (last.ok() || fs::StatFresh(ProcessingPath(c)).ok())
+      return keep(static_cast<size_t>(attempt));
   }
   return last;
 }

@@ -2187,6 +2187,48 @@ TEST_F(FileProcessorAzuriteTest, AClaimWhoseReplyWasLostIsNotRenamedOver) {
   WorkItem uploaded = item;
   uploaded.claim = *claim;
   ExpectBlobHolds(uploaded, first);
+  EXPECT_EQ(inflight_.size(), 0u);
+}
+
+// The same lost reply with the server unable to say, for a while, whether the claim is there:
+// the next try takes a name of its own and finds the source gone. Before it reads that as
+// another replica's claim, it asks after the names it tried: the first one holds the file, which
+// is claimed and uploaded now, not counted as lost and left for the sweep.
+TEST_F(FileProcessorAzuriteTest, AClaimThatLandedUnseenIsFoundOnceTheSourceIsGone) {
+  const std::string src = fs::Join(config_.incoming_dir, "s/unseen.bin");
+  const std::string data = PatternBytes(1'000, 40);
+  const WorkItem item = FreshItem("unseen.bin", data);
+  std::string first_target;
+  const nbu::test::ScopedPathPairCall rename_seam(
+      [&](const char* op, const std::string& from, const std::string& to) {
+        const int rc = std::string_view(op) == "rename" ? ::rename(from.c_str(), to.c_str())
+                                                        : ::link(from.c_str(), to.c_str());
+        if (rc != 0 || !first_target.empty() || from != src) return rc;
+        first_target = to;
+        errno = EIO;  // carried out, the reply lost
+        return -1;
+      });
+  int looks_failed = 0;
+  const nbu::test::ScopedPathCall stat_seam([&](const char* op, const std::string& path) {
+    // RenameEntry's look and the try's own: the server cannot answer for them.
+    return std::string_view(op) == "statx" && path == first_target && looks_failed++ < 2 ? ESTALE
+                                                                                         : 0;
+  });
+  processor_->Process(item, {});
+  ASSERT_FALSE(first_target.empty());
+  EXPECT_EQ(looks_failed, 3) << "two failed looks, then the one that found it";
+  EXPECT_EQ(Count(inst_.claim_conflicts), 0);
+  EXPECT_EQ(Count(inst_.files_processed), 1);
+  EXPECT_EQ(inflight_.size(), 0u);
+  const auto done = Entries(config_.processing_root);
+  ASSERT_EQ(done.size(), 1u);
+  const auto claim = ParseClaimPath(done[0]);
+  ASSERT_TRUE(claim.has_value()) << done[0];
+  EXPECT_EQ(fs::Join(config_.processing_root, claim->WithState(ClaimState::kClaimed).Path()),
+            first_target);
+  WorkItem uploaded = item;
+  uploaded.claim = *claim;
+  ExpectBlobHolds(uploaded, data);
 }
 
 // A write during the upload itself (the commit is held here until it has happened): the claim is

@@ -134,6 +134,27 @@ TEST_F(SweeperTest, AMarkerIsCollectedOnlyOnceTheFileServerIsAsked) {
   EXPECT_TRUE(Exists(done.Path())) << "collected on a look the file server did not confirm";
   sweeper.Sweep({});
   EXPECT_FALSE(Exists(done.Path()));
+
+  // The server's answer differs from the sweep's look: another client's write reached it after
+  // the look (here made just before the server is asked). Kept, and its bytes are not lost.
+  const ClaimPath late = Claim("y", "me", ClaimState::kDone);
+  const std::string late_path = config.processing_root + "/" + late.Path();
+  bool written = false;
+  {
+    const test::ScopedPathCall seam([&](const char* op, const std::string& p) {
+      if (std::string_view(op) == "statx" && p == late_path && !written) {
+        written = true;
+        const int fd = ::open(late_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+        EXPECT_GE(fd, 0);
+        EXPECT_EQ(::write(fd, "+late", 5), 5);
+        ::close(fd);
+      }
+      return 0;
+    });
+    sweeper.Sweep({});
+  }
+  ASSERT_TRUE(written);
+  EXPECT_TRUE(Exists(late.Path())) << "collected though the server saw a write the look did not";
 }
 
 // A marker whose worker has yet to look at it after the completion rename (a write just before
