@@ -247,7 +247,7 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
     }
   } unregister{d_.inflight, {}};
   const auto keep = [&](size_t i) {  // the name is ours alone
-    const ClaimPath kept = unregister.tried[i];
+    ClaimPath kept = unregister.tried[i];
     unregister.tried.erase(unregister.tried.begin() + static_cast<std::ptrdiff_t>(i));
     return kept;
   };
