@@ -328,49 +328,21 @@ void Service::ScanLoop(std::stop_token stop) {
     }
     const auto session = CurrentSession();
     if (!scanned.empty() && (!session || !session->active || session->name != scanned)) {
+      // One last scan of the stopped session: a file written since the last one (up to a poll
+      // interval before, with no change hint on NFS) would else stay in incoming untold. What it
+      // finds ready is queued, as a scan under way at the stop queues it; the rest is told.
+      ScanSession(scanned, stop);
       TellNotReadyAtStop(scanned);
       scanned.clear();
     }
     if (!session || !session->active) scanner_.Idle();
     if (ready_ && session && session->active) {
-      const auto stats = scanner_.ScanOnce(session->name, stop);
+      ScanSession(session->name, stop);
       scanned = session->name;
-      LogDebug("scan", {{"session", session->name},
-                        {"files", stats.files_seen},
-                        {"stats", stats.stats},
-                        {"queued", stats.queued},
-                        {"cpu_ms", stats.cpu_s * 1e3}});
-      std::lock_guard lock(mu_);
-      if (stats.not_regular > last_scan_.not_regular) {
-        LogWarn("entries that are not regular files are not uploaded (symlinks are not followed)",
-                {{"session", session->name},
-                 {"count", stats.not_regular},
-                 {"example", stats.not_regular_example}});
-      }
-      // Each scan looks again, and each time it cannot read them: told when there are more than
-      // were told last, else once a minute (a scan every few seconds, or sooner on change hints,
-      // would flood the log; so would a fault that comes and goes, or a count that goes up and
-      // down, from scan to scan).
-      if (uint64_t held_back = 0;
-          stats.unreadable > 0 &&
-          unreadable_log_.Allow(std::chrono::steady_clock::now(), &held_back,
-                                stats.unreadable > unreadable_told_)) {
-        unreadable_told_ = stats.unreadable;
-        LogWarn(
-            "files or directories that cannot be read or listed stay in incoming and are not "
-            "uploaded",
-            {{"session", session->name},
-             {"count", stats.unreadable},
-             {"example", stats.unreadable_example},
-             {"not_logged_since_last", held_back}});
-        inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
-                         "cannot read " + stats.unreadable_example);
-      }
-      last_scan_ = stats;
     }
     // Next scan: one poll interval after this one began, or as soon as a pending file comes of
     // age (so a file is queued at its minimum age, not up to a poll interval later), or when a
-    // watch starts. Never sooner than 10 ms (or a tenth of the interval) from now.
+    // watch starts or stops. Never sooner than 10 ms (or a tenth of the interval) from now.
     const MonoTime now = clock_.Now();
     const Duration min_gap = std::min<Duration>(interval / 10, 10ms);
     MonoTime wake = begin + interval;
@@ -380,6 +352,41 @@ void Service::ScanLoop(std::stop_token stop) {
     // began: under a stream of changes, scanning takes at most about a tenth of the time.
     SleepUntilScan(wake, std::max(begin + 10 * (now - begin), now + min_gap), stop);
   }
+}
+
+void Service::ScanSession(const std::string& session, std::stop_token stop) {
+  const auto stats = scanner_.ScanOnce(session, stop);
+  LogDebug("scan", {{"session", session},
+                    {"files", stats.files_seen},
+                    {"stats", stats.stats},
+                    {"queued", stats.queued},
+                    {"cpu_ms", stats.cpu_s * 1e3}});
+  std::lock_guard lock(mu_);
+  if (stats.not_regular > last_scan_.not_regular) {
+    LogWarn("entries that are not regular files are not uploaded (symlinks are not followed)",
+            {{"session", session},
+             {"count", stats.not_regular},
+             {"example", stats.not_regular_example}});
+  }
+  // Each scan looks again, and each time it cannot read them: told when there are more than
+  // were told last, else once a minute (a scan every few seconds, or sooner on change hints,
+  // would flood the log; so would a fault that comes and goes, or a count that goes up and
+  // down, from scan to scan).
+  if (uint64_t held_back = 0;
+      stats.unreadable > 0 && unreadable_log_.Allow(std::chrono::steady_clock::now(), &held_back,
+                                                    stats.unreadable > unreadable_told_)) {
+    unreadable_told_ = stats.unreadable;
+    LogWarn(
+        "files or directories that cannot be read or listed stay in incoming and are not "
+        "uploaded",
+        {{"session", session},
+         {"count", stats.unreadable},
+         {"example", stats.unreadable_example},
+         {"not_logged_since_last", held_back}});
+    inst_.errors.Add(FormatTimestamp(clock_.WallNow()), "",
+                     "cannot read " + stats.unreadable_example);
+  }
+  last_scan_ = stats;
 }
 
 void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop) {
@@ -396,7 +403,7 @@ void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_toke
     if (now >= wake) return;
     std::stop_callback forward(stop, [&] { woken.request_stop(); });
     if (clock_.SleepFor(wake - now, woken.get_token())) return;
-    if (!hinted_.load()) return;  // a watch started: scan now
+    if (!hinted_.load()) return;  // a watch started or stopped: scan now
   }
 }
 
@@ -647,6 +654,7 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
     session_ = s;
     ++session_writes_;
     session_lost_ = false;
+    wake_scan_.request_stop();  // the stopped session's last scan now, not at the next poll
   }
   *out = s;
   LogInfo("watch stopped", {{"session", s.name}});

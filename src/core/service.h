@@ -90,6 +90,8 @@ class Service {
       const std::function<WatchError(const SessionRead&, SessionState*)>& decide,
       SessionState* next, std::string* error);
   void ScanLoop(std::stop_token stop);
+  // One scan of `session`'s directory, its trouble told and its stats kept as the last scan's.
+  void ScanSession(const std::string& session, std::stop_token stop);
   void WorkerLoop(std::stop_token stop);
   void SweepLoop(std::stop_token stop);
   // The look beside the watched session has a thread of its own: on a slow volume, its up to
@@ -98,7 +100,7 @@ class Service {
   void Beat();  // one lease write, its trouble shown as lease_write_failing
   void HeartbeatLoop(std::stop_token stop);
   void HintLoop(std::stop_token stop);
-  // Sleeps until `wake`, or until a watch starts, or, once a change is hinted, until
+  // Sleeps until `wake`, or until a watch starts or stops, or, once a change is hinted, until
   // `hinted_wake` when that is sooner.
   void SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_token stop);
   // Queues an item, waiting for room unless `wait` is false. A claim item is counted in flight
@@ -111,8 +113,9 @@ class Service {
   // Tells storage_silent's start and end, once a second: a thread of its own, since a silent
   // storage holds up the workers, and so the scan loop on a full queue.
   void SilenceLoop(std::stop_token stop);
-  // The watch of `session` stopped (or another started): the files its last scan saw and had not
-  // queued yet stay in incoming, which a warning and the recent errors say.
+  // The watch of `session` stopped (or another started), and its directory was scanned once
+  // more: the files that scan saw and had not queued stay in incoming, which a warning and the
+  // recent errors say.
   void TellNotReadyAtStop(const std::string& session);
   // What storage's answers to this replica say is wrong with it (see StorageHealth), held
   // past the longest pause between the tries of a file that waits on storage: a request's retry

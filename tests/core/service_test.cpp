@@ -197,6 +197,40 @@ TEST(ServiceTest, TheOldestPendingAgeEndsWithTheWatch) {
   EXPECT_EQ(lines[0]["session"], "p");
 }
 
+// A file written after the last scan and before the stop (no change hint: another NFS client's
+// write; no poll: an hour apart) is seen by the stopped session's last scan, and told with the
+// others not ready, at once rather than at the next poll: not left in incoming without a word.
+TEST(ServiceTest, AFileWrittenJustBeforeTheStopIsTold) {
+  test::CapturedLog told("the watch stopped before these files were ready");
+  Azurite& azurite = SharedAzurite();
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("late"));
+  config.poll_interval_s = 3600;
+  config.change_hints = false;
+  config.min_file_age_s = 3600;  // seen, never old enough to be claimed
+  config.replica_id = "late-test";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  WriteFile(config.incoming_dir + "/q/seen.bin", "x");
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("q", &s, &error), Service::WatchError::kNone) << error;
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["last_scan"]["not_ready"] == 1; }, 30s))
+      << service.StatusJson().dump();
+  WriteFile(config.incoming_dir + "/q/late.bin", "y");
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  ASSERT_TRUE(WaitFor([&] { return !told.Lines().empty(); }, 30s)) << "told at the stop";
+  const auto lines = told.Json();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["count"], 2) << lines[0].dump();
+  const auto st = service.StatusJson();
+  EXPECT_EQ(st["last_scan"]["not_ready"], 2) << st.dump();
+  EXPECT_EQ(st["state"], "idle") << st.dump();
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // Files put beside the watched session's directory are never uploaded by its watch: the status
 // counts them, with an example, and a warning and the recent errors say so once, not at every
 // scan. With no watch, nothing is counted.
