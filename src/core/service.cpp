@@ -326,7 +326,11 @@ void Service::ScanLoop(std::stop_token stop) {
         warned = true;
       }
     }
-    const auto session = CurrentSession();
+    const auto session = [&] {
+      std::lock_guard lock(mu_);
+      watch_changed_ = false;  // what a start or stop until now did is read here
+      return session_;
+    }();
     if (!scanned.empty() && (!session || !session->active || session->name != scanned)) {
       // One last scan of the stopped session: a file written since the last one (up to a poll
       // interval before, with no change hint on NFS) would else stay in incoming untold. What it
@@ -395,6 +399,8 @@ void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_toke
     {
       std::lock_guard lock(mu_);
       wake_scan_ = woken;
+      // A watch started or stopped while the loop scanned: its wake ended no sleep.
+      if (watch_changed_) return;
     }
     // Looked at after `woken` is in place: a hint from here on ends the sleep below. A hint
     // that came during the scan may be about a directory it had already listed.
@@ -614,6 +620,7 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
     session_ = s;
     ++session_writes_;
     session_lost_ = false;
+    watch_changed_ = true;
     wake_scan_.request_stop();  // scan now rather than at the next poll
   }
   *out = s;
@@ -654,6 +661,7 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
     session_ = s;
     ++session_writes_;
     session_lost_ = false;
+    watch_changed_ = true;
     wake_scan_.request_stop();  // the stopped session's last scan now, not at the next poll
   }
   *out = s;

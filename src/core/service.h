@@ -25,6 +25,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace nbu::core {
@@ -68,6 +69,9 @@ class Service {
   nlohmann::json StatusJson() const;
 
   Instruments& instruments() { return inst_; }
+
+  // Tests: the scanner's fault hook (Scanner::SetFailForTest), set before Start.
+  void SetScanHookForTest(Scanner::FailForTest hook) { scanner_.SetFailForTest(std::move(hook)); }
 
  private:
   void StartupLoop(std::stop_token stop);
@@ -165,7 +169,10 @@ class Service {
   // read of the session file that began before one of them wrote it.
   uint64_t session_writes_ = 0;
   std::stop_source wake_scan_;  // guarded by mu_; ends the scan loop's current sleep
-  Scanner::Stats last_scan_;    // guarded by mu_
+  // Guarded by mu_: a watch started or stopped since the scan loop last read the session. A wake
+  // sent while the loop scans ends no sleep; this makes the next sleep end at once.
+  bool watch_changed_ = false;
+  Scanner::Stats last_scan_;  // guarded by mu_
   LogLimiter unreadable_log_{std::chrono::minutes(1)};
   // How many unreadable entries the last warning counted. Scan thread only.
   size_t unreadable_told_ = 0;

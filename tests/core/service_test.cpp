@@ -231,6 +231,56 @@ TEST(ServiceTest, AFileWrittenJustBeforeTheStopIsTold) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// A stop that comes while a scan runs (a hint's scan, held here at its start) wakes no sleep, as
+// the loop is not asleep: it is acted on when that scan ends, not at the next poll an hour on.
+TEST(ServiceTest, AStopDuringAScanIsActedOnWhenTheScanEnds) {
+  test::CapturedLog told("the watch stopped before these files were ready");
+  Azurite& azurite = SharedAzurite();
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("stop-scan"));
+  config.poll_interval_s = 3600;
+  config.min_file_age_s = 3600;  // seen, never old enough to be claimed
+  config.replica_id = "stop-scan-test";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  telemetry::MetricsRegistry metrics;
+  telemetry::Tracer tracer{RealClock::Instance()};
+  Service service(config, RealClock::Instance(), *blob_client, metrics, tracer);
+  nbu::test::Gate gate;
+  std::atomic<bool> hold{false};
+  std::atomic<int> held{0};
+  service.SetScanHookForTest([&](std::string_view call, const std::string& rel) {
+    if (call == "open" && rel.empty() && hold.exchange(false)) {  // the session directory
+      ++held;
+      EXPECT_TRUE(gate.Wait(60s));
+    }
+    return 0;
+  });
+  const auto open_at_exit = gate.OpenAtExit();
+  service.Start();
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  WriteFile(config.incoming_dir + "/q/seen.bin", "x");
+  SessionState s;
+  std::string error;
+  ASSERT_EQ(service.StartWatch("q", &s, &error), Service::WatchError::kNone) << error;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto st = service.StatusJson();
+        return st["last_scan"]["not_ready"] == 1 && st["change_hints"]["watched_dirs"] == 2;
+      },
+      30s))
+      << service.StatusJson().dump();
+  hold = true;
+  WriteFile(config.incoming_dir + "/q/hinted.bin", "y");  // its hint brings a scan, held
+  ASSERT_TRUE(WaitFor([&] { return held.load() == 1; }, 30s));
+  ASSERT_EQ(service.StopWatch(&s, &error), Service::WatchError::kNone) << error;
+  gate.Open();
+  ASSERT_TRUE(WaitFor([&] { return !told.Lines().empty(); }, 30s)) << "told when the scan ended";
+  const auto lines = told.Json();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["count"], 2) << lines[0].dump();
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // Files put beside the watched session's directory are never uploaded by its watch: the status
 // counts them, with an example, and a warning and the recent errors say so once, not at every
 // scan. With no watch, nothing is counted.
