@@ -270,8 +270,9 @@ Result<ClaimPath> FileProcessor::Claim(const WorkItem& item) {
     }
     if (!last.ok() && last.kind() != ErrorKind::kTransient) return last;
     if (!last.ok()) d_.clock.SleepFor(std::chrono::milliseconds(50 << attempt), {});
-    if (last.ok() || fs::StatFresh(ProcessingPath(c)).ok())
+    if (last.ok() || fs::StatFresh(ProcessingPath(c)).ok()) {
       return keep(static_cast<size_t>(attempt));
+    }
   }
   return last;
 }
