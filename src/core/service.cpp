@@ -206,6 +206,11 @@ void Service::StartupLoop(std::stop_token stop) {
   while (queue_.size() > 0 && !stop.stop_requested()) clock_.SleepFor(20ms, stop);
   if (stop.stop_requested()) return;
   ready_ = true;
+  {
+    std::lock_guard lock(mu_);
+    scan_now_ = true;  // a watch already active is scanned now, not a poll interval on
+    wake_scan_.request_stop();
+  }
   LogInfo("ready", {{"recovered_claims", own.size()},
                     {"replica", config_.replica_id},
                     {"put_blob_checksum", FileProcessor::PutBlobChecksumName(put_blob_crc64_)}});
@@ -328,7 +333,7 @@ void Service::ScanLoop(std::stop_token stop) {
     }
     const auto session = [&] {
       std::lock_guard lock(mu_);
-      watch_changed_ = false;  // what a start or stop until now did is read here
+      scan_now_ = false;  // what a start, a stop or being ready asked until now is read here
       return session_;
     }();
     if (!scanned.empty() && (!session || !session->active || session->name != scanned)) {
@@ -399,8 +404,8 @@ void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_toke
     {
       std::lock_guard lock(mu_);
       wake_scan_ = woken;
-      // A watch started or stopped while the loop scanned: its wake ended no sleep.
-      if (watch_changed_) return;
+      // A watch started or stopped, or ready, while the loop was awake: its wake ended no sleep.
+      if (scan_now_) return;
     }
     // Looked at after `woken` is in place: a hint from here on ends the sleep below. A hint
     // that came during the scan may be about a directory it had already listed.
@@ -409,7 +414,7 @@ void Service::SleepUntilScan(MonoTime wake, MonoTime hinted_wake, std::stop_toke
     if (now >= wake) return;
     std::stop_callback forward(stop, [&] { woken.request_stop(); });
     if (clock_.SleepFor(wake - now, woken.get_token())) return;
-    if (!hinted_.load()) return;  // a watch started or stopped: scan now
+    if (!hinted_.load()) return;  // a watch started or stopped, or ready: scan now
   }
 }
 
@@ -620,7 +625,7 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
     session_ = s;
     ++session_writes_;
     session_lost_ = false;
-    watch_changed_ = true;
+    scan_now_ = true;
     wake_scan_.request_stop();  // scan now rather than at the next poll
   }
   *out = s;
@@ -661,7 +666,7 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
     session_ = s;
     ++session_writes_;
     session_lost_ = false;
-    watch_changed_ = true;
+    scan_now_ = true;
     wake_scan_.request_stop();  // the stopped session's last scan now, not at the next poll
   }
   *out = s;

@@ -169,9 +169,10 @@ class Service {
   // read of the session file that began before one of them wrote it.
   uint64_t session_writes_ = 0;
   std::stop_source wake_scan_;  // guarded by mu_; ends the scan loop's current sleep
-  // Guarded by mu_: a watch started or stopped since the scan loop last read the session. A wake
-  // sent while the loop scans ends no sleep; this makes the next sleep end at once.
-  bool watch_changed_ = false;
+  // Guarded by mu_: since the scan loop last read the session, a watch started or stopped, or the
+  // replica became ready (a watch active since before then can be scanned now). A wake sent
+  // while the loop is awake ends no sleep; this makes its next sleep end at once.
+  bool scan_now_ = false;
   Scanner::Stats last_scan_;  // guarded by mu_
   LogLimiter unreadable_log_{std::chrono::minutes(1)};
   // How many unreadable entries the last warning counted. Scan thread only.

@@ -588,6 +588,37 @@ TEST(ServiceTest, TheSessionOfTheFormerVersionIsResumedAfterAnUpgrade) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// A watch active when the replica starts (restarted, or rescheduled) is scanned as soon as the
+// replica is ready, not a poll interval later: the scan loop's first round came before ready,
+// and could not scan then.
+TEST(ServiceTest, AWatchActiveAtStartUpIsScannedOnceReady) {
+  Azurite& azurite = SharedAzurite();
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("ready-scan"));
+  config.poll_interval_s = 3600;
+  config.min_file_age_s = 0;
+  config.replica_id = "ready-scan-test";
+  auto blob_client = nbu::test::MakeBlobClient(azurite, config.azure_container);
+  {
+    Started before(config, *blob_client);
+    ASSERT_TRUE(WaitFor([&] { return before.service.ready(); }, 30s));
+    SessionState s;
+    std::string error;
+    ASSERT_EQ(before.service.StartWatch("w", &s, &error), Service::WatchError::kNone) << error;
+    EXPECT_TRUE(before.service.Shutdown(5s));
+  }
+  const std::string data = PatternBytes(3000, 9);
+  WriteFile(config.incoming_dir + "/w/while-down.bin", data);
+  Started started(config, *blob_client);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.StatusJson()["uploaded"] == 1; }, 30s))
+      << service.StatusJson().dump();
+  auto got = GetUploaded(*blob_client, "w", "while-down.bin");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, data);
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // A replica that cannot read the session file acts on the session it read last, and so misses
 // a start or stop made through another replica: it says so in the status (degraded, and the
 // recent errors) until the file reads again.
