@@ -305,7 +305,8 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_AZURE_PUT_BLOB_CHECKSUM", "auto",
        "What storage checks a file sent in one Put Blob against: `crc64` (x-ms-content-crc64; the "
        "blob stores the MD5 storage computes of what it took), `md5` (Content-MD5, computed "
-       "here), or `auto`: `crc64` when a probe at start-up shows storage checks it, else `md5`",
+       "here), or `auto`: `crc64` when a probe at start-up shows storage checks it, else `md5`. "
+       "`crc64` set here skips the probe: storage is trusted to check the header",
        false},
       {"APP_AZURE_BLOCK_SIZE", "8388608",
        "Block size for block uploads (grown so a blob stays under 50,000 blocks)", false},

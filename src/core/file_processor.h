@@ -9,7 +9,8 @@
 //
 // Every state is a name on the volume (see layout.h), so a crash at any point leaves a claim
 // that recovery finishes; every step is idempotent (same blob name, deterministic block ids).
-// On stop, processing ends at the next step boundary and the claim is left for recovery.
+// On stop, requests in flight are aborted (after APP_SHUTDOWN_GRACE_S) and the claim is left for
+// recovery, which finds a commit that landed (every commit is conditional).
 #pragma once
 
 #include "azure/blob_client.h"
@@ -42,7 +43,8 @@ namespace nbu::core {
 // worker's copy buffer, that buffer. Every checksum is computed from the bytes as read from the
 // claim, and every request body read back from a staging file carries such a checksum (its
 // Content-MD5, or its x-ms-content-crc64), which storage verifies: a bad read-back of the copy
-// fails the request instead of landing.
+// fails the request instead of landing. (x-ms-content-crc64 is sent only where the start-up probe
+// showed storage checks it, or where APP_AZURE_PUT_BLOB_CHECKSUM=crc64 says so without a probe.)
 struct StagedFile {
   fs::Fd src;  // the claim, open for reading
   std::string src_path;
@@ -174,8 +176,9 @@ class FileProcessor {
   // or the older one recovered long after, and storage keeps whichever commit lands last. So a
   // commit lands only where no blob is yet (If-None-Match: *), or over the blob it was judged
   // against (If-Match): a blob of this claim (an earlier try landed, its answer was lost) is
-  // done; a blob of a file modified later (source_mtime_ns) makes this claim superseded
-  // (kPermanent: dead-lettered, so kept and reported); any other blob is replaced.
+  // done; a blob of a file modified later (source_mtime_ns), or at the same time with other
+  // bytes, makes this claim superseded (kPermanent: dead-lettered, so kept and reported); any
+  // other blob is replaced.
   // `commit` is told when a commit that wanted no blob there was refused while HEAD finds
   // none: another writer's uncommitted blocks hold the name.
   Status CommitInOrder(
