@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <string_view>
+#include <vector>
 
 namespace nbu::azure {
 namespace {
@@ -39,6 +41,92 @@ std::string Echoed(std::string text) {
     if (c < 0x20 || c > 0x7e) c = '?';
   }
   return text;
+}
+
+constexpr std::string_view kRedacted = "REDACTED";
+
+// The secrets a request carried, as an answer could quote them back: its SAS signature (as sent
+// and decoded) and the credential of its Authorization header (a bearer token; a shared key's
+// signature). AuthFailureDetail's patterns catch the quotes Azure makes; a proxy, a gateway or a
+// server of another make may quote one anywhere, shorter than those patterns look for. Values
+// under 8 characters are left: replacing them would garble the text and hide nothing.
+std::vector<std::string> RequestSecrets(const HttpRequest& req) {
+  std::vector<std::string> out;
+  const auto add = [&](std::string v) {
+    if (v.size() >= 8 && std::find(out.begin(), out.end(), v) == out.end()) {
+      out.push_back(std::move(v));
+    }
+  };
+  for (auto& [name, value] : SplitQuery(SplitUrl(req.url).query)) {
+    if (name != "sig") continue;
+    add(UrlDecode(value));
+    add(std::move(value));
+  }
+  if (const std::string* auth = req.FindHeader("Authorization")) {
+    const size_t space = auth->find(' ');
+    const std::string_view cred =
+        space == std::string::npos ? std::string_view() : std::string_view(*auth).substr(space + 1);
+    const size_t colon = cred.find(':');  // SharedKey account:signature
+    add(std::string(colon == std::string_view::npos ? cred : cred.substr(colon + 1)));
+  }
+  return out;
+}
+
+// The length of the text at `at` that reads as `secret`, each of its characters written as
+// itself or as an XML character reference (&#43;, &#x2B;), as an answer's body may quote it and
+// as AuthFailureDetail and ErrorCode then read it; 0 when it does not read so.
+size_t QuotedAt(std::string_view text, size_t at, std::string_view secret) {
+  const size_t from = at;
+  for (const char c : secret) {
+    if (at < text.size() && text[at] == c) {
+      ++at;
+      continue;
+    }
+    if (text.compare(at, 2, "&#") != 0) return 0;
+    const bool hex = at + 2 < text.size() && (text[at + 2] == 'x' || text[at + 2] == 'X');
+    const char* digits = text.data() + at + (hex ? 3 : 2);
+    unsigned code = 0;
+    const auto [end, ec] = std::from_chars(digits, text.data() + text.size(), code, hex ? 16 : 10);
+    if (ec != std::errc() || end == digits || end == text.data() + text.size() || *end != ';' ||
+        code != static_cast<unsigned char>(c)) {
+      return 0;
+    }
+    at = static_cast<size_t>(end - text.data()) + 1;
+  }
+  return at - from;
+}
+
+// Every quote of a secret in `text`, written plainly or with character references, becomes
+// REDACTED.
+void ReplaceSecrets(std::string& text, const std::vector<std::string>& secrets) {
+  for (const std::string& secret : secrets) {
+    std::string out;
+    size_t copied = 0;  // text before this is in `out`
+    for (size_t at = 0; at < text.size();) {
+      const size_t n =
+          text[at] == secret.front() || text[at] == '&' ? QuotedAt(text, at, secret) : 0;
+      if (n == 0) {
+        ++at;
+        continue;
+      }
+      out.append(text, copied, at - copied).append(kRedacted);
+      at += n;
+      copied = at;
+    }
+    if (copied == 0) continue;  // not quoted
+    text = std::move(out.append(text, copied));
+  }
+}
+
+// An answer other than success, before any of its text reaches a message, a log line, the
+// status or a span: every secret of the request it answers is replaced in its headers and body.
+// (A successful answer's body is data, Get Block List's, and is left as it came.)
+void ScrubAnswer(HttpResponse& resp, const HttpRequest& req) {
+  if (resp.status < 300) return;
+  const std::vector<std::string> secrets = RequestSecrets(req);
+  if (secrets.empty()) return;
+  for (auto& [name, value] : resp.headers) ReplaceSecrets(value, secrets);
+  ReplaceSecrets(resp.body, secrets);
 }
 
 std::string ErrorCode(const HttpResponse& resp) {
@@ -217,6 +305,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       return Status(kind, op + " " + safe_url + ": " + s.message());
     }
     Result<HttpResponse> result = transport_->Send(req);
+    if (result.ok()) ScrubAnswer(*result, req);
     if (!result.ok() && result.status().kind() == ErrorKind::kCancelled) {
       return Status(ErrorKind::kCancelled, op + " " + safe_url);
     }
@@ -406,7 +495,7 @@ Status BlobClient::PutBlob(const std::string& blob_name, const Body& body, const
     // Stored, yet not the bytes that were hashed: sent again by the next attempt.
     if (observer_.on_checksum_mismatch) observer_.on_checksum_mismatch("PutBlob");
     return Status(ErrorKind::kTransient, "PutBlob " + RedactUrl(BlobUrl(blob_name)) +
-                                             ": storage computed CRC-64 " + *echo +
+                                             ": storage computed CRC-64 " + Echoed(*echo) +
                                              " of the body, not the " + crc64 + " sent");
   }
   return Status::Ok();

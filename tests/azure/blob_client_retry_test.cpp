@@ -2,6 +2,7 @@
 // port 0) and a simulated clock: retries, Retry-After, throttling, 401 re-authorization, error
 // mapping and the headers curl actually puts on the wire.
 #include "azure/blob_client.h"
+#include "support/captured_log.h"
 #include "support/process.h"
 #include "util/crc64.h"
 #include "util/crypto.h"
@@ -163,6 +164,34 @@ class BlobClientRetryTest : public ::testing::Test {
                           "string to sign: 'PUT\n\n\n1\n\n\n\n\n\n\n\n\nx-ms-meta-session:"
                           "payroll\nx-ms-version:2025-11-05\n/acct/c/bad-signature'."),
                       "application/xml");
+    } else if (name == "quotes-secrets" || name == "quotes-secrets-busy" ||
+               req.path.rfind("/acct/q", 0) == 0) {
+      // A gateway of another make that quotes the request's secrets back, where and how no
+      // pattern of Azure's own quotes looks: short, without a digit, without "sig=", as sent
+      // and decoded, and XML-escaped (every '+' as a character reference).
+      const std::string auth = req.get_header_value("Authorization");
+      const std::string token = auth.substr(auth.find_last_of(" :") + 1);
+      const std::string sig = req.get_param_value("sig");  // decoded
+      const size_t raw_at = req.target.find("sig=") + 4;
+      const std::string raw_sig = req.target.substr(raw_at, req.target.find('&', raw_at) - raw_at);
+      std::string escaped_sig;
+      std::string hex_escaped_sig;
+      for (const char c : sig) {
+        escaped_sig += c == '+' ? std::string("&#43;") : std::string(1, c);
+        hex_escaped_sig += c == '+' ? std::string("&#x2B;") : std::string(1, c);
+      }
+      res.status = name == "quotes-secrets-busy" ? 500 : 403;
+      if (name == "quotes-secrets-busy") {  // its code in the body only, escaped
+        res.set_header("x-ms-request-id", sig);
+        res.set_content("<Error><Code>" + escaped_sig + "</Code></Error>", "application/xml");
+      } else {
+        res.set_header("x-ms-error-code", token);
+        res.set_header("x-ms-request-id", raw_sig);
+        res.set_content(
+            AuthenticationFailedBody("token " + token + token + ", signature " + sig +
+                                     ", escaped " + escaped_sig + " and " + hex_escaped_sig),
+            "application/xml");
+      }
     } else if (name == ".nbu-probe/container-check") {  // HEAD: the same refusal, no body
       res.status = container_check_status_;
       res.set_header("x-ms-error-code", container_check_code_);
@@ -670,6 +699,84 @@ TEST_F(BlobClientRetryTest, ARefusalOfOurCredentialsSaysWhyWithoutSecrets) {
       << created.ToString();
   EXPECT_NE(created.message().find("check that the container exists failed"), std::string::npos)
       << created.ToString();
+}
+
+// A credential whose secrets no pattern for Azure's quotes would catch: a SAS signature and a
+// bearer token of letters only, shorter than 32 characters.
+class ShortSecretCredential : public Credential {
+ public:
+  static constexpr const char* kToken = "ShortTokenOfLetters";
+  static constexpr const char* kSig = "ShortSig+Letters/Only=";  // decoded
+  static constexpr const char* kSentSig = "ShortSig%2BLetters%2FOnly%3D";
+  // `scheme`: "Bearer " + token, or "SharedKey acct:" + token.
+  explicit ShortSecretCredential(std::string scheme = "Bearer ") : scheme_(std::move(scheme)) {}
+  Status Authorize(HttpRequest& req, const std::string&, bool) override {
+    req.url += req.url.find('?') == std::string::npos ? "?" : "&";
+    req.url += std::string("sig=") + kSentSig;
+    req.SetHeader("Authorization", scheme_ + kToken);
+    return Status::Ok();
+  }
+  std::string Describe() const override { return "short secrets"; }
+
+ private:
+  std::string scheme_;
+};
+
+// An answer that quotes the request's secrets back (a gateway's echo), in its error code, its
+// request id or its body, has them replaced before its text reaches a message: the status's
+// recent errors, the log and the spans carry these messages.
+TEST_F(BlobClientRetryTest, SecretsAnAnswerQuotesBackAreReplaced) {
+  // Container "q" answers every request with the same quotes (a 403), the container check too.
+  for (const char* route : {"/acct/q", R"(/acct/q/(.*))"}) {
+    const auto handle = [this](const httplib::Request& req, httplib::Response& res) {
+      Handle(req, res);
+    };
+    server_.Put(route, handle);
+    server_.Get(route, handle);
+  }
+  options_.retry.max_attempts = 2;
+  const std::string data = "x";
+  const auto expect_none = [](const Status& s) {
+    for (const char* secret :
+         {ShortSecretCredential::kToken, ShortSecretCredential::kSig,
+          ShortSecretCredential::kSentSig, "ShortSig+", "ShortSig&#43;", "ShortSig&#x2B;"}) {
+      EXPECT_EQ(s.ToString().find(secret), std::string::npos) << secret << " in " << s.ToString();
+      EXPECT_EQ(s.code().find(secret), std::string::npos) << secret << " in " << s.code();
+    }
+    EXPECT_NE(s.message().find("REDACTED"), std::string::npos) << s.ToString();
+  };
+  for (const char* scheme : {"Bearer ", "SharedKey acct:"}) {
+    SCOPED_TRACE(scheme);
+    nbu::test::CapturedLog log("azure request retry");
+    BlobClient client = MakeClient(std::make_shared<ShortSecretCredential>(scheme));
+    for (const char* blob : {"quotes-secrets", "quotes-secrets-busy"}) {
+      const Status s = client.PutBlob(blob, Body::FromMemory(data), Md5::Of(data), {});
+      ASSERT_FALSE(s.ok()) << blob;
+      EXPECT_EQ(s.kind(),
+                std::string(blob) == "quotes-secrets" ? ErrorKind::kAuth : ErrorKind::kUnavailable)
+          << s.ToString();
+      expect_none(s);
+    }
+    // The retry's log line names the code storage sent (in the body, escaped): replaced.
+    log.Stop();
+    const std::vector<std::string> lines = log.Lines();
+    ASSERT_EQ(lines.size(), 1U);
+    EXPECT_EQ(nlohmann::json::parse(lines[0]).at("error"), "REDACTED") << lines[0];
+    // The detail's own words are kept: only the secrets go, each quote of them (two quotes
+    // back to back are two).
+    const Status s = client.PutBlob("quotes-secrets", Body::FromMemory(data), Md5::Of(data), {});
+    EXPECT_NE(s.message().find(": token REDACTEDREDACTED, signature REDACTED, escaped REDACTED "
+                               "and REDACTED"),
+              std::string::npos)
+        << s.ToString();
+    // An answer the caller reads itself (Create Container's refusal, and the check after it).
+    options_.container = "q";
+    BlobClient q = MakeClient(std::make_shared<ShortSecretCredential>(scheme));
+    options_.container = "c";
+    const Status created = q.CreateContainerIfMissing();
+    EXPECT_EQ(created.kind(), ErrorKind::kAuth) << created.ToString();
+    expect_none(created);
+  }
 }
 
 // Only a failed precondition of our own (the name taken, the ETag moved on) is a conflict,
