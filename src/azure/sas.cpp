@@ -4,6 +4,7 @@
 #include "azure/url.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <ctime>
@@ -50,6 +51,18 @@ std::optional<int64_t> ExpirySeconds(std::string_view se) {
   return static_cast<int64_t>(timegm(&tm));
 }
 
+// A SAS field's value as a message or the credential's description shows it: as it is when it
+// looks like one (permissions, services, a version, a time), else only its length. A signature
+// pasted into the wrong field (`sp=rl%26sig%3D...`) is not shown: base64 ends in '='.
+std::string Shown(std::string_view value) {
+  const bool plain = value.size() <= 40 && std::all_of(value.begin(), value.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == ':' ||
+                              c == '.' || c == '-' || c == '+';
+                     });
+  return plain ? std::string(value)
+               : "(" + std::to_string(value.size()) + " characters, not shown)";
+}
+
 }  // namespace
 
 std::optional<std::string> SasTokenProblem(const std::string& token) {
@@ -71,18 +84,18 @@ std::optional<std::string> SasTokenProblem(const std::string& token) {
   // uploaded before, and every claim recovered, is looked at first (Get Blob Properties, Get
   // Block List): without read those are refused for ever.
   if (!sp.empty() && sp.find('w') == std::string::npos) {
-    return "does not allow writes (sp=" + sp + " has no w)";
+    return "does not allow writes (sp=" + Shown(sp) + " has no w)";
   }
   if (!sp.empty() && sp.find('r') == std::string::npos) {
-    return "does not allow reads (sp=" + sp + " has no r), which looking at a blob needs";
+    return "does not allow reads (sp=" + Shown(sp) + " has no r), which looking at a blob needs";
   }
   // An account SAS that does not reach objects, or not the blob service; a service SAS for one
   // blob: every upload refused.
   if (!srt.empty() && srt.find('o') == std::string::npos) {
-    return "does not reach blobs (srt=" + srt + " has no o)";
+    return "does not reach blobs (srt=" + Shown(srt) + " has no o)";
   }
   if (!ss.empty() && ss.find('b') == std::string::npos) {
-    return "is not for the blob service (ss=" + ss + " has no b)";
+    return "is not for the blob service (ss=" + Shown(ss) + " has no b)";
   }
   if (sr == "b" || sr == "bs" || sr == "bv") {
     return "is for one blob (sr=" + sr + "); give a container SAS (sr=c) or an account SAS";
@@ -111,7 +124,7 @@ std::string SasCredential::Describe() const {
   for (const auto& [name, value] : SplitQuery(token_)) {
     if (name == "sv" || name == "sp" || name == "se" || name == "sr" || name == "ss" ||
         name == "srt") {
-      out.append(sep).append(name).append("=").append(UrlDecode(value));
+      out.append(sep).append(name).append("=").append(Shown(UrlDecode(value)));
       sep = ", ";
     }
   }

@@ -198,6 +198,9 @@ TEST(SasCredentialTest, AppendsTokenAndStripsQuestionMark) {
   EXPECT_EQ(req.url, "http://h/a/c/b?comp=block&sv=2021-06-08&sig=abc%2B");
   EXPECT_EQ(req.FindHeader("Authorization"), nullptr);
   EXPECT_EQ(cred.Describe().find("abc"), std::string::npos);
+  // Its fields as they look, and one that holds a signature pasted in, by length only.
+  EXPECT_EQ(SasCredential("sv=2021-06-08&sp=rcw&ss=qs3cr3tPasted%3D&sig=x").Describe(),
+            "sas(sv=2021-06-08, sp=rcw, ss=(14 characters, not shown))");
 }
 
 // A SAS that storage would refuse on every upload, for ever, stops start-up instead: no signature,
@@ -230,6 +233,13 @@ TEST(SasTokenProblemTest, RefusesWhatStorageWouldRefuseForEver) {
   EXPECT_EQ(problem("sp=rw&se=2020-01-01T00:00Z&sig=s3cr3t"), "expired at 2020-01-01T00:00Z (se)");
   EXPECT_EQ(problem("?sv=2025-11-05&sp=racwdl&se=2099-12-31T23%3A59%3A59.1234567Z&sig=s3cr3t"), "");
   EXPECT_EQ(problem("sv=2025-11-05&sig=s3cr3t"), "");  // no sp, no se: storage judges
+  // A signature pasted into another field (an '&' encoded with it) is not repeated.
+  EXPECT_EQ(problem("sv=2025-11-05&sig=x&sp=rl%26sig%3Ds3cr3tPasted%2B%2F%3D"),
+            "does not allow writes (sp=(22 characters, not shown) has no w)");
+  EXPECT_EQ(problem("ss=qs3cr3tPasted%3D&sig=x"),
+            "is not for the blob service (ss=(14 characters, not shown) has no b)");
+  EXPECT_EQ(problem("ss=q" + std::string(40, 's') + "&sig=x"),
+            "is not for the blob service (ss=(41 characters, not shown) has no b)");
   // Not forms read here, left to storage: an offset, a sign, fields out of range.
   for (const char* se : {"2020-01-01T00:00:00%2B01:00", "2020-01--1", "2020-13-01", "2020-01-32",
                          "2020-01-01T24:00Z", "2020-01-01T00:60Z", "+020-01-01"}) {
