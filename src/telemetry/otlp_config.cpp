@@ -78,9 +78,13 @@ struct Reader {
   }
 };
 
-std::string JoinPath(std::string base, const std::string& path) {
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  return base + path;
+// The signal's path after the base URL's own path, and before its query (a gateway's key, say)
+// and fragment, which follow it as given.
+std::string JoinPath(const std::string& base, const std::string& path) {
+  const size_t rest = std::min(base.find('?'), base.find('#'));
+  std::string out = base.substr(0, rest);
+  while (!out.empty() && out.back() == '/') out.pop_back();
+  return out + path + (rest == std::string::npos ? "" : base.substr(rest));
 }
 
 void ParseEndpoints(const Reader& r, TelemetryConfig& c) {

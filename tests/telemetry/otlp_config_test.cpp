@@ -34,6 +34,14 @@ TEST(TelemetryConfigTest, BaseEndpointGetsSignalPaths) {
   EXPECT_EQ(r.config.metrics_url, "http://collector:4318/v1/metrics");
   const auto with_path = ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://h/otlp"}});
   EXPECT_EQ(with_path.config.traces_url, "https://h/otlp/v1/traces");
+  // A query stays after the path (it was put after the query, which made the path part of it).
+  const auto with_query = ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://h/otlp/?key=k1"}});
+  EXPECT_EQ(with_query.config.traces_url, "https://h/otlp/v1/traces?key=k1");
+  EXPECT_EQ(with_query.config.metrics_url, "https://h/otlp/v1/metrics?key=k1");
+  EXPECT_EQ(ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318?k=1#f"}}).config.traces_url,
+            "http://h:4318/v1/traces?k=1#f");
+  EXPECT_EQ(ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://h/#f"}}).config.traces_url,
+            "https://h/v1/traces#f");
 }
 
 TEST(TelemetryConfigTest, SignalEndpointsAreUsedAsIs) {
