@@ -318,7 +318,9 @@ void OtlpExporter::CountExported(Signal signal, size_t items, const OtlpResult& 
             {{"signal", SignalName(spans)},
              {"rejected", rejected},
              {"items", items},
-             {"error", WithoutHeaderValues(partial.error_message, &config_.headers).substr(0, 200)},
+             {"error", WithoutSecrets(partial.error_message, &config_.headers,
+                                      spans ? config_.traces_url : config_.metrics_url)
+                           .substr(0, 200)},
              {"not_logged_since_last", held_back}});
   }
 }

@@ -83,7 +83,7 @@ class CurlOtlpTransport final : public OtlpTransport {
     // keys) are removed before it is shortened, which could cut one beyond recognition, and a
     // refused credential's answer (401, 403) is left out altogether.
     if (!response.empty() && status != 401 && status != 403) {
-      message += ": " + WithoutHeaderValues(response, req.headers).substr(0, 200);
+      message += ": " + WithoutSecrets(response, req.headers, req.url).substr(0, 200);
     }
     OtlpResult result = Fail(
         IsRetryableOtlpStatus(status) ? ErrorKind::kTransient : ErrorKind::kPermanent, message);
@@ -118,15 +118,32 @@ class CurlOtlpTransport final : public OtlpTransport {
 
 }  // namespace
 
-std::string WithoutHeaderValues(std::string text, const KeyValues* headers) {
-  if (headers == nullptr) return text;
+std::string WithoutSecrets(std::string text, const KeyValues* headers, std::string_view url) {
   std::vector<std::string> secrets;
-  for (const auto& [name, value] : *headers) {
+  for (const auto& [name, value] : headers != nullptr ? *headers : KeyValues{}) {
     secrets.push_back(value);
     for (size_t at = 0; at < value.size();) {
       const size_t end = std::min(value.find(' ', at), value.size());
       if (end - at >= kMinRedactedWord) secrets.push_back(value.substr(at, end - at));
       at = end + 1;
+    }
+  }
+  const size_t query = url.find('?');
+  const std::string_view pairs =
+      query == std::string_view::npos ? "" : url.substr(query + 1, url.find('#') - query - 1);
+  for (size_t at = 0; at < pairs.size();) {
+    const size_t end = std::min(pairs.find('&', at), pairs.size());
+    const std::string_view pair = pairs.substr(at, end - at);
+    at = end + 1;
+    const size_t eq = pair.find('=');
+    if (eq == std::string_view::npos || pair.size() - eq - 1 < kMinRedactedWord) continue;
+    const std::string value(pair.substr(eq + 1));
+    secrets.push_back(value);
+    int n = 0;
+    if (char* decoded =
+            curl_easy_unescape(nullptr, value.c_str(), static_cast<int>(value.size()), &n)) {
+      secrets.emplace_back(decoded, static_cast<size_t>(n));
+      curl_free(decoded);
     }
   }
   // Longest first: a word of a value is part of the whole value.

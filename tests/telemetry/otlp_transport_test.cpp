@@ -34,4 +34,17 @@ TEST(OtlpTransportTest, RetryAfterThatIsNeither) {
 }
 
 }  // namespace
+// What a collector or gateway quotes back loses the header values and the endpoint's query values
+// (a gateway's key, as sent and decoded); short values stay, as do the words around them.
+TEST(OtlpTransportTest, SecretsOfHeadersAndTheUrlQueryAreRemoved) {
+  const KeyValues headers = {{"authorization", "Bearer headerkey123"}};
+  const std::string url = "https://h/v1/traces?key=gw%2Bkey12345&x=1#f";
+  EXPECT_EQ(WithoutSecrets("refused https://h/v1/traces?key=gw%2Bkey12345&x=1: key gw+key12345, "
+                           "header headerkey123",
+                           &headers, url),
+            "refused https://h/v1/traces?key=<redacted>&x=1: key <redacted>, header <redacted>");
+  EXPECT_EQ(WithoutSecrets("key gw+key12345", nullptr, url), "key <redacted>");
+  EXPECT_EQ(WithoutSecrets("no query here", nullptr, "https://h/v1/traces"), "no query here");
+}
+
 }  // namespace nbu::telemetry
