@@ -164,10 +164,8 @@ Instruments::Instruments(telemetry::MetricsRegistry& r)
           "http.checksum_mismatches",
           "Bodies storage found not matching their checksum (each attempt is repeated), by op",
           "1")),
-      api_turned_away(r.AddCounter(
-          "api.connections.turned_away",
-          "API connections answered 503 without being read: every thread busy and 64 waiting",
-          "1")),
+      api_turned_away(r.AddCounter("api.connections.turned_away",
+                                   "API connections answered 503: too many waiting", "1")),
       blocks_uploaded(r.AddCounter("blocks.uploaded", "Blocks staged with Put Block", "1")),
       blocks_resumed(r.AddCounter("blocks.resumed", "Blocks already staged before a restart", "1")),
       queue_depth(r.AddCounter("queue.depth", "Ready files waiting for a worker", "1", true)),

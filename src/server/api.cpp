@@ -8,6 +8,7 @@
 #include "util/utf8.h"
 #include "util/uuid.h"
 
+#include <fcntl.h>
 #include <httplib.h>
 #include <netdb.h>
 #include <poll.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <charconv>
@@ -28,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -43,58 +46,40 @@ constexpr int kIoTimeoutMs = 5000;                       // to send the answer
 // 0.11 reads a header line of any length into memory, and waits for a slow client as long as
 // each byte comes within its read timeout, holding one of its few threads: here a head longer
 // than kMaxHead is answered 431, a body announced larger than kMaxBody 413 (or a length that
-// is not a number 400), and a request not received within kRequestTime 408, all as JSON. The
-// library reads nothing from the socket: past what was received, the stream ends.
+// is not a number 400), a request not received within kRequestTime 408, and one cut short by
+// the client's close 400, all as JSON. What arrives is read without waiting (Pump), so that no
+// thread waits for a client (ConnectionPool::Park). The library reads nothing from the socket:
+// past what was received, the stream ends. The socket is closed with this object.
 class ReceivedRequest final : public httplib::Stream {
  public:
-  enum class Outcome { kComplete, kHeadTooLarge, kBodyTooLarge, kBadHeader, kTooSlow, kGone };
+  enum class Outcome {
+    kComplete,
+    kHeadTooLarge,
+    kBodyTooLarge,
+    kBadHeader,
+    kTooSlow,
+    kCutShort,  // the client closed its side with part of a request sent
+    kEvicted,   // waited for while too many others did (ConnectionPool::kMaxParked)
+    kGone,      // closed, or failed, before sending anything
+  };
 
   explicit ReceivedRequest(int sock) : sock_(sock) {}
+  ~ReceivedRequest() override { ::close(sock_); }
+  ReceivedRequest(const ReceivedRequest&) = delete;
+  ReceivedRequest& operator=(const ReceivedRequest&) = delete;
 
-  // `deadline`: when the whole request must be in (kRequestTime after the connection was
-  // accepted, not after a thread took it up: one that waited its turn has had its time).
-  Outcome Receive(const std::atomic<bool>& stopping,
-                  std::chrono::steady_clock::time_point deadline) {
-    size_t need = 0;  // head and body, once the head is in
-    bool late_pass_done = false;
-    char chunk[8192];
-    for (;;) {
-      if (need == 0) {
-        const size_t end = buf_.find("\r\n\r\n");
-        // A head line ending in a bare LF is refused (ReadHead) as soon as it arrives: its head
-        // may never end in CRLF CRLF ("...\n\n"), and waiting for that would hold a thread
-        // until the 408, refusing it for the wrong reason. The head ends at the first empty
-        // line, so every LF before the first CRLF CRLF is in it.
-        if (HasBareLf(std::min({end, buf_.size(), kMaxHead}))) return Outcome::kBadHeader;
-        if (end == std::string::npos ? buf_.size() >= kMaxHead : end + 4 > kMaxHead) {
-          return Outcome::kHeadTooLarge;
-        }
-        if (end != std::string::npos) {
-          const std::string head_text = DropRanges(end + 2);  // through the last header's CRLF
-          const Head head = ReadHead(head_text);
-          if (head.refused != Outcome::kComplete) return head.refused;
-          need = head_text.size() + 2 + head.body;
-          // A client that waits to be asked for its body is asked (the library would ask too
-          // late: only once the body is here). A second 100 from the library is legal HTTP.
-          if (head.expects_continue && buf_.size() < need && !late_pass_done)
-            WriteAll("HTTP/1.1 100 Continue\r\n\r\n");
-        }
-      }
-      if (need != 0 && buf_.size() >= need) return Outcome::kComplete;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) {
-        // What already arrived still counts: a request that waited its turn whole is served.
-        if (late_pass_done || !ReadWhatArrived()) return Outcome::kTooSlow;
-        late_pass_done = true;
-        continue;
-      }
-      if (stopping.load()) return Outcome::kGone;
-      if (!Readable(std::min<int64_t>(left.count(), 100))) continue;
-      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, 0);  // past kMaxHead by a chunk at most
-      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return Outcome::kGone;
-      if (n > 0) buf_.append(chunk, static_cast<size_t>(n));
-    }
+  int fd() const { return sock_; }
+
+  // Reads what has arrived, without waiting, and judges it: the outcome once the request is
+  // whole or refused, nothing while more may come. At `deadline` (kRequestTime after the
+  // connection was accepted, not after a thread took it up) what arrived by then still counts.
+  std::optional<Outcome> Pump(std::chrono::steady_clock::time_point deadline) {
+    const bool late = std::chrono::steady_clock::now() >= deadline;
+    ReadWhatArrived();
+    if (const auto judged = Judge()) return judged;
+    if (closed_) return buf_.empty() ? Outcome::kGone : Outcome::kCutShort;
+    if (late) return Outcome::kTooSlow;
+    return std::nullopt;
   }
 
   bool is_readable() const override { return pos_ < buf_.size(); }
@@ -124,40 +109,67 @@ class ReceivedRequest final : public httplib::Stream {
              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
   }
 
-  // Reads, without waiting, what has arrived, until the buffer could hold the largest head and
-  // body (and a chunk); true if anything did.
-  bool ReadWhatArrived() {
-    bool any = false;
-    char chunk[8192];
-    while (buf_.size() < kMaxHead + kMaxBody) {
-      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, MSG_DONTWAIT);
-      if (n <= 0) break;
-      buf_.append(chunk, static_cast<size_t>(n));
-      any = true;
-    }
-    return any;
-  }
-
-  // Ends the answer, then reads what the client still sends (until `until`, at most 1 s from
-  // now, whatever its size: a refused body may be large) before the socket is closed: closing
-  // with unread bytes resets the connection, and a reset can destroy an answer the client has
-  // not read yet.
-  void Finish(const std::atomic<bool>& stopping, std::chrono::steady_clock::time_point until) {
+  // Ends the answer: the client reads our close after it. What it sent meanwhile is dropped
+  // (Drained), since closing with unread bytes resets the connection, and a reset can destroy an
+  // answer the client has not read yet.
+  // True once the client closed its side too: there is nothing to wait for.
+  bool EndAnswer() {
     ::shutdown(sock_, SHUT_WR);
-    ReadWhatArrived();  // at least what is there now, whatever the time left
-    until = std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+    std::string().swap(buf_);  // the request is served: its bytes go while the close is waited for
+    pos_ = 0;
+    return Drained();
+  }
+  // Reads and drops what the client still sends, without waiting (at most 1 MiB a call: a
+  // refused body may keep coming); true once it closed, or the socket failed.
+  bool Drained() {
     char chunk[65536];
-    while (!stopping.load()) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          until - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return;
-      if (!Readable(std::min<int64_t>(left.count(), 100))) continue;
-      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, 0);
-      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return;
+    for (int i = 0; i < 16; ++i) {
+      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n > 0 || (n < 0 && errno == EINTR)) continue;
+      return n == 0 || errno != EAGAIN;
     }
+    return false;
   }
 
  private:
+  // Reads, without waiting, what has arrived, until the buffer could hold the largest head and
+  // body (and a chunk). A close by the client, or a failed read, is noted: nothing more will come.
+  void ReadWhatArrived() {
+    char chunk[8192];
+    while (buf_.size() < kMaxHead + kMaxBody) {
+      const ssize_t n = ::recv(sock_, chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0 || (n < 0 && errno != EAGAIN)) closed_ = true;
+      if (n <= 0) break;
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+  // The outcome of what was received so far, if there is one yet.
+  std::optional<Outcome> Judge() {
+    if (need_ == 0) {
+      const size_t end = buf_.find("\r\n\r\n");
+      // A head line ending in a bare LF is refused (ReadHead) as soon as it arrives: its head
+      // may never end in CRLF CRLF ("...\n\n"), and waiting for that would end in a 408,
+      // refusing it for the wrong reason. The head ends at the first empty line, so every LF
+      // before the first CRLF CRLF is in it.
+      if (HasBareLf(std::min({end, buf_.size(), kMaxHead}))) return Outcome::kBadHeader;
+      if (end == std::string::npos ? buf_.size() >= kMaxHead : end + 4 > kMaxHead) {
+        return Outcome::kHeadTooLarge;
+      }
+      if (end == std::string::npos) return std::nullopt;
+      const std::string head_text = DropRanges(end + 2);  // through the last header's CRLF
+      const Head head = ReadHead(head_text);
+      if (head.refused != Outcome::kComplete) return head.refused;
+      need_ = head_text.size() + 2 + head.body;
+      // A client that waits to be asked for its body is asked (the library would ask too late:
+      // only once the body is here). A second 100 from the library is legal HTTP. Nothing was
+      // sent on this socket before: the write does not wait.
+      if (head.expects_continue && buf_.size() < need_) WriteAll("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    if (buf_.size() >= need_) return Outcome::kComplete;
+    return std::nullopt;
+  }
+
   struct Head {
     size_t body = 0;  // bytes announced by Content-Length
     bool expects_continue = false;
@@ -257,7 +269,6 @@ class ReceivedRequest final : public httplib::Stream {
       off += static_cast<size_t>(n);
     }
   }
-  bool Readable(int64_t ms) const { return Wait(POLLIN, static_cast<int>(ms)); }
   bool Wait(short events, int ms) const {
     pollfd p{sock_, events, 0};
     int r = 0;
@@ -282,6 +293,8 @@ class ReceivedRequest final : public httplib::Stream {
   const int sock_;
   std::string buf_;
   size_t pos_ = 0;
+  size_t need_ = 0;      // head and body, once the head is in
+  bool closed_ = false;  // the client closed its side (or the socket failed)
 };
 
 // How the connection a handler is about to serve arrived: when it was accepted, and whether it
@@ -292,28 +305,46 @@ struct Arrival {
 };
 thread_local Arrival tls_arrival;
 
-// The library's thread pool, with a bound on the connections that wait for a thread and their
-// time of arrival. Past kMaxWaiting, a connection is answered 503 at once on the accepting
-// thread, not queued: a flood of idle connections neither grows the queue (and the process's
-// open files) without bound nor delays a probe by more than kRequestTime.
+// The library's thread pool, and the connections whose request has not arrived whole. Those are
+// held without a thread: one thread polls them all (Park), and a thread of the pool takes one up
+// once its request is in, refused, late or cut short. After its answer, a connection is held the
+// same way while the client may still send (Linger). So an idle or slow client costs a
+// descriptor, never one of the threads, and probes and operators are not kept waiting behind it.
+// Past kMaxParked connections waiting to send their request, the one waiting longest is
+// answered 503 to make room: a flood of idle connections holds neither every place nor the
+// process's open files. Past kMaxWaiting new connections waiting for a thread (all kThreads
+// busy), a new connection is answered 503 at once on the accepting thread, unread.
 class ConnectionPool final : public httplib::TaskQueue {
  public:
   static constexpr size_t kThreads = 32;
   static constexpr size_t kMaxWaiting = 64;
+  static constexpr size_t kMaxParked = 256;
+  static constexpr size_t kMaxLingering = 64;  // past that, the oldest is closed at once
+  static constexpr auto kLinger = std::chrono::seconds(1);
+  using Serve = std::function<void(std::shared_ptr<ReceivedRequest>, ReceivedRequest::Outcome)>;
 
   ConnectionPool() {
     for (size_t i = 0; i < kThreads; ++i) threads_.emplace_back([this] { Work(); });
+    poller_ = std::jthread([this](const std::stop_token& stop) { Poll(stop); });
   }
-  ~ConnectionPool() override { shutdown(); }
+  ~ConnectionPool() override {
+    shutdown();
+    ::close(wake_[0]);
+    ::close(wake_[1]);
+  }
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // The pool a connection's handler runs on (null elsewhere).
+  static ConnectionPool* Current() { return current_; }
 
   void enqueue(std::function<void()> fn) override {
     const auto now = std::chrono::steady_clock::now();
     {
       std::lock_guard lock(mu_);
-      if (waiting_.size() < kMaxWaiting) {
-        waiting_.push_back({std::move(fn), now});
+      if (fresh_waiting_ < kMaxWaiting) {
+        waiting_.push_back({std::move(fn), now, true});
+        ++fresh_waiting_;
         cv_.notify_one();
         return;
       }
@@ -321,8 +352,25 @@ class ConnectionPool final : public httplib::TaskQueue {
     tls_arrival = {now, true};
     fn();
   }
-  // Serves what is waiting (a stopping server answers it at once), then joins.
+  // Holds `request` until ReceivedRequest::Pump decides it; then `serve` runs on a thread of the
+  // pool. (A connection still held when the pool shuts down is closed unanswered.)
+  void Park(std::shared_ptr<ReceivedRequest> request,
+            std::chrono::steady_clock::time_point deadline, Serve serve) {
+    Hold({std::move(request), deadline, std::move(serve)});
+  }
+  // Holds `request`, answered, until the client closes or for kLinger, reading and dropping what
+  // it still sends (a refused body that keeps coming), then closes it.
+  void Linger(std::shared_ptr<ReceivedRequest> request) {
+    Hold({std::move(request), std::chrono::steady_clock::now() + kLinger, nullptr});
+  }
+  // Closes the connections held (those whose request had not arrived go unanswered), serves what
+  // is waiting, then joins.
   void shutdown() override {
+    if (poller_.joinable()) {
+      poller_.request_stop();
+      Wake();
+      poller_.join();
+    }
     {
       std::lock_guard lock(mu_);
       shutdown_ = true;
@@ -337,8 +385,25 @@ class ConnectionPool final : public httplib::TaskQueue {
   struct Job {
     std::function<void()> fn;
     std::chrono::steady_clock::time_point accepted;
+    bool fresh = false;  // a new connection (counted against kMaxWaiting)
   };
+  // A connection the poller holds: waiting for its request (`serve` set), or lingering after its
+  // answer (no `serve`), until `deadline`.
+  struct Held {
+    std::shared_ptr<ReceivedRequest> request;
+    std::chrono::steady_clock::time_point deadline;
+    Serve serve;
+  };
+
+  void Hold(Held h) {
+    {
+      std::lock_guard lock(mu_);
+      arrivals_.push_back(std::move(h));
+    }
+    Wake();
+  }
   void Work() {
+    current_ = this;
     for (;;) {
       Job job;
       {
@@ -347,70 +412,176 @@ class ConnectionPool final : public httplib::TaskQueue {
         if (waiting_.empty()) return;
         job = std::move(waiting_.front());
         waiting_.pop_front();
+        if (job.fresh) --fresh_waiting_;
       }
       tls_arrival = {job.accepted, false};
       job.fn();
     }
   }
+  // Hands a decided connection to the threads. Not counted against kMaxWaiting: each one came
+  // through those places as a new connection, and is quick to serve (no thread waits for its
+  // client).
+  void Decided(Held h, ReceivedRequest::Outcome outcome) {
+    std::lock_guard lock(mu_);
+    waiting_.push_back({[h = std::move(h), outcome] { h.serve(h.request, outcome); },
+                        std::chrono::steady_clock::now(), false});
+    cv_.notify_one();
+  }
+  void Wake() {
+    const char c = 0;
+    [[maybe_unused]] const ssize_t n = ::write(wake_[1], &c, 1);  // full: a wake is pending
+  }
+  void Poll(const std::stop_token& stop) {
+    // In the order they came: the front has waited longest.
+    std::deque<Held> parked;
+    std::deque<Held> lingering;
+    std::vector<pollfd> fds;
+    while (!stop.stop_requested()) {
+      {
+        std::lock_guard lock(mu_);
+        for (auto& h : arrivals_) (h.serve ? parked : lingering).push_back(std::move(h));
+        arrivals_.clear();
+      }
+      while (parked.size() > kMaxParked) {  // what it sent since the last look counts
+        Held& oldest = parked.front();
+        const auto outcome = oldest.request->Pump(oldest.deadline);
+        Decided(std::move(oldest), outcome.value_or(ReceivedRequest::Outcome::kEvicted));
+        parked.pop_front();
+      }
+      while (lingering.size() > kMaxLingering) {  // closed at once, what arrived read first
+        lingering.front().request->Drained();
+        lingering.pop_front();
+      }
+      auto now = std::chrono::steady_clock::now();
+      auto next = now + std::chrono::seconds(1);
+      fds.assign(1, pollfd{wake_[0], POLLIN, 0});
+      for (const auto* held : {&parked, &lingering}) {
+        for (const Held& h : *held) {
+          fds.push_back({h.request->fd(), POLLIN, 0});
+          next = std::min(next, h.deadline);
+        }
+      }
+      const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
+      if (::poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(wait, 0))) < 0) {
+        if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
+      if (fds[0].revents != 0) {
+        char drain[64];
+        while (::read(wake_[0], drain, sizeof drain) > 0) {
+        }
+      }
+      now = std::chrono::steady_clock::now();
+      size_t i = 1;
+      for (auto it = parked.begin(); it != parked.end(); ++i) {
+        const bool look = fds[i].revents != 0 || now >= it->deadline;
+        const auto outcome = look ? it->request->Pump(it->deadline) : std::nullopt;
+        if (!outcome) {
+          ++it;
+          continue;
+        }
+        Decided(std::move(*it), *outcome);
+        it = parked.erase(it);
+      }
+      for (auto it = lingering.begin(); it != lingering.end(); ++i) {
+        const bool done = (fds[i].revents != 0 && it->request->Drained()) || now >= it->deadline;
+        it = done ? lingering.erase(it) : it + 1;
+      }
+    }
+  }
+
+  static thread_local ConnectionPool* current_;
+  std::array<int, 2> wake_ = MakePipe();  // the poller's wake-up: new connections, shutdown
+  static std::array<int, 2> MakePipe() {
+    std::array<int, 2> p{-1, -1};
+    if (::pipe2(p.data(), O_NONBLOCK | O_CLOEXEC) != 0) std::abort();  // no descriptors left
+    return p;
+  }
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> waiting_;  // guarded by mu_
-  bool shutdown_ = false;    // guarded by mu_
+  std::deque<Job> waiting_;     // guarded by mu_
+  size_t fresh_waiting_ = 0;    // guarded by mu_: the new connections in waiting_
+  std::vector<Held> arrivals_;  // guarded by mu_: for the poller to take
+  bool shutdown_ = false;       // guarded by mu_
   std::vector<std::thread> threads_;
+  std::jthread poller_;
 };
+thread_local ConnectionPool* ConnectionPool::current_ = nullptr;
 
 class GuardedServer final : public httplib::Server {
  public:
-  void Stopping() { stopping_ = true; }
-  // Called on the accepting thread for each connection turned away unread.
+  // Called for each connection turned away (on the accepting thread, or one of the pool's).
   void OnTurnedAway(std::function<void()> f) { on_turned_away_ = std::move(f); }
 
  private:
   // One request per connection: a refused request's unread body is never parsed as the next
   // request, and no idle client holds a thread between requests.
   bool process_and_close_socket(int sock) override {
-    ReceivedRequest request(sock);
+    auto request = std::make_shared<ReceivedRequest>(sock);
     const Arrival arrival = tls_arrival;
-    const auto deadline = arrival.accepted + kRequestTime;
     if (arrival.shed) {
-      if (on_turned_away_) on_turned_away_();
-      request.Answer(503, "Service Unavailable",
-                     "too many connections waiting for an answer; try again shortly");
-      request.Finish(stopping_, std::chrono::steady_clock::now());
-      ::close(sock);
+      Serve(std::move(request), ReceivedRequest::Outcome::kEvicted);
       return true;
     }
-    switch (request.Receive(stopping_, deadline)) {
-      case ReceivedRequest::Outcome::kComplete: {
-        bool closed = false;
-        process_request(request, /*close_connection=*/true, closed, nullptr);
-        break;
-      }
-      case ReceivedRequest::Outcome::kHeadTooLarge:
-        request.Answer(431, "Request Header Fields Too Large",
-                       "request line and headers larger than 16 KiB");
-        break;
-      case ReceivedRequest::Outcome::kBodyTooLarge:
-        request.Answer(413, "Payload Too Large", "request body too large (at most 64 KiB)");
-        break;
-      case ReceivedRequest::Outcome::kBadHeader:
-        request.Answer(400, "Bad Request",
-                       "malformed request head: a line not ending in CRLF or that is no "
-                       "header field, a space before a colon, or a Content-Length that is not a "
-                       "number or differs from another");
-        break;
-      case ReceivedRequest::Outcome::kTooSlow:
-        request.Answer(408, "Request Timeout", "the request did not arrive within 10 s");
-        break;
-      case ReceivedRequest::Outcome::kGone: break;
+    const auto deadline = arrival.accepted + kRequestTime;
+    // (Every connection is served on a thread of the pool; without one, what arrived is judged
+    // as it is, rather than waited for on a thread that is not the pool's.)
+    ConnectionPool* pool = ConnectionPool::Current();
+    if (const auto outcome = request->Pump(deadline); outcome || pool == nullptr) {
+      Serve(std::move(request), outcome.value_or(ReceivedRequest::Outcome::kTooSlow));
+      return true;
     }
-    // A connection that waited out its time for a thread is not waited for any longer.
-    request.Finish(stopping_, deadline + std::chrono::seconds(1));
-    ::close(sock);
+    pool->Park(std::move(request), deadline,
+               [this](std::shared_ptr<ReceivedRequest> r, ReceivedRequest::Outcome outcome) {
+                 Serve(std::move(r), outcome);
+               });
     return true;
   }
-  std::atomic<bool> stopping_{false};
+  void Serve(std::shared_ptr<ReceivedRequest> request, ReceivedRequest::Outcome outcome) {
+    using Outcome = ReceivedRequest::Outcome;
+    bool linger = true;  // the client may still be sending: its close is waited for
+    switch (outcome) {
+      case Outcome::kComplete: {
+        bool closed = false;
+        process_request(*request, /*close_connection=*/true, closed, nullptr);
+        break;
+      }
+      case Outcome::kHeadTooLarge:
+        request->Answer(431, "Request Header Fields Too Large",
+                        "request line and headers larger than 16 KiB");
+        break;
+      case Outcome::kBodyTooLarge:
+        request->Answer(413, "Payload Too Large", "request body too large (at most 64 KiB)");
+        break;
+      case Outcome::kBadHeader:
+        request->Answer(400, "Bad Request",
+                        "malformed request head: a line not ending in CRLF or that is no "
+                        "header field, a space before a colon, or a Content-Length that is not a "
+                        "number or differs from another");
+        break;
+      case Outcome::kTooSlow:  // silent for 10 s, or trickling: not waited for any longer
+        request->Answer(408, "Request Timeout", "the request did not arrive within 10 s");
+        linger = false;
+        break;
+      case Outcome::kCutShort:  // closed its side already
+        request->Answer(400, "Bad Request",
+                        "the client closed its side of the connection before the whole request "
+                        "(head, and the body its Content-Length announces) was sent");
+        linger = false;
+        break;
+      case Outcome::kEvicted:
+        if (on_turned_away_) on_turned_away_();
+        request->Answer(503, "Service Unavailable",
+                        "too many connections waiting for an answer; try again shortly");
+        linger = false;
+        break;
+      case Outcome::kGone: return;
+    }
+    const bool closed = request->EndAnswer();
+    ConnectionPool* pool = ConnectionPool::Current();
+    if (linger && !closed && pool != nullptr) pool->Linger(std::move(request));
+  }
   std::function<void()> on_turned_away_;  // set before serving
 };
 
@@ -524,8 +695,10 @@ Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Cloc
     service_.instruments().api_turned_away.Add();
     if (uint64_t held_back = 0;
         turned_away_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
-      LogWarn("API connections turned away: every thread busy and 64 waiting",
-              {{"also_since_last_warning", held_back}});
+      LogWarn(
+          "API connections turned away: 256 waiting to send their request, or every thread "
+          "busy and 64 new connections waiting",
+          {{"also_since_last_warning", held_back}});
     }
   });
 }
@@ -533,8 +706,13 @@ Api::Api(core::Service& service, const telemetry::MetricsRegistry& metrics, Cloc
 Api::~Api() { Stop(); }
 
 int Api::Bind(const std::string& host, int port) {
-  if (port == 0) return server_->bind_to_any_port(host);
-  return server_->bind_to_port(host, port) ? port : -1;
+  const int bound =
+      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of connections (a flood, or many
+  // clients at once) overflowed it, and each connection past it waited for a SYN retry, 1 s and
+  // more. Listening again sets the kernel's largest.
+  if (bound > 0 && listen_fd_ >= 0) ::listen(listen_fd_, SOMAXCONN);
+  return bound;
 }
 
 void Api::Serve() { server_->listen_after_bind(); }
@@ -550,19 +728,20 @@ bool Api::WaitServing(std::chrono::milliseconds timeout) {
 
 void Api::Stop() {
   if (!server_) return;
-  static_cast<GuardedServer&>(*server_).Stopping();
   server_->stop();
 }
 
 void Api::Routes() {
   httplib::Server& s = *server_;
-  s.set_socket_options(ReuseAddressOnly);
+  s.set_socket_options([this](socket_t sock) {  // the listening socket's, before its bind
+    ReuseAddressOnly(sock);
+    listen_fd_ = sock;
+  });
   // cpp-httplib 0.11 checks this limit against Content-Length only: the pre-routing handler
   // below refuses every other way of sending a body before it is read.
   s.set_payload_max_length(kMaxBody);
-  // Each client holds a thread while its request arrives (at most kRequestTime from its
-  // connection): more threads than the library's 8, so a few slow clients do not leave probes
-  // and operators waiting, and a bound on the connections waiting for one.
+  // No client holds a thread while its request arrives (ConnectionPool::Park); more threads than
+  // the library's 8 serve whole requests, with a bound on those waiting for one.
   s.new_task_queue = [] { return new ConnectionPool(); };
   // Range is ignored (DropRanges): say so. The library would answer a HEAD with
   // "Accept-Ranges: bytes", promising what the GET does not do; it adds that header only to an

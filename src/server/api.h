@@ -42,6 +42,7 @@ class Api {
   Clock& clock_;
   const std::string post_token_;
   LogLimiter turned_away_log_{std::chrono::seconds(10)};  // one warning per 10 s
+  int listen_fd_ = -1;                                    // the listening socket, once Bind made it
   std::unique_ptr<httplib::Server> server_;               // (uses the members above)
 };
 

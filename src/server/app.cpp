@@ -16,6 +16,7 @@
 
 #include <netdb.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -168,6 +169,18 @@ bool CanListen(const std::string& host, int port) {
   return ok;
 }
 
+// The soft limit on open files raised to the hard one, as Go's runtime and many daemons do:
+// container runtimes often leave 1024, which the control API's held connections (up to 256
+// waiting for their request and 64 lingering), staging files and storage connections share.
+// Nothing here uses select(): cpp-httplib (Debian's build) and libcurl poll.
+void RaiseOpenFileLimit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -198,6 +211,7 @@ int Main(int argc, char** argv) {
     return arg == "--help" || arg == "-h" ? 0 : 2;
   }
 
+  RaiseOpenFileLimit();
   // Block the shutdown signals in every thread; one thread waits for them with sigwait.
   const sigset_t stop_signals = StopSignals();
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
