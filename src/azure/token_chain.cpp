@@ -46,7 +46,8 @@ std::vector<ChainEntry> AllSources(const EnvLookup& env, const TokenSourceOption
          mi.probe = probe_imds;
          return Upcast(ManagedIdentityCredential::FromEnv(env, mi));
        },
-       nullptr},
+       // Not AZURE_CLIENT_ID: the environment and workload identity read it too.
+       [=] { return env(kObjectIdVar) || env(kResourceIdVar); }},
       {"AzureCliCredential", "azure-cli",
        [=] {
          AzureCliOptions cli;
@@ -109,26 +110,58 @@ Result<std::shared_ptr<TokenCredential>> EnvironmentCredentialFromEnv(const EnvL
                 "(or AZURE_CLIENT_CERTIFICATE_PATH)");
 }
 
-bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
-                            const TokenSourceOptions& options,
-                            std::shared_ptr<TokenCredential>* out, std::vector<std::string>* errors,
-                            std::stop_token stop) {
+namespace {
+
+// The sources `mode` tries, in order (AZURE_TOKEN_CREDENTIALS applied to "auto"); false with an
+// error line when there are none.
+bool SourcesOf(const std::string& mode, const EnvLookup& env, const TokenSourceOptions& options,
+               std::vector<ChainEntry>* chain, std::vector<std::string>* errors) {
   const bool chain_mode = mode == "auto";
   // The probe (one try, a short connect timeout) keeps a chain off Azure from waiting on IMDS;
   // managed identity named alone is the one source, so it retries as its own mode does (as the
   // SDKs do since 2025).
   const auto selector = env("AZURE_TOKEN_CREDENTIALS");
   const bool alone = selector && LowerAscii(*selector) == "managedidentitycredential";
-  std::vector<ChainEntry> chain = AllSources(env, options, /*probe_imds=*/chain_mode && !alone);
+  *chain = AllSources(env, options, /*probe_imds=*/chain_mode && !alone);
   if (chain_mode) {
-    if (!FilterChain(env, &chain, errors)) return false;
+    if (!FilterChain(env, chain, errors)) return false;
   } else {
-    std::erase_if(chain, [&](const ChainEntry& e) { return mode != e.mode; });
+    std::erase_if(*chain, [&](const ChainEntry& e) { return mode != e.mode; });
   }
-  if (chain.empty()) {
+  if (chain->empty()) {
     errors->push_back("APP_AZURE_AUTH: \"" + mode + "\" is not a token mode");
     return false;
   }
+  return true;
+}
+
+std::string LinePrefix(const std::string& mode) {
+  return mode == "auto" ? "DefaultAzureCredential: " : "APP_AZURE_AUTH=" + mode + ": ";
+}
+
+}  // namespace
+
+void CheckTokenCredential(const std::string& mode, const EnvLookup& env,
+                          const TokenSourceOptions& options, std::vector<std::string>* errors) {
+  std::vector<ChainEntry> chain;
+  if (!SourcesOf(mode, env, options, &chain, errors)) return;
+  for (const ChainEntry& e : chain) {
+    // The chain moves past a source that is not configured: only one that is can fail it.
+    if (mode == "auto" && !(e.configured && e.configured())) continue;
+    if (Result<std::shared_ptr<TokenCredential>> cred = e.make(); !cred.ok()) {
+      errors->push_back(LinePrefix(mode) + e.name + ": " + cred.status().message());
+    }
+    return;  // the chain ends at a configured source, whether it gives a token or not
+  }
+}
+
+bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
+                            const TokenSourceOptions& options,
+                            std::shared_ptr<TokenCredential>* out, std::vector<std::string>* errors,
+                            std::stop_token stop) {
+  const bool chain_mode = mode == "auto";
+  std::vector<ChainEntry> chain;
+  if (!SourcesOf(mode, env, options, &chain, errors)) return false;
   std::vector<std::string> failures;
   for (const ChainEntry& e : chain) {
     Result<std::shared_ptr<TokenCredential>> cred = TryOne(e, stop);
@@ -149,9 +182,7 @@ bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
       break;
     }
   }
-  const std::string prefix =
-      chain_mode ? "DefaultAzureCredential: " : "APP_AZURE_AUTH=" + mode + ": ";
-  for (const auto& f : failures) errors->push_back(prefix + f);
+  for (const auto& f : failures) errors->push_back(LinePrefix(mode) + f);
   return false;
 }
 

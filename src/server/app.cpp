@@ -13,6 +13,7 @@
 #include "util/listen_socket.h"
 #include "util/log.h"
 #include "util/md5_pair.h"
+#include "util/text.h"
 
 #include <netdb.h>
 #include <signal.h>
@@ -218,7 +219,7 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   const char* env_file = std::getenv("APP_ENV_FILE");
-  const bool named = env_file != nullptr && *env_file != '\0';
+  const bool named = env_file != nullptr && !TrimSpaceAscii(env_file).empty();  // blank: unset
   std::vector<std::string> errors;
   const core::EnvMap env = core::LoadEnvironment(named ? env_file : ".env", named, &errors);
   core::Config config;

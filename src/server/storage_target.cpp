@@ -6,6 +6,7 @@
 #include "azure/shared_key.h"
 #include "azure/token_chain.h"
 #include "util/crypto.h"
+#include "util/text.h"
 
 namespace nbu::server {
 namespace {
@@ -17,7 +18,8 @@ std::string TrimSlash(std::string s) {
 
 // Entra ID token modes: needs APP_AZURE_ACCOUNT_URL (https, or http to loopback for tests).
 // The first token is fetched only while `errors` is empty: start-up fails anyway otherwise, and
-// need not wait on the network to say so.
+// need not wait on the network to say so; what the credential's own variables get wrong is told
+// either way.
 bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& clock,
                         const core::EnvMap* env, StorageTarget* out,
                         std::vector<std::string>* errors, std::stop_token stop) {
@@ -28,20 +30,20 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
                           "APP_AZURE_ACCOUNT_NAME + APP_AZURE_ACCOUNT_KEY, or "
                           "APP_AZURE_SAS_TOKEN)"
                         : ")"));
-    return false;
-  }
-  if (!core::ErrorNames(*errors, "APP_AZURE_ACCOUNT_URL")) {
+  } else if (!core::ErrorNames(*errors, "APP_AZURE_ACCOUNT_URL")) {
     if (Status s = azure::CheckSecureUrl(c.azure_account_url, "APP_AZURE_ACCOUNT_URL"); !s.ok()) {
       errors->push_back(s.message() + " for bearer tokens");
     }
   }
-  if (!errors->empty()) return false;
   azure::EnvLookup lookup = azure::ProcessEnv();
   if (env != nullptr) {
     lookup = [env](const std::string& name) -> std::optional<std::string> {
       auto it = env->find(name);
-      if (it == env->end() || it->second.empty()) return std::nullopt;
-      return it->second;
+      // Trimmed, and blank is unset, as for every variable (a template's `AZURE_CLIENT_ID= `).
+      const std::string_view value =
+          it == env->end() ? std::string_view() : TrimSpaceAscii(it->second);
+      if (value.empty()) return std::nullopt;
+      return std::string(value);
     };
   }
   azure::TokenSourceOptions options;
@@ -49,6 +51,10 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
   azure::HttpTransportOptions token_transport = StorageTransportOptions(c, lookup);
   token_transport.send_limit = nullptr;  // the cap is for what goes to storage
   options.transport = std::make_shared<azure::HttpTransport>(std::move(token_transport));
+  if (!errors->empty()) {
+    azure::CheckTokenCredential(mode, lookup, options, errors);
+    return false;
+  }
   std::shared_ptr<azure::TokenCredential> cred;
   if (!azure::ResolveTokenCredential(mode, lookup, options, &cred, errors, stop)) return false;
   out->endpoint = TrimSlash(c.azure_account_url);

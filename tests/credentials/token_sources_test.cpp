@@ -1101,6 +1101,30 @@ TEST(DefaultAzureCredentialTest, AConfiguredCredentialThatFailsEndsTheChain) {
   EXPECT_EQ(imds, 1u) << "IMDS asked before the last case";
 }
 
+// A managed identity chosen by its object or resource id (variables for it alone) that gives no
+// token ends the chain too: a developer's az login, which would answer, is not asked.
+TEST(DefaultAzureCredentialTest, AManagedIdentityChosenByItsIdThatFailsEndsTheChain) {
+  nbu::test::TempDir dir;
+  test::WriteScript(dir / "bin/az",
+                    "echo '{\"accessToken\":\"cli-tok\",\"expires_on\":4102444800}'\n");
+  SimulatedClock clock;
+  auto env = NoIdentityEnv();  // IMDS: a closed port
+  env["PATH"] = dir / "bin" + ":/usr/bin:/bin";
+  std::shared_ptr<TokenCredential> out;
+  std::vector<std::string> errors;
+  ASSERT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  EXPECT_NE(out->Describe().find("azure-cli"), std::string::npos) << "no identity chosen";
+  for (const char* var : {kObjectIdVar, kResourceIdVar}) {
+    auto chosen = env;
+    chosen[var] = "00000000-0000-0000-0000-000000000001";
+    errors.clear();
+    EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(chosen), Opts(clock), &out, &errors));
+    ASSERT_EQ(errors.size(), 3u) << testing::PrintToString(errors);
+    EXPECT_NE(errors[2].find("ManagedIdentityCredential: "), std::string::npos) << errors[2];
+    EXPECT_NE(errors[2].find("the chain stops here"), std::string::npos) << errors[2];
+  }
+}
+
 // --- ResolveStorageTarget ---
 
 TEST(StorageTargetTokenTest, ExplicitSecretsNeverTouchTokenEndpoints) {
@@ -1378,8 +1402,9 @@ TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
   c.azure_account_key = Base64Encode("key");
   EXPECT_EQ(resolve(c, {"APP_AZURE_ACCOUNT_URL: must not hold a user name or password"}), Vars{});
   c.azure_account_key.clear();
-  c.azure_auth = "environment";
-  EXPECT_EQ(resolve(c, {"APP_AZURE_ACCOUNT_URL: must not hold a user name or password"}), Vars{});
+  c.azure_auth = "environment";  // none of its variables set: told beside the URL's problem
+  EXPECT_EQ(resolve(c, {"APP_AZURE_ACCOUNT_URL: must not hold a user name or password"}),
+            Vars{"APP_AZURE_AUTH=environment"});
   // A token mode makes no request when start-up fails anyway.
   StandIn idp([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
   core::EnvMap env = {{"AZURE_TENANT_ID", "t"},
@@ -1404,6 +1429,57 @@ TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
   errors.clear();
   EXPECT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
   EXPECT_EQ(idp.count(), 1u) << "the stand-in answers";
+  // What the credential's own variables get wrong is told beside the other problems, still
+  // without a request: a source missing a variable, an unknown AZURE_TOKEN_CREDENTIALS, the
+  // account URL missing too.
+  const std::vector<std::string> other = {"APP_POLL_INTERVAL_S: must be a number, got \"soon\""};
+  env.erase("AZURE_TENANT_ID");
+  errors = other;
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[1],
+            "APP_AZURE_AUTH=environment: EnvironmentCredential: not set: AZURE_TENANT_ID");
+  c.azure_auth = "auto";  // configured by its secret: the chain would end there
+  errors = other;
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[1], "DefaultAzureCredential: EnvironmentCredential: not set: AZURE_TENANT_ID");
+  env["AZURE_TENANT_ID"] = "t";
+  env["AZURE_TOKEN_CREDENTIALS"] = "bogus";
+  c.azure_account_url.clear();
+  errors = other;
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  ASSERT_EQ(errors.size(), 3u) << testing::PrintToString(errors);
+  EXPECT_EQ(errors[1].rfind("APP_AZURE_ACCOUNT_URL: required", 0), 0u) << errors[1];
+  EXPECT_EQ(errors[2].rfind("AZURE_TOKEN_CREDENTIALS: must be prod, dev,", 0), 0u) << errors[2];
+  env["AZURE_TOKEN_CREDENTIALS"] = "prod";  // and nothing else wrong with the credential
+  errors = other;
+  EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+  EXPECT_EQ(errors.size(), 2u) << testing::PrintToString(errors);
+  EXPECT_EQ(idp.count(), 1u) << "a request made while start-up fails anyway";
+}
+
+// A blank variable is unset for the token sources too: a blank object id beside AZURE_CLIENT_ID
+// (a template's empty line) is not a second identity chosen. Values are trimmed.
+TEST(StorageTargetTokenTest, BlankTokenVariablesCountAsUnset) {
+  StandIn imds([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
+  core::EnvMap env = {{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()},
+                      {"AZURE_CLIENT_ID", " c1 "},
+                      {"APP_AZURE_MANAGED_IDENTITY_OBJECT_ID", " "},
+                      {"APP_AZURE_MANAGED_IDENTITY_RESOURCE_ID", "\t"},
+                      {"PATH", "/nonexistent"}};
+  core::Config c;
+  c.azure_auth = "managed-identity";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  SimulatedClock clock;
+  server::StorageTarget target;
+  std::vector<std::string> errors;
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env))
+      << testing::PrintToString(errors);
+  ASSERT_EQ(imds.count(), 1u);
+  const auto query = imds.requests()[0].query;
+  EXPECT_EQ(query.count("client_id") != 0 ? query.at("client_id") : "", "c1");
+  EXPECT_EQ(query.count("object_id") + query.count("msi_res_id"), 0u);
 }
 
 TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {

@@ -958,9 +958,10 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
     const std::string log = up.process().ReadLog();
     EXPECT_NE(log.find("config error: APP_ENV_FILE: "), std::string::npos) << log;
   }
-  {  // a value holding a line break (a manifest's block string): still one line, the break shown
+  {  // a value holding a line break (a manifest's block string): still one line, the break shown;
+     // a blank APP_ENV_FILE is unset (the optional .env of the working directory, none here)
     UploaderProcess up(azurite_, volume_, container_, "r6",
-                       {{"APP_POLL_INTERVAL_S", "1\nAPP_MIN_FILE_AGE_S=2"}});
+                       {{"APP_POLL_INTERVAL_S", "1\nAPP_MIN_FILE_AGE_S=2"}, {"APP_ENV_FILE", " "}});
     EXPECT_EQ(up.process().Wait(20s), 2);
     const std::string log = up.process().ReadLog();
     EXPECT_EQ(log,
