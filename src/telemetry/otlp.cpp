@@ -209,12 +209,15 @@ void OtlpExporter::Drain(MonoTime deadline) {
     if (lost > 0) CountDropped(Signal::kSpans, lost, "shutdown");
   }
   if (config_.exports_metrics() && metrics_ != nullptr) {
-    metric_batch_ = Pending{};  // a fresh snapshot supersedes any pending one
-    if (time_left() && may_send(Signal::kMetrics)) {
-      SnapshotMetrics();
+    const bool send = time_left() && may_send(Signal::kMetrics);
+    SnapshotMetrics();  // supersedes any pending one
+    if (send) {
       const milliseconds timeout =
           std::min(config_.export_timeout, Remaining(clock_.Now(), deadline));
       Attempt(metric_batch_, Signal::kMetrics, std::max(timeout, milliseconds(1)), true);
+    } else if (metric_batch_.active) {  // the last window's points go unsent: counted as such
+      CountDropped(Signal::kMetrics, metric_batch_.items, "shutdown");
+      metric_batch_ = Pending{};
     }
   }
   ReportDrops(/*final=*/true);

@@ -376,6 +376,9 @@ TEST_F(OtlpExporterTest, ShutdownAtTheDeadlineDropsAndCounts) {
   EXPECT_TRUE(collector_.Requests().empty());
   EXPECT_EQ(e.stats().spans_dropped_export, 3u);
   EXPECT_EQ(counters_.dropped->Value({{"reason", "shutdown"}, {"signal", "spans"}}), 3);
+  // The metrics' last window too: its points (the dropped counter's, here) are counted.
+  EXPECT_GE(e.stats().metric_points_dropped, 1u);
+  EXPECT_GE(counters_.dropped->Value({{"reason", "shutdown"}, {"signal", "metrics"}}), 1);
 }
 
 TEST_F(OtlpExporterTest, ShutdownMakesOneAttemptOnly) {
@@ -403,6 +406,8 @@ TEST_F(OtlpExporterTest, ShutdownDropsRatherThanOutwaitARetryAfter) {
   EXPECT_EQ(Traces().size(), 1u) << "not sent against the collector's Retry-After";
   EXPECT_EQ(counters_.dropped->Value({{"reason", "shutdown"}, {"signal", "spans"}}), 1);
   EXPECT_EQ(MetricsPosts().size(), 1u) << "the other signal is not throttled";
+  EXPECT_EQ(counters_.dropped->Value({{"reason", "shutdown"}, {"signal", "metrics"}}), 0)
+      << "sent, so not dropped";
 }
 
 TEST_F(OtlpExporterTest, ShutdownWaitsOutARetryAfterThatEndsBeforeTheDeadline) {
