@@ -1,5 +1,6 @@
 #include "telemetry/otlp_transport.h"
 
+#include "util/crypto.h"
 #include "util/text.h"
 
 #include <curl/curl.h>
@@ -128,6 +129,13 @@ std::string WithoutSecrets(std::string text, const KeyValues* headers, std::stri
       at = end + 1;
     }
   }
+  const auto decoded = [](std::string_view value) {
+    int n = 0;
+    char* d = curl_easy_unescape(nullptr, value.data(), static_cast<int>(value.size()), &n);
+    std::string out = d != nullptr ? std::string(d, static_cast<size_t>(n)) : std::string(value);
+    curl_free(d);
+    return out;
+  };
   const size_t query = url.find('?');
   const std::string_view pairs =
       query == std::string_view::npos ? "" : url.substr(query + 1, url.find('#') - query - 1);
@@ -137,14 +145,25 @@ std::string WithoutSecrets(std::string text, const KeyValues* headers, std::stri
     at = end + 1;
     const size_t eq = pair.find('=');
     if (eq == std::string_view::npos || pair.size() - eq - 1 < kMinRedactedWord) continue;
-    const std::string value(pair.substr(eq + 1));
-    secrets.push_back(value);
-    int n = 0;
-    if (char* decoded =
-            curl_easy_unescape(nullptr, value.c_str(), static_cast<int>(value.size()), &n)) {
-      secrets.emplace_back(decoded, static_cast<size_t>(n));
-      curl_free(decoded);
+    secrets.emplace_back(pair.substr(eq + 1));
+    secrets.push_back(decoded(pair.substr(eq + 1)));
+  }
+  // A password in the URL, and the Basic credential curl sends of its user info.
+  const size_t scheme = url.find("://");
+  const std::string_view authority =
+      scheme == std::string_view::npos
+          ? ""
+          : url.substr(scheme + 3, url.find_first_of("/?#", scheme + 3) - scheme - 3);
+  if (const size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = authority.substr(0, at);
+    const size_t colon = userinfo.find(':');
+    const std::string password =
+        colon == std::string_view::npos ? "" : decoded(userinfo.substr(colon + 1));
+    if (password.size() >= kMinRedactedWord) {
+      secrets.emplace_back(userinfo.substr(colon + 1));
+      secrets.push_back(password);
     }
+    secrets.push_back(Base64Encode(decoded(userinfo.substr(0, colon)) + ":" + password));
   }
   // Longest first: a word of a value is part of the whole value.
   std::sort(secrets.begin(), secrets.end(),

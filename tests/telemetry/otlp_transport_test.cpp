@@ -45,6 +45,15 @@ TEST(OtlpTransportTest, SecretsOfHeadersAndTheUrlQueryAreRemoved) {
             "refused https://h/v1/traces?key=<redacted>&x=1: key <redacted>, header <redacted>");
   EXPECT_EQ(WithoutSecrets("key gw+key12345", nullptr, url), "key <redacted>");
   EXPECT_EQ(WithoutSecrets("no query here", nullptr, "https://h/v1/traces"), "no query here");
+  // A password in the URL, as written, decoded, and in the Basic credential curl sends
+  // ("me:pass+word1" in base64).
+  const std::string with_user = "https://me:pass%2Bword1@h:4318/v1/traces";
+  EXPECT_EQ(WithoutSecrets("Authorization: Basic bWU6cGFzcyt3b3JkMQ== for me, pass+word1, "
+                           "pass%2Bword1",
+                           nullptr, with_user),
+            "Authorization: Basic <redacted> for me, <redacted>, <redacted>");
+  EXPECT_EQ(WithoutSecrets("at h:4318@x", nullptr, "https://h:4318/v1/traces?a=b@c"),
+            "at h:4318@x");
 }
 
 }  // namespace nbu::telemetry
