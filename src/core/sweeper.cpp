@@ -254,11 +254,30 @@ std::optional<int64_t> Sweeper::ServerNow() {
   // made, by the server that holds it.
   const std::string probe = fs::Join(config_.processing_root, "_clock-probe-" + config_.replica_id);
   (void)::unlink(probe.c_str());
-  if (auto fd = fs::CreateExclusive(probe); fd.ok()) {
-    if (auto st = fs::FStatFresh(fd->get()); st.ok()) server_now_ = st->ctime_ns;
+  Status failed;
+  if (auto fd = fs::CreateExclusive(probe); !fd.ok()) {
+    failed = fd.status();
+  } else if (auto st = fs::FStatFresh(fd->get()); !st.ok()) {
+    failed = st.status();
+  } else {
+    server_now_ = st->ctime_ns;
   }
   (void)::unlink(probe.c_str());
+  if (!failed.ok()) {
+    ProbeFailed(
+        "completion markers past APP_COMPLETED_RETENTION_S are kept: the file server's "
+        "clock cannot be read (a probe file in the processing root)",
+        failed);
+  }
   return server_now_;
+}
+
+void Sweeper::ProbeFailed(const char* what, const Status& s) {
+  if (uint64_t held_back = 0; probe_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
+    LogWarn(what, {{"dir", config_.processing_root},
+                   {"error", s.ToString()},
+                   {"not_logged_since_last", held_back}});
+  }
 }
 
 std::optional<bool> Sweeper::RenameMovesCtime() {
@@ -286,9 +305,17 @@ std::optional<bool> Sweeper::RenameMovesCtime() {
       ::unlink(b.c_str());
     }
   } cleanup{a, b};
-  if (!fs::AtomicWriteFile(a, "probe").ok()) return std::nullopt;
+  const auto fail = [this](const Status& s) {
+    ProbeFailed(
+        "completion markers that may have been written to after their upload are kept, "
+        "neither uploaded again nor collected: whether a rename moves a file's change "
+        "time cannot be probed (a probe file in the processing root)",
+        s);
+    return std::nullopt;
+  };
+  if (Status w = fs::AtomicWriteFile(a, "probe"); !w.ok()) return fail(w);
   auto before = fs::Stat(a);
-  if (!before.ok()) return std::nullopt;
+  if (!before.ok()) return fail(before.status());
   // The rename must come a timestamp tick after the file's last change to show: a jiffy on a
   // local file system, up to a second on some file servers. Real time, not the injected clock:
   // it is the file system's clock that has to move.
@@ -296,9 +323,11 @@ std::optional<bool> Sweeper::RenameMovesCtime() {
   const std::string* to = &b;
   for (const auto wait : {std::chrono::milliseconds(20), std::chrono::milliseconds(1100)}) {
     std::this_thread::sleep_for(wait);
-    if (::rename(from->c_str(), to->c_str()) != 0) return std::nullopt;
+    if (::rename(from->c_str(), to->c_str()) != 0) {
+      return fail(ErrnoStatus("rename " + *from, errno));
+    }
     auto after = fs::Stat(*to);
-    if (!after.ok()) return std::nullopt;
+    if (!after.ok()) return fail(after.status());
     if (after->ctime_ns > before->ctime_ns) {
       rename_moves_ctime_ = true;
       probe_failed_in_sweep_ = false;

@@ -87,6 +87,9 @@ class Sweeper {
   // The file server's clock now, which set the markers' ctimes (this host's may be skewed from
   // it): the ctime of a file of our own made now. Once per sweep; nullopt when it cannot be made.
   std::optional<int64_t> ServerNow();
+  // A probe of the processing root that could not be made: `what` it holds back, said at most
+  // every 10 minutes (nothing else shows that markers wait).
+  void ProbeFailed(const char* what, const Status& s);
 
   const Config& config_;
   Clock& clock_;
@@ -113,6 +116,7 @@ class Sweeper {
   std::map<std::string, WrittenSeen> written_now_;
   LogLimiter unlisted_log_{std::chrono::minutes(1)};
   LogLimiter claim_as_failure_log_{std::chrono::minutes(1)};
+  LogLimiter probe_log_{std::chrono::minutes(10)};
   mutable std::mutex mu_;
   DeadLetters dead_letters_;                            // guarded by mu_
   std::map<std::string, OtherReplica> other_replicas_;  // guarded by mu_

@@ -282,6 +282,18 @@ TEST_F(SweeperTest, RetentionIsMeasuredOnTheFileServersClock) {
   sweeper.Sweep({});
   EXPECT_FALSE(Exists(old.Path())) << "kept past its retention by this host's clock";
   EXPECT_FALSE(Exists("_clock-probe-me")) << "the probe is removed";
+  // While the probe cannot be made (a directory holds its name; a full volume, say), markers
+  // are kept, and a warning says why, once for several sweeps.
+  test::CapturedLog logged("the file server's clock cannot be read");
+  ASSERT_TRUE(fs::MkdirAll(config.processing_root + "/_clock-probe-me/blocker").ok());
+  const ClaimPath stuck = Claim("stuck", "me", ClaimState::kDone);
+  std::this_thread::sleep_for(600ms);
+  sweeper.Sweep({});
+  sweeper.Sweep({});
+  EXPECT_TRUE(Exists(stuck.Path()));
+  ASSERT_EQ(logged.Json().size(), 1u);
+  EXPECT_NE(logged.Json()[0]["error"].get<std::string>().find("_clock-probe-me"), std::string::npos)
+      << logged.Json()[0];
 }
 
 // A completion marker written to after its completion rename (its mtime equals its ctime: a
@@ -592,10 +604,12 @@ TEST_F(SweeperTest, AMarkerThatMayHoldLateBytesWaitsWhileTheProbeCannotTell) {
   ASSERT_TRUE(fs::MkdirAll(probe + "/blocker").ok());
   const ClaimPath done{"20261128", "s", "d", "late", "me", NewNonce(), ClaimState::kDone};
   WriteFile(config.processing_root + "/" + done.Path(), "bytes");
+  test::CapturedLog logged("whether a rename moves a file's change time cannot be probed");
   sweeper.Sweep({});
   sweeper.Sweep({});
   EXPECT_TRUE(Exists(done.Path()));
   EXPECT_TRUE(queued.empty());
+  EXPECT_EQ(logged.Json().size(), 1u) << "said once, not at every sweep";
   ASSERT_TRUE(fs::RemoveTree(probe).ok());
   sweeper.Sweep({});
   sweeper.Sweep({});
