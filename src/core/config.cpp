@@ -369,7 +369,9 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Keep completion markers this long (on the file server's clock) before GC removes them. A "
        "file written to again through a descriptor its producer kept open is uploaded again if "
        "the write comes while its marker is kept: set this above the longest pause of such "
-       "producers",
+       "producers. A write whose producer then sets the file's times back (as `cp -p` does) is "
+       "told by the look each worker takes after the upload, noted for up to 100,000 markers per "
+       "process and not across a restart; a warning says when more are kept",
        false},
       {"APP_MAX_FILE_ATTEMPTS", "5",
        "Failed attempts before a file is dead-lettered. A run of the file that ended with the "

@@ -905,8 +905,17 @@ bool FileProcessor::ClaimAgainIfWritten(const fs::FileStat& source, const ClaimP
     auto st = d_.marker_stat ? d_.marker_stat(marker) : fs::StatFresh(marker);
     if (!st.ok() && st.status().kind() == ErrorKind::kNotFound) return true;
     if (st.ok() && st->size == source.size && st->mtime_ns == source.mtime_ns) {
-      d_.inflight.NoteSettledMarker(claim.WithState(ClaimState::kDone).Path(),
-                                    {st->ctime_ns, /*linked=*/st->nlink > 1, st->mtime_ns});
+      if (uint64_t held_back = 0;
+          !d_.inflight.NoteSettledMarker(claim.WithState(ClaimState::kDone).Path(),
+                                         {st->ctime_ns, /*linked=*/st->nlink > 1, st->mtime_ns}) &&
+          settled_cap_log_.Allow(std::chrono::steady_clock::now(), &held_back)) {
+        LogWarn(
+            "more completion markers kept than this process notes its look at (100,000): "
+            "for the rest, a write after the upload whose producer then sets the file's times "
+            "(cp -p, tar) is missed, as after a restart; a shorter APP_COMPLETED_RETENTION_S "
+            "keeps fewer",
+            {{"blob", claim.BlobName()}, {"not_logged_since_last", held_back}});
+      }
       return true;
     }
     // Written to, or the file server could not say (EIO, ESTALE...): claimed again either way.

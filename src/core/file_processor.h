@@ -269,6 +269,7 @@ class FileProcessor {
   // A claim that fails for every file of a directory (a permission, say) fails again at each
   // scan: one warning per 10 s (every failure is still counted and in the status).
   LogLimiter claim_failure_log_{std::chrono::seconds(10)};
+  LogLimiter settled_cap_log_{std::chrono::minutes(10)};
   // Whether storage, or the volume, works for others while it fails one file (see Process).
   SharedUse storage_;
   SharedUse volume_;

@@ -68,15 +68,19 @@ class InFlight {
   // ctime too), with its mtime then. Kept until the sweeper collects or claims the marker again;
   // past kMaxSettled, not kept (the sweeper then judges by the mtime alone, as it does after a
   // restart).
+  static constexpr size_t kMaxSettled = 100000;  // about 20 MB of notes
   struct SettledNote {
     int64_t ctime_ns = 0;
     bool linked = false;
     int64_t mtime_ns = 0;  // the file's, which a write moves (for a linked one)
     bool operator==(const SettledNote&) const = default;
   };
-  void NoteSettledMarker(const std::string& marker_path, SettledNote note) {
+  // False when not kept: kMaxSettled markers are noted already.
+  bool NoteSettledMarker(const std::string& marker_path, SettledNote note) {
     std::lock_guard lock(mu_);
-    if (settled_.size() < kMaxSettled) settled_[marker_path] = note;
+    if (settled_.size() >= kMaxSettled && !settled_.contains(marker_path)) return false;
+    settled_[marker_path] = note;
+    return true;
   }
   std::optional<SettledNote> SettledMarker(const std::string& marker_path) const {
     std::lock_guard lock(mu_);
@@ -89,7 +93,6 @@ class InFlight {
   }
 
  private:
-  static constexpr size_t kMaxSettled = 100000;
   mutable std::mutex mu_;
   std::set<std::string> paths_;                 // guarded by mu_
   std::set<std::string> markers_;               // guarded by mu_

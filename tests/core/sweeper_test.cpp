@@ -597,6 +597,21 @@ TEST_F(SweeperTest, AWrittenMarkerKeepsItsCountThroughASweepThatCouldNotLookAtIt
   }
 }
 
+// The looks of workers noted stop at a bound (memory), told by the false the worker logs; a
+// marker's note is updated, and one forgotten makes room.
+TEST(InFlightTest, SettledNotesStopAtTheirBound) {
+  InFlight f;
+  for (size_t i = 0; i < InFlight::kMaxSettled; ++i) {
+    ASSERT_TRUE(f.NoteSettledMarker("m" + std::to_string(i), {1, false, 1}));
+  }
+  EXPECT_FALSE(f.NoteSettledMarker("over", {1, false, 1}));
+  EXPECT_FALSE(f.SettledMarker("over"));
+  EXPECT_TRUE(f.NoteSettledMarker("m0", {2, false, 2}));
+  EXPECT_EQ(f.SettledMarker("m0")->ctime_ns, 2);
+  f.ForgetSettledMarker("m1");
+  EXPECT_TRUE(f.NoteSettledMarker("over", {1, false, 1}));
+}
+
 // While the probe of whether a rename moves the ctime cannot be made (here a directory holds
 // the probe's name), a marker that looks written to is neither claimed nor collected.
 TEST_F(SweeperTest, AMarkerThatMayHoldLateBytesWaitsWhileTheProbeCannotTell) {
