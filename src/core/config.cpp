@@ -150,10 +150,10 @@ class Reader {
   }
 
  private:
-  static std::string Num(double d) {
-    std::ostringstream ss;
-    ss << d;
-    return ss.str();
+  static std::string Num(double d) {  // the shortest form that reads back as `d`
+    std::array<char, 32> buf{};
+    const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), d);
+    return ec == std::errc() ? std::string(buf.data(), end) : std::to_string(d);
   }
   const EnvMap& env_;
   std::vector<std::string>* errors_;

@@ -154,6 +154,17 @@ TEST(ConfigTest, NumbersAreDecimalAndFinite) {
     EXPECT_EQ(parse(good, &d), "") << good;
     EXPECT_DOUBLE_EQ(d, value) << good;
   }
+  // A bound is written as the number it is, not in the stream's six digits (3.1536e+07).
+  EnvMap env = Valid();
+  env["APP_COMPLETED_RETENTION_S"] = "99999999";
+  env["APP_POLL_INTERVAL_S"] = "0.001";
+  Config c;
+  std::vector<std::string> errors;
+  EXPECT_FALSE(ParseConfig(env, &c, &errors));
+  EXPECT_EQ(errors,
+            (std::vector<std::string>{
+                "APP_POLL_INTERVAL_S: must be between 0.01 and 3600, got 0.001",
+                "APP_COMPLETED_RETENTION_S: must be between 0 and 31536000, got 99999999"}));
 }
 
 // A directory or the container set but empty (a blank manifest value, a .env line cut short) is
