@@ -7,6 +7,7 @@
 #include "util/crypto.h"
 #include "util/text.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 
@@ -44,6 +45,25 @@ std::optional<std::string> AccountHostProblem(const std::string& name) {
   if (IsHostLabel(name)) return std::nullopt;
   return "makes the blob host's name, so it must be letters, digits and inner hyphens (at most "
          "63)";
+}
+
+std::optional<std::string> AccountHostMismatch(const std::string& name, std::string_view url) {
+  std::string host = LowerAscii(SplitUrl(url).authority);
+  if (host.starts_with('[')) return std::nullopt;  // an IPv6 literal
+  host = host.substr(0, host.find(':'));
+  constexpr std::string_view kSuffixes[] = {".core.windows.net", ".core.chinacloudapi.cn",
+                                            ".core.usgovcloudapi.net", ".storage.azure.net"};
+  const bool azure = std::any_of(std::begin(kSuffixes), std::end(kSuffixes),
+                                 [&](std::string_view suffix) { return host.ends_with(suffix); });
+  const size_t dot = host.find('.');
+  if (!azure || dot == std::string::npos || host.find(".blob.") == std::string::npos) {
+    return std::nullopt;
+  }
+  std::string account = host.substr(0, dot);
+  if (account.ends_with("-secondary")) account.resize(account.size() - 10);  // RA-GRS's
+  if (account == LowerAscii(name)) return std::nullopt;
+  return "the blob host is account \"" + account + "\"'s, while the account name that signs is \"" +
+         name + "\": storage would refuse every request (403)";
 }
 
 Result<ConnectionInfo> ParseConnectionString(std::string_view text, bool endpoint_elsewhere) {

@@ -39,6 +39,13 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text,
 // A name beside an endpoint only signs (an emulator's may be any), and is not judged.
 std::optional<std::string> AccountHostProblem(const std::string& name);
 
+// What is wrong when the host of `url` is an Azure blob host for another account than `name`,
+// which signs Shared Key requests: storage would refuse every request (403), for ever. Hosts
+// of Azure's suffixes only (<account>.blob.core.windows.net, a private endpoint's
+// <account>.privatelink.blob..., a sovereign cloud's, a DNS zone's <account>.z<nn>.blob.storage
+// .azure.net); an emulator, a proxy or a custom domain may carry any name.
+std::optional<std::string> AccountHostMismatch(const std::string& name, std::string_view url);
+
 // Builds the credential the connection string describes (SharedKeyCredential or SasCredential).
 Result<std::shared_ptr<Credential>> MakeCredential(const ConnectionInfo& info,
                                                    Clock& clock = RealClock::Instance());

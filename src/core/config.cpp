@@ -269,7 +269,9 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Connection string with AccountKey or SharedAccessSignature", true},
       {"APP_AZURE_ACCOUNT_NAME", "",
        "Account name for shared-key auth; without APP_AZURE_ACCOUNT_URL it makes the host "
-       "<name>.blob.core.windows.net, so letters, digits and inner hyphens",
+       "<name>.blob.core.windows.net, so letters, digits and inner hyphens; beside an Azure "
+       "blob host of another account (<other>.blob.core.windows.net) it stops start-up, as "
+       "storage would refuse every request",
        false},
       {"APP_AZURE_ACCOUNT_KEY", "", "Account key (base64) for shared-key auth", true},
       {"APP_AZURE_SAS_TOKEN", "",

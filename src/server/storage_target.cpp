@@ -150,6 +150,14 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
       return false;
     }
     out->endpoint = TrimSlash(url_replaces ? c.azure_account_url : info->endpoint);
+    if (info->kind == azure::CredentialKind::kSharedKey && !(url_replaces && url_refused)) {
+      if (const auto problem = azure::AccountHostMismatch(info->account, out->endpoint)) {
+        errors->push_back(std::string(url_replaces ? "APP_AZURE_CONNECTION_STRING, "
+                                                     "APP_AZURE_ACCOUNT_URL: "
+                                                   : "APP_AZURE_CONNECTION_STRING: ") +
+                          *problem);
+      }
+    }
     // A SAS is a bearer secret in every request's URL: like a token, never over plain http to
     // another host. (Shared Key sends only a signature.) A refused URL is not judged again.
     if (!info->sas_token.empty() && !(url_replaces && url_refused)) {
@@ -173,6 +181,12 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
       errors->push_back("APP_AZURE_ACCOUNT_KEY: required for shared-key auth");
     } else if (const auto key = Base64Decode(c.azure_account_key); !key || key->empty()) {
       errors->push_back("APP_AZURE_ACCOUNT_KEY: is not valid base64");
+    }
+    if (!c.azure_account_name.empty() && !url_refused) {
+      if (const auto problem =
+              azure::AccountHostMismatch(c.azure_account_name, c.azure_account_url)) {
+        errors->push_back("APP_AZURE_ACCOUNT_NAME, APP_AZURE_ACCOUNT_URL: " + *problem);
+      }
     }
     if (errors->size() != before || url_refused) return false;
     auto cred =

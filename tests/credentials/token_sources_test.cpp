@@ -1171,6 +1171,54 @@ std::string ResolveError(const core::Config& c) {
   return ok ? std::string() : errors.size() == 1 ? errors[0] : "?";
 }
 
+// A Shared Key signs with the account's name: an Azure blob host of another account would
+// refuse every request (403) for ever, so start-up says so. Other hosts (an emulator, a custom
+// domain) may carry any name, and a SAS signs with no name.
+TEST(StorageTargetTokenTest, AnAzureBlobHostOfAnotherAccountStopsStartup) {
+  const std::string key = Base64Encode("c2VjcmV0");
+  core::Config c;
+  c.azure_auth = "shared-key";
+  c.azure_account_name = "acct1";
+  c.azure_account_key = key;
+  for (const char* url :
+       {"https://acct1.blob.core.windows.net", "https://ACCT1.blob.core.windows.net:443/",
+        "https://acct1.privatelink.blob.core.windows.net",
+        "https://acct1-secondary.blob.core.windows.net", "https://acct1.z12.blob.storage.azure.net",
+        "http://127.0.0.1:10000/devstoreaccount1", "https://files.example.com",
+        "https://[::1]:10000/acct2"}) {
+    c.azure_account_url = url;
+    EXPECT_EQ(ResolveError(c), "") << url;
+  }
+  for (const char* url :
+       {"https://acct2.blob.core.windows.net/", "https://acct2.blob.core.chinacloudapi.cn",
+        "https://acct2.privatelink.blob.core.usgovcloudapi.net"}) {
+    c.azure_account_url = url;
+    EXPECT_EQ(ResolveError(c),
+              "APP_AZURE_ACCOUNT_NAME, APP_AZURE_ACCOUNT_URL: the blob host is account "
+              "\"acct2\"'s, while the account name that signs is \"acct1\": storage would refuse "
+              "every request (403)")
+        << url;
+  }
+  c = core::Config{};
+  c.azure_connection_string =
+      "AccountName=acct1;AccountKey=" + key + ";BlobEndpoint=https://acct2.blob.core.windows.net";
+  EXPECT_EQ(ResolveError(c).rfind("APP_AZURE_CONNECTION_STRING: the blob host is account", 0), 0u);
+  c.azure_auth = "connection-string";
+  c.azure_account_url = "https://acct3.blob.core.windows.net";
+  EXPECT_EQ(ResolveError(c).rfind(
+                "APP_AZURE_CONNECTION_STRING, APP_AZURE_ACCOUNT_URL: the blob host is account "
+                "\"acct3\"'s",
+                0),
+            0u);
+  c.azure_account_url = "https://acct1.blob.core.windows.net";
+  EXPECT_EQ(ResolveError(c), "");
+  c.azure_connection_string =
+      "AccountName=acct1;SharedAccessSignature=sv=1&sig=c2VjcmV0;BlobEndpoint=https://"
+      "acct2.blob.core.windows.net";
+  c.azure_account_url.clear();
+  EXPECT_EQ(ResolveError(c), "") << "a SAS is not signed with the name";
+}
+
 // A SAS travels in every request's URL: like a bearer token it goes over https, or plain http
 // only to loopback (Azurite), whether given alone or in a connection string. Shared Key, which
 // sends a signature only, may use http (docker-compose's http://azurite).
