@@ -39,9 +39,12 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
   if (env != nullptr) {
     lookup = [env](const std::string& name) -> std::optional<std::string> {
       auto it = env->find(name);
-      // Trimmed, and blank is unset, as for every variable (a template's `AZURE_CLIENT_ID= `).
-      const std::string_view value =
-          it == env->end() ? std::string_view() : TrimSpaceAscii(it->second);
+      if (it == env->end() || it->second.empty()) return std::nullopt;
+      // This service's own (APP_AZURE_MANAGED_IDENTITY_*) are trimmed, and blank is unset, as
+      // for every APP_ variable. The SDKs' AZURE_* go as given: a secret or a key's password
+      // may hold spaces, and a blank secret is a configured one that fails, not one to pass by.
+      if (!name.starts_with("APP_")) return it->second;
+      const std::string_view value = TrimSpaceAscii(it->second);
       if (value.empty()) return std::nullopt;
       return std::string(value);
     };

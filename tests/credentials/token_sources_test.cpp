@@ -1507,12 +1507,13 @@ TEST(StorageTargetTokenTest, EveryProblemWithoutNetworkIsReportedAtOnce) {
   EXPECT_EQ(idp.count(), 1u) << "a request made while start-up fails anyway";
 }
 
-// A blank variable is unset for the token sources too: a blank object id beside AZURE_CLIENT_ID
-// (a template's empty line) is not a second identity chosen. Values are trimmed.
+// A blank APP_ variable is unset for the token sources too: a blank object id beside
+// AZURE_CLIENT_ID (a template's empty line) is not a second identity chosen. The SDKs' AZURE_*
+// variables go as given (a secret may hold spaces).
 TEST(StorageTargetTokenTest, BlankTokenVariablesCountAsUnset) {
   StandIn imds([](const Recorded&, httplib::Response& res) { Json(res, 200, kTokenBody); });
   core::EnvMap env = {{"AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.authority()},
-                      {"AZURE_CLIENT_ID", " c1 "},
+                      {"AZURE_CLIENT_ID", "c1"},
                       {"APP_AZURE_MANAGED_IDENTITY_OBJECT_ID", " "},
                       {"APP_AZURE_MANAGED_IDENTITY_RESOURCE_ID", "\t"},
                       {"PATH", "/nonexistent"}};
@@ -1528,6 +1529,17 @@ TEST(StorageTargetTokenTest, BlankTokenVariablesCountAsUnset) {
   const auto query = imds.requests()[0].query;
   EXPECT_EQ(query.count("client_id") != 0 ? query.at("client_id") : "", "c1");
   EXPECT_EQ(query.count("object_id") + query.count("msi_res_id"), 0u);
+  // A blank client secret is a configured one (sent as given), not a reason to pass on to the
+  // node's managed identity.
+  env["AZURE_TENANT_ID"] = "t";
+  env["AZURE_CLIENT_SECRET"] = " ";
+  env["AZURE_AUTHORITY_HOST"] = imds.url();
+  c.azure_auth = "auto";
+  ASSERT_TRUE(server::ResolveStorageTarget(c, clock, &target, &errors, &env))
+      << testing::PrintToString(errors);
+  EXPECT_NE(target.credential->Describe().find("client-secret"), std::string::npos)
+      << target.credential->Describe();
+  EXPECT_EQ(imds.requests().back().form.at("client_secret"), " ");
 }
 
 TEST(StorageTargetTokenTest, TokenModesNeedAnAccountUrlAndUseTheChain) {
