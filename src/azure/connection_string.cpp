@@ -48,9 +48,9 @@ std::optional<std::string> AccountHostProblem(const std::string& name) {
 }
 
 std::optional<std::string> AccountHostMismatch(const std::string& name, std::string_view url) {
-  std::string host = LowerAscii(SplitUrl(url).authority);
-  if (host.starts_with('[')) return std::nullopt;  // an IPv6 literal
-  host = host.substr(0, host.find(':'));
+  bool v6 = false;
+  const std::string host = LowerAscii(AuthorityHost(SplitUrl(url).authority, &v6));
+  if (v6) return std::nullopt;
   constexpr std::string_view kSuffixes[] = {".core.windows.net", ".core.chinacloudapi.cn",
                                             ".core.usgovcloudapi.net", ".storage.azure.net"};
   const bool azure = std::any_of(std::begin(kSuffixes), std::end(kSuffixes),

@@ -123,11 +123,7 @@ bool PortIsNumeric(std::string_view authority) {
          std::stoi(std::string(port)) <= 65535;
 }
 
-namespace {
-
-// The host of an authority, without user info, port or an IPv6 literal's brackets; `v6` says
-// whether it was bracketed. Empty for an unclosed bracket.
-std::string_view HostOf(std::string_view authority, bool* v6) {
+std::string_view AuthorityHost(std::string_view authority, bool* v6) {
   if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
     authority.remove_prefix(at + 1);
   }
@@ -138,6 +134,8 @@ std::string_view HostOf(std::string_view authority, bool* v6) {
   }
   return authority.substr(0, authority.find(':'));
 }
+
+namespace {
 
 // The address of a literal host, as curl reads the URL: an IPv4 number in any of the forms
 // inet_aton takes (127.0.0.1, 127.1, 0x7f.1, 2130706433), or a bracketed IPv6 address (its
@@ -151,7 +149,7 @@ struct Literal {
 
 std::optional<Literal> LiteralAddress(std::string_view authority) {
   bool bracketed = false;
-  std::string host(HostOf(authority, &bracketed));
+  std::string host(AuthorityHost(authority, &bracketed));
   Literal out;
   if (bracketed) {
     if (const size_t zone = host.find('%'); zone != std::string::npos) host.resize(zone);
@@ -178,7 +176,7 @@ std::optional<Literal> LiteralAddress(std::string_view authority) {
 
 bool IsLoopbackAuthority(std::string_view authority) {
   bool bracketed = false;
-  const std::string host = LowerAscii(HostOf(authority, &bracketed));
+  const std::string host = LowerAscii(AuthorityHost(authority, &bracketed));
   if (host == "localhost" && !bracketed) return true;
   const auto a = LiteralAddress(authority);
   if (!a) return false;

@@ -34,6 +34,9 @@ UrlParts SplitUrl(std::string_view url);
 // password holding '/' ("https://me:p/w@host") ends the authority at "me:p": its "port" is not
 // a number, and the URL is refused rather than logged with the password in its path.
 bool PortIsNumeric(std::string_view authority);
+// The host of an authority, without user info, port or an IPv6 literal's brackets; `v6` says
+// whether it was bracketed. Empty for an unclosed bracket.
+std::string_view AuthorityHost(std::string_view authority, bool* v6);
 
 // True for 127.0.0.0/8 (in any form curl reads as a number: 127.0.0.1, 127.1, 0x7f.1, or
 // IPv4-mapped, [::ffff:127.0.0.1]), ::1 and localhost (an authority "host[:port]" or
