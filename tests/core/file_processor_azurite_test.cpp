@@ -1963,6 +1963,30 @@ TEST_F(FileProcessorAzuriteTest, AMarkerWithAnotherNameGetsANoteThatSaysSo) {
             (InFlight::SettledNote{marker->ctime_ns, true, marker->mtime_ns}));
 }
 
+// Past the bound on noted looks the upload still completes, and a warning (one per 10 minutes)
+// says what the sweeper then misses; the notes already kept stay.
+TEST_F(FileProcessorAzuriteTest, AMarkerPastTheBoundOnNotesIsToldOnce) {
+  for (size_t i = 0; i < InFlight::kMaxSettled; ++i) {
+    ASSERT_TRUE(inflight_.NoteSettledMarker("elsewhere/" + std::to_string(i), {1, false, 1}));
+  }
+  test::CapturedLog logged("more completion markers kept than", LogLevel::kWarn);
+  std::vector<WorkItem> items;
+  for (const char* name : {"past-bound-1.bin", "past-bound-2.bin"}) {
+    items.push_back(PlaceClaim(name, PatternBytes(1000, 41), false));
+    processor_->Process(items.back(), {});
+    ExpectBlobHolds(items.back(), PatternBytes(1000, 41));
+  }
+  logged.Stop();
+  for (const WorkItem& item : items) {
+    const ClaimPath done = item.claim.WithRuns(2).WithState(ClaimState::kDone);
+    EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, done.Path())).ok()) << done.Path();
+    EXPECT_EQ(inflight_.SettledMarker(done.Path()), std::nullopt);
+  }
+  EXPECT_EQ(inflight_.SettledMarker("elsewhere/0"), (InFlight::SettledNote{1, false, 1}));
+  ASSERT_EQ(logged.Lines().size(), 1u) << "one warning, however many markers are past the bound";
+  EXPECT_NE(logged.Lines()[0].find("past-bound-1.bin"), std::string::npos) << logged.Lines()[0];
+}
+
 // A file with another name (a hard link) has its ctime moved by that name's rename (another
 // worker claiming it, say) while it is uploaded: no write, so no torn copy and no second upload.
 TEST_F(FileProcessorAzuriteTest, AnotherNamesRenameDuringTheUploadIsNoTornCopy) {
