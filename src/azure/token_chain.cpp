@@ -117,11 +117,13 @@ namespace {
 bool SourcesOf(const std::string& mode, const EnvLookup& env, const TokenSourceOptions& options,
                std::vector<ChainEntry>* chain, std::vector<std::string>* errors) {
   const bool chain_mode = mode == "auto";
-  // The probe (one try, a short connect timeout) keeps a chain off Azure from waiting on IMDS;
-  // managed identity named alone is the one source, so it retries as its own mode does (as the
-  // SDKs do since 2025).
+  // The probe (one try, a short connect timeout) keeps a chain off Azure from waiting on IMDS.
+  // Managed identity named alone is the one source, so it retries as its own mode does (as the
+  // SDKs do since 2025); so does one chosen by its object or resource id, whose failure ends the
+  // chain anyway: one IMDS hiccup at start-up must not stop the service.
   const auto selector = env("AZURE_TOKEN_CREDENTIALS");
-  const bool alone = selector && LowerAscii(*selector) == "managedidentitycredential";
+  const bool alone = (selector && LowerAscii(*selector) == "managedidentitycredential") ||
+                     env(kObjectIdVar) || env(kResourceIdVar);
   *chain = AllSources(env, options, /*probe_imds=*/chain_mode && !alone);
   if (chain_mode) {
     if (!FilterChain(env, chain, errors)) return false;

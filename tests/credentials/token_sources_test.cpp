@@ -969,23 +969,39 @@ TEST(DefaultAzureCredentialTest, AllFailingGivesOneLinePerCredential) {
   EXPECT_EQ(errors.size(), 1u);
 }
 
-// Named alone by AZURE_TOKEN_CREDENTIALS, managed identity is no probe: IMDS is retried as in the
-// managed-identity mode (a 500, then a token), not given up after one try.
+// Named alone by AZURE_TOKEN_CREDENTIALS, or chosen by its object or resource id, managed
+// identity is no probe: IMDS is retried as in the managed-identity mode (a 500, then a token),
+// not given up after one try. Otherwise one try, and the chain goes on.
 TEST(DefaultAzureCredentialTest, ManagedIdentityNamedAloneIsRetriedNotProbed) {
   std::atomic<int> n{0};
   StandIn imds([&](const Recorded&, httplib::Response& res) {
-    if (++n == 1) return Json(res, 500, R"({"error":"oops"})");
+    if (n++ % 2 == 0) return Json(res, 500, R"({"error":"oops"})");
     Json(res, 200, R"({"access_token":"imds-tok","expires_in":3599})");
   });
   SimulatedClock clock;
+  for (const auto& [name, value] :
+       {std::pair{"AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential"},
+        std::pair{kObjectIdVar, "obj-1"},
+        std::pair{kResourceIdVar,
+                  "/subscriptions/s/resourceGroups/g/providers/"
+                  "Microsoft.ManagedIdentity/userAssignedIdentities/x"}}) {
+    n = 0;
+    auto env = NoIdentityEnv();
+    env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds.authority();
+    env[name] = value;
+    std::shared_ptr<TokenCredential> out;
+    std::vector<std::string> errors;
+    EXPECT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors))
+        << name << ": " << testing::PrintToString(errors);
+    EXPECT_EQ(n, 2) << name;
+  }
+  n = 0;
   auto env = NoIdentityEnv();
   env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds.authority();
-  env["AZURE_TOKEN_CREDENTIALS"] = "ManagedIdentityCredential";
   std::shared_ptr<TokenCredential> out;
   std::vector<std::string> errors;
-  ASSERT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors))
-      << testing::PrintToString(errors);
-  EXPECT_EQ(imds.count(), 2u);
+  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
+  EXPECT_EQ(n, 1) << "a probe: one try";
 }
 
 TEST(DefaultAzureCredentialTest, FirstSourceThatYieldsATokenWinsInSdkOrder) {
