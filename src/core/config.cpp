@@ -396,7 +396,8 @@ const std::vector<ConfigVar>& ConfigVars() {
        "API listen address: this host only by default (the images set `0.0.0.0`). Anyone who can "
        "reach it can stop the watch unless `APP_HTTP_TOKEN` is set",
        false},
-      {"APP_HTTP_PORT", "8000", "API port", false},
+      {"APP_HTTP_PORT", "8000", "API port; 0 takes a free one, named by the starting log line",
+       false},
       {"APP_HTTP_TOKEN", "",
        "Bearer token the POST routes require (`Authorization: Bearer <token>`), 16-256 "
        "characters of [A-Za-z0-9._~+/=-]; unset = none (set but empty is refused). The GET routes "
