@@ -114,8 +114,12 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text, bool endpoin
           "BlobEndpoint must not have a query or fragment (a SAS goes in "
           "SharedAccessSignature=)");
     }
-    if (SplitUrl(info.endpoint).authority.find('@') != std::string::npos) {
-      return Bad("BlobEndpoint must not hold a user name or password (user@host)");
+    // In the path too: a password holding '/' ("https://svc:2024/Xy9@host") ends the authority
+    // early, at a numeric "port"; no blob endpoint has one.
+    if (info.endpoint.find('@') != std::string::npos) {
+      return Bad(
+          "BlobEndpoint must not hold a user name or password (user@host), nor '@' in its "
+          "path");
     }
     if (!PortIsNumeric(SplitUrl(info.endpoint).authority)) {
       return Bad("BlobEndpoint has a port that is not a number");

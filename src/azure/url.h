@@ -31,8 +31,8 @@ struct UrlParts {
 UrlParts SplitUrl(std::string_view url);
 // True when an authority ("host", "host:port", "[v6]:port") has no port or a port number (digits,
 // at most 65535: curl refuses a URL with more, and every request would fail for ever). A
-// password holding '/' ("https://me:p/w@host") ends the authority at "me:p": its "port" is not
-// a number, and the URL is refused rather than logged with the password in its path.
+// password holding '/' ("https://me:p/w@host") ends the authority at "me:p"; when its first part
+// is digits ("me:2024/w@host") the port passes, so the callers also refuse '@' in the path.
 bool PortIsNumeric(std::string_view authority);
 // The host of an authority, without user info, port or an IPv6 literal's brackets; `v6` says
 // whether it was bracketed. Empty for an unclosed bracket.

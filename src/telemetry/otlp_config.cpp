@@ -74,6 +74,15 @@ struct Reader {
             "must be an http:// or https:// URL with a host, got \"" + EndpointForLog(*v) + "\"");
       return std::nullopt;
     }
+    // An '@' in the path is user info whose password holds a '/' ("https://u:Ab/cd@host"): curl
+    // takes "u" for the host, and the log would show the password as the path. Not echoed.
+    const std::string_view rest = std::string_view(*v).substr(host_at + 3);
+    const std::string_view path = rest.substr(0, rest.find_first_of("?#"));
+    if (path.find('/') != std::string_view::npos &&
+        path.substr(path.find('/')).find('@') != std::string_view::npos) {
+      Error(name, "has '@' in its path: write a '/' in a password as %2F");
+      return std::nullopt;
+    }
     return *v;
   }
 };

@@ -180,11 +180,14 @@ TEST(ConnectionStringTest, BlobEndpointHoldsNoSasAndNoPassword) {
   }
   ExpectError("BlobEndpoint=https://me:s3cr3t@acct.blob.core.windows.net" + key,
               "BlobEndpoint must not hold a user name or password");
-  // A '/' in the password ends the authority at "me:s3": refused by its port, not logged.
-  ExpectError("BlobEndpoint=https://me:s3/cr3t@acct.blob.core.windows.net" + key,
-              "BlobEndpoint has a port that is not a number");
-  auto r = ParseConnectionString("BlobEndpoint=http://127.0.0.1:10000/dev@store" + key);
-  ASSERT_TRUE(r.ok()) << "an @ in the path is not a user: " << r.status().ToString();
+  // A '/' in the password ends the authority early, at "me:s3" or at "svc:2024", whose port is a
+  // number: refused all the same, without the value.
+  for (const char* endpoint :
+       {"https://me:s3/cr3t@acct.blob.core.windows.net",
+        "https://svc:2024/Xy9@acct.blob.core.windows.net", "http://127.0.0.1:10000/dev@store"}) {
+    ExpectError(std::string("BlobEndpoint=") + endpoint + key,
+                "BlobEndpoint must not hold a user name or password");
+  }
 }
 
 TEST(SasCredentialTest, AppendsTokenAndStripsQuestionMark) {

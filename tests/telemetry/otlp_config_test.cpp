@@ -161,6 +161,23 @@ TEST(TelemetryConfigTest, EndpointErrorsRedactCredentials) {
   EXPECT_EQ(r.errors[0].find("hunter2"), std::string::npos) << r.errors[0];
 }
 
+// A password holding '/' ends the authority early: curl would take the user for the host, and
+// the log the password for the path. Refused, without the value; '@' in a query is no user.
+TEST(TelemetryConfigTest, AnAtInThePathIsRefusedUnechoed) {
+  for (const char* url :
+       {"https://otel:Ab/cd+9Q@collector:4318", "http://otel:12/cd9Q@c/v1?k=a@b"}) {
+    const auto r = ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", url}});
+    ASSERT_EQ(r.errors.size(), 1u) << url;
+    EXPECT_EQ(r.errors[0],
+              "OTEL_EXPORTER_OTLP_ENDPOINT: has '@' in its path: write a '/' in a password as %2F");
+  }
+  for (const char* url : {"https://otel:Ab%2Fcd+9Q@collector:4318", "https://c:4318/v1?k=a@b",
+                          "https://u:p?s@c:4318/", "https://c:4318?k=a/b@c"}) {
+    const auto r = ParseEnv({{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url}});
+    EXPECT_TRUE(r.errors.empty()) << url << ": " << testing::PrintToString(r.errors);
+  }
+}
+
 TEST(EndpointForLogTest, DropsUserInfoAndQuery) {
   EXPECT_EQ(EndpointForLog("https://u:p@host:4318/v1/traces?key=abc#f"),
             "https://host:4318/v1/traces");
