@@ -154,16 +154,21 @@ std::string WithoutSecrets(std::string text, const KeyValues* headers, std::stri
       scheme == std::string_view::npos
           ? ""
           : url.substr(scheme + 3, url.find_first_of("/?#", scheme + 3) - scheme - 3);
+  // A password is one whatever its length (a short one costs the text around it, not the secret);
+  // a user name alone may be a gateway's key ("https://<key>@host"), when long enough for one.
   if (const size_t at = authority.rfind('@'); at != std::string_view::npos) {
     const std::string_view userinfo = authority.substr(0, at);
     const size_t colon = userinfo.find(':');
-    const std::string password =
-        colon == std::string_view::npos ? "" : decoded(userinfo.substr(colon + 1));
-    if (password.size() >= kMinRedactedWord) {
+    const std::string user = decoded(userinfo.substr(0, colon));
+    if (colon != std::string_view::npos) {
       secrets.emplace_back(userinfo.substr(colon + 1));
-      secrets.push_back(password);
+      secrets.push_back(decoded(userinfo.substr(colon + 1)));
+    } else if (user.size() >= kMinRedactedWord) {
+      secrets.emplace_back(userinfo);
+      secrets.push_back(user);
     }
-    secrets.push_back(Base64Encode(decoded(userinfo.substr(0, colon)) + ":" + password));
+    secrets.push_back(Base64Encode(
+        user + ":" + (colon == std::string_view::npos ? "" : decoded(userinfo.substr(colon + 1)))));
   }
   // Longest first: a word of a value is part of the whole value.
   std::sort(secrets.begin(), secrets.end(),

@@ -50,8 +50,9 @@ std::unique_ptr<OtlpTransport> NewCurlOtlpTransport();
 
 // `text` with every occurrence of each header value, and of each word of 8+ characters of one (the
 // key of "Bearer <key>"), of each query value of `url` of 8+ characters (a gateway's key, as
-// sent and decoded), and of the password of its user info (likewise) and the Basic credential
-// curl makes of that, replaced by "<redacted>": a collector or gateway may quote what it
+// sent and decoded), and of the password of its user info (likewise, at any length; a user name
+// without one at 8+) and the Basic credential curl makes of that, replaced by "<redacted>": a
+// collector or gateway may quote what it
 // refused, the headers it was sent, or the URL. Scrub before shortening: a cut through a value
 // could leave it unrecognised.
 std::string WithoutSecrets(std::string text, const KeyValues* headers, std::string_view url);

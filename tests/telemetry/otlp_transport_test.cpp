@@ -54,6 +54,15 @@ TEST(OtlpTransportTest, SecretsOfHeadersAndTheUrlQueryAreRemoved) {
             "Authorization: Basic <redacted> for me, <redacted>, <redacted>");
   EXPECT_EQ(WithoutSecrets("at h:4318@x", nullptr, "https://h:4318/v1/traces?a=b@c"),
             "at h:4318@x");
+  // A short password goes too; a user name alone when it could be a key.
+  EXPECT_EQ(WithoutSecrets("bad credentials otel:pw%2F3, pw/3", nullptr,
+                           "https://otel:pw%2F3@collector:4318"),
+            "bad credentials otel:<redacted>, <redacted>");
+  EXPECT_EQ(WithoutSecrets("unknown key gwkey12345 for otel", nullptr,
+                           "https://gwkey12345@collector:4318"),
+            "unknown key <redacted> for otel");
+  EXPECT_EQ(WithoutSecrets("unknown user otel", nullptr, "https://otel@collector:4318"),
+            "unknown user otel");
 }
 
 }  // namespace nbu::telemetry
