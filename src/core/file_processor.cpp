@@ -1006,6 +1006,16 @@ FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, co
 }
 
 void FileProcessor::Process(WorkItem item, std::stop_token stop) {
+  // Every run in flight when the service ends is charged an interruption. One may be any
+  // crash's, a kill's or a lost node's: such claims run side by side. A claim interrupted again
+  // may be the one that ends the service: it runs alone, so its next crash is charged to it, not
+  // to the healthy files beside it, which would otherwise reach APP_MAX_FILE_ATTEMPTS with it.
+  const bool alone = item.kind == WorkItem::Kind::kClaim && item.claim.runs >= kRunAloneFrom;
+  const RunGate::Pass pass(run_gate_, alone, stop);
+  if (!pass) {  // stopped while waiting: the claim stays for recovery, with no run recorded
+    if (item.kind == WorkItem::Kind::kClaim) d_.inflight.Remove(item.claim.Path());
+    return;
+  }
   telemetry::Span root = d_.tracer.StartSpan("file");
   ScopedLogTraceContext log_ctx(root.context().trace_id, root.context().span_id);
   const MonoTime started = d_.clock.Now();

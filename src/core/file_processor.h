@@ -23,6 +23,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/md5_pair.h"
+#include "util/run_gate.h"
 
 #include <sys/types.h>
 
@@ -130,7 +131,8 @@ class FileProcessor {
 
   // Drives one item to DONE, DEAD-LETTERED or skipped; on stop, leaves its claim for recovery
   // with its run handed back. A claim picked up again counts each earlier run that ended with
-  // its process as a failed attempt (see ClaimPath::runs).
+  // its process as a failed attempt (see ClaimPath::runs); one that ended so twice or more runs
+  // alone, so that the file that takes the service down is charged, not those beside it.
   void Process(WorkItem item, std::stop_token stop);
 
   // Moves every dead-lettered file back into the pipeline as a claim of this replica; returns
@@ -270,6 +272,9 @@ class FileProcessor {
   // scan: one warning per 10 s (every failure is still counted and in the status).
   LogLimiter claim_failure_log_{std::chrono::seconds(10)};
   LogLimiter settled_cap_log_{std::chrono::minutes(10)};
+  // Claims interrupted kRunAloneFrom times or more run alone (see Process).
+  static constexpr int kRunAloneFrom = 2;
+  RunGate run_gate_;
   // Whether storage, or the volume, works for others while it fails one file (see Process).
   SharedUse storage_;
   SharedUse volume_;

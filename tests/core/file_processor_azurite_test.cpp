@@ -1164,6 +1164,50 @@ void FileProcessorAzuriteTest::DeadLetterInterruptedThenRevive(const std::string
 
 // Below the limit the claim is run again, and the run is on the volume before any byte moves: a
 // run this process does not survive counts as well.
+// A claim whose runs ended with the service twice may be what ends it: it runs alone, so that its
+// next crash is not charged to the files beside it (which would reach APP_MAX_FILE_ATTEMPTS with
+// it). Interrupted once, claims run side by side as ever.
+TEST_F(FileProcessorAzuriteTest, AClaimInterruptedTwiceRunsAlone) {
+  for (const int runs : {1, 2}) {
+    nbu::test::Gate hold;
+    std::atomic<bool> suspect_reading{false};
+    FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+    deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
+      if (path.find("suspect") != std::string::npos) {
+        suspect_reading = true;
+        hold.Wait(10s);
+      }
+      return ::pread(fd, buf, len, at);
+    };
+    FileProcessor processor(std::move(deps));
+    const std::string name = "runs" + std::to_string(runs);
+    const std::string data = PatternBytes(1000, runs == 1 ? 44 : 45);
+    const WorkItem suspect = PlaceClaim(name + "-suspect.bin", data, false, runs);
+    const WorkItem beside = PlaceClaim(name + "-beside.bin", data, false, 1);
+    std::jthread first([&] { processor.Process(suspect, {}); });
+    ASSERT_TRUE(WaitFor([&] { return suspect_reading.load(); }, 10s));
+    std::atomic<bool> beside_done{false};
+    std::jthread second([&] {
+      processor.Process(beside, {});
+      beside_done = true;
+    });
+    if (runs == 1) {
+      EXPECT_TRUE(WaitFor([&] { return beside_done.load(); }, 10s)) << "side by side";
+    } else {
+      std::this_thread::sleep_for(300ms);  // the other file takes ~30 ms when it is let run
+      EXPECT_FALSE(beside_done) << "waits for the suspect";
+      EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, beside.claim.Path())).ok())
+          << "its run is not even begun";
+    }
+    hold.Open();
+    first.join();
+    second.join();
+    ExpectBlobHolds(suspect, data);
+    ExpectBlobHolds(beside, data);
+  }
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+}
+
 TEST_F(FileProcessorAzuriteTest, ClaimPickedUpAgainRecordsItsRunBeforeItIsSent) {
   config_.max_file_attempts = 3;
   const std::string data = PatternBytes((1 << 20) + 5, 13);  // blocks: a stage span

@@ -1,0 +1,127 @@
+#include "util/run_gate.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+namespace nbu {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Polls `done` for up to 10 s: the threads under test signal through the gate's counters.
+template <typename F>
+bool WaitFor(F done) {
+  for (int i = 0; i < 1000 && !done(); ++i) std::this_thread::sleep_for(10ms);
+  return done();
+}
+
+TEST(RunGateTest, SideBySideRunsShareTheGate) {
+  RunGate gate;
+  std::stop_source stop;
+  RunGate::Pass a(gate, false, stop.get_token());
+  RunGate::Pass b(gate, false, stop.get_token());
+  EXPECT_TRUE(a);
+  EXPECT_TRUE(b);
+  EXPECT_EQ(gate.side_by_side(), 2);
+}
+
+// A lone run waits for the runs inside, keeps new ones out while it waits (else a steady stream
+// of them would starve it), and runs with nothing beside it.
+TEST(RunGateTest, ALoneRunWaitsForTheOthersAndKeepsNewOnesOut) {
+  RunGate gate;
+  std::stop_source stop;
+  std::atomic<int> inside{0};
+  std::atomic<int> most_beside_alone{-1};
+  std::atomic<bool> alone_done{false};
+  auto first = std::make_unique<RunGate::Pass>(gate, false, stop.get_token());
+  std::thread alone([&] {
+    RunGate::Pass p(gate, true, stop.get_token());
+    ASSERT_TRUE(p);
+    most_beside_alone = inside.load();
+    std::this_thread::sleep_for(50ms);
+    most_beside_alone = std::max(most_beside_alone.load(), inside.load());
+    alone_done = true;
+  });
+  ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
+  std::thread later([&] {
+    RunGate::Pass p(gate, false, stop.get_token());
+    ASSERT_TRUE(p);
+    EXPECT_TRUE(alone_done) << "a run that came after the lone one waited for it";
+    ++inside;
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(gate.side_by_side(), 1) << "the later run is held while the lone one waits";
+  EXPECT_FALSE(alone_done);
+  first.reset();
+  alone.join();
+  later.join();
+  EXPECT_EQ(most_beside_alone, 0);
+  EXPECT_EQ(gate.side_by_side(), 0);
+}
+
+// A stop ends every wait with nothing held, and lets the runs held back by a lone one go on.
+TEST(RunGateTest, AStopEndsTheWaitsWithNothingHeld) {
+  RunGate gate;
+  std::stop_source stop;
+  std::stop_source other;
+  auto first = std::make_unique<RunGate::Pass>(gate, false, other.get_token());
+  std::atomic<int> refused{0};
+  std::thread alone([&] {
+    RunGate::Pass p(gate, true, stop.get_token());
+    if (!p) ++refused;
+  });
+  ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
+  std::atomic<bool> entered{false};
+  std::thread later([&] {
+    RunGate::Pass p(gate, false, other.get_token());
+    entered = static_cast<bool>(p);
+  });
+  stop.request_stop();
+  alone.join();
+  later.join();
+  EXPECT_EQ(refused, 1);
+  EXPECT_TRUE(entered) << "held back by the lone run only while it waited";
+  first.reset();
+  EXPECT_EQ(gate.side_by_side(), 0);
+  EXPECT_EQ(gate.alone_waiting(), 0);
+  RunGate::Pass after(gate, true, other.get_token());
+  EXPECT_TRUE(after) << "nothing left held";
+}
+
+// Many threads, some alone: a lone run never has another run beside it (TSan checks the rest).
+TEST(RunGateTest, NoRunIsEverBesideALoneOne) {
+  RunGate gate;
+  std::stop_source stop;
+  std::atomic<int> side{0};
+  std::atomic<int> alone{0};
+  std::atomic<int> violations{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const bool lone = (i + t) % 7 == 0;
+        RunGate::Pass p(gate, lone, stop.get_token());
+        ASSERT_TRUE(p);
+        if (lone) {
+          if (++alone != 1 || side.load() != 0) ++violations;
+          std::this_thread::yield();
+          --alone;
+        } else {
+          ++side;
+          if (alone.load() != 0) ++violations;
+          std::this_thread::yield();
+          --side;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(violations, 0);
+}
+
+}  // namespace
+}  // namespace nbu
