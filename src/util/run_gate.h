@@ -51,8 +51,7 @@ class RunGate {
       return true;
     }
     ++alone_waiting_;
-    const bool entered =
-        cv_.wait(lock, stop, [&] { return !alone_inside_ && side_by_side_ == 0; });
+    const bool entered = cv_.wait(lock, stop, [&] { return !alone_inside_ && side_by_side_ == 0; });
     --alone_waiting_;
     if (entered) {
       alone_inside_ = true;
@@ -75,8 +74,8 @@ class RunGate {
 
   mutable std::mutex mu_;
   std::condition_variable_any cv_;
-  int side_by_side_ = 0;     // guarded by mu_
-  int alone_waiting_ = 0;    // guarded by mu_
+  int side_by_side_ = 0;       // guarded by mu_
+  int alone_waiting_ = 0;      // guarded by mu_
   bool alone_inside_ = false;  // guarded by mu_
 };
 
