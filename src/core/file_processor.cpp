@@ -1350,7 +1350,17 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
         continue;
       }
       auto f = ParseFailedPath(child);
-      if (!f || f->is_reason) continue;
+      if (!f) continue;
+      if (f->is_reason) {
+        // A reason without its bytes: they were revived between their move here and the
+        // reason's write (the write came last), or a crash came between a revival's move and
+        // its unlink below. Nothing else ever removes it.
+        if (fs::StatFresh(fs::Join(d_.config.failed_root, f->DataPath())).status().kind() ==
+            ErrorKind::kNotFound) {
+          ::unlink(full.c_str());
+        }
+        continue;
+      }
       // No run of it has begun: picking it up makes the first (see ClaimPath::runs).
       ClaimPath c{f->date,    f->session,           f->reldir, f->base, d_.config.replica_id,
                   NewNonce(), ClaimState::kClaimed, 0};

@@ -393,6 +393,28 @@ TEST_F(FileProcessorAzuriteTest, BlockSendersLogWithTheFilesTraceId) {
 // Two replicas retrying the dead letters at once (POST /v1/failed/retry to each): a dead letter
 // the other one moved between this one's listing and its rename is the other's to run, not an
 // error of this retry.
+// A reason whose bytes are gone (revived between their move and the reason's write, or a crash
+// between a revival's move and its unlink) is removed by the next retry: nothing else would.
+TEST_F(FileProcessorAzuriteTest, AReasonWithoutItsBytesIsRemovedByARetry) {
+  config_.max_file_attempts = 1;  // interrupted once: dead-lettered unsent
+  for (const char* base : {"kept.bin", "orphan.bin"}) {
+    processor_->Process(PlaceClaim(base, PatternBytes(1'000, 40), true, 1), {});
+  }
+  auto failed = Entries(config_.failed_root);
+  ASSERT_EQ(failed.size(), 4u) << testing::PrintToString(failed);
+  for (const std::string& e : failed) {
+    if (e.find("orphan.bin") != std::string::npos && !e.ends_with(".json")) {
+      ASSERT_EQ(::unlink(fs::Join(config_.failed_root, e).c_str()), 0);
+    }
+  }
+  std::vector<std::string> errors;
+  const auto revived = processor_->ReviveDeadLetters(&errors);
+  EXPECT_TRUE(errors.empty()) << testing::PrintToString(errors);
+  ASSERT_EQ(revived.size(), 1u);
+  EXPECT_EQ(revived[0].base, "kept.bin");
+  EXPECT_EQ(Entries(config_.failed_root), std::vector<std::string>{});
+}
+
 TEST_F(FileProcessorAzuriteTest, ADeadLetterRevivedElsewhereMeanwhileIsNoError) {
   config_.max_file_attempts = 1;  // interrupted once: dead-lettered unsent
   for (const char* base : {"a.bin", "b.bin"}) {
