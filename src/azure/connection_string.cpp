@@ -14,10 +14,6 @@
 namespace nbu::azure {
 namespace {
 
-Status Bad(const std::string& what) {
-  return Status(ErrorKind::kPermanent, "connection string: " + what);
-}
-
 constexpr const char* kLabelChars =
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-";
 
@@ -66,9 +62,12 @@ std::optional<std::string> AccountHostMismatch(const std::string& name, std::str
          name + "\": storage would refuse every request (403)";
 }
 
-Result<ConnectionInfo> ParseConnectionString(std::string_view text, bool endpoint_elsewhere) {
+ConnectionInfo ParseConnectionString(std::string_view text, bool endpoint_elsewhere,
+                                     std::vector<std::string>* problems) {
+  const auto bad = [&](std::string what) { problems->push_back("connection string: " + what); };
   std::map<std::string, std::string> fields;  // lower-case key -> value
   size_t index = 0;
+  bool malformed = false;  // an entry that is no Key=Value: it may have been the credential
   while (!text.empty()) {
     const size_t semi = text.find(';');
     const std::string_view pair = TrimSpaceAscii(text.substr(0, semi));
@@ -77,64 +76,60 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text, bool endpoin
     if (pair.empty()) continue;
     const size_t eq = pair.find('=');
     if (eq == std::string_view::npos || eq == 0) {
-      return Bad("entry " + std::to_string(index) + " is not of the form Key=Value");
+      bad("entry " + std::to_string(index) + " is not of the form Key=Value");
+      malformed = true;
+      continue;
     }
     const std::string key = LowerAscii(TrimSpaceAscii(pair.substr(0, eq)));
     if (!fields.emplace(key, std::string(TrimSpaceAscii(pair.substr(eq + 1)))).second) {
-      return Bad("field " + std::string(TrimSpaceAscii(pair.substr(0, eq))) + " appears twice");
+      bad("field " + std::string(TrimSpaceAscii(pair.substr(0, eq))) + " appears twice");
     }
   }
   auto get = [&](const char* key) {
     const auto it = fields.find(key);
     return it == fields.end() ? std::string() : it->second;
   };
-  if (!get("usedevelopmentstorage").empty()) {
-    return Bad(
-        "UseDevelopmentStorage is not supported; give AccountName, AccountKey and "
-        "BlobEndpoint");
+  ConnectionInfo info;
+  if (!get("usedevelopmentstorage").empty()) {  // another form altogether: nothing else judged
+    bad("UseDevelopmentStorage is not supported; give AccountName, AccountKey and BlobEndpoint");
+    return info;
   }
 
-  ConnectionInfo info;
   info.account = get("accountname");
   std::string protocol = get("defaultendpointsprotocol");
   if (protocol.empty()) protocol = "https";
   if (protocol != "http" && protocol != "https") {
-    return Bad("DefaultEndpointsProtocol must be http or https");
+    bad("DefaultEndpointsProtocol must be http or https");
   }
   info.endpoint = get("blobendpoint");
   if (!info.endpoint.empty()) {
+    // One line for the endpoint, its first problem.
     const std::string scheme = LowerAscii(SplitUrl(info.endpoint).scheme);
     if ((scheme != "http" && scheme != "https") || SplitUrl(info.endpoint).authority.empty()) {
-      return Bad("BlobEndpoint must be an absolute http:// or https:// URL");
-    }
-    // As for APP_AZURE_ACCOUNT_URL: the endpoint is logged, and a SAS pasted after '?' or '#'
-    // (which SplitUrl drops) or a password before '@' would be logged with it.
-    if (info.endpoint.find_first_of("?#") != std::string::npos) {
-      return Bad(
-          "BlobEndpoint must not have a query or fragment (a SAS goes in "
+      bad("BlobEndpoint must be an absolute http:// or https:// URL");
+    } else if (info.endpoint.find_first_of("?#") != std::string::npos) {
+      // As for APP_AZURE_ACCOUNT_URL: the endpoint is logged, and a SAS pasted after '?' or '#'
+      // (which SplitUrl drops) or a password before '@' would be logged with it.
+      bad("BlobEndpoint must not have a query or fragment (a SAS goes in "
           "SharedAccessSignature=)");
-    }
-    // In the path too: a password holding '/' ("https://svc:2024/Xy9@host") ends the authority
-    // early, at a numeric "port"; no blob endpoint has one.
-    if (info.endpoint.find('@') != std::string::npos) {
-      return Bad(
-          "BlobEndpoint must not hold a user name or password (user@host), nor '@' in its "
-          "path");
-    }
-    if (!PortIsNumeric(SplitUrl(info.endpoint).authority)) {
-      return Bad("BlobEndpoint has a port that is not a number");
+    } else if (info.endpoint.find('@') != std::string::npos) {
+      // In the path too: a password holding '/' ("https://svc:2024/Xy9@host") ends the
+      // authority early, at a numeric "port"; no blob endpoint has one.
+      bad("BlobEndpoint must not hold a user name or password (user@host), nor '@' in its path");
+    } else if (!PortIsNumeric(SplitUrl(info.endpoint).authority)) {
+      bad("BlobEndpoint has a port that is not a number");
     }
     while (info.endpoint.size() > 1 && info.endpoint.back() == '/') info.endpoint.pop_back();
   } else if (!endpoint_elsewhere) {
-    if (info.account.empty()) return Bad("AccountName is missing (and no BlobEndpoint given)");
-    if (const auto problem = AccountHostProblem(info.account)) {
-      return Bad("AccountName " + *problem);
+    if (info.account.empty()) {
+      bad("AccountName is missing (and no BlobEndpoint given)");
+    } else if (const auto problem = AccountHostProblem(info.account)) {
+      bad("AccountName " + *problem);
     }
     std::string suffix = get("endpointsuffix");
     if (suffix.empty()) suffix = "core.windows.net";
     if (!IsHostName(suffix)) {
-      return Bad(
-          "EndpointSuffix must be a domain name such as core.windows.net (a port may follow)");
+      bad("EndpointSuffix must be a domain name such as core.windows.net (a port may follow)");
     }
     info.endpoint = protocol + "://" + info.account + ".blob." + suffix;
   }
@@ -146,23 +141,34 @@ Result<ConnectionInfo> ParseConnectionString(std::string_view text, bool endpoin
   // one meant (a key pasted from another account, say), as APP_AZURE_AUTH=auto refuses a key or
   // SAS beside a connection string.
   if (!key.empty() && !sas.empty()) {
-    return Bad(
-        "both AccountKey and SharedAccessSignature are given, so which is meant cannot be told: "
+    bad("both AccountKey and SharedAccessSignature are given, so which is meant cannot be told: "
         "remove one");
-  }
-  if (!key.empty()) {
-    if (info.account.empty()) return Bad("AccountName is missing (needed with AccountKey)");
-    const std::optional<std::string> raw = Base64Decode(key);
-    if (!raw || raw->empty()) return Bad("AccountKey is not valid base64");
+  } else if (!key.empty()) {
+    // Told once: without BlobEndpoint the host's check above said so.
+    if (info.account.empty() && (!get("blobendpoint").empty() || endpoint_elsewhere)) {
+      bad("AccountName is missing (needed with AccountKey)");
+    }
+    if (const std::optional<std::string> raw = Base64Decode(key); !raw || raw->empty()) {
+      bad("AccountKey is not valid base64");
+    }
     info.kind = CredentialKind::kSharedKey;
     info.account_key = key;
   } else if (!sas.empty()) {
-    if (const auto problem = SasTokenProblem(sas)) return Bad("SharedAccessSignature " + *problem);
+    for (const std::string& problem : SasTokenProblems(sas)) {
+      bad("SharedAccessSignature " + problem);
+    }
     info.kind = CredentialKind::kSas;
     info.sas_token = sas;
-  } else {
-    return Bad("neither AccountKey nor SharedAccessSignature is given");
+  } else if (!malformed) {
+    bad("neither AccountKey nor SharedAccessSignature is given");
   }
+  return info;
+}
+
+Result<ConnectionInfo> ParseConnectionString(std::string_view text, bool endpoint_elsewhere) {
+  std::vector<std::string> problems;
+  ConnectionInfo info = ParseConnectionString(text, endpoint_elsewhere, &problems);
+  if (!problems.empty()) return Status(ErrorKind::kPermanent, problems.front());
   return info;
 }
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace nbu::azure {
 
@@ -30,7 +31,11 @@ struct ConnectionInfo {
 // are refused (which is meant cannot be told). With `endpoint_elsewhere` (an account URL
 // replaces the string's endpoint) a string without BlobEndpoint leaves `endpoint` empty, and its
 // AccountName, which then only signs, and EndpointSuffix are not judged as parts of a host.
-// Errors are kPermanent and name the offending field, never its value.
+// Every problem found goes to `problems`, one line each (an endpoint's first, the rest all),
+// naming its field, never its value; `info` is usable only when there is none.
+ConnectionInfo ParseConnectionString(std::string_view text, bool endpoint_elsewhere,
+                                     std::vector<std::string>* problems);
+// The same, its first problem as the error (kPermanent).
 Result<ConnectionInfo> ParseConnectionString(std::string_view text,
                                              bool endpoint_elsewhere = false);
 

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <chrono>
 #include <ctime>
+#include <optional>
 #include <string_view>
 
 namespace nbu::azure {
@@ -65,10 +66,11 @@ std::string Shown(std::string_view value) {
 
 }  // namespace
 
-std::optional<std::string> SasTokenProblem(const std::string& token) {
+std::vector<std::string> SasTokenProblems(const std::string& token) {
   if (token.find("://") != std::string::npos) {
-    return "is a URL; give only its query (the part after ?)";
+    return {"is a URL; give only its query (the part after ?)"};
   }
+  std::vector<std::string> out;
   std::string sig, sp, se, srt, ss, sr;
   for (const auto& [name, value] :
        SplitQuery(!token.empty() && token.front() == '?' ? token.substr(1) : token)) {
@@ -79,33 +81,34 @@ std::optional<std::string> SasTokenProblem(const std::string& token) {
     if (name == "ss") ss = UrlDecode(value);
     if (name == "sr") sr = UrlDecode(value);
   }
-  if (sig.empty()) return "has no signature (no sig= parameter, or an empty one)";
+  if (sig.empty()) out.emplace_back("has no signature (no sig= parameter, or an empty one)");
   // Every upload writes; without it storage refuses every one with 403, for ever. A name
   // uploaded before, and every claim recovered, is looked at first (Get Blob Properties, Get
   // Block List): without read those are refused for ever.
   if (!sp.empty() && sp.find('w') == std::string::npos) {
-    return "does not allow writes (sp=" + Shown(sp) + " has no w)";
+    out.push_back("does not allow writes (sp=" + Shown(sp) + " has no w)");
   }
   if (!sp.empty() && sp.find('r') == std::string::npos) {
-    return "does not allow reads (sp=" + Shown(sp) + " has no r), which looking at a blob needs";
+    out.push_back("does not allow reads (sp=" + Shown(sp) +
+                  " has no r), which looking at a blob needs");
   }
   // An account SAS that does not reach objects, or not the blob service; a service SAS for one
   // blob: every upload refused.
   if (!srt.empty() && srt.find('o') == std::string::npos) {
-    return "does not reach blobs (srt=" + Shown(srt) + " has no o)";
+    out.push_back("does not reach blobs (srt=" + Shown(srt) + " has no o)");
   }
   if (!ss.empty() && ss.find('b') == std::string::npos) {
-    return "is not for the blob service (ss=" + Shown(ss) + " has no b)";
+    out.push_back("is not for the blob service (ss=" + Shown(ss) + " has no b)");
   }
   if (sr == "b" || sr == "bs" || sr == "bv") {
-    return "is for one blob (sr=" + sr + "); give a container SAS (sr=c) or an account SAS";
+    out.push_back("is for one blob (sr=" + sr + "); give a container SAS (sr=c) or an account SAS");
   }
   const auto expiry = ExpirySeconds(se);
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
-  if (expiry && *expiry <= now) return "expired at " + se + " (se)";
-  return std::nullopt;
+  if (expiry && *expiry <= now) out.push_back("expired at " + se + " (se)");
+  return out;
 }
 
 SasCredential::SasCredential(std::string token)

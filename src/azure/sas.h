@@ -3,16 +3,16 @@
 
 #include "azure/credential.h"
 
-#include <optional>
 #include <string>
+#include <vector>
 
 namespace nbu::azure {
 
-// What is wrong with a SAS token as given (a leading '?' is fine), or nothing: a whole SAS URL
-// pasted in its place, no signature (or an empty one), permissions (sp) without write, or an
-// expiry (se) already past. Each fails every upload with 403. The message never repeats the
-// signature.
-std::optional<std::string> SasTokenProblem(const std::string& token);
+// What is wrong with a SAS token as given (a leading '?' is fine), one line per problem, or
+// nothing: a whole SAS URL pasted in its place (then that alone), no signature (or an empty
+// one), permissions (sp) without write or read, a scope without blobs, or an expiry (se) already
+// past. Each fails every upload with 403. No line repeats the signature.
+std::vector<std::string> SasTokenProblems(const std::string& token);
 
 class SasCredential final : public Credential {
  public:

@@ -142,19 +142,21 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     // Chosen, an account URL replaces the string's endpoint; beside a string in auto mode it is
     // refused above, and the string's own endpoint is judged.
     const bool url_replaces = c.azure_auth == "connection-string" && !c.azure_account_url.empty();
-    auto info = azure::ParseConnectionString(c.azure_connection_string, url_replaces);
-    if (!info.ok()) {
-      errors->push_back("APP_AZURE_CONNECTION_STRING: " + info.status().message());
-      return false;
+    std::vector<std::string> problems;
+    const auto info =
+        azure::ParseConnectionString(c.azure_connection_string, url_replaces, &problems);
+    for (const std::string& problem : problems) {
+      errors->push_back("APP_AZURE_CONNECTION_STRING: " + problem);
     }
-    auto cred = azure::MakeCredential(*info, clock);
+    if (!problems.empty()) return false;
+    auto cred = azure::MakeCredential(info, clock);
     if (!cred.ok()) {
       errors->push_back("APP_AZURE_CONNECTION_STRING: " + cred.status().message());
       return false;
     }
-    out->endpoint = TrimSlash(url_replaces ? c.azure_account_url : info->endpoint);
-    if (info->kind == azure::CredentialKind::kSharedKey && !(url_replaces && url_refused)) {
-      if (const auto problem = azure::AccountHostMismatch(info->account, out->endpoint)) {
+    out->endpoint = TrimSlash(url_replaces ? c.azure_account_url : info.endpoint);
+    if (info.kind == azure::CredentialKind::kSharedKey && !(url_replaces && url_refused)) {
+      if (const auto problem = azure::AccountHostMismatch(info.account, out->endpoint)) {
         errors->push_back(std::string(url_replaces ? "APP_AZURE_CONNECTION_STRING, "
                                                      "APP_AZURE_ACCOUNT_URL: "
                                                    : "APP_AZURE_CONNECTION_STRING: ") +
@@ -163,12 +165,12 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
     }
     // A SAS is a bearer secret in every request's URL: like a token, never over plain http to
     // another host. (Shared Key sends only a signature.) A refused URL is not judged again.
-    if (!info->sas_token.empty() && !(url_replaces && url_refused)) {
+    if (!info.sas_token.empty() && !(url_replaces && url_refused)) {
       if (Status s = azure::CheckSecureUrl(out->endpoint, "the blob endpoint"); !s.ok()) {
         errors->push_back("APP_AZURE_CONNECTION_STRING: " + s.message() + " for a SAS");
       }
     }
-    out->account = info->account;
+    out->account = info.account;
     out->credential = *cred;
     return errors->size() == before && !url_refused;
   }
@@ -208,9 +210,11 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
   if (mode == "sas") {
     if (c.azure_sas_token.empty()) {
       errors->push_back("APP_AZURE_SAS_TOKEN: required for sas auth");
-    } else if (const auto problem = azure::SasTokenProblem(c.azure_sas_token)) {
+    } else {
       // The service would otherwise wait for ever on 403s.
-      errors->push_back("APP_AZURE_SAS_TOKEN: " + *problem);
+      for (const std::string& problem : azure::SasTokenProblems(c.azure_sas_token)) {
+        errors->push_back("APP_AZURE_SAS_TOKEN: " + problem);
+      }
     }
     if (c.azure_account_url.empty()) {
       errors->push_back("APP_AZURE_ACCOUNT_URL: required with APP_AZURE_SAS_TOKEN");

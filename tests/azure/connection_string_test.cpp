@@ -110,6 +110,41 @@ TEST(ConnectionStringTest, ErrorsNameTheFieldButNeverTheSecret) {
   ExpectError("UseDevelopmentStorage=true", "UseDevelopmentStorage");
 }
 
+// Every problem is told, one line each, not only the first: a start-up shows them all.
+TEST(ConnectionStringTest, EveryProblemIsToldOnItsOwnLine) {
+  const auto problems = [](const std::string& cs, bool endpoint_elsewhere = false) {
+    std::vector<std::string> out;
+    (void)ParseConnectionString(cs, endpoint_elsewhere, &out);
+    for (const std::string& p : out) EXPECT_EQ(p.find("s3cr3t"), std::string::npos) << p;
+    return out;
+  };
+  using Lines = std::vector<std::string>;
+  EXPECT_EQ(problems("AccountName=my_acct;AccountKey=s3cr3t*not*base64;EndpointSuffix=a b"),
+            (Lines{"connection string: AccountName makes the blob host's name, so it must be "
+                   "letters, digits and inner hyphens (at most 63)",
+                   "connection string: EndpointSuffix must be a domain name such as "
+                   "core.windows.net (a port may follow)",
+                   "connection string: AccountKey is not valid base64"}));
+  EXPECT_EQ(
+      problems("DefaultEndpointsProtocol=ftp;BlobEndpoint=https://h/?x=1;SharedAccessSignature="
+               "sp=r&sig=s3cr3t;AccountName=a;AccountName=b"),
+      (Lines{"connection string: field AccountName appears twice",
+             "connection string: DefaultEndpointsProtocol must be http or https",
+             "connection string: BlobEndpoint must not have a query or fragment (a SAS goes "
+             "in SharedAccessSignature=)",
+             "connection string: SharedAccessSignature does not allow writes (sp=r has no "
+             "w)"}));
+  // Told once: the missing name, and not a missing credential when an entry was no Key=Value.
+  EXPECT_EQ(problems(std::string("AccountKey=") + kKey),
+            (Lines{"connection string: AccountName is missing (and no BlobEndpoint given)"}));
+  EXPECT_EQ(problems("AccountName=a;AccountKey"),
+            (Lines{"connection string: entry 2 is not of the form Key=Value"}));
+  EXPECT_EQ(problems("UseDevelopmentStorage=true;AccountKey=x"),
+            (Lines{"connection string: UseDevelopmentStorage is not supported; give AccountName, "
+                   "AccountKey and BlobEndpoint"}));
+  EXPECT_EQ(problems(std::string("AccountName=a;AccountKey=") + kKey), Lines{});
+}
+
 // An account name or endpoint suffix that cannot make the blob host's name stops start-up
 // instead of failing every request for ever. A name beside an endpoint only signs: an
 // emulator's account may be named anything.
@@ -212,11 +247,12 @@ TEST(SasCredentialTest, AppendsTokenAndStripsQuestionMark) {
 // judges what is not clear here.
 TEST(SasTokenProblemTest, RefusesWhatStorageWouldRefuseForEver) {
   const auto problem = [](const std::string& token) {
-    const auto p = SasTokenProblem(token);
-    if (p) {
-      EXPECT_EQ(p->find("s3cr3t"), std::string::npos) << *p;
+    std::string joined;
+    for (const std::string& p : SasTokenProblems(token)) {
+      EXPECT_EQ(p.find("s3cr3t"), std::string::npos) << p;
+      joined += (joined.empty() ? "" : " | ") + p;
     }
-    return p.value_or("");
+    return joined;
   };
   EXPECT_EQ(problem("sv=2025-11-05&sig="), "has no signature (no sig= parameter, or an empty one)");
   EXPECT_EQ(problem("sv=2025-11-05&xsig=s3cr3t").rfind("has no signature", 0), 0u);
@@ -243,6 +279,14 @@ TEST(SasTokenProblemTest, RefusesWhatStorageWouldRefuseForEver) {
             "is not for the blob service (ss=(14 characters, not shown) has no b)");
   EXPECT_EQ(problem("ss=q" + std::string(40, 's') + "&sig=x"),
             "is not for the blob service (ss=(41 characters, not shown) has no b)");
+  // Each problem on its own line, not only the first.
+  EXPECT_EQ(problem("sv=2022-11-02&sp=c&srt=s&ss=q&se=2020-01-01"),
+            "has no signature (no sig= parameter, or an empty one) | does not allow writes (sp=c "
+            "has no w) | does not allow reads (sp=c has no r), which looking at a blob needs | "
+            "does not reach blobs (srt=s has no o) | is not for the blob service (ss=q has no b) | "
+            "expired at 2020-01-01 (se)");
+  EXPECT_EQ(problem("https://acct.blob.core.windows.net/c?sp=c&sig=s3cr3t"),
+            "is a URL; give only its query (the part after ?)");
   // Not forms read here, left to storage: an offset, a sign, fields out of range.
   for (const char* se : {"2020-01-01T00:00:00%2B01:00", "2020-01--1", "2020-13-01", "2020-01-32",
                          "2020-01-01T24:00Z", "2020-01-01T00:60Z", "+020-01-01"}) {

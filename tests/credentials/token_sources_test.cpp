@@ -1339,6 +1339,34 @@ TEST(StorageTargetTokenTest, AnAccountNameWithoutItsKeyStopsStartupInAutoMode) {
   EXPECT_EQ(idp.count(), 0u);
 }
 
+// A SAS or a connection string with several problems shows them all at the first start, one line
+// each, rather than one per restart.
+TEST(StorageTargetTokenTest, EveryProblemOfASasOrAConnectionStringIsALine) {
+  const auto errors_of = [](const core::Config& c) {
+    SimulatedClock clock;
+    server::StorageTarget target;
+    core::EnvMap env = NoIdentityEnv();
+    std::vector<std::string> errors;
+    EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env));
+    for (const auto& e : errors) EXPECT_EQ(e.find("c2VjcmV0"), std::string::npos) << e;
+    return errors;
+  };
+  core::Config c;
+  c.azure_auth = "sas";
+  c.azure_account_url = "https://acct.blob.core.windows.net";
+  c.azure_sas_token = "sv=2022-11-02&sp=c&srt=s&ss=q&se=2020-01-01&sig=c2VjcmV0";
+  const auto sas = errors_of(c);
+  EXPECT_EQ(sas.size(), 5u) << testing::PrintToString(sas);
+  for (const auto& e : sas) EXPECT_EQ(e.rfind("APP_AZURE_SAS_TOKEN: ", 0), 0u) << e;
+  c = core::Config{};
+  c.azure_connection_string = "AccountName=my_acct;AccountKey=c2VjcmV0*";
+  EXPECT_EQ(errors_of(c),
+            (std::vector<std::string>{
+                "APP_AZURE_CONNECTION_STRING: connection string: AccountName makes the blob "
+                "host's name, so it must be letters, digits and inner hyphens (at most 63)",
+                "APP_AZURE_CONNECTION_STRING: connection string: AccountKey is not valid base64"}));
+}
+
 // Mistakes that would fail every request (a SAS without its signature, a pasted SAS URL, an
 // unreadable CA bundle) stop start-up with one line, instead of a service that waits for ever
 // for storage it can never reach. No line echoes the secret.
