@@ -129,11 +129,10 @@ void ParseEndpoints(const Reader& r, TelemetryConfig& c) {
 
 void ParseResource(const Reader& r, TelemetryConfig& c) {
   if (auto attrs = r.Get("OTEL_RESOURCE_ATTRIBUTES")) {
-    std::string error;
-    auto kv = ParseKeyValueList(*attrs, &error);
-    if (!kv) {
-      r.Error("OTEL_RESOURCE_ATTRIBUTES", error);
-    } else {
+    std::vector<std::string> errors;
+    auto kv = ParseKeyValueList(*attrs, &errors);
+    for (const std::string& e : errors) r.Error("OTEL_RESOURCE_ATTRIBUTES", e);
+    if (kv) {
       for (auto& [k, v] : *kv) {
         if (k == "service.name")
           c.service_name = v;  // OTEL_SERVICE_NAME below wins
@@ -148,25 +147,26 @@ void ParseResource(const Reader& r, TelemetryConfig& c) {
 // Header names must be HTTP tokens and values must not smuggle in line breaks. An error never
 // quotes a value (values carry API keys), nor a name that is not a token: a header written as
 // HTTP writes it ("Authorization: Basic dXNl...==") has its secret in what parses as the name.
-bool ValidHeaders(const KeyValues& headers, std::string* error) {
+// One error line per bad entry.
+bool ValidHeaders(const KeyValues& headers, std::vector<std::string>* errors) {
   static const std::string kTokenPunct = "!#$%&'*+-.^_`|~";
+  const size_t before = errors->size();
   size_t index = 0;
   for (const auto& [name, value] : headers) {
     ++index;
-    for (char ch : name) {
-      if (!std::isalnum(static_cast<unsigned char>(ch)) &&
-          kTokenPunct.find(ch) == std::string::npos) {
-        *error = "entry " + std::to_string(index) +
-                 ": the header name is not a valid HTTP token (write name=value, not name: value)";
-        return false;
-      }
-    }
-    if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != std::string::npos) {
-      *error = "value of header \"" + name + "\" contains a line break or NUL";
-      return false;
+    if (!std::all_of(name.begin(), name.end(), [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) ||
+                 kTokenPunct.find(ch) != std::string::npos;
+        })) {
+      errors->push_back(
+          "entry " + std::to_string(index) +
+          ": the header name is not a valid HTTP token (write name=value, not name: value)");
+    } else if (value.find_first_of("\r\n") != std::string::npos ||
+               value.find('\0') != std::string::npos) {
+      errors->push_back("value of header \"" + name + "\" contains a line break or NUL");
     }
   }
-  return true;
+  return errors->size() == before;
 }
 
 void ParseDisabled(const Reader& r, TelemetryConfig& c) {
@@ -201,7 +201,9 @@ std::optional<std::string> PercentDecode(const std::string& text) {
   return out;
 }
 
-std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string* error) {
+std::optional<KeyValues> ParseKeyValueList(const std::string& text,
+                                           std::vector<std::string>* errors) {
+  const size_t before = errors->size();
   KeyValues out;
   size_t start = 0;
   for (size_t index = 1; start <= text.size(); ++index) {
@@ -211,22 +213,23 @@ std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string*
     start = end + 1;
     if (Trim(entry).empty()) {
       if (end == text.size()) break;  // tolerate a trailing comma
-      *error = "entry " + std::to_string(index) + " is empty";
-      return std::nullopt;
+      errors->push_back("entry " + std::to_string(index) + " is empty");
+      continue;
     }
     const auto eq = entry.find('=');
     const std::string key = eq == std::string::npos ? "" : Trim(entry.substr(0, eq));
     if (eq == std::string::npos || key.empty()) {
-      *error = "entry " + std::to_string(index) + " is not key=value";
-      return std::nullopt;
+      errors->push_back("entry " + std::to_string(index) + " is not key=value");
+      continue;
     }
     auto value = PercentDecode(Trim(entry.substr(eq + 1)));
     if (!value) {
-      *error = "entry " + std::to_string(index) + " has a malformed percent-encoding";
-      return std::nullopt;
+      errors->push_back("entry " + std::to_string(index) + " has a malformed percent-encoding");
+      continue;
     }
     out.emplace_back(key, std::move(*value));
   }
+  if (errors->size() != before) return std::nullopt;
   return out;
 }
 
@@ -247,13 +250,10 @@ TelemetryConfigResult ParseTelemetryConfig(const EnvLookup& env) {
   ParseEndpoints(r, c);
   ParseResource(r, c);
   if (auto headers = r.Get("OTEL_EXPORTER_OTLP_HEADERS")) {
-    std::string error;
-    auto kv = ParseKeyValueList(*headers, &error);
-    if (kv && !ValidHeaders(*kv, &error)) kv.reset();
-    if (kv)
-      c.headers = std::move(*kv);
-    else
-      r.Error("OTEL_EXPORTER_OTLP_HEADERS", error);
+    std::vector<std::string> errors;
+    auto kv = ParseKeyValueList(*headers, &errors);
+    if (kv && ValidHeaders(*kv, &errors)) c.headers = std::move(*kv);
+    for (const std::string& e : errors) r.Error("OTEL_EXPORTER_OTLP_HEADERS", e);
   }
   r.Millis("OTEL_METRIC_EXPORT_INTERVAL", 1, &c.metric_export_interval);
   r.Millis("OTEL_BSP_SCHEDULE_DELAY", 1, &c.span_schedule_delay);

@@ -62,8 +62,10 @@ TelemetryConfigResult TelemetryConfigFromEnvironment();
 
 // Parses "k=v,k2=v2" (W3C baggage-like, as OTEL_EXPORTER_OTLP_HEADERS and
 // OTEL_RESOURCE_ATTRIBUTES): keys and values trimmed, values percent-decoded. On failure returns
-// nullopt and sets *error to a message that names the entry index but never echoes a value.
-std::optional<KeyValues> ParseKeyValueList(const std::string& text, std::string* error);
+// nullopt and adds to *errors a line per bad entry, each naming the entry's index but never
+// echoing a value.
+std::optional<KeyValues> ParseKeyValueList(const std::string& text,
+                                           std::vector<std::string>* errors);
 
 // Percent-decodes `text`; nullopt on a malformed escape.
 std::optional<std::string> PercentDecode(const std::string& text);

@@ -98,12 +98,24 @@ TEST(TelemetryConfigTest, BadHeadersGiveOneErrorWithoutTheSecret) {
 }
 
 TEST(TelemetryConfigTest, KeyValueListEdgeCases) {
-  std::string error;
-  EXPECT_EQ(ParseKeyValueList("a=1,", &error), (KeyValues{{"a", "1"}}));
-  EXPECT_EQ(ParseKeyValueList("a=", &error), (KeyValues{{"a", ""}}));
-  EXPECT_EQ(ParseKeyValueList("a=b=c", &error), (KeyValues{{"a", "b=c"}}));
-  EXPECT_FALSE(ParseKeyValueList("a=1,,b=2", &error));
-  EXPECT_EQ(error, "entry 2 is empty");
+  std::vector<std::string> errors;
+  EXPECT_EQ(ParseKeyValueList("a=1,", &errors), (KeyValues{{"a", "1"}}));
+  EXPECT_EQ(ParseKeyValueList("a=", &errors), (KeyValues{{"a", ""}}));
+  EXPECT_EQ(ParseKeyValueList("a=b=c", &errors), (KeyValues{{"a", "b=c"}}));
+  EXPECT_TRUE(errors.empty());
+  EXPECT_FALSE(ParseKeyValueList("a=1,,b=2", &errors));
+  EXPECT_EQ(errors, std::vector<std::string>{"entry 2 is empty"});
+  // Every bad entry, a line each.
+  errors.clear();
+  EXPECT_FALSE(ParseKeyValueList("a=1,,novalue,c=%zz,d=4", &errors));
+  EXPECT_EQ(errors, (std::vector<std::string>{"entry 2 is empty", "entry 3 is not key=value",
+                                              "entry 4 has a malformed percent-encoding"}));
+  const auto r = ParseEnv({{"OTEL_EXPORTER_OTLP_HEADERS", "a b=1,k=%zz,ok=1"}});
+  EXPECT_EQ(r.errors, (std::vector<std::string>{
+                          "OTEL_EXPORTER_OTLP_HEADERS: entry 2 has a malformed percent-encoding"}))
+      << "the names are judged once every entry parses";
+  const auto h = ParseEnv({{"OTEL_EXPORTER_OTLP_HEADERS", "a b=1,c=2,d:e=3"}});
+  EXPECT_EQ(h.errors.size(), 2u) << testing::PrintToString(h.errors);
   EXPECT_EQ(PercentDecode("%41%2f"), "A/");
   EXPECT_FALSE(PercentDecode("%4"));
   EXPECT_FALSE(PercentDecode("%"));
