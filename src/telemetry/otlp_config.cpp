@@ -70,8 +70,11 @@ struct Reader {
     const auto host_at = v->find("://");
     if (!scheme || host_at + 3 >= v->size() || (*v)[host_at + 3] == '/' ||
         v->find_first_of(" \t\r\n") != std::string::npos) {
-      Error(name,
-            "must be an http:// or https:// URL with a host, got \"" + EndpointForLog(*v) + "\"");
+      // Echoed only without an '@': user info whose password holds a '/' would pass for a path.
+      Error(name, "must be an http:// or https:// URL with a host" +
+                      (v->find('@') == std::string::npos
+                           ? ", got \"" + EndpointForLog(*v) + "\""
+                           : std::string(" (not shown: it holds user info)")));
       return std::nullopt;
     }
     // An '@' in the path is user info whose password holds a '/' ("https://u:Ab/cd@host"): curl

@@ -168,9 +168,19 @@ TEST(TelemetryConfigTest, OneErrorLinePerInvalidVariable) {
 }
 
 TEST(TelemetryConfigTest, EndpointErrorsRedactCredentials) {
-  const auto r = ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:hunter2@ bad host/x?k=1"}});
+  // A password holding '/' passes for a path: with a stray CR (a CRLF .env file) or a mistyped
+  // scheme, the value is not shown at all.
+  for (const char* url : {"http://user:hunter2@ bad host/x?k=1", "https://otel:hun/ter2@c:4318\r",
+                          "htps://otel:hun/ter2@c:4318"}) {
+    const auto r = ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", url}});
+    ASSERT_EQ(r.errors.size(), 1u) << url;
+    EXPECT_EQ(r.errors[0].find("ter2"), std::string::npos) << r.errors[0];
+  }
+  const auto r = ParseEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"}});
   ASSERT_EQ(r.errors.size(), 1u);
-  EXPECT_EQ(r.errors[0].find("hunter2"), std::string::npos) << r.errors[0];
+  EXPECT_EQ(r.errors[0],
+            "OTEL_EXPORTER_OTLP_ENDPOINT: must be an http:// or https:// URL with a host, got "
+            "\"<unparsable url>\"");
 }
 
 // A password holding '/' ends the authority early: curl would take the user for the host, and
