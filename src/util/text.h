@@ -50,18 +50,25 @@ inline std::optional<std::pair<size_t, size_t>> UserInfoSpan(std::string_view ur
   return std::pair{from, at + 1};
 }
 
-// `text` with every occurrence of each non-empty secret replaced by "<redacted>", the secrets in
-// the order given (put a longer secret before a part of it).
-inline std::string ScrubSecrets(std::string text, const std::vector<std::string>& secrets) {
-  constexpr std::string_view kRedacted = "<redacted>";
-  for (const std::string& s : secrets) {
-    if (s.empty()) continue;
-    for (size_t pos = text.find(s); pos != std::string::npos; pos = text.find(s, pos)) {
-      text.replace(pos, s.size(), kRedacted);
-      pos += kRedacted.size();
+// `text` with every occurrence of each non-empty secret replaced by "<redacted>", in one pass
+// over it: at each place the first secret given that matches there (put a longer secret before a
+// part of it), and nothing matched inside a replacement (a short secret, "e" or "red", would
+// otherwise nest one in another).
+inline std::string ScrubSecrets(const std::string& text, const std::vector<std::string>& secrets) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t pos = 0; pos < text.size();) {
+    const auto match = std::find_if(secrets.begin(), secrets.end(), [&](const std::string& s) {
+      return !s.empty() && text.compare(pos, s.size(), s) == 0;
+    });
+    if (match == secrets.end()) {
+      out.push_back(text[pos++]);
+    } else {
+      out.append("<redacted>");
+      pos += match->size();
     }
   }
-  return text;
+  return out;
 }
 
 }  // namespace nbu

@@ -44,6 +44,9 @@ TEST(TextTest, ScrubsEveryOccurrenceOfEachSecret) {
   EXPECT_EQ(ScrubSecrets("red red", {"red"}), "<redacted> <redacted>");
   // In the order given: the longer one first keeps its shorter part from splitting it.
   EXPECT_EQ(ScrubSecrets("Bearer tok123", {"Bearer tok123", "tok123"}), "<redacted>");
+  // Nor by another secret: a short one ("e", given twice as written and decoded) does not nest.
+  EXPECT_EQ(ScrubSecrets("see red", {"e", "e", "red"}), "s<redacted><redacted> <redacted>");
+  EXPECT_EQ(ScrubSecrets("dire", {"d", "red"}), "<redacted>ire");
 }
 
 }  // namespace
