@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <set>
 
 namespace nbu::azure {
 namespace {
@@ -66,6 +67,7 @@ ConnectionInfo ParseConnectionString(std::string_view text, bool endpoint_elsewh
                                      std::vector<std::string>* problems) {
   const auto bad = [&](std::string what) { problems->push_back("connection string: " + what); };
   std::map<std::string, std::string> fields;  // lower-case key -> value
+  std::set<std::string> repeated;             // lower-case keys told as repeated
   size_t index = 0;
   bool malformed = false;  // an entry that is no Key=Value: it may have been the credential
   while (!text.empty()) {
@@ -81,7 +83,8 @@ ConnectionInfo ParseConnectionString(std::string_view text, bool endpoint_elsewh
       continue;
     }
     const std::string key = LowerAscii(TrimSpaceAscii(pair.substr(0, eq)));
-    if (!fields.emplace(key, std::string(TrimSpaceAscii(pair.substr(eq + 1)))).second) {
+    if (!fields.emplace(key, std::string(TrimSpaceAscii(pair.substr(eq + 1)))).second &&
+        repeated.insert(key).second) {  // told once, however often it comes
       bad("field " + std::string(TrimSpaceAscii(pair.substr(0, eq))) + " appears twice");
     }
   }

@@ -134,6 +134,8 @@ TEST(ConnectionStringTest, EveryProblemIsToldOnItsOwnLine) {
              "in SharedAccessSignature=)",
              "connection string: SharedAccessSignature does not allow writes (sp=r has no "
              "w)"}));
+  EXPECT_EQ(problems(std::string("AccountName=a;AccountName=b;accountname=c;AccountKey=") + kKey),
+            (Lines{"connection string: field AccountName appears twice"}));
   // Told once: the missing name, and not a missing credential when an entry was no Key=Value.
   EXPECT_EQ(problems(std::string("AccountKey=") + kKey),
             (Lines{"connection string: AccountName is missing (and no BlobEndpoint given)"}));
