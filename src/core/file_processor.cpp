@@ -1008,13 +1008,27 @@ FileProcessor::DeadLettered FileProcessor::DeadLetter(const ClaimPath& claim, co
 void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   // Every run in flight when the service ends is charged an interruption. One may be any
   // crash's, a kill's or a lost node's: such claims run side by side. A claim interrupted again
-  // may be the one that ends the service: it runs alone, so its next crash is charged to it, not
-  // to the healthy files beside it, which would otherwise reach APP_MAX_FILE_ATTEMPTS with it.
-  const bool alone = item.kind == WorkItem::Kind::kClaim && item.claim.runs >= kRunAloneFrom;
-  const RunGate::Pass pass(run_gate_, alone, stop);
+  // may be the one that ends the service: its first attempt runs alone, so a crash there is
+  // charged to it, not to the healthy files beside it, which would otherwise reach
+  // APP_MAX_FILE_ATTEMPTS with it. Not one that is only to be dead-lettered, nor for longer than
+  // it waits for the runs inside (RunGate), nor past its first attempt: its retries, waits and
+  // completion go on beside the others, which also lets FailsOnlyThis see them work.
+  bool alone = item.kind == WorkItem::Kind::kClaim && item.claim.runs >= kRunAloneFrom &&
+               item.claim.runs < d_.config.max_file_attempts;
+  if (alone) {
+    std::lock_guard lock(undelivered_mu_);
+    alone = !undelivered_.contains(item.claim.Path());
+  }
+  RunGate::Pass pass(run_gate_, alone, stop, d_.lone_wait_limit);
   if (!pass) {  // stopped while waiting: the claim stays for recovery, with no run recorded
     if (item.kind == WorkItem::Kind::kClaim) d_.inflight.Remove(item.claim.Path());
     return;
+  }
+  if (alone && !pass.alone()) {
+    LogInfo(
+        "running a claim interrupted before beside the others: the runs inside outlasted "
+        "the wait",
+        {{"blob", item.claim.BlobName()}, {"waited_ms", Ms(d_.lone_wait_limit)}});
   }
   telemetry::Span root = d_.tracer.StartSpan("file");
   ScopedLogTraceContext log_ctx(root.context().trace_id, root.context().span_id);
@@ -1111,6 +1125,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
       skipped = false;  // an earlier attempt's skip was undone by its torn copy
       s = Attempt(claim, existing, root.context(), stop, torn_at, &skipped, &bytes, &committed,
                   &source, &whole_reads);
+      pass.Share();
     }
     if (s.ok()) {
       if (source) release_marker = ClaimAgainIfWritten(*source, claim, stop);

@@ -28,6 +28,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -124,6 +125,8 @@ class FileProcessor {
     // -1 with errno on failure; null: ::pread. A test's stand-in.
     std::function<ssize_t(const std::string& path, int fd, char* buf, size_t len, off_t at)>
         claim_pread = {};
+    // How long a claim interrupted twice waits to run alone before it runs beside the others.
+    std::chrono::milliseconds lone_wait_limit = std::chrono::minutes(1);
   };
   // How a Put Blob's body is checked, as the status, the log and the upload span name it.
   static const char* PutBlobChecksumName(bool crc64) { return crc64 ? "crc64" : "md5"; }
@@ -131,8 +134,9 @@ class FileProcessor {
 
   // Drives one item to DONE, DEAD-LETTERED or skipped; on stop, leaves its claim for recovery
   // with its run handed back. A claim picked up again counts each earlier run that ended with
-  // its process as a failed attempt (see ClaimPath::runs); one that ended so twice or more runs
-  // alone, so that the file that takes the service down is charged, not those beside it.
+  // its process as a failed attempt (see ClaimPath::runs); one that ended so twice or more makes
+  // its first attempt alone, so that the file that takes the service down is charged, not those
+  // beside it.
   void Process(WorkItem item, std::stop_token stop);
 
   // Moves every dead-lettered file back into the pipeline as a claim of this replica; returns

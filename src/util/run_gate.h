@@ -1,8 +1,11 @@
 // A gate some runs pass side by side and others pass alone: a reader-writer lock whose lone
 // runs go first (one waiting closes the gate to new side-by-side runs, so a steady stream of
-// them cannot keep it out), and whose waits end at a stop.
+// them cannot keep it out), whose lone waits are bounded (a run inside that never ends must not
+// hold every other run back for ever: past the limit the lone run goes in beside the others),
+// and whose waits end at a stop.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <stop_token>
@@ -11,26 +14,32 @@ namespace nbu {
 
 class RunGate {
  public:
-  // Held for one run; false (nothing held) when `stop` came first.
+  // Held for one run, alone or side by side; nothing held when `stop` came first.
   class Pass {
    public:
-    Pass(RunGate& gate, bool alone, std::stop_token stop) : gate_(gate), alone_(alone) {
-      held_ = gate_.Enter(alone_, stop);
-    }
-    ~Pass() {
-      if (held_) gate_.Leave(alone_);
-    }
+    Pass(RunGate& gate, bool alone, std::stop_token stop, std::chrono::milliseconds alone_limit)
+        : gate_(gate), held_(gate.Enter(alone, stop, alone_limit)) {}
+    ~Pass() { gate_.Leave(held_); }
     Pass(const Pass&) = delete;
     Pass& operator=(const Pass&) = delete;
-    explicit operator bool() const { return held_; }
+    explicit operator bool() const { return held_ != Held::kNone; }
+    bool alone() const { return held_ == Held::kAlone; }
+    // A pass held alone goes on side by side, letting in the runs it held back.
+    void Share() {
+      if (held_ == Held::kAlone) {
+        gate_.Share();
+        held_ = Held::kSideBySide;
+      }
+    }
 
    private:
+    friend class RunGate;
+    enum class Held { kNone, kSideBySide, kAlone };
     RunGate& gate_;
-    bool alone_;
-    bool held_ = false;
+    Held held_;
   };
 
-  // Runs inside now, side by side, and lone runs waiting (for tests and the status).
+  // Runs inside now, side by side, and lone runs waiting (for tests).
   int side_by_side() const {
     std::lock_guard lock(mu_);
     return side_by_side_;
@@ -41,29 +50,42 @@ class RunGate {
   }
 
  private:
-  bool Enter(bool alone, std::stop_token stop) {
+  using Held = Pass::Held;
+
+  Held Enter(bool alone, std::stop_token stop, std::chrono::milliseconds alone_limit) {
     std::unique_lock lock(mu_);
-    if (!alone) {
-      if (!cv_.wait(lock, stop, [&] { return !alone_inside_ && alone_waiting_ == 0; })) {
-        return false;
+    if (alone) {
+      ++alone_waiting_;
+      const bool entered =
+          cv_.wait_until(lock, stop, std::chrono::steady_clock::now() + alone_limit,
+                         [&] { return !alone_inside_ && side_by_side_ == 0; });
+      --alone_waiting_;
+      if (entered) {
+        alone_inside_ = true;
+        return Held::kAlone;
       }
-      ++side_by_side_;
-      return true;
-    }
-    ++alone_waiting_;
-    const bool entered = cv_.wait(lock, stop, [&] { return !alone_inside_ && side_by_side_ == 0; });
-    --alone_waiting_;
-    if (entered) {
-      alone_inside_ = true;
-    } else {
       cv_.notify_all();  // side-by-side runs may have waited on this one alone
+      if (stop.stop_requested()) return Held::kNone;
     }
-    return entered;
+    if (!cv_.wait(lock, stop, [&] { return !alone_inside_ && alone_waiting_ == 0; })) {
+      return Held::kNone;
+    }
+    ++side_by_side_;
+    return Held::kSideBySide;
   }
-  void Leave(bool alone) {
+  void Share() {
     {
       std::lock_guard lock(mu_);
-      if (alone) {
+      alone_inside_ = false;
+      ++side_by_side_;
+    }
+    cv_.notify_all();
+  }
+  void Leave(Held held) {
+    if (held == Held::kNone) return;
+    {
+      std::lock_guard lock(mu_);
+      if (held == Held::kAlone) {
         alone_inside_ = false;
       } else {
         --side_by_side_;

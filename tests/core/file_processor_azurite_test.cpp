@@ -1230,6 +1230,79 @@ TEST_F(FileProcessorAzuriteTest, AClaimInterruptedTwiceRunsAlone) {
   EXPECT_EQ(Count(inst_.files_failed), 0);
 }
 
+// A run that never ends (its file waits for staging to grow, say) does not hold a suspect, nor
+// the runs behind it, for ever: past its wait the suspect runs beside it. And past its first
+// attempt a suspect no longer holds the others back.
+TEST_F(FileProcessorAzuriteTest, ASuspectRunsAloneOnlyForABoundedWaitAndItsFirstAttempt) {
+  nbu::test::Gate hold;
+  std::atomic<int> reads_held{0};
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.lone_wait_limit = 200ms;
+  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
+    if (path.find("held") != std::string::npos) {
+      ++reads_held;
+      hold.Wait(10s);
+    }
+    return ::pread(fd, buf, len, at);
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes(1000, 46);
+  const WorkItem stuck = PlaceClaim("held-side.bin", data, false, 1);
+  std::atomic<bool> stuck_done{false};
+  std::jthread first([&] {
+    processor.Process(stuck, {});
+    stuck_done = true;
+  });
+  ASSERT_TRUE(WaitFor([&] { return reads_held.load() == 1; }, 10s));
+  const WorkItem suspect = PlaceClaim("suspect.bin", data, false, 2);
+  test::CapturedLog waited("running a claim interrupted before beside the others");
+  processor.Process(suspect, {});
+  ExpectBlobHolds(suspect, data);
+  EXPECT_FALSE(stuck_done) << "the suspect ran while the other run was still held";
+  EXPECT_EQ(waited.Lines().size(), 1u);
+  // One only to be dead-lettered (interrupted as often as the limit) does not wait at all.
+  processor.Process(PlaceClaim("suspect-done-for.bin", data, false, config_.max_file_attempts), {});
+  waited.Stop();
+  EXPECT_EQ(waited.Lines().size(), 1u) << "no wait for the runs inside";
+  EXPECT_EQ(Count(inst_.files_failed), 1);
+  hold.Open();
+  first.join();
+  ExpectBlobHolds(stuck, data);
+}
+
+// Its first attempt failed (the volume, say), a suspect's retries run beside the others.
+TEST_F(FileProcessorAzuriteTest, ASuspectsRetriesRunBesideTheOthers) {
+  nbu::test::Gate hold;
+  std::atomic<int> suspect_reads{0};
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
+    if (path.find("suspect") != std::string::npos) {
+      if (++suspect_reads == 1) {
+        errno = EIO;
+        return ssize_t{-1};
+      }
+      hold.Wait(10s);
+    }
+    return ::pread(fd, buf, len, at);
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes(1000, 47);
+  const WorkItem suspect = PlaceClaim("retried-suspect.bin", data, false, 2);
+  std::atomic<bool> suspect_done{false};
+  std::jthread first([&] {
+    processor.Process(suspect, {});
+    suspect_done = true;
+  });
+  ASSERT_TRUE(WaitFor([&] { return suspect_reads.load() >= 2; }, 10s));
+  const WorkItem beside = PlaceClaim("retried-beside.bin", data, false, 1);
+  processor.Process(beside, {});
+  ExpectBlobHolds(beside, data);
+  EXPECT_FALSE(suspect_done) << "the other file ran while the suspect's retry was held";
+  hold.Open();
+  first.join();
+  ExpectBlobHolds(suspect, data);
+}
+
 TEST_F(FileProcessorAzuriteTest, ClaimPickedUpAgainRecordsItsRunBeforeItIsSent) {
   config_.max_file_attempts = 3;
   const std::string data = PatternBytes((1 << 20) + 5, 13);  // blocks: a stage span

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -11,6 +12,8 @@ namespace nbu {
 namespace {
 
 using namespace std::chrono_literals;
+
+constexpr std::chrono::milliseconds kLong = 60s;  // longer than any test waits
 
 // Polls `done` for up to 10 s: the threads under test signal through the gate's counters.
 template <typename F>
@@ -22,8 +25,8 @@ bool WaitFor(F done) {
 TEST(RunGateTest, SideBySideRunsShareTheGate) {
   RunGate gate;
   std::stop_source stop;
-  RunGate::Pass a(gate, false, stop.get_token());
-  RunGate::Pass b(gate, false, stop.get_token());
+  RunGate::Pass a(gate, false, stop.get_token(), kLong);
+  RunGate::Pass b(gate, false, stop.get_token(), kLong);
   EXPECT_TRUE(a);
   EXPECT_TRUE(b);
   EXPECT_EQ(gate.side_by_side(), 2);
@@ -37,9 +40,9 @@ TEST(RunGateTest, ALoneRunWaitsForTheOthersAndKeepsNewOnesOut) {
   std::atomic<int> inside{0};
   std::atomic<int> most_beside_alone{-1};
   std::atomic<bool> alone_done{false};
-  auto first = std::make_unique<RunGate::Pass>(gate, false, stop.get_token());
+  auto first = std::make_unique<RunGate::Pass>(gate, false, stop.get_token(), kLong);
   std::thread alone([&] {
-    RunGate::Pass p(gate, true, stop.get_token());
+    RunGate::Pass p(gate, true, stop.get_token(), kLong);
     ASSERT_TRUE(p);
     most_beside_alone = inside.load();
     std::this_thread::sleep_for(50ms);
@@ -48,7 +51,7 @@ TEST(RunGateTest, ALoneRunWaitsForTheOthersAndKeepsNewOnesOut) {
   });
   ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
   std::thread later([&] {
-    RunGate::Pass p(gate, false, stop.get_token());
+    RunGate::Pass p(gate, false, stop.get_token(), kLong);
     ASSERT_TRUE(p);
     EXPECT_TRUE(alone_done) << "a run that came after the lone one waited for it";
     ++inside;
@@ -68,16 +71,16 @@ TEST(RunGateTest, AStopEndsTheWaitsWithNothingHeld) {
   RunGate gate;
   std::stop_source stop;
   std::stop_source other;
-  auto first = std::make_unique<RunGate::Pass>(gate, false, other.get_token());
+  auto first = std::make_unique<RunGate::Pass>(gate, false, other.get_token(), kLong);
   std::atomic<int> refused{0};
   std::thread alone([&] {
-    RunGate::Pass p(gate, true, stop.get_token());
+    RunGate::Pass p(gate, true, stop.get_token(), kLong);
     if (!p) ++refused;
   });
   ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
   std::atomic<bool> entered{false};
   std::thread later([&] {
-    RunGate::Pass p(gate, false, other.get_token());
+    RunGate::Pass p(gate, false, other.get_token(), kLong);
     entered = static_cast<bool>(p);
   });
   stop.request_stop();
@@ -88,7 +91,7 @@ TEST(RunGateTest, AStopEndsTheWaitsWithNothingHeld) {
   first.reset();
   EXPECT_EQ(gate.side_by_side(), 0);
   EXPECT_EQ(gate.alone_waiting(), 0);
-  RunGate::Pass after(gate, true, other.get_token());
+  RunGate::Pass after(gate, true, other.get_token(), kLong);
   EXPECT_TRUE(after) << "nothing left held";
 }
 
@@ -104,7 +107,7 @@ TEST(RunGateTest, NoRunIsEverBesideALoneOne) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200; ++i) {
         const bool lone = (i + t) % 7 == 0;
-        RunGate::Pass p(gate, lone, stop.get_token());
+        RunGate::Pass p(gate, lone, stop.get_token(), kLong);
         ASSERT_TRUE(p);
         if (lone) {
           if (++alone != 1 || side.load() != 0) ++violations;
@@ -121,6 +124,46 @@ TEST(RunGateTest, NoRunIsEverBesideALoneOne) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(violations, 0);
+}
+
+// A run inside that never ends does not hold a lone one, nor those behind it, for ever: past its
+// limit the lone run goes in beside it.
+TEST(RunGateTest, ALoneWaitPastItsLimitGoesInBeside) {
+  RunGate gate;
+  std::stop_source stop;
+  RunGate::Pass stuck(gate, false, stop.get_token(), kLong);
+  RunGate::Pass lone(gate, true, stop.get_token(), 100ms);
+  EXPECT_TRUE(lone);
+  EXPECT_FALSE(lone.alone());
+  EXPECT_EQ(gate.side_by_side(), 2);
+  EXPECT_EQ(gate.alone_waiting(), 0);
+}
+
+// Shared, a lone pass lets in the runs it held back, and stays held until it ends.
+TEST(RunGateTest, ALonePassSharedLetsTheOthersIn) {
+  RunGate gate;
+  std::stop_source stop;
+  std::optional<RunGate::Pass> lone;
+  lone.emplace(gate, true, stop.get_token(), kLong);
+  ASSERT_TRUE(lone->alone());
+  std::atomic<bool> entered{false};
+  std::thread later([&] {
+    RunGate::Pass p(gate, false, stop.get_token(), kLong);
+    entered = static_cast<bool>(p);
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(entered) << "held back while the lone run is alone";
+  lone->Share();
+  EXPECT_FALSE(lone->alone());
+  later.join();
+  EXPECT_TRUE(entered);
+  EXPECT_EQ(gate.side_by_side(), 1) << "the shared pass is still held";
+  std::optional<RunGate::Pass> next;
+  std::thread another([&] { next.emplace(gate, true, stop.get_token(), kLong); });
+  ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
+  lone.reset();
+  another.join();
+  EXPECT_TRUE(next->alone()) << "alone once the shared pass ended";
 }
 
 }  // namespace
