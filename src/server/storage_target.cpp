@@ -16,6 +16,22 @@ std::string TrimSlash(std::string s) {
   return s;
 }
 
+// The variables as `env` has them (null: the process's).
+azure::EnvLookup LookupOf(const core::EnvMap* env) {
+  if (env == nullptr) return azure::ProcessEnv();
+  return [env](const std::string& name) -> std::optional<std::string> {
+    auto it = env->find(name);
+    if (it == env->end() || it->second.empty()) return std::nullopt;
+    // This service's own (APP_AZURE_MANAGED_IDENTITY_*) are trimmed, and blank is unset, as for
+    // every APP_ variable. The SDKs' AZURE_* go as given: a secret or a key's password may hold
+    // spaces, and a blank secret is a configured one that fails, not one to pass by.
+    if (!name.starts_with("APP_")) return it->second;
+    const std::string_view value = TrimSpaceAscii(it->second);
+    if (value.empty()) return std::nullopt;
+    return std::string(value);
+  };
+}
+
 // Entra ID token modes: needs APP_AZURE_ACCOUNT_URL (https, or http to loopback for tests).
 // The first token is fetched only while `errors` is empty: start-up fails anyway otherwise, and
 // need not wait on the network to say so; what the credential's own variables get wrong is told
@@ -35,20 +51,7 @@ bool ResolveTokenTarget(const core::Config& c, const std::string& mode, Clock& c
       errors->push_back(s.message() + " for bearer tokens");
     }
   }
-  azure::EnvLookup lookup = azure::ProcessEnv();
-  if (env != nullptr) {
-    lookup = [env](const std::string& name) -> std::optional<std::string> {
-      auto it = env->find(name);
-      if (it == env->end() || it->second.empty()) return std::nullopt;
-      // This service's own (APP_AZURE_MANAGED_IDENTITY_*) are trimmed, and blank is unset, as
-      // for every APP_ variable. The SDKs' AZURE_* go as given: a secret or a key's password
-      // may hold spaces, and a blank secret is a configured one that fails, not one to pass by.
-      if (!name.starts_with("APP_")) return it->second;
-      const std::string_view value = TrimSpaceAscii(it->second);
-      if (value.empty()) return std::nullopt;
-      return std::string(value);
-    };
-  }
+  const azure::EnvLookup lookup = LookupOf(env);
   azure::TokenSourceOptions options;
   options.clock = &clock;
   azure::HttpTransportOptions token_transport = StorageTransportOptions(c, lookup);
@@ -83,10 +86,15 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
                           std::vector<std::string>* errors, const core::EnvMap* env,
                           std::stop_token stop) {
   const size_t before = errors->size();
-  // curl would fail every request on it (error 77), and the service would wait for ever.
+  // curl would fail every request on it (error 77), and the service would wait for ever: the
+  // bundle given, or else the one SSL_CERT_FILE names, which the transports take then.
   if (!c.azure_ca_file.empty()) {
     if (Status s = azure::CheckCaBundle(c.azure_ca_file); !s.ok()) {
       errors->push_back("APP_AZURE_CA_FILE: " + s.message());
+    }
+  } else if (const auto inherited = LookupOf(env)("SSL_CERT_FILE")) {
+    if (Status s = azure::CheckCaBundle(*inherited); !s.ok()) {
+      errors->push_back("SSL_CERT_FILE: " + s.message() + " (or set APP_AZURE_CA_FILE)");
     }
   }
   // A variable ParseConfig refused is not judged again: one line per problem (and a refused URL

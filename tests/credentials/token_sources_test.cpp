@@ -1394,6 +1394,19 @@ TEST(StorageTargetTokenTest, SasAndCaFileMistakesStopStartup) {
   }
   c.azure_ca_file = "/etc/ssl/certs/ca-certificates.crt";  // Debian's bundle (ca-certificates)
   EXPECT_EQ(resolve(c), "");
+  // Without it the transports take SSL_CERT_FILE's: judged the same, and named.
+  c.azure_ca_file.clear();
+  for (const std::string& bad : {dir.path(), dir / "empty.pem", std::string("/nonexistent.pem")}) {
+    SimulatedClock clock;
+    server::StorageTarget target;
+    core::EnvMap env = NoIdentityEnv();
+    env["SSL_CERT_FILE"] = bad;
+    std::vector<std::string> errors;
+    EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env)) << bad;
+    ASSERT_EQ(errors.size(), 1u) << bad;
+    EXPECT_EQ(errors[0].rfind("SSL_CERT_FILE: ", 0), 0u) << errors[0];
+    EXPECT_NE(errors[0].find(bad), std::string::npos) << errors[0];
+  }
 }
 
 // One start names every problem the checks without network find, not just the first: the CA
