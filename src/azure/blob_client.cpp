@@ -382,13 +382,12 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
         // send once more. Failing that, storage is unusable for now: wait, do not charge the file.
         recreated = true;
         Status c = CreateContainerIfMissing(stop);
+        if (c.kind() == ErrorKind::kCancelled) return c;  // a stop, not a failure to tell
         nlohmann::json fields = {{"container", options_.container}, {"ok", c.ok()}};
         if (!c.ok()) fields["error"] = c.ToString();  // no "error" field when there is none
         LogWarn("container missing; recreating it", std::move(fields));
         if (!c.ok()) {
-          if (c.kind() != ErrorKind::kCancelled && observer_.on_container_missing) {
-            observer_.on_container_missing();
-          }
+          if (observer_.on_container_missing) observer_.on_container_missing();
           return Status(ErrorKind::kUnavailable, msg + "; recreating it failed: " + c.message());
         }
         --attempt;

@@ -56,7 +56,13 @@ class BlobClientRetryTest : public ::testing::Test {
       Handle(req, res);
     });
     // Create Container, from a host whose clock is more than 15 minutes off.
-    server_.Put("/acct/c", [](const httplib::Request&, httplib::Response& res) {
+    server_.Put("/acct/c", [this](const httplib::Request&, httplib::Response& res) {
+      if (hang_create_) {  // held as a request to "hang" is
+        std::unique_lock lock(hang_mu_);
+        hung_ = true;
+        hang_cv_.notify_all();
+        hang_cv_.wait_for(lock, 10s, [&] { return released_; });
+      }
       res.status = 403;
       res.set_header("x-ms-error-code", "AuthenticationFailed");
       res.set_content(AuthenticationFailedBody("Request date header too old: &apos;Thu, 02 May "
@@ -319,8 +325,9 @@ class BlobClientRetryTest : public ::testing::Test {
   std::map<std::string, int> calls_;    // guarded by mu_
   std::mutex hang_mu_;
   std::condition_variable hang_cv_;
-  bool hung_ = false;      // guarded by hang_mu_
-  bool released_ = false;  // guarded by hang_mu_
+  bool hung_ = false;                     // guarded by hang_mu_
+  bool released_ = false;                 // guarded by hang_mu_
+  std::atomic<bool> hang_create_{false};  // Create Container is held like "hang"
   // The answer to the HEAD after a refused Create Container; guarded by mu_.
   int container_check_status_ = 403;
   std::string container_check_code_ = "AuthenticationFailed";
@@ -571,6 +578,31 @@ TEST_F(BlobClientRetryTest, AContainerThatCannotBeMadeAgainIsTold) {
   EXPECT_EQ(client.GetUncommittedBlocks("container-going").status().kind(),
             ErrorKind::kUnavailable);
   EXPECT_EQ(missing, 4);
+}
+
+// A stop while the container is made again is a stop: no warning that the remaking failed, no
+// missing container told, and the caller sees kCancelled, not storage unavailable.
+TEST_F(BlobClientRetryTest, AStopWhileTheContainerIsMadeAgainIsAStop) {
+  int missing = 0;
+  BlobClientObserver observer;
+  observer.on_container_missing = [&] { ++missing; };
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>(), observer);
+  hang_create_ = true;
+  nbu::test::CapturedLog warned("container missing", LogLevel::kWarn);
+  std::stop_source stop;
+  Status s;
+  std::thread put([&] {
+    const std::string data = "x";
+    s = client.PutBlob("no-container", Body::FromMemory(data), Md5::Of(data), {}, stop.get_token());
+  });
+  WaitHung();
+  stop.request_stop();
+  put.join();
+  ReleaseHang();
+  warned.Stop();
+  EXPECT_EQ(s.kind(), ErrorKind::kCancelled) << s.ToString();
+  EXPECT_EQ(missing, 0);
+  EXPECT_TRUE(warned.Lines().empty()) << warned.Lines().front();
 }
 
 // Every try tells the observer what it says of storage, for the status's degraded states: a
