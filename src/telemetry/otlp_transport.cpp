@@ -119,7 +119,8 @@ class CurlOtlpTransport final : public OtlpTransport {
 
 }  // namespace
 
-std::string WithoutSecrets(std::string text, const KeyValues* headers, std::string_view url) {
+std::string WithoutSecrets(const std::string& text, const KeyValues* headers,
+                           std::string_view url) {
   std::vector<std::string> secrets;
   for (const auto& [name, value] : headers != nullptr ? *headers : KeyValues{}) {
     secrets.push_back(value);
@@ -173,7 +174,7 @@ std::string WithoutSecrets(std::string text, const KeyValues* headers, std::stri
   // Longest first: a word of a value is part of the whole value.
   std::sort(secrets.begin(), secrets.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  return ScrubSecrets(std::move(text), secrets);
+  return ScrubSecrets(text, secrets);
 }
 
 bool IsRetryableOtlpStatus(long http_status) {

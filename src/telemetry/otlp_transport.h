@@ -55,7 +55,7 @@ std::unique_ptr<OtlpTransport> NewCurlOtlpTransport();
 // collector or gateway may quote what it
 // refused, the headers it was sent, or the URL. Scrub before shortening: a cut through a value
 // could leave it unrecognised.
-std::string WithoutSecrets(std::string text, const KeyValues* headers, std::string_view url);
+std::string WithoutSecrets(const std::string& text, const KeyValues* headers, std::string_view url);
 
 // Whether an HTTP status is worth retrying under the OTLP/HTTP spec.
 bool IsRetryableOtlpStatus(long http_status);
