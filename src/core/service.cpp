@@ -303,7 +303,6 @@ void Service::ScanLoop(std::stop_token stop) {
         return session_writes_;
       }();
       auto loaded = sessions_.Load();  // not under mu_: a slow volume must not hold up status
-      session_unreadable_ = !loaded.ok();
       if (loaded.ok()) {
         std::lock_guard lock(mu_);
         if (writes == session_writes_) {  // else it may predate the write
@@ -330,6 +329,8 @@ void Service::ScanLoop(std::stop_token stop) {
                          why + ": " + loaded.status().ToString());
         warned = true;
       }
+      // After the recent error: a status that shows the state degraded also shows why.
+      session_unreadable_ = !loaded.ok();
     }
     const auto session = [&] {
       std::lock_guard lock(mu_);
