@@ -56,9 +56,14 @@ class RunGate {
     std::unique_lock lock(mu_);
     if (alone) {
       ++alone_waiting_;
-      const bool entered =
-          cv_.wait_until(lock, stop, std::chrono::steady_clock::now() + alone_limit,
-                         [&] { return !alone_inside_ && side_by_side_ == 0; });
+      bool entered = false;
+      // The limit is for side-by-side runs that may never end. Another lone run inside ends
+      // with its first attempt: behind it the wait starts again, still alone (suspects that
+      // come together must not go in beside the others for having waited on each other).
+      do {
+        entered = cv_.wait_until(lock, stop, std::chrono::steady_clock::now() + alone_limit,
+                                 [&] { return !alone_inside_ && side_by_side_ == 0; });
+      } while (!entered && !stop.stop_requested() && alone_inside_);
       --alone_waiting_;
       if (entered) {
         alone_inside_ = true;
@@ -66,6 +71,11 @@ class RunGate {
       }
       cv_.notify_all();  // side-by-side runs may have waited on this one alone
       if (stop.stop_requested()) return Held::kNone;
+      // Past its limit it goes in beside the runs inside, not after other lone runs waiting:
+      // those could keep coming for as long as a run inside never ends.
+      if (!cv_.wait(lock, stop, [&] { return !alone_inside_; })) return Held::kNone;
+      ++side_by_side_;
+      return Held::kSideBySide;
     }
     if (!cv_.wait(lock, stop, [&] { return !alone_inside_ && alone_waiting_ == 0; })) {
       return Held::kNone;

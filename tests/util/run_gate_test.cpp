@@ -139,6 +139,43 @@ TEST(RunGateTest, ALoneWaitPastItsLimitGoesInBeside) {
   EXPECT_EQ(gate.alone_waiting(), 0);
 }
 
+// Behind another lone run (a suspect's first attempt, which ends) the limit starts again: the
+// run stays alone, so suspects that come together never go in beside the others.
+TEST(RunGateTest, ALoneWaitBehindAnotherLoneRunStaysAlone) {
+  RunGate gate;
+  std::stop_source stop;
+  std::optional<RunGate::Pass> first;
+  first.emplace(gate, true, stop.get_token(), kLong);
+  ASSERT_TRUE(first->alone());
+  std::optional<RunGate::Pass> second;
+  std::thread waiter([&] { second.emplace(gate, true, stop.get_token(), 50ms); });
+  std::this_thread::sleep_for(300ms);  // six of its limits
+  EXPECT_EQ(gate.alone_waiting(), 1) << "still waiting to run alone";
+  EXPECT_EQ(gate.side_by_side(), 0);
+  first.reset();
+  waiter.join();
+  EXPECT_TRUE(second->alone());
+}
+
+// Past its limit a lone run goes in beside the runs inside even while other lone runs wait: a
+// stream of them must not hold it (and the replica's intake) for ever.
+TEST(RunGateTest, ALoneRunPastItsLimitDoesNotWaitForOtherLoneOnes) {
+  RunGate gate;
+  std::stop_source stop;
+  RunGate::Pass stuck(gate, false, stop.get_token(), kLong);
+  std::optional<RunGate::Pass> patient;
+  std::thread waiter([&] { patient.emplace(gate, true, stop.get_token(), kLong); });
+  ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
+  RunGate::Pass hasty(gate, true, stop.get_token(), 100ms);
+  EXPECT_TRUE(hasty);
+  EXPECT_FALSE(hasty.alone());
+  EXPECT_EQ(gate.side_by_side(), 2);
+  EXPECT_EQ(gate.alone_waiting(), 1) << "the other still waits to run alone";
+  stop.request_stop();
+  waiter.join();
+  EXPECT_FALSE(*patient);
+}
+
 // Shared, a lone pass lets in the runs it held back, and stays held until it ends.
 TEST(RunGateTest, ALonePassSharedLetsTheOthersIn) {
   RunGate gate;
