@@ -50,25 +50,31 @@ inline std::optional<std::pair<size_t, size_t>> UserInfoSpan(std::string_view ur
   return std::pair{from, at + 1};
 }
 
-// `text` with every occurrence of each non-empty secret replaced by "<redacted>", in one pass
-// over it: at each place the first secret given that matches there (put a longer secret before a
-// part of it), and nothing matched inside a replacement (a short secret, "e" or "red", would
-// otherwise nest one in another).
+// `text` with every occurrence of each non-empty secret replaced by "<redacted>": the spans of
+// all of them, found in the text as given, and overlapping spans merged into one, so that no
+// part of a secret stays (a shorter secret overlapping a longer one would otherwise leave its
+// rest) and nothing is matched inside a replacement.
 inline std::string ScrubSecrets(const std::string& text, const std::vector<std::string>& secrets) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t pos = 0; pos < text.size();) {
-    const auto match = std::find_if(secrets.begin(), secrets.end(), [&](const std::string& s) {
-      return !s.empty() && text.compare(pos, s.size(), s) == 0;
-    });
-    if (match == secrets.end()) {
-      out.push_back(text[pos++]);
-    } else {
-      out.append("<redacted>");
-      pos += match->size();
+  std::vector<std::pair<size_t, size_t>> spans;  // [begin, end)
+  for (const std::string& s : secrets) {
+    if (s.empty()) continue;
+    for (size_t pos = text.find(s); pos != std::string::npos; pos = text.find(s, pos + 1)) {
+      spans.emplace_back(pos, pos + s.size());
     }
   }
-  return out;
+  std::sort(spans.begin(), spans.end());
+  std::string out;
+  out.reserve(text.size());
+  size_t done = 0;
+  for (size_t i = 0; i < spans.size();) {
+    auto [begin, finish] = spans[i];
+    for (++i; i < spans.size() && spans[i].first < finish; ++i) {
+      finish = std::max(finish, spans[i].second);
+    }
+    out.append(text, done, begin - done).append("<redacted>");
+    done = finish;
+  }
+  return out.append(text, done, std::string::npos);
 }
 
 }  // namespace nbu

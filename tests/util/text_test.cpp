@@ -47,6 +47,9 @@ TEST(TextTest, ScrubsEveryOccurrenceOfEachSecret) {
   // Nor by another secret: a short one ("e", given twice as written and decoded) does not nest.
   EXPECT_EQ(ScrubSecrets("see red", {"e", "e", "red"}), "s<redacted><redacted> <redacted>");
   EXPECT_EQ(ScrubSecrets("dire", {"d", "red"}), "<redacted>ire");
+  // Secrets that overlap in the text go as one: no part of either is left.
+  EXPECT_EQ(ScrubSecrets("x zzabcdef12 y", {"abcdef12", "zzabc"}), "x <redacted> y");
+  EXPECT_EQ(ScrubSecrets("aaaa", {"aaa"}), "<redacted>") << "overlaps of one secret too";
 }
 
 }  // namespace
