@@ -115,9 +115,7 @@ ConnectionInfo ParseConnectionString(std::string_view text, bool endpoint_elsewh
       // (which SplitUrl drops) or a password before '@' would be logged with it.
       bad("BlobEndpoint must not have a query or fragment (a SAS goes in "
           "SharedAccessSignature=)");
-    } else if (info.endpoint.find('@') != std::string::npos) {
-      // In the path too: a password holding '/' ("https://svc:2024/Xy9@host") ends the
-      // authority early, at a numeric "port"; no blob endpoint has one.
+    } else if (HoldsAtBeforeQuery(info.endpoint)) {
       bad("BlobEndpoint must not hold a user name or password (user@host), nor '@' in its path");
     } else if (!PortIsNumeric(SplitUrl(info.endpoint).authority)) {
       bad("BlobEndpoint has a port that is not a number");

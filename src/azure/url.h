@@ -34,6 +34,12 @@ UrlParts SplitUrl(std::string_view url);
 // password holding '/' ("https://me:p/w@host") ends the authority at "me:p"; when its first part
 // is digits ("me:2024/w@host") the port passes, so the callers also refuse '@' in the path.
 bool PortIsNumeric(std::string_view authority);
+// True when a URL holds an '@' before its query or fragment: user info, or user info whose
+// password holds a '/' ("https://svc:2024/Xy9@host" reads as host "svc", port 2024, and a path).
+// No blob endpoint has one; either would be logged with the endpoint.
+inline bool HoldsAtBeforeQuery(std::string_view url) {
+  return url.substr(0, url.find_first_of("?#")).find('@') != std::string_view::npos;
+}
 // The host of an authority, without user info, port or an IPv6 literal's brackets; `v6` says
 // whether it was bracketed. Empty for an unclosed bracket.
 std::string_view AuthorityHost(std::string_view authority, bool* v6);

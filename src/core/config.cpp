@@ -738,12 +738,8 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
             .substr(0, c.azure_account_url.find('/', scheme) - scheme);
     if (scheme == 0) {
       r.Error("APP_AZURE_ACCOUNT_URL", "must start with https:// (or http:// for an emulator)");
-    } else if (std::string_view(c.azure_account_url)
-                   .substr(0, c.azure_account_url.find_first_of("?#"))
-                   .find('@') != std::string_view::npos) {
-      // A user and password would be printed with the endpoint: the value is not echoed. An '@'
-      // in the path is one too, whose password holds a '/' ("https://svc:2024/Xy9@host" reads
-      // as host "svc", port 2024); no account URL has one.
+    } else if (azure::HoldsAtBeforeQuery(c.azure_account_url)) {
+      // A user and password would be printed with the endpoint: the value is not echoed.
       r.Error("APP_AZURE_ACCOUNT_URL",
               "must not hold a user name or password (user@host), nor '@' in its path");
     } else if (authority.empty() || authority.front() == ':') {
