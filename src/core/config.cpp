@@ -283,7 +283,8 @@ const std::vector<ConfigVar>& ConfigVars() {
       {"APP_AZURE_CA_FILE", "",
        "PEM bundle for a private CA, for storage and token requests (default: SSL_CERT_FILE, "
        "then the system store). A path that is not a readable file of PEM certificates (a "
-       "directory, a DER certificate) stops start-up, as does such an SSL_CERT_FILE",
+       "directory, a DER certificate) stops start-up, as does such an SSL_CERT_FILE unless every "
+       "request is plain http",
        false},
       {"APP_AZURE_MANAGED_IDENTITY_OBJECT_ID", "",
        "Managed identity: the object (principal) id of the user-assigned identity to use, instead "

@@ -5,6 +5,7 @@
 #include "azure/sas.h"
 #include "azure/shared_key.h"
 #include "azure/token_chain.h"
+#include "azure/url.h"
 #include "util/crypto.h"
 #include "util/text.h"
 
@@ -82,17 +83,49 @@ azure::HttpTransportOptions StorageTransportOptions(const core::Config& config,
   return o;
 }
 
+namespace {
+
+// The mode APP_AZURE_AUTH names, or in auto mode the one its credentials choose ("auto" still
+// when none is set: the token chain).
+std::string ChosenMode(const core::Config& c) {
+  if (c.azure_auth != "auto") return c.azure_auth;
+  if (!c.azure_connection_string.empty()) return "connection-string";
+  if (!c.azure_account_key.empty()) return "shared-key";
+  if (!c.azure_sas_token.empty()) return "sas";
+  return c.azure_auth;
+}
+
+// Whether every request goes over plain http, so that no CA bundle is ever read: a connection
+// string's, a key's or a SAS's endpoint that is http (Azurite). Token modes reach Entra ID over
+// https, and a key or a SAS without an account URL reaches Azure's.
+bool PlainHttpOnly(const core::Config& c) {
+  const std::string mode = ChosenMode(c);
+  std::string endpoint = c.azure_account_url;
+  if (mode == "connection-string" && (c.azure_auth == "auto" || endpoint.empty())) {
+    std::vector<std::string> ignored;  // told by the resolution
+    endpoint = azure::ParseConnectionString(c.azure_connection_string, false, &ignored).endpoint;
+  } else if (mode != "connection-string" && mode != "shared-key" && mode != "sas") {
+    return false;
+  }
+  return LowerAscii(azure::SplitUrl(endpoint).scheme) == "http";
+}
+
+}  // namespace
+
 bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* out,
                           std::vector<std::string>* errors, const core::EnvMap* env,
                           std::stop_token stop) {
   const size_t before = errors->size();
   // curl would fail every request on it (error 77), and the service would wait for ever: the
-  // bundle given, or else the one SSL_CERT_FILE names, which the transports take then.
+  // bundle given, or else the one SSL_CERT_FILE names, which the transports take then. An
+  // inherited SSL_CERT_FILE that nothing reads (an image's stale one, beside Azurite over http)
+  // is not this service's to refuse.
   if (!c.azure_ca_file.empty()) {
     if (Status s = azure::CheckCaBundle(c.azure_ca_file); !s.ok()) {
       errors->push_back("APP_AZURE_CA_FILE: " + s.message());
     }
-  } else if (const auto inherited = LookupOf(env)("SSL_CERT_FILE")) {
+  } else if (const auto inherited = LookupOf(env)("SSL_CERT_FILE");
+             inherited && !PlainHttpOnly(c)) {
     if (Status s = azure::CheckCaBundle(*inherited); !s.ok()) {
       errors->push_back("SSL_CERT_FILE: " + s.message() + " (or set APP_AZURE_CA_FILE)");
     }
@@ -101,8 +134,7 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
   // may hold a password that a second message would print).
   if (core::ErrorNames(*errors, "APP_AZURE_AUTH")) return false;
   const bool url_refused = core::ErrorNames(*errors, "APP_AZURE_ACCOUNT_URL");
-  std::string mode = c.azure_auth;
-  if (mode == "auto" && !c.azure_connection_string.empty()) {
+  if (c.azure_auth == "auto" && !c.azure_connection_string.empty()) {
     // Two credentials, or two endpoints, and no word on which: the Compose stack's default
     // connection string (its Azurite) beside an account key meant for Azure would send every
     // file to the emulator, and beside an account URL meant for tokens would send the emulator's
@@ -117,21 +149,14 @@ bool ResolveStorageTarget(const core::Config& c, Clock& clock, StorageTarget* ou
                           "told: unset one, or choose the mode with APP_AZURE_AUTH");
       }
     }
-  } else if (mode == "auto" && !c.azure_account_key.empty() && !c.azure_sas_token.empty()) {
+  } else if (c.azure_auth == "auto" && !c.azure_account_key.empty() && !c.azure_sas_token.empty()) {
     // The same with a key and a SAS: shared key would win, silently, though the SAS (a
     // container's, for a narrower grant) may be the one meant.
     errors->push_back(
         "APP_AZURE_SAS_TOKEN: set beside APP_AZURE_ACCOUNT_KEY, so which is meant cannot be "
         "told: unset one, or choose the mode with APP_AZURE_AUTH");
   }
-  if (mode == "auto") {
-    if (!c.azure_connection_string.empty())
-      mode = "connection-string";
-    else if (!c.azure_account_key.empty())
-      mode = "shared-key";
-    else if (!c.azure_sas_token.empty())
-      mode = "sas";
-  }
+  const std::string mode = ChosenMode(c);
   // An account name only signs shared-key requests: one whose key came through empty (a Secret
   // that did not mount) would otherwise fall to the token chain, whose managed identity, on an
   // Azure host, nobody chose, and whose errors never name the key.

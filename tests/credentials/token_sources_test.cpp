@@ -1395,18 +1395,49 @@ TEST(StorageTargetTokenTest, SasAndCaFileMistakesStopStartup) {
   c.azure_ca_file = "/etc/ssl/certs/ca-certificates.crt";  // Debian's bundle (ca-certificates)
   EXPECT_EQ(resolve(c), "");
   // Without it the transports take SSL_CERT_FILE's: judged the same, and named.
-  c.azure_ca_file.clear();
-  for (const std::string& bad : {dir.path(), dir / "empty.pem", std::string("/nonexistent.pem")}) {
+  const auto with_cert_file = [](const core::Config& config, const std::string& cert_file) {
     SimulatedClock clock;
     server::StorageTarget target;
     core::EnvMap env = NoIdentityEnv();
-    env["SSL_CERT_FILE"] = bad;
+    env["SSL_CERT_FILE"] = cert_file;
     std::vector<std::string> errors;
-    EXPECT_FALSE(server::ResolveStorageTarget(c, clock, &target, &errors, &env)) << bad;
+    const bool ok = server::ResolveStorageTarget(config, clock, &target, &errors, &env);
+    EXPECT_EQ(ok, errors.empty());
+    return errors;
+  };
+  c.azure_ca_file.clear();
+  for (const std::string& bad : {dir.path(), dir / "empty.pem", std::string("/nonexistent.pem")}) {
+    const auto errors = with_cert_file(c, bad);
     ASSERT_EQ(errors.size(), 1u) << bad;
     EXPECT_EQ(errors[0].rfind("SSL_CERT_FILE: ", 0), 0u) << errors[0];
     EXPECT_NE(errors[0].find(bad), std::string::npos) << errors[0];
   }
+  // ... but only where a request would read it: an inherited one beside a plain-http emulator is
+  // nobody's business, whichever way the endpoint is given.
+  const std::string key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq==";
+  const std::string azurite =
+      "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+      "AccountKey=" +
+      key + ";BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1";
+  core::Config http;
+  http.azure_connection_string = azurite;
+  EXPECT_EQ(with_cert_file(http, "/nonexistent.pem"), std::vector<std::string>{});
+  http.azure_connection_string = "AccountName=devstoreaccount1;AccountKey=" + key +
+                                 ";BlobEndpoint=HTTP://127.0.0.1:10000/devstoreaccount1";
+  EXPECT_EQ(with_cert_file(http, "/nonexistent.pem"), std::vector<std::string>{});
+  http.azure_auth = "connection-string";  // the URL replaces the string's endpoint
+  http.azure_account_url = "https://127.0.0.1:10000/devstoreaccount1";
+  EXPECT_EQ(with_cert_file(http, "/nonexistent.pem").size(), 1u);
+  http = core::Config{};
+  http.azure_account_name = "devstoreaccount1";
+  http.azure_account_key = key;
+  http.azure_account_url = "http://127.0.0.1:10000/devstoreaccount1";
+  EXPECT_EQ(with_cert_file(http, "/nonexistent.pem"), std::vector<std::string>{});
+  // A key with no URL goes to Azure over https, whatever a connection string beside it says.
+  http.azure_auth = "shared-key";
+  http.azure_account_url.clear();
+  http.azure_connection_string = azurite;
+  EXPECT_EQ(with_cert_file(http, "/nonexistent.pem").size(), 1u);
 }
 
 // One start names every problem the checks without network find, not just the first: the CA
