@@ -332,6 +332,12 @@ const std::vector<ConfigVar>& ConfigVars() {
        "Claims, completion markers, leases (same volume as incoming)", false},
       {"APP_NFS_FAILED_ROOT", "/mnt/nfs/.failed", "Dead-letter area (same volume as incoming)",
        false},
+      {"APP_NFS_REQUIRE_FS_TYPE", "",
+       "File system types, comma-separated as the kernel names them (`nfs,nfs4`), that the "
+       "incoming, processing and failed roots must be on, checked at start-up before anything is "
+       "made there: a volume that is not mounted (its empty mount point on the local disk) then "
+       "stops start-up instead of being scanned. Empty: not checked",
+       false},
       {"APP_LOCAL_STAGING_ROOT", "/mnt/staging",
        "Fast local disk for staging copies (per replica): per worker at most "
        "max(`APP_AZURE_PUT_BLOB_MAX_BYTES`, (`APP_AZURE_MAX_CONCURRENCY` + 2) x block size); a "
@@ -544,6 +550,29 @@ EnvMap LoadEnvironment(const std::string& dotenv_path, bool required,
 // A passing error of the volume (fs::Tried) is tried again: one hiccup at start-up must not read
 // as a misconfiguration (exit code 2).
 void CheckVolume(const Config& c, std::vector<std::string>* errors) {
+  // First, before a root is made: on a volume that is not mounted, MkdirAll would make the roots
+  // on the disk under the mount point, and a later mount would hide whatever was claimed there.
+  if (!c.nfs_require_fs_type.empty()) {
+    const size_t before = errors->size();
+    std::string wanted;
+    for (const std::string& type : c.nfs_require_fs_type) {
+      wanted += (wanted.empty() ? "" : " or ") + type;
+    }
+    for (const auto& [var, root] : Roots(c)) {
+      if (root == &c.staging_root) continue;
+      const auto mount = fs::MountOf(*root);
+      if (!mount.ok()) {
+        errors->push_back(std::string(var) +
+                          ": its file system cannot be told: " + mount.status().ToString());
+      } else if (std::find(c.nfs_require_fs_type.begin(), c.nfs_require_fs_type.end(),
+                           mount->type) == c.nfs_require_fs_type.end()) {
+        errors->push_back(std::string(var) + ": " + *root + " is on " + mount->type +
+                          " (mounted at " + mount->point + "), not " + wanted +
+                          " as APP_NFS_REQUIRE_FS_TYPE requires: is the volume mounted?");
+      }
+    }
+    if (errors->size() != before) return;
+  }
   const std::string ours = ".nbu-probe-" + c.replica_id + "-";
   // Probes of this replica left by a process killed mid-check: only this replica makes these
   // names (the nonce must follow at once: replica r1-x's probes are not r1's), and unlink leaves
@@ -634,6 +663,17 @@ bool ParseConfig(const EnvMap& env, Config* out, std::vector<std::string>* error
   r.NonEmptyStr("APP_NFS_PROCESSING_ROOT", &c.processing_root);
   r.NonEmptyStr("APP_NFS_FAILED_ROOT", &c.failed_root);
   r.NonEmptyStr("APP_LOCAL_STAGING_ROOT", &c.staging_root);
+  if (const std::string* v = r.Raw("APP_NFS_REQUIRE_FS_TYPE")) {
+    for (const std::string& type : SplitList(*v)) {
+      // As /proc/self/mountinfo spells them: "nfs4", "fuse.sshfs", "ext4".
+      if (type.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") != std::string::npos) {
+        r.Error("APP_NFS_REQUIRE_FS_TYPE",
+                "\"" + type + "\" is not a file system type such as nfs or nfs4 (lower case)");
+      } else {
+        c.nfs_require_fs_type.push_back(type);
+      }
+    }
+  }
   r.Double("APP_POLL_INTERVAL_S", &c.poll_interval_s, 0.01, 3600);
   r.Double("APP_MIN_FILE_AGE_S", &c.min_file_age_s, 0, 86400);
   r.Bool("APP_CHANGE_HINTS", &c.change_hints);

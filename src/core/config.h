@@ -35,6 +35,7 @@ struct Config {
   std::string processing_root = "/mnt/nfs/.processing";
   std::string failed_root = "/mnt/nfs/.failed";
   std::string staging_root = "/mnt/staging";
+  std::vector<std::string> nfs_require_fs_type;  // empty: any
 
   // Pipeline
   double poll_interval_s = 2.0;
@@ -103,7 +104,8 @@ bool ErrorNames(const std::vector<std::string>& errors, std::string_view variabl
 // and one made in incoming can be renamed into the processing and failed roots (every state
 // change is a rename: another file system, or another mount of the same one, gives EXDEV on
 // every claim). Appends one line per problem to `errors`. Probe files are dot-files (which the
-// scanner skips) and are removed.
+// scanner skips) and are removed. With APP_NFS_REQUIRE_FS_TYPE, the NFS roots' file system types
+// are checked first, and nothing is made when one is wrong.
 void CheckVolume(const Config& c, std::vector<std::string>* errors);
 
 // Glob match as fnmatch(3) does it (*, ?, [...] classes and ranges, [!...], \ escapes; no path

@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -438,6 +439,79 @@ std::string Join(std::string_view a, std::string_view b) {
   if (out.back() != '/') out.push_back('/');
   out.append(b.front() == '/' ? b.substr(1) : b);
   return out;
+}
+
+namespace {
+
+// A field of /proc/self/mountinfo, with the kernel's octal escapes of space, tab, newline and
+// backslash (\040, \011, \012, \134) undone.
+std::string Unescaped(std::string_view field) {
+  std::string out;
+  out.reserve(field.size());
+  for (size_t i = 0; i < field.size(); ++i) {
+    const auto octal = [&](size_t k) { return field[k] >= '0' && field[k] <= '7'; };
+    if (field[i] == '\\' && i + 3 < field.size() && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
+      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 +
+                               (field[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += field[i];
+    }
+  }
+  return out;
+}
+
+bool Holds(std::string_view point, std::string_view path) {
+  if (!path.starts_with(point)) return false;
+  return point.size() == path.size() || point.ends_with('/') || path[point.size()] == '/';
+}
+
+}  // namespace
+
+std::optional<Mount> MountHolding(std::string_view mountinfo, std::string_view path) {
+  std::optional<Mount> best;
+  while (!mountinfo.empty()) {
+    const size_t eol = mountinfo.find('\n');
+    const std::string_view line = mountinfo.substr(0, eol);
+    mountinfo = eol == std::string_view::npos ? std::string_view() : mountinfo.substr(eol + 1);
+    // "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext4 /dev/vda rw": the fifth field is
+    // the mount point, the first after the lone "-" the type (optional fields come between).
+    std::vector<std::string_view> fields;
+    for (size_t at = 0; at < line.size();) {
+      const size_t end = std::min(line.find(' ', at), line.size());
+      if (end > at) fields.push_back(line.substr(at, end - at));
+      at = end + 1;
+    }
+    const auto dash = std::find(fields.begin(), fields.end(), "-");
+    if (fields.size() < 5 || dash == fields.end() || dash - fields.begin() < 6 ||
+        dash + 1 == fields.end()) {
+      continue;
+    }
+    std::string point = Unescaped(fields[4]);
+    if (Holds(point, path) && (!best || point.size() >= best->point.size())) {
+      best = Mount{std::move(point), std::string(dash[1])};
+    }
+  }
+  return best;
+}
+
+Result<Mount> MountOf(const std::string& path) {
+  std::filesystem::path at = std::filesystem::absolute(path).lexically_normal();
+  for (;;) {
+    std::error_code error;
+    const std::filesystem::path resolved = std::filesystem::canonical(at, error);
+    if (!error) {
+      auto text = ReadSmallFile("/proc/self/mountinfo", 64 << 20);
+      if (!text.ok()) return text.status();
+      if (auto mount = MountHolding(*text, resolved.string())) return *mount;
+      return Status(ErrorKind::kPermanent,
+                    "no mount in /proc/self/mountinfo holds " + resolved.string());
+    }
+    if (error != std::errc::no_such_file_or_directory || at == at.parent_path()) {
+      return ErrnoStatus("resolve " + at.string(), error.value());
+    }
+    at = at.parent_path();
+  }
 }
 
 }  // namespace nbu::fs

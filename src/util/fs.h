@@ -138,4 +138,16 @@ std::string Dirname(std::string_view path);
 std::string Basename(std::string_view path);
 std::string Join(std::string_view a, std::string_view b);
 
+struct Mount {
+  std::string point;  // where it is mounted
+  std::string type;   // the file system's type as the kernel names it: nfs, nfs4, ext4, tmpfs...
+};
+// The mount holding the absolute, resolved `path`, from /proc/self/mountinfo's `text`: the one
+// whose mount point is its longest prefix, and of two at one point the later (mounted over the
+// other). nullopt when no line does (the text is not mountinfo's).
+std::optional<Mount> MountHolding(std::string_view mountinfo, std::string_view path);
+// The same for `path` as this process sees it: the path resolved, or the nearest directory
+// above it that exists (where it would be made).
+Result<Mount> MountOf(const std::string& path);
+
 }  // namespace nbu::fs

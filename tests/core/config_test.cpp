@@ -2,6 +2,7 @@
 
 #include "support/fs_seams.h"
 #include "support/process.h"
+#include "support/tmpfs.h"
 #include "util/fs.h"
 
 #include <fcntl.h>
@@ -56,9 +57,11 @@ TEST(ConfigTest, ParsesValues) {
   env["APP_WORKER_CONCURRENCY"] = "16";
   env["APP_NFS_INCOMING_DIR"] = "/data/in/";
   env["APP_STAGING_FSYNC"] = "true";
+  env["APP_NFS_REQUIRE_FS_TYPE"] = " nfs, nfs4 ,";
   Config c;
   std::vector<std::string> errors;
   ASSERT_TRUE(ParseConfig(env, &c, &errors));
+  EXPECT_EQ(c.nfs_require_fs_type, (std::vector<std::string>{"nfs", "nfs4"}));
   EXPECT_DOUBLE_EQ(c.poll_interval_s, 0.5);
   EXPECT_EQ(c.file_extensions, (std::vector<std::string>{".csv", ".bin"}));
   EXPECT_EQ(c.ignore_patterns, (std::vector<std::string>{"*.lock"}));
@@ -69,17 +72,18 @@ TEST(ConfigTest, ParsesValues) {
 
 TEST(ConfigTest, OneLinePerProblemNamingTheVariable) {
   EnvMap env = {
-      {"APP_POLL_INTERVAL_S", "fast"}, {"APP_WORKER_CONCURRENCY", "0"},
-      {"APP_HTTP_PORT", "99999"},      {"APP_AZURE_CONTAINER", "Bad_Name"},
-      {"APP_AZURE_AUTH", "magic"},     {"APP_REPLICA_ID", "a/b"},
-      {"APP_STAGING_FSYNC", "maybe"},  {"APP_AZURE_ACCOUNT_KEY", "c2VjcmV0LWtleS12YWx1ZQ=="}};
+      {"APP_POLL_INTERVAL_S", "fast"},    {"APP_WORKER_CONCURRENCY", "0"},
+      {"APP_HTTP_PORT", "99999"},         {"APP_AZURE_CONTAINER", "Bad_Name"},
+      {"APP_AZURE_AUTH", "magic"},        {"APP_REPLICA_ID", "a/b"},
+      {"APP_STAGING_FSYNC", "maybe"},     {"APP_AZURE_ACCOUNT_KEY", "c2VjcmV0LWtleS12YWx1ZQ=="},
+      {"APP_NFS_REQUIRE_FS_TYPE", "NFS4"}};
   Config c;
   std::vector<std::string> errors;
   EXPECT_FALSE(ParseConfig(env, &c, &errors));
-  ASSERT_EQ(errors.size(), 7u);
+  ASSERT_EQ(errors.size(), 8u);
   for (const char* name :
        {"APP_POLL_INTERVAL_S", "APP_WORKER_CONCURRENCY", "APP_HTTP_PORT", "APP_AZURE_CONTAINER",
-        "APP_AZURE_AUTH", "APP_REPLICA_ID", "APP_STAGING_FSYNC"}) {
+        "APP_AZURE_AUTH", "APP_REPLICA_ID", "APP_STAGING_FSYNC", "APP_NFS_REQUIRE_FS_TYPE"}) {
     EXPECT_EQ(std::count_if(errors.begin(), errors.end(),
                             [&](const std::string& e) { return e.rfind(name, 0) == 0; }),
               1)
@@ -304,6 +308,36 @@ TEST(ConfigTest, VolumeCheckRemovesThisReplicasLeftoverProbes) {
           << path;
     }
   }
+}
+
+// With APP_NFS_REQUIRE_FS_TYPE, a root on another file system (a volume that is not mounted
+// leaves its mount point on the local disk) stops start-up, one line per root, before anything
+// is made there; on the required type the check goes on as before. A tmpfs stands for the volume.
+TEST(ConfigTest, VolumeCheckRefusesRootsOffTheRequiredFileSystem) {
+  test::TempDir dir;
+  const std::string volume = dir / "vol";
+  test::ScopedTmpfs tmpfs(volume, "1m");
+  if (!tmpfs.ok()) GTEST_SKIP() << tmpfs.error();
+  Config c = VolumeConfig(dir, "vol/");
+  c.nfs_require_fs_type = {"nfs", "nfs4"};
+  std::vector<std::string> errors;
+  CheckVolume(c, &errors);
+  ASSERT_EQ(errors.size(), 3u) << testing::PrintToString(errors);
+  EXPECT_EQ(errors[0], "APP_NFS_INCOMING_DIR: " + c.incoming_dir + " is on tmpfs (mounted at " +
+                           volume +
+                           "), not nfs or nfs4 as APP_NFS_REQUIRE_FS_TYPE requires: is the "
+                           "volume mounted?");
+  EXPECT_EQ(errors[1].rfind("APP_NFS_PROCESSING_ROOT: " + c.processing_root + " is on tmpfs", 0),
+            0u);
+  EXPECT_EQ(errors[2].rfind("APP_NFS_FAILED_ROOT: " + c.failed_root + " is on tmpfs", 0), 0u);
+  for (const auto* root : {&c.incoming_dir, &c.processing_root, &c.failed_root, &c.staging_root}) {
+    EXPECT_FALSE(fs::Stat(*root).ok()) << *root << " was made";
+  }
+  c.nfs_require_fs_type = {"nfs", "tmpfs"};
+  errors.clear();
+  CheckVolume(c, &errors);
+  EXPECT_EQ(errors, std::vector<std::string>{});
+  EXPECT_TRUE(fs::Stat(c.processing_root).ok());
 }
 
 // Staging that is one of the NFS trees through a symlink passes ParseConfig's comparison of the

@@ -253,6 +253,11 @@ TEST(KubernetesTest, NfsVolumeIsSharedAndMountedForPolling) {
   EXPECT_TRUE(bounded_cache) << "attribute or lookup caching must be bounded";
   EXPECT_TRUE(pv["spec"]["nfs"]["server"]);
   EXPECT_TRUE(pv["spec"]["nfs"]["path"]);
+  // The uploader requires the type an NFS 4.x mount shows in mountinfo, so that a pod started
+  // with another volume at /mnt/nfs stops rather than scanning it.
+  const auto required = ContainerEnvValue(UploaderContainer(), "APP_NFS_REQUIRE_FS_TYPE");
+  ASSERT_TRUE(required.has_value());
+  EXPECT_NE(("," + *required + ",").find(",nfs4,"), std::string::npos) << *required;
 }
 
 }  // namespace

@@ -993,6 +993,42 @@ TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
   }
 }
 
+// A replica started before its volume is mounted stops (exit 2, a line per root) without making
+// its roots on the empty mount point, where a later mount would hide its claims; once the volume
+// is there, the same settings start. A tmpfs stands for the NFS mount.
+TEST_F(UploaderE2E, AVolumeThatIsNotMountedStopsStartupAndIsLeftUntouched) {
+  const std::string mount_point = volume_.dir.path() + "/mnt";
+  ASSERT_TRUE(fs::MkdirAll(mount_point).ok());
+  if (fs::MountOf(mount_point)->type == "tmpfs") GTEST_SKIP() << "the test's own disk is a tmpfs";
+  const std::map<std::string, std::string> env = {
+      {"APP_NFS_INCOMING_DIR", mount_point + "/incoming"},
+      {"APP_NFS_PROCESSING_ROOT", mount_point + "/.processing"},
+      {"APP_NFS_FAILED_ROOT", mount_point + "/.failed"},
+      {"APP_NFS_REQUIRE_FS_TYPE", "nfs4,tmpfs"}};
+  {
+    UploaderProcess up(azurite_, volume_, container_, "r1", env);
+    EXPECT_EQ(up.process().Wait(20s), 2);
+    const std::string log = up.process().ReadLog();
+    for (const std::string root : {"incoming", ".processing", ".failed"}) {
+      EXPECT_NE(log.find(mount_point + "/" + root + " is on "), std::string::npos) << log;
+    }
+    EXPECT_NE(log.find("not nfs4 or tmpfs as APP_NFS_REQUIRE_FS_TYPE requires: is the volume "
+                       "mounted?"),
+              std::string::npos)
+        << log;
+    const auto left = fs::ListDir(mount_point);
+    ASSERT_TRUE(left.ok());
+    EXPECT_TRUE(left->empty()) << left->front().name;
+  }
+  ScopedTmpfs mounted(mount_point, "16m");
+  if (!mounted.ok()) GTEST_SKIP() << mounted.error();
+  UploaderProcess up(azurite_, volume_, container_, "r2", env);
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  EXPECT_TRUE(fs::Stat(mount_point + "/incoming").ok());
+  up.process().Signal(SIGTERM);
+  EXPECT_EQ(up.process().Wait(20s), 0);
+}
+
 // Every problem in one start, of every kind: values, the telemetry variables, the volume, the
 // CA file, the credential and a listen port already taken (the checks that need no network run
 // whatever else is wrong).

@@ -340,5 +340,51 @@ TEST(LinkNew, ALinkCarriedOutDespiteItsErrorIsSuccess) {
   EXPECT_FALSE(fs::Stat(dir / "name2").ok());
 }
 
+// The mount holding a path, read from mountinfo's text: the longest mount point that is a whole
+// prefix of it, the later of two at one point (mounted over the other), with the kernel's octal
+// escapes undone and the optional fields (shared:, master:) skipped.
+TEST(MountHolding, TheLongestWholePrefixMountedLastWins) {
+  const std::string_view info =
+      "22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+      "30 22 0:40 / /mnt/nfs rw,relatime shared:9 master:3 - nfs4 srv:/export rw,vers=4.1\n"
+      "31 22 0:41 / /mnt/nfs2 rw - tmpfs tmpfs rw\n"
+      "32 22 0:42 / /mnt/my\\040vol rw - nfs srv:/v rw\n"
+      "33 30 0:43 / /mnt/nfs rw - tmpfs tmpfs rw\n"
+      "not a mountinfo line\n";
+  const auto at = [&](std::string_view path) {
+    const auto mount = fs::MountHolding(info, path);
+    return mount ? mount->point + " " + mount->type : std::string("none");
+  };
+  EXPECT_EQ(at("/"), "/ ext4");
+  EXPECT_EQ(at("/mnt"), "/ ext4");
+  EXPECT_EQ(at("/mnt/nfs"), "/mnt/nfs tmpfs");  // 33, mounted over 30
+  EXPECT_EQ(at("/mnt/nfs/incoming/s1"), "/mnt/nfs tmpfs");
+  EXPECT_EQ(at("/mnt/nfs2/x"), "/mnt/nfs2 tmpfs");
+  EXPECT_EQ(at("/mnt/nfsx"), "/ ext4");  // a prefix of the name, not of the path
+  EXPECT_EQ(at("/mnt/my vol/in"), "/mnt/my vol nfs");
+  EXPECT_EQ(at("/mnt/my\\040vol"), "/ ext4");
+  EXPECT_EQ(fs::MountHolding("22 1 252:1 / / rw - \n", "/"), std::nullopt);  // no type
+  EXPECT_EQ(fs::MountHolding("", "/"), std::nullopt);
+  // Without the one over it, the NFS mount holds its tree again.
+  EXPECT_EQ(fs::MountHolding(info.substr(0, info.find("33 30")), "/mnt/nfs/in")->type, "nfs4");
+}
+
+// A path that does not exist yet is on the mount of the nearest directory above it, where it
+// would be made: /proc and /sys are there on every Linux.
+TEST(MountOf, APathIsOnItsNearestExistingDirectorysMount) {
+  const auto proc = fs::MountOf("/proc/self");
+  ASSERT_TRUE(proc.ok()) << proc.status().ToString();
+  EXPECT_EQ(proc->point, "/proc");
+  EXPECT_EQ(proc->type, "proc");
+  const auto missing = fs::MountOf("/sys/no-such-dir/below/it");
+  ASSERT_TRUE(missing.ok()) << missing.status().ToString();
+  EXPECT_EQ(missing->point, "/sys");
+  EXPECT_EQ(missing->type, "sysfs");
+  test::TempDir dir;
+  const auto relative_to_here = fs::MountOf(dir.path() + "/a/../b/c");
+  ASSERT_TRUE(relative_to_here.ok()) << relative_to_here.status().ToString();
+  EXPECT_EQ(relative_to_here->type, fs::MountOf(dir.path())->type);
+}
+
 }  // namespace
 }  // namespace nbu
