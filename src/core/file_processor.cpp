@@ -1011,16 +1011,18 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
   // may be the one that ends the service: its first attempt runs alone, so a crash there is
   // charged to it, not to the healthy files beside it, which would otherwise reach
   // APP_MAX_FILE_ATTEMPTS with it. Not one that is only to be dead-lettered, nor for longer than
-  // it waits for the runs inside (RunGate), nor past its first attempt: its retries, waits and
-  // completion go on beside the others, which also lets FailsOnlyThis see them work.
+  // it waits for the runs inside (RunGate), nor past its first attempt or that limit again (a
+  // multi-hour upload must not hold the intake): its retries, waits and completion go on beside
+  // the others, which also lets FailsOnlyThis see them work.
   bool alone = item.kind == WorkItem::Kind::kClaim && item.claim.runs >= kRunAloneFrom &&
                item.claim.runs < d_.config.max_file_attempts;
   if (alone) {
     std::lock_guard lock(undelivered_mu_);
     alone = !undelivered_.contains(item.claim.Path());
   }
+  const MonoTime arrived = d_.clock.Now();
   RunGate::Pass pass(run_gate_, alone, stop, d_.lone_wait_limit);
-  if (!pass) {  // stopped while waiting: the claim stays for recovery, with no run recorded
+  if (!pass) {  // stopped (or closed) while waiting: a claim stays for recovery, no run recorded
     if (item.kind == WorkItem::Kind::kClaim) d_.inflight.Remove(item.claim.Path());
     return;
   }
@@ -1028,7 +1030,7 @@ void FileProcessor::Process(WorkItem item, std::stop_token stop) {
     LogInfo(
         "running a claim interrupted before beside the others: the runs inside outlasted "
         "the wait",
-        {{"blob", item.claim.BlobName()}, {"waited_ms", Ms(d_.lone_wait_limit)}});
+        {{"blob", item.claim.BlobName()}, {"waited_ms", Ms(d_.clock.Now() - arrived)}});
   }
   telemetry::Span root = d_.tracer.StartSpan("file");
   ScopedLogTraceContext log_ctx(root.context().trace_id, root.context().span_id);

@@ -125,7 +125,8 @@ class FileProcessor {
     // -1 with errno on failure; null: ::pread. A test's stand-in.
     std::function<ssize_t(const std::string& path, int fd, char* buf, size_t len, off_t at)>
         claim_pread = {};
-    // How long a claim interrupted twice waits to run alone before it runs beside the others.
+    // How long a claim interrupted twice waits to run alone before it runs beside the others,
+    // and how long it then runs alone before the others run beside it.
     std::chrono::milliseconds lone_wait_limit = std::chrono::minutes(1);
   };
   // How a Put Blob's body is checked, as the status, the log and the upload span name it.
@@ -138,6 +139,9 @@ class FileProcessor {
   // its first attempt alone, so that the file that takes the service down is charged, not those
   // beside it.
   void Process(WorkItem item, std::stop_token stop);
+  // Items waiting to begin (for a claim's lone run) are not begun: they end as at a stop,
+  // claims left for recovery, files in incoming. For a service shutting down.
+  void BeginNoMore() { run_gate_.Close(); }
 
   // Moves every dead-lettered file back into the pipeline as a claim of this replica; returns
   // the claims to queue. The blob name stays the one the original claim gave.

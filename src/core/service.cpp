@@ -541,6 +541,9 @@ bool Service::Shutdown(Duration grace) {
   // files stay in incoming or claimed: nothing lost. A claim item (recovered, orphaned, taken
   // over, revived) was counted in flight when queued; it is not any more.
   queue_.Close();
+  // Nor is an item a worker holds but has not begun: one waiting for a claim's lone run would
+  // otherwise hold the shutdown for its grace, and then begin an upload only to be stopped.
+  processor_.BeginNoMore();
   const auto dropped = queue_.Clear();
   for (const auto& item : dropped) {
     if (item.kind == WorkItem::Kind::kClaim) inflight_.Remove(item.claim.Path());

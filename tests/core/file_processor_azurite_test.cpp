@@ -1303,6 +1303,77 @@ TEST_F(FileProcessorAzuriteTest, ASuspectsRetriesRunBesideTheOthers) {
   ExpectBlobHolds(suspect, data);
 }
 
+// A suspect's first attempt that goes on past the limit (a multi-hour upload) has the others
+// beside it from then on: the intake is held back for the limit, not for the whole upload.
+TEST_F(FileProcessorAzuriteTest, ASuspectsLongFirstAttemptHasTheOthersBesideItPastTheLimit) {
+  nbu::test::Gate hold;
+  std::atomic<bool> suspect_reading{false};
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.lone_wait_limit = 300ms;
+  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
+    if (path.find("suspect") != std::string::npos) {
+      suspect_reading = true;
+      hold.Wait(20s);
+    }
+    return ::pread(fd, buf, len, at);
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes(1000, 48);
+  const WorkItem suspect = PlaceClaim("long-suspect.bin", data, false, 2);
+  std::atomic<bool> suspect_done{false};
+  std::jthread first([&] {
+    processor.Process(suspect, {});
+    suspect_done = true;
+  });
+  ASSERT_TRUE(WaitFor([&] { return suspect_reading.load(); }, 10s));
+  const WorkItem beside = PlaceClaim("long-beside.bin", data, false, 1);
+  processor.Process(beside, {});  // returns once the limit has passed
+  ExpectBlobHolds(beside, data);
+  EXPECT_FALSE(suspect_done) << "the other file waited for the suspect's whole first attempt";
+  hold.Open();
+  first.join();
+  ExpectBlobHolds(suspect, data);
+}
+
+// A service that stops begins no item a worker holds but has not begun: a claim waiting for a
+// suspect's lone run ends at once, left for recovery with no run recorded, rather than holding
+// the shutdown for its grace and then beginning an upload.
+TEST_F(FileProcessorAzuriteTest, ItemsWaitingAtTheGateEndWhenNoMoreAreBegun) {
+  nbu::test::Gate hold;
+  std::atomic<bool> suspect_reading{false};
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
+    if (path.find("suspect") != std::string::npos) {
+      suspect_reading = true;
+      hold.Wait(20s);
+    }
+    return ::pread(fd, buf, len, at);
+  };
+  FileProcessor processor(std::move(deps));
+  const std::string data = PatternBytes(1000, 49);
+  const WorkItem suspect = PlaceClaim("closing-suspect.bin", data, false, 2);
+  std::jthread first([&] { processor.Process(suspect, {}); });
+  ASSERT_TRUE(WaitFor([&] { return suspect_reading.load(); }, 10s));
+  const WorkItem waiting = PlaceClaim("closing-waiting.bin", data, false, 1);
+  ASSERT_TRUE(inflight_.Add(waiting.claim.Path()));
+  std::atomic<bool> waiting_done{false};
+  std::jthread second([&] {
+    processor.Process(waiting, {});
+    waiting_done = true;
+  });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(waiting_done) << "waits for the suspect's lone run";
+  processor.BeginNoMore();
+  EXPECT_TRUE(WaitFor([&] { return waiting_done.load(); }, 5s));
+  EXPECT_FALSE(inflight_.Contains(waiting.claim.Path()));
+  EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, waiting.claim.Path())).ok())
+      << "left as it was, its run count unchanged";
+  hold.Open();
+  first.join();
+  ExpectBlobHolds(suspect, data);
+  EXPECT_FALSE(blob_->GetProperties(waiting.claim.BlobName())->has_value()) << "not sent";
+}
+
 TEST_F(FileProcessorAzuriteTest, ClaimPickedUpAgainRecordsItsRunBeforeItIsSent) {
   config_.max_file_attempts = 3;
   const std::string data = PatternBytes((1 << 20) + 5, 13);  // blocks: a stage span

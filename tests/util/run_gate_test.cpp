@@ -157,6 +157,94 @@ TEST(RunGateTest, ALoneWaitBehindAnotherLoneRunStaysAlone) {
   EXPECT_TRUE(second->alone());
 }
 
+// A lone run ahead that shares (its first attempt over, its retries or completion to go) starts
+// the wait behind it again: its side-by-side remainder is not what the waiting suspect had been
+// waiting on, and going in beside it would let the healthy files in beside the suspect.
+TEST(RunGateTest, ALoneWaitStartsAgainWhenTheLoneRunAheadShares) {
+  RunGate gate;
+  std::stop_source stop;
+  std::optional<RunGate::Pass> first;
+  first.emplace(gate, true, stop.get_token(), kLong);
+  std::optional<RunGate::Pass> second;
+  std::thread waiter([&] { second.emplace(gate, true, stop.get_token(), 300ms); });
+  ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
+  std::this_thread::sleep_for(250ms);
+  first->Share();                      // 250 ms into the second's wait of 300
+  std::this_thread::sleep_for(100ms);  // past the 300 ms counted from its start
+  EXPECT_EQ(gate.alone_waiting(), 1) << "still waiting to run alone";
+  first.reset();
+  waiter.join();
+  EXPECT_TRUE(second->alone());
+}
+
+// A lone run is alone for its limit at most: then the runs held back go in beside it (a
+// suspect's first attempt may be a multi-hour upload). Its Share and its end settle the count.
+TEST(RunGateTest, ALoneRunPastItsLimitHasTheOthersBesideIt) {
+  for (const bool share : {false, true}) {
+    RunGate gate;
+    std::stop_source stop;
+    std::optional<RunGate::Pass> lone;
+    lone.emplace(gate, true, stop.get_token(), 200ms);
+    ASSERT_TRUE(lone->alone());
+    std::atomic<bool> entered{false};
+    std::optional<RunGate::Pass> later;
+    std::thread waiter([&] {
+      later.emplace(gate, false, stop.get_token(), kLong);
+      entered = true;
+    });
+    std::this_thread::sleep_for(50ms);
+    EXPECT_FALSE(entered) << "held back while the lone run is within its limit";
+    const bool in_beside = WaitFor([&] { return entered.load(); });
+    EXPECT_TRUE(in_beside) << "still held back past the lone run's limit";
+    if (!in_beside) lone.reset();  // lets it in, to end the test
+    waiter.join();
+    if (!in_beside) continue;
+    ASSERT_TRUE(*later);
+    EXPECT_EQ(gate.side_by_side(), 2) << "the lone run counts beside it";
+    if (share) {
+      lone->Share();
+      EXPECT_EQ(gate.side_by_side(), 2);
+    }
+    lone.reset();
+    EXPECT_EQ(gate.side_by_side(), 1);
+    later.reset();
+    EXPECT_EQ(gate.side_by_side(), 0);
+    RunGate::Pass next(gate, true, stop.get_token(), kLong);
+    EXPECT_TRUE(next.alone()) << "nothing left held";
+  }
+}
+
+// Closed (a service shutting down), the gate ends every wait with nothing held, and a run that
+// would wait gets nothing; the runs inside go on and leave as ever.
+TEST(RunGateTest, ClosedItBeginsNoRunAndEndsEveryWait) {
+  RunGate gate;
+  std::stop_source stop;
+  std::optional<RunGate::Pass> inside;
+  inside.emplace(gate, false, stop.get_token(), kLong);
+  std::atomic<int> refused{0};
+  std::thread lone([&] {
+    RunGate::Pass p(gate, true, stop.get_token(), kLong);
+    if (!p) ++refused;
+  });
+  ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
+  std::thread behind([&] {
+    RunGate::Pass p(gate, false, stop.get_token(), kLong);
+    if (!p) ++refused;
+  });
+  std::this_thread::sleep_for(50ms);
+  gate.Close();
+  EXPECT_TRUE(WaitFor([&] { return refused.load() == 2; })) << "the waits went on";
+  stop.request_stop();  // ends them if they did, to end the test
+  lone.join();
+  behind.join();
+  std::stop_source fresh;
+  EXPECT_FALSE(RunGate::Pass(gate, true, fresh.get_token(), kLong)) << "a run is inside";
+  EXPECT_EQ(gate.alone_waiting(), 0);
+  EXPECT_EQ(gate.side_by_side(), 1);
+  inside.reset();
+  EXPECT_EQ(gate.side_by_side(), 0);
+}
+
 // Past its limit a lone run goes in beside the runs inside even while other lone runs wait: a
 // stream of them must not hold it (and the replica's intake) for ever.
 TEST(RunGateTest, ALoneRunPastItsLimitDoesNotWaitForOtherLoneOnes) {
