@@ -25,15 +25,11 @@ Sweeper::Sweeper(const Config& config, Clock& clock, InFlight& inflight, LeaseBo
 
 void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_dirs,
                    const std::function<void(const std::string&)>& on_file, std::stop_token stop) {
-  auto entries = fs::ListDir(fs::Join(root, rel));
-  if (!entries.ok()) {
-    if (entries.status().kind() != ErrorKind::kNotFound && unlisted_.empty()) {
-      unlisted_ = entries.status().ToString();
-    }
-    return;
-  }
-  for (const auto& e : *entries) {
-    if (stop.stop_requested()) return;
+  // One entry at a time, not the directory listed whole: a flat session kept for a long
+  // retention holds millions of markers. An entry `on_file` renames or removes may come again
+  // under its new name, or not at all, as readdir has it; a sweep takes either.
+  const Status listed = fs::ForEachEntry(fs::Join(root, rel), [&](const fs::DirEntry& e) {
+    if (stop.stop_requested()) return false;
     const std::string child = rel.empty() ? e.name : rel + "/" + e.name;
     bool is_dir = e.type == DT_DIR;
     if (e.type == DT_UNKNOWN) {
@@ -43,18 +39,22 @@ void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_d
         if (st.status().kind() != ErrorKind::kNotFound && unlisted_.empty()) {
           unlisted_ = st.status().ToString();
         }
-        continue;
+        return true;
       }
       is_dir = st->is_dir;
     }
     if (is_dir) {
       // Only the date trees are ours to walk at the top level (_replicas etc. are not).
-      if (rel.empty() && !IsDateDir(e.name)) continue;
+      if (rel.empty() && !IsDateDir(e.name)) return true;
       Walk(root, child, prune_dirs, on_file, stop);
       if (prune_dirs) ::rmdir(fs::Join(root, child).c_str());  // fails harmlessly unless empty
     } else if (!rel.empty()) {
       on_file(child);
     }
+    return true;
+  });
+  if (!listed.ok() && listed.kind() != ErrorKind::kNotFound && unlisted_.empty()) {
+    unlisted_ = listed.ToString();
   }
 }
 

@@ -398,25 +398,36 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
   return out;
 }
 
-Result<std::vector<DirEntry>> ListDir(const std::string& path) {
+Status ForEachEntry(const std::string& path, const std::function<bool(const DirEntry&)>& fn) {
   if (const int err = InjectedForTest("opendir", path); err != 0) {
     return ErrnoStatus("opendir " + path, err);
   }
   DIR* d = ::opendir(path.c_str());
   if (d == nullptr) return ErrnoStatus("opendir " + path, errno);
-  std::vector<DirEntry> out;
+  DirEntry entry;
   // Before each call: readdir's end and its errors look alike but for errno, which the loop's
-  // body may set.
+  // body (and `fn`) may set.
   for (errno = 0; const dirent* e = ::readdir(d); errno = 0) {
     const std::string_view name(e->d_name);
     if (name == "." || name == "..") continue;
-    unsigned char type = e->d_type;
-    if (PathCall() && InjectedForTest("d_type", Join(path, name)) != 0) type = DT_UNKNOWN;
-    out.push_back({std::string(name), type});
+    entry.name = name;
+    entry.type = e->d_type;
+    if (PathCall() && InjectedForTest("d_type", Join(path, name)) != 0) entry.type = DT_UNKNOWN;
+    if (!fn(entry)) break;
   }
   const int err = errno;
   ::closedir(d);
   if (err != 0) return ErrnoStatus("readdir " + path, err);
+  return Status::Ok();
+}
+
+Result<std::vector<DirEntry>> ListDir(const std::string& path) {
+  std::vector<DirEntry> out;
+  Status s = ForEachEntry(path, [&](const DirEntry& e) {
+    out.push_back(e);
+    return true;
+  });
+  if (!s.ok()) return s;
   return out;
 }
 

@@ -133,6 +133,11 @@ struct DirEntry {
 };
 // Lists a directory without "." and "..". Missing directory -> kNotFound.
 Result<std::vector<DirEntry>> ListDir(const std::string& path);
+// The same one entry at a time, as readdir(3) gives them, for directories too large to hold
+// listed (a flat session of a million completion markers): `fn` returns false to stop. Entries
+// made or removed meanwhile, by `fn` too, may or may not be seen. An error after some entries
+// is returned after their calls.
+Status ForEachEntry(const std::string& path, const std::function<bool(const DirEntry&)>& fn);
 
 std::string Dirname(std::string_view path);
 std::string Basename(std::string_view path);

@@ -3,15 +3,18 @@
 #include "support/fs_seams.h"
 #include "support/process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string_view>
 
 namespace nbu {
@@ -169,6 +172,53 @@ TEST(ListDir, AnErrnoSetBetweenEntriesIsNoFailure) {
   const auto entries = fs::ListDir(dir.path());
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   EXPECT_EQ(entries->size(), 2u);
+}
+
+// One entry at a time: every entry once, a stop when the callback says so, an errno that the
+// callback leaves no failure, and a directory that is not there kNotFound with no call.
+TEST(ForEachEntry, EveryEntryOnceUntilTheCallbackStops) {
+  test::TempDir dir;
+  for (const char* name : {"a", "b", "c"}) test::WriteFile(dir / name, name);
+  ASSERT_EQ(::mkdir((dir / "d").c_str(), 0755), 0);
+  std::vector<std::string> seen;
+  Status s = fs::ForEachEntry(dir.path(), [&](const fs::DirEntry& e) {
+    seen.push_back(e.name + (e.type == DT_DIR ? "/" : ""));
+    errno = EIO;
+    return true;
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "c", "d/"}));
+  int calls = 0;
+  s = fs::ForEachEntry(dir.path(), [&](const fs::DirEntry&) { return ++calls < 2; });
+  EXPECT_TRUE(s.ok());
+  EXPECT_EQ(calls, 2);
+  calls = 0;
+  s = fs::ForEachEntry(dir / "missing", [&](const fs::DirEntry&) { return ++calls > 0; });
+  EXPECT_EQ(s.kind(), ErrorKind::kNotFound);
+  EXPECT_EQ(calls, 0);
+}
+
+// Entries the callback removes, and names it adds, leave the walk whole: each entry there from
+// start to end is seen once (the sweeper collects markers and renames claims as it walks).
+TEST(ForEachEntry, RemovingAndAddingAsItGoesSeesEachLastingEntryOnce) {
+  test::TempDir dir;
+  for (int i = 0; i < 2000; ++i) test::WriteFile(dir / ("f" + std::to_string(i)), "x");
+  std::map<std::string, int> seen;
+  Status s = fs::ForEachEntry(dir.path(), [&](const fs::DirEntry& e) {
+    ++seen[e.name];
+    const int n = e.name[0] == 'f' ? std::stoi(e.name.substr(1)) : -1;
+    if (n >= 0 && n % 2 == 0) {  // the even ones go, each making a new name
+      EXPECT_EQ(::unlink((dir / e.name).c_str()), 0);
+      test::WriteFile(dir / ("g" + std::to_string(n)), "y");
+    }
+    return true;
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (int i = 0; i < 2000; ++i) {
+    EXPECT_EQ(seen["f" + std::to_string(i)], 1) << i;
+    EXPECT_LE(seen["g" + std::to_string(i)], 1) << i;
+  }
 }
 
 // rename(2) and link(2) as a soft NFS mount can answer them: carried out, or not, and either way
