@@ -131,6 +131,7 @@ std::string WithoutSecrets(const std::string& text, const KeyValues* headers,
     }
   }
   const auto decoded = [](std::string_view value) {
+    if (value.empty()) return std::string();  // curl takes length 0 as "up to the NUL"
     int n = 0;
     char* d = curl_easy_unescape(nullptr, value.data(), static_cast<int>(value.size()), &n);
     std::string out = d != nullptr ? std::string(d, static_cast<size_t>(n)) : std::string(value);
@@ -161,15 +162,17 @@ std::string WithoutSecrets(const std::string& text, const KeyValues* headers,
     const std::string_view userinfo = authority.substr(0, at);
     const size_t colon = userinfo.find(':');
     const std::string user = decoded(userinfo.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      secrets.emplace_back(userinfo.substr(colon + 1));
-      secrets.push_back(decoded(userinfo.substr(colon + 1)));
+    // No password, or an empty one ("https://<key>:@host"): the user name is the credential.
+    const std::string_view password =
+        colon == std::string_view::npos ? std::string_view() : userinfo.substr(colon + 1);
+    if (!password.empty()) {
+      secrets.emplace_back(password);
+      secrets.push_back(decoded(password));
     } else if (user.size() >= kMinRedactedWord) {
-      secrets.emplace_back(userinfo);
+      secrets.emplace_back(userinfo.substr(0, colon));
       secrets.push_back(user);
     }
-    secrets.push_back(Base64Encode(
-        user + ":" + (colon == std::string_view::npos ? "" : decoded(userinfo.substr(colon + 1)))));
+    secrets.push_back(Base64Encode(user + ":" + decoded(password)));
   }
   // Longest first: a word of a value is part of the whole value.
   std::sort(secrets.begin(), secrets.end(),

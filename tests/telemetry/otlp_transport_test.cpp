@@ -63,6 +63,10 @@ TEST(OtlpTransportTest, SecretsOfHeadersAndTheUrlQueryAreRemoved) {
             "unknown key <redacted> for otel");
   EXPECT_EQ(WithoutSecrets("unknown user otel", nullptr, "https://otel@collector:4318"),
             "unknown user otel");
+  // So is a user name with an empty password: the key of a gateway that asks for Basic auth.
+  EXPECT_EQ(WithoutSecrets("unknown key gwkey12345 for otel", nullptr,
+                           "https://gwkey12345:@collector:4318"),
+            "unknown key <redacted> for otel");
 }
 
 }  // namespace nbu::telemetry
