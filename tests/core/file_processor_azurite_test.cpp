@@ -1705,6 +1705,41 @@ TEST_F(FileProcessorAzuriteTest, AFileTheFailedRootRefusesKeepsItsReasonForTheNe
   ExpectOneDeadLetter("superseded");
 }
 
+// A suspect whose dead letter the failed root refused is only to be moved at its next pickup,
+// not run: it does not wait to run alone behind the runs inside.
+TEST_F(FileProcessorAzuriteTest, ASuspectOnlyToBeMovedDoesNotWaitToRunAlone) {
+  WorkItem newer = PlaceClaim("moved.bin", PatternBytes(1000, 50), false, 0);
+  processor_->Process(newer, {});
+  WorkItem older = PlaceClaim("moved.bin", PatternBytes(1000, 51), false, 2);
+  SetMtime(older, 1'700'000'000);
+  ASSERT_TRUE(fs::RemoveTree(config_.failed_root).ok());
+  WriteFile(config_.failed_root, "");  // a file in the failed root's place refuses the move
+  nbu::test::Gate hold;
+  std::atomic<bool> held_reading{false};
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
+    if (path.find("held") != std::string::npos) {
+      held_reading = true;
+      hold.Wait(20s);
+    }
+    return ::pread(fd, buf, len, at);
+  };
+  FileProcessor processor(std::move(deps));
+  processor.Process(older, {});  // superseded, and the move refused: kept
+  ASSERT_EQ(Count(inst_.files_superseded), 1);
+  const WorkItem held = PlaceClaim("held.bin", PatternBytes(1000, 52), false, 1);
+  std::jthread inside([&] { processor.Process(held, {}); });
+  ASSERT_TRUE(WaitFor([&] { return held_reading.load(); }, 10s));
+  test::CapturedLog waited("running a claim interrupted before beside the others");
+  processor.Process(older, {});  // the move only, tried again
+  EXPECT_FALSE(blob_->GetProperties(held.claim.BlobName())->has_value())
+      << "it waited for the run inside to end";
+  waited.Stop();
+  EXPECT_EQ(waited.Lines().size(), 0u);
+  EXPECT_TRUE(fs::Stat(fs::Join(config_.processing_root, older.claim.Path())).ok());
+  hold.Open();
+}
+
 // A claim whose dead letter the failed root refused, and which another replica then ran (taken
 // over after a stall, its run recorded there, and taken back), is judged again: the reason this
 // process decided may no longer hold (that replica may have committed the file).
