@@ -785,9 +785,12 @@ void Api::Routes() {
           return Error(res, 422, "session_name must be a string");
         }
         name = body["session_name"].get<std::string>();
-        if (!core::IsValidSessionName(name)) {
+        // Nor one ending in '.': storage drops a path segment's trailing dot, so the blobs'
+        // prefix would be another name (the blob name maps it to U+FF0E), not the one given.
+        if (!core::IsValidSessionName(name) || name.back() == '.') {
           return Error(res, 422,
-                       "session_name must be 1-128 characters of [A-Za-z0-9._-], not . or ..");
+                       "session_name must be 1-128 characters of [A-Za-z0-9._-], not ending in "
+                       "'.'");
         }
       }
     }
@@ -835,10 +838,24 @@ void Api::Routes() {
   // dispatched here. An unknown path gets 404 (405 for a known path, and for any
   // other method) from the error handler below.
   s.set_pre_routing_handler([this, posts](const httplib::Request& req, httplib::Response& res) {
+    // A POST where no POST route is: 405 on a GET route, else 404 (the error handler), whatever
+    // the token and the service's state, which are about changes the request could make.
+    if (req.method == "POST" && posts->count(req.path) == 0) {
+      res.status = 404;
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (req.method == "POST" && !post_token_.empty() &&
         !SameSecret(BearerToken(req.get_header_value("Authorization")), post_token_)) {
       res.set_header("WWW-Authenticate", "Bearer");
       Error(res, 401, "this route needs Authorization: Bearer <APP_HTTP_TOKEN>");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // A POST route takes its fields in a JSON body: one given in the query (?session_name=...,
+    // ?file=...) would be ignored, and the route would do something else than asked.
+    if (req.method == "POST" && !req.params.empty()) {
+      Error(res, 422,
+            "unknown query parameter \"" + req.params.begin()->first.substr(0, 64) +
+                "\": this route takes no query (its fields, if any, go in a JSON body)");
       return httplib::Server::HandlerResponse::Handled;
     }
     // Before the service starts (its replica-id check), nothing may change the volume; nor once
@@ -854,7 +871,7 @@ void Api::Routes() {
       return httplib::Server::HandlerResponse::Handled;
     }
     if (req.has_header("Content-Encoding") &&
-        req.get_header_value("Content-Encoding") != "identity") {
+        LowerAscii(TrimSpaceAscii(req.get_header_value("Content-Encoding"))) != "identity") {
       Error(res, 415, "a compressed body is not accepted");
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -878,12 +895,7 @@ void Api::Routes() {
     if (req.method != "POST" || req.has_header("Content-Length")) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
-    const auto it = posts->find(req.path);
-    if (it != posts->end()) {
-      it->second(req, res);
-    } else {
-      res.status = 404;
-    }
+    posts->at(req.path)(req, res);  // a POST route's, as checked first
     return httplib::Server::HandlerResponse::Handled;
   });
 

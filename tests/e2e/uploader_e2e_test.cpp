@@ -823,6 +823,22 @@ TEST_F(UploaderE2E, ApiContractAndSessionSurvivesRestart) {
     EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":""})").status, 422);
     EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":".."})").status, 422);
     EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":42})").status, 422);
+    // Storage drops a path segment's trailing dot: the blobs would not be under the name given.
+    EXPECT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"run."})").status, 422);
+    // Fields in the query would be ignored: a session under a generated name, or every dead
+    // letter retried for one named.
+    auto query = up.BodilessPost("/v1/watch/start?session_name=run-7");
+    EXPECT_EQ(query.status, 422);
+    EXPECT_EQ(query.body["error"],
+              "unknown query parameter \"session_name\": this route takes no query (its fields, "
+              "if any, go in a JSON body)");
+    EXPECT_EQ(up.Call("POST", "/v1/failed/retry?file=20240101/s/x", "").status, 422);
+    EXPECT_EQ(up.Status()["state"], "idle") << "nothing was started";
+    // "identity" is a token, matched in any case.
+    EXPECT_EQ(up.Raw("POST /v1/watch/stop" + head +
+                     "Content-Encoding: Identity\r\nContent-Length: 0\r\n\r\n")
+                  .status,
+              409);
     // A misspelt field would otherwise start a session under a generated name.
     auto typo = up.Call("POST", "/v1/watch/start", R"({"session":"run-7"})");
     EXPECT_EQ(typo.status, 422);
@@ -882,6 +898,10 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   }
   EXPECT_EQ(up.BodilessPost("/v1/watch/stop").status, 401);
   EXPECT_EQ(up.Status()["state"], "idle") << "nothing was started";
+  // A POST where only GET is served is 405 whatever the token: it could change nothing.
+  auto metrics = up.Raw("POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  EXPECT_EQ(metrics.status, 405);
+  EXPECT_NE(metrics.head.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << metrics.head;
   {
     // make watch-start's client finds the port and the token in the .env file, read as the
     // service reads it (a byte-order mark, comments, quotes, an export), when the environment
