@@ -1338,7 +1338,8 @@ bool FileProcessor::BeginRun(ClaimPath& claim, telemetry::Span& root, int* attem
   return true;
 }
 
-std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>* errors) {
+std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>* errors,
+                                                        size_t* unlisted) {
   std::vector<ClaimPath> revived;
   std::vector<std::string> stack = {""};
   while (!stack.empty()) {
@@ -1347,7 +1348,12 @@ std::vector<ClaimPath> FileProcessor::ReviveDeadLetters(std::vector<std::string>
     // What cannot be looked at is named in the answer: its dead letters stay where they are.
     // Not found: gone since the listing (moved by another replica's retry, or the operator).
     const auto unseen = [&](const Status& s) {
-      if (s.kind() != ErrorKind::kNotFound) errors->push_back(s.ToString());
+      if (s.kind() == ErrorKind::kNotFound) return;
+      if (errors->size() < kMaxListedErrors) {
+        errors->push_back(s.ToString());
+      } else if (unlisted != nullptr) {
+        ++*unlisted;
+      }
     };
     auto entries = fs::ListDir(fs::Join(d_.config.failed_root, rel));
     if (!entries.ok()) {

@@ -144,8 +144,12 @@ class FileProcessor {
   void BeginNoMore() { run_gate_.Close(); }
 
   // Moves every dead-lettered file back into the pipeline as a claim of this replica; returns
-  // the claims to queue. The blob name stays the one the original claim gave.
-  std::vector<ClaimPath> ReviveDeadLetters(std::vector<std::string>* errors);
+  // the claims to queue. The blob name stays the one the original claim gave. What could not be
+  // moved back is told in `errors`, the first kMaxListedErrors of them (a failed tree the
+  // volume cannot read may fail for every entry), the rest counted in `unlisted` when given.
+  static constexpr size_t kMaxListedErrors = 20;
+  std::vector<ClaimPath> ReviveDeadLetters(std::vector<std::string>* errors,
+                                           size_t* unlisted = nullptr);
 
  private:
   Result<ClaimPath> Claim(const WorkItem& item);

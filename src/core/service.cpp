@@ -678,19 +678,25 @@ Service::WatchError Service::StopWatch(SessionState* out, std::string* error) {
   return WatchError::kNone;
 }
 
-size_t Service::RetryFailed(std::vector<std::string>* errors, size_t* left) {
-  size_t queued = 0;
-  *left = 0;
-  for (auto& c : processor_.ReviveDeadLetters(errors)) {
+Service::RetryOutcome Service::RetryFailed() {
+  RetryOutcome out;
+  // A second walk beside the first (a client's retry after its timeout) would only race it for
+  // the same files and double the load on the volume.
+  const std::unique_lock one(retry_mu_, std::try_to_lock);
+  if (!one.owns_lock()) {
+    out.busy = true;
+    return out;
+  }
+  for (auto& c : processor_.ReviveDeadLetters(&out.errors, &out.errors_unlisted)) {
     if (!inflight_.Add(c.Path())) continue;
     WorkItem item{WorkItem::Kind::kClaim, {}, {}, {}, c, true, clock_.Now()};
     if (EnqueueClaim(std::move(item), {}, /*wait=*/false)) {
-      ++queued;
+      ++out.queued;
     } else {
-      ++*left;
+      ++out.left;
     }
   }
-  return queued;
+  return out;
 }
 
 nlohmann::json Service::StatusJson() const {

@@ -61,11 +61,18 @@ class Service {
   // Starts watching <incoming>/<name> (the name is already validated). Persisted on the volume.
   WatchError StartWatch(const std::string& name, SessionState* out, std::string* error);
   WatchError StopWatch(SessionState* out, std::string* error);
-  // Moves dead-lettered files back into the pipeline as claims of this replica and returns how
-  // many were queued. It never waits for room: a claim the queue has no room for now is left
-  // to the sweeper, which queues this replica's claims that no worker holds within two sweeps
-  // (counted in *left).
-  size_t RetryFailed(std::vector<std::string>* errors, size_t* left);
+  // Moves dead-lettered files back into the pipeline as claims of this replica. It never waits
+  // for room: a claim the queue has no room for now is left to the sweeper, which queues this
+  // replica's claims that no worker holds within two sweeps. One retry at a time: another asked
+  // for meanwhile does nothing (`busy`).
+  struct RetryOutcome {
+    size_t queued = 0;
+    size_t left = 0;                  // to the sweeper
+    std::vector<std::string> errors;  // the first FileProcessor::kMaxListedErrors
+    size_t errors_unlisted = 0;       // past those
+    bool busy = false;
+  };
+  RetryOutcome RetryFailed();
   nlohmann::json StatusJson() const;
 
   Instruments& instruments() { return inst_; }
@@ -164,6 +171,7 @@ class Service {
   // Serialises StartWatch and StopWatch, held across their session-file I/O (which mu_ must not
   // be: status takes mu_, and a hung NFS server would hold it up).
   std::mutex watch_mu_;
+  std::mutex retry_mu_;                  // held by the one retry under way
   std::optional<SessionState> session_;  // guarded by mu_ (cache of the session file)
   // Guarded by mu_: bumped by each StartWatch and StopWatch, so the scan loop does not cache a
   // read of the session file that began before one of them wrote it.

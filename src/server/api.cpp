@@ -821,10 +821,13 @@ void Api::Routes() {
   });
   post("/v1/failed/retry", [this](const httplib::Request& req, httplib::Response& res) {
     if (RefusedFieldlessBody(req, res)) return;
-    std::vector<std::string> errors;
-    size_t left = 0;
-    const size_t n = service_.RetryFailed(&errors, &left);
-    Json(res, 200, {{"queued", n}, {"left_for_sweeper", left}, {"errors", errors}});
+    const core::Service::RetryOutcome r = service_.RetryFailed();
+    if (r.busy) return Error(res, 409, "a retry is already under way on this replica");
+    Json(res, 200,
+         {{"queued", r.queued},
+          {"left_for_sweeper", r.left},
+          {"errors", r.errors},
+          {"errors_unlisted", r.errors_unlisted}});
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(telemetry::RenderPrometheus(metrics_), telemetry::kPrometheusContentType);

@@ -815,6 +815,55 @@ TEST(ServiceTest, AWatchStopsDespiteADamagedSessionFile) {
   EXPECT_TRUE(service.Shutdown(5s));
 }
 
+// One retry at a time: a second asked for while the first walks the failed tree (a client that
+// timed out and tried again) does nothing and says so. And a failed tree the volume cannot read
+// names the first 20 of its errors and counts the rest, rather than answering without bound.
+TEST(ServiceTest, DeadLettersAreRetriedByOneWalkAtATimeWithItsErrorsBounded) {
+  TempDir dir;
+  Config config = TestConfig(dir, FreshContainer("retry1"));
+  config.replica_id = "retry-one";
+  const std::string date = UtcDate(std::chrono::system_clock::now());
+  for (int i = 0; i < 25; ++i) {
+    const ClaimPath c{
+        date, "s", "", "f" + std::to_string(i), "gone", NewNonce(), ClaimState::kClaimed};
+    WriteFile(config.failed_root + "/" + FailedPathFor(c).DataPath(), "x");
+  }
+  auto blob = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
+  Started started(config, *blob);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
+  nbu::test::Gate walking;
+  nbu::test::Gate release;
+  const std::string failed_dir = config.failed_root + "/" + date + "/s";
+  std::atomic<std::thread::id> retrying{};  // only the first retry's walk is held
+  const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
+    if (std::string_view(op) == "opendir" && path == failed_dir &&
+        std::this_thread::get_id() == retrying.load()) {
+      walking.Open();
+      release.Wait(20s);
+    }
+    // Every dead letter's look fails: the volume's trouble.
+    return std::string_view(op) == "stat" && path.starts_with(failed_dir + "/") ? ESTALE : 0;
+  });
+  Service::RetryOutcome first;
+  std::thread retry([&] {
+    retrying = std::this_thread::get_id();
+    first = service.RetryFailed();
+  });
+  ASSERT_TRUE(walking.Wait(10s));
+  const Service::RetryOutcome second = service.RetryFailed();
+  EXPECT_TRUE(second.busy);
+  EXPECT_EQ(second.queued + second.left + second.errors.size(), 0u);
+  release.Open();
+  retry.join();
+  EXPECT_FALSE(first.busy);
+  EXPECT_EQ(first.queued, 0u);
+  EXPECT_EQ(first.errors.size(), FileProcessor::kMaxListedErrors);
+  EXPECT_EQ(first.errors_unlisted, 25u - FileProcessor::kMaxListedErrors);
+  EXPECT_NE(first.errors[0].find("Stale file handle"), std::string::npos) << first.errors[0];
+  EXPECT_TRUE(service.Shutdown(5s));
+}
+
 // POST /v1/failed/retry with more dead letters than the queue holds: it queues what fits at
 // once and leaves the rest on the volume as claims, for the sweeper to pick up as orphans. A
 // claim it could not queue must not stay marked in flight, or no sweep would ever take it.
@@ -837,12 +886,10 @@ TEST(ServiceTest, DeadLettersRetriedPastAFullQueueAreLeftForTheSweeper) {
   Started started(config, *slow.blob);
   Service& service = started.service;
   ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
-  std::vector<std::string> errors;
-  size_t left = 0;
-  const size_t queued = service.RetryFailed(&errors, &left);
-  EXPECT_TRUE(errors.empty()) << errors.front();
-  EXPECT_EQ(queued + left, files.size());
-  EXPECT_GE(left, 3u) << "one in the worker and one in the queue at most";
+  const Service::RetryOutcome retried = service.RetryFailed();
+  EXPECT_TRUE(retried.errors.empty()) << retried.errors.front();
+  EXPECT_EQ(retried.queued + retried.left, files.size());
+  EXPECT_GE(retried.left, 3u) << "one in the worker and one in the queue at most";
   // The sweeper fills the queue with the claims left while the worker is held: the status says
   // so (invariant 6), and stops saying so once the queue has drained.
   const auto queue_full = [&] {

@@ -223,6 +223,8 @@ TEST_F(FaultE2E, PoisonFileIsDeadLetteredKeptAndRetriable) {
   EXPECT_EQ(retry.status, 200);
   EXPECT_EQ(retry.body["queued"], 1);
   EXPECT_EQ(retry.body["left_for_sweeper"], 0);
+  EXPECT_EQ(retry.body["errors"], nlohmann::json::array());
+  EXPECT_EQ(retry.body["errors_unlisted"], 0);
   ExpectAllArrive("p", {{"sub/poison.bin", bad}}, 60s);
   EXPECT_TRUE(WaitFor([&] { return Volume::Files(volume_.failed()).empty(); }, 10s));
   // Both follow the sweeper's count of the dead-letter area, refreshed at each sweep.
