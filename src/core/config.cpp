@@ -560,7 +560,12 @@ void CheckVolume(const Config& c, std::vector<std::string>* errors) {
     }
     for (const auto& [var, root] : Roots(c)) {
       if (root == &c.staging_root) continue;
-      const auto mount = fs::MountOf(*root);
+      // Tried again on a passing error of the volume, as every look at it here.
+      Result<fs::Mount> mount = fs::Mount{};
+      (void)fs::Tried([&mount, root = root] {
+        mount = fs::MountOf(*root);
+        return mount.status();
+      });
       if (!mount.ok()) {
         errors->push_back(std::string(var) +
                           ": its file system cannot be told: " + mount.status().ToString());

@@ -413,7 +413,10 @@ Status ForEachEntry(const std::string& path, const std::function<bool(const DirE
     entry.name = name;
     entry.type = e->d_type;
     if (PathCall() && InjectedForTest("d_type", Join(path, name)) != 0) entry.type = DT_UNKNOWN;
-    if (!fn(entry)) break;
+    if (!fn(entry)) {
+      errno = 0;  // stopped, not failed: whatever `fn` left there is not readdir's
+      break;
+    }
   }
   const int err = errno;
   ::closedir(d);
@@ -479,14 +482,17 @@ bool Holds(std::string_view point, std::string_view path) {
 
 }  // namespace
 
-std::optional<Mount> MountHolding(std::string_view mountinfo, std::string_view path) {
+std::optional<Mount> MountHolding(std::string_view mountinfo, std::string_view path,
+                                  std::optional<uint64_t> dev) {
   std::optional<Mount> best;
+  bool best_on_dev = false;
   while (!mountinfo.empty()) {
     const size_t eol = mountinfo.find('\n');
     const std::string_view line = mountinfo.substr(0, eol);
     mountinfo = eol == std::string_view::npos ? std::string_view() : mountinfo.substr(eol + 1);
-    // "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext4 /dev/vda rw": the fifth field is
-    // the mount point, the first after the lone "-" the type (optional fields come between).
+    // "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext4 /dev/vda rw": the third field is
+    // the device, the fifth the mount point, the first after the lone "-" the type (optional
+    // fields come between).
     std::vector<std::string_view> fields;
     for (size_t at = 0; at < line.size();) {
       const size_t end = std::min(line.find(' ', at), line.size());
@@ -499,22 +505,33 @@ std::optional<Mount> MountHolding(std::string_view mountinfo, std::string_view p
       continue;
     }
     std::string point = Unescaped(fields[4]);
-    if (Holds(point, path) && (!best || point.size() >= best->point.size())) {
+    if (!Holds(point, path)) continue;
+    // A mount on the path's own device beats one that is not: a mount over a parent hides a
+    // longer mount point below it, which mountinfo still lists.
+    const bool on_dev =
+        dev && fields[2] == std::to_string(major(*dev)) + ":" + std::to_string(minor(*dev));
+    if (!best || (on_dev && !best_on_dev) ||
+        (on_dev == best_on_dev && point.size() >= best->point.size())) {
       best = Mount{std::move(point), std::string(dash[1])};
+      best_on_dev = on_dev;
     }
   }
   return best;
 }
 
 Result<Mount> MountOf(const std::string& path) {
-  std::filesystem::path at = std::filesystem::absolute(path).lexically_normal();
+  std::error_code error;
+  std::filesystem::path at = std::filesystem::absolute(path, error).lexically_normal();
+  if (error) return ErrnoStatus("resolve " + path, error.value());
   for (;;) {
-    std::error_code error;
     const std::filesystem::path resolved = std::filesystem::canonical(at, error);
     if (!error) {
+      struct stat st {};
+      if (::stat(resolved.c_str(), &st) != 0)
+        return ErrnoStatus("stat " + resolved.string(), errno);
       auto text = ReadSmallFile("/proc/self/mountinfo", 64 << 20);
       if (!text.ok()) return text.status();
-      if (auto mount = MountHolding(*text, resolved.string())) return *mount;
+      if (auto mount = MountHolding(*text, resolved.string(), st.st_dev)) return *mount;
       return Status(ErrorKind::kPermanent,
                     "no mount in /proc/self/mountinfo holds " + resolved.string());
     }

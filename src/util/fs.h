@@ -149,8 +149,10 @@ struct Mount {
 };
 // The mount holding the absolute, resolved `path`, from /proc/self/mountinfo's `text`: the one
 // whose mount point is its longest prefix, and of two at one point the later (mounted over the
-// other). nullopt when no line does (the text is not mountinfo's).
-std::optional<Mount> MountHolding(std::string_view mountinfo, std::string_view path);
+// other); given the path's device (st_dev), one on that device first (a mount over a parent
+// hides the longer mount points below it). nullopt when no line holds it (not mountinfo's text).
+std::optional<Mount> MountHolding(std::string_view mountinfo, std::string_view path,
+                                  std::optional<uint64_t> dev = std::nullopt);
 // The same for `path` as this process sees it: the path resolved, or the nearest directory
 // above it that exists (where it would be made).
 Result<Mount> MountOf(const std::string& path);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <unistd.h>
 
@@ -190,8 +191,11 @@ TEST(ForEachEntry, EveryEntryOnceUntilTheCallbackStops) {
   std::sort(seen.begin(), seen.end());
   EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "c", "d/"}));
   int calls = 0;
-  s = fs::ForEachEntry(dir.path(), [&](const fs::DirEntry&) { return ++calls < 2; });
-  EXPECT_TRUE(s.ok());
+  s = fs::ForEachEntry(dir.path(), [&](const fs::DirEntry&) {
+    errno = EIO;  // what the callback did last is not readdir's failure
+    return ++calls < 2;
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(calls, 2);
   calls = 0;
   s = fs::ForEachEntry(dir / "missing", [&](const fs::DirEntry&) { return ++calls > 0; });
@@ -417,6 +421,16 @@ TEST(MountHolding, TheLongestWholePrefixMountedLastWins) {
   EXPECT_EQ(fs::MountHolding("", "/"), std::nullopt);
   // Without the one over it, the NFS mount holds its tree again.
   EXPECT_EQ(fs::MountHolding(info.substr(0, info.find("33 30")), "/mnt/nfs/in")->type, "nfs4");
+  // A mount over a parent hides the longer mount point below it, which mountinfo still lists:
+  // the path's own device tells which holds it.
+  const std::string_view over_parent =
+      "22 1 252:1 / / rw - ext4 /dev/vda1 rw\n"
+      "30 22 0:40 / /mnt/nfs rw - nfs4 srv:/export rw\n"
+      "40 22 0:50 / /mnt rw - tmpfs tmpfs rw\n";
+  EXPECT_EQ(fs::MountHolding(over_parent, "/mnt/nfs/in", makedev(0, 50))->point, "/mnt");
+  EXPECT_EQ(fs::MountHolding(over_parent, "/mnt/nfs/in", makedev(0, 40))->type, "nfs4");
+  EXPECT_EQ(fs::MountHolding(over_parent, "/mnt/nfs/in")->type, "nfs4");  // no device: longest
+  EXPECT_EQ(fs::MountHolding(over_parent, "/mnt/nfs/in", makedev(9, 9))->type, "nfs4");
 }
 
 // A path that does not exist yet is on the mount of the nearest directory above it, where it
