@@ -846,7 +846,7 @@ TEST(ServiceTest, DeadLettersAreRetriedByOneWalkAtATimeWithItsErrorsBounded) {
     return std::string_view(op) == "stat" && path.starts_with(failed_dir + "/") ? ESTALE : 0;
   });
   Service::RetryOutcome first;
-  std::thread retry([&] {
+  std::jthread retry([&] {
     retrying = std::this_thread::get_id();
     first = service.RetryFailed();
   });

@@ -166,11 +166,11 @@ TEST(RunGateTest, ALoneWaitStartsAgainWhenTheLoneRunAheadShares) {
   std::optional<RunGate::Pass> first;
   first.emplace(gate, true, stop.get_token(), kLong);
   std::optional<RunGate::Pass> second;
-  std::thread waiter([&] { second.emplace(gate, true, stop.get_token(), 300ms); });
+  std::thread waiter([&] { second.emplace(gate, true, stop.get_token(), 1000ms); });
   ASSERT_TRUE(WaitFor([&] { return gate.alone_waiting() == 1; }));
-  std::this_thread::sleep_for(250ms);
-  first->Share();                      // 250 ms into the second's wait of 300
-  std::this_thread::sleep_for(100ms);  // past the 300 ms counted from its start
+  std::this_thread::sleep_for(900ms);
+  first->Share();                      // 900 ms into the second's wait of 1000
+  std::this_thread::sleep_for(300ms);  // past the 1000 ms counted from its start
   EXPECT_EQ(gate.alone_waiting(), 1) << "still waiting to run alone";
   first.reset();
   waiter.join();
@@ -184,7 +184,7 @@ TEST(RunGateTest, ALoneRunPastItsLimitHasTheOthersBesideIt) {
     RunGate gate;
     std::stop_source stop;
     std::optional<RunGate::Pass> lone;
-    lone.emplace(gate, true, stop.get_token(), 200ms);
+    lone.emplace(gate, true, stop.get_token(), 1000ms);
     ASSERT_TRUE(lone->alone());
     std::atomic<bool> entered{false};
     std::optional<RunGate::Pass> later;
