@@ -27,7 +27,9 @@ void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_d
                    const std::function<void(const std::string&)>& on_file, std::stop_token stop) {
   // One entry at a time, not the directory listed whole: a flat session kept for a long
   // retention holds millions of markers. An entry `on_file` renames or removes may come again
-  // under its new name, or not at all, as readdir has it; a sweep takes either.
+  // under its new name, or not at all, as readdir has it; a sweep takes either. Subdirectories
+  // are walked once this one is closed: one directory open at a time, however deep the tree.
+  std::vector<std::string> subdirs;
   const Status listed = fs::ForEachEntry(fs::Join(root, rel), [&](const fs::DirEntry& e) {
     if (stop.stop_requested()) return false;
     const std::string child = rel.empty() ? e.name : rel + "/" + e.name;
@@ -45,9 +47,7 @@ void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_d
     }
     if (is_dir) {
       // Only the date trees are ours to walk at the top level (_replicas etc. are not).
-      if (rel.empty() && !IsDateDir(e.name)) return true;
-      Walk(root, child, prune_dirs, on_file, stop);
-      if (prune_dirs) ::rmdir(fs::Join(root, child).c_str());  // fails harmlessly unless empty
+      if (!rel.empty() || IsDateDir(e.name)) subdirs.push_back(child);
     } else if (!rel.empty()) {
       on_file(child);
     }
@@ -55,6 +55,11 @@ void Sweeper::Walk(const std::string& root, const std::string& rel, bool prune_d
   });
   if (!listed.ok() && listed.kind() != ErrorKind::kNotFound && unlisted_.empty()) {
     unlisted_ = listed.ToString();
+  }
+  for (const std::string& child : subdirs) {
+    if (stop.stop_requested()) return;
+    Walk(root, child, prune_dirs, on_file, stop);
+    if (prune_dirs) ::rmdir(fs::Join(root, child).c_str());  // fails harmlessly unless empty
   }
 }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -107,6 +108,30 @@ TEST_F(SweeperTest, RecoveryStoppedBeforeItBeginsDoesNothing) {
   stop.request_stop();
   EXPECT_TRUE(sweeper.RecoverOwnClaims(stop.get_token()).empty());
   EXPECT_TRUE(fs::Stat(config.staging_root + "/20261128/s/a~0123456789abcdef").ok());
+}
+
+// A producer's tree may be deep: the walk holds one directory open at a time, not one per level
+// (each an fd and a readdir buffer), and still finds what lies at the bottom.
+TEST_F(SweeperTest, TheWalkHoldsOneDirectoryOpenAtATime) {
+  std::string deep = "d";
+  for (int level = 1; level < 40; ++level) deep += "/d" + std::to_string(level);
+  const ClaimPath mine{"20261128", "s", deep, "bottom", "me", NewNonce(), ClaimState::kClaimed};
+  WriteFile(config.processing_root + "/" + mine.Path(), "x");
+  const auto open_fds = [] {
+    size_t n = 0;  // not through fs::ListDir, whose opendir the seam below watches
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+  };
+  const size_t before = open_fds();
+  size_t most = 0;
+  const test::ScopedPathCall seam([&](const char* op, const std::string&) {
+    if (std::string_view(op) == "opendir") most = std::max(most, open_fds());
+    return 0;
+  });
+  const auto own = sweeper.RecoverOwnClaims();
+  ASSERT_EQ(own.size(), 1u);
+  EXPECT_EQ(own[0].Path(), mine.Path());
+  EXPECT_LE(most, before + 1) << "directories open at once while walking 42 levels";
 }
 
 TEST_F(SweeperTest, GcRemovesDoneMarkersAndEmptyDirsButNotUnknownFiles) {
