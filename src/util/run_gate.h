@@ -130,7 +130,8 @@ class RunGate {
   // A lone run alone for longer than its limit has the others beside it from then on, counted as
   // side by side (its Share or Leave settles that count). Lone runs waiting behind it wait their
   // limit once more, for it to end (their lone turn), before they too go in beside it: side-by-side
-  // runs, which wait for them, are held two limits at most.
+  // runs, which wait for them, are held two limits at most for each lone run (a suspect per
+  // worker, after a crash, at most: a parked worker takes no other).
   void ExpireLoneHold(Clock::time_point now) {
     if (!alone_inside_ || now < alone_until_) return;
     alone_inside_ = false;
