@@ -78,6 +78,23 @@ class FileProcessorAzuriteTest : public ::testing::Test {
     item.check_existing = check_existing;
     return item;
   }
+  // A processor whose reads of a claim with `held` in its path wait for `hold` (20 s at most),
+  // after setting `reading`: a run held inside the gate.
+  std::unique_ptr<FileProcessor> ProcessorHolding(
+      const std::string& held, nbu::test::Gate& hold, std::atomic<bool>& reading,
+      std::chrono::milliseconds lone_wait_limit = std::chrono::minutes(1)) {
+    FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+    deps.lone_wait_limit = lone_wait_limit;
+    deps.claim_pread = [&hold, &reading, held](const std::string& path, int fd, char* buf,
+                                               size_t len, off_t at) {
+      if (path.find(held) != std::string::npos) {
+        reading = true;
+        hold.Wait(20s);
+      }
+      return ::pread(fd, buf, len, at);
+    };
+    return std::make_unique<FileProcessor>(std::move(deps));
+  }
   // A producer's file incoming/s/`rel` holding `data`, queued as the scanner queues it.
   WorkItem FreshItem(const std::string& rel, const std::string& data) {
     const std::string src = fs::Join(config_.incoming_dir, "s/" + rel);
@@ -1193,15 +1210,8 @@ TEST_F(FileProcessorAzuriteTest, AClaimInterruptedTwiceRunsAlone) {
   for (const int runs : {1, 2}) {
     nbu::test::Gate hold;
     std::atomic<bool> suspect_reading{false};
-    FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-    deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
-      if (path.find("suspect") != std::string::npos) {
-        suspect_reading = true;
-        hold.Wait(10s);
-      }
-      return ::pread(fd, buf, len, at);
-    };
-    FileProcessor processor(std::move(deps));
+    const auto held = ProcessorHolding("suspect", hold, suspect_reading);
+    FileProcessor& processor = *held;
     const std::string name = "runs" + std::to_string(runs);
     const std::string data = PatternBytes(1000, runs == 1 ? 44 : 45);
     const WorkItem suspect = PlaceClaim(name + "-suspect.bin", data, false, runs);
@@ -1235,17 +1245,9 @@ TEST_F(FileProcessorAzuriteTest, AClaimInterruptedTwiceRunsAlone) {
 // attempt a suspect no longer holds the others back.
 TEST_F(FileProcessorAzuriteTest, ASuspectRunsAloneOnlyForABoundedWaitAndItsFirstAttempt) {
   nbu::test::Gate hold;
-  std::atomic<int> reads_held{0};
-  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.lone_wait_limit = 200ms;
-  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
-    if (path.find("held") != std::string::npos) {
-      ++reads_held;
-      hold.Wait(10s);
-    }
-    return ::pread(fd, buf, len, at);
-  };
-  FileProcessor processor(std::move(deps));
+  std::atomic<bool> reading_held{false};
+  const auto held = ProcessorHolding("held", hold, reading_held, 200ms);
+  FileProcessor& processor = *held;
   const std::string data = PatternBytes(1000, 46);
   const WorkItem stuck = PlaceClaim("held-side.bin", data, false, 1);
   std::atomic<bool> stuck_done{false};
@@ -1253,7 +1255,7 @@ TEST_F(FileProcessorAzuriteTest, ASuspectRunsAloneOnlyForABoundedWaitAndItsFirst
     processor.Process(stuck, {});
     stuck_done = true;
   });
-  ASSERT_TRUE(WaitFor([&] { return reads_held.load() == 1; }, 10s));
+  ASSERT_TRUE(WaitFor([&] { return reading_held.load(); }, 10s));
   const WorkItem suspect = PlaceClaim("suspect.bin", data, false, 2);
   test::CapturedLog waited("running a claim interrupted before beside the others");
   processor.Process(suspect, {});
@@ -1308,16 +1310,8 @@ TEST_F(FileProcessorAzuriteTest, ASuspectsRetriesRunBesideTheOthers) {
 TEST_F(FileProcessorAzuriteTest, ASuspectsLongFirstAttemptHasTheOthersBesideItPastTheLimit) {
   nbu::test::Gate hold;
   std::atomic<bool> suspect_reading{false};
-  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.lone_wait_limit = 300ms;
-  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
-    if (path.find("suspect") != std::string::npos) {
-      suspect_reading = true;
-      hold.Wait(20s);
-    }
-    return ::pread(fd, buf, len, at);
-  };
-  FileProcessor processor(std::move(deps));
+  const auto held = ProcessorHolding("suspect", hold, suspect_reading, 300ms);
+  FileProcessor& processor = *held;
   const std::string data = PatternBytes(1000, 48);
   const WorkItem suspect = PlaceClaim("long-suspect.bin", data, false, 2);
   std::atomic<bool> suspect_done{false};
@@ -1341,15 +1335,8 @@ TEST_F(FileProcessorAzuriteTest, ASuspectsLongFirstAttemptHasTheOthersBesideItPa
 TEST_F(FileProcessorAzuriteTest, ItemsWaitingAtTheGateEndWhenNoMoreAreBegun) {
   nbu::test::Gate hold;
   std::atomic<bool> suspect_reading{false};
-  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
-    if (path.find("suspect") != std::string::npos) {
-      suspect_reading = true;
-      hold.Wait(20s);
-    }
-    return ::pread(fd, buf, len, at);
-  };
-  FileProcessor processor(std::move(deps));
+  const auto held = ProcessorHolding("suspect", hold, suspect_reading);
+  FileProcessor& processor = *held;
   const std::string data = PatternBytes(1000, 49);
   const WorkItem suspect = PlaceClaim("closing-suspect.bin", data, false, 2);
   std::jthread first([&] { processor.Process(suspect, {}); });
@@ -1716,15 +1703,8 @@ TEST_F(FileProcessorAzuriteTest, ASuspectOnlyToBeMovedDoesNotWaitToRunAlone) {
   WriteFile(config_.failed_root, "");  // a file in the failed root's place refuses the move
   nbu::test::Gate hold;
   std::atomic<bool> held_reading{false};
-  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
-  deps.claim_pread = [&](const std::string& path, int fd, char* buf, size_t len, off_t at) {
-    if (path.find("held") != std::string::npos) {
-      held_reading = true;
-      hold.Wait(20s);
-    }
-    return ::pread(fd, buf, len, at);
-  };
-  FileProcessor processor(std::move(deps));
+  const auto holding = ProcessorHolding("held", hold, held_reading);
+  FileProcessor& processor = *holding;
   processor.Process(older, {});  // superseded, and the move refused: kept
   ASSERT_EQ(Count(inst_.files_superseded), 1);
   const WorkItem held = PlaceClaim("held.bin", PatternBytes(1000, 52), false, 1);
