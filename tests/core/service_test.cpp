@@ -828,14 +828,11 @@ TEST(ServiceTest, DeadLettersAreRetriedByOneWalkAtATimeWithItsErrorsBounded) {
         date, "s", "", "f" + std::to_string(i), "gone", NewNonce(), ClaimState::kClaimed};
     WriteFile(config.failed_root + "/" + FailedPathFor(c).DataPath(), "x");
   }
-  auto blob = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
-  Started started(config, *blob);
-  Service& service = started.service;
-  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   nbu::test::Gate walking;
   nbu::test::Gate release;
   const std::string failed_dir = config.failed_root + "/" + date + "/s";
   std::atomic<std::thread::id> retrying{};  // only the first retry's walk is held
+  // Set before the service's threads start, and gone after they end: the seam is no atomic.
   const nbu::test::ScopedPathCall seam([&](const char* op, const std::string& path) {
     if (std::string_view(op) == "opendir" && path == failed_dir &&
         std::this_thread::get_id() == retrying.load()) {
@@ -845,6 +842,10 @@ TEST(ServiceTest, DeadLettersAreRetriedByOneWalkAtATimeWithItsErrorsBounded) {
     // Every dead letter's look fails: the volume's trouble.
     return std::string_view(op) == "stat" && path.starts_with(failed_dir + "/") ? ESTALE : 0;
   });
+  auto blob = nbu::test::MakeBlobClient(SharedAzurite(), config.azure_container);
+  Started started(config, *blob);
+  Service& service = started.service;
+  ASSERT_TRUE(WaitFor([&] { return service.ready(); }, 30s));
   Service::RetryOutcome first;
   std::jthread retry([&] {
     retrying = std::this_thread::get_id();
