@@ -174,10 +174,7 @@ std::string WithoutSecrets(const std::string& text, const KeyValues* headers,
     }
     secrets.push_back(Base64Encode(user + ":" + decoded(password)));
   }
-  // Longest first: a word of a value is part of the whole value.
-  std::sort(secrets.begin(), secrets.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  return ScrubSecrets(text, secrets);
+  return ScrubSecrets(text, secrets);  // merges overlapping spans: order does not matter
 }
 
 bool IsRetryableOtlpStatus(long http_status) {
