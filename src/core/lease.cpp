@@ -128,7 +128,8 @@ std::optional<LeaseText> LeaseBook::AnothersLease() const {
 }
 
 Status LeaseBook::Write(bool stopped) {
-  if (Status s = fs::MkdirAll(Dir()); !s.ok()) return s;
+  // Never the processing root itself: see MkdirBelow.
+  if (Status s = fs::MkdirBelow(config_.processing_root, Dir()); !s.ok()) return s;
   nlohmann::json body = {{"replica", config_.replica_id},
                          {"instance", instance_},
                          {"host", HostName()},

@@ -621,7 +621,8 @@ Service::WatchError Service::StartWatch(const std::string& name, SessionState* o
       },
       &s, error);
   if (result != WatchError::kNone) return result;
-  if (Status st = fs::MkdirAll(fs::Join(config_.incoming_dir, name)); !st.ok()) {
+  if (Status st = fs::MkdirBelow(config_.incoming_dir, fs::Join(config_.incoming_dir, name));
+      !st.ok()) {
     LogWarn("cannot create the session directory", {{"error", st.ToString()}});
   }
   {

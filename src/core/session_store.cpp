@@ -66,7 +66,8 @@ Result<std::optional<SessionState>> Parse(const std::string& path, const std::st
 }  // namespace
 
 SessionStore::SessionStore(const std::string& processing_root, DirLister list_dir)
-    : legacy_path_(fs::Join(processing_root, "_session.json")),
+    : root_(processing_root),
+      legacy_path_(fs::Join(processing_root, "_session.json")),
       dir_(fs::Join(processing_root, "_session")),
       list_dir_(std::move(list_dir)) {}
 
@@ -126,7 +127,7 @@ Result<std::optional<SessionState>> SessionStore::Load(uint64_t* generation) con
 Status SessionStore::Save(const SessionState& s, uint64_t loaded) const {
   nlohmann::json j = {{"name", s.name}, {"started_at", s.started_at}, {"active", s.active}};
   if (!s.stopped_at.empty()) j["stopped_at"] = s.stopped_at;
-  if (Status st = fs::MkdirAll(dir_); !st.ok()) return st;
+  if (Status st = fs::MkdirBelow(root_, dir_); !st.ok()) return st;  // never the root itself
   const uint64_t next = loaded + 1;
   const std::string path = GenerationPath(next);
   // Not a generation's name, so no reader takes it; unique, so no other writer touches it.

@@ -56,6 +56,7 @@ class SessionStore {
   Result<uint64_t> Newest() const;
   void RemoveOldGenerations(uint64_t newest) const;
 
+  std::string root_;         // <processing>
   std::string legacy_path_;  // <processing>/_session.json
   std::string dir_;          // <processing>/_session
   DirLister list_dir_;

@@ -170,22 +170,39 @@ int MkdirOne(const std::string& path, mode_t mode) {
   return ::mkdir(path.c_str(), mode) == 0 ? 0 : errno;
 }
 
-}  // namespace
-
-Status MkdirAll(const std::string& path, mode_t mode, int* failed_errno) {
+// MkdirAll, making no directory whose path is `kept` characters long or shorter (0: any).
+Status MkdirUnder(const std::string& path, size_t kept, mode_t mode, int* failed_errno) {
   if (path.empty()) return Status::Ok();
   const std::string parent = Dirname(path);
   int err = 0;
   for (int tries = 0; tries < 3; ++tries) {
     err = MkdirOne(path, mode);
     if (err == 0 || err == EEXIST) return Status::Ok();
-    if (err != ENOENT || parent == path) break;
+    if (err != ENOENT || parent == path || parent.size() <= kept) break;
     // The parent is missing: not made yet, or removed again since it was made (another process
     // pruning empty directories, as the sweeps do).
-    if (Status s = MkdirAll(parent, mode, failed_errno); !s.ok()) return s;
+    if (Status s = MkdirUnder(parent, kept, mode, failed_errno); !s.ok()) return s;
   }
   if (failed_errno != nullptr) *failed_errno = err;
   return ErrnoStatus("mkdir " + path, err);
+}
+
+}  // namespace
+
+Status MkdirAll(const std::string& path, mode_t mode, int* failed_errno) {
+  return MkdirUnder(path, 0, mode, failed_errno);
+}
+
+Status MkdirBelow(const std::string& root, const std::string& path, mode_t mode) {
+  std::string_view kept = root;
+  while (kept.size() > 1 && kept.back() == '/') kept.remove_suffix(1);
+  const bool inside = kept == "/" ? path.size() > 1 && path.front() == '/'
+                                  : path.size() > kept.size() + 1 && path.starts_with(kept) &&
+                                        path[kept.size()] == '/';
+  if (!inside) {
+    return Status(ErrorKind::kPermanent, path + " does not lie inside " + root);
+  }
+  return MkdirUnder(path, kept.size(), mode, nullptr);
 }
 
 namespace {

@@ -74,6 +74,12 @@ Result<Fd> CreateFresh(const std::string& path, mode_t mode = 0644);
 // process pruning empty directories) is made again, twice at most. On failure `*failed_errno`,
 // if given, is the failed mkdir's errno (ENOSPC, EDQUOT: the file system is full).
 Status MkdirAll(const std::string& path, mode_t mode = 0755, int* failed_errno = nullptr);
+// The same for `path` inside the directory `root` (path is root + "/" + something), making no
+// directory but those below root: a missing root fails with not-found. A root on a volume that
+// was unmounted under a running process is missing, or is the empty mount point; what would be
+// made there would lie on the disk under the mount point, seen by no other host and hidden by the
+// next mount.
+Status MkdirBelow(const std::string& root, const std::string& path, mode_t mode = 0755);
 Status Rename(const std::string& from, const std::string& to);
 // Renames a state entry on a shared volume. A retransmitted NFS rename can report ENOENT although
 // it landed, which the target shows: that is success. ENOENT while the source is still there

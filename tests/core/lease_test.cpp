@@ -25,6 +25,8 @@ class LeaseTest : public ::testing::Test {
     config.processing_root = dir.path() + "/proc";
     config.replica_id = "r1";
     config.lease_timeout_s = 2;
+    // Made at start-up (Service::Start): a lease write makes nothing above _replicas.
+    EXPECT_TRUE(fs::MkdirAll(config.processing_root).ok());
   }
   std::string LeasePath() const { return config.processing_root + "/_replicas/r1.lease"; }
   void WriteLease(const nlohmann::json& j) {

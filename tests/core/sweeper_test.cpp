@@ -33,6 +33,7 @@ class SweeperTest : public ::testing::Test {
     config.failed_root = dir.path() + "/failed";
     config.replica_id = "me";
     config.lease_timeout_s = 30;
+    EXPECT_TRUE(fs::MkdirAll(config.processing_root).ok());  // as Service::Start makes it
   }
   ClaimPath Claim(const std::string& base, const std::string& owner,
                   ClaimState state = ClaimState::kClaimed) {

@@ -1049,6 +1049,51 @@ TEST_F(UploaderE2E, AVolumeThatIsNotMountedStopsStartupAndIsLeftUntouched) {
   EXPECT_EQ(up.process().Wait(20s), 0);
 }
 
+// The volume unmounted under a running replica (umount -l; a bind mount of a tmpfs stands for the
+// NFS mount): its roots are gone from the empty mount point, and the heartbeats and a session
+// start that follow fail, said in the status, rather than make them again on the disk under it,
+// where no other replica would see them and the next mount would hide them. Mounted again, the
+// replica goes on where it was.
+TEST_F(UploaderE2E, AVolumeUnmountedWhileRunningIsNotMadeAgainUnderItsMountPoint) {
+  ScopedTmpfs tmpfs(volume_.dir.path() + "/backing", "16m");
+  if (!tmpfs.ok()) GTEST_SKIP() << tmpfs.error();
+  const std::string mount_point = volume_.dir.path() + "/mnt";
+  ScopedBindMount volume(volume_.dir.path() + "/backing", mount_point);
+  ASSERT_TRUE(volume.ok()) << volume.error();
+  UploaderProcess up(azurite_, volume_, container_, "r1",
+                     {{"APP_NFS_INCOMING_DIR", mount_point + "/incoming"},
+                      {"APP_NFS_PROCESSING_ROOT", mount_point + "/.processing"},
+                      {"APP_NFS_FAILED_ROOT", mount_point + "/.failed"},
+                      {"APP_LEASE_TIMEOUT_S", "2"},  // a heartbeat every 0.5 s
+                      {"APP_MIN_FILE_AGE_S", "0.2"}});
+  ASSERT_TRUE(up.WaitReady()) << up.process().ReadLog();
+  ASSERT_EQ(up.Call("POST", "/v1/watch/start", R"({"session_name":"vol"})").status, 200);
+  std::map<std::string, std::string> files = {{"before.bin", PatternBytes(10 << 10, 1)}};
+  WriteFile(mount_point + "/incoming/vol/before.bin", files["before.bin"]);
+  ExpectAllUploaded("vol", files);
+
+  ASSERT_TRUE(volume.Unmount()) << volume.error();
+  const auto lease_failing = [&] {
+    const auto degraded = up.Status()["degraded"];
+    return std::find(degraded.begin(), degraded.end(), "lease_write_failing") != degraded.end();
+  };
+  EXPECT_TRUE(WaitFor(lease_failing, 10s)) << up.Status().dump();
+  const ApiResponse start = up.Call("POST", "/v1/watch/start", R"({"session_name":"other"})");
+  EXPECT_EQ(start.status, 503) << start.body.dump();
+  const auto left = fs::ListDir(mount_point);
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty()) << "made under the mount point: " << left->front().name;
+
+  ASSERT_TRUE(volume.Mount()) << volume.error();
+  EXPECT_TRUE(WaitFor([&] { return !lease_failing(); }, 10s)) << up.Status().dump();
+  files["after.bin"] = PatternBytes(20 << 10, 2);
+  WriteFile(mount_point + "/incoming/vol/after.bin", files["after.bin"]);
+  ExpectAllUploaded("vol", files);
+  EXPECT_EQ(up.Status()["session"]["name"], "vol");
+  up.process().Signal(SIGTERM);
+  EXPECT_EQ(up.process().Wait(20s), 0);
+}
+
 // Every problem in one start, of every kind: values, the telemetry variables, the volume, the
 // CA file, the credential and a listen port already taken (the checks that need no network run
 // whatever else is wrong).

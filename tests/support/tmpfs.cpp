@@ -36,4 +36,33 @@ bool ScopedTmpfs::SetReadOnly(bool read_only) {
   return false;
 }
 
+ScopedBindMount::ScopedBindMount(std::string dir, std::string at)
+    : dir_(std::move(dir)), at_(std::move(at)) {
+  std::error_code ec;
+  std::filesystem::create_directories(at_, ec);
+  Mount();
+}
+
+ScopedBindMount::~ScopedBindMount() {
+  if (mounted_) ::umount2(at_.c_str(), MNT_DETACH);
+}
+
+bool ScopedBindMount::Unmount() {
+  if (::umount2(at_.c_str(), MNT_DETACH) != 0) {
+    error_ = "cannot unmount " + at_ + ": " + std::strerror(errno);
+    return false;
+  }
+  mounted_ = false;
+  return true;
+}
+
+bool ScopedBindMount::Mount() {
+  if (::mount(dir_.c_str(), at_.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    error_ = "cannot bind-mount " + dir_ + " at " + at_ + ": " + std::strerror(errno);
+    return false;
+  }
+  mounted_ = true;
+  return true;
+}
+
 }  // namespace nbu::test

@@ -27,4 +27,26 @@ class ScopedTmpfs {
   std::string error_;
 };
 
+// `dir` bind-mounted at `at` (made if missing) for the scope, as a volume is mounted under a
+// running process; Unmount takes it away (lazily, as umount -l does: what is open stays usable)
+// and Mount puts the same files back. Needs the right to mount (root), as ScopedTmpfs does.
+class ScopedBindMount {
+ public:
+  ScopedBindMount(std::string dir, std::string at);
+  ~ScopedBindMount();
+  ScopedBindMount(const ScopedBindMount&) = delete;
+  ScopedBindMount& operator=(const ScopedBindMount&) = delete;
+
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  bool Unmount();  // false (and error()) on failure
+  bool Mount();
+
+ private:
+  std::string dir_;
+  std::string at_;
+  bool mounted_ = false;
+  std::string error_;
+};
+
 }  // namespace nbu::test

@@ -144,6 +144,33 @@ TEST(MkdirAll, MakesAParentRemovedMeanwhileAgain) {
   EXPECT_TRUE(fs::Stat(dir / "a/b/c").ok());
 }
 
+// MkdirBelow makes what lies between the root and the path, and never the root: a root that is
+// gone (a volume unmounted, its mount point empty) fails with not-found, nothing made above it.
+// A path outside the root is refused.
+TEST(MkdirBelow, MakesNothingAtOrAboveTheRoot) {
+  test::TempDir dir;
+  const std::string mnt = dir / "mnt";
+  ASSERT_TRUE(fs::MkdirAll(mnt).ok());
+  const std::string root = mnt + "/.processing";
+  Status s = fs::MkdirBelow(root, root + "/_replicas");
+  EXPECT_EQ(s.kind(), ErrorKind::kNotFound) << s.ToString();
+  s = fs::MkdirBelow(root, root + "/a/b/c");
+  EXPECT_EQ(s.kind(), ErrorKind::kNotFound) << s.ToString();
+  auto left = fs::ListDir(mnt);
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty()) << left->front().name;
+
+  ASSERT_TRUE(fs::MkdirAll(root).ok());
+  EXPECT_TRUE(fs::MkdirBelow(root + "/", root + "/a/b/c").ok());  // a root written with a '/'
+  EXPECT_TRUE(fs::Stat(root + "/a/b/c").ok());
+  EXPECT_TRUE(fs::MkdirBelow(root, root + "/a/b/c").ok());  // there already
+  for (const std::string& outside : {root, root + "/", mnt + "/.processing2/x", mnt + "/x"}) {
+    s = fs::MkdirBelow(root, outside);
+    EXPECT_EQ(s.kind(), ErrorKind::kPermanent) << outside << ": " << s.ToString();
+  }
+  EXPECT_FALSE(fs::Stat(mnt + "/.processing2").ok());
+}
+
 // link() as create-if-absent: the first link of a name lands, a second one to another file is a
 // conflict that leaves the first in place, and an EEXIST for a link that did land (what a
 // retransmitted NFS link reports) is success.
