@@ -114,10 +114,16 @@ Result<std::optional<SessionState>> SessionStore::Load(uint64_t* generation) con
       continue;
     }
     if (generation != nullptr) *generation = g;
-    if (!text.ok()) {
-      if (text.status().kind() == ErrorKind::kNotFound) return std::optional<SessionState>{};
-      return text.status();
+    if (!text.ok() && text.status().kind() == ErrorKind::kNotFound) {
+      // No session ever started, unless the processing root is gone too: a volume unmounted
+      // under us, whose empty mount point says nothing of the session.
+      if (auto root = fs::Stat(root_); !root.ok()) {
+        return Status(ErrorKind::kTransient,
+                      root.status().message() + " (the processing root: is the volume mounted?)");
+      }
+      return std::optional<SessionState>{};
     }
+    if (!text.ok()) return text.status();
     RaiseTo(known_, g);
     return Parse(path, *text);
   }

@@ -13,18 +13,23 @@ namespace {
 
 using nbu::test::TempDir;
 
-// A processing root that is gone (a volume unmounted) is not made again by a save: start-up
-// makes it.
+// A processing root that is gone (a volume unmounted) says nothing of the session, and is not
+// made again by a save: start-up makes it.
 TEST(SessionStoreTest, RoundTripAndMissingFile) {
   TempDir dir;
   SessionStore store(dir.path() + "/p");
-  auto none = store.Load();
-  ASSERT_TRUE(none.ok());
-  EXPECT_FALSE(none->has_value());
+  auto gone = store.Load();
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.status().kind(), ErrorKind::kTransient);
+  EXPECT_NE(gone.status().message().find("is the volume mounted?"), std::string::npos)
+      << gone.status().ToString();
   EXPECT_EQ(store.Save({"s1", "2026-11-28T00:00:00.000Z", true, ""}, 0).kind(),
             ErrorKind::kNotFound);
   EXPECT_FALSE(fs::Stat(dir.path() + "/p").ok());
   ASSERT_TRUE(fs::MkdirAll(dir.path() + "/p").ok());
+  auto none = store.Load();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
   ASSERT_TRUE(store.Save({"s1", "2026-11-28T00:00:00.000Z", true, ""}, 0).ok());
   auto got = store.Load();
   ASSERT_TRUE(got.ok() && got->has_value());

@@ -1050,10 +1050,10 @@ TEST_F(UploaderE2E, AVolumeThatIsNotMountedStopsStartupAndIsLeftUntouched) {
 }
 
 // The volume unmounted under a running replica (umount -l; a bind mount of a tmpfs stands for the
-// NFS mount): its roots are gone from the empty mount point, and the heartbeats and a session
-// start that follow fail, said in the status, rather than make them again on the disk under it,
-// where no other replica would see them and the next mount would hide them. Mounted again, the
-// replica goes on where it was.
+// NFS mount): its roots are gone from the empty mount point, and the heartbeats and session
+// changes that follow fail, said in the status, rather than make them again on the disk under it,
+// where no other replica would see them and the next mount would hide them. Nor is the session
+// taken for gone. Mounted again, the replica goes on where it was.
 TEST_F(UploaderE2E, AVolumeUnmountedWhileRunningIsNotMadeAgainUnderItsMountPoint) {
   ScopedTmpfs tmpfs(volume_.dir.path() + "/backing", "16m");
   if (!tmpfs.ok()) GTEST_SKIP() << tmpfs.error();
@@ -1073,19 +1073,24 @@ TEST_F(UploaderE2E, AVolumeUnmountedWhileRunningIsNotMadeAgainUnderItsMountPoint
   ExpectAllUploaded("vol", files);
 
   ASSERT_TRUE(volume.Unmount()) << volume.error();
-  const auto lease_failing = [&] {
-    const auto degraded = up.Status()["degraded"];
-    return std::find(degraded.begin(), degraded.end(), "lease_write_failing") != degraded.end();
+  const auto degraded = [&](const char* what) {
+    const auto listed = up.Status()["degraded"];
+    return std::find(listed.begin(), listed.end(), what) != listed.end();
   };
-  EXPECT_TRUE(WaitFor(lease_failing, 10s)) << up.Status().dump();
-  const ApiResponse start = up.Call("POST", "/v1/watch/start", R"({"session_name":"other"})");
-  EXPECT_EQ(start.status, 503) << start.body.dump();
+  EXPECT_TRUE(WaitFor([&] { return degraded("lease_write_failing"); }, 10s)) << up.Status().dump();
+  EXPECT_TRUE(WaitFor([&] { return degraded("session_unreadable"); }, 10s)) << up.Status().dump();
+  EXPECT_FALSE(degraded("session_lost"));
+  for (const auto& [path, body] : {std::pair{"/v1/watch/start", R"({"session_name":"other"})"},
+                                   std::pair{"/v1/watch/stop", ""}}) {
+    const ApiResponse changed = up.Call("POST", path, body);
+    EXPECT_EQ(changed.status, 503) << path << ": " << changed.body.dump();
+  }
   const auto left = fs::ListDir(mount_point);
   ASSERT_TRUE(left.ok());
   EXPECT_TRUE(left->empty()) << "made under the mount point: " << left->front().name;
 
   ASSERT_TRUE(volume.Mount()) << volume.error();
-  EXPECT_TRUE(WaitFor([&] { return !lease_failing(); }, 10s)) << up.Status().dump();
+  EXPECT_TRUE(WaitFor([&] { return up.Status()["degraded"].empty(); }, 10s)) << up.Status().dump();
   files["after.bin"] = PatternBytes(20 << 10, 2);
   WriteFile(mount_point + "/incoming/vol/after.bin", files["after.bin"]);
   ExpectAllUploaded("vol", files);
