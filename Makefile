@@ -140,7 +140,7 @@ watch-stop: ## Stop the active watch session (port and token as for watch-start)
 test-status: ## Pretty-printed status of the uploader (and the generator, if running)
 	@echo "uploader:"; out=$$(API='$(API)' ./scripts/api.sh GET /v1/status) && jq . <<<"$$out" || \
 	  echo "  (not reachable)"
-	@echo "generator:"; out=$$(curl -sS --max-time 2 $(GEN_API)/v1/generate/status 2>/dev/null) && \
+	@echo "generator:"; out=$$(curl -sS --noproxy '*' --max-time 2 $(GEN_API)/v1/generate/status 2>/dev/null) && \
 	  jq . <<<"$$out" || echo "  (not running)"
 
 # --- Containers, test file generator, Kubernetes (docs/deploy.md, docs/testgen.md) ---
@@ -161,12 +161,12 @@ docker-down: ## Stop the Compose stack (add V=1 to also delete its volumes)
 	$(COMPOSE) down $(if $(V),--volumes,)
 
 gen-start: ## Generate COUNT files of SIZE bytes every INTERVAL s into incoming/SESSION (COUNT=0: until gen-stop)
-	@curl -sS -X POST -H 'Content-Type: application/json' \
+	@curl -sS --noproxy '*' --fail-with-body -X POST -H 'Content-Type: application/json' \
 	  -d '{"session_name":"$(SESSION)","interval_s":$(INTERVAL),"size_bytes":$(SIZE),"count":$(COUNT)}' \
-	  $(GEN_API)/v1/generate/start; echo
+	  $(GEN_API)/v1/generate/start && echo
 
 gen-stop: ## Stop the running generation
-	@curl -sS -X POST -d '' $(GEN_API)/v1/generate/stop; echo
+	@curl -sS --noproxy '*' --fail-with-body -X POST -d '' $(GEN_API)/v1/generate/stop && echo
 
 k3s-apply: ## Apply the Kubernetes manifests in k8s/ (PV, PVC, ServiceAccount, Deployment, PDB, Service)
 	kubectl apply -f k8s/

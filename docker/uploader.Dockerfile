@@ -40,7 +40,7 @@ VOLUME ["/mnt/staging"]
 # replica-id wait comes after, while /healthz already answers.
 # Failures in the start period do not count; the first success ends it.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=180s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${APP_HTTP_PORT}/healthz" > /dev/null || exit 1
+  CMD curl -fsS --noproxy '*' "http://127.0.0.1:${APP_HTTP_PORT}/healthz" > /dev/null || exit 1
 # Exec form: the binary is PID 1 and receives SIGTERM itself for its graceful shutdown
 # (APP_SHUTDOWN_GRACE_S); give `docker stop -t` / the pod's grace period more than that.
 STOPSIGNAL SIGTERM

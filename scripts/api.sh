@@ -5,7 +5,9 @@
 # token APP_HTTP_TOKEN, come from the environment, else from the env file the service reads
 # ($APP_ENV_FILE, default ./.env), read as the service reads it, so that a port or token set there
 # is the one used. The token goes with POSTs only (the GET routes are open), and to curl on its
-# standard input (-H @-), never on its command line, which ps shows.
+# standard input (-H @-), never on its command line, which ps shows. Never through a proxy that
+# http_proxy names (the token would go to it), and the exit status is curl's: 22 for an answer of
+# 400 or above, whose body is printed all the same.
 set -euo pipefail
 
 if (($# < 2 || $# > 3)); then
@@ -72,11 +74,13 @@ fi
 token=''
 [[ $method == GET ]] || token=$(trimmed "${APP_HTTP_TOKEN-$(from_env_file APP_HTTP_TOKEN)}")
 
-args=(-sS --max-time 10 -X "$method" -H @-)
+args=(-sS --noproxy '*' --fail-with-body --max-time 10 -X "$method" -H @-)
 if (($# == 3)); then
   args+=(-H 'Content-Type: application/json' -d "$3")
 elif [[ $method == POST ]]; then
   args+=(-d '')
 fi
-printf '%s\n' "${token:+Authorization: Bearer $token}" | curl "${args[@]}" "$API$path"
+rc=0
+printf '%s\n' "${token:+Authorization: Bearer $token}" | curl "${args[@]}" "$API$path" || rc=$?
 echo
+exit "$rc"

@@ -905,7 +905,8 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   {
     // make watch-start's client finds the port and the token in the .env file, read as the
     // service reads it (a byte-order mark, comments, quotes, an export), when the environment
-    // holds neither.
+    // holds neither. It never goes through a proxy (here a dead one), which would get the
+    // token, and a refusal is its exit status (curl's 22), its body printed all the same.
     const std::string dir = volume_.dir.path() + "/make-dir";
     ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
     WriteFile(dir + "/.env",
@@ -913,12 +914,18 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
               "APP_HTTP_PORT=" +
                   std::to_string(up.port()) + " # the API\nexport APP_HTTP_TOKEN=\"" + token +
                   "\"  # the token\n");
-    const std::string out = RunShell("cd " + dir + " && env -u APP_HTTP_PORT -u APP_HTTP_TOKEN " +
-                                     "-u APP_HTTP_HOST -u API " NBU_SOURCE_DIR
-                                     "/scripts/api.sh POST /v1/watch/start "
-                                     "'{\"session_name\":\"via-make\"}'");
+    const std::string start_via_make =
+        "cd " + dir +
+        " && env -u APP_HTTP_PORT -u APP_HTTP_TOKEN -u APP_HTTP_HOST -u API "
+        "http_proxy=http://127.0.0.1:1 HTTP_PROXY=http://127.0.0.1:1 " NBU_SOURCE_DIR
+        "/scripts/api.sh POST /v1/watch/start '{\"session_name\":\"via-make\"}'; echo \" rc=$?\"";
+    const std::string out = RunShell(start_via_make);
     EXPECT_NE(out.find("\"via-make\""), std::string::npos) << out;
+    EXPECT_NE(out.find(" rc=0\n"), std::string::npos) << out;
     EXPECT_EQ(up.Status()["session"]["name"], "via-make") << up.Status().dump();
+    const std::string again = RunShell(start_via_make);
+    EXPECT_NE(again.find("already active"), std::string::npos) << again;
+    EXPECT_NE(again.find(" rc=22\n"), std::string::npos) << again;
     EXPECT_EQ(up.BodilessPost("/v1/watch/stop").status, 401);
     const std::string stopped =
         RunShell("cd " + dir + " && " NBU_SOURCE_DIR "/scripts/api.sh POST /v1/watch/stop");
