@@ -23,7 +23,7 @@ SOURCES := $(shell git ls-files '*.cpp' '*.h' '*.c' 2>/dev/null)
 # before the configure, two npm ci or apt-get runs never at once. The builds are parallel inside.
 .NOTPARALLEL:
 
-.PHONY: help install build build-bin build-asan build-tsan run test test-release test-memory test-unit test-asan test-tsan skipped-tests lint format \
+.PHONY: help install install-bench build build-bin build-asan build-tsan run test test-release test-memory test-unit test-asan test-tsan skipped-tests lint format \
         format-check typecheck clean dev-up dev-down watch-start watch-stop test-status gen-start \
         gen-stop bench bench-micro bench-smoke docker-build docker-up docker-down k3s-apply k3s-delete shellcheck
 
@@ -32,6 +32,9 @@ help: ## List the targets
 
 install: ## Install Debian and npm dependencies (idempotent)
 	@./scripts/install-deps.sh
+
+install-bench: ## What install does, and nginx for make bench's fast sink (its default site not left running)
+	@./scripts/install-deps.sh --bench
 
 $(BUILD_DIR)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
@@ -120,7 +123,7 @@ typecheck: ## Strictest compile (warnings as errors) plus cppcheck
 	cppcheck --project=build-typecheck/compile_commands.json --enable=warning,performance,portability \
 	  --error-exitcode=1 --inline-suppr --suppress=missingIncludeSystem -i tests/ -i build-typecheck/ --quiet -j $(JOBS)
 
-clean: ## Remove build directories and runtime data
+clean: dev-down ## Stop the local Azurite; remove build directories and runtime data (data/ too)
 	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) build-typecheck $(RUN_DIR) data
 
 dev-up: ## Start a local Azurite in the background on 127.0.0.1:AZURITE_PORT (default 10000)
@@ -178,7 +181,7 @@ k3s-delete: ## Delete what k3s-apply created (the data on the NFS export stays)
 BENCH_OUT := $(RUN_DIR)/bench
 BENCH_REPEAT ?= 3
 
-bench: install build-bin ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan and latency; rewrites bench/RESULTS.md (~10 min)
+bench: install-bench build-bin ## Service vs rclone vs AzCopy (Azurite + nginx sink), scan and latency; rewrites bench/RESULTS.md (~10 min)
 	@mkdir -p $(BENCH_OUT)
 	OUT=$(BENCH_OUT)/run.md REPEAT=$(BENCH_REPEAT) bench/run.sh
 	OUT=$(BENCH_OUT)/scale.md bench/scale.sh

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs every system package and npm package the build, tests, `make run` and `make bench` need.
+# Installs every system package and npm package the build, tests and `make run` need; with
+# --bench, also what only `make bench` needs (nginx for its fast sink).
 # Debian packages come from apt, Node packages from package-lock.json. Idempotent: skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=false
+case "${1:-}" in
+  "") ;;
+  --bench) bench=true ;;
+  *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
+esac
 
 APT_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates curl mold
@@ -10,9 +17,12 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format clang-tidy cppcheck shellcheck
   nodejs npm
-  rclone libsecret-1-0 nginx-light
+  rclone libsecret-1-0
   procps psmisc openssl jq time media-types
 )
+# Debian starts and enables nginx's default site on port 80 when it installs it (or fails the
+# install when that port is taken): the benchmark runs its own nginx on a loopback port.
+$bench && APT_PACKAGES+=(nginx-light)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -27,7 +37,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "install-deps: apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The default site it may have started: stopped, and not started at boot.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 # Node packages (Azurite emulator, AzCopy for benchmarks), pinned by package-lock.json. Azurite
