@@ -228,6 +228,9 @@ std::string StagingPath(const ClaimPath& claim) {
 }
 
 bool IsValidSessionName(std::string_view name) { return IsIdentifier(name, 128); }
+bool IsNewSessionName(std::string_view name) {
+  return IsValidSessionName(name) && name.back() != '.';
+}
 bool IsValidReplicaId(std::string_view id) { return IsIdentifier(id, kMaxReplicaId); }
 
 bool IsDateDir(std::string_view name) {

@@ -92,6 +92,10 @@ FailedPath FailedPathFor(const ClaimPath& claim);
 std::string StagingPath(const ClaimPath& claim);
 
 bool IsValidSessionName(std::string_view name);  // 1-128 of [A-Za-z0-9._-], not "." or ".."
+// A name a session may be started with: valid, and not ending in '.': storage drops a path
+// segment's trailing dot, so the blobs' prefix would be another name (the blob name maps it to
+// U+FF0E), not the one given. (A session file of an earlier version may hold one: still valid.)
+bool IsNewSessionName(std::string_view name);
 // 1-kMaxReplicaId of [A-Za-z0-9._-], not "." or "..".
 bool IsValidReplicaId(std::string_view id);
 // The longest replica id: a claim entry "~<owner>~<nonce>~<runs>.claimed" must fit in one entry.

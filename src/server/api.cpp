@@ -785,9 +785,7 @@ void Api::Routes() {
           return Error(res, 422, "session_name must be a string");
         }
         name = body["session_name"].get<std::string>();
-        // Nor one ending in '.': storage drops a path segment's trailing dot, so the blobs'
-        // prefix would be another name (the blob name maps it to U+FF0E), not the one given.
-        if (!core::IsValidSessionName(name) || name.back() == '.') {
+        if (!core::IsNewSessionName(name)) {
           return Error(res, 422,
                        "session_name must be 1-128 characters of [A-Za-z0-9._-], not ending in "
                        "'.'");

@@ -92,6 +92,7 @@ TEST(JobSpecTest, RefusesBadBodiesWithStatusCodeAndField) {
       {R"({"session_name":5})", 400, "invalid_type", "session_name"},
       {R"({"session_name":""})", 422, "invalid_value", "session_name"},
       {R"({"session_name":".."})", 422, "invalid_value", "session_name"},
+      {R"({"session_name":"demo."})", 422, "invalid_value", "session_name"},  // as the uploader
       {R"({"session_name":"a/b"})", 422, "invalid_value", "session_name"},
       {R"({"interval_s":"2"})", 400, "invalid_type", "interval_s"},
       {R"({"interval_s":true})", 400, "invalid_type", "interval_s"},

@@ -23,9 +23,9 @@ using FieldReader = std::function<std::optional<JobError>(const json&, JobSpec&)
 std::optional<JobError> ReadSession(const json& v, JobSpec& spec) {
   if (!v.is_string()) return Invalid(400, "invalid_type", "session_name", "must be a string");
   const auto name = v.get<std::string>();
-  if (!core::IsValidSessionName(name)) {
+  if (!core::IsNewSessionName(name)) {
     return Invalid(422, "invalid_value", "session_name",
-                   "must be 1-128 characters of [A-Za-z0-9._-], not '.' or '..'");
+                   "must be 1-128 characters of [A-Za-z0-9._-], not ending in '.'");
   }
   spec.session_name = name;
   return std::nullopt;

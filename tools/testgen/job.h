@@ -37,7 +37,7 @@ struct JobParse {
 };
 
 // Parses a POST /v1/generate/start body. Session names follow the uploader's own rule
-// (core::IsValidSessionName). An empty body means all defaults. Unknown fields are
+// (core::IsNewSessionName). An empty body means all defaults. Unknown fields are
 // refused (400) so that a typo does not silently fall back to a default.
 JobParse ParseJobSpec(std::string_view body, WriteMode default_mode);
 
