@@ -85,9 +85,15 @@ TEST(ComposeTest, ServicesPortsAndSharedVolume) {
   EXPECT_TRUE(Contains(Strings(s["app"]["volumes"]), "nfs:/mnt/nfs"));
   EXPECT_TRUE(Contains(Strings(s["test-nfs"]["volumes"]), "nfs:/mnt/nfs"));
   EXPECT_TRUE(Compose()["volumes"]["nfs"]);
+  EXPECT_EQ(s["app"]["env_file"][0]["path"].as<std::string>(), ".env");
+  EXPECT_FALSE(s["app"]["env_file"][0]["required"].as<bool>());
+  // ./.env holds the storage credentials and the API token: the generator gets none of it.
+  EXPECT_FALSE(s["test-nfs"]["env_file"]);
+  for (const auto& entry : s["test-nfs"]["environment"]) {
+    const auto key = entry.first.as<std::string>();
+    EXPECT_TRUE(key.starts_with("GEN_")) << key;
+  }
   for (const char* name : {"app", "test-nfs"}) {
-    EXPECT_EQ(s[name]["env_file"][0]["path"].as<std::string>(), ".env") << name;
-    EXPECT_FALSE(s[name]["env_file"][0]["required"].as<bool>()) << name;
     const auto dockerfile = s[name]["build"]["dockerfile"].as<std::string>();
     EXPECT_TRUE(std::filesystem::exists(SourceDir() + "/" + dockerfile)) << dockerfile;
   }
@@ -222,6 +228,11 @@ TEST(KubernetesTest, PodIsLockedDown) {
   EXPECT_FALSE(sc["capabilities"]["add"]);
   const auto sa = FindKind("k8s/serviceaccount.yaml", "ServiceAccount");
   EXPECT_EQ(pod["serviceAccountName"].as<std::string>(), sa["metadata"]["name"].as<std::string>());
+  // The namespace's Services put no variables in the environment (one named app-... would set
+  // APP_... ones), and a node never keeps running an older build of a moving tag.
+  EXPECT_FALSE(pod["enableServiceLinks"].as<bool>(true));
+  const auto image = UploaderContainer()["image"].as<std::string>();
+  EXPECT_FALSE(image.ends_with(":latest") || image.find(':') == std::string::npos) << image;
 }
 
 TEST(KubernetesTest, ServiceSelectsThePodsOnPort8000) {
