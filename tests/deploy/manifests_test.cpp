@@ -231,8 +231,14 @@ TEST(KubernetesTest, PodIsLockedDown) {
   // The namespace's Services put no variables in the environment (one named app-... would set
   // APP_... ones), and a node never keeps running an older build of a moving tag.
   EXPECT_FALSE(pod["enableServiceLinks"].as<bool>(true));
+  // The tag is what follows the last ':' of the last path segment ("registry:5000/name" has
+  // none); a digest (@sha256:...) pins the image too.
   const auto image = UploaderContainer()["image"].as<std::string>();
-  EXPECT_FALSE(image.ends_with(":latest") || image.find(':') == std::string::npos) << image;
+  const auto last = image.substr(image.rfind('/') + 1);
+  const bool pinned =
+      last.find('@') != std::string::npos ||
+      (last.find(':') != std::string::npos && last.substr(last.rfind(':') + 1) != "latest");
+  EXPECT_TRUE(pinned) << image;
 }
 
 TEST(KubernetesTest, ServiceSelectsThePodsOnPort8000) {
