@@ -25,11 +25,11 @@ Result<std::shared_ptr<TokenCredential>> EnvironmentCredentialFromEnv(const EnvL
 // bounded by the sources' timeouts). "auto" tries the chain in order — honouring
 // AZURE_TOKEN_CREDENTIALS (prod: no Azure CLI; dev or unset: all; a credential name such as
 // ManagedIdentityCredential: only that one) — probing IMDS with a 1 s connect timeout and no
-// retries; the first source that yields a token is returned (with that token cached). A source
-// configured by its own variables (environment, workload identity, managed identity by its
-// object or resource id) that fails ends the chain. On failure returns false and appends one
-// line per credential tried, naming it and why (never a secret). A stop request ends the fetch
-// under way, and the chain (false, the fetch's line saying it was cancelled).
+// retries while nothing answers; the first source that yields a token is returned (with that token
+// cached). A source configured by its own variables (environment, workload identity, managed
+// identity by its object or resource id) that fails ends the chain. On failure returns false and
+// appends one line per credential tried, naming it and why (never a secret). A stop request ends
+// the fetch under way, and the chain (false, the fetch's line saying it was cancelled).
 bool ResolveTokenCredential(const std::string& mode, const EnvLookup& env,
                             const TokenSourceOptions& options,
                             std::shared_ptr<TokenCredential>* out, std::vector<std::string>* errors,

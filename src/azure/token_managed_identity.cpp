@@ -227,9 +227,12 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken(std::stop_token stop) 
   HttpRequest req = BuildRequest();
   req.stop = stop;
   if (probe) req.connect_timeout = options_.probe_connect_timeout;
-  // One try for the probe, and for an early refresh of a token that still works (the caller
-  // keeps it and tries again in kRetryAfterFailure).
-  const int attempts = probe || HoldsAValidToken() ? 1 : std::max(1, options_.max_attempts);
+  // One try for an early refresh of a token that still works (the caller keeps it and tries
+  // again in kRetryAfterFailure). The probe's one try is about reachability alone: once IMDS
+  // answers (410 while it is upgraded, 429, 5xx), it is there, and is retried as in its own mode
+  // (as the Azure SDKs do); only no answer at all moves the chain on.
+  const int full = HoldsAValidToken() ? 1 : std::max(1, options_.max_attempts);
+  int attempts = probe ? 1 : full;
   const std::string who = Describe();
   Status last;
   int made = 0;
@@ -254,6 +257,10 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken(std::stop_token stop) 
     } else {
       last = ParseTokenResponse(*resp, options_.source.clock->WallNow(), who, secrets).status();
       if (!Retryable(resp->status)) return last;
+      if (probe && attempt == 1) {
+        attempts = full;
+        req.connect_timeout = options_.source.connect_timeout;
+      }
     }
     // IMDS answers 410 while it is upgraded, for up to 70 s: that long is waited out in full.
     const bool upgrading =

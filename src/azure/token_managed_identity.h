@@ -44,8 +44,9 @@ struct ManagedIdentityOptions {
   Duration max_delay = std::chrono::seconds(30);
   Duration min_delay_410 = std::chrono::seconds(10);
   Duration imds_upgrade_window = std::chrono::seconds(70);  // 410s are retried at least this long
-  // DefaultAzureCredential's probe: the first IMDS request gets a 1 s connect timeout and no
-  // retries, so start-up off Azure is not held up.
+  // DefaultAzureCredential's probe: the first IMDS request gets a 1 s connect timeout and, if it
+  // gets no answer, no retries, so start-up off Azure is not held up. An HTTP answer shows IMDS is
+  // there: a retryable one is retried as without the probe; 400 (no such identity) fails at once.
   bool probe = false;
   std::chrono::milliseconds probe_connect_timeout{1000};
   // Azure Arc: a challenge's key file must be a *.key file of at most kArcKeyMaxBytes directly in

@@ -536,7 +536,7 @@ TEST(ManagedIdentityCredentialTest, ImdsGoneIsRetriedForSeventySeconds) {
   EXPECT_LT(waited, std::chrono::seconds(70 + 31)) << "no more than one wait past the window";
 }
 
-TEST(ManagedIdentityCredentialTest, ImdsDoesNotRetryOtherClientErrorsAndProbeDoesNotRetry) {
+TEST(ManagedIdentityCredentialTest, ImdsDoesNotRetryOtherClientErrors) {
   StandIn imds([](const Recorded&, httplib::Response& res) {
     Json(res, 400, R"({"error":"invalid_request","error_description":"Identity not found"})");
   });
@@ -549,15 +549,49 @@ TEST(ManagedIdentityCredentialTest, ImdsDoesNotRetryOtherClientErrorsAndProbeDoe
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("Identity not found"), std::string::npos);
   EXPECT_EQ(imds.count(), 1u);
+}
+
+// The probe asks whether IMDS is there: no answer gives up at once (no backoff), a 400 too (no
+// such identity), and later fetches retry normally. An answer IMDS retries (410 while it is
+// upgraded, 503) shows it is there: the probe then retries, as without it.
+TEST(ManagedIdentityCredentialTest, TheProbeGivesUpOnlyWhenNothingAnswers) {
+  SimulatedClock clock;
+  ManagedIdentityOptions o;
+  o.source = Opts(clock);
+  o.probe = true;
+  const auto probe = [&](const std::string& authority) {
+    return *ManagedIdentityCredential::FromEnv(
+        MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", authority}}), o);
+  };
+  auto silent = probe("127.0.0.1:" + std::to_string(test::ClosedLoopbackPort()));
+  auto t = silent->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("not reachable"), std::string::npos) << t.status().ToString();
+  EXPECT_TRUE(clock.SleepsForTest().empty()) << "no retry of a probe nothing answered";
+  EXPECT_FALSE(silent->GetToken().ok());
+  EXPECT_EQ(clock.SleepsForTest().size(), 4u) << "a later fetch is no probe: 5 tries";
+
+  StandIn unknown([](const Recorded&, httplib::Response& res) {
+    Json(res, 400, R"({"error":"invalid_request","error_description":"Identity not found"})");
+  });
+  EXPECT_FALSE(probe(unknown.authority())->GetToken().ok());
+  EXPECT_EQ(unknown.count(), 1u);
+
+  std::atomic<int> n{0};
+  StandIn upgrading([&](const Recorded&, httplib::Response& res) {
+    if (++n <= 2) return Json(res, 410, "{}");
+    Json(res, 200, R"({"access_token":"after-upgrade","expires_in":3600})");
+  });
+  auto answered = probe(upgrading.authority());
+  auto got = answered->GetToken();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, "after-upgrade");
+  EXPECT_EQ(upgrading.count(), 3u);
 
   StandIn busy([](const Recorded&, httplib::Response& res) { Json(res, 503, "{}"); });
-  o.probe = true;
-  auto probe = ManagedIdentityCredential::FromEnv(
-      MapEnv({{"AZURE_POD_IDENTITY_AUTHORITY_HOST", busy.authority()}}), o);
-  EXPECT_FALSE((*probe)->GetToken().ok());
-  EXPECT_EQ(busy.count(), 1u);  // the probe gives up at once
-  EXPECT_FALSE((*probe)->GetToken().ok());
-  EXPECT_EQ(busy.count(), 1u + 5u);  // later fetches retry normally
+  auto down = probe(busy.authority());
+  EXPECT_FALSE(down->GetToken().ok());
+  EXPECT_EQ(busy.count(), 5u) << "the probe's answer, then the retries of the mode";
 }
 
 // Service Fabric sets App Service's two variables and its certificate's thumbprint: its endpoint
@@ -970,8 +1004,8 @@ TEST(DefaultAzureCredentialTest, AllFailingGivesOneLinePerCredential) {
 }
 
 // Named alone by AZURE_TOKEN_CREDENTIALS, or chosen by its object or resource id, managed
-// identity is no probe: IMDS is retried as in the managed-identity mode (a 500, then a token),
-// not given up after one try. Otherwise one try, and the chain goes on.
+// identity is no probe: IMDS is retried as in the managed-identity mode (a 500, then a token).
+// In the chain it is probed: an answer (the 500) shows IMDS is there, so it is retried too.
 TEST(DefaultAzureCredentialTest, ManagedIdentityNamedAloneIsRetriedNotProbed) {
   std::atomic<int> n{0};
   StandIn imds([&](const Recorded&, httplib::Response& res) {
@@ -1000,8 +1034,10 @@ TEST(DefaultAzureCredentialTest, ManagedIdentityNamedAloneIsRetriedNotProbed) {
   env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds.authority();
   std::shared_ptr<TokenCredential> out;
   std::vector<std::string> errors;
-  EXPECT_FALSE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors));
-  EXPECT_EQ(n, 1) << "a probe: one try";
+  EXPECT_TRUE(ResolveTokenCredential("auto", MapEnv(env), Opts(clock), &out, &errors))
+      << testing::PrintToString(errors);
+  EXPECT_EQ(n, 2) << "a probe IMDS answered is retried";
+  EXPECT_NE(out->Describe().find("managed-identity(imds"), std::string::npos);
 }
 
 TEST(DefaultAzureCredentialTest, FirstSourceThatYieldsATokenWinsInSdkOrder) {
