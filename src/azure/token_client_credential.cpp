@@ -1,7 +1,9 @@
 #include "azure/token_client_credential.h"
 
+#include "azure/retry_policy.h"
 #include "azure/url.h"
 #include "util/crypto.h"
+#include "util/log.h"
 
 #include <fstream>
 #include <sstream>
@@ -11,12 +13,20 @@ namespace {
 
 constexpr const char* kJwtBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 constexpr auto kAssertionLifetime = std::chrono::minutes(10);
+// A token request while no valid token is cached, as the Azure SDKs retry it: three retries,
+// 0.8 s exponential backoff with jitter, the endpoint's Retry-After honoured up to 60 s.
+constexpr RetryOptions kTokenRetry{.max_attempts = 4,
+                                   .base_delay = std::chrono::milliseconds(800),
+                                   .max_delay = std::chrono::milliseconds(60000)};
 
 // POSTs a client-credentials form to `url` and parses the answer; `secrets` are scrubbed from
-// every error message.
+// every error message. With `retry`, what may pass (no answer, 408, 429, 5xx but 501 and 505) is
+// tried kTokenRetry.max_attempts times in all, after backoff or the endpoint's Retry-After, as
+// the Azure SDKs do; without it (a refresh while the cached token still works), once.
 Result<AccessToken> PostForm(HttpTransport& transport, const TokenSourceOptions& options,
                              const std::string& url, std::string body, const std::string& who,
-                             const std::vector<std::string>& secrets, std::stop_token stop) {
+                             const std::vector<std::string>& secrets, bool retry,
+                             std::stop_token stop) {
   HttpRequest req;
   req.method = "POST";
   req.url = url;
@@ -25,17 +35,36 @@ Result<AccessToken> PostForm(HttpTransport& transport, const TokenSourceOptions&
   req.body = std::move(body);
   req.timeout = options.timeout;
   req.connect_timeout = options.connect_timeout;
-  req.stop = std::move(stop);
-  Result<HttpResponse> resp = transport.Send(req);
-  if (!resp.ok() && resp.status().kind() == ErrorKind::kCancelled) {
-    return Status(ErrorKind::kCancelled, who + ": stopped");
+  req.stop = stop;
+  RetryOptions policy = kTokenRetry;
+  if (!retry) policy.max_attempts = 1;
+  for (int attempt = 1;; ++attempt) {
+    Result<HttpResponse> resp = transport.Send(req);
+    if (!resp.ok() && resp.status().kind() == ErrorKind::kCancelled) {
+      return Status(ErrorKind::kCancelled, who + ": stopped");
+    }
+    if (resp.ok() && resp->status == 200) {
+      return ParseTokenResponse(*resp, options.clock->WallNow(), who, secrets);
+    }
+    // Its messages quote the answer only through fields it scrubs of `secrets`.
+    Status failed = resp.ok()
+                        ? ParseTokenResponse(*resp, options.clock->WallNow(), who, secrets).status()
+                        : Status(ErrorKind::kUnavailable,
+                                 ScrubSecrets(who + ": " + resp.status().message(), secrets));
+    const auto delay = RetryDelay(policy, attempt, resp, FastRandom01());
+    if (!delay) {
+      if (attempt == 1) return failed;
+      return Status(failed.kind(),
+                    failed.message() + " (after " + std::to_string(attempt) + " attempts)");
+    }
+    LogWarn("token request failed; retrying", {{"credential", who},
+                                               {"attempt", attempt},
+                                               {"delay_s", ToSeconds(*delay)},
+                                               {"error", failed.message()}});
+    if (!options.clock->SleepFor(*delay, stop)) {
+      return Status(ErrorKind::kCancelled, who + ": stopped");
+    }
   }
-  if (!resp.ok()) {
-    return Status(ErrorKind::kUnavailable,
-                  ScrubSecrets(who + ": " + resp.status().message(), secrets));
-  }
-  // Its messages quote the answer only through fields it scrubs of `secrets`.
-  return ParseTokenResponse(*resp, options.clock->WallNow(), who, secrets);
 }
 
 bool ValidTenant(const std::string& t) {
@@ -129,7 +158,7 @@ Result<AccessToken> ClientSecretCredential::FetchToken(std::stop_token stop) {
                                  {"client_secret", secret_},
                                  {"scope", kStorageScope}});
   return PostForm(*transport_, options_, token_url_, std::move(body), Describe(),
-                  {secret_, UrlEncodeQueryValue(secret_)}, std::move(stop));
+                  {secret_, UrlEncodeQueryValue(secret_)}, !HoldsAValidToken(), std::move(stop));
 }
 
 // --- client certificate ---
@@ -213,7 +242,8 @@ Result<AccessToken> ClientCertificateCredential::FetchToken(std::stop_token stop
                                  {"scope", kStorageScope},
                                  {"client_assertion", *assertion}});
   return PostForm(*transport_, options_, token_url_, std::move(body), Describe(),
-                  {*assertion, UrlEncodeQueryValue(*assertion)}, std::move(stop));
+                  {*assertion, UrlEncodeQueryValue(*assertion)}, !HoldsAValidToken(),
+                  std::move(stop));
 }
 
 // --- workload identity ---
@@ -266,7 +296,7 @@ Result<AccessToken> WorkloadIdentityCredential::FetchToken(std::stop_token stop)
                                  {"scope", kStorageScope},
                                  {"client_assertion", jwt}});
   return PostForm(*transport_, options_, token_url_, std::move(body), Describe(),
-                  {jwt, UrlEncodeQueryValue(jwt)}, std::move(stop));
+                  {jwt, UrlEncodeQueryValue(jwt)}, !HoldsAValidToken(), std::move(stop));
 }
 
 }  // namespace nbu::azure

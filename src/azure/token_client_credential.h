@@ -1,6 +1,9 @@
 // Entra ID application credentials (OAuth 2.0 client credentials grant against
 // {authority}/{tenant}/oauth2/v2.0/token): client secret, client certificate (RS256 assertion) and
 // AKS workload identity (federated token file as the assertion). AZURE.md §12.2–12.4.
+// While no valid token is cached, a request nothing answers, or that gets 408, 429, 500, 502, 503
+// or 504, is tried up to 4 times in all (backoff with jitter, or Retry-After up to 60 s); a
+// refresh while the cached token still works is tried once.
 #pragma once
 
 #include "azure/token_credential.h"

@@ -108,6 +108,74 @@ TEST(ClientSecretCredentialTest, ErrorsNeverCarryTheSecret) {
   EXPECT_EQ(t.status().message().find(kSecret), std::string::npos);
 }
 
+// Entra ID answers 429 and 5xx now and then: while no valid token is cached, such an answer is
+// tried again (after its Retry-After, else backoff), up to 4 tries in all. A refusal (400
+// invalid_client) is not, nor is a refresh while the cached token still works (the caller keeps
+// it and tries later).
+TEST(ClientSecretCredentialTest, ATransientAnswerIsRetriedWhileNoTokenIsCached) {
+  std::atomic<int> status{503};  // answered until a token is wanted
+  std::atomic<bool> recover{true};
+  StandIn idp([&](const Recorded&, httplib::Response& res) {
+    if (status == 503) res.set_header("Retry-After", "7");
+    const int now = status;
+    if (recover) status = 200;
+    if (now == 200) return Json(res, 200, kTokenBody);
+    Json(res, now, R"({"error":"temporarily_unavailable","error_description":"AADSTS50196"})");
+  });
+  SimulatedClock clock(false);
+  auto cred =
+      ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret, Opts(clock));
+  ASSERT_TRUE(cred.ok());
+  std::thread first([&] { EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1"); });
+  ASSERT_TRUE(nbu::test::WaitFor([&] { return clock.SleepsForTest().size() == 1; }, 30s));
+  EXPECT_EQ(clock.SleepsForTest()[0], 7s) << "the endpoint's Retry-After";
+  clock.Advance(7s);
+  first.join();
+  EXPECT_EQ(idp.count(), 2u);
+
+  // A refresh while the token works: one try, no wait, and the cached token goes on.
+  recover = false;
+  status = 503;
+  clock.Advance(59min);
+  EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1");
+  EXPECT_EQ(idp.count(), 3u);
+  EXPECT_EQ(clock.SleepsForTest().size(), 1u);
+
+  // No valid token and an endpoint that stays down: 4 tries, then the error says so.
+  SimulatedClock auto_clock;
+  status = 500;
+  auto down =
+      ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret, Opts(auto_clock));
+  auto t = (*down)->GetToken();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("HTTP 500"), std::string::npos) << t.status().ToString();
+  EXPECT_NE(t.status().message().find("after 4 attempts"), std::string::npos)
+      << t.status().ToString();
+  EXPECT_EQ(idp.count(), 3u + 4u);
+  EXPECT_EQ(auto_clock.SleepsForTest().size(), 3u);
+
+  status = 400;  // a refusal is final
+  EXPECT_FALSE((*down)->GetToken().ok());
+  EXPECT_EQ(idp.count(), 3u + 4u + 1u);
+}
+
+// The workload identity and certificate sources post through the same code: a 429 is retried.
+TEST(WorkloadIdentityCredentialTest, AThrottledRequestIsRetried) {
+  nbu::test::TempDir dir;
+  nbu::test::WriteFile(dir / "token", "assertion");
+  std::atomic<int> n{0};
+  StandIn idp([&](const Recorded&, httplib::Response& res) {
+    if (++n == 1) return Json(res, 429, R"({"error":"throttled"})");
+    Json(res, 200, kTokenBody);
+  });
+  SimulatedClock clock;
+  auto cred = WorkloadIdentityCredential::Create({"tenant-1", "app-1", idp.url()}, dir / "token",
+                                                 Opts(clock));
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ(AuthHeader(**cred), "Bearer tok-1");
+  EXPECT_EQ(idp.count(), 2u);
+}
+
 TEST(ClientSecretCredentialTest, AuthorityMustBeHttpsUnlessLoopback) {
   auto cred = ClientSecretCredential::Create({"t", "c", "http://login.example.com/"}, kSecret);
   ASSERT_FALSE(cred.ok());
