@@ -332,11 +332,13 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
     }
     if (expected) return result;
     if (result.ok() && result->status == 401 && !reauthorized) {
-      // A stale token: drop it and try once more at once (not counted as an attempt).
+      // A stale token: drop it and try once more at once (not counted as an attempt), unless
+      // the credential has nothing new to send (a key; a token replaced a moment ago).
       reauthorized = true;
-      credential_->Invalidate();
-      --attempt;
-      continue;
+      if (credential_->Invalidate()) {
+        --attempt;
+        continue;
+      }
     }
     const std::optional<std::chrono::milliseconds> delay =
         RetryDelay(options_.retry, attempt, result, FastRandom01());

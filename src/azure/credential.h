@@ -17,8 +17,9 @@ class Credential {
   // `path_style` whether the account is the first path segment (Azurite). May block to fetch a
   // token; returns kAuth when no credential can be had.
   virtual Status Authorize(HttpRequest& req, const std::string& account, bool path_style) = 0;
-  // Called after a 401: drop any cached token so the next Authorize fetches a fresh one.
-  virtual void Invalidate() {}
+  // Called after a 401: drop any cached token so the next Authorize fetches a fresh one. True when
+  // the next Authorize may authorize differently (worth one more try); false when it would not.
+  virtual bool Invalidate() { return false; }
   // A short description without secrets, e.g. "shared-key(account=devstoreaccount1)".
   virtual std::string Describe() const = 0;
 };

@@ -115,15 +115,19 @@ Status TokenCredential::Authorize(HttpRequest& req, const std::string& /*account
   return Status::Ok();
 }
 
-void TokenCredential::Invalidate() {
+bool TokenCredential::Invalidate() {
   std::lock_guard lock(mu_);
-  if (!cached_) return;
+  if (!cached_) return true;  // dropped already: the next Authorize fetches
   // A token fetched after the one this thread used is kept: someone already refreshed.
   const bool mine = t_last_used.credential == this;
-  if (mine && t_last_used.generation != token_generation_) return;
+  if (mine && t_last_used.generation != token_generation_) return true;
+  const WallTime now = clock_.WallNow();
+  if (dropped_at_ && now - *dropped_at_ < kInvalidateInterval) return false;
   cached_.reset();
   next_try_ = WallTime{};
+  dropped_at_ = now;
   LogInfo("token invalidated after 401", {{"credential", Describe()}});
+  return true;
 }
 
 Result<std::string> TokenCredential::GetToken(std::stop_token stop) {

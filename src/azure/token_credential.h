@@ -59,7 +59,9 @@ struct TokenSourceOptions {
 //    is still valid, or wait for the fetch and share its result (success or error);
 //  * after a failed refresh of a still-valid token, the next attempt waits kRetryAfterFailure;
 //  * Invalidate() (after a 401) drops the token this thread last used, so many threads that saw
-//    401 for the same token cause one refresh, and a token fetched since is kept.
+//    401 for the same token cause one refresh, and a token fetched since is kept; and it drops
+//    one at most once per kInvalidateInterval, so storage refusing every token (a tenant that is
+//    not the account's) does not turn each request into a token request.
 // Thread-safe.
 class TokenCredential : public Credential {
  public:
@@ -67,11 +69,14 @@ class TokenCredential : public Credential {
   static constexpr Duration kHalfLifeFrom = std::chrono::hours(2);
   static constexpr Duration kRetryAfterFailure = std::chrono::seconds(30);
   static constexpr Duration kEarliestHintedRefresh = std::chrono::minutes(5);
+  static constexpr Duration kInvalidateInterval = std::chrono::seconds(30);
 
   // Sets `Authorization: Bearer`. Refuses (kAuth) a URL that is not https unless its host is a
   // loopback address, and an x-ms-version older than 2017-11-09. May block on a token fetch.
   Status Authorize(HttpRequest& req, const std::string& account, bool path_style) final;
-  void Invalidate() final;
+  // False when the token this thread used is kept: it is the cached one, and one was dropped
+  // less than kInvalidateInterval ago.
+  bool Invalidate() final;
 
   // A valid token (cached or freshly fetched); kAuth/kUnavailable/... on failure, without secrets.
   // A stop request ends a wait for another thread's fetch, and this thread's fetch, with
@@ -99,15 +104,16 @@ class TokenCredential : public Credential {
   Clock& clock_;
   mutable std::mutex mu_;
   std::condition_variable_any cv_;
-  std::optional<AccessToken> cached_;  // guarded by mu_
-  WallTime refresh_at_{};              // guarded by mu_
-  WallTime next_try_{};                // guarded by mu_: no refresh before this after a failure
-  bool fetching_ = false;              // guarded by mu_
-  uint64_t generation_ = 0;            // guarded by mu_: +1 per finished fetch
-  uint64_t token_generation_ = 0;      // guarded by mu_: generation_ when cached_ was stored
-  uint64_t fetches_ = 0;               // guarded by mu_
-  int waiters_ = 0;                    // guarded by mu_
-  Status last_error_;                  // guarded by mu_: result of the last failed fetch
+  std::optional<AccessToken> cached_;   // guarded by mu_
+  WallTime refresh_at_{};               // guarded by mu_
+  WallTime next_try_{};                 // guarded by mu_: no refresh before this after a failure
+  std::optional<WallTime> dropped_at_;  // guarded by mu_: when Invalidate() last dropped a token
+  bool fetching_ = false;               // guarded by mu_
+  uint64_t generation_ = 0;             // guarded by mu_: +1 per finished fetch
+  uint64_t token_generation_ = 0;       // guarded by mu_: generation_ when cached_ was stored
+  uint64_t fetches_ = 0;                // guarded by mu_
+  int waiters_ = 0;                     // guarded by mu_
+  Status last_error_;                   // guarded by mu_: result of the last failed fetch
 };
 
 // --- helpers shared by the token sources ---

@@ -33,11 +33,15 @@ class CountingCredential : public Credential {
     req.SetHeader("Authorization", "Test " + std::to_string(authorizations.load()));
     return Status::Ok();
   }
-  void Invalidate() override { ++invalidations; }
+  bool Invalidate() override {
+    ++invalidations;
+    return renews;
+  }
   std::string Describe() const override { return "test"; }
   std::atomic<int> authorizations{0};
   std::atomic<int> invalidations{0};
-  Status fails;  // when not ok: no token to be had, for this reason
+  std::atomic<bool> renews{true};  // what Invalidate() answers: whether a resend may differ
+  Status fails;                    // when not ok: no token to be had, for this reason
 };
 
 // A request's signature as storage quotes it back.
@@ -552,8 +556,17 @@ TEST_F(BlobClientRetryTest, Unauthorized401ReauthorizesExactlyOnce) {
   // The resend after the 401 carries the body and its MD5 again.
   ExpectEveryTrySends("/acct/c/stale-token", 2, data, Md5Headers(data));
   ExpectEveryTrySends("/acct/c/denied", 2, data, Md5Headers(data));
+  {
+    std::lock_guard lock(mu_);
+    EXPECT_EQ(calls_["/acct/c/denied"], 2);
+  }
+  // A credential with nothing new to send after the 401: no resend.
+  cred->renews = false;
+  s = client.PutBlob("denied", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(s.kind(), ErrorKind::kAuth);
+  EXPECT_EQ(cred->invalidations, 3);
   std::lock_guard lock(mu_);
-  EXPECT_EQ(calls_["/acct/c/denied"], 2);
+  EXPECT_EQ(calls_["/acct/c/denied"], 2 + 1);
 }
 
 // A container gone that cannot be made again (here Create Container is refused, as for

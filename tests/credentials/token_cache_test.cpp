@@ -193,7 +193,28 @@ TEST(TokenCacheTest, StaleInvalidateFromAnEarlierTokenIsIgnored) {
   go.set_value();
   a.join();
   EXPECT_EQ(Bearer(cred), "Bearer token-2");  // A's stale report did not drop token-2
-  cred.Invalidate();                          // a 401 for token-2 itself: refresh once more
+  clock.Advance(TokenCredential::kInvalidateInterval);
+  cred.Invalidate();  // a 401 for token-2 itself: refresh once more
+  EXPECT_EQ(Bearer(cred), "Bearer token-3");
+  EXPECT_EQ(cred.FetchCountForTest(), 3u);
+}
+
+// Storage refusing every token must not make each request a token request: a token is dropped
+// at most once per kInvalidateInterval, and Invalidate() says when a resend would carry the same.
+TEST(TokenCacheTest, TokensAreDroppedAtMostOncePerInterval) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  EXPECT_EQ(Bearer(cred), "Bearer token-1");
+  EXPECT_TRUE(cred.Invalidate());
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_FALSE(cred.Invalidate()) << "token-2 was fetched just now";
+    EXPECT_EQ(Bearer(cred), "Bearer token-2");
+  }
+  clock.Advance(TokenCredential::kInvalidateInterval - 1s);
+  EXPECT_FALSE(cred.Invalidate());
+  clock.Advance(1s);
+  EXPECT_TRUE(cred.Invalidate());
   EXPECT_EQ(Bearer(cred), "Bearer token-3");
   EXPECT_EQ(cred.FetchCountForTest(), 3u);
 }

@@ -1024,7 +1024,9 @@ TEST(BearerBlobClientTest, PersistentRejectionDoesNotLoop) {
     Json(res, 200, kTokenBody);
   });
   StandIn storage([](const Recorded&, httplib::Response& res) { res.status = 401; });
-  auto cred = ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret);
+  SimulatedClock clock(false);
+  auto cred =
+      ClientSecretCredential::Create({"tenant-1", "app-1", idp.url()}, kSecret, Opts(clock));
   ASSERT_TRUE(cred.ok());
   BlobClientOptions bo;
   bo.endpoint = storage.url() + "/devstoreaccount1";
@@ -1036,6 +1038,17 @@ TEST(BearerBlobClientTest, PersistentRejectionDoesNotLoop) {
   EXPECT_EQ(minted.load(), 2);  // the first token and one refresh
   EXPECT_EQ(storage.count(), 2u);
   EXPECT_EQ(s.message().find("tok-1"), std::string::npos);
+  // Every request refused (a token from a tenant that is not the account's): the next ones keep
+  // the token and are not resent, rather than ask Entra ID for a token each; 30 s on, one more.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(client.CreateContainerIfMissing().kind(), ErrorKind::kAuth);
+  }
+  EXPECT_EQ(minted.load(), 2);
+  EXPECT_EQ(storage.count(), 2u + 3u);
+  clock.Advance(31s);
+  EXPECT_EQ(client.CreateContainerIfMissing().kind(), ErrorKind::kAuth);
+  EXPECT_EQ(minted.load(), 3);
+  EXPECT_EQ(storage.count(), 2u + 3u + 2u);
 }
 
 // --- the chain ---
