@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <exception>
 
 namespace nbu::azure {
 namespace {
@@ -158,7 +157,7 @@ Result<std::string> TokenCredential::GetToken(std::stop_token stop) {
     Result<AccessToken> fetched = Status(ErrorKind::kAuth, "token fetch did not run");
     try {
       fetched = FetchToken(stop);
-    } catch (const std::exception&) {
+    } catch (...) {  // whatever it is: fetching_ must be cleared below, or every caller waits
       fetched = Status(ErrorKind::kAuth, Describe() + ": unexpected error fetching a token");
     }
     const WallTime done = clock_.WallNow();

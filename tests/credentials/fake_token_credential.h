@@ -21,6 +21,8 @@ class FakeTokenCredential final : public TokenCredential {
   // The issuer's refresh hint (refresh_in) of the tokens fetched from now on.
   void SetRefreshIn(Duration d) { refresh_in_ = d; }
   void FailNext(bool fail) { fail_ = fail; }
+  // The next fetch throws something that is no std::exception (as a library's callback might).
+  void ThrowNext() { throw_ = true; }
   // While held, fetches block until Release().
   void Hold() {
     std::lock_guard lock(mu_);
@@ -59,6 +61,7 @@ class FakeTokenCredential final : public TokenCredential {
     }
     if (stop.stop_requested()) return Status(ErrorKind::kCancelled, "fake: stopped");
     if (fail_) return Status(ErrorKind::kAuth, "fake: refused");
+    if (throw_.exchange(false)) throw 42;  // NOLINT(hicpp-exception-baseclass): the point
     std::optional<WallTime> refresh_on;
     if (const Duration in = refresh_in_.load(); in >= Duration::zero()) {
       refresh_on = clock().WallNow() + in;
@@ -71,6 +74,7 @@ class FakeTokenCredential final : public TokenCredential {
   std::atomic<Duration> lifetime_;
   std::atomic<Duration> refresh_in_{Duration(-1)};  // negative: none
   std::atomic<bool> fail_{false};
+  std::atomic<bool> throw_{false};
   std::atomic<int> started_{0};
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -176,6 +176,19 @@ TEST(TokenCacheTest, ATokenExpiredOnArrivalIsAnErrorNamingTheClock) {
   EXPECT_EQ(Bearer(cred), "Bearer token-2");
 }
 
+// A fetch that throws ends as an error, and the next one runs: nothing is left marked as
+// fetching, which would keep every later caller waiting for a fetch that never ends.
+TEST(TokenCacheTest, AFetchThatThrowsAnythingIsAnError) {
+  SimulatedClock clock(false);
+  FakeTokenCredential cred(clock, 1h);
+  cred.ThrowNext();
+  const Result<std::string> token = cred.GetToken();
+  ASSERT_FALSE(token.ok());
+  EXPECT_NE(token.status().message().find("unexpected error"), std::string::npos)
+      << token.status().message();
+  EXPECT_EQ(Bearer(cred), "Bearer token-2");
+}
+
 TEST(TokenCacheTest, StaleInvalidateFromAnEarlierTokenIsIgnored) {
   SimulatedClock clock(false);
   FakeTokenCredential cred(clock, 1h);
