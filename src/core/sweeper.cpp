@@ -96,29 +96,35 @@ void Sweeper::OnProcessingEntry(const std::string& rel, std::stop_token stop) {
   if (!c) return;  // not ours (e.g. a temp file): never delete what we cannot parse
   const std::string full = fs::Join(config_.processing_root, rel);
   if (c->state == ClaimState::kDone) {
+    // Not judged this time: what the last sweep saw of it (written to after its completion)
+    // stands, or a late write whose times were set since would be forgotten, and collected.
+    const auto keep_last_sighting = [&] {
+      if (const auto before = written_candidates_.find(full); before != written_candidates_.end()) {
+        written_now_.insert(*before);
+      }
+    };
     // A worker of ours has yet to look at it after its completion rename.
     if (inflight_.MarkerHeld(c->Path())) return;
     // Another live replica's marker is that replica's to collect: its worker looks at the marker
     // right after the completion rename (a write just before the rename is in it), and holds it
-    // from its own sweeps only. A dead replica's are anyone's.
-    if (c->owner != config_.replica_id && !leases_.IsDead(c->owner)) return;
+    // from its own sweeps only. A dead replica's are anyone's. One judged dead before and not
+    // now (its lease unreadable for a while, then read as changed) may be judged dead again.
+    if (c->owner != config_.replica_id && !leases_.IsDead(c->owner)) {
+      keep_last_sighting();
+      return;
+    }
     // Ours by name, but while another live process has our id it may be that process's, held
     // there until its worker has looked (which this process's InFlight cannot tell): left alone
-    // until that process is gone, as our claims are. What the last sweep saw of it stands.
+    // until that process is gone, as our claims are.
     if (c->owner == config_.replica_id && leases_.IdInUseElsewhere()) {
-      if (const auto before = written_candidates_.find(full); before != written_candidates_.end()) {
-        written_now_.insert(*before);
-      }
+      keep_last_sighting();
       return;
     }
     auto st = fs::Stat(full);
     if (!st.ok()) {
-      // Not looked at this time (a passing error): what the last sweep saw of it stands. Not
-      // found: collected by another replica's sweep meanwhile.
-      const auto before = written_candidates_.find(full);
-      if (st.status().kind() != ErrorKind::kNotFound && before != written_candidates_.end()) {
-        written_now_.insert(*before);
-      }
+      // Not looked at this time (a passing error). Not found: collected by another replica's
+      // sweep meanwhile.
+      if (st.status().kind() != ErrorKind::kNotFound) keep_last_sighting();
       return;
     }
     // Seen written to by the last sweep: still so, whatever its times now. A producer that sets

@@ -592,6 +592,39 @@ TEST_F(SweeperTest, AMarkerChangedSinceItsWorkersLookIsClaimedAgain) {
   EXPECT_EQ(inflight.SettledMarker(touched.Path()), std::nullopt);
 }
 
+// A dead replica's marker written to after its completion, whose times are then set (cp -p):
+// sweeps that cannot tell the replica is dead (its lease unreadable, then read again, which
+// starts its silence anew) do not forget the write they saw, or the sweep that finds it dead
+// again would collect the marker with the bytes never uploaded.
+TEST_F(SweeperTest, AWrittenMarkerOfAReplicaWhoseLeaseCannotBeReadIsNotForgotten) {
+  const ClaimPath done{"20261128", "s", "d", "late", "ghost", NewNonce(), ClaimState::kDone};
+  const std::string path = config.processing_root + "/" + done.Path();
+  WriteFile(path, "head+tail");  // as a write after the rename leaves it: mtime == ctime
+  sweeper.Sweep({});
+  Pass(31s);  // no lease seen for 31 s: ghost is dead
+  sweeper.Sweep({});
+  ASSERT_TRUE(Exists(done.Path()));
+  const timespec source_times[2] = {{1'700'000'000, 0}, {1'700'000'000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), source_times, 0), 0);  // cp -p, at its end
+  const std::string lease = leases.Dir() + "/ghost.lease";
+  ASSERT_TRUE(fs::MkdirAll(lease).ok());  // its read fails: EISDIR
+  Pass(2s);
+  sweeper.Sweep({});
+  ASSERT_TRUE(Exists(done.Path()));
+  ASSERT_EQ(::rmdir(lease.c_str()), 0);  // missing again: a change, so silent since now
+  Pass(2s);
+  sweeper.Sweep({});
+  Pass(31s);  // dead again
+  sweeper.Sweep({});
+  ASSERT_TRUE(Exists(done.Path())) << "collected: the bytes written after the upload are lost";
+  EXPECT_TRUE(queued.empty()) << "held still since its times were set? not yet seen so";
+  sweeper.Sweep({});
+  EXPECT_FALSE(Exists(done.Path()));
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0].claim.BlobName(), done.BlobName());
+  EXPECT_EQ(queued[0].claim.owner, "me");
+}
+
 // A sweep that could not look at such a marker (its stat, or the listing of its directory, failed
 // with a passing error, as on a flaky NFS server) does not start its count again: the next sweep
 // that sees it unchanged since the last look claims it. Otherwise a directory whose listing often
