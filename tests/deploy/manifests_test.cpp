@@ -252,6 +252,38 @@ TEST(KubernetesTest, ServiceSelectsThePodsOnPort8000) {
   }
 }
 
+// The optional NetworkPolicy selects the uploader's pods, restricts ingress only (egress reaches
+// storage and Entra ID), and admits named sources to port 8000, nobody else and no other port.
+TEST(KubernetesTest, TheNetworkPolicyAdmitsOnlyNamedClientsToThePort) {
+  const YAML::Node np = FindKind("k8s/optional/networkpolicy.yaml", "NetworkPolicy");
+  const YAML::Node labels =
+      FindKind("k8s/deployment.yaml", "Deployment")["spec"]["template"]["metadata"]["labels"];
+  const YAML::Node selector = np["spec"]["podSelector"]["matchLabels"];
+  ASSERT_TRUE(selector.IsMap());
+  ASSERT_GT(selector.size(), 0u) << "an empty selector would take every pod of the namespace";
+  for (const auto& kv : selector) {
+    EXPECT_EQ(labels[kv.first.as<std::string>()].as<std::string>(), kv.second.as<std::string>());
+  }
+  EXPECT_EQ(Strings(np["spec"]["policyTypes"]), std::vector<std::string>{"Ingress"});
+  ASSERT_TRUE(np["spec"]["ingress"].IsSequence());
+  ASSERT_GT(np["spec"]["ingress"].size(), 0u) << "no rule: the API unreachable, scrapes too";
+  for (const auto& rule : np["spec"]["ingress"]) {
+    ASSERT_TRUE(rule["from"].IsDefined() && rule["from"].IsSequence())
+        << "a rule without from admits everyone";
+    for (const auto& peer : rule["from"]) {
+      EXPECT_FALSE(peer["ipBlock"]) << "admit pods, not addresses";
+      for (const char* key : {"podSelector", "namespaceSelector"}) {
+        if (peer[key]) {
+          EXPECT_GT(peer[key]["matchLabels"].size(), 0u) << key << " {} admits every one";
+        }
+      }
+    }
+    ASSERT_TRUE(rule["ports"].IsDefined() && rule["ports"].IsSequence())
+        << "a rule without ports admits every port";
+    for (const auto& port : rule["ports"]) EXPECT_EQ(port["port"].as<int>(), 8000);
+  }
+}
+
 TEST(KubernetesTest, NfsVolumeIsSharedAndMountedForPolling) {
   const YAML::Node pv = FindKind("k8s/pv-nfs.yaml", "PersistentVolume");
   const YAML::Node pvc = FindKind("k8s/pvc-nfs.yaml", "PersistentVolumeClaim");
