@@ -1,6 +1,7 @@
 #include "azure/token_managed_identity.h"
 
 #include "azure/url.h"
+#include "util/crypto.h"
 #include "util/fs.h"
 #include "util/log.h"
 
@@ -215,8 +216,8 @@ Duration ManagedIdentityCredential::RetryDelay(int attempt, const HttpResponse* 
       }
     }
   }
-  Duration d = options_.base_delay * (int64_t{1} << std::min(attempt - 1, 20));
-  d = std::min(d, options_.max_delay);
+  // Jittered, so that the pods of a node (which share its IMDS) do not retry in step.
+  Duration d = ExponentialBackoff(attempt, options_.base_delay, options_.max_delay, FastRandom01());
   if (resp != nullptr && resp->status == 410) d = std::max(d, options_.min_delay_410);
   return d;
 }

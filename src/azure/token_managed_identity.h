@@ -38,7 +38,7 @@ struct ManagedIdentityOptions {
   std::string object_id;    // the identity's object (principal) id
   std::string resource_id;  // its ARM resource id (/subscriptions/.../userAssignedIdentities/x)
   // Retries of 404 (identity endpoint updating), 410 (IMDS upgrading, back within 70 s), 429 and
-  // 5xx, with exponential backoff (or Retry-After); other statuses fail at once.
+  // 5xx, with exponential backoff and jitter (or Retry-After); other statuses fail at once.
   int max_attempts = 5;
   Duration base_delay = std::chrono::seconds(1);
   Duration max_delay = std::chrono::seconds(30);
