@@ -52,11 +52,7 @@ Result<AccessToken> PostForm(HttpTransport& transport, const TokenSourceOptions&
                         : Status(ErrorKind::kUnavailable,
                                  ScrubSecrets(who + ": " + resp.status().message(), secrets));
     const auto delay = RetryDelay(policy, attempt, resp, FastRandom01());
-    if (!delay) {
-      if (attempt == 1) return failed;
-      return Status(failed.kind(),
-                    failed.message() + " (after " + std::to_string(attempt) + " attempts)");
-    }
+    if (!delay) return AfterAttempts(failed, attempt);
     LogWarn("token request failed; retrying", {{"credential", who},
                                                {"attempt", attempt},
                                                {"delay_s", ToSeconds(*delay)},

@@ -315,6 +315,11 @@ std::tm CalendarTime(int year, int month, int day, int hour, int min, int sec) {
   return tm;
 }
 
+Status AfterAttempts(const Status& s, int attempts) {
+  if (attempts <= 1) return s;
+  return Status(s.kind(), s.message() + " (after " + std::to_string(attempts) + " attempts)");
+}
+
 std::shared_ptr<HttpTransport> TokenTransport(const TokenSourceOptions& options) {
   return options.transport ? options.transport : std::make_shared<HttpTransport>();
 }

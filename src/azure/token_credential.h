@@ -139,6 +139,8 @@ Result<AccessToken> ParseTokenResponse(const HttpResponse& resp, WallTime now,
 // ScrubSecrets (util/text.h) replaces every occurrence of each secret in a text.
 // The calendar fields of a token's expiry (month 1-12), for timegm or mktime.
 std::tm CalendarTime(int year, int month, int day, int hour, int min, int sec);
+// `s` as the last of `attempts` tries of a token request: " (after N attempts)" added when N > 1.
+Status AfterAttempts(const Status& s, int attempts);
 // A transport for token requests: `options.transport` or a new one with the system CAs.
 std::shared_ptr<HttpTransport> TokenTransport(const TokenSourceOptions& options);
 

@@ -277,10 +277,7 @@ Result<AccessToken> ManagedIdentityCredential::FetchToken(std::stop_token stop) 
       return Status(ErrorKind::kCancelled, who + ": stopped");
     }
   }
-  if (made > 1) {
-    return Status(last.kind(), last.message() + " (after " + std::to_string(made) + " attempts)");
-  }
-  return last;
+  return AfterAttempts(last, made);
 }
 
 }  // namespace nbu::azure
