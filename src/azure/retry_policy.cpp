@@ -7,17 +7,27 @@
 #include <charconv>
 #include <cmath>
 #include <ctime>
+#include <limits>
 
 namespace nbu::azure {
 namespace {
 
+// Digits only; a number too large for int64_t is read as its largest value (a server asking for
+// a very long wait is asking for the longest one we allow, not for none).
 std::optional<int64_t> ParseNonNegative(const std::string* text) {
-  if (text == nullptr) return std::nullopt;
+  if (text == nullptr || text->empty() || text->front() == '-') return std::nullopt;
   int64_t v = 0;
   const char* end = text->data() + text->size();
   const auto [ptr, ec] = std::from_chars(text->data(), end, v);
-  if (ec != std::errc() || ptr != end || v < 0) return std::nullopt;
+  if (ptr != end) return std::nullopt;
+  if (ec == std::errc::result_out_of_range) return std::numeric_limits<int64_t>::max();
+  if (ec != std::errc()) return std::nullopt;
   return v;
+}
+
+std::chrono::milliseconds CappedHint(int64_t amount, int64_t ms_per_unit) {
+  const int64_t cap = kMaxServerHint.count() / ms_per_unit;
+  return std::chrono::milliseconds(std::clamp<int64_t>(amount, 0, cap) * ms_per_unit);
 }
 
 // An IMF-fixdate ("Wed, 21 Oct 2015 07:28:00 GMT") as seconds since the epoch.
@@ -46,22 +56,15 @@ bool IsRetryableStatus(long status) {
 
 std::optional<std::chrono::milliseconds> ServerRetryHint(const HttpResponse& response) {
   // Checked in the order the Azure SDKs use: explicit milliseconds first, then seconds.
-  if (auto ms = ParseNonNegative(response.Header("retry-after-ms"))) {
-    return std::chrono::milliseconds(*ms);
-  }
+  if (auto ms = ParseNonNegative(response.Header("retry-after-ms"))) return CappedHint(*ms, 1);
   if (auto ms = ParseNonNegative(response.Header("x-ms-retry-after-ms"))) {
-    return std::chrono::milliseconds(*ms);
+    return CappedHint(*ms, 1);
   }
-  if (auto s = ParseNonNegative(response.Header("retry-after"))) {
-    return std::chrono::milliseconds(std::min<int64_t>(*s, int64_t{1} << 40) * 1000);
-  }
+  if (auto s = ParseNonNegative(response.Header("retry-after"))) return CappedHint(*s, 1000);
   // Retry-After as an HTTP date: measured against the response's own Date header, so the two
   // clocks that matter are the server's (ours may be skewed); without a Date, no hint.
   if (auto until = ParseHttpDate(response.Header("retry-after"))) {
-    if (auto date = ParseHttpDate(response.Header("date"))) {
-      return std::chrono::milliseconds(std::clamp<int64_t>(*until - *date, 0, int64_t{1} << 40) *
-                                       1000);
-    }
+    if (auto date = ParseHttpDate(response.Header("date"))) return CappedHint(*until - *date, 1000);
   }
   return std::nullopt;
 }

@@ -35,8 +35,12 @@ std::chrono::milliseconds AnswerDelay(const RetryOptions& options, int attempt,
                                       const HttpResponse& response, double jitter01);
 // True for HTTP statuses the policy retries.
 bool IsRetryableStatus(long status);
+// The largest hint ServerRetryHint returns (about 68 years): any hint converts to Duration
+// (nanoseconds) without overflow, so a caller can cap it with its own maximum in any unit.
+inline constexpr std::chrono::milliseconds kMaxServerHint{(int64_t{1} << 31) * 1000};
 // Server-suggested delay from response headers, if any: retry-after-ms, x-ms-retry-after-ms,
 // Retry-After in seconds, or Retry-After as an HTTP date (relative to the response's Date).
+// A number too large to hold is read as kMaxServerHint.
 std::optional<std::chrono::milliseconds> ServerRetryHint(const HttpResponse& response);
 
 // Shared by every request of the process: a throttling answer (429/503) pushes a "not before"

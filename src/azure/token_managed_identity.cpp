@@ -1,12 +1,12 @@
 #include "azure/token_managed_identity.h"
 
+#include "azure/retry_policy.h"
 #include "azure/url.h"
 #include "util/crypto.h"
 #include "util/fs.h"
 #include "util/log.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 namespace nbu::azure {
 namespace {
@@ -206,15 +206,9 @@ Result<HttpResponse> ManagedIdentityCredential::Send(const HttpRequest& req,
 }
 
 Duration ManagedIdentityCredential::RetryDelay(int attempt, const HttpResponse* resp) const {
+  // The endpoint's hint, read as the blob client reads storage's (seconds or an HTTP date).
   if (resp != nullptr) {
-    if (const std::string* ra = resp->Header("retry-after")) {
-      // Capped in seconds: a huge hint (strtol saturates) would overflow as nanoseconds.
-      const long secs = std::strtol(ra->c_str(), nullptr, 10);
-      const auto cap = std::chrono::duration_cast<std::chrono::seconds>(options_.max_delay);
-      if (secs > 0) {
-        return secs >= cap.count() ? options_.max_delay : Duration(std::chrono::seconds(secs));
-      }
-    }
+    if (auto hint = ServerRetryHint(*resp)) return std::min<Duration>(*hint, options_.max_delay);
   }
   // Jittered, so that the pods of a node (which share its IMDS) do not retry in step.
   Duration d = ExponentialBackoff(attempt, options_.base_delay, options_.max_delay, FastRandom01());

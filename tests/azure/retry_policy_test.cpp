@@ -121,6 +121,31 @@ TEST(RetryPolicyTest, RetryAfterHeaderForms) {
   EXPECT_FALSE(RetryDelay(o, 1, Resp(400, {{"retry-after", "1"}}), 0.4));
 }
 
+// A number too large for 64 bits asks for a very long wait: it gets the longest one allowed, not
+// the short backoff a junk header gets. And every hint, however large, stays within
+// kMaxServerHint, which converts to nanoseconds without overflow.
+TEST(RetryPolicyTest, AHintTooLargeToHoldIsTheLongestWait) {
+  RetryOptions o;
+  o.base_delay = 1000ms;
+  const std::string huge = "99999999999999999999";
+  for (const char* header : {"retry-after", "retry-after-ms", "x-ms-retry-after-ms"}) {
+    EXPECT_EQ(*RetryDelay(o, 1, Resp(503, {{header, huge}}), 0.4), o.max_delay) << header;
+    EXPECT_EQ(*ServerRetryHint(*Resp(503, {{header, huge}})), kMaxServerHint) << header;
+    EXPECT_EQ(*ServerRetryHint(*Resp(503, {{header, "9223372036854775807"}})), kMaxServerHint)
+        << header;
+  }
+  EXPECT_EQ(*ServerRetryHint(*Resp(503, {{"retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"},
+                                         {"date", "Thu, 01 Jan 1970 00:00:00 GMT"}})),
+            kMaxServerHint);
+  static_assert(kMaxServerHint <= std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::nanoseconds::max()));
+  // Still junk: a sign, a trailing letter, nothing.
+  EXPECT_FALSE(ServerRetryHint(*Resp(503, {{"retry-after", "-99999999999999999999"}})));
+  EXPECT_FALSE(ServerRetryHint(*Resp(503, {{"retry-after", "99999999999999999999s"}})));
+  EXPECT_FALSE(ServerRetryHint(*Resp(503, {{"retry-after", ""}})));
+  EXPECT_FALSE(ServerRetryHint(*Resp(503, {{"retry-after", "+5"}})));
+}
+
 TEST(RetryPolicyTest, ServerRetryHintAbsent) { EXPECT_FALSE(ServerRetryHint(*Resp(503))); }
 
 TEST(ThrottleGateTest, WaitsUntilNotBefore) {

@@ -548,9 +548,8 @@ TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
   EXPECT_EQ(imds.count(), 3u);
 }
 
-// A Retry-After too large for nanoseconds (strtol saturates at 2^63 - 1 seconds) is capped like
-// any long one, not turned into a negative delay (a retry at once, and a 410 window that never
-// ends).
+// A Retry-After too large for nanoseconds (or for 64 bits) is capped like any long one, not
+// turned into a negative delay (a retry at once, and a 410 window that never ends).
 TEST(ManagedIdentityCredentialTest, AHugeRetryAfterIsCappedNotOverflowed) {
   std::atomic<int> n{0};
   StandIn imds([&](const Recorded&, httplib::Response& res) {
@@ -565,6 +564,27 @@ TEST(ManagedIdentityCredentialTest, AHugeRetryAfterIsCappedNotOverflowed) {
   const auto sleeps = clock.SleepsForTest();
   ASSERT_EQ(sleeps.size(), 1u);
   EXPECT_TRUE(sleeps[0] == ManagedIdentityOptions{}.max_delay)
+      << std::chrono::duration<double>(sleeps[0]).count() << " s";
+}
+
+// IMDS and the other identity endpoints sit behind the same HTTP front ends as storage: a
+// Retry-After in its date form is honoured as the blob client honours it, measured against the
+// answer's own Date.
+TEST(ManagedIdentityCredentialTest, ARetryAfterDateIsHonoured) {
+  std::atomic<int> n{0};
+  StandIn imds([&](const Recorded&, httplib::Response& res) {
+    if (++n > 1) return Json(res, 200, R"({"access_token":"imds-tok","expires_in":3599})");
+    res.set_header("Date", "Wed, 21 Oct 2015 07:27:48 GMT");
+    res.set_header("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT");
+    Json(res, 503, R"({"error":"busy"})");
+  });
+  SimulatedClock clock;
+  auto cred = ImdsCredential(imds, clock);
+  ASSERT_TRUE(cred.ok());
+  EXPECT_EQ(AuthHeader(**cred), "Bearer imds-tok");
+  const auto sleeps = clock.SleepsForTest();
+  ASSERT_EQ(sleeps.size(), 1u);
+  EXPECT_TRUE(sleeps[0] == std::chrono::seconds(12))
       << std::chrono::duration<double>(sleeps[0]).count() << " s";
 }
 
