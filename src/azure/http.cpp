@@ -279,7 +279,9 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
   if (request.stop.stop_possible()) progress.stop = &request.stop;
   progress.moved_at = SteadyNs();
   progress.given_up_silent = &given_up_silent_;
-  ResponseState download{&response, options_.max_response_body, false, &progress};
+  const size_t max_body =
+      request.max_response_body > 0 ? request.max_response_body : options_.max_response_body;
+  ResponseState download{&response, max_body, false, &progress};
   char errbuf[CURL_ERROR_SIZE] = {0};
 
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
@@ -387,9 +389,9 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& request) {
     // A failed handle may hold a broken connection; curl closes it itself, the handle is fine.
     pool_->Give(h, options_.max_idle_handles);
     if (download.too_large) {
-      return Status(ErrorKind::kPermanent,
-                    "HTTP " + std::to_string(status) + " response body larger than " +
-                        std::to_string(options_.max_response_body) + " bytes");
+      return Status(ErrorKind::kPermanent, "HTTP " + std::to_string(status) +
+                                               " response body larger than " +
+                                               std::to_string(max_body) + " bytes");
     }
     if (upload.read_short || upload.read_errno != 0) {
       // A file body is a staging copy (the only file bodies sent). One that ends early changed

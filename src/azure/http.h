@@ -36,6 +36,7 @@ struct HttpRequest {
   uint64_t body_length = 0;
   std::chrono::milliseconds timeout{30000};  // whole-request timeout
   std::chrono::milliseconds connect_timeout{10000};
+  size_t max_response_body = 0;  // 0: HttpTransportOptions::max_response_body
   // A stop request aborts the transfer within about a second (kCancelled): a shutdown does not
   // wait for a request that storage is slow to answer.
   std::stop_token stop;
@@ -49,7 +50,7 @@ struct HttpRequest {
 struct HttpResponse {
   long status = 0;
   HeaderMap headers;  // lower-case names
-  std::string body;   // capped at HttpTransportOptions::max_response_body
+  std::string body;   // capped at the request's max_response_body
   const std::string* Header(const std::string& lower_name) const;
 };
 

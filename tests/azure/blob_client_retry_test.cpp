@@ -117,6 +117,20 @@ class BlobClientRetryTest : public ::testing::Test {
                                        });
       return;
     }
+    if (req.matches[1] == "many-blocks") {  // 100,000 uncommitted blocks, the most a blob has
+      res.status = 200;
+      res.body =
+          "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><CommittedBlocks />"
+          "<UncommittedBlocks>";
+      for (int i = 0; i < 100000; ++i) {
+        char id[24];
+        std::snprintf(id, sizeof id, "%017d%06d", 0, i);  // a 23-byte id, as the uploader's
+        res.body += "<Block><Name>" + Base64Encode(std::string_view(id, 23)) +
+                    "</Name><Size>4194304000</Size></Block>";
+      }
+      res.body += "</UncommittedBlocks></BlockList>";
+      return;
+    }
     if (req.matches[1] == "slow") {  // answers after a second
       std::this_thread::sleep_for(1s);
       res.status = 201;
@@ -340,6 +354,20 @@ class BlobClientRetryTest : public ::testing::Test {
   SimulatedClock clock_;
   std::vector<std::string> mismatches_;  // ops, from the calling thread
 };
+
+// A blob's uncommitted block list at its largest is about 8.3 MB, past the transport's 4 MiB
+// cap on an answer: it is read whole, so a resume finds every block it need not send again.
+TEST_F(BlobClientRetryTest, TheLargestUncommittedBlockListIsReadWhole) {
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  auto blocks = client.GetUncommittedBlocks("many-blocks", {});
+  ASSERT_TRUE(blocks.ok()) << blocks.status().ToString();
+  ASSERT_EQ(blocks->size(), 100000u);
+  EXPECT_EQ(blocks->front().id, std::string(17, '0') + "000000");
+  EXPECT_EQ(blocks->back().id, std::string(17, '0') + "099999");
+  EXPECT_EQ(blocks->back().size, 4194304000u);
+  // The premise: the list is past the cap every other answer keeps.
+  EXPECT_EQ(HttpTransportOptions{}.max_response_body, size_t{4} << 20);
+}
 
 // With a send limit, a body goes no faster than the limit allows, in pieces: 256 KiB at 1 MB/s
 // take 0.26 s on the limiter's clock, less the 0.1 s burst an idle limiter saves up, and arrive
