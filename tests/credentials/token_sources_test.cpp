@@ -548,44 +548,42 @@ TEST(ManagedIdentityCredentialTest, ImdsRetriesThrottlingAndServerErrors) {
   EXPECT_EQ(imds.count(), 3u);
 }
 
-// A Retry-After too large for nanoseconds (or for 64 bits) is capped like any long one, not
-// turned into a negative delay (a retry at once, and a 410 window that never ends).
-TEST(ManagedIdentityCredentialTest, AHugeRetryAfterIsCappedNotOverflowed) {
+// The one wait before IMDS's second try, when its first answer is `status` with `headers`.
+Duration WaitAfterAnAnswer(int status,
+                           const std::vector<std::pair<std::string, std::string>>& headers) {
   std::atomic<int> n{0};
   StandIn imds([&](const Recorded&, httplib::Response& res) {
     if (++n > 1) return Json(res, 200, R"({"access_token":"imds-tok","expires_in":3599})");
-    res.set_header("Retry-After", "99999999999999999999");
-    Json(res, 429, R"({"error":"throttled"})");
+    for (const auto& [name, value] : headers) res.set_header(name, value);
+    Json(res, status, R"({"error":"busy"})");
   });
   SimulatedClock clock;
   auto cred = ImdsCredential(imds, clock);
-  ASSERT_TRUE(cred.ok());
+  EXPECT_TRUE(cred.ok());
+  if (!cred.ok()) return Duration::max();
   EXPECT_EQ(AuthHeader(**cred), "Bearer imds-tok");
   const auto sleeps = clock.SleepsForTest();
-  ASSERT_EQ(sleeps.size(), 1u);
-  EXPECT_TRUE(sleeps[0] == ManagedIdentityOptions{}.max_delay)
-      << std::chrono::duration<double>(sleeps[0]).count() << " s";
+  EXPECT_EQ(sleeps.size(), 1u);
+  return sleeps.empty() ? Duration::max() : sleeps[0];
+}
+
+// A Retry-After too large for nanoseconds (or for 64 bits) is capped like any long one, not
+// turned into a negative delay (a retry at once, and a 410 window that never ends).
+TEST(ManagedIdentityCredentialTest, AHugeRetryAfterIsCappedNotOverflowed) {
+  const Duration waited = WaitAfterAnAnswer(429, {{"Retry-After", "99999999999999999999"}});
+  EXPECT_TRUE(waited == ManagedIdentityOptions{}.max_delay)
+      << std::chrono::duration<double>(waited).count() << " s";
 }
 
 // IMDS and the other identity endpoints sit behind the same HTTP front ends as storage: a
 // Retry-After in its date form is honoured as the blob client honours it, measured against the
 // answer's own Date.
 TEST(ManagedIdentityCredentialTest, ARetryAfterDateIsHonoured) {
-  std::atomic<int> n{0};
-  StandIn imds([&](const Recorded&, httplib::Response& res) {
-    if (++n > 1) return Json(res, 200, R"({"access_token":"imds-tok","expires_in":3599})");
-    res.set_header("Date", "Wed, 21 Oct 2015 07:27:48 GMT");
-    res.set_header("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT");
-    Json(res, 503, R"({"error":"busy"})");
-  });
-  SimulatedClock clock;
-  auto cred = ImdsCredential(imds, clock);
-  ASSERT_TRUE(cred.ok());
-  EXPECT_EQ(AuthHeader(**cred), "Bearer imds-tok");
-  const auto sleeps = clock.SleepsForTest();
-  ASSERT_EQ(sleeps.size(), 1u);
-  EXPECT_TRUE(sleeps[0] == std::chrono::seconds(12))
-      << std::chrono::duration<double>(sleeps[0]).count() << " s";
+  const Duration waited =
+      WaitAfterAnAnswer(503, {{"Date", "Wed, 21 Oct 2015 07:27:48 GMT"},
+                              {"Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT"}});
+  EXPECT_TRUE(waited == std::chrono::seconds(12))
+      << std::chrono::duration<double>(waited).count() << " s";
 }
 
 // A refresh while the cached token is still valid runs on an upload worker: it makes one
