@@ -206,12 +206,14 @@ Result<HttpResponse> ManagedIdentityCredential::Send(const HttpRequest& req,
 }
 
 Duration ManagedIdentityCredential::RetryDelay(int attempt, const HttpResponse* resp) const {
-  // The endpoint's hint, read as the blob client reads storage's (seconds or an HTTP date).
-  if (resp != nullptr) {
-    if (auto hint = ServerRetryHint(*resp)) return std::min<Duration>(*hint, options_.max_delay);
-  }
-  // Jittered, so that the pods of a node (which share its IMDS) do not retry in step.
-  Duration d = ExponentialBackoff(attempt, options_.base_delay, options_.max_delay, FastRandom01());
+  // The endpoint's hint, read as the blob client reads storage's (seconds or an HTTP date);
+  // else backoff, jittered so that the pods of a node (which share its IMDS) do not retry in step.
+  const auto hint = resp != nullptr ? ServerRetryHint(*resp) : std::nullopt;
+  Duration d =
+      hint ? std::min<Duration>(*hint, options_.max_delay)
+           : ExponentialBackoff(attempt, options_.base_delay, options_.max_delay, FastRandom01());
+  // A 410 is retried for as long as the upgrade window lasts, counted in waits: each wait has a
+  // floor, or a "Retry-After: 0" would retry at once, and without end.
   if (resp != nullptr && resp->status == 410) d = std::max(d, options_.min_delay_410);
   return d;
 }

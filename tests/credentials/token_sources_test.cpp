@@ -575,6 +575,14 @@ TEST(ManagedIdentityCredentialTest, AHugeRetryAfterIsCappedNotOverflowed) {
       << std::chrono::duration<double>(waited).count() << " s";
 }
 
+// The 410 window is counted in waits: a 410 with "Retry-After: 0" still waits the 410 floor, or
+// IMDS answering so throughout would be asked again at once, and without end.
+TEST(ManagedIdentityCredentialTest, AGoneAnswerWaitsItsFloorWhateverItsRetryAfter) {
+  const Duration waited = WaitAfterAnAnswer(410, {{"Retry-After", "0"}});
+  EXPECT_TRUE(waited == ManagedIdentityOptions{}.min_delay_410)
+      << std::chrono::duration<double>(waited).count() << " s";
+}
+
 // IMDS and the other identity endpoints sit behind the same HTTP front ends as storage: a
 // Retry-After in its date form is honoured as the blob client honours it, measured against the
 // answer's own Date.
