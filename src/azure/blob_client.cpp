@@ -159,7 +159,9 @@ bool IsLockedBlob(const std::string& code) {
          code == "BlobImmutableDueToLegalHold";
 }
 
-ErrorKind KindFor(long status, const std::string& code) {
+// `storage_answered`: the answer carries storage's x-ms-request-id, which Azure sets on every
+// answer it gives, errors too.
+ErrorKind KindFor(long status, const std::string& code, bool storage_answered) {
   // The body did not hash to the checksum we computed from the source: the bytes read back
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
   // re-reading the file can: a failure of this attempt, not of the request.
@@ -168,6 +170,12 @@ ErrorKind KindFor(long status, const std::string& code) {
   // discarded them (a second version of the file), or the container was recreated.
   // The next attempt lists what is staged and sends the rest again.
   if (code == "InvalidBlockList") return ErrorKind::kTransient;
+  // A bare 400 that storage did not give: a proxy's or a gateway's answer to a request cut
+  // short or damaged on its way (so is Azurite's to a block list it cannot parse, where Azure
+  // checks the Content-MD5 sent with it). Not a verdict on the file: a failure of this attempt,
+  // which the next one sends afresh, and which dead-letters the file after
+  // APP_MAX_FILE_ATTEMPTS if it never passes.
+  if (status == 400 && !storage_answered) return ErrorKind::kTransient;
   if (status == 404) return ErrorKind::kNotFound;
   if (status == 409 || status == 412) {
     // A precondition of ours failed (If-None-Match: *, If-Match): the caller looks at the blob.
@@ -318,8 +326,10 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       // As KindFor judges the answer: refusing us, storage's trouble, or an answer. One the
       // caller expects is an answer (a 403 to Create Container from credentials that may use
       // the container but not create it, which the caller then checks).
-      const ErrorKind kind = result->status < 400 ? ErrorKind::kPermanent
-                                                  : KindFor(result->status, ErrorCode(*result));
+      const ErrorKind kind = result->status < 400
+                                 ? ErrorKind::kPermanent
+                                 : KindFor(result->status, ErrorCode(*result),
+                                           result->Header("x-ms-request-id") != nullptr);
       // A 409 ContainerBeingDeleted is storage up and answering: the container's state, told
       // below (container_missing).
       const bool server_error =
@@ -401,7 +411,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       if (IsChecksumMismatch(code) && observer_.on_checksum_mismatch) {
         observer_.on_checksum_mismatch(op);
       }
-      return Status(KindFor(resp.status, code), msg, code);
+      return Status(KindFor(resp.status, code, request_id != nullptr), msg, code);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
     if (observer_.on_retry) observer_.on_retry(reason);

@@ -241,6 +241,10 @@ class BlobClientRetryTest : public ::testing::Test {
     } else if (name == "no-container") {  // deleted; Create Container is refused (below)
       res.status = 404;
       res.set_header("x-ms-error-code", "ContainerNotFound");
+    } else if (name == "gateway-400") {  // a proxy's answer: no request id of storage's
+      res.status = 400;
+      res.headers.erase("x-ms-request-id");
+      res.set_content("<html><body>400 Bad Request</body></html>", "text/html");
     } else if (name == "bad") {
       res.status = 400;
       res.set_content("<?xml version=\"1.0\"?><Error><Code>Md5Mismatch</Code></Error>",
@@ -713,6 +717,11 @@ TEST_F(BlobClientRetryTest, StatusMapping) {
   Status lines = client.PutBlob("odd-code", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_NE(lines.message().find("HTTP 400 Odd?Injected: line? "), std::string::npos)
       << lines.message();
+  // A 400 storage did not give (no x-ms-request-id) fails the attempt, not the file.
+  Status gateway_400 = client.PutBlob("gateway-400", Body::FromMemory(data), Md5::Of(data), {});
+  EXPECT_EQ(gateway_400.kind(), ErrorKind::kTransient) << gateway_400.ToString();
+  EXPECT_NE(gateway_400.message().find("HTTP 400 (request id -)"), std::string::npos)
+      << gateway_400.message();
   // A 5xx outside the retried set is waited out by the caller, never taken as the file's fault.
   Status gateway = client.PutBlob("gateway-507", Body::FromMemory(data), Md5::Of(data), {});
   EXPECT_EQ(gateway.kind(), ErrorKind::kUnavailable) << gateway.ToString();
