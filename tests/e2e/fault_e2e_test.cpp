@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -526,13 +527,13 @@ TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
 
 // Everything at once, as a bad day brings it: two replicas share the volume and reach storage
 // through a proxy that throttles, fails, drops, delays and corrupts a random share of requests,
-// while files keep arriving and, at random, a replica is killed (SIGKILL) and restarted,
-// stopped gracefully (SIGTERM) and restarted, or frozen (SIGSTOP) past its lease timeout and
-// resumed; storage goes away for a few seconds; or the watch is stopped and started again. At the
-// end every file is in its blob byte for byte, and nothing is left on the volume, dead-lettered or
-// in staging. Bounded: 8 events and 16 batches of 10 files, then up to 2 minutes to finish.
-// NBU_CHAOS_SEED picks another sequence (the one used is printed), and NBU_CHAOS_EVENTS a longer
-// run (at most 200 events) for a soak by hand.
+// while files keep arriving (some renamed into place, as careful producers do) and, at random, a
+// replica is killed (SIGKILL) and restarted, stopped gracefully (SIGTERM) and restarted, or frozen
+// (SIGSTOP) past its lease timeout and resumed; storage goes away for a few seconds; or the watch
+// is stopped and started again. At the end every file is in its blob byte for byte, and nothing is
+// left on the volume, dead-lettered or in staging. Bounded: 8 events and 16 batches of 10 files,
+// then up to 2 minutes to finish. NBU_CHAOS_SEED picks another sequence (the one used is printed),
+// and NBU_CHAOS_EVENTS a longer run (at most 200 events) for a soak by hand.
 TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
   const auto setting = [](const char* name, uint32_t fallback, uint32_t max) {
     const char* text = std::getenv(name);
@@ -612,7 +613,13 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
       const std::string rel = "d" + std::to_string(next % 4) + "/" + odd[next % odd.size()] + "-" +
                               std::to_string(next) + ".bin";
       files[rel] = PatternBytes(size, next + 5000);
-      WriteFile(volume_.incoming() + "/chaos/" + rel, files[rel]);
+      const std::string path = volume_.incoming() + "/chaos/" + rel;
+      if (next % 3 == 0) {  // written whole under a name the service ignores, then renamed
+        WriteFile(path + ".part", files[rel]);
+        std::filesystem::rename(path + ".part", path);
+      } else {
+        WriteFile(path, files[rel]);
+      }
     }
   };
   std::string events;
