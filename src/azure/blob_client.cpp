@@ -159,9 +159,12 @@ bool IsLockedBlob(const std::string& code) {
          code == "BlobImmutableDueToLegalHold";
 }
 
-// `storage_answered`: the answer carries storage's x-ms-request-id, which Azure sets on every
-// answer it gives, errors too.
-ErrorKind KindFor(long status, const std::string& code, bool storage_answered) {
+// What an answer outside a request's expected statuses says of the failure.
+ErrorKind KindFor(const HttpResponse& resp) {
+  const long status = resp.status;
+  const std::string code = ErrorCode(resp);
+  // Azure sets x-ms-request-id on every answer it gives, errors too.
+  const bool storage_answered = resp.Header("x-ms-request-id") != nullptr;
   // The body did not hash to the checksum we computed from the source: the bytes read back
   // (staging copy, page cache, wire) were not the ones hashed. Resending this body cannot help,
   // re-reading the file can: a failure of this attempt, not of the request.
@@ -326,10 +329,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       // As KindFor judges the answer: refusing us, storage's trouble, or an answer. One the
       // caller expects is an answer (a 403 to Create Container from credentials that may use
       // the container but not create it, which the caller then checks).
-      const ErrorKind kind = result->status < 400
-                                 ? ErrorKind::kPermanent
-                                 : KindFor(result->status, ErrorCode(*result),
-                                           result->Header("x-ms-request-id") != nullptr);
+      const ErrorKind kind = result->status < 400 ? ErrorKind::kPermanent : KindFor(*result);
       // A 409 ContainerBeingDeleted is storage up and answering: the container's state, told
       // below (container_missing).
       const bool server_error =
@@ -411,7 +411,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
       if (IsChecksumMismatch(code) && observer_.on_checksum_mismatch) {
         observer_.on_checksum_mismatch(op);
       }
-      return Status(KindFor(resp.status, code, request_id != nullptr), msg, code);
+      return Status(KindFor(resp), msg, code);
     }
     const std::string reason = result.ok() ? std::to_string(result->status) : "connection";
     if (observer_.on_retry) observer_.on_retry(reason);
