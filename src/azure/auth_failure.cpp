@@ -1,6 +1,7 @@
 // Storage's reason for refusing a request's credentials (see auth_failure.h).
 #include "azure/auth_failure.h"
 
+#include "azure/xml.h"
 #include "util/text.h"
 
 #include <algorithm>
@@ -14,41 +15,6 @@ namespace {
 
 // What of a detail is read: Azure's are a few hundred bytes.
 constexpr size_t kMaxAuthFailureInput = 16 << 10;
-
-// The five named XML entities and numeric references (&#39;, &#x27;); others are kept as
-// written.
-std::string XmlUnescape(std::string_view text) {
-  static constexpr std::array<std::pair<std::string_view, char>, 5> kEntities = {
-      {{"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}, {"&amp;", '&'}}};
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
-    const auto it = std::find_if(kEntities.begin(), kEntities.end(), [&](const auto& e) {
-      return text.compare(i, e.first.size(), e.first) == 0;
-    });
-    if (it != kEntities.end()) {
-      out += it->second;
-      i += it->first.size();
-      continue;
-    }
-    if (text.compare(i, 2, "&#") == 0) {
-      const bool hex = i + 2 < text.size() && (text[i + 2] == 'x' || text[i + 2] == 'X');
-      const size_t from = i + (hex ? 3 : 2);
-      const size_t semi = text.find(';', from);
-      unsigned code = 0;
-      if (semi != std::string_view::npos && semi > from && semi - from <= 6 &&
-          std::from_chars(text.data() + from, text.data() + semi, code, hex ? 16 : 10).ptr ==
-              text.data() + semi &&
-          code > 0 && code < 0x80) {
-        out += static_cast<char>(code);
-        i = semi + 1;
-        continue;
-      }
-    }
-    out += text[i++];
-  }
-  return out;
-}
 
 // The string storage signed names the request's headers and metadata, or a SAS's fields: the
 // detail ends before the sentence that brings it in ("Server used following string to sign:

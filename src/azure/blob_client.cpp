@@ -3,6 +3,7 @@
 
 #include "azure/auth_failure.h"
 #include "azure/url.h"
+#include "azure/xml.h"
 #include "util/crc64.h"
 #include "util/log.h"
 #include "util/uuid.h"
@@ -14,19 +15,6 @@
 
 namespace nbu::azure {
 namespace {
-
-// Text between <tag> and </tag> starting at `from`; npos-safe. Sets `next` past the close tag.
-std::optional<std::string> XmlElement(const std::string& xml, const std::string& tag, size_t from,
-                                      size_t limit, size_t* next = nullptr) {
-  const std::string open = "<" + tag + ">";
-  const std::string close = "</" + tag + ">";
-  const size_t b = xml.find(open, from);
-  if (b == std::string::npos || b >= limit) return std::nullopt;
-  const size_t e = xml.find(close, b + open.size());
-  if (e == std::string::npos || e > limit) return std::nullopt;
-  if (next != nullptr) *next = e + close.size();
-  return xml.substr(b + open.size(), e - b - open.size());
-}
 
 // A value storage sends back (an error code, a request id) as it goes into messages, logs and
 // the status. Azure's are identifiers of a few dozen characters; what a proxy or a broken server
@@ -632,6 +620,44 @@ Result<std::string> BlobClient::GetBlob(const std::string& blob_name, std::stop_
   auto r = Execute(std::move(req), "GetBlob", stop, {200});
   if (!r.ok()) return r.status();
   return std::move(r->body);
+}
+
+Result<std::vector<std::string>> BlobClient::ListBlobNames(const std::string& prefix, int page_size,
+                                                           std::stop_token stop) {
+  std::vector<std::string> names;
+  std::string marker;
+  do {
+    HttpRequest req;
+    req.method = "GET";
+    req.url = options_.endpoint + "/" + options_.container +
+              "?restype=container&comp=list&maxresults=" + std::to_string(page_size) +
+              "&prefix=" + UrlEncodeQueryValue(prefix) +
+              (marker.empty() ? "" : "&marker=" + UrlEncodeQueryValue(marker));
+    // A page of 5,000 blobs with their properties is about 5 MB.
+    req.max_response_body = 16 << 20;
+    auto r = Execute(std::move(req), "ListBlobs", stop, {200}, /*writes_blob=*/false,
+                     /*observed=*/false);
+    if (!r.ok()) return r.status();
+    const std::string& xml = r->body;
+    size_t pos = 0;
+    while (auto blob = XmlElement(xml, "Blob", pos, xml.size(), &pos)) {
+      std::string attributes;
+      const auto name = XmlElement(*blob, "Name", 0, blob->size(), nullptr, &attributes);
+      if (!name) {
+        return Status(ErrorKind::kPermanent, "ListBlobs: a <Blob> without a <Name> in the answer");
+      }
+      // A name that XML cannot carry (a control character) comes percent-encoded.
+      names.push_back(attributes.find("Encoded=\"true\"") == std::string::npos
+                          ? XmlUnescape(*name)
+                          : UrlDecode(XmlUnescape(*name)));
+    }
+    std::string next = XmlUnescape(XmlElement(xml, "NextMarker", 0, xml.size()).value_or(""));
+    if (!next.empty() && next == marker) {
+      return Status(ErrorKind::kPermanent, "ListBlobs: the listing did not move past its marker");
+    }
+    marker = std::move(next);
+  } while (!marker.empty());
+  return names;
 }
 
 Status BlobClient::DeleteBlob(const std::string& blob_name, std::stop_token stop) {

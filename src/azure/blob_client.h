@@ -166,6 +166,11 @@ class BlobClient {
   // For tests and tools: whole blob body, and delete (a blob not there is deleted already).
   Result<std::string> GetBlob(const std::string& blob_name, std::stop_token stop = {});
   Status DeleteBlob(const std::string& blob_name, std::stop_token stop = {});
+  // For tests and tools: the names of the container's blobs that start with `prefix`, as
+  // storage holds them (decoded from its listing), in its order; every page of up to
+  // `page_size` names is read.
+  Result<std::vector<std::string>> ListBlobNames(const std::string& prefix, int page_size = 1000,
+                                                 std::stop_token stop = {});
 
   // URL of a blob with the name percent-encoded, without any credential (safe to log).
   std::string BlobUrl(const std::string& blob_name) const;

@@ -216,6 +216,26 @@ class BlobClientRetryTest : public ::testing::Test {
                                      ", escaped " + escaped_sig + " and " + hex_escaped_sig),
             "application/xml");
       }
+    } else if (name == "listing" && req.get_param_value("comp") == "list") {
+      // Two pages, as Azure writes them: the second asked for with the first's marker, which
+      // XML escapes; a name with a control character comes percent-encoded.
+      res.status = 200;
+      const std::string marker = req.get_param_value("marker");
+      res.body = R"(<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>)";
+      if (marker.empty()) {
+        res.body += R"(<Blob><Name>a&amp;b&lt;c&gt;</Name><Properties><Content-Length>1)"
+                    R"(</Content-Length></Properties></Blob><Blob><Name Encoded="true">)"
+                    R"(ctl%01char</Name></Blob></Blobs><NextMarker>m&amp;1</NextMarker>)";
+      } else if (marker == "m&1") {
+        res.body += R"(<Blob><Name>caf&#xE9;</Name></Blob></Blobs><NextMarker />)";
+      } else {
+        res.body += R"(</Blobs><NextMarker />)";
+      }
+      res.body += "</EnumerationResults>";
+    } else if (name == "stuck" && req.get_param_value("comp") == "list") {  // a broken server
+      res.status = 200;
+      res.body = R"(<EnumerationResults><Blobs><Blob><Name>x</Name></Blob></Blobs>)"
+                 R"(<NextMarker>same</NextMarker></EnumerationResults>)";
     } else if (name == ".nbu-probe/container-check") {  // HEAD: the same refusal, no body
       res.status = container_check_status_;
       res.set_header("x-ms-error-code", container_check_code_);
@@ -371,6 +391,34 @@ TEST_F(BlobClientRetryTest, TheLargestUncommittedBlockListIsReadWhole) {
   EXPECT_EQ(blocks->back().size, 4194304000u);
   // The premise: the list is past the cap every other answer keeps.
   EXPECT_EQ(HttpTransportOptions{}.max_response_body, size_t{4} << 20);
+}
+
+// A listing is read page by page, each name as storage holds it. (The container's path is
+// "c/listing", so that the scripted server, which answers under /acct/c/, answers it.)
+TEST_F(BlobClientRetryTest, AListingFollowsItsMarkersAndDecodesEachName) {
+  options_.container = "c/listing";
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  auto names = client.ListBlobNames("", 2);
+  ASSERT_TRUE(names.ok()) << names.status().ToString();
+  // (\001: an octal escape ends after three digits, where \x01 would take the "c" after it.)
+  EXPECT_EQ(*names, (std::vector<std::string>{"a&b<c>", "ctl\001char", "caf\xC3\xA9"}));
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(seen_.size(), 2u);
+  EXPECT_EQ(seen_[0].get_param_value("maxresults"), "2");
+  EXPECT_FALSE(seen_[0].has_param("marker"));
+  EXPECT_EQ(seen_[1].get_param_value("marker"), "m&1");  // sent encoded, decoded by the server
+}
+
+// A server whose listing never moves past its marker is an error, not a loop for ever.
+TEST_F(BlobClientRetryTest, AListingThatDoesNotMoveOnIsAnError) {
+  options_.container = "c/stuck";
+  BlobClient client = MakeClient(std::make_shared<CountingCredential>());
+  auto names = client.ListBlobNames("");
+  ASSERT_FALSE(names.ok());
+  EXPECT_NE(names.status().message().find("did not move past its marker"), std::string::npos)
+      << names.status().ToString();
+  std::lock_guard lock(mu_);
+  EXPECT_EQ(seen_.size(), 2u);  // the first page, and the second that named the same marker
 }
 
 // With a send limit, a body goes no faster than the limit allows, in pieces: 256 KiB at 1 MB/s
