@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -32,6 +33,26 @@ std::optional<std::string> GetBlobOf(azure::BlobClient& blobs, const std::string
     if (auto got = blobs.GetBlob(name); got.ok()) return *got;
   }
   return std::nullopt;
+}
+
+std::optional<std::vector<std::string>> ListedFiles(azure::BlobClient& blobs) {
+  auto listed = blobs.ListBlobNames("");
+  if (!listed.ok()) return std::nullopt;
+  std::vector<std::string> out;
+  for (const std::string& name : *listed) {
+    if (name.starts_with(".nbu-probe/")) continue;
+    const size_t slash = name.find('/');
+    out.push_back(slash == std::string::npos ? name : name.substr(slash + 1));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> FilesOf(const std::string& session,
+                                 const std::map<std::string, std::string>& files) {
+  std::vector<std::string> out;
+  for (const auto& entry : files) out.push_back(session + "/" + entry.first);
+  return out;  // sorted: the map's order
 }
 
 std::vector<std::string> Volume::Files(const std::string& root) {

@@ -33,6 +33,14 @@ std::vector<std::string> BlobNames(const std::string& session, const std::string
 // when there is none.
 std::optional<std::string> GetBlobOf(azure::BlobClient& blobs, const std::string& session,
                                      const std::string& rel);
+// The container's blobs as storage lists them, each as <session>/<rel> (its date taken off),
+// sorted, without the start-up probes' (.nbu-probe/...); nullopt if the listing failed. Unlike
+// a read by name, which goes through the same encoding as the upload, this shows a name that
+// storage took otherwise, a blob of a file the service should have ignored, and one sent twice.
+std::optional<std::vector<std::string>> ListedFiles(azure::BlobClient& blobs);
+// What ListedFiles should find when `files` (by <rel>) were all uploaded to `session`.
+std::vector<std::string> FilesOf(const std::string& session,
+                                 const std::map<std::string, std::string>& files);
 
 // Directories shared by every replica of one test (the "NFS volume").
 struct Volume {

@@ -119,6 +119,7 @@ class FaultE2E : public ::testing::Test {
     // A blob right but its file dead-lettered (a retry whose first try landed, refused as a
     // conflict) would pass every check above.
     ExpectNoDeadLetters();
+    EXPECT_EQ(ListedFiles(*blobs_), FilesOf(session, files));  // and no blob besides
     return up;
   }
   // Each dead letter fails the test, with its reason (not its bytes).
@@ -679,6 +680,8 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
   }
   ExpectNothingLeft({replicas[0].get(), replicas[1].get()});
   ExpectNoDeadLetters();
+  // One blob per file and nothing else: none for a .part name, none under two dates.
+  EXPECT_EQ(ListedFiles(*blobs_), FilesOf("chaos", files));
   if (HasFailure()) {  // the warnings and errors of each replica (its log's last 40 of them)
     for (const auto& r : replicas) {
       std::istringstream log(r->process().ReadLog());

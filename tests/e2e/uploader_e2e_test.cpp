@@ -144,6 +144,8 @@ TEST_F(UploaderE2E, UploadsEverySizeAndOddNameByteExact) {
   ASSERT_EQ(::utimensat(AT_FDCWD, dated.c_str(), times, 0), 0);
   ASSERT_EQ(::rename(dated.c_str(), (volume_.incoming() + "/s1/dated.bin").c_str()), 0);
   ExpectAllUploaded("s1", files);
+  // Under the very names: storage's listing, not a read through the same encoding.
+  EXPECT_EQ(ListedFiles(*blobs_), FilesOf("s1", files));
   // The whole-file MD5 is on every blob: computed by storage for a file sent in one Put Blob
   // (Azurite 3.37 checks its CRC-64, as the start-up probe found), set on commit for blocks.
   for (const auto& name : {"m9.bin", "k64.bin", "dated.bin"}) {
@@ -261,6 +263,7 @@ TEST_F(UploaderE2E, NamesAzureWouldChangeOrRefuseNeverShareABlob) {
   for (int i = 0; i < 5; ++i) too_long_dir += std::string(250, static_cast<char>('a' + i)) + "/";
   const std::string kept = Drop("n", too_long_dir + longest, PatternBytes(1000, seed++));
   ExpectAllUploaded("n", blobs);
+  EXPECT_EQ(ListedFiles(*blobs_), FilesOf("n", blobs));  // as storage names them; no other
   ASSERT_TRUE(WaitFor([&] { return up.Status()["dead_letter"]["count"] == 1; }, 30s))
       << up.Status().dump();
   const auto failed = Volume::Files(volume_.failed());
