@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
@@ -532,12 +533,14 @@ TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
 
 // Everything at once, as a bad day brings it: two replicas share the volume and reach storage
 // through a proxy that throttles, fails, drops, delays and corrupts a random share of requests,
-// while files keep arriving (some renamed into place, as careful producers do) and, at random, a
-// replica is killed (SIGKILL) and restarted, stopped gracefully (SIGTERM) and restarted, or frozen
-// (SIGSTOP) past its lease timeout and resumed; storage goes away for a few seconds; or the watch
-// is stopped and started again. At the end every file is in its blob byte for byte, and nothing is
-// left on the volume, dead-lettered or in staging. Bounded: 8 events and 16 batches of 10 files,
-// then up to 2 minutes to finish. NBU_CHAOS_SEED picks another sequence (the one used is printed),
+// while files keep arriving (some renamed into place, as careful producers do) and events come,
+// each kind once in every five, in a random order: a replica chosen at random is killed (SIGKILL)
+// and restarted, stopped gracefully (SIGTERM) and restarted, or frozen (SIGSTOP) past its lease
+// timeout and resumed; storage goes away for a few seconds; or the watch is stopped and started
+// again. At the end every file is in its blob byte for byte, no other blob is there, and nothing
+// is left on the volume, dead-lettered or in staging. Bounded: 8 events and 16 batches of 10
+// files, then up to 2 minutes to finish. NBU_CHAOS_SEED picks another run of files, pauses and
+// events (the one used is printed; the proxy's faults fall where the requests' timing puts them),
 // and NBU_CHAOS_EVENTS a longer run (at most 200 events) for a soak by hand.
 TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
   const auto setting = [](const char* name, uint32_t fallback, uint32_t max) {
@@ -549,6 +552,8 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
   const uint32_t event_count = setting("NBU_CHAOS_EVENTS", 8, 200);
   SCOPED_TRACE("NBU_CHAOS_SEED=" + std::to_string(seed) +
                " NBU_CHAOS_EVENTS=" + std::to_string(event_count));
+  // The proxy's faults draw from their own generator, so that the run's own choices (the files,
+  // the pauses, the events) are the same for a seed however many requests were made meanwhile.
   struct Chance {  // shared with the proxy's handlers, which may outlive this test's body
     std::mutex mu;
     std::mt19937 rng;
@@ -564,6 +569,10 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
   };
   auto chance = std::make_shared<Chance>();
   chance->rng.seed(seed);
+  std::mt19937 rng(seed);
+  const auto below = [&rng](uint32_t n) {
+    return std::uniform_int_distribution<uint32_t>(0, n - 1)(rng);
+  };
   proxy_->SetPlan([chance](const ProxyRequest& r) {
     if (chance->storage_down) return FaultAction::DropBefore();
     if (!chance->faults_on || r.target.find("restype=container") != std::string::npos) {
@@ -610,11 +619,9 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
   uint32_t next = 0;
   const auto drop_batch = [&] {
     for (int k = 0; k < 10; ++k, ++next) {
-      const uint32_t r = chance->Below(20);
+      const uint32_t r = below(20);
       // Mostly small files (one Put Blob), some empty, one in ten sent in blocks.
-      const size_t size = r == 0   ? 0
-                          : r < 18 ? chance->Below(96 << 10)
-                                   : (1 << 20) + chance->Below(2 << 20);
+      const size_t size = r == 0 ? 0 : r < 18 ? below(96 << 10) : (1 << 20) + below(2 << 20);
       const std::string rel = "d" + std::to_string(next % 4) + "/" + odd[next % odd.size()] + "-" +
                               std::to_string(next) + ".bin";
       files[rel] = PatternBytes(size, next + 5000);
@@ -628,13 +635,16 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
     }
   };
   std::string events;
+  // Every kind of event once in each run of five, in a random order: eight events bring each.
+  std::array<int, 5> kinds = {0, 1, 2, 3, 4};
   for (uint32_t event = 0; event < event_count; ++event) {
     drop_batch();
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + chance->Below(1200)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + below(1200)));
     drop_batch();
-    const size_t i = chance->Below(2);
+    const size_t i = below(2);
     ChildProcess& p = replicas[i]->process();
-    switch (chance->Below(5)) {
+    if (event % kinds.size() == 0) std::shuffle(kinds.begin(), kinds.end(), rng);
+    switch (kinds[event % kinds.size()]) {
       case 0:
         events += names[i] + ":kill ";
         p.Signal(SIGKILL);
@@ -650,13 +660,13 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
       case 2:
         events += names[i] + ":freeze ";
         p.Signal(SIGSTOP);
-        std::this_thread::sleep_for(std::chrono::milliseconds(2500 + chance->Below(2000)));
+        std::this_thread::sleep_for(std::chrono::milliseconds(2500 + below(2000)));
         p.Signal(SIGCONT);
         break;
       case 3:
         events += "storage-down ";
         chance->storage_down = true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(500 + chance->Below(2500)));
+        std::this_thread::sleep_for(std::chrono::milliseconds(500 + below(2500)));
         chance->storage_down = false;
         break;
       default:  // the watch stopped and started again, through either replica
@@ -670,6 +680,7 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
     }
   }
   SCOPED_TRACE("events: " + events);
+  std::printf("seed %u, events: %s\n", seed, events.c_str());
   chance->faults_on = false;
   ExpectAllArrive("chaos", files, 120s + 2s * event_count);
   // A replica resumed from a freeze may still be finishing a claim taken over meanwhile; its
