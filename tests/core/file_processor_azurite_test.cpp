@@ -641,6 +641,35 @@ TEST_F(FileProcessorAzuriteTest, ACompletionRenameFailingAfterTheCommitIsRetried
   EXPECT_TRUE(left[0].ends_with(".done")) << left[0];
 }
 
+// The completion rename answered "no such file": over NFS, a rename the server did whose answer
+// was lost, so that the client's resend found the claim gone; or another replica took the claim
+// over (our lease looked dead) and finished it. Either way the blob is committed: the file
+// counts as done, is neither sent again nor failed, and what the volume holds is left as it is.
+TEST_F(FileProcessorAzuriteTest, ACompletionRenameAnsweredNoSuchFileIsDone) {
+  for (const bool renamed : {true, false}) {
+    const std::string data = PatternBytes(20'000, renamed ? 33 : 34);
+    WorkItem item = PlaceClaim(renamed ? "resent-rename.bin" : "taken-over.bin", data, false);
+    FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+    deps.complete_rename = [&](const std::string& from, const std::string& to) {
+      // The server's work and its lost answer; or the other replica's rename to its own claim.
+      const std::string other = from + ".other";
+      EXPECT_TRUE(fs::RenameEntry(from, renamed ? to : other).ok());
+      return Status(ErrorKind::kNotFound, "rename: No such file or directory");
+    };
+    FileProcessor processor(std::move(deps));
+    processor.Process(item, {});
+    ExpectBlobHolds(item, data);
+    const auto left = Entries(config_.processing_root);
+    ASSERT_EQ(left.size(), 1u) << testing::PrintToString(left);
+    EXPECT_TRUE(renamed ? left[0].ends_with(".done") : left[0].ends_with(".other")) << left[0];
+    EXPECT_EQ(inflight_.size(), 0u);
+    ASSERT_EQ(::unlink(fs::Join(config_.processing_root, left[0]).c_str()), 0);
+  }
+  EXPECT_EQ(Count(inst_.files_processed), 2);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(Count(inst_.files_skipped), 0);
+}
+
 // A write that lands after the last check and before the completion rename goes into the
 // marker, and the rename moves its ctime past the write, so a sweep could not tell it from an
 // ordinary marker. The worker looks once more after the rename, the first one or one retried
