@@ -39,10 +39,11 @@
 namespace nbu::server {
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = NBU_VERSION;  // the CMake project's
 
-void PrintUsage() {
-  std::printf(
+void PrintUsage(FILE* out) {
+  std::fprintf(
+      out,
       "nfs-blob-uploader %s: uploads files dropped on an NFS volume to Azure Blob Storage.\n"
       "Configuration comes from APP_* environment variables and an optional .env file.\n"
       "  --config-vars   print every APP_* variable the service reads, one per line\n"
@@ -208,8 +209,14 @@ int Main(int argc, char** argv) {
       std::printf("%s\n", kVersion);
       return 0;
     }
-    PrintUsage();
-    return arg == "--help" || arg == "-h" ? 0 : 2;
+    if (arg == "--help" || arg == "-h") {
+      PrintUsage(stdout);
+      return 0;
+    }
+    // A mistyped flag is named, so that it is not taken for a start-up failure.
+    std::fprintf(stderr, "nfs-blob-uploader: unknown argument \"%s\"\n", arg.c_str());
+    PrintUsage(stderr);
+    return 2;
   }
 
   RaiseOpenFileLimit();

@@ -1,5 +1,6 @@
 // The uploader binary end to end against a real Azurite: odd names and sizes byte-exact, slow
 // producers, kill -9 and restart, replicas sharing a volume, configuration errors, the API.
+#include "core/config.h"
 #include "core/file_processor.h"
 #include "core/layout.h"
 #include "e2e_support.h"
@@ -950,6 +951,34 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
 // A misspelt variable is named by a warning; an API address that cannot be listened on, an
 // APP_ENV_FILE that does not exist and a line of it that is not KEY=VALUE are configuration
 // errors (exit 2, one line each, also for a value holding a line break).
+// The command line: the version the build names, each variable with its default and meaning,
+// the usage on --help; an argument it does not know is named and refused (exit 2), nothing
+// started.
+TEST_F(UploaderE2E, TheCommandLineAnswersAndNamesAnArgumentItDoesNotKnow) {
+  const auto run = [](const std::string& arg, std::optional<int>* code) {
+    TempDir dir;
+    ChildProcess proc({BinaryPath("nfs-blob-uploader"), arg}, {}, dir / "out");
+    proc.CheckAtEnd(10s);  // a sanitizer's report fails the test
+    *code = proc.Wait(30s);
+    return proc.ReadLog();
+  };
+  std::optional<int> code;
+  EXPECT_EQ(run("--version", &code), std::string(NBU_VERSION) + "\n");
+  EXPECT_EQ(code, 0);
+  const std::string help = run("--config-help", &code);
+  EXPECT_EQ(code, 0);
+  for (const auto& v : core::ConfigVars()) {
+    EXPECT_NE(help.find(std::string(v.name) + " "), std::string::npos) << v.name;
+  }
+  EXPECT_NE(run("--help", &code).find("--config-vars"), std::string::npos);
+  EXPECT_EQ(code, 0);
+  const std::string typo = run("--confg-vars", &code);
+  EXPECT_EQ(code, 2);
+  EXPECT_EQ(typo.rfind("nfs-blob-uploader: unknown argument \"--confg-vars\"\n", 0), 0u) << typo;
+  EXPECT_NE(typo.find("--config-vars"), std::string::npos) << typo;  // and the usage
+  EXPECT_EQ(typo.find("starting"), std::string::npos) << typo;
+}
+
 TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
   {
     UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_AZURE_CONTAINTER", "x"}});
