@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs every system package and npm package the build, tests and `make run` need; with
-# --bench, also what only `make bench` needs (nginx for its fast sink).
+# --bench, also what only `make bench` needs (nginx for its fast sink); with --coverage, what
+# only `make coverage` needs (gcovr).
 # Debian packages come from apt, Node packages from package-lock.json. Idempotent: skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=false
+coverage=false
 case "${1:-}" in
   "") ;;
   --bench) bench=true ;;
-  *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
+  --coverage) coverage=true ;;
+  *) echo "usage: $0 [--bench | --coverage]" >&2; exit 2 ;;
 esac
 
 APT_PACKAGES=(
@@ -23,6 +26,7 @@ APT_PACKAGES=(
 # Debian starts and enables nginx's default site on port 80 when it installs it (or fails the
 # install when that port is taken): the benchmark runs its own nginx on a loopback port.
 $bench && APT_PACKAGES+=(nginx-light)
+$coverage && APT_PACKAGES+=(gcovr)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
