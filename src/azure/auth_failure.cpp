@@ -5,8 +5,6 @@
 #include "util/text.h"
 
 #include <algorithm>
-#include <array>
-#include <charconv>
 #include <regex>
 #include <utility>
 

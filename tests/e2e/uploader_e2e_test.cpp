@@ -948,9 +948,6 @@ TEST_F(UploaderE2E, PostRoutesNeedTheTokenWhenOneIsSet) {
   EXPECT_EQ(up.process().ReadLog().find(token), std::string::npos);
 }
 
-// A misspelt variable is named by a warning; an API address that cannot be listened on, an
-// APP_ENV_FILE that does not exist and a line of it that is not KEY=VALUE are configuration
-// errors (exit 2, one line each, also for a value holding a line break).
 // The command line: the version the build names, each variable with its default and meaning,
 // the usage on --help; an argument it does not know is named and refused (exit 2), nothing
 // started.
@@ -979,6 +976,9 @@ TEST_F(UploaderE2E, TheCommandLineAnswersAndNamesAnArgumentItDoesNotKnow) {
   EXPECT_EQ(typo.find("starting"), std::string::npos) << typo;
 }
 
+// A misspelt variable is named by a warning; an API address that cannot be listened on, an
+// APP_ENV_FILE that does not exist and a line of it that is not KEY=VALUE are configuration
+// errors (exit 2, one line each, also for a value holding a line break).
 TEST_F(UploaderE2E, TyposAndUnusableListenAddressesAreReported) {
   {
     UploaderProcess up(azurite_, volume_, container_, "r1", {{"APP_AZURE_CONTAINTER", "x"}});
