@@ -786,6 +786,9 @@ Status FileProcessor::Complete(const ClaimPath& claim) {
   const std::string to = ProcessingPath(claim.WithState(ClaimState::kDone));
   Status s = d_.complete_rename ? d_.complete_rename(from, to) : fs::RenameEntry(from, to);
   if (s.kind() == ErrorKind::kNotFound) {
+    // Over NFS, a rename the server did whose answer was lost is answered so on the client's
+    // resend: the marker is there, and the claim complete.
+    if (fs::Stat(to).ok()) return Status::Ok();
     // Another replica took the claim over (our lease looked dead): it uploads the same bytes to
     // the same blob, so the outcome is the same. Nothing to mark here.
     LogWarn("claim vanished before completion: another replica took it over, or it was removed",
