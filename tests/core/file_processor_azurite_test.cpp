@@ -29,6 +29,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 namespace nbu::core {
 namespace {
@@ -2410,6 +2411,32 @@ TEST_F(FileProcessorAzuriteTest, EveryStateChangeKeepsTheProducersInode) {
   const auto revived = processor.ReviveDeadLetters(&errors);
   ASSERT_EQ(revived.size(), 1u);
   EXPECT_EQ(inode(fs::Join(config_.processing_root, revived[0].Path())), placed);
+}
+
+// A fresh file written to while it waited in the queue (its producer was not done after all) is
+// not claimed: it stays in incoming as it is, and the scanner is told to forget it (not held),
+// so that it settles again before it is queued anew. Not a failure of any kind.
+TEST_F(FileProcessorAzuriteTest, AFileChangedWhileQueuedIsLeftToSettleAgain) {
+  const WorkItem item = FreshItem("queued.bin", PatternBytes(1'000, 38));
+  const std::string src = fs::Join(config_.incoming_dir, "s/queued.bin");
+  const std::string grown = PatternBytes(1'000, 38) + "more";
+  WriteFile(src, grown);
+  std::vector<std::tuple<std::string, std::string, bool>> settled;
+  FileProcessor::Deps deps{config_, RealClock::Instance(), *blob_, inst_, tracer_, inflight_, {}};
+  deps.on_claim_settled = [&](const std::string& session, const std::string& rel, bool held) {
+    settled.emplace_back(session, rel, held);
+  };
+  FileProcessor processor(deps);
+  processor.Process(item, {});
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0], std::make_tuple(std::string("s"), std::string("queued.bin"), false));
+  EXPECT_EQ(nbu::test::ReadFile(src), grown);
+  EXPECT_TRUE(Entries(config_.processing_root).empty());
+  EXPECT_EQ(inflight_.size(), 0u);
+  EXPECT_EQ(Count(inst_.files_processed), 0);
+  EXPECT_EQ(Count(inst_.files_failed), 0);
+  EXPECT_EQ(inst_.attempt_failures.Value({{"reason", "claim"}}), 0);
+  EXPECT_TRUE(inst_.errors.Snapshot().empty());
 }
 
 // A fresh claim is registered in flight before its rename, so that no sweep can find it claimed
