@@ -130,14 +130,15 @@ TEST_F(BlobClientAzuriteTest, OddNamesRoundTripWithProperties) {
   EXPECT_EQ(retries_, 0);
 }
 
-// Every page is read, only names under the prefix come back, and what XML escapes (or cannot
-// carry) in a name is decoded.
+// Every page is read, only names under the prefix come back, and what XML escapes in a name is
+// decoded. (A name XML cannot carry, with a control character: BlobClientRetryTest, since
+// Azurite 3.37 answers a listing that holds one with 500.)
 TEST_F(BlobClientAzuriteTest, ListBlobNamesReadsEveryPageUnderThePrefix) {
   auto client = SharedKeyClient(FreshContainer("list"));
   ASSERT_TRUE(client->CreateContainerIfMissing().ok());
   std::vector<std::string> under = {"p/a&b<c>d", "p/q\"uote'", "p/caf\xC3\xA9", "p/x/y/z",
                                     "p/%2F%41"};
-  for (int i = 0; i < 7; ++i) under.push_back("p/n" + std::to_string(i));
+  for (int i = 0; i < 8; ++i) under.push_back("p/n" + std::to_string(i));
   for (const std::string& name : under) {
     ASSERT_TRUE(client->PutBlob(name, Body::FromMemory("x"), Md5::Of("x"), {}).ok()) << name;
   }
