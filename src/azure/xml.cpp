@@ -1,6 +1,8 @@
 // See xml.h.
 #include "azure/xml.h"
 
+#include "util/utf8.h"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -8,28 +10,6 @@
 #include <utility>
 
 namespace nbu::azure {
-namespace {
-
-void AppendUtf8(char32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    *out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    *out += static_cast<char>(0xC0 | (cp >> 6));
-    *out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    *out += static_cast<char>(0xE0 | (cp >> 12));
-    *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    *out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    *out += static_cast<char>(0xF0 | (cp >> 18));
-    *out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    *out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
-}  // namespace
-
 std::optional<std::string> XmlElement(std::string_view xml, std::string_view tag, size_t from,
                                       size_t limit, size_t* next, std::string* attributes) {
   const std::string open = "<" + std::string(tag);
@@ -73,7 +53,7 @@ std::string XmlUnescape(std::string_view text) {
           std::from_chars(text.data() + from, text.data() + semi, code, hex ? 16 : 10).ptr ==
               text.data() + semi &&
           code > 0 && code <= 0x10FFFF && (code < 0xD800 || code > 0xDFFF)) {
-        AppendUtf8(code, &out);
+        AppendUtf8(out, code);
         i = semi + 1;
         continue;
       }

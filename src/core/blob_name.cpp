@@ -16,24 +16,6 @@ constexpr std::string_view kFullwidthFullStopUtf8 = "\uFF0E";
 constexpr size_t kMaxNameUnits = 1024;
 constexpr size_t kMaxSegments = 254;
 
-void AppendUtf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
 // A code point the encoding produces, so a producer's own one is quoted (． only at the end).
 bool IsReplacement(char32_t cp) {
   return cp == kQuote || (cp >= kSymbolForNull && cp <= kSymbolForNull + 0x1F) ||

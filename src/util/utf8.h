@@ -13,6 +13,9 @@ namespace nbu {
 // does, and then only s[i] is taken as a stray byte, as Go's decoder (and so rclone) takes it.
 size_t DecodeUtf8(std::string_view s, size_t i, char32_t* cp);
 
+// Appends `cp` (a scalar value: at most U+10FFFF, not a surrogate) as UTF-8.
+void AppendUtf8(std::string& out, char32_t cp);
+
 // `s` with each byte that is not part of well-formed UTF-8 written as \xNN (upper-case hex): a
 // name stays recognisable where U+FFFD would make caf\xE9 and caf\xE8 look alike. A backslash
 // of the text's own is kept, so this is for reading, not one-to-one.

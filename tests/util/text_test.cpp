@@ -58,6 +58,26 @@ TEST(TextTest, ScrubsEveryOccurrenceOfEachSecret) {
 namespace nbu {
 namespace {
 
+// Each length's first and last code point, written and read back as the same one.
+TEST(Utf8Test, AppendedCodePointsDecodeToThemselves) {
+  for (const uint32_t cp :
+       {0x00U, 0x7FU, 0x80U, 0x7FFU, 0x800U, 0xD7FFU, 0xE000U, 0xFFFFU, 0x10000U, 0x10FFFFU}) {
+    std::string s;
+    AppendUtf8(s, static_cast<char32_t>(cp));
+    EXPECT_EQ(s.size(), cp < 0x80 ? 1U : cp < 0x800 ? 2U : cp < 0x10000 ? 3U : 4U) << cp;
+    if (cp < 0x80) {
+      EXPECT_EQ(static_cast<unsigned char>(s[0]), cp);
+      continue;
+    }
+    char32_t back = 0;
+    EXPECT_EQ(DecodeUtf8(s, 0, &back), s.size()) << cp;
+    EXPECT_EQ(static_cast<uint32_t>(back), cp);
+  }
+  std::string euro;
+  AppendUtf8(euro, U'\u20AC');
+  EXPECT_EQ(euro, "\u20AC");
+}
+
 // Bytes that are not UTF-8 become \xNN; well-formed text, including U+FFFD itself and four-byte
 // characters, stays as it is. Overlong forms, surrogates and sequences cut short are stray bytes.
 TEST(Utf8Test, InvalidBytesAreEscapedOneByOne) {
