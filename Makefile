@@ -97,8 +97,8 @@ test-tsan: build-tsan ## Concurrency tests under ThreadSanitizer
 	cd $(TSAN_DIR) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency -j 2
 	@$(MAKE) --no-print-directory skipped-tests DIR=$(TSAN_DIR)
 
-# gcovr 5.2 cannot parse GCC 12's "branch ... taken -1" lines (branch data only; the line
-# counts it reports are read whole).
+# gcovr 5.2 cannot parse GCC 12's "branch ... taken -1" lines: they are skipped, so read the
+# table's line figures, not its branch figures.
 coverage: ## Line coverage of src/ by every test: an unoptimised --coverage build in build-cov/, ctest, gcovr's table (build-cov/coverage.txt)
 	@./scripts/install-deps.sh --coverage
 	cmake -S . -B $(COV_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG='-O0 --coverage' \

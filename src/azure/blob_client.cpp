@@ -261,8 +261,12 @@ BlobClient::BlobClient(BlobClientOptions options, std::shared_ptr<Credential> cr
   path_style_ = SplitUrl(options_.endpoint).path.size() > 1;
 }
 
+std::string BlobClient::ContainerUrl() const {
+  return options_.endpoint + "/" + options_.container;
+}
+
 std::string BlobClient::BlobUrl(const std::string& blob_name) const {
-  return options_.endpoint + "/" + options_.container + "/" + UrlEncodePath(blob_name);
+  return ContainerUrl() + "/" + UrlEncodePath(blob_name);
 }
 
 std::chrono::milliseconds RequestTimeout(const BlobClientOptions& options, uint64_t body_bytes) {
@@ -417,7 +421,7 @@ Result<HttpResponse> BlobClient::Execute(HttpRequest req, const std::string& op,
 Status BlobClient::CreateContainerIfMissing(std::stop_token stop) {
   HttpRequest req;
   req.method = "PUT";
-  req.url = options_.endpoint + "/" + options_.container + "?restype=container";
+  req.url = ContainerUrl() + "?restype=container";
   const std::string url = req.url;
   auto r = Execute(std::move(req), "CreateContainer", stop, {201, 403, 409});
   if (r.ok() && r->status == 403) {
@@ -629,11 +633,12 @@ Result<std::vector<std::string>> BlobClient::ListBlobNames(const std::string& pr
   do {
     HttpRequest req;
     req.method = "GET";
-    req.url = options_.endpoint + "/" + options_.container +
+    req.url = ContainerUrl() +
               "?restype=container&comp=list&maxresults=" + std::to_string(page_size) +
               "&prefix=" + UrlEncodeQueryValue(prefix) +
               (marker.empty() ? "" : "&marker=" + UrlEncodeQueryValue(marker));
-    // A page of 5,000 blobs with their properties is about 5 MB.
+    // Each entry holds the blob's properties too, and a page up to 5,000 entries: it can pass
+    // the transport's 4 MiB.
     req.max_response_body = 16 << 20;
     auto r = Execute(std::move(req), "ListBlobs", stop, {200}, /*writes_blob=*/false,
                      /*observed=*/false);

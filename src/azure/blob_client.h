@@ -181,6 +181,7 @@ class BlobClient {
   std::chrono::seconds StallTime() const { return transport_->stall_time(); }
 
  private:
+  std::string ContainerUrl() const;  // the endpoint and the container, no query
   // A Put Blob of `body` with `check`'s header and `props`.
   HttpRequest PutBlobRequest(const std::string& blob_name, const Body& body, const BodyCheck& check,
                              const BlobProperties& props) const;

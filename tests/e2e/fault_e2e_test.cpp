@@ -531,6 +531,11 @@ TEST_F(FaultE2E, KillNineDuringBlockUploadResendsOnlyMissingBlocks) {
   ExpectNothingLeft(*again);
 }
 
+// A number below `n`, drawn from `rng`.
+uint32_t Draw(std::mt19937& rng, uint32_t n) {
+  return std::uniform_int_distribution<uint32_t>(0, n - 1)(rng);
+}
+
 // Everything at once, as a bad day brings it: two replicas share the volume and reach storage
 // through a proxy that throttles, fails, drops, delays and corrupts a random share of requests,
 // while files keep arriving (some renamed into place, as careful producers do) and events come,
@@ -564,15 +569,13 @@ TEST_F(FaultE2E, KillsStallsAndStorageFaultsAcrossTwoReplicasLoseNothing) {
     std::atomic<bool> storage_down{false};
     uint32_t Below(uint32_t n) {
       std::lock_guard lock(mu);
-      return std::uniform_int_distribution<uint32_t>(0, n - 1)(rng);
+      return Draw(rng, n);
     }
   };
   auto chance = std::make_shared<Chance>();
   chance->rng.seed(seed);
   std::mt19937 rng(seed);
-  const auto below = [&rng](uint32_t n) {
-    return std::uniform_int_distribution<uint32_t>(0, n - 1)(rng);
-  };
+  const auto below = [&rng](uint32_t n) { return Draw(rng, n); };
   proxy_->SetPlan([chance](const ProxyRequest& r) {
     if (chance->storage_down) return FaultAction::DropBefore();
     if (!chance->faults_on || r.target.find("restype=container") != std::string::npos) {
